@@ -1,0 +1,133 @@
+"""Generating one WRITE chunk: greedy, or beam search that keeps the winner's KV cache.
+
+Both take a `CachedLM` whose cache holds everything before `pending` (the ids not fed yet,
+ending with `<|end-of-read|>`). They return the chunk's ids (stop token excluded) and leave
+the cache with one row holding `pending` and a prefix of the chunk; the caller feeds the
+rest later, so no position is ever computed twice.
+
+Beam search reproduces transformers' `generate(num_beams=N)` (length penalty 1,
+`early_stopping=False`, top-2N candidates, suppressed tokens masked after the log-softmax,
+as `suppress_tokens` does) for one sequence, so EAST's reference decoding and ours pick the
+same chunk. transformers' beam search throws the beams' caches away; here every hypothesis
+that finishes copies the keys and values of its own chunk tokens (a few positions), and
+the winner's copy is put behind the shared prefix when the search ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from east_agent.kv_cache import CachedLM
+
+NEG_INF = float("-inf")
+LOST = -1.0e9  # transformers' score for a candidate that may not be chosen
+
+
+@dataclass
+class ChunkLimits:
+    max_tokens: int  # new tokens at most, the stop token included
+    stop_ids: tuple[int, ...]
+    suppress_mask: torch.Tensor  # bool [vocab]: ids that may not be generated
+    check_room: Callable[[int], None]  # raises if the cache cannot take this many more positions
+    length_penalty: float = 1.0  # beam search only: scores are divided by length ** penalty
+
+
+def greedy_chunk(
+    lm: CachedLM,
+    pending: list[int],
+    limits: ChunkLimits,
+    on_logits: Callable[[list[int], torch.Tensor], None] | None = None,
+) -> tuple[list[int], bool]:
+    """Return (chunk ids, whether a stop token ended it).
+
+    `on_logits(chunk so far, logits)` sees every step (tracing for tests).
+    """
+    chunk: list[int] = []
+    stop_ids = limits.stop_ids
+    to_feed = pending
+    for _ in range(limits.max_tokens):
+        limits.check_room(len(to_feed))
+        logits = lm.feed(to_feed)
+        if on_logits is not None:
+            on_logits(chunk, logits)
+        token_id = int(logits.masked_fill(limits.suppress_mask, NEG_INF).argmax())
+        if token_id in stop_ids:
+            return chunk, True
+        chunk.append(token_id)
+        to_feed = [token_id]
+    return chunk, False
+
+
+@dataclass
+class _Finished:
+    score: float
+    tokens: list[int]
+    suffix: list = field(repr=False)  # per-layer (keys, values) of the chunk tokens it holds
+
+
+def beam_chunk(
+    lm: CachedLM, pending: list[int], limits: ChunkLimits, num_beams: int
+) -> tuple[list[int], bool]:
+    """Return (chunk ids of the best hypothesis, whether a stop token ended it)."""
+    limits.check_room(len(pending))
+    logits = lm.feed(pending)[None]  # one row: every beam starts from the same prefix
+    prefix = lm.snapshot()
+    prefix_length = lm.length
+    stop_ids = torch.tensor(limits.stop_ids, device=logits.device)
+    candidates = max(2, 1 + len(limits.stop_ids)) * num_beams
+
+    running_tokens: list[list[int]] = [[]]
+    running_scores = torch.zeros(1, device=logits.device)
+    finished: list[_Finished] = []
+    can_improve = True
+    for step in range(limits.max_tokens):
+        log_probs = torch.log_softmax(logits, dim=-1).masked_fill(limits.suppress_mask, NEG_INF)
+        vocab = log_probs.shape[-1]
+        scores, flat_ids = torch.topk((log_probs + running_scores[:, None]).view(-1), candidates)
+        source_rows, token_ids = flat_ids // vocab, flat_ids % vocab
+        at_max_length = step + 1 >= limits.max_tokens
+        hits = torch.isin(token_ids, stop_ids) | at_max_length
+
+        # Candidates among the first `num_beams` that hit a stop become finished hypotheses.
+        generated = step + 1  # new tokens of these hypotheses, the last one included
+        if can_improve:
+            for rank in torch.nonzero(hits[:num_beams]).flatten().tolist():
+                score = float(scores[rank]) / generated**limits.length_penalty
+                if _beats_worst(finished, num_beams, score):
+                    row = int(source_rows[rank])
+                    tokens = running_tokens[row] + [int(token_ids[rank])]
+                    finished.append(_Finished(score, tokens, lm.row_suffix(row, prefix_length)))
+                    finished = sorted(finished, key=lambda h: -h.score)[:num_beams]
+        if bool(hits.all()):
+            break
+        # The best `num_beams` candidates that did not stop keep running.
+        keep = torch.topk(scores + hits * LOST, num_beams).indices
+        running_scores = scores[keep]
+        rows = source_rows[keep]
+        new_tokens = token_ids[keep]
+        row_list, token_list = rows.tolist(), new_tokens.tolist()
+        running_tokens = [running_tokens[row] + [token] for row, token in zip(row_list, token_list)]
+        best_possible = float(running_scores[0]) / generated**limits.length_penalty
+        # transformers' early-stopping heuristic (`early_stopping=False`).
+        can_improve = can_improve and _beats_worst(finished, num_beams, best_possible)
+        if not can_improve:
+            break
+        if step == 0:
+            lm.expand(num_beams)  # every candidate came from the one row
+        else:
+            lm.reorder(rows)
+        limits.check_room(1)
+        logits = lm.forward(new_tokens[:, None])
+
+    best = max(finished, key=lambda hypothesis: hypothesis.score)
+    lm.restore(prefix, best.suffix)
+    stopped = bool(best.tokens) and best.tokens[-1] in limits.stop_ids
+    return (best.tokens[:-1] if stopped else best.tokens), stopped
+
+
+def _beats_worst(finished: list[_Finished], num_beams: int, score: float) -> bool:
+    """Whether `score` would enter the `num_beams` best finished hypotheses."""
+    return len(finished) < num_beams or score > min(h.score for h in finished)

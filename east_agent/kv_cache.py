@@ -1,0 +1,131 @@
+"""A causal LM with one growing KV cache, across transformers 5.x releases.
+
+transformers renamed the cache argument of `forward` from `past_key_values` to `cache`
+(5.17 has the old name and silently ignores the new one; later releases deprecate the old
+one), and `DynamicCache.crop(n)` with a positive `n` changed from "keep n" to an error.
+This module is the only place that knows either: it reads the argument name from the
+model's signature and only ever crops by a negative count.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+
+def cache_argument_name(model) -> str:
+    """The keyword under which `model.forward` accepts a KV cache."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(type(base).forward).parameters
+    if "cache" in parameters:
+        return "cache"
+    if "past_key_values" in parameters:
+        return "past_key_values"
+    raise TypeError(f"{type(base).__name__}.forward takes neither `cache` nor `past_key_values`")
+
+
+def new_dynamic_cache(model):
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+class CachedLM:
+    """Feeds token ids through `model`, keeping their keys and values in one cache.
+
+    The owner decides which ids to feed; this class only guarantees that the cache holds
+    exactly `length` positions and counts the work done (forward passes, tokens fed).
+    Rows of the batch dimension are beams; outside beam search there is one row.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self._cache_kwarg = cache_argument_name(model)
+        self.cache = new_dynamic_cache(model)
+        self.forward_passes = 0
+        self.tokens_fed = 0
+
+    @property
+    def length(self) -> int:
+        return self.cache.get_seq_length()
+
+    @property
+    def rows(self) -> int:
+        layer = self.cache.layers[0] if self.cache.layers else None
+        keys = getattr(layer, "keys", None)
+        return 1 if keys is None or keys.numel() == 0 else keys.shape[0]
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Feed `input_ids` [rows, n]; return the last position's float32 logits [rows, vocab]."""
+        output = self.model(
+            input_ids=input_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kwarg: self.cache},
+        )
+        self.forward_passes += 1
+        self.tokens_fed += input_ids.numel()
+        return output.logits[:, -1, :].float()
+
+    def feed(self, token_ids: list[int]) -> torch.Tensor:
+        """Feed a list of ids to the single row and return its last logits [vocab]."""
+        input_ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
+        return self.forward(input_ids)[0]
+
+    def crop(self, length: int) -> int:
+        """Drop every position from `length` on; return how many were dropped."""
+        dropped = self.length - length
+        if dropped < 0:
+            raise ValueError(f"cannot crop a cache of {self.length} positions to {length}")
+        if dropped:
+            self.cache.crop(-dropped)
+        return dropped
+
+    def reset(self) -> None:
+        self.cache = new_dynamic_cache(self.model)
+
+    # Beam search support: the batch dimension of every layer holds the beams.
+
+    def _layers(self):
+        layers = self.cache.layers
+        if not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
+            raise NotImplementedError(
+                f"beam search needs a plain key/value cache; {type(self.model).__name__} uses "
+                f"{type(layers[0]).__name__}"
+            )
+        return layers
+
+    def snapshot(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """References to the current per-layer tensors (later updates never write into them)."""
+        return [(layer.keys, layer.values) for layer in self._layers()]
+
+    def expand(self, rows: int) -> None:
+        self.cache.batch_repeat_interleave(rows)
+
+    def reorder(self, row_indices: torch.Tensor) -> None:
+        self.cache.reorder_cache(row_indices)
+
+    def row_suffix(self, row: int, start: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Copies of the positions from `start` on of one row, per layer."""
+        return [
+            (
+                layer.keys[row : row + 1, :, start:].clone(),
+                layer.values[row : row + 1, :, start:].clone(),
+            )
+            for layer in self._layers()
+        ]
+
+    def restore(
+        self,
+        prefix: list[tuple[torch.Tensor, torch.Tensor]],
+        suffix: list[tuple[torch.Tensor, torch.Tensor]],
+    ) -> None:
+        """Make the cache one row: `prefix` (one row) followed by `suffix` (one row)."""
+        for layer, (prefix_keys, prefix_values), (suffix_keys, suffix_values) in zip(
+            self._layers(), prefix, suffix
+        ):
+            layer.keys = torch.cat([prefix_keys, suffix_keys], dim=-2)
+            layer.values = torch.cat([prefix_values, suffix_values], dim=-2)

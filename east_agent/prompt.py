@@ -1,0 +1,120 @@
+"""The EAST prompt format: instruction, latency levels, language names and unit joining.
+
+Everything here must match what the released EAST-8B / EAST-Stage-1-8B checkpoints were
+trained on, so it is pinned by golden tests.
+"""
+
+from __future__ import annotations
+
+END_OF_READ = "<|end-of-read|>"
+END_OF_WRITE = "<|end-of-write|>"
+
+LATENCY_LEVELS: tuple[str, ...] = ("low", "low-medium", "medium", "medium-high", "high")
+
+SIMT_INSTRUCTION = (
+    "You are a professional simultaneous interpreter, your task is to translate the "
+    "following {src_lang} text into {tgt_lang} with {latency} latency."
+)
+OFFLINE_INSTRUCTION = "Translate the following sentence from {src_lang} into {tgt_lang}:"
+
+# ISO 639-1 and 639-3 codes of the languages the EAST data covers, and a few more.
+LANGUAGE_CODES: dict[str, str] = {
+    "ar": "Arabic",
+    "ara": "Arabic",
+    "cs": "Czech",
+    "ces": "Czech",
+    "de": "German",
+    "deu": "German",
+    "en": "English",
+    "eng": "English",
+    "es": "Spanish",
+    "spa": "Spanish",
+    "fr": "French",
+    "fra": "French",
+    "hi": "Hindi",
+    "hin": "Hindi",
+    "it": "Italian",
+    "ita": "Italian",
+    "ja": "Japanese",
+    "jpn": "Japanese",
+    "ko": "Korean",
+    "kor": "Korean",
+    "nl": "Dutch",
+    "nld": "Dutch",
+    "pl": "Polish",
+    "pol": "Polish",
+    "pt": "Portuguese",
+    "por": "Portuguese",
+    "ru": "Russian",
+    "rus": "Russian",
+    "tr": "Turkish",
+    "tur": "Turkish",
+    "uk": "Ukrainian",
+    "ukr": "Ukrainian",
+    "zh": "Chinese",
+    "zho": "Chinese",
+    "cmn": "Chinese",
+}
+LANGUAGE_NAMES: frozenset[str] = frozenset(LANGUAGE_CODES.values())
+
+# Languages written without spaces between words: source units are joined with no
+# separator and target chunks carry no leading space.
+UNSPACED_LANGUAGES: frozenset[str] = frozenset({"Chinese", "Japanese"})
+
+
+def language_name(language: str) -> str:
+    """Return the English name EAST uses for `language` (an ISO code or a name)."""
+    key = language.strip()
+    if key.lower() in LANGUAGE_CODES:
+        return LANGUAGE_CODES[key.lower()]
+    for name in LANGUAGE_NAMES:
+        if key.lower() == name.lower():
+            return name
+    codes = ", ".join(sorted(code for code in LANGUAGE_CODES if len(code) == 2))
+    names = ", ".join(sorted(LANGUAGE_NAMES))
+    raise ValueError(
+        f"unknown language {language!r}: use an ISO code ({codes}) or an English name ({names})"
+    )
+
+
+def check_latency(latency: str) -> str:
+    """Return `latency` if it is one of the five EAST levels, else raise naming the choices."""
+    if latency not in LATENCY_LEVELS:
+        raise ValueError(f"unknown latency {latency!r}: choose one of {', '.join(LATENCY_LEVELS)}")
+    return latency
+
+
+def is_unspaced(language: str) -> bool:
+    return language_name(language) in UNSPACED_LANGUAGES
+
+
+def unit_separator(language: str) -> str:
+    """The text put between two source units (or two target chunks) of `language`."""
+    return "" if is_unspaced(language) else " "
+
+
+def simt_instruction(src_lang: str, tgt_lang: str, latency: str) -> str:
+    return SIMT_INSTRUCTION.format(
+        src_lang=language_name(src_lang),
+        tgt_lang=language_name(tgt_lang),
+        latency=check_latency(latency),
+    )
+
+
+def offline_instruction(src_lang: str, tgt_lang: str, source: str) -> str:
+    header = OFFLINE_INSTRUCTION.format(
+        src_lang=language_name(src_lang), tgt_lang=language_name(tgt_lang)
+    )
+    return f"{header}\n{source}"
+
+
+def render_user_turn(tokenizer, content: str) -> str:
+    """Render one user turn with the tokenizer's own chat template, generation prompt added."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            "the tokenizer has no chat template; EAST checkpoints ship one "
+            "(chat_template.jinja or tokenizer_config.json)"
+        )
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+    )

@@ -1,0 +1,84 @@
+"""The token ids of one EAST conversation, built piece by piece without re-tokenizing it.
+
+The reference decoder re-tokenizes the whole rendered text at every step. Added tokens
+(the chat template's headers, `<|end-of-read|>`, `<|end-of-write|>`) are split off before
+a tokenizer sees the text around them, so the ids of the text after the last added token
+depend only on that text. A `TokenStream` therefore re-tokenizes only the current *run*:
+the text from the last added token on (the token included, so that prefix-space rules see
+it). When a new piece changes how the end of the run tokenizes (a Chinese character that
+merges with the one before, say), `append_text` reports the first position whose id
+changed, and the caller rolls its KV cache back to there.
+
+Generated ids are kept exactly as generated: they are never re-tokenized.
+"""
+
+from __future__ import annotations
+
+
+class TokenStream:
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.added_token_ids = frozenset(tokenizer.added_tokens_decoder)
+        self.ids: list[int] = []
+        self._run_start: int | None = None  # index of the run's first id; None: no open run
+        self._run_text = ""
+        self._prompt_state: tuple[int, int | None, str] | None = None
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def start(self, prompt: str) -> None:
+        """Begin with the rendered prompt; `rewind_to_prompt` comes back to this point."""
+        self.ids = self.encode(prompt)
+        self._run_start, self._run_text = self._last_run(prompt, self.ids)
+        self._prompt_state = (len(self.ids), self._run_start, self._run_text)
+
+    def rewind_to_prompt(self) -> None:
+        if self._prompt_state is None:
+            raise RuntimeError("TokenStream.start was never called")
+        length, self._run_start, self._run_text = self._prompt_state
+        del self.ids[length:]
+
+    def _last_run(self, prompt: str, prompt_ids: list[int]) -> tuple[int, str]:
+        """Open the run at the prompt's last added token if its text tokenizes back to its ids."""
+        for index in range(len(prompt_ids) - 1, -1, -1):
+            if prompt_ids[index] not in self.added_token_ids:
+                continue
+            token_text = self.tokenizer.convert_ids_to_tokens(prompt_ids[index])
+            offset = prompt.rfind(token_text)
+            if offset >= 0 and self.encode(prompt[offset:]) == prompt_ids[index:]:
+                return index, prompt[offset:]
+            break
+        return 0, prompt
+
+    def append_text(self, text: str) -> int:
+        """Append `text` to the current run; return the first index whose id changed or is new."""
+        if self._run_start is None:
+            self._run_start, self._run_text = len(self.ids), ""
+        run_ids = self.encode(self._run_text + text)
+        old_run_ids = self.ids[self._run_start :]
+        if self._run_start < len(self.ids) and run_ids[:1] != old_run_ids[:1]:
+            raise ValueError(
+                f"appending {text!r} re-tokenized the added token that opens the run "
+                f"({old_run_ids[:1]} became {run_ids[:1]}): the tokenizer does not split "
+                "added tokens"
+            )
+        common = 0
+        for old_id, new_id in zip(old_run_ids, run_ids):
+            if old_id != new_id:
+                break
+            common += 1
+        self.ids[self._run_start :] = run_ids
+        self._run_text += text
+        return self._run_start + common
+
+    def append_added_token(self, token_id: int) -> None:
+        """Append an added token (end-of-read, end-of-write); it opens a new run."""
+        self.ids.append(token_id)
+        self._run_start = len(self.ids) - 1
+        self._run_text = self.tokenizer.convert_ids_to_tokens(token_id)
+
+    def append_generated(self, token_ids: list[int]) -> None:
+        """Append model-generated ids verbatim; text can only follow after an added token."""
+        self.ids.extend(token_ids)
+        self._run_start, self._run_text = None, ""

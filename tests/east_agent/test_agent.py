@@ -1,0 +1,131 @@
+"""Real `simuleval` command-line runs of the EAST agent on the tiny checkpoint."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from east_agent.decoder import DecoderConfig, EastStreamDecoder
+from tiny_east import LEXICON, synthetic_sentence
+
+REPO = Path(__file__).resolve().parents[2]
+AGENT_FILE = REPO / "east_agent" / "agent.py"
+
+
+def console_script(name: str) -> str:
+    script = Path(sys.executable).with_name(name)
+    assert script.exists(), f"{name} is not installed next to {sys.executable}"
+    return str(script)
+
+
+def run_simuleval(*arguments, command="east-simuleval", timeout=300):
+    return subprocess.run(
+        [console_script(command), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+@pytest.fixture(scope="module")
+def toy_test_set(tmp_path_factory):
+    import random
+
+    rng = random.Random(7)
+    sentences = [synthetic_sentence(rng)[0] for _ in range(3)]
+    folder = tmp_path_factory.mktemp("toy-test-set")
+    (folder / "src.txt").write_text("".join(" ".join(s) + "\n" for s in sentences))
+    references = [" ".join(LEXICON[word] for word in s) for s in sentences]
+    (folder / "ref.txt").write_text("".join(r + "\n" for r in references))
+    return folder, sentences
+
+
+def agent_arguments(checkpoint, folder, output, *extra):
+    return [
+        "--agent", AGENT_FILE,
+        "--model-path", checkpoint,
+        "--src-lang", "de",
+        "--tgt-lang", "en",
+        "--source", folder / "src.txt",
+        "--target", folder / "ref.txt",
+        "--output", output,
+        "--device", "cpu",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_simuleval_run_writes_instances_and_scores(
+    east_checkpoint, east_model, east_tokenizer, toy_test_set, tmp_path
+):
+    folder, sentences = toy_test_set
+    result = run_simuleval(*agent_arguments(east_checkpoint, folder, tmp_path, "--latency", "low"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    instances = [json.loads(line) for line in (tmp_path / "instances.log").read_text().splitlines()]
+    assert len(instances) == 3
+    header, values = (tmp_path / "scores.tsv").read_text().splitlines()
+    assert {"BLEU", "AL", "LAAL"} <= set(header.split("\t"))
+    assert len(values.split("\t")) == len(header.split("\t"))
+
+    # The agent adds nothing: SimulEval saw exactly what the decoder writes, when it writes.
+    decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
+    for instance, units in zip(instances, sentences):
+        translation = decoder.translate(units)
+        words = [w for chunk in translation.chunks for w in chunk.split()]
+        assert instance["prediction"] == " ".join(words)
+        expected_delays = [
+            delay for chunk, delay in zip(translation.chunks, translation.delays)
+            for _ in chunk.split()
+        ]  # fmt: skip
+        assert instance["delays"] == expected_delays
+        assert instance["source_length"] == len(units)
+
+
+def test_stock_simuleval_with_agent_class_and_beam_search(east_checkpoint, toy_test_set, tmp_path):
+    folder, _ = toy_test_set
+    arguments = agent_arguments(
+        east_checkpoint, folder, tmp_path, "--latency-level", "medium", "--num-beams", "3"
+    )
+    arguments[0:2] = ["--agent-class", "east_agent.agent.EastAgent"]
+    result = run_simuleval(*arguments, command="simuleval")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len((tmp_path / "instances.log").read_text().splitlines()) == 3
+    assert "Couldn't find ffmpeg" in result.stderr  # the stock command still warns
+
+
+def test_east_simuleval_does_not_warn_about_ffmpeg(east_checkpoint, toy_test_set, tmp_path):
+    folder, _ = toy_test_set
+    result = run_simuleval(*agent_arguments(east_checkpoint, folder, tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ffmpeg" not in result.stderr
+
+
+def test_unknown_latency_is_a_clear_error(east_checkpoint, toy_test_set, tmp_path):
+    folder, _ = toy_test_set
+    result = run_simuleval(
+        *agent_arguments(east_checkpoint, folder, tmp_path, "--latency", "instant"), timeout=120
+    )
+    assert result.returncode != 0
+    assert "invalid choice: 'instant'" in result.stderr
+    assert "low-medium" in result.stderr
+
+
+def test_empty_source_line_is_named_before_loading(east_checkpoint, tmp_path):
+    (tmp_path / "src.txt").write_text("Die Katze\n\nDer Hund\n")
+    (tmp_path / "ref.txt").write_text("The cat\n\nThe dog\n")
+    result = run_simuleval(
+        *agent_arguments(east_checkpoint, tmp_path, tmp_path / "out"), timeout=120
+    )
+    assert result.returncode != 0
+    assert "src.txt: line 2: empty source sentence" in result.stderr
+
+
+def test_missing_checkpoint_is_a_clear_error(toy_test_set, tmp_path):
+    folder, _ = toy_test_set
+    result = run_simuleval(
+        *agent_arguments(tmp_path / "no-such-model", folder, tmp_path / "out"), timeout=120
+    )
+    assert result.returncode != 0
+    assert "no-such-model' does not exist" in result.stderr

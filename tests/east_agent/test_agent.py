@@ -102,14 +102,20 @@ def test_east_simuleval_does_not_warn_about_ffmpeg(east_checkpoint, toy_test_set
     assert "ffmpeg" not in result.stderr
 
 
-def test_unknown_latency_is_a_clear_error(east_checkpoint, toy_test_set, tmp_path):
+@pytest.mark.parametrize(
+    "flags, messages",
+    [
+        (["--latency", "instant"], ["invalid choice: 'instant'", "low-medium"]),
+        (["--src-lang", "xx"], ["unknown language 'xx': use an ISO code"]),
+    ],
+)
+def test_unknown_latency_or_language_is_a_clear_error(
+    east_checkpoint, toy_test_set, tmp_path, flags, messages
+):
     folder, _ = toy_test_set
-    result = run_simuleval(
-        *agent_arguments(east_checkpoint, folder, tmp_path, "--latency", "instant"), timeout=120
-    )
+    result = run_simuleval(*agent_arguments(east_checkpoint, folder, tmp_path, *flags), timeout=120)
     assert result.returncode != 0
-    assert "invalid choice: 'instant'" in result.stderr
-    assert "low-medium" in result.stderr
+    assert all(message in result.stderr for message in messages)
 
 
 def test_empty_source_line_is_named_before_loading(east_checkpoint, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,16 +100,24 @@ def resolve_dtype(torch_dtype: str, device: str) -> torch.dtype | str:
     return getattr(torch, torch_dtype)
 
 
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(model_path: str | Path) -> bool:
+    """ "org/name" that is not a local path (its first component is no local folder)."""
+    text = str(model_path)
+    return (
+        not Path(text).exists()
+        and HUB_ID.match(text) is not None
+        and not Path(text.split("/")[0]).exists()
+    )
+
+
 def check_model_path(model_path: str | Path) -> None:
     """Fail early, naming the problem, on a local path that cannot be a checkpoint."""
+    if is_hub_id(model_path):
+        return  # from_pretrained fetches it where a hub is reachable
     path = Path(model_path)
-    looks_local = (
-        path.exists()
-        or str(model_path).startswith((".", "/", "~"))
-        or (str(model_path).count("/") != 1)
-    )
-    if not looks_local:
-        return  # a hub id such as "org/name"; from_pretrained reports what is wrong
     if not path.exists():
         raise CheckpointError(f"model path {str(model_path)!r} does not exist")
     if not path.is_dir():
@@ -122,11 +131,23 @@ def check_model_path(model_path: str | Path) -> None:
         )
 
 
+def _from_pretrained(loader, model_path: str | Path, **kwargs):
+    try:
+        return loader.from_pretrained(str(model_path), **kwargs)
+    except OSError as error:
+        if not is_hub_id(model_path):
+            raise
+        raise CheckpointError(
+            f"{str(model_path)!r} is no local directory and could not be loaded from the hub "
+            f"({error.__class__.__name__}: {str(error).splitlines()[0]})"
+        ) from error
+
+
 def load_tokenizer(model_path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     check_model_path(model_path)
-    return AutoTokenizer.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
+    return _from_pretrained(AutoTokenizer, model_path, trust_remote_code=trust_remote_code)
 
 
 def load_model(
@@ -140,8 +161,9 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     check_model_path(model_path)
-    model = AutoModelForCausalLM.from_pretrained(
-        str(model_path),
+    model = _from_pretrained(
+        AutoModelForCausalLM,
+        model_path,
         dtype=resolve_dtype(torch_dtype, device),
         trust_remote_code=trust_remote_code,
     )

@@ -49,6 +49,21 @@ def test_missing_model_path(tmp_path):
         load_east_checkpoint(tmp_path / "nowhere")
 
 
+def test_local_looking_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(CheckpointError, match="'models/east' does not exist"):
+        load_east_checkpoint("models/east")
+
+
+def test_unreachable_hub_id_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="'no-org/no-model' is no local directory"):
+        load_east_checkpoint("no-org/no-model")
+
+
 def test_model_path_that_is_a_file(tmp_path):
     path = tmp_path / "model.bin"
     path.write_text("x")

@@ -1,10 +1,12 @@
-"""`east-simuleval`: the `simuleval` command, with two SimulEval 1.1.4 traps defused.
+"""`east-simuleval`: the `simuleval` command, with three SimulEval 1.1.4 traps defused.
 
 1. SimulEval parses its own flags before it has imported the agent, with argparse's
    prefix matching on: an agent flag `--latency low` is read as `--latency-metrics low`
    ("No latency metric called low"). This command turns prefix matching off, so agent
    flags are matched whole. (With the stock `simuleval`, write `--latency-level`.)
 2. Importing SimulEval warns that ffmpeg is missing, which text evaluation never needs.
+3. When no sentence got a single word, the latency scorers take the mean of nothing and
+   the run dies after all the decoding; here they report NaN instead.
 
 Everything else is SimulEval's own `main()`, unchanged.
 """
@@ -12,6 +14,7 @@ Everything else is SimulEval's own `main()`, unchanged.
 from __future__ import annotations
 
 import argparse
+import statistics
 import warnings
 
 
@@ -25,11 +28,22 @@ def _match_flags_whole() -> None:
     argparse.ArgumentParser.__init__ = init
 
 
+def _score_empty_runs() -> None:
+    from simuleval.evaluator.scorers import latency_scorer
+
+    def mean_or_nan(values):
+        values = list(values)
+        return statistics.mean(values) if values else float("nan")
+
+    latency_scorer.mean = mean_or_nan
+
+
 def main() -> None:
     warnings.filterwarnings(
         "ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning
     )
     _match_flags_whole()
+    _score_empty_runs()
     from simuleval.cli import main as simuleval_main
 
     simuleval_main()

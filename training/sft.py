@@ -1,0 +1,267 @@
+"""The EAST two-stage SFT entry point (transformers Trainer; DeepSpeed and peft where asked).
+
+    python -m training.sft --config training/configs/stage1_full.yaml [section.key=value ...]
+
+Stage I (`stage: full`) fine-tunes every weight of a chat LLM on SiMT data, after adding
+`<|end-of-read|>` / `<|end-of-write|>` to its tokenizer and embeddings (new rows start at
+the mean of the existing ones). Stage II (`stage: lora`) trains a LoRA adapter on the
+Stage I model over multilingual SiMT and offline MT data; `python -m training.merge_lora`
+folds it back in. The final model lands in `<output_dir>/model` (written to a temporary
+folder first, then renamed), loadable unchanged by `east_agent`.
+
+Multi-GPU and multi-node runs go through the standard launchers, unchanged:
+    torchrun --nproc_per_node 8 -m training.sft --config ...
+    deepspeed --num_gpus 8 --module training.sft --config ...
+    accelerate launch --num_processes 8 -m training.sft --config ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from east_agent.model import east_token_ids
+from east_agent.prompt import END_OF_READ, END_OF_WRITE
+from training.config import SFTConfig, load_config
+from training.data import IGNORE_INDEX, build_samples
+
+logger = logging.getLogger("training.sft")
+
+FINAL_MODEL_DIR = "model"
+
+
+def attention_implementation(setting: str) -> str:
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def torch_dtype(name: str):
+    return "auto" if name == "auto" else getattr(torch, name)
+
+
+def load_tokenizer(config: SFTConfig):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        config.model.name_or_path, trust_remote_code=config.model.trust_remote_code
+    )
+    if config.model.chat_template:
+        tokenizer.chat_template = Path(config.model.chat_template).read_text(encoding="utf-8")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"{config.model.name_or_path} has no chat template: set model.chat_template "
+            "to a .jinja file"
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # padding only: masked out of attention and loss
+    return tokenizer
+
+
+def add_east_tokens(tokenizer) -> int:
+    """Add the two EAST tokens as special tokens; return how many were new."""
+    present = set(tokenizer.get_vocab())
+    missing = [token for token in (END_OF_READ, END_OF_WRITE) if token not in present]
+    if not missing:
+        return 0
+    return tokenizer.add_special_tokens({"additional_special_tokens": missing})
+
+
+def _gathered(parameters):
+    """All of `parameters`, gathered for modification under DeepSpeed ZeRO-3."""
+    from contextlib import nullcontext
+
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(parameters, modifier_rank=0)
+
+
+def resize_embeddings_with_mean(model, vocab_size: int) -> int:
+    """Grow the embeddings to `vocab_size` rows, new rows set to the mean of the old ones."""
+    old_size = model.get_input_embeddings().weight.shape[0]
+    if vocab_size <= old_size:
+        return 0
+    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    embeddings = (model.get_input_embeddings(), model.get_output_embeddings())
+    matrices = {id(m.weight): m.weight for m in embeddings if m is not None}  # tied: once
+    with _gathered(list(matrices.values())), torch.no_grad():
+        for weight in matrices.values():
+            weight[old_size:] = weight[:old_size].mean(dim=0, keepdim=True)
+    return vocab_size - old_size
+
+
+def load_model(config: SFTConfig, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        config.model.name_or_path,
+        dtype=torch_dtype(config.model.torch_dtype),
+        attn_implementation=attention_implementation(config.model.attn_implementation),
+        trust_remote_code=config.model.trust_remote_code,
+    )
+    if config.stage == "full":
+        added = resize_embeddings_with_mean(model, len(tokenizer))
+        logger.info("embeddings: %d new rows (mean-initialised)", added)
+        east_token_ids(tokenizer)
+        return model
+    east_token_ids(tokenizer)  # Stage II starts from an EAST (Stage I) checkpoint
+    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+        raise ValueError(
+            f"{config.model.name_or_path}: the tokenizer has {len(tokenizer)} ids but the "
+            "model's embeddings fewer; Stage II needs the Stage I checkpoint"
+        )
+    return wrap_with_lora(model, config)
+
+
+def wrap_with_lora(model, config: SFTConfig):
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    if config.train.get("gradient_checkpointing") or config.train.get("activation_checkpointing"):
+        model.enable_input_require_grads()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total
+    )
+    return model
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last)."""
+    complete = [
+        path
+        for path in output_dir.glob("checkpoint-*")
+        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").exists()
+    ]
+    return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
+
+
+def resolve_resume(config: SFTConfig) -> str | None:
+    setting = config.resume_from_checkpoint
+    if setting in (None, False, "none", "no"):
+        return None
+    if setting == "auto":
+        checkpoint = last_complete_checkpoint(config.output_dir)
+        if checkpoint is not None:
+            logger.info("resuming from %s", checkpoint)
+        return str(checkpoint) if checkpoint else None
+    if not (Path(setting) / "trainer_state.json").exists():
+        raise ValueError(f"resume_from_checkpoint: {setting} is not a complete checkpoint")
+    return str(setting)
+
+
+def save_final_model(trainer, tokenizer, output_dir: Path) -> Path:
+    """Write the model to a temporary folder, then rename it into place."""
+    final = output_dir / FINAL_MODEL_DIR
+    temporary = output_dir / f".{FINAL_MODEL_DIR}.tmp"
+    if trainer.is_world_process_zero() and temporary.exists():
+        shutil.rmtree(temporary)
+    trainer.save_model(str(temporary))  # every rank: ZeRO-3 gathers the weights
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(temporary)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(temporary, final)
+    return final
+
+
+def build_trainer(config: SFTConfig, training_args, model, tokenizer, samples):
+    from transformers import DataCollatorForSeq2Seq, Trainer
+
+    collator = DataCollatorForSeq2Seq(
+        tokenizer,
+        label_pad_token_id=IGNORE_INDEX,
+        pad_to_multiple_of=8 if torch.cuda.is_available() else None,
+    )
+    return Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=samples,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+
+
+def run(config: SFTConfig) -> Path:
+    """Train one stage and return the folder of the final model."""
+    from transformers import TrainingArguments
+
+    started = time.time()
+    # TrainingArguments first: with a ZeRO-3 config it makes from_pretrained shard the model.
+    training_args = TrainingArguments(**config.train)
+    tokenizer = load_tokenizer(config)
+    if config.stage == "full":
+        logger.info("EAST tokens added to the tokenizer: %d", add_east_tokens(tokenizer))
+    model = load_model(config, tokenizer)
+    with training_args.main_process_first(desc="tokenizing"):
+        samples, report = build_samples(
+            tokenizer,
+            config.data.files,
+            cutoff_len=config.data.cutoff_len,
+            skip_malformed=config.data.skip_malformed,
+            max_samples=config.data.max_samples,
+            seed=training_args.seed,
+            progress=training_args.local_process_index == 0,
+        )
+    if not samples:
+        raise ValueError("no training sample is left after reading the data")
+    trainer = build_trainer(config, training_args, model, tokenizer, samples)
+    result = trainer.train(resume_from_checkpoint=resolve_resume(config))
+    final = save_final_model(trainer, tokenizer, config.output_dir)
+    if trainer.is_world_process_zero():
+        summary = {
+            "recipe": config.source,
+            "stage": config.stage,
+            "model": asdict(config.model),
+            "data": {**asdict(report), "lines": report.lines()},
+            "train_metrics": result.metrics,
+            "global_step": trainer.state.global_step,
+            "wall_seconds": round(time.time() - started, 1),
+            "final_model": str(final),
+        }
+        path = config.output_dir / "train_summary.json"
+        path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    return final
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="EAST supervised fine-tuning (Stage I or II)")
+    parser.add_argument("--config", required=True, help="YAML recipe (training/configs/)")
+    parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=10")
+    # The deepspeed launcher passes the local rank as a flag; the Trainer reads LOCAL_RANK.
+    parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+        stream=sys.stderr,
+    )
+    run(load_config(args.config, args.overrides))
+
+
+if __name__ == "__main__":
+    main()

@@ -131,3 +131,56 @@ def beam_chunk(
 def _beats_worst(finished: list[_Finished], num_beams: int, score: float) -> bool:
     """Whether `score` would enter the `num_beams` best finished hypotheses."""
     return len(finished) < num_beams or score > min(h.score for h in finished)
+
+
+WHITESPACE_MARKS = ("Ġ", "▁", "Ċ", "ĉ", " ", "\n", "\t")  # byte-level BPE, sentencepiece, plain
+MAX_WORD_TOKENS = 32
+
+
+class WordBoundary:
+    """Where one target word ends, for writers that emit a word at a time (wait-k).
+
+    Spaced languages: a word is complete when the next token starts with whitespace (that
+    token belongs to the next word and is not kept). Chinese and Japanese: a "word" is the
+    smallest token group that decodes to whole characters.
+    """
+
+    def __init__(self, tokenizer, unspaced: bool) -> None:
+        self.tokenizer = tokenizer
+        self.unspaced = unspaced
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.space_initial = frozenset(
+            token_id
+            for token_id, token in enumerate(tokens)
+            if token is not None and token.startswith(WHITESPACE_MARKS)
+        )
+
+    def starts_next_word(self, word: list[int], token_id: int) -> bool:
+        return not self.unspaced and bool(word) and token_id in self.space_initial
+
+    def completes_word(self, word: list[int]) -> bool:
+        return self.unspaced and "\ufffd" not in self.tokenizer.decode(word)
+
+
+def word_chunk(
+    lm: CachedLM, pending: list[int], limits: ChunkLimits, boundary: WordBoundary
+) -> tuple[list[int], bool]:
+    """Greedy-generate one word; return (its ids, whether a stop token came instead).
+
+    A token that starts the next word is dropped unfed, so the cache holds only the word.
+    """
+    word: list[int] = []
+    to_feed = pending
+    for _ in range(min(limits.max_tokens, MAX_WORD_TOKENS)):
+        limits.check_room(len(to_feed))
+        logits = lm.feed(to_feed)
+        token_id = int(logits.masked_fill(limits.suppress_mask, NEG_INF).argmax())
+        if token_id in limits.stop_ids:
+            return word, True
+        if boundary.starts_next_word(word, token_id):
+            return word, False
+        word.append(token_id)
+        if boundary.completes_word(word):
+            return word, False
+        to_feed = [token_id]
+    return word, False

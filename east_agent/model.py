@@ -57,6 +57,19 @@ def single_token_id(tokenizer, token: str) -> int | None:
     return ids[0]
 
 
+def end_of_turn_ids(tokenizer, generation_eos: int | list[int] | None = None) -> tuple[int, ...]:
+    """Every id that ends a turn: tokenizer eos, `<|eot_id|>` if present, generation config."""
+    eos: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        eos.append(tokenizer.eos_token_id)
+    eot = single_token_id(tokenizer, "<|eot_id|>")
+    if eot is not None:
+        eos.append(eot)
+    if generation_eos is not None:
+        eos.extend([generation_eos] if isinstance(generation_eos, int) else generation_eos)
+    return tuple(dict.fromkeys(eos))
+
+
 def east_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> EastTokenIds:
     """Read the EAST special ids; a tokenizer without them is not an EAST checkpoint."""
     end_of_read = single_token_id(tokenizer, END_OF_READ)
@@ -72,22 +85,12 @@ def east_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> 
             "checkpoint (EAST-8B and EAST-Stage-1-8B add both as special tokens; "
             "training.sft adds them to a base model)"
         )
-    eos: list[int] = []
-    if tokenizer.eos_token_id is not None:
-        eos.append(tokenizer.eos_token_id)
-    eot = single_token_id(tokenizer, "<|eot_id|>")
-    if eot is not None:
-        eos.append(eot)
-    if generation_eos is not None:
-        eos.extend([generation_eos] if isinstance(generation_eos, int) else generation_eos)
-    eos = [
-        token_id for token_id in dict.fromkeys(eos) if token_id not in (end_of_read, end_of_write)
-    ]
+    eos = end_of_turn_ids(tokenizer, generation_eos)
     return EastTokenIds(
         end_of_read=end_of_read,
         end_of_write=end_of_write,
         bos=tokenizer.bos_token_id,
-        eos=tuple(eos),
+        eos=tuple(token_id for token_id in eos if token_id not in (end_of_read, end_of_write)),
     )
 
 

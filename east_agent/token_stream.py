@@ -14,6 +14,8 @@ Generated ids are kept exactly as generated: they are never re-tokenized.
 
 from __future__ import annotations
 
+Mark = tuple[int, "int | None", str]  # (length, run start, run text): a point to come back to
+
 
 class TokenStream:
     def __init__(self, tokenizer) -> None:
@@ -22,7 +24,7 @@ class TokenStream:
         self.ids: list[int] = []
         self._run_start: int | None = None  # index of the run's first id; None: no open run
         self._run_text = ""
-        self._prompt_state: tuple[int, int | None, str] | None = None
+        self._prompt_mark: Mark | None = None
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -31,13 +33,20 @@ class TokenStream:
         """Begin with the rendered prompt; `rewind_to_prompt` comes back to this point."""
         self.ids = self.encode(prompt)
         self._run_start, self._run_text = self._last_run(prompt, self.ids)
-        self._prompt_state = (len(self.ids), self._run_start, self._run_text)
+        self._prompt_mark = self.mark()
+
+    def mark(self) -> Mark:
+        return (len(self.ids), self._run_start, self._run_text)
+
+    def restore(self, mark: Mark) -> None:
+        """Cut the stream back to an earlier `mark()` (ids after it are dropped)."""
+        length, self._run_start, self._run_text = mark
+        del self.ids[length:]
 
     def rewind_to_prompt(self) -> None:
-        if self._prompt_state is None:
+        if self._prompt_mark is None:
             raise RuntimeError("TokenStream.start was never called")
-        length, self._run_start, self._run_text = self._prompt_state
-        del self.ids[length:]
+        self.restore(self._prompt_mark)
 
     def _last_run(self, prompt: str, prompt_ids: list[int]) -> tuple[int, str]:
         """Open the run at the prompt's last added token if its text tokenizes back to its ids."""

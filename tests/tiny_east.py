@@ -5,7 +5,8 @@
   (ids 128256 / 128257, as in EAST-8B).
 - Model: a 2-layer `LlamaForCausalLM` over the full 128,258-id vocabulary, trained for a
   few hundred steps on synthetic interleaved German→English data whose chunks end after
-  nouns and verbs, so that the model really makes READ and WRITE decisions of its own.
+  nouns and verbs, so that the model really makes READ and WRITE decisions of its own
+  (and, one sample in four, on the offline prompt, for the wait-k baseline).
   Training uses a softmax over the ids the data uses plus one all-zero "background" row;
   the output rows of every other id are zero, so their logits are exactly 0 and never win.
 """
@@ -18,7 +19,13 @@ import random
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from east_agent.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
+from east_agent.prompt import (
+    END_OF_READ,
+    END_OF_WRITE,
+    offline_instruction,
+    render_user_turn,
+    simt_instruction,
+)
 
 LLAMA3_CHAT_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
@@ -81,9 +88,26 @@ def build_llama3_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
+ARTICLES = ["der", "die", "das", "ein", "eine"]
+ADJECTIVES = ["rote", "blaue", "kleine", "große", "alte"]
+NOUNS = ["Katze", "Hund", "Mann", "Frau", "Haus", "Tisch", "Ball"]
+VERBS = ["sitzt", "läuft", "sieht", "spielt"]
+PREPOSITIONS = ["auf", "unter", "mit"]
+
+
 def synthetic_sentence(rng: random.Random) -> tuple[list[str], list[list[str]]]:
-    """Source words and their chunking (each chunk ends with a noun or verb, or the sentence)."""
-    words = [rng.choice(list(LEXICON)) for _ in range(rng.randint(3, 10))]
+    """Toy German `NP VERB [NP] [PREP NP]` (NP = article [adjective] noun) and its chunks,
+    each ending with a noun or a verb."""
+
+    def noun_phrase() -> list[str]:
+        adjective = [rng.choice(ADJECTIVES)] if rng.random() < 0.5 else []
+        return [rng.choice(ARTICLES), *adjective, rng.choice(NOUNS)]
+
+    words = noun_phrase() + [rng.choice(VERBS)]
+    if rng.random() < 0.6:
+        words += noun_phrase()
+    if rng.random() < 0.5:
+        words += [rng.choice(PREPOSITIONS), *noun_phrase()]
     chunks: list[list[str]] = [[]]
     for word in words:
         chunks[-1].append(word)
@@ -130,20 +154,30 @@ def tiny_llama_config(tokenizer, **overrides) -> LlamaConfig:
     return LlamaConfig(**settings)
 
 
-def train_tiny_east_model(tokenizer, steps: int = 160, seed: int = 0) -> LlamaForCausalLM:
+def train_tiny_east_model(
+    tokenizer, steps: int = 160, seed: int = 0, lr: float = 1e-2, **config_overrides
+) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    model = LlamaForCausalLM(tiny_llama_config(tokenizer))
-    prompt = render_user_turn(tokenizer, simt_instruction("de", "en", "low"))
-    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, **config_overrides))
+    simt_prompt = render_user_turn(tokenizer, simt_instruction("de", "en", "low"))
 
-    def sample_ids() -> list[int]:
-        text = prompt + interleaved_text(synthetic_record(rng)) + "<|eot_id|>"
-        return tokenizer(text, add_special_tokens=False).input_ids
+    def sample_ids() -> tuple[list[int], int]:
+        """A SiMT sample, or (one in four) an offline one; and where its answer starts."""
+        record = synthetic_record(rng)
+        if rng.random() < 0.25:
+            source = " ".join(record["source_chunks"])
+            prompt = render_user_turn(tokenizer, offline_instruction("de", "en", source))
+            answer = " ".join(record["target_chunks"])
+        else:
+            prompt, answer = simt_prompt, interleaved_text(record)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+        answer_ids = tokenizer(answer + "<|eot_id|>", add_special_tokens=False).input_ids
+        return prompt_ids + answer_ids, len(prompt_ids)
 
-    used = set(prompt_ids)
+    used = set()
     for _ in range(500):
-        used.update(sample_ids())
+        used.update(sample_ids()[0])
     background = tokenizer.convert_tokens_to_ids("<|reserved_special_token_100|>")
     used_ids = torch.tensor(sorted(used | {background}))
     position_of = torch.full((len(tokenizer),), -100)
@@ -154,15 +188,15 @@ def train_tiny_east_model(tokenizer, steps: int = 160, seed: int = 0) -> LlamaFo
         model.lm_head.weight.zero_()
     head = torch.nn.Parameter(torch.randn(len(used_ids), model.config.hidden_size) * 0.02)
     body = [p for name, p in model.named_parameters() if not name.startswith("lm_head")]
-    optimizer = torch.optim.AdamW([*body, head], lr=1e-2)
+    optimizer = torch.optim.AdamW([*body, head], lr=lr)
     for _ in range(steps):
         batch = [sample_ids() for _ in range(8)]
-        length = max(map(len, batch))
+        length = max(len(ids) for ids, _ in batch)
         input_ids = torch.full((len(batch), length), tokenizer.eos_token_id)
         labels = torch.full((len(batch), length), -100)
-        for row, ids in enumerate(batch):
+        for row, (ids, answer_start) in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, len(prompt_ids) : len(ids)] = torch.tensor(ids[len(prompt_ids) :])
+            labels[row, answer_start : len(ids)] = torch.tensor(ids[answer_start:])
         hidden = model.model(input_ids=input_ids).last_hidden_state[:, :-1]
         targets = labels[:, 1:]
         keep = targets != -100

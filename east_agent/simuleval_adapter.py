@@ -1,0 +1,165 @@
+"""The base of this package's SimulEval agents: SimulEval units in, decoder steps out.
+
+SimulEval sends one source unit per step; the agent hands it to a streaming decoder
+(`east_agent.streaming`) and returns every word the decoder wrote at that step in one
+`WriteAction`. The agents themselves (`east_agent/agent.py`, `east_agent/waitk_agent.py`)
+only pick the decoder; no `@entrypoint` lives here, so importing this module registers no
+agent with SimulEval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+
+from simuleval.agents import ReadAction, TextToTextAgent, WriteAction  # noqa: E402
+
+from east_agent.decoder import DecoderConfig  # noqa: E402
+from east_agent.model import TORCH_DTYPES, load_east_checkpoint  # noqa: E402
+from east_agent.prompt import LATENCY_LEVELS, language_name  # noqa: E402
+from east_agent.streaming import StreamingDecoder  # noqa: E402
+
+logger = logging.getLogger("east_agent")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Flags that load a checkpoint."""
+    parser.add_argument("--model-path", required=True, help="checkpoint directory or hub id")
+    parser.add_argument("--adapter-path", default=None, help="LoRA adapter to merge (peft)")
+    parser.add_argument("--torch-dtype", default="auto", choices=TORCH_DTYPES)
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a checkpoint's own modelling code (off by default)",
+    )
+
+
+def add_decoding_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of the translation direction and the decoding limits."""
+    parser.add_argument("--src-lang", required=True, help="source language: ISO code or name")
+    parser.add_argument("--tgt-lang", required=True, help="target language: ISO code or name")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=128, help="cap on the tokens of one chunk"
+    )
+    parser.add_argument(
+        "--max-context", type=int, default=None, help="token limit (default: the model's)"
+    )
+
+
+def add_latency_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--latency",
+        "--latency-level",
+        dest="latency",
+        default="low",
+        choices=LATENCY_LEVELS,
+        help="the latency level asked for in the prompt (with the stock `simuleval` "
+        "command write --latency-level: it reads --latency as --latency-metrics)",
+    )
+
+
+def decoder_config(args: argparse.Namespace) -> DecoderConfig:
+    return DecoderConfig(
+        src_lang=args.src_lang,
+        tgt_lang=args.tgt_lang,
+        latency=args.latency,
+        num_beams=getattr(args, "num_beams", 1),
+        max_new_tokens=args.max_new_tokens,
+        document_level=getattr(args, "document_level", False),
+        max_context=args.max_context,
+    )
+
+
+def load_east(args: argparse.Namespace):
+    decoder_config(args)  # refuse a bad language or latency before the (slow) load
+    return load_east_checkpoint(
+        args.model_path,
+        adapter_path=args.adapter_path,
+        torch_dtype=args.torch_dtype,
+        device=getattr(args, "device", "cpu"),
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def check_source_file(source: str | None) -> None:
+    """Refuse a source file with empty lines before any model is loaded."""
+    if not source or not Path(source).is_file():
+        return
+    with open(source, encoding="utf-8") as lines:
+        empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
+    if empty:
+        shown = ", ".join(str(number) for number in empty[:10])
+        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+        raise ValueError(
+            f"{source}: line {shown}{more}: empty source sentence; remove it "
+            "(and the matching reference line) before evaluating"
+        )
+
+
+class StreamingAgent(TextToTextAgent):
+    """Subclasses load their model in `load` and build their decoder in `build_decoder`."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        check_source_file(getattr(args, "source", None))
+        self.target_language = language_name(args.tgt_lang)
+        self.model, self.tokenizer = self.load(args)
+        self.decoder: StreamingDecoder = self.build_decoder(args)
+        self.units_pushed = 0
+        super().__init__(args)  # calls reset()
+
+    def load(self, args: argparse.Namespace):
+        raise NotImplementedError
+
+    def build_decoder(self, args: argparse.Namespace) -> StreamingDecoder:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        super().reset()
+        self.decoder.reset()
+        self.units_pushed = 0
+
+    def to(self, device: str, *args, fp16: bool = False, **kwargs) -> None:
+        """SimulEval's --device / --fp16: the model was loaded on `device` already."""
+        import torch
+
+        moved = str(self.decoder.lm.device) != str(torch.device(device))
+        if fp16 and self.model.dtype != torch.float16:
+            self.model.half()
+            moved = True
+        if moved:
+            self.model.to(device)
+            self.decoder = self.build_decoder(self.args)
+
+    def policy(self):
+        new_units = self.states.source[self.units_pushed :]
+        self.units_pushed = len(self.states.source)
+        source_finished = self.states.source_finished
+        written: list[str] = []
+        finished = False
+        for position, unit in enumerate(new_units):
+            is_last = source_finished and position == len(new_units) - 1
+            step = self.decoder.push_unit(unit, is_last=is_last)
+            if step.chunk:
+                written.append(step.chunk)
+            finished = step.finished
+        if source_finished and not finished:
+            if self.units_pushed == 0:
+                logger.warning("empty source sentence: writing an empty translation")
+            step = self.decoder.finish()
+            if step.chunk:
+                written.append(step.chunk)
+            finished = True
+        if written or finished:
+            return WriteAction("".join(written), finished=finished)
+        return ReadAction()
+
+    def pop(self, states=None):
+        """SimulEval leaves a typing object in `tgt_lang`, which its server cannot send."""
+        segment = super().pop(states)
+        if hasattr(segment, "tgt_lang") and not isinstance(segment.tgt_lang, (str, type(None))):
+            segment.tgt_lang = self.target_language
+        return segment

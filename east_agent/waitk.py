@@ -1,0 +1,195 @@
+"""Wait-k baselines: read k units, then write one target word per unit read; once the
+source has ended, write to the end. Two decoders, both without SimulEval:
+
+- `OfflineWaitkDecoder`, the classic LLM baseline, for any chat LLM: the user turn is the
+  offline prompt `Translate the following sentence from {src} into {tgt}:` + newline + the
+  source prefix read so far; the assistant turn holds the target prefix. A new unit lands
+  inside the user turn, so everything after the old source prefix (end of the user turn,
+  assistant header, target prefix) is fed again: `tokens_reencoded` counts exactly the
+  work EAST's growing sequence never does.
+- `EastWaitkDecoder`: an EAST checkpoint on its own interleaved stream, but with reads and
+  writes on the fixed wait-k schedule instead of its own end-of-read decisions
+  (end-of-read / end-of-write forced, one word per write). Nothing is re-encoded.
+
+A word is generated up to the next whitespace boundary (for Chinese and Japanese targets,
+up to the next whole character).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from east_agent.chunk_search import (
+    MAX_WORD_TOKENS,
+    ChunkLimits,
+    WordBoundary,
+    greedy_chunk,
+    word_chunk,
+)
+from east_agent.decoder import DecoderConfig, EastStreamDecoder
+from east_agent.model import end_of_turn_ids
+from east_agent.prompt import (
+    OFFLINE_INSTRUCTION,
+    UNSPACED_LANGUAGES,
+    language_name,
+    render_user_turn,
+)
+from east_agent.streaming import FORCED, READ, WRITE, Step, StreamingDecoder
+from east_agent.units import unit_text
+
+SOURCE_SLOT = "\u27e6SOURCE\u27e7"  # stands for the source prefix while the prompt renders
+
+
+def check_waitk(waitk: int) -> int:
+    if waitk < 1:
+        raise ValueError(f"--waitk must be at least 1, got {waitk}")
+    return waitk
+
+
+@dataclass(frozen=True)
+class WaitkConfig:
+    src_lang: str
+    tgt_lang: str
+    waitk: int
+    max_new_tokens: int = 128  # cap on the final write, after the source ended
+    max_context: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "src_lang", language_name(self.src_lang))
+        object.__setattr__(self, "tgt_lang", language_name(self.tgt_lang))
+        check_waitk(self.waitk)
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+
+def split_prompt(tokenizer, src_lang: str, tgt_lang: str) -> tuple[str, str]:
+    """The offline prompt around its source: (text before it, text after it)."""
+    header = OFFLINE_INSTRUCTION.format(src_lang=src_lang, tgt_lang=tgt_lang)
+    rendered = render_user_turn(tokenizer, f"{header}\n{SOURCE_SLOT}")
+    if rendered.count(SOURCE_SLOT) != 1:
+        raise ValueError("the chat template does not render the user's text verbatim")
+    head, tail = rendered.split(SOURCE_SLOT)
+    return head, tail
+
+
+class OfflineWaitkDecoder(StreamingDecoder):
+    def __init__(self, model, tokenizer, config: WaitkConfig) -> None:
+        super().__init__(model, tokenizer, config.src_lang, config.max_context)
+        self.config = config
+        self.head, self.tail = split_prompt(tokenizer, config.src_lang, config.tgt_lang)
+        self.stream.start(self.head)
+        self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
+        self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
+        self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new sentence; the prompt before the source stays cached."""
+        super().reset()
+        self.stream.rewind_to_prompt()
+        self._rewind_cache(len(self.stream.ids))
+        self.source_end = self.stream.mark()
+        self.target_ids: list[int] = []
+
+    def _limits(self, max_tokens: int) -> ChunkLimits:
+        return ChunkLimits(max_tokens, self.end_of_turn, self.suppress, self._check_room)
+
+    @torch.inference_mode()
+    def push_unit(self, unit: str, is_last: bool = False) -> Step:
+        # The unit goes in after the source prefix: what followed it (end of the user turn,
+        # assistant header, target prefix) leaves the cache and is fed again.
+        if self.finished:
+            raise RuntimeError("the sentence is finished; call reset() before the next one")
+        self.stream.restore(self.source_end)
+        self._start_unit(unit_text(unit, self.src_lang, first=self.units_read == 0))
+        self.source_end = self.stream.mark()
+        self.stream.append_text(self.tail)
+        self.stream.append_generated(self.target_ids)
+        if is_last:
+            self.decisions.append(FORCED)
+            new_ids, _ = greedy_chunk(
+                self.lm, self._pending(), self._limits(self.config.max_new_tokens)
+            )
+            self.finished = True
+            return self._step(FORCED, new_ids, finished=True)
+        if self.units_read < self.config.waitk:
+            self.decisions.append(READ)
+            return Step(READ)
+        self.decisions.append(WRITE)
+        word, _ = word_chunk(self.lm, self._pending(), self._limits(MAX_WORD_TOKENS), self.boundary)
+        return self._step(WRITE, word)
+
+    def _step(self, decision: str, new_ids: list[int], finished: bool = False) -> Step:
+        """Extend the target prefix; the step's text is what it adds to the decoded target."""
+        before = self.tokenizer.decode(self.target_ids, skip_special_tokens=True)
+        self.target_ids += new_ids
+        self.stream.append_generated(new_ids)
+        after = self.tokenizer.decode(self.target_ids, skip_special_tokens=True)
+        text = after[len(before) :] if after.startswith(before) else after
+        if finished:
+            text = text.rstrip()
+        if new_ids or finished:
+            self._record_chunk(new_ids, text)
+        return Step(decision, text if new_ids else None, new_ids, finished=finished)
+
+    @torch.inference_mode()
+    def finish(self) -> Step:
+        """The source ended after its last unit: write to the end."""
+        if self.finished:
+            raise RuntimeError("the sentence is already finished")
+        self.finished = True
+        if not self.units_read:
+            return Step(decision=None, finished=True)
+        self.decisions[-1] = FORCED
+        new_ids, _ = greedy_chunk(
+            self.lm, self._pending(), self._limits(self.config.max_new_tokens)
+        )
+        return self._step(FORCED, new_ids, finished=True)
+
+
+class EastWaitkDecoder(EastStreamDecoder):
+    """An EAST checkpoint driven by the wait-k schedule (test-time wait-k)."""
+
+    def __init__(self, model, tokenizer, config: DecoderConfig, waitk: int) -> None:
+        self.waitk = check_waitk(waitk)
+        super().__init__(model, tokenizer, config)
+        self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
+        ids = self.token_ids
+        # Inside the schedule the model must write a word: no marker, no end of turn.
+        self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
+
+    @torch.inference_mode()
+    def push_unit(self, unit: str, is_last: bool = False) -> Step:
+        self._start_unit(unit_text(unit, self.src_lang, first=self.units_read == 0))
+        if is_last:
+            decision = FORCED
+        elif self.units_read >= self.waitk:
+            decision = WRITE
+        else:
+            self.decisions.append(READ)  # no forward: the unit is fed with the next write
+            return Step(READ)
+        self.decisions.append(decision)
+        self.stream.append_added_token(self.token_ids.end_of_read)
+        if is_last:
+            chunk_ids, text = self._write()  # after the source: to the model's end-of-write
+            self.finished = True
+        else:
+            limits = self._chunk_limits(MAX_WORD_TOKENS, (), self.word_mask)
+            word, _ = word_chunk(self.lm, self._pending(), limits, self.boundary)
+            chunk_ids, text = self._close_chunk(word)
+        return Step(decision, text, chunk_ids, finished=is_last)
+
+    @torch.inference_mode()
+    def finish(self) -> Step:
+        """The source ended after its last unit: write the rest of the translation."""
+        if self.finished:
+            raise RuntimeError("the sentence is already finished")
+        self.finished = True
+        if not self.units_read:
+            return Step(decision=None, finished=True)
+        self.decisions[-1] = FORCED
+        self.stream.append_added_token(self.token_ids.end_of_read)
+        chunk_ids, text = self._write()
+        return Step(FORCED, text, chunk_ids, finished=True)

@@ -10,7 +10,7 @@ from east_agent.records import load_records
 from east_agent.token_stream import TokenStream
 from east_agent.units import source_units, unit_text
 
-WMT = Path(__file__).resolve().parents[2] / "data" / "wmt"
+WMT = Path(__file__).resolve().parents[2] / "east_agent" / "data" / "wmt"
 WMT_FILES = sorted(WMT.glob("*.json.gz"))
 
 

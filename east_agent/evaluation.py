@@ -1,0 +1,419 @@
+"""`east-eval`: quality–latency grids of SimulEval runs from one YAML config.
+
+    east-eval eval_configs/wmt22-de-en.yaml [--model-path DIR] [--only east-low ...]
+
+A config names a test set, a checkpoint and systems; one setting of each system may be a
+list, and every value of it is one run (EAST at each latency level, wait-k at each k).
+Each run is a real `east-simuleval` command line (printed before it starts) writing to
+`<output>/runs/<run>/`. A run whose `scores.tsv` exists is not run again; one that was cut
+off continues from its last finished sentence. At the end the scores are collected into
+`<output>/results.csv` and `results.md` (system, setting, BLEU, AL, LAAL, AL_CA, LAAL_CA,
+wall seconds) and drawn as `<output>/curves.png` (BLEU against LAAL, a line per system).
+
+Large runs split into shards: `--shard 2/4` runs the second quarter of the sentences of
+every run into `runs/<run>/shards/2-of-4/`; once all shards are done, `--merge-shards 4`
+joins their `instances.log` files and scores them with `simuleval --score-only`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from east_agent.testsets import PreparedTestset, prepare_testset, write_atomically
+
+AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
+TOP_LEVEL_KEYS = {
+    "testset",
+    "model_path",
+    "output",
+    "device",
+    "torch_dtype",
+    "max_new_tokens",
+    "quality_metrics",
+    "latency_metrics",
+    "ca_unit_seconds",
+    "systems",
+}
+RUN_ARGUMENT_KEYS = ("torch_dtype", "max_new_tokens")
+TABLE_COLUMNS = ("system", "setting", "BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA", "wall_seconds")
+
+
+class EvalConfigError(ValueError):
+    """An evaluation config is malformed."""
+
+
+@dataclass
+class Run:
+    name: str
+    system: str
+    setting: str
+    agent: str
+    flags: dict[str, Any]
+
+
+@dataclass
+class EvalConfig:
+    source: Path
+    testset: str
+    model_path: str
+    output: Path
+    systems: dict[str, dict[str, Any]]
+    device: str = "cpu"
+    torch_dtype: str = "auto"
+    max_new_tokens: int = 128
+    quality_metrics: list[str] = field(default_factory=lambda: ["BLEU"])
+    latency_metrics: list[str] = field(
+        default_factory=lambda: ["LAAL", "AL", "AP", "DAL", "LAAL_CA", "AL_CA"]
+    )
+    ca_unit_seconds: float = 0.4
+
+    def runs(self) -> list[Run]:
+        runs = []
+        for system, settings in self.systems.items():
+            settings = dict(settings)
+            agent = settings.pop("agent", None)
+            if agent not in AGENT_FILES:
+                raise EvalConfigError(
+                    f"{self.source}: systems.{system}.agent must be one of {sorted(AGENT_FILES)}"
+                )
+            swept = [key for key, value in settings.items() if isinstance(value, list)]
+            if len(swept) > 1:
+                raise EvalConfigError(
+                    f"{self.source}: systems.{system} sweeps {swept}; one list per system"
+                )
+            values = settings[swept[0]] if swept else [None]
+            for value in values:
+                flags = dict(settings)
+                label = "default"
+                if swept:
+                    flags[swept[0]] = value
+                    label = f"k{value}" if swept[0] == "waitk" else str(value)
+                runs.append(Run(f"{system}-{label}", system, label, agent, flags))
+        names = [run.name for run in runs]
+        if len(set(names)) != len(names):
+            raise EvalConfigError(f"{self.source}: two runs share a name")
+        return runs
+
+
+def load_eval_config(path: str | Path, **overrides) -> EvalConfig:
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvalConfigError(f"{path}: no such config") from None
+    if not isinstance(tree, dict):
+        raise EvalConfigError(f"{path}: a config is a YAML mapping")
+    unknown = sorted(set(tree) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise EvalConfigError(f"{path}: unknown key {unknown[0]!r}")
+    for key in ("testset", "model_path", "output", "systems"):
+        if key not in tree and overrides.get(key) is None:
+            raise EvalConfigError(f"{path}: {key} is required")
+    tree.update({key: value for key, value in overrides.items() if value is not None})
+    if not isinstance(tree["systems"], dict) or not tree["systems"]:
+        raise EvalConfigError(f"{path}: systems must map names to settings")
+    config = EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
+    config.runs()  # validates the systems
+    return config
+
+
+# -- one SimulEval run -------------------------------------------------------------------------
+
+
+def command_flags(flags: dict[str, Any]) -> list[str]:
+    arguments = []
+    for key, value in flags.items():
+        option = "--" + key.replace("_", "-")
+        if value is True:
+            arguments.append(option)
+        elif value not in (False, None):
+            arguments += [option, str(value)]
+    return arguments
+
+
+def simuleval_command(
+    config: EvalConfig, run: Run, testset: PreparedTestset, output: Path, indices=None
+) -> list[str]:
+    import east_agent
+
+    agent_file = Path(east_agent.__file__).parent / AGENT_FILES[run.agent]
+    shared = {key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}
+    command = [
+        str(Path(sys.executable).with_name("east-simuleval")),
+        "--agent", str(agent_file),
+        "--model-path", config.model_path,
+        "--src-lang", testset.src_lang,
+        "--tgt-lang", testset.tgt_lang,
+        *command_flags({**shared, **run.flags}),
+        *testset.simuleval_args(),
+        *scoring_arguments(config),
+        "--device", config.device,
+        "--output", str(output),
+    ]  # fmt: skip
+    if indices is not None:
+        command += ["--start-index", str(indices[0]), "--end-index", str(indices[1])]
+    return command
+
+
+def scoring_arguments(config: EvalConfig) -> list[str]:
+    return [
+        "--quality-metrics", *config.quality_metrics,
+        "--latency-metrics", *config.latency_metrics,
+        "--ca-unit-seconds", str(config.ca_unit_seconds),
+    ]  # fmt: skip
+
+
+def finished_lines(log: Path) -> int:
+    """Complete lines of an instances.log; a line cut off by a crash is removed."""
+    if not log.exists():
+        return 0
+    lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
+    complete = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if line.endswith("\n"):
+            complete.append(line)
+    if len(complete) != len(lines):
+        write_atomically(log, "".join(complete))
+    return len(complete)
+
+
+def run_simuleval(command: list[str], output: Path) -> float:
+    """Run (or continue) one SimulEval command; return its wall seconds, all tries summed."""
+    timing = output / "wall_seconds.json"
+    spent = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
+    if finished_lines(output / "instances.log"):
+        command = [*command, "--continue-unfinished"]
+    print("$ " + " ".join(command), flush=True)
+    started = time.time()
+    result = subprocess.run(command)
+    spent += time.time() - started
+    output.mkdir(parents=True, exist_ok=True)
+    write_atomically(timing, json.dumps({"seconds": round(spent, 2)}))
+    if result.returncode != 0:
+        raise RuntimeError(f"the run in {output} failed (exit {result.returncode})")
+    return spent
+
+
+def shard_range(shard: tuple[int, int], sentences: int) -> tuple[int, int]:
+    index, count = shard
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard {index}/{count}: the shard number must be 1..{count}")
+    size = math.ceil(sentences / count)
+    return (index - 1) * size, min(index * size, sentences)
+
+
+def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
+    """Join the shards' logs into the run's folder and score them with --score-only."""
+    run_dir = config.output / "runs" / run.name
+    shard_dirs = [run_dir / "shards" / f"{index}-of-{count}" for index in range(1, count + 1)]
+    missing = [str(folder) for folder in shard_dirs if not (folder / "scores.tsv").exists()]
+    if missing:
+        raise RuntimeError(f"{run.name}: shards not finished: {', '.join(missing)}")
+    lines = []
+    for folder in shard_dirs:
+        lines += (folder / "instances.log").read_text(encoding="utf-8").splitlines()
+    lines.sort(key=lambda line: json.loads(line)["index"])
+    write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
+    write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
+    seconds = sum(json.loads((f / "wall_seconds.json").read_text())["seconds"] for f in shard_dirs)
+    write_atomically(run_dir / "wall_seconds.json", json.dumps({"seconds": round(seconds, 2)}))
+    testset = json.loads((config.output / "testset" / "testset.json").read_text())
+    command = [
+        str(Path(sys.executable).with_name("east-simuleval")),
+        "--score-only", "--output", str(run_dir),
+        "--eval-latency-unit", testset["eval_latency_unit"],
+        "--sacrebleu-tokenizer", testset["sacrebleu_tokenizer"],
+        *scoring_arguments(config),
+    ]  # fmt: skip
+    print("$ " + " ".join(command), flush=True)
+    result = subprocess.run(command)
+    if result.returncode != 0:
+        raise RuntimeError(f"{run.name}: scoring the merged shards failed")
+
+
+# -- the grid ---------------------------------------------------------------------------------
+
+
+def prepare(config: EvalConfig) -> PreparedTestset:
+    folder = config.output / "testset"
+    meta = folder / "testset.json"
+    if meta.exists() and json.loads(meta.read_text())["name"] == config.testset:
+        saved = json.loads(meta.read_text())
+        return PreparedTestset(
+            name=saved["name"],
+            source=Path(saved["source"]),
+            reference=Path(saved["reference"]),
+            src_lang=saved["src_lang"],
+            tgt_lang=saved["tgt_lang"],
+            sentences=int(saved["sentences"]),
+            eval_latency_unit=saved["eval_latency_unit"],
+            sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
+        )
+    tokenizer = None
+    if config.testset.split(".")[1].split("-")[0] in ("zh", "ja"):
+        from east_agent.model import load_tokenizer
+
+        tokenizer = load_tokenizer(config.model_path)
+    return prepare_testset(config.testset, folder, tokenizer)
+
+
+def read_scores(run_dir: Path) -> dict[str, str]:
+    header, values = (run_dir / "scores.tsv").read_text().strip().splitlines()[:2]
+    return dict(zip(header.split("\t"), values.split("\t")))
+
+
+def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
+    rows = []
+    for run in runs:
+        run_dir = config.output / "runs" / run.name
+        if not (run_dir / "scores.tsv").exists():
+            continue
+        scores = read_scores(run_dir)
+        seconds = json.loads((run_dir / "wall_seconds.json").read_text())["seconds"]
+        row = {"system": run.system, "setting": run.setting, "wall_seconds": seconds}
+        row.update({column: scores.get(column, "") for column in TABLE_COLUMNS[2:-1]})
+        rows.append(row)
+    return rows
+
+
+def write_tables(rows: list[dict[str, Any]], output: Path) -> None:
+    temporary = output / ".results.csv.tmp"
+    with open(temporary, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, output / "results.csv")
+    lines = [
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "---|" * len(TABLE_COLUMNS),
+        *("| " + " | ".join(str(row[c]) for c in TABLE_COLUMNS) + " |" for row in rows),
+    ]
+    write_atomically(output / "results.md", "\n".join(lines) + "\n")
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    for system in dict.fromkeys(row["system"] for row in rows):
+        points = sorted(
+            (float(row["LAAL"]), float(row["BLEU"]), row["setting"])
+            for row in rows
+            if row["system"] == system and row["LAAL"] not in ("", "nan")
+        )
+        if not points:
+            continue
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=system)
+        for laal, bleu, setting in points:
+            axes.annotate(
+                setting, (laal, bleu), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    axes.set_xlabel("LAAL (source words)")
+    axes.set_ylabel("BLEU")
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(temporary, dpi=120)
+    plt.close(figure)
+    os.replace(temporary, path)
+
+
+def run_grid(
+    config: EvalConfig,
+    only: list[str] | None = None,
+    shard: tuple[int, int] | None = None,
+    limit: int | None = None,
+    dry_run: bool = False,
+) -> list[dict[str, Any]]:
+    runs = [run for run in config.runs() if not only or run.name in only]
+    if only and len(runs) != len(set(only)):
+        known = ", ".join(run.name for run in config.runs())
+        raise EvalConfigError(f"--only names a run the config lacks (runs: {known})")
+    testset = prepare(config)
+    sentences = min(limit or testset.sentences, testset.sentences)
+    indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
+    for number, run in enumerate(runs, 1):
+        run_dir = config.output / "runs" / run.name
+        if shard:
+            run_dir = run_dir / "shards" / f"{shard[0]}-of-{shard[1]}"
+        command = simuleval_command(config, run, testset, run_dir, indices)
+        if (run_dir / "scores.tsv").exists():
+            print(f"[{number}/{len(runs)}] {run.name}: done already, skipped", flush=True)
+            continue
+        print(f"[{number}/{len(runs)}] {run.name}", flush=True)
+        if dry_run:
+            print("$ " + " ".join(command))
+            continue
+        run_simuleval(command, run_dir)
+    if shard or dry_run:
+        return []
+    return summarize(config, config.runs())
+
+
+def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
+    rows = collect(config, runs)
+    if rows:
+        write_tables(rows, config.output)
+        plot_curves(rows, config.output / "curves.png", config.testset)
+        print((config.output / "results.md").read_text(), flush=True)
+    return rows
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N, got {text!r}") from None
+    return index, count
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="run a quality-latency grid with SimulEval")
+    parser.add_argument("config", help="an eval_configs/*.yaml file")
+    parser.add_argument("--model-path", help="override the config's checkpoint")
+    parser.add_argument("--output", help="override the config's output folder")
+    parser.add_argument("--device", help="override the config's device")
+    parser.add_argument("--only", nargs="+", help="run only these runs (names as in results)")
+    parser.add_argument("--limit", type=int, help="only the first N sentences (smoke tests)")
+    parser.add_argument("--shard", type=parse_shard, help="run shard I of N: --shard 2/4")
+    parser.add_argument("--merge-shards", type=int, metavar="N", help="join N finished shards")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    args = parser.parse_args(argv)
+    config = load_eval_config(
+        args.config, model_path=args.model_path, output=args.output, device=args.device
+    )
+    try:
+        if args.merge_shards:
+            runs = [run for run in config.runs() if not args.only or run.name in args.only]
+            for run in runs:
+                merge_shards(config, run, args.merge_shards)
+            summarize(config, config.runs())
+        else:
+            run_grid(config, args.only, args.shard, args.limit, args.dry_run)
+    except (EvalConfigError, RuntimeError, ValueError) as error:
+        sys.exit(f"east-eval: {error}")
+
+
+if __name__ == "__main__":
+    main()

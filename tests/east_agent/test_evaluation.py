@@ -1,0 +1,141 @@
+"""`east-eval`: a quality-latency grid of real SimulEval runs, resumed and sharded."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def east_eval(*arguments, timeout=900):
+    command = [str(Path(sys.executable).with_name("east-eval")), *map(str, arguments)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(path, checkpoint, output, systems):
+    config = {
+        "testset": "multi30k.de-en",
+        "model_path": str(checkpoint),
+        "output": str(output),
+        "device": "cpu",
+        "torch_dtype": "float32",
+        "latency_metrics": ["LAAL", "AL", "LAAL_CA", "AL_CA"],
+        "systems": systems,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid(east_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grid")
+    systems = {
+        "east": {"agent": "east", "latency": ["low", "high"]},
+        "waitk-offline": {"agent": "waitk", "prompt": "offline", "waitk": [2]},
+    }
+    config = write_config(folder / "grid.yaml", east_checkpoint, folder / "out", systems)
+    result = east_eval(config, "--limit", "3")
+    return config, folder / "out", result
+
+
+def test_grid_runs_every_setting_and_tabulates(grid):
+    _, output, result = grid
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[1/3] east-low" in result.stdout and "[3/3] waitk-offline-k2" in result.stdout
+    assert "east-simuleval --agent" in result.stdout  # the exact command is shown
+    with open(output / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["system"], row["setting"]) for row in rows] == [
+        ("east", "low"),
+        ("east", "high"),
+        ("waitk-offline", "k2"),
+    ]
+    assert list(rows[0]) == [
+        "system",
+        "setting",
+        "BLEU",
+        "AL",
+        "LAAL",
+        "AL_CA",
+        "LAAL_CA",
+        "wall_seconds",
+    ]
+    for row in rows:
+        assert float(row["wall_seconds"]) > 0
+        assert float(row["AL_CA"]) > float(row["AL"])  # computation took some time
+    assert "| east | low |" in (output / "results.md").read_text()
+    assert (output / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("east-low", "east-high", "waitk-offline-k2"):
+        log = (output / "runs" / name / "instances.log").read_text().splitlines()
+        assert len(log) == 3
+
+
+def test_finished_runs_are_not_run_again(grid):
+    config, _, _ = grid
+    result = east_eval(config, "--limit", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done already, skipped") == 3
+    assert "east-simuleval --agent" not in result.stdout
+
+
+def test_a_cut_off_run_continues_where_it_stopped(grid):
+    config, output, _ = grid
+    run = output / "runs" / "east-high"
+    lines = (run / "instances.log").read_text().splitlines()
+    (run / "scores.tsv").unlink()
+    (run / "instances.log").write_text(lines[0] + "\n" + lines[1][:20])  # a killed writer
+    result = east_eval(config, "--limit", "3", "--only", "east-high")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--continue-unfinished" in result.stdout
+    resumed = (run / "instances.log").read_text().splitlines()
+    assert resumed[0] == lines[0] and len(resumed) == 3
+    assert [json.loads(line)["index"] for line in resumed] == [0, 1, 2]
+    assert (run / "scores.tsv").exists()
+    # The table still lists every run of the grid, not just the one run again.
+    assert len(list(csv.DictReader(open(output / "results.csv")))) == 3
+
+
+def test_shards_merge_to_the_scores_of_one_run(east_checkpoint, tmp_path):
+    systems = {"east": {"agent": "east", "latency": ["medium"]}}
+    whole = write_config(tmp_path / "whole.yaml", east_checkpoint, tmp_path / "whole", systems)
+    sharded = write_config(tmp_path / "shards.yaml", east_checkpoint, tmp_path / "sharded", systems)
+    assert east_eval(whole, "--limit", "4").returncode == 0
+    for shard in ("1/2", "2/2"):
+        result = east_eval(sharded, "--limit", "4", "--shard", shard)
+        assert result.returncode == 0, result.stderr[-3000:]
+    result = east_eval(sharded, "--merge-shards", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged_log = (tmp_path / "sharded" / "runs" / "east-medium" / "instances.log").read_text()
+    assert [json.loads(line)["index"] for line in merged_log.splitlines()] == [0, 1, 2, 3]
+
+    def scores(folder):
+        rows = list(csv.DictReader(open(folder / "results.csv")))
+        return {key: rows[0][key] for key in ("BLEU", "AL", "LAAL")}
+
+    assert scores(tmp_path / "sharded") == scores(tmp_path / "whole")
+
+
+def test_config_errors_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "testset": "multi30k.de-en",
+                "model_path": "m",
+                "output": "o",
+                "systems": {"x": {"agent": "east", "latency": ["low"], "num_beams": [1, 2]}},
+            }
+        )
+    )
+    result = east_eval(bad, "--dry-run")
+    assert result.returncode != 0 and "sweeps ['latency', 'num_beams']" in result.stderr
+    bad.write_text(
+        yaml.safe_dump(
+            {"testset": "multi30k.de-en", "model_path": "m", "output": "o", "sytems": {}}
+        )
+    )
+    result = east_eval(bad, "--dry-run")
+    assert result.returncode != 0 and "unknown key 'sytems'" in result.stderr

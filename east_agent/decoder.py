@@ -60,6 +60,7 @@ class DecoderConfig:
     max_new_tokens: int = 128
     document_level: bool = False
     max_context: int | None = None  # default: the model's max_position_embeddings
+    kv_cache: str = "auto"  # auto | dynamic | static (east_agent.kv_cache.build_lm)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "src_lang", language_name(self.src_lang))
@@ -73,14 +74,21 @@ class DecoderConfig:
 
 class EastStreamDecoder(StreamingDecoder):
     def __init__(self, model, tokenizer, config: DecoderConfig) -> None:
-        super().__init__(model, tokenizer, config.src_lang, config.max_context)
+        super().__init__(
+            model,
+            tokenizer,
+            config.src_lang,
+            config.max_context,
+            config.kv_cache,
+            max_rows=config.num_beams,
+        )
         self.config = config
         self.token_ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
         self.length_penalty = float(getattr(model.generation_config, "length_penalty", 1.0) or 1.0)
         self.prompt = render_user_turn(
             tokenizer, simt_instruction(config.src_lang, config.tgt_lang, config.latency)
         )
-        self.stream.start(self.prompt)
+        self.start_stream(model, self.prompt)
         self.read_mask = self.mask(self.token_ids.read_suppressed)
         self.write_mask = self.mask(self.token_ids.write_suppressed)
         self.reset()
@@ -95,12 +103,7 @@ class EastStreamDecoder(StreamingDecoder):
     def push_unit(self, unit: str, is_last: bool = False) -> Step:
         """Read one source unit; write a chunk if the model (or the end of source) says so."""
         self._start_unit(unit_text(unit, self.src_lang, first=self.units_read == 0))
-        if is_last or self._ends_document_sentence(unit):
-            decision = FORCED
-        else:
-            logits = self._feed_pending()
-            chosen = int(logits.masked_fill(self.read_mask, float("-inf")).argmax())
-            decision = WRITE if chosen == self.token_ids.end_of_read else READ
+        decision = self._decide(unit, is_last)
         self.decisions.append(decision)
         if decision == READ:
             return Step(READ)
@@ -126,6 +129,14 @@ class EastStreamDecoder(StreamingDecoder):
         chunk_ids, text = self._write()
         return Step(FORCED, text, chunk_ids, finished=True)
 
+    def _decide(self, unit: str, is_last: bool) -> str:
+        """READ, WRITE (the model chose end-of-read) or FORCED."""
+        if is_last or self._ends_document_sentence(unit):
+            return FORCED
+        logits = self._feed_pending()
+        chosen = int(logits.masked_fill(self.read_mask, float("-inf")).argmax())
+        return WRITE if chosen == self.token_ids.end_of_read else READ
+
     def _ends_document_sentence(self, unit: str) -> bool:
         return (
             self.config.document_level
@@ -142,13 +153,16 @@ class EastStreamDecoder(StreamingDecoder):
             length_penalty=self.length_penalty,
         )
 
-    def _write(self) -> tuple[list[int], str]:
-        """Generate one chunk after end-of-read, close it with end-of-write, record it."""
-        limits = self._chunk_limits(
+    def _write_limits(self) -> ChunkLimits:
+        return self._chunk_limits(
             min(self.config.max_new_tokens, 2 * (self.units_since_write + 25)),
             self.token_ids.write_stops,
             self.write_mask,
         )
+
+    def _write(self) -> tuple[list[int], str]:
+        """Generate one chunk after end-of-read, close it with end-of-write, record it."""
+        limits = self._write_limits()
         pending = self._pending()
         if self.config.num_beams > 1:
             chunk_ids, _ = beam_chunk(self.lm, pending, limits, self.config.num_beams)

@@ -10,8 +10,11 @@ model's signature and only ever crops by a negative count.
 from __future__ import annotations
 
 import inspect
+import logging
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 def cache_argument_name(model) -> str:
@@ -129,3 +132,54 @@ class CachedLM:
         ):
             layer.keys = torch.cat([prefix_keys, suffix_keys], dim=-2)
             layer.values = torch.cat([prefix_values, suffix_values], dim=-2)
+
+
+KV_CACHES = ("auto", "dynamic", "static")
+
+
+def build_lm(
+    model,
+    kind: str = "auto",
+    max_length: int | None = None,
+    max_rows: int = 1,
+    probe_ids: list[int] | None = None,
+):
+    """The cache backend: `dynamic` (`CachedLM`, any model), `static` (`StaticLM`, Llama
+    family, CUDA graphs on GPUs) or `auto`: static on CUDA when it supports the model and
+    its logits on `probe_ids` match the dynamic path's, dynamic otherwise."""
+    from east_agent.static_lm import StaticLM, supports
+
+    if kind not in KV_CACHES:
+        raise ValueError(f"unknown kv cache {kind!r}: choose one of {KV_CACHES}")
+    max_length = max_length or model.config.max_position_embeddings
+    if kind == "dynamic":
+        return CachedLM(model)
+    reason = supports(model)
+    if kind == "static":
+        if reason is not None:
+            raise ValueError(f"the static cache does not run {reason}; use the dynamic one")
+        return StaticLM(model, max_length, max_rows)
+    device = next(model.parameters()).device
+    if device.type != "cuda" or reason is not None:
+        return CachedLM(model)
+    try:
+        static = StaticLM(model, max_length, max_rows)
+        if probe_ids:
+            check_static(model, static, probe_ids)
+        return static
+    except Exception as error:  # a fast path must never cost a run: fall back, loudly
+        logger.warning("static KV cache unavailable (%s); using the dynamic one", error)
+        return CachedLM(model)
+
+
+def check_static(model, static, probe_ids: list[int]) -> None:
+    """Raise unless the static path reproduces the dynamic path's logits on a probe."""
+    dynamic = CachedLM(model)
+    expected = [dynamic.feed(probe_ids), dynamic.feed(probe_ids[-2:]), dynamic.feed(probe_ids[-1:])]
+    actual = [static.feed(probe_ids), static.feed(probe_ids[-2:]), static.feed(probe_ids[-1:])]
+    static.reset()
+    tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 5e-2
+    for want, got in zip(expected, actual):
+        scale = want.abs().max().clamp_min(1e-6)
+        if float((want - got).abs().max() / scale) > tolerance or want.argmax() != got.argmax():
+            raise RuntimeError("its logits differ from the dynamic cache's on a probe")

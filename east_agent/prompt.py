@@ -17,6 +17,16 @@ SIMT_INSTRUCTION = (
 )
 OFFLINE_INSTRUCTION = "Translate the following sentence from {src_lang} into {tgt_lang}:"
 
+# Llama-3-Instruct's chat template (EAST-8B's), for tokenizers built here.
+LLAMA3_CHAT_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+
 # ISO 639-1 and 639-3 codes of the languages the EAST data covers, and a few more.
 LANGUAGE_CODES: dict[str, str] = {
     "ar": "Arabic",

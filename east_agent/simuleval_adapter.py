@@ -19,6 +19,7 @@ warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", cate
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction  # noqa: E402
 
 from east_agent.decoder import DecoderConfig  # noqa: E402
+from east_agent.kv_cache import KV_CACHES  # noqa: E402
 from east_agent.model import TORCH_DTYPES, load_east_checkpoint  # noqa: E402
 from east_agent.prompt import LATENCY_LEVELS, language_name  # noqa: E402
 from east_agent.streaming import StreamingDecoder  # noqa: E402
@@ -48,6 +49,13 @@ def add_decoding_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-context", type=int, default=None, help="token limit (default: the model's)"
     )
+    parser.add_argument(
+        "--kv-cache",
+        default="auto",
+        choices=KV_CACHES,
+        help="static: preallocated cache, lean forward, CUDA graphs on GPUs (Llama family); "
+        "dynamic: transformers' DynamicCache; auto: static on CUDA where it checks out",
+    )
 
 
 def add_latency_arg(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +79,7 @@ def decoder_config(args: argparse.Namespace) -> DecoderConfig:
         max_new_tokens=args.max_new_tokens,
         document_level=getattr(args, "document_level", False),
         max_context=args.max_context,
+        kv_cache=args.kv_cache,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from east_agent.kv_cache import CachedLM
+from east_agent.kv_cache import CachedLM, build_lm
 from east_agent.prompt import language_name
 from east_agent.token_stream import TokenStream
 
@@ -67,17 +67,31 @@ class Translation:
 class StreamingDecoder:
     """Base of the decoders: subclasses define `push_unit` and `finish`."""
 
-    def __init__(self, model, tokenizer, src_lang: str, max_context: int | None) -> None:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        src_lang: str,
+        max_context: int | None,
+        kv_cache: str = "auto",
+        max_rows: int = 1,
+    ) -> None:
         self.tokenizer = tokenizer
         self.src_lang = language_name(src_lang)
-        self.lm = CachedLM(model)
         self.max_context = max_context or model.config.max_position_embeddings
+        self.kv_cache, self.max_rows = kv_cache, max_rows
+        self.lm = CachedLM(model)  # replaced in `start_stream`, once the prompt is known
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.stream = TokenStream(tokenizer)
         self.tokens_reencoded = 0
         # Called with (ids in the cache, float32 logits of the last one) after each one-row
         # forward of the READ loop; tests use it to compare against full recomputes.
         self.on_forward: Callable[[list[int], torch.Tensor], None] | None = None
+
+    def start_stream(self, model, prompt: str) -> None:
+        """Tokenize the prompt and pick the cache backend (checked on the prompt)."""
+        self.stream.start(prompt)
+        self.lm = build_lm(model, self.kv_cache, self.max_context, self.max_rows, self.stream.ids)
 
     def mask(self, token_ids: Sequence[int]) -> torch.Tensor:
         mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.lm.device)

@@ -55,6 +55,7 @@ class WaitkConfig:
     waitk: int
     max_new_tokens: int = 128  # cap on the final write, after the source ended
     max_context: int | None = None
+    kv_cache: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "src_lang", language_name(self.src_lang))
@@ -76,10 +77,10 @@ def split_prompt(tokenizer, src_lang: str, tgt_lang: str) -> tuple[str, str]:
 
 class OfflineWaitkDecoder(StreamingDecoder):
     def __init__(self, model, tokenizer, config: WaitkConfig) -> None:
-        super().__init__(model, tokenizer, config.src_lang, config.max_context)
+        super().__init__(model, tokenizer, config.src_lang, config.max_context, config.kv_cache)
         self.config = config
         self.head, self.tail = split_prompt(tokenizer, config.src_lang, config.tgt_lang)
-        self.stream.start(self.head)
+        self.start_stream(model, self.head)
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
         self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)

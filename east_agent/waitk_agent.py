@@ -66,6 +66,11 @@ class WaitkAgent(StreamingAgent):
         if args.prompt == "east":
             return EastWaitkDecoder(self.model, self.tokenizer, decoder_config(args), args.waitk)
         config = WaitkConfig(
-            args.src_lang, args.tgt_lang, args.waitk, args.max_new_tokens, args.max_context
+            args.src_lang,
+            args.tgt_lang,
+            args.waitk,
+            args.max_new_tokens,
+            args.max_context,
+            args.kv_cache,
         )
         return OfflineWaitkDecoder(self.model, self.tokenizer, config)

@@ -22,18 +22,10 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from east_agent.prompt import (
     END_OF_READ,
     END_OF_WRITE,
+    LLAMA3_CHAT_TEMPLATE,
     offline_instruction,
     render_user_turn,
     simt_instruction,
-)
-
-LLAMA3_CHAT_TEMPLATE = (
-    "{% set loop_messages = messages %}{% for message in loop_messages %}"
-    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
-    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
-    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
-    "{% endif %}"
 )
 
 # A toy German→English lexicon. Chunks end after a noun or a verb.

@@ -2,7 +2,7 @@
 
     stage: full | lora
     model:  name_or_path, torch_dtype, attn_implementation, trust_remote_code, chat_template
-    data:   files, cutoff_len, skip_malformed, max_samples
+    data:   files, eval_files, cutoff_len, skip_malformed, max_samples
     lora:   r, alpha, dropout, target_modules          (stage: lora)
     train:  transformers.TrainingArguments keyword arguments, passed through
     resume_from_checkpoint: auto | <path> | null
@@ -45,6 +45,7 @@ class ModelSettings:
 @dataclass
 class DataSettings:
     files: list[str] = field(default_factory=list)
+    eval_files: list[str] = field(default_factory=list)  # held-out loss (train.eval_strategy)
     cutoff_len: int = 1024
     skip_malformed: bool = False
     max_samples: int | None = None

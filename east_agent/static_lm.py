@@ -1,0 +1,248 @@
+"""A static KV cache and a lean forward for Llama-family models; CUDA graphs on GPUs.
+
+The streaming loop's steps are tiny (a unit's few tokens, or one target token), so a
+generic `model(...)` call spends most of its time on Python and kernel launches rather
+than on reading the weights. `StaticLM` keeps the same interface as `CachedLM` but:
+- preallocates keys and values for `max_length` positions and `max_rows` beams, so a
+  step writes in place and rolling back is moving a counter;
+- runs the decoder layers itself, over the model's own modules (projections, norms, MLP,
+  rotary tables), with no mask or output objects to build;
+- on CUDA, captures each step shape once as a CUDA graph and replays it: inputs are padded
+  to a bucket of new tokens (1, 2, 4, ... 32) and attention runs over a bucket of cache
+  positions (256, 512, ...), padded queries write only past the end of the sequence,
+  where nothing reads before it is overwritten.
+
+Supported: `LlamaForCausalLM` and the architectures that share its layer (Mistral without
+a sliding window, Qwen2). Anything else stays on `CachedLM` (`supports`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32)
+MIN_KV_BUCKET = 256
+
+
+def supports(model) -> str | None:
+    """None if `StaticLM` can run `model`, else the reason it cannot."""
+    if model.config.model_type not in ("llama", "mistral", "qwen2"):
+        return f"model type {model.config.model_type!r}"
+    if getattr(model.config, "sliding_window", None) and model.config.model_type != "llama":
+        return "a sliding-window attention"
+    attention = model.model.layers[0].self_attn
+    if hasattr(attention, "q_norm"):
+        return "per-head q/k norms"
+    return None
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class StaticLM:
+    def __init__(self, model, max_length: int, max_rows: int = 1, cuda_graphs: bool | None = None):
+        reason = supports(model)
+        if reason is not None:
+            raise NotImplementedError(f"StaticLM does not run {reason}")
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        config = model.config
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.max_length = max_length
+        self.max_rows = max_rows
+        capacity = max_length + TOKEN_BUCKETS[-1]  # padded steps write past the end
+        shape = (max_rows, self.kv_heads, capacity, self.head_dim)
+        self.keys = [
+            torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in model.model.layers
+        ]
+        self.values = [torch.zeros_like(keys) for keys in self.keys]
+        positions = torch.arange(capacity, device=self.device)[None]
+        with torch.no_grad():
+            probe = torch.zeros(1, dtype=self.dtype, device=self.device)
+            cos, sin = model.model.rotary_emb(probe, positions)
+        self.cos, self.sin = cos[0], sin[0]  # [capacity, head_dim]
+        self.length = 0
+        self.rows = 1
+        self.forward_passes = 0
+        self.tokens_fed = 0
+        use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.graphs = _GraphCache(self) if use_graphs else None
+
+    # -- the step ------------------------------------------------------------------------------
+
+    def _step(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        last: torch.Tensor | int,
+        kv_length: int,
+        masked: bool,
+    ) -> torch.Tensor:
+        """Feed `input_ids` [rows, T] at `positions` [T]; attend over the first
+        `kv_length` cache positions (causally if `masked`, else to all of them); return
+        float32 logits of position `last` [rows, V]."""
+        model = self.model.model
+        rows, steps = input_ids.shape
+        hidden = model.embed_tokens(input_ids)
+        cos, sin = self.cos[positions][None, None], self.sin[positions][None, None]
+        mask = None
+        if masked:
+            keys_at = torch.arange(kv_length, device=self.device)
+            mask = keys_at[None, :] <= positions[:, None]  # [T, kv_length]
+        for layer, keys, values in zip(model.layers, self.keys, self.values):
+            attention = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            q = attention.q_proj(x).view(rows, steps, self.heads, self.head_dim).transpose(1, 2)
+            k = attention.k_proj(x).view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = attention.v_proj(x).view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            keys[:rows].index_copy_(2, positions, k)
+            values[:rows].index_copy_(2, positions, v)
+            out = F.scaled_dot_product_attention(
+                q,
+                keys[:rows, :, :kv_length],
+                values[:rows, :, :kv_length],
+                attn_mask=mask,
+                enable_gqa=self.kv_heads != self.heads,
+            )
+            out = out.transpose(1, 2).reshape(rows, steps, self.heads * self.head_dim)
+            hidden = hidden + attention.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        last_hidden = (
+            hidden[:, last] if isinstance(last, int) else hidden.index_select(1, last)[:, 0]
+        )
+        return self.model.lm_head(model.norm(last_hidden)).float()
+
+    @torch.inference_mode()
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Feed `input_ids` [rows, n]; return the last position's float32 logits [rows, vocab]."""
+        rows, steps = input_ids.shape
+        if self.length + steps > self.max_length:
+            raise ValueError(f"the static cache holds {self.max_length} positions")
+        if self.graphs is not None and steps <= TOKEN_BUCKETS[-1]:
+            logits = self.graphs.run(input_ids, self.length)
+        else:
+            positions = torch.arange(self.length, self.length + steps, device=self.device)
+            logits = self._step(input_ids, positions, steps - 1, self.length + steps, steps > 1)
+        self.length += steps
+        self.forward_passes += 1
+        self.tokens_fed += input_ids.numel()
+        return logits
+
+    def feed(self, token_ids: list[int]) -> torch.Tensor:
+        input_ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
+        return self.forward(input_ids)[0]
+
+    def crop(self, length: int) -> int:
+        dropped = self.length - length
+        if dropped < 0:
+            raise ValueError(f"cannot crop a cache of {self.length} positions to {length}")
+        self.length = length
+        return dropped
+
+    def reset(self) -> None:
+        self.length, self.rows = 0, 1
+
+    # -- beams: rows of the buffers ------------------------------------------------------------
+
+    def snapshot(self):
+        return None  # row 0 keeps the shared prefix: beams only write after it
+
+    def expand(self, rows: int) -> None:
+        if rows > self.max_rows:
+            raise ValueError(f"the static cache was built for {self.max_rows} rows")
+        for buffer in (*self.keys, *self.values):
+            buffer[1:rows, :, : self.length] = buffer[:1, :, : self.length]
+        self.rows = rows
+
+    def reorder(self, row_indices: torch.Tensor) -> None:
+        rows = row_indices.numel()
+        for buffer in (*self.keys, *self.values):
+            buffer[:rows, :, : self.length] = buffer[row_indices, :, : self.length]
+
+    def row_suffix(self, row: int, start: int):
+        return start, [
+            (keys[row, :, start : self.length].clone(), values[row, :, start : self.length].clone())
+            for keys, values in zip(self.keys, self.values)
+        ]
+
+    def restore(self, prefix, suffix) -> None:
+        start, layers = suffix
+        for keys, values, (suffix_keys, suffix_values) in zip(self.keys, self.values, layers):
+            end = start + suffix_keys.shape[1]
+            keys[0, :, start:end] = suffix_keys
+            values[0, :, start:end] = suffix_values
+        self.length = start + layers[0][0].shape[1]
+        self.rows = 1
+
+
+def bucket(value: int, buckets) -> int:
+    return next(size for size in buckets if size >= value)
+
+
+def kv_bucket(length: int, limit: int) -> int:
+    return min(max(MIN_KV_BUCKET, 2 ** math.ceil(math.log2(max(length, 1)))), limit)
+
+
+class _GraphCache:
+    """One captured step per (rows, token bucket, cache bucket); captured on first use."""
+
+    def __init__(self, lm: StaticLM) -> None:
+        self.lm = lm
+        self.steps: dict[tuple[int, int, int], _GraphedStep] = {}
+        self.pool = torch.cuda.graph_pool_handle() if lm.device.type == "cuda" else None
+
+    def run(self, input_ids: torch.Tensor, length: int) -> torch.Tensor:
+        rows, steps = input_ids.shape
+        tokens = bucket(steps, TOKEN_BUCKETS)
+        capacity = self.lm.max_length + TOKEN_BUCKETS[-1]
+        key = (rows, tokens, kv_bucket(length + tokens, capacity))
+        if key not in self.steps:
+            self.steps[key] = _GraphedStep(self.lm, *key, pool=self.pool)
+        return self.steps[key].run(input_ids, length, steps)
+
+
+class _GraphedStep:
+    def __init__(self, lm: StaticLM, rows: int, tokens: int, kv_length: int, pool) -> None:
+        self.lm = lm
+        self.input_ids = torch.zeros(rows, tokens, dtype=torch.long, device=lm.device)
+        self.positions = torch.arange(tokens, device=lm.device)
+        self.last = torch.zeros(1, dtype=torch.long, device=lm.device)
+        self.kv_length = kv_length
+        self.graph = None
+        if lm.device.type == "cuda":
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up: allocator and kernel selection
+                    self._call()
+            torch.cuda.current_stream().wait_stream(stream)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, pool=pool):
+                self.logits = self._call()
+
+    def _call(self) -> torch.Tensor:
+        return self.lm._step(self.input_ids, self.positions, self.last, self.kv_length, True)
+
+    def run(self, input_ids: torch.Tensor, length: int, steps: int) -> torch.Tensor:
+        """Pad to the bucket; padded positions lie past the sequence's end."""
+        self.input_ids[:, :steps].copy_(input_ids)
+        self.input_ids[:, steps:].fill_(0)
+        torch.arange(length, length + self.input_ids.shape[1], out=self.positions)
+        self.last.fill_(steps - 1)
+        if self.graph is None:
+            return self._call()
+        self.graph.replay()
+        return self.logits

@@ -1,0 +1,110 @@
+"""The static KV cache and lean forward: exact against transformers, same translations."""
+
+import copy
+import random
+
+import pytest
+import torch
+
+from east_agent.decoder import DecoderConfig, EastStreamDecoder
+from east_agent.kv_cache import CachedLM, build_lm, check_static
+from east_agent.static_lm import StaticLM
+from east_agent.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
+from tiny_east import synthetic_sentence
+
+PROMPT = [128000, 128006, 882, 128007, 271, 35, 648, 5222, 374, 13]
+
+
+def full_logits(model, ids):
+    with torch.no_grad():
+        return model(torch.tensor([ids])).logits[0, -1].float()
+
+
+@pytest.mark.parametrize("graph_buckets", [False, True], ids=["eager", "padded-buckets"])
+def test_static_steps_equal_full_recompute(east_model, graph_buckets):
+    # padded-buckets: the padded, bucketed step that CUDA graphs capture, run eagerly here.
+    lm = StaticLM(east_model, max_length=64, cuda_graphs=graph_buckets)
+    assert (lm.graphs is not None) == graph_buckets
+    ids = list(PROMPT)
+    torch.testing.assert_close(lm.feed(ids), full_logits(east_model, ids), atol=1e-5, rtol=1e-5)
+    for step in ([13], [2001, 3002, 4003], [77]):
+        ids += step
+        torch.testing.assert_close(
+            lm.feed(step), full_logits(east_model, ids), atol=1e-5, rtol=1e-5
+        )
+    assert lm.crop(len(PROMPT) + 1) == 4  # roll back: only a counter moves
+    ids = ids[: len(PROMPT) + 1] + [999, 998]
+    torch.testing.assert_close(
+        lm.feed([999, 998]), full_logits(east_model, ids), atol=1e-5, rtol=1e-5
+    )
+    assert (lm.forward_passes, lm.tokens_fed, lm.length) == (5, 17, len(ids))
+
+
+def test_static_beam_rows(east_model):
+    lm = StaticLM(east_model, max_length=64, max_rows=3)
+    lm.feed(PROMPT)
+    prefix = lm.snapshot()
+    lm.expand(3)
+    lm.forward(torch.tensor([[10], [11], [12]]))
+    lm.reorder(torch.tensor([2, 2, 0]))
+    lm.forward(torch.tensor([[20], [21], [22]]))
+    lm.restore(prefix, lm.row_suffix(1, len(PROMPT)))  # row 1: tokens 12 then 21
+    assert (lm.rows, lm.length) == (1, len(PROMPT) + 2)
+    expected = full_logits(east_model, PROMPT + [12, 21, 5])
+    torch.testing.assert_close(lm.feed([5]), expected, atol=1e-5, rtol=1e-5)
+
+
+def toy(count, seed):
+    rng = random.Random(seed)
+    return [synthetic_sentence(rng)[0] for _ in range(count)]
+
+
+@pytest.mark.parametrize("beams", [1, 4])
+def test_decoder_translations_are_the_same_on_both_caches(east_model, east_tokenizer, beams):
+    results = {}
+    for kind in ("dynamic", "static"):
+        config = DecoderConfig("de", "en", "low", num_beams=beams, kv_cache=kind)
+        decoder = EastStreamDecoder(east_model, east_tokenizer, config)
+        assert isinstance(decoder.lm, StaticLM if kind == "static" else CachedLM)
+        translations = [decoder.translate(units) for units in toy(5, seed=40 + beams)]
+        results[kind] = [(t.chunks, t.delays, t.decisions) for t in translations]
+        counters = [t.counters for t in translations]
+    assert results["static"] == results["dynamic"]
+    assert all(c.tokens_reencoded == 0 for c in counters)
+
+
+def test_roll_back_and_waitk_on_the_static_cache(east_model, east_tokenizer):
+    characters = list("中国人民银行今天发布了新的规定。")
+    for kind in ("dynamic", "static"):
+        config = DecoderConfig("zh", "en", "low", kv_cache=kind)
+        zh = EastStreamDecoder(east_model, east_tokenizer, config).translate(characters)
+        offline = OfflineWaitkDecoder(
+            east_model, east_tokenizer, WaitkConfig("de", "en", 2, kv_cache=kind)
+        ).translate(toy(1, seed=3)[0])
+        east = EastWaitkDecoder(
+            east_model, east_tokenizer, DecoderConfig("de", "en", kv_cache=kind), 2
+        ).translate(toy(1, seed=4)[0])
+        outcome = [(r.chunks, r.delays, r.counters.tokens_reencoded) for r in (zh, offline, east)]
+        if kind == "dynamic":
+            expected = outcome
+    assert outcome == expected
+    assert expected[0][2] > 0 and expected[1][2] > 0  # roll-backs really happened
+
+
+def test_auto_is_dynamic_on_cpu_and_static_needs_support(east_model):
+    assert isinstance(build_lm(east_model, "auto"), CachedLM)
+    model = copy.deepcopy(east_model)
+    model.config.model_type = "gpt2"
+    with pytest.raises(ValueError, match="does not run model type 'gpt2'"):
+        build_lm(model, "static")
+    with pytest.raises(ValueError, match="unknown kv cache"):
+        build_lm(east_model, "paged")
+
+
+def test_check_static_catches_a_wrong_fast_path(east_model):
+    lm = StaticLM(east_model, max_length=64)
+    check_static(east_model, lm, PROMPT)  # the real one passes
+    broken = StaticLM(east_model, max_length=64)
+    broken.cos = broken.cos.flip(0)  # wrong rotary positions
+    with pytest.raises(RuntimeError, match="differ from the dynamic cache"):
+        check_static(east_model, broken, PROMPT)

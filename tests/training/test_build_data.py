@@ -1,0 +1,149 @@
+"""The SiMT data builder: alignment symmetrisation, segmentation, levels, the CLI."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from east_agent.prompt import LATENCY_LEVELS
+from training.build_data import (
+    average_lagging,
+    base_segmentation,
+    grow_diag_final_and,
+    merge_to_min_source,
+    segmentation_delays,
+    target_needs,
+)
+from training.data import build_samples
+
+MULTI30K = Path(__file__).resolve().parents[2] / "east_agent" / "data" / "multi30k"
+
+
+def test_grow_diag_final_and():
+    # The intersection grows through union neighbours with an unaligned word: (1, 2), then
+    # diagonally (2, 3), then (3, 3).
+    forward = {(0, 0), (1, 1), (2, 3)}
+    reverse = {(0, 0), (1, 1), (1, 2), (3, 3)}
+    assert grow_diag_final_and(forward, reverse) == {(0, 0), (1, 1), (1, 2), (2, 3), (3, 3)}
+    # final-and: a far union link joins only if both its words are still unaligned.
+    forward = {(0, 0), (2, 2), (3, 0)}
+    assert grow_diag_final_and(forward, {(0, 0)}) == {(0, 0), (2, 2)}
+
+
+def test_needs_are_running_maxima_and_unaligned_words_borrow():
+    # target 0 unaligned (borrows the first known need), target 2 unaligned (keeps 3),
+    # target 3 aligned to source 0 but comes after target 1 (needs 3 words read).
+    links = {(2, 1), (0, 3), (4, 4)}
+    assert target_needs(links, 5) == [3, 3, 3, 3, 5]
+
+
+def test_monotone_alignment_gives_one_chunk_per_word():
+    source, target = "a b c".split(), "A B C".split()
+    chunks = base_segmentation(source, target, {(0, 0), (1, 1), (2, 2)})
+    assert chunks == [(["a"], ["A"]), (["b"], ["B"]), (["c"], ["C"])]
+    assert segmentation_delays(chunks) == [1, 2, 3]
+
+
+def test_reordering_waits_for_the_aligned_source():
+    # German verb-final: "er hat das Buch gelesen" / "he has read the book"
+    source = "er hat das Buch gelesen".split()
+    target = "he has read the book".split()
+    links = {(0, 0), (1, 1), (4, 2), (2, 3), (3, 4)}
+    chunks = base_segmentation(source, target, links)
+    assert chunks == [
+        (["er"], ["he"]),
+        (["hat"], ["has"]),
+        (["das", "Buch", "gelesen"], ["read", "the", "book"]),
+    ]
+    # Every target word of chunk j is aligned only to source words of chunks <= j.
+    ends = [sum(len(s) for s, _ in chunks[: j + 1]) for j in range(len(chunks))]
+    position = 0
+    for j, (_, chunk_target) in enumerate(chunks):
+        for _ in chunk_target:
+            assert all(i < ends[j] for i, t in links if t == position)
+            position += 1
+
+
+def test_source_after_the_last_need_joins_the_last_chunk():
+    chunks = base_segmentation("a b c d".split(), "A B".split(), {(0, 0), (1, 1)})
+    assert chunks == [(["a"], ["A"]), (["b", "c", "d"], ["B"])]
+
+
+def test_levels_merge_to_minimum_source_chunks():
+    chunks = [(["a"], ["A"]), (["b"], ["B"]), (["c"], ["C"]), (["d"], ["D"]), (["e"], ["E"])]
+    assert merge_to_min_source(chunks, 2) == [
+        (["a", "b"], ["A", "B"]),
+        (["c", "d", "e"], ["C", "D", "E"]),
+    ]
+    assert merge_to_min_source(chunks, 6) == [(list("abcde"), list("ABCDE"))]
+
+
+def test_average_lagging_is_simulevals():
+    # delays 1, 2, 3 on 3 source / 3 target words: AL = mean(1 - 0, 2 - 1, 3 - 2) = 1.
+    assert average_lagging([1, 2, 3], 3) == pytest.approx(1.0)
+    assert average_lagging([3, 3, 3], 3) == pytest.approx(3.0)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("build")
+    source, target = folder / "src.txt", folder / "tgt.txt"
+    with (
+        gzip.open(MULTI30K / "train.de.gz", "rt") as de,
+        gzip.open(MULTI30K / "train.en.gz", "rt") as en,
+    ):
+        pairs = [(next(de), next(en)) for _ in range(400)]
+    pairs += [("Hallo\n", "\n"), ("ein zwei drei vier fünf sechs sieben\n", "one\n")]
+    source.write_text("".join(s for s, _ in pairs))
+    target.write_text("".join(t for _, t in pairs))
+    output = folder / "simt.jsonl.gz"
+    command = [sys.executable, "-m", "training.build_data", "--source", str(source),
+               "--target", str(target), "--src-lang", "de", "--tgt-lang", "en",
+               "--output", str(output), "--seed", "3"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, command, output, result.stdout
+
+
+def read(path):
+    with gzip.open(path, "rt") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_records_cover_every_kept_pair_and_level(built):
+    _, _, output, report = built
+    records = read(output)
+    assert len(records) == 400 * 5
+    assert {r["latency"] for r in records} == set(LATENCY_LEVELS)
+    assert "402 sentence pairs read, 400 kept" in report
+    assert "1 dropped: an empty side" in report and "1 dropped: length ratio" in report
+
+
+def test_mean_al_rises_strictly_from_low_to_high(built):
+    _, _, _, report = built
+    values = [
+        float(line.rsplit(":", 1)[1])
+        for line in report.splitlines()
+        if line.startswith("mean AL of the")
+    ]
+    assert len(values) == 5
+    assert all(later > earlier for earlier, later in zip(values, values[1:]))
+
+
+def test_records_are_ready_for_training(built, east_tokenizer):
+    _, _, output, _ = built
+    samples, report = build_samples(east_tokenizer, [output], progress=False)
+    assert len(samples) == report.records == 2000
+
+
+def test_reusing_the_links_reproduces_the_output(built, tmp_path):
+    folder, command, output, _ = built
+    again = tmp_path / "again.jsonl.gz"
+    links = Path(f"{output}.links.gz")
+    command = [*command[:-4], "--output", str(again), "--seed", "3", "--alignments", str(links)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert read(again) == read(output)

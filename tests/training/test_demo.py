@@ -1,0 +1,67 @@
+"""The demo model's pipeline (tokenizer and base model from scratch, both stages, merge,
+evaluation, model card) at smoke-test size, and the shipped demo model itself."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from east_agent.prompt import render_user_turn, simt_instruction
+from training.base_model import build_base_model
+
+REPO = Path(__file__).resolve().parents[2]
+MULTI30K = REPO / "east_agent" / "data" / "multi30k"
+SHIPPED = REPO / "models" / "east-demo"
+
+
+def test_base_model_is_a_chat_checkpoint_without_east_tokens(tmp_path):
+    path = build_base_model(
+        [MULTI30K / "val.de.gz", MULTI30K / "val.en.gz"], tmp_path / "base",
+        vocab_size=800, hidden_size=32, layers=1, heads=2, intermediate_size=64,
+    )  # fmt: skip
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    prompt = render_user_turn(tokenizer, simt_instruction("de", "en", "low"))
+    assert prompt.startswith("<|begin_of_text|><|start_header_id|>user<|end_header_id|>")
+    ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids) == prompt  # byte-level: nothing is out of vocabulary
+    assert "<|end-of-read|>" not in tokenizer.get_vocab()  # Stage I adds the EAST tokens
+    assert tokenizer.eos_token == "<|eot_id|>"
+    text = "Ein Mann mit einem orangefarbenen Hut, der etwas anstarrt."
+    assert tokenizer.decode(tokenizer(text, add_special_tokens=False).input_ids) == text
+
+
+def test_demo_pipeline_at_smoke_size(tmp_path):
+    command = [
+        sys.executable, "-m", "training.demo", "--workdir", str(tmp_path / "work"),
+        "--output", str(tmp_path / "model"), "--max-pairs", "200", "--stage1-steps", "12",
+        "--stage2-steps", "6", "--eval-every", "6", "--eval-limit", "3", "--vocab-size", "900",
+        "--hidden-size", "32", "--layers", "1", "--heads", "2", "--intermediate-size", "64",
+        "--realign", "--steps", "data", "base", "stage1", "stage2", "merge", "card",
+    ]  # fmt: skip
+    # (east-eval, the "eval" step, is tested on its own in tests/east_agent/test_evaluation.py)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    model = tmp_path / "model"
+    for name in ("model.safetensors", "tokenizer.json", "chat_template.jinja", "README.md",
+                 "alignments/simt-de-en.links.gz"):  # fmt: skip
+        assert (model / name).exists(), name
+    card = (model / "README.md").read_text()
+    assert "Smoke-test build" in card and "python -m training.demo" in card
+    timings = json.loads((tmp_path / "work" / "timings.json").read_text())
+    assert {"data", "base", "stage1", "stage2", "merge"} <= set(timings)
+    from east_agent.model import load_east_checkpoint
+
+    load_east_checkpoint(model)  # the merged demo model is an EAST checkpoint
+
+
+@pytest.mark.skipif(not SHIPPED.exists(), reason="the demo model is not in this checkout")
+def test_shipped_demo_model_is_small_and_loads_as_east():
+    from east_agent.model import east_token_ids, load_east_checkpoint
+
+    assert (SHIPPED / "model.safetensors").stat().st_size <= 30 * 2**20
+    model, tokenizer = load_east_checkpoint(SHIPPED)
+    assert east_token_ids(tokenizer).end_of_write == len(tokenizer) - 1
+    assert "python -m training.demo" in (SHIPPED / "README.md").read_text()

@@ -1,0 +1,357 @@
+"""Build SiMT chunk records from plain parallel text.
+
+    python -m training.build_data --source train.de.gz --target train.en.gz \\
+        --src-lang de --tgt-lang en --output data/simt-de-en.jsonl.gz
+
+Input: two line-aligned text files (gzip read through), or one JSON test-set file of
+`{"source", "reference"}` records (`--pairs`). Output: JSON Lines in the released SiMT
+format, `{"src_lang", "tgt_lang", "latency", "source_chunks", "target_chunks"}`, one
+record per sentence and latency level, ready for `training.sft`.
+
+Method.
+1. Word alignment with eflomal (a statistical aligner; no model to download), both
+   directions, symmetrised with grow-diag-final-and. Words are whitespace tokens, the
+   units the agent reads.
+2. The base segmentation writes every target word as soon as all the source words it is
+   aligned to have been read: with `need(t)` the last source position aligned to target
+   word t or to any word before it (target words come out in order; unaligned words at
+   the start take the first known need), each distinct need level is one chunk pair: the
+   target words of that level, and the source words read since the previous level. It
+   is the finest split in which every target word of chunk j is aligned only to source
+   words of chunks <= j and no word is written later than its alignment allows; source
+   words after the last need join the last chunk.
+3. The five latency levels merge adjacent chunks, left to right, until every source
+   chunk holds at least this many words (a short remainder joins the last chunk):
+
+       low 1, low-medium 2, medium 3, medium-high 4, high 6
+
+   Merging only delays target words, so each level's mean AL (printed at the end, with
+   the reference length as in SimulEval) is at least the previous level's; the builder
+   checks that it rises strictly from low to high.
+
+Bad pairs (an empty side, more than `--max-words` words, a length ratio beyond
+`--max-ratio`) are counted and reported, never dropped silently. eflomal seeds itself
+from /dev/urandom and cannot be seeded, so the links are saved next to the output
+(`<output>.links.gz`) and `--alignments` reuses them: with the same links and seed the
+output is byte-identical.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import random
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+from east_agent.prompt import LATENCY_LEVELS, is_unspaced, language_name
+from east_agent.records import load_records, open_text
+
+logger = logging.getLogger("training.build_data")
+
+MIN_SOURCE_CHUNK = {"low": 1, "low-medium": 2, "medium": 3, "medium-high": 4, "high": 6}
+Links = set[tuple[int, int]]  # (source position, target position), 0-based
+Segmentation = list[tuple[list[str], list[str]]]
+
+
+@dataclass
+class BuildReport:
+    pairs: int = 0
+    kept: int = 0
+    empty_side: int = 0
+    too_long: int = 0
+    bad_ratio: int = 0
+    mean_al: dict[str, float] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"{self.pairs} sentence pairs read, {self.kept} kept",
+            f"{self.empty_side} dropped: an empty side",
+            f"{self.too_long} dropped: too long",
+            f"{self.bad_ratio} dropped: length ratio out of bounds",
+        ]
+        lines += [
+            f"mean AL of the {level} segmentation: {al:.3f}" for level, al in self.mean_al.items()
+        ]
+        return lines
+
+
+# -- alignment ---------------------------------------------------------------------------------
+
+
+def grow_diag_final_and(forward: Links, reverse: Links) -> Links:
+    """Koehn's symmetrisation: the intersection, grown into the union through neighbours,
+    then union links that connect two still unaligned words."""
+    union = forward | reverse
+    alignment = forward & reverse
+    aligned_source = {i for i, _ in alignment}
+    aligned_target = {j for _, j in alignment}
+    neighbours = [(-1, 0), (0, -1), (1, 0), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)]
+    grown = True
+    while grown:
+        grown = False
+        for i, j in sorted(alignment):
+            for di, dj in neighbours:
+                link = (i + di, j + dj)
+                if link in union and link not in alignment:
+                    if link[0] not in aligned_source or link[1] not in aligned_target:
+                        alignment.add(link)
+                        aligned_source.add(link[0])
+                        aligned_target.add(link[1])
+                        grown = True
+    for link in sorted(forward) + sorted(reverse):
+        if link[0] not in aligned_source and link[1] not in aligned_target:
+            alignment.add(link)
+            aligned_source.add(link[0])
+            aligned_target.add(link[1])
+    return alignment
+
+
+def parse_links(line: str) -> Links:
+    return {tuple(map(int, pair.split("-"))) for pair in line.split()}
+
+
+def align(sources: Sequence[str], targets: Sequence[str], workdir: Path) -> list[Links]:
+    """eflomal in both directions, symmetrised."""
+    import eflomal
+
+    forward_path, reverse_path = workdir / "forward.links", workdir / "reverse.links"
+    eflomal.Aligner().align(
+        list(sources),
+        list(targets),
+        links_filename_fwd=str(forward_path),
+        links_filename_rev=str(reverse_path),
+        quiet=True,
+    )
+    forward = forward_path.read_text().splitlines()
+    reverse = reverse_path.read_text().splitlines()
+    return [grow_diag_final_and(parse_links(f), parse_links(r)) for f, r in zip(forward, reverse)]
+
+
+# -- segmentation ------------------------------------------------------------------------------
+
+
+def target_needs(links: Links, target_length: int) -> list[int]:
+    """How many source words must be read before each target word can be written.
+
+    A word is written after the words before it, so needs are running maxima of the last
+    aligned source position; unaligned words at the start borrow the first known need."""
+    last_aligned = [0] * target_length
+    for source_position, target_position in links:
+        last_aligned[target_position] = max(last_aligned[target_position], source_position + 1)
+    first_known = next((need for need in last_aligned if need), 1)
+    needs, running = [], first_known
+    for need in last_aligned:
+        running = max(running, need)
+        needs.append(running)
+    return needs
+
+
+def base_segmentation(source: list[str], target: list[str], links: Links) -> Segmentation:
+    """The finest segmentation that writes every target word as early as its links allow."""
+    needs = target_needs(links, len(target))
+    chunks: Segmentation = []
+    read = 0
+    start = 0
+    for position in range(len(target)):
+        last_of_level = position + 1 == len(target) or needs[position + 1] != needs[position]
+        if last_of_level:
+            level_end = max(needs[position], read + 1)
+            chunks.append((source[read:level_end], target[start : position + 1]))
+            read, start = level_end, position + 1
+    if read < len(source):
+        last_source, last_target = chunks[-1]
+        chunks[-1] = (last_source + source[read:], last_target)
+    return chunks
+
+
+def merge_to_min_source(chunks: Segmentation, min_words: int) -> Segmentation:
+    merged: Segmentation = []
+    source: list[str] = []
+    target: list[str] = []
+    for chunk_source, chunk_target in chunks:
+        source, target = source + chunk_source, target + chunk_target
+        if len(source) >= min_words:
+            merged.append((source, target))
+            source, target = [], []
+    if source or target:
+        if merged:
+            merged[-1] = (merged[-1][0] + source, merged[-1][1] + target)
+        else:
+            merged.append((source, target))
+    return merged
+
+
+def segmentation_delays(chunks: Segmentation) -> list[int]:
+    delays, read = [], 0
+    for source, target in chunks:
+        read += len(source)
+        delays += [read] * len(target)
+    return delays
+
+
+def average_lagging(delays: list[int], source_length: int) -> float:
+    """SimulEval's AL, with the reference (here: the target itself) as the target length."""
+    from simuleval.evaluator.scorers.latency_scorer import ALScorer
+
+    instance = SimpleNamespace(delays=delays, reference=None, source_length=source_length)
+    return ALScorer(use_ref_len=False).compute(instance)
+
+
+# -- the builder -------------------------------------------------------------------------------
+
+
+def read_parallel(source: Path | None, target: Path | None, pairs: Path | None):
+    if pairs is not None:
+        records = load_records(pairs)
+        return [(r.get("source", ""), r.get("reference", r.get("target", ""))) for r in records]
+    with open_text(source) as source_lines, open_text(target) as target_lines:
+        sources, targets = source_lines.read().splitlines(), target_lines.read().splitlines()
+    if len(sources) != len(targets):
+        raise ValueError(f"{source} has {len(sources)} lines but {target} has {len(targets)}")
+    return list(zip(sources, targets))
+
+
+def keep_pair(
+    source: list[str], target: list[str], report: BuildReport, max_words: int, max_ratio: float
+) -> bool:
+    if not source or not target:
+        report.empty_side += 1
+    elif len(source) > max_words or len(target) > max_words:
+        report.too_long += 1
+    elif max(len(source), len(target)) / min(len(source), len(target)) > max_ratio:
+        report.bad_ratio += 1
+    else:
+        return True
+    return False
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(temporary, "wt", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(temporary, path)
+
+
+def build(
+    pairs: list[tuple[str, str]],
+    src_lang: str,
+    tgt_lang: str,
+    output: Path,
+    levels: Sequence[str] = LATENCY_LEVELS,
+    alignments: Path | None = None,
+    seed: int = 0,
+    max_words: int = 100,
+    max_ratio: float = 3.0,
+    progress: bool = True,
+) -> BuildReport:
+    from tqdm import tqdm
+
+    src_lang, tgt_lang = language_name(src_lang), language_name(tgt_lang)
+    for language in (src_lang, tgt_lang):
+        if is_unspaced(language):
+            raise ValueError(f"{language}: the builder splits words on whitespace only")
+    report = BuildReport(pairs=len(pairs))
+    kept = []
+    for source, target in pairs:
+        source_words, target_words = source.split(), target.split()
+        if keep_pair(source_words, target_words, report, max_words, max_ratio):
+            kept.append((source_words, target_words))
+    report.kept = len(kept)
+    links_path = Path(f"{output}.links.gz")
+    all_links = load_links(alignments, len(kept)) if alignments else None
+    if all_links is None:
+        logger.info("aligning %d pairs with eflomal", len(kept))
+        workdir = output.parent / f".{output.name}.align"
+        workdir.mkdir(parents=True, exist_ok=True)
+        all_links = align([" ".join(s) for s, _ in kept], [" ".join(t) for _, t in kept], workdir)
+        for path in workdir.iterdir():
+            path.unlink()
+        workdir.rmdir()
+    save_links(links_path, all_links)
+
+    records, lagging = [], {level: [] for level in levels}
+    for (source, target), links in tqdm(
+        list(zip(kept, all_links)), desc="segmenting", disable=not progress, unit="pair"
+    ):
+        base = base_segmentation(source, target, links)
+        for level in levels:
+            chunks = merge_to_min_source(base, MIN_SOURCE_CHUNK[level])
+            lagging[level].append(average_lagging(segmentation_delays(chunks), len(source)))
+            records.append(
+                {
+                    "src_lang": src_lang,
+                    "tgt_lang": tgt_lang,
+                    "latency": level,
+                    "source_chunks": [" ".join(s) for s, _ in chunks],
+                    "target_chunks": [" ".join(t) for _, t in chunks],
+                }
+            )
+    random.Random(seed).shuffle(records)
+    write_jsonl(output, records)
+    report.mean_al = {level: sum(values) / max(len(values), 1) for level, values in lagging.items()}
+    ordered = [report.mean_al[level] for level in LATENCY_LEVELS if level in report.mean_al]
+    if any(later <= earlier for earlier, later in zip(ordered, ordered[1:])):
+        raise ValueError(f"mean AL does not rise strictly across the levels: {report.mean_al}")
+    return report
+
+
+def save_links(path: Path, all_links: list[Links]) -> None:
+    lines = [" ".join(f"{i}-{j}" for i, j in sorted(links)) for links in all_links]
+    temporary = path.with_name(f".{path.name}.tmp")
+    with gzip.open(temporary, "wt", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(temporary, path)
+
+
+def load_links(path: Path, expected: int) -> list[Links]:
+    with open_text(path) as handle:
+        lines = handle.read().splitlines()
+    if len(lines) != expected:
+        raise ValueError(f"{path}: {len(lines)} alignment lines for {expected} kept pairs")
+    return [parse_links(line) for line in lines]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="build SiMT chunk records from parallel text")
+    parser.add_argument("--source", type=Path, help="source sentences, one per line (.gz ok)")
+    parser.add_argument("--target", type=Path, help="target sentences, aligned by line")
+    parser.add_argument("--pairs", type=Path, help="or: a JSON test-set file")
+    parser.add_argument("--src-lang", required=True)
+    parser.add_argument("--tgt-lang", required=True)
+    parser.add_argument("--output", type=Path, required=True, help=".jsonl or .jsonl.gz")
+    parser.add_argument("--levels", nargs="+", default=list(LATENCY_LEVELS), choices=LATENCY_LEVELS)
+    parser.add_argument("--alignments", type=Path, help="reuse saved links (<output>.links.gz)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-words", type=int, default=100)
+    parser.add_argument("--max-ratio", type=float, default=3.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    if (args.pairs is None) == (args.source is None or args.target is None):
+        parser.error("give --source and --target, or --pairs")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    report = build(
+        read_parallel(args.source, args.target, args.pairs),
+        args.src_lang,
+        args.tgt_lang,
+        args.output,
+        args.levels,
+        args.alignments,
+        args.seed,
+        args.max_words,
+        args.max_ratio,
+    )
+    for line in report.lines():
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

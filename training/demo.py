@@ -1,0 +1,250 @@
+"""Reproduce the shipped demo model, `models/east-demo`, with the project's own recipe.
+
+    python -m training.demo                      # everything, about 2 h on 2 CPU cores
+    python -m training.demo --steps eval card    # some steps only (each is resumable)
+
+Steps (outputs under `--workdir`, default outputs/demo):
+- data:   SiMT records from Multi30k with `training.build_data` (German→English train and
+          val, French→English train; the five latency levels) and offline records
+          (German→English, French→English). The word alignments shipped in
+          `models/east-demo/alignments/` are reused unless `--realign`, so the data are
+          byte-identical to the shipped model's;
+- base:   `training.base_model`: a byte-level BPE tokenizer on Multi30k de/en/fr and a
+          random 7M-parameter Llama (hidden 256, 6 layers, FFN 768, tied embeddings);
+- stage1: `training.sft` with training/configs/demo_stage1.yaml (full fine-tuning on
+          German→English SiMT data, best checkpoint by validation loss);
+- stage2: `training.sft` with training/configs/demo_stage2.yaml (LoRA r 64 on French→English
+          SiMT data mixed with offline data);
+- merge:  `training.merge_lora`, verified, stored in bfloat16;
+- eval:   `east-eval eval_configs/multi30k-de-en.yaml` on the merged model;
+- card:   `--output` (default models/east-demo): the model, its alignments, results.md,
+          curves.png and README.md, the model card with commands, data, seed, metrics and
+          the time each step took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from east_agent.testsets import DATA as SHIPPED_DATA
+from east_agent.testsets import write_atomically
+
+logger = logging.getLogger("training.demo")
+
+STEPS = ("data", "base", "stage1", "stage2", "merge", "eval", "card")
+CONFIGS = Path(__file__).resolve().parent / "configs"
+EVAL_CONFIG = Path(__file__).resolve().parent.parent / "eval_configs" / "multi30k-de-en.yaml"
+MULTI30K = SHIPPED_DATA / "multi30k"
+ALIGNED = {  # data file -> (split, source language)
+    "simt-de-en": ("train", "de"),
+    "simt-de-en-val": ("val", "de"),
+    "simt-fr-en": ("train", "fr"),
+}
+
+
+def read_lines(path: Path) -> list[str]:
+    from east_agent.records import open_text
+
+    with open_text(path) as handle:
+        return handle.read().splitlines()
+
+
+def build_data(args) -> None:
+    from training.build_data import build, write_jsonl
+
+    data = args.workdir / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for name, (split, source) in ALIGNED.items():
+        output = data / f"{name}.jsonl.gz"
+        sources = read_lines(MULTI30K / f"{split}.{source}.gz")[: args.max_pairs]
+        targets = read_lines(MULTI30K / f"{split}.en.gz")[: args.max_pairs]
+        shipped = args.output / "alignments" / f"{name}.links.gz"
+        report = build(
+            list(zip(sources, targets)),
+            source,
+            "en",
+            output,
+            alignments=shipped if shipped.exists() and not args.realign else None,
+            seed=args.seed,
+            progress=False,
+        )
+        (data / f"{name}.report.txt").write_text("\n".join(report.lines()) + "\n")
+        logger.info("%s: %s", name, "; ".join(report.lines()))
+    for source in ("de", "fr"):
+        sources = read_lines(MULTI30K / f"train.{source}.gz")[: args.max_pairs]
+        targets = read_lines(MULTI30K / "train.en.gz")[: args.max_pairs]
+        records = [
+            {"src_lang": source, "tgt_lang": "en", "source": s, "target": t}
+            for s, t in zip(sources, targets)
+            if s.strip() and t.strip()
+        ]
+        write_jsonl(data / f"offline-{source}-en.jsonl.gz", records)
+
+
+def build_base(args) -> None:
+    from training.base_model import build_base_model
+
+    corpus = [MULTI30K / f"train.{language}.gz" for language in ("de", "en", "fr")]
+    build_base_model(
+        corpus,
+        args.workdir / "base",
+        vocab_size=args.vocab_size,
+        hidden_size=args.hidden_size,
+        layers=args.layers,
+        heads=args.heads,
+        intermediate_size=args.intermediate_size,
+        seed=args.seed,
+    )
+
+
+def recipe_overrides(args, stage: str) -> list[str]:
+    work = args.workdir
+    data = work / "data"
+    overrides = [f"train.output_dir={work / stage}", f"train.seed={args.seed}"]
+    if stage == "stage1":
+        overrides += [
+            f"model.name_or_path={work / 'base'}",
+            f"data.files=[{data / 'simt-de-en.jsonl.gz'}]",
+            f"data.eval_files=[{data / 'simt-de-en-val.jsonl.gz'}]",
+        ]
+        if args.stage1_steps:
+            overrides += [f"train.max_steps={args.stage1_steps}"]
+    else:
+        files = ", ".join(
+            str(data / f"{name}.jsonl.gz")
+            for name in ("simt-fr-en", "offline-de-en", "offline-fr-en")
+        )
+        overrides += [
+            f"model.name_or_path={work / 'stage1' / 'model'}",
+            f"data.files=[{files}]",
+            f"data.eval_files=[{data / 'simt-de-en-val.jsonl.gz'}]",
+        ]
+        if args.stage2_steps:
+            overrides += [f"train.max_steps={args.stage2_steps}"]
+    if args.eval_every:
+        overrides += [f"train.eval_steps={args.eval_every}", f"train.save_steps={args.eval_every}"]
+    return overrides
+
+
+def train_stage(args, stage: str) -> None:
+    from training.config import load_config
+    from training.sft import run
+
+    config = load_config(CONFIGS / f"demo_{stage}.yaml", recipe_overrides(args, stage))
+    run(config)
+
+
+def merge(args) -> None:
+    from training.merge_lora import merge as merge_adapter
+
+    merged = args.workdir / "merged"
+    if merged.exists():
+        shutil.rmtree(merged)
+    merge_adapter(
+        args.workdir / "stage1" / "model",
+        args.workdir / "stage2" / "model",
+        merged,
+        save_dtype="bfloat16",
+    )
+
+
+def evaluate(args) -> None:
+    from east_agent.evaluation import load_eval_config, run_grid
+
+    config = load_eval_config(
+        EVAL_CONFIG,
+        model_path=str(args.workdir / "merged"),
+        output=args.workdir / "eval",
+        device=args.device,
+    )
+    run_grid(config, limit=args.eval_limit)
+
+
+def write_card(args, timings: dict[str, float]) -> None:
+    from training.demo_card import model_card
+
+    final = args.output
+    temporary = final.with_name(f".{final.name}.tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    shutil.copytree(args.workdir / "merged", temporary)
+    (temporary / "alignments").mkdir()
+    for name in ALIGNED:
+        shutil.copy(
+            args.workdir / "data" / f"{name}.jsonl.gz.links.gz",
+            temporary / "alignments" / f"{name}.links.gz",
+        )
+    for name in ("results.md", "results.csv", "curves.png"):
+        if (args.workdir / "eval" / name).exists():
+            shutil.copy(args.workdir / "eval" / name, temporary / name)
+    (temporary / "README.md").write_text(model_card(args, timings))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(temporary, final)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="reproduce the demo model")
+    parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
+    parser.add_argument("--workdir", type=Path, default=Path("outputs/demo"))
+    parser.add_argument("--output", type=Path, default=Path("models/east-demo"))
+    parser.add_argument("--device", default="cpu", help="for the evaluation (training picks one)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--realign", action="store_true", help="align again with eflomal")
+    parser.add_argument("--max-pairs", type=int, help="only the first N pairs (smoke tests)")
+    parser.add_argument("--stage1-steps", type=int, help="override the recipe's max_steps")
+    parser.add_argument("--stage2-steps", type=int, help="override the recipe's max_steps")
+    parser.add_argument("--eval-every", type=int, help="override eval_steps and save_steps")
+    parser.add_argument("--eval-limit", type=int, help="evaluate on the first N test sentences")
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=6)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--intermediate-size", type=int, default=768)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    timing_file = args.workdir / "timings.json"
+    timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    timings["machine"] = machine_description()
+    actions = {
+        "data": build_data,
+        "base": build_base,
+        "stage1": lambda a: train_stage(a, "stage1"),
+        "stage2": lambda a: train_stage(a, "stage2"),
+        "merge": merge,
+        "eval": evaluate,
+    }
+    for step in STEPS:
+        if step not in args.steps:
+            continue
+        logger.info("== %s", step)
+        if step == "card":
+            write_card(args, timings)
+            continue
+        started = time.time()
+        actions[step](args)
+        timings[step] = round(time.time() - started, 1)
+        write_atomically(timing_file, json.dumps(timings, indent=2))
+    print(f"done: {', '.join(args.steps)}")
+
+
+def machine_description() -> str:
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+
+
+if __name__ == "__main__":
+    main()

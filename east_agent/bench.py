@@ -39,7 +39,7 @@ import torch
 
 from east_agent.chunk_search import ChunkLimits
 from east_agent.decoder import FORCED, READ, WRITE, DecoderConfig, EastStreamDecoder
-from east_agent.kv_cache import CachedLM, cache_argument_name, new_dynamic_cache
+from east_agent.kv_cache import CachedLM, build_lm, cache_argument_name, new_dynamic_cache
 from east_agent.prompt import (
     END_OF_READ,
     END_OF_WRITE,
@@ -115,8 +115,8 @@ class ForwardCounter:
         return taken
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
+def synchronize(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -137,19 +137,24 @@ class MethodResult:
 
 
 def run_streaming(decoder: EastStreamDecoder, sentences, schedule, counter, device) -> tuple:
-    result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}")
+    backend = type(decoder.lm).__name__
+    graphs = ", CUDA graphs" if getattr(decoder.lm, "graphs", None) is not None else ""
+    result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}, {backend}{graphs}")
     recorded: Schedule = []
     for index, units in enumerate(sentences):
         if schedule is not None:
             decoder.script(schedule[index])
+        passes_before, fed_before = decoder.lm.forward_passes, decoder.lm.tokens_fed
         synchronize(device)
         started = time.perf_counter()
         translation = decoder.translate(units)
         synchronize(device)
         result.seconds += time.perf_counter() - started
-        passes, tokens = counter.take()
-        result.forward_passes += passes
-        result.tokens_fed += tokens
+        # StaticLM runs the model's layers itself (and replays CUDA graphs), so the model's
+        # forward hook cannot see its steps: every backend counts the forwards it runs.
+        counter.take()
+        result.forward_passes += decoder.lm.forward_passes - passes_before
+        result.tokens_fed += decoder.lm.tokens_fed - fed_before
         result.tokens_reencoded += translation.counters.tokens_reencoded
         result.sentences += 1
         recorded.append(
@@ -258,13 +263,11 @@ def weight_bytes(model) -> int:
 
 
 @torch.inference_mode()
-def step_costs(model, tokenizer, device, context: int = 120, repeats: int = 30) -> dict[str, float]:
+def step_costs(model, device, kv_caches: Sequence[str], context=120, repeats=30) -> dict:
     """Milliseconds of a READ step (2 tokens + decision) and of a WRITE token, at a context
-    of `context` tokens, for our cache and for `generate()` with the cache passed in."""
-    lm = CachedLM(model)
+    of `context` tokens, on each cache backend and with `generate()` and the cache passed in."""
     vocab = model.get_output_embeddings().weight.shape[0]
-    ids = torch.randint(1000, 20000, (context + 2,)).tolist()
-    lm.feed(ids[:context])
+    ids = torch.randint(1000, min(20000, vocab), (context + 2,)).tolist()
     mask = torch.zeros(vocab, dtype=torch.bool, device=device)
 
     def timed(step) -> float:
@@ -277,14 +280,21 @@ def step_costs(model, tokenizer, device, context: int = 120, repeats: int = 30) 
         synchronize(device)
         return 1000 * (time.perf_counter() - started) / repeats
 
-    def read_step():
-        int(lm.feed(ids[context : context + 2]).masked_fill(mask, float("-inf")).argmax())
-        lm.crop(context)
+    def step(lm, tokens):
+        def run():
+            int(lm.feed(ids[context : context + tokens]).masked_fill(mask, float("-inf")).argmax())
+            lm.crop(context)
 
-    def write_token():
-        int(lm.feed(ids[context : context + 1]).masked_fill(mask, float("-inf")).argmax())
-        lm.crop(context)
+        return run
 
+    costs = {}
+    for kind in kv_caches:
+        lm = build_lm(model, kind, max_length=context + 64)
+        lm.feed(ids[:context])
+        costs[f"READ step, {kind} cache"] = timed(step(lm, 2))
+        costs[f"WRITE token, {kind} cache"] = timed(step(lm, 1))
+    lm = CachedLM(model)
+    lm.feed(ids[:context])
     cache_kwarg = cache_argument_name(model)
     full = torch.tensor([ids], device=device)
 
@@ -295,11 +305,8 @@ def step_costs(model, tokenizer, device, context: int = 120, repeats: int = 30) 
         )  # fmt: skip
         lm.crop(context)
 
-    return {
-        "READ step (ours)": timed(read_step),
-        "WRITE token (ours)": timed(write_token),
-        "READ step (generate with cache)": timed(generate_read_step),
-    }
+    costs["READ step, generate() with the cache"] = timed(generate_read_step)
+    return costs
 
 
 # -- models -----------------------------------------------------------------------------------
@@ -398,6 +405,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--latency", default="low")
     parser.add_argument("--beams", type=int, default=5, help="also run (a) with this many beams")
+    parser.add_argument(
+        "--kv-caches", nargs="+", default=["static", "dynamic"], help="(a) on each backend"
+    )
     parser.add_argument("--schedule", help="waitk:K, or a JSON file from --save-schedule")
     parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
     parser.add_argument("--copy-megabytes", type=int, default=256)
@@ -430,18 +440,26 @@ def main(argv: list[str] | None = None) -> None:
         ][: len(sentences)]
     counter = ForwardCounter().attach(model)
 
-    decoder_class = ScriptedEastDecoder if schedule is not None else EastStreamDecoder
-    greedy = decoder_class(model, tokenizer, config)
-    run_streaming(greedy, sentences[:2], schedule, counter, device)  # warm-up
-    counter.take()
-    result_a, recorded = run_streaming(greedy, sentences, schedule, counter, device)
-    schedule = schedule or recorded
-    if args.save_schedule:
-        Path(args.save_schedule).write_text(json.dumps(recorded))
-    results = [result_a]
+    results = []
+    for kind in args.kv_caches:
+        decoder_class = ScriptedEastDecoder if schedule is not None else EastStreamDecoder
+        config = DecoderConfig(src_lang, tgt_lang, args.latency, kv_cache=kind)
+        greedy = decoder_class(model, tokenizer, config)
+        run_streaming(greedy, sentences[:2], schedule, counter, device)  # warm-up, graphs
+        counter.take()
+        result, recorded = run_streaming(greedy, sentences, schedule, counter, device)
+        results.append(result)
+        if schedule is None:
+            schedule = recorded  # the rest follow the decisions the model just made
+            if args.save_schedule:
+                Path(args.save_schedule).write_text(json.dumps(recorded))
     if args.beams > 1:
-        beam_config = DecoderConfig(src_lang, tgt_lang, args.latency, num_beams=args.beams)
+        beam_config = DecoderConfig(
+            src_lang, tgt_lang, args.latency, num_beams=args.beams, kv_cache=args.kv_caches[0]
+        )
         beam = ScriptedEastDecoder(model, tokenizer, beam_config)
+        run_streaming(beam, sentences[:2], schedule, counter, device)  # warm-up
+        counter.take()
         results.append(run_streaming(beam, sentences, schedule, counter, device)[0])
     results.append(
         run_reference_loop(model, tokenizer, config, sentences, schedule, counter, device)
@@ -450,7 +468,7 @@ def main(argv: list[str] | None = None) -> None:
 
     bandwidth = copy_bandwidth(device, args.copy_megabytes)
     floor_ms = 1000 * weight_bytes(model) / bandwidth
-    steps = step_costs(model, tokenizer, device)
+    steps = step_costs(model, device, args.kv_caches)
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"

@@ -97,7 +97,7 @@ class EastStreamDecoder(StreamingDecoder):
         """Start a new sentence; the prompt's keys and values stay in the cache."""
         super().reset()
         self.stream.rewind_to_prompt()
-        self._rewind_cache(len(self.stream.ids))
+        self._drop_sentence()
 
     @torch.inference_mode()
     def push_unit(self, unit: str, is_last: bool = False) -> Step:
@@ -112,19 +112,7 @@ class EastStreamDecoder(StreamingDecoder):
         self.finished = is_last
         return Step(decision, text, chunk_ids, finished=is_last)
 
-    @torch.inference_mode()
-    def finish(self) -> Step:
-        """End the source without a last-unit flag: write what is still unwritten.
-
-        For sources whose end arrives after their last unit (a server, a live stream).
-        The outcome equals pushing the last unit with `is_last=True`.
-        """
-        if self.finished:
-            raise RuntimeError("the sentence is already finished")
-        self.finished = True
-        if self.units_since_write == 0:
-            return Step(decision=None, finished=True)
-        self.decisions[-1] = FORCED
+    def _final_write(self) -> Step:
         self.stream.append_added_token(self.token_ids.end_of_read)
         chunk_ids, text = self._write()
         return Step(FORCED, text, chunk_ids, finished=True)

@@ -34,7 +34,31 @@ def new_dynamic_cache(model):
     return DynamicCache(config=model.config)
 
 
-class CachedLM:
+class LMBackend:
+    """What the decoders need of a model with a KV cache: `forward` [rows, n] -> the last
+    position's float32 logits, `crop`, `reset`, the beam-row operations, and counters."""
+
+    device: torch.device
+    length: int
+    forward_passes: int = 0
+    tokens_fed: int = 0
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def feed(self, token_ids: list[int]) -> torch.Tensor:
+        """Feed a list of ids to the single row and return its last logits [vocab]."""
+        input_ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
+        return self.forward(input_ids)[0]
+
+    def _dropped(self, length: int) -> int:
+        dropped = self.length - length
+        if dropped < 0:
+            raise ValueError(f"cannot crop a cache of {self.length} positions to {length}")
+        return dropped
+
+
+class CachedLM(LMBackend):
     """Feeds token ids through `model`, keeping their keys and values in one cache.
 
     The owner decides which ids to feed; this class only guarantees that the cache holds
@@ -73,16 +97,9 @@ class CachedLM:
         self.tokens_fed += input_ids.numel()
         return output.logits[:, -1, :].float()
 
-    def feed(self, token_ids: list[int]) -> torch.Tensor:
-        """Feed a list of ids to the single row and return its last logits [vocab]."""
-        input_ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
-        return self.forward(input_ids)[0]
-
     def crop(self, length: int) -> int:
         """Drop every position from `length` on; return how many were dropped."""
-        dropped = self.length - length
-        if dropped < 0:
-            raise ValueError(f"cannot crop a cache of {self.length} positions to {length}")
+        dropped = self._dropped(length)
         if dropped:
             self.cache.crop(-dropped)
         return dropped
@@ -145,8 +162,9 @@ def build_lm(
     probe_ids: list[int] | None = None,
 ):
     """The cache backend: `dynamic` (`CachedLM`, any model), `static` (`StaticLM`, Llama
-    family, CUDA graphs on GPUs) or `auto`: static on CUDA when it supports the model and
-    its logits on `probe_ids` match the dynamic path's, dynamic otherwise."""
+    family, CUDA graphs on GPUs) or `auto`: static where it supports the model and its
+    logits on `probe_ids` match the dynamic path's (CUDA graphs on GPUs, eager on CPUs,
+    where it is still the faster one), dynamic otherwise."""
     from east_agent.static_lm import StaticLM, supports
 
     if kind not in KV_CACHES:
@@ -159,8 +177,7 @@ def build_lm(
         if reason is not None:
             raise ValueError(f"the static cache does not run {reason}; use the dynamic one")
         return StaticLM(model, max_length, max_rows)
-    device = next(model.parameters()).device
-    if device.type != "cuda" or reason is not None:
+    if reason is not None:
         return CachedLM(model)
     try:
         static = StaticLM(model, max_length, max_rows)
@@ -178,6 +195,7 @@ def check_static(model, static, probe_ids: list[int]) -> None:
     expected = [dynamic.feed(probe_ids), dynamic.feed(probe_ids[-2:]), dynamic.feed(probe_ids[-1:])]
     actual = [static.feed(probe_ids), static.feed(probe_ids[-2:]), static.feed(probe_ids[-1:])]
     static.reset()
+    static.forward_passes = static.tokens_fed = 0  # the probe is not the caller's work
     tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 5e-2
     for want, got in zip(expected, actual):
         scale = want.abs().max().clamp_min(1e-6)

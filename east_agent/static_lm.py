@@ -24,6 +24,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from east_agent.kv_cache import LMBackend
+
 logger = logging.getLogger(__name__)
 
 TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32)
@@ -48,7 +50,7 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return x * cos + rotated * sin
 
 
-class StaticLM:
+class StaticLM(LMBackend):
     def __init__(self, model, max_length: int, max_rows: int = 1, cuda_graphs: bool | None = None):
         reason = supports(model)
         if reason is not None:
@@ -132,7 +134,8 @@ class StaticLM:
         if self.length + steps > self.max_length:
             raise ValueError(f"the static cache holds {self.max_length} positions")
         if self.graphs is not None and steps <= TOKEN_BUCKETS[-1]:
-            logits = self.graphs.run(input_ids, self.length)
+            # A graph writes its logits into the same buffer at every replay.
+            logits = self.graphs.run(input_ids, self.length).clone()
         else:
             positions = torch.arange(self.length, self.length + steps, device=self.device)
             logits = self._step(input_ids, positions, steps - 1, self.length + steps, steps > 1)
@@ -141,14 +144,8 @@ class StaticLM:
         self.tokens_fed += input_ids.numel()
         return logits
 
-    def feed(self, token_ids: list[int]) -> torch.Tensor:
-        input_ids = torch.tensor([token_ids], dtype=torch.long, device=self.device)
-        return self.forward(input_ids)[0]
-
     def crop(self, length: int) -> int:
-        dropped = self.length - length
-        if dropped < 0:
-            raise ValueError(f"cannot crop a cache of {self.length} positions to {length}")
+        dropped = self._dropped(length)
         self.length = length
         return dropped
 
@@ -218,20 +215,24 @@ class _GraphedStep:
     def __init__(self, lm: StaticLM, rows: int, tokens: int, kv_length: int, pool) -> None:
         self.lm = lm
         self.input_ids = torch.zeros(rows, tokens, dtype=torch.long, device=lm.device)
-        self.positions = torch.arange(tokens, device=lm.device)
+        # Warm-up and capture run the step for real: point them at the scratch positions
+        # past `max_length`, so that they cannot overwrite the sequence's keys and values.
+        self.positions = torch.arange(lm.max_length, lm.max_length + tokens, device=lm.device)
         self.last = torch.zeros(1, dtype=torch.long, device=lm.device)
         self.kv_length = kv_length
         self.graph = None
-        if lm.device.type == "cuda":
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                for _ in range(2):  # warm-up: allocator and kernel selection
-                    self._call()
-            torch.cuda.current_stream().wait_stream(stream)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph, pool=pool):
-                self.logits = self._call()
+        if lm.device.type != "cuda":
+            self._call()  # no graph on a CPU: the same padded step, run eagerly
+            return
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # allocator and kernel selection settle before capture
+                self._call()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.logits = self._call()
 
     def _call(self) -> torch.Tensor:
         return self.lm._step(self.input_ids, self.positions, self.last, self.kv_length, True)

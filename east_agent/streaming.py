@@ -65,7 +65,7 @@ class Translation:
 
 
 class StreamingDecoder:
-    """Base of the decoders: subclasses define `push_unit` and `finish`."""
+    """Base of the decoders: subclasses define `push_unit` and `_final_write`."""
 
     def __init__(
         self,
@@ -115,7 +115,25 @@ class StreamingDecoder:
     def push_unit(self, unit: str, is_last: bool = False) -> Step:
         raise NotImplementedError
 
+    @torch.inference_mode()
     def finish(self) -> Step:
+        """End the source without a last-unit flag: write what is still unwritten.
+
+        For sources whose end arrives after their last unit (a server, a live stream).
+        The outcome equals pushing the last unit with `is_last=True`.
+        """
+        if self.finished:
+            raise RuntimeError("the sentence is already finished")
+        self.finished = True
+        if not self._needs_final_write():
+            return Step(decision=None, finished=True)
+        self.decisions[-1] = FORCED
+        return self._final_write()
+
+    def _needs_final_write(self) -> bool:
+        return self.units_since_write > 0
+
+    def _final_write(self) -> Step:
         raise NotImplementedError
 
     # -- the id stream and the cache -------------------------------------------------------
@@ -124,6 +142,12 @@ class StreamingDecoder:
         """Drop cached positions from `length` on: they will be fed again."""
         if self.lm.length > length:
             self.tokens_reencoded += self.lm.crop(length)
+
+    def _drop_sentence(self) -> None:
+        """Drop the finished sentence's positions, keeping the prompt's (not a re-encoding:
+        nothing of it is fed again)."""
+        if self.lm.length > len(self.stream.ids):
+            self.lm.crop(len(self.stream.ids))
 
     def _append_text(self, text: str) -> None:
         self._rewind_cache(self.stream.append_text(text))

@@ -90,7 +90,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
         """Start a new sentence; the prompt before the source stays cached."""
         super().reset()
         self.stream.rewind_to_prompt()
-        self._rewind_cache(len(self.stream.ids))
+        self._drop_sentence()
         self.source_end = self.stream.mark()
         self.target_ids: list[int] = []
 
@@ -135,15 +135,10 @@ class OfflineWaitkDecoder(StreamingDecoder):
             self._record_chunk(new_ids, text)
         return Step(decision, text if new_ids else None, new_ids, finished=finished)
 
-    @torch.inference_mode()
-    def finish(self) -> Step:
-        """The source ended after its last unit: write to the end."""
-        if self.finished:
-            raise RuntimeError("the sentence is already finished")
-        self.finished = True
-        if not self.units_read:
-            return Step(decision=None, finished=True)
-        self.decisions[-1] = FORCED
+    def _needs_final_write(self) -> bool:
+        return self.units_read > 0  # wait-k writes the rest of the target at the end
+
+    def _final_write(self) -> Step:
         new_ids, _ = greedy_chunk(
             self.lm, self._pending(), self._limits(self.config.max_new_tokens)
         )
@@ -182,15 +177,5 @@ class EastWaitkDecoder(EastStreamDecoder):
             chunk_ids, text = self._close_chunk(word)
         return Step(decision, text, chunk_ids, finished=is_last)
 
-    @torch.inference_mode()
-    def finish(self) -> Step:
-        """The source ended after its last unit: write the rest of the translation."""
-        if self.finished:
-            raise RuntimeError("the sentence is already finished")
-        self.finished = True
-        if not self.units_read:
-            return Step(decision=None, finished=True)
-        self.decisions[-1] = FORCED
-        self.stream.append_added_token(self.token_ids.end_of_read)
-        chunk_ids, text = self._write()
-        return Step(FORCED, text, chunk_ids, finished=True)
+    def _needs_final_write(self) -> bool:
+        return self.units_read > 0  # wait-k writes the rest of the target at the end

@@ -8,7 +8,20 @@ from pathlib import Path
 
 def _summary(folder: Path) -> dict:
     path = folder / "train_summary.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    summary = json.loads(path.read_text()) if path.exists() else {}
+    evaluations = []
+    for state in folder.glob("checkpoint-*/trainer_state.json"):
+        history = json.loads(state.read_text()).get("log_history", [])
+        evaluations += [
+            (entry["step"], entry["eval_loss"]) for entry in history if "eval_loss" in entry
+        ]
+    summary["eval_losses"] = sorted(set(evaluations))
+    return summary
+
+
+def _eval_losses(summary: dict) -> str:
+    losses = summary.get("eval_losses") or []
+    return ", ".join(f"{loss:.3f} (step {step})" for step, loss in losses) or "not evaluated"
 
 
 def _minutes(timings: dict, step: str) -> str:
@@ -73,12 +86,15 @@ Multi30k task 1 (`east_agent/data/multi30k`, see its README). SiMT records built
 
 ## Training
 
-- Stage I (full fine-tuning, German→English SiMT, all five levels):
+- Stage I (full fine-tuning, German→English SiMT, all five levels; batch 32, lr 1e-3
+  cosine, weight decay 0.1; the checkpoint with the lowest validation loss is kept):
   {stage1.get("global_step", "?")} steps, train loss {_metric(stage1, "train_loss")},
-  {stage1.get("wall_seconds", "?")} s.
-- Stage II (LoRA r 64, alpha 128, French→English SiMT + offline de→en and fr→en):
-  {stage2.get("global_step", "?")} steps, train loss {_metric(stage2, "train_loss")},
-  {stage2.get("wall_seconds", "?")} s.
+  {stage1.get("wall_seconds", "?")} s; validation loss (Multi30k val, German→English SiMT):
+  {_eval_losses(stage1)}.
+- Stage II (LoRA r 64, alpha 128, dropout 0.05 on all linear layers; French→English SiMT
+  + offline de→en and fr→en): {stage2.get("global_step", "?")} steps, train loss
+  {_metric(stage2, "train_loss")}, {stage2.get("wall_seconds", "?")} s; German→English
+  validation loss: {_eval_losses(stage2)}.
 
 ## Results: Multi30k test_2016_flickr German→English, 1,000 sentences
 

@@ -251,6 +251,8 @@ def run(config: SFTConfig) -> Path:
             "data": {**asdict(report), "lines": report.lines()},
             "train_metrics": result.metrics,
             "global_step": trainer.state.global_step,
+            "best_metric": trainer.state.best_metric,
+            "best_checkpoint": trainer.state.best_model_checkpoint,
             "wall_seconds": round(time.time() - started, 1),
             "final_model": str(final),
         }

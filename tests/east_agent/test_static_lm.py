@@ -91,12 +91,19 @@ def test_roll_back_and_waitk_on_the_static_cache(east_model, east_tokenizer):
     assert expected[0][2] > 0 and expected[1][2] > 0  # roll-backs really happened
 
 
-def test_auto_is_dynamic_on_cpu_and_static_needs_support(east_model):
-    assert isinstance(build_lm(east_model, "auto"), CachedLM)
+def test_auto_is_static_where_supported_and_checked(east_model, monkeypatch):
+    assert isinstance(build_lm(east_model, "auto", probe_ids=PROMPT), StaticLM)
     model = copy.deepcopy(east_model)
     model.config.model_type = "gpt2"
+    assert isinstance(build_lm(model, "auto", probe_ids=PROMPT), CachedLM)
     with pytest.raises(ValueError, match="does not run model type 'gpt2'"):
         build_lm(model, "static")
+
+    def fails(*args):
+        raise RuntimeError("its logits differ")
+
+    monkeypatch.setattr("east_agent.kv_cache.check_static", fails)
+    assert isinstance(build_lm(east_model, "auto", probe_ids=PROMPT), CachedLM)  # falls back
     with pytest.raises(ValueError, match="unknown kv cache"):
         build_lm(east_model, "paged")
 

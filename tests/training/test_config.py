@@ -10,6 +10,7 @@ from training.config import ConfigError, load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 RECIPES = sorted(CONFIGS.glob("*.yaml"))
+PAPER_RECIPES = [CONFIGS / "stage1_full.yaml", CONFIGS / "stage2_lora.yaml"]
 DEEPSPEED = sorted(CONFIGS.glob("*.json"))
 
 
@@ -20,11 +21,16 @@ def test_recipes_are_shipped():
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda path: path.name)
 def test_recipe_loads_and_starts_with_its_command(path):
-    config = load_config(path)
+    load_config(path)
     first_lines = path.read_text().splitlines()[:6]
     assert any(
         f"-m training.sft --config training/configs/{path.name}" in line for line in first_lines
     )
+
+
+@pytest.mark.parametrize("path", PAPER_RECIPES, ids=lambda path: path.name)
+def test_paper_recipes_use_the_paper_hyperparameters(path):
+    config = load_config(path)
     assert config.data.cutoff_len == 1024
     assert config.train["learning_rate"] == 1.0e-5
     assert config.train["lr_scheduler_type"] == "cosine"

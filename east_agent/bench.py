@@ -47,6 +47,7 @@ from east_agent.prompt import (
     render_user_turn,
     simt_instruction,
 )
+from east_agent.testsets import write_atomically
 from east_agent.units import join_source_units, source_units, unit_text
 
 Schedule = list[list[tuple[int, int]]]  # per sentence: (units read, chunk tokens) per write
@@ -452,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
         if schedule is None:
             schedule = recorded  # the rest follow the decisions the model just made
             if args.save_schedule:
-                Path(args.save_schedule).write_text(json.dumps(recorded))
+                write_atomically(Path(args.save_schedule), json.dumps(recorded))
     if args.beams > 1:
         beam_config = DecoderConfig(
             src_lang, tgt_lang, args.latency, num_beams=args.beams, kv_cache=args.kv_caches[0]

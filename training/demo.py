@@ -14,7 +14,7 @@ Steps (outputs under `--workdir`, default outputs/demo):
 - stage1: `training.sft` with training/configs/demo_stage1.yaml (full fine-tuning on
           German→English SiMT data, best checkpoint by validation loss);
 - stage2: `training.sft` with training/configs/demo_stage2.yaml (LoRA r 64 on French→English
-          SiMT data mixed with offline data);
+          SiMT data mixed with offline data and the German→English SiMT data replayed);
 - merge:  `training.merge_lora`, verified, stored in bfloat16;
 - eval:   `east-eval eval_configs/multi30k-de-en.yaml` on the merged model;
 - card:   `--output` (default models/east-demo): the model, its alignments, results.md,
@@ -119,7 +119,7 @@ def recipe_overrides(args, stage: str) -> list[str]:
     else:
         files = ", ".join(
             str(data / f"{name}.jsonl.gz")
-            for name in ("simt-fr-en", "offline-de-en", "offline-fr-en")
+            for name in ("simt-fr-en", "simt-de-en", "offline-de-en", "offline-fr-en")
         )
         overrides += [
             f"model.name_or_path={work / 'stage1' / 'model'}",

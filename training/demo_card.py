@@ -75,8 +75,8 @@ the rebuilt data are identical; `--realign` aligns again. Time per step on
 {timings.get("machine", "this machine")}: data {_minutes(timings, "data")}, base
 {_minutes(timings, "base")}, Stage I {_minutes(timings, "stage1")}, Stage II
 {_minutes(timings, "stage2")}, merge {_minutes(timings, "merge")}, evaluation
-{_minutes(timings, "eval")}. On a GPU, `python -m training.demo --device cuda` runs the same
-recipes (the Trainer takes the GPU by itself).
+{_minutes(timings, "eval")}.{_notes(timings)} On a GPU, `python -m training.demo --device
+cuda` runs the same recipes (the Trainer takes the GPU by itself).
 
 ## Data
 
@@ -91,10 +91,11 @@ Multi30k task 1 (`east_agent/data/multi30k`, see its README). SiMT records built
   {stage1.get("global_step", "?")} steps, train loss {_metric(stage1, "train_loss")},
   {stage1.get("wall_seconds", "?")} s; validation loss (Multi30k val, German→English SiMT):
   {_eval_losses(stage1)}.
-- Stage II (LoRA r 64, alpha 128, dropout 0.05 on all linear layers; French→English SiMT
-  + offline de→en and fr→en): {stage2.get("global_step", "?")} steps, train loss
-  {_metric(stage2, "train_loss")}, {stage2.get("wall_seconds", "?")} s; German→English
-  validation loss: {_eval_losses(stage2)}.
+- Stage II (LoRA r 64, alpha 128, dropout 0.05 on all linear layers, lr 5e-4; French→English
+  SiMT + offline de→en and fr→en + the German→English SiMT data replayed):
+  {stage2.get("global_step", "?")} steps, train loss {_metric(stage2, "train_loss")},
+  {stage2.get("wall_seconds", "?")} s; German→English validation loss:
+  {_eval_losses(stage2)}.
 
 ## Results: Multi30k test_2016_flickr German→English, 1,000 sentences
 
@@ -110,3 +111,8 @@ time). `waitk-offline` at a large k is offline translation with the offline prom
 def _metric(summary: dict, name: str) -> str:
     value = summary.get("train_metrics", {}).get(name)
     return f"{float(value):.3f}" if value is not None else "?"
+
+
+def _notes(timings: dict) -> str:
+    notes = timings.get("notes") or []
+    return "".join(f" {note}" for note in notes)

@@ -430,7 +430,6 @@ def main(argv: list[str] | None = None) -> None:
         if not args.schedule:
             parser.error("a random model needs --schedule (waitk:K or a recorded file)")
     sentences, src_lang, tgt_lang = load_sentences(args.testset, args.sentences, tokenizer)
-    config = DecoderConfig(src_lang, tgt_lang, args.latency)
     schedule = None
     if args.schedule and args.schedule.startswith("waitk:"):
         schedule = waitk_schedule(sentences, int(args.schedule.split(":")[1]))

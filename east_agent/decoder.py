@@ -96,8 +96,7 @@ class EastStreamDecoder(StreamingDecoder):
     def reset(self) -> None:
         """Start a new sentence; the prompt's keys and values stay in the cache."""
         super().reset()
-        self.stream.rewind_to_prompt()
-        self._drop_sentence()
+        self._rewind_to_prompt()
 
     @torch.inference_mode()
     def push_unit(self, unit: str, is_last: bool = False) -> Step:

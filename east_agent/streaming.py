@@ -143,9 +143,10 @@ class StreamingDecoder:
         if self.lm.length > length:
             self.tokens_reencoded += self.lm.crop(length)
 
-    def _drop_sentence(self) -> None:
-        """Drop the finished sentence's positions, keeping the prompt's (not a re-encoding:
-        nothing of it is fed again)."""
+    def _rewind_to_prompt(self) -> None:
+        """Forget the sentence's ids and cached positions, keeping the prompt's (not a
+        re-encoding: nothing of the sentence is fed again)."""
+        self.stream.rewind_to_prompt()
         if self.lm.length > len(self.stream.ids):
             self.lm.crop(len(self.stream.ids))
 

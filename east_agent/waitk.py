@@ -89,8 +89,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
     def reset(self) -> None:
         """Start a new sentence; the prompt before the source stays cached."""
         super().reset()
-        self.stream.rewind_to_prompt()
-        self._drop_sentence()
+        self._rewind_to_prompt()
         self.source_end = self.stream.mark()
         self.target_ids: list[int] = []
 

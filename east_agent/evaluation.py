@@ -8,7 +8,9 @@ Each run is a real `east-simuleval` command line (printed before it starts) writ
 `<output>/runs/<run>/`. A run whose `scores.tsv` exists is not run again; one that was cut
 off continues from its last finished sentence. At the end the scores are collected into
 `<output>/results.csv` and `results.md` (system, setting, BLEU, AL, LAAL, AL_CA, LAAL_CA,
-wall seconds) and drawn as `<output>/curves.png` (BLEU against LAAL, a line per system).
+wall seconds) and drawn as `<output>/curves.png` (BLEU against LAAL, a line per system);
+`<output>/significance.{csv,md}` says whether BLEU really changes from each setting of a
+system to the next (paired bootstrap resampling, `east_agent.significance`).
 
 Large runs split into shards: `--shard 2/4` runs the second quarter of the sentences of
 every run into `runs/<run>/shards/2-of-4/`; once all shards are done, `--merge-shards 4`
@@ -31,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from east_agent.significance import Comparison, compare_runs, write_significance
 from east_agent.testsets import PreparedTestset, prepare_testset, write_atomically
 
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
@@ -377,7 +380,31 @@ def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
         write_tables(rows, config.output)
         plot_curves(rows, config.output / "curves.png", config.testset)
         print((config.output / "results.md").read_text(), flush=True)
+        comparisons = compare_settings(config, runs)
+        if comparisons:
+            write_significance(comparisons, config.output)
+            print("Paired bootstrap, each setting against the one before it:", flush=True)
+            print((config.output / "significance.md").read_text(), flush=True)
     return rows
+
+
+def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
+    """Significance of the BLEU differences along each system's settings (its curve)."""
+    testset = json.loads((config.output / "testset" / "testset.json").read_text())
+    reference = config.output / "testset" / "reference.txt"
+    references = reference.read_text(encoding="utf-8").splitlines()
+    comparisons = []
+    for system in dict.fromkeys(run.system for run in runs):
+        finished = [
+            (run.setting, config.output / "runs" / run.name)
+            for run in runs
+            if run.system == system and (config.output / "runs" / run.name / "scores.tsv").exists()
+        ]
+        if len(finished) > 1:
+            comparisons += compare_runs(
+                system, finished, references, testset["sacrebleu_tokenizer"]
+            )
+    return comparisons
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -16,7 +16,9 @@ Steps (outputs under `--workdir`, default outputs/demo):
 - stage2: `training.sft` with training/configs/demo_stage2.yaml (LoRA r 64 on French→English
           SiMT data mixed with offline data and the German→English SiMT data replayed);
 - merge:  `training.merge_lora`, verified, stored in bfloat16;
-- eval:   `east-eval eval_configs/multi30k-de-en.yaml` on the merged model;
+- eval:   `east-eval eval_configs/multi30k-de-en.yaml` on the merged model (test_2016,
+          the main grid), its EAST runs on Multi30k val (the numbers Stage II's settings
+          were chosen by) and `eval_configs/multi30k-fr-en.yaml` (Stage II's direction);
 - card:   `--output` (default models/east-demo): the model, its alignments, results.md,
           curves.png and README.md, the model card with commands, data, seed, metrics and
           the time each step took.
@@ -155,16 +157,28 @@ def merge(args) -> None:
     )
 
 
+EAST_RUNS = [f"east-{level}" for level in ("low", "low-medium", "medium", "medium-high", "high")]
+# folder under --workdir -> (config, test set override, runs): the main grid (test_2016),
+# the EAST runs on val (what Stage II's settings were chosen by), the direction Stage II added
+EVALUATIONS = {
+    "eval": (EVAL_CONFIG, None, None),
+    "eval-val": (EVAL_CONFIG, "multi30k-val.de-en", EAST_RUNS),
+    "eval-fr-en": (EVAL_CONFIG.with_name("multi30k-fr-en.yaml"), None, None),
+}
+
+
 def evaluate(args) -> None:
     from east_agent.evaluation import load_eval_config, run_grid
 
-    config = load_eval_config(
-        EVAL_CONFIG,
-        model_path=str(args.workdir / "merged"),
-        output=args.workdir / "eval",
-        device=args.device,
-    )
-    run_grid(config, limit=args.eval_limit)
+    for folder, (path, testset, runs) in EVALUATIONS.items():
+        config = load_eval_config(
+            path,
+            model_path=str(args.workdir / "merged"),
+            output=args.workdir / folder,
+            device=args.device,
+            testset=testset,
+        )
+        run_grid(config, only=runs, limit=args.eval_limit)
 
 
 def write_card(args, timings: dict[str, float]) -> None:
@@ -184,6 +198,10 @@ def write_card(args, timings: dict[str, float]) -> None:
     for name in ("results.md", "results.csv", "curves.png"):
         if (args.workdir / "eval" / name).exists():
             shutil.copy(args.workdir / "eval" / name, temporary / name)
+    for folder in EVALUATIONS:
+        results = args.workdir / folder / "results.csv"
+        if folder != "eval" and results.exists():
+            shutil.copy(results, temporary / f"results-{folder.removeprefix('eval-')}.csv")
     (temporary / "README.md").write_text(model_card(args, timings))
     if final.exists():
         shutil.rmtree(final)

@@ -28,13 +28,60 @@ def _minutes(timings: dict, step: str) -> str:
     return f"{timings[step] / 60:.1f} min" if step in timings else "not run"
 
 
+def _recipe(args, stage: str):
+    """The recipe as training.demo ran it (the same overrides), for the card's numbers."""
+    from training.config import load_config
+    from training.demo import CONFIGS, recipe_overrides
+
+    return load_config(CONFIGS / f"demo_{stage}.yaml", recipe_overrides(args, stage))
+
+
+def _hyperparameters(recipe) -> str:
+    train = recipe.train
+    parts = [
+        f"batch {train.get('per_device_train_batch_size', '?')}",
+        f"lr {train.get('learning_rate', '?'):g} {train.get('lr_scheduler_type', 'linear')}",
+    ]
+    if train.get("weight_decay"):
+        parts.append(f"weight decay {train['weight_decay']:g}")
+    if recipe.stage == "lora":
+        lora = recipe.lora
+        parts.insert(0, f"LoRA r {lora.r}, alpha {lora.alpha}, dropout {lora.dropout:g}")
+    return ", ".join(parts)
+
+
+def _files(recipe) -> str:
+    return ", ".join(f"`{Path(name).name.removesuffix('.jsonl.gz')}`" for name in recipe.data.files)
+
+
+def _table(args, folder: str) -> str:
+    results = args.workdir / folder / "results.md"
+    if not results.exists():
+        return "(not evaluated)\n"
+    seconds = sum(
+        json.loads(path.read_text())["seconds"]
+        for path in (args.workdir / folder / "runs").glob("*/wall_seconds.json")
+    )
+    return results.read_text() + f"\n({seconds / 60:.1f} min of SimulEval runs.)\n"
+
+
+def _significance(args, folder: str) -> str:
+    table = args.workdir / folder / "significance.md"
+    if not table.exists():
+        return ""
+    return (
+        "\nEach setting against the one before it (paired bootstrap resampling, 1,000 "
+        "samples; `tie`: p ≥ 0.05; CI95_to: half-width of the 95% interval of its BLEU):\n\n"
+        + table.read_text()
+    )
+
+
 def model_card(args, timings: dict) -> str:
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(args.workdir / "merged")
     stage1, stage2 = _summary(args.workdir / "stage1"), _summary(args.workdir / "stage2")
-    results = args.workdir / "eval" / "results.md"
-    table = results.read_text() if results.exists() else "(not evaluated)\n"
+    recipe1, recipe2 = _recipe(args, "stage1"), _recipe(args, "stage2")
     data_reports = "\n".join(
         f"- `{path.name.removesuffix('.report.txt')}`: " + "; ".join(path.read_text().splitlines())
         for path in sorted((args.workdir / "data").glob("*.report.txt"))
@@ -43,15 +90,15 @@ def model_card(args, timings: dict) -> str:
         value is not None
         for value in (args.max_pairs, args.stage1_steps, args.stage2_steps, args.eval_limit)
     )
+    warning = "**Smoke-test build (reduced settings); not the shipped model.**\n\n" if smoke else ""
     return f"""# east-demo: a toy EAST model for Multi30k German→English
 
-{"**Smoke-test build (reduced settings); not the shipped model.**" if smoke else ""}
-
-A {config.num_hidden_layers}-layer Llama ({config.hidden_size} hidden, {config.intermediate_size}
-FFN, {config.num_attention_heads} heads, vocabulary {config.vocab_size}, tied embeddings)
-trained from scratch with this project's own EAST recipe, in the exact format of EAST-8B
-(Llama-3 chat template, `<|end-of-read|>` / `<|end-of-write|>`): the agent loads it like
-any EAST checkpoint. Weights are stored in bfloat16 (loaded as float32 on a CPU).
+{warning}A {config.num_hidden_layers}-layer Llama ({config.hidden_size} hidden, \
+{config.intermediate_size} FFN, {config.num_attention_heads} heads, vocabulary \
+{config.vocab_size}, tied embeddings) trained from scratch with this project's own EAST
+recipe, in the exact format of EAST-8B (Llama-3 chat template, `<|end-of-read|>` /
+`<|end-of-write|>`): the agent loads it like any EAST checkpoint. Weights are stored in
+bfloat16 (loaded as float32 on a CPU).
 
 ## Reproduce
 
@@ -69,12 +116,13 @@ which runs, in order (outputs under `outputs/demo/`):
     python -m training.merge_lora --base outputs/demo/stage1/model \\
         --adapter outputs/demo/stage2/model --output outputs/demo/merged --save-dtype bfloat16
     east-eval eval_configs/multi30k-de-en.yaml --model-path outputs/demo/merged
+    (and its EAST runs on Multi30k val; east-eval eval_configs/multi30k-fr-en.yaml)
 
 The word alignments (eflomal seeds itself and cannot be seeded) ship in `alignments/`, so
 the rebuilt data are identical; `--realign` aligns again. Time per step on
-{timings.get("machine", "this machine")}: data {_minutes(timings, "data")}, base
-{_minutes(timings, "base")}, Stage I {_minutes(timings, "stage1")}, Stage II
-{_minutes(timings, "stage2")}, merge {_minutes(timings, "merge")}, evaluation
+{timings.get("machine", "this machine")}: data {_minutes(timings, "data")}, base \
+{_minutes(timings, "base")}, Stage I {_minutes(timings, "stage1")}, Stage II \
+{_minutes(timings, "stage2")}, merge {_minutes(timings, "merge")}, evaluation \
 {_minutes(timings, "eval")}.{_notes(timings)} On a GPU, `python -m training.demo --device
 cuda` runs the same recipes (the Trainer takes the GPU by itself).
 
@@ -86,16 +134,14 @@ Multi30k task 1 (`east_agent/data/multi30k`, see its README). SiMT records built
 
 ## Training
 
-- Stage I (full fine-tuning, German→English SiMT, all five levels; batch 32, lr 1e-3
-  cosine, weight decay 0.1; the checkpoint with the lowest validation loss is kept):
-  {stage1.get("global_step", "?")} steps, train loss {_metric(stage1, "train_loss")},
-  {stage1.get("wall_seconds", "?")} s; validation loss (Multi30k val, German→English SiMT):
-  {_eval_losses(stage1)}.
-- Stage II (LoRA r 64, alpha 128, dropout 0.05 on all linear layers, lr 5e-4; French→English
-  SiMT + offline de→en and fr→en + the German→English SiMT data replayed):
-  {stage2.get("global_step", "?")} steps, train loss {_metric(stage2, "train_loss")},
-  {stage2.get("wall_seconds", "?")} s; German→English validation loss:
-  {_eval_losses(stage2)}.
+- Stage I (`training/configs/demo_stage1.yaml`: full fine-tuning, {_hyperparameters(recipe1)};
+  data {_files(recipe1)}; the checkpoint with the lowest validation loss is kept):
+  {stage1.get("global_step", "?")} steps, final train loss {_metric(stage1, "train_loss")};
+  validation loss (Multi30k val, German→English SiMT): {_eval_losses(stage1)}.
+- Stage II (`training/configs/demo_stage2.yaml`: {_hyperparameters(recipe2)};
+  data {_files(recipe2)}, mixed):
+  {stage2.get("global_step", "?")} steps, final train loss {_metric(stage2, "train_loss")};
+  German→English validation loss: {_eval_losses(stage2)}.
 
 ## Results: Multi30k test_2016_flickr German→English, 1,000 sentences
 
@@ -103,9 +149,15 @@ SimulEval, sacrebleu BLEU, word-level AL/LAAL with the reference length; `_CA`: 
 computation time at {0.4} s per source word (this machine, float32, one sentence at a
 time). `waitk-offline` at a large k is offline translation with the offline prompt.
 
-{table}
+{_table(args, "eval")}{_significance(args, "eval")}
 ![BLEU against LAAL](curves.png)
-"""
+
+## Multi30k val German→English (1,014 sentences; Stage II's settings were chosen here)
+
+{_table(args, "eval-val")}{_significance(args, "eval-val")}
+## Multi30k test_2016_flickr French→English (Stage II's direction; Stage I saw no French)
+
+{_table(args, "eval-fr-en")}"""
 
 
 def _metric(summary: dict, name: str) -> str:

@@ -71,6 +71,16 @@ def test_grid_runs_every_setting_and_tabulates(grid):
     for name in ("east-low", "east-high", "waitk-offline-k2"):
         log = (output / "runs" / name / "instances.log").read_text().splitlines()
         assert len(log) == 3
+    # east has two settings, so its curve is tested; waitk-offline has one, so it is not
+    with open(output / "significance.csv") as handle:
+        (comparison,) = list(csv.DictReader(handle))
+    assert (comparison["system"], comparison["from"], comparison["to"]) == ("east", "low", "high")
+    bleu = {row["setting"]: float(row["BLEU"]) for row in rows if row["system"] == "east"}
+    # recomputed from instances.log, the scores are SimulEval's own
+    assert float(comparison["BLEU_from"]) == pytest.approx(bleu["low"], abs=0.01)
+    assert float(comparison["BLEU_to"]) == pytest.approx(bleu["high"], abs=0.01)
+    assert 0 < float(comparison["p_value"]) <= 1
+    assert "Paired bootstrap" in result.stdout
 
 
 def test_finished_runs_are_not_run_again(grid):

@@ -81,3 +81,16 @@ def test_shipped_results_meet_the_quality_bar():
     assert al == sorted(set(al))  # strictly rising
     bleu = [float(row["BLEU"]) for row in east]
     assert bleu[0] < bleu[-1]
+
+
+def test_shipped_model_translates_stage_two_direction():
+    """Stage II's French→English, as the README reports it (Stage I alone scores ~0)."""
+    import csv
+
+    with open(SHIPPED / "results-fr-en.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    east = [float(row["BLEU"]) for row in rows if row["system"] == "east"]
+    assert len(east) == 5 and min(east) >= 10
+    with open(SHIPPED / "results-val.csv") as handle:
+        val = [float(row["BLEU"]) for row in csv.DictReader(handle) if row["system"] == "east"]
+    assert val == sorted(val)  # the curve Stage II was chosen by

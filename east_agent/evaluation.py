@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from east_agent.significance import Comparison, compare_runs, write_significance
+from east_agent.significance import SIGNIFICANCE_COLUMNS, Comparison, compare_runs
 from east_agent.testsets import PreparedTestset, prepare_testset, write_atomically
 
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
@@ -295,19 +295,25 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def write_tables(rows: list[dict[str, Any]], output: Path) -> None:
-    temporary = output / ".results.csv.tmp"
+def write_tables(
+    rows: list[dict[str, Any]],
+    output: Path,
+    columns: tuple[str, ...] = TABLE_COLUMNS,
+    name: str = "results",
+) -> None:
+    """Write `<output>/<name>.csv` and `<name>.md`, each atomically."""
+    temporary = output / f".{name}.csv.tmp"
     with open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, output / "results.csv")
+    os.replace(temporary, output / f"{name}.csv")
     lines = [
-        "| " + " | ".join(TABLE_COLUMNS) + " |",
-        "|" + "---|" * len(TABLE_COLUMNS),
-        *("| " + " | ".join(str(row[c]) for c in TABLE_COLUMNS) + " |" for row in rows),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows),
     ]
-    write_atomically(output / "results.md", "\n".join(lines) + "\n")
+    write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -382,7 +388,8 @@ def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
         print((config.output / "results.md").read_text(), flush=True)
         comparisons = compare_settings(config, runs)
         if comparisons:
-            write_significance(comparisons, config.output)
+            rows_of_tests = [comparison.row() for comparison in comparisons]
+            write_tables(rows_of_tests, config.output, SIGNIFICANCE_COLUMNS, "significance")
             print("Paired bootstrap, each setting against the one before it:", flush=True)
             print((config.output / "significance.md").read_text(), flush=True)
     return rows

@@ -6,18 +6,14 @@ tenths apart are often the same system quality. For each system of a grid with t
 settings, this compares every setting with the one before it (in the config's order) by
 sacrebleu's paired bootstrap resampling (the Moses test; 1,000 resamples, sacrebleu's fixed
 seed) on the runs' own `instances.log` predictions, and gives each run's 95% confidence
-interval. `east-eval` writes the result as `<output>/significance.{csv,md}`.
+interval. `east-eval` writes the rows as `<output>/significance.{csv,md}`.
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from east_agent.testsets import write_atomically
 
 SIGNIFICANCE_COLUMNS = (
     "system", "from", "to", "BLEU_from", "BLEU_to", "delta", "CI95_to", "p_value", "verdict",
@@ -133,19 +129,3 @@ def compare(
             )
         )
     return comparisons
-
-
-def write_significance(comparisons: list[Comparison], output: Path) -> None:
-    rows = [comparison.row() for comparison in comparisons]
-    temporary = output / ".significance.csv.tmp"
-    with open(temporary, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=SIGNIFICANCE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, output / "significance.csv")
-    lines = [
-        "| " + " | ".join(SIGNIFICANCE_COLUMNS) + " |",
-        "|" + "---|" * len(SIGNIFICANCE_COLUMNS),
-        *("| " + " | ".join(str(row[c]) for c in SIGNIFICANCE_COLUMNS) + " |" for row in rows),
-    ]
-    write_atomically(output / "significance.md", "\n".join(lines) + "\n")

@@ -37,6 +37,7 @@ def test_all_levels_print_the_table(all_levels):
         assert float(row["BLEU"]) > 0  # the demo model translates
         assert float(row["LAAL"]) > 0
     assert "| system | setting | BLEU | AL | LAAL |" in stdout  # the table is printed
+    assert "| east | medium-high | high |" in stdout  # and the significance of each step
 
 
 def test_a_missing_model_is_a_clear_error(tmp_path):

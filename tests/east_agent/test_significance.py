@@ -4,7 +4,13 @@ import json
 
 import pytest
 
-from east_agent.significance import compare, compare_runs, read_predictions, write_significance
+from east_agent.evaluation import write_tables
+from east_agent.significance import (
+    SIGNIFICANCE_COLUMNS,
+    compare,
+    compare_runs,
+    read_predictions,
+)
 
 REFERENCES = [
     f"a {colour} dog runs across the {place} with a {thing} in its mouth ."
@@ -56,7 +62,7 @@ def test_runs_are_read_by_index_and_only_shared_sentences_count(tmp_path):
     assert read_predictions(low) == {0: "a dog", 1: REFERENCES[1]}
     (comparison,) = compare_runs("east", [("low", low), ("high", high)], REFERENCES, samples=50)
     assert comparison.bleu_to == pytest.approx(100.0)  # sentence 2 is not in both runs
-    write_significance([comparison], tmp_path)
+    write_tables([comparison.row()], tmp_path, SIGNIFICANCE_COLUMNS, "significance")
     assert "| east | low | high |" in (tmp_path / "significance.md").read_text()
     assert (tmp_path / "significance.csv").read_text().startswith("system,from,to,")
 

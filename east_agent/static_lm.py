@@ -7,6 +7,10 @@ than on reading the weights. `StaticLM` keeps the same interface as `CachedLM` b
   step writes in place and rolling back is moving a counter;
 - runs the decoder layers itself, over the model's own modules (projections, norms, MLP,
   rotary tables), with no mask or output objects to build;
+- fewer, larger kernels: q/k/v and gate/up each run as one matrix product (the layers'
+  weights become views into the fused tensor: no memory is added, the model's own forward
+  and `save_pretrained` are unchanged; LoRA-wrapped layers stay apart), q and k rotate
+  together, RMSNorm is one `F.rms_norm` kernel;
 - on CUDA, captures each step shape once as a CUDA graph and replays it: inputs are padded
   to a bucket of new tokens (1, 2, 4, ... 32) and attention runs over a bucket of cache
   positions (256, 512, ...), padded queries write only past the end of the sequence,
@@ -44,6 +48,40 @@ def supports(model) -> str | None:
     return None
 
 
+def _fuse(modules: list[torch.nn.Module]) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """One weight (and bias) for linear layers that read the same input, or None.
+
+    The layers' own weights become views into the fused tensor, so the model's forward is
+    unchanged and no memory is added; done once per model (a second StaticLM reuses it)."""
+    if not all(type(module) is torch.nn.Linear for module in modules):
+        return None  # e.g. LoRA-wrapped layers: run them one by one
+    weights = [module.weight for module in modules]
+    fused = getattr(modules[0], "_east_fused", None)
+    if fused is not None and fused[0].data_ptr() == weights[0].data_ptr():
+        return fused
+    # plain tensors even under inference_mode: they are the model's parameters from now on
+    with torch.inference_mode(False), torch.no_grad():
+        weight = torch.cat([w.detach() for w in weights])
+        biases = [module.bias for module in modules]
+        bias = None if any(b is None for b in biases) else torch.cat([b.detach() for b in biases])
+        start = 0
+        for module in modules:
+            rows = module.weight.shape[0]
+            module.weight.data = weight[start : start + rows]
+            if bias is not None:
+                module.bias.data = bias[start : start + rows]
+            start += rows
+    modules[0]._east_fused = (weight, bias)
+    return weight, bias
+
+
+def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """LlamaRMSNorm in one kernel: statistics in float32 as there; the scale is applied
+    before the one rounding to the model's dtype (LlamaRMSNorm rounds, then scales)."""
+    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+
+
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -51,7 +89,14 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
 
 
 class StaticLM(LMBackend):
-    def __init__(self, model, max_length: int, max_rows: int = 1, cuda_graphs: bool | None = None):
+    def __init__(
+        self,
+        model,
+        max_length: int,
+        max_rows: int = 1,
+        cuda_graphs: bool | None = None,
+        fuse_projections: bool = True,
+    ):
         reason = supports(model)
         if reason is not None:
             raise NotImplementedError(f"StaticLM does not run {reason}")
@@ -75,6 +120,16 @@ class StaticLM(LMBackend):
             probe = torch.zeros(1, dtype=self.dtype, device=self.device)
             cos, sin = model.model.rotary_emb(probe, positions)
         self.cos, self.sin = cos[0], sin[0]  # [capacity, head_dim]
+        # Fewer, larger matrix products: q/k/v and gate/up each become one.
+        self.fused = [
+            (
+                _fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+                _fuse([layer.mlp.gate_proj, layer.mlp.up_proj]),
+            )
+            if fuse_projections
+            else (None, None)
+            for layer in model.model.layers
+        ]
         self.length = 0
         self.rows = 1
         self.forward_passes = 0
@@ -103,13 +158,26 @@ class StaticLM(LMBackend):
         if masked:
             keys_at = torch.arange(kv_length, device=self.device)
             mask = keys_at[None, :] <= positions[:, None]  # [T, kv_length]
-        for layer, keys, values in zip(model.layers, self.keys, self.values):
+        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        for layer, keys, values, (qkv, gate_up) in zip(
+            model.layers, self.keys, self.values, self.fused
+        ):
             attention = layer.self_attn
-            x = layer.input_layernorm(hidden)
-            q = attention.q_proj(x).view(rows, steps, self.heads, self.head_dim).transpose(1, 2)
-            k = attention.k_proj(x).view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = attention.v_proj(x).view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+            x = _rms_norm(layer.input_layernorm, hidden)
+            if qkv is not None:
+                projected = F.linear(x, *qkv)
+                # q and k side by side: one rotation for both
+                qk = projected[..., : q_width + kv_width]
+                qk = qk.view(rows, steps, self.heads + self.kv_heads, self.head_dim).transpose(1, 2)
+                qk = _rotate(qk, cos, sin)
+                q, k = qk[:, : self.heads], qk[:, self.heads :]
+                v = projected[..., q_width + kv_width :]
+            else:
+                q = attention.q_proj(x).view(rows, steps, self.heads, self.head_dim).transpose(1, 2)
+                k = attention.k_proj(x).view(rows, steps, self.kv_heads, self.head_dim)
+                q, k = _rotate(q, cos, sin), _rotate(k.transpose(1, 2), cos, sin)
+                v = attention.v_proj(x)
+            v = v.view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
             keys[:rows].index_copy_(2, positions, k)
             values[:rows].index_copy_(2, positions, v)
             out = F.scaled_dot_product_attention(
@@ -119,13 +187,22 @@ class StaticLM(LMBackend):
                 attn_mask=mask,
                 enable_gqa=self.kv_heads != self.heads,
             )
-            out = out.transpose(1, 2).reshape(rows, steps, self.heads * self.head_dim)
+            out = out.transpose(1, 2).reshape(rows, steps, q_width)
             hidden = hidden + attention.o_proj(out)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            hidden = hidden + self._mlp(
+                layer.mlp, gate_up, _rms_norm(layer.post_attention_layernorm, hidden)
+            )
         last_hidden = (
             hidden[:, last] if isinstance(last, int) else hidden.index_select(1, last)[:, 0]
         )
         return self.model.lm_head(model.norm(last_hidden)).float()
+
+    @staticmethod
+    def _mlp(mlp: torch.nn.Module, gate_up, x: torch.Tensor) -> torch.Tensor:
+        if gate_up is None:
+            return mlp(x)
+        gate, up = F.linear(x, *gate_up).chunk(2, dim=-1)
+        return mlp.down_proj(mlp.act_fn(gate) * up)
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:

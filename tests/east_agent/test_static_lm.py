@@ -115,3 +115,44 @@ def test_check_static_catches_a_wrong_fast_path(east_model):
     broken.cos = broken.cos.flip(0)  # wrong rotary positions
     with pytest.raises(RuntimeError, match="differ from the dynamic cache"):
         check_static(east_model, broken, PROMPT)
+
+
+def test_fused_projections_change_no_logits_and_no_memory(east_model, tmp_path):
+    model = copy.deepcopy(east_model)
+    ids = PROMPT + [13, 2001]
+    before = full_logits(model, ids)
+    separate = StaticLM(model, max_length=64, fuse_projections=False)
+    separate_logits = separate.feed(ids)
+    fused = StaticLM(model, max_length=64)
+    attention = model.model.layers[0].self_attn
+    weight, _ = fused.fused[0][0]
+    # q, k and v are views into one tensor: the model holds no second copy of them
+    assert attention.q_proj.weight.data_ptr() == weight.data_ptr()
+    assert attention.k_proj.weight.untyped_storage().data_ptr() == weight.data_ptr()
+    assert weight.shape[0] == sum(
+        projection.weight.shape[0]
+        for projection in (attention.q_proj, attention.k_proj, attention.v_proj)
+    )
+    torch.testing.assert_close(full_logits(model, ids), before, atol=0, rtol=0)
+    torch.testing.assert_close(fused.feed(ids), separate_logits, atol=1e-5, rtol=1e-5)
+    again = StaticLM(model, max_length=64)  # a second backend reuses the fused weights
+    assert again.fused[0][0][0] is weight
+    model.save_pretrained(tmp_path)  # the views save and load like any checkpoint
+    reloaded = type(model).from_pretrained(tmp_path)
+    torch.testing.assert_close(full_logits(reloaded, ids), before, atol=0, rtol=0)
+
+
+def test_lora_wrapped_projections_run_unfused(east_model):
+    from peft import LoraConfig, get_peft_model
+
+    peft_model = get_peft_model(
+        copy.deepcopy(east_model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:  # B starts at zero: make the adapter change something
+            torch.nn.init.normal_(parameter, std=0.02)
+    model = peft_model.base_model.model
+    lm = StaticLM(model, max_length=64)
+    qkv, gate_up = lm.fused[0]
+    assert qkv is None and gate_up is not None  # LoRA layers stay as they are
+    torch.testing.assert_close(lm.feed(PROMPT), full_logits(model, PROMPT), atol=1e-5, rtol=1e-5)

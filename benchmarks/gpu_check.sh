@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The device check of the performance issue, as one script for one GPU call (about 6 min
+# The device check of the performance issue, as one script for one GPU call (7.5 min
 # on an H100/H200; results and log under $OUT):
 #   bash benchmarks/gpu_check.sh
 # The GPU image has torch, transformers and pyyaml; the Llama-3 tokenizer travels as a

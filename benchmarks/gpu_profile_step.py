@@ -4,7 +4,8 @@
 
 On the random Llama-3-8B shape in bfloat16, side by side in one process:
 - the weight-bandwidth floor (weight bytes / measured copy bandwidth);
-- StaticLM's CUDA-graphed WRITE step (one token), as east-bench times it;
+- StaticLM's CUDA-graphed READ (two tokens) and WRITE (one token) steps as east-bench
+  times them, with q/k/v and gate/up apart (`fuse_projections=False`) and fused;
 - a CUDA graph of the step's matrix products alone (the 7 per layer and the LM head), with
   the model's own weights: what cuBLAS gives for these shapes, with nothing else around;
 - the same with q/k/v and gate/up each fused into one product;
@@ -17,16 +18,22 @@ The gap between the graphed step and the products-only graph is what the small k
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
-from east_agent.bench import copy_bandwidth, llama3_east_tokenizer, random_model, weight_bytes
+from east_agent.bench import (
+    copy_bandwidth,
+    llama3_east_tokenizer,
+    random_model,
+    time_ms,
+    weight_bytes,
+)
 from east_agent.static_lm import StaticLM
 
 
 def graph_ms(function, repeats: int = 50) -> float:
+    """`function` captured once as a CUDA graph; milliseconds a replay takes."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
@@ -36,14 +43,7 @@ def graph_ms(function, repeats: int = 50) -> float:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         function()
-    for _ in range(3):
-        graph.replay()
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        graph.replay()
-    torch.cuda.synchronize()
-    return 1000 * (time.perf_counter() - started) / repeats
+    return time_ms(graph.replay, "cuda", repeats)
 
 
 def step_ms(lm: StaticLM, step: torch.Tensor, context: int, repeats: int = 50) -> float:
@@ -53,14 +53,7 @@ def step_ms(lm: StaticLM, step: torch.Tensor, context: int, repeats: int = 50) -
         int(lm.forward(step).argmax())
         lm.crop(context)
 
-    for _ in range(3):
-        run()
-    torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        run()
-    torch.cuda.synchronize()
-    return 1000 * (time.perf_counter() - started) / repeats
+    return time_ms(run, "cuda", repeats)
 
 
 def products_only(model, fused: bool):

@@ -271,6 +271,18 @@ def weight_bytes(model) -> int:
 
 
 @torch.inference_mode()
+def time_ms(step, device, repeats: int = 30) -> float:
+    """Milliseconds a call of `step` takes, after 3 warm-up calls, device work included."""
+    for _ in range(3):
+        step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    synchronize(device)
+    return 1000 * (time.perf_counter() - started) / repeats
+
+
 def step_costs(model, device, kv_caches: Sequence[str], context=120, repeats=30) -> dict:
     """Milliseconds of a READ step (2 tokens + decision) and of a WRITE token, at a context
     of `context` tokens, on each cache backend and with `generate()` and the cache passed in."""
@@ -279,14 +291,7 @@ def step_costs(model, device, kv_caches: Sequence[str], context=120, repeats=30)
     mask = torch.zeros(vocab, dtype=torch.bool, device=device)
 
     def timed(step) -> float:
-        for _ in range(3):
-            step()
-        synchronize(device)
-        started = time.perf_counter()
-        for _ in range(repeats):
-            step()
-        synchronize(device)
-        return 1000 * (time.perf_counter() - started) / repeats
+        return time_ms(step, device, repeats)
 
     def step(lm, tokens):
         def run():

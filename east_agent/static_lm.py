@@ -166,17 +166,15 @@ class StaticLM(LMBackend):
             x = _rms_norm(layer.input_layernorm, hidden)
             if qkv is not None:
                 projected = F.linear(x, *qkv)
-                # q and k side by side: one rotation for both
-                qk = projected[..., : q_width + kv_width]
-                qk = qk.view(rows, steps, self.heads + self.kv_heads, self.head_dim).transpose(1, 2)
-                qk = _rotate(qk, cos, sin)
-                q, k = qk[:, : self.heads], qk[:, self.heads :]
-                v = projected[..., q_width + kv_width :]
             else:
-                q = attention.q_proj(x).view(rows, steps, self.heads, self.head_dim).transpose(1, 2)
-                k = attention.k_proj(x).view(rows, steps, self.kv_heads, self.head_dim)
-                q, k = _rotate(q, cos, sin), _rotate(k.transpose(1, 2), cos, sin)
-                v = attention.v_proj(x)
+                projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+                projected = torch.cat([projection(x) for projection in projections], dim=-1)
+            # q and k side by side: one rotation for both
+            qk = projected[..., : q_width + kv_width]
+            qk = qk.view(rows, steps, self.heads + self.kv_heads, self.head_dim).transpose(1, 2)
+            qk = _rotate(qk, cos, sin)
+            q, k = qk[:, : self.heads], qk[:, self.heads :]
+            v = projected[..., q_width + kv_width :]
             v = v.view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
             keys[:rows].index_copy_(2, positions, k)
             values[:rows].index_copy_(2, positions, v)
@@ -195,7 +193,7 @@ class StaticLM(LMBackend):
         last_hidden = (
             hidden[:, last] if isinstance(last, int) else hidden.index_select(1, last)[:, 0]
         )
-        return self.model.lm_head(model.norm(last_hidden)).float()
+        return self.model.lm_head(_rms_norm(model.norm, last_hidden)).float()
 
     @staticmethod
     def _mlp(mlp: torch.nn.Module, gate_up, x: torch.Tensor) -> torch.Tensor:

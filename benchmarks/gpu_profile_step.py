@@ -5,12 +5,13 @@
 On the random Llama-3-8B shape in bfloat16, side by side in one process:
 - the weight-bandwidth floor (weight bytes / measured copy bandwidth);
 - StaticLM's CUDA-graphed READ (two tokens) and WRITE (one token) steps as east-bench
-  times them, with q/k/v and gate/up apart (`fuse_projections=False`) and fused;
+  times them, with q/k/v and gate/up apart (`fuse_projections=False`), fused, and fused
+  with compiled layers (the default on CUDA);
 - a CUDA graph of the step's matrix products alone (the 7 per layer and the LM head), with
   the model's own weights: what cuBLAS gives for these shapes, with nothing else around;
 - the same with q/k/v and gate/up each fused into one product;
-- a profile of one eager step: kernels per step and CUDA time by kind (matrix products,
-  attention, everything else), the 15 costliest kernels.
+- a profile of one uncaptured step (compiled layers): kernels per step and CUDA time by
+  kind (matrix products, attention, everything else), the 15 costliest kernels.
 The gap between the graphed step and the products-only graph is what the small kernels
 (norms, rotary, copies, residuals) cost; that is what fusing them could win.
 """
@@ -18,6 +19,7 @@ The gap between the graphed step and the products-only graph is what the small k
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 import torch.nn.functional as F
@@ -136,16 +138,22 @@ def main() -> None:
     print(f"weight-bandwidth floor: {floor:.3f} ms")
     ids = torch.randint(1000, 20000, (1, args.context + 2), device="cuda")
     with torch.inference_mode():
-        for fuse in (False, True):
-            lm = StaticLM(model, max_length=args.context + 64, fuse_projections=fuse)
+        variants = (
+            ("separate projections", {"fuse_projections": False, "compile_layers": False}),
+            ("fused projections", {"compile_layers": False}),
+            ("fused projections, compiled layers", {"compile_layers": True}),
+        )
+        for label, options in variants:
+            started = time.perf_counter()
+            lm = StaticLM(model, max_length=args.context + 64, **options)
             lm.feed(ids[0, : args.context].tolist())
             for name, tokens in (("READ", 2), ("WRITE", 1)):
                 step = ids[:, args.context : args.context + tokens]
                 ms = step_ms(lm, step, args.context)
-                label = "fused projections" if fuse else "separate projections"
                 print(
                     f"StaticLM graphed {name} step, {label}: {ms:.3f} ms ({ms / floor:.2f}x floor)"
                 )
+            print(f"  ({time.perf_counter() - started:.1f} s with captures and compiles)")
         for fused in (False, True):
             ms = graph_ms(products_only(model, fused))
             label = "fused q/k/v and gate/up" if fused else "as in the model"

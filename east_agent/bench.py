@@ -141,6 +141,7 @@ class MethodResult:
 def run_streaming(decoder: EastStreamDecoder, sentences, schedule, counter, device) -> tuple:
     backend = type(decoder.lm).__name__
     graphs = ", CUDA graphs" if getattr(decoder.lm, "graphs", None) is not None else ""
+    graphs += ", compiled layers" if getattr(decoder.lm, "compiled", False) else ""
     result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}, {backend}{graphs}")
     recorded: Schedule = []
     for index, units in enumerate(sentences):
@@ -230,7 +231,7 @@ def run_offline(model, tokenizer, config, sentences, schedule, counter, device, 
         prompts.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], target_tokens))
     longest = max(len(ids) + tokens for ids, tokens in prompts)
     lm = build_lm(model, kv_cache, max_length=longest)
-    backend = type(lm).__name__
+    backend = type(lm).__name__ + (", compiled layers" if getattr(lm, "compiled", False) else "")
     result = MethodResult(f"(c) offline (prefill source, decode target), {backend}")
     for prompt_ids, target_tokens in prompts:
         lm.reset()

@@ -60,7 +60,7 @@ class DecoderConfig:
     max_new_tokens: int = 128
     document_level: bool = False
     max_context: int | None = None  # default: the model's max_position_embeddings
-    kv_cache: str = "auto"  # auto | dynamic | static (east_agent.kv_cache.build_lm)
+    kv_cache: str = "auto"  # auto | dynamic | static | compiled (kv_cache.build_lm)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "src_lang", language_name(self.src_lang))

@@ -151,7 +151,7 @@ class CachedLM(LMBackend):
             layer.values = torch.cat([prefix_values, suffix_values], dim=-2)
 
 
-KV_CACHES = ("auto", "dynamic", "static")
+KV_CACHES = ("auto", "dynamic", "static", "compiled")
 
 
 def build_lm(
@@ -162,9 +162,11 @@ def build_lm(
     probe_ids: list[int] | None = None,
 ):
     """The cache backend: `dynamic` (`CachedLM`, any model), `static` (`StaticLM`, Llama
-    family, CUDA graphs on GPUs) or `auto`: static where it supports the model and its
-    logits on `probe_ids` match the dynamic path's (CUDA graphs on GPUs, eager on CPUs,
-    where it is still the faster one), dynamic otherwise."""
+    family, CUDA graphs and compiled layers on GPUs), `compiled` (`StaticLM` with compiled
+    layers on any device) or `auto`: static where it supports
+    the model and its logits on `probe_ids` match the dynamic path's (on GPUs with compiled
+    layers if they pass, else without; eager on CPUs, where it is still the faster one),
+    dynamic otherwise."""
     from east_agent.static_lm import StaticLM, supports
 
     if kind not in KV_CACHES:
@@ -173,20 +175,25 @@ def build_lm(
     if kind == "dynamic":
         return CachedLM(model)
     reason = supports(model)
-    if kind == "static":
+    if kind in ("static", "compiled"):
         if reason is not None:
             raise ValueError(f"the static cache does not run {reason}; use the dynamic one")
-        return StaticLM(model, max_length, max_rows)
+        compile_layers = True if kind == "compiled" else None  # None: compiled on CUDA
+        return StaticLM(model, max_length, max_rows, compile_layers=compile_layers)
     if reason is not None:
         return CachedLM(model)
-    try:
-        static = StaticLM(model, max_length, max_rows)
-        if probe_ids:
-            check_static(model, static, probe_ids)
-        return static
-    except Exception as error:  # a fast path must never cost a run: fall back, loudly
-        logger.warning("static KV cache unavailable (%s); using the dynamic one", error)
-        return CachedLM(model)
+    # on CUDA: compiled layers, then plain ones; then the dynamic cache
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    for compile_layers in (True, False) if on_cuda else (False,):
+        try:
+            static = StaticLM(model, max_length, max_rows, compile_layers=compile_layers)
+            if probe_ids:
+                check_static(model, static, probe_ids)
+            return static
+        except Exception as error:  # a fast path must never cost a run: fall back, loudly
+            logger.warning("static KV cache (compiled: %s) unavailable: %s", compile_layers, error)
+    logger.warning("using the dynamic KV cache")
+    return CachedLM(model)
 
 
 def check_static(model, static, probe_ids: list[int]) -> None:

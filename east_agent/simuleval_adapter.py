@@ -53,8 +53,9 @@ def add_decoding_args(parser: argparse.ArgumentParser) -> None:
         "--kv-cache",
         default="auto",
         choices=KV_CACHES,
-        help="static: preallocated cache, lean forward, CUDA graphs on GPUs (Llama family); "
-        "dynamic: transformers' DynamicCache; auto: static on CUDA where it checks out",
+        help="static: preallocated cache, lean forward, CUDA graphs and compiled layers on "
+        "GPUs (Llama family); compiled: static with compiled layers on any device; "
+        "dynamic: transformers' DynamicCache; auto: static where it checks out",
     )
 
 

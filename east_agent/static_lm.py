@@ -11,6 +11,10 @@ than on reading the weights. `StaticLM` keeps the same interface as `CachedLM` b
   weights become views into the fused tensor: no memory is added, the model's own forward
   and `save_pretrained` are unchanged; LoRA-wrapped layers stay apart), q and k rotate
   together, RMSNorm is one `F.rms_norm` kernel;
+- on CUDA, each layer's step also runs through `torch.compile` (one compiled function
+  for all layers, their tensors being its inputs), which fuses the norms, the rotation,
+  the cache writes, the residual additions and SiLU into a few kernels around the matrix
+  products (on CPUs it does not pay: off there, and `compile_layers` decides);
 - on CUDA, captures each step shape once as a CUDA graph and replays it: inputs are padded
   to a bucket of new tokens (1, 2, 4, ... 32) and attention runs over a bucket of cache
   positions (256, 512, ...), padded queries write only past the end of the sequence,
@@ -22,8 +26,10 @@ a sliding window, Qwen2). Anything else stays on `CachedLM` (`supports`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32)
 MIN_KV_BUCKET = 256
+RECOMPILE_LIMIT = 32
 
 
 def supports(model) -> str | None:
@@ -78,14 +85,114 @@ def _fuse(modules: list[torch.nn.Module]) -> tuple[torch.Tensor, torch.Tensor | 
 def _rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """LlamaRMSNorm in one kernel: statistics in float32 as there; the scale is applied
     before the one rounding to the model's dtype (LlamaRMSNorm rounds, then scales)."""
-    eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
-    return F.rms_norm(x, (x.shape[-1],), norm.weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), norm.weight, _epsilon(norm))
+
+
+def _epsilon(norm: torch.nn.Module) -> float:
+    return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
 
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
     return x * cos + rotated * sin
+
+
+class _Dims(NamedTuple):
+    heads: int
+    kv_heads: int
+    head_dim: int
+    grouped: bool  # fewer key/value heads than query heads
+
+
+class _PlainLayer(NamedTuple):
+    """A layer's tensors, for the layer step that runs on tensors alone (and compiles)."""
+
+    input_norm: torch.Tensor
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    output: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+    eps: float
+
+    @classmethod
+    def of(cls, layer: torch.nn.Module, qkv, gate_up, act: str) -> _PlainLayer | None:
+        """None unless every product is a plain bias-free (q/k/v aside) linear layer and the
+        activation is SiLU: LoRA-wrapped layers run through their modules instead."""
+        attention, mlp = layer.self_attn, layer.mlp
+        if qkv is None or gate_up is None or gate_up[1] is not None or act not in ("silu", "swish"):
+            return None
+        if any(
+            type(module) is not torch.nn.Linear or module.bias is not None
+            for module in (attention.o_proj, mlp.down_proj)
+        ):
+            return None
+        norm = layer.input_layernorm
+        return cls(
+            norm.weight,
+            *qkv,
+            attention.o_proj.weight,
+            layer.post_attention_layernorm.weight,
+            gate_up[0],
+            mlp.down_proj.weight,
+            _epsilon(norm),
+        )
+
+
+def _attend(projected, cos, sin, positions, mask, keys, values, kv_length: int, dims: _Dims):
+    """Rotate q and k (side by side: one rotation; `cos`/`sin` are the tables of all
+    positions), write k and v into the first rows of the cache buffers `keys`/`values` at
+    `positions`, attend over the first `kv_length` positions."""
+    rows, steps = projected.shape[:2]
+    keys, values = keys[:rows], values[:rows]
+    cos, sin = cos[positions], sin[positions]
+    q_width, kv_width = dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim
+    qk = projected[..., : q_width + kv_width]
+    qk = qk.view(rows, steps, dims.heads + dims.kv_heads, dims.head_dim).transpose(1, 2)
+    qk = _rotate(qk, cos, sin)
+    q, k = qk[:, : dims.heads], qk[:, dims.heads :]
+    v = projected[..., q_width + kv_width :]
+    v = v.view(rows, steps, dims.kv_heads, dims.head_dim).transpose(1, 2)
+    keys.index_copy_(2, positions, k)
+    values.index_copy_(2, positions, v)
+    out = F.scaled_dot_product_attention(
+        q,
+        keys[:, :, :kv_length],
+        values[:, :, :kv_length],
+        attn_mask=mask,
+        enable_gqa=dims.grouped,
+    )
+    return out.transpose(1, 2).reshape(rows, steps, q_width)
+
+
+def _plain_layer_step(
+    hidden, cos, sin, positions, mask, keys, values, kv_length: int, layer: _PlainLayer, dims
+):
+    """One decoder layer on tensors alone: what `torch.compile` fuses (norms, rotary,
+    cache writes, residuals and SiLU into a few kernels around the matrix products)."""
+    width = (hidden.shape[-1],)
+    x = F.rms_norm(hidden, width, layer.input_norm, layer.eps)
+    projected = F.linear(x, layer.qkv, layer.qkv_bias)
+    out = _attend(projected, cos, sin, positions, mask, keys, values, kv_length, dims)
+    hidden = hidden + F.linear(out, layer.output)
+    x = F.rms_norm(hidden, width, layer.post_norm, layer.eps)
+    gate, up = F.linear(x, layer.gate_up).chunk(2, dim=-1)
+    return hidden + F.linear(F.silu(gate) * up, layer.down)
+
+
+class _LayerStep(torch.nn.Module):
+    """`_plain_layer_step` with the head counts as attributes: there they stay constants for
+    `torch.compile(dynamic=True)`, which would make integer arguments symbols."""
+
+    def __init__(self, dims: _Dims) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, hidden, cos, sin, positions, mask, keys, values, kv_length, layer):
+        cache = (positions, mask, keys, values, kv_length)
+        return _plain_layer_step(hidden, cos, sin, *cache, layer, self.dims)
 
 
 class StaticLM(LMBackend):
@@ -96,6 +203,7 @@ class StaticLM(LMBackend):
         max_rows: int = 1,
         cuda_graphs: bool | None = None,
         fuse_projections: bool = True,
+        compile_layers: bool | None = None,
     ):
         reason = supports(model)
         if reason is not None:
@@ -104,22 +212,25 @@ class StaticLM(LMBackend):
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         config = model.config
-        self.heads = config.num_attention_heads
-        self.kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = config.num_key_value_heads
+        self.dims = _Dims(heads, kv_heads, head_dim, kv_heads != heads)
         self.max_length = max_length
         self.max_rows = max_rows
         capacity = max_length + TOKEN_BUCKETS[-1]  # padded steps write past the end
-        shape = (max_rows, self.kv_heads, capacity, self.head_dim)
-        self.keys = [
-            torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in model.model.layers
-        ]
-        self.values = [torch.zeros_like(keys) for keys in self.keys]
-        positions = torch.arange(capacity, device=self.device)[None]
-        with torch.no_grad():
+        shape = (max_rows, self.dims.kv_heads, capacity, head_dim)
+        # Normal tensors even when built under inference_mode: the same kind of tensor
+        # whoever builds the backend, so that compiled layers need no second version.
+        with torch.inference_mode(False), torch.no_grad():
+            self.keys = [
+                torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in model.model.layers
+            ]
+            self.values = [torch.zeros_like(keys) for keys in self.keys]
+            positions = torch.arange(capacity, device=self.device)[None]
             probe = torch.zeros(1, dtype=self.dtype, device=self.device)
             cos, sin = model.model.rotary_emb(probe, positions)
-        self.cos, self.sin = cos[0], sin[0]  # [capacity, head_dim]
+            self.cos, self.sin = cos[0].clone(), sin[0].clone()  # [capacity, head_dim]
         # Fewer, larger matrix products: q/k/v and gate/up each become one.
         self.fused = [
             (
@@ -130,11 +241,38 @@ class StaticLM(LMBackend):
             else (None, None)
             for layer in model.model.layers
         ]
+        self.plain = [
+            _PlainLayer.of(layer, qkv, gate_up, getattr(config, "hidden_act", None))
+            for layer, (qkv, gate_up) in zip(model.model.layers, self.fused)
+        ]
         self.length = 0
         self.rows = 1
         self.forward_passes = 0
         self.tokens_fed = 0
         use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if compile_layers is None:
+            compile_layers = use_graphs and self.device.type == "cuda"
+        # One compiled function serves every layer (their tensors are its inputs). The
+        # step's sizes are symbols from the start, so a process compiles it about four times
+        # (one token or more, one row or more) whatever the buckets, lengths and backends.
+        self.compiled = bool(compile_layers)
+        self.layer_step = _LayerStep(self.dims)
+        self.compile_scope = contextlib.nullcontext()
+        if self.compiled:
+            # One token or more, one row or more, buffers of one row or more: up to 6 graphs
+            # (and a few more where sizes coincide); past the limit torch would run eagerly.
+            self.compile_scope = torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
+            self.layer_step = torch.compile(self.layer_step, dynamic=True)
+            # sizes that never change stay constants (`dynamic=True` makes the rest symbols)
+            for tensor in (*self.keys, *self.values):
+                torch._dynamo.mark_static(tensor, 1)
+                torch._dynamo.mark_static(tensor, 3)
+            for tensor in (self.cos, self.sin):
+                torch._dynamo.mark_static(tensor, 1)
+            for plain in self.plain:
+                for tensor in plain or ():
+                    if isinstance(tensor, torch.Tensor):
+                        torch._dynamo.mark_static(tensor)
         self.graphs = _GraphCache(self) if use_graphs else None
 
     # -- the step ------------------------------------------------------------------------------
@@ -151,17 +289,26 @@ class StaticLM(LMBackend):
         `kv_length` cache positions (causally if `masked`, else to all of them); return
         float32 logits of position `last` [rows, V]."""
         model = self.model.model
-        rows, steps = input_ids.shape
         hidden = model.embed_tokens(input_ids)
-        cos, sin = self.cos[positions][None, None], self.sin[positions][None, None]
         mask = None
-        if masked:
+        if masked or self.compiled:  # compiled: always a mask, one graph fewer
             keys_at = torch.arange(kv_length, device=self.device)
             mask = keys_at[None, :] <= positions[:, None]  # [T, kv_length]
-        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
-        for layer, keys, values, (qkv, gate_up) in zip(
-            model.layers, self.keys, self.values, self.fused
+        with self.compile_scope:
+            hidden = self._layers(hidden, positions, mask, kv_length)
+        last_hidden = (
+            hidden[:, last] if isinstance(last, int) else hidden.index_select(1, last)[:, 0]
+        )
+        return self.model.lm_head(_rms_norm(model.norm, last_hidden)).float()
+
+    def _layers(self, hidden, positions, mask, kv_length: int) -> torch.Tensor:
+        for layer, keys, values, plain, (qkv, gate_up) in zip(
+            self.model.model.layers, self.keys, self.values, self.plain, self.fused
         ):
+            cache = (self.cos, self.sin, positions, mask, keys, values, kv_length)
+            if plain is not None:
+                hidden = self.layer_step(hidden, *cache, plain)
+                continue
             attention = layer.self_attn
             x = _rms_norm(layer.input_layernorm, hidden)
             if qkv is not None:
@@ -169,31 +316,12 @@ class StaticLM(LMBackend):
             else:
                 projections = (attention.q_proj, attention.k_proj, attention.v_proj)
                 projected = torch.cat([projection(x) for projection in projections], dim=-1)
-            # q and k side by side: one rotation for both
-            qk = projected[..., : q_width + kv_width]
-            qk = qk.view(rows, steps, self.heads + self.kv_heads, self.head_dim).transpose(1, 2)
-            qk = _rotate(qk, cos, sin)
-            q, k = qk[:, : self.heads], qk[:, self.heads :]
-            v = projected[..., q_width + kv_width :]
-            v = v.view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2)
-            keys[:rows].index_copy_(2, positions, k)
-            values[:rows].index_copy_(2, positions, v)
-            out = F.scaled_dot_product_attention(
-                q,
-                keys[:rows, :, :kv_length],
-                values[:rows, :, :kv_length],
-                attn_mask=mask,
-                enable_gqa=self.kv_heads != self.heads,
-            )
-            out = out.transpose(1, 2).reshape(rows, steps, q_width)
+            out = _attend(projected, *cache, self.dims)
             hidden = hidden + attention.o_proj(out)
             hidden = hidden + self._mlp(
                 layer.mlp, gate_up, _rms_norm(layer.post_attention_layernorm, hidden)
             )
-        last_hidden = (
-            hidden[:, last] if isinstance(last, int) else hidden.index_select(1, last)[:, 0]
-        )
-        return self.model.lm_head(_rms_norm(model.norm, last_hidden)).float()
+        return hidden
 
     @staticmethod
     def _mlp(mlp: torch.nn.Module, gate_up, x: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 
 from east_agent.decoder import DecoderConfig, EastStreamDecoder
 from east_agent.kv_cache import CachedLM, build_lm, check_static
-from east_agent.static_lm import StaticLM
+from east_agent.static_lm import RECOMPILE_LIMIT, StaticLM
 from east_agent.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from tiny_east import synthetic_sentence
 
@@ -38,6 +38,44 @@ def test_static_steps_equal_full_recompute(east_model, graph_buckets):
         lm.feed([999, 998]), full_logits(east_model, ids), atol=1e-5, rtol=1e-5
     )
     assert (lm.forward_passes, lm.tokens_fed, lm.length) == (5, 17, len(ids))
+
+
+def test_compiled_layers_equal_transformers_and_compile_a_few_times(east_model):
+    """The CUDA default (compiled layers in padded buckets), run here on the CPU backend of
+    torch.compile: the same logits, one compiled function for every layer, and a handful of
+    compilations for all step sizes, cache lengths, rows and backends of a process."""
+    from torch._dynamo.utils import counters
+
+    graphs_before = counters["stats"]["unique_graphs"]
+    lm = StaticLM(east_model, max_length=64, cuda_graphs=True, compile_layers=True)
+    assert lm.compiled and all(plain is not None for plain in lm.plain)
+    ids = list(PROMPT)
+    torch.testing.assert_close(lm.feed(ids), full_logits(east_model, ids), atol=1e-5, rtol=1e-5)
+    for step in ([13], [2001, 3002, 4003], [77], [5, 6], [7] * 9):
+        ids += step
+        torch.testing.assert_close(
+            lm.feed(step), full_logits(east_model, ids), atol=1e-5, rtol=1e-5
+        )
+    # buckets 16, 1, 4 in two graphs (one token, or more): one per layer would make 4
+    assert len(east_model.model.layers) == 2
+    assert counters["stats"]["unique_graphs"] - graphs_before == 2
+    # another backend: other capacity, beam rows, a prefill past the largest bucket
+    other = StaticLM(east_model, max_length=100, max_rows=3, compile_layers=True)
+    long_prompt = PROMPT * 4
+    torch.testing.assert_close(
+        other.feed(long_prompt), full_logits(east_model, long_prompt), atol=1e-5, rtol=1e-5
+    )
+    other.feed([9])
+    other.expand(3)
+    logits = other.forward(torch.tensor([[10, 20], [11, 21], [12, 22]]))
+    torch.testing.assert_close(
+        logits[2], full_logits(east_model, long_prompt + [9, 12, 22]), atol=1e-5, rtol=1e-5
+    )
+    other.forward(torch.tensor([[1], [2], [3]]))
+    # one token or more x one row or more x buffers of one row or more (6 possible)
+    assert counters["stats"]["unique_graphs"] - graphs_before <= 6 < RECOMPILE_LIMIT
+    assert not counters["graph_break"]  # each layer is one graph
+    assert not build_lm(east_model, "auto", probe_ids=PROMPT).compiled  # not on CPUs
 
 
 def test_static_beam_rows(east_model):
@@ -155,4 +193,5 @@ def test_lora_wrapped_projections_run_unfused(east_model):
     lm = StaticLM(model, max_length=64)
     qkv, gate_up = lm.fused[0]
     assert qkv is None and gate_up is not None  # LoRA layers stay as they are
+    assert lm.plain[0] is None  # and run through their modules, not the tensor-only step
     torch.testing.assert_close(lm.feed(PROMPT), full_logits(model, PROMPT), atol=1e-5, rtol=1e-5)

@@ -1,0 +1,43 @@
+"""Checkpoint averaging on tiny Llama checkpoints with the Llama-3 tokenizer."""
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
+
+from tiny_east import tiny_llama_config
+from training.average_checkpoints import CheckpointMismatchError, average, main
+
+
+def save_model(path, tokenizer, seed, **overrides):
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer, **overrides))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model.state_dict()
+
+
+def test_average_is_the_weighted_mean(tmp_path, east_tokenizer):
+    first = save_model(tmp_path / "a", east_tokenizer, seed=1)
+    second = save_model(tmp_path / "b", east_tokenizer, seed=2)
+    average([tmp_path / "a", tmp_path / "b"], tmp_path / "avg", weights=[3, 1])
+    averaged = AutoModelForCausalLM.from_pretrained(tmp_path / "avg").state_dict()
+    for name, tensor in averaged.items():
+        torch.testing.assert_close(tensor, 0.75 * first[name] + 0.25 * second[name])
+    assert (tmp_path / "avg" / "tokenizer.json").exists()
+    main(["--inputs", str(tmp_path / "a"), str(tmp_path / "b"), "--output",
+          str(tmp_path / "bf16"), "--save-dtype", "bfloat16"])  # fmt: skip
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "bf16").dtype == torch.bfloat16
+
+
+def test_mismatched_checkpoints_are_named_and_nothing_is_written(tmp_path, east_tokenizer):
+    save_model(tmp_path / "a", east_tokenizer, seed=1)
+    save_model(tmp_path / "wide", east_tokenizer, seed=2, intermediate_size=96)
+    with pytest.raises(CheckpointMismatchError, match=r"wide: tensor model\.layers\.0\.mlp"):
+        average([tmp_path / "a", tmp_path / "wide"], tmp_path / "avg")
+    assert not (tmp_path / "avg").exists()
+    assert not any(path.name.startswith(".avg") for path in tmp_path.iterdir())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--inputs", str(tmp_path / "a"), "--output", str(tmp_path / "avg")])
+    assert exit_info.value.code == 2
+    with pytest.raises(FileExistsError):
+        average([tmp_path / "a", tmp_path / "a"], tmp_path / "wide")

@@ -1,0 +1,102 @@
+"""Average the weights of several checkpoints of one model (e.g. the last ones of a run).
+
+    python -m training.average_checkpoints --inputs outputs/a outputs/b --output outputs/avg
+
+Every input must be a standalone transformers checkpoint of the same architecture (merge
+LoRA adapters first, `training.merge_lora`); tensors are averaged in float32 and saved in
+the first input's dtype (or `--save-dtype`) together with its config and tokenizer. An
+input whose tensors differ in name or shape is named in the error, and nothing is written;
+the output folder appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger("training.average_checkpoints")
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoints do not hold the same tensors."""
+
+
+def average(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    weights: Sequence[float] | None = None,
+    save_dtype: str | None = None,
+) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if len(inputs) < 2:
+        raise ValueError("average needs at least two checkpoints")
+    weights = list(weights) if weights is not None else [1.0] * len(inputs)
+    if len(weights) != len(inputs) or any(weight <= 0 for weight in weights):
+        raise ValueError(f"need one positive weight per input, got {weights}")
+    output = Path(output)
+    if output.exists():
+        raise FileExistsError(f"{output} exists; choose a new output folder")
+    model = AutoModelForCausalLM.from_pretrained(str(inputs[0]))
+    dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
+    total = sum(weights)
+    sums = {
+        name: tensor.detach().float() * (weights[0] / total)
+        for name, tensor in model.state_dict().items()
+    }
+    for path, weight in zip(inputs[1:], weights[1:]):
+        other = AutoModelForCausalLM.from_pretrained(str(path)).state_dict()
+        _check_same_tensors(sums, other, inputs[0], path)
+        for name, tensor in other.items():
+            sums[name] += tensor.detach().float() * (weight / total)
+        logger.info("added %s (weight %.3g)", path, weight / total)
+    model.load_state_dict({name: tensor.to(model.dtype) for name, tensor in sums.items()})
+    model = model.to(dtype)
+    temporary = output.with_name(f".{output.name}.tmp")
+    if temporary.exists():
+        shutil.rmtree(temporary)
+    model.save_pretrained(temporary)
+    AutoTokenizer.from_pretrained(str(inputs[0])).save_pretrained(temporary)
+    os.replace(temporary, output)
+    logger.info("wrote the average of %d checkpoints to %s", len(inputs), output)
+
+
+def _check_same_tensors(reference: dict, other: dict, reference_path, path) -> None:
+    missing = sorted(set(reference) - set(other))
+    extra = sorted(set(other) - set(reference))
+    if missing or extra:
+        raise CheckpointMismatchError(
+            f"{path}: tensors differ from {reference_path}: "
+            f"missing {missing[:3]}, unexpected {extra[:3]}"
+        )
+    for name, tensor in other.items():
+        if tensor.shape != reference[name].shape:
+            raise CheckpointMismatchError(
+                f"{path}: tensor {name} has shape {tuple(tensor.shape)}, "
+                f"{tuple(reference[name].shape)} in {reference_path}"
+            )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", nargs="+", required=True, help="checkpoint folders")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--weights", nargs="+", type=float, help="default: equal weights")
+    parser.add_argument("--save-dtype", choices=["float32", "bfloat16", "float16"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    try:
+        average(args.inputs, args.output, args.weights, args.save_dtype)
+    except (ValueError, FileExistsError) as error:
+        parser.exit(2, f"average_checkpoints: error: {error}\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -408,6 +408,20 @@ def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]]
     return [units for units in sentences if units], src_lang, tgt_lang
 
 
+def compile_note() -> str:
+    """How many versions torch.compile made of the compiled layer step in this process; at
+    the limit, torch runs it uncompiled from then on, and the tables must say so."""
+    from torch._dynamo.utils import counters
+
+    from east_agent.static_lm import RECOMPILE_LIMIT
+
+    graphs = counters["stats"]["unique_graphs"]
+    if not graphs:
+        return ""
+    note = f"; compiled layer step: {graphs} versions (limit {RECOMPILE_LIMIT})"
+    return note + (" REACHED: later steps ran uncompiled" if graphs >= RECOMPILE_LIMIT else "")
+
+
 def progress(text: str, started: float) -> None:
     """One line on stderr per stage: a GPU run is timed from outside, so say where it is."""
     elapsed = time.perf_counter() - started
@@ -509,7 +523,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.__version__}, transformers {__import__('transformers').__version__}\n\n"
         f"{len(sentences)} sentences of {args.testset}, schedule: "
         f"{args.schedule or 'the model’s own decisions'}; copy bandwidth "
-        f"{bandwidth / 1e9:.1f} GB/s"
+        f"{bandwidth / 1e9:.1f} GB/s{compile_note()}"
     )
     text = report(results, steps, floor_ms, header)
     print(text)

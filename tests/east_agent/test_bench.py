@@ -5,6 +5,7 @@ import pytest
 from east_agent.bench import (
     ForwardCounter,
     ScriptedEastDecoder,
+    compile_note,
     main,
     run_offline,
     run_reference_loop,
@@ -28,7 +29,7 @@ def sentences():
     return [synthetic_sentence(rng)[0] for _ in range(3)]
 
 
-@pytest.mark.parametrize("kv_cache", ["static", "dynamic"])
+@pytest.mark.parametrize("kv_cache", ["static", "dynamic", "compiled"])
 def test_all_methods_follow_one_schedule(east_model, east_tokenizer, sentences, kv_cache):
     config = DecoderConfig("de", "en", "low", kv_cache=kv_cache)
     schedule = waitk_schedule(sentences, 2)
@@ -59,6 +60,9 @@ def test_all_methods_follow_one_schedule(east_model, east_tokenizer, sentences, 
     assert reference.forward_passes == units + chunks + tokens
     # (c): the prefill and one forward per target token but the last.
     assert offline.forward_passes == len(sentences) + tokens
+    if kv_cache == "compiled":  # (a) ran the compiled layer step, well under the limit
+        assert "compiled layer step:" in compile_note()
+        assert "REACHED" not in compile_note()
 
 
 def test_benchmark_command_runs_and_reports(tmp_path, capsys):

@@ -163,10 +163,9 @@ def build_lm(
 ):
     """The cache backend: `dynamic` (`CachedLM`, any model), `static` (`StaticLM`, Llama
     family, CUDA graphs and compiled layers on GPUs), `compiled` (`StaticLM` with compiled
-    layers on any device) or `auto`: static where it supports
-    the model and its logits on `probe_ids` match the dynamic path's (on GPUs with compiled
-    layers if they pass, else without; eager on CPUs, where it is still the faster one),
-    dynamic otherwise."""
+    layers on any device) or `auto`: static where it supports the model and its logits on
+    `probe_ids` match the dynamic path's (on GPUs with compiled layers if they pass, else
+    without; eager on CPUs, where it is still the faster one), dynamic otherwise."""
     from east_agent.static_lm import StaticLM, supports
 
     if kind not in KV_CACHES:
@@ -182,9 +181,7 @@ def build_lm(
         return StaticLM(model, max_length, max_rows, compile_layers=compile_layers)
     if reason is not None:
         return CachedLM(model)
-    # on CUDA: compiled layers, then plain ones; then the dynamic cache
-    on_cuda = next(model.parameters()).device.type == "cuda"
-    for compile_layers in (True, False) if on_cuda else (False,):
+    for compile_layers in static_attempts(model):
         try:
             static = StaticLM(model, max_length, max_rows, compile_layers=compile_layers)
             if probe_ids:
@@ -194,6 +191,12 @@ def build_lm(
             logger.warning("static KV cache (compiled: %s) unavailable: %s", compile_layers, error)
     logger.warning("using the dynamic KV cache")
     return CachedLM(model)
+
+
+def static_attempts(model) -> tuple[bool, ...]:
+    """`compile_layers` for each static backend `auto` tries, in order, before the dynamic
+    cache: on CUDA compiled layers, then plain ones; on CPUs plain ones only."""
+    return (True, False) if next(model.parameters()).device.type == "cuda" else (False,)
 
 
 def check_static(model, static, probe_ids: list[int]) -> None:

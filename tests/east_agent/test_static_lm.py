@@ -146,6 +146,25 @@ def test_auto_is_static_where_supported_and_checked(east_model, monkeypatch):
         build_lm(east_model, "paged")
 
 
+def test_auto_falls_back_from_compiled_to_plain_layers(east_model, monkeypatch):
+    """The CUDA order of `auto` (compiled layers first), on the CPU: a compiled backend that
+    fails its probe gives way to plain layers, which pass theirs."""
+    import east_agent.kv_cache as kv_cache
+
+    real_check = kv_cache.check_static
+
+    def compiled_ones_fail(model, static, probe_ids):
+        if static.compiled:
+            raise RuntimeError("its logits differ from the dynamic cache's on a probe")
+        real_check(model, static, probe_ids)
+
+    assert kv_cache.static_attempts(east_model) == (False,)  # a CPU model
+    monkeypatch.setattr(kv_cache, "static_attempts", lambda model: (True, False))
+    monkeypatch.setattr(kv_cache, "check_static", compiled_ones_fail)
+    lm = build_lm(east_model, "auto", probe_ids=PROMPT)
+    assert isinstance(lm, StaticLM) and not lm.compiled
+
+
 def test_check_static_catches_a_wrong_fast_path(east_model):
     lm = StaticLM(east_model, max_length=64)
     check_static(east_model, lm, PROMPT)  # the real one passes

@@ -138,11 +138,16 @@ class MethodResult:
 # -- (a) the streaming decoder ----------------------------------------------------------------
 
 
+def backend_label(lm) -> str:
+    """The cache backend as the tables name it: `StaticLM, CUDA graphs, compiled layers`."""
+    label = type(lm).__name__
+    label += ", CUDA graphs" if getattr(lm, "graphs", None) is not None else ""
+    return label + (", compiled layers" if getattr(lm, "compiled", False) else "")
+
+
 def run_streaming(decoder: EastStreamDecoder, sentences, schedule, counter, device) -> tuple:
-    backend = type(decoder.lm).__name__
-    graphs = ", CUDA graphs" if getattr(decoder.lm, "graphs", None) is not None else ""
-    graphs += ", compiled layers" if getattr(decoder.lm, "compiled", False) else ""
-    result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}, {backend}{graphs}")
+    backend = backend_label(decoder.lm)
+    result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}, {backend}")
     recorded: Schedule = []
     for index, units in enumerate(sentences):
         if schedule is not None:
@@ -231,8 +236,7 @@ def run_offline(model, tokenizer, config, sentences, schedule, counter, device, 
         prompts.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], target_tokens))
     longest = max(len(ids) + tokens for ids, tokens in prompts)
     lm = build_lm(model, kv_cache, max_length=longest)
-    backend = type(lm).__name__ + (", compiled layers" if getattr(lm, "compiled", False) else "")
-    result = MethodResult(f"(c) offline (prefill source, decode target), {backend}")
+    result = MethodResult(f"(c) offline (prefill source, decode target), {backend_label(lm)}")
     for prompt_ids, target_tokens in prompts:
         lm.reset()
         passes_before, fed_before = lm.forward_passes, lm.tokens_fed

@@ -236,12 +236,12 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
     seconds = sum(json.loads((f / "wall_seconds.json").read_text())["seconds"] for f in shard_dirs)
     write_atomically(run_dir / "wall_seconds.json", json.dumps({"seconds": round(seconds, 2)}))
-    testset = json.loads((config.output / "testset" / "testset.json").read_text())
+    testset = prepared(config)
     command = [
         str(Path(sys.executable).with_name("east-simuleval")),
         "--score-only", "--output", str(run_dir),
-        "--eval-latency-unit", testset["eval_latency_unit"],
-        "--sacrebleu-tokenizer", testset["sacrebleu_tokenizer"],
+        "--eval-latency-unit", testset.eval_latency_unit,
+        "--sacrebleu-tokenizer", testset.sacrebleu_tokenizer,
         *scoring_arguments(config),
     ]  # fmt: skip
     print("$ " + " ".join(command), flush=True)
@@ -253,21 +253,31 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
 # -- the grid ---------------------------------------------------------------------------------
 
 
-def prepare(config: EvalConfig) -> PreparedTestset:
+def prepared(config: EvalConfig) -> PreparedTestset | None:
+    """The test set this grid prepared before (`<output>/testset/testset.json`), if any;
+    its files are found next to it, wherever the grid is run from."""
     folder = config.output / "testset"
     meta = folder / "testset.json"
-    if meta.exists() and json.loads(meta.read_text())["name"] == config.testset:
-        saved = json.loads(meta.read_text())
-        return PreparedTestset(
-            name=saved["name"],
-            source=Path(saved["source"]),
-            reference=Path(saved["reference"]),
-            src_lang=saved["src_lang"],
-            tgt_lang=saved["tgt_lang"],
-            sentences=int(saved["sentences"]),
-            eval_latency_unit=saved["eval_latency_unit"],
-            sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
-        )
+    if not meta.exists():
+        return None
+    saved = json.loads(meta.read_text())
+    return PreparedTestset(
+        name=saved["name"],
+        source=folder / Path(saved["source"]).name,
+        reference=folder / Path(saved["reference"]).name,
+        src_lang=saved["src_lang"],
+        tgt_lang=saved["tgt_lang"],
+        sentences=int(saved["sentences"]),
+        eval_latency_unit=saved["eval_latency_unit"],
+        sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
+    )
+
+
+def prepare(config: EvalConfig) -> PreparedTestset:
+    saved = prepared(config)
+    if saved is not None and saved.name == config.testset:
+        return saved
+    folder = config.output / "testset"
     tokenizer = None
     if config.testset.split(".")[1].split("-")[0] in ("zh", "ja"):
         from east_agent.model import load_tokenizer
@@ -397,9 +407,8 @@ def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
 
 def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
     """Significance of the BLEU differences along each system's settings (its curve)."""
-    testset = json.loads((config.output / "testset" / "testset.json").read_text())
-    reference = config.output / "testset" / "reference.txt"
-    references = reference.read_text(encoding="utf-8").splitlines()
+    testset = prepared(config)
+    references = testset.reference.read_text(encoding="utf-8").splitlines()
     comparisons = []
     for system in dict.fromkeys(run.system for run in runs):
         finished = [
@@ -408,9 +417,7 @@ def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
             if run.system == system and (config.output / "runs" / run.name / "scores.tsv").exists()
         ]
         if len(finished) > 1:
-            comparisons += compare_runs(
-                system, finished, references, testset["sacrebleu_tokenizer"]
-            )
+            comparisons += compare_runs(system, finished, references, testset.sacrebleu_tokenizer)
     return comparisons
 
 

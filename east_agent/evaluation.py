@@ -6,11 +6,15 @@ A config names a test set, a checkpoint and systems; one setting of each system 
 list, and every value of it is one run (EAST at each latency level, wait-k at each k).
 Each run is a real `east-simuleval` command line (printed before it starts) writing to
 `<output>/runs/<run>/`. A run whose `scores.tsv` exists is not run again; one that was cut
-off continues from its last finished sentence. At the end the scores are collected into
-`<output>/results.csv` and `results.md` (system, setting, BLEU, AL, LAAL, AL_CA, LAAL_CA,
-wall seconds) and drawn as `<output>/curves.png` (BLEU against LAAL, a line per system);
-`<output>/significance.{csv,md}` says whether BLEU really changes from each setting of a
-system to the next (paired bootstrap resampling, `east_agent.significance`).
+off continues from its last finished sentence. Each run folder keeps `run.json`, what decides
+its translations (checkpoint, test set, agent, flags, sentences); a folder made with other
+values is never reused: the grid stops and says what differs. At the end the scores are
+collected into `<output>/results.csv` and `results.md` (system, setting, BLEU, AL, LAAL,
+AL_CA, LAAL_CA, wall seconds) and drawn as `<output>/curves.png` (BLEU against LAAL, a line
+per system); `<output>/significance.{csv,md}` says whether BLEU really changes from each
+setting of a system to the next (paired bootstrap resampling, `east_agent.significance`).
+
+`--testset` and `--num-beams` (every EAST system) override the config without editing it.
 
 Large runs split into shards: `--shard 2/4` runs the second quarter of the sentences of
 every run into `runs/<run>/shards/2-of-4/`; once all shards are done, `--merge-shards 4`
@@ -110,7 +114,8 @@ class EvalConfig:
         return runs
 
 
-def load_eval_config(path: str | Path, **overrides) -> EvalConfig:
+def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
+    """Read a config; `overrides` replace top-level keys, `num_beams` every EAST system's."""
     path = Path(path)
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -127,9 +132,25 @@ def load_eval_config(path: str | Path, **overrides) -> EvalConfig:
     tree.update({key: value for key, value in overrides.items() if value is not None})
     if not isinstance(tree["systems"], dict) or not tree["systems"]:
         raise EvalConfigError(f"{path}: systems must map names to settings")
+    if num_beams is not None:
+        tree["systems"] = with_num_beams(path, tree["systems"], num_beams)
     config = EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
     config.runs()  # validates the systems
     return config
+
+
+def with_num_beams(path: Path, systems: dict, num_beams: int) -> dict:
+    east = [
+        name
+        for name, settings in systems.items()
+        if isinstance(settings, dict) and settings.get("agent") == "east"
+    ]
+    if not east:
+        raise EvalConfigError(f"{path}: num_beams {num_beams}: no system uses the east agent")
+    return {
+        name: {**settings, "num_beams": num_beams} if name in east else settings
+        for name, settings in systems.items()
+    }
 
 
 # -- one SimulEval run -------------------------------------------------------------------------
@@ -178,6 +199,47 @@ def scoring_arguments(config: EvalConfig) -> list[str]:
     ]  # fmt: skip
 
 
+RUN_RECORD = "run.json"
+RESULT_FILES = ("instances.log", "scores.tsv")
+
+
+def run_record(
+    config: EvalConfig, run: Run, testset: PreparedTestset, sentences: tuple[int, int]
+) -> dict[str, Any]:
+    """What decides a run's translations (not where it runs or how it is scored)."""
+    return {
+        "model_path": config.model_path,
+        "testset": testset.name,
+        "agent": run.agent,
+        "flags": {**{key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}, **run.flags},
+        "sentences": list(sentences),
+    }
+
+
+def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
+    """Record what a run is made of; refuse a folder that holds a run made of something else.
+
+    A folder with results but no record (made before records were kept) is left as it is."""
+    path = run_dir / RUN_RECORD
+    if not path.exists() and any((run_dir / name).exists() for name in RESULT_FILES):
+        return
+    if path.exists():
+        saved = json.loads(path.read_text())
+        differences = [
+            f"{key} {saved.get(key)!r} (now {value!r})"
+            for key, value in record.items()
+            if saved.get(key) != value
+        ]
+        if differences:
+            raise EvalConfigError(
+                f"{run_dir} holds a run made with {'; '.join(differences)}: "
+                "give another --output, or delete that folder to run it again"
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(record, indent=2) + "\n")
+
+
 def finished_lines(log: Path) -> int:
     """Complete lines of an instances.log; a line cut off by a crash is removed."""
     if not log.exists():
@@ -221,6 +283,18 @@ def shard_range(shard: tuple[int, int], sentences: int) -> tuple[int, int]:
     return (index - 1) * size, min(index * size, sentences)
 
 
+def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
+    """The record of the whole run, from its shards' records (which must agree)."""
+    paths = [folder / RUN_RECORD for folder in shard_dirs]
+    if not all(path.exists() for path in paths):
+        return None
+    records = [json.loads(path.read_text()) for path in paths]
+    for folder, record in zip(shard_dirs[1:], records[1:]):
+        if {**record, "sentences": None} != {**records[0], "sentences": None}:
+            raise RuntimeError(f"{folder} was run with other settings than {shard_dirs[0]}")
+    return {**records[0], "sentences": [records[0]["sentences"][0], records[-1]["sentences"][1]]}
+
+
 def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     """Join the shards' logs into the run's folder and score them with --score-only."""
     run_dir = config.output / "runs" / run.name
@@ -232,6 +306,9 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     for folder in shard_dirs:
         lines += (folder / "instances.log").read_text(encoding="utf-8").splitlines()
     lines.sort(key=lambda line: json.loads(line)["index"])
+    merged_record = merged_run_record(shard_dirs)
+    if merged_record is not None:
+        claim_run_folder(run_dir, merged_record)
     write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
     write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
     seconds = sum(json.loads((f / "wall_seconds.json").read_text())["seconds"] for f in shard_dirs)
@@ -377,6 +454,8 @@ def run_grid(
         if shard:
             run_dir = run_dir / "shards" / f"{shard[0]}-of-{shard[1]}"
         command = simuleval_command(config, run, testset, run_dir, indices)
+        if not dry_run:
+            claim_run_folder(run_dir, run_record(config, run, testset, indices or (0, sentences)))
         if (run_dir / "scores.tsv").exists():
             print(f"[{number}/{len(runs)}] {run.name}: done already, skipped", flush=True)
             continue
@@ -421,6 +500,12 @@ def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
     return comparisons
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in text.split("/"))
@@ -435,16 +520,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-path", help="override the config's checkpoint")
     parser.add_argument("--output", help="override the config's output folder")
     parser.add_argument("--device", help="override the config's device")
+    parser.add_argument("--testset", help="override the config's test set: multi30k-val.de-en")
+    parser.add_argument(
+        "--num-beams", type=positive_int, help="beams per WRITE chunk for every EAST system"
+    )
     parser.add_argument("--only", nargs="+", help="run only these runs (names as in results)")
     parser.add_argument("--limit", type=int, help="only the first N sentences (smoke tests)")
     parser.add_argument("--shard", type=parse_shard, help="run shard I of N: --shard 2/4")
     parser.add_argument("--merge-shards", type=int, metavar="N", help="join N finished shards")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args(argv)
-    config = load_eval_config(
-        args.config, model_path=args.model_path, output=args.output, device=args.device
-    )
     try:
+        config = load_eval_config(
+            args.config,
+            num_beams=args.num_beams,
+            model_path=args.model_path,
+            output=args.output,
+            device=args.device,
+            testset=args.testset,
+        )
         if args.merge_shards:
             runs = [run for run in config.runs() if not args.only or run.name in args.only]
             for run in runs:

@@ -18,7 +18,8 @@ Steps (outputs under `--workdir`, default outputs/demo):
 - merge:  `training.merge_lora`, verified, stored in bfloat16;
 - eval:   `east-eval eval_configs/multi30k-de-en.yaml` on the merged model (test_2016,
           the main grid), its EAST runs on Multi30k val (the numbers Stage II's settings
-          were chosen by) and `eval_configs/multi30k-fr-en.yaml` (Stage II's direction);
+          were chosen by), both EAST grids again with `--num-beams 5` (the paper's
+          decoding) and `eval_configs/multi30k-fr-en.yaml` (Stage II's direction);
 - card:   `--output` (default models/east-demo): the model, its alignments, results.md,
           curves.png and README.md, the model card with commands, data, seed, metrics and
           the time each step took.
@@ -34,6 +35,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 from east_agent.testsets import DATA as SHIPPED_DATA
 from east_agent.testsets import write_atomically
@@ -158,27 +160,40 @@ def merge(args) -> None:
 
 
 EAST_RUNS = [f"east-{level}" for level in ("low", "low-medium", "medium", "medium-high", "high")]
-# folder under --workdir -> (config, test set override, runs): the main grid (test_2016),
-# the EAST runs on val (what Stage II's settings were chosen by), the direction Stage II added
+
+
+class Evaluation(NamedTuple):
+    config: Path
+    testset: str | None = None  # overrides the config's
+    runs: list[str] | None = None  # all of the config's when None
+    num_beams: int | None = None  # overrides the config's EAST systems'
+
+
+# folder under --workdir -> evaluation: the main grid (test_2016, greedy), the EAST runs on
+# val (what Stage II's settings were chosen by), both again with beam search (5 beams, the
+# paper's decoding), the direction Stage II added
 EVALUATIONS = {
-    "eval": (EVAL_CONFIG, None, None),
-    "eval-val": (EVAL_CONFIG, "multi30k-val.de-en", EAST_RUNS),
-    "eval-fr-en": (EVAL_CONFIG.with_name("multi30k-fr-en.yaml"), None, None),
+    "eval": Evaluation(EVAL_CONFIG),
+    "eval-val": Evaluation(EVAL_CONFIG, "multi30k-val.de-en", EAST_RUNS),
+    "eval-beam5": Evaluation(EVAL_CONFIG, None, EAST_RUNS, num_beams=5),
+    "eval-val-beam5": Evaluation(EVAL_CONFIG, "multi30k-val.de-en", EAST_RUNS, num_beams=5),
+    "eval-fr-en": Evaluation(EVAL_CONFIG.with_name("multi30k-fr-en.yaml")),
 }
 
 
 def evaluate(args) -> None:
     from east_agent.evaluation import load_eval_config, run_grid
 
-    for folder, (path, testset, runs) in EVALUATIONS.items():
+    for folder, evaluation in EVALUATIONS.items():
         config = load_eval_config(
-            path,
+            evaluation.config,
+            num_beams=evaluation.num_beams,
             model_path=str(args.workdir / "merged"),
             output=args.workdir / folder,
             device=args.device,
-            testset=testset,
+            testset=evaluation.testset,
         )
-        run_grid(config, only=runs, limit=args.eval_limit)
+        run_grid(config, only=evaluation.runs, limit=args.eval_limit)
 
 
 def write_card(args, timings: dict[str, float]) -> None:

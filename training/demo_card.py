@@ -155,6 +155,15 @@ time). `waitk-offline` at a large k is offline translation with the offline prom
 ## Multi30k val German→English (1,014 sentences; Stage II's settings were chosen here)
 
 {_table(args, "eval-val")}{_significance(args, "eval-val")}
+## Beam search (5 beams per WRITE chunk, the paper's decoding), German→English EAST
+
+Multi30k test_2016_flickr (1,000 sentences; `east-eval eval_configs/multi30k-de-en.yaml
+--num-beams 5 --only east-low ...`):
+
+{_table(args, "eval-beam5")}{_significance(args, "eval-beam5")}
+Multi30k val (1,014 sentences; `--testset multi30k-val.de-en`):
+
+{_table(args, "eval-val-beam5")}{_significance(args, "eval-val-beam5")}
 ## Multi30k test_2016_flickr French→English (Stage II's direction; Stage I saw no French)
 
 {_table(args, "eval-fr-en")}"""

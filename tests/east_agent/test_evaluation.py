@@ -91,6 +91,50 @@ def test_finished_runs_are_not_run_again(grid):
     assert "east-simuleval --agent" not in result.stdout
 
 
+def test_a_run_folder_made_with_other_settings_is_never_reused(grid):
+    config, output, _ = grid
+    run = output / "runs" / "east-low"
+    assert json.loads((run / "run.json").read_text())["flags"]["latency"] == "low"
+    log_before = (run / "instances.log").read_text()
+    # Same output, other beams: the greedy results must not be passed off as beam search.
+    result = east_eval(config, "--limit", "3", "--only", "east-low", "--num-beams", "2")
+    assert result.returncode != 0
+    assert f"{run} holds a run made with flags" in result.stderr
+    assert "'num_beams': 2" in result.stderr and "another --output" in result.stderr
+    # other sentences: refused too
+    result = east_eval(config, "--limit", "2", "--only", "east-low")
+    assert result.returncode != 0 and "sentences [0, 3] (now [0, 2])" in result.stderr
+    assert (run / "instances.log").read_text() == log_before
+
+
+def test_num_beams_and_testset_override_the_config(grid, tmp_path):
+    config, _, _ = grid
+    result = east_eval(
+        config, "--dry-run", "--output", tmp_path, "--testset", "multi30k-val.de-en",
+        "--num-beams", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 3
+    east, waitk = commands[:2], commands[2]
+    assert all("--num-beams 3" in command for command in east)
+    assert "--num-beams" not in waitk  # wait-k has no beams
+    assert all(f"{tmp_path / 'testset'}" in command for command in commands)
+    assert len((tmp_path / "testset" / "source.txt").read_text().splitlines()) == 1014  # val
+    assert not (tmp_path / "runs").exists()  # a dry run claims no folder
+    for bad, message in (("0", "at least 1"), ("two", "at least 1")):
+        result = east_eval(config, "--dry-run", "--num-beams", bad)
+        assert result.returncode != 0 and message in result.stderr
+
+
+def test_num_beams_needs_an_east_system(east_checkpoint, tmp_path):
+    systems = {"offline": {"agent": "waitk", "prompt": "offline", "waitk": [100]}}
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
+    result = east_eval(config, "--dry-run", "--num-beams", "5")
+    assert result.returncode != 0
+    assert "num_beams 5: no system uses the east agent" in result.stderr
+
+
 def test_a_cut_off_run_continues_where_it_stopped(grid):
     config, output, _ = grid
     run = output / "runs" / "east-high"
@@ -126,6 +170,19 @@ def test_shards_merge_to_the_scores_of_one_run(east_checkpoint, tmp_path):
         return {key: rows[0][key] for key in ("BLEU", "AL", "LAAL")}
 
     assert scores(tmp_path / "sharded") == scores(tmp_path / "whole")
+    shard_record = json.loads(
+        (
+            tmp_path / "sharded" / "runs" / "east-medium" / "shards" / "2-of-2" / "run.json"
+        ).read_text()
+    )
+    assert shard_record["sentences"] == [2, 4]
+    merged_record = json.loads(
+        (tmp_path / "sharded" / "runs" / "east-medium" / "run.json").read_text()
+    )
+    whole_record = json.loads(
+        (tmp_path / "whole" / "runs" / "east-medium" / "run.json").read_text()
+    )
+    assert merged_record == whole_record  # the merged run is the whole run
 
 
 def test_config_errors_are_named(tmp_path):

@@ -56,6 +56,31 @@ def test_demo_pipeline_at_smoke_size(tmp_path):
     load_east_checkpoint(model)  # the merged demo model is an EAST checkpoint
 
 
+def test_demo_evaluations_are_valid_grids(tmp_path):
+    """Every grid of the `eval` step loads and names runs its config has; the beam grids
+    decode EAST with 5 beams, the others greedily."""
+    from east_agent.evaluation import load_eval_config
+    from training.demo import EVALUATIONS
+
+    assert {"eval", "eval-val", "eval-beam5", "eval-val-beam5"} <= set(EVALUATIONS)
+    for folder, evaluation in EVALUATIONS.items():
+        config = load_eval_config(
+            evaluation.config,
+            num_beams=evaluation.num_beams,
+            model_path=str(SHIPPED),
+            output=tmp_path / folder,
+            testset=evaluation.testset,
+        )
+        runs = {run.name: run for run in config.runs()}
+        assert set(evaluation.runs or runs) <= set(runs), folder
+        east = [runs[name] for name in evaluation.runs or runs if runs[name].agent == "east"]
+        assert east, folder
+        beams = {run.flags.get("num_beams", 1) for run in east}
+        assert beams == {5 if folder.endswith("beam5") else 1}, folder
+        expected = "multi30k-val.de-en" if "-val" in folder else config.testset
+        assert config.testset == expected
+
+
 def test_shipped_demo_model_is_small_and_loads_as_east():
     from east_agent.model import east_token_ids, load_east_checkpoint
 

@@ -14,12 +14,13 @@ Steps (outputs under `--workdir`, default outputs/demo):
 - stage1: `training.sft` with training/configs/demo_stage1.yaml (full fine-tuning on
           German→English SiMT data, best checkpoint by validation loss);
 - stage2: `training.sft` with training/configs/demo_stage2.yaml (LoRA r 64 on French→English
-          SiMT data mixed with offline data and the German→English SiMT data replayed);
+          SiMT data mixed with offline data and the German→English SiMT data replayed;
+          seeded by the recipe, not by `--seed`: `--stage2-seed` overrides it);
 - merge:  `training.merge_lora`, verified, stored in bfloat16;
 - eval:   `east-eval eval_configs/multi30k-de-en.yaml` on the merged model (test_2016,
           the main grid), its EAST runs on Multi30k val (the numbers Stage II's settings
-          were chosen by), both EAST grids again with `--num-beams 5` (the paper's
-          decoding) and `eval_configs/multi30k-fr-en.yaml` (Stage II's direction);
+          were chosen by), `eval_configs/multi30k-fr-en.yaml` (Stage II's direction), and
+          both German→English EAST grids again with `--num-beams 5` (the paper's decoding);
 - card:   `--output` (default models/east-demo): the model, its alignments, results.md,
           curves.png and README.md, the model card with commands, data, seed, metrics and
           the time each step took.
@@ -111,7 +112,11 @@ def build_base(args) -> None:
 def recipe_overrides(args, stage: str) -> list[str]:
     work = args.workdir
     data = work / "data"
-    overrides = [f"train.output_dir={work / stage}", f"train.seed={args.seed}"]
+    overrides = [f"train.output_dir={work / stage}"]
+    # Stage II keeps its recipe's own seed (chosen on val, see demo_stage2.yaml) unless told
+    seed = args.seed if stage == "stage1" else args.stage2_seed
+    if seed is not None:
+        overrides += [f"train.seed={seed}"]
     if stage == "stage1":
         overrides += [
             f"model.name_or_path={work / 'base'}",
@@ -170,14 +175,14 @@ class Evaluation(NamedTuple):
 
 
 # folder under --workdir -> evaluation: the main grid (test_2016, greedy), the EAST runs on
-# val (what Stage II's settings were chosen by), both again with beam search (5 beams, the
-# paper's decoding), the direction Stage II added
+# val (what Stage II's settings were chosen by), the direction Stage II added, and both
+# German→English EAST grids again with beam search (5 beams, the paper's decoding)
 EVALUATIONS = {
     "eval": Evaluation(EVAL_CONFIG),
     "eval-val": Evaluation(EVAL_CONFIG, "multi30k-val.de-en", EAST_RUNS),
+    "eval-fr-en": Evaluation(EVAL_CONFIG.with_name("multi30k-fr-en.yaml")),
     "eval-beam5": Evaluation(EVAL_CONFIG, None, EAST_RUNS, num_beams=5),
     "eval-val-beam5": Evaluation(EVAL_CONFIG, "multi30k-val.de-en", EAST_RUNS, num_beams=5),
-    "eval-fr-en": Evaluation(EVAL_CONFIG.with_name("multi30k-fr-en.yaml")),
 }
 
 
@@ -229,7 +234,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--output", type=Path, default=Path("models/east-demo"))
     parser.add_argument("--device", default="cpu", help="for the evaluation (training picks one)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="data, base model and Stage I")
+    parser.add_argument("--stage2-seed", type=int, help="Stage II (default: its recipe's, 2)")
     parser.add_argument("--realign", action="store_true", help="align again with eflomal")
     parser.add_argument("--max-pairs", type=int, help="only the first N pairs (smoke tests)")
     parser.add_argument("--stage1-steps", type=int, help="override the recipe's max_steps")

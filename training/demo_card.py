@@ -44,6 +44,7 @@ def _hyperparameters(recipe) -> str:
     ]
     if train.get("weight_decay"):
         parts.append(f"weight decay {train['weight_decay']:g}")
+    parts.append(f"seed {train.get('seed', 42)}")
     if recipe.stage == "lora":
         lora = recipe.lora
         parts.insert(0, f"LoRA r {lora.r}, alpha {lora.alpha}, dropout {lora.dropout:g}")

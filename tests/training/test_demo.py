@@ -81,6 +81,31 @@ def test_demo_evaluations_are_valid_grids(tmp_path):
         assert config.testset == expected
 
 
+def test_stage_two_keeps_its_recipe_seed_unless_told(tmp_path, monkeypatch):
+    """`--seed` seeds the data, the base model and Stage I; Stage II's seed is its recipe's
+    (the one chosen on val) unless `--stage2-seed` says otherwise."""
+    import training.demo as demo
+    from training.config import load_config
+
+    def seeds(*flags):
+        captured = {}
+
+        def record(args, timings):  # stands in for the card step: sees the parsed args
+            for stage in ("stage1", "stage2"):
+                path = demo.CONFIGS / f"demo_{stage}.yaml"
+                captured[stage] = load_config(path, demo.recipe_overrides(args, stage)).train[
+                    "seed"
+                ]
+
+        monkeypatch.setattr(demo, "write_card", record)
+        demo.main(["--workdir", str(tmp_path), "--steps", "card", *flags])
+        return captured
+
+    assert seeds() == {"stage1": 0, "stage2": 2}
+    assert seeds("--seed", "3") == {"stage1": 3, "stage2": 2}
+    assert seeds("--seed", "3", "--stage2-seed", "7") == {"stage1": 3, "stage2": 7}
+
+
 def test_shipped_demo_model_is_small_and_loads_as_east():
     from east_agent.model import east_token_ids, load_east_checkpoint
 
@@ -106,6 +131,12 @@ def test_shipped_results_meet_the_quality_bar():
     assert al == sorted(set(al))  # strictly rising
     bleu = [float(row["BLEU"]) for row in east]
     assert bleu[0] < bleu[-1]
+    # With 5 beams (the paper's decoding) both rise at every level, as the README says.
+    with open(SHIPPED / "results-beam5.csv") as handle:
+        beam = {row["setting"]: row for row in csv.DictReader(handle) if row["system"] == "east"}
+    for metric in ("AL", "BLEU"):
+        values = [float(beam[level][metric]) for level in levels]
+        assert values == sorted(set(values)), metric
 
 
 def test_shipped_model_translates_stage_two_direction():

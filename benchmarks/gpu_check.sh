@@ -30,8 +30,8 @@ fi
 python3 - <<'PY' || { caches="dynamic"; echo "STATIC CACHE CHECK FAILED: dynamic cache only"; }
 import torch
 from east_agent.bench import llama3_east_tokenizer, random_model
-from east_agent.kv_cache import check_static
-from east_agent.static_lm import StaticLM
+from east_agent.lm import check_static
+from east_agent.lm import StaticLM
 tokenizer = llama3_east_tokenizer()
 model = random_model("llama3-tiny", tokenizer, torch.float32, "cuda")
 probe = tokenizer("The cat sits on the mat and looks at the dog.", add_special_tokens=False).input_ids

@@ -31,7 +31,7 @@ from east_agent.bench import (
     time_ms,
     weight_bytes,
 )
-from east_agent.static_lm import StaticLM
+from east_agent.lm import StaticLM
 
 
 def graph_ms(function, repeats: int = 50) -> float:
@@ -51,9 +51,11 @@ def graph_ms(function, repeats: int = 50) -> float:
 def step_ms(lm: StaticLM, step: torch.Tensor, context: int, repeats: int = 50) -> float:
     """One step as east-bench times it: feed, take the decision on the host, roll back."""
 
+    tokens = step.tolist()
+
     def run():
-        int(lm.forward(step).argmax())
-        lm.crop(context)
+        int(lm.forward([0], tokens).argmax())
+        lm.crop(0, context)
 
     return time_ms(run, "cuda", repeats)
 
@@ -95,12 +97,12 @@ def products_only(model, fused: bool):
 def profile_eager_step(lm: StaticLM, token: torch.Tensor) -> None:
     from torch.profiler import ProfilerActivity, profile
 
-    positions = torch.tensor([lm.length], device=lm.device)
+    positions = torch.tensor([lm.length(0)], device=lm.device)
     for _ in range(2):
-        lm._step(token, positions, 0, lm.length + 1, False)
+        lm._step(token, positions, 0, lm.length(0) + 1, False)
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as profiler:
-        lm._step(token, positions, 0, lm.length + 1, False)
+        lm._step(token, positions, 0, lm.length(0) + 1, False)
         torch.cuda.synchronize()
     kinds = {"matrix products": [0, 0.0], "attention": [0, 0.0], "other": [0, 0.0]}
     rows = []

@@ -40,8 +40,10 @@ class EastAgent(StreamingAgent):
             help="also write at a sentence end once 20 units were read since the last write",
         )
 
-    def load(self, args: argparse.Namespace):
+    @classmethod
+    def load(cls, args: argparse.Namespace):
         return load_east(args)
 
-    def build_decoder(self, args: argparse.Namespace) -> EastStreamDecoder:
-        return EastStreamDecoder(self.model, self.tokenizer, decoder_config(args))
+    @classmethod
+    def build_decoder(cls, model, tokenizer, args, streams: int = 1) -> EastStreamDecoder:
+        return EastStreamDecoder(model, tokenizer, decoder_config(args), streams)

@@ -38,9 +38,9 @@ from pathlib import Path
 
 import torch
 
-from east_agent.chunk_search import ChunkLimits
-from east_agent.decoder import FORCED, READ, WRITE, DecoderConfig, EastStreamDecoder
-from east_agent.kv_cache import CachedLM, build_lm, cache_argument_name, new_dynamic_cache
+from east_agent.atomic import write_atomically
+from east_agent.decoder import DecoderConfig, EastStreamDecoder
+from east_agent.lm import CachedLM, build_lm, cache_argument_name, new_dynamic_cache
 from east_agent.prompt import (
     END_OF_READ,
     END_OF_WRITE,
@@ -48,7 +48,6 @@ from east_agent.prompt import (
     render_user_turn,
     simt_instruction,
 )
-from east_agent.testsets import write_atomically
 from east_agent.units import join_source_units, source_units, unit_text
 
 Schedule = list[list[tuple[int, int]]]  # per sentence: (units read, chunk tokens) per write
@@ -66,29 +65,6 @@ def waitk_schedule(sentences: Sequence[Sequence[str]], k: int, tokens: int = 2) 
         remaining = max(1, tokens * len(units) - tokens * len(writes))
         schedule.append(writes + [(len(units), remaining)])
     return schedule
-
-
-class ScriptedEastDecoder(EastStreamDecoder):
-    """Runs every forward of the EAST loop but takes its READ/WRITE outcomes and chunk
-    lengths from a schedule (a chunk of n tokens costs n + 1 forwards, the last one
-    standing for the end-of-write it would have produced)."""
-
-    def script(self, writes: list[tuple[int, int]]) -> None:
-        self._chunk_tokens = dict(writes)
-
-    def _decide(self, unit: str, is_last: bool) -> str:
-        if is_last:
-            return FORCED
-        logits = self._feed_pending()
-        int(logits.masked_fill(self.read_mask, float("-inf")).argmax())  # the same work
-        return WRITE if self.units_read in self._chunk_tokens else READ
-
-    def _write_limits(self) -> ChunkLimits:
-        tokens = self._chunk_tokens[self.units_read]
-        return self._chunk_limits(tokens + 1, (), self.write_mask)
-
-    def _close_chunk(self, chunk_ids: list[int]) -> tuple[list[int], str]:
-        return super()._close_chunk(chunk_ids[: self._chunk_tokens[self.units_read]])
 
 
 # -- counting and timing ----------------------------------------------------------------------
@@ -145,17 +121,20 @@ def backend_label(lm) -> str:
     return label + (", compiled layers" if getattr(lm, "compiled", False) else "")
 
 
+def script_of(schedule: Schedule | None, index: int) -> dict[int, int] | None:
+    """The decoder's script for one sentence: {units read: chunk tokens}."""
+    return None if schedule is None else dict(schedule[index])
+
+
 def run_streaming(decoder: EastStreamDecoder, sentences, schedule, counter, device) -> tuple:
     backend = backend_label(decoder.lm)
     result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}, {backend}")
     recorded: Schedule = []
     for index, units in enumerate(sentences):
-        if schedule is not None:
-            decoder.script(schedule[index])
         passes_before, fed_before = decoder.lm.forward_passes, decoder.lm.tokens_fed
         synchronize(device)
         started = time.perf_counter()
-        translation = decoder.translate(units)
+        translation = decoder.translate(units, script_of(schedule, index))
         synchronize(device)
         result.seconds += time.perf_counter() - started
         # StaticLM runs the model's layers itself (and replays CUDA graphs), so the model's
@@ -301,7 +280,7 @@ def step_costs(model, device, kv_caches: Sequence[str], context=120, repeats=30)
     def step(lm, tokens):
         def run():
             int(lm.feed(ids[context : context + tokens]).masked_fill(mask, float("-inf")).argmax())
-            lm.crop(context)
+            lm.crop(0, context)
 
         return run
 
@@ -321,7 +300,7 @@ def step_costs(model, device, kv_caches: Sequence[str], context=120, repeats=30)
             input_ids=full, max_new_tokens=1, do_sample=False, pad_token_id=0,
             **{cache_kwarg: lm.cache},
         )  # fmt: skip
-        lm.crop(context)
+        lm.crop(0, context)
 
     costs["READ step, generate() with the cache"] = timed(generate_read_step)
     return costs
@@ -404,6 +383,118 @@ def report(results: list[MethodResult], steps: dict, floor_ms: float, header: st
     return "\n".join(lines) + "\n"
 
 
+def run_header(args, model, model_name: str, sentences: int, device, note: str) -> str:
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
+    )
+    return (
+        f"### {datetime.date.today()}: {model_name} ({args.dtype}, "
+        f"{weight_bytes(model) / 1e9:.3f} GB of weights) on {machine}, torch "
+        f"{torch.__version__}, transformers {__import__('transformers').__version__}\n\n"
+        f"{sentences} sentences of {args.testset}, schedule: "
+        f"{args.schedule or 'the model’s own decisions'}{note}"
+    )
+
+
+# -- many streams at once ---------------------------------------------------------------------
+
+WMT22_GRID_SENTENCES = 8 * 16 * 2000  # 8 directions x 16 systems x ~2,000 sentences
+
+
+@dataclass
+class StreamsResult:
+    streams: int
+    beams: int
+    seconds: float
+    sentences: int
+    target_tokens: int
+    steps: int = 0
+    rows: int = 0
+    kv_bytes_per_stream: float = 0.0
+    identical: int = 0  # sentences equal to the sequential decoder's (chunks and delays)
+
+
+def stream_benchmark(args, model, tokenizer, sentences, schedule, started) -> list:
+    """Greedy (and beam search with --beams above 1): the sequential decoder, then
+    continuous batching at each --streams count, on the same sentences (and schedule)."""
+    from east_agent.batching import BatchStats, Sentence, translate_batch
+
+    src_lang, tgt_lang = load_sentences(args.testset, 0, tokenizer)[1:]
+    results = []
+    for beams in sorted({1, args.beams}):
+        config = DecoderConfig(src_lang, tgt_lang, args.latency, num_beams=beams)
+        sequential = EastStreamDecoder(model, tokenizer, config)
+        sequential.translate(sentences[0], script_of(schedule, 0))  # warm-up
+        synchronize(args.device)
+        begun = time.perf_counter()
+        expected = [
+            sequential.translate(units, script_of(schedule, index))
+            for index, units in enumerate(sentences)
+        ]
+        synchronize(args.device)
+        tokens = sum(len(ids) for t in expected for ids in t.chunk_ids)
+        results.append(
+            StreamsResult(1, beams, time.perf_counter() - begun, len(sentences), tokens,
+                          identical=len(sentences))
+        )  # fmt: skip
+        progress(f"sequential, beams={beams}: {results[-1].seconds:.1f} s", started)
+        for count in args.streams:
+            decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
+            jobs = [Sentence(i, units, script_of(schedule, i)) for i, units in enumerate(sentences)]
+            list(translate_batch(decoder, jobs[: min(count, 4)]))  # warm-up
+            stats = BatchStats()
+            synchronize(args.device)
+            begun = time.perf_counter()
+            outcomes = {outcome.key: outcome for outcome in translate_batch(decoder, jobs, stats)}
+            synchronize(args.device)
+            seconds = time.perf_counter() - begun
+            same = sum(
+                outcomes[i].translation is not None
+                and (outcomes[i].translation.chunk_ids, outcomes[i].translation.delays)
+                == (expected[i].chunk_ids, expected[i].delays)
+                for i in range(len(sentences))
+            )
+            kv = decoder.lm.memory_bytes() / len(decoder.streams)
+            results.append(
+                StreamsResult(count, beams, seconds, len(sentences), tokens, stats.steps,
+                              stats.rows, kv, same)
+            )  # fmt: skip
+            progress(f"{count} streams, beams={beams}: {seconds:.1f} s", started)
+    return results
+
+
+def streams_report(results: list[StreamsResult], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| streams | beams | sentences/s | target tokens/s | speed-up over 1 stream | steps "
+        "| rows/step | ms/step | KV MB/stream | identical to sequential | WMT22 grid (h) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base = next(b for b in results if b.beams == r.beams and b.streams == 1)
+        rate = r.sentences / r.seconds
+        steps, per_step, kv = "n/a", "n/a | n/a", "n/a"
+        if r.steps:
+            steps = str(r.steps)
+            per_step = f"{r.rows / r.steps:.1f} | {1000 * r.seconds / r.steps:.2f}"
+            kv = f"{r.kv_bytes_per_stream / 2**20:.2f}"
+        lines.append(
+            f"| {r.streams}{'' if r.steps else ' (sequential)'} | {r.beams} | {rate:.2f} "
+            f"| {r.target_tokens / r.seconds:.1f} | {base.seconds / r.seconds:.2f}x | {steps} "
+            f"| {per_step} | {kv} | {r.identical}/{r.sentences} "
+            f"| {WMT22_GRID_SENTENCES / rate / 3600:.2f} |"
+        )
+    lines.append("")
+    lines.append(
+        "WMT22 grid: 8 directions x 16 systems x 2,000 sentences at this rate (projected: "
+        "every run costing what this one does)."
+    )
+    return "\n".join(lines) + "\n"
+
+
 def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]], str, str]:
     from east_agent.testsets import read_pairs
 
@@ -417,7 +508,7 @@ def compile_note() -> str:
     the limit, torch runs it uncompiled from then on, and the tables must say so."""
     from torch._dynamo.utils import counters
 
-    from east_agent.static_lm import RECOMPILE_LIMIT
+    from east_agent.lm.static import RECOMPILE_LIMIT
 
     graphs = counters["stats"]["unique_graphs"]
     if not graphs:
@@ -450,6 +541,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
     parser.add_argument("--copy-megabytes", type=int, default=256)
     parser.add_argument("--output", help="append the tables to this Markdown file")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        nargs="+",
+        help="instead: many streams at once (continuous batching) at each of these counts, "
+        "against the sequential decoder in the same run",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     device = torch.device(args.device)
@@ -476,14 +574,26 @@ def main(argv: list[str] | None = None) -> None:
             [tuple(write) for write in writes]
             for writes in json.loads(Path(args.schedule).read_text())
         ][: len(sentences)]
-    counter = ForwardCounter().attach(model)
+        # a recorded schedule covers its own sentences: more are those again, in turn
+        sentences = [sentences[i % len(schedule)] for i in range(args.sentences)]
+        schedule = [schedule[i % len(schedule)] for i in range(args.sentences)]
     progress(f"{model_name} ready, {len(sentences)} sentences", started)
+    if args.streams:
+        header = run_header(args, model, model_name, len(sentences), device, "")
+        text = streams_report(
+            stream_benchmark(args, model, tokenizer, sentences, schedule, started), header
+        )
+        print(text)
+        if args.output:
+            with open(args.output, "a", encoding="utf-8") as handle:
+                handle.write("\n" + text)
+        return
+    counter = ForwardCounter().attach(model)
 
     results = []
     for kind in args.kv_caches:
-        decoder_class = ScriptedEastDecoder if schedule is not None else EastStreamDecoder
         config = DecoderConfig(src_lang, tgt_lang, args.latency, kv_cache=kind)
-        greedy = decoder_class(model, tokenizer, config)
+        greedy = EastStreamDecoder(model, tokenizer, config)
         run_streaming(greedy, sentences[:2], schedule, counter, device)  # warm-up, graphs
         counter.take()
         result, recorded = run_streaming(greedy, sentences, schedule, counter, device)
@@ -497,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
         beam_config = DecoderConfig(
             src_lang, tgt_lang, args.latency, num_beams=args.beams, kv_cache=args.kv_caches[0]
         )
-        beam = ScriptedEastDecoder(model, tokenizer, beam_config)
+        beam = EastStreamDecoder(model, tokenizer, beam_config)
         run_streaming(beam, sentences[:2], schedule, counter, device)  # warm-up
         counter.take()
         results.append(run_streaming(beam, sentences, schedule, counter, device)[0])
@@ -516,19 +626,8 @@ def main(argv: list[str] | None = None) -> None:
     floor_ms = 1000 * weight_bytes(model) / bandwidth
     steps = step_costs(model, device, args.kv_caches)
     progress("step costs measured", started)
-    machine = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else (f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
-    )
-    header = (
-        f"### {datetime.date.today()}: {model_name} ({args.dtype}, "
-        f"{weight_bytes(model) / 1e9:.3f} GB of weights) on {machine}, torch "
-        f"{torch.__version__}, transformers {__import__('transformers').__version__}\n\n"
-        f"{len(sentences)} sentences of {args.testset}, schedule: "
-        f"{args.schedule or 'the model’s own decisions'}; copy bandwidth "
-        f"{bandwidth / 1e9:.1f} GB/s{compile_note()}"
-    )
+    note = f"; copy bandwidth {bandwidth / 1e9:.1f} GB/s{compile_note()}"
+    header = run_header(args, model, model_name, len(sentences), device, note)
     text = report(results, steps, floor_ms, header)
     print(text)
     if args.output:

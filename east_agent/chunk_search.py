@@ -1,28 +1,30 @@
 """Generating one WRITE chunk: greedy, or beam search that keeps the winner's KV cache.
 
-Both take a `CachedLM` whose cache holds everything before `pending` (the ids not fed yet,
-ending with `<|end-of-read|>`). They return the chunk's ids (stop token excluded) and leave
-the cache with one row holding `pending` and a prefix of the chunk; the caller feeds the
-rest later, so no position is ever computed twice.
+Each is a generator of feeds (`east_agent.streaming`) for one stream whose home row holds
+everything before `pending` (the ids not fed yet, ending with `<|end-of-read|>`). It
+returns the chunk's ids (stop token excluded) and leaves the home row holding `pending`
+and a prefix of the chunk; the caller feeds the rest later, so no position is ever
+computed twice.
 
 Beam search reproduces transformers' `generate(num_beams=N)` (length penalty 1,
 `early_stopping=False`, top-2N candidates, suppressed tokens masked after the log-softmax,
 as `suppress_tokens` does) for one sequence, so EAST's reference decoding and ours pick the
-same chunk. transformers' beam search throws the beams' caches away; here every hypothesis
-that finishes copies the keys and values of its own chunk tokens (a few positions), and
-the winner's copy is put behind the shared prefix when the search ends.
+same chunk. The beams are the stream's rows: forked from the home row, re-ranked in place;
+transformers' beam search throws the beams' caches away, here every hypothesis that
+finishes copies the keys and values of its own chunk tokens (a few positions), and the
+winner's copy is put behind the home row's prefix when the search ends.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from east_agent.kv_cache import CachedLM
+from east_agent.streaming import NEG_INF, Stream
 
-NEG_INF = float("-inf")
 LOST = -1.0e9  # transformers' score for a candidate that may not be chosen
 
 
@@ -31,30 +33,16 @@ class ChunkLimits:
     max_tokens: int  # new tokens at most, the stop token included
     stop_ids: tuple[int, ...]
     suppress_mask: torch.Tensor  # bool [vocab]: ids that may not be generated
-    check_room: Callable[[int], None]  # raises if the cache cannot take this many more positions
     length_penalty: float = 1.0  # beam search only: scores are divided by length ** penalty
 
 
-def greedy_chunk(
-    lm: CachedLM,
-    pending: list[int],
-    limits: ChunkLimits,
-    on_logits: Callable[[list[int], torch.Tensor], None] | None = None,
-) -> tuple[list[int], bool]:
-    """Return (chunk ids, whether a stop token ended it).
-
-    `on_logits(chunk so far, logits)` sees every step (tracing for tests).
-    """
+def greedy_chunk(stream: Stream, pending: list[int], limits: ChunkLimits) -> Generator:
+    """Return (chunk ids, whether a stop token ended it)."""
     chunk: list[int] = []
-    stop_ids = limits.stop_ids
     to_feed = pending
     for _ in range(limits.max_tokens):
-        limits.check_room(len(to_feed))
-        logits = lm.feed(to_feed)
-        if on_logits is not None:
-            on_logits(chunk, logits)
-        token_id = int(logits.masked_fill(limits.suppress_mask, NEG_INF).argmax())
-        if token_id in stop_ids:
+        token_id = (yield stream.feed(to_feed, limits.suppress_mask)).choices[0]
+        if token_id in limits.stop_ids:
             return chunk, True
         chunk.append(token_id)
         to_feed = [token_id]
@@ -65,17 +53,16 @@ def greedy_chunk(
 class _Finished:
     score: float
     tokens: list[int]
-    suffix: list = field(repr=False)  # per-layer (keys, values) of the chunk tokens it holds
+    saved: Any = field(repr=False)  # the keys and values of the chunk tokens it holds
 
 
 def beam_chunk(
-    lm: CachedLM, pending: list[int], limits: ChunkLimits, num_beams: int
-) -> tuple[list[int], bool]:
+    stream: Stream, pending: list[int], limits: ChunkLimits, num_beams: int
+) -> Generator:
     """Return (chunk ids of the best hypothesis, whether a stop token ended it)."""
-    limits.check_room(len(pending))
-    logits = lm.feed(pending)[None]  # one row: every beam starts from the same prefix
-    prefix = lm.snapshot()
-    prefix_length = lm.length
+    lm, beam_rows = stream.lm, stream.rows[:num_beams]
+    logits = (yield stream.feed(pending)).logits  # one row: every beam starts from it
+    prefix_length = lm.length(stream.home)
     stop_ids = torch.tensor(limits.stop_ids, device=logits.device)
     candidates = max(2, 1 + len(limits.stop_ids)) * num_beams
 
@@ -99,16 +86,15 @@ def beam_chunk(
                 if _beats_worst(finished, num_beams, score):
                     row = int(source_rows[rank])
                     tokens = running_tokens[row] + [int(token_ids[rank])]
-                    finished.append(_Finished(score, tokens, lm.row_suffix(row, prefix_length)))
+                    saved = lm.save(beam_rows[row], prefix_length)
+                    finished.append(_Finished(score, tokens, saved))
                     finished = sorted(finished, key=lambda h: -h.score)[:num_beams]
         if bool(hits.all()):
             break
         # The best `num_beams` candidates that did not stop keep running.
         keep = torch.topk(scores + hits * LOST, num_beams).indices
         running_scores = scores[keep]
-        rows = source_rows[keep]
-        new_tokens = token_ids[keep]
-        row_list, token_list = rows.tolist(), new_tokens.tolist()
+        row_list, token_list = source_rows[keep].tolist(), token_ids[keep].tolist()
         running_tokens = [running_tokens[row] + [token] for row, token in zip(row_list, token_list)]
         best_possible = float(running_scores[0]) / generated**limits.length_penalty
         # transformers' early-stopping heuristic (`early_stopping=False`).
@@ -116,14 +102,14 @@ def beam_chunk(
         if not can_improve:
             break
         if step == 0:
-            lm.expand(num_beams)  # every candidate came from the one row
+            lm.fork(stream.home, beam_rows[1:])  # every candidate came from the one row
         else:
-            lm.reorder(rows)
-        limits.check_room(1)
-        logits = lm.forward(new_tokens[:, None])
+            lm.reorder(beam_rows, [beam_rows[row] for row in row_list], prefix_length)
+        logits = (yield stream.feed_rows(beam_rows, token_list)).logits
 
     best = max(finished, key=lambda hypothesis: hypothesis.score)
-    lm.restore(prefix, best.suffix)
+    lm.load(stream.home, best.saved)
+    lm.release(beam_rows[1:])
     stopped = bool(best.tokens) and best.tokens[-1] in limits.stop_ids
     return (best.tokens[:-1] if stopped else best.tokens), stopped
 
@@ -163,18 +149,16 @@ class WordBoundary:
 
 
 def word_chunk(
-    lm: CachedLM, pending: list[int], limits: ChunkLimits, boundary: WordBoundary
-) -> tuple[list[int], bool]:
+    stream: Stream, pending: list[int], limits: ChunkLimits, boundary: WordBoundary
+) -> Generator:
     """Greedy-generate one word; return (its ids, whether a stop token came instead).
 
-    A token that starts the next word is dropped unfed, so the cache holds only the word.
+    A token that starts the next word is dropped unfed, so the home row holds only the word.
     """
     word: list[int] = []
     to_feed = pending
     for _ in range(min(limits.max_tokens, MAX_WORD_TOKENS)):
-        limits.check_room(len(to_feed))
-        logits = lm.feed(to_feed)
-        token_id = int(logits.masked_fill(limits.suppress_mask, NEG_INF).argmax())
+        token_id = (yield stream.feed(to_feed, limits.suppress_mask)).choices[0]
         if token_id in limits.stop_ids:
             return word, True
         if boundary.starts_next_word(word, token_id):

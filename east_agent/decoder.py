@@ -11,14 +11,14 @@ Per sentence (the paper's algorithm, greedy unless `num_beams` > 1):
    `min(max_new_tokens, 2 * (units since the last write + 25))` tokens, then READ again.
 
 The prompt stays in the cache from one sentence to the next; nothing is encoded twice
-(see `east_agent.streaming`).
+(see `east_agent.streaming`). With `streams` > 1 the decoder holds that many streams for
+`east_agent.batching`; the policy is the same program either way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
-
-import torch
 
 from east_agent.chunk_search import ChunkLimits, beam_chunk, greedy_chunk
 from east_agent.model import east_token_ids
@@ -30,6 +30,7 @@ from east_agent.streaming import (
     ContextOverflowError,
     Counters,
     Step,
+    Stream,
     StreamingDecoder,
     Translation,
 )
@@ -60,7 +61,7 @@ class DecoderConfig:
     max_new_tokens: int = 128
     document_level: bool = False
     max_context: int | None = None  # default: the model's max_position_embeddings
-    kv_cache: str = "auto"  # auto | dynamic | static | compiled (kv_cache.build_lm)
+    kv_cache: str = "auto"  # auto | dynamic | static | compiled (east_agent.lm.build_lm)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "src_lang", language_name(self.src_lang))
@@ -73,14 +74,15 @@ class DecoderConfig:
 
 
 class EastStreamDecoder(StreamingDecoder):
-    def __init__(self, model, tokenizer, config: DecoderConfig) -> None:
+    def __init__(self, model, tokenizer, config: DecoderConfig, streams: int = 1) -> None:
         super().__init__(
             model,
             tokenizer,
             config.src_lang,
             config.max_context,
             config.kv_cache,
-            max_rows=config.num_beams,
+            beams=config.num_beams,
+            streams=streams,
         )
         self.config = config
         self.token_ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
@@ -88,47 +90,41 @@ class EastStreamDecoder(StreamingDecoder):
         self.prompt = render_user_turn(
             tokenizer, simt_instruction(config.src_lang, config.tgt_lang, config.latency)
         )
-        self.start_stream(model, self.prompt)
+        self.start_streams(model, self.prompt)
         self.read_mask = self.mask(self.token_ids.read_suppressed)
         self.write_mask = self.mask(self.token_ids.write_suppressed)
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new sentence; the prompt's keys and values stay in the cache."""
-        super().reset()
-        self._rewind_to_prompt()
-
-    @torch.inference_mode()
-    def push_unit(self, unit: str, is_last: bool = False) -> Step:
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
         """Read one source unit; write a chunk if the model (or the end of source) says so."""
-        self._start_unit(unit_text(unit, self.src_lang, first=self.units_read == 0))
-        decision = self._decide(unit, is_last)
-        self.decisions.append(decision)
+        stream.start_unit(unit_text(unit, self.src_lang, first=stream.units_read == 0))
+        decision = yield from self._decide(stream, unit, is_last)
+        stream.decisions.append(decision)
         if decision == READ:
             return Step(READ)
-        self.stream.append_added_token(self.token_ids.end_of_read)
-        chunk_ids, text = self._write()
-        self.finished = is_last
+        stream.tokens.append_added_token(self.token_ids.end_of_read)
+        chunk_ids, text = yield from self._write(stream)
         return Step(decision, text, chunk_ids, finished=is_last)
 
-    def _final_write(self) -> Step:
-        self.stream.append_added_token(self.token_ids.end_of_read)
-        chunk_ids, text = self._write()
+    def _final_write(self, stream: Stream) -> Generator:
+        stream.tokens.append_added_token(self.token_ids.end_of_read)
+        chunk_ids, text = yield from self._write(stream)
         return Step(FORCED, text, chunk_ids, finished=True)
 
-    def _decide(self, unit: str, is_last: bool) -> str:
-        """READ, WRITE (the model chose end-of-read) or FORCED."""
-        if is_last or self._ends_document_sentence(unit):
+    def _decide(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+        """READ, WRITE (the model chose end-of-read, or the script says so) or FORCED."""
+        if is_last or self._ends_document_sentence(stream, unit):
             return FORCED
-        logits = self._feed_pending()
-        chosen = int(logits.masked_fill(self.read_mask, float("-inf")).argmax())
-        return WRITE if chosen == self.token_ids.end_of_read else READ
+        fed = yield stream.feed(stream.pending(), self.read_mask)
+        if stream.script is not None:
+            return WRITE if stream.units_read in stream.script else READ
+        return WRITE if fed.choices[0] == self.token_ids.end_of_read else READ
 
-    def _ends_document_sentence(self, unit: str) -> bool:
+    def _ends_document_sentence(self, stream: Stream, unit: str) -> bool:
         return (
             self.config.document_level
             and unit.rstrip()[-1:] in SENTENCE_END
-            and self.units_since_write >= DOCUMENT_MIN_UNITS
+            and stream.units_since_write >= DOCUMENT_MIN_UNITS
         )
 
     def _chunk_limits(self, max_tokens: int, stop_ids, suppress_mask) -> ChunkLimits:
@@ -136,36 +132,33 @@ class EastStreamDecoder(StreamingDecoder):
             max_tokens=max_tokens,
             stop_ids=tuple(stop_ids),
             suppress_mask=suppress_mask,
-            check_room=self._check_room,
             length_penalty=self.length_penalty,
         )
 
-    def _write_limits(self) -> ChunkLimits:
+    def _write_limits(self, stream: Stream) -> ChunkLimits:
+        if stream.script is not None:  # n tokens, and one more forward for the end-of-write
+            return self._chunk_limits(stream.script[stream.units_read] + 1, (), self.write_mask)
         return self._chunk_limits(
-            min(self.config.max_new_tokens, 2 * (self.units_since_write + 25)),
+            min(self.config.max_new_tokens, 2 * (stream.units_since_write + 25)),
             self.token_ids.write_stops,
             self.write_mask,
         )
 
-    def _write(self) -> tuple[list[int], str]:
+    def _write(self, stream: Stream) -> Generator:
         """Generate one chunk after end-of-read, close it with end-of-write, record it."""
-        limits = self._write_limits()
-        pending = self._pending()
+        limits = self._write_limits(stream)
+        pending = stream.pending()
         if self.config.num_beams > 1:
-            chunk_ids, _ = beam_chunk(self.lm, pending, limits, self.config.num_beams)
+            chunk_ids, _ = yield from beam_chunk(stream, pending, limits, self.config.num_beams)
         else:
-            on_logits = None
-            if self.on_forward is not None:
+            chunk_ids, _ = yield from greedy_chunk(stream, pending, limits)
+        if stream.script is not None:
+            chunk_ids = chunk_ids[: stream.script[stream.units_read]]
+        return self._close_chunk(stream, chunk_ids)
 
-                def on_logits(chunk: list[int], logits: torch.Tensor) -> None:
-                    self.on_forward(self.stream.ids + chunk, logits)
-
-            chunk_ids, _ = greedy_chunk(self.lm, pending, limits, on_logits)
-        return self._close_chunk(chunk_ids)
-
-    def _close_chunk(self, chunk_ids: list[int]) -> tuple[list[int], str]:
-        self.stream.append_generated(chunk_ids)
-        self.stream.append_added_token(self.token_ids.end_of_write)
+    def _close_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:
+        stream.tokens.append_generated(chunk_ids)
+        stream.tokens.append_added_token(self.token_ids.end_of_write)
         text = self.tokenizer.decode(chunk_ids, skip_special_tokens=True).rstrip()
-        self._record_chunk(chunk_ids, text)
+        stream.record_chunk(chunk_ids, text)
         return chunk_ids, text

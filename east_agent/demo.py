@@ -16,7 +16,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from east_agent.evaluation import EvalConfig, EvalConfigError, run_grid
+from east_agent.arguments import positive_int
+from east_agent.evaluation import (
+    DEFAULT_BATCH_SIZE,
+    EvalConfig,
+    EvalConfigError,
+    run_grid,
+)
 from east_agent.prompt import LATENCY_LEVELS
 
 # The repository's copy (the package is installed in editable mode from the checkout).
@@ -32,7 +38,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-dtype", default="auto")
     parser.add_argument("--num-beams", type=int, default=1)
-    parser.add_argument("--limit", type=int, help="only the first N sentences")
+    parser.add_argument("--limit", type=positive_int, help="only the first N sentences")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help="sentences decoded at once; 1 runs SimulEval's own loop, one at a time",
+    )
     parser.add_argument("--output", default="outputs/east-demo", help="runs and tables go here")
     args = parser.parse_args(argv)
     if not Path(args.model_path).exists():
@@ -51,6 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         torch_dtype=args.torch_dtype,
         latency_metrics=["LAAL", "AL", "LAAL_CA", "AL_CA"],
+        batch_size=args.batch_size,
     )
     for run in config.runs():  # a fresh run each time: this is a demonstration, not a grid
         shutil.rmtree(config.output / "runs" / run.name, ignore_errors=True)

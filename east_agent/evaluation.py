@@ -37,8 +37,10 @@ from typing import Any
 
 import yaml
 
+from east_agent.arguments import positive_int
+from east_agent.atomic import write_atomically
 from east_agent.significance import SIGNIFICANCE_COLUMNS, Comparison, compare_runs
-from east_agent.testsets import PreparedTestset, prepare_testset, write_atomically
+from east_agent.testsets import PreparedTestset, prepare_testset
 
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
 TOP_LEVEL_KEYS = {
@@ -51,10 +53,15 @@ TOP_LEVEL_KEYS = {
     "quality_metrics",
     "latency_metrics",
     "ca_unit_seconds",
+    "batch_size",
     "systems",
 }
 RUN_ARGUMENT_KEYS = ("torch_dtype", "max_new_tokens")
-TABLE_COLUMNS = ("system", "setting", "BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA", "wall_seconds")
+TABLE_COLUMNS = (
+    "system", "setting", "BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA", "wall_seconds", "streams",
+)  # fmt: skip
+SCORE_COLUMNS = TABLE_COLUMNS[2:-2]
+DEFAULT_BATCH_SIZE = 64
 
 
 class EvalConfigError(ValueError):
@@ -85,6 +92,7 @@ class EvalConfig:
         default_factory=lambda: ["LAAL", "AL", "AP", "DAL", "LAAL_CA", "AL_CA"]
     )
     ca_unit_seconds: float = 0.4
+    batch_size: int = DEFAULT_BATCH_SIZE  # sentences decoded at once; 1: SimulEval's loop
 
     def runs(self) -> list[Run]:
         runs = []
@@ -135,6 +143,8 @@ def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides
     if num_beams is not None:
         tree["systems"] = with_num_beams(path, tree["systems"], num_beams)
     config = EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
+    if not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise EvalConfigError(f"{path}: batch_size must be a whole number of at least 1")
     config.runs()  # validates the systems
     return config
 
@@ -186,6 +196,8 @@ def simuleval_command(
         "--device", config.device,
         "--output", str(output),
     ]  # fmt: skip
+    if config.batch_size > 1:
+        command += ["--batch-size", str(config.batch_size)]
     if indices is not None:
         command += ["--start-index", str(indices[0]), "--end-index", str(indices[1])]
     return command
@@ -242,37 +254,71 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
 
 def finished_lines(log: Path) -> int:
     """Complete lines of an instances.log; a line cut off by a crash is removed."""
-    if not log.exists():
-        return 0
-    lines = log.read_text(encoding="utf-8").splitlines(keepends=True)
-    complete = []
-    for line in lines:
-        try:
-            json.loads(line)
-        except json.JSONDecodeError:
-            break
-        if line.endswith("\n"):
-            complete.append(line)
-    if len(complete) != len(lines):
-        write_atomically(log, "".join(complete))
-    return len(complete)
+    from east_agent.instance_log import finished_records
+
+    return len(finished_records(log))
 
 
-def run_simuleval(command: list[str], output: Path) -> float:
-    """Run (or continue) one SimulEval command; return its wall seconds, all tries summed."""
+def run_simuleval(command: list[str], output: Path, models: LoadedModels | None = None) -> float:
+    """Run (or continue) one SimulEval command; return its wall seconds, all tries summed.
+
+    A batched command (`--batch-size` above 1) runs in this process on `models` (a grid
+    loads its checkpoint once); SimulEval's own loop runs as a child process."""
     timing = output / "wall_seconds.json"
     spent = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
     if finished_lines(output / "instances.log"):
         command = [*command, "--continue-unfinished"]
     print("$ " + " ".join(command), flush=True)
     started = time.time()
-    result = subprocess.run(command)
-    spent += time.time() - started
-    output.mkdir(parents=True, exist_ok=True)
-    write_atomically(timing, json.dumps({"seconds": round(spent, 2)}))
-    if result.returncode != 0:
-        raise RuntimeError(f"the run in {output} failed (exit {result.returncode})")
+    try:
+        if "--batch-size" in command:
+            _run_in_process(command, models or LoadedModels())
+        else:
+            result = subprocess.run(command)
+            if result.returncode != 0:
+                raise RuntimeError(f"the run in {output} failed (exit {result.returncode})")
+    finally:
+        spent += time.time() - started
+        output.mkdir(parents=True, exist_ok=True)
+        write_atomically(timing, json.dumps({"seconds": round(spent, 2)}))
     return spent
+
+
+class LoadedModels:
+    """The checkpoint a grid's runs share, loaded once (one at a time is kept)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.loaded = None
+
+    def get(self, agent_class, args: argparse.Namespace):
+        key = (
+            args.model_path, args.adapter_path, args.torch_dtype, args.device,
+            args.trust_remote_code,
+        )  # fmt: skip
+        if key != self.key:
+            self.key, self.loaded = None, None  # the old one goes before the new one loads
+            self.loaded, self.key = agent_class.load(args), key
+        return self.loaded
+
+
+def _run_in_process(command: list[str], models: LoadedModels) -> None:
+    from east_agent.simuleval_batch import parse_args, run_batched
+
+    agent_class = agent_class_of(command[command.index("--agent") + 1])
+    args = parse_args(agent_class, command[1:])
+    run_batched(agent_class, args, loaded=models.get(agent_class, args))
+
+
+def agent_class_of(agent_file: str):
+    """The agent class an agent file of this package registers."""
+    if Path(agent_file).name == AGENT_FILES["waitk"]:
+        from east_agent.waitk_agent import WaitkAgent
+
+        return WaitkAgent
+    from east_agent.agent import EastAgent
+
+    return EastAgent
 
 
 def shard_range(shard: tuple[int, int], sentences: int) -> tuple[int, int]:
@@ -377,9 +423,19 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
         scores = read_scores(run_dir)
         seconds = json.loads((run_dir / "wall_seconds.json").read_text())["seconds"]
         row = {"system": run.system, "setting": run.setting, "wall_seconds": seconds}
-        row.update({column: scores.get(column, "") for column in TABLE_COLUMNS[2:-1]})
+        row.update({column: scores.get(column, "") for column in SCORE_COLUMNS})
+        row["streams"] = streams_of(run_dir)
         rows.append(row)
     return rows
+
+
+def streams_of(run_dir: Path) -> int:
+    """How many streams shared the device in a run (its computation-aware latency's
+    setting): 1 for SimulEval's own loop; a batched run says in `batch.json`."""
+    from east_agent.simuleval_batch import BATCH_RECORD
+
+    record = run_dir / BATCH_RECORD
+    return json.loads(record.read_text())["streams"] if record.exists() else 1
 
 
 def write_tables(
@@ -449,6 +505,7 @@ def run_grid(
     testset = prepare(config)
     sentences = min(limit or testset.sentences, testset.sentences)
     indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
+    models = LoadedModels()
     for number, run in enumerate(runs, 1):
         run_dir = config.output / "runs" / run.name
         if shard:
@@ -463,7 +520,7 @@ def run_grid(
         if dry_run:
             print("$ " + " ".join(command))
             continue
-        run_simuleval(command, run_dir)
+        run_simuleval(command, run_dir, models)
     if shard or dry_run:
         return []
     return summarize(config, config.runs())
@@ -500,12 +557,6 @@ def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
     return comparisons
 
 
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"takes a whole number of at least 1, got {text!r}")
-    return int(text)
-
-
 def parse_shard(text: str) -> tuple[int, int]:
     try:
         index, count = (int(part) for part in text.split("/"))
@@ -525,10 +576,18 @@ def main(argv: list[str] | None = None) -> None:
         "--num-beams", type=positive_int, help="beams per WRITE chunk for every EAST system"
     )
     parser.add_argument("--only", nargs="+", help="run only these runs (names as in results)")
-    parser.add_argument("--limit", type=int, help="only the first N sentences (smoke tests)")
+    parser.add_argument(
+        "--limit", type=positive_int, help="only the first N sentences (smoke tests)"
+    )
     parser.add_argument("--shard", type=parse_shard, help="run shard I of N: --shard 2/4")
     parser.add_argument("--merge-shards", type=int, metavar="N", help="join N finished shards")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help=f"sentences decoded at once (default {DEFAULT_BATCH_SIZE}, or the config's "
+        "batch_size); 1 runs SimulEval's own loop, one sentence at a time, as a child process",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_eval_config(
@@ -538,6 +597,7 @@ def main(argv: list[str] | None = None) -> None:
             output=args.output,
             device=args.device,
             testset=args.testset,
+            batch_size=args.batch_size,
         )
         if args.merge_shards:
             runs = [run for run in config.runs() if not args.only or run.name in args.only]

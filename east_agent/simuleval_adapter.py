@@ -19,7 +19,7 @@ warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", cate
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction  # noqa: E402
 
 from east_agent.decoder import DecoderConfig  # noqa: E402
-from east_agent.kv_cache import KV_CACHES  # noqa: E402
+from east_agent.lm import KV_CACHES  # noqa: E402
 from east_agent.model import TORCH_DTYPES, load_east_checkpoint  # noqa: E402
 from east_agent.prompt import LATENCY_LEVELS, language_name  # noqa: E402
 from east_agent.streaming import StreamingDecoder  # noqa: E402
@@ -95,12 +95,13 @@ def load_east(args: argparse.Namespace):
     )
 
 
-def check_source_file(source: str | None) -> None:
-    """Refuse a source file with empty lines before any model is loaded."""
+def check_source_file(source: str | None, target: str | None = None) -> None:
+    """Refuse a source file with empty lines, or a reference file with another number of
+    lines, before any model is loaded."""
     if not source or not Path(source).is_file():
         return
-    with open(source, encoding="utf-8") as lines:
-        empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
+    lines = read_lines(source)
+    empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
     if empty:
         shown = ", ".join(str(number) for number in empty[:10])
         more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
@@ -108,23 +109,40 @@ def check_source_file(source: str | None) -> None:
             f"{source}: line {shown}{more}: empty source sentence; remove it "
             "(and the matching reference line) before evaluating"
         )
+    if target and Path(target).is_file() and len(read_lines(target)) != len(lines):
+        raise ValueError(
+            f"{source} has {len(lines)} lines but {target} has {len(read_lines(target))}: "
+            "each source sentence needs its reference on the same line"
+        )
+
+
+def read_lines(path: str) -> list[str]:
+    """The lines of a text file as SimulEval's text dataloader reads them."""
+    with open(path, encoding="utf-8") as handle:
+        return handle.readlines()
 
 
 class StreamingAgent(TextToTextAgent):
-    """Subclasses load their model in `load` and build their decoder in `build_decoder`."""
+    """Subclasses load their model in `load` and build their decoder in `build_decoder`
+    (class methods: a batched run builds one decoder with many streams and no agent)."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        check_source_file(getattr(args, "source", None))
+        check_source_file(getattr(args, "source", None), getattr(args, "target", None))
         self.target_language = language_name(args.tgt_lang)
         self.model, self.tokenizer = self.load(args)
-        self.decoder: StreamingDecoder = self.build_decoder(args)
+        self.decoder: StreamingDecoder = self.build_decoder(self.model, self.tokenizer, args)
         self.units_pushed = 0
         super().__init__(args)  # calls reset()
 
-    def load(self, args: argparse.Namespace):
+    @classmethod
+    def load(cls, args: argparse.Namespace):
+        """(model, tokenizer) as the flags say."""
         raise NotImplementedError
 
-    def build_decoder(self, args: argparse.Namespace) -> StreamingDecoder:
+    @classmethod
+    def build_decoder(
+        cls, model, tokenizer, args: argparse.Namespace, streams: int = 1
+    ) -> StreamingDecoder:
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -142,7 +160,7 @@ class StreamingAgent(TextToTextAgent):
             moved = True
         if moved:
             self.model.to(device)
-            self.decoder = self.build_decoder(self.args)
+            self.decoder = self.build_decoder(self.model, self.tokenizer, self.args)
 
     def policy(self):
         new_units = self.states.source[self.units_pushed :]

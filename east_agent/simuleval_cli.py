@@ -10,6 +10,9 @@
 4. `--score-only` prints the scores of an existing `instances.log` but writes no
    `scores.tsv`; here it writes `scores.tsv` and `metrics.tsv` like a full run.
 
+`--batch-size N` (N > 1) evaluates N sentences at once (`east_agent.simuleval_batch`):
+the same output folder, SimulEval's format and scorers.
+
 It also loads `east_agent.simuleval_plugin`: computation-aware latency for text (`AL_CA`,
 `LAAL_CA`, `AP_CA`, `DAL_CA`, see `east_agent.ca_latency`) and COMET.
 
@@ -66,11 +69,32 @@ def main() -> None:
     from simuleval.cli import main as simuleval_main
 
     import east_agent.simuleval_plugin  # noqa: F401
+    from east_agent.simuleval_batch import batch_size_of
 
-    if "--score-only" in sys.argv:
+    batch_size, rest = batch_size_of(sys.argv[1:])
+    sys.argv = [sys.argv[0], *rest]
+    if "--score-only" in rest:
         _score_only()
+    elif batch_size > 1:
+        _run_batched(rest, batch_size)
     else:
         simuleval_main()
+
+
+def _run_batched(argv: list[str], batch_size: int) -> None:
+    from simuleval.utils.agent import get_agent_class
+
+    from east_agent.simuleval_batch import parse_args, run_batched
+
+    for flag in ("--standalone", "--remote-eval", "--system-dir", "--slurm"):
+        if flag in argv:
+            sys.exit(f"east-simuleval: --batch-size above 1 evaluates locally; drop {flag}")
+    agent_class = get_agent_class()
+    args = parse_args(agent_class, [*argv, "--batch-size", str(batch_size)])
+    try:
+        run_batched(agent_class, args)
+    except (RuntimeError, ValueError) as error:
+        sys.exit(f"east-simuleval: {error}")
 
 
 if __name__ == "__main__":

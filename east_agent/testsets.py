@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from east_agent.atomic import write_atomically
 from east_agent.prompt import language_name
 from east_agent.records import load_records, open_text, require_fields
 from east_agent.units import source_units
@@ -95,12 +95,6 @@ def scoring_settings(tgt_lang: str) -> tuple[str, str]:
     if tgt_lang == "Japanese":
         return "char", "ja-mecab"
     return "word", "13a"
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 def prepare_testset(name: str, output: str | Path, tokenizer=None) -> PreparedTestset:

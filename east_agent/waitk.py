@@ -17,9 +17,8 @@ up to the next whole character).
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
-
-import torch
 
 from east_agent.chunk_search import (
     MAX_WORD_TOKENS,
@@ -36,7 +35,7 @@ from east_agent.prompt import (
     language_name,
     render_user_turn,
 )
-from east_agent.streaming import FORCED, READ, WRITE, Step, StreamingDecoder
+from east_agent.streaming import FORCED, READ, WRITE, Step, Stream, StreamingDecoder
 from east_agent.units import unit_text
 
 SOURCE_SLOT = "\u27e6SOURCE\u27e7"  # stands for the source prefix while the prompt renders
@@ -75,106 +74,112 @@ def split_prompt(tokenizer, src_lang: str, tgt_lang: str) -> tuple[str, str]:
     return head, tail
 
 
+class OfflineWaitkStream(Stream):
+    """A stream of the offline-prompt wait-k: where its source prefix ends, its target."""
+
+    def clear(self, script=None) -> None:
+        super().clear(script)
+        self.source_end = None  # set by the decoder once the ids are back at the prompt
+        self.target_ids: list[int] = []
+
+
 class OfflineWaitkDecoder(StreamingDecoder):
-    def __init__(self, model, tokenizer, config: WaitkConfig) -> None:
-        super().__init__(model, tokenizer, config.src_lang, config.max_context, config.kv_cache)
+    stream_class = OfflineWaitkStream
+
+    def __init__(self, model, tokenizer, config: WaitkConfig, streams: int = 1) -> None:
+        super().__init__(
+            model, tokenizer, config.src_lang, config.max_context, config.kv_cache, 1, streams
+        )
         self.config = config
         self.head, self.tail = split_prompt(tokenizer, config.src_lang, config.tgt_lang)
-        self.start_stream(model, self.head)
+        self.start_streams(model, self.head)
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
         self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
         self.reset()
 
-    def reset(self) -> None:
-        """Start a new sentence; the prompt before the source stays cached."""
-        super().reset()
-        self._rewind_to_prompt()
-        self.source_end = self.stream.mark()
-        self.target_ids: list[int] = []
+    def _begin(self, stream: OfflineWaitkStream) -> None:
+        """The prompt before the source stays cached."""
+        stream.source_end = stream.tokens.mark()
+        stream.target_ids = []
 
     def _limits(self, max_tokens: int) -> ChunkLimits:
-        return ChunkLimits(max_tokens, self.end_of_turn, self.suppress, self._check_room)
+        return ChunkLimits(max_tokens, self.end_of_turn, self.suppress)
 
-    @torch.inference_mode()
-    def push_unit(self, unit: str, is_last: bool = False) -> Step:
+    def _push(self, stream: OfflineWaitkStream, unit: str, is_last: bool) -> Generator:
         # The unit goes in after the source prefix: what followed it (end of the user turn,
         # assistant header, target prefix) leaves the cache and is fed again.
-        if self.finished:
-            raise RuntimeError("the sentence is finished; call reset() before the next one")
-        self.stream.restore(self.source_end)
-        self._start_unit(unit_text(unit, self.src_lang, first=self.units_read == 0))
-        self.source_end = self.stream.mark()
-        self.stream.append_text(self.tail)
-        self.stream.append_generated(self.target_ids)
+        stream.tokens.restore(stream.source_end)
+        stream.start_unit(unit_text(unit, self.src_lang, first=stream.units_read == 0))
+        stream.source_end = stream.tokens.mark()
+        stream.tokens.append_text(self.tail)
+        stream.tokens.append_generated(stream.target_ids)
         if is_last:
-            self.decisions.append(FORCED)
-            new_ids, _ = greedy_chunk(
-                self.lm, self._pending(), self._limits(self.config.max_new_tokens)
-            )
-            self.finished = True
-            return self._step(FORCED, new_ids, finished=True)
-        if self.units_read < self.config.waitk:
-            self.decisions.append(READ)
+            stream.decisions.append(FORCED)
+            limits = self._limits(self.config.max_new_tokens)
+            new_ids, _ = yield from greedy_chunk(stream, stream.pending(), limits)
+            return self._step(stream, FORCED, new_ids, finished=True)
+        if stream.units_read < self.config.waitk:
+            stream.decisions.append(READ)
             return Step(READ)
-        self.decisions.append(WRITE)
-        word, _ = word_chunk(self.lm, self._pending(), self._limits(MAX_WORD_TOKENS), self.boundary)
-        return self._step(WRITE, word)
+        stream.decisions.append(WRITE)
+        limits = self._limits(MAX_WORD_TOKENS)
+        word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
+        return self._step(stream, WRITE, word)
 
-    def _step(self, decision: str, new_ids: list[int], finished: bool = False) -> Step:
+    def _step(
+        self, stream: OfflineWaitkStream, decision: str, new_ids: list[int], finished: bool = False
+    ) -> Step:
         """Extend the target prefix; the step's text is what it adds to the decoded target."""
-        before = self.tokenizer.decode(self.target_ids, skip_special_tokens=True)
-        self.target_ids += new_ids
-        self.stream.append_generated(new_ids)
-        after = self.tokenizer.decode(self.target_ids, skip_special_tokens=True)
+        before = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
+        stream.target_ids += new_ids
+        stream.tokens.append_generated(new_ids)
+        after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
         text = after[len(before) :] if after.startswith(before) else after
         if finished:
             text = text.rstrip()
         if new_ids or finished:
-            self._record_chunk(new_ids, text)
+            stream.record_chunk(new_ids, text)
         return Step(decision, text if new_ids else None, new_ids, finished=finished)
 
-    def _needs_final_write(self) -> bool:
-        return self.units_read > 0  # wait-k writes the rest of the target at the end
+    def _needs_final_write(self, stream: Stream) -> bool:
+        return stream.units_read > 0  # wait-k writes the rest of the target at the end
 
-    def _final_write(self) -> Step:
-        new_ids, _ = greedy_chunk(
-            self.lm, self._pending(), self._limits(self.config.max_new_tokens)
-        )
-        return self._step(FORCED, new_ids, finished=True)
+    def _final_write(self, stream: OfflineWaitkStream) -> Generator:
+        limits = self._limits(self.config.max_new_tokens)
+        new_ids, _ = yield from greedy_chunk(stream, stream.pending(), limits)
+        return self._step(stream, FORCED, new_ids, finished=True)
 
 
 class EastWaitkDecoder(EastStreamDecoder):
     """An EAST checkpoint driven by the wait-k schedule (test-time wait-k)."""
 
-    def __init__(self, model, tokenizer, config: DecoderConfig, waitk: int) -> None:
+    def __init__(self, model, tokenizer, config: DecoderConfig, waitk: int, streams: int = 1):
         self.waitk = check_waitk(waitk)
-        super().__init__(model, tokenizer, config)
+        super().__init__(model, tokenizer, config, streams)
         self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
         ids = self.token_ids
         # Inside the schedule the model must write a word: no marker, no end of turn.
         self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
 
-    @torch.inference_mode()
-    def push_unit(self, unit: str, is_last: bool = False) -> Step:
-        self._start_unit(unit_text(unit, self.src_lang, first=self.units_read == 0))
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+        stream.start_unit(unit_text(unit, self.src_lang, first=stream.units_read == 0))
         if is_last:
             decision = FORCED
-        elif self.units_read >= self.waitk:
+        elif stream.units_read >= self.waitk:
             decision = WRITE
         else:
-            self.decisions.append(READ)  # no forward: the unit is fed with the next write
+            stream.decisions.append(READ)  # no forward: the unit is fed with the next write
             return Step(READ)
-        self.decisions.append(decision)
-        self.stream.append_added_token(self.token_ids.end_of_read)
-        if is_last:
-            chunk_ids, text = self._write()  # after the source: to the model's end-of-write
-            self.finished = True
+        stream.decisions.append(decision)
+        stream.tokens.append_added_token(self.token_ids.end_of_read)
+        if is_last:  # after the source: to the model's end-of-write
+            chunk_ids, text = yield from self._write(stream)
         else:
             limits = self._chunk_limits(MAX_WORD_TOKENS, (), self.word_mask)
-            word, _ = word_chunk(self.lm, self._pending(), limits, self.boundary)
-            chunk_ids, text = self._close_chunk(word)
+            word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
+            chunk_ids, text = self._close_chunk(stream, word)
         return Step(decision, text, chunk_ids, finished=is_last)
 
-    def _needs_final_write(self) -> bool:
-        return self.units_read > 0  # wait-k writes the rest of the target at the end
+    def _needs_final_write(self, stream: Stream) -> bool:
+        return stream.units_read > 0  # wait-k writes the rest of the target at the end

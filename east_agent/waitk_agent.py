@@ -47,7 +47,8 @@ class WaitkAgent(StreamingAgent):
             help="offline: any chat LLM, offline prompt; east: an EAST checkpoint's own stream",
         )
 
-    def load(self, args: argparse.Namespace):
+    @classmethod
+    def load(cls, args: argparse.Namespace):
         check_waitk(args.waitk)
         if args.prompt == "east":
             return load_east(args)
@@ -62,9 +63,10 @@ class WaitkAgent(StreamingAgent):
         )
         return model, tokenizer
 
-    def build_decoder(self, args: argparse.Namespace) -> StreamingDecoder:
+    @classmethod
+    def build_decoder(cls, model, tokenizer, args, streams: int = 1) -> StreamingDecoder:
         if args.prompt == "east":
-            return EastWaitkDecoder(self.model, self.tokenizer, decoder_config(args), args.waitk)
+            return EastWaitkDecoder(model, tokenizer, decoder_config(args), args.waitk, streams)
         config = WaitkConfig(
             args.src_lang,
             args.tgt_lang,
@@ -73,4 +75,4 @@ class WaitkAgent(StreamingAgent):
             args.max_context,
             args.kv_cache,
         )
-        return OfflineWaitkDecoder(self.model, self.tokenizer, config)
+        return OfflineWaitkDecoder(model, tokenizer, config, streams)

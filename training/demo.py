@@ -38,8 +38,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+from east_agent.atomic import write_atomically
 from east_agent.testsets import DATA as SHIPPED_DATA
-from east_agent.testsets import write_atomically
 
 logger = logging.getLogger("training.demo")
 

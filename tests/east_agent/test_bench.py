@@ -4,7 +4,6 @@ import pytest
 
 from east_agent.bench import (
     ForwardCounter,
-    ScriptedEastDecoder,
     compile_note,
     main,
     run_offline,
@@ -12,7 +11,7 @@ from east_agent.bench import (
     run_streaming,
     waitk_schedule,
 )
-from east_agent.decoder import DecoderConfig
+from east_agent.decoder import DecoderConfig, EastStreamDecoder
 from tiny_east import synthetic_sentence
 
 
@@ -35,7 +34,7 @@ def test_all_methods_follow_one_schedule(east_model, east_tokenizer, sentences, 
     schedule = waitk_schedule(sentences, 2)
     counter = ForwardCounter().attach(east_model)
     try:
-        decoder = ScriptedEastDecoder(east_model, east_tokenizer, config)
+        decoder = EastStreamDecoder(east_model, east_tokenizer, config)
         seen_by_the_model = ForwardCounter().attach(east_model)
         streaming, recorded = run_streaming(decoder, sentences, schedule, counter, "cpu")
         seen_by_the_model.handle.remove()
@@ -79,3 +78,20 @@ def test_benchmark_command_runs_and_reports(tmp_path, capsys):
     for row in rows:
         assert row in text
     assert "random llama3-tiny" in capsys.readouterr().out
+
+
+def test_streams_benchmark_reports_each_count_against_one_stream(tmp_path, capsys):
+    output = tmp_path / "streams.md"
+    main([
+        "--random-model", "llama3-tiny", "--schedule", "waitk:2", "--sentences", "6",
+        "--beams", "2", "--streams", "1", "3", "--output", str(output),
+    ])  # fmt: skip
+    rows = [line for line in output.read_text().splitlines() if line.startswith("| ")][1:]
+    # sequential, then 1 and 3 streams, for greedy and for 2 beams
+    assert [row.split(" | ")[:2] for row in rows] == [
+        ["| 1 (sequential)", "1"], ["| 1", "1"], ["| 3", "1"],
+        ["| 1 (sequential)", "2"], ["| 1", "2"], ["| 3", "2"],
+    ]  # fmt: skip
+    # a schedule fixes every decision: batching changes nothing
+    assert all(row.split(" | ")[9] == "6/6" for row in rows)
+    assert "WMT22 grid" in capsys.readouterr().out

@@ -5,6 +5,7 @@ import random
 
 import pytest
 import torch
+from lm_trace import TracingLM, assert_trace_matches_full_recompute
 
 from east_agent.decoder import (
     FORCED,
@@ -114,36 +115,27 @@ def test_parity_on_chinese_units(east_model, east_tokenizer, characters):
     assert (ours.chunks, ours.delays, ours.decisions) == reference
 
 
-def trace_forwards(decoder):
-    seen = []
-    decoder.on_forward = lambda ids, logits: seen.append((ids, logits.clone()))
-    return seen
-
-
-def assert_logits_match_full_recompute(model, seen):
-    assert seen
-    for ids, logits in seen:
-        with torch.no_grad():
-            full = model(torch.tensor([ids])).logits[0, -1].float()
-        torch.testing.assert_close(logits, full, atol=1e-5, rtol=1e-5)
+def traced(decoder) -> TracingLM:
+    decoder.wrap_lm(TracingLM)
+    return decoder.lm
 
 
 def test_cached_logits_equal_full_recompute_at_every_step(east_model, east_tokenizer):
     decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
-    seen = trace_forwards(decoder)
+    trace = traced(decoder)
     for units in toy_sentences(3, seed=1):  # the prompt stays cached across sentences
         decoder.translate(units)
-    assert len(seen) == decoder.counters.forward_passes  # the static cache's probe is not
+    assert trace.forwards == decoder.counters.forward_passes  # the static cache's probe is not
     assert decoder.counters.tokens_reencoded == 0  # nor is dropping a finished sentence
-    assert_logits_match_full_recompute(east_model, seen)
+    assert_trace_matches_full_recompute(east_model, trace)
 
 
 def test_cache_roll_back_keeps_logits_exact(east_model, east_tokenizer):
     decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("zh", "en", "low"))
-    seen = trace_forwards(decoder)
+    trace = traced(decoder)
     translation = decoder.translate(CHINESE_CHARACTERS)
     assert translation.counters.tokens_reencoded > 0
-    assert_logits_match_full_recompute(east_model, seen)
+    assert_trace_matches_full_recompute(east_model, trace)
 
 
 def test_forward_passes_are_the_minimum(greedy_decoder):
@@ -228,12 +220,13 @@ def test_beam_search_keeps_the_winners_cache(east_model, east_tokenizer):
     decoder = EastStreamDecoder(
         east_model, east_tokenizer, DecoderConfig("de", "en", "low", num_beams=5)
     )
-    seen = trace_forwards(decoder)
+    trace = traced(decoder)
     results = [decoder.translate(units) for units in toy_sentences(4, seed=5)]
     assert sum(len(result.chunks) for result in results) >= 6
     assert all(result.counters.tokens_reencoded == 0 for result in results)
-    # READ steps after a beam-searched chunk run on the restored cache: exact logits.
-    assert_logits_match_full_recompute(east_model, seen)
+    # Every step of every beam, and the READ steps after a beam-searched chunk (on the
+    # restored row), computes exactly the logits of the ids its row holds.
+    assert_trace_matches_full_recompute(east_model, trace)
 
 
 def test_finish_equals_a_last_unit_flag(east_model, east_tokenizer, greedy_decoder):

@@ -62,6 +62,7 @@ def test_grid_runs_every_setting_and_tabulates(grid):
         "AL_CA",
         "LAAL_CA",
         "wall_seconds",
+        "streams",
     ]
     for row in rows:
         assert float(row["wall_seconds"]) > 0
@@ -81,6 +82,28 @@ def test_grid_runs_every_setting_and_tabulates(grid):
     assert float(comparison["BLEU_to"]) == pytest.approx(bleu["high"], abs=0.01)
     assert 0 < float(comparison["p_value"]) <= 1
     assert "Paired bootstrap" in result.stdout
+
+
+def test_batched_grid_scores_equal_simulevals_own_loop(grid, tmp_path):
+    """The grid runs batched by default (one process, the checkpoint loaded once);
+    --batch-size 1 runs each setting through SimulEval's own loop in a child process."""
+    config, output, result = grid
+    assert result.stdout.count("--batch-size 64") == 3
+    sequential = east_eval(config, "--limit", "3", "--batch-size", "1", "--output", tmp_path)
+    assert sequential.returncode == 0, sequential.stderr[-3000:]
+    assert "--batch-size" not in sequential.stdout
+
+    def rows(folder):
+        with open(folder / "results.csv") as handle:
+            return list(csv.DictReader(handle))
+
+    columns = ("system", "setting", "BLEU", "AL", "LAAL")
+    batched_rows, sequential_rows = rows(output), rows(tmp_path)
+    assert [[r[c] for c in columns] for r in batched_rows] == [
+        [r[c] for c in columns] for r in sequential_rows
+    ]
+    assert {r["streams"] for r in batched_rows} == {"64"}  # what the CA columns measured
+    assert {r["streams"] for r in sequential_rows} == {"1"}
 
 
 def test_finished_runs_are_not_run_again(grid):
@@ -125,6 +148,9 @@ def test_num_beams_and_testset_override_the_config(grid, tmp_path):
     for bad, message in (("0", "at least 1"), ("two", "at least 1")):
         result = east_eval(config, "--dry-run", "--num-beams", bad)
         assert result.returncode != 0 and message in result.stderr
+    for flag, bad in (("--limit", "0"), ("--limit", "-5"), ("--batch-size", "0")):
+        result = east_eval(config, "--dry-run", flag, bad)
+        assert result.returncode != 0 and "at least 1" in result.stderr, (flag, bad)
 
 
 def test_num_beams_needs_an_east_system(east_checkpoint, tmp_path):

@@ -1,23 +1,24 @@
-"""The static KV cache and lean forward: exact against transformers, same translations."""
+"""The static KV cache and lean forward: exact against transformers, rows independent,
+same translations."""
 
 import copy
 import random
 
 import pytest
 import torch
+from lm_trace import full_logits
 
 from east_agent.decoder import DecoderConfig, EastStreamDecoder
-from east_agent.kv_cache import CachedLM, build_lm, check_static
-from east_agent.static_lm import RECOMPILE_LIMIT, StaticLM
+from east_agent.lm import CachedLM, StaticLM, build_lm, check_static
+from east_agent.lm.static import MIN_CAPACITY, RECOMPILE_LIMIT
 from east_agent.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from tiny_east import synthetic_sentence
 
 PROMPT = [128000, 128006, 882, 128007, 271, 35, 648, 5222, 374, 13]
 
 
-def full_logits(model, ids):
-    with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0, -1].float()
+def close(actual, expected):
+    torch.testing.assert_close(actual, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("graph_buckets", [False, True], ids=["eager", "padded-buckets"])
@@ -26,18 +27,46 @@ def test_static_steps_equal_full_recompute(east_model, graph_buckets):
     lm = StaticLM(east_model, max_length=64, cuda_graphs=graph_buckets)
     assert (lm.graphs is not None) == graph_buckets
     ids = list(PROMPT)
-    torch.testing.assert_close(lm.feed(ids), full_logits(east_model, ids), atol=1e-5, rtol=1e-5)
+    close(lm.feed(ids), full_logits(east_model, ids))
     for step in ([13], [2001, 3002, 4003], [77]):
         ids += step
-        torch.testing.assert_close(
-            lm.feed(step), full_logits(east_model, ids), atol=1e-5, rtol=1e-5
-        )
-    assert lm.crop(len(PROMPT) + 1) == 4  # roll back: only a counter moves
+        close(lm.feed(step), full_logits(east_model, ids))
+    assert lm.crop(0, len(PROMPT) + 1) == 4  # roll back: only a counter moves
     ids = ids[: len(PROMPT) + 1] + [999, 998]
-    torch.testing.assert_close(
-        lm.feed([999, 998]), full_logits(east_model, ids), atol=1e-5, rtol=1e-5
-    )
-    assert (lm.forward_passes, lm.tokens_fed, lm.length) == (5, 17, len(ids))
+    close(lm.feed([999, 998]), full_logits(east_model, ids))
+    assert (lm.forward_passes, lm.tokens_fed, lm.length(0)) == (5, 17, len(ids))
+
+
+def test_ragged_rows_each_at_their_own_positions(east_model):
+    """One forward over rows of other lengths and token counts, in any order, some rows
+    idle: every row's logits are those of its own sequence alone."""
+    lm = StaticLM(east_model, max_length=64, max_rows=5)
+    sequences = {0: list(PROMPT), 2: PROMPT[:3], 4: PROMPT[:7] + [55, 66]}
+    for row, ids in sequences.items():
+        lm.feed(ids, row=row)
+    steps = {4: [1, 2, 3], 0: [13], 2: [20, 21]}
+    logits = lm.forward(list(steps), list(steps.values()))
+    for (row, new), row_logits in zip(steps.items(), logits):
+        sequences[row] += new
+        close(row_logits, full_logits(east_model, sequences[row]))
+        assert lm.length(row) == len(sequences[row])
+    assert lm.length(1) == lm.length(3) == 0  # untouched rows stay empty
+    # a second ragged step sees what the first one wrote
+    logits = lm.forward([2, 4], [[9], [8, 7]])
+    close(logits[0], full_logits(east_model, sequences[2] + [9]))
+    close(logits[1], full_logits(east_model, sequences[4] + [8, 7]))
+
+
+def test_buffers_grow_past_their_first_capacity_and_keep_what_they_hold(east_model):
+    lm = StaticLM(east_model, max_length=512, max_rows=2)
+    assert lm.capacity == MIN_CAPACITY
+    long = (PROMPT * 40)[:300]
+    lm.feed(PROMPT, row=1)
+    lm.feed(long, row=0)
+    assert lm.capacity == 512
+    close(lm.forward([1], [[5]])[0], full_logits(east_model, PROMPT + [5]))
+    with pytest.raises(ValueError, match="exceed the 512"):
+        lm.feed(PROMPT * 30, row=0)
 
 
 def test_compiled_layers_equal_transformers_and_compile_a_few_times(east_model):
@@ -50,30 +79,28 @@ def test_compiled_layers_equal_transformers_and_compile_a_few_times(east_model):
     lm = StaticLM(east_model, max_length=64, cuda_graphs=True, compile_layers=True)
     assert lm.compiled and all(plain is not None for plain in lm.plain)
     ids = list(PROMPT)
-    torch.testing.assert_close(lm.feed(ids), full_logits(east_model, ids), atol=1e-5, rtol=1e-5)
+    close(lm.feed(ids), full_logits(east_model, ids))
     for step in ([13], [2001, 3002, 4003], [77], [5, 6], [7] * 9):
         ids += step
-        torch.testing.assert_close(
-            lm.feed(step), full_logits(east_model, ids), atol=1e-5, rtol=1e-5
-        )
+        close(lm.feed(step), full_logits(east_model, ids))
     # buckets 16, 1, 4 in two graphs (one token, or more): one per layer would make 4
     assert len(east_model.model.layers) == 2
     assert counters["stats"]["unique_graphs"] - graphs_before == 2
     # another backend: other capacity, beam rows, a prefill past the largest bucket
     other = StaticLM(east_model, max_length=100, max_rows=3, compile_layers=True)
     long_prompt = PROMPT * 4
-    torch.testing.assert_close(
-        other.feed(long_prompt), full_logits(east_model, long_prompt), atol=1e-5, rtol=1e-5
-    )
+    close(other.feed(long_prompt), full_logits(east_model, long_prompt))
     other.feed([9])
-    other.expand(3)
-    logits = other.forward(torch.tensor([[10, 20], [11, 21], [12, 22]]))
-    torch.testing.assert_close(
-        logits[2], full_logits(east_model, long_prompt + [9, 12, 22]), atol=1e-5, rtol=1e-5
-    )
-    other.forward(torch.tensor([[1], [2], [3]]))
+    other.fork(0, [1, 2])
+    logits = other.forward([0, 1, 2], [[10, 20], [11, 21], [12, 22]])
+    close(logits[2], full_logits(east_model, long_prompt + [9, 12, 22]))
+    other.forward([0, 1, 2], [[1], [2], [3]])
     # one token or more x one row or more x buffers of one row or more (6 possible)
     assert counters["stats"]["unique_graphs"] - graphs_before <= 6 < RECOMPILE_LIMIT
+    # the ragged step compiles too, and stays exact
+    ragged = other.forward([2, 0], [[4, 5, 6], [7]])
+    close(ragged[0], full_logits(east_model, long_prompt + [9, 12, 22, 3, 4, 5, 6]))
+    close(ragged[1], full_logits(east_model, long_prompt + [9, 10, 20, 1, 7]))
     assert not counters["graph_break"]  # each layer is one graph
     assert not build_lm(east_model, "auto", probe_ids=PROMPT).compiled  # not on CPUs
 
@@ -81,15 +108,26 @@ def test_compiled_layers_equal_transformers_and_compile_a_few_times(east_model):
 def test_static_beam_rows(east_model):
     lm = StaticLM(east_model, max_length=64, max_rows=3)
     lm.feed(PROMPT)
-    prefix = lm.snapshot()
-    lm.expand(3)
-    lm.forward(torch.tensor([[10], [11], [12]]))
-    lm.reorder(torch.tensor([2, 2, 0]))
-    lm.forward(torch.tensor([[20], [21], [22]]))
-    lm.restore(prefix, lm.row_suffix(1, len(PROMPT)))  # row 1: tokens 12 then 21
-    assert (lm.rows, lm.length) == (1, len(PROMPT) + 2)
-    expected = full_logits(east_model, PROMPT + [12, 21, 5])
-    torch.testing.assert_close(lm.feed([5]), expected, atol=1e-5, rtol=1e-5)
+    lm.fork(0, [1, 2])
+    lm.forward([0, 1, 2], [[10], [11], [12]])
+    lm.reorder([0, 1, 2], [2, 2, 0], start=len(PROMPT))
+    lm.forward([0, 1, 2], [[20], [21], [22]])
+    lm.load(0, lm.save(1, len(PROMPT)))  # row 1: tokens 12 then 21
+    lm.release([1, 2])
+    assert (lm.length(0), lm.length(1)) == (len(PROMPT) + 2, 0)
+    close(lm.feed([5]), full_logits(east_model, PROMPT + [12, 21, 5]))
+
+
+def test_beams_of_one_stream_leave_other_streams_alone(east_model):
+    lm = StaticLM(east_model, max_length=64, max_rows=6)
+    lm.feed(PROMPT, row=0)
+    lm.feed(PROMPT[:4], row=3)
+    lm.fork(3, [4, 5])  # the second stream's beams: rows 3, 4, 5
+    lm.forward([3, 4, 5, 0], [[10], [11], [12], [13, 14]])
+    lm.reorder([3, 4, 5], [5, 3, 3], start=4)
+    lm.load(3, lm.save(4, 4))
+    close(lm.feed([7], row=3), full_logits(east_model, PROMPT[:4] + [10, 7]))
+    close(lm.feed([8], row=0), full_logits(east_model, PROMPT + [13, 14, 8]))
 
 
 def toy(count, seed):
@@ -140,7 +178,7 @@ def test_auto_is_static_where_supported_and_checked(east_model, monkeypatch):
     def fails(*args):
         raise RuntimeError("its logits differ")
 
-    monkeypatch.setattr("east_agent.kv_cache.check_static", fails)
+    monkeypatch.setattr("east_agent.lm.build.check_static", fails)
     assert isinstance(build_lm(east_model, "auto", probe_ids=PROMPT), CachedLM)  # falls back
     with pytest.raises(ValueError, match="unknown kv cache"):
         build_lm(east_model, "paged")
@@ -149,29 +187,43 @@ def test_auto_is_static_where_supported_and_checked(east_model, monkeypatch):
 def test_auto_falls_back_from_compiled_to_plain_layers(east_model, monkeypatch):
     """The CUDA order of `auto` (compiled layers first), on the CPU: a compiled backend that
     fails its probe gives way to plain layers, which pass theirs."""
-    import east_agent.kv_cache as kv_cache
+    import east_agent.lm.build as build
 
-    real_check = kv_cache.check_static
+    real_check = build.check_static
 
     def compiled_ones_fail(model, static, probe_ids):
         if static.compiled:
             raise RuntimeError("its logits differ from the dynamic cache's on a probe")
         real_check(model, static, probe_ids)
 
-    assert kv_cache.static_attempts(east_model) == (False,)  # a CPU model
-    monkeypatch.setattr(kv_cache, "static_attempts", lambda model: (True, False))
-    monkeypatch.setattr(kv_cache, "check_static", compiled_ones_fail)
+    assert build.static_attempts(east_model) == (False,)  # a CPU model
+    monkeypatch.setattr(build, "static_attempts", lambda model: (True, False))
+    monkeypatch.setattr(build, "check_static", compiled_ones_fail)
     lm = build_lm(east_model, "auto", probe_ids=PROMPT)
     assert isinstance(lm, StaticLM) and not lm.compiled
 
 
-def test_check_static_catches_a_wrong_fast_path(east_model):
-    lm = StaticLM(east_model, max_length=64)
+@pytest.mark.parametrize("rows", [1, 3])
+def test_check_static_catches_a_wrong_fast_path(east_model, rows):
+    lm = StaticLM(east_model, max_length=64, max_rows=rows)
     check_static(east_model, lm, PROMPT)  # the real one passes
-    broken = StaticLM(east_model, max_length=64)
+    assert (lm.length(0), lm.forward_passes) == (0, 0)  # and leaves nothing behind
+    broken = StaticLM(east_model, max_length=64, max_rows=rows)
     broken.cos = broken.cos.flip(0)  # wrong rotary positions
     with pytest.raises(RuntimeError, match="differ from the dynamic cache"):
         check_static(east_model, broken, PROMPT)
+
+
+def test_check_static_catches_a_wrong_ragged_step(east_model, monkeypatch):
+    lm = StaticLM(east_model, max_length=64, max_rows=2)
+    real = lm._ragged_geometry
+
+    def rows_swapped(rows, tokens):  # the ragged step writes and reads the wrong rows
+        return real(list(reversed(rows)), tokens)
+
+    monkeypatch.setattr(lm, "_ragged_geometry", rows_swapped)
+    with pytest.raises(RuntimeError, match="differ from the dynamic cache"):
+        check_static(east_model, lm, PROMPT)
 
 
 def test_fused_projections_change_no_logits_and_no_memory(east_model, tmp_path):
@@ -191,7 +243,7 @@ def test_fused_projections_change_no_logits_and_no_memory(east_model, tmp_path):
         for projection in (attention.q_proj, attention.k_proj, attention.v_proj)
     )
     torch.testing.assert_close(full_logits(model, ids), before, atol=0, rtol=0)
-    torch.testing.assert_close(fused.feed(ids), separate_logits, atol=1e-5, rtol=1e-5)
+    close(fused.feed(ids), separate_logits)
     again = StaticLM(model, max_length=64)  # a second backend reuses the fused weights
     assert again.fused[0][0][0] is weight
     model.save_pretrained(tmp_path)  # the views save and load like any checkpoint
@@ -209,8 +261,11 @@ def test_lora_wrapped_projections_run_unfused(east_model):
         if "lora_B" in name:  # B starts at zero: make the adapter change something
             torch.nn.init.normal_(parameter, std=0.02)
     model = peft_model.base_model.model
-    lm = StaticLM(model, max_length=64)
+    lm = StaticLM(model, max_length=64, max_rows=2)
     qkv, gate_up = lm.fused[0]
     assert qkv is None and gate_up is not None  # LoRA layers stay as they are
     assert lm.plain[0] is None  # and run through their modules, not the tensor-only step
-    torch.testing.assert_close(lm.feed(PROMPT), full_logits(model, PROMPT), atol=1e-5, rtol=1e-5)
+    close(lm.feed(PROMPT), full_logits(model, PROMPT))
+    ragged = lm.forward([1, 0], [PROMPT[:3], [5, 6]])  # and batch like the others
+    close(ragged[0], full_logits(model, PROMPT[:3]))
+    close(ragged[1], full_logits(model, PROMPT + [5, 6]))

@@ -1,0 +1,183 @@
+"""Are batched translations the sequential decoder's? (CPU, float32; minutes, not CI)
+
+    python benchmarks/batched_equivalence.py [--sentences 1000] [--levels low high]
+        [--beams 1 5] [--streams 64] [--output benchmarks/RESULTS.md]
+
+For each latency level and beam count, the demo model translates the Multi30k test
+sentences twice in one process: one sentence after another (`EastStreamDecoder.translate`),
+and with `--streams` streams at once (`east_agent.batching`). A sentence is identical when
+its chunk ids and delays are. Matrix products over another number of rows may round
+differently, so a sentence may differ; for greedy decoding the script finds the first
+decision where it does and prints that decision's top-2 margin in the sequential run (the
+gap between the best and the second-best logit, suppressed ids left out): a near-tie is a
+margin far below the logits' spread. BLEU of both runs is printed side by side (timings
+are not: see `east-bench --streams` for speed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import sys
+import time
+from pathlib import Path
+
+import sacrebleu
+import torch
+
+import east_agent.streaming as streaming
+from east_agent.batching import Sentence, translate_batch
+from east_agent.decoder import DecoderConfig, EastStreamDecoder
+from east_agent.model import load_east_checkpoint
+from east_agent.testsets import read_pairs
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+STOP = "stop"
+
+
+class MarginRecorder:
+    """Wraps `run_feeds`: the top-2 masked logits of every masked feed, in order."""
+
+    def __init__(self) -> None:
+        self.original = streaming.run_feeds
+        self.margins: list[tuple[int, float]] = []  # (chosen id, top-1 minus top-2)
+
+    def __call__(self, lm, feeds):
+        results = self.original(lm, feeds)
+        for feed, fed in zip(feeds, results):
+            if feed.mask is not None:
+                top = torch.topk(fed.logits[0].masked_fill(feed.mask, float("-inf")), 2)
+                self.margins.append((int(top.indices[0]), float(top.values[0] - top.values[1])))
+        return results
+
+
+def outcomes(translation, end_of_read: int, max_tokens: list[int]) -> list:
+    """The outcome of each masked forward of a greedy sentence, in order."""
+    symbols, chunk = [], 0
+    for decision in translation.decisions:
+        if decision != "forced":
+            symbols.append("write" if decision == "write" else "read")
+        if decision in ("write", "forced"):
+            ids = translation.chunk_ids[chunk]
+            symbols += ids
+            if len(ids) < max_tokens[chunk]:
+                symbols.append(STOP)
+            chunk += 1
+    return symbols
+
+
+def first_difference(a: list, b: list) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def compare(model, tokenizer, units, references, level, beams, streams) -> dict:
+    config = DecoderConfig("German", "English", level, num_beams=beams)
+    sequential = EastStreamDecoder(model, tokenizer, config)
+    started = time.perf_counter()
+    expected = [sequential.translate(sentence) for sentence in units]
+    sequential_seconds = time.perf_counter() - started
+    decoder = EastStreamDecoder(model, tokenizer, config, streams=streams)
+    started = time.perf_counter()
+    jobs = [Sentence(index, sentence) for index, sentence in enumerate(units)]
+    got = {outcome.key: outcome.translation for outcome in translate_batch(decoder, jobs)}
+    batched_seconds = time.perf_counter() - started
+    different = [
+        index
+        for index, translation in enumerate(expected)
+        if (translation.chunk_ids, translation.delays) != (got[index].chunk_ids, got[index].delays)
+    ]
+    margins = []
+    if beams == 1:
+        for index in different:
+            margins.append((index, *first_margin(sequential, units[index], got[index])))
+    bleu = [
+        sacrebleu.corpus_bleu([t.text.strip() for t in ts], [references]).score
+        for ts in (expected, [got[i] for i in range(len(units))])
+    ]
+    return {
+        "level": level, "beams": beams, "identical": len(units) - len(different),
+        "sentences": len(units), "bleu": bleu, "margins": margins,
+        "seconds": (sequential_seconds, batched_seconds),
+    }  # fmt: skip
+
+
+def first_margin(decoder, units, batched) -> tuple[int, float, float]:
+    """(forward index, top-2 margin there, median margin of the sentence) of the first
+    decision where the batched translation left the sequential one."""
+    recorder = MarginRecorder()
+    streaming.run_feeds = recorder
+    try:
+        translation = decoder.translate(units)
+    finally:
+        streaming.run_feeds = recorder.original
+    caps = [
+        min(decoder.config.max_new_tokens, 2 * (delay - previous + 25))
+        for previous, delay in zip([0, *translation.delays], translation.delays)
+    ]
+    end_of_read = decoder.token_ids.end_of_read
+    mine = outcomes(translation, end_of_read, caps)
+    theirs = outcomes(batched, end_of_read, caps)
+    at = first_difference(mine, theirs)
+    all_margins = sorted(margin for _, margin in recorder.margins)
+    return at, recorder.margins[at][1], all_margins[len(all_margins) // 2]
+
+
+def report(results: list[dict], header: str) -> str:
+    lines = [
+        header, "",
+        "| level | beams | identical | BLEU sequential | BLEU batched |",
+        "|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in results:
+        lines.append(
+            f"| {r['level']} | {r['beams']} | {r['identical']}/{r['sentences']} "
+            f"({100 * r['identical'] / r['sentences']:.1f}%) | {r['bleu'][0]:.2f} "
+            f"| {r['bleu'][1]:.2f} |"
+        )
+    for r in results:
+        for index, at, margin, median in r["margins"]:
+            lines.append(
+                f"- {r['level']}, greedy, sentence {index}: first difference at masked forward "
+                f"{at}, top-2 margin {margin:.4f} there (the sentence's median margin "
+                f"{median:.2f})"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-path", default=str(REPOSITORY / "models" / "east-demo"))
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--levels", nargs="+", default=["low", "high"])
+    parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--output", help="append the table to this Markdown file")
+    args = parser.parse_args(argv)
+    model, tokenizer = load_east_checkpoint(
+        args.model_path, torch_dtype=args.dtype, device=args.device
+    )
+    pairs, _, _ = read_pairs("multi30k.de-en")
+    pairs = pairs[: args.sentences]
+    units = [source.split() for source, _ in pairs]
+    references = [reference for _, reference in pairs]
+    results = []
+    for beams in args.beams:
+        for level in args.levels:
+            results.append(compare(model, tokenizer, units, references, level, beams, args.streams))
+            print(results[-1], file=sys.stderr, flush=True)
+    header = (
+        f"### {datetime.date.today()}: batched ({args.streams} streams) against sequential, "
+        f"{args.model_path}, {args.dtype} on {args.device}, {len(units)} Multi30k test "
+        f"sentences, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
+    text = report(results, header)
+    print(text)
+    if args.output:
+        with open(args.output, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""Choosing a backend: the static cache where it runs the model and checks out, else dynamic."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from east_agent.lm.dynamic import CachedLM
+from east_agent.lm.static import StaticLM, supports
+
+logger = logging.getLogger(__name__)
+
+KV_CACHES = ("auto", "dynamic", "static", "compiled")
+
+
+def build_lm(
+    model,
+    kind: str = "auto",
+    max_length: int | None = None,
+    max_rows: int = 1,
+    probe_ids: list[int] | None = None,
+):
+    """The cache backend: `dynamic` (`CachedLM`, any model, one stream), `static`
+    (`StaticLM`, Llama family, many streams, CUDA graphs and compiled layers on GPUs),
+    `compiled` (`StaticLM` with compiled layers on any device) or `auto`: static where it
+    supports the model and its logits on `probe_ids` match the dynamic path's (on GPUs with
+    compiled layers if they pass, else without; eager on CPUs, where it is still the faster
+    one), dynamic otherwise."""
+    if kind not in KV_CACHES:
+        raise ValueError(f"unknown kv cache {kind!r}: choose one of {KV_CACHES}")
+    max_length = max_length or model.config.max_position_embeddings
+    if kind == "dynamic":
+        return CachedLM(model, max_length, max_rows)
+    reason = supports(model)
+    if kind in ("static", "compiled"):
+        if reason is not None:
+            raise ValueError(f"the static cache does not run {reason}; use the dynamic one")
+        compile_layers = True if kind == "compiled" else None  # None: compiled on CUDA
+        return StaticLM(model, max_length, max_rows, compile_layers=compile_layers)
+    if reason is not None:
+        return CachedLM(model, max_length, max_rows)
+    for compile_layers in static_attempts(model):
+        try:
+            static = StaticLM(model, max_length, max_rows, compile_layers=compile_layers)
+            if probe_ids:
+                check_static(model, static, probe_ids)
+            return static
+        except Exception as error:  # a fast path must never cost a run: fall back, loudly
+            logger.warning("static KV cache (compiled: %s) unavailable: %s", compile_layers, error)
+    logger.warning("using the dynamic KV cache")
+    return CachedLM(model, max_length, max_rows)
+
+
+def static_attempts(model) -> tuple[bool, ...]:
+    """`compile_layers` for each static backend `auto` tries, in order, before the dynamic
+    cache: on CUDA compiled layers, then plain ones; on CPUs plain ones only."""
+    return (True, False) if next(model.parameters()).device.type == "cuda" else (False,)
+
+
+def check_static(model, static: StaticLM, probe_ids: list[int]) -> None:
+    """Raise unless the static path reproduces the dynamic path's logits on a probe: one
+    row fed three times, and (with two rows or more) two rows of other lengths in one
+    ragged forward."""
+    dynamic = CachedLM(model)
+    steps = [probe_ids, probe_ids[-2:], probe_ids[-1:]]
+    expected = [dynamic.feed(ids) for ids in steps]
+    actual = [static.feed(ids) for ids in steps]
+    if static.max_rows > 1 and len(probe_ids) > 4:
+        fed_on_row_0 = probe_ids + probe_ids[-2:] + probe_ids[-1:]
+        dynamic = CachedLM(model)
+        dynamic.feed(probe_ids[:3])
+        expected += [_fresh_logits(model, fed_on_row_0 + probe_ids[:2]), dynamic.feed([7, 9])]
+        static.forward([1], [probe_ids[:3]])
+        actual += list(static.forward([0, 1], [probe_ids[:2], [7, 9]]))
+    static.reset()
+    static.forward_passes = static.tokens_fed = 0  # the probe is not the caller's work
+    tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 5e-2
+    for want, got in zip(expected, actual):
+        scale = want.abs().max().clamp_min(1e-6)
+        if float((want - got).abs().max() / scale) > tolerance or want.argmax() != got.argmax():
+            raise RuntimeError("its logits differ from the dynamic cache's on a probe")
+
+
+def _fresh_logits(model, ids: list[int]) -> torch.Tensor:
+    return CachedLM(model).feed(ids)

@@ -1,0 +1,518 @@
+"""A static KV cache and a lean forward for Llama-family models; CUDA graphs on GPUs.
+
+The streaming loop's steps are tiny (a unit's few tokens, or one target token), so a
+generic `model(...)` call spends most of its time on Python and kernel launches rather
+than on reading the weights. `StaticLM` implements the backend protocol
+(`east_agent.lm.protocol`) but:
+- keeps keys and values in preallocated buffers of `max_rows` rows, each row with its own
+  length: a step writes in place, rolling a row back is moving its counter, and the buffers
+  grow (doubling, up to `max_length`) only when a row needs more positions;
+- runs the decoder layers itself (`east_agent.lm.layers`), over the model's own modules
+  (projections, norms, MLP, rotary tables), with no mask or output objects to build;
+- fewer, larger kernels: q/k/v and gate/up each run as one matrix product (the layers'
+  weights become views into the fused tensor: no memory is added, the model's own forward
+  and `save_pretrained` are unchanged; LoRA-wrapped layers stay apart), q and k rotate
+  together, RMSNorm is one `F.rms_norm` kernel;
+- batches streams: one forward takes rows of any lengths, each with its own number of new
+  tokens, packed so that the matrix products read the weights once for all of them;
+- on CUDA, each layer's step also runs through `torch.compile` (one compiled function
+  for all layers, their tensors being its inputs), which fuses the norms, the rotation,
+  the cache writes, the residual additions and SiLU into a few kernels around the matrix
+  products (on CPUs it does not pay: off there, and `compile_layers` decides);
+- on CUDA, captures each one-stream step shape once as a CUDA graph and replays it: inputs
+  are padded to a bucket of new tokens (1, 2, 4, ... 32) and attention runs over a bucket
+  of cache positions (256, 512, ...), padded queries write only past the end of the
+  sequence, where nothing reads before it is overwritten. Steps of many streams run
+  uncaptured (their shapes vary with every step).
+
+Supported: `LlamaForCausalLM` and the architectures that share its layer (Mistral without
+a sliding window, Qwen2). Anything else stays on `CachedLM` (`supports`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from east_agent.lm.layers import (
+    Dims,
+    LayerStep,
+    PlainLayer,
+    Ragged,
+    RaggedLayerStep,
+    attend,
+    attend_ragged,
+    rms_norm,
+)
+from east_agent.lm.protocol import check_rows_fit
+
+logger = logging.getLogger(__name__)
+
+TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32)
+MIN_KV_BUCKET = 256
+RECOMPILE_LIMIT = 32
+MIN_CAPACITY = 256  # positions per row the buffers start with (they grow when needed)
+
+
+def supports(model) -> str | None:
+    """None if `StaticLM` can run `model`, else the reason it cannot."""
+    if model.config.model_type not in ("llama", "mistral", "qwen2"):
+        return f"model type {model.config.model_type!r}"
+    if getattr(model.config, "sliding_window", None) and model.config.model_type != "llama":
+        return "a sliding-window attention"
+    attention = model.model.layers[0].self_attn
+    if hasattr(attention, "q_norm"):
+        return "per-head q/k norms"
+    return None
+
+
+def _fuse(modules: list[torch.nn.Module]) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+    """One weight (and bias) for linear layers that read the same input, or None.
+
+    The layers' own weights become views into the fused tensor, so the model's forward is
+    unchanged and no memory is added; done once per model (a second StaticLM reuses it)."""
+    if not all(type(module) is torch.nn.Linear for module in modules):
+        return None  # e.g. LoRA-wrapped layers: run them one by one
+    weights = [module.weight for module in modules]
+    fused = getattr(modules[0], "_east_fused", None)
+    if fused is not None and fused[0].data_ptr() == weights[0].data_ptr():
+        return fused
+    # plain tensors even under inference_mode: they are the model's parameters from now on
+    with torch.inference_mode(False), torch.no_grad():
+        weight = torch.cat([w.detach() for w in weights])
+        biases = [module.bias for module in modules]
+        bias = None if any(b is None for b in biases) else torch.cat([b.detach() for b in biases])
+        start = 0
+        for module in modules:
+            rows = module.weight.shape[0]
+            module.weight.data = weight[start : start + rows]
+            if bias is not None:
+                module.bias.data = bias[start : start + rows]
+            start += rows
+    modules[0]._east_fused = (weight, bias)
+    return weight, bias
+
+
+def _mark_static(tensors, *dims: int) -> None:
+    for tensor in tensors:
+        if dims:
+            for dim in dims:
+                torch._dynamo.mark_static(tensor, dim)
+        else:
+            torch._dynamo.mark_static(tensor)
+
+
+class StaticLM:
+    ragged = True
+
+    def __init__(
+        self,
+        model,
+        max_length: int,
+        max_rows: int = 1,
+        cuda_graphs: bool | None = None,
+        fuse_projections: bool = True,
+        compile_layers: bool | None = None,
+    ):
+        reason = supports(model)
+        if reason is not None:
+            raise NotImplementedError(f"StaticLM does not run {reason}")
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        config = model.config
+        heads = config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        kv_heads = config.num_key_value_heads
+        self.dims = Dims(heads, kv_heads, head_dim, kv_heads != heads)
+        self.max_length = max_length
+        self.max_rows = max_rows
+        self.lengths = [0] * max_rows
+        # A prefix every row in `sharing` holds (the prompt): read once per ragged step.
+        self.prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.sharing: set[int] = set()
+        self.forward_passes = 0
+        self.tokens_fed = 0
+        # Rotary tables of every position a step can touch (padded steps write past the end).
+        with torch.inference_mode(False), torch.no_grad():
+            positions = torch.arange(max_length + TOKEN_BUCKETS[-1], device=self.device)[None]
+            probe = torch.zeros(1, dtype=self.dtype, device=self.device)
+            cos, sin = model.model.rotary_emb(probe, positions)
+            self.cos, self.sin = cos[0].clone(), sin[0].clone()  # [positions, head_dim]
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+        # Fewer, larger matrix products: q/k/v and gate/up each become one.
+        self.fused = [
+            (
+                _fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj]),
+                _fuse([layer.mlp.gate_proj, layer.mlp.up_proj]),
+            )
+            if fuse_projections
+            else (None, None)
+            for layer in model.model.layers
+        ]
+        self.plain = [
+            PlainLayer.of(layer, qkv, gate_up, getattr(config, "hidden_act", None))
+            for layer, (qkv, gate_up) in zip(model.model.layers, self.fused)
+        ]
+        use_graphs = self.device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        if compile_layers is None:
+            compile_layers = use_graphs and self.device.type == "cuda"
+        # One compiled function serves every layer (their tensors are its inputs). The
+        # step's sizes are symbols from the start, so a process compiles it a few times
+        # (one token or more, one row or more) whatever the buckets, lengths and backends.
+        self.compiled = bool(compile_layers)
+        self.layer_step = LayerStep(self.dims)
+        self.ragged_layer_step = RaggedLayerStep(self.dims)
+        self.compile_scope = contextlib.nullcontext()
+        if self.compiled:
+            # past the limit torch would run the step eagerly
+            self.compile_scope = torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
+            self.layer_step = torch.compile(self.layer_step, dynamic=True)
+            self.ragged_layer_step = torch.compile(self.ragged_layer_step, dynamic=True)
+            # sizes that never change stay constants (`dynamic=True` makes the rest symbols)
+            _mark_static((self.cos, self.sin), 1)
+            for plain in self.plain:
+                _mark_static([t for t in plain or () if isinstance(t, torch.Tensor)])
+        self.graphs = _GraphCache(self) if use_graphs else None
+        self._allocate(min(MIN_CAPACITY, max_length))
+
+    # -- buffers -------------------------------------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Positions per row the buffers hold now (padded steps need `TOKEN_BUCKETS[-1]`
+        more, past the end)."""
+        return self.keys[0].shape[2] - TOKEN_BUCKETS[-1]
+
+    def _allocate(self, capacity: int) -> None:
+        """(Re)allocate the buffers for `capacity` positions a row, keeping what they hold.
+
+        Normal tensors even when built under inference_mode: the same kind of tensor whoever
+        builds the backend, so that compiled layers need no second version."""
+        shape = (
+            self.max_rows,
+            self.dims.kv_heads,
+            capacity + TOKEN_BUCKETS[-1],
+            self.dims.head_dim,
+        )
+        kept = max(self.lengths)
+        with torch.inference_mode(False), torch.no_grad():
+            keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.plain]
+            values = [torch.zeros_like(buffer) for buffer in keys]
+            for new, old in zip(keys + values, self.keys + self.values):
+                new[:, :, :kept] = old[:, :, :kept]
+        self.keys, self.values = keys, values
+        if self.compiled:
+            _mark_static(self.keys + self.values, 1, 3)
+        if self.graphs is not None:
+            self.graphs.clear()  # captured steps point at the old buffers
+
+    def _ensure_capacity(self, needed: int) -> None:
+        if needed > self.capacity:
+            grown = max(needed, 2 * self.capacity)
+            self._allocate(min(2 ** math.ceil(math.log2(grown)), self.max_length))
+
+    def memory_bytes(self) -> int:
+        """Bytes the key/value buffers take now."""
+        return sum(buffer.numel() * buffer.element_size() for buffer in self.keys + self.values)
+
+    # -- the protocol --------------------------------------------------------------------------
+
+    def length(self, row: int = 0) -> int:
+        return self.lengths[row]
+
+    @torch.inference_mode()
+    def forward(self, rows: Sequence[int], tokens: Sequence[Sequence[int]]) -> torch.Tensor:
+        check_rows_fit(self, rows, tokens)
+        counts = [len(ids) for ids in tokens]
+        self._ensure_capacity(max(self.lengths[row] + n for row, n in zip(rows, counts)))
+        length = self.lengths[rows[0]]
+        uniform = (
+            list(rows) == list(range(len(rows)))
+            and all(self.lengths[row] == length for row in rows)
+            and all(n == counts[0] for n in counts)
+        )
+        if uniform:
+            input_ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
+            logits = self._uniform_forward(input_ids, length)
+        else:
+            logits = self._ragged_forward(rows, tokens)
+        for row, n in zip(rows, counts):
+            self.lengths[row] += n
+        self.forward_passes += 1
+        self.tokens_fed += sum(counts)
+        return logits
+
+    def feed(self, token_ids: Sequence[int], row: int = 0) -> torch.Tensor:
+        """Feed ids to one row and return its last logits [vocab]."""
+        return self.forward([row], [token_ids])[0]
+
+    def crop(self, row: int, length: int) -> int:
+        dropped = self.lengths[row] - length
+        if dropped < 0:
+            raise ValueError(f"cannot crop a row of {self.lengths[row]} positions to {length}")
+        self.lengths[row] = length
+        if length < self.prefix_length:
+            self.sharing.discard(row)
+        return dropped
+
+    def reset(self) -> None:
+        self.lengths = [0] * self.max_rows
+        self.prefix, self.sharing = None, set()
+
+    def fork(self, source: int, targets: Sequence[int]) -> None:
+        length = self.lengths[source]
+        index = torch.tensor(list(targets), device=self.device)
+        for buffer in self.keys + self.values:
+            buffer[index, :, :length] = buffer[source, :, :length]
+        for row in targets:
+            self.lengths[row] = length
+            if source in self.sharing:
+                self.sharing.add(row)
+            else:
+                self.sharing.discard(row)
+
+    @property
+    def prefix_length(self) -> int:
+        return 0 if self.prefix is None else self.prefix[0][0].shape[1]
+
+    def share_prefix(self, row: int, length: int) -> None:
+        """The first `length` positions of `row` (the prompt) are what every row forked from
+        it holds: ragged steps of such rows read them once for all rows (on CPUs)."""
+        self.prefix = [
+            (keys[row, :, :length].clone(), values[row, :, :length].clone())
+            for keys, values in zip(self.keys, self.values)
+        ]
+        self.sharing = {row}
+
+    def reorder(self, rows: Sequence[int], sources: Sequence[int], start: int) -> None:
+        length = self.lengths[rows[0]]
+        if list(rows) == list(sources):
+            return
+        targets = torch.tensor(list(rows), device=self.device)
+        origins = torch.tensor(list(sources), device=self.device)
+        for buffer in self.keys + self.values:
+            buffer[targets, :, start:length] = buffer[origins, :, start:length]
+        if start < self.prefix_length:
+            shared = {row for row, source in zip(rows, sources) if source in self.sharing}
+            self.sharing = (self.sharing - set(rows)) | shared
+
+    def save(self, row: int, start: int):
+        end = self.lengths[row]
+        return start, [
+            (keys[row, :, start:end].clone(), values[row, :, start:end].clone())
+            for keys, values in zip(self.keys, self.values)
+        ]
+
+    def load(self, row: int, saved) -> None:
+        start, layers = saved
+        end = start + layers[0][0].shape[1]
+        self._ensure_capacity(end)
+        for keys, values, (saved_keys, saved_values) in zip(self.keys, self.values, layers):
+            keys[row, :, start:end] = saved_keys
+            values[row, :, start:end] = saved_values
+        self.lengths[row] = end
+        if start < self.prefix_length:
+            self.sharing.discard(row)
+
+    def release(self, rows: Sequence[int]) -> None:
+        for row in rows:
+            self.lengths[row] = 0
+            self.sharing.discard(row)
+
+    # -- uniform steps: rows 0 .. k-1, one length --------------------------------------------
+
+    def _uniform_forward(self, input_ids: torch.Tensor, length: int) -> torch.Tensor:
+        steps = input_ids.shape[1]
+        if self.graphs is not None and steps <= TOKEN_BUCKETS[-1]:
+            # A graph writes its logits into the same buffer at every replay.
+            return self.graphs.run(input_ids, length).clone()
+        positions = torch.arange(length, length + steps, device=self.device)
+        return self._step(input_ids, positions, steps - 1, length + steps, steps > 1)
+
+    def _step(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        last: torch.Tensor | int,
+        kv_length: int,
+        masked: bool,
+    ) -> torch.Tensor:
+        """Feed `input_ids` [rows, T] at `positions` [T]; attend over the first
+        `kv_length` cache positions (causally if `masked`, else to all of them); return
+        float32 logits of position `last` [rows, V]."""
+        hidden = self.model.model.embed_tokens(input_ids)
+        mask = None
+        if masked or self.compiled:  # compiled: always a mask, one graph fewer
+            keys_at = torch.arange(kv_length, device=self.device)
+            mask = keys_at[None, :] <= positions[:, None]  # [T, kv_length]
+        with self.compile_scope:
+            hidden = self._layers(hidden, positions, mask, kv_length)
+        last_hidden = (
+            hidden[:, last] if isinstance(last, int) else hidden.index_select(1, last)[:, 0]
+        )
+        return self._logits(last_hidden)
+
+    def _logits(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(rms_norm(self.model.model.norm, last_hidden)).float()
+
+    def _layers(self, hidden, positions, mask, kv_length: int) -> torch.Tensor:
+        for layer, keys, values, plain, (qkv, gate_up) in zip(
+            self.model.model.layers, self.keys, self.values, self.plain, self.fused
+        ):
+            cache = (self.cos, self.sin, positions, mask, keys, values, kv_length)
+            if plain is not None:
+                hidden = self.layer_step(hidden, *cache, plain)
+                continue
+            out = attend(_projected(layer, qkv, hidden), *cache, self.dims)
+            hidden = _module_rest(layer, gate_up, hidden, out)
+        return hidden
+
+    # -- ragged steps: any rows, each its own length and token count -------------------------
+
+    def _ragged_forward(self, rows: Sequence[int], tokens: Sequence[Sequence[int]]):
+        geometry, flat_ids, last = self._ragged_geometry(rows, tokens)
+        hidden = self.model.model.embed_tokens(flat_ids)[None]  # [1, S, width]
+        with self.compile_scope:
+            prefixes = self.prefix if geometry.shared else [None] * len(self.keys)
+            for layer, keys, values, prefix, plain, (qkv, gate_up) in zip(
+                self.model.model.layers, self.keys, self.values, prefixes, self.plain, self.fused
+            ):
+                tables = (self.cos, self.sin, geometry, keys, values)
+                if plain is not None:
+                    hidden = self.ragged_layer_step(hidden, *tables, prefix, plain)
+                    continue
+                projected = _projected(layer, qkv, hidden)
+                out = attend_ragged(projected, *tables, self.dims, prefix)
+                hidden = _module_rest(layer, gate_up, hidden, out)
+        return self._logits(hidden[0, last])
+
+    def _ragged_geometry(self, rows: Sequence[int], tokens: Sequence[Sequence[int]]):
+        """The packed ids, each token's row and position, its query slot, the mask, and the
+        index of each row's last token."""
+        flat, token_rows, token_positions, slot_columns, last = [], [], [], [], []
+        for row, ids in zip(rows, tokens):
+            start = self.lengths[row]
+            flat += ids
+            token_rows += [row] * len(ids)
+            token_positions += range(start, start + len(ids))
+            slot_columns += range(len(ids))
+            last.append(len(flat) - 1)
+        first_row, span = min(rows), max(rows) - min(rows) + 1
+        width = max(len(ids) for ids in tokens)
+        device = self.device
+        packed = torch.tensor(
+            [flat, token_rows, token_positions, slot_columns], dtype=torch.long, device=device
+        )
+        flat_ids, row_index, positions, columns = packed
+        slots = (row_index - first_row, columns)
+        query_positions = torch.zeros(span, width, dtype=torch.long, device=device)
+        query_positions[slots] = positions
+        kv_length = max(token_positions) + 1
+        mask = torch.arange(kv_length, device=device) <= query_positions[..., None]
+        bias = None
+        if device.type == "cpu":  # attention by products there (`layers.attend_ragged`)
+            bias = torch.zeros(mask.shape, dtype=self.dtype, device=device)
+            bias = bias.masked_fill_(~mask, float("-inf"))[:, None, None]
+        shared = bias is not None and self.prefix is not None and self.sharing.issuperset(rows)
+        geometry = Ragged(
+            row_index, positions, slots, mask[:, None], bias, shared, first_row, span, width
+        )
+        return geometry, flat_ids, torch.tensor(last, device=device)
+
+
+# -- layers that run through their modules (LoRA-wrapped, other activations) -----------------
+
+
+def _projected(layer, qkv, hidden: torch.Tensor) -> torch.Tensor:
+    x = rms_norm(layer.input_layernorm, hidden)
+    if qkv is not None:
+        return F.linear(x, *qkv)
+    attention = layer.self_attn
+    projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+    return torch.cat([projection(x) for projection in projections], dim=-1)
+
+
+def _module_rest(layer, gate_up, hidden: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Output projection, residuals and MLP through the layer's modules."""
+    hidden = hidden + layer.self_attn.o_proj(out)
+    x = rms_norm(layer.post_attention_layernorm, hidden)
+    mlp = layer.mlp
+    if gate_up is None:
+        return hidden + mlp(x)
+    gate, up = F.linear(x, *gate_up).chunk(2, dim=-1)
+    return hidden + mlp.down_proj(mlp.act_fn(gate) * up)
+
+
+def bucket(value: int, buckets) -> int:
+    return next(size for size in buckets if size >= value)
+
+
+def kv_bucket(length: int, limit: int) -> int:
+    return min(max(MIN_KV_BUCKET, 2 ** math.ceil(math.log2(max(length, 1)))), limit)
+
+
+class _GraphCache:
+    """One captured uniform step per (rows, token bucket, cache bucket); captured on first use."""
+
+    def __init__(self, lm: StaticLM) -> None:
+        self.lm = lm
+        self.steps: dict[tuple[int, int, int], _GraphedStep] = {}
+        self.pool = torch.cuda.graph_pool_handle() if lm.device.type == "cuda" else None
+
+    def clear(self) -> None:
+        self.steps = {}
+
+    def run(self, input_ids: torch.Tensor, length: int) -> torch.Tensor:
+        rows, steps = input_ids.shape
+        tokens = bucket(steps, TOKEN_BUCKETS)
+        capacity = self.lm.keys[0].shape[2]
+        key = (rows, tokens, kv_bucket(length + tokens, capacity))
+        if key not in self.steps:
+            self.steps[key] = _GraphedStep(self.lm, *key, pool=self.pool)
+        return self.steps[key].run(input_ids, length, steps)
+
+
+class _GraphedStep:
+    def __init__(self, lm: StaticLM, rows: int, tokens: int, kv_length: int, pool) -> None:
+        self.lm = lm
+        self.input_ids = torch.zeros(rows, tokens, dtype=torch.long, device=lm.device)
+        # Warm-up and capture run the step for real: point them at the scratch positions
+        # past the buffers' capacity, so that they cannot overwrite the sequence's keys.
+        scratch = lm.capacity
+        self.positions = torch.arange(scratch, scratch + tokens, device=lm.device)
+        self.last = torch.zeros(1, dtype=torch.long, device=lm.device)
+        self.kv_length = kv_length
+        self.graph = None
+        if lm.device.type != "cuda":
+            self._call()  # no graph on a CPU: the same padded step, run eagerly
+            return
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):  # allocator and kernel selection settle before capture
+                self._call()
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, pool=pool):
+            self.logits = self._call()
+
+    def _call(self) -> torch.Tensor:
+        return self.lm._step(self.input_ids, self.positions, self.last, self.kv_length, True)
+
+    def run(self, input_ids: torch.Tensor, length: int, steps: int) -> torch.Tensor:
+        """Pad to the bucket; padded positions lie past the sequence's end."""
+        self.input_ids[:, :steps].copy_(input_ids)
+        self.input_ids[:, steps:].fill_(0)
+        torch.arange(length, length + self.input_ids.shape[1], out=self.positions)
+        self.last.fill_(steps - 1)
+        if self.graph is None:
+            return self._call()
+        self.graph.replay()
+        return self.logits

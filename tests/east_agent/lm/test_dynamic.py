@@ -1,0 +1,62 @@
+"""The dynamic backend: the transformers-version shims (cache argument name, crop) and the
+row protocol on one stream."""
+
+import pytest
+import torch
+import transformers
+from lm_trace import full_logits
+
+from east_agent.lm import CachedLM, cache_argument_name
+
+PROMPT = [128000, 128006, 882, 128007]
+
+
+def test_cache_argument_is_the_one_this_transformers_reads(east_model):
+    name = cache_argument_name(east_model)
+    expected = "past_key_values" if transformers.__version__.startswith("5.17.") else "cache"
+    assert name == expected
+
+
+def test_feeding_fills_the_cache(east_model):
+    # With the wrong keyword transformers 5.17 silently ignores the cache: this would fail.
+    lm = CachedLM(east_model)
+    lm.feed(PROMPT)
+    assert lm.length(0) == 4
+    lm.feed([271])
+    assert lm.length(0) == 5
+    assert (lm.forward_passes, lm.tokens_fed) == (2, 5)
+
+
+def test_crop_keeps_a_prefix_and_refeeding_matches_a_fresh_run(east_model):
+    ids = [*PROMPT, 271, 13347, 1070]
+    lm = CachedLM(east_model)
+    lm.feed(ids)
+    assert lm.crop(0, 4) == 3
+    assert lm.length(0) == 4
+    torch.testing.assert_close(lm.feed(ids[4:]), full_logits(east_model, ids), atol=1e-5, rtol=1e-5)
+    assert lm.crop(0, lm.length(0)) == 0
+
+
+def test_beam_rows_fork_reorder_save_and_load(east_model):
+    lm = CachedLM(east_model, max_rows=3)
+    lm.feed(PROMPT[:3])
+    lm.fork(0, [1, 2])
+    assert lm.rows == 3
+    lm.forward([0, 1, 2], [[10], [11], [12]])
+    lm.reorder([0, 1, 2], [2, 2, 0], start=3)
+    saved = lm.save(0, 3)  # row 0 now holds token 12
+    lm.load(0, saved)
+    lm.release([1, 2])
+    assert (lm.rows, lm.length(0)) == (1, 4)
+    expected = full_logits(east_model, [*PROMPT[:3], 12, 13])
+    torch.testing.assert_close(lm.feed([13]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_rows_of_several_streams_are_refused_with_a_reason(east_model):
+    lm = CachedLM(east_model, max_rows=4)
+    lm.feed(PROMPT)
+    with pytest.raises(NotImplementedError, match="one stream at a time"):
+        lm.forward([1], [[5]])
+    with pytest.raises(ValueError, match="row 7 out of range"):
+        lm.forward([7], [[5]])
+    assert not CachedLM.ragged

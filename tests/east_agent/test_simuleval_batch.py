@@ -1,0 +1,166 @@
+"""`east-simuleval --batch-size N`: SimulEval's output folder, N sentences at a time."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+from test_agent import AGENT_FILE, agent_arguments, console_script, run_simuleval
+
+from east_agent.instance_log import finished_records
+from tiny_east import LEXICON, synthetic_sentence
+
+WAITK_AGENT = AGENT_FILE.with_name("waitk_agent.py")
+SCORES = ("BLEU", "LAAL", "AL", "AP", "DAL", "ATD")
+
+
+def write_test_set(folder, count, seed):
+    rng = random.Random(seed)
+    sentences = [synthetic_sentence(rng)[0] for _ in range(count)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "src.txt").write_text("".join(" ".join(s) + "\n" for s in sentences))
+    references = [" ".join(LEXICON[word] for word in s) for s in sentences]
+    (folder / "ref.txt").write_text("".join(r + "\n" for r in references))
+    return folder
+
+
+def instances(output):
+    return [json.loads(line) for line in (output / "instances.log").read_text().splitlines()]
+
+
+def without_timing(records):
+    return [{key: value for key, value in r.items() if key != "elapsed"} for r in records]
+
+
+def scores(output):
+    header, values = (output / "scores.tsv").read_text().splitlines()[:2]
+    return dict(zip(header.split("\t"), values.split("\t")))
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+    return write_test_set(tmp_path_factory.mktemp("batch-set"), 7, seed=11)
+
+
+@pytest.mark.parametrize(
+    "agent_flags",
+    [
+        ["--latency", "low"],
+        ["--latency", "medium", "--num-beams", "3"],
+        ["--agent", WAITK_AGENT, "--waitk", "2", "--prompt", "offline"],
+        ["--agent", WAITK_AGENT, "--waitk", "2", "--prompt", "east"],
+    ],
+    ids=["east", "east-beam3", "waitk-offline", "waitk-east"],
+)
+def test_batched_run_writes_what_simulevals_loop_writes(
+    east_checkpoint, test_set, tmp_path, agent_flags
+):
+    outputs = {}
+    for batch in (1, 3):
+        output = tmp_path / f"batch-{batch}"
+        arguments = agent_arguments(east_checkpoint, test_set, output, *agent_flags)
+        result = run_simuleval(*arguments, "--batch-size", batch)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[batch] = output
+    sequential, batched = instances(outputs[1]), instances(outputs[3])
+    assert [r["index"] for r in batched] == list(range(7))  # in index order at the end
+    assert list(batched[0]) == list(sequential[0])  # SimulEval's fields, in its order
+    assert without_timing(batched) == without_timing(sequential)
+    for record in batched:
+        assert len(record["elapsed"]) == len(record["delays"])
+        assert record["elapsed"] == sorted(record["elapsed"]) and record["elapsed"][-1] > 0
+    assert {k: scores(outputs[3])[k] for k in SCORES} == {k: scores(outputs[1])[k] for k in SCORES}
+    record = json.loads((outputs[3] / "batch.json").read_text())
+    assert record["streams"] == 3 and "sharing the device" in record["computation_aware"]
+    assert not (outputs[1] / "batch.json").exists()
+
+
+def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, test_set, tmp_path):
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
+    assert run_simuleval(*arguments, "--batch-size", 3).returncode == 0
+    full = instances(output)
+    # a run killed after sentences 4 and 1 (finished out of order) and halfway through a line
+    kept = [dict(full[4], prediction="kept, not decoded again"), full[1]]
+    torn = json.dumps(full[0])[:40]
+    (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in kept) + torn)
+    (output / "scores.tsv").unlink()
+    result = run_simuleval(*arguments, "--batch-size", 3, "--continue-unfinished")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = instances(output)
+    assert [r["index"] for r in resumed] == list(range(7))
+    assert resumed[4]["prediction"] == "kept, not decoded again"
+    assert without_timing(resumed[:4]) == without_timing(full[:4])
+    assert without_timing(resumed[5:]) == without_timing(full[5:])
+
+
+def test_sigkill_keeps_every_finished_sentence(east_checkpoint, tmp_path):
+    folder = write_test_set(tmp_path / "set", 150, seed=12)
+    output = tmp_path / "out"
+    command = [
+        console_script("east-simuleval"),
+        *map(str, agent_arguments(east_checkpoint, folder, output, "--latency", "low")),
+        "--batch-size", "2", "--no-progress-bar",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = output / "instances.log"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if log.exists() and log.read_text().count("\n") >= 5:
+            break
+        time.sleep(0.01)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    text = log.read_text()
+    complete = text[: text.rfind("\n") + 1].splitlines()
+    assert len(complete) >= 5 and all(json.loads(line) for line in complete)
+    survivors = finished_records(log)  # what a resumed run starts from
+    assert len(survivors) == len(complete) < 150
+    result = subprocess.run([*command, "--continue-unfinished"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = instances(output)
+    assert [r["index"] for r in resumed] == list(range(150))
+    for survivor in survivors:  # finished before the kill: kept as they were
+        assert resumed[survivor["index"]] == survivor
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_batch_size_is_refused_before_loading(east_checkpoint, test_set, tmp_path, value):
+    arguments = agent_arguments(east_checkpoint, test_set, tmp_path / "out")
+    result = run_simuleval(*arguments, "--batch-size", value, timeout=120)
+    assert result.returncode != 0
+    assert "--batch-size" in result.stderr and "at least 1" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path):
+    folder = write_test_set(tmp_path / "set", 4, seed=13)
+    lines = (folder / "src.txt").read_text().splitlines()
+    lines.insert(2, " ".join(["rote"] * 300))
+    (folder / "src.txt").write_text("\n".join(lines) + "\n")
+    references = (folder / "ref.txt").read_text().splitlines()
+    references.insert(2, "red")
+    (folder / "ref.txt").write_text("\n".join(references) + "\n")
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, folder, output, "--max-context", "200")
+    result = run_simuleval(*arguments, "--batch-size", 2)
+    assert result.returncode != 0
+    assert "1 of 5 sentences failed" in result.stderr
+    assert "sentence 2 (300 units)" in result.stderr and "more than 200 tokens" in result.stderr
+    assert sorted(r["index"] for r in instances(output)) == [0, 1, 3, 4]
+    assert not (output / "scores.tsv").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_unequal_line_counts_are_refused_before_loading(tmp_path, batch):
+    folder = write_test_set(tmp_path / "set", 3, seed=14)
+    (folder / "ref.txt").write_text("the cat\n")
+    missing_model = tmp_path / "never-loaded"
+    arguments = agent_arguments(missing_model, folder, tmp_path / "out")
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode != 0
+    assert "src.txt has 3 lines but" in result.stderr and "ref.txt has 1" in result.stderr

@@ -460,6 +460,11 @@ def write_tables(
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    """BLEU against LAAL, a line per system; nothing to draw (and no file) while no system
+    has two settings."""
+    systems = [row["system"] for row in rows if row["LAAL"] not in ("", "nan")]
+    if all(systems.count(system) < 2 for system in systems):
+        return
     import matplotlib
 
     matplotlib.use("Agg")

@@ -27,14 +27,17 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from copy import copy
 from pathlib import Path
 
-from east_agent.arguments import positive_int
-from east_agent.atomic import write_atomically
-from east_agent.batching import Sentence, translate_batch
-from east_agent.ca_latency import TimedTextToTextInstance
-from east_agent.instance_log import InstanceLog, sort_log
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+
+from east_agent.arguments import positive_int  # noqa: E402
+from east_agent.atomic import write_atomically  # noqa: E402
+from east_agent.batching import Sentence, translate_batch  # noqa: E402
+from east_agent.ca_latency import TimedTextToTextInstance  # noqa: E402
+from east_agent.instance_log import InstanceLog, sort_log  # noqa: E402
 
 logger = logging.getLogger("east_agent.simuleval_batch")
 

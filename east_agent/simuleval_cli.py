@@ -9,6 +9,10 @@
    the run dies after all the decoding; here they report NaN instead.
 4. `--score-only` prints the scores of an existing `instances.log` but writes no
    `scores.tsv`; here it writes `scores.tsv` and `metrics.tsv` like a full run.
+5. Its loop keeps one buffered handle on `instances.log` for the whole run, so a run killed
+   hard loses finished sentences; here the handle is line-buffered: every finished
+   sentence is on disk when the next one starts (and `--continue-unfinished` drops a line
+   the kill cut in half instead of failing on it).
 
 `--batch-size N` (N > 1) evaluates N sentences at once (`east_agent.simuleval_batch`):
 the same output folder, SimulEval's format and scorers.
@@ -25,6 +29,7 @@ import argparse
 import statistics
 import sys
 import warnings
+from pathlib import Path
 
 
 def _match_flags_whole() -> None:
@@ -47,6 +52,24 @@ def _score_empty_runs() -> None:
     latency_scorer.mean = mean_or_nan
 
 
+def _drop_a_torn_line(log: Path) -> None:
+    """A run killed while writing leaves half a line, which SimulEval's resume would read."""
+    from east_agent.instance_log import finished_records
+
+    finished_records(log)
+
+
+def _flush_every_instance() -> None:
+    import builtins
+
+    from simuleval.evaluator import evaluator
+
+    def line_buffered(*args, **kwargs):
+        return builtins.open(*args, buffering=1, **kwargs)
+
+    evaluator.open = line_buffered  # the module's own `open`: its instances.log handles
+
+
 def _score_only() -> None:
     from simuleval import options
     from simuleval.evaluator import SentenceLevelEvaluator
@@ -66,6 +89,7 @@ def main() -> None:
     )
     _match_flags_whole()
     _score_empty_runs()
+    _flush_every_instance()
     from simuleval.cli import main as simuleval_main
 
     import east_agent.simuleval_plugin  # noqa: F401
@@ -73,6 +97,8 @@ def main() -> None:
 
     batch_size, rest = batch_size_of(sys.argv[1:])
     sys.argv = [sys.argv[0], *rest]
+    if "--continue-unfinished" in rest and "--output" in rest:
+        _drop_a_torn_line(Path(rest[rest.index("--output") + 1]) / "instances.log")
     if "--score-only" in rest:
         _score_only()
     elif batch_size > 1:

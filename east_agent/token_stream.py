@@ -20,6 +20,7 @@ Mark = tuple[int, "int | None", str]  # (length, run start, run text): a point t
 class TokenStream:
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
+        self._backend = getattr(tokenizer, "backend_tokenizer", None)  # fast tokenizers
         self.added_token_ids = frozenset(tokenizer.added_tokens_decoder)
         self.ids: list[int] = []
         self._run_start: int | None = None  # index of the run's first id; None: no open run
@@ -27,13 +28,20 @@ class TokenStream:
         self._prompt_mark: Mark | None = None
 
     def encode(self, text: str) -> list[int]:
+        if self._backend is not None:  # the same ids, without the Python wrapper's cost
+            return self._backend.encode(text, add_special_tokens=False).ids
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def start(self, prompt: str) -> None:
         """Begin with the rendered prompt; `rewind_to_prompt` comes back to this point."""
+        if self._backend is not None and self.encode(prompt) != self._wrapped(prompt):
+            self._backend = None  # a wrapper that does more than its backend: use it
         self.ids = self.encode(prompt)
         self._run_start, self._run_text = self._last_run(prompt, self.ids)
         self._prompt_mark = self.mark()
+
+    def _wrapped(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def mark(self) -> Mark:
         return (len(self.ids), self._run_start, self._run_text)

@@ -60,25 +60,32 @@ class PlainLayer(NamedTuple):
         )
 
 
-class Ragged(NamedTuple):
-    """Where the packed tokens of a ragged step go.
+class Queries(NamedTuple):
+    """One group of a ragged step's queries, laid out [rows, T] for one attention.
 
-    `rows` / `positions` [S]: each token's cache row and position. Attention runs over the
-    cache rows `first_row` .. `first_row + span - 1`, queries laid out as [span, T]: token
-    s sits at (`slots[0][s]`, `slots[1][s]`); `mask` [span, 1, T, kv_length] lets each
-    query see its own row's positions up to its own (an empty slot sees position 0 only);
-    on CPUs attention runs as products with `bias` (the mask as 0 / -inf, [span, 1, 1, T,
-    kv_length]) instead of `scaled_dot_product_attention`."""
+    Token `tokens[i]` of the packed step sits at (`slots[0][i]`, `slots[1][i]`). The
+    layout's rows are cache rows `rows`: `(first, count)`, a span read in place, or an
+    index tensor, gathered. `mask` [rows, 1, T, kv_length] lets each query see its own
+    row's positions up to its own (an empty slot sees position 0 only); on CPUs attention
+    runs as products with `bias` (the mask as 0 / -inf, [rows, 1, 1, T, kv_length])."""
+
+    tokens: torch.Tensor
+    slots: tuple[torch.Tensor, torch.Tensor]
+    rows: tuple[int, int] | torch.Tensor
+    width: int
+    mask: torch.Tensor | None
+    bias: torch.Tensor | None
+
+
+class Ragged(NamedTuple):
+    """Where the packed tokens of a ragged step go: `rows` / `positions` [S], each token's
+    cache row and position; its queries in one group (padded to the longest row) or, on
+    CPUs, two: every row's first new token, then the rest of the rows with more."""
 
     rows: torch.Tensor
     positions: torch.Tensor
-    slots: tuple[torch.Tensor, torch.Tensor]
-    mask: torch.Tensor
-    bias: torch.Tensor | None
+    groups: tuple[Queries, ...]
     shared: bool  # every row of the step holds the backend's shared prefix (`prefix` below)
-    first_row: int
-    span: int
-    width: int  # T: the most new tokens of one row
 
 
 def epsilon(norm: torch.nn.Module) -> float:
@@ -137,20 +144,35 @@ def attend_ragged(projected, cos, sin, ragged: Ragged, keys, values, dims: Dims,
     q, k = qk[:, : dims.heads], qk[:, dims.heads :]
     keys[ragged.rows, :, ragged.positions] = k
     values[ragged.rows, :, ragged.positions] = v
-    kv_length = ragged.mask.shape[-1]
-    span = slice(ragged.first_row, ragged.first_row + ragged.span)
-    queries = q.new_zeros(ragged.span, ragged.width, dims.heads, dims.head_dim)
-    queries[ragged.slots] = q
-    if ragged.bias is None:
-        keys, values = keys[span, :, :kv_length], values[span, :, :kv_length]
-        out = F.scaled_dot_product_attention(
-            queries.transpose(1, 2), keys, values, attn_mask=ragged.mask, enable_gqa=dims.grouped
-        ).transpose(1, 2)
-    else:
-        start = 0 if prefix is None else prefix[0].shape[1]
-        keys, values = keys[span, :, start:kv_length], values[span, :, start:kv_length]
-        out = _attention_by_products(queries, keys, values, ragged.bias, dims, prefix)
-    return out[ragged.slots].reshape(1, -1, dims.heads * dims.head_dim)  # [1, S, width]
+    out = torch.empty_like(q)
+    start = 0 if prefix is None else prefix[0].shape[1]
+    for group in ragged.groups:
+        group_keys, group_values = _group_rows(group, keys, values, start)
+        queries = q.new_zeros(group_keys.shape[0], group.width, *q.shape[1:])
+        queries[group.slots] = q[group.tokens]
+        if group.bias is None:
+            group_out = F.scaled_dot_product_attention(
+                queries.transpose(1, 2),
+                group_keys,
+                group_values,
+                attn_mask=group.mask,
+                enable_gqa=dims.grouped,
+            ).transpose(1, 2)
+        else:
+            group_out = _attention_by_products(
+                queries, group_keys, group_values, group.bias, dims, prefix
+            )
+        out[group.tokens] = group_out[group.slots]
+    return out.reshape(1, -1, dims.heads * dims.head_dim)  # [1, S, width]
+
+
+def _group_rows(group: Queries, keys, values, start: int):
+    """The keys and values a group attends to: its rows, positions `start` to the mask's end."""
+    end = (group.mask if group.bias is None else group.bias).shape[-1]
+    if isinstance(group.rows, torch.Tensor):
+        return keys[group.rows, :, start:end], values[group.rows, :, start:end]
+    first, count = group.rows
+    return keys[first : first + count, :, start:end], values[first : first + count, :, start:end]
 
 
 def _attention_by_products(queries, keys, values, bias, dims: Dims, prefix=None):

@@ -43,6 +43,7 @@ from east_agent.lm.layers import (
     Dims,
     LayerStep,
     PlainLayer,
+    Queries,
     Ragged,
     RaggedLayerStep,
     attend,
@@ -394,37 +395,61 @@ class StaticLM:
         return self._logits(hidden[0, last])
 
     def _ragged_geometry(self, rows: Sequence[int], tokens: Sequence[Sequence[int]]):
-        """The packed ids, each token's row and position, its query slot, the mask, and the
-        index of each row's last token."""
-        flat, token_rows, token_positions, slot_columns, last = [], [], [], [], []
+        """The packed ids, each token's row and position, the query groups, and the index
+        of each row's last token."""
+        flat, token_rows, token_positions, last = [], [], [], []
         for row, ids in zip(rows, tokens):
-            start = self.lengths[row]
             flat += ids
             token_rows += [row] * len(ids)
-            token_positions += range(start, start + len(ids))
-            slot_columns += range(len(ids))
+            token_positions += range(self.lengths[row], self.lengths[row] + len(ids))
             last.append(len(flat) - 1)
-        first_row, span = min(rows), max(rows) - min(rows) + 1
-        width = max(len(ids) for ids in tokens)
-        device = self.device
-        packed = torch.tensor(
-            [flat, token_rows, token_positions, slot_columns], dtype=torch.long, device=device
-        )
-        flat_ids, row_index, positions, columns = packed
-        slots = (row_index - first_row, columns)
-        query_positions = torch.zeros(span, width, dtype=torch.long, device=device)
-        query_positions[slots] = positions
+        packed = torch.tensor([flat, token_rows, token_positions], device=self.device)
         kv_length = max(token_positions) + 1
-        mask = torch.arange(kv_length, device=device) <= query_positions[..., None]
-        bias = None
-        if device.type == "cpu":  # attention by products there (`layers.attend_ragged`)
-            bias = torch.zeros(mask.shape, dtype=self.dtype, device=device)
-            bias = bias.masked_fill_(~mask, float("-inf"))[:, None, None]
-        shared = bias is not None and self.prefix is not None and self.sharing.issuperset(rows)
-        geometry = Ragged(
-            row_index, positions, slots, mask[:, None], bias, shared, first_row, span, width
-        )
-        return geometry, flat_ids, torch.tensor(last, device=device)
+        on_cpu = self.device.type == "cpu"
+        groups = (self._split if on_cpu else self._padded)(rows, tokens, kv_length)
+        shared = on_cpu and self.prefix is not None and self.sharing.issuperset(rows)
+        geometry = Ragged(packed[1], packed[2], groups, shared)
+        return geometry, packed[0], torch.tensor(last, device=self.device)
+
+    def _padded(self, rows, tokens, kv_length: int) -> tuple[Queries, ...]:
+        """One group: every row of the span, padded to the most new tokens (GPUs)."""
+        first, layout, offset = min(rows), _Layout(), 0
+        for row, ids in zip(rows, tokens):
+            layout.add(offset, row - first, self.lengths[row], len(ids))
+            offset += len(ids)
+        width = max(len(ids) for ids in tokens)
+        return (self._queries(layout, (first, max(rows) - first + 1), width, kv_length),)
+
+    def _split(self, rows, tokens, kv_length: int) -> tuple[Queries, ...]:
+        """Two groups (CPUs): each row's first new token over the rows' span, one query a
+        row; then the other new tokens of the rows that have more, their rows gathered.
+        Most rows bring one token, and there products over a few queries a row cost about
+        as much as over one: padding every row to the longest costs more than the gather."""
+        first, narrow, wide, wide_rows, offset = min(rows), _Layout(), _Layout(), [], 0
+        for row, ids in zip(rows, tokens):
+            narrow.add(offset, row - first, self.lengths[row], 1)
+            if len(ids) > 1:
+                wide.add(offset + 1, len(wide_rows), self.lengths[row] + 1, len(ids) - 1)
+                wide_rows.append(row)
+            offset += len(ids)
+        groups = [self._queries(narrow, (first, max(rows) - first + 1), 1, kv_length)]
+        if wide_rows:
+            width = max(len(ids) for ids in tokens) - 1
+            wide_index = torch.tensor(wide_rows, device=self.device)
+            groups.append(self._queries(wide, wide_index, width, kv_length))
+        return tuple(groups)
+
+    def _queries(self, layout: _Layout, rows, width: int, kv_length: int) -> Queries:
+        tokens, layout_rows, columns, positions = torch.tensor(layout.lists, device=self.device)
+        count = rows.shape[0] if isinstance(rows, torch.Tensor) else rows[1]
+        query_positions = torch.zeros(count, width, dtype=torch.long, device=self.device)
+        query_positions[layout_rows, columns] = positions
+        mask = torch.arange(kv_length, device=self.device) <= query_positions[..., None]
+        if self.device.type != "cpu":
+            return Queries(tokens, (layout_rows, columns), rows, width, mask[:, None], None)
+        bias = torch.zeros(mask.shape, dtype=self.dtype, device=self.device)
+        bias = bias.masked_fill_(~mask, float("-inf"))[:, None, None]
+        return Queries(tokens, (layout_rows, columns), rows, width, None, bias)
 
 
 # -- layers that run through their modules (LoRA-wrapped, other activations) -----------------
@@ -448,6 +473,21 @@ def _module_rest(layer, gate_up, hidden: torch.Tensor, out: torch.Tensor) -> tor
         return hidden + mlp(x)
     gate, up = F.linear(x, *gate_up).chunk(2, dim=-1)
     return hidden + mlp.down_proj(mlp.act_fn(gate) * up)
+
+
+class _Layout:
+    """Where the queries of one group go: packed token, layout row, column, position."""
+
+    def __init__(self) -> None:
+        self.lists: list[list[int]] = [[], [], [], []]
+
+    def add(self, token: int, layout_row: int, position: int, count: int) -> None:
+        """`count` consecutive tokens from packed index `token`, at `position` on."""
+        tokens, layout_rows, columns, positions = self.lists
+        tokens += range(token, token + count)
+        layout_rows += [layout_row] * count
+        columns += range(count)
+        positions += range(position, position + count)
 
 
 def bucket(value: int, buckets) -> int:

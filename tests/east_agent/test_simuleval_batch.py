@@ -97,13 +97,14 @@ def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, 
     assert without_timing(resumed[5:]) == without_timing(full[5:])
 
 
-def test_sigkill_keeps_every_finished_sentence(east_checkpoint, tmp_path):
+@pytest.mark.parametrize("batch", [1, 2], ids=["simulevals-loop", "batched"])
+def test_sigkill_keeps_every_finished_sentence(east_checkpoint, tmp_path, batch):
     folder = write_test_set(tmp_path / "set", 150, seed=12)
     output = tmp_path / "out"
     command = [
         console_script("east-simuleval"),
         *map(str, agent_arguments(east_checkpoint, folder, output, "--latency", "low")),
-        "--batch-size", "2", "--no-progress-bar",
+        "--batch-size", str(batch), "--no-progress-bar",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = output / "instances.log"

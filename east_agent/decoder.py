@@ -71,6 +71,8 @@ class DecoderConfig:
             raise ValueError(f"num_beams must be at least 1, got {self.num_beams}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.max_context is not None and self.max_context < 1:
+            raise ValueError(f"max_context must be at least 1, got {self.max_context}")
 
 
 class EastStreamDecoder(StreamingDecoder):

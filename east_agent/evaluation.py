@@ -103,6 +103,7 @@ class EvalConfig:
                 raise EvalConfigError(
                     f"{self.source}: systems.{system}.agent must be one of {sorted(AGENT_FILES)}"
                 )
+            check_system_keys(self.source, system, agent, settings)
             swept = [key for key, value in settings.items() if isinstance(value, list)]
             if len(swept) > 1:
                 raise EvalConfigError(
@@ -120,6 +121,28 @@ class EvalConfig:
         if len(set(names)) != len(names):
             raise EvalConfigError(f"{self.source}: two runs share a name")
         return runs
+
+
+def agent_flags(agent: str) -> set[str]:
+    """The settings a system of this agent may have: its agent's flags, as config keys."""
+    agent_class = agent_class_of(AGENT_FILES[agent])
+    parser = argparse.ArgumentParser(add_help=False)
+    agent_class.add_args(parser)
+    return {action.dest for action in parser._actions}
+
+
+def check_system_keys(source: Path, system: str, agent: str, settings: dict) -> None:
+    """A key no flag of the agent takes is a typo: named before anything loads or runs."""
+    import difflib
+
+    known = agent_flags(agent) | set(RUN_ARGUMENT_KEYS)
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise EvalConfigError(
+                f"{source}: systems.{system}.{key}: the {agent} agent has no such flag{hint}"
+            )
 
 
 def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
@@ -312,6 +335,11 @@ def _run_in_process(command: list[str], models: LoadedModels) -> None:
 
 def agent_class_of(agent_file: str):
     """The agent class an agent file of this package registers."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning
+    )
     if Path(agent_file).name == AGENT_FILES["waitk"]:
         from east_agent.waitk_agent import WaitkAgent
 

@@ -84,8 +84,23 @@ def decoder_config(args: argparse.Namespace) -> DecoderConfig:
     )
 
 
+def check_max_context(args: argparse.Namespace) -> None:
+    """Refuse a --max-context the checkpoint cannot hold, reading only its config."""
+    if args.max_context is None:
+        return
+    from transformers import AutoConfig
+
+    from east_agent.model import check_model_path
+    from east_agent.streaming import context_limit
+
+    check_model_path(args.model_path)
+    config = AutoConfig.from_pretrained(args.model_path, trust_remote_code=args.trust_remote_code)
+    context_limit(args.max_context, config.max_position_embeddings)
+
+
 def load_east(args: argparse.Namespace):
     decoder_config(args)  # refuse a bad language or latency before the (slow) load
+    check_max_context(args)
     return load_east_checkpoint(
         args.model_path,
         adapter_path=args.adapter_path,

@@ -47,6 +47,21 @@ class ContextOverflowError(RuntimeError):
     """The sentence does not fit in the model's context window."""
 
 
+def context_limit(max_context: int | None, model_positions: int) -> int:
+    """The token limit of one sentence: `max_context`, or the model's positions; a limit
+    below 1 or above what the model has positions for is refused."""
+    if max_context is None:
+        return model_positions
+    if max_context < 1:
+        raise ValueError(f"--max-context must be at least 1, got {max_context}")
+    if max_context > model_positions:
+        raise ValueError(
+            f"--max-context {max_context} is above the {model_positions} positions the model "
+            "has (max_position_embeddings)"
+        )
+    return max_context
+
+
 @dataclass
 class Counters:
     forward_passes: int = 0
@@ -257,7 +272,7 @@ class StreamingDecoder:
             raise ValueError(f"the number of streams must be at least 1, got {streams}")
         self.tokenizer = tokenizer
         self.src_lang = language_name(src_lang)
-        self.max_context = max_context or model.config.max_position_embeddings
+        self.max_context = context_limit(max_context, model.config.max_position_embeddings)
         self.kv_cache, self.beams, self.max_streams = kv_cache, beams, streams
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.device = next(model.parameters()).device

@@ -62,6 +62,8 @@ class WaitkConfig:
         check_waitk(self.waitk)
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.max_context is not None and self.max_context < 1:
+            raise ValueError(f"max_context must be at least 1, got {self.max_context}")
 
 
 def split_prompt(tokenizer, src_lang: str, tgt_lang: str) -> tuple[str, str]:

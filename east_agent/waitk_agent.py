@@ -21,6 +21,7 @@ from east_agent.simuleval_adapter import (
     add_decoding_args,
     add_latency_arg,
     add_model_args,
+    check_max_context,
     decoder_config,
     load_east,
 )
@@ -53,6 +54,7 @@ class WaitkAgent(StreamingAgent):
         if args.prompt == "east":
             return load_east(args)
         WaitkConfig(args.src_lang, args.tgt_lang, args.waitk)  # refuse bad flags before loading
+        check_max_context(args)
         tokenizer = load_tokenizer(args.model_path, args.trust_remote_code)
         model = load_model(
             args.model_path,

@@ -118,6 +118,21 @@ def test_unknown_latency_or_language_is_a_clear_error(
     assert all(message in result.stderr for message in messages)
 
 
+@pytest.mark.parametrize(
+    "value, message",
+    [("0", "at least 1"), ("-3", "at least 1"), ("4096", "above the 512 positions")],
+)
+def test_a_bad_max_context_is_refused_before_loading(
+    east_checkpoint, toy_test_set, tmp_path, value, message
+):
+    folder, _ = toy_test_set
+    arguments = agent_arguments(east_checkpoint, folder, tmp_path / "out", "--max-context", value)
+    result = run_simuleval(*arguments, timeout=120)
+    assert result.returncode != 0
+    assert "context" in result.stderr and message in result.stderr
+    assert not (tmp_path / "out" / "instances.log").exists()
+
+
 def test_empty_source_line_is_named_before_loading(east_checkpoint, tmp_path):
     (tmp_path / "src.txt").write_text("Die Katze\n\nDer Hund\n")
     (tmp_path / "ref.txt").write_text("The cat\n\nThe dog\n")

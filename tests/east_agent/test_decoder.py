@@ -253,6 +253,12 @@ def test_default_context_is_the_models(east_model, east_tokenizer, greedy_decode
         greedy_decoder.translate(["rote"] * 600)
 
 
+def test_context_above_the_models_positions_is_refused(east_model, east_tokenizer):
+    config = DecoderConfig("de", "en", "low", max_context=4096)
+    with pytest.raises(ValueError, match="above the 512 positions the model has"):
+        EastStreamDecoder(east_model, east_tokenizer, config)
+
+
 def test_empty_source_is_refused(greedy_decoder):
     with pytest.raises(ValueError, match="empty"):
         greedy_decoder.translate([])
@@ -265,6 +271,8 @@ def test_empty_source_is_refused(greedy_decoder):
         ({"src_lang": "xx"}, "unknown language"),
         ({"num_beams": 0}, "num_beams"),
         ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_context": 0}, "max_context"),
+        ({"max_context": -5}, "max_context"),
     ],
 )
 def test_bad_configuration_is_refused(options, message):

@@ -232,3 +232,13 @@ def test_config_errors_are_named(tmp_path):
     )
     result = east_eval(bad, "--dry-run")
     assert result.returncode != 0 and "unknown key 'sytems'" in result.stderr
+
+
+def test_a_typo_in_a_system_key_is_named_before_anything_runs(east_checkpoint, tmp_path):
+    systems = {"east": {"agent": "east", "num_beam": 5, "latency": ["low"]}}
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
+    result = east_eval(config, "--limit", "2")
+    assert result.returncode != 0
+    assert "systems.east.num_beam: the east agent has no such flag" in result.stderr
+    assert "did you mean 'num_beams'" in result.stderr
+    assert not (tmp_path / "out" / "runs").exists()  # no run.json blocks the corrected rerun

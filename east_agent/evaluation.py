@@ -286,13 +286,16 @@ def run_simuleval(command: list[str], output: Path, models: LoadedModels | None 
     """Run (or continue) one SimulEval command; return its wall seconds, all tries summed.
 
     A batched command (`--batch-size` above 1) runs in this process on `models` (a grid
-    loads its checkpoint once); SimulEval's own loop runs as a child process."""
+    loads its checkpoint once); SimulEval's own loop runs as a child process. Every try is
+    recorded when it starts, so one killed outright still counts (up to its last sentence)."""
     timing = output / "wall_seconds.json"
-    spent = json.loads(timing.read_text())["seconds"] if timing.exists() else 0.0
+    tries = read_tries(timing, output / "instances.log")
     if finished_lines(output / "instances.log"):
         command = [*command, "--continue-unfinished"]
     print("$ " + " ".join(command), flush=True)
     started = time.time()
+    output.mkdir(parents=True, exist_ok=True)
+    write_tries(timing, [*tries, {"started": started, "seconds": None}])
     try:
         if "--batch-size" in command:
             _run_in_process(command, models or LoadedModels())
@@ -301,10 +304,28 @@ def run_simuleval(command: list[str], output: Path, models: LoadedModels | None 
             if result.returncode != 0:
                 raise RuntimeError(f"the run in {output} failed (exit {result.returncode})")
     finally:
-        spent += time.time() - started
-        output.mkdir(parents=True, exist_ok=True)
-        write_atomically(timing, json.dumps({"seconds": round(spent, 2)}))
-    return spent
+        tries.append({"started": started, "seconds": round(time.time() - started, 2)})
+        write_tries(timing, tries)
+    return sum(attempt["seconds"] for attempt in tries)
+
+
+def read_tries(timing: Path, log: Path) -> list[dict]:
+    """The tries recorded so far; one that never recorded its end (killed) lasted until its
+    log was last written."""
+    if not timing.exists():
+        return []
+    saved = json.loads(timing.read_text())
+    tries = saved.get("tries", [{"started": None, "seconds": saved["seconds"]}])
+    for attempt in tries:
+        if attempt["seconds"] is None:
+            ended = log.stat().st_mtime if log.exists() else attempt["started"]
+            attempt["seconds"] = round(max(0.0, ended - attempt["started"]), 2)
+    return tries
+
+
+def write_tries(timing: Path, tries: list[dict]) -> None:
+    seconds = sum(attempt["seconds"] or 0.0 for attempt in tries)
+    write_atomically(timing, json.dumps({"seconds": round(seconds, 2), "tries": tries}) + "\n")
 
 
 class LoadedModels:

@@ -35,6 +35,23 @@ def finished_records(path: Path) -> list[dict]:
     return records
 
 
+def check_log(path: Path) -> None:
+    """Raise naming file and line where a log is not one JSON record per line."""
+    if not path.exists():
+        raise ValueError(f"{path}: no such file (score a run's --output folder)")
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path}: line {number}: not a complete JSON record ({error.msg}); a run "
+                    "cut off while writing? --continue-unfinished drops such a line"
+                ) from None
+            if not isinstance(record, dict) or "index" not in record:
+                raise ValueError(f"{path}: line {number}: not an instance record (no 'index')")
+
+
 class InstanceLog:
     """Appends finished records to `path`, each flushed as it comes."""
 

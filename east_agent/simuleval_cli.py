@@ -78,7 +78,14 @@ def _score_only() -> None:
     options.add_evaluator_args(parser)
     options.add_scorer_args(parser)
     options.add_dataloader_args(parser)
-    evaluator = SentenceLevelEvaluator.from_args(parser.parse_args())
+    args = parser.parse_args()
+    from east_agent.instance_log import check_log
+
+    try:
+        check_log(Path(args.output or ".") / "instances.log")
+    except ValueError as error:
+        sys.exit(f"east-simuleval: {error}")
+    evaluator = SentenceLevelEvaluator.from_args(args)
     evaluator.dump_results()
     evaluator.dump_metrics()
 

@@ -165,3 +165,15 @@ def test_unequal_line_counts_are_refused_before_loading(tmp_path, batch):
     result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
     assert result.returncode != 0
     assert "src.txt has 3 lines but" in result.stderr and "ref.txt has 1" in result.stderr
+
+
+def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    record = {"index": 0, "prediction": "a cat", "delays": [1, 2], "elapsed": [0.1, 0.2]}
+    (output / "instances.log").write_text(json.dumps(record) + "\n" + json.dumps(record)[:25])
+    (output / "config.yaml").write_text("source_type: text\ntarget_type: text\n")
+    result = run_simuleval("--score-only", "--output", output, timeout=120)
+    assert result.returncode != 0
+    assert f"{output / 'instances.log'}: line 2: not a complete JSON record" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -27,6 +27,7 @@ import torch
 
 import east_agent.streaming as streaming
 from east_agent.batching import Sentence, translate_batch
+from east_agent.bench import publish
 from east_agent.decoder import DecoderConfig, EastStreamDecoder
 from east_agent.model import load_east_checkpoint
 from east_agent.testsets import read_pairs
@@ -172,11 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.model_path}, {args.dtype} on {args.device}, {len(units)} Multi30k test "
         f"sentences, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
-    text = report(results, header)
-    print(text)
-    if args.output:
-        with open(args.output, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
+    publish(report(results, header), args.output)
 
 
 if __name__ == "__main__":

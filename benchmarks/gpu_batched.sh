@@ -10,16 +10,7 @@
 #    sentences on the READ/WRITE schedule the demo model chose, greedy and 5 beams:
 #    sentences/s and target tokens/s at 1, 8, 32, 64, 128, 256 streams against the
 #    sequential decoder, ms per step, KV memory per stream, projected WMT22 grid hours.
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-.}
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+. "$(dirname "$0")/device_setup.sh"
 timeout 150 python3 benchmarks/batched_equivalence.py --device cuda --dtype bfloat16 \
   --sentences "${EQUIVALENCE_SENTENCES:-500}" --output "$OUT/results.md"
 echo "equivalence exit status $?"

@@ -11,16 +11,7 @@
 # (PROFILE=1: first benchmarks/gpu_profile_step.py, where a step's time goes)
 # 2. east-bench on the Llama-3-8B shape, random bfloat16 weights, 100 WMT22 de→en
 #    sentences, on the READ/WRITE schedule the demo model chose for them.
-set -uo pipefail
-export PYTHONUNBUFFERED=1
-OUT=${OUT:-.}
-if compgen -G ".whl/*.whl" > /dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site
-fi
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+. "$(dirname "$0")/device_setup.sh"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 caches=${CACHES:-static}
 if [ "${PROFILE:-0}" = 1 ]; then

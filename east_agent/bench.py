@@ -495,6 +495,14 @@ def streams_report(results: list[StreamsResult], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def publish(text: str, output: str | None) -> None:
+    """Print a report; append it to the Markdown file `output` too, if given."""
+    print(text)
+    if output:
+        with open(output, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
+
+
 def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]], str, str]:
     from east_agent.testsets import read_pairs
 
@@ -580,13 +588,8 @@ def main(argv: list[str] | None = None) -> None:
     progress(f"{model_name} ready, {len(sentences)} sentences", started)
     if args.streams:
         header = run_header(args, model, model_name, len(sentences), device, "")
-        text = streams_report(
-            stream_benchmark(args, model, tokenizer, sentences, schedule, started), header
-        )
-        print(text)
-        if args.output:
-            with open(args.output, "a", encoding="utf-8") as handle:
-                handle.write("\n" + text)
+        results = stream_benchmark(args, model, tokenizer, sentences, schedule, started)
+        publish(streams_report(results, header), args.output)
         return
     counter = ForwardCounter().attach(model)
 
@@ -628,11 +631,7 @@ def main(argv: list[str] | None = None) -> None:
     progress("step costs measured", started)
     note = f"; copy bandwidth {bandwidth / 1e9:.1f} GB/s{compile_note()}"
     header = run_header(args, model, model_name, len(sentences), device, note)
-    text = report(results, steps, floor_ms, header)
-    print(text)
-    if args.output:
-        with open(args.output, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
+    publish(report(results, steps, floor_ms, header), args.output)
 
 
 if __name__ == "__main__":

@@ -245,24 +245,14 @@ def test_a_typo_in_a_system_key_is_named_before_anything_runs(east_checkpoint, t
 
 
 def test_a_grid_killed_outright_keeps_its_sentences_and_its_time(east_checkpoint, tmp_path):
-    import os
-    import signal
-    import time
+    from kill import sigkill_after_lines
 
     systems = {"east": {"agent": "east", "latency": ["low"]}}
     config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
     command = [str(Path(sys.executable).with_name("east-eval")), str(config)]
     command += ["--limit", "200", "--batch-size", "2"]
     log = tmp_path / "out" / "runs" / "east-low" / "instances.log"
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        if log.exists() and log.read_text().count("\n") >= 3:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "the grid ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    sigkill_after_lines(command, log, 3)
     kept = log.read_text().split("\n")[:-1]
     assert len(kept) >= 3 and all(json.loads(line) for line in kept)
     result = east_eval(config, "--limit", "200", "--batch-size", "2")

@@ -1,13 +1,11 @@
 """`east-simuleval --batch-size N`: SimulEval's output folder, N sentences at a time."""
 
 import json
-import os
 import random
-import signal
 import subprocess
-import time
 
 import pytest
+from kill import sigkill_after_lines
 from test_agent import AGENT_FILE, agent_arguments, console_script, run_simuleval
 
 from east_agent.instance_log import finished_records
@@ -106,16 +104,8 @@ def test_sigkill_keeps_every_finished_sentence(east_checkpoint, tmp_path, batch)
         *map(str, agent_arguments(east_checkpoint, folder, output, "--latency", "low")),
         "--batch-size", str(batch), "--no-progress-bar",
     ]  # fmt: skip
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = output / "instances.log"
-    deadline = time.time() + 240
-    while time.time() < deadline and process.poll() is None:
-        if log.exists() and log.read_text().count("\n") >= 5:
-            break
-        time.sleep(0.01)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    sigkill_after_lines(command, log, 5)
     text = log.read_text()
     complete = text[: text.rfind("\n") + 1].splitlines()
     assert len(complete) >= 5 and all(json.loads(line) for line in complete)

@@ -39,8 +39,11 @@ import yaml
 
 from east_agent.arguments import positive_int
 from east_agent.atomic import write_atomically
+from east_agent.child_process import run_child
+from east_agent.run_lock import hold_run_lock
 from east_agent.significance import SIGNIFICANCE_COLUMNS, Comparison, compare_runs
 from east_agent.testsets import PreparedTestset, prepare_testset
+from east_agent.text_lines import read_lines
 
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
 TOP_LEVEL_KEYS = {
@@ -286,8 +289,14 @@ def run_simuleval(command: list[str], output: Path, models: LoadedModels | None 
     """Run (or continue) one SimulEval command; return its wall seconds, all tries summed.
 
     A batched command (`--batch-size` above 1) runs in this process on `models` (a grid
-    loads its checkpoint once); SimulEval's own loop runs as a child process. Every try is
-    recorded when it starts, so one killed outright still counts (up to its last sentence)."""
+    loads its checkpoint once); SimulEval's own loop runs as a child process, which dies
+    with this one. Every try is recorded when it starts, so one killed outright still
+    counts (up to its last sentence). The folder is locked while the run writes to it."""
+    with hold_run_lock(output):
+        return _run_simuleval(command, output, models)
+
+
+def _run_simuleval(command: list[str], output: Path, models: LoadedModels | None) -> float:
     timing = output / "wall_seconds.json"
     tries = read_tries(timing, output / "instances.log")
     if finished_lines(output / "instances.log"):
@@ -300,9 +309,9 @@ def run_simuleval(command: list[str], output: Path, models: LoadedModels | None 
         if "--batch-size" in command:
             _run_in_process(command, models or LoadedModels())
         else:
-            result = subprocess.run(command)
-            if result.returncode != 0:
-                raise RuntimeError(f"the run in {output} failed (exit {result.returncode})")
+            returncode = run_child(command)
+            if returncode != 0:
+                raise RuntimeError(f"the run in {output} failed (exit {returncode})")
     finally:
         tries.append({"started": started, "seconds": round(time.time() - started, 2)})
         write_tries(timing, tries)
@@ -399,7 +408,7 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
         raise RuntimeError(f"{run.name}: shards not finished: {', '.join(missing)}")
     lines = []
     for folder in shard_dirs:
-        lines += (folder / "instances.log").read_text(encoding="utf-8").splitlines()
+        lines += read_lines(folder / "instances.log")
     lines.sort(key=lambda line: json.loads(line)["index"])
     merged_record = merged_run_record(shard_dirs)
     if merged_record is not None:
@@ -598,7 +607,7 @@ def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
 def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
     """Significance of the BLEU differences along each system's settings (its curve)."""
     testset = prepared(config)
-    references = testset.reference.read_text(encoding="utf-8").splitlines()
+    references = read_lines(testset.reference)
     comparisons = []
     for system in dict.fromkeys(run.system for run in runs):
         finished = [

@@ -12,13 +12,14 @@ import json
 from pathlib import Path
 
 from east_agent.atomic import write_atomically
+from east_agent.text_lines import iter_lines, read_text
 
 
 def finished_records(path: Path) -> list[dict]:
     """The complete records of a log; a torn or unreadable last line is cut off the file."""
     if not path.exists():
         return []
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     lines = text.split("\n")
     records, kept = [], 0
     for line in lines[:-1]:  # the part after the last newline is never complete
@@ -39,17 +40,16 @@ def check_log(path: Path) -> None:
     """Raise naming file and line where a log is not one JSON record per line."""
     if not path.exists():
         raise ValueError(f"{path}: no such file (score a run's --output folder)")
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(
-                    f"{path}: line {number}: not a complete JSON record ({error.msg}); a run "
-                    "cut off while writing? --continue-unfinished drops such a line"
-                ) from None
-            if not isinstance(record, dict) or "index" not in record:
-                raise ValueError(f"{path}: line {number}: not an instance record (no 'index')")
+    for number, line in enumerate(iter_lines(path), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}: line {number}: not a complete JSON record ({error.msg}); a run "
+                "cut off while writing? --continue-unfinished drops such a line"
+            ) from None
+        if not isinstance(record, dict) or "index" not in record:
+            raise ValueError(f"{path}: line {number}: not an instance record (no 'index')")
 
 
 class InstanceLog:

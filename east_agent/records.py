@@ -7,12 +7,15 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from east_agent.text_lines import read_text
+
 
 class RecordError(ValueError):
     """A record file or one of its records is malformed."""
 
 
 def open_text(path: str | Path):
+    """A text-mode handle (universal newlines): not for line-aligned files, see text_lines."""
     path = Path(path)
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8")
@@ -24,8 +27,7 @@ def load_records(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.exists():
         raise RecordError(f"{path}: no such file")
-    with open_text(path) as handle:
-        text = handle.read()
+    text = read_text(path)
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
@@ -34,7 +36,7 @@ def load_records(path: str | Path) -> list[dict]:
         where = [f"record {index}" for index in range(len(records))]
     else:
         records, where = [], []
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:

@@ -13,12 +13,19 @@ as `tgt_lang`, which neither side can serialize (the server answers `GET /output
 500; this package's agents send a plain language instead). This client walks the same
 instances, speaks the same protocol (`POST /reset`, `PUT /input`, `GET /output`), writes
 the same `instances.log` and scores it the same way as a local run.
+
+Each run is its own session of an `east-simuleval --standalone` server (the
+`X-Session-Id` header, a fresh id per run; closed at the end), so several clients can
+evaluate against one server at once. SimulEval's own server ignores the header.
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
 import warnings
+
+from east_agent.agent_server import SESSION_HEADER
 
 
 def _serializable(segment):
@@ -35,6 +42,7 @@ def evaluate_remote(args) -> None:
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     evaluator = SentenceLevelEvaluator.from_args(args)
     with requests.Session() as session:
+        session.headers[SESSION_HEADER] = uuid.uuid4().hex
         for instance in evaluator.iterator:
             session.post(f"{base_url}/reset").raise_for_status()
             while not instance.finish_prediction:
@@ -44,6 +52,7 @@ def evaluate_remote(args) -> None:
                 reply.raise_for_status()
                 instance.receive_prediction(segment_from_json_string(reply.text))
             evaluator.write_log(instance)
+        session.post(f"{base_url}/close")  # SimulEval's server answers 404: no sessions there
     if evaluator.output is not None:
         evaluator.build_instances_from_log()
     if not evaluator.no_scoring:
@@ -68,6 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args()
     args.source_type = args.source_type or "text"
     args.target_type = args.target_type or "text"
+    from east_agent.simuleval_adapter import check_source_file
+
+    try:
+        check_source_file(args.source, args.target)
+    except ValueError as error:
+        sys.exit(f"east-remote-eval: {error}")
     evaluate_remote(args)
 
 

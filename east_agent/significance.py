@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from east_agent.text_lines import iter_lines
+
 SIGNIFICANCE_COLUMNS = (
     "system", "from", "to", "BLEU_from", "BLEU_to", "delta", "CI95_to", "p_value", "verdict",
 )  # fmt: skip
@@ -57,7 +59,7 @@ def read_predictions(run_dir: Path) -> dict[int, str]:
     """The run's translations by sentence index, from SimulEval's `instances.log`."""
     log = Path(run_dir) / "instances.log"
     predictions = {}
-    for number, line in enumerate(log.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(iter_lines(log), 1):
         try:
             record = json.loads(line)
             predictions[int(record["index"])] = str(record["prediction"])

@@ -23,6 +23,7 @@ from east_agent.lm import KV_CACHES  # noqa: E402
 from east_agent.model import TORCH_DTYPES, load_east_checkpoint  # noqa: E402
 from east_agent.prompt import LATENCY_LEVELS, language_name  # noqa: E402
 from east_agent.streaming import StreamingDecoder  # noqa: E402
+from east_agent.text_lines import read_simuleval_lines  # noqa: E402
 
 logger = logging.getLogger("east_agent")
 
@@ -112,10 +113,11 @@ def load_east(args: argparse.Namespace):
 
 def check_source_file(source: str | None, target: str | None = None) -> None:
     """Refuse a source file with empty lines, or a reference file with another number of
-    lines, before any model is loaded."""
+    lines, before any model is loaded (and either file not UTF-8, or with a carriage return
+    inside a line, where SimulEval's reader would start another sentence)."""
     if not source or not Path(source).is_file():
         return
-    lines = read_lines(source)
+    lines = read_simuleval_lines(source)
     empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
     if empty:
         shown = ", ".join(str(number) for number in empty[:10])
@@ -124,17 +126,13 @@ def check_source_file(source: str | None, target: str | None = None) -> None:
             f"{source}: line {shown}{more}: empty source sentence; remove it "
             "(and the matching reference line) before evaluating"
         )
-    if target and Path(target).is_file() and len(read_lines(target)) != len(lines):
-        raise ValueError(
-            f"{source} has {len(lines)} lines but {target} has {len(read_lines(target))}: "
-            "each source sentence needs its reference on the same line"
-        )
-
-
-def read_lines(path: str) -> list[str]:
-    """The lines of a text file as SimulEval's text dataloader reads them."""
-    with open(path, encoding="utf-8") as handle:
-        return handle.readlines()
+    if target and Path(target).is_file():
+        references = read_simuleval_lines(target)
+        if len(references) != len(lines):
+            raise ValueError(
+                f"{source} has {len(lines)} lines but {target} has {len(references)}: "
+                "each source sentence needs its reference on the same line"
+            )
 
 
 class StreamingAgent(TextToTextAgent):

@@ -38,10 +38,12 @@ from east_agent.atomic import write_atomically  # noqa: E402
 from east_agent.batching import Sentence, translate_batch  # noqa: E402
 from east_agent.ca_latency import TimedTextToTextInstance  # noqa: E402
 from east_agent.instance_log import InstanceLog, sort_log  # noqa: E402
+from east_agent.run_lock import hold_run_lock  # noqa: E402
 
 logger = logging.getLogger("east_agent.simuleval_batch")
 
 BATCH_RECORD = "batch.json"
+INSTANCES_LOCK = "instances.lock"  # held while a process appends to instances.log
 
 
 class BatchedRunError(RuntimeError):
@@ -134,7 +136,10 @@ def run_batched(agent_class, args: argparse.Namespace, loaded=None) -> None:
     }
     write_atomically(output / BATCH_RECORD, json.dumps(record, indent=2) + "\n")
     failures = []
-    with InstanceLog(output / "instances.log", resume=args.continue_unfinished) as log:
+    with (
+        hold_run_lock(output, INSTANCES_LOCK),
+        InstanceLog(output / "instances.log", resume=args.continue_unfinished) as log,
+    ):
         todo = [index for index in indices if index not in log.done]
         sentences = (Sentence(index, dataloader[index]["source"]) for index in todo)
         progress = _progress(args, len(indices), len(indices) - len(todo))

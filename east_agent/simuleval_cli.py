@@ -15,7 +15,9 @@
    the kill cut in half instead of failing on it).
 
 `--batch-size N` (N > 1) evaluates N sentences at once (`east_agent.simuleval_batch`):
-the same output folder, SimulEval's format and scorers.
+the same output folder, SimulEval's format and scorers. `--standalone` serves this
+package's agents with sessions (`east_agent.agent_server`: one stream per client, the
+clients' forwards batched, 127.0.0.1 unless `--remote-address` says otherwise).
 
 It also loads `east_agent.simuleval_plugin`: computation-aware latency for text (`AL_CA`,
 `LAAL_CA`, `AP_CA`, `DAL_CA`, see `east_agent.ca_latency`) and COMET.
@@ -103,15 +105,76 @@ def main() -> None:
     from east_agent.simuleval_batch import batch_size_of
 
     batch_size, rest = batch_size_of(sys.argv[1:])
+    batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
-    if "--continue-unfinished" in rest and "--output" in rest:
-        _drop_a_torn_line(Path(rest[rest.index("--output") + 1]) / "instances.log")
     if "--score-only" in rest:
         _score_only()
+    elif "--standalone" in rest:
+        _serve(rest, batch_size if batch_size_given else None, simuleval_main)
     elif batch_size > 1:
         _run_batched(rest, batch_size)
     else:
+        _run_simuleval_loop(rest, simuleval_main)
+
+
+def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
+    """SimulEval's own loop; its output folder is locked while it writes there."""
+    from east_agent.run_lock import RunFolderBusyError, hold_run_lock
+    from east_agent.simuleval_batch import INSTANCES_LOCK
+
+    _check_data_files(argv)
+    if "--output" not in argv:
         simuleval_main()
+        return
+    output = Path(argv[argv.index("--output") + 1])
+    try:
+        with hold_run_lock(output, INSTANCES_LOCK):
+            if "--continue-unfinished" in argv:
+                _drop_a_torn_line(output / "instances.log")
+            simuleval_main()
+    except RunFolderBusyError as error:
+        sys.exit(f"east-simuleval: {error}")
+
+
+def _check_data_files(argv: list[str]) -> None:
+    """The source and reference files, checked before SimulEval builds the agent."""
+    from east_agent.simuleval_adapter import check_source_file
+
+    def value(flag: str) -> str | None:
+        return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+
+    try:
+        check_source_file(value("--source"), value("--target"))
+    except ValueError as error:
+        sys.exit(f"east-simuleval: {error}")
+
+
+def _given(flag: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in sys.argv[1:])
+
+
+def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
+    """This package's agents get the session server; any other agent SimulEval's own."""
+    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
+
+    from east_agent.agent_server import DEFAULT_SESSIONS, add_server_args, serve
+    from east_agent.simuleval_adapter import StreamingAgent
+    from east_agent.simuleval_batch import parse_args
+
+    agent_class = get_agent_class()
+    if not issubclass(agent_class, StreamingAgent):
+        EVALUATION_SYSTEM_LIST.clear()  # SimulEval registers the agent again
+        simuleval_main()
+        return
+    server_parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False)
+    add_server_args(server_parser)
+    server_args, rest = server_parser.parse_known_args(argv)
+    args = parse_args(agent_class, [*rest, "--batch-size", str(batch_size or DEFAULT_SESSIONS)])
+    args.session_timeout = server_args.session_timeout
+    try:
+        serve(agent_class, args)
+    except (RuntimeError, ValueError) as error:
+        sys.exit(f"east-simuleval: {error}")
 
 
 def _run_batched(argv: list[str], batch_size: int) -> None:

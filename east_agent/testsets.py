@@ -22,7 +22,8 @@ from pathlib import Path
 
 from east_agent.atomic import write_atomically
 from east_agent.prompt import language_name
-from east_agent.records import load_records, open_text, require_fields
+from east_agent.records import load_records, require_fields
+from east_agent.text_lines import read_lines
 from east_agent.units import source_units
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -75,10 +76,8 @@ def read_pairs(name: str) -> tuple[list[tuple[str, str]], str, str]:
     src, tgt = direction.split("-")
     if prefix in MULTI30K_SPLITS:
         split = MULTI30K_SPLITS[prefix]
-        with open_text(DATA / "multi30k" / f"{split}.{src}.gz") as sources:
-            source_lines = sources.read().splitlines()
-        with open_text(DATA / "multi30k" / f"{split}.{tgt}.gz") as targets:
-            target_lines = targets.read().splitlines()
+        source_lines = read_lines(DATA / "multi30k" / f"{split}.{src}.gz")
+        target_lines = read_lines(DATA / "multi30k" / f"{split}.{tgt}.gz")
         return list(zip(source_lines, target_lines)), language_name(src), language_name(tgt)
     path = DATA / "wmt" / f"{prefix}.test.{direction}.json.gz"
     records = load_records(path)

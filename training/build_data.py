@@ -51,7 +51,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from east_agent.prompt import LATENCY_LEVELS, is_unspaced, language_name
-from east_agent.records import load_records, open_text
+from east_agent.records import load_records
+from east_agent.text_lines import read_lines
 
 logger = logging.getLogger("training.build_data")
 
@@ -129,8 +130,7 @@ def align(sources: Sequence[str], targets: Sequence[str], workdir: Path) -> list
         links_filename_rev=str(reverse_path),
         quiet=True,
     )
-    forward = forward_path.read_text().splitlines()
-    reverse = reverse_path.read_text().splitlines()
+    forward, reverse = read_lines(forward_path), read_lines(reverse_path)
     return [grow_diag_final_and(parse_links(f), parse_links(r)) for f, r in zip(forward, reverse)]
 
 
@@ -211,8 +211,7 @@ def read_parallel(source: Path | None, target: Path | None, pairs: Path | None):
     if pairs is not None:
         records = load_records(pairs)
         return [(r.get("source", ""), r.get("reference", r.get("target", ""))) for r in records]
-    with open_text(source) as source_lines, open_text(target) as target_lines:
-        sources, targets = source_lines.read().splitlines(), target_lines.read().splitlines()
+    sources, targets = read_lines(source), read_lines(target)
     if len(sources) != len(targets):
         raise ValueError(f"{source} has {len(sources)} lines but {target} has {len(targets)}")
     return list(zip(sources, targets))
@@ -313,8 +312,7 @@ def save_links(path: Path, all_links: list[Links]) -> None:
 
 
 def load_links(path: Path, expected: int) -> list[Links]:
-    with open_text(path) as handle:
-        lines = handle.read().splitlines()
+    lines = read_lines(path)
     if len(lines) != expected:
         raise ValueError(f"{path}: {len(lines)} alignment lines for {expected} kept pairs")
     return [parse_links(line) for line in lines]
@@ -338,17 +336,20 @@ def main(argv: list[str] | None = None) -> None:
     if (args.pairs is None) == (args.source is None or args.target is None):
         parser.error("give --source and --target, or --pairs")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    report = build(
-        read_parallel(args.source, args.target, args.pairs),
-        args.src_lang,
-        args.tgt_lang,
-        args.output,
-        args.levels,
-        args.alignments,
-        args.seed,
-        args.max_words,
-        args.max_ratio,
-    )
+    try:
+        report = build(
+            read_parallel(args.source, args.target, args.pairs),
+            args.src_lang,
+            args.tgt_lang,
+            args.output,
+            args.levels,
+            args.alignments,
+            args.seed,
+            args.max_words,
+            args.max_ratio,
+        )
+    except ValueError as error:
+        sys.exit(f"build_data: {error}")
     for line in report.lines():
         print(line)
 

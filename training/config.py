@@ -2,19 +2,35 @@
 
     stage: full | lora
     model:  name_or_path, torch_dtype, attn_implementation, trust_remote_code, chat_template
-    data:   files, eval_files, cutoff_len, skip_malformed, max_samples
+    data:   files, eval_files, cutoff_len, skip_malformed, max_samples, system_prompt
     lora:   r, alpha, dropout, target_modules          (stage: lora)
     train:  transformers.TrainingArguments keyword arguments, passed through
     resume_from_checkpoint: auto | <path> | null
 
 Unknown keys are errors that name the file and the key (a typo must not silently fall
 back to a default), and so are TrainingArguments keywords this transformers lacks.
+
+`data.system_prompt` (default null: no system turn) puts a system turn before every user
+turn of the training samples, masked out of the loss. Our inference renders none, and
+neither does the default; the paper trained with LLaMA-Factory's `llama3` template, which
+adds "You are a helpful assistant.", so set that to continue from the released Stage I
+checkpoint in the format it saw (and decode such a model with the same system turn).
+
+Values are typed by the field they set (the dataclasses below; TrainingArguments' own
+annotations for `train`), in the file and in overrides alike: a field that takes a string
+keeps the text as written (`train.eval_strategy=no` is "no", not YAML's False;
+`model.name_or_path=007` is "007"), a float field reads `1e-4` as a number, and a value
+that fits no type of its field is an error naming the key and the value.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import inspect
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,8 +63,9 @@ class DataSettings:
     files: list[str] = field(default_factory=list)
     eval_files: list[str] = field(default_factory=list)  # held-out loss (train.eval_strategy)
     cutoff_len: int = 1024
-    skip_malformed: bool = False
+    skip_malformed: bool = False  # also skips lines that are not UTF-8, JSON or an object
     max_samples: int | None = None
+    system_prompt: str | None = None  # a system turn before each user turn; none by default
 
 
 @dataclass
@@ -66,7 +83,7 @@ class SFTConfig:
     data: DataSettings
     train: dict[str, Any]
     lora: LoraSettings = field(default_factory=LoraSettings)
-    resume_from_checkpoint: str | None = "auto"
+    resume_from_checkpoint: str | bool | None = "auto"
     source: str = "<config>"
 
     @property
@@ -74,8 +91,106 @@ class SFTConfig:
         return Path(self.train["output_dir"])
 
 
+SECTIONS = {"model": ModelSettings, "data": DataSettings, "lora": LoraSettings}
+TOP_LEVEL_TYPES = {"stage": str, "resume_from_checkpoint": str | bool | None}
+
+
+@functools.cache
+def _field_types(section: str) -> dict[str, Any]:
+    if section != "train":
+        return typing.get_type_hints(SECTIONS[section])
+    from transformers import TrainingArguments
+
+    try:
+        return typing.get_type_hints(TrainingArguments)
+    except NameError:  # an annotation this Python cannot resolve: values stay as YAML reads them
+        return {}
+
+
+def field_type(keys: list[str]) -> Any | None:
+    """The declared type of `section.key` (or a top-level key); None where none is known."""
+    if len(keys) == 1:
+        return TOP_LEVEL_TYPES.get(keys[0])
+    if len(keys) == 2 and (keys[0] in SECTIONS or keys[0] == "train"):
+        return _field_types(keys[0]).get(keys[1])
+    return None
+
+
+def _options(expected: Any) -> tuple:
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        return typing.get_args(expected)
+    return (expected,)
+
+
+def _fits(value: Any, option: Any) -> bool:
+    origin = typing.get_origin(option) or option
+    if option is Any:
+        return True
+    if option is type(None):
+        return value is None
+    if origin is bool:
+        return isinstance(value, bool)
+    if origin in (int, float):
+        numbers = (int, float) if origin is float else (int,)
+        return isinstance(value, numbers) and not isinstance(value, bool)
+    if origin is typing.Literal:
+        return any(value == choice and type(value) is type(choice) for choice in option.__args__)
+    if origin is list and typing.get_args(option):
+        item = typing.get_args(option)[0]
+        return isinstance(value, list) and all(_fits(entry, item) for entry in value)
+    return not isinstance(origin, type) or isinstance(value, origin)
+
+
+def _takes_text(option: Any) -> bool:
+    origin = typing.get_origin(option) or option
+    if origin is list:
+        return any(_takes_text(item) for item in typing.get_args(option))
+    return isinstance(origin, type) and issubclass(origin, str)
+
+
+def _number(value: Any, options: tuple) -> Any:
+    """A YAML string such as `1e-4` (no dot, so not a YAML float) as the number it names."""
+    for kind in (int, float):
+        if isinstance(value, str) and any((typing.get_origin(o) or o) is kind for o in options):
+            try:
+                return kind(value)
+            except ValueError:
+                continue
+    return None
+
+
+def settle(value: Any, written: Any, expected: Any, where: str) -> Any:
+    """`value` (as YAML read it) for a field of type `expected`; `written` is the same
+    YAML read with every scalar kept as text, or None where that is not at hand."""
+    options = _options(expected)
+    if any(_fits(value, option) for option in options):
+        return value
+    if written is not None and any(_fits(written, o) for o in options if _takes_text(o)):
+        return written
+    number = _number(value, options)
+    if number is not None and any(_fits(number, option) for option in options):
+        return number
+    text_option = any(_takes_text(option) for option in options)
+    hint = " (quote it: YAML reads no/yes/on/off as booleans)" if text_option else ""
+    shown = written if written is not None else value
+    raise ConfigError(f"{where}: expected {_type_name(expected)}, got {shown!r}{hint}")
+
+
+def _type_name(expected: Any) -> str:
+    names = [getattr(option, "__name__", str(option)) for option in _options(expected)]
+    return " or ".join("null" if name == "NoneType" else name for name in names)
+
+
+def _yaml(text: str, where: str) -> tuple[Any, Any]:
+    """(YAML value, the same with every scalar as written)."""
+    try:
+        return yaml.safe_load(text), yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{where}: invalid YAML: {error}") from None
+
+
 def apply_override(tree: dict, override: str, source: str) -> None:
-    """Set `section.key=value` in the raw config tree (the value parsed as YAML)."""
+    """Set `section.key=value` in the raw config tree, the value typed by its field."""
     if "=" not in override:
         raise ConfigError(f"override {override!r}: expected section.key=value")
     dotted, raw = override.split("=", 1)
@@ -85,7 +200,30 @@ def apply_override(tree: dict, override: str, source: str) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {key!r} in {source} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    where = f"override {override!r}"
+    value, written = _yaml(raw, where)
+    expected = field_type(keys)
+    if expected is not None:
+        value = settle(value, "" if written is None else written, expected, where)
+    node[keys[-1]] = value
+
+
+def settle_tree(tree: dict, written: dict | None, source: str) -> None:
+    """Type every known field of a recipe tree in place (see `settle`)."""
+    written = written if isinstance(written, dict) else {}
+    for key in TOP_LEVEL_TYPES:
+        if key in tree:
+            tree[key] = settle(tree[key], written.get(key), field_type([key]), f"{source}: {key}")
+    for section in (*SECTIONS, "train"):
+        values, texts = tree.get(section), written.get(section)
+        if not isinstance(values, dict):
+            continue
+        texts = texts if isinstance(texts, dict) else {}
+        for key, value in values.items():
+            expected = field_type([section, str(key)])
+            if expected is not None:
+                where = f"{source}: {section}.{key}"
+                values[key] = settle(value, texts.get(key), expected, where)
 
 
 def _section(cls, values: Any, name: str, source: str):
@@ -127,6 +265,8 @@ def parse_config(tree: dict, source: str = "<config>") -> SFTConfig:
         raise ConfigError(
             f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
         )
+    tree = copy.deepcopy(tree)
+    settle_tree(tree, None, source)
     stage = tree.get("stage")
     if stage not in STAGES:
         raise ConfigError(f"{source}: stage must be one of {STAGES}, got {stage!r}")
@@ -152,11 +292,12 @@ def parse_config(tree: dict, source: str = "<config>") -> SFTConfig:
 def load_config(path: str | Path, overrides: list[str] = ()) -> SFTConfig:
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such recipe") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from None
+    tree, written = _yaml(text, str(path))
+    if isinstance(tree, dict):
+        settle_tree(tree, written, str(path))
     for override in overrides:
         apply_override(tree, override, str(path))
     return parse_config(tree, str(path))

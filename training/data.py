@@ -13,16 +13,30 @@ side. The paper's released preprocessing never advances its chunk index and so w
 spaces at all, while its inference inserts them; we follow the inference side, which is
 what the decoder feeds. Labels are -100 on the prompt (user turn and assistant header) and
 carry loss on the whole assistant turn: chunks, both EAST tokens and the end-of-turn token.
+An optional system turn (`data.system_prompt`) goes before the user turn, loss-free.
+
+JSON Lines end at `\n` (or `\r\n`) only, never at a lone `\r` (JSON whitespace) or
+U+2028 / U+0085 (which JSON strings may hold unescaped). A line that is not UTF-8, not JSON
+or not an object, like a record with a bad field, stops the run naming file and line
+(`record N` in a JSON list file), or with `skip_malformed` is skipped and counted; a JSON
+list file is one JSON value, so an encoding or syntax error in it always stops the run.
 """
 
 from __future__ import annotations
 
+import codecs
+import gzip
+import itertools
+import json
 import logging
 import random
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from east_agent.model import end_of_turn_ids
 from east_agent.prompt import (
     END_OF_READ,
     END_OF_WRITE,
@@ -32,18 +46,26 @@ from east_agent.prompt import (
     simt_instruction,
     unit_separator,
 )
-from east_agent.records import RecordError, load_records
+from east_agent.records import RecordError
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 SIMT_FIELDS = ("src_lang", "tgt_lang", "latency", "source_chunks", "target_chunks")
+MAX_SKIPPED_EXAMPLES = 5  # skipped records named in the report and the log
 
 
 @dataclass(frozen=True)
 class Conversation:
     user: str
     assistant: str
+
+
+@dataclass(frozen=True)
+class RawRecord:
+    place: str  # "record 3" in a JSON list file, "line 7" in a JSON Lines file
+    record: dict | None
+    problem: str | None = None  # why the line is unreadable (then record is None)
 
 
 def interleave_chunks(
@@ -139,63 +161,207 @@ class DataReport:
     records: int = 0
     samples: int = 0
     malformed_skipped: int = 0
+    unreadable_skipped: int = 0
     truncated: int = 0
     dropped_prompt_too_long: int = 0
     by_file: dict[str, int] = field(default_factory=dict)
+    skipped_examples: list[str] = field(default_factory=list)
+
+    def skip(self, where: str, problem: str, unreadable: bool) -> None:
+        if unreadable:
+            self.unreadable_skipped += 1
+        else:
+            self.malformed_skipped += 1
+        if len(self.skipped_examples) < MAX_SKIPPED_EXAMPLES:
+            self.skipped_examples.append(f"{where}: {problem}")
+            logger.warning("skipped %s: %s", where, problem)
 
     def lines(self) -> list[str]:
         return [
             f"{self.records} records read from {len(self.by_file)} files",
             f"{self.samples} training samples",
             f"{self.malformed_skipped} malformed records skipped",
+            f"{self.unreadable_skipped} unreadable lines skipped (not UTF-8, not JSON or not "
+            "a JSON object)",
             f"{self.truncated} samples truncated to the cut-off",
             f"{self.dropped_prompt_too_long} samples dropped: prompt alone exceeds the cut-off",
+            *(f"skipped: {example}" for example in self.skipped_examples),
         ]
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _not_utf8(line: bytes, start: int) -> str:
+    column = len(line[:start].decode("utf-8")) + 1
+    return f"not UTF-8 (byte 0x{line[start]:02x} at column {column})"
+
+
+def _parse_line(line: bytes) -> tuple[dict | None, str | None]:
+    """(record, None) or (None, what is wrong with the line)."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return None, _not_utf8(line, error.start)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, f"invalid JSON: {error.msg} (column {error.colno})"
+    if not isinstance(value, dict):
+        return None, f"expected a JSON object, got {type(value).__name__}"
+    return value, None
+
+
+def _json_list(data: bytes, path: Path) -> Iterator[RawRecord]:
+    """The records of a JSON list file; it is one JSON value, so no error in it is skippable."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        number = data.count(b"\n", 0, error.start) + 1
+        start = data.rfind(b"\n", 0, error.start) + 1
+        problem = _not_utf8(data[start:], error.start - start)
+        raise RecordError(
+            f"{path}: line {number}: {problem}; a JSON list file is read whole, so this "
+            "cannot be skipped"
+        ) from None
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RecordError(
+            f"{path}: line {error.lineno}: invalid JSON: {error.msg}; a JSON list file is "
+            "read whole, so this cannot be skipped"
+        ) from None
+    for index, value in enumerate(records):
+        if isinstance(value, dict):
+            yield RawRecord(f"record {index}", value)
+        else:
+            problem = f"expected a JSON object, got {type(value).__name__}"
+            yield RawRecord(f"record {index}", None, problem)
+
+
+def _records_in(handle: BinaryIO, path: Path) -> Iterator[RawRecord]:
+    # Binary lines end at b"\n" only: text mode would also split on a lone "\r", and
+    # str.splitlines on U+2028 or U+0085, which may stand unescaped inside JSON strings.
+    head: list[bytes] = []
+    for line in handle:
+        head.append(line if head else line.removeprefix(codecs.BOM_UTF8))
+        if head[-1].strip():
+            break
+    if b"".join(head).lstrip().startswith(b"["):
+        yield from _json_list(b"".join(head) + handle.read(), path)
+        return
+    for number, line in enumerate(itertools.chain(head, handle), 1):
+        if line.strip():
+            record, problem = _parse_line(line)
+            yield RawRecord(f"line {number}", record, problem)
+
+
+def iter_records(path: str | Path) -> Iterator[RawRecord]:
+    """Every record of a JSON list or JSON Lines file (`.gz` read through), with its place."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: no such file")
+    try:
+        with _open_binary(path) as handle:
+            yield from _records_in(handle, path)
+    except (OSError, EOFError, zlib.error) as error:
+        raise RecordError(f"{path}: cannot read: {error}") from None
+
+
+def _problem(record: dict) -> str | None:
+    return _check_simt(record) if record_kind(record) == "simt" else _check_offline(record)
 
 
 def read_conversations(
     paths: Sequence[str | Path], report: DataReport, skip_malformed: bool = False
 ) -> Iterator[Conversation]:
-    """Conversations of every record; a malformed one raises naming file and record index."""
+    """Conversations of every record; a malformed one raises naming file and line or index,
+    or with `skip_malformed` is skipped and counted in the report."""
     for path in paths:
-        records = load_records(path)
-        report.by_file[str(path)] = len(records)
-        report.records += len(records)
-        for index, record in enumerate(records):
-            problem = (
-                _check_simt(record) if record_kind(record) == "simt" else _check_offline(record)
-            )
-            if problem is not None:
-                if skip_malformed:
-                    report.malformed_skipped += 1
-                    continue
-                raise RecordError(f"{path}: record {index}: {problem}")
-            yield conversation(record)
+        report.by_file[str(path)] = 0
+        for raw in iter_records(path):
+            report.records += 1
+            report.by_file[str(path)] += 1
+            problem = raw.problem or _problem(raw.record)
+            if problem is None:
+                yield conversation(raw.record)
+            elif skip_malformed:
+                report.skip(f"{path}: {raw.place}", problem, unreadable=raw.record is None)
+            else:
+                raise RecordError(f"{path}: {raw.place}: {problem}")
 
 
 class ChatTokenizer:
-    """Turns conversations into (input_ids, labels) with the model's own chat template."""
+    """Turns conversations into (input_ids, labels) with the model's own chat template.
 
-    def __init__(self, tokenizer, cutoff_len: int = 1024) -> None:
+    `system_prompt`, when given, is rendered as a system turn before every user turn (and
+    carries no loss). A template that renders the generation prompt whatever
+    `add_generation_prompt` says (some Llama-3 checkpoints' do) would put an assistant header
+    after the assistant turn; the training text ends at the turn's last end-of-turn token.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        cutoff_len: int = 1024,
+        system_prompt: str | None = None,
+        generation_eos: int | list[int] | None = None,
+    ) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError("the tokenizer has no chat template")
         self.tokenizer = tokenizer
         self.cutoff_len = cutoff_len
+        self.system_prompt = system_prompt
+        ids = end_of_turn_ids(tokenizer, generation_eos)
+        self.end_of_turn = tuple(dict.fromkeys(tokenizer.convert_ids_to_tokens(list(ids))))
+        self.always_prompts = self._generation_prompt_unguarded()
+
+    def _messages(self, user: str) -> list[dict]:
+        messages = [{"role": "user", "content": user}]
+        if self.system_prompt is not None:
+            messages.insert(0, {"role": "system", "content": self.system_prompt})
+        return messages
+
+    def _apply(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def _generation_prompt_unguarded(self) -> bool:
+        """Whether the template renders the same with and without add_generation_prompt."""
+        messages = self._messages("probe")
+        try:
+            return self._apply(messages, False) == self._apply(messages, True)
+        except Exception as error:  # jinja's own, or what the template raises itself
+            if self.system_prompt is None:
+                raise
+            raise ValueError(
+                f"data.system_prompt: the chat template fails with a system turn: {error}"
+            ) from error
+
+    def _end_of_last_turn(self, full: str, start: int) -> str:
+        """`full` cut after its last end-of-turn token at or after `start`."""
+        ends = [
+            index + len(token)
+            for token in self.end_of_turn
+            if (index := full.rfind(token, start)) >= 0
+        ]
+        return full[: max(ends)] if ends else full
 
     def render(self, item: Conversation) -> tuple[str, str]:
         """(prompt text, full text): the prompt ends where the assistant's loss begins."""
-        user = [{"role": "user", "content": item.user}]
-        prompt = self.tokenizer.apply_chat_template(
-            user, tokenize=False, add_generation_prompt=True
-        )
-        full = self.tokenizer.apply_chat_template(
-            [*user, {"role": "assistant", "content": item.assistant}], tokenize=False
-        )
+        messages = self._messages(item.user)
+        prompt = self._apply(messages, True)
+        assistant = {"role": "assistant", "content": item.assistant}
+        full = self._apply([*messages, assistant], False)
         if not full.startswith(prompt):
             raise ValueError(
                 "the chat template renders the user turn differently with and without an "
                 "assistant turn; cannot tell the prompt from the answer"
             )
+        if self.always_prompts:
+            full = self._end_of_last_turn(full, len(prompt))
         return prompt, full
 
     def encode(self, item: Conversation, report: DataReport) -> dict | None:
@@ -223,12 +389,14 @@ def build_samples(
     max_samples: int | None = None,
     seed: int = 42,
     progress: bool = True,
+    system_prompt: str | None = None,
+    generation_eos: int | list[int] | None = None,
 ) -> tuple[list[dict], DataReport]:
     """Tokenized, shuffled samples from every file, and the report of what happened."""
     from tqdm import tqdm
 
     report = DataReport()
-    encoder = ChatTokenizer(tokenizer, cutoff_len)
+    encoder = ChatTokenizer(tokenizer, cutoff_len, system_prompt, generation_eos)
     conversations = list(read_conversations(paths, report, skip_malformed))
     random.Random(seed).shuffle(conversations)
     if max_samples is not None:

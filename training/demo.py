@@ -55,10 +55,9 @@ ALIGNED = {  # data file -> (split, source language)
 
 
 def read_lines(path: Path) -> list[str]:
-    from east_agent.records import open_text
+    from east_agent.text_lines import read_lines as read_text_lines
 
-    with open_text(path) as handle:
-        return handle.read().splitlines()
+    return read_text_lines(path)
 
 
 def build_data(args) -> None:

@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import torch
 from east_agent.model import east_token_ids
 from east_agent.prompt import END_OF_READ, END_OF_WRITE
 from training.config import SFTConfig, load_config
-from training.data import IGNORE_INDEX, build_samples
+from training.data import IGNORE_INDEX, DataReport, build_samples
 
 logger = logging.getLogger("training.sft")
 
@@ -164,7 +165,7 @@ def resolve_resume(config: SFTConfig) -> str | None:
     setting = config.resume_from_checkpoint
     if setting in (None, False, "none", "no"):
         return None
-    if setting == "auto":
+    if setting in (True, "auto"):
         checkpoint = last_complete_checkpoint(config.output_dir)
         if checkpoint is not None:
             logger.info("resuming from %s", checkpoint)
@@ -207,6 +208,29 @@ def build_trainer(config: SFTConfig, training_args, model, tokenizer, samples, e
     )
 
 
+def read_samples(
+    config: SFTConfig,
+    tokenizer,
+    model,
+    files: Sequence[str],
+    training_args,
+    evaluation: bool = False,
+) -> tuple[list[dict], DataReport]:
+    """Tokenized samples and the data report for `files`, as the recipe's data section says."""
+    generation_config = getattr(model, "generation_config", None)
+    return build_samples(
+        tokenizer,
+        files,
+        cutoff_len=config.data.cutoff_len,
+        skip_malformed=config.data.skip_malformed,
+        max_samples=None if evaluation else config.data.max_samples,
+        seed=training_args.seed,
+        progress=not evaluation and training_args.local_process_index == 0,
+        system_prompt=config.data.system_prompt,
+        generation_eos=getattr(generation_config, "eos_token_id", None),
+    )
+
+
 def run(config: SFTConfig) -> Path:
     """Train one stage and return the folder of the final model."""
     from transformers import TrainingArguments
@@ -219,24 +243,11 @@ def run(config: SFTConfig) -> Path:
         logger.info("EAST tokens added to the tokenizer: %d", add_east_tokens(tokenizer))
     model = load_model(config, tokenizer)
     with training_args.main_process_first(desc="tokenizing"):
-        samples, report = build_samples(
-            tokenizer,
-            config.data.files,
-            cutoff_len=config.data.cutoff_len,
-            skip_malformed=config.data.skip_malformed,
-            max_samples=config.data.max_samples,
-            seed=training_args.seed,
-            progress=training_args.local_process_index == 0,
-        )
+        samples, report = read_samples(config, tokenizer, model, config.data.files, training_args)
         eval_samples = None
         if config.data.eval_files:
-            eval_samples, _ = build_samples(
-                tokenizer,
-                config.data.eval_files,
-                cutoff_len=config.data.cutoff_len,
-                skip_malformed=config.data.skip_malformed,
-                seed=training_args.seed,
-                progress=False,
+            eval_samples, _ = read_samples(
+                config, tokenizer, model, config.data.eval_files, training_args, evaluation=True
             )
     if not samples:
         raise ValueError("no training sample is left after reading the data")

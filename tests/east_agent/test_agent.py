@@ -143,6 +143,25 @@ def test_empty_source_line_is_named_before_loading(east_checkpoint, tmp_path):
     assert "src.txt: line 2: empty source sentence" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("Die Katze\nDer Hund\xe9\n".encode("latin-1"), "src.txt: line 2: not UTF-8 (byte 0xe9"),
+        (b"Die Katze\nDer\rHund\n", "src.txt: line 2"),
+    ],
+)
+def test_a_source_simuleval_would_misread_is_named_before_loading(
+    east_checkpoint, tmp_path, source, message
+):
+    (tmp_path / "src.txt").write_bytes(source)
+    (tmp_path / "ref.txt").write_text("The cat\nThe dog\n")
+    result = run_simuleval(
+        *agent_arguments(east_checkpoint, tmp_path, tmp_path / "out"), timeout=120
+    )
+    assert result.returncode != 0
+    assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
 def test_missing_checkpoint_is_a_clear_error(toy_test_set, tmp_path):
     folder, _ = toy_test_set
     result = run_simuleval(

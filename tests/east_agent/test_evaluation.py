@@ -264,3 +264,69 @@ def test_a_grid_killed_outright_keeps_its_sentences_and_its_time(east_checkpoint
     killed, finished = timing["tries"]
     assert killed["seconds"] > 0 and finished["seconds"] > 0  # the killed try counts too
     assert timing["seconds"] == pytest.approx(killed["seconds"] + finished["seconds"], abs=0.02)
+
+
+def processes_mentioning(text):
+    """Live processes whose command line contains `text` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split(") ")[1][0]
+        except (OSError, IndexError):
+            continue
+        if text in command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_east_eval_kills_its_simuleval_child(east_checkpoint, tmp_path):
+    """SimulEval's own loop runs as a child: SIGKILL of the parent alone ends it too, and
+    the rerun writes every sentence once."""
+    import time
+
+    from kill import sigkill_after_lines
+
+    systems = {"east": {"agent": "east", "latency": ["low"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    command = [str(Path(sys.executable).with_name("east-eval")), str(config)]
+    command += ["--limit", "20", "--batch-size", "1"]
+    log = output / "runs" / "east-low" / "instances.log"
+    sigkill_after_lines(command, log, 2)
+    deadline = time.time() + 30
+    while processes_mentioning(str(output)):
+        assert time.time() < deadline, "the east-simuleval child outlived east-eval"
+        time.sleep(0.1)
+    result = east_eval(config, "--limit", "20", "--batch-size", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    indices = [json.loads(line)["index"] for line in log.read_text().splitlines()]
+    assert sorted(indices) == list(range(20))  # each once
+
+
+def test_a_second_run_on_a_busy_run_folder_is_refused(east_checkpoint, tmp_path):
+    import os
+    import signal
+    import time
+
+    from east_agent.run_lock import hold_run_lock
+
+    systems = {"east": {"agent": "east", "latency": ["low"]}}
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
+    command = [str(Path(sys.executable).with_name("east-eval")), str(config), "--limit", "300"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "out" / "runs" / "east-low" / "instances.log"
+    try:
+        deadline = time.time() + 300
+        while not (log.exists() and log.read_text().count("\n") >= 1):
+            assert first.poll() is None and time.time() < deadline, "the first run ended"
+            time.sleep(0.05)
+        second = east_eval(config, "--limit", "300")
+        assert second.returncode != 0
+        assert f"is being written by process {first.pid}" in second.stderr, second.stderr
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    with hold_run_lock(log.parent):  # the killed run's lock went with it
+        pass

@@ -1,5 +1,6 @@
 """Shared-task paths: a standalone agent server evaluated over HTTP, a --system-dir, COMET."""
 
+import json
 import socket
 import subprocess
 import sys
@@ -50,7 +51,29 @@ def run(*command, timeout=300):
 AGENT_FLAGS = ["--src-lang", "de", "--tgt-lang", "en", "--latency", "low"]
 
 
-def test_standalone_server_and_remote_evaluation_match_a_local_run(
+def wait_for_server(server, port):
+    deadline = time.time() + 120
+    while True:
+        assert server.poll() is None, server.stderr.read()[-3000:]
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            assert time.time() < deadline, "the agent server did not come up"
+            time.sleep(0.2)
+
+
+def non_loopback_address():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_two_clients_of_one_server_each_get_a_local_runs_scores(
     east_checkpoint, test_set, tmp_path
 ):
     local = tmp_path / "local"
@@ -62,34 +85,63 @@ def test_standalone_server_and_remote_evaluation_match_a_local_run(
     port = free_port()
     server = subprocess.Popen(
         [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
-         "--agent", str(AGENT_FILE), "--model-path", str(east_checkpoint), *AGENT_FLAGS],
+         "--agent", str(AGENT_FILE), "--model-path", str(east_checkpoint), *AGENT_FLAGS,
+         "--batch-size", "2", "--session-timeout", "2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.time() + 120
-        while True:
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok:
-                    break
-            except requests.ConnectionError:
-                assert time.time() < deadline, "the agent server did not come up"
-                time.sleep(0.2)
-        remote = tmp_path / "remote"
-        run(
-            console_script("east-remote-eval"), "--remote-address", "127.0.0.1",
-            "--remote-port", port, "--source", test_set / "src.txt",
-            "--target", test_set / "ref.txt", "--output", remote,
-        )  # fmt: skip
+        wait_for_server(server, port)
+        clients = [
+            subprocess.Popen(
+                [console_script("east-remote-eval"), "--remote-address", "127.0.0.1",
+                 "--remote-port", str(port), "--source", str(test_set / "src.txt"),
+                 "--target", str(test_set / "ref.txt"), "--output", str(tmp_path / name)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            for name in ("first", "second")
+        ]
+        for client in clients:
+            assert client.wait(timeout=300) == 0, client.stderr.read()[-3000:]
+        check_sessions_and_bad_requests(f"http://127.0.0.1:{port}")
+        address = non_loopback_address()
+        if address is not None:  # the server listens on the loopback interface only
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://{address}:{port}/", timeout=2)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    local_scores, remote_scores = scores(local), scores(remote)
-    for metric in ("BLEU", "LAAL", "AL", "AP", "DAL"):
-        assert remote_scores[metric] == local_scores[metric]
-    local_log = (local / "instances.log").read_text().splitlines()
-    remote_log = (remote / "instances.log").read_text().splitlines()
-    assert len(remote_log) == len(local_log) == 3
+    local_scores = scores(local)
+    local_log = [json.loads(line) for line in (local / "instances.log").read_text().splitlines()]
+    for name in ("first", "second"):
+        remote_scores = scores(tmp_path / name)
+        for metric in ("BLEU", "LAAL", "AL", "AP", "DAL"):
+            assert remote_scores[metric] == local_scores[metric], (name, metric)
+        remote_log = (tmp_path / name / "instances.log").read_text().splitlines()
+        remote_log = [json.loads(line) for line in remote_log]
+        assert [r["prediction"] for r in remote_log] == [r["prediction"] for r in local_log]
+        assert [r["delays"] for r in remote_log] == [r["delays"] for r in local_log]
+
+
+def check_sessions_and_bad_requests(url):
+    for body, message in [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"content": "Haus"}', "no 'data_type'"),
+        (b'{"data_type": "text", "finished": false}', "string 'content'"),
+    ]:
+        reply = requests.put(f"{url}/input", data=body, headers={"X-Session-Id": "bad"})
+        assert reply.status_code == 400 and message in reply.json()["error"], reply.text
+    requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
+    assert requests.get(f"{url}/").json()["sessions"] == 0  # the clients closed theirs
+    requests.post(f"{url}/reset").raise_for_status()  # the legacy session
+    requests.post(f"{url}/reset", headers={"X-Session-Id": "a"}).raise_for_status()
+    full = requests.post(f"{url}/reset", headers={"X-Session-Id": "b"})
+    assert full.status_code == 503 and "all 2 streams are in use" in full.json()["error"]
+    deadline = time.time() + 30
+    while requests.get(f"{url}/").json()["sessions"]:
+        assert time.time() < deadline, "idle sessions were not dropped"
+        time.sleep(0.5)
+    requests.post(f"{url}/reset", headers={"X-Session-Id": "b"}).raise_for_status()
 
 
 def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_path):

@@ -73,3 +73,20 @@ def test_a_broken_log_line_is_named(tmp_path):
         handle.write('{"index": 1}\n')
     with pytest.raises(ValueError, match=r"instances.log, line 2: not a SimulEval instance"):
         read_predictions(folder)
+
+
+def test_a_prediction_holding_a_line_separator_is_one_line(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    records = [{"index": 0, "prediction": "a\u2028dog"}, {"index": 1, "prediction": "a\x85cat"}]
+    lines = [json.dumps(record, ensure_ascii=False) for record in records]
+    (folder / "instances.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert read_predictions(folder) == {0: "a\u2028dog", 1: "a\x85cat"}
+
+
+def test_a_log_that_is_not_utf8_is_named(tmp_path):
+    folder = write_log(tmp_path / "run", [(0, "a dog")])
+    with open(folder / "instances.log", "ab") as handle:
+        handle.write(b'{"index": 1, "prediction": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"instances.log: line 2: not UTF-8 \(byte 0xe9 at"):
+        read_predictions(folder)

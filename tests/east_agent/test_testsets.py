@@ -1,9 +1,11 @@
 """Test sets as SimulEval files, and every shipped evaluation config."""
 
+import gzip
 from pathlib import Path
 
 import pytest
 
+from east_agent import testsets
 from east_agent.evaluation import load_eval_config
 from east_agent.testsets import available_testsets, prepare_testset, read_pairs
 from east_agent.units import join_source_units
@@ -49,6 +51,17 @@ def test_unknown_testset_lists_the_choices(tmp_path):
 def test_chinese_source_needs_the_tokenizer(tmp_path):
     with pytest.raises(ValueError, match="needs the checkpoint's tokenizer"):
         prepare_testset("wmt22.zh-en", tmp_path)
+
+
+def test_multi30k_sentences_with_line_separators_stay_paired(tmp_path, monkeypatch):
+    folder = tmp_path / "multi30k"
+    folder.mkdir()
+    texts = {"de": "ein\u2028Hund\nzwei\x85Katzen\n", "en": "a dog\ntwo\x0ccats\n"}
+    for language, text in texts.items():
+        (folder / f"val.{language}.gz").write_bytes(gzip.compress(text.encode()))
+    monkeypatch.setattr(testsets, "DATA", tmp_path)
+    pairs, _, _ = read_pairs("multi30k-val.de-en")
+    assert pairs == [("ein\u2028Hund", "a dog"), ("zwei\x85Katzen", "two\x0ccats")]
 
 
 def test_configs_cover_the_paper():

@@ -13,7 +13,9 @@ from training.build_data import (
     average_lagging,
     base_segmentation,
     grow_diag_final_and,
+    main,
     merge_to_min_source,
+    read_parallel,
     segmentation_delays,
     target_needs,
 )
@@ -147,3 +149,27 @@ def test_reusing_the_links_reproduces_the_output(built, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read(again) == read(output)
+
+
+def test_sentences_with_line_separators_stay_paired(tmp_path):
+    # str.splitlines() ends lines at these too: the counts matched, the pairs shifted
+    source, target = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    source.write_text("ein\u2028Hund\nzwei\x0cKatzen\ndrei\x1cVögel\n", encoding="utf-8")
+    target.write_text("a\x85dog\ntwo cats\nthree\x1ebirds\n", encoding="utf-8")
+    pairs = read_parallel(source, target, None)
+    assert [(s.split()[0], t.split()[0]) for s, t in pairs] == [
+        ("ein", "a"),
+        ("zwei", "two"),
+        ("drei", "three"),
+    ]
+
+
+def test_a_latin1_training_file_is_named_with_its_line(tmp_path, capsys):
+    source, target = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    source.write_bytes("ein Hund\nein Café\n".encode("latin-1"))
+    target.write_text("a dog\na café\n", encoding="utf-8")
+    command = ["--source", str(source), "--target", str(target), "--src-lang", "de",
+               "--tgt-lang", "en", "--output", str(tmp_path / "out.jsonl")]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(command)
+    assert exit_.value.code == f"build_data: {source}: line 2: not UTF-8 (byte 0xe9 at column 8)"

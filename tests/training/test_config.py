@@ -105,3 +105,77 @@ def test_overrides_change_nested_values():
 def test_bad_recipes_are_named(override, message):
     with pytest.raises(ConfigError, match=message):
         load_config(CONFIGS / "stage1_full.yaml", [override])
+
+
+def with_overrides(*overrides):
+    return load_config(CONFIGS / "stage1_full.yaml", list(overrides))
+
+
+def test_string_fields_keep_the_text_typed():
+    config = with_overrides(
+        "train.eval_strategy=no",
+        "train.run_name=1.10",
+        "train.hub_model_id=true",
+        "model.name_or_path=007",
+        "data.files=[2024, 1.10]",
+        "data.system_prompt=null",
+    )
+    assert config.train["eval_strategy"] == "no"
+    assert (config.train["run_name"], config.train["hub_model_id"]) == ("1.10", "true")
+    assert config.model.name_or_path == "007"
+    assert config.data.files == ["2024", "1.10"]
+    assert config.data.system_prompt is None
+    from transformers import TrainingArguments
+
+    train = {**config.train, "deepspeed": None, "bf16": False, "use_cpu": True}
+    assert TrainingArguments(**train).eval_strategy == "no"
+
+
+def test_typed_fields_still_parse():
+    config = with_overrides(
+        "train.max_steps=10",
+        "train.learning_rate=1e-4",
+        "train.bf16=false",
+        "train.save_steps=0.25",
+        "data.cutoff_len=512",
+        "data.skip_malformed=yes",
+        "data.max_samples=null",
+        "lora.dropout=0.1",
+        "resume_from_checkpoint=no",
+    )
+    assert config.train["max_steps"] == 10 and isinstance(config.train["max_steps"], int)
+    assert config.train["learning_rate"] == 1e-4
+    assert (config.train["bf16"], config.train["save_steps"]) == (False, 0.25)
+    assert (config.data.cutoff_len, config.data.skip_malformed) == (512, True)
+    assert config.data.max_samples is None and config.lora.dropout == 0.1
+    assert config.resume_from_checkpoint is False
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.max_steps=ten", r"override 'train.max_steps=ten': expected int, got 'ten'"),
+        ("data.cutoff_len=1.5", "data.cutoff_len=1.5'.*expected int"),
+        ("data.skip_malformed=maybe", "expected bool, got 'maybe'"),
+        ("data.files=[a", "override 'data.files=\\[a': invalid YAML"),
+    ],
+)
+def test_untypable_override_names_key_and_value(override, message):
+    with pytest.raises(ConfigError, match=message):
+        with_overrides(override)
+
+
+def test_recipe_file_values_are_typed_by_field(tmp_path):
+    text = (CONFIGS / "demo_stage1.yaml").read_text()
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text.replace("eval_strategy: steps", "eval_strategy: no"))
+    assert load_config(path).train["eval_strategy"] == "no"
+    path.write_text(text.replace("max_steps: 6000", "max_steps: lots"))
+    with pytest.raises(ConfigError, match=f"{path}: train.max_steps: expected int, got 'lots'"):
+        load_config(path)
+
+
+def test_system_prompt_setting():
+    assert with_overrides().data.system_prompt is None
+    helpful = with_overrides("data.system_prompt=You are a helpful assistant.")
+    assert helpful.data.system_prompt == "You are a helpful assistant."

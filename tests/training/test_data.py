@@ -5,10 +5,17 @@ import json
 
 import pytest
 
-from east_agent.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
+from east_agent.prompt import (
+    END_OF_READ,
+    END_OF_WRITE,
+    LLAMA3_CHAT_TEMPLATE,
+    render_user_turn,
+    simt_instruction,
+)
 from east_agent.records import RecordError
 from east_agent.token_stream import TokenStream
 from east_agent.units import unit_text
+from tiny_east import build_llama3_tokenizer
 from training.data import (
     IGNORE_INDEX,
     ChatTokenizer,
@@ -168,3 +175,134 @@ def test_overlong_samples_are_truncated_and_reported(east_tokenizer, tmp_path):
     samples, report = build_samples(east_tokenizer, [path], cutoff_len=20, progress=False)
     assert (len(samples), report.dropped_prompt_too_long) == (0, 2)
     assert "2 samples dropped: prompt alone exceeds the cut-off" in report.lines()
+
+
+# Reading: JSON Lines split on "\n" only, every unreadable line named or skipped and counted.
+
+
+def write_lines(path, lines: list[bytes]):
+    data = b"".join(lines)
+    path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+    return path
+
+
+def jsonl(record) -> bytes:
+    return (json.dumps(record, ensure_ascii=False) + "\n").encode()
+
+
+def test_unreadable_lines_are_skipped_and_counted(east_tokenizer, tmp_path):
+    lines = [jsonl(DE_EN), b"{broken\n", b"[1, 2]\n", b'{"source": "\xe4"}\n', jsonl(ZH_EN)]
+    path = write_lines(tmp_path / "simt.jsonl", lines)
+    samples, report = build_samples(east_tokenizer, [path], skip_malformed=True, progress=False)
+    assert (len(samples), report.records, report.unreadable_skipped) == (2, 5, 3)
+    assert report.malformed_skipped == 0
+    text = "\n".join(report.lines())
+    assert "3 unreadable lines skipped" in text
+    assert "simt.jsonl: line 2: invalid JSON" in text
+
+
+@pytest.mark.parametrize("name", ["simt.jsonl", "simt.jsonl.gz"])
+def test_non_utf8_line_is_named(east_tokenizer, tmp_path, name):
+    latin1 = json.dumps({**DE_EN, "source_chunks": ["Mädchen"]}, ensure_ascii=False)
+    path = write_lines(tmp_path / name, [jsonl(DE_EN), b"\n", latin1.encode("latin-1") + b"\n"])
+    with pytest.raises(RecordError, match=f"{name}: line 3: not UTF-8"):
+        build_samples(east_tokenizer, [path], progress=False)
+
+
+def test_non_utf8_in_a_json_list_names_the_line(east_tokenizer, tmp_path):
+    text = json.dumps([DE_EN, {**DE_EN, "target_chunks": ["Café"]}], indent=1, ensure_ascii=False)
+    path = tmp_path / "simt.json"
+    path.write_bytes(text.encode("latin-1"))
+    line = text[: text.index("Café")].count("\n") + 1
+    with pytest.raises(RecordError, match=f"simt.json: line {line}: not UTF-8"):
+        build_samples(east_tokenizer, [path], progress=False)
+
+
+def test_invalid_json_line_after_blank_lines_names_its_line(east_tokenizer, tmp_path):
+    path = write_lines(tmp_path / "simt.jsonl", [jsonl(DE_EN), b"\n", b"  \r\n", b"{broken\n"])
+    with pytest.raises(RecordError, match="simt.jsonl: line 4: invalid JSON"):
+        build_samples(east_tokenizer, [path], progress=False)
+
+
+def test_lines_split_only_on_newline(east_tokenizer, tmp_path):
+    """U+2028, U+0085 and a lone CR are inside a line (a CR is JSON whitespace); CRLF ends one."""
+    odd = {**DE_EN, "target_chunks": ["The\u2028cat", "sits\x85on", "the table."]}
+    lone_cr = json.dumps(ZH_EN, ensure_ascii=False).replace(", ", ",\r").encode() + b"\r\n"
+    path = write_lines(tmp_path / "simt.jsonl", [jsonl(odd).replace(b"\n", b"\r\n"), lone_cr])
+    samples, report = build_samples(east_tokenizer, [path], progress=False)
+    assert (len(samples), report.records) == (2, 2)
+    texts = [east_tokenizer.decode(sample["input_ids"]) for sample in samples]
+    assert any("The\u2028cat<|end-of-write|>" in text for text in texts)
+    assert any(" sits\x85on<|end-of-write|>" in text for text in texts)
+
+
+def test_utf8_byte_order_mark_is_accepted(east_tokenizer, tmp_path):
+    path = write_lines(tmp_path / "simt.jsonl", [b"\xef\xbb\xbf" + jsonl(DE_EN), jsonl(ZH_EN)])
+    samples, _ = build_samples(east_tokenizer, [path], progress=False)
+    assert len(samples) == 2
+
+
+# Rendering: templates without an add_generation_prompt guard, and the optional system turn.
+
+UNGUARDED_LLAMA3_TEMPLATE = LLAMA3_CHAT_TEMPLATE.replace("{% if add_generation_prompt %}", "")
+UNGUARDED_LLAMA3_TEMPLATE = UNGUARDED_LLAMA3_TEMPLATE.removesuffix("{% endif %}")
+
+
+def tokenizer_with_template(template: str):
+    tokenizer = build_llama3_tokenizer()
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+@pytest.mark.parametrize("eos", ["<|eot_id|>", "<|end_of_text|>"])  # early Llama-3 configs
+def test_template_without_generation_guard_trains_no_generation_prompt(east_tokenizer, eos):
+    unguarded = tokenizer_with_template(UNGUARDED_LLAMA3_TEMPLATE)
+    unguarded.eos_token = eos
+    assert unguarded.apply_chat_template(
+        [{"role": "user", "content": "x"}], tokenize=False, add_generation_prompt=False
+    ).endswith("<|start_header_id|>assistant<|end_header_id|>\n\n")
+    assert rendered(unguarded, DE_EN) == rendered(east_tokenizer, DE_EN)
+    sample = ChatTokenizer(unguarded).encode(conversation(DE_EN), DataReport())
+    reference = ChatTokenizer(east_tokenizer).encode(conversation(DE_EN), DataReport())
+    assert sample == reference
+    assert unguarded.convert_ids_to_tokens(sample["labels"][-1]) == "<|eot_id|>"
+
+
+HELPFUL = "You are a helpful assistant."
+
+
+def test_system_prompt_is_rendered_before_the_user_turn(east_tokenizer):
+    text = ChatTokenizer(east_tokenizer, system_prompt=HELPFUL).render(conversation(DE_EN))[1]
+    plain = rendered(east_tokenizer, DE_EN)
+    system = "<|start_header_id|>system<|end_header_id|>\n\n" + HELPFUL + "<|eot_id|>"
+    assert text == "<|begin_of_text|>" + system + plain.removeprefix("<|begin_of_text|>")
+    assert text.count(HELPFUL) == 1
+
+
+def test_system_prompt_carries_no_loss(east_tokenizer):
+    sample = ChatTokenizer(east_tokenizer, system_prompt=HELPFUL).encode(
+        conversation(DE_EN), DataReport()
+    )
+    plain = ChatTokenizer(east_tokenizer).encode(conversation(DE_EN), DataReport())
+    trained = [label for label in sample["labels"] if label != IGNORE_INDEX]
+    assert trained == [label for label in plain["labels"] if label != IGNORE_INDEX]
+    assert sample["input_ids"][-len(trained) :] == trained
+    masked = len(sample["labels"]) - len(trained)
+    assert "system" in east_tokenizer.decode(sample["input_ids"][:masked])
+    assert east_tokenizer.decode(trained).startswith("Die Katze<|end-of-read|>")
+
+
+def test_no_system_turn_by_default(east_tokenizer, tmp_path):
+    assert "system" not in rendered(east_tokenizer, DE_EN)
+    path = write_json(tmp_path / "simt.json", [DE_EN])
+    samples, _ = build_samples(east_tokenizer, [path], progress=False, system_prompt=HELPFUL)
+    assert HELPFUL in east_tokenizer.decode(samples[0]["input_ids"])
+
+
+def test_template_without_system_role_is_refused_naming_the_setting():
+    template = (
+        "{% if messages[0]['role'] == 'system' %}"
+        "{{ raise_exception('System role not supported') }}{% endif %}" + LLAMA3_CHAT_TEMPLATE
+    )
+    with pytest.raises(ValueError, match="data.system_prompt"):
+        ChatTokenizer(tokenizer_with_template(template), system_prompt=HELPFUL)

@@ -29,6 +29,7 @@ from training.sft import (
     load_model,
     load_tokenizer,
     resize_embeddings_with_mean,
+    resolve_resume,
     run,
 )
 
@@ -227,6 +228,37 @@ def test_partial_checkpoints_are_not_resumed_from(tmp_path):
         if complete:
             (folder / "trainer_state.json").write_text("{}")
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
+
+
+@pytest.mark.parametrize("setting", [True, "auto"])
+def test_resume_true_means_the_last_complete_checkpoint(tmp_path, setting):
+    (tmp_path / "checkpoint-4").mkdir()
+    (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
+    tree = recipe("full", "base", ["data.json"], tmp_path)
+    config = parse_config({**tree, "resume_from_checkpoint": setting})
+    assert resolve_resume(config) == str(tmp_path / "checkpoint-4")
+
+
+class StopBeforeTraining(Exception):
+    pass
+
+
+def test_run_reads_the_data_as_the_recipe_says(base_checkpoint, data_files, workspace, monkeypatch):
+    calls = []
+
+    def build_samples(tokenizer, files, **settings):
+        calls.append((files, settings))
+        raise StopBeforeTraining
+
+    monkeypatch.setattr("training.sft.build_samples", build_samples)
+    tree = recipe("full", base_checkpoint, data_files, workspace / "settings")
+    tree["data"].update(skip_malformed=True, system_prompt="You are a helpful assistant.")
+    with pytest.raises(StopBeforeTraining):
+        run(parse_config(tree))
+    files, settings = calls[0]
+    assert files == [str(path) for path in data_files]
+    assert settings["system_prompt"] == "You are a helpful assistant."
+    assert (settings["skip_malformed"], settings["cutoff_len"]) == (True, 256)
 
 
 def train_in_subprocess(recipe_path, kill_after_checkpoint=None):

@@ -1,0 +1,55 @@
+"""One writer per run folder: a lock held while a process writes there.
+
+`hold_run_lock(folder, name)` takes an exclusive `flock` on `folder/name` and records who
+holds it (process id, command, start time). A second process asking for the same lock is
+refused with that record named. The kernel drops the lock when its holder dies, however it
+dies, so the lock of a killed process is simply taken over: there is never a stale lock to
+delete by hand.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class RunFolderBusyError(RuntimeError):
+    """Another live process is writing to the folder."""
+
+
+@contextmanager
+def hold_run_lock(folder: Path, name: str = "run.lock") -> Iterator[None]:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunFolderBusyError(f"{folder} is being written by {holder(path)}; wait for "
+                                     "it to end or stop it") from None  # fmt: skip
+        handle.seek(0)
+        handle.truncate()
+        record = {"pid": os.getpid(), "command": " ".join(sys.argv), "started": time.time()}
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()  # the file stays: another process may be waiting on it
+
+
+def holder(path: Path) -> str:
+    """Who the lock file says holds it."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "another process"
+    started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["started"]))
+    return f"process {record['pid']} ({record['command']}, since {started})"

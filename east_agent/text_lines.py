@@ -1,0 +1,86 @@
+"""Reading line-aligned text files (sources, references, training pairs, JSON Lines).
+
+A line ends at `\\n` or `\\r\\n` only. `str.splitlines()` and text-mode files also end
+lines elsewhere (`str.splitlines()` at U+2028, U+0085, form feeds, `\\x1c`-`\\x1e`...;
+universal newlines at a lone `\\r`), characters a sentence may hold: two parallel files
+then keep the same line count while their sentences shift. Files are UTF-8 (`.gz` read
+through); a byte that is not is named with its file, line and column.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+SHOWN = 10  # line numbers named in one message
+
+
+class TextFileError(ValueError):
+    """A text file that is not UTF-8, or has a line SimulEval would read otherwise."""
+
+
+def open_binary(path: str | Path) -> BinaryIO:
+    path = Path(path)
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def strip_newline(raw: bytes) -> bytes:
+    if raw.endswith(b"\r\n"):
+        return raw[:-2]
+    return raw[:-1] if raw.endswith(b"\n") else raw
+
+
+def decode_line(path: str | Path, number: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        column = len(raw[: error.start].decode("utf-8")) + 1
+        byte = raw[error.start]
+        raise TextFileError(
+            f"{path}: line {number}: not UTF-8 (byte 0x{byte:02x} at column {column})"
+        ) from None
+
+
+def iter_lines(path: str | Path) -> Iterator[str]:
+    """The lines of a UTF-8 file, without their `\\n` / `\\r\\n`, one at a time."""
+    with open_binary(path) as handle:
+        for number, raw in enumerate(handle, 1):  # binary files split at b"\n" only
+            yield decode_line(path, number, strip_newline(raw))
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """The lines of a UTF-8 file, without their `\\n` / `\\r\\n` (no empty last line)."""
+    return list(iter_lines(path))
+
+
+def read_text(path: str | Path) -> str:
+    """A whole UTF-8 file as it is (line ends kept), a bad byte named by line and column."""
+    with open_binary(path) as handle:
+        data = handle.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        start = data.rfind(b"\n", 0, error.start) + 1
+        end = data.find(b"\n", error.start)
+        number = data.count(b"\n", 0, error.start) + 1
+        decode_line(path, number, data[start : end if end >= 0 else len(data)])
+        raise  # not reached: the line holds the bad byte
+
+
+def read_simuleval_lines(path: str | Path) -> list[str]:
+    """The lines of a source or reference file that SimulEval reads too.
+
+    SimulEval reads them with universal newlines, which also end a line at a lone `\\r`:
+    a line holding one would be two sentences there and one here, so it is refused."""
+    lines = read_lines(path)
+    split = [number for number, line in enumerate(lines, 1) if "\r" in line]
+    if split:
+        shown = ", ".join(str(number) for number in split[:SHOWN])
+        more = f" and {len(split) - SHOWN} more" if len(split) > SHOWN else ""
+        raise TextFileError(
+            f"{path}: line {shown}{more}: a carriage return (\\r) inside the line, where "
+            "SimulEval would start a new sentence; remove it (lines end with \\n or \\r\\n)"
+        )
+    return lines

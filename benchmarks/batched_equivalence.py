@@ -1,11 +1,11 @@
 """Are batched translations the sequential decoder's? (CPU, float32; minutes, not CI)
 
     python benchmarks/batched_equivalence.py [--sentences 1000] [--levels low high]
-        [--beams 1 5] [--streams 64] [--output benchmarks/RESULTS.md]
+        [--num-beams 1 5] [--streams 64] [--output benchmarks/RESULTS.md]
 
 For each latency level and beam count, the demo model translates the Multi30k test
 sentences twice in one process: one sentence after another (`EastStreamDecoder.translate`),
-and with `--streams` streams at once (`east_agent.batching`). A sentence is identical when
+and with `--streams` streams at once (`east_agent.decoding.batching`). A sentence is identical when
 its chunk ids and delays are. Matrix products over another number of rows may round
 differently, so a sentence may differ; for greedy decoding the script finds the first
 decision where it does and prints that decision's top-2 margin in the sequential run (the
@@ -25,12 +25,13 @@ from pathlib import Path
 import sacrebleu
 import torch
 
-import east_agent.streaming as streaming
-from east_agent.batching import Sentence, translate_batch
-from east_agent.bench import publish
-from east_agent.decoder import DecoderConfig, EastStreamDecoder
-from east_agent.model import load_east_checkpoint
-from east_agent.testsets import read_pairs
+import east_agent.decoding.streaming as streaming
+from east_agent.common.arguments import add_old_spelling, positive_int
+from east_agent.decoding.batching import Sentence, translate_batch
+from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.evaluation.bench import publish
+from east_agent.evaluation.testsets import read_pairs
+from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 STOP = "stop"
@@ -150,27 +151,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-path", default=str(REPOSITORY / "models" / "east-demo"))
     parser.add_argument("--sentences", type=int, default=1000)
     parser.add_argument("--levels", nargs="+", default=["low", "high"])
-    parser.add_argument("--beams", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--num-beams", type=positive_int, nargs="+", default=[1, 5])
+    add_old_spelling(parser, "--beams", "num_beams", type=positive_int, nargs="+")
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--torch-dtype", default="float32", choices=TORCH_DTYPES[1:])
+    add_old_spelling(parser, "--dtype", "torch_dtype", choices=TORCH_DTYPES[1:])
     parser.add_argument("--output", help="append the table to this Markdown file")
     args = parser.parse_args(argv)
     model, tokenizer = load_east_checkpoint(
-        args.model_path, torch_dtype=args.dtype, device=args.device
+        args.model_path, torch_dtype=args.torch_dtype, device=args.device
     )
     pairs, _, _ = read_pairs("multi30k.de-en")
     pairs = pairs[: args.sentences]
     units = [source.split() for source, _ in pairs]
     references = [reference for _, reference in pairs]
     results = []
-    for beams in args.beams:
+    for beams in args.num_beams:
         for level in args.levels:
             results.append(compare(model, tokenizer, units, references, level, beams, args.streams))
             print(results[-1], file=sys.stderr, flush=True)
     header = (
         f"### {datetime.date.today()}: batched ({args.streams} streams) against sequential, "
-        f"{args.model_path}, {args.dtype} on {args.device}, {len(units)} Multi30k test "
+        f"{args.model_path}, {args.torch_dtype} on {args.device}, {len(units)} Multi30k test "
         f"sentences, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
     publish(report(results, header), args.output)

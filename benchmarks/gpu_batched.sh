@@ -11,11 +11,12 @@
 #    sentences/s and target tokens/s at 1, 8, 32, 64, 128, 256 streams against the
 #    sequential decoder, ms per step, KV memory per stream, projected WMT22 grid hours.
 . "$(dirname "$0")/device_setup.sh"
-timeout 150 python3 benchmarks/batched_equivalence.py --device cuda --dtype bfloat16 \
+timeout 150 python3 benchmarks/batched_equivalence.py --device cuda --torch-dtype bfloat16 \
   --sentences "${EQUIVALENCE_SENTENCES:-500}" --output "$OUT/results.md"
 echo "equivalence exit status $?"
-timeout 400 python3 -m east_agent.bench --random-model llama3-8b --device cuda \
-  --dtype bfloat16 --testset wmt22.de-en --sentences "${SENTENCES:-256}" \
-  --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --beams "${BEAMS:-5}" \
+timeout 400 python3 -m east_agent.evaluation.bench --random-model llama3-8b --device cuda \
+  --tokenizer "$LLAMA3_TOKENIZER" \
+  --torch-dtype bfloat16 --testset wmt22.de-en --sentences "${SENTENCES:-256}" \
+  --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --num-beams "${BEAMS:-5}" \
   --streams 1 8 32 64 128 256 --output "$OUT/results.md"
 echo "east-bench exit status $?"

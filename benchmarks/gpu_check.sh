@@ -20,10 +20,11 @@ if [ "${PROFILE:-0}" = 1 ]; then
 fi
 python3 - <<'PY' || { caches="dynamic"; echo "STATIC CACHE CHECK FAILED: dynamic cache only"; }
 import torch
-from east_agent.bench import llama3_east_tokenizer, random_model
+from east_agent.evaluation.bench import llama3_east_tokenizer, random_model
 from east_agent.lm import check_static
 from east_agent.lm import StaticLM
-tokenizer = llama3_east_tokenizer()
+import os
+tokenizer = llama3_east_tokenizer(os.environ["LLAMA3_TOKENIZER"])
 model = random_model("llama3-tiny", tokenizer, torch.float32, "cuda")
 probe = tokenizer("The cat sits on the mat and looks at the dog.", add_special_tokens=False).input_ids
 static = StaticLM(model, max_length=256, max_rows=4)
@@ -31,8 +32,9 @@ check_static(model, static, probe)
 assert static.compiled
 print("static cache with CUDA graphs and compiled layers matches transformers (float32, tiny)")
 PY
-timeout 500 python3 -m east_agent.bench --random-model llama3-8b --device cuda \
-  --dtype bfloat16 --testset wmt22.de-en --sentences "${SENTENCES:-100}" \
-  --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --beams "${BEAMS:-5}" \
+timeout 500 python3 -m east_agent.evaluation.bench --random-model llama3-8b --device cuda \
+  --tokenizer "$LLAMA3_TOKENIZER" \
+  --torch-dtype bfloat16 --testset wmt22.de-en --sentences "${SENTENCES:-100}" \
+  --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --num-beams "${BEAMS:-5}" \
   --kv-caches $caches --copy-megabytes 4096 --output "$OUT/results.md"
 echo "east-bench exit status $?"

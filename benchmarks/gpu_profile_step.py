@@ -19,12 +19,13 @@ The gap between the graphed step and the products-only graph is what the small k
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
 import torch.nn.functional as F
 
-from east_agent.bench import (
+from east_agent.evaluation.bench import (
     copy_bandwidth,
     llama3_east_tokenizer,
     random_model,
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--model", default="llama3-8b")
     parser.add_argument("--context", type=int, default=120)
     args = parser.parse_args()
-    tokenizer = llama3_east_tokenizer()
+    tokenizer = llama3_east_tokenizer(os.environ["LLAMA3_TOKENIZER"])
     model = random_model(args.model, tokenizer, torch.bfloat16, "cuda")
     floor = 1000 * weight_bytes(model) / copy_bandwidth(torch.device("cuda"), 4096)
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")

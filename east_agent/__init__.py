@@ -4,6 +4,6 @@ The SimulEval adapters live in `east_agent.agent` (and are not imported here, so
 `simuleval --agent east_agent/agent.py` registers exactly one agent).
 """
 
-from east_agent.decoder import DecoderConfig, EastStreamDecoder, Translation
+from east_agent.decoding.east import DecoderConfig, EastStreamDecoder, Translation
 
 __all__ = ["DecoderConfig", "EastStreamDecoder", "Translation"]

@@ -1,4 +1,4 @@
-"""The SimulEval agent of the wait-k baselines (`east_agent.waitk`).
+"""The SimulEval agent of the wait-k baselines (`east_agent.decoding.waitk`).
 
     east-simuleval --agent east_agent/waitk_agent.py --waitk 3 --prompt offline \\
         --model-path DIR --src-lang de --tgt-lang en --source src.txt --target ref.txt \\
@@ -15,20 +15,18 @@ import argparse
 
 from simuleval.utils import entrypoint
 
-from east_agent.model import load_model, load_tokenizer
-from east_agent.simuleval_adapter import (
+from east_agent.common.arguments import positive_int
+from east_agent.decoding.streaming import StreamingDecoder
+from east_agent.decoding.waitk import PROMPTS, EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
+from east_agent.lm.checkpoint import load_model, load_tokenizer
+from east_agent.simuleval_glue.adapter import (
     StreamingAgent,
     add_decoding_args,
     add_latency_arg,
     add_model_args,
     check_max_context,
-    decoder_config,
     load_east,
 )
-from east_agent.streaming import StreamingDecoder
-from east_agent.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig, check_waitk
-
-PROMPTS = ("offline", "east")
 
 
 @entrypoint
@@ -40,7 +38,9 @@ class WaitkAgent(StreamingAgent):
         add_model_args(parser)
         add_decoding_args(parser)
         add_latency_arg(parser)
-        parser.add_argument("--waitk", type=int, required=True, help="units read before writing")
+        parser.add_argument(
+            "--waitk", type=positive_int, required=True, help="units read before writing"
+        )
         parser.add_argument(
             "--prompt",
             default="offline",
@@ -49,12 +49,23 @@ class WaitkAgent(StreamingAgent):
         )
 
     @classmethod
-    def load(cls, args: argparse.Namespace):
-        check_waitk(args.waitk)
-        if args.prompt == "east":
-            return load_east(args)
-        WaitkConfig(args.src_lang, args.tgt_lang, args.waitk)  # refuse bad flags before loading
-        check_max_context(args)
+    def decoding_config(cls, args: argparse.Namespace) -> WaitkConfig:
+        return WaitkConfig(
+            args.src_lang,
+            args.tgt_lang,
+            args.waitk,
+            args.max_new_tokens,
+            args.max_context,
+            args.kv_cache,
+            prompt=args.prompt,
+            latency=args.latency,
+        )
+
+    @classmethod
+    def load(cls, args: argparse.Namespace, config: WaitkConfig):
+        if config.prompt == "east":
+            return load_east(args, config.max_context)
+        check_max_context(args, config.max_context)
         tokenizer = load_tokenizer(args.model_path, args.trust_remote_code)
         model = load_model(
             args.model_path,
@@ -66,15 +77,9 @@ class WaitkAgent(StreamingAgent):
         return model, tokenizer
 
     @classmethod
-    def build_decoder(cls, model, tokenizer, args, streams: int = 1) -> StreamingDecoder:
-        if args.prompt == "east":
-            return EastWaitkDecoder(model, tokenizer, decoder_config(args), args.waitk, streams)
-        config = WaitkConfig(
-            args.src_lang,
-            args.tgt_lang,
-            args.waitk,
-            args.max_new_tokens,
-            args.max_context,
-            args.kv_cache,
-        )
+    def build_decoder(
+        cls, model, tokenizer, config: WaitkConfig, streams: int = 1
+    ) -> StreamingDecoder:
+        if config.prompt == "east":
+            return EastWaitkDecoder(model, tokenizer, config.east_config(), config.waitk, streams)
         return OfflineWaitkDecoder(model, tokenizer, config, streams)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from commands import write_toy_test_set
 
 from tiny_east import build_llama3_tokenizer, train_tiny_east_model
 
@@ -26,3 +27,10 @@ def east_checkpoint(east_model, east_tokenizer, tmp_path_factory):
     east_model.save_pretrained(path)
     east_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def toy_test_set(tmp_path_factory):
+    """Three synthetic sentences as SimulEval files: (folder, their units)."""
+    folder = tmp_path_factory.mktemp("toy-test-set")
+    return folder, write_toy_test_set(folder, 3, seed=7)

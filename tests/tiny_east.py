@@ -19,7 +19,7 @@ import random
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from east_agent.prompt import (
+from east_agent.decoding.prompt import (
     END_OF_READ,
     END_OF_WRITE,
     LLAMA3_CHAT_TEMPLATE,

@@ -6,20 +6,22 @@ Every input must be a standalone transformers checkpoint of the same architectur
 LoRA adapters first, `training.merge_lora`); tensors are averaged in float32 and saved in
 the first input's dtype (or `--save-dtype`) together with its config and tokenizer. An
 input whose tensors differ in name or shape is named in the error, and nothing is written;
-the output folder appears whole or not at all.
+the output folder appears whole or not at all. Errors end the command with one line on
+stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+
+from east_agent.common.atomic import atomic_path
+from east_agent.common.entry import command_line
 
 logger = logging.getLogger("training.average_checkpoints")
 
@@ -43,7 +45,7 @@ def average(
         raise ValueError(f"need one positive weight per input, got {weights}")
     output = Path(output)
     if output.exists():
-        raise FileExistsError(f"{output} exists; choose a new output folder")
+        raise ValueError(f"{output} exists; choose a new output folder")
     model = AutoModelForCausalLM.from_pretrained(str(inputs[0]))
     dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
     total = sum(weights)
@@ -59,12 +61,9 @@ def average(
         logger.info("added %s (weight %.3g)", path, weight / total)
     model.load_state_dict({name: tensor.to(model.dtype) for name, tensor in sums.items()})
     model = model.to(dtype)
-    temporary = output.with_name(f".{output.name}.tmp")
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    model.save_pretrained(temporary)
-    AutoTokenizer.from_pretrained(str(inputs[0])).save_pretrained(temporary)
-    os.replace(temporary, output)
+    with atomic_path(output) as temporary:
+        model.save_pretrained(temporary)
+        AutoTokenizer.from_pretrained(str(inputs[0])).save_pretrained(temporary)
     logger.info("wrote the average of %d checkpoints to %s", len(inputs), output)
 
 
@@ -84,6 +83,7 @@ def _check_same_tensors(reference: dict, other: dict, reference_path, path) -> N
             )
 
 
+@command_line("average_checkpoints")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", nargs="+", required=True, help="checkpoint folders")
@@ -92,10 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-dtype", choices=["float32", "bfloat16", "float16"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
-    try:
-        average(args.inputs, args.output, args.weights, args.save_dtype)
-    except (ValueError, FileExistsError) as error:
-        parser.exit(2, f"average_checkpoints: error: {error}\n")
+    average(args.inputs, args.output, args.weights, args.save_dtype)
 
 
 if __name__ == "__main__":

@@ -14,19 +14,19 @@ so they cost few tokens.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from east_agent.prompt import (
+from east_agent.common.atomic import atomic_path
+from east_agent.common.entry import command_line
+from east_agent.common.records import open_text
+from east_agent.decoding.prompt import (
     LANGUAGE_NAMES,
     LATENCY_LEVELS,
     LLAMA3_CHAT_TEMPLATE,
     OFFLINE_INSTRUCTION,
     SIMT_INSTRUCTION,
 )
-from east_agent.records import open_text
 
 BEGIN_OF_TEXT = "<|begin_of_text|>"
 END_OF_TURN = "<|eot_id|>"
@@ -103,6 +103,9 @@ def build_base_model(
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    missing = [str(path) for path in corpus if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no such corpus file: {', '.join(missing)}")
     tokenizer = train_tokenizer(corpus, vocab_size)
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -120,17 +123,13 @@ def build_base_model(
     )
     model = LlamaForCausalLM(config)
     output = Path(output)
-    temporary = output.with_name(f".{output.name}.tmp")
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    model.save_pretrained(temporary)
-    tokenizer.save_pretrained(temporary)
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(temporary, output)
+    with atomic_path(output) as temporary:
+        model.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
     return output
 
 
+@command_line("base_model")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="a tokenizer and a random chat LLM")
     parser.add_argument("--corpus", nargs="+", required=True, help="text files (.gz ok)")

@@ -33,26 +33,31 @@ Bad pairs (an empty side, more than `--max-words` words, a length ratio beyond
 `--max-ratio`) are counted and reported, never dropped silently. eflomal seeds itself
 from /dev/urandom and cannot be seeded, so the links are saved next to the output
 (`<output>.links.gz`) and `--alignments` reuses them: with the same links and seed the
-output is byte-identical.
+output is byte-identical (the gzip header holds neither a time nor a file name).
+Errors end the command with one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import io
 import json
 import logging
-import os
 import random
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TextIO
 
-from east_agent.prompt import LATENCY_LEVELS, is_unspaced, language_name
-from east_agent.records import load_records
-from east_agent.text_lines import read_lines
+from east_agent.common.atomic import atomic_path
+from east_agent.common.entry import command_line
+from east_agent.common.records import load_records
+from east_agent.common.text_lines import read_lines
+from east_agent.decoding.prompt import LATENCY_LEVELS, is_unspaced, language_name
 
 logger = logging.getLogger("training.build_data")
 
@@ -231,13 +236,26 @@ def keep_pair(
     return False
 
 
+@contextmanager
+def text_output(path: Path) -> Iterator[TextIO]:
+    """`path` written atomically as UTF-8 text, gzipped when it ends in `.gz`; the gzip
+    header holds neither a time nor a file name, so the same text gives the same bytes."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as raw:
+        if path.suffix != ".gz":
+            with io.TextIOWrapper(raw, encoding="utf-8") as handle:
+                yield handle
+            return
+        with (
+            gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as packed,
+            io.TextIOWrapper(packed, encoding="utf-8") as handle,
+        ):
+            yield handle
+
+
 def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(temporary, "wt", encoding="utf-8") as handle:
+    with text_output(path) as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(temporary, path)
 
 
 def build(
@@ -305,10 +323,8 @@ def build(
 
 def save_links(path: Path, all_links: list[Links]) -> None:
     lines = [" ".join(f"{i}-{j}" for i, j in sorted(links)) for links in all_links]
-    temporary = path.with_name(f".{path.name}.tmp")
-    with gzip.open(temporary, "wt", encoding="utf-8") as handle:
+    with text_output(path) as handle:
         handle.write("\n".join(lines) + "\n")
-    os.replace(temporary, path)
 
 
 def load_links(path: Path, expected: int) -> list[Links]:
@@ -318,6 +334,7 @@ def load_links(path: Path, expected: int) -> list[Links]:
     return [parse_links(line) for line in lines]
 
 
+@command_line("build_data")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="build SiMT chunk records from parallel text")
     parser.add_argument("--source", type=Path, help="source sentences, one per line (.gz ok)")
@@ -336,20 +353,17 @@ def main(argv: list[str] | None = None) -> None:
     if (args.pairs is None) == (args.source is None or args.target is None):
         parser.error("give --source and --target, or --pairs")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        report = build(
-            read_parallel(args.source, args.target, args.pairs),
-            args.src_lang,
-            args.tgt_lang,
-            args.output,
-            args.levels,
-            args.alignments,
-            args.seed,
-            args.max_words,
-            args.max_ratio,
-        )
-    except ValueError as error:
-        sys.exit(f"build_data: {error}")
+    report = build(
+        read_parallel(args.source, args.target, args.pairs),
+        args.src_lang,
+        args.tgt_lang,
+        args.output,
+        args.levels,
+        args.alignments,
+        args.seed,
+        args.max_words,
+        args.max_ratio,
+    )
     for line in report.lines():
         print(line)
 

@@ -2,7 +2,7 @@
 
     stage: full | lora
     model:  name_or_path, torch_dtype, attn_implementation, trust_remote_code, chat_template
-    data:   files, eval_files, cutoff_len, skip_malformed, max_samples, system_prompt
+    data:   files, eval_files, cutoff_len, skip_malformed, max_samples, system_prompt, cache_dir
     lora:   r, alpha, dropout, target_modules          (stage: lora)
     train:  transformers.TrainingArguments keyword arguments, passed through
     resume_from_checkpoint: auto | <path> | null
@@ -15,6 +15,10 @@ turn of the training samples, masked out of the loss. Our inference renders none
 neither does the default; the paper trained with LLaMA-Factory's `llama3` template, which
 adds "You are a helpful assistant.", so set that to continue from the released Stage I
 checkpoint in the format it saw (and decode such a model with the same system turn).
+
+`data.cache_dir` is where the tokenized samples are cached (default: `east-sft/` in the
+`datasets` cache, HF_DATASETS_CACHE). The first process of each node tokenizes; the node's
+other ranks, and any later run on the same data, tokenizer and settings, load the result.
 
 Values are typed by the field they set (the dataclasses below; TrainingArguments' own
 annotations for `train`), in the file and in overrides alike: a field that takes a string
@@ -66,6 +70,7 @@ class DataSettings:
     skip_malformed: bool = False  # also skips lines that are not UTF-8, JSON or an object
     max_samples: int | None = None
     system_prompt: str | None = None  # a system turn before each user turn; none by default
+    cache_dir: str | None = None  # tokenized samples; default: the HF datasets cache
 
 
 @dataclass

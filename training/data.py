@@ -20,24 +20,34 @@ U+2028 / U+0085 (which JSON strings may hold unescaped). A line that is not UTF-
 or not an object, like a record with a bad field, stops the run naming file and line
 (`record N` in a JSON list file), or with `skip_malformed` is skipped and counted; a JSON
 list file is one JSON value, so an encoding or syntax error in it always stops the run.
+
+Every record is read and checked before anything is tokenized (bad input fails fast). The
+tokenization is one `datasets` `Dataset.map`; given a `cache_dir`, its result is cached
+there under a fingerprint of the conversations, the tokenizer, the chat template, the
+settings and this module's source, so a second run (another rank, a resumed or repeated
+run) loads the samples instead of tokenizing them again. The map also keeps each sample's
+prompt and full length, and the report's sample, truncation and drop counts are computed
+from those columns: the same numbers whether the samples were tokenized or loaded.
 """
 
 from __future__ import annotations
 
 import codecs
 import gzip
+import hashlib
 import itertools
 import json
 import logging
 import random
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from east_agent.model import end_of_turn_ids
-from east_agent.prompt import (
+from east_agent.common.records import RecordError
+from east_agent.decoding.prompt import (
     END_OF_READ,
     END_OF_WRITE,
     LATENCY_LEVELS,
@@ -46,13 +56,18 @@ from east_agent.prompt import (
     simt_instruction,
     unit_separator,
 )
-from east_agent.records import RecordError
+from east_agent.lm.checkpoint import end_of_turn_ids
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 SIMT_FIELDS = ("src_lang", "tgt_lang", "latency", "source_chunks", "target_chunks")
 MAX_SKIPPED_EXAMPLES = 5  # skipped records named in the report and the log
+SAMPLE_COLUMNS = ("input_ids", "labels")
+LENGTH_COLUMNS = ("prompt_tokens", "tokens")  # before truncation; what the report counts
 
 
 @dataclass(frozen=True)
@@ -166,6 +181,8 @@ class DataReport:
     dropped_prompt_too_long: int = 0
     by_file: dict[str, int] = field(default_factory=dict)
     skipped_examples: list[str] = field(default_factory=list)
+    cache_file: str | None = None  # the tokenized samples' cache, when there is one
+    cache_reused: bool = False  # loaded from it rather than tokenized
 
     def skip(self, where: str, problem: str, unreadable: bool) -> None:
         if unreadable:
@@ -176,7 +193,22 @@ class DataReport:
             self.skipped_examples.append(f"{where}: {problem}")
             logger.warning("skipped %s: %s", where, problem)
 
+    def count_lengths(
+        self, prompt_tokens: Sequence[int], tokens: Sequence[int], cutoff_len: int
+    ) -> None:
+        """Count tokenized samples by their prompt and full lengths (before truncation)."""
+        for prompt, total in zip(prompt_tokens, tokens):
+            if prompt >= cutoff_len:
+                self.dropped_prompt_too_long += 1
+            else:
+                self.samples += 1
+                self.truncated += total > cutoff_len
+
     def lines(self) -> list[str]:
+        cache = []
+        if self.cache_file is not None:
+            verb = "loaded from" if self.cache_reused else "tokenized and cached in"
+            cache = [f"samples {verb} {self.cache_file}"]
         return [
             f"{self.records} records read from {len(self.by_file)} files",
             f"{self.samples} training samples",
@@ -185,6 +217,7 @@ class DataReport:
             "a JSON object)",
             f"{self.truncated} samples truncated to the cut-off",
             f"{self.dropped_prompt_too_long} samples dropped: prompt alone exceeds the cut-off",
+            *cache,
             *(f"skipped: {example}" for example in self.skipped_examples),
         ]
 
@@ -364,21 +397,135 @@ class ChatTokenizer:
             full = self._end_of_last_turn(full, len(prompt))
         return prompt, full
 
-    def encode(self, item: Conversation, report: DataReport) -> dict | None:
-        prompt, full = self.render(item)
-        prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        input_ids = self.tokenizer(full, add_special_tokens=False)["input_ids"]
+    def _sample(self, prompt_ids: list[int], input_ids: list[int]) -> dict:
+        """input_ids and labels cut at the cut-off (none when the prompt alone reaches it),
+        and the lengths before the cut."""
         if input_ids[: len(prompt_ids)] != prompt_ids:
             raise ValueError("the prompt tokenizes differently inside the full conversation")
+        lengths = {"prompt_tokens": len(prompt_ids), "tokens": len(input_ids)}
         if len(prompt_ids) >= self.cutoff_len:
-            report.dropped_prompt_too_long += 1
-            return None
-        if len(input_ids) > self.cutoff_len:
-            report.truncated += 1
-            input_ids = input_ids[: self.cutoff_len]
+            return {"input_ids": [], "labels": [], **lengths}
+        input_ids = input_ids[: self.cutoff_len]
         labels = [IGNORE_INDEX] * len(prompt_ids) + input_ids[len(prompt_ids) :]
-        report.samples += 1
-        return {"input_ids": input_ids, "labels": labels}
+        return {"input_ids": input_ids, "labels": labels, **lengths}
+
+    def tokenize(self, batch: dict[str, list[str]]) -> dict[str, list]:
+        """The `Dataset.map` function: columns `user` and `assistant` to the sample and
+        length columns."""
+        texts = [
+            self.render(Conversation(*turns)) for turns in zip(batch["user"], batch["assistant"])
+        ]
+        prompts = self.tokenizer([prompt for prompt, _ in texts], add_special_tokens=False)
+        fulls = self.tokenizer([full for _, full in texts], add_special_tokens=False)
+        samples = [
+            self._sample(prompt_ids, input_ids)
+            for prompt_ids, input_ids in zip(prompts["input_ids"], fulls["input_ids"])
+        ]
+        return {
+            name: [sample[name] for sample in samples] for name in SAMPLE_COLUMNS + LENGTH_COLUMNS
+        }
+
+    def encode(self, item: Conversation, report: DataReport) -> dict | None:
+        """One sample (None when its prompt alone reaches the cut-off), counted in `report`."""
+        columns = self.tokenize({"user": [item.user], "assistant": [item.assistant]})
+        report.count_lengths(columns["prompt_tokens"], columns["tokens"], self.cutoff_len)
+        if columns["prompt_tokens"][0] >= self.cutoff_len:
+            return None
+        return {name: columns[name][0] for name in SAMPLE_COLUMNS}
+
+    def fingerprint_parts(self) -> list[str]:
+        """Everything besides the conversations that decides the samples."""
+        import tokenizers
+        import transformers
+
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            vocabulary = backend.to_str()
+        else:
+            from datasets.fingerprint import Hasher
+
+            vocabulary = Hasher.hash(self.tokenizer)
+        settings = [self.cutoff_len, self.system_prompt, self.end_of_turn, self.always_prompts]
+        return [
+            transformers.__version__,
+            tokenizers.__version__,
+            vocabulary,
+            str(self.tokenizer.chat_template),
+            json.dumps(settings),
+        ]
+
+
+def fingerprint(encoder: ChatTokenizer, conversations: Sequence[Conversation]) -> str:
+    """The cache key of the tokenized `conversations`. This module's source is part of it: a
+    change to how samples are made must not be served from an older cache."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in [Path(__file__).read_text(encoding="utf-8"), *encoder.fingerprint_parts()]:
+        digest.update(json.dumps(part).encode() + b"\n")
+    for item in conversations:
+        digest.update(json.dumps([item.user, item.assistant]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+@contextmanager
+def _progress_bars(enabled: bool) -> Iterator[None]:
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    if not enabled:
+        datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def tokenize_conversations(
+    encoder: ChatTokenizer,
+    conversations: Sequence[Conversation],
+    report: DataReport,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """The samples of `conversations` as a `datasets.Dataset` (columns input_ids, labels),
+    in order, those whose prompt alone reaches the cut-off left out; counted in `report`."""
+    from datasets import Dataset, Features, Sequence, Value
+
+    ids = Sequence(Value("int32"))
+    features = Features(
+        {"input_ids": ids, "labels": ids, "prompt_tokens": Value("int32"), "tokens": Value("int32")}
+    )
+    if not conversations:
+        empty = Dataset.from_dict({name: [] for name in features}, features=features)
+        return empty.select_columns(list(SAMPLE_COLUMNS))
+    source = Dataset.from_dict(
+        {
+            "user": [item.user for item in conversations],
+            "assistant": [item.assistant for item in conversations],
+        }
+    )
+    cache_file, key = None, None
+    if cache_dir is not None:
+        key = fingerprint(encoder, conversations)
+        Path(cache_dir).mkdir(parents=True, exist_ok=True)
+        cache_file = Path(cache_dir) / f"tokenized-{key}.arrow"
+        report.cache_file, report.cache_reused = str(cache_file), cache_file.exists()
+    with _progress_bars(progress):
+        tokenized = source.map(
+            encoder.tokenize,
+            batched=True,
+            remove_columns=source.column_names,
+            features=features,
+            cache_file_name=None if cache_file is None else str(cache_file),
+            new_fingerprint=key,
+            desc="tokenizing",
+        )
+    prompt_tokens = list(tokenized["prompt_tokens"])
+    report.count_lengths(prompt_tokens, list(tokenized["tokens"]), encoder.cutoff_len)
+    if report.dropped_prompt_too_long:
+        kept = [index for index, length in enumerate(prompt_tokens) if length < encoder.cutoff_len]
+        tokenized = tokenized.select(kept)
+    return tokenized.select_columns(list(SAMPLE_COLUMNS))
 
 
 def build_samples(
@@ -391,21 +538,18 @@ def build_samples(
     progress: bool = True,
     system_prompt: str | None = None,
     generation_eos: int | list[int] | None = None,
-) -> tuple[list[dict], DataReport]:
-    """Tokenized, shuffled samples from every file, and the report of what happened."""
-    from tqdm import tqdm
-
+    cache_dir: str | Path | None = None,
+) -> tuple[Dataset, DataReport]:
+    """Tokenized, shuffled samples from every file (a `datasets.Dataset`: input_ids, labels)
+    and the report of what happened. Every record is read and checked first; with
+    `cache_dir` the tokenized samples are cached there and reused by a later call."""
     report = DataReport()
     encoder = ChatTokenizer(tokenizer, cutoff_len, system_prompt, generation_eos)
     conversations = list(read_conversations(paths, report, skip_malformed))
     random.Random(seed).shuffle(conversations)
     if max_samples is not None:
         conversations = conversations[:max_samples]
-    samples = []
-    for item in tqdm(conversations, desc="tokenizing", disable=not progress, unit="sample"):
-        sample = encoder.encode(item, report)
-        if sample is not None:
-            samples.append(sample)
+    samples = tokenize_conversations(encoder, conversations, report, cache_dir, progress)
     for line in report.lines():
         logger.info(line)
     return samples, report

@@ -12,7 +12,8 @@ Steps (outputs under `--workdir`, default outputs/demo):
 - base:   `training.base_model`: a byte-level BPE tokenizer on Multi30k de/en/fr and a
           random 7M-parameter Llama (hidden 256, 6 layers, FFN 768, tied embeddings);
 - stage1: `training.sft` with training/configs/demo_stage1.yaml (full fine-tuning on
-          German→English SiMT data, best checkpoint by validation loss);
+          German→English SiMT data, best checkpoint by validation loss; the tokenized
+          samples of both stages are cached in `tokenized/`);
 - stage2: `training.sft` with training/configs/demo_stage2.yaml (LoRA r 64 on French→English
           SiMT data mixed with offline data and the German→English SiMT data replayed;
           seeded by the recipe, not by `--seed`: `--stage2-seed` overrides it);
@@ -36,10 +37,14 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from east_agent.atomic import write_atomically
-from east_agent.testsets import DATA as SHIPPED_DATA
+from east_agent.common.atomic import atomic_path, write_atomically
+from east_agent.common.entry import command_line
+from east_agent.evaluation.testsets import DATA as SHIPPED_DATA
+
+if TYPE_CHECKING:
+    from training.config import SFTConfig
 
 logger = logging.getLogger("training.demo")
 
@@ -55,7 +60,7 @@ ALIGNED = {  # data file -> (split, source language)
 
 
 def read_lines(path: Path) -> list[str]:
-    from east_agent.text_lines import read_lines as read_text_lines
+    from east_agent.common.text_lines import read_lines as read_text_lines
 
     return read_text_lines(path)
 
@@ -79,7 +84,7 @@ def build_data(args) -> None:
             seed=args.seed,
             progress=False,
         )
-        (data / f"{name}.report.txt").write_text("\n".join(report.lines()) + "\n")
+        write_atomically(data / f"{name}.report.txt", "\n".join(report.lines()) + "\n")
         logger.info("%s: %s", name, "; ".join(report.lines()))
     for source in ("de", "fr"):
         sources = read_lines(MULTI30K / f"train.{source}.gz")[: args.max_pairs]
@@ -111,7 +116,7 @@ def build_base(args) -> None:
 def recipe_overrides(args, stage: str) -> list[str]:
     work = args.workdir
     data = work / "data"
-    overrides = [f"train.output_dir={work / stage}"]
+    overrides = [f"train.output_dir={work / stage}", f"data.cache_dir={work / 'tokenized'}"]
     # Stage II keeps its recipe's own seed (chosen on val, see demo_stage2.yaml) unless told
     seed = args.seed if stage == "stage1" else args.stage2_seed
     if seed is not None:
@@ -141,12 +146,17 @@ def recipe_overrides(args, stage: str) -> list[str]:
     return overrides
 
 
-def train_stage(args, stage: str) -> None:
+def stage_recipe(args, stage: str) -> SFTConfig:
+    """The recipe of `stage` ("stage1" or "stage2") as this run trains it."""
     from training.config import load_config
+
+    return load_config(CONFIGS / f"demo_{stage}.yaml", recipe_overrides(args, stage))
+
+
+def train_stage(args, stage: str) -> None:
     from training.sft import run
 
-    config = load_config(CONFIGS / f"demo_{stage}.yaml", recipe_overrides(args, stage))
-    run(config)
+    run(stage_recipe(args, stage))
 
 
 def merge(args) -> None:
@@ -186,7 +196,8 @@ EVALUATIONS = {
 
 
 def evaluate(args) -> None:
-    from east_agent.evaluation import load_eval_config, run_grid
+    from east_agent.evaluation.config import load_eval_config
+    from east_agent.evaluation.grid import run_grid
 
     for folder, evaluation in EVALUATIONS.items():
         config = load_eval_config(
@@ -203,11 +214,14 @@ def evaluate(args) -> None:
 def write_card(args, timings: dict[str, float]) -> None:
     from training.demo_card import model_card
 
-    final = args.output
-    temporary = final.with_name(f".{final.name}.tmp")
-    if temporary.exists():
-        shutil.rmtree(temporary)
-    shutil.copytree(args.workdir / "merged", temporary)
+    recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}
+    with atomic_path(args.output) as temporary:
+        shutil.copytree(args.workdir / "merged", temporary)
+        _fill_card_folder(args, temporary)
+        (temporary / "README.md").write_text(model_card(args, timings, recipes))
+
+
+def _fill_card_folder(args, temporary: Path) -> None:
     (temporary / "alignments").mkdir()
     for name in ALIGNED:
         shutil.copy(
@@ -221,12 +235,9 @@ def write_card(args, timings: dict[str, float]) -> None:
         results = args.workdir / folder / "results.csv"
         if folder != "eval" and results.exists():
             shutil.copy(results, temporary / f"results-{folder.removeprefix('eval-')}.csv")
-    (temporary / "README.md").write_text(model_card(args, timings))
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(temporary, final)
 
 
+@command_line("demo")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="reproduce the demo model")
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.config import SFTConfig
 
 
 def _summary(folder: Path) -> dict:
@@ -26,14 +31,6 @@ def _eval_losses(summary: dict) -> str:
 
 def _minutes(timings: dict, step: str) -> str:
     return f"{timings[step] / 60:.1f} min" if step in timings else "not run"
-
-
-def _recipe(args, stage: str):
-    """The recipe as training.demo ran it (the same overrides), for the card's numbers."""
-    from training.config import load_config
-    from training.demo import CONFIGS, recipe_overrides
-
-    return load_config(CONFIGS / f"demo_{stage}.yaml", recipe_overrides(args, stage))
 
 
 def _hyperparameters(recipe) -> str:
@@ -77,12 +74,14 @@ def _significance(args, folder: str) -> str:
     )
 
 
-def model_card(args, timings: dict) -> str:
+def model_card(args, timings: dict, recipes: Mapping[str, SFTConfig]) -> str:
+    """The card of the model in `args.workdir`; `recipes` are the two stages' recipes as
+    they were run ("stage1", "stage2")."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(args.workdir / "merged")
     stage1, stage2 = _summary(args.workdir / "stage1"), _summary(args.workdir / "stage2")
-    recipe1, recipe2 = _recipe(args, "stage1"), _recipe(args, "stage2")
+    recipe1, recipe2 = recipes["stage1"], recipes["stage2"]
     data_reports = "\n".join(
         f"- `{path.name.removesuffix('.report.txt')}`: " + "; ".join(path.read_text().splitlines())
         for path in sorted((args.workdir / "data").glob("*.report.txt"))

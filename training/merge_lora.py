@@ -6,21 +6,22 @@
 Before anything is written, the logits of the merged model on a probe input are compared
 with those of base + adapter; if they differ beyond the tolerance of the dtype, the merge
 fails loudly and writes nothing. The output folder appears whole or not at all (it is
-written under a temporary name and renamed).
+written under a temporary name and renamed). Errors end the command with one line on
+stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
-import shutil
 import sys
 from pathlib import Path
 
 import torch
 
-from east_agent.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
+from east_agent.common.atomic import atomic_path
+from east_agent.common.entry import command_line
+from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 
 logger = logging.getLogger("training.merge_lora")
 
@@ -63,7 +64,7 @@ def merge(
 
     output = Path(output)
     if output.exists():
-        raise FileExistsError(f"{output} exists; choose a new output folder")
+        raise ValueError(f"{output} exists; choose a new output folder")
     torch_dtype = getattr(torch, dtype)
     tokenizer_source = adapter if (Path(adapter) / "tokenizer_config.json").exists() else base
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
@@ -77,17 +78,15 @@ def merge(
     deviation = check_merge(expected, actual, torch_dtype)
     logger.info("merged logits match base + adapter (relative deviation %.2e)", deviation)
 
-    temporary = output.with_name(f".{output.name}.tmp")
-    if temporary.exists():
-        shutil.rmtree(temporary)
     if save_dtype is not None:
         merged = merged.to(getattr(torch, save_dtype))
-    merged.save_pretrained(temporary)
-    tokenizer.save_pretrained(temporary)
-    os.replace(temporary, output)
+    with atomic_path(output) as temporary:
+        merged.save_pretrained(temporary)
+        tokenizer.save_pretrained(temporary)
     return deviation
 
 
+@command_line("merge_lora")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="merge a LoRA adapter into its base model")
     parser.add_argument("--base", required=True, help="the base (Stage I) checkpoint")
@@ -98,10 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-dtype", choices=dtypes, help="store the weights in this dtype")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    try:
-        merge(args.base, args.adapter, args.output, args.dtype, args.save_dtype)
-    except (MergeMismatchError, FileExistsError) as error:
-        sys.exit(f"merge_lora: {error}")
+    merge(args.base, args.adapter, args.output, args.dtype, args.save_dtype)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,10 @@ Stage I (`stage: full`) fine-tunes every weight of a chat LLM on SiMT data, afte
 the mean of the existing ones). Stage II (`stage: lora`) trains a LoRA adapter on the
 Stage I model over multilingual SiMT and offline MT data; `python -m training.merge_lora`
 folds it back in. The final model lands in `<output_dir>/model` (written to a temporary
-folder first, then renamed), loadable unchanged by `east_agent`.
+folder first, then renamed), loadable unchanged by `east_agent`. The tokenized samples are
+cached (`data.cache_dir`, see training/config.py): the first process of each node
+tokenizes, the other ranks and later runs on the same data load them. Errors in the
+recipe or the data end the command with one line on stderr and exit status 2.
 
 Multi-GPU and multi-node runs go through the standard launchers, unchanged:
     torchrun --nproc_per_node 8 -m training.sft --config ...
@@ -21,20 +24,24 @@ import argparse
 import importlib.util
 import json
 import logging
-import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from east_agent.model import east_token_ids
-from east_agent.prompt import END_OF_READ, END_OF_WRITE
+from east_agent.common.atomic import install, temporary_beside, write_atomically
+from east_agent.common.entry import command_line
+from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
+from east_agent.lm.checkpoint import east_token_ids
 from training.config import SFTConfig, load_config
 from training.data import IGNORE_INDEX, DataReport, build_samples
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 logger = logging.getLogger("training.sft")
 
@@ -178,19 +185,22 @@ def resolve_resume(config: SFTConfig) -> str | None:
 def save_final_model(trainer, tokenizer, output_dir: Path) -> Path:
     """Write the model to a temporary folder, then rename it into place."""
     final = output_dir / FINAL_MODEL_DIR
-    temporary = output_dir / f".{FINAL_MODEL_DIR}.tmp"
-    if trainer.is_world_process_zero() and temporary.exists():
-        shutil.rmtree(temporary)
-    trainer.save_model(str(temporary))  # every rank: ZeRO-3 gathers the weights
+    # Every rank saves into one shared folder (ZeRO-3 gathers the weights): rank 0 names it
+    # first, clearing a crashed run's leftover, and nobody writes until all have named it.
+    with trainer.args.main_process_first(local=False, desc="naming the model folder"):
+        temporary = temporary_beside(final, private=False)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(temporary))
+    trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(temporary)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(temporary, final)
+        install(temporary, final)
     return final
 
 
-def build_trainer(config: SFTConfig, training_args, model, tokenizer, samples, eval_samples=None):
+def build_trainer(
+    config: SFTConfig, training_args, model, tokenizer, samples: Dataset, eval_samples=None
+):
     from transformers import DataCollatorForSeq2Seq, Trainer
 
     collator = DataCollatorForSeq2Seq(
@@ -215,7 +225,7 @@ def read_samples(
     files: Sequence[str],
     training_args,
     evaluation: bool = False,
-) -> tuple[list[dict], DataReport]:
+) -> tuple[Dataset, DataReport]:
     """Tokenized samples and the data report for `files`, as the recipe's data section says."""
     generation_config = getattr(model, "generation_config", None)
     return build_samples(
@@ -228,7 +238,16 @@ def read_samples(
         progress=not evaluation and training_args.local_process_index == 0,
         system_prompt=config.data.system_prompt,
         generation_eos=getattr(generation_config, "eos_token_id", None),
+        cache_dir=tokenized_cache_dir(config),
     )
+
+
+def tokenized_cache_dir(config: SFTConfig) -> Path:
+    if config.data.cache_dir is not None:
+        return Path(config.data.cache_dir)
+    import datasets
+
+    return Path(datasets.config.HF_DATASETS_CACHE) / "east-sft"
 
 
 def run(config: SFTConfig) -> Path:
@@ -242,6 +261,7 @@ def run(config: SFTConfig) -> Path:
     if config.stage == "full":
         logger.info("EAST tokens added to the tokenizer: %d", add_east_tokens(tokenizer))
     model = load_model(config, tokenizer)
+    # The node's first process tokenizes and fills the cache; the other ranks then load it.
     with training_args.main_process_first(desc="tokenizing"):
         samples, report = read_samples(config, tokenizer, model, config.data.files, training_args)
         eval_samples = None
@@ -249,7 +269,7 @@ def run(config: SFTConfig) -> Path:
             eval_samples, _ = read_samples(
                 config, tokenizer, model, config.data.eval_files, training_args, evaluation=True
             )
-    if not samples:
+    if len(samples) == 0:
         raise ValueError("no training sample is left after reading the data")
     trainer = build_trainer(config, training_args, model, tokenizer, samples, eval_samples)
     result = trainer.train(resume_from_checkpoint=resolve_resume(config))
@@ -267,11 +287,12 @@ def run(config: SFTConfig) -> Path:
             "wall_seconds": round(time.time() - started, 1),
             "final_model": str(final),
         }
-        path = config.output_dir / "train_summary.json"
-        path.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        summary_text = json.dumps(summary, indent=2, default=str)
+        write_atomically(config.output_dir / "train_summary.json", summary_text)
     return final
 
 
+@command_line("sft")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="EAST supervised fine-tuning (Stage I or II)")
     parser.add_argument("--config", required=True, help="YAML recipe (training/configs/)")

@@ -1,60 +1,11 @@
 """Real `simuleval` command-line runs of the EAST agent on the tiny checkpoint."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from commands import agent_arguments, run_simuleval
 
-from east_agent.decoder import DecoderConfig, EastStreamDecoder
-from tiny_east import LEXICON, synthetic_sentence
-
-REPO = Path(__file__).resolve().parents[2]
-AGENT_FILE = REPO / "east_agent" / "agent.py"
-
-
-def console_script(name: str) -> str:
-    script = Path(sys.executable).with_name(name)
-    assert script.exists(), f"{name} is not installed next to {sys.executable}"
-    return str(script)
-
-
-def run_simuleval(*arguments, command="east-simuleval", timeout=300):
-    return subprocess.run(
-        [console_script(command), *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
-
-
-@pytest.fixture(scope="module")
-def toy_test_set(tmp_path_factory):
-    import random
-
-    rng = random.Random(7)
-    sentences = [synthetic_sentence(rng)[0] for _ in range(3)]
-    folder = tmp_path_factory.mktemp("toy-test-set")
-    (folder / "src.txt").write_text("".join(" ".join(s) + "\n" for s in sentences))
-    references = [" ".join(LEXICON[word] for word in s) for s in sentences]
-    (folder / "ref.txt").write_text("".join(r + "\n" for r in references))
-    return folder, sentences
-
-
-def agent_arguments(checkpoint, folder, output, *extra):
-    return [
-        "--agent", AGENT_FILE,
-        "--model-path", checkpoint,
-        "--src-lang", "de",
-        "--tgt-lang", "en",
-        "--source", folder / "src.txt",
-        "--target", folder / "ref.txt",
-        "--output", output,
-        "--device", "cpu",
-        *extra,
-    ]  # fmt: skip
+from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 
 
 def test_simuleval_run_writes_instances_and_scores(
@@ -178,8 +129,35 @@ def test_latency_of_a_run_without_words_is_nan_not_a_crash():
 
     from simuleval.evaluator.scorers.latency_scorer import ALScorer
 
-    from east_agent.simuleval_cli import _score_empty_runs
+    from east_agent.simuleval_glue.cli import _score_empty_runs
 
     silent = {0: SimpleNamespace(delays=[], metrics={}), 1: SimpleNamespace(delays=[], metrics={})}
     _score_empty_runs()
     assert math.isnan(ALScorer()(silent))
+
+
+def test_a_long_form_run_reads_each_talk_as_one_instance(east_checkpoint, tmp_path):
+    """Two talks of many sentences each, with a cache budget far below a talk's length."""
+    import random
+
+    from tiny_east import LEXICON, synthetic_sentence
+
+    rng = random.Random(21)
+    talks, references = [], []
+    for _ in range(2):
+        sentences = [synthetic_sentence(rng)[0] for _ in range(25)]
+        talks.append(" ".join(" ".join(s[:-1] + [s[-1] + "."]) for s in sentences))
+        references.append(" ".join(" ".join(LEXICON[w] for w in s) for s in sentences))
+    (tmp_path / "src.txt").write_text("".join(talk + "\n" for talk in talks))
+    (tmp_path / "ref.txt").write_text("".join(line + "\n" for line in references))
+    arguments = agent_arguments(east_checkpoint, tmp_path, tmp_path / "out")
+    result = run_simuleval(*arguments, "--long-form", "--cache-budget", "150")
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [
+        json.loads(line) for line in (tmp_path / "out" / "instances.log").read_text().splitlines()
+    ]
+    assert len(records) == 2
+    for record, talk in zip(records, talks):
+        assert record["source_length"] == len(talk.split()) > 150
+        assert record["delays"] == sorted(record["delays"])
+        assert len(record["prediction"].split()) > len(talk.split()) / 2  # every segment wrote

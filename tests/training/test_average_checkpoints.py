@@ -29,15 +29,18 @@ def test_average_is_the_weighted_mean(tmp_path, east_tokenizer):
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "bf16").dtype == torch.bfloat16
 
 
-def test_mismatched_checkpoints_are_named_and_nothing_is_written(tmp_path, east_tokenizer):
+def test_mismatched_checkpoints_are_named_and_nothing_is_written(tmp_path, east_tokenizer, capsys):
     save_model(tmp_path / "a", east_tokenizer, seed=1)
     save_model(tmp_path / "wide", east_tokenizer, seed=2, intermediate_size=96)
     with pytest.raises(CheckpointMismatchError, match=r"wide: tensor model\.layers\.0\.mlp"):
         average([tmp_path / "a", tmp_path / "wide"], tmp_path / "avg")
     assert not (tmp_path / "avg").exists()
     assert not any(path.name.startswith(".avg") for path in tmp_path.iterdir())
+    capsys.readouterr()  # the progress bars of saving the checkpoints
     with pytest.raises(SystemExit) as exit_info:
         main(["--inputs", str(tmp_path / "a"), "--output", str(tmp_path / "avg")])
     assert exit_info.value.code == 2
-    with pytest.raises(FileExistsError):
+    error = capsys.readouterr().err
+    assert error == "average_checkpoints: average needs at least two checkpoints\n"
+    with pytest.raises(ValueError, match="wide exists; choose a new output folder"):
         average([tmp_path / "a", tmp_path / "a"], tmp_path / "wide")

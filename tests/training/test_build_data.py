@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from east_agent.prompt import LATENCY_LEVELS
+from east_agent.decoding.prompt import LATENCY_LEVELS
 from training.build_data import (
     average_lagging,
     base_segmentation,
@@ -149,6 +149,7 @@ def test_reusing_the_links_reproduces_the_output(built, tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert read(again) == read(output)
+    assert again.read_bytes() == output.read_bytes()  # no time or name in the gzip header
 
 
 def test_sentences_with_line_separators_stay_paired(tmp_path):
@@ -172,4 +173,6 @@ def test_a_latin1_training_file_is_named_with_its_line(tmp_path, capsys):
                "--tgt-lang", "en", "--output", str(tmp_path / "out.jsonl")]  # fmt: skip
     with pytest.raises(SystemExit) as exit_:
         main(command)
-    assert exit_.value.code == f"build_data: {source}: line 2: not UTF-8 (byte 0xe9 at column 8)"
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error == f"build_data: {source}: line 2: not UTF-8 (byte 0xe9 at column 8)\n"

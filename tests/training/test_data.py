@@ -2,19 +2,21 @@
 
 import gzip
 import json
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
-from east_agent.prompt import (
+from east_agent.common.records import RecordError
+from east_agent.decoding.prompt import (
     END_OF_READ,
     END_OF_WRITE,
     LLAMA3_CHAT_TEMPLATE,
     render_user_turn,
     simt_instruction,
 )
-from east_agent.records import RecordError
-from east_agent.token_stream import TokenStream
-from east_agent.units import unit_text
+from east_agent.decoding.token_stream import TokenStream
+from east_agent.decoding.units import unit_text
 from tiny_east import build_llama3_tokenizer
 from training.data import (
     IGNORE_INDEX,
@@ -306,3 +308,76 @@ def test_template_without_system_role_is_refused_naming_the_setting():
     )
     with pytest.raises(ValueError, match="data.system_prompt"):
         ChatTokenizer(tokenizer_with_template(template), system_prompt=HELPFUL)
+
+
+# The tokenized samples' cache: a second run with the same input loads them, untokenized.
+
+
+def count_tokenize_calls(monkeypatch) -> list[int]:
+    calls = []
+    tokenize = ChatTokenizer.tokenize
+
+    def counted(self, batch):
+        calls.append(len(batch["user"]))
+        return tokenize(self, batch)
+
+    monkeypatch.setattr(ChatTokenizer, "tokenize", counted)
+    return calls
+
+
+def test_a_second_run_loads_the_cached_samples(east_tokenizer, tmp_path, monkeypatch):
+    path = write_json(tmp_path / "simt.json", [DE_EN, {**DE_EN, "latency": "x"}, ZH_EN])
+    calls = count_tokenize_calls(monkeypatch)
+    settings = {"cutoff_len": 58, "skip_malformed": True, "progress": False}  # ZH_EN: 59
+    settings["cache_dir"] = tmp_path / "c"
+    first, first_report = build_samples(east_tokenizer, [path], **settings)
+    assert sum(calls) == 2 and not first_report.cache_reused
+    second, second_report = build_samples(east_tokenizer, [path], **settings)
+    assert sum(calls) == 2  # nothing tokenized again
+    assert second_report.cache_reused and second_report.cache_file == first_report.cache_file
+    assert list(second) == list(first) and first.column_names == ["input_ids", "labels"]
+    # the report comes from the cached columns: the same counts as when tokenized
+    assert (second_report.samples, second_report.truncated) == (2, 1)
+    assert {**asdict(second_report), "cache_reused": False} == asdict(first_report)
+    assert [path.name for path in (tmp_path / "c").iterdir()] == [
+        Path(first_report.cache_file).name
+    ]
+    uncached, _ = build_samples(east_tokenizer, [path], **{**settings, "cache_dir": None})
+    assert list(uncached) == list(first)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"cutoff_len": 40}, {"system_prompt": "You are a helpful assistant."}, {"max_samples": 1}],
+)
+def test_other_settings_do_not_hit_the_cache(east_tokenizer, tmp_path, monkeypatch, change):
+    path = write_json(tmp_path / "simt.json", [DE_EN, ZH_EN])
+    settings = {"cutoff_len": 50, "progress": False, "cache_dir": tmp_path / "c"}
+    _, first = build_samples(east_tokenizer, [path], **settings)
+    calls = count_tokenize_calls(monkeypatch)
+    _, second = build_samples(east_tokenizer, [path], **{**settings, **change})
+    assert calls and not second.cache_reused  # tokenized again
+    assert second.cache_file != first.cache_file
+
+
+def test_changed_data_do_not_hit_the_cache(east_tokenizer, tmp_path):
+    path = write_json(tmp_path / "simt.json", [DE_EN])
+    _, first = build_samples(east_tokenizer, [path], progress=False, cache_dir=tmp_path)
+    write_json(path, [{**DE_EN, "target_chunks": ["The dog", "sits on", "the table."]}])
+    samples, second = build_samples(east_tokenizer, [path], progress=False, cache_dir=tmp_path)
+    assert not second.cache_reused and second.cache_file != first.cache_file
+    assert "The dog" in east_tokenizer.decode(samples[0]["input_ids"])
+
+
+def test_bad_input_fails_before_anything_is_tokenized(east_tokenizer, tmp_path, monkeypatch):
+    path = write_json(tmp_path / "simt.json", [DE_EN] * 3 + [{**DE_EN, "latency": "x"}])
+    calls = count_tokenize_calls(monkeypatch)
+    with pytest.raises(RecordError, match="record 3"):
+        build_samples(east_tokenizer, [path], progress=False, cache_dir=tmp_path / "c")
+    assert calls == [] and not (tmp_path / "c").exists()
+
+
+def test_no_record_left_gives_an_empty_dataset(east_tokenizer, tmp_path):
+    path = write_json(tmp_path / "simt.json", [{**DE_EN, "latency": "x"}])
+    samples, report = build_samples(east_tokenizer, [path], skip_malformed=True, progress=False)
+    assert len(samples) == report.samples == 0 and samples.column_names == ["input_ids", "labels"]

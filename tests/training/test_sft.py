@@ -14,7 +14,7 @@ import yaml
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-from east_agent.model import east_token_ids, load_east_checkpoint
+from east_agent.lm.checkpoint import east_token_ids, load_east_checkpoint
 from tiny_east import (
     LEXICON,
     build_chat_llama3_tokenizer,
@@ -28,6 +28,7 @@ from training.sft import (
     last_complete_checkpoint,
     load_model,
     load_tokenizer,
+    main,
     resize_embeddings_with_mean,
     resolve_resume,
     run,
@@ -75,7 +76,11 @@ def recipe(stage, model, files, output_dir, **train):
     tree = {
         "stage": stage,
         "model": {"name_or_path": str(model), "torch_dtype": "float32"},
-        "data": {"files": [str(path) for path in files], "cutoff_len": 256},
+        "data": {
+            "files": [str(path) for path in files],
+            "cutoff_len": 256,
+            "cache_dir": str(Path(output_dir).parent / "tokenized"),
+        },
         "lora": {"r": 8, "alpha": 16, "dropout": 0.0},
         "train": {
             "output_dir": str(output_dir),
@@ -259,6 +264,17 @@ def test_run_reads_the_data_as_the_recipe_says(base_checkpoint, data_files, work
     assert files == [str(path) for path in data_files]
     assert settings["system_prompt"] == "You are a helpful assistant."
     assert (settings["skip_malformed"], settings["cutoff_len"]) == (True, 256)
+    assert settings["cache_dir"] == workspace / "tokenized"
+
+
+def test_a_bad_recipe_is_one_line_and_exit_2(tmp_path, capsys):
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(recipe("full", "base", ["data.json"], tmp_path)))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(recipe_path), "data.cutoff_lenn=3"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"sft: {recipe_path}: unknown key") and error.count("\n") == 1
 
 
 def train_in_subprocess(recipe_path, kill_after_checkpoint=None):
@@ -298,5 +314,8 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_fi
     uninterrupted, losses = logged_losses(workspace / "uninterrupted")
     resumed, resumed_losses = logged_losses(workspace / "killed")
     assert uninterrupted["global_step"] == resumed["global_step"] == 16
+    # the same data, tokenizer and settings: the killed run loaded the first run's samples
+    assert resumed["data"]["cache_reused"]
+    assert resumed["data"]["cache_file"] == uninterrupted["data"]["cache_file"]
     assert len(resumed_losses) == 16  # steps from before the kill come from the checkpoint
     assert resumed_losses[-1] == pytest.approx(losses[-1], abs=1e-3)

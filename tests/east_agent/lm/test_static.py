@@ -8,10 +8,10 @@ import pytest
 import torch
 from lm_trace import full_logits
 
-from east_agent.decoder import DecoderConfig, EastStreamDecoder
+from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from east_agent.lm import CachedLM, StaticLM, build_lm, check_static
 from east_agent.lm.static import MIN_CAPACITY, RECOMPILE_LIMIT
-from east_agent.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from tiny_east import synthetic_sentence
 
 PROMPT = [128000, 128006, 882, 128007, 271, 35, 648, 5222, 374, 13]

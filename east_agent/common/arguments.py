@@ -1,0 +1,18 @@
+"""Argument types shared by the command lines."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (argparse `type`)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"takes a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
+    """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
+    flag's, whose default stands when neither is given)."""
+    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)

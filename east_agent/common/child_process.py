@@ -1,0 +1,37 @@
+"""Child processes that die with their parent.
+
+A grid runs SimulEval's own loop (`--batch-size 1`) as a child process. If only the parent
+is killed (SIGKILL cannot be caught), an orphaned child would go on writing to the run
+folder beside the rerun. On Linux the kernel is asked to send the child SIGKILL when its
+parent dies (`PR_SET_PDEATHSIG`); elsewhere the run folder's lock
+(`east_agent.common.run_lock`) still refuses the rerun while the orphan lives.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import subprocess
+import sys
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with(parent: int):
+    """What the child runs before its command (`preexec_fn`)."""
+
+    def ask_the_kernel() -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the request was in place
+            os._exit(1)
+
+    return ask_the_kernel
+
+
+def run_child(command: list[str]) -> int:
+    """Run `command` to its end and return its exit status; it dies if this process does."""
+    preexec = die_with(os.getpid()) if sys.platform.startswith("linux") else None
+    return subprocess.run(command, preexec_fn=preexec).returncode

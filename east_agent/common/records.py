@@ -1,0 +1,60 @@
+"""Reading JSON records (test sets, SiMT chunk data) with errors that name file and record."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from east_agent.common.text_lines import read_text
+
+
+class RecordError(ValueError):
+    """A record file or one of its records is malformed."""
+
+
+def open_text(path: str | Path):
+    """A text-mode handle (universal newlines): not for line-aligned files, see text_lines."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def load_records(path: str | Path) -> list[dict]:
+    """A JSON list of objects, or JSON Lines (one object per line); `.gz` is read through."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(f"{path}: no such file")
+    text = read_text(path)
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise RecordError(f"{path}: line {error.lineno}: invalid JSON: {error.msg}") from None
+        where = [f"record {index}" for index in range(len(records))]
+    else:
+        records, where = [], []
+        for number, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise RecordError(f"{path}: line {number}: invalid JSON: {error.msg}") from None
+            where.append(f"line {number}")
+    for record, place in zip(records, where):
+        if not isinstance(record, dict):
+            kind = type(record).__name__
+            raise RecordError(f"{path}: {place}: expected a JSON object, got {kind}")
+    return records
+
+
+def require_fields(record: dict, fields: Iterable[str], path: str | Path, index: int) -> None:
+    """Raise naming file, record index and field when a field is missing or not a string."""
+    for name in fields:
+        if name not in record:
+            raise RecordError(f"{path}: record {index}: missing field {name!r}")
+        if not isinstance(record[name], str) or not record[name].strip():
+            raise RecordError(f"{path}: record {index}: field {name!r} must be a non-empty string")

@@ -1,0 +1,165 @@
+"""Continuous batching: many sentences advance together, one forward per step.
+
+A decoder built with `streams=N` holds N streams (`east_agent.decoding.streaming`).
+`translate_batch` gives each stream a sentence, then repeats one step:
+1. every active stream has asked for one forward (a READ: its new unit's tokens; a WRITE:
+   one token, or one per beam; the last unit with end-of-read); all of them run as one
+   ragged forward of the backend, every row at its own positions;
+2. each stream's program takes its logits (and its masked argmax) and goes on: it decides,
+   reads its next unit (source units arrive as fast as a stream asks for them, as in
+   SimulEval), and asks for its next forward;
+3. a stream whose sentence is finished hands its outcome back at once and takes the next
+   sentence, so the batch stays full until the input runs out.
+Decisions, stop tokens, chunk limits, suppression masks and context checks are each
+stream's own: they are the decoder's program, the same one the sequential driver runs. A
+sentence that overflows the context ends with an error outcome that names it; the others
+go on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from east_agent.decoding.streaming import (
+    ContextOverflowError,
+    Feed,
+    Stream,
+    StreamingDecoder,
+    Translation,
+    run_feeds,
+)
+
+
+@dataclass(frozen=True)
+class Sentence:
+    key: Any  # handed back with the outcome (an instance index, say)
+    units: Sequence[str]
+    script: dict[int, int] | None = None  # see `StreamingDecoder.begin`
+
+
+@dataclass
+class Outcome:
+    key: Any
+    units: int
+    translation: Translation | None = None
+    error: Exception | None = None  # a sentence that could not be translated (too long)
+
+
+@dataclass
+class BatchStats:
+    """What the steps of one or more batches did."""
+
+    steps: int = 0
+    rows: int = 0  # rows fed, summed over steps
+    tokens: int = 0  # positions fed, summed over steps
+    seconds: float = 0.0  # inside the forwards and the programs' reactions to them
+    rows_per_step: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Job:
+    sentence: Sentence
+    next_unit: int = 0
+    error: Exception | None = None
+
+
+def share_prompt(decoder: StreamingDecoder) -> None:
+    """Feed the prompt once and copy it to every stream's home row (rows that share it read
+    it once per step where the backend can)."""
+    for stream in decoder.streams:
+        stream.rewind_to_prompt()
+    if len(decoder.streams) == 1:
+        return  # one stream feeds its prompt with its first unit, as always
+    lm, prompt = decoder.lm, decoder.prompt_ids
+    homes = [stream.home for stream in decoder.streams]
+    source = next((home for home in homes if lm.length(home) == len(prompt)), None)
+    if source is None:
+        source = homes[0]
+        lm.crop(source, 0)
+        lm.forward([source], [prompt])
+    lm.share_prefix(source, len(prompt))
+    lm.fork(source, [home for home in homes if home != source])
+
+
+def translate_batch(
+    decoder: StreamingDecoder, sentences: Iterable[Sentence], stats: BatchStats | None = None
+) -> Iterator[Outcome]:
+    """Translate `sentences` on all of the decoder's streams at once; yield each outcome as
+    soon as its sentence is finished (not in input order)."""
+    queue = iter(sentences)
+    active: dict[Stream, _Job] = {}
+    feeds: dict[Stream, Feed] = {}
+    with torch.inference_mode():
+        share_prompt(decoder)
+        for stream in decoder.streams:
+            yield from _fill(decoder, stream, queue, active, feeds)
+        while feeds:
+            started = time.perf_counter()
+            streams = sorted(feeds, key=lambda stream: stream.home)
+            step = [feeds[stream] for stream in streams]
+            results = run_feeds(decoder.lm, step)
+            done = []
+            for stream, fed in zip(streams, results):
+                feed = _pump(decoder, stream, active[stream], fed)
+                if feed is None:
+                    del feeds[stream]
+                    done.append(stream)
+                else:
+                    feeds[stream] = feed
+            if stats is not None:
+                _count(stats, step, time.perf_counter() - started)
+            for stream in done:
+                yield _outcome(stream, active.pop(stream))
+                yield from _fill(decoder, stream, queue, active, feeds)
+
+
+def _fill(decoder, stream: Stream, queue, active: dict, feeds: dict) -> Iterator[Outcome]:
+    """Give `stream` the next sentence that needs a forward (yielding any that end before)."""
+    for sentence in queue:
+        job = _Job(sentence)
+        if not sentence.units:
+            yield Outcome(sentence.key, 0, error=ValueError("the source sentence is empty"))
+            continue
+        decoder.begin(stream, sentence.script)
+        feed = _pump(decoder, stream, job, None)
+        if feed is not None:
+            active[stream], feeds[stream] = job, feed
+            return
+        yield _outcome(stream, job)
+
+
+def _pump(decoder, stream: Stream, job: _Job, fed) -> Feed | None:
+    """Hand the stream `fed` (None: nothing yet), then its next units while it waits for
+    them; return its next feed, or None once its sentence is finished (or failed)."""
+    units = job.sentence.units
+    try:
+        feed = decoder.advance(stream, fed) if fed is not None else None
+        while feed is None and not stream.finished:
+            index = job.next_unit
+            job.next_unit += 1
+            feed = decoder.advance(stream, (units[index], index == len(units) - 1))
+    except ContextOverflowError as error:
+        job.error = error
+        return None
+    return feed
+
+
+def _outcome(stream: Stream, job: _Job) -> Outcome:
+    sentence = job.sentence
+    if job.error is not None:
+        return Outcome(sentence.key, len(sentence.units), error=job.error)
+    return Outcome(sentence.key, len(sentence.units), translation=stream.translation())
+
+
+def _count(stats: BatchStats, step: list[Feed], seconds: float) -> None:
+    rows = sum(len(feed.rows) for feed in step)
+    stats.steps += 1
+    stats.rows += rows
+    stats.tokens += sum(len(ids) for feed in step for ids in feed.tokens)
+    stats.seconds += seconds
+    stats.rows_per_step.append(rows)

@@ -1,0 +1,195 @@
+"""Generating one WRITE chunk: greedy, or beam search that keeps the winner's KV cache.
+
+Each is a generator of feeds (`east_agent.decoding.streaming`) for one stream whose home row holds
+everything before `pending` (the ids not fed yet, ending with `<|end-of-read|>`). It
+returns the chunk's ids (stop token excluded) and leaves the home row holding `pending`
+and a prefix of the chunk; the caller feeds the rest later, so no position is ever
+computed twice.
+
+Beam search reproduces transformers' `generate(num_beams=N)` (length penalty 1,
+`early_stopping=False`, top-2N candidates, suppressed tokens masked after the log-softmax,
+as `suppress_tokens` does) for one sequence, so EAST's reference decoding and ours pick the
+same chunk. The beams are the stream's rows: forked from the home row, re-ranked in place;
+transformers' beam search throws the beams' caches away, here every hypothesis that
+finishes copies the keys and values of its own chunk tokens (a few positions), and the
+winner's copy is put behind the home row's prefix when the search ends.
+
+When the search stops (`beam_stop`): once `num_beams` hypotheses are finished, it goes on
+only while a score of this step, divided by (tokens generated) ** length_penalty, beats the
+worst finished one. That score is
+- "reference": the best of the step's candidates, one that just hit a stop token included
+  (transformers 4.44.2, the release the paper's code ran: `BeamHypotheses.is_done` gets
+  `next_scores.max()`). It stops later: while the step's best candidate is a hypothesis
+  that just finished above the worst one, the search goes on;
+- "transformers": the best beam still running (transformers 5.x,
+  `_check_early_stop_heuristic`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from east_agent.decoding.streaming import NEG_INF, Stream
+
+LOST = -1.0e9  # transformers' score for a candidate that may not be chosen
+REFERENCE, TRANSFORMERS = "reference", "transformers"
+BEAM_STOP_RULES = (REFERENCE, TRANSFORMERS)
+
+
+@dataclass
+class ChunkLimits:
+    max_tokens: int  # new tokens at most, the stop token included
+    stop_ids: tuple[int, ...]
+    suppress_mask: torch.Tensor  # bool [vocab]: ids that may not be generated
+    length_penalty: float = 1.0  # beam search only: scores are divided by length ** penalty
+
+
+def greedy_chunk(stream: Stream, pending: list[int], limits: ChunkLimits) -> Generator:
+    """Return (chunk ids, whether a stop token ended it)."""
+    chunk: list[int] = []
+    to_feed = pending
+    for _ in range(limits.max_tokens):
+        token_id = (yield stream.feed(to_feed, limits.suppress_mask)).choices[0]
+        if token_id in limits.stop_ids:
+            return chunk, True
+        chunk.append(token_id)
+        to_feed = [token_id]
+    return chunk, False
+
+
+@dataclass
+class _Finished:
+    score: float
+    tokens: list[int]
+    saved: Any = field(repr=False)  # the keys and values of the chunk tokens it holds
+
+
+def beam_chunk(
+    stream: Stream,
+    pending: list[int],
+    limits: ChunkLimits,
+    num_beams: int,
+    beam_stop: str = REFERENCE,
+) -> Generator:
+    """Return (chunk ids of the best hypothesis, whether a stop token ended it)."""
+    check_beam_stop(beam_stop)
+    lm, beam_rows = stream.lm, stream.rows[:num_beams]
+    logits = (yield stream.feed(pending)).logits  # one row: every beam starts from it
+    prefix_length = lm.length(stream.home)
+    stop_ids = torch.tensor(limits.stop_ids, device=logits.device)
+    candidates = max(2, 1 + len(limits.stop_ids)) * num_beams
+
+    running_tokens: list[list[int]] = [[]]
+    running_scores = torch.zeros(1, device=logits.device)
+    finished: list[_Finished] = []
+    can_improve = True
+    for step in range(limits.max_tokens):
+        log_probs = torch.log_softmax(logits, dim=-1).masked_fill(limits.suppress_mask, NEG_INF)
+        vocab = log_probs.shape[-1]
+        scores, flat_ids = torch.topk((log_probs + running_scores[:, None]).view(-1), candidates)
+        source_rows, token_ids = flat_ids // vocab, flat_ids % vocab
+        at_max_length = step + 1 >= limits.max_tokens
+        hits = torch.isin(token_ids, stop_ids) | at_max_length
+
+        # Candidates among the first `num_beams` that hit a stop become finished hypotheses.
+        generated = step + 1  # new tokens of these hypotheses, the last one included
+        if can_improve:
+            for rank in torch.nonzero(hits[:num_beams]).flatten().tolist():
+                score = float(scores[rank]) / generated**limits.length_penalty
+                if _beats_worst(finished, num_beams, score):
+                    row = int(source_rows[rank])
+                    tokens = running_tokens[row] + [int(token_ids[rank])]
+                    saved = lm.save(beam_rows[row], prefix_length)
+                    finished.append(_Finished(score, tokens, saved))
+                    finished = sorted(finished, key=lambda h: -h.score)[:num_beams]
+        if bool(hits.all()):
+            break
+        # The best `num_beams` candidates that did not stop keep running.
+        keep = torch.topk(scores + hits * LOST, num_beams).indices
+        running_scores = scores[keep]
+        row_list, token_list = source_rows[keep].tolist(), token_ids[keep].tolist()
+        running_tokens = [running_tokens[row] + [token] for row, token in zip(row_list, token_list)]
+        best_score = scores[0] if beam_stop == REFERENCE else running_scores[0]
+        best_possible = float(best_score) / generated**limits.length_penalty
+        # transformers' early-stopping heuristic (`early_stopping=False`).
+        can_improve = can_improve and _beats_worst(finished, num_beams, best_possible)
+        if not can_improve:
+            break
+        if step == 0:
+            lm.fork(stream.home, beam_rows[1:])  # every candidate came from the one row
+        else:
+            lm.reorder(beam_rows, [beam_rows[row] for row in row_list], prefix_length)
+        logits = (yield stream.feed_rows(beam_rows, token_list)).logits
+
+    best = max(finished, key=lambda hypothesis: hypothesis.score)
+    lm.load(stream.home, best.saved)
+    lm.release(beam_rows[1:])
+    stopped = bool(best.tokens) and best.tokens[-1] in limits.stop_ids
+    return (best.tokens[:-1] if stopped else best.tokens), stopped
+
+
+def check_beam_stop(beam_stop: str) -> None:
+    if beam_stop not in BEAM_STOP_RULES:
+        raise ValueError(
+            f"beam_stop must be one of {', '.join(BEAM_STOP_RULES)}, got {beam_stop!r}"
+        )
+
+
+def _beats_worst(finished: list[_Finished], num_beams: int, score: float) -> bool:
+    """Whether `score` would enter the `num_beams` best finished hypotheses."""
+    return len(finished) < num_beams or score > min(h.score for h in finished)
+
+
+WHITESPACE_MARKS = ("Ġ", "▁", "Ċ", "ĉ", " ", "\n", "\t")  # byte-level BPE, sentencepiece, plain
+MAX_WORD_TOKENS = 32
+
+
+class WordBoundary:
+    """Where one target word ends, for writers that emit a word at a time (wait-k).
+
+    Spaced languages: a word is complete when the next token starts with whitespace (that
+    token belongs to the next word and is not kept). Chinese and Japanese: a "word" is the
+    smallest token group that decodes to whole characters.
+    """
+
+    def __init__(self, tokenizer, unspaced: bool) -> None:
+        self.tokenizer = tokenizer
+        self.unspaced = unspaced
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.space_initial = frozenset(
+            token_id
+            for token_id, token in enumerate(tokens)
+            if token is not None and token.startswith(WHITESPACE_MARKS)
+        )
+
+    def starts_next_word(self, word: list[int], token_id: int) -> bool:
+        return not self.unspaced and bool(word) and token_id in self.space_initial
+
+    def completes_word(self, word: list[int]) -> bool:
+        return self.unspaced and "\ufffd" not in self.tokenizer.decode(word)
+
+
+def word_chunk(
+    stream: Stream, pending: list[int], limits: ChunkLimits, boundary: WordBoundary
+) -> Generator:
+    """Greedy-generate one word; return (its ids, whether a stop token came instead).
+
+    A token that starts the next word is dropped unfed, so the home row holds only the word.
+    """
+    word: list[int] = []
+    to_feed = pending
+    for _ in range(min(limits.max_tokens, MAX_WORD_TOKENS)):
+        token_id = (yield stream.feed(to_feed, limits.suppress_mask)).choices[0]
+        if token_id in limits.stop_ids:
+            return word, True
+        if boundary.starts_next_word(word, token_id):
+            return word, False
+        word.append(token_id)
+        if boundary.completes_word(word):
+            return word, False
+        to_feed = [token_id]
+    return word, False

@@ -1,0 +1,214 @@
+"""The EAST streaming decoder: the model decides after every source unit to read or write.
+
+Per sentence (the paper's algorithm, greedy unless `num_beams` > 1; a beam search stops
+by transformers 4.44.2's rule unless `beam_stop="transformers"`, see
+`east_agent.decoding.chunk_search`):
+1. the prompt (one user turn, chat template, generation prompt) is in the cache;
+2. READ: append the next source unit, run one forward, take the argmax of the next-token
+   logits with end-of-turn ids, end-of-write and BOS suppressed; end-of-read means WRITE;
+3. the last unit (and, in document-level mode, a unit that ends a sentence after 20 or
+   more units since the last write) always leads to WRITE: its tokens and end-of-read go
+   through the model in one forward, since the decision could not change anything;
+4. WRITE: generate until end-of-write, an end-of-turn id (treated as end-of-write) or
+   `min(max_new_tokens, 2 * (units since the last write + 25))` tokens, then READ again.
+
+The prompt stays in the cache from one sentence to the next; nothing is encoded twice
+(see `east_agent.decoding.streaming`). With `streams` > 1 the decoder holds that many streams for
+`east_agent.decoding.batching`; the policy is the same program either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from east_agent.decoding.chunk_search import (
+    REFERENCE,
+    ChunkLimits,
+    beam_chunk,
+    check_beam_stop,
+    greedy_chunk,
+)
+from east_agent.decoding.long_form import Segmenter
+from east_agent.decoding.prompt import (
+    check_latency,
+    render_user_turn,
+    simt_instruction,
+)
+from east_agent.decoding.streaming import (
+    FORCED,
+    READ,
+    WRITE,
+    ContextOverflowError,
+    Counters,
+    Step,
+    Stream,
+    StreamingDecoder,
+    Translation,
+    check_shared_settings,
+)
+from east_agent.decoding.units import unit_text
+from east_agent.lm.checkpoint import east_token_ids
+
+__all__ = [
+    "FORCED",
+    "READ",
+    "WRITE",
+    "ContextOverflowError",
+    "Counters",
+    "DecoderConfig",
+    "EastStreamDecoder",
+    "Step",
+    "Translation",
+]
+
+SENTENCE_END = "。？！.!?"
+DOCUMENT_MIN_UNITS = 20
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    src_lang: str
+    tgt_lang: str
+    latency: str = "low"
+    num_beams: int = 1
+    max_new_tokens: int = 128
+    document_level: bool = False
+    max_context: int | None = None  # default: the model's max_position_embeddings
+    kv_cache: str = "auto"  # auto | dynamic | static | compiled (east_agent.lm.build_lm)
+    beam_stop: str = REFERENCE  # reference (transformers 4.44.2) | transformers (5.x)
+    # long-form input (`east_agent.decoding.long_form`): one unbounded source per instance
+    long_form: bool = False
+    cache_budget: int | None = None  # tokens a stream's cache may hold; default: half the context
+    context_words: int = 20  # source and target words carried into each new segment
+    segment_units: int = 60  # a write is forced after this many units without a sentence end
+
+    def __post_init__(self) -> None:
+        check_shared_settings(self)
+        check_latency(self.latency)
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be at least 1, got {self.num_beams}")
+        check_beam_stop(self.beam_stop)
+        if self.long_form and self.document_level:
+            raise ValueError("long_form and document_level exclude each other")
+        if self.context_words < 0:
+            raise ValueError(f"context_words must be 0 or more, got {self.context_words}")
+        if self.segment_units < 1:
+            raise ValueError(f"segment_units must be at least 1, got {self.segment_units}")
+        if self.cache_budget is not None and self.cache_budget < 1:
+            raise ValueError(f"cache_budget must be at least 1, got {self.cache_budget}")
+
+
+class EastStreamDecoder(StreamingDecoder):
+    def __init__(self, model, tokenizer, config: DecoderConfig, streams: int = 1) -> None:
+        super().__init__(
+            model,
+            tokenizer,
+            config.src_lang,
+            config.max_context,
+            config.kv_cache,
+            beams=config.num_beams,
+            streams=streams,
+        )
+        self.config = config
+        self.token_ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
+        self.length_penalty = float(getattr(model.generation_config, "length_penalty", 1.0) or 1.0)
+        self.prompt = render_user_turn(
+            tokenizer, simt_instruction(config.src_lang, config.tgt_lang, config.latency)
+        )
+        self.start_streams(model, self.prompt)
+        self.read_mask = self.mask(self.token_ids.read_suppressed)
+        self.write_mask = self.mask(self.token_ids.write_suppressed)
+        self.segments = (
+            Segmenter(self, config.cache_budget, config.context_words, config.segment_units)
+            if config.long_form
+            else None
+        )
+        self.reset()
+
+    def _begin(self, stream: Stream) -> None:
+        if self.segments is not None:
+            self.segments.begin(stream)
+
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+        """Read one source unit; write a chunk if the model (or the end of source) says so."""
+        if self.segments is None:
+            first = stream.units_read == 0
+        else:
+            first = self.segments.note_unit(stream, unit)
+        stream.start_unit(unit_text(unit, self.src_lang, first=first))
+        decision = yield from self._decide(stream, unit, is_last)
+        stream.decisions.append(decision)
+        if decision == READ:
+            return Step(READ)
+        stream.tokens.append_added_token(self.token_ids.end_of_read)
+        chunk_ids, text = yield from self._write(stream)
+        if self.segments is not None and decision == FORCED and not is_last:
+            self.segments.start_next(stream)
+        return Step(decision, text, chunk_ids, finished=is_last)
+
+    def _final_write(self, stream: Stream) -> Generator:
+        stream.tokens.append_added_token(self.token_ids.end_of_read)
+        chunk_ids, text = yield from self._write(stream)
+        return Step(FORCED, text, chunk_ids, finished=True)
+
+    def _decide(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+        """READ, WRITE (the model chose end-of-read, or the script says so) or FORCED."""
+        if is_last or self._ends_document_sentence(stream, unit):
+            return FORCED
+        if self.segments is not None and self.segments.ends_segment(stream, unit):
+            return FORCED
+        fed = yield stream.feed(stream.pending(), self.read_mask)
+        if stream.script is not None:
+            return WRITE if stream.units_read in stream.script else READ
+        return WRITE if fed.choices[0] == self.token_ids.end_of_read else READ
+
+    def _ends_document_sentence(self, stream: Stream, unit: str) -> bool:
+        return (
+            self.config.document_level
+            and unit.rstrip()[-1:] in SENTENCE_END
+            and stream.units_since_write >= DOCUMENT_MIN_UNITS
+        )
+
+    def _chunk_limits(self, max_tokens: int, stop_ids, suppress_mask) -> ChunkLimits:
+        return ChunkLimits(
+            max_tokens=max_tokens,
+            stop_ids=tuple(stop_ids),
+            suppress_mask=suppress_mask,
+            length_penalty=self.length_penalty,
+        )
+
+    def write_tokens(self, stream: Stream) -> int:
+        """The most tokens the stream's next chunk may have."""
+        if stream.script is not None:  # n tokens, and one more forward for the end-of-write
+            return stream.script[stream.units_read] + 1
+        return min(self.config.max_new_tokens, 2 * (stream.units_since_write + 25))
+
+    def _write_limits(self, stream: Stream) -> ChunkLimits:
+        max_tokens = self.write_tokens(stream)
+        if self.segments is not None:
+            max_tokens = min(max_tokens, self.segments.write_cap(stream))
+        if stream.script is not None:
+            return self._chunk_limits(max_tokens, (), self.write_mask)
+        return self._chunk_limits(max_tokens, self.token_ids.write_stops, self.write_mask)
+
+    def _write(self, stream: Stream) -> Generator:
+        """Generate one chunk after end-of-read, close it with end-of-write, record it."""
+        limits = self._write_limits(stream)
+        pending = stream.pending()
+        if self.config.num_beams > 1:
+            chunk_ids, _ = yield from beam_chunk(
+                stream, pending, limits, self.config.num_beams, self.config.beam_stop
+            )
+        else:
+            chunk_ids, _ = yield from greedy_chunk(stream, pending, limits)
+        if stream.script is not None:
+            chunk_ids = chunk_ids[: stream.script[stream.units_read]]
+        return self._close_chunk(stream, chunk_ids)
+
+    def _close_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:
+        stream.tokens.append_generated(chunk_ids)
+        stream.tokens.append_added_token(self.token_ids.end_of_write)
+        text = self.tokenizer.decode(chunk_ids, skip_special_tokens=True).rstrip()
+        stream.record_chunk(chunk_ids, text)
+        return chunk_ids, text

@@ -1,0 +1,105 @@
+"""A decoder's streams lent to independent clients, their forwards run together.
+
+`east_agent.decoding.batching` owns its input: it hands each stream the next sentence's units as
+fast as the stream asks. A server does not: each client (a session) sends its units when
+they arrive and then waits for what the model writes. A `StreamPool` lends each client one
+stream of a decoder built with `streams=N`; a client queues source events on its stream
+(`push`), and `step()` runs one forward for every stream with work, so concurrent clients
+share the device. A stream is *idle* when its program waits for a source event its client
+has not sent yet, or has finished its sentence. The programs are the decoder's own, so a
+client gets exactly what the sequential decoder writes.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+
+from east_agent.decoding.batching import share_prompt
+from east_agent.decoding.streaming import END, ContextOverflowError, Feed, Stream, run_feeds
+
+
+class NoFreeStream(RuntimeError):
+    """Every stream of the pool is lent."""
+
+
+class StreamPool:
+    def __init__(self, decoder) -> None:
+        self.decoder = decoder
+        with torch.inference_mode():
+            share_prompt(decoder)
+        self.free: list[Stream] = list(decoder.streams)
+        self.events: dict[Stream, deque] = {}
+        self.feeds: dict[Stream, Feed] = {}
+        self.errors: dict[Stream, Exception] = {}
+
+    @property
+    def size(self) -> int:
+        return len(self.decoder.streams)
+
+    def acquire(self) -> Stream:
+        if not self.free:
+            raise NoFreeStream(f"all {self.size} streams are in use")
+        stream = self.free.pop()
+        self.events[stream] = deque()
+        return stream
+
+    def release(self, stream: Stream) -> None:
+        self.events.pop(stream, None)
+        self.feeds.pop(stream, None)
+        self.errors.pop(stream, None)
+        stream.program = None
+        self.free.append(stream)
+
+    def begin(self, stream: Stream) -> None:
+        """Start a new sentence on a lent stream (dropping whatever it was doing)."""
+        self.events[stream].clear()
+        self.feeds.pop(stream, None)
+        self.errors.pop(stream, None)
+        self.decoder.begin(stream)
+
+    def push(self, stream: Stream, units: list[str], source_finished: bool) -> None:
+        """Queue new source units (and the end of the source) and run them up to the
+        stream's next forward."""
+        events = self.events[stream]
+        for position, unit in enumerate(units):
+            events.append((unit, source_finished and position == len(units) - 1))
+        if source_finished:
+            events.append(END)  # ignored by a program the last unit finished
+        self._pump(stream, None)
+
+    def busy(self, stream: Stream) -> bool:
+        return stream in self.feeds
+
+    def error(self, stream: Stream) -> Exception | None:
+        return self.errors.get(stream)
+
+    def step(self) -> list[Stream]:
+        """One forward for every stream with work; the streams that became idle."""
+        streams = sorted(self.feeds, key=lambda stream: stream.home)
+        if not streams:
+            return []
+        with torch.inference_mode():
+            results = run_feeds(self.decoder.lm, [self.feeds[stream] for stream in streams])
+            for stream, fed in zip(streams, results):
+                self._pump(stream, fed)
+        return [stream for stream in streams if stream not in self.feeds]
+
+    def _pump(self, stream: Stream, fed) -> None:
+        events = self.events[stream]
+        if stream.program is None or stream in self.errors:
+            events.clear()
+            return
+        try:
+            with torch.inference_mode():
+                feed = self.decoder.advance(stream, fed) if fed is not None else None
+                while feed is None and events and not stream.finished:
+                    feed = self.decoder.advance(stream, events.popleft())
+        except ContextOverflowError as error:
+            self.errors[stream] = error
+            feed = None
+        if feed is None:
+            self.feeds.pop(stream, None)
+        else:
+            self.feeds[stream] = feed

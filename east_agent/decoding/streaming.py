@@ -1,0 +1,437 @@
+"""What every streaming decoder shares: streams, their programs, and driving them.
+
+A decoder owns one LM backend (`east_agent.lm`) and one or more *streams*. A stream is one
+sentence at a time: its rows of the backend (a home row; more while it beam-searches), its
+token ids (`TokenStream`), counters, and the record of its sentence (chunks written, their
+delays, one decision per source unit). Every id the model ever sees is in the stream's
+`tokens.ids`; its home row holds a prefix of them and each forward feeds exactly the ids
+after that prefix. A row is rolled back only where the ids themselves changed
+(`tokens_reencoded` counts what is then fed again).
+
+The decoding policy of a decoder is a *program*: a generator, one per stream and sentence,
+that yields
+- `WAIT` when it needs the next source event (a unit, or `END` when the source ended), and
+- a `Feed` when it needs a forward (tokens for its rows; with a suppression mask, the
+  driver also returns each row's masked argmax),
+and receives the unit, or the `Fed` result, in return. All decisions, stop tokens, chunk
+limits and context checks live in the program, so one policy serves both drivers:
+- this module's sequential one (`push_unit` / `finish` / `translate`, one stream), and
+- `east_agent.decoding.batching`, which advances many streams together, one forward per step.
+Decoders here never import SimulEval.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from east_agent.decoding.prompt import language_name
+from east_agent.decoding.token_stream import TokenStream
+from east_agent.lm import build_lm
+
+logger = logging.getLogger(__name__)
+
+READ = "read"  # the policy asked for more source
+WRITE = "write"  # the policy wrote after this unit
+FORCED = "forced"  # a write forced by the end of the source (or a document-level sentence end)
+
+WAIT = "wait"  # what a program yields when it needs the next source event
+END = None  # the source event that ends the source (`finish`)
+
+
+class ContextOverflowError(RuntimeError):
+    """The sentence does not fit in the model's context window."""
+
+
+def context_limit(max_context: int | None, model_positions: int) -> int:
+    """The token limit of one sentence: `max_context`, or the model's positions; a limit
+    below 1 or above what the model has positions for is refused."""
+    if max_context is None:
+        return model_positions
+    if max_context < 1:
+        raise ValueError(f"--max-context must be at least 1, got {max_context}")
+    if max_context > model_positions:
+        raise ValueError(
+            f"--max-context {max_context} is above the {model_positions} positions the model "
+            "has (max_position_embeddings)"
+        )
+    return max_context
+
+
+def check_shared_settings(config) -> None:
+    """What every decoder's config holds, checked (and the languages named) in one place:
+    `src_lang`, `tgt_lang`, `max_new_tokens`, `max_context` (frozen dataclasses call it
+    from `__post_init__`)."""
+    object.__setattr__(config, "src_lang", language_name(config.src_lang))
+    object.__setattr__(config, "tgt_lang", language_name(config.tgt_lang))
+    if config.max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be at least 1, got {config.max_new_tokens}")
+    if config.max_context is not None and config.max_context < 1:
+        raise ValueError(f"max_context must be at least 1, got {config.max_context}")
+
+
+@dataclass
+class Counters:
+    forward_passes: int = 0
+    tokens_fed: int = 0  # positions computed, summed over beams
+    tokens_reencoded: int = 0  # positions computed again after a cache roll-back
+
+    def __sub__(self, other: Counters) -> Counters:
+        return Counters(
+            self.forward_passes - other.forward_passes,
+            self.tokens_fed - other.tokens_fed,
+            self.tokens_reencoded - other.tokens_reencoded,
+        )
+
+    def __add__(self, other: Counters) -> Counters:
+        return Counters(
+            self.forward_passes + other.forward_passes,
+            self.tokens_fed + other.tokens_fed,
+            self.tokens_reencoded + other.tokens_reencoded,
+        )
+
+
+@dataclass
+class Step:
+    """What one source unit led to."""
+
+    decision: str | None  # READ, WRITE or FORCED; None when no unit was pushed
+    chunk: str | None = None  # the text written at this step, if any
+    chunk_ids: list[int] = field(default_factory=list)
+    finished: bool = False
+
+
+@dataclass
+class Translation:
+    chunks: list[str]
+    chunk_ids: list[list[int]]  # the generated ids of each chunk, stop token excluded
+    delays: list[int]  # source units read when each chunk was written
+    decisions: list[str]  # one per source unit
+    counters: Counters
+    chunk_seconds: list[float] = field(default_factory=list)  # since the first unit, per chunk
+
+    @property
+    def text(self) -> str:
+        return "".join(self.chunks)
+
+
+@dataclass(frozen=True)
+class Feed:
+    """A forward a program asks for: append `tokens[i]` to row `rows[i]`."""
+
+    rows: tuple[int, ...]
+    tokens: list[list[int]]
+    mask: torch.Tensor | None = None  # bool [vocab]: return each row's argmax without these
+
+
+@dataclass(frozen=True)
+class Fed:
+    logits: torch.Tensor  # float32 [len(rows), vocab]
+    choices: list[int] | None  # the masked argmax of each row, when the feed had a mask
+
+
+NEG_INF = float("-inf")
+
+
+def run_feeds(lm, feeds: Sequence[Feed]) -> list[Fed]:
+    """Run the feeds of one step in one forward; masked argmaxes are taken together, one
+    reduction per distinct mask."""
+    logits = lm.forward(
+        [row for feed in feeds for row in feed.rows],
+        [ids for feed in feeds for ids in feed.tokens],
+    )
+    spans, start = [], 0
+    by_mask: dict[int, tuple[torch.Tensor, list[int]]] = {}
+    for feed in feeds:
+        spans.append((start, start + len(feed.rows)))
+        if feed.mask is not None:
+            by_mask.setdefault(id(feed.mask), (feed.mask, []))[1].extend(
+                range(start, start + len(feed.rows))
+            )
+        start += len(feed.rows)
+    choices: list[int | None] = [None] * start
+    for mask, indices in by_mask.values():
+        chosen = logits if len(indices) == start else logits[torch.tensor(indices)]
+        for index, token_id in zip(indices, chosen.masked_fill(mask, NEG_INF).argmax(-1).tolist()):
+            choices[index] = token_id
+    return [
+        Fed(logits[a:b], choices[a:b] if feed.mask is not None else None)
+        for feed, (a, b) in zip(feeds, spans)
+    ]
+
+
+class Stream:
+    """One sentence stream: its rows, its ids, its counters and the record of its sentence."""
+
+    def __init__(self, lm, tokenizer, rows: tuple[int, ...], max_context: int) -> None:
+        self.lm = lm
+        self.rows = rows
+        self.home = rows[0]
+        self.tokens = TokenStream(tokenizer)
+        self.max_context = max_context
+        self.totals = Counters()  # over every sentence of the stream
+        self.program: Generator | None = None
+        self.clear()
+
+    def clear(self, script: dict[int, int] | None = None) -> None:
+        """Forget the sentence record (the ids and the rows are rewound separately)."""
+        self.units_read = 0
+        self.units_since_write = 0
+        self.finished = False
+        self.chunks: list[str] = []
+        self.chunk_ids: list[list[int]] = []
+        self.delays: list[int] = []
+        self.decisions: list[str] = []
+        self.chunk_seconds: list[float] = []
+        self.started: float | None = None
+        self.step = Step(None)
+        self.script = script
+        self.totals_at_start = Counters(**vars(self.totals))
+
+    def translation(self) -> Translation:
+        return Translation(
+            list(self.chunks),
+            list(self.chunk_ids),
+            list(self.delays),
+            list(self.decisions),
+            self.totals - self.totals_at_start,
+            list(self.chunk_seconds),
+        )
+
+    # -- the ids and the home row ------------------------------------------------------------
+
+    def rewind_cache(self, length: int) -> None:
+        """Drop cached positions from `length` on: they will be fed again."""
+        if self.lm.length(self.home) > length:
+            self.totals.tokens_reencoded += self.lm.crop(self.home, length)
+
+    def rewind_to_prompt(self) -> None:
+        """Forget the sentence's ids and cached positions, keeping the prompt's (not a
+        re-encoding: nothing of the sentence is fed again)."""
+        self.tokens.rewind_to_prompt()
+        if self.lm.length(self.home) > len(self.tokens.ids):
+            self.lm.crop(self.home, len(self.tokens.ids))
+
+    def append_text(self, text: str) -> None:
+        self.rewind_cache(self.tokens.append_text(text))
+
+    def pending(self) -> list[int]:
+        return self.tokens.ids[self.lm.length(self.home) :]
+
+    def check_room(self, new_positions: int) -> None:
+        if self.lm.length(self.home) + new_positions > self.max_context:
+            raise ContextOverflowError(
+                f"the sentence needs more than {self.max_context} tokens, the model's context "
+                f"(after {self.units_read} source units and {len(self.chunks)} chunks); "
+                "split the source into shorter segments"
+            )
+
+    def feed(self, token_ids: Sequence[int], mask: torch.Tensor | None = None) -> Feed:
+        """A forward of `token_ids` on the home row (counted here)."""
+        self.check_room(len(token_ids))
+        self.totals.forward_passes += 1
+        self.totals.tokens_fed += len(token_ids)
+        return Feed((self.home,), [list(token_ids)], mask)
+
+    def feed_rows(self, rows: Sequence[int], token_ids: Sequence[int]) -> Feed:
+        """A forward of one token on each of `rows` (beams, as long as the home row)."""
+        self.check_room(1)
+        self.totals.forward_passes += 1
+        self.totals.tokens_fed += len(rows)
+        return Feed(tuple(rows), [[token_id] for token_id in token_ids])
+
+    # -- the record ----------------------------------------------------------------------------
+
+    def start_unit(self, unit_text: str) -> None:
+        if self.units_read == 0:
+            self.started = time.perf_counter()
+        self.append_text(unit_text)
+        self.units_read += 1
+        self.units_since_write += 1
+
+    def record_chunk(self, chunk_ids: list[int], text: str) -> None:
+        self.chunks.append(text)
+        self.chunk_ids.append(chunk_ids)
+        self.delays.append(self.units_read)
+        self.chunk_seconds.append(time.perf_counter() - (self.started or time.perf_counter()))
+        self.units_since_write = 0
+
+
+Program = Generator["Feed | str", "Fed | tuple[str, bool] | None", None]
+
+
+class StreamingDecoder:
+    """Base of the decoders: subclasses write `_push` (one unit) and `_final_write` as
+    generators of feeds, and set the prompt with `start_streams`."""
+
+    stream_class = Stream
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        src_lang: str,
+        max_context: int | None,
+        kv_cache: str = "auto",
+        beams: int = 1,
+        streams: int = 1,
+    ) -> None:
+        if streams < 1:
+            raise ValueError(f"the number of streams must be at least 1, got {streams}")
+        self.tokenizer = tokenizer
+        self.src_lang = language_name(src_lang)
+        self.max_context = context_limit(max_context, model.config.max_position_embeddings)
+        self.kv_cache, self.beams, self.max_streams = kv_cache, beams, streams
+        self.vocab_size = model.get_output_embeddings().weight.shape[0]
+        self.device = next(model.parameters()).device
+        self.streams: list[Stream] = []
+
+    def start_streams(self, model, prompt: str) -> None:
+        """Pick the cache backend (checked on the prompt) and give every stream its rows."""
+        probe = TokenStream(self.tokenizer)
+        probe.start(prompt)
+        self.prompt_ids = list(probe.ids)
+        rows = self.max_streams * self.beams
+        self.lm = build_lm(model, self.kv_cache, self.max_context, rows, self.prompt_ids)
+        if self.max_streams > 1 and not self.lm.ragged:
+            logger.warning(
+                "the %s backend runs one stream at a time: %d streams become 1",
+                type(self.lm).__name__,
+                self.max_streams,
+            )
+            self.max_streams = 1
+        self.streams = []
+        for index in range(self.max_streams):
+            stream_rows = tuple(range(index * self.beams, (index + 1) * self.beams))
+            stream = self.stream_class(self.lm, self.tokenizer, stream_rows, self.max_context)
+            stream.tokens.start(prompt)
+            self.streams.append(stream)
+
+    def wrap_lm(self, wrap: Callable) -> None:
+        """Put `wrap(backend)` in place of the backend (tracing, counting)."""
+        self.lm = wrap(self.lm)
+        for stream in self.streams:
+            stream.lm = self.lm
+
+    def mask(self, token_ids: Sequence[int]) -> torch.Tensor:
+        mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
+        mask[list(token_ids)] = True
+        return mask
+
+    # -- programs --------------------------------------------------------------------------------
+
+    def begin(self, stream: Stream, script: dict[int, int] | None = None) -> None:
+        """Start a new sentence on `stream`; the prompt's keys and values stay in its row.
+
+        `script` ({units read: chunk tokens}) imposes the READ/WRITE outcomes and chunk
+        lengths on decoders that take one (benchmarks): every forward still runs."""
+        stream.clear(script)
+        stream.rewind_to_prompt()
+        self._begin(stream)
+        stream.program = self._program(stream)
+        next(stream.program)  # to its first WAIT
+
+    def _begin(self, stream: Stream) -> None:
+        """Per-sentence state of a subclass."""
+
+    def _program(self, stream: Stream) -> Program:
+        while True:
+            event = yield WAIT
+            if event is END:
+                stream.finished = True
+                if self._needs_final_write(stream):
+                    stream.decisions[-1] = FORCED
+                    stream.step = yield from self._final_write(stream)
+                else:
+                    stream.step = Step(decision=None, finished=True)
+                return
+            unit, is_last = event
+            stream.step = yield from self._push(stream, unit, is_last)
+            if stream.step.finished:
+                stream.finished = True
+                return
+
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+        raise NotImplementedError
+
+    def _needs_final_write(self, stream: Stream) -> bool:
+        return stream.units_since_write > 0
+
+    def _final_write(self, stream: Stream) -> Generator:
+        raise NotImplementedError
+
+    def advance(self, stream: Stream, value) -> Feed | None:
+        """Send `value` to the stream's program; return the feed it asks for next, or None
+        when it waits for the next source event or has finished its sentence."""
+        try:
+            request = stream.program.send(value)
+        except StopIteration:
+            return None
+        return None if request is WAIT else request
+
+    # -- the sequential driver: one stream ------------------------------------------------------
+
+    @property
+    def stream(self) -> TokenStream:
+        """The ids of the first stream (the one the sequential driver runs)."""
+        return self.streams[0].tokens
+
+    @property
+    def counters(self) -> Counters:
+        """All the work of all streams so far."""
+        total = Counters()
+        for stream in self.streams:
+            total = total + stream.totals
+        return total
+
+    def reset(self, script: dict[int, int] | None = None) -> None:
+        """Start a new sentence on the first stream."""
+        self.begin(self.streams[0], script)
+
+    @torch.inference_mode()
+    def push_unit(self, unit: str, is_last: bool = False) -> Step:
+        """Read one source unit; write a chunk if the policy (or the end of source) says so."""
+        stream = self.streams[0]
+        if stream.finished:
+            raise RuntimeError("the sentence is finished; call reset() before the next one")
+        return self._drive(stream, (unit, is_last))
+
+    @torch.inference_mode()
+    def finish(self) -> Step:
+        """End the source without a last-unit flag: write what is still unwritten.
+
+        For sources whose end arrives after their last unit (a server, a live stream).
+        The outcome equals pushing the last unit with `is_last=True`.
+        """
+        stream = self.streams[0]
+        if stream.finished:
+            raise RuntimeError("the sentence is already finished")
+        return self._drive(stream, END)
+
+    def _drive(self, stream: Stream, event) -> Step:
+        feed = self.advance(stream, event)
+        while feed is not None:
+            (fed,) = run_feeds(self.lm, [feed])
+            feed = self.advance(stream, fed)
+        return stream.step
+
+    def translate(self, units: Sequence[str], script: dict[int, int] | None = None) -> Translation:
+        """Decode one whole sentence given as source units (a convenience over `push_unit`)."""
+        if not units:
+            raise ValueError("the source sentence is empty")
+        self.reset(script)
+        for position, unit in enumerate(units):
+            self.push_unit(unit, is_last=position == len(units) - 1)
+        return self.streams[0].translation()
+
+    @property
+    def chunks(self) -> list[str]:
+        return self.streams[0].chunks
+
+    @property
+    def delays(self) -> list[int]:
+        return self.streams[0].delays

@@ -1,0 +1,61 @@
+"""Source units: what one READ step consumes.
+
+Spaced languages are read word by word (whitespace split). Chinese and Japanese are read
+the way EAST reads them: in the smallest groups of the checkpoint's tokens that decode to
+whole characters, joined back with no separator. Evaluation files store such units
+space-separated, because SimulEval splits source lines on whitespace; a unit that followed
+a space in the original text (a Latin word inside Chinese text, say) starts with
+`SPACE_MARK`, which the decoder turns back into that space.
+"""
+
+from __future__ import annotations
+
+from east_agent.decoding.prompt import is_unspaced
+
+SPACE_MARK = "\u2581"  # "▁", as in sentencepiece
+
+
+def token_group_units(text: str, tokenizer) -> list[str]:
+    """Split `text` into the smallest runs of its tokens that decode to whole characters."""
+    units: list[str] = []
+    group: list[int] = []
+    space_before = False
+    for token_id in tokenizer(text.strip(), add_special_tokens=False)["input_ids"]:
+        group.append(token_id)
+        piece = tokenizer.decode(group)
+        if "\ufffd" in piece:
+            continue  # a character split across tokens: keep collecting
+        group = []
+        space_before = space_before or piece[:1].isspace()
+        for word in piece.split():
+            units.append(SPACE_MARK + word if space_before and units else word)
+            space_before = True
+        space_before = piece[-1:].isspace()
+    if group:
+        raise ValueError(f"{text!r}: its last tokens do not decode to a whole character")
+    return units
+
+
+def source_units(text: str, language: str, tokenizer=None) -> list[str]:
+    """The units EAST reads for `text` in `language` (zh/ja need the checkpoint's tokenizer)."""
+    if not is_unspaced(language):
+        return text.split()
+    if tokenizer is None:
+        raise ValueError(f"splitting {language} text into units needs the checkpoint's tokenizer")
+    return token_group_units(text, tokenizer)
+
+
+def unit_text(unit: str, language: str, first: bool) -> str:
+    """The text a unit adds to the rendered source (separator included)."""
+    word = unit.strip()
+    if not word:
+        raise ValueError("a source unit must not be empty or whitespace")
+    if is_unspaced(language):
+        if word.startswith(SPACE_MARK) and len(word) > 1:
+            return word[1:] if first else " " + word[1:]
+        return word
+    return word if first else " " + word
+
+
+def join_source_units(units: list[str], language: str) -> str:
+    return "".join(unit_text(unit, language, first=index == 0) for index, unit in enumerate(units))

@@ -1,0 +1,209 @@
+"""Wait-k baselines: read k units, then write one target word per unit read; once the
+source has ended, write to the end. Two decoders, both without SimulEval:
+
+- `OfflineWaitkDecoder`, the classic LLM baseline, for any chat LLM: the user turn is the
+  offline prompt `Translate the following sentence from {src} into {tgt}:` + newline + the
+  source prefix read so far; the assistant turn holds the target prefix. A new unit lands
+  inside the user turn, so everything after the old source prefix (end of the user turn,
+  assistant header, target prefix) is fed again: `tokens_reencoded` counts exactly the
+  work EAST's growing sequence never does.
+- `EastWaitkDecoder`: an EAST checkpoint on its own interleaved stream, but with reads and
+  writes on the fixed wait-k schedule instead of its own end-of-read decisions
+  (end-of-read / end-of-write forced, one word per write). Nothing is re-encoded.
+
+A word is generated up to the next whitespace boundary (for Chinese and Japanese targets,
+up to the next whole character).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from east_agent.decoding.chunk_search import (
+    MAX_WORD_TOKENS,
+    ChunkLimits,
+    WordBoundary,
+    greedy_chunk,
+    word_chunk,
+)
+from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.decoding.prompt import (
+    OFFLINE_INSTRUCTION,
+    UNSPACED_LANGUAGES,
+    check_latency,
+    render_user_turn,
+)
+from east_agent.decoding.streaming import (
+    FORCED,
+    READ,
+    WRITE,
+    Step,
+    Stream,
+    StreamingDecoder,
+    check_shared_settings,
+)
+from east_agent.decoding.units import unit_text
+from east_agent.lm.checkpoint import end_of_turn_ids
+
+SOURCE_SLOT = "\u27e6SOURCE\u27e7"  # stands for the source prefix while the prompt renders
+
+
+def check_waitk(waitk: int) -> int:
+    if waitk < 1:
+        raise ValueError(f"--waitk must be at least 1, got {waitk}")
+    return waitk
+
+
+PROMPTS = ("offline", "east")
+
+
+@dataclass(frozen=True)
+class WaitkConfig:
+    src_lang: str
+    tgt_lang: str
+    waitk: int
+    max_new_tokens: int = 128  # cap on the final write, after the source ended
+    max_context: int | None = None
+    kv_cache: str = "auto"
+    prompt: str = "offline"  # offline: any chat LLM; east: an EAST checkpoint's own stream
+    latency: str = "low"  # the EAST prompt's level (prompt "east")
+
+    def __post_init__(self) -> None:
+        check_shared_settings(self)
+        check_waitk(self.waitk)
+        if self.prompt not in PROMPTS:
+            raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
+        check_latency(self.latency)
+
+    def east_config(self) -> DecoderConfig:
+        """The settings of the EAST stream that `EastWaitkDecoder` drives."""
+        return DecoderConfig(
+            self.src_lang,
+            self.tgt_lang,
+            self.latency,
+            max_new_tokens=self.max_new_tokens,
+            max_context=self.max_context,
+            kv_cache=self.kv_cache,
+        )
+
+
+def split_prompt(tokenizer, src_lang: str, tgt_lang: str) -> tuple[str, str]:
+    """The offline prompt around its source: (text before it, text after it)."""
+    header = OFFLINE_INSTRUCTION.format(src_lang=src_lang, tgt_lang=tgt_lang)
+    rendered = render_user_turn(tokenizer, f"{header}\n{SOURCE_SLOT}")
+    if rendered.count(SOURCE_SLOT) != 1:
+        raise ValueError("the chat template does not render the user's text verbatim")
+    head, tail = rendered.split(SOURCE_SLOT)
+    return head, tail
+
+
+class OfflineWaitkStream(Stream):
+    """A stream of the offline-prompt wait-k: where its source prefix ends, its target."""
+
+    def clear(self, script=None) -> None:
+        super().clear(script)
+        self.source_end = None  # set by the decoder once the ids are back at the prompt
+        self.target_ids: list[int] = []
+
+
+class OfflineWaitkDecoder(StreamingDecoder):
+    stream_class = OfflineWaitkStream
+
+    def __init__(self, model, tokenizer, config: WaitkConfig, streams: int = 1) -> None:
+        super().__init__(
+            model, tokenizer, config.src_lang, config.max_context, config.kv_cache, 1, streams
+        )
+        self.config = config
+        self.head, self.tail = split_prompt(tokenizer, config.src_lang, config.tgt_lang)
+        self.start_streams(model, self.head)
+        self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
+        self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
+        self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
+        self.reset()
+
+    def _begin(self, stream: OfflineWaitkStream) -> None:
+        """The prompt before the source stays cached."""
+        stream.source_end = stream.tokens.mark()
+        stream.target_ids = []
+
+    def _limits(self, max_tokens: int) -> ChunkLimits:
+        return ChunkLimits(max_tokens, self.end_of_turn, self.suppress)
+
+    def _push(self, stream: OfflineWaitkStream, unit: str, is_last: bool) -> Generator:
+        # The unit goes in after the source prefix: what followed it (end of the user turn,
+        # assistant header, target prefix) leaves the cache and is fed again.
+        stream.tokens.restore(stream.source_end)
+        stream.start_unit(unit_text(unit, self.src_lang, first=stream.units_read == 0))
+        stream.source_end = stream.tokens.mark()
+        stream.tokens.append_text(self.tail)
+        stream.tokens.append_generated(stream.target_ids)
+        if is_last:
+            stream.decisions.append(FORCED)
+            limits = self._limits(self.config.max_new_tokens)
+            new_ids, _ = yield from greedy_chunk(stream, stream.pending(), limits)
+            return self._step(stream, FORCED, new_ids, finished=True)
+        if stream.units_read < self.config.waitk:
+            stream.decisions.append(READ)
+            return Step(READ)
+        stream.decisions.append(WRITE)
+        limits = self._limits(MAX_WORD_TOKENS)
+        word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
+        return self._step(stream, WRITE, word)
+
+    def _step(
+        self, stream: OfflineWaitkStream, decision: str, new_ids: list[int], finished: bool = False
+    ) -> Step:
+        """Extend the target prefix; the step's text is what it adds to the decoded target."""
+        before = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
+        stream.target_ids += new_ids
+        stream.tokens.append_generated(new_ids)
+        after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
+        text = after[len(before) :] if after.startswith(before) else after
+        if finished:
+            text = text.rstrip()
+        if new_ids or finished:
+            stream.record_chunk(new_ids, text)
+        return Step(decision, text if new_ids else None, new_ids, finished=finished)
+
+    def _needs_final_write(self, stream: Stream) -> bool:
+        return stream.units_read > 0  # wait-k writes the rest of the target at the end
+
+    def _final_write(self, stream: OfflineWaitkStream) -> Generator:
+        limits = self._limits(self.config.max_new_tokens)
+        new_ids, _ = yield from greedy_chunk(stream, stream.pending(), limits)
+        return self._step(stream, FORCED, new_ids, finished=True)
+
+
+class EastWaitkDecoder(EastStreamDecoder):
+    """An EAST checkpoint driven by the wait-k schedule (test-time wait-k)."""
+
+    def __init__(self, model, tokenizer, config: DecoderConfig, waitk: int, streams: int = 1):
+        self.waitk = check_waitk(waitk)
+        super().__init__(model, tokenizer, config, streams)
+        self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
+        ids = self.token_ids
+        # Inside the schedule the model must write a word: no marker, no end of turn.
+        self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
+
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+        stream.start_unit(unit_text(unit, self.src_lang, first=stream.units_read == 0))
+        if is_last:
+            decision = FORCED
+        elif stream.units_read >= self.waitk:
+            decision = WRITE
+        else:
+            stream.decisions.append(READ)  # no forward: the unit is fed with the next write
+            return Step(READ)
+        stream.decisions.append(decision)
+        stream.tokens.append_added_token(self.token_ids.end_of_read)
+        if is_last:  # after the source: to the model's end-of-write
+            chunk_ids, text = yield from self._write(stream)
+        else:
+            limits = self._chunk_limits(MAX_WORD_TOKENS, (), self.word_mask)
+            word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
+            chunk_ids, text = self._close_chunk(stream, word)
+        return Step(decision, text, chunk_ids, finished=is_last)
+
+    def _needs_final_write(self, stream: Stream) -> bool:
+        return stream.units_read > 0  # wait-k writes the rest of the target at the end

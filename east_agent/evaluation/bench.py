@@ -1,0 +1,658 @@
+"""`east-bench`: the streaming decoder against a reference-style loop and offline decoding.
+
+    east-bench --model-path models/east-demo --testset multi30k.de-en --sentences 100
+    east-bench --random-model llama3-8b --device cuda --torch-dtype bfloat16 \\
+        --testset wmt22.de-en --sentences 100 --schedule schedule.json
+
+In one run, on the same model, sentences and hardware:
+- (a) `EastStreamDecoder` (greedy, and beam search with `--num-beams`);
+- (b) the reference-style loop of the EAST paper's code, written here from its description:
+      at every source word re-render and re-tokenize the whole text, call `generate()`
+      for one READ-decision token with the cache passed in, and `generate()` again for
+      each WRITE chunk;
+- (c) offline decoding of the same sentences: prefill the offline prompt with the whole
+      source once, then decode as many target tokens as (a) wrote.
+For each: forward passes, tokens fed, tokens re-encoded and wall time per sentence. Per
+step: milliseconds of a READ step (two new tokens and a decision) and of a WRITE token,
+next to the weight-bandwidth floor (weight bytes over the device-to-device copy bandwidth
+measured in the same run).
+
+Random-weight models almost never choose end-of-read, so decisions can follow a schedule
+(`--schedule`): a JSON file recorded by `--save-schedule` from a real model's run, or
+`waitk:K` (read K units, then a two-token chunk per unit, the rest at the end). With a
+schedule every forward still runs; only the READ/WRITE outcomes and chunk lengths are
+imposed, on (a), (b) and (c) alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from east_agent.common.arguments import add_old_spelling, positive_int
+from east_agent.common.atomic import write_atomically
+from east_agent.common.entry import command_line
+from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.decoding.prompt import (
+    END_OF_READ,
+    END_OF_WRITE,
+    offline_instruction,
+    render_user_turn,
+    simt_instruction,
+)
+from east_agent.decoding.units import join_source_units, source_units, unit_text
+from east_agent.lm import CachedLM, build_lm, cache_argument_name, new_dynamic_cache
+from east_agent.lm.checkpoint import TORCH_DTYPES
+
+Schedule = list[list[tuple[int, int]]]  # per sentence: (units read, chunk tokens) per write
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+def waitk_schedule(sentences: Sequence[Sequence[str]], k: int, tokens: int = 2) -> Schedule:
+    """Read k units, then a `tokens`-token chunk per unit; at the end, the rest of a target
+    as long (in tokens) as `tokens` per source unit."""
+    schedule = []
+    for units in sentences:
+        writes = [(read, tokens) for read in range(k, len(units))]
+        remaining = max(1, tokens * len(units) - tokens * len(writes))
+        schedule.append(writes + [(len(units), remaining)])
+    return schedule
+
+
+# -- counting and timing ----------------------------------------------------------------------
+
+
+@dataclass
+class ForwardCounter:
+    """Counts every forward of the model (whoever calls it): passes and positions fed."""
+
+    passes: int = 0
+    tokens: int = 0
+    handle: object = field(default=None, repr=False)
+
+    def attach(self, model) -> ForwardCounter:
+        def count(module, args, kwargs):
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            self.passes += 1
+            self.tokens += input_ids.numel() if input_ids is not None else 0
+
+        self.handle = model.register_forward_pre_hook(count, with_kwargs=True)
+        return self
+
+    def take(self) -> tuple[int, int]:
+        taken = (self.passes, self.tokens)
+        self.passes = self.tokens = 0
+        return taken
+
+
+def synchronize(device: torch.device | str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class MethodResult:
+    name: str
+    forward_passes: int = 0
+    tokens_fed: int = 0
+    tokens_reencoded: int = 0
+    seconds: float = 0.0
+    sentences: int = 0
+
+    def per_sentence(self, value: float) -> float:
+        return value / max(self.sentences, 1)
+
+
+@contextmanager
+def one_sentence(result: MethodResult, device, lm=None) -> Iterator[None]:
+    """Time one sentence of a method (the device synchronized at both ends) and add what
+    the backend `lm` counted meanwhile: the skeleton every method shares."""
+    passes, fed = (lm.forward_passes, lm.tokens_fed) if lm is not None else (0, 0)
+    synchronize(device)
+    started = time.perf_counter()
+    yield
+    synchronize(device)
+    result.seconds += time.perf_counter() - started
+    result.sentences += 1
+    if lm is not None:
+        # StaticLM runs the model's layers itself (and replays CUDA graphs), so the model's
+        # forward hook cannot see its steps: every backend counts the forwards it runs.
+        result.forward_passes += lm.forward_passes - passes
+        result.tokens_fed += lm.tokens_fed - fed
+
+
+# -- (a) the streaming decoder ----------------------------------------------------------------
+
+
+def backend_label(lm) -> str:
+    """The cache backend as the tables name it: `StaticLM, CUDA graphs, compiled layers`."""
+    label = type(lm).__name__
+    label += ", CUDA graphs" if getattr(lm, "graphs", None) is not None else ""
+    return label + (", compiled layers" if getattr(lm, "compiled", False) else "")
+
+
+def script_of(schedule: Schedule | None, index: int) -> dict[int, int] | None:
+    """The decoder's script for one sentence: {units read: chunk tokens}."""
+    return None if schedule is None else dict(schedule[index])
+
+
+def run_streaming(decoder: EastStreamDecoder, sentences, schedule, counter, device) -> tuple:
+    backend = backend_label(decoder.lm)
+    result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}, {backend}")
+    recorded: Schedule = []
+    for index, units in enumerate(sentences):
+        with one_sentence(result, device, decoder.lm):
+            translation = decoder.translate(units, script_of(schedule, index))
+        counter.take()
+        result.tokens_reencoded += translation.counters.tokens_reencoded
+        recorded.append(
+            [(d, len(ids)) for d, ids in zip(translation.delays, translation.chunk_ids)]
+        )
+    return result, recorded
+
+
+# -- (b) the reference-style loop -------------------------------------------------------------
+
+
+def run_reference_loop(model, tokenizer, config, sentences, schedule, counter, device):
+    """The paper's code path: full re-tokenization and `generate()` at every step."""
+    from east_agent.lm.checkpoint import east_token_ids
+
+    ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
+    prompt = render_user_turn(
+        tokenizer, simt_instruction(config.src_lang, config.tgt_lang, config.latency)
+    )
+    result = MethodResult("(b) reference loop (re-tokenize + generate)")
+    for index, units in enumerate(sentences):
+        writes, cache = dict(schedule[index]), new_dynamic_cache(model)
+        with one_sentence(result, device):
+            text = reference_sentence(model, tokenizer, config, units, writes, prompt, cache, ids)
+        passes, fed = counter.take()
+        final_length = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        result.forward_passes += passes
+        result.tokens_fed += fed
+        result.tokens_reencoded += max(0, fed - final_length)
+    return result
+
+
+def reference_sentence(model, tokenizer, config, units, writes, text, cache, ids) -> str:
+    """One sentence of the paper's loop; the final text."""
+    device = model.device
+    cache_kwarg = cache_argument_name(model)
+    common = {"do_sample": False, "num_beams": 1, "pad_token_id": ids.end_of_write}
+    for position, unit in enumerate(units):
+        text += unit_text(unit, config.src_lang, first=position == 0)
+        inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
+        model.generate(
+            **inputs, max_new_tokens=1, suppress_tokens=list(ids.read_suppressed),
+            eos_token_id=[ids.end_of_read], **common, **{cache_kwarg: cache},
+        )  # fmt: skip
+        if position + 1 not in writes:
+            continue
+        text += END_OF_READ
+        inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
+        tokens = writes[position + 1]
+        output = model.generate(
+            **inputs, max_new_tokens=tokens + 1, min_new_tokens=tokens + 1,
+            suppress_tokens=list(ids.write_suppressed), **common, **{cache_kwarg: cache},
+        )  # fmt: skip
+        chunk = output[0, inputs["input_ids"].shape[1] :][:tokens]
+        text += tokenizer.decode(chunk, skip_special_tokens=True) + END_OF_WRITE
+    return text
+
+
+# -- (c) offline decoding ---------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def run_offline(model, tokenizer, config, sentences, schedule, counter, device, kv_cache="dynamic"):
+    """(c) on the same cache backend as (a), so that the two differ only in their schedule."""
+    prompts = []
+    for index, units in enumerate(sentences):
+        source = join_source_units(list(units), config.src_lang)
+        prompt = render_user_turn(
+            tokenizer, offline_instruction(config.src_lang, config.tgt_lang, source)
+        )
+        target_tokens = sum(tokens for _, tokens in schedule[index]) + 1  # and the end of turn
+        prompts.append((tokenizer(prompt, add_special_tokens=False)["input_ids"], target_tokens))
+    longest = max(len(ids) + tokens for ids, tokens in prompts)
+    lm = build_lm(model, kv_cache, max_length=longest)
+    result = MethodResult(f"(c) offline (prefill source, decode target), {backend_label(lm)}")
+    for prompt_ids, target_tokens in prompts:
+        lm.reset()
+        with one_sentence(result, device, lm):
+            logits = lm.feed(prompt_ids)
+            for _ in range(target_tokens - 1):
+                logits = lm.feed([int(logits.argmax())])
+        counter.take()
+    return result
+
+
+# -- per-step costs and the floor -------------------------------------------------------------
+
+
+def copy_bandwidth(device: torch.device, megabytes: int) -> float:
+    """Bytes per second of a device-to-device copy (read + write)."""
+    source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    synchronize(device)
+    repeats = 10
+    started = time.perf_counter()
+    for _ in range(repeats):
+        target.copy_(source)
+    synchronize(device)
+    return 2 * source.numel() * repeats / (time.perf_counter() - started)
+
+
+def weight_bytes(model) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+@torch.inference_mode()
+def time_ms(step, device, repeats: int = 30) -> float:
+    """Milliseconds a call of `step` takes, after 3 warm-up calls, device work included."""
+    for _ in range(3):
+        step()
+    synchronize(device)
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    synchronize(device)
+    return 1000 * (time.perf_counter() - started) / repeats
+
+
+def step_costs(model, device, kv_caches: Sequence[str], context=120, repeats=30) -> dict:
+    """Milliseconds of a READ step (2 tokens + decision) and of a WRITE token, at a context
+    of `context` tokens, on each cache backend and with `generate()` and the cache passed in."""
+    vocab = model.get_output_embeddings().weight.shape[0]
+    ids = torch.randint(1000, min(20000, vocab), (context + 2,)).tolist()
+    mask = torch.zeros(vocab, dtype=torch.bool, device=device)
+
+    def timed(step) -> float:
+        return time_ms(step, device, repeats)
+
+    def step(lm, tokens):
+        def run():
+            int(lm.feed(ids[context : context + tokens]).masked_fill(mask, float("-inf")).argmax())
+            lm.crop(0, context)
+
+        return run
+
+    costs = {}
+    for kind in kv_caches:
+        lm = build_lm(model, kind, max_length=context + 64)
+        lm.feed(ids[:context])
+        costs[f"READ step, {kind} cache"] = timed(step(lm, 2))
+        costs[f"WRITE token, {kind} cache"] = timed(step(lm, 1))
+    lm = CachedLM(model)
+    lm.feed(ids[:context])
+    cache_kwarg = cache_argument_name(model)
+    full = torch.tensor([ids], device=device)
+
+    def generate_read_step():
+        model.generate(
+            input_ids=full, max_new_tokens=1, do_sample=False, pad_token_id=0,
+            **{cache_kwarg: lm.cache},
+        )  # fmt: skip
+        lm.crop(0, context)
+
+    costs["READ step, generate() with the cache"] = timed(generate_read_step)
+    return costs
+
+
+# -- models -----------------------------------------------------------------------------------
+
+
+def llama3_east_tokenizer(path: str | Path):
+    """A Llama-3 tokenizer (its `tokenizer.json`, or a folder holding one) in EAST-8B form:
+    the Llama-3 chat template and the two EAST tokens."""
+    from transformers import PreTrainedTokenizerFast
+
+    from east_agent.decoding.prompt import LLAMA3_CHAT_TEMPLATE
+
+    path = Path(path)
+    path = path / "tokenizer.json" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"--tokenizer {path}: no tokenizer.json there")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
+    )
+    tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
+    tokenizer.add_special_tokens({"additional_special_tokens": [END_OF_READ, END_OF_WRITE]})
+    return tokenizer
+
+
+RANDOM_MODELS = {
+    "llama3-8b": {
+        "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+        "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 500000.0,
+        "max_position_embeddings": 8192,
+    },
+    "llama3-tiny": {
+        "hidden_size": 256, "intermediate_size": 768, "num_hidden_layers": 4,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "rope_theta": 500000.0,
+        "max_position_embeddings": 2048,
+    },
+}  # fmt: skip
+
+
+def random_model(name: str, tokenizer, dtype: torch.dtype, device: str):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        **RANDOM_MODELS[name],
+    )
+    with torch.device(device):
+        model = LlamaForCausalLM._from_config(config, dtype=dtype)
+    return model.eval()
+
+
+# -- the report -------------------------------------------------------------------------------
+
+
+def report(results: list[MethodResult], steps: dict, floor_ms: float, header: str) -> str:
+    baseline = next(r for r in results if r.name.startswith("(b)"))
+    offline = next(r for r in results if r.name.startswith("(c)"))
+    lines = [
+        header,
+        "",
+        "| method | forwards/sent. | tokens fed/sent. | re-encoded/sent. | ms/sent. "
+        "| speed-up over (b) | wall vs (c) | forwards vs (c) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        per = r.per_sentence
+        lines.append(
+            f"| {r.name} | {per(r.forward_passes):.1f} | {per(r.tokens_fed):.1f} | "
+            f"{per(r.tokens_reencoded):.1f} | {1000 * per(r.seconds):.1f} | "
+            f"{baseline.seconds / r.seconds:.2f}x | {r.seconds / offline.seconds:.2f}x | "
+            f"{r.forward_passes / offline.forward_passes:.2f}x |"
+        )
+    lines += ["", "| step | ms | / floor |", "|---|---|---|"]
+    lines.append(f"| weight-bandwidth floor | {floor_ms:.3f} | 1.00x |")
+    for name, ms in steps.items():
+        lines.append(f"| {name} | {ms:.3f} | {ms / floor_ms:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def run_header(args, model, model_name: str, sentences: int, device, note: str) -> str:
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else (f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
+    )
+    return (
+        f"### {datetime.date.today()}: {model_name} ({args.torch_dtype}, "
+        f"{weight_bytes(model) / 1e9:.3f} GB of weights) on {machine}, torch "
+        f"{torch.__version__}, transformers {__import__('transformers').__version__}\n\n"
+        f"{sentences} sentences of {args.testset}, schedule: "
+        f"{args.schedule or 'the model’s own decisions'}{note}"
+    )
+
+
+# -- many streams at once ---------------------------------------------------------------------
+
+WMT22_GRID_SENTENCES = 8 * 16 * 2000  # 8 directions x 16 systems x ~2,000 sentences
+
+
+@dataclass
+class StreamsResult:
+    streams: int
+    beams: int
+    seconds: float
+    sentences: int
+    target_tokens: int
+    steps: int = 0
+    rows: int = 0
+    kv_bytes_per_stream: float = 0.0
+    identical: int = 0  # sentences equal to the sequential decoder's (chunks and delays)
+
+
+def stream_benchmark(args, model, tokenizer, sentences, schedule, started) -> list:
+    """Greedy (and beam search with --num-beams above 1): the sequential decoder, then
+    continuous batching at each --streams count, on the same sentences (and schedule)."""
+    from east_agent.decoding.batching import BatchStats, Sentence, translate_batch
+
+    src_lang, tgt_lang = load_sentences(args.testset, 0, tokenizer)[1:]
+    results = []
+    for beams in sorted({1, args.num_beams}):
+        config = DecoderConfig(src_lang, tgt_lang, args.latency, num_beams=beams)
+        sequential = EastStreamDecoder(model, tokenizer, config)
+        sequential.translate(sentences[0], script_of(schedule, 0))  # warm-up
+        synchronize(args.device)
+        begun = time.perf_counter()
+        expected = [
+            sequential.translate(units, script_of(schedule, index))
+            for index, units in enumerate(sentences)
+        ]
+        synchronize(args.device)
+        tokens = sum(len(ids) for t in expected for ids in t.chunk_ids)
+        results.append(
+            StreamsResult(1, beams, time.perf_counter() - begun, len(sentences), tokens,
+                          identical=len(sentences))
+        )  # fmt: skip
+        progress(f"sequential, beams={beams}: {results[-1].seconds:.1f} s", started)
+        for count in args.streams:
+            decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
+            jobs = [Sentence(i, units, script_of(schedule, i)) for i, units in enumerate(sentences)]
+            list(translate_batch(decoder, jobs[: min(count, 4)]))  # warm-up
+            stats = BatchStats()
+            synchronize(args.device)
+            begun = time.perf_counter()
+            outcomes = {outcome.key: outcome for outcome in translate_batch(decoder, jobs, stats)}
+            synchronize(args.device)
+            seconds = time.perf_counter() - begun
+            same = sum(
+                outcomes[i].translation is not None
+                and (outcomes[i].translation.chunk_ids, outcomes[i].translation.delays)
+                == (expected[i].chunk_ids, expected[i].delays)
+                for i in range(len(sentences))
+            )
+            kv = decoder.lm.memory_bytes() / len(decoder.streams)
+            results.append(
+                StreamsResult(count, beams, seconds, len(sentences), tokens, stats.steps,
+                              stats.rows, kv, same)
+            )  # fmt: skip
+            progress(f"{count} streams, beams={beams}: {seconds:.1f} s", started)
+    return results
+
+
+def streams_report(results: list[StreamsResult], header: str) -> str:
+    lines = [
+        header,
+        "",
+        "| streams | beams | sentences/s | target tokens/s | speed-up over 1 stream | steps "
+        "| rows/step | ms/step | KV MB/stream | identical to sequential | WMT22 grid (h) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        base = next(b for b in results if b.beams == r.beams and b.streams == 1)
+        rate = r.sentences / r.seconds
+        steps, per_step, kv = "n/a", "n/a | n/a", "n/a"
+        if r.steps:
+            steps = str(r.steps)
+            per_step = f"{r.rows / r.steps:.1f} | {1000 * r.seconds / r.steps:.2f}"
+            kv = f"{r.kv_bytes_per_stream / 2**20:.2f}"
+        lines.append(
+            f"| {r.streams}{'' if r.steps else ' (sequential)'} | {r.beams} | {rate:.2f} "
+            f"| {r.target_tokens / r.seconds:.1f} | {base.seconds / r.seconds:.2f}x | {steps} "
+            f"| {per_step} | {kv} | {r.identical}/{r.sentences} "
+            f"| {WMT22_GRID_SENTENCES / rate / 3600:.2f} |"
+        )
+    lines.append("")
+    lines.append(
+        "WMT22 grid: 8 directions x 16 systems x 2,000 sentences at this rate (projected: "
+        "every run costing what this one does)."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def publish(text: str, output: str | None) -> None:
+    """Print a report; append it to the Markdown file `output` too, if given."""
+    print(text)
+    if output:
+        with open(output, "a", encoding="utf-8") as handle:
+            handle.write("\n" + text)
+
+
+def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]], str, str]:
+    from east_agent.evaluation.testsets import read_pairs
+
+    pairs, src_lang, tgt_lang = read_pairs(testset)
+    sentences = [source_units(source, src_lang, tokenizer) for source, _ in pairs[:count]]
+    return [units for units in sentences if units], src_lang, tgt_lang
+
+
+def compile_note() -> str:
+    """How many versions torch.compile made of the compiled layer step in this process; at
+    the limit, torch runs it uncompiled from then on, and the tables must say so."""
+    from torch._dynamo.utils import counters
+
+    from east_agent.lm.static import RECOMPILE_LIMIT
+
+    graphs = counters["stats"]["unique_graphs"]
+    if not graphs:
+        return ""
+    note = f"; compiled layer step: {graphs} versions (limit {RECOMPILE_LIMIT})"
+    return note + (" REACHED: later steps ran uncompiled" if graphs >= RECOMPILE_LIMIT else "")
+
+
+def progress(text: str, started: float) -> None:
+    """One line on stderr per stage: a GPU run is timed from outside, so say where it is."""
+    elapsed = time.perf_counter() - started
+    print(f"[east-bench {elapsed:7.1f} s] {text}", file=sys.stderr, flush=True)
+
+
+@command_line("east-bench")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="benchmark the streaming decoder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-path", help="an EAST checkpoint")
+    source.add_argument("--random-model", choices=sorted(RANDOM_MODELS), help="random weights")
+    parser.add_argument(
+        "--tokenizer", help="with --random-model: a Llama-3 tokenizer.json (or its folder)"
+    )
+    parser.add_argument("--testset", default="multi30k.de-en")
+    parser.add_argument("--sentences", type=int, default=100)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--torch-dtype", default="float32", choices=TORCH_DTYPES[1:])
+    add_old_spelling(parser, "--dtype", "torch_dtype", choices=TORCH_DTYPES[1:])
+    parser.add_argument("--latency", default="low")
+    parser.add_argument(
+        "--num-beams", type=positive_int, default=5, help="also run (a) with this many beams"
+    )
+    add_old_spelling(parser, "--beams", "num_beams", type=positive_int)
+    parser.add_argument(
+        "--kv-caches", nargs="+", default=["static", "dynamic"], help="(a) on each backend"
+    )
+    parser.add_argument("--schedule", help="waitk:K, or a JSON file from --save-schedule")
+    parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
+    parser.add_argument("--copy-megabytes", type=int, default=256)
+    parser.add_argument("--output", help="append the tables to this Markdown file")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        nargs="+",
+        help="instead: many streams at once (continuous batching) at each of these counts, "
+        "against the sequential decoder in the same run",
+    )
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.torch_dtype)
+    if args.model_path:
+        from east_agent.lm.checkpoint import load_east_checkpoint
+
+        model, tokenizer = load_east_checkpoint(
+            args.model_path, torch_dtype=args.torch_dtype, device=args.device
+        )
+        model_name = args.model_path
+    else:
+        if not args.schedule or not args.tokenizer:
+            parser.error(
+                "a random model needs --schedule (waitk:K or a recorded file) and "
+                "--tokenizer (a Llama-3 tokenizer.json, or a folder holding one)"
+            )
+        tokenizer = llama3_east_tokenizer(args.tokenizer)
+        model = random_model(args.random_model, tokenizer, dtype, args.device)
+        model_name = f"random {args.random_model}"
+    sentences, src_lang, tgt_lang = load_sentences(args.testset, args.sentences, tokenizer)
+    schedule = None
+    if args.schedule and args.schedule.startswith("waitk:"):
+        schedule = waitk_schedule(sentences, int(args.schedule.split(":")[1]))
+    elif args.schedule:
+        schedule = [
+            [tuple(write) for write in writes]
+            for writes in json.loads(Path(args.schedule).read_text())
+        ][: len(sentences)]
+        # a recorded schedule covers its own sentences: more are those again, in turn
+        sentences = [sentences[i % len(schedule)] for i in range(args.sentences)]
+        schedule = [schedule[i % len(schedule)] for i in range(args.sentences)]
+    progress(f"{model_name} ready, {len(sentences)} sentences", started)
+    if args.streams:
+        header = run_header(args, model, model_name, len(sentences), device, "")
+        results = stream_benchmark(args, model, tokenizer, sentences, schedule, started)
+        publish(streams_report(results, header), args.output)
+        return
+    counter = ForwardCounter().attach(model)
+
+    results = []
+    for kind in args.kv_caches:
+        config = DecoderConfig(src_lang, tgt_lang, args.latency, kv_cache=kind)
+        greedy = EastStreamDecoder(model, tokenizer, config)
+        run_streaming(greedy, sentences[:2], schedule, counter, device)  # warm-up, graphs
+        counter.take()
+        result, recorded = run_streaming(greedy, sentences, schedule, counter, device)
+        results.append(result)
+        progress(f"{result.name}: {result.seconds:.1f} s", started)
+        if schedule is None:
+            schedule = recorded  # the rest follow the decisions the model just made
+            if args.save_schedule:
+                write_atomically(Path(args.save_schedule), json.dumps(recorded))
+    if args.num_beams > 1:
+        beam_config = DecoderConfig(
+            src_lang, tgt_lang, args.latency, num_beams=args.num_beams, kv_cache=args.kv_caches[0]
+        )
+        beam = EastStreamDecoder(model, tokenizer, beam_config)
+        run_streaming(beam, sentences[:2], schedule, counter, device)  # warm-up
+        counter.take()
+        results.append(run_streaming(beam, sentences, schedule, counter, device)[0])
+        progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
+    results.append(
+        run_reference_loop(model, tokenizer, config, sentences, schedule, counter, device)
+    )
+    progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
+    offline = run_offline(
+        model, tokenizer, config, sentences, schedule, counter, device, args.kv_caches[0]
+    )
+    results.append(offline)
+    progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
+
+    bandwidth = copy_bandwidth(device, args.copy_megabytes)
+    floor_ms = 1000 * weight_bytes(model) / bandwidth
+    steps = step_costs(model, device, args.kv_caches)
+    progress("step costs measured", started)
+    note = f"; copy bandwidth {bandwidth / 1e9:.1f} GB/s{compile_note()}"
+    header = run_header(args, model, model_name, len(sentences), device, note)
+    publish(report(results, steps, floor_ms, header), args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""`east-eval`: quality–latency grids of SimulEval runs from one YAML config.
+
+    east-eval eval_configs/wmt22-de-en.yaml [--model-path DIR] [--only east-low ...]
+
+`--testset` and `--num-beams` (every EAST system) override the config without editing
+it; `--shard I/N` and `--merge-shards N` split a large grid (`east_agent.evaluation.shards`).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from east_agent.common.arguments import positive_int
+from east_agent.common.entry import command_line
+from east_agent.evaluation.config import DEFAULT_BATCH_SIZE, load_eval_config
+from east_agent.evaluation.grid import run_grid
+from east_agent.evaluation.reports import summarize
+from east_agent.evaluation.shards import merge_shards, parse_shard
+
+
+@command_line("east-eval")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="run a quality-latency grid with SimulEval")
+    parser.add_argument("config", help="an eval_configs/*.yaml file")
+    parser.add_argument("--model-path", help="override the config's checkpoint")
+    parser.add_argument("--output", help="override the config's output folder")
+    parser.add_argument("--device", help="override the config's device")
+    parser.add_argument("--testset", help="override the config's test set: multi30k-val.de-en")
+    parser.add_argument(
+        "--num-beams", type=positive_int, help="beams per WRITE chunk for every EAST system"
+    )
+    parser.add_argument("--only", nargs="+", help="run only these runs (names as in results)")
+    parser.add_argument(
+        "--limit", type=positive_int, help="only the first N sentences (smoke tests)"
+    )
+    parser.add_argument("--shard", type=parse_shard, help="run shard I of N: --shard 2/4")
+    parser.add_argument("--merge-shards", type=int, metavar="N", help="join N finished shards")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help=f"sentences decoded at once (default {DEFAULT_BATCH_SIZE}, or the config's "
+        "batch_size); 1 runs SimulEval's own loop, one sentence at a time, as a child process",
+    )
+    args = parser.parse_args(argv)
+    config = load_eval_config(
+        args.config,
+        num_beams=args.num_beams,
+        model_path=args.model_path,
+        output=args.output,
+        device=args.device,
+        testset=args.testset,
+        batch_size=args.batch_size,
+    )
+    if args.merge_shards:
+        runs = [run for run in config.runs() if not args.only or run.name in args.only]
+        for run in runs:
+            merge_shards(config, run, args.merge_shards)
+        summarize(config, config.runs())
+    else:
+        run_grid(config, args.only, args.shard, args.limit, args.dry_run)
+
+
+if __name__ == "__main__":
+    main()

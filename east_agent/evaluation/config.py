@@ -1,0 +1,187 @@
+"""An `east-eval` grid config: its test set, checkpoint and systems, checked before
+anything loads or runs.
+
+A config names a test set, a checkpoint and systems; one setting of each system may be a
+list, and every value of it is one run (EAST at each latency level, wait-k at each k).
+A system key no flag of its agent takes is a typo, named with the closest flag. Each run
+writes to `<output>/runs/<run>/` (`EvalConfig.run_dir`, the one place that builds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
+
+
+TOP_LEVEL_KEYS = {
+    "testset",
+    "model_path",
+    "output",
+    "device",
+    "torch_dtype",
+    "max_new_tokens",
+    "quality_metrics",
+    "latency_metrics",
+    "ca_unit_seconds",
+    "batch_size",
+    "systems",
+}
+
+
+RUN_ARGUMENT_KEYS = ("torch_dtype", "max_new_tokens")
+
+
+DEFAULT_BATCH_SIZE = 64
+
+
+class EvalConfigError(ValueError):
+    """An evaluation config is malformed."""
+
+
+@dataclass
+class Run:
+    name: str
+    system: str
+    setting: str
+    agent: str
+    flags: dict[str, Any]
+
+
+@dataclass
+class EvalConfig:
+    source: Path
+    testset: str
+    model_path: str
+    output: Path
+    systems: dict[str, dict[str, Any]]
+    device: str = "cpu"
+    torch_dtype: str = "auto"
+    max_new_tokens: int = 128
+    quality_metrics: list[str] = field(default_factory=lambda: ["BLEU"])
+    latency_metrics: list[str] = field(
+        default_factory=lambda: ["LAAL", "AL", "AP", "DAL", "LAAL_CA", "AL_CA"]
+    )
+    ca_unit_seconds: float = 0.4
+    batch_size: int = DEFAULT_BATCH_SIZE  # sentences decoded at once; 1: SimulEval's loop
+
+    def run_dir(self, run: Run, shard: tuple[int, int] | None = None) -> Path:
+        """Where a run (or one shard of it: `(index, count)`) writes."""
+        folder = self.output / "runs" / run.name
+        return folder / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else folder
+
+    @property
+    def testset_dir(self) -> Path:
+        return self.output / "testset"
+
+    def runs(self) -> list[Run]:
+        runs = []
+        for system, settings in self.systems.items():
+            settings = dict(settings)
+            agent = settings.pop("agent", None)
+            if agent not in AGENT_FILES:
+                raise EvalConfigError(
+                    f"{self.source}: systems.{system}.agent must be one of {sorted(AGENT_FILES)}"
+                )
+            check_system_keys(self.source, system, agent, settings)
+            swept = [key for key, value in settings.items() if isinstance(value, list)]
+            if len(swept) > 1:
+                raise EvalConfigError(
+                    f"{self.source}: systems.{system} sweeps {swept}; one list per system"
+                )
+            values = settings[swept[0]] if swept else [None]
+            for value in values:
+                flags = dict(settings)
+                label = "default"
+                if swept:
+                    flags[swept[0]] = value
+                    label = f"k{value}" if swept[0] == "waitk" else str(value)
+                runs.append(Run(f"{system}-{label}", system, label, agent, flags))
+        names = [run.name for run in runs]
+        if len(set(names)) != len(names):
+            raise EvalConfigError(f"{self.source}: two runs share a name")
+        return runs
+
+
+def agent_flags(agent: str) -> set[str]:
+    """The settings a system of this agent may have: its agent's flags, as config keys."""
+    agent_class = agent_class_of(AGENT_FILES[agent])
+    parser = argparse.ArgumentParser(add_help=False)
+    agent_class.add_args(parser)
+    return {action.dest for action in parser._actions}
+
+
+def check_system_keys(source: Path, system: str, agent: str, settings: dict) -> None:
+    """A key no flag of the agent takes is a typo: named before anything loads or runs."""
+    import difflib
+
+    known = agent_flags(agent) | set(RUN_ARGUMENT_KEYS)
+    for key in settings:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise EvalConfigError(
+                f"{source}: systems.{system}.{key}: the {agent} agent has no such flag{hint}"
+            )
+
+
+def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
+    """Read a config; `overrides` replace top-level keys, `num_beams` every EAST system's."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvalConfigError(f"{path}: no such config") from None
+    if not isinstance(tree, dict):
+        raise EvalConfigError(f"{path}: a config is a YAML mapping")
+    unknown = sorted(set(tree) - TOP_LEVEL_KEYS)
+    if unknown:
+        raise EvalConfigError(f"{path}: unknown key {unknown[0]!r}")
+    for key in ("testset", "model_path", "output", "systems"):
+        if key not in tree and overrides.get(key) is None:
+            raise EvalConfigError(f"{path}: {key} is required")
+    tree.update({key: value for key, value in overrides.items() if value is not None})
+    if not isinstance(tree["systems"], dict) or not tree["systems"]:
+        raise EvalConfigError(f"{path}: systems must map names to settings")
+    if num_beams is not None:
+        tree["systems"] = with_num_beams(path, tree["systems"], num_beams)
+    config = EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
+    if not isinstance(config.batch_size, int) or config.batch_size < 1:
+        raise EvalConfigError(f"{path}: batch_size must be a whole number of at least 1")
+    config.runs()  # validates the systems
+    return config
+
+
+def with_num_beams(path: Path, systems: dict, num_beams: int) -> dict:
+    east = [
+        name
+        for name, settings in systems.items()
+        if isinstance(settings, dict) and settings.get("agent") == "east"
+    ]
+    if not east:
+        raise EvalConfigError(f"{path}: num_beams {num_beams}: no system uses the east agent")
+    return {
+        name: {**settings, "num_beams": num_beams} if name in east else settings
+        for name, settings in systems.items()
+    }
+
+
+def agent_class_of(agent_file: str):
+    """The agent class an agent file of this package registers."""
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning
+    )
+    if Path(agent_file).name == AGENT_FILES["waitk"]:
+        from east_agent.waitk_agent import WaitkAgent
+
+        return WaitkAgent
+    from east_agent.agent import EastAgent
+
+    return EastAgent

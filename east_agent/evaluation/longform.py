@@ -1,0 +1,270 @@
+"""Long-form test sets: talks of consecutive sentences, read as one stream each.
+
+    east-prepare wmt22.de-en.talks50 --output outputs/testsets/wmt22.de-en.talks50
+
+`<testset>.talksN` cuts a sentence-level test set (`testsets.available_testsets`) into
+talks of N consecutive sentences in the set's order (the last talk takes the rest). The
+WMT sets are ordered by document but carry no document ids, so a talk may straddle two
+documents; Multi30k captions are unrelated sentences. The folder holds:
+
+- `source.txt`: one talk per line, its source units space-separated (one SimulEval
+  instance per talk); `reference.txt`: the talk's references joined, SimulEval's target;
+- `reference_sentences.txt` / `source_sentences.txt`: one sentence per line, in talk order
+  (OmniSTEval's `--ref_sentences_file`, and the COMET sources);
+- `segmentation.txt`: `docid=D,segid=S` per reference sentence (OmniSTEval's
+  `--text_segmentation`: quality only; `omnisteval_scoring` writes the timed one);
+- `talks.json`: per talk its id, unit count, first sentence and `sentence_ends`, the unit
+  offsets where each source sentence ends;
+- `testset.json`: `prepare_testset`'s metadata (`sentences` counts SimulEval instances,
+  that is talks) plus a `longform` section.
+
+Text has no clock: source unit j of a talk (1-based) is heard at `j * unit_seconds`, or
+at the time a word-timestamp file gives (one line per talk, the seconds at which each unit
+has been heard, as an ASR would give).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from east_agent.common.atomic import write_atomically
+from east_agent.common.text_lines import read_lines
+from east_agent.decoding.prompt import unit_separator
+
+TALKS_SUFFIX = re.compile(r"\.talks(?P<size>[^.]*)$")
+DEFAULT_UNIT_SECONDS = 0.4  # as --ca-unit-seconds: speech at 150 words per minute
+
+
+@dataclass(frozen=True)
+class Talk:
+    talk_id: str
+    first_sentence: int  # 0-based index of its first sentence in reference_sentences.txt
+    sentence_ends: tuple[int, ...]  # unit offset where each source sentence ends
+
+    @property
+    def units(self) -> int:
+        return self.sentence_ends[-1]
+
+    @property
+    def sentences(self) -> int:
+        return len(self.sentence_ends)
+
+
+@dataclass(frozen=True)
+class LongformSet:
+    """A prepared long-form folder, as `read_longform` finds it."""
+
+    folder: Path
+    name: str
+    base: str
+    talk_size: int
+    src_lang: str
+    tgt_lang: str
+    tgt_code: str
+    eval_latency_unit: str
+    sacrebleu_tokenizer: str
+    talks: tuple[Talk, ...]
+
+    @property
+    def reference_sentences(self) -> Path:
+        return self.folder / "reference_sentences.txt"
+
+    @property
+    def source_sentences(self) -> Path:
+        return self.folder / "source_sentences.txt"
+
+    @property
+    def char_level(self) -> bool:
+        return self.eval_latency_unit == "char"
+
+
+def parse_name(name: str) -> tuple[str, int | None]:
+    """(sentence-level test set, sentences per talk) of `wmt22.de-en.talks50`; a
+    sentence-level name is returned with None."""
+    match = TALKS_SUFFIX.search(name)
+    if match is None:
+        return name, None
+    if not match["size"].isdigit() or int(match["size"]) < 1:
+        raise ValueError(f"{name!r}: a long-form name ends in .talksN, N >= 1 sentences a talk")
+    return name[: match.start()], int(match["size"])
+
+
+def is_longform(name: str) -> bool:
+    return TALKS_SUFFIX.search(name) is not None
+
+
+def talk_id(number: int) -> str:
+    return f"talk{number:04d}"  # no dot: OmniSTEval strips what follows one as an extension
+
+
+def cut_talks(sentence_units: Sequence[Sequence[str]], talk_size: int) -> list[Talk]:
+    """Talks of `talk_size` consecutive sentences (the last one takes the rest)."""
+    talks = []
+    for number, first in enumerate(range(0, len(sentence_units), talk_size)):
+        lengths = [len(units) for units in sentence_units[first : first + talk_size]]
+        ends = tuple(sum(lengths[: k + 1]) for k in range(len(lengths)))
+        talks.append(Talk(talk_id(number), first, ends))
+    return talks
+
+
+def write_talks(
+    output: Path,
+    name: str,
+    talk_size: int,
+    pairs: list[tuple[str, str]],
+    units: list[list[str]],
+    references: list[str],
+    tgt_lang: str,
+) -> tuple[list[str], list[str], dict]:
+    """Write the talk files of a long-form set (`prepare_testset` writes the rest):
+    returns its SimulEval source and target lines, and the `longform` metadata."""
+    talks = cut_talks(units, talk_size)
+    sources, talk_references = write_talk_files(output, talks, units, references, tgt_lang)
+    write_lines(output / "source_sentences.txt", [" ".join(s.split()) for s, _ in pairs])
+    base = parse_name(name)[0]
+    return sources, talk_references, {"longform": longform_meta(base, talk_size, talks, name)}
+
+
+def write_talk_files(
+    output: Path,
+    talks: list[Talk],
+    units: list[list[str]],
+    references: list[str],
+    tgt_lang: str,
+) -> tuple[list[str], list[str]]:
+    sources, talk_references, segmentation = [], [], []
+    for doc, talk in enumerate(talks):
+        span = range(talk.first_sentence, talk.first_sentence + talk.sentences)
+        sources.append(" ".join(unit for index in span for unit in units[index]))
+        talk_references.append(unit_separator(tgt_lang).join(references[i] for i in span))
+        segmentation += [f"docid={doc},segid={seg}" for seg in range(talk.sentences)]
+    write_lines(output / "reference_sentences.txt", references)
+    write_lines(output / "segmentation.txt", segmentation)
+    records = [
+        {
+            "talk": talk.talk_id,
+            "units": talk.units,
+            "first_sentence": talk.first_sentence,
+            "sentence_ends": list(talk.sentence_ends),
+        }
+        for talk in talks
+    ]
+    lines = ",\n".join(json.dumps(record) for record in records)
+    write_atomically(output / "talks.json", f"[\n{lines}\n]\n")
+    return sources, talk_references
+
+
+def longform_meta(base: str, talk_size: int, talks: list[Talk], name: str) -> dict:
+    return {
+        "base": base,
+        "talk_size": talk_size,
+        "talks": len(talks),
+        "reference_sentences": sum(talk.sentences for talk in talks),
+        "tgt_code": base.split(".")[1].split("-")[1],
+        "made_of": (
+            f"runs of {talk_size} consecutive sentences of {base} in its order (the last "
+            "talk takes the rest); not documents: the set has no document ids"
+        ),
+        "files": {
+            "source.txt": "one talk per line (SimulEval source, one instance per talk)",
+            "reference.txt": "one talk's references joined per line (SimulEval target)",
+            "reference_sentences.txt": "one reference sentence per line, talk order",
+            "source_sentences.txt": "one source sentence per line, talk order",
+            "segmentation.txt": "docid=D,segid=S per reference sentence (OmniSTEval)",
+            "talks.json": "per talk: units, first_sentence, sentence_ends (unit offsets)",
+        },
+        "prepare": f"east-prepare {name} --output DIR",
+    }
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    write_atomically(path, "\n".join(lines) + "\n")
+
+
+def read_longform(folder: str | Path) -> LongformSet:
+    """The long-form test set `prepare_testset` wrote into `folder`."""
+    folder = Path(folder)
+    meta_path = folder / "testset.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: no such file; run east-prepare NAME.talksN")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if "longform" not in meta:
+        raise ValueError(f"{meta_path}: {meta.get('name')!r} is not a long-form test set")
+    talks_path = folder / "talks.json"
+    records = json.loads(talks_path.read_text(encoding="utf-8"))
+    talks = tuple(
+        Talk(record["talk"], int(record["first_sentence"]), tuple(record["sentence_ends"]))
+        for record in records
+    )
+    long = meta["longform"]
+    return LongformSet(
+        folder=folder,
+        name=meta["name"],
+        base=long["base"],
+        talk_size=int(long["talk_size"]),
+        src_lang=meta["src_lang"],
+        tgt_lang=meta["tgt_lang"],
+        tgt_code=long["tgt_code"],
+        eval_latency_unit=meta["eval_latency_unit"],
+        sacrebleu_tokenizer=meta["sacrebleu_tokenizer"],
+        talks=talks,
+    )
+
+
+def uniform_unit_times(units: int, unit_seconds: float = DEFAULT_UNIT_SECONDS) -> list[float]:
+    """Seconds at which each of `units` source units has been heard: j * unit_seconds."""
+    if unit_seconds <= 0:
+        raise ValueError(f"unit seconds must be positive, got {unit_seconds}")
+    return [(j + 1) * unit_seconds for j in range(units)]
+
+
+def read_word_times(path: str | Path, talks: Sequence[Talk]) -> list[list[float]]:
+    """A word-timestamp file: one line per talk, the seconds at which each source unit has
+    been heard (non-decreasing, space-separated). Any count that differs from the talk's
+    units is refused naming file, line and both counts: check it before loading a model."""
+    lines = read_lines(path)
+    if len(lines) != len(talks):
+        raise ValueError(
+            f"{path}: {len(lines)} lines of word times for {len(talks)} talks (one line per talk)"
+        )
+    numbered = enumerate(zip(lines, talks), 1)
+    return [parse_times_line(path, number, line, talk) for number, (line, talk) in numbered]
+
+
+def parse_times_line(path: str | Path, number: int, line: str, talk: Talk) -> list[float]:
+    fields = line.split()
+    if len(fields) != talk.units:
+        raise ValueError(
+            f"{path}: line {number} ({talk.talk_id}): {len(fields)} word times, but the talk "
+            f"has {talk.units} source units"
+        )
+    times, previous = [], 0.0
+    for position, field in enumerate(fields, 1):
+        try:
+            seconds = float(field)
+        except ValueError:
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds < previous:
+            raise ValueError(
+                f"{path}: line {number}: word {position}: {field!r} is not a time in seconds "
+                f"at or after the previous one ({previous:g})"
+            )
+        times.append(seconds)
+        previous = seconds
+    return times
+
+
+def unit_times(
+    testset: LongformSet,
+    word_times: str | Path | None = None,
+    unit_seconds: float = DEFAULT_UNIT_SECONDS,
+) -> list[list[float]]:
+    """Per talk, the second at which each source unit has been heard."""
+    if word_times is not None:
+        return read_word_times(word_times, testset.talks)
+    return [uniform_unit_times(talk.units, unit_seconds) for talk in testset.talks]

@@ -1,0 +1,419 @@
+"""Scoring with OmniSTEval, the scorer of IWSLT 2026's simultaneous track.
+
+Long form (`score_longform`): each talk of a long-form test set (`longform`) is one
+stream; its output is a list of chunks, each with the source units read when it was
+written and the computation seconds elapsed so far (SimulEval's `elapsed`: wall clock
+since the talk's first unit was sent). Every source unit gets a time (`j * unit_seconds`,
+or a word-timestamp file; rounded to 1/1024 s, see `TICK`) and each output word is stamped
+in milliseconds:
+
+    computation-unaware  time of the last unit read when its chunk was written
+    computation-aware    that time + the elapsed computation seconds
+
+These go to OmniSTEval as its long-form inputs (SimulEval-style JSONL hypothesis, speech
+segmentation JSON whose segments are the reference sentences' spans of the talk, reference
+sentences), which it re-segments to the reference sentences (SoftSegmenter) and scores:
+BLEU, chrF, LongYAAL and StreamLAAL (its `long_laal`: LAAL over the re-segmented output),
+each latency computation-unaware and computation-aware. The cumulative `elapsed` is made
+incremental with OmniSTEval's `--fix_simuleval_emission_ca` by default: summed over a whole
+talk, computation would otherwise count the time the system waits for speech.
+
+Short form (`shortform_latency`): a SimulEval `instances.log` gets OmniSTEval's YAAL
+(computation-unaware and -aware, in source units like SimulEval's AL) and its degenerate
+policy diagnostics, as extra columns.
+
+    python -m east_agent.evaluation.omnisteval_scoring longform --testset DIR \\
+        --log RUN/instances.log --output RUN [--word-times FILE] [--ca-unit-seconds 0.4]
+    python -m east_agent.evaluation.omnisteval_scoring shortform --log RUN/instances.log
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import omnisteval
+from omnisteval import Instance, evaluate_instances, resegment
+from omnisteval.io import format_report, load_resegmentation_inputs
+
+from east_agent.common.atomic import write_atomically
+from east_agent.common.entry import command_line
+from east_agent.common.text_lines import iter_lines
+from east_agent.evaluation.longform import (
+    DEFAULT_UNIT_SECONDS,
+    LongformSet,
+    Talk,
+    read_longform,
+    unit_times,
+)
+
+LONGFORM_KEYS = {  # our column: OmniSTEval's score key
+    "BLEU": "bleu",
+    "chrF": "chrf",
+    "COMET": "comet",
+    "LongYAAL": "long_yaal",
+    "LongYAAL_CA": "ca_long_yaal",
+    "StreamLAAL": "long_laal",
+    "StreamLAAL_CA": "ca_long_laal",
+}
+SHORTFORM_KEYS = {
+    "YAAL": "yaal",
+    "YAAL_CA": "ca_yaal",
+    "SWF": "swf",
+    "EFSW": "efsw",
+    "DSPTV": "dsptv",
+    "degenerate": "degenerate_policy",
+}
+LOG_FIELDS = {"prediction": str, "delays": list, "elapsed": list}
+# Times are rounded to 1/1024 s: OmniSTEval turns the segmentation's seconds into ms
+# (x * 1000), exact only for such binary fractions; a word written as a sentence's last
+# unit arrives must land exactly on the sentence's end, not an ulp either side of it.
+TICK = 1 / 1024
+
+
+def on_tick(seconds: float) -> float:
+    return round(seconds / TICK) * TICK
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    units_read: int  # source units read when the chunk was written
+    elapsed: float  # computation seconds since the talk's first unit was sent
+
+
+@dataclass(frozen=True)
+class TalkOutput:
+    talk_id: str
+    chunks: tuple[Chunk, ...]
+
+
+@dataclass(frozen=True)
+class OmnistevalInputs:
+    hypothesis: Path
+    segmentation: Path
+    reference: Path
+
+
+def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dict]:
+    """The records of a SimulEval `instances.log`; a bad line or field is named."""
+    records = []
+    for number, line in enumerate(iter_lines(path), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: line {number}: invalid JSON: {error.msg}") from None
+        for name, kind in fields.items():
+            if not isinstance(record.get(name), kind):
+                raise ValueError(f"{path}: line {number}: field {name!r} missing or not a {kind}")
+        record["_line"] = number
+        records.append(record)
+    return records
+
+
+def output_units(text: str, char_level: bool) -> list[str]:
+    """The latency units of an output: words, or characters without spaces (zh/ja), as
+    SimulEval and OmniSTEval count them."""
+    return list(text.replace(" ", "")) if char_level else text.split()
+
+
+def talk_outputs_from_log(
+    path: str | Path, talks: Sequence[Talk], char_level: bool = False
+) -> list[TalkOutput]:
+    """The per-talk outputs of a long-form SimulEval run (one log line per talk)."""
+    records = sorted(read_log(path), key=lambda record: record.get("index", 0))
+    if len(records) != len(talks):
+        raise ValueError(f"{path}: {len(records)} talks logged, the test set has {len(talks)}")
+    pairs = zip(records, talks)
+    return [log_talk_output(path, record, talk, char_level) for record, talk in pairs]
+
+
+def log_talk_output(path: str | Path, record: dict, talk: Talk, char_level: bool) -> TalkOutput:
+    units = output_units(record["prediction"], char_level)
+    for name in ("delays", "elapsed"):
+        if len(record[name]) != len(units):
+            raise ValueError(
+                f"{path}: line {record['_line']}: field {name!r} has {len(record[name])} "
+                f"values for {len(units)} output units"
+            )
+    chunks = (
+        Chunk(unit, int(delay), float(seconds))
+        for unit, delay, seconds in zip(units, record["delays"], record["elapsed"])
+    )
+    return TalkOutput(talk.talk_id, tuple(chunks))
+
+
+def emission_times(
+    output: TalkOutput, times: Sequence[float], char_level: bool
+) -> tuple[list[str], list[float], list[float]]:
+    """(output units, computation-unaware ms, computation-aware ms) of one talk."""
+    units, cu, ca = [], [], []
+    for number, chunk in enumerate(output.chunks, 1):
+        if not 0 <= chunk.units_read <= len(times) or chunk.elapsed < 0:
+            raise ValueError(
+                f"{output.talk_id}: chunk {number}: units_read {chunk.units_read} (the talk has "
+                f"{len(times)}), elapsed {chunk.elapsed} s (must be >= 0)"
+            )
+        heard = times[chunk.units_read - 1] if chunk.units_read else 0.0
+        words = output_units(chunk.text, char_level)
+        units += words
+        cu += [1000 * heard] * len(words)
+        ca += [1000 * (heard + on_tick(chunk.elapsed))] * len(words)
+    return units, cu, ca
+
+
+def hypothesis_records(
+    outputs: Sequence[TalkOutput], times: Sequence[Sequence[float]], char_level: bool
+) -> list[dict]:
+    """OmniSTEval's JSONL hypothesis (SimulEval's fields; times in ms), one per talk."""
+    records = []
+    for output, talk_times in zip(outputs, times):
+        units, cu, ca = emission_times(output, talk_times, char_level)
+        records.append(
+            {
+                "source": output.talk_id,
+                "prediction": ("" if char_level else " ").join(units),
+                "delays": cu,
+                "elapsed": ca,
+                "source_length": 1000 * talk_times[-1],
+            }
+        )
+    return records
+
+
+def speech_segmentation(talks: Sequence[Talk], times: Sequence[Sequence[float]]) -> list[dict]:
+    """OmniSTEval's segmentation (seconds): a reference sentence spans its source sentence,
+    from the moment the previous one was heard to the moment its last unit was."""
+    segments = []
+    for talk, talk_times in zip(talks, times):
+        start = 0.0
+        for number, end in enumerate(talk.sentence_ends, 1):
+            duration = talk_times[end - 1] - start
+            if duration <= 0:
+                raise ValueError(
+                    f"{talk.talk_id}: sentence {number} lasts {duration:g} s; its word times "
+                    "must advance past the previous sentence's"
+                )
+            segments.append({"wav": talk.talk_id, "offset": start, "duration": duration})
+            start = talk_times[end - 1]
+    return segments
+
+
+def write_omnisteval_inputs(
+    folder: Path,
+    testset: LongformSet,
+    outputs: Sequence[TalkOutput],
+    times: Sequence[Sequence[float]],
+) -> OmnistevalInputs:
+    check_talks(testset, outputs)
+    inputs = OmnistevalInputs(
+        hypothesis=folder / "omnisteval.hypothesis.jsonl",
+        segmentation=folder / "omnisteval.segmentation.json",
+        reference=testset.reference_sentences,
+    )
+    records = hypothesis_records(outputs, times, testset.char_level)
+    write_jsonl(inputs.hypothesis, records)
+    segments = speech_segmentation(testset.talks, times)
+    write_atomically(inputs.segmentation, json.dumps(segments, indent=0) + "\n")
+    return inputs
+
+
+def check_talks(testset: LongformSet, outputs: Sequence[TalkOutput]) -> None:
+    expected = [talk.talk_id for talk in testset.talks]
+    got = [output.talk_id for output in outputs]
+    if got != expected:
+        raise ValueError(
+            f"{testset.folder}: outputs for talks {got[:3]}... ({len(got)}), the test set "
+            f"has {expected[:3]}... ({len(expected)}) in that order"
+        )
+
+
+def write_jsonl(path: Path, records: Sequence[dict]) -> None:
+    write_atomically(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+def moses_language(testset: LongformSet) -> str | None:
+    return None if testset.tgt_code in ("zh", "ja") else testset.tgt_code
+
+
+def omnisteval_command(inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool) -> str:
+    """The CLI call that scores the same files (to check or rerun by hand)."""
+    lang = moses_language(testset)
+    parts = [
+        "omnisteval longform",
+        f"--speech_segmentation {inputs.segmentation}",
+        f"--ref_sentences_file {inputs.reference}",
+        f"--hypothesis_file {inputs.hypothesis}",
+        f"--lang {lang}" if lang else "",
+        "--char_level" if testset.char_level else "--word_level",
+        f"--bleu_tokenizer {testset.sacrebleu_tokenizer}",
+        "--fix_simuleval_emission_ca" if fix_ca else "",
+    ]
+    return " ".join(part for part in parts if part)
+
+
+def run_omnisteval(
+    inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool, comet: bool
+) -> tuple[dict[str, float], list[dict], str]:
+    """OmniSTEval's scores, re-segmented instances and report for the written inputs."""
+    ref_words, hyp_words, segmentation, references = load_resegmentation_inputs(
+        str(inputs.segmentation),
+        None,
+        str(inputs.reference),
+        str(inputs.hypothesis),
+        char_level=testset.char_level,
+        fix_emission_ca_flag=fix_ca,
+    )
+    instances, records = resegment(
+        ref_words,
+        hyp_words,
+        segmentation,
+        references,
+        char_level=testset.char_level,
+        lang=moses_language(testset),
+    )
+    sources = list(iter_lines(testset.source_sentences)) if comet else None
+    scores, empty, normalization = evaluate_instances(
+        instances,
+        is_longform=True,
+        bleu_tokenizer=testset.sacrebleu_tokenizer,
+        fix_emission_ca_flag=fix_ca,
+        compute_comet=comet,
+        source_sentences=sources,
+    )
+    report = format_report(
+        "Longform evaluation (with resegmentation)", {}, scores, empty, normalization
+    )
+    return scores, records, report
+
+
+def finite_or_none(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def score_longform(
+    outputs: Sequence[TalkOutput],
+    testset_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    word_times: str | Path | None = None,
+    unit_seconds: float = DEFAULT_UNIT_SECONDS,
+    fix_ca: bool = True,
+    comet: bool = False,
+) -> dict:
+    """Score a long-form run with OmniSTEval; writes its inputs, the re-segmented output,
+    its report and `longform_scores.json` into `output_dir`. Latencies in milliseconds."""
+    testset = read_longform(testset_dir)
+    times = [[on_tick(t) for t in talk] for talk in unit_times(testset, word_times, unit_seconds)]
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    inputs = write_omnisteval_inputs(output_dir, testset, outputs, times)
+    raw, records, report = run_omnisteval(inputs, testset, fix_ca, comet)
+    write_jsonl(output_dir / "omnisteval.resegmented.jsonl", records)
+    write_atomically(output_dir / "omnisteval.report.txt", report + "\n")
+    result = {
+        "testset": testset.name,
+        "talks": len(testset.talks),
+        "reference_sentences": sum(talk.sentences for talk in testset.talks),
+        "scores": {
+            column: finite_or_none(raw[key]) for column, key in LONGFORM_KEYS.items() if key in raw
+        },
+        "latency_unit": "ms",
+        "clock": {
+            "word_times": str(word_times) if word_times else None,
+            "unit_seconds": None if word_times else unit_seconds,
+        },
+        "omnisteval": {
+            "version": omnisteval.__version__,
+            "fix_simuleval_emission_ca": fix_ca,
+            "scores": {key: finite_or_none(value) for key, value in raw.items()},
+            "command": omnisteval_command(inputs, testset, fix_ca),
+        },
+    }
+    write_atomically(output_dir / "longform_scores.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def shortform_instance(record: dict, unit_seconds: float, latency_unit: str) -> Instance:
+    # CA delay = units read + elapsed / unit_seconds: ca_latency's convention (AL_CA...)
+    delays = [float(delay) for delay in record["delays"]]
+    ca = [delay + seconds / unit_seconds for delay, seconds in zip(delays, record["elapsed"])]
+    info = {
+        "index": record.get("index"),
+        "prediction": record["prediction"],
+        "reference": record["reference"].strip(),
+        "source_length": record["source_length"],
+        "emission_cu": delays,
+        "emission_ca": ca,
+    }
+    return Instance.from_dict(info, latency_unit=latency_unit)
+
+
+def shortform_latency(
+    instances_log: str | Path,
+    unit_seconds: float = DEFAULT_UNIT_SECONDS,
+    latency_unit: str = "word",
+) -> dict[str, float | None]:
+    """OmniSTEval's YAAL (CU and CA, in source units) and degenerate-policy diagnostics
+    (SWF, EFSW, DSPTV in %; `degenerate` 1 or 0) of a sentence-level SimulEval log."""
+    if unit_seconds <= 0:
+        raise ValueError(f"unit seconds must be positive, got {unit_seconds}")
+    fields = {**LOG_FIELDS, "reference": str, "source_length": int}
+    records = read_log(instances_log, fields)
+    if not records:
+        raise ValueError(f"{instances_log}: no instances")
+    for record in records:
+        if len(record["delays"]) != len(record["elapsed"]):
+            raise ValueError(
+                f"{instances_log}: line {record['_line']}: {len(record['elapsed'])} 'elapsed' "
+                f"for {len(record['delays'])} 'delays'"
+            )
+    instances = [shortform_instance(r, unit_seconds, latency_unit) for r in records]
+    scores, _, _ = evaluate_instances(instances, compute_quality=False, is_longform=False)
+    return {column: finite_or_none(scores.get(key)) for column, key in SHORTFORM_KEYS.items()}
+
+
+@command_line("east_agent.evaluation.omnisteval_scoring")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="score a run with OmniSTEval")
+    commands = parser.add_subparsers(dest="command", required=True)
+    long = commands.add_parser("longform", help="a long-form run (one log line per talk)")
+    long.add_argument("--testset", required=True, help="folder east-prepare NAME.talksN wrote")
+    long.add_argument("--log", required=True, help="the run's instances.log")
+    long.add_argument("--output", required=True, help="folder for the scores and inputs")
+    long.add_argument("--word-times", default=None, help="one line per talk: unit times (s)")
+    long.add_argument("--no-fix-ca", action="store_true", help="keep cumulative elapsed")
+    long.add_argument("--comet", action="store_true", help="also COMET (unbabel-comet)")
+    short = commands.add_parser("shortform", help="YAAL of a sentence-level run")
+    short.add_argument("--log", required=True, help="the run's instances.log")
+    short.add_argument("--eval-latency-unit", default="word", choices=("word", "char"))
+    for command in (long, short):
+        command.add_argument("--ca-unit-seconds", type=float, default=DEFAULT_UNIT_SECONDS)
+    args = parser.parse_args(argv)
+    if args.command == "shortform":
+        scores = shortform_latency(args.log, args.ca_unit_seconds, args.eval_latency_unit)
+        print(json.dumps(scores, indent=2))
+        return
+    testset = read_longform(args.testset)
+    unit_times(testset, args.word_times, args.ca_unit_seconds)  # refuse a bad file first
+    outputs = talk_outputs_from_log(args.log, testset.talks, testset.char_level)
+    result = score_longform(
+        outputs,
+        args.testset,
+        args.output,
+        word_times=args.word_times,
+        unit_seconds=args.ca_unit_seconds,
+        fix_ca=not args.no_fix_ca,
+        comet=args.comet,
+    )
+    print(json.dumps(result["scores"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

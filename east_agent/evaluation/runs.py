@@ -1,0 +1,210 @@
+"""One run of a grid: its SimulEval command, its folder's record, and running it.
+
+Each run is a real `east-simuleval` command line (printed before it starts). Its folder
+keeps `run.json`, what decides its translations (checkpoint, test set, agent, flags,
+sentences); a folder made with other values is never reused. A batched run goes in this
+process on the grid's loaded checkpoint; SimulEval's own loop (`--batch-size 1`) runs as a
+child that dies with this process. The folder is locked while a run writes to it, and
+`wall_seconds.json` records every try, a killed one included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from east_agent.common.atomic import write_atomically
+from east_agent.common.child_process import run_child
+from east_agent.common.run_lock import hold_run_lock
+from east_agent.decoding.chunk_search import REFERENCE
+from east_agent.evaluation.config import (
+    AGENT_FILES,
+    RUN_ARGUMENT_KEYS,
+    EvalConfig,
+    EvalConfigError,
+    Run,
+    agent_class_of,
+)
+from east_agent.evaluation.testsets import PreparedTestset
+
+RUN_RECORD = "run.json"
+
+
+RESULT_FILES = ("instances.log", "scores.tsv")
+
+
+def command_flags(flags: dict[str, Any]) -> list[str]:
+    arguments = []
+    for key, value in flags.items():
+        option = "--" + key.replace("_", "-")
+        if value is True:
+            arguments.append(option)
+        elif value not in (False, None):
+            arguments += [option, str(value)]
+    return arguments
+
+
+def simuleval_command(
+    config: EvalConfig, run: Run, testset: PreparedTestset, output: Path, indices=None
+) -> list[str]:
+    import east_agent
+
+    agent_file = Path(east_agent.__file__).parent / AGENT_FILES[run.agent]
+    shared = {key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}
+    command = [
+        str(Path(sys.executable).with_name("east-simuleval")),
+        "--agent", str(agent_file),
+        "--model-path", config.model_path,
+        "--src-lang", testset.src_lang,
+        "--tgt-lang", testset.tgt_lang,
+        *command_flags({**shared, **run.flags}),
+        *testset.simuleval_args(),
+        *scoring_arguments(config),
+        "--device", config.device,
+        "--output", str(output),
+    ]  # fmt: skip
+    if config.batch_size > 1:
+        command += ["--batch-size", str(config.batch_size)]
+    if indices is not None:
+        command += ["--start-index", str(indices[0]), "--end-index", str(indices[1])]
+    return command
+
+
+def scoring_arguments(config: EvalConfig) -> list[str]:
+    return [
+        "--quality-metrics", *config.quality_metrics,
+        "--latency-metrics", *config.latency_metrics,
+        "--ca-unit-seconds", str(config.ca_unit_seconds),
+    ]  # fmt: skip
+
+
+def run_record(
+    config: EvalConfig, run: Run, testset: PreparedTestset, sentences: tuple[int, int]
+) -> dict[str, Any]:
+    """What decides a run's translations (not where it runs or how it is scored).
+
+    A beam search's stopping rule is recorded even when it is the default: runs made before
+    the rule became transformers 4.44.2's (`beam_stop` absent) are not reused for it."""
+    flags = {**{key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}, **run.flags}
+    if run.agent == "east" and int(flags.get("num_beams", 1)) > 1:
+        flags.setdefault("beam_stop", REFERENCE)
+    return {
+        "model_path": config.model_path,
+        "testset": testset.name,
+        "agent": run.agent,
+        "flags": flags,
+        "sentences": list(sentences),
+    }
+
+
+def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
+    """Record what a run is made of; refuse a folder that holds a run made of something else.
+
+    A folder with results but no record (made before records were kept) is left as it is."""
+    path = run_dir / RUN_RECORD
+    if not path.exists() and any((run_dir / name).exists() for name in RESULT_FILES):
+        return
+    if path.exists():
+        saved = json.loads(path.read_text())
+        differences = [
+            f"{key} {saved.get(key)!r} (now {value!r})"
+            for key, value in record.items()
+            if saved.get(key) != value
+        ]
+        if differences:
+            raise EvalConfigError(
+                f"{run_dir} holds a run made with {'; '.join(differences)}: "
+                "give another --output, or delete that folder to run it again"
+            )
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(record, indent=2) + "\n")
+
+
+def finished_lines(log: Path) -> int:
+    """Complete lines of an instances.log; a line cut off by a crash is removed."""
+    from east_agent.simuleval_glue.instance_log import finished_records
+
+    return len(finished_records(log))
+
+
+def run_simuleval(command: list[str], output: Path, models: LoadedModels | None = None) -> float:
+    """Run (or continue) one SimulEval command; return its wall seconds, all tries summed.
+
+    A batched command (`--batch-size` above 1) runs in this process on `models` (a grid
+    loads its checkpoint once); SimulEval's own loop runs as a child process, which dies
+    with this one. Every try is recorded when it starts, so one killed outright still
+    counts (up to its last sentence). The folder is locked while the run writes to it."""
+    with hold_run_lock(output):
+        return _run_simuleval(command, output, models)
+
+
+def _run_simuleval(command: list[str], output: Path, models: LoadedModels | None) -> float:
+    timing = output / "wall_seconds.json"
+    tries = read_tries(timing, output / "instances.log")
+    if finished_lines(output / "instances.log"):
+        command = [*command, "--continue-unfinished"]
+    print("$ " + " ".join(command), flush=True)
+    started = time.time()
+    output.mkdir(parents=True, exist_ok=True)
+    write_tries(timing, [*tries, {"started": started, "seconds": None}])
+    try:
+        if "--batch-size" in command:
+            _run_in_process(command, models or LoadedModels())
+        else:
+            returncode = run_child(command)
+            if returncode != 0:
+                raise RuntimeError(f"the run in {output} failed (exit {returncode})")
+    finally:
+        tries.append({"started": started, "seconds": round(time.time() - started, 2)})
+        write_tries(timing, tries)
+    return sum(attempt["seconds"] for attempt in tries)
+
+
+def read_tries(timing: Path, log: Path) -> list[dict]:
+    """The tries recorded so far; one that never recorded its end (killed) lasted until its
+    log was last written."""
+    if not timing.exists():
+        return []
+    saved = json.loads(timing.read_text())
+    tries = saved.get("tries", [{"started": None, "seconds": saved["seconds"]}])
+    for attempt in tries:
+        if attempt["seconds"] is None:
+            ended = log.stat().st_mtime if log.exists() else attempt["started"]
+            attempt["seconds"] = round(max(0.0, ended - attempt["started"]), 2)
+    return tries
+
+
+def write_tries(timing: Path, tries: list[dict]) -> None:
+    seconds = sum(attempt["seconds"] or 0.0 for attempt in tries)
+    write_atomically(timing, json.dumps({"seconds": round(seconds, 2), "tries": tries}) + "\n")
+
+
+class LoadedModels:
+    """The checkpoint a grid's runs share, loaded once (one at a time is kept)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.loaded = None
+
+    def get(self, agent_class, args: argparse.Namespace, config):
+        key = (
+            args.model_path, args.adapter_path, args.torch_dtype, args.device,
+            args.trust_remote_code,
+        )  # fmt: skip
+        if key != self.key:
+            self.key, self.loaded = None, None  # the old one goes before the new one loads
+            self.loaded, self.key = agent_class.load(args, config), key
+        return self.loaded
+
+
+def _run_in_process(command: list[str], models: LoadedModels) -> None:
+    from east_agent.simuleval_glue.batch import parse_args, run_batched
+
+    agent_class = agent_class_of(command[command.index("--agent") + 1])
+    args = parse_args(agent_class, command[1:])
+    run_batched(agent_class, args, load=lambda args, config: models.get(agent_class, args, config))

@@ -1,0 +1,79 @@
+"""Large runs split into shards: `--shard 2/4` runs the second quarter of the sentences of
+every run into `runs/<run>/shards/2-of-4/`; once all shards are done, `--merge-shards 4`
+joins their `instances.log` files and scores them with `east-simuleval --score-only`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from east_agent.common.atomic import write_atomically
+from east_agent.common.child_process import run_child
+from east_agent.common.text_lines import read_lines
+from east_agent.evaluation.config import EvalConfig, Run
+from east_agent.evaluation.runs import RUN_RECORD, claim_run_folder, scoring_arguments
+from east_agent.evaluation.testsets import read_prepared
+
+
+def shard_range(shard: tuple[int, int], sentences: int) -> tuple[int, int]:
+    index, count = shard
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard {index}/{count}: the shard number must be 1..{count}")
+    size = math.ceil(sentences / count)
+    return (index - 1) * size, min(index * size, sentences)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--shard takes I/N, got {text!r}") from None
+    return index, count
+
+
+def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
+    """The record of the whole run, from its shards' records (which must agree)."""
+    paths = [folder / RUN_RECORD for folder in shard_dirs]
+    if not all(path.exists() for path in paths):
+        return None
+    records = [json.loads(path.read_text()) for path in paths]
+    for folder, record in zip(shard_dirs[1:], records[1:]):
+        if {**record, "sentences": None} != {**records[0], "sentences": None}:
+            raise RuntimeError(f"{folder} was run with other settings than {shard_dirs[0]}")
+    return {**records[0], "sentences": [records[0]["sentences"][0], records[-1]["sentences"][1]]}
+
+
+def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
+    """Join the shards' logs into the run's folder and score them with --score-only."""
+    run_dir = config.run_dir(run)
+    shard_dirs = [config.run_dir(run, (index, count)) for index in range(1, count + 1)]
+    missing = [str(folder) for folder in shard_dirs if not (folder / "scores.tsv").exists()]
+    if missing:
+        raise RuntimeError(f"{run.name}: shards not finished: {', '.join(missing)}")
+    lines = []
+    for folder in shard_dirs:
+        lines += read_lines(folder / "instances.log")
+    lines.sort(key=lambda line: json.loads(line)["index"])
+    merged_record = merged_run_record(shard_dirs)
+    if merged_record is not None:
+        claim_run_folder(run_dir, merged_record)
+    write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
+    write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
+    seconds = sum(json.loads((f / "wall_seconds.json").read_text())["seconds"] for f in shard_dirs)
+    write_atomically(run_dir / "wall_seconds.json", json.dumps({"seconds": round(seconds, 2)}))
+    testset = read_prepared(config.testset_dir)
+    command = [
+        str(Path(sys.executable).with_name("east-simuleval")),
+        "--score-only", "--output", str(run_dir),
+        "--eval-latency-unit", testset.eval_latency_unit,
+        "--sacrebleu-tokenizer", testset.sacrebleu_tokenizer,
+        *scoring_arguments(config),
+    ]  # fmt: skip
+    print("$ " + " ".join(command), flush=True)
+    if run_child(command) != 0:
+        raise RuntimeError(f"{run.name}: scoring the merged shards failed")

@@ -1,0 +1,133 @@
+"""Does BLEU really rise from one setting to the next? Paired bootstrap resampling.
+
+A quality–latency curve is read setting by setting: does `medium-high` translate better
+than `medium`, does wait-5 beat wait-3? On a 1,000-sentence test set two BLEU scores a few
+tenths apart are often the same system quality. For each system of a grid with two or more
+settings, this compares every setting with the one before it (in the config's order) by
+sacrebleu's paired bootstrap resampling (the Moses test; 1,000 resamples, sacrebleu's fixed
+seed) on the runs' own `instances.log` predictions, and gives each run's 95% confidence
+interval. `east-eval` writes the rows as `<output>/significance.{csv,md}`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from east_agent.common.text_lines import iter_lines
+
+SIGNIFICANCE_COLUMNS = (
+    "system", "from", "to", "BLEU_from", "BLEU_to", "delta", "CI95_to", "p_value", "verdict",
+)  # fmt: skip
+SAMPLES = 1000
+LEVEL = 0.05
+
+
+@dataclass
+class Comparison:
+    system: str
+    from_setting: str
+    to_setting: str
+    bleu_from: float
+    bleu_to: float
+    ci95_to: float  # half-width of the 95% bootstrap interval of `to`'s BLEU
+    p_value: float
+
+    @property
+    def verdict(self) -> str:
+        # sacrebleu gives identical scores p = 1/(samples+1) (multeval's convention)
+        if self.p_value >= LEVEL or round(self.bleu_to - self.bleu_from, 3) == 0:
+            return "tie"
+        return "higher" if self.bleu_to > self.bleu_from else "lower"
+
+    def row(self) -> dict[str, object]:
+        return {
+            "system": self.system,
+            "from": self.from_setting,
+            "to": self.to_setting,
+            "BLEU_from": round(self.bleu_from, 3),
+            "BLEU_to": round(self.bleu_to, 3),
+            "delta": round(self.bleu_to - self.bleu_from, 3),
+            "CI95_to": round(self.ci95_to, 3),
+            "p_value": round(self.p_value, 4),
+            "verdict": self.verdict,
+        }
+
+
+def read_predictions(run_dir: Path) -> dict[int, str]:
+    """The run's translations by sentence index, from SimulEval's `instances.log`."""
+    log = Path(run_dir) / "instances.log"
+    predictions = {}
+    for number, line in enumerate(iter_lines(log), 1):
+        try:
+            record = json.loads(line)
+            predictions[int(record["index"])] = str(record["prediction"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{log}, line {number}: not a SimulEval instance ({error})") from None
+    return predictions
+
+
+def compare_runs(
+    system: str,
+    runs: list[tuple[str, Path]],
+    references: list[str],
+    tokenize: str = "13a",
+    samples: int = SAMPLES,
+) -> list[Comparison]:
+    """Compare the (setting, run folder) pairs of one system, each with the one before it.
+
+    Only the sentences every run translated count (all of them, unless `--limit`)."""
+    predictions = {setting: read_predictions(folder) for setting, folder in runs}
+    shared = sorted(set.intersection(*(set(found) for found in predictions.values())))
+    if not shared:
+        return []
+    return compare(
+        system,
+        [(setting, [found[index] for index in shared]) for setting, found in predictions.items()],
+        [references[index] for index in shared],
+        tokenize,
+        samples,
+    )
+
+
+def compare(
+    system: str,
+    settings: list[tuple[str, list[str]]],
+    references: list[str],
+    tokenize: str = "13a",
+    samples: int = SAMPLES,
+) -> list[Comparison]:
+    """Compare each (setting, predictions) with the one before it."""
+    from sacrebleu.metrics import BLEU
+    from sacrebleu.significance import PairedTest
+
+    for setting, predictions in settings:
+        if len(predictions) != len(references):
+            raise ValueError(
+                f"{system}-{setting}: {len(predictions)} translations for "
+                f"{len(references)} references (an unfinished run?)"
+            )
+    comparisons = []
+    for (before, baseline), (after, candidate) in zip(settings, settings[1:]):
+        test = PairedTest(
+            [(before, baseline), (after, candidate)],
+            {"BLEU": BLEU(tokenize=tokenize)},
+            references=[references],
+            test_type="bs",
+            n_samples=samples,
+        )
+        _, scores = test()
+        baseline_result, candidate_result = scores["BLEU"]
+        comparisons.append(
+            Comparison(
+                system,
+                before,
+                after,
+                float(baseline_result.score),
+                float(candidate_result.score),
+                float(candidate_result.ci),
+                float(candidate_result.p_value),
+            )
+        )
+    return comparisons

@@ -1,0 +1,183 @@
+"""Benchmark test sets as SimulEval source/reference files.
+
+    east-prepare wmt22.zh-en --output outputs/testsets/wmt22.zh-en --tokenizer models/EAST-8B
+
+Test sets (shipped in `east_agent/data/`, see its README.md): `wmt15.de-en`,
+`wmt22.{de,cs,ru,zh}-en`, `wmt22.en-{de,cs,ru,zh}` and Multi30k's `multi30k.X-Y` (X, Y among
+de, en, fr, cs; the 1,000-sentence test_2016_flickr split, or `multi30k-val.X-Y`).
+Any of them as long-form talks of N consecutive sentences: `wmt22.de-en.talks50`
+(`east_agent.evaluation.longform`).
+
+Source lines hold the units the agent reads, space-separated: words, or for Chinese and
+Japanese the checkpoint tokenizer's character groups (`east_agent.decoding.units`, hence the
+`--tokenizer`). Reference lines are the references with line breaks folded. The scoring
+settings that go with the target language are returned too: `--eval-latency-unit char`
+and `--sacrebleu-tokenizer zh` / `ja-mecab` for Chinese / Japanese targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from east_agent.common.atomic import write_atomically
+from east_agent.common.entry import command_line
+from east_agent.common.records import load_records, require_fields
+from east_agent.common.text_lines import read_lines
+from east_agent.decoding.prompt import language_name
+from east_agent.decoding.units import source_units
+from east_agent.evaluation import longform
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+MULTI30K_SPLITS = {"multi30k": "test_2016_flickr", "multi30k-val": "val"}
+MULTI30K_LANGUAGES = ("de", "en", "fr", "cs")
+
+
+@dataclass(frozen=True)
+class PreparedTestset:
+    name: str
+    source: Path
+    reference: Path
+    src_lang: str
+    tgt_lang: str
+    sentences: int
+    eval_latency_unit: str  # "word" or "char"
+    sacrebleu_tokenizer: str  # "13a", "zh" or "ja-mecab"
+
+    def simuleval_args(self) -> list[str]:
+        return [
+            "--source", str(self.source),
+            "--target", str(self.reference),
+            "--eval-latency-unit", self.eval_latency_unit,
+            "--sacrebleu-tokenizer", self.sacrebleu_tokenizer,
+        ]  # fmt: skip
+
+
+def available_testsets() -> list[str]:
+    names = [
+        path.name.removesuffix(".json.gz") for path in sorted((DATA / "wmt").glob("*.json.gz"))
+    ]
+    names = [f"{name.split('.')[0]}.{name.split('.')[2]}" for name in names]
+    for prefix in MULTI30K_SPLITS:
+        names += [
+            f"{prefix}.{src}-{tgt}"
+            for src in MULTI30K_LANGUAGES
+            for tgt in MULTI30K_LANGUAGES
+            if src != tgt
+        ]
+    return names
+
+
+def read_pairs(name: str) -> tuple[list[tuple[str, str]], str, str]:
+    """(source, reference) pairs and the two language names of a test set."""
+    if name not in available_testsets():
+        raise ValueError(
+            f"unknown test set {name!r}; choose one of {', '.join(available_testsets())}"
+        )
+    prefix, direction = name.split(".")
+    src, tgt = direction.split("-")
+    if prefix in MULTI30K_SPLITS:
+        split = MULTI30K_SPLITS[prefix]
+        source_lines = read_lines(DATA / "multi30k" / f"{split}.{src}.gz")
+        target_lines = read_lines(DATA / "multi30k" / f"{split}.{tgt}.gz")
+        return list(zip(source_lines, target_lines)), language_name(src), language_name(tgt)
+    path = DATA / "wmt" / f"{prefix}.test.{direction}.json.gz"
+    records = load_records(path)
+    for index, record in enumerate(records):
+        require_fields(record, ("source", "reference"), path, index)
+    pairs = [(record["source"], record["reference"]) for record in records]
+    return pairs, language_name(records[0]["src_lang"]), language_name(records[0]["tgt_lang"])
+
+
+def scoring_settings(tgt_lang: str) -> tuple[str, str]:
+    """(latency unit, sacrebleu tokenizer) for a target language."""
+    if tgt_lang == "Chinese":
+        return "char", "zh"
+    if tgt_lang == "Japanese":
+        return "char", "ja-mecab"
+    return "word", "13a"
+
+
+def prepare_testset(name: str, output: str | Path, tokenizer=None) -> PreparedTestset:
+    """Write `source.txt`, `reference.txt` and `testset.json` into `output`; a long-form
+    name such as `wmt22.de-en.talks50` writes one line per talk and its talk files
+    (`longform`)."""
+    base, talk_size = longform.parse_name(name)
+    pairs, src_lang, tgt_lang = read_pairs(base)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    units, references = [], []
+    for number, (source, reference) in enumerate(pairs, 1):
+        units.append(source_units(source, src_lang, tokenizer))
+        if not units[-1] or not reference.strip():
+            raise ValueError(f"{name}: sentence {number} has an empty source or reference")
+        references.append(" ".join(reference.split()))
+    source_lines = [" ".join(sentence) for sentence in units]
+    extra = {}
+    if talk_size:
+        source_lines, references, extra = longform.write_talks(
+            output, name, talk_size, pairs, units, references, tgt_lang
+        )
+    latency_unit, bleu_tokenizer = scoring_settings(tgt_lang)
+    prepared = PreparedTestset(
+        name=name,
+        source=output / "source.txt",
+        reference=output / "reference.txt",
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
+        sentences=len(source_lines),  # SimulEval instances: talks for a long-form set
+        eval_latency_unit=latency_unit,
+        sacrebleu_tokenizer=bleu_tokenizer,
+    )
+    write_atomically(prepared.source, "\n".join(source_lines) + "\n")
+    write_atomically(prepared.reference, "\n".join(references) + "\n")
+    meta = {key: str(value) for key, value in asdict(prepared).items()} | extra
+    write_atomically(output / "testset.json", json.dumps(meta, indent=2) + "\n")
+    return prepared
+
+
+def read_prepared(folder: Path) -> PreparedTestset | None:
+    """The test set `prepare_testset` wrote into `folder`, if any; its files are found next
+    to `testset.json`, wherever the folder was moved."""
+    meta = Path(folder) / "testset.json"
+    if not meta.exists():
+        return None
+    saved = json.loads(meta.read_text(encoding="utf-8"))
+    return PreparedTestset(
+        name=saved["name"],
+        source=meta.parent / Path(saved["source"]).name,
+        reference=meta.parent / Path(saved["reference"]).name,
+        src_lang=saved["src_lang"],
+        tgt_lang=saved["tgt_lang"],
+        sentences=int(saved["sentences"]),
+        eval_latency_unit=saved["eval_latency_unit"],
+        sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
+    )
+
+
+@command_line("east-prepare")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="write a test set as SimulEval files")
+    parser.add_argument(
+        "testset",
+        help="e.g. wmt22.de-en, wmt15.de-en, multi30k.de-en; long-form: wmt22.de-en.talks50",
+    )
+    parser.add_argument("--output", required=True, help="folder for source.txt, reference.txt")
+    parser.add_argument(
+        "--tokenizer", default=None, help="checkpoint whose tokenizer splits zh/ja sources"
+    )
+    args = parser.parse_args(argv)
+    tokenizer = None
+    if args.tokenizer:
+        from east_agent.lm.checkpoint import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    prepared = prepare_testset(args.testset, args.output, tokenizer)
+    unit = "talks" if longform.parse_name(prepared.name)[1] else "sentences"
+    print(f"{prepared.sentences} {unit}: {prepared.source} {prepared.reference}")
+
+
+if __name__ == "__main__":
+    main()

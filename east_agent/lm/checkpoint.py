@@ -1,0 +1,204 @@
+"""Loading an EAST checkpoint: model, tokenizer, optional LoRA adapter, dtype, device."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
+
+logger = logging.getLogger(__name__)
+
+TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+class CheckpointError(ValueError):
+    """The given path is not a usable EAST checkpoint."""
+
+
+@dataclass(frozen=True)
+class EastTokenIds:
+    """Token ids the EAST decoding loop needs, read once from the tokenizer."""
+
+    end_of_read: int
+    end_of_write: int
+    bos: int | None
+    eos: tuple[int, ...]  # every id that ends a turn: tokenizer eos, <|eot_id|>, generation config
+
+    @property
+    def read_suppressed(self) -> tuple[int, ...]:
+        """Ids that may not win a READ decision."""
+        return tuple(dict.fromkeys((*self.eos, self.end_of_write, *self._bos)))
+
+    @property
+    def write_suppressed(self) -> tuple[int, ...]:
+        """Ids that may not be generated inside a WRITE chunk."""
+        return tuple(dict.fromkeys((self.end_of_read, *self._bos)))
+
+    @property
+    def write_stops(self) -> tuple[int, ...]:
+        """Ids that end a WRITE chunk (end-of-turn tokens are treated as end-of-write)."""
+        return tuple(dict.fromkeys((*self.eos, self.end_of_write)))
+
+    @property
+    def _bos(self) -> tuple[int, ...]:
+        return () if self.bos is None else (self.bos,)
+
+
+def single_token_id(tokenizer, token: str) -> int | None:
+    """The id of `token` if the tokenizer encodes it as one added token, else None."""
+    ids = tokenizer(token, add_special_tokens=False).input_ids
+    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
+        return None
+    return ids[0]
+
+
+def end_of_turn_ids(tokenizer, generation_eos: int | list[int] | None = None) -> tuple[int, ...]:
+    """Every id that ends a turn: tokenizer eos, `<|eot_id|>` if present, generation config."""
+    eos: list[int] = []
+    if tokenizer.eos_token_id is not None:
+        eos.append(tokenizer.eos_token_id)
+    eot = single_token_id(tokenizer, "<|eot_id|>")
+    if eot is not None:
+        eos.append(eot)
+    if generation_eos is not None:
+        eos.extend([generation_eos] if isinstance(generation_eos, int) else generation_eos)
+    return tuple(dict.fromkeys(eos))
+
+
+def east_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> EastTokenIds:
+    """Read the EAST special ids; a tokenizer without them is not an EAST checkpoint."""
+    end_of_read = single_token_id(tokenizer, END_OF_READ)
+    end_of_write = single_token_id(tokenizer, END_OF_WRITE)
+    missing = [
+        name
+        for name, token_id in ((END_OF_READ, end_of_read), (END_OF_WRITE, end_of_write))
+        if token_id is None
+    ]
+    if missing:
+        raise CheckpointError(
+            f"the tokenizer has no {' / '.join(missing)} token, so this is not an EAST "
+            "checkpoint (EAST-8B and EAST-Stage-1-8B add both as special tokens; "
+            "training.sft adds them to a base model)"
+        )
+    eos = end_of_turn_ids(tokenizer, generation_eos)
+    return EastTokenIds(
+        end_of_read=end_of_read,
+        end_of_write=end_of_write,
+        bos=tokenizer.bos_token_id,
+        eos=tuple(token_id for token_id in eos if token_id not in (end_of_read, end_of_write)),
+    )
+
+
+def resolve_dtype(torch_dtype: str, device: str) -> torch.dtype | str:
+    if torch_dtype not in TORCH_DTYPES:
+        raise ValueError(f"unknown --torch-dtype {torch_dtype!r}: choose one of {TORCH_DTYPES}")
+    if torch_dtype == "auto":
+        # The checkpoint's own dtype on accelerators; float32 on CPU where bf16 matmuls crawl.
+        return "auto" if not str(device).startswith("cpu") else torch.float32
+    return getattr(torch, torch_dtype)
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(model_path: str | Path) -> bool:
+    """ "org/name" that is not a local path (its first component is no local folder)."""
+    text = str(model_path)
+    return (
+        not Path(text).exists()
+        and HUB_ID.match(text) is not None
+        and not Path(text.split("/")[0]).exists()
+    )
+
+
+def check_model_path(model_path: str | Path) -> None:
+    """Fail early, naming the problem, on a local path that cannot be a checkpoint."""
+    if is_hub_id(model_path):
+        return  # from_pretrained fetches it where a hub is reachable
+    path = Path(model_path)
+    if not path.exists():
+        raise CheckpointError(f"model path {str(model_path)!r} does not exist")
+    if not path.is_dir():
+        raise CheckpointError(
+            f"model path {str(model_path)!r} is a file, not a checkpoint directory"
+        )
+    if not (path / "config.json").exists():
+        raise CheckpointError(
+            f"model path {str(model_path)!r} has no config.json, "
+            "so it is not a transformers checkpoint"
+        )
+
+
+def _from_pretrained(loader, model_path: str | Path, **kwargs):
+    try:
+        return loader.from_pretrained(str(model_path), **kwargs)
+    except OSError as error:
+        if not is_hub_id(model_path):
+            raise
+        raise CheckpointError(
+            f"{str(model_path)!r} is no local directory and could not be loaded from the hub "
+            f"({error.__class__.__name__}: {str(error).splitlines()[0]})"
+        ) from error
+
+
+def load_tokenizer(model_path: str | Path, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    check_model_path(model_path)
+    return _from_pretrained(AutoTokenizer, model_path, trust_remote_code=trust_remote_code)
+
+
+def load_model(
+    model_path: str | Path,
+    adapter_path: str | Path | None = None,
+    torch_dtype: str = "auto",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+):
+    """Load a causal LM for inference; a LoRA adapter is merged into it."""
+    from transformers import AutoModelForCausalLM
+
+    check_model_path(model_path)
+    model = _from_pretrained(
+        AutoModelForCausalLM,
+        model_path,
+        dtype=resolve_dtype(torch_dtype, device),
+        trust_remote_code=trust_remote_code,
+    )
+    if adapter_path is not None:
+        model = merge_adapter(model, adapter_path)
+    model.to(device)
+    model.eval()
+    return model
+
+
+def merge_adapter(model, adapter_path: str | Path):
+    from peft import PeftModel
+
+    path = Path(adapter_path)
+    if not (path / "adapter_config.json").exists():
+        raise CheckpointError(
+            f"adapter path {str(adapter_path)!r} has no adapter_config.json, "
+            "so it is not a peft adapter"
+        )
+    logger.info("merging LoRA adapter %s", adapter_path)
+    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+
+
+def load_east_checkpoint(
+    model_path: str | Path,
+    adapter_path: str | Path | None = None,
+    torch_dtype: str = "auto",
+    device: str = "cpu",
+    trust_remote_code: bool = False,
+):
+    """Load tokenizer and model, and check that the tokenizer is an EAST tokenizer first."""
+    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    east_token_ids(tokenizer)  # fail before the (slow) model load
+    model = load_model(model_path, adapter_path, torch_dtype, device, trust_remote_code)
+    return model, tokenizer

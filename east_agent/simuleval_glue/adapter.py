@@ -1,0 +1,225 @@
+"""The base of this package's SimulEval agents: SimulEval units in, decoder steps out.
+
+SimulEval sends one source unit per step; the agent hands it to a streaming decoder
+(`east_agent.decoding.streaming`) and returns every word the decoder wrote at that step in one
+`WriteAction`. The agents themselves (`east_agent/agent.py`, `east_agent/waitk_agent.py`)
+only pick the decoder; no `@entrypoint` lives here, so importing this module registers no
+agent with SimulEval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+
+from simuleval.agents import ReadAction, TextToTextAgent, WriteAction  # noqa: E402
+
+from east_agent.common.arguments import positive_int  # noqa: E402
+from east_agent.common.text_lines import read_simuleval_lines  # noqa: E402
+from east_agent.decoding.prompt import LATENCY_LEVELS  # noqa: E402
+from east_agent.decoding.streaming import StreamingDecoder  # noqa: E402
+from east_agent.lm import KV_CACHES  # noqa: E402
+from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint  # noqa: E402
+
+logger = logging.getLogger("east_agent")
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Flags that load a checkpoint."""
+    parser.add_argument("--model-path", required=True, help="checkpoint directory or hub id")
+    parser.add_argument("--adapter-path", default=None, help="LoRA adapter to merge (peft)")
+    parser.add_argument("--torch-dtype", default="auto", choices=TORCH_DTYPES)
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow a checkpoint's own modelling code (off by default)",
+    )
+
+
+def add_decoding_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of the translation direction and the decoding limits."""
+    parser.add_argument("--src-lang", required=True, help="source language: ISO code or name")
+    parser.add_argument("--tgt-lang", required=True, help="target language: ISO code or name")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=128, help="cap on the tokens of one chunk"
+    )
+    parser.add_argument(
+        "--max-context", type=int, default=None, help="token limit (default: the model's)"
+    )
+    parser.add_argument(
+        "--kv-cache",
+        default="auto",
+        choices=KV_CACHES,
+        help="static: preallocated cache, lean forward, CUDA graphs and compiled layers on "
+        "GPUs (Llama family); compiled: static with compiled layers on any device; "
+        "dynamic: transformers' DynamicCache; auto: static where it checks out",
+    )
+
+
+def add_long_form_args(parser: argparse.ArgumentParser) -> None:
+    """Flags of long-form input (`east_agent.decoding.long_form`)."""
+    parser.add_argument(
+        "--long-form",
+        action="store_true",
+        help="one unbounded source per line (a talk): segments at sentence ends, bounded cache",
+    )
+    parser.add_argument(
+        "--cache-budget",
+        type=positive_int,
+        default=None,
+        help="--long-form: tokens a stream's cache may hold (default: half the context)",
+    )
+    parser.add_argument(
+        "--context-words",
+        type=int,
+        default=20,
+        help="--long-form: source and target words carried into each new segment",
+    )
+    parser.add_argument(
+        "--segment-units",
+        type=positive_int,
+        default=60,
+        help="--long-form: a write is forced after this many units without a sentence end",
+    )
+
+
+def add_latency_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--latency",
+        "--latency-level",
+        dest="latency",
+        default="low",
+        choices=LATENCY_LEVELS,
+        help="the latency level asked for in the prompt (with the stock `simuleval` "
+        "command write --latency-level: it reads --latency as --latency-metrics)",
+    )
+
+
+def check_max_context(args: argparse.Namespace, max_context: int | None) -> None:
+    """Refuse a --max-context the checkpoint cannot hold, reading only its config."""
+    if max_context is None:
+        return
+    from transformers import AutoConfig
+
+    from east_agent.decoding.streaming import context_limit
+    from east_agent.lm.checkpoint import check_model_path
+
+    check_model_path(args.model_path)
+    config = AutoConfig.from_pretrained(args.model_path, trust_remote_code=args.trust_remote_code)
+    context_limit(max_context, config.max_position_embeddings)
+
+
+def load_east(args: argparse.Namespace, max_context: int | None):
+    """An EAST checkpoint (and its tokenizer) as the model flags say."""
+    check_max_context(args, max_context)
+    return load_east_checkpoint(
+        args.model_path,
+        adapter_path=args.adapter_path,
+        torch_dtype=args.torch_dtype,
+        device=getattr(args, "device", "cpu"),
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def check_source_file(source: str | None, target: str | None = None) -> None:
+    """Refuse a source file with empty lines, or a reference file with another number of
+    lines, before any model is loaded (and either file not UTF-8, or with a carriage return
+    inside a line, where SimulEval's reader would start another sentence)."""
+    if not source or not Path(source).is_file():
+        return
+    lines = read_simuleval_lines(source)
+    empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
+    if empty:
+        shown = ", ".join(str(number) for number in empty[:10])
+        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+        raise ValueError(
+            f"{source}: line {shown}{more}: empty source sentence; remove it "
+            "(and the matching reference line) before evaluating"
+        )
+    if target and Path(target).is_file():
+        references = read_simuleval_lines(target)
+        if len(references) != len(lines):
+            raise ValueError(
+                f"{source} has {len(lines)} lines but {target} has {len(references)}: "
+                "each source sentence needs its reference on the same line"
+            )
+
+
+class StreamingAgent(TextToTextAgent):
+    """Subclasses turn their flags into one decoding config (`decoding_config`, checked
+    before anything loads), load their model (`load`) and build their decoder from the
+    config (`build_decoder`); class methods, so that a batched run or a server builds one
+    decoder with many streams and no agent."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.config = self.decoding_config(args)
+        check_source_file(getattr(args, "source", None), getattr(args, "target", None))
+        self.model, self.tokenizer = self.load(args, self.config)
+        self.decoder: StreamingDecoder = self.build_decoder(self.model, self.tokenizer, self.config)
+        self.units_pushed = 0
+        super().__init__(args)  # calls reset()
+
+    @classmethod
+    def decoding_config(cls, args: argparse.Namespace):
+        """The decoder's settings, from the flags, once (a bad value is refused here)."""
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, args: argparse.Namespace, config):
+        """(model, tokenizer) as the model flags say."""
+        raise NotImplementedError
+
+    @classmethod
+    def build_decoder(cls, model, tokenizer, config, streams: int = 1) -> StreamingDecoder:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        super().reset()
+        self.decoder.reset()
+        self.units_pushed = 0
+
+    def to(self, device: str, *args, fp16: bool = False, **kwargs) -> None:
+        """SimulEval's --device / --fp16: the model was loaded on `device` already."""
+        import torch
+
+        moved = str(self.decoder.lm.device) != str(torch.device(device))
+        if fp16 and self.model.dtype != torch.float16:
+            self.model.half()
+            moved = True
+        if moved:
+            self.model.to(device)
+            self.decoder = self.build_decoder(self.model, self.tokenizer, self.config)
+
+    def policy(self):
+        new_units = self.states.source[self.units_pushed :]
+        self.units_pushed = len(self.states.source)
+        source_finished = self.states.source_finished
+        written: list[str] = []
+        finished = False
+        for position, unit in enumerate(new_units):
+            is_last = source_finished and position == len(new_units) - 1
+            step = self.decoder.push_unit(unit, is_last=is_last)
+            if step.chunk:
+                written.append(step.chunk)
+            finished = step.finished
+        if source_finished and not finished:
+            if self.units_pushed == 0:
+                logger.warning("empty source sentence: writing an empty translation")
+            step = self.decoder.finish()
+            if step.chunk:
+                written.append(step.chunk)
+            finished = True
+        if written or finished:
+            return WriteAction("".join(written), finished=finished)
+        return ReadAction()
+
+    def pop(self, states=None):
+        """SimulEval leaves a typing object in `tgt_lang`, which its server cannot send."""
+        segment = super().pop(states)
+        if hasattr(segment, "tgt_lang") and not isinstance(segment.tgt_lang, (str, type(None))):
+            segment.tgt_lang = self.config.tgt_lang
+        return segment

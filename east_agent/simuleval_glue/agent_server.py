@@ -1,0 +1,300 @@
+"""`east-simuleval --standalone`: this package's agents served over HTTP, one session per client.
+
+SimulEval's protocol (`POST /reset`, `PUT /input`, `GET /output`) has no sessions: its
+server keeps one agent state, so two clients interleaving their requests silently get
+mixtures of both translations. Here a client names its session (the `X-Session-Id`
+header, or `?session=` in the URL) and every session has its own stream of one decoder
+built with `--batch-size` streams (`east_agent.decoding.stream_pool`): the forwards of all the
+sessions waiting for output run together, so concurrent listeners share the device, and
+each gets exactly what a local run writes. A client that names no session (SimulEval's
+own remote evaluator) uses the one *legacy* session, as with SimulEval's server: two such
+clients cannot be told apart.
+
+- `POST /reset` starts a sentence (and opens the session); `POST /close` ends the session.
+- A body that is not a JSON segment object, or lacks a key, gets 400 naming the problem; a
+  new session when every stream is in use gets 503; a sentence that overflows the
+  context gets 422 (the session stays usable after a reset).
+- The server listens on 127.0.0.1 unless `--remote-address` names another address.
+- A session idle for `--session-timeout` seconds is dropped (its stream goes back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+from east_agent.common.arguments import positive_int
+from east_agent.decoding.stream_pool import NoFreeStream, StreamPool
+from east_agent.decoding.streaming import Stream
+
+logger = logging.getLogger("east_agent.simuleval_glue.agent_server")
+
+SESSION_HEADER = "X-Session-Id"
+LEGACY_SESSION = ""
+DEFAULT_SESSIONS = 8
+
+
+class RequestError(ValueError):
+    """A request the server refuses; `status` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Session:
+    stream: Stream
+    states: object  # SimulEval's AgentStates: the source and target as SimulEval keeps them
+    last_seen: float = field(default_factory=time.monotonic)
+    pushed: int = 0  # source units handed to the stream
+    written: int = 0  # chunks sent to the client
+    waiter: asyncio.Future | None = None
+
+
+class AgentService:
+    """The sessions of one server and the loop that steps their streams."""
+
+    def __init__(self, pool: StreamPool, target_language: str, timeout: float) -> None:
+        self.pool, self.target_language, self.timeout = pool, target_language, timeout
+        self.sessions: dict[str, Session] = {}
+        self.runner: asyncio.Task | None = None
+
+    def info(self) -> dict:
+        return {
+            "info": type(self.pool.decoder).__name__,
+            "streams": self.pool.size,
+            "sessions": len(self.sessions),
+        }
+
+    def session(self, name: str) -> Session:
+        session = self.sessions.get(name)
+        if session is None:
+            session = self._open(name)
+        session.last_seen = time.monotonic()
+        return session
+
+    def _open(self, name: str) -> Session:
+        from simuleval.agents.states import AgentStates
+
+        try:
+            stream = self.pool.acquire()
+        except NoFreeStream as error:
+            raise RequestError(503, f"{error}; retry later or start the server with a "
+                               "larger --batch-size") from None  # fmt: skip
+        self.pool.begin(stream)
+        session = self.sessions[name] = Session(stream, AgentStates())
+        logger.info("session %r opened (%d open)", name, len(self.sessions))
+        return session
+
+    def reset(self, name: str) -> None:
+        session = self.session(name)
+        self._check_idle(session, name)
+        session.states.reset()
+        session.pushed = session.written = 0
+        self.pool.begin(session.stream)
+
+    def close(self, name: str) -> None:
+        session = self.sessions.pop(name, None)
+        if session is None:
+            raise RequestError(404, f"no session {name!r}")
+        if session.waiter is not None and not session.waiter.done():
+            session.waiter.cancel()
+        self.pool.release(session.stream)
+        logger.info("session %r closed (%d open)", name, len(self.sessions))
+
+    def push(self, name: str, body: bytes) -> None:
+        session = self.session(name)
+        self._check_idle(session, name)
+        segment = parse_segment(body)
+        session.states.update_config(segment.config)
+        session.states.update_source(segment)
+
+    async def pop(self, name: str):
+        from simuleval.data.segments import EmptySegment, TextSegment
+
+        session = self.session(name)
+        self._check_idle(session, name)
+        states, stream = session.states, session.stream
+        if states.target_finished:
+            return EmptySegment(finished=True)
+        units = states.source[session.pushed :]
+        session.pushed = len(states.source)
+        self.pool.push(stream, units, states.source_finished)
+        if self.pool.busy(stream):
+            session.waiter = asyncio.get_running_loop().create_future()
+            self._start_runner()
+            await session.waiter
+            session.waiter = None
+        if self.pool.error(stream) is not None:
+            raise RequestError(422, f"session {name!r}: {self.pool.error(stream)}")
+        text = "".join(stream.chunks[session.written :])
+        session.written = len(stream.chunks)
+        if not text and not stream.finished:
+            return EmptySegment()
+        segment = TextSegment(
+            index=0, content=text, finished=stream.finished, tgt_lang=self.target_language
+        )
+        states.update_target(segment)
+        return segment
+
+    def _check_idle(self, session: Session, name: str) -> None:
+        if session.waiter is not None:
+            raise RequestError(409, f"session {name!r} is waiting for its output already")
+
+    def _start_runner(self) -> None:
+        if self.runner is None or self.runner.done():
+            self.runner = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        """Step every stream with work, one forward for all of them, until none has any;
+        between steps the requests that arrived meanwhile join."""
+        while self.pool.feeds:
+            try:
+                idle = self.pool.step()
+            except Exception as error:  # handed to every waiting client
+                logger.exception("a batched step failed")
+                for session in self.sessions.values():
+                    _settle(session.waiter, error)
+                return
+            by_stream = {session.stream: session for session in self.sessions.values()}
+            for stream in idle:
+                if stream in by_stream:
+                    _settle(by_stream[stream].waiter)
+            await asyncio.sleep(0)
+
+    def drop_idle(self) -> None:
+        now = time.monotonic()
+        for name, session in list(self.sessions.items()):
+            if session.waiter is None and now - session.last_seen > self.timeout:
+                logger.info("session %r idle for %.0f s: dropped", name, now - session.last_seen)
+                self.close(name)
+
+
+def _settle(waiter: asyncio.Future | None, error: Exception | None = None) -> None:
+    if waiter is None or waiter.done():
+        return
+    if error is None:
+        waiter.set_result(None)
+    else:
+        waiter.set_exception(error)
+
+
+def parse_segment(body: bytes):
+    """A SimulEval text segment from a request body; RequestError(400) names what is wrong."""
+    from simuleval.data.segments import segment_from_json_string
+
+    try:
+        info = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise RequestError(400, f"the body is not JSON: {error}") from None
+    if not isinstance(info, dict):
+        raise RequestError(400, f"the body must be a JSON object, got {type(info).__name__}")
+    for key, kinds in (("data_type", (str, type(None))), ("finished", (bool,))):
+        if key not in info:
+            raise RequestError(400, f"the segment has no {key!r}")
+        if not isinstance(info[key], kinds):
+            raise RequestError(400, f"the segment's {key!r} has the wrong type")
+    if info["data_type"] == "text" and not isinstance(info.get("content"), str):
+        raise RequestError(400, "a text segment needs a string 'content'")
+    if info["data_type"] not in ("text", None):
+        raise RequestError(400, f"this server translates text, not {info['data_type']!r}")
+    if not isinstance(info.get("config", {}), dict):
+        raise RequestError(400, "the segment's 'config' must be an object")
+    try:
+        return segment_from_json_string(json.dumps(info))
+    except TypeError as error:
+        raise RequestError(400, f"not a SimulEval segment: {error}") from None
+
+
+def build_app(service: AgentService):
+    from tornado import web
+
+    class Handler(web.RequestHandler):
+        def session_name(self) -> str:
+            return self.request.headers.get(SESSION_HEADER) or self.get_query_argument(
+                "session", LEGACY_SESSION
+            )
+
+        def refuse(self, error: RequestError) -> None:
+            self.set_status(error.status)
+            self.finish({"error": str(error)})
+
+    class Info(Handler):
+        def get(self) -> None:
+            self.write(json.dumps(service.info()))
+
+    class Reset(Handler):
+        def post(self) -> None:
+            try:
+                service.reset(self.session_name())
+            except RequestError as error:
+                self.refuse(error)
+
+    class Close(Handler):
+        def post(self) -> None:
+            try:
+                service.close(self.session_name())
+            except RequestError as error:
+                self.refuse(error)
+
+    class Input(Handler):
+        def put(self) -> None:
+            try:
+                service.push(self.session_name(), self.request.body)
+            except RequestError as error:
+                self.refuse(error)
+
+    class Output(Handler):
+        async def get(self) -> None:
+            try:
+                segment = await service.pop(self.session_name())
+            except RequestError as error:
+                self.refuse(error)
+            else:
+                self.write(segment.json())
+
+    return web.Application(
+        [(r"/", Info), (r"/reset", Reset), (r"/close", Close), (r"/input", Input),
+         (r"/output", Output)]
+    )  # fmt: skip
+
+
+def add_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--session-timeout",
+        type=positive_int,
+        default=600,
+        help="seconds after which an idle session is dropped (--standalone)",
+    )
+
+
+def bind_address(remote_address: str) -> str:
+    """SimulEval's default `localhost` means the loopback address here: nothing listens on
+    other interfaces unless asked."""
+    return "127.0.0.1" if remote_address == "localhost" else remote_address
+
+
+def serve(agent_class, args: argparse.Namespace) -> None:
+    """Load the agent's model once and serve `args.batch_size` sessions until killed."""
+    from tornado import ioloop
+
+    config = agent_class.decoding_config(args)
+    model, tokenizer = agent_class.load(args, config)
+    if args.fp16 or args.dtype == "fp16":
+        model.half()
+    decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
+    service = AgentService(StreamPool(decoder), config.tgt_lang, args.session_timeout)
+    address, port = bind_address(args.remote_address), int(args.remote_port)
+    build_app(service).listen(port, address=address, max_buffer_size=1024**2)
+    sweep_ms = min(args.session_timeout * 1000 / 4, 5000)
+    ioloop.PeriodicCallback(service.drop_idle, sweep_ms).start()
+    logger.info(
+        "serving %s on %s:%d, %d sessions at once", agent_class.__name__, address, port,
+        service.pool.size,
+    )  # fmt: skip
+    ioloop.IOLoop.current().start()

@@ -1,0 +1,182 @@
+"""`east-simuleval ... --batch-size N`: SimulEval's evaluation, N sentences at a time.
+
+SimulEval evaluates one sentence after another: its loop sends a source unit, takes the
+agent's action, and only starts the next sentence when this one is finished. Here the
+agent's decoder is built with N streams (`east_agent.decoding.batching`): N sentences advance
+together, one forward per step, each finished one replaced by the next at once. What
+comes out is what SimulEval writes:
+- each sentence becomes SimulEval's own instance, fed the chunks exactly as the agent
+  would have returned them (a chunk's words, delayed by the source units read when it was
+  written), so `instances.log` has SimulEval's format and is appended (and flushed) as
+  each sentence finishes; a killed run keeps every finished sentence, and
+  `--continue-unfinished` resumes after them, whatever their order;
+- at the end the log is put in index order and scored by SimulEval's own scorers
+  (`scores.tsv`, `metrics.tsv`), exactly as `--score-only` scores a log.
+Computation-aware latency (`elapsed`, `*_CA`) then measures what a listener sees while N
+streams share the device; `batch.json` in the output folder says so. `--batch-size 1` is
+SimulEval's own loop (single-stream computation-aware latency).
+
+A sentence that overflows the context fails alone: the others are finished and kept,
+the failures are named (index, source length, the limit) and the run exits non-zero
+without scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from copy import copy
+from pathlib import Path
+
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+
+from east_agent.common.arguments import positive_int  # noqa: E402
+from east_agent.common.atomic import write_atomically  # noqa: E402
+from east_agent.common.run_lock import hold_run_lock  # noqa: E402
+from east_agent.decoding.batching import Sentence, translate_batch  # noqa: E402
+from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance  # noqa: E402
+from east_agent.simuleval_glue.instance_log import InstanceLog, sort_log  # noqa: E402
+
+logger = logging.getLogger("east_agent.simuleval_glue.batch")
+
+BATCH_RECORD = "batch.json"
+INSTANCES_LOCK = "instances.lock"  # held while a process appends to instances.log
+
+
+class BatchedRunError(RuntimeError):
+    """Some sentences of a batched run could not be translated (the rest were kept)."""
+
+
+def add_batch_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="sentences decoded at once (1: SimulEval's own loop, one sentence at a time)",
+    )
+
+
+def batch_size_of(argv: list[str]) -> tuple[int, list[str]]:
+    """`--batch-size` read (and taken out of) a command line; errors exit like argparse."""
+    parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
+    add_batch_arg(parser)
+    known, rest = parser.parse_known_args(argv)
+    return known.batch_size, rest
+
+
+def parse_args(agent_class, argv: list[str]) -> argparse.Namespace:
+    """SimulEval's flags, the scorers', the dataloader's and the agent's, as SimulEval
+    parses them (unknown flags are errors)."""
+    from simuleval import options
+
+    parser = options.general_parser()
+    options.add_evaluator_args(parser)
+    options.add_scorer_args(parser, argv)
+    options.add_slurm_args(parser)
+    options.add_dataloader_args(parser, argv)
+    agent_class.add_args(parser)
+    add_batch_arg(parser)
+    args = parser.parse_args(argv)
+    args.source_type, args.target_type = agent_class.source_type, agent_class.target_type
+    return args
+
+
+class ReplayedInstance(TimedTextToTextInstance):
+    """A SimulEval text instance fed the chunks of a finished translation: SimulEval's own
+    bookkeeping (words, delays, elapsed) for each, at the time the chunk was written."""
+
+    def replay(self, delays: list[int], chunks: list[str], seconds: list[float]) -> None:
+        from simuleval.data.segments import TextSegment
+
+        steps: dict[int, tuple[list[str], float]] = {}
+        for delay, chunk, elapsed in zip(delays, chunks, seconds):
+            texts, _ = steps.setdefault(delay, ([], elapsed))
+            if chunk:  # what the agent leaves out of its WriteAction
+                texts.append(chunk)
+            steps[delay] = (texts, elapsed)
+        last = len(self.source)
+        steps.setdefault(last, ([], seconds[-1] if seconds else 0.0))
+        for delay, (texts, elapsed) in sorted(steps.items()):
+            self.step, self.replay_elapsed = delay, elapsed
+            self.receive_prediction(TextSegment(content="".join(texts), finished=delay == last))
+
+    def step_to_elapsed(self, step, current_time):
+        return self.replay_elapsed
+
+
+def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
+    """Evaluate `args.source` with `args.batch_size` streams into `args.output`.
+
+    `load(args, config)`: (model, tokenizer) in place of `agent_class.load` (a grid keeps
+    one checkpoint loaded for all its runs)."""
+    from simuleval.data.dataloader import build_dataloader
+
+    from east_agent.simuleval_glue.adapter import check_source_file
+
+    config = agent_class.decoding_config(args)
+    check_source_file(getattr(args, "source", None), getattr(args, "target", None))
+    if not args.output:
+        raise ValueError("--batch-size needs --output (the run's instances.log goes there)")
+    output = Path(args.output)
+    dataloader = build_dataloader(args)
+    end = args.end_index if args.end_index >= 0 else len(dataloader)
+    indices = range(args.start_index, min(end, len(dataloader)))
+    model, tokenizer = (load or agent_class.load)(args, config)
+    if args.fp16 or args.dtype == "fp16":
+        model.half()
+    decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
+    output.mkdir(parents=True, exist_ok=True)
+    write_atomically(output / "config.yaml", "source_type: text\ntarget_type: text\n")
+    record = {
+        "batch_size": args.batch_size,
+        "streams": len(decoder.streams),
+        "computation_aware": f"elapsed measured with up to {len(decoder.streams)} streams "
+        "sharing the device (single-stream: --batch-size 1)",
+    }
+    write_atomically(output / BATCH_RECORD, json.dumps(record, indent=2) + "\n")
+    failures = []
+    with (
+        hold_run_lock(output, INSTANCES_LOCK),
+        InstanceLog(output / "instances.log", resume=args.continue_unfinished) as log,
+    ):
+        todo = [index for index in indices if index not in log.done]
+        sentences = (Sentence(index, dataloader[index]["source"]) for index in todo)
+        progress = _progress(args, len(indices), len(indices) - len(todo))
+        for outcome in translate_batch(decoder, sentences):
+            progress.update()
+            if outcome.error is not None:
+                failures.append(f"sentence {outcome.key} ({outcome.units} units): {outcome.error}")
+                continue
+            translation = outcome.translation
+            instance = ReplayedInstance(outcome.key, dataloader, args)
+            instance.replay(translation.delays, translation.chunks, translation.chunk_seconds)
+            log.append(instance.summarize())
+        progress.close()
+    if failures:
+        raise BatchedRunError(
+            f"{len(failures)} of {len(todo)} sentences failed; the others are in "
+            f"{output / 'instances.log'} (no scores written):\n  " + "\n  ".join(failures)
+        )
+    sort_log(output / "instances.log")
+    if not args.no_scoring:
+        score(args)
+
+
+def score(args: argparse.Namespace) -> None:
+    """SimulEval's scores of the log in `args.output` (`scores.tsv`, `metrics.tsv`)."""
+    from simuleval.evaluator import SentenceLevelEvaluator
+
+    scoring = copy(args)
+    scoring.score_only = True
+    evaluator = SentenceLevelEvaluator.from_args(scoring)
+    evaluator.dump_results()
+    evaluator.dump_metrics()
+
+
+def _progress(args, total: int, done: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=done, disable=args.no_progress_bar, file=sys.stderr)

@@ -1,0 +1,86 @@
+"""`instances.log`, SimulEval's record of a run: one JSON line per finished sentence.
+
+Every finished sentence is appended and flushed at once, so a run killed at any moment
+(SIGKILL included) keeps every sentence it finished; a line cut off by the kill is dropped
+when the log is opened again, never scored. Batched runs finish sentences out of order:
+the log knows which indices it holds, and `sort` puts the lines in index order at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from east_agent.common.atomic import write_atomically
+from east_agent.common.text_lines import iter_lines, read_text
+
+
+def finished_records(path: Path) -> list[dict]:
+    """The complete records of a log; a torn or unreadable last line is cut off the file."""
+    if not path.exists():
+        return []
+    text = read_text(path)
+    lines = text.split("\n")
+    records, kept = [], 0
+    for line in lines[:-1]:  # the part after the last newline is never complete
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if not isinstance(record, dict) or "index" not in record:
+            break
+        records.append(record)
+        kept += len(line) + 1
+    if kept != len(text):
+        write_atomically(path, text[:kept])
+    return records
+
+
+def check_log(path: Path) -> None:
+    """Raise naming file and line where a log is not one JSON record per line."""
+    if not path.exists():
+        raise ValueError(f"{path}: no such file (score a run's --output folder)")
+    for number, line in enumerate(iter_lines(path), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}: line {number}: not a complete JSON record ({error.msg}); a run "
+                "cut off while writing? --continue-unfinished drops such a line"
+            ) from None
+        if not isinstance(record, dict) or "index" not in record:
+            raise ValueError(f"{path}: line {number}: not an instance record (no 'index')")
+
+
+class InstanceLog:
+    """Appends finished records to `path`, each flushed as it comes."""
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.done = {record["index"] for record in finished_records(path)}
+        else:
+            write_atomically(path, "")
+            self.done = set()
+        self.handle = open(path, "a", encoding="utf-8")
+
+    def append(self, record: dict) -> None:
+        self.handle.write(json.dumps(record) + "\n")
+        self.handle.flush()
+        self.done.add(record["index"])
+
+    def close(self) -> None:
+        self.handle.close()
+
+    def __enter__(self) -> InstanceLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def sort_log(path: Path) -> None:
+    """Rewrite the log in index order (atomically)."""
+    records = sorted(finished_records(path), key=lambda record: record["index"])
+    write_atomically(path, "".join(json.dumps(record) + "\n" for record in records))

@@ -1,0 +1,89 @@
+"""`east-remote-eval`: evaluate a system served by `simuleval --standalone`, over HTTP.
+
+    # system side (a shared-task submission, or any of this package's agents)
+    east-simuleval --standalone --remote-port 12321 --agent east_agent/agent.py \\
+        --model-path DIR --src-lang de --tgt-lang en --latency low
+    # evaluator side
+    east-remote-eval --remote-address localhost --remote-port 12321 \\
+        --source src.txt --target ref.txt --output out/
+
+SimulEval 1.1.4's own `--remote-eval` cannot do this for text: its client calls an
+`instance_iterator` the evaluator does not have, and text segments carry a typing object
+as `tgt_lang`, which neither side can serialize (the server answers `GET /output` with a
+500; this package's agents send a plain language instead). This client walks the same
+instances, speaks the same protocol (`POST /reset`, `PUT /input`, `GET /output`), writes
+the same `instances.log` and scores it the same way as a local run.
+
+Each run is its own session of an `east-simuleval --standalone` server (the
+`X-Session-Id` header, a fresh id per run; closed at the end), so several clients can
+evaluate against one server at once. SimulEval's own server ignores the header.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+import warnings
+
+from east_agent.common.entry import command_line
+from east_agent.simuleval_glue.agent_server import SESSION_HEADER
+
+
+def _serializable(segment):
+    if not isinstance(getattr(segment, "tgt_lang", None), (str, type(None))):
+        segment.tgt_lang = None
+    return segment
+
+
+def evaluate_remote(args) -> None:
+    import requests
+    from simuleval.data.segments import segment_from_json_string
+    from simuleval.evaluator import SentenceLevelEvaluator
+
+    base_url = f"http://{args.remote_address}:{args.remote_port}"
+    evaluator = SentenceLevelEvaluator.from_args(args)
+    with requests.Session() as session:
+        session.headers[SESSION_HEADER] = uuid.uuid4().hex
+        for instance in evaluator.iterator:
+            session.post(f"{base_url}/reset").raise_for_status()
+            while not instance.finish_prediction:
+                segment = _serializable(instance.send_source(evaluator.source_segment_size))
+                session.put(f"{base_url}/input", data=segment.json()).raise_for_status()
+                reply = session.get(f"{base_url}/output")
+                reply.raise_for_status()
+                instance.receive_prediction(segment_from_json_string(reply.text))
+            evaluator.write_log(instance)
+        session.post(f"{base_url}/close")  # SimulEval's server answers 404: no sessions there
+    if evaluator.output is not None:
+        evaluator.build_instances_from_log()
+    if not evaluator.no_scoring:
+        evaluator.dump_results()
+        evaluator.dump_metrics()
+
+
+@command_line("east-remote-eval")
+def main(argv: list[str] | None = None) -> None:
+    warnings.filterwarnings(
+        "ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning
+    )
+    from simuleval import options
+
+    import east_agent.simuleval_plugin  # noqa: F401  (timing and CA metrics)
+
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    parser = options.general_parser()
+    options.add_dataloader_args(parser)
+    options.add_evaluator_args(parser)
+    options.add_scorer_args(parser)
+    args = parser.parse_args()
+    args.source_type = args.source_type or "text"
+    args.target_type = args.target_type or "text"
+    from east_agent.simuleval_glue.adapter import check_source_file
+
+    check_source_file(args.source, args.target)
+    evaluate_remote(args)
+
+
+if __name__ == "__main__":
+    main()

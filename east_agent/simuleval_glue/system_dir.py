@@ -1,0 +1,111 @@
+"""`east-package-system`: a SimulEval `--system-dir` submission folder for a checkpoint.
+
+    east-package-system submission/ --model-path models/EAST-8B \\
+        src_lang=de tgt_lang=en latency=low num_beams=5 torch_dtype=bfloat16
+
+writes
+
+    submission/
+      main.yaml   agent_class + the agent's flags (model_path: model)
+      model/      the checkpoint (a symbolic link, or a copy with --copy-model)
+
+which any SimulEval 1.1.4 evaluator runs as
+`simuleval --system-dir submission --source ... --target ... --output ...` (relative paths
+in main.yaml are resolved inside the folder). SimulEval turns every YAML boolean into a
+bare flag, `false` included, and splits values on spaces; this command checks the flags
+against the agent's own parser, leaves out false booleans and refuses values with spaces.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from pathlib import Path
+
+import yaml
+
+from east_agent.common.atomic import atomic_path
+from east_agent.common.entry import command_line
+
+AGENT_CLASSES = {
+    "east": "east_agent.agent.EastAgent",
+    "waitk": "east_agent.waitk_agent.WaitkAgent",
+}
+
+
+def agent_parser(agent: str) -> argparse.ArgumentParser:
+    from simuleval.utils.agent import get_agent_class_from_string
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    get_agent_class_from_string(AGENT_CLASSES[agent]).add_args(parser)
+    parser.add_argument("--device")
+    return parser
+
+
+def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
+    """main.yaml's content; raises on a flag the agent does not know or SimulEval mangles."""
+    config: dict[str, object] = {"agent_class": AGENT_CLASSES[agent], "model_path": "model"}
+    arguments = ["--model-path", "model"]
+    for key, value in flags.items():
+        if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
+            raise ValueError(f"{key}={value!r}: SimulEval splits YAML values on spaces")
+        if value is False:
+            continue  # SimulEval would turn `false` into the bare (true) flag
+        config[key] = value
+        option = "--" + key.replace("_", "-")
+        arguments += [option] if value is True else [option, str(value)]
+    try:
+        agent_parser(agent).parse_args(arguments)
+    except SystemExit:
+        raise ValueError(f"the {agent} agent rejects these flags: {' '.join(arguments)}") from None
+    return config
+
+
+def write_system_dir(
+    output: str | Path,
+    model_path: str | Path,
+    flags: dict[str, object],
+    agent: str = "east",
+    copy_model: bool = False,
+) -> Path:
+    output, model_path = Path(output), Path(model_path).resolve()
+    if output.exists():
+        raise FileExistsError(f"{output} exists; choose a new folder")
+    if not (model_path / "config.json").exists():
+        raise FileNotFoundError(f"{model_path} is not a checkpoint (no config.json)")
+    config = system_config(agent, flags)
+    with atomic_path(output) as temporary:
+        temporary.mkdir(parents=True)
+        if copy_model:
+            shutil.copytree(model_path, temporary / "model")
+        else:
+            os.symlink(model_path, temporary / "model", target_is_directory=True)
+        (temporary / "main.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return output
+
+
+def parse_flag(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected flag=value")
+    key, value = text.split("=", 1)
+    return key.replace("-", "_"), yaml.safe_load(value)
+
+
+@command_line("east-package-system")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="package a checkpoint as a --system-dir")
+    parser.add_argument("output", help="new folder")
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("--agent", default="east", choices=sorted(AGENT_CLASSES))
+    parser.add_argument("--copy-model", action="store_true", help="copy instead of linking")
+    parser.add_argument("flags", nargs="*", type=parse_flag, help="agent flags: key=value")
+    args = parser.parse_args(argv)
+    folder = write_system_dir(
+        args.output, args.model_path, dict(args.flags), args.agent, args.copy_model
+    )
+    print(f"wrote {folder}; run: simuleval --system-dir {folder} --source ... --target ...")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""What the command-line tests share: the agent files, the installed console scripts, and
+toy SimulEval files (a source and its reference) from the tiny model's synthetic language."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+from tiny_east import LEXICON, synthetic_sentence
+
+REPO = Path(__file__).resolve().parents[1]
+AGENT_FILE = REPO / "east_agent" / "agent.py"
+WAITK_AGENT_FILE = REPO / "east_agent" / "waitk_agent.py"
+
+
+def console_script(name: str) -> str:
+    script = Path(sys.executable).with_name(name)
+    assert script.exists(), f"{name} is not installed next to {sys.executable}"
+    return str(script)
+
+
+def run_simuleval(*arguments, command="east-simuleval", timeout=300):
+    return subprocess.run(
+        [console_script(command), *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
+
+
+def agent_arguments(checkpoint, folder, output, *extra):
+    return [
+        "--agent", AGENT_FILE,
+        "--model-path", checkpoint,
+        "--src-lang", "de",
+        "--tgt-lang", "en",
+        "--source", folder / "src.txt",
+        "--target", folder / "ref.txt",
+        "--output", output,
+        "--device", "cpu",
+        *extra,
+    ]  # fmt: skip
+
+
+def write_toy_test_set(folder: Path, count: int, seed: int) -> list[list[str]]:
+    """`src.txt` and `ref.txt` in `folder`: `count` synthetic sentences; their units."""
+    rng = random.Random(seed)
+    sentences = [synthetic_sentence(rng)[0] for _ in range(count)]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "src.txt").write_text("".join(" ".join(s) + "\n" for s in sentences))
+    references = [" ".join(LEXICON[word] for word in s) for s in sentences]
+    (folder / "ref.txt").write_text("".join(r + "\n" for r in references))
+    return sentences

@@ -1,0 +1,45 @@
+"""One writer per run folder: a live holder is named, a dead one's lock is taken over."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from east_agent.common.run_lock import hold_run_lock
+with hold_run_lock(Path(sys.argv[1])):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_live_holder_is_named_and_a_killed_ones_lock_is_taken_over(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        with pytest.raises(RunFolderBusyError, match=f"being written by process {holder.pid} "):
+            with hold_run_lock(tmp_path):
+                pass
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    with hold_run_lock(tmp_path):  # the dead holder's lock is free
+        assert f'"pid": {os.getpid()}' in (tmp_path / "run.lock").read_text()
+
+
+def test_a_lock_is_released_when_its_block_ends(tmp_path):
+    with hold_run_lock(tmp_path, "a.lock"):
+        with hold_run_lock(tmp_path, "b.lock"):  # other names do not collide
+            pass
+    started = time.time()
+    with hold_run_lock(tmp_path, "a.lock"):
+        assert time.time() - started < 5

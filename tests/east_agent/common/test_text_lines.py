@@ -1,0 +1,114 @@
+"""Line-aligned text files: lines end at \\n or \\r\\n only, bad bytes are named."""
+
+import gzip
+import json
+
+import pytest
+
+from east_agent.common.records import load_records
+from east_agent.common.text_lines import (
+    TextFileError,
+    iter_lines,
+    read_lines,
+    read_simuleval_lines,
+    read_text,
+)
+from east_agent.simuleval_glue.instance_log import check_log, finished_records
+
+# every character but \n and \r at which str.splitlines() also ends a line
+INNER_BREAKS = "\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+def test_lines_end_at_newlines_only(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_bytes(f"one{INNER_BREAKS}line\r\ntwo\n\nfour".encode())
+    assert read_lines(path) == [f"one{INNER_BREAKS}line", "two", "", "four"]
+    assert list(iter_lines(path)) == read_lines(path)
+
+
+def test_no_empty_last_line_and_an_empty_file_has_none(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_bytes(b"a\nb\n")
+    assert read_lines(path) == ["a", "b"]
+    path.write_bytes(b"")
+    assert read_lines(path) == []
+
+
+def test_gzip_is_read_through(tmp_path):
+    path = tmp_path / "text.txt.gz"
+    with gzip.open(path, "wb") as handle:
+        handle.write("a\u2028b\nc\n".encode())
+    assert read_lines(path) == ["a\u2028b", "c"]
+    assert read_text(path) == "a\u2028b\nc\n"
+
+
+@pytest.mark.parametrize("name", ["latin1.txt", "latin1.txt.gz"])
+def test_a_file_that_is_not_utf8_is_named_with_line_and_column(tmp_path, name):
+    path = tmp_path / name
+    data = "fine\nein Café\nmore\n".encode("latin-1")
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    expected = rf"{name}: line 2: not UTF-8 \(byte 0xe9 at column 8\)$"
+    with pytest.raises(TextFileError, match=expected):
+        read_lines(path)
+    with pytest.raises(TextFileError, match=expected):
+        read_text(path)
+
+
+def test_the_column_counts_characters(tmp_path):
+    path = tmp_path / "text.txt"
+    path.write_bytes("née ".encode() + b"\xff\n")
+    with pytest.raises(ValueError, match=r"line 1: not UTF-8 \(byte 0xff at column 5\)"):
+        read_lines(path)
+
+
+def test_a_carriage_return_inside_a_simuleval_line_is_refused(tmp_path):
+    path = tmp_path / "source.txt"
+    path.write_bytes(b"one\r\ntwo\rhalf\nthree\r\r\n")
+    assert len(read_lines(path)) == 3
+    with pytest.raises(TextFileError, match=r"source.txt: line 2, 3: a carriage return"):
+        read_simuleval_lines(path)
+
+
+def test_simuleval_reads_the_same_sentences(tmp_path):
+    from simuleval.data.dataloader.t2t_dataloader import TextToTextDataloader
+
+    source, target = tmp_path / "source.txt", tmp_path / "target.txt"
+    source.write_bytes(f"ein{INNER_BREAKS}Hund\r\nzwei Hunde\n".encode())
+    target.write_bytes(f"a{INNER_BREAKS}dog\ntwo dogs".encode())
+    loader = TextToTextDataloader.from_files(source, target)
+    assert [line.rstrip("\n") for line in loader.source_list] == read_simuleval_lines(source)
+    assert [line.rstrip("\n") for line in loader.target_list] == read_simuleval_lines(target)
+
+
+# -- the readers built on it -------------------------------------------------------------------
+
+
+def test_json_lines_keep_a_line_separator_inside_a_string(tmp_path):
+    path = tmp_path / "records.jsonl"
+    records = [{"source": "a\u2028b\x85c", "reference": "x"}, {"source": "d", "reference": "y"}]
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    assert load_records(path) == records
+
+
+def test_a_record_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_bytes(b'{"source": "a"}\n{"source": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"records.jsonl: line 2: not UTF-8 \(byte 0xe9"):
+        load_records(path)
+
+
+def test_an_instance_log_that_is_not_utf8_is_named(tmp_path):
+    log = tmp_path / "instances.log"
+    log.write_bytes(b'{"index": 0, "prediction": "a"}\n{"index": 1, "prediction": "\xff"}\n')
+    for read in (check_log, finished_records):
+        with pytest.raises(ValueError, match=r"instances.log: line 2: not UTF-8 \(byte 0xff"):
+            read(log)
+
+
+def test_an_instance_log_with_crlf_lines_is_read(tmp_path):
+    log = tmp_path / "instances.log"
+    log.write_bytes(b'{"index": 0}\r\n{"index": 1}\r\n{"ind')
+    original = log.read_bytes()
+    assert [record["index"] for record in finished_records(log)] == [0, 1]
+    assert log.read_bytes() == original[: original.rindex(b"\n") + 1]
+    check_log(log)

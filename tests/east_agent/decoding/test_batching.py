@@ -1,0 +1,124 @@
+"""Continuous batching: many streams in one forward give each sentence exactly what the
+sequential decoder gives it."""
+
+import random
+
+import pytest
+from lm_trace import TracingLM, assert_trace_matches_full_recompute
+
+from east_agent.decoding.batching import BatchStats, Sentence, translate_batch
+from east_agent.decoding.east import ContextOverflowError, DecoderConfig, EastStreamDecoder
+from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
+from tiny_east import synthetic_sentence
+
+CHINESE_CHARACTERS = list("中国人民银行今天发布了新的规定。")
+
+
+def toy_sentences(count, seed):
+    rng = random.Random(seed)
+    return [synthetic_sentence(rng)[0] for _ in range(count)]
+
+
+def record(translation):
+    return translation.chunks, translation.chunk_ids, translation.delays, translation.decisions
+
+
+def batched(decoder, sentences, stats=None):
+    outcomes = list(
+        translate_batch(decoder, [Sentence(i, u) for i, u in enumerate(sentences)], stats)
+    )
+    assert sorted(outcome.key for outcome in outcomes) == list(range(len(sentences)))
+    return {outcome.key: outcome for outcome in outcomes}
+
+
+def build(kind, model, tokenizer, streams, beams=1, src="de"):
+    if kind == "east":
+        config = DecoderConfig(src, "en", "low", num_beams=beams)
+        return EastStreamDecoder(model, tokenizer, config, streams=streams)
+    if kind == "waitk-east":
+        return EastWaitkDecoder(model, tokenizer, DecoderConfig(src, "en"), 2, streams=streams)
+    return OfflineWaitkDecoder(model, tokenizer, WaitkConfig(src, "en", 2), streams=streams)
+
+
+@pytest.mark.parametrize(
+    "kind, beams", [("east", 1), ("east", 4), ("waitk-east", 1), ("waitk-offline", 1)]
+)
+def test_batched_translations_equal_sequential_ones(east_model, east_tokenizer, kind, beams):
+    sentences = toy_sentences(11, seed=60 + beams)  # more sentences than streams
+    sequential = build(kind, east_model, east_tokenizer, 1, beams)
+    expected = [sequential.translate(units) for units in sentences]
+    decoder = build(kind, east_model, east_tokenizer, 4, beams)
+    trace = TracingLM(decoder.lm)
+    decoder.wrap_lm(lambda lm: trace)
+    stats = BatchStats()
+    outcomes = batched(decoder, sentences, stats)
+    for index, translation in enumerate(expected):
+        got = outcomes[index].translation
+        assert record(got) == record(translation), sentences[index]
+        # each sentence took part in as many forwards as it needs alone
+        assert got.counters.forward_passes == translation.counters.forward_passes
+        assert got.counters.tokens_reencoded == translation.counters.tokens_reencoded
+        assert len(got.chunk_seconds) == len(got.chunks)
+    # several streams really shared forwards (and every row got exact logits)
+    assert stats.steps < sum(t.counters.forward_passes for t in expected) / 2
+    assert max(stats.rows_per_step) >= 4 * beams
+    assert_trace_matches_full_recompute(east_model, trace)
+
+
+def test_roll_backs_in_a_batch(east_model, east_tokenizer):
+    """Chinese characters that re-tokenize roll back their own row only."""
+    sentences = [CHINESE_CHARACTERS, CHINESE_CHARACTERS[:9], CHINESE_CHARACTERS[3:]]
+    sequential = build("east", east_model, east_tokenizer, 1, src="zh")
+    expected = [sequential.translate(units) for units in sentences]
+    outcomes = batched(build("east", east_model, east_tokenizer, 3, src="zh"), sentences)
+    for index, translation in enumerate(expected):
+        assert record(outcomes[index].translation) == record(translation)
+        assert outcomes[index].translation.counters.tokens_reencoded > 0
+
+
+def test_a_sentence_too_long_fails_alone(east_model, east_tokenizer):
+    config = DecoderConfig("de", "en", "low", max_context=100)
+    decoder = EastStreamDecoder(east_model, east_tokenizer, config, streams=2)
+    sentences = toy_sentences(5, seed=3)
+    sentences.insert(2, ["rote"] * 150)
+    outcomes = batched(decoder, sentences)
+    failed = outcomes[2]
+    assert isinstance(failed.error, ContextOverflowError) and failed.units == 150
+    assert "more than 100 tokens" in str(failed.error)
+    sequential = EastStreamDecoder(east_model, east_tokenizer, config)
+    for index in (0, 1, 3, 4, 5):
+        assert record(outcomes[index].translation) == record(sequential.translate(sentences[index]))
+
+
+def test_empty_sentences_fail_without_stopping_the_batch(east_model, east_tokenizer):
+    decoder = build("east", east_model, east_tokenizer, 2)
+    outcomes = batched(decoder, [[], *toy_sentences(2, seed=4)])
+    assert "empty" in str(outcomes[0].error)
+    assert outcomes[1].translation.chunks and outcomes[2].translation.chunks
+
+
+def test_a_script_imposes_decisions_in_a_batch(east_model, east_tokenizer):
+    sentences = toy_sentences(3, seed=8)
+    scripts = [{2: 1, len(units): 3} for units in sentences]
+    decoder = build("east", east_model, east_tokenizer, 3)
+    outcomes = translate_batch(
+        decoder, [Sentence(i, u, s) for i, (u, s) in enumerate(zip(sentences, scripts))]
+    )
+    for outcome in outcomes:
+        translation = outcome.translation
+        assert [(d, len(ids)) for d, ids in zip(translation.delays, translation.chunk_ids)] == [
+            (2, 1),
+            (len(sentences[outcome.key]), 3),
+        ]
+
+
+def test_the_dynamic_cache_runs_one_stream(east_model, east_tokenizer, caplog):
+    config = DecoderConfig("de", "en", "low", kv_cache="dynamic")
+    decoder = EastStreamDecoder(east_model, east_tokenizer, config, streams=4)
+    assert len(decoder.streams) == 1
+    assert "runs one stream at a time" in caplog.text
+    sentences = toy_sentences(3, seed=9)
+    outcomes = batched(decoder, sentences)
+    sequential = EastStreamDecoder(east_model, east_tokenizer, config)
+    for index, units in enumerate(sentences):
+        assert record(outcomes[index].translation) == record(sequential.translate(units))

@@ -1,0 +1,283 @@
+"""The streaming decoder against a cache-free reference, full recomputes and transformers."""
+
+import copy
+import random
+
+import pytest
+import torch
+from lm_trace import TracingLM, assert_trace_matches_full_recompute
+
+from east_agent.decoding.east import (
+    FORCED,
+    READ,
+    WRITE,
+    ContextOverflowError,
+    DecoderConfig,
+    EastStreamDecoder,
+)
+from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
+from east_agent.decoding.units import source_units, unit_text
+from tiny_east import synthetic_sentence
+
+CHINESE = "是否有途径处罚他，中国人民银行今天发布了新的规定。"
+# Character units (as some SimulEval setups feed Chinese): "中" + "国" re-tokenize as one
+# Llama-3 token, so the cached "中" must be rolled back.
+CHINESE_CHARACTERS = list("中国人民银行今天发布了新的规定。")
+
+
+def reference_decode(model, tokenizer, units, src_lang, tgt_lang, latency="low", **options):
+    """The paper's greedy algorithm, keeping no cache: every step recomputes the whole
+    sequence. Text (prompt, units, end-of-read/-write) is tokenized as full strings; the
+    generated ids are inserted verbatim."""
+    max_new_tokens = options.get("max_new_tokens", 128)
+    document_level = options.get("document_level", False)
+    prompt = render_user_turn(tokenizer, simt_instruction(src_lang, tgt_lang, latency))
+    eor, eow, eot = tokenizer.convert_tokens_to_ids([END_OF_READ, END_OF_WRITE, "<|eot_id|>"])
+    eos = {tokenizer.eos_token_id, eot}
+    read_suppressed = sorted(eos | {eow, tokenizer.bos_token_id})
+    write_suppressed = [eor, tokenizer.bos_token_id]
+    parts = [prompt]
+
+    def full_ids(generated=()):
+        ids, text = [], ""
+        for part in parts:
+            if isinstance(part, str):
+                text += part
+            else:
+                ids += tokenizer(text, add_special_tokens=False).input_ids + part
+                text = ""
+        return ids + tokenizer(text, add_special_tokens=False).input_ids + list(generated)
+
+    def argmax(ids, suppressed):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0, -1].float()
+        logits[suppressed] = float("-inf")
+        return int(logits.argmax())
+
+    chunks, delays, decisions = [], [], []
+    since_write = 0
+    for position, unit in enumerate(units):
+        parts.append(unit_text(unit, src_lang, first=position == 0))
+        since_write += 1
+        choice = argmax(full_ids(), read_suppressed)
+        sentence_end = document_level and unit[-1] in "。？！.!?" and since_write >= 20
+        if position == len(units) - 1 or sentence_end:
+            decision = FORCED
+        else:
+            decision = WRITE if choice == eor else READ
+        decisions.append(decision)
+        if decision == READ:
+            continue
+        parts.append(END_OF_READ)
+        generated = []
+        for _ in range(min(max_new_tokens, 2 * (since_write + 25))):
+            token = argmax(full_ids(generated), write_suppressed)
+            if token in eos or token == eow:
+                break
+            generated.append(token)
+        parts += [generated, END_OF_WRITE]
+        chunks.append(tokenizer.decode(generated, skip_special_tokens=True).rstrip())
+        delays.append(position + 1)
+        since_write = 0
+    return chunks, delays, decisions
+
+
+def toy_sentences(count, seed=0):
+    rng = random.Random(seed)
+    return [synthetic_sentence(rng)[0] for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def greedy_decoder(east_model, east_tokenizer):
+    return EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
+
+
+def test_parity_with_cache_free_reference(east_model, east_tokenizer, greedy_decoder):
+    sentences = toy_sentences(12)
+    chunk_counts, all_decisions = [], []
+    for units in sentences:
+        ours = greedy_decoder.translate(units)
+        reference = reference_decode(east_model, east_tokenizer, units, "de", "en")
+        assert (ours.chunks, ours.delays, ours.decisions) == reference, units
+        chunk_counts.append(len(ours.chunks))
+        all_decisions += ours.decisions
+    # The test only means something if the model really reads and writes on its own.
+    assert max(chunk_counts) >= 3
+    assert all_decisions.count(READ) >= 3 and all_decisions.count(WRITE) >= 5
+
+
+@pytest.mark.parametrize("characters", [False, True], ids=["token-groups", "characters"])
+def test_parity_on_chinese_units(east_model, east_tokenizer, characters):
+    units = CHINESE_CHARACTERS if characters else source_units(CHINESE, "zh", east_tokenizer)
+    decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("zh", "en", "low"))
+    ours = decoder.translate(units)
+    reference = reference_decode(east_model, east_tokenizer, units, "zh", "en")
+    assert (ours.chunks, ours.delays, ours.decisions) == reference
+
+
+def traced(decoder) -> TracingLM:
+    decoder.wrap_lm(TracingLM)
+    return decoder.lm
+
+
+def test_cached_logits_equal_full_recompute_at_every_step(east_model, east_tokenizer):
+    decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
+    trace = traced(decoder)
+    for units in toy_sentences(3, seed=1):  # the prompt stays cached across sentences
+        decoder.translate(units)
+    assert trace.forwards == decoder.counters.forward_passes  # the static cache's probe is not
+    assert decoder.counters.tokens_reencoded == 0  # nor is dropping a finished sentence
+    assert_trace_matches_full_recompute(east_model, trace)
+
+
+def test_cache_roll_back_keeps_logits_exact(east_model, east_tokenizer):
+    decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("zh", "en", "low"))
+    trace = traced(decoder)
+    translation = decoder.translate(CHINESE_CHARACTERS)
+    assert translation.counters.tokens_reencoded > 0
+    assert_trace_matches_full_recompute(east_model, trace)
+
+
+def test_forward_passes_are_the_minimum(greedy_decoder):
+    for units in toy_sentences(5, seed=2):
+        result = greedy_decoder.translate(units)
+        target_tokens = sum(map(len, result.chunk_ids))
+        # One forward per unit but the last (whose end-of-read is fed with it), one per
+        # chunk (its end-of-read or last unit) and one per generated target token.
+        assert result.counters.forward_passes == len(units) - 1 + len(result.chunks) + (
+            target_tokens
+        )
+        assert result.counters.tokens_reencoded == 0
+
+
+def test_stream_renders_the_east_interleaved_format(greedy_decoder, east_tokenizer):
+    units = toy_sentences(6, seed=3)[5]
+    result = greedy_decoder.translate(units)
+    expected = greedy_decoder.prompt
+    written = 0
+    for chunk_ids, delay in zip(result.chunk_ids, result.delays):
+        expected += (
+            " ".join(units[written:delay]) if written == 0 else " " + " ".join(units[written:delay])
+        )
+        expected += END_OF_READ + east_tokenizer.decode(chunk_ids) + END_OF_WRITE
+        written = delay
+    rendered = east_tokenizer.decode(greedy_decoder.stream.ids)
+    assert rendered == expected
+
+
+def test_document_level_forces_a_write_at_a_sentence_end(east_model, east_tokenizer):
+    # A copy of the model that never chooses end-of-read (its logit is pinned to 0).
+    model = copy.deepcopy(east_model)
+    with torch.no_grad():
+        model.lm_head.weight[east_tokenizer.convert_tokens_to_ids(END_OF_READ)] = 0
+    units = ["rote"] * 5 + ["Hund."] + ["rote"] * 15 + ["große."] + ["rote"] * 3
+    config = DecoderConfig("de", "en", "low", document_level=True)
+    ours = EastStreamDecoder(model, east_tokenizer, config).translate(units)
+    reference = reference_decode(model, east_tokenizer, units, "de", "en", document_level=True)
+    assert (ours.chunks, ours.delays, ours.decisions) == reference
+    # Only the sentence end after 20 or more units forces a write.
+    assert ours.delays == [22, 25]
+    assert ours.decisions[5] == READ and ours.decisions[21] == FORCED
+    plain = EastStreamDecoder(model, east_tokenizer, DecoderConfig("de", "en", "low"))
+    assert plain.translate(units).delays == [25]
+
+
+def test_beam_chunks_equal_transformers_beam_search(east_model, east_tokenizer):
+    """With 5.x's stop rule: the installed transformers' (see test_chunk_search for 4.44.2's)."""
+    beams = 4
+    config = DecoderConfig("de", "en", "low", num_beams=beams, beam_stop="transformers")
+    decoder = EastStreamDecoder(east_model, east_tokenizer, config)
+    ids = decoder.token_ids
+    compared = 0
+    for units in toy_sentences(4, seed=4):
+        result = decoder.translate(units)
+        stream = decoder.stream.ids
+        ends_of_read = [i for i, token in enumerate(stream) if token == ids.end_of_read]
+        previous_delay = 0
+        for end_of_read, chunk_ids, delay in zip(ends_of_read, result.chunk_ids, result.delays):
+            prefix = torch.tensor([stream[: end_of_read + 1]])
+            cap = min(config.max_new_tokens, 2 * (delay - previous_delay + 25))
+            previous_delay = delay
+            with torch.no_grad():
+                output = east_model.generate(
+                    prefix,
+                    num_beams=beams,
+                    do_sample=False,
+                    max_new_tokens=cap,
+                    eos_token_id=list(ids.write_stops),
+                    pad_token_id=ids.end_of_write,
+                    suppress_tokens=list(ids.write_suppressed),
+                    length_penalty=1.0,
+                    early_stopping=False,
+                )[0, prefix.shape[1] :].tolist()
+            while output and output[-1] in ids.write_stops:
+                output.pop()
+            assert chunk_ids == output
+            compared += 1
+    assert compared >= 6
+
+
+def test_beam_search_keeps_the_winners_cache(east_model, east_tokenizer):
+    decoder = EastStreamDecoder(
+        east_model, east_tokenizer, DecoderConfig("de", "en", "low", num_beams=5)
+    )
+    trace = traced(decoder)
+    results = [decoder.translate(units) for units in toy_sentences(4, seed=5)]
+    assert sum(len(result.chunks) for result in results) >= 6
+    assert all(result.counters.tokens_reencoded == 0 for result in results)
+    # Every step of every beam, and the READ steps after a beam-searched chunk (on the
+    # restored row), computes exactly the logits of the ids its row holds.
+    assert_trace_matches_full_recompute(east_model, trace)
+
+
+def test_finish_equals_a_last_unit_flag(east_model, east_tokenizer, greedy_decoder):
+    units = toy_sentences(8, seed=6)[7]
+    flagged = greedy_decoder.translate(units)
+    greedy_decoder.reset()
+    for unit in units:
+        greedy_decoder.push_unit(unit)
+    step = greedy_decoder.finish()
+    assert step.finished
+    assert (greedy_decoder.chunks, greedy_decoder.delays) == (flagged.chunks, flagged.delays)
+
+
+def test_source_longer_than_the_context_is_a_clear_error(east_model, east_tokenizer):
+    config = DecoderConfig("de", "en", "low", max_context=80)
+    decoder = EastStreamDecoder(east_model, east_tokenizer, config)
+    with pytest.raises(ContextOverflowError, match="more than 80 tokens"):
+        decoder.translate(["rote"] * 200)
+
+
+def test_default_context_is_the_models(east_model, east_tokenizer, greedy_decoder):
+    assert greedy_decoder.max_context == east_model.config.max_position_embeddings
+    with pytest.raises(ContextOverflowError, match="more than 512 tokens"):
+        greedy_decoder.translate(["rote"] * 600)
+
+
+def test_context_above_the_models_positions_is_refused(east_model, east_tokenizer):
+    config = DecoderConfig("de", "en", "low", max_context=4096)
+    with pytest.raises(ValueError, match="above the 512 positions the model has"):
+        EastStreamDecoder(east_model, east_tokenizer, config)
+
+
+def test_empty_source_is_refused(greedy_decoder):
+    with pytest.raises(ValueError, match="empty"):
+        greedy_decoder.translate([])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"latency": "fast"}, "unknown latency"),
+        ({"src_lang": "xx"}, "unknown language"),
+        ({"num_beams": 0}, "num_beams"),
+        ({"num_beams": 5, "beam_stop": "never"}, "beam_stop must be one of reference, trans"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_context": 0}, "max_context"),
+        ({"max_context": -5}, "max_context"),
+    ],
+)
+def test_bad_configuration_is_refused(options, message):
+    settings = {"src_lang": "de", "tgt_lang": "en", "latency": "low", **options}
+    with pytest.raises(ValueError, match=message):
+        DecoderConfig(**settings)

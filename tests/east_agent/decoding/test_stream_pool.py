@@ -1,0 +1,105 @@
+"""Streams lent to clients that send their units whenever they like: each client gets
+what the sequential decoder writes, and the clients' forwards are shared."""
+
+import random
+
+import pytest
+
+from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.decoding.stream_pool import NoFreeStream, StreamPool
+from east_agent.decoding.waitk import OfflineWaitkDecoder, WaitkConfig
+from tiny_east import synthetic_sentence
+
+
+def build(kind, model, tokenizer, streams, beams=1):
+    if kind == "east":
+        config = DecoderConfig("de", "en", "low", num_beams=beams)
+        return EastStreamDecoder(model, tokenizer, config, streams=streams)
+    return OfflineWaitkDecoder(model, tokenizer, WaitkConfig("de", "en", 2), streams=streams)
+
+
+def record(chunks, delays, decisions):
+    return list(chunks), list(delays), list(decisions)
+
+
+class Client:
+    """Sends one sentence after another, a random number of units at a time."""
+
+    def __init__(self, pool, sentences, rng):
+        self.pool, self.sentences, self.rng = pool, list(sentences), rng
+        self.stream = pool.acquire()
+        self.sent = 0
+        self.records = []
+        pool.begin(self.stream)
+
+    def done(self):
+        return not self.sentences
+
+    def act(self):
+        """Send the next units when the stream is idle; collect a finished sentence."""
+        if self.pool.busy(self.stream) or self.done():
+            return
+        stream, units = self.stream, self.sentences[0]
+        if stream.finished:
+            self.records.append(record(stream.chunks, stream.delays, stream.decisions))
+            self.sentences.pop(0)
+            self.sent = 0
+            if self.sentences:
+                self.pool.begin(stream)
+            return
+        count = self.rng.randint(1, 3)
+        new = units[self.sent : self.sent + count]
+        self.sent += len(new)
+        self.pool.push(stream, new, source_finished=self.sent == len(units))
+
+
+@pytest.mark.parametrize("kind, beams", [("east", 1), ("east", 3), ("waitk", 1)])
+def test_clients_sending_at_their_own_pace_get_sequential_translations(
+    east_model, east_tokenizer, kind, beams
+):
+    rng = random.Random(5 + beams)
+    sentences = [synthetic_sentence(rng)[0] for _ in range(9)]
+    sequential = build(kind, east_model, east_tokenizer, 1, beams)
+    expected = [sequential.translate(units) for units in sentences]
+    pool = StreamPool(build(kind, east_model, east_tokenizer, 3, beams))
+    clients = [Client(pool, sentences[i::3], rng) for i in range(3)]
+    steps, shared = 0, 0
+    while not all(client.done() for client in clients):
+        for client in rng.sample(clients, len(clients)):
+            client.act()
+        shared += len(pool.feeds) > 1
+        steps += bool(pool.step())
+    for index, client in enumerate(clients):
+        for record_got, translation in zip(client.records, expected[index::3], strict=True):
+            assert record_got == record(
+                translation.chunks, translation.delays, translation.decisions
+            )
+    assert shared > 0  # some forwards really served several clients
+
+
+def test_a_pool_lends_each_stream_once(east_model, east_tokenizer):
+    pool = StreamPool(build("east", east_model, east_tokenizer, 2))
+    first, second = pool.acquire(), pool.acquire()
+    assert first is not second
+    with pytest.raises(NoFreeStream, match="all 2 streams are in use"):
+        pool.acquire()
+    pool.release(first)
+    assert pool.acquire() is first
+
+
+def test_an_overflow_is_the_failing_clients_alone(east_model, east_tokenizer):
+    config = DecoderConfig("de", "en", "low", max_context=60)
+    pool = StreamPool(EastStreamDecoder(east_model, east_tokenizer, config, streams=2))
+    long_one, short_one = pool.acquire(), pool.acquire()
+    rng = random.Random(3)
+    short_units = synthetic_sentence(rng)[0][:3]
+    for stream in (long_one, short_one):
+        pool.begin(stream)
+    pool.push(long_one, ["Haus"] * 80, source_finished=True)
+    pool.push(short_one, short_units, source_finished=True)
+    while pool.feeds:
+        pool.step()
+    assert "more than 60 tokens" in str(pool.error(long_one))
+    assert pool.error(short_one) is None and short_one.finished
+    pool.begin(long_one)  # a new sentence clears the failure
+    assert pool.error(long_one) is None

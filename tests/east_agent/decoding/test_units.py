@@ -1,0 +1,41 @@
+import pytest
+
+from east_agent.decoding.units import SPACE_MARK, join_source_units, source_units, unit_text
+
+
+def test_spaced_languages_are_read_word_by_word():
+    assert source_units("Die  Katze sitzt.", "de") == ["Die", "Katze", "sitzt."]
+
+
+def test_chinese_units_are_token_groups_that_decode_to_whole_characters(east_tokenizer):
+    text = "是否有途径处罚他"
+    units = source_units(text, "zh", east_tokenizer)
+    assert "".join(units) == text
+    assert len(units) > 1
+    for unit in units:
+        assert "\ufffd" not in unit
+
+
+def test_chinese_units_keep_spaces_as_marks(east_tokenizer):
+    text = "苹果发布了 iPhone 13 手机"
+    units = source_units(text, "zh", east_tokenizer)
+    assert all(unit.strip() == unit and unit for unit in units)
+    assert sum(unit.startswith(SPACE_MARK) for unit in units) == 3
+    assert join_source_units(units, "zh") == text
+
+
+def test_unit_text_adds_the_separator_after_the_first_unit():
+    assert unit_text("Katze", "de", first=True) == "Katze"
+    assert unit_text("Katze", "de", first=False) == " Katze"
+    assert unit_text("猫", "zh", first=False) == "猫"
+    assert unit_text(SPACE_MARK + "13", "zh", first=False) == " 13"
+
+
+def test_empty_unit_is_refused():
+    with pytest.raises(ValueError, match="empty"):
+        unit_text("  ", "de", first=True)
+
+
+def test_chinese_without_tokenizer_is_refused():
+    with pytest.raises(ValueError, match="tokenizer"):
+        source_units("你好", "zh")

@@ -1,0 +1,196 @@
+"""Wait-k baselines against cache-free references, their re-encoding cost, and SimulEval."""
+
+import json
+import random
+
+import pytest
+import torch
+from commands import WAITK_AGENT_FILE, run_simuleval
+
+from east_agent.decoding.east import DecoderConfig
+from east_agent.decoding.prompt import (
+    END_OF_READ,
+    END_OF_WRITE,
+    render_user_turn,
+    simt_instruction,
+)
+from east_agent.decoding.streaming import FORCED, READ, WRITE
+from east_agent.decoding.units import unit_text
+from east_agent.decoding.waitk import (
+    EastWaitkDecoder,
+    OfflineWaitkDecoder,
+    WaitkConfig,
+    split_prompt,
+)
+from east_agent.lm.checkpoint import end_of_turn_ids
+from tiny_east import LEXICON, synthetic_sentence
+
+WAITK_AGENT = WAITK_AGENT_FILE
+
+
+def toy_sentences(count, seed=0):
+    rng = random.Random(seed)
+    return [synthetic_sentence(rng)[0] for _ in range(count)]
+
+
+class Recompute:
+    """Greedy steps on the full id sequence, with no cache (the references below)."""
+
+    def __init__(self, model, tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+        tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+        self.space_initial = {i for i, token in enumerate(tokens) if token.startswith("Ġ")}
+
+    def ids(self, parts):
+        ids, text = [], ""
+        for part in parts:
+            if isinstance(part, str):
+                text += part
+            else:
+                ids += self.tokenizer(text, add_special_tokens=False).input_ids + part
+                text = ""
+        return ids + self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def next_token(self, ids, suppressed):
+        with torch.no_grad():
+            logits = self.model(torch.tensor([ids])).logits[0, -1].float()
+        logits[list(suppressed)] = float("-inf")
+        return int(logits.argmax())
+
+    def word(self, prefix, suppressed, stops=()):
+        """Tokens up to the next one that starts with a space (or a stop token)."""
+        word = []
+        for _ in range(32):
+            token = self.next_token(prefix + word, suppressed)
+            if token in stops or (word and token in self.space_initial):
+                break
+            word.append(token)
+        return word
+
+    def until_stop(self, prefix, suppressed, stops, cap):
+        generated = []
+        for _ in range(cap):
+            token = self.next_token(prefix + generated, suppressed)
+            if token in stops:
+                break
+            generated.append(token)
+        return generated
+
+
+def offline_reference(model, tokenizer, units, waitk):
+    """Classic wait-k: re-render the offline prompt for every source prefix."""
+    recompute = Recompute(model, tokenizer)
+    head, tail = split_prompt(tokenizer, "German", "English")
+    stops = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
+    suppressed = [tokenizer.bos_token_id]
+    target, delays = [], []
+    for read in range(1, len(units) + 1):
+        source = "".join(unit_text(u, "de", first=i == 0) for i, u in enumerate(units[:read]))
+        prefix = recompute.ids([head + source + tail, target])
+        if read == len(units):
+            target += recompute.until_stop(prefix, suppressed, stops, 128)
+            delays.append(read)
+        elif read >= waitk:
+            word = recompute.word(prefix, suppressed, stops)
+            if word:
+                target += word
+                delays.append(read)
+    return tokenizer.decode(target, skip_special_tokens=True).rstrip(), delays
+
+
+def east_waitk_reference(model, tokenizer, units, waitk):
+    """An EAST stream on the wait-k schedule, recomputed from scratch at every token."""
+    recompute = Recompute(model, tokenizer)
+    eor, eow = tokenizer.convert_tokens_to_ids([END_OF_READ, END_OF_WRITE])
+    stops = {*end_of_turn_ids(tokenizer, model.generation_config.eos_token_id), eow}
+    parts = [render_user_turn(tokenizer, simt_instruction("de", "en", "low"))]
+    chunks, delays = [], []
+    for read, unit in enumerate(units, 1):
+        parts.append(unit_text(unit, "de", first=read == 1))
+        if read < waitk and read < len(units):
+            continue
+        parts.append(END_OF_READ)
+        prefix = recompute.ids(parts)
+        if read == len(units):
+            suppressed = [eor, tokenizer.bos_token_id]
+            cap = 2 * (read - (delays[-1] if delays else 0) + 25)
+            chunk = recompute.until_stop(prefix, suppressed, stops, min(128, cap))
+        else:
+            chunk = recompute.word(prefix, [*stops, eor, tokenizer.bos_token_id])
+        parts += [chunk, END_OF_WRITE]
+        chunks.append(tokenizer.decode(chunk, skip_special_tokens=True).rstrip())
+        delays.append(read)
+    return chunks, delays
+
+
+@pytest.mark.parametrize("waitk", [1, 3])
+def test_offline_waitk_equals_full_recompute(east_model, east_tokenizer, waitk):
+    decoder = OfflineWaitkDecoder(east_model, east_tokenizer, WaitkConfig("de", "en", waitk))
+    for units in toy_sentences(4, seed=waitk):
+        ours = decoder.translate(units)
+        assert (ours.text, ours.delays) == offline_reference(
+            east_model, east_tokenizer, units, waitk
+        )
+        assert ours.decisions[: waitk - 1] == [READ] * (waitk - 1)
+        assert ours.decisions[-1] == FORCED
+        assert ours.counters.tokens_reencoded > 0
+
+
+def test_offline_waitk_reencodes_exactly_what_follows_the_source(east_model, east_tokenizer):
+    decoder = OfflineWaitkDecoder(east_model, east_tokenizer, WaitkConfig("de", "en", 1))
+    tail_length = len(east_tokenizer(decoder.tail, add_special_tokens=False).input_ids)
+    first = decoder.push_unit("der")
+    assert first.decision == WRITE and first.chunk_ids
+    decoder.push_unit("alte")
+    # The new unit lands before the end of the user turn: the assistant header and the
+    # target prefix written so far (every token of the word was fed) are fed again.
+    assert decoder.counters.tokens_reencoded == tail_length + len(first.chunk_ids)
+
+
+def test_offline_waitk_serves_a_chat_model_without_east_tokens(east_model, tmp_path):
+    from tiny_east import build_chat_llama3_tokenizer
+
+    tokenizer = build_chat_llama3_tokenizer()  # no EAST tokens: any chat LLM will do
+    decoder = OfflineWaitkDecoder(east_model, tokenizer, WaitkConfig("de", "en", 2))
+    result = decoder.translate(["der", "Hund", "sitzt"])
+    assert result.delays[0] >= 2 and result.text
+
+
+@pytest.mark.parametrize("waitk", [1, 2, 4])
+def test_east_waitk_equals_full_recompute_and_reencodes_nothing(east_model, east_tokenizer, waitk):
+    config = DecoderConfig("de", "en", "low")
+    decoder = EastWaitkDecoder(east_model, east_tokenizer, config, waitk)
+    for units in toy_sentences(4, seed=10 + waitk):
+        ours = decoder.translate(units)
+        assert (ours.chunks, ours.delays) == east_waitk_reference(
+            east_model, east_tokenizer, units, waitk
+        )
+        # The schedule: the first write after k units (or the end), then one per unit.
+        first = min(waitk, len(units))
+        assert ours.delays == list(range(first, len(units) + 1))
+        assert ours.counters.tokens_reencoded == 0
+
+
+def test_waitk_must_be_positive():
+    with pytest.raises(ValueError, match="--waitk must be at least 1"):
+        WaitkConfig("de", "en", 0)
+
+
+@pytest.mark.parametrize("prompt", ["offline", "east"])
+def test_waitk_agent_in_simuleval(east_checkpoint, tmp_path, prompt):
+    sentences = toy_sentences(3, seed=20)
+    (tmp_path / "src.txt").write_text("".join(" ".join(s) + "\n" for s in sentences))
+    (tmp_path / "ref.txt").write_text(
+        "".join(" ".join(LEXICON[w] for w in s) + "\n" for s in sentences)
+    )
+    result = run_simuleval(
+        "--agent", WAITK_AGENT, "--waitk", "3", "--prompt", prompt,
+        "--model-path", east_checkpoint, "--src-lang", "de", "--tgt-lang", "en",
+        "--source", tmp_path / "src.txt", "--target", tmp_path / "ref.txt",
+        "--output", tmp_path / "out",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    instances = [json.loads(line) for line in (tmp_path / "out" / "instances.log").open()]
+    assert len(instances) == 3
+    for instance in instances:
+        assert instance["delays"] and instance["delays"][0] >= 3

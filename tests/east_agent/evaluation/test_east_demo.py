@@ -1,0 +1,49 @@
+"""`east-demo`, the README's main job: real SimulEval runs of the shipped demo model."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+
+from east_agent.evaluation.demo import DEFAULT_MODEL
+
+EAST_DEMO = [sys.executable, "-m", "east_agent.evaluation.demo"]  # the `east-demo` console script
+
+
+@pytest.fixture(scope="module")
+def all_levels(tmp_path_factory):
+    output = tmp_path_factory.mktemp("east-demo")
+    # From another directory: the shipped model is found through the package.
+    command = [*EAST_DEMO, "--all-levels", "--limit", "6", "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=output)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result.stdout
+
+
+def test_the_shipped_model_is_the_default(all_levels):
+    _, stdout = all_levels  # run without --model-path, from another directory
+    assert f"--model-path {DEFAULT_MODEL}" in stdout
+
+
+def test_all_levels_print_the_table(all_levels):
+    output, stdout = all_levels
+    for level in ("low", "low-medium", "medium", "medium-high", "high"):
+        assert f"--latency {level}" in stdout  # each level is a printed SimulEval command
+    with open(output / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    levels = ["low", "low-medium", "medium", "medium-high", "high"]
+    assert [row["setting"] for row in rows] == levels
+    for row in rows:
+        assert float(row["BLEU"]) > 0  # the demo model translates
+        assert float(row["LAAL"]) > 0
+    assert "| system | setting | BLEU | AL | LAAL |" in stdout  # the table is printed
+    assert "| east | medium-high | high |" in stdout  # and the significance of each step
+
+
+def test_a_missing_model_is_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [*EAST_DEMO, "--model-path", str(tmp_path / "nowhere")], capture_output=True, text=True
+    )
+    assert result.returncode != 0
+    assert "no model at" in result.stderr and "nowhere" in result.stderr

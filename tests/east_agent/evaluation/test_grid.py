@@ -1,0 +1,332 @@
+"""`east-eval`: a quality-latency grid of real SimulEval runs, resumed and sharded."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+
+def east_eval(*arguments, timeout=900):
+    command = [str(Path(sys.executable).with_name("east-eval")), *map(str, arguments)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def write_config(path, checkpoint, output, systems):
+    config = {
+        "testset": "multi30k.de-en",
+        "model_path": str(checkpoint),
+        "output": str(output),
+        "device": "cpu",
+        "torch_dtype": "float32",
+        "latency_metrics": ["LAAL", "AL", "LAAL_CA", "AL_CA"],
+        "systems": systems,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def grid(east_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grid")
+    systems = {
+        "east": {"agent": "east", "latency": ["low", "high"]},
+        "waitk-offline": {"agent": "waitk", "prompt": "offline", "waitk": [2]},
+    }
+    config = write_config(folder / "grid.yaml", east_checkpoint, folder / "out", systems)
+    result = east_eval(config, "--limit", "3")
+    return config, folder / "out", result
+
+
+def test_grid_runs_every_setting_and_tabulates(grid):
+    _, output, result = grid
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[1/3] east-low" in result.stdout and "[3/3] waitk-offline-k2" in result.stdout
+    assert "east-simuleval --agent" in result.stdout  # the exact command is shown
+    with open(output / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["system"], row["setting"]) for row in rows] == [
+        ("east", "low"),
+        ("east", "high"),
+        ("waitk-offline", "k2"),
+    ]
+    assert list(rows[0]) == [
+        "system",
+        "setting",
+        "BLEU",
+        "AL",
+        "LAAL",
+        "AL_CA",
+        "LAAL_CA",
+        "wall_seconds",
+        "streams",
+    ]
+    for row in rows:
+        assert float(row["wall_seconds"]) > 0
+        assert float(row["AL_CA"]) > float(row["AL"])  # computation took some time
+    assert "| east | low |" in (output / "results.md").read_text()
+    assert (output / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("east-low", "east-high", "waitk-offline-k2"):
+        log = (output / "runs" / name / "instances.log").read_text().splitlines()
+        assert len(log) == 3
+    # east has two settings, so its curve is tested; waitk-offline has one, so it is not
+    with open(output / "significance.csv") as handle:
+        (comparison,) = list(csv.DictReader(handle))
+    assert (comparison["system"], comparison["from"], comparison["to"]) == ("east", "low", "high")
+    bleu = {row["setting"]: float(row["BLEU"]) for row in rows if row["system"] == "east"}
+    # recomputed from instances.log, the scores are SimulEval's own
+    assert float(comparison["BLEU_from"]) == pytest.approx(bleu["low"], abs=0.01)
+    assert float(comparison["BLEU_to"]) == pytest.approx(bleu["high"], abs=0.01)
+    assert 0 < float(comparison["p_value"]) <= 1
+    assert "Paired bootstrap" in result.stdout
+
+
+def test_batched_grid_scores_equal_simulevals_own_loop(grid, tmp_path):
+    """The grid runs batched by default (one process, the checkpoint loaded once);
+    --batch-size 1 runs each setting through SimulEval's own loop in a child process."""
+    config, output, result = grid
+    assert result.stdout.count("--batch-size 64") == 3
+    sequential = east_eval(config, "--limit", "3", "--batch-size", "1", "--output", tmp_path)
+    assert sequential.returncode == 0, sequential.stderr[-3000:]
+    assert "--batch-size" not in sequential.stdout
+
+    def rows(folder):
+        with open(folder / "results.csv") as handle:
+            return list(csv.DictReader(handle))
+
+    columns = ("system", "setting", "BLEU", "AL", "LAAL")
+    batched_rows, sequential_rows = rows(output), rows(tmp_path)
+    assert [[r[c] for c in columns] for r in batched_rows] == [
+        [r[c] for c in columns] for r in sequential_rows
+    ]
+    assert {r["streams"] for r in batched_rows} == {"64"}  # what the CA columns measured
+    assert {r["streams"] for r in sequential_rows} == {"1"}
+
+
+def test_finished_runs_are_not_run_again(grid):
+    config, _, _ = grid
+    result = east_eval(config, "--limit", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done already, skipped") == 3
+    assert "east-simuleval --agent" not in result.stdout
+
+
+def test_a_run_folder_made_with_other_settings_is_never_reused(grid):
+    config, output, _ = grid
+    run = output / "runs" / "east-low"
+    assert json.loads((run / "run.json").read_text())["flags"]["latency"] == "low"
+    log_before = (run / "instances.log").read_text()
+    # Same output, other beams: the greedy results must not be passed off as beam search.
+    result = east_eval(config, "--limit", "3", "--only", "east-low", "--num-beams", "2")
+    assert result.returncode != 0
+    assert f"{run} holds a run made with flags" in result.stderr
+    assert "'num_beams': 2" in result.stderr and "another --output" in result.stderr
+    # other sentences: refused too
+    result = east_eval(config, "--limit", "2", "--only", "east-low")
+    assert result.returncode != 0 and "sentences [0, 3] (now [0, 2])" in result.stderr
+    assert (run / "instances.log").read_text() == log_before
+
+
+def test_num_beams_and_testset_override_the_config(grid, tmp_path):
+    config, _, _ = grid
+    result = east_eval(
+        config, "--dry-run", "--output", tmp_path, "--testset", "multi30k-val.de-en",
+        "--num-beams", "3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines() if line.startswith("$ ")]
+    assert len(commands) == 3
+    east, waitk = commands[:2], commands[2]
+    assert all("--num-beams 3" in command for command in east)
+    assert "--num-beams" not in waitk  # wait-k has no beams
+    assert all(f"{tmp_path / 'testset'}" in command for command in commands)
+    assert len((tmp_path / "testset" / "source.txt").read_text().splitlines()) == 1014  # val
+    assert not (tmp_path / "runs").exists()  # a dry run claims no folder
+    for bad, message in (("0", "at least 1"), ("two", "at least 1")):
+        result = east_eval(config, "--dry-run", "--num-beams", bad)
+        assert result.returncode != 0 and message in result.stderr
+    for flag, bad in (("--limit", "0"), ("--limit", "-5"), ("--batch-size", "0")):
+        result = east_eval(config, "--dry-run", flag, bad)
+        assert result.returncode != 0 and "at least 1" in result.stderr, (flag, bad)
+
+
+def test_num_beams_needs_an_east_system(east_checkpoint, tmp_path):
+    systems = {"offline": {"agent": "waitk", "prompt": "offline", "waitk": [100]}}
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
+    result = east_eval(config, "--dry-run", "--num-beams", "5")
+    assert result.returncode != 0
+    assert "num_beams 5: no system uses the east agent" in result.stderr
+
+
+def test_a_cut_off_run_continues_where_it_stopped(grid):
+    config, output, _ = grid
+    run = output / "runs" / "east-high"
+    lines = (run / "instances.log").read_text().splitlines()
+    (run / "scores.tsv").unlink()
+    (run / "instances.log").write_text(lines[0] + "\n" + lines[1][:20])  # a killed writer
+    result = east_eval(config, "--limit", "3", "--only", "east-high")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--continue-unfinished" in result.stdout
+    resumed = (run / "instances.log").read_text().splitlines()
+    assert resumed[0] == lines[0] and len(resumed) == 3
+    assert [json.loads(line)["index"] for line in resumed] == [0, 1, 2]
+    assert (run / "scores.tsv").exists()
+    # The table still lists every run of the grid, not just the one run again.
+    assert len(list(csv.DictReader(open(output / "results.csv")))) == 3
+
+
+def test_shards_merge_to_the_scores_of_one_run(east_checkpoint, tmp_path):
+    systems = {"east": {"agent": "east", "latency": ["medium"]}}
+    whole = write_config(tmp_path / "whole.yaml", east_checkpoint, tmp_path / "whole", systems)
+    sharded = write_config(tmp_path / "shards.yaml", east_checkpoint, tmp_path / "sharded", systems)
+    assert east_eval(whole, "--limit", "4").returncode == 0
+    for shard in ("1/2", "2/2"):
+        result = east_eval(sharded, "--limit", "4", "--shard", shard)
+        assert result.returncode == 0, result.stderr[-3000:]
+    result = east_eval(sharded, "--merge-shards", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    merged_log = (tmp_path / "sharded" / "runs" / "east-medium" / "instances.log").read_text()
+    assert [json.loads(line)["index"] for line in merged_log.splitlines()] == [0, 1, 2, 3]
+
+    def scores(folder):
+        rows = list(csv.DictReader(open(folder / "results.csv")))
+        return {key: rows[0][key] for key in ("BLEU", "AL", "LAAL")}
+
+    assert scores(tmp_path / "sharded") == scores(tmp_path / "whole")
+    shard_record = json.loads(
+        (
+            tmp_path / "sharded" / "runs" / "east-medium" / "shards" / "2-of-2" / "run.json"
+        ).read_text()
+    )
+    assert shard_record["sentences"] == [2, 4]
+    merged_record = json.loads(
+        (tmp_path / "sharded" / "runs" / "east-medium" / "run.json").read_text()
+    )
+    whole_record = json.loads(
+        (tmp_path / "whole" / "runs" / "east-medium" / "run.json").read_text()
+    )
+    assert merged_record == whole_record  # the merged run is the whole run
+
+
+def test_config_errors_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "testset": "multi30k.de-en",
+                "model_path": "m",
+                "output": "o",
+                "systems": {"x": {"agent": "east", "latency": ["low"], "num_beams": [1, 2]}},
+            }
+        )
+    )
+    result = east_eval(bad, "--dry-run")
+    assert result.returncode != 0 and "sweeps ['latency', 'num_beams']" in result.stderr
+    bad.write_text(
+        yaml.safe_dump(
+            {"testset": "multi30k.de-en", "model_path": "m", "output": "o", "sytems": {}}
+        )
+    )
+    result = east_eval(bad, "--dry-run")
+    assert result.returncode != 0 and "unknown key 'sytems'" in result.stderr
+
+
+def test_a_typo_in_a_system_key_is_named_before_anything_runs(east_checkpoint, tmp_path):
+    systems = {"east": {"agent": "east", "num_beam": 5, "latency": ["low"]}}
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
+    result = east_eval(config, "--limit", "2")
+    assert result.returncode != 0
+    assert "systems.east.num_beam: the east agent has no such flag" in result.stderr
+    assert "did you mean 'num_beams'" in result.stderr
+    assert not (tmp_path / "out" / "runs").exists()  # no run.json blocks the corrected rerun
+
+
+def test_a_grid_killed_outright_keeps_its_sentences_and_its_time(east_checkpoint, tmp_path):
+    from kill import sigkill_after_lines
+
+    systems = {"east": {"agent": "east", "latency": ["low"]}}
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
+    command = [str(Path(sys.executable).with_name("east-eval")), str(config)]
+    command += ["--limit", "200", "--batch-size", "2"]
+    log = tmp_path / "out" / "runs" / "east-low" / "instances.log"
+    sigkill_after_lines(command, log, 3)
+    kept = log.read_text().split("\n")[:-1]
+    assert len(kept) >= 3 and all(json.loads(line) for line in kept)
+    result = east_eval(config, "--limit", "200", "--batch-size", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = {json.loads(line)["index"]: line for line in log.read_text().splitlines()}
+    assert sorted(resumed) == list(range(200))
+    assert all(resumed[json.loads(line)["index"]] == line for line in kept)  # not redone
+    timing = json.loads((log.parent / "wall_seconds.json").read_text())
+    killed, finished = timing["tries"]
+    assert killed["seconds"] > 0 and finished["seconds"] > 0  # the killed try counts too
+    assert timing["seconds"] == pytest.approx(killed["seconds"] + finished["seconds"], abs=0.02)
+
+
+def processes_mentioning(text):
+    """Live processes whose command line contains `text` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split(") ")[1][0]
+        except (OSError, IndexError):
+            continue
+        if text in command and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_east_eval_kills_its_simuleval_child(east_checkpoint, tmp_path):
+    """SimulEval's own loop runs as a child: SIGKILL of the parent alone ends it too, and
+    the rerun writes every sentence once."""
+    import time
+
+    from kill import sigkill_after_lines
+
+    systems = {"east": {"agent": "east", "latency": ["low"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    command = [str(Path(sys.executable).with_name("east-eval")), str(config)]
+    command += ["--limit", "20", "--batch-size", "1"]
+    log = output / "runs" / "east-low" / "instances.log"
+    sigkill_after_lines(command, log, 2)
+    deadline = time.time() + 30
+    while processes_mentioning(str(output)):
+        assert time.time() < deadline, "the east-simuleval child outlived east-eval"
+        time.sleep(0.1)
+    result = east_eval(config, "--limit", "20", "--batch-size", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    indices = [json.loads(line)["index"] for line in log.read_text().splitlines()]
+    assert sorted(indices) == list(range(20))  # each once
+
+
+def test_a_second_run_on_a_busy_run_folder_is_refused(east_checkpoint, tmp_path):
+    import os
+    import signal
+    import time
+
+    from east_agent.common.run_lock import hold_run_lock
+
+    systems = {"east": {"agent": "east", "latency": ["low"]}}
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
+    command = [str(Path(sys.executable).with_name("east-eval")), str(config), "--limit", "300"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "out" / "runs" / "east-low" / "instances.log"
+    try:
+        deadline = time.time() + 300
+        while not (log.exists() and log.read_text().count("\n") >= 1):
+            assert first.poll() is None and time.time() < deadline, "the first run ended"
+            time.sleep(0.05)
+        second = east_eval(config, "--limit", "300")
+        assert second.returncode != 0
+        assert f"is being written by process {first.pid}" in second.stderr, second.stderr
+    finally:
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+    with hold_run_lock(log.parent):  # the killed run's lock went with it
+        pass

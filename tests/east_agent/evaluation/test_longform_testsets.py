@@ -1,0 +1,100 @@
+"""Long-form test sets: talks of consecutive sentences, their files and word times."""
+
+import json
+
+import pytest
+
+from east_agent.evaluation import testsets
+from east_agent.evaluation.longform import (
+    read_longform,
+    read_word_times,
+    uniform_unit_times,
+    unit_times,
+)
+from east_agent.evaluation.testsets import prepare_testset, read_pairs, read_prepared
+
+
+def lines(path):
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def test_multi30k_talks_line_up_with_the_sentences(tmp_path):
+    prepared = prepare_testset("multi30k.de-en.talks100", tmp_path)
+    pairs, _, _ = read_pairs("multi30k.de-en")
+    talks = read_longform(tmp_path).talks
+    assert prepared.sentences == len(talks) == 10
+    assert read_prepared(tmp_path).sentences == 10  # the grid runs one instance per talk
+    sources, references = lines(prepared.source), lines(prepared.reference)
+    assert lines(tmp_path / "reference_sentences.txt") == [r for _, r in pairs]
+    assert lines(tmp_path / "source_sentences.txt") == [s for s, _ in pairs]
+    segmentation = lines(tmp_path / "segmentation.txt")
+    assert len(segmentation) == 1000
+    for doc, talk in enumerate(talks):
+        span = pairs[talk.first_sentence : talk.first_sentence + talk.sentences]
+        lengths = [len(source.split()) for source, _ in span]
+        assert list(talk.sentence_ends) == [sum(lengths[: k + 1]) for k in range(len(span))]
+        assert sources[doc].split() == [word for source, _ in span for word in source.split()]
+        assert references[doc] == " ".join(reference for _, reference in span)
+        assert segmentation[talk.first_sentence] == f"docid={doc},segid=0"
+    meta = json.loads((tmp_path / "testset.json").read_text())["longform"]
+    assert (meta["talk_size"], meta["talks"], meta["reference_sentences"]) == (100, 10, 1000)
+    assert "consecutive sentences" in meta["made_of"]
+
+
+def test_the_last_talk_takes_the_rest(tmp_path):
+    prepare_testset("wmt22.de-en.talks500", tmp_path)
+    talks = read_longform(tmp_path).talks
+    assert [talk.sentences for talk in talks] == [500, 500, 500, 484]  # 1,984 sentences
+    assert [talk.talk_id for talk in talks] == ["talk0000", "talk0001", "talk0002", "talk0003"]
+
+
+def test_east_prepare_writes_a_long_form_set(tmp_path, capsys):
+    testsets.main(["multi30k.de-en.talks300", "--output", str(tmp_path)])
+    assert capsys.readouterr().out.startswith("4 talks:")
+    assert len(lines(tmp_path / "source.txt")) == 4
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("wmt99.de-en.talks50", "unknown test set 'wmt99.de-en'"),
+        ("wmt22.de-en.talks0", "ends in .talksN, N >= 1"),
+    ],
+)
+def test_bad_long_form_names_are_refused(name, message, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        prepare_testset(name, tmp_path)
+
+
+def test_word_times_with_the_wrong_count_name_file_line_and_counts(tmp_path):
+    prepare_testset("multi30k.de-en.talks500", tmp_path / "set")
+    talks = read_longform(tmp_path / "set").talks
+    times = tmp_path / "times.txt"
+    good = " ".join(str(0.5 * j) for j in range(1, talks[0].units + 1))
+    short = " ".join(str(0.5 * j) for j in range(1, talks[1].units))
+    times.write_text(f"{good}\n{short}\n")
+    expected = f"times.txt: line 2 \\(talk0001\\): {talks[1].units - 1} word times, but the talk has {talks[1].units} source units"  # noqa: E501
+    with pytest.raises(ValueError, match=expected):
+        read_word_times(times, talks)
+    times.write_text(f"{good}\n")
+    with pytest.raises(ValueError, match="times.txt: 1 lines of word times for 2 talks"):
+        read_word_times(times, talks)
+
+
+def test_word_times_must_not_go_back(tmp_path):
+    prepare_testset("multi30k.de-en.talks1000", tmp_path / "set")
+    testset = read_longform(tmp_path / "set")
+    units = testset.talks[0].units
+    times = tmp_path / "times.txt"
+    times.write_text(" ".join(["1.0", "0.5"] + ["2"] * (units - 2)) + "\n")
+    with pytest.raises(ValueError, match="line 1: word 2: '0.5' is not a time"):
+        unit_times(testset, times)
+    assert unit_times(testset)[0] == uniform_unit_times(units, 0.4)
+    assert uniform_unit_times(3, 0.5) == [0.5, 1.0, 1.5]
+
+
+def test_chinese_targets_join_a_talk_without_spaces(tmp_path):
+    prepared = prepare_testset("wmt22.en-zh.talks1000", tmp_path)
+    pairs, _, _ = read_pairs("wmt22.en-zh")
+    assert lines(prepared.reference)[0] == "".join(r for _, r in pairs[:1000])
+    assert read_longform(tmp_path).char_level

@@ -1,0 +1,183 @@
+"""OmniSTEval scoring: a hand-made long-form run of two talks, and a short-form log."""
+
+import json
+
+import pytest
+
+from east_agent.evaluation import longform, testsets
+from east_agent.evaluation.omnisteval_scoring import (
+    Chunk,
+    TalkOutput,
+    main,
+    score_longform,
+    shortform_latency,
+    talk_outputs_from_log,
+)
+
+# Two talks of two sentences; sources of 4+4 and 6+2 words, references of 4 words each.
+PAIRS = [
+    ("a1 a2 a3 a4", "the cat sat down"),
+    ("b1 b2 b3 b4", "a dog ran away"),
+    ("c1 c2 c3 c4 c5 c6", "she reads old books"),
+    ("d1 d2", "he sings very loudly"),
+]
+# (text, units read) per chunk: talk0000 is wait-2, talk0001 writes in bursts.
+WAIT_2 = [(word, min(2 + i, 8)) for i, word in enumerate("the cat sat down a dog ran away".split())]
+SCHEDULES = {
+    "talk0000": WAIT_2,
+    "talk0001": [("she reads", 3), ("old books", 6), ("he sings very", 7), ("loudly", 8)],
+}
+
+
+@pytest.fixture
+def talks_dir(tmp_path, monkeypatch):
+    monkeypatch.setattr(testsets, "read_pairs", lambda name: (PAIRS, "German", "English"))
+    testsets.prepare_testset("multi30k.de-en.talks2", tmp_path / "talks")
+    return tmp_path / "talks"
+
+
+def outputs(step_seconds=0.0):
+    """The schedules, each chunk `step_seconds` of computation after the previous one."""
+    talks = []
+    for talk, chunks in SCHEDULES.items():
+        timed = enumerate(chunks, 1)
+        talks.append(
+            TalkOutput(talk, tuple(Chunk(t, read, step_seconds * n) for n, (t, read) in timed))
+        )
+    return talks
+
+
+def test_perfect_output_resegments_to_the_references(talks_dir, tmp_path):
+    result = score_longform(outputs(), talks_dir, tmp_path / "run")
+    lines = (tmp_path / "run" / "omnisteval.resegmented.jsonl").read_text().splitlines()
+    predictions = [json.loads(line)["prediction"] for line in lines]
+    assert predictions == [reference for _, reference in PAIRS]
+    assert result["scores"]["BLEU"] == pytest.approx(100)
+    assert result["scores"]["chrF"] == pytest.approx(100)
+    saved = json.loads((tmp_path / "run" / "longform_scores.json").read_text())
+    assert saved == result
+    assert "--fix_simuleval_emission_ca" in result["omnisteval"]["command"]
+
+
+def test_long_yaal_and_stream_laal_match_a_hand_computation(talks_dir, tmp_path):
+    # 0.5 s a word. talk0000 (wait-2): 1000 ms in both sentences. talk0001, sentence 1
+    # (0-3000 ms, words at 1500 1500 3000 3000 ms, gamma = 4/3000): (1500 + 750 + 1500 +
+    # 750) / 4 = 1125; sentence 2 (3000-4000, words at +500 500 500 1000; the word at the
+    # talk's end is not counted): (500 + 250 + 0) / 3 = 250. LongYAAL = 3375 / 4.
+    # StreamLAAL (LAAL: stops after the first word at or past the sentence's end):
+    # 1000, 1000, (1500 + 750 + 1500) / 3, (500 + 250 + 0 + 250) / 4 -> 3500 / 4.
+    scores = score_longform(outputs(), talks_dir, tmp_path / "run", unit_seconds=0.5)["scores"]
+    assert scores["LongYAAL"] == 843.75
+    assert scores["StreamLAAL"] == 875
+    assert scores["LongYAAL_CA"] == 843.75  # no computation time
+
+
+def test_words_at_sentence_ends_are_exactly_there_at_0_4_s_a_word(talks_dir, tmp_path):
+    # 0.4 s is no binary fraction: rounded to 1/1024 s, the boundaries stay exact
+    scores = score_longform(outputs(), talks_dir, tmp_path / "run")["scores"]
+    assert scores["LongYAAL"] == pytest.approx(675, abs=0.5)
+    assert scores["StreamLAAL"] == pytest.approx(700, abs=0.5)
+
+
+def test_computation_aware_adds_the_computation_time(talks_dir, tmp_path):
+    # 0.125 s of computation per chunk: made incremental, every word comes 125 ms later.
+    scores = score_longform(outputs(0.125), talks_dir, tmp_path / "fixed", unit_seconds=0.5)
+    assert scores["scores"]["LongYAAL_CA"] == 843.75 + 125
+    assert scores["scores"]["StreamLAAL_CA"] == 875 + 125
+    cumulative = score_longform(outputs(0.125), talks_dir, tmp_path / "raw", fix_ca=False)
+    assert cumulative["scores"]["LongYAAL_CA"] > scores["scores"]["LongYAAL_CA"]
+
+
+def test_word_times_set_the_clock(talks_dir, tmp_path):
+    times = tmp_path / "times.txt"
+    # twice as slow as 0.5 s a word: every latency doubles
+    line = " ".join(str(1.0 * j) for j in range(1, 9))
+    times.write_text(f"{line}\n{line}\n")
+    result = score_longform(outputs(), talks_dir, tmp_path / "run", word_times=times)
+    assert result["scores"]["LongYAAL"] == 2 * 843.75
+    assert result["clock"] == {"word_times": str(times), "unit_seconds": None}
+
+
+def test_a_long_form_simuleval_log_is_scored_from_the_command_line(talks_dir, tmp_path, capsys):
+    log = tmp_path / "instances.log"
+    records = []
+    for index, chunks in enumerate(SCHEDULES.values()):
+        words = [(word, read) for text, read in chunks for word in text.split()]
+        records.append(
+            {
+                "index": index,
+                "prediction": " ".join(word for word, _ in words),
+                "delays": [read for _, read in words],
+                "elapsed": [0.0] * len(words),
+            }
+        )
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    folders = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path)]
+    main(["longform", *folders, "--ca-unit-seconds", "0.5"])
+    assert json.loads(capsys.readouterr().out)["LongYAAL"] == 843.75
+
+
+def test_a_log_line_with_too_few_delays_is_named(talks_dir, tmp_path):
+    log = tmp_path / "instances.log"
+    line = {"index": 0, "prediction": "a b c", "delays": [1, 2], "elapsed": [0, 0, 0]}
+    log.write_text(json.dumps(line) + "\n" + json.dumps({**line, "delays": [1, 2, 3]}) + "\n")
+    talks = longform.read_longform(talks_dir).talks
+    with pytest.raises(ValueError, match=r"instances.log: line 1: field 'delays' has 2 values"):
+        talk_outputs_from_log(log, talks)
+
+
+def test_shortform_yaal_matches_a_hand_computation(tmp_path):
+    log = tmp_path / "instances.log"
+    records = [
+        # gamma 4/4: (2 - 0) + (3 - 1), stop at the source end -> 2; CA delays
+        # 2.1 3.2 4.3 4.3 (elapsed / 0.4 s) -> (2.1 + 2.2) / 2
+        {"index": 0, "prediction": "a b c d", "reference": "a b c d\n", "source_length": 4,
+         "delays": [2, 3, 4, 4], "elapsed": [0.04, 0.08, 0.12, 0.12]},
+        # gamma 3/6: (1 - 0) + (4 - 2) -> 1.5; CA 1.5 4.5 6.5 -> (1.5 + 2.5) / 2
+        {"index": 1, "prediction": "x y z", "reference": "x y z\n", "source_length": 6,
+         "delays": [1, 4, 6], "elapsed": [0.2, 0.2, 0.2]},
+    ]  # fmt: skip
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    scores = shortform_latency(log, unit_seconds=0.4)
+    assert scores["YAAL"] == pytest.approx((2 + 1.5) / 2)
+    assert scores["YAAL_CA"] == pytest.approx((2.15 + 2.0) / 2)
+    # SWF: 4 of 7 words before their source end; EFSW: ((4 - 2) + (6 - 1.5)) / (4 + 6)
+    assert scores["SWF"] == pytest.approx(400 / 7)
+    assert scores["EFSW"] == pytest.approx(65)
+    assert scores["DSPTV"] == pytest.approx(65 - 400 / 7)
+    assert scores["degenerate"] == 0
+
+
+def test_shortform_log_missing_a_field_is_named(tmp_path):
+    log = tmp_path / "instances.log"
+    log.write_text(json.dumps({"prediction": "a", "delays": [1], "elapsed": [0]}) + "\n")
+    with pytest.raises(ValueError, match="line 1: field 'reference' missing"):
+        shortform_latency(log)
+
+
+def test_chinese_output_is_scored_by_character(tmp_path, monkeypatch):
+    pairs = [
+        ("a b c d", "我们今天去北京"),
+        ("e f", "他很高兴"),
+        ("g h i", "天气很好"),
+        ("j", "明天见"),
+    ]
+    monkeypatch.setattr(testsets, "read_pairs", lambda name: (pairs, "English", "Chinese"))
+    testsets.prepare_testset("wmt22.en-zh.talks2", tmp_path / "zh")
+    chunks = {
+        "talk0000": [Chunk("我们今天", 2, 0), Chunk("去北京", 4, 0), Chunk("他很 高兴", 6, 0)],
+        "talk0001": [Chunk("天气很好", 3, 0), Chunk("明天见", 4, 0)],
+    }
+    talks = [TalkOutput(talk, tuple(talk_chunks)) for talk, talk_chunks in chunks.items()]
+    result = score_longform(talks, tmp_path / "zh", tmp_path / "run", unit_seconds=0.5)
+    lines = (tmp_path / "run" / "omnisteval.resegmented.jsonl").read_text().splitlines()
+    assert [json.loads(line)["prediction"] for line in lines] == [r for _, r in pairs]
+    assert result["scores"]["BLEU"] == pytest.approx(100)
+    assert "--char_level --bleu_tokenizer zh" in result["omnisteval"]["command"]
+
+
+def test_a_chunk_reading_past_the_talk_is_named(talks_dir, tmp_path):
+    talks = outputs()
+    talks[1] = TalkOutput("talk0001", (Chunk("she", 9, 0.0),))
+    with pytest.raises(ValueError, match=r"talk0001: chunk 1: units_read 9 \(the talk has 8\)"):
+        score_longform(talks, talks_dir, tmp_path / "run")

@@ -1,0 +1,92 @@
+"""Paired bootstrap between the settings of a curve (sacrebleu's test, real BLEU)."""
+
+import json
+
+import pytest
+
+from east_agent.evaluation.reports import write_tables
+from east_agent.evaluation.significance import (
+    SIGNIFICANCE_COLUMNS,
+    compare,
+    compare_runs,
+    read_predictions,
+)
+
+REFERENCES = [
+    f"a {colour} dog runs across the {place} with a {thing} in its mouth ."
+    for colour in ("black", "brown", "white", "grey", "small")
+    for place in ("grass", "beach", "snow", "street")
+    for thing in ("ball", "stick", "toy")
+]  # 60 sentences
+
+
+def degrade(sentence: str, every: int) -> str:
+    words = sentence.split()
+    return " ".join(word for position, word in enumerate(words) if position % every)
+
+
+def test_a_clearly_better_setting_is_higher_and_an_equal_one_a_tie():
+    worse = [degrade(sentence, 2) for sentence in REFERENCES]
+    settings = [("low", worse), ("high", list(REFERENCES)), ("higher", list(REFERENCES))]
+    up, flat = compare("east", settings, REFERENCES, samples=200)
+    assert (up.from_setting, up.to_setting, up.verdict) == ("low", "high", "higher")
+    assert up.bleu_to == pytest.approx(100.0) and up.bleu_from < 60
+    assert up.p_value < 0.05 and up.ci95_to >= 0
+    assert flat.verdict == "tie" and flat.bleu_to == flat.bleu_from
+
+
+def test_a_worse_setting_is_lower():
+    (down,) = compare(
+        "waitk", [("k3", list(REFERENCES)), ("k5", [degrade(s, 3) for s in REFERENCES])],
+        REFERENCES, samples=200,
+    )  # fmt: skip
+    assert down.verdict == "lower" and down.row()["delta"] < 0
+
+
+def test_an_unfinished_run_is_named():
+    with pytest.raises(ValueError, match="east-high: 2 translations for 60 references"):
+        compare("east", [("low", REFERENCES), ("high", REFERENCES[:2])], REFERENCES)
+
+
+def write_log(folder, predictions):
+    folder.mkdir(parents=True)
+    lines = [json.dumps({"index": index, "prediction": text}) for index, text in predictions]
+    (folder / "instances.log").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_runs_are_read_by_index_and_only_shared_sentences_count(tmp_path):
+    # a run's log may be out of order (merged shards); --limit runs cover the first sentences
+    low = write_log(tmp_path / "low", [(1, REFERENCES[1]), (0, "a dog")])
+    high = write_log(tmp_path / "high", [(0, REFERENCES[0]), (1, REFERENCES[1]), (2, "x")])
+    assert read_predictions(low) == {0: "a dog", 1: REFERENCES[1]}
+    (comparison,) = compare_runs("east", [("low", low), ("high", high)], REFERENCES, samples=50)
+    assert comparison.bleu_to == pytest.approx(100.0)  # sentence 2 is not in both runs
+    write_tables([comparison.row()], tmp_path, SIGNIFICANCE_COLUMNS, "significance")
+    assert "| east | low | high |" in (tmp_path / "significance.md").read_text()
+    assert (tmp_path / "significance.csv").read_text().startswith("system,from,to,")
+
+
+def test_a_broken_log_line_is_named(tmp_path):
+    folder = write_log(tmp_path / "run", [(0, "a dog")])
+    with open(folder / "instances.log", "a") as handle:
+        handle.write('{"index": 1}\n')
+    with pytest.raises(ValueError, match=r"instances.log, line 2: not a SimulEval instance"):
+        read_predictions(folder)
+
+
+def test_a_prediction_holding_a_line_separator_is_one_line(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    records = [{"index": 0, "prediction": "a\u2028dog"}, {"index": 1, "prediction": "a\x85cat"}]
+    lines = [json.dumps(record, ensure_ascii=False) for record in records]
+    (folder / "instances.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert read_predictions(folder) == {0: "a\u2028dog", 1: "a\x85cat"}
+
+
+def test_a_log_that_is_not_utf8_is_named(tmp_path):
+    folder = write_log(tmp_path / "run", [(0, "a dog")])
+    with open(folder / "instances.log", "ab") as handle:
+        handle.write(b'{"index": 1, "prediction": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"instances.log: line 2: not UTF-8 \(byte 0xe9 at"):
+        read_predictions(folder)

@@ -1,0 +1,87 @@
+"""Test sets as SimulEval files, and every shipped evaluation config."""
+
+import gzip
+from pathlib import Path
+
+import pytest
+
+from east_agent.decoding.units import join_source_units
+from east_agent.evaluation import testsets
+from east_agent.evaluation.config import load_eval_config
+from east_agent.evaluation.testsets import available_testsets, prepare_testset, read_pairs
+
+# configs that check a direction (EAST and offline) rather than compare with wait-k
+DIRECTION_CHECKS = {"multi30k-fr-en"}
+CONFIGS = sorted((Path(__file__).resolve().parents[3] / "eval_configs").glob("*.yaml"))
+WMT22 = ["de-en", "cs-en", "ru-en", "zh-en", "en-de", "en-cs", "en-ru", "en-zh"]
+
+
+def test_all_benchmarks_of_the_paper_are_available():
+    names = available_testsets()
+    assert {f"wmt22.{d}" for d in WMT22} | {"wmt15.de-en", "multi30k.de-en"} <= set(names)
+
+
+@pytest.mark.parametrize("name", [f"wmt22.{d}" for d in WMT22] + ["wmt15.de-en", "multi30k.fr-en"])
+def test_prepared_files_line_up(name, east_tokenizer, tmp_path):
+    prepared = prepare_testset(name, tmp_path, east_tokenizer)
+    sources = prepared.source.read_text().splitlines()
+    references = prepared.reference.read_text().splitlines()
+    pairs, src_lang, tgt_lang = read_pairs(name)
+    assert len(sources) == len(references) == len(pairs) == prepared.sentences
+    for (source, reference), units, written in zip(pairs, sources, references):
+        assert join_source_units(units.split(), src_lang) == " ".join(source.split())
+        assert written == " ".join(reference.split())
+    chinese_target = tgt_lang == "Chinese"
+    assert prepared.eval_latency_unit == ("char" if chinese_target else "word")
+    assert prepared.sacrebleu_tokenizer == ("zh" if chinese_target else "13a")
+
+
+def test_chinese_sources_are_split_into_character_groups(east_tokenizer, tmp_path):
+    prepared = prepare_testset("wmt22.zh-en", tmp_path, east_tokenizer)
+    first = prepared.source.read_text().splitlines()[0]
+    # 是否有途径处罚他: Llama-3 has one token for 是否, and 途, 径, 处, 罚 are one each.
+    assert first.split() == ["是否", "有", "途", "径", "处", "罚", "他"]
+
+
+def test_unknown_testset_lists_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="unknown test set 'wmt99.de-en'.*wmt22.de-en"):
+        prepare_testset("wmt99.de-en", tmp_path)
+
+
+def test_chinese_source_needs_the_tokenizer(tmp_path):
+    with pytest.raises(ValueError, match="needs the checkpoint's tokenizer"):
+        prepare_testset("wmt22.zh-en", tmp_path)
+
+
+def test_multi30k_sentences_with_line_separators_stay_paired(tmp_path, monkeypatch):
+    folder = tmp_path / "multi30k"
+    folder.mkdir()
+    texts = {"de": "ein\u2028Hund\nzwei\x85Katzen\n", "en": "a dog\ntwo\x0ccats\n"}
+    for language, text in texts.items():
+        (folder / f"val.{language}.gz").write_bytes(gzip.compress(text.encode()))
+    monkeypatch.setattr(testsets, "DATA", tmp_path)
+    pairs, _, _ = read_pairs("multi30k-val.de-en")
+    assert pairs == [("ein\u2028Hund", "a dog"), ("zwei\x85Katzen", "two\x0ccats")]
+
+
+def test_configs_cover_the_paper():
+    names = {path.stem for path in CONFIGS}
+    assert {f"wmt22-{d}" for d in WMT22} | {"wmt15-de-en", "multi30k-de-en"} <= names
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda path: path.stem)
+def test_config_loads_and_states_its_command(path):
+    config = load_eval_config(path)
+    assert f"east-eval eval_configs/{path.name}" in "".join(path.read_text().splitlines()[:4])
+    assert config.testset in available_testsets()
+    runs = {run.name: run for run in config.runs()}
+    levels = ["low", "low-medium", "medium", "medium-high", "high"]
+    assert {f"east-{level}" for level in levels} <= set(runs)
+    offline = [run for name, run in runs.items() if name.startswith("offline-k")]
+    assert [run.flags["prompt"] for run in offline] == ["offline"]
+    if path.stem in DIRECTION_CHECKS:
+        return
+    for k in (1, 3, 5, 7, 9):
+        assert runs[f"waitk-offline-k{k}"].flags == {"prompt": "offline", "waitk": k}
+        assert runs[f"waitk-east-k{k}"].flags == {"prompt": "east", "waitk": k}
+    assert {"AL_CA", "LAAL_CA", "LAAL", "AL"} <= set(config.latency_metrics)

@@ -1,0 +1,108 @@
+"""Loading checkpoints and adapters, and refusing what is not an EAST checkpoint."""
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from east_agent.lm.checkpoint import (
+    CheckpointError,
+    east_token_ids,
+    load_east_checkpoint,
+    merge_adapter,
+    resolve_dtype,
+)
+from tiny_east import build_chat_llama3_tokenizer, tiny_llama_config
+
+
+def test_east_token_ids_of_the_llama3_format(east_tokenizer):
+    ids = east_token_ids(east_tokenizer, generation_eos=[128001, 128009])
+    assert (ids.end_of_read, ids.end_of_write) == (128256, 128257)
+    assert ids.eos == (128009, 128001)
+    assert set(ids.read_suppressed) == {128009, 128001, 128257, 128000}
+    assert set(ids.write_suppressed) == {128256, 128000}
+    assert set(ids.write_stops) == {128009, 128001, 128257}
+
+
+def test_tokenizer_without_east_tokens_is_not_an_east_checkpoint(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    plain = build_chat_llama3_tokenizer()
+    plain.chat_template = None
+    LlamaForCausalLM(tiny_llama_config(plain, num_hidden_layers=1)).save_pretrained(tmp_path)
+    plain.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="no <\\|end-of-read\\|> / <\\|end-of-write\\|>"):
+        load_east_checkpoint(tmp_path)
+
+
+def test_missing_model_path(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_east_checkpoint(tmp_path / "nowhere")
+
+
+def test_local_looking_path_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(CheckpointError, match="'models/east' does not exist"):
+        load_east_checkpoint("models/east")
+
+
+def test_unreachable_hub_id_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    with pytest.raises(CheckpointError, match="'no-org/no-model' is no local directory"):
+        load_east_checkpoint("no-org/no-model")
+
+
+def test_model_path_that_is_a_file(tmp_path):
+    path = tmp_path / "model.bin"
+    path.write_text("x")
+    with pytest.raises(CheckpointError, match="is a file"):
+        load_east_checkpoint(path)
+
+
+def test_model_path_without_config(tmp_path):
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_east_checkpoint(tmp_path)
+
+
+def test_checkpoint_loads_for_inference(east_checkpoint, east_model):
+    model, tokenizer = load_east_checkpoint(east_checkpoint)
+    assert not model.training
+    assert model.dtype == torch.float32  # "auto" on CPU
+    ids = torch.tensor([[128000, 128006, 882]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, east_model(ids).logits)
+    assert east_token_ids(tokenizer).end_of_read == 128256
+
+
+def test_lora_adapter_is_merged(east_checkpoint, east_model, tmp_path):
+    peft_model = get_peft_model(
+        load_east_checkpoint(east_checkpoint)[0],
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    with torch.no_grad():
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)  # a trained adapter: B is no longer zero
+    peft_model.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[128000, 128006, 882, 128007, 271]])
+    with torch.no_grad():
+        expected = peft_model(ids).logits
+        merged, _ = load_east_checkpoint(east_checkpoint, adapter_path=tmp_path / "adapter")
+        actual = merged(ids).logits
+        base = east_model(ids).logits
+    torch.testing.assert_close(actual, expected, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(actual, base, atol=1e-3)
+
+
+def test_adapter_path_without_adapter_config(east_model, tmp_path):
+    with pytest.raises(CheckpointError, match="no adapter_config.json"):
+        merge_adapter(east_model, tmp_path)
+
+
+def test_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="unknown --torch-dtype 'fp8'"):
+        resolve_dtype("fp8", "cpu")
+    assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
+    assert resolve_dtype("auto", "cuda") == "auto"

@@ -1,0 +1,168 @@
+"""`east-simuleval --batch-size N`: SimulEval's output folder, N sentences at a time."""
+
+import json
+import subprocess
+
+import pytest
+from commands import (
+    WAITK_AGENT_FILE,
+    agent_arguments,
+    console_script,
+    run_simuleval,
+    write_toy_test_set,
+)
+from kill import sigkill_after_lines
+
+from east_agent.simuleval_glue.instance_log import finished_records
+
+WAITK_AGENT = WAITK_AGENT_FILE
+SCORES = ("BLEU", "LAAL", "AL", "AP", "DAL", "ATD")
+
+
+def write_test_set(folder, count, seed):
+    write_toy_test_set(folder, count, seed)
+    return folder
+
+
+def instances(output):
+    return [json.loads(line) for line in (output / "instances.log").read_text().splitlines()]
+
+
+def without_timing(records):
+    return [{key: value for key, value in r.items() if key != "elapsed"} for r in records]
+
+
+def scores(output):
+    header, values = (output / "scores.tsv").read_text().splitlines()[:2]
+    return dict(zip(header.split("\t"), values.split("\t")))
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+    return write_test_set(tmp_path_factory.mktemp("batch-set"), 7, seed=11)
+
+
+@pytest.mark.parametrize(
+    "agent_flags",
+    [
+        ["--latency", "low"],
+        ["--latency", "medium", "--num-beams", "3"],
+        ["--agent", WAITK_AGENT, "--waitk", "2", "--prompt", "offline"],
+        ["--agent", WAITK_AGENT, "--waitk", "2", "--prompt", "east"],
+    ],
+    ids=["east", "east-beam3", "waitk-offline", "waitk-east"],
+)
+def test_batched_run_writes_what_simulevals_loop_writes(
+    east_checkpoint, test_set, tmp_path, agent_flags
+):
+    outputs = {}
+    for batch in (1, 3):
+        output = tmp_path / f"batch-{batch}"
+        arguments = agent_arguments(east_checkpoint, test_set, output, *agent_flags)
+        result = run_simuleval(*arguments, "--batch-size", batch)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[batch] = output
+    sequential, batched = instances(outputs[1]), instances(outputs[3])
+    assert [r["index"] for r in batched] == list(range(7))  # in index order at the end
+    assert list(batched[0]) == list(sequential[0])  # SimulEval's fields, in its order
+    assert without_timing(batched) == without_timing(sequential)
+    for record in batched:
+        assert len(record["elapsed"]) == len(record["delays"])
+        assert record["elapsed"] == sorted(record["elapsed"]) and record["elapsed"][-1] > 0
+    assert {k: scores(outputs[3])[k] for k in SCORES} == {k: scores(outputs[1])[k] for k in SCORES}
+    record = json.loads((outputs[3] / "batch.json").read_text())
+    assert record["streams"] == 3 and "sharing the device" in record["computation_aware"]
+    assert not (outputs[1] / "batch.json").exists()
+
+
+def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, test_set, tmp_path):
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
+    assert run_simuleval(*arguments, "--batch-size", 3).returncode == 0
+    full = instances(output)
+    # a run killed after sentences 4 and 1 (finished out of order) and halfway through a line
+    kept = [dict(full[4], prediction="kept, not decoded again"), full[1]]
+    torn = json.dumps(full[0])[:40]
+    (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in kept) + torn)
+    (output / "scores.tsv").unlink()
+    result = run_simuleval(*arguments, "--batch-size", 3, "--continue-unfinished")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = instances(output)
+    assert [r["index"] for r in resumed] == list(range(7))
+    assert resumed[4]["prediction"] == "kept, not decoded again"
+    assert without_timing(resumed[:4]) == without_timing(full[:4])
+    assert without_timing(resumed[5:]) == without_timing(full[5:])
+
+
+@pytest.mark.parametrize("batch", [1, 2], ids=["simulevals-loop", "batched"])
+def test_sigkill_keeps_every_finished_sentence(east_checkpoint, tmp_path, batch):
+    folder = write_test_set(tmp_path / "set", 150, seed=12)
+    output = tmp_path / "out"
+    command = [
+        console_script("east-simuleval"),
+        *map(str, agent_arguments(east_checkpoint, folder, output, "--latency", "low")),
+        "--batch-size", str(batch), "--no-progress-bar",
+    ]  # fmt: skip
+    log = output / "instances.log"
+    sigkill_after_lines(command, log, 5)
+    text = log.read_text()
+    complete = text[: text.rfind("\n") + 1].splitlines()
+    assert len(complete) >= 5 and all(json.loads(line) for line in complete)
+    survivors = finished_records(log)  # what a resumed run starts from
+    assert len(survivors) == len(complete) < 150
+    result = subprocess.run([*command, "--continue-unfinished"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = instances(output)
+    assert [r["index"] for r in resumed] == list(range(150))
+    for survivor in survivors:  # finished before the kill: kept as they were
+        assert resumed[survivor["index"]] == survivor
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_batch_size_is_refused_before_loading(east_checkpoint, test_set, tmp_path, value):
+    arguments = agent_arguments(east_checkpoint, test_set, tmp_path / "out")
+    result = run_simuleval(*arguments, "--batch-size", value, timeout=120)
+    assert result.returncode != 0
+    assert "--batch-size" in result.stderr and "at least 1" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path):
+    folder = write_test_set(tmp_path / "set", 4, seed=13)
+    lines = (folder / "src.txt").read_text().splitlines()
+    lines.insert(2, " ".join(["rote"] * 300))
+    (folder / "src.txt").write_text("\n".join(lines) + "\n")
+    references = (folder / "ref.txt").read_text().splitlines()
+    references.insert(2, "red")
+    (folder / "ref.txt").write_text("\n".join(references) + "\n")
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, folder, output, "--max-context", "200")
+    result = run_simuleval(*arguments, "--batch-size", 2)
+    assert result.returncode != 0
+    assert "1 of 5 sentences failed" in result.stderr
+    assert "sentence 2 (300 units)" in result.stderr and "more than 200 tokens" in result.stderr
+    assert sorted(r["index"] for r in instances(output)) == [0, 1, 3, 4]
+    assert not (output / "scores.tsv").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_unequal_line_counts_are_refused_before_loading(tmp_path, batch):
+    folder = write_test_set(tmp_path / "set", 3, seed=14)
+    (folder / "ref.txt").write_text("the cat\n")
+    missing_model = tmp_path / "never-loaded"
+    arguments = agent_arguments(missing_model, folder, tmp_path / "out")
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode != 0
+    assert "src.txt has 3 lines but" in result.stderr and "ref.txt has 1" in result.stderr
+
+
+def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    record = {"index": 0, "prediction": "a cat", "delays": [1, 2], "elapsed": [0.1, 0.2]}
+    (output / "instances.log").write_text(json.dumps(record) + "\n" + json.dumps(record)[:25])
+    (output / "config.yaml").write_text("source_type: text\ntarget_type: text\n")
+    result = run_simuleval("--score-only", "--output", output, timeout=120)
+    assert result.returncode != 0
+    assert f"{output / 'instances.log'}: line 2: not a complete JSON record" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,218 @@
+"""Shared-task paths: a standalone agent server evaluated over HTTP, a --system-dir, COMET."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import types
+
+import pytest
+import requests
+from commands import AGENT_FILE, console_script, write_toy_test_set
+
+from east_agent.simuleval_glue.system_dir import system_config, write_system_dir
+
+
+@pytest.fixture(scope="module")
+def test_set(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shared-task")
+    write_toy_test_set(folder, 3, seed=11)
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def scores(folder):
+    header, values = (folder / "scores.tsv").read_text().splitlines()
+    return dict(zip(header.split("\t"), values.split("\t")))
+
+
+def run(*command, timeout=300):
+    result = subprocess.run(
+        list(map(str, command)), capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+AGENT_FLAGS = ["--src-lang", "de", "--tgt-lang", "en", "--latency", "low"]
+
+
+def wait_for_server(server, port):
+    deadline = time.time() + 120
+    while True:
+        assert server.poll() is None, server.stderr.read()[-3000:]
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok:
+                return
+        except requests.ConnectionError:
+            assert time.time() < deadline, "the agent server did not come up"
+            time.sleep(0.2)
+
+
+def non_loopback_address():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_two_clients_of_one_server_each_get_a_local_runs_scores(
+    east_checkpoint, test_set, tmp_path
+):
+    local = tmp_path / "local"
+    run(
+        console_script("east-simuleval"), "--agent", AGENT_FILE, "--model-path", east_checkpoint,
+        *AGENT_FLAGS, "--source", test_set / "src.txt", "--target", test_set / "ref.txt",
+        "--output", local,
+    )  # fmt: skip
+    port = free_port()
+    server = subprocess.Popen(
+        [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
+         "--agent", str(AGENT_FILE), "--model-path", str(east_checkpoint), *AGENT_FLAGS,
+         "--batch-size", "2", "--session-timeout", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_server(server, port)
+        clients = [
+            subprocess.Popen(
+                [
+                    console_script("east-remote-eval"),
+                    "--remote-address",
+                    "127.0.0.1",
+                    "--remote-port",
+                    str(port),
+                    "--source",
+                    str(test_set / "src.txt"),
+                    "--target",
+                    str(test_set / "ref.txt"),
+                    "--output",
+                    str(tmp_path / name),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+            for name in ("first", "second")
+        ]
+        for client in clients:
+            assert client.wait(timeout=300) == 0, client.stderr.read()[-3000:]
+        check_sessions_and_bad_requests(f"http://127.0.0.1:{port}")
+        address = non_loopback_address()
+        if address is not None:  # the server listens on the loopback interface only
+            with pytest.raises(requests.ConnectionError):
+                requests.get(f"http://{address}:{port}/", timeout=2)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    local_scores = scores(local)
+    local_log = [json.loads(line) for line in (local / "instances.log").read_text().splitlines()]
+    for name in ("first", "second"):
+        remote_scores = scores(tmp_path / name)
+        for metric in ("BLEU", "LAAL", "AL", "AP", "DAL"):
+            assert remote_scores[metric] == local_scores[metric], (name, metric)
+        remote_log = (tmp_path / name / "instances.log").read_text().splitlines()
+        remote_log = [json.loads(line) for line in remote_log]
+        assert [r["prediction"] for r in remote_log] == [r["prediction"] for r in local_log]
+        assert [r["delays"] for r in remote_log] == [r["delays"] for r in local_log]
+
+
+def check_sessions_and_bad_requests(url):
+    for body, message in [
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (b'{"content": "Haus"}', "no 'data_type'"),
+        (b'{"data_type": "text", "finished": false}', "string 'content'"),
+    ]:
+        reply = requests.put(f"{url}/input", data=body, headers={"X-Session-Id": "bad"})
+        assert reply.status_code == 400 and message in reply.json()["error"], reply.text
+    requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
+    assert requests.get(f"{url}/").json()["sessions"] == 0  # the clients closed theirs
+    requests.post(f"{url}/reset").raise_for_status()  # the legacy session
+    requests.post(f"{url}/reset", headers={"X-Session-Id": "a"}).raise_for_status()
+    full = requests.post(f"{url}/reset", headers={"X-Session-Id": "b"})
+    assert full.status_code == 503 and "all 2 streams are in use" in full.json()["error"]
+    deadline = time.time() + 30
+    while requests.get(f"{url}/").json()["sessions"]:
+        assert time.time() < deadline, "idle sessions were not dropped"
+        time.sleep(0.5)
+    requests.post(f"{url}/reset", headers={"X-Session-Id": "b"}).raise_for_status()
+
+
+def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_path):
+    flags = {"src_lang": "de", "tgt_lang": "en", "latency": "low", "document_level": False}
+    folder = write_system_dir(tmp_path / "submission", east_checkpoint, flags)
+    assert (folder / "model").is_symlink()
+    main = (folder / "main.yaml").read_text()
+    assert "agent_class: east_agent.agent.EastAgent" in main
+    assert "document_level" not in main  # SimulEval would turn `false` into the flag
+    run(
+        console_script("simuleval"), "--system-dir", folder, "--source", test_set / "src.txt",
+        "--target", test_set / "ref.txt", "--output", tmp_path / "out",
+    )  # fmt: skip
+    assert len((tmp_path / "out" / "instances.log").read_text().splitlines()) == 3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"latency": "very low"}, "splits YAML values on spaces"),
+        ({"latncy": "low"}, "rejects these flags"),
+    ],
+)
+def test_system_dir_refuses_what_simuleval_would_mangle(flags, message):
+    with pytest.raises(ValueError, match=message):
+        system_config("east", {"src_lang": "de", "tgt_lang": "en", **flags})
+
+
+def test_comet_needs_a_local_checkpoint(tmp_path):
+    from east_agent.simuleval_glue.comet_scorer import CometScorer
+
+    with pytest.raises(ValueError, match="needs --comet-checkpoint"):
+        CometScorer(None)
+    with pytest.raises(FileNotFoundError, match="model.ckpt does not exist"):
+        CometScorer(str(tmp_path / "model.ckpt"))
+
+
+def test_comet_scorer_feeds_sources_predictions_and_references(tmp_path, monkeypatch):
+    from east_agent.simuleval_glue.comet_scorer import CometScorer
+
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"weights")
+    seen = {}
+
+    class FakeComet:
+        def predict(self, data, batch_size, gpus, progress_bar):
+            seen["data"] = data
+            return types.SimpleNamespace(scores=[0.5, 0.7], system_score=0.6)
+
+    fake = types.ModuleType("comet")
+    fake.load_from_checkpoint = lambda path: seen.setdefault("path", path) and FakeComet()
+    monkeypatch.setitem(sys.modules, "comet", fake)
+    instances = {
+        0: types.SimpleNamespace(source="Hallo", prediction="Hello", reference="Hi", metrics={}),
+        1: types.SimpleNamespace(source="Ja", prediction="Yes", reference="Yes", metrics={}),
+    }
+    assert CometScorer(str(checkpoint))(instances) == pytest.approx(60.0)
+    assert seen["path"] == str(checkpoint)
+    assert seen["data"][0] == {"src": "Hallo", "mt": "Hello", "ref": "Hi"}
+    assert instances[1].metrics["COMET"] == pytest.approx(70.0)
+
+
+def test_comet_without_the_extra_is_a_clear_error(tmp_path, monkeypatch):
+    from east_agent.simuleval_glue.comet_scorer import CometScorer
+
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"weights")
+    monkeypatch.setitem(sys.modules, "comet", None)
+    with pytest.raises(ImportError, match=r"east-simul\[comet\]"):
+        CometScorer(str(checkpoint))

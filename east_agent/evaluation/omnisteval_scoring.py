@@ -42,7 +42,7 @@ from omnisteval.io import format_report, load_resegmentation_inputs
 
 from east_agent.common.atomic import write_atomically
 from east_agent.common.entry import command_line
-from east_agent.common.text_lines import iter_lines
+from east_agent.common.text_lines import iter_lines, read_lines
 from east_agent.evaluation.longform import (
     DEFAULT_UNIT_SECONDS,
     LongformSet,
@@ -97,6 +97,8 @@ class OmnistevalInputs:
     hypothesis: Path
     segmentation: Path
     reference: Path
+    source: Path  # the source sentences, for COMET
+    talks: tuple[Talk, ...]  # those scored
 
 
 def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dict]:
@@ -111,7 +113,9 @@ def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dic
             raise ValueError(f"{path}: line {number}: invalid JSON: {error.msg}") from None
         for name, kind in fields.items():
             if not isinstance(record.get(name), kind):
-                raise ValueError(f"{path}: line {number}: field {name!r} missing or not a {kind}")
+                raise ValueError(
+                    f"{path}: line {number}: field {name!r} missing or not a {kind.__name__}"
+                )
         record["_line"] = number
         records.append(record)
     return records
@@ -126,12 +130,16 @@ def output_units(text: str, char_level: bool) -> list[str]:
 def talk_outputs_from_log(
     path: str | Path, talks: Sequence[Talk], char_level: bool = False
 ) -> list[TalkOutput]:
-    """The per-talk outputs of a long-form SimulEval run (one log line per talk)."""
-    records = sorted(read_log(path), key=lambda record: record.get("index", 0))
-    if len(records) != len(talks):
-        raise ValueError(f"{path}: {len(records)} talks logged, the test set has {len(talks)}")
-    pairs = zip(records, talks)
-    return [log_talk_output(path, record, talk, char_level) for record, talk in pairs]
+    """The per-talk outputs of a long-form SimulEval run (one log line per talk, its
+    `index` the talk's; a run of some talks, `--end-index` say, gives those)."""
+    records = sorted(read_log(path), key=lambda record: record.get("index", -1))
+    for record in records:
+        if not isinstance(record.get("index"), int) or not 0 <= record["index"] < len(talks):
+            raise ValueError(
+                f"{path}: line {record['_line']}: field 'index' must be a talk number "
+                f"0..{len(talks) - 1}, got {record.get('index')!r}"
+            )
+    return [log_talk_output(path, r, talks[r["index"]], char_level) for r in records]
 
 
 def log_talk_output(path: str | Path, record: dict, talk: Talk, char_level: bool) -> TalkOutput:
@@ -211,27 +219,46 @@ def write_omnisteval_inputs(
     outputs: Sequence[TalkOutput],
     times: Sequence[Sequence[float]],
 ) -> OmnistevalInputs:
-    check_talks(testset, outputs)
+    numbers = scored_talks(testset, outputs)
+    talks = [testset.talks[number] for number in numbers]
+    times = [times[number] for number in numbers]
     inputs = OmnistevalInputs(
         hypothesis=folder / "omnisteval.hypothesis.jsonl",
         segmentation=folder / "omnisteval.segmentation.json",
-        reference=testset.reference_sentences,
+        reference=folder / "omnisteval.reference.txt",
+        source=folder / "omnisteval.source.txt",
+        talks=tuple(talks),
     )
-    records = hypothesis_records(outputs, times, testset.char_level)
-    write_jsonl(inputs.hypothesis, records)
-    segments = speech_segmentation(testset.talks, times)
+    copies = {
+        inputs.reference: testset.reference_sentences,
+        inputs.source: testset.source_sentences,
+    }
+    for path, sentences in copies.items():
+        write_atomically(path, "".join(line + "\n" for line in talk_lines(sentences, talks)))
+    write_jsonl(inputs.hypothesis, hypothesis_records(outputs, times, testset.char_level))
+    segments = speech_segmentation(talks, times)
     write_atomically(inputs.segmentation, json.dumps(segments, indent=0) + "\n")
     return inputs
 
 
-def check_talks(testset: LongformSet, outputs: Sequence[TalkOutput]) -> None:
-    expected = [talk.talk_id for talk in testset.talks]
-    got = [output.talk_id for output in outputs]
-    if got != expected:
+def scored_talks(testset: LongformSet, outputs: Sequence[TalkOutput]) -> list[int]:
+    """The test set's numbers of the talks `outputs` are for: each once, in its order."""
+    numbers = {talk.talk_id: number for number, talk in enumerate(testset.talks)}
+    for output in outputs:
+        if output.talk_id not in numbers:
+            raise ValueError(f"{testset.folder}: no talk {output.talk_id!r} in the test set")
+    found = [numbers[output.talk_id] for output in outputs]
+    if not found or found != sorted(set(found)):
         raise ValueError(
-            f"{testset.folder}: outputs for talks {got[:3]}... ({len(got)}), the test set "
-            f"has {expected[:3]}... ({len(expected)}) in that order"
+            f"{testset.folder}: outputs must be for distinct talks in the test set's order, "
+            f"got {[output.talk_id for output in outputs][:5]}"
         )
+    return found
+
+
+def talk_lines(path: Path, talks: Sequence[Talk]) -> list[str]:
+    lines = read_lines(path)
+    return [line for talk in talks for line in lines[talk.first_sentence :][: talk.sentences]]
 
 
 def write_jsonl(path: Path, records: Sequence[dict]) -> None:
@@ -242,7 +269,9 @@ def moses_language(testset: LongformSet) -> str | None:
     return None if testset.tgt_code in ("zh", "ja") else testset.tgt_code
 
 
-def omnisteval_command(inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool) -> str:
+def omnisteval_command(
+    inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool, comet: bool
+) -> str:
     """The CLI call that scores the same files (to check or rerun by hand)."""
     lang = moses_language(testset)
     parts = [
@@ -254,6 +283,7 @@ def omnisteval_command(inputs: OmnistevalInputs, testset: LongformSet, fix_ca: b
         "--char_level" if testset.char_level else "--word_level",
         f"--bleu_tokenizer {testset.sacrebleu_tokenizer}",
         "--fix_simuleval_emission_ca" if fix_ca else "",
+        f"--comet --source_sentences_file {inputs.source}" if comet else "",
     ]
     return " ".join(part for part in parts if part)
 
@@ -278,7 +308,7 @@ def run_omnisteval(
         char_level=testset.char_level,
         lang=moses_language(testset),
     )
-    sources = list(iter_lines(testset.source_sentences)) if comet else None
+    sources = read_lines(inputs.source) if comet else None
     scores, empty, normalization = evaluate_instances(
         instances,
         is_longform=True,
@@ -319,8 +349,9 @@ def score_longform(
     write_atomically(output_dir / "omnisteval.report.txt", report + "\n")
     result = {
         "testset": testset.name,
-        "talks": len(testset.talks),
-        "reference_sentences": sum(talk.sentences for talk in testset.talks),
+        "talks": len(inputs.talks),
+        "testset_talks": len(testset.talks),
+        "reference_sentences": sum(talk.sentences for talk in inputs.talks),
         "scores": {
             column: finite_or_none(raw[key]) for column, key in LONGFORM_KEYS.items() if key in raw
         },
@@ -333,7 +364,7 @@ def score_longform(
             "version": omnisteval.__version__,
             "fix_simuleval_emission_ca": fix_ca,
             "scores": {key: finite_or_none(value) for key, value in raw.items()},
-            "command": omnisteval_command(inputs, testset, fix_ca),
+            "command": omnisteval_command(inputs, testset, fix_ca, comet),
         },
     }
     write_atomically(output_dir / "longform_scores.json", json.dumps(result, indent=2) + "\n")

@@ -181,3 +181,14 @@ def test_a_chunk_reading_past_the_talk_is_named(talks_dir, tmp_path):
     talks[1] = TalkOutput("talk0001", (Chunk("she", 9, 0.0),))
     with pytest.raises(ValueError, match=r"talk0001: chunk 1: units_read 9 \(the talk has 8\)"):
         score_longform(talks, talks_dir, tmp_path / "run")
+
+
+def test_a_run_of_some_talks_is_scored_on_their_sentences(talks_dir, tmp_path):
+    # talk0001 alone: sentences 1125 and 250 (0.5 s a word; see the hand computation above)
+    result = score_longform(outputs()[1:], talks_dir, tmp_path / "run", unit_seconds=0.5)
+    assert (result["talks"], result["testset_talks"], result["reference_sentences"]) == (1, 2, 2)
+    assert result["scores"]["LongYAAL"] == (1125 + 250) / 2
+    written = (tmp_path / "run" / "omnisteval.reference.txt").read_text().splitlines()
+    assert written == [reference for _, reference in PAIRS[2:]]
+    with pytest.raises(ValueError, match="distinct talks in the test set's order"):
+        score_longform(outputs()[::-1], talks_dir, tmp_path / "run")

@@ -33,7 +33,6 @@ from those columns: the same numbers whether the samples were tokenized or loade
 from __future__ import annotations
 
 import codecs
-import gzip
 import hashlib
 import itertools
 import json
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from east_agent.common.records import RecordError
+from east_agent.common.text_lines import bad_byte, not_utf8, open_binary
 from east_agent.decoding.prompt import (
     END_OF_READ,
     END_OF_WRITE,
@@ -222,21 +222,12 @@ class DataReport:
         ]
 
 
-def _open_binary(path: Path) -> BinaryIO:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def _not_utf8(line: bytes, start: int) -> str:
-    column = len(line[:start].decode("utf-8")) + 1
-    return f"not UTF-8 (byte 0x{line[start]:02x} at column {column})"
-
-
 def _parse_line(line: bytes) -> tuple[dict | None, str | None]:
     """(record, None) or (None, what is wrong with the line)."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as error:
-        return None, _not_utf8(line, error.start)
+        return None, not_utf8(line, error.start)
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -251,9 +242,7 @@ def _json_list(data: bytes, path: Path) -> Iterator[RawRecord]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
-        number = data.count(b"\n", 0, error.start) + 1
-        start = data.rfind(b"\n", 0, error.start) + 1
-        problem = _not_utf8(data[start:], error.start - start)
+        number, problem = bad_byte(data, error.start)
         raise RecordError(
             f"{path}: line {number}: {problem}; a JSON list file is read whole, so this "
             "cannot be skipped"
@@ -296,7 +285,7 @@ def iter_records(path: str | Path) -> Iterator[RawRecord]:
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
     try:
-        with _open_binary(path) as handle:
+        with open_binary(path) as handle:
             yield from _records_in(handle, path)
     except (OSError, EOFError, zlib.error) as error:
         raise RecordError(f"{path}: cannot read: {error}") from None

@@ -32,15 +32,23 @@ def strip_newline(raw: bytes) -> bytes:
     return raw[:-1] if raw.endswith(b"\n") else raw
 
 
+def not_utf8(raw: bytes, start: int) -> str:
+    """What is wrong with a line whose byte `start` is not UTF-8 (column in characters)."""
+    column = len(raw[:start].decode("utf-8")) + 1
+    return f"not UTF-8 (byte 0x{raw[start]:02x} at column {column})"
+
+
+def bad_byte(data: bytes, start: int) -> tuple[int, str]:
+    """The line number of a whole file's bad byte at `start`, and what is wrong there."""
+    line_start = data.rfind(b"\n", 0, start) + 1
+    return data.count(b"\n", 0, start) + 1, not_utf8(data[line_start:], start - line_start)
+
+
 def decode_line(path: str | Path, number: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        column = len(raw[: error.start].decode("utf-8")) + 1
-        byte = raw[error.start]
-        raise TextFileError(
-            f"{path}: line {number}: not UTF-8 (byte 0x{byte:02x} at column {column})"
-        ) from None
+        raise TextFileError(f"{path}: line {number}: {not_utf8(raw, error.start)}") from None
 
 
 def iter_lines(path: str | Path) -> Iterator[str]:
@@ -62,11 +70,8 @@ def read_text(path: str | Path) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as error:
-        start = data.rfind(b"\n", 0, error.start) + 1
-        end = data.find(b"\n", error.start)
-        number = data.count(b"\n", 0, error.start) + 1
-        decode_line(path, number, data[start : end if end >= 0 else len(data)])
-        raise  # not reached: the line holds the bad byte
+        number, problem = bad_byte(data, error.start)
+        raise TextFileError(f"{path}: line {number}: {problem}") from None
 
 
 def read_simuleval_lines(path: str | Path) -> list[str]:

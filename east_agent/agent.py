@@ -68,6 +68,7 @@ class EastAgent(StreamingAgent):
             cache_budget=args.cache_budget,
             context_words=args.context_words,
             segment_units=args.segment_units,
+            context_across_sentences=args.context_across_sentences,
         )
 
     @classmethod

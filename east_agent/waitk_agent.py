@@ -7,6 +7,8 @@
 `--prompt offline` is the classic LLM wait-k for any chat LLM (offline translation prompt
 over the source prefix); `--prompt east` drives an EAST checkpoint with the wait-k schedule
 on its own interleaved stream (the EAST prompt's latency level from `--latency`).
+`--long-form` reads a talk per line with a bounded cache, the schedule starting again in
+each segment (`east_agent.decoding.long_form`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from east_agent.simuleval_glue.adapter import (
     StreamingAgent,
     add_decoding_args,
     add_latency_arg,
+    add_long_form_args,
     add_model_args,
     check_max_context,
     load_east,
@@ -47,6 +50,7 @@ class WaitkAgent(StreamingAgent):
             choices=PROMPTS,
             help="offline: any chat LLM, offline prompt; east: an EAST checkpoint's own stream",
         )
+        add_long_form_args(parser)
 
     @classmethod
     def decoding_config(cls, args: argparse.Namespace) -> WaitkConfig:
@@ -59,6 +63,11 @@ class WaitkAgent(StreamingAgent):
             args.kv_cache,
             prompt=args.prompt,
             latency=args.latency,
+            long_form=args.long_form,
+            cache_budget=args.cache_budget,
+            context_words=args.context_words,
+            segment_units=args.segment_units,
+            context_across_sentences=args.context_across_sentences,
         )
 
     @classmethod

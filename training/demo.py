@@ -21,7 +21,9 @@ Steps (outputs under `--workdir`, default outputs/demo):
 - eval:   `east-eval eval_configs/multi30k-de-en.yaml` on the merged model (test_2016,
           the main grid), its EAST runs on Multi30k val (the numbers Stage II's settings
           were chosen by), `eval_configs/multi30k-fr-en.yaml` (Stage II's direction), and
-          both German→English EAST grids again with `--num-beams 5` (the paper's decoding);
+          both German→English EAST grids again with `--num-beams 5` (the paper's decoding),
+          and `eval_configs/multi30k-de-en.talks50.yaml` (the test set as unsegmented talks,
+          against the same text as gold sentences);
 - card:   `--output` (default models/east-demo): the model, its alignments, results.md,
           curves.png and README.md, the model card with commands, data, seed, metrics and
           the time each step took.
@@ -185,13 +187,15 @@ class Evaluation(NamedTuple):
 
 # folder under --workdir -> evaluation: the main grid (test_2016, greedy), the EAST runs on
 # val (what Stage II's settings were chosen by), the direction Stage II added, and both
-# German→English EAST grids again with beam search (5 beams, the paper's decoding)
+# German→English EAST grids again with beam search (5 beams, the paper's decoding), and the
+# test set as long-form talks (unsegmented input against gold sentences)
 EVALUATIONS = {
     "eval": Evaluation(EVAL_CONFIG),
     "eval-val": Evaluation(EVAL_CONFIG, "multi30k-val.de-en", EAST_RUNS),
     "eval-fr-en": Evaluation(EVAL_CONFIG.with_name("multi30k-fr-en.yaml")),
     "eval-beam5": Evaluation(EVAL_CONFIG, None, EAST_RUNS, num_beams=5),
     "eval-val-beam5": Evaluation(EVAL_CONFIG, "multi30k-val.de-en", EAST_RUNS, num_beams=5),
+    "eval-talks50": Evaluation(EVAL_CONFIG.with_name("multi30k-de-en.talks50.yaml")),
 }
 
 

@@ -166,7 +166,17 @@ Multi30k val (1,014 sentences; `--testset multi30k-val.de-en`):
 {_table(args, "eval-val-beam5")}{_significance(args, "eval-val-beam5")}
 ## Multi30k test_2016_flickr French→English (Stage II's direction; Stage I saw no French)
 
-{_table(args, "eval-fr-en")}"""
+{_table(args, "eval-fr-en")}
+## Long-form input: the German→English test set as 20 unsegmented talks of 50 sentences
+
+`east-eval eval_configs/multi30k-de-en.talks50.yaml`: each talk is one stream of about 545
+words (`--long-form`: segments at sentence ends, a cache of at most 256 tokens;
+`east-discourse`: the last 20 source and target words carried past each sentence end);
+`east-gold` translates the same sentences one at a time. Every run is re-segmented to the
+reference sentences and scored by OmniSTEval: BLEU, chrF, LongYAAL and StreamLAAL in ms at
+0.4 s per source word (`_CA`: with computation time, this machine, float32, batched).
+
+{_table(args, "eval-talks50")}{_significance(args, "eval-talks50")}"""
 
 
 def _metric(summary: dict, name: str) -> str:

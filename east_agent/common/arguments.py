@@ -12,6 +12,13 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def non_negative_int(text: str) -> int:
+    """A whole number of at least 0 (argparse `type`)."""
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"takes a whole number of at least 0, got {text!r}")
+    return int(text)
+
+
 def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
     flag's, whose default stands when neither is given)."""

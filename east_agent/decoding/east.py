@@ -29,7 +29,13 @@ from east_agent.decoding.chunk_search import (
     check_beam_stop,
     greedy_chunk,
 )
-from east_agent.decoding.long_form import Segmenter
+from east_agent.decoding.long_form import (
+    MIN_CHUNK_ROOM,
+    check_long_form,
+    ends_sentence,
+    opens_source,
+    segmenter_of,
+)
 from east_agent.decoding.prompt import (
     check_latency,
     render_user_turn,
@@ -62,7 +68,6 @@ __all__ = [
     "Translation",
 ]
 
-SENTENCE_END = "。？！.!?"
 DOCUMENT_MIN_UNITS = 20
 
 
@@ -82,6 +87,7 @@ class DecoderConfig:
     cache_budget: int | None = None  # tokens a stream's cache may hold; default: half the context
     context_words: int = 20  # source and target words carried into each new segment
     segment_units: int = 60  # a write is forced after this many units without a sentence end
+    context_across_sentences: bool = False  # carry context past sentence ends too
 
     def __post_init__(self) -> None:
         check_shared_settings(self)
@@ -91,12 +97,7 @@ class DecoderConfig:
         check_beam_stop(self.beam_stop)
         if self.long_form and self.document_level:
             raise ValueError("long_form and document_level exclude each other")
-        if self.context_words < 0:
-            raise ValueError(f"context_words must be 0 or more, got {self.context_words}")
-        if self.segment_units < 1:
-            raise ValueError(f"segment_units must be at least 1, got {self.segment_units}")
-        if self.cache_budget is not None and self.cache_budget < 1:
-            raise ValueError(f"cache_budget must be at least 1, got {self.cache_budget}")
+        check_long_form(self)
 
 
 class EastStreamDecoder(StreamingDecoder):
@@ -119,11 +120,7 @@ class EastStreamDecoder(StreamingDecoder):
         self.start_streams(model, self.prompt)
         self.read_mask = self.mask(self.token_ids.read_suppressed)
         self.write_mask = self.mask(self.token_ids.write_suppressed)
-        self.segments = (
-            Segmenter(self, config.cache_budget, config.context_words, config.segment_units)
-            if config.long_form
-            else None
-        )
+        self.segments = segmenter_of(self, config)
         self.reset()
 
     def _begin(self, stream: Stream) -> None:
@@ -132,10 +129,7 @@ class EastStreamDecoder(StreamingDecoder):
 
     def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
         """Read one source unit; write a chunk if the model (or the end of source) says so."""
-        if self.segments is None:
-            first = stream.units_read == 0
-        else:
-            first = self.segments.note_unit(stream, unit)
+        first = opens_source(self.segments, stream, unit)
         stream.start_unit(unit_text(unit, self.src_lang, first=first))
         decision = yield from self._decide(stream, unit, is_last)
         stream.decisions.append(decision)
@@ -166,7 +160,7 @@ class EastStreamDecoder(StreamingDecoder):
     def _ends_document_sentence(self, stream: Stream, unit: str) -> bool:
         return (
             self.config.document_level
-            and unit.rstrip()[-1:] in SENTENCE_END
+            and ends_sentence(unit)
             and stream.units_since_write >= DOCUMENT_MIN_UNITS
         )
 
@@ -183,6 +177,22 @@ class EastStreamDecoder(StreamingDecoder):
         if stream.script is not None:  # n tokens, and one more forward for the end-of-write
             return stream.script[stream.units_read] + 1
         return min(self.config.max_new_tokens, 2 * (stream.units_since_write + 25))
+
+    def cache_need(self, stream: Stream) -> int:
+        """Long form: the cache once this unit, end-of-read, a short chunk and end-of-write
+        are in (`_write_limits` caps every chunk at what the budget has left)."""
+        return len(stream.tokens.ids) + 2 + MIN_CHUNK_ROOM
+
+    def anchor_context(self, stream: Stream, source: str, target: str) -> int:
+        """Long form: a new segment's context pair after the prompt; its token count."""
+        if not source:
+            return 0
+        prompt_length = len(stream.tokens.ids)
+        stream.tokens.append_text(source)
+        stream.tokens.append_added_token(self.token_ids.end_of_read)
+        stream.tokens.append_text(target)
+        stream.tokens.append_added_token(self.token_ids.end_of_write)
+        return len(stream.tokens.ids) - prompt_length
 
     def _write_limits(self, stream: Stream) -> ChunkLimits:
         max_tokens = self.write_tokens(stream)

@@ -4,15 +4,28 @@ Sentence-level EAST keeps every id of a sentence in the cache, so a talk of 20,0
 would overflow any context. In long-form mode a stream is cut into *segments*:
 - a segment ends at a source sentence end (a unit ending in . ! ? 。 ？ ！), after
   `segment_units` units without one (unpunctuated, ASR-like input), or when the cache could
-  not hold another unit and a write within `cache_budget` tokens; the model then writes
-  what it has not written yet (a FORCED write, as at the end of a sentence);
+  not hold another unit and a short chunk within `cache_budget` tokens; the model then
+  writes what it has not written yet (a FORCED write, as at the end of a sentence). Every
+  chunk is capped at what the budget has left, so a model's long chunk near the end of
+  the budget is cut short, and never a sentence that fits;
 - the next segment starts from the prompt, whose keys stay cached, and one context pair:
-  the last `context_words` source units and target words as
-  `source<|end-of-read|>target<|end-of-write|>`, so the model keeps the discourse. The
-  context's ids are computed again (counted in `tokens_reencoded`), in the forward of the
-  next unit.
+  the last `context_words` source units and target words of the sentence that was cut, so
+  the model goes on with it as with any chunk of a sentence (what an EAST checkpoint was
+  trained on). After a sentence end the next segment starts afresh, as a gold sentence
+  would, unless `context_across_sentences` carries the last words of the sentences before
+  it too (the discourse: for checkpoints trained on documents; the demo model, trained on
+  single sentences, loses 19 BLEU with it, see the README). The EAST stream holds the pair
+  as `source<|end-of-read|>target<|end-of-write|>`;
+  the offline-prompt wait-k as the start of its source prefix and of its target prefix
+  (the decoder's `anchor_context`). The context's ids are computed again (counted in
+  `tokens_reencoded`), in the forward of the next unit.
 A stream's cache therefore never holds more than `cache_budget` tokens, and time and memory
-per source word stay flat however long the talk is.
+per source word stay flat however long the talk is. Wait-k decoders start their schedule
+again in each segment (k units, then a word per unit), as they would on gold sentences.
+
+A decoder that segments gives two answers: `cache_need(stream)`, the tokens its cache
+will hold once the current unit and its largest write are in, and `anchor_context(stream,
+source, target)`, which puts a new segment's context after the prompt.
 """
 
 from __future__ import annotations
@@ -25,12 +38,62 @@ from east_agent.decoding.units import join_source_units
 
 SENTENCE_END = "。？！.!?"
 ROOM_PER_UNIT = 16  # tokens kept free for the next unit, so a forced write always fits
+MIN_CHUNK_ROOM = 16  # a segment goes on while a chunk this long still fits (chunks are capped)
+
+
+def ends_sentence(unit: str) -> bool:
+    return unit.rstrip()[-1:] in SENTENCE_END
+
+
+def check_long_form(config) -> None:
+    """The long-form settings a decoder config shares (`long_form`, `cache_budget`,
+    `context_words`, `segment_units`, `context_across_sentences`)."""
+    if config.context_words < 0:
+        raise ValueError(f"context_words must be 0 or more, got {config.context_words}")
+    if config.segment_units < 1:
+        raise ValueError(f"segment_units must be at least 1, got {config.segment_units}")
+    if config.cache_budget is not None and config.cache_budget < 1:
+        raise ValueError(f"cache_budget must be at least 1, got {config.cache_budget}")
+
+
+def segmenter_of(decoder, config) -> Segmenter | None:
+    """The decoder's long-form bookkeeping, or None when `config.long_form` is off."""
+    if not config.long_form:
+        return None
+    return Segmenter(
+        decoder,
+        config.cache_budget,
+        config.context_words,
+        config.segment_units,
+        config.context_across_sentences,
+    )
+
+
+def opens_source(segments: Segmenter | None, stream: Stream, unit: str) -> bool:
+    """Note a unit about to be read; whether it opens its source text (no separator
+    before it): the sentence's first unit, or a segment's first when it has no context."""
+    if segments is None:
+        return stream.units_read == 0
+    return segments.note_unit(stream, unit)
+
+
+def units_in_segment(segments: Segmenter | None, stream: Stream) -> int:
+    """Units read in the current segment (the whole sentence without long form): what a
+    wait-k schedule counts."""
+    return stream.units_read if segments is None else stream.segment_units
 
 
 class Segmenter:
     """The long-form bookkeeping of an EAST decoder's streams."""
 
-    def __init__(self, decoder, cache_budget: int | None, context_words: int, segments: int):
+    def __init__(
+        self,
+        decoder,
+        cache_budget: int | None,
+        context_words: int,
+        segments: int,
+        across_sentences: bool = False,
+    ):
         self.decoder = decoder
         self.budget = cache_budget or decoder.max_context // 2
         prompt = len(decoder.prompt_ids)
@@ -44,11 +107,13 @@ class Segmenter:
                 f"prompt (at least {prompt + 4 * ROOM_PER_UNIT})"
             )
         self.context_words, self.segment_units = context_words, segments
+        self.across_sentences = across_sentences
 
     def begin(self, stream: Stream) -> None:
         stream.segment_units = 0
         stream.segment_context = False
         stream.recent_units = deque(maxlen=max(self.context_words, 1))
+        stream.sentence_first_chunk = 0  # where the chunks of the current sentence start
 
     def note_unit(self, stream: Stream, unit: str) -> bool:
         """Record a unit about to be read; whether it opens a segment with no context."""
@@ -60,43 +125,42 @@ class Segmenter:
     def ends_segment(self, stream: Stream, unit: str) -> bool:
         """Whether this unit (read, not fed) must close its segment with a forced write."""
         return (
-            unit.rstrip()[-1:] in SENTENCE_END
+            ends_sentence(unit)
             or stream.segment_units >= self.segment_units
             or self.room(stream) < ROOM_PER_UNIT
         )
 
     def room(self, stream: Stream) -> int:
-        """Tokens left in the budget after the pending ids, a write and its two EAST tokens."""
-        used = stream.lm.length(stream.home) + len(stream.pending()) + 2
-        return self.budget - used - self.decoder.write_tokens(stream)
+        """Tokens left in the budget once the current unit and its largest write are in."""
+        return self.budget - self.decoder.cache_need(stream)
 
     def write_cap(self, stream: Stream) -> int:
-        """The most tokens a chunk may have without the cache passing the budget."""
-        used = stream.lm.length(stream.home) + len(stream.pending()) + 1
-        return max(1, self.budget - used - 1)
+        """The most tokens a chunk may have without the cache passing the budget (one
+        position kept for a closing marker)."""
+        return max(1, self.budget - len(stream.tokens.ids) - 2)
 
     def start_next(self, stream: Stream) -> None:
         """Back to the prompt, then the context pair (fed with the next unit)."""
+        if not self.across_sentences and ends_sentence(stream.recent_units[-1]):
+            stream.recent_units.clear()
+            stream.sentence_first_chunk = len(stream.chunks)
         source, target = self.context(stream)
         stream.rewind_to_prompt()
         stream.segment_units = 0
         stream.segment_context = bool(source and target)
         if not stream.segment_context:
-            return
-        prompt_length = len(stream.tokens.ids)
-        stream.tokens.append_text(source)
-        stream.tokens.append_added_token(self.decoder.token_ids.end_of_read)
-        stream.tokens.append_text(target)
-        stream.tokens.append_added_token(self.decoder.token_ids.end_of_write)
-        stream.totals.tokens_reencoded += len(stream.tokens.ids) - prompt_length
+            source, target = "", ""
+        stream.totals.tokens_reencoded += self.decoder.anchor_context(stream, source, target)
 
     def context(self, stream: Stream) -> tuple[str, str]:
-        """The last `context_words` source units and target words, as text."""
-        if self.context_words == 0:
+        """The last `context_words` source units and target words, as text (of the current
+        sentence only, unless across sentences)."""
+        if self.context_words == 0 or not stream.recent_units:
             return "", ""
         units = list(stream.recent_units)[-self.context_words :]
         source = join_source_units(units, self.decoder.src_lang)
-        return source, self.target_tail(stream.chunks, self.decoder.config.tgt_lang)
+        chunks = stream.chunks[stream.sentence_first_chunk :]
+        return source, self.target_tail(chunks, self.decoder.config.tgt_lang)
 
     def target_tail(self, chunks: list[str], language: str) -> str:
         if is_unspaced(language):

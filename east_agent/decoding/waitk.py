@@ -28,6 +28,12 @@ from east_agent.decoding.chunk_search import (
     word_chunk,
 )
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.decoding.long_form import (
+    check_long_form,
+    opens_source,
+    segmenter_of,
+    units_in_segment,
+)
 from east_agent.decoding.prompt import (
     OFFLINE_INSTRUCTION,
     UNSPACED_LANGUAGES,
@@ -68,10 +74,17 @@ class WaitkConfig:
     kv_cache: str = "auto"
     prompt: str = "offline"  # offline: any chat LLM; east: an EAST checkpoint's own stream
     latency: str = "low"  # the EAST prompt's level (prompt "east")
+    # long-form input (`east_agent.decoding.long_form`), as DecoderConfig's
+    long_form: bool = False
+    cache_budget: int | None = None
+    context_words: int = 20
+    segment_units: int = 60
+    context_across_sentences: bool = False
 
     def __post_init__(self) -> None:
         check_shared_settings(self)
         check_waitk(self.waitk)
+        check_long_form(self)
         if self.prompt not in PROMPTS:
             raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
         check_latency(self.latency)
@@ -85,6 +98,11 @@ class WaitkConfig:
             max_new_tokens=self.max_new_tokens,
             max_context=self.max_context,
             kv_cache=self.kv_cache,
+            long_form=self.long_form,
+            cache_budget=self.cache_budget,
+            context_words=self.context_words,
+            segment_units=self.segment_units,
+            context_across_sentences=self.context_across_sentences,
         )
 
 
@@ -120,12 +138,30 @@ class OfflineWaitkDecoder(StreamingDecoder):
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
         self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
+        self.tail_length = len(tokenizer(self.tail, add_special_tokens=False)["input_ids"])
+        self.segments = segmenter_of(self, config)
         self.reset()
 
     def _begin(self, stream: OfflineWaitkStream) -> None:
         """The prompt before the source stays cached."""
         stream.source_end = stream.tokens.mark()
         stream.target_ids = []
+        if self.segments is not None:
+            self.segments.begin(stream)
+
+    def cache_need(self, stream: OfflineWaitkStream) -> int:
+        """Long form: the cache once this unit's source, the prompt's tail, the target prefix
+        and a word are in (called with the tail and target appended)."""
+        return len(stream.tokens.ids) + MAX_WORD_TOKENS
+
+    def anchor_context(self, stream: OfflineWaitkStream, source: str, target: str) -> int:
+        """Long form: the context opens the new segment's source prefix and target prefix
+        (fed again with every unit, as the offline prompt's target always is)."""
+        if source:
+            stream.tokens.append_text(source)
+        stream.source_end = stream.tokens.mark()
+        stream.target_ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+        return len(stream.tokens.ids) - len(self.prompt_ids) + len(stream.target_ids)
 
     def _limits(self, max_tokens: int) -> ChunkLimits:
         return ChunkLimits(max_tokens, self.end_of_turn, self.suppress)
@@ -134,16 +170,23 @@ class OfflineWaitkDecoder(StreamingDecoder):
         # The unit goes in after the source prefix: what followed it (end of the user turn,
         # assistant header, target prefix) leaves the cache and is fed again.
         stream.tokens.restore(stream.source_end)
-        stream.start_unit(unit_text(unit, self.src_lang, first=stream.units_read == 0))
+        first = opens_source(self.segments, stream, unit)
+        stream.start_unit(unit_text(unit, self.src_lang, first=first))
         stream.source_end = stream.tokens.mark()
         stream.tokens.append_text(self.tail)
         stream.tokens.append_generated(stream.target_ids)
-        if is_last:
+        ends_segment = self.segments is not None and self.segments.ends_segment(stream, unit)
+        if is_last or ends_segment:
             stream.decisions.append(FORCED)
-            limits = self._limits(self.config.max_new_tokens)
-            new_ids, _ = yield from greedy_chunk(stream, stream.pending(), limits)
-            return self._step(stream, FORCED, new_ids, finished=True)
-        if stream.units_read < self.config.waitk:
+            max_tokens = self.config.max_new_tokens
+            if self.segments is not None:
+                max_tokens = min(max_tokens, self.segments.write_cap(stream))
+            new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
+            step = self._step(stream, FORCED, new_ids, finished=is_last)
+            if not is_last:
+                self.segments.start_next(stream)
+            return step
+        if units_in_segment(self.segments, stream) < self.config.waitk:
             stream.decisions.append(READ)
             return Step(READ)
         stream.decisions.append(WRITE)
@@ -160,18 +203,21 @@ class OfflineWaitkDecoder(StreamingDecoder):
         stream.tokens.append_generated(new_ids)
         after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
         text = after[len(before) :] if after.startswith(before) else after
-        if finished:
+        if decision == FORCED:  # the end of a sentence (or of a long-form segment)
             text = text.rstrip()
         if new_ids or finished:
             stream.record_chunk(new_ids, text)
         return Step(decision, text if new_ids else None, new_ids, finished=finished)
 
     def _needs_final_write(self, stream: Stream) -> bool:
-        return stream.units_read > 0  # wait-k writes the rest of the target at the end
+        # wait-k writes the rest of the target at the end (of the segment, in long form)
+        return units_in_segment(self.segments, stream) > 0
 
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
-        limits = self._limits(self.config.max_new_tokens)
-        new_ids, _ = yield from greedy_chunk(stream, stream.pending(), limits)
+        max_tokens = self.config.max_new_tokens
+        if self.segments is not None:
+            max_tokens = min(max_tokens, self.segments.write_cap(stream))
+        new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
         return self._step(stream, FORCED, new_ids, finished=True)
 
 
@@ -187,18 +233,22 @@ class EastWaitkDecoder(EastStreamDecoder):
         self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
 
     def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
-        stream.start_unit(unit_text(unit, self.src_lang, first=stream.units_read == 0))
-        if is_last:
+        first = opens_source(self.segments, stream, unit)
+        stream.start_unit(unit_text(unit, self.src_lang, first=first))
+        ends_segment = self.segments is not None and self.segments.ends_segment(stream, unit)
+        if is_last or ends_segment:
             decision = FORCED
-        elif stream.units_read >= self.waitk:
+        elif units_in_segment(self.segments, stream) >= self.waitk:
             decision = WRITE
         else:
             stream.decisions.append(READ)  # no forward: the unit is fed with the next write
             return Step(READ)
         stream.decisions.append(decision)
         stream.tokens.append_added_token(self.token_ids.end_of_read)
-        if is_last:  # after the source: to the model's end-of-write
+        if decision == FORCED:  # after the source or a segment: to the model's end-of-write
             chunk_ids, text = yield from self._write(stream)
+            if not is_last:
+                self.segments.start_next(stream)
         else:
             limits = self._chunk_limits(MAX_WORD_TOKENS, (), self.word_mask)
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
@@ -206,4 +256,5 @@ class EastWaitkDecoder(EastStreamDecoder):
         return Step(decision, text, chunk_ids, finished=is_last)
 
     def _needs_final_write(self, stream: Stream) -> bool:
-        return stream.units_read > 0  # wait-k writes the rest of the target at the end
+        # wait-k writes the rest of the target at the end (of the segment, in long form)
+        return units_in_segment(self.segments, stream) > 0

@@ -5,6 +5,12 @@ A config names a test set, a checkpoint and systems; one setting of each system 
 list, and every value of it is one run (EAST at each latency level, wait-k at each k).
 A system key no flag of its agent takes is a typo, named with the closest flag. Each run
 writes to `<output>/runs/<run>/` (`EvalConfig.run_dir`, the one place that builds it).
+
+A long-form test set (`<set>.talksN`, `east_agent.evaluation.longform`) makes a long-form
+grid: every run reads each talk as one stream (`--long-form`), except the runs of a system
+with `gold_sentences: true`, which translate the talks' gold sentences one by one (today's
+setting) and are scored as talks all the same, so both sit on one curve. `word_times`
+names a word-timestamp file (one line per talk) for the long-form latencies.
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ TOP_LEVEL_KEYS = {
     "latency_metrics",
     "ca_unit_seconds",
     "batch_size",
+    "word_times",
     "systems",
 }
 
 
 RUN_ARGUMENT_KEYS = ("torch_dtype", "max_new_tokens")
+GOLD_SENTENCES = "gold_sentences"  # a system key of long-form grids, not an agent flag
 
 
 DEFAULT_BATCH_SIZE = 64
@@ -51,6 +59,7 @@ class Run:
     setting: str
     agent: str
     flags: dict[str, Any]
+    gold_sentences: bool = False  # long-form grids: the talks' gold sentences, one by one
 
 
 @dataclass
@@ -69,6 +78,7 @@ class EvalConfig:
     )
     ca_unit_seconds: float = 0.4
     batch_size: int = DEFAULT_BATCH_SIZE  # sentences decoded at once; 1: SimulEval's loop
+    word_times: str | None = None  # long-form grids: one line of unit times (s) per talk
 
     def run_dir(self, run: Run, shard: tuple[int, int] | None = None) -> Path:
         """Where a run (or one shard of it: `(index, count)`) writes."""
@@ -79,6 +89,13 @@ class EvalConfig:
     def testset_dir(self) -> Path:
         return self.output / "testset"
 
+    @property
+    def long_form(self) -> bool:
+        """A grid over talks (`<set>.talksN`) rather than sentences."""
+        from east_agent.evaluation.longform import is_longform
+
+        return is_longform(self.testset)
+
     def runs(self) -> list[Run]:
         runs = []
         for system, settings in self.systems.items():
@@ -88,7 +105,10 @@ class EvalConfig:
                 raise EvalConfigError(
                     f"{self.source}: systems.{system}.agent must be one of {sorted(AGENT_FILES)}"
                 )
+            gold = self.gold_sentences(system, settings.pop(GOLD_SENTENCES, False))
             check_system_keys(self.source, system, agent, settings)
+            if self.long_form and not gold:
+                settings["long_form"] = True
             swept = [key for key, value in settings.items() if isinstance(value, list)]
             if len(swept) > 1:
                 raise EvalConfigError(
@@ -101,11 +121,23 @@ class EvalConfig:
                 if swept:
                     flags[swept[0]] = value
                     label = f"k{value}" if swept[0] == "waitk" else str(value)
-                runs.append(Run(f"{system}-{label}", system, label, agent, flags))
+                runs.append(Run(f"{system}-{label}", system, label, agent, flags, gold))
         names = [run.name for run in runs]
         if len(set(names)) != len(names):
             raise EvalConfigError(f"{self.source}: two runs share a name")
         return runs
+
+    def gold_sentences(self, system: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise EvalConfigError(
+                f"{self.source}: systems.{system}.{GOLD_SENTENCES} is true or false"
+            )
+        if value and not self.long_form:
+            raise EvalConfigError(
+                f"{self.source}: systems.{system}.{GOLD_SENTENCES} needs a long-form test set "
+                f"(NAME.talksN), not {self.testset!r}"
+            )
+        return value
 
 
 def agent_flags(agent: str) -> set[str]:

@@ -1,5 +1,7 @@
 """Running a grid: prepare the test set once, run every run that is not done (one
-checkpoint load for all of them), then report.
+checkpoint load for all of them), then report. A long-form grid's gold-sentence runs read
+the talks' sentences (`--limit` and `--shard` count talks, and such a run takes their
+sentences).
 
 A run whose `scores.tsv` exists is not run again; one that was cut off continues from its
 last finished sentence.
@@ -10,6 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from east_agent.evaluation.config import EvalConfig, EvalConfigError
+from east_agent.evaluation.longform import (
+    LongformSet,
+    gold_sentences_of,
+    read_longform,
+    sentence_span,
+    unit_times,
+)
 from east_agent.evaluation.reports import summarize
 from east_agent.evaluation.runs import (
     LoadedModels,
@@ -35,6 +44,13 @@ def prepare(config: EvalConfig) -> PreparedTestset:
     return prepare_testset(config.testset, folder, tokenizer)
 
 
+def check_longform(config: EvalConfig) -> LongformSet:
+    """The grid's talks, its word-timestamp file checked against them (before any run)."""
+    longform_set = read_longform(config.testset_dir)
+    unit_times(longform_set, config.word_times, config.ca_unit_seconds)
+    return longform_set
+
+
 def run_grid(
     config: EvalConfig,
     only: list[str] | None = None,
@@ -47,14 +63,20 @@ def run_grid(
         known = ", ".join(run.name for run in config.runs())
         raise EvalConfigError(f"--only names a run the config lacks (runs: {known})")
     testset = prepare(config)
+    longform_set = check_longform(config) if config.long_form else None
     sentences = min(limit or testset.sentences, testset.sentences)
     indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
     models = LoadedModels()
     for number, run in enumerate(runs, 1):
         run_dir = config.run_dir(run, shard)
-        command = simuleval_command(config, run, testset, run_dir, indices)
+        run_set, run_indices = testset, indices
+        if run.gold_sentences:  # the talks' sentences, one SimulEval instance each
+            run_set = gold_sentences_of(testset, longform_set)
+            run_indices = indices and sentence_span(longform_set.talks, indices)
+        command = simuleval_command(config, run, run_set, run_dir, run_indices)
         if not dry_run:
-            claim_run_folder(run_dir, run_record(config, run, testset, indices or (0, sentences)))
+            span = run_indices or (0, run_set.sentences)
+            claim_run_folder(run_dir, run_record(config, run, run_set, span))
         if (run_dir / "scores.tsv").exists():
             print(f"[{number}/{len(runs)}] {run.name}: done already, skipped", flush=True)
             continue

@@ -216,6 +216,30 @@ def read_longform(folder: str | Path) -> LongformSet:
     )
 
 
+def gold_sentences_of(prepared, testset: LongformSet):
+    """The prepared long-form set as its gold sentences, one SimulEval instance each
+    (`source_sentences.txt`, `reference_sentences.txt`): the sentence-level runs a
+    long-form grid compares with."""
+    from dataclasses import replace
+
+    return replace(
+        prepared,
+        source=testset.source_sentences,
+        reference=testset.reference_sentences,
+        sentences=sum(talk.sentences for talk in testset.talks),
+    )
+
+
+def sentence_span(talks: Sequence[Talk], talk_span: tuple[int, int]) -> tuple[int, int]:
+    """The gold sentences (lines of `source_sentences.txt`) of talks `talk_span[0]` up to
+    but excluding `talk_span[1]`."""
+    first, end = talk_span
+    if not 0 <= first < end <= len(talks):
+        raise ValueError(f"talks {first}..{end} are not within the set's {len(talks)}")
+    last = talks[end - 1]
+    return talks[first].first_sentence, last.first_sentence + last.sentences
+
+
 def uniform_unit_times(units: int, unit_seconds: float = DEFAULT_UNIT_SECONDS) -> list[float]:
     """Seconds at which each of `units` source units has been heard: j * unit_seconds."""
     if unit_seconds <= 0:

@@ -73,6 +73,7 @@ LOG_FIELDS = {"prediction": str, "delays": list, "elapsed": list}
 # (x * 1000), exact only for such binary fractions; a word written as a sentence's last
 # unit arrives must land exactly on the sentence's end, not an ulp either side of it.
 TICK = 1 / 1024
+RESEGMENTED_FILE = "omnisteval.resegmented.jsonl"  # one re-segmented sentence per line
 
 
 def on_tick(seconds: float) -> float:
@@ -140,6 +141,44 @@ def talk_outputs_from_log(
                 f"0..{len(talks) - 1}, got {record.get('index')!r}"
             )
     return [log_talk_output(path, r, talks[r["index"]], char_level) for r in records]
+
+
+def talk_outputs_from_sentences(
+    path: str | Path, talks: Sequence[Talk], char_level: bool = False
+) -> list[TalkOutput]:
+    """A sentence-level run over a long-form set's gold sentences (`source_sentences.txt`;
+    a log line's `index` is the sentence's line) as talks: each talk's sentences one after
+    another, their delays shifted by the units of the sentences before them and their
+    computation summed, as one stream translating the sentences in turn would have them.
+    Talks with a sentence missing from the log are left out (a partial run)."""
+    by_sentence = {}
+    for record in read_log(path):
+        if not isinstance(record.get("index"), int):
+            raise ValueError(f"{path}: line {record['_line']}: field 'index' missing")
+        by_sentence[record["index"]] = record
+    outputs = []
+    for talk in talks:
+        span = range(talk.first_sentence, talk.first_sentence + talk.sentences)
+        if all(number in by_sentence for number in span):
+            records = [by_sentence[number] for number in span]
+            outputs.append(joined_talk_output(path, records, talk, char_level))
+    return outputs
+
+
+def joined_talk_output(
+    path: str | Path, records: Sequence[dict], talk: Talk, char_level: bool
+) -> TalkOutput:
+    chunks: list[Chunk] = []
+    units_before, seconds_before = 0, 0.0
+    for record, end in zip(records, talk.sentence_ends):
+        sentence = log_talk_output(path, record, talk, char_level).chunks
+        chunks += [
+            Chunk(chunk.text, units_before + chunk.units_read, seconds_before + chunk.elapsed)
+            for chunk in sentence
+        ]
+        units_before = end
+        seconds_before += sentence[-1].elapsed if sentence else 0.0
+    return TalkOutput(talk.talk_id, tuple(chunks))
 
 
 def log_talk_output(path: str | Path, record: dict, talk: Talk, char_level: bool) -> TalkOutput:
@@ -345,7 +384,7 @@ def score_longform(
     output_dir.mkdir(parents=True, exist_ok=True)
     inputs = write_omnisteval_inputs(output_dir, testset, outputs, times)
     raw, records, report = run_omnisteval(inputs, testset, fix_ca, comet)
-    write_jsonl(output_dir / "omnisteval.resegmented.jsonl", records)
+    write_jsonl(output_dir / RESEGMENTED_FILE, records)
     write_atomically(output_dir / "omnisteval.report.txt", report + "\n")
     result = {
         "testset": testset.name,

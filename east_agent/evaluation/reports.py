@@ -1,7 +1,14 @@
-"""What a grid reports: `results.{csv,md}` (system, setting, BLEU, AL, LAAL, AL_CA,
-LAAL_CA, wall seconds, streams), `curves.png` (BLEU against LAAL, a line per system) and
-`significance.{csv,md}` (paired bootstrap resampling from each setting of a system to the
-next, `east_agent.evaluation.significance`).
+"""What a grid reports: `results.{csv,md}`, `curves.png` (BLEU against latency, a line per
+system) and `significance.{csv,md}` (paired bootstrap resampling from each setting of a
+system to the next, `east_agent.evaluation.significance`).
+
+A sentence-level grid's table has SimulEval's BLEU, AL, LAAL, AL_CA and LAAL_CA (source
+units) beside OmniSTEval's YAAL, YAAL_CA and its degenerate-policy diagnostics (SWF, EFSW,
+DSPTV in %, `degenerate` 1 when |DSPTV| > 20); its curve is BLEU against LAAL. A long-form
+grid's table has OmniSTEval's scores after re-segmentation to the reference sentences:
+BLEU, chrF, LongYAAL and StreamLAAL, computation-unaware and -aware, in milliseconds
+(`east_agent.evaluation.run_scores`); its curve is BLEU against LongYAAL, and its
+significance tests run on the re-segmented sentences.
 """
 
 from __future__ import annotations
@@ -14,15 +21,27 @@ from typing import Any
 from east_agent.common.atomic import atomic_path, write_atomically
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
-from east_agent.evaluation.significance import SIGNIFICANCE_COLUMNS, Comparison, compare_runs
+from east_agent.evaluation.omnisteval_scoring import SHORTFORM_KEYS
+from east_agent.evaluation.run_scores import longform_columns, shortform_columns
+from east_agent.evaluation.significance import (
+    SIGNIFICANCE_COLUMNS,
+    Comparison,
+    compare_resegmented,
+    compare_runs,
+)
 from east_agent.evaluation.testsets import read_prepared
 
-TABLE_COLUMNS = (
-    "system", "setting", "BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA", "wall_seconds", "streams",
+SIMULEVAL_COLUMNS = ("BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA")
+RUN_COLUMNS = ("wall_seconds", "streams")
+TABLE_COLUMNS = ("system", "setting", *SIMULEVAL_COLUMNS, *SHORTFORM_KEYS, *RUN_COLUMNS)
+LONGFORM_COLUMNS = (
+    "system", "setting", "BLEU", "chrF", "LongYAAL", "StreamLAAL", "LongYAAL_CA",
+    "StreamLAAL_CA", *RUN_COLUMNS,
 )  # fmt: skip
-
-
-SCORE_COLUMNS = TABLE_COLUMNS[2:-2]
+CURVE_AXES = {  # x column of the curves, its label
+    False: ("LAAL", "LAAL (source words)"),
+    True: ("LongYAAL", "LongYAAL (ms)"),
+}
 
 
 def read_scores(run_dir: Path) -> dict[str, str]:
@@ -30,19 +49,34 @@ def read_scores(run_dir: Path) -> dict[str, str]:
     return dict(zip(header.split("\t"), values.split("\t")))
 
 
+def table_columns(config: EvalConfig) -> tuple[str, ...]:
+    return LONGFORM_COLUMNS if config.long_form else TABLE_COLUMNS
+
+
 def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
+    testset = read_prepared(config.testset_dir)
     rows = []
     for run in runs:
         run_dir = config.run_dir(run)
         if not (run_dir / "scores.tsv").exists():
             continue
-        scores = read_scores(run_dir)
         seconds = json.loads((run_dir / "wall_seconds.json").read_text())["seconds"]
         row = {"system": run.system, "setting": run.setting, "wall_seconds": seconds}
-        row.update({column: scores.get(column, "") for column in SCORE_COLUMNS})
+        if config.long_form:
+            row.update(shown(longform_columns(config, run, run_dir)))
+        else:
+            scores = read_scores(run_dir)
+            row.update({column: scores.get(column, "") for column in SIMULEVAL_COLUMNS})
+            unit = testset.eval_latency_unit
+            row.update(shown(shortform_columns(config, run_dir, unit)))
         row["streams"] = streams_of(run_dir)
         rows.append(row)
     return rows
+
+
+def shown(scores: dict[str, float | None]) -> dict[str, str]:
+    """OmniSTEval's numbers as table cells: 3 decimals, empty when undefined."""
+    return {key: "" if value is None else f"{value:.3f}" for key, value in scores.items()}
 
 
 def streams_of(run_dir: Path) -> int:
@@ -74,10 +108,13 @@ def write_tables(
     write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    """BLEU against LAAL, a line per system; nothing to draw (and no file) while no system
-    has two settings."""
-    systems = [row["system"] for row in rows if row["LAAL"] not in ("", "nan")]
+def plot_curves(
+    rows: list[dict[str, Any]], path: Path, title: str, long_form: bool = False
+) -> None:
+    """BLEU against LAAL (LongYAAL for talks), a line per system; nothing to draw (and no
+    file) while no system has two settings."""
+    x_column, x_label = CURVE_AXES[long_form]
+    systems = [row["system"] for row in rows if row[x_column] not in ("", "nan")]
     if all(systems.count(system) < 2 for system in systems):
         return
     import matplotlib
@@ -88,9 +125,9 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     figure, axes = plt.subplots(figsize=(6, 4.5))
     for system in dict.fromkeys(row["system"] for row in rows):
         points = sorted(
-            (float(row["LAAL"]), float(row["BLEU"]), row["setting"])
+            (float(row[x_column]), float(row["BLEU"]), row["setting"])
             for row in rows
-            if row["system"] == system and row["LAAL"] not in ("", "nan")
+            if row["system"] == system and row[x_column] not in ("", "nan")
         )
         if not points:
             continue
@@ -99,7 +136,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
             axes.annotate(
                 setting, (laal, bleu), fontsize=7, xytext=(3, 3), textcoords="offset points"
             )
-    axes.set_xlabel("LAAL (source words)")
+    axes.set_xlabel(x_label)
     axes.set_ylabel("BLEU")
     axes.set_title(title)
     axes.grid(alpha=0.3)
@@ -113,8 +150,8 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str) -> None:
 def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
     rows = collect(config, runs)
     if rows:
-        write_tables(rows, config.output)
-        plot_curves(rows, config.output / "curves.png", config.testset)
+        write_tables(rows, config.output, table_columns(config))
+        plot_curves(rows, config.output / "curves.png", config.testset, config.long_form)
         print((config.output / "results.md").read_text(), flush=True)
         comparisons = compare_settings(config, runs)
         if comparisons:
@@ -128,7 +165,6 @@ def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
 def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
     """Significance of the BLEU differences along each system's settings (its curve)."""
     testset = read_prepared(config.testset_dir)
-    references = read_lines(testset.reference)
     comparisons = []
     for system in dict.fromkeys(run.system for run in runs):
         finished = [
@@ -136,6 +172,11 @@ def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
             for run in runs
             if run.system == system and (config.run_dir(run) / "scores.tsv").exists()
         ]
-        if len(finished) > 1:
+        if len(finished) < 2:
+            continue
+        if config.long_form:
+            comparisons += compare_resegmented(system, finished, testset.sacrebleu_tokenizer)
+        else:
+            references = read_lines(testset.reference)
             comparisons += compare_runs(system, finished, references, testset.sacrebleu_tokenizer)
     return comparisons

@@ -43,7 +43,7 @@ def command_flags(flags: dict[str, Any]) -> list[str]:
         option = "--" + key.replace("_", "-")
         if value is True:
             arguments.append(option)
-        elif value not in (False, None):
+        elif value is not False and value is not None:  # 0 is a value (`in` takes 0 for False)
             arguments += [option, str(value)]
     return arguments
 
@@ -75,11 +75,14 @@ def simuleval_command(
 
 
 def scoring_arguments(config: EvalConfig) -> list[str]:
-    return [
+    arguments = [
         "--quality-metrics", *config.quality_metrics,
         "--latency-metrics", *config.latency_metrics,
-        "--ca-unit-seconds", str(config.ca_unit_seconds),
     ]  # fmt: skip
+    # SimulEval takes a scorer's flags only when that scorer is asked for
+    if any(metric.endswith("_CA") for metric in config.latency_metrics):
+        arguments += ["--ca-unit-seconds", str(config.ca_unit_seconds)]
+    return arguments
 
 
 def run_record(

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from east_agent.common.text_lines import iter_lines
+from east_agent.evaluation.omnisteval_scoring import RESEGMENTED_FILE
 
 SIGNIFICANCE_COLUMNS = (
     "system", "from", "to", "BLEU_from", "BLEU_to", "delta", "CI95_to", "p_value", "verdict",
@@ -89,6 +90,25 @@ def compare_runs(
         tokenize,
         samples,
     )
+
+
+def compare_resegmented(
+    system: str, runs: list[tuple[str, Path]], tokenize: str = "13a", samples: int = SAMPLES
+) -> list[Comparison]:
+    """Compare long-form runs on their re-segmented sentences (OmniSTEval's
+    `omnisteval.resegmented.jsonl`, `east_agent.evaluation.run_scores`); runs scored on
+    other talks than the first (a partial run) are left out."""
+    settings, references = [], None
+    for setting, folder in runs:
+        records = [json.loads(line) for line in iter_lines(folder / RESEGMENTED_FILE)]
+        found = [str(record["reference"]) for record in records]
+        if references is None:
+            references = found
+        if found == references:
+            settings.append((setting, [str(record["prediction"]) for record in records]))
+    if len(settings) < 2:
+        return []
+    return compare(system, settings, references, tokenize, samples)
 
 
 def compare(

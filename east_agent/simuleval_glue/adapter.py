@@ -18,7 +18,7 @@ warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", cate
 
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction  # noqa: E402
 
-from east_agent.common.arguments import positive_int  # noqa: E402
+from east_agent.common.arguments import non_negative_int, positive_int  # noqa: E402
 from east_agent.common.text_lines import read_simuleval_lines  # noqa: E402
 from east_agent.decoding.prompt import LATENCY_LEVELS  # noqa: E402
 from east_agent.decoding.streaming import StreamingDecoder  # noqa: E402
@@ -75,9 +75,16 @@ def add_long_form_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--context-words",
-        type=int,
+        type=non_negative_int,
         default=20,
-        help="--long-form: source and target words carried into each new segment",
+        help="--long-form: source and target words of a sentence cut by the budget or "
+        "--segment-units carried into the segment that goes on with it",
+    )
+    parser.add_argument(
+        "--context-across-sentences",
+        action="store_true",
+        help="--long-form: carry the last --context-words words past sentence ends too "
+        "(discourse; for checkpoints trained on documents)",
     )
     parser.add_argument(
         "--segment-units",

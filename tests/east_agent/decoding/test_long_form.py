@@ -9,6 +9,7 @@ from lm_trace import TracingLM, assert_trace_matches_full_recompute
 from east_agent.decoding.east import FORCED, DecoderConfig, EastStreamDecoder
 from east_agent.decoding.token_stream import TokenStream
 from east_agent.decoding.units import join_source_units
+from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from tiny_east import synthetic_sentence
 
 
@@ -21,35 +22,54 @@ def sentences(count, seed, period=True):
     return result
 
 
-def long_form(model, tokenizer, **settings):
-    config = DecoderConfig("de", "en", "low", long_form=True, **settings)
-    decoder = EastStreamDecoder(model, tokenizer, config)
+POLICIES = ("east", "waitk-east", "waitk-offline")
+
+
+def make_decoder(policy, model, tokenizer, **settings):
+    """An EAST or wait-k (k=2) decoder; `settings` are the long-form ones."""
+    if policy == "east":
+        return EastStreamDecoder(model, tokenizer, DecoderConfig("de", "en", "low", **settings))
+    config = WaitkConfig("de", "en", 2, prompt=policy.split("-")[1], **settings)
+    if config.prompt == "east":
+        return EastWaitkDecoder(model, tokenizer, config.east_config(), config.waitk)
+    return OfflineWaitkDecoder(model, tokenizer, config)
+
+
+def long_form(model, tokenizer, policy="east", **settings):
+    decoder = make_decoder(policy, model, tokenizer, long_form=True, **settings)
     trace = TracingLM(decoder.lm)
     decoder.wrap_lm(lambda lm: trace)
     return decoder, trace
 
 
-def test_without_context_a_talk_is_its_sentences_one_after_another(east_model, east_tokenizer):
+@pytest.mark.parametrize("context_words", [0, 20])
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_punctuated_talk_is_its_sentences_one_after_another(
+    east_model, east_tokenizer, policy, context_words
+):
+    """Context is carried within a cut sentence, not past a sentence end (by default)."""
     talk = sentences(6, seed=1)
-    sentence_level = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en"))
+    sentence_level = make_decoder(policy, east_model, east_tokenizer)
     expected_chunks, expected_delays, offset = [], [], 0
     for units in talk:
         translation = sentence_level.translate(units)
         expected_chunks += translation.chunks
         expected_delays += [offset + delay for delay in translation.delays]
         offset += len(units)
-    decoder, _ = long_form(east_model, east_tokenizer, context_words=0)
+    decoder, _ = long_form(east_model, east_tokenizer, policy, context_words=context_words)
     translation = decoder.translate([unit for units in talk for unit in units])
     assert translation.chunks == expected_chunks
     assert translation.delays == expected_delays
-    assert translation.counters.tokens_reencoded == 0  # nothing carried over
+    if policy != "waitk-offline":  # which re-encodes its target prefix after every unit
+        assert translation.counters.tokens_reencoded == 0  # nothing carried over
 
 
-def test_an_unpunctuated_stream_stays_within_its_budget(east_model, east_tokenizer):
+@pytest.mark.parametrize("policy", POLICIES)
+def test_an_unpunctuated_stream_stays_within_its_budget(east_model, east_tokenizer, policy):
     units = [unit for sentence in sentences(60, seed=2, period=False) for unit in sentence]
     assert len(units) > 300
     decoder, trace = long_form(
-        east_model, east_tokenizer, cache_budget=140, context_words=4, segment_units=1000
+        east_model, east_tokenizer, policy, cache_budget=140, context_words=4, segment_units=1000
     )
     translation = decoder.translate(units)
     longest = max(len(ids) for ids, _ in trace.seen)
@@ -62,7 +82,9 @@ def test_an_unpunctuated_stream_stays_within_its_budget(east_model, east_tokeniz
 
 def test_a_new_segment_holds_the_prompt_and_the_context_it_claims(east_model, east_tokenizer):
     talk = sentences(3, seed=3)
-    decoder, trace = long_form(east_model, east_tokenizer, context_words=3)
+    decoder, trace = long_form(
+        east_model, east_tokenizer, context_words=3, context_across_sentences=True
+    )
     translation = decoder.translate([unit for units in talk for unit in units])
     first_units = len(talk[0])
     # the first forward after the first segment: its row starts again from the prompt
@@ -87,6 +109,66 @@ def test_a_new_segment_holds_the_prompt_and_the_context_it_claims(east_model, ea
     assert translation.counters.tokens_reencoded >= carried
 
 
+def restarts(trace):
+    """The rows of the forwards that start a segment again (shorter than the one before)."""
+    rows = [ids for ids, _ in trace.seen]
+    return [rows[i] for i in range(1, len(rows)) if len(rows[i]) < len(rows[i - 1])]
+
+
+def test_a_sentence_cut_in_the_middle_goes_on_with_its_own_words(east_model, east_tokenizer):
+    """A sentence longer than `segment_units` is cut and carried on with the context of its
+    own last words; the sentence before it (ended by a period) gives none."""
+    first, second = sentences(2, seed=5)
+    second = [*second, *sentences(1, seed=6)[0]]  # one sentence of two, no period inside
+    assert len(first) <= 8 < len(second)
+    decoder, trace = long_form(east_model, east_tokenizer, context_words=3, segment_units=8)
+    translation = decoder.translate([*first, *second])
+    fresh, carried = restarts(trace)[:2]
+    prompt = list(decoder.prompt_ids)
+    expected = TokenStream(east_tokenizer)
+    expected.start(decoder.prompt)
+    expected.append_text(second[0])
+    assert fresh[: len(expected.ids)] == expected.ids  # after the period: the prompt alone
+    cut = len(first) + 8
+    chunks = zip(translation.chunks, translation.delays)
+    words = " ".join(c for c, d in chunks if len(first) < d <= cut).split()
+    context = TokenStream(east_tokenizer)
+    context.start(decoder.prompt)
+    context.append_text(join_source_units(second[5:8], "German"))
+    context.append_added_token(decoder.token_ids.end_of_read)
+    context.append_text(" ".join(words[-3:]))
+    context.append_added_token(decoder.token_ids.end_of_write)
+    assert carried[: len(prompt)] == prompt
+    assert carried[: len(context.ids)] == context.ids
+
+
+def test_offline_waitk_opens_a_segment_with_its_context(east_model, east_tokenizer):
+    """The context's source words open the new segment's source prefix, its target words
+    the target prefix (and are not written again)."""
+    talk = sentences(2, seed=4)
+    decoder, trace = long_form(
+        east_model, east_tokenizer, "waitk-offline", context_words=3, context_across_sentences=True
+    )
+    translation = decoder.translate([unit for units in talk for unit in units])
+    rows = [ids for ids, _ in trace.seen]
+    restart = next(
+        index for index in range(1, len(rows)) if len(rows[index]) < len(rows[index - 1])
+    )
+    first_units = len(talk[0])
+    chunks = zip(translation.chunks, translation.delays)
+    words_written = " ".join(chunk for chunk, delay in chunks if delay <= first_units).split()
+    source = join_source_units([*talk[0][-3:], *talk[1][:2]], "German")  # k = 2: one forward
+    expected = TokenStream(east_tokenizer)
+    expected.start(decoder.head)
+    expected.append_text(source)
+    expected.append_text(decoder.tail)
+    expected.append_generated(
+        east_tokenizer(" ".join(words_written[-3:]), add_special_tokens=False)["input_ids"]
+    )
+    assert rows[restart] == expected.ids
+    assert translation.decisions.count(FORCED) == 2
+
+
 @pytest.mark.parametrize(
     "settings, message",
     [
@@ -96,6 +178,9 @@ def test_a_new_segment_holds_the_prompt_and_the_context_it_claims(east_model, ea
         ({"document_level": True}, "exclude each other"),
     ],
 )
-def test_bad_long_form_settings_are_refused(east_model, east_tokenizer, settings, message):
+@pytest.mark.parametrize("policy", POLICIES)
+def test_bad_long_form_settings_are_refused(east_model, east_tokenizer, settings, message, policy):
+    if "document_level" in settings and policy != "east":
+        pytest.skip("wait-k has no document-level mode")
     with pytest.raises(ValueError, match=message):
-        long_form(east_model, east_tokenizer, **settings)
+        long_form(east_model, east_tokenizer, policy, **settings)

@@ -61,12 +61,22 @@ def test_grid_runs_every_setting_and_tabulates(grid):
         "LAAL",
         "AL_CA",
         "LAAL_CA",
+        "YAAL",
+        "YAAL_CA",
+        "SWF",
+        "EFSW",
+        "DSPTV",
+        "degenerate",
         "wall_seconds",
         "streams",
     ]
     for row in rows:
         assert float(row["wall_seconds"]) > 0
         assert float(row["AL_CA"]) > float(row["AL"])  # computation took some time
+        assert float(row["YAAL_CA"]) > float(row["YAAL"]) > 0  # OmniSTEval's, same convention
+        assert 0 <= float(row["SWF"]) <= 100 and row["degenerate"] in ("0.000", "1.000")
+    kept = json.loads((output / "runs" / "east-low" / "omnisteval_scores.json").read_text())
+    assert kept["scores"]["YAAL"] == pytest.approx(float(rows[0]["YAAL"]), abs=5e-4)
     assert "| east | low |" in (output / "results.md").read_text()
     assert (output / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for name in ("east-low", "east-high", "waitk-offline-k2"):
@@ -330,3 +340,71 @@ def test_a_second_run_on_a_busy_run_folder_is_refused(east_checkpoint, tmp_path)
         first.wait()
     with hold_run_lock(log.parent):  # the killed run's lock went with it
         pass
+
+
+@pytest.fixture(scope="module")
+def longform_grid(east_checkpoint, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("longform-grid")
+    systems = {
+        "east": {"agent": "east", "latency": ["low", "high"]},
+        "east-gold": {"agent": "east", "gold_sentences": True, "latency": ["low"]},
+        "waitk-offline": {"agent": "waitk", "prompt": "offline", "waitk": [2]},
+    }
+    config = write_config(folder / "grid.yaml", east_checkpoint, folder / "out", systems)
+    tree = yaml.safe_load(config.read_text())
+    # as the shipped long-form configs: no computation-aware SimulEval scorer, no flag of it
+    tree.update(testset="multi30k.de-en.talks3", latency_metrics=["LAAL", "AL"])
+    config.write_text(yaml.safe_dump(tree))
+    result = east_eval(config, "--limit", "2")
+    return config, folder / "out", result
+
+
+def test_a_longform_grid_reads_talks_and_scores_them_with_omnisteval(longform_grid):
+    _, output, result = longform_grid
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(output / "results.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [
+        "system", "setting", "BLEU", "chrF", "LongYAAL", "StreamLAAL", "LongYAAL_CA",
+        "StreamLAAL_CA", "wall_seconds", "streams",
+    ]  # fmt: skip
+    assert [row["system"] for row in rows] == ["east", "east", "east-gold", "waitk-offline"]
+    for row in rows:
+        assert float(row["LongYAAL_CA"]) > float(row["LongYAAL"]) > 0  # in ms
+        assert 0 <= float(row["BLEU"]) <= 100
+    runs = output / "runs"
+    for name in ("east-low", "east-high", "waitk-offline-k2"):  # one line per talk
+        assert len((runs / name / "instances.log").read_text().splitlines()) == 2
+        assert json.loads((runs / name / "run.json").read_text())["flags"]["long_form"] is True
+    gold = runs / "east-gold-low"
+    assert len((gold / "instances.log").read_text().splitlines()) == 6  # the talks' sentences
+    scores = json.loads((gold / "longform_scores.json").read_text())
+    assert (scores["talks"], scores["reference_sentences"]) == (2, 6)
+    resegmented = (gold / "omnisteval.resegmented.jsonl").read_text().splitlines()
+    assert len(resegmented) == 6
+    assert (output / "curves.png").exists()  # BLEU against LongYAAL
+    with open(output / "significance.csv") as handle:
+        (comparison,) = list(csv.DictReader(handle))
+    assert (comparison["from"], comparison["to"]) == ("low", "high")
+    assert float(comparison["BLEU_to"]) == pytest.approx(float(rows[1]["BLEU"]), abs=0.01)
+
+
+def test_gold_sentences_need_a_longform_testset(east_checkpoint, tmp_path):
+    systems = {"east": {"agent": "east", "gold_sentences": True}}
+    config = write_config(tmp_path / "grid.yaml", east_checkpoint, tmp_path / "out", systems)
+    result = east_eval(config, "--dry-run")
+    assert result.returncode == 2
+    assert "gold_sentences needs a long-form test set" in result.stderr
+
+
+def test_a_word_times_file_that_does_not_fit_is_refused_before_any_run(longform_grid, tmp_path):
+    config, _, _ = longform_grid
+    times = tmp_path / "times.txt"
+    times.write_text("0.5 1.0\n")
+    tree = yaml.safe_load(config.read_text())
+    tree.update(word_times=str(times), output=str(tmp_path / "out"))
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree))
+    result = east_eval(tmp_path / "grid.yaml")
+    assert result.returncode == 2
+    assert f"{times}: 1 lines of word times for" in result.stderr
+    assert not (tmp_path / "out" / "runs").exists()

@@ -12,6 +12,7 @@ from east_agent.evaluation.omnisteval_scoring import (
     score_longform,
     shortform_latency,
     talk_outputs_from_log,
+    talk_outputs_from_sentences,
 )
 
 # Two talks of two sentences; sources of 4+4 and 6+2 words, references of 4 words each.
@@ -192,3 +193,23 @@ def test_a_run_of_some_talks_is_scored_on_their_sentences(talks_dir, tmp_path):
     assert written == [reference for _, reference in PAIRS[2:]]
     with pytest.raises(ValueError, match="distinct talks in the test set's order"):
         score_longform(outputs()[::-1], talks_dir, tmp_path / "run")
+
+
+def test_gold_sentence_logs_join_into_talks(talks_dir, tmp_path):
+    """Sentence i of a talk: delays shifted by the units before it, computation summed."""
+    records = [  # index: the line of source_sentences.txt; elapsed: seconds in the sentence
+        {"index": 0, "prediction": "the cat", "delays": [2, 4], "elapsed": [0.1, 0.3]},
+        {"index": 1, "prediction": "a dog", "delays": [1, 4], "elapsed": [0.2, 0.5]},
+        {"index": 2, "prediction": "she", "delays": [6], "elapsed": [1.0]},
+    ]  # sentence 3 is missing: its talk is left out
+    log = tmp_path / "instances.log"
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    talks = longform.read_longform(talks_dir).talks
+    (talk,) = talk_outputs_from_sentences(log, talks)
+    assert talk.talk_id == "talk0000"
+    assert [(c.text, c.units_read, c.elapsed) for c in talk.chunks] == [
+        ("the", 2, 0.1),
+        ("cat", 4, 0.3),
+        ("a", 5, pytest.approx(0.5)),
+        ("dog", 8, pytest.approx(0.8)),
+    ]

@@ -1,0 +1,75 @@
+"""A finished run's OmniSTEval columns, computed once and kept beside its log.
+
+Sentence-level runs get OmniSTEval's YAAL (computation-unaware and -aware, source units)
+and its degenerate-policy diagnostics (`omnisteval_scoring.shortform_latency`), kept in
+`omnisteval_scores.json`. Long-form runs are re-segmented and scored by OmniSTEval
+(`omnisteval_scoring.score_longform`: BLEU, chrF, LongYAAL, StreamLAAL, in ms), kept in
+`longform_scores.json` with its inputs; a gold-sentence run of a long-form grid is joined
+into talks first (`talk_outputs_from_sentences`). Either file records the size and time of
+the `instances.log` it was made from, and is made again when the log has changed (a run
+continued, shards merged).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from east_agent.common.atomic import write_atomically
+from east_agent.evaluation.config import EvalConfig, Run
+from east_agent.evaluation.longform import read_longform
+from east_agent.evaluation.omnisteval_scoring import (
+    score_longform,
+    shortform_latency,
+    talk_outputs_from_log,
+    talk_outputs_from_sentences,
+)
+
+SHORTFORM_FILE = "omnisteval_scores.json"
+LONGFORM_FILE = "longform_scores.json"
+
+
+def log_stamp(run_dir: Path) -> dict[str, float]:
+    status = (run_dir / "instances.log").stat()
+    return {"log_bytes": status.st_size, "log_mtime": status.st_mtime}
+
+
+def kept(path: Path, stamp: dict[str, float]) -> dict | None:
+    """The saved scores at `path` if they were made from the log as it is now."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    return saved if saved.get("made_from") == stamp else None
+
+
+def shortform_columns(config: EvalConfig, run_dir: Path, latency_unit: str) -> dict:
+    """YAAL, YAAL_CA, SWF, EFSW, DSPTV and degenerate of a sentence-level run."""
+    path, stamp = run_dir / SHORTFORM_FILE, log_stamp(run_dir)
+    saved = kept(path, stamp)
+    if saved is None:
+        scores = shortform_latency(run_dir / "instances.log", config.ca_unit_seconds, latency_unit)
+        saved = {"scores": scores, "unit_seconds": config.ca_unit_seconds, "made_from": stamp}
+        write_atomically(path, json.dumps(saved, indent=2) + "\n")
+    return saved["scores"]
+
+
+def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
+    """BLEU, chrF, LongYAAL(_CA) and StreamLAAL(_CA) of a long-form grid's run, after
+    OmniSTEval's re-segmentation to the reference sentences."""
+    path, stamp = run_dir / LONGFORM_FILE, log_stamp(run_dir)
+    saved = kept(path, stamp)
+    if saved is None:
+        testset = read_longform(config.testset_dir)
+        read = talk_outputs_from_sentences if run.gold_sentences else talk_outputs_from_log
+        outputs = read(run_dir / "instances.log", testset.talks, testset.char_level)
+        saved = score_longform(
+            outputs,
+            config.testset_dir,
+            run_dir,
+            word_times=config.word_times,
+            unit_seconds=config.ca_unit_seconds,
+            comet="COMET" in config.quality_metrics,
+        )
+        saved["made_from"] = stamp
+        write_atomically(path, json.dumps(saved, indent=2) + "\n")
+    return saved["scores"]

@@ -30,7 +30,6 @@ from east_agent.decoding.chunk_search import (
     greedy_chunk,
 )
 from east_agent.decoding.long_form import (
-    MIN_CHUNK_ROOM,
     check_long_form,
     ends_sentence,
     opens_source,
@@ -120,7 +119,7 @@ class EastStreamDecoder(StreamingDecoder):
         self.start_streams(model, self.prompt)
         self.read_mask = self.mask(self.token_ids.read_suppressed)
         self.write_mask = self.mask(self.token_ids.write_suppressed)
-        self.segments = segmenter_of(self, config)
+        self.segments = segmenter_of(self, config, len(self.prompt_ids))
         self.reset()
 
     def _begin(self, stream: Stream) -> None:
@@ -172,16 +171,17 @@ class EastStreamDecoder(StreamingDecoder):
             length_penalty=self.length_penalty,
         )
 
+    @staticmethod
+    def scripted_tokens(stream: Stream) -> int:
+        """A script's chunk length here; a write it did not ask for (a long-form segment's
+        forced write) has none."""
+        return stream.script.get(stream.units_read, 0)
+
     def write_tokens(self, stream: Stream) -> int:
         """The most tokens the stream's next chunk may have."""
         if stream.script is not None:  # n tokens, and one more forward for the end-of-write
-            return stream.script[stream.units_read] + 1
+            return self.scripted_tokens(stream) + 1
         return min(self.config.max_new_tokens, 2 * (stream.units_since_write + 25))
-
-    def cache_need(self, stream: Stream) -> int:
-        """Long form: the cache once this unit, end-of-read, a short chunk and end-of-write
-        are in (`_write_limits` caps every chunk at what the budget has left)."""
-        return len(stream.tokens.ids) + 2 + MIN_CHUNK_ROOM
 
     def anchor_context(self, stream: Stream, source: str, target: str) -> int:
         """Long form: a new segment's context pair after the prompt; its token count."""
@@ -194,17 +194,18 @@ class EastStreamDecoder(StreamingDecoder):
         stream.tokens.append_added_token(self.token_ids.end_of_write)
         return len(stream.tokens.ids) - prompt_length
 
-    def _write_limits(self, stream: Stream) -> ChunkLimits:
-        max_tokens = self.write_tokens(stream)
-        if self.segments is not None:
-            max_tokens = min(max_tokens, self.segments.write_cap(stream))
+    def _write_limits(self, stream: Stream, max_tokens: int) -> ChunkLimits:
         if stream.script is not None:
             return self._chunk_limits(max_tokens, (), self.write_mask)
         return self._chunk_limits(max_tokens, self.token_ids.write_stops, self.write_mask)
 
     def _write(self, stream: Stream) -> Generator:
         """Generate one chunk after end-of-read, close it with end-of-write, record it."""
-        limits = self._write_limits(stream)
+        wanted = max_tokens = self.write_tokens(stream)
+        if self.segments is not None:
+            forced = stream.decisions[-1] == FORCED
+            max_tokens = self.segments.capped(stream, wanted, forced)
+        limits = self._write_limits(stream, max_tokens)
         pending = stream.pending()
         if self.config.num_beams > 1:
             chunk_ids, _ = yield from beam_chunk(
@@ -212,8 +213,10 @@ class EastStreamDecoder(StreamingDecoder):
             )
         else:
             chunk_ids, _ = yield from greedy_chunk(stream, pending, limits)
+        if self.segments is not None:
+            self.segments.note_chunk(stream, len(chunk_ids), max_tokens, wanted)
         if stream.script is not None:
-            chunk_ids = chunk_ids[: stream.script[stream.units_read]]
+            chunk_ids = chunk_ids[: self.scripted_tokens(stream)]
         return self._close_chunk(stream, chunk_ids)
 
     def _close_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:

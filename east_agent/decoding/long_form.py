@@ -23,9 +23,14 @@ A stream's cache therefore never holds more than `cache_budget` tokens, and time
 per source word stay flat however long the talk is. Wait-k decoders start their schedule
 again in each segment (k units, then a word per unit), as they would on gold sentences.
 
-A decoder that segments gives two answers: `cache_need(stream)`, the tokens its cache
-will hold once the current unit and its largest write are in, and `anchor_context(stream,
-source, target)`, which puts a new segment's context after the prompt.
+Budget arithmetic (`Segmenter.free`): an ordinary chunk is capped so that `RESERVE`
+tokens stay free for the next unit (taken to need at most `UNIT_ROOM` tokens), its markers
+and a forced chunk of at least `CHUNK_ROOM`; a unit that would leave an ordinary chunk less
+than `CHUNK_ROOM` closes the segment. Chunks cut short by a cap are counted
+(`chunks_capped`). A unit of more than `UNIT_ROOM` tokens can pass the budget by its excess
+(the model's context stays the hard limit). A decoder that segments gives one answer,
+`anchor_context(stream, source, target)`: it puts a new segment's context after the prompt
+and returns its token count.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from east_agent.decoding.streaming import Stream
 from east_agent.decoding.units import join_source_units
 
 SENTENCE_END = "。？！.!?"
-ROOM_PER_UNIT = 16  # tokens kept free for the next unit, so a forced write always fits
-MIN_CHUNK_ROOM = 16  # a segment goes on while a chunk this long still fits (chunks are capped)
+UNIT_ROOM = 16  # the most tokens one source unit is taken to need
+CHUNK_ROOM = 16  # the fewest tokens a chunk may be given before its segment is closed
+# kept free after every ordinary write: the next unit, its two markers and a forced chunk
+RESERVE = UNIT_ROOM + 2 + CHUNK_ROOM
+SEGMENT_ROOM = UNIT_ROOM + 2 + CHUNK_ROOM + RESERVE  # a new segment's need after its context
 
 
 def ends_sentence(unit: str) -> bool:
@@ -56,8 +64,10 @@ def check_long_form(config) -> None:
         raise ValueError(f"cache_budget must be at least 1, got {config.cache_budget}")
 
 
-def segmenter_of(decoder, config) -> Segmenter | None:
-    """The decoder's long-form bookkeeping, or None when `config.long_form` is off."""
+def segmenter_of(decoder, config, fixed_tokens: int) -> Segmenter | None:
+    """The decoder's long-form bookkeeping, or None when `config.long_form` is off;
+    `fixed_tokens`: what every segment holds before its context (the prompt, and for the
+    offline prompt the end of the user turn and the assistant header)."""
     if not config.long_form:
         return None
     return Segmenter(
@@ -66,6 +76,7 @@ def segmenter_of(decoder, config) -> Segmenter | None:
         config.context_words,
         config.segment_units,
         config.context_across_sentences,
+        fixed_tokens,
     )
 
 
@@ -92,20 +103,21 @@ class Segmenter:
         cache_budget: int | None,
         context_words: int,
         segments: int,
-        across_sentences: bool = False,
+        across_sentences: bool,
+        fixed_tokens: int,
     ):
         self.decoder = decoder
         self.budget = cache_budget or decoder.max_context // 2
-        prompt = len(decoder.prompt_ids)
         if self.budget > decoder.max_context:
             raise ValueError(
                 f"cache_budget {self.budget} is above the context of {decoder.max_context}"
             )
-        if self.budget < prompt + 4 * ROOM_PER_UNIT:
+        if self.budget < fixed_tokens + SEGMENT_ROOM:
             raise ValueError(
-                f"cache_budget {self.budget} leaves too little room after the {prompt}-token "
-                f"prompt (at least {prompt + 4 * ROOM_PER_UNIT})"
+                f"cache_budget {self.budget} leaves too little room after the {fixed_tokens}-"
+                f"token prompt (at least {fixed_tokens + SEGMENT_ROOM})"
             )
+        self.fixed_tokens = fixed_tokens
         self.context_words, self.segment_units = context_words, segments
         self.across_sentences = across_sentences
 
@@ -123,34 +135,49 @@ class Segmenter:
         return first
 
     def ends_segment(self, stream: Stream, unit: str) -> bool:
-        """Whether this unit (read, not fed) must close its segment with a forced write."""
+        """Whether this unit (read, not fed) must close its segment with a forced write:
+        a sentence end, `segment_units` units, or too little room for an ordinary chunk."""
         return (
             ends_sentence(unit)
             or stream.segment_units >= self.segment_units
-            or self.room(stream) < ROOM_PER_UNIT
+            or self.free(stream) - RESERVE < CHUNK_ROOM
         )
 
-    def room(self, stream: Stream) -> int:
-        """Tokens left in the budget once the current unit and its largest write are in."""
-        return self.budget - self.decoder.cache_need(stream)
+    def free(self, stream: Stream) -> int:
+        """Budget left for a chunk after the ids so far and the chunk's two markers."""
+        return self.budget - len(stream.tokens.ids) - 2
 
-    def write_cap(self, stream: Stream) -> int:
-        """The most tokens a chunk may have without the cache passing the budget (one
-        position kept for a closing marker)."""
-        return max(1, self.budget - len(stream.tokens.ids) - 2)
+    def write_cap(self, stream: Stream, forced: bool) -> int:
+        """The most tokens the next chunk may have: an ordinary one leaves `RESERVE` free
+        (so the next unit and a forced chunk still fit), a forced one may fill the budget."""
+        return max(1, self.free(stream) - (0 if forced else RESERVE))
+
+    def capped(self, stream: Stream, wanted: int, forced: bool) -> int:
+        """`wanted` tokens, or fewer where the budget says so (counted in `chunks_capped`
+        when the chunk then reaches the cap: see `note_chunk`)."""
+        return min(wanted, self.write_cap(stream, forced))
+
+    def note_chunk(self, stream: Stream, length: int, max_tokens: int, wanted: int) -> None:
+        if max_tokens < wanted and length >= max_tokens:
+            stream.totals.chunks_capped += 1
 
     def start_next(self, stream: Stream) -> None:
-        """Back to the prompt, then the context pair (fed with the next unit)."""
+        """Back to the prompt, then the context pair (fed with the next unit); a context
+        that would leave a segment too little room is dropped."""
         if not self.across_sentences and ends_sentence(stream.recent_units[-1]):
             stream.recent_units.clear()
             stream.sentence_first_chunk = len(stream.chunks)
         source, target = self.context(stream)
+        if not (source and target):
+            source, target = "", ""
         stream.rewind_to_prompt()
         stream.segment_units = 0
-        stream.segment_context = bool(source and target)
-        if not stream.segment_context:
-            source, target = "", ""
-        stream.totals.tokens_reencoded += self.decoder.anchor_context(stream, source, target)
+        carried = self.decoder.anchor_context(stream, source, target)
+        if carried and self.fixed_tokens + carried + SEGMENT_ROOM > self.budget:
+            stream.rewind_to_prompt()
+            carried = self.decoder.anchor_context(stream, "", "")
+        stream.segment_context = carried > 0
+        stream.totals.tokens_reencoded += carried
 
     def context(self, stream: Stream) -> tuple[str, str]:
         """The last `context_words` source units and target words, as text (of the current

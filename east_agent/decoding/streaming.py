@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 
 import torch
 
@@ -79,20 +79,13 @@ class Counters:
     forward_passes: int = 0
     tokens_fed: int = 0  # positions computed, summed over beams
     tokens_reencoded: int = 0  # positions computed again after a cache roll-back
+    chunks_capped: int = 0  # long form: chunks cut short by the cache budget
 
     def __sub__(self, other: Counters) -> Counters:
-        return Counters(
-            self.forward_passes - other.forward_passes,
-            self.tokens_fed - other.tokens_fed,
-            self.tokens_reencoded - other.tokens_reencoded,
-        )
+        return Counters(*(a - b for a, b in zip(astuple(self), astuple(other))))
 
     def __add__(self, other: Counters) -> Counters:
-        return Counters(
-            self.forward_passes + other.forward_passes,
-            self.tokens_fed + other.tokens_fed,
-            self.tokens_reencoded + other.tokens_reencoded,
-        )
+        return Counters(*(a + b for a, b in zip(astuple(self), astuple(other))))
 
 
 @dataclass

@@ -138,8 +138,8 @@ class OfflineWaitkDecoder(StreamingDecoder):
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
         self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
-        self.tail_length = len(tokenizer(self.tail, add_special_tokens=False)["input_ids"])
-        self.segments = segmenter_of(self, config)
+        tail_length = len(tokenizer(self.tail, add_special_tokens=False)["input_ids"])
+        self.segments = segmenter_of(self, config, len(self.prompt_ids) + tail_length)
         self.reset()
 
     def _begin(self, stream: OfflineWaitkStream) -> None:
@@ -148,11 +148,6 @@ class OfflineWaitkDecoder(StreamingDecoder):
         stream.target_ids = []
         if self.segments is not None:
             self.segments.begin(stream)
-
-    def cache_need(self, stream: OfflineWaitkStream) -> int:
-        """Long form: the cache once this unit's source, the prompt's tail, the target prefix
-        and a word are in (called with the tail and target appended)."""
-        return len(stream.tokens.ids) + MAX_WORD_TOKENS
 
     def anchor_context(self, stream: OfflineWaitkStream, source: str, target: str) -> int:
         """Long form: the context opens the new segment's source prefix and target prefix
@@ -178,9 +173,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
         ends_segment = self.segments is not None and self.segments.ends_segment(stream, unit)
         if is_last or ends_segment:
             stream.decisions.append(FORCED)
-            max_tokens = self.config.max_new_tokens
-            if self.segments is not None:
-                max_tokens = min(max_tokens, self.segments.write_cap(stream))
+            max_tokens = self._word_cap(stream, self.config.max_new_tokens, forced=True)
             new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
             step = self._step(stream, FORCED, new_ids, finished=is_last)
             if not is_last:
@@ -190,9 +183,14 @@ class OfflineWaitkDecoder(StreamingDecoder):
             stream.decisions.append(READ)
             return Step(READ)
         stream.decisions.append(WRITE)
-        limits = self._limits(MAX_WORD_TOKENS)
+        limits = self._limits(self._word_cap(stream, MAX_WORD_TOKENS, forced=False))
         word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
         return self._step(stream, WRITE, word)
+
+    def _word_cap(self, stream: OfflineWaitkStream, wanted: int, forced: bool) -> int:
+        if self.segments is None:
+            return wanted
+        return self.segments.capped(stream, wanted, forced)
 
     def _step(
         self, stream: OfflineWaitkStream, decision: str, new_ids: list[int], finished: bool = False
@@ -205,7 +203,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
         text = after[len(before) :] if after.startswith(before) else after
         if decision == FORCED:  # the end of a sentence (or of a long-form segment)
             text = text.rstrip()
-        if new_ids or finished:
+        if new_ids or decision == FORCED:  # a forced write is recorded, empty or not
             stream.record_chunk(new_ids, text)
         return Step(decision, text if new_ids else None, new_ids, finished=finished)
 
@@ -214,9 +212,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
         return units_in_segment(self.segments, stream) > 0
 
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
-        max_tokens = self.config.max_new_tokens
-        if self.segments is not None:
-            max_tokens = min(max_tokens, self.segments.write_cap(stream))
+        max_tokens = self._word_cap(stream, self.config.max_new_tokens, forced=True)
         new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
         return self._step(stream, FORCED, new_ids, finished=True)
 
@@ -250,7 +246,10 @@ class EastWaitkDecoder(EastStreamDecoder):
             if not is_last:
                 self.segments.start_next(stream)
         else:
-            limits = self._chunk_limits(MAX_WORD_TOKENS, (), self.word_mask)
+            max_tokens = MAX_WORD_TOKENS
+            if self.segments is not None:
+                max_tokens = self.segments.capped(stream, MAX_WORD_TOKENS, forced=False)
+            limits = self._chunk_limits(max_tokens, (), self.word_mask)
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
             chunk_ids, text = self._close_chunk(stream, word)
         return Step(decision, text, chunk_ids, finished=is_last)

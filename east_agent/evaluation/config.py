@@ -107,8 +107,8 @@ class EvalConfig:
                 )
             gold = self.gold_sentences(system, settings.pop(GOLD_SENTENCES, False))
             check_system_keys(self.source, system, agent, settings)
-            if self.long_form and not gold:
-                settings["long_form"] = True
+            if self.long_form:
+                settings = self.long_form_settings(system, settings, gold)
             swept = [key for key, value in settings.items() if isinstance(value, list)]
             if len(swept) > 1:
                 raise EvalConfigError(
@@ -126,6 +126,21 @@ class EvalConfig:
         if len(set(names)) != len(names):
             raise EvalConfigError(f"{self.source}: two runs share a name")
         return runs
+
+    def long_form_settings(self, system: str, settings: dict, gold: bool) -> dict:
+        """A long-form grid's run reads talks (`--long-form`), a gold-sentence one sentences;
+        settings that contradict that are refused here, not halfway through the grid."""
+        where = f"{self.source}: systems.{system}"
+        if gold:
+            for key in ("long_form", "cache_budget", "context_words", "segment_units"):
+                if key in settings:
+                    raise EvalConfigError(f"{where}.{key}: a gold-sentence system reads no talks")
+            return settings
+        if settings.get("document_level"):
+            raise EvalConfigError(f"{where}.document_level: long-form runs exclude it")
+        if settings.get("long_form") is False:
+            raise EvalConfigError(f"{where}.long_form: a long-form grid's runs read talks")
+        return {**settings, "long_form": True}
 
     def gold_sentences(self, system: str, value: Any) -> bool:
         if not isinstance(value, bool):

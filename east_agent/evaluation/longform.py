@@ -234,8 +234,16 @@ def sentence_span(talks: Sequence[Talk], talk_span: tuple[int, int]) -> tuple[in
     """The gold sentences (lines of `source_sentences.txt`) of talks `talk_span[0]` up to
     but excluding `talk_span[1]`."""
     first, end = talk_span
-    if not 0 <= first < end <= len(talks):
+    if not 0 <= first <= end <= len(talks):
         raise ValueError(f"talks {first}..{end} are not within the set's {len(talks)}")
+    if first == end:  # an empty shard
+        last = talks[-1]
+        position = (
+            talks[first].first_sentence
+            if first < len(talks)
+            else last.first_sentence + last.sentences
+        )
+        return position, position
     last = talks[end - 1]
     return talks[first].first_sentence, last.first_sentence + last.sentences
 

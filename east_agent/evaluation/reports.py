@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,11 @@ def read_scores(run_dir: Path) -> dict[str, str]:
 
 
 def table_columns(config: EvalConfig) -> tuple[str, ...]:
-    return LONGFORM_COLUMNS if config.long_form else TABLE_COLUMNS
+    """The grid's table; COMET after BLEU when the config asks for it."""
+    columns = LONGFORM_COLUMNS if config.long_form else TABLE_COLUMNS
+    if "COMET" in config.quality_metrics:
+        columns = (*columns[:3], "COMET", *columns[3:])
+    return columns
 
 
 def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
@@ -62,16 +67,25 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
             continue
         seconds = json.loads((run_dir / "wall_seconds.json").read_text())["seconds"]
         row = {"system": run.system, "setting": run.setting, "wall_seconds": seconds}
-        if config.long_form:
-            row.update(shown(longform_columns(config, run, run_dir)))
-        else:
+        if not config.long_form:
             scores = read_scores(run_dir)
-            row.update({column: scores.get(column, "") for column in SIMULEVAL_COLUMNS})
-            unit = testset.eval_latency_unit
-            row.update(shown(shortform_columns(config, run_dir, unit)))
+            row.update({column: scores.get(column, "") for column in (*SIMULEVAL_COLUMNS, "COMET")})
+        row.update(omnisteval_cells(config, run, run_dir, testset.eval_latency_unit))
         row["streams"] = streams_of(run_dir)
         rows.append(row)
     return rows
+
+
+def omnisteval_cells(config: EvalConfig, run: Run, run_dir: Path, unit: str) -> dict[str, str]:
+    """A run's OmniSTEval cells; a run OmniSTEval cannot score is named on stderr and its
+    cells stay empty, so the rest of the table is still written."""
+    try:
+        if config.long_form:
+            return shown(longform_columns(config, run, run_dir))
+        return shown(shortform_columns(config, run_dir, unit))
+    except (ValueError, RuntimeError, OSError, KeyError) as error:
+        print(f"east-eval: {run.name}: not scored by OmniSTEval: {error}", file=sys.stderr)
+        return {}
 
 
 def shown(scores: dict[str, float | None]) -> dict[str, str]:
@@ -97,13 +111,13 @@ def write_tables(
     """Write `<output>/<name>.csv` and `<name>.md`, each atomically."""
     with atomic_path(output / f"{name}.csv") as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
     lines = [
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
-        *("| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows),
+        *("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows),
     ]
     write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
 

@@ -5,9 +5,9 @@ and its degenerate-policy diagnostics (`omnisteval_scoring.shortform_latency`), 
 `omnisteval_scores.json`. Long-form runs are re-segmented and scored by OmniSTEval
 (`omnisteval_scoring.score_longform`: BLEU, chrF, LongYAAL, StreamLAAL, in ms), kept in
 `longform_scores.json` with its inputs; a gold-sentence run of a long-form grid is joined
-into talks first (`talk_outputs_from_sentences`). Either file records the size and time of
-the `instances.log` it was made from, and is made again when the log has changed (a run
-continued, shards merged).
+into talks first (`talk_outputs_from_sentences`). Either file records what it was made
+from (the `instances.log`'s size and time, the clock, COMET) and is made again when that
+has changed (a run continued, shards merged, another `ca_unit_seconds`).
 """
 
 from __future__ import annotations
@@ -29,9 +29,20 @@ SHORTFORM_FILE = "omnisteval_scores.json"
 LONGFORM_FILE = "longform_scores.json"
 
 
-def log_stamp(run_dir: Path) -> dict[str, float]:
+def made_from(run_dir: Path, config: EvalConfig) -> dict:
+    """What the scores depend on besides the test set: the log as it is now (size and
+    time) and the scoring settings (the clock, COMET)."""
     status = (run_dir / "instances.log").stat()
-    return {"log_bytes": status.st_size, "log_mtime": status.st_mtime}
+    stamp = {
+        "log_bytes": status.st_size,
+        "log_mtime": status.st_mtime,
+        "unit_seconds": config.ca_unit_seconds,
+        "comet": "COMET" in config.quality_metrics,
+    }
+    if config.word_times:
+        times = Path(config.word_times).stat()
+        stamp["word_times"] = [str(config.word_times), times.st_size, times.st_mtime]
+    return stamp
 
 
 def kept(path: Path, stamp: dict[str, float]) -> dict | None:
@@ -44,11 +55,11 @@ def kept(path: Path, stamp: dict[str, float]) -> dict | None:
 
 def shortform_columns(config: EvalConfig, run_dir: Path, latency_unit: str) -> dict:
     """YAAL, YAAL_CA, SWF, EFSW, DSPTV and degenerate of a sentence-level run."""
-    path, stamp = run_dir / SHORTFORM_FILE, log_stamp(run_dir)
+    path, stamp = run_dir / SHORTFORM_FILE, made_from(run_dir, config)
     saved = kept(path, stamp)
     if saved is None:
         scores = shortform_latency(run_dir / "instances.log", config.ca_unit_seconds, latency_unit)
-        saved = {"scores": scores, "unit_seconds": config.ca_unit_seconds, "made_from": stamp}
+        saved = {"scores": scores, "made_from": stamp}
         write_atomically(path, json.dumps(saved, indent=2) + "\n")
     return saved["scores"]
 
@@ -56,7 +67,7 @@ def shortform_columns(config: EvalConfig, run_dir: Path, latency_unit: str) -> d
 def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
     """BLEU, chrF, LongYAAL(_CA) and StreamLAAL(_CA) of a long-form grid's run, after
     OmniSTEval's re-segmentation to the reference sentences."""
-    path, stamp = run_dir / LONGFORM_FILE, log_stamp(run_dir)
+    path, stamp = run_dir / LONGFORM_FILE, made_from(run_dir, config)
     saved = kept(path, stamp)
     if saved is None:
         testset = read_longform(config.testset_dir)

@@ -95,13 +95,16 @@ def run_record(
     flags = {**{key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}, **run.flags}
     if run.agent == "east" and int(flags.get("num_beams", 1)) > 1:
         flags.setdefault("beam_stop", REFERENCE)
-    return {
+    record = {
         "model_path": config.model_path,
         "testset": testset.name,
         "agent": run.agent,
         "flags": flags,
-        "sentences": list(sentences),
+        "sentences": list(sentences),  # SimulEval instances: talks, in a long-form run
     }
+    if run.gold_sentences:
+        record["gold_sentences"] = True  # the talks' sentences, one instance each
+    return record
 
 
 def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:

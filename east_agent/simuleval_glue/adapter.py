@@ -145,7 +145,8 @@ def check_source_file(source: str | None, target: str | None = None) -> None:
         more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
         raise ValueError(
             f"{source}: line {shown}{more}: empty source sentence; remove it "
-            "(and the matching reference line) before evaluating"
+            "(and the matching reference line) before evaluating (with --long-form a line "
+            "is a whole talk: join the paragraphs of a talk into one line)"
         )
     if target and Path(target).is_file():
         references = read_simuleval_lines(target)

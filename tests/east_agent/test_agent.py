@@ -84,14 +84,18 @@ def test_a_bad_max_context_is_refused_before_loading(
     assert not (tmp_path / "out" / "instances.log").exists()
 
 
-def test_empty_source_line_is_named_before_loading(east_checkpoint, tmp_path):
+@pytest.mark.parametrize("flags", [(), ("--long-form",)])
+def test_empty_source_line_is_named_before_loading(east_checkpoint, tmp_path, flags):
+    """A sentence file with a blank line, or a talk written as paragraphs with blank lines
+    between them (in long form a line is a whole talk)."""
     (tmp_path / "src.txt").write_text("Die Katze\n\nDer Hund\n")
     (tmp_path / "ref.txt").write_text("The cat\n\nThe dog\n")
-    result = run_simuleval(
-        *agent_arguments(east_checkpoint, tmp_path, tmp_path / "out"), timeout=120
-    )
+    arguments = agent_arguments(east_checkpoint, tmp_path, tmp_path / "out", *flags)
+    result = run_simuleval(*arguments, timeout=120)
     assert result.returncode != 0
     assert "src.txt: line 2: empty source sentence" in result.stderr
+    assert "join the paragraphs of a talk into one line" in result.stderr
+    assert not (tmp_path / "out" / "instances.log").exists()
 
 
 @pytest.mark.parametrize(

@@ -378,6 +378,9 @@ def test_a_longform_grid_reads_talks_and_scores_them_with_omnisteval(longform_gr
         assert json.loads((runs / name / "run.json").read_text())["flags"]["long_form"] is True
     gold = runs / "east-gold-low"
     assert len((gold / "instances.log").read_text().splitlines()) == 6  # the talks' sentences
+    record = json.loads((gold / "run.json").read_text())
+    assert record["gold_sentences"] is True and "long_form" not in record["flags"]
+    assert record["sentences"] == [0, 6]
     scores = json.loads((gold / "longform_scores.json").read_text())
     assert (scores["talks"], scores["reference_sentences"]) == (2, 6)
     resegmented = (gold / "omnisteval.resegmented.jsonl").read_text().splitlines()
@@ -389,12 +392,25 @@ def test_a_longform_grid_reads_talks_and_scores_them_with_omnisteval(longform_gr
     assert float(comparison["BLEU_to"]) == pytest.approx(float(rows[1]["BLEU"]), abs=0.01)
 
 
-def test_gold_sentences_need_a_longform_testset(east_checkpoint, tmp_path):
-    systems = {"east": {"agent": "east", "gold_sentences": True}}
+@pytest.mark.parametrize(
+    "testset, system, message",
+    [
+        ("multi30k.de-en", {"gold_sentences": True}, "gold_sentences needs a long-form test set"),
+        ("multi30k.de-en.talks3", {"gold_sentences": True, "context_words": 0}, "reads no talks"),
+        ("multi30k.de-en.talks3", {"document_level": True}, "long-form runs exclude it"),
+    ],
+)
+def test_long_form_settings_that_contradict_are_refused(
+    east_checkpoint, tmp_path, testset, system, message
+):
+    systems = {"east": {"agent": "east", **system}}
     config = write_config(tmp_path / "grid.yaml", east_checkpoint, tmp_path / "out", systems)
+    tree = yaml.safe_load(config.read_text())
+    config.write_text(yaml.safe_dump({**tree, "testset": testset}))
     result = east_eval(config, "--dry-run")
     assert result.returncode == 2
-    assert "gold_sentences needs a long-form test set" in result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_word_times_file_that_does_not_fit_is_refused_before_any_run(longform_grid, tmp_path):

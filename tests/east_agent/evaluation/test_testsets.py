@@ -8,7 +8,10 @@ import pytest
 from east_agent.decoding.units import join_source_units
 from east_agent.evaluation import testsets
 from east_agent.evaluation.config import load_eval_config
+from east_agent.evaluation.longform import parse_name
 from east_agent.evaluation.testsets import available_testsets, prepare_testset, read_pairs
+
+LEVELS = ["low", "low-medium", "medium", "medium-high", "high"]
 
 # configs that check a direction (EAST and offline) rather than compare with wait-k
 DIRECTION_CHECKS = {"multi30k-fr-en"}
@@ -73,15 +76,20 @@ def test_configs_cover_the_paper():
 def test_config_loads_and_states_its_command(path):
     config = load_eval_config(path)
     assert f"east-eval eval_configs/{path.name}" in "".join(path.read_text().splitlines()[:4])
-    assert config.testset in available_testsets()
+    assert parse_name(config.testset)[0] in available_testsets()
     runs = {run.name: run for run in config.runs()}
-    levels = ["low", "low-medium", "medium", "medium-high", "high"]
-    assert {f"east-{level}" for level in levels} <= set(runs)
+    if config.long_form:  # every run reads talks, but the gold-sentence runs
+        assert {f"east-gold-{level}" for level in LEVELS} <= set(runs)
+        for run in runs.values():
+            assert run.flags.get("long_form") is (None if run.gold_sentences else True)
+    assert {f"east-{level}" for level in LEVELS} <= set(runs)
     offline = [run for name, run in runs.items() if name.startswith("offline-k")]
     assert [run.flags["prompt"] for run in offline] == ["offline"]
     if path.stem in DIRECTION_CHECKS:
         return
+    long_form = {"long_form": True} if config.long_form else {}
     for k in (1, 3, 5, 7, 9):
-        assert runs[f"waitk-offline-k{k}"].flags == {"prompt": "offline", "waitk": k}
-        assert runs[f"waitk-east-k{k}"].flags == {"prompt": "east", "waitk": k}
-    assert {"AL_CA", "LAAL_CA", "LAAL", "AL"} <= set(config.latency_metrics)
+        assert runs[f"waitk-offline-k{k}"].flags == {"prompt": "offline", "waitk": k, **long_form}
+        assert runs[f"waitk-east-k{k}"].flags == {"prompt": "east", "waitk": k, **long_form}
+    if not config.long_form:  # long-form tables show OmniSTEval's latencies
+        assert {"AL_CA", "LAAL_CA", "LAAL", "AL"} <= set(config.latency_metrics)

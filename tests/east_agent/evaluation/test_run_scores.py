@@ -1,0 +1,65 @@
+"""A run's OmniSTEval columns: computed once, made again when what they depend on changed,
+and a run OmniSTEval cannot score leaves its cells empty instead of the whole table."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from east_agent.evaluation import testsets
+from east_agent.evaluation.config import EvalConfig, Run
+from east_agent.evaluation.reports import omnisteval_cells
+from east_agent.evaluation.run_scores import LONGFORM_FILE, longform_columns
+
+PAIRS = [("a1 a2 a3.", "the cat sat"), ("b1 b2.", "a dog ran")]
+
+
+@pytest.fixture
+def grid(tmp_path, monkeypatch):
+    """A long-form grid folder with one finished run (a talk of two sentences, wait-1)."""
+    monkeypatch.setattr(testsets, "read_pairs", lambda name: (PAIRS, "German", "English"))
+    config = EvalConfig(tmp_path / "grid.yaml", "multi30k.de-en.talks2", "m", tmp_path, {})
+    testsets.prepare_testset(config.testset, config.testset_dir)
+    run = Run("east-low", "east", "low", "east", {"long_form": True})
+    run_dir = config.run_dir(run)
+    run_dir.mkdir(parents=True)
+    record = {
+        "index": 0,
+        "prediction": "the cat sat a dog ran",
+        "delays": [1, 2, 3, 4, 5, 5],
+        "elapsed": [0.1] * 6,
+    }
+    (run_dir / "instances.log").write_text(json.dumps(record) + "\n")
+    return config, run, run_dir
+
+
+def test_scores_are_kept_and_made_again_when_the_clock_changes(grid):
+    config, run, run_dir = grid
+    first = longform_columns(config, run, run_dir)
+    saved = run_dir / LONGFORM_FILE
+    modified = saved.stat().st_mtime_ns
+    assert longform_columns(config, run, run_dir) == first
+    assert saved.stat().st_mtime_ns == modified  # read back, not scored again
+    config.ca_unit_seconds = 0.8
+    slower = longform_columns(config, run, run_dir)
+    assert slower["LongYAAL"] == pytest.approx(2 * first["LongYAAL"], rel=0.02)
+    assert slower["chrF"] == first["chrF"] == pytest.approx(100)  # same words
+
+
+def test_scores_are_made_again_when_the_log_changes(grid):
+    config, run, run_dir = grid
+    first = longform_columns(config, run, run_dir)
+    log = run_dir / "instances.log"
+    record = json.loads(log.read_text())
+    record["delays"] = [3, 3, 3, 5, 5, 5]
+    log.write_text(json.dumps(record) + "\n")
+    os.utime(log, ns=(log.stat().st_atime_ns, log.stat().st_mtime_ns + 10**9))
+    assert longform_columns(config, run, run_dir)["LongYAAL"] > first["LongYAAL"]
+
+
+def test_a_run_omnisteval_cannot_score_leaves_empty_cells(grid, capsys):
+    config, run, run_dir = grid
+    (run_dir / "instances.log").write_text('{"index": 0, "prediction": "x"}\n')
+    assert omnisteval_cells(config, run, Path(run_dir), "word") == {}
+    assert "east-low: not scored by OmniSTEval" in capsys.readouterr().err

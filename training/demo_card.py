@@ -171,7 +171,9 @@ Multi30k val (1,014 sentences; `--testset multi30k-val.de-en`):
 
 `east-eval eval_configs/multi30k-de-en.talks50.yaml`: each talk is one stream of about 545
 words (`--long-form`: segments at sentence ends, a cache of at most 256 tokens;
-`east-discourse`: the last 20 source and target words carried past each sentence end);
+`east-discourse`: the last 20 source and target words carried past each sentence end;
+`east-cut8`: every sentence cut after 8 words and carried on with its last 20 words, as
+unpunctuated input would be; `east-cut8-nocontext`: the same cuts without them);
 `east-gold` translates the same sentences one at a time. Every run is re-segmented to the
 reference sentences and scored by OmniSTEval: BLEU, chrF, LongYAAL and StreamLAAL in ms at
 0.4 s per source word (`_CA`: with computation time, this machine, float32, batched).

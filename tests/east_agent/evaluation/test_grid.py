@@ -424,3 +424,35 @@ def test_a_word_times_file_that_does_not_fit_is_refused_before_any_run(longform_
     assert result.returncode == 2
     assert f"{times}: 1 lines of word times for" in result.stderr
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_longform_shards_count_talks_and_merge_to_the_whole_grid(longform_grid, tmp_path):
+    """Shards of a long-form grid split the talks (a gold-sentence run takes their
+    sentences); merged, they score as the unsharded grid."""
+    config, whole, _ = longform_grid
+    tree = yaml.safe_load(config.read_text())
+    systems = {name: tree["systems"][name] for name in ("east", "east-gold")}
+    tree.update(output=str(tmp_path / "sharded"), systems=systems)
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree))
+    for shard in ("1/2", "2/2"):
+        result = east_eval(tmp_path / "grid.yaml", "--limit", "2", "--shard", shard)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    def second_shard(run):
+        path = tmp_path / "sharded" / "runs" / run / "shards" / "2-of-2" / "run.json"
+        return json.loads(path.read_text())["sentences"]
+
+    assert second_shard("east-low") == [1, 2]  # talk 1
+    assert second_shard("east-gold-low") == [3, 6]  # talk 1's sentences
+    result = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    def rows(folder):
+        with open(folder / "results.csv") as handle:
+            return {
+                (row["system"], row["setting"]): [row[c] for c in ("BLEU", "chrF", "LongYAAL")]
+                for row in csv.DictReader(handle)
+            }
+
+    merged, unsharded = rows(tmp_path / "sharded"), rows(whole)
+    assert len(merged) == 3 and all(merged[key] == unsharded[key] for key in merged)

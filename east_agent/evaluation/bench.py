@@ -540,8 +540,7 @@ def progress(text: str, started: float) -> None:
     print(f"[east-bench {elapsed:7.1f} s] {text}", file=sys.stderr, flush=True)
 
 
-@command_line("east-bench")
-def main(argv: list[str] | None = None) -> None:
+def bench_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="benchmark the streaming decoder")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-path", help="an EAST checkpoint")
@@ -573,55 +572,60 @@ def main(argv: list[str] | None = None) -> None:
         help="instead: many streams at once (continuous batching) at each of these counts, "
         "against the sequential decoder in the same run",
     )
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.torch_dtype)
+    return parser
+
+
+def load_bench_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
+    """(model, tokenizer, name) of `--model-path` or `--random-model`."""
     if args.model_path:
         from east_agent.lm.checkpoint import load_east_checkpoint
 
         model, tokenizer = load_east_checkpoint(
             args.model_path, torch_dtype=args.torch_dtype, device=args.device
         )
-        model_name = args.model_path
-    else:
-        if not args.schedule or not args.tokenizer:
-            parser.error(
-                "a random model needs --schedule (waitk:K or a recorded file) and "
-                "--tokenizer (a Llama-3 tokenizer.json, or a folder holding one)"
-            )
-        tokenizer = llama3_east_tokenizer(args.tokenizer)
-        model = random_model(args.random_model, tokenizer, dtype, args.device)
-        model_name = f"random {args.random_model}"
-    sentences, src_lang, tgt_lang = load_sentences(args.testset, args.sentences, tokenizer)
-    schedule = None
-    if args.schedule and args.schedule.startswith("waitk:"):
-        schedule = waitk_schedule(sentences, int(args.schedule.split(":")[1]))
-    elif args.schedule:
-        schedule = [
-            [tuple(write) for write in writes]
-            for writes in json.loads(Path(args.schedule).read_text())
-        ][: len(sentences)]
-        # a recorded schedule covers its own sentences: more are those again, in turn
-        sentences = [sentences[i % len(schedule)] for i in range(args.sentences)]
-        schedule = [schedule[i % len(schedule)] for i in range(args.sentences)]
-    progress(f"{model_name} ready, {len(sentences)} sentences", started)
-    if args.streams:
-        header = run_header(args, model, model_name, len(sentences), device, "")
-        results = stream_benchmark(args, model, tokenizer, sentences, schedule, started)
-        publish(streams_report(results, header), args.output)
-        return
-    counter = ForwardCounter().attach(model)
+        return model, tokenizer, args.model_path
+    if not args.schedule or not args.tokenizer:
+        parser.error(
+            "a random model needs --schedule (waitk:K or a recorded file) and "
+            "--tokenizer (a Llama-3 tokenizer.json, or a folder holding one)"
+        )
+    tokenizer = llama3_east_tokenizer(args.tokenizer)
+    dtype = getattr(torch, args.torch_dtype)
+    model = random_model(args.random_model, tokenizer, dtype, args.device)
+    return model, tokenizer, f"random {args.random_model}"
 
+
+def load_schedule(args: argparse.Namespace, sentences: list) -> tuple[list, list | None]:
+    """(sentences, schedule) of `--schedule`: none (the model decides), wait-k, or a
+    recorded file, whose sentences are taken again in turn when more are asked for."""
+    if not args.schedule:
+        return sentences, None
+    if args.schedule.startswith("waitk:"):
+        return sentences, waitk_schedule(sentences, int(args.schedule.split(":")[1]))
+    recorded = json.loads(Path(args.schedule).read_text())
+    schedule = [[tuple(write) for write in writes] for writes in recorded][: len(sentences)]
+    sentences = [sentences[i % len(schedule)] for i in range(args.sentences)]
+    return sentences, [schedule[i % len(schedule)] for i in range(args.sentences)]
+
+
+def decoder_runs(args, model, tokenizer, sentences, schedule, languages, started) -> list:
+    """(a) on each backend (the first run records the schedule the others follow), (a)
+    with beams, (b) the reference loop, (c) offline: their results in that order."""
+    device, (src_lang, tgt_lang) = torch.device(args.device), languages
+    counter = ForwardCounter().attach(model)
     results = []
+
+    def timed(decoder):
+        run_streaming(decoder, sentences[:2], schedule, counter, device)  # warm-up, graphs
+        counter.take()
+        result, recorded = run_streaming(decoder, sentences, schedule, counter, device)
+        progress(f"{result.name}: {result.seconds:.1f} s", started)
+        results.append(result)
+        return recorded
+
     for kind in args.kv_caches:
         config = DecoderConfig(src_lang, tgt_lang, args.latency, kv_cache=kind)
-        greedy = EastStreamDecoder(model, tokenizer, config)
-        run_streaming(greedy, sentences[:2], schedule, counter, device)  # warm-up, graphs
-        counter.take()
-        result, recorded = run_streaming(greedy, sentences, schedule, counter, device)
-        results.append(result)
-        progress(f"{result.name}: {result.seconds:.1f} s", started)
+        recorded = timed(EastStreamDecoder(model, tokenizer, config))
         if schedule is None:
             schedule = recorded  # the rest follow the decisions the model just made
             if args.save_schedule:
@@ -630,21 +634,37 @@ def main(argv: list[str] | None = None) -> None:
         beam_config = DecoderConfig(
             src_lang, tgt_lang, args.latency, num_beams=args.num_beams, kv_cache=args.kv_caches[0]
         )
-        beam = EastStreamDecoder(model, tokenizer, beam_config)
-        run_streaming(beam, sentences[:2], schedule, counter, device)  # warm-up
-        counter.take()
-        results.append(run_streaming(beam, sentences, schedule, counter, device)[0])
-        progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
+        timed(EastStreamDecoder(model, tokenizer, beam_config))
     results.append(
         run_reference_loop(model, tokenizer, config, sentences, schedule, counter, device)
     )
     progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
-    offline = run_offline(
-        model, tokenizer, config, sentences, schedule, counter, device, args.kv_caches[0]
+    results.append(
+        run_offline(
+            model, tokenizer, config, sentences, schedule, counter, device, args.kv_caches[0]
+        )
     )
-    results.append(offline)
     progress(f"{results[-1].name}: {results[-1].seconds:.1f} s", started)
+    return results
 
+
+@command_line("east-bench")
+def main(argv: list[str] | None = None) -> None:
+    parser = bench_parser()
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    device = torch.device(args.device)
+    model, tokenizer, model_name = load_bench_model(args, parser)
+    sentences, src_lang, tgt_lang = load_sentences(args.testset, args.sentences, tokenizer)
+    sentences, schedule = load_schedule(args, sentences)
+    progress(f"{model_name} ready, {len(sentences)} sentences", started)
+    if args.streams:
+        header = run_header(args, model, model_name, len(sentences), device, "")
+        results = stream_benchmark(args, model, tokenizer, sentences, schedule, started)
+        publish(streams_report(results, header), args.output)
+        return
+    languages = (src_lang, tgt_lang)
+    results = decoder_runs(args, model, tokenizer, sentences, schedule, languages, started)
     bandwidth = copy_bandwidth(device, args.copy_megabytes)
     floor_ms = 1000 * weight_bytes(model) / bandwidth
     steps = step_costs(model, device, args.kv_caches)

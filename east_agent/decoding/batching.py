@@ -137,16 +137,17 @@ def _pump(decoder, stream: Stream, job: _Job, fed) -> Feed | None:
     """Hand the stream `fed` (None: nothing yet), then its next units while it waits for
     them; return its next feed, or None once its sentence is finished (or failed)."""
     units = job.sentence.units
+
+    def next_unit() -> tuple[str, bool]:
+        index = job.next_unit
+        job.next_unit += 1
+        return units[index], index == len(units) - 1
+
     try:
-        feed = decoder.advance(stream, fed) if fed is not None else None
-        while feed is None and not stream.finished:
-            index = job.next_unit
-            job.next_unit += 1
-            feed = decoder.advance(stream, (units[index], index == len(units) - 1))
+        return decoder.run_until_feed(stream, fed, next_unit)
     except ContextOverflowError as error:
         job.error = error
         return None
-    return feed
 
 
 def _outcome(stream: Stream, job: _Job) -> Outcome:

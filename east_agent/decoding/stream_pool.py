@@ -91,11 +91,13 @@ class StreamPool:
         if stream.program is None or stream in self.errors:
             events.clear()
             return
+
+        def next_event():
+            return events.popleft() if events else None
+
         try:
             with torch.inference_mode():
-                feed = self.decoder.advance(stream, fed) if fed is not None else None
-                while feed is None and events and not stream.finished:
-                    feed = self.decoder.advance(stream, events.popleft())
+                feed = self.decoder.run_until_feed(stream, fed, next_event)
         except ContextOverflowError as error:
             self.errors[stream] = error
             feed = None

@@ -366,6 +366,18 @@ class StreamingDecoder:
             return None
         return None if request is WAIT else request
 
+    def run_until_feed(self, stream: Stream, fed, next_event: Callable[[], object]) -> Feed | None:
+        """Hand the stream `fed` (None: nothing yet), then the events `next_event` gives
+        while it waits for input (None: no event yet); return its next feed, or None when it
+        has finished or waits for an event. A ContextOverflowError goes to the caller."""
+        feed = self.advance(stream, fed) if fed is not None else None
+        while feed is None and not stream.finished:
+            event = next_event()
+            if event is None:
+                return None
+            feed = self.advance(stream, event)
+        return feed
+
     # -- the sequential driver: one stream ------------------------------------------------------
 
     @property

@@ -73,3 +73,24 @@ def assert_trace_matches_full_recompute(model, trace: TracingLM, atol=1e-5) -> N
     assert trace.seen
     for ids, logits in trace.seen:
         torch.testing.assert_close(logits, full_logits(model, ids), atol=atol, rtol=atol)
+
+
+def generate_chunk(model, prefix, num_beams, max_new_tokens, ids) -> list[int]:
+    """A WRITE chunk by the installed transformers' `generate()` (beam search when
+    `num_beams` > 1) after `prefix`, with EAST's stops and suppressed ids (`ids`:
+    `east_token_ids`); its new ids, the stop excluded."""
+    with torch.no_grad():
+        output = model.generate(
+            torch.tensor([list(prefix)]),
+            num_beams=num_beams,
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=list(ids.write_stops),
+            pad_token_id=ids.end_of_write,
+            suppress_tokens=list(ids.write_suppressed),
+            length_penalty=1.0,
+            early_stopping=False,
+        )[0, len(prefix) :].tolist()
+    while output and output[-1] in ids.write_stops:
+        output.pop()
+    return output

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from lm_trace import generate_chunk
 from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
@@ -213,25 +214,6 @@ def decoder(model, tokenizer, beam_stop: str, streams: int = 1) -> EastStreamDec
     return EastStreamDecoder(model, tokenizer, config, streams=streams)
 
 
-def generate(model, prefix, beams, cap, ids) -> list[int]:
-    """The installed transformers' beam search."""
-    with torch.no_grad():
-        output = model.generate(
-            torch.tensor([prefix]),
-            num_beams=beams,
-            do_sample=False,
-            max_new_tokens=cap,
-            eos_token_id=list(ids.write_stops),
-            pad_token_id=ids.end_of_write,
-            suppress_tokens=list(ids.write_suppressed),
-            length_penalty=1.0,
-            early_stopping=False,
-        )[0, len(prefix) :].tolist()
-    while output and output[-1] in ids.write_stops:
-        output.pop()
-    return output
-
-
 def chunk_searches(east, units):
     """(prefix up to end-of-read, the chunk's token cap, its ids) of each chunk of `units`."""
     translation = east.translate(units)
@@ -257,7 +239,7 @@ def test_each_rule_picks_its_transformers_chunk(eager_model, east_tokenizer):
                 old = beam_search_4442(
                     eager_model, prefix, 3, cap, ids.write_stops, list(ids.write_suppressed)
                 )
-                new = generate(eager_model, prefix, 3, cap, ids)
+                new = generate_chunk(eager_model, prefix, 3, cap, ids)
                 assert chunk_ids == (old if beam_stop == "reference" else new)
                 disagreements += old != new
     assert disagreements >= 3

@@ -5,7 +5,7 @@ import random
 
 import pytest
 import torch
-from lm_trace import TracingLM, assert_trace_matches_full_recompute
+from lm_trace import TracingLM, assert_trace_matches_full_recompute, generate_chunk
 
 from east_agent.decoding.east import (
     FORCED,
@@ -195,23 +195,9 @@ def test_beam_chunks_equal_transformers_beam_search(east_model, east_tokenizer):
         ends_of_read = [i for i, token in enumerate(stream) if token == ids.end_of_read]
         previous_delay = 0
         for end_of_read, chunk_ids, delay in zip(ends_of_read, result.chunk_ids, result.delays):
-            prefix = torch.tensor([stream[: end_of_read + 1]])
             cap = min(config.max_new_tokens, 2 * (delay - previous_delay + 25))
             previous_delay = delay
-            with torch.no_grad():
-                output = east_model.generate(
-                    prefix,
-                    num_beams=beams,
-                    do_sample=False,
-                    max_new_tokens=cap,
-                    eos_token_id=list(ids.write_stops),
-                    pad_token_id=ids.end_of_write,
-                    suppress_tokens=list(ids.write_suppressed),
-                    length_penalty=1.0,
-                    early_stopping=False,
-                )[0, prefix.shape[1] :].tolist()
-            while output and output[-1] in ids.write_stops:
-                output.pop()
+            output = generate_chunk(east_model, stream[: end_of_read + 1], beams, cap, ids)
             assert chunk_ids == output
             compared += 1
     assert compared >= 6

@@ -16,6 +16,7 @@ from simuleval.utils import entrypoint
 from east_agent.common.arguments import positive_int
 from east_agent.decoding.chunk_search import BEAM_STOP_RULES, REFERENCE
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.decoding.long_form import long_form_settings
 from east_agent.simuleval_glue.adapter import (
     StreamingAgent,
     add_decoding_args,
@@ -64,11 +65,7 @@ class EastAgent(StreamingAgent):
             max_context=args.max_context,
             kv_cache=args.kv_cache,
             beam_stop=args.beam_stop,
-            long_form=args.long_form,
-            cache_budget=args.cache_budget,
-            context_words=args.context_words,
-            segment_units=args.segment_units,
-            context_across_sentences=args.context_across_sentences,
+            **long_form_settings(args),
         )
 
     @classmethod

@@ -18,6 +18,7 @@ import argparse
 from simuleval.utils import entrypoint
 
 from east_agent.common.arguments import positive_int
+from east_agent.decoding.long_form import long_form_settings
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.decoding.waitk import PROMPTS, EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from east_agent.lm.checkpoint import load_model, load_tokenizer
@@ -63,11 +64,7 @@ class WaitkAgent(StreamingAgent):
             args.kv_cache,
             prompt=args.prompt,
             latency=args.latency,
-            long_form=args.long_form,
-            cache_budget=args.cache_budget,
-            context_words=args.context_words,
-            segment_units=args.segment_units,
-            context_across_sentences=args.context_across_sentences,
+            **long_form_settings(args),
         )
 
     @classmethod

@@ -30,6 +30,7 @@ from east_agent.decoding.chunk_search import (
     greedy_chunk,
 )
 from east_agent.decoding.long_form import (
+    capped_tokens,
     check_long_form,
     ends_sentence,
     opens_source,
@@ -201,10 +202,9 @@ class EastStreamDecoder(StreamingDecoder):
 
     def _write(self, stream: Stream) -> Generator:
         """Generate one chunk after end-of-read, close it with end-of-write, record it."""
-        wanted = max_tokens = self.write_tokens(stream)
-        if self.segments is not None:
-            forced = stream.decisions[-1] == FORCED
-            max_tokens = self.segments.capped(stream, wanted, forced)
+        wanted = self.write_tokens(stream)
+        forced = stream.decisions[-1] == FORCED
+        max_tokens = capped_tokens(self.segments, stream, wanted, forced)
         limits = self._write_limits(stream, max_tokens)
         pending = stream.pending()
         if self.config.num_beams > 1:

@@ -53,6 +53,16 @@ def ends_sentence(unit: str) -> bool:
     return unit.rstrip()[-1:] in SENTENCE_END
 
 
+LONG_FORM_FIELDS = (
+    "long_form", "cache_budget", "context_words", "segment_units", "context_across_sentences",
+)  # fmt: skip
+
+
+def long_form_settings(source) -> dict:
+    """The long-form settings of parsed flags or of a decoder config, by field name."""
+    return {name: getattr(source, name) for name in LONG_FORM_FIELDS}
+
+
 def check_long_form(config) -> None:
     """The long-form settings a decoder config shares (`long_form`, `cache_budget`,
     `context_words`, `segment_units`, `context_across_sentences`)."""
@@ -86,6 +96,12 @@ def opens_source(segments: Segmenter | None, stream: Stream, unit: str) -> bool:
     if segments is None:
         return stream.units_read == 0
     return segments.note_unit(stream, unit)
+
+
+def capped_tokens(segments: Segmenter | None, stream: Stream, wanted: int, forced: bool) -> int:
+    """The most tokens the next chunk or word may have: `wanted`, or fewer in long form
+    where the cache budget says so."""
+    return wanted if segments is None else segments.capped(stream, wanted, forced)
 
 
 def units_in_segment(segments: Segmenter | None, stream: Stream) -> int:

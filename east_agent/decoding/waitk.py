@@ -29,7 +29,9 @@ from east_agent.decoding.chunk_search import (
 )
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.long_form import (
+    capped_tokens,
     check_long_form,
+    long_form_settings,
     opens_source,
     segmenter_of,
     units_in_segment,
@@ -98,11 +100,7 @@ class WaitkConfig:
             max_new_tokens=self.max_new_tokens,
             max_context=self.max_context,
             kv_cache=self.kv_cache,
-            long_form=self.long_form,
-            cache_budget=self.cache_budget,
-            context_words=self.context_words,
-            segment_units=self.segment_units,
-            context_across_sentences=self.context_across_sentences,
+            **long_form_settings(self),
         )
 
 
@@ -173,7 +171,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
         ends_segment = self.segments is not None and self.segments.ends_segment(stream, unit)
         if is_last or ends_segment:
             stream.decisions.append(FORCED)
-            max_tokens = self._word_cap(stream, self.config.max_new_tokens, forced=True)
+            max_tokens = capped_tokens(self.segments, stream, self.config.max_new_tokens, True)
             new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
             step = self._step(stream, FORCED, new_ids, finished=is_last)
             if not is_last:
@@ -183,14 +181,9 @@ class OfflineWaitkDecoder(StreamingDecoder):
             stream.decisions.append(READ)
             return Step(READ)
         stream.decisions.append(WRITE)
-        limits = self._limits(self._word_cap(stream, MAX_WORD_TOKENS, forced=False))
+        limits = self._limits(capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False))
         word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
         return self._step(stream, WRITE, word)
-
-    def _word_cap(self, stream: OfflineWaitkStream, wanted: int, forced: bool) -> int:
-        if self.segments is None:
-            return wanted
-        return self.segments.capped(stream, wanted, forced)
 
     def _step(
         self, stream: OfflineWaitkStream, decision: str, new_ids: list[int], finished: bool = False
@@ -212,7 +205,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
         return units_in_segment(self.segments, stream) > 0
 
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
-        max_tokens = self._word_cap(stream, self.config.max_new_tokens, forced=True)
+        max_tokens = capped_tokens(self.segments, stream, self.config.max_new_tokens, True)
         new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
         return self._step(stream, FORCED, new_ids, finished=True)
 
@@ -246,9 +239,7 @@ class EastWaitkDecoder(EastStreamDecoder):
             if not is_last:
                 self.segments.start_next(stream)
         else:
-            max_tokens = MAX_WORD_TOKENS
-            if self.segments is not None:
-                max_tokens = self.segments.capped(stream, MAX_WORD_TOKENS, forced=False)
+            max_tokens = capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False)
             limits = self._chunk_limits(max_tokens, (), self.word_mask)
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
             chunk_ids, text = self._close_chunk(stream, word)

@@ -215,18 +215,20 @@ def test_offline_waitk_opens_a_segment_with_its_context(east_model, east_tokeniz
     assert translation.decisions.count(FORCED) == 2
 
 
+BAD_SETTINGS = [
+    ({"cache_budget": 20}, "leaves too little room"),
+    ({"cache_budget": 4096}, "above the context"),
+    ({"context_words": -1}, "context_words"),
+]
+
+
 @pytest.mark.parametrize(
-    "settings, message",
+    "policy, settings, message",
     [
-        ({"cache_budget": 20}, "leaves too little room"),
-        ({"cache_budget": 4096}, "above the context"),
-        ({"context_words": -1}, "context_words"),
-        ({"document_level": True}, "exclude each other"),
+        *((policy, *bad) for policy in POLICIES for bad in BAD_SETTINGS),
+        ("east", {"document_level": True}, "exclude each other"),  # wait-k has no such mode
     ],
 )
-@pytest.mark.parametrize("policy", POLICIES)
-def test_bad_long_form_settings_are_refused(east_model, east_tokenizer, settings, message, policy):
-    if "document_level" in settings and policy != "east":
-        pytest.skip("wait-k has no document-level mode")
+def test_bad_long_form_settings_are_refused(east_model, east_tokenizer, policy, settings, message):
     with pytest.raises(ValueError, match=message):
         long_form(east_model, east_tokenizer, policy, **settings)

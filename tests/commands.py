@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from tiny_east import LEXICON, synthetic_sentence
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,3 +56,24 @@ def write_toy_test_set(folder: Path, count: int, seed: int) -> list[list[str]]:
     references = [" ".join(LEXICON[word] for word in s) for s in sentences]
     (folder / "ref.txt").write_text("".join(r + "\n" for r in references))
     return sentences
+
+
+def east_eval(*arguments, timeout=900):
+    """`east-eval` with these arguments, its output captured."""
+    command = [console_script("east-eval"), *map(str, arguments)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def write_grid_config(path: Path, checkpoint, output: Path, systems: dict) -> Path:
+    """A Multi30k grid config on the tiny checkpoint, scored with and without computation."""
+    config = {
+        "testset": "multi30k.de-en",
+        "model_path": str(checkpoint),
+        "output": str(output),
+        "device": "cpu",
+        "torch_dtype": "float32",
+        "latency_metrics": ["LAAL", "AL", "LAAL_CA", "AL_CA"],
+        "systems": systems,
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path

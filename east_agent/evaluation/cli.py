@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> None:
         help=f"sentences decoded at once (default {DEFAULT_BATCH_SIZE}, or the config's "
         "batch_size); 1 runs SimulEval's own loop, one sentence at a time, as a child process",
     )
+    parser.add_argument(
+        "--jobs",
+        type=positive_int,
+        help="runs at once, each in its own process on a share of the CPU threads (default "
+        "1, or the config's jobs); what each prints goes to console.log in its folder",
+    )
     args = parser.parse_args(argv)
     config = load_eval_config(
         args.config,
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         device=args.device,
         testset=args.testset,
         batch_size=args.batch_size,
+        jobs=args.jobs,
     )
     if args.merge_shards:
         runs = [run for run in config.runs() if not args.only or run.name in args.only]

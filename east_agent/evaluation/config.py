@@ -36,6 +36,7 @@ TOP_LEVEL_KEYS = {
     "latency_metrics",
     "ca_unit_seconds",
     "batch_size",
+    "jobs",
     "word_times",
     "systems",
 }
@@ -78,6 +79,7 @@ class EvalConfig:
     )
     ca_unit_seconds: float = 0.4
     batch_size: int = DEFAULT_BATCH_SIZE  # sentences decoded at once; 1: SimulEval's loop
+    jobs: int = 1  # runs at once, each in its own worker process
     word_times: str | None = None  # long-form grids: one line of unit times (s) per talk
 
     def run_dir(self, run: Run, shard: tuple[int, int] | None = None) -> Path:
@@ -198,8 +200,10 @@ def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides
     if num_beams is not None:
         tree["systems"] = with_num_beams(path, tree["systems"], num_beams)
     config = EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
-    if not isinstance(config.batch_size, int) or config.batch_size < 1:
-        raise EvalConfigError(f"{path}: batch_size must be a whole number of at least 1")
+    for key in ("batch_size", "jobs"):
+        value = getattr(config, key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise EvalConfigError(f"{path}: {key} must be a whole number of at least 1")
     config.runs()  # validates the systems
     return config
 

@@ -4,7 +4,8 @@ the talks' sentences (`--limit` and `--shard` count talks, and such a run takes 
 sentences).
 
 A run whose `scores.tsv` exists is not run again; one that was cut off continues from its
-last finished sentence.
+last finished sentence. With `jobs` above 1 the runs go to that many worker processes,
+several at once (`east_agent.evaluation.jobs`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from east_agent.evaluation.config import EvalConfig, EvalConfigError
+from east_agent.evaluation.jobs import Job, run_jobs
 from east_agent.evaluation.longform import (
     LongformSet,
     gold_sentences_of,
@@ -66,7 +68,7 @@ def run_grid(
     longform_set = check_longform(config) if config.long_form else None
     sentences = min(limit or testset.sentences, testset.sentences)
     indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
-    models = LoadedModels()
+    todo = []
     for number, run in enumerate(runs, 1):
         run_dir = config.run_dir(run, shard)
         run_set, run_indices = testset, indices
@@ -80,11 +82,17 @@ def run_grid(
         if (run_dir / "scores.tsv").exists():
             print(f"[{number}/{len(runs)}] {run.name}: done already, skipped", flush=True)
             continue
-        print(f"[{number}/{len(runs)}] {run.name}", flush=True)
         if dry_run:
-            print("$ " + " ".join(command))
+            print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
             continue
-        run_simuleval(command, run_dir, models)
+        todo.append(Job(number, run.name, command, run_dir))
+    if config.jobs > 1:
+        run_jobs(todo, config.jobs, len(runs))
+    else:
+        models = LoadedModels()
+        for job in todo:
+            print(f"[{job.number}/{len(runs)}] {job.name}", flush=True)
+            run_simuleval(job.command, job.output, models)
     if shard or dry_run:
         return []
     return summarize(config, config.runs())

@@ -33,7 +33,7 @@ from east_agent.evaluation.significance import (
 from east_agent.evaluation.testsets import read_prepared
 
 SIMULEVAL_COLUMNS = ("BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA")
-RUN_COLUMNS = ("wall_seconds", "streams")
+RUN_COLUMNS = ("wall_seconds", "streams", "jobs")
 TABLE_COLUMNS = ("system", "setting", *SIMULEVAL_COLUMNS, *SHORTFORM_KEYS, *RUN_COLUMNS)
 LONGFORM_COLUMNS = (
     "system", "setting", "BLEU", "chrF", "LongYAAL", "StreamLAAL", "LongYAAL_CA",
@@ -65,13 +65,16 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
         run_dir = config.run_dir(run)
         if not (run_dir / "scores.tsv").exists():
             continue
-        seconds = json.loads((run_dir / "wall_seconds.json").read_text())["seconds"]
-        row = {"system": run.system, "setting": run.setting, "wall_seconds": seconds}
+        timing = json.loads((run_dir / "wall_seconds.json").read_text())
+        row = {"system": run.system, "setting": run.setting, "wall_seconds": timing["seconds"]}
         if not config.long_form:
             scores = read_scores(run_dir)
             row.update({column: scores.get(column, "") for column in (*SIMULEVAL_COLUMNS, "COMET")})
         row.update(omnisteval_cells(config, run, run_dir, testset.eval_latency_unit))
         row["streams"] = streams_of(run_dir)
+        row["jobs"] = max(
+            (attempt.get("jobs", 1) for attempt in timing.get("tries", [])), default=1
+        )
         rows.append(row)
     return rows
 
@@ -95,7 +98,8 @@ def shown(scores: dict[str, float | None]) -> dict[str, str]:
 
 def streams_of(run_dir: Path) -> int:
     """How many streams shared the device in a run (its computation-aware latency's
-    setting): 1 for SimulEval's own loop; a batched run says in `batch.json`."""
+    setting, with `jobs`: runs side by side): 1 for SimulEval's own loop; a batched run
+    says in `batch.json`."""
     from east_agent.simuleval_glue.batch import BATCH_RECORD
 
     record = run_dir / BATCH_RECORD

@@ -138,18 +138,23 @@ def finished_lines(log: Path) -> int:
     return len(finished_records(log))
 
 
-def run_simuleval(command: list[str], output: Path, models: LoadedModels | None = None) -> float:
+def run_simuleval(
+    command: list[str], output: Path, models: LoadedModels | None = None, jobs: int = 1
+) -> float:
     """Run (or continue) one SimulEval command; return its wall seconds, all tries summed.
 
     A batched command (`--batch-size` above 1) runs in this process on `models` (a grid
     loads its checkpoint once); SimulEval's own loop runs as a child process, which dies
-    with this one. Every try is recorded when it starts, so one killed outright still
-    counts (up to its last sentence). The folder is locked while the run writes to it."""
+    with this one. Every try is recorded when it starts, with the number of runs that
+    shared the machine (`jobs`), so one killed outright still counts (up to its last
+    sentence). The folder is locked while the run writes to it."""
     with hold_run_lock(output):
-        return _run_simuleval(command, output, models)
+        return _run_simuleval(command, output, models, jobs)
 
 
-def _run_simuleval(command: list[str], output: Path, models: LoadedModels | None) -> float:
+def _run_simuleval(
+    command: list[str], output: Path, models: LoadedModels | None, jobs: int
+) -> float:
     timing = output / "wall_seconds.json"
     tries = read_tries(timing, output / "instances.log")
     if finished_lines(output / "instances.log"):
@@ -157,7 +162,7 @@ def _run_simuleval(command: list[str], output: Path, models: LoadedModels | None
     print("$ " + " ".join(command), flush=True)
     started = time.time()
     output.mkdir(parents=True, exist_ok=True)
-    write_tries(timing, [*tries, {"started": started, "seconds": None}])
+    write_tries(timing, [*tries, {"started": started, "seconds": None, "jobs": jobs}])
     try:
         if "--batch-size" in command:
             _run_in_process(command, models or LoadedModels())
@@ -166,7 +171,8 @@ def _run_simuleval(command: list[str], output: Path, models: LoadedModels | None
             if returncode != 0:
                 raise RuntimeError(f"the run in {output} failed (exit {returncode})")
     finally:
-        tries.append({"started": started, "seconds": round(time.time() - started, 2)})
+        seconds = round(time.time() - started, 2)
+        tries.append({"started": started, "seconds": seconds, "jobs": jobs})
         write_tries(timing, tries)
     return sum(attempt["seconds"] for attempt in tries)
 

@@ -64,8 +64,12 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
         claim_run_folder(run_dir, merged_record)
     write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
     write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
-    seconds = sum(json.loads((f / "wall_seconds.json").read_text())["seconds"] for f in shard_dirs)
-    write_atomically(run_dir / "wall_seconds.json", json.dumps({"seconds": round(seconds, 2)}))
+    timings = [json.loads((f / "wall_seconds.json").read_text()) for f in shard_dirs]
+    seconds = round(sum(timing["seconds"] for timing in timings), 2)
+    tries = [attempt for timing in timings for attempt in timing.get("tries", [])]
+    write_atomically(
+        run_dir / "wall_seconds.json", json.dumps({"seconds": seconds, "tries": tries}) + "\n"
+    )
     testset = read_prepared(config.testset_dir)
     command = [
         str(Path(sys.executable).with_name("east-simuleval")),

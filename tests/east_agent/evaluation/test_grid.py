@@ -8,25 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-
-def east_eval(*arguments, timeout=900):
-    command = [str(Path(sys.executable).with_name("east-eval")), *map(str, arguments)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
-
-
-def write_config(path, checkpoint, output, systems):
-    config = {
-        "testset": "multi30k.de-en",
-        "model_path": str(checkpoint),
-        "output": str(output),
-        "device": "cpu",
-        "torch_dtype": "float32",
-        "latency_metrics": ["LAAL", "AL", "LAAL_CA", "AL_CA"],
-        "systems": systems,
-    }
-    path.write_text(yaml.safe_dump(config))
-    return path
+from commands import east_eval
+from commands import write_grid_config as write_config
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +52,7 @@ def test_grid_runs_every_setting_and_tabulates(grid):
         "degenerate",
         "wall_seconds",
         "streams",
+        "jobs",
     ]
     for row in rows:
         assert float(row["wall_seconds"]) > 0
@@ -114,6 +98,36 @@ def test_batched_grid_scores_equal_simulevals_own_loop(grid, tmp_path):
     ]
     assert {r["streams"] for r in batched_rows} == {"64"}  # what the CA columns measured
     assert {r["streams"] for r in sequential_rows} == {"1"}
+
+
+def rows_of(output: Path) -> list[dict[str, str]]:
+    with open(output / "results.csv") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_jobs_give_the_scores_of_one_run_at_a_time(grid, tmp_path):
+    config, one_at_a_time, first = grid
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = east_eval(config, "--limit", "3", "--jobs", "2", "--output", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    side_by_side = rows_of(tmp_path)
+    assert [
+        [row[c] for c in ("system", "setting", "BLEU", "AL", "LAAL", "YAAL", "SWF")]
+        for row in side_by_side
+    ] == [
+        [row[c] for c in ("system", "setting", "BLEU", "AL", "LAAL", "YAAL", "SWF")]
+        for row in rows_of(one_at_a_time)
+    ]
+    assert {row["jobs"] for row in side_by_side} == {"2"}
+    assert {row["jobs"] for row in rows_of(one_at_a_time)} == {"1"}
+    for number, name in enumerate(("east-low", "east-high", "waitk-offline-k2"), 1):
+        assert f"[{number}/3] {name}: started" in result.stdout
+        run = tmp_path / "runs" / name
+        console = (run / "console.log").read_text()
+        assert "east-simuleval --agent" in console and "BLEU" in console  # not on the terminal
+        tries = json.loads((run / "wall_seconds.json").read_text())["tries"]
+        assert [attempt["jobs"] for attempt in tries] == [2]
+    assert "east-simuleval --agent" not in result.stdout
 
 
 def test_finished_runs_are_not_run_again(grid):
@@ -366,7 +380,7 @@ def test_a_longform_grid_reads_talks_and_scores_them_with_omnisteval(longform_gr
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == [
         "system", "setting", "BLEU", "chrF", "LongYAAL", "StreamLAAL", "LongYAAL_CA",
-        "StreamLAAL_CA", "wall_seconds", "streams",
+        "StreamLAAL_CA", "wall_seconds", "streams", "jobs",
     ]  # fmt: skip
     assert [row["system"] for row in rows] == ["east", "east", "east-gold", "waitk-offline"]
     for row in rows:

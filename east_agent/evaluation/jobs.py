@@ -1,0 +1,135 @@
+"""Several runs of a grid at once (`east-eval --jobs N`), each in its own worker process.
+
+On a CPU much of a small model's step is not the matrix products but the operators around
+them and the programs' Python, which one process runs on one core at a time; two runs side
+by side keep both cores busy (the Multi30k grid on 2 cores: `benchmarks/RESULTS.md`). Each
+worker:
+- is a fresh (spawned) process that dies with `east-eval` (`PR_SET_PDEATHSIG`, as the
+  SimulEval children of `east_agent.common.child_process`), taking its own children along;
+- runs on `threads` CPU threads (the machine's threads shared among the jobs; SimulEval
+  children it starts inherit the setting through `OMP_NUM_THREADS`);
+- loads the checkpoint once for all the runs it is handed, and runs each exactly as
+  `run_simuleval` does (locked folder, resumable, timed);
+- writes what a run prints to `console.log` in that run's folder, so runs side by side do
+  not interleave on the terminal.
+A run's wall time and computation-aware latency are then measured beside the other jobs:
+`wall_seconds.json` records `jobs` for each try and the grid's table has a `jobs` column.
+A run that fails lets the running ones finish, starts no new one, and is named with its
+console log.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+CONSOLE_LOG = "console.log"
+
+
+@dataclass(frozen=True)
+class Job:
+    number: int  # 1-based, as the grid prints it
+    name: str
+    command: list[str]
+    output: Path
+
+
+def job_threads(jobs: int) -> int:
+    """CPU threads for each of `jobs` workers: this process's threads, shared out."""
+    import torch
+
+    return max(1, torch.get_num_threads() // jobs)
+
+
+def run_jobs(jobs_to_run: Sequence[Job], jobs: int, total: int) -> None:
+    """Run `jobs_to_run` on `jobs` workers, the next one starting as soon as one is free."""
+    threads = job_threads(jobs)
+    context = multiprocessing.get_context("spawn")  # no inherited thread pools or locks
+    failures: list[str] = []
+    pending = list(jobs_to_run)
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), threads)
+    ) as pool:
+        running: dict[Future, Job] = {}
+        while pending or running:
+            while pending and len(running) < jobs and not failures:
+                job = pending.pop(0)
+                print(f"[{job.number}/{total}] {job.name}: started ({_console(job)})", flush=True)
+                running[pool.submit(_run_job, job, jobs)] = job
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                job = running.pop(future)
+                failure = future.exception()
+                if failure is None:
+                    print(f"[{job.number}/{total}] {job.name}: {future.result():.1f} s", flush=True)
+                else:
+                    failures.append(f"{job.name}: {failure} (see {_console(job)})")
+    if failures:
+        not_started = f"; not started: {', '.join(job.name for job in pending)}" if pending else ""
+        raise RuntimeError("runs failed: " + "; ".join(failures) + not_started)
+
+
+def _console(job: Job) -> Path:
+    return job.output / CONSOLE_LOG
+
+
+# -- in the worker ----------------------------------------------------------------------------
+
+_loaded = None  # the worker's LoadedModels: one checkpoint for every run it is handed
+
+
+def _start_worker(parent: int, threads: int) -> None:
+    from east_agent.common.child_process import die_with
+
+    if sys.platform.startswith("linux"):
+        die_with(parent)()
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for SimulEval children (--batch-size 1)
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _run_job(job: Job, jobs: int) -> float:
+    """One run in this worker; its wall seconds (all tries)."""
+    global _loaded
+    from east_agent.evaluation.runs import LoadedModels, run_simuleval
+
+    if _loaded is None:
+        _loaded = LoadedModels()
+    job.output.mkdir(parents=True, exist_ok=True)
+    with _console_to(_console(job)):
+        print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, one of {jobs} jobs", flush=True)
+        try:
+            return run_simuleval(job.command, job.output, _loaded, jobs=jobs)
+        except SystemExit as stop:  # a flag SimulEval's parser refused: the message is above
+            raise RuntimeError(f"the run stopped (exit {stop.code})") from None
+
+
+@contextmanager
+def _console_to(path: Path):
+    """Standard output and error (the file descriptors, so children and C code too) go
+    to `path` while the run lasts."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(path, "a", encoding="utf-8") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for descriptor in saved:
+                os.close(descriptor)

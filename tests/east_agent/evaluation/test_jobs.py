@@ -1,0 +1,92 @@
+"""`east-eval --jobs N`: a failed job, a killed grid (its scores equal one run at a time:
+`test_grid.py`, on the grid there)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from commands import east_eval
+from commands import write_grid_config as write_config
+
+
+def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path):
+    from east_agent.common.run_lock import hold_run_lock
+
+    systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    with hold_run_lock(output / "runs" / "east-high"):  # another writer holds this one
+        result = east_eval(config, "--limit", "3", "--jobs", "2")
+    assert result.returncode == 2
+    assert "east-high" in result.stderr and "is being written by process" in result.stderr
+    assert str(output / "runs" / "east-high" / "console.log") in result.stderr
+    assert (output / "runs" / "east-low" / "scores.tsv").exists()
+    rerun = east_eval(config, "--limit", "3", "--jobs", "2")  # the lock is gone: it finishes
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "east-low: done already, skipped" in rerun.stdout
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live process under `pid` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
+    """SIGKILL of `east-eval` alone ends its workers (and their SimulEval children); the
+    rerun writes every sentence once."""
+    systems = {
+        "east": {"agent": "east", "latency": ["low"]},
+        "waitk": {"agent": "waitk", "waitk": [2]},
+    }
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    arguments = [str(config), "--limit", "40", "--jobs", "2", "--batch-size", "1"]
+    command = [str(Path(sys.executable).with_name("east-eval")), *arguments]
+    logs = [output / "runs" / name / "instances.log" for name in ("east-low", "waitk-k2")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not all(log.exists() and log.read_text().count("\n") >= 1 for log in logs):
+        assert process.poll() is None and time.time() < deadline, "east-eval ended first"
+        time.sleep(0.02)
+    workers = descendants(process.pid)
+    assert len(workers) >= 4  # two workers, each with its east-simuleval child
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 30
+    while any(alive(pid) for pid in workers):
+        assert time.time() < deadline, "a worker outlived east-eval"
+        time.sleep(0.1)
+    result = east_eval(*arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for log in logs:
+        indices = [json.loads(line)["index"] for line in log.read_text().splitlines()]
+        assert sorted(indices) == list(range(40))  # each once

@@ -128,12 +128,13 @@ def compare(
                 f"{system}-{setting}: {len(predictions)} translations for "
                 f"{len(references)} references (an unfinished run?)"
             )
+    bleu = BLEU(tokenize=tokenize, references=[references])  # tokenized once, for every pair
     comparisons = []
     for (before, baseline), (after, candidate) in zip(settings, settings[1:]):
         test = PairedTest(
             [(before, baseline), (after, candidate)],
-            {"BLEU": BLEU(tokenize=tokenize)},
-            references=[references],
+            {"BLEU": bleu},
+            references=None,  # the metric's own cache
             test_type="bs",
             n_samples=samples,
         )

@@ -86,8 +86,9 @@ def run_grid(
             print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
             continue
         todo.append(Job(number, run.name, command, run_dir))
-    if config.jobs > 1:
-        run_jobs(todo, config.jobs, len(runs))
+    jobs = min(config.jobs, len(todo))  # the workers a grid really needs
+    if jobs > 1:
+        run_jobs(todo, jobs, len(runs))
     else:
         models = LoadedModels()
         for job in todo:

@@ -15,7 +15,8 @@ worker:
 A run's wall time and computation-aware latency are then measured beside the other jobs:
 `wall_seconds.json` records `jobs` for each try and the grid's table has a `jobs` column.
 A run that fails lets the running ones finish, starts no new one, and is named with its
-console log.
+console log (where its traceback is). A worker that dies (killed, out of memory) ends the
+grid at once, naming the runs it cut off; Ctrl-C too. A rerun resumes them.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ import multiprocessing
 import os
 import sys
 import time
+import traceback
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +55,11 @@ def run_jobs(jobs_to_run: Sequence[Job], jobs: int, total: int) -> None:
     """Run `jobs_to_run` on `jobs` workers, the next one starting as soon as one is free."""
     threads = job_threads(jobs)
     context = multiprocessing.get_context("spawn")  # no inherited thread pools or locks
-    failures: list[str] = []
-    pending = list(jobs_to_run)
-    with ProcessPoolExecutor(
+    pool = ProcessPoolExecutor(
         jobs, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), threads)
-    ) as pool:
-        running: dict[Future, Job] = {}
+    )
+    pending, running, failures = list(jobs_to_run), {}, []
+    try:
         while pending or running:
             while pending and len(running) < jobs and not failures:
                 job = pending.pop(0)
@@ -66,16 +68,30 @@ def run_jobs(jobs_to_run: Sequence[Job], jobs: int, total: int) -> None:
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
+            if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
+                cut_off = ", ".join(job.name for job in running.values())  # a worker died
+                raise RuntimeError(f"a worker process died; cut off (a rerun resumes): {cut_off}")
             for future in done:
                 job = running.pop(future)
-                failure = future.exception()
-                if failure is None:
+                if future.exception() is None:
                     print(f"[{job.number}/{total}] {job.name}: {future.result():.1f} s", flush=True)
                 else:
-                    failures.append(f"{job.name}: {failure} (see {_console(job)})")
+                    failures.append(f"{job.name}: {future.exception()} (see {_console(job)})")
+    except BaseException:
+        _stop(pool)  # Ctrl-C or a dead worker: the runs left can be resumed
+        raise
+    pool.shutdown()
     if failures:
         not_started = f"; not started: {', '.join(job.name for job in pending)}" if pending else ""
         raise RuntimeError("runs failed: " + "; ".join(failures) + not_started)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """End the workers now rather than after their runs (`shutdown` alone waits for them)."""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # no public handle
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.kill()
 
 
 def _console(job: Job) -> Path:
@@ -99,7 +115,9 @@ def _start_worker(parent: int, threads: int) -> None:
 
 
 def _run_job(job: Job, jobs: int) -> float:
-    """One run in this worker; its wall seconds (all tries)."""
+    """One run in this worker; its wall seconds (all tries). A failure's traceback goes to
+    the run's console log; what comes back is a plain RuntimeError naming it (any
+    exception object might not survive the trip back to `east-eval`)."""
     global _loaded
     from east_agent.evaluation.runs import LoadedModels, run_simuleval
 
@@ -112,6 +130,9 @@ def _run_job(job: Job, jobs: int) -> float:
             return run_simuleval(job.command, job.output, _loaded, jobs=jobs)
         except SystemExit as stop:  # a flag SimulEval's parser refused: the message is above
             raise RuntimeError(f"the run stopped (exit {stop.code})") from None
+        except Exception as error:
+            traceback.print_exc()
+            raise RuntimeError(f"{type(error).__name__}: {error}") from None
 
 
 @contextmanager
@@ -129,7 +150,18 @@ def _console_to(path: Path):
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            _flush_c_streams()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for descriptor in saved:
                 os.close(descriptor)
+
+
+def _flush_c_streams() -> None:
+    """C code's buffered output belongs to the run that wrote it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to ask (not Linux or macOS)
+        pass

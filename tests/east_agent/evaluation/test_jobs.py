@@ -15,20 +15,40 @@ from commands import write_grid_config as write_config
 
 
 def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path):
+    """The failed run is named with its console log; the run beside it finishes; the one
+    still waiting is not started."""
     from east_agent.common.run_lock import hold_run_lock
 
+    systems = {"east": {"agent": "east", "latency": ["low", "medium", "high"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    with hold_run_lock(output / "runs" / "east-low"):  # another writer holds the first run
+        result = east_eval(config, "--limit", "3", "--jobs", "2")
+    assert result.returncode == 2
+    assert "runs failed: east-low" in result.stderr and "is being written by" in result.stderr
+    assert str(output / "runs" / "east-low" / "console.log") in result.stderr
+    assert "not started: east-high" in result.stderr
+    assert (output / "runs" / "east-medium" / "scores.tsv").exists()
+    assert "Traceback" in (output / "runs" / "east-low" / "console.log").read_text()
+    rerun = east_eval(config, "--limit", "3", "--jobs", "2")  # the lock is gone: it finishes
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "east-medium: done already, skipped" in rerun.stdout
+    assert "[1/3] east-low: started" in rerun.stdout and "[3/3] east-high: started" in rerun.stdout
+
+
+def test_one_run_left_runs_in_this_process(east_checkpoint, tmp_path):
+    """`jobs` counts the workers a grid needs: one run left runs here, on every thread."""
     systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
     output = tmp_path / "out"
     config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
-    with hold_run_lock(output / "runs" / "east-high"):  # another writer holds this one
-        result = east_eval(config, "--limit", "3", "--jobs", "2")
-    assert result.returncode == 2
-    assert "east-high" in result.stderr and "is being written by process" in result.stderr
-    assert str(output / "runs" / "east-high" / "console.log") in result.stderr
-    assert (output / "runs" / "east-low" / "scores.tsv").exists()
-    rerun = east_eval(config, "--limit", "3", "--jobs", "2")  # the lock is gone: it finishes
-    assert rerun.returncode == 0, rerun.stderr[-3000:]
-    assert "east-low: done already, skipped" in rerun.stdout
+    first = east_eval(config, "--limit", "2", "--jobs", "2", "--only", "east-low")
+    assert first.returncode == 0, first.stderr[-3000:]
+    result = east_eval(config, "--limit", "2", "--jobs", "2")  # east-low is done already
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[2/2] east-high\n" in result.stdout and "started" not in result.stdout
+    for name in ("east-low", "east-high"):
+        tries = json.loads((output / "runs" / name / "wall_seconds.json").read_text())
+        assert [attempt["jobs"] for attempt in tries["tries"]] == [1]
 
 
 def descendants(pid: int) -> set[int]:
@@ -49,6 +69,13 @@ def descendants(pid: int) -> set[int]:
             found.add(child)
             todo.append(child)
     return found
+
+
+def command_line_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
 
 
 def alive(pid: int) -> bool:
@@ -78,12 +105,13 @@ def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
         assert process.poll() is None and time.time() < deadline, "east-eval ended first"
         time.sleep(0.02)
     workers = descendants(process.pid)
-    assert len(workers) >= 4  # two workers, each with its east-simuleval child
+    children = [pid for pid in workers if "east-simuleval" in command_line_of(pid)]
+    assert len(children) == 2  # one SimulEval loop under each worker
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     deadline = time.time() + 30
     while any(alive(pid) for pid in workers):
-        assert time.time() < deadline, "a worker outlived east-eval"
+        assert time.time() < deadline, "a worker or its child outlived east-eval"
         time.sleep(0.1)
     result = east_eval(*arguments)
     assert result.returncode == 0, result.stderr[-3000:]

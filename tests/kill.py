@@ -1,4 +1,5 @@
-"""Killing a real command outright once its log holds some finished sentences."""
+"""Killing a real command outright once its log holds some finished sentences, and the
+processes that should die with it (Linux /proc)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,37 @@ def sigkill_after_lines(command: list[str], log: Path, lines: int, timeout: floa
     assert process.poll() is None, "the command ended before it could be killed"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def live_processes() -> dict[int, tuple[int, str]]:
+    """Every live (not zombie) process: its parent's pid and its command line."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, parent = (entry / "stat").read_text().rsplit(") ", 1)[1].split()[:2]
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if state != "Z":
+            found[int(entry.name)] = (int(parent), command)
+    return found
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains `text`."""
+    return [pid for pid, (_, command) in live_processes().items() if text in command]
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process under `pid`, with its command line."""
+    processes = live_processes()
+    found, todo = {}, [pid]
+    while todo:
+        parent = todo.pop()
+        for child, (its_parent, command) in processes.items():
+            if its_parent == parent and child not in found:
+                found[child] = command
+                todo.append(child)
+    return found

@@ -22,13 +22,7 @@ from east_agent.evaluation.longform import (
     unit_times,
 )
 from east_agent.evaluation.reports import summarize
-from east_agent.evaluation.runs import (
-    LoadedModels,
-    claim_run_folder,
-    run_record,
-    run_simuleval,
-    simuleval_command,
-)
+from east_agent.evaluation.runs import claim_run_folder, run_record, simuleval_command
 from east_agent.evaluation.shards import shard_range
 from east_agent.evaluation.testsets import PreparedTestset, prepare_testset, read_prepared
 
@@ -86,14 +80,7 @@ def run_grid(
             print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
             continue
         todo.append(Job(number, run.name, command, run_dir))
-    jobs = min(config.jobs, len(todo))  # the workers a grid really needs
-    if jobs > 1:
-        run_jobs(todo, jobs, len(runs))
-    else:
-        models = LoadedModels()
-        for job in todo:
-            print(f"[{job.number}/{len(runs)}] {job.name}", flush=True)
-            run_simuleval(job.command, job.output, models)
+    run_jobs(todo, config.jobs, len(runs))
     if shard or dry_run:
         return []
     return summarize(config, config.runs())

@@ -52,7 +52,13 @@ def job_threads(jobs: int) -> int:
 
 
 def run_jobs(jobs_to_run: Sequence[Job], jobs: int, total: int) -> None:
-    """Run `jobs_to_run` on `jobs` workers, the next one starting as soon as one is free."""
+    """Run `jobs_to_run` on up to `jobs` workers, the next one starting as soon as one is
+    free; with one worker's worth of runs, one after another in this process (one
+    checkpoint load, every thread)."""
+    jobs = min(jobs, len(jobs_to_run))  # the workers the runs really need
+    if jobs <= 1:
+        _run_here(jobs_to_run, total)
+        return
     threads = job_threads(jobs)
     context = multiprocessing.get_context("spawn")  # no inherited thread pools or locks
     pool = ProcessPoolExecutor(
@@ -84,6 +90,15 @@ def run_jobs(jobs_to_run: Sequence[Job], jobs: int, total: int) -> None:
     if failures:
         not_started = f"; not started: {', '.join(job.name for job in pending)}" if pending else ""
         raise RuntimeError("runs failed: " + "; ".join(failures) + not_started)
+
+
+def _run_here(jobs_to_run: Sequence[Job], total: int) -> None:
+    from east_agent.evaluation.runs import LoadedModels, run_simuleval
+
+    models = LoadedModels()
+    for job in jobs_to_run:
+        print(f"[{job.number}/{total}] {job.name}", flush=True)
+        run_simuleval(job.command, job.output, models)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

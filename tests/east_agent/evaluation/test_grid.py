@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from commands import east_eval
+from commands import console_script, east_eval
 from commands import write_grid_config as write_config
 
 
@@ -273,7 +273,7 @@ def test_a_grid_killed_outright_keeps_its_sentences_and_its_time(east_checkpoint
 
     systems = {"east": {"agent": "east", "latency": ["low"]}}
     config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
-    command = [str(Path(sys.executable).with_name("east-eval")), str(config)]
+    command = [console_script("east-eval"), str(config)]
     command += ["--limit", "200", "--batch-size", "2"]
     log = tmp_path / "out" / "runs" / "east-low" / "instances.log"
     sigkill_after_lines(command, log, 3)
@@ -290,32 +290,18 @@ def test_a_grid_killed_outright_keeps_its_sentences_and_its_time(east_checkpoint
     assert timing["seconds"] == pytest.approx(killed["seconds"] + finished["seconds"], abs=0.02)
 
 
-def processes_mentioning(text):
-    """Live processes whose command line contains `text` (Linux /proc)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().split(") ")[1][0]
-        except (OSError, IndexError):
-            continue
-        if text in command and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_killing_east_eval_kills_its_simuleval_child(east_checkpoint, tmp_path):
     """SimulEval's own loop runs as a child: SIGKILL of the parent alone ends it too, and
     the rerun writes every sentence once."""
     import time
 
-    from kill import sigkill_after_lines
+    from kill import processes_mentioning, sigkill_after_lines
 
     systems = {"east": {"agent": "east", "latency": ["low"]}}
     output = tmp_path / "out"
     config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
-    command = [str(Path(sys.executable).with_name("east-eval")), str(config)]
+    command = [console_script("east-eval"), str(config)]
     command += ["--limit", "20", "--batch-size", "1"]
     log = output / "runs" / "east-low" / "instances.log"
     sigkill_after_lines(command, log, 2)
@@ -338,7 +324,7 @@ def test_a_second_run_on_a_busy_run_folder_is_refused(east_checkpoint, tmp_path)
 
     systems = {"east": {"agent": "east", "latency": ["low"]}}
     config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
-    command = [str(Path(sys.executable).with_name("east-eval")), str(config), "--limit", "300"]
+    command = [console_script("east-eval"), str(config), "--limit", "300"]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "out" / "runs" / "east-low" / "instances.log"
     try:

@@ -7,11 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-from commands import east_eval
+from commands import console_script, east_eval
 from commands import write_grid_config as write_config
+from kill import descendants, live_processes
 
 
 def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path):
@@ -39,41 +39,6 @@ def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path
     assert [attempt["jobs"] for attempt in tries["tries"]] == [1]
 
 
-def descendants(pid: int) -> set[int]:
-    """Every live process under `pid` (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def command_line_of(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return ""
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
     """SIGKILL of `east-eval` alone ends its workers (and their SimulEval children); the
@@ -85,7 +50,7 @@ def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
     output = tmp_path / "out"
     config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
     arguments = [str(config), "--limit", "20", "--jobs", "2", "--batch-size", "1"]
-    command = [str(Path(sys.executable).with_name("east-eval")), *arguments]
+    command = [console_script("east-eval"), *arguments]
     logs = [output / "runs" / name / "instances.log" for name in ("east-low", "waitk-k2")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -93,12 +58,12 @@ def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
         assert process.poll() is None and time.time() < deadline, "east-eval ended first"
         time.sleep(0.02)
     workers = descendants(process.pid)
-    children = [pid for pid in workers if "east-simuleval" in command_line_of(pid)]
+    children = [pid for pid, command in workers.items() if "east-simuleval" in command]
     assert len(children) == 2  # one SimulEval loop under each worker
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     deadline = time.time() + 30
-    while any(alive(pid) for pid in workers):
+    while set(workers) & set(live_processes()):
         assert time.time() < deadline, "a worker or its child outlived east-eval"
         time.sleep(0.1)
     result = east_eval(*arguments)

@@ -149,12 +149,39 @@ def run_feeds(lm, feeds: Sequence[Feed]) -> list[Fed]:
     choices: list[int | None] = [None] * start
     for mask, indices in by_mask.values():
         chosen = logits if len(indices) == start else logits[torch.tensor(indices)]
-        for index, token_id in zip(indices, chosen.masked_fill(mask, NEG_INF).argmax(-1).tolist()):
+        for index, token_id in zip(indices, masked_argmax(chosen, mask)):
             choices[index] = token_id
     return [
         Fed(logits[a:b], choices[a:b] if feed.mask is not None else None)
         for feed, (a, b) in zip(feeds, spans)
     ]
+
+
+def masked_argmax(logits: torch.Tensor, mask: torch.Tensor) -> list[int]:
+    """Each row's argmax with the ids in `mask` [vocab] (bool) left out: the first maximum,
+    as `argmax` gives it. The mask is added as 0 / -inf (several times faster on CPUs than
+    `masked_fill` with a broadcast mask)."""
+    bias = torch.zeros(mask.shape, dtype=logits.dtype, device=logits.device)
+    return first_argmax(logits + bias.masked_fill_(mask, NEG_INF)).tolist()
+
+
+def first_argmax(scores: torch.Tensor, block: int = 64) -> torch.Tensor:
+    """`scores.argmax(-1)` of a contiguous [rows, width] tensor, found block by block: the
+    block maxima (`amax`, vectorized), the first block that holds the row's maximum, the
+    first maximum inside it. On CPUs `argmax` over a long last dimension is several times
+    slower than this. Ties go to the lowest index, as with `argmax`."""
+    rows, width = scores.shape
+    full = width - width % block
+    if full == 0:
+        return scores.argmax(-1)
+    blocks = scores[:, :full].view(rows, full // block, block)
+    best = blocks.amax(-1).argmax(-1)
+    index = best * block + blocks[torch.arange(rows, device=scores.device), best].argmax(-1)
+    if full < width:
+        tail_max, tail_at = scores[:, full:].max(-1)
+        later = tail_max > scores.gather(1, index[:, None])[:, 0]
+        index = torch.where(later, full + tail_at, index)
+    return index
 
 
 class Stream:

@@ -10,6 +10,7 @@ several at once (`east_agent.evaluation.jobs`).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from east_agent.evaluation.config import EvalConfig, EvalConfigError
@@ -21,7 +22,7 @@ from east_agent.evaluation.longform import (
     sentence_span,
     unit_times,
 )
-from east_agent.evaluation.reports import summarize
+from east_agent.evaluation.reports import omnisteval_cells, summarize
 from east_agent.evaluation.runs import claim_run_folder, run_record, simuleval_command
 from east_agent.evaluation.shards import shard_range
 from east_agent.evaluation.testsets import PreparedTestset, prepare_testset, read_prepared
@@ -62,7 +63,7 @@ def run_grid(
     longform_set = check_longform(config) if config.long_form else None
     sentences = min(limit or testset.sentences, testset.sentences)
     indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
-    todo = []
+    todo, unit = [], testset.eval_latency_unit
     for number, run in enumerate(runs, 1):
         run_dir = config.run_dir(run, shard)
         run_set, run_indices = testset, indices
@@ -79,7 +80,9 @@ def run_grid(
         if dry_run:
             print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
             continue
-        todo.append(Job(number, run.name, command, run_dir))
+        # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
+        scores = None if shard else partial(omnisteval_cells, config, run, run_dir, unit)
+        todo.append(Job(number, run.name, command, run_dir, scores))
     run_jobs(todo, config.jobs, len(runs))
     if shard or dry_run:
         return []

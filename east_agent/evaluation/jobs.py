@@ -11,7 +11,12 @@ worker:
 - loads the checkpoint once for all the runs it is handed, and runs each exactly as
   `run_simuleval` does (locked folder, resumable, timed);
 - writes what a run prints to `console.log` in that run's folder, so runs side by side do
-  not interleave on the terminal.
+  not interleave on the terminal;
+- after a run, does what the job asks next in the same worker (the grid: the run's
+  OmniSTEval columns, kept in its folder), so that the report at the end has less to do.
+Once no run is left to start, the runs still going share out the threads of the workers
+that are done (a signal tells them to take more), so the last run does not go on alone on
+one core of an idle machine.
 A run's wall time and computation-aware latency are then measured beside the other jobs:
 `wall_seconds.json` records `jobs` for each try and the grid's table has a `jobs` column.
 A run that fails lets the running ones finish, starts no new one, and is named with its
@@ -23,10 +28,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -42,6 +48,7 @@ class Job:
     name: str
     command: list[str]
     output: Path
+    then: Callable[[], object] | None = None  # after the run, in its worker (picklable)
 
 
 def job_threads(jobs: int) -> int:
@@ -60,10 +67,29 @@ def run_jobs(jobs_to_run: Sequence[Job], jobs: int, total: int) -> None:
         _run_here(jobs_to_run, total)
         return
     threads = job_threads(jobs)
+    with worker_pool(jobs, threads) as (pool, share):
+        _run_on_workers(pool, share, jobs_to_run, jobs, total, threads)
+
+
+@contextmanager
+def worker_pool(jobs: int, threads: int):
+    """`jobs` spawned workers on `threads` threads each, and the shared count that
+    `share_out` raises. Workers start with SIGUSR1 ignored (inherited through exec) until
+    their handler is in place: one told to take more threads while it starts up must not
+    die of it."""
     context = multiprocessing.get_context("spawn")  # no inherited thread pools or locks
-    pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), threads)
-    )
+    share = context.Value("i", threads)
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        pool = ProcessPoolExecutor(
+            jobs, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), share)
+        )
+        yield pool, share
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def _run_on_workers(pool, share, jobs_to_run, jobs: int, total: int, threads: int) -> None:
     pending, running, failures = list(jobs_to_run), {}, []
     try:
         while pending or running:
@@ -83,6 +109,8 @@ def run_jobs(jobs_to_run: Sequence[Job], jobs: int, total: int) -> None:
                     print(f"[{job.number}/{total}] {job.name}: {future.result():.1f} s", flush=True)
                 else:
                     failures.append(f"{job.name}: {future.exception()} (see {_console(job)})")
+            if running and (not pending or failures):
+                share_out(pool, share, threads * jobs // len(running))
     except BaseException:
         _stop(pool)  # Ctrl-C or a dead worker: the runs left can be resumed
         raise
@@ -99,6 +127,18 @@ def _run_here(jobs_to_run: Sequence[Job], total: int) -> None:
     for job in jobs_to_run:
         print(f"[{job.number}/{total}] {job.name}", flush=True)
         run_simuleval(job.command, job.output, models)
+        if job.then is not None:
+            job.then()
+
+
+def share_out(pool: ProcessPoolExecutor, share, threads: int) -> None:
+    """Tell the workers to use `threads` threads each from now on (if that is more)."""
+    if threads <= share.value:
+        return
+    share.value = threads
+    for worker in list((getattr(pool, "_processes", None) or {}).values()):
+        if worker.pid is not None and worker.is_alive():
+            os.kill(worker.pid, signal.SIGUSR1)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -118,15 +158,18 @@ def _console(job: Job) -> Path:
 _loaded = None  # the worker's LoadedModels: one checkpoint for every run it is handed
 
 
-def _start_worker(parent: int, threads: int) -> None:
+def _start_worker(parent: int, share) -> None:
     from east_agent.common.child_process import die_with
 
     if sys.platform.startswith("linux"):
         die_with(parent)()
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # for SimulEval children (--batch-size 1)
+    os.environ["OMP_NUM_THREADS"] = str(share.value)  # for SimulEval children (--batch-size 1)
     import torch
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(share.value)
+    # Python runs the handler in the main thread, between two operators: the thread that
+    # runs the model, which is the one whose thread count counts (OpenMP's is per thread).
+    signal.signal(signal.SIGUSR1, lambda *_: torch.set_num_threads(share.value))
 
 
 def _run_job(job: Job, jobs: int) -> float:
@@ -142,7 +185,10 @@ def _run_job(job: Job, jobs: int) -> float:
     with _console_to(_console(job)):
         print(f"# {time.strftime('%Y-%m-%d %H:%M:%S')}, one of {jobs} jobs", flush=True)
         try:
-            return run_simuleval(job.command, job.output, _loaded, jobs=jobs)
+            seconds = run_simuleval(job.command, job.output, _loaded, jobs=jobs)
+            if job.then is not None:
+                job.then()
+            return seconds
         except SystemExit as stop:  # a flag SimulEval's parser refused: the message is above
             raise RuntimeError(f"the run stopped (exit {stop.code})") from None
         except Exception as error:

@@ -79,11 +79,14 @@ class Queries(NamedTuple):
 
 class Ragged(NamedTuple):
     """Where the packed tokens of a ragged step go: `rows` / `positions` [S], each token's
-    cache row and position; its queries in one group (padded to the longest row) or, on
-    CPUs, two: every row's first new token, then the rest of the rows with more."""
+    cache row and position; `cos` / `sin` [S, 1, head_dim], the rotary tables at those
+    positions (taken once for all layers); its queries in one group (padded to the longest
+    row) or, on CPUs, two: every row's first new token, then the rest of the rows with more."""
 
     rows: torch.Tensor
     positions: torch.Tensor
+    cos: torch.Tensor
+    sin: torch.Tensor
     groups: tuple[Queries, ...]
     shared: bool  # every row of the step holds the backend's shared prefix (`prefix` below)
 
@@ -134,13 +137,13 @@ def attend(projected, cos, sin, positions, mask, keys, values, kv_length: int, d
     return out.transpose(1, 2).reshape(rows, steps, dims.heads * dims.head_dim)
 
 
-def attend_ragged(projected, cos, sin, ragged: Ragged, keys, values, dims: Dims, prefix=None):
+def attend_ragged(projected, ragged: Ragged, keys, values, dims: Dims, prefix=None):
     """Ragged step: `projected` [1, S, ...] packed; each token's k and v go to its own row
     and position; queries are laid out per row for one attention over the rows' span.
     `prefix` ([kv_heads, P, D] keys and values): the first P positions, the same in every
     row of the step, read once for all rows (only with `bias`)."""
     qk, v = _split(projected[0], dims)  # [S, heads + kv_heads, D], [S, kv_heads, D]
-    qk = rotate(qk, cos[ragged.positions][:, None], sin[ragged.positions][:, None])
+    qk = rotate(qk, ragged.cos, ragged.sin)
     q, k = qk[:, : dims.heads], qk[:, dims.heads :]
     keys[ragged.rows, :, ragged.positions] = k
     values[ragged.rows, :, ragged.positions] = v
@@ -169,8 +172,11 @@ def attend_ragged(projected, cos, sin, ragged: Ragged, keys, values, dims: Dims,
 def _group_rows(group: Queries, keys, values, start: int):
     """The keys and values a group attends to: its rows, positions `start` to the mask's end."""
     end = (group.mask if group.bias is None else group.bias).shape[-1]
-    if isinstance(group.rows, torch.Tensor):
-        return keys[group.rows, :, start:end], values[group.rows, :, start:end]
+    if isinstance(group.rows, torch.Tensor):  # index_select: several times faster on CPUs
+        return (
+            keys[:, :, start:end].index_select(0, group.rows),
+            values[:, :, start:end].index_select(0, group.rows),
+        )
     first, count = group.rows
     return keys[first : first + count, :, start:end], values[first : first + count, :, start:end]
 
@@ -220,12 +226,12 @@ def plain_layer_step(
     return _mlp_residual(hidden + F.linear(out, layer.output), layer)
 
 
-def plain_ragged_layer_step(hidden, cos, sin, ragged: Ragged, keys, values, prefix, layer, dims):
+def plain_ragged_layer_step(hidden, ragged: Ragged, keys, values, prefix, layer, dims):
     """One decoder layer on tensors alone (ragged step)."""
     width = (hidden.shape[-1],)
     x = F.rms_norm(hidden, width, layer.input_norm, layer.eps)
     projected = F.linear(x, layer.qkv, layer.qkv_bias)
-    out = attend_ragged(projected, cos, sin, ragged, keys, values, dims, prefix)
+    out = attend_ragged(projected, ragged, keys, values, dims, prefix)
     return _mlp_residual(hidden + F.linear(out, layer.output), layer)
 
 
@@ -255,6 +261,5 @@ class RaggedLayerStep(torch.nn.Module):
         super().__init__()
         self.dims = dims
 
-    def forward(self, hidden, cos, sin, ragged, keys, values, prefix, layer):
-        cache = (ragged, keys, values, prefix)
-        return plain_ragged_layer_step(hidden, cos, sin, *cache, layer, self.dims)
+    def forward(self, hidden, ragged, keys, values, prefix, layer):
+        return plain_ragged_layer_step(hidden, ragged, keys, values, prefix, layer, self.dims)

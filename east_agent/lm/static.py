@@ -35,6 +35,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -385,12 +386,11 @@ class StaticLM:
             for layer, keys, values, prefix, plain, (qkv, gate_up) in zip(
                 self.model.model.layers, self.keys, self.values, prefixes, self.plain, self.fused
             ):
-                tables = (self.cos, self.sin, geometry, keys, values)
                 if plain is not None:
-                    hidden = self.ragged_layer_step(hidden, *tables, prefix, plain)
+                    hidden = self.ragged_layer_step(hidden, geometry, keys, values, prefix, plain)
                     continue
                 projected = _projected(layer, qkv, hidden)
-                out = attend_ragged(projected, *tables, self.dims, prefix)
+                out = attend_ragged(projected, geometry, keys, values, self.dims, prefix)
                 hidden = _module_rest(layer, gate_up, hidden, out)
         return self._logits(hidden[0, last])
 
@@ -408,7 +408,8 @@ class StaticLM:
         on_cpu = self.device.type == "cpu"
         groups = (self._split if on_cpu else self._padded)(rows, tokens, kv_length)
         shared = on_cpu and self.prefix is not None and self.sharing.issuperset(rows)
-        geometry = Ragged(packed[1], packed[2], groups, shared)
+        cos, sin = self.cos[packed[2]][:, None], self.sin[packed[2]][:, None]
+        geometry = Ragged(packed[1], packed[2], cos, sin, groups, shared)
         return geometry, packed[0], torch.tensor(last, device=self.device)
 
     def _padded(self, rows, tokens, kv_length: int) -> tuple[Queries, ...]:
@@ -421,22 +422,29 @@ class StaticLM:
         return (self._queries(layout, (first, max(rows) - first + 1), width, kv_length),)
 
     def _split(self, rows, tokens, kv_length: int) -> tuple[Queries, ...]:
-        """Two groups (CPUs): each row's first new token over the rows' span, one query a
-        row; then the other new tokens of the rows that have more, their rows gathered.
+        """CPUs: each row's first new token over the rows' span, one query a row, up to the
+        longest of those rows; then the other new tokens of the rows that have more, their
+        rows gathered, in a few groups of rows that end near each other (`wide_groups`).
         Most rows bring one token, and there products over a few queries a row cost about
-        as much as over one: padding every row to the longest costs more than the gather."""
-        first, narrow, wide, wide_rows, offset = min(rows), _Layout(), _Layout(), [], 0
+        as much as over one: padding every row to the longest costs more than the gather.
+        (`kv_length` is the GPUs' one span for all; each group here has its own.)"""
+        first, narrow, wide, offset = min(rows), _Layout(), [], 0
         for row, ids in zip(rows, tokens):
-            narrow.add(offset, row - first, self.lengths[row], 1)
+            length = self.lengths[row]
+            narrow.add(offset, row - first, length, 1)
             if len(ids) > 1:
-                wide.add(offset + 1, len(wide_rows), self.lengths[row] + 1, len(ids) - 1)
-                wide_rows.append(row)
+                wide.append(WideRow(length + len(ids), row, offset + 1, len(ids) - 1))
             offset += len(ids)
-        groups = [self._queries(narrow, (first, max(rows) - first + 1), 1, kv_length)]
-        if wide_rows:
-            width = max(len(ids) for ids in tokens) - 1
-            wide_index = torch.tensor(wide_rows, device=self.device)
-            groups.append(self._queries(wide, wide_index, width, kv_length))
+        narrow_end = max(self.lengths[row] for row in rows) + 1
+        groups = [self._queries(narrow, (first, max(rows) - first + 1), 1, narrow_end)]
+        for part in wide_groups(sorted(wide), self.prefix_length):
+            layout = _Layout()
+            for layout_row, wide_row in enumerate(part):
+                position = self.lengths[wide_row.row] + 1
+                layout.add(wide_row.token, layout_row, position, wide_row.count)
+            index = torch.tensor([wide_row.row for wide_row in part], device=self.device)
+            width = max(wide_row.count for wide_row in part)
+            groups.append(self._queries(layout, index, width, part[-1].end))
         return tuple(groups)
 
     def _queries(self, layout: _Layout, rows, width: int, kv_length: int) -> Queries:
@@ -488,6 +496,55 @@ class _Layout:
         layout_rows += [layout_row] * count
         columns += range(count)
         positions += range(position, position + count)
+
+
+class WideRow(NamedTuple):
+    """A row of a ragged step with new tokens after its first: where its last one ends, the
+    cache row, the packed index of its second token, how many tokens from there."""
+
+    end: int
+    row: int
+    token: int
+    count: int
+
+
+# What one more attention group costs on a CPU (its gathers, layouts and products set up
+# six times a step), in query-position pairs of attention work: measured on the demo model.
+GROUP_COST = 4096
+MAX_WIDE_GROUPS = 4
+
+
+def wide_groups(wide: list[WideRow], start: int) -> list[list[WideRow]]:
+    """Cut `wide` (sorted by end) into runs of rows that end near each other: each group
+    attends over its own rows' positions `start` .. its last end, its queries padded to its
+    widest row; a cut is made where it saves more attention work than a group costs."""
+    if not wide:
+        return []
+    parts = [wide]
+    while len(parts) < MAX_WIDE_GROUPS:
+        saving, at, which = max(_best_cut(part, start) + (i,) for i, part in enumerate(parts))
+        if saving <= GROUP_COST:
+            break
+        part = parts[which]
+        parts[which : which + 1] = [part[:at], part[at:]]
+    return parts
+
+
+def _best_cut(part: list[WideRow], start: int) -> tuple[int, int]:
+    """(work saved, index) of the best cut of one group in two."""
+    widest_before, widest = [], 0
+    for wide_row in part:
+        widest = max(widest, wide_row.count)
+        widest_before.append(widest)
+    best, at, widest_after = 0, 0, 0
+    for cut in range(len(part) - 1, 0, -1):
+        widest_after = max(widest_after, part[cut].count)
+        work = cut * widest_before[cut - 1] * (part[cut - 1].end - start)
+        work += (len(part) - cut) * widest_after * (part[-1].end - start)
+        if best == 0 or work < best:
+            best, at = work, cut
+    whole = len(part) * widest_before[-1] * (part[-1].end - start)
+    return (whole - best, at) if at else (0, 0)
 
 
 def bucket(value: int, buckets) -> int:

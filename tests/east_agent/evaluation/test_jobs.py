@@ -71,3 +71,23 @@ def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
     for log in logs:
         indices = [json.loads(line)["index"] for line in log.read_text().splitlines()]
         assert sorted(indices) == list(range(20))  # each once
+
+
+def test_running_workers_take_the_threads_of_finished_ones(tmp_path):
+    """Once nothing is left to start, a worker still running is told (SIGUSR1) to take
+    the threads of the others; a worker told so while it starts up does not die of it."""
+    from workers import threads_once_more
+
+    from east_agent.evaluation.jobs import share_out, worker_pool
+
+    started = tmp_path / "started"
+    with worker_pool(2, 1) as (pool, share):
+        share_out(pool, share, 1)  # not more: nobody is told
+        waiting = pool.submit(threads_once_more, 2, str(started))
+        share_out(pool, share, 2)  # a worker may still be starting up
+        while not started.exists() and not waiting.done():
+            time.sleep(0.01)
+        share_out(pool, share, 3)  # and now the worker runs `waiting`
+        assert waiting.result(timeout=60) == 3
+        assert pool.submit(os.getpid).result(timeout=60) > 0  # no worker died
+        pool.shutdown()

@@ -10,8 +10,8 @@ from lm_trace import full_logits
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
-from east_agent.lm import CachedLM, StaticLM, build_lm, check_static
-from east_agent.lm.static import MIN_CAPACITY, RECOMPILE_LIMIT
+from east_agent.lm import CachedLM, StaticLM, build_lm, check_static, static
+from east_agent.lm.static import MIN_CAPACITY, RECOMPILE_LIMIT, WideRow, wide_groups
 from tiny_east import synthetic_sentence
 
 PROMPT = [128000, 128006, 882, 128007, 271, 35, 648, 5222, 374, 13]
@@ -37,24 +37,41 @@ def test_static_steps_equal_full_recompute(east_model, graph_buckets):
     assert (lm.forward_passes, lm.tokens_fed, lm.length(0)) == (5, 17, len(ids))
 
 
-def test_ragged_rows_each_at_their_own_positions(east_model):
+@pytest.mark.parametrize("group_cost", [static.GROUP_COST, 0], ids=["one-wide-group", "cut"])
+def test_ragged_rows_each_at_their_own_positions(east_model, monkeypatch, group_cost):
     """One forward over rows of other lengths and token counts, in any order, some rows
-    idle: every row's logits are those of its own sequence alone."""
+    idle: every row's logits are those of its own sequence alone (CPUs: with the rows of
+    several new tokens attended in one group, or cut into groups of their own lengths)."""
+    monkeypatch.setattr(static, "GROUP_COST", group_cost)
     lm = StaticLM(east_model, max_length=64, max_rows=5)
-    sequences = {0: list(PROMPT), 2: PROMPT[:3], 4: PROMPT[:7] + [55, 66]}
+    sequences = {0: list(PROMPT), 2: PROMPT[:3], 4: PROMPT[:7] + [55, 66], 3: PROMPT[:2]}
     for row, ids in sequences.items():
         lm.feed(ids, row=row)
-    steps = {4: [1, 2, 3], 0: [13], 2: [20, 21]}
+    steps = {4: [1, 2, 3], 0: [13], 2: [20, 21], 3: [5, 6, 7, 8]}
     logits = lm.forward(list(steps), list(steps.values()))
     for (row, new), row_logits in zip(steps.items(), logits):
         sequences[row] += new
         close(row_logits, full_logits(east_model, sequences[row]))
         assert lm.length(row) == len(sequences[row])
-    assert lm.length(1) == lm.length(3) == 0  # untouched rows stay empty
+    assert lm.length(1) == 0  # an untouched row stays empty
     # a second ragged step sees what the first one wrote
     logits = lm.forward([2, 4], [[9], [8, 7]])
     close(logits[0], full_logits(east_model, sequences[2] + [9]))
     close(logits[1], full_logits(east_model, sequences[4] + [8, 7]))
+
+
+def test_wide_rows_are_cut_where_a_group_saves_more_than_it_costs():
+    """Rows sorted by end, cut into runs: each row once, in order; long rows with many
+    tokens apart from short rows with few; no cut that saves less than a group costs."""
+    short = [WideRow(end=40 + i, row=i, token=3 * i, count=2) for i in range(30)]
+    long = [WideRow(end=400 + i, row=30 + i, token=100 + 40 * i, count=30) for i in range(30)]
+    parts = wide_groups(short + long, start=30)
+    assert [row for part in parts for row in part] == short + long
+    assert 2 <= len(parts) <= static.MAX_WIDE_GROUPS
+    assert all(row in short for row in parts[0]) and all(row in long for row in parts[-1])
+    alike = [WideRow(end=100, row=i, token=5 * i, count=4) for i in range(60)]
+    assert wide_groups(alike, start=30) == [alike]  # cutting saves nothing
+    assert wide_groups([], start=0) == []
 
 
 def test_buffers_grow_past_their_first_capacity_and_keep_what_they_hold(east_model):

@@ -35,7 +35,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,42 +79,42 @@ def worker_pool(jobs: int, threads: int):
     die of it."""
     context = multiprocessing.get_context("spawn")  # no inherited thread pools or locks
     share = context.Value("i", threads)
-    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # while workers may spawn
     try:
         pool = ProcessPoolExecutor(
             jobs, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), share)
         )
-        yield pool, share
+        try:
+            yield pool, share
+        except BaseException:
+            _stop(pool)  # Ctrl-C, a dead worker, a failed test: the runs left can be resumed
+            raise
+        pool.shutdown()
     finally:
         signal.signal(signal.SIGUSR1, previous)
 
 
 def _run_on_workers(pool, share, jobs_to_run, jobs: int, total: int, threads: int) -> None:
     pending, running, failures = list(jobs_to_run), {}, []
-    try:
-        while pending or running:
-            while pending and len(running) < jobs and not failures:
-                job = pending.pop(0)
-                print(f"[{job.number}/{total}] {job.name}: started ({_console(job)})", flush=True)
-                running[pool.submit(_run_job, job, jobs)] = job
-            if not running:
-                break
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
-                cut_off = ", ".join(job.name for job in running.values())  # a worker died
-                raise RuntimeError(f"a worker process died; cut off (a rerun resumes): {cut_off}")
-            for future in done:
-                job = running.pop(future)
-                if future.exception() is None:
-                    print(f"[{job.number}/{total}] {job.name}: {future.result():.1f} s", flush=True)
-                else:
-                    failures.append(f"{job.name}: {future.exception()} (see {_console(job)})")
-            if running and (not pending or failures):
-                share_out(pool, share, threads * jobs // len(running))
-    except BaseException:
-        _stop(pool)  # Ctrl-C or a dead worker: the runs left can be resumed
-        raise
-    pool.shutdown()
+    while pending or running:
+        while pending and len(running) < jobs and not failures:
+            job = pending.pop(0)
+            print(f"[{job.number}/{total}] {job.name}: started ({_console(job)})", flush=True)
+            running[pool.submit(_run_job, job, jobs)] = job
+        if not running:
+            break
+        done, _ = wait(running, return_when=FIRST_COMPLETED)
+        if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
+            cut_off = ", ".join(job.name for job in running.values())  # a worker died
+            raise RuntimeError(f"a worker process died; cut off (a rerun resumes): {cut_off}")
+        for future in done:
+            job = running.pop(future)
+            if future.exception() is None:
+                print(f"[{job.number}/{total}] {job.name}: {future.result():.1f} s", flush=True)
+            else:
+                failures.append(f"{job.name}: {future.exception()} (see {_console(job)})")
+        if running and (not pending or failures):  # no run will start: no worker will need
+            share_out(pool, share, threads * jobs // len(running))  # its threads again
     if failures:
         not_started = f"; not started: {', '.join(job.name for job in pending)}" if pending else ""
         raise RuntimeError("runs failed: " + "; ".join(failures) + not_started)
@@ -137,8 +137,9 @@ def share_out(pool: ProcessPoolExecutor, share, threads: int) -> None:
         return
     share.value = threads
     for worker in list((getattr(pool, "_processes", None) or {}).values()):
-        if worker.pid is not None and worker.is_alive():
-            os.kill(worker.pid, signal.SIGUSR1)
+        with suppress(ProcessLookupError):  # a worker that has just ended
+            if worker.pid is not None and worker.is_alive():
+                os.kill(worker.pid, signal.SIGUSR1)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -163,13 +164,18 @@ def _start_worker(parent: int, share) -> None:
 
     if sys.platform.startswith("linux"):
         die_with(parent)()
-    os.environ["OMP_NUM_THREADS"] = str(share.value)  # for SimulEval children (--batch-size 1)
-    import torch
-
-    torch.set_num_threads(share.value)
     # Python runs the handler in the main thread, between two operators: the thread that
     # runs the model, which is the one whose thread count counts (OpenMP's is per thread).
-    signal.signal(signal.SIGUSR1, lambda *_: torch.set_num_threads(share.value))
+    # Installed before the count is first read, so that no raise of it is missed.
+    signal.signal(signal.SIGUSR1, lambda *_: _take_threads(share.value))
+    _take_threads(share.value)
+
+
+def _take_threads(threads: int) -> None:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for SimulEval children (--batch-size 1)
+    torch.set_num_threads(threads)
 
 
 def _run_job(job: Job, jobs: int) -> float:

@@ -81,7 +81,8 @@ class Ragged(NamedTuple):
     """Where the packed tokens of a ragged step go: `rows` / `positions` [S], each token's
     cache row and position; `cos` / `sin` [S, 1, head_dim], the rotary tables at those
     positions (taken once for all layers); its queries in one group (padded to the longest
-    row) or, on CPUs, two: every row's first new token, then the rest of the rows with more."""
+    row) or, on CPUs, several: every row's first new token, then the rest of the rows with
+    more, in groups of rows that end near each other."""
 
     rows: torch.Tensor
     positions: torch.Tensor

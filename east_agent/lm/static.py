@@ -404,10 +404,12 @@ class StaticLM:
             token_positions += range(self.lengths[row], self.lengths[row] + len(ids))
             last.append(len(flat) - 1)
         packed = torch.tensor([flat, token_rows, token_positions], device=self.device)
-        kv_length = max(token_positions) + 1
         on_cpu = self.device.type == "cpu"
-        groups = (self._split if on_cpu else self._padded)(rows, tokens, kv_length)
         shared = on_cpu and self.prefix is not None and self.sharing.issuperset(rows)
+        if on_cpu:
+            groups = self._split(rows, tokens, self.prefix_length if shared else 0)
+        else:
+            groups = self._padded(rows, tokens, max(token_positions) + 1)
         cos, sin = self.cos[packed[2]][:, None], self.sin[packed[2]][:, None]
         geometry = Ragged(packed[1], packed[2], cos, sin, groups, shared)
         return geometry, packed[0], torch.tensor(last, device=self.device)
@@ -421,13 +423,13 @@ class StaticLM:
         width = max(len(ids) for ids in tokens)
         return (self._queries(layout, (first, max(rows) - first + 1), width, kv_length),)
 
-    def _split(self, rows, tokens, kv_length: int) -> tuple[Queries, ...]:
+    def _split(self, rows, tokens, start: int) -> tuple[Queries, ...]:
         """CPUs: each row's first new token over the rows' span, one query a row, up to the
         longest of those rows; then the other new tokens of the rows that have more, their
-        rows gathered, in a few groups of rows that end near each other (`wide_groups`).
+        rows gathered, in a few groups of rows that end near each other (`wide_groups`;
+        the rows' own positions begin at `start`, after the prefix read once for all).
         Most rows bring one token, and there products over a few queries a row cost about
-        as much as over one: padding every row to the longest costs more than the gather.
-        (`kv_length` is the GPUs' one span for all; each group here has its own.)"""
+        as much as over one: padding every row to the longest costs more than the gather."""
         first, narrow, wide, offset = min(rows), _Layout(), [], 0
         for row, ids in zip(rows, tokens):
             length = self.lengths[row]
@@ -437,7 +439,7 @@ class StaticLM:
             offset += len(ids)
         narrow_end = max(self.lengths[row] for row in rows) + 1
         groups = [self._queries(narrow, (first, max(rows) - first + 1), 1, narrow_end)]
-        for part in wide_groups(sorted(wide), self.prefix_length):
+        for part in wide_groups(sorted(wide), start):
             layout = _Layout()
             for layout_row, wide_row in enumerate(part):
                 position = self.lengths[wide_row.row] + 1
@@ -508,8 +510,9 @@ class WideRow(NamedTuple):
     count: int
 
 
-# What one more attention group costs on a CPU (its gathers, layouts and products set up
-# six times a step), in query-position pairs of attention work: measured on the demo model.
+# What one more attention group costs on a CPU, in query-position pairs of attention work:
+# a group is some fifteen more small operators in every layer, each a fixed ~10 us whatever
+# its size (measured on the demo model, one thread).
 GROUP_COST = 4096
 MAX_WIDE_GROUPS = 4
 
@@ -536,15 +539,21 @@ def _best_cut(part: list[WideRow], start: int) -> tuple[int, int]:
     for wide_row in part:
         widest = max(widest, wide_row.count)
         widest_before.append(widest)
-    best, at, widest_after = 0, 0, 0
+    best, at, widest_after = None, 0, 0
     for cut in range(len(part) - 1, 0, -1):
         widest_after = max(widest_after, part[cut].count)
-        work = cut * widest_before[cut - 1] * (part[cut - 1].end - start)
-        work += (len(part) - cut) * widest_after * (part[-1].end - start)
-        if best == 0 or work < best:
+        work = _work(cut, widest_before[cut - 1], part[cut - 1].end - start)
+        work += _work(len(part) - cut, widest_after, part[-1].end - start)
+        if best is None or work < best:
             best, at = work, cut
-    whole = len(part) * widest_before[-1] * (part[-1].end - start)
-    return (whole - best, at) if at else (0, 0)
+    if best is None:
+        return 0, 0
+    return _work(len(part), widest_before[-1], part[-1].end - start) - best, at
+
+
+def _work(rows: int, width: int, positions: int) -> int:
+    """Query-position pairs of a group: its rows, padded to its widest, over its span."""
+    return rows * width * positions
 
 
 def bucket(value: int, buckets) -> int:

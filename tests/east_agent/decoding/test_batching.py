@@ -9,6 +9,7 @@ from lm_trace import TracingLM, assert_trace_matches_full_recompute
 from east_agent.decoding.batching import BatchStats, Sentence, translate_batch
 from east_agent.decoding.east import ContextOverflowError, DecoderConfig, EastStreamDecoder
 from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
+from east_agent.lm import static
 from tiny_east import synthetic_sentence
 
 CHINESE_CHARACTERS = list("中国人民银行今天发布了新的规定。")
@@ -41,9 +42,20 @@ def build(kind, model, tokenizer, streams, beams=1, src="de"):
 
 
 @pytest.mark.parametrize(
-    "kind, beams", [("east", 1), ("east", 4), ("waitk-east", 1), ("waitk-offline", 1)]
+    "kind, beams, group_cost",
+    [
+        ("east", 1, None),
+        ("east", 4, None),
+        ("waitk-east", 1, None),
+        ("waitk-offline", 1, None),
+        ("waitk-offline", 1, 0),  # every row of several new tokens cut apart where it can
+    ],
 )
-def test_batched_translations_equal_sequential_ones(east_model, east_tokenizer, kind, beams):
+def test_batched_translations_equal_sequential_ones(
+    east_model, east_tokenizer, monkeypatch, kind, beams, group_cost
+):
+    if group_cost is not None:
+        monkeypatch.setattr(static, "GROUP_COST", group_cost)
     sentences = toy_sentences(11, seed=60 + beams)  # more sentences than streams
     sequential = build(kind, east_model, east_tokenizer, 1, beams)
     expected = [sequential.translate(units) for units in sentences]

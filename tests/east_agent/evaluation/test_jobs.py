@@ -90,4 +90,3 @@ def test_running_workers_take_the_threads_of_finished_ones(tmp_path):
         share_out(pool, share, 3)  # and now the worker runs `waiting`
         assert waiting.result(timeout=60) == 3
         assert pool.submit(os.getpid).result(timeout=60) > 0  # no worker died
-        pool.shutdown()

@@ -441,9 +441,8 @@ class StaticLM:
         groups = [self._queries(narrow, (first, max(rows) - first + 1), 1, narrow_end)]
         for part in wide_groups(sorted(wide), start):
             layout = _Layout()
-            for layout_row, wide_row in enumerate(part):
-                position = self.lengths[wide_row.row] + 1
-                layout.add(wide_row.token, layout_row, position, wide_row.count)
+            for layout_row, (end, _, token, count) in enumerate(part):
+                layout.add(token, layout_row, end - count, count)  # from its second token
             index = torch.tensor([wide_row.row for wide_row in part], device=self.device)
             width = max(wide_row.count for wide_row in part)
             groups.append(self._queries(layout, index, width, part[-1].end))

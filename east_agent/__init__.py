@@ -1,9 +1,17 @@
 """EAST simultaneous translation: the streaming decoder and its SimulEval agents.
 
 The SimulEval adapters live in `east_agent.agent` (and are not imported here, so that
-`simuleval --agent east_agent/agent.py` registers exactly one agent).
+`simuleval --agent east_agent/agent.py` registers exactly one agent). The decoder's names
+below are imported when first asked for, so that a command of this package does not load
+torch before it needs it.
 """
 
-from east_agent.decoding.east import DecoderConfig, EastStreamDecoder, Translation
-
 __all__ = ["DecoderConfig", "EastStreamDecoder", "Translation"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from east_agent.decoding import east
+
+        return getattr(east, name)
+    raise AttributeError(f"module 'east_agent' has no attribute {name!r}")

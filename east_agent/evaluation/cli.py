@@ -12,8 +12,9 @@ import argparse
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.entry import command_line
-from east_agent.evaluation.config import DEFAULT_BATCH_SIZE, load_eval_config
+from east_agent.evaluation.config import DEFAULT_BATCH_SIZE, read_eval_config
 from east_agent.evaluation.grid import run_grid
+from east_agent.evaluation.jobs import start_worker_imports
 from east_agent.evaluation.reports import summarize
 from east_agent.evaluation.shards import merge_shards, parse_shard
 
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         "1, or the config's jobs); what each prints goes to console.log in its folder",
     )
     args = parser.parse_args(argv)
-    config = load_eval_config(
+    config = read_eval_config(
         args.config,
         num_beams=args.num_beams,
         model_path=args.model_path,
@@ -59,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         jobs=args.jobs,
     )
+    if config.jobs > 1 and not (args.dry_run or args.merge_shards):
+        start_worker_imports()  # while the systems are checked and the folders prepared
+    config.runs()  # the systems checked against their agents' flags, before anything runs
     if args.merge_shards:
         runs = [run for run in config.runs() if not args.only or run.name in args.only]
         for run in runs:

@@ -180,7 +180,16 @@ def check_system_keys(source: Path, system: str, agent: str, settings: dict) -> 
 
 
 def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
-    """Read a config; `overrides` replace top-level keys, `num_beams` every EAST system's."""
+    """Read a config and check its systems against their agents' flags; `overrides` replace
+    top-level keys, `num_beams` every EAST system's."""
+    config = read_eval_config(path, num_beams, **overrides)
+    config.runs()  # validates the systems (imports their agents: torch, SimulEval)
+    return config
+
+
+def read_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
+    """Read a config and check its top level, not yet its systems (`load_eval_config` does
+    both): quick, nothing heavy imported."""
     path = Path(path)
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -204,7 +213,6 @@ def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides
         value = getattr(config, key)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise EvalConfigError(f"{path}: {key} must be a whole number of at least 1")
-    config.runs()  # validates the systems
     return config
 
 

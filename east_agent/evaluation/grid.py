@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any
 
 from east_agent.evaluation.config import EvalConfig, EvalConfigError
-from east_agent.evaluation.jobs import Job, run_jobs
+from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
     LongformSet,
     gold_sentences_of,
@@ -22,7 +22,7 @@ from east_agent.evaluation.longform import (
     sentence_span,
     unit_times,
 )
-from east_agent.evaluation.reports import omnisteval_cells, summarize
+from east_agent.evaluation.reports import compare_system, omnisteval_cells, summarize
 from east_agent.evaluation.runs import claim_run_folder, run_record, simuleval_command
 from east_agent.evaluation.shards import shard_range
 from east_agent.evaluation.testsets import PreparedTestset, prepare_testset, read_prepared
@@ -83,7 +83,21 @@ def run_grid(
         # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
         scores = None if shard else partial(omnisteval_cells, config, run, run_dir, unit)
         todo.append(Job(number, run.name, command, run_dir, scores))
-    run_jobs(todo, config.jobs, len(runs))
+    follow_ups = [] if shard else significance_follow_ups(config, todo)
+    compared = run_jobs(todo, config.jobs, len(runs), follow_ups)
     if shard or dry_run:
         return []
-    return summarize(config, config.runs())
+    return summarize(config, config.runs(), compared)
+
+
+def significance_follow_ups(config: EvalConfig, todo: list[Job]) -> list[FollowUp]:
+    """Each system's significance tests, made as soon as its last run is done."""
+    every_run = config.runs()
+    names = {job.name for job in todo}
+    follow_ups = []
+    for system in dict.fromkeys(run.system for run in every_run):
+        needs = frozenset(run.name for run in every_run if run.system == system) & names
+        if needs:
+            call = partial(compare_system, config, system, every_run)
+            follow_ups.append(FollowUp(system, needs, call))
+    return follow_ups

@@ -4,8 +4,14 @@ On a CPU much of a small model's step is not the matrix products but the operato
 them and the programs' Python, which one process runs on one core at a time; two runs side
 by side keep both cores busy (the Multi30k grid on 2 cores: `benchmarks/RESULTS.md`). Each
 worker:
-- is a fresh (spawned) process that dies with `east-eval` (`PR_SET_PDEATHSIG`, as the
-  SimulEval children of `east_agent.common.child_process`), taking its own children along;
+- is forked from a process that `east-eval` starts as soon as it knows it will need
+  workers (a multiprocessing forkserver: fresh, none of `east-eval`'s thread pools or
+  locks), which has imported what a run needs meanwhile (`east_agent.evaluation.
+  worker_imports`), so that no worker spends seconds on imports; it takes `east-eval`'s
+  environment as it is when the pool starts;
+- dies with `east-eval`: the forkserver ends when `east-eval` does, and the worker with the
+  forkserver (`PR_SET_PDEATHSIG`, as the SimulEval children of
+  `east_agent.common.child_process`), taking its own children along;
 - runs on `threads` CPU threads (the machine's threads shared among the jobs; SimulEval
   children it starts inherit the setting through `OMP_NUM_THREADS`);
 - loads the checkpoint once for all the runs it is handed, and runs each exactly as
@@ -13,7 +19,9 @@ worker:
 - writes what a run prints to `console.log` in that run's folder, so runs side by side do
   not interleave on the terminal;
 - after a run, does what the job asks next in the same worker (the grid: the run's
-  OmniSTEval columns, kept in its folder), so that the report at the end has less to do.
+  OmniSTEval columns, kept in its folder), so that the report at the end has less to do;
+- takes a follow-up (`FollowUp`: the grid's significance tests of a system) as soon as the
+  runs it needs are done, before the next run.
 Once no run is left to start, the runs still going share out the threads of the workers
 that are done (a signal tells them to take more), so the last run does not go on alone on
 one core of an idle machine.
@@ -27,6 +35,7 @@ grid at once, naming the runs it cut off; Ctrl-C too. A rerun resumes them.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import signal
 import sys
@@ -51,6 +60,40 @@ class Job:
     then: Callable[[], object] | None = None  # after the run, in its worker (picklable)
 
 
+WORKER_IMPORTS = "east_agent.evaluation.worker_imports"
+
+
+def start_worker_imports() -> None:
+    """Start the process the workers will be forked from; it imports what a run needs
+    while this one goes on. It reads and writes nothing, and ends with this process. Started
+    with SIGUSR1 ignored, which the workers inherit until their handler is in place (one told
+    to take more threads while it starts up must not die of it)."""
+    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    try:
+        _context()
+        multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def _context():
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([WORKER_IMPORTS])  # no effect once it runs
+    return context
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """Work for a worker once every run it `needs` (job names) has finished: a grid's
+    significance tests of one system while its other systems still run, rather than after
+    the last run. What it returns comes back from `run_jobs`; one that fails is left for
+    the caller to do again (and fail in plain sight)."""
+
+    name: str
+    needs: frozenset[str]
+    call: Callable[[], object]  # picklable
+
+
 def job_threads(jobs: int) -> int:
     """CPU threads for each of `jobs` workers: this process's threads, shared out."""
     import torch
@@ -58,44 +101,43 @@ def job_threads(jobs: int) -> int:
     return max(1, torch.get_num_threads() // jobs)
 
 
-def run_jobs(jobs_to_run: Sequence[Job], jobs: int, total: int) -> None:
+def run_jobs(
+    jobs_to_run: Sequence[Job], jobs: int, total: int, follow_ups: Sequence[FollowUp] = ()
+) -> dict[str, object]:
     """Run `jobs_to_run` on up to `jobs` workers, the next one starting as soon as one is
-    free; with one worker's worth of runs, one after another in this process (one
-    checkpoint load, every thread)."""
+    free, and each follow-up as soon as its runs are done; with one worker's worth of runs,
+    one after another in this process (one checkpoint load, every thread), and no
+    follow-ups. What the follow-ups returned, by name."""
     jobs = min(jobs, len(jobs_to_run))  # the workers the runs really need
     if jobs <= 1:
         _run_here(jobs_to_run, total)
-        return
+        return {}
     threads = job_threads(jobs)
     with worker_pool(jobs, threads) as (pool, share):
-        _run_on_workers(pool, share, jobs_to_run, jobs, total, threads)
+        return _run_on_workers(pool, share, jobs_to_run, follow_ups, jobs, total, threads)
 
 
 @contextmanager
 def worker_pool(jobs: int, threads: int):
-    """`jobs` spawned workers on `threads` threads each, and the shared count that
-    `share_out` raises. Workers start with SIGUSR1 ignored (inherited through exec) until
-    their handler is in place: one told to take more threads while it starts up must not
-    die of it."""
-    context = multiprocessing.get_context("spawn")  # no inherited thread pools or locks
+    """`jobs` workers on `threads` threads each, and the shared count that `share_out`
+    raises."""
+    start_worker_imports()  # unless started already
+    context = _context()
     share = context.Value("i", threads)
-    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)  # while workers may spawn
+    pool = ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=_start_worker, initargs=(share, dict(os.environ))
+    )
     try:
-        pool = ProcessPoolExecutor(
-            jobs, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), share)
-        )
-        try:
-            yield pool, share
-        except BaseException:
-            _stop(pool)  # Ctrl-C, a dead worker, a failed test: the runs left can be resumed
-            raise
-        pool.shutdown()
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
+        yield pool, share
+    except BaseException:
+        _stop(pool)  # Ctrl-C, a dead worker, a failed test: the runs left can be resumed
+        raise
+    pool.shutdown()
 
 
-def _run_on_workers(pool, share, jobs_to_run, jobs: int, total: int, threads: int) -> None:
+def _run_on_workers(pool, share, jobs_to_run, follow_ups, jobs: int, total: int, threads: int):
     pending, running, failures = list(jobs_to_run), {}, []
+    waiting, finished, returned = list(follow_ups), set(), {}
     while pending or running:
         while pending and len(running) < jobs and not failures:
             job = pending.pop(0)
@@ -105,19 +147,27 @@ def _run_on_workers(pool, share, jobs_to_run, jobs: int, total: int, threads: in
             break
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
-            cut_off = ", ".join(job.name for job in running.values())  # a worker died
+            cut_off = ", ".join(w.name for w in running.values() if isinstance(w, Job))
             raise RuntimeError(f"a worker process died; cut off (a rerun resumes): {cut_off}")
         for future in done:
-            job = running.pop(future)
-            if future.exception() is None:
-                print(f"[{job.number}/{total}] {job.name}: {future.result():.1f} s", flush=True)
+            work = running.pop(future)
+            if isinstance(work, FollowUp):
+                if future.exception() is None:
+                    returned[work.name] = future.result()
+            elif future.exception() is None:
+                finished.add(work.name)
+                print(f"[{work.number}/{total}] {work.name}: {future.result():.1f} s", flush=True)
             else:
-                failures.append(f"{job.name}: {future.exception()} (see {_console(job)})")
+                failures.append(f"{work.name}: {future.exception()} (see {_console(work)})")
+        for follow_up in [f for f in waiting if f.needs <= finished and not failures]:
+            waiting.remove(follow_up)  # before the next run: it holds a worker a moment
+            running[pool.submit(follow_up.call)] = follow_up
         if running and (not pending or failures):  # no run will start: no worker will need
             share_out(pool, share, threads * jobs // len(running))  # its threads again
     if failures:
         not_started = f"; not started: {', '.join(job.name for job in pending)}" if pending else ""
         raise RuntimeError("runs failed: " + "; ".join(failures) + not_started)
+    return returned
 
 
 def _run_here(jobs_to_run: Sequence[Job], total: int) -> None:
@@ -159,11 +209,13 @@ def _console(job: Job) -> Path:
 _loaded = None  # the worker's LoadedModels: one checkpoint for every run it is handed
 
 
-def _start_worker(parent: int, share) -> None:
+def _start_worker(share, environment: dict[str, str]) -> None:
     from east_agent.common.child_process import die_with
 
+    os.environ.clear()  # east-eval's, as a spawned worker would have it, not the forkserver's
+    os.environ.update(environment)
     if sys.platform.startswith("linux"):
-        die_with(parent)()
+        die_with(os.getppid())()  # the forkserver, which ends with east-eval
     # Python runs the handler in the main thread, between two operators: the thread that
     # runs the model, which is the one whose thread count counts (OpenMP's is per thread).
     # Installed before the count is first read, so that no raise of it is missed.

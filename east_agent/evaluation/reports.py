@@ -165,13 +165,17 @@ def plot_curves(
     plt.close(figure)
 
 
-def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
+def summarize(
+    config: EvalConfig, runs: list[Run], compared: dict[str, object] | None = None
+) -> list[dict[str, Any]]:
+    """The grid's tables and curves; `compared`: systems' comparisons made already
+    (`compare_system`, by system, in a worker while the grid ran)."""
     rows = collect(config, runs)
     if rows:
         write_tables(rows, config.output, table_columns(config))
         plot_curves(rows, config.output / "curves.png", config.testset, config.long_form)
         print((config.output / "results.md").read_text(), flush=True)
-        comparisons = compare_settings(config, runs)
+        comparisons = compare_settings(config, runs, compared or {})
         if comparisons:
             rows_of_tests = [comparison.row() for comparison in comparisons]
             write_tables(rows_of_tests, config.output, SIGNIFICANCE_COLUMNS, "significance")
@@ -180,21 +184,28 @@ def summarize(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def compare_settings(config: EvalConfig, runs: list[Run]) -> list[Comparison]:
+def compare_settings(
+    config: EvalConfig, runs: list[Run], compared: dict[str, object]
+) -> list[Comparison]:
     """Significance of the BLEU differences along each system's settings (its curve)."""
-    testset = read_prepared(config.testset_dir)
     comparisons = []
     for system in dict.fromkeys(run.system for run in runs):
-        finished = [
-            (run.setting, config.run_dir(run))
-            for run in runs
-            if run.system == system and (config.run_dir(run) / "scores.tsv").exists()
-        ]
-        if len(finished) < 2:
-            continue
-        if config.long_form:
-            comparisons += compare_resegmented(system, finished, testset.sacrebleu_tokenizer)
-        else:
-            references = read_lines(testset.reference)
-            comparisons += compare_runs(system, finished, references, testset.sacrebleu_tokenizer)
+        found = compared.get(system)
+        comparisons += found if found is not None else compare_system(config, system, runs)
     return comparisons
+
+
+def compare_system(config: EvalConfig, system: str, runs: list[Run]) -> list[Comparison]:
+    """Each finished setting of `system` against the one before it."""
+    finished = [
+        (run.setting, config.run_dir(run))
+        for run in runs
+        if run.system == system and (config.run_dir(run) / "scores.tsv").exists()
+    ]
+    if len(finished) < 2:
+        return []
+    testset = read_prepared(config.testset_dir)
+    if config.long_form:
+        return compare_resegmented(system, finished, testset.sacrebleu_tokenizer)
+    references = read_lines(testset.reference)
+    return compare_runs(system, finished, references, testset.sacrebleu_tokenizer)

@@ -20,7 +20,6 @@ from typing import Any
 from east_agent.common.atomic import write_atomically
 from east_agent.common.child_process import run_child
 from east_agent.common.run_lock import hold_run_lock
-from east_agent.decoding.chunk_search import REFERENCE
 from east_agent.evaluation.config import (
     AGENT_FILES,
     RUN_ARGUMENT_KEYS,
@@ -92,6 +91,8 @@ def run_record(
 
     A beam search's stopping rule is recorded even when it is the default: runs made before
     the rule became transformers 4.44.2's (`beam_stop` absent) are not reused for it."""
+    from east_agent.decoding.chunk_search import REFERENCE  # loads torch: not at start-up
+
     flags = {**{key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}, **run.flags}
     if run.agent == "east" and int(flags.get("num_beams", 1)) > 1:
         flags.setdefault("beam_stop", REFERENCE)

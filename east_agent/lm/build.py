@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 
@@ -12,6 +13,11 @@ from east_agent.lm.static import StaticLM, supports
 logger = logging.getLogger(__name__)
 
 KV_CACHES = ("auto", "dynamic", "static", "compiled")
+
+# The static paths each model has passed `check_static` on in this process: a grid's worker
+# builds a decoder per run over one loaded model, and the probe (0.3-0.5 s a build on a
+# 2-core CPU, transformers' own forward included) says the same every time.
+_PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def build_lm(
@@ -26,7 +32,8 @@ def build_lm(
     `compiled` (`StaticLM` with compiled layers on any device) or `auto`: static where it
     supports the model and its logits on `probe_ids` match the dynamic path's (on GPUs with
     compiled layers if they pass, else without; eager on CPUs, where it is still the faster
-    one), dynamic otherwise."""
+    one), dynamic otherwise. The probe runs once per model and kind of static backend
+    (compiled or not, one row or many) in a process."""
     if kind not in KV_CACHES:
         raise ValueError(f"unknown kv cache {kind!r}: choose one of {KV_CACHES}")
     max_length = max_length or model.config.max_position_embeddings
@@ -43,8 +50,10 @@ def build_lm(
     for compile_layers in static_attempts(model):
         try:
             static = StaticLM(model, max_length, max_rows, compile_layers=compile_layers)
-            if probe_ids:
+            probe = (compile_layers, max_rows > 1)  # what the probe covers: rows > 1 ragged
+            if probe_ids and probe not in _PROBED.get(model, ()):
                 check_static(model, static, probe_ids)
+                _PROBED.setdefault(model, set()).add(probe)
             return static
         except Exception as error:  # a fast path must never cost a run: fall back, loudly
             logger.warning("static KV cache (compiled: %s) unavailable: %s", compile_layers, error)

@@ -115,7 +115,7 @@ def test_long_chunks_are_cut_to_the_budget_and_counted(east_model, east_tokenize
     """Chunks of 40 tokens every other unit (imposed by a script) would pass a 160-token
     budget within a few units: each is capped so that the next unit and a forced chunk still
     fit, and the cache never holds more than the budget."""
-    units = [unit for sentence in sentences(20, seed=7, period=False) for unit in sentence]
+    units = [unit for sentence in sentences(10, seed=7, period=False) for unit in sentence]
     script = dict.fromkeys(range(2, len(units), 2), 40)
     decoder, trace = long_form(
         east_model,

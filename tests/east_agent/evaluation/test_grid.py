@@ -120,6 +120,10 @@ def test_jobs_give_the_scores_of_one_run_at_a_time(grid, tmp_path):
     ]
     assert {row["jobs"] for row in side_by_side} == {"2"}
     assert {row["jobs"] for row in rows_of(one_at_a_time)} == {"1"}
+    # east's comparison made in a worker as soon as its runs were done, the same as at the end
+    significance = (tmp_path / "significance.csv").read_text()
+    assert significance == (one_at_a_time / "significance.csv").read_text()
+    assert significance.count("\neast,") == 1
     for number, name in enumerate(("east-low", "east-high", "waitk-offline-k2"), 1):
         assert f"[{number}/3] {name}: started" in result.stdout
         run = tmp_path / "runs" / name

@@ -90,3 +90,55 @@ def test_running_workers_take_the_threads_of_finished_ones(tmp_path):
         share_out(pool, share, 3)  # and now the worker runs `waiting`
         assert waiting.result(timeout=60) == 3
         assert pool.submit(os.getpid).result(timeout=60) > 0  # no worker died
+
+
+class InlinePool:
+    """A pool that runs what it is given at once, in this process, and logs it: a run
+    (`_run_job`) is not run but logged by name and takes 1 s, or fails if its name says so."""
+
+    def __init__(self):
+        self.log = []
+
+    def submit(self, call, *arguments):
+        from concurrent.futures import Future
+
+        from east_agent.evaluation.jobs import _run_job
+
+        future = Future()
+        if call is _run_job:
+            job = arguments[0]
+            self.log.append(job.name)
+            if "failing" in job.name:
+                future.set_exception(RuntimeError("it failed"))
+            else:
+                future.set_result(1.0)
+        else:
+            future.set_result(call())
+        return future
+
+
+def test_a_follow_up_runs_once_its_runs_are_done_and_before_the_next_run(tmp_path):
+    from types import SimpleNamespace
+
+    from east_agent.evaluation.jobs import FollowUp, Job, _run_on_workers
+
+    def job(number, name):
+        return Job(number, name, [], tmp_path / name)
+
+    pool = InlinePool()
+
+    def follow_up(name, needs):
+        return FollowUp(name, frozenset(needs), lambda: pool.log.append(name) or name.upper())
+
+    runs = [job(1, "a-1"), job(2, "a-2"), job(3, "b-1"), job(4, "b-2")]
+    ups = [follow_up("b", ["b-1", "b-2"]), follow_up("a", ["a-1", "a-2"])]
+    returned = _run_on_workers(pool, SimpleNamespace(value=1), runs, ups, 2, 4, 1)
+    assert returned == {"a": "A", "b": "B"}
+    assert pool.log == ["a-1", "a-2", "a", "b-1", "b-2", "b"]
+
+    pool = InlinePool()
+    runs = [job(1, "a-1"), job(2, "a-failing"), job(3, "b-1")]
+    ups = [follow_up("a", ["a-1", "a-failing"]), follow_up("b", ["b-1"])]
+    with pytest.raises(RuntimeError, match="runs failed: a-failing: it failed"):
+        _run_on_workers(pool, SimpleNamespace(value=1), runs, ups, 2, 3, 1)
+    assert pool.log == ["a-1", "a-failing"]  # nothing else starts after a failure

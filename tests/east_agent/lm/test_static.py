@@ -196,9 +196,29 @@ def test_auto_is_static_where_supported_and_checked(east_model, monkeypatch):
         raise RuntimeError("its logits differ")
 
     monkeypatch.setattr("east_agent.lm.build.check_static", fails)
-    assert isinstance(build_lm(east_model, "auto", probe_ids=PROMPT), CachedLM)  # falls back
+    unprobed = copy.deepcopy(east_model)  # `east_model` passed its probe above
+    assert isinstance(build_lm(unprobed, "auto", probe_ids=PROMPT), CachedLM)  # falls back
     with pytest.raises(ValueError, match="unknown kv cache"):
         build_lm(east_model, "paged")
+
+
+def test_a_model_is_probed_once_per_static_path(east_model, monkeypatch):
+    """A grid's worker builds a backend per run over one model: the probe runs for the first
+    one-row and the first many-row backend only; another model is probed again."""
+    import east_agent.lm.build as build
+
+    model, real_check, probed = copy.deepcopy(east_model), build.check_static, []
+
+    def counted(model, static, probe_ids):
+        probed.append(static.max_rows)
+        real_check(model, static, probe_ids)
+
+    monkeypatch.setattr(build, "check_static", counted)
+    for rows in (1, 4, 1, 4, 8):
+        assert isinstance(build_lm(model, "auto", max_rows=rows, probe_ids=PROMPT), StaticLM)
+    assert probed == [1, 4]
+    build_lm(copy.deepcopy(east_model), "auto", max_rows=4, probe_ids=PROMPT)
+    assert probed == [1, 4, 4]
 
 
 def test_auto_falls_back_from_compiled_to_plain_layers(east_model, monkeypatch):

@@ -1,0 +1,38 @@
+"""What a grid worker needs before its first run, imported once by the process the workers
+are forked from (`east_agent.evaluation.jobs.start_worker_imports`), while `east-eval`
+checks the grid: torch, SimulEval, the agents and decoders, and transformers' Llama modules
+and the loaders behind them (transformers imports those lazily, at the first checkpoint
+loaded: about 4 s on a 2-core CPU, then a load takes 0.2 s).
+
+The forkserver is made to die with `east-eval` first thing (`PR_SET_PDEATHSIG`), and each
+worker dies with the forkserver. The forkserver's own way to end (its pipe from
+`east-eval` closing) does not come while workers live: each holds a copy of that pipe.
+Nothing but the forkserver imports this module."""
+
+import os
+import sys
+import warnings
+
+from east_agent.common.child_process import die_with
+
+if sys.platform.startswith("linux"):
+    die_with(os.getppid())()
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+
+import transformers  # noqa: E402 (after the death signal: these take seconds)
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+from transformers.models.llama import modeling_llama  # noqa: E402
+
+import east_agent.agent  # noqa: E402
+import east_agent.evaluation.runs  # noqa: E402
+import east_agent.simuleval_glue.batch  # noqa: E402
+import east_agent.waitk_agent  # noqa: E402
+
+__all__ = [
+    "AutoConfig",
+    "AutoModelForCausalLM",
+    "AutoTokenizer",
+    "east_agent",
+    "modeling_llama",
+    "transformers",
+]

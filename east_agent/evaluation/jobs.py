@@ -61,19 +61,35 @@ class Job:
 
 
 WORKER_IMPORTS = "east_agent.evaluation.worker_imports"
+FORKSERVER_PARENT = "EAST_EVAL_PID"  # tells the forkserver whom to die with
 
 
 def start_worker_imports() -> None:
     """Start the process the workers will be forked from; it imports what a run needs
-    while this one goes on. It reads and writes nothing, and ends with this process. Started
-    with SIGUSR1 ignored, which the workers inherit until their handler is in place (one told
-    to take more threads while it starts up must not die of it)."""
-    previous = signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    try:
-        _context()
+    while this one goes on, touches nothing of the grid's, and ends with this process. It
+    sees this process's `sys.path` and nothing else (`PYTHONSAFEPATH`: not an `east_agent`
+    folder that happens to lie in the current directory), as spawned workers did."""
+    _context()
+    with _environment(
+        PYTHONSAFEPATH="1",
+        PYTHONPATH=os.pathsep.join(path for path in sys.path if path),
+        **{FORKSERVER_PARENT: str(os.getpid())},
+    ):
         multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
+
+
+@contextmanager
+def _environment(**values: str):
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
     finally:
-        signal.signal(signal.SIGUSR1, previous)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _context():
@@ -215,7 +231,10 @@ def _start_worker(share, environment: dict[str, str]) -> None:
     os.environ.clear()  # east-eval's, as a spawned worker would have it, not the forkserver's
     os.environ.update(environment)
     if sys.platform.startswith("linux"):
-        die_with(os.getppid())()  # the forkserver, which ends with east-eval
+        # the forkserver, which ends with east-eval: its pid as it was at the fork, so that
+        # a forkserver gone before this line is noticed (then the parent is another)
+        preloaded = sys.modules.get(WORKER_IMPORTS)
+        die_with(preloaded.FORKSERVER_PID if preloaded else os.getppid())()
     # Python runs the handler in the main thread, between two operators: the thread that
     # runs the model, which is the one whose thread count counts (OpenMP's is per thread).
     # Installed before the count is first read, so that no raise of it is missed.

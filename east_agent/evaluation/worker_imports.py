@@ -4,19 +4,25 @@ checks the grid: torch, SimulEval, the agents and decoders, and transformers' Ll
 and the loaders behind them (transformers imports those lazily, at the first checkpoint
 loaded: about 4 s on a 2-core CPU, then a load takes 0.2 s).
 
-The forkserver is made to die with `east-eval` first thing (`PR_SET_PDEATHSIG`), and each
-worker dies with the forkserver. The forkserver's own way to end (its pipe from
-`east-eval` closing) does not come while workers live: each holds a copy of that pipe.
-Nothing but the forkserver imports this module."""
+Before its imports the forkserver ignores SIGUSR1, which the workers inherit until their
+handler is in place (one told to take more threads while it starts up must not die of it),
+and is made to die with `east-eval` (`PR_SET_PDEATHSIG`); each worker dies with the
+forkserver (`FORKSERVER_PID`, which the workers inherit). The forkserver's own way to end
+(its pipe from `east-eval` closing) does not come while workers live: each holds a copy of
+that pipe. Nothing but the forkserver imports this module."""
 
 import os
+import signal
 import sys
 import warnings
 
 from east_agent.common.child_process import die_with
+from east_agent.evaluation.jobs import FORKSERVER_PARENT
 
+FORKSERVER_PID = os.getpid()
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 if sys.platform.startswith("linux"):
-    die_with(os.getppid())()
+    die_with(int(os.environ.get(FORKSERVER_PARENT, os.getppid())))()
 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
 
 import transformers  # noqa: E402 (after the death signal: these take seconds)
@@ -32,6 +38,7 @@ __all__ = [
     "AutoConfig",
     "AutoModelForCausalLM",
     "AutoTokenizer",
+    "FORKSERVER_PID",
     "east_agent",
     "modeling_llama",
     "transformers",

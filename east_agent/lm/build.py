@@ -14,9 +14,10 @@ logger = logging.getLogger(__name__)
 
 KV_CACHES = ("auto", "dynamic", "static", "compiled")
 
-# The static paths each model has passed `check_static` on in this process: a grid's worker
-# builds a decoder per run over one loaded model, and the probe (0.3-0.5 s a build on a
-# 2-core CPU, transformers' own forward included) says the same every time.
+# The static backends each model has passed `check_static` as, in this process
+# (`_probe_key`): a grid's worker builds a decoder per run over one loaded model, and the
+# probe (0.3-0.5 s a build on a 2-core CPU, transformers' own forward included) says the
+# same every time.
 _PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -50,7 +51,7 @@ def build_lm(
     for compile_layers in static_attempts(model):
         try:
             static = StaticLM(model, max_length, max_rows, compile_layers=compile_layers)
-            probe = (compile_layers, max_rows > 1)  # what the probe covers: rows > 1 ragged
+            probe = _probe_key(model, compile_layers, max_rows, max_length)
             if probe_ids and probe not in _PROBED.get(model, ()):
                 check_static(model, static, probe_ids)
                 _PROBED.setdefault(model, set()).add(probe)
@@ -59,6 +60,15 @@ def build_lm(
             logger.warning("static KV cache (compiled: %s) unavailable: %s", compile_layers, error)
     logger.warning("using the dynamic KV cache")
     return CachedLM(model, max_length, max_rows)
+
+
+def _probe_key(model, compile_layers: bool | None, max_rows: int, max_length: int) -> tuple:
+    """What one probe vouches for: the weights' dtype and device, compiled layers or not,
+    one row or many (a ragged step); compiled layers are specialised on the backend's
+    shape, so for them the shape too."""
+    weights = next(model.parameters())
+    shape = (max_rows, max_length) if compile_layers else (max_rows > 1,)
+    return (weights.dtype, weights.device, bool(compile_layers), *shape)
 
 
 def static_attempts(model) -> tuple[bool, ...]:

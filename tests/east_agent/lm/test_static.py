@@ -204,7 +204,8 @@ def test_auto_is_static_where_supported_and_checked(east_model, monkeypatch):
 
 def test_a_model_is_probed_once_per_static_path(east_model, monkeypatch):
     """A grid's worker builds a backend per run over one model: the probe runs for the first
-    one-row and the first many-row backend only; another model is probed again."""
+    one-row and the first many-row backend only; another model, or the same one in another
+    dtype, is probed again."""
     import east_agent.lm.build as build
 
     model, real_check, probed = copy.deepcopy(east_model), build.check_static, []
@@ -219,6 +220,8 @@ def test_a_model_is_probed_once_per_static_path(east_model, monkeypatch):
     assert probed == [1, 4]
     build_lm(copy.deepcopy(east_model), "auto", max_rows=4, probe_ids=PROMPT)
     assert probed == [1, 4, 4]
+    build_lm(model.to(torch.float64), "auto", max_rows=4, probe_ids=PROMPT)  # `--fp16`'s way
+    assert probed == [1, 4, 4, 4]
 
 
 def test_auto_falls_back_from_compiled_to_plain_layers(east_model, monkeypatch):

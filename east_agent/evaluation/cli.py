@@ -62,12 +62,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     if config.jobs > 1 and not (args.dry_run or args.merge_shards):
         start_worker_imports()  # while the systems are checked and the folders prepared
-    config.runs()  # the systems checked against their agents' flags, before anything runs
+    every_run = config.runs()  # the systems checked against their agents' flags, first
     if args.merge_shards:
-        runs = [run for run in config.runs() if not args.only or run.name in args.only]
-        for run in runs:
+        for run in [run for run in every_run if not args.only or run.name in args.only]:
             merge_shards(config, run, args.merge_shards)
-        summarize(config, config.runs())
+        summarize(config, every_run)
     else:
         run_grid(config, args.only, args.shard, args.limit, args.dry_run)
 

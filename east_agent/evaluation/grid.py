@@ -13,7 +13,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from east_agent.evaluation.config import EvalConfig, EvalConfigError
+from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
     LongformSet,
@@ -55,9 +55,10 @@ def run_grid(
     limit: int | None = None,
     dry_run: bool = False,
 ) -> list[dict[str, Any]]:
-    runs = [run for run in config.runs() if not only or run.name in only]
+    every_run = config.runs()
+    runs = [run for run in every_run if not only or run.name in only]
     if only and len(runs) != len(set(only)):
-        known = ", ".join(run.name for run in config.runs())
+        known = ", ".join(run.name for run in every_run)
         raise EvalConfigError(f"--only names a run the config lacks (runs: {known})")
     testset = prepare(config)
     longform_set = check_longform(config) if config.long_form else None
@@ -83,16 +84,17 @@ def run_grid(
         # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
         scores = None if shard else partial(omnisteval_cells, config, run, run_dir, unit)
         todo.append(Job(number, run.name, command, run_dir, scores))
-    follow_ups = [] if shard else significance_follow_ups(config, todo)
+    follow_ups = [] if shard else significance_follow_ups(config, every_run, todo)
     compared = run_jobs(todo, config.jobs, len(runs), follow_ups)
     if shard or dry_run:
         return []
-    return summarize(config, config.runs(), compared)
+    return summarize(config, every_run, compared)
 
 
-def significance_follow_ups(config: EvalConfig, todo: list[Job]) -> list[FollowUp]:
+def significance_follow_ups(
+    config: EvalConfig, every_run: list[Run], todo: list[Job]
+) -> list[FollowUp]:
     """Each system's significance tests, made as soon as its last run is done."""
-    every_run = config.runs()
     names = {job.name for job in todo}
     follow_ups = []
     for system in dict.fromkeys(run.system for run in every_run):

@@ -64,18 +64,21 @@ WORKER_IMPORTS = "east_agent.evaluation.worker_imports"
 FORKSERVER_PARENT = "EAST_EVAL_PID"  # tells the forkserver whom to die with
 
 
-def start_worker_imports() -> None:
-    """Start the process the workers will be forked from; it imports what a run needs
-    while this one goes on, touches nothing of the grid's, and ends with this process. It
-    sees this process's `sys.path` and nothing else (`PYTHONSAFEPATH`: not an `east_agent`
-    folder that happens to lie in the current directory), as spawned workers did."""
-    _context()
+def start_worker_imports():
+    """Start the process the workers will be forked from (unless it runs already) and
+    return its multiprocessing context; it imports what a run needs while this one goes on,
+    touches nothing of the grid's, and ends with this process. It sees this process's
+    `sys.path` and nothing else (`PYTHONSAFEPATH`: not an `east_agent` folder that happens
+    to lie in the current directory), as spawned workers did."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([WORKER_IMPORTS])  # no effect once it runs
     with _environment(
         PYTHONSAFEPATH="1",
         PYTHONPATH=os.pathsep.join(path for path in sys.path if path),
         **{FORKSERVER_PARENT: str(os.getpid())},
     ):
         multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
+    return context
 
 
 @contextmanager
@@ -90,12 +93,6 @@ def _environment(**values: str):
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-def _context():
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([WORKER_IMPORTS])  # no effect once it runs
-    return context
 
 
 @dataclass(frozen=True)
@@ -137,8 +134,7 @@ def run_jobs(
 def worker_pool(jobs: int, threads: int):
     """`jobs` workers on `threads` threads each, and the shared count that `share_out`
     raises."""
-    start_worker_imports()  # unless started already
-    context = _context()
+    context = start_worker_imports()
     share = context.Value("i", threads)
     pool = ProcessPoolExecutor(
         jobs, mp_context=context, initializer=_start_worker, initargs=(share, dict(os.environ))

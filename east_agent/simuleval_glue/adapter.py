@@ -132,12 +132,31 @@ def load_east(args: argparse.Namespace, max_context: int | None):
     )
 
 
+_CHECKED_FILES: set[tuple] = set()  # files found good in this process, as they were then
+
+
+def _file_state(path: str) -> tuple[str, int, int]:
+    status = Path(path).stat()
+    return str(Path(path).resolve()), status.st_size, status.st_mtime_ns
+
+
 def check_source_file(source: str | None, target: str | None = None) -> None:
     """Refuse a source file with empty lines, or a reference file with another number of
     lines, before any model is loaded (and either file not UTF-8, or with a carriage return
-    inside a line, where SimulEval's reader would start another sentence)."""
+    inside a line, where SimulEval's reader would start another sentence). Files found good
+    are not read again in this process unless they change (`east-simuleval` checks them
+    before SimulEval builds the agent, and the agent checks them again)."""
     if not source or not Path(source).is_file():
         return
+    has_target = bool(target) and Path(target).is_file()
+    checked = (_file_state(source), _file_state(target) if has_target else None)
+    if checked in _CHECKED_FILES:
+        return
+    _check_lines(source, target if has_target else None)
+    _CHECKED_FILES.add(checked)
+
+
+def _check_lines(source: str, target: str | None) -> None:
     lines = read_simuleval_lines(source)
     empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
     if empty:
@@ -148,7 +167,7 @@ def check_source_file(source: str | None, target: str | None = None) -> None:
             "(and the matching reference line) before evaluating (with --long-form a line "
             "is a whole talk: join the paragraphs of a talk into one line)"
         )
-    if target and Path(target).is_file():
+    if target:
         references = read_simuleval_lines(target)
         if len(references) != len(lines):
             raise ValueError(

@@ -1,0 +1,48 @@
+"""The agents' shared checks (`east_agent.simuleval_glue.adapter`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from east_agent.simuleval_glue import adapter
+
+
+@pytest.fixture
+def counted_reads(monkeypatch):
+    """How many times each file was read by the source check."""
+    reads: list[str] = []
+    read = adapter.read_simuleval_lines
+
+    def counting(path):
+        reads.append(str(path))
+        return read(path)
+
+    monkeypatch.setattr(adapter, "read_simuleval_lines", counting)
+    return reads
+
+
+def test_good_files_are_read_once_until_they_change(tmp_path, counted_reads):
+    """`east-simuleval` checks the files before SimulEval builds the agent, and the agent
+    checks them again: the second check reads nothing, unless a file changed in between."""
+    source, target = tmp_path / "src.txt", tmp_path / "ref.txt"
+    source.write_text("Die Katze\nDer Hund\n")
+    target.write_text("The cat\nThe dog\n")
+    adapter.check_source_file(str(source), str(target))
+    adapter.check_source_file(str(source), str(target))
+    assert counted_reads == [str(source), str(target)]
+
+    target.write_text("The cat\nThe dog\nThe bird\n")
+    with pytest.raises(ValueError, match="has 2 lines but .*ref.txt has 3"):
+        adapter.check_source_file(str(source), str(target))
+    source.write_text("Die Katze\n\nDer Vogel\n")
+    with pytest.raises(ValueError, match="src.txt: line 2: empty source sentence"):
+        adapter.check_source_file(str(source), str(target))
+
+
+def test_a_bad_file_is_refused_every_time(tmp_path, counted_reads):
+    source = tmp_path / "src.txt"
+    source.write_text("Die Katze\n\nDer Hund\n")
+    for _ in range(2):
+        with pytest.raises(ValueError, match="line 2: empty source sentence"):
+            adapter.check_source_file(str(source))
+    assert counted_reads == [str(source)] * 2

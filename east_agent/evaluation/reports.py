@@ -100,7 +100,7 @@ def streams_of(run_dir: Path) -> int:
     """How many streams shared the device in a run (its computation-aware latency's
     setting, with `jobs`: runs side by side): 1 for SimulEval's own loop; a batched run
     says in `batch.json`."""
-    from east_agent.simuleval_glue.batch import BATCH_RECORD
+    from east_agent.simuleval_glue.run_folder import BATCH_RECORD
 
     record = run_dir / BATCH_RECORD
     return json.loads(record.read_text())["streams"] if record.exists() else 1

@@ -134,6 +134,10 @@ class StaticLM:
         self.dims = Dims(heads, kv_heads, head_dim, kv_heads != heads)
         self.max_length = max_length
         self.max_rows = max_rows
+        # How a ragged step lays out its queries (`_ragged_geometry`): on CPUs in groups,
+        # attention as products with the shared prefix read once; elsewhere in one padded
+        # group through `scaled_dot_product_attention`. Tests set it to run the GPUs' way.
+        self.split_queries = self.device.type == "cpu"
         self.lengths = [0] * max_rows
         # A prefix every row in `sharing` holds (the prompt): read once per ragged step.
         self.prefix: list[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -404,9 +408,9 @@ class StaticLM:
             token_positions += range(self.lengths[row], self.lengths[row] + len(ids))
             last.append(len(flat) - 1)
         packed = torch.tensor([flat, token_rows, token_positions], device=self.device)
-        on_cpu = self.device.type == "cpu"
-        shared = on_cpu and self.prefix is not None and self.sharing.issuperset(rows)
-        if on_cpu:
+        split = self.split_queries
+        shared = split and self.prefix is not None and self.sharing.issuperset(rows)
+        if split:
             groups = self._split(rows, tokens, self.prefix_length if shared else 0)
         else:
             groups = self._padded(rows, tokens, max(token_positions) + 1)
@@ -454,7 +458,7 @@ class StaticLM:
         query_positions = torch.zeros(count, width, dtype=torch.long, device=self.device)
         query_positions[layout_rows, columns] = positions
         mask = torch.arange(kv_length, device=self.device) <= query_positions[..., None]
-        if self.device.type != "cpu":
+        if not self.split_queries:
             return Queries(tokens, (layout_rows, columns), rows, width, mask[:, None], None)
         bias = torch.zeros(mask.shape, dtype=self.dtype, device=self.device)
         bias = bias.masked_fill_(~mask, float("-inf"))[:, None, None]

@@ -146,13 +146,15 @@ def check_source_file(source: str | None, target: str | None = None) -> None:
     inside a line, where SimulEval's reader would start another sentence). Files found good
     are not read again in this process unless they change (`east-simuleval` checks them
     before SimulEval builds the agent, and the agent checks them again)."""
-    if not source or not Path(source).is_file():
+    for flag, path in (("--source", source), ("--target", target)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"{flag} {path}: no such file")
+    if not source:
         return
-    has_target = bool(target) and Path(target).is_file()
-    checked = (_file_state(source), _file_state(target) if has_target else None)
+    checked = (_file_state(source), _file_state(target) if target else None)
     if checked in _CHECKED_FILES:
         return
-    _check_lines(source, target if has_target else None)
+    _check_lines(source, target)
     _CHECKED_FILES.add(checked)
 
 

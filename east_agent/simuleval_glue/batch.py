@@ -35,15 +35,13 @@ warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", cate
 
 from east_agent.common.arguments import positive_int  # noqa: E402
 from east_agent.common.atomic import write_atomically  # noqa: E402
-from east_agent.common.run_lock import hold_run_lock  # noqa: E402
 from east_agent.decoding.batching import Sentence, translate_batch  # noqa: E402
+from east_agent.simuleval_glue import simuleval_fixes  # noqa: E402
 from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance  # noqa: E402
 from east_agent.simuleval_glue.instance_log import InstanceLog, sort_log  # noqa: E402
+from east_agent.simuleval_glue.run_folder import BATCH_RECORD, writing  # noqa: E402
 
 logger = logging.getLogger("east_agent.simuleval_glue.batch")
-
-BATCH_RECORD = "batch.json"
-INSTANCES_LOCK = "instances.lock"  # held while a process appends to instances.log
 
 
 class BatchedRunError(RuntimeError):
@@ -120,28 +118,44 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     check_source_file(getattr(args, "source", None), getattr(args, "target", None))
     if not args.output:
         raise ValueError("--batch-size needs --output (the run's instances.log goes there)")
+    simuleval_fixes.apply()
     output = Path(args.output)
     dataloader = build_dataloader(args)
     end = args.end_index if args.end_index >= 0 else len(dataloader)
     indices = range(args.start_index, min(end, len(dataloader)))
-    model, tokenizer = (load or agent_class.load)(args, config)
-    if args.fp16 or args.dtype == "fp16":
-        model.half()
-    decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
-    output.mkdir(parents=True, exist_ok=True)
-    write_atomically(output / "config.yaml", "source_type: text\ntarget_type: text\n")
+    with writing(output):
+        model, tokenizer = (load or agent_class.load)(args, config)
+        if args.fp16 or args.dtype == "fp16":
+            model.half()
+        decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
+        write_atomically(output / "config.yaml", "source_type: text\ntarget_type: text\n")
+        _record_batching(output, args.batch_size, len(decoder.streams))
+        failures, todo = _translate(decoder, dataloader, args, indices, output / "instances.log")
+        if failures:
+            raise BatchedRunError(
+                f"{len(failures)} of {len(todo)} sentences failed; the others are in "
+                f"{output / 'instances.log'} (no scores written):\n  " + "\n  ".join(failures)
+            )
+        sort_log(output / "instances.log")
+        if not args.no_scoring:
+            score(args)
+
+
+def _record_batching(output: Path, batch_size: int, streams: int) -> None:
     record = {
-        "batch_size": args.batch_size,
-        "streams": len(decoder.streams),
-        "computation_aware": f"elapsed measured with up to {len(decoder.streams)} streams "
+        "batch_size": batch_size,
+        "streams": streams,
+        "computation_aware": f"elapsed measured with up to {streams} streams "
         "sharing the device (single-stream: --batch-size 1)",
     }
     write_atomically(output / BATCH_RECORD, json.dumps(record, indent=2) + "\n")
+
+
+def _translate(decoder, dataloader, args, indices: range, log_path: Path):
+    """Translate the sentences of `indices` the log lacks, appending each as it finishes;
+    return the failures (named) and the indices that were to do."""
     failures = []
-    with (
-        hold_run_lock(output, INSTANCES_LOCK),
-        InstanceLog(output / "instances.log", resume=args.continue_unfinished) as log,
-    ):
+    with InstanceLog(log_path, resume=args.continue_unfinished) as log:
         todo = [index for index in indices if index not in log.done]
         sentences = (Sentence(index, dataloader[index]["source"]) for index in todo)
         progress = _progress(args, len(indices), len(indices) - len(todo))
@@ -155,14 +169,7 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
             instance.replay(translation.delays, translation.chunks, translation.chunk_seconds)
             log.append(instance.summarize())
         progress.close()
-    if failures:
-        raise BatchedRunError(
-            f"{len(failures)} of {len(todo)} sentences failed; the others are in "
-            f"{output / 'instances.log'} (no scores written):\n  " + "\n  ".join(failures)
-        )
-    sort_log(output / "instances.log")
-    if not args.no_scoring:
-        score(args)
+    return failures, todo
 
 
 def score(args: argparse.Namespace) -> None:

@@ -1,18 +1,22 @@
-"""`east-simuleval`: the `simuleval` command, with three SimulEval 1.1.4 traps defused.
+"""`east-simuleval`: the `simuleval` command, with SimulEval 1.1.4's traps defused.
 
 1. SimulEval parses its own flags before it has imported the agent, with argparse's
    prefix matching on: an agent flag `--latency low` is read as `--latency-metrics low`
    ("No latency metric called low"). This command turns prefix matching off, so agent
    flags are matched whole. (With the stock `simuleval`, write `--latency-level`.)
 2. Importing SimulEval warns that ffmpeg is missing, which text evaluation never needs.
-3. When no sentence got a single word, the latency scorers take the mean of nothing and
-   the run dies after all the decoding; here they report NaN instead.
+3. Empty runs scored as NaN rather than a crash, every finished sentence flushed to
+   `instances.log` as it finishes, `config.yaml` and the scores written atomically
+   (`east_agent.simuleval_glue.simuleval_fixes`).
 4. `--score-only` prints the scores of an existing `instances.log` but writes no
    `scores.tsv`; here it writes `scores.tsv` and `metrics.tsv` like a full run.
-5. Its loop keeps one buffered handle on `instances.log` for the whole run, so a run killed
-   hard loses finished sentences; here the handle is line-buffered: every finished
-   sentence is on disk when the next one starts (and `--continue-unfinished` drops a line
-   the kill cut in half instead of failing on it).
+5. One writer per output folder, from the first write to the last (scores included), and
+   no scores of an earlier log left beside a new one (`east_agent.simuleval_glue.
+   run_folder`). `--continue-unfinished` drops a line a kill cut in half instead of failing
+   on it, resumes a batched run's log (written in finishing order) after its first missing
+   sentence, and scores a log that is already complete instead of failing on it.
+6. The source and reference files are checked before the model loads; a sentence too long
+   for the context is named (index, length, limit).
 
 `--batch-size N` (N > 1) evaluates N sentences at once (`east_agent.simuleval_glue.batch`):
 the same output folder, SimulEval's format and scorers. `--standalone` serves this
@@ -28,7 +32,6 @@ Everything else is SimulEval's own `main()`, unchanged.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import warnings
 from pathlib import Path
@@ -46,49 +49,24 @@ def _match_flags_whole() -> None:
     argparse.ArgumentParser.__init__ = init
 
 
-def _score_empty_runs() -> None:
-    from simuleval.evaluator.scorers import latency_scorer
-
-    def mean_or_nan(values):
-        values = list(values)
-        return statistics.mean(values) if values else float("nan")
-
-    latency_scorer.mean = mean_or_nan
-
-
-def _drop_a_torn_line(log: Path) -> None:
-    """A run killed while writing leaves half a line, which SimulEval's resume would read."""
-    from east_agent.simuleval_glue.instance_log import finished_records
-
-    finished_records(log)
-
-
-def _flush_every_instance() -> None:
-    import builtins
-
-    from simuleval.evaluator import evaluator
-
-    def line_buffered(*args, **kwargs):
-        return builtins.open(*args, buffering=1, **kwargs)
-
-    evaluator.open = line_buffered  # the module's own `open`: its instances.log handles
-
-
 def _score_only() -> None:
     from simuleval import options
     from simuleval.evaluator import SentenceLevelEvaluator
+
+    from east_agent.simuleval_glue.instance_log import check_log
+    from east_agent.simuleval_glue.run_folder import writing
 
     parser = options.general_parser()
     options.add_evaluator_args(parser)
     options.add_scorer_args(parser)
     options.add_dataloader_args(parser)
     args = parser.parse_args()
-    from east_agent.simuleval_glue.instance_log import check_log
-
-    check_log(Path(args.output or ".") / "instances.log")
-    evaluator = SentenceLevelEvaluator.from_args(args)
-    evaluator.dump_results()
-    evaluator.dump_metrics()
+    output = Path(args.output or ".")
+    check_log(output / "instances.log")
+    with writing(output, new_log=False):
+        evaluator = SentenceLevelEvaluator.from_args(args)
+        evaluator.dump_results()
+        evaluator.dump_metrics()
 
 
 @command_line("east-simuleval")
@@ -97,9 +75,11 @@ def main() -> None:
         "ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning
     )
     _match_flags_whole()
-    _score_empty_runs()
-    _flush_every_instance()
     from simuleval.cli import main as simuleval_main
+
+    from east_agent.simuleval_glue import simuleval_fixes
+
+    simuleval_fixes.apply()
 
     import east_agent.simuleval_plugin  # noqa: F401
     from east_agent.simuleval_glue.batch import batch_size_of
@@ -118,29 +98,68 @@ def main() -> None:
 
 
 def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
-    """SimulEval's own loop; its output folder is locked while it writes there."""
-    from east_agent.common.run_lock import hold_run_lock
-    from east_agent.simuleval_glue.batch import INSTANCES_LOCK
+    """SimulEval's own loop; its output folder is held while it writes there. A resumed
+    log is put in the order SimulEval resumes from, and one that is already complete is
+    scored (SimulEval's loop would fail on it)."""
+    from east_agent.decoding.streaming import ContextOverflowError
+    from east_agent.simuleval_glue.run_folder import output_of, resume_in_index_order, writing
 
-    _check_data_files(argv)
-    if "--output" not in argv:
+    span = _check_data_files(argv)
+    output = output_of(argv)
+    if output is None:
         simuleval_main()
         return
-    output = Path(argv[argv.index("--output") + 1])
-    with hold_run_lock(output, INSTANCES_LOCK):
-        if "--continue-unfinished" in argv:
-            _drop_a_torn_line(output / "instances.log")
-        simuleval_main()
+    log = output / "instances.log"
+    with writing(output):
+        if "--continue-unfinished" in argv and span is not None:
+            if resume_in_index_order(log, *span):
+                _score_log(argv)
+                return
+        try:
+            simuleval_main()
+        except ContextOverflowError as error:
+            raise ContextOverflowError(_overflow_message(error, log, span)) from None
 
 
-def _check_data_files(argv: list[str]) -> None:
-    """The source and reference files, checked before SimulEval builds the agent."""
+def _check_data_files(argv: list[str]) -> tuple[int, int] | None:
+    """The source and reference files, checked before SimulEval builds the agent; the span
+    of sentences the run covers (None without a source file)."""
+    from east_agent.common.text_lines import read_simuleval_lines
     from east_agent.simuleval_glue.adapter import check_source_file
 
-    def value(flag: str) -> str | None:
-        return argv[argv.index(flag) + 1] if flag in argv[:-1] else None
+    parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
+    parser.add_argument("--source")
+    parser.add_argument("--target")
+    parser.add_argument("--start-index", type=int, default=0)
+    parser.add_argument("--end-index", type=int, default=-1)
+    known, _ = parser.parse_known_args(argv)
+    check_source_file(known.source, known.target)
+    if not known.source:
+        return None
+    sentences = len(read_simuleval_lines(known.source))
+    end = sentences if known.end_index < 0 else min(known.end_index, sentences)
+    return known.start_index, end
 
-    check_source_file(value("--source"), value("--target"))
+
+def _score_log(argv: list[str]) -> None:
+    from simuleval.utils.agent import get_agent_class
+
+    from east_agent.simuleval_glue.batch import parse_args, score
+
+    score(parse_args(get_agent_class(), argv))
+
+
+def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None) -> str:
+    """Which sentence overflowed: SimulEval's loop stops at it, after the last one logged."""
+    from east_agent.simuleval_glue.instance_log import finished_records
+
+    records = finished_records(log)
+    index = records[-1]["index"] + 1 if records else (span[0] if span else 0)
+    return (
+        f"sentence {index}: {error}. SimulEval's loop (--batch-size 1) stops there: the "
+        f"{len(records)} sentences finished before it are in {log}; with --batch-size above 1 "
+        "the run finishes every other sentence and names each one that does not fit"
+    )
 
 
 def _given(flag: str) -> bool:
@@ -176,7 +195,14 @@ def _run_batched(argv: list[str], batch_size: int) -> None:
     for flag in ("--standalone", "--remote-eval", "--system-dir", "--slurm"):
         if flag in argv:
             raise ValueError(f"--batch-size above 1 evaluates locally; drop {flag}")
+    from east_agent.simuleval_glue.adapter import StreamingAgent
+
     agent_class = get_agent_class()
+    if not issubclass(agent_class, StreamingAgent):
+        raise ValueError(
+            f"--batch-size above 1 runs this package's agents (east_agent/agent.py, "
+            f"east_agent/waitk_agent.py); {agent_class.__name__} is not one: drop --batch-size"
+        )
     args = parse_args(agent_class, [*argv, "--batch-size", str(batch_size)])
     run_batched(agent_class, args)
 

@@ -80,7 +80,11 @@ class InstanceLog:
         self.close()
 
 
+def record_lines(records: list[dict]) -> str:
+    return "".join(json.dumps(record) + "\n" for record in records)
+
+
 def sort_log(path: Path) -> None:
     """Rewrite the log in index order (atomically)."""
     records = sorted(finished_records(path), key=lambda record: record["index"])
-    write_atomically(path, "".join(json.dumps(record) + "\n" for record in records))
+    write_atomically(path, record_lines(records))

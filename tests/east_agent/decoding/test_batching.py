@@ -42,24 +42,29 @@ def build(kind, model, tokenizer, streams, beams=1, src="de"):
 
 
 @pytest.mark.parametrize(
-    "kind, beams, group_cost",
+    "kind, beams, layout",
     [
-        ("east", 1, None),
-        ("east", 4, None),
-        ("waitk-east", 1, None),
-        ("waitk-offline", 1, None),
-        ("waitk-offline", 1, 0),  # every row of several new tokens cut apart where it can
+        ("east", 1, "cpu"),
+        ("east", 4, "cpu"),
+        ("waitk-east", 1, "cpu"),
+        ("waitk-offline", 1, "cpu"),
+        ("waitk-offline", 1, "cut"),  # every row of several new tokens cut apart where it can
+        # the GPUs' layout, run here: one padded group, a boolean mask, no shared prefix
+        ("east", 4, "gpu"),
+        ("waitk-offline", 1, "gpu"),
     ],
 )
 def test_batched_translations_equal_sequential_ones(
-    east_model, east_tokenizer, monkeypatch, kind, beams, group_cost
+    east_model, east_tokenizer, monkeypatch, kind, beams, layout
 ):
-    if group_cost is not None:
-        monkeypatch.setattr(static, "GROUP_COST", group_cost)
+    if layout == "cut":
+        monkeypatch.setattr(static, "GROUP_COST", 0)
     sentences = toy_sentences(11, seed=60 + beams)  # more sentences than streams
     sequential = build(kind, east_model, east_tokenizer, 1, beams)
     expected = [sequential.translate(units) for units in sentences]
     decoder = build(kind, east_model, east_tokenizer, 4, beams)
+    assert isinstance(decoder.lm, static.StaticLM) and decoder.lm.split_queries
+    decoder.lm.split_queries = layout != "gpu"
     trace = TracingLM(decoder.lm)
     decoder.wrap_lm(lambda lm: trace)
     stats = BatchStats()

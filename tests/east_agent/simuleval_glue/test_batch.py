@@ -166,3 +166,127 @@ def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
     assert result.returncode != 0
     assert f"{output / 'instances.log'}: line 2: not a complete JSON record" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
+    east_checkpoint, test_set, tmp_path
+):
+    """A batched run killed with sentences 4, 1 and 0 finished (its order) is resumed by
+    SimulEval's loop, which resumes after the log's last line: sentences 0 and 1 are kept,
+    2, 3, 5 and 6 translated, and 4 (after the first missing one) translated again. A log
+    that is already complete is scored rather than failing in SimulEval's loop."""
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
+    assert run_simuleval(*arguments, "--batch-size", 3).returncode == 0
+    full, full_scores = instances(output), scores(output)
+    kept = [full[4], dict(full[1], prediction="kept, not decoded again"), full[0]]
+    (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    result = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 finished later than sentence 2" in result.stdout
+    resumed = instances(output)
+    assert [r["index"] for r in resumed] == list(range(7))
+    assert resumed[1]["prediction"] == "kept, not decoded again"
+    assert without_timing(resumed[2:]) == without_timing(full[2:])
+
+    (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in full))
+    (output / "scores.tsv").unlink()
+    result = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert instances(output) == full
+    assert scores(output) == full_scores
+
+
+@pytest.mark.parametrize("mode", ["simulevals-loop", "batched", "score-only"])
+def test_a_folder_being_written_is_refused_before_anything_is_written(
+    east_checkpoint, test_set, tmp_path, mode
+):
+    """Whatever the spelling of --output: nothing loaded, written or removed."""
+    from east_agent.common.run_lock import hold_run_lock
+    from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+
+    output = tmp_path / "out"
+    output.mkdir()
+    earlier = {"scores.tsv": "BLEU\n1.0\n", "instances.log": "", "config.yaml": "x\n"}
+    for name, text in earlier.items():
+        (output / name).write_text(text)
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, output)
+    at = arguments.index("--output")
+    arguments[at : at + 2] = [f"--output={output}"]
+    if mode == "score-only":
+        arguments = ["--score-only", f"--output={output}"]
+    batch = 2 if mode == "batched" else 1
+    with hold_run_lock(output, INSTANCES_LOCK):
+        result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode != 0
+    assert f"{output} is being written by process" in result.stderr, result.stderr[-2000:]
+    assert "never-loaded" not in result.stderr
+    assert sorted(path.name for path in output.iterdir()) == sorted([*earlier, INSTANCES_LOCK])
+    assert all((output / name).read_text() == text for name, text in earlier.items())
+
+
+def test_a_batched_run_holds_its_folder_until_its_scores_are_written(
+    east_checkpoint, test_set, tmp_path, monkeypatch
+):
+    from east_agent.agent import EastAgent
+    from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock
+    from east_agent.simuleval_glue import batch
+    from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+
+    output = tmp_path / "out"
+    scored = []
+
+    def score_while_held(args):
+        with pytest.raises(RunFolderBusyError):
+            with hold_run_lock(output, INSTANCES_LOCK):
+                pass
+        scored.append(args.output)
+
+    monkeypatch.setattr(batch, "score", score_while_held)
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", "2")
+    batch.run_batched(EastAgent, batch.parse_args(EastAgent, [*map(str, arguments)]))
+    assert scored == [str(output)] and len(instances(output)) == 7
+
+
+def test_an_overlong_sentence_in_simulevals_loop_is_named_and_old_scores_go(
+    east_checkpoint, tmp_path
+):
+    """SimulEval's loop stops at the sentence; the scores and batching record of an
+    earlier run in the folder do not stay beside the new log."""
+    folder = write_test_set(tmp_path / "set", 4, seed=13)
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, folder, output, "--max-context", "200")
+    assert run_simuleval(*arguments, "--batch-size", 2).returncode == 0
+    assert (output / "scores.tsv").exists() and (output / "batch.json").exists()
+    lines = (folder / "src.txt").read_text().splitlines()
+    lines[2] = " ".join(["rote"] * 300)
+    (folder / "src.txt").write_text("\n".join(lines) + "\n")
+    result = run_simuleval(*arguments, "--batch-size", 1)
+    assert result.returncode != 0
+    assert "sentence 2: the sentence needs more than 200 tokens" in result.stderr
+    assert "the 2 sentences finished before it are in" in result.stderr
+    assert [r["index"] for r in instances(output)] == [0, 1]
+    assert not (output / "scores.tsv").exists() and not (output / "metrics.tsv").exists()
+    assert not (output / "batch.json").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_missing_reference_file_is_refused_before_loading(test_set, tmp_path, batch):
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out")
+    arguments[arguments.index("--target") + 1] = tmp_path / "no-such-ref.txt"
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode != 0
+    assert f"--target {tmp_path / 'no-such-ref.txt'}: no such file" in result.stderr
+    assert "never-loaded" not in result.stderr
+
+
+def test_batching_another_agent_is_refused_plainly(test_set, tmp_path):
+    from pathlib import Path
+
+    sleepy = Path(__file__).with_name("sleepy_agent.py")
+    arguments = agent_arguments(tmp_path / "unused", test_set, tmp_path / "out")
+    arguments[arguments.index("--agent") + 1] = sleepy
+    result = run_simuleval(*arguments, "--batch-size", 2, timeout=120)
+    assert result.returncode != 0
+    assert "SleepyWaitOne is not one: drop --batch-size" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -6,7 +6,13 @@ below are imported when first asked for, so that a command of this package does 
 torch before it needs it.
 """
 
+import warnings
+
 __all__ = ["DecoderConfig", "EastStreamDecoder", "Translation"]
+
+# SimulEval imports pydub, which warns that ffmpeg is missing; text evaluation never needs
+# it. Set here, before any module of the package can import SimulEval.
+warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
 
 
 def __getattr__(name: str):

@@ -175,8 +175,11 @@ def settle(value: Any, written: Any, expected: Any, where: str) -> Any:
     number = _number(value, options)
     if number is not None and any(_fits(number, option) for option in options):
         return number
-    text_option = any(_takes_text(option) for option in options)
-    hint = " (quote it: YAML reads no/yes/on/off as booleans)" if text_option else ""
+    hint = ""
+    if isinstance(value, bool) and any(_takes_text(option) for option in options):
+        hint = " (quote it: YAML reads no/yes/on/off as booleans)"
+    elif value is None and any((typing.get_origin(o) or o) is list for o in options):
+        hint = " (none at all is [])"
     shown = written if written is not None else value
     raise ConfigError(f"{where}: expected {_type_name(expected)}, got {shown!r}{hint}")
 

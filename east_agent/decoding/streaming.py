@@ -68,10 +68,10 @@ def check_shared_settings(config) -> None:
     from `__post_init__`)."""
     object.__setattr__(config, "src_lang", language_name(config.src_lang))
     object.__setattr__(config, "tgt_lang", language_name(config.tgt_lang))
-    if config.max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be at least 1, got {config.max_new_tokens}")
-    if config.max_context is not None and config.max_context < 1:
-        raise ValueError(f"max_context must be at least 1, got {config.max_context}")
+    for name, flag in (("max_new_tokens", "--max-new-tokens"), ("max_context", "--max-context")):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ValueError(f"{name} ({flag}) must be at least 1, got {value}")
 
 
 @dataclass

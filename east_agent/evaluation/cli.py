@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--shard", type=parse_shard, help="run shard I of N: --shard 2/4")
     parser.add_argument("--merge-shards", type=int, metavar="N", help="join N finished shards")
-    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print the runs' commands, run nothing"
+    )
     parser.add_argument(
         "--batch-size",
         type=positive_int,

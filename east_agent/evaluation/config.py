@@ -232,11 +232,6 @@ def with_num_beams(path: Path, systems: dict, num_beams: int) -> dict:
 
 def agent_class_of(agent_file: str):
     """The agent class an agent file of this package registers."""
-    import warnings
-
-    warnings.filterwarnings(
-        "ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning
-    )
     if Path(agent_file).name == AGENT_FILES["waitk"]:
         from east_agent.waitk_agent import WaitkAgent
 

@@ -12,12 +12,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from east_agent.common.atomic import write_atomically
+from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.child_process import run_child
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.runs import RUN_RECORD, claim_run_folder, scoring_arguments
 from east_agent.evaluation.testsets import read_prepared
+from east_agent.simuleval_glue.run_folder import BATCH_RECORD
 
 
 def shard_range(shard: tuple[int, int], sentences: int) -> tuple[int, int]:
@@ -48,6 +49,18 @@ def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
     return {**records[0], "sentences": [records[0]["sentences"][0], records[-1]["sentences"][1]]}
 
 
+def merge_batch_records(shard_dirs: list[Path], run_dir: Path) -> None:
+    """How the shards were batched, for the merged run's computation-aware latency: the
+    record of the shard with the most streams (none if every shard ran SimulEval's loop)."""
+    records = [json.loads(path.read_text()) for folder in shard_dirs
+               if (path := folder / BATCH_RECORD).exists()]  # fmt: skip
+    if records:
+        record = max(records, key=lambda record: record["streams"])
+        write_atomically(run_dir / BATCH_RECORD, json.dumps(record, indent=2) + "\n")
+    else:
+        remove(run_dir / BATCH_RECORD)
+
+
 def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     """Join the shards' logs into the run's folder and score them with --score-only."""
     run_dir = config.run_dir(run)
@@ -64,6 +77,7 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
         claim_run_folder(run_dir, merged_record)
     write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
     write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
+    merge_batch_records(shard_dirs, run_dir)
     timings = [json.loads((f / "wall_seconds.json").read_text()) for f in shard_dirs]
     seconds = round(sum(timing["seconds"] for timing in timings), 2)
     tries = [attempt for timing in timings for attempt in timing.get("tries", [])]

@@ -14,7 +14,6 @@ that pipe. Nothing but the forkserver imports this module."""
 import os
 import signal
 import sys
-import warnings
 
 from east_agent.common.child_process import die_with
 from east_agent.evaluation.jobs import FORKSERVER_PARENT
@@ -23,7 +22,6 @@ FORKSERVER_PID = os.getpid()
 signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 if sys.platform.startswith("linux"):
     die_with(int(os.environ.get(FORKSERVER_PARENT, os.getppid())))()
-warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
 
 import transformers  # noqa: E402 (after the death signal: these take seconds)
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer  # noqa: E402

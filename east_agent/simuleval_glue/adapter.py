@@ -11,19 +11,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import warnings
 from pathlib import Path
 
-warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
-from simuleval.agents import ReadAction, TextToTextAgent, WriteAction  # noqa: E402
-
-from east_agent.common.arguments import non_negative_int, positive_int  # noqa: E402
-from east_agent.common.text_lines import read_simuleval_lines  # noqa: E402
-from east_agent.decoding.prompt import LATENCY_LEVELS  # noqa: E402
-from east_agent.decoding.streaming import StreamingDecoder  # noqa: E402
-from east_agent.lm import KV_CACHES  # noqa: E402
-from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint  # noqa: E402
+from east_agent.common.arguments import non_negative_int, positive_int
+from east_agent.common.text_lines import read_simuleval_lines
+from east_agent.decoding.prompt import LATENCY_LEVELS
+from east_agent.decoding.streaming import StreamingDecoder
+from east_agent.lm import KV_CACHES
+from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint
 
 logger = logging.getLogger("east_agent")
 

@@ -27,19 +27,16 @@ import argparse
 import json
 import logging
 import sys
-import warnings
 from copy import copy
 from pathlib import Path
 
-warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
-
-from east_agent.common.arguments import positive_int  # noqa: E402
-from east_agent.common.atomic import write_atomically  # noqa: E402
-from east_agent.decoding.batching import Sentence, translate_batch  # noqa: E402
-from east_agent.simuleval_glue import simuleval_fixes  # noqa: E402
-from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance  # noqa: E402
-from east_agent.simuleval_glue.instance_log import InstanceLog, sort_log  # noqa: E402
-from east_agent.simuleval_glue.run_folder import BATCH_RECORD, writing  # noqa: E402
+from east_agent.common.arguments import positive_int
+from east_agent.common.atomic import write_atomically
+from east_agent.decoding.batching import Sentence, translate_batch
+from east_agent.simuleval_glue import simuleval_fixes
+from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
+from east_agent.simuleval_glue.instance_log import InstanceLog, sort_log
+from east_agent.simuleval_glue.run_folder import BATCH_RECORD, writing
 
 logger = logging.getLogger("east_agent.simuleval_glue.batch")
 

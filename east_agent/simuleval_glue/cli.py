@@ -4,7 +4,8 @@
    prefix matching on: an agent flag `--latency low` is read as `--latency-metrics low`
    ("No latency metric called low"). This command turns prefix matching off, so agent
    flags are matched whole. (With the stock `simuleval`, write `--latency-level`.)
-2. Importing SimulEval warns that ffmpeg is missing, which text evaluation never needs.
+2. Importing SimulEval warns that ffmpeg is missing, which text evaluation never needs
+   (silenced for the whole package in `east_agent/__init__.py`).
 3. Empty runs scored as NaN rather than a crash, every finished sentence flushed to
    `instances.log` as it finishes, `config.yaml` and the scores written atomically
    (`east_agent.simuleval_glue.simuleval_fixes`).
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from east_agent.common.entry import command_line
@@ -71,9 +71,6 @@ def _score_only() -> None:
 
 @command_line("east-simuleval")
 def main() -> None:
-    warnings.filterwarnings(
-        "ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning
-    )
     _match_flags_whole()
     from simuleval.cli import main as simuleval_main
 
@@ -84,6 +81,9 @@ def main() -> None:
     import east_agent.simuleval_plugin  # noqa: F401
     from east_agent.simuleval_glue.batch import batch_size_of
 
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        _help(sys.argv[1:], simuleval_main)
+        return
     batch_size, rest = batch_size_of(sys.argv[1:])
     batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
@@ -95,6 +95,37 @@ def main() -> None:
         _run_batched(rest, batch_size)
     else:
         _run_simuleval_loop(rest, simuleval_main)
+
+
+OWN_FLAGS = """east-simuleval: SimulEval's `simuleval`, with SimulEval's flags and the agent's.
+Its own flags:
+  --batch-size N          sentences decoded at once; 1 (the default) is SimulEval's own
+                          loop, one sentence at a time (single-stream computation-aware
+                          latency)
+  --standalone            serve this package's agent with sessions (one stream per client)
+  --session-timeout S     seconds after which an idle session is dropped (--standalone)
+  --ca-unit-seconds S     with an *_CA latency metric (AL_CA, LAAL_CA, AP_CA, DAL_CA):
+                          seconds one source unit takes to arrive
+"""
+
+
+def _help(argv: list[str], simuleval_main) -> None:
+    """This command's own flags, then SimulEval's help: the agent's flags too when an
+    agent is named (SimulEval's own help needs one)."""
+    from simuleval import options
+
+    print(OWN_FLAGS)
+    if any(flag in argv for flag in ("--agent", "--agent-class", "--system-dir")):
+        sys.argv = [sys.argv[0], *(arg for arg in argv if arg != "--standalone")]
+        simuleval_main()  # prints the help and exits
+        return
+    parser = options.general_parser()
+    options.add_evaluator_args(parser)
+    options.add_scorer_args(parser)
+    options.add_dataloader_args(parser)
+    parser.prog = "east-simuleval"
+    parser.print_help()
+    print("\nName an agent (--agent east_agent/agent.py) for its flags too.")
 
 
 def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:

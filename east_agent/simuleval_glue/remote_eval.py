@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import sys
 import uuid
-import warnings
 
 from east_agent.common.entry import command_line
 from east_agent.simuleval_glue.agent_server import SESSION_HEADER
@@ -63,9 +62,6 @@ def evaluate_remote(args) -> None:
 
 @command_line("east-remote-eval")
 def main(argv: list[str] | None = None) -> None:
-    warnings.filterwarnings(
-        "ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning
-    )
     from simuleval import options
 
     import east_agent.simuleval_plugin  # noqa: F401  (timing and CA metrics)

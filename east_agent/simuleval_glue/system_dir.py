@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--agent", default="east", choices=sorted(AGENT_CLASSES))
     parser.add_argument("--copy-model", action="store_true", help="copy instead of linking")
     parser.add_argument("flags", nargs="*", type=parse_flag, help="agent flags: key=value")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # key=value after the options too
     folder = write_system_dir(
         args.output, args.model_path, dict(args.flags), args.agent, args.copy_model
     )

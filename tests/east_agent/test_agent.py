@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from commands import agent_arguments, run_simuleval
+from commands import AGENT_FILE, agent_arguments, run_simuleval
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 
@@ -165,3 +165,12 @@ def test_a_long_form_run_reads_each_talk_as_one_instance(east_checkpoint, tmp_pa
         assert record["source_length"] == len(talk.split()) > 150
         assert record["delays"] == sorted(record["delays"])
         assert len(record["prediction"].split()) > len(talk.split()) / 2  # every segment wrote
+
+
+def test_help_shows_this_commands_flags_with_or_without_an_agent():
+    alone = run_simuleval("--help", timeout=120)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    assert "--batch-size N" in alone.stdout and "--source SOURCE" in alone.stdout
+    with_agent = run_simuleval("--agent", AGENT_FILE, "--standalone", "--help", timeout=120)
+    assert with_agent.returncode == 0, with_agent.stderr[-2000:]
+    assert "--batch-size N" in with_agent.stdout and "--latency" in with_agent.stdout

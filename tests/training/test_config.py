@@ -158,6 +158,7 @@ def test_typed_fields_still_parse():
         ("data.cutoff_len=1.5", "data.cutoff_len=1.5'.*expected int"),
         ("data.skip_malformed=maybe", "expected bool, got 'maybe'"),
         ("data.files=[a", "override 'data.files=\\[a': invalid YAML"),
+        ("data.eval_files=null", r"expected list, got 'null' \(none at all is \[\]\)$"),
     ],
 )
 def test_untypable_override_names_key_and_value(override, message):

@@ -221,9 +221,11 @@ def test_shards_merge_to_the_scores_of_one_run(east_checkpoint, tmp_path):
 
     def scores(folder):
         rows = list(csv.DictReader(open(folder / "results.csv")))
-        return {key: rows[0][key] for key in ("BLEU", "AL", "LAAL")}
+        return {key: rows[0][key] for key in ("BLEU", "AL", "LAAL", "streams")}
 
+    # the same scores, and the streams that shared the device (the _CA columns' setting)
     assert scores(tmp_path / "sharded") == scores(tmp_path / "whole")
+    assert int(scores(tmp_path / "whole")["streams"]) > 1
     shard_record = json.loads(
         (
             tmp_path / "sharded" / "runs" / "east-medium" / "shards" / "2-of-2" / "run.json"

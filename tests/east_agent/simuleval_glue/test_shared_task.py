@@ -11,7 +11,7 @@ import pytest
 import requests
 from commands import AGENT_FILE, console_script, write_toy_test_set
 
-from east_agent.simuleval_glue.system_dir import system_config, write_system_dir
+from east_agent.simuleval_glue.system_dir import system_config
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +149,13 @@ def check_sessions_and_bad_requests(url):
 
 
 def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_path):
-    flags = {"src_lang": "de", "tgt_lang": "en", "latency": "low", "document_level": False}
-    folder = write_system_dir(tmp_path / "submission", east_checkpoint, flags)
+    """Packaged as the README shows (the agent's flags after the options)."""
+    folder = tmp_path / "submission"
+    packaged = run(
+        console_script("east-package-system"), folder, "--model-path", east_checkpoint,
+        "src_lang=de", "tgt_lang=en", "latency=low", "document_level=false",
+    )  # fmt: skip
+    assert "ffmpeg" not in packaged.stderr  # SimulEval's warning, silenced by the package
     assert (folder / "model").is_symlink()
     main = (folder / "main.yaml").read_text()
     assert "agent_class: east_agent.agent.EastAgent" in main

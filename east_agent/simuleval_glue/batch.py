@@ -36,7 +36,7 @@ from east_agent.decoding.batching import Sentence, translate_batch
 from east_agent.simuleval_glue import simuleval_fixes
 from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
 from east_agent.simuleval_glue.instance_log import InstanceLog, sort_log
-from east_agent.simuleval_glue.run_folder import BATCH_RECORD, writing
+from east_agent.simuleval_glue.run_folder import BATCH_RECORD, translation_settings, writing
 
 logger = logging.getLogger("east_agent.simuleval_glue.batch")
 
@@ -120,7 +120,7 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     dataloader = build_dataloader(args)
     end = args.end_index if args.end_index >= 0 else len(dataloader)
     indices = range(args.start_index, min(end, len(dataloader)))
-    with writing(output):
+    with writing(output, translation_settings(args), args.continue_unfinished):
         model, tokenizer = (load or agent_class.load)(args, config)
         if args.fp16 or args.dtype == "fp16":
             model.half()

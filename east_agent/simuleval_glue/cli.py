@@ -63,7 +63,7 @@ def _score_only() -> None:
     args = parser.parse_args()
     output = Path(args.output or ".")
     check_log(output / "instances.log")
-    with writing(output, new_log=False):
+    with writing(output):
         evaluator = SentenceLevelEvaluator.from_args(args)
         evaluator.dump_results()
         evaluator.dump_metrics()
@@ -115,7 +115,7 @@ def _help(argv: list[str], simuleval_main) -> None:
     from simuleval import options
 
     print(OWN_FLAGS)
-    if any(flag in argv for flag in ("--agent", "--agent-class", "--system-dir")):
+    if _names_an_agent(argv):
         sys.argv = [sys.argv[0], *(arg for arg in argv if arg != "--standalone")]
         simuleval_main()  # prints the help and exits
         return
@@ -132,19 +132,30 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     """SimulEval's own loop; its output folder is held while it writes there. A resumed
     log is put in the order SimulEval resumes from, and one that is already complete is
     scored (SimulEval's loop would fail on it)."""
+    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
+
     from east_agent.decoding.streaming import ContextOverflowError
-    from east_agent.simuleval_glue.run_folder import output_of, resume_in_index_order, writing
+    from east_agent.simuleval_glue.batch import parse_args, score
+    from east_agent.simuleval_glue.run_folder import (
+        output_of,
+        resume_in_index_order,
+        translation_settings,
+        writing,
+    )
 
     span = _check_data_files(argv)
     output = output_of(argv)
     if output is None:
         simuleval_main()
         return
-    log = output / "instances.log"
-    with writing(output):
-        if "--continue-unfinished" in argv and span is not None:
+    log, resume = output / "instances.log", "--continue-unfinished" in argv
+    args = parse_args(get_agent_class(), argv) if _names_an_agent(argv) else None
+    EVALUATION_SYSTEM_LIST.clear()  # SimulEval's main registers the agent again
+    settings = translation_settings(args) if args is not None else {}  # --remote-eval
+    with writing(output, settings, resume):
+        if resume and args is not None and span is not None:
             if resume_in_index_order(log, *span):
-                _score_log(argv)
+                score(args)
                 return
         try:
             simuleval_main()
@@ -172,12 +183,9 @@ def _check_data_files(argv: list[str]) -> tuple[int, int] | None:
     return known.start_index, end
 
 
-def _score_log(argv: list[str]) -> None:
-    from simuleval.utils.agent import get_agent_class
-
-    from east_agent.simuleval_glue.batch import parse_args, score
-
-    score(parse_args(get_agent_class(), argv))
+def _names_an_agent(argv: list[str]) -> bool:
+    flags = ("--agent", "--agent-class", "--system-dir")
+    return any(arg.split("=", 1)[0] in flags for arg in argv)
 
 
 def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None) -> str:

@@ -6,7 +6,9 @@ process aimed at the same folder is refused before it touches anything. A run th
 write `instances.log` first removes the scores of an earlier log (`scores.tsv`,
 `metrics.tsv`) and the record of how it was batched (`batch.json`): a folder has scores
 only when they were made from the log beside them, and a grid counts a folder with
-scores as finished.
+scores as finished. It records the settings that decide its translations
+(`run_settings.json`: the agent and its flags, the model, the data files), and a resumed
+run whose settings differ from those of the log it would extend is refused, naming them.
 
 SimulEval's own loop resumes after the last line of the log, so before it resumes, the
 log is made what it expects (`resume_in_index_order`).
@@ -15,6 +17,7 @@ log is made what it expects (`resume_in_index_order`).
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,14 +40,63 @@ def output_of(argv: list[str]) -> Path | None:
     return known.output
 
 
+SETTINGS_RECORD = "run_settings.json"
+# Flags that change how a run is scored, shown or hosted, never what it translates.
+NOT_SETTINGS = {
+    "output", "continue_unfinished", "batch_size", "no_progress_bar", "log_level",
+    "score_only", "no_scoring", "quality_metrics", "latency_metrics", "computation_aware",
+    "no_use_ref_len", "eval_latency_unit", "eval_latency_spm_model", "sacrebleu_tokenizer",
+    "ca_unit_seconds", "remote_eval", "remote_address", "remote_port", "standalone",
+    "slurm", "slurm_partition", "slurm_job_name", "slurm_time", "start_index", "end_index",
+    "session_timeout", "kv_cache",
+}  # fmt: skip
+PATHS = {"agent", "user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
+
+
+def translation_settings(args: argparse.Namespace) -> dict:
+    """What decides a run's translations, from its parsed flags (paths made absolute)."""
+    settings = {}
+    for name, value in sorted(vars(args).items()):
+        if name in NOT_SETTINGS or name.startswith("comet"):
+            continue
+        if name in PATHS and value is not None and Path(value).exists():
+            value = str(Path(value).resolve())
+        settings[name] = value
+    return json.loads(json.dumps(settings, default=str))  # as it reads back from the record
+
+
 @contextmanager
-def writing(output: Path, new_log: bool = True) -> Iterator[None]:
-    """Hold `output` for this process; with `new_log`, clear what an earlier log left."""
+def writing(output: Path, settings: dict | None = None, resume: bool = False) -> Iterator[None]:
+    """Hold `output` for this process. A run (`settings`: what decides its translations)
+    clears what an earlier log left and records its settings, refusing to resume a log made
+    with others; `--score-only` passes no settings and changes nothing."""
     with hold_run_lock(output, INSTANCES_LOCK):
-        if new_log:
+        if settings is not None:
+            if resume:
+                check_same_settings(output, settings)
+            write_atomically(output / SETTINGS_RECORD, json.dumps(settings, indent=2) + "\n")
             for name in (*SCORES, BATCH_RECORD):
                 remove(output / name)
         yield
+
+
+def check_same_settings(output: Path, settings: dict) -> None:
+    """Refuse to extend a log written with other settings (a folder that never recorded
+    them, or has no finished sentence, is taken as it is)."""
+    record, log = output / SETTINGS_RECORD, output / "instances.log"
+    if not record.exists() or not finished_records(log):
+        return
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    names = sorted(set(saved) | set(settings))
+    differ = [name for name in names if saved.get(name) != settings.get(name)]
+    if differ:
+        shown = "; ".join(
+            f"{name}: {saved.get(name)!r} there, {settings.get(name)!r} now" for name in differ
+        )
+        raise ValueError(
+            f"{log} was written with other settings ({shown}); resume with the same flags, "
+            "or write to another --output"
+        )
 
 
 def resume_in_index_order(log: Path, start: int, end: int) -> bool:

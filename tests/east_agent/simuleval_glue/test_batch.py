@@ -290,3 +290,23 @@ def test_batching_another_agent_is_refused_plainly(test_set, tmp_path):
     assert result.returncode != 0
     assert "SleepyWaitOne is not one: drop --batch-size" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+def test_a_resume_with_other_settings_is_refused(east_checkpoint, test_set, tmp_path, batch):
+    """Flags that change translations must match the log's; scoring and batching may not."""
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
+    first = run_simuleval(*arguments, "--batch-size", 3, "--end-index", 2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    log = (output / "instances.log").read_text()
+    other = [*arguments[:-2], "--latency", "medium", "--continue-unfinished"]
+    refused = run_simuleval(*other, "--batch-size", batch, timeout=120)
+    assert refused.returncode != 0
+    assert "written with other settings (latency: 'low' there, 'medium' now)" in refused.stderr
+    assert (output / "instances.log").read_text() == log
+    resumed = run_simuleval(
+        *arguments, "--continue-unfinished", "--batch-size", batch, "--latency-metrics", "AL"
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["index"] for r in instances(output)] == list(range(7))

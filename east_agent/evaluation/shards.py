@@ -14,11 +14,12 @@ from typing import Any
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.child_process import run_child
+from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.runs import RUN_RECORD, claim_run_folder, scoring_arguments
 from east_agent.evaluation.testsets import read_prepared
-from east_agent.simuleval_glue.run_folder import BATCH_RECORD
+from east_agent.simuleval_glue.run_folder import BATCH_RECORD, INSTANCES_LOCK, SETTINGS_RECORD
 
 
 def shard_range(shard: tuple[int, int], sentences: int) -> tuple[int, int]:
@@ -61,6 +62,16 @@ def merge_batch_records(shard_dirs: list[Path], run_dir: Path) -> None:
         remove(run_dir / BATCH_RECORD)
 
 
+def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
+    """The shards' translation settings, when they agree (they differ only in their span)."""
+    paths = [folder / SETTINGS_RECORD for folder in shard_dirs]
+    texts = {path.read_text(encoding="utf-8") for path in paths if path.exists()}
+    if len(texts) == 1 and all(path.exists() for path in paths):
+        write_atomically(run_dir / SETTINGS_RECORD, texts.pop())
+    else:
+        remove(run_dir / SETTINGS_RECORD)
+
+
 def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     """Join the shards' logs into the run's folder and score them with --score-only."""
     run_dir = config.run_dir(run)
@@ -75,9 +86,11 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     merged_record = merged_run_record(shard_dirs)
     if merged_record is not None:
         claim_run_folder(run_dir, merged_record)
-    write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
-    write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
-    merge_batch_records(shard_dirs, run_dir)
+    with hold_run_lock(run_dir, INSTANCES_LOCK):
+        write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
+        write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
+        merge_batch_records(shard_dirs, run_dir)
+        merge_settings_records(shard_dirs, run_dir)
     timings = [json.loads((f / "wall_seconds.json").read_text()) for f in shard_dirs]
     seconds = round(sum(timing["seconds"] for timing in timings), 2)
     tries = [attempt for timing in timings for attempt in timing.get("tries", [])]

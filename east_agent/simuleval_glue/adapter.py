@@ -195,6 +195,14 @@ class StreamingAgent(TextToTextAgent):
         raise NotImplementedError
 
     @classmethod
+    def checked_config(cls, args: argparse.Namespace):
+        """`decoding_config`, and a --max-context the checkpoint can hold (its config read,
+        not its weights): what a run checks before it writes or loads anything."""
+        config = cls.decoding_config(args)
+        check_max_context(args, config.max_context)
+        return config
+
+    @classmethod
     def load(cls, args: argparse.Namespace, config):
         """(model, tokenizer) as the model flags say."""
         raise NotImplementedError

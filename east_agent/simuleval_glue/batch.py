@@ -36,7 +36,12 @@ from east_agent.decoding.batching import Sentence, translate_batch
 from east_agent.simuleval_glue import simuleval_fixes
 from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
 from east_agent.simuleval_glue.instance_log import InstanceLog, sort_log
-from east_agent.simuleval_glue.run_folder import BATCH_RECORD, translation_settings, writing
+from east_agent.simuleval_glue.run_folder import (
+    BATCH_RECORD,
+    clear_scores,
+    translation_settings,
+    writing,
+)
 
 logger = logging.getLogger("east_agent.simuleval_glue.batch")
 
@@ -75,7 +80,9 @@ def parse_args(agent_class, argv: list[str]) -> argparse.Namespace:
     agent_class.add_args(parser)
     add_batch_arg(parser)
     args = parser.parse_args(argv)
-    args.source_type, args.target_type = agent_class.source_type, agent_class.target_type
+    for name in ("source_type", "target_type"):  # a pipeline's are properties of its objects
+        if isinstance(getattr(agent_class, name, None), str):
+            setattr(args, name, getattr(agent_class, name))
     return args
 
 
@@ -111,7 +118,7 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
 
     from east_agent.simuleval_glue.adapter import check_source_file
 
-    config = agent_class.decoding_config(args)
+    config = agent_class.checked_config(args)
     check_source_file(getattr(args, "source", None), getattr(args, "target", None))
     if not args.output:
         raise ValueError("--batch-size needs --output (the run's instances.log goes there)")
@@ -120,7 +127,9 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     dataloader = build_dataloader(args)
     end = args.end_index if args.end_index >= 0 else len(dataloader)
     indices = range(args.start_index, min(end, len(dataloader)))
-    with writing(output, translation_settings(args), args.continue_unfinished):
+    settings = translation_settings(agent_class, args)
+    with writing(output, settings, args.continue_unfinished, run=True):
+        clear_scores(output)
         model, tokenizer = (load or agent_class.load)(args, config)
         if args.fp16 or args.dtype == "fp16":
             model.half()

@@ -49,24 +49,36 @@ def _match_flags_whole() -> None:
     argparse.ArgumentParser.__init__ = init
 
 
-def _score_only() -> None:
-    from simuleval import options
-    from simuleval.evaluator import SentenceLevelEvaluator
-
+def _score_only(argv: list[str]) -> None:
     from east_agent.simuleval_glue.instance_log import check_log
     from east_agent.simuleval_glue.run_folder import writing
 
-    parser = options.general_parser()
-    options.add_evaluator_args(parser)
-    options.add_scorer_args(parser)
-    options.add_dataloader_args(parser)
-    args = parser.parse_args()
+    args = _scoring_args(argv, strict=True)
     output = Path(args.output or ".")
     check_log(output / "instances.log")
     with writing(output):
-        evaluator = SentenceLevelEvaluator.from_args(args)
-        evaluator.dump_results()
-        evaluator.dump_metrics()
+        _score(args)
+
+
+def _scoring_args(argv: list[str], strict: bool) -> argparse.Namespace:
+    """SimulEval's flags for scoring a log (with `strict`, any other flag is an error)."""
+    from simuleval import options
+
+    parser = options.general_parser()
+    options.add_evaluator_args(parser)
+    options.add_scorer_args(parser, argv)
+    options.add_dataloader_args(parser, argv)
+    args = parser.parse_args(argv) if strict else parser.parse_known_args(argv)[0]
+    args.score_only = True
+    return args
+
+
+def _score(args: argparse.Namespace) -> None:
+    from simuleval.evaluator import SentenceLevelEvaluator
+
+    evaluator = SentenceLevelEvaluator.from_args(args)
+    evaluator.dump_results()
+    evaluator.dump_metrics()
 
 
 @command_line("east-simuleval")
@@ -88,7 +100,7 @@ def main() -> None:
     batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
     if "--score-only" in rest:
-        _score_only()
+        _score_only(rest)
     elif "--standalone" in rest:
         _serve(rest, batch_size if batch_size_given else None, simuleval_main)
     elif batch_size > 1:
@@ -115,7 +127,7 @@ def _help(argv: list[str], simuleval_main) -> None:
     from simuleval import options
 
     print(OWN_FLAGS)
-    if _names_an_agent(argv):
+    if any(arg.split("=", 1)[0] in ("--agent", "--agent-class", "--system-dir") for arg in argv):
         sys.argv = [sys.argv[0], *(arg for arg in argv if arg != "--standalone")]
         simuleval_main()  # prints the help and exits
         return
@@ -129,17 +141,14 @@ def _help(argv: list[str], simuleval_main) -> None:
 
 
 def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
-    """SimulEval's own loop; its output folder is held while it writes there. A resumed
-    log is put in the order SimulEval resumes from, and one that is already complete is
-    scored (SimulEval's loop would fail on it)."""
-    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
-
+    """SimulEval's own loop, its output folder held while it writes there (`run_folder`).
+    A resumed log is put in the order SimulEval resumes from, and one that is already
+    complete is scored (SimulEval's loop would fail on it)."""
     from east_agent.decoding.streaming import ContextOverflowError
-    from east_agent.simuleval_glue.batch import parse_args, score
     from east_agent.simuleval_glue.run_folder import (
+        clear_scores,
         output_of,
         resume_in_index_order,
-        translation_settings,
         writing,
     )
 
@@ -149,18 +158,37 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
         simuleval_main()
         return
     log, resume = output / "instances.log", "--continue-unfinished" in argv
-    args = parse_args(get_agent_class(), argv) if _names_an_agent(argv) else None
-    EVALUATION_SYSTEM_LIST.clear()  # SimulEval's main registers the agent again
-    settings = translation_settings(args) if args is not None else {}  # --remote-eval
-    with writing(output, settings, resume):
-        if resume and args is not None and span is not None:
-            if resume_in_index_order(log, *span):
-                score(args)
-                return
+    with writing(output, _settings(argv), resume, run=True):
+        if resume and span is not None and resume_in_index_order(log, *span):
+            clear_scores(output, batching=False)  # nothing is translated again
+            scoring = _scoring_args(argv, strict=False)
+            if not scoring.no_scoring:
+                _score(scoring)
+            return
+        clear_scores(output)
         try:
             simuleval_main()
         except ContextOverflowError as error:
             raise ContextOverflowError(_overflow_message(error, log, span)) from None
+
+
+def _settings(argv: list[str]) -> dict | None:
+    """The translation settings of a run of an agent file (`--agent`); None for agents
+    SimulEval finds otherwise (`--agent-class`, `--system-dir`) or none (`--remote-eval`)."""
+    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
+
+    from east_agent.simuleval_glue.adapter import StreamingAgent
+    from east_agent.simuleval_glue.batch import parse_args
+    from east_agent.simuleval_glue.run_folder import translation_settings
+
+    if not any(arg.split("=", 1)[0] == "--agent" for arg in argv):
+        return None
+    agent_class = get_agent_class()
+    EVALUATION_SYSTEM_LIST.clear()  # SimulEval's main imports the agent file again
+    args = parse_args(agent_class, argv)
+    if issubclass(agent_class, StreamingAgent):
+        agent_class.checked_config(args)  # a bad flag is refused before the folder changes
+    return translation_settings(agent_class, args)
 
 
 def _check_data_files(argv: list[str]) -> tuple[int, int] | None:
@@ -174,18 +202,17 @@ def _check_data_files(argv: list[str]) -> tuple[int, int] | None:
     parser.add_argument("--target")
     parser.add_argument("--start-index", type=int, default=0)
     parser.add_argument("--end-index", type=int, default=-1)
+    parser.add_argument("--dataloader")
+    parser.add_argument("--dataloader-class")
     known, _ = parser.parse_known_args(argv)
+    if known.dataloader or known.dataloader_class:
+        return None  # not text files of lines: the dataloader's own business
     check_source_file(known.source, known.target)
     if not known.source:
         return None
     sentences = len(read_simuleval_lines(known.source))
     end = sentences if known.end_index < 0 else min(known.end_index, sentences)
     return known.start_index, end
-
-
-def _names_an_agent(argv: list[str]) -> bool:
-    flags = ("--agent", "--agent-class", "--system-dir")
-    return any(arg.split("=", 1)[0] in flags for arg in argv)
 
 
 def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None) -> str:

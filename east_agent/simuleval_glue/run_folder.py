@@ -1,17 +1,21 @@
 """A run's output folder (`--output`): who writes it, and what a new writer starts from.
 
-Every way of writing a folder (SimulEval's loop, a batched run, `--score-only`) holds the
-folder's lock from before its first write until its last (`INSTANCES_LOCK`): a second
-process aimed at the same folder is refused before it touches anything. A run that will
-write `instances.log` first removes the scores of an earlier log (`scores.tsv`,
-`metrics.tsv`) and the record of how it was batched (`batch.json`): a folder has scores
-only when they were made from the log beside them, and a grid counts a folder with
-scores as finished. It records the settings that decide its translations
-(`run_settings.json`: the agent and its flags, the model, the data files), and a resumed
-run whose settings differ from those of the log it would extend is refused, naming them.
-
-SimulEval's own loop resumes after the last line of the log, so before it resumes, the
-log is made what it expects (`resume_in_index_order`).
+- One writer at a time. Every way of writing a folder (SimulEval's loop, a batched run,
+  `--score-only`) holds its lock (`INSTANCES_LOCK`) from before its first write until its
+  last, scores included: a second process aimed at the same folder is refused before it
+  touches anything.
+- A fresh run (no `--continue-unfinished`) empties the log as it takes the folder, and a
+  run that will translate removes the scores of an earlier log (`scores.tsv`,
+  `metrics.tsv`) and the record of how it was batched (`batch.json`): a folder has scores
+  only when they were made from the log beside them, and a grid counts a folder with
+  scores as finished.
+- The settings that decide the translations (the agent and its flags, the model, the
+  data files; not where it runs nor how it is scored) are recorded with the log
+  (`run_settings.json`), and a resumed run that asks for other settings is refused, naming
+  them. A run whose settings cannot be read here (`--system-dir`, `--remote-eval`) leaves
+  no record, and a log without one is resumed as it is.
+- SimulEval's own loop resumes after the last line of the log, so before it resumes, the
+  log is made what it expects (`resume_in_index_order`).
 """
 
 from __future__ import annotations
@@ -29,6 +33,19 @@ from east_agent.simuleval_glue.instance_log import finished_records, record_line
 INSTANCES_LOCK = "instances.lock"  # held while a process writes the folder
 BATCH_RECORD = "batch.json"
 SCORES = ("scores.tsv", "metrics.tsv")
+SETTINGS_RECORD = "run_settings.json"
+# Flags that change where a run happens, how it is scored, shown or hosted, or which of
+# its sentences it takes, never what it translates.
+NOT_SETTINGS = {
+    "output", "continue_unfinished", "batch_size", "no_progress_bar", "log_level",
+    "score_only", "no_scoring", "quality_metrics", "latency_metrics", "computation_aware",
+    "no_use_ref_len", "eval_latency_unit", "eval_latency_spm_model", "sacrebleu_tokenizer",
+    "ca_unit_seconds", "remote_eval", "remote_address", "remote_port", "standalone",
+    "slurm", "slurm_partition", "slurm_job_name", "slurm_time", "start_index", "end_index",
+    "session_timeout", "kv_cache", "device", "agent", "source_type", "target_type",
+}  # fmt: skip
+PATHS = {"user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
+PLAIN = (str, int, float, bool, type(None))
 
 
 def output_of(argv: list[str]) -> Path | None:
@@ -40,44 +57,49 @@ def output_of(argv: list[str]) -> Path | None:
     return known.output
 
 
-SETTINGS_RECORD = "run_settings.json"
-# Flags that change how a run is scored, shown or hosted, never what it translates.
-NOT_SETTINGS = {
-    "output", "continue_unfinished", "batch_size", "no_progress_bar", "log_level",
-    "score_only", "no_scoring", "quality_metrics", "latency_metrics", "computation_aware",
-    "no_use_ref_len", "eval_latency_unit", "eval_latency_spm_model", "sacrebleu_tokenizer",
-    "ca_unit_seconds", "remote_eval", "remote_address", "remote_port", "standalone",
-    "slurm", "slurm_partition", "slurm_job_name", "slurm_time", "start_index", "end_index",
-    "session_timeout", "kv_cache",
-}  # fmt: skip
-PATHS = {"agent", "user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
-
-
-def translation_settings(args: argparse.Namespace) -> dict:
-    """What decides a run's translations, from its parsed flags (paths made absolute)."""
-    settings = {}
+def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
+    """What decides a run's translations: the agent class and its parsed flags (data and
+    model paths made absolute; values that are not plain data left out)."""
+    settings = {"agent_class": f"{agent_class.__module__}.{agent_class.__qualname__}"}
     for name, value in sorted(vars(args).items()):
-        if name in NOT_SETTINGS or name.startswith("comet"):
+        if name in NOT_SETTINGS or name.startswith("comet") or name == "agent_class":
+            continue
+        if isinstance(value, (list, tuple)) and all(isinstance(item, PLAIN) for item in value):
+            value = list(value)
+        elif not isinstance(value, PLAIN):
             continue
         if name in PATHS and value is not None and Path(value).exists():
             value = str(Path(value).resolve())
         settings[name] = value
-    return json.loads(json.dumps(settings, default=str))  # as it reads back from the record
+    return settings
 
 
 @contextmanager
-def writing(output: Path, settings: dict | None = None, resume: bool = False) -> Iterator[None]:
-    """Hold `output` for this process. A run (`settings`: what decides its translations)
-    clears what an earlier log left and records its settings, refusing to resume a log made
-    with others; `--score-only` passes no settings and changes nothing."""
+def writing(
+    output: Path, settings: dict | None = None, resume: bool = True, run: bool = False
+) -> Iterator[None]:
+    """Hold `output` for this process. A run (`run`) that is not resumed empties the log;
+    its `settings` are checked against the log's (when resumed) and recorded (None: not
+    known here, no record kept). `--score-only` only holds the folder."""
     with hold_run_lock(output, INSTANCES_LOCK):
-        if settings is not None:
-            if resume:
+        if run:
+            log = output / "instances.log"
+            if not resume:
+                write_atomically(log, "")
+            elif settings is not None:
                 check_same_settings(output, settings)
-            write_atomically(output / SETTINGS_RECORD, json.dumps(settings, indent=2) + "\n")
-            for name in (*SCORES, BATCH_RECORD):
-                remove(output / name)
+            record = output / SETTINGS_RECORD
+            if settings is None:
+                remove(record)
+            else:
+                write_atomically(record, json.dumps(settings, indent=2) + "\n")
         yield
+
+
+def clear_scores(output: Path, batching: bool = True) -> None:
+    """Remove the scores of an earlier log (and, with `batching`, how it was batched)."""
+    for name in (*SCORES, BATCH_RECORD) if batching else SCORES:
+        remove(output / name)
 
 
 def check_same_settings(output: Path, settings: dict) -> None:
@@ -101,10 +123,20 @@ def check_same_settings(output: Path, settings: dict) -> None:
 
 def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     """Make `log` the records of sentences `start`, `start + 1`, ... in index order, for
-    SimulEval's loop to resume after the last one; return whether every sentence before
-    `end` is there. A batched run finishes sentences out of order: the records after the
-    first missing sentence are dropped (printed), to be translated again."""
+    SimulEval's loop to resume after the last one; return whether every sentence of
+    `start` .. `end - 1` is there. A batched run finishes sentences out of order: the
+    records after the first missing sentence are dropped (printed), to be translated
+    again. A log holding sentences outside the span is refused (SimulEval would resume
+    after them)."""
     by_index = {record["index"]: record for record in finished_records(log)}
+    outside = sorted(index for index in by_index if not start <= index < end)
+    if outside:
+        shown = ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10 else "")
+        raise ValueError(
+            f"{log} holds sentences outside --start-index {start} .. --end-index {end} "
+            f"({shown}); resume with the span it was written with, or write to another "
+            "--output"
+        )
     kept, index = [], start
     while index < end and index in by_index:
         kept.append(by_index[index])
@@ -116,5 +148,7 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
             f"than sentence {index} (a batched run's order) are translated again",
             flush=True,
         )
-    write_atomically(log, record_lines(kept))
-    return index >= end
+        write_atomically(log, record_lines(kept))
+    elif [record["index"] for record in by_index.values()] != list(range(start, index)):
+        write_atomically(log, record_lines(kept))  # only the order changes
+    return start < end <= index

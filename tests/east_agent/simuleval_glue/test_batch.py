@@ -171,14 +171,24 @@ def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
 def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
     east_checkpoint, test_set, tmp_path
 ):
-    """A batched run killed with sentences 4, 1 and 0 finished (its order) is resumed by
+    """A complete log (a run killed while scoring) is scored by SimulEval's loop, which
+    would fail on it, keeping the record of how it was batched; `--no-scoring` is obeyed.
+    A batched run killed with sentences 4, 1 and 0 finished (its order) is resumed by
     SimulEval's loop, which resumes after the log's last line: sentences 0 and 1 are kept,
-    2, 3, 5 and 6 translated, and 4 (after the first missing one) translated again. A log
-    that is already complete is scored rather than failing in SimulEval's loop."""
+    2, 3, 5 and 6 translated, and 4 (after the first missing one) translated again."""
     output = tmp_path / "out"
     arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
     assert run_simuleval(*arguments, "--batch-size", 3).returncode == 0
     full, full_scores = instances(output), scores(output)
+    (output / "scores.tsv").unlink()
+    result = run_simuleval(*arguments, "--continue-unfinished", "--no-scoring")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (output / "scores.tsv").exists()
+    result = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert instances(output) == full and scores(output) == full_scores
+    assert json.loads((output / "batch.json").read_text())["streams"] == 3
+
     kept = [full[4], dict(full[1], prediction="kept, not decoded again"), full[0]]
     (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in kept))
     result = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
@@ -188,13 +198,7 @@ def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
     assert [r["index"] for r in resumed] == list(range(7))
     assert resumed[1]["prediction"] == "kept, not decoded again"
     assert without_timing(resumed[2:]) == without_timing(full[2:])
-
-    (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in full))
-    (output / "scores.tsv").unlink()
-    result = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert instances(output) == full
-    assert scores(output) == full_scores
+    assert not (output / "batch.json").exists()  # its timings are SimulEval's loop's now
 
 
 @pytest.mark.parametrize("mode", ["simulevals-loop", "batched", "score-only"])

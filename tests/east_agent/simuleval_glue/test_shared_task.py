@@ -149,7 +149,8 @@ def check_sessions_and_bad_requests(url):
 
 
 def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_path):
-    """Packaged as the README shows (the agent's flags after the options)."""
+    """Packaged as the README shows (the agent's flags after the options); run by the stock
+    `simuleval` and by `east-simuleval`, which gives the same log."""
     folder = tmp_path / "submission"
     packaged = run(
         console_script("east-package-system"), folder, "--model-path", east_checkpoint,
@@ -164,7 +165,15 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
         console_script("simuleval"), "--system-dir", folder, "--source", test_set / "src.txt",
         "--target", test_set / "ref.txt", "--output", tmp_path / "out",
     )  # fmt: skip
-    assert len((tmp_path / "out" / "instances.log").read_text().splitlines()) == 3
+    log = (tmp_path / "out" / "instances.log").read_text().splitlines()
+    assert len(log) == 3
+    run(
+        console_script("east-simuleval"), "--system-dir", folder, "--source",
+        test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "ours",
+    )  # fmt: skip
+    ours = (tmp_path / "ours" / "instances.log").read_text().splitlines()
+    without_elapsed = [{**json.loads(line), "elapsed": None} for line in log]
+    assert [{**json.loads(line), "elapsed": None} for line in ours] == without_elapsed
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,12 @@ from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.runs import RUN_RECORD, claim_run_folder, scoring_arguments
 from east_agent.evaluation.testsets import read_prepared
-from east_agent.simuleval_glue.run_folder import BATCH_RECORD, INSTANCES_LOCK, SETTINGS_RECORD
+from east_agent.simuleval_glue.run_folder import (
+    BATCH_RECORD,
+    INSTANCES_LOCK,
+    SETTINGS_RECORD,
+    clear_scores,
+)
 
 
 def shard_range(shard: tuple[int, int], sentences: int) -> tuple[int, int]:
@@ -87,6 +92,7 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     if merged_record is not None:
         claim_run_folder(run_dir, merged_record)
     with hold_run_lock(run_dir, INSTANCES_LOCK):
+        clear_scores(run_dir)  # an earlier merge's, if any
         write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
         write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
         merge_batch_records(shard_dirs, run_dir)

@@ -35,7 +35,7 @@ from east_agent.common.atomic import write_atomically
 from east_agent.decoding.batching import Sentence, translate_batch
 from east_agent.simuleval_glue import simuleval_fixes
 from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
-from east_agent.simuleval_glue.instance_log import InstanceLog, sort_log
+from east_agent.simuleval_glue.instance_log import InstanceLog, finished_records, sort_log
 from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
     clear_scores,
@@ -128,23 +128,32 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     end = args.end_index if args.end_index >= 0 else len(dataloader)
     indices = range(args.start_index, min(end, len(dataloader)))
     settings = translation_settings(agent_class, args)
+    log = output / "instances.log"
     with writing(output, settings, args.continue_unfinished, run=True):
-        clear_scores(output)
-        model, tokenizer = (load or agent_class.load)(args, config)
-        if args.fp16 or args.dtype == "fp16":
-            model.half()
-        decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
-        write_atomically(output / "config.yaml", "source_type: text\ntarget_type: text\n")
-        _record_batching(output, args.batch_size, len(decoder.streams))
-        failures, todo = _translate(decoder, dataloader, args, indices, output / "instances.log")
-        if failures:
-            raise BatchedRunError(
-                f"{len(failures)} of {len(todo)} sentences failed; the others are in "
-                f"{output / 'instances.log'} (no scores written):\n  " + "\n  ".join(failures)
-            )
-        sort_log(output / "instances.log")
+        done = {record["index"] for record in finished_records(log)}
+        if args.continue_unfinished and indices and done.issuperset(indices):
+            clear_scores(output, batching=False)  # killed while scoring: nothing to translate
+        else:
+            clear_scores(output)
+            _translate_all(agent_class, args, config, load, dataloader, indices, output)
+        sort_log(log)
         if not args.no_scoring:
             score(args)
+
+
+def _translate_all(agent_class, args, config, load, dataloader, indices: range, output: Path):
+    model, tokenizer = (load or agent_class.load)(args, config)
+    if args.fp16 or args.dtype == "fp16":
+        model.half()
+    decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
+    write_atomically(output / "config.yaml", "source_type: text\ntarget_type: text\n")
+    _record_batching(output, args.batch_size, len(decoder.streams))
+    failures, todo = _translate(decoder, dataloader, args, indices, output / "instances.log")
+    if failures:
+        raise BatchedRunError(
+            f"{len(failures)} of {len(todo)} sentences failed; the others are in "
+            f"{output / 'instances.log'} (no scores written):\n  " + "\n  ".join(failures)
+        )
 
 
 def _record_batching(output: Path, batch_size: int, streams: int) -> None:

@@ -175,20 +175,33 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
 def _settings(argv: list[str]) -> dict | None:
     """The translation settings of a run of an agent file (`--agent`); None for agents
     SimulEval finds otherwise (`--agent-class`, `--system-dir`) or none (`--remote-eval`)."""
-    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
-
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import translation_settings
 
     if not any(arg.split("=", 1)[0] == "--agent" for arg in argv):
         return None
-    agent_class = get_agent_class()
-    EVALUATION_SYSTEM_LIST.clear()  # SimulEval's main imports the agent file again
+    agent_class = _agent_class()
     args = parse_args(agent_class, argv)
     if issubclass(agent_class, StreamingAgent):
         agent_class.checked_config(args)  # a bad flag is refused before the folder changes
     return translation_settings(agent_class, args)
+
+
+def _agent_class():
+    """The agent class SimulEval's main will find, left for it to find again: SimulEval
+    runs an agent file anew (as module `agents`), registering a class defined there once
+    more, but not one the file imports from elsewhere."""
+    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
+
+    registered = list(EVALUATION_SYSTEM_LIST)
+    agent_class = get_agent_class()
+    if agent_class.__module__ == "agents":
+        EVALUATION_SYSTEM_LIST[:] = registered
+    return agent_class
+
+
+TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line
 
 
 def _check_data_files(argv: list[str]) -> tuple[int, int] | None:
@@ -202,10 +215,10 @@ def _check_data_files(argv: list[str]) -> tuple[int, int] | None:
     parser.add_argument("--target")
     parser.add_argument("--start-index", type=int, default=0)
     parser.add_argument("--end-index", type=int, default=-1)
-    parser.add_argument("--dataloader")
+    parser.add_argument("--dataloader", default=TEXT_DATALOADER)
     parser.add_argument("--dataloader-class")
     known, _ = parser.parse_known_args(argv)
-    if known.dataloader or known.dataloader_class:
+    if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
         return None  # not text files of lines: the dataloader's own business
     check_source_file(known.source, known.target)
     if not known.source:
@@ -234,15 +247,12 @@ def _given(flag: str) -> bool:
 
 def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     """This package's agents get the session server; any other agent SimulEval's own."""
-    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
-
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.agent_server import DEFAULT_SESSIONS, add_server_args, serve
     from east_agent.simuleval_glue.batch import parse_args
 
-    agent_class = get_agent_class()
+    agent_class = _agent_class()
     if not issubclass(agent_class, StreamingAgent):
-        EVALUATION_SYSTEM_LIST.clear()  # SimulEval registers the agent again
         simuleval_main()
         return
     server_parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False)

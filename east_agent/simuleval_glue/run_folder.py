@@ -60,7 +60,9 @@ def output_of(argv: list[str]) -> Path | None:
 def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
     """What decides a run's translations: the agent class and its parsed flags (data and
     model paths made absolute; values that are not plain data left out)."""
-    settings = {"agent_class": f"{agent_class.__module__}.{agent_class.__qualname__}"}
+    # the class's name: SimulEval imports an agent file as module `agents`, a grid by its
+    # package name
+    settings = {"agent_class": agent_class.__qualname__}
     for name, value in sorted(vars(args).items()):
         if name in NOT_SETTINGS or name.startswith("comet") or name == "agent_class":
             continue

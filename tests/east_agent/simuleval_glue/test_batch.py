@@ -251,6 +251,16 @@ def test_a_batched_run_holds_its_folder_until_its_scores_are_written(
     batch.run_batched(EastAgent, batch.parse_args(EastAgent, [*map(str, arguments)]))
     assert scored == [str(output)] and len(instances(output)) == 7
 
+    # killed while scoring, resumed with another batch size: scored, nothing loaded, and
+    # the record of the batching its timings were measured with kept
+    def no_loading(args, config):
+        raise AssertionError("a complete log needs no model")
+
+    record = (output / "batch.json").read_text()
+    resumed = [*map(str, arguments[:-1]), "5", "--continue-unfinished"]
+    batch.run_batched(EastAgent, batch.parse_args(EastAgent, resumed), load=no_loading)
+    assert scored == [str(output)] * 2 and (output / "batch.json").read_text() == record
+
 
 def test_an_overlong_sentence_in_simulevals_loop_is_named_and_old_scores_go(
     east_checkpoint, tmp_path
@@ -314,3 +324,16 @@ def test_a_resume_with_other_settings_is_refused(east_checkpoint, test_set, tmp_
     resumed = run_simuleval(*arguments, "--continue-unfinished", "--batch-size", batch, *changed)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [r["index"] for r in instances(output)] == [0, 1, 2]
+
+
+def test_an_agent_file_that_imports_its_agent_runs_with_an_output(east_checkpoint, tmp_path):
+    """SimulEval runs the agent file again after this command has read its flags; a file
+    that imports its class from a package registers nothing the second time."""
+    folder = write_test_set(tmp_path / "set", 2, seed=15)
+    agent_file = tmp_path / "my_agent.py"
+    agent_file.write_text("from east_agent.agent import EastAgent  # noqa: F401\n")
+    arguments = agent_arguments(east_checkpoint, folder, tmp_path / "out")
+    arguments[arguments.index("--agent") + 1] = agent_file
+    result = run_simuleval(*arguments)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(instances(tmp_path / "out")) == 2

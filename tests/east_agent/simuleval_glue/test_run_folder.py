@@ -51,9 +51,8 @@ def test_settings_are_recorded_with_a_fresh_log_and_checked_on_resume(tmp_path):
     write_log(output / "instances.log", [0, 1])
     flags = argparse.Namespace(latency="low", device="cpu", source=str(tmp_path), output="o")
     settings = run_folder.translation_settings(Agent, flags)
-    assert settings == {
-        "agent_class": f"{__name__}.Agent", "latency": "low", "source": str(tmp_path.resolve())
-    }  # fmt: skip
+    # the class by its name: SimulEval imports an agent file as `agents`, a grid by package
+    assert settings == {"agent_class": "Agent", "latency": "low", "source": str(tmp_path.resolve())}
     with writing(output, settings, resume=False, run=True):
         assert (output / "instances.log").read_text() == ""  # the old log goes with its settings
     write_log(output / "instances.log", [0])
@@ -67,3 +66,13 @@ def test_settings_are_recorded_with_a_fresh_log_and_checked_on_resume(tmp_path):
     with writing(output, other, resume=True, run=True):
         pass
     assert logged(output / "instances.log") == [0]
+
+
+@pytest.mark.parametrize("dataloader", [[], ["--dataloader", "text-to-text"]])
+def test_simulevals_text_reader_gets_its_files_checked_and_its_span(tmp_path, dataloader):
+    from east_agent.simuleval_glue.cli import _check_data_files
+
+    source = tmp_path / "src.txt"
+    source.write_text("a\nb\nc\n")
+    assert _check_data_files(["--source", str(source), "--end-index", "2", *dataloader]) == (0, 2)
+    assert _check_data_files(["--source", str(source), "--dataloader", "speech-to-text"]) is None

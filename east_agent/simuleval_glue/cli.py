@@ -50,6 +50,7 @@ def _match_flags_whole() -> None:
 
 
 def _score_only(argv: list[str]) -> None:
+    from east_agent.simuleval_glue.batch import score
     from east_agent.simuleval_glue.instance_log import check_log
     from east_agent.simuleval_glue.run_folder import writing
 
@@ -57,28 +58,24 @@ def _score_only(argv: list[str]) -> None:
     output = Path(args.output or ".")
     check_log(output / "instances.log")
     with writing(output):
-        _score(args)
+        score(args)
 
 
-def _scoring_args(argv: list[str], strict: bool) -> argparse.Namespace:
-    """SimulEval's flags for scoring a log (with `strict`, any other flag is an error)."""
+def _scoring_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """SimulEval's flags for scoring a log."""
     from simuleval import options
 
     parser = options.general_parser()
     options.add_evaluator_args(parser)
     options.add_scorer_args(parser, argv)
     options.add_dataloader_args(parser, argv)
-    args = parser.parse_args(argv) if strict else parser.parse_known_args(argv)[0]
-    args.score_only = True
-    return args
+    return parser
 
 
-def _score(args: argparse.Namespace) -> None:
-    from simuleval.evaluator import SentenceLevelEvaluator
-
-    evaluator = SentenceLevelEvaluator.from_args(args)
-    evaluator.dump_results()
-    evaluator.dump_metrics()
+def _scoring_args(argv: list[str], strict: bool) -> argparse.Namespace:
+    """The scoring flags of `argv` (with `strict`, any other flag is an error)."""
+    parser = _scoring_parser(argv)
+    return parser.parse_args(argv) if strict else parser.parse_known_args(argv)[0]
 
 
 @command_line("east-simuleval")
@@ -124,17 +121,12 @@ Its own flags:
 def _help(argv: list[str], simuleval_main) -> None:
     """This command's own flags, then SimulEval's help: the agent's flags too when an
     agent is named (SimulEval's own help needs one)."""
-    from simuleval import options
-
     print(OWN_FLAGS)
     if any(arg.split("=", 1)[0] in ("--agent", "--agent-class", "--system-dir") for arg in argv):
         sys.argv = [sys.argv[0], *(arg for arg in argv if arg != "--standalone")]
         simuleval_main()  # prints the help and exits
         return
-    parser = options.general_parser()
-    options.add_evaluator_args(parser)
-    options.add_scorer_args(parser)
-    options.add_dataloader_args(parser)
+    parser = _scoring_parser(argv)
     parser.prog = "east-simuleval"
     parser.print_help()
     print("\nName an agent (--agent east_agent/agent.py) for its flags too.")
@@ -145,6 +137,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     A resumed log is put in the order SimulEval resumes from, and one that is already
     complete is scored (SimulEval's loop would fail on it)."""
     from east_agent.decoding.streaming import ContextOverflowError
+    from east_agent.simuleval_glue.batch import score
     from east_agent.simuleval_glue.run_folder import (
         clear_scores,
         output_of,
@@ -163,7 +156,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
             clear_scores(output, batching=False)  # nothing is translated again
             scoring = _scoring_args(argv, strict=False)
             if not scoring.no_scoring:
-                _score(scoring)
+                score(scoring)
             return
         clear_scores(output)
         try:

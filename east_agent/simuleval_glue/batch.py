@@ -129,7 +129,8 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     indices = range(args.start_index, min(end, len(dataloader)))
     settings = translation_settings(agent_class, args)
     log = output / "instances.log"
-    with writing(output, settings, args.continue_unfinished, run=True):
+    span = (indices.start, indices.stop)
+    with writing(output, settings, args.continue_unfinished, run=True, span=span):
         done = {record["index"] for record in finished_records(log)}
         if args.continue_unfinished and indices and done.issuperset(indices):
             clear_scores(output, batching=False)  # killed while scoring: nothing to translate

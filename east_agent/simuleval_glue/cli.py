@@ -133,36 +133,27 @@ def _help(argv: list[str], simuleval_main) -> None:
 
 
 def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
-    """SimulEval's own loop, its output folder held while it writes there (`run_folder`).
-    A resumed log is put in the order SimulEval resumes from, and one that is already
-    complete is scored (SimulEval's loop would fail on it)."""
+    """SimulEval's own loop, its output folder held while it writes there (`run_folder`)."""
+    from functools import partial
+
     from east_agent.decoding.streaming import ContextOverflowError
     from east_agent.simuleval_glue.batch import score
-    from east_agent.simuleval_glue.run_folder import (
-        clear_scores,
-        output_of,
-        resume_in_index_order,
-        writing,
-    )
+    from east_agent.simuleval_glue.run_folder import loop_in, output_of
 
-    span = _check_data_files(argv)
+    span = check_data_files(argv)
     output = output_of(argv)
     if output is None:
         simuleval_main()
         return
-    log, resume = output / "instances.log", "--continue-unfinished" in argv
-    with writing(output, _settings(argv), resume, run=True):
-        if resume and span is not None and resume_in_index_order(log, *span):
-            clear_scores(output, batching=False)  # nothing is translated again
-            scoring = _scoring_args(argv, strict=False)
-            if not scoring.no_scoring:
-                score(scoring)
-            return
-        clear_scores(output)
-        try:
-            simuleval_main()
-        except ContextOverflowError as error:
-            raise ContextOverflowError(_overflow_message(error, log, span)) from None
+    scoring = _scoring_args(argv, strict=False)
+    scores = None if scoring.no_scoring else partial(score, scoring)
+    resume = "--continue-unfinished" in argv
+    try:
+        loop_in(output, _settings(argv), resume, span, simuleval_main, scores)
+    except ContextOverflowError as error:
+        raise ContextOverflowError(
+            _overflow_message(error, output / "instances.log", span)
+        ) from None
 
 
 def _settings(argv: list[str]) -> dict | None:
@@ -197,7 +188,7 @@ def _agent_class():
 TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line
 
 
-def _check_data_files(argv: list[str]) -> tuple[int, int] | None:
+def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     """The source and reference files, checked before SimulEval builds the agent; the span
     of sentences the run covers (None without a source file)."""
     from east_agent.common.text_lines import read_simuleval_lines

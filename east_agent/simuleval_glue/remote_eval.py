@@ -17,6 +17,11 @@ the same `instances.log` and scores it the same way as a local run.
 Each run is its own session of an `east-simuleval --standalone` server (the
 `X-Session-Id` header, a fresh id per run; closed at the end), so several clients can
 evaluate against one server at once. SimulEval's own server ignores the header.
+
+The output folder is written as `east-simuleval` writes one (`run_folder`): held by one
+writer, every finished sentence flushed as it finishes, the scores written atomically and
+only beside the log they were made from; `--continue-unfinished` resumes after the last
+finished sentence (and scores a complete log).
 """
 
 from __future__ import annotations
@@ -34,7 +39,26 @@ def _serializable(segment):
     return segment
 
 
-def evaluate_remote(args) -> None:
+def evaluate_remote(args, span: tuple[int, int] | None = None) -> None:
+    """Evaluate the served system on `args.source` (`span`: the sentences the run covers,
+    for resuming `args.output`)."""
+    from functools import partial
+    from pathlib import Path
+
+    from east_agent.simuleval_glue import simuleval_fixes
+    from east_agent.simuleval_glue.batch import score
+    from east_agent.simuleval_glue.run_folder import loop_in
+
+    simuleval_fixes.apply()
+    if args.output is None:
+        _loop(args)
+        return
+    scores = None if args.no_scoring else partial(score, args)
+    loop_in(Path(args.output), None, args.continue_unfinished, span, partial(_loop, args), scores)
+
+
+def _loop(args) -> None:
+    """SimulEval's evaluation loop, each sentence's source units sent to the server."""
     import requests
     from simuleval.data.segments import segment_from_json_string
     from simuleval.evaluator import SentenceLevelEvaluator
@@ -75,10 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args()
     args.source_type = args.source_type or "text"
     args.target_type = args.target_type or "text"
-    from east_agent.simuleval_glue.adapter import check_source_file
+    from east_agent.simuleval_glue.cli import check_data_files
 
-    check_source_file(args.source, args.target)
-    evaluate_remote(args)
+    span = check_data_files(sys.argv[1:])
+    evaluate_remote(args, span)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,22 @@
 - The settings that decide the translations (the agent and its flags, the model, the
   data files; not where it runs nor how it is scored) are recorded with the log
   (`run_settings.json`), and a resumed run that asks for other settings is refused, naming
-  them. A run whose settings cannot be read here (`--system-dir`, `--remote-eval`) leaves
-  no record, and a log without one is resumed as it is.
+  them. Data files are known by their content, so a folder moved with its test set (a
+  grid's) resumes; folders (a model) by where they are. A run whose settings cannot be
+  read here (`--system-dir`, `east-remote-eval`) leaves no record, and a log without one
+  is resumed as it is.
+- A resumed log must lie within the run's `--start-index` .. `--end-index`: sentences
+  outside it would be scored with it.
 - SimulEval's own loop resumes after the last line of the log, so before it resumes, the
-  log is made what it expects (`resume_in_index_order`).
+  log is made what it expects (`resume_in_index_order`, `loop_in`).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -70,26 +75,62 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
             value = list(value)
         elif not isinstance(value, PLAIN):
             continue
-        if name in PATHS and value is not None and Path(value).exists():
-            value = str(Path(value).resolve())
+        if name in PATHS and value is not None:
+            value = _path_setting(Path(value))
         settings[name] = value
     return settings
 
 
+def _path_setting(path: Path) -> str | dict:
+    """A file by its content (a moved or copied file is the same one), a folder by where
+    it is (hashing a model's weights would take longer than many runs)."""
+    if not path.exists():
+        return str(path)
+    if not path.is_file():
+        return str(path.resolve())
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return {"file": str(path.resolve()), "sha256": digest.hexdigest()}
+
+
+def _same_setting(saved, now) -> bool:
+    if isinstance(saved, dict) and isinstance(now, dict) and "sha256" in saved:
+        return saved["sha256"] == now.get("sha256")
+    if isinstance(saved, str) and isinstance(now, dict) and "file" in now:
+        return saved == now["file"]  # a record written before files were known by content
+    return saved == now
+
+
+def _shown_setting(value) -> str:
+    if isinstance(value, dict) and "sha256" in value:
+        return f"{value['file']!r} (sha256 {value['sha256'][:12]}...)"
+    return repr(value)
+
+
 @contextmanager
 def writing(
-    output: Path, settings: dict | None = None, resume: bool = True, run: bool = False
+    output: Path,
+    settings: dict | None = None,
+    resume: bool = True,
+    run: bool = False,
+    span: tuple[int, int] | None = None,
 ) -> Iterator[None]:
     """Hold `output` for this process. A run (`run`) that is not resumed empties the log;
-    its `settings` are checked against the log's (when resumed) and recorded (None: not
-    known here, no record kept). `--score-only` only holds the folder."""
+    a resumed one is checked against the log: its `settings` (None: not known here, no
+    record kept) and its `span` of sentences (`start`, `end`; None: not known). The
+    settings are then recorded. `--score-only` only holds the folder."""
     with hold_run_lock(output, INSTANCES_LOCK):
         if run:
             log = output / "instances.log"
             if not resume:
                 write_atomically(log, "")
-            elif settings is not None:
-                check_same_settings(output, settings)
+            else:
+                if span is not None:
+                    check_within_span(log, *span)
+                if settings is not None:
+                    check_same_settings(output, settings)
             record = output / SETTINGS_RECORD
             if settings is None:
                 remove(record)
@@ -112,10 +153,12 @@ def check_same_settings(output: Path, settings: dict) -> None:
         return
     saved = json.loads(record.read_text(encoding="utf-8"))
     names = sorted(set(saved) | set(settings))
-    differ = [name for name in names if saved.get(name) != settings.get(name)]
+    differ = [name for name in names if not _same_setting(saved.get(name), settings.get(name))]
     if differ:
         shown = "; ".join(
-            f"{name}: {saved.get(name)!r} there, {settings.get(name)!r} now" for name in differ
+            f"{name}: {_shown_setting(saved.get(name))} there, "
+            f"{_shown_setting(settings.get(name))} now"
+            for name in differ
         )
         raise ValueError(
             f"{log} was written with other settings ({shown}); resume with the same flags, "
@@ -131,14 +174,7 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     again. A log holding sentences outside the span is refused (SimulEval would resume
     after them)."""
     by_index = {record["index"]: record for record in finished_records(log)}
-    outside = sorted(index for index in by_index if not start <= index < end)
-    if outside:
-        shown = ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10 else "")
-        raise ValueError(
-            f"{log} holds sentences outside --start-index {start} .. --end-index {end} "
-            f"({shown}); resume with the span it was written with, or write to another "
-            "--output"
-        )
+    _refuse_outside(log, by_index, start, end)
     kept, index = [], start
     while index < end and index in by_index:
         kept.append(by_index[index])
@@ -154,3 +190,41 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     elif [record["index"] for record in by_index.values()] != list(range(start, index)):
         write_atomically(log, record_lines(kept))  # only the order changes
     return start < end <= index
+
+
+def check_within_span(log: Path, start: int, end: int) -> None:
+    """Refuse a log holding sentences outside `start` .. `end - 1`."""
+    _refuse_outside(log, [record["index"] for record in finished_records(log)], start, end)
+
+
+def _refuse_outside(log: Path, indices, start: int, end: int) -> None:
+    outside = sorted(index for index in indices if not start <= index < end)
+    if outside:
+        shown = ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10 else "")
+        raise ValueError(
+            f"{log} holds sentences outside --start-index {start} .. --end-index {end} "
+            f"({shown}); resume with the span it was written with, or write to another "
+            "--output"
+        )
+
+
+def loop_in(
+    output: Path,
+    settings: dict | None,
+    resume: bool,
+    span: tuple[int, int] | None,
+    loop: Callable[[], None],
+    score: Callable[[], None] | None,
+) -> None:
+    """Run SimulEval's loop (`loop`: one sentence after another into `output`, resuming
+    after the log's last line) with the folder held. A resumed log is first put in the
+    order the loop resumes from; one already complete is scored (`score`; None: no
+    scoring), as the loop would fail on it."""
+    with writing(output, settings, resume, run=True, span=span):
+        if resume and span is not None and resume_in_index_order(output / "instances.log", *span):
+            clear_scores(output, batching=False)  # nothing is translated again
+            if score is not None:
+                score()
+            return
+        clear_scores(output)
+        loop()

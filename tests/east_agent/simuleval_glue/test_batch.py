@@ -337,3 +337,34 @@ def test_an_agent_file_that_imports_its_agent_runs_with_an_output(east_checkpoin
     result = run_simuleval(*arguments)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(instances(tmp_path / "out")) == 2
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+def test_a_log_outside_the_resumed_span_is_refused_before_loading(test_set, tmp_path, batch):
+    """Its sentences would be scored with the span's: nothing loaded, written or recorded."""
+    output = tmp_path / "out"
+    output.mkdir()
+    write_log = "".join(json.dumps({"index": index, "prediction": "x"}) + "\n" for index in (0, 1))
+    (output / "instances.log").write_text(write_log)
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, output, "--start-index", 1)
+    result = run_simuleval(*arguments, "--continue-unfinished", "--batch-size", batch, timeout=120)
+    assert result.returncode != 0
+    assert "holds sentences outside --start-index 1 .. --end-index 7 (0)" in result.stderr
+    assert "Traceback" not in result.stderr and "never-loaded" not in result.stderr
+    assert (output / "instances.log").read_text() == write_log
+    assert sorted(path.name for path in output.iterdir()) == ["instances.lock", "instances.log"]
+
+
+def test_a_run_moved_with_its_test_set_resumes(east_checkpoint, tmp_path):
+    """A grid keeps its test set in its output folder: moving the folder changes the data
+    files' paths, not their content."""
+    folder = write_test_set(tmp_path / "grid", 3, seed=17)
+    arguments = agent_arguments(east_checkpoint, folder, folder / "out", "--batch-size", 3)
+    first = run_simuleval(*arguments, "--end-index", 2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    moved = tmp_path / "moved"
+    folder.rename(moved)
+    arguments = agent_arguments(east_checkpoint, moved, moved / "out", "--batch-size", 3)
+    resumed = run_simuleval(*arguments, "--continue-unfinished")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["index"] for r in instances(moved / "out")] == [0, 1, 2]

@@ -70,9 +70,50 @@ def test_settings_are_recorded_with_a_fresh_log_and_checked_on_resume(tmp_path):
 
 @pytest.mark.parametrize("dataloader", [[], ["--dataloader", "text-to-text"]])
 def test_simulevals_text_reader_gets_its_files_checked_and_its_span(tmp_path, dataloader):
-    from east_agent.simuleval_glue.cli import _check_data_files
+    from east_agent.simuleval_glue.cli import check_data_files
 
     source = tmp_path / "src.txt"
     source.write_text("a\nb\nc\n")
-    assert _check_data_files(["--source", str(source), "--end-index", "2", *dataloader]) == (0, 2)
-    assert _check_data_files(["--source", str(source), "--dataloader", "speech-to-text"]) is None
+    assert check_data_files(["--source", str(source), "--end-index", "2", *dataloader]) == (0, 2)
+    assert check_data_files(["--source", str(source), "--dataloader", "speech-to-text"]) is None
+
+
+def test_data_files_are_known_by_their_content(tmp_path):
+    """A folder moved with its test set (a grid's) resumes; a changed file does not."""
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "src.txt").write_text("ein Haus\n")
+    output = first / "out"
+    settings = run_folder.translation_settings(
+        Agent, argparse.Namespace(source=str(first / "src.txt"), latency="low")
+    )
+    with writing(output, settings, resume=False, run=True):
+        write_log(output / "instances.log", [0])
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    output = moved / "out"
+
+    def resume(source):
+        flags = argparse.Namespace(source=str(source), latency="low")
+        with writing(output, run_folder.translation_settings(Agent, flags), run=True):
+            pass
+
+    resume(moved / "src.txt")
+    (moved / "src.txt").write_text("ein Baum\n")
+    with pytest.raises(ValueError, match=r"source: '.*moved/src.txt' \(sha256 [0-9a-f]{12}"):
+        resume(moved / "src.txt")
+    (output / run_folder.SETTINGS_RECORD).write_text(  # as recorded before 2026-12-02
+        json.dumps({"agent_class": "Agent", "latency": "low", "source": str(moved / "src.txt")})
+    )
+    resume(moved / "src.txt")
+
+
+def test_a_log_outside_the_span_is_refused_before_the_settings_are_recorded(tmp_path):
+    write_log(tmp_path / "instances.log", [0, 1, 2])
+    with pytest.raises(ValueError, match=r"outside --start-index 1 .. --end-index 3 \(0\)"):
+        with writing(tmp_path, {"agent_class": "Agent"}, resume=True, run=True, span=(1, 3)):
+            pass
+    assert not (tmp_path / run_folder.SETTINGS_RECORD).exists()
+    with writing(tmp_path, {"agent_class": "Agent"}, resume=True, run=True, span=(0, 5)):
+        pass
+    assert logged(tmp_path / "instances.log") == [0, 1, 2]

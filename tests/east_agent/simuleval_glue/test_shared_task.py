@@ -85,28 +85,17 @@ def test_two_clients_of_one_server_each_get_a_local_runs_scores(
         wait_for_server(server, port)
         clients = [
             subprocess.Popen(
-                [
-                    console_script("east-remote-eval"),
-                    "--remote-address",
-                    "127.0.0.1",
-                    "--remote-port",
-                    str(port),
-                    "--source",
-                    str(test_set / "src.txt"),
-                    "--target",
-                    str(test_set / "ref.txt"),
-                    "--output",
-                    str(tmp_path / name),
-                ],
+                remote_eval_command(port, test_set, tmp_path / name),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
+            )
             for name in ("first", "second")
         ]
         for client in clients:
             assert client.wait(timeout=300) == 0, client.stderr.read()[-3000:]
         check_sessions_and_bad_requests(f"http://127.0.0.1:{port}")
+        resume_after_a_kill(port, test_set, tmp_path / "first")
         address = non_loopback_address()
         if address is not None:  # the server listens on the loopback interface only
             with pytest.raises(requests.ConnectionError):
@@ -124,6 +113,44 @@ def test_two_clients_of_one_server_each_get_a_local_runs_scores(
         remote_log = [json.loads(line) for line in remote_log]
         assert [r["prediction"] for r in remote_log] == [r["prediction"] for r in local_log]
         assert [r["delays"] for r in remote_log] == [r["delays"] for r in local_log]
+
+
+def remote_eval_command(port, test_set, output, *extra):
+    return [
+        console_script("east-remote-eval"),
+        "--remote-address", "127.0.0.1", "--remote-port", str(port),
+        "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
+        "--output", str(output), *extra,
+    ]  # fmt: skip
+
+
+def resume_after_a_kill(port, test_set, output):
+    """A client killed after its first sentence, while writing its second, resumes."""
+    log = output / "instances.log"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text(lines[0] + lines[1][:30])
+    for name in ("scores.tsv", "metrics.tsv"):
+        (output / name).unlink()
+    run(*remote_eval_command(port, test_set, output, "--continue-unfinished"))
+    assert log.read_text().splitlines(keepends=True)[0] == lines[0]
+    assert len(log.read_text().splitlines()) == 3 and (output / "scores.tsv").exists()
+
+
+def test_a_remote_evaluation_is_refused_a_folder_being_written(test_set, tmp_path):
+    from east_agent.common.run_lock import hold_run_lock
+    from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "scores.tsv").write_text("BLEU\n1.0\n")
+    with hold_run_lock(output, INSTANCES_LOCK):
+        result = subprocess.run(
+            remote_eval_command(free_port(), test_set, output),
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert result.returncode != 0
+    assert f"{output} is being written by process" in result.stderr, result.stderr[-2000:]
+    assert sorted(path.name for path in output.iterdir()) == [INSTANCES_LOCK, "scores.tsv"]
 
 
 def check_sessions_and_bad_requests(url):

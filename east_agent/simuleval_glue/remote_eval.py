@@ -49,32 +49,43 @@ def evaluate_remote(args, span: tuple[int, int] | None = None) -> None:
     from east_agent.simuleval_glue.batch import score
     from east_agent.simuleval_glue.run_folder import loop_in
 
+    base_url = f"http://{args.remote_address}:{args.remote_port}"
+    _check_server(base_url)  # before the folder changes
     simuleval_fixes.apply()
     if args.output is None:
-        _loop(args)
+        _loop(args, base_url)
         return
     scores = None if args.no_scoring else partial(score, args)
-    loop_in(Path(args.output), None, args.continue_unfinished, span, partial(_loop, args), scores)
+    loop = partial(_loop, args, base_url)
+    loop_in(Path(args.output), None, args.continue_unfinished, span, loop, scores)
 
 
-def _loop(args) -> None:
+def _check_server(base_url: str) -> None:
+    import requests
+
+    try:
+        requests.get(f"{base_url}/", timeout=30).raise_for_status()
+    except requests.RequestException as error:
+        raise ValueError(
+            f"no system answers at {base_url} ({type(error).__name__}): start one with "
+            "`east-simuleval --standalone --remote-port PORT ...`, or check --remote-address "
+            "and --remote-port"
+        ) from None
+
+
+def _loop(args, base_url: str) -> None:
     """SimulEval's evaluation loop, each sentence's source units sent to the server."""
     import requests
-    from simuleval.data.segments import segment_from_json_string
     from simuleval.evaluator import SentenceLevelEvaluator
 
-    base_url = f"http://{args.remote_address}:{args.remote_port}"
     evaluator = SentenceLevelEvaluator.from_args(args)
     with requests.Session() as session:
         session.headers[SESSION_HEADER] = uuid.uuid4().hex
         for instance in evaluator.iterator:
-            session.post(f"{base_url}/reset").raise_for_status()
-            while not instance.finish_prediction:
-                segment = _serializable(instance.send_source(evaluator.source_segment_size))
-                session.put(f"{base_url}/input", data=segment.json()).raise_for_status()
-                reply = session.get(f"{base_url}/output")
-                reply.raise_for_status()
-                instance.receive_prediction(segment_from_json_string(reply.text))
+            try:
+                _translate(session, base_url, instance, evaluator.source_segment_size)
+            except requests.RequestException as error:
+                raise RuntimeError(_failure(instance.index, error, args.output)) from None
             evaluator.write_log(instance)
         session.post(f"{base_url}/close")  # SimulEval's server answers 404: no sessions there
     if evaluator.output is not None:
@@ -82,6 +93,39 @@ def _loop(args) -> None:
     if not evaluator.no_scoring:
         evaluator.dump_results()
         evaluator.dump_metrics()
+
+
+def _translate(session, base_url: str, instance, segment_size: int) -> None:
+    """One sentence, unit by unit, through the server."""
+    from simuleval.data.segments import segment_from_json_string
+
+    session.post(f"{base_url}/reset").raise_for_status()
+    while not instance.finish_prediction:
+        segment = _serializable(instance.send_source(segment_size))
+        session.put(f"{base_url}/input", data=segment.json()).raise_for_status()
+        reply = session.get(f"{base_url}/output")
+        reply.raise_for_status()
+        instance.receive_prediction(segment_from_json_string(reply.text))
+
+
+def _failure(index: int, error, output: str | None) -> str:
+    """What went wrong with sentence `index`: the server's own reason when it gave one."""
+    reply = getattr(error, "response", None)
+    if reply is None:
+        what = f"the server was lost ({type(error).__name__})"
+    else:
+        try:
+            reason = reply.json()["error"]  # this package's server says why
+        except (ValueError, KeyError, TypeError):
+            reason = reply.reason
+        what = f"the server answered {reply.status_code}: {reason}"
+    kept = (
+        f"; the sentences finished before it are in {output}/instances.log "
+        "(--continue-unfinished resumes after them)"
+        if output
+        else ""
+    )
+    return f"sentence {index}: {what}{kept}"
 
 
 @command_line("east-remote-eval")

@@ -40,7 +40,7 @@ def run(*command, timeout=300):
     return result
 
 
-AGENT_FLAGS = ["--src-lang", "de", "--tgt-lang", "en", "--latency", "low"]
+AGENT_FLAGS = ["--src-lang", "de", "--tgt-lang", "en", "--latency", "low", "--max-context", "200"]
 
 
 def wait_for_server(server, port):
@@ -96,6 +96,7 @@ def test_two_clients_of_one_server_each_get_a_local_runs_scores(
             assert client.wait(timeout=300) == 0, client.stderr.read()[-3000:]
         check_sessions_and_bad_requests(f"http://127.0.0.1:{port}")
         resume_after_a_kill(port, test_set, tmp_path / "first")
+        an_overflow_is_named(port, test_set, tmp_path)
         address = non_loopback_address()
         if address is not None:  # the server listens on the loopback interface only
             with pytest.raises(requests.ConnectionError):
@@ -136,7 +137,60 @@ def resume_after_a_kill(port, test_set, output):
     assert len(log.read_text().splitlines()) == 3 and (output / "scores.tsv").exists()
 
 
-def test_a_remote_evaluation_is_refused_a_folder_being_written(test_set, tmp_path):
+def an_overflow_is_named(port, test_set, tmp_path):
+    """The server refuses a sentence too long for its context (422): the client names it
+    and the server's reason, and keeps the sentence finished before it."""
+    overlong = tmp_path / "overlong"
+    overlong.mkdir()
+    source = (test_set / "src.txt").read_text().splitlines()[:1] + [" ".join(["rote"] * 300)]
+    (overlong / "src.txt").write_text("\n".join(source) + "\n")
+    (overlong / "ref.txt").write_text("a\nb\n")
+    output = tmp_path / "overlong-out"
+    result = subprocess.run(
+        remote_eval_command(port, overlong, output), capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "sentence 1: the server answered 422: session" in result.stderr
+    assert "needs more than 200 tokens" in result.stderr and "Traceback" not in result.stderr
+    assert [json.loads(line)["index"] for line in (output / "instances.log").open()] == [0]
+    assert not (output / "scores.tsv").exists()
+
+
+def test_a_remote_evaluation_without_a_server_is_refused_before_its_folder_changes(
+    test_set, tmp_path
+):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text('{"index": 0}\n')
+    result = subprocess.run(
+        remote_eval_command(free_port(), test_set, output),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "east-remote-eval: no system answers at http://127.0.0.1:" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(path.name for path in output.iterdir()) == ["instances.log"]
+    assert (output / "instances.log").read_text() == '{"index": 0}\n'
+
+
+@pytest.fixture
+def answering_port():
+    """A server on 127.0.0.1 that answers every GET (and nothing else)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Answer) as server:
+        Thread(target=server.serve_forever, daemon=True).start()
+        yield server.server_address[1]
+        server.shutdown()
+
+
+def test_a_remote_evaluation_is_refused_a_folder_being_written(test_set, tmp_path, answering_port):
     from east_agent.common.run_lock import hold_run_lock
     from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
 
@@ -145,7 +199,7 @@ def test_a_remote_evaluation_is_refused_a_folder_being_written(test_set, tmp_pat
     (output / "scores.tsv").write_text("BLEU\n1.0\n")
     with hold_run_lock(output, INSTANCES_LOCK):
         result = subprocess.run(
-            remote_eval_command(free_port(), test_set, output),
+            remote_eval_command(answering_port, test_set, output),
             capture_output=True, text=True, timeout=120,
         )  # fmt: skip
     assert result.returncode != 0

@@ -27,7 +27,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable
 from copy import copy
+from functools import partial
 from pathlib import Path
 
 from east_agent.common.arguments import positive_int
@@ -122,12 +124,30 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     check_source_file(getattr(args, "source", None), getattr(args, "target", None))
     if not args.output:
         raise ValueError("--batch-size needs --output (the run's instances.log goes there)")
+    dataloader = build_dataloader(args)
+    settings = translation_settings(agent_class, args)
+    translate = partial(_translate_all, agent_class, args, config, load, dataloader)
+    run_out_of_order(args, sentence_span(args, len(dataloader)), settings, translate)
+
+
+def sentence_span(args: argparse.Namespace, sentences: int) -> range:
+    """The sentences `--start-index` .. `--end-index` of a test set of `sentences`."""
+    end = args.end_index if args.end_index >= 0 else sentences
+    return range(args.start_index, min(end, sentences))
+
+
+def run_out_of_order(
+    args: argparse.Namespace,
+    indices: range,
+    settings: dict | None,
+    translate: Callable[[range], None],
+) -> None:
+    """Write `args.output` as SimulEval would, for a run that finishes sentences in any
+    order: `translate(indices)` appends each sentence the log lacks as it finishes; the
+    log is then put in index order and scored with SimulEval's scorers. A resumed log
+    that is already complete is only scored."""
     simuleval_fixes.apply()
     output = Path(args.output)
-    dataloader = build_dataloader(args)
-    end = args.end_index if args.end_index >= 0 else len(dataloader)
-    indices = range(args.start_index, min(end, len(dataloader)))
-    settings = translation_settings(agent_class, args)
     log = output / "instances.log"
     span = (indices.start, indices.stop)
     with writing(output, settings, args.continue_unfinished, run=True, span=span):
@@ -136,33 +156,42 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
             clear_scores(output, batching=False)  # killed while scoring: nothing to translate
         else:
             clear_scores(output)
-            _translate_all(agent_class, args, config, load, dataloader, indices, output)
+            write_atomically(output / "config.yaml", "source_type: text\ntarget_type: text\n")
+            translate(indices)
         sort_log(log)
         if not args.no_scoring:
             score(args)
 
 
-def _translate_all(agent_class, args, config, load, dataloader, indices: range, output: Path):
+def _translate_all(agent_class, args, config, load, dataloader, indices: range) -> None:
     model, tokenizer = (load or agent_class.load)(args, config)
     if args.fp16 or args.dtype == "fp16":
         model.half()
     decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
-    write_atomically(output / "config.yaml", "source_type: text\ntarget_type: text\n")
-    _record_batching(output, args.batch_size, len(decoder.streams))
+    output = Path(args.output)
+    record_batching(output, args.batch_size, len(decoder.streams))
     failures, todo = _translate(decoder, dataloader, args, indices, output / "instances.log")
+    check_failures(failures, len(todo), output / "instances.log")
+
+
+def check_failures(failures: list[str], tried: int, log: Path) -> None:
+    """Raise naming every sentence that failed (the others are in `log`)."""
     if failures:
         raise BatchedRunError(
-            f"{len(failures)} of {len(todo)} sentences failed; the others are in "
-            f"{output / 'instances.log'} (no scores written):\n  " + "\n  ".join(failures)
+            f"{len(failures)} of {tried} sentences failed; the others are in {log} "
+            "(no scores written):\n  " + "\n  ".join(failures)
         )
 
 
-def _record_batching(output: Path, batch_size: int, streams: int) -> None:
+def record_batching(
+    output: Path, batch_size: int, streams: int, sharing: str = "the device"
+) -> None:
+    """`batch.json`: how many streams shared what while `elapsed` was measured."""
     record = {
         "batch_size": batch_size,
         "streams": streams,
         "computation_aware": f"elapsed measured with up to {streams} streams "
-        "sharing the device (single-stream: --batch-size 1)",
+        f"sharing {sharing} (single-stream: --batch-size 1)",
     }
     write_atomically(output / BATCH_RECORD, json.dumps(record, indent=2) + "\n")
 

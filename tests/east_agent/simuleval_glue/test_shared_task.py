@@ -65,9 +65,9 @@ def non_loopback_address():
     return None if address.startswith("127.") else address
 
 
-def test_two_clients_of_one_server_each_get_a_local_runs_scores(
-    east_checkpoint, test_set, tmp_path
-):
+def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, test_set, tmp_path):
+    """Two clients at once; one client with three sentences at once (three sessions); a
+    client killed and resumed; a sentence the server refuses."""
     local = tmp_path / "local"
     run(
         console_script("east-simuleval"), "--agent", AGENT_FILE, "--model-path", east_checkpoint,
@@ -78,7 +78,7 @@ def test_two_clients_of_one_server_each_get_a_local_runs_scores(
     server = subprocess.Popen(
         [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
          "--agent", str(AGENT_FILE), "--model-path", str(east_checkpoint), *AGENT_FLAGS,
-         "--batch-size", "2", "--session-timeout", "2"],
+         "--batch-size", "3", "--session-timeout", "2"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -94,6 +94,7 @@ def test_two_clients_of_one_server_each_get_a_local_runs_scores(
         ]
         for client in clients:
             assert client.wait(timeout=300) == 0, client.stderr.read()[-3000:]
+        three_at_once(port, test_set, tmp_path / "concurrent")
         check_sessions_and_bad_requests(f"http://127.0.0.1:{port}")
         resume_after_a_kill(port, test_set, tmp_path / "first")
         an_overflow_is_named(port, test_set, tmp_path)
@@ -106,7 +107,7 @@ def test_two_clients_of_one_server_each_get_a_local_runs_scores(
         server.wait(timeout=30)
     local_scores = scores(local)
     local_log = [json.loads(line) for line in (local / "instances.log").read_text().splitlines()]
-    for name in ("first", "second"):
+    for name in ("first", "second", "concurrent"):
         remote_scores = scores(tmp_path / name)
         for metric in ("BLEU", "LAAL", "AL", "AP", "DAL"):
             assert remote_scores[metric] == local_scores[metric], (name, metric)
@@ -123,6 +124,28 @@ def remote_eval_command(port, test_set, output, *extra):
         "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
         "--output", str(output), *extra,
     ]  # fmt: skip
+
+
+def three_at_once(port, test_set, output):
+    """`--batch-size 3`: a session a sentence, the server's three streams in one forward;
+    a fourth would find no free stream and is refused before the folder is made."""
+    refused = subprocess.run(
+        remote_eval_command(port, test_set, output, "--batch-size", "4"),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "has 3 free streams of 3; --batch-size 4 needs as many" in refused.stderr
+    assert not output.exists()
+    run(*remote_eval_command(port, test_set, output, "--batch-size", "3"))
+    batching = json.loads((output / "batch.json").read_text())
+    assert batching["streams"] == 3 and "sharing the server" in batching["computation_aware"]
+    log = output / "instances.log"
+    lines = log.read_text().splitlines(keepends=True)
+    assert [json.loads(line)["index"] for line in lines] == [0, 1, 2]
+    log.write_text(lines[2] + lines[0][:30])  # killed: sentence 2 done, 0 being written
+    run(*remote_eval_command(port, test_set, output, "--batch-size", "3", "--continue-unfinished"))
+    resumed = log.read_text().splitlines(keepends=True)
+    assert [json.loads(line)["index"] for line in resumed] == [0, 1, 2] and resumed[2] == lines[2]
 
 
 def resume_after_a_kill(port, test_set, output):
@@ -190,6 +213,17 @@ def answering_port():
         server.shutdown()
 
 
+def test_simulevals_own_server_is_refused_concurrent_sentences(test_set, tmp_path, answering_port):
+    """SimulEval's server keeps one agent state: sentences sent at once would mix."""
+    result = subprocess.run(
+        remote_eval_command(answering_port, test_set, tmp_path / "out", "--batch-size", "2"),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "keeps one agent state (SimulEval's own server)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_remote_evaluation_is_refused_a_folder_being_written(test_set, tmp_path, answering_port):
     from east_agent.common.run_lock import hold_run_lock
     from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
@@ -219,9 +253,10 @@ def check_sessions_and_bad_requests(url):
     requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
     assert requests.get(f"{url}/").json()["sessions"] == 0  # the clients closed theirs
     requests.post(f"{url}/reset").raise_for_status()  # the legacy session
-    requests.post(f"{url}/reset", headers={"X-Session-Id": "a"}).raise_for_status()
-    full = requests.post(f"{url}/reset", headers={"X-Session-Id": "b"})
-    assert full.status_code == 503 and "all 2 streams are in use" in full.json()["error"]
+    for name in ("a", "b"):
+        requests.post(f"{url}/reset", headers={"X-Session-Id": name}).raise_for_status()
+    full = requests.post(f"{url}/reset", headers={"X-Session-Id": "c"})
+    assert full.status_code == 503 and "all 3 streams are in use" in full.json()["error"]
     deadline = time.time() + 30
     while requests.get(f"{url}/").json()["sessions"]:
         assert time.time() < deadline, "idle sessions were not dropped"

@@ -24,6 +24,7 @@ from east_agent.simuleval_glue.run_folder import (
     INSTANCES_LOCK,
     SETTINGS_RECORD,
     clear_scores,
+    settings_differ,
 )
 
 
@@ -68,13 +69,17 @@ def merge_batch_records(shard_dirs: list[Path], run_dir: Path) -> None:
 
 
 def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
-    """The shards' translation settings, when they agree (they differ only in their span)."""
+    """The shards' translation settings, when they agree (they differ only in their span;
+    data files compare by content, so shards run from other folders agree too)."""
     paths = [folder / SETTINGS_RECORD for folder in shard_dirs]
-    texts = {path.read_text(encoding="utf-8") for path in paths if path.exists()}
-    if len(texts) == 1 and all(path.exists() for path in paths):
-        write_atomically(run_dir / SETTINGS_RECORD, texts.pop())
-    else:
+    if not all(path.exists() for path in paths):
         remove(run_dir / SETTINGS_RECORD)
+        return
+    records = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    if any(settings_differ(records[-1], record) for record in records):
+        remove(run_dir / SETTINGS_RECORD)
+    else:  # the last shard's: the newest form of the record
+        write_atomically(run_dir / SETTINGS_RECORD, paths[-1].read_text(encoding="utf-8"))
 
 
 def merge_shards(config: EvalConfig, run: Run, count: int) -> None:

@@ -156,7 +156,8 @@ def run_out_of_order(
             clear_scores(output, batching=False)  # killed while scoring: nothing to translate
         else:
             clear_scores(output)
-            write_atomically(output / "config.yaml", "source_type: text\ntarget_type: text\n")
+            types = f"source_type: {args.source_type}\ntarget_type: {args.target_type}\n"
+            write_atomically(output / "config.yaml", types)
             translate(indices)
         sort_log(log)
         if not args.no_scoring:
@@ -215,6 +216,17 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path):
             log.append(instance.summarize())
         progress.close()
     return failures, todo
+
+
+def score_folder(args: argparse.Namespace) -> None:
+    """`--score-only`: the scores of the log in `args.output` (a bad line named first),
+    with the folder held."""
+    from east_agent.simuleval_glue.instance_log import check_log
+
+    output = Path(args.output or ".")
+    check_log(output / "instances.log")
+    with writing(output):
+        score(args)
 
 
 def score(args: argparse.Namespace) -> None:

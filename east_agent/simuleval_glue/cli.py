@@ -50,15 +50,9 @@ def _match_flags_whole() -> None:
 
 
 def _score_only(argv: list[str]) -> None:
-    from east_agent.simuleval_glue.batch import score
-    from east_agent.simuleval_glue.instance_log import check_log
-    from east_agent.simuleval_glue.run_folder import writing
+    from east_agent.simuleval_glue.batch import score_folder
 
-    args = _scoring_args(argv, strict=True)
-    output = Path(args.output or ".")
-    check_log(output / "instances.log")
-    with writing(output):
-        score(args)
+    score_folder(_scoring_args(argv, strict=True))
 
 
 def _scoring_parser(argv: list[str]) -> argparse.ArgumentParser:

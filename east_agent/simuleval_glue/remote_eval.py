@@ -27,8 +27,13 @@ agent state and is refused for N > 1; this package's is asked first for N free s
 The output folder is written as `east-simuleval` writes one (`run_folder`): held by one
 writer, every finished sentence flushed as it finishes, the scores written atomically and
 only beside the log they were made from; `--continue-unfinished` resumes after the
-finished sentences (and scores a complete log). A sentence the server refuses (too long
-for its context: 422) is named with the server's reason.
+finished sentences (and scores a complete log); `--score-only` needs no server.
+
+Faults: no server answering is one line before the folder changes. A sentence the server
+refuses (too long for its context: 422) is named with the server's reason; a session it
+has no stream for (503) gives its sentence back to the others; a lost server ends the
+run. Sessions are closed whatever happens, and every request gives up after
+`REQUEST_TIMEOUT`; Ctrl-C ends a concurrent run at once (its threads are daemons).
 """
 
 from __future__ import annotations
@@ -37,12 +42,15 @@ import argparse
 import sys
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
 from functools import partial
 from pathlib import Path
 
 from east_agent.common.entry import command_line
 from east_agent.simuleval_glue.agent_server import SESSION_HEADER
+
+REQUEST_TIMEOUT = (10, 600)  # seconds to connect, and to wait for an answer (a step)
+NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
 
 
 def _serializable(segment):
@@ -120,19 +128,21 @@ def _loop(args: argparse.Namespace, base_url: str) -> None:
     evaluator = SentenceLevelEvaluator.from_args(args)
     with requests.Session() as session:
         session.headers[SESSION_HEADER] = uuid.uuid4().hex
-        for instance in evaluator.iterator:
-            try:
-                _translate(session, base_url, instance, evaluator.source_segment_size)
-            except requests.RequestException as error:
-                kept = (
-                    f"; the sentences finished before it are in {args.output}/instances.log "
-                    "(--continue-unfinished resumes after them)"
-                    if args.output
-                    else ""
-                )
-                raise RuntimeError(_failure(instance.index, error) + kept) from None
-            evaluator.write_log(instance)
-        session.post(f"{base_url}/close")  # SimulEval's server answers 404: no sessions there
+        try:
+            for instance in evaluator.iterator:
+                try:
+                    _translate(session, base_url, instance, evaluator.source_segment_size)
+                except requests.RequestException as error:
+                    kept = (
+                        f"; the sentences finished before it are in {args.output}/"
+                        "instances.log (--continue-unfinished resumes after them)"
+                        if args.output
+                        else ""
+                    )
+                    raise RuntimeError(_failure(instance.index, error) + kept) from None
+                evaluator.write_log(instance)
+        finally:
+            _close(session, base_url)
     if evaluator.output is not None:
         evaluator.build_instances_from_log()
     if not evaluator.no_scoring:
@@ -140,17 +150,36 @@ def _loop(args: argparse.Namespace, base_url: str) -> None:
         evaluator.dump_metrics()
 
 
-def _translate(session, base_url: str, instance, segment_size: int) -> None:
-    """One sentence, unit by unit, through the server."""
+class _Stopped(Exception):
+    """The run is stopping: a session leaves its sentence unfinished."""
+
+
+def _translate(session, base_url: str, instance, segment_size: int, stopping=None) -> None:
+    """One sentence, unit by unit, through the server (`stopping()`: give up between units)."""
     from simuleval.data.segments import segment_from_json_string
 
-    session.post(f"{base_url}/reset").raise_for_status()
+    session.post(f"{base_url}/reset", timeout=REQUEST_TIMEOUT).raise_for_status()
     while not instance.finish_prediction:
+        if stopping is not None and stopping():
+            raise _Stopped
         segment = _serializable(instance.send_source(segment_size))
-        session.put(f"{base_url}/input", data=segment.json()).raise_for_status()
-        reply = session.get(f"{base_url}/output")
+        session.put(
+            f"{base_url}/input", data=segment.json(), timeout=REQUEST_TIMEOUT
+        ).raise_for_status()
+        reply = session.get(f"{base_url}/output", timeout=REQUEST_TIMEOUT)
         reply.raise_for_status()
         instance.receive_prediction(segment_from_json_string(reply.text))
+
+
+def _close(session, base_url: str) -> None:
+    """End the session (its stream goes back to the server); SimulEval's server answers
+    404 (it has no sessions), a server that is gone nothing."""
+    import requests
+
+    try:
+        session.post(f"{base_url}/close", timeout=REQUEST_TIMEOUT)
+    except requests.RequestException:
+        pass
 
 
 def _failure(index: int, error) -> str:
@@ -176,88 +205,135 @@ def _evaluate_concurrently(args: argparse.Namespace, base_url: str) -> None:
 
 
 class _Sentences:
-    """The sentences of a concurrent run: handed out one at a time, each finished one
-    appended to the log as it finishes, the failures kept (all of it thread-safe)."""
+    """The sentences of a concurrent run and what became of them, shared by the sessions'
+    threads: handed out one at a time, each finished one appended to the log as it
+    finishes (never after the run has closed it)."""
 
     def __init__(self, todo: list[int], log) -> None:
-        self.todo, self.log = iter(todo), log
+        self.pending, self.log = deque(todo), log
         self.failures: list[str] = []
-        self.stop = threading.Event()  # no new sentence is started
-        self.server_lost = False
+        self.errors: list[BaseException] = []  # a session's thread crashed
+        self.withdrawn = 0  # sessions the server had no free stream for
+        self.server_lost = self.closed = False
         self.lock = threading.Lock()
+
+    def stopping(self) -> bool:
+        return self.closed or self.server_lost or bool(self.errors)
 
     def next(self) -> int | None:
         with self.lock:
-            return None if self.stop.is_set() else next(self.todo, None)
+            return None if self.stopping() or not self.pending else self.pending.popleft()
+
+    def give_back(self, index: int) -> None:
+        with self.lock:
+            self.pending.appendleft(index)
+            self.withdrawn += 1
 
     def finished(self, record: dict) -> None:
         with self.lock:
-            self.log.append(record)
+            if not self.closed:
+                self.log.append(record)
 
-    def failed(self, message: str, server_lost: bool) -> None:
+    def failed(self, message: str, server_lost: bool = False) -> None:
         with self.lock:
             self.failures.append(message)
-            if server_lost:
-                self.server_lost = True
-                self.stop.set()
+            self.server_lost = self.server_lost or server_lost
+
+    def crashed(self, error: BaseException) -> None:
+        with self.lock:
+            self.errors.append(error)
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
 
 
 def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> None:
-    """The sentences of `indices` the log lacks, `args.batch_size` at a time, each
-    session translating one sentence after another."""
+    """The sentences of `indices` the log lacks, `args.batch_size` at a time: a session
+    (a thread) per stream, each translating one sentence after another. The threads are
+    daemons: on Ctrl-C the run ends at once, keeping the finished sentences."""
     from simuleval.evaluator.instance import INSTANCE_TYPE_DICT
 
     from east_agent.simuleval_glue.batch import check_failures, record_batching
     from east_agent.simuleval_glue.instance_log import InstanceLog
 
     output = Path(args.output)
+    log_path = output / "instances.log"
     record_batching(output, args.batch_size, args.batch_size, sharing="the server")
     instance_class = INSTANCE_TYPE_DICT[f"{args.source_type}-{args.target_type}"]
-    with InstanceLog(output / "instances.log", resume=args.continue_unfinished) as log:
+    with InstanceLog(log_path, resume=args.continue_unfinished) as log:
         todo = [index for index in indices if index not in log.done]
         sentences = _Sentences(todo, log)
         make = partial(instance_class, dataloader=dataloader, args=args)
         segment_size = getattr(args, "source_segment_size", 1)
-        session = partial(_session, base_url, sentences, make, segment_size)
-        with ThreadPoolExecutor(args.batch_size, thread_name_prefix="session") as pool:
-            sessions = [pool.submit(session) for _ in range(args.batch_size)]
-            try:
-                for running in sessions:
-                    running.result()
-            finally:
-                sentences.stop.set()  # on an error or Ctrl-C, the others stop too
+        threads = [
+            threading.Thread(
+                target=_session,
+                args=(base_url, sentences, make, segment_size),
+                name=f"session-{number}",
+                daemon=True,
+            )
+            for number in range(args.batch_size)
+        ]
+        try:
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        finally:
+            sentences.close()
+    if sentences.errors:
+        raise sentences.errors[0]
+    kept = f"the sentences finished before are in {log_path} (--continue-unfinished resumes)"
     if sentences.server_lost:
         raise RuntimeError(
-            f"the server at {base_url} was lost; the sentences finished before are in "
-            f"{output / 'instances.log'} (--continue-unfinished resumes after them):\n  "
-            + "\n  ".join(sentences.failures)
+            f"the server at {base_url} was lost; {kept}:\n  " + "\n  ".join(sentences.failures)
         )
-    check_failures(sentences.failures, len(todo), output / "instances.log")
+    if sentences.pending:
+        raise RuntimeError(
+            f"the server at {base_url} had no free stream (503) for any of the "
+            f"{args.batch_size} sessions; {len(sentences.pending)} sentences are left; {kept}"
+        )
+    if sentences.withdrawn:
+        print(
+            f"east-remote-eval: the server had no free stream (503) for {sentences.withdrawn} "
+            f"of {args.batch_size} sessions; the others translated every sentence",
+            file=sys.stderr,
+        )
+    check_failures(sentences.failures, len(todo), log_path)
 
 
 def _session(base_url: str, sentences: _Sentences, make, segment_size: int) -> None:
-    """One session of the server, translating sentences until none is left."""
+    """One session of the server, translating sentences until none is left: a sentence
+    the server refuses is named and the next one taken; a session the server has no
+    stream for (503) gives its sentence back and ends; a lost server ends them all."""
     import requests
 
-    with requests.Session() as session:
-        session.headers[SESSION_HEADER] = uuid.uuid4().hex
-        try:
-            while (index := sentences.next()) is not None:
-                instance = make(index)
-                try:
-                    _translate(session, base_url, instance, segment_size)
-                except requests.RequestException as error:
-                    lost = getattr(error, "response", None) is None
-                    sentences.failed(_failure(index, error), server_lost=lost)
-                    continue
-                sentences.finished(instance.summarize())
-        except BaseException:
-            sentences.stop.set()
-            raise
-        try:
-            session.post(f"{base_url}/close")
-        except requests.RequestException:
-            pass  # the server is gone, and its sessions with it
+    try:
+        with requests.Session() as session:
+            session.headers[SESSION_HEADER] = uuid.uuid4().hex
+            try:
+                while (index := sentences.next()) is not None:
+                    instance = make(index)
+                    try:
+                        _translate(session, base_url, instance, segment_size, sentences.stopping)
+                    except requests.HTTPError as error:
+                        if error.response.status_code == NO_FREE_STREAM:
+                            sentences.give_back(index)
+                            return
+                        sentences.failed(_failure(index, error))
+                        continue
+                    except requests.RequestException as error:
+                        sentences.failed(_failure(index, error), server_lost=True)
+                        return
+                    sentences.finished(instance.summarize())
+            finally:
+                _close(session, base_url)
+    except _Stopped:
+        pass
+    except BaseException as error:  # handed to the main thread, which raises it
+        sentences.crashed(error)
 
 
 @command_line("east-remote-eval")
@@ -278,6 +354,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args()
     args.source_type = args.source_type or "text"
     args.target_type = args.target_type or "text"
+    if args.score_only:  # no server needed
+        from east_agent.simuleval_glue.batch import score_folder
+
+        score_folder(args)
+        return
     from east_agent.simuleval_glue.cli import check_data_files
 
     span = check_data_files(sys.argv[1:])

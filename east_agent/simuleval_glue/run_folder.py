@@ -95,16 +95,22 @@ def _path_setting(path: Path) -> str | dict:
     return {"file": str(path.resolve()), "sha256": digest.hexdigest()}
 
 
-def _same_setting(saved, now) -> bool:
-    if isinstance(saved, dict) and isinstance(now, dict) and "sha256" in saved:
-        return saved["sha256"] == now.get("sha256")
-    if isinstance(saved, str) and isinstance(now, dict) and "file" in now:
-        return saved == now["file"]  # a record written before files were known by content
-    return saved == now
+def _same_setting(one, other) -> bool:
+    if _is_file(one) and _is_file(other):
+        return one["sha256"] == other["sha256"]
+    if isinstance(one, str) and _is_file(other):
+        return one == other["file"]  # a record written before files were known by content
+    if isinstance(other, str) and _is_file(one):
+        return other == one["file"]
+    return one == other
+
+
+def _is_file(value) -> bool:
+    return isinstance(value, dict) and "sha256" in value and "file" in value
 
 
 def _shown_setting(value) -> str:
-    if isinstance(value, dict) and "sha256" in value:
+    if _is_file(value):
         return f"{value['file']!r} (sha256 {value['sha256'][:12]}...)"
     return repr(value)
 
@@ -145,6 +151,12 @@ def clear_scores(output: Path, batching: bool = True) -> None:
         remove(output / name)
 
 
+def settings_differ(saved: dict, settings: dict) -> list[str]:
+    """The names of the settings in which two records differ (data files by content)."""
+    names = sorted(set(saved) | set(settings))
+    return [name for name in names if not _same_setting(saved.get(name), settings.get(name))]
+
+
 def check_same_settings(output: Path, settings: dict) -> None:
     """Refuse to extend a log written with other settings (a folder that never recorded
     them, or has no finished sentence, is taken as it is)."""
@@ -152,8 +164,7 @@ def check_same_settings(output: Path, settings: dict) -> None:
     if not record.exists() or not finished_records(log):
         return
     saved = json.loads(record.read_text(encoding="utf-8"))
-    names = sorted(set(saved) | set(settings))
-    differ = [name for name in names if not _same_setting(saved.get(name), settings.get(name))]
+    differ = settings_differ(saved, settings)
     if differ:
         shown = "; ".join(
             f"{name}: {_shown_setting(saved.get(name))} there, "

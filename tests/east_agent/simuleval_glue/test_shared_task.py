@@ -179,68 +179,6 @@ def an_overflow_is_named(port, test_set, tmp_path):
     assert not (output / "scores.tsv").exists()
 
 
-def test_a_remote_evaluation_without_a_server_is_refused_before_its_folder_changes(
-    test_set, tmp_path
-):
-    output = tmp_path / "out"
-    output.mkdir()
-    (output / "instances.log").write_text('{"index": 0}\n')
-    result = subprocess.run(
-        remote_eval_command(free_port(), test_set, output),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "east-remote-eval: no system answers at http://127.0.0.1:" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert sorted(path.name for path in output.iterdir()) == ["instances.log"]
-    assert (output / "instances.log").read_text() == '{"index": 0}\n'
-
-
-@pytest.fixture
-def answering_port():
-    """A server on 127.0.0.1 that answers every GET (and nothing else)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    from threading import Thread
-
-    class Answer(BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.end_headers()
-
-    with ThreadingHTTPServer(("127.0.0.1", 0), Answer) as server:
-        Thread(target=server.serve_forever, daemon=True).start()
-        yield server.server_address[1]
-        server.shutdown()
-
-
-def test_simulevals_own_server_is_refused_concurrent_sentences(test_set, tmp_path, answering_port):
-    """SimulEval's server keeps one agent state: sentences sent at once would mix."""
-    result = subprocess.run(
-        remote_eval_command(answering_port, test_set, tmp_path / "out", "--batch-size", "2"),
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert result.returncode == 2
-    assert "keeps one agent state (SimulEval's own server)" in result.stderr
-    assert not (tmp_path / "out").exists()
-
-
-def test_a_remote_evaluation_is_refused_a_folder_being_written(test_set, tmp_path, answering_port):
-    from east_agent.common.run_lock import hold_run_lock
-    from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
-
-    output = tmp_path / "out"
-    output.mkdir()
-    (output / "scores.tsv").write_text("BLEU\n1.0\n")
-    with hold_run_lock(output, INSTANCES_LOCK):
-        result = subprocess.run(
-            remote_eval_command(answering_port, test_set, output),
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-    assert result.returncode != 0
-    assert f"{output} is being written by process" in result.stderr, result.stderr[-2000:]
-    assert sorted(path.name for path in output.iterdir()) == [INSTANCES_LOCK, "scores.tsv"]
-
-
 def check_sessions_and_bad_requests(url):
     for body, message in [
         (b"{not json", "not JSON"),

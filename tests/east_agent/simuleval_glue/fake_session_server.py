@@ -1,0 +1,137 @@
+"""A stand-in for `east-simuleval --standalone`, on 127.0.0.1, for the client's fault paths.
+
+It speaks the session protocol (`GET /`, `POST /reset`, `PUT /input`, `GET /output`,
+`POST /close`, the `X-Session-Id` header) and translates by echoing each source word as
+soon as it arrives (wait-0, target = source). It can be told to
+- open fewer sessions than the streams it advertises (`open_limit`: 503 beyond it);
+- refuse a sentence holding a word (`refuse_word`: 422 on `GET /output`);
+- drop the connection at a word (`drop_word`: no answer at all, as a server that died);
+- hold every `GET /output` (`hold`: until the test ends);
+- make the first output of `together` sessions wait until all of them ask at once (a
+  client that sent its sentences one after another fails: 500 after 20 s).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from simuleval.data.segments import EmptySegment, TextSegment
+
+
+class FakeSessionServer:
+    def __init__(
+        self,
+        streams: int = 3,
+        open_limit: int | None = None,
+        refuse_word: str | None = None,
+        drop_word: str | None = None,
+        hold: bool = False,
+        together: int = 0,
+    ) -> None:
+        self.streams = streams
+        self.open_limit = streams if open_limit is None else open_limit
+        self.refuse_word, self.drop_word, self.hold = refuse_word, drop_word, hold
+        self.together = threading.Barrier(together, timeout=20) if together else None
+        self.sessions: dict[str, dict] = {}
+        self.held = threading.Semaphore(0)  # one release per request being held
+        self.released = threading.Event()
+        self.lock = threading.Lock()
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.http.daemon_threads = True
+        self.port = self.http.server_address[1]
+
+    def __enter__(self) -> FakeSessionServer:
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.released.set()
+        self.http.shutdown()
+        self.http.server_close()
+
+    def _open(self, name: str) -> dict | None:
+        with self.lock:
+            if name not in self.sessions:
+                if len(self.sessions) >= self.open_limit:
+                    return None
+                self.sessions[name] = {"words": [], "sent": 0, "finished": False, "asked": 0}
+            return self.sessions[name]
+
+    def _output(self, handler, session: dict) -> None:
+        session["asked"] += 1
+        if self.hold:
+            self.held.release()
+            self.released.wait()
+            return handler.close_connection_now()
+        if self.together is not None and session["asked"] == 1:
+            try:
+                self.together.wait()
+            except threading.BrokenBarrierError:
+                return handler.answer(500, {"error": "the sessions did not ask together"})
+        new = session["words"][session["sent"] :]
+        session["sent"] = len(session["words"])
+        if self.drop_word in new:
+            return handler.close_connection_now()
+        if self.refuse_word in new:
+            return handler.answer(422, {"error": f"the sentence holds {self.refuse_word!r}"})
+        finished = session["finished"] and session["sent"] == len(session["words"])
+        if new:
+            segment = TextSegment(content=" ".join(new), finished=finished, tgt_lang="en")
+        else:
+            segment = EmptySegment(finished=finished)
+        handler.answer(200, json.loads(segment.json()))
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def close_connection_now(self) -> None:
+                self.close_connection = True
+
+            def session(self) -> dict | None:
+                session = server._open(self.headers.get("X-Session-Id", ""))
+                if session is None:
+                    self.answer(503, {"error": "all streams are in use"})
+                return session
+
+            def body(self) -> bytes:
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def do_GET(self) -> None:
+                if self.path == "/":
+                    sessions = len(server.sessions)
+                    return self.answer(200, {"streams": server.streams, "sessions": sessions})
+                if (session := self.session()) is not None:
+                    server._output(self, session)
+
+            def do_POST(self) -> None:
+                self.body()
+                if self.path == "/close":
+                    with server.lock:
+                        server.sessions.pop(self.headers.get("X-Session-Id", ""), None)
+                    return self.answer(200, {})
+                if (session := self.session()) is not None:
+                    session.update(words=[], sent=0, finished=False)
+                    self.answer(200, {})
+
+            def do_PUT(self) -> None:
+                segment = json.loads(self.body())
+                if (session := self.session()) is not None:
+                    if segment.get("content"):
+                        session["words"].append(segment["content"])
+                    session["finished"] = session["finished"] or segment["finished"]
+                    self.answer(200, {})
+
+        return Handler

@@ -1,0 +1,174 @@
+"""`east-remote-eval`'s own paths against a stand-in server: sentences sent together, the
+server's refusals, a lost or silent server, Ctrl-C, the folder it writes. A real server
+(`east-simuleval --standalone`) is evaluated in `test_shared_task.py`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+from commands import console_script
+from fake_session_server import FakeSessionServer
+
+from east_agent.common.run_lock import hold_run_lock
+from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+
+SENTENCES = [f"satz{index} hat hier noch einige worte" for index in range(6)]
+
+
+@pytest.fixture
+def test_set(tmp_path):
+    folder = tmp_path / "set"
+    folder.mkdir()
+    (folder / "src.txt").write_text("".join(line + "\n" for line in SENTENCES))
+    (folder / "ref.txt").write_text("".join(line + "\n" for line in SENTENCES))
+    return folder
+
+
+def remote_eval(port, test_set, output, *extra, timeout=120):
+    command = [
+        console_script("east-remote-eval"),
+        "--remote-address", "127.0.0.1", "--remote-port", str(port),
+        "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
+        "--output", str(output), "--no-progress-bar", *map(str, extra),
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def logged(output):
+    return [json.loads(line) for line in (output / "instances.log").read_text().splitlines()]
+
+
+def test_sentences_are_sent_together_and_logged_in_index_order(test_set, tmp_path):
+    """The first output of each of the three sessions waits until all three ask: a client
+    sending its sentences one after another gets a 500 there."""
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3, together=3) as server:
+        result = remote_eval(server.port, test_set, output, "--batch-size", 3)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [(r["index"], r["prediction"]) for r in logged(output)] == list(enumerate(SENTENCES))
+    assert (output / "scores.tsv").read_text().splitlines()[1].startswith("100.0")
+    assert not server.sessions  # every session closed
+
+
+def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path):
+    """The server advertised three free streams, then had two (another client took one)."""
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3, open_limit=2) as server:
+        result = remote_eval(server.port, test_set, output, "--batch-size", 3)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "no free stream (503) for 1 of 3 sessions" in result.stderr
+    assert [r["index"] for r in logged(output)] == list(range(6))
+    with FakeSessionServer(streams=3, open_limit=0) as server:
+        result = remote_eval(server.port, test_set, tmp_path / "none", "--batch-size", 3)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "no free stream (503) for any of the 3 sessions; 6 sentences are left" in result.stderr
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_refused_sentence_is_named_and_the_session_closed(test_set, tmp_path, batch):
+    """One at a time, the run stops at it (SimulEval's loop); at once, the others finish."""
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3, refuse_word="satz2") as server:
+        result = remote_eval(server.port, test_set, output, "--batch-size", batch)
+        assert not server.sessions
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "sentence 2: the server answered 422: the sentence holds 'satz2'" in result.stderr
+    expected = [0, 1] if batch == 1 else [0, 1, 3, 4, 5]
+    assert sorted(r["index"] for r in logged(output)) == expected
+    assert not (output / "scores.tsv").exists()
+
+
+def test_a_lost_server_ends_the_run_keeping_the_finished_sentences(test_set, tmp_path):
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3, drop_word="satz4") as server:
+        result = remote_eval(server.port, test_set, output, "--batch-size", 3)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "was lost" in result.stderr and "sentence 4: the server was lost" in result.stderr
+    finished = {r["index"] for r in logged(output)}
+    assert 4 not in finished and {0, 1, 2} <= finished
+
+
+def test_ctrl_c_ends_a_run_waiting_on_a_silent_server(test_set, tmp_path):
+    with FakeSessionServer(streams=3, hold=True) as server:
+        command = [
+            console_script("east-remote-eval"),
+            "--remote-address", "127.0.0.1", "--remote-port", str(server.port),
+            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
+            "--output", str(tmp_path / "out"), "--batch-size", "3",
+        ]  # fmt: skip
+        client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(3):  # every session waits for an answer
+                assert server.held.acquire(timeout=60), client.stderr
+            client.send_signal(signal.SIGINT)
+            started = time.monotonic()
+            client.wait(timeout=20)
+        finally:
+            client.kill()
+        assert time.monotonic() - started < 10
+    assert client.returncode != 0
+
+
+def test_score_only_scores_the_log_without_a_server(test_set, tmp_path):
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3) as server:
+        assert remote_eval(server.port, test_set, output, "--batch-size", 2).returncode == 0
+    log = (output / "instances.log").read_text()
+    (output / "scores.tsv").unlink()
+    result = remote_eval(1, test_set, output, "--score-only")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (output / "instances.log").read_text() == log and (output / "scores.tsv").exists()
+
+
+def test_no_server_is_one_line_before_the_folder_changes(test_set, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text('{"index": 0}\n')
+    with FakeSessionServer() as server:
+        port = server.port  # nothing listens there once it has stopped
+    result = remote_eval(port, test_set, output)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"east-remote-eval: no system answers at http://127.0.0.1:{port}" in result.stderr
+    assert sorted(path.name for path in output.iterdir()) == ["instances.log"]
+    assert (output / "instances.log").read_text() == '{"index": 0}\n'
+
+
+@pytest.fixture
+def answering_port():
+    """A server on 127.0.0.1 that answers every GET with nothing (as SimulEval's does
+    not say how many streams it has)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+    with ThreadingHTTPServer(("127.0.0.1", 0), Answer) as server:
+        Thread(target=server.serve_forever, daemon=True).start()
+        yield server.server_address[1]
+        server.shutdown()
+
+
+def test_simulevals_own_server_is_refused_concurrent_sentences(test_set, tmp_path, answering_port):
+    """SimulEval's server keeps one agent state: sentences sent at once would mix."""
+    result = remote_eval(answering_port, test_set, tmp_path / "out", "--batch-size", 2)
+    assert result.returncode == 2
+    assert "keeps one agent state (SimulEval's own server)" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_being_written_is_refused(test_set, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "scores.tsv").write_text("BLEU\n1.0\n")
+    with FakeSessionServer() as server, hold_run_lock(output, INSTANCES_LOCK):
+        result = remote_eval(server.port, test_set, output)
+    assert result.returncode != 0
+    assert f"{output} is being written by process" in result.stderr, result.stderr[-2000:]
+    assert sorted(path.name for path in output.iterdir()) == [INSTANCES_LOCK, "scores.tsv"]

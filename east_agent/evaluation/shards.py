@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import sys
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from east_agent.simuleval_glue.run_folder import (
     INSTANCES_LOCK,
     SETTINGS_RECORD,
     clear_scores,
+    is_file_setting,
     settings_differ,
 )
 
@@ -76,10 +78,12 @@ def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
         remove(run_dir / SETTINGS_RECORD)
         return
     records = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
-    if any(settings_differ(records[-1], record) for record in records):
+    if any(settings_differ(one, other) for one, other in combinations(records, 2)):
         remove(run_dir / SETTINGS_RECORD)
-    else:  # the last shard's: the newest form of the record
-        write_atomically(run_dir / SETTINGS_RECORD, paths[-1].read_text(encoding="utf-8"))
+        return
+    # the record knowing most files by content (a shard resumed since they are)
+    record = max(records, key=lambda record: sum(map(is_file_setting, record.values())))
+    write_atomically(run_dir / SETTINGS_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def merge_shards(config: EvalConfig, run: Run, count: int) -> None:

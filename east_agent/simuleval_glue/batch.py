@@ -226,7 +226,7 @@ def score_folder(args: argparse.Namespace) -> None:
     output = Path(args.output or ".")
     check_log(output / "instances.log")
     with writing(output):
-        score(args)
+        score(argparse.Namespace(**{**vars(args), "output": str(output)}))
 
 
 def score(args: argparse.Namespace) -> None:

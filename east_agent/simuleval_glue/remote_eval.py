@@ -32,8 +32,9 @@ finished sentences (and scores a complete log); `--score-only` needs no server.
 Faults: no server answering is one line before the folder changes. A sentence the server
 refuses (too long for its context: 422) is named with the server's reason; a session it
 has no stream for (503) gives its sentence back to the others; a lost server ends the
-run. Sessions are closed whatever happens, and every request gives up after
-`REQUEST_TIMEOUT`; Ctrl-C ends a concurrent run at once (its threads are daemons).
+run. Sessions are closed whatever happens (Ctrl-C included), every request gives up
+after `REQUEST_TIMEOUT` and a close after `CLOSE_TIMEOUT`; Ctrl-C ends a concurrent run
+at once (its threads are daemons).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from east_agent.common.entry import command_line
 from east_agent.simuleval_glue.agent_server import SESSION_HEADER
 
 REQUEST_TIMEOUT = (10, 600)  # seconds to connect, and to wait for an answer (a step)
+CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
 
 
@@ -173,11 +175,11 @@ def _translate(session, base_url: str, instance, segment_size: int, stopping=Non
 
 def _close(session, base_url: str) -> None:
     """End the session (its stream goes back to the server); SimulEval's server answers
-    404 (it has no sessions), a server that is gone nothing."""
+    404 (it has no sessions), a server that is gone or silent nothing."""
     import requests
 
     try:
-        session.post(f"{base_url}/close", timeout=REQUEST_TIMEOUT)
+        session.post(f"{base_url}/close", timeout=CLOSE_TIMEOUT)
     except requests.RequestException:
         pass
 
@@ -206,55 +208,81 @@ def _evaluate_concurrently(args: argparse.Namespace, base_url: str) -> None:
 
 class _Sentences:
     """The sentences of a concurrent run and what became of them, shared by the sessions'
-    threads: handed out one at a time, each finished one appended to the log as it
-    finishes (never after the run has closed it)."""
+    threads: handed out one at a time (a session waits while the queue is empty but
+    another may still give its sentence back), each finished one appended to the log as
+    it finishes, never after the run has closed it."""
 
     def __init__(self, todo: list[int], log) -> None:
         self.pending, self.log = deque(todo), log
+        self.in_flight = 0  # sentences handed out and not yet finished, failed or given back
         self.failures: list[str] = []
         self.errors: list[BaseException] = []  # a session's thread crashed
         self.withdrawn = 0  # sessions the server had no free stream for
+        self.sessions: set[str] = set()  # open on the server
         self.server_lost = self.closed = False
-        self.lock = threading.Lock()
+        self.changed = threading.Condition()
 
     def stopping(self) -> bool:
         return self.closed or self.server_lost or bool(self.errors)
 
     def next(self) -> int | None:
-        with self.lock:
-            return None if self.stopping() or not self.pending else self.pending.popleft()
+        with self.changed:
+            while not self.stopping():
+                if self.pending:
+                    self.in_flight += 1
+                    return self.pending.popleft()
+                if not self.in_flight:
+                    return None
+                self.changed.wait(0.5)
+            return None
+
+    def _settled(self) -> None:
+        self.in_flight -= 1
+        self.changed.notify_all()
 
     def give_back(self, index: int) -> None:
-        with self.lock:
+        with self.changed:
             self.pending.appendleft(index)
             self.withdrawn += 1
+            self._settled()
 
     def finished(self, record: dict) -> None:
-        with self.lock:
+        with self.changed:
             if not self.closed:
                 self.log.append(record)
+            self._settled()
 
     def failed(self, message: str, server_lost: bool = False) -> None:
-        with self.lock:
+        with self.changed:
             self.failures.append(message)
             self.server_lost = self.server_lost or server_lost
+            self._settled()
 
     def crashed(self, error: BaseException) -> None:
-        with self.lock:
+        with self.changed:
             self.errors.append(error)
+            self.changed.notify_all()
 
-    def close(self) -> None:
-        with self.lock:
+    def opened(self, name: str, is_open: bool = True) -> None:
+        with self.changed:
+            (self.sessions.add if is_open else self.sessions.discard)(name)
+
+    def close(self) -> list[str]:
+        """Stop: no sentence is started or logged any more; the sessions still open."""
+        with self.changed:
             self.closed = True
+            self.changed.notify_all()
+            return sorted(self.sessions)
 
 
 def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> None:
     """The sentences of `indices` the log lacks, `args.batch_size` at a time: a session
     (a thread) per stream, each translating one sentence after another. The threads are
-    daemons: on Ctrl-C the run ends at once, keeping the finished sentences."""
+    daemons: on Ctrl-C the run ends at once, keeping the finished sentences, and closes
+    the sessions they left open."""
     from simuleval.evaluator.instance import INSTANCE_TYPE_DICT
 
-    from east_agent.simuleval_glue.batch import check_failures, record_batching
+    from east_agent.simuleval_glue.batch import record_batching
     from east_agent.simuleval_glue.instance_log import InstanceLog
 
     output = Path(args.output)
@@ -266,13 +294,9 @@ def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> 
         sentences = _Sentences(todo, log)
         make = partial(instance_class, dataloader=dataloader, args=args)
         segment_size = getattr(args, "source_segment_size", 1)
+        session = partial(_session, base_url, sentences, make, segment_size)
         threads = [
-            threading.Thread(
-                target=_session,
-                args=(base_url, sentences, make, segment_size),
-                name=f"session-{number}",
-                daemon=True,
-            )
+            threading.Thread(target=session, name=f"session-{number}", daemon=True)
             for number in range(args.batch_size)
         ]
         try:
@@ -282,26 +306,50 @@ def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> 
                 while thread.is_alive():
                     thread.join(0.2)
         finally:
-            sentences.close()
+            _close_all(base_url, sentences.close())
+    _report(sentences, args.batch_size, len(todo), base_url, log_path)
+
+
+def _close_all(base_url: str, names: list[str]) -> None:
+    """Close the sessions a stopped run left open (all at once, a few seconds at most)."""
+    from requests import Session
+
+    def close(name: str) -> None:
+        with Session() as session:
+            session.headers[SESSION_HEADER] = name
+            _close(session, base_url)
+
+    closing = [threading.Thread(target=close, args=(name,), daemon=True) for name in names]
+    for thread in closing:
+        thread.start()
+    for thread in closing:
+        thread.join(sum(CLOSE_TIMEOUT))
+
+
+def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log: Path) -> None:
+    """Raise for whatever stopped some sentences (one line each); say on stderr when the
+    server had fewer streams than sessions."""
+    from east_agent.simuleval_glue.batch import check_failures
+
     if sentences.errors:
         raise sentences.errors[0]
-    kept = f"the sentences finished before are in {log_path} (--continue-unfinished resumes)"
+    kept = f"the sentences finished before are in {log} (--continue-unfinished resumes)"
     if sentences.server_lost:
         raise RuntimeError(
             f"the server at {base_url} was lost; {kept}:\n  " + "\n  ".join(sentences.failures)
         )
     if sentences.pending:
         raise RuntimeError(
-            f"the server at {base_url} had no free stream (503) for any of the "
-            f"{args.batch_size} sessions; {len(sentences.pending)} sentences are left; {kept}"
+            f"the server at {base_url} had no free stream (503) for any of the {sessions} "
+            f"sessions; {len(sentences.pending)} sentences are left; {kept}"
         )
     if sentences.withdrawn:
         print(
             f"east-remote-eval: the server had no free stream (503) for {sentences.withdrawn} "
-            f"of {args.batch_size} sessions; the others translated every sentence",
+            f"of {sessions} sessions; the other sessions went on",
             file=sys.stderr,
         )
-    check_failures(sentences.failures, len(todo), log_path)
+    check_failures(sentences.failures, tried, log)
 
 
 def _session(base_url: str, sentences: _Sentences, make, segment_size: int) -> None:
@@ -310,9 +358,11 @@ def _session(base_url: str, sentences: _Sentences, make, segment_size: int) -> N
     stream for (503) gives its sentence back and ends; a lost server ends them all."""
     import requests
 
+    name = uuid.uuid4().hex
     try:
         with requests.Session() as session:
-            session.headers[SESSION_HEADER] = uuid.uuid4().hex
+            session.headers[SESSION_HEADER] = name
+            sentences.opened(name)
             try:
                 while (index := sentences.next()) is not None:
                     instance = make(index)
@@ -330,6 +380,7 @@ def _session(base_url: str, sentences: _Sentences, make, segment_size: int) -> N
                     sentences.finished(instance.summarize())
             finally:
                 _close(session, base_url)
+                sentences.opened(name, is_open=False)
     except _Stopped:
         pass
     except BaseException as error:  # handed to the main thread, which raises it
@@ -352,13 +403,13 @@ def main(argv: list[str] | None = None) -> None:
     options.add_scorer_args(parser)
     add_batch_arg(parser)
     args = parser.parse_args()
-    args.source_type = args.source_type or "text"
-    args.target_type = args.target_type or "text"
-    if args.score_only:  # no server needed
+    if args.score_only:  # no server needed; the types are the folder's (config.yaml)
         from east_agent.simuleval_glue.batch import score_folder
 
         score_folder(args)
         return
+    args.source_type = args.source_type or "text"
+    args.target_type = args.target_type or "text"
     from east_agent.simuleval_glue.cli import check_data_files
 
     span = check_data_files(sys.argv[1:])

@@ -96,21 +96,22 @@ def _path_setting(path: Path) -> str | dict:
 
 
 def _same_setting(one, other) -> bool:
-    if _is_file(one) and _is_file(other):
+    if is_file_setting(one) and is_file_setting(other):
         return one["sha256"] == other["sha256"]
-    if isinstance(one, str) and _is_file(other):
+    if isinstance(one, str) and is_file_setting(other):
         return one == other["file"]  # a record written before files were known by content
-    if isinstance(other, str) and _is_file(one):
+    if isinstance(other, str) and is_file_setting(one):
         return other == one["file"]
     return one == other
 
 
-def _is_file(value) -> bool:
+def is_file_setting(value) -> bool:
+    """A data file's setting, known by its content."""
     return isinstance(value, dict) and "sha256" in value and "file" in value
 
 
 def _shown_setting(value) -> str:
-    if _is_file(value):
+    if is_file_setting(value):
         return f"{value['file']!r} (sha256 {value['sha256'][:12]}...)"
     return repr(value)
 

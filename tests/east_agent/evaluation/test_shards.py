@@ -3,6 +3,8 @@
 
 import json
 
+import pytest
+
 from east_agent.evaluation.shards import merge_settings_records
 from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD
 
@@ -17,29 +19,40 @@ def write_records(tmp_path, *records):
     return folders
 
 
-def test_shards_whose_settings_agree_give_the_run_their_record(tmp_path):
-    """A shard resumed since data files are known by content, one written before (its
-    source by path) and one run from a copy of the test set elsewhere all agree."""
-    source = {"file": "/grid/testset/source.txt", "sha256": "ab" * 32}
-    moved = {"file": "/elsewhere/testset/source.txt", "sha256": "ab" * 32}
+SOURCE = {"file": "/grid/testset/source.txt", "sha256": "ab" * 32}
+
+
+@pytest.mark.parametrize(
+    "old",
+    [{"source": "/grid/testset/source.txt"}, {"source": {**SOURCE, "file": "/copy/source.txt"}}],
+    ids=["recorded-by-path", "moved"],
+)
+def test_shards_whose_settings_agree_give_the_run_the_record_by_content(tmp_path, old):
+    """A shard written before data files were known by content (its source by path), or
+    run from a copy of the test set elsewhere, agrees with one resumed since."""
     shards = write_records(
-        tmp_path,
-        {"latency": "low", "source": "/grid/testset/source.txt"},
-        {"latency": "low", "source": moved},
-        {"latency": "low", "source": source},
+        tmp_path, {"latency": "low", **old}, {"latency": "low", "source": SOURCE}
     )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     merge_settings_records(shards, run_dir)
-    assert json.loads((run_dir / SETTINGS_RECORD).read_text())["source"] == source
+    assert json.loads((run_dir / SETTINGS_RECORD).read_text())["source"]["sha256"] == "ab" * 32
 
 
-def test_shards_whose_settings_differ_leave_the_run_without_a_record(tmp_path):
+@pytest.mark.parametrize(
+    "records",
+    [
+        [{"source": SOURCE}, {"source": {**SOURCE, "sha256": "cd" * 32}}],
+        # a path cannot vouch for two contents, wherever it stands
+        [{"source": SOURCE}, {"source": {**SOURCE, "sha256": "cd" * 32}},
+         {"source": "/grid/testset/source.txt"}],
+        [{"source": "/grid/testset/source.txt"}, {"source": {**SOURCE, "file": "/copy/x"}}],
+    ],
+    ids=["changed-file", "changed-file-behind-a-path", "path-against-a-copy"],
+)  # fmt: skip
+def test_shards_whose_settings_differ_leave_the_run_without_a_record(tmp_path, records):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / SETTINGS_RECORD).write_text("{}")  # an earlier merge's
-    changed = {"file": "/grid/testset/source.txt", "sha256": "cd" * 32}
-    source = {"file": "/grid/testset/source.txt", "sha256": "ab" * 32}
-    shards = write_records(tmp_path, {"source": source}, {"source": changed})
-    merge_settings_records(shards, run_dir)
+    merge_settings_records(write_records(tmp_path, *records), run_dir)
     assert not (run_dir / SETTINGS_RECORD).exists()

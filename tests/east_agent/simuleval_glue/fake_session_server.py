@@ -3,10 +3,12 @@
 It speaks the session protocol (`GET /`, `POST /reset`, `PUT /input`, `GET /output`,
 `POST /close`, the `X-Session-Id` header) and translates by echoing each source word as
 soon as it arrives (wait-0, target = source). It can be told to
-- open fewer sessions than the streams it advertises (`open_limit`: 503 beyond it);
+- open fewer sessions than the streams it advertises (`open_limit`: 503 beyond it,
+  after `busy_delay` seconds);
 - refuse a sentence holding a word (`refuse_word`: 422 on `GET /output`);
 - drop the connection at a word (`drop_word`: no answer at all, as a server that died);
-- hold every `GET /output` (`hold`: until the test ends);
+- hold every `GET /output` until the test ends (`hold="output"`), or `POST /close` too
+  (`hold="all"`: a silent server);
 - make the first output of `together` sessions wait until all of them ask at once (a
   client that sent its sentences one after another fails: 500 after 20 s).
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from simuleval.data.segments import EmptySegment, TextSegment
@@ -27,13 +30,15 @@ class FakeSessionServer:
         open_limit: int | None = None,
         refuse_word: str | None = None,
         drop_word: str | None = None,
-        hold: bool = False,
+        hold: str | None = None,
         together: int = 0,
+        busy_delay: float = 0.0,
     ) -> None:
         self.streams = streams
         self.open_limit = streams if open_limit is None else open_limit
         self.refuse_word, self.drop_word, self.hold = refuse_word, drop_word, hold
         self.together = threading.Barrier(together, timeout=20) if together else None
+        self.busy_delay = busy_delay
         self.sessions: dict[str, dict] = {}
         self.held = threading.Semaphore(0)  # one release per request being held
         self.released = threading.Event()
@@ -59,12 +64,15 @@ class FakeSessionServer:
                 self.sessions[name] = {"words": [], "sent": 0, "finished": False, "asked": 0}
             return self.sessions[name]
 
+    def _hold(self, handler) -> None:
+        self.held.release()
+        self.released.wait()
+        handler.close_connection_now()
+
     def _output(self, handler, session: dict) -> None:
         session["asked"] += 1
         if self.hold:
-            self.held.release()
-            self.released.wait()
-            return handler.close_connection_now()
+            return self._hold(handler)
         if self.together is not None and session["asked"] == 1:
             try:
                 self.together.wait()
@@ -103,6 +111,7 @@ class FakeSessionServer:
             def session(self) -> dict | None:
                 session = server._open(self.headers.get("X-Session-Id", ""))
                 if session is None:
+                    time.sleep(server.busy_delay)
                     self.answer(503, {"error": "all streams are in use"})
                 return session
 
@@ -119,6 +128,8 @@ class FakeSessionServer:
             def do_POST(self) -> None:
                 self.body()
                 if self.path == "/close":
+                    if server.hold == "all":
+                        return server._hold(self)
                     with server.lock:
                         server.sessions.pop(self.headers.get("X-Session-Id", ""), None)
                     return self.answer(200, {})

@@ -57,11 +57,12 @@ def test_sentences_are_sent_together_and_logged_in_index_order(test_set, tmp_pat
 def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path):
     """The server advertised three free streams, then had two (another client took one)."""
     output = tmp_path / "out"
-    with FakeSessionServer(streams=3, open_limit=2) as server:
-        result = remote_eval(server.port, test_set, output, "--batch-size", 3)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "no free stream (503) for 1 of 3 sessions" in result.stderr
-    assert [r["index"] for r in logged(output)] == list(range(6))
+    for busy_delay in (0.0, 2.0):  # 2 s: the others have finished the rest by then
+        with FakeSessionServer(streams=3, open_limit=2, busy_delay=busy_delay) as server:
+            result = remote_eval(server.port, test_set, output, "--batch-size", 3)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "no free stream (503) for 1 of 3 sessions" in result.stderr
+        assert [r["index"] for r in logged(output)] == list(range(6))
     with FakeSessionServer(streams=3, open_limit=0) as server:
         result = remote_eval(server.port, test_set, tmp_path / "none", "--batch-size", 3)
     assert result.returncode == 2 and "Traceback" not in result.stderr
@@ -92,24 +93,30 @@ def test_a_lost_server_ends_the_run_keeping_the_finished_sentences(test_set, tmp
     assert 4 not in finished and {0, 1, 2} <= finished
 
 
-def test_ctrl_c_ends_a_run_waiting_on_a_silent_server(test_set, tmp_path):
-    with FakeSessionServer(streams=3, hold=True) as server:
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("hold", ["output", "all"])
+def test_ctrl_c_ends_a_run_waiting_on_the_server(test_set, tmp_path, batch, hold):
+    """Waiting for output, Ctrl-C ends the run within seconds and closes its sessions; a
+    silent server (`hold="all"`: not even a close is answered) holds it a few seconds."""
+    with FakeSessionServer(streams=3, hold=hold) as server:
         command = [
             console_script("east-remote-eval"),
             "--remote-address", "127.0.0.1", "--remote-port", str(server.port),
             "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
-            "--output", str(tmp_path / "out"), "--batch-size", "3",
+            "--output", str(tmp_path / "out"), "--batch-size", str(batch),
         ]  # fmt: skip
         client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
         try:
-            for _ in range(3):  # every session waits for an answer
+            for _ in range(batch):  # every session waits for an answer
                 assert server.held.acquire(timeout=60), client.stderr
             client.send_signal(signal.SIGINT)
             started = time.monotonic()
-            client.wait(timeout=20)
+            client.wait(timeout=30)
         finally:
             client.kill()
         assert time.monotonic() - started < 10
+        if hold == "output":
+            assert not server.sessions  # a rerun finds its streams free
     assert client.returncode != 0
 
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-from pathlib import Path
 
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
 from east_agent.common.arguments import non_negative_int, positive_int
-from east_agent.common.text_lines import read_simuleval_lines
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
 from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint
+from east_agent.simuleval_glue.data_files import check_source_file
 
 logger = logging.getLogger("east_agent")
 
@@ -127,52 +126,6 @@ def load_east(args: argparse.Namespace, max_context: int | None):
         device=getattr(args, "device", "cpu"),
         trust_remote_code=args.trust_remote_code,
     )
-
-
-_CHECKED_FILES: set[tuple] = set()  # files found good in this process, as they were then
-
-
-def _file_state(path: str) -> tuple[str, int, int]:
-    status = Path(path).stat()
-    return str(Path(path).resolve()), status.st_size, status.st_mtime_ns
-
-
-def check_source_file(source: str | None, target: str | None = None) -> None:
-    """Refuse a source file with empty lines, or a reference file with another number of
-    lines, before any model is loaded (and either file not UTF-8, or with a carriage return
-    inside a line, where SimulEval's reader would start another sentence). Files found good
-    are not read again in this process unless they change (`east-simuleval` checks them
-    before SimulEval builds the agent, and the agent checks them again)."""
-    for flag, path in (("--source", source), ("--target", target)):
-        if path and not Path(path).is_file():
-            raise ValueError(f"{flag} {path}: no such file")
-    if not source:
-        return
-    checked = (_file_state(source), _file_state(target) if target else None)
-    if checked in _CHECKED_FILES:
-        return
-    _check_lines(source, target)
-    _CHECKED_FILES.add(checked)
-
-
-def _check_lines(source: str, target: str | None) -> None:
-    lines = read_simuleval_lines(source)
-    empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
-    if empty:
-        shown = ", ".join(str(number) for number in empty[:10])
-        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
-        raise ValueError(
-            f"{source}: line {shown}{more}: empty source sentence; remove it "
-            "(and the matching reference line) before evaluating (with --long-form a line "
-            "is a whole talk: join the paragraphs of a talk into one line)"
-        )
-    if target:
-        references = read_simuleval_lines(target)
-        if len(references) != len(lines):
-            raise ValueError(
-                f"{source} has {len(lines)} lines but {target} has {len(references)}: "
-                "each source sentence needs its reference on the same line"
-            )
 
 
 class StreamingAgent(TextToTextAgent):

@@ -26,10 +26,13 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from east_agent.common.arguments import positive_int
-from east_agent.decoding.stream_pool import NoFreeStream, StreamPool
-from east_agent.decoding.streaming import Stream
+
+if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without torch
+    from east_agent.decoding.stream_pool import StreamPool
+    from east_agent.decoding.streaming import Stream
 
 logger = logging.getLogger("east_agent.simuleval_glue.agent_server")
 
@@ -80,6 +83,8 @@ class AgentService:
 
     def _open(self, name: str) -> Session:
         from simuleval.agents.states import AgentStates
+
+        from east_agent.decoding.stream_pool import NoFreeStream
 
         try:
             stream = self.pool.acquire()
@@ -282,6 +287,8 @@ def bind_address(remote_address: str) -> str:
 def serve(agent_class, args: argparse.Namespace) -> None:
     """Load the agent's model once and serve `args.batch_size` sessions until killed."""
     from tornado import ioloop
+
+    from east_agent.decoding.stream_pool import StreamPool
 
     config = agent_class.decoding_config(args)
     model, tokenizer = agent_class.load(args, config)

@@ -34,7 +34,6 @@ from pathlib import Path
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import write_atomically
-from east_agent.decoding.batching import Sentence, translate_batch
 from east_agent.simuleval_glue import simuleval_fixes
 from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
 from east_agent.simuleval_glue.instance_log import InstanceLog, finished_records, sort_log
@@ -118,7 +117,7 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     one checkpoint loaded for all its runs)."""
     from simuleval.data.dataloader import build_dataloader
 
-    from east_agent.simuleval_glue.adapter import check_source_file
+    from east_agent.simuleval_glue.data_files import check_source_file
 
     config = agent_class.checked_config(args)
     check_source_file(getattr(args, "source", None), getattr(args, "target", None))
@@ -200,6 +199,8 @@ def record_batching(
 def _translate(decoder, dataloader, args, indices: range, log_path: Path):
     """Translate the sentences of `indices` the log lacks, appending each as it finishes;
     return the failures (named) and the indices that were to do."""
+    from east_agent.decoding.batching import Sentence, translate_batch
+
     failures = []
     with InstanceLog(log_path, resume=args.continue_unfinished) as log:
         todo = [index for index in indices if index not in log.done]

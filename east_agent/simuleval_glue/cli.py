@@ -132,6 +132,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
 
     from east_agent.decoding.streaming import ContextOverflowError
     from east_agent.simuleval_glue.batch import score
+    from east_agent.simuleval_glue.data_files import check_data_files
     from east_agent.simuleval_glue.run_folder import loop_in, output_of
 
     span = check_data_files(argv)
@@ -177,33 +178,6 @@ def _agent_class():
     if agent_class.__module__ == "agents":
         EVALUATION_SYSTEM_LIST[:] = registered
     return agent_class
-
-
-TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line
-
-
-def check_data_files(argv: list[str]) -> tuple[int, int] | None:
-    """The source and reference files, checked before SimulEval builds the agent; the span
-    of sentences the run covers (None without a source file)."""
-    from east_agent.common.text_lines import read_simuleval_lines
-    from east_agent.simuleval_glue.adapter import check_source_file
-
-    parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
-    parser.add_argument("--source")
-    parser.add_argument("--target")
-    parser.add_argument("--start-index", type=int, default=0)
-    parser.add_argument("--end-index", type=int, default=-1)
-    parser.add_argument("--dataloader", default=TEXT_DATALOADER)
-    parser.add_argument("--dataloader-class")
-    known, _ = parser.parse_known_args(argv)
-    if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
-        return None  # not text files of lines: the dataloader's own business
-    check_source_file(known.source, known.target)
-    if not known.source:
-        return None
-    sentences = len(read_simuleval_lines(known.source))
-    end = sentences if known.end_index < 0 else min(known.end_index, sentences)
-    return known.start_index, end
 
 
 def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None) -> str:

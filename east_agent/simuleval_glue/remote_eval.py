@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.source_type = args.source_type or "text"
     args.target_type = args.target_type or "text"
-    from east_agent.simuleval_glue.cli import check_data_files
+    from east_agent.simuleval_glue.data_files import check_data_files
 
     span = check_data_files(sys.argv[1:])
     evaluate_remote(args, span)

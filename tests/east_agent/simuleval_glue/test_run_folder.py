@@ -70,7 +70,7 @@ def test_settings_are_recorded_with_a_fresh_log_and_checked_on_resume(tmp_path):
 
 @pytest.mark.parametrize("dataloader", [[], ["--dataloader", "text-to-text"]])
 def test_simulevals_text_reader_gets_its_files_checked_and_its_span(tmp_path, dataloader):
-    from east_agent.simuleval_glue.cli import check_data_files
+    from east_agent.simuleval_glue.data_files import check_data_files
 
     source = tmp_path / "src.txt"
     source.write_text("a\nb\nc\n")

@@ -1,23 +1,23 @@
-"""The agents' shared checks (`east_agent.simuleval_glue.adapter`)."""
+"""A run's source and reference files, checked before anything loads (`data_files`)."""
 
 from __future__ import annotations
 
 import pytest
 
-from east_agent.simuleval_glue import adapter
+from east_agent.simuleval_glue import data_files
 
 
 @pytest.fixture
 def counted_reads(monkeypatch):
     """How many times each file was read by the source check."""
     reads: list[str] = []
-    read = adapter.read_simuleval_lines
+    read = data_files.read_simuleval_lines
 
     def counting(path):
         reads.append(str(path))
         return read(path)
 
-    monkeypatch.setattr(adapter, "read_simuleval_lines", counting)
+    monkeypatch.setattr(data_files, "read_simuleval_lines", counting)
     return reads
 
 
@@ -27,16 +27,16 @@ def test_good_files_are_read_once_until_they_change(tmp_path, counted_reads):
     source, target = tmp_path / "src.txt", tmp_path / "ref.txt"
     source.write_text("Die Katze\nDer Hund\n")
     target.write_text("The cat\nThe dog\n")
-    adapter.check_source_file(str(source), str(target))
-    adapter.check_source_file(str(source), str(target))
+    data_files.check_source_file(str(source), str(target))
+    data_files.check_source_file(str(source), str(target))
     assert counted_reads == [str(source), str(target)]
 
     target.write_text("The cat\nThe dog\nThe bird\n")
     with pytest.raises(ValueError, match="has 2 lines but .*ref.txt has 3"):
-        adapter.check_source_file(str(source), str(target))
+        data_files.check_source_file(str(source), str(target))
     source.write_text("Die Katze\n\nDer Vogel\n")
     with pytest.raises(ValueError, match="src.txt: line 2: empty source sentence"):
-        adapter.check_source_file(str(source), str(target))
+        data_files.check_source_file(str(source), str(target))
 
 
 def test_a_bad_file_is_refused_every_time(tmp_path, counted_reads):
@@ -44,5 +44,5 @@ def test_a_bad_file_is_refused_every_time(tmp_path, counted_reads):
     source.write_text("Die Katze\n\nDer Hund\n")
     for _ in range(2):
         with pytest.raises(ValueError, match="line 2: empty source sentence"):
-            adapter.check_source_file(str(source))
+            data_files.check_source_file(str(source))
     assert counted_reads == [str(source)] * 2

@@ -1,0 +1,81 @@
+"""A run's source and reference files, checked before anything slow starts.
+
+Torch-free, so that `east-remote-eval` (the evaluator's side, which loads no model)
+checks them as `east-simuleval` and the agents do.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from east_agent.common.text_lines import read_simuleval_lines
+
+_CHECKED_FILES: set[tuple] = set()  # files found good in this process, as they were then
+
+
+def _file_state(path: str) -> tuple[str, int, int]:
+    status = Path(path).stat()
+    return str(Path(path).resolve()), status.st_size, status.st_mtime_ns
+
+
+def check_source_file(source: str | None, target: str | None = None) -> None:
+    """Refuse a source file with empty lines, or a reference file with another number of
+    lines, before any model is loaded (and either file not UTF-8, or with a carriage return
+    inside a line, where SimulEval's reader would start another sentence). Files found good
+    are not read again in this process unless they change (`east-simuleval` checks them
+    before SimulEval builds the agent, and the agent checks them again)."""
+    for flag, path in (("--source", source), ("--target", target)):
+        if path and not Path(path).is_file():
+            raise ValueError(f"{flag} {path}: no such file")
+    if not source:
+        return
+    checked = (_file_state(source), _file_state(target) if target else None)
+    if checked in _CHECKED_FILES:
+        return
+    _check_lines(source, target)
+    _CHECKED_FILES.add(checked)
+
+
+def _check_lines(source: str, target: str | None) -> None:
+    lines = read_simuleval_lines(source)
+    empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
+    if empty:
+        shown = ", ".join(str(number) for number in empty[:10])
+        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
+        raise ValueError(
+            f"{source}: line {shown}{more}: empty source sentence; remove it "
+            "(and the matching reference line) before evaluating (with --long-form a line "
+            "is a whole talk: join the paragraphs of a talk into one line)"
+        )
+    if target:
+        references = read_simuleval_lines(target)
+        if len(references) != len(lines):
+            raise ValueError(
+                f"{source} has {len(lines)} lines but {target} has {len(references)}: "
+                "each source sentence needs its reference on the same line"
+            )
+
+
+TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line
+
+
+def check_data_files(argv: list[str]) -> tuple[int, int] | None:
+    """The source and reference files, checked before SimulEval builds the agent; the span
+    of sentences the run covers (None without a source file)."""
+    parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
+    parser.add_argument("--source")
+    parser.add_argument("--target")
+    parser.add_argument("--start-index", type=int, default=0)
+    parser.add_argument("--end-index", type=int, default=-1)
+    parser.add_argument("--dataloader", default=TEXT_DATALOADER)
+    parser.add_argument("--dataloader-class")
+    known, _ = parser.parse_known_args(argv)
+    if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
+        return None  # not text files of lines: the dataloader's own business
+    check_source_file(known.source, known.target)
+    if not known.source:
+        return None
+    sentences = len(read_simuleval_lines(known.source))
+    end = sentences if known.end_index < 0 else min(known.end_index, sentences)
+    return known.start_index, end

@@ -179,3 +179,26 @@ def test_a_folder_being_written_is_refused(test_set, tmp_path):
     assert result.returncode != 0
     assert f"{output} is being written by process" in result.stderr, result.stderr[-2000:]
     assert sorted(path.name for path in output.iterdir()) == [INSTANCES_LOCK, "scores.tsv"]
+
+
+def test_the_evaluators_side_imports_no_torch(test_set, tmp_path):
+    """A whole evaluation, scores included, in a process that never imports torch."""
+    import sys
+
+    with FakeSessionServer(streams=2) as server:
+        arguments = [
+            "--remote-address", "127.0.0.1", "--remote-port", str(server.port),
+            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
+            "--output", str(tmp_path / "out"), "--batch-size", "2", "--no-progress-bar",
+        ]  # fmt: skip
+        program = (
+            "import sys\n"
+            "from east_agent.simuleval_glue.remote_eval import main\n"
+            f"main({arguments!r})\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "out" / "scores.tsv").exists()

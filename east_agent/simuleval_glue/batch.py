@@ -117,7 +117,7 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     one checkpoint loaded for all its runs)."""
     from simuleval.data.dataloader import build_dataloader
 
-    from east_agent.simuleval_glue.data_files import check_source_file
+    from east_agent.simuleval_glue.data_files import check_source_file, sentence_span
 
     config = agent_class.checked_config(args)
     check_source_file(getattr(args, "source", None), getattr(args, "target", None))
@@ -126,13 +126,8 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     dataloader = build_dataloader(args)
     settings = translation_settings(agent_class, args)
     translate = partial(_translate_all, agent_class, args, config, load, dataloader)
-    run_out_of_order(args, sentence_span(args, len(dataloader)), settings, translate)
-
-
-def sentence_span(args: argparse.Namespace, sentences: int) -> range:
-    """The sentences `--start-index` .. `--end-index` of a test set of `sentences`."""
-    end = args.end_index if args.end_index >= 0 else sentences
-    return range(args.start_index, min(end, sentences))
+    span = sentence_span(args.start_index, args.end_index, len(dataloader))
+    run_out_of_order(args, span, settings, translate)
 
 
 def run_out_of_order(

@@ -76,6 +76,13 @@ def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     check_source_file(known.source, known.target)
     if not known.source:
         return None
-    sentences = len(read_simuleval_lines(known.source))
-    end = sentences if known.end_index < 0 else min(known.end_index, sentences)
-    return known.start_index, end
+    span = sentence_span(
+        known.start_index, known.end_index, len(read_simuleval_lines(known.source))
+    )
+    return span.start, span.stop
+
+
+def sentence_span(start_index: int, end_index: int, sentences: int) -> range:
+    """The sentences `--start-index` .. `--end-index` (below 0: to the end) of a test set
+    of `sentences`."""
+    return range(start_index, sentences if end_index < 0 else min(end_index, sentences))

@@ -199,11 +199,13 @@ def _failure(index: int, error) -> str:
 def _evaluate_concurrently(args: argparse.Namespace, base_url: str) -> None:
     from simuleval.data.dataloader import build_dataloader
 
-    from east_agent.simuleval_glue.batch import run_out_of_order, sentence_span
+    from east_agent.simuleval_glue.batch import run_out_of_order
+    from east_agent.simuleval_glue.data_files import sentence_span
 
     dataloader = build_dataloader(args)
     translate = partial(_translate_concurrently, args, base_url, dataloader)
-    run_out_of_order(args, sentence_span(args, len(dataloader)), None, translate)
+    span = sentence_span(args.start_index, args.end_index, len(dataloader))
+    run_out_of_order(args, span, None, translate)
 
 
 class _Sentences:

@@ -3,8 +3,10 @@
 Every console script's `main` is wrapped by `command_line("east-eval")`: the project's
 errors (`ValueError`, including the data-file errors; `RuntimeError` for runs that
 could not finish; a missing or already existing file) become `east-eval: <message>` on
-stderr and exit status 2, the status argparse gives a bad flag. Anything else is a bug
-and keeps its traceback.
+stderr and exit status 2, the status argparse gives a bad flag. Ctrl-C ends it with
+`east-eval: interrupted` and status 130 (128 + SIGINT), after the command's own clean-up
+(`finally` blocks: locks, sessions, child processes). Anything else is a bug and keeps
+its traceback.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import TypeVar
 
 USER_ERRORS = (ValueError, RuntimeError, FileNotFoundError, FileExistsError)
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 Main = TypeVar("Main", bound=Callable)
 
@@ -34,6 +37,9 @@ def command_line(command: str) -> Callable[[Main], Main]:
                 return main(*args, **kwargs)
             except USER_ERRORS as error:
                 fail(command, error)
+            except KeyboardInterrupt:
+                print(f"{command}: interrupted", file=sys.stderr)
+                sys.exit(EXIT_INTERRUPTED)
 
         return wrapped
 

@@ -25,7 +25,7 @@ from east_agent.simuleval_glue.run_folder import (
     INSTANCES_LOCK,
     SETTINGS_RECORD,
     clear_scores,
-    is_file_setting,
+    is_content_setting,
     settings_differ,
 )
 
@@ -82,7 +82,7 @@ def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
         remove(run_dir / SETTINGS_RECORD)
         return
     # the record knowing most files by content (a shard resumed since they are)
-    record = max(records, key=lambda record: sum(map(is_file_setting, record.values())))
+    record = max(records, key=lambda record: sum(map(is_content_setting, record.values())))
     write_atomically(run_dir / SETTINGS_RECORD, json.dumps(record, indent=2) + "\n")
 
 

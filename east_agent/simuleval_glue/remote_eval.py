@@ -32,9 +32,10 @@ finished sentences (and scores a complete log); `--score-only` needs no server.
 Faults: no server answering is one line before the folder changes. A sentence the server
 refuses (too long for its context: 422) is named with the server's reason; a session it
 has no stream for (503) gives its sentence back to the others; a lost server ends the
-run. Sessions are closed whatever happens (Ctrl-C included), every request gives up
-after `REQUEST_TIMEOUT` and a close after `CLOSE_TIMEOUT`; Ctrl-C ends a concurrent run
-at once (its threads are daemons).
+run, as does a request the server leaves unanswered for `--request-timeout` seconds
+(600). Sessions are closed whatever happens (Ctrl-C included), a close waits
+`CLOSE_TIMEOUT` at most; Ctrl-C ends a run at once (a concurrent run's threads are
+daemons), in one line.
 """
 
 from __future__ import annotations
@@ -47,10 +48,12 @@ from collections import deque
 from functools import partial
 from pathlib import Path
 
+from east_agent.common.arguments import positive_int
 from east_agent.common.entry import command_line
 from east_agent.simuleval_glue.agent_server import SESSION_HEADER
 
-REQUEST_TIMEOUT = (10, 600)  # seconds to connect, and to wait for an answer (a step)
+CONNECT_SECONDS = 10
+ANSWER_SECONDS = 600  # --request-timeout: the longest wait for an answer (a step)
 CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
 
@@ -128,12 +131,14 @@ def _loop(args: argparse.Namespace, base_url: str) -> None:
     from simuleval.evaluator import SentenceLevelEvaluator
 
     evaluator = SentenceLevelEvaluator.from_args(args)
+    timeout = (CONNECT_SECONDS, args.request_timeout)
     with requests.Session() as session:
         session.headers[SESSION_HEADER] = uuid.uuid4().hex
         try:
             for instance in evaluator.iterator:
+                segment_size = evaluator.source_segment_size
                 try:
-                    _translate(session, base_url, instance, evaluator.source_segment_size)
+                    _translate(session, base_url, instance, segment_size, timeout)
                 except requests.RequestException as error:
                     kept = (
                         f"; the sentences finished before it are in {args.output}/"
@@ -156,19 +161,20 @@ class _Stopped(Exception):
     """The run is stopping: a session leaves its sentence unfinished."""
 
 
-def _translate(session, base_url: str, instance, segment_size: int, stopping=None) -> None:
-    """One sentence, unit by unit, through the server (`stopping()`: give up between units)."""
+def _translate(
+    session, base_url: str, instance, segment_size: int, timeout: tuple, stopping=None
+) -> None:
+    """One sentence, unit by unit, through the server (`timeout`: seconds to connect and
+    to wait for each answer; `stopping()`: give up between units)."""
     from simuleval.data.segments import segment_from_json_string
 
-    session.post(f"{base_url}/reset", timeout=REQUEST_TIMEOUT).raise_for_status()
+    session.post(f"{base_url}/reset", timeout=timeout).raise_for_status()
     while not instance.finish_prediction:
         if stopping is not None and stopping():
             raise _Stopped
         segment = _serializable(instance.send_source(segment_size))
-        session.put(
-            f"{base_url}/input", data=segment.json(), timeout=REQUEST_TIMEOUT
-        ).raise_for_status()
-        reply = session.get(f"{base_url}/output", timeout=REQUEST_TIMEOUT)
+        session.put(f"{base_url}/input", data=segment.json(), timeout=timeout).raise_for_status()
+        reply = session.get(f"{base_url}/output", timeout=timeout)
         reply.raise_for_status()
         instance.receive_prediction(segment_from_json_string(reply.text))
 
@@ -186,7 +192,11 @@ def _close(session, base_url: str) -> None:
 
 def _failure(index: int, error) -> str:
     """What went wrong with sentence `index`: the server's own reason when it gave one."""
+    from requests import ReadTimeout
+
     reply = getattr(error, "response", None)
+    if isinstance(error, ReadTimeout):
+        return f"sentence {index}: the server gave no answer in time (--request-timeout)"
     if reply is None:
         return f"sentence {index}: the server was lost ({type(error).__name__})"
     try:
@@ -296,7 +306,8 @@ def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> 
         sentences = _Sentences(todo, log)
         make = partial(instance_class, dataloader=dataloader, args=args)
         segment_size = getattr(args, "source_segment_size", 1)
-        session = partial(_session, base_url, sentences, make, segment_size)
+        timeout = (CONNECT_SECONDS, args.request_timeout)
+        session = partial(_session, base_url, sentences, make, segment_size, timeout)
         threads = [
             threading.Thread(target=session, name=f"session-{number}", daemon=True)
             for number in range(args.batch_size)
@@ -354,7 +365,7 @@ def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log
     check_failures(sentences.failures, tried, log)
 
 
-def _session(base_url: str, sentences: _Sentences, make, segment_size: int) -> None:
+def _session(base_url: str, sentences: _Sentences, make, segment_size: int, timeout: tuple) -> None:
     """One session of the server, translating sentences until none is left: a sentence
     the server refuses is named and the next one taken; a session the server has no
     stream for (503) gives its sentence back and ends; a lost server ends them all."""
@@ -369,7 +380,9 @@ def _session(base_url: str, sentences: _Sentences, make, segment_size: int) -> N
                 while (index := sentences.next()) is not None:
                     instance = make(index)
                     try:
-                        _translate(session, base_url, instance, segment_size, sentences.stopping)
+                        _translate(
+                            session, base_url, instance, segment_size, timeout, sentences.stopping
+                        )
                     except requests.HTTPError as error:
                         if error.response.status_code == NO_FREE_STREAM:
                             sentences.give_back(index)
@@ -404,6 +417,14 @@ def main(argv: list[str] | None = None) -> None:
     options.add_evaluator_args(parser)
     options.add_scorer_args(parser)
     add_batch_arg(parser)
+    parser.add_argument(
+        "--request-timeout",
+        type=positive_int,
+        default=ANSWER_SECONDS,
+        metavar="SECONDS",
+        help="the longest wait for the server's answer to one request; a server silent "
+        "that long is taken as lost (default: %(default)s)",
+    )
     args = parser.parse_args()
     if args.score_only:  # no server needed; the types are the folder's (config.yaml)
         from east_agent.simuleval_glue.batch import score_folder

@@ -13,7 +13,8 @@
   data files; not where it runs nor how it is scored) are recorded with the log
   (`run_settings.json`), and a resumed run that asks for other settings is refused, naming
   them. Data files are known by their content, so a folder moved with its test set (a
-  grid's) resumes; folders (a model) by where they are. A run whose settings cannot be
+  grid's) resumes, and model folders by a fingerprint of theirs (`folder_fingerprint`),
+  so a moved or copied checkpoint resumes too. A run whose settings cannot be
   read here (`--system-dir`, `east-remote-eval`) leaves no record, and a log without one
   is resumed as it is.
 - A resumed log must lie within the run's `--start-index` .. `--end-index`: sentences
@@ -50,6 +51,9 @@ NOT_SETTINGS = {
     "session_timeout", "kv_cache", "device", "agent", "source_type", "target_type",
 }  # fmt: skip
 PATHS = {"user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
+MODEL_FOLDERS = {"model_path", "adapter_path"}  # known by a fingerprint, other folders by path
+WHOLE_FILE_BYTES = 8 << 20  # model files up to this size are read whole for the fingerprint
+SAMPLES, SAMPLE_BYTES = 16, 64 << 10  # the blocks read of a larger (weights) file
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -76,43 +80,81 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
         elif not isinstance(value, PLAIN):
             continue
         if name in PATHS and value is not None:
-            value = _path_setting(Path(value))
+            value = _path_setting(Path(value), name in MODEL_FOLDERS)
         settings[name] = value
     return settings
 
 
-def _path_setting(path: Path) -> str | dict:
-    """A file by its content (a moved or copied file is the same one), a folder by where
-    it is (hashing a model's weights would take longer than many runs)."""
+def _path_setting(path: Path, model_folder: bool) -> str | dict:
+    """A file by its content (a moved or copied file is the same one), a model folder by
+    its fingerprint, another folder by where it is."""
     if not path.exists():
         return str(path)
-    if not path.is_file():
-        return str(path.resolve())
+    if path.is_file():
+        digest = hashlib.sha256()
+        _read_into(digest, path, 0, None)
+        return {"file": str(path.resolve()), "sha256": digest.hexdigest()}
+    if model_folder:
+        return {"folder": str(path.resolve()), "sha256": folder_fingerprint(path)}
+    return str(path.resolve())
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """SHA-256 over the folder's files (not its subfolders nor hidden files): each one's
+    name and size, small ones (configuration, tokenizer) whole, and of a larger one
+    (weights) its first and last MiB and `SAMPLES` blocks spread over it. Reading 16 GB
+    of weights would cost more than many runs; a fine-tuned checkpoint differs from
+    another in bytes throughout, so the blocks tell them apart."""
     digest = hashlib.sha256()
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file():
+            continue
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        if size <= WHOLE_FILE_BYTES:
+            _read_into(digest, path, 0, None)
+            continue
+        offsets = [size * number // (SAMPLES + 1) for number in range(1, SAMPLES + 1)]
+        for offset, length in [(0, 1 << 20), *((o, SAMPLE_BYTES) for o in offsets)]:
+            _read_into(digest, path, offset, length)
+        _read_into(digest, path, size - (1 << 20), 1 << 20)
+    return digest.hexdigest()
+
+
+def _read_into(digest, path: Path, offset: int, length: int | None) -> None:
+    """Feed `length` bytes of `path` from `offset` (None: to the end) to `digest`."""
     with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
+        handle.seek(offset)
+        left = length
+        while block := handle.read(1 << 20 if left is None else min(1 << 20, left)):
             digest.update(block)
-    return {"file": str(path.resolve()), "sha256": digest.hexdigest()}
+            if left is not None and not (left := left - len(block)):
+                break
 
 
 def _same_setting(one, other) -> bool:
-    if is_file_setting(one) and is_file_setting(other):
+    if is_content_setting(one) and is_content_setting(other):
         return one["sha256"] == other["sha256"]
-    if isinstance(one, str) and is_file_setting(other):
-        return one == other["file"]  # a record written before files were known by content
-    if isinstance(other, str) and is_file_setting(one):
-        return other == one["file"]
+    # a record written before files (2026-12-02) or model folders were known by content
+    if isinstance(one, str) and is_content_setting(other):
+        return one == _where(other)
+    if isinstance(other, str) and is_content_setting(one):
+        return other == _where(one)
     return one == other
 
 
-def is_file_setting(value) -> bool:
-    """A data file's setting, known by its content."""
-    return isinstance(value, dict) and "sha256" in value and "file" in value
+def is_content_setting(value) -> bool:
+    """A data file's or model folder's setting, known by its content."""
+    return isinstance(value, dict) and "sha256" in value and ("file" in value or "folder" in value)
+
+
+def _where(value: dict) -> str:
+    return value.get("file", value.get("folder"))
 
 
 def _shown_setting(value) -> str:
-    if is_file_setting(value):
-        return f"{value['file']!r} (sha256 {value['sha256'][:12]}...)"
+    if is_content_setting(value):
+        return f"{_where(value)!r} (sha256 {value['sha256'][:12]}...)"
     return repr(value)
 
 

@@ -1,6 +1,7 @@
 """`east-simuleval --batch-size N`: SimulEval's output folder, N sentences at a time."""
 
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -355,16 +356,17 @@ def test_a_log_outside_the_resumed_span_is_refused_before_loading(test_set, tmp_
     assert sorted(path.name for path in output.iterdir()) == ["instances.lock", "instances.log"]
 
 
-def test_a_run_moved_with_its_test_set_resumes(east_checkpoint, tmp_path):
+def test_a_run_moved_with_its_test_set_and_model_resumes(east_checkpoint, tmp_path):
     """A grid keeps its test set in its output folder: moving the folder changes the data
-    files' paths, not their content."""
+    files' paths, not their content; nor does moving the checkpoint change its fingerprint."""
     folder = write_test_set(tmp_path / "grid", 3, seed=17)
-    arguments = agent_arguments(east_checkpoint, folder, folder / "out", "--batch-size", 3)
+    shutil.copytree(east_checkpoint, folder / "model")
+    arguments = agent_arguments(folder / "model", folder, folder / "out", "--batch-size", 3)
     first = run_simuleval(*arguments, "--end-index", 2)
     assert first.returncode == 0, first.stderr[-3000:]
     moved = tmp_path / "moved"
     folder.rename(moved)
-    arguments = agent_arguments(east_checkpoint, moved, moved / "out", "--batch-size", 3)
+    arguments = agent_arguments(moved / "model", moved, moved / "out", "--batch-size", 3)
     resumed = run_simuleval(*arguments, "--continue-unfinished")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [r["index"] for r in instances(moved / "out")] == [0, 1, 2]

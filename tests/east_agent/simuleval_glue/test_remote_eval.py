@@ -117,7 +117,20 @@ def test_ctrl_c_ends_a_run_waiting_on_the_server(test_set, tmp_path, batch, hold
         assert time.monotonic() - started < 10
         if hold == "output":
             assert not server.sessions  # a rerun finds its streams free
-    assert client.returncode != 0
+    assert client.returncode == 130
+    assert client.stderr.read().strip().splitlines()[-1] == "east-remote-eval: interrupted"
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_server_silent_past_the_request_timeout_is_taken_as_lost(test_set, tmp_path, batch):
+    with FakeSessionServer(streams=3, hold="output") as server:
+        started = time.monotonic()
+        result = remote_eval(server.port, test_set, tmp_path / "out", "--batch-size", batch,
+                             "--request-timeout", 1)  # fmt: skip
+        assert time.monotonic() - started < 60
+        assert not server.sessions
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "sentence 0: the server gave no answer in time (--request-timeout)" in result.stderr
 
 
 def test_score_only_scores_the_log_without_a_server(test_set, tmp_path):

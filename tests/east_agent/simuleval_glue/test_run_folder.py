@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 
 import pytest
 
@@ -106,6 +107,53 @@ def test_data_files_are_known_by_their_content(tmp_path):
         json.dumps({"agent_class": "Agent", "latency": "low", "source": str(moved / "src.txt")})
     )
     resume(moved / "src.txt")
+
+
+def test_a_model_folder_is_known_by_its_fingerprint(tmp_path):
+    """A moved checkpoint resumes; other weights, another configuration or another file
+    do not; a record naming the folder by path (before 2026-12-02) still resumes there."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    weights = bytearray(random.Random(0).randbytes(20 << 20))  # read in samples
+    (model / "model.safetensors").write_bytes(weights)
+    (model / "checkpoint-100").mkdir()  # subfolders are not the model's
+    output = tmp_path / "out"
+    settings = run_folder.translation_settings(Agent, argparse.Namespace(model_path=str(model)))
+    with writing(output, settings, resume=False, run=True):
+        write_log(output / "instances.log", [0])
+
+    def resume(model_path):
+        flags = argparse.Namespace(model_path=str(model_path))
+        with writing(output, run_folder.translation_settings(Agent, flags), run=True):
+            pass
+
+    moved = tmp_path / "moved"
+    model.rename(moved)
+    (moved / "checkpoint-100" / "optimizer.pt").write_bytes(b"state")
+    resume(moved)
+    sampled = len(weights) * 5 // 17 + 10  # within a sampled block: another fine-tune
+    for flip in (1, 0):
+        weights[sampled] ^= 1
+        (moved / "model.safetensors").write_bytes(weights)
+        if flip:
+            with pytest.raises(
+                ValueError, match=r"model_path: '.*moved' \(sha256 [0-9a-f]{12}\.\.\.\) there"
+            ):
+                resume(moved)
+    resume(moved)
+    (moved / "config.json").write_text('{"hidden_size": 16}')
+    with pytest.raises(ValueError, match="model_path"):
+        resume(moved)
+    (moved / "config.json").write_text('{"hidden_size": 8}')
+    (moved / "adapter_config.json").write_text("{}")  # a file more
+    with pytest.raises(ValueError, match="model_path"):
+        resume(moved)
+    (moved / "adapter_config.json").unlink()
+    (output / run_folder.SETTINGS_RECORD).write_text(  # as recorded before 2026-12-02
+        json.dumps({"agent_class": "Agent", "model_path": str(moved.resolve())})
+    )
+    resume(moved)
 
 
 def test_a_log_outside_the_span_is_refused_before_the_settings_are_recorded(tmp_path):

@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import time
+from functools import partial
 
 import pytest
 from commands import console_script
@@ -105,7 +106,9 @@ def test_ctrl_c_ends_a_run_waiting_on_the_server(test_set, tmp_path, batch, hold
             "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
             "--output", str(tmp_path / "out"), "--batch-size", str(batch),
         ]  # fmt: skip
-        client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        # SIGINT as a terminal has it, even where pytest runs in the background (ignored)
+        restore = partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
+        client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
         try:
             for _ in range(batch):  # every session waits for an answer
                 assert server.held.acquire(timeout=60), client.stderr

@@ -66,7 +66,7 @@ class TracingLM:
 
 def full_logits(model, ids) -> torch.Tensor:
     with torch.no_grad():
-        return model(torch.tensor([ids])).logits[0, -1].float()
+        return model(torch.tensor([ids]), logits_to_keep=1).logits[0, -1].float()
 
 
 def assert_trace_matches_full_recompute(model, trace: TracingLM, atol=1e-5) -> None:

@@ -280,15 +280,15 @@ def test_a_grid_killed_outright_keeps_its_sentences_and_its_time(east_checkpoint
     systems = {"east": {"agent": "east", "latency": ["low"]}}
     config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
     command = [console_script("east-eval"), str(config)]
-    command += ["--limit", "200", "--batch-size", "2"]
+    command += ["--limit", "40", "--batch-size", "2"]
     log = tmp_path / "out" / "runs" / "east-low" / "instances.log"
     sigkill_after_lines(command, log, 3)
     kept = log.read_text().split("\n")[:-1]
     assert len(kept) >= 3 and all(json.loads(line) for line in kept)
-    result = east_eval(config, "--limit", "200", "--batch-size", "2")
+    result = east_eval(config, "--limit", "40", "--batch-size", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = {json.loads(line)["index"]: line for line in log.read_text().splitlines()}
-    assert sorted(resumed) == list(range(200))
+    assert sorted(resumed) == list(range(40))
     assert all(resumed[json.loads(line)["index"]] == line for line in kept)  # not redone
     timing = json.loads((log.parent / "wall_seconds.json").read_text())
     killed, finished = timing["tries"]

@@ -301,7 +301,7 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_fi
     for name in ("uninterrupted", "killed"):
         tree = recipe(
             "full", base_checkpoint, data_files[:1], workspace / name,
-            max_steps=16, save_steps=4, logging_steps=1,
+            max_steps=8, save_steps=4, logging_steps=1,
         )  # fmt: skip
         runs[name] = workspace / f"{name}.yaml"
         runs[name].write_text(yaml.safe_dump(tree))
@@ -313,9 +313,9 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_fi
 
     uninterrupted, losses = logged_losses(workspace / "uninterrupted")
     resumed, resumed_losses = logged_losses(workspace / "killed")
-    assert uninterrupted["global_step"] == resumed["global_step"] == 16
+    assert uninterrupted["global_step"] == resumed["global_step"] == 8
     # the same data, tokenizer and settings: the killed run loaded the first run's samples
     assert resumed["data"]["cache_reused"]
     assert resumed["data"]["cache_file"] == uninterrupted["data"]["cache_file"]
-    assert len(resumed_losses) == 16  # steps from before the kill come from the checkpoint
+    assert len(resumed_losses) == 8  # steps from before the kill come from the checkpoint
     assert resumed_losses[-1] == pytest.approx(losses[-1], abs=1e-3)

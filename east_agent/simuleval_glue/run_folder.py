@@ -54,6 +54,12 @@ PATHS = {"user_dir", "system_dir", "source", "target", "model_path", "adapter_pa
 MODEL_FOLDERS = {"model_path", "adapter_path"}  # known by a fingerprint, other folders by path
 WHOLE_FILE_BYTES = 8 << 20  # model files up to this size are read whole for the fingerprint
 SAMPLES, SAMPLE_BYTES = 16, 64 << 10  # the blocks read of a larger (weights) file
+# What transformers and peft load from a model folder (weights, configuration, tokenizer,
+# chat template, remote code); not a model card, tables or plots written beside them.
+MODEL_FILE_SUFFIXES = {
+    ".json", ".safetensors", ".bin", ".pt", ".pth", ".model", ".tiktoken", ".txt", ".jinja",
+    ".py",
+}  # fmt: skip
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -100,14 +106,16 @@ def _path_setting(path: Path, model_folder: bool) -> str | dict:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """SHA-256 over the folder's files (not its subfolders nor hidden files): each one's
-    name and size, small ones (configuration, tokenizer) whole, and of a larger one
-    (weights) its first and last MiB and `SAMPLES` blocks spread over it. Reading 16 GB
-    of weights would cost more than many runs; a fine-tuned checkpoint differs from
-    another in bytes throughout, so the blocks tell them apart."""
+    """SHA-256 over the folder's model files (`MODEL_FILE_SUFFIXES`; not its subfolders
+    nor hidden files): each one's name and size, small ones (configuration, tokenizer)
+    whole, and of a larger one (weights) its first and last MiB and `SAMPLES` blocks
+    spread over it. Reading 16 GB of weights would cost more than many runs; a fine-tuned
+    checkpoint differs from another in bytes throughout, so the blocks tell them apart."""
     digest = hashlib.sha256()
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or path.suffix not in MODEL_FILE_SUFFIXES:
+            continue
+        if not path.is_file():
             continue
         size = path.stat().st_size
         digest.update(f"{path.name}\0{size}\0".encode())

@@ -110,8 +110,9 @@ def test_data_files_are_known_by_their_content(tmp_path):
 
 
 def test_a_model_folder_is_known_by_its_fingerprint(tmp_path):
-    """A moved checkpoint resumes; other weights, another configuration or another file
-    do not; a record naming the folder by path (before 2026-12-02) still resumes there."""
+    """A moved checkpoint resumes, and so does one with a model card or tables written
+    beside it; other weights, another configuration or another model file do not; a
+    record naming the folder by path (before 2026-12-02) still resumes there."""
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text('{"hidden_size": 8}')
@@ -131,6 +132,7 @@ def test_a_model_folder_is_known_by_its_fingerprint(tmp_path):
     moved = tmp_path / "moved"
     model.rename(moved)
     (moved / "checkpoint-100" / "optimizer.pt").write_bytes(b"state")
+    (moved / "README.md").write_text("results of the evaluation")  # not what loads
     resume(moved)
     sampled = len(weights) * 5 // 17 + 10  # within a sampled block: another fine-tune
     for flip in (1, 0):

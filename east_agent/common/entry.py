@@ -3,22 +3,24 @@
 Every console script's `main` is wrapped by `command_line("east-eval")`: the project's
 errors (`ValueError`, including the data-file errors; `RuntimeError` for runs that
 could not finish; a missing or already existing file) become `east-eval: <message>` on
-stderr and exit status 2, the status argparse gives a bad flag. Ctrl-C ends it with
-`east-eval: interrupted` and status 130 (128 + SIGINT), after the command's own clean-up
-(`finally` blocks: locks, sessions, child processes). Anything else is a bug and keeps
-its traceback.
+stderr and exit status 2, the status argparse gives a bad flag. Ctrl-C prints
+`east-eval: interrupted` after the command's own clean-up (`finally` blocks: locks,
+sessions, child processes) and ends the process by SIGINT, as an unhandled Ctrl-C would,
+so that a shell running it in a loop or script stops too (a plain exit 130 would not
+stop bash). Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 from collections.abc import Callable
 from typing import TypeVar
 
 USER_ERRORS = (ValueError, RuntimeError, FileNotFoundError, FileExistsError)
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
 
 Main = TypeVar("Main", bound=Callable)
 
@@ -38,8 +40,11 @@ def command_line(command: str) -> Callable[[Main], Main]:
             except USER_ERRORS as error:
                 fail(command, error)
             except KeyboardInterrupt:
-                print(f"{command}: interrupted", file=sys.stderr)
-                sys.exit(EXIT_INTERRUPTED)
+                sys.stdout.flush()  # the signal ends the process without Python's flush
+                print(f"{command}: interrupted", file=sys.stderr, flush=True)
+                signal.signal(signal.SIGINT, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGINT)
+                raise  # not reached on POSIX
 
         return wrapped
 

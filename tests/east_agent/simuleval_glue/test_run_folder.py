@@ -134,7 +134,8 @@ def test_a_model_folder_is_known_by_its_fingerprint(tmp_path):
     (moved / "checkpoint-100" / "optimizer.pt").write_bytes(b"state")
     (moved / "README.md").write_text("results of the evaluation")  # not what loads
     resume(moved)
-    sampled = len(weights) * 5 // 17 + 10  # within a sampled block: another fine-tune
+    last_block = len(weights) - run_folder.SAMPLE_BYTES
+    sampled = last_block * 300 // (run_folder.SAMPLES - 1) + 10  # another fine-tune
     for flip in (1, 0):
         weights[sampled] ^= 1
         (moved / "model.safetensors").write_bytes(weights)
@@ -144,7 +145,7 @@ def test_a_model_folder_is_known_by_its_fingerprint(tmp_path):
             ):
                 resume(moved)
     resume(moved)
-    (moved / "config.json").write_text('{"hidden_size": 16}')
+    (moved / "config.json").write_text('{"hidden_size": 9}')  # the same size
     with pytest.raises(ValueError, match="model_path"):
         resume(moved)
     (moved / "config.json").write_text('{"hidden_size": 8}')

@@ -16,6 +16,11 @@ clients cannot be told apart.
   context gets 422 (the session stays usable after a reset).
 - The server listens on 127.0.0.1 unless `--remote-address` names another address.
 - A session idle for `--session-timeout` seconds is dropped (its stream goes back).
+- Before each forward the server waits up to `--batch-wait-ms` (5) for the sessions the
+  forward before it answered (their clients read the answer and send the next unit), so
+  that they join this forward rather than the next: a dynamic batcher's queue delay.
+  A session that is not back by then is not waited for again until it is answered
+  again, so a client that keeps its session open and idle costs one wait at most.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from east_agent.common.arguments import positive_int
+from east_agent.common.arguments import non_negative_int, positive_int
 
 if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without torch
     from east_agent.decoding.stream_pool import StreamPool
@@ -39,6 +44,7 @@ logger = logging.getLogger("east_agent.simuleval_glue.agent_server")
 SESSION_HEADER = "X-Session-Id"
 LEGACY_SESSION = ""
 DEFAULT_SESSIONS = 8
+DEFAULT_BATCH_WAIT_MS = 5
 
 
 class RequestError(ValueError):
@@ -62,10 +68,16 @@ class Session:
 class AgentService:
     """The sessions of one server and the loop that steps their streams."""
 
-    def __init__(self, pool: StreamPool, target_language: str, timeout: float) -> None:
+    def __init__(
+        self, pool: StreamPool, target_language: str, timeout: float, batch_wait: float = 0.0
+    ) -> None:
         self.pool, self.target_language, self.timeout = pool, target_language, timeout
+        self.batch_wait = batch_wait  # seconds a step waits for sessions between requests
         self.sessions: dict[str, Session] = {}
         self.runner: asyncio.Task | None = None
+        self.returning: set[str] = set()  # answered by the last step, not back yet
+        self.arrived = asyncio.Event()  # one of them is back
+        self.steps = 0
 
     def info(self) -> dict:
         return {
@@ -110,6 +122,7 @@ class AgentService:
         if session.waiter is not None and not session.waiter.done():
             session.waiter.cancel()
         self.pool.release(session.stream)
+        self._back(name)  # not to be waited for
         logger.info("session %r closed (%d open)", name, len(self.sessions))
 
     def push(self, name: str, body: bytes) -> None:
@@ -124,6 +137,7 @@ class AgentService:
 
         session = self.session(name)
         self._check_idle(session, name)
+        self._back(name)
         states, stream = session.states, session.stream
         if states.target_finished:
             return EmptySegment(finished=True)
@@ -159,18 +173,39 @@ class AgentService:
         """Step every stream with work, one forward for all of them, until none has any;
         between steps the requests that arrived meanwhile join."""
         while self.pool.feeds:
+            await self._gather()
             try:
                 idle = self.pool.step()
+                self.steps += 1
             except Exception as error:  # handed to every waiting client
                 logger.exception("a batched step failed")
                 for session in self.sessions.values():
                     _settle(session.waiter, error)
                 return
-            by_stream = {session.stream: session for session in self.sessions.values()}
+            by_stream = {session.stream: name for name, session in self.sessions.items()}
             for stream in idle:
                 if stream in by_stream:
-                    _settle(by_stream[stream].waiter)
+                    name = by_stream[stream]
+                    _settle(self.sessions[name].waiter)
+                    self.returning.add(name)
             await asyncio.sleep(0)
+
+    def _back(self, name: str) -> None:
+        if name in self.returning:
+            self.returning.discard(name)
+            self.arrived.set()
+
+    async def _gather(self) -> None:
+        """Wait up to `batch_wait` for the sessions the last step answered."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.batch_wait
+        while self.returning and (left := deadline - loop.time()) > 0:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), left)
+            except asyncio.TimeoutError:  # TimeoutError from Python 3.11
+                break
+        self.returning.clear()
 
     def drop_idle(self) -> None:
         now = time.monotonic()
@@ -276,6 +311,13 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         default=600,
         help="seconds after which an idle session is dropped (--standalone)",
     )
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=non_negative_int,
+        default=DEFAULT_BATCH_WAIT_MS,
+        help="milliseconds a forward waits for the sessions between two requests to join it "
+        "(--standalone; 0: step whatever has arrived)",
+    )
 
 
 def bind_address(remote_address: str) -> str:
@@ -295,7 +337,8 @@ def serve(agent_class, args: argparse.Namespace) -> None:
     if args.fp16 or args.dtype == "fp16":
         model.half()
     decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
-    service = AgentService(StreamPool(decoder), config.tgt_lang, args.session_timeout)
+    pool, wait = StreamPool(decoder), args.batch_wait_ms / 1000
+    service = AgentService(pool, config.tgt_lang, args.session_timeout, batch_wait=wait)
     address, port = bind_address(args.remote_address), int(args.remote_port)
     build_app(service).listen(port, address=address, max_buffer_size=1024**2)
     sweep_ms = min(args.session_timeout * 1000 / 4, 5000)

@@ -107,6 +107,8 @@ Its own flags:
                           latency)
   --standalone            serve this package's agent with sessions (one stream per client)
   --session-timeout S     seconds after which an idle session is dropped (--standalone)
+  --batch-wait-ms MS      how long a forward waits for the sessions between two requests
+                          to join it (--standalone; default 5, 0: no wait)
   --ca-unit-seconds S     with an *_CA latency metric (AL_CA, LAAL_CA, AP_CA, DAL_CA):
                           seconds one source unit takes to arrive
 """
@@ -212,6 +214,7 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     server_args, rest = server_parser.parse_known_args(argv)
     args = parse_args(agent_class, [*rest, "--batch-size", str(batch_size or DEFAULT_SESSIONS)])
     args.session_timeout = server_args.session_timeout
+    args.batch_wait_ms = server_args.batch_wait_ms
     serve(agent_class, args)
 
 

@@ -1,0 +1,87 @@
+"""The session server's stepping (`AgentService`), driven in-process: a forward waits for the
+sessions between two requests (`--batch-wait-ms`), and what each client gets does not
+depend on it. The HTTP side is tested in `test_shared_task.py` and `test_remote_eval.py`."""
+
+import asyncio
+import random
+
+from simuleval.data.segments import TextSegment
+
+from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.decoding.stream_pool import StreamPool
+from east_agent.simuleval_glue.agent_server import AgentService
+from tiny_east import synthetic_sentence
+
+
+def segment_json(unit, finished):
+    return TextSegment(index=0, content=unit, finished=finished, tgt_lang="en").json().encode()
+
+
+async def client(service, name, sentences, pause):
+    """SimulEval's client: a unit, then its output, then (after `pause` seconds, the
+    client's own work) the next unit; the text written for each sentence."""
+    written = []
+    for units in sentences:
+        service.reset(name)
+        text = []
+        for position, unit in enumerate(units):
+            last = position == len(units) - 1
+            service.push(name, segment_json(unit, last))
+            while True:
+                segment = await service.pop(name)
+                text.append(segment.content or "")  # an empty segment holds []
+                if not last or segment.finished:
+                    break
+            await asyncio.sleep(pause)
+        written.append("".join(text))
+    service.close(name)  # as east-remote-eval's sessions do
+    return written
+
+
+def serve(model, tokenizer, sentences, pauses, batch_wait):
+    config = DecoderConfig("de", "en", "low")
+    decoder = EastStreamDecoder(model, tokenizer, config, streams=len(pauses))
+    service = AgentService(StreamPool(decoder), "en", timeout=600, batch_wait=batch_wait)
+
+    async def clients():
+        runs = [
+            client(service, f"s{number}", sentences[number :: len(pauses)], pause)
+            for number, pause in enumerate(pauses)
+        ]
+        return await asyncio.wait_for(asyncio.gather(*runs), 120)
+
+    return asyncio.run(clients()), service.steps
+
+
+def test_a_forward_waits_for_the_sessions_between_requests(east_model, east_tokenizer):
+    rng = random.Random(11)
+    sentences = [synthetic_sentence(rng)[0] for _ in range(6)]
+    pauses = [0.0, 0.004, 0.008]  # clients out of step with each other
+    alone, steps_alone = serve(east_model, east_tokenizer, sentences, pauses, 0.0)
+    waited, steps_waited = serve(east_model, east_tokenizer, sentences, pauses, 5.0)
+    assert waited == alone  # the same translations, in fewer and fuller forwards
+    assert steps_waited < 0.8 * steps_alone
+    sequential = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
+    expected = ["".join(sequential.translate(units).chunks) for units in sentences]
+    assert [text for number in range(3) for text in waited[number]] == (
+        expected[0::3] + expected[1::3] + expected[2::3]
+    )
+
+
+def test_a_session_that_stays_away_is_waited_for_once(east_model, east_tokenizer):
+    """A client that keeps its session open and idle (here: one that has not sent its
+    first unit yet) costs the others one wait, not one a step: a 3 s wait a step would
+    end the run by `wait_for`'s 120 s."""
+    rng = random.Random(12)
+    sentences = [synthetic_sentence(rng)[0] for _ in range(2)]
+    config = DecoderConfig("de", "en", "low")
+    decoder = EastStreamDecoder(east_model, east_tokenizer, config, streams=2)
+    service = AgentService(StreamPool(decoder), "en", timeout=600, batch_wait=3.0)
+
+    async def run():
+        service.reset("idle")  # open, never sends a unit
+        service.returning.add("idle")  # as if the last step had answered it
+        return await asyncio.wait_for(client(service, "busy", sentences, 0.0), 120)
+
+    written = asyncio.run(run())
+    assert len(written) == 2 and service.steps > 10

@@ -23,7 +23,12 @@ from east_agent.evaluation.longform import (
     unit_times,
 )
 from east_agent.evaluation.reports import compare_system, omnisteval_cells, summarize
-from east_agent.evaluation.runs import claim_run_folder, run_record, simuleval_command
+from east_agent.evaluation.runs import (
+    claim_run_folder,
+    model_setting,
+    run_record,
+    simuleval_command,
+)
 from east_agent.evaluation.shards import shard_range
 from east_agent.evaluation.testsets import PreparedTestset, prepare_testset, read_prepared
 
@@ -65,6 +70,7 @@ def run_grid(
     sentences = min(limit or testset.sentences, testset.sentences)
     indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
     todo, unit = [], testset.eval_latency_unit
+    checkpoint = None if dry_run else model_setting(config.model_path)
     for number, run in enumerate(runs, 1):
         run_dir = config.run_dir(run, shard)
         run_set, run_indices = testset, indices
@@ -74,7 +80,7 @@ def run_grid(
         command = simuleval_command(config, run, run_set, run_dir, run_indices)
         if not dry_run:
             span = run_indices or (0, run_set.sentences)
-            claim_run_folder(run_dir, run_record(config, run, run_set, span))
+            claim_run_folder(run_dir, run_record(config, run, run_set, span, checkpoint))
         if (run_dir / "scores.tsv").exists():
             print(f"[{number}/{len(runs)}] {run.name}: done already, skipped", flush=True)
             continue

@@ -29,6 +29,7 @@ from east_agent.evaluation.config import (
     agent_class_of,
 )
 from east_agent.evaluation.testsets import PreparedTestset
+from east_agent.simuleval_glue.run_folder import path_setting, settings_differ, shown_setting
 
 RUN_RECORD = "run.json"
 
@@ -85,9 +86,14 @@ def scoring_arguments(config: EvalConfig) -> list[str]:
 
 
 def run_record(
-    config: EvalConfig, run: Run, testset: PreparedTestset, sentences: tuple[int, int]
+    config: EvalConfig,
+    run: Run,
+    testset: PreparedTestset,
+    sentences: tuple[int, int],
+    checkpoint: str | dict,
 ) -> dict[str, Any]:
-    """What decides a run's translations (not where it runs or how it is scored).
+    """What decides a run's translations (not where it runs or how it is scored);
+    `checkpoint` is `model_setting(config.model_path)`, taken once per grid.
 
     A beam search's stopping rule is recorded even when it is the default: runs made before
     the rule became transformers 4.44.2's (`beam_stop` absent) are not reused for it."""
@@ -97,7 +103,7 @@ def run_record(
     if run.agent == "east" and int(flags.get("num_beams", 1)) > 1:
         flags.setdefault("beam_stop", REFERENCE)
     record = {
-        "model_path": config.model_path,
+        "model_path": checkpoint,
         "testset": testset.name,
         "agent": run.agent,
         "flags": flags,
@@ -108,26 +114,47 @@ def run_record(
     return record
 
 
+def model_setting(model_path: str) -> str | dict:
+    """The checkpoint of a grid's runs as its records name it: a folder by its fingerprint
+    (moved or copied, it is the same one), a hub name as given."""
+    return path_setting(Path(model_path), model_folder=True)
+
+
+def record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[str]:
+    """How a run folder's record differs from a run's (the checkpoint by its fingerprint;
+    a record written before that names it by the path given, taken from here)."""
+    differences = []
+    for key, value in record.items():
+        before = saved.get(key)
+        if key == "model_path" and isinstance(before, str) and Path(before).exists():
+            before = str(Path(before).resolve())
+        if key == "model_path" and not settings_differ({key: before}, {key: value}):
+            continue
+        if before != value:
+            differences.append(
+                f"{key} {shown_setting(saved.get(key))} (now {shown_setting(value)})"
+            )
+    return differences
+
+
 def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
     """Record what a run is made of; refuse a folder that holds a run made of something else.
 
-    A folder with results but no record (made before records were kept) is left as it is."""
+    A folder with results but no record (made before records were kept) is left as it is;
+    an accepted record is rewritten as now (a checkpoint found where it was moved)."""
     path = run_dir / RUN_RECORD
     if not path.exists() and any((run_dir / name).exists() for name in RESULT_FILES):
         return
     if path.exists():
         saved = json.loads(path.read_text())
-        differences = [
-            f"{key} {saved.get(key)!r} (now {value!r})"
-            for key, value in record.items()
-            if saved.get(key) != value
-        ]
+        differences = record_differences(saved, record)
         if differences:
             raise EvalConfigError(
                 f"{run_dir} holds a run made with {'; '.join(differences)}: "
                 "give another --output, or delete that folder to run it again"
             )
-        return
+        if saved == record:
+            return
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2) + "\n")
 

@@ -18,7 +18,12 @@ from east_agent.common.child_process import run_child
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
-from east_agent.evaluation.runs import RUN_RECORD, claim_run_folder, scoring_arguments
+from east_agent.evaluation.runs import (
+    RUN_RECORD,
+    claim_run_folder,
+    record_differences,
+    scoring_arguments,
+)
 from east_agent.evaluation.testsets import read_prepared
 from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
@@ -53,8 +58,12 @@ def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
         return None
     records = [json.loads(path.read_text()) for path in paths]
     for folder, record in zip(shard_dirs[1:], records[1:]):
-        if {**record, "sentences": None} != {**records[0], "sentences": None}:
-            raise RuntimeError(f"{folder} was run with other settings than {shard_dirs[0]}")
+        differences = record_differences({**records[0], "sentences": None}, record)
+        if [difference for difference in differences if not difference.startswith("sentences")]:
+            raise RuntimeError(
+                f"{folder} was run with other settings than {shard_dirs[0]}: "
+                + "; ".join(differences)
+            )
     return {**records[0], "sentences": [records[0]["sentences"][0], records[-1]["sentences"][1]]}
 
 

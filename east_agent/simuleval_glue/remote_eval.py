@@ -58,6 +58,11 @@ CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
 
 
+def request_timeouts(args: argparse.Namespace) -> tuple[float, float]:
+    """Seconds to connect, and to wait for each answer (--request-timeout), of a request."""
+    return (CONNECT_SECONDS, args.request_timeout)
+
+
 def _serializable(segment):
     if not isinstance(getattr(segment, "tgt_lang", None), (str, type(None))):
         segment.tgt_lang = None
@@ -131,7 +136,7 @@ def _loop(args: argparse.Namespace, base_url: str) -> None:
     from simuleval.evaluator import SentenceLevelEvaluator
 
     evaluator = SentenceLevelEvaluator.from_args(args)
-    timeout = (CONNECT_SECONDS, args.request_timeout)
+    timeout = request_timeouts(args)
     with requests.Session() as session:
         session.headers[SESSION_HEADER] = uuid.uuid4().hex
         try:
@@ -306,7 +311,7 @@ def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> 
         sentences = _Sentences(todo, log)
         make = partial(instance_class, dataloader=dataloader, args=args)
         segment_size = getattr(args, "source_segment_size", 1)
-        timeout = (CONNECT_SECONDS, args.request_timeout)
+        timeout = request_timeouts(args)
         session = partial(_session, base_url, sentences, make, segment_size, timeout)
         threads = [
             threading.Thread(target=session, name=f"session-{number}", daemon=True)

@@ -87,12 +87,12 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
         elif not isinstance(value, PLAIN):
             continue
         if name in PATHS and value is not None:
-            value = _path_setting(Path(value), name in MODEL_FOLDERS)
+            value = path_setting(Path(value), name in MODEL_FOLDERS)
         settings[name] = value
     return settings
 
 
-def _path_setting(path: Path, model_folder: bool) -> str | dict:
+def path_setting(path: Path, model_folder: bool) -> str | dict:
     """A file by its content (a moved or copied file is the same one), a model folder by
     its fingerprint, another folder by where it is."""
     if not path.exists():
@@ -172,7 +172,7 @@ def _where(value: dict) -> str:
     return value.get("file", value.get("folder"))
 
 
-def _shown_setting(value) -> str:
+def shown_setting(value) -> str:
     if is_content_setting(value):
         return f"{_where(value)!r} (sha256 {value['sha256'][:12]}...)"
     return repr(value)
@@ -230,8 +230,8 @@ def check_same_settings(output: Path, settings: dict) -> None:
     differ = settings_differ(saved, settings)
     if differ:
         shown = "; ".join(
-            f"{name}: {_shown_setting(saved.get(name))} there, "
-            f"{_shown_setting(settings.get(name))} now"
+            f"{name}: {shown_setting(saved.get(name))} there, "
+            f"{shown_setting(settings.get(name))} now"
             for name in differ
         )
         raise ValueError(

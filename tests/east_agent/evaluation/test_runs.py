@@ -1,9 +1,21 @@
 """One run of a grid: the flags of its SimulEval command and the record of its folder."""
 
+import json
+import shutil
 from pathlib import Path
 
-from east_agent.evaluation.config import EvalConfig, Run
-from east_agent.evaluation.runs import command_flags, run_record
+import pytest
+
+from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
+from east_agent.evaluation.runs import (
+    RUN_RECORD,
+    claim_run_folder,
+    command_flags,
+    model_setting,
+    record_differences,
+    run_record,
+)
+from east_agent.evaluation.shards import merged_run_record
 from east_agent.evaluation.testsets import PreparedTestset
 
 
@@ -18,8 +30,85 @@ def test_a_gold_sentence_run_is_recorded_apart_from_a_streaming_one():
                               "English", 20, "word", "13a")  # fmt: skip
     streaming = Run("east-low", "east", "low", "east", {"latency": "low", "long_form": True})
     gold = Run("east-gold-low", "east-gold", "low", "east", {"latency": "low"}, True)
-    streaming_record = run_record(config, streaming, testset, (0, 20))
-    gold_record = run_record(config, gold, testset, (0, 1000))
+    streaming_record = run_record(config, streaming, testset, (0, 20), "m")
+    gold_record = run_record(config, gold, testset, (0, 1000), "m")
     assert "gold_sentences" not in streaming_record
     assert gold_record["gold_sentences"] is True
     assert gold_record["sentences"] == [0, 1000]
+
+
+def model_folder(path: Path, config: str = '{"hidden_size": 8}') -> Path:
+    """A stand-in checkpoint: the fingerprint reads files, never loads them."""
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(config)
+    (path / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    return path
+
+
+def grid_record(checkpoint, latency: str = "low") -> dict:
+    return {"model_path": checkpoint, "testset": "multi30k.de-en", "agent": "east",
+            "flags": {"latency": latency}, "sentences": [0, 3]}  # fmt: skip
+
+
+def test_a_grid_run_knows_its_checkpoint_by_fingerprint_wherever_it_is(tmp_path):
+    first = model_folder(tmp_path / "first")
+    run_dir = tmp_path / "runs" / "east-low"
+    claim_run_folder(run_dir, grid_record(model_setting(str(first))))
+    saved = json.loads((run_dir / RUN_RECORD).read_text())
+    assert saved["model_path"]["folder"] == str(first.resolve())
+    # the checkpoint moved: the run is the same one, and its record says where it is now
+    moved = tmp_path / "moved"
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    claim_run_folder(run_dir, grid_record(model_setting(str(moved))))
+    saved_after_move = json.loads((run_dir / RUN_RECORD).read_text())
+    assert saved_after_move["model_path"] == {**saved["model_path"], "folder": str(moved)}
+    # another checkpoint at the same place: refused, both fingerprints named
+    (moved / "config.json").write_text('{"hidden_size": 9}')
+    other = model_setting(str(moved))
+    with pytest.raises(EvalConfigError) as refused:
+        claim_run_folder(run_dir, grid_record(other))
+    message = str(refused.value)
+    assert f"{run_dir} holds a run made with model_path" in message
+    assert saved["model_path"]["sha256"][:12] in message and other["sha256"][:12] in message
+    assert json.loads((run_dir / RUN_RECORD).read_text()) == saved_after_move
+
+
+def test_a_grid_record_naming_its_checkpoint_by_path_is_taken_from_where_it_was_run(
+    tmp_path, monkeypatch
+):
+    """Records written before checkpoints had fingerprints name the --model-path given."""
+    monkeypatch.chdir(tmp_path)
+    model_folder(tmp_path / "models" / "demo")
+    model_folder(tmp_path / "models" / "other", '{"hidden_size": 9}')
+    run_dir = tmp_path / "runs" / "east-low"
+    run_dir.mkdir(parents=True)
+    (run_dir / RUN_RECORD).write_text(json.dumps(grid_record("models/demo")))
+    with pytest.raises(EvalConfigError, match="model_path 'models/demo'"):
+        claim_run_folder(run_dir, grid_record(model_setting("models/other")))
+    with pytest.raises(EvalConfigError, match="flags"):
+        claim_run_folder(run_dir, grid_record(model_setting("models/demo"), "high"))
+    claim_run_folder(run_dir, grid_record(model_setting("models/demo")))
+    upgraded = json.loads((run_dir / RUN_RECORD).read_text())["model_path"]
+    assert upgraded == model_setting(str(tmp_path / "models" / "demo"))
+
+
+def test_a_hub_name_is_recorded_as_given():
+    assert model_setting("someone/EAST-8B") == "someone/EAST-8B"
+    assert record_differences(grid_record("someone/EAST-8B"), grid_record("someone/EAST-8B")) == []
+
+
+def test_shards_run_from_copies_of_one_checkpoint_merge_and_other_flags_do_not(tmp_path):
+    one = model_setting(str(model_folder(tmp_path / "one")))
+    copy = model_setting(str(model_folder(tmp_path / "copy")))
+    assert one["sha256"] == copy["sha256"] and one["folder"] != copy["folder"]
+    shards = []
+    for number, (checkpoint, span) in enumerate([(one, [0, 2]), (copy, [2, 3])], 1):
+        shard = tmp_path / "shards" / f"{number}-of-2"
+        claim_run_folder(shard, {**grid_record(checkpoint), "sentences": span})
+        shards.append(shard)
+    assert merged_run_record(shards)["sentences"] == [0, 3]
+    claim_run_folder(shards[1], {**grid_record(copy), "sentences": [2, 3]})
+    (shards[1] / RUN_RECORD).write_text(json.dumps(grid_record(copy, "high")))
+    with pytest.raises(RuntimeError, match="other settings than .*flags"):
+        merged_run_record(shards)

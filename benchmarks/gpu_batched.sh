@@ -10,13 +10,24 @@
 #    sentences on the READ/WRITE schedule the demo model chose, greedy and 5 beams:
 #    sentences/s and target tokens/s at 1, 8, 32, 64, 128, 256 streams against the
 #    sequential decoder, ms per step, KV memory per stream, projected WMT22 grid hours.
+#
+# The same script runs on a CPU in the tests, small (tests/benchmarks/test_gpu_batched.py):
+#   DEVICE=cpu RANDOM_MODEL=llama3-tiny SENTENCES=4 EQUIVALENCE_SENTENCES=4 STREAMS="1 2" \
+#     bash benchmarks/gpu_batched.sh
+# Both parts run even if one fails; the script exits with the first failure's status.
 . "$(dirname "$0")/device_setup.sh"
-timeout 150 python3 benchmarks/batched_equivalence.py --device cuda --torch-dtype bfloat16 \
+device=${DEVICE:-cuda}
+timeout 150 python3 benchmarks/batched_equivalence.py --device "$device" --torch-dtype bfloat16 \
   --sentences "${EQUIVALENCE_SENTENCES:-500}" --output "$OUT/results.md"
-echo "equivalence exit status $?"
-timeout 400 python3 -m east_agent.evaluation.bench --random-model llama3-8b --device cuda \
-  --tokenizer "$LLAMA3_TOKENIZER" \
+equivalence=$?
+echo "equivalence exit status $equivalence"
+# shellcheck disable=SC2086  # STREAMS is a list of numbers
+timeout 400 python3 -m east_agent.evaluation.bench --random-model "${RANDOM_MODEL:-llama3-8b}" \
+  --device "$device" --tokenizer "$LLAMA3_TOKENIZER" \
   --torch-dtype bfloat16 --testset wmt22.de-en --sentences "${SENTENCES:-256}" \
   --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --num-beams "${BEAMS:-5}" \
-  --streams 1 8 32 64 128 256 --output "$OUT/results.md"
-echo "east-bench exit status $?"
+  --streams ${STREAMS:-1 8 32 64 128 256} --output "$OUT/results.md"
+bench=$?
+echo "east-bench exit status $bench"
+[ "$equivalence" = 0 ] || exit "$equivalence"
+exit "$bench"

@@ -11,6 +11,9 @@ own remote evaluator) uses the one *legacy* session, as with SimulEval's server:
 clients cannot be told apart.
 
 - `POST /reset` starts a sentence (and opens the session); `POST /close` ends the session.
+- `POST /step` is `PUT /input` and `GET /output` in one request (the input segment in,
+  the output segment out): half the requests a sentence takes. `GET /` says the server
+  takes it (`"step": true`), and `east-remote-eval` then uses it.
 - A body that is not a JSON segment object, or lacks a key, gets 400 naming the problem; a
   new session when every stream is in use gets 503; a sentence that overflows the
   context gets 422 (the session stays usable after a reset).
@@ -84,6 +87,7 @@ class AgentService:
             "info": type(self.pool.decoder).__name__,
             "streams": self.pool.size,
             "sessions": len(self.sessions),
+            "step": True,  # POST /step: an input and its output in one request
         }
 
     def session(self, name: str) -> Session:
@@ -298,9 +302,19 @@ def build_app(service: AgentService):
             else:
                 self.write(segment.json())
 
+    class Step(Handler):
+        async def post(self) -> None:
+            try:
+                service.push(self.session_name(), self.request.body)
+                segment = await service.pop(self.session_name())
+            except RequestError as error:
+                self.refuse(error)
+            else:
+                self.write(segment.json())
+
     return web.Application(
         [(r"/", Info), (r"/reset", Reset), (r"/close", Close), (r"/input", Input),
-         (r"/output", Output)]
+         (r"/output", Output), (r"/step", Step)]
     )  # fmt: skip
 
 

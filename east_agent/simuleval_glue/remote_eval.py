@@ -11,8 +11,9 @@ SimulEval 1.1.4's own `--remote-eval` cannot do this for text: its client calls 
 `instance_iterator` the evaluator does not have, and text segments carry a typing object
 as `tgt_lang`, which neither side can serialize (the server answers `GET /output` with a
 500; this package's agents send a plain language instead). This client walks the same
-instances, speaks the same protocol (`POST /reset`, `PUT /input`, `GET /output`), writes
-the same `instances.log` and scores it the same way as a local run.
+instances, speaks the same protocol (`POST /reset`, `PUT /input`, `GET /output`; with a
+server that says it takes `POST /step`, this package's, a unit and its output in one
+request), writes the same `instances.log` and scores it the same way as a local run.
 
 Each run is its own session of an `east-simuleval --standalone` server (the
 `X-Session-Id` header, a fresh id per run; closed at the end), so several clients can
@@ -45,6 +46,7 @@ import sys
 import threading
 import uuid
 from collections import deque
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -58,9 +60,15 @@ CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
 
 
-def request_timeouts(args: argparse.Namespace) -> tuple[float, float]:
-    """Seconds to connect, and to wait for each answer (--request-timeout), of a request."""
-    return (CONNECT_SECONDS, args.request_timeout)
+@dataclass(frozen=True)
+class Server:
+    """Where the served system answers, and how: `one_request` when it takes an input and
+    gives its output in one request (`POST /step`, this package's server), else SimulEval's
+    `PUT /input` then `GET /output`."""
+
+    url: str
+    timeout: tuple[float, float]  # seconds to connect, and to wait for each answer
+    one_request: bool = False
 
 
 def _serializable(segment):
@@ -78,18 +86,19 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
 
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     info = _server_info(base_url)  # before the folder changes
+    server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
     if args.batch_size > 1:
         _check_free_streams(info, args.batch_size, base_url)
         if args.output is None:
             raise ValueError("--batch-size above 1 needs --output (its instances.log goes there)")
-        _evaluate_concurrently(args, base_url)
+        _evaluate_concurrently(args, server)
         return
     simuleval_fixes.apply()
     if args.output is None:
-        _loop(args, base_url)
+        _loop(args, server)
         return
     scores = None if args.no_scoring else partial(score, args)
-    loop = partial(_loop, args, base_url)
+    loop = partial(_loop, args, server)
     loop_in(Path(args.output), None, args.continue_unfinished, span, loop, scores)
 
 
@@ -130,20 +139,19 @@ def _check_free_streams(info: dict, wanted: int, base_url: str) -> None:
         )
 
 
-def _loop(args: argparse.Namespace, base_url: str) -> None:
+def _loop(args: argparse.Namespace, server: Server) -> None:
     """SimulEval's evaluation loop, each sentence's source units sent to the server."""
     import requests
     from simuleval.evaluator import SentenceLevelEvaluator
 
     evaluator = SentenceLevelEvaluator.from_args(args)
-    timeout = request_timeouts(args)
     with requests.Session() as session:
         session.headers[SESSION_HEADER] = uuid.uuid4().hex
         try:
             for instance in evaluator.iterator:
                 segment_size = evaluator.source_segment_size
                 try:
-                    _translate(session, base_url, instance, segment_size, timeout)
+                    _translate(session, server, instance, segment_size)
                 except requests.RequestException as error:
                     kept = (
                         f"; the sentences finished before it are in {args.output}/"
@@ -154,7 +162,7 @@ def _loop(args: argparse.Namespace, base_url: str) -> None:
                     raise RuntimeError(_failure(instance.index, error) + kept) from None
                 evaluator.write_log(instance)
         finally:
-            _close(session, base_url)
+            _close(session, server.url)
     if evaluator.output is not None:
         evaluator.build_instances_from_log()
     if not evaluator.no_scoring:
@@ -166,20 +174,23 @@ class _Stopped(Exception):
     """The run is stopping: a session leaves its sentence unfinished."""
 
 
-def _translate(
-    session, base_url: str, instance, segment_size: int, timeout: tuple, stopping=None
-) -> None:
-    """One sentence, unit by unit, through the server (`timeout`: seconds to connect and
-    to wait for each answer; `stopping()`: give up between units)."""
+def _translate(session, server: Server, instance, segment_size: int, stopping=None) -> None:
+    """One sentence, unit by unit, through the server (`stopping()`: give up between
+    units)."""
     from simuleval.data.segments import segment_from_json_string
 
-    session.post(f"{base_url}/reset", timeout=timeout).raise_for_status()
+    session.post(f"{server.url}/reset", timeout=server.timeout).raise_for_status()
     while not instance.finish_prediction:
         if stopping is not None and stopping():
             raise _Stopped
         segment = _serializable(instance.send_source(segment_size))
-        session.put(f"{base_url}/input", data=segment.json(), timeout=timeout).raise_for_status()
-        reply = session.get(f"{base_url}/output", timeout=timeout)
+        if server.one_request:
+            reply = session.post(f"{server.url}/step", data=segment.json(), timeout=server.timeout)
+        else:
+            session.put(
+                f"{server.url}/input", data=segment.json(), timeout=server.timeout
+            ).raise_for_status()
+            reply = session.get(f"{server.url}/output", timeout=server.timeout)
         reply.raise_for_status()
         instance.receive_prediction(segment_from_json_string(reply.text))
 
@@ -211,14 +222,14 @@ def _failure(index: int, error) -> str:
     return f"sentence {index}: the server answered {reply.status_code}: {reason}"
 
 
-def _evaluate_concurrently(args: argparse.Namespace, base_url: str) -> None:
+def _evaluate_concurrently(args: argparse.Namespace, server: Server) -> None:
     from simuleval.data.dataloader import build_dataloader
 
     from east_agent.simuleval_glue.batch import run_out_of_order
     from east_agent.simuleval_glue.data_files import sentence_span
 
     dataloader = build_dataloader(args)
-    translate = partial(_translate_concurrently, args, base_url, dataloader)
+    translate = partial(_translate_concurrently, args, server, dataloader)
     span = sentence_span(args.start_index, args.end_index, len(dataloader))
     run_out_of_order(args, span, None, translate)
 
@@ -292,7 +303,7 @@ class _Sentences:
             return sorted(self.sessions)
 
 
-def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> None:
+def _translate_concurrently(args, server: Server, dataloader, indices: range) -> None:
     """The sentences of `indices` the log lacks, `args.batch_size` at a time: a session
     (a thread) per stream, each translating one sentence after another. The threads are
     daemons: on Ctrl-C the run ends at once, keeping the finished sentences, and closes
@@ -311,8 +322,7 @@ def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> 
         sentences = _Sentences(todo, log)
         make = partial(instance_class, dataloader=dataloader, args=args)
         segment_size = getattr(args, "source_segment_size", 1)
-        timeout = request_timeouts(args)
-        session = partial(_session, base_url, sentences, make, segment_size, timeout)
+        session = partial(_session, server, sentences, make, segment_size)
         threads = [
             threading.Thread(target=session, name=f"session-{number}", daemon=True)
             for number in range(args.batch_size)
@@ -324,8 +334,8 @@ def _translate_concurrently(args, base_url: str, dataloader, indices: range) -> 
                 while thread.is_alive():
                     thread.join(0.2)
         finally:
-            _close_all(base_url, sentences.close())
-    _report(sentences, args.batch_size, len(todo), base_url, log_path)
+            _close_all(server.url, sentences.close())
+    _report(sentences, args.batch_size, len(todo), server.url, log_path)
 
 
 def _close_all(base_url: str, names: list[str]) -> None:
@@ -370,7 +380,7 @@ def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log
     check_failures(sentences.failures, tried, log)
 
 
-def _session(base_url: str, sentences: _Sentences, make, segment_size: int, timeout: tuple) -> None:
+def _session(server: Server, sentences: _Sentences, make, segment_size: int) -> None:
     """One session of the server, translating sentences until none is left: a sentence
     the server refuses is named and the next one taken; a session the server has no
     stream for (503) gives its sentence back and ends; a lost server ends them all."""
@@ -385,9 +395,7 @@ def _session(base_url: str, sentences: _Sentences, make, segment_size: int, time
                 while (index := sentences.next()) is not None:
                     instance = make(index)
                     try:
-                        _translate(
-                            session, base_url, instance, segment_size, timeout, sentences.stopping
-                        )
+                        _translate(session, server, instance, segment_size, sentences.stopping)
                     except requests.HTTPError as error:
                         if error.response.status_code == NO_FREE_STREAM:
                             sentences.give_back(index)
@@ -399,7 +407,7 @@ def _session(base_url: str, sentences: _Sentences, make, segment_size: int, time
                         return
                     sentences.finished(instance.summarize())
             finally:
-                _close(session, base_url)
+                _close(session, server.url)
                 sentences.opened(name, is_open=False)
     except _Stopped:
         pass

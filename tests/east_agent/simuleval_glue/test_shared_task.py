@@ -43,10 +43,10 @@ def run(*command, timeout=300):
 AGENT_FLAGS = ["--src-lang", "de", "--tgt-lang", "en", "--latency", "low", "--max-context", "200"]
 
 
-def wait_for_server(server, port):
+def wait_for_server(server, port, log):
     deadline = time.time() + 120
     while True:
-        assert server.poll() is None, server.stderr.read()[-3000:]
+        assert server.poll() is None, log.read_text()[-3000:]
         try:
             if requests.get(f"http://127.0.0.1:{port}/", timeout=1).ok:
                 return
@@ -74,15 +74,16 @@ def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, tes
         *AGENT_FLAGS, "--source", test_set / "src.txt", "--target", test_set / "ref.txt",
         "--output", local,
     )  # fmt: skip
-    port = free_port()
+    port, server_log = free_port(), tmp_path / "server.log"
+    server_errors = server_log.open("w")  # a file, not a pipe: a full pipe would stall it
     server = subprocess.Popen(
         [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
          "--agent", str(AGENT_FILE), "--model-path", str(east_checkpoint), *AGENT_FLAGS,
          "--batch-size", "3", "--session-timeout", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=server_errors,
     )  # fmt: skip
     try:
-        wait_for_server(server, port)
+        wait_for_server(server, port, server_log)
         clients = [
             subprocess.Popen(
                 remote_eval_command(port, test_set, tmp_path / name),
@@ -96,6 +97,10 @@ def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, tes
             assert client.wait(timeout=300) == 0, client.stderr.read()[-3000:]
         three_at_once(port, test_set, tmp_path / "concurrent")
         check_sessions_and_bad_requests(f"http://127.0.0.1:{port}")
+        words = one_request_or_two_give_the_same_output(f"http://127.0.0.1:{port}", test_set)
+        # the clients sent each word and took its output in one request (POST /step)
+        access = server_log.read_text()
+        assert "200 POST /step" in access and access.count("200 PUT /input") == len(words)
         resume_after_a_kill(port, test_set, tmp_path / "first")
         an_overflow_is_named(port, test_set, tmp_path)
         address = non_loopback_address()
@@ -105,6 +110,7 @@ def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, tes
     finally:
         server.terminate()
         server.wait(timeout=30)
+        server_errors.close()
     local_scores = scores(local)
     local_log = [json.loads(line) for line in (local / "instances.log").read_text().splitlines()]
     for name in ("first", "second", "concurrent"):
@@ -200,6 +206,38 @@ def check_sessions_and_bad_requests(url):
         assert time.time() < deadline, "idle sessions were not dropped"
         time.sleep(0.5)
     requests.post(f"{url}/reset", headers={"X-Session-Id": "b"}).raise_for_status()
+
+
+def translate_by_hand(url, session, words, one_request):
+    """A sentence through the server, word by word: `POST /step`, or `PUT /input` then
+    `GET /output` (SimulEval's protocol); the outputs it gave, in order."""
+    headers = {"X-Session-Id": session}
+    requests.post(f"{url}/reset", headers=headers).raise_for_status()
+    outputs = []
+    for position, word in enumerate(words):
+        body = json.dumps({"index": position, "data_type": "text", "content": word,
+                           "finished": position == len(words) - 1})  # fmt: skip
+        if one_request:
+            reply = requests.post(f"{url}/step", data=body, headers=headers)
+        else:
+            requests.put(f"{url}/input", data=body, headers=headers).raise_for_status()
+            reply = requests.get(f"{url}/output", headers=headers)
+        reply.raise_for_status()
+        outputs.append((reply.json()["content"] or "", reply.json()["finished"]))  # empty: []
+    requests.post(f"{url}/close", headers=headers).raise_for_status()
+    return outputs
+
+
+def one_request_or_two_give_the_same_output(url, test_set):
+    assert requests.get(f"{url}/").json()["step"] is True  # east-remote-eval uses /step
+    words = (test_set / "src.txt").read_text().splitlines()[0].split()
+    by_step = translate_by_hand(url, "by-step", words, one_request=True)
+    assert by_step == translate_by_hand(url, "by-two", words, one_request=False)
+    assert by_step[-1][1] is True and "".join(text for text, _ in by_step).strip()
+    bad = requests.post(f"{url}/step", data=b"{not json", headers={"X-Session-Id": "bad"})
+    assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
+    requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
+    return words
 
 
 def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_path):

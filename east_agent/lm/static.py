@@ -199,8 +199,12 @@ class StaticLM:
     def _allocate(self, capacity: int) -> None:
         """(Re)allocate the buffers for `capacity` positions a row, keeping what they hold.
 
-        Normal tensors even when built under inference_mode: the same kind of tensor whoever
-        builds the backend, so that compiled layers need no second version."""
+        One layer at a time, each old buffer let go once copied: growing takes the new
+        buffers and one layer's old ones, not both whole sets (256 streams of 5 beams of an
+        8B model grow from 45 to 85 GiB; both at once would not fit on a 141 GiB device
+        beside the weights). Normal tensors even when built under inference_mode: the same
+        kind of tensor whoever builds the backend, so that compiled layers need no second
+        version."""
         shape = (
             self.max_rows,
             self.dims.kv_heads,
@@ -208,16 +212,20 @@ class StaticLM:
             self.dims.head_dim,
         )
         kept = max(self.lengths)
-        with torch.inference_mode(False), torch.no_grad():
-            keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in self.plain]
-            values = [torch.zeros_like(buffer) for buffer in keys]
-            for new, old in zip(keys + values, self.keys + self.values):
-                new[:, :, :kept] = old[:, :, :kept]
-        self.keys, self.values = keys, values
-        if self.compiled:
-            _mark_static(self.keys + self.values, 1, 3)
         if self.graphs is not None:
             self.graphs.clear()  # captured steps point at the old buffers
+        old_keys, old_values = self.keys, self.values
+        self.keys, self.values = [], []
+        with torch.inference_mode(False), torch.no_grad():
+            for layer in range(len(self.plain)):
+                for old, new in ((old_keys, self.keys), (old_values, self.values)):
+                    buffer = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                    if old:
+                        buffer[:, :, :kept] = old[layer][:, :, :kept]
+                        old[layer] = None  # gone before the next layer's are made
+                    new.append(buffer)
+        if self.compiled:
+            _mark_static(self.keys + self.values, 1, 3)
 
     def _ensure_capacity(self, needed: int) -> None:
         if needed > self.capacity:

@@ -3,6 +3,7 @@ same translations."""
 
 import copy
 import random
+import weakref
 
 import pytest
 import torch
@@ -84,6 +85,28 @@ def test_buffers_grow_past_their_first_capacity_and_keep_what_they_hold(east_mod
     close(lm.forward([1], [[5]])[0], full_logits(east_model, PROMPT + [5]))
     with pytest.raises(ValueError, match="exceed the 512"):
         lm.feed(PROMPT * 30, row=0)
+
+
+def test_growing_buffers_let_each_old_one_go_before_the_next_is_made(east_model, monkeypatch):
+    """Growing holds the new buffers and one old one, never both sets whole (on a device the
+    new size nearly fills, both would not fit)."""
+    lm = StaticLM(east_model, max_length=512, max_rows=2)
+    lm.feed(PROMPT, row=1)
+    old_buffers = [weakref.ref(buffer) for buffer in lm.keys + lm.values]
+    alive_when_made, make = [], torch.zeros
+
+    def zeros(*args, **kwargs):
+        if len(args) == 1 and isinstance(args[0], tuple) and len(args[0]) == 4:
+            alive_when_made.append(sum(ref() is not None for ref in old_buffers))
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "zeros", zeros)
+    lm.feed((PROMPT * 40)[:300], row=0)
+    monkeypatch.undo()
+    assert lm.capacity == 512
+    buffers = len(old_buffers)  # keys and values of each layer
+    assert alive_when_made == list(range(buffers, 0, -1))
+    close(lm.forward([1], [[5]])[0], full_logits(east_model, PROMPT + [5]))
 
 
 def test_compiled_layers_equal_transformers_and_compile_a_few_times(east_model):

@@ -65,12 +65,18 @@ def run_grid(
     if only and len(runs) != len(set(only)):
         known = ", ".join(run.name for run in every_run)
         raise EvalConfigError(f"--only names a run the config lacks (runs: {known})")
+    checkpoint = None
+    if not dry_run:
+        if any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
+            from east_agent.lm.checkpoint import check_model_path
+
+            check_model_path(config.model_path)  # before a folder records a path as one
+        checkpoint = model_setting(config.model_path)
     testset = prepare(config)
     longform_set = check_longform(config) if config.long_form else None
     sentences = min(limit or testset.sentences, testset.sentences)
     indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
     todo, unit = [], testset.eval_latency_unit
-    checkpoint = None if dry_run else model_setting(config.model_path)
     for number, run in enumerate(runs, 1):
         run_dir = config.run_dir(run, shard)
         run_set, run_indices = testset, indices

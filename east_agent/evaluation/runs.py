@@ -29,7 +29,12 @@ from east_agent.evaluation.config import (
     agent_class_of,
 )
 from east_agent.evaluation.testsets import PreparedTestset
-from east_agent.simuleval_glue.run_folder import path_setting, settings_differ, shown_setting
+from east_agent.simuleval_glue.run_folder import (
+    is_content_setting,
+    path_setting,
+    settings_differ,
+    shown_setting,
+)
 
 RUN_RECORD = "run.json"
 
@@ -116,23 +121,36 @@ def run_record(
 
 def model_setting(model_path: str) -> str | dict:
     """The checkpoint of a grid's runs as its records name it: a folder by its fingerprint
-    (moved or copied, it is the same one), a hub name as given."""
-    return path_setting(Path(model_path), model_folder=True)
+    (moved or copied, it is the same one), a hub name as given, a folder that is not there
+    (gone since its runs finished) by its absolute path."""
+    from east_agent.lm.checkpoint import is_hub_id
+
+    path = Path(model_path)
+    if path.exists():
+        return path_setting(path, model_folder=True)
+    return model_path if is_hub_id(model_path) else str(path.resolve())
+
+
+def _comparable(key: str, value: Any) -> Any:
+    """A record's value as records are compared: a checkpoint named by a path (records
+    written before fingerprints, relative to where the grid ran) as `model_setting` names
+    it from here."""
+    return model_setting(value) if key == "model_path" and isinstance(value, str) else value
 
 
 def record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[str]:
-    """How a run folder's record differs from a run's (the checkpoint by its fingerprint;
-    a record written before that names it by the path given, taken from here)."""
+    """How a run folder's record differs from a run's, key by key (the checkpoint by its
+    fingerprint, or by where it was when one of them has none)."""
     differences = []
-    for key, value in record.items():
-        before = saved.get(key)
-        if key == "model_path" and isinstance(before, str) and Path(before).exists():
-            before = str(Path(before).resolve())
-        if key == "model_path" and not settings_differ({key: before}, {key: value}):
-            continue
-        if before != value:
+    for key in [*record, *(key for key in saved if key not in record)]:
+        before, now = _comparable(key, saved.get(key)), _comparable(key, record.get(key))
+        if key == "model_path":
+            differ = bool(settings_differ({key: before}, {key: now}))
+        else:
+            differ = before != now
+        if differ:
             differences.append(
-                f"{key} {shown_setting(saved.get(key))} (now {shown_setting(value)})"
+                f"{key} {shown_setting(saved.get(key))} (now {shown_setting(record.get(key))})"
             )
     return differences
 
@@ -141,7 +159,8 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
     """Record what a run is made of; refuse a folder that holds a run made of something else.
 
     A folder with results but no record (made before records were kept) is left as it is;
-    an accepted record is rewritten as now (a checkpoint found where it was moved)."""
+    an accepted record is rewritten as now (a checkpoint found where it was moved), unless
+    that would lose the checkpoint's fingerprint (a checkpoint gone since)."""
     path = run_dir / RUN_RECORD
     if not path.exists() and any((run_dir / name).exists() for name in RESULT_FILES):
         return
@@ -153,7 +172,10 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
                 f"{run_dir} holds a run made with {'; '.join(differences)}: "
                 "give another --output, or delete that folder to run it again"
             )
-        if saved == record:
+        if saved == record or (
+            is_content_setting(saved.get("model_path"))
+            and not is_content_setting(record.get("model_path"))
+        ):
             return
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2) + "\n")

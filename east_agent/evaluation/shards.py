@@ -57,9 +57,10 @@ def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
     if not all(path.exists() for path in paths):
         return None
     records = [json.loads(path.read_text()) for path in paths]
+    first = {**records[0], "sentences": None}
     for folder, record in zip(shard_dirs[1:], records[1:]):
-        differences = record_differences({**records[0], "sentences": None}, record)
-        if [difference for difference in differences if not difference.startswith("sentences")]:
+        differences = record_differences(first, {**record, "sentences": None})
+        if differences:
             raise RuntimeError(
                 f"{folder} was run with other settings than {shard_dirs[0]}: "
                 + "; ".join(differences)

@@ -112,3 +112,47 @@ def test_shards_run_from_copies_of_one_checkpoint_merge_and_other_flags_do_not(t
     (shards[1] / RUN_RECORD).write_text(json.dumps(grid_record(copy, "high")))
     with pytest.raises(RuntimeError, match="other settings than .*flags"):
         merged_run_record(shards)
+
+
+def test_a_checkpoint_gone_since_its_runs_finished_keeps_its_fingerprint(tmp_path):
+    """The grid is summed up again without the checkpoint: its runs are taken as they are,
+    and a record is never rewritten to lose the fingerprint, so another checkpoint put at
+    the same place later is still refused."""
+    folder = model_folder(tmp_path / "demo")
+    run_dir = tmp_path / "runs" / "east-low"
+    claim_run_folder(run_dir, grid_record(model_setting(str(folder))))
+    saved = json.loads((run_dir / RUN_RECORD).read_text())
+    shutil.rmtree(folder)
+    assert model_setting(str(folder)) == str(folder.resolve())
+    claim_run_folder(run_dir, grid_record(model_setting(str(folder))))
+    assert json.loads((run_dir / RUN_RECORD).read_text()) == saved
+    model_folder(folder, '{"hidden_size": 9}')
+    with pytest.raises(EvalConfigError, match="model_path"):
+        claim_run_folder(run_dir, grid_record(model_setting(str(folder))))
+
+
+def test_records_by_path_compare_from_here_checkpoint_there_or_not(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = tmp_path / "runs" / "east-low"
+    run_dir.mkdir(parents=True)
+    (run_dir / RUN_RECORD).write_text(json.dumps(grid_record("models/demo")))
+    claim_run_folder(run_dir, grid_record(model_setting("models/demo")))  # not there
+    # shards written before fingerprints, one resumed since: they merge
+    model_folder(tmp_path / "models" / "demo")
+    shards = [tmp_path / "shards" / "1-of-2", tmp_path / "shards" / "2-of-2"]
+    old = {**grid_record("models/demo"), "sentences": [0, 2]}
+    for shard, record in zip(shards, [old, {**old, "sentences": [2, 3]}]):
+        shard.mkdir(parents=True)
+        (shard / RUN_RECORD).write_text(json.dumps(record))
+    assert merged_run_record(shards)["sentences"] == [0, 3]
+    resumed = {**grid_record(model_setting("models/demo")), "sentences": [2, 3]}
+    (shards[1] / RUN_RECORD).write_text(json.dumps(resumed))
+    assert merged_run_record(shards)["sentences"] == [0, 3]
+
+
+def test_a_key_only_the_folder_has_is_a_difference(tmp_path):
+    """A folder of the talks' gold sentences is not a streaming run's."""
+    run_dir = tmp_path / "runs" / "east-low"
+    claim_run_folder(run_dir, {**grid_record("someone/EAST-8B"), "gold_sentences": True})
+    with pytest.raises(EvalConfigError, match="gold_sentences True"):
+        claim_run_folder(run_dir, grid_record("someone/EAST-8B"))

@@ -424,8 +424,9 @@ def main(argv: list[str] | None = None) -> None:
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    parser = options.general_parser()
-    parser.allow_abbrev = False
+    parser = options.general_parser()  # SimulEval's, made without -h
+    parser.prog, parser.allow_abbrev = "east-remote-eval", False
+    parser.description = "Evaluate a served system (east-simuleval --standalone) over HTTP."
     options.add_dataloader_args(parser)
     options.add_evaluator_args(parser)
     options.add_scorer_args(parser)
@@ -438,6 +439,9 @@ def main(argv: list[str] | None = None) -> None:
         help="the longest wait for the server's answer to one request; a server silent "
         "that long is taken as lost (default: %(default)s)",
     )
+    # last: SimulEval's option builders parse what is known so far, and would print a
+    # help that lacks the options added after them
+    parser.add_argument("-h", "--help", action="help", help="show this help and exit")
     args = parser.parse_args()
     if args.score_only:  # no server needed; the types are the folder's (config.yaml)
         from east_agent.simuleval_glue.batch import score_folder

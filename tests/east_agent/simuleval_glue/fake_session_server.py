@@ -1,13 +1,14 @@
 """A stand-in for `east-simuleval --standalone`, on 127.0.0.1, for the client's fault paths.
 
 It speaks the session protocol (`GET /`, `POST /reset`, `PUT /input`, `GET /output`,
-`POST /close`, the `X-Session-Id` header) and translates by echoing each source word as
+`POST /close`, the `X-Session-Id` header; with `step`, `POST /step` too, an input and its
+output in one request, which the client then uses) and translates by echoing each source word as
 soon as it arrives (wait-0, target = source). It can be told to
 - open fewer sessions than the streams it advertises (`open_limit`: 503 beyond it,
   after `busy_delay` seconds);
-- refuse a sentence holding a word (`refuse_word`: 422 on `GET /output`);
+- refuse a sentence holding a word (`refuse_word`: 422 on its output);
 - drop the connection at a word (`drop_word`: no answer at all, as a server that died);
-- hold every `GET /output` until the test ends (`hold="output"`), or `POST /close` too
+- hold every output until the test ends (`hold="output"`), or `POST /close` too
   (`hold="all"`: a silent server);
 - make the first output of `together` sessions wait until all of them ask at once (a
   client that sent its sentences one after another fails: 500 after 20 s).
@@ -33,12 +34,15 @@ class FakeSessionServer:
         hold: str | None = None,
         together: int = 0,
         busy_delay: float = 0.0,
+        step: bool = False,
     ) -> None:
         self.streams = streams
         self.open_limit = streams if open_limit is None else open_limit
         self.refuse_word, self.drop_word, self.hold = refuse_word, drop_word, hold
         self.together = threading.Barrier(together, timeout=20) if together else None
         self.busy_delay = busy_delay
+        self.step = step
+        self.requests: list[str] = []  # "METHOD /path" of each request, in order
         self.sessions: dict[str, dict] = {}
         self.held = threading.Semaphore(0)  # one release per request being held
         self.released = threading.Event()
@@ -108,6 +112,12 @@ class FakeSessionServer:
             def close_connection_now(self) -> None:
                 self.close_connection = True
 
+            def parse_request(self) -> bool:
+                parsed = super().parse_request()
+                if parsed:
+                    server.requests.append(f"{self.command} {self.path}")
+                return parsed
+
             def session(self) -> dict | None:
                 session = server._open(self.headers.get("X-Session-Id", ""))
                 if session is None:
@@ -120,13 +130,18 @@ class FakeSessionServer:
 
             def do_GET(self) -> None:
                 if self.path == "/":
-                    sessions = len(server.sessions)
-                    return self.answer(200, {"streams": server.streams, "sessions": sessions})
+                    info = {"streams": server.streams, "sessions": len(server.sessions)}
+                    return self.answer(200, {**info, "step": True} if server.step else info)
                 if (session := self.session()) is not None:
                     server._output(self, session)
 
             def do_POST(self) -> None:
-                self.body()
+                body = self.body()
+                if self.path == "/step" and server.step:
+                    if (session := self.session()) is not None:
+                        self.take(session, json.loads(body))
+                        server._output(self, session)
+                    return
                 if self.path == "/close":
                     if server.hold == "all":
                         return server._hold(self)
@@ -140,9 +155,12 @@ class FakeSessionServer:
             def do_PUT(self) -> None:
                 segment = json.loads(self.body())
                 if (session := self.session()) is not None:
-                    if segment.get("content"):
-                        session["words"].append(segment["content"])
-                    session["finished"] = session["finished"] or segment["finished"]
+                    self.take(session, segment)
                     self.answer(200, {})
+
+            def take(self, session: dict, segment: dict) -> None:
+                if segment.get("content"):
+                    session["words"].append(segment["content"])
+                session["finished"] = session["finished"] or segment["finished"]
 
         return Handler

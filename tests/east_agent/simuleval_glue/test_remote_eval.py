@@ -43,23 +43,37 @@ def logged(output):
     return [json.loads(line) for line in (output / "instances.log").read_text().splitlines()]
 
 
-def test_sentences_are_sent_together_and_logged_in_index_order(test_set, tmp_path):
+# A server that takes `POST /step` gets each unit in one request; else `PUT` and `GET`.
+PROTOCOLS = pytest.mark.parametrize("step", [False, True], ids=["put-get", "step"])
+
+
+def check_protocol(server: FakeSessionServer) -> None:
+    units = [r for r in server.requests if r in ("POST /step", "PUT /input", "GET /output")]
+    assert units and set(units) == (
+        {"POST /step"} if server.step else {"PUT /input", "GET /output"}
+    )
+
+
+@PROTOCOLS
+def test_sentences_are_sent_together_and_logged_in_index_order(test_set, tmp_path, step):
     """The first output of each of the three sessions waits until all three ask: a client
     sending its sentences one after another gets a 500 there."""
     output = tmp_path / "out"
-    with FakeSessionServer(streams=3, together=3) as server:
+    with FakeSessionServer(streams=3, together=3, step=step) as server:
         result = remote_eval(server.port, test_set, output, "--batch-size", 3)
     assert result.returncode == 0, result.stderr[-3000:]
+    check_protocol(server)
     assert [(r["index"], r["prediction"]) for r in logged(output)] == list(enumerate(SENTENCES))
     assert (output / "scores.tsv").read_text().splitlines()[1].startswith("100.0")
     assert not server.sessions  # every session closed
 
 
-def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path):
+@PROTOCOLS
+def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path, step):
     """The server advertised three free streams, then had two (another client took one)."""
     output = tmp_path / "out"
     for busy_delay in (0.0, 2.0):  # 2 s: the others have finished the rest by then
-        with FakeSessionServer(streams=3, open_limit=2, busy_delay=busy_delay) as server:
+        with FakeSessionServer(3, open_limit=2, busy_delay=busy_delay, step=step) as server:
             result = remote_eval(server.port, test_set, output, "--batch-size", 3)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "no free stream (503) for 1 of 3 sessions" in result.stderr
@@ -70,13 +84,15 @@ def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path)
     assert "no free stream (503) for any of the 3 sessions; 6 sentences are left" in result.stderr
 
 
+@PROTOCOLS
 @pytest.mark.parametrize("batch", [1, 3])
-def test_a_refused_sentence_is_named_and_the_session_closed(test_set, tmp_path, batch):
+def test_a_refused_sentence_is_named_and_the_session_closed(test_set, tmp_path, batch, step):
     """One at a time, the run stops at it (SimulEval's loop); at once, the others finish."""
     output = tmp_path / "out"
-    with FakeSessionServer(streams=3, refuse_word="satz2") as server:
+    with FakeSessionServer(streams=3, refuse_word="satz2", step=step) as server:
         result = remote_eval(server.port, test_set, output, "--batch-size", batch)
         assert not server.sessions
+    check_protocol(server)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "sentence 2: the server answered 422: the sentence holds 'satz2'" in result.stderr
     expected = [0, 1] if batch == 1 else [0, 1, 3, 4, 5]
@@ -84,9 +100,10 @@ def test_a_refused_sentence_is_named_and_the_session_closed(test_set, tmp_path, 
     assert not (output / "scores.tsv").exists()
 
 
-def test_a_lost_server_ends_the_run_keeping_the_finished_sentences(test_set, tmp_path):
+@PROTOCOLS
+def test_a_lost_server_ends_the_run_keeping_the_finished_sentences(test_set, tmp_path, step):
     output = tmp_path / "out"
-    with FakeSessionServer(streams=3, drop_word="satz4") as server:
+    with FakeSessionServer(streams=3, drop_word="satz4", step=step) as server:
         result = remote_eval(server.port, test_set, output, "--batch-size", 3)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "was lost" in result.stderr and "sentence 4: the server was lost" in result.stderr
@@ -124,9 +141,10 @@ def test_ctrl_c_ends_a_run_waiting_on_the_server(test_set, tmp_path, batch, hold
     assert client.stderr.read().strip().splitlines()[-1] == "east-remote-eval: interrupted"
 
 
+@PROTOCOLS
 @pytest.mark.parametrize("batch", [1, 3])
-def test_a_server_silent_past_the_request_timeout_is_taken_as_lost(test_set, tmp_path, batch):
-    with FakeSessionServer(streams=3, hold="output") as server:
+def test_a_server_silent_past_the_request_timeout_is_taken_as_lost(test_set, tmp_path, batch, step):
+    with FakeSessionServer(streams=3, hold="output", step=step) as server:
         started = time.monotonic()
         result = remote_eval(server.port, test_set, tmp_path / "out", "--batch-size", batch,
                              "--request-timeout", 1)  # fmt: skip
@@ -218,3 +236,12 @@ def test_the_evaluators_side_imports_no_torch(test_set, tmp_path):
         )
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "out" / "scores.tsv").exists()
+
+
+def test_help_lists_the_clients_flags():
+    result = subprocess.run([console_script("east-remote-eval"), "--help"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("usage: east-remote-eval")
+    for flag in ("--request-timeout", "--batch-size", "--remote-port", "--score-only"):
+        assert flag in result.stdout

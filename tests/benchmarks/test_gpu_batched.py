@@ -14,7 +14,8 @@ SMALL = {"DEVICE": "cpu", "RANDOM_MODEL": "llama3-tiny", "SENTENCES": "2",
 def run_script(out: Path, **settings: str) -> subprocess.CompletedProcess:
     """The script as the device runs it (`python3` this interpreter), results in `out`."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    env = {**os.environ, **SMALL, **settings, "OUT": str(out), "PATH": path}
+    env = {**os.environ, **SMALL, **settings, "OUT": str(out), "PATH": path,
+           "SITE": str(out / "site")}  # fmt: skip
     return subprocess.run(
         ["bash", "benchmarks/gpu_batched.sh"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
@@ -40,8 +41,10 @@ def test_the_device_script_runs_small_on_a_cpu(tmp_path):
 
 
 def test_a_failing_part_fails_the_device_script(tmp_path):
-    """The second part still runs; the script's status is the first failure's."""
-    result = run_script(tmp_path, DEVICE="no-such-device")
-    assert result.returncode != 0
-    assert "equivalence exit status 0" not in result.stdout
-    assert "east-bench exit status" in result.stdout
+    """Both parts run whatever the first did; the script's status is the first failure's."""
+    result = run_script(tmp_path, RANDOM_MODEL="no-such-shape")  # argparse: exit 2
+    assert "equivalence exit status 0" in result.stdout
+    assert "east-bench exit status 2" in result.stdout and result.returncode == 2
+    result = run_script(tmp_path, DEVICE="no-such-device", RANDOM_MODEL="no-such-shape")
+    assert "equivalence exit status 1" in result.stdout
+    assert "east-bench exit status 2" in result.stdout and result.returncode == 1

@@ -425,9 +425,12 @@ class StreamsResult:
     identical: int = 0  # sentences equal to the sequential decoder's (chunks and delays)
 
 
-def stream_benchmark(args, model, tokenizer, sentences, schedule, started) -> list:
+def stream_benchmark(
+    args, model, tokenizer, sentences, schedule, started, finished_row=None
+) -> list:
     """Greedy (and beam search with --num-beams above 1): the sequential decoder, then
-    continuous batching at each --streams count, on the same sentences (and schedule)."""
+    continuous batching at each --streams count, on the same sentences (and schedule);
+    `finished_row(results)` after each row."""
     from east_agent.decoding.batching import BatchStats, Sentence, translate_batch
 
     src_lang, tgt_lang = load_sentences(args.testset, 0, tokenizer)[1:]
@@ -449,6 +452,8 @@ def stream_benchmark(args, model, tokenizer, sentences, schedule, started) -> li
                           identical=len(sentences))
         )  # fmt: skip
         progress(f"sequential, beams={beams}: {results[-1].seconds:.1f} s", started)
+        if finished_row is not None:
+            finished_row(results)
         for count in args.streams:
             decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
             jobs = [Sentence(i, units, script_of(schedule, i)) for i, units in enumerate(sentences)]
@@ -471,6 +476,8 @@ def stream_benchmark(args, model, tokenizer, sentences, schedule, started) -> li
                               stats.rows, kv, same)
             )  # fmt: skip
             progress(f"{count} streams, beams={beams}: {seconds:.1f} s", started)
+            if finished_row is not None:
+                finished_row(results)
     return results
 
 
@@ -660,8 +667,17 @@ def main(argv: list[str] | None = None) -> None:
     progress(f"{model_name} ready, {len(sentences)} sentences", started)
     if args.streams:
         header = run_header(args, model, model_name, len(sentences), device, "")
-        results = stream_benchmark(args, model, tokenizer, sentences, schedule, started)
+        partial = Path(f"{args.output}.partial") if args.output else None
+
+        def finished_row(results: list) -> None:
+            """The table so far, beside the output: a run cut short keeps its rows."""
+            write_atomically(partial, streams_report(results, header))
+
+        results = stream_benchmark(args, model, tokenizer, sentences, schedule, started,
+                                   finished_row if partial else None)  # fmt: skip
         publish(streams_report(results, header), args.output)
+        if partial:
+            partial.unlink(missing_ok=True)
         return
     languages = (src_lang, tgt_lang)
     results = decoder_runs(args, model, tokenizer, sentences, schedule, languages, started)

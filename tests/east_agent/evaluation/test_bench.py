@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+from east_agent.evaluation import bench
 from east_agent.evaluation.bench import (
     ForwardCounter,
     compile_note,
@@ -105,3 +106,24 @@ def test_streams_benchmark_reports_each_count_against_one_stream(tmp_path, capsy
     # a schedule fixes every decision: batching changes nothing
     assert all(row.split(" | ")[9] == "3/3" for row in rows)
     assert "WMT22 grid" in capsys.readouterr().out
+    assert not (tmp_path / "streams.md.partial").exists()
+
+
+def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeypatch):
+    """A device's time limit can end the run: the rows done so far are beside the output."""
+
+    def cut_at_three_streams(text, started):
+        if text.startswith("3 streams"):
+            raise RuntimeError("time is up")
+
+    monkeypatch.setattr(bench, "progress", cut_at_three_streams)
+    output = tmp_path / "streams.md"
+    with pytest.raises(SystemExit):  # east-bench: time is up (exit 2)
+        main([
+            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--sentences", "3",
+            "--num-beams", "1", "--streams", "1", "3", "--output", str(output),
+        ])  # fmt: skip
+    assert not output.exists()
+    partial = (tmp_path / "streams.md.partial").read_text()
+    rows = [line for line in partial.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| 1 (sequential)", "1"], ["| 1", "1"]]

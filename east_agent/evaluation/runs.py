@@ -144,11 +144,7 @@ def record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[st
     differences = []
     for key in [*record, *(key for key in saved if key not in record)]:
         before, now = _comparable(key, saved.get(key)), _comparable(key, record.get(key))
-        if key == "model_path":
-            differ = bool(settings_differ({key: before}, {key: now}))
-        else:
-            differ = before != now
-        if differ:
+        if settings_differ({key: before}, {key: now}):
             differences.append(
                 f"{key} {shown_setting(saved.get(key))} (now {shown_setting(record.get(key))})"
             )

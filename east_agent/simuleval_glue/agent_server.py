@@ -268,6 +268,17 @@ def build_app(service: AgentService):
             self.set_status(error.status)
             self.finish({"error": str(error)})
 
+        async def send_output(self, take_input: bool = False) -> None:
+            """The session's next output (`take_input`: the body is its input, first)."""
+            try:
+                if take_input:
+                    service.push(self.session_name(), self.request.body)
+                segment = await service.pop(self.session_name())
+            except RequestError as error:
+                self.refuse(error)
+            else:
+                self.write(segment.json())
+
     class Info(Handler):
         def get(self) -> None:
             self.write(json.dumps(service.info()))
@@ -295,22 +306,11 @@ def build_app(service: AgentService):
 
     class Output(Handler):
         async def get(self) -> None:
-            try:
-                segment = await service.pop(self.session_name())
-            except RequestError as error:
-                self.refuse(error)
-            else:
-                self.write(segment.json())
+            await self.send_output()
 
     class Step(Handler):
         async def post(self) -> None:
-            try:
-                service.push(self.session_name(), self.request.body)
-                segment = await service.pop(self.session_name())
-            except RequestError as error:
-                self.refuse(error)
-            else:
-                self.write(segment.json())
+            await self.send_output(take_input=True)
 
     return web.Application(
         [(r"/", Info), (r"/reset", Reset), (r"/close", Close), (r"/input", Input),

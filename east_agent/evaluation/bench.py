@@ -349,7 +349,9 @@ RANDOM_MODELS = {
 }  # fmt: skip
 
 
-def random_model(name: str, tokenizer, dtype: torch.dtype, device: str):
+def random_model(name: str, tokenizer, dtype: torch.dtype, device: str, seed: int = 0):
+    """The `RANDOM_MODELS[name]` shape with weights drawn from `seed` (the same weights,
+    and so the same translations, in every run on one machine)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -359,8 +361,11 @@ def random_model(name: str, tokenizer, dtype: torch.dtype, device: str):
         tie_word_embeddings=False,
         **RANDOM_MODELS[name],
     )
-    with torch.device(device):
-        model = LlamaForCausalLM._from_config(config, dtype=dtype)
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        with device:
+            model = LlamaForCausalLM._from_config(config, dtype=dtype)
     return model.eval()
 
 
@@ -457,6 +462,11 @@ def stream_benchmark(
         for count in args.streams:
             decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
             jobs = [Sentence(i, units, script_of(schedule, i)) for i, units in enumerate(sentences)]
+            if decoder.max_streams != count:
+                raise RuntimeError(
+                    f"{count} streams need the static KV cache, which did not take this "
+                    "model (its warning above says why)"
+                )
             list(translate_batch(decoder, jobs[: min(count, 4)]))  # warm-up
             stats = BatchStats()
             synchronize(args.device)
@@ -555,6 +565,9 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tokenizer", help="with --random-model: a Llama-3 tokenizer.json (or its folder)"
     )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="with --random-model: the weights' seed"
+    )
     parser.add_argument("--testset", default="multi30k.de-en")
     parser.add_argument("--sentences", type=int, default=100)
     parser.add_argument("--device", default="cpu")
@@ -598,8 +611,8 @@ def load_bench_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
         )
     tokenizer = llama3_east_tokenizer(args.tokenizer)
     dtype = getattr(torch, args.torch_dtype)
-    model = random_model(args.random_model, tokenizer, dtype, args.device)
-    return model, tokenizer, f"random {args.random_model}"
+    model = random_model(args.random_model, tokenizer, dtype, args.device, args.seed)
+    return model, tokenizer, f"random {args.random_model}, seed {args.seed}"
 
 
 def load_schedule(args: argparse.Namespace, sentences: list) -> tuple[list, list | None]:

@@ -78,9 +78,9 @@ def static_attempts(model) -> tuple[bool, ...]:
 
 
 def check_static(model, static: StaticLM, probe_ids: list[int]) -> None:
-    """Raise unless the static path reproduces the dynamic path's logits on a probe: one
-    row fed three times, and (with two rows or more) two rows of other lengths in one
-    ragged forward."""
+    """Raise unless the static path reproduces the dynamic path's logits (`logits_agree`)
+    on a probe: one row fed three times, and (with two rows or more) two rows of other
+    lengths in one ragged forward."""
     dynamic = CachedLM(model)
     steps = [probe_ids, probe_ids[-2:], probe_ids[-1:]]
     expected = [dynamic.feed(ids) for ids in steps]
@@ -95,10 +95,21 @@ def check_static(model, static: StaticLM, probe_ids: list[int]) -> None:
     static.reset()
     static.forward_passes = static.tokens_fed = 0  # the probe is not the caller's work
     tolerance = 1e-3 if next(model.parameters()).dtype == torch.float32 else 5e-2
-    for want, got in zip(expected, actual):
-        scale = want.abs().max().clamp_min(1e-6)
-        if float((want - got).abs().max() / scale) > tolerance or want.argmax() != got.argmax():
-            raise RuntimeError("its logits differ from the dynamic cache's on a probe")
+    if not all(logits_agree(want, got, tolerance) for want, got in zip(expected, actual)):
+        raise RuntimeError("its logits differ from the dynamic cache's on a probe")
+
+
+def logits_agree(want: torch.Tensor, got: torch.Tensor, tolerance: float) -> bool:
+    """Whether `got` is `want` up to rounding: every logit within `tolerance` of the
+    largest magnitude, and the token `got` ranks first one that `want` rates within that
+    tolerance of its best. Not the same first token: in bfloat16 two near-equal logits
+    swap places under any change of summation order (4 of 150 random llama3-tiny models
+    in bfloat16 failed that test on a CPU, their top two 0.5-0.6% of the largest logit
+    apart, the largest difference under 1%)."""
+    scale = want.abs().max().clamp_min(1e-6)
+    error = float((want - got).abs().max() / scale)
+    shortfall = float((want.max() - want[got.argmax()]) / scale)
+    return error <= tolerance and shortfall <= tolerance
 
 
 def _fresh_logits(model, ids: list[int]) -> torch.Tensor:

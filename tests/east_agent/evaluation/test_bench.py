@@ -4,6 +4,7 @@ import importlib.resources
 from pathlib import Path
 
 import pytest
+import torch
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.evaluation import bench
@@ -127,3 +128,33 @@ def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeyp
     partial = (tmp_path / "streams.md.partial").read_text()
     rows = [line for line in partial.splitlines() if line.startswith("| ")][1:]
     assert [row.split(" | ")[:2] for row in rows] == [["| 1 (sequential)", "1"], ["| 1", "1"]]
+
+
+def test_random_models_are_drawn_from_their_seed(east_tokenizer):
+    rng_before = torch.random.get_rng_state()
+    first, again, other = (
+        bench.random_model("llama3-tiny", east_tokenizer, torch.bfloat16, "cpu", seed)
+        for seed in (0, 0, 1)
+    )
+    weights = [model.model.layers[0].mlp.up_proj.weight for model in (first, again, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    assert torch.equal(torch.random.get_rng_state(), rng_before)  # the caller's draws untouched
+
+
+def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
+    tmp_path, monkeypatch, capsys
+):
+    """Many streams run only on the static cache: measuring one stream under the name of
+    three would be a wrong table."""
+
+    def refused(model, static, probe_ids):
+        raise RuntimeError("its logits differ from the dynamic cache's on a probe")
+
+    monkeypatch.setattr("east_agent.lm.build.check_static", refused)
+    with pytest.raises(SystemExit):
+        main([
+            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--sentences", "2",
+            "--num-beams", "1", "--streams", "3", "--output", str(tmp_path / "streams.md"),
+        ])  # fmt: skip
+    assert "3 streams need the static KV cache" in capsys.readouterr().err
+    assert not (tmp_path / "streams.md").exists()

@@ -163,9 +163,19 @@ def last_complete_checkpoint(output_dir: Path) -> Path | None:
     complete = [
         path
         for path in output_dir.glob("checkpoint-*")
-        if path.name.split("-")[-1].isdigit() and (path / "trainer_state.json").exists()
+        if path.name.split("-")[-1].isdigit() and is_complete_checkpoint(path)
     ]
     return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a whole trainer state: the Trainer writes it in place, so a
+    run killed while writing it leaves a file that does not parse."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def resolve_resume(config: SFTConfig) -> str | None:
@@ -177,7 +187,7 @@ def resolve_resume(config: SFTConfig) -> str | None:
         if checkpoint is not None:
             logger.info("resuming from %s", checkpoint)
         return str(checkpoint) if checkpoint else None
-    if not (Path(setting) / "trainer_state.json").exists():
+    if not is_complete_checkpoint(Path(setting)):
         raise ValueError(f"resume_from_checkpoint: {setting} is not a complete checkpoint")
     return str(setting)
 

@@ -151,8 +151,11 @@ class AgentService:
         if self.pool.busy(stream):
             session.waiter = asyncio.get_running_loop().create_future()
             self._start_runner()
-            await session.waiter
-            session.waiter = None
+            try:
+                await session.waiter
+            finally:  # a failed step leaves the session usable; idle from its answer on
+                session.waiter = None
+                session.last_seen = time.monotonic()
         if self.pool.error(stream) is not None:
             raise RequestError(422, f"session {name!r}: {self.pool.error(stream)}")
         text = "".join(stream.chunks[session.written :])
@@ -181,10 +184,11 @@ class AgentService:
             try:
                 idle = self.pool.step()
                 self.steps += 1
-            except Exception as error:  # handed to every waiting client
+            except Exception as error:  # handed to every waiting client, as a 500
                 logger.exception("a batched step failed")
+                failure = RequestError(500, f"the batched step failed: {error!r}")
                 for session in self.sessions.values():
-                    _settle(session.waiter, error)
+                    _settle(session.waiter, failure)
                 return
             by_stream = {session.stream: name for name, session in self.sessions.items()}
             for stream in idle:

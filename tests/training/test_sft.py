@@ -227,11 +227,13 @@ def test_merged_checkpoint_runs_in_simuleval(merged, tmp_path):
 
 
 def test_partial_checkpoints_are_not_resumed_from(tmp_path):
-    for step, complete in ((4, True), (8, True), (12, False)):
+    """No trainer state yet, or one cut short by the kill (the Trainer writes it in place)."""
+    states = {4: "{}", 8: '{"global_step": 8}', 12: None, 16: "", 20: '{"global_step": 2'}
+    for step, state in states.items():
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
-        if complete:
-            (folder / "trainer_state.json").write_text("{}")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
 
 

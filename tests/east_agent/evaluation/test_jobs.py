@@ -53,12 +53,13 @@ def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
     command = [console_script("east-eval"), *arguments]
     logs = [output / "runs" / name / "instances.log" for name in ("east-low", "waitk-k2")]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
+    deadline, seen = time.time() + 300, {}  # seen: a run may end before the other logs
     while not all(log.exists() and log.read_text().count("\n") >= 1 for log in logs):
         assert process.poll() is None and time.time() < deadline, "east-eval ended first"
+        seen.update(descendants(process.pid))
         time.sleep(0.02)
     workers = descendants(process.pid)
-    children = [pid for pid, command in workers.items() if "east-simuleval" in command]
+    children = [pid for pid, command in {**seen, **workers}.items() if "east-simuleval" in command]
     assert len(children) == 2  # one SimulEval loop under each worker
     os.kill(process.pid, signal.SIGKILL)
     process.wait()

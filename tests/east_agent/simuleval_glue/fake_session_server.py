@@ -43,6 +43,7 @@ class FakeSessionServer:
         self.busy_delay = busy_delay
         self.step = step
         self.requests: list[str] = []  # "METHOD /path" of each request, in order
+        self.completed: list[str] = []  # each sentence whose last output was answered
         self.sessions: dict[str, dict] = {}
         self.held = threading.Semaphore(0)  # one release per request being held
         self.released = threading.Event()
@@ -89,6 +90,8 @@ class FakeSessionServer:
         if self.refuse_word in new:
             return handler.answer(422, {"error": f"the sentence holds {self.refuse_word!r}"})
         finished = session["finished"] and session["sent"] == len(session["words"])
+        if finished and new:
+            self.completed.append(" ".join(session["words"]))
         if new:
             segment = TextSegment(content=" ".join(new), finished=finished, tgt_lang="en")
         else:

@@ -4,12 +4,14 @@ depend on it. The HTTP side is tested in `test_shared_task.py` and `test_remote_
 
 import asyncio
 import random
+import time
 
+import pytest
 from simuleval.data.segments import TextSegment
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.stream_pool import StreamPool
-from east_agent.simuleval_glue.agent_server import AgentService
+from east_agent.simuleval_glue.agent_server import AgentService, RequestError
 from tiny_east import synthetic_sentence
 
 
@@ -56,7 +58,9 @@ def serve(model, tokenizer, sentences, pauses, batch_wait):
 def test_a_forward_waits_for_the_sessions_between_requests(east_model, east_tokenizer):
     rng = random.Random(11)
     sentences = [synthetic_sentence(rng)[0] for _ in range(6)]
-    pauses = [0.0, 0.004, 0.008]  # clients out of step with each other
+    # clients out of step with each other: pauses longer than a step even on a loaded
+    # machine (a few ms idle), or without waiting they would fall into step by chance
+    pauses = [0.0, 0.02, 0.04]
     alone, steps_alone = serve(east_model, east_tokenizer, sentences, pauses, 0.0)
     waited, steps_waited = serve(east_model, east_tokenizer, sentences, pauses, 5.0)
     assert waited == alone  # the same translations, in fewer and fuller forwards
@@ -85,3 +89,61 @@ def test_a_session_that_stays_away_is_waited_for_once(east_model, east_tokenizer
 
     written = asyncio.run(run())
     assert len(written) == 2 and service.steps > 10
+
+
+def one_stream_service(model, tokenizer, monkeypatch, step, timeout):
+    """A one-stream service whose batched step is `step(real_step)`."""
+    decoder = EastStreamDecoder(model, tokenizer, DecoderConfig("de", "en", "low"), streams=1)
+    pool = StreamPool(decoder)
+    real_step = pool.step
+    monkeypatch.setattr(pool, "step", lambda: step(real_step))
+    return AgentService(pool, "en", timeout=timeout)
+
+
+def test_a_session_is_idle_from_its_answer_not_from_its_request(
+    east_model, east_tokenizer, monkeypatch
+):
+    """A forward longer than `--session-timeout` must not make the session that waited
+    for it look idle the moment it has its answer."""
+
+    def slow(real_step):
+        time.sleep(0.3)
+        return real_step()
+
+    service = one_stream_service(east_model, east_tokenizer, monkeypatch, slow, timeout=0.2)
+
+    async def run():
+        service.reset("s")
+        service.push("s", segment_json("Ein", False))
+        await service.pop("s")
+        service.drop_idle()
+
+    asyncio.run(run())
+    assert "s" in service.sessions
+    time.sleep(0.25)
+    service.drop_idle()  # and idle it is, once the timeout has passed since
+    assert "s" not in service.sessions
+
+
+def test_a_failed_step_leaves_the_session_usable(east_model, east_tokenizer, monkeypatch):
+    failures = [RuntimeError("out of memory")]
+
+    def fails_once(real_step):
+        if failures:
+            raise failures.pop()
+        return real_step()
+
+    service = one_stream_service(east_model, east_tokenizer, monkeypatch, fails_once, 600)
+
+    async def run():
+        service.reset("s")
+        service.push("s", segment_json("Ein", False))
+        with pytest.raises(RequestError, match="the batched step failed: .*out of memory"):
+            await service.pop("s")
+        service.reset("s")  # not "waiting for its output already" (409) for ever
+        service.push("s", segment_json("Ein", True))
+        while not (await service.pop("s")).finished:
+            pass
+
+    asyncio.run(run())
+    assert not failures

@@ -15,6 +15,7 @@ from commands import console_script
 from fake_session_server import FakeSessionServer
 
 from east_agent.common.run_lock import hold_run_lock
+from east_agent.simuleval_glue.remote_eval import CLOSE_TIMEOUT
 from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
 
 SENTENCES = [f"satz{index} hat hier noch einige worte" for index in range(6)]
@@ -107,8 +108,12 @@ def test_a_lost_server_ends_the_run_keeping_the_finished_sentences(test_set, tmp
         result = remote_eval(server.port, test_set, output, "--batch-size", 3)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "was lost" in result.stderr and "sentence 4: the server was lost" in result.stderr
+    # kept: every sentence the server gave its last words to before it was lost (sentence
+    # 4 went to the second session to finish one); which ones those were is the threads'
+    # race, and a sentence still under way is left for a rerun
     finished = {r["index"] for r in logged(output)}
-    assert 4 not in finished and {0, 1, 2} <= finished
+    answered = {SENTENCES.index(text) for text in server.completed}
+    assert finished == answered and len(finished) >= 2 and 4 not in finished
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -134,7 +139,8 @@ def test_ctrl_c_ends_a_run_waiting_on_the_server(test_set, tmp_path, batch, hold
             client.wait(timeout=30)
         finally:
             client.kill()
-        assert time.monotonic() - started < 10
+        # closing a silent server's sessions waits out CLOSE_TIMEOUT; the rest is margin
+        assert time.monotonic() - started < sum(CLOSE_TIMEOUT) + 8
         if hold == "output":
             assert not server.sessions  # a rerun finds its streams free
     assert client.returncode == -signal.SIGINT  # as Ctrl-C ends a process: a shell loop stops

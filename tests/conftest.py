@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from commands import write_toy_test_set
 
 from tiny_east import build_llama3_tokenizer, train_tiny_east_model
@@ -16,7 +15,6 @@ def east_tokenizer():
 
 @pytest.fixture(scope="session")
 def east_model(east_tokenizer):
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     return train_tiny_east_model(east_tokenizer)
 
 

@@ -24,6 +24,11 @@ class NoFreeStream(RuntimeError):
     """Every stream of the pool is lent."""
 
 
+class StepFailed(RuntimeError):
+    """The forward (or a program after it) failed in a step this stream was part of: its
+    sentence is lost, and the stream takes a new one (`begin`)."""
+
+
 class StreamPool:
     def __init__(self, decoder) -> None:
         self.decoder = decoder
@@ -80,10 +85,17 @@ class StreamPool:
         streams = sorted(self.feeds, key=lambda stream: stream.home)
         if not streams:
             return []
-        with torch.inference_mode():
-            results = run_feeds(self.decoder.lm, [self.feeds[stream] for stream in streams])
-            for stream, fed in zip(streams, results):
-                self._pump(stream, fed)
+        try:
+            with torch.inference_mode():
+                results = run_feeds(self.decoder.lm, [self.feeds[stream] for stream in streams])
+                for stream, fed in zip(streams, results):
+                    self._pump(stream, fed)
+        except Exception as error:  # no stream of the step knows where it is: none goes on
+            failure = StepFailed(f"the batched step failed: {error!r}")
+            for stream in streams:
+                self.errors[stream] = failure
+                self.feeds.pop(stream, None)
+            raise failure from error
         return [stream for stream in streams if stream not in self.feeds]
 
     def _pump(self, stream: Stream, fed) -> None:

@@ -53,6 +53,7 @@ from east_agent.decoding.prompt import (
 from east_agent.decoding.units import join_source_units, source_units, unit_text
 from east_agent.lm import CachedLM, build_lm, cache_argument_name, new_dynamic_cache
 from east_agent.lm.checkpoint import TORCH_DTYPES
+from east_agent.lm.static import supports
 
 Schedule = list[list[tuple[int, int]]]  # per sentence: (units read, chunk tokens) per write
 
@@ -351,7 +352,8 @@ RANDOM_MODELS = {
 
 def random_model(name: str, tokenizer, dtype: torch.dtype, device: str, seed: int = 0):
     """The `RANDOM_MODELS[name]` shape with weights drawn from `seed` (the same weights,
-    and so the same translations, in every run on one machine)."""
+    and so the same translations, in every run on one machine); the caller's CPU and
+    CUDA generators are left as they were."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
@@ -361,10 +363,10 @@ def random_model(name: str, tokenizer, dtype: torch.dtype, device: str, seed: in
         tie_word_embeddings=False,
         **RANDOM_MODELS[name],
     )
-    device = torch.device(device)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    cuda_devices = list(range(torch.cuda.device_count()))  # manual_seed seeds them all
+    with torch.random.fork_rng(devices=cuda_devices):
         torch.manual_seed(seed)
-        with device:
+        with torch.device(device):
             model = LlamaForCausalLM._from_config(config, dtype=dtype)
     return model.eval()
 
@@ -461,12 +463,11 @@ def stream_benchmark(
             finished_row(results)
         for count in args.streams:
             decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
-            jobs = [Sentence(i, units, script_of(schedule, i)) for i, units in enumerate(sentences)]
             if decoder.max_streams != count:
-                raise RuntimeError(
-                    f"{count} streams need the static KV cache, which did not take this "
-                    "model (its warning above says why)"
-                )
+                reason = supports(model) or "its probe failed (the warning above)"
+                raise RuntimeError(f"{count} streams need the static KV cache, which "
+                                   f"did not take this model: {reason}")  # fmt: skip
+            jobs = [Sentence(i, units, script_of(schedule, i)) for i, units in enumerate(sentences)]
             list(translate_batch(decoder, jobs[: min(count, 4)]))  # warm-up
             stats = BatchStats()
             synchronize(args.device)

@@ -16,7 +16,9 @@ clients cannot be told apart.
   takes it (`"step": true`), and `east-remote-eval` then uses it.
 - A body that is not a JSON segment object, or lacks a key, gets 400 naming the problem; a
   new session when every stream is in use gets 503; a sentence that overflows the
-  context gets 422 (the session stays usable after a reset).
+  context gets 422; a forward that fails gets 500 naming the error, for every session
+  whose sentence was in it, and none of them is tried again (each session stays usable
+  after a reset).
 - The server listens on 127.0.0.1 unless `--remote-address` names another address.
 - A session idle for `--session-timeout` seconds is dropped (its stream goes back).
 - Before each forward the server waits up to `--batch-wait-ms` (5) for the sessions the
@@ -139,6 +141,8 @@ class AgentService:
     async def pop(self, name: str):
         from simuleval.data.segments import EmptySegment, TextSegment
 
+        from east_agent.decoding.stream_pool import StepFailed
+
         session = self.session(name)
         self._check_idle(session, name)
         self._back(name)
@@ -156,8 +160,9 @@ class AgentService:
             finally:  # a failed step leaves the session usable; idle from its answer on
                 session.waiter = None
                 session.last_seen = time.monotonic()
-        if self.pool.error(stream) is not None:
-            raise RequestError(422, f"session {name!r}: {self.pool.error(stream)}")
+        if (error := self.pool.error(stream)) is not None:
+            status = 500 if isinstance(error, StepFailed) else 422  # 422: the sentence's fault
+            raise RequestError(status, f"session {name!r}: {error}")
         text = "".join(stream.chunks[session.written :])
         session.written = len(stream.chunks)
         if not text and not stream.finished:
@@ -184,11 +189,10 @@ class AgentService:
             try:
                 idle = self.pool.step()
                 self.steps += 1
-            except Exception as error:  # handed to every waiting client, as a 500
+            except Exception:  # every waiting client's stream is failed (`pop`: a 500)
                 logger.exception("a batched step failed")
-                failure = RequestError(500, f"the batched step failed: {error!r}")
                 for session in self.sessions.values():
-                    _settle(session.waiter, failure)
+                    _settle(session.waiter)
                 return
             by_stream = {session.stream: name for name, session in self.sessions.items()}
             for stream in idle:

@@ -90,7 +90,7 @@ class FakeSessionServer:
         if self.refuse_word in new:
             return handler.answer(422, {"error": f"the sentence holds {self.refuse_word!r}"})
         finished = session["finished"] and session["sent"] == len(session["words"])
-        if finished and new:
+        if finished and new:  # the last word comes with `finished`: once a sentence
             self.completed.append(" ".join(session["words"]))
         if new:
             segment = TextSegment(content=" ".join(new), finished=finished, tgt_lang="en")

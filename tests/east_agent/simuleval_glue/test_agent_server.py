@@ -91,13 +91,16 @@ def test_a_session_that_stays_away_is_waited_for_once(east_model, east_tokenizer
     assert len(written) == 2 and service.steps > 10
 
 
-def one_stream_service(model, tokenizer, monkeypatch, step, timeout):
-    """A one-stream service whose batched step is `step(real_step)`."""
+def one_stream_service(model, tokenizer, monkeypatch, forward, timeout):
+    """A one-stream service whose batched forward is `forward(real_forward, lm, feeds)`."""
+    from east_agent.decoding import stream_pool
+
+    real_forward = stream_pool.run_feeds
+    monkeypatch.setattr(
+        stream_pool, "run_feeds", lambda lm, feeds: forward(real_forward, lm, feeds)
+    )
     decoder = EastStreamDecoder(model, tokenizer, DecoderConfig("de", "en", "low"), streams=1)
-    pool = StreamPool(decoder)
-    real_step = pool.step
-    monkeypatch.setattr(pool, "step", lambda: step(real_step))
-    return AgentService(pool, "en", timeout=timeout)
+    return AgentService(StreamPool(decoder), "en", timeout=timeout)
 
 
 def test_a_session_is_idle_from_its_answer_not_from_its_request(
@@ -106,9 +109,9 @@ def test_a_session_is_idle_from_its_answer_not_from_its_request(
     """A forward longer than `--session-timeout` must not make the session that waited
     for it look idle the moment it has its answer."""
 
-    def slow(real_step):
+    def slow(real_forward, lm, feeds):
         time.sleep(0.3)
-        return real_step()
+        return real_forward(lm, feeds)
 
     service = one_stream_service(east_model, east_tokenizer, monkeypatch, slow, timeout=0.2)
 
@@ -125,21 +128,29 @@ def test_a_session_is_idle_from_its_answer_not_from_its_request(
     assert "s" not in service.sessions
 
 
-def test_a_failed_step_leaves_the_session_usable(east_model, east_tokenizer, monkeypatch):
+def test_a_failed_step_fails_its_sessions_and_leaves_them_usable(
+    east_model, east_tokenizer, monkeypatch
+):
+    """A forward that fails (out of memory, say) answers 500 naming it; its work is not
+    tried again in the next step, and a reset starts the session afresh."""
     failures = [RuntimeError("out of memory")]
 
-    def fails_once(real_step):
+    def fails_once(real_forward, lm, feeds):
         if failures:
             raise failures.pop()
-        return real_step()
+        return real_forward(lm, feeds)
 
     service = one_stream_service(east_model, east_tokenizer, monkeypatch, fails_once, 600)
 
     async def run():
         service.reset("s")
         service.push("s", segment_json("Ein", False))
-        with pytest.raises(RequestError, match="the batched step failed: .*out of memory"):
-            await service.pop("s")
+        for _ in range(2):  # answered, then asked again without a reset
+            with pytest.raises(
+                RequestError, match="the batched step failed: .*out of memory"
+            ) as error:
+                await service.pop("s")
+            assert error.value.status == 500 and not service.pool.feeds
         service.reset("s")  # not "waiting for its output already" (409) for ever
         service.push("s", segment_json("Ein", True))
         while not (await service.pop("s")).finished:

@@ -76,7 +76,7 @@ def test_ca_scores_match_a_hand_computation(sleepy_run):
     expected = hand_scores(logged_instance(sleepy_run), 0.2)
     for metric, value in expected.items():
         assert result[metric] == pytest.approx(value, abs=0.01), metric
-    assert expected["AL_CA"] == pytest.approx(2.0, abs=0.5)  # the nominal, give or take
+    assert expected["AL_CA"] >= 2.0 - 0.025  # the nominal at least: the timings count
 
 
 def test_rescoring_with_another_unit_needs_no_decoding(sleepy_run):

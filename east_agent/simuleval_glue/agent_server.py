@@ -10,7 +10,8 @@ each gets exactly what a local run writes. A client that names no session (Simul
 own remote evaluator) uses the one *legacy* session, as with SimulEval's server: two such
 clients cannot be told apart.
 
-- `POST /reset` starts a sentence (and opens the session); `POST /close` ends the session.
+- `POST /reset` starts a sentence (and opens the session); `POST /close` ends the session
+  (a request still waiting for its output then gets 409).
 - `POST /step` is `PUT /input` and `GET /output` in one request (the input segment in,
   the output segment out): half the requests a sentence takes. `GET /` says the server
   takes it (`"step": true`), and `east-remote-eval` then uses it.
@@ -125,8 +126,7 @@ class AgentService:
         session = self.sessions.pop(name, None)
         if session is None:
             raise RequestError(404, f"no session {name!r}")
-        if session.waiter is not None and not session.waiter.done():
-            session.waiter.cancel()
+        _settle(session.waiter, RequestError(409, f"session {name!r} was closed while it waited"))
         self.pool.release(session.stream)
         self._back(name)  # not to be waited for
         logger.info("session %r closed (%d open)", name, len(self.sessions))

@@ -158,3 +158,23 @@ def test_a_failed_step_fails_its_sessions_and_leaves_them_usable(
 
     asyncio.run(run())
     assert not failures
+
+
+def test_closing_a_session_answers_the_request_waiting_on_it(east_model, east_tokenizer):
+    """As east-remote-eval does on Ctrl-C: the waiting request gets 409, not a traceback."""
+    decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
+    service = AgentService(StreamPool(decoder), "en", timeout=600)
+
+    async def run():
+        service.reset("s")
+        service.push("s", segment_json("Ein", False))
+        waiting = asyncio.ensure_future(service.pop("s"))
+        await asyncio.sleep(0)  # the request now waits for the step
+        assert service.sessions["s"].waiter is not None
+        service.close("s")
+        with pytest.raises(RequestError, match="'s' was closed while it waited") as error:
+            await waiting
+        assert error.value.status == 409
+
+    asyncio.run(run())
+    assert not service.sessions and len(service.pool.free) == 1

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
-from east_agent.decoding.stream_pool import NoFreeStream, StreamPool
+from east_agent.decoding.stream_pool import NoFreeStream, StepFailed, StreamPool
 from east_agent.decoding.waitk import OfflineWaitkDecoder, WaitkConfig
 from tiny_east import synthetic_sentence
 
@@ -103,3 +103,37 @@ def test_an_overflow_is_the_failing_clients_alone(east_model, east_tokenizer):
     assert pool.error(short_one) is None and short_one.finished
     pool.begin(long_one)  # a new sentence clears the failure
     assert pool.error(long_one) is None
+
+
+def test_a_failed_step_fails_its_streams_and_drops_their_work(
+    east_model, east_tokenizer, monkeypatch
+):
+    """A forward that raises (out of memory, say) leaves no stream of it half-way: each
+    holds the failure and no work, so the next step does not try it again; a new
+    sentence on the stream translates as the sequential decoder does."""
+    from east_agent.decoding import stream_pool
+
+    pool = StreamPool(build("east", east_model, east_tokenizer, 3))
+    first, second, idle = pool.acquire(), pool.acquire(), pool.acquire()
+    units = synthetic_sentence(random.Random(4))[0]
+    for stream in (first, second, idle):
+        pool.begin(stream)
+    pool.push(first, units[:1], source_finished=False)
+    pool.push(second, units[:2], source_finished=False)
+    real_forward = stream_pool.run_feeds
+
+    def out_of_memory(lm, feeds):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(stream_pool, "run_feeds", out_of_memory)
+    with pytest.raises(StepFailed, match="the batched step failed: .*out of memory"):
+        pool.step()
+    assert isinstance(pool.error(first), StepFailed) and pool.error(second) is pool.error(first)
+    assert pool.error(idle) is None and not pool.feeds and pool.step() == []
+    monkeypatch.setattr(stream_pool, "run_feeds", real_forward)
+    pool.begin(first)
+    pool.push(first, units, source_finished=True)
+    while pool.feeds:
+        pool.step()
+    expected = build("east", east_model, east_tokenizer, 1).translate(units)
+    assert pool.error(first) is None and first.chunks == expected.chunks

@@ -149,6 +149,19 @@ def tiny_llama_config(tokenizer, **overrides) -> LlamaConfig:
 def train_tiny_east_model(
     tokenizer, steps: int = 160, seed: int = 0, lr: float = 1e-2, **config_overrides
 ) -> LlamaForCausalLM:
+    """Trained on one thread: the same weights on a machine with any number of cores (on
+    a 2-core CPU, 1 and 2 threads give identical weights, 4 threads do not)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_on_this_thread(tokenizer, steps, seed, lr, **config_overrides)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def train_on_this_thread(
+    tokenizer, steps: int, seed: int, lr: float, **config_overrides
+) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     rng = random.Random(seed)
     model = LlamaForCausalLM(tiny_llama_config(tokenizer, **config_overrides))

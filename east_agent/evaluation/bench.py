@@ -32,7 +32,7 @@ import json
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -433,7 +433,7 @@ class StreamsResult:
 
 
 def stream_benchmark(
-    args, model, tokenizer, sentences, schedule, started, finished_row=None
+    args, model, tokenizer, sentences, schedule, started, finished_row: Callable[[list], None]
 ) -> list:
     """Greedy (and beam search with --num-beams above 1): the sequential decoder, then
     continuous batching at each --streams count, on the same sentences (and schedule);
@@ -459,8 +459,7 @@ def stream_benchmark(
                           identical=len(sentences))
         )  # fmt: skip
         progress(f"sequential, beams={beams}: {results[-1].seconds:.1f} s", started)
-        if finished_row is not None:
-            finished_row(results)
+        finished_row(results)
         for count in args.streams:
             decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
             if decoder.max_streams != count:
@@ -487,8 +486,7 @@ def stream_benchmark(
                               stats.rows, kv, same)
             )  # fmt: skip
             progress(f"{count} streams, beams={beams}: {seconds:.1f} s", started)
-            if finished_row is not None:
-                finished_row(results)
+            finished_row(results)
     return results
 
 
@@ -685,10 +683,12 @@ def main(argv: list[str] | None = None) -> None:
 
         def finished_row(results: list) -> None:
             """The table so far, beside the output: a run cut short keeps its rows."""
-            write_atomically(partial, streams_report(results, header))
+            if partial:
+                write_atomically(partial, streams_report(results, header))
 
-        results = stream_benchmark(args, model, tokenizer, sentences, schedule, started,
-                                   finished_row if partial else None)  # fmt: skip
+        results = stream_benchmark(
+            args, model, tokenizer, sentences, schedule, started, finished_row
+        )
         publish(streams_report(results, header), args.output)
         if partial:
             partial.unlink(missing_ok=True)

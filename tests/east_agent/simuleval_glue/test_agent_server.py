@@ -91,16 +91,19 @@ def test_a_session_that_stays_away_is_waited_for_once(east_model, east_tokenizer
     assert len(written) == 2 and service.steps > 10
 
 
-def one_stream_service(model, tokenizer, monkeypatch, forward, timeout):
-    """A one-stream service whose batched forward is `forward(real_forward, lm, feeds)`."""
+def one_stream_service(model, tokenizer, timeout: float = 600) -> AgentService:
+    decoder = EastStreamDecoder(model, tokenizer, DecoderConfig("de", "en", "low"), streams=1)
+    return AgentService(StreamPool(decoder), "en", timeout=timeout)
+
+
+def wrap_forward(monkeypatch, forward) -> None:
+    """The pool's batched forward becomes `forward(real_forward, lm, feeds)`."""
     from east_agent.decoding import stream_pool
 
     real_forward = stream_pool.run_feeds
     monkeypatch.setattr(
         stream_pool, "run_feeds", lambda lm, feeds: forward(real_forward, lm, feeds)
     )
-    decoder = EastStreamDecoder(model, tokenizer, DecoderConfig("de", "en", "low"), streams=1)
-    return AgentService(StreamPool(decoder), "en", timeout=timeout)
 
 
 def test_a_session_is_idle_from_its_answer_not_from_its_request(
@@ -113,7 +116,8 @@ def test_a_session_is_idle_from_its_answer_not_from_its_request(
         time.sleep(0.3)
         return real_forward(lm, feeds)
 
-    service = one_stream_service(east_model, east_tokenizer, monkeypatch, slow, timeout=0.2)
+    wrap_forward(monkeypatch, slow)
+    service = one_stream_service(east_model, east_tokenizer, timeout=0.2)
 
     async def run():
         service.reset("s")
@@ -140,7 +144,8 @@ def test_a_failed_step_fails_its_sessions_and_leaves_them_usable(
             raise failures.pop()
         return real_forward(lm, feeds)
 
-    service = one_stream_service(east_model, east_tokenizer, monkeypatch, fails_once, 600)
+    wrap_forward(monkeypatch, fails_once)
+    service = one_stream_service(east_model, east_tokenizer)
 
     async def run():
         service.reset("s")
@@ -162,8 +167,7 @@ def test_a_failed_step_fails_its_sessions_and_leaves_them_usable(
 
 def test_closing_a_session_answers_the_request_waiting_on_it(east_model, east_tokenizer):
     """As east-remote-eval does on Ctrl-C: the waiting request gets 409, not a traceback."""
-    decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
-    service = AgentService(StreamPool(decoder), "en", timeout=600)
+    service = one_stream_service(east_model, east_tokenizer)
 
     async def run():
         service.reset("s")

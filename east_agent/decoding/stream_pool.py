@@ -17,7 +17,7 @@ from collections import deque
 import torch
 
 from east_agent.decoding.batching import share_prompt
-from east_agent.decoding.streaming import END, ContextOverflowError, Feed, Stream, run_feeds
+from east_agent.decoding.streaming import END, Feed, Stream, run_feeds
 
 
 class NoFreeStream(RuntimeError):
@@ -72,7 +72,8 @@ class StreamPool:
             events.append((unit, source_finished and position == len(units) - 1))
         if source_finished:
             events.append(END)  # ignored by a program the last unit finished
-        self._pump(stream, None)
+        if not self.busy(stream):  # a busy stream takes its events when its forward is back
+            self._pump(stream, None)
 
     def busy(self, stream: Stream) -> bool:
         return stream in self.feeds
@@ -110,7 +111,7 @@ class StreamPool:
         try:
             with torch.inference_mode():
                 feed = self.decoder.run_until_feed(stream, fed, next_event)
-        except ContextOverflowError as error:
+        except Exception as error:  # an overflow, a bad unit: the stream's sentence is lost
             self.errors[stream] = error
             feed = None
         if feed is None:

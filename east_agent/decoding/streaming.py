@@ -40,7 +40,7 @@ WRITE = "write"  # the policy wrote after this unit
 FORCED = "forced"  # a write forced by the end of the source (or a document-level sentence end)
 
 WAIT = "wait"  # what a program yields when it needs the next source event
-END = None  # the source event that ends the source (`finish`)
+END = "end of source"  # the source event that ends the source (`finish`); units are tuples
 
 
 class ContextOverflowError(RuntimeError):
@@ -352,6 +352,7 @@ class StreamingDecoder:
         `script` ({units read: chunk tokens}) imposes the READ/WRITE outcomes and chunk
         lengths on decoders that take one (benchmarks): every forward still runs."""
         stream.clear(script)
+        self.lm.release(stream.rows[1:])  # beam rows a failed sentence left forked
         stream.rewind_to_prompt()
         self._begin(stream)
         stream.program = self._program(stream)

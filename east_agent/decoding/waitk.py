@@ -205,6 +205,8 @@ class OfflineWaitkDecoder(StreamingDecoder):
         return units_in_segment(self.segments, stream) > 0
 
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
+        if not stream.pending():  # a word was the last thing fed: its last token again
+            stream.rewind_cache(len(stream.tokens.ids) - 1)
         max_tokens = capped_tokens(self.segments, stream, self.config.max_new_tokens, True)
         new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
         return self._step(stream, FORCED, new_ids, finished=True)

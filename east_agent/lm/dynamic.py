@@ -141,5 +141,11 @@ class CachedLM:
         """One stream: nothing to share."""
 
     def release(self, rows: Sequence[int]) -> None:
-        if self.rows > 1:
-            raise NotImplementedError("the dynamic cache releases beam rows through `load`")
+        """Beam rows 1..k-1 go and row 0 stays (after `load` there is nothing left to go;
+        a beam search cut short by an error leaves them forked)."""
+        if self.rows == 1:
+            return
+        if sorted(rows) != list(range(1, self.rows)):
+            raise NotImplementedError("the dynamic cache releases all its beam rows at once")
+        for layer in self._layers():
+            layer.keys, layer.values = layer.keys[:1], layer.values[:1]

@@ -234,6 +234,20 @@ def test_source_longer_than_the_context_is_a_clear_error(east_model, east_tokeni
         decoder.translate(["rote"] * 200)
 
 
+def test_an_overflow_inside_a_beam_step_leaves_the_next_sentence_intact(east_model, east_tokenizer):
+    """The dynamic cache holds beams in its batch dimension: a sentence that overflows
+    while its beams are forked must not leave them there for the next sentence."""
+    config = DecoderConfig("de", "en", "low", num_beams=3, max_context=64, kv_cache="dynamic")
+    decoder = EastStreamDecoder(east_model, east_tokenizer, config)
+    first, second, third = toy_sentences(3, seed=5)
+    with pytest.raises(ContextOverflowError):
+        decoder.translate(first + second + third)
+    assert decoder.lm.rows == 3  # the overflow came in the middle of a beam search
+    expected = EastStreamDecoder(east_model, east_tokenizer, config).translate(first)
+    got = decoder.translate(first)
+    assert (got.chunk_ids, got.delays) == (expected.chunk_ids, expected.delays)
+
+
 def test_default_context_is_the_models(east_model, east_tokenizer, greedy_decoder):
     assert greedy_decoder.max_context == east_model.config.max_position_embeddings
     with pytest.raises(ContextOverflowError, match="more than 512 tokens"):

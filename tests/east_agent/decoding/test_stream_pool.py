@@ -105,6 +105,71 @@ def test_an_overflow_is_the_failing_clients_alone(east_model, east_tokenizer):
     assert pool.error(long_one) is None
 
 
+def run_steps(pool):
+    while pool.feeds:
+        pool.step()
+
+
+@pytest.mark.parametrize("kind, beams", [("east", 1), ("east", 3), ("waitk", 1)])
+def test_an_end_of_source_sent_on_its_own_finishes_the_sentence(
+    east_model, east_tokenizer, kind, beams
+):
+    """A live client sends its last unit, then the end of the source with no unit: the
+    stream ends as the sequential decoder's `finish()` does."""
+    sequential = build(kind, east_model, east_tokenizer, 1, beams)
+    pool = StreamPool(build(kind, east_model, east_tokenizer, 2, beams))
+    stream = pool.acquire()
+    rng = random.Random(9)
+    for _ in range(3):
+        units = synthetic_sentence(rng)[0]
+        sequential.reset()
+        for unit in units:
+            sequential.push_unit(unit)
+        sequential.finish()
+        pool.begin(stream)
+        for unit in units:
+            pool.push(stream, [unit], source_finished=False)
+            run_steps(pool)
+        pool.push(stream, [], source_finished=True)
+        run_steps(pool)
+        assert stream.finished and pool.error(stream) is None
+        first = sequential.streams[0]
+        assert record(stream.chunks, stream.delays, stream.decisions) == record(
+            first.chunks, first.delays, first.decisions
+        )
+
+
+def test_units_sent_while_a_forward_is_out_wait_for_it(east_model, east_tokenizer):
+    pool = StreamPool(build("east", east_model, east_tokenizer, 1))
+    stream = pool.acquire()
+    pool.begin(stream)
+    units = synthetic_sentence(random.Random(2))[0]
+    pool.push(stream, units[:1], source_finished=False)
+    assert pool.busy(stream)
+    pool.push(stream, units[1:], source_finished=True)
+    run_steps(pool)
+    expected = build("east", east_model, east_tokenizer, 1).translate(units)
+    assert stream.finished and (stream.chunks, stream.delays) == (
+        expected.chunks,
+        expected.delays,
+    )
+
+
+def test_a_unit_the_program_refuses_is_the_streams_error(east_model, east_tokenizer):
+    """Not a dead program that swallows every later unit: the error is kept, and a new
+    sentence starts afresh."""
+    pool = StreamPool(build("east", east_model, east_tokenizer, 1))
+    stream = pool.acquire()
+    pool.begin(stream)
+    pool.push(stream, ["  "], source_finished=False)
+    assert isinstance(pool.error(stream), ValueError) and not pool.busy(stream)
+    units = synthetic_sentence(random.Random(2))[0]
+    pool.begin(stream)
+    pool.push(stream, units, source_finished=True)
+    run_steps(pool)
+    assert pool.error(stream) is None and stream.finished
+
+
 def test_a_failed_step_fails_its_streams_and_drops_their_work(
     east_model, east_tokenizer, monkeypatch
 ):

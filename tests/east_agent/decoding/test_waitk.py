@@ -171,6 +171,21 @@ def test_east_waitk_equals_full_recompute_and_reencodes_nothing(east_model, east
         assert ours.counters.tokens_reencoded == 0
 
 
+def test_offline_waitk_finish_after_a_written_word(east_model, east_tokenizer):
+    """The source's end arriving after a WRITE (nothing left to feed) writes the rest:
+    the same target as flagging the last unit, in one more chunk."""
+    decoder = OfflineWaitkDecoder(east_model, east_tokenizer, WaitkConfig("de", "en", 2))
+    for units in toy_sentences(4, seed=3):
+        flagged = decoder.translate(units)
+        decoder.reset()
+        for unit in units:
+            last = decoder.push_unit(unit)
+        assert last.decision == WRITE
+        step = decoder.finish()
+        assert step.finished and decoder.streams[0].decisions[-1] == FORCED
+        assert sum(decoder.streams[0].chunk_ids, []) == sum(flagged.chunk_ids, [])
+
+
 def test_waitk_must_be_positive():
     with pytest.raises(ValueError, match="--waitk must be at least 1"):
         WaitkConfig("de", "en", 0)

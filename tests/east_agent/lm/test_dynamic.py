@@ -52,6 +52,19 @@ def test_beam_rows_fork_reorder_save_and_load(east_model):
     torch.testing.assert_close(lm.feed([13]), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_beam_rows_cut_short_are_released_to_row_0(east_model):
+    """A beam search that an error ended leaves its rows forked; `release` keeps row 0."""
+    lm = CachedLM(east_model, max_rows=3)
+    lm.feed(PROMPT[:3])
+    lm.fork(0, [1, 2])
+    lm.forward([0, 1, 2], [[10], [11], [12]])
+    lm.release([1, 2])
+    assert (lm.rows, lm.length(0)) == (1, 4)
+    lm.crop(0, 3)
+    expected = full_logits(east_model, [*PROMPT[:3], 13])
+    torch.testing.assert_close(lm.feed([13]), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_rows_of_several_streams_are_refused_with_a_reason(east_model):
     lm = CachedLM(east_model, max_rows=4)
     lm.feed(PROMPT)

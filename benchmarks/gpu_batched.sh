@@ -14,7 +14,7 @@
 #    short by its timeout still brings back what it measured.
 #
 # The same script runs on a CPU in the tests, small (tests/benchmarks/test_gpu_batched.py):
-#   DEVICE=cpu RANDOM_MODEL=llama3-tiny SENTENCES=4 EQUIVALENCE_SENTENCES=4 STREAMS="1 2" \
+#   DEVICE=cpu RANDOM_MODEL=llama3-tiny SENTENCES=2 EQUIVALENCE_SENTENCES=2 STREAMS=2 \
 #     bash benchmarks/gpu_batched.sh
 # Both parts run even if one fails; the script exits with the first failure's status.
 . "$(dirname "$0")/device_setup.sh"

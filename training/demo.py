@@ -1,6 +1,6 @@
 """Reproduce the shipped demo model, `models/east-demo`, with the project's own recipe.
 
-    python -m training.demo                      # everything, about 2 h on 2 CPU cores
+    python -m training.demo                      # everything, about 3 h on 2 CPU cores
     python -m training.demo --steps eval card    # some steps only (each is resumable)
 
 Steps (outputs under `--workdir`, default outputs/demo):

@@ -106,11 +106,13 @@ bfloat16 (loaded as float32 on a CPU).
 
 which runs, in order (outputs under `outputs/demo/`):
 
-    python -m training.build_data --source multi30k/train.de.gz --target multi30k/train.en.gz \\
+    python -m training.build_data --source east_agent/data/multi30k/train.de.gz \\
+        --target east_agent/data/multi30k/train.en.gz \\
         --src-lang de --tgt-lang en --output outputs/demo/data/simt-de-en.jsonl.gz \\
         --alignments models/east-demo/alignments/simt-de-en.links.gz --seed {args.seed}
     (the same for the val split and for French→English; offline records from the pairs)
-    python -m training.base_model --corpus multi30k/train.{{de,en,fr}}.gz --output outputs/demo/base
+    python -m training.base_model --corpus east_agent/data/multi30k/train.{{de,en,fr}}.gz \\
+        --output outputs/demo/base
     python -m training.sft --config training/configs/demo_stage1.yaml
     python -m training.sft --config training/configs/demo_stage2.yaml
     python -m training.merge_lora --base outputs/demo/stage1/model \\

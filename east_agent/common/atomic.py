@@ -3,34 +3,80 @@
 Everything the project writes for others to read (tables, records, figures, data files,
 checkpoints, submission folders) is written beside its final path under a temporary name
 and renamed into place in one step; a failure leaves the old content, never a torn one.
+A folder already in place is swapped out in one step too, and deleted only afterwards.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import glob
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+RENAME_EXCHANGE = 2  # renameat2(2)
+AT_FDCWD = -100
+
 
 def temporary_beside(path: Path, private: bool = True) -> Path:
-    """The temporary name of `path`, emptied of any leftover of a crashed write. `private`
-    adds this process's id; cooperating processes (the ranks of one training run) share
-    the name with `private=False`."""
+    """The temporary name of `path`, emptied of any leftover of a crashed write (this
+    process's, and those of processes no longer alive). `private` adds this process's id;
+    cooperating processes (the ranks of one training run) share the name with
+    `private=False`."""
     path = Path(path)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = leftover.name[len(path.name) + 2 :].split(".")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid))):
+            remove(leftover)
     tag = f".{os.getpid()}" if private else ""
     temporary = path.with_name(f".{path.name}{tag}.tmp")
     remove(temporary)
     return temporary
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def install(temporary: Path, path: Path) -> None:
-    """Put `temporary` in `path`'s place (a folder already there is replaced)."""
+    """Put `temporary` in `path`'s place. A folder already there is swapped with it in one
+    step, then deleted under the temporary name: a kill leaves the old folder whole or the
+    new one, never a torn one (the leftover is deleted by the next `temporary_beside`)."""
     path = Path(path)
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    os.replace(temporary, path)
+    if not path.is_dir() or path.is_symlink():
+        os.replace(temporary, path)
+    elif exchange(temporary, path):
+        remove(temporary)
+    else:  # no atomic exchange here: the old folder goes aside first
+        aside = temporary.with_name(f"{temporary.name}.old.tmp")
+        os.replace(path, aside)
+        os.replace(temporary, path)
+        remove(aside)
+
+
+def exchange(one: Path, other: Path) -> bool:
+    """Swap two paths in one step (Linux's `renameat2` with RENAME_EXCHANGE); False where
+    the system or the file system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    names = os.fsencode(str(one)), os.fsencode(str(other))
+    if renameat2(AT_FDCWD, names[0], AT_FDCWD, names[1], RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(other))
 
 
 def remove(path: Path) -> None:

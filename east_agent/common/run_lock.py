@@ -18,13 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+RUN_LOCK = "run.lock"  # a run of a grid (`east-eval`, `east-demo`)
+
 
 class RunFolderBusyError(RuntimeError):
     """Another live process is writing to the folder."""
 
 
 @contextmanager
-def hold_run_lock(folder: Path, name: str = "run.lock") -> Iterator[None]:
+def hold_run_lock(folder: Path, name: str = RUN_LOCK) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     with open(path, "a+", encoding="utf-8") as handle:

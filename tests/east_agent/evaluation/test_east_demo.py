@@ -41,6 +41,30 @@ def test_all_levels_print_the_table(all_levels):
     assert "| east | medium-high | high |" in stdout  # and the significance of each step
 
 
+def test_each_demo_starts_afresh_but_never_under_a_live_run(tmp_path, monkeypatch, capsys):
+    """An earlier run's records go; a run that another process is writing is refused
+    before anything is deleted (before, its folder was deleted under it)."""
+    from east_agent.common.run_lock import hold_run_lock
+    from east_agent.evaluation import demo
+
+    grids = []
+    monkeypatch.setattr(demo, "run_grid", lambda config, limit: grids.append(config))
+    run_folder = tmp_path / "runs" / "east-low"
+    run_folder.mkdir(parents=True)
+    (run_folder / "instances.log").write_text('{"index": 0}\n')
+    with hold_run_lock(run_folder):  # a live run of another process
+        with pytest.raises(SystemExit) as exit_code:
+            demo.main(["--output", str(tmp_path)])
+        assert exit_code.value.code == 2 and not grids
+        assert "is being written by" in capsys.readouterr().err
+        assert (run_folder / "instances.log").exists()
+    demo.main(["--output", str(tmp_path)])
+    assert len(grids) == 1 and {p.name for p in run_folder.iterdir()} <= {
+        "run.lock",
+        "instances.lock",
+    }
+
+
 def test_a_missing_model_is_a_clear_error(tmp_path):
     result = subprocess.run(
         [*EAST_DEMO, "--model-path", str(tmp_path / "nowhere")], capture_output=True, text=True

@@ -532,13 +532,36 @@ def build_samples(
     """Tokenized, shuffled samples from every file (a `datasets.Dataset`: input_ids, labels)
     and the report of what happened. Every record is read and checked first; with
     `cache_dir` the tokenized samples are cached there and reused by a later call."""
-    report = DataReport()
+    conversations, report = read_records(paths, skip_malformed, max_samples, seed)
     encoder = ChatTokenizer(tokenizer, cutoff_len, system_prompt, generation_eos)
+    return tokenize_records(encoder, conversations, report, cache_dir, progress), report
+
+
+def read_records(
+    paths: Sequence[str | Path],
+    skip_malformed: bool = False,
+    max_samples: int | None = None,
+    seed: int = 42,
+) -> tuple[list[Conversation], DataReport]:
+    """Every record of every file read and checked (no tokenizer needed: a bad record is
+    found before any model loads), shuffled, cut to `max_samples`; and the report so far."""
+    report = DataReport()
     conversations = list(read_conversations(paths, report, skip_malformed))
     random.Random(seed).shuffle(conversations)
     if max_samples is not None:
         conversations = conversations[:max_samples]
+    return conversations, report
+
+
+def tokenize_records(
+    encoder: ChatTokenizer,
+    conversations: Sequence[Conversation],
+    report: DataReport,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+) -> Dataset:
+    """The samples of `read_records`' conversations, counted in `report`, which is logged."""
     samples = tokenize_conversations(encoder, conversations, report, cache_dir, progress)
     for line in report.lines():
         logger.info(line)
-    return samples, report
+    return samples

@@ -10,7 +10,8 @@ folds it back in. The final model lands in `<output_dir>/model` (written to a te
 folder first, then renamed), loadable unchanged by `east_agent`. The tokenized samples are
 cached (`data.cache_dir`, see training/config.py): the first process of each node
 tokenizes, the other ranks and later runs on the same data load them. Errors in the
-recipe or the data end the command with one line on stderr and exit status 2.
+recipe or the data end the command with one line on stderr and exit status 2; every data
+record is read and checked before the tokenizer and the model load.
 
 Multi-GPU and multi-node runs go through the standard launchers, unchanged:
     torchrun --nproc_per_node 8 -m training.sft --config ...
@@ -38,7 +39,14 @@ from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
 from east_agent.lm.checkpoint import east_token_ids
 from training.config import SFTConfig, load_config
-from training.data import IGNORE_INDEX, DataReport, build_samples
+from training.data import (
+    IGNORE_INDEX,
+    ChatTokenizer,
+    Conversation,
+    DataReport,
+    read_records,
+    tokenize_records,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -228,28 +236,36 @@ def build_trainer(
     )
 
 
-def read_samples(
+def read_data(
+    config: SFTConfig, files: Sequence[str], training_args, evaluation: bool = False
+) -> tuple[list[Conversation], DataReport]:
+    """Every record of `files` read and checked (a bad one raises naming file and line, or is
+    skipped as the recipe says), shuffled and cut to `data.max_samples`. Needs neither
+    tokenizer nor model: run it first."""
+    max_samples = None if evaluation else config.data.max_samples
+    return read_records(files, config.data.skip_malformed, max_samples, training_args.seed)
+
+
+def tokenize_data(
     config: SFTConfig,
     tokenizer,
     model,
-    files: Sequence[str],
+    conversations: Sequence[Conversation],
+    report: DataReport,
     training_args,
     evaluation: bool = False,
-) -> tuple[Dataset, DataReport]:
-    """Tokenized samples and the data report for `files`, as the recipe's data section says."""
+) -> Dataset:
+    """The tokenized samples of `conversations` (from `read_data`), as the recipe's data
+    section says; counted in `report`, which is logged."""
     generation_config = getattr(model, "generation_config", None)
-    return build_samples(
+    encoder = ChatTokenizer(
         tokenizer,
-        files,
-        cutoff_len=config.data.cutoff_len,
-        skip_malformed=config.data.skip_malformed,
-        max_samples=None if evaluation else config.data.max_samples,
-        seed=training_args.seed,
-        progress=not evaluation and training_args.local_process_index == 0,
-        system_prompt=config.data.system_prompt,
-        generation_eos=getattr(generation_config, "eos_token_id", None),
-        cache_dir=tokenized_cache_dir(config),
+        config.data.cutoff_len,
+        config.data.system_prompt,
+        getattr(generation_config, "eos_token_id", None),
     )
+    progress = not evaluation and training_args.local_process_index == 0
+    return tokenize_records(encoder, conversations, report, tokenized_cache_dir(config), progress)
 
 
 def tokenized_cache_dir(config: SFTConfig) -> Path:
@@ -267,17 +283,24 @@ def run(config: SFTConfig) -> Path:
     started = time.time()
     # TrainingArguments first: with a ZeRO-3 config it makes from_pretrained shard the model.
     training_args = TrainingArguments(**config.train)
+    # Every record is read and checked before the model loads: bad data fails in seconds.
+    conversations, report = read_data(config, config.data.files, training_args)
+    if not conversations:
+        raise ValueError("no training sample is left after reading the data")
+    eval_records = None
+    if config.data.eval_files:
+        eval_records = read_data(config, config.data.eval_files, training_args, evaluation=True)
     tokenizer = load_tokenizer(config)
     if config.stage == "full":
         logger.info("EAST tokens added to the tokenizer: %d", add_east_tokens(tokenizer))
     model = load_model(config, tokenizer)
     # The node's first process tokenizes and fills the cache; the other ranks then load it.
     with training_args.main_process_first(desc="tokenizing"):
-        samples, report = read_samples(config, tokenizer, model, config.data.files, training_args)
+        samples = tokenize_data(config, tokenizer, model, conversations, report, training_args)
         eval_samples = None
-        if config.data.eval_files:
-            eval_samples, _ = read_samples(
-                config, tokenizer, model, config.data.eval_files, training_args, evaluation=True
+        if eval_records is not None:
+            eval_samples = tokenize_data(
+                config, tokenizer, model, *eval_records, training_args, evaluation=True
             )
     if len(samples) == 0:
         raise ValueError("no training sample is left after reading the data")

@@ -528,12 +528,25 @@ def publish(text: str, output: str | None) -> None:
             handle.write("\n" + text)
 
 
-def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]], str, str]:
+def read_testset(testset: str) -> tuple[list[tuple[str, str]], str, str]:
+    """(source, reference) pairs and languages of `--testset`; an unknown name says so."""
     from east_agent.evaluation.testsets import read_pairs
 
-    pairs, src_lang, tgt_lang = read_pairs(testset)
+    try:
+        return read_pairs(testset)
+    except ValueError as error:
+        raise ValueError(f"--testset: {error}") from None
+
+
+def source_sentences(pairs: list[tuple[str, str]], count: int, src_lang: str, tokenizer) -> list:
+    """The source units of the first `count` pairs (those with any)."""
     sentences = [source_units(source, src_lang, tokenizer) for source, _ in pairs[:count]]
-    return [units for units in sentences if units], src_lang, tgt_lang
+    return [units for units in sentences if units]
+
+
+def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]], str, str]:
+    pairs, src_lang, tgt_lang = read_testset(testset)
+    return source_sentences(pairs, count, src_lang, tokenizer), src_lang, tgt_lang
 
 
 def compile_note() -> str:
@@ -568,7 +581,7 @@ def bench_parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="with --random-model: the weights' seed"
     )
     parser.add_argument("--testset", default="multi30k.de-en")
-    parser.add_argument("--sentences", type=int, default=100)
+    parser.add_argument("--sentences", type=positive_int, default=100)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-dtype", default="float32", choices=TORCH_DTYPES[1:])
     add_old_spelling(parser, "--dtype", "torch_dtype", choices=TORCH_DTYPES[1:])
@@ -582,11 +595,11 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--schedule", help="waitk:K, or a JSON file from --save-schedule")
     parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
-    parser.add_argument("--copy-megabytes", type=int, default=256)
+    parser.add_argument("--copy-megabytes", type=positive_int, default=256)
     parser.add_argument("--output", help="append the tables to this Markdown file")
     parser.add_argument(
         "--streams",
-        type=int,
+        type=positive_int,
         nargs="+",
         help="instead: many streams at once (continuous batching) at each of these counts, "
         "against the sequential decoder in the same run",
@@ -614,15 +627,58 @@ def load_bench_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
     return model, tokenizer, f"random {args.random_model}, seed {args.seed}"
 
 
-def load_schedule(args: argparse.Namespace, sentences: list) -> tuple[list, list | None]:
-    """(sentences, schedule) of `--schedule`: none (the model decides), wait-k, or a
-    recorded file, whose sentences are taken again in turn when more are asked for."""
-    if not args.schedule:
+def read_schedule(setting: str | None) -> int | Schedule | None:
+    """`--schedule` checked before any model loads: None (the model decides), K of
+    `waitk:K`, or the schedule recorded in a `--save-schedule` file."""
+    if not setting:
+        return None
+    if setting.startswith("waitk:"):
+        k = setting.removeprefix("waitk:")
+        if not k.strip().isdigit() or int(k) < 1:
+            raise ValueError(f"--schedule {setting}: waitk:K takes a whole number K of at least 1")
+        return int(k)
+    path = Path(setting)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"--schedule {setting}: no such file (waitk:K, or a JSON file from --save-schedule)"
+        )
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"--schedule {setting}: cannot read: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"--schedule {setting}: line {error.lineno}: invalid JSON: {error.msg}"
+        ) from None
+    if not isinstance(recorded, list) or not recorded:
+        raise ValueError(f"--schedule {setting}: expected a non-empty JSON list of sentences")
+    for index, writes in enumerate(recorded):
+        if not isinstance(writes, list) or not all(
+            isinstance(write, list)
+            and len(write) == 2
+            and all(type(number) is int and number >= 0 for number in write)
+            for write in writes
+        ):
+            raise ValueError(
+                f"--schedule {setting}: sentence {index}: expected a list of "
+                "[units read, chunk tokens] pairs of whole numbers"
+            )
+    return [[tuple(write) for write in writes] for writes in recorded]
+
+
+def load_schedule(
+    args: argparse.Namespace, sentences: list, schedule: int | Schedule | None = None
+) -> tuple[list, list | None]:
+    """(sentences, schedule) of `--schedule` (read by `read_schedule`; read here if not
+    given): none (the model decides), wait-k, or a recorded file, whose sentences are
+    taken again in turn when more are asked for."""
+    if schedule is None:
+        schedule = read_schedule(args.schedule)
+    if schedule is None:
         return sentences, None
-    if args.schedule.startswith("waitk:"):
-        return sentences, waitk_schedule(sentences, int(args.schedule.split(":")[1]))
-    recorded = json.loads(Path(args.schedule).read_text())
-    schedule = [[tuple(write) for write in writes] for writes in recorded][: len(sentences)]
+    if isinstance(schedule, int):
+        return sentences, waitk_schedule(sentences, schedule)
+    schedule = schedule[: len(sentences)]
     sentences = [sentences[i % len(schedule)] for i in range(args.sentences)]
     return sentences, [schedule[i % len(schedule)] for i in range(args.sentences)]
 
@@ -673,9 +729,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     device = torch.device(args.device)
+    # The test set and the schedule are checked before the model loads (minutes for 8B).
+    pairs, src_lang, tgt_lang = read_testset(args.testset)
+    schedule_setting = read_schedule(args.schedule)
     model, tokenizer, model_name = load_bench_model(args, parser)
-    sentences, src_lang, tgt_lang = load_sentences(args.testset, args.sentences, tokenizer)
-    sentences, schedule = load_schedule(args, sentences)
+    sentences = source_sentences(pairs, args.sentences, src_lang, tokenizer)
+    if not sentences:
+        raise ValueError(f"--testset {args.testset}: no sentence with any source text")
+    sentences, schedule = load_schedule(args, sentences, schedule_setting)
     progress(f"{model_name} ready, {len(sentences)} sentences", started)
     if args.streams:
         header = run_header(args, model, model_name, len(sentences), device, "")

@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         "--limit", type=positive_int, help="only the first N sentences (smoke tests)"
     )
     parser.add_argument("--shard", type=parse_shard, help="run shard I of N: --shard 2/4")
-    parser.add_argument("--merge-shards", type=int, metavar="N", help="join N finished shards")
+    parser.add_argument(
+        "--merge-shards", type=positive_int, metavar="N", help="join N finished shards"
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the runs' commands, run nothing"
     )
@@ -52,6 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         "1, or the config's jobs); what each prints goes to console.log in its folder",
     )
     args = parser.parse_args(argv)
+    merging = args.merge_shards is not None
+    if merging and (args.dry_run or args.shard):
+        parser.error("--merge-shards joins finished shards: use it without --dry-run or --shard")
     config = read_eval_config(
         args.config,
         num_beams=args.num_beams,
@@ -62,10 +67,10 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
         jobs=args.jobs,
     )
-    if config.jobs > 1 and not (args.dry_run or args.merge_shards):
+    if config.jobs > 1 and not (args.dry_run or merging):
         start_worker_imports()  # while the systems are checked and the folders prepared
     every_run = config.runs()  # the systems checked against their agents' flags, first
-    if args.merge_shards:
+    if merging:
         for run in [run for run in every_run if not args.only or run.name in args.only]:
             merge_shards(config, run, args.merge_shards)
         summarize(config, every_run)

@@ -16,6 +16,7 @@ names a word-timestamp file (one line per talk) for the long-form latencies.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ class EvalConfig:
     def runs(self) -> list[Run]:
         runs = []
         for system, settings in self.systems.items():
+            check_system_settings(f"{self.source}: systems.{system}", settings)
             settings = dict(settings)
             agent = settings.pop("agent", None)
             if agent not in AGENT_FILES:
@@ -191,29 +193,159 @@ def read_eval_config(path: str | Path, num_beams: int | None = None, **overrides
     """Read a config and check its top level, not yet its systems (`load_eval_config` does
     both): quick, nothing heavy imported."""
     path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise EvalConfigError(f"{path}: no such config") from None
+    text = read_config_text(path)
+    tree = parse_yaml(path, text)
     if not isinstance(tree, dict):
         raise EvalConfigError(f"{path}: a config is a YAML mapping")
-    unknown = sorted(set(tree) - TOP_LEVEL_KEYS)
+    place = KeyPlace(path, text, {key for key, value in overrides.items() if value is not None})
+    unknown = sorted((key for key in tree if key not in TOP_LEVEL_KEYS), key=str)
     if unknown:
-        raise EvalConfigError(f"{path}: unknown key {unknown[0]!r}")
+        raise EvalConfigError(f"{place.of(unknown[0])}: unknown key {unknown[0]!r}")
     for key in ("testset", "model_path", "output", "systems"):
         if key not in tree and overrides.get(key) is None:
             raise EvalConfigError(f"{path}: {key} is required")
     tree.update({key: value for key, value in overrides.items() if value is not None})
-    if not isinstance(tree["systems"], dict) or not tree["systems"]:
-        raise EvalConfigError(f"{path}: systems must map names to settings")
+    check_top_level(tree, place)
     if num_beams is not None:
         tree["systems"] = with_num_beams(path, tree["systems"], num_beams)
-    config = EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
-    for key in ("batch_size", "jobs"):
-        value = getattr(config, key)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise EvalConfigError(f"{path}: {key} must be a whole number of at least 1")
-    return config
+    return EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
+
+
+def read_config_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise EvalConfigError(f"{path}: no such config") from None
+    except UnicodeDecodeError as error:
+        raise EvalConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+
+
+def parse_yaml(path: Path, text: str) -> Any:
+    """The YAML of a config; invalid YAML named by the line and column YAML reports."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise EvalConfigError(f"{path}: invalid YAML: {where}{problem}") from None
+
+
+class KeyPlace:
+    """How a message names a key: `grid.yaml: line 7: systems.east`, or the flag
+    (`--testset`) whose value replaced the config's."""
+
+    def __init__(self, path: Path, text: str, overridden: set[str]):
+        self.path, self.text, self.overridden = path, text, overridden
+
+    def of(self, *keys: Any) -> str:
+        dotted = ".".join(str(key) for key in keys)
+        if keys[0] in self.overridden:
+            return f"--{str(keys[0]).replace('_', '-')}" + dotted[len(str(keys[0])) :]
+        line = self.line(keys)
+        return f"{self.path}: line {line}: {dotted}" if line else f"{self.path}: {dotted}"
+
+    def line(self, keys: tuple) -> int | None:
+        """The line of `keys` (a path into nested mappings) in the config, if found."""
+        try:
+            node = yaml.compose(self.text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            return None
+        found = None
+        for key in keys:
+            if not isinstance(node, yaml.MappingNode):
+                return found
+            for key_node, value_node in node.value:
+                if key_node.value == str(key):
+                    found, node = key_node.start_mark.line + 1, value_node
+                    break
+            else:
+                return found
+        return found
+
+
+STRING_KEYS = ("model_path", "device", "torch_dtype")
+WHOLE_NUMBER_KEYS = ("max_new_tokens", "batch_size", "jobs")
+LIST_KEYS = ("quality_metrics", "latency_metrics")
+
+
+def check_top_level(tree: dict, place: KeyPlace) -> None:
+    """Each top-level value of the type the grid uses, named with its key if not."""
+    for key in STRING_KEYS:
+        if key in tree and (not isinstance(tree[key], str) or not tree[key].strip()):
+            raise EvalConfigError(f"{place.of(key)} must be text, got {tree[key]!r}")
+    for key in ("output", "word_times"):
+        value = tree.get(key)
+        if key in tree and not (value is None and key == "word_times"):
+            if not isinstance(value, (str, Path)) or not str(value).strip():
+                raise EvalConfigError(f"{place.of(key)} must be a path, got {value!r}")
+    for key in WHOLE_NUMBER_KEYS:
+        value = tree.get(key)
+        if key in tree and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise EvalConfigError(
+                f"{place.of(key)} must be a whole number of at least 1, got {value!r}"
+            )
+    for key in LIST_KEYS:
+        value = tree.get(key)
+        if key in tree and (
+            not isinstance(value, list)
+            or not value
+            or not all(isinstance(item, str) and item.strip() for item in value)
+        ):
+            raise EvalConfigError(
+                f"{place.of(key)} must be a list of names, such as [BLEU] or [LAAL, AL], "
+                f"got {value!r}"
+            )
+    if "ca_unit_seconds" in tree:
+        tree["ca_unit_seconds"] = seconds(tree["ca_unit_seconds"], place.of("ca_unit_seconds"))
+    check_testset(tree["testset"], place.of("testset"))
+    systems = tree["systems"]
+    if not isinstance(systems, dict) or not systems:
+        raise EvalConfigError(f"{place.of('systems')} must map names to settings")
+    for name, settings in systems.items():
+        check_system_settings(place.of("systems", name), settings)
+
+
+def seconds(value: Any, where: str) -> float:
+    """A number of seconds above 0 (YAML reads `1e-1`, with no dot, as text)."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    if number is None or not math.isfinite(number) or number <= 0:
+        raise EvalConfigError(f"{where} must be a number of seconds above 0, got {value!r}")
+    return number
+
+
+def check_testset(name: Any, where: str) -> None:
+    """A test set `east-prepare` knows (`wmt22.de-en`, `multi30k.de-en.talks50`)."""
+    from east_agent.evaluation.longform import parse_name
+    from east_agent.evaluation.testsets import available_testsets
+
+    if not isinstance(name, str):
+        raise EvalConfigError(f"{where} must be a test set name such as multi30k.de-en")
+    try:
+        base, _ = parse_name(name)
+    except ValueError as error:
+        raise EvalConfigError(f"{where}: {error}") from None
+    known = available_testsets()
+    if base not in known:
+        raise EvalConfigError(
+            f"{where}: unknown test set {base!r} (NAME.SRC-TGT, optionally .talksN); "
+            f"choose one of {', '.join(known)}"
+        )
+
+
+def check_system_settings(where: str, settings: Any) -> None:
+    if not isinstance(settings, dict):
+        raise EvalConfigError(
+            f"{where} must map settings to values (agent: east, latency: [low, high]), "
+            f"got {settings!r}"
+        )
 
 
 def with_num_beams(path: Path, systems: dict, num_beams: int) -> dict:

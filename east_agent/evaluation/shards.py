@@ -48,6 +48,10 @@ def parse_shard(text: str) -> tuple[int, int]:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--shard takes I/N, got {text!r}") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"--shard {text}: N must be at least 1")
+    if not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(f"--shard {text}: the shard number must be 1..{count}")
     return index, count
 
 

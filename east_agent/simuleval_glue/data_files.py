@@ -76,10 +76,24 @@ def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     check_source_file(known.source, known.target)
     if not known.source:
         return None
-    span = sentence_span(
-        known.start_index, known.end_index, len(read_simuleval_lines(known.source))
-    )
+    lines = len(read_simuleval_lines(known.source))
+    check_indices(known.start_index, known.end_index, lines, known.source)
+    span = sentence_span(known.start_index, known.end_index, lines)
     return span.start, span.stop
+
+
+def check_indices(start_index: int, end_index: int, lines: int, source: str) -> None:
+    """`--start-index` and `--end-index` (below 0: to the end) within the source file's
+    lines: 0 <= start < end <= lines (a negative start would count from the end)."""
+    has = f"{source} has {lines} lines"
+    if start_index < 0:
+        raise ValueError(f"--start-index {start_index}: must be at least 0 ({has})")
+    if end_index > lines:
+        raise ValueError(f"--end-index {end_index}: must be at most {lines} ({has})")
+    end = lines if end_index < 0 else end_index
+    if start_index > end:
+        bound = "--end-index" if end_index >= 0 else "the number of lines"
+        raise ValueError(f"--start-index {start_index}: must be at most {bound} {end} ({has})")
 
 
 def sentence_span(start_index: int, end_index: int, sentences: int) -> range:

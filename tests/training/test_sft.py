@@ -251,22 +251,72 @@ class StopBeforeTraining(Exception):
 
 
 def test_run_reads_the_data_as_the_recipe_says(base_checkpoint, data_files, workspace, monkeypatch):
-    calls = []
+    """The samples handed to the Trainer are build_samples' own: the same records, settings,
+    shuffle and order, though the records are read before the model loads."""
+    from training import sft
+    from training.data import build_samples
 
-    def build_samples(tokenizer, files, **settings):
-        calls.append((files, settings))
+    seen = {}
+    tokenize = sft.tokenize_records
+
+    def recording_tokenize(encoder, conversations, report, cache_dir, progress):
+        seen["cache_dir"] = cache_dir
+        return tokenize(encoder, conversations, report, cache_dir, progress)
+
+    def build_trainer(config, training_args, model, tokenizer, samples, eval_samples=None):
+        seen.update(model=model, tokenizer=tokenizer, samples=samples)
         raise StopBeforeTraining
 
-    monkeypatch.setattr("training.sft.build_samples", build_samples)
+    monkeypatch.setattr(sft, "tokenize_records", recording_tokenize)
+    monkeypatch.setattr(sft, "build_trainer", build_trainer)
     tree = recipe("full", base_checkpoint, data_files, workspace / "settings")
-    tree["data"].update(skip_malformed=True, system_prompt="You are a helpful assistant.")
+    prompt = "You are a helpful assistant."
+    tree["data"].update(skip_malformed=True, system_prompt=prompt, max_samples=50)
     with pytest.raises(StopBeforeTraining):
         run(parse_config(tree))
-    files, settings = calls[0]
-    assert files == [str(path) for path in data_files]
-    assert settings["system_prompt"] == "You are a helpful assistant."
-    assert (settings["skip_malformed"], settings["cutoff_len"]) == (True, 256)
-    assert settings["cache_dir"] == workspace / "tokenized"
+    assert seen["cache_dir"] == workspace / "tokenized"
+    expected, _ = build_samples(
+        seen["tokenizer"], [str(path) for path in data_files], cutoff_len=256,
+        skip_malformed=True, max_samples=50, seed=0, progress=False, system_prompt=prompt,
+        generation_eos=seen["model"].generation_config.eos_token_id,
+    )  # fmt: skip
+    assert len(seen["samples"]) == 50
+    assert seen["samples"]["input_ids"] == expected["input_ids"]
+    assert seen["samples"]["labels"] == expected["labels"]
+
+
+@pytest.mark.parametrize(
+    ("section", "fault", "message"),
+    [
+        ("files", "bad line", ": line 2: invalid JSON"),
+        ("files", "missing", ": no such file"),
+        ("eval_files", "bad line", ": line 2: invalid JSON"),
+    ],
+)
+def test_bad_data_fails_before_the_model_loads(
+    tmp_path, monkeypatch, capsys, section, fault, message
+):
+    """A bad JSON Lines line or a missing data file is named (file and line) in one line,
+    exit 2, before the tokenizer or the model is loaded."""
+    loaded = []
+    monkeypatch.setattr("training.sft.load_tokenizer", lambda *a: loaded.append("tokenizer"))
+    monkeypatch.setattr("training.sft.load_model", lambda *a: loaded.append("model"))
+    good = tmp_path / "good.jsonl"
+    record = {"src_lang": "de", "tgt_lang": "en", "source": "ein Haus", "target": "a house"}
+    good.write_text(json.dumps(record) + "\n")
+    bad = tmp_path / "bad.jsonl"
+    if fault == "bad line":
+        bad.write_text(json.dumps(record) + '\n{"src_lang": "de",\n')
+    tree = recipe("full", tmp_path / "no-model", [good], tmp_path / "out")
+    tree["data"][section] = [*tree["data"].get(section, []), str(bad)]
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(recipe_path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"sft: {bad}{message}") and error.count("\n") == 1, error
+    assert loaded == []
 
 
 def test_a_bad_recipe_is_one_line_and_exit_2(tmp_path, capsys):

@@ -159,3 +159,62 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
     message = "3 streams need the static KV cache, which did not take this model: its probe"
     assert message in capsys.readouterr().err
     assert not (tmp_path / "streams.md").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--testset", "nope.de-en"], "--testset: unknown test set 'nope.de-en'"),
+        (["--schedule", "waitk:x"], "--schedule waitk:x: waitk:K takes a whole number"),
+        (["--schedule", "waitk:0"], "--schedule waitk:0: waitk:K takes a whole number"),
+        (["--schedule", "/nonexistent.json"], "--schedule /nonexistent.json: no such file"),
+        (["--sentences", "0"], "argument --sentences: takes a whole number of at least 1"),
+        (["--streams", "2", "0"], "argument --streams: takes a whole number of at least 1"),
+        (["--copy-megabytes", "0"], "argument --copy-megabytes: takes a whole number"),
+    ],
+)
+def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, message):
+    loaded = []
+
+    def load_bench_model(args, parser):
+        loaded.append(args)
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(bench, "load_bench_model", load_bench_model)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", "--schedule", "waitk:2", *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert loaded == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[[[1, 2]],\n [[1, 2]", "line 2: invalid JSON"),
+        ("[]", "expected a non-empty JSON list of sentences"),
+        ('[[[1, 2]], [[1, "2"]]]', "sentence 1: expected a list of [units read, chunk tokens]"),
+    ],
+)
+def test_a_bad_schedule_file_is_named_before_the_model_loads(
+    tmp_path, monkeypatch, capsys, text, message
+):
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    path = tmp_path / "schedule.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", "--schedule", str(path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"east-bench: --schedule {path}: {message}") and error.count("\n") == 1
+
+
+def test_a_recorded_schedule_is_taken_again_in_turn(tmp_path):
+    path = tmp_path / "schedule.json"
+    path.write_text("[[[1, 2], [2, 3]], [[2, 4]], [[1, 1]]]")
+    args = bench.bench_parser().parse_args(
+        ["--model-path", "m", "--schedule", str(path), "--sentences", "5"]
+    )
+    sentences, schedule = bench.load_schedule(args, [["a"], ["b", "c"]])
+    assert sentences == [["a"], ["b", "c"], ["a"], ["b", "c"], ["a"]]
+    assert schedule == [[(1, 2), (2, 3)], [(2, 4)]] * 2 + [[(1, 2), (2, 3)]]

@@ -462,3 +462,102 @@ def test_longform_shards_count_talks_and_merge_to_the_whole_grid(longform_grid, 
 
     merged, unsharded = rows(tmp_path / "sharded"), rows(whole)
     assert len(merged) == 3 and all(merged[key] == unsharded[key] for key in merged)
+
+
+def quick_config(path: Path, **changes) -> Path:
+    """A config that needs no checkpoint: its errors are found before anything loads."""
+    tree = {
+        "testset": "multi30k.de-en",
+        "model_path": "m",
+        "output": str(path.parent / "out"),
+        "systems": {"east": {"agent": "east", "latency": ["low"]}},
+    }
+    path.write_text(yaml.safe_dump({**tree, **changes}))
+    return path
+
+
+def east_eval_fails(capsys, *arguments) -> str:
+    """`east-eval` in this process, refused as a user error: its one line on stderr."""
+    from east_agent.evaluation.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main([str(argument) for argument in arguments])
+    assert ended.value.code == 2
+    message = capsys.readouterr().err
+    assert message.startswith("east-eval: ") and message.count("\n") == 1, message
+    return message
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("testset: multi30k.de-en\nsystems:\n  east: {agent: east\n", "line 4, column 1"),
+        ("testset: multi30k.de-en\nmodel_path: m: n\n", "line 2, column 14"),
+        ("output: 'out\n", "line 2, column 1"),
+    ],
+)
+def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message):
+    config = tmp_path / "grid.yaml"
+    config.write_text(text)
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: invalid YAML: {message}" in error
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"systems": {"east": None}}, "systems.east must map settings to values (agent: "),
+        ({"systems": {"east": None}}, "latency: [low, high]), got None"),
+        ({"systems": {"east": "low"}}, "latency: [low, high]), got 'low'"),
+        ({"systems": {"east": ["low"]}}, "systems.east must map settings"),
+        ({"systems": "east"}, "systems must map names to settings"),
+        ({"output": None}, "output must be a path, got None"),
+        ({"model_path": 3}, "model_path must be text, got 3"),
+        ({"device": None}, "device must be text, got None"),
+        ({"word_times": 5}, "word_times must be a path, got 5"),
+        ({"testset": "multi30k"}, "testset: unknown test set 'multi30k'"),
+        ({"testset": "multi30k.xx-en"}, "testset: unknown test set 'multi30k.xx-en'"),
+        ({"testset": "multi30k.de-en.talksX"}, "testset: 'multi30k.de-en.talksX': a long-form"),
+        ({"testset": ["multi30k.de-en"]}, "testset must be a test set name"),
+        ({"quality_metrics": "BLEU"}, "quality_metrics must be a list of names"),
+        ({"latency_metrics": []}, "latency_metrics must be a list of names"),
+        ({"latency_metrics": ["AL", None]}, "latency_metrics must be a list of names"),
+        ({"ca_unit_seconds": "fast"}, "ca_unit_seconds must be a number of seconds above 0"),
+        ({"ca_unit_seconds": 0}, "ca_unit_seconds must be a number of seconds above 0"),
+        ({"ca_unit_seconds": True}, "ca_unit_seconds must be a number of seconds above 0"),
+        ({"max_new_tokens": "many"}, "max_new_tokens must be a whole number of at least 1"),
+        ({"batch_size": 0}, "batch_size must be a whole number of at least 1"),
+        ({"jobs": 1.5}, "jobs must be a whole number of at least 1"),
+    ],
+)
+def test_a_config_value_of_the_wrong_kind_is_named_before_anything_runs(
+    tmp_path, capsys, changes, message
+):
+    config = quick_config(tmp_path / "grid.yaml", **changes)
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and message in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_config_error_names_the_line_of_its_key(tmp_path, capsys):
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        "testset: multi30k.de-en\nmodel_path: m\noutput: out\n"
+        "systems:\n  east:\n    agent: east\n  waitk: k3\n"
+    )
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line 7: systems.waitk must map settings to values" in error
+
+
+def test_a_bad_testset_flag_is_named_as_the_flag(tmp_path, capsys):
+    config = quick_config(tmp_path / "grid.yaml")
+    error = east_eval_fails(capsys, config, "--dry-run", "--testset", "multi30k")
+    assert "--testset: unknown test set 'multi30k'" in error
+
+
+def test_numbers_yaml_reads_as_text_are_read_as_numbers(tmp_path):
+    from east_agent.evaluation.config import read_eval_config
+
+    config = read_eval_config(quick_config(tmp_path / "grid.yaml", ca_unit_seconds="1e-1"))
+    assert config.ca_unit_seconds == 0.1
+    assert config.testset == "multi30k.de-en"

@@ -56,3 +56,26 @@ def test_shards_whose_settings_differ_leave_the_run_without_a_record(tmp_path, r
     (run_dir / SETTINGS_RECORD).write_text("{}")  # an earlier merge's
     merge_settings_records(write_records(tmp_path, *records), run_dir)
     assert not (run_dir / SETTINGS_RECORD).exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--merge-shards", "0"], "--merge-shards: takes a whole number of at least 1, got '0'"),
+        (["--merge-shards", "-1"], "--merge-shards: takes a whole number of at least 1"),
+        (["--merge-shards", "2", "--dry-run"], "use it without --dry-run or --shard"),
+        (["--merge-shards", "2", "--shard", "1/2"], "use it without --dry-run or --shard"),
+        (["--shard", "3/2"], "--shard 3/2: the shard number must be 1..2"),
+        (["--shard", "0/2"], "--shard 0/2: the shard number must be 1..2"),
+        (["--shard", "1/0"], "--shard 1/0: N must be at least 1"),
+    ],
+)
+def test_shard_flags_that_cannot_work_are_refused_before_the_config_is_read(
+    tmp_path, capsys, arguments, message
+):
+    from east_agent.evaluation.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main([str(tmp_path / "missing.yaml"), *arguments])
+    assert ended.value.code == 2
+    assert message in capsys.readouterr().err

@@ -46,3 +46,36 @@ def test_a_bad_file_is_refused_every_time(tmp_path, counted_reads):
         with pytest.raises(ValueError, match="line 2: empty source sentence"):
             data_files.check_source_file(str(source))
     assert counted_reads == [str(source)] * 2
+
+
+@pytest.mark.parametrize(
+    "start, end, message",
+    [
+        (-1, -1, "--start-index -1: must be at least 0 \\(.*src.txt has 3 lines\\)"),
+        (-2, 2, "--start-index -2: must be at least 0"),
+        (4, -1, "--start-index 4: must be at most the number of lines 3 \\(.*src.txt has 3"),
+        (2, 1, "--start-index 2: must be at most --end-index 1"),
+        (0, 4, "--end-index 4: must be at most 3 \\(.*src.txt has 3 lines\\)"),
+    ],
+)
+def test_sentence_indices_outside_the_source_file_are_refused(tmp_path, start, end, message):
+    source = tmp_path / "src.txt"
+    source.write_text("Die Katze\nDer Hund\nDer Vogel\n")
+    arguments = ["--source", str(source), "--start-index", str(start), "--end-index", str(end)]
+    with pytest.raises(ValueError, match=message):
+        data_files.check_data_files(arguments)
+
+
+@pytest.mark.parametrize(
+    "arguments, span",
+    [
+        ([], (0, 3)),
+        (["--start-index", "2"], (2, 3)),
+        (["--start-index", "1", "--end-index", "3"], (1, 3)),
+        (["--start-index", "3", "--end-index", "3"], (3, 3)),  # an empty shard's
+    ],
+)
+def test_sentence_indices_within_the_source_file_give_their_span(tmp_path, arguments, span):
+    source = tmp_path / "src.txt"
+    source.write_text("Die Katze\nDer Hund\nDer Vogel\n")
+    assert data_files.check_data_files(["--source", str(source), *arguments]) == span

@@ -40,22 +40,16 @@ Errors end the command with one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import gzip
-import io
-import json
 import logging
 import random
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TextIO
 
-from east_agent.common.atomic import atomic_path
 from east_agent.common.entry import command_line
-from east_agent.common.records import load_records
+from east_agent.common.records import load_records, text_output, write_jsonl
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import LATENCY_LEVELS, is_unspaced, language_name
 
@@ -236,28 +230,6 @@ def keep_pair(
     return False
 
 
-@contextmanager
-def text_output(path: Path) -> Iterator[TextIO]:
-    """`path` written atomically as UTF-8 text, gzipped when it ends in `.gz`; the gzip
-    header holds neither a time nor a file name, so the same text gives the same bytes."""
-    with atomic_path(path) as temporary, open(temporary, "wb") as raw:
-        if path.suffix != ".gz":
-            with io.TextIOWrapper(raw, encoding="utf-8") as handle:
-                yield handle
-            return
-        with (
-            gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as packed,
-            io.TextIOWrapper(packed, encoding="utf-8") as handle,
-        ):
-            yield handle
-
-
-def write_jsonl(path: Path, records: Iterable[dict]) -> None:
-    with text_output(path) as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
 def build(
     pairs: list[tuple[str, str]],
     src_lang: str,
@@ -312,12 +284,12 @@ def build(
                     "target_chunks": [" ".join(t) for _, t in chunks],
                 }
             )
-    random.Random(seed).shuffle(records)
-    write_jsonl(output, records)
     report.mean_al = {level: sum(values) / max(len(values), 1) for level, values in lagging.items()}
     ordered = [report.mean_al[level] for level in LATENCY_LEVELS if level in report.mean_al]
     if any(later <= earlier for earlier, later in zip(ordered, ordered[1:])):
         raise ValueError(f"mean AL does not rise strictly across the levels: {report.mean_al}")
+    random.Random(seed).shuffle(records)
+    write_jsonl(output, records)  # only data that passed the check
     return report
 
 

@@ -68,7 +68,8 @@ def read_lines(path: Path) -> list[str]:
 
 
 def build_data(args) -> None:
-    from training.build_data import build, write_jsonl
+    from east_agent.common.records import write_jsonl
+    from training.build_data import build
 
     data = args.workdir / "data"
     data.mkdir(parents=True, exist_ok=True)

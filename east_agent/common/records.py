@@ -1,12 +1,17 @@
-"""Reading JSON records (test sets, SiMT chunk data) with errors that name file and record."""
+"""JSON records (test sets, SiMT chunk data): read with errors that name file and record,
+written atomically (gzipped when the name ends in `.gz`)."""
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
+from east_agent.common.atomic import atomic_path
 from east_agent.common.text_lines import read_text
 
 
@@ -58,3 +63,25 @@ def require_fields(record: dict, fields: Iterable[str], path: str | Path, index:
             raise RecordError(f"{path}: record {index}: missing field {name!r}")
         if not isinstance(record[name], str) or not record[name].strip():
             raise RecordError(f"{path}: record {index}: field {name!r} must be a non-empty string")
+
+
+@contextmanager
+def text_output(path: Path) -> Iterator[TextIO]:
+    """`path` written atomically as UTF-8 text, gzipped when it ends in `.gz`; the gzip
+    header holds neither a time nor a file name, so the same text gives the same bytes."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as raw:
+        if path.suffix != ".gz":
+            with io.TextIOWrapper(raw, encoding="utf-8") as handle:
+                yield handle
+            return
+        with (
+            gzip.GzipFile("", "wb", fileobj=raw, mtime=0) as packed,
+            io.TextIOWrapper(packed, encoding="utf-8") as handle,
+        ):
+            yield handle
+
+
+def write_jsonl(path: Path, records: Iterable[dict]) -> None:
+    with text_output(path) as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -42,6 +42,7 @@ from omnisteval.io import format_report, load_resegmentation_inputs
 
 from east_agent.common.atomic import write_atomically
 from east_agent.common.entry import command_line
+from east_agent.common.records import write_jsonl
 from east_agent.common.text_lines import iter_lines, read_lines
 from east_agent.evaluation.longform import (
     DEFAULT_UNIT_SECONDS,
@@ -298,10 +299,6 @@ def scored_talks(testset: LongformSet, outputs: Sequence[TalkOutput]) -> list[in
 def talk_lines(path: Path, talks: Sequence[Talk]) -> list[str]:
     lines = read_lines(path)
     return [line for talk in talks for line in lines[talk.first_sentence :][: talk.sentences]]
-
-
-def write_jsonl(path: Path, records: Sequence[dict]) -> None:
-    write_atomically(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def moses_language(testset: LongformSet) -> str | None:

@@ -12,10 +12,12 @@ from east_agent.decoding.prompt import LATENCY_LEVELS
 from training.build_data import (
     average_lagging,
     base_segmentation,
+    build,
     grow_diag_final_and,
     main,
     merge_to_min_source,
     read_parallel,
+    save_links,
     segmentation_delays,
     target_needs,
 )
@@ -133,6 +135,18 @@ def test_mean_al_rises_strictly_from_low_to_high(built):
     ]
     assert len(values) == 5
     assert all(later > earlier for earlier, later in zip(values, values[1:]))
+
+
+def test_data_whose_levels_lag_alike_is_refused_and_not_written(tmp_path):
+    """One-word pairs: every level lags the same, so the check fails, and before the data
+    is written (it used to be written first)."""
+    links = tmp_path / "links.gz"
+    save_links(links, [{(0, 0)}, {(0, 0)}])
+    output = tmp_path / "simt.jsonl.gz"
+    with pytest.raises(ValueError, match="mean AL does not rise strictly"):
+        build([("Hund", "dog"), ("Katze", "cat")], "de", "en", output, alignments=links,
+              progress=False)  # fmt: skip
+    assert not output.exists()
 
 
 def test_records_are_ready_for_training(built, east_tokenizer):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from east_agent.common.atomic import atomic_path
 from east_agent.common.entry import command_line
-from east_agent.common.records import open_text
+from east_agent.common.text_lines import iter_lines
 from east_agent.decoding.prompt import (
     LANGUAGE_NAMES,
     LATENCY_LEVELS,
@@ -56,9 +56,7 @@ def prompt_texts() -> Iterator[str]:
 
 def corpus_lines(paths: Sequence[str | Path]) -> Iterator[str]:
     for path in paths:
-        with open_text(path) as handle:
-            for line in handle:
-                yield line.rstrip("\n")
+        yield from iter_lines(path)  # a bad byte is named with its file and line
     for _ in range(50):  # weight the prompts like frequent sentences
         yield from prompt_texts()
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from east_agent.common.entry import command_line
-from east_agent.common.records import load_records, text_output, write_jsonl
+from east_agent.common.records import RecordError, load_records, text_output, write_jsonl
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import LATENCY_LEVELS, is_unspaced, language_name
 
@@ -206,10 +206,23 @@ def average_lagging(delays: list[int], source_length: int) -> float:
 # -- the builder -------------------------------------------------------------------------------
 
 
+def pair_of(record: dict, path: Path, index: int) -> tuple[str, str]:
+    """(source, reference or target) of a `--pairs` record; an empty one is counted later
+    as an empty side, a missing or non-text one is an error naming the record."""
+    target_field = "reference" if "reference" in record else "target"
+    for name in ("source", target_field):
+        if name not in record:
+            also = " (or 'reference')" if name == "target" else ""
+            raise RecordError(f"{path}: record {index}: missing field {name!r}{also}")
+        if not isinstance(record[name], str):
+            raise RecordError(f"{path}: record {index}: field {name!r} must be a string")
+    return record["source"], record[target_field]
+
+
 def read_parallel(source: Path | None, target: Path | None, pairs: Path | None):
     if pairs is not None:
         records = load_records(pairs)
-        return [(r.get("source", ""), r.get("reference", r.get("target", ""))) for r in records]
+        return [pair_of(record, pairs, index) for index, record in enumerate(records)]
     sources, targets = read_lines(source), read_lines(target)
     if len(sources) != len(targets):
         raise ValueError(f"{source} has {len(sources)} lines but {target} has {len(targets)}")

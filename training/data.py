@@ -132,6 +132,8 @@ def _check_offline(record: dict) -> str | None:
             return f"missing field {name!r}"
         if not isinstance(record[name], str) or not record[name].strip():
             return f"field {name!r} must be a non-empty string"
+    if "instruction" in record and not isinstance(record.get("input") or "", str):
+        return "field 'input' must be a string"
     if "instruction" not in record:
         for name in ("src_lang", "tgt_lang"):
             try:

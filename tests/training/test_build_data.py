@@ -166,6 +166,22 @@ def test_reusing_the_links_reproduces_the_output(built, tmp_path):
     assert again.read_bytes() == output.read_bytes()  # no time or name in the gzip header
 
 
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({"src": "Hund", "reference": "dog"}, "record 1: missing field 'source'"),
+        ({"source": "Hund", "ref": "dog"}, "record 1: missing field 'target' \\(or 'reference'\\)"),
+        ({"source": 5, "target": "dog"}, "record 1: field 'source' must be a string"),
+    ],
+)
+def test_a_pairs_record_without_its_text_is_named(tmp_path, record, message):
+    pairs = tmp_path / "pairs.jsonl"
+    good = {"source": "Katze", "reference": "cat"}
+    pairs.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=f"pairs.jsonl: {message}"):
+        read_parallel(None, None, pairs)
+
+
 def test_sentences_with_line_separators_stay_paired(tmp_path):
     # str.splitlines() ends lines at these too: the counts matched, the pairs shifted
     source, target = tmp_path / "src.txt", tmp_path / "tgt.txt"

@@ -25,6 +25,7 @@ from training.data import (
     build_samples,
     conversation,
     interleave_chunks,
+    read_records,
 )
 
 DE_EN = {
@@ -145,6 +146,15 @@ def test_missing_field_is_named(east_tokenizer, tmp_path):
     path = write_json(tmp_path / "simt.json", [broken])
     with pytest.raises(RecordError, match="record 0: missing field 'latency'"):
         build_samples(east_tokenizer, [path], progress=False)
+
+
+def test_an_alpaca_input_that_is_not_text_is_named_or_skipped(tmp_path):
+    alpaca = {"instruction": "Translate.", "input": "Hund", "output": "dog"}
+    path = write_json(tmp_path / "alpaca.json", [alpaca, {**alpaca, "input": 5}])
+    with pytest.raises(RecordError, match="alpaca.json: record 1: field 'input' must be a string"):
+        read_records([path])
+    conversations, report = read_records([path], skip_malformed=True)
+    assert (len(conversations), report.malformed_skipped) == (1, 1)
 
 
 def test_malformed_records_can_be_skipped_and_are_counted(east_tokenizer, tmp_path):

@@ -116,6 +116,16 @@ def test_a_missing_corpus_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
+def test_a_corpus_byte_that_is_not_utf8_is_named_by_file_and_line(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes("ein Hund\nein Café\n".encode("latin-1"))
+    with pytest.raises(SystemExit) as exit_info:
+        base_model_main(["--corpus", str(corpus), "--output", str(tmp_path / "b")])
+    assert exit_info.value.code == 2
+    assert f"{corpus}: line 2" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
 def test_the_model_card_takes_the_recipes_from_the_demo():
     """No import circle: training.demo imports training.demo_card, never the reverse."""
     tree = ast.parse((REPO / "training" / "demo_card.py").read_text())

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from east_agent.common.arguments import add_old_spelling
 from east_agent.common.atomic import atomic_path
 from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
@@ -93,11 +94,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", required=True, help="the peft adapter (Stage II output)")
     parser.add_argument("--output", required=True, help="new folder for the merged checkpoint")
     dtypes = ["float32", "bfloat16", "float16"]
-    parser.add_argument("--dtype", default="float32", choices=dtypes, help="merge in this dtype")
+    parser.add_argument(
+        "--torch-dtype", default="float32", choices=dtypes, help="merge in this dtype"
+    )
+    add_old_spelling(parser, "--dtype", "torch_dtype", choices=dtypes)
     parser.add_argument("--save-dtype", choices=dtypes, help="store the weights in this dtype")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    merge(args.base, args.adapter, args.output, args.dtype, args.save_dtype)
+    merge(args.base, args.adapter, args.output, args.torch_dtype, args.save_dtype)
 
 
 if __name__ == "__main__":

@@ -521,11 +521,13 @@ def streams_report(results: list[StreamsResult], header: str) -> str:
 
 
 def publish(text: str, output: str | None) -> None:
-    """Print a report; append it to the Markdown file `output` too, if given."""
+    """Print a report; append it to the Markdown file `output` too, if given (the file is
+    rewritten in one step: a kill leaves it as it was or with the whole report)."""
     print(text)
     if output:
-        with open(output, "a", encoding="utf-8") as handle:
-            handle.write("\n" + text)
+        path = Path(output)
+        before = path.read_text(encoding="utf-8") if path.exists() else ""
+        write_atomically(path, before + "\n" + text)
 
 
 def read_testset(testset: str) -> tuple[list[tuple[str, str]], str, str]:

@@ -218,3 +218,14 @@ def test_a_recorded_schedule_is_taken_again_in_turn(tmp_path):
     sentences, schedule = bench.load_schedule(args, [["a"], ["b", "c"]])
     assert sentences == [["a"], ["b", "c"], ["a"], ["b", "c"], ["a"]]
     assert schedule == [[(1, 2), (2, 3)], [(2, 4)]] * 2 + [[(1, 2), (2, 3)]]
+
+
+def test_a_report_is_appended_to_its_markdown_file(tmp_path, capsys):
+    from east_agent.evaluation.bench import publish
+
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# Results\n")
+    publish("| a |\n", str(output))
+    publish("| b |\n", str(output))
+    assert output.read_text() == "# Results\n\n| a |\n\n| b |\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["RESULTS.md"]

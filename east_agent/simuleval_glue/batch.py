@@ -51,13 +51,11 @@ class BatchedRunError(RuntimeError):
     """Some sentences of a batched run could not be translated (the rest were kept)."""
 
 
-def add_batch_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=1,
-        help="sentences decoded at once (1: SimulEval's own loop, one sentence at a time)",
-    )
+BATCH_HELP = "sentences decoded at once (1: SimulEval's own loop, one sentence at a time)"
+
+
+def add_batch_arg(parser: argparse.ArgumentParser, help: str = BATCH_HELP) -> None:
+    parser.add_argument("--batch-size", type=positive_int, default=1, help=help)
 
 
 def batch_size_of(argv: list[str]) -> tuple[int, list[str]]:

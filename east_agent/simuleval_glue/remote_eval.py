@@ -430,7 +430,11 @@ def main(argv: list[str] | None = None) -> None:
     options.add_dataloader_args(parser)
     options.add_evaluator_args(parser)
     options.add_scorer_args(parser)
-    add_batch_arg(parser)
+    add_batch_arg(
+        parser,
+        "sentences sent at once, each in its own session of the server (1: one sentence "
+        "after another)",
+    )
     parser.add_argument(
         "--request-timeout",
         type=positive_int,

@@ -12,7 +12,9 @@ import ctypes
 import errno
 import glob
 import os
+import re
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,20 +23,50 @@ RENAME_EXCHANGE = 2  # renameat2(2)
 AT_FDCWD = -100
 
 
+STALE_SECONDS = 3600  # a leftover of a process gone, untouched this long, is a crashed write's
+
+
 def temporary_beside(path: Path, private: bool = True) -> Path:
-    """The temporary name of `path`, emptied of any leftover of a crashed write (this
-    process's, and those of processes no longer alive). `private` adds this process's id;
-    cooperating processes (the ranks of one training run) share the name with
-    `private=False`."""
+    """The temporary name of `path`, emptied of any leftover of a crashed write: this
+    process's own, and those of processes that no longer run here and have not been
+    touched for an hour (a writer on another machine sharing the folder keeps its files).
+    An old folder that an interrupted `install` had set aside goes back to `path` if
+    `path` is missing. `private` adds this process's id; cooperating processes (the ranks
+    of one training run) share the name with `private=False`."""
     path = Path(path)
-    for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = leftover.name[len(path.name) + 2 :].split(".")[0]
-        if pid.isdigit() and (int(pid) == os.getpid() or not alive(int(pid))):
-            remove(leftover)
     tag = f".{os.getpid()}" if private else ""
     temporary = path.with_name(f".{path.name}{tag}.tmp")
+    settle(aside_of(temporary), path)
     remove(temporary)
+    for leftover in stale_leftovers(path):
+        try:
+            settle(leftover, path)
+        except OSError:  # another user's, say: not ours to clean
+            pass
     return temporary
+
+
+def aside_of(temporary: Path) -> Path:
+    return temporary.with_name(f"{temporary.name}.old.tmp")
+
+
+def stale_leftovers(path: Path) -> list[Path]:
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp(\.old\.tmp)?")
+    stale = []
+    for entry in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.fullmatch(entry.name)
+        if match and int(match[1]) != os.getpid() and not alive(int(match[1])):
+            if time.time() - entry.lstat().st_mtime > STALE_SECONDS:
+                stale.append(entry)
+    return stale
+
+
+def settle(leftover: Path, path: Path) -> None:
+    """Put a set-aside old folder back where `path` is missing; remove any other leftover."""
+    if leftover.name.endswith(".old.tmp") and leftover.is_dir() and not path.exists():
+        os.replace(leftover, path)
+    else:
+        remove(leftover)
 
 
 def alive(pid: int) -> bool:
@@ -50,17 +82,27 @@ def alive(pid: int) -> bool:
 def install(temporary: Path, path: Path) -> None:
     """Put `temporary` in `path`'s place. A folder already there is swapped with it in one
     step, then deleted under the temporary name: a kill leaves the old folder whole or the
-    new one, never a torn one (the leftover is deleted by the next `temporary_beside`)."""
+    new one, never a torn one (the leftover is deleted by a later `temporary_beside`)."""
     path = Path(path)
     if not path.is_dir() or path.is_symlink():
         os.replace(temporary, path)
     elif exchange(temporary, path):
         remove(temporary)
     else:  # no atomic exchange here: the old folder goes aside first
-        aside = temporary.with_name(f"{temporary.name}.old.tmp")
-        os.replace(path, aside)
+        aside = aside_of(temporary)
+        try:
+            os.replace(path, aside)
+        except OSError as error:
+            if error.errno != errno.EXDEV:
+                raise
+            remove(path)  # overlayfs cannot rename a lower layer's folder: delete it first
+            os.replace(temporary, path)
+            return
         os.replace(temporary, path)
         remove(aside)
+
+
+CANNOT_EXCHANGE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM)
 
 
 def exchange(one: Path, other: Path) -> bool:
@@ -74,9 +116,9 @@ def exchange(one: Path, other: Path) -> bool:
     if renameat2(AT_FDCWD, names[0], AT_FDCWD, names[1], RENAME_EXCHANGE) == 0:
         return True
     code = ctypes.get_errno()
-    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+    if code in CANNOT_EXCHANGE:
         return False
-    raise OSError(code, os.strerror(code), str(other))
+    raise OSError(code, os.strerror(code), str(one), None, str(other))
 
 
 def remove(path: Path) -> None:

@@ -12,12 +12,15 @@ client gets exactly what the sequential decoder writes.
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 
 import torch
 
 from east_agent.decoding.batching import share_prompt
-from east_agent.decoding.streaming import END, Feed, Stream, run_feeds
+from east_agent.decoding.streaming import END, ContextOverflowError, Feed, Stream, run_feeds
+
+logger = logging.getLogger(__name__)
 
 
 class NoFreeStream(RuntimeError):
@@ -25,8 +28,9 @@ class NoFreeStream(RuntimeError):
 
 
 class StepFailed(RuntimeError):
-    """The forward (or a program after it) failed in a step this stream was part of: its
-    sentence is lost, and the stream takes a new one (`begin`)."""
+    """The forward failed in a step this stream was part of, or the stream's program
+    failed (not for its input: that is the sentence's own error): its sentence is lost,
+    and the stream takes a new one (`begin`)."""
 
 
 class StreamPool:
@@ -111,8 +115,12 @@ class StreamPool:
         try:
             with torch.inference_mode():
                 feed = self.decoder.run_until_feed(stream, fed, next_event)
-        except Exception as error:  # an overflow, a bad unit: the stream's sentence is lost
+        except (ContextOverflowError, ValueError) as error:  # the sentence's fault: it is lost
             self.errors[stream] = error
+            feed = None
+        except Exception as error:  # a fault of the program: the sentence is lost too
+            logger.exception("the program of a stream failed")
+            self.errors[stream] = StepFailed(f"the stream's program failed: {error!r}")
             feed = None
         if feed is None:
             self.feeds.pop(stream, None)

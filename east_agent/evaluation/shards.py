@@ -40,7 +40,7 @@ def shard_range(shard: tuple[int, int], sentences: int) -> tuple[int, int]:
     if not 1 <= index <= count:
         raise ValueError(f"--shard {index}/{count}: the shard number must be 1..{count}")
     size = math.ceil(sentences / count)
-    return (index - 1) * size, min(index * size, sentences)
+    return min((index - 1) * size, sentences), min(index * size, sentences)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

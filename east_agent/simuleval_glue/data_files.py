@@ -84,7 +84,8 @@ def check_data_files(argv: list[str]) -> tuple[int, int] | None:
 
 def check_indices(start_index: int, end_index: int, lines: int, source: str) -> None:
     """`--start-index` and `--end-index` (below 0: to the end) within the source file's
-    lines: 0 <= start < end <= lines (a negative start would count from the end)."""
+    lines: 0 <= start <= end <= lines (a negative start would count from the end; an empty
+    span is a shard of a test set shorter than its shards)."""
     has = f"{source} has {lines} lines"
     if start_index < 0:
         raise ValueError(f"--start-index {start_index}: must be at least 0 ({has})")

@@ -1,8 +1,11 @@
 """Files and folders replaced in one step: never torn, leftovers of dead writers removed."""
 
+import errno
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -60,15 +63,65 @@ def test_a_folder_cut_off_while_the_old_one_is_deleted_is_whole(
     assert sorted(os.listdir(tmp_path)) == ["model"]
 
 
-def test_leftovers_of_dead_writers_go_and_live_ones_stay(tmp_path):
+def dead_pid():
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    return int(ended.stdout)
+
+
+def age(path, hours):
+    past = time.time() - hours * 3600
+    os.utime(path, (past, past))
+
+
+def test_leftovers_of_dead_writers_go_and_others_stay(tmp_path):
+    """Removed: an hour-old leftover of a process gone. Kept: a live process's, a fresh
+    one (a writer on another machine sharing the folder), a sibling's (`data.jsonl.7`)."""
     data = tmp_path / "data.jsonl"
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    dead_leftover = tmp_path / f".data.jsonl.{dead.stdout.strip()}.tmp"
-    live_leftover = tmp_path / f".data.jsonl.{os.getppid()}.tmp"
-    other_file = tmp_path / ".data.jsonl.notes.tmp"
-    for leftover in (dead_leftover, live_leftover, other_file):
+    dead = dead_pid()
+    crashed = tmp_path / f".data.jsonl.{dead}.tmp"
+    kept = [
+        tmp_path / f".data.jsonl.{os.getppid()}.tmp",
+        tmp_path / f".data.jsonl.{dead + 1}.tmp",
+        tmp_path / f".data.jsonl.7.{dead}.tmp",
+        tmp_path / ".data.jsonl.notes.tmp",
+    ]
+    for leftover in (crashed, *kept):
         leftover.write_text("partial")
+        age(leftover, 2)
+    age(kept[1], 0)
     write_atomically(data, "{}\n")
-    assert not dead_leftover.exists() and live_leftover.exists() and other_file.exists()
+    assert not crashed.exists() and all(leftover.exists() for leftover in kept)
     assert data.read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("tag", ["dead", "shared"])
+def test_an_old_folder_set_aside_comes_back_where_the_new_one_never_arrived(tmp_path, tag):
+    """Killed between the two renames of the fall-back `install`: the next write puts the
+    old folder back before it starts (its own, a dead process's, or the shared name's)."""
+    model = tmp_path / "model"
+    middle = f".{dead_pid()}" if tag == "dead" else ""
+    aside = tmp_path / f".model{middle}.tmp.old.tmp"
+    folder_of(aside, ["weights"], "old")
+    age(aside, 2)
+    temporary_beside(model, private=tag == "dead")
+    assert contents(model) == {"weights": "old"} and not aside.exists()
+
+
+def test_a_folder_that_cannot_be_renamed_is_still_replaced(tmp_path, monkeypatch):
+    """overlayfs: a folder of a lower image layer cannot be renamed (EXDEV); it is deleted
+    first, as before the exchange."""
+    model = tmp_path / "model"
+    folder_of(model, ["weights"], "old")
+    real_replace = os.replace
+
+    def no_rename_of_the_old(source, target):
+        if Path(source) == model:
+            raise OSError(errno.EXDEV, os.strerror(errno.EXDEV), str(source))
+        real_replace(source, target)
+
+    monkeypatch.setattr(atomic, "exchange", lambda one, other: False)
+    monkeypatch.setattr(os, "replace", no_rename_of_the_old)
+    with atomic_path(model) as temporary:
+        folder_of(temporary, ["weights"], "new")
+    assert contents(model) == {"weights": "new"} and os.listdir(tmp_path) == ["model"]

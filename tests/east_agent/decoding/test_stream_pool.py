@@ -170,6 +170,26 @@ def test_a_unit_the_program_refuses_is_the_streams_error(east_model, east_tokeni
     assert pool.error(stream) is None and stream.finished
 
 
+def test_a_fault_of_the_program_is_a_failed_step_not_the_sentences(
+    east_model, east_tokenizer, monkeypatch
+):
+    """A bug (not the input's fault) is logged and held as StepFailed: a server answers 500."""
+    decoder = build("east", east_model, east_tokenizer, 1)
+    pool = StreamPool(decoder)
+    stream = pool.acquire()
+    pool.begin(stream)
+
+    def broken(stream, unit, is_last):
+        raise TypeError("a bug")
+        yield
+
+    monkeypatch.setattr(decoder, "_push", broken)
+    pool.push(stream, ["Hund"], source_finished=False)
+    assert isinstance(pool.error(stream), StepFailed) and "TypeError('a bug')" in str(
+        pool.error(stream)
+    )
+
+
 def test_a_failed_step_fails_its_streams_and_drops_their_work(
     east_model, east_tokenizer, monkeypatch
 ):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from east_agent.evaluation.shards import merge_settings_records
+from east_agent.evaluation.shards import merge_settings_records, shard_range
 from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD
 
 
@@ -79,3 +79,13 @@ def test_shard_flags_that_cannot_work_are_refused_before_the_config_is_read(
         main([str(tmp_path / "missing.yaml"), *arguments])
     assert ended.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("sentences", [1, 2, 5, 7, 10, 1000])
+@pytest.mark.parametrize("count", [1, 3, 4, 8])
+def test_shards_cover_the_sentences_once_in_spans_within_them(sentences, count):
+    """Spans a data file takes (0 <= start <= end <= sentences), empty for a shard past
+    the end of a short test set (5 sentences in 4 shards gave (6, 5) before)."""
+    spans = [shard_range((index, count), sentences) for index in range(1, count + 1)]
+    assert all(0 <= start <= end <= sentences for start, end in spans)
+    assert [i for start, end in spans for i in range(start, end)] == list(range(sentences))

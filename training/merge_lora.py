@@ -21,7 +21,7 @@ import torch
 
 from east_agent.common.arguments import add_old_spelling
 from east_agent.common.atomic import atomic_path
-from east_agent.common.entry import command_line
+from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 
 logger = logging.getLogger("training.merge_lora")
@@ -30,7 +30,7 @@ logger = logging.getLogger("training.merge_lora")
 RELATIVE_TOLERANCE = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}
 
 
-class MergeMismatchError(RuntimeError):
+class MergeMismatchError(CommandError):
     """The merged model does not compute what base + adapter computes."""
 
 

@@ -1,13 +1,14 @@
 """The one way a command ends on an error the user can fix: a one-line message, exit 2.
 
 Every console script's `main` is wrapped by `command_line("east-eval")`: the project's
-errors (`ValueError`, including the data-file errors; `RuntimeError` for runs that
-could not finish; a missing or already existing file) become `east-eval: <message>` on
-stderr and exit status 2, the status argparse gives a bad flag. Ctrl-C prints
-`east-eval: interrupted` after the command's own clean-up (`finally` blocks: locks,
+errors (`ValueError`, including the data-file errors; `CommandError` for runs that could
+not finish, whose message says why; a missing or already existing file) become
+`east-eval: <message>` on stderr and exit status 2, the status argparse gives a bad flag.
+Ctrl-C prints `east-eval: interrupted` after the command's own clean-up (`finally` blocks: locks,
 sessions, child processes) and ends the process by SIGINT, as an unhandled Ctrl-C would,
 so that a shell running it in a loop or script stops too (a plain exit 130 would not
-stop bash). Anything else is a bug and keeps its traceback.
+stop bash). Anything else is a bug and keeps its traceback: a plain `RuntimeError` too,
+since that is what torch raises when a program is wrong (a shape, a device, a dtype).
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ import sys
 from collections.abc import Callable
 from typing import TypeVar
 
-USER_ERRORS = (ValueError, RuntimeError, FileNotFoundError, FileExistsError)
+
+class CommandError(RuntimeError):
+    """A run that could not finish for a reason its message says in full (a failed job,
+    a busy folder, a sentence too long for the model): one line, no traceback."""
+
+
+USER_ERRORS = (ValueError, CommandError, FileNotFoundError, FileExistsError)
 EXIT_USER_ERROR = 2
 
 Main = TypeVar("Main", bound=Callable)

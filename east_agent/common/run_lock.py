@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from east_agent.common.entry import CommandError
+
 RUN_LOCK = "run.lock"  # a run of a grid (`east-eval`, `east-demo`)
 
 
-class RunFolderBusyError(RuntimeError):
+class RunFolderBusyError(CommandError):
     """Another live process is writing to the folder."""
 
 

@@ -29,6 +29,7 @@ from dataclasses import astuple, dataclass, field
 
 import torch
 
+from east_agent.common.entry import CommandError
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.token_stream import TokenStream
 from east_agent.lm import build_lm
@@ -43,7 +44,7 @@ WAIT = "wait"  # what a program yields when it needs the next source event
 END = "end of source"  # the source event that ends the source (`finish`); units are tuples
 
 
-class ContextOverflowError(RuntimeError):
+class ContextOverflowError(CommandError):
     """The sentence does not fit in the model's context window."""
 
 

@@ -41,7 +41,7 @@ import torch
 
 from east_agent.common.arguments import add_old_spelling, positive_int
 from east_agent.common.atomic import write_atomically
-from east_agent.common.entry import command_line
+from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import (
     END_OF_READ,
@@ -464,7 +464,7 @@ def stream_benchmark(
             decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
             if decoder.max_streams != count:
                 reason = supports(model) or "its probe failed (the warning above)"
-                raise RuntimeError(f"{count} streams need the static KV cache, which "
+                raise CommandError(f"{count} streams need the static KV cache, which "
                                    f"did not take this model: {reason}")  # fmt: skip
             jobs = [Sentence(i, units, script_of(schedule, i)) for i, units in enumerate(sentences)]
             list(translate_batch(decoder, jobs[: min(count, 4)]))  # warm-up

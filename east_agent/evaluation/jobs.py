@@ -48,6 +48,8 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from east_agent.common.entry import CommandError
+
 CONSOLE_LOG = "console.log"
 
 
@@ -160,7 +162,7 @@ def _run_on_workers(pool, share, jobs_to_run, follow_ups, jobs: int, total: int,
         done, _ = wait(running, return_when=FIRST_COMPLETED)
         if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
             cut_off = ", ".join(w.name for w in running.values() if isinstance(w, Job))
-            raise RuntimeError(f"a worker process died; cut off (a rerun resumes): {cut_off}")
+            raise CommandError(f"a worker process died; cut off (a rerun resumes): {cut_off}")
         for future in done:
             work = running.pop(future)
             if isinstance(work, FollowUp):
@@ -178,7 +180,7 @@ def _run_on_workers(pool, share, jobs_to_run, follow_ups, jobs: int, total: int,
             share_out(pool, share, threads * jobs // len(running))  # its threads again
     if failures:
         not_started = f"; not started: {', '.join(job.name for job in pending)}" if pending else ""
-        raise RuntimeError("runs failed: " + "; ".join(failures) + not_started)
+        raise CommandError("runs failed: " + "; ".join(failures) + not_started)
     return returned
 
 
@@ -247,7 +249,7 @@ def _take_threads(threads: int) -> None:
 
 def _run_job(job: Job, jobs: int) -> float:
     """One run in this worker; its wall seconds (all tries). A failure's traceback goes to
-    the run's console log; what comes back is a plain RuntimeError naming it (any
+    the run's console log; what comes back is a plain CommandError naming it (any
     exception object might not survive the trip back to `east-eval`)."""
     global _loaded
     from east_agent.evaluation.runs import LoadedModels, run_simuleval
@@ -263,10 +265,10 @@ def _run_job(job: Job, jobs: int) -> float:
                 job.then()
             return seconds
         except SystemExit as stop:  # a flag SimulEval's parser refused: the message is above
-            raise RuntimeError(f"the run stopped (exit {stop.code})") from None
+            raise CommandError(f"the run stopped (exit {stop.code})") from None
         except Exception as error:
             traceback.print_exc()
-            raise RuntimeError(f"{type(error).__name__}: {error}") from None
+            raise CommandError(f"{type(error).__name__}: {error}") from None
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from typing import Any
 
 from east_agent.common.atomic import write_atomically
 from east_agent.common.child_process import run_child
+from east_agent.common.entry import CommandError
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.evaluation.config import (
     AGENT_FILES,
@@ -215,7 +216,7 @@ def _run_simuleval(
         else:
             returncode = run_child(command)
             if returncode != 0:
-                raise RuntimeError(f"the run in {output} failed (exit {returncode})")
+                raise CommandError(f"the run in {output} failed (exit {returncode})")
     finally:
         seconds = round(time.time() - started, 2)
         tries.append({"started": started, "seconds": seconds, "jobs": jobs})

@@ -15,6 +15,7 @@ from typing import Any
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.child_process import run_child
+from east_agent.common.entry import CommandError
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
@@ -65,7 +66,7 @@ def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
     for folder, record in zip(shard_dirs[1:], records[1:]):
         differences = record_differences(first, {**record, "sentences": None})
         if differences:
-            raise RuntimeError(
+            raise CommandError(
                 f"{folder} was run with other settings than {shard_dirs[0]}: "
                 + "; ".join(differences)
             )
@@ -106,7 +107,7 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     shard_dirs = [config.run_dir(run, (index, count)) for index in range(1, count + 1)]
     missing = [str(folder) for folder in shard_dirs if not (folder / "scores.tsv").exists()]
     if missing:
-        raise RuntimeError(f"{run.name}: shards not finished: {', '.join(missing)}")
+        raise CommandError(f"{run.name}: shards not finished: {', '.join(missing)}")
     lines = []
     for folder in shard_dirs:
         lines += read_lines(folder / "instances.log")
@@ -136,4 +137,4 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     ]  # fmt: skip
     print("$ " + " ".join(command), flush=True)
     if run_child(command) != 0:
-        raise RuntimeError(f"{run.name}: scoring the merged shards failed")
+        raise CommandError(f"{run.name}: scoring the merged shards failed")

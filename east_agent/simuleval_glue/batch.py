@@ -34,6 +34,7 @@ from pathlib import Path
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import write_atomically
+from east_agent.common.entry import CommandError
 from east_agent.simuleval_glue import simuleval_fixes
 from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
 from east_agent.simuleval_glue.instance_log import InstanceLog, finished_records, sort_log
@@ -47,7 +48,7 @@ from east_agent.simuleval_glue.run_folder import (
 logger = logging.getLogger("east_agent.simuleval_glue.batch")
 
 
-class BatchedRunError(RuntimeError):
+class BatchedRunError(CommandError):
     """Some sentences of a batched run could not be translated (the rest were kept)."""
 
 

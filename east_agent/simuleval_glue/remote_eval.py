@@ -51,7 +51,7 @@ from functools import partial
 from pathlib import Path
 
 from east_agent.common.arguments import positive_int
-from east_agent.common.entry import command_line
+from east_agent.common.entry import CommandError, command_line
 from east_agent.simuleval_glue.agent_server import SESSION_HEADER
 
 CONNECT_SECONDS = 10
@@ -159,7 +159,7 @@ def _loop(args: argparse.Namespace, server: Server) -> None:
                         if args.output
                         else ""
                     )
-                    raise RuntimeError(_failure(instance.index, error) + kept) from None
+                    raise CommandError(_failure(instance.index, error) + kept) from None
                 evaluator.write_log(instance)
         finally:
             _close(session, server.url)
@@ -363,11 +363,11 @@ def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log
         raise sentences.errors[0]
     kept = f"the sentences finished before are in {log} (--continue-unfinished resumes)"
     if sentences.server_lost:
-        raise RuntimeError(
+        raise CommandError(
             f"the server at {base_url} was lost; {kept}:\n  " + "\n  ".join(sentences.failures)
         )
     if sentences.pending:
-        raise RuntimeError(
+        raise CommandError(
             f"the server at {base_url} had no free stream (503) for any of the {sessions} "
             f"sessions; {len(sentences.pending)} sentences are left; {kept}"
         )

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
+# One CPU thread per process, unless the caller says otherwise: the models here are tiny,
+# so torch's threads only wait on each other, and test workers with SimulEval children
+# would ask for several times the cores there are. Set before torch is imported, so that
+# this process and every child it starts read it. On 2 cores, 65 decoder tests under two
+# workers: 330-356 s with torch's default threads, 137 s with one (benchmarks/RESULTS.md).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 from commands import write_toy_test_set
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import glob
 import os
 import re
@@ -145,3 +146,26 @@ def write_atomically(path: Path, text: str) -> None:
     """Write `text` to `path` atomically (UTF-8)."""
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+def append_atomically(path: Path, text: str) -> None:
+    """Append `text` to `path` (UTF-8) by rewriting it atomically: a kill leaves the old
+    content or all of the new. Writers appending at once each hold the file's lock from
+    their read to their rename, so none loses another's text."""
+    path = Path(path)
+    while True:
+        with open(path, "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if os.fstat(handle.fileno()).st_ino != inode(path):
+                continue  # replaced while this one waited: lock the file now in place
+            handle.seek(0)
+            before = handle.read().decode("utf-8")
+            write_atomically(path, before + text)
+            return
+
+
+def inode(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None

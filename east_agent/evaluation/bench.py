@@ -40,18 +40,19 @@ from pathlib import Path
 import torch
 
 from east_agent.common.arguments import add_old_spelling, positive_int
-from east_agent.common.atomic import write_atomically
+from east_agent.common.atomic import append_atomically, write_atomically
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import (
     END_OF_READ,
     END_OF_WRITE,
+    LATENCY_LEVELS,
     offline_instruction,
     render_user_turn,
     simt_instruction,
 )
 from east_agent.decoding.units import join_source_units, source_units, unit_text
-from east_agent.lm import CachedLM, build_lm, cache_argument_name, new_dynamic_cache
+from east_agent.lm import KV_CACHES, CachedLM, build_lm, cache_argument_name, new_dynamic_cache
 from east_agent.lm.checkpoint import TORCH_DTYPES
 from east_agent.lm.static import supports
 
@@ -522,12 +523,11 @@ def streams_report(results: list[StreamsResult], header: str) -> str:
 
 def publish(text: str, output: str | None) -> None:
     """Print a report; append it to the Markdown file `output` too, if given (the file is
-    rewritten in one step: a kill leaves it as it was or with the whole report)."""
+    rewritten in one step: a kill leaves it as it was or with the whole report, and two
+    benchmarks finishing at once both keep theirs)."""
     print(text)
     if output:
-        path = Path(output)
-        before = path.read_text(encoding="utf-8") if path.exists() else ""
-        write_atomically(path, before + "\n" + text)
+        append_atomically(Path(output), "\n" + text)
 
 
 def read_testset(testset: str) -> tuple[list[tuple[str, str]], str, str]:
@@ -587,13 +587,17 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-dtype", default="float32", choices=TORCH_DTYPES[1:])
     add_old_spelling(parser, "--dtype", "torch_dtype", choices=TORCH_DTYPES[1:])
-    parser.add_argument("--latency", default="low")
+    parser.add_argument("--latency", default="low", choices=LATENCY_LEVELS)
     parser.add_argument(
         "--num-beams", type=positive_int, default=5, help="also run (a) with this many beams"
     )
     add_old_spelling(parser, "--beams", "num_beams", type=positive_int)
     parser.add_argument(
-        "--kv-caches", nargs="+", default=["static", "dynamic"], help="(a) on each backend"
+        "--kv-caches",
+        nargs="+",
+        choices=KV_CACHES,
+        default=["static", "dynamic"],
+        help="(a) on each backend",
     )
     parser.add_argument("--schedule", help="waitk:K, or a JSON file from --save-schedule")
     parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
@@ -627,6 +631,23 @@ def load_bench_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
     dtype = getattr(torch, args.torch_dtype)
     model = random_model(args.random_model, tokenizer, dtype, args.device, args.seed)
     return model, tokenizer, f"random {args.random_model}, seed {args.seed}"
+
+
+def check_output_files(args: argparse.Namespace) -> None:
+    """`--output` and `--save-schedule` checked before any model loads (their folders made):
+    a path that names a folder, or whose folder cannot be made, is refused."""
+    for flag, value in (("--output", args.output), ("--save-schedule", args.save_schedule)):
+        if not value:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            raise ValueError(f"{flag} {value}: a folder; name a file")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(
+                f"{flag} {value}: cannot make its folder {path.parent}: {error.strerror}"
+            ) from None
 
 
 def read_schedule(setting: str | None) -> int | Schedule | None:
@@ -731,9 +752,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     device = torch.device(args.device)
-    # The test set and the schedule are checked before the model loads (minutes for 8B).
+    # Test set, schedule and output files are checked before the model loads (minutes for 8B).
     pairs, src_lang, tgt_lang = read_testset(args.testset)
     schedule_setting = read_schedule(args.schedule)
+    check_output_files(args)
     model, tokenizer, model_name = load_bench_model(args, parser)
     sentences = source_sentences(pairs, args.sentences, src_lang, tokenizer)
     if not sentences:

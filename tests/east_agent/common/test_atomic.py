@@ -1,6 +1,7 @@
 """Files and folders replaced in one step: never torn, leftovers of dead writers removed."""
 
 import errno
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -10,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from east_agent.common import atomic
-from east_agent.common.atomic import atomic_path, temporary_beside, write_atomically
+from east_agent.common.atomic import (
+    append_atomically,
+    atomic_path,
+    temporary_beside,
+    write_atomically,
+)
 
 
 def folder_of(path, names, text):
@@ -125,3 +131,26 @@ def test_a_folder_that_cannot_be_renamed_is_still_replaced(tmp_path, monkeypatch
     with atomic_path(model) as temporary:
         folder_of(temporary, ["weights"], "new")
     assert contents(model) == {"weights": "new"} and os.listdir(tmp_path) == ["model"]
+
+
+def test_appends_at_once_are_all_kept(tmp_path):
+    """Six writers each append 20 lines by rewriting the file whole; none loses another's
+    (without the lock, a writer renames in a file read before another's rename)."""
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# Results\n")
+    context = multiprocessing.get_context("fork")
+    writers = [context.Process(target=append_many, args=(output, n)) for n in range(6)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(timeout=120)
+    assert [writer.exitcode for writer in writers] == [0] * 6
+    lines = output.read_text().splitlines()
+    assert lines[0] == "# Results"
+    assert sorted(lines[1:]) == sorted(f"{n} {i}" for n in range(6) for i in range(20))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["RESULTS.md"]
+
+
+def append_many(output: Path, writer: int) -> None:
+    for line in range(20):
+        append_atomically(output, f"{writer} {line}\n")

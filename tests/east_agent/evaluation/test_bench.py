@@ -171,6 +171,11 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         (["--sentences", "0"], "argument --sentences: takes a whole number of at least 1"),
         (["--streams", "2", "0"], "argument --streams: takes a whole number of at least 1"),
         (["--copy-megabytes", "0"], "argument --copy-megabytes: takes a whole number"),
+        (["--latency", "fast"], "argument --latency: invalid choice: 'fast'"),
+        (["--kv-caches", "static", "paged"], "argument --kv-caches: invalid choice: 'paged'"),
+        (["--output", "/"], "--output /: a folder; name a file"),
+        (["--save-schedule", "/tmp"], "--save-schedule /tmp: a folder; name a file"),
+        (["--output", "/dev/null/x.md"], "--output /dev/null/x.md: cannot make its folder"),
     ],
 )
 def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, message):

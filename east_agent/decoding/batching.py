@@ -12,12 +12,14 @@ A decoder built with `streams=N` holds N streams (`east_agent.decoding.streaming
    sentence, so the batch stays full until the input runs out.
 Decisions, stop tokens, chunk limits, suppression masks and context checks are each
 stream's own: they are the decoder's program, the same one the sequential driver runs. A
-sentence that overflows the context ends with an error outcome that names it; the others
-go on.
+sentence that overflows the context ends with an error outcome that names it, and so does
+one whose program fails (a bug: its traceback is logged); the others go on, and its
+stream takes the next sentence. A failed forward fails the batch: no row of it is known.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,8 @@ from east_agent.decoding.streaming import (
     run_feeds,
 )
 
+logger = logging.getLogger("east_agent.decoding.batching")
+
 
 @dataclass(frozen=True)
 class Sentence:
@@ -47,7 +51,7 @@ class Outcome:
     key: Any
     units: int
     translation: Translation | None = None
-    error: Exception | None = None  # a sentence that could not be translated (too long)
+    error: Exception | None = None  # a sentence that could not be translated (too long, a bug)
 
 
 @dataclass
@@ -147,6 +151,12 @@ def _pump(decoder, stream: Stream, job: _Job, fed) -> Feed | None:
         return decoder.run_until_feed(stream, fed, next_unit)
     except ContextOverflowError as error:
         job.error = error
+        return None
+    except Exception as error:  # the program's own fault: this sentence is lost, not the batch
+        logger.exception("sentence %s: the stream's program failed", job.sentence.key)
+        job.error = RuntimeError(
+            f"the stream's program failed: {error!r} (a bug; traceback logged)"
+        )
         return None
 
 

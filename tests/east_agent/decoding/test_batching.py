@@ -107,6 +107,33 @@ def test_a_sentence_too_long_fails_alone(east_model, east_tokenizer):
         assert record(outcomes[index].translation) == record(sequential.translate(sentences[index]))
 
 
+@pytest.mark.parametrize("beams", [1, 4])
+def test_a_program_fault_fails_its_sentence_alone(
+    east_model, east_tokenizer, monkeypatch, caplog, beams
+):
+    """A bug met by one sentence (here: at its unit "Bumm", after some forwards) is logged
+    with its traceback; the stream it broke translates the next sentences as ever."""
+    decoder = build("east", east_model, east_tokenizer, 2, beams=beams)
+    real_push = decoder._push
+
+    def push(stream, unit, is_last):
+        if unit == "Bumm":
+            raise KeyError("a bug")
+        return (yield from real_push(stream, unit, is_last))
+
+    monkeypatch.setattr(decoder, "_push", push)
+    sentences = toy_sentences(6, seed=5)
+    sentences.insert(1, [*sentences[0], "Bumm", *sentences[0]])
+    outcomes = batched(decoder, sentences)
+    assert "the stream's program failed: KeyError('a bug')" in str(outcomes[1].error)
+    assert outcomes[1].units == 2 * len(sentences[0]) + 1
+    assert "sentence 1: the stream's program failed" in caplog.text
+    assert "Traceback" in caplog.text
+    sequential = build("east", east_model, east_tokenizer, 1, beams=beams)
+    for index in (0, 2, 3, 4, 5, 6):
+        assert record(outcomes[index].translation) == record(sequential.translate(sentences[index]))
+
+
 def test_empty_sentences_fail_without_stopping_the_batch(east_model, east_tokenizer):
     decoder = build("east", east_model, east_tokenizer, 2)
     outcomes = batched(decoder, [[], *toy_sentences(2, seed=4)])

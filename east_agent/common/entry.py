@@ -4,11 +4,12 @@ Every console script's `main` is wrapped by `command_line("east-eval")`: the pro
 errors (`ValueError`, including the data-file errors; `CommandError` for runs that could
 not finish, whose message says why; a missing or already existing file) become
 `east-eval: <message>` on stderr and exit status 2, the status argparse gives a bad flag.
-Ctrl-C prints `east-eval: interrupted` after the command's own clean-up (`finally` blocks: locks,
-sessions, child processes) and ends the process by SIGINT, as an unhandled Ctrl-C would,
-so that a shell running it in a loop or script stops too (a plain exit 130 would not
-stop bash). Anything else is a bug and keeps its traceback: a plain `RuntimeError` too,
-since that is what torch raises when a program is wrong (a shape, a device, a dtype).
+Ctrl-C prints `east-eval: interrupted` after the command's own clean-up (`finally`
+blocks: locks, sessions, child processes) and ends the process by SIGINT, as an
+unhandled Ctrl-C would, so that a shell running it in a loop or script stops too (a
+plain exit 130 would not stop bash). Anything else is a bug and keeps its traceback: a
+plain `RuntimeError` too, since that is what torch raises when a program is wrong (a
+shape, a device, a dtype).
 """
 
 from __future__ import annotations

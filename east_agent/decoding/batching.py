@@ -39,6 +39,12 @@ from east_agent.decoding.streaming import (
 logger = logging.getLogger("east_agent.decoding.batching")
 
 
+class StepFailed(RuntimeError):
+    """The forward failed in a step this stream was part of, or the stream's program
+    failed (not for its input: that is the sentence's own error): its sentence is lost,
+    and the stream takes a new one (`begin`)."""
+
+
 @dataclass(frozen=True)
 class Sentence:
     key: Any  # handed back with the outcome (an instance index, say)
@@ -147,17 +153,23 @@ def _pump(decoder, stream: Stream, job: _Job, fed) -> Feed | None:
         job.next_unit += 1
         return units[index], index == len(units) - 1
 
+    feed, job.error = run_program(decoder, stream, fed, next_unit, f"sentence {job.sentence.key}")
+    return feed
+
+
+def run_program(
+    decoder, stream: Stream, fed, next_event, name: str
+) -> tuple[Feed | None, Exception | None]:
+    """`decoder.run_until_feed`: (the stream's next feed, None), or (None, why its sentence
+    is lost): its own fault (too long, bad input) as raised, or a fault of the program (a
+    bug), logged with its traceback as `name`'s, as StepFailed. The other streams go on."""
     try:
-        return decoder.run_until_feed(stream, fed, next_unit)
-    except ContextOverflowError as error:
-        job.error = error
-        return None
-    except Exception as error:  # the program's own fault: this sentence is lost, not the batch
-        logger.exception("sentence %s: the stream's program failed", job.sentence.key)
-        job.error = RuntimeError(
-            f"the stream's program failed: {error!r} (a bug; traceback logged)"
-        )
-        return None
+        return decoder.run_until_feed(stream, fed, next_event), None
+    except (ContextOverflowError, ValueError) as error:
+        return None, error
+    except Exception as error:
+        logger.exception("%s: the stream's program failed", name)
+        return None, StepFailed(f"the stream's program failed: {error!r} (traceback logged)")
 
 
 def _outcome(stream: Stream, job: _Job) -> Outcome:

@@ -12,25 +12,18 @@ client gets exactly what the sequential decoder writes.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 
 import torch
 
-from east_agent.decoding.batching import share_prompt
-from east_agent.decoding.streaming import END, ContextOverflowError, Feed, Stream, run_feeds
+from east_agent.decoding.batching import StepFailed, run_program, share_prompt
+from east_agent.decoding.streaming import END, Feed, Stream, run_feeds
 
-logger = logging.getLogger(__name__)
+__all__ = ["NoFreeStream", "StepFailed", "StreamPool"]
 
 
 class NoFreeStream(RuntimeError):
     """Every stream of the pool is lent."""
-
-
-class StepFailed(RuntimeError):
-    """The forward failed in a step this stream was part of, or the stream's program
-    failed (not for its input: that is the sentence's own error): its sentence is lost,
-    and the stream takes a new one (`begin`)."""
 
 
 class StreamPool:
@@ -112,16 +105,12 @@ class StreamPool:
         def next_event():
             return events.popleft() if events else None
 
-        try:
-            with torch.inference_mode():
-                feed = self.decoder.run_until_feed(stream, fed, next_event)
-        except (ContextOverflowError, ValueError) as error:  # the sentence's fault: it is lost
+        with torch.inference_mode():
+            feed, error = run_program(
+                self.decoder, stream, fed, next_event, f"stream {stream.home}"
+            )
+        if error is not None:
             self.errors[stream] = error
-            feed = None
-        except Exception as error:  # a fault of the program: the sentence is lost too
-            logger.exception("the program of a stream failed")
-            self.errors[stream] = StepFailed(f"the stream's program failed: {error!r}")
-            feed = None
         if feed is None:
             self.feeds.pop(stream, None)
         else:

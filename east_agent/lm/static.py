@@ -40,6 +40,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from east_agent.common.entry import CommandError
 from east_agent.lm.layers import (
     Dims,
     LayerStep,
@@ -59,6 +60,14 @@ TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32)
 MIN_KV_BUCKET = 256
 RECOMPILE_LIMIT = 32
 MIN_CAPACITY = 256  # positions per row the buffers start with (they grow when needed)
+
+
+class KVCacheMemoryError(CommandError):
+    """The key/value buffers outgrew the device's memory (the backend is unusable)."""
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.zeros(shape, dtype=dtype, device=device)
 
 
 def supports(model) -> str | None:
@@ -144,6 +153,7 @@ class StaticLM:
         self.sharing: set[int] = set()
         self.forward_passes = 0
         self.tokens_fed = 0
+        self.broken: KVCacheMemoryError | None = None  # buffers lost to a failed growth
         # Rotary tables of every position a step can touch (padded steps write past the end).
         with torch.inference_mode(False), torch.no_grad():
             positions = torch.arange(max_length + TOKEN_BUCKETS[-1], device=self.device)[None]
@@ -216,14 +226,19 @@ class StaticLM:
             self.graphs.clear()  # captured steps point at the old buffers
         old_keys, old_values = self.keys, self.values
         self.keys, self.values = [], []
-        with torch.inference_mode(False), torch.no_grad():
-            for layer in range(len(self.plain)):
-                for old, new in ((old_keys, self.keys), (old_values, self.values)):
-                    buffer = torch.zeros(shape, dtype=self.dtype, device=self.device)
-                    if old:
-                        buffer[:, :, :kept] = old[layer][:, :, :kept]
-                        old[layer] = None  # gone before the next layer's are made
-                    new.append(buffer)
+        try:
+            with torch.inference_mode(False), torch.no_grad():
+                for layer in range(len(self.plain)):
+                    for old, new in ((old_keys, self.keys), (old_values, self.values)):
+                        buffer = _zeros(shape, self.dtype, self.device)
+                        if old:
+                            buffer[:, :, :kept] = old[layer][:, :, :kept]
+                            old[layer] = None  # gone before the next layer's are made
+                        new.append(buffer)
+        except torch.OutOfMemoryError as error:
+            self.keys, self.values = [], []  # part old, part new: nothing to go on with
+            self.broken = KVCacheMemoryError(self._memory_advice(shape))
+            raise self.broken from error
         if self.compiled:
             _mark_static(self.keys + self.values, 1, 3)
 
@@ -231,6 +246,20 @@ class StaticLM:
         if needed > self.capacity:
             grown = max(needed, 2 * self.capacity)
             self._allocate(min(2 ** math.ceil(math.log2(grown)), self.max_length))
+
+    def _memory_advice(self, shape: tuple[int, ...]) -> str:
+        needed = 2 * len(self.plain) * math.prod(shape) * self.dtype.itemsize
+        per_row = needed / self.max_rows
+        device = f"{self.device}"
+        if self.device.type == "cuda":
+            total = torch.cuda.get_device_properties(self.device).total_memory
+            device += f" ({total / 2**30:.1f} GiB, the weights included)"
+        return (
+            f"the KV cache does not fit on {device}: {self.max_rows} rows (streams x beams) "
+            f"of {shape[2]} positions need {needed / 2**30:.1f} GiB "
+            f"({per_row / 2**20:.1f} MiB a row); use fewer streams or beams "
+            "(--batch-size, --num-beams) or a shorter --max-context"
+        )
 
     def memory_bytes(self) -> int:
         """Bytes the key/value buffers take now."""
@@ -243,6 +272,8 @@ class StaticLM:
 
     @torch.inference_mode()
     def forward(self, rows: Sequence[int], tokens: Sequence[Sequence[int]]) -> torch.Tensor:
+        if self.broken is not None:
+            raise self.broken
         check_rows_fit(self, rows, tokens)
         counts = [len(ids) for ids in tokens]
         self._ensure_capacity(max(self.lengths[row] + n for row, n in zip(rows, counts)))

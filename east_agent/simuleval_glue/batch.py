@@ -116,10 +116,11 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     one checkpoint loaded for all its runs)."""
     from simuleval.data.dataloader import build_dataloader
 
-    from east_agent.simuleval_glue.data_files import check_source_file, sentence_span
+    from east_agent.simuleval_glue.data_files import checked_span, sentence_span
 
     config = agent_class.checked_config(args)
-    check_source_file(getattr(args, "source", None), getattr(args, "target", None))
+    source, target = getattr(args, "source", None), getattr(args, "target", None)
+    checked_span(source, target, args.start_index, args.end_index)
     if not args.output:
         raise ValueError("--batch-size needs --output (the run's instances.log goes there)")
     dataloader = build_dataloader(args)
@@ -148,7 +149,8 @@ def run_out_of_order(
         if args.continue_unfinished and indices and done.issuperset(indices):
             clear_scores(output, batching=False)  # killed while scoring: nothing to translate
         else:
-            clear_scores(output)
+            # kept sentences keep the record of how their `elapsed` was measured
+            clear_scores(output, batching=not (args.continue_unfinished and done))
             types = f"source_type: {args.source_type}\ntarget_type: {args.target_type}\n"
             write_atomically(output / "config.yaml", types)
             translate(indices)
@@ -162,10 +164,19 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
     if args.fp16 or args.dtype == "fp16":
         model.half()
     decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
+    from east_agent.lm.static import KVCacheMemoryError
+
     output = Path(args.output)
     record_batching(output, args.batch_size, len(decoder.streams))
-    failures, todo = _translate(decoder, dataloader, args, indices, output / "instances.log")
-    check_failures(failures, len(todo), output / "instances.log")
+    log = output / "instances.log"
+    try:
+        failures, todo = _translate(decoder, dataloader, args, indices, log)
+    except KVCacheMemoryError as error:
+        raise BatchedRunError(
+            f"{error}; the sentences finished so far are in {log} "
+            "(--continue-unfinished resumes after them)"
+        ) from error
+    check_failures(failures, len(todo), log)
 
 
 def check_failures(failures: list[str], tried: int, log: Path) -> None:
@@ -180,14 +191,19 @@ def check_failures(failures: list[str], tried: int, log: Path) -> None:
 def record_batching(
     output: Path, batch_size: int, streams: int, sharing: str = "the device"
 ) -> None:
-    """`batch.json`: how many streams shared what while `elapsed` was measured."""
+    """`batch.json`: how many streams shared what while `elapsed` was measured. A resumed
+    log's kept sentences were measured by the run before: the record says the most
+    streams any of its runs had (an earlier record with more is kept as it is)."""
+    path = output / BATCH_RECORD
+    if path.exists() and json.loads(path.read_text())["streams"] >= streams:
+        return
     record = {
         "batch_size": batch_size,
         "streams": streams,
         "computation_aware": f"elapsed measured with up to {streams} streams "
         f"sharing {sharing} (single-stream: --batch-size 1)",
     }
-    write_atomically(output / BATCH_RECORD, json.dumps(record, indent=2) + "\n")
+    write_atomically(path, json.dumps(record, indent=2) + "\n")
 
 
 def _translate(decoder, dataloader, args, indices: range, log_path: Path):

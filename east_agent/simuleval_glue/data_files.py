@@ -73,13 +73,22 @@ def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     known, _ = parser.parse_known_args(argv)
     if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
         return None  # not text files of lines: the dataloader's own business
-    check_source_file(known.source, known.target)
-    if not known.source:
+    span = checked_span(known.source, known.target, known.start_index, known.end_index)
+    return None if span is None else (span.start, span.stop)
+
+
+def checked_span(
+    source: str | None, target: str | None, start_index: int, end_index: int
+) -> range | None:
+    """The source and reference files checked (`check_source_file`), and the sentences
+    `--start-index` .. `--end-index` of the source, checked against its lines (None without
+    a source file)."""
+    check_source_file(source, target)
+    if not source:
         return None
-    lines = len(read_simuleval_lines(known.source))
-    check_indices(known.start_index, known.end_index, lines, known.source)
-    span = sentence_span(known.start_index, known.end_index, lines)
-    return span.start, span.stop
+    lines = len(read_simuleval_lines(source))
+    check_indices(start_index, end_index, lines, source)
+    return sentence_span(start_index, end_index, lines)
 
 
 def check_indices(start_index: int, end_index: int, lines: int, source: str) -> None:

@@ -300,5 +300,6 @@ def loop_in(
             if score is not None:
                 score()
             return
-        clear_scores(output)
+        # a batched run's kept sentences keep the record of how they were measured
+        clear_scores(output, batching=not (resume and finished_records(output / "instances.log")))
         loop()

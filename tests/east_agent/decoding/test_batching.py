@@ -45,7 +45,7 @@ def build(kind, model, tokenizer, streams, beams=1, src="de"):
     "kind, beams, layout",
     [
         ("east", 1, "cpu"),
-        ("east", 4, "cpu"),
+        ("east", 5, "cpu"),  # the paper's decoding
         ("waitk-east", 1, "cpu"),
         ("waitk-offline", 1, "cpu"),
         ("waitk-offline", 1, "cut"),  # every row of several new tokens cut apart where it can
@@ -80,6 +80,28 @@ def test_batched_translations_equal_sequential_ones(
     assert stats.steps < sum(t.counters.forward_passes for t in expected) / 2
     assert max(stats.rows_per_step) >= 4 * beams
     assert_trace_matches_full_recompute(east_model, trace)
+
+
+@pytest.mark.parametrize("kind", ["east", "waitk-offline"])
+def test_a_finished_stream_takes_the_next_sentence_at_once(east_model, east_tokenizer, kind):
+    """Continuous batching: until the last sentence is taken, every step has a row from
+    each of the 4 streams (a batch refilled only once drained would have fewer)."""
+    stats = BatchStats()
+    taken_after_steps = []
+
+    def queue(sentences):
+        for index, units in enumerate(sentences):
+            taken_after_steps.append(stats.steps)
+            yield Sentence(index, units)
+
+    decoder = build(kind, east_model, east_tokenizer, 4)
+    sentences = toy_sentences(14, seed=9)
+    outcomes = list(translate_batch(decoder, queue(sentences), stats))
+    assert len(outcomes) == 14 and all(outcome.error is None for outcome in outcomes)
+    assert taken_after_steps[:4] == [0, 0, 0, 0] and taken_after_steps[-1] > 0
+    full_steps = stats.rows_per_step[: taken_after_steps[-1] + 1]
+    assert full_steps == [4] * len(full_steps)
+    assert min(stats.rows_per_step) < 4  # the batch drains once the input runs out
 
 
 def test_roll_backs_in_a_batch(east_model, east_tokenizer):

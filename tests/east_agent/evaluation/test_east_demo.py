@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from east_agent.evaluation.config import DEFAULT_BATCH_SIZE
 from east_agent.evaluation.demo import DEFAULT_MODEL
 
 EAST_DEMO = [sys.executable, "-m", "east_agent.evaluation.demo"]  # the `east-demo` console script
@@ -24,6 +25,18 @@ def all_levels(tmp_path_factory):
 def test_the_shipped_model_is_the_default(all_levels):
     _, stdout = all_levels  # run without --model-path, from another directory
     assert f"--model-path {DEFAULT_MODEL}" in stdout
+    assert stdout.count(f"--batch-size {DEFAULT_BATCH_SIZE}") == 5  # batched by default
+
+
+def test_batch_size_one_is_simulevals_own_loop(tmp_path, monkeypatch):
+    from east_agent.evaluation import demo
+
+    grids = []
+    monkeypatch.setattr(demo, "run_grid", lambda config, limit: grids.append(config))
+    demo.main(["--output", str(tmp_path)])
+    demo.main(["--output", str(tmp_path), "--batch-size", "1"])
+    assert [config.batch_size for config in grids] == [DEFAULT_BATCH_SIZE, 1]
+    assert DEFAULT_BATCH_SIZE > 1
 
 
 def test_all_levels_print_the_table(all_levels):

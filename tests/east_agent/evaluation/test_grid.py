@@ -100,6 +100,31 @@ def test_batched_grid_scores_equal_simulevals_own_loop(grid, tmp_path):
     assert {r["streams"] for r in sequential_rows} == {"1"}
 
 
+def test_a_grid_loads_its_checkpoint_once(east_checkpoint, tmp_path, monkeypatch):
+    """Five runs of three agents and prompts, one process (`jobs: 1`): one load."""
+    from east_agent.agent import EastAgent
+    from east_agent.evaluation import cli
+    from east_agent.waitk_agent import WaitkAgent
+
+    loads = []
+    for agent_class in (EastAgent, WaitkAgent):
+
+        def counted(cls, args, config, load=agent_class.load):
+            loads.append(cls.__name__)
+            return load(args, config)
+
+        monkeypatch.setattr(agent_class, "load", classmethod(counted))
+    systems = {
+        "east": {"agent": "east", "latency": ["low", "high"]},
+        "waitk-offline": {"agent": "waitk", "prompt": "offline", "waitk": [2]},
+        "waitk-east": {"agent": "waitk", "prompt": "east", "waitk": [1, 3]},
+    }
+    config = write_config(tmp_path / "grid.yaml", east_checkpoint, tmp_path / "out", systems)
+    cli.main([str(config), "--limit", "2"])
+    assert len(rows_of(tmp_path / "out")) == 5
+    assert loads == ["EastAgent"]
+
+
 def rows_of(output: Path) -> list[dict[str, str]]:
     with open(output / "results.csv") as handle:
         return list(csv.DictReader(handle))

@@ -110,6 +110,32 @@ def test_growing_buffers_let_each_old_one_go_before_the_next_is_made(east_model,
     close(lm.forward([1], [[5]])[0], full_logits(east_model, PROMPT + [5]))
 
 
+def test_buffers_that_outgrow_the_device_name_their_size_and_stay_refused(east_model, monkeypatch):
+    """A growth the device cannot hold (here a CUDA out-of-memory error, faked) says what
+    the rows needed; the half-grown buffers are never used."""
+    lm = StaticLM(east_model, max_length=1024, max_rows=3)
+    lm.feed(PROMPT, row=0)
+    make = static._zeros
+
+    def zeros(shape, dtype, device):
+        if shape[2] > MIN_CAPACITY + static.TOKEN_BUCKETS[-1]:
+            raise torch.OutOfMemoryError("CUDA out of memory (faked)")
+        return make(shape, dtype, device)
+
+    monkeypatch.setattr(static, "_zeros", zeros)
+    with pytest.raises(static.KVCacheMemoryError) as raised:
+        lm.feed((PROMPT * 40)[:300], row=1)
+    config = east_model.config
+    head_dim = config.hidden_size // config.num_attention_heads
+    needed = 2 * config.num_hidden_layers * 3 * config.num_key_value_heads * 544 * head_dim * 4
+    message = str(raised.value)
+    assert "3 rows (streams x beams) of 544 positions" in message
+    assert f"need {needed / 2**30:.1f} GiB" in message and "--batch-size" in message
+    monkeypatch.undo()
+    with pytest.raises(static.KVCacheMemoryError):  # row 0 lost its keys with the growth
+        lm.feed([5], row=0)
+
+
 def test_compiled_layers_equal_transformers_and_compile_a_few_times(east_model):
     """The CUDA default (compiled layers in padded buckets), run here on the CPU backend of
     torch.compile: the same logits, one compiled function for every layer, and a handful of

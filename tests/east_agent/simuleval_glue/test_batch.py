@@ -86,13 +86,15 @@ def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, 
     torn = json.dumps(full[0])[:40]
     (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in kept) + torn)
     (output / "scores.tsv").unlink()
-    result = run_simuleval(*arguments, "--batch-size", 3, "--continue-unfinished")
+    result = run_simuleval(*arguments, "--batch-size", 2, "--continue-unfinished")
     assert result.returncode == 0, result.stderr[-3000:]
     resumed = instances(output)
     assert [r["index"] for r in resumed] == list(range(7))
     assert resumed[4]["prediction"] == "kept, not decoded again"
     assert without_timing(resumed[:4]) == without_timing(full[:4])
     assert without_timing(resumed[5:]) == without_timing(full[5:])
+    # sentences 4 and 1 were timed with 3 streams, the others with 2: the most is kept
+    assert json.loads((output / "batch.json").read_text())["streams"] == 3
 
 
 @pytest.mark.parametrize("batch", [1, 2], ids=["simulevals-loop", "batched"])
@@ -144,6 +146,70 @@ def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path
     assert "sentence 2 (300 units)" in result.stderr and "more than 200 tokens" in result.stderr
     assert sorted(r["index"] for r in instances(output)) == [0, 1, 3, 4]
     assert not (output / "scores.tsv").exists()
+
+
+def test_a_cache_that_outgrows_the_device_keeps_the_finished_sentences(
+    east_checkpoint, tmp_path, monkeypatch
+):
+    """The KV cache's growth fails (a CUDA out-of-memory error, faked) when a long
+    sentence needs more positions: the run ends naming the sizes and the kept sentences."""
+    import torch
+
+    from east_agent.agent import EastAgent
+    from east_agent.lm import static
+    from east_agent.simuleval_glue.batch import BatchedRunError, parse_args, run_batched
+
+    folder = write_test_set(tmp_path / "set", 4, seed=17)
+    with open(folder / "src.txt", "a") as source, open(folder / "ref.txt", "a") as reference:
+        source.write(" ".join(["rote"] * 150) + "\n")
+        reference.write("red\n")
+    make = static._zeros
+
+    def zeros(shape, dtype, device):
+        if shape[2] > static.MIN_CAPACITY + static.TOKEN_BUCKETS[-1]:
+            raise torch.OutOfMemoryError("CUDA out of memory (faked)")
+        return make(shape, dtype, device)
+
+    monkeypatch.setattr(static, "_zeros", zeros)
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, folder, output, "--batch-size", 2)
+    args = parse_args(EastAgent, [*map(str, arguments), "--no-progress-bar"])
+    with pytest.raises(BatchedRunError) as raised:
+        run_batched(EastAgent, args)
+    assert "the KV cache does not fit on cpu: 2 rows (streams x beams)" in str(raised.value)
+    assert "--continue-unfinished resumes after them" in str(raised.value)
+    kept = sorted(record["index"] for record in finished_records(output / "instances.log"))
+    assert kept and 4 not in kept and not (output / "scores.tsv").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--start-index", "-2"], "--start-index -2: must be at least 0"),
+        (["--start-index", "10"], "--start-index 10: must be at most the number of lines 7"),
+        (["--end-index", "9"], "--end-index 9: must be at most 7"),
+        (["--latency", "instant"], "invalid choice: 'instant'"),
+        (["--max-context", "0"], "must be at least 1, got 0"),
+    ],
+    ids=["negative-start", "start-past-the-end", "end-past-the-end", "latency", "max-context"],
+)
+def test_bad_flags_of_a_batched_run_are_refused_before_loading(test_set, tmp_path, flags, message):
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out", *flags)
+    result = run_simuleval(*arguments, "--batch-size", 3, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_empty_source_line_is_refused_before_loading_a_batched_run(tmp_path):
+    folder = write_test_set(tmp_path / "set", 3, seed=16)
+    lines = (folder / "src.txt").read_text().splitlines()
+    (folder / "src.txt").write_text(f"{lines[0]}\n \n{lines[2]}\n")
+    arguments = agent_arguments(tmp_path / "never-loaded", folder, tmp_path / "out")
+    result = run_simuleval(*arguments, "--batch-size", 3, timeout=120)
+    assert result.returncode == 2
+    assert "src.txt: line 2: empty source sentence" in result.stderr
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -199,7 +265,14 @@ def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
     assert [r["index"] for r in resumed] == list(range(7))
     assert resumed[1]["prediction"] == "kept, not decoded again"
     assert without_timing(resumed[2:]) == without_timing(full[2:])
-    assert not (output / "batch.json").exists()  # its timings are SimulEval's loop's now
+    # sentences 0 and 1 were timed with 3 streams (the others by SimulEval's loop)
+    assert json.loads((output / "batch.json").read_text())["streams"] == 3
+
+    (output / "instances.log").write_text(json.dumps(full[5]) + "\n")  # nothing it keeps
+    result = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert without_timing(instances(output)) == without_timing(full)
+    assert not (output / "batch.json").exists()  # every timing is SimulEval's loop's now
 
 
 @pytest.mark.parametrize("mode", ["simulevals-loop", "batched", "score-only"])

@@ -70,6 +70,28 @@ def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
     return torch.zeros(shape, dtype=dtype, device=device)
 
 
+def kv_cache_advice(
+    layers: int, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> str:
+    """What buffers of `shape` (rows, kv heads, positions + padding, head dim) per layer
+    need, and what to lower, for a device they do not fit on."""
+    rows, positions = shape[0], shape[2] - TOKEN_BUCKETS[-1]
+    needed = 2 * layers * math.prod(shape) * dtype.itemsize  # keys and values
+    where = f"{device}"
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        where += f" ({_size(total)}, the weights included)"
+    return (
+        f"the KV cache does not fit on {where}: {rows} rows (streams x beams) of "
+        f"{positions} positions need {_size(needed)} ({_size(needed / rows)} a row); use "
+        "fewer streams or beams (--batch-size, --num-beams) or a shorter --max-context"
+    )
+
+
+def _size(count: float) -> str:
+    return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
+
+
 def supports(model) -> str | None:
     """None if `StaticLM` can run `model`, else the reason it cannot."""
     if model.config.model_type not in ("llama", "mistral", "qwen2"):
@@ -153,7 +175,7 @@ class StaticLM:
         self.sharing: set[int] = set()
         self.forward_passes = 0
         self.tokens_fed = 0
-        self.broken: KVCacheMemoryError | None = None  # buffers lost to a failed growth
+        self.broken: str | None = None  # why the buffers were lost (a failed growth)
         # Rotary tables of every position a step can touch (padded steps write past the end).
         with torch.inference_mode(False), torch.no_grad():
             positions = torch.arange(max_length + TOKEN_BUCKETS[-1], device=self.device)[None]
@@ -235,10 +257,15 @@ class StaticLM:
                             buffer[:, :, :kept] = old[layer][:, :, :kept]
                             old[layer] = None  # gone before the next layer's are made
                         new.append(buffer)
-        except torch.OutOfMemoryError as error:
-            self.keys, self.values = [], []  # part old, part new: nothing to go on with
-            self.broken = KVCacheMemoryError(self._memory_advice(shape))
-            raise self.broken from error
+        except torch.cuda.OutOfMemoryError:
+            # part old, part new: nothing to go on with, and nothing kept in memory (not
+            # even by the traceback: raised `from None`, after these names are cleared)
+            self.keys, self.values, old_keys, old_values, new = [], [], [], [], []
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            self.broken = kv_cache_advice(len(self.plain), shape, self.dtype, self.device)
+        if self.broken is not None:
+            raise KVCacheMemoryError(self.broken) from None
         if self.compiled:
             _mark_static(self.keys + self.values, 1, 3)
 
@@ -247,19 +274,9 @@ class StaticLM:
             grown = max(needed, 2 * self.capacity)
             self._allocate(min(2 ** math.ceil(math.log2(grown)), self.max_length))
 
-    def _memory_advice(self, shape: tuple[int, ...]) -> str:
-        needed = 2 * len(self.plain) * math.prod(shape) * self.dtype.itemsize
-        per_row = needed / self.max_rows
-        device = f"{self.device}"
-        if self.device.type == "cuda":
-            total = torch.cuda.get_device_properties(self.device).total_memory
-            device += f" ({total / 2**30:.1f} GiB, the weights included)"
-        return (
-            f"the KV cache does not fit on {device}: {self.max_rows} rows (streams x beams) "
-            f"of {shape[2]} positions need {needed / 2**30:.1f} GiB "
-            f"({per_row / 2**20:.1f} MiB a row); use fewer streams or beams "
-            "(--batch-size, --num-beams) or a shorter --max-context"
-        )
+    def _check_usable(self) -> None:
+        if self.broken is not None:
+            raise KVCacheMemoryError(self.broken)
 
     def memory_bytes(self) -> int:
         """Bytes the key/value buffers take now."""
@@ -272,8 +289,7 @@ class StaticLM:
 
     @torch.inference_mode()
     def forward(self, rows: Sequence[int], tokens: Sequence[Sequence[int]]) -> torch.Tensor:
-        if self.broken is not None:
-            raise self.broken
+        self._check_usable()
         check_rows_fit(self, rows, tokens)
         counts = [len(ids) for ids in tokens]
         self._ensure_capacity(max(self.lengths[row] + n for row, n in zip(rows, counts)))
@@ -312,6 +328,7 @@ class StaticLM:
         self.prefix, self.sharing = None, set()
 
     def fork(self, source: int, targets: Sequence[int]) -> None:
+        self._check_usable()
         length = self.lengths[source]
         index = torch.tensor(list(targets), device=self.device)
         for buffer in self.keys + self.values:
@@ -330,6 +347,7 @@ class StaticLM:
     def share_prefix(self, row: int, length: int) -> None:
         """The first `length` positions of `row` (the prompt) are what every row forked from
         it holds: ragged steps of such rows read them once for all rows (on CPUs)."""
+        self._check_usable()
         self.prefix = [
             (keys[row, :, :length].clone(), values[row, :, :length].clone())
             for keys, values in zip(self.keys, self.values)
@@ -337,6 +355,7 @@ class StaticLM:
         self.sharing = {row}
 
     def reorder(self, rows: Sequence[int], sources: Sequence[int], start: int) -> None:
+        self._check_usable()
         length = self.lengths[rows[0]]
         if list(rows) == list(sources):
             return
@@ -349,6 +368,7 @@ class StaticLM:
             self.sharing = (self.sharing - set(rows)) | shared
 
     def save(self, row: int, start: int):
+        self._check_usable()
         end = self.lengths[row]
         return start, [
             (keys[row, :, start:end].clone(), values[row, :, start:end].clone())
@@ -356,6 +376,7 @@ class StaticLM:
         ]
 
     def load(self, row: int, saved) -> None:
+        self._check_usable()
         start, layers = saved
         end = start + layers[0][0].shape[1]
         self._ensure_capacity(end)

@@ -167,10 +167,10 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
     from east_agent.lm.static import KVCacheMemoryError
 
     output = Path(args.output)
-    record_batching(output, args.batch_size, len(decoder.streams))
     log = output / "instances.log"
+    recorded = partial(record_batching, output, args.batch_size, len(decoder.streams))
     try:
-        failures, todo = _translate(decoder, dataloader, args, indices, log)
+        failures, todo = _translate(decoder, dataloader, args, indices, log, recorded)
     except KVCacheMemoryError as error:
         raise BatchedRunError(
             f"{error}; the sentences finished so far are in {log} "
@@ -191,9 +191,10 @@ def check_failures(failures: list[str], tried: int, log: Path) -> None:
 def record_batching(
     output: Path, batch_size: int, streams: int, sharing: str = "the device"
 ) -> None:
-    """`batch.json`: how many streams shared what while `elapsed` was measured. A resumed
-    log's kept sentences were measured by the run before: the record says the most
-    streams any of its runs had (an earlier record with more is kept as it is)."""
+    """`batch.json`: how many streams shared what while `elapsed` was measured, written
+    before a run's first sentence goes into the log. A resumed log's kept sentences were
+    measured by the runs before: the record says the most streams any run that wrote a
+    sentence had (an earlier record with more is kept as it is)."""
     path = output / BATCH_RECORD
     if path.exists() and json.loads(path.read_text())["streams"] >= streams:
         return
@@ -206,13 +207,14 @@ def record_batching(
     write_atomically(path, json.dumps(record, indent=2) + "\n")
 
 
-def _translate(decoder, dataloader, args, indices: range, log_path: Path):
-    """Translate the sentences of `indices` the log lacks, appending each as it finishes;
-    return the failures (named) and the indices that were to do."""
+def _translate(decoder, dataloader, args, indices: range, log_path: Path, recorded):
+    """Translate the sentences of `indices` the log lacks, appending each as it finishes
+    (`recorded()` before the first); return the failures (named) and the indices that
+    were to do."""
     from east_agent.decoding.batching import Sentence, translate_batch
 
     failures = []
-    with InstanceLog(log_path, resume=args.continue_unfinished) as log:
+    with InstanceLog(log_path, args.continue_unfinished, before_first=recorded) as log:
         todo = [index for index in indices if index not in log.done]
         sentences = (Sentence(index, dataloader[index]["source"]) for index in todo)
         progress = _progress(args, len(indices), len(indices) - len(todo))

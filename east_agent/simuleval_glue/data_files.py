@@ -11,7 +11,8 @@ from pathlib import Path
 
 from east_agent.common.text_lines import read_simuleval_lines
 
-_CHECKED_FILES: set[tuple] = set()  # files found good in this process, as they were then
+# files found good in this process, as they were then: the source's number of lines
+_CHECKED_FILES: dict[tuple, int] = {}
 
 
 def _file_state(path: str) -> tuple[str, int, int]:
@@ -19,25 +20,25 @@ def _file_state(path: str) -> tuple[str, int, int]:
     return str(Path(path).resolve()), status.st_size, status.st_mtime_ns
 
 
-def check_source_file(source: str | None, target: str | None = None) -> None:
+def check_source_file(source: str | None, target: str | None = None) -> int | None:
     """Refuse a source file with empty lines, or a reference file with another number of
     lines, before any model is loaded (and either file not UTF-8, or with a carriage return
     inside a line, where SimulEval's reader would start another sentence). Files found good
     are not read again in this process unless they change (`east-simuleval` checks them
-    before SimulEval builds the agent, and the agent checks them again)."""
+    before SimulEval builds the agent, and the agent checks them again). The source's
+    number of lines (None without a source)."""
     for flag, path in (("--source", source), ("--target", target)):
         if path and not Path(path).is_file():
             raise ValueError(f"{flag} {path}: no such file")
     if not source:
-        return
+        return None
     checked = (_file_state(source), _file_state(target) if target else None)
-    if checked in _CHECKED_FILES:
-        return
-    _check_lines(source, target)
-    _CHECKED_FILES.add(checked)
+    if checked not in _CHECKED_FILES:
+        _CHECKED_FILES[checked] = _check_lines(source, target)
+    return _CHECKED_FILES[checked]
 
 
-def _check_lines(source: str, target: str | None) -> None:
+def _check_lines(source: str, target: str | None) -> int:
     lines = read_simuleval_lines(source)
     empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
     if empty:
@@ -55,6 +56,7 @@ def _check_lines(source: str, target: str | None) -> None:
                 f"{source} has {len(lines)} lines but {target} has {len(references)}: "
                 "each source sentence needs its reference on the same line"
             )
+    return len(lines)
 
 
 TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line
@@ -83,10 +85,9 @@ def checked_span(
     """The source and reference files checked (`check_source_file`), and the sentences
     `--start-index` .. `--end-index` of the source, checked against its lines (None without
     a source file)."""
-    check_source_file(source, target)
-    if not source:
+    lines = check_source_file(source, target)
+    if lines is None:
         return None
-    lines = len(read_simuleval_lines(source))
     check_indices(start_index, end_index, lines, source)
     return sentence_span(start_index, end_index, lines)
 

@@ -9,6 +9,7 @@ the log knows which indices it holds, and `sort` puts the lines in index order a
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from east_agent.common.atomic import write_atomically
@@ -53,10 +54,15 @@ def check_log(path: Path) -> None:
 
 
 class InstanceLog:
-    """Appends finished records to `path`, each flushed as it comes."""
+    """Appends finished records to `path`, each flushed as it comes; `before_first` runs
+    once, before this run's first record is written (what the record describes, written
+    only once the log holds something it describes)."""
 
-    def __init__(self, path: Path, resume: bool) -> None:
+    def __init__(
+        self, path: Path, resume: bool, before_first: Callable[[], None] | None = None
+    ) -> None:
         self.path = path
+        self.before_first = before_first
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume:
             self.done = {record["index"] for record in finished_records(path)}
@@ -66,6 +72,9 @@ class InstanceLog:
         self.handle = open(path, "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
+        if self.before_first is not None:
+            self.before_first()
+            self.before_first = None
         self.handle.write(json.dumps(record) + "\n")
         self.handle.flush()
         self.done.add(record["index"])

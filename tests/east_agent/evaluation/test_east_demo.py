@@ -28,7 +28,7 @@ def test_the_shipped_model_is_the_default(all_levels):
     assert stdout.count(f"--batch-size {DEFAULT_BATCH_SIZE}") == 5  # batched by default
 
 
-def test_batch_size_one_is_simulevals_own_loop(tmp_path, monkeypatch):
+def test_the_batch_size_reaches_the_grid(tmp_path, monkeypatch):
     from east_agent.evaluation import demo
 
     grids = []

@@ -112,28 +112,43 @@ def test_growing_buffers_let_each_old_one_go_before_the_next_is_made(east_model,
 
 def test_buffers_that_outgrow_the_device_name_their_size_and_stay_refused(east_model, monkeypatch):
     """A growth the device cannot hold (here a CUDA out-of-memory error, faked) says what
-    the rows needed; the half-grown buffers are never used."""
+    the rows needed; the half-grown buffers are let go and never used."""
     lm = StaticLM(east_model, max_length=1024, max_rows=3)
     lm.feed(PROMPT, row=0)
+    old_buffers = [weakref.ref(buffer) for buffer in lm.keys + lm.values]
     make = static._zeros
 
     def zeros(shape, dtype, device):
         if shape[2] > MIN_CAPACITY + static.TOKEN_BUCKETS[-1]:
-            raise torch.OutOfMemoryError("CUDA out of memory (faked)")
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (faked)")
         return make(shape, dtype, device)
 
     monkeypatch.setattr(static, "_zeros", zeros)
     with pytest.raises(static.KVCacheMemoryError) as raised:
         lm.feed((PROMPT * 40)[:300], row=1)
-    config = east_model.config
-    head_dim = config.hidden_size // config.num_attention_heads
-    needed = 2 * config.num_hidden_layers * 3 * config.num_key_value_heads * 544 * head_dim * 4
-    message = str(raised.value)
-    assert "3 rows (streams x beams) of 544 positions" in message
-    assert f"need {needed / 2**30:.1f} GiB" in message and "--batch-size" in message
     monkeypatch.undo()
-    with pytest.raises(static.KVCacheMemoryError):  # row 0 lost its keys with the growth
-        lm.feed([5], row=0)
+    message = str(raised.value)
+    assert "3 rows (streams x beams) of 512 positions need" in message and "--batch-size" in message
+    assert raised.value.__suppress_context__  # the out-of-memory error's frames are not kept
+    del raised
+    assert all(ref() is None for ref in old_buffers)  # the old buffers are gone
+    for operation in (
+        lambda: lm.feed([5], row=0),  # row 0 lost its keys with the growth
+        lambda: lm.fork(0, [2]),
+        lambda: lm.save(0, 0),
+        lambda: lm.share_prefix(0, 1),
+    ):
+        with pytest.raises(static.KVCacheMemoryError, match="does not fit"):
+            operation()
+
+
+def test_the_kv_cache_advice_sizes_an_8b_model():
+    """Llama-3-8B in bfloat16 (32 layers, 8 kv heads of 128), 256 streams x 5 beams."""
+    shape = (1280, 8, 512 + static.TOKEN_BUCKETS[-1], 128)
+    advice = static.kv_cache_advice(32, shape, torch.bfloat16, torch.device("cpu"))
+    assert "1280 rows (streams x beams) of 512 positions need 85.0 GiB (68.0 MiB a row)" in advice
+    tiny = static.kv_cache_advice(2, (3, 2, 544, 16), torch.float32, torch.device("cpu"))
+    assert "need 0.8 MiB" in tiny
 
 
 def test_compiled_layers_equal_transformers_and_compile_a_few_times(east_model):

@@ -180,6 +180,15 @@ def test_a_cache_that_outgrows_the_device_keeps_the_finished_sentences(
     assert "--continue-unfinished resumes after them" in str(raised.value)
     kept = sorted(record["index"] for record in finished_records(output / "instances.log"))
     assert kept and 4 not in kept and not (output / "scores.tsv").exists()
+    assert json.loads((output / "batch.json").read_text())["streams"] == 2
+    # resumed with more streams, it fails again before writing a sentence: the record
+    # still names the streams its sentences were timed with
+    more = parse_args(
+        EastAgent, [*map(str, arguments), "--batch-size", "5", "--continue-unfinished"]
+    )
+    with pytest.raises(BatchedRunError, match="5 rows"):
+        run_batched(EastAgent, more)
+    assert json.loads((output / "batch.json").read_text())["streams"] == 2
 
 
 @pytest.mark.parametrize(

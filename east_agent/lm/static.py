@@ -246,21 +246,14 @@ class StaticLM:
         kept = max(self.lengths)
         if self.graphs is not None:
             self.graphs.clear()  # captured steps point at the old buffers
-        old_keys, old_values = self.keys, self.values
+        old = (self.keys, self.values)
         self.keys, self.values = [], []
         try:
-            with torch.inference_mode(False), torch.no_grad():
-                for layer in range(len(self.plain)):
-                    for old, new in ((old_keys, self.keys), (old_values, self.values)):
-                        buffer = _zeros(shape, self.dtype, self.device)
-                        if old:
-                            buffer[:, :, :kept] = old[layer][:, :, :kept]
-                            old[layer] = None  # gone before the next layer's are made
-                        new.append(buffer)
+            self._move_into(shape, kept, old)
         except torch.cuda.OutOfMemoryError:
-            # part old, part new: nothing to go on with, and nothing kept in memory (not
-            # even by the traceback: raised `from None`, after these names are cleared)
-            self.keys, self.values, old_keys, old_values, new = [], [], [], [], []
+            # part old, part new: nothing to go on with. Nothing is kept either: the frame
+            # that held the buffers went with the out-of-memory error, and this one's go now.
+            self.keys, self.values, old = [], [], None
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             self.broken = kv_cache_advice(len(self.plain), shape, self.dtype, self.device)
@@ -268,6 +261,18 @@ class StaticLM:
             raise KVCacheMemoryError(self.broken) from None
         if self.compiled:
             _mark_static(self.keys + self.values, 1, 3)
+
+    def _move_into(self, shape: tuple[int, ...], kept: int, old: tuple[list, list]) -> None:
+        """Make new buffers of `shape`, each holding the first `kept` positions of its old
+        one, which goes before the next is made."""
+        with torch.inference_mode(False), torch.no_grad():
+            for layer in range(len(self.plain)):
+                for old_buffers, new_buffers in zip(old, (self.keys, self.values)):
+                    buffer = _zeros(shape, self.dtype, self.device)
+                    if old_buffers:
+                        buffer[:, :, :kept] = old_buffers[layer][:, :, :kept]
+                        old_buffers[layer] = None  # gone before the next layer's are made
+                    new_buffers.append(buffer)
 
     def _ensure_capacity(self, needed: int) -> None:
         if needed > self.capacity:

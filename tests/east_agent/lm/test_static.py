@@ -116,22 +116,26 @@ def test_buffers_that_outgrow_the_device_name_their_size_and_stay_refused(east_m
     lm = StaticLM(east_model, max_length=1024, max_rows=3)
     lm.feed(PROMPT, row=0)
     old_buffers = [weakref.ref(buffer) for buffer in lm.keys + lm.values]
-    make = static._zeros
+    make, made = static._zeros, []
 
     def zeros(shape, dtype, device):
-        if shape[2] > MIN_CAPACITY + static.TOKEN_BUCKETS[-1]:
+        if shape[2] > MIN_CAPACITY + static.TOKEN_BUCKETS[-1] and len(made) == 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (faked)")
-        return make(shape, dtype, device)
+        made.append(make(shape, dtype, device))
+        return made[-1]
 
     monkeypatch.setattr(static, "_zeros", zeros)
     with pytest.raises(static.KVCacheMemoryError) as raised:
         lm.feed((PROMPT * 40)[:300], row=1)
     monkeypatch.undo()
+    assert len(made) == 3  # the fourth of the grown buffers did not fit
     message = str(raised.value)
     assert "3 rows (streams x beams) of 512 positions need" in message and "--batch-size" in message
     assert raised.value.__suppress_context__  # the out-of-memory error's frames are not kept
-    del raised
-    assert all(ref() is None for ref in old_buffers)  # the old buffers are gone
+    new_buffers = [weakref.ref(buffer) for buffer in made]
+    made.clear()
+    # gone, old and new, even while the error is held (a server keeps it for its sessions)
+    assert all(ref() is None for ref in old_buffers + new_buffers)
     for operation in (
         lambda: lm.feed([5], row=0),  # row 0 lost its keys with the growth
         lambda: lm.fork(0, [2]),

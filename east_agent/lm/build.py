@@ -8,7 +8,7 @@ import weakref
 import torch
 
 from east_agent.lm.dynamic import CachedLM
-from east_agent.lm.static import StaticLM, supports
+from east_agent.lm.static import KVCacheMemoryError, StaticLM, supports
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,8 @@ def build_lm(
                 check_static(model, static, probe_ids)
                 _PROBED.setdefault(model, set()).add(probe)
             return static
+        except KVCacheMemoryError:
+            raise  # the dynamic cache would need as much memory, and could not batch streams
         except Exception as error:  # a fast path must never cost a run: fall back, loudly
             logger.warning("static KV cache (compiled: %s) unavailable: %s", compile_layers, error)
     logger.warning("using the dynamic KV cache")

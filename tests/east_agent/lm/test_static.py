@@ -312,6 +312,18 @@ def test_auto_falls_back_from_compiled_to_plain_layers(east_model, monkeypatch):
     assert isinstance(lm, StaticLM) and not lm.compiled
 
 
+def test_auto_does_not_fall_back_from_a_cache_the_device_cannot_hold(east_model, monkeypatch):
+    """Memory is no defect of the fast path: the dynamic cache would need as much, and
+    could not batch the streams (its refusal would hide the reason)."""
+
+    def no_memory(shape, dtype, device):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (faked)")
+
+    monkeypatch.setattr(static, "_zeros", no_memory)
+    with pytest.raises(static.KVCacheMemoryError, match="4 rows .* of 256 positions"):
+        build_lm(east_model, "auto", max_length=1024, max_rows=4, probe_ids=PROMPT)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("rows", [1, 3])
 def test_check_static_catches_a_wrong_fast_path(east_model, rows, dtype):

@@ -156,7 +156,7 @@ def append_atomically(path: Path, text: str) -> None:
     while True:
         with open(path, "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            if os.fstat(handle.fileno()).st_ino != inode(path):
+            if os.fstat(handle.fileno()).st_ino != _inode(path):
                 continue  # replaced while this one waited: lock the file now in place
             handle.seek(0)
             before = handle.read().decode("utf-8")
@@ -164,7 +164,7 @@ def append_atomically(path: Path, text: str) -> None:
             return
 
 
-def inode(path: Path) -> int | None:
+def _inode(path: Path) -> int | None:
     try:
         return os.stat(path).st_ino
     except FileNotFoundError:

@@ -164,14 +164,12 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
     if args.fp16 or args.dtype == "fp16":
         model.half()
     decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
-    from east_agent.lm.static import KVCacheMemoryError
-
     output = Path(args.output)
     log = output / "instances.log"
     recorded = partial(record_batching, output, args.batch_size, len(decoder.streams))
     try:
         failures, todo = _translate(decoder, dataloader, args, indices, log, recorded)
-    except KVCacheMemoryError as error:
+    except CommandError as error:  # the whole run ends (a KV cache outgrowing the device)
         raise BatchedRunError(
             f"{error}; the sentences finished so far are in {log} "
             "(--continue-unfinished resumes after them)"

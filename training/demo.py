@@ -7,8 +7,8 @@ Steps (outputs under `--workdir`, default outputs/demo):
 - data:   SiMT records from Multi30k with `training.build_data` (German→English train and
           val, French→English train; the five latency levels) and offline records
           (German→English, French→English). The word alignments shipped in
-          `models/east-demo/alignments/` are reused unless `--realign`, so the data are
-          byte-identical to the shipped model's;
+          `models/east-demo/alignments/` are reused unless `--realign` or `--max-pairs`
+          (whatever `--output` is), so the data are byte-identical to the shipped model's;
 - base:   `training.base_model`: a byte-level BPE tokenizer on Multi30k de/en/fr and a
           random 7M-parameter Llama (hidden 256, 6 layers, FFN 768, tied embeddings);
 - stage1: `training.sft` with training/configs/demo_stage1.yaml (full fine-tuning on
@@ -54,6 +54,8 @@ STEPS = ("data", "base", "stage1", "stage2", "merge", "eval", "card")
 CONFIGS = Path(__file__).resolve().parent / "configs"
 EVAL_CONFIG = Path(__file__).resolve().parent.parent / "eval_configs" / "multi30k-de-en.yaml"
 MULTI30K = SHIPPED_DATA / "multi30k"
+# the links the shipped model's data were built from (whatever `--output` says)
+SHIPPED_ALIGNMENTS = Path(__file__).resolve().parent.parent / "models" / "east-demo" / "alignments"
 ALIGNED = {  # data file -> (split, source language)
     "simt-de-en": ("train", "de"),
     "simt-de-en-val": ("val", "de"),
@@ -77,13 +79,12 @@ def build_data(args) -> None:
         output = data / f"{name}.jsonl.gz"
         sources = read_lines(MULTI30K / f"{split}.{source}.gz")[: args.max_pairs]
         targets = read_lines(MULTI30K / f"{split}.en.gz")[: args.max_pairs]
-        shipped = args.output / "alignments" / f"{name}.links.gz"
         report = build(
             list(zip(sources, targets)),
             source,
             "en",
             output,
-            alignments=shipped if shipped.exists() and not args.realign else None,
+            alignments=_shipped_links(args, name),
             seed=args.seed,
             progress=False,
         )
@@ -98,6 +99,15 @@ def build_data(args) -> None:
             if s.strip() and t.strip()
         ]
         write_jsonl(data / f"offline-{source}-en.jsonl.gz", records)
+
+
+def _shipped_links(args, name: str) -> Path | None:
+    """The shipped links of data file `name`, unless eflomal is to align again: asked
+    (`--realign`), or a part of the pairs (`--max-pairs`), which the links do not fit."""
+    shipped = SHIPPED_ALIGNMENTS / f"{name}.links.gz"
+    if args.realign or args.max_pairs is not None or not shipped.exists():
+        return None
+    return shipped
 
 
 def build_base(args) -> None:
@@ -242,8 +252,7 @@ def _fill_card_folder(args, temporary: Path) -> None:
             shutil.copy(results, temporary / f"results-{folder.removeprefix('eval-')}.csv")
 
 
-@command_line("demo")
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="reproduce the demo model")
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
     parser.add_argument("--workdir", type=Path, default=Path("outputs/demo"))
@@ -251,7 +260,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="for the evaluation (training picks one)")
     parser.add_argument("--seed", type=int, default=0, help="data, base model and Stage I")
     parser.add_argument("--stage2-seed", type=int, help="Stage II (default: its recipe's, 2)")
-    parser.add_argument("--realign", action="store_true", help="align again with eflomal")
+    parser.add_argument(
+        "--realign",
+        action="store_true",
+        help="align again with eflomal (else the shipped models/east-demo/alignments are "
+        "reused, whatever --output is; --max-pairs always aligns again)",
+    )
     parser.add_argument("--max-pairs", type=int, help="only the first N pairs (smoke tests)")
     parser.add_argument("--stage1-steps", type=int, help="override the recipe's max_steps")
     parser.add_argument("--stage2-steps", type=int, help="override the recipe's max_steps")
@@ -262,7 +276,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--intermediate-size", type=int, default=768)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+@command_line("demo")
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     args.workdir.mkdir(parents=True, exist_ok=True)
     timing_file = args.workdir / "timings.json"

@@ -148,8 +148,9 @@ Multi30k task 1 (`east_agent/data/multi30k`, see its README). SiMT records built
 ## Results: Multi30k test_2016_flickr German→English, 1,000 sentences
 
 SimulEval, sacrebleu BLEU, word-level AL/LAAL with the reference length; `_CA`: with
-computation time at {0.4} s per source word (this machine, float32, one sentence at a
-time). `waitk-offline` at a large k is offline translation with the offline prompt.
+computation time at {0.4} s per source word (this machine, float32, with as many
+sentences decoded at once as the `streams` column says, and `jobs` runs side by side).
+`waitk-offline` at a large k is offline translation with the offline prompt.
 
 {_table(args, "eval")}{_significance(args, "eval")}
 ![BLEU against LAAL](curves.png)

@@ -166,7 +166,7 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
     decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
     output = Path(args.output)
     log = output / "instances.log"
-    recorded = partial(record_batching, output, args.batch_size, len(decoder.streams))
+    recorded = partial(record_batching, output, args.batch_size)
     try:
         failures, todo = _translate(decoder, dataloader, args, indices, log, recorded)
     except CommandError as error:  # the whole run ends (a KV cache outgrowing the device)
@@ -207,13 +207,14 @@ def record_batching(
 
 def _translate(decoder, dataloader, args, indices: range, log_path: Path, recorded):
     """Translate the sentences of `indices` the log lacks, appending each as it finishes
-    (`recorded()` before the first); return the failures (named) and the indices that
-    were to do."""
+    (`recorded(streams)` before the first, with the most streams the run can use); return
+    the failures (named) and the indices that were to do."""
     from east_agent.decoding.batching import Sentence, translate_batch
 
     failures = []
-    with InstanceLog(log_path, args.continue_unfinished, before_first=recorded) as log:
+    with InstanceLog(log_path, args.continue_unfinished) as log:
         todo = [index for index in indices if index not in log.done]
+        log.before_first = partial(recorded, min(len(decoder.streams), len(todo)))
         sentences = (Sentence(index, dataloader[index]["source"]) for index in todo)
         progress = _progress(args, len(indices), len(indices) - len(todo))
         for outcome in translate_batch(decoder, sentences):

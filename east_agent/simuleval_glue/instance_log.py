@@ -54,15 +54,13 @@ def check_log(path: Path) -> None:
 
 
 class InstanceLog:
-    """Appends finished records to `path`, each flushed as it comes; `before_first` runs
-    once, before this run's first record is written (what the record describes, written
-    only once the log holds something it describes)."""
+    """Appends finished records to `path`, each flushed as it comes. `before_first`, when
+    set, runs once, before this run's first record is written (for a record about the
+    log's records, written only once the log holds something it describes)."""
 
-    def __init__(
-        self, path: Path, resume: bool, before_first: Callable[[], None] | None = None
-    ) -> None:
+    def __init__(self, path: Path, resume: bool) -> None:
         self.path = path
-        self.before_first = before_first
+        self.before_first: Callable[[], None] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume:
             self.done = {record["index"] for record in finished_records(path)}

@@ -315,12 +315,13 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
 
     output = Path(args.output)
     log_path = output / "instances.log"
-    recorded = partial(
-        record_batching, output, args.batch_size, args.batch_size, sharing="the server"
-    )
     instance_class = INSTANCE_TYPE_DICT[f"{args.source_type}-{args.target_type}"]
-    with InstanceLog(log_path, args.continue_unfinished, before_first=recorded) as log:
+    with InstanceLog(log_path, args.continue_unfinished) as log:
         todo = [index for index in indices if index not in log.done]
+        streams = min(args.batch_size, len(todo))  # sessions that translate at once
+        log.before_first = partial(
+            record_batching, output, args.batch_size, streams, sharing="the server"
+        )
         sentences = _Sentences(todo, log)
         make = partial(instance_class, dataloader=dataloader, args=args)
         segment_size = getattr(args, "source_segment_size", 1)

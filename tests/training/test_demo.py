@@ -126,6 +126,39 @@ def test_a_corpus_byte_that_is_not_utf8_is_named_by_file_and_line(tmp_path, caps
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize(
+    "flags, reused",
+    [([], True), (["--realign"], False), (["--max-pairs", "200"], False)],
+    ids=["shipped", "realign", "max-pairs"],
+)
+def test_the_data_step_reuses_the_shipped_alignments_whatever_the_output(
+    tmp_path, monkeypatch, flags, reused
+):
+    """`--output DIR` keeps the shipped model and still builds its data from its links
+    (eflomal would align again with another result)."""
+    import training.build_data
+    from training import demo
+
+    given = {}
+
+    class Report:
+        def lines(self):
+            return ["(not built)"]
+
+    def build(pairs, source, target, output, alignments=None, **settings):
+        given[output.name] = alignments
+        return Report()
+
+    monkeypatch.setattr(training.build_data, "build", build)
+    argv = ["--workdir", str(tmp_path / "work"), "--output", str(tmp_path / "model"), *flags]
+    demo.build_data(demo.parse_args(argv))
+    expected = {
+        f"{name}.jsonl.gz": SHIPPED / "alignments" / f"{name}.links.gz" if reused else None
+        for name in demo.ALIGNED
+    }
+    assert given == expected
+
+
 def test_the_model_card_takes_the_recipes_from_the_demo():
     """No import circle: training.demo imports training.demo_card, never the reverse."""
     tree = ast.parse((REPO / "training" / "demo_card.py").read_text())

@@ -121,6 +121,28 @@ def test_sigkill_keeps_every_finished_sentence(east_checkpoint, tmp_path, batch)
         assert resumed[survivor["index"]] == survivor
 
 
+def test_batch_json_counts_the_streams_a_run_can_fill(east_checkpoint, tmp_path):
+    """8 streams for 3 sentences: at most 3 shared the device while `elapsed` was measured;
+    a resume that translates one sentence keeps the record of the 3."""
+    from east_agent.agent import EastAgent
+    from east_agent.simuleval_glue.batch import parse_args, run_batched
+
+    folder = write_test_set(tmp_path / "set", 3, seed=19)
+    output = tmp_path / "out"
+    arguments = [*map(str, agent_arguments(east_checkpoint, folder, output)), "--no-progress-bar"]
+    run_batched(EastAgent, parse_args(EastAgent, [*arguments, "--batch-size", "8"]))
+    record = json.loads((output / "batch.json").read_text())
+    assert (record["batch_size"], record["streams"]) == (8, 3)
+    assert "up to 3 streams" in record["computation_aware"]
+    lines = (output / "instances.log").read_text().splitlines(keepends=True)
+    (output / "instances.log").write_text("".join(lines[:2]))
+    (output / "scores.tsv").unlink()
+    resumed = [*arguments, "--batch-size", "8", "--continue-unfinished"]
+    run_batched(EastAgent, parse_args(EastAgent, resumed))
+    assert json.loads((output / "batch.json").read_text())["streams"] == 3
+    assert len(instances(output)) == 3
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "two"])
 def test_a_bad_batch_size_is_refused_before_loading(east_checkpoint, test_set, tmp_path, value):
     arguments = agent_arguments(east_checkpoint, test_set, tmp_path / "out")

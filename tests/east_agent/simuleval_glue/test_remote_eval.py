@@ -69,6 +69,18 @@ def test_sentences_are_sent_together_and_logged_in_index_order(test_set, tmp_pat
     assert not server.sessions  # every session closed
 
 
+def test_batch_json_counts_the_sessions_that_had_a_sentence(test_set, tmp_path):
+    """`--batch-size 3` for two sentences: two sessions shared the server."""
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3) as server:
+        result = remote_eval(server.port, test_set, output, "--batch-size", 3, "--end-index", 2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["index"] for r in logged(output)] == [0, 1]
+    record = json.loads((output / "batch.json").read_text())
+    assert (record["batch_size"], record["streams"]) == (3, 2)
+    assert "sharing the server" in record["computation_aware"]
+
+
 @PROTOCOLS
 def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path, step):
     """The server advertised three free streams, then had two (another client took one)."""

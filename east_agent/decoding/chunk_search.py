@@ -29,13 +29,13 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
 
-from east_agent.decoding.streaming import NEG_INF, Stream
+from east_agent.decoding.streaming import BeamStep, Stream
 
-LOST = -1.0e9  # transformers' score for a candidate that may not be chosen
 REFERENCE, TRANSFORMERS = "reference", "transformers"
 BEAM_STOP_RULES = (REFERENCE, TRANSFORMERS)
 
@@ -75,46 +75,51 @@ def beam_chunk(
     num_beams: int,
     beam_stop: str = REFERENCE,
 ) -> Generator:
-    """Return (chunk ids of the best hypothesis, whether a stop token ended it)."""
+    """Return (chunk ids of the best hypothesis, whether a stop token ended it).
+
+    The log-softmax and the choice of candidates are the driver's (`BeamStep`: one
+    computation for the beam searches of every stream in a step); what is left here is
+    plain Python over a few candidates."""
     check_beam_stop(beam_stop)
     lm, beam_rows = stream.lm, stream.rows[:num_beams]
-    logits = (yield stream.feed(pending)).logits  # one row: every beam starts from it
+    ask = partial(
+        BeamStep,
+        candidates=max(2, 1 + len(limits.stop_ids)) * num_beams,
+        num_beams=num_beams,
+        suppress_mask=limits.suppress_mask,
+        stop_ids=tuple(limits.stop_ids),
+    )
+    # one row: every beam starts from it
+    choices = (
+        yield stream.feed(pending, beam=ask((0.0,), at_max_length=limits.max_tokens <= 1))
+    ).beam
     prefix_length = lm.length(stream.home)
-    stop_ids = torch.tensor(limits.stop_ids, device=logits.device)
-    candidates = max(2, 1 + len(limits.stop_ids)) * num_beams
 
     running_tokens: list[list[int]] = [[]]
-    running_scores = torch.zeros(1, device=logits.device)
     finished: list[_Finished] = []
     can_improve = True
     for step in range(limits.max_tokens):
-        log_probs = torch.log_softmax(logits, dim=-1).masked_fill(limits.suppress_mask, NEG_INF)
-        vocab = log_probs.shape[-1]
-        scores, flat_ids = torch.topk((log_probs + running_scores[:, None]).view(-1), candidates)
-        source_rows, token_ids = flat_ids // vocab, flat_ids % vocab
-        at_max_length = step + 1 >= limits.max_tokens
-        hits = torch.isin(token_ids, stop_ids) | at_max_length
-
+        scores = choices.scores
         # Candidates among the first `num_beams` that hit a stop become finished hypotheses.
         generated = step + 1  # new tokens of these hypotheses, the last one included
         if can_improve:
-            for rank in torch.nonzero(hits[:num_beams]).flatten().tolist():
-                score = float(scores[rank]) / generated**limits.length_penalty
+            for rank in (rank for rank in range(num_beams) if choices.hits[rank]):
+                score = scores[rank] / generated**limits.length_penalty
                 if _beats_worst(finished, num_beams, score):
-                    row = int(source_rows[rank])
-                    tokens = running_tokens[row] + [int(token_ids[rank])]
+                    row = choices.source_rows[rank]
+                    tokens = running_tokens[row] + [choices.token_ids[rank]]
                     saved = lm.save(beam_rows[row], prefix_length)
                     finished.append(_Finished(score, tokens, saved))
                     finished = sorted(finished, key=lambda h: -h.score)[:num_beams]
-        if bool(hits.all()):
+        if all(choices.hits):
             break
         # The best `num_beams` candidates that did not stop keep running.
-        keep = torch.topk(scores + hits * LOST, num_beams).indices
-        running_scores = scores[keep]
-        row_list, token_list = source_rows[keep].tolist(), token_ids[keep].tolist()
+        running_scores = tuple(scores[rank] for rank in choices.keep)
+        row_list = [choices.source_rows[rank] for rank in choices.keep]
+        token_list = [choices.token_ids[rank] for rank in choices.keep]
         running_tokens = [running_tokens[row] + [token] for row, token in zip(row_list, token_list)]
         best_score = scores[0] if beam_stop == REFERENCE else running_scores[0]
-        best_possible = float(best_score) / generated**limits.length_penalty
+        best_possible = best_score / generated**limits.length_penalty
         # transformers' early-stopping heuristic (`early_stopping=False`).
         can_improve = can_improve and _beats_worst(finished, num_beams, best_possible)
         if not can_improve:
@@ -123,7 +128,8 @@ def beam_chunk(
             lm.fork(stream.home, beam_rows[1:])  # every candidate came from the one row
         else:
             lm.reorder(beam_rows, [beam_rows[row] for row in row_list], prefix_length)
-        logits = (yield stream.feed_rows(beam_rows, token_list)).logits
+        request = ask(running_scores, at_max_length=step + 2 >= limits.max_tokens)
+        choices = (yield stream.feed_rows(beam_rows, token_list, request)).beam
 
     best = max(finished, key=lambda hypothesis: hypothesis.score)
     lm.load(stream.home, best.saved)

@@ -12,7 +12,8 @@ The decoding policy of a decoder is a *program*: a generator, one per stream and
 that yields
 - `WAIT` when it needs the next source event (a unit, or `END` when the source ended), and
 - a `Feed` when it needs a forward (tokens for its rows; with a suppression mask, the
-  driver also returns each row's masked argmax),
+  driver also returns each row's masked argmax; with a `BeamStep`, a beam search's next
+  candidates, chosen for every stream of the step together),
 and receives the unit, or the `Fed` result, in return. All decisions, stop tokens, chunk
 limits and context checks live in the program, so one policy serves both drivers:
 - this module's sequential one (`push_unit` / `finish` / `translate`, one stream), and
@@ -114,48 +115,114 @@ class Translation:
 
 
 @dataclass(frozen=True)
+class BeamStep:
+    """What a beam search asks of the logits of its rows: the `candidates` best (row,
+    token) pairs by running score + log-probability (suppressed ids masked after the
+    log-softmax, as transformers' `suppress_tokens`), which of them stop (a stop id, or
+    the chunk's last token), and the `num_beams` best that do not."""
+
+    running_scores: tuple[float, ...]  # one per fed row (float32 values)
+    candidates: int
+    num_beams: int
+    suppress_mask: torch.Tensor  # bool [vocab]
+    stop_ids: tuple[int, ...]
+    at_max_length: bool  # every candidate is the chunk's last token
+
+    def group(self) -> tuple:
+        """Steps that are chosen in one batched computation share this."""
+        shape = (len(self.running_scores), self.candidates, self.num_beams)
+        return (*shape, id(self.suppress_mask), self.stop_ids)
+
+
+@dataclass(frozen=True)
+class BeamChoices:
+    """A `BeamStep`'s answer, best candidate first."""
+
+    scores: list[float]
+    source_rows: list[int]  # index into the feed's rows
+    token_ids: list[int]
+    hits: list[bool]  # the candidate stops here
+    keep: list[int]  # the candidates that run on (indices into the lists above)
+
+
+@dataclass(frozen=True)
 class Feed:
     """A forward a program asks for: append `tokens[i]` to row `rows[i]`."""
 
     rows: tuple[int, ...]
     tokens: list[list[int]]
     mask: torch.Tensor | None = None  # bool [vocab]: return each row's argmax without these
+    beam: BeamStep | None = None  # return a beam search's next candidates
 
 
 @dataclass(frozen=True)
 class Fed:
     logits: torch.Tensor  # float32 [len(rows), vocab]
     choices: list[int] | None  # the masked argmax of each row, when the feed had a mask
+    beam: BeamChoices | None = None  # when the feed had a `BeamStep`
 
 
 NEG_INF = float("-inf")
+LOST = -1.0e9  # transformers' score for a candidate that may not be chosen
 
 
 def run_feeds(lm, feeds: Sequence[Feed]) -> list[Fed]:
     """Run the feeds of one step in one forward; masked argmaxes are taken together, one
-    reduction per distinct mask."""
+    reduction per distinct mask, and so are beam searches' candidates, one computation
+    per group of alike `BeamStep`s."""
     logits = lm.forward(
         [row for feed in feeds for row in feed.rows],
         [ids for feed in feeds for ids in feed.tokens],
     )
     spans, start = [], 0
     by_mask: dict[int, tuple[torch.Tensor, list[int]]] = {}
-    for feed in feeds:
+    by_beam: dict[tuple, list[int]] = {}
+    for number, feed in enumerate(feeds):
         spans.append((start, start + len(feed.rows)))
         if feed.mask is not None:
             by_mask.setdefault(id(feed.mask), (feed.mask, []))[1].extend(
                 range(start, start + len(feed.rows))
             )
+        if feed.beam is not None:
+            by_beam.setdefault(feed.beam.group(), []).append(number)
         start += len(feed.rows)
     choices: list[int | None] = [None] * start
     for mask, indices in by_mask.values():
         chosen = logits if len(indices) == start else logits[torch.tensor(indices)]
         for index, token_id in zip(indices, masked_argmax(chosen, mask)):
             choices[index] = token_id
+    beams: list[BeamChoices | None] = [None] * len(feeds)
+    for numbers in by_beam.values():
+        rows = [index for number in numbers for index in range(*spans[number])]
+        chosen = logits if len(rows) == start else logits[torch.tensor(rows)]
+        for number, answer in zip(numbers, beam_choices(chosen, [feeds[n].beam for n in numbers])):
+            beams[number] = answer
     return [
-        Fed(logits[a:b], choices[a:b] if feed.mask is not None else None)
-        for feed, (a, b) in zip(feeds, spans)
+        Fed(logits[a:b], choices[a:b] if feed.mask is not None else None, beams[number])
+        for number, (feed, (a, b)) in enumerate(zip(feeds, spans))
     ]
+
+
+def beam_choices(logits: torch.Tensor, steps: Sequence[BeamStep]) -> list[BeamChoices]:
+    """The candidates of several beam searches at once (alike steps: as many rows each,
+    `logits` [steps x rows, vocab]); each search's numbers are those of computing it alone,
+    as every operation works within a row or within one search's candidates."""
+    first = steps[0]
+    searches, rows, vocab = len(steps), len(first.running_scores), logits.shape[-1]
+    log_probs = torch.log_softmax(logits, dim=-1)
+    # what `masked_fill(suppress_mask, -inf)` gives, without its slow broadcast on CPUs
+    log_probs.index_fill_(-1, first.suppress_mask.nonzero()[:, 0], NEG_INF)
+    running = [score for step in steps for score in step.running_scores]
+    running_scores = torch.tensor(running, dtype=log_probs.dtype, device=log_probs.device)
+    totals = (log_probs + running_scores[:, None]).view(searches, rows * vocab)
+    scores, flat_ids = torch.topk(totals, first.candidates, dim=-1)
+    source_rows, token_ids = flat_ids // vocab, flat_ids % vocab
+    stop_ids = torch.tensor(first.stop_ids, dtype=token_ids.dtype, device=token_ids.device)
+    last = torch.tensor([step.at_max_length for step in steps], device=token_ids.device)
+    hits = torch.isin(token_ids, stop_ids) | last[:, None]
+    keep = torch.topk(scores + hits * LOST, first.num_beams, dim=-1).indices
+    columns = [tensor.tolist() for tensor in (scores, source_rows, token_ids, hits, keep)]
+    return [BeamChoices(*answer) for answer in zip(*columns)]
 
 
 def masked_argmax(logits: torch.Tensor, mask: torch.Tensor) -> list[int]:
@@ -253,19 +320,24 @@ class Stream:
                 "split the source into shorter segments"
             )
 
-    def feed(self, token_ids: Sequence[int], mask: torch.Tensor | None = None) -> Feed:
+    def feed(
+        self,
+        token_ids: Sequence[int],
+        mask: torch.Tensor | None = None,
+        beam: BeamStep | None = None,
+    ) -> Feed:
         """A forward of `token_ids` on the home row (counted here)."""
         self.check_room(len(token_ids))
         self.totals.forward_passes += 1
         self.totals.tokens_fed += len(token_ids)
-        return Feed((self.home,), [list(token_ids)], mask)
+        return Feed((self.home,), [list(token_ids)], mask, beam)
 
-    def feed_rows(self, rows: Sequence[int], token_ids: Sequence[int]) -> Feed:
+    def feed_rows(self, rows: Sequence[int], token_ids: Sequence[int], beam: BeamStep) -> Feed:
         """A forward of one token on each of `rows` (beams, as long as the home row)."""
         self.check_room(1)
         self.totals.forward_passes += 1
         self.totals.tokens_fed += len(rows)
-        return Feed(tuple(rows), [[token_id] for token_id in token_ids])
+        return Feed(tuple(rows), [[token_id] for token_id in token_ids], beam=beam)
 
     # -- the record ----------------------------------------------------------------------------
 

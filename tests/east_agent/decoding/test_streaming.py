@@ -1,8 +1,17 @@
-"""The masked argmax that every batched step takes: the same choice as `argmax`."""
+"""What every batched step takes from its logits: the masked argmax (the same choice as
+`argmax`) and beam searches' candidates (those of each search computed alone)."""
 
 import torch
 
-from east_agent.decoding.streaming import first_argmax, masked_argmax
+from east_agent.decoding.streaming import (
+    LOST,
+    BeamStep,
+    Feed,
+    beam_choices,
+    first_argmax,
+    masked_argmax,
+    run_feeds,
+)
 
 
 def test_masked_argmax_is_argmax_with_the_mask_filled():
@@ -35,3 +44,79 @@ def test_infinities_and_nans_are_argmax_s_too():
     expected = logits.masked_fill(mask, float("-inf")).argmax(-1).tolist()
     assert masked_argmax(logits, mask) == expected and expected[2:] == [80, 30]
     assert torch.equal(first_argmax(logits), logits.argmax(-1))
+
+
+def one_search(logits, step: BeamStep) -> tuple:
+    """A beam step computed alone, as `beam_chunk` did before the driver took it over."""
+    log_probs = torch.log_softmax(logits, dim=-1).masked_fill(step.suppress_mask, float("-inf"))
+    running = torch.tensor(step.running_scores)
+    vocab = logits.shape[-1]
+    scores, flat_ids = torch.topk((log_probs + running[:, None]).view(-1), step.candidates)
+    source_rows, token_ids = flat_ids // vocab, flat_ids % vocab
+    hits = torch.isin(token_ids, torch.tensor(step.stop_ids)) | step.at_max_length
+    keep = torch.topk(scores + hits * LOST, step.num_beams).indices
+    return tuple(t.tolist() for t in (scores, source_rows, token_ids, hits, keep))
+
+
+def random_step(generator, rows: int, mask, at_max_length: bool = False) -> BeamStep:
+    running = tuple(torch.randn(rows, generator=generator).tolist())
+    return BeamStep(running, 8, 4, mask, (3, 7), at_max_length)
+
+
+def test_beam_candidates_of_many_searches_are_each_search_s_own():
+    generator = torch.Generator().manual_seed(2)
+    mask = torch.rand(300, generator=generator) < 0.1
+    steps = [random_step(generator, 4, mask, at_max_length=n == 2) for n in range(5)]
+    logits = torch.randn(20, 300, generator=generator)
+    logits[:, 3] += 4  # stop ids among the candidates
+    for number, answer in enumerate(beam_choices(logits, steps)):
+        alone = one_search(logits[4 * number : 4 * number + 4], steps[number])
+        assert (
+            answer.scores,
+            answer.source_rows,
+            answer.token_ids,
+            answer.hits,
+            answer.keep,
+        ) == alone
+        assert any(answer.hits) and (all(answer.hits) if number == 2 else not all(answer.hits))
+
+
+class GivenLogits:
+    """A backend whose forward returns fixed logits for each row."""
+
+    def __init__(self, logits) -> None:
+        self.logits = logits
+
+    def forward(self, rows, tokens):
+        return self.logits[torch.tensor(rows)]
+
+
+def test_a_step_s_feeds_get_their_own_beam_candidates_and_argmaxes():
+    """Searches of one row (a chunk's first token) and of four, two masks, and a greedy
+    feed, in one forward: each answer is what its feed alone gets."""
+    generator = torch.Generator().manual_seed(3)
+    masks = [torch.rand(300, generator=generator) < 0.1 for _ in range(2)]
+    lm = GivenLogits(torch.randn(16, 300, generator=generator))
+    feeds = [
+        Feed((0,), [[1, 2]], beam=random_step(generator, 1, masks[0])),
+        Feed((4, 5, 6, 7), [[1]] * 4, beam=random_step(generator, 4, masks[0])),
+        Feed((8,), [[5]], mask=masks[1]),
+        Feed((9,), [[1]], beam=random_step(generator, 1, masks[1])),
+        Feed((12, 13, 14, 15), [[1]] * 4, beam=random_step(generator, 4, masks[0])),
+        Feed((1,), [[1]], beam=random_step(generator, 1, masks[0])),
+    ]
+    together = run_feeds(lm, feeds)
+    for feed, fed in zip(feeds, together):
+        (alone,) = run_feeds(lm, [feed])
+        assert fed.choices == alone.choices and torch.equal(fed.logits, alone.logits)
+        assert fed.beam == alone.beam
+        if feed.beam is not None:
+            answer = fed.beam
+            expected = one_search(lm.logits[torch.tensor(feed.rows)], feed.beam)
+            assert (
+                answer.scores,
+                answer.source_rows,
+                answer.token_ids,
+                answer.hits,
+                answer.keep,
+            ) == expected

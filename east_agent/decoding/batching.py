@@ -5,7 +5,8 @@ A decoder built with `streams=N` holds N streams (`east_agent.decoding.streaming
 1. every active stream has asked for one forward (a READ: its new unit's tokens; a WRITE:
    one token, or one per beam; the last unit with end-of-read); all of them run as one
    ragged forward of the backend, every row at its own positions;
-2. each stream's program takes its logits (and its masked argmax) and goes on: it decides,
+2. each stream's program takes its logits (its masked argmax, or its beam search's
+   candidates: both taken for all streams at once) and goes on: it decides,
    reads its next unit (source units arrive as fast as a stream asks for them, as in
    SimulEval), and asks for its next forward;
 3. a stream whose sentence is finished hands its outcome back at once and takes the next
@@ -14,7 +15,8 @@ Decisions, stop tokens, chunk limits, suppression masks and context checks are e
 stream's own: they are the decoder's program, the same one the sequential driver runs. A
 sentence that overflows the context ends with an error outcome that names it, and so does
 one whose program fails (a bug: its traceback is logged); the others go on, and its
-stream takes the next sentence. A failed forward fails the batch: no row of it is known.
+stream takes the next sentence. A failed forward (or choice of argmaxes or candidates,
+which runs for all streams at once) fails the batch: no row of it is known.
 """
 
 from __future__ import annotations

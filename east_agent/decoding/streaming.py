@@ -214,7 +214,7 @@ def beam_choices(logits: torch.Tensor, steps: Sequence[BeamStep]) -> list[BeamCh
     log_probs.index_fill_(-1, first.suppress_mask.nonzero()[:, 0], NEG_INF)
     running = [score for step in steps for score in step.running_scores]
     running_scores = torch.tensor(running, dtype=log_probs.dtype, device=log_probs.device)
-    totals = (log_probs + running_scores[:, None]).view(searches, rows * vocab)
+    totals = log_probs.add_(running_scores[:, None]).view(searches, rows * vocab)  # in place
     scores, flat_ids = torch.topk(totals, first.candidates, dim=-1)
     source_rows, token_ids = flat_ids // vocab, flat_ids % vocab
     stop_ids = torch.tensor(first.stop_ids, dtype=token_ids.dtype, device=token_ids.device)

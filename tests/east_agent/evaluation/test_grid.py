@@ -96,7 +96,8 @@ def test_batched_grid_scores_equal_simulevals_own_loop(grid, tmp_path):
     assert [[r[c] for c in columns] for r in batched_rows] == [
         [r[c] for c in columns] for r in sequential_rows
     ]
-    assert {r["streams"] for r in batched_rows} == {"64"}  # what the CA columns measured
+    # what the CA columns measured: 64 streams, of which 3 had a sentence
+    assert {r["streams"] for r in batched_rows} == {"3"}
     assert {r["streams"] for r in sequential_rows} == {"1"}
 
 
@@ -248,9 +249,11 @@ def test_shards_merge_to_the_scores_of_one_run(east_checkpoint, tmp_path):
         rows = list(csv.DictReader(open(folder / "results.csv")))
         return {key: rows[0][key] for key in ("BLEU", "AL", "LAAL", "streams")}
 
-    # the same scores, and the streams that shared the device (the _CA columns' setting)
-    assert scores(tmp_path / "sharded") == scores(tmp_path / "whole")
-    assert int(scores(tmp_path / "whole")["streams"]) > 1
+    # the same scores; the streams that shared the device (the _CA columns' setting): the
+    # whole run's 4 sentences at once, each shard's 2
+    whole_scores, sharded_scores = scores(tmp_path / "whole"), scores(tmp_path / "sharded")
+    assert whole_scores.pop("streams") == "4" and sharded_scores.pop("streams") == "2"
+    assert sharded_scores == whole_scores
     shard_record = json.loads(
         (
             tmp_path / "sharded" / "runs" / "east-medium" / "shards" / "2-of-2" / "run.json"

@@ -52,10 +52,11 @@ logger = logging.getLogger("training.demo")
 
 STEPS = ("data", "base", "stage1", "stage2", "merge", "eval", "card")
 CONFIGS = Path(__file__).resolve().parent / "configs"
-EVAL_CONFIG = Path(__file__).resolve().parent.parent / "eval_configs" / "multi30k-de-en.yaml"
+REPOSITORY = Path(__file__).resolve().parent.parent
+EVAL_CONFIG = REPOSITORY / "eval_configs" / "multi30k-de-en.yaml"
 MULTI30K = SHIPPED_DATA / "multi30k"
 # the links the shipped model's data were built from (whatever `--output` says)
-SHIPPED_ALIGNMENTS = Path(__file__).resolve().parent.parent / "models" / "east-demo" / "alignments"
+SHIPPED_ALIGNMENTS = REPOSITORY / "models" / "east-demo" / "alignments"
 ALIGNED = {  # data file -> (split, source language)
     "simt-de-en": ("train", "de"),
     "simt-de-en-val": ("val", "de"),

@@ -188,19 +188,23 @@ def run_feeds(lm, feeds: Sequence[Feed]) -> list[Fed]:
         start += len(feed.rows)
     choices: list[int | None] = [None] * start
     for mask, indices in by_mask.values():
-        chosen = logits if len(indices) == start else logits[torch.tensor(indices)]
-        for index, token_id in zip(indices, masked_argmax(chosen, mask)):
+        for index, token_id in zip(indices, masked_argmax(_rows(logits, indices), mask)):
             choices[index] = token_id
     beams: list[BeamChoices | None] = [None] * len(feeds)
     for numbers in by_beam.values():
         rows = [index for number in numbers for index in range(*spans[number])]
-        chosen = logits if len(rows) == start else logits[torch.tensor(rows)]
-        for number, answer in zip(numbers, beam_choices(chosen, [feeds[n].beam for n in numbers])):
+        answers = beam_choices(_rows(logits, rows), [feeds[n].beam for n in numbers])
+        for number, answer in zip(numbers, answers):
             beams[number] = answer
     return [
         Fed(logits[a:b], choices[a:b] if feed.mask is not None else None, beams[number])
         for number, (feed, (a, b)) in enumerate(zip(feeds, spans))
     ]
+
+
+def _rows(logits: torch.Tensor, indices: list[int]) -> torch.Tensor:
+    """The step's logits of `indices` (all of them without a copy)."""
+    return logits if len(indices) == len(logits) else logits[torch.tensor(indices)]
 
 
 def beam_choices(logits: torch.Tensor, steps: Sequence[BeamStep]) -> list[BeamChoices]:

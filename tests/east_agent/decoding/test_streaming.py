@@ -5,6 +5,7 @@ import torch
 
 from east_agent.decoding.streaming import (
     LOST,
+    BeamChoices,
     BeamStep,
     Feed,
     beam_choices,
@@ -46,7 +47,7 @@ def test_infinities_and_nans_are_argmax_s_too():
     assert torch.equal(first_argmax(logits), logits.argmax(-1))
 
 
-def one_search(logits, step: BeamStep) -> tuple:
+def one_search(logits, step: BeamStep) -> BeamChoices:
     """A beam step computed alone, as `beam_chunk` did before the driver took it over."""
     log_probs = torch.log_softmax(logits, dim=-1).masked_fill(step.suppress_mask, float("-inf"))
     running = torch.tensor(step.running_scores)
@@ -55,7 +56,7 @@ def one_search(logits, step: BeamStep) -> tuple:
     source_rows, token_ids = flat_ids // vocab, flat_ids % vocab
     hits = torch.isin(token_ids, torch.tensor(step.stop_ids)) | step.at_max_length
     keep = torch.topk(scores + hits * LOST, step.num_beams).indices
-    return tuple(t.tolist() for t in (scores, source_rows, token_ids, hits, keep))
+    return BeamChoices(*(t.tolist() for t in (scores, source_rows, token_ids, hits, keep)))
 
 
 def random_step(generator, rows: int, mask, at_max_length: bool = False) -> BeamStep:
@@ -71,13 +72,7 @@ def test_beam_candidates_of_many_searches_are_each_search_s_own():
     logits[:, 3] += 4  # stop ids among the candidates
     for number, answer in enumerate(beam_choices(logits, steps)):
         alone = one_search(logits[4 * number : 4 * number + 4], steps[number])
-        assert (
-            answer.scores,
-            answer.source_rows,
-            answer.token_ids,
-            answer.hits,
-            answer.keep,
-        ) == alone
+        assert answer == alone
         assert any(answer.hits) and (all(answer.hits) if number == 2 else not all(answer.hits))
 
 
@@ -111,12 +106,4 @@ def test_a_step_s_feeds_get_their_own_beam_candidates_and_argmaxes():
         assert fed.choices == alone.choices and torch.equal(fed.logits, alone.logits)
         assert fed.beam == alone.beam
         if feed.beam is not None:
-            answer = fed.beam
-            expected = one_search(lm.logits[torch.tensor(feed.rows)], feed.beam)
-            assert (
-                answer.scores,
-                answer.source_rows,
-                answer.token_ids,
-                answer.hits,
-                answer.keep,
-            ) == expected
+            assert fed.beam == one_search(lm.logits[torch.tensor(feed.rows)], feed.beam)

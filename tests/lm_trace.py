@@ -40,11 +40,14 @@ class TracingLM:
             self.ids[target] = list(self.ids[source])
         self.inner.fork(source, targets)
 
-    def reorder(self, rows, sources, start):
-        suffixes = [self.ids[source][start:] for source in sources]
-        for row, suffix in zip(rows, suffixes):
-            self.ids[row] = self.ids[row][:start] + suffix
-        self.inner.reorder(rows, sources, start)
+    def copy_rows(self, rows, sources, starts):
+        copies = [list(self.ids.get(source, [])) for source in sources]
+        for row, source, start in zip(rows, sources, starts):  # the protocol's promise
+            held = self.ids.get(row, [])
+            assert held[:start] == self.ids.get(source, [])[:start], f"{row} is not {source}"
+        for row, ids in zip(rows, copies):
+            self.ids[row] = ids
+        self.inner.copy_rows(rows, sources, starts)
 
     def save(self, row, start):
         return self.inner.save(row, start), start, list(self.ids[row][start:])

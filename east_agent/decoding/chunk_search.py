@@ -127,7 +127,8 @@ def beam_chunk(
         if step == 0:
             lm.fork(stream.home, beam_rows[1:])  # every candidate came from the one row
         else:
-            lm.reorder(beam_rows, [beam_rows[row] for row in row_list], prefix_length)
+            sources = [beam_rows[row] for row in row_list]
+            lm.copy_rows(beam_rows, sources, [prefix_length] * num_beams)
         request = ask(running_scores, at_max_length=step + 2 >= limits.max_tokens)
         choices = (yield stream.feed_rows(beam_rows, token_list, request)).beam
 

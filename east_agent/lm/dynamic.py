@@ -115,11 +115,19 @@ class CachedLM:
         self._layers()
         self.cache.batch_repeat_interleave(len(targets) + 1)
 
-    def reorder(self, rows: Sequence[int], sources: Sequence[int], start: int) -> None:
-        if list(rows) != list(range(self.rows)):
-            raise NotImplementedError("the dynamic cache reorders all of its rows at once")
-        self._layers()
-        self.cache.reorder_cache(torch.tensor(list(sources), device=self.device))
+    def copy_rows(self, rows: Sequence[int], sources: Sequence[int], starts: Sequence[int]) -> None:
+        """Row 0 into new rows 1..k-1 (a fork), or a re-ranking of the rows it holds."""
+        if self.rows == 1 and set(sources) == {0} and list(rows) == list(range(1, len(rows) + 1)):
+            self.fork(0, rows)
+            return
+        order = list(range(self.rows))
+        for row, source in zip(rows, sources):
+            if not (row < self.rows and source < self.rows):
+                raise NotImplementedError("the dynamic cache copies between the rows it holds")
+            order[row] = source
+        if order != list(range(self.rows)):
+            self._layers()
+            self.cache.reorder_cache(torch.tensor(order, device=self.device))
 
     def save(self, row: int, start: int) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
         return start, [

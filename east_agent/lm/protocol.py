@@ -5,14 +5,17 @@ own length (`length(row)`), its own positions (0 .. length - 1) and its own keys
 nothing one row does changes another. How rows are used is the decoders' business:
 - a sentence stream owns one row, its *home* row, for the whole run;
 - while it beam-searches a chunk it owns `num_beams` rows (home first): the beams are rows
-  that share a prefix (`fork`), are re-ranked (`reorder`), and the winner's new positions
-  are put back behind the home row's prefix (`save` / `load`);
+  that share a prefix (`fork`), are re-ranked (`copy_rows`), and the winner's new
+  positions are put back behind the home row's prefix (`save` / `load`);
 - streams of different sentences are rows that share nothing. One `forward` may carry rows
   of many streams at once, each with its own number of new tokens, when the backend is
   `ragged`; a backend that is not ragged takes only the rows of one stream per forward
   (rows 0 .. k-1, equal lengths, equal token counts).
 
 Every forward is counted (`forward_passes`, and `tokens_fed`, the positions computed).
+Lengths change as soon as an operation is asked for; a backend may make the copies,
+saves and loads themselves later, as long as nothing reads the rows before
+(`StaticLM` makes those of every stream together, at the next forward: `row_ops`).
 """
 
 from __future__ import annotations
@@ -42,11 +45,12 @@ class LMBackend(Protocol):
         """Drop the positions of `row` from `length` on; return how many were dropped."""
 
     def fork(self, source: int, targets: Sequence[int]) -> None:
-        """Make every target row a copy of `source` (beams that share its prefix)."""
+        """Make every target row a copy of `source` (a shared prompt; beams of one row)."""
 
-    def reorder(self, rows: Sequence[int], sources: Sequence[int], start: int) -> None:
-        """Row `rows[i]` takes positions `start` .. length-1 of row `sources[i]`, for every i
-        at once. All these rows have one length and equal positions before `start`."""
+    def copy_rows(self, rows: Sequence[int], sources: Sequence[int], starts: Sequence[int]) -> None:
+        """Row `rows[i]` becomes a copy of row `sources[i]`, its length too, for every i at
+        once (a row may be both a target and a source: every source is read first). The two
+        rows already hold equal positions before `starts[i]`, which need not be copied."""
 
     def save(self, row: int, start: int) -> Any:
         """A copy of the positions of `row` from `start` on, for `load` to put back."""

@@ -14,7 +14,9 @@ than on reading the weights. `StaticLM` implements the backend protocol
   and `save_pretrained` are unchanged; LoRA-wrapped layers stay apart), q and k rotate
   together, RMSNorm is one `F.rms_norm` kernel;
 - batches streams: one forward takes rows of any lengths, each with its own number of new
-  tokens, packed so that the matrix products read the weights once for all of them;
+  tokens, packed so that the matrix products read the weights once for all of them; the
+  beam searches' row copies, saves and loads of a step are made together at the next
+  forward, one gather and one scatter per buffer for all streams (`row_ops`);
 - on CUDA, each layer's step also runs through `torch.compile` (one compiled function
   for all layers, their tensors being its inputs), which fuses the norms, the rotation,
   the cache writes, the residual additions and SiLU into a few kernels around the matrix
@@ -53,6 +55,7 @@ from east_agent.lm.layers import (
     rms_norm,
 )
 from east_agent.lm.protocol import check_rows_fit
+from east_agent.lm.row_ops import PendingRowOps, Saved
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +179,7 @@ class StaticLM:
         self.forward_passes = 0
         self.tokens_fed = 0
         self.broken: str | None = None  # why the buffers were lost (a failed growth)
+        self.row_ops = PendingRowOps()  # copies, saves and loads made at the next forward
         # Rotary tables of every position a step can touch (padded steps write past the end).
         with torch.inference_mode(False), torch.no_grad():
             positions = torch.arange(max_length + TOKEN_BUCKETS[-1], device=self.device)[None]
@@ -243,6 +247,7 @@ class StaticLM:
             capacity + TOKEN_BUCKETS[-1],
             self.dims.head_dim,
         )
+        self._make_row_ops()
         kept = max(self.lengths)
         if self.graphs is not None:
             self.graphs.clear()  # captured steps point at the old buffers
@@ -283,6 +288,27 @@ class StaticLM:
         if self.broken is not None:
             raise KVCacheMemoryError(self.broken)
 
+    def _make_row_ops(self) -> None:
+        """Make the row copies, saves and loads asked for since the last forward. The
+        lengths moved when they were asked for: if they cannot be made, the rows no longer
+        hold what their lengths say, and the backend refuses all work from then on."""
+        if not (self.row_ops and self.keys):
+            return
+        try:
+            with torch.no_grad():
+                self.row_ops.make(self.keys + self.values)
+        except torch.cuda.OutOfMemoryError:
+            self.broken = (
+                "the beam searches' KV-cache copies did not fit in the device's memory "
+                "beside the cache; try a smaller --batch-size or fewer --num-beams"
+            )
+        except Exception as error:
+            self.broken = f"the KV-cache copies failed ({type(error).__name__}: {error})"
+            raise
+        finally:
+            self.row_ops = PendingRowOps()
+        self._check_usable()
+
     def memory_bytes(self) -> int:
         """Bytes the key/value buffers take now."""
         return sum(buffer.numel() * buffer.element_size() for buffer in self.keys + self.values)
@@ -296,6 +322,7 @@ class StaticLM:
     def forward(self, rows: Sequence[int], tokens: Sequence[Sequence[int]]) -> torch.Tensor:
         self._check_usable()
         check_rows_fit(self, rows, tokens)
+        self._make_row_ops()
         counts = [len(ids) for ids in tokens]
         self._ensure_capacity(max(self.lengths[row] + n for row, n in zip(rows, counts)))
         length = self.lengths[rows[0]]
@@ -329,21 +356,32 @@ class StaticLM:
         return dropped
 
     def reset(self) -> None:
+        self._make_row_ops()  # what was saved before stays good
         self.lengths = [0] * self.max_rows
         self.prefix, self.sharing = None, set()
 
     def fork(self, source: int, targets: Sequence[int]) -> None:
+        self.copy_rows(targets, [source] * len(targets), [0] * len(targets))
+
+    def copy_rows(self, rows: Sequence[int], sources: Sequence[int], starts: Sequence[int]) -> None:
+        """Recorded now, made with the other streams' at the next forward (`row_ops`)."""
         self._check_usable()
-        length = self.lengths[source]
-        index = torch.tensor(list(targets), device=self.device)
-        for buffer in self.keys + self.values:
-            buffer[index, :, :length] = buffer[source, :, :length]
-        for row in targets:
-            self.lengths[row] = length
-            if source in self.sharing:
-                self.sharing.add(row)
-            else:
-                self.sharing.discard(row)
+        copies = [
+            (row, source, start, self.lengths[source])
+            for row, source, start in zip(rows, sources, starts)
+            if row != source
+        ]
+        if not copies:
+            return
+        self.row_ops.copy(copies)
+        # a row copied from before the prefix's end shares it as its source did
+        shared = {row: source in self.sharing for row, source, start, _ in copies
+                  if start < self.prefix_length}  # fmt: skip
+        for row, _, _, end in copies:
+            self.lengths[row] = end
+        self.sharing = {row for row in self.sharing if row not in shared} | {
+            row for row, shares in shared.items() if shares
+        }
 
     @property
     def prefix_length(self) -> int:
@@ -353,43 +391,27 @@ class StaticLM:
         """The first `length` positions of `row` (the prompt) are what every row forked from
         it holds: ragged steps of such rows read them once for all rows (on CPUs)."""
         self._check_usable()
+        self._make_row_ops()
         self.prefix = [
             (keys[row, :, :length].clone(), values[row, :, :length].clone())
             for keys, values in zip(self.keys, self.values)
         ]
         self.sharing = {row}
 
-    def reorder(self, rows: Sequence[int], sources: Sequence[int], start: int) -> None:
+    def save(self, row: int, start: int) -> Saved:
+        """Recorded now, copied at the next forward (`row_ops`)."""
         self._check_usable()
-        length = self.lengths[rows[0]]
-        if list(rows) == list(sources):
-            return
-        targets = torch.tensor(list(rows), device=self.device)
-        origins = torch.tensor(list(sources), device=self.device)
-        for buffer in self.keys + self.values:
-            buffer[targets, :, start:length] = buffer[origins, :, start:length]
-        if start < self.prefix_length:
-            shared = {row for row, source in zip(rows, sources) if source in self.sharing}
-            self.sharing = (self.sharing - set(rows)) | shared
+        if not 0 <= start <= self.lengths[row]:
+            raise ValueError(f"cannot save row {row} of {self.lengths[row]} positions from {start}")
+        return self.row_ops.save(row, start, self.lengths[row])
 
-    def save(self, row: int, start: int):
+    def load(self, row: int, saved: Saved) -> None:
+        """Recorded now, made at the next forward (`row_ops`)."""
         self._check_usable()
-        end = self.lengths[row]
-        return start, [
-            (keys[row, :, start:end].clone(), values[row, :, start:end].clone())
-            for keys, values in zip(self.keys, self.values)
-        ]
-
-    def load(self, row: int, saved) -> None:
-        self._check_usable()
-        start, layers = saved
-        end = start + layers[0][0].shape[1]
-        self._ensure_capacity(end)
-        for keys, values, (saved_keys, saved_values) in zip(self.keys, self.values, layers):
-            keys[row, :, start:end] = saved_keys
-            values[row, :, start:end] = saved_values
-        self.lengths[row] = end
-        if start < self.prefix_length:
+        self._ensure_capacity(saved.end)
+        self.row_ops.load(row, saved)
+        self.lengths[row] = saved.end
+        if saved.start < self.prefix_length:
             self.sharing.discard(row)
 
     def release(self, rows: Sequence[int]) -> None:

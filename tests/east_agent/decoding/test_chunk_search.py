@@ -60,7 +60,7 @@ class ScriptedLM:
         for target in targets:
             self.rows[target] = list(self.rows[source])
 
-    def reorder(self, rows, sources, start: int) -> None:
+    def copy_rows(self, rows, sources, starts) -> None:
         copies = [list(self.rows[source]) for source in sources]
         for row, ids in zip(rows, copies):
             self.rows[row] = ids

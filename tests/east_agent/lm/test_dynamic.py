@@ -43,13 +43,27 @@ def test_beam_rows_fork_reorder_save_and_load(east_model):
     lm.fork(0, [1, 2])
     assert lm.rows == 3
     lm.forward([0, 1, 2], [[10], [11], [12]])
-    lm.reorder([0, 1, 2], [2, 2, 0], start=3)
+    lm.copy_rows([0, 1, 2], [2, 2, 0], [3] * 3)
     saved = lm.save(0, 3)  # row 0 now holds token 12
     lm.load(0, saved)
     lm.release([1, 2])
     assert (lm.rows, lm.length(0)) == (1, 4)
     expected = full_logits(east_model, [*PROMPT[:3], 12, 13])
     torch.testing.assert_close(lm.feed([13]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_copies_are_a_fork_of_row_0_or_a_reranking_of_the_rows_held(east_model):
+    lm = CachedLM(east_model, max_rows=3)
+    lm.feed(PROMPT[:3])
+    lm.copy_rows([1, 2], [0, 0], [0, 0])  # a beam search's first copies: a fork
+    assert lm.rows == 3
+    lm.forward([0, 1, 2], [[10], [11], [12]])
+    lm.copy_rows([1], [2], [3])  # only row 1 changes
+    logits = lm.forward([0, 1, 2], [[20], [21], [22]])
+    expected = full_logits(east_model, [*PROMPT[:3], 12, 21])
+    torch.testing.assert_close(logits[1], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(NotImplementedError, match="between the rows it holds"):
+        lm.copy_rows([3], [0], [0])
 
 
 def test_beam_rows_cut_short_are_released_to_row_0(east_model):

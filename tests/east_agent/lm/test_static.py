@@ -7,12 +7,13 @@ import weakref
 
 import pytest
 import torch
-from lm_trace import full_logits
+from lm_trace import TracingLM, assert_trace_matches_full_recompute, full_logits
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from east_agent.lm import CachedLM, StaticLM, build_lm, check_static, static
 from east_agent.lm.build import logits_agree
+from east_agent.lm.row_ops import PendingRowOps
 from east_agent.lm.static import MIN_CAPACITY, RECOMPILE_LIMIT, WideRow, wide_groups
 from tiny_east import synthetic_sentence
 
@@ -196,7 +197,7 @@ def test_static_beam_rows(east_model):
     lm.feed(PROMPT)
     lm.fork(0, [1, 2])
     lm.forward([0, 1, 2], [[10], [11], [12]])
-    lm.reorder([0, 1, 2], [2, 2, 0], start=len(PROMPT))
+    lm.copy_rows([0, 1, 2], [2, 2, 0], [len(PROMPT)] * 3)
     lm.forward([0, 1, 2], [[20], [21], [22]])
     lm.load(0, lm.save(1, len(PROMPT)))  # row 1: tokens 12 then 21
     lm.release([1, 2])
@@ -210,10 +211,83 @@ def test_beams_of_one_stream_leave_other_streams_alone(east_model):
     lm.feed(PROMPT[:4], row=3)
     lm.fork(3, [4, 5])  # the second stream's beams: rows 3, 4, 5
     lm.forward([3, 4, 5, 0], [[10], [11], [12], [13, 14]])
-    lm.reorder([3, 4, 5], [5, 3, 3], start=4)
+    lm.copy_rows([3, 4, 5], [5, 3, 3], [4] * 3)
     lm.load(3, lm.save(4, 4))
     close(lm.feed([7], row=3), full_logits(east_model, PROMPT[:4] + [10, 7]))
     close(lm.feed([8], row=0), full_logits(east_model, PROMPT + [13, 14, 8]))
+
+
+def test_one_copy_serves_the_beams_of_several_streams(east_model):
+    """Two streams' re-rankings and a third's fork in one `copy_rows` (different lengths
+    and starts, a swap whose rows are each other's source, a row copied onto itself): each
+    row then holds what its source held, and its next logits are those of its ids."""
+    lm = TracingLM(StaticLM(east_model, max_length=64, max_rows=9))
+    lm.feed(PROMPT, row=0)
+    lm.fork(0, [1, 2])
+    lm.forward([0, 1, 2], [[10], [11], [12]])
+    lm.feed(PROMPT[:4], row=3)
+    lm.fork(3, [4, 5])
+    lm.forward([3, 4, 5], [[20, 21], [22, 23], [24, 25]])
+    lm.feed(PROMPT[:6] + [30], row=6)
+    lm.copy_rows(
+        [0, 1, 2, 3, 4, 5, 7, 8],
+        [2, 0, 2, 5, 3, 3, 6, 6],
+        [len(PROMPT)] * 3 + [4] * 3 + [0] * 2,
+    )
+    assert [lm.ids[row][-1] for row in range(9)] == [12, 10, 12, 25, 21, 21, 30, 30, 30]
+    assert [lm.length(row) for row in (0, 4, 8)] == [len(PROMPT) + 1, 6, 7]
+    lm.forward(list(range(9)), [[40 + row] for row in range(9)])
+    assert_trace_matches_full_recompute(east_model, lm)
+
+
+def test_copies_keep_the_shared_prompt_right(east_model, monkeypatch):
+    """Rows that share the prompt (steps of such rows alone read it once for all) and rows
+    that do not, copied onto each other from before the prompt's end and after it."""
+    lm = TracingLM(StaticLM(east_model, max_length=64, max_rows=4))
+    shared_steps, geometry = [], lm.inner._ragged_geometry
+
+    def spy(rows, tokens):
+        result = geometry(rows, tokens)
+        shared_steps.append(result[0].shared)
+        return result
+
+    monkeypatch.setattr(lm.inner, "_ragged_geometry", spy)
+    lm.feed(PROMPT, row=0)
+    lm.share_prefix(0, len(PROMPT))
+    lm.fork(0, [1])
+    lm.feed(PROMPT[:3] + [50, 51, 52, 53, 54, 55, 56], row=2)  # as long, another prefix
+    lm.copy_rows([3, 1], [2, 2], [0, 0])
+    assert lm.sharing == {0}
+    lm.forward([0, 1, 2, 3], [[60], [61], [62], [63]])
+    lm.copy_rows([2], [0], [0])
+    assert lm.sharing == {0, 2}
+    lm.forward([2, 0], [[72], [70]])
+    lm.forward([0, 1, 2, 3], [[80], [81], [82], [83]])
+    lm.copy_rows([0], [2], [len(PROMPT) + 1])  # after the prompt: rows keep what they share
+    assert lm.sharing == {0, 2}
+    lm.forward([2, 0], [[92], [90, 91]])
+    assert shared_steps == [False, True, False, True]
+    assert_trace_matches_full_recompute(east_model, lm)
+
+
+def test_row_copies_that_cannot_be_made_leave_the_cache_refused(east_model, monkeypatch):
+    """Lengths move when a copy is asked for: if the copies then fail (here a faked CUDA
+    out-of-memory error), no later step may run on rows that lack them."""
+    lm = StaticLM(east_model, max_length=64, max_rows=3)
+    lm.feed(PROMPT)
+    with pytest.raises(ValueError, match="cannot save row 0 of 10 positions from 11"):
+        lm.save(0, 11)
+    lm.fork(0, [1, 2])
+
+    def fail(self, buffers):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (faked)")
+
+    monkeypatch.setattr(PendingRowOps, "make", fail)
+    for _ in range(2):
+        with pytest.raises(static.KVCacheMemoryError, match="copies did not fit") as raised:
+            lm.forward([0, 1, 2], [[1], [2], [3]])
+        assert raised.value.__suppress_context__ or raised.value.__context__ is None
+    assert not lm.row_ops
 
 
 def toy(count, seed):

@@ -31,6 +31,7 @@ from east_agent.simuleval_glue.run_folder import (
     INSTANCES_LOCK,
     SETTINGS_RECORD,
     clear_scores,
+    combined_batch_record,
     is_content_setting,
     settings_differ,
 )
@@ -75,11 +76,12 @@ def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
 
 def merge_batch_records(shard_dirs: list[Path], run_dir: Path) -> None:
     """How the shards were batched, for the merged run's computation-aware latency: the
-    record of the shard with the most streams (none if every shard ran SimulEval's loop)."""
+    most streams of any shard, and all the shards shared (none if every shard ran
+    SimulEval's loop)."""
     records = [json.loads(path.read_text()) for folder in shard_dirs
                if (path := folder / BATCH_RECORD).exists()]  # fmt: skip
     if records:
-        record = max(records, key=lambda record: record["streams"])
+        record = combined_batch_record(records)
         write_atomically(run_dir / BATCH_RECORD, json.dumps(record, indent=2) + "\n")
     else:
         remove(run_dir / BATCH_RECORD)

@@ -41,6 +41,7 @@ from east_agent.simuleval_glue.instance_log import InstanceLog, finished_records
 from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
     clear_scores,
+    combined_batch_record,
     translation_settings,
     writing,
 )
@@ -192,17 +193,13 @@ def record_batching(
     """`batch.json`: how many streams shared what while `elapsed` was measured, written
     before a run's first sentence goes into the log. A resumed log's kept sentences were
     measured by the runs before: the record says the most streams any run that wrote a
-    sentence had (an earlier record with more is kept as it is)."""
+    sentence had, and all that they shared (`combined_batch_record`)."""
     path = output / BATCH_RECORD
-    if path.exists() and json.loads(path.read_text())["streams"] >= streams:
-        return
-    record = {
-        "batch_size": batch_size,
-        "streams": streams,
-        "computation_aware": f"elapsed measured with up to {streams} streams "
-        f"sharing {sharing} (single-stream: --batch-size 1)",
-    }
-    write_atomically(path, json.dumps(record, indent=2) + "\n")
+    this_run = {"batch_size": batch_size, "streams": streams, "sharing": [sharing]}
+    earlier = [json.loads(path.read_text())] if path.exists() else []
+    record = combined_batch_record(earlier + [this_run])
+    if earlier != [record]:
+        write_atomically(path, json.dumps(record, indent=2) + "\n")
 
 
 def _translate(decoder, dataloader, args, indices: range, log_path: Path, recorded):

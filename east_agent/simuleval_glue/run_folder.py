@@ -29,7 +29,7 @@ import argparse
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -62,6 +62,27 @@ MODEL_FILE_SUFFIXES = {
 WEIGHTS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}  # sampled, the others read whole
 SAMPLES, SAMPLE_BYTES = 1024, 4 << 10  # 4 MiB of each weights file, in blocks spread over it
 PLAIN = (str, int, float, bool, type(None))
+
+
+def combined_batch_record(records: Sequence[dict]) -> dict:
+    """One `batch.json` for sentences timed by several runs (a resumed log, merged shards):
+    the most streams any of them had, and everything they shared (the device, a server)."""
+    most = max(records, key=lambda record: record["streams"])
+    shared = sorted({what for record in records for what in _shared(record)})
+    return {
+        "batch_size": most["batch_size"],
+        "streams": most["streams"],
+        "sharing": shared,
+        "computation_aware": f"elapsed measured with up to {most['streams']} streams "
+        f"sharing {' or '.join(shared)} (single-stream: --batch-size 1)",
+    }
+
+
+def _shared(record: dict) -> list[str]:
+    if "sharing" in record:
+        return record["sharing"]
+    # records written before 2026-12-03 say it only in their text
+    return ["the server" if "sharing the server" in record["computation_aware"] else "the device"]
 
 
 def output_of(argv: list[str]) -> Path | None:

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from east_agent.evaluation.shards import merge_settings_records, shard_range
-from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD
+from east_agent.evaluation.shards import merge_batch_records, merge_settings_records, shard_range
+from east_agent.simuleval_glue.run_folder import BATCH_RECORD, SETTINGS_RECORD
 
 
 def write_records(tmp_path, *records):
@@ -89,3 +89,25 @@ def test_shards_cover_the_sentences_once_in_spans_within_them(sentences, count):
     spans = [shard_range((index, count), sentences) for index in range(1, count + 1)]
     assert all(0 <= start <= end <= sentences for start, end in spans)
     assert [i for start, end in spans for i in range(start, end)] == list(range(sentences))
+
+
+def test_merged_shards_say_the_most_streams_and_all_that_the_shards_shared(tmp_path):
+    folders = []
+    for number, record in enumerate(
+        [
+            {"batch_size": 64, "streams": 40, "sharing": ["the device"]},
+            None,  # SimulEval's own loop: no record
+            {"batch_size": 8, "streams": 8, "sharing": ["the server"]},
+        ]
+    ):
+        folders.append(tmp_path / f"shard-{number}")
+        folders[-1].mkdir()
+        if record is not None:
+            (folders[-1] / BATCH_RECORD).write_text(json.dumps(record))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    merge_batch_records(folders, run_dir)
+    merged = json.loads((run_dir / BATCH_RECORD).read_text())
+    assert (merged["streams"], merged["sharing"]) == (40, ["the device", "the server"])
+    merge_batch_records(folders[1:2], run_dir)
+    assert not (run_dir / BATCH_RECORD).exists()

@@ -168,3 +168,29 @@ def test_a_log_outside_the_span_is_refused_before_the_settings_are_recorded(tmp_
     with writing(tmp_path, {"agent_class": "Agent"}, resume=True, run=True, span=(0, 5)):
         pass
     assert logged(tmp_path / "instances.log") == [0, 1, 2]
+
+
+def test_batch_json_names_the_most_streams_and_all_that_they_shared(tmp_path):
+    """A log resumed by runs of other batch sizes, on the device or through a server:
+    `batch.json` keeps the most streams any of them had and names what each shared."""
+    from east_agent.simuleval_glue.batch import record_batching
+
+    path = tmp_path / "batch.json"
+    record_batching(tmp_path, 64, 8)
+    assert json.loads(path.read_text())["computation_aware"] == (
+        "elapsed measured with up to 8 streams sharing the device (single-stream: --batch-size 1)"
+    )
+    written = (path.stat().st_ino, path.stat().st_mtime_ns)
+    record_batching(tmp_path, 3, 3)  # fewer streams, the same device: nothing new to say
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == written
+    record_batching(tmp_path, 4, 4, sharing="the server")
+    record = json.loads(path.read_text())
+    assert (record["batch_size"], record["streams"]) == (64, 8)
+    assert record["sharing"] == ["the device", "the server"]
+    assert "up to 8 streams sharing the device or the server" in record["computation_aware"]
+    # a record written before `sharing` was a field says it in its text
+    older = {"batch_size": 16, "streams": 16, "computation_aware": "… sharing the server (…)"}
+    path.write_text(json.dumps(older))
+    record_batching(tmp_path, 2, 2)
+    record = json.loads(path.read_text())
+    assert (record["streams"], record["sharing"]) == (16, ["the device", "the server"])

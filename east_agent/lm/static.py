@@ -374,14 +374,14 @@ class StaticLM:
         if not copies:
             return
         self.row_ops.copy(copies)
-        # a row copied from before the prefix's end shares it as its source did
-        shared = {row: source in self.sharing for row, source, start, _ in copies
-                  if start < self.prefix_length}  # fmt: skip
-        for row, _, _, end in copies:
+        sharing_before = set(self.sharing)
+        for row, source, start, end in copies:
             self.lengths[row] = end
-        self.sharing = {row for row in self.sharing if row not in shared} | {
-            row for row, shares in shared.items() if shares
-        }
+            if start < self.prefix_length:  # then it shares the prefix as its source did
+                if source in sharing_before:
+                    self.sharing.add(row)
+                else:
+                    self.sharing.discard(row)
 
     @property
     def prefix_length(self) -> int:

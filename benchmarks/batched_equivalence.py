@@ -1,7 +1,10 @@
-"""Are batched translations the sequential decoder's? (CPU, float32; minutes, not CI)
+"""Are batched translations the sequential decoder's? (minutes, not CI)
 
     python benchmarks/batched_equivalence.py [--sentences 1000] [--levels low high]
-        [--num-beams 1 5] [--streams 64] [--output benchmarks/RESULTS.md]
+        [--num-beams 1 5] [--beam-stop reference] [--streams 64]
+        [--device cpu] [--torch-dtype float32] [--output benchmarks/RESULTS.md]
+
+CPU float32 by default; `benchmarks/gpu_batched.sh` runs it on a GPU in bfloat16.
 
 For each latency level and beam count, the demo model translates the Multi30k test
 sentences twice in one process: one sentence after another (`EastStreamDecoder.translate`),
@@ -28,6 +31,7 @@ import torch
 import east_agent.decoding.streaming as streaming
 from east_agent.common.arguments import add_old_spelling, positive_int
 from east_agent.decoding.batching import Sentence, translate_batch
+from east_agent.decoding.chunk_search import BEAM_STOP_RULES, REFERENCE
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.evaluation.bench import publish
 from east_agent.evaluation.testsets import read_pairs
@@ -72,8 +76,9 @@ def first_difference(a: list, b: list) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def compare(model, tokenizer, units, references, level, beams, streams) -> dict:
-    config = DecoderConfig("German", "English", level, num_beams=beams)
+def compare(model, tokenizer, units, references, level, beams, args) -> dict:
+    config = DecoderConfig("German", "English", level, num_beams=beams, beam_stop=args.beam_stop)
+    streams = args.streams
     sequential = EastStreamDecoder(model, tokenizer, config)
     started = time.perf_counter()
     expected = [sequential.translate(sentence) for sentence in units]
@@ -153,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", nargs="+", default=["low", "high"])
     parser.add_argument("--num-beams", type=positive_int, nargs="+", default=[1, 5])
     add_old_spelling(parser, "--beams", "num_beams", type=positive_int, nargs="+")
+    parser.add_argument(
+        "--beam-stop",
+        choices=BEAM_STOP_RULES,
+        default=REFERENCE,
+        help="the beam searches' stopping rule (the agents' flag of the same name)",
+    )
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-dtype", default="float32", choices=TORCH_DTYPES[1:])
@@ -169,13 +180,15 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for beams in args.num_beams:
         for level in args.levels:
-            results.append(compare(model, tokenizer, units, references, level, beams, args.streams))
+            results.append(compare(model, tokenizer, units, references, level, beams, args))
             print(results[-1], file=sys.stderr, flush=True)
     header = (
         f"### {datetime.date.today()}: batched ({args.streams} streams) against sequential, "
         f"{args.model_path}, {args.torch_dtype} on {args.device}, {len(units)} Multi30k test "
         f"sentences, torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
     )
+    if any(beams > 1 for beams in args.num_beams):
+        header += f", beam stop `{args.beam_stop}`"
     publish(report(results, header), args.output)
 
 

@@ -14,7 +14,7 @@ would overflow any context. In long-form mode a stream is cut into *segments*:
   trained on). After a sentence end the next segment starts afresh, as a gold sentence
   would, unless `context_across_sentences` carries the last words of the sentences before
   it too (the discourse: for checkpoints trained on documents; the demo model, trained on
-  single sentences, loses 19 BLEU with it, see the README). The EAST stream holds the pair
+  single sentences, loses 16–23 BLEU with it, see the README). The EAST stream holds the pair
   as `source<|end-of-read|>target<|end-of-write|>`;
   the offline-prompt wait-k as the start of its source prefix and of its target prefix
   (the decoder's `anchor_context`). The context's ids are computed again (counted in

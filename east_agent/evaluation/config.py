@@ -186,7 +186,29 @@ def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides
     top-level keys, `num_beams` every EAST system's."""
     config = read_eval_config(path, num_beams, **overrides)
     config.runs()  # validates the systems (imports their agents: torch, SimulEval)
+    check_metric_names(config)
     return config
+
+
+def check_metric_names(config: EvalConfig) -> None:
+    """Each metric one that SimulEval scores (with this package's plugin: the `*_CA`
+    metrics, COMET), named with its key and line, before any run starts (imports
+    SimulEval)."""
+    from simuleval.evaluator.scorers import LATENCY_SCORERS_DICT, QUALITY_SCORERS_DICT
+
+    import east_agent.simuleval_plugin  # noqa: F401
+
+    for key, known in (
+        ("quality_metrics", QUALITY_SCORERS_DICT),
+        ("latency_metrics", LATENCY_SCORERS_DICT),
+    ):
+        for name in getattr(config, key):
+            if name not in known:
+                place = KeyPlace(config.source, read_config_text(config.source), set())
+                raise EvalConfigError(
+                    f"{place.of(key)}: no metric {name!r}; SimulEval knows "
+                    + ", ".join(sorted(known))
+                )
 
 
 def read_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:

@@ -56,7 +56,9 @@ class LMBackend(Protocol):
         """A copy of the positions of `row` from `start` on, for `load` to put back."""
 
     def load(self, row: int, saved: Any) -> None:
-        """Row `row` becomes its positions before the saved start, then the saved ones."""
+        """Row `row` becomes its positions before the saved start, then the saved ones.
+        The saved keys and values were computed over the saving row's positions before that
+        start: `row` must hold the same ones (a beam loads into the row it forked from)."""
 
     def share_prefix(self, row: int, length: int) -> None:
         """The first `length` positions of `row` (a prompt) are what every row forked from it

@@ -154,7 +154,12 @@ def run_out_of_order(
             clear_scores(output, batching=not (args.continue_unfinished and done))
             types = f"source_type: {args.source_type}\ntarget_type: {args.target_type}\n"
             write_atomically(output / "config.yaml", types)
-            translate(indices)
+            try:
+                translate(indices)
+            except CommandError:  # failed sentences: the others kept, in index order too
+                if log.exists():
+                    sort_log(log)
+                raise
         sort_log(log)
         if not args.no_scoring:
             score(args)

@@ -6,9 +6,10 @@
    flags are matched whole. (With the stock `simuleval`, write `--latency-level`.)
 2. Importing SimulEval warns that ffmpeg is missing, which text evaluation never needs
    (silenced for the whole package in `east_agent/__init__.py`).
-3. Empty runs scored as NaN rather than a crash, every finished sentence flushed to
-   `instances.log` as it finishes, `config.yaml` and the scores written atomically
-   (`east_agent.simuleval_glue.simuleval_fixes`).
+3. Empty runs scored as NaN rather than a crash, ATD of a text log scored as text, an
+   unknown metric and `--computation-aware` for text refused in one line, every finished
+   sentence flushed to `instances.log` as it finishes, `config.yaml` and the scores
+   written atomically (`east_agent.simuleval_glue.simuleval_fixes`).
 4. `--score-only` prints the scores of an existing `instances.log` but writes no
    `scores.tsv`; here it writes `scores.tsv` and `metrics.tsv` like a full run.
 5. One writer per output folder, from the first write to the last (scores included), and
@@ -90,6 +91,7 @@ def main() -> None:
     batch_size, rest = batch_size_of(sys.argv[1:])
     batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
+    simuleval_fixes.refuse_computation_aware_for_text(rest)
     if "--score-only" in rest:
         _score_only(rest)
     elif "--standalone" in rest:
@@ -154,13 +156,13 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
 
 
 def _settings(argv: list[str]) -> dict | None:
-    """The translation settings of a run of an agent file (`--agent`); None for agents
-    SimulEval finds otherwise (`--agent-class`, `--system-dir`) or none (`--remote-eval`)."""
+    """The translation settings of a run of an agent file or class (`--agent`,
+    `--agent-class`); None for a system folder (`--system-dir`) or none (`--remote-eval`)."""
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import translation_settings
 
-    if not any(arg.split("=", 1)[0] == "--agent" for arg in argv):
+    if not any(arg.split("=", 1)[0] in ("--agent", "--agent-class") for arg in argv):
         return None
     agent_class = _agent_class()
     args = parse_args(agent_class, argv)

@@ -423,10 +423,13 @@ def main(argv: list[str] | None = None) -> None:
     from simuleval import options
 
     import east_agent.simuleval_plugin  # noqa: F401  (timing and CA metrics)
+    from east_agent.simuleval_glue import simuleval_fixes
     from east_agent.simuleval_glue.batch import add_batch_arg
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
+    simuleval_fixes.apply()
+    simuleval_fixes.refuse_computation_aware_for_text(sys.argv[1:])
     parser = options.general_parser()  # SimulEval's, made without -h
     parser.prog, parser.allow_abbrev = "east-remote-eval", False
     parser.description = "Evaluate a served system (east-simuleval --standalone) over HTTP."

@@ -4,7 +4,17 @@
 --batch-size 1`) and the batched runs that score with SimulEval's scorers (`east-simuleval
 --batch-size N`, `east-eval`'s workers):
 - When no sentence got a single word, the latency scorers take the mean of nothing and the
-  run dies after all the decoding: they report NaN instead.
+  run dies after all the decoding: they report NaN instead (ATD too, which also died on a
+  run with no sentence at all, an empty `--start-index`/`--end-index` span).
+- A log is scored (`--score-only`, and every run of this package, which scores its
+  `instances.log`) as records that ATD takes for speech input, 300 ms a source word and
+  target words of no length: ATD of a text run came out 0. A text run's records are scored
+  as the text instances they were.
+- An unknown metric name raised a `RuntimeError` (a traceback): it is a user error
+  (`ValueError`, one line) naming the metrics there are.
+`refuse_computation_aware_for_text` refuses SimulEval's `--computation-aware` for text
+runs before anything is decoded (the commands call it; this package's `*_CA` metrics
+measure computation-aware latency for text).
 - Its loop keeps one buffered handle on `instances.log` for the whole run, so a run killed
   hard loses finished sentences: the handle is line-buffered, every finished sentence is
   on disk when the next one starts.
@@ -30,6 +40,8 @@ def apply() -> None:
     if _applied:
         return
     _score_empty_runs()
+    _score_text_logs_as_text()
+    _name_unknown_metrics()
     _open_logs_line_buffered_and_write_atomically()
     _dump_scores_atomically()
     _applied = True
@@ -43,6 +55,56 @@ def _score_empty_runs() -> None:
         return statistics.mean(values) if values else float("nan")
 
     latency_scorer.mean = mean_or_nan
+    atd = latency_scorer.ATDScorer.__call__
+
+    def atd_of_any_instances(self, instances):
+        # SimulEval reads the first instance's type as `instances[0]`: keys may start
+        # elsewhere (a log scored without its span's --start-index) or be none at all
+        return atd(self, dict(enumerate(instances.values()))) if instances else float("nan")
+
+    latency_scorer.ATDScorer.__call__ = atd_of_any_instances
+
+
+def _score_text_logs_as_text() -> None:
+    from simuleval.evaluator import SentenceLevelEvaluator
+    from simuleval.evaluator.instance import LogInstance, TextInputInstance
+    from simuleval.evaluator.scorers import latency_scorer
+
+    class TextLogInstance(LogInstance):
+        """A logged instance of a run with text input."""
+
+    build_from_log = SentenceLevelEvaluator.build_instances_from_log
+
+    def build_instances_from_log(self) -> None:
+        build_from_log(self)
+        if self.source_type == "text":
+            for instance in self.instances.values():
+                instance.__class__ = TextLogInstance
+
+    SentenceLevelEvaluator.build_instances_from_log = build_instances_from_log
+    # the latency scorers' only type tests: ATD's input type, and the refusal of
+    # SimulEval's --computation-aware for text (this package refuses it before decoding)
+    latency_scorer.TextInputInstance = (TextInputInstance, TextLogInstance)
+
+
+def _name_unknown_metrics() -> None:
+    from simuleval import options
+    from simuleval.evaluator import scorers
+
+    def get_scorer_class(scorer_type: str, name: str):
+        known = (
+            scorers.QUALITY_SCORERS_DICT
+            if scorer_type == "quality"
+            else (scorers.LATENCY_SCORERS_DICT)
+        )
+        if name not in known:
+            raise ValueError(
+                f"--{scorer_type}-metrics {name}: no such metric; SimulEval knows "
+                + ", ".join(sorted(known))
+            )
+        return known[name]
+
+    options.get_scorer_class = get_scorer_class
 
 
 class _AtomicText(io.StringIO):
@@ -90,3 +152,30 @@ def _dump_scores_atomically() -> None:
 
     SentenceLevelEvaluator.dump_results = dump_results
     SentenceLevelEvaluator.dump_metrics = dump_metrics
+
+
+def refuse_computation_aware_for_text(argv: list[str]) -> None:
+    """SimulEval's `--computation-aware` raises for text input once the decoding is done
+    (or, scored from a log, turns plain AL negative): refused before anything runs, for
+    a text run (`--dataloader`, or a scored folder's `config.yaml`)."""
+    import argparse
+
+    import yaml
+
+    if "--computation-aware" not in argv:
+        return
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--dataloader", default="text-to-text")
+    parser.add_argument("--dataloader-class")
+    parser.add_argument("--output")
+    known, _ = parser.parse_known_args(argv)
+    source_type = None if known.dataloader_class else known.dataloader.split("-")[0]
+    config = Path(known.output or ".") / "config.yaml"
+    if "--score-only" in argv and config.is_file():
+        source_type = (yaml.safe_load(config.read_text()) or {}).get("source_type")
+    if source_type == "text":
+        raise ValueError(
+            "--computation-aware: SimulEval's computation-aware latency is for speech input "
+            "(for text it fails after the decoding); ask for AL_CA, LAAL_CA, AP_CA or DAL_CA "
+            "with --latency-metrics instead (--ca-unit-seconds: seconds a source word takes)"
+        )

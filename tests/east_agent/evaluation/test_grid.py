@@ -550,6 +550,8 @@ def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message)
         ({"quality_metrics": "BLEU"}, "quality_metrics must be a list of names"),
         ({"latency_metrics": []}, "latency_metrics must be a list of names"),
         ({"latency_metrics": ["AL", None]}, "latency_metrics must be a list of names"),
+        ({"quality_metrics": ["BLEU", "CHRF"]}, "quality_metrics: no metric 'CHRF'; SimulEval"),
+        ({"latency_metrics": ["AL", "YAAL"]}, "latency_metrics: no metric 'YAAL'; SimulEval"),
         ({"ca_unit_seconds": "fast"}, "ca_unit_seconds must be a number of seconds above 0"),
         ({"ca_unit_seconds": 0}, "ca_unit_seconds must be a number of seconds above 0"),
         ({"ca_unit_seconds": True}, "ca_unit_seconds must be a number of seconds above 0"),

@@ -71,6 +71,7 @@ def test_batched_run_writes_what_simulevals_loop_writes(
         assert len(record["elapsed"]) == len(record["delays"])
         assert record["elapsed"] == sorted(record["elapsed"]) and record["elapsed"][-1] > 0
     assert {k: scores(outputs[3])[k] for k in SCORES} == {k: scores(outputs[1])[k] for k in SCORES}
+    assert float(scores(outputs[3])["ATD"]) > 0  # a text log scored as text
     record = json.loads((outputs[3] / "batch.json").read_text())
     assert record["streams"] == 3 and "sharing the device" in record["computation_aware"]
     assert not (outputs[1] / "batch.json").exists()
@@ -166,7 +167,7 @@ def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path
     assert result.returncode != 0
     assert "1 of 5 sentences failed" in result.stderr
     assert "sentence 2 (300 units)" in result.stderr and "more than 200 tokens" in result.stderr
-    assert sorted(r["index"] for r in instances(output)) == [0, 1, 3, 4]
+    assert [r["index"] for r in instances(output)] == [0, 1, 3, 4]  # in index order
     assert not (output / "scores.tsv").exists()
 
 
@@ -230,6 +231,52 @@ def test_bad_flags_of_a_batched_run_are_refused_before_loading(test_set, tmp_pat
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--quality-metrics", "BLEU", "CHRF"], "--quality-metrics CHRF: no such metric"),
+        (["--latency-metrics", "AL", "YAAL"], "--latency-metrics YAAL: no such metric"),
+        (["--computation-aware"], "--computation-aware: SimulEval's computation-aware"),
+    ],
+    ids=["quality-metric", "latency-metric", "computation-aware"],
+)
+def test_scoring_flags_simuleval_would_fail_on_are_refused_before_loading(
+    test_set, tmp_path, batch, flags, message
+):
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out", *flags)
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+def test_an_empty_span_is_scored_as_empty(east_checkpoint, test_set, tmp_path, batch):
+    """An empty --start-index/--end-index span (a shard past a short test set's end)."""
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output)
+    result = run_simuleval(*arguments, "--batch-size", batch, "--start-index", 4, "--end-index", 4)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (output / "instances.log").read_text() == ""
+    assert {k: scores(output)[k] for k in SCORES[1:]} == dict.fromkeys(SCORES[1:], "")  # NaN
+
+
+def test_a_resume_of_an_agent_class_run_with_other_settings_is_refused(
+    east_checkpoint, test_set, tmp_path
+):
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--end-index", 2)
+    arguments[:2] = ["--agent-class", "east_agent.agent.EastAgent"]
+    first = run_simuleval(*arguments, "--batch-size", 2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    log = (output / "instances.log").read_text()
+    refused = run_simuleval(*arguments, "--latency", "high", "--continue-unfinished", timeout=120)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "written with other settings (latency: 'low' there, 'high' now)" in refused.stderr
+    assert (output / "instances.log").read_text() == log
 
 
 def test_an_empty_source_line_is_refused_before_loading_a_batched_run(tmp_path):

@@ -222,6 +222,21 @@ def test_simulevals_own_server_is_refused_concurrent_sentences(test_set, tmp_pat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--quality-metrics", "CHRF"], "--quality-metrics CHRF: no such metric"),
+        (["--computation-aware"], "--computation-aware: SimulEval's computation-aware"),
+    ],
+)
+def test_scoring_flags_simuleval_would_fail_on_are_refused(test_set, tmp_path, flags, message):
+    with FakeSessionServer() as server:
+        result = remote_eval(server.port, test_set, tmp_path / "out", *flags)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_folder_being_written_is_refused(test_set, tmp_path):
     output = tmp_path / "out"
     output.mkdir()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import pandas
+import pytest
+from commands import run_simuleval
 
 from east_agent.simuleval_glue import simuleval_fixes
 
@@ -36,3 +39,71 @@ def test_simulevals_files_appear_whole_or_not_at_all(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "config.yaml", "instances.log", "metrics.tsv", "scores.tsv"
     ]  # fmt: skip
+
+
+def text_record(index: int, delays: list[int], source_length: int) -> dict:
+    words = [f"w{position}" for position in range(len(delays))]
+    return {
+        "index": index, "prediction": " ".join(words), "delays": delays,
+        "elapsed": [0.1 * (position + 1) for position in range(len(delays))],
+        "prediction_length": len(delays), "reference": " ".join(words),
+        "source": [" ".join(["s"] * source_length)], "source_length": source_length,
+    }  # fmt: skip
+
+
+def write_text_run(folder, records) -> None:
+    folder.mkdir()
+    (folder / "config.yaml").write_text("source_type: text\ntarget_type: text\n")
+    (folder / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def scored(folder, *metrics) -> dict[str, str]:
+    result = run_simuleval("--score-only", "--output", folder, "--latency-metrics", *metrics)
+    assert result.returncode == 0, result.stderr[-3000:]
+    header, values = (folder / "scores.tsv").read_text().splitlines()[:2]
+    return dict(zip(header.split("\t"), values.split("\t")))
+
+
+def test_a_text_runs_log_is_scored_by_simulevals_text_rules(tmp_path):
+    """ATD of a logged text run: what SimulEval computes for the live text instances (its
+    speech rule, 300 ms a source word and target words of no length, gave 0); a log whose
+    indices do not start at 0 too."""
+    from simuleval.evaluator.instance import TextToTextInstance
+    from simuleval.evaluator.scorers.latency_scorer import ATDScorer
+
+    records = [
+        text_record(5, [1, 2, 3, 4, 4], 4),
+        text_record(6, [3, 3, 5, 6, 7, 7], 7),
+        text_record(7, [2, 2, 2], 2),
+    ]
+    write_text_run(tmp_path / "run", records)
+
+    def live(record):
+        instance = object.__new__(TextToTextInstance)
+        instance.delays, instance.elapsed = record["delays"], record["elapsed"]
+        return instance
+
+    expected = ATDScorer()({i: live(record) for i, record in enumerate(records)})
+    assert expected > 0.5
+    scores = scored(tmp_path / "run", "AL", "ATD")
+    assert float(scores["ATD"]) == pytest.approx(expected, abs=1e-3)
+    assert float(scores["AL"]) > 0
+
+
+def test_a_run_with_no_sentence_is_scored_as_nan(tmp_path):
+    write_text_run(tmp_path / "run", [])
+    scores = scored(tmp_path / "run", "AL", "LAAL", "ATD")
+    assert [scores[name] for name in ("AL", "LAAL", "ATD")] == ["", "", ""]  # NaN
+
+
+def test_computation_aware_is_refused_for_text_runs_only(tmp_path):
+    write_text_run(tmp_path / "run", [text_record(0, [1, 2], 2)])
+    with pytest.raises(ValueError, match="--computation-aware: SimulEval's computation-aware"):
+        simuleval_fixes.refuse_computation_aware_for_text(
+            ["--score-only", "--output", str(tmp_path / "run"), "--computation-aware"]
+        )
+    with pytest.raises(ValueError, match="--computation-aware"):
+        simuleval_fixes.refuse_computation_aware_for_text(["--computation-aware"])
+    for speech in (["--dataloader", "speech-to-text"], ["--dataloader-class", "my.Loader"]):
+        simuleval_fixes.refuse_computation_aware_for_text([*speech, "--computation-aware"])
+    simuleval_fixes.refuse_computation_aware_for_text(["--latency-metrics", "AL_CA"])

@@ -238,6 +238,9 @@ def score_folder(args: argparse.Namespace) -> None:
     from east_agent.simuleval_glue.instance_log import check_log
 
     output = Path(args.output or ".")
+    if args.computation_aware:
+        source_type = args.source_type or simuleval_fixes.logged_source_type(output)
+        simuleval_fixes.refuse_computation_aware_for_text(True, source_type)
     check_log(output / "instances.log")
     with writing(output):
         score(argparse.Namespace(**{**vars(args), "output": str(output)}))

@@ -91,7 +91,6 @@ def main() -> None:
     batch_size, rest = batch_size_of(sys.argv[1:])
     batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
-    simuleval_fixes.refuse_computation_aware_for_text(rest)
     if "--score-only" in rest:
         _score_only(rest)
     elif "--standalone" in rest:
@@ -138,8 +137,14 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     from east_agent.simuleval_glue.batch import score
     from east_agent.simuleval_glue.data_files import check_data_files
     from east_agent.simuleval_glue.run_folder import loop_in, output_of
+    from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
     span = check_data_files(argv)
+    named = any(arg.split("=", 1)[0] in ("--agent", "--agent-class") for arg in argv)
+    agent_class = _agent_class() if named else None  # None: a system folder's, SimulEval's
+    source_type = getattr(agent_class, "source_type", None)
+    computation_aware = "--computation-aware" in argv
+    refuse_computation_aware_for_text(computation_aware, source_type)
     output = output_of(argv)
     if output is None:
         simuleval_main()
@@ -148,23 +153,22 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     scores = None if scoring.no_scoring else partial(score, scoring)
     resume = "--continue-unfinished" in argv
     try:
-        loop_in(output, _settings(argv), resume, span, simuleval_main, scores)
+        loop_in(output, _settings(agent_class, argv), resume, span, simuleval_main, scores)
     except ContextOverflowError as error:
         raise ContextOverflowError(
             _overflow_message(error, output / "instances.log", span)
         ) from None
 
 
-def _settings(argv: list[str]) -> dict | None:
+def _settings(agent_class, argv: list[str]) -> dict | None:
     """The translation settings of a run of an agent file or class (`--agent`,
-    `--agent-class`); None for a system folder (`--system-dir`) or none (`--remote-eval`)."""
+    `--agent-class`); None without one (`--system-dir`, `--remote-eval`)."""
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import translation_settings
 
-    if not any(arg.split("=", 1)[0] in ("--agent", "--agent-class") for arg in argv):
+    if agent_class is None:
         return None
-    agent_class = _agent_class()
     args = parse_args(agent_class, argv)
     if issubclass(agent_class, StreamingAgent):
         agent_class.checked_config(args)  # a bad flag is refused before the folder changes
@@ -173,13 +177,14 @@ def _settings(argv: list[str]) -> dict | None:
 
 def _agent_class():
     """The agent class SimulEval's main will find, left for it to find again: SimulEval
-    runs an agent file anew (as module `agents`), registering a class defined there once
-    more, but not one the file imports from elsewhere."""
+    adds an `--agent-class` (or `--system-dir`) class each time it looks, and runs an agent
+    file anew (as module `agents`), registering a class defined there once more, but not
+    one the file imports from elsewhere (imported once, registered once)."""
     from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
 
     registered = list(EVALUATION_SYSTEM_LIST)
     agent_class = get_agent_class()
-    if agent_class.__module__ == "agents":
+    if not _given("--agent") or agent_class.__module__ == "agents":
         EVALUATION_SYSTEM_LIST[:] = registered
     return agent_class
 
@@ -224,6 +229,7 @@ def _run_batched(argv: list[str], batch_size: int) -> None:
     from simuleval.utils.agent import get_agent_class
 
     from east_agent.simuleval_glue.batch import parse_args, run_batched
+    from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
     for flag in ("--standalone", "--remote-eval", "--system-dir", "--slurm"):
         if flag in argv:
@@ -237,6 +243,7 @@ def _run_batched(argv: list[str], batch_size: int) -> None:
             f"east_agent/waitk_agent.py); {agent_class.__name__} is not one: drop --batch-size"
         )
     args = parse_args(agent_class, [*argv, "--batch-size", str(batch_size)])
+    refuse_computation_aware_for_text(args.computation_aware, args.source_type)
     run_batched(agent_class, args)
 
 

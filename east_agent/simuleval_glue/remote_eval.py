@@ -429,7 +429,6 @@ def main(argv: list[str] | None = None) -> None:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     simuleval_fixes.apply()
-    simuleval_fixes.refuse_computation_aware_for_text(sys.argv[1:])
     parser = options.general_parser()  # SimulEval's, made without -h
     parser.prog, parser.allow_abbrev = "east-remote-eval", False
     parser.description = "Evaluate a served system (east-simuleval --standalone) over HTTP."
@@ -460,6 +459,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.source_type = args.source_type or "text"
     args.target_type = args.target_type or "text"
+    simuleval_fixes.refuse_computation_aware_for_text(args.computation_aware, args.source_type)
     from east_agent.simuleval_glue.data_files import check_data_files
 
     span = check_data_files(sys.argv[1:])

@@ -154,28 +154,24 @@ def _dump_scores_atomically() -> None:
     SentenceLevelEvaluator.dump_metrics = dump_metrics
 
 
-def refuse_computation_aware_for_text(argv: list[str]) -> None:
+def refuse_computation_aware_for_text(computation_aware: bool, source_type: str | None) -> None:
     """SimulEval's `--computation-aware` raises for text input once the decoding is done
-    (or, scored from a log, turns plain AL negative): refused before anything runs, for
-    a text run (`--dataloader`, or a scored folder's `config.yaml`)."""
-    import argparse
-
-    import yaml
-
-    if "--computation-aware" not in argv:
-        return
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument("--dataloader", default="text-to-text")
-    parser.add_argument("--dataloader-class")
-    parser.add_argument("--output")
-    known, _ = parser.parse_known_args(argv)
-    source_type = None if known.dataloader_class else known.dataloader.split("-")[0]
-    config = Path(known.output or ".") / "config.yaml"
-    if "--score-only" in argv and config.is_file():
-        source_type = (yaml.safe_load(config.read_text()) or {}).get("source_type")
-    if source_type == "text":
+    (or, scored from a log, turns plain AL negative): refused before anything runs when the
+    run's source is text (`source_type`: the agent's, or a scored folder's)."""
+    if computation_aware and source_type == "text":
         raise ValueError(
             "--computation-aware: SimulEval's computation-aware latency is for speech input "
             "(for text it fails after the decoding); ask for AL_CA, LAAL_CA, AP_CA or DAL_CA "
             "with --latency-metrics instead (--ca-unit-seconds: seconds a source word takes)"
         )
+
+
+def logged_source_type(output: Path) -> str | None:
+    """The source type a run folder's `config.yaml` records (what `--score-only` reads)."""
+    import yaml
+
+    try:
+        config = yaml.safe_load((Path(output) / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    return config.get("source_type") if isinstance(config, dict) else None

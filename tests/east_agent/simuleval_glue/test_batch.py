@@ -1,8 +1,10 @@
 """`east-simuleval --batch-size N`: SimulEval's output folder, N sentences at a time."""
 
 import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from commands import (
@@ -277,6 +279,35 @@ def test_a_resume_of_an_agent_class_run_with_other_settings_is_refused(
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "written with other settings (latency: 'low' there, 'high' now)" in refused.stderr
     assert (output / "instances.log").read_text() == log
+
+
+def test_an_agent_class_named_through_a_reexport_runs_and_records_its_settings(test_set, tmp_path):
+    """SimulEval finds an --agent-class by the name given; this command's own look at the
+    class beforehand must not leave it registered twice (then only its module's name
+    would be found)."""
+    package = tmp_path / "path" / "reexported"
+    package.mkdir(parents=True)
+    agent = Path(__file__).with_name("sleepy_agent.py").read_text()
+    (package / "impl.py").write_text(agent.replace("@entrypoint\n", ""))  # found by name only
+    (package / "__init__.py").write_text("from reexported.impl import SleepyWaitOne\n")
+    output = tmp_path / "out"
+    command = [
+        console_script("east-simuleval"), "--agent-class", "reexported.SleepyWaitOne",
+        "--sleep", "0", "--source", test_set / "src.txt", "--target", test_set / "ref.txt",
+        "--output", output, "--end-index", 2,
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(tmp_path / "path")}
+    result = subprocess.run(
+        [*map(str, command)], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["index"] for r in instances(output)] == [0, 1]
+    assert (output / "run_settings.json").exists() and (output / "scores.tsv").exists()
+    again = subprocess.run(
+        [*map(str, command), "--sleep", "1", "--continue-unfinished"],
+        capture_output=True, text=True, timeout=120, env=environment,
+    )  # fmt: skip
+    assert again.returncode == 2 and "written with other settings" in again.stderr
 
 
 def test_an_empty_source_line_is_refused_before_loading_a_batched_run(tmp_path):

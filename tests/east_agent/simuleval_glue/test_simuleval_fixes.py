@@ -98,12 +98,11 @@ def test_a_run_with_no_sentence_is_scored_as_nan(tmp_path):
 
 def test_computation_aware_is_refused_for_text_runs_only(tmp_path):
     write_text_run(tmp_path / "run", [text_record(0, [1, 2], 2)])
+    logged = simuleval_fixes.logged_source_type(tmp_path / "run")
+    assert logged == "text" and simuleval_fixes.logged_source_type(tmp_path) is None
+    (tmp_path / "config.yaml").write_text("x\n")  # not SimulEval's: no type to read
+    assert simuleval_fixes.logged_source_type(tmp_path) is None
     with pytest.raises(ValueError, match="--computation-aware: SimulEval's computation-aware"):
-        simuleval_fixes.refuse_computation_aware_for_text(
-            ["--score-only", "--output", str(tmp_path / "run"), "--computation-aware"]
-        )
-    with pytest.raises(ValueError, match="--computation-aware"):
-        simuleval_fixes.refuse_computation_aware_for_text(["--computation-aware"])
-    for speech in (["--dataloader", "speech-to-text"], ["--dataloader-class", "my.Loader"]):
-        simuleval_fixes.refuse_computation_aware_for_text([*speech, "--computation-aware"])
-    simuleval_fixes.refuse_computation_aware_for_text(["--latency-metrics", "AL_CA"])
+        simuleval_fixes.refuse_computation_aware_for_text(True, logged)
+    for computation_aware, source_type in ((True, "speech"), (True, None), (False, "text")):
+        simuleval_fixes.refuse_computation_aware_for_text(computation_aware, source_type)

@@ -126,6 +126,8 @@ class EvalConfig:
                     flags[swept[0]] = value
                     label = f"k{value}" if swept[0] == "waitk" else str(value)
                 runs.append(Run(f"{system}-{label}", system, label, agent, flags, gold))
+        for run in runs:
+            check_run_values(self.source, run)
         names = [run.name for run in runs]
         if len(set(names)) != len(names):
             raise EvalConfigError(f"{self.source}: two runs share a name")
@@ -179,6 +181,35 @@ def check_system_keys(source: Path, system: str, agent: str, settings: dict) -> 
             raise EvalConfigError(
                 f"{source}: systems.{system}.{key}: the {agent} agent has no such flag{hint}"
             )
+
+
+def command_flags(flags: dict[str, Any]) -> list[str]:
+    """A run's settings as its command's flags (`num_beams: 5` → `--num-beams 5`)."""
+    arguments = []
+    for key, value in flags.items():
+        option = "--" + key.replace("_", "-")
+        if value is True:
+            arguments.append(option)
+        elif value is not False and value is not None:  # 0 is a value (`in` takes 0 for False)
+            arguments += [option, str(value)]
+    return arguments
+
+
+def check_run_values(source: Path, run: Run) -> None:
+    """A run's settings as its agent's parser reads them (a choice, a number): a bad value
+    named by file, line and key before any run starts, not when its turn comes."""
+    agent_class = agent_class_of(AGENT_FILES[run.agent])
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    agent_class.add_args(parser)
+    for action in parser._actions:
+        action.required = False  # the model, languages and files come from the grid
+    try:
+        parser.parse_known_args(command_flags(run.flags))
+    except argparse.ArgumentError as error:
+        key = (error.argument_name or "").split("/")[0].lstrip("-").replace("-", "_")
+        place = KeyPlace(source, read_config_text(source), set())
+        where = place.of("systems", run.system, key) if key else place.of("systems", run.system)
+        raise EvalConfigError(f"{where}: {error.message} (run {run.name})") from None
 
 
 def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:

@@ -10,6 +10,8 @@ several at once (`east_agent.evaluation.jobs`).
 
 from __future__ import annotations
 
+import json
+import sys
 from functools import partial
 from typing import Any
 
@@ -24,8 +26,10 @@ from east_agent.evaluation.longform import (
 )
 from east_agent.evaluation.reports import compare_system, omnisteval_cells, summarize
 from east_agent.evaluation.runs import (
+    RUN_RECORD,
     claim_run_folder,
     model_setting,
+    record_differences,
     run_record,
     simuleval_command,
 )
@@ -77,16 +81,25 @@ def run_grid(
     sentences = min(limit or testset.sentences, testset.sentences)
     indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
     todo, unit = [], testset.eval_latency_unit
-    for number, run in enumerate(runs, 1):
-        run_dir = config.run_dir(run, shard)
-        run_set, run_indices = testset, indices
+
+    def run_input(run: Run):
+        """The run's test set and span of it (the talks' sentences for a gold run)."""
         if run.gold_sentences:  # the talks' sentences, one SimulEval instance each
             run_set = gold_sentences_of(testset, longform_set)
-            run_indices = indices and sentence_span(longform_set.talks, indices)
+            return run_set, indices and sentence_span(longform_set.talks, indices)
+        return testset, indices
+
+    def record_of(run: Run) -> dict[str, Any]:
+        run_set, run_indices = run_input(run)
+        span = run_indices or (0, run_set.sentences)
+        return run_record(config, run, run_set, span, checkpoint)
+
+    for number, run in enumerate(runs, 1):
+        run_dir = config.run_dir(run, shard)
+        run_set, run_indices = run_input(run)
         command = simuleval_command(config, run, run_set, run_dir, run_indices)
         if not dry_run:
-            span = run_indices or (0, run_set.sentences)
-            claim_run_folder(run_dir, run_record(config, run, run_set, span, checkpoint))
+            claim_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():
             print(f"[{number}/{len(runs)}] {run.name}: done already, skipped", flush=True)
             continue
@@ -96,11 +109,34 @@ def run_grid(
         # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
         scores = None if shard else partial(omnisteval_cells, config, run, run_dir, unit)
         todo.append(Job(number, run.name, command, run_dir, scores))
-    follow_ups = [] if shard else significance_follow_ups(config, every_run, todo)
-    compared = run_jobs(todo, config.jobs, len(runs), follow_ups)
     if shard or dry_run:
+        run_jobs(todo, config.jobs, len(runs), [])
         return []
-    return summarize(config, every_run, compared)
+    tabled = runs_of_this_grid(config, every_run, record_of)
+    follow_ups = significance_follow_ups(config, tabled, todo)
+    compared = run_jobs(todo, config.jobs, len(runs), follow_ups)
+    return summarize(config, tabled, compared)
+
+
+def runs_of_this_grid(config: EvalConfig, every_run: list[Run], record_of) -> list[Run]:
+    """The runs whose folders hold what this grid makes of them: a folder made with another
+    test set, span (--limit) or checkpoint (an earlier grid into the same --output) is named
+    and left out of the tables and significance tests, never shown as this grid's."""
+    tabled = []
+    for run in every_run:
+        path = config.run_dir(run) / RUN_RECORD
+        if path.exists():
+            differences = record_differences(json.loads(path.read_text()), record_of(run))
+            if differences:
+                print(
+                    f"east-eval: {run.name}: left out of the tables, made with "
+                    + "; ".join(differences),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+        tabled.append(run)
+    return tabled
 
 
 def significance_follow_ups(

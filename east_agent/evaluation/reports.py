@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from east_agent.common.atomic import atomic_path, write_atomically
+from east_agent.common.atomic import atomic_path, remove, write_atomically
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.omnisteval_scoring import SHORTFORM_KEYS
@@ -181,6 +181,9 @@ def summarize(
             write_tables(rows_of_tests, config.output, SIGNIFICANCE_COLUMNS, "significance")
             print("Paired bootstrap, each setting against the one before it:", flush=True)
             print((config.output / "significance.md").read_text(), flush=True)
+        else:  # an earlier grid's tests, of runs this one leaves out
+            for suffix in (".csv", ".md"):
+                remove(config.output / f"significance{suffix}")
     return rows
 
 

@@ -28,6 +28,7 @@ from east_agent.evaluation.config import (
     EvalConfigError,
     Run,
     agent_class_of,
+    command_flags,
 )
 from east_agent.evaluation.testsets import PreparedTestset
 from east_agent.simuleval_glue.run_folder import (
@@ -41,17 +42,6 @@ RUN_RECORD = "run.json"
 
 
 RESULT_FILES = ("instances.log", "scores.tsv")
-
-
-def command_flags(flags: dict[str, Any]) -> list[str]:
-    arguments = []
-    for key, value in flags.items():
-        option = "--" + key.replace("_", "-")
-        if value is True:
-            arguments.append(option)
-        elif value is not False and value is not None:  # 0 is a value (`in` takes 0 for False)
-            arguments += [option, str(value)]
-    return arguments
 
 
 def simuleval_command(

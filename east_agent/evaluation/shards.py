@@ -9,7 +9,7 @@ import argparse
 import json
 import math
 import sys
-from itertools import combinations
+from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,15 @@ def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
                 f"{folder} was run with other settings than {shard_dirs[0]}: "
                 + "; ".join(differences)
             )
-    return {**records[0], "sentences": [records[0]["sentences"][0], records[-1]["sentences"][1]]}
+    spans = [record["sentences"] for record in records]
+    for (folder, span), (next_folder, next_span) in pairwise(zip(shard_dirs, spans)):
+        if span[1] != next_span[0]:  # shards cut for another --limit, say
+            raise CommandError(
+                f"{folder} holds sentences {span[0]}..{span[1] - 1} but {next_folder} starts at "
+                f"{next_span[0]}: the shards were cut from different spans (another --limit?); "
+                "run them again with the same flags"
+            )
+    return {**records[0], "sentences": [spans[0][0], spans[-1][1]]}
 
 
 def merge_batch_records(shard_dirs: list[Path], run_dir: Path) -> None:

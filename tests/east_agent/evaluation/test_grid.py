@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,24 @@ def grid(east_checkpoint, tmp_path_factory):
     config = write_config(folder / "grid.yaml", east_checkpoint, folder / "out", systems)
     result = east_eval(config, "--limit", "3")
     return config, folder / "out", result
+
+
+def test_runs_made_for_another_span_are_left_out_of_the_tables(grid, east_checkpoint, tmp_path):
+    """A grid into an --output that holds an earlier grid's runs of another --limit: those
+    are named and left out of its tables and tests, never shown as its own."""
+    _, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    systems = {"east": {"agent": "east", "latency": ["low", "medium", "high"]}}
+    config = write_config(tmp_path / "grid.yaml", east_checkpoint, tmp_path / "out", systems)
+    result = east_eval(config, "--limit", "2", "--only", "east-medium")
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name in ("east-low", "east-high"):
+        assert f"{name}: left out of the tables, made with sentences [0, 3]" in result.stderr
+    with open(tmp_path / "out" / "results.csv") as handle:
+        assert [(row["system"], row["setting"]) for row in csv.DictReader(handle)] == [
+            ("east", "medium")
+        ]
+    assert not (tmp_path / "out" / "significance.csv").exists()  # the earlier grid's tests
 
 
 def test_grid_runs_every_setting_and_tabulates(grid):
@@ -564,6 +583,26 @@ def test_a_config_value_of_the_wrong_kind_is_named_before_anything_runs(
     tmp_path, capsys, changes, message
 ):
     config = quick_config(tmp_path / "grid.yaml", **changes)
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and message in error, error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "system, message",
+    [
+        ({"agent": "east", "latency": ["low", "meduim"]}, "systems.east.latency: invalid choice"),
+        ({"agent": "waitk", "waitk": [1, "three"]}, "systems.east.waitk: takes a whole number"),
+        ({"agent": "waitk", "waitk": [0]}, "systems.east.waitk: takes a whole number"),
+        ({"agent": "waitk", "prompt": "ofline"}, "systems.east.prompt: invalid choice: 'ofline'"),
+        ({"agent": "east", "num_beams": 0}, "systems.east.num_beams: "),
+    ],
+    ids=["latency", "waitk-text", "waitk-zero", "prompt", "num-beams"],
+)
+def test_a_system_value_its_agent_refuses_is_named_before_any_run(
+    tmp_path, capsys, system, message
+):
+    config = quick_config(tmp_path / "grid.yaml", systems={"east": system})
     error = east_eval_fails(capsys, config, "--dry-run")
     assert f"{config}: line " in error and message in error, error
     assert not (tmp_path / "out").exists()

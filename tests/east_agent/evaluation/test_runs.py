@@ -114,6 +114,19 @@ def test_shards_run_from_copies_of_one_checkpoint_merge_and_other_flags_do_not(t
         merged_run_record(shards)
 
 
+@pytest.mark.parametrize("spans", [([0, 4], [20, 40]), ([0, 4], [3, 6])], ids=["gap", "overlap"])
+def test_shards_cut_from_different_spans_are_refused(tmp_path, spans):
+    """Shards of one run cut for different --limit values would merge into a run with a
+    hole (or sentences twice), scored as whole."""
+    shards = []
+    for number, span in enumerate(spans, 1):
+        shard = tmp_path / "shards" / f"{number}-of-2"
+        claim_run_folder(shard, {**grid_record("someone/EAST-8B"), "sentences": span})
+        shards.append(shard)
+    with pytest.raises(RuntimeError, match="1-of-2 holds sentences 0..3 but .*2-of-2 starts"):
+        merged_run_record(shards)
+
+
 def test_a_checkpoint_gone_since_its_runs_finished_keeps_its_fingerprint(tmp_path):
     """The grid is summed up again without the checkpoint: its runs are taken as they are,
     and a record is never rewritten to lose the fingerprint, so another checkpoint put at

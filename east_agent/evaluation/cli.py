@@ -12,7 +12,12 @@ import argparse
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.entry import command_line
-from east_agent.evaluation.config import DEFAULT_BATCH_SIZE, check_metric_names, read_eval_config
+from east_agent.evaluation.config import (
+    DEFAULT_BATCH_SIZE,
+    check_device,
+    check_metric_names,
+    read_eval_config,
+)
 from east_agent.evaluation.grid import run_grid
 from east_agent.evaluation.jobs import start_worker_imports
 from east_agent.evaluation.reports import summarize
@@ -71,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         start_worker_imports()  # while the systems are checked and the folders prepared
     every_run = config.runs()  # the systems checked against their agents' flags, first
     check_metric_names(config)
+    check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
     if merging:
         for run in [run for run in every_run if not args.only or run.name in args.only]:
             merge_shards(config, run, args.merge_shards)

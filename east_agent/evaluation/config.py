@@ -88,6 +88,10 @@ class EvalConfig:
         folder = self.output / "runs" / run.name
         return folder / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else folder
 
+    def place(self) -> KeyPlace:
+        """How messages name this config's keys (file and line)."""
+        return KeyPlace(self.source, read_config_text(self.source), set())
+
     @property
     def testset_dir(self) -> Path:
         return self.output / "testset"
@@ -106,9 +110,8 @@ class EvalConfig:
             settings = dict(settings)
             agent = settings.pop("agent", None)
             if agent not in AGENT_FILES:
-                raise EvalConfigError(
-                    f"{self.source}: systems.{system}.agent must be one of {sorted(AGENT_FILES)}"
-                )
+                where = self.place().of("systems", system, "agent")
+                raise EvalConfigError(f"{where} must be one of {sorted(AGENT_FILES)}")
             gold = self.gold_sentences(system, settings.pop(GOLD_SENTENCES, False))
             check_system_keys(self.source, system, agent, settings)
             if self.long_form:
@@ -119,6 +122,9 @@ class EvalConfig:
                     f"{self.source}: systems.{system} sweeps {swept}; one list per system"
                 )
             values = settings[swept[0]] if swept else [None]
+            if not values:
+                where = self.place().of("systems", system, swept[0])
+                raise EvalConfigError(f"{where} is an empty list: the system would have no run")
             for value in values:
                 flags = dict(settings)
                 label = "default"
@@ -235,11 +241,24 @@ def check_metric_names(config: EvalConfig) -> None:
     ):
         for name in getattr(config, key):
             if name not in known:
-                place = KeyPlace(config.source, read_config_text(config.source), set())
                 raise EvalConfigError(
-                    f"{place.of(key)}: no metric {name!r}; SimulEval knows "
+                    f"{config.place().of(key)}: no metric {name!r}; SimulEval knows "
                     + ", ".join(sorted(known))
                 )
+
+
+def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> None:
+    """A device torch knows (`cpu`, `cuda`, `cuda:1`); with `needed_here`, one this machine
+    has. Named by the flag, or the config's file and line, before any run (imports torch)."""
+    import torch
+
+    where = "--device" if flag_given else config.place().of("device")
+    try:
+        device = torch.device(config.device)
+    except RuntimeError as error:
+        raise EvalConfigError(f"{where}: {config.device!r} is not a device: {error}") from None
+    if needed_here and device.type == "cuda" and not torch.cuda.is_available():
+        raise EvalConfigError(f"{where}: {config.device!r}: this machine has no CUDA device")
 
 
 def read_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
@@ -273,10 +292,27 @@ def read_config_text(path: Path) -> str:
         raise EvalConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last,
+    so a setting written twice would be half ignored)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"the key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def parse_yaml(path: Path, text: str) -> Any:
-    """The YAML of a config; invalid YAML named by the line and column YAML reports."""
+    """The YAML of a config; invalid YAML (a key given twice too) named by the line and
+    column YAML reports."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

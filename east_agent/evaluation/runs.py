@@ -96,7 +96,7 @@ def run_record(
     from east_agent.decoding.chunk_search import REFERENCE  # loads torch: not at start-up
 
     flags = {**{key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}, **run.flags}
-    if run.agent == "east" and int(flags.get("num_beams", 1)) > 1:
+    if run.agent == "east" and int(flags.get("num_beams") or 1) > 1:  # null: the default
         flags.setdefault("beam_stop", REFERENCE)
     record = {
         "model_path": checkpoint,

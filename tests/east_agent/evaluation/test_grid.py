@@ -541,6 +541,10 @@ def east_eval_fails(capsys, *arguments) -> str:
         ("testset: multi30k.de-en\nsystems:\n  east: {agent: east\n", "line 4, column 1"),
         ("testset: multi30k.de-en\nmodel_path: m: n\n", "line 2, column 14"),
         ("output: 'out\n", "line 2, column 1"),
+        (
+            "systems:\n  east:\n    agent: east\n    latency: [low]\n    latency: [high]\n",
+            "line 5, column 5: the key 'latency' is given twice",
+        ),
     ],
 )
 def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message):
@@ -577,6 +581,9 @@ def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message)
         ({"max_new_tokens": "many"}, "max_new_tokens must be a whole number of at least 1"),
         ({"batch_size": 0}, "batch_size must be a whole number of at least 1"),
         ({"jobs": 1.5}, "jobs must be a whole number of at least 1"),
+        ({"device": "gpu"}, "device: 'gpu' is not a device: "),
+        ({"systems": {"east": {"agent": "east", "latency": []}}}, "latency is an empty list"),
+        ({"systems": {"east": {"agent": "eats"}}}, "systems.east.agent must be one of"),
     ],
 )
 def test_a_config_value_of_the_wrong_kind_is_named_before_anything_runs(
@@ -605,6 +612,19 @@ def test_a_system_value_its_agent_refuses_is_named_before_any_run(
     config = quick_config(tmp_path / "grid.yaml", systems={"east": system})
     error = east_eval_fails(capsys, config, "--dry-run")
     assert f"{config}: line " in error and message in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    config = quick_config(tmp_path / "grid.yaml", device="cuda")
+    error = east_eval_fails(capsys, config, "--limit", "1")
+    assert f"{config}: line " in error and "'cuda': this machine has no CUDA device" in error
+    error = east_eval_fails(capsys, quick_config(tmp_path / "grid.yaml"), "--device", "cuda:1")
+    assert "--device: 'cuda:1': this machine has no CUDA device" in error
     assert not (tmp_path / "out").exists()
 
 

@@ -37,6 +37,15 @@ def test_a_gold_sentence_run_is_recorded_apart_from_a_streaming_one():
     assert gold_record["sentences"] == [0, 1000]
 
 
+def test_a_num_beams_left_empty_is_the_default():
+    config = EvalConfig(Path("grid.yaml"), "multi30k.de-en", "m", Path("out"), {})
+    testset = PreparedTestset("multi30k.de-en", Path("s"), Path("r"), "German", "English",
+                              20, "word", "13a")  # fmt: skip
+    run = Run("east-low", "east", "low", "east", {"latency": "low", "num_beams": None})
+    assert "beam_stop" not in run_record(config, run, testset, (0, 20), "m")["flags"]
+    assert command_flags(run.flags) == ["--latency", "low"]  # the agent's default: 1 beam
+
+
 def model_folder(path: Path, config: str = '{"hidden_size": 8}') -> Path:
     """A stand-in checkpoint: the fingerprint reads files, never loads them."""
     path.mkdir(parents=True)

@@ -16,6 +16,7 @@ names a word-timestamp file (one line per talk) for the long-form latencies.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,7 +134,7 @@ class EvalConfig:
                     label = f"k{value}" if swept[0] == "waitk" else str(value)
                 runs.append(Run(f"{system}-{label}", system, label, agent, flags, gold))
         for run in runs:
-            check_run_values(self.source, run)
+            check_run_values(self, run)
         names = [run.name for run in runs]
         if len(set(names)) != len(names):
             raise EvalConfigError(f"{self.source}: two runs share a name")
@@ -167,12 +168,20 @@ class EvalConfig:
         return value
 
 
+@functools.cache
+def agent_parser(agent: str) -> argparse.ArgumentParser:
+    """The agent's own flags, for checking a system's settings: none required (the model,
+    languages and files come from the grid), a bad value raised rather than exiting."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    agent_class_of(AGENT_FILES[agent]).add_args(parser)
+    for action in parser._actions:
+        action.required = False
+    return parser
+
+
 def agent_flags(agent: str) -> set[str]:
     """The settings a system of this agent may have: its agent's flags, as config keys."""
-    agent_class = agent_class_of(AGENT_FILES[agent])
-    parser = argparse.ArgumentParser(add_help=False)
-    agent_class.add_args(parser)
-    return {action.dest for action in parser._actions}
+    return {action.dest for action in agent_parser(agent)._actions}
 
 
 def check_system_keys(source: Path, system: str, agent: str, settings: dict) -> None:
@@ -201,20 +210,15 @@ def command_flags(flags: dict[str, Any]) -> list[str]:
     return arguments
 
 
-def check_run_values(source: Path, run: Run) -> None:
+def check_run_values(config: EvalConfig, run: Run) -> None:
     """A run's settings as its agent's parser reads them (a choice, a number): a bad value
     named by file, line and key before any run starts, not when its turn comes."""
-    agent_class = agent_class_of(AGENT_FILES[run.agent])
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
-    agent_class.add_args(parser)
-    for action in parser._actions:
-        action.required = False  # the model, languages and files come from the grid
     try:
-        parser.parse_known_args(command_flags(run.flags))
+        agent_parser(run.agent).parse_known_args(command_flags(run.flags))
     except argparse.ArgumentError as error:
         key = (error.argument_name or "").split("/")[0].lstrip("-").replace("-", "_")
-        place = KeyPlace(source, read_config_text(source), set())
-        where = place.of("systems", run.system, key) if key else place.of("systems", run.system)
+        keys = ("systems", run.system, key) if key else ("systems", run.system)
+        where = config.place().of(*keys)
         raise EvalConfigError(f"{where}: {error.message} (run {run.name})") from None
 
 

@@ -140,11 +140,10 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
     span = check_data_files(argv)
-    named = any(arg.split("=", 1)[0] in ("--agent", "--agent-class") for arg in argv)
+    named = _given("--agent") or _given("--agent-class")
     agent_class = _agent_class() if named else None  # None: a system folder's, SimulEval's
     source_type = getattr(agent_class, "source_type", None)
-    computation_aware = "--computation-aware" in argv
-    refuse_computation_aware_for_text(computation_aware, source_type)
+    refuse_computation_aware_for_text("--computation-aware" in argv, source_type)
     output = output_of(argv)
     if output is None:
         simuleval_main()

@@ -12,15 +12,16 @@
   as the text instances they were.
 - An unknown metric name raised a `RuntimeError` (a traceback): it is a user error
   (`ValueError`, one line) naming the metrics there are.
-`refuse_computation_aware_for_text` refuses SimulEval's `--computation-aware` for text
-runs before anything is decoded (the commands call it; this package's `*_CA` metrics
-measure computation-aware latency for text).
 - Its loop keeps one buffered handle on `instances.log` for the whole run, so a run killed
   hard loses finished sentences: the handle is line-buffered, every finished sentence is
   on disk when the next one starts.
 - It writes `config.yaml`, `scores.tsv` and `metrics.tsv` in place, so a kill while it
   writes leaves a torn or empty file (and an empty `scores.tsv` reads as a finished run):
   each is written under a temporary name and renamed into place.
+
+`refuse_computation_aware_for_text` refuses SimulEval's `--computation-aware` for text
+runs before anything is decoded (the commands call it; this package's `*_CA` metrics
+measure computation-aware latency for text).
 """
 
 from __future__ import annotations
@@ -92,11 +93,8 @@ def _name_unknown_metrics() -> None:
     from simuleval.evaluator import scorers
 
     def get_scorer_class(scorer_type: str, name: str):
-        known = (
-            scorers.QUALITY_SCORERS_DICT
-            if scorer_type == "quality"
-            else (scorers.LATENCY_SCORERS_DICT)
-        )
+        quality = scorer_type == "quality"
+        known = scorers.QUALITY_SCORERS_DICT if quality else scorers.LATENCY_SCORERS_DICT
         if name not in known:
             raise ValueError(
                 f"--{scorer_type}-metrics {name}: no such metric; SimulEval knows "

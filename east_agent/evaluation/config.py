@@ -265,6 +265,27 @@ def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> Non
         raise EvalConfigError(f"{where}: {config.device!r}: this machine has no CUDA device")
 
 
+def check_relative_paths(config: EvalConfig, model_flag_given: bool) -> None:
+    """Relative paths (`model_path`, `word_times`) are read from the current directory. One
+    that is not there but lies beside the config, or in a folder above it (the repository
+    of a shipped config), is named with where it lies, before anything runs: a checkpoint
+    `models/east-demo` would otherwise be asked of the hub, after minutes of retries."""
+    for key in ("model_path", "word_times"):
+        value = getattr(config, key)
+        if value is None or Path(value).is_absolute() or Path(value).exists():
+            continue
+        config_folder = config.source.resolve().parent
+        for folder in (config_folder, *config_folder.parents):
+            if (folder / value).exists():
+                flag_given = key == "model_path" and model_flag_given
+                where = "--model-path" if flag_given else config.place().of(key)
+                raise EvalConfigError(
+                    f"{where}: {value!r} is not in the current directory ({Path.cwd()}), "
+                    f"which relative paths are read from; it lies in {folder}: run east-eval "
+                    f"there, or give {folder / value}"
+                )
+
+
 def read_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
     """Read a config and check its top level, not yet its systems (`load_eval_config` does
     both): quick, nothing heavy imported."""

@@ -3,8 +3,9 @@ checkpoint load for all of them), then report. A long-form grid's gold-sentence 
 the talks' sentences (`--limit` and `--shard` count talks, and such a run takes their
 sentences).
 
-A run whose `scores.tsv` exists is not run again; one that was cut off continues from its
-last finished sentence. With `jobs` above 1 the runs go to that many worker processes,
+A run whose `scores.tsv` exists is not run again (scored again from its log when the grid
+scores otherwise: other metrics or `ca_unit_seconds`); one that was cut off continues from
+its last finished sentence. With `jobs` above 1 the runs go to that many worker processes,
 several at once (`east_agent.evaluation.jobs`).
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
@@ -25,6 +27,7 @@ from east_agent.evaluation.longform import (
     unit_times,
 )
 from east_agent.evaluation.reports import compare_system, omnisteval_cells, summarize
+from east_agent.evaluation.run_scores import score_again, simuleval_scoring_changes
 from east_agent.evaluation.runs import (
     RUN_RECORD,
     claim_run_folder,
@@ -101,7 +104,9 @@ def run_grid(
         if not dry_run:
             claim_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():
-            print(f"[{number}/{len(runs)}] {run.name}: done already, skipped", flush=True)
+            rescore_if_changed(
+                config, run_set, run_dir, f"[{number}/{len(runs)}] {run.name}", dry_run
+            )
             continue
         if dry_run:
             print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
@@ -116,6 +121,21 @@ def run_grid(
     follow_ups = significance_follow_ups(config, tabled, todo)
     compared = run_jobs(todo, config.jobs, len(runs), follow_ups)
     return summarize(config, tabled, compared)
+
+
+def rescore_if_changed(
+    config: EvalConfig, testset: PreparedTestset, run_dir: Path, label: str, dry_run: bool
+) -> None:
+    """A finished run is not run again; its SimulEval scores are made again from its log
+    when the grid scores otherwise than they were made (`--dry-run`: only said)."""
+    changes = simuleval_scoring_changes(config, testset, run_dir)
+    if not changes:
+        print(f"{label}: done already, skipped", flush=True)
+    elif dry_run:
+        print(f"{label}: done already, would be scored again ({'; '.join(changes)})", flush=True)
+    else:
+        print(f"{label}: done already, scored again ({'; '.join(changes)})", flush=True)
+        score_again(config, testset, run_dir)
 
 
 def runs_of_this_grid(config: EvalConfig, every_run: list[Run], record_of) -> list[Run]:

@@ -1,4 +1,11 @@
-"""A finished run's OmniSTEval columns, computed once and kept beside its log.
+"""A finished run's scores, kept beside its log and made again when what they were made
+from has changed.
+
+SimulEval's `scores.tsv` records the scorers' settings it was made with
+(`east_agent.simuleval_glue.scoring`): a finished run whose record differs from the grid's
+(other `latency_metrics` or `quality_metrics`, another `ca_unit_seconds`), or that has
+none, is scored again from its log (`simuleval_scoring_changes`, `score_again`), nothing
+decoded.
 
 Sentence-level runs get OmniSTEval's YAAL (computation-unaware and -aware, source units)
 and its degenerate-policy diagnostics (`omnisteval_scoring.shortform_latency`), kept in
@@ -13,10 +20,12 @@ has changed (a run continued, shards merged, another `ca_unit_seconds`).
 from __future__ import annotations
 
 import json
+from contextlib import redirect_stdout
 from pathlib import Path
 
 from east_agent.common.atomic import write_atomically
 from east_agent.evaluation.config import EvalConfig, Run
+from east_agent.evaluation.jobs import CONSOLE_LOG
 from east_agent.evaluation.longform import read_longform
 from east_agent.evaluation.omnisteval_scoring import (
     score_longform,
@@ -24,9 +33,38 @@ from east_agent.evaluation.omnisteval_scoring import (
     talk_outputs_from_log,
     talk_outputs_from_sentences,
 )
+from east_agent.evaluation.runs import score_only_arguments
+from east_agent.evaluation.testsets import PreparedTestset
 
 SHORTFORM_FILE = "omnisteval_scores.json"
 LONGFORM_FILE = "longform_scores.json"
+
+
+def simuleval_scoring_changes(
+    config: EvalConfig, testset: PreparedTestset, run_dir: Path
+) -> list[str]:
+    """How the finished run in `run_dir` was scored otherwise than the grid scores its runs
+    (empty: its `scores.tsv` is the grid's)."""
+    from east_agent.simuleval_glue.scoring import (
+        scoring_args,
+        scoring_differences,
+        scoring_settings,
+    )
+
+    wanted = scoring_settings(scoring_args(score_only_arguments(config, testset, run_dir)))
+    return scoring_differences(run_dir, wanted)
+
+
+def score_again(config: EvalConfig, testset: PreparedTestset, run_dir: Path) -> None:
+    """Score the finished log in `run_dir` as the grid scores its runs (its folder held);
+    SimulEval's printed table goes to the run's console log."""
+    from east_agent.simuleval_glue.batch import score_folder
+    from east_agent.simuleval_glue.scoring import scoring_args
+
+    arguments = score_only_arguments(config, testset, run_dir)
+    print("$ east-simuleval " + " ".join(arguments), flush=True)
+    with open(run_dir / CONSOLE_LOG, "a", encoding="utf-8") as console, redirect_stdout(console):
+        score_folder(scoring_args(arguments))
 
 
 def made_from(run_dir: Path, config: EvalConfig) -> dict:

@@ -81,6 +81,17 @@ def scoring_arguments(config: EvalConfig) -> list[str]:
     return arguments
 
 
+def score_only_arguments(config: EvalConfig, testset: PreparedTestset, output: Path) -> list[str]:
+    """`east-simuleval`'s flags that score the finished log in `output` as the grid's runs
+    are scored."""
+    return [
+        "--score-only", "--output", str(output),
+        "--eval-latency-unit", testset.eval_latency_unit,
+        "--sacrebleu-tokenizer", testset.sacrebleu_tokenizer,
+        *scoring_arguments(config),
+    ]  # fmt: skip
+
+
 def run_record(
     config: EvalConfig,
     run: Run,

@@ -1,6 +1,7 @@
 """Large runs split into shards: `--shard 2/4` runs the second quarter of the sentences of
 every run into `runs/<run>/shards/2-of-4/`; once all shards are done, `--merge-shards 4`
-joins their `instances.log` files and scores them with `east-simuleval --score-only`.
+joins their `instances.log` files and scores them as `east-simuleval --score-only` would
+(in this process, the command printed).
 """
 
 from __future__ import annotations
@@ -8,22 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
 
 from east_agent.common.atomic import remove, write_atomically
-from east_agent.common.child_process import run_child
 from east_agent.common.entry import CommandError
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
+from east_agent.evaluation.run_scores import score_again
 from east_agent.evaluation.runs import (
     RUN_RECORD,
     claim_run_folder,
     record_differences,
-    scoring_arguments,
 )
 from east_agent.evaluation.testsets import read_prepared
 from east_agent.simuleval_glue.run_folder import (
@@ -112,7 +111,7 @@ def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
 
 
 def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
-    """Join the shards' logs into the run's folder and score them with --score-only."""
+    """Join the shards' logs into the run's folder and score them as the grid scores."""
     run_dir = config.run_dir(run)
     shard_dirs = [config.run_dir(run, (index, count)) for index in range(1, count + 1)]
     missing = [str(folder) for folder in shard_dirs if not (folder / "scores.tsv").exists()]
@@ -137,14 +136,4 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     write_atomically(
         run_dir / "wall_seconds.json", json.dumps({"seconds": seconds, "tries": tries}) + "\n"
     )
-    testset = read_prepared(config.testset_dir)
-    command = [
-        str(Path(sys.executable).with_name("east-simuleval")),
-        "--score-only", "--output", str(run_dir),
-        "--eval-latency-unit", testset.eval_latency_unit,
-        "--sacrebleu-tokenizer", testset.sacrebleu_tokenizer,
-        *scoring_arguments(config),
-    ]  # fmt: skip
-    print("$ " + " ".join(command), flush=True)
-    if run_child(command) != 0:
-        raise CommandError(f"{run.name}: scoring the merged shards failed")
+    score_again(config, read_prepared(config.testset_dir), run_dir)

@@ -247,9 +247,11 @@ def score_folder(args: argparse.Namespace) -> None:
 
 
 def score(args: argparse.Namespace) -> None:
-    """SimulEval's scores of the log in `args.output` (`scores.tsv`, `metrics.tsv`)."""
+    """SimulEval's scores of the log in `args.output` (`scores.tsv`, `metrics.tsv`, and
+    how they were made: `scoring.json`)."""
     from simuleval.evaluator import SentenceLevelEvaluator
 
+    simuleval_fixes.apply()  # the scores written whole, and their record beside them
     scoring = copy(args)
     scoring.score_only = True
     evaluator = SentenceLevelEvaluator.from_args(scoring)

@@ -52,25 +52,9 @@ def _match_flags_whole() -> None:
 
 def _score_only(argv: list[str]) -> None:
     from east_agent.simuleval_glue.batch import score_folder
+    from east_agent.simuleval_glue.scoring import scoring_args
 
-    score_folder(_scoring_args(argv, strict=True))
-
-
-def _scoring_parser(argv: list[str]) -> argparse.ArgumentParser:
-    """SimulEval's flags for scoring a log."""
-    from simuleval import options
-
-    parser = options.general_parser()
-    options.add_evaluator_args(parser)
-    options.add_scorer_args(parser, argv)
-    options.add_dataloader_args(parser, argv)
-    return parser
-
-
-def _scoring_args(argv: list[str], strict: bool) -> argparse.Namespace:
-    """The scoring flags of `argv` (with `strict`, any other flag is an error)."""
-    parser = _scoring_parser(argv)
-    return parser.parse_args(argv) if strict else parser.parse_known_args(argv)[0]
+    score_folder(scoring_args(argv))
 
 
 @command_line("east-simuleval")
@@ -123,7 +107,9 @@ def _help(argv: list[str], simuleval_main) -> None:
         sys.argv = [sys.argv[0], *(arg for arg in argv if arg != "--standalone")]
         simuleval_main()  # prints the help and exits
         return
-    parser = _scoring_parser(argv)
+    from east_agent.simuleval_glue.scoring import scoring_parser
+
+    parser = scoring_parser(argv)
     parser.prog = "east-simuleval"
     parser.print_help()
     print("\nName an agent (--agent east_agent/agent.py) for its flags too.")
@@ -137,6 +123,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     from east_agent.simuleval_glue.batch import score
     from east_agent.simuleval_glue.data_files import check_data_files
     from east_agent.simuleval_glue.run_folder import loop_in, output_of
+    from east_agent.simuleval_glue.scoring import scoring_args
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
     span = check_data_files(argv)
@@ -148,7 +135,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     if output is None:
         simuleval_main()
         return
-    scoring = _scoring_args(argv, strict=False)
+    scoring = scoring_args(argv, strict=False)
     scores = None if scoring.no_scoring else partial(score, scoring)
     resume = "--continue-unfinished" in argv
     try:

@@ -6,9 +6,9 @@
   touches anything.
 - A fresh run (no `--continue-unfinished`) empties the log as it takes the folder, and a
   run that will translate removes the scores of an earlier log (`scores.tsv`,
-  `metrics.tsv`) and the record of how it was batched (`batch.json`): a folder has scores
-  only when they were made from the log beside them, and a grid counts a folder with
-  scores as finished.
+  `metrics.tsv`, `scoring.json`) and the record of how it was batched (`batch.json`): a
+  folder has scores only when they were made from the log beside them, and a grid counts
+  a folder with scores as finished.
 - The settings that decide the translations (the agent and its flags, the model, the
   data files; not where it runs nor how it is scored) are recorded with the log
   (`run_settings.json`), and a resumed run that asks for other settings is refused, naming
@@ -36,10 +36,11 @@ from pathlib import Path
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.simuleval_glue.instance_log import finished_records, record_lines
+from east_agent.simuleval_glue.scoring import SCORING_RECORD
 
 INSTANCES_LOCK = "instances.lock"  # held while a process writes the folder
 BATCH_RECORD = "batch.json"
-SCORES = ("scores.tsv", "metrics.tsv")
+SCORES = ("scores.tsv", "metrics.tsv", SCORING_RECORD)
 SETTINGS_RECORD = "run_settings.json"
 # Flags that change where a run happens, how it is scored, shown or hosted, or which of
 # its sentences it takes, never what it translates.

@@ -118,6 +118,10 @@ def test_batched_grid_scores_equal_simulevals_own_loop(grid, tmp_path):
     # what the CA columns measured: 64 streams, of which 3 had a sentence
     assert {r["streams"] for r in batched_rows} == {"3"}
     assert {r["streams"] for r in sequential_rows} == {"1"}
+    # scored with the same settings, recorded beside the scores either way
+    for name in ("east-low", "waitk-offline-k2"):
+        batched_scoring = (output / "runs" / name / "scoring.json").read_text()
+        assert batched_scoring == (tmp_path / "runs" / name / "scoring.json").read_text()
 
 
 def test_a_grid_loads_its_checkpoint_once(east_checkpoint, tmp_path, monkeypatch):
@@ -185,6 +189,52 @@ def test_finished_runs_are_not_run_again(grid):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("done already, skipped") == 3
     assert "east-simuleval --agent" not in result.stdout
+
+
+def test_finished_runs_scored_otherwise_are_scored_again_from_their_logs(grid, tmp_path):
+    """Other metrics or another computation-aware clock: each finished run's SimulEval
+    scores are made again from its log (nothing decoded), and then kept."""
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    tree = yaml.safe_load(config.read_text())
+    tree.update(output=str(tmp_path / "out"), latency_metrics=["AL", "AL_CA", "ATD"])
+    tree["ca_unit_seconds"] = 0.8
+    slower = tmp_path / "slower.yaml"
+    slower.write_text(yaml.safe_dump(tree))
+    logs = {
+        path: (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in (tmp_path / "out").glob("runs/*/instances.log")
+    }
+    dry = east_eval(slower, "--limit", "3", "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    changed = "(ca_unit_seconds 0.4 (now 0.8)"
+    assert dry.stdout.count(f"done already, would be scored again {changed}") == 3
+
+    result = east_eval(slower, "--limit", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(f"done already, scored again {changed}") == 3
+    assert "latency_metrics ['LAAL', 'AL', 'LAAL_CA', 'AL_CA'] (now ['AL', 'AL_CA', 'ATD'])" in (
+        result.stdout
+    )
+    assert "east-simuleval --agent" not in result.stdout  # scored, not run
+    assert "$ east-simuleval --score-only" in result.stdout
+    assert logs == {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in logs}
+    before, after = rows_of(output), rows_of(tmp_path / "out")
+    for old, new in zip(before, after, strict=True):
+        assert (new["BLEU"], new["AL"]) == (old["BLEU"], old["AL"])
+        assert new["LAAL"] == new["LAAL_CA"] == ""  # no longer asked for
+        assert float(new["AL_CA"]) < float(old["AL_CA"])  # the same delays, a slower clock
+        assert float(new["YAAL_CA"]) < float(old["YAAL_CA"])
+    scores = (tmp_path / "out" / "runs" / "east-low" / "scores.tsv").read_text()
+    assert scores.splitlines()[0].split("\t") == ["BLEU", "AL", "AL_CA", "ATD"]
+
+    again = east_eval(slower, "--limit", "3")
+    assert again.returncode == 0 and again.stdout.count("done already, skipped") == 3
+    # scores from before the scorers' settings were recorded: scored again once
+    (tmp_path / "out" / "runs" / "east-low" / "scoring.json").unlink()
+    again = east_eval(slower, "--limit", "3", "--only", "east-low")
+    assert "east-low: done already, scored again (scoring settings not recorded)" in again.stdout
+    assert (tmp_path / "out" / "runs" / "east-low" / "scores.tsv").read_text() == scores
 
 
 def test_a_run_folder_made_with_other_settings_is_never_reused(grid):
@@ -286,6 +336,11 @@ def test_shards_merge_to_the_scores_of_one_run(east_checkpoint, tmp_path):
         (tmp_path / "whole" / "runs" / "east-medium" / "run.json").read_text()
     )
     assert merged_record == whole_record  # the merged run is the whole run
+    merged_scoring, whole_scoring = (
+        (folder / "runs" / "east-medium" / "scoring.json").read_text()
+        for folder in (tmp_path / "sharded", tmp_path / "whole")
+    )
+    assert merged_scoring == whole_scoring  # scored in this process as the runs are
 
 
 def test_config_errors_are_named(tmp_path):
@@ -626,6 +681,28 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, ca
     error = east_eval_fails(capsys, quick_config(tmp_path / "grid.yaml"), "--device", "cuda:1")
     assert "--device: 'cuda:1': this machine has no CUDA device" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_relative_path_found_only_beside_the_config_is_named(tmp_path, capsys, monkeypatch):
+    """Relative paths are read from the current directory: a shipped config run from
+    elsewhere names where its checkpoint lies, instead of asking the hub for it."""
+    (tmp_path / "repo" / "models" / "demo").mkdir(parents=True)
+    (tmp_path / "repo" / "configs").mkdir()
+    config = quick_config(tmp_path / "repo" / "configs" / "grid.yaml", model_path="models/demo")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    for flags, where in (
+        ((), f"{config}: line "),
+        (("--model-path", "models/demo"), "--model-path"),
+    ):
+        error = east_eval_fails(capsys, config, "--dry-run", *flags)
+        assert error.startswith(f"east-eval: {where}"), error
+        assert f"'models/demo' is not in the current directory ({tmp_path / 'elsewhere'})" in error
+        assert f"it lies in {tmp_path / 'repo'}: run east-eval there, or give " in error
+    monkeypatch.chdir(tmp_path / "repo")  # where it is read from: no complaint
+    from east_agent.evaluation.config import check_relative_paths, read_eval_config
+
+    check_relative_paths(read_eval_config(config), model_flag_given=False)
 
 
 def test_a_config_error_names_the_line_of_its_key(tmp_path, capsys):

@@ -30,15 +30,17 @@ def test_simulevals_files_appear_whole_or_not_at_all(tmp_path):
 
     (tmp_path / "scores.tsv").write_text("an earlier run's scores\n")
     scores = pandas.DataFrame({"BLEU": [12.5], "AL": [2.0]})
-    fake = SimpleNamespace(output=tmp_path, results=scores, instances={})
+    args = SimpleNamespace(quality_metrics=["BLEU"], latency_metrics=["AL"])
+    fake = SimpleNamespace(output=tmp_path, results=scores, instances={}, args=args)
     fake.instances = {0: SimpleNamespace(metrics={"BLEU": 12.5})}
     SentenceLevelEvaluator.dump_results(fake)
     SentenceLevelEvaluator.dump_metrics(fake)
     assert (tmp_path / "scores.tsv").read_text() == "BLEU\tAL\n12.5\t2.0\n"
     assert (tmp_path / "metrics.tsv").read_text() == "BLEU\n12.5\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == [
-        "config.yaml", "instances.log", "metrics.tsv", "scores.tsv"
+        "config.yaml", "instances.log", "metrics.tsv", "scores.tsv", "scoring.json"
     ]  # fmt: skip
+    assert json.loads((tmp_path / "scoring.json").read_text())["latency_metrics"] == ["AL"]
 
 
 def text_record(index: int, delays: list[int], source_length: int) -> dict:

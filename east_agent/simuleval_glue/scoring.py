@@ -1,0 +1,81 @@
+"""SimulEval's scoring flags, and the record of the settings a folder's scores were made
+with.
+
+A folder's `scores.tsv` depends on its log and on the scorers' settings: the metrics, the
+latency unit, BLEU's tokenizer, the computation-aware clock (`--ca-unit-seconds`), and
+whatever else the chosen scorers take. Every writer of `scores.tsv` (SimulEval's loop, a
+batched run, `--score-only`, `east-remote-eval`; through `simuleval_fixes`' dump) removes
+the old `scoring.json` first and writes the new one after the scores, so a folder whose
+record is missing or differs from what is asked now holds scores made some other way:
+`east-eval` scores such a log again instead of tabling them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from east_agent.common.atomic import remove, write_atomically
+
+SCORING_RECORD = "scoring.json"
+# SimulEval's evaluator flags that change scores; the chosen scorers' own flags are added
+EVALUATOR_SETTINGS = (
+    "quality_metrics", "latency_metrics", "computation_aware", "no_use_ref_len",
+    "eval_latency_unit", "eval_latency_spm_model",
+)  # fmt: skip
+
+
+def scoring_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """SimulEval's flags for scoring a log (the chosen scorers' flags included)."""
+    from simuleval import options
+
+    import east_agent.simuleval_plugin  # noqa: F401  (the *_CA metrics and COMET)
+
+    parser = options.general_parser()
+    options.add_evaluator_args(parser)
+    options.add_scorer_args(parser, argv)
+    options.add_dataloader_args(parser, argv)
+    return parser
+
+
+def scoring_args(argv: list[str], strict: bool = True) -> argparse.Namespace:
+    """The scoring flags of `argv` (with `strict`, any other flag is an error)."""
+    parser = scoring_parser(argv)
+    return parser.parse_args(argv) if strict else parser.parse_known_args(argv)[0]
+
+
+def scoring_settings(args: argparse.Namespace) -> dict:
+    """What the scores of `args` depend on besides the log, as JSON holds it."""
+    from simuleval import options
+
+    flags = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
+    for kind, metrics in (("quality", args.quality_metrics), ("latency", args.latency_metrics)):
+        for metric in metrics:
+            options.get_scorer_class(kind, metric).add_args(flags)
+    names = sorted({*EVALUATOR_SETTINGS, *(action.dest for action in flags._actions)})
+    return json.loads(json.dumps({name: getattr(args, name, None) for name in names}))
+
+
+def scoring_differences(output: Path, settings: dict) -> list[str]:
+    """How the scores in `output` were made otherwise than `settings` asks, setting by
+    setting ("not recorded" for scores written before records were kept)."""
+    path = output / SCORING_RECORD
+    if not path.exists():
+        return ["scoring settings not recorded"]
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    names = sorted(set(saved) | set(settings))
+    return [
+        f"{name} {saved.get(name)!r} (now {settings.get(name)!r})"
+        for name in names
+        if saved.get(name) != settings.get(name)
+    ]
+
+
+def forget_scoring(output: Path) -> None:
+    """Before `scores.tsv` is replaced: no record that might outlive the scores it named."""
+    remove(output / SCORING_RECORD)
+
+
+def record_scoring(output: Path, args: argparse.Namespace) -> None:
+    write_atomically(output / SCORING_RECORD, json.dumps(scoring_settings(args), indent=2) + "\n")

@@ -1,0 +1,81 @@
+"""A run folder's scores and the record of how they were made
+(`east_agent.simuleval_glue.scoring`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from commands import run_simuleval
+
+from east_agent.simuleval_glue import scoring
+from east_agent.simuleval_glue.batch import score_folder
+
+
+def write_finished_run(folder) -> None:
+    """A text run's folder: three sentences of a toy log."""
+    folder.mkdir()
+    (folder / "config.yaml").write_text("source_type: text\ntarget_type: text\n")
+    records = []
+    for index, (delays, source_length) in enumerate([([1, 2, 3], 3), ([2, 2, 4, 4], 4)]):
+        words = [f"w{position}" for position in range(len(delays))]
+        records.append({
+            "index": index, "prediction": " ".join(words), "delays": delays,
+            "elapsed": [0.3 * (position + 1) for position in range(len(delays))],
+            "prediction_length": len(delays), "reference": " ".join(words),
+            "source": [" ".join(["s"] * source_length)], "source_length": source_length,
+        })  # fmt: skip
+    (folder / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def score_only(folder, *flags) -> list[str]:
+    return ["--score-only", "--output", str(folder), *flags]
+
+
+def test_every_score_only_records_what_its_scores_were_made_with(tmp_path):
+    run = tmp_path / "run"
+    write_finished_run(run)
+    flags = ["--latency-metrics", "AL", "LAAL_CA", "--ca-unit-seconds", "0.8"]
+    result = run_simuleval(*score_only(run, *flags))
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((run / scoring.SCORING_RECORD).read_text())
+    assert record == scoring.scoring_settings(scoring.scoring_args(score_only(run, *flags)))
+    assert record["latency_metrics"] == ["AL", "LAAL_CA"] and record["ca_unit_seconds"] == 0.8
+    assert record["sacrebleu_tokenizer"] == "13a"  # BLEU's own flag, at its default
+    assert scoring.scoring_differences(run, record) == []
+
+    # scored again otherwise (in this process): the record follows the scores
+    score_folder(scoring.scoring_args(score_only(run, "--latency-metrics", "AL")))
+    assert (run / "scores.tsv").read_text().splitlines()[0].split("\t") == ["BLEU", "AL"]
+    assert scoring.scoring_differences(run, record) == [
+        "ca_unit_seconds None (now 0.8)",  # no clock without a computation-aware metric
+        "latency_metrics ['AL'] (now ['AL', 'LAAL_CA'])",
+    ]
+
+
+def test_scores_without_a_record_are_named_as_such(tmp_path):
+    (tmp_path / "scores.tsv").write_text("BLEU\n1.0\n")
+    settings = scoring.scoring_settings(scoring.scoring_args(score_only(tmp_path)))
+    assert scoring.scoring_differences(tmp_path, settings) == ["scoring settings not recorded"]
+
+
+def test_a_record_never_outlives_the_scores_it_names(tmp_path, monkeypatch):
+    """Killed while the new scores are written: the old scores are there without a record
+    (so they are scored again), never beside the new settings' record."""
+    from east_agent.simuleval_glue import simuleval_fixes
+
+    run = tmp_path / "run"
+    write_finished_run(run)
+    score_folder(scoring.scoring_args(score_only(run, "--latency-metrics", "AL")))
+    old_scores = (run / "scores.tsv").read_text()
+
+    def killed(path, text):
+        if path.name == "scores.tsv":
+            raise KeyboardInterrupt
+        path.write_text(text)
+
+    monkeypatch.setattr(simuleval_fixes, "write_atomically", killed)
+    with pytest.raises(KeyboardInterrupt):
+        score_folder(scoring.scoring_args(score_only(run, "--latency-metrics", "LAAL")))
+    assert (run / "scores.tsv").read_text() == old_scores
+    assert not (run / scoring.SCORING_RECORD).exists()

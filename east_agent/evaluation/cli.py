@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     every_run = config.runs()  # the systems checked against their agents' flags, first
     check_metric_names(config)
     check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
-    check_relative_paths(config, args.model_path is not None)
+    check_relative_paths(config, args.model_path is not None, model_needed=not merging)
     if merging:
         for run in [run for run in every_run if not args.only or run.name in args.only]:
             merge_shards(config, run, args.merge_shards)

@@ -265,12 +265,13 @@ def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> Non
         raise EvalConfigError(f"{where}: {config.device!r}: this machine has no CUDA device")
 
 
-def check_relative_paths(config: EvalConfig, model_flag_given: bool) -> None:
+def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_needed: bool) -> None:
     """Relative paths (`model_path`, `word_times`) are read from the current directory. One
     that is not there but lies beside the config, or in a folder above it (the repository
     of a shipped config), is named with where it lies, before anything runs: a checkpoint
-    `models/east-demo` would otherwise be asked of the hub, after minutes of retries."""
-    for key in ("model_path", "word_times"):
+    `models/east-demo` would otherwise be asked of the hub, after minutes of retries.
+    Without `model_needed` (merging shards) the checkpoint is not looked at."""
+    for key in ("model_path", "word_times") if model_needed else ("word_times",):
         value = getattr(config, key)
         if value is None or Path(value).is_absolute() or Path(value).exists():
             continue

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sys
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
@@ -27,7 +26,7 @@ from east_agent.evaluation.longform import (
     unit_times,
 )
 from east_agent.evaluation.reports import compare_system, omnisteval_cells, summarize
-from east_agent.evaluation.run_scores import score_again, simuleval_scoring_changes
+from east_agent.evaluation.run_scores import rescore_if_changed
 from east_agent.evaluation.runs import (
     RUN_RECORD,
     claim_run_folder,
@@ -104,9 +103,8 @@ def run_grid(
         if not dry_run:
             claim_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():
-            rescore_if_changed(
-                config, run_set, run_dir, f"[{number}/{len(runs)}] {run.name}", dry_run
-            )
+            label = f"[{number}/{len(runs)}] {run.name}"
+            rescore_if_changed(config, testset, run_dir, label, dry_run, say_skipped=True)
             continue
         if dry_run:
             print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
@@ -121,21 +119,6 @@ def run_grid(
     follow_ups = significance_follow_ups(config, tabled, todo)
     compared = run_jobs(todo, config.jobs, len(runs), follow_ups)
     return summarize(config, tabled, compared)
-
-
-def rescore_if_changed(
-    config: EvalConfig, testset: PreparedTestset, run_dir: Path, label: str, dry_run: bool
-) -> None:
-    """A finished run is not run again; its SimulEval scores are made again from its log
-    when the grid scores otherwise than they were made (`--dry-run`: only said)."""
-    changes = simuleval_scoring_changes(config, testset, run_dir)
-    if not changes:
-        print(f"{label}: done already, skipped", flush=True)
-    elif dry_run:
-        print(f"{label}: done already, would be scored again ({'; '.join(changes)})", flush=True)
-    else:
-        print(f"{label}: done already, scored again ({'; '.join(changes)})", flush=True)
-        score_again(config, testset, run_dir)
 
 
 def runs_of_this_grid(config: EvalConfig, every_run: list[Run], record_of) -> list[Run]:

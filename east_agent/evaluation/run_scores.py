@@ -67,6 +67,27 @@ def score_again(config: EvalConfig, testset: PreparedTestset, run_dir: Path) -> 
         score_folder(scoring_args(arguments))
 
 
+def rescore_if_changed(
+    config: EvalConfig,
+    testset: PreparedTestset,
+    run_dir: Path,
+    label: str,
+    dry_run: bool = False,
+    say_skipped: bool = False,
+) -> None:
+    """A finished run's SimulEval scores, made again from its log when the grid scores
+    otherwise than they were made (`dry_run`: only said)."""
+    changes = simuleval_scoring_changes(config, testset, run_dir)
+    if not changes:
+        if say_skipped:
+            print(f"{label}: done already, skipped", flush=True)
+    elif dry_run:
+        print(f"{label}: done already, would be scored again ({'; '.join(changes)})", flush=True)
+    else:
+        print(f"{label}: done already, scored again ({'; '.join(changes)})", flush=True)
+        score_again(config, testset, run_dir)
+
+
 def made_from(run_dir: Path, config: EvalConfig) -> dict:
     """What the scores depend on besides the test set: the log as it is now (size and
     time) and the scoring settings (the clock, COMET)."""

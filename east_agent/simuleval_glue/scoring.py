@@ -4,10 +4,10 @@ with.
 A folder's `scores.tsv` depends on its log and on the scorers' settings: the metrics, the
 latency unit, BLEU's tokenizer, the computation-aware clock (`--ca-unit-seconds`), and
 whatever else the chosen scorers take. Every writer of `scores.tsv` (SimulEval's loop, a
-batched run, `--score-only`, `east-remote-eval`; through `simuleval_fixes`' dump) removes
-the old `scoring.json` first and writes the new one after the scores, so a folder whose
-record is missing or differs from what is asked now holds scores made some other way:
-`east-eval` scores such a log again instead of tabling them.
+batched run, `--score-only`, `east-remote-eval`; through `simuleval_fixes`' dumps) removes
+the old `scoring.json` first and writes the new one after the scores and metrics, so a
+folder whose record is missing or differs from what is asked now holds scores made some
+other way: `east-eval` scores such a log again instead of tabling them.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ EVALUATOR_SETTINGS = (
     "quality_metrics", "latency_metrics", "computation_aware", "no_use_ref_len",
     "eval_latency_unit", "eval_latency_spm_model",
 )  # fmt: skip
+NOT_SCORE_SETTINGS = {"comet_batch_size", "comet_gpus"}  # how COMET runs, not what it says
 
 
 def scoring_parser(argv: list[str]) -> argparse.ArgumentParser:
@@ -54,6 +55,7 @@ def scoring_settings(args: argparse.Namespace) -> dict:
         for metric in metrics:
             options.get_scorer_class(kind, metric).add_args(flags)
     names = sorted({*EVALUATOR_SETTINGS, *(action.dest for action in flags._actions)})
+    names = [name for name in names if name not in NOT_SCORE_SETTINGS]
     return json.loads(json.dumps({name: getattr(args, name, None) for name in names}))
 
 

@@ -18,8 +18,9 @@
 - It writes `config.yaml`, `scores.tsv` and `metrics.tsv` in place, so a kill while it
   writes leaves a torn or empty file (and an empty `scores.tsv` reads as a finished run):
   each is written under a temporary name and renamed into place.
-  `scores.tsv` is followed by `scoring.json`, the settings it was scored with
-  (`east_agent.simuleval_glue.scoring`), so a grid knows when to score a log again.
+  `scores.tsv` and `metrics.tsv` are followed by `scoring.json`, the settings they were
+  scored with (`east_agent.simuleval_glue.scoring`), so a grid knows when to score a log
+  again.
 
 `refuse_computation_aware_for_text` refuses SimulEval's `--computation-aware` for text
 runs before anything is decoded (the commands call it; this package's `*_CA` metrics
@@ -136,23 +137,27 @@ def _open_logs_line_buffered_and_write_atomically() -> None:
 def _dump_scores_atomically() -> None:
     from simuleval.evaluator import SentenceLevelEvaluator
 
+    # SimulEval dumps the results, then the metrics: the record goes before the one and
+    # comes back after the other
     def dump_results(self) -> None:
-        from east_agent.simuleval_glue.scoring import forget_scoring, record_scoring
+        from east_agent.simuleval_glue.scoring import forget_scoring
 
         results = self.results
         if self.output:
             forget_scoring(self.output)
             write_atomically(self.output / "scores.tsv", results.to_csv(sep="\t", index=False))
-            record_scoring(self.output, self.args)
         print(results.to_string(index=False))
 
     def dump_metrics(self) -> None:
         import pandas
 
+        from east_agent.simuleval_glue.scoring import record_scoring
+
         metrics = pandas.DataFrame([instance.metrics for instance in self.instances.values()])
         if self.output:
             text = metrics.round(3).to_csv(sep="\t", index=False)
             write_atomically(self.output / "metrics.tsv", text)
+            record_scoring(self.output, self.args)
 
     SentenceLevelEvaluator.dump_results = dump_results
     SentenceLevelEvaluator.dump_metrics = dump_metrics

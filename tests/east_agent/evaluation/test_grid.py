@@ -236,6 +236,20 @@ def test_finished_runs_scored_otherwise_are_scored_again_from_their_logs(grid, t
     assert "east-low: done already, scored again (scoring settings not recorded)" in again.stdout
     assert (tmp_path / "out" / "runs" / "east-low" / "scores.tsv").read_text() == scores
 
+    # back to the first clock, one run named: the others are tabled too, so they are
+    # scored again before the table is written, never shown on the other clock
+    result = east_eval(config, "--limit", "3", "--only", "east-low", "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[1/1] east-low: done already, scored again (ca_unit_seconds 0.8 (now 0.4)" in (
+        result.stdout
+    )
+    for name in ("east-high", "waitk-offline-k2"):
+        assert f"\n{name}: done already, scored again (ca_unit_seconds 0.8" in result.stdout
+    columns = ("system", "setting", "BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA", "YAAL_CA")
+    assert [[row[c] for c in columns] for row in rows_of(tmp_path / "out")] == [
+        [row[c] for c in columns] for row in before
+    ]
+
 
 def test_a_run_folder_made_with_other_settings_is_never_reused(grid):
     config, output, _ = grid
@@ -702,7 +716,9 @@ def test_a_relative_path_found_only_beside_the_config_is_named(tmp_path, capsys,
     monkeypatch.chdir(tmp_path / "repo")  # where it is read from: no complaint
     from east_agent.evaluation.config import check_relative_paths, read_eval_config
 
-    check_relative_paths(read_eval_config(config), model_flag_given=False)
+    check_relative_paths(read_eval_config(config), False, model_needed=True)
+    monkeypatch.chdir(tmp_path / "elsewhere")  # merging shards loads no checkpoint
+    check_relative_paths(read_eval_config(config), False, model_needed=False)
 
 
 def test_a_config_error_names_the_line_of_its_key(tmp_path, capsys):

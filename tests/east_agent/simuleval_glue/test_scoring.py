@@ -59,9 +59,11 @@ def test_scores_without_a_record_are_named_as_such(tmp_path):
     assert scoring.scoring_differences(tmp_path, settings) == ["scoring settings not recorded"]
 
 
-def test_a_record_never_outlives_the_scores_it_names(tmp_path, monkeypatch):
-    """Killed while the new scores are written: the old scores are there without a record
-    (so they are scored again), never beside the new settings' record."""
+@pytest.mark.parametrize("killed_at", ["scores.tsv", "metrics.tsv"])
+def test_a_record_never_outlives_the_scores_it_names(tmp_path, monkeypatch, killed_at):
+    """Killed while the new scores or metrics are written: no record (so they are scored
+    again), never the old settings' record beside new scores, nor the new one beside old
+    metrics."""
     from east_agent.simuleval_glue import simuleval_fixes
 
     run = tmp_path / "run"
@@ -70,12 +72,13 @@ def test_a_record_never_outlives_the_scores_it_names(tmp_path, monkeypatch):
     old_scores = (run / "scores.tsv").read_text()
 
     def killed(path, text):
-        if path.name == "scores.tsv":
+        if path.name == killed_at:
             raise KeyboardInterrupt
         path.write_text(text)
 
     monkeypatch.setattr(simuleval_fixes, "write_atomically", killed)
     with pytest.raises(KeyboardInterrupt):
         score_folder(scoring.scoring_args(score_only(run, "--latency-metrics", "LAAL")))
-    assert (run / "scores.tsv").read_text() == old_scores
+    scores_now = (run / "scores.tsv").read_text()
+    assert (scores_now == old_scores) == (killed_at == "scores.tsv")
     assert not (run / scoring.SCORING_RECORD).exists()

@@ -21,8 +21,7 @@ from east_agent.evaluation.config import (
 )
 from east_agent.evaluation.grid import run_grid
 from east_agent.evaluation.jobs import start_worker_imports
-from east_agent.evaluation.reports import summarize
-from east_agent.evaluation.shards import merge_shards, parse_shard
+from east_agent.evaluation.shards import merge_shards, parse_shard, summarize_merged
 
 
 @command_line("east-eval")
@@ -80,9 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
     check_relative_paths(config, args.model_path is not None, model_needed=not merging)
     if merging:
-        for run in [run for run in every_run if not args.only or run.name in args.only]:
+        picked = [run for run in every_run if not args.only or run.name in args.only]
+        for run in picked:
             merge_shards(config, run, args.merge_shards)
-        summarize(config, every_run)
+        summarize_merged(config, every_run, {run.name for run in picked})
     else:
         run_grid(config, args.only, args.shard, args.limit, args.dry_run)
 

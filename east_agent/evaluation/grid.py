@@ -3,9 +3,10 @@ checkpoint load for all of them), then report. A long-form grid's gold-sentence 
 the talks' sentences (`--limit` and `--shard` count talks, and such a run takes their
 sentences).
 
-A run whose `scores.tsv` exists is not run again (scored again from its log when the grid
-scores otherwise: other metrics or `ca_unit_seconds`); one that was cut off continues from
-its last finished sentence. With `jobs` above 1 the runs go to that many worker processes,
+A run whose `scores.tsv` exists is not run again; it is scored again from its log when the
+grid scores otherwise (other metrics or `ca_unit_seconds`), and so is every other finished
+run the table shows (`east_agent.evaluation.run_scores`). One that was cut off continues
+from its last finished sentence. With `jobs` above 1 the runs go to that many worker processes,
 several at once (`east_agent.evaluation.jobs`).
 """
 
@@ -26,7 +27,7 @@ from east_agent.evaluation.longform import (
     unit_times,
 )
 from east_agent.evaluation.reports import compare_system, omnisteval_cells, summarize
-from east_agent.evaluation.run_scores import rescore_if_changed
+from east_agent.evaluation.run_scores import rescore_if_changed, rescore_tabled, wanted_scoring
 from east_agent.evaluation.runs import (
     RUN_RECORD,
     claim_run_folder,
@@ -71,14 +72,15 @@ def run_grid(
     if only and len(runs) != len(set(only)):
         known = ", ".join(run.name for run in every_run)
         raise EvalConfigError(f"--only names a run the config lacks (runs: {known})")
-    checkpoint = None
-    if not dry_run:
-        if any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
-            from east_agent.lm.checkpoint import check_model_path
+    if not dry_run and any(
+        not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs
+    ):
+        from east_agent.lm.checkpoint import check_model_path
 
-            check_model_path(config.model_path)  # before a folder records a path as one
-        checkpoint = model_setting(config.model_path)
+        check_model_path(config.model_path)  # before a folder records a path as one
+    checkpoint = model_setting(config.model_path)
     testset = prepare(config)
+    wanted, unscored = wanted_scoring(config, testset), set()
     longform_set = check_longform(config) if config.long_form else None
     sentences = min(limit or testset.sentences, testset.sentences)
     indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
@@ -104,7 +106,8 @@ def run_grid(
             claim_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():
             label = f"[{number}/{len(runs)}] {run.name}"
-            rescore_if_changed(config, testset, run_dir, label, dry_run, say_skipped=True)
+            if not rescore_if_changed(config, testset, wanted, run_dir, label, dry_run, True):
+                unscored.add(run.name)
             continue
         if dry_run:
             print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
@@ -112,10 +115,16 @@ def run_grid(
         # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
         scores = None if shard else partial(omnisteval_cells, config, run, run_dir, unit)
         todo.append(Job(number, run.name, command, run_dir, scores))
-    if shard or dry_run:
+    if shard:
         run_jobs(todo, config.jobs, len(runs), [])
         return []
     tabled = runs_of_this_grid(config, every_run, record_of)
+    picked = {run.name for run in runs}
+    others = [run for run in tabled if run.name not in picked]  # tabled all the same
+    unscored |= rescore_tabled(config, testset, wanted, others, "{run} (not in --only)", dry_run)
+    if dry_run:
+        return []
+    tabled = [run for run in tabled if run.name not in unscored]
     follow_ups = significance_follow_ups(config, tabled, todo)
     compared = run_jobs(todo, config.jobs, len(runs), follow_ups)
     return summarize(config, tabled, compared)

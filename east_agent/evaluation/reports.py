@@ -23,11 +23,7 @@ from east_agent.common.atomic import atomic_path, remove, write_atomically
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.omnisteval_scoring import SHORTFORM_KEYS
-from east_agent.evaluation.run_scores import (
-    longform_columns,
-    rescore_if_changed,
-    shortform_columns,
-)
+from east_agent.evaluation.run_scores import longform_columns, shortform_columns
 from east_agent.evaluation.significance import (
     SIGNIFICANCE_COLUMNS,
     Comparison,
@@ -69,7 +65,6 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
         run_dir = config.run_dir(run)
         if not (run_dir / "scores.tsv").exists():
             continue
-        rescore_if_changed(config, testset, run_dir, run.name)  # a run outside --only, say
         timing = json.loads((run_dir / "wall_seconds.json").read_text())
         row = {"system": run.system, "setting": run.setting, "wall_seconds": timing["seconds"]}
         if not config.long_form:

@@ -4,8 +4,8 @@ from has changed.
 SimulEval's `scores.tsv` records the scorers' settings it was made with
 (`east_agent.simuleval_glue.scoring`): a finished run whose record differs from the grid's
 (other `latency_metrics` or `quality_metrics`, another `ca_unit_seconds`), or that has
-none, is scored again from its log (`simuleval_scoring_changes`, `score_again`), nothing
-decoded.
+none, is scored again from its log (`rescore_if_changed`, `rescore_tabled`), nothing
+decoded; one that cannot be (its folder held by another process) is left out of the tables.
 
 Sentence-level runs get OmniSTEval's YAAL (computation-unaware and -aware, source units)
 and its degenerate-policy diagnostics (`omnisteval_scoring.shortform_latency`), kept in
@@ -20,10 +20,12 @@ has changed (a run continued, shards merged, another `ca_unit_seconds`).
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import redirect_stdout
 from pathlib import Path
 
 from east_agent.common.atomic import write_atomically
+from east_agent.common.entry import CommandError
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import CONSOLE_LOG
 from east_agent.evaluation.longform import read_longform
@@ -33,26 +35,19 @@ from east_agent.evaluation.omnisteval_scoring import (
     talk_outputs_from_log,
     talk_outputs_from_sentences,
 )
-from east_agent.evaluation.runs import score_only_arguments
+from east_agent.evaluation.runs import RUN_RECORD, score_only_arguments
 from east_agent.evaluation.testsets import PreparedTestset
 
 SHORTFORM_FILE = "omnisteval_scores.json"
 LONGFORM_FILE = "longform_scores.json"
 
 
-def simuleval_scoring_changes(
-    config: EvalConfig, testset: PreparedTestset, run_dir: Path
-) -> list[str]:
-    """How the finished run in `run_dir` was scored otherwise than the grid scores its runs
-    (empty: its `scores.tsv` is the grid's)."""
-    from east_agent.simuleval_glue.scoring import (
-        scoring_args,
-        scoring_differences,
-        scoring_settings,
-    )
+def wanted_scoring(config: EvalConfig, testset: PreparedTestset) -> dict:
+    """The scorers' settings of the grid's runs: what `scoring.json` holds in a run folder
+    scored as the grid scores (taken once per grid)."""
+    from east_agent.simuleval_glue.scoring import scoring_args, scoring_settings
 
-    wanted = scoring_settings(scoring_args(score_only_arguments(config, testset, run_dir)))
-    return scoring_differences(run_dir, wanted)
+    return scoring_settings(scoring_args(score_only_arguments(config, testset, Path("."))))
 
 
 def score_again(config: EvalConfig, testset: PreparedTestset, run_dir: Path) -> None:
@@ -70,22 +65,64 @@ def score_again(config: EvalConfig, testset: PreparedTestset, run_dir: Path) -> 
 def rescore_if_changed(
     config: EvalConfig,
     testset: PreparedTestset,
+    wanted: dict,
     run_dir: Path,
     label: str,
     dry_run: bool = False,
     say_skipped: bool = False,
-) -> None:
-    """A finished run's SimulEval scores, made again from its log when the grid scores
-    otherwise than they were made (`dry_run`: only said)."""
-    changes = simuleval_scoring_changes(config, testset, run_dir)
+) -> bool:
+    """Make a finished run's SimulEval scores again from its log when they were made
+    otherwise than `wanted` (`dry_run`: only say so). False when they could not be made
+    (the folder held by another process, a bad log): named on stderr, the run's scores
+    are not the grid's."""
+    from east_agent.simuleval_glue.scoring import scoring_differences
+
+    changes = "; ".join(scoring_differences(run_dir, wanted))
     if not changes:
         if say_skipped:
             print(f"{label}: done already, skipped", flush=True)
-    elif dry_run:
-        print(f"{label}: done already, would be scored again ({'; '.join(changes)})", flush=True)
-    else:
-        print(f"{label}: done already, scored again ({'; '.join(changes)})", flush=True)
+        return True
+    if dry_run:
+        print(f"{label}: done already, would be scored again ({changes})", flush=True)
+        return True
+    print(f"{label}: done already, scored again ({changes})", flush=True)
+    try:
         score_again(config, testset, run_dir)
+    except (CommandError, ValueError, OSError) as error:
+        message = f"east-eval: {label}: not scored again, left out of the tables: {error}"
+        print(message, file=sys.stderr, flush=True)
+        return False
+    return True
+
+
+def rescore_tabled(
+    config: EvalConfig,
+    testset: PreparedTestset,
+    wanted: dict,
+    runs: list[Run],
+    label: str,
+    dry_run: bool = False,
+) -> set[str]:
+    """Before a table shows finished runs a command did not pick (outside `--only`, beside
+    merged shards): each of this test set scored as the grid scores (`label`: how the
+    messages name them, `{run}` in it). The names of those that could not be."""
+    failed = set()
+    for run in runs:
+        run_dir = config.run_dir(run)
+        if not (run_dir / "scores.tsv").exists():
+            continue
+        if recorded_testset(run_dir) not in (None, config.testset):
+            continue  # another test set's run: its own latency unit and tokenizer
+        name = label.format(run=run.name)
+        if not rescore_if_changed(config, testset, wanted, run_dir, name, dry_run):
+            failed.add(run.name)
+    return failed
+
+
+def recorded_testset(run_dir: Path) -> str | None:
+    """The test set a run folder's `run.json` names (None: no record, taken as this grid's)."""
+    path = run_dir / RUN_RECORD
+    return json.loads(path.read_text())["testset"] if path.exists() else None
 
 
 def made_from(run_dir: Path, config: EvalConfig) -> dict:

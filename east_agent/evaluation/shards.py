@@ -18,7 +18,8 @@ from east_agent.common.entry import CommandError
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
-from east_agent.evaluation.run_scores import score_again
+from east_agent.evaluation.reports import summarize
+from east_agent.evaluation.run_scores import rescore_tabled, score_again, wanted_scoring
 from east_agent.evaluation.runs import (
     RUN_RECORD,
     claim_run_folder,
@@ -137,3 +138,12 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
         run_dir / "wall_seconds.json", json.dumps({"seconds": seconds, "tries": tries}) + "\n"
     )
     score_again(config, read_prepared(config.testset_dir), run_dir)
+
+
+def summarize_merged(config: EvalConfig, every_run: list[Run], merged: set[str]) -> None:
+    """The grid's tables after a merge, every other finished run scored as the grid scores
+    first (one that cannot be is left out)."""
+    testset = read_prepared(config.testset_dir)
+    others = [run for run in every_run if run.name not in merged]
+    unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
+    summarize(config, [run for run in every_run if run.name not in unscored])

@@ -237,18 +237,58 @@ def test_finished_runs_scored_otherwise_are_scored_again_from_their_logs(grid, t
     assert (tmp_path / "out" / "runs" / "east-low" / "scores.tsv").read_text() == scores
 
     # back to the first clock, one run named: the others are tabled too, so they are
-    # scored again before the table is written, never shown on the other clock
-    result = east_eval(config, "--limit", "3", "--only", "east-low", "--output", tmp_path / "out")
+    # scored again before the table is written, never shown on the other clock; one held
+    # by another process is left out of the table, named
+    from east_agent.common.run_lock import hold_run_lock
+    from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+
+    first = ("--limit", "3", "--only", "east-low", "--output", tmp_path / "out")
+    dry = east_eval(config, *first, "--dry-run")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    for name in ("[1/1] east-low", "east-high (not in --only)"):
+        assert f"{name}: done already, would be scored again (ca_unit_seconds 0.8" in dry.stdout
+    with hold_run_lock(tmp_path / "out" / "runs" / "waitk-offline-k2", INSTANCES_LOCK):
+        result = east_eval(config, *first)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[1/1] east-low: done already, scored again (ca_unit_seconds 0.8 (now 0.4)" in (
         result.stdout
     )
-    for name in ("east-high", "waitk-offline-k2"):
-        assert f"\n{name}: done already, scored again (ca_unit_seconds 0.8" in result.stdout
+    assert "east-high (not in --only): done already, scored again (ca_unit_seconds 0.8" in (
+        result.stdout
+    )
+    held = "east-eval: waitk-offline-k2 (not in --only): not scored again, left out of the tables:"
+    assert held in result.stderr and "is being written by process" in result.stderr
     columns = ("system", "setting", "BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA", "YAAL_CA")
+    assert [[row[c] for c in columns] for row in rows_of(tmp_path / "out")] == [
+        [row[c] for c in columns] for row in before[:2]
+    ]
+    result = east_eval(config, *first)  # free again: scored, and back in the table
+    assert "waitk-offline-k2 (not in --only): done already, scored again" in result.stdout
     assert [[row[c] for c in columns] for row in rows_of(tmp_path / "out")] == [
         [row[c] for c in columns] for row in before
     ]
+
+
+def test_the_tables_after_a_merge_score_the_other_runs_as_the_grid(grid, tmp_path, capsys):
+    """`--merge-shards` scores the merged runs; the other finished runs its table shows
+    are scored again first when the grid scores otherwise."""
+    from east_agent.evaluation.config import read_eval_config
+    from east_agent.evaluation.shards import summarize_merged
+
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    tree = yaml.safe_load(config.read_text())
+    tree.update(output=str(tmp_path / "out"), ca_unit_seconds=0.8)
+    (tmp_path / "slower.yaml").write_text(yaml.safe_dump(tree))
+    slower = read_eval_config(tmp_path / "slower.yaml")
+    summarize_merged(slower, slower.runs(), merged={"east-low"})
+    printed = capsys.readouterr().out
+    assert "east-high: done already, scored again (ca_unit_seconds 0.4 (now 0.8))" in printed
+    assert "east-low:" not in printed  # the merge's own
+    before, after = rows_of(output), rows_of(tmp_path / "out")
+    assert after[0]["AL_CA"] == before[0]["AL_CA"]
+    for new, old in zip(after[1:], before[1:], strict=True):
+        assert float(new["AL_CA"]) < float(old["AL_CA"])  # the other clock
 
 
 def test_a_run_folder_made_with_other_settings_is_never_reused(grid):

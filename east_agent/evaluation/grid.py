@@ -6,8 +6,8 @@ sentences).
 A run whose `scores.tsv` exists is not run again; it is scored again from its log when the
 grid scores otherwise (other metrics or `ca_unit_seconds`), and so is every other finished
 run the table shows (`east_agent.evaluation.run_scores`). One that was cut off continues
-from its last finished sentence. With `jobs` above 1 the runs go to that many worker processes,
-several at once (`east_agent.evaluation.jobs`).
+from its last finished sentence. With `jobs` above 1 the runs go to that many worker
+processes, several at once (`east_agent.evaluation.jobs`).
 """
 
 from __future__ import annotations
@@ -106,7 +106,10 @@ def run_grid(
             claim_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():
             label = f"[{number}/{len(runs)}] {run.name}"
-            if not rescore_if_changed(config, testset, wanted, run_dir, label, dry_run, True):
+            scored = rescore_if_changed(
+                config, testset, wanted, run_dir, label, dry_run, say_skipped=True
+            )
+            if not scored:
                 unscored.add(run.name)
             continue
         if dry_run:

@@ -80,4 +80,5 @@ def forget_scoring(output: Path) -> None:
 
 
 def record_scoring(output: Path, args: argparse.Namespace) -> None:
+    """Once the scores and metrics of `args` are in `output`: how they were made."""
     write_atomically(output / SCORING_RECORD, json.dumps(scoring_settings(args), indent=2) + "\n")

@@ -271,11 +271,11 @@ def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_neede
     of a shipped config), is named with where it lies, before anything runs: a checkpoint
     `models/east-demo` would otherwise be asked of the hub, after minutes of retries.
     Without `model_needed` (merging shards) the checkpoint is not looked at."""
+    config_folder = config.source.resolve().parent
     for key in ("model_path", "word_times") if model_needed else ("word_times",):
         value = getattr(config, key)
         if value is None or Path(value).is_absolute() or Path(value).exists():
             continue
-        config_folder = config.source.resolve().parent
         for folder in (config_folder, *config_folder.parents):
             if (folder / value).exists():
                 flag_given = key == "model_path" and model_flag_given

@@ -85,9 +85,7 @@ def score_only_arguments(config: EvalConfig, testset: PreparedTestset, output: P
     """`east-simuleval`'s flags that score the finished log in `output` as the grid's runs
     are scored."""
     return [
-        "--score-only", "--output", str(output),
-        "--eval-latency-unit", testset.eval_latency_unit,
-        "--sacrebleu-tokenizer", testset.sacrebleu_tokenizer,
+        "--score-only", "--output", str(output), *testset.scoring_args(),
         *scoring_arguments(config),
     ]  # fmt: skip
 

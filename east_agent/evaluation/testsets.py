@@ -47,9 +47,11 @@ class PreparedTestset:
     sacrebleu_tokenizer: str  # "13a", "zh" or "ja-mecab"
 
     def simuleval_args(self) -> list[str]:
+        return ["--source", str(self.source), "--target", str(self.reference), *self.scoring_args()]
+
+    def scoring_args(self) -> list[str]:
+        """How SimulEval scores this set: its latency unit and BLEU's tokenizer."""
         return [
-            "--source", str(self.source),
-            "--target", str(self.reference),
             "--eval-latency-unit", self.eval_latency_unit,
             "--sacrebleu-tokenizer", self.sacrebleu_tokenizer,
         ]  # fmt: skip

@@ -11,10 +11,15 @@ import os
 # workers: 330-356 s with torch's default threads, 137 s with one (benchmarks/RESULTS.md).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest
-from commands import write_toy_test_set
+import gzip
+from pathlib import Path
 
-from tiny_east import build_llama3_tokenizer, train_tiny_east_model
+import pytest
+from commands import REPO, write_toy_test_set
+
+from east_agent.common.comet_process import CometSettings
+from tiny_comet import COMET_PYTHON, build_tiny_comet, comet_python
+from tiny_east import LEXICON, build_llama3_tokenizer, train_tiny_east_model
 
 
 @pytest.fixture(scope="session")
@@ -41,3 +46,22 @@ def toy_test_set(tmp_path_factory):
     """Three synthetic sentences as SimulEval files: (folder, their units)."""
     folder = tmp_path_factory.mktemp("toy-test-set")
     return folder, write_toy_test_set(folder, 3, seed=7)
+
+
+@pytest.fixture(scope="session")
+def tiny_comet(tmp_path_factory) -> CometSettings:
+    """A tiny real COMET checkpoint and the interpreter of COMET's own environment. Without
+    one the COMET tests are skipped, except in CI (`.ci/run` makes one), where they fail."""
+    python = comet_python()
+    if python is None:
+        message = f"no COMET environment: set {COMET_PYTHON} to its interpreter"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (.ci/run makes one)")
+        pytest.skip(message)
+    multi30k = REPO / "east_agent" / "data" / "multi30k"
+    texts = [" ".join(LEXICON), " ".join(LEXICON.values())]
+    for language in ("de", "en"):
+        with gzip.open(multi30k / f"val.{language}.gz", "rt", encoding="utf-8") as lines:
+            texts += [line.strip() for line in lines][:300]
+    checkpoint = build_tiny_comet(python, Path(tmp_path_factory.mktemp("tiny-comet")), texts)
+    return CometSettings(str(checkpoint), python, batch_size=4)

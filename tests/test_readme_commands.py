@@ -8,7 +8,8 @@ an optional `--flag`). Each `--flag` must be one its command's parser accepts, m
 whole. Nothing is run but `--help`, once per distinct command, through the command's own
 entry (its console script, or `python -m`), and the option strings are read off the help's
 usage and option lines. `east-simuleval --agent FILE --help` lists SimulEval's flags, the
-agent's and the command's own; the stock `simuleval` cannot print its help without an agent,
+agent's, the command's own and those of the scorers its `--quality-metrics` and
+`--latency-metrics` name; the stock `simuleval` cannot print its help without an agent,
 so its flags are SimulEval's part of that help (without `east-simuleval`'s own). The helps
 of SimulEval's commands run in an interpreter each, all the others together in one more
 (one torch import), those interpreters at once: about 10 s on 2 cores.
@@ -34,6 +35,7 @@ README = REPO / "README.md"
 STOCK_SIMULEVAL = "simuleval"
 MODULE_PACKAGES = ("training.", "east_agent.")
 AGENT_FLAGS = ("--agent", "--agent-class")
+METRIC_FLAGS = ("--quality-metrics", "--latency-metrics")
 FENCE = re.compile(r"^\s*```\s*(\S*)")
 OPTION_LINE = re.compile(r"^  (-{1,2}[A-Za-z0-9].*)")
 OPTION = re.compile(r"(?:^|,\s)(-{1,2}[A-Za-z0-9][\w-]*)")
@@ -112,6 +114,21 @@ def agent_arguments(arguments: list[str]) -> tuple[str, ...]:
     return tuple(found)
 
 
+def metric_arguments(arguments: list[str]) -> tuple[str, ...]:
+    """The `--quality-metrics` / `--latency-metrics` of a SimulEval command line: SimulEval's
+    help lists the flags of the scorers they name (`--comet-checkpoint` with COMET)."""
+    found: list[str] = []
+    for index, word in enumerate(arguments):
+        if word in METRIC_FLAGS:
+            names = []
+            for name in arguments[index + 1 :]:
+                if name.startswith("-"):
+                    break
+                names.append(name)
+            found += [word, *names]
+    return tuple(found)
+
+
 def help_key(words: list[str], scripts: frozenset[str]) -> tuple[tuple[str, ...], list[str]] | None:
     """How to ask for this command's flags and the arguments it was given (None: not ours)."""
     module = module_arguments(words)
@@ -119,7 +136,7 @@ def help_key(words: list[str], scripts: frozenset[str]) -> tuple[tuple[str, ...]
         return ("-m", module[0]), module[1]
     program, arguments = words[0], words[1:]
     if program == "east-simuleval" or program == STOCK_SIMULEVAL:
-        return (program, *agent_arguments(arguments)), arguments
+        return (program, *agent_arguments(arguments), *metric_arguments(arguments)), arguments
     return ((program,), arguments) if program in scripts else None
 
 

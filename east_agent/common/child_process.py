@@ -31,7 +31,17 @@ def die_with(parent: int):
     return ask_the_kernel
 
 
+def _die_with_this_process():
+    return die_with(os.getpid()) if sys.platform.startswith("linux") else None
+
+
 def run_child(command: list[str]) -> int:
     """Run `command` to its end and return its exit status; it dies if this process does."""
-    preexec = die_with(os.getpid()) if sys.platform.startswith("linux") else None
-    return subprocess.run(command, preexec_fn=preexec).returncode
+    return subprocess.run(command, preexec_fn=_die_with_this_process()).returncode
+
+
+def run_captured(command: list[str]) -> subprocess.CompletedProcess:
+    """`run_child`, its standard output and error kept (as text) rather than shown."""
+    return subprocess.run(
+        command, preexec_fn=_die_with_this_process(), capture_output=True, text=True
+    )

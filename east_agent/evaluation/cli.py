@@ -14,6 +14,7 @@ from east_agent.common.arguments import positive_int
 from east_agent.common.entry import command_line
 from east_agent.evaluation.config import (
     DEFAULT_BATCH_SIZE,
+    check_comet_settings,
     check_device,
     check_metric_names,
     check_relative_paths,
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     check_metric_names(config)
     check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
     check_relative_paths(config, args.model_path is not None, model_needed=not merging)
+    check_comet_settings(config)
     if merging:
         picked = [run for run in every_run if not args.only or run.name in args.only]
         for run in picked:

@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from east_agent.common.comet_process import CometError, CometSettings, check_comet
+
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
 
 
@@ -40,6 +42,10 @@ TOP_LEVEL_KEYS = {
     "batch_size",
     "jobs",
     "word_times",
+    "comet_checkpoint",
+    "comet_python",
+    "comet_batch_size",
+    "comet_gpus",
     "systems",
 }
 
@@ -83,6 +89,10 @@ class EvalConfig:
     batch_size: int = DEFAULT_BATCH_SIZE  # sentences decoded at once; 1: SimulEval's loop
     jobs: int = 1  # runs at once, each in its own worker process
     word_times: str | None = None  # long-form grids: one line of unit times (s) per talk
+    comet_checkpoint: str | None = None  # COMET in quality_metrics: a local model.ckpt
+    comet_python: str | None = None  # COMET's own environment's interpreter (default: ours)
+    comet_batch_size: int = 16
+    comet_gpus: int = 0
 
     def run_dir(self, run: Run, shard: tuple[int, int] | None = None) -> Path:
         """Where a run (or one shard of it: `(index, count)`) writes."""
@@ -92,6 +102,15 @@ class EvalConfig:
     def place(self) -> KeyPlace:
         """How messages name this config's keys (file and line)."""
         return KeyPlace(self.source, read_config_text(self.source), set())
+
+    def comet(self) -> CometSettings | None:
+        """How COMET scores this grid's runs; None if `quality_metrics` has no COMET."""
+        if "COMET" not in self.quality_metrics:
+            return None
+        python = {"python": self.comet_python} if self.comet_python else {}
+        return CometSettings(
+            self.comet_checkpoint, **python, batch_size=self.comet_batch_size, gpus=self.comet_gpus
+        )
 
     @property
     def testset_dir(self) -> Path:
@@ -251,6 +270,26 @@ def check_metric_names(config: EvalConfig) -> None:
                 )
 
 
+def check_comet_settings(config: EvalConfig) -> None:
+    """With COMET in `quality_metrics`: a checkpoint given, a file, and an interpreter that
+    finds unbabel-comet, each named by its key and line, before any run (a second at most)."""
+    settings = config.comet()
+    if settings is None:
+        return
+    place = config.place()
+    if settings.checkpoint is None:
+        raise EvalConfigError(
+            f"{place.of('quality_metrics')}: COMET needs comet_checkpoint, the path of a "
+            "local COMET model.ckpt (nothing is downloaded)"
+        )
+    if not Path(settings.checkpoint).is_file():
+        raise EvalConfigError(f"{place.of('comet_checkpoint')}: no file {settings.checkpoint}")
+    try:
+        check_comet(settings)
+    except CometError as error:  # the checkpoint is there: it is the interpreter
+        raise EvalConfigError(f"{place.of('comet_python')}: {error}") from None
+
+
 def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> None:
     """A device torch knows (`cpu`, `cuda`, `cuda:1`); with `needed_here`, one this machine
     has. Named by the flag, or the config's file and line, before any run (imports torch)."""
@@ -266,13 +305,15 @@ def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> Non
 
 
 def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_needed: bool) -> None:
-    """Relative paths (`model_path`, `word_times`) are read from the current directory. One
-    that is not there but lies beside the config, or in a folder above it (the repository
-    of a shipped config), is named with where it lies, before anything runs: a checkpoint
-    `models/east-demo` would otherwise be asked of the hub, after minutes of retries.
-    Without `model_needed` (merging shards) the checkpoint is not looked at."""
+    """Relative paths (`model_path`, `word_times`, COMET's) are read from the current
+    directory. One that is not there but lies beside the config, or in a folder above it
+    (the repository of a shipped config), is named with where it lies, before anything
+    runs: a checkpoint `models/east-demo` would otherwise be asked of the hub, after
+    minutes of retries. Without `model_needed` (merging shards) the checkpoint is not
+    looked at."""
     config_folder = config.source.resolve().parent
-    for key in ("model_path", "word_times") if model_needed else ("word_times",):
+    keys = ("word_times", "comet_checkpoint", "comet_python")
+    for key in ("model_path", *keys) if model_needed else keys:
         value = getattr(config, key)
         if value is None or Path(value).is_absolute() or Path(value).exists():
             continue
@@ -380,7 +421,8 @@ class KeyPlace:
 
 
 STRING_KEYS = ("model_path", "device", "torch_dtype")
-WHOLE_NUMBER_KEYS = ("max_new_tokens", "batch_size", "jobs")
+WHOLE_NUMBER_KEYS = ("max_new_tokens", "batch_size", "jobs", "comet_batch_size")
+OPTIONAL_PATH_KEYS = ("word_times", "comet_checkpoint", "comet_python")
 LIST_KEYS = ("quality_metrics", "latency_metrics")
 
 
@@ -389,9 +431,9 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
     for key in STRING_KEYS:
         if key in tree and (not isinstance(tree[key], str) or not tree[key].strip()):
             raise EvalConfigError(f"{place.of(key)} must be text, got {tree[key]!r}")
-    for key in ("output", "word_times"):
+    for key in ("output", *OPTIONAL_PATH_KEYS):
         value = tree.get(key)
-        if key in tree and not (value is None and key == "word_times"):
+        if key in tree and not (value is None and key in OPTIONAL_PATH_KEYS):
             if not isinstance(value, (str, Path)) or not str(value).strip():
                 raise EvalConfigError(f"{place.of(key)} must be a path, got {value!r}")
     for key in WHOLE_NUMBER_KEYS:
@@ -411,6 +453,9 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
                 f"{place.of(key)} must be a list of names, such as [BLEU] or [LAAL, AL], "
                 f"got {value!r}"
             )
+    gpus = tree.get("comet_gpus")
+    if "comet_gpus" in tree and (not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0):
+        raise EvalConfigError(f"{place.of('comet_gpus')} must be 0 or more, got {gpus!r}")
     if "ca_unit_seconds" in tree:
         tree["ca_unit_seconds"] = seconds(tree["ca_unit_seconds"], place.of("ca_unit_seconds"))
     check_testset(tree["testset"], place.of("testset"))

@@ -14,7 +14,10 @@ These go to OmniSTEval as its long-form inputs (SimulEval-style JSONL hypothesis
 segmentation JSON whose segments are the reference sentences' spans of the talk, reference
 sentences), which it re-segments to the reference sentences (SoftSegmenter) and scores:
 BLEU, chrF, LongYAAL and StreamLAAL (its `long_laal`: LAAL over the re-segmented output),
-each latency computation-unaware and computation-aware. The cumulative `elapsed` is made
+each latency computation-unaware and computation-aware; COMET (times 100, like the
+sentence-level runs' column), when asked, over the re-segmented sentences with their
+sources, in COMET's own environment (`east_agent.common.comet_process`; OmniSTEval's own
+COMET would download its model). The cumulative `elapsed` is made
 incremental with OmniSTEval's `--fix_simuleval_emission_ca` by default: summed over a whole
 talk, computation would otherwise count the time the system waits for speech.
 
@@ -23,7 +26,8 @@ Short form (`shortform_latency`): a SimulEval `instances.log` gets OmniSTEval's 
 policy diagnostics, as extra columns.
 
     python -m east_agent.evaluation.omnisteval_scoring longform --testset DIR \\
-        --log RUN/instances.log --output RUN [--word-times FILE] [--ca-unit-seconds 0.4]
+        --log RUN/instances.log --output RUN [--word-times FILE] [--ca-unit-seconds 0.4] \\
+        [--comet-checkpoint CKPT --comet-python COMET_ENV/bin/python]
     python -m east_agent.evaluation.omnisteval_scoring shortform --log RUN/instances.log
 """
 
@@ -41,6 +45,13 @@ from omnisteval import Instance, evaluate_instances, resegment
 from omnisteval.io import format_report, load_resegmentation_inputs
 
 from east_agent.common.atomic import write_atomically
+from east_agent.common.comet_process import (
+    CometSettings,
+    add_comet_flags,
+    check_comet,
+    comet_scores,
+    comet_settings,
+)
 from east_agent.common.entry import command_line
 from east_agent.common.records import write_jsonl
 from east_agent.common.text_lines import iter_lines, read_lines
@@ -55,7 +66,6 @@ from east_agent.evaluation.longform import (
 LONGFORM_KEYS = {  # our column: OmniSTEval's score key
     "BLEU": "bleu",
     "chrF": "chrf",
-    "COMET": "comet",
     "LongYAAL": "long_yaal",
     "LongYAAL_CA": "ca_long_yaal",
     "StreamLAAL": "long_laal",
@@ -305,10 +315,8 @@ def moses_language(testset: LongformSet) -> str | None:
     return None if testset.tgt_code in ("zh", "ja") else testset.tgt_code
 
 
-def omnisteval_command(
-    inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool, comet: bool
-) -> str:
-    """The CLI call that scores the same files (to check or rerun by hand)."""
+def omnisteval_command(inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool) -> str:
+    """The CLI call that scores the same files (to check or rerun by hand; COMET apart)."""
     lang = moses_language(testset)
     parts = [
         "omnisteval longform",
@@ -319,15 +327,15 @@ def omnisteval_command(
         "--char_level" if testset.char_level else "--word_level",
         f"--bleu_tokenizer {testset.sacrebleu_tokenizer}",
         "--fix_simuleval_emission_ca" if fix_ca else "",
-        f"--comet --source_sentences_file {inputs.source}" if comet else "",
     ]
     return " ".join(part for part in parts if part)
 
 
 def run_omnisteval(
-    inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool, comet: bool
-) -> tuple[dict[str, float], list[dict], str]:
-    """OmniSTEval's scores, re-segmented instances and report for the written inputs."""
+    inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool
+) -> tuple[dict[str, float], list[dict], str, list[Instance]]:
+    """OmniSTEval's scores, re-segmented records, report and instances for the written
+    inputs."""
     ref_words, hyp_words, segmentation, references = load_resegmentation_inputs(
         str(inputs.segmentation),
         None,
@@ -344,19 +352,26 @@ def run_omnisteval(
         char_level=testset.char_level,
         lang=moses_language(testset),
     )
-    sources = read_lines(inputs.source) if comet else None
     scores, empty, normalization = evaluate_instances(
         instances,
         is_longform=True,
         bleu_tokenizer=testset.sacrebleu_tokenizer,
         fix_emission_ca_flag=fix_ca,
-        compute_comet=comet,
-        source_sentences=sources,
     )
     report = format_report(
         "Longform evaluation (with resegmentation)", {}, scores, empty, normalization
     )
-    return scores, records, report
+    return scores, records, report, instances
+
+
+def resegmented_comet(
+    comet: CometSettings, inputs: OmnistevalInputs, instances: Sequence[Instance]
+) -> float:
+    """COMET (times 100) of the re-segmented sentences, each with its reference's source."""
+    sources = read_lines(inputs.source)
+    translations = [instance.prediction for instance in instances]
+    references = [instance.reference for instance in instances]
+    return 100 * comet_scores(comet, sources, translations, references).system
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -371,7 +386,7 @@ def score_longform(
     word_times: str | Path | None = None,
     unit_seconds: float = DEFAULT_UNIT_SECONDS,
     fix_ca: bool = True,
-    comet: bool = False,
+    comet: CometSettings | None = None,
 ) -> dict:
     """Score a long-form run with OmniSTEval; writes its inputs, the re-segmented output,
     its report and `longform_scores.json` into `output_dir`. Latencies in milliseconds."""
@@ -380,7 +395,12 @@ def score_longform(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     inputs = write_omnisteval_inputs(output_dir, testset, outputs, times)
-    raw, records, report = run_omnisteval(inputs, testset, fix_ca, comet)
+    raw, records, report, instances = run_omnisteval(inputs, testset, fix_ca)
+    scores = {
+        column: finite_or_none(raw[key]) for column, key in LONGFORM_KEYS.items() if key in raw
+    }
+    if comet is not None:
+        scores["COMET"] = resegmented_comet(comet, inputs, instances)
     write_jsonl(output_dir / RESEGMENTED_FILE, records)
     write_atomically(output_dir / "omnisteval.report.txt", report + "\n")
     result = {
@@ -388,9 +408,7 @@ def score_longform(
         "talks": len(inputs.talks),
         "testset_talks": len(testset.talks),
         "reference_sentences": sum(talk.sentences for talk in inputs.talks),
-        "scores": {
-            column: finite_or_none(raw[key]) for column, key in LONGFORM_KEYS.items() if key in raw
-        },
+        "scores": scores,
         "latency_unit": "ms",
         "clock": {
             "word_times": str(word_times) if word_times else None,
@@ -400,8 +418,9 @@ def score_longform(
             "version": omnisteval.__version__,
             "fix_simuleval_emission_ca": fix_ca,
             "scores": {key: finite_or_none(value) for key, value in raw.items()},
-            "command": omnisteval_command(inputs, testset, fix_ca, comet),
+            "command": omnisteval_command(inputs, testset, fix_ca),
         },
+        "comet": {"checkpoint": comet.checkpoint, "scale": "COMET x 100"} if comet else None,
     }
     write_atomically(output_dir / "longform_scores.json", json.dumps(result, indent=2) + "\n")
     return result
@@ -456,7 +475,7 @@ def main(argv: list[str] | None = None) -> None:
     long.add_argument("--output", required=True, help="folder for the scores and inputs")
     long.add_argument("--word-times", default=None, help="one line per talk: unit times (s)")
     long.add_argument("--no-fix-ca", action="store_true", help="keep cumulative elapsed")
-    long.add_argument("--comet", action="store_true", help="also COMET (unbabel-comet)")
+    add_comet_flags(long)  # COMET too, with --comet-checkpoint
     short = commands.add_parser("shortform", help="YAAL of a sentence-level run")
     short.add_argument("--log", required=True, help="the run's instances.log")
     short.add_argument("--eval-latency-unit", default="word", choices=("word", "char"))
@@ -469,6 +488,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     testset = read_longform(args.testset)
     unit_times(testset, args.word_times, args.ca_unit_seconds)  # refuse a bad file first
+    comet = comet_settings(args)
+    if comet is not None:
+        check_comet(comet)
     outputs = talk_outputs_from_log(args.log, testset.talks, testset.char_level)
     result = score_longform(
         outputs,
@@ -477,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         word_times=args.word_times,
         unit_seconds=args.ca_unit_seconds,
         fix_ca=not args.no_fix_ca,
-        comet=args.comet,
+        comet=comet,
     )
     print(json.dumps(result["scores"], indent=2))
 

@@ -133,7 +133,7 @@ def made_from(run_dir: Path, config: EvalConfig) -> dict:
         "log_bytes": status.st_size,
         "log_mtime": status.st_mtime,
         "unit_seconds": config.ca_unit_seconds,
-        "comet": "COMET" in config.quality_metrics,
+        "comet": comet.checkpoint if (comet := config.comet()) else None,
     }
     if config.word_times:
         times = Path(config.word_times).stat()
@@ -175,7 +175,7 @@ def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
             run_dir,
             word_times=config.word_times,
             unit_seconds=config.ca_unit_seconds,
-            comet="COMET" in config.quality_metrics,
+            comet=config.comet(),
         )
         saved["made_from"] = stamp
         write_atomically(path, json.dumps(saved, indent=2) + "\n")

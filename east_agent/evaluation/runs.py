@@ -71,13 +71,23 @@ def simuleval_command(
 
 
 def scoring_arguments(config: EvalConfig) -> list[str]:
+    """SimulEval's scoring flags of the grid's runs. A long-form run's COMET is
+    OmniSTEval's re-segmented sentences' (`run_scores`), not SimulEval's over whole talks
+    (past COMET's 512 tokens): its `scores.tsv` has none."""
+    comet = None if config.long_form else config.comet()
+    quality = [name for name in config.quality_metrics if name != "COMET" or comet] or ["BLEU"]
     arguments = [
-        "--quality-metrics", *config.quality_metrics,
+        "--quality-metrics", *quality,
         "--latency-metrics", *config.latency_metrics,
     ]  # fmt: skip
     # SimulEval takes a scorer's flags only when that scorer is asked for
     if any(metric.endswith("_CA") for metric in config.latency_metrics):
         arguments += ["--ca-unit-seconds", str(config.ca_unit_seconds)]
+    if comet is not None:
+        arguments += [
+            "--comet-checkpoint", comet.checkpoint, "--comet-python", comet.python,
+            "--comet-batch-size", str(comet.batch_size), "--comet-gpus", str(comet.gpus),
+        ]  # fmt: skip
     return arguments
 
 

@@ -121,12 +121,15 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
 
     from east_agent.decoding.streaming import ContextOverflowError
     from east_agent.simuleval_glue.batch import score
+    from east_agent.simuleval_glue.comet_scorer import check_comet_flags
     from east_agent.simuleval_glue.data_files import check_data_files
     from east_agent.simuleval_glue.run_folder import loop_in, output_of
     from east_agent.simuleval_glue.scoring import scoring_args
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
     span = check_data_files(argv)
+    scoring = scoring_args(argv, strict=False)
+    check_comet_flags(scoring)
     named = _given("--agent") or _given("--agent-class")
     agent_class = _agent_class() if named else None  # None: a system folder's, SimulEval's
     source_type = getattr(agent_class, "source_type", None)
@@ -135,7 +138,6 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     if output is None:
         simuleval_main()
         return
-    scoring = scoring_args(argv, strict=False)
     scores = None if scoring.no_scoring else partial(score, scoring)
     resume = "--continue-unfinished" in argv
     try:

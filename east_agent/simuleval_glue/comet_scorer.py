@@ -1,57 +1,69 @@
-"""COMET as a SimulEval quality metric: `--quality-metrics BLEU COMET --comet-checkpoint CKPT`.
+"""COMET as a SimulEval quality metric: `--quality-metrics BLEU COMET --comet-checkpoint CKPT
+--comet-python COMET_ENV/bin/python`.
 
-COMET weights are never downloaded here: point `--comet-checkpoint` at a local checkpoint
-(for instance `wmt22-comet-da/checkpoints/model.ckpt`); `unbabel-comet` comes with the
-`comet` extra (`pip install "east-simul[comet]"`). Both are checked when the scorer is
-built, before any sentence is decoded.
+COMET weights are never downloaded here: `--comet-checkpoint` is a local checkpoint (for
+instance `wmt22-comet-da/checkpoints/model.ckpt`). COMET runs in an environment of its own
+(`east_agent.common.comet_process`: unbabel-comet requires transformers < 5); both are
+checked when the scorer is built, before any sentence is decoded. Scores are COMET's
+times 100, each sentence's in its `metric` field of the scored instances.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from simuleval.evaluator.scorers.quality_scorer import QualityScorer, register_quality_scorer
+
+from east_agent.common.comet_process import (
+    CometSettings,
+    add_comet_flags,
+    check_comet,
+    comet_scores,
+    comet_settings,
+)
 
 
 @register_quality_scorer("COMET")
 class CometScorer(QualityScorer):
-    def __init__(self, checkpoint: str | None, batch_size: int = 16, gpus: int = 0) -> None:
+    def __init__(self, settings: CometSettings) -> None:
         super().__init__()
-        if not checkpoint:
+        check_comet(settings)
+        self.settings = settings
+
+    def __call__(self, instances: dict) -> float:
+        scored = list(instances.values())
+        scores = comet_scores(
+            self.settings,
+            [source_text(ins) for ins in scored],
+            [ins.prediction for ins in scored],
+            [ins.reference for ins in scored],
+        )
+        for ins, score in zip(scored, scores.sentences):
+            ins.metrics["COMET"] = 100 * score
+        return 100 * scores.system
+
+    @staticmethod
+    def add_args(parser):
+        add_comet_flags(parser)
+
+    @classmethod
+    def from_args(cls, args):
+        settings = comet_settings(args)
+        if settings is None:
             raise ValueError(
                 "--quality-metrics COMET needs --comet-checkpoint: the path of a local "
                 "COMET checkpoint (model.ckpt); nothing is downloaded"
             )
-        if not Path(checkpoint).is_file():
-            raise FileNotFoundError(f"COMET checkpoint {checkpoint} does not exist")
-        try:
-            from comet import load_from_checkpoint
-        except ImportError:
-            raise ImportError(
-                'COMET scoring needs unbabel-comet: pip install "east-simul[comet]"'
-            ) from None
-        self.load = load_from_checkpoint
-        self.checkpoint = checkpoint
-        self.batch_size = batch_size
-        self.gpus = gpus
+        return cls(settings)
 
-    def __call__(self, instances: dict) -> float:
-        model = self.load(self.checkpoint)
-        data = [
-            {"src": ins.source, "mt": ins.prediction, "ref": ins.reference}
-            for ins in instances.values()
-        ]
-        output = model.predict(data, batch_size=self.batch_size, gpus=self.gpus, progress_bar=False)
-        for ins, score in zip(instances.values(), output.scores):
-            ins.metrics["COMET"] = 100 * score
-        return 100 * output.system_score
 
-    @staticmethod
-    def add_args(parser):
-        parser.add_argument("--comet-checkpoint", default=None, help="local COMET model.ckpt")
-        parser.add_argument("--comet-batch-size", type=int, default=16)
-        parser.add_argument("--comet-gpus", type=int, default=0)
+def check_comet_flags(args) -> None:
+    """With COMET among `args.quality_metrics`: its checkpoint and interpreter checked, for
+    the runs that build their scorers after decoding (or after loading the model)."""
+    if "COMET" in (getattr(args, "quality_metrics", None) or ()):
+        CometScorer.from_args(args)
 
-    @classmethod
-    def from_args(cls, args):
-        return cls(args.comet_checkpoint, args.comet_batch_size, args.comet_gpus)
+
+def source_text(instance) -> str:
+    """The source as `instances.log` holds it: a live instance keeps its words in a list
+    (SimulEval's `source_info` joins them), one read back from a log the line."""
+    source = instance.source
+    return source if isinstance(source, str) else " ".join(source)

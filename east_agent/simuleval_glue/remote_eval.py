@@ -82,8 +82,10 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     for resuming `args.output`), `args.batch_size` sentences at once."""
     from east_agent.simuleval_glue import simuleval_fixes
     from east_agent.simuleval_glue.batch import score
+    from east_agent.simuleval_glue.comet_scorer import check_comet_flags
     from east_agent.simuleval_glue.run_folder import loop_in
 
+    check_comet_flags(args)
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     info = _server_info(base_url)  # before the folder changes
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)

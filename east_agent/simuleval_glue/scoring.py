@@ -24,7 +24,8 @@ EVALUATOR_SETTINGS = (
     "quality_metrics", "latency_metrics", "computation_aware", "no_use_ref_len",
     "eval_latency_unit", "eval_latency_spm_model",
 )  # fmt: skip
-NOT_SCORE_SETTINGS = {"comet_batch_size", "comet_gpus"}  # how COMET runs, not what it says
+# how COMET runs, not what it says
+NOT_SCORE_SETTINGS = {"comet_batch_size", "comet_gpus", "comet_python"}
 
 
 def scoring_parser(argv: list[str]) -> argparse.ArgumentParser:

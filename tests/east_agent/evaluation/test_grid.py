@@ -291,6 +291,60 @@ def test_the_tables_after_a_merge_score_the_other_runs_as_the_grid(grid, tmp_pat
         assert float(new["AL_CA"]) < float(old["AL_CA"])  # the other clock
 
 
+def with_comet(config: Path, output: Path, settings, path: Path) -> Path:
+    """`config` writing to `output`, COMET asked of the tiny checkpoint too."""
+    tree = yaml.safe_load(config.read_text())
+    tree.update(output=str(output), quality_metrics=["BLEU", "COMET"])
+    tree.update(comet_checkpoint=settings.checkpoint, comet_python=settings.python)
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def comet_of_log(settings, log: Path) -> float:
+    """COMET (times 100) of a sentence-level run's log, scored here."""
+    from east_agent.common.comet_process import comet_scores
+    from east_agent.simuleval_glue.instance_log import finished_records
+
+    records = finished_records(log)
+    fields = ([record[key] for record in records] for key in ("source", "prediction", "reference"))
+    return 100 * comet_scores(settings, *fields).system
+
+
+def test_comet_scores_a_finished_grid_again_and_a_new_run_alike(grid, tiny_comet, tmp_path):
+    """COMET asked of a finished grid: every run's log is scored again (nothing decoded)
+    and the table shows each run's COMET; a run decoded with COMET asked scores the same;
+    another checkpoint scores again."""
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    comet_config = with_comet(config, tmp_path / "out", tiny_comet, tmp_path / "comet.yaml")
+    result = east_eval(comet_config, "--limit", "3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done already, scored again (comet_checkpoint None (now ") == 3
+    assert "east-simuleval --agent" not in result.stdout  # scored, not run
+    rows = rows_of(tmp_path / "out")
+    assert list(rows[0])[:4] == ["system", "setting", "BLEU", "COMET"]
+    for row, name in zip(rows, ("east-low", "east-high", "waitk-offline-k2"), strict=True):
+        expected = comet_of_log(tiny_comet, tmp_path / "out" / "runs" / name / "instances.log")
+        assert float(row["COMET"]) == pytest.approx(expected, abs=1e-3)
+    assert [row["BLEU"] for row in rows] == [row["BLEU"] for row in rows_of(output)]
+    assert len({row["COMET"] for row in rows}) > 1
+
+    new = ("--limit", "3", "--only", "east-low", "--output", tmp_path / "new")
+    fresh = east_eval(comet_config, *new)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert "east-simuleval --agent" in fresh.stdout and "--comet-checkpoint" in fresh.stdout
+    assert rows_of(tmp_path / "new")[0]["COMET"] == rows[0]["COMET"]
+
+    moved = tmp_path / "moved-comet"
+    shutil.copytree(Path(tiny_comet.checkpoint).parents[1], moved)
+    tree = yaml.safe_load(comet_config.read_text())
+    tree["comet_checkpoint"] = str(moved / "checkpoints" / "model.ckpt")
+    comet_config.write_text(yaml.safe_dump(tree))
+    again = east_eval(comet_config, "--limit", "3", "--only", "east-low")
+    assert "east-low: done already, scored again (comet_checkpoint " in again.stdout
+    assert rows_of(tmp_path / "out")[0]["COMET"] == rows[0]["COMET"]  # the same weights
+
+
 def test_a_run_folder_made_with_other_settings_is_never_reused(grid):
     config, output, _ = grid
     run = output / "runs" / "east-low"
@@ -554,6 +608,38 @@ def test_a_longform_grid_reads_talks_and_scores_them_with_omnisteval(longform_gr
     assert float(comparison["BLEU_to"]) == pytest.approx(float(rows[1]["BLEU"]), abs=0.01)
 
 
+def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
+    longform_grid, tiny_comet, tmp_path
+):
+    from east_agent.common.comet_process import comet_scores
+    from east_agent.common.text_lines import read_lines
+
+    config, output, _ = longform_grid
+    shutil.copytree(output, tmp_path / "out")
+    comet_config = with_comet(config, tmp_path / "out", tiny_comet, tmp_path / "comet.yaml")
+    result = east_eval(comet_config, "--limit", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = rows_of(tmp_path / "out")
+    assert list(rows[0])[:5] == ["system", "setting", "BLEU", "COMET", "chrF"]
+    for row in rows:
+        run = tmp_path / "out" / "runs" / f"{row['system']}-{row['setting']}"
+        saved = json.loads((run / "longform_scores.json").read_text())
+        assert saved["comet"] == {"checkpoint": tiny_comet.checkpoint, "scale": "COMET x 100"}
+        lines = (run / "omnisteval.resegmented.jsonl").read_text().splitlines()
+        sentences = [json.loads(line) for line in lines]
+        expected = comet_scores(
+            tiny_comet,
+            read_lines(run / "omnisteval.source.txt"),
+            [sentence["prediction"] for sentence in sentences],
+            [sentence["reference"] for sentence in sentences],
+        )
+        assert float(row["COMET"]) == pytest.approx(100 * expected.system, abs=1e-3)
+        assert saved["scores"]["COMET"] == pytest.approx(float(row["COMET"]), abs=1e-3)
+        # SimulEval's scores of whole talks have no COMET (COMET reads 512 tokens)
+        assert "COMET" not in (run / "scores.tsv").read_text().splitlines()[0].split("\t")
+    assert [row["BLEU"] for row in rows] == [row["BLEU"] for row in rows_of(output)]
+
+
 @pytest.mark.parametrize(
     "testset, system, message",
     [
@@ -691,6 +777,14 @@ def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message)
         ({"batch_size": 0}, "batch_size must be a whole number of at least 1"),
         ({"jobs": 1.5}, "jobs must be a whole number of at least 1"),
         ({"device": "gpu"}, "device: 'gpu' is not a device: "),
+        ({"comet_gpus": -1}, "comet_gpus must be 0 or more, got -1"),
+        ({"comet_batch_size": 0}, "comet_batch_size must be a whole number of at least 1"),
+        ({"comet_checkpoint": 3}, "comet_checkpoint must be a path, got 3"),
+        ({"quality_metrics": ["BLEU", "COMET"]}, "quality_metrics: COMET needs comet_checkpoint"),
+        (
+            {"quality_metrics": ["COMET"], "comet_checkpoint": "/nowhere/model.ckpt"},
+            "comet_checkpoint: no file /nowhere/model.ckpt",
+        ),
         ({"systems": {"east": {"agent": "east", "latency": []}}}, "latency is an empty list"),
         ({"systems": {"east": {"agent": "eats"}}}, "systems.east.agent must be one of"),
     ],
@@ -734,6 +828,17 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, ca
     assert f"{config}: line " in error and "'cuda': this machine has no CUDA device" in error
     error = east_eval_fails(capsys, quick_config(tmp_path / "grid.yaml"), "--device", "cuda:1")
     assert "--device: 'cuda:1': this machine has no CUDA device" in error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_comet_interpreter_without_comet_is_named_before_any_run(tmp_path, capsys):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"weights")
+    changes = {"quality_metrics": ["BLEU", "COMET"], "comet_checkpoint": str(checkpoint)}
+    config = quick_config(tmp_path / "grid.yaml", **changes, comet_python=sys.executable)
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and "comet_python: " in error, error
+    assert "has no unbabel-comet" in error and "pip install unbabel-comet" in error
     assert not (tmp_path / "out").exists()
 
 

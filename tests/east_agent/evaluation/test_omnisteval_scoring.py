@@ -99,8 +99,8 @@ def test_word_times_set_the_clock(talks_dir, tmp_path):
     assert result["clock"] == {"word_times": str(times), "unit_seconds": None}
 
 
-def test_a_long_form_simuleval_log_is_scored_from_the_command_line(talks_dir, tmp_path, capsys):
-    log = tmp_path / "instances.log"
+def write_log(path):
+    """The schedules as a long-form SimulEval log (one line per talk)."""
     records = []
     for index, chunks in enumerate(SCHEDULES.values()):
         words = [(word, read) for text, read in chunks for word in text.split()]
@@ -112,10 +112,36 @@ def test_a_long_form_simuleval_log_is_scored_from_the_command_line(talks_dir, tm
                 "elapsed": [0.0] * len(words),
             }
         )
-    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+    return path
+
+
+def test_a_long_form_simuleval_log_is_scored_from_the_command_line(talks_dir, tmp_path, capsys):
+    log = write_log(tmp_path / "instances.log")
     folders = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path)]
     main(["longform", *folders, "--ca-unit-seconds", "0.5"])
     assert json.loads(capsys.readouterr().out)["LongYAAL"] == 843.75
+
+
+def test_comet_from_the_command_line_scores_the_resegmented_sentences(
+    talks_dir, tmp_path, capsys, tiny_comet
+):
+    from east_agent.common.comet_process import comet_scores
+
+    log = write_log(tmp_path / "instances.log")
+    folders = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as ended:  # refused before anything is written
+        main(["longform", *folders, "--comet-checkpoint", str(tmp_path / "model.ckpt")])
+    assert ended.value.code == 2 and "model.ckpt does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    comet = ["--comet-checkpoint", tiny_comet.checkpoint, "--comet-python", tiny_comet.python]
+    main(["longform", *folders, *comet])
+    scores = json.loads(capsys.readouterr().out)
+    # the output is the references, re-segmented to them exactly
+    sources, references = zip(*PAIRS)
+    expected = comet_scores(tiny_comet, sources, references, references).system
+    assert scores["COMET"] == pytest.approx(100 * expected, abs=1e-4)
+    assert scores["BLEU"] == pytest.approx(100)
 
 
 def test_a_log_line_with_too_few_delays_is_named(talks_dir, tmp_path):

@@ -1,11 +1,9 @@
-"""Shared-task paths: a standalone agent server evaluated over HTTP, a --system-dir, COMET."""
+"""Shared-task paths: a standalone agent server evaluated over HTTP, a --system-dir."""
 
 import json
 import socket
 import subprocess
-import sys
 import time
-import types
 
 import pytest
 import requests
@@ -278,47 +276,3 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
 def test_system_dir_refuses_what_simuleval_would_mangle(flags, message):
     with pytest.raises(ValueError, match=message):
         system_config("east", {"src_lang": "de", "tgt_lang": "en", **flags})
-
-
-def test_comet_needs_a_local_checkpoint(tmp_path):
-    from east_agent.simuleval_glue.comet_scorer import CometScorer
-
-    with pytest.raises(ValueError, match="needs --comet-checkpoint"):
-        CometScorer(None)
-    with pytest.raises(FileNotFoundError, match="model.ckpt does not exist"):
-        CometScorer(str(tmp_path / "model.ckpt"))
-
-
-def test_comet_scorer_feeds_sources_predictions_and_references(tmp_path, monkeypatch):
-    from east_agent.simuleval_glue.comet_scorer import CometScorer
-
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"weights")
-    seen = {}
-
-    class FakeComet:
-        def predict(self, data, batch_size, gpus, progress_bar):
-            seen["data"] = data
-            return types.SimpleNamespace(scores=[0.5, 0.7], system_score=0.6)
-
-    fake = types.ModuleType("comet")
-    fake.load_from_checkpoint = lambda path: seen.setdefault("path", path) and FakeComet()
-    monkeypatch.setitem(sys.modules, "comet", fake)
-    instances = {
-        0: types.SimpleNamespace(source="Hallo", prediction="Hello", reference="Hi", metrics={}),
-        1: types.SimpleNamespace(source="Ja", prediction="Yes", reference="Yes", metrics={}),
-    }
-    assert CometScorer(str(checkpoint))(instances) == pytest.approx(60.0)
-    assert seen["path"] == str(checkpoint)
-    assert seen["data"][0] == {"src": "Hallo", "mt": "Hello", "ref": "Hi"}
-    assert instances[1].metrics["COMET"] == pytest.approx(70.0)
-
-
-def test_comet_without_the_extra_is_a_clear_error(tmp_path, monkeypatch):
-    from east_agent.simuleval_glue.comet_scorer import CometScorer
-
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"weights")
-    monkeypatch.setitem(sys.modules, "comet", None)
-    with pytest.raises(ImportError, match=r"east-simul\[comet\]"):
-        CometScorer(str(checkpoint))

@@ -1,0 +1,136 @@
+"""COMET in its own environment: the real unbabel-comet on a tiny checkpoint (`tiny_comet`),
+and the ways a run of it is refused or fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from east_agent.common.comet_process import (
+    CometError,
+    CometSettings,
+    check_comet,
+    comet_scores,
+)
+from tiny_comet import fake_comet_python
+
+SOURCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest."]
+TRANSLATIONS = ["A man rides a bike.", "Two dogs in snow.", "A woman is reading a book."]
+REFERENCES = ["A man is riding a bicycle.", "Two dogs play in the snow.", "A woman reads."]
+
+
+def in_comet_itself(settings: CometSettings, samples: list[dict]) -> list[float]:
+    """The scores COMET's own API gives in its environment, for comparison."""
+    script = textwrap.dedent(f"""
+        import json
+        from comet import load_from_checkpoint
+        model = load_from_checkpoint({settings.checkpoint!r})
+        output = model.predict({samples!r}, batch_size=2, gpus=0, progress_bar=False)
+        print(json.dumps([float(score) for score in output.scores]))
+    """)
+    done = subprocess.run([settings.python, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_comet_scores_each_triple_in_its_order_as_comet_itself(tiny_comet):
+    check_comet(tiny_comet)
+    scores = comet_scores(tiny_comet, SOURCES, TRANSLATIONS, REFERENCES)
+    triples = list(zip(SOURCES, TRANSLATIONS, REFERENCES))
+    samples = [{"src": src, "mt": mt, "ref": ref} for src, mt, ref in triples]
+    expected = in_comet_itself(tiny_comet, samples)
+    assert scores.sentences == pytest.approx(expected, abs=1e-6)
+    assert scores.system == pytest.approx(sum(expected) / len(expected), abs=1e-6)
+    # the order is the triples': each one alone scores what it scored among the others
+    alone = [comet_scores(tiny_comet, [s], [t], [r]).system for s, t, r in triples]
+    assert scores.sentences == pytest.approx(alone, abs=1e-5)
+    assert len(set(scores.sentences)) == 3
+
+
+def test_a_missing_checkpoint_or_interpreter_is_refused(tmp_path):
+    missing = CometSettings(str(tmp_path / "model.ckpt"))
+    with pytest.raises(CometError, match="model.ckpt does not exist"):
+        check_comet(missing)
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"weights")
+    no_python = CometSettings(str(checkpoint), str(tmp_path / "bin" / "python"))
+    with pytest.raises(CometError, match="cannot run"):
+        check_comet(no_python)
+
+
+def test_an_interpreter_without_comet_is_refused_with_how_to_make_one(tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"weights")
+    # this package's own environment: transformers 5, where unbabel-comet cannot install
+    with pytest.raises(CometError, match=r"has no unbabel-comet.*pip install unbabel-comet"):
+        check_comet(CometSettings(str(checkpoint), sys.executable))
+
+
+def test_a_failing_comet_is_named_with_its_own_words(tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"not a checkpoint")
+    python = fake_comet_python(
+        tmp_path,
+        """
+        def load_from_checkpoint(path):
+            raise RuntimeError(f"cannot unpickle {path}")
+        """,
+    )
+    settings = CometSettings(str(checkpoint), python)
+    check_comet(settings)  # COMET is there: only running it shows the checkpoint is bad
+    with pytest.raises(CometError, match=r"failed with exit status 1:[\s\S]*cannot unpickle"):
+        comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
+
+
+def test_an_answer_of_the_wrong_length_is_refused(tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"weights")
+    python = fake_comet_python(
+        tmp_path,
+        """
+        from types import SimpleNamespace
+
+        class Model:
+            def predict(self, samples, **settings):
+                return SimpleNamespace(scores=[0.5], system_score=0.5)
+
+        def load_from_checkpoint(path):
+            return Model()
+        """,
+    )
+    with pytest.raises(CometError, match="1 scores for 3 samples"):
+        comet_scores(CometSettings(str(checkpoint), python), SOURCES, TRANSLATIONS, REFERENCES)
+    with pytest.raises(ValueError, match="as many sources"):
+        comet_scores(CometSettings(str(checkpoint), python), SOURCES[:2], TRANSLATIONS, REFERENCES)
+
+
+def test_settings_are_passed_to_comet(tmp_path):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"weights")
+    python = fake_comet_python(
+        tmp_path,
+        """
+        from types import SimpleNamespace
+
+        class Model:
+            def __init__(self, path):
+                self.path = path
+
+            def predict(self, samples, batch_size, gpus, progress_bar):
+                # the settings come back as scores, to be read on the other side
+                seen = [len(samples), batch_size, gpus, len(self.path), int(progress_bar)]
+                return SimpleNamespace(scores=seen[:3], system_score=seen[3])
+
+        def load_from_checkpoint(path):
+            return Model(path)
+        """,
+    )
+    settings = dataclasses.replace(CometSettings(str(checkpoint), python), batch_size=7, gpus=0)
+    scores = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
+    assert scores.sentences == [3, 7, 0]
+    assert scores.system == len(str(checkpoint.resolve()))

@@ -1,0 +1,118 @@
+"""COMET as a SimulEval metric: real `east-simuleval` runs scored by the real unbabel-comet
+in its own environment (`tiny_comet`), batched and in SimulEval's loop, and the bad COMET
+flags refused before anything is written."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+
+import pytest
+from commands import agent_arguments, run_simuleval
+
+from east_agent.common.comet_process import CometError, comet_scores
+from east_agent.simuleval_glue.comet_scorer import CometScorer
+from east_agent.simuleval_glue.instance_log import finished_records
+from tiny_comet import fake_comet_python
+
+
+def comet_flags(settings) -> list[str]:
+    return [
+        "--quality-metrics", "BLEU", "COMET",
+        "--comet-checkpoint", settings.checkpoint,
+        "--comet-python", settings.python,
+        "--comet-batch-size", "2",
+    ]  # fmt: skip
+
+
+def scores_of(folder) -> dict[str, str]:
+    header, values = (folder / "scores.tsv").read_text().splitlines()
+    return dict(zip(header.split("\t"), values.split("\t")))
+
+
+def test_comet_flags_are_checked_when_the_scorer_is_built(tmp_path):
+    flags = {"comet_python": "python3", "comet_batch_size": 16, "comet_gpus": 0}
+    with pytest.raises(ValueError, match="needs --comet-checkpoint"):
+        CometScorer.from_args(argparse.Namespace(comet_checkpoint=None, **flags))
+    missing = str(tmp_path / "model.ckpt")
+    with pytest.raises(CometError, match="model.ckpt does not exist"):
+        CometScorer.from_args(argparse.Namespace(comet_checkpoint=missing, **flags))
+
+
+def test_a_run_is_scored_by_comet_alike_batched_and_in_simulevals_loop(
+    tiny_comet, east_checkpoint, toy_test_set, tmp_path
+):
+    folder, _ = toy_test_set
+    outputs = {}
+    for name, extra in (("batched", ["--batch-size", "3"]), ("loop", [])):
+        outputs[name] = tmp_path / name
+        arguments = agent_arguments(east_checkpoint, folder, outputs[name], *extra)
+        result = run_simuleval(*arguments, *comet_flags(tiny_comet))
+        assert result.returncode == 0, result.stderr[-3000:]
+    batched, loop = (scores_of(outputs[name]) for name in ("batched", "loop"))
+    assert batched == loop
+    expected = comet_scores(tiny_comet, *fields_of(outputs["batched"]))
+    assert float(batched["COMET"]) == pytest.approx(100 * expected.system, abs=1e-3)
+    # how COMET runs is not part of the record; what it scores with is
+    record = json.loads((outputs["batched"] / "scoring.json").read_text())
+    assert record["comet_checkpoint"] == tiny_comet.checkpoint
+    assert not {"comet_python", "comet_batch_size", "comet_gpus"} & set(record)
+    assert json.loads((outputs["loop"] / "scoring.json").read_text()) == record
+
+    # the finished log scored again: the same COMET
+    again = tmp_path / "again"
+    shutil.copytree(outputs["loop"], again)
+    (again / "scores.tsv").unlink()
+    result = run_simuleval("--score-only", "--output", again, *comet_flags(tiny_comet))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scores_of(again) == loop
+
+
+@pytest.mark.parametrize("extra", [["--batch-size", "3"], []], ids=["batched", "loop"])
+def test_an_interpreter_without_comet_is_refused_before_the_run(
+    extra, east_checkpoint, toy_test_set, tmp_path
+):
+    folder, _ = toy_test_set
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"weights")
+    output = tmp_path / "run"
+    flags = ["--quality-metrics", "BLEU", "COMET", "--comet-checkpoint", checkpoint]
+    result = run_simuleval(*agent_arguments(east_checkpoint, folder, output, *extra), *flags)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "has no unbabel-comet" in result.stderr
+    assert "Loading weights" not in result.stderr
+    assert not output.exists()
+
+
+def test_a_comet_that_fails_while_scoring_keeps_the_decoded_log(
+    tiny_comet, east_checkpoint, toy_test_set, tmp_path
+):
+    folder, units = toy_test_set
+    broken = fake_comet_python(
+        tmp_path / "broken",
+        """
+        def load_from_checkpoint(path):
+            raise RuntimeError(f"cannot unpickle {path}")
+        """,
+    )
+    output = tmp_path / "run"
+    flags = comet_flags(dataclasses.replace(tiny_comet, python=broken))
+    arguments = agent_arguments(east_checkpoint, folder, output, "--batch-size", "3")
+    result = run_simuleval(*arguments, *flags)
+    assert result.returncode == 2 and "cannot unpickle" in result.stderr
+    assert len(finished_records(output / "instances.log")) == len(units)
+    assert not (output / "scores.tsv").exists()
+    result = run_simuleval("--score-only", "--output", output, *comet_flags(tiny_comet))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert float(scores_of(output)["COMET"]) == pytest.approx(
+        100 * comet_scores(tiny_comet, *fields_of(output)).system, abs=1e-3
+    )
+
+
+def fields_of(output) -> tuple[list[str], ...]:
+    """A run's sources, translations and references, as its log holds them."""
+    records = finished_records(output / "instances.log")
+    keys = ("source", "prediction", "reference")
+    return tuple([record[key] for record in records] for key in keys)

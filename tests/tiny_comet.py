@@ -32,6 +32,16 @@ def build_tiny_comet(python: str, folder: Path, texts: list[str]) -> Path:
     return folder / "checkpoints" / "model.ckpt"
 
 
+def fake_checkpoint(folder: Path, content: bytes = b"weights") -> Path:
+    """A file laid out as a COMET checkpoint (`checkpoints/model.ckpt` below `hparams.yaml`)
+    that is none, for COMET's failures."""
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "hparams.yaml").write_text("pretrained_model: nowhere\n")
+    checkpoint = folder / "checkpoints" / "model.ckpt"
+    checkpoint.write_bytes(content)
+    return checkpoint
+
+
 def fake_comet_python(folder: Path, body: str) -> str:
     """An interpreter whose `comet` is `body` (COMET's failures, without COMET)."""
     package = folder / "site" / "comet"

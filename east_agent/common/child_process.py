@@ -20,11 +20,13 @@ PR_SET_PDEATHSIG = 1
 
 
 def die_with(parent: int):
-    """What the child runs before its command (`preexec_fn`)."""
+    """What the child runs before its command (`preexec_fn`). The C library is found here,
+    in the parent: `find_library` starts a program, which a forked child of a process with
+    threads (torch's) must not do before it execs."""
+    prctl = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True).prctl
 
     def ask_the_kernel() -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before the request was in place
             os._exit(1)
 
@@ -40,8 +42,9 @@ def run_child(command: list[str]) -> int:
     return subprocess.run(command, preexec_fn=_die_with_this_process()).returncode
 
 
-def run_captured(command: list[str]) -> subprocess.CompletedProcess:
-    """`run_child`, its standard output and error kept (as text) rather than shown."""
+def run_captured(command: list[str], stdin: str = "") -> subprocess.CompletedProcess:
+    """`run_child` fed `stdin`, its standard output and error kept (as text) rather than
+    shown."""
     return subprocess.run(
-        command, preexec_fn=_die_with_this_process(), capture_output=True, text=True
+        command, input=stdin, preexec_fn=_die_with_this_process(), capture_output=True, text=True
     )

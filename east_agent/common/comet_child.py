@@ -1,20 +1,25 @@
 """COMET's side of `east_agent.common.comet_process`, run by the interpreter of COMET's own
-environment: `python comet_child.py REQUEST ANSWER`.
+environment. It imports COMET and the standard library only (that environment has no
+east_agent).
 
-It imports COMET and the standard library only (that environment has no east_agent). The
-request is JSON: the checkpoint, batch size, GPUs and samples (`src`, `mt`, `ref`); the
-answer, written whole or not at all, is JSON: one score a sample and the system score,
-as COMET gives them (about 0 to 1).
+    python comet_child.py score < REQUEST    the request is JSON: the checkpoint, batch
+                                             size, GPUs and samples (`src`, `mt`, `ref`)
+    python comet_child.py check CHECKPOINT   COMET imports, and the checkpoint's encoder
+                                             (its tokenizer and configuration) loads
+
+`score` prints one line `ANSWER` + JSON after whatever COMET prints: one score a sample and
+the system score, as COMET gives them (about 0 to 1). Nothing is written to disk.
 """
 
 import json
-import os
 import sys
+from pathlib import Path
+
+ANSWER = "east-comet-answer: "
 
 
-def main(request_path: str, answer_path: str) -> None:
-    with open(request_path, encoding="utf-8") as file:
-        request = json.load(file)
+def score() -> None:
+    request = json.load(sys.stdin)
     from comet import load_from_checkpoint
 
     model = load_from_checkpoint(request["checkpoint"])
@@ -25,14 +30,25 @@ def main(request_path: str, answer_path: str) -> None:
         progress_bar=False,
     )
     answer = {
-        "scores": [float(score) for score in output.scores],
+        "scores": [float(value) for value in output.scores],
         "system_score": float(output.system_score),
     }
-    partial = answer_path + ".partial"
-    with open(partial, "w", encoding="utf-8") as file:
-        json.dump(answer, file)
-    os.replace(partial, answer_path)
+    sys.stdout.write("\n" + ANSWER + json.dumps(answer) + "\n")
+
+
+def check(checkpoint: str) -> None:
+    import comet  # noqa: F401  (its own imports: torch, Lightning, transformers 4)
+    import yaml
+    from transformers import AutoConfig, AutoTokenizer
+
+    hparams = yaml.safe_load((Path(checkpoint).parents[1] / "hparams.yaml").read_text())
+    encoder = hparams["pretrained_model"]
+    AutoConfig.from_pretrained(encoder)
+    AutoTokenizer.from_pretrained(encoder)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1] == "score":
+        score()
+    else:
+        check(sys.argv[2])

@@ -4,26 +4,30 @@ unbabel-comet (2.2.7, the newest) requires transformers < 5 and numpy < 2, and t
 transformers >= 5.17: pip refuses to put them in one environment. COMET therefore runs as a
 child process of the interpreter of an environment that has it (`--comet-python`; by
 default this interpreter, for the rare environment where both import). The child runs
-`comet_child.py` beside this file (COMET and the standard library only) on a JSON request
-and writes a JSON answer; it dies with this process. `check_comet` refuses a missing
-checkpoint or an interpreter without COMET in well under a second, before anything is
-decoded.
+`comet_child.py` beside this file (COMET and the standard library only), reads its request
+on standard input and prints its answer; nothing goes to disk, and it dies with this
+process. `check_comet` refuses, before anything is decoded, a missing checkpoint or
+`hparams.yaml`, an interpreter that cannot run or has no COMET, and a COMET that does not
+import or cannot load the checkpoint's encoder (its tokenizer and configuration): the
+last takes a child's imports, about 7 s, once per process.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from east_agent.common.child_process import run_captured
 from east_agent.common.entry import CommandError
+from east_agent.common.fingerprint import files_fingerprint
 
 CHILD = Path(__file__).with_name("comet_child.py")
+ANSWER = "east-comet-answer: "  # comet_child.ANSWER: the line of the answer
 SETUP = (
     "python3 -m venv comet-env && comet-env/bin/pip install unbabel-comet 'setuptools<81', "
     "then --comet-python comet-env/bin/python"
@@ -32,7 +36,12 @@ FINDS_COMET = "import importlib.util, sys; sys.exit(importlib.util.find_spec('co
 
 
 class CometError(CommandError):
-    """COMET cannot be run as asked, or its run failed."""
+    """COMET cannot be run as asked, or its run failed; `setting` is the one to change
+    (`checkpoint`, `python`), when it is one."""
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 @dataclass(frozen=True)
@@ -70,19 +79,61 @@ def comet_settings(args) -> CometSettings | None:
     )
 
 
+def checkpoint_identity(checkpoint: str | Path) -> dict | str:
+    """A checkpoint as records name it: by its content (`model.ckpt`, sampled, and
+    `hparams.yaml`), so that a checkpoint moved is the same one and one replaced at the
+    same path is not; a path that is not there by the path."""
+    path = Path(checkpoint)
+    if not path.is_file() or not hparams_of(path).is_file():
+        return str(checkpoint)
+    return {
+        "file": str(path.resolve()),
+        "sha256": files_fingerprint([path, hparams_of(path)], path),
+    }
+
+
+def hparams_of(checkpoint: str | Path) -> Path:
+    """COMET's `hparams.yaml` of a checkpoint (`<model>/checkpoints/model.ckpt`)."""
+    return Path(checkpoint).resolve().parents[1] / "hparams.yaml"
+
+
 def check_comet(settings: CometSettings) -> None:
-    """The checkpoint is a file and the interpreter finds COMET (without importing it)."""
-    if not Path(settings.checkpoint).is_file():
-        raise CometError(f"COMET checkpoint {settings.checkpoint} does not exist")
+    """COMET can score with these settings, as far as can be known without scoring."""
+    checkpoint = Path(settings.checkpoint)
+    if not checkpoint.is_file():
+        raise CometError(f"COMET checkpoint {checkpoint} does not exist", "checkpoint")
+    if not hparams_of(checkpoint).is_file():
+        raise CometError(
+            f"COMET checkpoint {checkpoint}: no {hparams_of(checkpoint)}, which COMET reads "
+            "(a checkpoint lies in <model>/checkpoints/)",
+            "checkpoint",
+        )
     try:
         found = subprocess.run([settings.python, "-c", FINDS_COMET], capture_output=True)
     except OSError as error:
-        raise CometError(f"COMET's interpreter {settings.python} cannot run: {error}") from None
+        raise CometError(f"{settings.python} cannot run: {error}", "python") from None
     if found.returncode != 0:
         raise CometError(
             f"{settings.python} has no unbabel-comet; COMET needs an environment of its own "
-            f"(it requires transformers < 5): {SETUP}"
+            f"(it requires transformers < 5): {SETUP}",
+            "python",
         )
+    _check_in_child(settings.python, str(checkpoint.resolve()), checkpoint.stat().st_mtime_ns)
+
+
+@functools.cache
+def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
+    finished = run_captured([python, str(CHILD), "check", checkpoint])
+    if finished.returncode != 0:
+        raise CometError(
+            f"COMET in {python} cannot load {checkpoint}'s encoder (exit status "
+            f"{finished.returncode}):\n{_tail(finished.stderr)}",
+            "python",
+        )
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
 
 
 def comet_scores(
@@ -98,25 +149,22 @@ def comet_scores(
             f"and references ({len(references)})"
         )
     triples = zip(sources, translations, references)
-    samples = [{"src": src, "mt": mt, "ref": ref} for src, mt, ref in triples]
     request = {
         "checkpoint": str(Path(settings.checkpoint).resolve()),
         "batch_size": settings.batch_size,
         "gpus": settings.gpus,
-        "samples": samples,
+        "samples": [{"src": src, "mt": mt, "ref": ref} for src, mt, ref in triples],
     }
-    with tempfile.TemporaryDirectory(prefix="east-comet-") as folder:
-        request_path, answer_path = Path(folder) / "request.json", Path(folder) / "answer.json"
-        request_path.write_text(json.dumps(request), encoding="utf-8")
-        command = [settings.python, str(CHILD), str(request_path), str(answer_path)]
-        finished = run_captured(command)
-        if finished.returncode != 0 or not answer_path.exists():
-            tail = "\n".join(finished.stderr.strip().splitlines()[-15:])
-            raise CometError(
-                f"COMET ({settings.python}, {settings.checkpoint}) failed with exit status "
-                f"{finished.returncode}:\n{tail}"
-            )
-        answer = json.loads(answer_path.read_text(encoding="utf-8"))
-    if len(answer["scores"]) != len(samples):
-        raise CometError(f"COMET gave {len(answer['scores'])} scores for {len(samples)} samples")
+    finished = run_captured([settings.python, str(CHILD), "score"], json.dumps(request))
+    answers = [line for line in finished.stdout.splitlines() if line.startswith(ANSWER)]
+    if finished.returncode != 0 or not answers:
+        raise CometError(
+            f"COMET ({settings.python}, {settings.checkpoint}) failed with exit status "
+            f"{finished.returncode}:\n{_tail(finished.stderr)}"
+        )
+    answer = json.loads(answers[-1][len(ANSWER) :])
+    if len(answer["scores"]) != len(request["samples"]):
+        raise CometError(
+            f"COMET gave {len(answer['scores'])} scores for {len(request['samples'])} samples"
+        )
     return CometScores(answer["scores"], answer["system_score"])

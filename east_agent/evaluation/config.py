@@ -271,8 +271,8 @@ def check_metric_names(config: EvalConfig) -> None:
 
 
 def check_comet_settings(config: EvalConfig) -> None:
-    """With COMET in `quality_metrics`: a checkpoint given, a file, and an interpreter that
-    finds unbabel-comet, each named by its key and line, before any run (a second at most)."""
+    """With COMET in `quality_metrics`: a checkpoint given, and COMET able to score with it
+    (`check_comet`: about 7 s), named by the key to change and its line, before any run."""
     settings = config.comet()
     if settings is None:
         return
@@ -282,12 +282,11 @@ def check_comet_settings(config: EvalConfig) -> None:
             f"{place.of('quality_metrics')}: COMET needs comet_checkpoint, the path of a "
             "local COMET model.ckpt (nothing is downloaded)"
         )
-    if not Path(settings.checkpoint).is_file():
-        raise EvalConfigError(f"{place.of('comet_checkpoint')}: no file {settings.checkpoint}")
     try:
         check_comet(settings)
-    except CometError as error:  # the checkpoint is there: it is the interpreter
-        raise EvalConfigError(f"{place.of('comet_python')}: {error}") from None
+    except CometError as error:
+        key = f"comet_{error.setting}" if error.setting else "quality_metrics"
+        raise EvalConfigError(f"{place.of(key)}: {error}") from None
 
 
 def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> None:

@@ -25,6 +25,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from east_agent.common.atomic import write_atomically
+from east_agent.common.comet_process import checkpoint_identity
 from east_agent.common.entry import CommandError
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import CONSOLE_LOG
@@ -125,16 +126,20 @@ def recorded_testset(run_dir: Path) -> str | None:
     return json.loads(path.read_text())["testset"] if path.exists() else None
 
 
-def made_from(run_dir: Path, config: EvalConfig) -> dict:
+def made_from(run_dir: Path, config: EvalConfig, with_comet: bool = False) -> dict:
     """What the scores depend on besides the test set: the log as it is now (size and
-    time) and the scoring settings (the clock, COMET)."""
+    time) and the scoring settings (the clock; `with_comet`, COMET's checkpoint by its
+    content, or None when the grid asks for no COMET)."""
     status = (run_dir / "instances.log").stat()
     stamp = {
         "log_bytes": status.st_size,
         "log_mtime": status.st_mtime,
         "unit_seconds": config.ca_unit_seconds,
-        "comet": comet.checkpoint if (comet := config.comet()) else None,
     }
+    if with_comet:
+        comet = config.comet()
+        identity = checkpoint_identity(comet.checkpoint) if comet else None
+        stamp["comet"] = identity["sha256"] if isinstance(identity, dict) else identity
     if config.word_times:
         times = Path(config.word_times).stat()
         stamp["word_times"] = [str(config.word_times), times.st_size, times.st_mtime]
@@ -163,7 +168,7 @@ def shortform_columns(config: EvalConfig, run_dir: Path, latency_unit: str) -> d
 def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
     """BLEU, chrF, LongYAAL(_CA) and StreamLAAL(_CA) of a long-form grid's run, after
     OmniSTEval's re-segmentation to the reference sentences."""
-    path, stamp = run_dir / LONGFORM_FILE, made_from(run_dir, config)
+    path, stamp = run_dir / LONGFORM_FILE, made_from(run_dir, config, with_comet=True)
     saved = kept(path, stamp)
     if saved is None:
         testset = read_longform(config.testset_dir)

@@ -59,7 +59,7 @@ def simuleval_command(
         "--tgt-lang", testset.tgt_lang,
         *command_flags({**shared, **run.flags}),
         *testset.simuleval_args(),
-        *scoring_arguments(config),
+        *scoring_arguments(config, testset),
         "--device", config.device,
         "--output", str(output),
     ]  # fmt: skip
@@ -70,10 +70,11 @@ def simuleval_command(
     return command
 
 
-def scoring_arguments(config: EvalConfig) -> list[str]:
+def scoring_arguments(config: EvalConfig, testset: PreparedTestset) -> list[str]:
     """SimulEval's scoring flags of the grid's runs. A long-form run's COMET is
     OmniSTEval's re-segmented sentences' (`run_scores`), not SimulEval's over whole talks
-    (past COMET's 512 tokens): its `scores.tsv` has none."""
+    (past COMET's 512 tokens): its `scores.tsv` has none. COMET is told the source
+    language, which says how the units of a source line join (Chinese: without spaces)."""
     comet = None if config.long_form else config.comet()
     quality = [name for name in config.quality_metrics if name != "COMET" or comet] or ["BLEU"]
     arguments = [
@@ -87,6 +88,7 @@ def scoring_arguments(config: EvalConfig) -> list[str]:
         arguments += [
             "--comet-checkpoint", comet.checkpoint, "--comet-python", comet.python,
             "--comet-batch-size", str(comet.batch_size), "--comet-gpus", str(comet.gpus),
+            "--comet-source-lang", testset.src_lang,
         ]  # fmt: skip
     return arguments
 
@@ -96,7 +98,7 @@ def score_only_arguments(config: EvalConfig, testset: PreparedTestset, output: P
     are scored."""
     return [
         "--score-only", "--output", str(output), *testset.scoring_args(),
-        *scoring_arguments(config),
+        *scoring_arguments(config, testset),
     ]  # fmt: skip
 
 

@@ -73,6 +73,8 @@ def parse_args(agent_class, argv: list[str]) -> argparse.Namespace:
     parses them (unknown flags are errors)."""
     from simuleval import options
 
+    import east_agent.simuleval_plugin  # noqa: F401  (the *_CA metrics and COMET, in any process)
+
     parser = options.general_parser()
     options.add_evaluator_args(parser)
     options.add_scorer_args(parser, argv)

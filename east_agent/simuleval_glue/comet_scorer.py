@@ -13,26 +13,33 @@ from __future__ import annotations
 from simuleval.evaluator.scorers.quality_scorer import QualityScorer, register_quality_scorer
 
 from east_agent.common.comet_process import (
+    CometError,
     CometSettings,
     add_comet_flags,
     check_comet,
     comet_scores,
     comet_settings,
 )
+from east_agent.decoding.units import join_source_units
 
 
 @register_quality_scorer("COMET")
 class CometScorer(QualityScorer):
-    def __init__(self, settings: CometSettings) -> None:
+    def __init__(self, settings: CometSettings, source_lang: str | None = None) -> None:
         super().__init__()
-        check_comet(settings)
+        try:
+            check_comet(settings)
+        except CometError as error:
+            flag = f"--comet-{error.setting}: " if error.setting else ""
+            raise CometError(flag + str(error), error.setting) from None
         self.settings = settings
+        self.source_lang = source_lang
 
     def __call__(self, instances: dict) -> float:
         scored = list(instances.values())
         scores = comet_scores(
             self.settings,
-            [source_text(ins) for ins in scored],
+            [source_text(ins, self.source_lang) for ins in scored],
             [ins.prediction for ins in scored],
             [ins.reference for ins in scored],
         )
@@ -43,6 +50,12 @@ class CometScorer(QualityScorer):
     @staticmethod
     def add_args(parser):
         add_comet_flags(parser)
+        parser.add_argument(
+            "--comet-source-lang",
+            default=None,
+            help="the source language, for the text COMET reads: Chinese and Japanese units "
+            "are joined without spaces (default: the run's --src-lang, if it has one)",
+        )
 
     @classmethod
     def from_args(cls, args):
@@ -52,18 +65,23 @@ class CometScorer(QualityScorer):
                 "--quality-metrics COMET needs --comet-checkpoint: the path of a local "
                 "COMET checkpoint (model.ckpt); nothing is downloaded"
             )
-        return cls(settings)
+        return cls(settings, args.comet_source_lang or getattr(args, "src_lang", None))
 
 
 def check_comet_flags(args) -> None:
-    """With COMET among `args.quality_metrics`: its checkpoint and interpreter checked, for
-    the runs that build their scorers after decoding (or after loading the model)."""
+    """With COMET among `args.quality_metrics` (and scoring not turned off): its checkpoint
+    and interpreter checked, for the runs that build their scorers after decoding (or
+    after loading the model)."""
+    if getattr(args, "no_scoring", False):
+        return
     if "COMET" in (getattr(args, "quality_metrics", None) or ()):
         CometScorer.from_args(args)
 
 
-def source_text(instance) -> str:
-    """The source as `instances.log` holds it: a live instance keeps its words in a list
-    (SimulEval's `source_info` joins them), one read back from a log the line."""
+def source_text(instance, language: str | None) -> str:
+    """The source sentence: a live instance keeps its units in a list, one read back from a
+    log the line of units that SimulEval split; Chinese and Japanese units are joined
+    without spaces, as the decoder read them (`join_source_units`)."""
     source = instance.source
-    return source if isinstance(source, str) else " ".join(source)
+    units = source.split() if isinstance(source, str) else list(source)
+    return join_source_units(units, language) if language else " ".join(units)

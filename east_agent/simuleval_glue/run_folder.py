@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
+from east_agent.common.fingerprint import files_fingerprint, read_into
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.simuleval_glue.instance_log import finished_records, record_lines
 from east_agent.simuleval_glue.scoring import SCORING_RECORD
@@ -60,8 +60,6 @@ MODEL_FILE_SUFFIXES = {
     ".json", ".safetensors", ".bin", ".pt", ".pth", ".model", ".tiktoken", ".txt", ".jinja",
     ".py",
 }  # fmt: skip
-WEIGHTS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth"}  # sampled, the others read whole
-SAMPLES, SAMPLE_BYTES = 1024, 4 << 10  # 4 MiB of each weights file, in blocks spread over it
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -122,7 +120,7 @@ def path_setting(path: Path, model_folder: bool) -> str | dict:
     if path.is_file():
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
-            _read_into(digest, handle, 0, None)
+            read_into(digest, handle, 0, None)
         return {"file": str(path.resolve()), "sha256": digest.hexdigest()}
     if model_folder:
         return {"folder": str(path.resolve()), "sha256": folder_fingerprint(path)}
@@ -130,48 +128,14 @@ def path_setting(path: Path, model_folder: bool) -> str | dict:
 
 
 def folder_fingerprint(folder: Path) -> str:
-    """SHA-256 over the folder's model files (`MODEL_FILE_SUFFIXES`; not its subfolders
-    nor hidden files): each one's name and size, and its content: whole, but for weights
-    `SAMPLES` small blocks spread over the file, its first and last ones included (the
-    safetensors header: names, shapes, types). Reading 16 GB of weights would cost more
-    than many runs; a checkpoint trained or merged from another differs in a share of its
-    bytes throughout (a LoRA merged into two projections of each layer: about 8%), which
-    1,024 blocks all miss with a probability under 1e-30."""
-    digest = hashlib.sha256()
+    """The fingerprint of the folder's model files (`MODEL_FILE_SUFFIXES`; not its
+    subfolders nor hidden files; `east_agent.common.fingerprint`)."""
     files = [
         path
         for path in sorted(folder.iterdir())
-        if not path.name.startswith(".") and path.suffix in MODEL_FILE_SUFFIXES
+        if not path.name.startswith(".") and path.suffix in MODEL_FILE_SUFFIXES and path.is_file()
     ]
-    try:
-        for path in files:
-            if not path.is_file():
-                continue
-            size = path.stat().st_size
-            digest.update(os.fsencode(path.name) + f"\0{size}\0".encode())
-            with open(path, "rb") as handle:
-                if path.suffix not in WEIGHTS_SUFFIXES or size <= SAMPLES * SAMPLE_BYTES:
-                    _read_into(digest, handle, 0, None)
-                    continue
-                last = size - SAMPLE_BYTES
-                for number in range(SAMPLES):
-                    _read_into(digest, handle, last * number // (SAMPLES - 1), SAMPLE_BYTES)
-    except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"{folder}: {Path(error.filename).name} went away while its fingerprint was "
-            "taken (is something writing the model folder?)"
-        ) from None
-    return digest.hexdigest()
-
-
-def _read_into(digest, handle, offset: int, length: int | None) -> None:
-    """Feed `length` bytes of an open file from `offset` (None: to the end) to `digest`."""
-    handle.seek(offset)
-    left = length
-    while block := handle.read(1 << 20 if left is None else min(1 << 20, left)):
-        digest.update(block)
-        if left is not None and not (left := left - len(block)):
-            break
+    return files_fingerprint(files, folder)
 
 
 def _same_setting(one, other) -> bool:

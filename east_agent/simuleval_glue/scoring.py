@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
+from east_agent.common.comet_process import checkpoint_identity
 
 SCORING_RECORD = "scoring.json"
 # SimulEval's evaluator flags that change scores; the chosen scorers' own flags are added
@@ -57,7 +58,10 @@ def scoring_settings(args: argparse.Namespace) -> dict:
             options.get_scorer_class(kind, metric).add_args(flags)
     names = sorted({*EVALUATOR_SETTINGS, *(action.dest for action in flags._actions)})
     names = [name for name in names if name not in NOT_SCORE_SETTINGS]
-    return json.loads(json.dumps({name: getattr(args, name, None) for name in names}))
+    settings = {name: getattr(args, name, None) for name in names}
+    if settings.get("comet_checkpoint"):
+        settings["comet_checkpoint"] = checkpoint_identity(settings["comet_checkpoint"])
+    return json.loads(json.dumps(settings))
 
 
 def scoring_differences(output: Path, settings: dict) -> list[str]:
@@ -69,10 +73,21 @@ def scoring_differences(output: Path, settings: dict) -> list[str]:
     saved = json.loads(path.read_text(encoding="utf-8"))
     names = sorted(set(saved) | set(settings))
     return [
-        f"{name} {saved.get(name)!r} (now {settings.get(name)!r})"
+        f"{name} {_shown(saved.get(name))} (now {_shown(settings.get(name))})"
         for name in names
-        if saved.get(name) != settings.get(name)
+        if _content(saved.get(name)) != _content(settings.get(name))
     ]
+
+
+def _content(value):
+    """A file known by its content compares by that (`checkpoint_identity`)."""
+    return value["sha256"] if isinstance(value, dict) and "sha256" in value else value
+
+
+def _shown(value) -> str:
+    if isinstance(value, dict) and "sha256" in value:
+        return f"{value['file']} (sha256 {value['sha256'][:12]})"
+    return repr(value)
 
 
 def forget_scoring(output: Path) -> None:

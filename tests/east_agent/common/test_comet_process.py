@@ -15,9 +15,10 @@ from east_agent.common.comet_process import (
     CometError,
     CometSettings,
     check_comet,
+    checkpoint_identity,
     comet_scores,
 )
-from tiny_comet import fake_comet_python
+from tiny_comet import fake_checkpoint, fake_comet_python
 
 SOURCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest."]
 TRANSLATIONS = ["A man rides a bike.", "Two dogs in snow.", "A woman is reading a book."]
@@ -54,44 +55,72 @@ def test_comet_scores_each_triple_in_its_order_as_comet_itself(tiny_comet):
 
 def test_a_missing_checkpoint_or_interpreter_is_refused(tmp_path):
     missing = CometSettings(str(tmp_path / "model.ckpt"))
-    with pytest.raises(CometError, match="model.ckpt does not exist"):
+    with pytest.raises(CometError, match="model.ckpt does not exist") as refused:
         check_comet(missing)
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"weights")
+    assert refused.value.setting == "checkpoint"
+    (tmp_path / "checkpoints").mkdir()
+    alone = tmp_path / "checkpoints" / "model.ckpt"
+    alone.write_bytes(b"weights")
+    with pytest.raises(CometError, match="hparams.yaml, which COMET reads") as refused:
+        check_comet(CometSettings(str(alone)))
+    assert refused.value.setting == "checkpoint"
+    checkpoint = fake_checkpoint(tmp_path / "model")
     no_python = CometSettings(str(checkpoint), str(tmp_path / "bin" / "python"))
-    with pytest.raises(CometError, match="cannot run"):
+    with pytest.raises(CometError, match="cannot run") as refused:
         check_comet(no_python)
+    assert refused.value.setting == "python"
 
 
 def test_an_interpreter_without_comet_is_refused_with_how_to_make_one(tmp_path):
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"weights")
+    checkpoint = fake_checkpoint(tmp_path / "model")
     # this package's own environment: transformers 5, where unbabel-comet cannot install
     with pytest.raises(CometError, match=r"has no unbabel-comet.*pip install unbabel-comet"):
         check_comet(CometSettings(str(checkpoint), sys.executable))
 
 
-def test_a_failing_comet_is_named_with_its_own_words(tmp_path):
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"not a checkpoint")
+def test_a_comet_that_does_not_import_is_refused_by_the_check(tmp_path):
+    """setuptools 81 and later have no pkg_resources, which unbabel-comet's torchmetrics
+    imports: COMET is found, but does not import."""
+    checkpoint = fake_checkpoint(tmp_path / "model")
     python = fake_comet_python(
-        tmp_path,
+        tmp_path / "env", "raise ModuleNotFoundError(\"No module named 'pkg_resources'\")\n"
+    )
+    with pytest.raises(CometError, match=r"cannot load[\s\S]*pkg_resources") as refused:
+        check_comet(CometSettings(str(checkpoint), python))
+    assert refused.value.setting == "python"
+
+
+def test_a_failing_comet_is_named_with_its_own_words(tmp_path):
+    checkpoint = fake_checkpoint(tmp_path / "model", b"not a checkpoint")
+    python = fake_comet_python(
+        tmp_path / "env",
         """
         def load_from_checkpoint(path):
             raise RuntimeError(f"cannot unpickle {path}")
         """,
     )
     settings = CometSettings(str(checkpoint), python)
-    check_comet(settings)  # COMET is there: only running it shows the checkpoint is bad
     with pytest.raises(CometError, match=r"failed with exit status 1:[\s\S]*cannot unpickle"):
         comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
 
 
+def test_a_checkpoint_is_known_by_its_content(tmp_path):
+    checkpoint = fake_checkpoint(tmp_path / "model", b"weights" * 10_000)
+    moved = fake_checkpoint(tmp_path / "moved", b"weights" * 10_000)
+    other = fake_checkpoint(tmp_path / "other", b"weighty" * 10_000)
+    identity = checkpoint_identity(checkpoint)
+    assert identity["file"] == str(checkpoint.resolve())
+    assert checkpoint_identity(moved)["sha256"] == identity["sha256"]
+    assert checkpoint_identity(other)["sha256"] != identity["sha256"]
+    (tmp_path / "moved" / "hparams.yaml").write_text("pretrained_model: elsewhere\n")
+    assert checkpoint_identity(moved)["sha256"] != identity["sha256"]
+    assert checkpoint_identity(tmp_path / "none.ckpt") == str(tmp_path / "none.ckpt")
+
+
 def test_an_answer_of_the_wrong_length_is_refused(tmp_path):
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"weights")
+    checkpoint = fake_checkpoint(tmp_path / "model")
     python = fake_comet_python(
-        tmp_path,
+        tmp_path / "env",
         """
         from types import SimpleNamespace
 
@@ -110,10 +139,9 @@ def test_an_answer_of_the_wrong_length_is_refused(tmp_path):
 
 
 def test_settings_are_passed_to_comet(tmp_path):
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"weights")
+    checkpoint = fake_checkpoint(tmp_path / "model")
     python = fake_comet_python(
-        tmp_path,
+        tmp_path / "env",
         """
         from types import SimpleNamespace
 
@@ -130,7 +158,7 @@ def test_settings_are_passed_to_comet(tmp_path):
             return Model(path)
         """,
     )
-    settings = dataclasses.replace(CometSettings(str(checkpoint), python), batch_size=7, gpus=0)
+    settings = dataclasses.replace(CometSettings(str(checkpoint), python), batch_size=7, gpus=1)
     scores = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
-    assert scores.sentences == [3, 7, 0]
+    assert scores.sentences == [3, 7, 1]
     assert scores.system == len(str(checkpoint.resolve()))

@@ -329,17 +329,24 @@ def test_comet_scores_a_finished_grid_again_and_a_new_run_alike(grid, tiny_comet
     assert [row["BLEU"] for row in rows] == [row["BLEU"] for row in rows_of(output)]
     assert len({row["COMET"] for row in rows}) > 1
 
-    new = ("--limit", "3", "--only", "east-low", "--output", tmp_path / "new")
-    fresh = east_eval(comet_config, *new)
+    # decoded with COMET asked, two runs at once in worker processes
+    new = ("--limit", "3", "--only", "east-low", "east-high", "--jobs", "2")
+    fresh = east_eval(comet_config, *new, "--output", tmp_path / "new")
     assert fresh.returncode == 0, fresh.stderr[-3000:]
-    assert "east-simuleval --agent" in fresh.stdout and "--comet-checkpoint" in fresh.stdout
-    assert rows_of(tmp_path / "new")[0]["COMET"] == rows[0]["COMET"]
+    command = (tmp_path / "new" / "runs" / "east-low" / "console.log").read_text()
+    assert "east-simuleval --agent" in command and "--comet-checkpoint" in command
+    assert [row["COMET"] for row in rows_of(tmp_path / "new")] == [r["COMET"] for r in rows[:2]]
 
+    # the checkpoint is known by its content: moved, the same; changed in place, not
     moved = tmp_path / "moved-comet"
     shutil.copytree(Path(tiny_comet.checkpoint).parents[1], moved)
     tree = yaml.safe_load(comet_config.read_text())
     tree["comet_checkpoint"] = str(moved / "checkpoints" / "model.ckpt")
     comet_config.write_text(yaml.safe_dump(tree))
+    again = east_eval(comet_config, "--limit", "3", "--only", "east-low")
+    assert "east-low: done already, skipped" in again.stdout
+    with open(moved / "hparams.yaml", "a") as hparams:
+        hparams.write("# changed\n")
     again = east_eval(comet_config, "--limit", "3", "--only", "east-low")
     assert "east-low: done already, scored again (comet_checkpoint " in again.stdout
     assert rows_of(tmp_path / "out")[0]["COMET"] == rows[0]["COMET"]  # the same weights
@@ -783,7 +790,7 @@ def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message)
         ({"quality_metrics": ["BLEU", "COMET"]}, "quality_metrics: COMET needs comet_checkpoint"),
         (
             {"quality_metrics": ["COMET"], "comet_checkpoint": "/nowhere/model.ckpt"},
-            "comet_checkpoint: no file /nowhere/model.ckpt",
+            "comet_checkpoint: COMET checkpoint /nowhere/model.ckpt does not exist",
         ),
         ({"systems": {"east": {"agent": "east", "latency": []}}}, "latency is an empty list"),
         ({"systems": {"east": {"agent": "eats"}}}, "systems.east.agent must be one of"),
@@ -832,8 +839,9 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, ca
 
 
 def test_a_comet_interpreter_without_comet_is_named_before_any_run(tmp_path, capsys):
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"weights")
+    from tiny_comet import fake_checkpoint
+
+    checkpoint = fake_checkpoint(tmp_path / "model")
     changes = {"quality_metrics": ["BLEU", "COMET"], "comet_checkpoint": str(checkpoint)}
     config = quick_config(tmp_path / "grid.yaml", **changes, comet_python=sys.executable)
     error = east_eval_fails(capsys, config, "--dry-run")

@@ -8,14 +8,15 @@ import argparse
 import dataclasses
 import json
 import shutil
+import sys
 
 import pytest
 from commands import agent_arguments, run_simuleval
 
-from east_agent.common.comet_process import CometError, comet_scores
-from east_agent.simuleval_glue.comet_scorer import CometScorer
+from east_agent.common.comet_process import CometError, checkpoint_identity, comet_scores
+from east_agent.simuleval_glue.comet_scorer import CometScorer, source_text
 from east_agent.simuleval_glue.instance_log import finished_records
-from tiny_comet import fake_comet_python
+from tiny_comet import fake_checkpoint, fake_comet_python
 
 
 def comet_flags(settings) -> list[str]:
@@ -34,11 +35,26 @@ def scores_of(folder) -> dict[str, str]:
 
 def test_comet_flags_are_checked_when_the_scorer_is_built(tmp_path):
     flags = {"comet_python": "python3", "comet_batch_size": 16, "comet_gpus": 0}
+    flags["comet_source_lang"] = None
     with pytest.raises(ValueError, match="needs --comet-checkpoint"):
         CometScorer.from_args(argparse.Namespace(comet_checkpoint=None, **flags))
     missing = str(tmp_path / "model.ckpt")
-    with pytest.raises(CometError, match="model.ckpt does not exist"):
+    with pytest.raises(CometError, match="^--comet-checkpoint: COMET checkpoint .* not exist"):
         CometScorer.from_args(argparse.Namespace(comet_checkpoint=missing, **flags))
+
+
+@pytest.mark.parametrize(
+    "source, language, text",
+    [
+        ("Ein Mann fährt .", "de", "Ein Mann fährt ."),
+        (["Ein", "Mann"], None, "Ein Mann"),  # a live instance's units
+        ("我 们 在 ▁A p ple 公 司 。", "zh", "我们在 Apple公司。"),
+        ("我 们 在 ▁A p ple 公 司 。", "Chinese", "我们在 Apple公司。"),
+    ],
+)
+def test_comet_reads_the_source_as_the_decoder_did(source, language, text):
+    instance = argparse.Namespace(source=source)
+    assert source_text(instance, language) == text
 
 
 def test_a_run_is_scored_by_comet_alike_batched_and_in_simulevals_loop(
@@ -57,7 +73,8 @@ def test_a_run_is_scored_by_comet_alike_batched_and_in_simulevals_loop(
     assert float(batched["COMET"]) == pytest.approx(100 * expected.system, abs=1e-3)
     # how COMET runs is not part of the record; what it scores with is
     record = json.loads((outputs["batched"] / "scoring.json").read_text())
-    assert record["comet_checkpoint"] == tiny_comet.checkpoint
+    assert record["comet_checkpoint"] == checkpoint_identity(tiny_comet.checkpoint)
+    assert record["comet_checkpoint"]["file"] == tiny_comet.checkpoint  # and its sha256
     assert not {"comet_python", "comet_batch_size", "comet_gpus"} & set(record)
     assert json.loads((outputs["loop"] / "scoring.json").read_text()) == record
 
@@ -71,17 +88,22 @@ def test_a_run_is_scored_by_comet_alike_batched_and_in_simulevals_loop(
 
 
 @pytest.mark.parametrize("extra", [["--batch-size", "3"], []], ids=["batched", "loop"])
-def test_an_interpreter_without_comet_is_refused_before_the_run(
-    extra, east_checkpoint, toy_test_set, tmp_path
+@pytest.mark.parametrize("comet", ["absent", "broken"])
+def test_an_interpreter_without_a_working_comet_is_refused_before_the_run(
+    comet, extra, east_checkpoint, toy_test_set, tmp_path
 ):
     folder, _ = toy_test_set
-    checkpoint = tmp_path / "model.ckpt"
-    checkpoint.write_bytes(b"weights")
+    checkpoint = fake_checkpoint(tmp_path / "model")
+    python, message = sys.executable, "has no unbabel-comet"
+    if comet == "broken":  # found, but it does not import
+        body = "raise ModuleNotFoundError(\"No module named 'pkg_resources'\")\n"
+        python, message = fake_comet_python(tmp_path / "env", body), "pkg_resources"
     output = tmp_path / "run"
     flags = ["--quality-metrics", "BLEU", "COMET", "--comet-checkpoint", checkpoint]
-    result = run_simuleval(*agent_arguments(east_checkpoint, folder, output, *extra), *flags)
+    arguments = agent_arguments(east_checkpoint, folder, output, *extra)
+    result = run_simuleval(*arguments, *flags, "--comet-python", python)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "has no unbabel-comet" in result.stderr
+    assert "--comet-python: " in result.stderr and message in result.stderr
     assert "Loading weights" not in result.stderr
     assert not output.exists()
 

@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from east_agent.common import fingerprint
 from east_agent.simuleval_glue import run_folder
 from east_agent.simuleval_glue.run_folder import resume_in_index_order, writing
 
@@ -134,8 +135,8 @@ def test_a_model_folder_is_known_by_its_fingerprint(tmp_path):
     (moved / "checkpoint-100" / "optimizer.pt").write_bytes(b"state")
     (moved / "README.md").write_text("results of the evaluation")  # not what loads
     resume(moved)
-    last_block = len(weights) - run_folder.SAMPLE_BYTES
-    sampled = last_block * 300 // (run_folder.SAMPLES - 1) + 10  # another fine-tune
+    last_block = len(weights) - fingerprint.SAMPLE_BYTES
+    sampled = last_block * 300 // (fingerprint.SAMPLES - 1) + 10  # another fine-tune
     for flip in (1, 0):
         weights[sampled] ^= 1
         (moved / "model.safetensors").write_bytes(weights)

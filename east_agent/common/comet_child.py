@@ -4,8 +4,9 @@ east_agent).
 
     python comet_child.py score < REQUEST    the request is JSON: the checkpoint, batch
                                              size, GPUs and samples (`src`, `mt`, `ref`)
-    python comet_child.py check CHECKPOINT   COMET imports, and the checkpoint's encoder
-                                             (its tokenizer and configuration) loads
+    python comet_child.py check CHECKPOINT   COMET imports (else exit status 1), and the
+                                             checkpoint's encoder (its tokenizer and
+                                             configuration) loads (else `NO_ENCODER`)
 
 `score` prints one line `ANSWER` + JSON after whatever COMET prints: one score a sample and
 the system score, as COMET gives them (about 0 to 1). Nothing is written to disk.
@@ -13,6 +14,7 @@ the system score, as COMET gives them (about 0 to 1). Nothing is written to disk
 
 import json
 import sys
+import traceback
 from pathlib import Path
 
 ANSWER = "east-comet-answer: "
@@ -36,15 +38,22 @@ def score() -> None:
     sys.stdout.write("\n" + ANSWER + json.dumps(answer) + "\n")
 
 
+NO_ENCODER = 4  # comet_process.CHECK_NO_ENCODER
+
+
 def check(checkpoint: str) -> None:
     import comet  # noqa: F401  (its own imports: torch, Lightning, transformers 4)
     import yaml
     from transformers import AutoConfig, AutoTokenizer
 
-    hparams = yaml.safe_load((Path(checkpoint).parents[1] / "hparams.yaml").read_text())
-    encoder = hparams["pretrained_model"]
-    AutoConfig.from_pretrained(encoder)
-    AutoTokenizer.from_pretrained(encoder)
+    try:
+        hparams = yaml.safe_load((Path(checkpoint).parents[1] / "hparams.yaml").read_text())
+        encoder = hparams["pretrained_model"]
+        AutoConfig.from_pretrained(encoder)
+        AutoTokenizer.from_pretrained(encoder)
+    except Exception:
+        traceback.print_exc()
+        sys.exit(NO_ENCODER)
 
 
 if __name__ == "__main__":

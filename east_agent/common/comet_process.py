@@ -28,6 +28,7 @@ from east_agent.common.fingerprint import files_fingerprint
 
 CHILD = Path(__file__).with_name("comet_child.py")
 ANSWER = "east-comet-answer: "  # comet_child.ANSWER: the line of the answer
+CHECK_NO_ENCODER = 4  # comet_child's exit status: COMET imports, the encoder does not load
 SETUP = (
     "python3 -m venv comet-env && comet-env/bin/pip install unbabel-comet 'setuptools<81', "
     "then --comet-python comet-env/bin/python"
@@ -70,6 +71,15 @@ def add_comet_flags(parser) -> None:
     parser.add_argument("--comet-gpus", type=int, default=0)
 
 
+def check_named_by_flag(settings: CometSettings) -> None:
+    """`check_comet`, a refusal named by the flag to change (`--comet-python: ...`)."""
+    try:
+        check_comet(settings)
+    except CometError as error:
+        flag = f"--comet-{error.setting}: " if error.setting else ""
+        raise CometError(flag + str(error), error.setting) from None
+
+
 def comet_settings(args) -> CometSettings | None:
     """The settings `add_comet_flags`' flags give; None without a checkpoint."""
     if not args.comet_checkpoint:
@@ -87,14 +97,16 @@ def checkpoint_identity(checkpoint: str | Path) -> dict | str:
     if not path.is_file() or not hparams_of(path).is_file():
         return str(checkpoint)
     return {
-        "file": str(path.resolve()),
+        "file": str(path.absolute()),
         "sha256": files_fingerprint([path, hparams_of(path)], path),
     }
 
 
 def hparams_of(checkpoint: str | Path) -> Path:
-    """COMET's `hparams.yaml` of a checkpoint (`<model>/checkpoints/model.ckpt`)."""
-    return Path(checkpoint).resolve().parents[1] / "hparams.yaml"
+    """COMET's `hparams.yaml` of a checkpoint (`<model>/checkpoints/model.ckpt`), found as
+    COMET finds it: links not followed (in the Hugging Face cache the checkpoint is a link
+    into `blobs/`)."""
+    return Path(checkpoint).absolute().parents[1] / "hparams.yaml"
 
 
 def check_comet(settings: CometSettings) -> None:
@@ -118,16 +130,22 @@ def check_comet(settings: CometSettings) -> None:
             f"(it requires transformers < 5): {SETUP}",
             "python",
         )
-    _check_in_child(settings.python, str(checkpoint.resolve()), checkpoint.stat().st_mtime_ns)
+    _check_in_child(settings.python, str(checkpoint.absolute()), checkpoint.stat().st_mtime_ns)
 
 
 @functools.cache
 def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
     finished = run_captured([python, str(CHILD), "check", checkpoint])
+    if finished.returncode == CHECK_NO_ENCODER:
+        raise CometError(
+            f"COMET checkpoint {checkpoint}: its encoder (the tokenizer and configuration "
+            f"hparams.yaml names) does not load:\n{_tail(finished.stderr)}",
+            "checkpoint",
+        )
     if finished.returncode != 0:
         raise CometError(
-            f"COMET in {python} cannot load {checkpoint}'s encoder (exit status "
-            f"{finished.returncode}):\n{_tail(finished.stderr)}",
+            f"COMET in {python} does not import (exit status {finished.returncode}):\n"
+            f"{_tail(finished.stderr)}",
             "python",
         )
 
@@ -150,7 +168,7 @@ def comet_scores(
         )
     triples = zip(sources, translations, references)
     request = {
-        "checkpoint": str(Path(settings.checkpoint).resolve()),
+        "checkpoint": str(Path(settings.checkpoint).absolute()),
         "batch_size": settings.batch_size,
         "gpus": settings.gpus,
         "samples": [{"src": src, "mt": mt, "ref": ref} for src, mt, ref in triples],

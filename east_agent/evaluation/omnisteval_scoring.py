@@ -48,7 +48,7 @@ from east_agent.common.atomic import write_atomically
 from east_agent.common.comet_process import (
     CometSettings,
     add_comet_flags,
-    check_comet,
+    check_named_by_flag,
     comet_scores,
     comet_settings,
 )
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> None:
     unit_times(testset, args.word_times, args.ca_unit_seconds)  # refuse a bad file first
     comet = comet_settings(args)
     if comet is not None:
-        check_comet(comet)
+        check_named_by_flag(comet)
     outputs = talk_outputs_from_log(args.log, testset.talks, testset.char_level)
     result = score_longform(
         outputs,

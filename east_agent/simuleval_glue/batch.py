@@ -40,6 +40,7 @@ from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
 from east_agent.simuleval_glue.instance_log import InstanceLog, finished_records, sort_log
 from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
+    SETTINGS_RECORD,
     clear_scores,
     combined_batch_record,
     translation_settings,
@@ -258,9 +259,20 @@ def score(args: argparse.Namespace) -> None:
     simuleval_fixes.apply()  # the scores written whole, and their record beside them
     scoring = copy(args)
     scoring.score_only = True
+    if "COMET" in scoring.quality_metrics and not getattr(scoring, "comet_source_lang", None):
+        # a log scored on its own (--score-only, a resumed complete log) has no --src-lang
+        scoring.comet_source_lang = getattr(scoring, "src_lang", None) or recorded_source_lang(
+            Path(scoring.output)
+        )
     evaluator = SentenceLevelEvaluator.from_args(scoring)
     evaluator.dump_results()
     evaluator.dump_metrics()
+
+
+def recorded_source_lang(output: Path) -> str | None:
+    """The `--src-lang` of the run that wrote `output`, as its settings record holds it."""
+    path = output / SETTINGS_RECORD
+    return json.loads(path.read_text()).get("src_lang") if path.exists() else None
 
 
 def _progress(args, total: int, done: int):

@@ -13,29 +13,26 @@ from __future__ import annotations
 from simuleval.evaluator.scorers.quality_scorer import QualityScorer, register_quality_scorer
 
 from east_agent.common.comet_process import (
-    CometError,
     CometSettings,
     add_comet_flags,
-    check_comet,
+    check_named_by_flag,
     comet_scores,
     comet_settings,
 )
+from east_agent.decoding.prompt import is_unspaced
 from east_agent.decoding.units import join_source_units
 
 
 @register_quality_scorer("COMET")
 class CometScorer(QualityScorer):
-    def __init__(self, settings: CometSettings, source_lang: str | None = None) -> None:
+    def __init__(self, settings: CometSettings | None, source_lang: str | None = None) -> None:
         super().__init__()
-        try:
-            check_comet(settings)
-        except CometError as error:
-            flag = f"--comet-{error.setting}: " if error.setting else ""
-            raise CometError(flag + str(error), error.setting) from None
         self.settings = settings
         self.source_lang = source_lang
 
     def __call__(self, instances: dict) -> float:
+        if self.settings is None:
+            raise ValueError("COMET was built for a run without scoring (--no-scoring)")
         scored = list(instances.values())
         scores = comet_scores(
             self.settings,
@@ -54,26 +51,36 @@ class CometScorer(QualityScorer):
             "--comet-source-lang",
             default=None,
             help="the source language, for the text COMET reads: Chinese and Japanese units "
-            "are joined without spaces (default: the run's --src-lang, if it has one)",
+            "are joined without spaces (default: the run's --src-lang, or the one its "
+            "output folder recorded)",
         )
 
     @classmethod
     def from_args(cls, args):
+        """The scorer of the flags, checked (SimulEval builds every scorer asked for, even
+        with --no-scoring: then nothing is checked)."""
         settings = comet_settings(args)
+        language = args.comet_source_lang or getattr(args, "src_lang", None)
+        if getattr(args, "no_scoring", False):
+            return cls(settings, language)
         if settings is None:
             raise ValueError(
                 "--quality-metrics COMET needs --comet-checkpoint: the path of a local "
                 "COMET checkpoint (model.ckpt); nothing is downloaded"
             )
-        return cls(settings, args.comet_source_lang or getattr(args, "src_lang", None))
+        if language is not None:
+            try:
+                is_unspaced(language)
+            except ValueError as error:
+                raise ValueError(f"--comet-source-lang: {error}") from None
+        check_named_by_flag(settings)
+        return cls(settings, language)
 
 
 def check_comet_flags(args) -> None:
     """With COMET among `args.quality_metrics` (and scoring not turned off): its checkpoint
     and interpreter checked, for the runs that build their scorers after decoding (or
     after loading the model)."""
-    if getattr(args, "no_scoring", False):
-        return
     if "COMET" in (getattr(args, "quality_metrics", None) or ()):
         CometScorer.from_args(args)
 

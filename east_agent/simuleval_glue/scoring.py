@@ -18,6 +18,7 @@ from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.comet_process import checkpoint_identity
+from east_agent.decoding.prompt import is_unspaced
 
 SCORING_RECORD = "scoring.json"
 # SimulEval's evaluator flags that change scores; the chosen scorers' own flags are added
@@ -61,6 +62,10 @@ def scoring_settings(args: argparse.Namespace) -> dict:
     settings = {name: getattr(args, name, None) for name in names}
     if settings.get("comet_checkpoint"):
         settings["comet_checkpoint"] = checkpoint_identity(settings["comet_checkpoint"])
+    if "comet_source_lang" in settings:  # how the source's units were joined, not the name
+        language = settings.pop("comet_source_lang") or getattr(args, "src_lang", None)
+        unspaced = language is not None and is_unspaced(language)
+        settings["comet_source_units"] = "joined without spaces" if unspaced else "joined by spaces"
     return json.loads(json.dumps(settings))
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -85,7 +87,7 @@ def test_a_comet_that_does_not_import_is_refused_by_the_check(tmp_path):
     python = fake_comet_python(
         tmp_path / "env", "raise ModuleNotFoundError(\"No module named 'pkg_resources'\")\n"
     )
-    with pytest.raises(CometError, match=r"cannot load[\s\S]*pkg_resources") as refused:
+    with pytest.raises(CometError, match=r"does not import[\s\S]*pkg_resources") as refused:
         check_comet(CometSettings(str(checkpoint), python))
     assert refused.value.setting == "python"
 
@@ -162,3 +164,32 @@ def test_settings_are_passed_to_comet(tmp_path):
     scores = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
     assert scores.sentences == [3, 7, 1]
     assert scores.system == len(str(checkpoint.resolve()))
+
+
+def test_a_checkpoint_whose_encoder_does_not_load_is_named_as_the_checkpoint(tiny_comet, tmp_path):
+    checkpoint = fake_checkpoint(tmp_path / "model")  # its hparams.yaml names no encoder
+    with pytest.raises(CometError, match="its encoder .* does not load") as refused:
+        check_comet(CometSettings(str(checkpoint), tiny_comet.python))
+    assert refused.value.setting == "checkpoint"
+
+
+def test_a_checkpoint_in_the_hugging_face_cache_layout_is_found_as_comet_finds_it(
+    tiny_comet, tmp_path
+):
+    """`comet.download_model` gives `snapshots/<rev>/checkpoints/model.ckpt`, a link into
+    `blobs/`: its hparams.yaml is beside the link's folder, not the blob's."""
+    model = tmp_path / "models--tiny"
+    (model / "blobs").mkdir(parents=True)
+    snapshot = model / "snapshots" / "0123"
+    (snapshot / "checkpoints").mkdir(parents=True)
+    shutil.copy(tiny_comet.checkpoint, model / "blobs" / "a1b2")
+    shutil.copy(Path(tiny_comet.checkpoint).parents[1] / "hparams.yaml", snapshot)
+    linked = snapshot / "checkpoints" / "model.ckpt"
+    linked.symlink_to(model / "blobs" / "a1b2")
+    settings = dataclasses.replace(tiny_comet, checkpoint=str(linked))
+    check_comet(settings)
+    scores = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
+    expected = comet_scores(tiny_comet, SOURCES, TRANSLATIONS, REFERENCES)
+    assert scores.sentences == expected.sentences
+    identity = checkpoint_identity(tiny_comet.checkpoint)
+    assert checkpoint_identity(linked)["sha256"] == identity["sha256"]

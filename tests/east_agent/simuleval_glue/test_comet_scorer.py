@@ -138,3 +138,43 @@ def fields_of(output) -> tuple[list[str], ...]:
     records = finished_records(output / "instances.log")
     keys = ("source", "prediction", "reference")
     return tuple([record[key] for record in records] for key in keys)
+
+
+def test_without_scoring_comet_is_not_asked_for_anything(east_checkpoint, toy_test_set, tmp_path):
+    folder, units = toy_test_set
+    output = tmp_path / "run"
+    flags = ["--quality-metrics", "BLEU", "COMET", "--comet-checkpoint", tmp_path / "none.ckpt"]
+    arguments = agent_arguments(east_checkpoint, folder, output, "--no-scoring")  # the loop
+    result = run_simuleval(*arguments, *flags, "--comet-python", tmp_path / "no-python")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(finished_records(output / "instances.log")) == len(units)
+    assert not (output / "scores.tsv").exists()
+
+
+def test_a_chinese_source_reaches_comet_as_the_decoder_read_it(
+    tiny_comet, east_checkpoint, toy_test_set, tmp_path
+):
+    """Units of an unspaced source join without spaces, in the run (from --src-lang) and
+    when its log is scored on its own (from the folder's record), and the record says so."""
+    folder, _ = toy_test_set
+    output = tmp_path / "run"
+    arguments = agent_arguments(east_checkpoint, folder, output, "--batch-size", "3")
+    arguments[arguments.index("--src-lang") + 1] = "zh"
+    result = run_simuleval(*arguments, *comet_flags(tiny_comet))
+    assert result.returncode == 0, result.stderr[-3000:]
+    sources, translations, references = fields_of(output)
+    joined = ["".join(source.split()) for source in sources]
+    expected = comet_scores(tiny_comet, joined, translations, references).system
+    assert float(scores_of(output)["COMET"]) == pytest.approx(100 * expected, abs=1e-3)
+    spaced = comet_scores(tiny_comet, sources, translations, references).system
+    assert abs(expected - spaced) > 1e-4  # the test tells them apart
+    record = json.loads((output / "scoring.json").read_text())
+    assert record["comet_source_units"] == "joined without spaces"
+
+    again = tmp_path / "again"
+    shutil.copytree(output, again)
+    (again / "scores.tsv").unlink()
+    result = run_simuleval("--score-only", "--output", again, *comet_flags(tiny_comet))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert scores_of(again) == scores_of(output)
+    assert json.loads((again / "scoring.json").read_text()) == record

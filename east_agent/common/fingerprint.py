@@ -1,5 +1,6 @@
 """Files known by their content: a SHA-256 over their names, sizes and bytes, weights files
-sampled.
+sampled; and settings that name a file or folder so (`{"file" or "folder": path, "sha256":
+...}`), as records keep them, compared and shown.
 
 Weights are read in `SAMPLES` small blocks spread over the file, its first and last ones
 included (the safetensors header: names, shapes, types). Reading 16 GB of weights would
@@ -50,3 +51,34 @@ def read_into(digest, handle, offset: int, length: int | None) -> None:
         digest.update(block)
         if left is not None and not (left := left - len(block)):
             break
+
+
+def is_content_setting(value) -> bool:
+    """A file's or folder's setting, known by its content."""
+    return isinstance(value, dict) and "sha256" in value and ("file" in value or "folder" in value)
+
+
+def content_of(value):
+    """What a setting is compared by: a content setting's SHA-256, any other itself."""
+    return value["sha256"] if is_content_setting(value) else value
+
+
+def same_setting(one, other) -> bool:
+    """Two records' values of a setting are the same: by content when both know it, by
+    where the file is when one of them does not (a record written before files, model
+    folders or COMET checkpoints were known by content)."""
+    if isinstance(one, str) and is_content_setting(other):
+        return one == _where(other)
+    if isinstance(other, str) and is_content_setting(one):
+        return other == _where(one)
+    return content_of(one) == content_of(other)
+
+
+def shown_setting(value) -> str:
+    if is_content_setting(value):
+        return f"{_where(value)!r} (sha256 {value['sha256'][:12]}...)"
+    return repr(value)
+
+
+def _where(value: dict) -> str:
+    return value.get("file", value.get("folder"))

@@ -27,6 +27,7 @@ from pathlib import Path
 from east_agent.common.atomic import write_atomically
 from east_agent.common.comet_process import checkpoint_identity
 from east_agent.common.entry import CommandError
+from east_agent.common.fingerprint import content_of
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import CONSOLE_LOG
 from east_agent.evaluation.longform import read_longform
@@ -138,8 +139,7 @@ def made_from(run_dir: Path, config: EvalConfig, with_comet: bool = False) -> di
     }
     if with_comet:
         comet = config.comet()
-        identity = checkpoint_identity(comet.checkpoint) if comet else None
-        stamp["comet"] = identity["sha256"] if isinstance(identity, dict) else identity
+        stamp["comet"] = content_of(checkpoint_identity(comet.checkpoint)) if comet else None
     if config.word_times:
         times = Path(config.word_times).stat()
         stamp["word_times"] = [str(config.word_times), times.st_size, times.st_mtime]

@@ -15,6 +15,7 @@ from typing import Any
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.entry import CommandError
+from east_agent.common.fingerprint import is_content_setting
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
@@ -32,7 +33,6 @@ from east_agent.simuleval_glue.run_folder import (
     SETTINGS_RECORD,
     clear_scores,
     combined_batch_record,
-    is_content_setting,
     settings_differ,
 )
 

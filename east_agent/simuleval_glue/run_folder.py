@@ -33,7 +33,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
-from east_agent.common.fingerprint import files_fingerprint, read_into
+from east_agent.common.fingerprint import (
+    files_fingerprint,
+    read_into,
+    same_setting,
+    shown_setting,
+)
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.simuleval_glue.instance_log import finished_records, record_lines
 from east_agent.simuleval_glue.scoring import SCORING_RECORD
@@ -138,32 +143,6 @@ def folder_fingerprint(folder: Path) -> str:
     return files_fingerprint(files, folder)
 
 
-def _same_setting(one, other) -> bool:
-    if is_content_setting(one) and is_content_setting(other):
-        return one["sha256"] == other["sha256"]
-    # a record written before files (2026-12-02) or model folders were known by content
-    if isinstance(one, str) and is_content_setting(other):
-        return one == _where(other)
-    if isinstance(other, str) and is_content_setting(one):
-        return other == _where(one)
-    return one == other
-
-
-def is_content_setting(value) -> bool:
-    """A data file's or model folder's setting, known by its content."""
-    return isinstance(value, dict) and "sha256" in value and ("file" in value or "folder" in value)
-
-
-def _where(value: dict) -> str:
-    return value.get("file", value.get("folder"))
-
-
-def shown_setting(value) -> str:
-    if is_content_setting(value):
-        return f"{_where(value)!r} (sha256 {value['sha256'][:12]}...)"
-    return repr(value)
-
-
 @contextmanager
 def writing(
     output: Path,
@@ -203,7 +182,7 @@ def clear_scores(output: Path, batching: bool = True) -> None:
 def settings_differ(saved: dict, settings: dict) -> list[str]:
     """The names of the settings in which two records differ (data files by content)."""
     names = sorted(set(saved) | set(settings))
-    return [name for name in names if not _same_setting(saved.get(name), settings.get(name))]
+    return [name for name in names if not same_setting(saved.get(name), settings.get(name))]
 
 
 def check_same_settings(output: Path, settings: dict) -> None:

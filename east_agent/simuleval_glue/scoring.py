@@ -18,6 +18,7 @@ from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.comet_process import checkpoint_identity
+from east_agent.common.fingerprint import same_setting, shown_setting
 from east_agent.decoding.prompt import is_unspaced
 
 SCORING_RECORD = "scoring.json"
@@ -78,21 +79,10 @@ def scoring_differences(output: Path, settings: dict) -> list[str]:
     saved = json.loads(path.read_text(encoding="utf-8"))
     names = sorted(set(saved) | set(settings))
     return [
-        f"{name} {_shown(saved.get(name))} (now {_shown(settings.get(name))})"
+        f"{name} {shown_setting(saved.get(name))} (now {shown_setting(settings.get(name))})"
         for name in names
-        if _content(saved.get(name)) != _content(settings.get(name))
+        if not same_setting(saved.get(name), settings.get(name))
     ]
-
-
-def _content(value):
-    """A file known by its content compares by that (`checkpoint_identity`)."""
-    return value["sha256"] if isinstance(value, dict) and "sha256" in value else value
-
-
-def _shown(value) -> str:
-    if isinstance(value, dict) and "sha256" in value:
-        return f"{value['file']} (sha256 {value['sha256'][:12]})"
-    return repr(value)
 
 
 def forget_scoring(output: Path) -> None:

@@ -48,3 +48,17 @@ def run_captured(command: list[str], stdin: str = "") -> subprocess.CompletedPro
     return subprocess.run(
         command, input=stdin, preexec_fn=_die_with_this_process(), capture_output=True, text=True
     )
+
+
+def start_child(command: list[str]) -> subprocess.Popen:
+    """`command` started with pipes to its standard input, output and error (text), to talk
+    to while it runs; it dies if this process does (on Linux, if the thread that started it
+    ends: start it from the main thread)."""
+    return subprocess.Popen(
+        command,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_this_process(),
+    )

@@ -2,40 +2,61 @@
 environment. It imports COMET and the standard library only (that environment has no
 east_agent).
 
-    python comet_child.py score < REQUEST    the request is JSON: the checkpoint, batch
-                                             size, GPUs and samples (`src`, `mt`, `ref`)
+    python comet_child.py serve              answers each request line on standard input
+                                             (JSON: the checkpoint, batch size, GPUs and
+                                             samples `src`, `mt`, `ref`) with one line on
+                                             standard output until standard input ends
     python comet_child.py check CHECKPOINT   COMET imports (else exit status 1), and the
                                              checkpoint's encoder (its tokenizer and
                                              configuration) loads (else `NO_ENCODER`)
 
-`score` prints one line `ANSWER` + JSON after whatever COMET prints: one score a sample and
-the system score, as COMET gives them (about 0 to 1). Nothing is written to disk.
+An answer is one score a sample and the system score, as COMET gives them (about 0 to 1),
+or `error` with COMET's traceback. The model stays loaded between requests for the same
+checkpoint (its path and `identity`, the content's fingerprint that the parent sends: a
+file replaced at its path is loaded again), one model at a time. Whatever COMET
+and Lightning print goes to standard error, so standard output carries answers only.
+Nothing is written to disk.
 """
 
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 
-ANSWER = "east-comet-answer: "
+
+def serve() -> None:
+    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)
+    loaded = {}
+    for line in sys.stdin:
+        try:
+            answer = score(json.loads(line), loaded)
+        except Exception:
+            traceback.print_exc()
+            answer = {"error": traceback.format_exc()}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
 
-def score() -> None:
-    request = json.load(sys.stdin)
+def score(request: dict, loaded: dict) -> dict:
     from comet import load_from_checkpoint
 
-    model = load_from_checkpoint(request["checkpoint"])
-    output = model.predict(
+    checkpoint = request["checkpoint"]
+    key = (checkpoint, request["identity"])
+    if loaded.get("key") != key:
+        loaded.clear()  # the former model freed before the next loads
+        loaded.update(key=key, model=load_from_checkpoint(checkpoint))
+    output = loaded["model"].predict(
         request["samples"],
         batch_size=request["batch_size"],
         gpus=request["gpus"],
         progress_bar=False,
     )
-    answer = {
+    return {
         "scores": [float(value) for value in output.scores],
         "system_score": float(output.system_score),
     }
-    sys.stdout.write("\n" + ANSWER + json.dumps(answer) + "\n")
 
 
 NO_ENCODER = 4  # comet_process.CHECK_NO_ENCODER
@@ -57,7 +78,7 @@ def check(checkpoint: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "score":
-        score()
+    if sys.argv[1] == "serve":
+        serve()
     else:
         check(sys.argv[2])

@@ -4,30 +4,38 @@ unbabel-comet (2.2.7, the newest) requires transformers < 5 and numpy < 2, and t
 transformers >= 5.17: pip refuses to put them in one environment. COMET therefore runs as a
 child process of the interpreter of an environment that has it (`--comet-python`; by
 default this interpreter, for the rare environment where both import). The child runs
-`comet_child.py` beside this file (COMET and the standard library only), reads its request
-on standard input and prints its answer; nothing goes to disk, and it dies with this
-process. `check_comet` refuses, before anything is decoded, a missing checkpoint or
-`hparams.yaml`, an interpreter that cannot run or has no COMET, and a COMET that does not
-import or cannot load the checkpoint's encoder (its tokenizer and configuration): the
-last takes a child's imports, about 7 s, once per process.
+`comet_child.py serve` beside this file (COMET and the standard library only): it reads a
+request a line on standard input and answers each on standard output; nothing goes to
+disk. One such child serves a process, started at its first request and kept until the
+process ends (it dies with it), so that a grid's runs scored one after the other in one
+process import COMET and load a checkpoint once, not once a run (the model stays in the
+child's memory meanwhile: about 2.3 GB for wmt22-comet-da). `check_comet` refuses, before
+anything is decoded, a missing checkpoint or `hparams.yaml`, an interpreter that cannot
+run or has no COMET, and a COMET that does not import or cannot load the checkpoint's
+encoder (its tokenizer and configuration): the last takes a child's imports, about 7 s,
+once per process.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import subprocess
 import sys
+import threading
+from collections import deque
 from collections.abc import Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from east_agent.common.child_process import run_captured
+from east_agent.common.child_process import run_captured, start_child
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import files_fingerprint
 
 CHILD = Path(__file__).with_name("comet_child.py")
-ANSWER = "east-comet-answer: "  # comet_child.ANSWER: the line of the answer
+STDERR_LINES = 200  # of the COMET child's standard error, kept for its failures
 CHECK_NO_ENCODER = 4  # comet_child's exit status: COMET imports, the encoder does not load
 SETUP = (
     "python3 -m venv comet-env && comet-env/bin/pip install unbabel-comet 'setuptools<81', "
@@ -166,23 +174,91 @@ def comet_scores(
             f"COMET needs as many sources ({len(sources)}), translations ({len(translations)}) "
             f"and references ({len(references)})"
         )
+    checkpoint = Path(settings.checkpoint).absolute()
     triples = zip(sources, translations, references)
     request = {
-        "checkpoint": str(Path(settings.checkpoint).absolute()),
+        "checkpoint": str(checkpoint),
+        "identity": checkpoint_identity(checkpoint),
         "batch_size": settings.batch_size,
         "gpus": settings.gpus,
         "samples": [{"src": src, "mt": mt, "ref": ref} for src, mt, ref in triples],
     }
-    finished = run_captured([settings.python, str(CHILD), "score"], json.dumps(request))
-    answers = [line for line in finished.stdout.splitlines() if line.startswith(ANSWER)]
-    if finished.returncode != 0 or not answers:
-        raise CometError(
-            f"COMET ({settings.python}, {settings.checkpoint}) failed with exit status "
-            f"{finished.returncode}:\n{_tail(finished.stderr)}"
-        )
-    answer = json.loads(answers[-1][len(ANSWER) :])
+    with _CHILD_IN_USE:
+        answer = _comet_child(settings.python).ask(request, settings)
     if len(answer["scores"]) != len(request["samples"]):
         raise CometError(
             f"COMET gave {len(answer['scores'])} scores for {len(request['samples'])} samples"
         )
     return CometScores(answer["scores"], answer["system_score"])
+
+
+class _CometChild:
+    """`comet_child.py serve` in `python`'s environment, talked to a request at a time; the
+    last lines of its standard error kept for the messages of its failures."""
+
+    def __init__(self, python: str) -> None:
+        self.python = python
+        self.parent = os.getpid()
+        self.process = start_child([python, str(CHILD), "serve"])
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
+        self.stderr_reader = threading.Thread(target=self._keep_stderr, daemon=True)
+        self.stderr_reader.start()
+
+    def _keep_stderr(self) -> None:
+        for line in self.process.stderr:
+            self.stderr_tail.append(line.rstrip("\n"))
+
+    def serves(self, python: str) -> bool:
+        """Alive, this process's own (not a forked copy's), in `python`'s environment."""
+        return self.python == python and self.parent == os.getpid() and self.alive()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def ask(self, request: dict, settings: CometSettings) -> dict:
+        try:
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            line = self.process.stdout.readline()
+        except BrokenPipeError:
+            line = ""
+        except BaseException:  # interrupted (Ctrl-C): its answer would answer the next request
+            self.process.kill()
+            raise
+        failed = f"COMET ({settings.python}, {settings.checkpoint}) failed"
+        if not line:
+            status = self.process.wait()
+            self.stderr_reader.join(timeout=5)
+            said = "\n".join(self.stderr_tail)
+            raise CometError(f"{failed} with exit status {status}:\n{_tail(said)}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise CometError(f"{failed}:\n{_tail(answer['error'])}")
+        return answer
+
+    def close(self) -> None:
+        """End it: its standard input closed, then killed if it does not end."""
+        with suppress(OSError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+_CHILD_IN_USE = threading.Lock()
+_child: _CometChild | None = None  # this process's, once a request has started it
+
+
+def _comet_child(python: str) -> _CometChild:
+    """This process's COMET child in `python`'s environment, started at the first request
+    (then kept: the next requests skip COMET's imports and, for the same checkpoint, its
+    load); one that died meanwhile, or one of another environment, replaced."""
+    global _child
+    if _child is not None and _child.serves(python):
+        return _child
+    if _child is not None and _child.parent == os.getpid():
+        _child.close()
+    _child = _CometChild(python)
+    return _child

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+from kill import descendants, live_processes
 
+from east_agent.common import comet_process
 from east_agent.common.comet_process import (
     CometError,
     CometSettings,
@@ -102,7 +107,7 @@ def test_a_failing_comet_is_named_with_its_own_words(tmp_path):
         """,
     )
     settings = CometSettings(str(checkpoint), python)
-    with pytest.raises(CometError, match=r"failed with exit status 1:[\s\S]*cannot unpickle"):
+    with pytest.raises(CometError, match=r"model.ckpt\) failed:[\s\S]*cannot unpickle"):
         comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
 
 
@@ -193,3 +198,123 @@ def test_a_checkpoint_in_the_hugging_face_cache_layout_is_found_as_comet_finds_i
     assert scores.sentences == expected.sentences
     identity = checkpoint_identity(tiny_comet.checkpoint)
     assert checkpoint_identity(linked)["sha256"] == identity["sha256"]
+
+
+def the_child_pid() -> int:
+    return comet_process._child.process.pid
+
+
+def test_one_child_scores_every_request_of_a_process_as_a_fresh_one(tiny_comet):
+    first = comet_scores(tiny_comet, SOURCES, TRANSLATIONS, REFERENCES)
+    serving = the_child_pid()
+    again = comet_scores(tiny_comet, SOURCES[:2], TRANSLATIONS[:2], REFERENCES[:2])
+    assert the_child_pid() == serving
+    assert again.sentences == first.sentences[:2]
+    comet_process._child.close()
+    fresh = comet_scores(tiny_comet, SOURCES, TRANSLATIONS, REFERENCES)
+    assert the_child_pid() != serving
+    assert fresh == first
+
+
+# COMET stand-in: a model is its checkpoint's bytes; scores say which and how many loads
+COUNTING_COMET = """
+    import sys
+    import time
+    from types import SimpleNamespace
+
+    LOADS = []
+
+    class Model:
+        def __init__(self, content):
+            self.content = content
+
+        def predict(self, samples, **settings):
+            print("Predicting DataLoader 0", flush=True)  # as Lightning does, on stdout
+            sys.stdout.write("no end of line")
+            if self.content == b"slow":
+                time.sleep(60)
+            if self.content == b"dies":
+                sys.stderr.write("CUDA out of memory\\n")
+                sys.exit(3)
+            scores = [len(self.content)] * len(samples)
+            return SimpleNamespace(scores=scores, system_score=len(LOADS))
+
+    def load_from_checkpoint(path):
+        LOADS.append(path)
+        with open(path, "rb") as checkpoint:
+            return Model(checkpoint.read())
+    """
+
+
+def test_a_checkpoint_is_loaded_once_and_again_when_replaced_at_its_path(tmp_path):
+    checkpoint = fake_checkpoint(tmp_path / "model", b"weights")
+    settings = CometSettings(str(checkpoint), fake_comet_python(tmp_path / "env", COUNTING_COMET))
+    first = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
+    assert (first.sentences, first.system) == ([7, 7, 7], 1)
+    assert comet_scores(settings, SOURCES[:1], TRANSLATIONS[:1], REFERENCES[:1]).system == 1
+    checkpoint.write_bytes(b"other weights")
+    replaced = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
+    assert (replaced.sentences, replaced.system) == ([13, 13, 13], 2)
+
+
+def test_a_child_that_dies_while_scoring_is_named_and_the_next_request_starts_another(tmp_path):
+    python = fake_comet_python(tmp_path / "env", COUNTING_COMET)
+    dying = CometSettings(str(fake_checkpoint(tmp_path / "dying", b"dies")), python)
+    pattern = r"dying/checkpoints/model.ckpt\) failed with exit status 3:[\s\S]*out of memory"
+    with pytest.raises(CometError, match=pattern):
+        comet_scores(dying, SOURCES, TRANSLATIONS, REFERENCES)
+    settings = CometSettings(str(fake_checkpoint(tmp_path / "model", b"weights")), python)
+    assert comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences == [7, 7, 7]
+    serving = the_child_pid()
+    os.kill(serving, signal.SIGKILL)  # between two requests (killed by hand, out of memory)
+    comet_process._child.process.wait()
+    assert comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).system == 1
+    assert the_child_pid() != serving
+
+
+def test_a_request_interrupted_leaves_no_answer_behind_for_the_next(tmp_path):
+    python = fake_comet_python(tmp_path / "env", COUNTING_COMET)
+    slow = CometSettings(str(fake_checkpoint(tmp_path / "slow", b"slow")), python)
+    settings = CometSettings(str(fake_checkpoint(tmp_path / "model", b"weights")), python)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 2.0)
+        with pytest.raises(KeyboardInterrupt):
+            comet_scores(slow, SOURCES[:1], TRANSLATIONS[:1], REFERENCES[:1])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, before)
+    # had its child lived, the slow request's answer ([4]) would be read as this one's
+    assert comet_scores(settings, SOURCES[:1], TRANSLATIONS[:1], REFERENCES[:1]).sentences == [7]
+
+
+SCORES_THEN_WAITS = """
+import sys, time
+from east_agent.common.comet_process import CometSettings, comet_scores
+comet_scores(CometSettings(sys.argv[1], sys.argv[2]), ["a"], ["b"], ["c"])
+print("scored", flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_child_dies_with_its_process(tmp_path):
+    checkpoint = fake_checkpoint(tmp_path / "model", b"weights")
+    python = fake_comet_python(tmp_path / "env", COUNTING_COMET)
+    scoring = subprocess.Popen(
+        [sys.executable, "-c", SCORES_THEN_WAITS, str(checkpoint), python],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert scoring.stdout.readline() == "scored\n"
+    children = [pid for pid, command in descendants(scoring.pid).items() if "serve" in command]
+    assert len(children) == 1
+    scoring.kill()
+    scoring.wait()
+    deadline = time.monotonic() + 10
+    while children[0] in live_processes() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert children[0] not in live_processes()

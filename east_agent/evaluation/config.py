@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,12 @@ class EvalConfig:
         return CometSettings(
             self.comet_checkpoint, **python, batch_size=self.comet_batch_size, gpus=self.comet_gpus
         )
+
+    def without_comet(self) -> EvalConfig:
+        """The grid scored without COMET: a shard's runs, whose merge scores every sentence
+        with it once (rather than each shard and then the whole run again)."""
+        kept = [name for name in self.quality_metrics if name != "COMET"] or ["BLEU"]
+        return replace(self, quality_metrics=kept)
 
     @property
     def testset_dir(self) -> Path:

@@ -1,6 +1,7 @@
 """`east-eval`: a quality-latency grid of real SimulEval runs, resumed and sharded."""
 
 import csv
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -456,6 +457,30 @@ def test_shards_merge_to_the_scores_of_one_run(east_checkpoint, tmp_path):
         for folder in (tmp_path / "sharded", tmp_path / "whole")
     )
     assert merged_scoring == whole_scoring  # scored in this process as the runs are
+
+
+def test_shards_leave_comet_to_their_merge(east_checkpoint, tiny_comet, tmp_path):
+    """A shard neither checks nor scores COMET (its environment may be where the shards are
+    merged); the merge scores every sentence with it, once."""
+    systems = {"east": {"agent": "east", "latency": ["medium"]}}
+    plain = write_config(tmp_path / "plain.yaml", east_checkpoint, tmp_path / "out", systems)
+    elsewhere = dataclasses.replace(tiny_comet, python=str(tmp_path / "elsewhere" / "python"))
+    shard_config = with_comet(plain, tmp_path / "out", elsewhere, tmp_path / "shards.yaml")
+    run_dir = tmp_path / "out" / "runs" / "east-medium"
+    for shard in ("1/2", "2/2"):
+        result = east_eval(shard_config, "--limit", "4", "--shard", shard)
+        assert result.returncode == 0, result.stderr[-3000:]
+        header = (run_dir / "shards" / f"{shard[0]}-of-2" / "scores.tsv").read_text()
+        assert "BLEU" in header and "COMET" not in header
+    refused = east_eval(shard_config, "--merge-shards", "2")
+    assert refused.returncode != 0 and "comet_python" in refused.stderr
+    assert "elsewhere/python cannot run" in refused.stderr
+    merge_config = with_comet(plain, tmp_path / "out", tiny_comet, tmp_path / "merge.yaml")
+    merged = east_eval(merge_config, "--merge-shards", "2")
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    [row] = rows_of(tmp_path / "out")
+    expected = comet_of_log(tiny_comet, run_dir / "instances.log")
+    assert float(row["COMET"]) == pytest.approx(expected, abs=1e-3)
 
 
 def test_config_errors_are_named(tmp_path):

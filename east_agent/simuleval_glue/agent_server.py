@@ -88,6 +88,7 @@ class AgentService:
     def info(self) -> dict:
         return {
             "info": type(self.pool.decoder).__name__,
+            "source_language": self.pool.decoder.src_lang,  # how its source units join
             "streams": self.pool.size,
             "sessions": len(self.sessions),
             "step": True,  # POST /step: an input and its output in one request

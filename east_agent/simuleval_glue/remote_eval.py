@@ -85,9 +85,10 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     from east_agent.simuleval_glue.comet_scorer import check_comet_flags
     from east_agent.simuleval_glue.run_folder import loop_in
 
-    check_comet_flags(args)
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     info = _server_info(base_url)  # before the folder changes
+    _take_source_language(args, info)
+    check_comet_flags(args)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
     if args.batch_size > 1:
         _check_free_streams(info, args.batch_size, base_url)
@@ -123,6 +124,15 @@ def _server_info(base_url: str) -> dict:
     except ValueError:
         return {}
     return info if isinstance(info, dict) else {}
+
+
+def _take_source_language(args: argparse.Namespace, info: dict) -> None:
+    """COMET reads the source as the served decoder read it: without --comet-source-lang,
+    in the language this package's server says it translates from (SimulEval's own server
+    says none: the units are then joined by spaces)."""
+    language = info.get("source_language")
+    if getattr(args, "comet_source_lang", "") is None and isinstance(language, str):
+        args.comet_source_lang = language
 
 
 def _check_free_streams(info: dict, wanted: int, base_url: str) -> None:

@@ -276,3 +276,41 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
 def test_system_dir_refuses_what_simuleval_would_mangle(flags, message):
     with pytest.raises(ValueError, match=message):
         system_config("east", {"src_lang": "de", "tgt_lang": "en", **flags})
+
+
+def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
+    east_checkpoint, test_set, tiny_comet, tmp_path
+):
+    """Without --comet-source-lang, east-remote-eval joins the source's units as the
+    served decoder did: its server names its source language (`GET /`)."""
+    from east_agent.common.comet_process import comet_scores
+    from east_agent.simuleval_glue.instance_log import finished_records
+
+    flags = [*AGENT_FLAGS]
+    flags[flags.index("--src-lang") + 1] = "zh"
+    port, server_log, output = free_port(), tmp_path / "server.log", tmp_path / "remote"
+    comet = ["--quality-metrics", "BLEU", "COMET", "--comet-checkpoint", tiny_comet.checkpoint,
+             "--comet-python", tiny_comet.python]  # fmt: skip
+    with server_log.open("w") as server_errors:
+        server = subprocess.Popen(
+            [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
+             "--agent", str(AGENT_FILE), "--model-path", str(east_checkpoint), *flags],
+            stdout=subprocess.DEVNULL, stderr=server_errors,
+        )  # fmt: skip
+        try:
+            wait_for_server(server, port, server_log)
+            info = requests.get(f"http://127.0.0.1:{port}/", timeout=30).json()
+            assert info["source_language"] == "Chinese"
+            run(*remote_eval_command(port, test_set, output, *comet))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    assert json.loads((output / "scoring.json").read_text())["comet_source_units"] == (
+        "joined without spaces"
+    )
+    records = finished_records(output / "instances.log")
+    joined = ["".join(record["source"].split()) for record in records]
+    translations = [record["prediction"] for record in records]
+    references = [record["reference"] for record in records]
+    expected = comet_scores(tiny_comet, joined, translations, references).system
+    assert float(scores(output)["COMET"]) == pytest.approx(100 * expected, abs=1e-3)

@@ -59,6 +59,7 @@ def start_child(command: list[str]) -> subprocess.Popen:
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        text=True,
+        encoding="utf-8",
+        errors="replace",  # a stray byte must not stop the reading of its output
         preexec_fn=_die_with_this_process(),
     )

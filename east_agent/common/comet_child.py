@@ -18,6 +18,7 @@ and Lightning print goes to standard error, so standard output carries answers o
 Nothing is written to disk.
 """
 
+import gc
 import json
 import os
 import sys
@@ -45,7 +46,8 @@ def score(request: dict, loaded: dict) -> dict:
     checkpoint = request["checkpoint"]
     key = (checkpoint, request["identity"])
     if loaded.get("key") != key:
-        loaded.clear()  # the former model freed before the next loads
+        loaded.clear()  # the former model freed before the next loads (it is in cycles)
+        gc.collect()
         loaded.update(key=key, model=load_from_checkpoint(checkpoint))
     output = loaded["model"].predict(
         request["samples"],

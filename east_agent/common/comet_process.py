@@ -7,13 +7,17 @@ default this interpreter, for the rare environment where both import). The child
 `comet_child.py serve` beside this file (COMET and the standard library only): it reads a
 request a line on standard input and answers each on standard output; nothing goes to
 disk. One such child serves a process, started at its first request and kept until the
-process ends (it dies with it), so that a grid's runs scored one after the other in one
-process import COMET and load a checkpoint once, not once a run (the model stays in the
-child's memory meanwhile: about 2.3 GB for wmt22-comet-da). `check_comet` refuses, before
-anything is decoded, a missing checkpoint or `hparams.yaml`, an interpreter that cannot
-run or has no COMET, and a COMET that does not import or cannot load the checkpoint's
-encoder (its tokenizer and configuration): the last takes a child's imports, about 7 s,
-once per process.
+process ends, so that a grid's runs scored one after the other in one process import
+COMET and load a checkpoint once, not once a run. The model stays in the child's memory
+meanwhile (about 2.3 GB for wmt22-comet-da; with `--comet-gpus 1` its CUDA context stays
+on the GPU too), and the child keeps the environment of its start, thread settings
+included. It dies with this process; on Linux also with the thread that started it, so
+callers ask from the main thread (a child that died meanwhile is replaced at the next
+request). `check_comet` refuses, before anything is decoded, a batch size below 1 or
+more than one GPU, a missing checkpoint or `hparams.yaml`, an interpreter that cannot run
+or has no COMET, and a COMET that does not import or cannot load the checkpoint's encoder
+(its tokenizer and configuration): the last takes a child's imports, about 7 s, once per
+process.
 """
 
 from __future__ import annotations
@@ -84,7 +88,7 @@ def check_named_by_flag(settings: CometSettings) -> None:
     try:
         check_comet(settings)
     except CometError as error:
-        flag = f"--comet-{error.setting}: " if error.setting else ""
+        flag = f"--comet-{error.setting.replace('_', '-')}: " if error.setting else ""
         raise CometError(flag + str(error), error.setting) from None
 
 
@@ -119,6 +123,14 @@ def hparams_of(checkpoint: str | Path) -> Path:
 
 def check_comet(settings: CometSettings) -> None:
     """COMET can score with these settings, as far as can be known without scoring."""
+    if settings.batch_size < 1:
+        raise CometError(f"a batch size of {settings.batch_size}: at least 1", "batch_size")
+    if settings.gpus not in (0, 1):
+        raise CometError(
+            f"{settings.gpus} GPUs: 0 or 1 (on several, COMET's prediction starts copies of "
+            "the program it runs in, which would take the requests meant for it)",
+            "gpus",
+        )
     checkpoint = Path(settings.checkpoint)
     if not checkpoint.is_file():
         raise CometError(f"COMET checkpoint {checkpoint} does not exist", "checkpoint")
@@ -224,6 +236,7 @@ class _CometChild:
             line = ""
         except BaseException:  # interrupted (Ctrl-C): its answer would answer the next request
             self.process.kill()
+            self.process.wait()
             raise
         failed = f"COMET ({settings.python}, {settings.checkpoint}) failed"
         if not line:
@@ -231,7 +244,12 @@ class _CometChild:
             self.stderr_reader.join(timeout=5)
             said = "\n".join(self.stderr_tail)
             raise CometError(f"{failed} with exit status {status}:\n{_tail(said)}")
-        answer = json.loads(line)
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            self.process.kill()
+            self.process.wait()
+            raise CometError(f"{failed}: its answer is not JSON: {line[:200]!r}") from None
         if "error" in answer:
             raise CometError(f"{failed}:\n{_tail(answer['error'])}")
         return answer

@@ -65,8 +65,8 @@ def content_of(value):
 
 def same_setting(one, other) -> bool:
     """Two records' values of a setting are the same: by content when both know it, by
-    where the file is when one of them does not (a record written before files, model
-    folders or COMET checkpoints were known by content)."""
+    where the file is when one of them does not (a record written before files or model
+    folders were known by content)."""
     if isinstance(one, str) and is_content_setting(other):
         return one == _where(other)
     if isinstance(other, str) and is_content_setting(one):

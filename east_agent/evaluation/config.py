@@ -459,8 +459,8 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
                 f"got {value!r}"
             )
     gpus = tree.get("comet_gpus")
-    if "comet_gpus" in tree and (not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0):
-        raise EvalConfigError(f"{place.of('comet_gpus')} must be 0 or more, got {gpus!r}")
+    if "comet_gpus" in tree and (isinstance(gpus, bool) or gpus not in (0, 1)):
+        raise EvalConfigError(f"{place.of('comet_gpus')} must be 0 or 1, got {gpus!r}")
     if "ca_unit_seconds" in tree:
         tree["ca_unit_seconds"] = seconds(tree["ca_unit_seconds"], place.of("ca_unit_seconds"))
     check_testset(tree["testset"], place.of("testset"))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.comet_process import checkpoint_identity
-from east_agent.common.fingerprint import same_setting, shown_setting
+from east_agent.common.fingerprint import content_of, shown_setting
 from east_agent.decoding.prompt import is_unspaced
 
 SCORING_RECORD = "scoring.json"
@@ -81,7 +81,8 @@ def scoring_differences(output: Path, settings: dict) -> list[str]:
     return [
         f"{name} {shown_setting(saved.get(name))} (now {shown_setting(settings.get(name))})"
         for name in names
-        if not same_setting(saved.get(name), settings.get(name))
+        # a COMET checkpoint recorded by its path alone may have been replaced since
+        if content_of(saved.get(name)) != content_of(settings.get(name))
     ]
 
 

@@ -22,6 +22,7 @@ from east_agent.common.comet_process import (
     CometError,
     CometSettings,
     check_comet,
+    check_named_by_flag,
     checkpoint_identity,
     comet_scores,
 )
@@ -218,17 +219,26 @@ def test_one_child_scores_every_request_of_a_process_as_a_fresh_one(tiny_comet):
 
 # COMET stand-in: a model is its checkpoint's bytes; scores say which and how many loads
 COUNTING_COMET = """
+    import os
     import sys
     import time
+    import weakref
     from types import SimpleNamespace
 
     LOADS = []
+    IN_MEMORY = weakref.WeakSet()
 
     class Model:
         def __init__(self, content):
             self.content = content
+            self.itself = self  # in a cycle, as COMET's models are (with their trainer)
+            IN_MEMORY.add(self)
 
         def predict(self, samples, **settings):
+            if len(IN_MEMORY) > 1:
+                raise MemoryError(f"{len(IN_MEMORY)} models in memory")
+            if self.content == b"stray bytes":
+                os.write(2, b"\\xe9 not UTF-8\\n" * 20_000)  # more than a pipe holds
             print("Predicting DataLoader 0", flush=True)  # as Lightning does, on stdout
             sys.stdout.write("no end of line")
             if self.content == b"slow":
@@ -254,7 +264,40 @@ def test_a_checkpoint_is_loaded_once_and_again_when_replaced_at_its_path(tmp_pat
     assert comet_scores(settings, SOURCES[:1], TRANSLATIONS[:1], REFERENCES[:1]).system == 1
     checkpoint.write_bytes(b"other weights")
     replaced = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
-    assert (replaced.sentences, replaced.system) == ([13, 13, 13], 2)
+    assert (replaced.sentences, replaced.system) == ([13, 13, 13], 2)  # the former one freed
+
+
+def test_what_the_child_writes_on_standard_error_never_stops_it(tmp_path):
+    """Bytes that are not UTF-8, more than the pipe holds: read and kept as they come
+    (in a process of its own, so that a hang fails the test rather than stalling it)."""
+    checkpoint = fake_checkpoint(tmp_path / "model", b"stray bytes")
+    python = fake_comet_python(tmp_path / "env", COUNTING_COMET)
+    script = (
+        "import sys\n"
+        "from east_agent.common.comet_process import CometSettings, comet_scores\n"
+        "print(comet_scores(CometSettings(sys.argv[1], sys.argv[2]), ['a'], ['b'], ['c']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(checkpoint), python],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sentences=[11.0]" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"batch_size": 0}, "--comet-batch-size: a batch size of 0: at least 1"),
+        ({"gpus": 2}, "--comet-gpus: 2 GPUs: 0 or 1"),
+    ],
+)
+def test_settings_comet_cannot_run_with_are_refused_by_their_flag(tmp_path, changes, message):
+    settings = CometSettings(str(fake_checkpoint(tmp_path / "model")), **changes)
+    with pytest.raises(CometError, match=message):
+        check_named_by_flag(settings)
 
 
 def test_a_child_that_dies_while_scoring_is_named_and_the_next_request_starts_another(tmp_path):

@@ -59,6 +59,23 @@ def test_scores_without_a_record_are_named_as_such(tmp_path):
     assert scoring.scoring_differences(tmp_path, settings) == ["scoring settings not recorded"]
 
 
+def test_a_comet_checkpoint_recorded_by_its_path_alone_is_not_taken_as_the_same(tmp_path):
+    """A record that names the checkpoint by its path (no content known) cannot say the
+    file there now is the one it scored with: scored again."""
+    (tmp_path / "scores.tsv").write_text("BLEU\tCOMET\n1.0\t50.0\n")
+    checkpoint = {"file": "/models/comet/checkpoints/model.ckpt", "sha256": "ab" * 32}
+    record = tmp_path / scoring.SCORING_RECORD
+    record.write_text(json.dumps({"comet_checkpoint": checkpoint["file"]}))
+    differences = scoring.scoring_differences(tmp_path, {"comet_checkpoint": checkpoint})
+    assert differences == [
+        "comet_checkpoint '/models/comet/checkpoints/model.ckpt' (now "
+        "'/models/comet/checkpoints/model.ckpt' (sha256 abababababab...))"
+    ]
+    record.write_text(json.dumps({"comet_checkpoint": checkpoint}))
+    moved = {**checkpoint, "file": "/elsewhere/model.ckpt"}  # the same content
+    assert scoring.scoring_differences(tmp_path, {"comet_checkpoint": moved}) == []
+
+
 @pytest.mark.parametrize("killed_at", ["scores.tsv", "metrics.tsv"])
 def test_a_record_never_outlives_the_scores_it_names(tmp_path, monkeypatch, killed_at):
     """Killed while the new scores or metrics are written: no record (so they are scored

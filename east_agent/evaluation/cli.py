@@ -77,10 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         start_worker_imports()  # while the systems are checked and the folders prepared
     every_run = config.runs()  # the systems checked against their agents' flags, first
     check_metric_names(config)
-    check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
-    check_relative_paths(config, args.model_path is not None, model_needed=not merging)
     if args.shard:
         config = config.without_comet()  # checked and scored at the merge
+    check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
+    check_relative_paths(config, args.model_path is not None, model_needed=not merging)
     check_comet_settings(config)
     if merging:
         picked = [run for run in every_run if not args.only or run.name in args.only]

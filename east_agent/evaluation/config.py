@@ -315,9 +315,10 @@ def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_neede
     (the repository of a shipped config), is named with where it lies, before anything
     runs: a checkpoint `models/east-demo` would otherwise be asked of the hub, after
     minutes of retries. Without `model_needed` (merging shards) the checkpoint is not
-    looked at."""
+    looked at; without COMET asked (a shard's runs), COMET's paths are not."""
     config_folder = config.source.resolve().parent
-    keys = ("word_times", "comet_checkpoint", "comet_python")
+    comet_keys = ("comet_checkpoint", "comet_python") if config.comet() else ()
+    keys = ("word_times", *comet_keys)
     for key in ("model_path", *keys) if model_needed else keys:
         value = getattr(config, key)
         if value is None or Path(value).is_absolute() or Path(value).exists():
@@ -459,7 +460,7 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
                 f"got {value!r}"
             )
     gpus = tree.get("comet_gpus")
-    if "comet_gpus" in tree and (isinstance(gpus, bool) or gpus not in (0, 1)):
+    if "comet_gpus" in tree and (type(gpus) is not int or gpus not in (0, 1)):
         raise EvalConfigError(f"{place.of('comet_gpus')} must be 0 or 1, got {gpus!r}")
     if "ca_unit_seconds" in tree:
         tree["ca_unit_seconds"] = seconds(tree["ca_unit_seconds"], place.of("ca_unit_seconds"))

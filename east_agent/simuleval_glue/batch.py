@@ -46,6 +46,7 @@ from east_agent.simuleval_glue.run_folder import (
     translation_settings,
     writing,
 )
+from east_agent.simuleval_glue.scoring import UNSPACED_UNITS, recorded_source_units
 
 logger = logging.getLogger("east_agent.simuleval_glue.batch")
 
@@ -261,9 +262,16 @@ def score(args: argparse.Namespace) -> None:
     scoring.score_only = True
     if "COMET" in scoring.quality_metrics and not getattr(scoring, "comet_source_lang", None):
         # a log scored on its own (--score-only, a resumed complete log) has no --src-lang
+        output = Path(scoring.output)
         scoring.comet_source_lang = getattr(scoring, "src_lang", None) or recorded_source_lang(
-            Path(scoring.output)
+            output
         )
+        if scoring.comet_source_lang is None and recorded_source_units(output) == UNSPACED_UNITS:
+            raise ValueError(
+                f"{output}: its COMET scores read the source's units {UNSPACED_UNITS} (a "
+                "Chinese or Japanese source), and the folder does not record its language (a "
+                "run of east-remote-eval): give --comet-source-lang"
+            )
     evaluator = SentenceLevelEvaluator.from_args(scoring)
     evaluator.dump_results()
     evaluator.dump_metrics()

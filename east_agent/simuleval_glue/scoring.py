@@ -22,6 +22,7 @@ from east_agent.common.fingerprint import content_of, shown_setting
 from east_agent.decoding.prompt import is_unspaced
 
 SCORING_RECORD = "scoring.json"
+UNSPACED_UNITS = "joined without spaces"  # COMET's source: Chinese or Japanese units
 # SimulEval's evaluator flags that change scores; the chosen scorers' own flags are added
 EVALUATOR_SETTINGS = (
     "quality_metrics", "latency_metrics", "computation_aware", "no_use_ref_len",
@@ -66,8 +67,16 @@ def scoring_settings(args: argparse.Namespace) -> dict:
     if "comet_source_lang" in settings:  # how the source's units were joined, not the name
         language = settings.pop("comet_source_lang") or getattr(args, "src_lang", None)
         unspaced = language is not None and is_unspaced(language)
-        settings["comet_source_units"] = "joined without spaces" if unspaced else "joined by spaces"
+        settings["comet_source_units"] = UNSPACED_UNITS if unspaced else "joined by spaces"
     return json.loads(json.dumps(settings))
+
+
+def recorded_source_units(output: Path) -> str | None:
+    """How the source's units were joined for COMET in the scores `output` holds."""
+    path = output / SCORING_RECORD
+    if not path.exists():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("comet_source_units")
 
 
 def scoring_differences(output: Path, settings: dict) -> list[str]:

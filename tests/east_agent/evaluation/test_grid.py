@@ -811,6 +811,8 @@ def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message)
         ({"device": "gpu"}, "device: 'gpu' is not a device: "),
         ({"comet_gpus": -1}, "comet_gpus must be 0 or 1, got -1"),
         ({"comet_gpus": 2}, "comet_gpus must be 0 or 1, got 2"),
+        ({"comet_gpus": 1.0}, "comet_gpus must be 0 or 1, got 1.0"),
+        ({"comet_gpus": True}, "comet_gpus must be 0 or 1, got True"),
         ({"comet_batch_size": 0}, "comet_batch_size must be a whole number of at least 1"),
         ({"comet_checkpoint": 3}, "comet_checkpoint must be a path, got 3"),
         ({"quality_metrics": ["BLEU", "COMET"]}, "quality_metrics: COMET needs comet_checkpoint"),
@@ -898,6 +900,25 @@ def test_a_relative_path_found_only_beside_the_config_is_named(tmp_path, capsys,
     check_relative_paths(read_eval_config(config), False, model_needed=True)
     monkeypatch.chdir(tmp_path / "elsewhere")  # merging shards loads no checkpoint
     check_relative_paths(read_eval_config(config), False, model_needed=False)
+
+
+def test_a_shard_does_not_look_for_comets_paths(tmp_path, capsys, monkeypatch):
+    """COMET waits for the merge: a shard started where COMET's relative paths are not
+    found runs; the grid itself is refused there, naming where they lie."""
+    from east_agent.evaluation.cli import main
+
+    (tmp_path / "repo" / "comet" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "repo" / "comet" / "checkpoints" / "model.ckpt").write_bytes(b"weights")
+    checkpoint = "comet/checkpoints/model.ckpt"
+    changes = {"quality_metrics": ["BLEU", "COMET"], "comet_checkpoint": checkpoint}
+    config = quick_config(tmp_path / "repo" / "grid.yaml", **changes)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    error = east_eval_fails(capsys, config, "--dry-run", "--limit", "2")
+    assert f"{config}: line " in error and "comet_checkpoint: 'comet/checkpoints" in error
+    main([str(config), "--dry-run", "--limit", "2", "--shard", "1/2"])
+    printed = capsys.readouterr().out
+    assert "east-simuleval --agent" in printed and "COMET" not in printed
 
 
 def test_a_config_error_names_the_line_of_its_key(tmp_path, capsys):

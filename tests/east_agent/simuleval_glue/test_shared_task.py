@@ -314,3 +314,14 @@ def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
     references = [record["reference"] for record in records]
     expected = comet_scores(tiny_comet, joined, translations, references).system
     assert float(scores(output)["COMET"]) == pytest.approx(100 * expected, abs=1e-3)
+
+    # scored again on its own: the folder knows how the units were joined, not the language
+    score_only = [console_script("east-remote-eval"), "--score-only", "--output", output]
+    refused = subprocess.run(
+        list(map(str, [*score_only, *comet])), capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "joined without spaces" in refused.stderr and "--comet-source-lang" in refused.stderr
+    before = scores(output)
+    run(*score_only, *comet, "--comet-source-lang", "zh")
+    assert scores(output) == before

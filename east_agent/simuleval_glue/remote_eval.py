@@ -85,10 +85,10 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     from east_agent.simuleval_glue.comet_scorer import check_comet_flags
     from east_agent.simuleval_glue.run_folder import loop_in
 
+    check_comet_flags(args)  # the flags given, before a server is asked anything
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     info = _server_info(base_url)  # before the folder changes
     _take_source_language(args, info)
-    check_comet_flags(args)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
     if args.batch_size > 1:
         _check_free_streams(info, args.batch_size, base_url)

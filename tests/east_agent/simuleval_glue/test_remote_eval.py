@@ -183,6 +183,15 @@ def test_score_only_scores_the_log_without_a_server(test_set, tmp_path):
     assert (output / "instances.log").read_text() == log and (output / "scores.tsv").exists()
 
 
+def test_comet_flags_are_checked_before_a_server_is_asked(test_set, tmp_path):
+    flags = ["--quality-metrics", "COMET", "--comet-checkpoint", "/nowhere/model.ckpt"]
+    with FakeSessionServer() as server:
+        port = server.port  # nothing listens there once it has stopped
+    result = remote_eval(port, test_set, tmp_path / "out", *flags)
+    assert result.returncode == 2 and "/nowhere/model.ckpt does not exist" in result.stderr
+    assert "no system answers" not in result.stderr
+
+
 def test_no_server_is_one_line_before_the_folder_changes(test_set, tmp_path):
     output = tmp_path / "out"
     output.mkdir()
@@ -227,6 +236,10 @@ def test_simulevals_own_server_is_refused_concurrent_sentences(test_set, tmp_pat
     [
         (["--quality-metrics", "CHRF"], "--quality-metrics CHRF: no such metric"),
         (["--computation-aware"], "--computation-aware: SimulEval's computation-aware"),
+        (
+            ["--quality-metrics", "COMET", "--comet-checkpoint", "/nowhere/model.ckpt"],
+            "--comet-checkpoint: COMET checkpoint /nowhere/model.ckpt does not exist",
+        ),
     ],
 )
 def test_scoring_flags_simuleval_would_fail_on_are_refused(test_set, tmp_path, flags, message):

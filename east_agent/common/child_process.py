@@ -42,14 +42,6 @@ def run_child(command: list[str]) -> int:
     return subprocess.run(command, preexec_fn=_die_with_this_process()).returncode
 
 
-def run_captured(command: list[str], stdin: str = "") -> subprocess.CompletedProcess:
-    """`run_child` fed `stdin`, its standard output and error kept (as text) rather than
-    shown."""
-    return subprocess.run(
-        command, input=stdin, preexec_fn=_die_with_this_process(), capture_output=True, text=True
-    )
-
-
 def start_child(command: list[str]) -> subprocess.Popen:
     """`command` started with pipes to its standard input, output and error (text), to talk
     to while it runs; it dies if this process does (on Linux, if the thread that started it

@@ -1,21 +1,19 @@
 """COMET's side of `east_agent.common.comet_process`, run by the interpreter of COMET's own
-environment. It imports COMET and the standard library only (that environment has no
-east_agent).
+environment as `python comet_child.py`. It imports COMET and the standard library only
+(that environment has no east_agent).
 
-    python comet_child.py serve              answers each request line on standard input
-                                             (JSON: the checkpoint, batch size, GPUs and
-                                             samples `src`, `mt`, `ref`) with one line on
-                                             standard output until standard input ends
-    python comet_child.py check CHECKPOINT   COMET imports (else exit status 1), and the
-                                             checkpoint's encoder (its tokenizer and
-                                             configuration) loads (else `NO_ENCODER`)
-
-An answer is one score a sample and the system score, as COMET gives them (about 0 to 1),
-or `error` with COMET's traceback. The model stays loaded between requests for the same
-checkpoint (its path and `identity`, the content's fingerprint that the parent sends: a
-file replaced at its path is loaded again), one model at a time. Whatever COMET
-and Lightning print goes to standard error, so standard output carries answers only.
-Nothing is written to disk.
+It answers each request line on standard input (JSON) with one line on standard output,
+until standard input ends:
+- `{"task": "check", "checkpoint": ...}`: COMET imports and the checkpoint's encoder (the
+  tokenizer and configuration its `hparams.yaml` names) loads: `{"checked": true}`, or
+  `error` with `failed` saying which of the two did not (`import`, `encoder`);
+- `{"task": "score", "checkpoint": ..., "identity": ..., "batch_size": ..., "gpus": ...,
+  "samples": [{"src", "mt", "ref"}, ...]}`: one score a sample and the system score, as
+  COMET gives them (about 0 to 1), or `error` with COMET's traceback.
+The model stays loaded between requests for the same checkpoint (its path and `identity`,
+the content's fingerprint that the parent sends: a file replaced at its path is loaded
+again), one model at a time. Whatever COMET and Lightning print goes to standard error, so
+standard output carries answers only. Nothing is written to disk.
 """
 
 import gc
@@ -31,13 +29,31 @@ def serve() -> None:
     os.dup2(2, 1)
     loaded = {}
     for line in sys.stdin:
+        request = json.loads(line)
         try:
-            answer = score(json.loads(line), loaded)
+            answer = TASKS[request["task"]](request, loaded)
         except Exception:
             traceback.print_exc()
             answer = {"error": traceback.format_exc()}
         answers.write(json.dumps(answer) + "\n")
         answers.flush()
+
+
+def check(request: dict, loaded: dict) -> dict:
+    try:
+        import comet  # noqa: F401  (its own imports: torch, Lightning, transformers 4)
+        import yaml
+        from transformers import AutoConfig, AutoTokenizer
+    except Exception:
+        return {"error": traceback.format_exc(), "failed": "import"}
+    try:
+        hparams_file = Path(request["checkpoint"]).parents[1] / "hparams.yaml"
+        encoder = yaml.safe_load(hparams_file.read_text())["pretrained_model"]
+        AutoConfig.from_pretrained(encoder)
+        AutoTokenizer.from_pretrained(encoder)
+    except Exception:
+        return {"error": traceback.format_exc(), "failed": "encoder"}
+    return {"checked": True}
 
 
 def score(request: dict, loaded: dict) -> dict:
@@ -61,26 +77,7 @@ def score(request: dict, loaded: dict) -> dict:
     }
 
 
-NO_ENCODER = 4  # comet_process.CHECK_NO_ENCODER
-
-
-def check(checkpoint: str) -> None:
-    import comet  # noqa: F401  (its own imports: torch, Lightning, transformers 4)
-    import yaml
-    from transformers import AutoConfig, AutoTokenizer
-
-    try:
-        hparams = yaml.safe_load((Path(checkpoint).parents[1] / "hparams.yaml").read_text())
-        encoder = hparams["pretrained_model"]
-        AutoConfig.from_pretrained(encoder)
-        AutoTokenizer.from_pretrained(encoder)
-    except Exception:
-        traceback.print_exc()
-        sys.exit(NO_ENCODER)
-
+TASKS = {"check": check, "score": score}
 
 if __name__ == "__main__":
-    if sys.argv[1] == "serve":
-        serve()
-    else:
-        check(sys.argv[2])
+    serve()

@@ -4,7 +4,7 @@ unbabel-comet (2.2.7, the newest) requires transformers < 5 and numpy < 2, and t
 transformers >= 5.17: pip refuses to put them in one environment. COMET therefore runs as a
 child process of the interpreter of an environment that has it (`--comet-python`; by
 default this interpreter, for the rare environment where both import). The child runs
-`comet_child.py serve` beside this file (COMET and the standard library only): it reads a
+`comet_child.py` beside this file (COMET and the standard library only): it reads a
 request a line on standard input and answers each on standard output; nothing goes to
 disk. One such child serves a process, started at its first request and kept until the
 process ends, so that a grid's runs scored one after the other in one process import
@@ -16,8 +16,8 @@ callers ask from the main thread (a child that died meanwhile is replaced at the
 request). `check_comet` refuses, before anything is decoded, a batch size below 1 or
 more than one GPU, a missing checkpoint or `hparams.yaml`, an interpreter that cannot run
 or has no COMET, and a COMET that does not import or cannot load the checkpoint's encoder
-(its tokenizer and configuration): the last takes a child's imports, about 7 s, once per
-process.
+(its tokenizer and configuration): the last is the child's first request, so that its
+imports (about 7 s, once per process) serve the scores after it.
 """
 
 from __future__ import annotations
@@ -34,13 +34,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from east_agent.common.child_process import run_captured, start_child
+from east_agent.common.child_process import start_child
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import files_fingerprint
 
 CHILD = Path(__file__).with_name("comet_child.py")
 STDERR_LINES = 200  # of the COMET child's standard error, kept for its failures
-CHECK_NO_ENCODER = 4  # comet_child's exit status: COMET imports, the encoder does not load
 SETUP = (
     "python3 -m venv comet-env && comet-env/bin/pip install unbabel-comet 'setuptools<81', "
     "then --comet-python comet-env/bin/python"
@@ -155,19 +154,20 @@ def check_comet(settings: CometSettings) -> None:
 
 @functools.cache
 def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
-    finished = run_captured([python, str(CHILD), "check", checkpoint])
-    if finished.returncode == CHECK_NO_ENCODER:
+    """The check by the child that will score (its imports then done once)."""
+    try:
+        with _CHILD_IN_USE:
+            answer = _comet_child(python).ask({"task": "check", "checkpoint": checkpoint})
+    except CometError as error:  # the child died
+        raise CometError(f"COMET in {python} does not import: {error}", "python") from None
+    if answer.get("failed") == "encoder":
         raise CometError(
             f"COMET checkpoint {checkpoint}: its encoder (the tokenizer and configuration "
-            f"hparams.yaml names) does not load:\n{_tail(finished.stderr)}",
+            f"hparams.yaml names) does not load:\n{_tail(answer['error'])}",
             "checkpoint",
         )
-    if finished.returncode != 0:
-        raise CometError(
-            f"COMET in {python} does not import (exit status {finished.returncode}):\n"
-            f"{_tail(finished.stderr)}",
-            "python",
-        )
+    if "error" in answer:
+        raise CometError(f"COMET in {python} does not import:\n{_tail(answer['error'])}", "python")
 
 
 def _tail(text: str, lines: int = 15) -> str:
@@ -189,6 +189,7 @@ def comet_scores(
     checkpoint = Path(settings.checkpoint).absolute()
     triples = zip(sources, translations, references)
     request = {
+        "task": "score",
         "checkpoint": str(checkpoint),
         "identity": checkpoint_identity(checkpoint),
         "batch_size": settings.batch_size,
@@ -196,7 +197,10 @@ def comet_scores(
         "samples": [{"src": src, "mt": mt, "ref": ref} for src, mt, ref in triples],
     }
     with _CHILD_IN_USE:
-        answer = _comet_child(settings.python).ask(request, settings)
+        answer = _comet_child(settings.python).ask(request)
+    failed = f"COMET ({settings.python}, {settings.checkpoint}) failed"
+    if "error" in answer:
+        raise CometError(f"{failed}:\n{_tail(answer['error'])}")
     if len(answer["scores"]) != len(request["samples"]):
         raise CometError(
             f"COMET gave {len(answer['scores'])} scores for {len(request['samples'])} samples"
@@ -205,13 +209,13 @@ def comet_scores(
 
 
 class _CometChild:
-    """`comet_child.py serve` in `python`'s environment, talked to a request at a time; the
+    """`comet_child.py` in `python`'s environment, talked to a request at a time; the
     last lines of its standard error kept for the messages of its failures."""
 
     def __init__(self, python: str) -> None:
         self.python = python
         self.parent = os.getpid()
-        self.process = start_child([python, str(CHILD), "serve"])
+        self.process = start_child([python, str(CHILD)])
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
         self.stderr_reader = threading.Thread(target=self._keep_stderr, daemon=True)
         self.stderr_reader.start()
@@ -227,7 +231,9 @@ class _CometChild:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def ask(self, request: dict, settings: CometSettings) -> dict:
+    def ask(self, request: dict) -> dict:
+        """Its answer to `request` (with `error` when COMET failed); a `CometError` when it
+        died meanwhile."""
         try:
             self.process.stdin.write(json.dumps(request) + "\n")
             self.process.stdin.flush()
@@ -238,21 +244,18 @@ class _CometChild:
             self.process.kill()
             self.process.wait()
             raise
-        failed = f"COMET ({settings.python}, {settings.checkpoint}) failed"
+        failed = f"COMET ({self.python}, {request['checkpoint']}) failed"
         if not line:
             status = self.process.wait()
             self.stderr_reader.join(timeout=5)
             said = "\n".join(self.stderr_tail)
             raise CometError(f"{failed} with exit status {status}:\n{_tail(said)}")
         try:
-            answer = json.loads(line)
+            return json.loads(line)
         except ValueError:
             self.process.kill()
             self.process.wait()
             raise CometError(f"{failed}: its answer is not JSON: {line[:200]!r}") from None
-        if "error" in answer:
-            raise CometError(f"{failed}:\n{_tail(answer['error'])}")
-        return answer
 
     def close(self) -> None:
         """End it: its standard input closed, then killed if it does not end."""

@@ -217,6 +217,17 @@ def test_one_child_scores_every_request_of_a_process_as_a_fresh_one(tiny_comet):
     assert fresh == first
 
 
+def test_the_check_is_the_first_request_of_the_child_that_scores(tiny_comet):
+    """Its imports are made once: the scores after the check come from the same child."""
+    if comet_process._child is not None:
+        comet_process._child.close()
+    comet_process._check_in_child.cache_clear()
+    check_comet(tiny_comet)
+    checked_by = the_child_pid()
+    comet_scores(tiny_comet, SOURCES, TRANSLATIONS, REFERENCES)
+    assert the_child_pid() == checked_by
+
+
 # COMET stand-in: a model is its checkpoint's bytes; scores say which and how many loads
 COUNTING_COMET = """
     import os
@@ -353,7 +364,7 @@ def test_the_child_dies_with_its_process(tmp_path):
         text=True,
     )
     assert scoring.stdout.readline() == "scored\n"
-    children = [pid for pid, command in descendants(scoring.pid).items() if "serve" in command]
+    children = [pid for pid, cmd in descendants(scoring.pid).items() if "comet_child.py" in cmd]
     assert len(children) == 1
     scoring.kill()
     scoring.wait()

@@ -29,8 +29,8 @@ def serve() -> None:
     os.dup2(2, 1)
     loaded = {}
     for line in sys.stdin:
-        request = json.loads(line)
         try:
+            request = json.loads(line)
             answer = TASKS[request["task"]](request, loaded)
         except Exception:
             traceback.print_exc()

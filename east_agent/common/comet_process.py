@@ -158,8 +158,8 @@ def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
     try:
         with _CHILD_IN_USE:
             answer = _comet_child(python).ask({"task": "check", "checkpoint": checkpoint})
-    except CometError as error:  # the child died
-        raise CometError(f"COMET in {python} does not import: {error}", "python") from None
+    except CometError as error:  # the child died, or did not answer as it does
+        raise CometError(str(error), "python") from None
     if answer.get("failed") == "encoder":
         raise CometError(
             f"COMET checkpoint {checkpoint}: its encoder (the tokenizer and configuration "
@@ -270,6 +270,16 @@ class _CometChild:
 
 _CHILD_IN_USE = threading.Lock()
 _child: _CometChild | None = None  # this process's, once a request has started it
+
+
+def release_comet_child() -> None:
+    """End this process's COMET child, if it has one: for a process that checked COMET and
+    leaves the scoring to others (the child holds COMET's imports, about 430 MB)."""
+    global _child
+    with _CHILD_IN_USE:
+        if _child is not None and _child.parent == os.getpid():
+            _child.close()
+        _child = None
 
 
 def _comet_child(python: str) -> _CometChild:

@@ -241,8 +241,7 @@ class _CometChild:
         except BrokenPipeError:
             line = ""
         except BaseException:  # interrupted (Ctrl-C): its answer would answer the next request
-            self.process.kill()
-            self.process.wait()
+            self.kill()
             raise
         failed = f"COMET ({self.python}, {request['checkpoint']}) failed"
         if not line:
@@ -253,9 +252,12 @@ class _CometChild:
         try:
             return json.loads(line)
         except ValueError:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
             raise CometError(f"{failed}: its answer is not JSON: {line[:200]!r}") from None
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
     def close(self) -> None:
         """End it: its standard input closed, then killed if it does not end."""
@@ -264,8 +266,7 @@ class _CometChild:
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
 
 
 _CHILD_IN_USE = threading.Lock()
@@ -277,9 +278,14 @@ def release_comet_child() -> None:
     leaves the scoring to others (the child holds COMET's imports, about 430 MB)."""
     global _child
     with _CHILD_IN_USE:
-        if _child is not None and _child.parent == os.getpid():
-            _child.close()
+        _end_own_child()
         _child = None
+
+
+def _end_own_child() -> None:
+    """This process's child ended (a forked copy's belongs to the process that started it)."""
+    if _child is not None and _child.parent == os.getpid():
+        _child.close()
 
 
 def _comet_child(python: str) -> _CometChild:
@@ -289,7 +295,6 @@ def _comet_child(python: str) -> _CometChild:
     global _child
     if _child is not None and _child.serves(python):
         return _child
-    if _child is not None and _child.parent == os.getpid():
-        _child.close()
+    _end_own_child()
     _child = _CometChild(python)
     return _child

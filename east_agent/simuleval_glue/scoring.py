@@ -73,19 +73,21 @@ def scoring_settings(args: argparse.Namespace) -> dict:
 
 def recorded_source_units(output: Path) -> str | None:
     """How the source's units were joined for COMET in the scores `output` holds."""
+    saved = _saved_settings(output)
+    return None if saved is None else saved.get("comet_source_units")
+
+
+def _saved_settings(output: Path) -> dict | None:
     path = output / SCORING_RECORD
-    if not path.exists():
-        return None
-    return json.loads(path.read_text(encoding="utf-8")).get("comet_source_units")
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
 def scoring_differences(output: Path, settings: dict) -> list[str]:
     """How the scores in `output` were made otherwise than `settings` asks, setting by
     setting ("not recorded" for scores written before records were kept)."""
-    path = output / SCORING_RECORD
-    if not path.exists():
+    saved = _saved_settings(output)
+    if saved is None:
         return ["scoring settings not recorded"]
-    saved = json.loads(path.read_text(encoding="utf-8"))
     names = sorted(set(saved) | set(settings))
     return [
         f"{name} {shown_setting(saved.get(name))} (now {shown_setting(settings.get(name))})"

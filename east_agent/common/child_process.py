@@ -42,16 +42,19 @@ def run_child(command: list[str]) -> int:
     return subprocess.run(command, preexec_fn=_die_with_this_process()).returncode
 
 
-def start_child(command: list[str]) -> subprocess.Popen:
-    """`command` started with pipes to its standard input, output and error (text), to talk
-    to while it runs; it dies if this process does (on Linux, if the thread that started it
-    ends: start it from the main thread)."""
+def start_child(command: list[str], pass_fds: tuple[int, ...] = ()) -> subprocess.Popen:
+    """`command` started to talk to on the descriptors `pass_fds` (kept open in it) while
+    it runs: its standard input empty (`/dev/null`: a library that reads it gets no
+    request, nor waits), its standard output and error one pipe (`stdout`, text, stray bytes
+    replaced). It dies if this process does (on Linux, if the thread that started it ends:
+    start it from the main thread)."""
     return subprocess.Popen(
         command,
-        stdin=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         encoding="utf-8",
         errors="replace",  # a stray byte must not stop the reading of its output
+        pass_fds=pass_fds,
         preexec_fn=_die_with_this_process(),
     )

@@ -1,9 +1,11 @@
 """COMET's side of `east_agent.common.comet_process`, run by the interpreter of COMET's own
-environment as `python comet_child.py`. It imports COMET and the standard library only
-(that environment has no east_agent).
+environment as `python comet_child.py REQUESTS ANSWERS`. It imports COMET and the standard
+library only (that environment has no east_agent).
 
-It answers each request line on standard input (JSON) with one line on standard output,
-until standard input ends:
+It answers each request line read from the descriptor REQUESTS (JSON) with one line written
+to the descriptor ANSWERS, until REQUESTS ends; its standard input, output and error are
+COMET's own (whatever COMET, Lightning or transformers read or print there never meets a
+request or an answer):
 - `{"task": "check", "checkpoint": ...}`: COMET imports and the checkpoint's encoder (the
   tokenizer and configuration its `hparams.yaml` names) loads: `{"checked": true}`, or
   `error` with `failed` saying which of the two did not (`import`, `encoder`);
@@ -12,8 +14,7 @@ until standard input ends:
   COMET gives them (about 0 to 1), or `error` with COMET's traceback.
 The model stays loaded between requests for the same checkpoint (its path and `identity`,
 the content's fingerprint that the parent sends: a file replaced at its path is loaded
-again), one model at a time. Whatever COMET and Lightning print goes to standard error, so
-standard output carries answers only. Nothing is written to disk.
+again), one model at a time. Nothing is written to disk.
 """
 
 import gc
@@ -24,11 +25,11 @@ import traceback
 from pathlib import Path
 
 
-def serve() -> None:
-    answers = os.fdopen(os.dup(1), "w", encoding="utf-8")
-    os.dup2(2, 1)
+def serve(requests_fd: int, answers_fd: int) -> None:
+    requests = os.fdopen(requests_fd, encoding="utf-8")
+    answers = os.fdopen(answers_fd, "w", encoding="utf-8")
     loaded = {}
-    for line in sys.stdin:
+    for line in requests:
         try:
             request = json.loads(line)
             answer = TASKS[request["task"]](request, loaded)
@@ -80,4 +81,4 @@ def score(request: dict, loaded: dict) -> dict:
 TASKS = {"check": check, "score": score}
 
 if __name__ == "__main__":
-    serve()
+    serve(int(sys.argv[1]), int(sys.argv[2]))

@@ -4,20 +4,21 @@ unbabel-comet (2.2.7, the newest) requires transformers < 5 and numpy < 2, and t
 transformers >= 5.17: pip refuses to put them in one environment. COMET therefore runs as a
 child process of the interpreter of an environment that has it (`--comet-python`; by
 default this interpreter, for the rare environment where both import). The child runs
-`comet_child.py` beside this file (COMET and the standard library only): it reads a
-request a line on standard input and answers each on standard output; nothing goes to
-disk. One such child serves a process, started at its first request and kept until the
-process ends, so that a grid's runs scored one after the other in one process import
-COMET and load a checkpoint once, not once a run. The model stays in the child's memory
-meanwhile (about 2.3 GB for wmt22-comet-da; with `--comet-gpus 1` its CUDA context stays
-on the GPU too), and the child keeps the environment of its start, thread settings
-included. It dies with this process; on Linux also with the thread that started it, so
-callers ask from the main thread (a child that died meanwhile is replaced at the next
-request). `check_comet` refuses, before anything is decoded, a batch size below 1 or
-more than one GPU, a missing checkpoint or `hparams.yaml`, an interpreter that cannot run
-or has no COMET, and a COMET that does not import or cannot load the checkpoint's encoder
-(its tokenizer and configuration): the last is the child's first request, so that its
-imports (about 7 s, once per process) serve the scores after it.
+`comet_child.py` beside this file (COMET and the standard library only): it reads a request
+a line on a pipe of its own and answers each on another (its standard input is empty, so
+nothing COMET imports can take a request or wait for one there, and what it prints is kept
+apart from the answers); nothing goes to disk. One such child serves a process, started at
+its first request and kept until the process ends, so that a grid's runs scored one after
+the other in one process import COMET and load a checkpoint once, not once a run. The model
+stays in the child's memory meanwhile (about 2.3 GB for wmt22-comet-da; with `--comet-gpus
+1` its CUDA context stays on the GPU too), and the child keeps the environment of its
+start, thread settings included. It dies with this process; on Linux also with the thread
+that started it, so callers ask from the main thread (a child that died meanwhile is
+replaced at the next request). `check_comet` refuses, before anything is decoded, a batch
+size below 1 or more than one GPU, a missing checkpoint or `hparams.yaml`, an interpreter
+that cannot run or has no COMET, and a COMET that does not import or cannot load the
+checkpoint's encoder (its tokenizer and configuration): the last is the child's first
+request, so that its imports (about 7 s, once per process) serve the scores after it.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import files_fingerprint
 
 CHILD = Path(__file__).with_name("comet_child.py")
-STDERR_LINES = 200  # of the COMET child's standard error, kept for its failures
+OUTPUT_LINES = 200  # of what the COMET child prints, kept for its failures
 SETUP = (
     "python3 -m venv comet-env && comet-env/bin/pip install unbabel-comet 'setuptools<81', "
     "then --comet-python comet-env/bin/python"
@@ -209,20 +210,34 @@ def comet_scores(
 
 
 class _CometChild:
-    """`comet_child.py` in `python`'s environment, talked to a request at a time; the
-    last lines of its standard error kept for the messages of its failures."""
+    """`comet_child.py` in `python`'s environment, talked to a request at a time on pipes
+    of their own; the last lines it writes on its standard output and error kept for the
+    messages of its failures."""
 
     def __init__(self, python: str) -> None:
         self.python = python
         self.parent = os.getpid()
-        self.process = start_child([python, str(CHILD)])
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_LINES)
-        self.stderr_reader = threading.Thread(target=self._keep_stderr, daemon=True)
-        self.stderr_reader.start()
+        requests_read, requests_write = os.pipe()
+        answers_read, answers_write = os.pipe()
+        try:
+            command = [python, str(CHILD), str(requests_read), str(answers_write)]
+            self.process = start_child(command, pass_fds=(requests_read, answers_write))
+        except BaseException:
+            os.close(requests_write)
+            os.close(answers_read)
+            raise
+        finally:  # the child's ends: the child alone holds them
+            os.close(requests_read)
+            os.close(answers_write)
+        self.requests = os.fdopen(requests_write, "w", encoding="utf-8")
+        self.answers = os.fdopen(answers_read, encoding="utf-8")
+        self.output_tail: deque[str] = deque(maxlen=OUTPUT_LINES)
+        self.output_reader = threading.Thread(target=self._keep_output, daemon=True)
+        self.output_reader.start()
 
-    def _keep_stderr(self) -> None:
-        for line in self.process.stderr:
-            self.stderr_tail.append(line.rstrip("\n"))
+    def _keep_output(self) -> None:
+        for line in self.process.stdout:
+            self.output_tail.append(line.rstrip("\n"))
 
     def serves(self, python: str) -> bool:
         """Alive, this process's own (not a forked copy's), in `python`'s environment."""
@@ -235,9 +250,9 @@ class _CometChild:
         """Its answer to `request` (with `error` when COMET failed); a `CometError` when it
         died meanwhile."""
         try:
-            self.process.stdin.write(json.dumps(request) + "\n")
-            self.process.stdin.flush()
-            line = self.process.stdout.readline()
+            self.requests.write(json.dumps(request) + "\n")
+            self.requests.flush()
+            line = self.answers.readline()
         except BrokenPipeError:
             line = ""
         except BaseException:  # interrupted (Ctrl-C): its answer would answer the next request
@@ -246,8 +261,9 @@ class _CometChild:
         failed = f"COMET ({self.python}, {request['checkpoint']}) failed"
         if not line:
             status = self.process.wait()
-            self.stderr_reader.join(timeout=5)
-            said = "\n".join(self.stderr_tail)
+            self.output_reader.join(timeout=5)
+            said = "\n".join(self.output_tail)
+            self._close_pipes()
             raise CometError(f"{failed} with exit status {status}:\n{_tail(said)}")
         try:
             return json.loads(line)
@@ -258,15 +274,22 @@ class _CometChild:
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
+        self._close_pipes()
 
     def close(self) -> None:
-        """End it: its standard input closed, then killed if it does not end."""
+        """End it: its requests' pipe closed, then killed if it does not end."""
         with suppress(OSError):
-            self.process.stdin.close()
+            self.requests.close()
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.kill()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for pipe in (self.requests, self.answers):
+            with suppress(OSError):
+                pipe.close()
 
 
 _CHILD_IN_USE = threading.Lock()

@@ -270,7 +270,8 @@ def score(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"{output}: its COMET scores read the source's units {UNSPACED_UNITS} (a "
                 "Chinese or Japanese source), and the folder does not record its language (a "
-                "run of east-remote-eval): give --comet-source-lang"
+                "run of east-remote-eval against a server that does not name it): give "
+                "--comet-source-lang"
             )
     evaluator = SentenceLevelEvaluator.from_args(scoring)
     evaluator.dump_results()
@@ -278,7 +279,8 @@ def score(args: argparse.Namespace) -> None:
 
 
 def recorded_source_lang(output: Path) -> str | None:
-    """The `--src-lang` of the run that wrote `output`, as its settings record holds it."""
+    """The `--src-lang` of the run that wrote `output` (of a remote run, the language its
+    server named), as its settings record holds it."""
     path = output / SETTINGS_RECORD
     return json.loads(path.read_text()).get("src_lang") if path.exists() else None
 

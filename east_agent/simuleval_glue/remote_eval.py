@@ -89,12 +89,13 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     info = _server_info(base_url)  # before the folder changes
     _take_source_language(args, info)
+    served = _served_settings(info)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
     if args.batch_size > 1:
         _check_free_streams(info, args.batch_size, base_url)
         if args.output is None:
             raise ValueError("--batch-size above 1 needs --output (its instances.log goes there)")
-        _evaluate_concurrently(args, server)
+        _evaluate_concurrently(args, server, served)
         return
     simuleval_fixes.apply()
     if args.output is None:
@@ -102,7 +103,7 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
         return
     scores = None if args.no_scoring else partial(score, args)
     loop = partial(_loop, args, server)
-    loop_in(Path(args.output), None, args.continue_unfinished, span, loop, scores)
+    loop_in(Path(args.output), served, args.continue_unfinished, span, loop, scores)
 
 
 def _server_info(base_url: str) -> dict:
@@ -133,6 +134,15 @@ def _take_source_language(args: argparse.Namespace, info: dict) -> None:
     language = info.get("source_language")
     if getattr(args, "comet_source_lang", "") is None and isinstance(language, str):
         args.comet_source_lang = language
+
+
+def _served_settings(info: dict) -> dict | None:
+    """What the run's folder records of the served system (`run_settings.json`): the
+    language it reads its source in, when the server says it (this package's), so that
+    the log is scored again later (`--score-only`) as it was and a resumed run refuses a
+    server that reads another; nothing from a server that says nothing (SimulEval's)."""
+    language = info.get("source_language")
+    return {"src_lang": language} if isinstance(language, str) else None
 
 
 def _check_free_streams(info: dict, wanted: int, base_url: str) -> None:
@@ -234,7 +244,7 @@ def _failure(index: int, error) -> str:
     return f"sentence {index}: the server answered {reply.status_code}: {reason}"
 
 
-def _evaluate_concurrently(args: argparse.Namespace, server: Server) -> None:
+def _evaluate_concurrently(args: argparse.Namespace, server: Server, served: dict | None) -> None:
     from simuleval.data.dataloader import build_dataloader
 
     from east_agent.simuleval_glue.batch import run_out_of_order
@@ -243,7 +253,7 @@ def _evaluate_concurrently(args: argparse.Namespace, server: Server) -> None:
     dataloader = build_dataloader(args)
     translate = partial(_translate_concurrently, args, server, dataloader)
     span = sentence_span(args.start_index, args.end_index, len(dataloader))
-    run_out_of_order(args, span, None, translate)
+    run_out_of_order(args, span, served, translate)
 
 
 class _Sentences:

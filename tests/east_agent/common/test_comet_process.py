@@ -311,6 +311,30 @@ def test_what_the_child_writes_on_standard_error_never_stops_it(tmp_path):
     assert "sentences=[11.0]" in done.stdout
 
 
+def test_a_comet_that_reads_standard_input_takes_no_request_and_waits_for_none(tmp_path):
+    """Requests reach the child on a pipe of their own; its standard input is empty (a
+    library that reads it at import, as a prompt would, neither takes a request nor hangs:
+    in a process of its own, so that a hang fails the test rather than stalling it)."""
+    checkpoint = fake_checkpoint(tmp_path / "model", b"weights")
+    reads_input = "import sys\nREAD = sys.stdin.read()\n" + textwrap.dedent(COUNTING_COMET)
+    reads_input += "\nassert READ == '', READ\n"
+    python = fake_comet_python(tmp_path / "env", reads_input)
+    script = (
+        "import sys\n"
+        "from east_agent.common.comet_process import CometSettings, comet_scores\n"
+        "settings = CometSettings(sys.argv[1], sys.argv[2])\n"
+        "print(comet_scores(settings, ['a'], ['b'], ['c']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(checkpoint), python],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sentences=[7.0]" in done.stdout
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

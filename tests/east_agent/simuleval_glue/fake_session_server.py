@@ -11,7 +11,8 @@ soon as it arrives (wait-0, target = source). It can be told to
 - hold every output until the test ends (`hold="output"`), or `POST /close` too
   (`hold="all"`: a silent server);
 - make the first output of `together` sessions wait until all of them ask at once (a
-  client that sent its sentences one after another fails: 500 after 20 s).
+  client that sent its sentences one after another fails: 500 after 20 s);
+- name the language it reads (`source_language`, in `GET /`, as this package's server).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class FakeSessionServer:
         together: int = 0,
         busy_delay: float = 0.0,
         step: bool = False,
+        source_language: str | None = None,
     ) -> None:
         self.streams = streams
         self.open_limit = streams if open_limit is None else open_limit
@@ -42,6 +44,7 @@ class FakeSessionServer:
         self.together = threading.Barrier(together, timeout=20) if together else None
         self.busy_delay = busy_delay
         self.step = step
+        self.source_language = source_language
         self.requests: list[str] = []  # "METHOD /path" of each request, in order
         self.completed: list[str] = []  # each sentence whose last output was answered
         self.sessions: dict[str, dict] = {}
@@ -134,6 +137,8 @@ class FakeSessionServer:
             def do_GET(self) -> None:
                 if self.path == "/":
                     info = {"streams": server.streams, "sessions": len(server.sessions)}
+                    if server.source_language is not None:
+                        info["source_language"] = server.source_language
                     return self.answer(200, {**info, "step": True} if server.step else info)
                 if (session := self.session()) is not None:
                     server._output(self, session)

@@ -129,6 +129,27 @@ def test_a_lost_server_ends_the_run_keeping_the_finished_sentences(test_set, tmp
 
 
 @pytest.mark.parametrize("batch", [1, 3])
+def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, batch):
+    """Kept for scoring the log again (`--score-only`); a resumed run refuses a server
+    that reads another language, and a server that names none leaves no record."""
+    output = tmp_path / "out"
+    with FakeSessionServer(source_language="German") as server:
+        result = remote_eval(server.port, test_set, output, "--batch-size", batch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((output / "run_settings.json").read_text()) == {"src_lang": "German"}
+    with FakeSessionServer(source_language="Chinese") as server:
+        resumed = remote_eval(
+            server.port, test_set, output, "--batch-size", batch, "--continue-unfinished"
+        )
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    assert "src_lang: 'German' there, 'Chinese' now" in resumed.stderr
+    with FakeSessionServer() as server:
+        result = remote_eval(server.port, test_set, tmp_path / "simulevals", "--batch-size", batch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (tmp_path / "simulevals" / "run_settings.json").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize("hold", ["output", "all"])
 def test_ctrl_c_ends_a_run_waiting_on_the_server(test_set, tmp_path, batch, hold):
     """Waiting for output, Ctrl-C ends the run within seconds and closes its sessions; a

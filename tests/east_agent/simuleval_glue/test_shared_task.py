@@ -315,13 +315,18 @@ def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
     expected = comet_scores(tiny_comet, joined, translations, references).system
     assert float(scores(output)["COMET"]) == pytest.approx(100 * expected, abs=1e-3)
 
-    # scored again on its own: the folder knows how the units were joined, not the language
+    # scored again on its own: the folder records the language the server named
+    assert json.loads((output / "run_settings.json").read_text()) == {"src_lang": "Chinese"}
+    before = scores(output)
     score_only = [console_script("east-remote-eval"), "--score-only", "--output", output]
+    run(*score_only, *comet)
+    assert scores(output) == before
+    # a folder that does not (a server that names no language: SimulEval's) asks for it
+    (output / "run_settings.json").unlink()
     refused = subprocess.run(
         list(map(str, [*score_only, *comet])), capture_output=True, text=True, timeout=300
     )
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "joined without spaces" in refused.stderr and "--comet-source-lang" in refused.stderr
-    before = scores(output)
     run(*score_only, *comet, "--comet-source-lang", "zh")
     assert scores(output) == before

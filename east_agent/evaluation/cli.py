@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
     check_relative_paths(config, args.model_path is not None, model_needed=not merging)
     check_comet_settings(config)
-    if not merging and (config.jobs > 1 or config.batch_size == 1):
-        release_comet_child()  # the runs are scored in processes of their own
+    if not merging and config.long_form and config.jobs > 1:
+        release_comet_child()  # the runs' COMET is made in their workers
     if merging:
         picked = [run for run in every_run if not args.only or run.name in args.only]
         for run in picked:

@@ -112,9 +112,21 @@ class EvalConfig:
             self.comet_checkpoint, **python, batch_size=self.comet_batch_size, gpus=self.comet_gpus
         )
 
+    def comet_after_runs(self) -> bool:
+        """COMET left to `east-eval` after each run: the runs are scored in processes of
+        their own (`jobs` above 1, or SimulEval's loop), which would each start a COMET
+        child and load its checkpoint; `east-eval` adds COMET to each finished run with its
+        one child instead. (A long-form run's COMET is OmniSTEval's, made with the run.)"""
+        return (
+            self.comet() is not None
+            and not self.long_form
+            and (self.jobs > 1 or self.batch_size == 1)
+        )
+
     def without_comet(self) -> EvalConfig:
         """The grid scored without COMET: a shard's runs, whose merge scores every sentence
-        with it once (rather than each shard and then the whole run again)."""
+        with it once (rather than each shard and then the whole run again), and runs that
+        leave it to `east-eval` (`comet_after_runs`)."""
         kept = [name for name in self.quality_metrics if name != "COMET"] or ["BLEU"]
         return replace(self, quality_metrics=kept)
 

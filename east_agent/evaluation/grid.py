@@ -7,7 +7,9 @@ A run whose `scores.tsv` exists is not run again; it is scored again from its lo
 grid scores otherwise (other metrics or `ca_unit_seconds`), and so is every other finished
 run the table shows (`east_agent.evaluation.run_scores`). One that was cut off continues
 from its last finished sentence. With `jobs` above 1 the runs go to that many worker
-processes, several at once (`east_agent.evaluation.jobs`).
+processes, several at once (`east_agent.evaluation.jobs`). Runs scored in processes of
+their own leave COMET to this one, which adds it to each as it finishes
+(`EvalConfig.comet_after_runs`, `run_scores.add_comet`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,12 @@ from east_agent.evaluation.longform import (
     unit_times,
 )
 from east_agent.evaluation.reports import compare_system, omnisteval_cells, summarize
-from east_agent.evaluation.run_scores import rescore_if_changed, rescore_tabled, wanted_scoring
+from east_agent.evaluation.run_scores import (
+    add_comet,
+    rescore_if_changed,
+    rescore_tabled,
+    wanted_scoring,
+)
 from east_agent.evaluation.runs import (
     RUN_RECORD,
     claim_run_folder,
@@ -98,10 +105,12 @@ def run_grid(
         span = run_indices or (0, run_set.sentences)
         return run_record(config, run, run_set, span, checkpoint)
 
+    comet_after = config.comet_after_runs() and not shard
+    run_config = config.without_comet() if comet_after else config
     for number, run in enumerate(runs, 1):
         run_dir = config.run_dir(run, shard)
         run_set, run_indices = run_input(run)
-        command = simuleval_command(config, run, run_set, run_dir, run_indices)
+        command = simuleval_command(run_config, run, run_set, run_dir, run_indices)
         if not dry_run:
             claim_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():
@@ -129,8 +138,13 @@ def run_grid(
         return []
     tabled = [run for run in tabled if run.name not in unscored]
     follow_ups = significance_follow_ups(config, tabled, todo)
-    compared = run_jobs(todo, config.jobs, len(runs), follow_ups)
-    return summarize(config, tabled, compared)
+
+    def comet_of(job: Job) -> None:
+        if not add_comet(config, testset, job.output, f"[{job.number}/{len(runs)}] {job.name}"):
+            unscored.add(job.name)
+
+    compared = run_jobs(todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None)
+    return summarize(config, [run for run in tabled if run.name not in unscored], compared)
 
 
 def runs_of_this_grid(config: EvalConfig, every_run: list[Run], record_of) -> list[Run]:

@@ -22,6 +22,8 @@ worker:
   OmniSTEval columns, kept in its folder), so that the report at the end has less to do;
 - takes a follow-up (`FollowUp`: the grid's significance tests of a system) as soon as the
   runs it needs are done, before the next run.
+What is left to `east-eval` itself after a run (`after_run`: the grid's COMET, with the one
+COMET child of `east-eval`) it does while the workers go on with the next runs.
 Once no run is left to start, the runs still going share out the threads of the workers
 that are done (a signal tells them to take more), so the last run does not go on alone on
 one core of an idle machine.
@@ -117,19 +119,27 @@ def job_threads(jobs: int) -> int:
 
 
 def run_jobs(
-    jobs_to_run: Sequence[Job], jobs: int, total: int, follow_ups: Sequence[FollowUp] = ()
+    jobs_to_run: Sequence[Job],
+    jobs: int,
+    total: int,
+    follow_ups: Sequence[FollowUp] = (),
+    after_run: Callable[[Job], object] | None = None,
 ) -> dict[str, object]:
     """Run `jobs_to_run` on up to `jobs` workers, the next one starting as soon as one is
     free, and each follow-up as soon as its runs are done; with one worker's worth of runs,
     one after another in this process (one checkpoint load, every thread), and no
-    follow-ups. What the follow-ups returned, by name."""
+    follow-ups. `after_run(job)`, when given, runs in this process after each run that
+    finished (the next runs started first, so that the workers go on meanwhile). What the
+    follow-ups returned, by name."""
     jobs = min(jobs, len(jobs_to_run))  # the workers the runs really need
     if jobs <= 1:
-        _run_here(jobs_to_run, total)
+        _run_here(jobs_to_run, total, after_run)
         return {}
     threads = job_threads(jobs)
     with worker_pool(jobs, threads) as (pool, share):
-        return _run_on_workers(pool, share, jobs_to_run, follow_ups, jobs, total, threads)
+        return _run_on_workers(
+            pool, share, jobs_to_run, follow_ups, after_run, jobs, total, threads
+        )
 
 
 @contextmanager
@@ -149,14 +159,20 @@ def worker_pool(jobs: int, threads: int):
     pool.shutdown()
 
 
-def _run_on_workers(pool, share, jobs_to_run, follow_ups, jobs: int, total: int, threads: int):
+def _run_on_workers(
+    pool, share, jobs_to_run, follow_ups, after_run, jobs: int, total: int, threads: int
+):
     pending, running, failures = list(jobs_to_run), {}, []
     waiting, finished, returned = list(follow_ups), set(), {}
-    while pending or running:
+    done_here: list[Job] = []  # finished runs whose `after_run` is still to come
+    while pending or running or done_here:
         while pending and len(running) < jobs and not failures:
             job = pending.pop(0)
             print(f"[{job.number}/{total}] {job.name}: started ({_console(job)})", flush=True)
             running[pool.submit(_run_job, job, jobs)] = job
+        if done_here:
+            after_run(done_here.pop(0))
+            continue  # the runs that finished meanwhile, then the next after_run
         if not running:
             break
         done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -171,6 +187,8 @@ def _run_on_workers(pool, share, jobs_to_run, follow_ups, jobs: int, total: int,
             elif future.exception() is None:
                 finished.add(work.name)
                 print(f"[{work.number}/{total}] {work.name}: {future.result():.1f} s", flush=True)
+                if after_run is not None:
+                    done_here.append(work)
             else:
                 failures.append(f"{work.name}: {future.exception()} (see {_console(work)})")
         for follow_up in [f for f in waiting if f.needs <= finished and not failures]:
@@ -184,7 +202,9 @@ def _run_on_workers(pool, share, jobs_to_run, follow_ups, jobs: int, total: int,
     return returned
 
 
-def _run_here(jobs_to_run: Sequence[Job], total: int) -> None:
+def _run_here(
+    jobs_to_run: Sequence[Job], total: int, after_run: Callable[[Job], object] | None
+) -> None:
     from east_agent.evaluation.runs import LoadedModels, run_simuleval
 
     models = LoadedModels()
@@ -193,6 +213,8 @@ def _run_here(jobs_to_run: Sequence[Job], total: int) -> None:
         run_simuleval(job.command, job.output, models)
         if job.then is not None:
             job.then()
+        if after_run is not None:
+            after_run(job)
 
 
 def share_out(pool: ProcessPoolExecutor, share, threads: int) -> None:

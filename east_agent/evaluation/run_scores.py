@@ -88,6 +88,20 @@ def rescore_if_changed(
         print(f"{label}: done already, would be scored again ({changes})", flush=True)
         return True
     print(f"{label}: done already, scored again ({changes})", flush=True)
+    return _scored_again(config, testset, run_dir, label)
+
+
+def add_comet(config: EvalConfig, testset: PreparedTestset, run_dir: Path, label: str) -> bool:
+    """A run just decoded and scored without COMET in a process of its own (a worker, or
+    SimulEval's loop) scored again here with COMET, by this process's one COMET child: one
+    import of COMET and one load of its checkpoint for the grid, not one a process. False
+    (named on stderr) when it could not be: the run is left out of the tables, and the
+    next `east-eval` scores it again."""
+    print(f"{label}: COMET", flush=True)
+    return _scored_again(config, testset, run_dir, label)
+
+
+def _scored_again(config: EvalConfig, testset: PreparedTestset, run_dir: Path, label: str) -> bool:
     try:
         score_again(config, testset, run_dir)
     except (CommandError, ValueError, OSError) as error:

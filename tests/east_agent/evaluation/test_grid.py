@@ -330,13 +330,42 @@ def test_comet_scores_a_finished_grid_again_and_a_new_run_alike(grid, tiny_comet
     assert [row["BLEU"] for row in rows] == [row["BLEU"] for row in rows_of(output)]
     assert len({row["COMET"] for row in rows}) > 1
 
-    # decoded with COMET asked, two runs at once in worker processes
+    # decoded with COMET asked, two runs at once in worker processes: east-eval adds COMET
+    # to each with its one COMET child (counted: its interpreter notes each start)
+    starts = tmp_path / "comet-starts.txt"
+    counting = tmp_path / "counting-python"
+    counting.write_text(f'#!/bin/sh\necho "$@" >> {starts}\nexec {tiny_comet.python} "$@"\n')
+    counting.chmod(0o755)
+    counted = dataclasses.replace(tiny_comet, python=str(counting))
+    counted_config = with_comet(config, tmp_path / "new", counted, tmp_path / "counted.yaml")
     new = ("--limit", "3", "--only", "east-low", "east-high", "--jobs", "2")
-    fresh = east_eval(comet_config, *new, "--output", tmp_path / "new")
+    fresh = east_eval(counted_config, *new)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     command = (tmp_path / "new" / "runs" / "east-low" / "console.log").read_text()
-    assert "east-simuleval --agent" in command and "--comet-checkpoint" in command
+    assert "east-simuleval --agent" in command and "--comet-checkpoint" not in command
+    assert "[1/2] east-low: COMET" in fresh.stdout and "[2/2] east-high: COMET" in fresh.stdout
+    started = [line for line in starts.read_text().splitlines() if "comet_child.py" in line]
+    assert len(started) == 1, started
     assert [row["COMET"] for row in rows_of(tmp_path / "new")] == [r["COMET"] for r in rows[:2]]
+    # SimulEval's own loop, a process a run, alike
+    loop = (
+        "--limit",
+        "3",
+        "--only",
+        "east-low",
+        "--batch-size",
+        "1",
+        "--output",
+        tmp_path / "loop",
+    )
+    looped = east_eval(counted_config, *loop)
+    assert looped.returncode == 0, looped.stderr[-3000:]
+    [ran] = [line for line in looped.stdout.splitlines() if "east-simuleval --agent" in line]
+    assert "--comet-checkpoint" not in ran
+    assert "[1/1] east-low: COMET" in looped.stdout
+    assert rows_of(tmp_path / "loop")[0]["COMET"] == rows[0]["COMET"]
+    started = [line for line in starts.read_text().splitlines() if "comet_child.py" in line]
+    assert len(started) == 2, started  # one more: this east-eval's
 
     # the checkpoint is known by its content: moved, the same; changed in place, not
     moved = tmp_path / "moved-comet"

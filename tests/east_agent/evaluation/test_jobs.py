@@ -118,6 +118,33 @@ class InlinePool:
         return future
 
 
+def test_what_is_left_to_this_process_comes_after_the_next_runs_started(tmp_path):
+    """`after_run` (the grid's COMET) runs here for each run that finished, once the
+    workers have their next runs; never for a run that failed."""
+    from types import SimpleNamespace
+
+    from east_agent.evaluation.jobs import Job, _run_on_workers
+
+    pool = InlinePool()
+    runs = [Job(n, name, [], tmp_path / name) for n, name in enumerate(["a", "b", "c"], 1)]
+    _run_on_workers(
+        pool, SimpleNamespace(value=1), runs, [], lambda job: pool.log.append(f"after {job.name}"),
+        2, 3, 1,
+    )  # fmt: skip
+    # (a and b finish in one wait: in the order of a set)
+    assert pool.log[:3] == ["a", "b", "c"] and pool.log[5:] == ["after c"]
+    assert sorted(pool.log[3:5]) == ["after a", "after b"]
+
+    pool = InlinePool()
+    runs = [Job(n, name, [], tmp_path / name) for n, name in enumerate(["a", "failing"], 1)]
+    with pytest.raises(RuntimeError, match="runs failed: failing: it failed"):
+        _run_on_workers(
+            pool, SimpleNamespace(value=1), runs, [],
+            lambda job: pool.log.append(f"after {job.name}"), 2, 2, 1,
+        )  # fmt: skip
+    assert pool.log == ["a", "failing", "after a"]
+
+
 def test_a_follow_up_runs_once_its_runs_are_done_and_before_the_next_run(tmp_path):
     from types import SimpleNamespace
 
@@ -133,7 +160,7 @@ def test_a_follow_up_runs_once_its_runs_are_done_and_before_the_next_run(tmp_pat
 
     runs = [job(1, "a-1"), job(2, "a-2"), job(3, "b-1"), job(4, "b-2")]
     ups = [follow_up("b", ["b-1", "b-2"]), follow_up("a", ["a-1", "a-2"])]
-    returned = _run_on_workers(pool, SimpleNamespace(value=1), runs, ups, 2, 4, 1)
+    returned = _run_on_workers(pool, SimpleNamespace(value=1), runs, ups, None, 2, 4, 1)
     assert returned == {"a": "A", "b": "B"}
     assert pool.log == ["a-1", "a-2", "a", "b-1", "b-2", "b"]
 
@@ -141,5 +168,5 @@ def test_a_follow_up_runs_once_its_runs_are_done_and_before_the_next_run(tmp_pat
     runs = [job(1, "a-1"), job(2, "a-failing"), job(3, "b-1")]
     ups = [follow_up("a", ["a-1", "a-failing"]), follow_up("b", ["b-1"])]
     with pytest.raises(RuntimeError, match="runs failed: a-failing: it failed"):
-        _run_on_workers(pool, SimpleNamespace(value=1), runs, ups, 2, 3, 1)
+        _run_on_workers(pool, SimpleNamespace(value=1), runs, ups, None, 2, 3, 1)
     assert pool.log == ["a-1", "a-failing"]  # nothing else starts after a failure

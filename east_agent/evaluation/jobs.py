@@ -170,12 +170,16 @@ def _run_on_workers(
             job = pending.pop(0)
             print(f"[{job.number}/{total}] {job.name}: started ({_console(job)})", flush=True)
             running[pool.submit(_run_job, job, jobs)] = job
-        if done_here:
-            after_run(done_here.pop(0))
-            continue  # the runs that finished meanwhile, then the next after_run
         if not running:
-            break
-        done, _ = wait(running, return_when=FIRST_COMPLETED)
+            if not done_here:
+                break
+            after_run(done_here.pop(0))
+            continue
+        # with work left here, only what has finished by now: the workers get theirs first
+        done, _ = wait(running, timeout=0 if done_here else None, return_when=FIRST_COMPLETED)
+        if not done:
+            after_run(done_here.pop(0))
+            continue
         if any(isinstance(future.exception(), BrokenProcessPool) for future in done):
             cut_off = ", ".join(w.name for w in running.values() if isinstance(w, Job))
             raise CommandError(f"a worker process died; cut off (a rerun resumes): {cut_off}")

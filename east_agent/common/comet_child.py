@@ -26,6 +26,8 @@ from pathlib import Path
 
 
 def serve(requests_fd: int, answers_fd: int) -> None:
+    for fd in (requests_fd, answers_fd):  # not handed on to what COMET starts, which
+        os.set_inheritable(fd, False)  # would hold them open after this process died
     requests = os.fdopen(requests_fd, encoding="utf-8")
     answers = os.fdopen(answers_fd, "w", encoding="utf-8")
     loaded = {}

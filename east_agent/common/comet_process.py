@@ -23,6 +23,7 @@ request, so that its imports (about 7 s, once per process) serve the scores afte
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import json
 import os
@@ -77,7 +78,8 @@ def add_comet_flags(parser) -> None:
     parser.add_argument(
         "--comet-python",
         default=sys.executable,
-        help="the interpreter of an environment with unbabel-comet (default: this one)",
+        help="the interpreter of an environment with unbabel-comet (default: this one); a "
+        "wrapper script must exec it, keeping the descriptors it inherits",
     )
     parser.add_argument("--comet-batch-size", type=int, default=16)
     parser.add_argument("--comet-gpus", type=int, default=0)
@@ -217,8 +219,8 @@ class _CometChild:
     def __init__(self, python: str) -> None:
         self.python = python
         self.parent = os.getpid()
-        requests_read, requests_write = os.pipe()
-        answers_read, answers_write = os.pipe()
+        requests_read, requests_write = map(_above_standard, os.pipe())
+        answers_read, answers_write = map(_above_standard, os.pipe())
         try:
             command = [python, str(CHILD), str(requests_read), str(answers_write)]
             self.process = start_child(command, pass_fds=(requests_read, answers_write))
@@ -290,6 +292,16 @@ class _CometChild:
         for pipe in (self.requests, self.answers):
             with suppress(OSError):
                 pipe.close()
+
+
+def _above_standard(fd: int) -> int:
+    """`fd`, moved above 0..2 if it is one of them (this process started with its standard
+    input or output closed): in the child its standard streams would take that number."""
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
 
 
 _CHILD_IN_USE = threading.Lock()

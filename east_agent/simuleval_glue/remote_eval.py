@@ -52,6 +52,7 @@ from pathlib import Path
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.entry import CommandError, command_line
+from east_agent.decoding.prompt import language_name
 from east_agent.simuleval_glue.agent_server import SESSION_HEADER
 
 CONNECT_SECONDS = 10
@@ -89,7 +90,7 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     info = _server_info(base_url)  # before the folder changes
     _take_source_language(args, info)
-    served = _served_settings(info)
+    served = _served_settings(args, info)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
     if args.batch_size > 1:
         _check_free_streams(info, args.batch_size, base_url)
@@ -136,13 +137,41 @@ def _take_source_language(args: argparse.Namespace, info: dict) -> None:
         args.comet_source_lang = language
 
 
-def _served_settings(info: dict) -> dict | None:
+def _served_settings(args: argparse.Namespace, info: dict) -> dict | None:
     """What the run's folder records of the served system (`run_settings.json`): the
     language it reads its source in, when the server says it (this package's), so that
-    the log is scored again later (`--score-only`) as it was and a resumed run refuses a
-    server that reads another; nothing from a server that says nothing (SimulEval's)."""
+    the log is scored again later (`--score-only`) as it was; nothing from a server that
+    says nothing (SimulEval's). A resumed log keeps the record it has (a local run's is
+    richer), unless it names another source language: then the resume is refused."""
+    import json
+
+    from east_agent.simuleval_glue.instance_log import finished_records
+    from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD
+
     language = info.get("source_language")
-    return {"src_lang": language} if isinstance(language, str) else None
+    if not isinstance(language, str):
+        return None
+    output = Path(args.output) if args.output else None
+    record = output / SETTINGS_RECORD if output else None
+    resumed = args.continue_unfinished and record is not None and record.exists()
+    if not resumed or not finished_records(output / "instances.log"):
+        return {"src_lang": language}
+    saved = json.loads(record.read_text(encoding="utf-8"))
+    recorded = saved.get("src_lang")
+    if recorded is not None and _language(recorded) != _language(language):
+        raise ValueError(
+            f"{output / 'instances.log'} was written from a {recorded} source, and the server "
+            f"reads {language}: resume against a server of the same system, or write to "
+            "another --output"
+        )
+    return saved
+
+
+def _language(language: str) -> str:
+    try:
+        return language_name(language)
+    except ValueError:  # a name this package does not know: compared as it is written
+        return language
 
 
 def _check_free_streams(info: dict, wanted: int, base_url: str) -> None:

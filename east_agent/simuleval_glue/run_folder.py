@@ -15,8 +15,9 @@
   them. Data files are known by their content, so a folder moved with its test set (a
   grid's) resumes, and model folders by a fingerprint of theirs (`folder_fingerprint`),
   so a moved or copied checkpoint resumes too. A run whose settings cannot be
-  read here (`--system-dir`, `east-remote-eval`) leaves no record, and a log without one
-  is resumed as it is.
+  read here (`--system-dir`) leaves no record, and a log without one is resumed as it
+  is; `east-remote-eval` records the language this package's server reads (and keeps the
+  record of a log it resumes, refusing one of another source language).
 - A resumed log must lie within the run's `--start-index` .. `--end-index`: sentences
   outside it would be scored with it.
 - SimulEval's own loop resumes after the last line of the log, so before it resumes, the

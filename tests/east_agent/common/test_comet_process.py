@@ -335,6 +335,48 @@ def test_a_comet_that_reads_standard_input_takes_no_request_and_waits_for_none(t
     assert "sentences=[7.0]" in done.stdout
 
 
+SCORES_ONE = """
+import sys
+from east_agent.common.comet_process import CometError, CometSettings, comet_scores
+try:
+    scores = comet_scores(CometSettings(sys.argv[1], sys.argv[2]), ["a"], ["b"], ["c"])
+except CometError as error:
+    print(str(error).splitlines()[0], file=sys.stderr)
+    sys.exit(2)
+print(scores, file=sys.stderr)  # standard error: its standard output may be closed
+"""
+
+
+def test_comet_runs_for_a_process_whose_standard_input_and_output_are_closed(tmp_path):
+    """Its pipes then take descriptors 0 and 1: moved above, not lost to the child's
+    standard streams."""
+    checkpoint = fake_checkpoint(tmp_path / "model", b"weights")
+    python = fake_comet_python(tmp_path / "env", COUNTING_COMET)
+    said = tmp_path / "said.txt"
+    closed = f'exec "$0" -c "$1" "$2" "$3" <&- >&- 2>"{said}"'
+    done = subprocess.run(
+        ["sh", "-c", closed, sys.executable, SCORES_ONE, str(checkpoint), python], timeout=60
+    )
+    assert done.returncode == 0, said.read_text()[-3000:]
+    assert "sentences=[7.0]" in said.read_text()
+
+
+def test_a_process_comet_starts_does_not_hold_the_answers_open(tmp_path):
+    """A child that dies is named at once, though something it started lives on (its
+    pipes are not handed on: the process would hold the answers open)."""
+    checkpoint = fake_checkpoint(tmp_path / "model", b"dies")
+    starts = 'import subprocess\nsubprocess.Popen(["sleep", "60"], close_fds=False)\n'
+    python = fake_comet_python(tmp_path / "env", starts + textwrap.dedent(COUNTING_COMET))
+    done = subprocess.run(
+        [sys.executable, "-c", SCORES_ONE, str(checkpoint), python],
+        capture_output=True,
+        text=True,
+        timeout=40,
+    )
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "failed with exit status 3" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [

@@ -137,12 +137,21 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
         result = remote_eval(server.port, test_set, output, "--batch-size", batch)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((output / "run_settings.json").read_text()) == {"src_lang": "German"}
+    # a log a local run wrote (its richer record, the language by its code) resumes as it is
+    local = {"src_lang": "de", "latency": "low"}
+    (output / "run_settings.json").write_text(json.dumps(local))
+    with FakeSessionServer(source_language="German") as server:
+        resumed = remote_eval(
+            server.port, test_set, output, "--batch-size", batch, "--continue-unfinished"
+        )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((output / "run_settings.json").read_text()) == local
     with FakeSessionServer(source_language="Chinese") as server:
         resumed = remote_eval(
             server.port, test_set, output, "--batch-size", batch, "--continue-unfinished"
         )
     assert resumed.returncode == 2, resumed.stderr[-3000:]
-    assert "src_lang: 'German' there, 'Chinese' now" in resumed.stderr
+    assert "written from a de source, and the server reads Chinese" in resumed.stderr
     with FakeSessionServer() as server:
         result = remote_eval(server.port, test_set, tmp_path / "simulevals", "--batch-size", batch)
     assert result.returncode == 0, result.stderr[-3000:]

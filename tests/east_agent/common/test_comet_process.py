@@ -311,30 +311,6 @@ def test_what_the_child_writes_on_standard_error_never_stops_it(tmp_path):
     assert "sentences=[11.0]" in done.stdout
 
 
-def test_a_comet_that_reads_standard_input_takes_no_request_and_waits_for_none(tmp_path):
-    """Requests reach the child on a pipe of their own; its standard input is empty (a
-    library that reads it at import, as a prompt would, neither takes a request nor hangs:
-    in a process of its own, so that a hang fails the test rather than stalling it)."""
-    checkpoint = fake_checkpoint(tmp_path / "model", b"weights")
-    reads_input = "import sys\nREAD = sys.stdin.read()\n" + textwrap.dedent(COUNTING_COMET)
-    reads_input += "\nassert READ == '', READ\n"
-    python = fake_comet_python(tmp_path / "env", reads_input)
-    script = (
-        "import sys\n"
-        "from east_agent.common.comet_process import CometSettings, comet_scores\n"
-        "settings = CometSettings(sys.argv[1], sys.argv[2])\n"
-        "print(comet_scores(settings, ['a'], ['b'], ['c']))\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(checkpoint), python],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "sentences=[7.0]" in done.stdout
-
-
 SCORES_ONE = """
 import sys
 from east_agent.common.comet_process import CometError, CometSettings, comet_scores
@@ -345,6 +321,25 @@ except CometError as error:
     sys.exit(2)
 print(scores, file=sys.stderr)  # standard error: its standard output may be closed
 """
+
+
+def score_one_in_a_process(checkpoint, python: str, timeout: float):
+    """SCORES_ONE run (so that a hang fails the test rather than stalling it)."""
+    command = [sys.executable, "-c", SCORES_ONE, str(checkpoint), python]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_comet_that_reads_standard_input_takes_no_request_and_waits_for_none(tmp_path):
+    """Requests reach the child on a pipe of their own; its standard input is empty (a
+    library that reads it at import, as a prompt would, neither takes a request nor hangs:
+    in a process of its own, so that a hang fails the test rather than stalling it)."""
+    checkpoint = fake_checkpoint(tmp_path / "model", b"weights")
+    reads_input = "import sys\nREAD = sys.stdin.read()\n" + textwrap.dedent(COUNTING_COMET)
+    reads_input += "\nassert READ == '', READ\n"
+    python = fake_comet_python(tmp_path / "env", reads_input)
+    done = score_one_in_a_process(checkpoint, python, timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "sentences=[7.0]" in done.stderr
 
 
 def test_comet_runs_for_a_process_whose_standard_input_and_output_are_closed(tmp_path):
@@ -367,12 +362,7 @@ def test_a_process_comet_starts_does_not_hold_the_answers_open(tmp_path):
     checkpoint = fake_checkpoint(tmp_path / "model", b"dies")
     starts = 'import subprocess\nsubprocess.Popen(["sleep", "60"], close_fds=False)\n'
     python = fake_comet_python(tmp_path / "env", starts + textwrap.dedent(COUNTING_COMET))
-    done = subprocess.run(
-        [sys.executable, "-c", SCORES_ONE, str(checkpoint), python],
-        capture_output=True,
-        text=True,
-        timeout=40,
-    )
+    done = score_one_in_a_process(checkpoint, python, timeout=40)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "failed with exit status 3" in done.stderr
 

@@ -308,15 +308,6 @@ _CHILD_IN_USE = threading.Lock()
 _child: _CometChild | None = None  # this process's, once a request has started it
 
 
-def release_comet_child() -> None:
-    """End this process's COMET child, if it has one: for a process that checked COMET and
-    leaves the scoring to others (the child holds COMET's imports, about 430 MB)."""
-    global _child
-    with _CHILD_IN_USE:
-        _end_own_child()
-        _child = None
-
-
 def _end_own_child() -> None:
     """This process's child ended (a forked copy's belongs to the process that started it)."""
     if _child is not None and _child.parent == os.getpid():

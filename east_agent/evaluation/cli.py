@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 
 from east_agent.common.arguments import positive_int
-from east_agent.common.comet_process import release_comet_child
 from east_agent.common.entry import command_line
 from east_agent.evaluation.config import (
     DEFAULT_BATCH_SIZE,
@@ -83,8 +82,6 @@ def main(argv: list[str] | None = None) -> None:
     check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
     check_relative_paths(config, args.model_path is not None, model_needed=not merging)
     check_comet_settings(config)
-    if not merging and config.long_form and config.jobs > 1:
-        release_comet_child()  # the runs' COMET is made in their workers
     if merging:
         picked = [run for run in every_run if not args.only or run.name in args.only]
         for run in picked:

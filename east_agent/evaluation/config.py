@@ -114,14 +114,13 @@ class EvalConfig:
 
     def comet_after_runs(self) -> bool:
         """COMET left to `east-eval` after each run: the runs are scored in processes of
-        their own (`jobs` above 1, or SimulEval's loop), which would each start a COMET
-        child and load its checkpoint; `east-eval` adds COMET to each finished run with its
-        one child instead. (A long-form run's COMET is OmniSTEval's, made with the run.)"""
-        return (
-            self.comet() is not None
-            and not self.long_form
-            and (self.jobs > 1 or self.batch_size == 1)
-        )
+        their own (`jobs` above 1; a sentence-level run also in SimulEval's loop, while a
+        long-form run's COMET, over its re-segmented sentences, is made with its OmniSTEval
+        columns, in a worker or in `east-eval`), which would each start a COMET child and
+        load its checkpoint; `east-eval` adds COMET to each finished run with its one child
+        instead."""
+        scored_elsewhere = self.jobs > 1 or (self.batch_size == 1 and not self.long_form)
+        return self.comet() is not None and scored_elsewhere
 
     def without_comet(self) -> EvalConfig:
         """The grid scored without COMET: a shard's runs, whose merge scores every sentence

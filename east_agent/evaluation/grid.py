@@ -125,7 +125,7 @@ def run_grid(
             print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
             continue
         # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
-        scores = None if shard else partial(omnisteval_cells, config, run, run_dir, unit)
+        scores = None if shard else partial(omnisteval_cells, run_config, run, run_dir, unit)
         todo.append(Job(number, run.name, command, run_dir, scores))
     if shard:
         run_jobs(todo, config.jobs, len(runs), [])
@@ -140,7 +140,8 @@ def run_grid(
     follow_ups = significance_follow_ups(config, tabled, todo)
 
     def comet_of(job: Job) -> None:
-        if not add_comet(config, testset, job.output, f"[{job.number}/{len(runs)}] {job.name}"):
+        label = f"[{job.number}/{len(runs)}] {job.name}"
+        if not add_comet(config, testset, runs[job.number - 1], job.output, label):
             unscored.add(job.name)
 
     compared = run_jobs(todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None)

@@ -85,6 +85,7 @@ LOG_FIELDS = {"prediction": str, "delays": list, "elapsed": list}
 # unit arrives must land exactly on the sentence's end, not an ulp either side of it.
 TICK = 1 / 1024
 RESEGMENTED_FILE = "omnisteval.resegmented.jsonl"  # one re-segmented sentence per line
+SOURCE_FILE = "omnisteval.source.txt"  # the scored talks' source sentences, for COMET
 
 
 def on_tick(seconds: float) -> float:
@@ -276,7 +277,7 @@ def write_omnisteval_inputs(
         hypothesis=folder / "omnisteval.hypothesis.jsonl",
         segmentation=folder / "omnisteval.segmentation.json",
         reference=folder / "omnisteval.reference.txt",
-        source=folder / "omnisteval.source.txt",
+        source=folder / SOURCE_FILE,
         talks=tuple(talks),
     )
     copies = {
@@ -333,9 +334,8 @@ def omnisteval_command(inputs: OmnistevalInputs, testset: LongformSet, fix_ca: b
 
 def run_omnisteval(
     inputs: OmnistevalInputs, testset: LongformSet, fix_ca: bool
-) -> tuple[dict[str, float], list[dict], str, list[Instance]]:
-    """OmniSTEval's scores, re-segmented records, report and instances for the written
-    inputs."""
+) -> tuple[dict[str, float], list[dict], str]:
+    """OmniSTEval's scores, re-segmented records and report for the written inputs."""
     ref_words, hyp_words, segmentation, references = load_resegmentation_inputs(
         str(inputs.segmentation),
         None,
@@ -361,17 +361,26 @@ def run_omnisteval(
     report = format_report(
         "Longform evaluation (with resegmentation)", {}, scores, empty, normalization
     )
-    return scores, records, report, instances
+    return scores, records, report
 
 
-def resegmented_comet(
-    comet: CometSettings, inputs: OmnistevalInputs, instances: Sequence[Instance]
-) -> float:
-    """COMET (times 100) of the re-segmented sentences, each with its reference's source."""
-    sources = read_lines(inputs.source)
-    translations = [instance.prediction for instance in instances]
-    references = [instance.reference for instance in instances]
-    return 100 * comet_scores(comet, sources, translations, references).system
+def add_resegmented_comet(result: dict, output_dir: str | Path, comet: CometSettings) -> dict:
+    """`result` (`score_longform`'s, of `output_dir`) with COMET (times 100) of the
+    re-segmented sentences kept there, each with its reference's source: no re-segmentation
+    again, so that a run scored without COMET in one process gets it in another."""
+    folder = Path(output_dir)
+    sentences = [json.loads(line) for line in iter_lines(folder / RESEGMENTED_FILE)]
+    sources = read_lines(folder / SOURCE_FILE)
+    translations = [str(sentence["prediction"]) for sentence in sentences]
+    references = [str(sentence["reference"]) for sentence in sentences]
+    system = comet_scores(comet, sources, translations, references).system
+    scores = {**result["scores"], "COMET": 100 * system}
+    return {**result, "scores": scores, "comet": comet_record(comet)}
+
+
+def comet_record(comet: CometSettings | None) -> dict | None:
+    """How `longform_scores.json` names the COMET it holds (None: none)."""
+    return {"checkpoint": comet.checkpoint, "scale": "COMET x 100"} if comet else None
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -395,12 +404,10 @@ def score_longform(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     inputs = write_omnisteval_inputs(output_dir, testset, outputs, times)
-    raw, records, report, instances = run_omnisteval(inputs, testset, fix_ca)
+    raw, records, report = run_omnisteval(inputs, testset, fix_ca)
     scores = {
         column: finite_or_none(raw[key]) for column, key in LONGFORM_KEYS.items() if key in raw
     }
-    if comet is not None:
-        scores["COMET"] = resegmented_comet(comet, inputs, instances)
     write_jsonl(output_dir / RESEGMENTED_FILE, records)
     write_atomically(output_dir / "omnisteval.report.txt", report + "\n")
     result = {
@@ -420,8 +427,10 @@ def score_longform(
             "scores": {key: finite_or_none(value) for key, value in raw.items()},
             "command": omnisteval_command(inputs, testset, fix_ca),
         },
-        "comet": {"checkpoint": comet.checkpoint, "scale": "COMET x 100"} if comet else None,
+        "comet": None,
     }
+    if comet is not None:
+        result = add_resegmented_comet(result, output_dir, comet)
     write_atomically(output_dir / "longform_scores.json", json.dumps(result, indent=2) + "\n")
     return result
 

@@ -32,6 +32,7 @@ from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import CONSOLE_LOG
 from east_agent.evaluation.longform import read_longform
 from east_agent.evaluation.omnisteval_scoring import (
+    add_resegmented_comet,
     score_longform,
     shortform_latency,
     talk_outputs_from_log,
@@ -91,14 +92,25 @@ def rescore_if_changed(
     return _scored_again(config, testset, run_dir, label)
 
 
-def add_comet(config: EvalConfig, testset: PreparedTestset, run_dir: Path, label: str) -> bool:
+def add_comet(
+    config: EvalConfig, testset: PreparedTestset, run: Run, run_dir: Path, label: str
+) -> bool:
     """A run just decoded and scored without COMET in a process of its own (a worker, or
-    SimulEval's loop) scored again here with COMET, by this process's one COMET child: one
-    import of COMET and one load of its checkpoint for the grid, not one a process. False
-    (named on stderr) when it could not be: the run is left out of the tables, and the
-    next `east-eval` scores it again."""
+    SimulEval's loop) given COMET here, by this process's one COMET child: one import of
+    COMET and one load of its checkpoint for the grid, not one a process. A sentence-level
+    run is scored again from its log (nothing decoded); a long-form run's re-segmented
+    sentences, which its worker kept, are scored (nothing re-segmented). False (named on
+    stderr) when it could not be: the run is left out of the tables, and the next
+    `east-eval` scores it again."""
     print(f"{label}: COMET", flush=True)
-    return _scored_again(config, testset, run_dir, label)
+    if not config.long_form:
+        return _scored_again(config, testset, run_dir, label)
+    try:
+        longform_columns(config, run, run_dir)
+    except (CommandError, ValueError, RuntimeError, OSError, KeyError) as error:
+        print(f"east-eval: {label}: no COMET, left out of the tables: {error}", file=sys.stderr)
+        return False
+    return True
 
 
 def _scored_again(config: EvalConfig, testset: PreparedTestset, run_dir: Path, label: str) -> bool:
@@ -141,23 +153,26 @@ def recorded_testset(run_dir: Path) -> str | None:
     return json.loads(path.read_text())["testset"] if path.exists() else None
 
 
-def made_from(run_dir: Path, config: EvalConfig, with_comet: bool = False) -> dict:
+def made_from(run_dir: Path, config: EvalConfig) -> dict:
     """What the scores depend on besides the test set: the log as it is now (size and
-    time) and the scoring settings (the clock; `with_comet`, COMET's checkpoint by its
-    content, or None when the grid asks for no COMET)."""
+    time) and the clock."""
     status = (run_dir / "instances.log").stat()
     stamp = {
         "log_bytes": status.st_size,
         "log_mtime": status.st_mtime,
         "unit_seconds": config.ca_unit_seconds,
     }
-    if with_comet:
-        comet = config.comet()
-        stamp["comet"] = content_of(checkpoint_identity(comet.checkpoint)) if comet else None
     if config.word_times:
         times = Path(config.word_times).stat()
         stamp["word_times"] = [str(config.word_times), times.st_size, times.st_mtime]
     return stamp
+
+
+def comet_made_from(config: EvalConfig) -> dict | None:
+    """COMET's part of what long-form scores depend on: its checkpoint by its content, or
+    None when the grid asks for no COMET."""
+    comet = config.comet()
+    return content_of(checkpoint_identity(comet.checkpoint)) if comet else None
 
 
 def kept(path: Path, stamp: dict[str, float]) -> dict | None:
@@ -180,10 +195,12 @@ def shortform_columns(config: EvalConfig, run_dir: Path, latency_unit: str) -> d
 
 
 def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
-    """BLEU, chrF, LongYAAL(_CA) and StreamLAAL(_CA) of a long-form grid's run, after
-    OmniSTEval's re-segmentation to the reference sentences."""
-    path, stamp = run_dir / LONGFORM_FILE, made_from(run_dir, config, with_comet=True)
-    saved = kept(path, stamp)
+    """BLEU, chrF, LongYAAL(_CA), StreamLAAL(_CA) and COMET (when the grid asks) of a
+    long-form grid's run, after OmniSTEval's re-segmentation to the reference sentences.
+    COMET is made apart, from the re-segmented sentences kept: a worker scores a run
+    without it and `east-eval` adds it (`add_comet`), nothing re-segmented twice."""
+    path, stamp = run_dir / LONGFORM_FILE, made_from(run_dir, config)
+    saved = _kept_whatever_comet(path, stamp)
     if saved is None:
         testset = read_longform(config.testset_dir)
         read = talk_outputs_from_sentences if run.gold_sentences else talk_outputs_from_log
@@ -194,8 +211,26 @@ def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
             run_dir,
             word_times=config.word_times,
             unit_seconds=config.ca_unit_seconds,
-            comet=config.comet(),
         )
-        saved["made_from"] = stamp
+        saved["made_from"] = {**stamp, "comet": None}
+        write_atomically(path, json.dumps(saved, indent=2) + "\n")
+    comet = comet_made_from(config)
+    if saved["made_from"].get("comet") != comet:
+        if comet is None:
+            scores = {key: value for key, value in saved["scores"].items() if key != "COMET"}
+            saved = {**saved, "scores": scores, "comet": None}
+        else:
+            saved = add_resegmented_comet(saved, run_dir, config.comet())
+        saved["made_from"] = {**stamp, "comet": comet}
         write_atomically(path, json.dumps(saved, indent=2) + "\n")
     return saved["scores"]
+
+
+def _kept_whatever_comet(path: Path, stamp: dict) -> dict | None:
+    """The saved long-form scores at `path` if they were made from the log as it is now,
+    with whatever COMET they hold."""
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    made = {key: value for key, value in (saved.get("made_from") or {}).items() if key != "comet"}
+    return saved if made == stamp else None

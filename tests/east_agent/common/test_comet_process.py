@@ -228,19 +228,6 @@ def test_the_check_is_the_first_request_of_the_child_that_scores(tiny_comet):
     assert the_child_pid() == checked_by
 
 
-def test_a_released_child_ends_and_the_next_request_starts_another(tmp_path):
-    settings = CometSettings(
-        str(fake_checkpoint(tmp_path / "model", b"weights")),
-        fake_comet_python(tmp_path / "env", COUNTING_COMET),
-    )
-    comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES)
-    released = comet_process._child.process
-    comet_process.release_comet_child()
-    assert released.poll() is not None and comet_process._child is None
-    assert comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences == [7, 7, 7]
-    assert the_child_pid() != released.pid
-
-
 # COMET stand-in: a model is its checkpoint's bytes; scores say which and how many loads
 COUNTING_COMET = """
     import os

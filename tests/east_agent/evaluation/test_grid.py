@@ -301,6 +301,20 @@ def with_comet(config: Path, output: Path, settings, path: Path) -> Path:
     return path
 
 
+def counting_comet(settings, folder: Path):
+    """`settings` with an interpreter that notes each start in a file: (settings, file)."""
+    starts = folder / "comet-starts.txt"
+    counting = folder / "counting-python"
+    counting.write_text(f'#!/bin/sh\necho "$@" >> {starts}\nexec {settings.python} "$@"\n')
+    counting.chmod(0o755)
+    return dataclasses.replace(settings, python=str(counting)), starts
+
+
+def comet_children(starts: Path) -> list[str]:
+    """The COMET children `counting_comet`'s interpreter started."""
+    return [line for line in starts.read_text().splitlines() if "comet_child.py" in line]
+
+
 def comet_of_log(settings, log: Path) -> float:
     """COMET (times 100) of a sentence-level run's log, scored here."""
     from east_agent.common.comet_process import comet_scores
@@ -332,11 +346,7 @@ def test_comet_scores_a_finished_grid_again_and_a_new_run_alike(grid, tiny_comet
 
     # decoded with COMET asked, two runs at once in worker processes: east-eval adds COMET
     # to each with its one COMET child (counted: its interpreter notes each start)
-    starts = tmp_path / "comet-starts.txt"
-    counting = tmp_path / "counting-python"
-    counting.write_text(f'#!/bin/sh\necho "$@" >> {starts}\nexec {tiny_comet.python} "$@"\n')
-    counting.chmod(0o755)
-    counted = dataclasses.replace(tiny_comet, python=str(counting))
+    counted, starts = counting_comet(tiny_comet, tmp_path)
     counted_config = with_comet(config, tmp_path / "new", counted, tmp_path / "counted.yaml")
     new = ("--limit", "3", "--only", "east-low", "east-high", "--jobs", "2")
     fresh = east_eval(counted_config, *new)
@@ -344,8 +354,7 @@ def test_comet_scores_a_finished_grid_again_and_a_new_run_alike(grid, tiny_comet
     command = (tmp_path / "new" / "runs" / "east-low" / "console.log").read_text()
     assert "east-simuleval --agent" in command and "--comet-checkpoint" not in command
     assert "[1/2] east-low: COMET" in fresh.stdout and "[2/2] east-high: COMET" in fresh.stdout
-    started = [line for line in starts.read_text().splitlines() if "comet_child.py" in line]
-    assert len(started) == 1, started
+    assert len(comet_children(starts)) == 1, comet_children(starts)
     assert [row["COMET"] for row in rows_of(tmp_path / "new")] == [r["COMET"] for r in rows[:2]]
     # SimulEval's own loop, a process a run, alike
     loop = (
@@ -364,8 +373,7 @@ def test_comet_scores_a_finished_grid_again_and_a_new_run_alike(grid, tiny_comet
     assert "--comet-checkpoint" not in ran
     assert "[1/1] east-low: COMET" in looped.stdout
     assert rows_of(tmp_path / "loop")[0]["COMET"] == rows[0]["COMET"]
-    started = [line for line in starts.read_text().splitlines() if "comet_child.py" in line]
-    assert len(started) == 2, started  # one more: this east-eval's
+    assert len(comet_children(starts)) == 2  # one more: this east-eval's
 
     # the checkpoint is known by its content: moved, the same; changed in place, not
     moved = tmp_path / "moved-comet"
@@ -677,9 +685,12 @@ def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
 
     config, output, _ = longform_grid
     shutil.copytree(output, tmp_path / "out")
+    resegmented = sorted((tmp_path / "out" / "runs").glob("*/omnisteval.resegmented.jsonl"))
+    made = [path.stat().st_mtime_ns for path in resegmented]
     comet_config = with_comet(config, tmp_path / "out", tiny_comet, tmp_path / "comet.yaml")
     result = east_eval(comet_config, "--limit", "2")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert [path.stat().st_mtime_ns for path in resegmented] == made  # COMET alone added
     rows = rows_of(tmp_path / "out")
     assert list(rows[0])[:5] == ["system", "setting", "BLEU", "COMET", "chrF"]
     for row in rows:
@@ -699,6 +710,30 @@ def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
         # SimulEval's scores of whole talks have no COMET (COMET reads 512 tokens)
         assert "COMET" not in (run / "scores.tsv").read_text().splitlines()[0].split("\t")
     assert [row["BLEU"] for row in rows] == [row["BLEU"] for row in rows_of(output)]
+
+    # decoded with COMET asked, two runs at once: the workers re-segment and score without
+    # COMET, east-eval adds it to each with its one COMET child
+    counted, starts = counting_comet(tiny_comet, tmp_path)
+    counted_config = with_comet(config, tmp_path / "new", counted, tmp_path / "counted.yaml")
+    fresh = east_eval(
+        counted_config, "--limit", "2", "--only", "east-low", "east-high", "--jobs", "2"
+    )
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert "[1/2] east-low: COMET" in fresh.stdout and "[2/2] east-high: COMET" in fresh.stdout
+    assert len(comet_children(starts)) == 1, comet_children(starts)
+    assert [row["COMET"] for row in rows_of(tmp_path / "new")] == [r["COMET"] for r in rows[:2]]
+    for name in ("east-low", "east-high"):
+        saved = json.loads((tmp_path / "new" / "runs" / name / "longform_scores.json").read_text())
+        assert saved["comet"]["checkpoint"] == counted.checkpoint
+        assert saved["made_from"]["comet"] is not None
+
+    # COMET no longer asked: dropped from the saved scores, nothing re-segmented
+    again = east_eval(config, "--limit", "2", "--output", tmp_path / "new", "--only", "east-low")
+    assert again.returncode == 0, again.stderr[-3000:]
+    saved = json.loads(
+        (tmp_path / "new" / "runs" / "east-low" / "longform_scores.json").read_text()
+    )
+    assert "COMET" not in saved["scores"] and saved["comet"] is None
 
 
 @pytest.mark.parametrize(

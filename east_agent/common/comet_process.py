@@ -14,11 +14,13 @@ stays in the child's memory meanwhile (about 2.3 GB for wmt22-comet-da; with `--
 1` its CUDA context stays on the GPU too), and the child keeps the environment of its
 start, thread settings included. It dies with this process; on Linux also with the thread
 that started it, so callers ask from the main thread (a child that died meanwhile is
-replaced at the next request). `check_comet` refuses, before anything is decoded, a batch
-size below 1 or more than one GPU, a missing checkpoint or `hparams.yaml`, an interpreter
-that cannot run or has no COMET, and a COMET that does not import or cannot load the
-checkpoint's encoder (its tokenizer and configuration): the last is the child's first
-request, so that its imports (about 7 s, once per process) serve the scores after it.
+replaced at the next request). A copy of the process made by `fork` lets go of the
+child's pipes and, if it asks, starts a child of its own. `check_comet` refuses, before
+anything is decoded, a batch size below 1 or more than one GPU, a missing checkpoint or
+`hparams.yaml`, an interpreter that cannot run or has no COMET, and a COMET that does not
+import or cannot load the checkpoint's encoder (its tokenizer and configuration): the last
+is the child's first request, so that its imports (about 7 s, once per process) serve the
+scores after it.
 """
 
 from __future__ import annotations
@@ -273,6 +275,19 @@ class _CometChild:
             self.kill()
             raise CometError(f"{failed}: its answer is not JSON: {line[:200]!r}") from None
 
+    def let_go_in_forked_copy(self) -> None:
+        """In a copy of this process made by `fork`: its descriptors of the child's pipes
+        pointed at /dev/null (the objects that own them close that, and flush what they
+        hold there), so that the copy holds no pipe open (its requests' pipe would not
+        reach its end when this process closes it, nor its answers' when it dies)."""
+        pipes = (self.requests, self.answers, self.process.stdout)
+        null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            for pipe in pipes:
+                os.dup2(null, pipe.fileno(), inheritable=False)
+        finally:
+            os.close(null)
+
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
@@ -312,6 +327,19 @@ def _end_own_child() -> None:
     """This process's child ended (a forked copy's belongs to the process that started it)."""
     if _child is not None and _child.parent == os.getpid():
         _child.close()
+
+
+def _let_go_in_forked_copy() -> None:
+    """A copy of this process made by `fork` (a `fork` multiprocessing pool's worker, say)
+    holds none of the child's pipes and does not wait on a lock a thread of this process
+    held at the fork; a request it makes starts a child of its own."""
+    global _CHILD_IN_USE
+    _CHILD_IN_USE = threading.Lock()
+    if _child is not None:
+        _child.let_go_in_forked_copy()
+
+
+os.register_at_fork(after_in_child=_let_go_in_forked_copy)
 
 
 def _comet_child(python: str) -> _CometChild:

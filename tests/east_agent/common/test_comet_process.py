@@ -228,6 +228,38 @@ def test_the_check_is_the_first_request_of_the_child_that_scores(tiny_comet):
     assert the_child_pid() == checked_by
 
 
+def test_a_forked_copy_holds_no_pipe_of_the_child(tmp_path):
+    """A copy of the process made by fork neither keeps the child's requests' pipe open
+    (the child ends when its process closes it, as if there were no copy: exit status 0,
+    not killed) nor waits on the lock; a request of its own starts its own child."""
+    settings = CometSettings(
+        str(fake_checkpoint(tmp_path / "model", b"weights")),
+        fake_comet_python(tmp_path / "env", COUNTING_COMET),
+    )
+    expected = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences
+    child = comet_process._child
+    answers = tmp_path / "copy.txt"
+    copy = os.fork()
+    if copy == 0:  # the copy: scores on its own child, then stays while the parent ends its
+        try:
+            scores = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences
+            answers.write_text(f"{scores} {comet_process._child.process.pid}\n")
+            time.sleep(60)
+        finally:
+            os._exit(0)
+    try:
+        while not answers.exists() or not answers.read_text().endswith("\n"):
+            time.sleep(0.05)
+        scores, pid = answers.read_text().rsplit(" ", 1)
+        assert scores == str(expected) and int(pid) != child.process.pid
+        comet_process._end_own_child()
+        assert child.process.returncode == 0  # ended by its pipe's end, not killed
+    finally:
+        os.kill(copy, signal.SIGKILL)
+        os.waitpid(copy, 0)
+    comet_process._child = None
+
+
 # COMET stand-in: a model is its checkpoint's bytes; scores say which and how many loads
 COUNTING_COMET = """
     import os

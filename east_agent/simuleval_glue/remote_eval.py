@@ -142,23 +142,23 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict | None:
     language it reads its source in, when the server says it (this package's), so that
     the log is scored again later (`--score-only`) as it was; nothing from a server that
     says nothing (SimulEval's). A resumed log keeps the record it has (a local run's is
-    richer), unless it names another source language: then the resume is refused."""
+    richer; a server that says nothing cannot contradict it), unless it names another
+    source language: then the resume is refused."""
     import json
 
     from east_agent.simuleval_glue.instance_log import finished_records
     from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD
 
     language = info.get("source_language")
-    if not isinstance(language, str):
-        return None
+    said = {"src_lang": language} if isinstance(language, str) else None
     output = Path(args.output) if args.output else None
     record = output / SETTINGS_RECORD if output else None
     resumed = args.continue_unfinished and record is not None and record.exists()
     if not resumed or not finished_records(output / "instances.log"):
-        return {"src_lang": language}
+        return said
     saved = json.loads(record.read_text(encoding="utf-8"))
     recorded = saved.get("src_lang")
-    if recorded is not None and _language(recorded) != _language(language):
+    if said and recorded is not None and _language(recorded) != _language(language):
         raise ValueError(
             f"{output / 'instances.log'} was written from a {recorded} source, and the server "
             f"reads {language}: resume against a server of the same system, or write to "

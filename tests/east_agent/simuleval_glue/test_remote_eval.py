@@ -131,7 +131,8 @@ def test_a_lost_server_ends_the_run_keeping_the_finished_sentences(test_set, tmp
 @pytest.mark.parametrize("batch", [1, 3])
 def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, batch):
     """Kept for scoring the log again (`--score-only`); a resumed run refuses a server
-    that reads another language, and a server that names none leaves no record."""
+    that reads another language and keeps its record with one that names none; a new run
+    against a server that names none leaves no record."""
     output = tmp_path / "out"
     with FakeSessionServer(source_language="German") as server:
         result = remote_eval(server.port, test_set, output, "--batch-size", batch)
@@ -152,6 +153,16 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
         )
     assert resumed.returncode == 2, resumed.stderr[-3000:]
     assert "written from a de source, and the server reads Chinese" in resumed.stderr
+    # a server that names no language (SimulEval's) cannot contradict the record: kept
+    log = output / "instances.log"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:-1]))
+    with FakeSessionServer() as server:
+        resumed = remote_eval(
+            server.port, test_set, output, "--batch-size", batch, "--continue-unfinished"
+        )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(logged(output)) == len(SENTENCES)
+    assert json.loads((output / "run_settings.json").read_text()) == local
     with FakeSessionServer() as server:
         result = remote_eval(server.port, test_set, tmp_path / "simulevals", "--batch-size", batch)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -276,15 +276,17 @@ class _CometChild:
             raise CometError(f"{failed}: its answer is not JSON: {line[:200]!r}") from None
 
     def let_go_in_forked_copy(self) -> None:
-        """In a copy of this process made by `fork`: its descriptors of the child's pipes
-        pointed at /dev/null (the objects that own them close that, and flush what they
-        hold there), so that the copy holds no pipe open (its requests' pipe would not
+        """In a copy of this process made by `fork` (also one that a `subprocess` with a
+        `preexec_fn` makes before it execs): its descriptors of the child's pipes still
+        open pointed at /dev/null (the objects that own them close that, and flush what
+        they hold there), so that the copy holds no pipe open (its requests' pipe would not
         reach its end when this process closes it, nor its answers' when it dies)."""
         pipes = (self.requests, self.answers, self.process.stdout)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:
             for pipe in pipes:
-                os.dup2(null, pipe.fileno(), inheritable=False)
+                if not pipe.closed:  # closed: the child died or was ended
+                    os.dup2(null, pipe.fileno(), inheritable=False)
         finally:
             os.close(null)
 

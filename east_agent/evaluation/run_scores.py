@@ -32,6 +32,8 @@ from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import CONSOLE_LOG
 from east_agent.evaluation.longform import read_longform
 from east_agent.evaluation.omnisteval_scoring import (
+    RESEGMENTED_FILE,
+    SOURCE_FILE,
     add_resegmented_comet,
     score_longform,
     shortform_latency,
@@ -107,7 +109,7 @@ def add_comet(
         return _scored_again(config, testset, run_dir, label)
     try:
         longform_columns(config, run, run_dir)
-    except (CommandError, ValueError, RuntimeError, OSError, KeyError) as error:
+    except (ValueError, RuntimeError, OSError, KeyError) as error:  # CometError included
         print(f"east-eval: {label}: no COMET, left out of the tables: {error}", file=sys.stderr)
         return False
     return True
@@ -228,8 +230,9 @@ def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
 
 def _kept_whatever_comet(path: Path, stamp: dict) -> dict | None:
     """The saved long-form scores at `path` if they were made from the log as it is now,
-    with whatever COMET they hold."""
-    if not path.exists():
+    with whatever COMET they hold, and the re-segmented sentences COMET reads are there."""
+    kept_files = (path, path.with_name(RESEGMENTED_FILE), path.with_name(SOURCE_FILE))
+    if not all(file.exists() for file in kept_files):
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
     made = {key: value for key, value in (saved.get("made_from") or {}).items() if key != "comet"}

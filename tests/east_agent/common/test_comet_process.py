@@ -231,7 +231,8 @@ def test_the_check_is_the_first_request_of_the_child_that_scores(tiny_comet):
 def test_a_forked_copy_holds_no_pipe_of_the_child(tmp_path):
     """A copy of the process made by fork neither keeps the child's requests' pipe open
     (the child ends when its process closes it, as if there were no copy: exit status 0,
-    not killed) nor waits on the lock; a request of its own starts its own child."""
+    not killed) nor waits on the lock (held at the fork); a request of its own starts its
+    own child."""
     settings = CometSettings(
         str(fake_checkpoint(tmp_path / "model", b"weights")),
         fake_comet_python(tmp_path / "env", COUNTING_COMET),
@@ -239,25 +240,32 @@ def test_a_forked_copy_holds_no_pipe_of_the_child(tmp_path):
     expected = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences
     child = comet_process._child
     answers = tmp_path / "copy.txt"
+    held = comet_process._CHILD_IN_USE
+    held.acquire()  # as a thread asking at the fork would hold it
     copy = os.fork()
     if copy == 0:  # the copy: scores on its own child, then stays while the parent ends its
         try:
             scores = comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences
             answers.write_text(f"{scores} {comet_process._child.process.pid}\n")
             time.sleep(60)
+        except BaseException as error:
+            answers.write_text(f"failed: {error!r}\n")
         finally:
             os._exit(0)
+    held.release()
     try:
+        deadline = time.time() + 60
         while not answers.exists() or not answers.read_text().endswith("\n"):
+            assert time.time() < deadline, "the copy's request never came back"
             time.sleep(0.05)
         scores, pid = answers.read_text().rsplit(" ", 1)
-        assert scores == str(expected) and int(pid) != child.process.pid
+        assert scores == str(expected) and int(pid) != child.process.pid, scores
         comet_process._end_own_child()
         assert child.process.returncode == 0  # ended by its pipe's end, not killed
     finally:
         os.kill(copy, signal.SIGKILL)
         os.waitpid(copy, 0)
-    comet_process._child = None
+        comet_process._child = None
 
 
 # COMET stand-in: a model is its checkpoint's bytes; scores say which and how many loads
@@ -412,6 +420,28 @@ def test_a_child_that_dies_while_scoring_is_named_and_the_next_request_starts_an
     comet_process._child.process.wait()
     assert comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).system == 1
     assert the_child_pid() != serving
+
+
+def test_a_fork_after_the_child_died_lets_go_of_what_is_left(tmp_path):
+    """A fork (a subprocess started with a `preexec_fn` forks too) after the child died
+    lets go of its output's pipe and skips the pipes already closed, raising nothing."""
+    python = fake_comet_python(tmp_path / "env", COUNTING_COMET)
+    dying = CometSettings(str(fake_checkpoint(tmp_path / "dying", b"dies")), python)
+    with pytest.raises(CometError, match="failed with exit status 3"):
+        comet_scores(dying, SOURCES, TRANSLATIONS, REFERENCES)
+    output = comet_process._child.process.stdout.fileno()
+    unraised = []  # what the fork's handlers raise is reported here, not raised
+    saved, sys.unraisablehook = sys.unraisablehook, unraised.append
+    try:
+        copy = os.fork()
+        if copy == 0:
+            let_go = os.readlink(f"/proc/self/fd/{output}") == os.devnull
+            os._exit(1 if unraised else 0 if let_go else 2)
+    finally:
+        sys.unraisablehook = saved
+    _, status = os.waitpid(copy, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    comet_process._child = None
 
 
 def test_a_request_interrupted_leaves_no_answer_behind_for_the_next(tmp_path):

@@ -734,6 +734,14 @@ def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
         (tmp_path / "new" / "runs" / "east-low" / "longform_scores.json").read_text()
     )
     assert "COMET" not in saved["scores"] and saved["comet"] is None
+    # COMET asked again of a run whose re-segmented sentences are gone: they are made again
+    high = tmp_path / "new" / "runs" / "east-high"
+    (high / "omnisteval.resegmented.jsonl").unlink()
+    again = east_eval(counted_config, "--limit", "2", "--only", "east-high")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "not scored" not in again.stderr, again.stderr
+    saved = json.loads((high / "longform_scores.json").read_text())
+    assert saved["scores"]["COMET"] == pytest.approx(float(rows[1]["COMET"]), abs=1e-3)
 
 
 @pytest.mark.parametrize(

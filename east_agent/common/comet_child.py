@@ -24,10 +24,23 @@ import sys
 import traceback
 from pathlib import Path
 
+LOST_DESCRIPTORS = 4  # the exit status when the pipes did not reach this process
+
 
 def serve(requests_fd: int, answers_fd: int) -> None:
-    for fd in (requests_fd, answers_fd):  # not handed on to what COMET starts, which
-        os.set_inheritable(fd, False)  # would hold them open after this process died
+    for name, fd in (("requests", requests_fd), ("answers", answers_fd)):
+        try:  # not handed on to what COMET starts, which would hold it open after this
+            os.set_inheritable(fd, False)  # process died
+        except OSError:
+            print(
+                f"comet_child.py: descriptor {fd} (the {name}' pipe) is not open here: the "
+                "interpreter was started by a wrapper that does not keep the descriptors it "
+                "inherits (conda run, docker run -i and ssh relay only standard input and "
+                "output); give the environment's own interpreter (ENV/bin/python), or a "
+                "script that execs it",
+                file=sys.stderr,
+            )
+            sys.exit(LOST_DESCRIPTORS)
     requests = os.fdopen(requests_fd, encoding="utf-8")
     answers = os.fdopen(answers_fd, "w", encoding="utf-8")
     loaded = {}

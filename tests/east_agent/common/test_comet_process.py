@@ -98,6 +98,24 @@ def test_a_comet_that_does_not_import_is_refused_by_the_check(tmp_path):
     assert refused.value.setting == "python"
 
 
+def test_a_wrapper_that_closes_inherited_descriptors_is_refused_by_the_check(tmp_path):
+    """`--comet-python` a wrapper that drops the pipes (as `conda run` does): refused by
+    the check, naming the flag and why, rather than with a bare `Bad file descriptor`."""
+    checkpoint = fake_checkpoint(tmp_path / "model")
+    python = fake_comet_python(tmp_path / "env", "")
+    wrapper = tmp_path / "closing-wrapper"
+    wrapper.write_text(
+        f"#!{sys.executable}\nimport os, sys\nos.closerange(3, 65536)\n"
+        f"os.execv({python!r}, [{python!r}, *sys.argv[1:]])\n"
+    )
+    wrapper.chmod(0o755)
+    with pytest.raises(CometError) as refused:
+        check_named_by_flag(CometSettings(str(checkpoint), str(wrapper)))
+    message = str(refused.value)
+    assert message.startswith("--comet-python: ") and "exit status 4" in message, message
+    assert "does not keep the descriptors it inherits" in message, message
+
+
 def test_a_failing_comet_is_named_with_its_own_words(tmp_path):
     checkpoint = fake_checkpoint(tmp_path / "model", b"not a checkpoint")
     python = fake_comet_python(

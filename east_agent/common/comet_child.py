@@ -14,7 +14,9 @@ request or an answer):
   COMET gives them (about 0 to 1), or `error` with COMET's traceback.
 The model stays loaded between requests for the same checkpoint (its path and `identity`,
 the content's fingerprint that the parent sends: a file replaced at its path is loaded
-again), one model at a time. Nothing is written to disk.
+again), one model at a time. Nothing is written to disk. Descriptors that did not reach it
+(a wrapper interpreter that drops what it inherits) are named on its standard error, and
+it exits with status 4 (`LOST_DESCRIPTORS`).
 """
 
 import gc

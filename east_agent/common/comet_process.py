@@ -266,9 +266,15 @@ class _CometChild:
         if not line:
             status = self.process.wait()
             self.output_reader.join(timeout=5)
-            said = "\n".join(self.output_tail)
+            said = _tail("\n".join(self.output_tail))
             self._close_pipes()
-            raise CometError(f"{failed} with exit status {status}:\n{_tail(said)}")
+            if status == 0 and not said:  # it read the end of its requests: none reached it
+                said = (
+                    "it ended without an answer, as if its requests' pipe were empty: the "
+                    "interpreter was started by a wrapper that replaced the descriptors it "
+                    "inherits; give the environment's own interpreter (ENV/bin/python)"
+                )
+            raise CometError(f"{failed} with exit status {status}:\n{said}")
         try:
             return json.loads(line)
         except ValueError:

@@ -31,7 +31,8 @@ A run's wall time and computation-aware latency are then measured beside the oth
 `wall_seconds.json` records `jobs` for each try and the grid's table has a `jobs` column.
 A run that fails lets the running ones finish, starts no new one, and is named with its
 console log (where its traceback is). A worker that dies (killed, out of memory) ends the
-grid at once, naming the runs it cut off; Ctrl-C too. A rerun resumes them.
+grid at once, naming the runs it cut off; Ctrl-C too (`east-eval` stops the workers,
+which ignore it: `east-eval: interrupted` is all it prints). A rerun resumes them.
 """
 
 from __future__ import annotations
@@ -263,6 +264,9 @@ def _start_worker(share, environment: dict[str, str]) -> None:
     # runs the model, which is the one whose thread count counts (OpenMP's is per thread).
     # Installed before the count is first read, so that no raise of it is missed.
     signal.signal(signal.SIGUSR1, lambda *_: _take_threads(share.value))
+    # Ctrl-C reaches the whole process group: it is east-eval's to act on (it stops the
+    # workers); a worker that took it would print its traceback, an idle one too.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _take_threads(share.value)
 
 

@@ -201,7 +201,9 @@ def run_simuleval(
     loads its checkpoint once); SimulEval's own loop runs as a child process, which dies
     with this one. Every try is recorded when it starts, with the number of runs that
     shared the machine (`jobs`), so one killed outright still counts (up to its last
-    sentence). The folder is locked while the run writes to it."""
+    sentence), and so does one that failed or was interrupted: what it had not finished is
+    translated again by the next try, which counts it. The folder is locked while the run
+    writes to it."""
     with hold_run_lock(output):
         return _run_simuleval(command, output, models, jobs)
 
@@ -217,6 +219,7 @@ def _run_simuleval(
     started = time.time()
     output.mkdir(parents=True, exist_ok=True)
     write_tries(timing, [*tries, {"started": started, "seconds": None, "jobs": jobs}])
+    finished = False
     try:
         if "--batch-size" in command:
             _run_in_process(command, models or LoadedModels())
@@ -224,11 +227,18 @@ def _run_simuleval(
             returncode = run_child(command)
             if returncode != 0:
                 raise CommandError(f"the run in {output} failed (exit {returncode})")
+        finished = True
     finally:
-        seconds = round(time.time() - started, 2)
-        tries.append({"started": started, "seconds": seconds, "jobs": jobs})
+        ended = time.time() if finished else last_written(output / "instances.log", started)
+        tries.append({"started": started, "seconds": round(ended - started, 2), "jobs": jobs})
         write_tries(timing, tries)
     return sum(attempt["seconds"] for attempt in tries)
+
+
+def last_written(log: Path, started: float) -> float:
+    """When a try that did not finish last wrote a sentence to `log` (not before it
+    started): the end of the work it kept."""
+    return max(started, log.stat().st_mtime if log.exists() else started)
 
 
 def read_tries(timing: Path, log: Path) -> list[dict]:
@@ -240,8 +250,8 @@ def read_tries(timing: Path, log: Path) -> list[dict]:
     tries = saved.get("tries", [{"started": None, "seconds": saved["seconds"]}])
     for attempt in tries:
         if attempt["seconds"] is None:
-            ended = log.stat().st_mtime if log.exists() else attempt["started"]
-            attempt["seconds"] = round(max(0.0, ended - attempt["started"]), 2)
+            ended = last_written(log, attempt["started"])
+            attempt["seconds"] = round(ended - attempt["started"], 2)
     return tries
 
 

@@ -114,6 +114,17 @@ def test_a_wrapper_that_closes_inherited_descriptors_is_refused_by_the_check(tmp
     message = str(refused.value)
     assert message.startswith("--comet-python: ") and "exit status 4" in message, message
     assert "does not keep the descriptors it inherits" in message, message
+    # one that puts /dev/null in their place: the child reads no request and ends at once
+    wrapper.write_text(
+        f"#!{sys.executable}\nimport os, sys\nos.closerange(3, 65536)\n"
+        "for _ in range(32): os.set_inheritable(os.open(os.devnull, os.O_RDWR), True)\n"
+        f"os.execv({python!r}, [{python!r}, *sys.argv[1:]])\n"
+    )
+    with pytest.raises(CometError) as refused:
+        check_named_by_flag(CometSettings(str(checkpoint), str(wrapper)))
+    message = str(refused.value)
+    assert message.startswith("--comet-python: ") and "exit status 0" in message, message
+    assert "replaced the descriptors it inherits" in message, message
 
 
 def test_a_failing_comet_is_named_with_its_own_words(tmp_path):

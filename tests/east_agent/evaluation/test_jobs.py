@@ -74,6 +74,22 @@ def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
         assert sorted(indices) == list(range(20))  # each once
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_leave_ctrl_c_to_east_eval():
+    """Ctrl-C reaches the whole process group; east-eval stops the workers, which ignore it
+    (one that took it printed its traceback, an idle one too) and go on until then."""
+    from east_agent.evaluation.jobs import worker_pool
+
+    with worker_pool(2, 1) as (pool, _):
+        worker = pool.submit(os.getpid).result(timeout=60)
+        status = dict(
+            line.split(":\t", 1) for line in open(f"/proc/{worker}/status").read().splitlines()
+        )
+        assert int(status["SigIgn"], 16) >> (signal.SIGINT - 1) & 1, status["SigIgn"]
+        os.kill(worker, signal.SIGINT)
+        assert pool.submit(sum, [1, 2]).result(timeout=60) == 3
+
+
 def test_running_workers_take_the_threads_of_finished_ones(tmp_path):
     """Once nothing is left to start, a worker still running is told (SIGUSR1) to take
     the threads of the others; a worker told so while it starts up does not die of it."""

@@ -1,11 +1,14 @@
-"""One run of a grid: the flags of its SimulEval command and the record of its folder."""
+"""One run of a grid: the flags of its SimulEval command, the record of its folder, the
+time of its tries."""
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
+from east_agent.common.entry import CommandError
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
 from east_agent.evaluation.runs import (
     RUN_RECORD,
@@ -14,6 +17,7 @@ from east_agent.evaluation.runs import (
     model_setting,
     record_differences,
     run_record,
+    run_simuleval,
 )
 from east_agent.evaluation.shards import merged_run_record
 from east_agent.evaluation.testsets import PreparedTestset
@@ -178,3 +182,19 @@ def test_a_key_only_the_folder_has_is_a_difference(tmp_path):
     claim_run_folder(run_dir, {**grid_record("someone/EAST-8B"), "gold_sentences": True})
     with pytest.raises(EvalConfigError, match="gold_sentences True"):
         claim_run_folder(run_dir, grid_record("someone/EAST-8B"))
+
+
+def test_a_try_that_fails_counts_up_to_its_last_finished_sentence(tmp_path):
+    """What a failed (or interrupted) try had not finished is translated again, and timed,
+    by the next try: the failed one counts until it last wrote its log, as a killed one."""
+    log = tmp_path / "instances.log"
+    writes_then_fails = (
+        "import sys, time; "
+        f"open({str(log)!r}, 'a').write('{{}}\\n'); "  # a sentence finished
+        "time.sleep(1); sys.exit(3)"  # work after it, lost
+    )
+    with pytest.raises(CommandError, match="failed \\(exit 3\\)"):
+        run_simuleval([sys.executable, "-c", writes_then_fails], tmp_path)
+    [failed] = json.loads((tmp_path / "wall_seconds.json").read_text())["tries"]
+    # the second after the last sentence is not counted
+    assert failed["seconds"] == round(log.stat().st_mtime - failed["started"], 2)

@@ -116,7 +116,7 @@ def run_grid(
         if (run_dir / "scores.tsv").exists():
             label = f"[{number}/{len(runs)}] {run.name}"
             scored = rescore_if_changed(
-                config, testset, wanted, run_dir, label, dry_run, say_skipped=True
+                config, testset, wanted, run, run_dir, label, dry_run, say_skipped=True
             )
             if not scored:
                 unscored.add(run.name)

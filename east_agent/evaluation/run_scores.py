@@ -71,27 +71,33 @@ def rescore_if_changed(
     config: EvalConfig,
     testset: PreparedTestset,
     wanted: dict,
+    run: Run,
     run_dir: Path,
     label: str,
     dry_run: bool = False,
     say_skipped: bool = False,
 ) -> bool:
-    """Make a finished run's SimulEval scores again from its log when they were made
-    otherwise than `wanted` (`dry_run`: only say so). False when they could not be made
-    (the folder held by another process, a bad log): named on stderr, the run's scores
-    are not the grid's."""
+    """Make a finished run's scores again when they were made otherwise than `wanted`
+    (SimulEval's, from its log) or than the grid makes a long-form run's OmniSTEval scores
+    and COMET (`dry_run`: only say so). False when they could not be made (the folder held
+    by another process, a bad log, COMET failed): named on stderr, the run's scores are not
+    the grid's."""
     from east_agent.simuleval_glue.scoring import scoring_differences
 
-    changes = "; ".join(scoring_differences(run_dir, wanted))
-    if not changes:
+    changes = scoring_differences(run_dir, wanted)
+    longform = longform_differences(config, run_dir) if config.long_form else []
+    if not changes and not longform:
         if say_skipped:
             print(f"{label}: done already, skipped", flush=True)
         return True
+    shown = "; ".join([*changes, *longform])
     if dry_run:
-        print(f"{label}: done already, would be scored again ({changes})", flush=True)
+        print(f"{label}: done already, would be scored again ({shown})", flush=True)
         return True
-    print(f"{label}: done already, scored again ({changes})", flush=True)
-    return _scored_again(config, testset, run_dir, label)
+    print(f"{label}: done already, scored again ({shown})", flush=True)
+    if changes and not _scored_again(config, testset, run_dir, label):
+        return False
+    return not longform or _longform_scored_again(config, run, run_dir, label)
 
 
 def add_comet(
@@ -107,12 +113,7 @@ def add_comet(
     print(f"{label}: COMET", flush=True)
     if not config.long_form:
         return _scored_again(config, testset, run_dir, label)
-    try:
-        longform_columns(config, run, run_dir)
-    except (ValueError, RuntimeError, OSError, KeyError) as error:  # CometError included
-        print(f"east-eval: {label}: no COMET, left out of the tables: {error}", file=sys.stderr)
-        return False
-    return True
+    return _longform_scored_again(config, run, run_dir, label)
 
 
 def _scored_again(config: EvalConfig, testset: PreparedTestset, run_dir: Path, label: str) -> bool:
@@ -144,7 +145,7 @@ def rescore_tabled(
         if recorded_testset(run_dir) not in (None, config.testset):
             continue  # another test set's run: its own latency unit and tokenizer
         name = label.format(run=run.name)
-        if not rescore_if_changed(config, testset, wanted, run_dir, name, dry_run):
+        if not rescore_if_changed(config, testset, wanted, run, run_dir, name, dry_run):
             failed.add(run.name)
     return failed
 
@@ -226,6 +227,35 @@ def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
         saved["made_from"] = {**stamp, "comet": comet}
         write_atomically(path, json.dumps(saved, indent=2) + "\n")
     return saved["scores"]
+
+
+def longform_differences(config: EvalConfig, run_dir: Path) -> list[str]:
+    """How a finished long-form run's saved OmniSTEval scores were made otherwise than the
+    grid makes them (empty: they are the grid's; `longform_columns` makes them again)."""
+    path = run_dir / LONGFORM_FILE
+    if not (run_dir / "instances.log").exists():
+        return []
+    if _kept_whatever_comet(path, made_from(run_dir, config)) is None:
+        return ["OmniSTEval's scores missing, or made from another log or clock"]
+    was = json.loads(path.read_text(encoding="utf-8"))["made_from"].get("comet")
+    now = comet_made_from(config)
+    if was == now:
+        return []
+    if was is None:
+        return ["COMET not scored (now asked)"]
+    return ["COMET of another checkpoint (now " + ("none" if now is None else "this one") + ")"]
+
+
+def _longform_scored_again(config: EvalConfig, run: Run, run_dir: Path, label: str) -> bool:
+    """A finished long-form run's OmniSTEval scores (and COMET) made as the grid makes them,
+    here; False (named on stderr) when they could not be: left out of the tables."""
+    try:
+        longform_columns(config, run, run_dir)
+    except (ValueError, RuntimeError, OSError, KeyError) as error:  # CometError included
+        message = f"east-eval: {label}: not scored again, left out of the tables: {error}"
+        print(message, file=sys.stderr, flush=True)
+        return False
+    return True
 
 
 def _kept_whatever_comet(path: Path, stamp: dict) -> dict | None:

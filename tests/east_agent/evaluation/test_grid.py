@@ -688,8 +688,11 @@ def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
     resegmented = sorted((tmp_path / "out" / "runs").glob("*/omnisteval.resegmented.jsonl"))
     made = [path.stat().st_mtime_ns for path in resegmented]
     comet_config = with_comet(config, tmp_path / "out", tiny_comet, tmp_path / "comet.yaml")
+    dry = east_eval(comet_config, "--limit", "2", "--dry-run")
+    assert dry.stdout.count("done already, would be scored again (COMET not scored (now ") == 4
     result = east_eval(comet_config, "--limit", "2")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("done already, scored again (COMET not scored (now asked))") == 4
     assert [path.stat().st_mtime_ns for path in resegmented] == made  # COMET alone added
     rows = rows_of(tmp_path / "out")
     assert list(rows[0])[:5] == ["system", "setting", "BLEU", "COMET", "chrF"]
@@ -730,6 +733,9 @@ def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
     # COMET no longer asked: dropped from the saved scores, nothing re-segmented
     again = east_eval(config, "--limit", "2", "--output", tmp_path / "new", "--only", "east-low")
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "east-low: done already, scored again (COMET of another checkpoint (now none))" in (
+        again.stdout
+    )
     saved = json.loads(
         (tmp_path / "new" / "runs" / "east-low" / "longform_scores.json").read_text()
     )

@@ -14,7 +14,10 @@ and its degenerate-policy diagnostics (`omnisteval_scoring.shortform_latency`), 
 `longform_scores.json` with its inputs; a gold-sentence run of a long-form grid is joined
 into talks first (`talk_outputs_from_sentences`). Either file records what it was made
 from (the `instances.log`'s size and time, the clock, COMET) and is made again when that
-has changed (a run continued, shards merged, another `ca_unit_seconds`).
+has changed (a run continued, shards merged, another `ca_unit_seconds`). A long-form run's
+COMET is made apart, from the re-segmented sentences kept with it (COMET added or dropped
+re-segments nothing); a finished long-form run whose file is not the grid's is named and
+scored again with the rest (`rescore_if_changed`).
 """
 
 from __future__ import annotations

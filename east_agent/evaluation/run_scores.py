@@ -181,12 +181,14 @@ def comet_made_from(config: EvalConfig) -> dict | None:
     return content_of(checkpoint_identity(comet.checkpoint)) if comet else None
 
 
-def kept(path: Path, stamp: dict[str, float]) -> dict | None:
-    """The saved scores at `path` if they were made from the log as it is now."""
+def kept(path: Path, stamp: dict, apart: tuple[str, ...] = ()) -> dict | None:
+    """The saved scores at `path` if they were made from the log as it is now (`stamp`),
+    whatever their record says of the parts named `apart`."""
     if not path.exists():
         return None
     saved = json.loads(path.read_text(encoding="utf-8"))
-    return saved if saved.get("made_from") == stamp else None
+    made = saved.get("made_from") or {}
+    return saved if {key: made[key] for key in made if key not in apart} == stamp else None
 
 
 def shortform_columns(config: EvalConfig, run_dir: Path, latency_unit: str) -> dict:
@@ -235,13 +237,12 @@ def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
 def longform_differences(config: EvalConfig, run_dir: Path) -> list[str]:
     """How a finished long-form run's saved OmniSTEval scores were made otherwise than the
     grid makes them (empty: they are the grid's; `longform_columns` makes them again)."""
-    path = run_dir / LONGFORM_FILE
     if not (run_dir / "instances.log").exists():
         return []
-    if _kept_whatever_comet(path, made_from(run_dir, config)) is None:
+    saved = _kept_whatever_comet(run_dir / LONGFORM_FILE, made_from(run_dir, config))
+    if saved is None:
         return ["OmniSTEval's scores missing, or made from another log or clock"]
-    was = json.loads(path.read_text(encoding="utf-8"))["made_from"].get("comet")
-    now = comet_made_from(config)
+    was, now = saved["made_from"].get("comet"), comet_made_from(config)
     if was == now:
         return []
     if was is None:
@@ -264,9 +265,7 @@ def _longform_scored_again(config: EvalConfig, run: Run, run_dir: Path, label: s
 def _kept_whatever_comet(path: Path, stamp: dict) -> dict | None:
     """The saved long-form scores at `path` if they were made from the log as it is now,
     with whatever COMET they hold, and the re-segmented sentences COMET reads are there."""
-    kept_files = (path, path.with_name(RESEGMENTED_FILE), path.with_name(SOURCE_FILE))
-    if not all(file.exists() for file in kept_files):
+    sentences = (path.with_name(RESEGMENTED_FILE), path.with_name(SOURCE_FILE))
+    if not all(file.exists() for file in sentences):
         return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    made = {key: value for key, value in (saved.get("made_from") or {}).items() if key != "comet"}
-    return saved if made == stamp else None
+    return kept(path, stamp, apart=("comet",))

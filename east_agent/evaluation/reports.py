@@ -66,10 +66,15 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
         if not (run_dir / "scores.tsv").exists():
             continue
         timing = json.loads((run_dir / "wall_seconds.json").read_text())
-        row = {"system": run.system, "setting": run.setting, "wall_seconds": timing["seconds"]}
+        row = {
+            "system": run.system,
+            "setting": run.setting,
+            "wall_seconds": f"{timing['seconds']:.2f}",
+        }
         if not config.long_form:
             scores = read_scores(run_dir)
-            row.update({column: scores.get(column, "") for column in (*SIMULEVAL_COLUMNS, "COMET")})
+            columns = (*SIMULEVAL_COLUMNS, "COMET")
+            row.update({column: score_cell(scores.get(column, "")) for column in columns})
         row.update(omnisteval_cells(config, run, run_dir, testset.eval_latency_unit))
         row["streams"] = streams_of(run_dir)
         row["jobs"] = max(
@@ -94,6 +99,15 @@ def omnisteval_cells(config: EvalConfig, run: Run, run_dir: Path, unit: str) -> 
 def shown(scores: dict[str, float | None]) -> dict[str, str]:
     """OmniSTEval's numbers as table cells: 3 decimals, empty when undefined."""
     return {key: "" if value is None else f"{value:.3f}" for key, value in scores.items()}
+
+
+def score_cell(text: str) -> str:
+    """A score of SimulEval's `scores.tsv` (rounded, its trailing zeros dropped: "1.87") with
+    3 decimals like the table's other scores ("1.870"); anything else as it is."""
+    try:
+        return f"{float(text):.3f}"
+    except ValueError:
+        return text
 
 
 def streams_of(run_dir: Path) -> int:

@@ -43,15 +43,16 @@ class Comparison:
         return "higher" if self.bleu_to > self.bleu_from else "lower"
 
     def row(self) -> dict[str, object]:
+        """The comparison as a table row: scores with 3 decimals, p with 4."""
         return {
             "system": self.system,
             "from": self.from_setting,
             "to": self.to_setting,
-            "BLEU_from": round(self.bleu_from, 3),
-            "BLEU_to": round(self.bleu_to, 3),
-            "delta": round(self.bleu_to - self.bleu_from, 3),
-            "CI95_to": round(self.ci95_to, 3),
-            "p_value": round(self.p_value, 4),
+            "BLEU_from": f"{self.bleu_from:.3f}",
+            "BLEU_to": f"{self.bleu_to:.3f}",
+            "delta": f"{round(self.bleu_to - self.bleu_from, 3) + 0.0:.3f}",  # + 0.0: no "-0.000"
+            "CI95_to": f"{self.ci95_to:.3f}",
+            "p_value": f"{self.p_value:.4f}",
             "verdict": self.verdict,
         }
 

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -79,6 +80,9 @@ def test_grid_runs_every_setting_and_tabulates(grid):
         assert float(row["AL_CA"]) > float(row["AL"])  # computation took some time
         assert float(row["YAAL_CA"]) > float(row["YAAL"]) > 0  # OmniSTEval's, same convention
         assert 0 <= float(row["SWF"]) <= 100 and row["degenerate"] in ("0.000", "1.000")
+        # one number of decimals a column, SimulEval's scores ("1.87") as OmniSTEval's
+        assert all(re.fullmatch(r"-?\d+\.\d{3}", row[c]) for c in list(row)[2:-3])
+        assert re.fullmatch(r"\d+\.\d{2}", row["wall_seconds"])
     kept = json.loads((output / "runs" / "east-low" / "omnisteval_scores.json").read_text())
     assert kept["scores"]["YAAL"] == pytest.approx(float(rows[0]["YAAL"]), abs=5e-4)
     assert "| east | low |" in (output / "results.md").read_text()

@@ -40,7 +40,7 @@ def test_a_worse_setting_is_lower():
         "waitk", [("k3", list(REFERENCES)), ("k5", [degrade(s, 3) for s in REFERENCES])],
         REFERENCES, samples=200,
     )  # fmt: skip
-    assert down.verdict == "lower" and down.row()["delta"] < 0
+    assert down.verdict == "lower" and float(down.row()["delta"]) < 0
 
 
 def test_an_unfinished_run_is_named():
@@ -64,6 +64,8 @@ def test_runs_are_read_by_index_and_only_shared_sentences_count(tmp_path):
     assert comparison.bleu_to == pytest.approx(100.0)  # sentence 2 is not in both runs
     write_tables([comparison.row()], tmp_path, SIGNIFICANCE_COLUMNS, "significance")
     assert "| east | low | high |" in (tmp_path / "significance.md").read_text()
+    row = comparison.row()  # one number of decimals a column, its trailing zeros kept
+    assert row["BLEU_to"] == "100.000" and len(row["p_value"].split(".")[1]) == 4
     assert (tmp_path / "significance.csv").read_text().startswith("system,from,to,")
 
 

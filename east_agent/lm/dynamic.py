@@ -8,7 +8,9 @@ model's signature and only ever crops by a negative count.
 
 A `DynamicCache` has one length for all its rows, so this backend is not ragged: it runs the
 rows of one stream (one row, or the beams of one chunk) and nothing else. It runs any model
-transformers runs, which is what it is for.
+transformers runs, which is what it is for; beam search, which cuts and copies the cache's
+rows, only on plain key/value layers (not a sliding window's, whose length is kept apart
+from its keys), and such a model is refused when the backend is built for beams.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class CachedLM:
         self.max_rows = max_rows
         self._cache_kwarg = cache_argument_name(model)
         self.cache = new_dynamic_cache(model)
+        if max_rows > 1:
+            self._layers()  # refused before anything is decoded
         self.forward_passes = 0
         self.tokens_fed = 0
 
@@ -99,11 +103,16 @@ class CachedLM:
     # -- beams: the batch dimension of every layer ----------------------------------------------
 
     def _layers(self):
+        """The cache's layers, each a plain `DynamicLayer` (keys and values, their length the
+        cache's): what `save`, `load` and `release` cut and join by hand."""
+        from transformers.cache_utils import DynamicLayer
+
         layers = self.cache.layers
-        if not all(hasattr(layer, "keys") and hasattr(layer, "values") for layer in layers):
-            raise NotImplementedError(
+        other = next((layer for layer in layers if type(layer) is not DynamicLayer), None)
+        if other is not None:
+            raise ValueError(
                 f"beam search needs a plain key/value cache; {type(self.model).__name__} uses "
-                f"{type(layers[0]).__name__}"
+                f"{type(other).__name__}: decode it with one beam"
             )
         return layers
 

@@ -87,3 +87,17 @@ def test_rows_of_several_streams_are_refused_with_a_reason(east_model):
     with pytest.raises(ValueError, match="row 7 out of range"):
         lm.forward([7], [[5]])
     assert not CachedLM.ragged
+
+
+def test_beams_on_a_sliding_window_cache_are_refused_before_decoding():
+    """A sliding window's layer keeps its length apart from its keys, so the rows that
+    `save` and `load` cut and join by hand would be read at the wrong positions (a crash,
+    or a hypothesis one position long); one beam runs it."""
+    config = transformers.MistralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=64,
+    )  # fmt: skip
+    model = transformers.MistralForCausalLM(config).eval()
+    with pytest.raises(ValueError, match="uses DynamicSlidingWindowLayer: decode it with one"):
+        CachedLM(model, max_rows=3)
+    assert CachedLM(model).feed([1, 2, 3]).shape == (64,)

@@ -160,7 +160,8 @@ class Segmenter:
         )
 
     def free(self, stream: Stream) -> int:
-        """Budget left for a chunk after the ids so far and the chunk's two markers."""
+        """Budget left for a chunk after the ids so far and two markers (one more than a
+        chunk needs once its end-of-read is among the ids: a cap one token safe)."""
         return self.budget - len(stream.tokens.ids) - 2
 
     def write_cap(self, stream: Stream, forced: bool) -> int:

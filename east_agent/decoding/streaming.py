@@ -305,10 +305,14 @@ class Stream:
 
     def rewind_to_prompt(self) -> None:
         """Forget the sentence's ids and cached positions, keeping the prompt's (not a
-        re-encoding: nothing of the sentence is fed again)."""
-        self.tokens.rewind_to_prompt()
+        re-encoding: nothing of the sentence is fed again). Where the sentence's first
+        text merged with the prompt's last token (a template that ends in text, say
+        `ASSISTANT:` before `"Die`), the prompt's ids come back and their positions are
+        fed again: a home row as long as the prompt holds the prompt."""
+        changed = self.tokens.rewind_to_prompt()
         if self.lm.length(self.home) > len(self.tokens.ids):
             self.lm.crop(self.home, len(self.tokens.ids))
+        self.rewind_cache(changed)
 
     def append_text(self, text: str) -> None:
         self.rewind_cache(self.tokens.append_text(text))
@@ -517,7 +521,10 @@ class StreamingDecoder:
         """End the source without a last-unit flag: write what is still unwritten.
 
         For sources whose end arrives after their last unit (a server, a live stream).
-        The outcome equals pushing the last unit with `is_last=True`.
+        After a READ the outcome equals pushing the last unit with `is_last=True`. After a
+        WRITE, EAST writes nothing more (the model wrote after the last unit: nothing new
+        to read or write), and wait-k writes the rest of the target as one more chunk, the
+        last unit's decision becoming FORCED: the same target as the flag gives.
         """
         stream = self.streams[0]
         if stream.finished:

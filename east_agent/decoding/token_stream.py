@@ -14,7 +14,8 @@ Generated ids are kept exactly as generated: they are never re-tokenized.
 
 from __future__ import annotations
 
-Mark = tuple[int, "int | None", str]  # (length, run start, run text): a point to come back to
+# A point to come back to: (length, run start, run text, the run's ids up to the length)
+Mark = tuple[int, "int | None", str, tuple[int, ...]]
 
 
 class TokenStream:
@@ -44,17 +45,30 @@ class TokenStream:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def mark(self) -> Mark:
-        return (len(self.ids), self._run_start, self._run_text)
+        start = self._run_start
+        run_ids = () if start is None else tuple(self.ids[start:])
+        return (len(self.ids), start, self._run_text, run_ids)
 
-    def restore(self, mark: Mark) -> None:
-        """Cut the stream back to an earlier `mark()` (ids after it are dropped)."""
-        length, self._run_start, self._run_text = mark
+    def restore(self, mark: Mark) -> int:
+        """Come back to an earlier `mark()`: the ids after it are dropped, and so is what
+        text appended since did to the run's ids before it (the mark's last word and the
+        next text may tokenize as one); return the first index whose id changed."""
+        length, start, self._run_text, run_ids = mark
+        self._run_start = start
+        was = self.ids[:length]
         del self.ids[length:]
+        if start is not None:
+            self.ids[start:] = run_ids
+        return next(
+            (index for index, (old, new) in enumerate(zip(was, self.ids)) if old != new),
+            len(was),
+        )
 
-    def rewind_to_prompt(self) -> None:
+    def rewind_to_prompt(self) -> int:
+        """`restore` the prompt's mark; the first index whose id changed."""
         if self._prompt_mark is None:
             raise RuntimeError("TokenStream.start was never called")
-        self.restore(self._prompt_mark)
+        return self.restore(self._prompt_mark)
 
     def _last_run(self, prompt: str, prompt_ids: list[int]) -> tuple[int, str]:
         """Open the run at the prompt's last added token if its text tokenizes back to its ids."""

@@ -162,7 +162,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
     def _push(self, stream: OfflineWaitkStream, unit: str, is_last: bool) -> Generator:
         # The unit goes in after the source prefix: what followed it (end of the user turn,
         # assistant header, target prefix) leaves the cache and is fed again.
-        stream.tokens.restore(stream.source_end)
+        stream.rewind_cache(stream.tokens.restore(stream.source_end))
         first = opens_source(self.segments, stream, unit)
         stream.start_unit(unit_text(unit, self.src_lang, first=first))
         stream.source_end = stream.tokens.mark()

@@ -1,6 +1,7 @@
 """Continuous batching: many streams in one forward give each sentence exactly what the
 sequential decoder gives it."""
 
+import copy
 import random
 
 import pytest
@@ -186,5 +187,32 @@ def test_the_dynamic_cache_runs_one_stream(east_model, east_tokenizer, caplog):
     sentences = toy_sentences(3, seed=9)
     outcomes = batched(decoder, sentences)
     sequential = EastStreamDecoder(east_model, east_tokenizer, config)
+    for index, units in enumerate(sentences):
+        assert record(outcomes[index].translation) == record(sequential.translate(units))
+
+
+def test_a_prompt_merged_with_a_first_word_is_not_shared_merged(east_model, east_tokenizer):
+    """A template whose generation prompt ends in text (`ASSISTANT:`): a first unit `"Die`
+    tokenizes `:"` as one token, so the sentence rewrote the prompt's last id. Rewinding to
+    the prompt puts it back; before, the merged row was copied to every stream's home row
+    as the prompt, and the next sentences were decoded after another prompt."""
+    tokenizer = copy.deepcopy(east_tokenizer)
+    tokenizer.chat_template = (
+        "{{ bos_token }}{% for message in messages %}USER: {{ message['content'] }}\n"
+        "{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+    )
+    decoder = build("east", east_model, tokenizer, streams=2)
+    trace = TracingLM(decoder.lm)
+    decoder.wrap_lm(lambda lm: trace)
+    prompt = decoder.prompt_ids
+    merged = ['"Die', "Katze", "sitzt"]
+    batched(decoder, [merged])
+    assert decoder.streams[0].tokens.ids[: len(prompt)] != prompt  # the merge happened
+    seen = len(trace.seen)
+    sentences = [["der", "Hund", "läuft", "auf", "dem", "Tisch"], ["Der", "Mann", "sieht"]]
+    outcomes = batched(decoder, sentences)  # first words that do not merge with `:`
+    assert all(ids[: len(prompt)] == prompt for ids, _ in trace.seen[seen:])
+    assert_trace_matches_full_recompute(east_model, trace)
+    sequential = build("east", east_model, tokenizer, streams=1)
     for index, units in enumerate(sentences):
         assert record(outcomes[index].translation) == record(sequential.translate(units))

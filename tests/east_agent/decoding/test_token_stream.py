@@ -84,3 +84,18 @@ def test_rewind_restores_the_prompt(east_tokenizer):
     assert stream.ids == prompt_ids
     stream.append_text("Hallo")
     assert stream.ids == east_tokenizer(prompt + "Hallo", add_special_tokens=False).input_ids
+
+
+def test_rewind_puts_back_prompt_ids_the_first_text_merged_with(east_tokenizer):
+    """`:` ending the prompt and `"` opening the first word are one Llama-3 token."""
+    prompt = "USER: Translate.\nASSISTANT:"
+    stream = TokenStream(east_tokenizer)
+    stream.start(prompt)
+    prompt_ids = list(stream.ids)
+    assert stream.append_text('"Die') == len(prompt_ids) - 1  # the prompt's last id changed
+    stream.append_added_token(east_tokenizer.convert_tokens_to_ids(END_OF_READ))
+    assert stream.rewind_to_prompt() == len(prompt_ids) - 1
+    assert stream.ids == prompt_ids
+    assert stream.rewind_to_prompt() == len(prompt_ids)  # nothing changed since
+    stream.append_text("Der")
+    assert stream.ids == east_tokenizer(prompt + "Der", add_special_tokens=False).input_ids

@@ -55,14 +55,13 @@ class TokenStream:
         next text may tokenize as one); return the first index whose id changed."""
         length, start, self._run_text, run_ids = mark
         self._run_start = start
-        was = self.ids[:length]
-        del self.ids[length:]
-        if start is not None:
-            self.ids[start:] = run_ids
-        return next(
-            (index for index, (old, new) in enumerate(zip(was, self.ids)) if old != new),
-            len(was),
-        )
+        if start is None:  # text appended since opened a run after the mark
+            del self.ids[length:]
+            return length
+        held = self.ids[start:length]  # only the run's ids can have changed
+        self.ids[start:] = run_ids
+        differs = next((i for i, (old, new) in enumerate(zip(held, run_ids)) if old != new), None)
+        return start + (len(held) if differs is None else differs)
 
     def rewind_to_prompt(self) -> int:
         """`restore` the prompt's mark; the first index whose id changed."""

@@ -37,6 +37,7 @@ from east_agent.decoding.streaming import (
     Translation,
     run_feeds,
 )
+from east_agent.decoding.units import SourceError
 
 logger = logging.getLogger("east_agent.decoding.batching")
 
@@ -167,7 +168,7 @@ def run_program(
     bug), logged with its traceback as `name`'s, as StepFailed. The other streams go on."""
     try:
         return decoder.run_until_feed(stream, fed, next_event), None
-    except (ContextOverflowError, ValueError) as error:
+    except (ContextOverflowError, SourceError) as error:
         return None, error
     except Exception as error:
         logger.exception("%s: the stream's program failed", name)

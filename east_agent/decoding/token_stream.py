@@ -14,6 +14,8 @@ Generated ids are kept exactly as generated: they are never re-tokenized.
 
 from __future__ import annotations
 
+from east_agent.decoding.units import SourceError
+
 # A point to come back to: (length, run start, run text, the run's ids up to the length)
 Mark = tuple[int, "int | None", str, tuple[int, ...]]
 
@@ -88,7 +90,7 @@ class TokenStream:
         run_ids = self.encode(self._run_text + text)
         old_run_ids = self.ids[self._run_start :]
         if self._run_start < len(self.ids) and run_ids[:1] != old_run_ids[:1]:
-            raise ValueError(
+            raise SourceError(
                 f"appending {text!r} re-tokenized the added token that opens the run "
                 f"({old_run_ids[:1]} became {run_ids[:1]}): the tokenizer does not split "
                 "added tokens"

@@ -15,6 +15,11 @@ from east_agent.decoding.prompt import is_unspaced
 SPACE_MARK = "\u2581"  # "▁", as in sentencepiece
 
 
+class SourceError(ValueError):
+    """A source sentence the decoder cannot take (an empty unit, text that re-tokenizes
+    what it follows): in a batch it fails alone, its message its outcome's error."""
+
+
 def token_group_units(text: str, tokenizer) -> list[str]:
     """Split `text` into the smallest runs of its tokens that decode to whole characters."""
     units: list[str] = []
@@ -49,7 +54,7 @@ def unit_text(unit: str, language: str, first: bool) -> str:
     """The text a unit adds to the rendered source (separator included)."""
     word = unit.strip()
     if not word:
-        raise ValueError("a source unit must not be empty or whitespace")
+        raise SourceError("a source unit must not be empty or whitespace")
     if is_unspaced(language):
         if word.startswith(SPACE_MARK) and len(word) > 1:
             return word[1:] if first else " " + word[1:]

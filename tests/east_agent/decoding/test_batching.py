@@ -157,6 +157,29 @@ def test_a_program_fault_fails_its_sentence_alone(
         assert record(outcomes[index].translation) == record(sequential.translate(sentences[index]))
 
 
+def test_a_sentences_bad_unit_is_its_error_another_value_error_a_bug(
+    east_model, east_tokenizer, monkeypatch, caplog
+):
+    """A whitespace unit fails its sentence with its own message, no traceback; a
+    ValueError of the program's own calls (a backend's, say) is a bug and logged as one."""
+    decoder = build("east", east_model, east_tokenizer, 2)
+    real_push = decoder._push
+
+    def push(stream, unit, is_last):
+        if unit == "Bumm":
+            raise ValueError("row 9 out of range: the backend has 2 rows")
+        return (yield from real_push(stream, unit, is_last))
+
+    monkeypatch.setattr(decoder, "_push", push)
+    sentences = [["der", " ", "Hund"], ["der", "Bumm"], *toy_sentences(2, seed=6)]
+    outcomes = batched(decoder, sentences)
+    assert str(outcomes[0].error) == "a source unit must not be empty or whitespace"
+    assert "sentence 0" not in caplog.text
+    assert "the stream's program failed: ValueError('row 9" in str(outcomes[1].error)
+    assert "sentence 1: the stream's program failed" in caplog.text and "Traceback" in caplog.text
+    assert outcomes[2].translation is not None and outcomes[3].translation is not None
+
+
 def test_empty_sentences_fail_without_stopping_the_batch(east_model, east_tokenizer):
     decoder = build("east", east_model, east_tokenizer, 2)
     outcomes = batched(decoder, [[], *toy_sentences(2, seed=4)])

@@ -54,6 +54,7 @@ from east_agent.lm.layers import (
     attend_ragged,
     rms_norm,
 )
+from east_agent.lm.module_scan import make_modules_scannable
 from east_agent.lm.protocol import check_rows_fit
 from east_agent.lm.row_ops import PendingRowOps, Saved
 
@@ -213,6 +214,7 @@ class StaticLM:
         self.ragged_layer_step = RaggedLayerStep(self.dims)
         self.compile_scope = contextlib.nullcontext()
         if self.compiled:
+            make_modules_scannable()
             # past the limit torch would run the step eagerly
             self.compile_scope = torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT)
             self.layer_step = torch.compile(self.layer_step, dynamic=True)

@@ -79,6 +79,15 @@ def test_batched_run_writes_what_simulevals_loop_writes(
     assert not (outputs[1] / "batch.json").exists()
 
 
+def test_compiled_layers_run_under_simulevals_imports(east_checkpoint, test_set, tmp_path):
+    """SimulEval imports yt-dlp, whose stand-in for a missing pycryptodomex failed
+    torch.compile's cache keys (`east_agent.lm.module_scan`): a crash, before."""
+    arguments = agent_arguments(east_checkpoint, test_set, tmp_path, "--latency", "low")
+    result = run_simuleval(*arguments, "--kv-cache", "compiled", "--end-index", 2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["index"] for r in instances(tmp_path)] == [0, 1]
+
+
 def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, test_set, tmp_path):
     output = tmp_path / "out"
     arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")

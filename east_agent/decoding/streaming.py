@@ -323,7 +323,8 @@ class Stream:
     def check_room(self, new_positions: int) -> None:
         if self.lm.length(self.home) + new_positions > self.max_context:
             raise ContextOverflowError(
-                f"the sentence needs more than {self.max_context} tokens, the model's context "
+                f"the sentence needs more than {self.max_context} tokens, its context limit "
+                "(--max-context, else the model's positions) "
                 f"(after {self.units_read} source units and {len(self.chunks)} chunks); "
                 "split the source into shorter segments"
             )

@@ -38,9 +38,13 @@ def finished_records(path: Path) -> list[dict]:
 
 
 def check_log(path: Path) -> None:
-    """Raise naming file and line where a log is not one JSON record per line."""
+    """Raise naming file and line where a log is not one JSON record per line, or where it
+    holds a sentence twice; raise naming the sentences missing between its first and last
+    (a batched run's failed sentence, or one cut off before an index after it): scores of
+    such a log would be of other sentences than the run's."""
     if not path.exists():
         raise ValueError(f"{path}: no such file (score a run's --output folder)")
+    lines_of: dict[int, int] = {}
     for number, line in enumerate(iter_lines(path), 1):
         try:
             record = json.loads(line)
@@ -49,8 +53,32 @@ def check_log(path: Path) -> None:
                 f"{path}: line {number}: not a complete JSON record ({error.msg}); a run "
                 "cut off while writing? --continue-unfinished drops such a line"
             ) from None
-        if not isinstance(record, dict) or "index" not in record:
-            raise ValueError(f"{path}: line {number}: not an instance record (no 'index')")
+        if not isinstance(record, dict) or not isinstance(record.get("index"), int):
+            raise ValueError(
+                f"{path}: line {number}: not an instance record (no whole-number 'index')"
+            )
+        index = record["index"]
+        if index in lines_of:
+            raise ValueError(
+                f"{path}: line {number}: sentence {index} again (line {lines_of[index]})"
+            )
+        lines_of[index] = number
+    missing = _missing_between(sorted(lines_of))
+    if missing:
+        raise ValueError(
+            f"{path}: sentences {missing} missing between {min(lines_of)} and {max(lines_of)} "
+            "(failed, or not finished when the run stopped): not scored; "
+            "a rerun with --continue-unfinished translates them"
+        )
+
+
+def _missing_between(indices: list[int]) -> str:
+    """The indices missing between the first and the last of sorted `indices` ("" if
+    none), the first ten named."""
+    held = set(indices)
+    missing = [i for i in range(indices[0], indices[-1]) if i not in held] if indices else []
+    more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    return ", ".join(map(str, missing[:10])) + more
 
 
 class InstanceLog:

@@ -180,6 +180,9 @@ def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path
     assert "sentence 2 (300 units)" in result.stderr and "more than 200 tokens" in result.stderr
     assert [r["index"] for r in instances(output)] == [0, 1, 3, 4]  # in index order
     assert not (output / "scores.tsv").exists()
+    scored = run_simuleval("--score-only", "--output", output, timeout=120)
+    assert scored.returncode == 2 and "sentences 2 missing between 0 and 4" in scored.stderr
+    assert not (output / "scores.tsv").exists()
 
 
 def test_a_cache_that_outgrows_the_device_keeps_the_finished_sentences(

@@ -39,7 +39,7 @@ def hold_run_lock(folder: Path, name: str = RUN_LOCK) -> Iterator[None]:
                                      "it to end or stop it") from None  # fmt: skip
         handle.seek(0)
         handle.truncate()
-        record = {"pid": os.getpid(), "command": " ".join(sys.argv), "started": time.time()}
+        record = {"pid": os.getpid(), "command": command_line(), "started": time.time()}
         handle.write(json.dumps(record) + "\n")
         handle.flush()
         try:
@@ -47,6 +47,12 @@ def hold_run_lock(folder: Path, name: str = RUN_LOCK) -> Iterator[None]:
         finally:
             handle.seek(0)
             handle.truncate()  # the file stays: another process may be waiting on it
+
+
+def command_line() -> str:
+    """The process's command as it was started (`east-simuleval` rewrites `sys.argv` for
+    SimulEval, leaving out flags of its own such as --batch-size)."""
+    return " ".join(sys.orig_argv[1:]) or sys.executable
 
 
 def holder(path: Path) -> str:

@@ -14,7 +14,9 @@ HOLD = """
 import sys, time
 from pathlib import Path
 from east_agent.common.run_lock import hold_run_lock
-with hold_run_lock(Path(sys.argv[1])):
+folder = Path(sys.argv[1])
+sys.argv = sys.argv[:1]  # as east-simuleval rewrites it for SimulEval
+with hold_run_lock(folder):
     print("held", flush=True)
     time.sleep(600)
 """
@@ -26,9 +28,12 @@ def test_a_live_holder_is_named_and_a_killed_ones_lock_is_taken_over(tmp_path):
     )
     try:
         assert holder.stdout.readline() == "held\n"
-        with pytest.raises(RunFolderBusyError, match=f"being written by process {holder.pid} "):
+        with pytest.raises(
+            RunFolderBusyError, match=f"being written by process {holder.pid} "
+        ) as busy:
             with hold_run_lock(tmp_path):
                 pass
+        assert f"{tmp_path}, since" in str(busy.value)  # the command as started
     finally:
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait()

@@ -54,6 +54,24 @@ class TimedTextToTextInstance(TextToTextInstance):
 INSTANCE_TYPE_DICT["text-text"] = TimedTextToTextInstance
 
 
+def refuse_unit_seconds_without_ca_metric(argv: list[str]) -> None:
+    """`--ca-unit-seconds` is a flag of the *_CA metrics (SimulEval adds it with them):
+    without one, it is refused saying so, not as SimulEval's bare unrecognized argument."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--latency-metrics", nargs="+", default=[])
+    parser.add_argument("--ca-unit-seconds")
+    known, _ = parser.parse_known_args(argv)
+    if known.ca_unit_seconds is not None and not any(
+        metric.endswith("_CA") for metric in known.latency_metrics
+    ):
+        raise ValueError(
+            "--ca-unit-seconds sets the clock of the computation-aware metrics: ask for one "
+            "with --latency-metrics (AL_CA, LAAL_CA, AP_CA or DAL_CA), or leave it out"
+        )
+
+
 def computation_aware_delays(delays, elapsed, unit_seconds: float) -> list[float]:
     return [delay + seconds / unit_seconds for delay, seconds in zip(delays, elapsed)]
 

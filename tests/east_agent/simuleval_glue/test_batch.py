@@ -254,8 +254,9 @@ def test_bad_flags_of_a_batched_run_are_refused_before_loading(test_set, tmp_pat
         (["--quality-metrics", "BLEU", "CHRF"], "--quality-metrics CHRF: no such metric"),
         (["--latency-metrics", "AL", "YAAL"], "--latency-metrics YAAL: no such metric"),
         (["--computation-aware"], "--computation-aware: SimulEval's computation-aware"),
+        (["--ca-unit-seconds", "0.3"], "--ca-unit-seconds sets the clock of the computation"),
     ],
-    ids=["quality-metric", "latency-metric", "computation-aware"],
+    ids=["quality-metric", "latency-metric", "computation-aware", "ca-unit-without-ca-metric"],
 )
 def test_scoring_flags_simuleval_would_fail_on_are_refused_before_loading(
     test_set, tmp_path, batch, flags, message

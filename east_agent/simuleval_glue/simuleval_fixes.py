@@ -5,7 +5,8 @@
 --batch-size N`, `east-eval`'s workers):
 - When no sentence got a single word, the latency scorers take the mean of nothing and the
   run dies after all the decoding: they report NaN instead (ATD too, which also died on a
-  run with no sentence at all, an empty `--start-index`/`--end-index` span).
+  run with no sentence at all, an empty `--start-index`/`--end-index` span, and BLEU, which
+  logged sacrebleu's error on such a run and reported 0).
 - A log is scored (`--score-only`, and every run of this package, which scores its
   `instances.log`) as records that ATD takes for speech input, 300 ms a source word and
   target words of no length: ATD of a text run came out 0. A text run's records are scored
@@ -52,7 +53,7 @@ def apply() -> None:
 
 
 def _score_empty_runs() -> None:
-    from simuleval.evaluator.scorers import latency_scorer
+    from simuleval.evaluator.scorers import latency_scorer, quality_scorer
 
     def mean_or_nan(values):
         values = list(values)
@@ -67,6 +68,12 @@ def _score_empty_runs() -> None:
         return atd(self, dict(enumerate(instances.values()))) if instances else float("nan")
 
     latency_scorer.ATDScorer.__call__ = atd_of_any_instances
+    bleu = quality_scorer.SacreBLEUScorer.__call__
+
+    def bleu_of_any_instances(self, instances):
+        return bleu(self, instances) if instances else float("nan")
+
+    quality_scorer.SacreBLEUScorer.__call__ = bleu_of_any_instances
 
 
 def _score_text_logs_as_text() -> None:

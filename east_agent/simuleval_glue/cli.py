@@ -69,12 +69,14 @@ def main() -> None:
     import east_agent.simuleval_plugin  # noqa: F401
     from east_agent.simuleval_glue.batch import batch_size_of
     from east_agent.simuleval_glue.ca_latency import refuse_unit_seconds_without_ca_metric
+    from east_agent.simuleval_glue.run_folder import check_output_folder
 
     if {"-h", "--help"} & set(sys.argv[1:]):
         _help(sys.argv[1:], simuleval_main)
         return
     batch_size, rest = batch_size_of(sys.argv[1:])
     refuse_unit_seconds_without_ca_metric(rest)
+    check_output_folder(rest)
     batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
     if "--score-only" in rest:

@@ -99,6 +99,13 @@ def output_of(argv: list[str]) -> Path | None:
     return known.output
 
 
+def check_output_folder(argv: list[str]) -> None:
+    """An `--output` that names a file is refused saying so (before: a bare errno)."""
+    output = output_of(argv)
+    if output is not None and output.exists() and not output.is_dir():
+        raise ValueError(f"--output {output}: a file, not a folder")
+
+
 def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
     """What decides a run's translations: the agent class and its parsed flags (data and
     model paths made absolute; values that are not plain data left out)."""

@@ -269,6 +269,17 @@ def test_scoring_flags_simuleval_would_fail_on_are_refused_before_loading(
 
 
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+def test_an_output_that_is_a_file_is_refused_before_loading(test_set, tmp_path, batch):
+    output = tmp_path / "afile"
+    output.write_text("mine\n")
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, output)
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"east-simuleval: --output {output}: a file, not a folder" in result.stderr
+    assert output.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
 def test_an_empty_span_is_scored_as_empty(east_checkpoint, test_set, tmp_path, batch):
     """An empty --start-index/--end-index span (a shard past a short test set's end)."""
     output = tmp_path / "out"

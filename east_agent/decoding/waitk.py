@@ -123,7 +123,15 @@ class OfflineWaitkStream(Stream):
         self.target_ids: list[int] = []
 
 
-class OfflineWaitkDecoder(StreamingDecoder):
+class WritesTheRestAtTheEnd:
+    """Wait-k writes the rest of the target at the end of the source (of the segment, in
+    long form), even after a WRITE at its last unit."""
+
+    def _needs_final_write(self, stream: Stream) -> bool:
+        return units_in_segment(self.segments, stream) > 0
+
+
+class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
     stream_class = OfflineWaitkStream
 
     def __init__(self, model, tokenizer, config: WaitkConfig, streams: int = 1) -> None:
@@ -200,10 +208,6 @@ class OfflineWaitkDecoder(StreamingDecoder):
             stream.record_chunk(new_ids, text)
         return Step(decision, text if new_ids else None, new_ids, finished=finished)
 
-    def _needs_final_write(self, stream: Stream) -> bool:
-        # wait-k writes the rest of the target at the end (of the segment, in long form)
-        return units_in_segment(self.segments, stream) > 0
-
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
         if not stream.pending():  # a word was the last thing fed: its last token again
             stream.rewind_cache(len(stream.tokens.ids) - 1)
@@ -212,7 +216,7 @@ class OfflineWaitkDecoder(StreamingDecoder):
         return self._step(stream, FORCED, new_ids, finished=True)
 
 
-class EastWaitkDecoder(EastStreamDecoder):
+class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
     """An EAST checkpoint driven by the wait-k schedule (test-time wait-k)."""
 
     def __init__(self, model, tokenizer, config: DecoderConfig, waitk: int, streams: int = 1):
@@ -246,7 +250,3 @@ class EastWaitkDecoder(EastStreamDecoder):
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
             chunk_ids, text = self._close_chunk(stream, word)
         return Step(decision, text, chunk_ids, finished=is_last)
-
-    def _needs_final_write(self, stream: Stream) -> bool:
-        # wait-k writes the rest of the target at the end (of the segment, in long form)
-        return units_in_segment(self.segments, stream) > 0

@@ -56,6 +56,22 @@ def load_records(path: str | Path) -> list[dict]:
     return records
 
 
+def read_json_object(path: str | Path) -> dict:
+    """A record file holding one JSON object (a run's settings, timing, batching): an error
+    naming the file and line if it is not one (a file cut off, or edited by hand)."""
+    path = Path(path)
+    try:
+        record = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise RecordError(
+            f"{path}: line {error.lineno}: invalid JSON ({error.msg}); delete the file to "
+            "start the run afresh, or mend it"
+        ) from None
+    if not isinstance(record, dict):
+        raise RecordError(f"{path}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
 def require_fields(record: dict, fields: Iterable[str], path: str | Path, index: int) -> None:
     """Raise naming file, record index and field when a field is missing or not a string."""
     for name in fields:

@@ -21,6 +21,7 @@ from east_agent.common.atomic import write_atomically
 from east_agent.common.child_process import run_child
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import is_content_setting, shown_setting
+from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.evaluation.config import (
     AGENT_FILES,
@@ -169,7 +170,7 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
     if not path.exists() and any((run_dir / name).exists() for name in RESULT_FILES):
         return
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved = read_json_object(path)
         differences = record_differences(saved, record)
         if differences:
             raise EvalConfigError(
@@ -186,7 +187,7 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
 
 
 def finished_lines(log: Path) -> int:
-    """Complete lines of an instances.log; a line cut off by a crash is removed."""
+    """Complete lines of an instances.log (read only: its writer may be at work)."""
     from east_agent.simuleval_glue.instance_log import finished_records
 
     return len(finished_records(log))
@@ -246,7 +247,7 @@ def read_tries(timing: Path, log: Path) -> list[dict]:
     log was last written."""
     if not timing.exists():
         return []
-    saved = json.loads(timing.read_text())
+    saved = read_json_object(timing)
     tries = saved.get("tries", [{"started": None, "seconds": saved["seconds"]}])
     for attempt in tries:
         if attempt["seconds"] is None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import write_atomically
 from east_agent.common.entry import CommandError
+from east_agent.common.records import read_json_object
 from east_agent.simuleval_glue import simuleval_fixes
 from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
 from east_agent.simuleval_glue.instance_log import InstanceLog, finished_records, sort_log
@@ -207,7 +208,7 @@ def record_batching(
     sentence had, and all that they shared (`combined_batch_record`)."""
     path = output / BATCH_RECORD
     this_run = {"batch_size": batch_size, "streams": streams, "sharing": [sharing]}
-    earlier = [json.loads(path.read_text())] if path.exists() else []
+    earlier = [read_json_object(path)] if path.exists() else []
     record = combined_batch_record(earlier + [this_run])
     if earlier != [record]:
         write_atomically(path, json.dumps(record, indent=2) + "\n")
@@ -282,7 +283,7 @@ def recorded_source_lang(output: Path) -> str | None:
     """The `--src-lang` of the run that wrote `output` (of a remote run, the language its
     server named), as its settings record holds it."""
     path = output / SETTINGS_RECORD
-    return json.loads(path.read_text()).get("src_lang") if path.exists() else None
+    return read_json_object(path).get("src_lang") if path.exists() else None
 
 
 def _progress(args, total: int, done: int):

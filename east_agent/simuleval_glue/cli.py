@@ -136,8 +136,11 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     check_comet_flags(scoring)
     named = _given("--agent") or _given("--agent-class")
     agent_class = _agent_class() if named else None  # None: a system folder's, SimulEval's
-    source_type = getattr(agent_class, "source_type", None)
-    refuse_computation_aware_for_text("--computation-aware" in argv, source_type)
+    computation_aware = "--computation-aware" in argv
+    typed = agent_class
+    if computation_aware and agent_class is None and _given("--system-dir"):
+        typed = _system_dir_class()  # for its source type only
+    refuse_computation_aware_for_text(computation_aware, getattr(typed, "source_type", None))
     output = output_of(argv)
     if output is None:
         simuleval_main()
@@ -179,6 +182,20 @@ def _agent_class():
     if not _given("--agent") or agent_class.__module__ == "agents":
         EVALUATION_SYSTEM_LIST[:] = registered
     return agent_class
+
+
+def _system_dir_class():
+    """The agent class a `--system-dir`'s config names, SimulEval's registry left as it
+    was (importing the class's module registers it there)."""
+    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class_from_dir
+    from simuleval.utils.arguments import check_argument
+
+    registered = list(EVALUATION_SYSTEM_LIST)
+    try:
+        config = check_argument("system_config") or "main.yaml"
+        return get_agent_class_from_dir(check_argument("system_dir"), config)
+    finally:
+        EVALUATION_SYSTEM_LIST[:] = registered
 
 
 def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None) -> str:

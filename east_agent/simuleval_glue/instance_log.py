@@ -16,23 +16,32 @@ from east_agent.common.atomic import write_atomically
 from east_agent.common.text_lines import iter_lines, read_text
 
 
-def finished_records(path: Path) -> list[dict]:
-    """The complete records of a log; a torn or unreadable last line is cut off the file."""
+def finished_records(path: Path, trim: bool = False) -> list[dict]:
+    """The complete records of a log, leaving out a torn or unreadable last line (a run
+    killed while writing it); with `trim` (the folder's writer, holding its lock, before
+    it appends) that line is cut off the file. An unreadable line before the last is not
+    a torn write: an error names it."""
     if not path.exists():
         return []
     text = read_text(path)
     lines = text.split("\n")
-    records, kept = [], 0
-    for line in lines[:-1]:  # the part after the last newline is never complete
+    last = len(lines) - 1 if lines[-1] else len(lines) - 2  # the part after the last
+    records, kept = [], 0  # newline is never complete
+    for number, line in enumerate(lines[:-1]):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            break
+            record = None
         if not isinstance(record, dict) or "index" not in record:
-            break
+            if number == last:
+                break
+            raise ValueError(
+                f"{path}: line {number + 1}: not an instance record, and lines follow it (a "
+                "log written by hand or by another program?); remove or mend that line"
+            )
         records.append(record)
         kept += len(line) + 1
-    if kept != len(text):
+    if trim and kept != len(text):
         write_atomically(path, text[:kept])
     return records
 
@@ -91,7 +100,7 @@ class InstanceLog:
         self.before_first: Callable[[], None] | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         if resume:
-            self.done = {record["index"] for record in finished_records(path)}
+            self.done = {record["index"] for record in finished_records(path, trim=True)}
         else:
             write_atomically(path, "")
             self.done = set()

@@ -137,33 +137,41 @@ def _take_source_language(args: argparse.Namespace, info: dict) -> None:
         args.comet_source_lang = language
 
 
-def _served_settings(args: argparse.Namespace, info: dict) -> dict | None:
-    """What the run's folder records of the served system (`run_settings.json`): the
-    language it reads its source in, when the server says it (this package's), so that
-    the log is scored again later (`--score-only`) as it was; nothing from a server that
-    says nothing (SimulEval's). A resumed log keeps the record it has (a local run's is
-    richer; a server that says nothing cannot contradict it), unless it names another
-    source language: then the resume is refused."""
-    import json
-
+def _served_settings(args: argparse.Namespace, info: dict) -> dict:
+    """What the run's folder records (`run_settings.json`): its data files (by content)
+    and the language the served system reads its source in, when the server says it (this
+    package's), so that the log is scored again later (`--score-only`) as it was. A resumed
+    log keeps the record it has (a local run's is richer; a server that says nothing
+    cannot contradict it), unless it names other data files or another source language:
+    then the resume is refused."""
+    from east_agent.common.fingerprint import same_setting, shown_setting
+    from east_agent.common.records import read_json_object
     from east_agent.simuleval_glue.instance_log import finished_records
-    from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD
+    from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD, path_setting
 
     language = info.get("source_language")
-    said = {"src_lang": language} if isinstance(language, str) else None
+    now = {name: path_setting(Path(getattr(args, name)), False) for name in ("source", "target")}
+    if isinstance(language, str):
+        now["src_lang"] = language
     output = Path(args.output) if args.output else None
     record = output / SETTINGS_RECORD if output else None
     resumed = args.continue_unfinished and record is not None and record.exists()
     if not resumed or not finished_records(output / "instances.log"):
-        return said
-    saved = json.loads(record.read_text(encoding="utf-8"))
+        return now
+    saved, log = read_json_object(record), output / "instances.log"
     recorded = saved.get("src_lang")
-    if said and recorded is not None and _language(recorded) != _language(language):
+    if "src_lang" in now and recorded is not None and _language(recorded) != _language(language):
         raise ValueError(
-            f"{output / 'instances.log'} was written from a {recorded} source, and the server "
-            f"reads {language}: resume against a server of the same system, or write to "
-            "another --output"
+            f"{log} was written from a {recorded} source, and the server reads {language}: "
+            "resume against a server of the same system, or write to another --output"
         )
+    for name in ("source", "target"):
+        if name in saved and not same_setting(saved[name], now[name]):
+            raise ValueError(
+                f"{log} was written with --{name} {shown_setting(saved[name])}, not "
+                f"{shown_setting(now[name])}; resume with the same files, or write to "
+                "another --output"
+            )
     return saved
 
 

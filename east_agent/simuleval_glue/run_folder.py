@@ -40,6 +40,7 @@ from east_agent.common.fingerprint import (
     same_setting,
     shown_setting,
 )
+from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.simuleval_glue.instance_log import finished_records, record_lines
 from east_agent.simuleval_glue.scoring import SCORING_RECORD
@@ -100,10 +101,15 @@ def output_of(argv: list[str]) -> Path | None:
 
 
 def check_output_folder(argv: list[str]) -> None:
-    """An `--output` that names a file is refused saying so (before: a bare errno)."""
+    """An `--output` that is a file, or inside one, is refused saying so (a bare errno or a
+    traceback before)."""
     output = output_of(argv)
-    if output is not None and output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output}: a file, not a folder")
+    if output is None:
+        return
+    existing = next(folder for folder in (output, *output.parents) if folder.exists())
+    if not existing.is_dir():
+        where = "" if existing == output else f" ({existing} is)"
+        raise ValueError(f"--output {output}: a file, not a folder{where}")
 
 
 def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
@@ -166,7 +172,8 @@ def writing(
     with hold_run_lock(output, INSTANCES_LOCK):
         if run:
             log = output / "instances.log"
-            if not resume:
+            if not resume:  # the old scores go first: never beside an emptied log
+                clear_scores(output)
                 write_atomically(log, "")
             else:
                 if span is not None:
@@ -199,7 +206,7 @@ def check_same_settings(output: Path, settings: dict) -> None:
     record, log = output / SETTINGS_RECORD, output / "instances.log"
     if not record.exists() or not finished_records(log):
         return
-    saved = json.loads(record.read_text(encoding="utf-8"))
+    saved = read_json_object(record)
     differ = settings_differ(saved, settings)
     if differ:
         shown = "; ".join(
@@ -220,7 +227,7 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     records after the first missing sentence are dropped (printed), to be translated
     again. A log holding sentences outside the span is refused (SimulEval would resume
     after them)."""
-    by_index = {record["index"]: record for record in finished_records(log)}
+    by_index = {record["index"]: record for record in finished_records(log, trim=True)}
     _refuse_outside(log, by_index, start, end)
     kept, index = [], start
     while index < end and index in by_index:
@@ -228,9 +235,10 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
         index += 1
     dropped = len(by_index) - len(kept)
     if dropped:
+        kept_ones = f"sentences {start}..{index - 1} are" if index > start else "no sentence is"
         print(
-            f"{log}: sentences {start}..{index - 1} are kept; {dropped} finished later "
-            f"than sentence {index} (a batched run's order) are translated again",
+            f"{log}: {kept_ones} kept; {dropped} finished later than sentence {index} (a "
+            "batched run's order) are translated again",
             flush=True,
         )
         write_atomically(log, record_lines(kept))

@@ -19,6 +19,7 @@ from pathlib import Path
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.comet_process import checkpoint_identity
 from east_agent.common.fingerprint import content_of, shown_setting
+from east_agent.common.records import read_json_object
 from east_agent.decoding.prompt import is_unspaced
 
 SCORING_RECORD = "scoring.json"
@@ -79,7 +80,7 @@ def recorded_source_units(output: Path) -> str | None:
 
 def _saved_settings(output: Path) -> dict | None:
     path = output / SCORING_RECORD
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    return read_json_object(path) if path.exists() else None
 
 
 def scoring_differences(output: Path, settings: dict) -> list[str]:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from east_agent.simuleval_glue.instance_log import check_log
+from east_agent.simuleval_glue.instance_log import check_log, finished_records
 
 
 def write_log(path, indices):
@@ -31,3 +31,27 @@ def test_a_sentence_twice_is_named(tmp_path):
     log.write_text('{"index": "0"}\n')
     with pytest.raises(ValueError, match="line 1: not an instance record"):
         check_log(log)
+
+
+def test_a_torn_last_line_is_left_out_and_cut_only_by_the_writer(tmp_path):
+    log = write_log(tmp_path / "instances.log", [0, 1])
+    with open(log, "a") as handle:
+        handle.write('{"index": 2, "predic')  # a run killed while writing it
+    torn = log.read_text()
+    inode = log.stat().st_ino
+    assert [r["index"] for r in finished_records(log)] == [0, 1]
+    assert log.read_text() == torn and log.stat().st_ino == inode  # a reader changes nothing
+    assert [r["index"] for r in finished_records(log, trim=True)] == [0, 1]
+    assert log.read_text() == torn[: torn.rindex("\n") + 1]
+
+
+def test_an_unreadable_line_before_the_last_is_named_not_cut(tmp_path):
+    log = tmp_path / "instances.log"
+    log.write_text('{"index": 0}\ngarbage\n{"index": 2}\n{"index": 3}\n')
+    text = log.read_text()
+    for trim in (False, True):
+        with pytest.raises(ValueError, match="instances.log: line 2: not an instance record"):
+            finished_records(log, trim=trim)
+    assert log.read_text() == text
+    log.write_text('{"index": 0}\ngarbage\n')  # the last line: a torn write, left out
+    assert [r["index"] for r in finished_records(log)] == [0]

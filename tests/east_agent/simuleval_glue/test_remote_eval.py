@@ -130,14 +130,30 @@ def test_a_lost_server_ends_the_run_keeping_the_finished_sentences(test_set, tmp
 
 @pytest.mark.parametrize("batch", [1, 3])
 def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, batch):
-    """Kept for scoring the log again (`--score-only`); a resumed run refuses a server
-    that reads another language and keeps its record with one that names none; a new run
-    against a server that names none leaves no record."""
+    """Kept for scoring the log again (`--score-only`), with the data files; a resumed run
+    refuses other data files or a server that reads another language, and keeps its
+    record with one that names none; a new run against a server that names none records
+    its data files only."""
     output = tmp_path / "out"
     with FakeSessionServer(source_language="German") as server:
         result = remote_eval(server.port, test_set, output, "--batch-size", batch)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert json.loads((output / "run_settings.json").read_text()) == {"src_lang": "German"}
+    record = json.loads((output / "run_settings.json").read_text())
+    assert record["src_lang"] == "German" and set(record) == {"src_lang", "source", "target"}
+    assert record["source"]["file"] == str((test_set / "src.txt").resolve())
+    # other files: refused, not resumed into a log of two test sets (before: silently)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("src.txt", "ref.txt"):
+        (other / name).write_text((test_set / name).read_text().replace("satz", "wort"))
+    log = output / "instances.log"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:3]))
+    with FakeSessionServer(source_language="German") as server:
+        resumed = remote_eval(
+            server.port, other, output, "--batch-size", batch, "--continue-unfinished"
+        )
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    assert "was written with --source" in resumed.stderr and len(logged(output)) == 3
     # a log a local run wrote (its richer record, the language by its code) resumes as it is
     local = {"src_lang": "de", "latency": "low"}
     (output / "run_settings.json").write_text(json.dumps(local))
@@ -166,7 +182,8 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
     with FakeSessionServer() as server:
         result = remote_eval(server.port, test_set, tmp_path / "simulevals", "--batch-size", batch)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert not (tmp_path / "simulevals" / "run_settings.json").exists()
+    record = json.loads((tmp_path / "simulevals" / "run_settings.json").read_text())
+    assert set(record) == {"source", "target"}
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -31,6 +31,9 @@ def test_simulevals_resume_gets_a_log_in_index_order(tmp_path, capsys):
     assert resume_in_index_order(log, 0, 3) and logged(log) == [0, 1, 2]
     write_log(log, [])
     assert not resume_in_index_order(log, 0, 0)  # an empty span is never "complete"
+    write_log(log, [2, 1])
+    assert not resume_in_index_order(log, 0, 3) and logged(log) == []
+    assert "no sentence is kept; 2 finished later than sentence 0" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("start, end", [(3, 6), (0, 2)])
@@ -195,3 +198,35 @@ def test_batch_json_names_the_most_streams_and_all_that_they_shared(tmp_path):
     record_batching(tmp_path, 2, 2)
     record = json.loads(path.read_text())
     assert (record["streams"], record["sharing"]) == (16, ["the device", "the server"])
+
+
+def test_a_fresh_run_removes_the_old_scores_before_it_empties_the_log(tmp_path, monkeypatch):
+    """A kill between the two must not leave scores beside an emptied log (a grid takes a
+    folder with scores for a finished run)."""
+    output = tmp_path / "out"
+    output.mkdir()
+    write_log(output / "instances.log", [0, 1])
+    for name in ("scores.tsv", "scoring.json", "batch.json"):
+        (output / name).write_text("old\n")
+    emptied = []
+    real = run_folder.write_atomically
+
+    def write(path, text):
+        if path == output / "instances.log":
+            emptied.append(sorted(p.name for p in output.iterdir()))
+        real(path, text)
+
+    monkeypatch.setattr(run_folder, "write_atomically", write)
+    with writing(output, {"latency": "low"}, resume=False, run=True):
+        pass
+    assert emptied == [["instances.lock", "instances.log"]]
+
+
+def test_a_broken_settings_record_is_named(tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    write_log(output / "instances.log", [0])
+    (output / run_folder.SETTINGS_RECORD).write_text('{"latency": "low",\n')
+    with pytest.raises(ValueError, match=r"run_settings.json: line 2: invalid JSON"):
+        with writing(output, {"latency": "low"}, resume=True, run=True):
+            pass

@@ -264,6 +264,15 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
     ours = (tmp_path / "ours" / "instances.log").read_text().splitlines()
     without_elapsed = [{**json.loads(line), "elapsed": None} for line in log]
     assert [{**json.loads(line), "elapsed": None} for line in ours] == without_elapsed
+    refused = subprocess.run(
+        [console_script("east-simuleval"), "--system-dir", folder, "--source",
+         test_set / "src.txt", "--target", test_set / "ref.txt", "--output",
+         tmp_path / "aware", "--computation-aware"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]  # before, after the decoding:
+    assert "--computation-aware: SimulEval's computation-aware" in refused.stderr  # a traceback
+    assert not (tmp_path / "aware").exists()
 
 
 @pytest.mark.parametrize(

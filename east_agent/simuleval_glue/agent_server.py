@@ -11,7 +11,9 @@ own remote evaluator) uses the one *legacy* session, as with SimulEval's server:
 clients cannot be told apart.
 
 - `POST /reset` starts a sentence (and opens the session); `POST /close` ends the session
-  (a request still waiting for its output then gets 409).
+  (a request still waiting for its output then gets 409). Any other request of a session
+  that is not open gets 404: one dropped for being idle lost its sentence, which is not
+  continued on a new stream from the middle (a wrong translation).
 - `POST /step` is `PUT /input` and `GET /output` in one request (the input segment in,
   the output segment out): half the requests a sentence takes. `GET /` says the server
   takes it (`"step": true`), and `east-remote-eval` then uses it.
@@ -94,9 +96,15 @@ class AgentService:
             "step": True,  # POST /step: an input and its output in one request
         }
 
-    def session(self, name: str) -> Session:
+    def session(self, name: str, opening: bool = False) -> Session:
+        """The session `name`; with `opening` (a reset) a new one if it is not open."""
         session = self.sessions.get(name)
         if session is None:
+            if not opening:
+                raise RequestError(
+                    404, f"no session {name!r}: POST /reset opens one (a session idle for "
+                    f"{self.timeout:g} s, --session-timeout, is dropped with its sentence)"
+                )  # fmt: skip
             session = self._open(name)
         session.last_seen = time.monotonic()
         return session
@@ -117,7 +125,7 @@ class AgentService:
         return session
 
     def reset(self, name: str) -> None:
-        session = self.session(name)
+        session = self.session(name, opening=True)
         self._check_idle(session, name)
         session.states.reset()
         session.pushed = session.written = 0
@@ -349,12 +357,31 @@ def bind_address(remote_address: str) -> str:
     return "127.0.0.1" if remote_address == "localhost" else remote_address
 
 
+def listening_sockets(remote_address: str, remote_port) -> list:
+    """The server's sockets, bound before the model loads: a port in use (another server),
+    or one out of range, is refused at once, in one line."""
+    from tornado.netutil import bind_sockets
+
+    address, port = bind_address(remote_address), int(remote_port)
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--remote-port {port}: a port is 1 to 65535")
+    try:
+        return bind_sockets(port, address=address)
+    except OSError as error:
+        raise ValueError(
+            f"--remote-port {port}: cannot listen on {address}:{port} ({error.strerror}); "
+            "another server there? choose another port"
+        ) from None
+
+
 def serve(agent_class, args: argparse.Namespace) -> None:
     """Load the agent's model once and serve `args.batch_size` sessions until killed."""
     from tornado import ioloop
+    from tornado.httpserver import HTTPServer
 
     from east_agent.decoding.stream_pool import StreamPool
 
+    sockets = listening_sockets(args.remote_address, args.remote_port)
     config = agent_class.decoding_config(args)
     model, tokenizer = agent_class.load(args, config)
     if args.fp16 or args.dtype == "fp16":
@@ -363,7 +390,7 @@ def serve(agent_class, args: argparse.Namespace) -> None:
     pool, wait = StreamPool(decoder), args.batch_wait_ms / 1000
     service = AgentService(pool, config.tgt_lang, args.session_timeout, batch_wait=wait)
     address, port = bind_address(args.remote_address), int(args.remote_port)
-    build_app(service).listen(port, address=address, max_buffer_size=1024**2)
+    HTTPServer(build_app(service), max_buffer_size=1024**2).add_sockets(sockets)
     sweep_ms = min(args.session_timeout * 1000 / 4, 5000)
     ioloop.PeriodicCallback(service.drop_idle, sweep_ms).start()
     logger.info(

@@ -77,6 +77,11 @@ def main() -> None:
     batch_size, rest = batch_size_of(sys.argv[1:])
     refuse_unit_seconds_without_ca_metric(rest)
     check_output_folder(rest)
+    if "--remote-eval" in rest:  # SimulEval's evaluator lacks a method it calls
+        raise ValueError(
+            "--remote-eval: SimulEval's remote evaluation fails on this SimulEval (after "
+            "asking the server); evaluate a served system with east-remote-eval"
+        )
     batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
     if "--score-only" in rest:

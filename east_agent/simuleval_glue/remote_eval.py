@@ -92,8 +92,9 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     _take_source_language(args, info)
     served = _served_settings(args, info)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
+    if args.batch_size > 1 or isinstance(info.get("streams"), int):  # SimulEval's: none
+        _check_free_streams(info, args.batch_size, base_url)  # before the folder changes
     if args.batch_size > 1:
-        _check_free_streams(info, args.batch_size, base_url)
         if args.output is None:
             raise ValueError("--batch-size above 1 needs --output (its instances.log goes there)")
         _evaluate_concurrently(args, server, served)
@@ -189,12 +190,14 @@ def _check_free_streams(info: dict, wanted: int, base_url: str) -> None:
             f"--batch-size {wanted} would mix sentences; evaluate with --batch-size 1, or "
             "serve this package's agent with `east-simuleval --standalone`"
         )
-    free = info["streams"] - info.get("sessions", 0)
+    sessions = info.get("sessions", 0)
+    free = info["streams"] - sessions
     if free < wanted:
         raise ValueError(
-            f"the server at {base_url} has {free} free streams of {info['streams']}; "
-            f"--batch-size {wanted} needs as many: lower it, or start the server with "
-            f"--batch-size {wanted} or more"
+            f"the server at {base_url} has {free} free streams of {info['streams']}: "
+            f"{sessions} sessions are open (other clients', or a killed client's until the "
+            f"server's --session-timeout drops them); --batch-size {wanted} needs {wanted}: "
+            f"lower it, wait, or start a server with --batch-size {wanted + sessions} or more"
         )
 
 
@@ -484,6 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     import east_agent.simuleval_plugin  # noqa: F401  (timing and CA metrics)
     from east_agent.simuleval_glue import simuleval_fixes
     from east_agent.simuleval_glue.batch import add_batch_arg
+    from east_agent.simuleval_glue.run_folder import check_output_folder
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
@@ -518,6 +522,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     args.source_type = args.source_type or "text"
     args.target_type = args.target_type or "text"
+    for flag, kind in (("--source-type", args.source_type), ("--target-type", args.target_type)):
+        if kind != "text":
+            raise ValueError(f"{flag} {kind}: east-remote-eval evaluates text to text systems")
+    check_output_folder(sys.argv[1:])
     simuleval_fixes.refuse_computation_aware_for_text(args.computation_aware, args.source_type)
     from east_agent.simuleval_glue.data_files import check_data_files
 

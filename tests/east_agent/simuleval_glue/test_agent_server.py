@@ -132,6 +132,32 @@ def test_a_session_is_idle_from_its_answer_not_from_its_request(
     assert "s" not in service.sessions
 
 
+def test_a_dropped_session_is_not_continued_from_the_middle_of_its_sentence(
+    east_model, east_tokenizer
+):
+    """A client that comes back after `--session-timeout` (paused, asleep) with the rest of
+    its sentence gets 404: before, a new session took the rest on a fresh stream, and its
+    translation, wrong, was answered with 200."""
+    service = one_stream_service(east_model, east_tokenizer, timeout=0.05)
+
+    async def run():
+        service.reset("s")
+        service.push("s", segment_json("Ein", False))
+        await service.pop("s")
+        time.sleep(0.1)
+        service.drop_idle()
+        with pytest.raises(RequestError, match="no session 's': POST /reset opens one") as gone:
+            service.push("s", segment_json("Mann", True))
+        assert gone.value.status == 404 and "s" not in service.sessions
+        with pytest.raises(RequestError, match="no session 's'"):
+            await service.pop("s")
+        service.reset("s")  # the sentence again, from its start
+        service.push("s", segment_json("Ein", True))
+        return await service.pop("s")
+
+    assert asyncio.run(run()).finished
+
+
 def test_a_failed_step_fails_its_sessions_and_leaves_them_usable(
     east_model, east_tokenizer, monkeypatch
 ):

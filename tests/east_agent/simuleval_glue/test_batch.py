@@ -283,6 +283,13 @@ def test_an_output_that_is_a_file_is_refused_before_loading(test_set, tmp_path, 
     assert f"--output {output / 'run'}: a file, not a folder ({output} is)" in result.stderr
 
 
+def test_simulevals_remote_evaluation_is_refused_for_east_remote_eval(test_set, tmp_path):
+    arguments = ["--remote-eval", "--remote-port", "1", "--source", test_set / "src.txt"]
+    result = run_simuleval(*arguments, "--target", test_set / "ref.txt", "--output", tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "evaluate a served system with east-remote-eval" in result.stderr
+
+
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
 def test_an_empty_span_is_scored_as_empty(east_checkpoint, test_set, tmp_path, batch):
     """An empty --start-index/--end-index span (a shard past a short test set's end)."""

@@ -250,6 +250,24 @@ def test_comet_flags_are_checked_before_a_server_is_asked(test_set, tmp_path):
     assert "no system answers" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--source-type", "speech"], "--source-type speech: east-remote-eval evaluates text"),
+        (["--target-type", "speech"], "--target-type speech: east-remote-eval evaluates text"),
+    ],
+)
+def test_what_it_cannot_evaluate_is_refused_before_the_folder_changes(
+    test_set, tmp_path, flags, message
+):
+    result = remote_eval(1, test_set, tmp_path / "out", *flags)
+    assert result.returncode == 2 and message in result.stderr, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    (tmp_path / "afile").write_text("mine\n")
+    result = remote_eval(1, test_set, tmp_path / "afile")
+    assert result.returncode == 2 and "--output" in result.stderr and "a file" in result.stderr
+
+
 def test_no_server_is_one_line_before_the_folder_changes(test_set, tmp_path):
     output = tmp_path / "out"
     output.mkdir()

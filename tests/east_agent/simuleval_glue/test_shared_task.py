@@ -82,6 +82,7 @@ def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, tes
     )  # fmt: skip
     try:
         wait_for_server(server, port, server_log)
+        a_port_in_use_is_refused_before_loading(port, tmp_path)
         clients = [
             subprocess.Popen(
                 remote_eval_command(port, test_set, tmp_path / name),
@@ -121,6 +122,19 @@ def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, tes
         assert [r["delays"] for r in remote_log] == [r["delays"] for r in local_log]
 
 
+def a_port_in_use_is_refused_before_loading(port, tmp_path):
+    """In one line, before the model loads (a traceback after it, before)."""
+    busy = subprocess.run(
+        [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
+         "--agent", str(AGENT_FILE), "--model-path", str(tmp_path / "never-loaded"),
+         *AGENT_FLAGS],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert busy.returncode == 2, busy.stderr[-3000:]
+    assert f"--remote-port {port}: cannot listen on 127.0.0.1:{port}" in busy.stderr
+    assert "never-loaded" not in busy.stderr and "Traceback" not in busy.stderr
+
+
 def remote_eval_command(port, test_set, output, *extra):
     return [
         console_script("east-remote-eval"),
@@ -138,7 +152,8 @@ def three_at_once(port, test_set, output):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert refused.returncode == 2
-    assert "has 3 free streams of 3; --batch-size 4 needs as many" in refused.stderr
+    assert "has 3 free streams of 3: 0 sessions are open" in refused.stderr
+    assert "--batch-size 4 needs 4" in refused.stderr
     assert not output.exists()
     run(*remote_eval_command(port, test_set, output, "--batch-size", "3"))
     batching = json.loads((output / "batch.json").read_text())
@@ -184,6 +199,9 @@ def an_overflow_is_named(port, test_set, tmp_path):
 
 
 def check_sessions_and_bad_requests(url):
+    never_opened = requests.put(f"{url}/input", data=b"{}", headers={"X-Session-Id": "bad"})
+    assert never_opened.status_code == 404, never_opened.text  # only /reset opens one
+    requests.post(f"{url}/reset", headers={"X-Session-Id": "bad"}).raise_for_status()
     for body, message in [
         (b"{not json", "not JSON"),
         (b"[1, 2]", "must be a JSON object"),
@@ -232,6 +250,7 @@ def one_request_or_two_give_the_same_output(url, test_set):
     by_step = translate_by_hand(url, "by-step", words, one_request=True)
     assert by_step == translate_by_hand(url, "by-two", words, one_request=False)
     assert by_step[-1][1] is True and "".join(text for text, _ in by_step).strip()
+    requests.post(f"{url}/reset", headers={"X-Session-Id": "bad"}).raise_for_status()
     bad = requests.post(f"{url}/step", data=b"{not json", headers={"X-Session-Id": "bad"})
     assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
     requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()

@@ -77,9 +77,15 @@ class AgentService:
     """The sessions of one server and the loop that steps their streams."""
 
     def __init__(
-        self, pool: StreamPool, target_language: str, timeout: float, batch_wait: float = 0.0
+        self,
+        pool: StreamPool,
+        target_language: str,
+        timeout: float,
+        batch_wait: float = 0.0,
+        settings: dict | None = None,
     ) -> None:
         self.pool, self.target_language, self.timeout = pool, target_language, timeout
+        self.settings = settings  # what decides its translations, as a local run records it
         self.batch_wait = batch_wait  # seconds a step waits for sessions between requests
         self.sessions: dict[str, Session] = {}
         self.runner: asyncio.Task | None = None
@@ -88,13 +94,16 @@ class AgentService:
         self.steps = 0
 
     def info(self) -> dict:
-        return {
+        info = {
             "info": type(self.pool.decoder).__name__,
             "source_language": self.pool.decoder.src_lang,  # how its source units join
             "streams": self.pool.size,
             "sessions": len(self.sessions),
             "step": True,  # POST /step: an input and its output in one request
         }
+        if self.settings is not None:  # recorded by the client, compared when it resumes
+            info["settings"] = self.settings
+        return info
 
     def session(self, name: str, opening: bool = False) -> Session:
         """The session `name`; with `opening` (a reset) a new one if it is not open."""
@@ -374,6 +383,15 @@ def listening_sockets(remote_address: str, remote_port) -> list:
         ) from None
 
 
+def served_settings(agent_class, args: argparse.Namespace) -> dict:
+    """What decides the served system's translations, as a local run of it records them
+    (`run_settings.json`), less the data files: each client has its own."""
+    from east_agent.simuleval_glue.run_folder import translation_settings
+
+    settings = translation_settings(agent_class, args)
+    return {name: value for name, value in settings.items() if name not in ("source", "target")}
+
+
 def serve(agent_class, args: argparse.Namespace) -> None:
     """Load the agent's model once and serve `args.batch_size` sessions until killed."""
     from tornado import ioloop
@@ -388,7 +406,9 @@ def serve(agent_class, args: argparse.Namespace) -> None:
         model.half()
     decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
     pool, wait = StreamPool(decoder), args.batch_wait_ms / 1000
-    service = AgentService(pool, config.tgt_lang, args.session_timeout, batch_wait=wait)
+    service = AgentService(
+        pool, config.tgt_lang, args.session_timeout, wait, served_settings(agent_class, args)
+    )
     address, port = bind_address(args.remote_address), int(args.remote_port)
     HTTPServer(build_app(service), max_buffer_size=1024**2).add_sockets(sockets)
     sweep_ms = min(args.session_timeout * 1000 / 4, 5000)

@@ -154,6 +154,8 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     now = {name: path_setting(Path(getattr(args, name)), False) for name in ("source", "target")}
     if isinstance(language, str):
         now["src_lang"] = language
+    if isinstance(info.get("settings"), dict):  # this package's server: its system's settings
+        now["served"] = info["settings"]
     output = Path(args.output) if args.output else None
     record = output / SETTINGS_RECORD if output else None
     resumed = args.continue_unfinished and record is not None and record.exists()
@@ -173,7 +175,30 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
                 f"{shown_setting(now[name])}; resume with the same files, or write to "
                 "another --output"
             )
+    _refuse_another_system(log, saved, now.get("served"))
     return saved
+
+
+def _refuse_another_system(log: Path, saved: dict, served: dict | None) -> None:
+    """A log that a served system of other settings wrote (its record's `served`), or a
+    local run of other settings (its record itself), is not resumed against this one."""
+    from east_agent.common.fingerprint import shown_setting
+    from east_agent.simuleval_glue.run_folder import settings_differ
+
+    written_by = saved.get("served", saved if "agent_class" in saved else None)
+    if served is None or not isinstance(written_by, dict):
+        return  # a server that says nothing (SimulEval's), or a record that does not
+    differ = settings_differ({name: written_by.get(name) for name in served}, served)
+    if differ:
+        shown = "; ".join(
+            f"{name}: {shown_setting(written_by.get(name))} there, "
+            f"{shown_setting(served.get(name))} now"
+            for name in differ
+        )
+        raise ValueError(
+            f"{log} was written by a system of other settings ({shown}); resume against "
+            "a server of the same system, or write to another --output"
+        )
 
 
 def _language(language: str) -> str:

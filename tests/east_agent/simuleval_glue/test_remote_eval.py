@@ -4,6 +4,7 @@ server's refusals, a lost or silent server, Ctrl-C, the folder it writes. A real
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
@@ -367,3 +368,31 @@ def test_help_lists_the_clients_flags():
     assert result.stdout.startswith("usage: east-remote-eval")
     for flag in ("--request-timeout", "--batch-size", "--remote-port", "--score-only"):
         assert flag in result.stdout
+
+
+def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):
+    """The server says what decides its translations (`GET /`: `settings`); the folder
+    records it, and a resume against a server of other settings, or of settings other
+    than the local run's that wrote the log, is refused (before: a log of two systems)."""
+    from east_agent.simuleval_glue.remote_eval import _served_settings
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text('{"index": 0}\n')
+    args = argparse.Namespace(
+        output=str(output), continue_unfinished=True,
+        source=str(test_set / "src.txt"), target=str(test_set / "ref.txt"),
+    )  # fmt: skip
+    low = {"agent_class": "EastAgent", "latency": "low", "num_beams": 1}
+    record = _served_settings(args, {"settings": low})
+    assert record["served"] == low
+    (output / "run_settings.json").write_text(json.dumps(record))
+    assert _served_settings(args, {"settings": low}) == record
+    with pytest.raises(ValueError, match="latency: 'low' there, 'high' now"):
+        _served_settings(args, {"settings": {**low, "latency": "high"}})
+    local = {**low, "source": record["source"], "target": record["target"]}
+    (output / "run_settings.json").write_text(json.dumps(local))  # a local run's log
+    assert _served_settings(args, {"settings": low}) == local
+    with pytest.raises(ValueError, match="num_beams: 1 there, 5 now"):
+        _served_settings(args, {"settings": {**low, "num_beams": 5}})
+    assert _served_settings(args, {}) == local  # a server that says nothing (SimulEval's)

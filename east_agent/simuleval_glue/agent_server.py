@@ -180,7 +180,10 @@ class AgentService:
                 session.last_seen = time.monotonic()
         if (error := self.pool.error(stream)) is not None:
             status = 500 if isinstance(error, StepFailed) else 422  # 422: the sentence's fault
-            raise RequestError(status, f"session {name!r}: {error}")
+            raise RequestError(
+                status, f"session {name!r}: {error} (this sentence has ended: POST /reset "
+                "starts the next)"
+            )  # fmt: skip
         text = "".join(stream.chunks[session.written :])
         session.written = len(stream.chunks)
         if not text and not stream.finished:
@@ -273,6 +276,11 @@ def parse_segment(body: bytes):
         raise RequestError(400, "a text segment needs a string 'content'")
     if info["data_type"] not in ("text", None):
         raise RequestError(400, f"this server translates text, not {info['data_type']!r}")
+    if info["data_type"] is None and info.get("content") not in (None, "", []):
+        raise RequestError(  # SimulEval's empty segment: its content would be dropped
+            400, "a segment with no 'data_type' (empty) carries no content; send text with "
+            "'data_type': 'text'"
+        )  # fmt: skip
     if not isinstance(info.get("config", {}), dict):
         raise RequestError(400, "the segment's 'config' must be an object")
     try:

@@ -211,6 +211,7 @@ def check_sessions_and_bad_requests(url):
         (b"[1, 2]", "must be a JSON object"),
         (b'{"content": "Haus"}', "no 'data_type'"),
         (b'{"data_type": "text", "finished": false}', "string 'content'"),
+        (b'{"data_type": null, "content": "Haus", "finished": true}', "carries no content"),
     ]:
         reply = requests.put(f"{url}/input", data=body, headers={"X-Session-Id": "bad"})
         assert reply.status_code == 400 and message in reply.json()["error"], reply.text

@@ -46,8 +46,8 @@ def _check_lines(source: str, target: str | None) -> int:
         more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
         raise ValueError(
             f"{source}: line {shown}{more}: empty source sentence; remove it "
-            "(and the matching reference line) before evaluating (with --long-form a line "
-            "is a whole talk: join the paragraphs of a talk into one line)"
+            "(and the matching reference line) before evaluating (a long-form system reads a "
+            "line as a whole talk: join the paragraphs of a talk into one line)"
         )
     if target:
         references = read_simuleval_lines(target)

@@ -14,11 +14,11 @@ their own leave COMET to this one, which adds it to each as it finishes
 
 from __future__ import annotations
 
-import json
 import sys
 from functools import partial
 from typing import Any
 
+from east_agent.common.records import read_json_object
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
@@ -156,7 +156,7 @@ def runs_of_this_grid(config: EvalConfig, every_run: list[Run], record_of) -> li
     for run in every_run:
         path = config.run_dir(run) / RUN_RECORD
         if path.exists():
-            differences = record_differences(json.loads(path.read_text()), record_of(run))
+            differences = record_differences(read_json_object(path), record_of(run))
             if differences:
                 print(
                     f"east-eval: {run.name}: left out of the tables, made with "

@@ -14,12 +14,12 @@ significance tests run on the re-segmented sentences.
 from __future__ import annotations
 
 import csv
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 from east_agent.common.atomic import atomic_path, remove, write_atomically
+from east_agent.common.records import read_json_object
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.omnisteval_scoring import SHORTFORM_KEYS
@@ -65,7 +65,7 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
         run_dir = config.run_dir(run)
         if not (run_dir / "scores.tsv").exists():
             continue
-        timing = json.loads((run_dir / "wall_seconds.json").read_text())
+        timing = read_json_object(run_dir / "wall_seconds.json")
         row = {
             "system": run.system,
             "setting": run.setting,
@@ -117,7 +117,7 @@ def streams_of(run_dir: Path) -> int:
     from east_agent.simuleval_glue.run_folder import BATCH_RECORD
 
     record = run_dir / BATCH_RECORD
-    return json.loads(record.read_text())["streams"] if record.exists() else 1
+    return read_json_object(record)["streams"] if record.exists() else 1
 
 
 def write_tables(

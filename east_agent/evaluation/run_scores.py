@@ -31,6 +31,7 @@ from east_agent.common.atomic import write_atomically
 from east_agent.common.comet_process import checkpoint_identity
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import content_of
+from east_agent.common.records import read_json_object
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import CONSOLE_LOG
 from east_agent.evaluation.longform import read_longform
@@ -156,7 +157,7 @@ def rescore_tabled(
 def recorded_testset(run_dir: Path) -> str | None:
     """The test set a run folder's `run.json` names (None: no record, taken as this grid's)."""
     path = run_dir / RUN_RECORD
-    return json.loads(path.read_text())["testset"] if path.exists() else None
+    return read_json_object(path)["testset"] if path.exists() else None
 
 
 def made_from(run_dir: Path, config: EvalConfig) -> dict:
@@ -186,7 +187,7 @@ def kept(path: Path, stamp: dict, apart: tuple[str, ...] = ()) -> dict | None:
     whatever their record says of the parts named `apart`."""
     if not path.exists():
         return None
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    saved = read_json_object(path)
     made = saved.get("made_from") or {}
     return saved if {key: made[key] for key in made if key not in apart} == stamp else None
 

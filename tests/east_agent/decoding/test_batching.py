@@ -130,6 +130,18 @@ def test_a_sentence_too_long_fails_alone(east_model, east_tokenizer):
         assert record(outcomes[index].translation) == record(sequential.translate(sentences[index]))
 
 
+def fail_at_bumm(decoder, monkeypatch, error: Exception) -> None:
+    """The decoder's program raises `error` at a unit "Bumm" (a bug met by one sentence)."""
+    real_push = decoder._push
+
+    def push(stream, unit, is_last):
+        if unit == "Bumm":
+            raise error
+        return (yield from real_push(stream, unit, is_last))
+
+    monkeypatch.setattr(decoder, "_push", push)
+
+
 @pytest.mark.parametrize("beams", [1, 4])
 def test_a_program_fault_fails_its_sentence_alone(
     east_model, east_tokenizer, monkeypatch, caplog, beams
@@ -137,14 +149,7 @@ def test_a_program_fault_fails_its_sentence_alone(
     """A bug met by one sentence (here: at its unit "Bumm", after some forwards) is logged
     with its traceback; the stream it broke translates the next sentences as ever."""
     decoder = build("east", east_model, east_tokenizer, 2, beams=beams)
-    real_push = decoder._push
-
-    def push(stream, unit, is_last):
-        if unit == "Bumm":
-            raise KeyError("a bug")
-        return (yield from real_push(stream, unit, is_last))
-
-    monkeypatch.setattr(decoder, "_push", push)
+    fail_at_bumm(decoder, monkeypatch, KeyError("a bug"))
     sentences = toy_sentences(6, seed=5)
     sentences.insert(1, [*sentences[0], "Bumm", *sentences[0]])
     outcomes = batched(decoder, sentences)
@@ -163,14 +168,7 @@ def test_a_sentences_bad_unit_is_its_error_another_value_error_a_bug(
     """A whitespace unit fails its sentence with its own message, no traceback; a
     ValueError of the program's own calls (a backend's, say) is a bug and logged as one."""
     decoder = build("east", east_model, east_tokenizer, 2)
-    real_push = decoder._push
-
-    def push(stream, unit, is_last):
-        if unit == "Bumm":
-            raise ValueError("row 9 out of range: the backend has 2 rows")
-        return (yield from real_push(stream, unit, is_last))
-
-    monkeypatch.setattr(decoder, "_push", push)
+    fail_at_bumm(decoder, monkeypatch, ValueError("row 9 out of range: the backend has 2 rows"))
     sentences = [["der", " ", "Hund"], ["der", "Bumm"], *toy_sentences(2, seed=6)]
     outcomes = batched(decoder, sentences)
     assert str(outcomes[0].error) == "a source unit must not be empty or whitespace"

@@ -23,3 +23,15 @@ def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwa
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
     flag's, whose default stands when neither is given)."""
     parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+
+
+def given_flags(argv: list[str], flags: tuple[str, ...], prefix: str | None = None) -> list[str]:
+    """The flags of `flags` (and those starting with `prefix`) that `argv` gives, either
+    spelling (`--flag value`, `--flag=value`), in the order of `argv`."""
+    given = []
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        wanted = name in flags or (prefix is not None and name.startswith(prefix))
+        if arg.startswith("--") and wanted and name not in given:
+            given.append(name)
+    return given

@@ -23,6 +23,8 @@ clients cannot be told apart.
   whose sentence was in it, and none of them is tried again (each session stays usable
   after a reset).
 - The server listens on 127.0.0.1 unless `--remote-address` names another address.
+- The evaluator's flags (`--source`, `--target`, `--output`, the metrics ...) are refused:
+  the client reads the data and scores (`east-remote-eval`); the server would ignore them.
 - A session idle for `--session-timeout` seconds is dropped (its stream goes back).
 - Before each forward the server waits up to `--batch-wait-ms` (5) for the sessions the
   forward before it answered (their clients read the answer and send the next unit), so
@@ -41,7 +43,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from east_agent.common.arguments import non_negative_int, positive_int
+from east_agent.common.arguments import given_flags, non_negative_int, positive_int
 
 if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without torch
     from east_agent.decoding.stream_pool import StreamPool
@@ -350,6 +352,27 @@ def build_app(service: AgentService):
         [(r"/", Info), (r"/reset", Reset), (r"/close", Close), (r"/input", Input),
          (r"/output", Output), (r"/step", Step)]
     )  # fmt: skip
+
+
+# SimulEval's flags of the evaluating side: a server translates what its clients send and
+# scores nothing, so these would be silently ignored there.
+EVALUATOR_FLAGS = (
+    "--source", "--target", "--output", "--continue-unfinished", "--start-index",
+    "--end-index", "--quality-metrics", "--latency-metrics", "--computation-aware",
+    "--no-scoring", "--no-use-ref-len", "--eval-latency-unit", "--eval-latency-spm-model",
+    "--sacrebleu-tokenizer", "--ca-unit-seconds",
+)  # fmt: skip
+
+
+def refuse_evaluator_flags(argv: list[str]) -> None:
+    """The evaluator's flags given to the server are refused before anything loads."""
+    given = given_flags(argv, EVALUATOR_FLAGS, prefix="--comet-")
+    if given:
+        raise ValueError(
+            f"{' '.join(given)}: the evaluator's, not the server's (it translates what its "
+            "clients send and scores nothing): give them to the client, `east-remote-eval "
+            "--remote-port PORT --source ... --target ... --output ...`"
+        )
 
 
 def add_server_args(parser: argparse.ArgumentParser) -> None:

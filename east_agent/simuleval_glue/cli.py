@@ -217,19 +217,27 @@ def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None)
 
 
 def _given(flag: str) -> bool:
-    return any(arg == flag or arg.startswith(flag + "=") for arg in sys.argv[1:])
+    from east_agent.common.arguments import given_flags
+
+    return bool(given_flags(sys.argv[1:], (flag,)))
 
 
 def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     """This package's agents get the session server; any other agent SimulEval's own."""
     from east_agent.simuleval_glue.adapter import StreamingAgent
-    from east_agent.simuleval_glue.agent_server import DEFAULT_SESSIONS, add_server_args, serve
+    from east_agent.simuleval_glue.agent_server import (
+        DEFAULT_SESSIONS,
+        add_server_args,
+        refuse_evaluator_flags,
+        serve,
+    )
     from east_agent.simuleval_glue.batch import parse_args
 
     agent_class = _agent_class()
     if not issubclass(agent_class, StreamingAgent):
         simuleval_main()
         return
+    refuse_evaluator_flags(argv)
     server_parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False)
     add_server_args(server_parser)
     server_args, rest = server_parser.parse_known_args(argv)

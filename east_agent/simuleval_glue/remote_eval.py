@@ -59,6 +59,12 @@ CONNECT_SECONDS = 10
 ANSWER_SECONDS = 600  # --request-timeout: the longest wait for an answer (a step)
 CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
+# SimulEval's flags of the system side: this command's parser is SimulEval's and has them,
+# but the served system was started with its own, and this client would ignore them.
+SERVED_SYSTEM_FLAGS = (
+    "--agent", "--agent-class", "--system-dir", "--system-config", "--standalone",
+    "--remote-eval", "--slurm", "--device", "--dtype", "--fp16",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,7 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     info = _server_info(base_url)  # before the folder changes
     _take_source_language(args, info)
+    _check_target_language(args.tgt_lang, info, base_url)
     served = _served_settings(args, info)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
     if args.batch_size > 1 or isinstance(info.get("streams"), int):  # SimulEval's: none
@@ -136,6 +143,31 @@ def _take_source_language(args: argparse.Namespace, info: dict) -> None:
     language = info.get("source_language")
     if getattr(args, "comet_source_lang", "") is None and isinstance(language, str):
         args.comet_source_lang = language
+
+
+def _check_target_language(wanted: str | None, info: dict, base_url: str) -> None:
+    """`--tgt-lang` goes to the server in every segment; this package's server translates
+    into the language it was started with, and a run that asks for another is refused."""
+    served = (
+        info.get("settings", {}).get("tgt_lang") if isinstance(info.get("settings"), dict) else None
+    )
+    if wanted is None or not isinstance(served, str) or _language(wanted) == _language(served):
+        return
+    raise ValueError(
+        f"--tgt-lang {wanted}: the server at {base_url} translates into {served} (its "
+        "--tgt-lang); evaluate a server of that direction, or drop --tgt-lang"
+    )
+
+
+def _refuse_served_system_flags(argv: list[str]) -> None:
+    from east_agent.common.arguments import given_flags
+
+    given = given_flags(argv, SERVED_SYSTEM_FLAGS)
+    if given:
+        raise ValueError(
+            f"{' '.join(given)}: the served system's, given where it is served "
+            "(`east-simuleval --standalone ...`); east-remote-eval only sends it the source"
+        )
 
 
 def _served_settings(args: argparse.Namespace, info: dict) -> dict:
@@ -519,6 +551,10 @@ def main(argv: list[str] | None = None) -> None:
     simuleval_fixes.apply()
     parser = options.general_parser()  # SimulEval's, made without -h
     parser.prog, parser.allow_abbrev = "east-remote-eval", False
+    parser.usage = (
+        "%(prog)s [--remote-address HOST] [--remote-port PORT] --source FILE --target FILE "
+        "[--output DIR] [options]"
+    )
     parser.description = "Evaluate a served system (east-simuleval --standalone) over HTTP."
     options.add_dataloader_args(parser)
     options.add_evaluator_args(parser)
@@ -539,7 +575,16 @@ def main(argv: list[str] | None = None) -> None:
     # last: SimulEval's option builders parse what is known so far, and would print a
     # help that lacks the options added after them
     parser.add_argument("-h", "--help", action="help", help="show this help and exit")
+    for action in parser._actions:
+        if set(action.option_strings) & set(SERVED_SYSTEM_FLAGS):  # refused below
+            action.help = argparse.SUPPRESS
+        elif action.dest == "tgt_lang":
+            action.help = (
+                "the target language sent with each source segment (checked against the "
+                "language this package's server translates into)"
+            )
     args = parser.parse_args()
+    _refuse_served_system_flags(sys.argv[1:])
     if args.score_only:  # no server needed; the types are the folder's (config.yaml)
         from east_agent.simuleval_glue.batch import score_folder
 

@@ -269,6 +269,27 @@ def test_what_it_cannot_evaluate_is_refused_before_the_folder_changes(
     assert result.returncode == 2 and "--output" in result.stderr and "a file" in result.stderr
 
 
+@pytest.mark.parametrize("flags", [["--device", "cuda"], ["--agent", "agent.py", "--fp16"]])
+def test_the_served_systems_flags_are_refused(test_set, tmp_path, flags):
+    """The served system was started with its own (before: silently ignored here)."""
+    result = remote_eval(1, test_set, tmp_path / "out", *flags)
+    given = " ".join(flag for flag in flags if flag.startswith("--"))
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"east-remote-eval: {given}: the served system's" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_target_language_is_checked_against_the_servers():
+    from east_agent.simuleval_glue.remote_eval import _check_target_language
+
+    english = {"settings": {"tgt_lang": "en"}}
+    for wanted in (None, "en", "English"):
+        _check_target_language(wanted, english, "http://server")
+    _check_target_language("fr", {}, "http://server")  # SimulEval's server says nothing
+    with pytest.raises(ValueError, match="--tgt-lang fr: the server at http://server trans"):
+        _check_target_language("fr", english, "http://server")
+
+
 def test_no_server_is_one_line_before_the_folder_changes(test_set, tmp_path):
     output = tmp_path / "out"
     output.mkdir()
@@ -368,6 +389,8 @@ def test_help_lists_the_clients_flags():
     assert result.stdout.startswith("usage: east-remote-eval")
     for flag in ("--request-timeout", "--batch-size", "--remote-port", "--score-only"):
         assert flag in result.stdout
+    for flag in ("--agent", "--device", "--fp16", "--standalone"):  # refused: not offered
+        assert f"{flag} " not in result.stdout
 
 
 def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):

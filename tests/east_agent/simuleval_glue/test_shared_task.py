@@ -85,16 +85,17 @@ def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, tes
         a_port_in_use_is_refused_before_loading(port, tmp_path)
         clients = [
             subprocess.Popen(
-                remote_eval_command(port, test_set, tmp_path / name),
+                remote_eval_command(port, test_set, tmp_path / name, *extra),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 text=True,
-            )
-            for name in ("first", "second")
+            )  # the server's own target language asked for, by code or by name
+            for name, extra in (("first", ["--tgt-lang", "en"]), ("second", []))
         ]
         for client in clients:
             assert client.wait(timeout=300) == 0, client.stderr.read()[-3000:]
         three_at_once(port, test_set, tmp_path / "concurrent")
+        another_target_language_is_refused(port, test_set, tmp_path / "french")
         check_sessions_and_bad_requests(f"http://127.0.0.1:{port}")
         words = one_request_or_two_give_the_same_output(f"http://127.0.0.1:{port}", test_set)
         # the clients sent each word and took its output in one request (POST /step)
@@ -137,6 +138,37 @@ def a_port_in_use_is_refused_before_loading(port, tmp_path):
     assert busy.returncode == 2, busy.stderr[-3000:]
     assert f"--remote-port {port}: cannot listen on 127.0.0.1:{port}" in busy.stderr
     assert "never-loaded" not in busy.stderr and "Traceback" not in busy.stderr
+
+
+def another_target_language_is_refused(port, test_set, output):
+    """`--tgt-lang` goes to the server with every segment; this package's server
+    translates into its own (before: ignored, an English run scored against French)."""
+    result = subprocess.run(
+        remote_eval_command(port, test_set, output, "--tgt-lang", "fr"),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"--tgt-lang fr: the server at http://127.0.0.1:{port} translates into en" in (
+        result.stderr
+    )
+    assert not output.exists()
+
+
+def test_the_evaluators_flags_are_refused_by_the_server(tmp_path):
+    """The server translates what clients send and scores nothing: the data and scoring
+    flags would be ignored there (before: silently); refused before the model loads."""
+    refused = subprocess.run(
+        [console_script("east-simuleval"), "--standalone", "--remote-port", str(free_port()),
+         "--agent", str(AGENT_FILE), "--model-path", str(tmp_path / "never-loaded"),
+         *AGENT_FLAGS, "--source", "src.txt", "--output=out", "--comet-batch-size", "8"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "--source --output --comet-batch-size: the evaluator's, not the server's" in (
+        refused.stderr
+    )
+    assert "never-loaded" not in refused.stderr and "Traceback" not in refused.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
 def remote_eval_command(port, test_set, output, *extra):

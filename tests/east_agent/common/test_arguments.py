@@ -1,0 +1,21 @@
+"""The shared argument helpers."""
+
+import argparse
+
+import pytest
+
+from east_agent.common.arguments import given_flags, positive_int
+
+
+def test_given_flags_reads_either_spelling_and_no_longer_flag():
+    argv = ["--source-type", "text", "--output=out", "--source", "a", "--comet-gpus", "1"]
+    assert given_flags(argv, ("--source", "--output", "--target")) == ["--output", "--source"]
+    assert given_flags(argv, ("--target",), prefix="--comet-") == ["--comet-gpus"]
+    assert given_flags(["--output", "a", "--output", "b"], ("--output",)) == ["--output"]
+
+
+def test_positive_int_refuses_zero_and_words():
+    assert positive_int("3") == 3
+    for text in ("0", "-1", "two"):
+        with pytest.raises(argparse.ArgumentTypeError, match="at least 1"):
+            positive_int(text)

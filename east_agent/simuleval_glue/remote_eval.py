@@ -148,9 +148,8 @@ def _take_source_language(args: argparse.Namespace, info: dict) -> None:
 def _check_target_language(wanted: str | None, info: dict, base_url: str) -> None:
     """`--tgt-lang` goes to the server in every segment; this package's server translates
     into the language it was started with, and a run that asks for another is refused."""
-    served = (
-        info.get("settings", {}).get("tgt_lang") if isinstance(info.get("settings"), dict) else None
-    )
+    settings = info.get("settings")
+    served = settings.get("tgt_lang") if isinstance(settings, dict) else None
     if wanted is None or not isinstance(served, str) or _language(wanted) == _language(served):
         return
     raise ValueError(

@@ -17,7 +17,7 @@ import argparse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from east_agent.common.atomic import atomic_path
+from east_agent.common.atomic import atomic_path, check_replaceable
 from east_agent.common.entry import command_line
 from east_agent.common.text_lines import iter_lines
 from east_agent.decoding.prompt import (
@@ -41,6 +41,8 @@ LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+
+MODEL_MARKS = ("config.json", "tokenizer_config.json")  # what every output of this holds
 
 
 def prompt_texts() -> Iterator[str]:
@@ -104,6 +106,9 @@ def build_base_model(
     missing = [str(path) for path in corpus if not Path(path).is_file()]
     if missing:
         raise FileNotFoundError(f"no such corpus file: {', '.join(missing)}")
+    check_replaceable(Path(output), "model folder", MODEL_MARKS)
+    if hidden_size % heads:
+        raise ValueError(f"--hidden-size {hidden_size} is not a multiple of --heads {heads}")
     tokenizer = train_tokenizer(corpus, vocab_size)
     torch.manual_seed(seed)
     config = LlamaConfig(

@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from east_agent.common.atomic import check_replaceable
 from east_agent.common.entry import command_line
 from east_agent.common.records import RecordError, load_records, text_output, write_jsonl
 from east_agent.common.text_lines import read_lines
@@ -268,8 +269,11 @@ def build(
         if keep_pair(source_words, target_words, report, max_words, max_ratio):
             kept.append((source_words, target_words))
     report.kept = len(kept)
+    if not kept:
+        raise ValueError("no sentence pair is left to align: " + "; ".join(report.lines()))
+    levels = list(dict.fromkeys(levels))  # a level given twice would write its records twice
     links_path = Path(f"{output}.links.gz")
-    all_links = load_links(alignments, len(kept)) if alignments else None
+    all_links = load_links(alignments, kept) if alignments else None
     if all_links is None:
         logger.info("aligning %d pairs with eflomal", len(kept))
         workdir = output.parent / f".{output.name}.align"
@@ -312,11 +316,26 @@ def save_links(path: Path, all_links: list[Links]) -> None:
         handle.write("\n".join(lines) + "\n")
 
 
-def load_links(path: Path, expected: int) -> list[Links]:
+def load_links(path: Path, kept: list[tuple[list[str], list[str]]]) -> list[Links]:
+    """The saved links of the `kept` pairs, each within its pair's words (links of another
+    corpus of as many pairs would otherwise be used silently, or crash later)."""
     lines = read_lines(path)
-    if len(lines) != expected:
-        raise ValueError(f"{path}: {len(lines)} alignment lines for {expected} kept pairs")
-    return [parse_links(line) for line in lines]
+    if len(lines) != len(kept):
+        raise ValueError(f"{path}: {len(lines)} alignment lines for {len(kept)} kept pairs")
+    all_links = []
+    for number, (line, (source, target)) in enumerate(zip(lines, kept), start=1):
+        try:
+            links = parse_links(line)
+        except ValueError:
+            raise ValueError(f"{path}: line {number}: not links (i-j ...): {line[:60]!r}") from None
+        outside = [f"{i}-{j}" for i, j in sorted(links) if i >= len(source) or j >= len(target)]
+        if outside:
+            raise ValueError(
+                f"{path}: line {number}: link {outside[0]} is outside its pair ({len(source)} "
+                f"source and {len(target)} target words): links of another corpus?"
+            )
+        all_links.append(links)
+    return all_links
 
 
 @command_line("build_data")
@@ -337,6 +356,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     if (args.pairs is None) == (args.source is None or args.target is None):
         parser.error("give --source and --target, or --pairs")
+    check_replaceable(args.output, "JSON Lines file")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report = build(
         read_parallel(args.source, args.target, args.pairs),

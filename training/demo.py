@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from east_agent.common.atomic import atomic_path, write_atomically
+from east_agent.common.atomic import atomic_path, check_replaceable, write_atomically
 from east_agent.common.entry import command_line
 from east_agent.evaluation.testsets import DATA as SHIPPED_DATA
 
@@ -227,6 +227,21 @@ def evaluate(args) -> None:
         run_grid(config, only=evaluation.runs, limit=args.eval_limit)
 
 
+CARD_MARKS = ("README.md", "config.json", "alignments")  # what every card folder holds
+
+
+def check_card_output(output: Path, workdir: Path) -> None:
+    """The card replaces `--output` whole: neither the workdir, nor a folder holding it,
+    nor one that is not a card (a user's) is replaced."""
+    output, workdir = output.resolve(), workdir.resolve()
+    if output == workdir or output in workdir.parents:
+        raise ValueError(
+            f"--output {output} holds --workdir {workdir}: the card would replace it; "
+            "choose another --output"
+        )
+    check_replaceable(output, "model card folder", CARD_MARKS)
+
+
 def write_card(args, timings: dict[str, float]) -> None:
     from training.demo_card import model_card
 
@@ -283,6 +298,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 @command_line("demo")
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if "card" in args.steps:
+        check_card_output(args.output, args.workdir)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     args.workdir.mkdir(parents=True, exist_ok=True)
     timing_file = args.workdir / "timings.json"

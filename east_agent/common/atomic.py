@@ -87,6 +87,9 @@ def install(temporary: Path, path: Path) -> None:
     path = Path(path)
     if not path.is_dir() or path.is_symlink():
         os.replace(temporary, path)
+    elif not temporary.is_dir():
+        remove(temporary)
+        raise IsADirectoryError(errno.EISDIR, "a folder, not replaced by a file", str(path))
     elif exchange(temporary, path):
         remove(temporary)
     else:  # no atomic exchange here: the old folder goes aside first
@@ -127,6 +130,22 @@ def remove(path: Path) -> None:
         shutil.rmtree(path)
     elif path.exists() or path.is_symlink():
         path.unlink()
+
+
+def check_replaceable(path: Path, kind: str, marks: tuple[str, ...] = ()) -> None:
+    """Refuse, before any work, an output `path` that is there and is not what this
+    command writes: a folder (written in place of a file, or of a folder that lacks any of
+    `marks`, the files every `kind` holds) is replaced whole, and whatever it held lost."""
+    path = Path(path)
+    if not path.is_dir() or path.is_symlink():
+        return
+    missing = [mark for mark in marks if not (path / mark).exists()]
+    if not marks or missing:
+        holds = f" (no {', '.join(missing)})" if missing else ""
+        raise ValueError(
+            f"{path} is a folder, not a {kind}{holds}: writing there would delete it; "
+            "choose another output"
+        )
 
 
 @contextmanager

@@ -206,3 +206,37 @@ def test_a_latin1_training_file_is_named_with_its_line(tmp_path, capsys):
     assert exit_.value.code == 2
     error = capsys.readouterr().err
     assert error == f"build_data: {source}: line 2: not UTF-8 (byte 0xe9 at column 8)\n"
+
+
+def test_an_output_folder_nothing_kept_and_foreign_links_are_refused(tmp_path, capsys):
+    """Before: a folder named as --output was replaced by the records (and what it held
+    lost); no pair kept crashed in eflomal; links of another corpus of as many pairs were
+    used (or crashed later)."""
+    (tmp_path / "mine").mkdir()
+    source, target = tmp_path / "mine" / "de.txt", tmp_path / "mine" / "en.txt"
+    source.write_text("ein Hund\nzwei Katzen\n")
+    target.write_text("a dog\ntwo cats\n")
+    flags = ["--source", str(source), "--target", str(target), "--src-lang", "de",
+             "--tgt-lang", "en"]  # fmt: skip
+    for output, extra in ((tmp_path / "mine", []), (tmp_path / "o.jsonl", ["--max-words", "1"])):
+        with pytest.raises(SystemExit) as exit_:
+            main([*flags, "--output", str(output), *extra])
+        assert exit_.value.code == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0].startswith(f"build_data: {tmp_path / 'mine'} is a folder, not a JSON Lines")
+    assert errors[1].startswith("build_data: no sentence pair is left to align: 2 sentence pairs")
+    assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["de.txt", "en.txt"]
+    links = tmp_path / "links.gz"
+    save_links(links, [{(0, 0), (1, 1)}, {(0, 0), (2, 1)}])
+    with pytest.raises(ValueError, match="links.gz: line 2: link 2-1 is outside its pair"):
+        build([("ein Hund", "a dog"), ("zwei Katzen", "two cats")], "de", "en",
+              tmp_path / "o.jsonl", alignments=links, progress=False)  # fmt: skip
+
+
+def test_a_level_given_twice_is_written_once(tmp_path):
+    links = tmp_path / "links.gz"
+    pairs = [("ein großer Hund läuft", "a big dog runs")] * 2
+    save_links(links, [{(0, 0), (1, 1), (2, 2), (3, 3)}] * 2)
+    build(pairs, "de", "en", tmp_path / "o.jsonl", ["low", "high", "low"], links, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert sorted(record["latency"] for record in records) == ["high", "high", "low", "low"]

@@ -3,6 +3,7 @@ evaluation, model card) at smoke-test size, and the shipped demo model itself.""
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -114,6 +115,38 @@ def test_a_missing_corpus_is_one_line_and_exit_2(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"base_model: no such corpus file: {tmp_path / 'none.txt'}\n"
     assert not (tmp_path / "b").exists()
+
+
+def test_an_output_that_is_not_a_base_model_is_refused_before_any_work(tmp_path, capsys):
+    """Before: the folder (and the user's files in it) was replaced by the model."""
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "notes.txt").write_text("mine")
+    corpus = [str(MULTI30K / "val.de.gz")]
+    for flags in (["--output", str(tmp_path / "keep")], ["--hidden-size", "30", "--heads", "4"]):
+        with pytest.raises(SystemExit) as exit_info:
+            base_model_main(["--corpus", *corpus, "--output", str(tmp_path / "b"), *flags])
+        assert exit_info.value.code == 2
+    error = capsys.readouterr().err.splitlines()
+    assert error[0].startswith(f"base_model: {tmp_path / 'keep'} is a folder, not a model")
+    assert error[1] == "base_model: --hidden-size 30 is not a multiple of --heads 4"
+    assert os.listdir(tmp_path / "keep") == ["notes.txt"] and not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("output", ["work", ".", "mine"])
+def test_a_card_output_holding_the_workdir_or_not_a_card_is_refused(tmp_path, output):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "work").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "training.demo", "--steps", "card", "--workdir", "work",
+         "--output", output],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    message = "holds --workdir" if output != "mine" else "is a folder, not a model card folder"
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["mine", "work"]
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"] and not os.listdir(tmp_path / "work")
 
 
 def test_a_corpus_byte_that_is_not_utf8_is_named_by_file_and_line(tmp_path, capsys):

@@ -14,6 +14,7 @@ from east_agent.common import atomic
 from east_agent.common.atomic import (
     append_atomically,
     atomic_path,
+    check_replaceable,
     temporary_beside,
     write_atomically,
 )
@@ -154,3 +155,25 @@ def test_appends_at_once_are_all_kept(tmp_path):
 def append_many(output: Path, writer: int) -> None:
     for line in range(20):
         append_atomically(output, f"{writer} {line}\n")
+
+
+def test_a_folder_is_never_replaced_by_a_file(tmp_path):
+    """Before: the folder was swapped out and deleted, whatever it held."""
+    folder_of(tmp_path / "data", ["corpus.de"], "mine")
+    with pytest.raises(IsADirectoryError, match="a folder, not replaced by a file"):
+        write_atomically(tmp_path / "data", "records\n")
+    assert contents(tmp_path / "data") == {"corpus.de": "mine"}
+    assert os.listdir(tmp_path) == ["data"]  # the temporary file removed
+
+
+def test_only_an_output_of_the_same_kind_is_replaceable(tmp_path):
+    folder_of(tmp_path / "notes", ["notes.txt"], "mine")
+    folder_of(tmp_path / "model", ["config.json", "tokenizer_config.json"], "{}")
+    (tmp_path / "data.jsonl").write_text("{}\n")
+    check_replaceable(tmp_path / "model", "model folder", ("config.json", "tokenizer_config.json"))
+    check_replaceable(tmp_path / "data.jsonl", "JSON Lines file")  # a file: replaced
+    check_replaceable(tmp_path / "new", "JSON Lines file")
+    with pytest.raises(ValueError, match="notes is a folder, not a model folder \\(no config"):
+        check_replaceable(tmp_path / "notes", "model folder", ("config.json",))
+    with pytest.raises(ValueError, match="model is a folder, not a JSON Lines file: writing"):
+        check_replaceable(tmp_path / "model", "JSON Lines file")

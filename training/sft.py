@@ -47,13 +47,21 @@ from training.data import (
     read_records,
     tokenize_records,
 )
+from training.resume import (
+    FINAL_MODEL_DIR,
+    SUMMARY,
+    check_checkpoints,
+    finish_from_checkpoint,
+    finished_step,
+    record_recipe,
+    resolve_resume,
+    trained_recipe,
+)
 
 if TYPE_CHECKING:
     from datasets import Dataset
 
 logger = logging.getLogger("training.sft")
-
-FINAL_MODEL_DIR = "model"
 
 
 def attention_implementation(setting: str) -> str:
@@ -166,40 +174,6 @@ def wrap_with_lora(model, config: SFTConfig):
     return model
 
 
-def last_complete_checkpoint(output_dir: Path) -> Path | None:
-    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last)."""
-    complete = [
-        path
-        for path in output_dir.glob("checkpoint-*")
-        if path.name.split("-")[-1].isdigit() and is_complete_checkpoint(path)
-    ]
-    return max(complete, key=lambda path: int(path.name.split("-")[-1]), default=None)
-
-
-def is_complete_checkpoint(folder: Path) -> bool:
-    """Whether `folder` holds a whole trainer state: the Trainer writes it in place, so a
-    run killed while writing it leaves a file that does not parse."""
-    try:
-        json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return True
-
-
-def resolve_resume(config: SFTConfig) -> str | None:
-    setting = config.resume_from_checkpoint
-    if setting in (None, False, "none", "no"):
-        return None
-    if setting in (True, "auto"):
-        checkpoint = last_complete_checkpoint(config.output_dir)
-        if checkpoint is not None:
-            logger.info("resuming from %s", checkpoint)
-        return str(checkpoint) if checkpoint else None
-    if not is_complete_checkpoint(Path(setting)):
-        raise ValueError(f"resume_from_checkpoint: {setting} is not a complete checkpoint")
-    return str(setting)
-
-
 def save_final_model(trainer, tokenizer, output_dir: Path) -> Path:
     """Write the model to a temporary folder, then rename it into place."""
     final = output_dir / FINAL_MODEL_DIR
@@ -283,6 +257,12 @@ def run(config: SFTConfig) -> Path:
     started = time.time()
     # TrainingArguments first: with a ZeRO-3 config it makes from_pretrained shard the model.
     training_args = TrainingArguments(**config.train)
+    resume, recipe = resolve_resume(config), trained_recipe(config)
+    check_checkpoints(config, recipe, resume)
+    finished_at = finished_step(resume, training_args.max_steps)
+    if finished_at is not None:
+        writer = training_args.process_index == 0
+        return finish_from_checkpoint(config, Path(resume), finished_at, writer)
     # Every record is read and checked before the model loads: bad data fails in seconds.
     conversations, report = read_data(config, config.data.files, training_args)
     if not conversations:
@@ -305,7 +285,9 @@ def run(config: SFTConfig) -> Path:
     if len(samples) == 0:
         raise ValueError("no training sample is left after reading the data")
     trainer = build_trainer(config, training_args, model, tokenizer, samples, eval_samples)
-    result = trainer.train(resume_from_checkpoint=resolve_resume(config))
+    if trainer.is_world_process_zero():
+        record_recipe(config, recipe)
+    result = trainer.train(resume_from_checkpoint=resume)
     final = save_final_model(trainer, tokenizer, config.output_dir)
     if trainer.is_world_process_zero():
         summary = {
@@ -321,7 +303,7 @@ def run(config: SFTConfig) -> Path:
             "final_model": str(final),
         }
         summary_text = json.dumps(summary, indent=2, default=str)
-        write_atomically(config.output_dir / "train_summary.json", summary_text)
+        write_atomically(config.output_dir / SUMMARY, summary_text)
     return final
 
 

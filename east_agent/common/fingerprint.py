@@ -18,6 +18,12 @@ from pathlib import Path
 
 WEIGHTS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}  # sampled
 SAMPLES, SAMPLE_BYTES = 1024, 4 << 10  # 4 MiB of each weights file, in blocks spread over it
+# What transformers and peft load from a model folder (weights, configuration, tokenizer,
+# chat template, remote code); not a model card, tables or plots written beside them.
+MODEL_FILE_SUFFIXES = {
+    ".json", ".safetensors", ".bin", ".pt", ".pth", ".model", ".tiktoken", ".txt", ".jinja",
+    ".py",
+}  # fmt: skip
 
 
 def files_fingerprint(paths: Iterable[Path], where: Path) -> str:
@@ -82,3 +88,29 @@ def shown_setting(value) -> str:
 
 def _where(value: dict) -> str:
     return value.get("file", value.get("folder"))
+
+
+def path_setting(path: Path, model_folder: bool) -> str | dict:
+    """A file by its content (a moved or copied file is the same one), a model folder by
+    its fingerprint, another folder by where it is."""
+    if not path.exists():
+        return str(path)
+    if path.is_file():
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            read_into(digest, handle, 0, None)
+        return {"file": str(path.resolve()), "sha256": digest.hexdigest()}
+    if model_folder:
+        return {"folder": str(path.resolve()), "sha256": folder_fingerprint(path)}
+    return str(path.resolve())
+
+
+def folder_fingerprint(folder: Path) -> str:
+    """The fingerprint of the folder's model files (`MODEL_FILE_SUFFIXES`; not its
+    subfolders nor hidden files)."""
+    files = [
+        path
+        for path in sorted(folder.iterdir())
+        if not path.name.startswith(".") and path.suffix in MODEL_FILE_SUFFIXES and path.is_file()
+    ]
+    return files_fingerprint(files, folder)

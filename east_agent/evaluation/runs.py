@@ -20,7 +20,7 @@ from typing import Any
 from east_agent.common.atomic import write_atomically
 from east_agent.common.child_process import run_child
 from east_agent.common.entry import CommandError
-from east_agent.common.fingerprint import is_content_setting, shown_setting
+from east_agent.common.fingerprint import is_content_setting, path_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.evaluation.config import (
@@ -33,7 +33,7 @@ from east_agent.evaluation.config import (
     command_flags,
 )
 from east_agent.evaluation.testsets import PreparedTestset
-from east_agent.simuleval_glue.run_folder import path_setting, settings_differ
+from east_agent.simuleval_glue.run_folder import settings_differ
 
 RUN_RECORD = "run.json"
 

@@ -176,10 +176,10 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     log keeps the record it has (a local run's is richer; a server that says nothing
     cannot contradict it), unless it names other data files or another source language:
     then the resume is refused."""
-    from east_agent.common.fingerprint import same_setting, shown_setting
+    from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
     from east_agent.common.records import read_json_object
     from east_agent.simuleval_glue.instance_log import finished_records
-    from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD, path_setting
+    from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD
 
     language = info.get("source_language")
     now = {name: path_setting(Path(getattr(args, name)), False) for name in ("source", "target")}

@@ -13,7 +13,8 @@
   data files; not where it runs nor how it is scored) are recorded with the log
   (`run_settings.json`), and a resumed run that asks for other settings is refused, naming
   them. Data files are known by their content, so a folder moved with its test set (a
-  grid's) resumes, and model folders by a fingerprint of theirs (`folder_fingerprint`),
+  grid's) resumes, and model folders by a fingerprint of theirs
+  (`east_agent.common.fingerprint.folder_fingerprint`),
   so a moved or copied checkpoint resumes too. A run whose settings cannot be
   read here (`--system-dir`) leaves no record, and a log without one is resumed as it
   is; `east-remote-eval` records the language this package's server reads (and keeps the
@@ -27,19 +28,13 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
-from east_agent.common.fingerprint import (
-    files_fingerprint,
-    read_into,
-    same_setting,
-    shown_setting,
-)
+from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.simuleval_glue.instance_log import finished_records, record_lines
@@ -61,12 +56,6 @@ NOT_SETTINGS = {
 }  # fmt: skip
 PATHS = {"user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
 MODEL_FOLDERS = {"model_path", "adapter_path"}  # known by a fingerprint, other folders by path
-# What transformers and peft load from a model folder (weights, configuration, tokenizer,
-# chat template, remote code); not a model card, tables or plots written beside them.
-MODEL_FILE_SUFFIXES = {
-    ".json", ".safetensors", ".bin", ".pt", ".pth", ".model", ".tiktoken", ".txt", ".jinja",
-    ".py",
-}  # fmt: skip
 PLAIN = (str, int, float, bool, type(None))
 
 
@@ -129,32 +118,6 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
             value = path_setting(Path(value), name in MODEL_FOLDERS)
         settings[name] = value
     return settings
-
-
-def path_setting(path: Path, model_folder: bool) -> str | dict:
-    """A file by its content (a moved or copied file is the same one), a model folder by
-    its fingerprint, another folder by where it is."""
-    if not path.exists():
-        return str(path)
-    if path.is_file():
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            read_into(digest, handle, 0, None)
-        return {"file": str(path.resolve()), "sha256": digest.hexdigest()}
-    if model_folder:
-        return {"folder": str(path.resolve()), "sha256": folder_fingerprint(path)}
-    return str(path.resolve())
-
-
-def folder_fingerprint(folder: Path) -> str:
-    """The fingerprint of the folder's model files (`MODEL_FILE_SUFFIXES`; not its
-    subfolders nor hidden files; `east_agent.common.fingerprint`)."""
-    files = [
-        path
-        for path in sorted(folder.iterdir())
-        if not path.name.startswith(".") and path.suffix in MODEL_FILE_SUFFIXES and path.is_file()
-    ]
-    return files_fingerprint(files, folder)
 
 
 @contextmanager

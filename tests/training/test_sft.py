@@ -1,7 +1,9 @@
 """Both SFT stages, LoRA merging and kill-and-resume on a tiny Llama with the Llama-3 tokenizer."""
 
+import copy
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,13 +26,18 @@ from tiny_east import (
 )
 from training.config import parse_config
 from training.merge_lora import MergeMismatchError, check_merge, merge
-from training.sft import (
+from training.resume import (
+    check_checkpoints,
+    finished_step,
     last_complete_checkpoint,
+    resolve_resume,
+    trained_recipe,
+)
+from training.sft import (
     load_model,
     load_tokenizer,
     main,
     resize_embeddings_with_mean,
-    resolve_resume,
     run,
 )
 
@@ -371,3 +378,50 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_fi
     assert resumed["data"]["cache_file"] == uninterrupted["data"]["cache_file"]
     assert len(resumed_losses) == 8  # steps from before the kill come from the checkpoint
     assert resumed_losses[-1] == pytest.approx(losses[-1], abs=1e-3)
+
+
+def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
+    base_checkpoint, data_files, workspace
+):
+    """Before: each rerun of a finished `max_steps` run trained one step more (transformers
+    resumed at the last step goes on), and `auto` resumed the checkpoints of whatever
+    recipe had trained into the folder."""
+    output = workspace / "finished"
+    tree = recipe("full", base_checkpoint, data_files[:1], output, max_steps=4, save_steps=4)
+    final = run(parse_config(tree))
+    weights, summary = (final / "model.safetensors").read_bytes(), logged_losses(output)[0]
+    assert summary["global_step"] == 4 and summary["train_metrics"]["train_loss"] > 0
+
+    assert run(parse_config(tree)) == final  # nothing to train: model and summary as they were
+    assert (final / "model.safetensors").read_bytes() == weights
+    assert logged_losses(output)[0] == summary
+    assert sorted(path.name for path in output.glob("checkpoint-*")) == ["checkpoint-4"]
+
+    shutil.rmtree(final)  # killed between the last checkpoint and the model
+    (output / "train_summary.json").unlink()
+    assert run(parse_config(tree)) == final
+    assert (final / "model.safetensors").read_bytes() == weights
+    written = json.loads((output / "train_summary.json").read_text())
+    assert written["global_step"] == 4 and written["written_from"] == str(output / "checkpoint-4")
+    assert not {"optimizer.pt", "trainer_state.json"} & {path.name for path in final.iterdir()}
+
+    other_data = recipe("full", base_checkpoint, data_files[1:], output, max_steps=4, save_steps=4)
+    other_rate = copy.deepcopy(tree)
+    other_rate["train"]["learning_rate"] = 1e-3
+    longer = copy.deepcopy(tree)
+    longer["train"]["max_steps"] = 5  # going on is a resume, not another recipe
+    assert finished_step(resolve_resume(parse_config(longer)), 5) is None
+    longer_config = parse_config(longer)
+    check_checkpoints(longer_config, trained_recipe(longer_config), resolve_resume(longer_config))
+    for changed, message in (
+        (other_data, r"data.files: \['.*simt.json' \(sha256 .*\)\] then, \['.*offline.jsonl'"),
+        (other_rate, "train.learning_rate: 0.003 then, 0.001 now"),
+    ):
+        with pytest.raises(
+            ValueError, match=f"checkpoint-4 was trained by another recipe .*{message}"
+        ):
+            run(parse_config(changed))
+    fresh = {**tree, "resume_from_checkpoint": None}
+    with pytest.raises(ValueError, match="holds checkpoints of an earlier run \\(checkpoint-4\\)"):
+        run(parse_config(fresh))
+    assert (final / "model.safetensors").read_bytes() == weights

@@ -1,0 +1,213 @@
+"""Which checkpoint a training run resumes from, and whether it may.
+
+- `resume_from_checkpoint: auto` takes the newest complete `checkpoint-N` of
+  `train.output_dir` (one whose trainer state parses: the Trainer writes it last).
+- Every run records what decides the weights its steps compute (`recipe.json` in
+  `output_dir`: stage, model, LoRA, data files by content, the training settings less
+  those that only change how it is logged, saved, evaluated or how long it goes on). An
+  `auto` resume from checkpoints of another recipe is refused naming what differs
+  (before: a smoke test's checkpoints were resumed by the full run in the same folder),
+  and so is a run that does not resume into a folder holding checkpoints (a later `auto`
+  would take them for its own). A checkpoint named in the recipe is taken as it is.
+- A run resumed at its last step (`max_steps` reached) is finished: transformers would
+  train one step more at every rerun. Its model is the checkpoint's: `model/` is kept when
+  it was written at that step, else copied from the checkpoint (a kill between the last
+  checkpoint and the model).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from east_agent.common.atomic import atomic_path, write_atomically
+from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
+from training.config import SFTConfig
+
+logger = logging.getLogger("training.resume")
+
+RECIPE_RECORD = "recipe.json"
+SUMMARY = "train_summary.json"
+FINAL_MODEL_DIR = "model"
+# Training settings a resume may change: how the run is logged, saved and evaluated, where
+# it runs, how long it goes on; never what one step computes.
+RESUMABLE_TRAIN_KEYS = {
+    "output_dir", "max_steps", "num_train_epochs", "logging_steps", "logging_strategy",
+    "logging_first_step", "save_steps", "save_strategy", "save_total_limit", "eval_steps",
+    "eval_strategy", "eval_on_start", "per_device_eval_batch_size", "load_best_model_at_end",
+    "metric_for_best_model", "greater_is_better", "report_to", "run_name", "disable_tqdm",
+    "dataloader_num_workers", "use_cpu",
+}  # fmt: skip
+# What a checkpoint holds besides the model `save_model` writes (the Trainer's own state).
+TRAINER_STATE_FILES = {
+    "optimizer.pt", "scheduler.pt", "trainer_state.json", "latest", "zero_to_fp32.py",
+}  # fmt: skip
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a whole trainer state: the Trainer writes it in place, so a
+    run killed while writing it leaves a file that does not parse."""
+    try:
+        json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def last_complete_checkpoint(output_dir: Path) -> Path | None:
+    """The newest `checkpoint-N` whose trainer state was written (the Trainer writes it last)."""
+    complete = [path for path in checkpoints_in(output_dir) if is_complete_checkpoint(path)]
+    return max(complete, key=_step_of_name, default=None)
+
+
+def checkpoints_in(output_dir: Path) -> list[Path]:
+    return sorted(
+        (path for path in output_dir.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()),
+        key=_step_of_name,
+    )
+
+
+def _step_of_name(path: Path) -> int:
+    return int(path.name.split("-")[-1])
+
+
+def resolve_resume(config: SFTConfig) -> str | None:
+    setting = config.resume_from_checkpoint
+    if setting in (None, False, "none", "no"):
+        return None
+    if setting in (True, "auto"):
+        checkpoint = last_complete_checkpoint(config.output_dir)
+        if checkpoint is not None:
+            logger.info("resuming from %s", checkpoint)
+        return str(checkpoint) if checkpoint else None
+    if not is_complete_checkpoint(Path(setting)):
+        raise ValueError(f"resume_from_checkpoint: {setting} is not a complete checkpoint")
+    return str(setting)
+
+
+def trained_recipe(config: SFTConfig) -> dict:
+    """What decides the weights the run's steps compute, files known by their content."""
+    model = {**vars(config.model)}
+    model["name_or_path"] = path_setting(Path(config.model.name_or_path), model_folder=True)
+    data = {**vars(config.data)}
+    data["files"] = [path_setting(Path(name), model_folder=False) for name in config.data.files]
+    for not_trained_on in ("eval_files", "cache_dir"):
+        data.pop(not_trained_on)
+    train = {key: value for key, value in config.train.items() if key not in RESUMABLE_TRAIN_KEYS}
+    recipe = {"stage": config.stage, "model": model, "data": data, "train": train}
+    if config.stage == "lora":
+        recipe["lora"] = {**vars(config.lora)}
+    return json.loads(json.dumps(recipe, default=str))
+
+
+def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> None:
+    """Refuse checkpoints of another recipe, and a run that would mix its checkpoints with
+    an earlier run's; before anything loads."""
+    if resume is None:
+        earlier = [path.name for path in checkpoints_in(config.output_dir)]
+        if earlier:
+            raise ValueError(
+                f"{config.output_dir} holds checkpoints of an earlier run "
+                f"({', '.join(earlier)}) and this one does not resume: a later "
+                "`resume_from_checkpoint: auto` would take them for its own; resume (auto), "
+                "choose another train.output_dir, or remove them"
+            )
+        return
+    if config.resume_from_checkpoint not in (True, "auto"):
+        return  # a checkpoint named in the recipe: taken as the user says
+    record = Path(resume).parent / RECIPE_RECORD
+    if not record.exists():
+        logger.info("%s has no %s (an earlier version's): resumed unchecked", resume, record.name)
+        return
+    differ = _differences(json.loads(record.read_text()), recipe)
+    if differ:
+        raise ValueError(
+            f"{resume} was trained by another recipe ({'; '.join(differ)}): resume with the "
+            "recipe that wrote it, or train into another train.output_dir"
+        )
+
+
+def _differences(written: dict, now: dict, prefix: str = "") -> list[str]:
+    shown = []
+    for key in sorted(set(written) | set(now)):
+        one, other = written.get(key), now.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(one, dict) and isinstance(other, dict) and not _is_file(one):
+            shown += _differences(one, other, f"{name}.")
+        elif not _same(one, other):
+            shown.append(f"{name}: {_shown(one)} then, {_shown(other)} now")
+    return shown
+
+
+def _is_file(value) -> bool:
+    return isinstance(value, dict) and "sha256" in value
+
+
+def _same(one, other) -> bool:
+    if isinstance(one, list) and isinstance(other, list):
+        return len(one) == len(other) and all(map(same_setting, one, other))
+    return same_setting(one, other)
+
+
+def _shown(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(map(shown_setting, value)) + "]"
+    return shown_setting(value)
+
+
+def record_recipe(config: SFTConfig, recipe: dict) -> None:
+    config.output_dir.mkdir(parents=True, exist_ok=True)
+    write_atomically(config.output_dir / RECIPE_RECORD, json.dumps(recipe, indent=2) + "\n")
+
+
+def finished_step(resume: str | None, max_steps: int) -> int | None:
+    """The step at which the resumed checkpoint ended a `max_steps` run; None when the
+    run goes on (or is sized in epochs, which transformers resumes without a step more)."""
+    if resume is None or max_steps <= 0:
+        return None
+    step = json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", 0)
+    return step if step >= max_steps else None
+
+
+def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, writer: bool) -> Path:
+    """The model of a run that ended at `checkpoint` (step `step`), without training: the
+    `model/` written then, or the checkpoint's model copied there (`writer`: the process
+    that writes)."""
+    final = config.output_dir / FINAL_MODEL_DIR
+    summary_path = config.output_dir / SUMMARY
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    if final.is_dir() and summary.get("global_step") == step:
+        logger.info("finished at step %d already (%s): nothing to train", step, final)
+        return final
+    if not writer:
+        return final
+    files = [
+        path
+        for path in sorted(checkpoint.iterdir())
+        if path.is_file()
+        and path.name not in TRAINER_STATE_FILES
+        and not path.name.startswith("rng_state")
+    ]
+    if not any(path.suffix in (".safetensors", ".bin") for path in files):
+        raise ValueError(
+            f"{checkpoint} ended the run (step {step}) but holds no model weights (a ZeRO-3 "
+            "checkpoint without stage3_gather_16bit_weights_on_model_save?): convert it with "
+            "its zero_to_fp32.py"
+        )
+    with atomic_path(final) as temporary:
+        temporary.mkdir()
+        for path in files:
+            shutil.copy2(path, temporary / path.name)
+    logger.info("finished at step %d: %s copied from %s", step, final, checkpoint)
+    summary = {
+        "recipe": config.source,
+        "stage": config.stage,
+        "global_step": step,
+        "train_metrics": {},
+        "written_from": str(checkpoint),
+        "final_model": str(final),
+    }
+    write_atomically(summary_path, json.dumps(summary, indent=2, default=str))
+    return final

@@ -168,7 +168,12 @@ def finished_step(resume: str | None, max_steps: int) -> int | None:
     if resume is None or max_steps <= 0:
         return None
     step = json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", 0)
-    return step if step >= max_steps else None
+    if step > max_steps:
+        raise ValueError(
+            f"{resume} is at step {step}, past train.max_steps {max_steps}: its model was "
+            "trained longer than asked; train into another train.output_dir"
+        )
+    return step if step == max_steps else None
 
 
 def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, writer: bool) -> Path:

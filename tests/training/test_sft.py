@@ -411,6 +411,8 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
     longer = copy.deepcopy(tree)
     longer["train"]["max_steps"] = 5  # going on is a resume, not another recipe
     assert finished_step(resolve_resume(parse_config(longer)), 5) is None
+    with pytest.raises(ValueError, match="checkpoint-4 is at step 4, past train.max_steps 3"):
+        finished_step(resolve_resume(parse_config(longer)), 3)
     longer_config = parse_config(longer)
     check_checkpoints(longer_config, trained_recipe(longer_config), resolve_resume(longer_config))
     for changed, message in (

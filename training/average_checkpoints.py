@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,11 +42,19 @@ def average(
     if len(inputs) < 2:
         raise ValueError("average needs at least two checkpoints")
     weights = list(weights) if weights is not None else [1.0] * len(inputs)
-    if len(weights) != len(inputs) or any(weight <= 0 for weight in weights):
+    if len(weights) != len(inputs) or not all(0 < weight < math.inf for weight in weights):
         raise ValueError(f"need one positive weight per input, got {weights}")
     output = Path(output)
     if output.exists():
         raise ValueError(f"{output} exists; choose a new output folder")
+    for path in map(Path, inputs):
+        if not path.is_dir():
+            raise ValueError(f"{path}: no such checkpoint folder")
+        if (path / "adapter_config.json").exists():  # LoRA factors do not average as updates
+            raise ValueError(
+                f"{path} is a LoRA adapter: merge it into its base first (python -m "
+                "training.merge_lora), then average the merged checkpoints"
+            )
     model = AutoModelForCausalLM.from_pretrained(str(inputs[0]))
     dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
     total = sum(weights)

@@ -41,6 +41,8 @@ from typing import Any
 
 import yaml
 
+from east_agent.lm.checkpoint import TORCH_DTYPES
+
 STAGES = ("full", "lora")
 REMOVED_TRAINING_ARGUMENTS = {
     "warmup_ratio": "transformers 5 removed it: write `warmup_steps: 0.1` (a float < 1 is a ratio)",
@@ -189,10 +191,31 @@ def _type_name(expected: Any) -> str:
     return " or ".join("null" if name == "NoneType" else name for name in names)
 
 
+class _KeyGivenTwice(yaml.YAMLError):
+    def __init__(self, key, line: int) -> None:
+        super().__init__(f"line {line}: key {key!r} given twice")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last,
+    silently dropping a whole section or setting)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise _KeyGivenTwice(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _yaml(text: str, where: str) -> tuple[Any, Any]:
     """(YAML value, the same with every scalar as written)."""
     try:
-        return yaml.safe_load(text), yaml.load(text, Loader=yaml.BaseLoader)
+        return yaml.load(text, Loader=_UniqueKeyLoader), yaml.load(text, Loader=yaml.BaseLoader)
+    except _KeyGivenTwice as error:
+        raise ConfigError(f"{where}: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{where}: invalid YAML: {error}") from None
 
@@ -264,6 +287,36 @@ def check_training_arguments(train: dict, source: str) -> None:
         raise ConfigError(f"{source}: train.output_dir is required")
 
 
+AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size",
+                "gradient_accumulation_steps")  # fmt: skip
+
+
+def check_settings(model: ModelSettings, data: DataSettings, train: dict, source: str) -> None:
+    """Values of the right type that no run can use, refused before anything is read."""
+    if model.torch_dtype not in TORCH_DTYPES:
+        raise ConfigError(
+            f"{source}: model.torch_dtype {model.torch_dtype!r}: one of {', '.join(TORCH_DTYPES)}"
+        )
+    for name, value in (("cutoff_len", data.cutoff_len), ("max_samples", data.max_samples)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{source}: data.{name} must be at least 1, got {value}")
+    if not isinstance(train["output_dir"], str) or not train["output_dir"].strip():
+        raise ConfigError(f"{source}: train.output_dir must name a folder")
+    for name in AT_LEAST_ONE:
+        if isinstance(train.get(name), int) and train[name] < 1:
+            raise ConfigError(f"{source}: train.{name} must be at least 1, got {train[name]}")
+    if evaluates(train) and not data.eval_files:
+        raise ConfigError(
+            f"{source}: train.eval_strategy {train.get('eval_strategy')!r} needs "
+            "data.eval_files (the held-out records)"
+        )
+
+
+def evaluates(train: dict) -> bool:
+    """Whether the Trainer evaluates (its eval files are read only then)."""
+    return train.get("eval_strategy") not in (None, "no") or bool(train.get("eval_on_start"))
+
+
 def parse_config(tree: dict, source: str = "<config>") -> SFTConfig:
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: a recipe is a YAML mapping")
@@ -286,6 +339,7 @@ def parse_config(tree: dict, source: str = "<config>") -> SFTConfig:
     if not isinstance(train, dict):
         raise ConfigError(f"{source}: section 'train' must be a mapping")
     check_training_arguments(train, source)
+    check_settings(model, data, train, source)
     return SFTConfig(
         stage=stage,
         model=model,

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import atomic_path, check_replaceable, write_atomically
 from east_agent.common.entry import command_line
 from east_agent.evaluation.testsets import DATA as SHIPPED_DATA
@@ -282,11 +283,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="align again with eflomal (else the shipped models/east-demo/alignments are "
         "reused, whatever --output is; --max-pairs always aligns again)",
     )
-    parser.add_argument("--max-pairs", type=int, help="only the first N pairs (smoke tests)")
-    parser.add_argument("--stage1-steps", type=int, help="override the recipe's max_steps")
-    parser.add_argument("--stage2-steps", type=int, help="override the recipe's max_steps")
-    parser.add_argument("--eval-every", type=int, help="override eval_steps and save_steps")
-    parser.add_argument("--eval-limit", type=int, help="evaluate on the first N test sentences")
+    parser.add_argument(
+        "--max-pairs", type=positive_int, help="only the first N pairs (smoke tests)"
+    )
+    parser.add_argument("--stage1-steps", type=positive_int, help="override the recipe's max_steps")
+    parser.add_argument("--stage2-steps", type=positive_int, help="override the recipe's max_steps")
+    parser.add_argument(
+        "--eval-every", type=positive_int, help="override eval_steps and save_steps"
+    )
+    parser.add_argument(
+        "--eval-limit", type=positive_int, help="evaluate on the first N test sentences"
+    )
     parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--layers", type=int, default=6)

@@ -13,6 +13,7 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -66,6 +67,7 @@ def merge(
     output = Path(output)
     if output.exists():
         raise ValueError(f"{output} exists; choose a new output folder")
+    check_base_of_adapter(Path(base), Path(adapter))
     torch_dtype = getattr(torch, dtype)
     tokenizer_source = adapter if (Path(adapter) / "tokenizer_config.json").exists() else base
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
@@ -85,6 +87,28 @@ def merge(
         merged.save_pretrained(temporary)
         tokenizer.save_pretrained(temporary)
     return deviation
+
+
+def check_base_of_adapter(base: Path, adapter: Path) -> None:
+    """The adapter must exist, and be merged into the model it was trained on where its
+    config names one that is here (a merge into another base "verifies" against itself:
+    base + adapter equals the merge whatever the base)."""
+    from east_agent.common.fingerprint import folder_fingerprint
+
+    for name, folder in (("--base", base), ("--adapter", adapter)):
+        if not folder.is_dir():
+            raise ValueError(f"{name} {folder}: no such folder")
+    config = adapter / "adapter_config.json"
+    if not config.exists():
+        raise ValueError(f"--adapter {adapter}: no adapter_config.json (not a peft adapter)")
+    trained_on = json.loads(config.read_text()).get("base_model_name_or_path")
+    if not trained_on or not Path(trained_on).is_dir():
+        return  # a hub name, or a folder not here: nothing to compare
+    if folder_fingerprint(Path(trained_on)) != folder_fingerprint(base):
+        raise ValueError(
+            f"--adapter {adapter} was trained on {trained_on}, and --base {base} is another "
+            "model: merge it into the model it was trained on"
+        )
 
 
 @command_line("merge_lora")

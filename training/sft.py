@@ -38,7 +38,7 @@ from east_agent.common.atomic import install, temporary_beside, write_atomically
 from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
 from east_agent.lm.checkpoint import east_token_ids
-from training.config import SFTConfig, load_config
+from training.config import SFTConfig, evaluates, load_config
 from training.data import (
     IGNORE_INDEX,
     ChatTokenizer,
@@ -250,11 +250,31 @@ def tokenized_cache_dir(config: SFTConfig) -> Path:
     return Path(datasets.config.HF_DATASETS_CACHE) / "east-sft"
 
 
+def check_folders(config: SFTConfig) -> None:
+    """Folders the run writes that are files (a bare errno later, or mid-run)."""
+    for name, folder in (
+        ("train.output_dir", config.output_dir),
+        ("data.cache_dir", config.data.cache_dir),
+    ):
+        if folder is not None and Path(folder).is_file():
+            raise ValueError(f"{name} {folder}: a file, not a folder")
+
+
+def check_model_folder(name_or_path: str) -> None:
+    """A model named by a path must be there (else transformers asks the hub for it, and
+    fails with a traceback about repository ids: Stage II started before Stage I ended)."""
+    path = Path(name_or_path).expanduser()
+    written_as_path = name_or_path.startswith(("/", ".", "~")) or path.exists()
+    if written_as_path and not path.is_dir():
+        raise ValueError(f"model.name_or_path {name_or_path}: no such model folder")
+
+
 def run(config: SFTConfig) -> Path:
     """Train one stage and return the folder of the final model."""
     from transformers import TrainingArguments
 
     started = time.time()
+    check_folders(config)
     # TrainingArguments first: with a ZeRO-3 config it makes from_pretrained shard the model.
     training_args = TrainingArguments(**config.train)
     resume, recipe = resolve_resume(config), trained_recipe(config)
@@ -268,8 +288,13 @@ def run(config: SFTConfig) -> Path:
     if not conversations:
         raise ValueError("no training sample is left after reading the data")
     eval_records = None
-    if config.data.eval_files:
+    if config.data.eval_files and evaluates(config.train):
         eval_records = read_data(config, config.data.eval_files, training_args, evaluation=True)
+        if not eval_records[0]:
+            raise ValueError(f"data.eval_files hold no record: {', '.join(config.data.eval_files)}")
+    elif config.data.eval_files:
+        logger.info("data.eval_files not read: train.eval_strategy is no")
+    check_model_folder(config.model.name_or_path)
     tokenizer = load_tokenizer(config)
     if config.stage == "full":
         logger.info("EAST tokens added to the tokenizer: %d", add_east_tokens(tokenizer))
@@ -284,6 +309,8 @@ def run(config: SFTConfig) -> Path:
             )
     if len(samples) == 0:
         raise ValueError("no training sample is left after reading the data")
+    if eval_samples is not None and len(eval_samples) == 0:
+        raise ValueError(f"no eval sample is left within data.cutoff_len {config.data.cutoff_len}")
     trainer = build_trainer(config, training_args, model, tokenizer, samples, eval_samples)
     if trainer.is_world_process_zero():
         record_recipe(config, recipe)

@@ -44,3 +44,20 @@ def test_mismatched_checkpoints_are_named_and_nothing_is_written(tmp_path, east_
     assert error == "average_checkpoints: average needs at least two checkpoints\n"
     with pytest.raises(ValueError, match="wide exists; choose a new output folder"):
         average([tmp_path / "a", tmp_path / "a"], tmp_path / "wide")
+
+
+def test_inputs_no_run_can_average_are_refused_before_loading(tmp_path, east_tokenizer):
+    """Before: a NaN weight wrote an all-NaN model (exit 0); a LoRA adapter's factors
+    were averaged one by one (not as updates); a missing folder was asked of the hub."""
+    save_model(tmp_path / "a", east_tokenizer, seed=1)
+    (tmp_path / "adapter").mkdir()
+    (tmp_path / "adapter" / "adapter_config.json").write_text("{}")
+    for inputs, weights, message in (
+        (["a", "a"], [float("nan"), 1.0], r"need one positive weight per input, got \[nan"),
+        (["a", "a"], [float("inf"), 1.0], r"need one positive weight per input, got \[inf"),
+        (["a", "adapter"], None, "adapter is a LoRA adapter: merge it into its base first"),
+        (["a", "nope"], None, "nope: no such checkpoint folder"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            average([tmp_path / name for name in inputs], tmp_path / "avg", weights)
+    assert not (tmp_path / "avg").exists()

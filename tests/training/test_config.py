@@ -100,6 +100,13 @@ def test_overrides_change_nested_values():
         ("stage=partial", "stage must be one of"),
         ("data.files=[]", "data.files lists no training file"),
         ("max_steps", "expected section.key=value"),
+        # values of the right type no run can use: refused before anything is read
+        ("model.torch_dtype=bf16", "model.torch_dtype 'bf16': one of "),
+        ("data.max_samples=-1", "data.max_samples must be at least 1, got -1"),
+        ("data.cutoff_len=0", "data.cutoff_len must be at least 1, got 0"),
+        ("train.output_dir=null", "train.output_dir must name a folder"),
+        ("train.per_device_train_batch_size=0", "per_device_train_batch_size must be at le"),
+        ("train.eval_strategy=steps", "train.eval_strategy 'steps' needs data.eval_files"),
     ],
 )
 def test_bad_recipes_are_named(override, message):
@@ -180,3 +187,13 @@ def test_system_prompt_setting():
     assert with_overrides().data.system_prompt is None
     helpful = with_overrides("data.system_prompt=You are a helpful assistant.")
     assert helpful.data.system_prompt == "You are a helpful assistant."
+
+
+def test_a_key_given_twice_is_named_with_its_line(tmp_path):
+    """Plain YAML keeps the last: a whole first `train:` section was silently dropped."""
+    text = (CONFIGS / "stage1_full.yaml").read_text()
+    path = tmp_path / "twice.yaml"
+    path.write_text(text + "train:\n  learning_rate: 1.0e-4\n")
+    line = len(text.splitlines()) + 1
+    with pytest.raises(ConfigError, match=f"twice.yaml: line {line}: key 'train' given twice$"):
+        load_config(path)

@@ -228,3 +228,16 @@ def test_shipped_model_translates_stage_two_direction(tmp_path):
     (low_bleu, low_al), (high_bleu, high_al) = scores["low"], scores["high"]
     assert min(low_bleu, high_bleu) >= 10  # measured: 16.6 and 20.3
     assert 0 < low_al < high_al
+
+
+@pytest.mark.parametrize(
+    "flag", ["--stage1-steps", "--stage2-steps", "--eval-every", "--max-pairs"]
+)
+def test_a_count_of_zero_is_refused_not_ignored(flag, capsys):
+    """Before: `--stage1-steps 0` fell back to the recipe's 1,000 steps, silently."""
+    from training.demo import parse_args
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([flag, "0"])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: takes a whole number of at least 1" in capsys.readouterr().err

@@ -208,6 +208,19 @@ def test_merge_refuses_an_existing_output(merged, stage1, stage2):
     assert result.returncode != 0 and "exists; choose a new output folder" in result.stderr
 
 
+def test_merge_refuses_another_base_than_the_adapters(base_checkpoint, stage2, tmp_path):
+    """Before: merged into any base and "verified" (base + adapter equals the merge
+    whatever the base)."""
+    for base, adapter, message in (
+        (base_checkpoint, stage2, f"--adapter {stage2} was trained on .*stage1.*another model"),
+        (base_checkpoint, tmp_path / "none", f"--adapter {tmp_path / 'none'}: no such folder"),
+        (tmp_path / "none", stage2, f"--base {tmp_path / 'none'}: no such folder"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            merge(base, adapter, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
 def test_merged_checkpoint_runs_in_simuleval(merged, tmp_path):
     output, _ = merged
     model, tokenizer = load_east_checkpoint(output)
@@ -316,6 +329,8 @@ def test_bad_data_fails_before_the_model_loads(
         bad.write_text(json.dumps(record) + '\n{"src_lang": "de",\n')
     tree = recipe("full", tmp_path / "no-model", [good], tmp_path / "out")
     tree["data"][section] = [*tree["data"].get(section, []), str(bad)]
+    if section == "eval_files":
+        tree["train"]["eval_strategy"] = "steps"
     recipe_path = tmp_path / "recipe.yaml"
     recipe_path.write_text(yaml.safe_dump(tree))
     with pytest.raises(SystemExit) as exit_info:
@@ -324,6 +339,41 @@ def test_bad_data_fails_before_the_model_loads(
     error = capsys.readouterr().err
     assert error.startswith(f"sft: {bad}{message}") and error.count("\n") == 1, error
     assert loaded == []
+
+
+@pytest.mark.parametrize("fault", ["empty eval set", "no model folder", "output is a file"])
+def test_what_no_run_can_use_is_refused_before_the_model_loads(
+    tmp_path, monkeypatch, capsys, fault
+):
+    """Before: an empty eval set crashed at the first evaluation (KeyError), a missing
+    model folder was looked up on the hub (a traceback), an output_dir that is a file
+    gave a bare errno."""
+    loaded = []
+    monkeypatch.setattr("training.sft.load_tokenizer", lambda *a: loaded.append("tokenizer"))
+    monkeypatch.setattr("training.sft.load_model", lambda *a: loaded.append("model"))
+    good = tmp_path / "good.jsonl"
+    record = {"src_lang": "de", "tgt_lang": "en", "source": "ein Haus", "target": "a house"}
+    good.write_text(json.dumps(record) + "\n")
+    (tmp_path / "model").mkdir()
+    tree = recipe("full", tmp_path / "model", [good], tmp_path / "out")
+    if fault == "empty eval set":
+        (tmp_path / "empty.jsonl").write_text("")
+        tree["data"]["eval_files"] = [str(tmp_path / "empty.jsonl")]
+        tree["train"]["eval_strategy"] = "steps"
+        message = f"data.eval_files hold no record: {tmp_path / 'empty.jsonl'}"
+    elif fault == "no model folder":
+        tree["model"]["name_or_path"] = str(tmp_path / "stage1" / "model")
+        message = f"model.name_or_path {tmp_path / 'stage1' / 'model'}: no such model folder"
+    else:
+        (tmp_path / "out").write_text("mine")
+        message = f"train.output_dir {tmp_path / 'out'}: a file, not a folder"
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(recipe_path)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error == f"sft: {message}\n" and loaded == []
 
 
 def test_a_bad_recipe_is_one_line_and_exit_2(tmp_path, capsys):

@@ -199,7 +199,8 @@ def run_simuleval(
     """Run (or continue) one SimulEval command; return its wall seconds, all tries summed.
 
     A batched command (`--batch-size` above 1) runs in this process on `models` (a grid
-    loads its checkpoint once); SimulEval's own loop runs as a child process, which dies
+    loads its checkpoint once, before the clock of the run that first needs it starts: a
+    run's time is its own); SimulEval's own loop runs as a child process, which dies
     with this one. Every try is recorded when it starts, with the number of runs that
     shared the machine (`jobs`), so one killed outright still counts (up to its last
     sentence), and so does one that failed or was interrupted: what it had not finished is
@@ -217,13 +218,17 @@ def _run_simuleval(
     if finished_lines(output / "instances.log"):
         command = [*command, "--continue-unfinished"]
     print("$ " + " ".join(command), flush=True)
+    in_process = "--batch-size" in command
+    if in_process:  # the checkpoint loads before the clock starts: a run's time is its own
+        models = models or LoadedModels()
+        _load_model_of(command, models)
     started = time.time()
     output.mkdir(parents=True, exist_ok=True)
     write_tries(timing, [*tries, {"started": started, "seconds": None, "jobs": jobs}])
     finished = False
     try:
-        if "--batch-size" in command:
-            _run_in_process(command, models or LoadedModels())
+        if in_process:
+            _run_in_process(command, models)
         else:
             returncode = run_child(command)
             if returncode != 0:
@@ -277,6 +282,14 @@ class LoadedModels:
             self.key, self.loaded = None, None  # the old one goes before the new one loads
             self.loaded, self.key = agent_class.load(args, config), key
         return self.loaded
+
+
+def _load_model_of(command: list[str], models: LoadedModels) -> None:
+    from east_agent.simuleval_glue.batch import parse_args
+
+    agent_class = agent_class_of(command[command.index("--agent") + 1])
+    args = parse_args(agent_class, command[1:])
+    models.get(agent_class, args, agent_class.checked_config(args))
 
 
 def _run_in_process(command: list[str], models: LoadedModels) -> None:

@@ -198,3 +198,36 @@ def test_a_try_that_fails_counts_up_to_its_last_finished_sentence(tmp_path):
     [failed] = json.loads((tmp_path / "wall_seconds.json").read_text())["tries"]
     # the second after the last sentence is not counted
     assert failed["seconds"] == round(log.stat().st_mtime - failed["started"], 2)
+
+
+def test_a_batched_runs_time_leaves_out_the_checkpoint_load(east_checkpoint, tmp_path, monkeypatch):
+    """Before: the first run of each process counted the checkpoint's load (minutes for an
+    8B model) in its `wall_seconds`; the others, that share the load, did not."""
+    import time
+
+    from commands import AGENT_FILE, write_toy_test_set
+
+    import east_agent.agent
+    from east_agent.evaluation.runs import LoadedModels
+
+    load, loaded_at = east_agent.agent.load_east, []
+
+    def timed_load(*args):
+        loaded = load(*args)
+        loaded_at.append(time.time())
+        return loaded
+
+    monkeypatch.setattr(east_agent.agent, "load_east", timed_load)
+    write_toy_test_set(tmp_path, 2, seed=5)
+    models = LoadedModels()
+    for name in ("first", "second"):
+        command = [
+            "simuleval", "--agent", str(AGENT_FILE), "--model-path", str(east_checkpoint),
+            "--src-lang", "de", "--tgt-lang", "en", "--latency", "low",
+            "--source", str(tmp_path / "src.txt"), "--target", str(tmp_path / "ref.txt"),
+            "--latency-metrics", "AL", "--output", str(tmp_path / name), "--batch-size", "2",
+        ]  # fmt: skip
+        run_simuleval(command, tmp_path / name, models)
+    assert len(loaded_at) == 1  # once for both runs
+    first_try = json.loads((tmp_path / "first" / "wall_seconds.json").read_text())["tries"][0]
+    assert first_try["started"] >= loaded_at[0]  # the clock started after the load

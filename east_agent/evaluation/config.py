@@ -249,11 +249,15 @@ def command_flags(flags: dict[str, Any]) -> list[str]:
 def check_run_values(config: EvalConfig, run: Run) -> None:
     """A run's settings as its agent's parser reads them (a choice, a number): a bad value
     named by file, line and key before any run starts, not when its turn comes."""
+    shared = {key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}
     try:
-        agent_parser(run.agent).parse_known_args(command_flags(run.flags))
+        agent_parser(run.agent).parse_known_args(command_flags({**shared, **run.flags}))
     except argparse.ArgumentError as error:
         key = (error.argument_name or "").split("/")[0].lstrip("-").replace("-", "_")
-        keys = ("systems", run.system, key) if key else ("systems", run.system)
+        if key in shared and key not in run.flags:  # the grid's own value
+            keys = (key,)
+        else:
+            keys = ("systems", run.system, key) if key else ("systems", run.system)
         where = config.place().of(*keys)
         raise EvalConfigError(f"{where}: {error.message} (run {run.name})") from None
 

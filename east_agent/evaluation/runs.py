@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from east_agent.common.atomic import write_atomically
+from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.child_process import run_child
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import is_content_setting, path_setting, shown_setting
@@ -164,14 +164,23 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
     """Record what a run is made of; refuse a folder that holds a run made of something else.
 
     A folder with results but no record (made before records were kept) is left as it is;
-    an accepted record is rewritten as now (a checkpoint found where it was moved), unless
-    that would lose the checkpoint's fingerprint (a checkpoint gone since)."""
+    one whose record differs but that holds no finished sentence nor scores (its run
+    failed before translating) is taken for this run; an accepted record is rewritten as
+    now (a checkpoint found where it was moved), unless that would lose the checkpoint's
+    fingerprint (a checkpoint gone since)."""
     path = run_dir / RUN_RECORD
     if not path.exists() and any((run_dir / name).exists() for name in RESULT_FILES):
         return
     if path.exists():
         saved = read_json_object(path)
         differences = record_differences(saved, record)
+        if differences and not _holds_work(run_dir):
+            # a run that failed before its first sentence (a bad flag, a missing
+            # checkpoint): nothing made of the old settings is there to keep apart
+            with hold_run_lock(run_dir):  # not while a process writes there
+                remove(run_dir / "wall_seconds.json")
+                write_atomically(path, json.dumps(record, indent=2) + "\n")
+            return
         if differences:
             raise EvalConfigError(
                 f"{run_dir} holds a run made with {'; '.join(differences)}: "
@@ -184,6 +193,12 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
             return
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2) + "\n")
+
+
+def _holds_work(run_dir: Path) -> bool:
+    """Whether a run folder holds a finished sentence or scores."""
+    scored = any((run_dir / name).exists() for name in ("scores.tsv", "metrics.tsv"))
+    return scored or finished_lines(run_dir / "instances.log") > 0
 
 
 def finished_lines(log: Path) -> int:

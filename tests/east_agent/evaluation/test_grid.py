@@ -904,6 +904,9 @@ def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message)
         ),
         ({"systems": {"east": {"agent": "east", "latency": []}}}, "latency is an empty list"),
         ({"systems": {"east": {"agent": "eats"}}}, "systems.east.agent must be one of"),
+        # the grid's own agent flags, read as each run's agent reads them (before: passed,
+        # then every run failed with SimulEval's usage and no file or line)
+        ({"torch_dtype": "float64"}, "torch_dtype: invalid choice: 'float64'"),
     ],
 )
 def test_a_config_value_of_the_wrong_kind_is_named_before_anything_runs(

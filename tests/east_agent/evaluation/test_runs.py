@@ -180,8 +180,25 @@ def test_a_key_only_the_folder_has_is_a_difference(tmp_path):
     """A folder of the talks' gold sentences is not a streaming run's."""
     run_dir = tmp_path / "runs" / "east-low"
     claim_run_folder(run_dir, {**grid_record("someone/EAST-8B"), "gold_sentences": True})
+    (run_dir / "instances.log").write_text('{"index": 0}\n')  # a sentence of that run
     with pytest.raises(EvalConfigError, match="gold_sentences True"):
         claim_run_folder(run_dir, grid_record("someone/EAST-8B"))
+
+
+def test_a_folder_whose_run_translated_nothing_is_taken_by_the_corrected_run(tmp_path):
+    """A run that failed before its first sentence (a bad flag, a missing checkpoint) left
+    its record and its try; the corrected grid was refused the folder until it was deleted."""
+    run_dir = tmp_path / "runs" / "east-low"
+    bad = {**grid_record("someone/EAST-8B"), "flags": {"torch_dtype": "float64"}}
+    claim_run_folder(run_dir, bad)
+    (run_dir / "wall_seconds.json").write_text('{"seconds": 1.0, "tries": []}')
+    (run_dir / "instances.log").write_text("")
+    claim_run_folder(run_dir, grid_record("someone/EAST-8B"))
+    assert json.loads((run_dir / RUN_RECORD).read_text()) == grid_record("someone/EAST-8B")
+    assert not (run_dir / "wall_seconds.json").exists()
+    (run_dir / "scores.tsv").write_text("BLEU\n1.0\n")  # scores: a run made of the record
+    with pytest.raises(EvalConfigError, match="holds a run made with"):
+        claim_run_folder(run_dir, bad)
 
 
 def test_a_try_that_fails_counts_up_to_its_last_finished_sentence(tmp_path):

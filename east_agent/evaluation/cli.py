@@ -22,7 +22,13 @@ from east_agent.evaluation.config import (
 )
 from east_agent.evaluation.grid import run_grid
 from east_agent.evaluation.jobs import start_worker_imports
-from east_agent.evaluation.shards import merge_shards, parse_shard, summarize_merged
+from east_agent.evaluation.shards import (
+    check_shards_finished,
+    merge_shards,
+    parse_shard,
+    picked_runs,
+    summarize_merged,
+)
 
 
 @command_line("east-eval")
@@ -83,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     check_relative_paths(config, args.model_path is not None, model_needed=not merging)
     check_comet_settings(config)
     if merging:
-        picked = [run for run in every_run if not args.only or run.name in args.only]
+        picked = picked_runs(every_run, args.only)
+        check_shards_finished(config, picked, args.merge_shards)
         for run in picked:
             merge_shards(config, run, args.merge_shards)
         summarize_merged(config, every_run, {run.name for run in picked})

@@ -19,7 +19,7 @@ from functools import partial
 from typing import Any
 
 from east_agent.common.records import read_json_object
-from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
+from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
     LongformSet,
@@ -43,7 +43,7 @@ from east_agent.evaluation.runs import (
     run_record,
     simuleval_command,
 )
-from east_agent.evaluation.shards import shard_range
+from east_agent.evaluation.shards import picked_runs, shard_range
 from east_agent.evaluation.testsets import PreparedTestset, prepare_testset, read_prepared
 
 
@@ -75,10 +75,7 @@ def run_grid(
     dry_run: bool = False,
 ) -> list[dict[str, Any]]:
     every_run = config.runs()
-    runs = [run for run in every_run if not only or run.name in only]
-    if only and len(runs) != len(set(only)):
-        known = ", ".join(run.name for run in every_run)
-        raise EvalConfigError(f"--only names a run the config lacks (runs: {known})")
+    runs = picked_runs(every_run, only)
     if not dry_run and any(
         not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs
     ):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,10 @@ from typing import Any
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import is_content_setting
+from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
-from east_agent.evaluation.config import EvalConfig, Run
+from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
 from east_agent.evaluation.reports import summarize
 from east_agent.evaluation.run_scores import rescore_tabled, score_again, wanted_scoring
 from east_agent.evaluation.runs import (
@@ -62,7 +64,7 @@ def merged_run_record(shard_dirs: list[Path]) -> dict[str, Any] | None:
     paths = [folder / RUN_RECORD for folder in shard_dirs]
     if not all(path.exists() for path in paths):
         return None
-    records = [json.loads(path.read_text()) for path in paths]
+    records = [read_json_object(path) for path in paths]
     first = {**records[0], "sentences": None}
     for folder, record in zip(shard_dirs[1:], records[1:]):
         differences = record_differences(first, {**record, "sentences": None})
@@ -86,7 +88,7 @@ def merge_batch_records(shard_dirs: list[Path], run_dir: Path) -> None:
     """How the shards were batched, for the merged run's computation-aware latency: the
     most streams of any shard, and all the shards shared (none if every shard ran
     SimulEval's loop)."""
-    records = [json.loads(path.read_text()) for folder in shard_dirs
+    records = [read_json_object(path) for folder in shard_dirs
                if (path := folder / BATCH_RECORD).exists()]  # fmt: skip
     if records:
         record = combined_batch_record(records)
@@ -102,7 +104,7 @@ def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
     if not all(path.exists() for path in paths):
         remove(run_dir / SETTINGS_RECORD)
         return
-    records = [json.loads(path.read_text(encoding="utf-8")) for path in paths]
+    records = [read_json_object(path) for path in paths]
     if any(settings_differ(one, other) for one, other in combinations(records, 2)):
         remove(run_dir / SETTINGS_RECORD)
         return
@@ -111,13 +113,37 @@ def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
     write_atomically(run_dir / SETTINGS_RECORD, json.dumps(record, indent=2) + "\n")
 
 
+def picked_runs(every_run: list[Run], only: list[str] | None) -> list[Run]:
+    """The runs `--only` names (all without it); a name the config lacks is refused."""
+    runs = [run for run in every_run if not only or run.name in only]
+    if only and len(runs) != len(set(only)):
+        known = ", ".join(run.name for run in every_run)
+        raise EvalConfigError(f"--only names a run the config lacks (runs: {known})")
+    return runs
+
+
+def check_shards_finished(config: EvalConfig, runs: list[Run], count: int) -> None:
+    """Every shard of every run to merge has its scores, before any merge starts (a merge
+    is all or nothing)."""
+    missing = [
+        str(folder)
+        for run in runs
+        for folder in shard_folders(config, run, count)
+        if not (folder / "scores.tsv").exists()
+    ]
+    if missing:
+        raise CommandError(f"shards not finished (nothing merged): {', '.join(missing)}")
+
+
+def shard_folders(config: EvalConfig, run: Run, count: int) -> list[Path]:
+    return [config.run_dir(run, (index, count)) for index in range(1, count + 1)]
+
+
 def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     """Join the shards' logs into the run's folder and score them as the grid scores."""
     run_dir = config.run_dir(run)
-    shard_dirs = [config.run_dir(run, (index, count)) for index in range(1, count + 1)]
-    missing = [str(folder) for folder in shard_dirs if not (folder / "scores.tsv").exists()]
-    if missing:
-        raise CommandError(f"{run.name}: shards not finished: {', '.join(missing)}")
+    shard_dirs = shard_folders(config, run, count)
+    check_shards_finished(config, [run], count)
     lines = []
     for folder in shard_dirs:
         lines += read_lines(folder / "instances.log")
@@ -131,7 +157,7 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
         write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
         merge_batch_records(shard_dirs, run_dir)
         merge_settings_records(shard_dirs, run_dir)
-    timings = [json.loads((f / "wall_seconds.json").read_text()) for f in shard_dirs]
+    timings = [read_json_object(f / "wall_seconds.json") for f in shard_dirs]
     seconds = round(sum(timing["seconds"] for timing in timings), 2)
     tries = [attempt for timing in timings for attempt in timing.get("tries", [])]
     write_atomically(
@@ -144,6 +170,43 @@ def summarize_merged(config: EvalConfig, every_run: list[Run], merged: set[str])
     """The grid's tables after a merge, every other finished run scored as the grid scores
     first (one that cannot be is left out)."""
     testset = read_prepared(config.testset_dir)
-    others = [run for run in every_run if run.name not in merged]
+    tabled = _alike_merged(config, every_run, merged)
+    others = [run for run in tabled if run.name not in merged]
     unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
-    summarize(config, [run for run in every_run if run.name not in unscored])
+    summarize(config, [run for run in tabled if run.name not in unscored])
+
+
+RECORD_OF_A_TABLE = ("testset", "sentences", "model_path")  # what a table's runs must share
+
+
+def _alike_merged(config: EvalConfig, every_run: list[Run], merged: set[str]) -> list[Run]:
+    """The runs whose folders hold the merged runs' test set, span and checkpoint (a gold
+    sentences' run compared with a merged one of its kind); another is named and left out
+    (an earlier grid's, of another --limit, into the same --output), as `east-eval` does."""
+    records = {}
+    for run in every_run:
+        path = config.run_dir(run) / RUN_RECORD
+        if path.exists():
+            records[run.name] = read_json_object(path)
+    references = {}
+    for run in every_run:
+        if run.name in merged and run.name in records:
+            references.setdefault(run.gold_sentences, records[run.name])
+    tabled = []
+    for run in every_run:
+        reference, saved = references.get(run.gold_sentences), records.get(run.name)
+        if reference is not None and saved is not None:
+            differences = record_differences(
+                {key: saved.get(key) for key in RECORD_OF_A_TABLE},
+                {key: reference.get(key) for key in RECORD_OF_A_TABLE},
+            )
+            if differences:
+                print(
+                    f"east-eval: {run.name}: left out of the tables, made with "
+                    + "; ".join(differences),
+                    file=sys.stderr,
+                    flush=True,
+                )
+                continue
+        tabled.append(run)
+    return tabled

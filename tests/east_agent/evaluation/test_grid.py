@@ -295,6 +295,33 @@ def test_the_tables_after_a_merge_score_the_other_runs_as_the_grid(grid, tmp_pat
     for new, old in zip(after[1:], before[1:], strict=True):
         assert float(new["AL_CA"]) < float(old["AL_CA"])  # the other clock
 
+    # a run of another span (an earlier grid's --limit) is named and left out, as the grid
+    # does (before: tabled beside the merged runs, its significance on other sentences)
+    other = tmp_path / "out" / "runs" / "waitk-offline-k2" / "run.json"
+    record = json.loads(other.read_text())
+    other.write_text(json.dumps({**record, "sentences": [0, 2]}))
+    summarize_merged(slower, slower.runs(), merged={"east-low"})
+    assert "east-eval: waitk-offline-k2: left out of the tables, made with sentences" in (
+        capsys.readouterr().err
+    )
+    shown = [(row["system"], row["setting"]) for row in rows_of(tmp_path / "out")]
+    assert shown == [("east", "low"), ("east", "high")]
+
+
+def test_a_merge_names_unknown_runs_and_unfinished_shards_before_merging_any(grid, tmp_path):
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    tree = yaml.safe_load(config.read_text())
+    tree.update(output=str(tmp_path / "out"))
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree))
+    typo = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-lwo")
+    assert typo.returncode == 2 and "--only names a run the config lacks" in typo.stderr
+    unfinished = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
+    assert unfinished.returncode == 2, unfinished.stderr[-2000:]
+    assert "shards not finished (nothing merged): " in unfinished.stderr
+    for run in ("east-low", "east-high"):  # every run's shards named, before any merge
+        assert f"runs/{run}/shards/1-of-2" in unfinished.stderr
+
 
 def with_comet(config: Path, output: Path, settings, path: Path) -> Path:
     """`config` writing to `output`, COMET asked of the tiny checkpoint too."""

@@ -18,6 +18,7 @@ import sys
 from functools import partial
 from typing import Any
 
+from east_agent.common.entry import CommandError
 from east_agent.common.records import read_json_object
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
@@ -141,7 +142,13 @@ def run_grid(
         if not add_comet(config, testset, runs[job.number - 1], job.output, label):
             unscored.add(job.name)
 
-    compared = run_jobs(todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None)
+    try:
+        compared = run_jobs(
+            todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None
+        )
+    except CommandError:  # runs failed: the tables of those that finished, then the error
+        summarize(config, [run for run in tabled if run.name not in unscored])
+        raise
     return summarize(config, [run for run in tabled if run.name not in unscored], compared)
 
 

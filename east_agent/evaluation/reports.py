@@ -144,10 +144,11 @@ def plot_curves(
     rows: list[dict[str, Any]], path: Path, title: str, long_form: bool = False
 ) -> None:
     """BLEU against LAAL (LongYAAL for talks), a line per system; nothing to draw (and no
-    file) while no system has two settings."""
+    file: an earlier grid's curves are removed) while no system has two settings."""
     x_column, x_label = CURVE_AXES[long_form]
     systems = [row["system"] for row in rows if row[x_column] not in ("", "nan")]
     if all(systems.count(system) < 2 for system in systems):
+        remove(path)
         return
     import matplotlib
 

@@ -31,6 +31,9 @@ def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path
     assert "not started: east-high" in result.stderr
     assert (output / "runs" / "east-medium" / "scores.tsv").exists()
     assert "Traceback" in (output / "runs" / "east-low" / "console.log").read_text()
+    # the finished run's table all the same (before: none until every run succeeded)
+    assert "| east | medium |" in (output / "results.md").read_text()
+    assert result.stdout.rindex("| east | medium |") > result.stdout.rindex("east-medium:")
     rerun = east_eval(config, "--limit", "3", "--jobs", "2", "--only", "east-low", "east-medium")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "east-medium: done already, skipped" in rerun.stdout

@@ -11,3 +11,18 @@ def test_simulevals_scores_get_the_tables_three_decimals():
     ]
     assert score_cell("") == "" and score_cell("n/a") == "n/a"
     assert shown({"YAAL": 1.87, "EFSW": None}) == {"YAAL": "1.870", "EFSW": ""}
+
+
+def test_curves_of_an_earlier_grid_go_when_nothing_is_left_to_draw(tmp_path):
+    """Before: a grid whose table has one setting per system kept the last grid's curves
+    beside it, drawn from runs the table no longer holds."""
+    from east_agent.evaluation.reports import plot_curves
+
+    def row(setting, laal, bleu):
+        return {"system": "east", "setting": setting, "LAAL": laal, "BLEU": bleu}
+
+    path = tmp_path / "curves.png"
+    plot_curves([row("low", "1.5", "30.0"), row("high", "3.0", "35.0")], path, "set")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    plot_curves([row("high", "3.0", "35.0")], path, "set")
+    assert not path.exists()

@@ -52,6 +52,7 @@ from east_agent.decoding.prompt import (
     simt_instruction,
 )
 from east_agent.decoding.units import join_source_units, source_units, unit_text
+from east_agent.evaluation.config import checked_device
 from east_agent.lm import KV_CACHES, CachedLM, build_lm, cache_argument_name, new_dynamic_cache
 from east_agent.lm.checkpoint import TORCH_DTYPES
 from east_agent.lm.static import supports
@@ -751,7 +752,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = bench_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
-    device = torch.device(args.device)
+    device = checked_device(args.device, "--device")
     # Test set, schedule and output files are checked before the model loads (minutes for 8B).
     pairs, src_lang, tgt_lang = read_testset(args.testset)
     schedule_setting = read_schedule(args.schedule)

@@ -29,6 +29,7 @@ from east_agent.evaluation.shards import (
     picked_runs,
     summarize_merged,
 )
+from east_agent.simuleval_glue.run_folder import check_folder_path
 
 
 @command_line("east-eval")
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.shard:
         config = config.without_comet()  # checked and scored at the merge
     check_device(config, args.device is not None, needed_here=not (args.dry_run or merging))
+    check_folder_path(config.output, "--output" if args.output else config.place().of("output"))
     check_relative_paths(config, args.model_path is not None, model_needed=not merging)
     check_comet_settings(config)
     if merging:

@@ -313,15 +313,22 @@ def check_comet_settings(config: EvalConfig) -> None:
 def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> None:
     """A device torch knows (`cpu`, `cuda`, `cuda:1`); with `needed_here`, one this machine
     has. Named by the flag, or the config's file and line, before any run (imports torch)."""
+    where = "--device" if flag_given else config.place().of("device")
+    checked_device(config.device, where, needed_here)
+
+
+def checked_device(name: str, where: str, needed_here: bool = True):
+    """The torch device `name` says (refused naming `where` if torch knows none, or, with
+    `needed_here`, if it is a CUDA device this machine lacks)."""
     import torch
 
-    where = "--device" if flag_given else config.place().of("device")
     try:
-        device = torch.device(config.device)
+        device = torch.device(name)
     except RuntimeError as error:
-        raise EvalConfigError(f"{where}: {config.device!r} is not a device: {error}") from None
+        raise EvalConfigError(f"{where}: {name!r} is not a device: {error}") from None
     if needed_here and device.type == "cuda" and not torch.cuda.is_available():
-        raise EvalConfigError(f"{where}: {config.device!r}: this machine has no CUDA device")
+        raise EvalConfigError(f"{where}: {name!r}: this machine has no CUDA device")
+    return device
 
 
 def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_needed: bool) -> None:
@@ -376,6 +383,8 @@ def read_config_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise EvalConfigError(f"{path}: no such config") from None
+    except IsADirectoryError:
+        raise EvalConfigError(f"{path}: a folder, not a config file") from None
     except UnicodeDecodeError as error:
         raise EvalConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
 

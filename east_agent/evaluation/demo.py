@@ -19,10 +19,15 @@ from east_agent.common.atomic import remove
 from east_agent.common.entry import command_line
 from east_agent.common.run_lock import RUN_LOCK, hold_run_lock
 from east_agent.decoding.prompt import LATENCY_LEVELS
-from east_agent.evaluation.config import DEFAULT_BATCH_SIZE, EvalConfig
+from east_agent.evaluation.config import (
+    DEFAULT_BATCH_SIZE,
+    EvalConfig,
+    check_device,
+    check_testset,
+)
 from east_agent.evaluation.grid import run_grid
 from east_agent.lm.checkpoint import TORCH_DTYPES
-from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, check_folder_path
 
 # The repository's copy (the package is installed in editable mode from the checkout).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"
@@ -53,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
             "repository's models/east-demo: install with `pip install -e .` from a clone, "
             "or pass --model-path)"
         )
+    check_testset(args.testset, "--testset")
+    check_folder_path(Path(args.output), "--output")
     levels = list(LATENCY_LEVELS) if args.all_levels else [args.latency]
     config = EvalConfig(
         source=Path("east-demo"),
@@ -65,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         latency_metrics=["LAAL", "AL", "LAAL_CA", "AL_CA"],
         batch_size=args.batch_size,
     )
+    check_device(config, flag_given=True, needed_here=True)
     for run in config.runs():  # a fresh run each time: this is a demonstration, not a grid
         start_afresh(config.output / "runs" / run.name)
     run_grid(config, limit=args.limit)

@@ -93,12 +93,17 @@ def check_output_folder(argv: list[str]) -> None:
     """An `--output` that is a file, or inside one, is refused saying so (a bare errno or a
     traceback before)."""
     output = output_of(argv)
-    if output is None:
-        return
-    existing = next(folder for folder in (output, *output.parents) if folder.exists())
+    if output is not None:
+        check_folder_path(output, "--output")
+
+
+def check_folder_path(folder: Path, where: str) -> None:
+    """A folder to write that is a file, or inside one, refused saying so."""
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
     if not existing.is_dir():
-        where = "" if existing == output else f" ({existing} is)"
-        raise ValueError(f"--output {output}: a file, not a folder{where}")
+        inside = "" if existing == folder else f" ({existing} is)"
+        raise ValueError(f"{where} {folder}: a file, not a folder{inside}")
 
 
 def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:

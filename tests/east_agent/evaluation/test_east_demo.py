@@ -84,3 +84,26 @@ def test_a_missing_model_is_a_clear_error(tmp_path):
     )
     assert result.returncode != 0
     assert "no model at" in result.stderr and "nowhere" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--device", "gpu"], "--device: 'gpu' is not a device"),
+        (["--testset", "bogus"], "--testset: unknown test set 'bogus'"),
+        (["--output", "{file}"], "--output {file}: a file, not a folder"),
+        (["--output", "{file}/runs"], "--output {file}/runs: a file, not a folder ({file} is)"),
+    ],
+)
+def test_a_flag_no_run_can_use_is_one_line_before_anything(tmp_path, capsys, flags, message):
+    """Before: tracebacks (an IndexError, torch's RuntimeError, NotADirectoryError)."""
+    from east_agent.evaluation import demo
+
+    (tmp_path / "afile").write_text("mine")
+    named = str(tmp_path / "afile")
+    with pytest.raises(SystemExit) as exit_code:
+        demo.main([flag.format(file=named) for flag in flags])
+    assert exit_code.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"east-demo: {message.format(file=named)}") and error.count("\n") == 1
+    assert (tmp_path / "afile").read_text() == "mine"

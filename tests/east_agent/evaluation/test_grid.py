@@ -965,6 +965,20 @@ def test_a_system_value_its_agent_refuses_is_named_before_any_run(
     assert not (tmp_path / "out").exists()
 
 
+def test_an_output_or_config_that_is_not_a_folder_or_file_is_one_line(tmp_path, capsys):
+    """Before: NotADirectoryError and IsADirectoryError tracebacks."""
+    (tmp_path / "afile").write_text("mine")
+    config = quick_config(tmp_path / "grid.yaml")
+    error = east_eval_fails(capsys, config, "--output", tmp_path / "afile", "--dry-run")
+    assert f"--output {tmp_path / 'afile'}: a file, not a folder" in error
+    config = quick_config(tmp_path / "grid.yaml", output=str(tmp_path / "afile" / "out"))
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and f"({tmp_path / 'afile'} is)" in error
+    error = east_eval_fails(capsys, tmp_path)
+    assert error == f"east-eval: {tmp_path}: a folder, not a config file\n"
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, capsys):
     import torch
 

@@ -141,6 +141,11 @@ class EvalConfig:
         return is_longform(self.testset)
 
     def runs(self) -> list[Run]:
+        if self.word_times is not None and not self.long_form:
+            raise EvalConfigError(
+                f"{self.place().of('word_times')}: word times are read by long-form grids (a "
+                f"test set NAME.talksN); {self.testset!r} is sentence-level and would ignore them"
+            )
         runs = []
         for system, settings in self.systems.items():
             check_system_settings(f"{self.source}: systems.{system}", settings)
@@ -220,12 +225,26 @@ def agent_flags(agent: str) -> set[str]:
     return {action.dest for action in agent_parser(agent)._actions}
 
 
+# Agent flags the grid gives every run itself: a system's would silently win over them (its
+# checkpoint unfingerprinted, its prompt in another language than the test set's).
+GRID_OWN_FLAGS = {
+    "model_path": "the grid's checkpoint is model_path (or --model-path)",
+    "src_lang": "the source language is the test set's",
+    "tgt_lang": "the target language is the test set's",
+}
+
+
 def check_system_keys(source: Path, system: str, agent: str, settings: dict) -> None:
     """A key no flag of the agent takes is a typo: named before anything loads or runs."""
     import difflib
 
     known = agent_flags(agent) | set(RUN_ARGUMENT_KEYS)
     for key in settings:
+        if key in GRID_OWN_FLAGS:  # set by the grid for every run, after nothing else
+            raise EvalConfigError(
+                f"{source}: systems.{system}.{key}: {GRID_OWN_FLAGS[key]}, for every run; a "
+                "system with another needs a grid of its own"
+            )
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""

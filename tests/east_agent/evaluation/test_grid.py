@@ -965,6 +965,31 @@ def test_a_system_value_its_agent_refuses_is_named_before_any_run(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"word_times": "times.txt"}, "word_times: word times are read by long-form grids"),
+        (
+            {"systems": {"east": {"agent": "east", "latency": ["low"], "model_path": "/x"}}},
+            "systems.east.model_path: the grid's checkpoint is model_path (or --model-path)",
+        ),
+        (
+            {"systems": {"east": {"agent": "east", "latency": ["low"], "src_lang": "fr"}}},
+            "systems.east.src_lang: the source language is the test set's, for every run",
+        ),
+    ],
+)
+def test_a_key_the_grid_would_ignore_or_be_overruled_by_is_refused(
+    tmp_path, capsys, changes, message
+):
+    """Before: word times silently unused by a sentence-level grid (or, with a missing
+    file, its YAAL columns left empty); a system's checkpoint or language silently won over
+    the grid's, its checkpoint recorded as the grid's."""
+    error = east_eval_fails(capsys, quick_config(tmp_path / "grid.yaml", **changes), "--dry-run")
+    assert message in error, error
+    assert not (tmp_path / "out").exists()
+
+
 def test_an_output_or_config_that_is_not_a_folder_or_file_is_one_line(tmp_path, capsys):
     """Before: NotADirectoryError and IsADirectoryError tracebacks."""
     (tmp_path / "afile").write_text("mine")

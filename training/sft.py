@@ -264,7 +264,8 @@ def check_model_folder(name_or_path: str) -> None:
     """A model named by a path must be there (else transformers asks the hub for it, and
     fails with a traceback about repository ids: Stage II started before Stage I ended)."""
     path = Path(name_or_path).expanduser()
-    written_as_path = name_or_path.startswith(("/", ".", "~")) or path.exists()
+    hub_id = name_or_path.count("/") <= 1 and not name_or_path.startswith(("/", ".", "~"))
+    written_as_path = not hub_id or path.exists()  # a hub id is `name` or `org/name`
     if written_as_path and not path.is_dir():
         raise ValueError(f"model.name_or_path {name_or_path}: no such model folder")
 

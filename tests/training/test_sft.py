@@ -361,9 +361,10 @@ def test_what_no_run_can_use_is_refused_before_the_model_loads(
         tree["data"]["eval_files"] = [str(tmp_path / "empty.jsonl")]
         tree["train"]["eval_strategy"] = "steps"
         message = f"data.eval_files hold no record: {tmp_path / 'empty.jsonl'}"
-    elif fault == "no model folder":
-        tree["model"]["name_or_path"] = str(tmp_path / "stage1" / "model")
-        message = f"model.name_or_path {tmp_path / 'stage1' / 'model'}: no such model folder"
+    elif fault == "no model folder":  # relative, as recipes write it: no hub id either
+        monkeypatch.chdir(tmp_path)
+        tree["model"]["name_or_path"] = "outputs/stage1/model"
+        message = "model.name_or_path outputs/stage1/model: no such model folder"
     else:
         (tmp_path / "out").write_text("mine")
         message = f"train.output_dir {tmp_path / 'out'}: a file, not a folder"

@@ -76,7 +76,9 @@ def test_a_grid_run_knows_its_checkpoint_by_fingerprint_wherever_it_is(tmp_path)
     claim_run_folder(run_dir, grid_record(model_setting(str(moved))))
     saved_after_move = json.loads((run_dir / RUN_RECORD).read_text())
     assert saved_after_move["model_path"] == {**saved["model_path"], "folder": str(moved)}
-    # another checkpoint at the same place: refused, both fingerprints named
+    # another checkpoint at the same place: refused (the folder holds a sentence of the
+    # first), both fingerprints named
+    (run_dir / "instances.log").write_text('{"index": 0}\n')
     (moved / "config.json").write_text('{"hidden_size": 9}')
     other = model_setting(str(moved))
     with pytest.raises(EvalConfigError) as refused:
@@ -97,6 +99,7 @@ def test_a_grid_record_naming_its_checkpoint_by_path_is_taken_from_where_it_was_
     run_dir = tmp_path / "runs" / "east-low"
     run_dir.mkdir(parents=True)
     (run_dir / RUN_RECORD).write_text(json.dumps(grid_record("models/demo")))
+    (run_dir / "instances.log").write_text('{"index": 0}\n')  # a sentence of that run
     with pytest.raises(EvalConfigError, match="model_path 'models/demo'"):
         claim_run_folder(run_dir, grid_record(model_setting("models/other")))
     with pytest.raises(EvalConfigError, match="flags"):
@@ -147,6 +150,7 @@ def test_a_checkpoint_gone_since_its_runs_finished_keeps_its_fingerprint(tmp_pat
     folder = model_folder(tmp_path / "demo")
     run_dir = tmp_path / "runs" / "east-low"
     claim_run_folder(run_dir, grid_record(model_setting(str(folder))))
+    (run_dir / "scores.tsv").write_text("BLEU\n1.0\n")  # the run finished
     saved = json.loads((run_dir / RUN_RECORD).read_text())
     shutil.rmtree(folder)
     assert model_setting(str(folder)) == str(folder.resolve())

@@ -186,6 +186,13 @@ def settle(value: Any, written: Any, expected: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(expected)}, got {shown!r}{hint}")
 
 
+def _text_only(expected: Any) -> bool:
+    """A field that takes text, and no mapping or list."""
+    options = _options(expected)
+    containers = any((typing.get_origin(o) or o) in (dict, list) for o in options)
+    return any(_takes_text(option) for option in options) and not containers
+
+
 def _type_name(expected: Any) -> str:
     names = [getattr(option, "__name__", str(option)) for option in _options(expected)]
     return " or ".join("null" if name == "NoneType" else name for name in names)
@@ -234,6 +241,8 @@ def apply_override(tree: dict, override: str, source: str) -> None:
     where = f"override {override!r}"
     value, written = _yaml(raw, where)
     expected = field_type(keys)
+    if expected is not None and isinstance(written, (dict, list)) and _text_only(expected):
+        written = raw.strip()  # text with a colon or brackets (`data.system_prompt=Rule: x`)
     if expected is not None:
         value = settle(value, "" if written is None else written, expected, where)
     node[keys[-1]] = value

@@ -132,6 +132,12 @@ def test_string_fields_keep_the_text_typed():
     assert config.model.name_or_path == "007"
     assert config.data.files == ["2024", "1.10"]
     assert config.data.system_prompt is None
+    # a colon in text is text, not a mapping (before: refused as a mapping)
+    assert with_overrides("data.system_prompt=Rule: be brief.").data.system_prompt == (
+        "Rule: be brief."
+    )
+    with pytest.raises(ConfigError, match="expected list, got {'a': 'b'}"):
+        with_overrides("data.files=a: b")  # a list field still takes no mapping
     from transformers import TrainingArguments
 
     train = {**config.train, "deepspeed": None, "bf16": False, "use_cpu": True}

@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from east_agent.common.atomic import write_atomically
+from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.entry import command_line
 from east_agent.common.records import load_records, require_fields
 from east_agent.common.text_lines import read_lines
@@ -117,6 +117,9 @@ def prepare_testset(name: str, output: str | Path, tokenizer=None) -> PreparedTe
             raise ValueError(f"{name}: sentence {number} has an empty source or reference")
         references.append(" ".join(reference.split()))
     source_lines = [" ".join(sentence) for sentence in units]
+    # the record goes first and comes back last: a kill between the files leaves no record
+    # naming files of another test set (the next run prepares them again)
+    remove(output / "testset.json")
     extra = {}
     if talk_size:
         source_lines, references, extra = longform.write_talks(

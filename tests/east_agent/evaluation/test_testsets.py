@@ -93,3 +93,24 @@ def test_config_loads_and_states_its_command(path):
         assert runs[f"waitk-east-k{k}"].flags == {"prompt": "east", "waitk": k, **long_form}
     if not config.long_form:  # long-form tables show OmniSTEval's latencies
         assert {"AL_CA", "LAAL_CA", "LAAL", "AL"} <= set(config.latency_metrics)
+
+
+def test_a_test_set_cut_off_while_written_leaves_no_record_of_another(tmp_path, monkeypatch):
+    """Switching the test set of one folder: killed after the new source was written, the
+    old `testset.json` named the new files as the old set (the next grid reused them)."""
+    from east_agent.common import atomic
+    from east_agent.evaluation.testsets import read_prepared
+
+    prepare_testset("multi30k.de-en", tmp_path)
+    written = []
+
+    def killed_after_the_source(path, text):
+        if written:
+            raise KeyboardInterrupt  # the kill, after the first file
+        written.append(path)
+        atomic.write_atomically(path, text)
+
+    monkeypatch.setattr(testsets, "write_atomically", killed_after_the_source)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_testset("multi30k.fr-en", tmp_path)
+    assert written == [tmp_path / "source.txt"] and read_prepared(tmp_path) is None

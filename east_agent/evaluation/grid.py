@@ -15,6 +15,7 @@ their own leave COMET to this one, which adds it to each as it finishes
 from __future__ import annotations
 
 import sys
+from contextlib import suppress
 from functools import partial
 from typing import Any
 
@@ -147,7 +148,8 @@ def run_grid(
             todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None
         )
     except CommandError:  # runs failed: the tables of those that finished, then the error
-        summarize(config, [run for run in tabled if run.name not in unscored])
+        with suppress(Exception):  # the runs' failure is the error to show; a rerun tables
+            summarize(config, [run for run in tabled if run.name not in unscored])
         raise
     return summarize(config, [run for run in tabled if run.name not in unscored], compared)
 

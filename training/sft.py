@@ -37,7 +37,7 @@ import torch
 from east_agent.common.atomic import install, temporary_beside, write_atomically
 from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
-from east_agent.lm.checkpoint import east_token_ids
+from east_agent.lm.checkpoint import CheckpointError, check_model_path, east_token_ids
 from training.config import SFTConfig, evaluates, load_config
 from training.data import (
     IGNORE_INDEX,
@@ -261,13 +261,13 @@ def check_folders(config: SFTConfig) -> None:
 
 
 def check_model_folder(name_or_path: str) -> None:
-    """A model named by a path must be there (else transformers asks the hub for it, and
-    fails with a traceback about repository ids: Stage II started before Stage I ended)."""
-    path = Path(name_or_path).expanduser()
-    hub_id = name_or_path.count("/") <= 1 and not name_or_path.startswith(("/", ".", "~"))
-    written_as_path = not hub_id or path.exists()  # a hub id is `name` or `org/name`
-    if written_as_path and not path.is_dir():
-        raise ValueError(f"model.name_or_path {name_or_path}: no such model folder")
+    """A model that is not a hub id (`org/name`) must be a checkpoint folder here, as for
+    the agents (else transformers asks the hub for it, and fails with a traceback about
+    repository ids: Stage II started before Stage I ended)."""
+    try:
+        check_model_path(name_or_path)
+    except CheckpointError as error:
+        raise ValueError(f"model.name_or_path: {error}") from None
 
 
 def run(config: SFTConfig) -> Path:

@@ -20,6 +20,7 @@ from functools import partial
 from typing import Any
 
 from east_agent.common.entry import CommandError
+from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
@@ -46,20 +47,30 @@ from east_agent.evaluation.runs import (
     simuleval_command,
 )
 from east_agent.evaluation.shards import picked_runs, shard_range
-from east_agent.evaluation.testsets import PreparedTestset, prepare_testset, read_prepared
+from east_agent.evaluation.testsets import (
+    PreparedTestset,
+    prepare_testset,
+    read_prepared,
+    units_split_by,
+)
 
 
 def prepare(config: EvalConfig) -> PreparedTestset:
-    saved = read_prepared(config.testset_dir)
+    """The grid's test set files, prepared once per output folder: again for another test
+    set, and, where the checkpoint's tokenizer splits the source into units (Chinese,
+    Japanese), for another checkpoint (before: its runs read the first one's units)."""
+    saved, folder = read_prepared(config.testset_dir), config.testset_dir
+    split = config.testset.split(".")[1].split("-")[0] in ("zh", "ja")
+    split_by = model_setting(config.model_path) if split else None
     if saved is not None and saved.name == config.testset:
-        return saved
-    folder = config.testset_dir
+        if not split or same_setting(units_split_by(folder), split_by):
+            return saved
     tokenizer = None
-    if config.testset.split(".")[1].split("-")[0] in ("zh", "ja"):
+    if split:
         from east_agent.lm.checkpoint import load_tokenizer
 
         tokenizer = load_tokenizer(config.model_path)
-    return prepare_testset(config.testset, folder, tokenizer)
+    return prepare_testset(config.testset, folder, tokenizer, split_by)
 
 
 def check_longform(config: EvalConfig) -> LongformSet:

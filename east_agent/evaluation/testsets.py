@@ -24,7 +24,7 @@ from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.entry import command_line
-from east_agent.common.records import load_records, require_fields
+from east_agent.common.records import load_records, read_json_object, require_fields
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.units import source_units
@@ -33,6 +33,9 @@ from east_agent.evaluation import longform
 DATA = Path(__file__).resolve().parents[1] / "data"
 MULTI30K_SPLITS = {"multi30k": "test_2016_flickr", "multi30k-val": "val"}
 MULTI30K_LANGUAGES = ("de", "en", "fr", "cs")
+
+
+UNITS_SPLIT_BY = "units_split_by"  # testset.json: the checkpoint whose tokenizer made the units
 
 
 @dataclass(frozen=True)
@@ -102,10 +105,13 @@ def scoring_settings(tgt_lang: str) -> tuple[str, str]:
     return "word", "13a"
 
 
-def prepare_testset(name: str, output: str | Path, tokenizer=None) -> PreparedTestset:
+def prepare_testset(
+    name: str, output: str | Path, tokenizer=None, split_by: str | dict | None = None
+) -> PreparedTestset:
     """Write `source.txt`, `reference.txt` and `testset.json` into `output`; a long-form
     name such as `wmt22.de-en.talks50` writes one line per talk and its talk files
-    (`longform`)."""
+    (`longform`). `split_by`: the checkpoint whose `tokenizer` split the source into units
+    (Chinese, Japanese), as `testset.json` keeps it (`units_split_by`)."""
     base, talk_size = longform.parse_name(name)
     pairs, src_lang, tgt_lang = read_pairs(base)
     output = Path(output)
@@ -139,6 +145,8 @@ def prepare_testset(name: str, output: str | Path, tokenizer=None) -> PreparedTe
     write_atomically(prepared.source, "\n".join(source_lines) + "\n")
     write_atomically(prepared.reference, "\n".join(references) + "\n")
     meta = {key: str(value) for key, value in asdict(prepared).items()} | extra
+    if split_by is not None:
+        meta[UNITS_SPLIT_BY] = split_by
     write_atomically(output / "testset.json", json.dumps(meta, indent=2) + "\n")
     return prepared
 
@@ -149,17 +157,28 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
     meta = Path(folder) / "testset.json"
     if not meta.exists():
         return None
-    saved = json.loads(meta.read_text(encoding="utf-8"))
-    return PreparedTestset(
-        name=saved["name"],
-        source=meta.parent / Path(saved["source"]).name,
-        reference=meta.parent / Path(saved["reference"]).name,
-        src_lang=saved["src_lang"],
-        tgt_lang=saved["tgt_lang"],
-        sentences=int(saved["sentences"]),
-        eval_latency_unit=saved["eval_latency_unit"],
-        sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
-    )
+    saved = read_json_object(meta)
+    try:
+        return PreparedTestset(
+            name=saved["name"],
+            source=meta.parent / Path(saved["source"]).name,
+            reference=meta.parent / Path(saved["reference"]).name,
+            src_lang=saved["src_lang"],
+            tgt_lang=saved["tgt_lang"],
+            sentences=int(saved["sentences"]),
+            eval_latency_unit=saved["eval_latency_unit"],
+            sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
+        )
+    except KeyError as error:
+        raise ValueError(
+            f"{meta}: no {error.args[0]!r}; delete the file (the next grid prepares the "
+            "test set again)"
+        ) from None
+
+
+def units_split_by(folder: Path) -> str | dict | None:
+    """The checkpoint whose tokenizer split the prepared source (None: whitespace)."""
+    return read_json_object(Path(folder) / "testset.json").get(UNITS_SPLIT_BY)
 
 
 @command_line("east-prepare")

@@ -364,7 +364,7 @@ def test_what_no_run_can_use_is_refused_before_the_model_loads(
     elif fault == "no model folder":  # relative, as recipes write it: no hub id either
         monkeypatch.chdir(tmp_path)
         tree["model"]["name_or_path"] = "outputs/stage1/model"
-        message = "model.name_or_path outputs/stage1/model: no such model folder"
+        message = "model.name_or_path: model path 'outputs/stage1/model' does not exist"
     else:
         (tmp_path / "out").write_text("mine")
         message = f"train.output_dir {tmp_path / 'out'}: a file, not a folder"

@@ -114,3 +114,36 @@ def test_a_test_set_cut_off_while_written_leaves_no_record_of_another(tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         prepare_testset("multi30k.fr-en", tmp_path)
     assert written == [tmp_path / "source.txt"] and read_prepared(tmp_path) is None
+
+
+def test_a_source_split_by_a_tokenizer_is_split_again_for_another_checkpoint(
+    east_checkpoint, tmp_path
+):
+    """Chinese units come from the checkpoint's tokenizer: a grid of another checkpoint
+    into the same output read the first one's units (before); a copy of the same
+    checkpoint reuses them."""
+    import json
+    import shutil
+
+    from east_agent.evaluation.config import EvalConfig
+    from east_agent.evaluation.grid import prepare
+    from east_agent.evaluation.runs import model_setting
+
+    def grid_of(model):
+        return EvalConfig(Path("grid.yaml"), "wmt22.zh-en", str(model), tmp_path / "out", {})
+
+    def recorded():
+        return json.loads((tmp_path / "out" / "testset" / "testset.json").read_text())
+
+    prepare(grid_of(east_checkpoint))
+    assert recorded()["units_split_by"] == model_setting(str(east_checkpoint))
+    copy = shutil.copytree(east_checkpoint, tmp_path / "copy")
+    source = tmp_path / "out" / "testset" / "source.txt"
+    written = source.stat().st_mtime_ns
+    prepare(grid_of(copy))
+    assert source.stat().st_mtime_ns == written  # reused: not written again
+    other = shutil.copytree(east_checkpoint, tmp_path / "other")
+    (other / "generation_config.json").write_text('{"max_length": 7}')  # another checkpoint
+    prepare(grid_of(other))
+    assert recorded()["units_split_by"] == model_setting(str(other))
+    assert source.stat().st_mtime_ns != written

@@ -34,7 +34,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from east_agent.common.atomic import install, temporary_beside, write_atomically
+from east_agent.common.atomic import (
+    check_folder_path,
+    install,
+    temporary_beside,
+    write_atomically,
+)
 from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
 from east_agent.lm.checkpoint import CheckpointError, check_model_path, east_token_ids
@@ -252,12 +257,9 @@ def tokenized_cache_dir(config: SFTConfig) -> Path:
 
 def check_folders(config: SFTConfig) -> None:
     """Folders the run writes that are files (a bare errno later, or mid-run)."""
-    for name, folder in (
-        ("train.output_dir", config.output_dir),
-        ("data.cache_dir", config.data.cache_dir),
-    ):
-        if folder is not None and Path(folder).is_file():
-            raise ValueError(f"{name} {folder}: a file, not a folder")
+    check_folder_path(config.output_dir, "train.output_dir")
+    if config.data.cache_dir is not None:
+        check_folder_path(Path(config.data.cache_dir), "data.cache_dir")
 
 
 def check_model_folder(name_or_path: str) -> None:

@@ -148,6 +148,15 @@ def check_replaceable(path: Path, kind: str, marks: tuple[str, ...] = ()) -> Non
         )
 
 
+def check_folder_path(folder: Path, where: str) -> None:
+    """A folder to write that is a file, or inside one, refused saying so."""
+    folder = Path(folder)
+    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
+    if not existing.is_dir():
+        inside = "" if existing == folder else f" ({existing} is)"
+        raise ValueError(f"{where} {folder}: a file, not a folder{inside}")
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path to write; when the block ends it becomes `path` in one rename (on an

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 
 from east_agent.common.arguments import positive_int
+from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.evaluation.config import (
     DEFAULT_BATCH_SIZE,
@@ -29,7 +30,6 @@ from east_agent.evaluation.shards import (
     picked_runs,
     summarize_merged,
 )
-from east_agent.simuleval_glue.run_folder import check_folder_path
 
 
 @command_line("east-eval")

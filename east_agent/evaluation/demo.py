@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from east_agent.common.arguments import positive_int
-from east_agent.common.atomic import remove
+from east_agent.common.atomic import check_folder_path, remove
 from east_agent.common.entry import command_line
 from east_agent.common.run_lock import RUN_LOCK, hold_run_lock
 from east_agent.decoding.prompt import LATENCY_LEVELS
@@ -27,7 +27,7 @@ from east_agent.evaluation.config import (
 )
 from east_agent.evaluation.grid import run_grid
 from east_agent.lm.checkpoint import TORCH_DTYPES
-from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, check_folder_path
+from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
 
 # The repository's copy (the package is installed in editable mode from the checkout).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"

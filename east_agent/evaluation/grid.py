@@ -14,14 +14,12 @@ their own leave COMET to this one, which adds it to each as it finishes
 
 from __future__ import annotations
 
-import sys
 from contextlib import suppress
 from functools import partial
 from typing import Any
 
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import same_setting
-from east_agent.common.records import read_json_object
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
@@ -39,12 +37,11 @@ from east_agent.evaluation.run_scores import (
     wanted_scoring,
 )
 from east_agent.evaluation.runs import (
-    RUN_RECORD,
     claim_run_folder,
     model_setting,
-    record_differences,
     run_record,
     simuleval_command,
+    tabled_runs,
 )
 from east_agent.evaluation.shards import picked_runs, shard_range
 from east_agent.evaluation.testsets import (
@@ -140,7 +137,7 @@ def run_grid(
     if shard:
         run_jobs(todo, config.jobs, len(runs), [])
         return []
-    tabled = runs_of_this_grid(config, every_run, record_of)
+    tabled = tabled_runs(config, every_run, record_of)
     picked = {run.name for run in runs}
     others = [run for run in tabled if run.name not in picked]  # tabled all the same
     unscored |= rescore_tabled(config, testset, wanted, others, "{run} (not in --only)", dry_run)
@@ -163,27 +160,6 @@ def run_grid(
             summarize(config, [run for run in tabled if run.name not in unscored])
         raise
     return summarize(config, [run for run in tabled if run.name not in unscored], compared)
-
-
-def runs_of_this_grid(config: EvalConfig, every_run: list[Run], record_of) -> list[Run]:
-    """The runs whose folders hold what this grid makes of them: a folder made with another
-    test set, span (--limit) or checkpoint (an earlier grid into the same --output) is named
-    and left out of the tables and significance tests, never shown as this grid's."""
-    tabled = []
-    for run in every_run:
-        path = config.run_dir(run) / RUN_RECORD
-        if path.exists():
-            differences = record_differences(read_json_object(path), record_of(run))
-            if differences:
-                print(
-                    f"east-eval: {run.name}: left out of the tables, made with "
-                    + "; ".join(differences),
-                    file=sys.stderr,
-                    flush=True,
-                )
-                continue
-        tabled.append(run)
-    return tabled
 
 
 def significance_follow_ups(

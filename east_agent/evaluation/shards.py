@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from itertools import combinations, pairwise
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from east_agent.evaluation.runs import (
     RUN_RECORD,
     claim_run_folder,
     record_differences,
+    tabled_runs,
 )
 from east_agent.evaluation.testsets import read_prepared
 from east_agent.simuleval_glue.run_folder import (
@@ -183,30 +183,11 @@ def _alike_merged(config: EvalConfig, every_run: list[Run], merged: set[str]) ->
     """The runs whose folders hold the merged runs' test set, span and checkpoint (a gold
     sentences' run compared with a merged one of its kind); another is named and left out
     (an earlier grid's, of another --limit, into the same --output), as `east-eval` does."""
-    records = {}
-    for run in every_run:
-        path = config.run_dir(run) / RUN_RECORD
-        if path.exists():
-            records[run.name] = read_json_object(path)
     references = {}
     for run in every_run:
-        if run.name in merged and run.name in records:
-            references.setdefault(run.gold_sentences, records[run.name])
-    tabled = []
-    for run in every_run:
-        reference, saved = references.get(run.gold_sentences), records.get(run.name)
-        if reference is not None and saved is not None:
-            differences = record_differences(
-                {key: saved.get(key) for key in RECORD_OF_A_TABLE},
-                {key: reference.get(key) for key in RECORD_OF_A_TABLE},
-            )
-            if differences:
-                print(
-                    f"east-eval: {run.name}: left out of the tables, made with "
-                    + "; ".join(differences),
-                    file=sys.stderr,
-                    flush=True,
-                )
-                continue
-        tabled.append(run)
-    return tabled
+        path = config.run_dir(run) / RUN_RECORD
+        if run.name in merged and path.exists():
+            references.setdefault(run.gold_sentences, read_json_object(path))
+    return tabled_runs(
+        config, every_run, lambda run: references.get(run.gold_sentences), RECORD_OF_A_TABLE
+    )

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from east_agent.common.atomic import remove, write_atomically
+from east_agent.common.atomic import check_folder_path, remove, write_atomically
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
@@ -95,15 +95,6 @@ def check_output_folder(argv: list[str]) -> None:
     output = output_of(argv)
     if output is not None:
         check_folder_path(output, "--output")
-
-
-def check_folder_path(folder: Path, where: str) -> None:
-    """A folder to write that is a file, or inside one, refused saying so."""
-    folder = Path(folder)
-    existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
-    if not existing.is_dir():
-        inside = "" if existing == folder else f" ({existing} is)"
-        raise ValueError(f"{where} {folder}: a file, not a folder{inside}")
 
 
 def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:

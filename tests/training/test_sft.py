@@ -305,6 +305,31 @@ def test_run_reads_the_data_as_the_recipe_says(base_checkpoint, data_files, work
     assert seen["samples"]["labels"] == expected["labels"]
 
 
+def stub_loaders(monkeypatch) -> list[str]:
+    """The tokenizer and model loaders replaced by notes of their calls (the list)."""
+    loaded = []
+    monkeypatch.setattr("training.sft.load_tokenizer", lambda *a: loaded.append("tokenizer"))
+    monkeypatch.setattr("training.sft.load_model", lambda *a: loaded.append("model"))
+    return loaded
+
+
+def one_record_file(tmp_path):
+    good = tmp_path / "good.jsonl"
+    record = {"src_lang": "de", "tgt_lang": "en", "source": "ein Haus", "target": "a house"}
+    good.write_text(json.dumps(record) + "\n")
+    return good, record
+
+
+def refused(tree: dict, tmp_path, capsys) -> str:
+    """`sft` on the recipe `tree`, which must end with exit status 2: its stderr."""
+    recipe_path = tmp_path / "recipe.yaml"
+    recipe_path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", str(recipe_path)])
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("section", "fault", "message"),
     [
@@ -318,12 +343,8 @@ def test_bad_data_fails_before_the_model_loads(
 ):
     """A bad JSON Lines line or a missing data file is named (file and line) in one line,
     exit 2, before the tokenizer or the model is loaded."""
-    loaded = []
-    monkeypatch.setattr("training.sft.load_tokenizer", lambda *a: loaded.append("tokenizer"))
-    monkeypatch.setattr("training.sft.load_model", lambda *a: loaded.append("model"))
-    good = tmp_path / "good.jsonl"
-    record = {"src_lang": "de", "tgt_lang": "en", "source": "ein Haus", "target": "a house"}
-    good.write_text(json.dumps(record) + "\n")
+    loaded = stub_loaders(monkeypatch)
+    good, record = one_record_file(tmp_path)
     bad = tmp_path / "bad.jsonl"
     if fault == "bad line":
         bad.write_text(json.dumps(record) + '\n{"src_lang": "de",\n')
@@ -331,12 +352,7 @@ def test_bad_data_fails_before_the_model_loads(
     tree["data"][section] = [*tree["data"].get(section, []), str(bad)]
     if section == "eval_files":
         tree["train"]["eval_strategy"] = "steps"
-    recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(tree))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--config", str(recipe_path)])
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
+    error = refused(tree, tmp_path, capsys)
     assert error.startswith(f"sft: {bad}{message}") and error.count("\n") == 1, error
     assert loaded == []
 
@@ -348,12 +364,8 @@ def test_what_no_run_can_use_is_refused_before_the_model_loads(
     """Before: an empty eval set crashed at the first evaluation (KeyError), a missing
     model folder was looked up on the hub (a traceback), an output_dir that is a file
     gave a bare errno."""
-    loaded = []
-    monkeypatch.setattr("training.sft.load_tokenizer", lambda *a: loaded.append("tokenizer"))
-    monkeypatch.setattr("training.sft.load_model", lambda *a: loaded.append("model"))
-    good = tmp_path / "good.jsonl"
-    record = {"src_lang": "de", "tgt_lang": "en", "source": "ein Haus", "target": "a house"}
-    good.write_text(json.dumps(record) + "\n")
+    loaded = stub_loaders(monkeypatch)
+    good, _ = one_record_file(tmp_path)
     (tmp_path / "model").mkdir()
     tree = recipe("full", tmp_path / "model", [good], tmp_path / "out")
     if fault == "empty eval set":
@@ -368,12 +380,7 @@ def test_what_no_run_can_use_is_refused_before_the_model_loads(
     else:
         (tmp_path / "out").write_text("mine")
         message = f"train.output_dir {tmp_path / 'out'}: a file, not a folder"
-    recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(tree))
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--config", str(recipe_path)])
-    assert exit_info.value.code == 2
-    error = capsys.readouterr().err
+    error = refused(tree, tmp_path, capsys)
     assert error == f"sft: {message}\n" and loaded == []
 
 

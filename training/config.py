@@ -23,7 +23,8 @@ other ranks, and any later run on the same data, tokenizer and settings, load th
 Values are typed by the field they set (the dataclasses below; TrainingArguments' own
 annotations for `train`), in the file and in overrides alike: a field that takes a string
 keeps the text as written (`train.eval_strategy=no` is "no", not YAML's False;
-`model.name_or_path=007` is "007"), a float field reads `1e-4` as a number, and a value
+`model.name_or_path=007` is "007"; an override's text YAML cannot read, such as
+`model.chat_template=[x].jinja`, is kept too), a float field reads `1e-4` as a number, and a value
 that fits no type of its field is an error naming the key and the value.
 """
 
@@ -239,9 +240,15 @@ def apply_override(tree: dict, override: str, source: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {key!r} in {source} is not a section")
     where = f"override {override!r}"
-    value, written = _yaml(raw, where)
     expected = field_type(keys)
-    if expected is not None and isinstance(written, (dict, list)) and _text_only(expected):
+    text_only = expected is not None and _text_only(expected)
+    try:
+        value, written = _yaml(raw, where)
+    except ConfigError:
+        if not text_only:
+            raise
+        value = written = raw.strip()  # text YAML can't read (`model.chat_template=[x].jinja`)
+    if text_only and isinstance(written, (dict, list)):
         written = raw.strip()  # text with a colon or brackets (`data.system_prompt=Rule: x`)
     if expected is not None:
         value = settle(value, "" if written is None else written, expected, where)

@@ -136,8 +136,13 @@ def test_string_fields_keep_the_text_typed():
     assert with_overrides("data.system_prompt=Rule: be brief.").data.system_prompt == (
         "Rule: be brief."
     )
+    # text YAML cannot read is text too (before: refused as invalid YAML)
+    assert with_overrides("train.run_name=[x].v2").train["run_name"] == "[x].v2"
+    assert with_overrides("data.system_prompt={a} b").data.system_prompt == "{a} b"
     with pytest.raises(ConfigError, match="expected list, got {'a': 'b'}"):
         with_overrides("data.files=a: b")  # a list field still takes no mapping
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        with_overrides("data.files=[x].v2")  # and no text YAML cannot read
     from transformers import TrainingArguments
 
     train = {**config.train, "deepspeed": None, "bf16": False, "use_cpu": True}

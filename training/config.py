@@ -8,7 +8,10 @@
     resume_from_checkpoint: auto | <path> | null
 
 Unknown keys are errors that name the file and the key (a typo must not silently fall
-back to a default), and so are TrainingArguments keywords this transformers lacks.
+back to a default), and so are TrainingArguments keywords this transformers lacks. A
+renamed keyword (RENAMED_TRAINING_ARGUMENTS: `gradient_checkpointing`, now
+`activation_checkpointing`) may be given under either name and reaches the Trainer under
+the one the installed transformers takes.
 
 `data.system_prompt` (default null: no system turn) puts a system turn before every user
 turn of the training samples, masked out of the loss. Our inference renders none, and
@@ -49,6 +52,14 @@ REMOVED_TRAINING_ARGUMENTS = {
     "warmup_ratio": "transformers 5 removed it: write `warmup_steps: 0.1` (a float < 1 is a ratio)",
     "overwrite_output_dir": "transformers 5 removed it",
     "logging_dir": "transformers 5 removed it",
+}
+
+# Training arguments transformers renamed (old name: new name). A recipe may use either;
+# the Trainer gets the one the installed transformers takes, without 5.25's FutureWarning
+# for the old name, and 5.17 (no new name yet) runs a recipe written with the new one.
+RENAMED_TRAINING_ARGUMENTS = {
+    "gradient_checkpointing": "activation_checkpointing",
+    "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
 }
 
 
@@ -290,10 +301,28 @@ def _section(cls, values: Any, name: str, source: str):
         raise ConfigError(f"{source}: section {name!r}: {error}") from None
 
 
-def check_training_arguments(train: dict, source: str) -> None:
+def _accepted_training_arguments() -> set[str]:
     from transformers import TrainingArguments
 
-    accepted = set(inspect.signature(TrainingArguments.__init__).parameters) - {"self"}
+    return set(inspect.signature(TrainingArguments.__init__).parameters) - {"self"}
+
+
+def spelled_as_installed(train: dict, source: str) -> dict:
+    """`train` with each renamed argument under the name the installed transformers takes."""
+    accepted = _accepted_training_arguments()
+    spelled = dict(train)
+    for old, new in RENAMED_TRAINING_ARGUMENTS.items():
+        if old in train and new in train:
+            raise ConfigError(f"{source}: train.{old} and train.{new} are one setting; give one")
+        name = new if new in accepted else old
+        for given in (old, new):
+            if given in spelled and given != name:
+                spelled[name] = spelled.pop(given)
+    return spelled
+
+
+def check_training_arguments(train: dict, source: str) -> None:
+    accepted = _accepted_training_arguments()
     for key in train:
         if key in REMOVED_TRAINING_ARGUMENTS and key not in accepted:
             raise ConfigError(f"{source}: train.{key}: {REMOVED_TRAINING_ARGUMENTS[key]}")
@@ -354,6 +383,7 @@ def parse_config(tree: dict, source: str = "<config>") -> SFTConfig:
     train = tree.get("train") or {}
     if not isinstance(train, dict):
         raise ConfigError(f"{source}: section 'train' must be a mapping")
+    train = spelled_as_installed(train, source)
     check_training_arguments(train, source)
     check_settings(model, data, train, source)
     return SFTConfig(

@@ -32,8 +32,10 @@ RECIPE_RECORD = "recipe.json"
 SUMMARY = "train_summary.json"
 FINAL_MODEL_DIR = "model"
 # Training settings a resume may change: how the run is logged, saved and evaluated, where
-# it runs, how long it goes on; never what one step computes.
+# it runs (activations kept or recomputed), how long it goes on; never what one step computes.
 RESUMABLE_TRAIN_KEYS = {
+    "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
+    "activation_checkpointing_kwargs",
     "output_dir", "max_steps", "num_train_epochs", "logging_steps", "logging_strategy",
     "logging_first_step", "save_steps", "save_strategy", "save_total_limit", "eval_steps",
     "eval_strategy", "eval_on_start", "per_device_eval_batch_size", "load_best_model_at_end",

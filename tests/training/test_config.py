@@ -208,3 +208,32 @@ def test_a_key_given_twice_is_named_with_its_line(tmp_path):
     line = len(text.splitlines()) + 1
     with pytest.raises(ConfigError, match=f"twice.yaml: line {line}: key 'train' given twice$"):
         load_config(path)
+
+
+def test_renamed_training_arguments_take_the_installed_name(tmp_path, monkeypatch):
+    import warnings
+
+    from transformers import TrainingArguments
+
+    import training.config as config_module
+
+    shipped = CONFIGS / "stage1_full.yaml"
+    old_spelling = tmp_path / "old_spelling.yaml"
+    old_spelling.write_text(shipped.read_text().replace("activation_", "gradient_"))
+    for recipe in (shipped, old_spelling):
+        train = load_config(recipe).train
+        assert train["activation_checkpointing"] is True and "gradient_checkpointing" not in train
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)  # 5.25 warns for the old name
+            TrainingArguments(**{**train, "deepspeed": None, "bf16": False, "use_cpu": True})
+    with pytest.raises(ConfigError, match="checkpointing are one setting; give one"):
+        with_overrides("train.gradient_checkpointing=false")  # the recipe gives the new name
+    # a transformers without the new name (5.17) gets the old one
+    accepted = config_module._accepted_training_arguments() - {
+        "activation_checkpointing",
+        "activation_checkpointing_kwargs",
+    }
+    monkeypatch.setattr(config_module, "_accepted_training_arguments", lambda: accepted)
+    for recipe in (shipped, old_spelling):
+        train = load_config(recipe).train
+        assert train["gradient_checkpointing"] is True and "activation_checkpointing" not in train

@@ -221,6 +221,10 @@ class EastStreamDecoder(StreamingDecoder):
 
     def _close_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:
         stream.tokens.append_generated(chunk_ids)
+        return self._end_chunk(stream, chunk_ids)
+
+    def _end_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:
+        """Close the chunk whose ids were just appended with end-of-write; record it."""
         stream.tokens.append_added_token(self.token_ids.end_of_write)
         text = self.tokenizer.decode(chunk_ids, skip_special_tokens=True).rstrip()
         stream.record_chunk(chunk_ids, text)

@@ -525,7 +525,9 @@ class StreamingDecoder:
         After a READ the outcome equals pushing the last unit with `is_last=True`. After a
         WRITE, EAST writes nothing more (the model wrote after the last unit: nothing new
         to read or write), and wait-k writes the rest of the target as one more chunk, the
-        last unit's decision becoming FORCED: the same target as the flag gives.
+        last unit's decision becoming FORCED: the same target as the flag gives (EAST's
+        wait-k continues the word's chunk: its end-of-write leaves the cache, and the
+        word's last token is fed again, one position re-encoded).
         """
         stream = self.streams[0]
         if stream.finished:

@@ -216,8 +216,18 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         return self._step(stream, FORCED, new_ids, finished=True)
 
 
+class EastWaitkStream(Stream):
+    """A stream of EAST's wait-k: where the word written at its newest unit ends."""
+
+    def clear(self, script=None) -> None:
+        super().clear(script)
+        self.word_end = None  # a TokenStream mark before that word's end-of-write
+
+
 class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
     """An EAST checkpoint driven by the wait-k schedule (test-time wait-k)."""
+
+    stream_class = EastWaitkStream
 
     def __init__(self, model, tokenizer, config: DecoderConfig, waitk: int, streams: int = 1):
         self.waitk = check_waitk(waitk)
@@ -227,7 +237,8 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
         # Inside the schedule the model must write a word: no marker, no end of turn.
         self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
 
-    def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+    def _push(self, stream: EastWaitkStream, unit: str, is_last: bool) -> Generator:
+        stream.word_end = None
         first = opens_source(self.segments, stream, unit)
         stream.start_unit(unit_text(unit, self.src_lang, first=first))
         ends_segment = self.segments is not None and self.segments.ends_segment(stream, unit)
@@ -248,5 +259,20 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             max_tokens = capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False)
             limits = self._chunk_limits(max_tokens, (), self.word_mask)
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
-            chunk_ids, text = self._close_chunk(stream, word)
+            stream.tokens.append_generated(word)
+            stream.word_end = stream.tokens.mark()
+            chunk_ids, text = self._end_chunk(stream, word)
         return Step(decision, text, chunk_ids, finished=is_last)
+
+    def _final_write(self, stream: EastWaitkStream) -> Generator:
+        """The end of the source after a word written at the last unit: the word's chunk
+        goes on to the model's end-of-write (that end-of-write leaves the cache), the rest
+        one more chunk: the ids, and so the target, of the flag's forced write (unless a
+        chunk's token cap cuts either). Otherwise: end-of-read, then the rest."""
+        if stream.word_end is None:
+            return (yield from super()._final_write(stream))
+        stream.rewind_cache(stream.tokens.restore(stream.word_end))
+        if not stream.pending():  # the word's last token was fed: fed again for its logits
+            stream.rewind_cache(len(stream.tokens.ids) - 1)
+        chunk_ids, text = yield from self._write(stream)
+        return Step(FORCED, text, chunk_ids, finished=True)

@@ -171,10 +171,15 @@ def test_east_waitk_equals_full_recompute_and_reencodes_nothing(east_model, east
         assert ours.counters.tokens_reencoded == 0
 
 
-def test_offline_waitk_finish_after_a_written_word(east_model, east_tokenizer):
+@pytest.mark.parametrize("prompt", ["offline", "east"])
+def test_waitk_finish_after_a_written_word(east_model, east_tokenizer, prompt):
     """The source's end arriving after a WRITE (nothing left to feed) writes the rest:
-    the same target as flagging the last unit, in one more chunk."""
-    decoder = OfflineWaitkDecoder(east_model, east_tokenizer, WaitkConfig("de", "en", 2))
+    the same target as flagging the last unit, in one more chunk. (Before, EAST's wait-k
+    opened a new chunk after the word's end-of-write, and the model wrote the word again.)"""
+    if prompt == "offline":
+        decoder = OfflineWaitkDecoder(east_model, east_tokenizer, WaitkConfig("de", "en", 2))
+    else:
+        decoder = EastWaitkDecoder(east_model, east_tokenizer, DecoderConfig("de", "en"), 2)
     for units in toy_sentences(4, seed=3):
         flagged = decoder.translate(units)
         decoder.reset()
@@ -182,8 +187,11 @@ def test_offline_waitk_finish_after_a_written_word(east_model, east_tokenizer):
             last = decoder.push_unit(unit)
         assert last.decision == WRITE
         step = decoder.finish()
-        assert step.finished and decoder.streams[0].decisions[-1] == FORCED
-        assert sum(decoder.streams[0].chunk_ids, []) == sum(flagged.chunk_ids, [])
+        late = decoder.streams[0]
+        assert step.finished and late.decisions[-1] == FORCED
+        assert late.decisions == flagged.decisions
+        assert sum(late.chunk_ids, []) == sum(flagged.chunk_ids, [])
+        assert "".join(late.chunks) == "".join(flagged.chunks)
 
 
 def test_waitk_must_be_positive():

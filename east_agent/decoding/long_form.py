@@ -2,8 +2,9 @@
 
 Sentence-level EAST keeps every id of a sentence in the cache, so a talk of 20,000 words
 would overflow any context. In long-form mode a stream is cut into *segments*:
-- a segment ends at a source sentence end (a unit ending in . ! ? 。 ？ ！), after
-  `segment_units` units without one (unpunctuated, ASR-like input), or when the cache could
+- a segment ends at a source sentence end (a unit ending in . ! ? 。 ？ ！, closing quotes
+  and brackets aside), after `segment_units` units without one (unpunctuated, ASR-like
+  input), or when the cache could
   not hold another unit and a short chunk within `cache_budget` tokens; the model then
   writes what it has not written yet (a FORCED write, as at the end of a sentence). Every
   chunk is capped at what the budget has left, so a model's long chunk near the end of
@@ -42,6 +43,7 @@ from east_agent.decoding.streaming import Stream
 from east_agent.decoding.units import join_source_units
 
 SENTENCE_END = "。？！.!?"
+CLOSING_MARKS = "\"'”’»」』）)]】〉》"  # may follow a sentence's end: `weekend."`, `。」`
 UNIT_ROOM = 16  # the most tokens one source unit is taken to need
 CHUNK_ROOM = 16  # the fewest tokens a chunk may be given before its segment is closed
 # kept free after every ordinary write: the next unit, its two markers and a forced chunk
@@ -50,7 +52,9 @@ SEGMENT_ROOM = UNIT_ROOM + 2 + CHUNK_ROOM + RESERVE  # a new segment's need afte
 
 
 def ends_sentence(unit: str) -> bool:
-    return unit.rstrip()[-1:] in SENTENCE_END
+    """Whether the unit ends a sentence: its last character, closing quotes and brackets
+    aside, ends one."""
+    return unit.rstrip().rstrip(CLOSING_MARKS)[-1:] in SENTENCE_END
 
 
 LONG_FORM_FIELDS = (

@@ -13,12 +13,12 @@ from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, Wai
 from tiny_east import synthetic_sentence
 
 
-def sentences(count, seed, period=True):
+def sentences(count, seed, period=True, end="."):
     rng = random.Random(seed)
     result = []
     for _ in range(count):
         units = synthetic_sentence(rng)[0]
-        result.append([*units[:-1], units[-1] + "."] if period else units)
+        result.append([*units[:-1], units[-1] + end] if period else units)
     return result
 
 
@@ -42,13 +42,16 @@ def long_form(model, tokenizer, policy="east", **settings):
     return decoder, trace
 
 
-@pytest.mark.parametrize("context_words", [0, 20])
+@pytest.mark.parametrize(
+    "context_words, end",
+    [(0, "."), (20, "."), (20, '."'), (20, "?»")],  # closing marks: before, sentences ran on
+)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_a_punctuated_talk_is_its_sentences_one_after_another(
-    east_model, east_tokenizer, policy, context_words
+    east_model, east_tokenizer, policy, context_words, end
 ):
     """Context is carried within a cut sentence, not past a sentence end (by default)."""
-    talk = sentences(6, seed=1)
+    talk = sentences(6, seed=1, end=end)
     sentence_level = make_decoder(policy, east_model, east_tokenizer)
     expected_chunks, expected_delays, offset = [], [], 0
     for units in talk:

@@ -22,14 +22,18 @@ class SourceError(ValueError):
 
 def token_group_units(text: str, tokenizer) -> list[str]:
     """Split `text` into the smallest runs of its tokens that decode to whole characters."""
+    text = text.strip()
     units: list[str] = []
     group: list[int] = []
     space_before = False
-    for token_id in tokenizer(text.strip(), add_special_tokens=False)["input_ids"]:
+    read = 0  # how much of `text` the groups so far decoded to
+    for token_id in tokenizer(text, add_special_tokens=False)["input_ids"]:
         group.append(token_id)
         piece = tokenizer.decode(group)
-        if "\ufffd" in piece:
-            continue  # a character split across tokens: keep collecting
+        found = text.find(piece.strip(), read)
+        if "\ufffd" in piece and (found < 0 or text[read:found].strip()):
+            continue  # a character split across tokens (not a U+FFFD of the text's own)
+        read = found + len(piece.strip()) if found >= 0 else read
         group = []
         space_before = space_before or piece[:1].isspace()
         for word in piece.split():
@@ -37,7 +41,7 @@ def token_group_units(text: str, tokenizer) -> list[str]:
             space_before = True
         space_before = piece[-1:].isspace()
     if group:
-        raise ValueError(f"{text!r}: its last tokens do not decode to a whole character")
+        raise SourceError(f"{text!r}: its last tokens do not decode to a whole character")
     return units
 
 

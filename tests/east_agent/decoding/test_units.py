@@ -39,3 +39,18 @@ def test_empty_unit_is_refused():
 def test_chinese_without_tokenizer_is_refused():
     with pytest.raises(ValueError, match="tokenizer"):
         source_units("你好", "zh")
+
+
+@pytest.mark.parametrize(
+    "text, units",
+    [
+        ("好\ufffd坏", ["好", "\ufffd", "坏"]),
+        ("苹果 \ufffd\ufffd 手机\ufffd", ["苹果", "▁\ufffd\ufffd", "▁手机", "\ufffd"]),
+        ("𠀀\ufffd龘", ["𠀀", "\ufffd", "龘"]),  # characters of 4 and 3 tokens, split
+    ],
+)
+def test_a_replacement_character_of_the_text_is_a_character(east_tokenizer, text, units):
+    """U+FFFD in scraped text is the text's own, not a character split across tokens
+    (before: the whole text was refused)."""
+    assert source_units(text, "zh", east_tokenizer) == units
+    assert join_source_units(units, "zh") == text

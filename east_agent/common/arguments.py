@@ -35,3 +35,17 @@ def given_flags(argv: list[str], flags: tuple[str, ...], prefix: str | None = No
         if arg.startswith("--") and wanted and name not in given:
             given.append(name)
     return given
+
+
+def checked_device(name: str, where: str, needed_here: bool = True):
+    """The torch device `name` says (a ValueError naming `where` if torch knows none, or,
+    with `needed_here`, if it is a CUDA device this machine lacks). Imports torch."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"{where}: {name!r} is not a device: {error}") from None
+    if needed_here and device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{where}: {name!r}: this machine has no CUDA device")
+    return device

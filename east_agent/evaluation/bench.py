@@ -39,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from east_agent.common.arguments import add_old_spelling, positive_int
+from east_agent.common.arguments import add_old_spelling, checked_device, positive_int
 from east_agent.common.atomic import append_atomically, write_atomically
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
@@ -52,7 +52,6 @@ from east_agent.decoding.prompt import (
     simt_instruction,
 )
 from east_agent.decoding.units import join_source_units, source_units, unit_text
-from east_agent.evaluation.config import checked_device
 from east_agent.lm import KV_CACHES, CachedLM, build_lm, cache_argument_name, new_dynamic_cache
 from east_agent.lm.checkpoint import TORCH_DTYPES
 from east_agent.lm.static import supports

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from east_agent.common.arguments import checked_device
 from east_agent.common.comet_process import CometError, CometSettings, check_comet
 
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
@@ -334,20 +335,6 @@ def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> Non
     has. Named by the flag, or the config's file and line, before any run (imports torch)."""
     where = "--device" if flag_given else config.place().of("device")
     checked_device(config.device, where, needed_here)
-
-
-def checked_device(name: str, where: str, needed_here: bool = True):
-    """The torch device `name` says (refused naming `where` if torch knows none, or, with
-    `needed_here`, if it is a CUDA device this machine lacks)."""
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise EvalConfigError(f"{where}: {name!r} is not a device: {error}") from None
-    if needed_here and device.type == "cuda" and not torch.cuda.is_available():
-        raise EvalConfigError(f"{where}: {name!r}: this machine has no CUDA device")
-    return device
 
 
 def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_needed: bool) -> None:

@@ -14,7 +14,7 @@ import logging
 
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
-from east_agent.common.arguments import non_negative_int, positive_int
+from east_agent.common.arguments import checked_device, non_negative_int, positive_int
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
@@ -149,9 +149,11 @@ class StreamingAgent(TextToTextAgent):
 
     @classmethod
     def checked_config(cls, args: argparse.Namespace):
-        """`decoding_config`, and a --max-context the checkpoint can hold (its config read,
-        not its weights): what a run checks before it writes or loads anything."""
+        """`decoding_config`, a --device this machine has, and a --max-context the
+        checkpoint can hold (its config read, not its weights): what a run checks before it
+        writes or loads anything."""
         config = cls.decoding_config(args)
+        checked_device(getattr(args, "device", "cpu"), "--device")
         check_max_context(args, config.max_context)
         return config
 

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 from commands import (
     WAITK_AGENT_FILE,
     agent_arguments,
@@ -245,6 +246,29 @@ def test_bad_flags_of_a_batched_run_are_refused_before_loading(test_set, tmp_pat
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+@pytest.mark.parametrize(
+    "device, message",
+    [("cuda", "'cuda': this machine has no CUDA device"), ("gpu", "'gpu' is not a device")],
+)
+def test_a_device_this_machine_lacks_is_refused_before_the_folder_changes(
+    test_set, tmp_path, batch, device, message
+):
+    """Before: a traceback from the model load, after the finished run there was emptied."""
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    output = tmp_path / "out"
+    output.mkdir()
+    earlier = {"scores.tsv": "BLEU\n1.0\n", "instances.log": '{"index": 0}\n'}
+    for name, text in earlier.items():
+        (output / name).write_text(text)
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, output, "--device", device)
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"--device: {message}" in result.stderr and "Traceback" not in result.stderr
+    assert {path.name: path.read_text() for path in output.iterdir()} == earlier
 
 
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])

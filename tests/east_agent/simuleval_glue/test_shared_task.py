@@ -171,6 +171,19 @@ def test_the_evaluators_flags_are_refused_by_the_server(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 
 
+def test_the_server_refuses_a_device_it_lacks_before_loading(tmp_path):
+    """Before: a traceback from the model load."""
+    refused = subprocess.run(
+        [console_script("east-simuleval"), "--standalone", "--remote-port", str(free_port()),
+         "--agent", str(AGENT_FILE), "--model-path", str(tmp_path / "never-loaded"),
+         *AGENT_FLAGS, "--device", "gpu"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "east-simuleval: --device: 'gpu' is not a device" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 def remote_eval_command(port, test_set, output, *extra):
     return [
         console_script("east-remote-eval"),

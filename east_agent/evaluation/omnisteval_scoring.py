@@ -152,7 +152,10 @@ def talk_outputs_from_log(
                 f"{path}: line {record['_line']}: field 'index' must be a talk number "
                 f"0..{len(talks) - 1}, got {record.get('index')!r}"
             )
-    return [log_talk_output(path, r, talks[r["index"]], char_level) for r in records]
+    return [
+        log_talk_output(path, r, talks[r["index"]], char_level, talks[r["index"]].units)
+        for r in records
+    ]
 
 
 def talk_outputs_from_sentences(
@@ -183,7 +186,7 @@ def joined_talk_output(
     chunks: list[Chunk] = []
     units_before, seconds_before = 0, 0.0
     for record, end in zip(records, talk.sentence_ends):
-        sentence = log_talk_output(path, record, talk, char_level).chunks
+        sentence = log_talk_output(path, record, talk, char_level, end - units_before).chunks
         chunks += [
             Chunk(chunk.text, units_before + chunk.units_read, seconds_before + chunk.elapsed)
             for chunk in sentence
@@ -193,7 +196,11 @@ def joined_talk_output(
     return TalkOutput(talk.talk_id, tuple(chunks))
 
 
-def log_talk_output(path: str | Path, record: dict, talk: Talk, char_level: bool) -> TalkOutput:
+def log_talk_output(
+    path: str | Path, record: dict, talk: Talk, char_level: bool, source_units: int
+) -> TalkOutput:
+    """One log record's chunks; its source must have the `source_units` of the talk (or
+    gold sentence) its index names: the log of another test set is refused."""
     units = output_units(record["prediction"], char_level)
     for name in ("delays", "elapsed"):
         if len(record[name]) != len(units):
@@ -201,6 +208,12 @@ def log_talk_output(path: str | Path, record: dict, talk: Talk, char_level: bool
                 f"{path}: line {record['_line']}: field {name!r} has {len(record[name])} "
                 f"values for {len(units)} output units"
             )
+    if record.get("source_length") != source_units:
+        raise ValueError(
+            f"{path}: line {record['_line']}: field 'source_length' is "
+            f"{record.get('source_length')!r}, but {talk.talk_id}'s source there has "
+            f"{source_units} units: a log of another test set (or of its sentences, not talks)"
+        )
     chunks = (
         Chunk(unit, int(delay), float(seconds))
         for unit, delay, seconds in zip(units, record["delays"], record["elapsed"])

@@ -110,6 +110,7 @@ def write_log(path):
                 "prediction": " ".join(word for word, _ in words),
                 "delays": [read for _, read in words],
                 "elapsed": [0.0] * len(words),
+                "source_length": 8,  # each talk: 4 + 4 and 6 + 2 words
             }
         )
     path.write_text("".join(json.dumps(record) + "\n" for record in records))
@@ -228,6 +229,8 @@ def test_gold_sentence_logs_join_into_talks(talks_dir, tmp_path):
         {"index": 1, "prediction": "a dog", "delays": [1, 4], "elapsed": [0.2, 0.5]},
         {"index": 2, "prediction": "she", "delays": [6], "elapsed": [1.0]},
     ]  # sentence 3 is missing: its talk is left out
+    for record, words in zip(records, (4, 4, 6)):
+        record["source_length"] = words
     log = tmp_path / "instances.log"
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
     talks = longform.read_longform(talks_dir).talks
@@ -239,3 +242,24 @@ def test_gold_sentence_logs_join_into_talks(talks_dir, tmp_path):
         ("a", 5, pytest.approx(0.5)),
         ("dog", 8, pytest.approx(0.8)),
     ]
+
+
+def test_a_log_of_another_test_set_is_refused(talks_dir, tmp_path):
+    """Before: scored, LongYAAL of -103,551 ms and exit 0 (a talks5 log against talks50)."""
+    talks = longform.read_longform(talks_dir).talks
+    log = write_log(tmp_path / "instances.log")
+    lines = log.read_text().splitlines()
+    other = {**json.loads(lines[1]), "source_length": 5}
+    log.write_text(lines[0] + "\n" + json.dumps(other) + "\n")
+    with pytest.raises(ValueError, match="line 2: field 'source_length' is 5, but talk0001's"):
+        talk_outputs_from_log(log, talks)
+    # a gold-sentence log read as talks: its sentences' lengths are not the talks'
+    sentence = {"index": 0, "prediction": "the cat", "delays": [2, 4], "elapsed": [0, 0]}
+    log.write_text(json.dumps({**sentence, "source_length": 4}) + "\n")
+    with pytest.raises(ValueError, match="talk0000's source there has 8 units"):
+        talk_outputs_from_log(log, talks)
+    # a talk's log read as gold sentences: sentence 0 has 4 units, not 8
+    records = [{**sentence, "index": index, "source_length": 8} for index in (0, 1)]
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(ValueError, match="line 1: .* talk0000's source there has 4 units"):
+        talk_outputs_from_sentences(log, talks)

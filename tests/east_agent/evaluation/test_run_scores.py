@@ -29,6 +29,7 @@ def grid(tmp_path, monkeypatch):
         "prediction": "the cat sat a dog ran",
         "delays": [1, 2, 3, 4, 5, 5],
         "elapsed": [0.1] * 6,
+        "source_length": 5,
     }
     (run_dir / "instances.log").write_text(json.dumps(record) + "\n")
     return config, run, run_dir

@@ -30,6 +30,8 @@ from east_agent.decoding.chunk_search import (
     greedy_chunk,
 )
 from east_agent.decoding.long_form import (
+    DEFAULT_CONTEXT_WORDS,
+    DEFAULT_SEGMENT_UNITS,
     capped_tokens,
     check_long_form,
     ends_sentence,
@@ -85,8 +87,8 @@ class DecoderConfig:
     # long-form input (`east_agent.decoding.long_form`): one unbounded source per instance
     long_form: bool = False
     cache_budget: int | None = None  # tokens a stream's cache may hold; default: half the context
-    context_words: int = 20  # source and target words carried into each new segment
-    segment_units: int = 60  # a write is forced after this many units without a sentence end
+    context_words: int = DEFAULT_CONTEXT_WORDS  # words carried into each new segment
+    segment_units: int = DEFAULT_SEGMENT_UNITS  # units without a sentence end before a write
     context_across_sentences: bool = False  # carry context past sentence ends too
 
     def __post_init__(self) -> None:

@@ -67,9 +67,25 @@ def long_form_settings(source) -> dict:
     return {name: getattr(source, name) for name in LONG_FORM_FIELDS}
 
 
+DEFAULT_CONTEXT_WORDS = 20
+DEFAULT_SEGMENT_UNITS = 60
+LONG_FORM_DEFAULTS = {
+    "cache_budget": None, "context_words": DEFAULT_CONTEXT_WORDS,
+    "segment_units": DEFAULT_SEGMENT_UNITS, "context_across_sentences": False,
+}  # fmt: skip
+
+
 def check_long_form(config) -> None:
     """The long-form settings a decoder config shares (`long_form`, `cache_budget`,
-    `context_words`, `segment_units`, `context_across_sentences`)."""
+    `context_words`, `segment_units`, `context_across_sentences`): set without
+    `long_form`, they would be ignored, and are refused."""
+    if not config.long_form:
+        given = [
+            name for name, value in LONG_FORM_DEFAULTS.items() if getattr(config, name) != value
+        ]
+        if given:
+            flags = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in given)
+            raise ValueError(f"{flags}: settings of long-form input, given without --long-form")
     if config.context_words < 0:
         raise ValueError(f"context_words must be 0 or more, got {config.context_words}")
     if config.segment_units < 1:
@@ -128,14 +144,15 @@ class Segmenter:
     ):
         self.decoder = decoder
         self.budget = cache_budget or decoder.max_context // 2
+        named = f"cache_budget (--cache-budget) {self.budget}" + (
+            "" if cache_budget else f", half the context of {decoder.max_context} by default,"
+        )
         if self.budget > decoder.max_context:
-            raise ValueError(
-                f"cache_budget {self.budget} is above the context of {decoder.max_context}"
-            )
+            raise ValueError(f"{named} is above the context of {decoder.max_context}")
         if self.budget < fixed_tokens + SEGMENT_ROOM:
             raise ValueError(
-                f"cache_budget {self.budget} leaves too little room after the {fixed_tokens}-"
-                f"token prompt (at least {fixed_tokens + SEGMENT_ROOM})"
+                f"{named} leaves too little room after the {fixed_tokens}-token prompt (at "
+                f"least {fixed_tokens + SEGMENT_ROOM}; --max-context {decoder.max_context})"
             )
         self.fixed_tokens = fixed_tokens
         self.context_words, self.segment_units = context_words, segments

@@ -29,6 +29,8 @@ from east_agent.decoding.chunk_search import (
 )
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.long_form import (
+    DEFAULT_CONTEXT_WORDS,
+    DEFAULT_SEGMENT_UNITS,
     capped_tokens,
     check_long_form,
     long_form_settings,
@@ -79,8 +81,8 @@ class WaitkConfig:
     # long-form input (`east_agent.decoding.long_form`), as DecoderConfig's
     long_form: bool = False
     cache_budget: int | None = None
-    context_words: int = 20
-    segment_units: int = 60
+    context_words: int = DEFAULT_CONTEXT_WORDS
+    segment_units: int = DEFAULT_SEGMENT_UNITS
     context_across_sentences: bool = False
 
     def __post_init__(self) -> None:

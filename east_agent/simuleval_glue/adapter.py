@@ -15,6 +15,7 @@ import logging
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
 from east_agent.common.arguments import checked_device, non_negative_int, positive_int
+from east_agent.decoding.long_form import DEFAULT_CONTEXT_WORDS, DEFAULT_SEGMENT_UNITS
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
@@ -72,7 +73,7 @@ def add_long_form_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--context-words",
         type=non_negative_int,
-        default=20,
+        default=DEFAULT_CONTEXT_WORDS,
         help="--long-form: source and target words of a sentence cut by the budget or "
         "--segment-units carried into the segment that goes on with it",
     )
@@ -85,7 +86,7 @@ def add_long_form_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--segment-units",
         type=positive_int,
-        default=60,
+        default=DEFAULT_SEGMENT_UNITS,
         help="--long-form: a write is forced after this many units without a sentence end",
     )
 

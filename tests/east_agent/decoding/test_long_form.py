@@ -235,3 +235,17 @@ BAD_SETTINGS = [
 def test_bad_long_form_settings_are_refused(east_model, east_tokenizer, policy, settings, message):
     with pytest.raises(ValueError, match=message):
         long_form(east_model, east_tokenizer, policy, **settings)
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_long_form_settings_without_long_form_are_refused(east_model, east_tokenizer, policy):
+    """Before: ignored, yet recorded (a resume with another value was refused)."""
+    settings = {"cache_budget": 200, "context_across_sentences": True}
+    with pytest.raises(ValueError, match=r"^cache_budget \(--cache-budget\), context_across_sent"):
+        make_decoder(policy, east_model, east_tokenizer, **settings)
+    make_decoder(policy, east_model, east_tokenizer, context_words=20)  # the default
+
+
+def test_the_default_budget_is_named_as_such(east_model, east_tokenizer):
+    with pytest.raises(ValueError, match=r"--cache-budget\) 50, half the context of 100 by def"):
+        long_form(east_model, east_tokenizer, "east", max_context=100)

@@ -123,11 +123,16 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     from simuleval.data.dataloader import build_dataloader
 
     from east_agent.simuleval_glue.comet_scorer import check_comet_flags
-    from east_agent.simuleval_glue.data_files import checked_span, sentence_span
+    from east_agent.simuleval_glue.data_files import (
+        check_references_given,
+        checked_span,
+        sentence_span,
+    )
 
     config = agent_class.checked_config(args)
     source, target = getattr(args, "source", None), getattr(args, "target", None)
     checked_span(source, target, args.start_index, args.end_index)
+    check_references_given(source, target, args.no_scoring)
     check_comet_flags(args)
     if not args.output:
         raise ValueError("--batch-size needs --output (the run's instances.log goes there)")

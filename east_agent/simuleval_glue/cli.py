@@ -211,7 +211,7 @@ def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None)
     index = records[-1]["index"] + 1 if records else (span[0] if span else 0)
     return (
         f"sentence {index}: {error}. SimulEval's loop (--batch-size 1) stops there: the "
-        f"{len(records)} sentences finished before it are in {log}; with --batch-size above 1 "
+        f"sentences finished before it ({len(records)}) are in {log}; with --batch-size above 1 "
         "the run finishes every other sentence and names each one that does not fit"
     )
 

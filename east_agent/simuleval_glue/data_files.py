@@ -72,11 +72,24 @@ def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     parser.add_argument("--end-index", type=int, default=-1)
     parser.add_argument("--dataloader", default=TEXT_DATALOADER)
     parser.add_argument("--dataloader-class")
+    parser.add_argument("--no-scoring", action="store_true")
     known, _ = parser.parse_known_args(argv)
     if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
         return None  # not text files of lines: the dataloader's own business
     span = checked_span(known.source, known.target, known.start_index, known.end_index)
+    check_references_given(known.source, known.target, known.no_scoring)
     return None if span is None else (span.start, span.stop)
+
+
+def check_references_given(source: str | None, target: str | None, no_scoring: bool) -> None:
+    """A scored run needs its references: without --target SimulEval scores BLEU 0 and
+    the latency against the translations' own lengths, exit 0, saying so only in its log."""
+    if source is not None and target is None and not no_scoring:
+        raise ValueError(
+            "--target: no reference file; the scores need one (without it, BLEU would be "
+            "0 and the latency measured against the translations): give --target, or "
+            "--no-scoring to translate only"
+        )
 
 
 def checked_span(

@@ -522,7 +522,7 @@ def test_an_overlong_sentence_in_simulevals_loop_is_named_and_old_scores_go(
     result = run_simuleval(*arguments, "--batch-size", 1)
     assert result.returncode != 0
     assert "sentence 2: the sentence needs more than 200 tokens" in result.stderr
-    assert "the 2 sentences finished before it are in" in result.stderr
+    assert "the sentences finished before it (2) are in" in result.stderr
     assert [r["index"] for r in instances(output)] == [0, 1]
     assert not (output / "scores.tsv").exists() and not (output / "metrics.tsv").exists()
     assert not (output / "batch.json").exists()
@@ -536,6 +536,24 @@ def test_a_missing_reference_file_is_refused_before_loading(test_set, tmp_path, 
     assert result.returncode != 0
     assert f"--target {tmp_path / 'no-such-ref.txt'}: no such file" in result.stderr
     assert "never-loaded" not in result.stderr
+
+
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+def test_a_scored_run_without_references_is_refused_before_loading(
+    east_checkpoint, test_set, tmp_path, batch
+):
+    """Before: SimulEval scored BLEU 0, and the latency against the translations, exit 0."""
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out")
+    del arguments[arguments.index("--target") : arguments.index("--target") + 2]
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--target: no reference file; the scores need one" in result.stderr
+    assert "never-loaded" not in result.stderr and not (tmp_path / "out").exists()
+    arguments[arguments.index(tmp_path / "never-loaded")] = east_checkpoint
+    result = run_simuleval(*arguments, "--batch-size", batch, "--no-scoring", timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len(finished_records(tmp_path / "out" / "instances.log")) == 7
+    assert not (tmp_path / "out" / "scores.tsv").exists()
 
 
 def test_batching_another_agent_is_refused_plainly(test_set, tmp_path):

@@ -16,9 +16,11 @@
   grid's) resumes, and model folders by a fingerprint of theirs
   (`east_agent.common.fingerprint.folder_fingerprint`),
   so a moved or copied checkpoint resumes too. A run whose settings cannot be
-  read here (`--system-dir`) leaves no record, and a log without one is resumed as it
-  is; `east-remote-eval` records the language this package's server reads (and keeps the
-  record of a log it resumes, refusing one of another source language).
+  read here (`--system-dir`) leaves no record, and resumes a log without one as it is; a
+  run whose settings are known refuses to resume such a log (it could hold another
+  system's sentences); `east-remote-eval` records the language this package's server
+  reads (and keeps the record of a log it resumes, refusing one of another source
+  language).
 - A resumed log must lie within the run's `--start-index` .. `--end-index`: sentences
   outside it would be scored with it.
 - SimulEval's own loop resumes after the last line of the log, so before it resumes, the
@@ -160,11 +162,19 @@ def settings_differ(saved: dict, settings: dict) -> list[str]:
 
 
 def check_same_settings(output: Path, settings: dict) -> None:
-    """Refuse to extend a log written with other settings (a folder that never recorded
-    them, or has no finished sentence, is taken as it is)."""
+    """Refuse to extend a log written with other settings, or with settings it never
+    recorded (a folder with no finished sentence is taken as it is)."""
     record, log = output / SETTINGS_RECORD, output / "instances.log"
-    if not record.exists() or not finished_records(log):
+    finished = finished_records(log)
+    if not finished:
         return
+    if not record.exists():
+        raise ValueError(
+            f"{log} holds sentences ({len(finished)} finished) translated with settings it "
+            f"does not record (no {SETTINGS_RECORD}: written by another command, the stock "
+            "`simuleval` or a `--system-dir` run); resume it with that command, or write "
+            "to another --output"
+        )
     saved = read_json_object(record)
     differ = settings_differ(saved, settings)
     if differ:

@@ -68,9 +68,16 @@ def test_settings_are_recorded_with_a_fresh_log_and_checked_on_resume(tmp_path):
     with writing(output, None, resume=True, run=True):  # settings unknown here: no record
         pass
     assert not (output / run_folder.SETTINGS_RECORD).exists()
-    with writing(output, other, resume=True, run=True):
-        pass
+    # a log without a record (the stock `simuleval`'s) is not extended by a run that knows
+    # its settings (before: taken, mixing two systems' sentences in one log)
+    with pytest.raises(ValueError, match=r"holds sentences \(1 finished\) translated with"):
+        with writing(output, other, resume=True, run=True):
+            pass
     assert logged(output / "instances.log") == [0]
+    write_log(output / "instances.log", [])
+    with writing(output, other, resume=True, run=True):  # nothing finished: taken
+        pass
+    assert (output / run_folder.SETTINGS_RECORD).exists()
 
 
 @pytest.mark.parametrize("dataloader", [[], ["--dataloader", "text-to-text"]])
@@ -79,7 +86,8 @@ def test_simulevals_text_reader_gets_its_files_checked_and_its_span(tmp_path, da
 
     source = tmp_path / "src.txt"
     source.write_text("a\nb\nc\n")
-    assert check_data_files(["--source", str(source), "--end-index", "2", *dataloader]) == (0, 2)
+    flags = ["--source", str(source), "--end-index", "2", "--no-scoring", *dataloader]
+    assert check_data_files(flags) == (0, 2)
     assert check_data_files(["--source", str(source), "--dataloader", "speech-to-text"]) is None
 
 
@@ -165,10 +173,13 @@ def test_a_model_folder_is_known_by_its_fingerprint(tmp_path):
 
 def test_a_log_outside_the_span_is_refused_before_the_settings_are_recorded(tmp_path):
     write_log(tmp_path / "instances.log", [0, 1, 2])
+    record = tmp_path / run_folder.SETTINGS_RECORD
+    record.write_text('{"agent_class": "Agent"}')
+    written = record.stat().st_mtime_ns
     with pytest.raises(ValueError, match=r"outside --start-index 1 .. --end-index 3 \(0\)"):
         with writing(tmp_path, {"agent_class": "Agent"}, resume=True, run=True, span=(1, 3)):
             pass
-    assert not (tmp_path / run_folder.SETTINGS_RECORD).exists()
+    assert record.stat().st_mtime_ns == written
     with writing(tmp_path, {"agent_class": "Agent"}, resume=True, run=True, span=(0, 5)):
         pass
     assert logged(tmp_path / "instances.log") == [0, 1, 2]

@@ -430,8 +430,8 @@ def serve(agent_class, args: argparse.Namespace) -> None:
 
     from east_agent.decoding.stream_pool import StreamPool
 
-    config = agent_class.checked_config(args)
     sockets = listening_sockets(args.remote_address, args.remote_port)
+    config = agent_class.checked_config(args)
     model, tokenizer = agent_class.load(args, config)
     if args.fp16 or args.dtype == "fp16":
         model.half()

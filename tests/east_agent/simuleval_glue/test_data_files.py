@@ -78,4 +78,15 @@ def test_sentence_indices_outside_the_source_file_are_refused(tmp_path, start, e
 def test_sentence_indices_within_the_source_file_give_their_span(tmp_path, arguments, span):
     source = tmp_path / "src.txt"
     source.write_text("Die Katze\nDer Hund\nDer Vogel\n")
-    assert data_files.check_data_files(["--source", str(source), *arguments]) == span
+    flags = ["--source", str(source), "--no-scoring", *arguments]
+    assert data_files.check_data_files(flags) == span
+
+
+def test_a_scored_run_needs_its_references(tmp_path):
+    source = tmp_path / "src.txt"
+    source.write_text("Die Katze\n")
+    with pytest.raises(ValueError, match="--target: no reference file; the scores need one"):
+        data_files.check_data_files(["--source", str(source)])
+    target = tmp_path / "ref.txt"
+    target.write_text("The cat\n")
+    assert data_files.check_data_files(["--source", str(source), "--target", str(target)])

@@ -21,7 +21,7 @@ def _file_state(path: str) -> tuple[str, int, int]:
 
 
 def check_source_file(source: str | None, target: str | None = None) -> int | None:
-    """Refuse a source file with empty lines, or a reference file with another number of
+    """Refuse a source file with no line or empty lines, or a reference file with another number of
     lines, before any model is loaded (and either file not UTF-8, or with a carriage return
     inside a line, where SimulEval's reader would start another sentence). Files found good
     are not read again in this process unless they change (`east-simuleval` checks them
@@ -40,6 +40,8 @@ def check_source_file(source: str | None, target: str | None = None) -> int | No
 
 def _check_lines(source: str, target: str | None) -> int:
     lines = read_simuleval_lines(source)
+    if not lines:
+        raise ValueError(f"{source}: no source sentence (an empty file)")
     empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
     if empty:
         shown = ", ".join(str(number) for number in empty[:10])

@@ -90,3 +90,11 @@ def test_a_scored_run_needs_its_references(tmp_path):
     target = tmp_path / "ref.txt"
     target.write_text("The cat\n")
     assert data_files.check_data_files(["--source", str(source), "--target", str(target)])
+
+
+def test_an_empty_source_file_is_refused(tmp_path):
+    """Before: scored as NaN, exit 0."""
+    source = tmp_path / "src.txt"
+    source.write_text("")
+    with pytest.raises(ValueError, match=r"src.txt: no source sentence \(an empty file\)"):
+        data_files.check_data_files(["--source", str(source), "--no-scoring"])

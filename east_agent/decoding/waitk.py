@@ -17,6 +17,7 @@ up to the next whole character).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -57,6 +58,7 @@ from east_agent.decoding.units import unit_text
 from east_agent.lm.checkpoint import end_of_turn_ids
 
 SOURCE_SLOT = "\u27e6SOURCE\u27e7"  # stands for the source prefix while the prompt renders
+INCOMPLETE = "\ufffd"  # what the bytes of a character cut across tokens decode to
 
 
 def check_waitk(waitk: int) -> int:
@@ -198,17 +200,25 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
     def _step(
         self, stream: OfflineWaitkStream, decision: str, new_ids: list[int], finished: bool = False
     ) -> Step:
-        """Extend the target prefix; the step's text is what it adds to the decoded target."""
-        before = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
+        """Extend the target prefix; the step's text is what it adds to the decoded target.
+        A word cut inside a character (at its token cap) decodes to a trailing U+FFFD: that
+        character is written by the step that completes it (or by the forced write)."""
+        before = self._written(stream.target_ids)
         stream.target_ids += new_ids
         stream.tokens.append_generated(new_ids)
         after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
-        text = after[len(before) :] if after.startswith(before) else after
+        if decision != FORCED:
+            after = after.rstrip(INCOMPLETE)
+        text = after[len(os.path.commonprefix([before, after])) :]
         if decision == FORCED:  # the end of a sentence (or of a long-form segment)
             text = text.rstrip()
         if new_ids or decision == FORCED:  # a forced write is recorded, empty or not
             stream.record_chunk(new_ids, text)
         return Step(decision, text if new_ids else None, new_ids, finished=finished)
+
+    def _written(self, target_ids: list[int]) -> str:
+        """The text of the target prefix the steps so far have written."""
+        return self.tokenizer.decode(target_ids, skip_special_tokens=True).rstrip(INCOMPLETE)
 
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
         if not stream.pending():  # a word was the last thing fed: its last token again

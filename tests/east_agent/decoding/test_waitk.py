@@ -217,3 +217,36 @@ def test_waitk_agent_in_simuleval(east_checkpoint, tmp_path, prompt):
     assert len(instances) == 3
     for instance in instances:
         assert instance["delays"] and instance["delays"][0] >= 3
+
+
+def test_a_word_cut_inside_a_character_writes_it_once(east_tokenizer):
+    """A word ends at its token cap (MAX_WORD_TOKENS) on the first byte of an emoji: the
+    step after writes that emoji, and the steps join to the decoded target (before: the
+    second step wrote the whole target again)."""
+    from transformers import LlamaForCausalLM
+
+    from tiny_east import tiny_llama_config
+
+    x, lead, tail, blank_line = 87, 76460, 222, 271  # "x", "😀" = [76460, 222], "\n\n"
+    assert east_tokenizer.decode([lead, tail]) == "😀"
+    follows = {blank_line: x, x: lead, lead: tail, tail: lead}
+
+    def puppeteer(module, args, kwargs, out):
+        """The model writes "x😀😀😀...", whatever it reads."""
+        input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        for row, last in enumerate(input_ids[:, -1].tolist()):
+            if last in follows:
+                out.logits[row, -1, follows[last]] += 1000.0
+        return out
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(east_tokenizer)).eval()
+    model.register_forward_hook(puppeteer, with_kwargs=True)
+    config = WaitkConfig("de", "en", 1, kv_cache="dynamic", max_new_tokens=4)
+    decoder = OfflineWaitkDecoder(model, east_tokenizer, config)
+    first = decoder.push_unit("Hallo")
+    assert len(first.chunk_ids) == 32 and first.chunk_ids[-1] == lead  # cut inside "😀"
+    assert first.chunk == "x" + "😀" * 15
+    decoder.push_unit("Welt", is_last=True)
+    translation = decoder.streams[0].translation()
+    assert "".join(translation.chunks) == east_tokenizer.decode(sum(translation.chunk_ids, []))

@@ -57,8 +57,20 @@ class MarginRecorder:
         return results
 
 
-def outcomes(translation, end_of_read: int, max_tokens: list[int]) -> list:
-    """The outcome of each masked forward of a greedy sentence, in order."""
+def chunk_caps(translation, max_new_tokens: int) -> list[int]:
+    """The most tokens each chunk of a sentence could have (`EastStreamDecoder.write_tokens`
+    at the units read since the write before)."""
+    delays = translation.delays
+    return [
+        min(max_new_tokens, 2 * (delay - previous + 25))
+        for previous, delay in zip([0, *delays], delays)
+    ]
+
+
+def outcomes(translation, max_new_tokens: int) -> list:
+    """The outcome of each masked forward of a greedy sentence, in order: each read or
+    write decision, each chunk token, and the stop of a chunk shorter than its cap."""
+    max_tokens = chunk_caps(translation, max_new_tokens)
     symbols, chunk = [], 0
     for decision in translation.decisions:
         if decision != "forced":
@@ -117,16 +129,14 @@ def first_margin(decoder, units, batched) -> tuple[int, float, float]:
         translation = decoder.translate(units)
     finally:
         streaming.run_feeds = recorder.original
-    caps = [
-        min(decoder.config.max_new_tokens, 2 * (delay - previous + 25))
-        for previous, delay in zip([0, *translation.delays], translation.delays)
-    ]
-    end_of_read = decoder.token_ids.end_of_read
-    mine = outcomes(translation, end_of_read, caps)
-    theirs = outcomes(batched, end_of_read, caps)
+    # each translation's caps its own: the batched one may have other chunks (before: the
+    # sequential one's caps for both, an IndexError where the batched one had more chunks)
+    mine = outcomes(translation, decoder.config.max_new_tokens)
+    theirs = outcomes(batched, decoder.config.max_new_tokens)
     at = first_difference(mine, theirs)
     all_margins = sorted(margin for _, margin in recorder.margins)
-    return at, recorder.margins[at][1], all_margins[len(all_margins) // 2]
+    margin = recorder.margins[at][1] if at < len(recorder.margins) else float("nan")
+    return at, margin, all_margins[len(all_margins) // 2]
 
 
 def report(results: list[dict], header: str) -> str:

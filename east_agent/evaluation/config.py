@@ -28,6 +28,9 @@ from east_agent.common.arguments import checked_device
 from east_agent.common.comet_process import CometError, CometSettings, check_comet
 
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
+# the settings of long-form input (decoding.long_form.LONG_FORM_FIELDS less long_form;
+# not imported from there, which imports torch)
+LONG_FORM_KEYS = ("cache_budget", "context_words", "segment_units", "context_across_sentences")
 
 
 TOP_LEVEL_KEYS = {
@@ -159,6 +162,8 @@ class EvalConfig:
             check_system_keys(self.source, system, agent, settings)
             if self.long_form:
                 settings = self.long_form_settings(system, settings, gold)
+            elif not settings.get("long_form"):
+                self.refuse_long_form_keys(system, settings)
             swept = [key for key, value in settings.items() if isinstance(value, list)]
             if len(swept) > 1:
                 raise EvalConfigError(
@@ -187,7 +192,7 @@ class EvalConfig:
         settings that contradict that are refused here, not halfway through the grid."""
         where = f"{self.source}: systems.{system}"
         if gold:
-            for key in ("long_form", "cache_budget", "context_words", "segment_units"):
+            for key in ("long_form", *LONG_FORM_KEYS):
                 if key in settings:
                     raise EvalConfigError(f"{where}.{key}: a gold-sentence system reads no talks")
             return settings
@@ -196,6 +201,17 @@ class EvalConfig:
         if settings.get("long_form") is False:
             raise EvalConfigError(f"{where}.long_form: a long-form grid's runs read talks")
         return {**settings, "long_form": True}
+
+    def refuse_long_form_keys(self, system: str, settings: dict) -> None:
+        """Settings of long-form input in a system of sentences: refused before any run
+        (a run would refuse them, halfway through the grid)."""
+        given = [key for key in LONG_FORM_KEYS if key in settings]
+        if given:
+            where = self.place().of("systems", system, given[0])
+            raise EvalConfigError(
+                f"{where}: a setting of long-form input, and this system reads sentences "
+                "(long-form test sets are NAME.talksN; or set long_form: true)"
+            )
 
     def gold_sentences(self, system: str, value: Any) -> bool:
         if not isinstance(value, bool):

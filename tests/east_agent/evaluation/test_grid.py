@@ -787,6 +787,16 @@ def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
         ("multi30k.de-en", {"gold_sentences": True}, "gold_sentences needs a long-form test set"),
         ("multi30k.de-en.talks3", {"gold_sentences": True, "context_words": 0}, "reads no talks"),
         ("multi30k.de-en.talks3", {"document_level": True}, "long-form runs exclude it"),
+        (  # before: passed to the gold runs, whose decoder refuses it, halfway through
+            "multi30k.de-en.talks3",
+            {"gold_sentences": True, "context_across_sentences": True},
+            "systems.east.context_across_sentences: a gold-sentence system reads no talks",
+        ),
+        (  # before: a run's refusal, after the runs before it
+            "multi30k.de-en",
+            {"cache_budget": 300},
+            "systems.east.cache_budget: a setting of long-form input, and this system reads",
+        ),
     ],
 )
 def test_long_form_settings_that_contradict_are_refused(
@@ -1094,3 +1104,10 @@ def test_numbers_yaml_reads_as_text_are_read_as_numbers(tmp_path):
     config = read_eval_config(quick_config(tmp_path / "grid.yaml", ca_unit_seconds="1e-1"))
     assert config.ca_unit_seconds == 0.1
     assert config.testset == "multi30k.de-en"
+
+
+def test_the_grids_long_form_keys_are_the_decoders():
+    from east_agent.decoding.long_form import LONG_FORM_FIELDS
+    from east_agent.evaluation.config import LONG_FORM_KEYS
+
+    assert ("long_form", *LONG_FORM_KEYS) == LONG_FORM_FIELDS

@@ -53,8 +53,9 @@ SEGMENT_ROOM = UNIT_ROOM + 2 + CHUNK_ROOM + RESERVE  # a new segment's need afte
 
 def ends_sentence(unit: str) -> bool:
     """Whether the unit ends a sentence: its last character, closing quotes and brackets
-    aside, ends one."""
-    return unit.rstrip().rstrip(CLOSING_MARKS)[-1:] in SENTENCE_END
+    aside, ends one (a unit of closing marks alone, `）` or `"`, ends none)."""
+    text = unit.rstrip().rstrip(CLOSING_MARKS)
+    return bool(text) and text[-1] in SENTENCE_END
 
 
 LONG_FORM_FIELDS = (

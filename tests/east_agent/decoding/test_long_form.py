@@ -7,6 +7,7 @@ import pytest
 from lm_trace import TracingLM, assert_trace_matches_full_recompute
 
 from east_agent.decoding.east import FORCED, DecoderConfig, EastStreamDecoder
+from east_agent.decoding.long_form import ends_sentence
 from east_agent.decoding.token_stream import TokenStream
 from east_agent.decoding.units import join_source_units
 from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
@@ -249,3 +250,16 @@ def test_long_form_settings_without_long_form_are_refused(east_model, east_token
 def test_the_default_budget_is_named_as_such(east_model, east_tokenizer):
     with pytest.raises(ValueError, match=r"--cache-budget\) 50, half the context of 100 by def"):
         long_form(east_model, east_tokenizer, "east", max_context=100)
+
+
+@pytest.mark.parametrize(
+    "unit, ends",
+    [
+        ("Haus.", True), ('weekend."', True), ("paying.)", True), ("。」", True),
+        ("说。”", True), ("why?»", True), ("Haus", False), ("Mr", False),
+        # closing marks alone end no sentence (a Chinese unit `）`, spaced punctuation)
+        (")", False), ("）", False), ("》", False), ('"', False), ("」", False),
+    ],
+)  # fmt: skip
+def test_a_sentence_end_is_its_mark_closing_marks_aside(unit, ends):
+    assert ends_sentence(unit) is ends

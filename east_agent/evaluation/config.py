@@ -162,7 +162,7 @@ class EvalConfig:
             check_system_keys(self.source, system, agent, settings)
             if self.long_form:
                 settings = self.long_form_settings(system, settings, gold)
-            elif not settings.get("long_form"):
+            elif settings.get("long_form") is not True:  # a sweep of it too: its false runs
                 self.refuse_long_form_keys(system, settings)
             swept = [key for key, value in settings.items() if isinstance(value, list)]
             if len(swept) > 1:

@@ -136,7 +136,7 @@ class StreamingAgent(TextToTextAgent):
     decoder with many streams and no agent."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.config = self.decoding_config(args)
+        self.config = self.checked_config(args)
         check_source_file(getattr(args, "source", None), getattr(args, "target", None))
         self.model, self.tokenizer = self.load(args, self.config)
         self.decoder: StreamingDecoder = self.build_decoder(self.model, self.tokenizer, self.config)

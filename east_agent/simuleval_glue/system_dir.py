@@ -34,11 +34,15 @@ AGENT_CLASSES = {
 }
 
 
-def agent_parser(agent: str) -> argparse.ArgumentParser:
+def agent_class(agent: str):
     from simuleval.utils.agent import get_agent_class_from_string
 
+    return get_agent_class_from_string(AGENT_CLASSES[agent])
+
+
+def agent_parser(agent: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    get_agent_class_from_string(AGENT_CLASSES[agent]).add_args(parser)
+    agent_class(agent).add_args(parser)
     parser.add_argument("--device")
     return parser
 
@@ -56,9 +60,10 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
         option = "--" + key.replace("_", "-")
         arguments += [option] if value is True else [option, str(value)]
     try:
-        agent_parser(agent).parse_args(arguments)
+        parsed = agent_parser(agent).parse_args(arguments)
     except SystemExit:
         raise ValueError(f"the {agent} agent rejects these flags: {' '.join(arguments)}") from None
+    agent_class(agent).decoding_config(parsed)  # values its decoder refuses, refused here
     return config
 
 

@@ -271,6 +271,16 @@ def test_a_device_this_machine_lacks_is_refused_before_the_folder_changes(
     assert {path.name: path.read_text() for path in output.iterdir()} == earlier
 
 
+def test_a_device_this_machine_lacks_is_refused_without_an_output_folder(test_set, tmp_path):
+    """SimulEval's loop printing its scores (no --output) builds the agent directly:
+    refused there too (before: the weights loaded, then a traceback)."""
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, None, "--device", "gpu")
+    del arguments[arguments.index("--output") : arguments.index("--output") + 2]
+    result = run_simuleval(*arguments, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--device: 'gpu' is not a device" in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
 @pytest.mark.parametrize(
     "flags, message",

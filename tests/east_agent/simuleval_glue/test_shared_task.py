@@ -349,6 +349,8 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
     [
         ({"latency": "very low"}, "splits YAML values on spaces"),
         ({"latncy": "low"}, "rejects these flags"),
+        # a value the decoder refuses (before: packaged, refused when the system ran)
+        ({"cache_budget": 300}, r"cache_budget \(--cache-budget\): settings of long-form"),
     ],
 )
 def test_system_dir_refuses_what_simuleval_would_mangle(flags, message):

@@ -125,7 +125,9 @@ def write_talks(
     returns its SimulEval source and target lines, and the `longform` metadata."""
     talks = cut_talks(units, talk_size)
     sources, talk_references = write_talk_files(output, talks, units, references, tgt_lang)
-    write_lines(output / "source_sentences.txt", [" ".join(s.split()) for s, _ in pairs])
+    # the gold sentences' units as the talks have them (Chinese, Japanese: the checkpoint's
+    # token groups; before, the raw text, which SimulEval read as a unit a line)
+    write_lines(output / "source_sentences.txt", [" ".join(sentence) for sentence in units])
     base = parse_name(name)[0]
     return sources, talk_references, {"longform": longform_meta(base, talk_size, talks, name)}
 
@@ -174,7 +176,7 @@ def longform_meta(base: str, talk_size: int, talks: list[Talk], name: str) -> di
             "source.txt": "one talk per line (SimulEval source, one instance per talk)",
             "reference.txt": "one talk's references joined per line (SimulEval target)",
             "reference_sentences.txt": "one reference sentence per line, talk order",
-            "source_sentences.txt": "one source sentence per line, talk order",
+            "source_sentences.txt": "one source sentence per line, talk order, in units",
             "segmentation.txt": "docid=D,segid=S per reference sentence (OmniSTEval)",
             "talks.json": "per talk: units, first_sentence, sentence_ends (unit offsets)",
         },

@@ -55,6 +55,7 @@ from east_agent.common.comet_process import (
 from east_agent.common.entry import command_line
 from east_agent.common.records import write_jsonl
 from east_agent.common.text_lines import iter_lines, read_lines
+from east_agent.decoding.units import join_source_units
 from east_agent.evaluation.longform import (
     DEFAULT_UNIT_SECONDS,
     LongformSet,
@@ -293,12 +294,14 @@ def write_omnisteval_inputs(
         source=folder / SOURCE_FILE,
         talks=tuple(talks),
     )
-    copies = {
-        inputs.reference: testset.reference_sentences,
-        inputs.source: testset.source_sentences,
-    }
-    for path, sentences in copies.items():
-        write_atomically(path, "".join(line + "\n" for line in talk_lines(sentences, talks)))
+    references = talk_lines(testset.reference_sentences, talks)
+    # COMET's sources as text: a Chinese or Japanese sentence's units joined as decoded
+    sources = [
+        join_source_units(line.split(), testset.src_lang)
+        for line in talk_lines(testset.source_sentences, talks)
+    ]
+    for path, lines in ((inputs.reference, references), (inputs.source, sources)):
+        write_atomically(path, "".join(line + "\n" for line in lines))
     write_jsonl(inputs.hypothesis, hypothesis_records(outputs, times, testset.char_level))
     segments = speech_segmentation(talks, times)
     write_atomically(inputs.segmentation, json.dumps(segments, indent=0) + "\n")

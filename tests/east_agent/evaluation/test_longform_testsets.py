@@ -11,6 +11,7 @@ from east_agent.evaluation.longform import (
     uniform_unit_times,
     unit_times,
 )
+from east_agent.evaluation.omnisteval_scoring import Chunk, TalkOutput, write_omnisteval_inputs
 from east_agent.evaluation.testsets import prepare_testset, read_pairs, read_prepared
 
 
@@ -98,3 +99,25 @@ def test_chinese_targets_join_a_talk_without_spaces(tmp_path):
     pairs, _, _ = read_pairs("wmt22.en-zh")
     assert lines(prepared.reference)[0] == "".join(r for _, r in pairs[:1000])
     assert read_longform(tmp_path).char_level
+
+
+def test_chinese_gold_sentences_are_written_in_the_talks_units(tmp_path, east_tokenizer):
+    """The gold-sentence runs read `source_sentences.txt`: in units, as the talks are
+    (before: raw text, which SimulEval read as one unit a sentence, and their latency with
+    it); COMET's sources are those units joined back into the text."""
+    from east_agent.decoding.units import join_source_units, source_units
+
+    prepare_testset("wmt22.zh-en.talks2", tmp_path, east_tokenizer, split_by="tiny")
+    pairs, _, _ = read_pairs("wmt22.zh-en")
+    talk = read_longform(tmp_path).talks[0]
+    gold = [line.split() for line in lines(tmp_path / "source_sentences.txt")[:2]]
+    assert gold == [source_units(source, "zh", east_tokenizer) for source, _ in pairs[:2]]
+    assert list(talk.sentence_ends) == [len(gold[0]), len(gold[0]) + len(gold[1])]
+    raw = [" ".join(source.split()) for source, _ in pairs[:2]]
+    assert [join_source_units(units, "zh") for units in gold] == raw
+    testset = read_longform(tmp_path)
+    outputs = [TalkOutput(talk.talk_id, (Chunk("x", talk.units, 0.0),))]
+    times = [uniform_unit_times(other.units, 0.4) for other in testset.talks]
+    (tmp_path / "run").mkdir()
+    inputs = write_omnisteval_inputs(tmp_path / "run", testset, outputs, times)
+    assert lines(inputs.source)[:2] == raw

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import sys
 import time
 from pathlib import Path
@@ -153,10 +154,10 @@ def report(results: list[dict], header: str) -> str:
         )
     for r in results:
         for index, at, margin, median in r["margins"]:
+            there = "no margin recorded" if math.isnan(margin) else f"top-2 margin {margin:.4f}"
             lines.append(
                 f"- {r['level']}, greedy, sentence {index}: first difference at masked forward "
-                f"{at}, top-2 margin {margin:.4f} there (the sentence's median margin "
-                f"{median:.2f})"
+                f"{at}, {there} there (the sentence's median margin {median:.2f})"
             )
     return "\n".join(lines) + "\n"
 

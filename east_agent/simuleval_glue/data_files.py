@@ -7,6 +7,7 @@ checks them as `east-simuleval` and the agents do.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from east_agent.common.text_lines import read_simuleval_lines
@@ -59,6 +60,35 @@ def _check_lines(source: str, target: str | None) -> int:
                 "each source sentence needs its reference on the same line"
             )
     return len(lines)
+
+
+LONGEST_UNIT = 8  # kana and CJK characters: Llama-3's longest token of them has 7
+CJK_CHARACTERS = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def check_units_split(source: str | None, language: str) -> None:
+    """Refuse a Chinese or Japanese source file of raw text: its units are the checkpoint's
+    token groups, written space-separated (`east_agent.decoding.units`); a raw sentence
+    would be read as one unit, its latency meaningless."""
+    from east_agent.decoding.prompt import is_unspaced
+    from east_agent.decoding.units import SPACE_MARK
+
+    if not source or not is_unspaced(language):
+        return
+    for number, line in enumerate(read_simuleval_lines(source), 1):
+        unit = next((unit for unit in line.split() if _is_unsplit(unit, SPACE_MARK)), None)
+        if unit is not None:
+            raise ValueError(
+                f"{source}: line {number}: {unit[:20]!r} is one unit of {len(unit)} "
+                f"characters; a {language} source is read in the checkpoint's token groups, "
+                "space-separated; split it with east_agent.decoding.units.source_units (as "
+                "east-prepare does)"
+            )
+
+
+def _is_unsplit(unit: str, space_mark: str) -> bool:
+    """More kana and CJK characters than one token group holds (a Latin word may be long)."""
+    return len(CJK_CHARACTERS.findall(unit.removeprefix(space_mark))) > LONGEST_UNIT
 
 
 TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line

@@ -98,3 +98,18 @@ def test_an_empty_source_file_is_refused(tmp_path):
     source.write_text("")
     with pytest.raises(ValueError, match=r"src.txt: no source sentence \(an empty file\)"):
         data_files.check_data_files(["--source", str(source), "--no-scoring"])
+
+
+def test_a_chinese_source_of_raw_text_is_refused(tmp_path, east_tokenizer):
+    """Before: each raw sentence read as one unit, AL 1.0, exit 0."""
+    from east_agent.decoding.units import source_units
+
+    text = "是否有途径处罚他，以免再次发生这样的事情"
+    source = tmp_path / "src.txt"
+    source.write_text(text + "\n")
+    with pytest.raises(ValueError, match=r"line 1: '是否有途径.*' is one unit of 20 characters"):
+        data_files.check_units_split(str(source), "zh")
+    data_files.check_units_split(str(source), "de")  # a spaced language: words are units
+    units = source_units(text + " ▁Übersetzungsprogramme", "zh", east_tokenizer)
+    source.write_text(" ".join(units) + "\n")
+    data_files.check_units_split(str(source), "Chinese")  # split: taken, a long Latin word too

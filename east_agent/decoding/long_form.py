@@ -4,11 +4,11 @@ Sentence-level EAST keeps every id of a sentence in the cache, so a talk of 20,0
 would overflow any context. In long-form mode a stream is cut into *segments*:
 - a segment ends at a source sentence end (a unit ending in . ! ? 。 ？ ！, closing quotes
   and brackets aside), after `segment_units` units without one (unpunctuated, ASR-like
-  input), or when the cache could
-  not hold another unit and a short chunk within `cache_budget` tokens; the model then
-  writes what it has not written yet (a FORCED write, as at the end of a sentence). Every
-  chunk is capped at what the budget has left, so a model's long chunk near the end of
-  the budget is cut short, and never a sentence that fits;
+  input), or when the cache could not hold another unit and a short chunk within
+  `cache_budget` tokens; the model then writes what it has not written yet (a FORCED
+  write, as at the end of a sentence). Every chunk is capped at what the budget has left,
+  so a model's long chunk near the end of the budget is cut short, and never a sentence
+  that fits;
 - the next segment starts from the prompt, whose keys stay cached, and one context pair:
   the last `context_words` source units and target words of the sentence that was cut, so
   the model goes on with it as with any chunk of a sentence (what an EAST checkpoint was

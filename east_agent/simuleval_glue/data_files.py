@@ -22,12 +22,12 @@ def _file_state(path: str) -> tuple[str, int, int]:
 
 
 def check_source_file(source: str | None, target: str | None = None) -> int | None:
-    """Refuse a source file with no line or empty lines, or a reference file with another number of
-    lines, before any model is loaded (and either file not UTF-8, or with a carriage return
-    inside a line, where SimulEval's reader would start another sentence). Files found good
-    are not read again in this process unless they change (`east-simuleval` checks them
-    before SimulEval builds the agent, and the agent checks them again). The source's
-    number of lines (None without a source)."""
+    """Refuse a source file with no line or empty lines, or a reference file with another
+    number of lines, before any model is loaded (and either file not UTF-8, or with a
+    carriage return inside a line, where SimulEval's reader would start another sentence).
+    Files found good are not read again in this process unless they change
+    (`east-simuleval` checks them before SimulEval builds the agent, and the agent checks
+    them again). The source's number of lines (None without a source)."""
     for flag, path in (("--source", source), ("--target", target)):
         if path and not Path(path).is_file():
             raise ValueError(f"{flag} {path}: no such file")

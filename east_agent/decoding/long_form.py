@@ -36,6 +36,7 @@ and returns its token count.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 
 from east_agent.decoding.prompt import is_unspaced
@@ -70,20 +71,15 @@ def long_form_settings(source) -> dict:
 
 DEFAULT_CONTEXT_WORDS = 20
 DEFAULT_SEGMENT_UNITS = 60
-LONG_FORM_DEFAULTS = {
-    "cache_budget": None, "context_words": DEFAULT_CONTEXT_WORDS,
-    "segment_units": DEFAULT_SEGMENT_UNITS, "context_across_sentences": False,
-}  # fmt: skip
 
 
 def check_long_form(config) -> None:
-    """The long-form settings a decoder config shares (`long_form`, `cache_budget`,
-    `context_words`, `segment_units`, `context_across_sentences`): set without
-    `long_form`, they would be ignored, and are refused."""
+    """The long-form settings a decoder config (a dataclass) shares (`long_form`,
+    `cache_budget`, `context_words`, `segment_units`, `context_across_sentences`): set
+    without `long_form` (off their defaults), they would be ignored, and are refused."""
     if not config.long_form:
-        given = [
-            name for name, value in LONG_FORM_DEFAULTS.items() if getattr(config, name) != value
-        ]
+        defaults = {field.name: field.default for field in dataclasses.fields(config)}
+        given = [name for name in LONG_FORM_FIELDS[1:] if getattr(config, name) != defaults[name]]
         if given:
             flags = ", ".join(f"{name} (--{name.replace('_', '-')})" for name in given)
             raise ValueError(f"{flags}: settings of long-form input, given without --long-form")

@@ -234,14 +234,14 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
         for outcome in translate_batch(decoder, sentences):
             progress.update()
             if outcome.error is not None:
-                failures.append(f"sentence {outcome.key} ({outcome.units} units): {outcome.error}")
+                failures.append((outcome.key, f"({outcome.units} units): {outcome.error}"))
                 continue
             translation = outcome.translation
             instance = ReplayedInstance(outcome.key, dataloader, args)
             instance.replay(translation.delays, translation.chunks, translation.chunk_seconds)
             log.append(instance.summarize())
         progress.close()
-    return failures, todo
+    return [f"sentence {index} {why}" for index, why in sorted(failures)], todo
 
 
 def score_folder(args: argparse.Namespace) -> None:

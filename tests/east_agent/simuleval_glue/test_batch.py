@@ -165,6 +165,22 @@ def test_a_bad_batch_size_is_refused_before_loading(east_checkpoint, test_set, t
     assert not (tmp_path / "out").exists()
 
 
+def test_failed_sentences_are_named_in_index_order(east_checkpoint, tmp_path):
+    """Sentence 3 (long words) overflows before sentence 1 (short ones): named 1, then 3
+    (before: in the order they failed)."""
+    folder = write_test_set(tmp_path / "set", 3, seed=13)
+    lines = (folder / "src.txt").read_text().splitlines()
+    lines.insert(1, " ".join(["rote"] * 300))
+    lines.insert(3, " ".join(["Donaudampfschifffahrtsgesellschaftskapitän"] * 100))
+    (folder / "src.txt").write_text("\n".join(lines) + "\n")
+    (folder / "ref.txt").write_text("red\n" * len(lines))
+    arguments = agent_arguments(east_checkpoint, folder, tmp_path / "out", "--max-context", "200")
+    result = run_simuleval(*arguments, "--batch-size", 4)
+    assert "2 of 5 sentences failed" in result.stderr, result.stderr[-2000:]
+    named = [line.split()[1] for line in result.stderr.splitlines() if "  sentence " in line]
+    assert named == ["1", "3"]
+
+
 def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path):
     folder = write_test_set(tmp_path / "set", 4, seed=13)
     lines = (folder / "src.txt").read_text().splitlines()

@@ -13,7 +13,6 @@ stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from east_agent.common.arguments import add_old_spelling
 from east_agent.common.atomic import atomic_path
 from east_agent.common.entry import CommandError, command_line
+from east_agent.common.records import read_json_object
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 
 logger = logging.getLogger("training.merge_lora")
@@ -101,7 +101,7 @@ def check_base_of_adapter(base: Path, adapter: Path) -> None:
     config = adapter / "adapter_config.json"
     if not config.exists():
         raise ValueError(f"--adapter {adapter}: no adapter_config.json (not a peft adapter)")
-    trained_on = json.loads(config.read_text()).get("base_model_name_or_path")
+    trained_on = read_json_object(config).get("base_model_name_or_path")
     if not trained_on or not Path(trained_on).is_dir():
         return  # a hub name, or a folder not here: nothing to compare
     if folder_fingerprint(Path(trained_on)) != folder_fingerprint(base):

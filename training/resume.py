@@ -24,6 +24,7 @@ from pathlib import Path
 
 from east_agent.common.atomic import atomic_path, write_atomically
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
+from east_agent.common.records import read_json_object
 from training.config import SFTConfig
 
 logger = logging.getLogger("training.resume")
@@ -52,7 +53,7 @@ def is_complete_checkpoint(folder: Path) -> bool:
     """Whether `folder` holds a whole trainer state: the Trainer writes it in place, so a
     run killed while writing it leaves a file that does not parse."""
     try:
-        json.loads((folder / "trainer_state.json").read_text())
+        read_json_object(folder / "trainer_state.json")
     except (OSError, ValueError):
         return False
     return True
@@ -123,7 +124,7 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
     if not record.exists():
         logger.info("%s has no %s (an earlier version's): resumed unchecked", resume, record.name)
         return
-    differ = _differences(json.loads(record.read_text()), recipe)
+    differ = _differences(read_json_object(record), recipe)
     if differ:
         raise ValueError(
             f"{resume} was trained by another recipe ({'; '.join(differ)}): resume with the "
@@ -169,7 +170,7 @@ def finished_step(resume: str | None, max_steps: int) -> int | None:
     run goes on (or is sized in epochs, which transformers resumes without a step more)."""
     if resume is None or max_steps <= 0:
         return None
-    step = json.loads((Path(resume) / "trainer_state.json").read_text()).get("global_step", 0)
+    step = read_json_object(Path(resume) / "trainer_state.json").get("global_step", 0)
     if step > max_steps:
         raise ValueError(
             f"{resume} is at step {step}, past train.max_steps {max_steps}: its model was "
@@ -184,7 +185,7 @@ def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, write
     that writes)."""
     final = config.output_dir / FINAL_MODEL_DIR
     summary_path = config.output_dir / SUMMARY
-    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary = read_json_object(summary_path) if summary_path.exists() else {}
     if final.is_dir() and summary.get("global_step") == step:
         logger.info("finished at step %d already (%s): nothing to train", step, final)
         return final

@@ -154,15 +154,22 @@ def another_target_language_is_refused(port, test_set, output):
     assert not output.exists()
 
 
+def server_refusal(folder, *flags):
+    """`east-simuleval --standalone` with `flags`, in `folder`, its model never loaded."""
+    return subprocess.run(
+        [console_script("east-simuleval"), "--standalone", "--remote-port", str(free_port()),
+         "--agent", str(AGENT_FILE), "--model-path", str(folder / "never-loaded"),
+         *AGENT_FLAGS, *flags],
+        capture_output=True, text=True, timeout=120, cwd=folder,
+    )  # fmt: skip
+
+
 def test_the_evaluators_flags_are_refused_by_the_server(tmp_path):
     """The server translates what clients send and scores nothing: the data and scoring
     flags would be ignored there (before: silently); refused before the model loads."""
-    refused = subprocess.run(
-        [console_script("east-simuleval"), "--standalone", "--remote-port", str(free_port()),
-         "--agent", str(AGENT_FILE), "--model-path", str(tmp_path / "never-loaded"),
-         *AGENT_FLAGS, "--source", "src.txt", "--output=out", "--comet-batch-size", "8"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+    refused = server_refusal(
+        tmp_path, "--source", "src.txt", "--output=out", "--comet-batch-size", "8"
+    )
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "--source --output --comet-batch-size: the evaluator's, not the server's" in (
         refused.stderr
@@ -173,12 +180,7 @@ def test_the_evaluators_flags_are_refused_by_the_server(tmp_path):
 
 def test_the_server_refuses_a_device_it_lacks_before_loading(tmp_path):
     """Before: a traceback from the model load."""
-    refused = subprocess.run(
-        [console_script("east-simuleval"), "--standalone", "--remote-port", str(free_port()),
-         "--agent", str(AGENT_FILE), "--model-path", str(tmp_path / "never-loaded"),
-         *AGENT_FLAGS, "--device", "gpu"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+    refused = server_refusal(tmp_path, "--device", "gpu")
     assert refused.returncode == 2, refused.stderr[-3000:]
     assert "east-simuleval: --device: 'gpu' is not a device" in refused.stderr
     assert "Traceback" not in refused.stderr

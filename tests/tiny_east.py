@@ -215,3 +215,49 @@ def train_on_this_thread(
         head[background_row] = 0
         model.lm_head.weight[used_ids] = head
     return model.eval()
+
+
+CUT_CHARACTER = "𩸽"  # four Llama-3 tokens (its UTF-8 bytes): three decode to U+FFFD
+
+
+def chain_model(tokenizer, next_token: dict[int, int], default: int) -> LlamaForCausalLM:
+    """A tiny Llama whose greedy choice after token t is `next_token[t]` (`default` after
+    any other): each such token gets an embedding axis of its own, and the output row of
+    its successor reads that axis. The layers keep their small random weights, so the
+    logits still depend on every cached position (and a stale one shows in a recompute)."""
+    size = 4 * (1 + (1 + len(next_token)) // 4)  # an axis each, and even heads
+    config = tiny_llama_config(
+        tokenizer,
+        hidden_size=size,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_hidden_layers=1,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():
+        embedding = torch.zeros(len(tokenizer), config.hidden_size)
+        embedding[:, 0] = 1.0
+        head = torch.zeros(len(tokenizer), config.hidden_size)
+        head[default, 0] = 10.0
+        for axis, (token, successor) in enumerate(next_token.items(), start=1):
+            embedding[token] = 0.0
+            embedding[token, axis] = 1.0
+            head[successor, axis] = 10.0
+        model.model.embed_tokens.weight.copy_(embedding)
+        model.lm_head.weight.copy_(head)
+    return model.eval()
+
+
+def cutting_model(tokenizer, write_after: str = " Hund") -> LlamaForCausalLM:
+    """Writes " a𩸽 a𩸽 a..." (five tokens a round) after every end-of-read, so a chunk cap
+    that is not a multiple of five cuts "𩸽"; chooses end-of-read after `write_after` (one
+    token) and reads on after any other unit."""
+    (article,) = tokenizer(" a", add_special_tokens=False).input_ids
+    cycle = [article, *tokenizer(CUT_CHARACTER, add_special_tokens=False).input_ids]
+    chain = dict(zip(cycle, cycle[1:] + cycle[:1]))
+    (trigger,) = tokenizer(write_after, add_special_tokens=False).input_ids
+    end_of_read = tokenizer.convert_tokens_to_ids(END_OF_READ)
+    chain.update({end_of_read: article, trigger: end_of_read})
+    return chain_model(tokenizer, chain, default=article)

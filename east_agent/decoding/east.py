@@ -10,7 +10,9 @@ by transformers 4.44.2's rule unless `beam_stop="transformers"`, see
    more units since the last write) always leads to WRITE: its tokens and end-of-read go
    through the model in one forward, since the decision could not change anything;
 4. WRITE: generate until end-of-write, an end-of-turn id (treated as end-of-write) or
-   `min(max_new_tokens, 2 * (units since the last write + 25))` tokens, then READ again.
+   `min(max_new_tokens, 2 * (units since the last write + 25))` tokens, then READ again;
+   a chunk that cap cuts inside a character ends before that character (the paper's
+   loop writes U+FFFD there: the character's other bytes never follow its end-of-write).
 
 The prompt stays in the cache from one sentence to the next; nothing is encoded twice
 (see `east_agent.decoding.streaming`). With `streams` > 1 the decoder holds that many streams for
@@ -28,6 +30,7 @@ from east_agent.decoding.chunk_search import (
     beam_chunk,
     check_beam_stop,
     greedy_chunk,
+    whole_characters,
 )
 from east_agent.decoding.long_form import (
     DEFAULT_CONTEXT_WORDS,
@@ -210,19 +213,25 @@ class EastStreamDecoder(StreamingDecoder):
         limits = self._write_limits(stream, max_tokens)
         pending = stream.pending()
         if self.config.num_beams > 1:
-            chunk_ids, _ = yield from beam_chunk(
+            chunk_ids, stopped = yield from beam_chunk(
                 stream, pending, limits, self.config.num_beams, self.config.beam_stop
             )
         else:
-            chunk_ids, _ = yield from greedy_chunk(stream, pending, limits)
+            chunk_ids, stopped = yield from greedy_chunk(stream, pending, limits)
         if self.segments is not None:
             self.segments.note_chunk(stream, len(chunk_ids), max_tokens, wanted)
         if stream.script is not None:
             chunk_ids = chunk_ids[: self.scripted_tokens(stream)]
+        elif not stopped:  # cut by its cap: see `_close_chunk`
+            chunk_ids = whole_characters(stream, self.tokenizer, chunk_ids)
         return self._close_chunk(stream, chunk_ids)
 
     def _close_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:
+        """A chunk its cap cut inside a character ends before that character: the bytes
+        after `<|end-of-write|>` would never complete it (the paper's loop writes U+FFFD
+        there), so its tokens, already taken from `chunk_ids`, leave the cache too."""
         stream.tokens.append_generated(chunk_ids)
+        stream.crop_to_ids()
         return self._end_chunk(stream, chunk_ids)
 
     def _end_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:

@@ -82,6 +82,7 @@ class Counters:
     tokens_fed: int = 0  # positions computed, summed over beams
     tokens_reencoded: int = 0  # positions computed again after a cache roll-back
     chunks_capped: int = 0  # long form: chunks cut short by the cache budget
+    characters_cut: int = 0  # chunks whose cap cut a character, its tokens taken back
 
     def __sub__(self, other: Counters) -> Counters:
         return Counters(*(a - b for a, b in zip(astuple(self), astuple(other))))
@@ -310,9 +311,13 @@ class Stream:
         `ASSISTANT:` before `"Die`), the prompt's ids come back and their positions are
         fed again: a home row as long as the prompt holds the prompt."""
         changed = self.tokens.rewind_to_prompt()
+        self.crop_to_ids()
+        self.rewind_cache(changed)
+
+    def crop_to_ids(self) -> None:
+        """Drop cached positions past the ids (ids taken back: not fed again, not counted)."""
         if self.lm.length(self.home) > len(self.tokens.ids):
             self.lm.crop(self.home, len(self.tokens.ids))
-        self.rewind_cache(changed)
 
     def append_text(self, text: str) -> None:
         self.rewind_cache(self.tokens.append_text(text))

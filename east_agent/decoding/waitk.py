@@ -22,10 +22,12 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from east_agent.decoding.chunk_search import (
+    CUT_CHARACTER,
     MAX_WORD_TOKENS,
     ChunkLimits,
     WordBoundary,
     greedy_chunk,
+    whole_characters,
     word_chunk,
 )
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
@@ -58,7 +60,6 @@ from east_agent.decoding.units import unit_text
 from east_agent.lm.checkpoint import end_of_turn_ids
 
 SOURCE_SLOT = "\u27e6SOURCE\u27e7"  # stands for the source prefix while the prompt renders
-INCOMPLETE = "\ufffd"  # what the bytes of a character cut across tokens decode to
 
 
 def check_waitk(waitk: int) -> int:
@@ -183,9 +184,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         ends_segment = self.segments is not None and self.segments.ends_segment(stream, unit)
         if is_last or ends_segment:
             stream.decisions.append(FORCED)
-            max_tokens = capped_tokens(self.segments, stream, self.config.max_new_tokens, True)
-            new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
-            step = self._step(stream, FORCED, new_ids, finished=is_last)
+            step = yield from self._forced_write(stream, finished=is_last)
             if not is_last:
                 self.segments.start_next(stream)
             return step
@@ -206,9 +205,10 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         before = self._written(stream.target_ids)
         stream.target_ids += new_ids
         stream.tokens.append_generated(new_ids)
+        stream.crop_to_ids()
         after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
         if decision != FORCED:
-            after = after.rstrip(INCOMPLETE)
+            after = after.rstrip(CUT_CHARACTER)
         text = after[len(os.path.commonprefix([before, after])) :]
         if decision == FORCED:  # the end of a sentence (or of a long-form segment)
             text = text.rstrip()
@@ -218,14 +218,22 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
 
     def _written(self, target_ids: list[int]) -> str:
         """The text of the target prefix the steps so far have written."""
-        return self.tokenizer.decode(target_ids, skip_special_tokens=True).rstrip(INCOMPLETE)
+        return self.tokenizer.decode(target_ids, skip_special_tokens=True).rstrip(CUT_CHARACTER)
 
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
         if not stream.pending():  # a word was the last thing fed: its last token again
             stream.rewind_cache(len(stream.tokens.ids) - 1)
+        return (yield from self._forced_write(stream, finished=True))
+
+    def _forced_write(self, stream: OfflineWaitkStream, finished: bool) -> Generator:
+        """The rest of the target (of the segment's, in long form), to the end of the turn
+        or the cap; a cap that cuts a character ends before it (else: U+FFFD at the end)."""
         max_tokens = capped_tokens(self.segments, stream, self.config.max_new_tokens, True)
-        new_ids, _ = yield from greedy_chunk(stream, stream.pending(), self._limits(max_tokens))
-        return self._step(stream, FORCED, new_ids, finished=True)
+        limits = self._limits(max_tokens)
+        new_ids, stopped = yield from greedy_chunk(stream, stream.pending(), limits)
+        if not stopped:
+            new_ids = whole_characters(stream, self.tokenizer, new_ids, stream.target_ids)
+        return self._step(stream, FORCED, new_ids, finished=finished)
 
 
 class EastWaitkStream(Stream):
@@ -271,7 +279,9 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             max_tokens = capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False)
             limits = self._chunk_limits(max_tokens, (), self.word_mask)
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
+            word = whole_characters(stream, self.tokenizer, word)  # a word its cap cut
             stream.tokens.append_generated(word)
+            stream.crop_to_ids()
             stream.word_end = stream.tokens.mark()
             chunk_ids, text = self._end_chunk(stream, word)
         return Step(decision, text, chunk_ids, finished=is_last)

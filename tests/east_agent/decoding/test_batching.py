@@ -11,7 +11,7 @@ from east_agent.decoding.batching import BatchStats, Sentence, translate_batch
 from east_agent.decoding.east import ContextOverflowError, DecoderConfig, EastStreamDecoder
 from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from east_agent.lm import static
-from tiny_east import synthetic_sentence
+from tiny_east import cutting_model, synthetic_sentence
 
 CHINESE_CHARACTERS = list("中国人民银行今天发布了新的规定。")
 
@@ -103,6 +103,27 @@ def test_a_finished_stream_takes_the_next_sentence_at_once(east_model, east_toke
     full_steps = stats.rows_per_step[: taken_after_steps[-1] + 1]
     assert full_steps == [4] * len(full_steps)
     assert min(stats.rows_per_step) < 4  # the batch drains once the input runs out
+
+
+@pytest.mark.parametrize("beams", [1, 5])
+def test_chunks_cut_inside_a_character_in_a_batch(east_tokenizer, beams):
+    """Chunks their cap cuts inside "𩸽" end before it in a batch as alone: each row's
+    taken-back tokens leave its own cache only."""
+    model = cutting_model(east_tokenizer)
+    sentences = [["Ein", "Hund", "läuft"], ["Hund"] * 3, ["Die", "Katze"], ["Ein", "Hund"]]
+    config = DecoderConfig("de", "en", max_new_tokens=8, num_beams=beams)
+    sequential = EastStreamDecoder(model, east_tokenizer, config)
+    expected = [sequential.translate(units) for units in sentences]
+    decoder = EastStreamDecoder(model, east_tokenizer, config, streams=3)
+    trace = TracingLM(decoder.lm)
+    decoder.wrap_lm(lambda lm: trace)
+    outcomes = batched(decoder, sentences)
+    for index, translation in enumerate(expected):
+        got = outcomes[index].translation
+        assert record(got) == record(translation)
+        assert got.counters.characters_cut == translation.counters.characters_cut > 0
+        assert "\ufffd" not in "".join(got.chunks)
+    assert_trace_matches_full_recompute(model, trace)
 
 
 def test_roll_backs_in_a_batch(east_model, east_tokenizer):

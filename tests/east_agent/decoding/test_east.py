@@ -17,7 +17,7 @@ from east_agent.decoding.east import (
 )
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 from east_agent.decoding.units import source_units, unit_text
-from tiny_east import synthetic_sentence
+from tiny_east import cutting_model, synthetic_sentence
 
 CHINESE = "是否有途径处罚他，中国人民银行今天发布了新的规定。"
 # Character units (as some SimulEval setups feed Chinese): "中" + "国" re-tokenize as one
@@ -118,6 +118,28 @@ def test_parity_on_chinese_units(east_model, east_tokenizer, characters):
 def traced(decoder) -> TracingLM:
     decoder.wrap_lm(TracingLM)
     return decoder.lm
+
+
+@pytest.mark.parametrize("num_beams", [1, 5])
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_a_chunk_cut_inside_a_character_ends_before_it(east_tokenizer, num_beams, kv_cache):
+    """A chunk cap of 8 cuts "𩸽" (four tokens) after two of them: the paper's loop writes
+    U+FFFD there; here the chunk ends before the character, whose tokens leave the cache
+    (every forward sees exactly the stream's ids). Decisions and delays are the loop's."""
+    model = cutting_model(east_tokenizer)
+    units = ["Ein", "Hund", "läuft", "schnell"]
+    paper = reference_decode(model, east_tokenizer, units, "de", "en", max_new_tokens=8)
+    assert paper[0] == [" a𩸽 a\ufffd"] * 2
+    config = DecoderConfig("de", "en", max_new_tokens=8, num_beams=num_beams, kv_cache=kv_cache)
+    decoder = EastStreamDecoder(model, east_tokenizer, config)
+    trace = traced(decoder)
+    ours = decoder.translate(units)
+    assert ours.chunks == [" a𩸽 a"] * 2
+    assert (ours.delays, ours.decisions) == (paper[1], paper[2])
+    assert ours.counters.characters_cut == 2
+    home = decoder.streams[0].home
+    assert trace.ids[home] == decoder.stream.ids[: len(trace.ids[home])]
+    assert_trace_matches_full_recompute(model, trace)
 
 
 def test_cached_logits_equal_full_recompute_at_every_step(east_model, east_tokenizer):

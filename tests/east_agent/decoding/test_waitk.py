@@ -6,7 +6,9 @@ import random
 import pytest
 import torch
 from commands import WAITK_AGENT_FILE, run_simuleval
+from lm_trace import TracingLM, assert_trace_matches_full_recompute
 
+from east_agent.decoding import chunk_search
 from east_agent.decoding.east import DecoderConfig
 from east_agent.decoding.prompt import (
     END_OF_READ,
@@ -23,7 +25,7 @@ from east_agent.decoding.waitk import (
     split_prompt,
 )
 from east_agent.lm.checkpoint import end_of_turn_ids
-from tiny_east import LEXICON, synthetic_sentence
+from tiny_east import LEXICON, cutting_model, synthetic_sentence
 
 WAITK_AGENT = WAITK_AGENT_FILE
 
@@ -222,7 +224,8 @@ def test_waitk_agent_in_simuleval(east_checkpoint, tmp_path, prompt):
 def test_a_word_cut_inside_a_character_writes_it_once(east_tokenizer):
     """A word ends at its token cap (MAX_WORD_TOKENS) on the first byte of an emoji: the
     step after writes that emoji, and the steps join to the decoded target (before: the
-    second step wrote the whole target again)."""
+    second step wrote the whole target again). The final write, cut the same way by
+    `max_new_tokens`, ends before the emoji it cut (before: in U+FFFD)."""
     from transformers import LlamaForCausalLM
 
     from tiny_east import tiny_llama_config
@@ -250,3 +253,35 @@ def test_a_word_cut_inside_a_character_writes_it_once(east_tokenizer):
     decoder.push_unit("Welt", is_last=True)
     translation = decoder.streams[0].translation()
     assert "".join(translation.chunks) == east_tokenizer.decode(sum(translation.chunk_ids, []))
+    # the final write's cap cut the last "😀" too: its first byte left that write's ids
+    assert translation.chunk_ids[-1] == [tail, lead, tail]
+    assert translation.counters.characters_cut == 1
+
+
+@pytest.mark.parametrize("kv_cache", ["dynamic", "static"])
+def test_east_waitk_words_cut_inside_a_character_end_before_it(
+    east_tokenizer, monkeypatch, kv_cache
+):
+    """Words of three tokens at most cut "𩸽" (four): each ends before it, its tokens out
+    of the cache too (every forward sees exactly the stream's ids); the final chunk, cut
+    by `max_new_tokens`, likewise."""
+    monkeypatch.setattr(chunk_search, "MAX_WORD_TOKENS", 3)
+    model = cutting_model(east_tokenizer)
+    config = DecoderConfig("de", "en", max_new_tokens=8, kv_cache=kv_cache)
+    decoder = EastWaitkDecoder(model, east_tokenizer, config, 2)
+    trace = TracingLM(decoder.lm)
+    decoder.wrap_lm(lambda lm: trace)
+    translation = decoder.translate(["Ein", "Katze", "läuft", "schnell"])
+    assert translation.chunks == [" a", " a", " a𩸽 a"]
+    assert translation.counters.characters_cut == 3
+    home = decoder.streams[0].home
+    assert trace.ids[home] == decoder.stream.ids[: len(trace.ids[home])]
+    assert_trace_matches_full_recompute(model, trace)
+
+
+def test_offline_waitk_final_write_cut_inside_a_character_ends_before_it(east_tokenizer):
+    model = cutting_model(east_tokenizer)
+    config = WaitkConfig("de", "en", 9, max_new_tokens=8, kv_cache="static")
+    translation = OfflineWaitkDecoder(model, east_tokenizer, config).translate(["Ein", "Hund"])
+    assert translation.chunks == [" a𩸽 a"]
+    assert translation.counters.characters_cut == 1

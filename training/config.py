@@ -37,6 +37,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -215,31 +216,82 @@ class _KeyGivenTwice(yaml.YAMLError):
         super().__init__(f"line {line}: key {key!r} given twice")
 
 
+class _KeyNotText(yaml.YAMLError):
+    def __init__(self, line: int) -> None:
+        super().__init__(f"line {line}: a key must be text")
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """YAML that refuses a key given twice in one mapping (plain YAML keeps the last,
-    silently dropping a whole section or setting)."""
+    silently dropping a whole section or setting), and reads `1e-6` as a number in
+    nested settings too (`train.lr_scheduler_kwargs`; YAML 1.1 wants a dot: `1.0e-6`)."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: its keys may be set again here
             key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise _KeyGivenTwice(key, key_node.start_mark.line + 1)
-            seen.add(key)
+            try:
+                if key in seen:
+                    raise _KeyGivenTwice(key, key_node.start_mark.line + 1)
+                seen.add(key)
+            except TypeError:  # a list or mapping as a key (`? [a, b]`)
+                raise _KeyNotText(key_node.start_mark.line + 1) from None
         return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _yaml(text: str, where: str) -> tuple[Any, Any]:
     """(YAML value, the same with every scalar as written)."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader), yaml.load(text, Loader=yaml.BaseLoader)
-    except _KeyGivenTwice as error:
+    except (_KeyGivenTwice, _KeyNotText) as error:
         raise ConfigError(f"{where}: {error}") from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = " ".join(part for part in (error.context, error.problem) if part)
+        raise ConfigError(f"{where}: invalid YAML: {at}{what}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{where}: invalid YAML: {error}") from None
 
 
-def apply_override(tree: dict, override: str, source: str) -> None:
+Places = dict[tuple[str, ...], str]  # key path: where it was given ("file, line N", override)
+
+
+def _file_places(text: str, path: str) -> Places:
+    """`path, line N` of each key of the recipe's mappings, by its key path."""
+    places: Places = {}
+
+    def walk(node, prefix: tuple[str, ...]) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                keys = (*prefix, key_node.value)
+                places[keys] = f"{path}, line {key_node.start_mark.line + 1}"
+                walk(value_node, keys)
+
+    walk(yaml.compose(text, Loader=_UniqueKeyLoader), ())
+    return places
+
+
+def _place(places: Places, source: str, *keys: str) -> str:
+    """Where `keys` (or the nearest section above them) was given; else `source`."""
+    for end in range(len(keys), 0, -1):
+        if keys[:end] in places:
+            return places[keys[:end]]
+    return source
+
+
+def apply_override(tree: dict, override: str, source: str, places: Places) -> None:
     """Set `section.key=value` in the raw config tree, the value typed by its field."""
     if "=" not in override:
         raise ConfigError(f"override {override!r}: expected section.key=value")
@@ -247,10 +299,13 @@ def apply_override(tree: dict, override: str, source: str) -> None:
     keys = dotted.strip().split(".")
     node = tree
     for key in keys[:-1]:
-        node = node.setdefault(key, {})
+        if node.get(key) is None:  # absent, or written empty (`lora:`)
+            node[key] = {}
+        node = node[key]
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {key!r} in {source} is not a section")
     where = f"override {override!r}"
+    places[tuple(keys)] = where
     expected = field_type(keys)
     text_only = expected is not None and _text_only(expected)
     try:
@@ -266,12 +321,13 @@ def apply_override(tree: dict, override: str, source: str) -> None:
     node[keys[-1]] = value
 
 
-def settle_tree(tree: dict, written: dict | None, source: str) -> None:
+def settle_tree(tree: dict, written: dict | None, source: str, places: Places) -> None:
     """Type every known field of a recipe tree in place (see `settle`)."""
     written = written if isinstance(written, dict) else {}
     for key in TOP_LEVEL_TYPES:
         if key in tree:
-            tree[key] = settle(tree[key], written.get(key), field_type([key]), f"{source}: {key}")
+            where = f"{_place(places, source, key)}: {key}"
+            tree[key] = settle(tree[key], written.get(key), field_type([key]), where)
     for section in (*SECTIONS, "train"):
         values, texts = tree.get(section), written.get(section)
         if not isinstance(values, dict):
@@ -280,25 +336,29 @@ def settle_tree(tree: dict, written: dict | None, source: str) -> None:
         for key, value in values.items():
             expected = field_type([section, str(key)])
             if expected is not None:
-                where = f"{source}: {section}.{key}"
+                where = f"{_place(places, source, section, str(key))}: {section}.{key}"
                 values[key] = settle(value, texts.get(key), expected, where)
 
 
-def _section(cls, values: Any, name: str, source: str):
+At = typing.Callable[..., str]  # where a key path was given: `at("data", "cutoff_len")`
+
+
+def _section(cls, values: Any, name: str, at: At):
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{source}: section {name!r} must be a mapping")
+        raise ConfigError(f"{at(name)}: section {name!r} must be a mapping")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {name}.{unknown[0]} (known: {', '.join(sorted(known))})"
+            f"{at(name, unknown[0])}: unknown key {name}.{unknown[0]} "
+            f"(known: {', '.join(sorted(known))})"
         )
     try:
         return cls(**values)
     except TypeError as error:
-        raise ConfigError(f"{source}: section {name!r}: {error}") from None
+        raise ConfigError(f"{at(name)}: section {name!r}: {error}") from None
 
 
 def _accepted_training_arguments() -> set[str]:
@@ -307,13 +367,15 @@ def _accepted_training_arguments() -> set[str]:
     return set(inspect.signature(TrainingArguments.__init__).parameters) - {"self"}
 
 
-def spelled_as_installed(train: dict, source: str) -> dict:
+def spelled_as_installed(train: dict, at: At) -> dict:
     """`train` with each renamed argument under the name the installed transformers takes."""
     accepted = _accepted_training_arguments()
     spelled = dict(train)
     for old, new in RENAMED_TRAINING_ARGUMENTS.items():
         if old in train and new in train:
-            raise ConfigError(f"{source}: train.{old} and train.{new} are one setting; give one")
+            raise ConfigError(
+                f"{at('train', new)}: train.{old} and train.{new} are one setting; give one"
+            )
         name = new if new in accepted else old
         for given in (old, new):
             if given in spelled and given != name:
@@ -321,40 +383,76 @@ def spelled_as_installed(train: dict, source: str) -> dict:
     return spelled
 
 
-def check_training_arguments(train: dict, source: str) -> None:
+def check_training_arguments(train: dict, at: At) -> None:
     accepted = _accepted_training_arguments()
     for key in train:
         if key in REMOVED_TRAINING_ARGUMENTS and key not in accepted:
-            raise ConfigError(f"{source}: train.{key}: {REMOVED_TRAINING_ARGUMENTS[key]}")
+            raise ConfigError(f"{at('train', key)}: train.{key}: {REMOVED_TRAINING_ARGUMENTS[key]}")
         if key not in accepted:
-            raise ConfigError(f"{source}: train.{key} is not a TrainingArguments keyword")
+            raise ConfigError(f"{at('train', key)}: train.{key} is not a TrainingArguments keyword")
     if "output_dir" not in train:
-        raise ConfigError(f"{source}: train.output_dir is required")
+        raise ConfigError(f"{at('train')}: train.output_dir is required")
 
 
 AT_LEAST_ONE = ("per_device_train_batch_size", "per_device_eval_batch_size",
                 "gradient_accumulation_steps")  # fmt: skip
 
 
-def check_settings(model: ModelSettings, data: DataSettings, train: dict, source: str) -> None:
+def check_settings(config: SFTConfig, at: At) -> None:
     """Values of the right type that no run can use, refused before anything is read."""
+    model, data, train = config.model, config.data, config.train
     if model.torch_dtype not in TORCH_DTYPES:
         raise ConfigError(
-            f"{source}: model.torch_dtype {model.torch_dtype!r}: one of {', '.join(TORCH_DTYPES)}"
+            f"{at('model', 'torch_dtype')}: model.torch_dtype {model.torch_dtype!r}: one of "
+            f"{', '.join(TORCH_DTYPES)}"
+        )
+    check_attention(model.attn_implementation, at)
+    if model.chat_template is not None and not Path(model.chat_template).is_file():
+        raise ConfigError(
+            f"{at('model', 'chat_template')}: model.chat_template {model.chat_template}: "
+            "no such file"
         )
     for name, value in (("cutoff_len", data.cutoff_len), ("max_samples", data.max_samples)):
         if value is not None and value < 1:
-            raise ConfigError(f"{source}: data.{name} must be at least 1, got {value}")
+            raise ConfigError(f"{at('data', name)}: data.{name} must be at least 1, got {value}")
     if not isinstance(train["output_dir"], str) or not train["output_dir"].strip():
-        raise ConfigError(f"{source}: train.output_dir must name a folder")
+        raise ConfigError(f"{at('train', 'output_dir')}: train.output_dir must name a folder")
     for name in AT_LEAST_ONE:
         if isinstance(train.get(name), int) and train[name] < 1:
-            raise ConfigError(f"{source}: train.{name} must be at least 1, got {train[name]}")
+            raise ConfigError(
+                f"{at('train', name)}: train.{name} must be at least 1, got {train[name]}"
+            )
+    rate = train.get("learning_rate")
+    if isinstance(rate, (int, float)) and not rate >= 0:
+        raise ConfigError(f"{at('train', 'learning_rate')}: train.learning_rate must be >= 0")
     if evaluates(train) and not data.eval_files:
         raise ConfigError(
-            f"{source}: train.eval_strategy {train.get('eval_strategy')!r} needs "
-            "data.eval_files (the held-out records)"
+            f"{at('train', 'eval_strategy')}: train.eval_strategy "
+            f"{train.get('eval_strategy')!r} needs data.eval_files (the held-out records)"
         )
+    if config.stage == "lora":
+        check_lora(config.lora, at)
+
+
+def check_attention(name: str, at: At) -> None:
+    """An attention implementation transformers knows (or a hub kernel, `org/name`)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    known = {"auto", "eager", *ALL_ATTENTION_FUNCTIONS.keys()}
+    if name not in known and "/" not in name:
+        raise ConfigError(
+            f"{at('model', 'attn_implementation')}: model.attn_implementation {name!r}: "
+            f"one of {', '.join(sorted(known))} (or a hub kernel, org/name)"
+        )
+
+
+def check_lora(lora: LoraSettings, at: At) -> None:
+    if lora.r < 1:
+        raise ConfigError(f"{at('lora', 'r')}: lora.r must be at least 1, got {lora.r}")
+    if not 0 <= lora.dropout < 1:
+        raise ConfigError(f"{at('lora', 'dropout')}: lora.dropout must be in [0, 1)")
+    if not lora.target_modules:
+        raise ConfigError(f"{at('lora', 'target_modules')}: lora.target_modules names no module")
 
 
 def evaluates(train: dict) -> bool:
@@ -362,39 +460,42 @@ def evaluates(train: dict) -> bool:
     return train.get("eval_strategy") not in (None, "no") or bool(train.get("eval_on_start"))
 
 
-def parse_config(tree: dict, source: str = "<config>") -> SFTConfig:
+def parse_config(tree: dict, source: str = "<config>", places: Places | None = None) -> SFTConfig:
+    """The checked recipe of `tree`; `places` says where each key was given (else `source`)."""
+    at = functools.partial(_place, places or {}, source)
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: a recipe is a YAML mapping")
     known = {"stage", "model", "data", "lora", "train", "resume_from_checkpoint"}
-    unknown = sorted(set(tree) - known)
+    unknown = sorted(set(tree) - known, key=str)
     if unknown:
         raise ConfigError(
-            f"{source}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            f"{at(str(unknown[0]))}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
         )
     tree = copy.deepcopy(tree)
-    settle_tree(tree, None, source)
+    settle_tree(tree, None, source, places or {})
     stage = tree.get("stage")
     if stage not in STAGES:
-        raise ConfigError(f"{source}: stage must be one of {STAGES}, got {stage!r}")
-    model = _section(ModelSettings, tree.get("model"), "model", source)
-    data = _section(DataSettings, tree.get("data"), "data", source)
+        raise ConfigError(f"{at('stage')}: stage must be one of {STAGES}, got {stage!r}")
+    model = _section(ModelSettings, tree.get("model"), "model", at)
+    data = _section(DataSettings, tree.get("data"), "data", at)
     if not data.files:
-        raise ConfigError(f"{source}: data.files lists no training file")
+        raise ConfigError(f"{at('data', 'files')}: data.files lists no training file")
     train = tree.get("train") or {}
     if not isinstance(train, dict):
-        raise ConfigError(f"{source}: section 'train' must be a mapping")
-    train = spelled_as_installed(train, source)
-    check_training_arguments(train, source)
-    check_settings(model, data, train, source)
-    return SFTConfig(
+        raise ConfigError(f"{at('train')}: section 'train' must be a mapping")
+    train = spelled_as_installed(train, at)
+    check_training_arguments(train, at)
+    config = SFTConfig(
         stage=stage,
         model=model,
         data=data,
         train=dict(train),
-        lora=_section(LoraSettings, tree.get("lora"), "lora", source),
+        lora=_section(LoraSettings, tree.get("lora"), "lora", at),
         resume_from_checkpoint=tree.get("resume_from_checkpoint", "auto"),
         source=source,
     )
+    check_settings(config, at)
+    return config
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> SFTConfig:
@@ -403,9 +504,18 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SFTConfig:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such recipe") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: a folder, not a recipe file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
     tree, written = _yaml(text, str(path))
+    places = _file_places(text, str(path))
     if isinstance(tree, dict):
-        settle_tree(tree, written, str(path))
+        settle_tree(tree, written, str(path), places)
     for override in overrides:
-        apply_override(tree, override, str(path))
-    return parse_config(tree, str(path))
+        if not isinstance(tree, dict):
+            break  # parse_config names it
+        apply_override(tree, override, str(path), places)
+    return parse_config(tree, str(path), places)

@@ -12,7 +12,10 @@
 - A run resumed at its last step (`max_steps` reached) is finished: transformers would
   train one step more at every rerun. Its model is the checkpoint's: `model/` is kept when
   it was written at that step, else copied from the checkpoint (a kill between the last
-  checkpoint and the model).
+  checkpoint and the model), or from the best one with `load_best_model_at_end`. A run
+  sized in epochs is known finished once resumed (it trains no step): the same then.
+- A checkpoint whose trainer state does not parse (a run killed while writing it) is never
+  resumed from, and does not stop a fresh run (the Trainer writes it again).
 """
 
 from __future__ import annotations
@@ -109,7 +112,11 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
     """Refuse checkpoints of another recipe, and a run that would mix its checkpoints with
     an earlier run's; before anything loads."""
     if resume is None:
-        earlier = [path.name for path in checkpoints_in(config.output_dir)]
+        found = checkpoints_in(config.output_dir)
+        earlier = [path.name for path in found if is_complete_checkpoint(path)]
+        for path in found:
+            if not is_complete_checkpoint(path):  # `auto` never takes it: no run's to keep
+                logger.warning("%s is incomplete (a run killed while writing it)", path)
         if earlier:
             raise ValueError(
                 f"{config.output_dir} holds checkpoints of an earlier run "
@@ -170,7 +177,7 @@ def finished_step(resume: str | None, max_steps: int) -> int | None:
     run goes on (or is sized in epochs, which transformers resumes without a step more)."""
     if resume is None or max_steps <= 0:
         return None
-    step = read_json_object(Path(resume) / "trainer_state.json").get("global_step", 0)
+    step = step_of(resume)
     if step > max_steps:
         raise ValueError(
             f"{resume} is at step {step}, past train.max_steps {max_steps}: its model was "
@@ -179,10 +186,32 @@ def finished_step(resume: str | None, max_steps: int) -> int | None:
     return step if step == max_steps else None
 
 
+def step_of(checkpoint: str | Path) -> int:
+    """The step a complete checkpoint was written at."""
+    return read_json_object(Path(checkpoint) / "trainer_state.json").get("global_step", 0)
+
+
+def model_checkpoint(config: SFTConfig, checkpoint: Path) -> Path:
+    """The checkpoint whose weights are the run's model: with `load_best_model_at_end`, the
+    best one the trainer state names (the Trainer loads it at the end), else `checkpoint`."""
+    if not config.train.get("load_best_model_at_end"):
+        return checkpoint
+    best = read_json_object(checkpoint / "trainer_state.json").get("best_model_checkpoint")
+    if not best:
+        return checkpoint
+    # the state names it as the run's output_dir was spelled then (relative to its cwd)
+    found = config.output_dir / Path(best).name
+    if not found.is_dir():
+        raise ValueError(
+            f"{checkpoint}: its best checkpoint {best} (load_best_model_at_end) is gone"
+        )
+    return found
+
+
 def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, writer: bool) -> Path:
     """The model of a run that ended at `checkpoint` (step `step`), without training: the
-    `model/` written then, or the checkpoint's model copied there (`writer`: the process
-    that writes)."""
+    `model/` written then, or the model's checkpoint (`model_checkpoint`) copied there
+    (`writer`: the process that writes)."""
     final = config.output_dir / FINAL_MODEL_DIR
     summary_path = config.output_dir / SUMMARY
     summary = read_json_object(summary_path) if summary_path.exists() else {}
@@ -191,6 +220,7 @@ def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, write
         return final
     if not writer:
         return final
+    checkpoint = model_checkpoint(config, checkpoint)
     files = [
         path
         for path in sorted(checkpoint.iterdir())

@@ -60,6 +60,7 @@ from training.resume import (
     finished_step,
     record_recipe,
     resolve_resume,
+    step_of,
     trained_recipe,
 )
 
@@ -168,7 +169,10 @@ def wrap_with_lora(model, config: SFTConfig):
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
     )
-    model = get_peft_model(model, lora)
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as error:  # modules the model lacks: known only now
+        raise ValueError(f"{config.source}: lora.target_modules: {error}") from None
     if config.train.get("gradient_checkpointing") or config.train.get("activation_checkpointing"):
         model.enable_input_require_grads()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -318,6 +322,11 @@ def run(config: SFTConfig) -> Path:
     if trainer.is_world_process_zero():
         record_recipe(config, recipe)
     result = trainer.train(resume_from_checkpoint=resume)
+    resumed_at = None if resume is None else step_of(resume)
+    if resumed_at == trainer.state.global_step:  # an epoch-sized run resumed at its end
+        return finish_from_checkpoint(
+            config, Path(resume), resumed_at, trainer.is_world_process_zero()
+        )
     final = save_final_model(trainer, tokenizer, config.output_dir)
     if trainer.is_world_process_zero():
         summary = {
@@ -325,7 +334,8 @@ def run(config: SFTConfig) -> Path:
             "stage": config.stage,
             "model": asdict(config.model),
             "data": {**asdict(report), "lines": report.lines()},
-            "train_metrics": result.metrics,
+            "train_metrics": result.metrics,  # of the steps after `resumed_at_step`
+            "resumed_at_step": resumed_at or 0,
             "global_step": trainer.state.global_step,
             "best_metric": trainer.state.best_metric,
             "best_checkpoint": trainer.state.best_model_checkpoint,

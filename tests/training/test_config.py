@@ -1,6 +1,7 @@
 """Every shipped recipe and DeepSpeed config loads and passes validation."""
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -190,7 +191,9 @@ def test_recipe_file_values_are_typed_by_field(tmp_path):
     path.write_text(text.replace("eval_strategy: steps", "eval_strategy: no"))
     assert load_config(path).train["eval_strategy"] == "no"
     path.write_text(text.replace("max_steps: 6000", "max_steps: lots"))
-    with pytest.raises(ConfigError, match=f"{path}: train.max_steps: expected int, got 'lots'"):
+    line = text.splitlines().index("  max_steps: 6000") + 1
+    message = f"{path}, line {line}: train.max_steps: expected int, got 'lots'"
+    with pytest.raises(ConfigError, match=message):
         load_config(path)
 
 
@@ -237,3 +240,107 @@ def test_renamed_training_arguments_take_the_installed_name(tmp_path, monkeypatc
     for recipe in (shipped, old_spelling):
         train = load_config(recipe).train
         assert train["gradient_checkpointing"] is True and "activation_checkpointing" not in train
+
+
+def written_recipe(tmp_path, text: str) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return path
+
+
+def line_of(text: str, content: str) -> int:
+    return text.splitlines().index(content) + 1
+
+
+@pytest.mark.parametrize(
+    "stage, old, new, message",
+    [
+        ("stage1_full", "  cutoff_len: 1024", "  cutoff_len: 0", "data.cutoff_len must be at le"),
+        ("stage1_full", "  cutoff_len: 1024", "  cutof_len: 9", "unknown key data.cutof_len"),
+        (
+            "stage1_full",
+            "  learning_rate: 1.0e-5",
+            "  learning_rate: -1",
+            "train.learning_rate must",
+        ),
+        ("stage2_lora", "  r: 64", "  r: 0", "lora.r must be at least 1, got 0"),
+        ("stage2_lora", "  dropout: 0.05", "  dropout: 1.5", r"lora.dropout must be in \[0, 1\)"),
+    ],
+)
+def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, message):
+    """Values no run can use are refused with the file and line (before: the file only, or,
+    for LoRA's, a peft error without the field after the data were read and the model
+    loaded)."""
+    text = (CONFIGS / f"{stage}.yaml").read_text()
+    assert old in text.splitlines()
+    path = written_recipe(tmp_path, text.replace(old, new))
+    with pytest.raises(ConfigError, match=f"{path}, line {line_of(text, old)}: {message}"):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("lora.r=0", "lora.r must be at least 1, got 0"),
+        ("lora.target_modules=[]", "lora.target_modules names no module"),
+        ("model.attn_implementation=flashy", "model.attn_implementation 'flashy': one of "),
+        ("model.chat_template=nope.jinja", "model.chat_template nope.jinja: no such file"),
+        ("train.learning_rate=-1", "train.learning_rate must be >= 0"),
+    ],
+)
+def test_bad_values_of_an_override_name_the_override(override, message):
+    with pytest.raises(ConfigError, match=f"^override '{re.escape(override)}': {message}"):
+        load_config(CONFIGS / "stage2_lora.yaml", [override])
+
+
+def test_numbers_in_nested_settings_are_numbers(tmp_path):
+    """YAML 1.1 reads `1e-6` (no dot) as text: a scheduler's min_lr crashed the Trainer
+    after the data were read and the model loaded."""
+    config = with_overrides("train.lr_scheduler_kwargs={min_lr: 1e-6}")
+    assert config.train["lr_scheduler_kwargs"] == {"min_lr": 1e-6}
+    text = (CONFIGS / "stage1_full.yaml").read_text()
+    nested = text.replace("train:\n", "train:\n  lr_scheduler_kwargs: {min_lr: 5E-7}\n", 1)
+    assert load_config(written_recipe(tmp_path, nested)).train["lr_scheduler_kwargs"] == {
+        "min_lr": 5e-7
+    }
+    assert with_overrides("train.run_name=1e-6").train["run_name"] == "1e-6"  # text stays text
+
+
+def test_yaml_the_loader_could_not_take(tmp_path):
+    text = (CONFIGS / "stage2_lora.yaml").read_text()
+    path = written_recipe(tmp_path, text.replace("lora:\n", "lora:\n  ? [r, alpha]\n  : 8\n"))
+    line = line_of(text, "lora:") + 1
+    with pytest.raises(ConfigError, match=f"{path}: line {line}: a key must be text$"):
+        load_config(path)  # before: a TypeError traceback
+    broken = written_recipe(tmp_path, "stage: full\nmodel: [a\n")
+    with pytest.raises(ConfigError, match=r"recipe.yaml: invalid YAML: line 3, column 1: ") as e:
+        load_config(broken)
+    assert "\n" not in str(e.value) and "<unicode string>" not in str(e.value)
+
+
+def test_merge_keys_set_a_section(tmp_path):
+    """Merge keys are YAML (before: "invalid YAML"); a section's own keys may set one again."""
+    text = (CONFIGS / "stage2_lora.yaml").read_text()
+    lines = [line for line in text.splitlines() if not line.startswith(("  r:", "  alpha:"))]
+    shared = "\n".join(lines).replace("lora:", "lora:\n  <<: {r: 8, alpha: 16}\n  r: 4", 1)
+    config = load_config(written_recipe(tmp_path, shared + "\n"))
+    assert (config.lora.r, config.lora.alpha) == (4, 16)
+
+
+def test_a_recipe_that_is_no_yaml_text_file_is_one_line(tmp_path):
+    with pytest.raises(ConfigError, match=f"^{tmp_path}: a folder, not a recipe file$"):
+        load_config(tmp_path)
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("stage: full  # Übersetzung\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"^{latin}: not UTF-8 text"):
+        load_config(latin)
+
+
+def test_an_empty_section_takes_overrides(tmp_path):
+    text = (CONFIGS / "stage2_lora.yaml").read_text()
+    lines = text.splitlines()
+    start = lines.index("lora:")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].startswith("  "))
+    empty = "\n".join(lines[: start + 1] + lines[end:]) + "\n"
+    config = load_config(written_recipe(tmp_path, empty), ["lora.r=8"])
+    assert config.lora.r == 8  # before: "'lora' ... is not a section"

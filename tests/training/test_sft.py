@@ -39,6 +39,7 @@ from training.sft import (
     main,
     resize_embeddings_with_mean,
     run,
+    wrap_with_lora,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -391,7 +392,8 @@ def test_a_bad_recipe_is_one_line_and_exit_2(tmp_path, capsys):
         main(["--config", str(recipe_path), "data.cutoff_lenn=3"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith(f"sft: {recipe_path}: unknown key") and error.count("\n") == 1
+    assert error.startswith("sft: override 'data.cutoff_lenn=3': unknown key data.cutoff_lenn")
+    assert error.count("\n") == 1
 
 
 def train_in_subprocess(recipe_path, kill_after_checkpoint=None):
@@ -436,6 +438,8 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_fi
     assert resumed["data"]["cache_file"] == uninterrupted["data"]["cache_file"]
     assert len(resumed_losses) == 8  # steps from before the kill come from the checkpoint
     assert resumed_losses[-1] == pytest.approx(losses[-1], abs=1e-3)
+    # the Trainer's train_loss averages the steps it ran: the summary says which
+    assert (uninterrupted["resumed_at_step"], resumed["resumed_at_step"]) == (0, 4)
 
 
 def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
@@ -485,3 +489,72 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
     with pytest.raises(ValueError, match="holds checkpoints of an earlier run \\(checkpoint-4\\)"):
         run(parse_config(fresh))
     assert (final / "model.safetensors").read_bytes() == weights
+
+
+def weights_of(folder: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(folder / "model.safetensors"), "pt") as handle:
+        return {name: handle.get_tensor(name) for name in handle.keys()}
+
+
+def assert_same_weights(one: Path, other: Path) -> None:
+    first, second = weights_of(one), weights_of(other)
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[name], second[name]) for name in first)
+
+
+def test_a_checkpoint_cut_while_written_does_not_stop_a_fresh_run(
+    base_checkpoint, data_files, tmp_path
+):
+    """A run killed while writing its first checkpoint: the rerun (auto) refused to start,
+    taking the unusable checkpoint for an earlier run's."""
+    output = tmp_path / "out"
+    (output / "checkpoint-2").mkdir(parents=True)
+    (output / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2, "log_')
+    tree = recipe("full", base_checkpoint, data_files[:1], output, max_steps=2, save_steps=2)
+    final = run(parse_config(tree))
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["global_step"] == 2 and summary["resumed_at_step"] == 0
+    assert_same_weights(final, output / "checkpoint-2")  # written again, whole
+
+
+def test_a_finished_run_keeps_its_best_model(base_checkpoint, data_files, tmp_path):
+    """With load_best_model_at_end, a rerun after a kill between the last checkpoint and
+    the model copied the last checkpoint, not the best."""
+    output = tmp_path / "best"
+    tree = recipe(
+        "full", base_checkpoint, data_files[:1], output, max_steps=4, save_steps=2,
+        eval_strategy="steps", eval_steps=2, load_best_model_at_end=True,
+        metric_for_best_model="eval_loss", greater_is_better=True,  # the worse loss: step 2
+    )  # fmt: skip
+    tree["data"]["eval_files"] = [str(data_files[1])]
+    final = run(parse_config(tree))
+    assert_same_weights(final, output / "checkpoint-2")
+    shutil.rmtree(final)  # killed after the last checkpoint
+    (output / "train_summary.json").unlink()
+    assert run(parse_config(tree)) == final
+    assert_same_weights(final, output / "checkpoint-2")
+    written = json.loads((output / "train_summary.json").read_text())
+    assert written["written_from"] == str(output / "checkpoint-2")
+
+
+def test_a_finished_epoch_run_is_not_summarised_again(base_checkpoint, data_files, tmp_path):
+    """A rerun of a run sized in epochs trains no step: its summary said train_loss 0.0."""
+    output = tmp_path / "epochs"
+    tree = recipe("full", base_checkpoint, data_files[:1], output, num_train_epochs=1, save_steps=2)
+    tree["data"]["max_samples"] = 16  # two steps
+    final = run(parse_config(tree))
+    summary = (output / "train_summary.json").read_text()
+    weights = (final / "model.safetensors").read_bytes()
+    assert json.loads(summary)["train_metrics"]["train_loss"] > 0
+    assert run(parse_config(tree)) == final
+    assert (output / "train_summary.json").read_text() == summary
+    assert (final / "model.safetensors").read_bytes() == weights
+
+
+def test_lora_modules_the_model_lacks_are_named_with_the_field(tmp_path):
+    tokenizer = build_chat_llama3_tokenizer()
+    model = LlamaForCausalLM(tiny_llama_config(tokenizer))
+    tree = recipe("lora", tmp_path, [tmp_path / "data.json"], tmp_path / "out")
+    tree["lora"]["target_modules"] = ["attention_qkv"]
+    with pytest.raises(ValueError, match="^<config>: lora.target_modules: .*attention_qkv"):
+        wrap_with_lora(model, parse_config(tree))

@@ -122,21 +122,31 @@ def _gathered(parameters):
     return deepspeed.zero.GatheredParameters(parameters, modifier_rank=0)
 
 
-def resize_embeddings_with_mean(model, vocab_size: int) -> int:
-    """Grow the embeddings to `vocab_size` rows, new rows set to the mean of the old ones."""
+def resize_embeddings_with_mean(model, vocab_size: int, new_tokens: int | None = None) -> int:
+    """Give the last `new_tokens` ids below `vocab_size` (default: the rows the embeddings
+    lack) rows set to the mean of the rows before them, growing the embeddings to
+    `vocab_size` rows where they have fewer; return how many rows were set. A model with
+    spare rows (a vocabulary padded to a multiple of 64, say) gets the new ids' rows set
+    there too: untrained rows were left to them."""
     old_size = model.get_input_embeddings().weight.shape[0]
-    if vocab_size <= old_size:
+    if new_tokens is None:
+        new_tokens = max(0, vocab_size - old_size)
+    if new_tokens == 0:
         return 0
-    model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    if vocab_size > old_size:
+        model.resize_token_embeddings(vocab_size, mean_resizing=False)
+    first = vocab_size - new_tokens
     embeddings = (model.get_input_embeddings(), model.get_output_embeddings())
     matrices = {id(m.weight): m.weight for m in embeddings if m is not None}  # tied: once
     with _gathered(list(matrices.values())), torch.no_grad():
         for weight in matrices.values():
-            weight[old_size:] = weight[:old_size].mean(dim=0, keepdim=True)
-    return vocab_size - old_size
+            weight[first:vocab_size] = weight[:first].mean(dim=0, keepdim=True)
+    return new_tokens
 
 
-def load_model(config: SFTConfig, tokenizer):
+def load_model(config: SFTConfig, tokenizer, new_tokens: int | None = None):
+    """The model to train; Stage I sets the rows of the `new_tokens` ids the tokenizer
+    just got (default: those the embeddings lack) to the mean of the others."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(
@@ -146,7 +156,7 @@ def load_model(config: SFTConfig, tokenizer):
         trust_remote_code=config.model.trust_remote_code,
     )
     if config.stage == "full":
-        added = resize_embeddings_with_mean(model, len(tokenizer))
+        added = resize_embeddings_with_mean(model, len(tokenizer), new_tokens)
         logger.info("embeddings: %d new rows (mean-initialised)", added)
         east_token_ids(tokenizer)
         return model
@@ -303,9 +313,9 @@ def run(config: SFTConfig) -> Path:
         logger.info("data.eval_files not read: train.eval_strategy is no")
     check_model_folder(config.model.name_or_path)
     tokenizer = load_tokenizer(config)
-    if config.stage == "full":
-        logger.info("EAST tokens added to the tokenizer: %d", add_east_tokens(tokenizer))
-    model = load_model(config, tokenizer)
+    added = add_east_tokens(tokenizer) if config.stage == "full" else 0
+    logger.info("EAST tokens added to the tokenizer: %d", added)
+    model = load_model(config, tokenizer, added)
     # The node's first process tokenizes and fills the cache; the other ranks then load it.
     with training_args.main_process_first(desc="tokenizing"):
         samples = tokenize_data(config, tokenizer, model, conversations, report, training_args)

@@ -138,6 +138,19 @@ def test_new_embedding_rows_start_at_the_mean(base_checkpoint):
     torch.testing.assert_close(model.get_input_embeddings().weight[:-2], old)
 
 
+def test_new_ids_in_spare_rows_start_at_the_mean(base_checkpoint):
+    """A vocabulary padded past the tokenizer: the EAST ids fall in spare rows, which were
+    left untrained (and the log said 0 new rows)."""
+    model = AutoModelForCausalLM.from_pretrained(base_checkpoint)
+    rows = model.get_input_embeddings().weight.shape[0]
+    tokenizer_size = rows - 6  # six spare rows; the last two of the tokenizer are new
+    assert resize_embeddings_with_mean(model, tokenizer_size, new_tokens=2) == 2
+    for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        assert matrix.shape[0] == rows
+        mean = matrix[: tokenizer_size - 2].mean(0, keepdim=True).expand(2, -1)
+        torch.testing.assert_close(matrix[tokenizer_size - 2 : tokenizer_size], mean)
+
+
 def test_stage1_adds_east_tokens_and_learns(stage1):
     tokenizer = AutoTokenizer.from_pretrained(stage1)
     ids = east_token_ids(tokenizer)

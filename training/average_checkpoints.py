@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from east_agent.common.atomic import atomic_path
+from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 
 logger = logging.getLogger("training.average_checkpoints")
@@ -47,6 +47,7 @@ def average(
     output = Path(output)
     if output.exists():
         raise ValueError(f"{output} exists; choose a new output folder")
+    check_folder_path(output, "--output")
     for path in map(Path, inputs):
         if not path.is_dir():
             raise ValueError(f"{path}: no such checkpoint folder")
@@ -68,8 +69,8 @@ def average(
         for name, tensor in other.items():
             sums[name] += tensor.detach().float() * (weight / total)
         logger.info("added %s (weight %.3g)", path, weight / total)
-    model.load_state_dict({name: tensor.to(model.dtype) for name, tensor in sums.items()})
-    model = model.to(dtype)
+    model = model.to(dtype)  # first: the average is cast once, to the dtype it is saved in
+    model.load_state_dict({name: tensor.to(dtype) for name, tensor in sums.items()})
     with atomic_path(output) as temporary:
         model.save_pretrained(temporary)
         AutoTokenizer.from_pretrained(str(inputs[0])).save_pretrained(temporary)

@@ -17,6 +17,7 @@ import argparse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import atomic_path, check_replaceable
 from east_agent.common.entry import command_line
 from east_agent.common.text_lines import iter_lines
@@ -132,18 +133,32 @@ def build_base_model(
     return output
 
 
+def add_size_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model's size flags (here and in training.demo): whole numbers of at least 1."""
+    parser.add_argument("--vocab-size", type=positive_int, default=8000)
+    parser.add_argument("--hidden-size", type=positive_int, default=256)
+    parser.add_argument("--layers", type=positive_int, default=6)
+    parser.add_argument("--heads", type=positive_int, default=4)
+    parser.add_argument("--intermediate-size", type=positive_int, default=768)
+
+
+def check_sizes(args: argparse.Namespace) -> None:
+    """Refuse, before any work, heads that do not split the hidden size."""
+    if args.hidden_size % args.heads:
+        raise ValueError(
+            f"--hidden-size {args.hidden_size} is not a multiple of --heads {args.heads}"
+        )
+
+
 @command_line("base_model")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="a tokenizer and a random chat LLM")
     parser.add_argument("--corpus", nargs="+", required=True, help="text files (.gz ok)")
     parser.add_argument("--output", required=True)
-    parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--intermediate-size", type=int, default=768)
+    add_size_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    check_sizes(args)
     path = build_base_model(
         args.corpus,
         args.output,

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import random
 import sys
 from collections.abc import Sequence
@@ -338,6 +339,27 @@ def load_links(path: Path, kept: list[tuple[list[str], list[str]]]) -> list[Link
     return all_links
 
 
+def positive_ratio(text: str) -> float:
+    """A finite number above 0 (argparse `type`): `nan` would turn the filter off."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"takes a finite number above 0, got {text!r}")
+    return value
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an input flag naming a folder or nothing."""
+    for flag in ("--source", "--target", "--pairs", "--alignments"):
+        path = getattr(args, flag.removeprefix("--"))
+        if path is not None and path.is_dir():
+            raise ValueError(f"{flag} {path}: a folder, not a file")
+        if path is not None and not path.exists():
+            raise FileNotFoundError(f"{flag} {path}: no such file")
+
+
 @command_line("build_data")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="build SiMT chunk records from parallel text")
@@ -351,11 +373,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alignments", type=Path, help="reuse saved links (<output>.links.gz)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-words", type=int, default=100)
-    parser.add_argument("--max-ratio", type=float, default=3.0)
+    parser.add_argument("--max-ratio", type=positive_ratio, default=3.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    if (args.pairs is None) == (args.source is None or args.target is None):
-        parser.error("give --source and --target, or --pairs")
+    texts_given = [args.source is not None, args.target is not None]
+    if texts_given != [args.pairs is None] * 2:  # --pairs holds both sides itself
+        parser.error("give --source and --target, or --pairs without them")
+    check_inputs(args)
     check_replaceable(args.output, "JSON Lines file")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report = build(

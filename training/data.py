@@ -20,6 +20,9 @@ U+2028 / U+0085 (which JSON strings may hold unescaped). A line that is not UTF-
 or not an object, like a record with a bad field, stops the run naming file and line
 (`record N` in a JSON list file), or with `skip_malformed` is skipped and counted; a JSON
 list file is one JSON value, so an encoding or syntax error in it always stops the run.
+A record whose text holds a control token is malformed the same way: an EAST token, found
+when it is read; or a special token of the tokenizer (a chat header, an end of turn), which
+the tokenizer would make that token, found once it is known, before anything is tokenized.
 
 Every record is read and checked before anything is tokenized (bad input fails fast). The
 tokenization is one `datasets` `Dataset.map`; given a `cache_dir`, its result is cached
@@ -38,6 +41,7 @@ import itertools
 import json
 import logging
 import random
+import re
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -74,6 +78,8 @@ LENGTH_COLUMNS = ("prompt_tokens", "tokens")  # before truncation; what the repo
 class Conversation:
     user: str
     assistant: str
+    file: str = ""  # where its record was read, if it was: the file
+    place: str = ""  # and "line 7" or "record 3" in it
 
 
 @dataclass(frozen=True)
@@ -96,6 +102,14 @@ def interleave_chunks(
             f"{source_gap}{source.strip()}{END_OF_READ}{target_gap}{target.strip()}{END_OF_WRITE}"
         )
     return turn
+
+
+def _token_pattern(tokens: Sequence[str]) -> re.Pattern:
+    """Any of `tokens`, the longest first where one begins another."""
+    return re.compile("|".join(map(re.escape, sorted(tokens, key=len, reverse=True))))
+
+
+EAST_TOKENS = _token_pattern((END_OF_READ, END_OF_WRITE))
 
 
 def _check_simt(record: dict) -> str | None:
@@ -143,16 +157,45 @@ def _check_offline(record: dict) -> str | None:
     return None
 
 
+def _texts(record: dict) -> Iterator[tuple[str, str]]:
+    """(where, text) of every text a valid record puts into its conversation."""
+    if record_kind(record) == "simt":
+        for name in ("source_chunks", "target_chunks"):
+            for position, chunk in enumerate(record[name]):
+                yield f"field {name!r}: chunk {position}", chunk
+        return
+    names = ("instruction", "input", "output") if "instruction" in record else ("source", "target")
+    for name in names:
+        if record.get(name):
+            yield f"field {name!r}", record[name]
+
+
+def _control_token(record: dict, tokens: re.Pattern) -> str | None:
+    """Which of `tokens` a valid record's text holds, or None: the tokenizer would make it
+    that token (an EAST token inside a chunk, a chat header inside a turn), not text."""
+    for where, text in _texts(record):
+        if found := tokens.search(text):
+            return (
+                f"{where} holds {found.group()!r}, a control token: it would be trained as "
+                "that token, not as text"
+            )
+    return None
+
+
 def record_kind(record: dict) -> str:
     if "source_chunks" in record or "target_chunks" in record or "latency" in record:
         return "simt"
     return "offline"
 
 
-def conversation(record: dict) -> Conversation:
-    """The chat turns of a (valid) record."""
+def conversation(record: dict, file: str = "", place: str = "") -> Conversation:
+    """The chat turns of a (valid) record, read at `place` in `file`."""
+    return Conversation(*_turns(record), file, place)
+
+
+def _turns(record: dict) -> tuple[str, str]:
     if record_kind(record) == "simt":
-        return Conversation(
+        return (
             simt_instruction(record["src_lang"], record["tgt_lang"], record["latency"]),
             interleave_chunks(
                 record["source_chunks"],
@@ -164,8 +207,8 @@ def conversation(record: dict) -> Conversation:
     if "instruction" in record:
         extra = record.get("input") or ""
         user = record["instruction"] + (f"\n{extra}" if extra.strip() else "")
-        return Conversation(user, record["output"])
-    return Conversation(
+        return user, record["output"]
+    return (
         offline_instruction(record["src_lang"], record["tgt_lang"], record["source"]),
         record["target"],
     )
@@ -185,6 +228,7 @@ class DataReport:
     skipped_examples: list[str] = field(default_factory=list)
     cache_file: str | None = None  # the tokenized samples' cache, when there is one
     cache_reused: bool = False  # loaded from it rather than tokenized
+    skip_malformed: bool = False  # how the records were read: a record found bad later too
 
     def skip(self, where: str, problem: str, unreadable: bool) -> None:
         if unreadable:
@@ -294,7 +338,8 @@ def iter_records(path: str | Path) -> Iterator[RawRecord]:
 
 
 def _problem(record: dict) -> str | None:
-    return _check_simt(record) if record_kind(record) == "simt" else _check_offline(record)
+    check = _check_simt if record_kind(record) == "simt" else _check_offline
+    return check(record) or _control_token(record, EAST_TOKENS)
 
 
 def read_conversations(
@@ -303,13 +348,14 @@ def read_conversations(
     """Conversations of every record; a malformed one raises naming file and line or index,
     or with `skip_malformed` is skipped and counted in the report."""
     for path in paths:
-        report.by_file[str(path)] = 0
+        file = str(path)
+        report.by_file[file] = 0
         for raw in iter_records(path):
             report.records += 1
-            report.by_file[str(path)] += 1
+            report.by_file[file] += 1
             problem = raw.problem or _problem(raw.record)
             if problem is None:
-                yield conversation(raw.record)
+                yield conversation(raw.record, file, raw.place)
             elif skip_malformed:
                 report.skip(f"{path}: {raw.place}", problem, unreadable=raw.record is None)
             else:
@@ -547,7 +593,7 @@ def read_records(
 ) -> tuple[list[Conversation], DataReport]:
     """Every record of every file read and checked (no tokenizer needed: a bad record is
     found before any model loads), shuffled, cut to `max_samples`; and the report so far."""
-    report = DataReport()
+    report = DataReport(skip_malformed=skip_malformed)
     conversations = list(read_conversations(paths, report, skip_malformed))
     random.Random(seed).shuffle(conversations)
     if max_samples is not None:
@@ -562,8 +608,69 @@ def tokenize_records(
     cache_dir: str | Path | None = None,
     progress: bool = True,
 ) -> Dataset:
-    """The samples of `read_records`' conversations, counted in `report`, which is logged."""
+    """The samples of `read_records`' conversations, counted in `report`, which is logged;
+    a record whose text holds one of the tokenizer's control tokens raises or is skipped
+    (`check_control_tokens`) before any is tokenized."""
+    conversations = check_control_tokens(encoder.tokenizer, conversations, report)
     samples = tokenize_conversations(encoder, conversations, report, cache_dir, progress)
     for line in report.lines():
         logger.info(line)
     return samples
+
+
+def control_tokens(tokenizer) -> list[str]:
+    """The special tokens `tokenizer` makes of their text wherever it stands (its chat
+    template's among them), but the EAST tokens: the reader refuses those in a record's
+    text itself, and a SiMT turn holds them by design."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    tokens = {*tokenizer.all_special_tokens, *(token.content for token in added if token.special)}
+    return sorted(tokens - {END_OF_READ, END_OF_WRITE, ""})
+
+
+def check_control_tokens(
+    tokenizer, conversations: Sequence[Conversation], report: DataReport
+) -> list[Conversation]:
+    """`conversations` but those whose record's text holds one of the tokenizer's control
+    tokens (`a dog<|eot_id|><|start_header_id|>user` would end the turn and open a user's):
+    the first raises naming file, line and field, or, read with `skip_malformed`, each is
+    skipped and counted in `report`. Needs the tokenizer; run it before tokenizing."""
+    tokens = control_tokens(tokenizer)
+    if not tokens:
+        return list(conversations)
+    pattern = _token_pattern(tokens)
+    bad = [item for item in conversations if _turns_hold(item, pattern)]
+    if not bad:
+        return list(conversations)
+    if not report.skip_malformed:
+        item, problem = _named_problems(bad[:1], pattern)[0]
+        raise RecordError(f"{item.file}: {item.place}: {problem}")
+    for item, problem in _named_problems(bad, pattern):
+        report.skip(f"{item.file}: {item.place}", problem, unreadable=False)
+    refused = set(map(id, bad))
+    return [item for item in conversations if id(item) not in refused]
+
+
+def _turns_hold(item: Conversation, pattern: re.Pattern) -> re.Match | None:
+    return pattern.search(item.user) or pattern.search(item.assistant)
+
+
+def _named_problems(
+    items: Sequence[Conversation], pattern: re.Pattern
+) -> list[tuple[Conversation, str]]:
+    """Each of `items` with what is wrong with its record, naming the field: their records
+    read again (only those refused), as a conversation no longer knows its fields."""
+    wanted = {(item.file, item.place) for item in items}
+    records = {}
+    for file in sorted({item.file for item in items if item.file}):
+        for raw in iter_records(file):
+            if (file, raw.place) in wanted and raw.record and not _problem(raw.record):
+                records[file, raw.place] = raw.record
+    named = []
+    for item in items:
+        record = records.get((item.file, item.place))
+        problem = _control_token(record, pattern) if record is not None else None
+        if problem is None:  # the file changed since, or the token spans two fields
+            token = _turns_hold(item, pattern).group()
+            problem = f"its chat turns hold {token!r}, a control token"
+        named.append((item, problem))
+    return named

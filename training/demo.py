@@ -45,6 +45,7 @@ from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import atomic_path, check_replaceable, write_atomically
 from east_agent.common.entry import command_line
 from east_agent.evaluation.testsets import DATA as SHIPPED_DATA
+from training.base_model import add_size_arguments, check_sizes
 
 if TYPE_CHECKING:
     from training.config import SFTConfig
@@ -243,14 +244,34 @@ def check_card_output(output: Path, workdir: Path) -> None:
     check_replaceable(output, "model card folder", CARD_MARKS)
 
 
+# the flags besides --seed that decide the model or its results (not where it is written,
+# nor which steps run; nor --realign: the card ships the links the data were built from)
+BUILD_FLAGS = (
+    "stage2_seed", "max_pairs", "stage1_steps", "stage2_steps", "eval_every", "eval_limit",
+    "vocab_size", "hidden_size", "layers", "heads", "intermediate_size",
+)  # fmt: skip
+
+
+def build_flags(args: argparse.Namespace) -> list[str]:
+    """The flags of BUILD_FLAGS this run gave other values than the defaults: the card's
+    command carries them, so that it rebuilds this model."""
+    defaults = parse_args([])
+    flags = []
+    for name in BUILD_FLAGS:
+        if getattr(args, name) != getattr(defaults, name):
+            flags += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    return flags
+
+
 def write_card(args, timings: dict[str, float]) -> None:
     from training.demo_card import model_card
 
     recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}
+    card = model_card(args, timings, recipes, build_flags(args))
     with atomic_path(args.output) as temporary:
         shutil.copytree(args.workdir / "merged", temporary)
         _fill_card_folder(args, temporary)
-        (temporary / "README.md").write_text(model_card(args, timings, recipes))
+        (temporary / "README.md").write_text(card)
 
 
 def _fill_card_folder(args, temporary: Path) -> None:
@@ -294,12 +315,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--eval-limit", type=positive_int, help="evaluate on the first N test sentences"
     )
-    parser.add_argument("--vocab-size", type=int, default=8000)
-    parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=6)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--intermediate-size", type=int, default=768)
-    return parser.parse_args(argv)
+    add_size_arguments(parser)
+    args = parser.parse_args(argv)
+    check_sizes(args)
+    return args
 
 
 @command_line("demo")

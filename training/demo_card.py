@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,9 +74,31 @@ def _significance(args, folder: str) -> str:
     )
 
 
-def model_card(args, timings: dict, recipes: Mapping[str, SFTConfig]) -> str:
+SIZE_FLAGS = ("--vocab-size", "--hidden-size", "--layers", "--heads", "--intermediate-size")
+
+
+def _warning(args, flags: Sequence[str]) -> str:
+    smoke = any(
+        value is not None
+        for value in (args.max_pairs, args.stage1_steps, args.stage2_steps, args.eval_limit)
+    )
+    if smoke:
+        return "**Smoke-test build (reduced settings); not the shipped model.**\n\n"
+    if flags:
+        return "**Built with other settings (see Reproduce); not the shipped model.**\n\n"
+    return ""
+
+
+def _size_flags(flags: Sequence[str]) -> str:
+    """The base model's size flags among `flags` (flag, value, flag, value, ...)."""
+    pairs = zip(flags[::2], flags[1::2])
+    return "".join(f" {flag} {value}" for flag, value in pairs if flag in SIZE_FLAGS)
+
+
+def model_card(args, timings: dict, recipes: Mapping[str, SFTConfig], flags: Sequence[str]) -> str:
     """The card of the model in `args.workdir`; `recipes` are the two stages' recipes as
-    they were run ("stage1", "stage2")."""
+    they were run ("stage1", "stage2"); `flags` those the demo was given besides `--seed`
+    with other values than its defaults (its reproduce command carries them)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(args.workdir / "merged")
@@ -86,14 +108,10 @@ def model_card(args, timings: dict, recipes: Mapping[str, SFTConfig]) -> str:
         f"- `{path.name.removesuffix('.report.txt')}`: " + "; ".join(path.read_text().splitlines())
         for path in sorted((args.workdir / "data").glob("*.report.txt"))
     )
-    smoke = any(
-        value is not None
-        for value in (args.max_pairs, args.stage1_steps, args.stage2_steps, args.eval_limit)
-    )
-    warning = "**Smoke-test build (reduced settings); not the shipped model.**\n\n" if smoke else ""
+    command = " ".join(["python -m training.demo --seed", str(args.seed), *flags])
     return f"""# east-demo: a toy EAST model for Multi30k German→English
 
-{warning}A {config.num_hidden_layers}-layer Llama ({config.hidden_size} hidden, \
+{_warning(args, flags)}A {config.num_hidden_layers}-layer Llama ({config.hidden_size} hidden, \
 {config.intermediate_size} FFN, {config.num_attention_heads} heads, vocabulary \
 {config.vocab_size}, tied embeddings) trained from scratch with this project's own EAST
 recipe, in the exact format of EAST-8B (Llama-3 chat template, `<|end-of-read|>` /
@@ -102,7 +120,7 @@ bfloat16 (loaded as float32 on a CPU).
 
 ## Reproduce
 
-    python -m training.demo --seed {args.seed}
+    {command}
 
 which runs, in order (outputs under `outputs/demo/`):
 
@@ -112,7 +130,7 @@ which runs, in order (outputs under `outputs/demo/`):
         --alignments models/east-demo/alignments/simt-de-en.links.gz --seed {args.seed}
     (the same for the val split and for French→English; offline records from the pairs)
     python -m training.base_model --corpus east_agent/data/multi30k/train.{{de,en,fr}}.gz \\
-        --output outputs/demo/base
+        --output outputs/demo/base{_size_flags(flags)}
     python -m training.sft --config training/configs/demo_stage1.yaml
     python -m training.sft --config training/configs/demo_stage2.yaml
     python -m training.merge_lora --base outputs/demo/stage1/model \\

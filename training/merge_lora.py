@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from east_agent.common.arguments import add_old_spelling
-from east_agent.common.atomic import atomic_path
+from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import CommandError, command_line
 from east_agent.common.records import read_json_object
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
@@ -67,6 +67,7 @@ def merge(
     output = Path(output)
     if output.exists():
         raise ValueError(f"{output} exists; choose a new output folder")
+    check_folder_path(output, "--output")
     check_base_of_adapter(Path(base), Path(adapter))
     torch_dtype = getattr(torch, dtype)
     tokenizer_source = adapter if (Path(adapter) / "tokenizer_config.json").exists() else base

@@ -49,6 +49,7 @@ from training.data import (
     ChatTokenizer,
     Conversation,
     DataReport,
+    check_control_tokens,
     read_records,
     tokenize_records,
 )
@@ -313,6 +314,10 @@ def run(config: SFTConfig) -> Path:
         logger.info("data.eval_files not read: train.eval_strategy is no")
     check_model_folder(config.model.name_or_path)
     tokenizer = load_tokenizer(config)
+    # the tokenizer's control tokens in a record's text: refused before the model loads
+    conversations = check_control_tokens(tokenizer, conversations, report)
+    if eval_records is not None:
+        eval_records = (check_control_tokens(tokenizer, *eval_records), eval_records[1])
     added = add_east_tokens(tokenizer) if config.stage == "full" else 0
     logger.info("EAST tokens added to the tokenizer: %d", added)
     model = load_model(config, tokenizer, added)

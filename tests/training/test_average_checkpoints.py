@@ -61,3 +61,41 @@ def test_inputs_no_run_can_average_are_refused_before_loading(tmp_path, east_tok
         with pytest.raises(ValueError, match=message):
             average([tmp_path / name for name in inputs], tmp_path / "avg", weights)
     assert not (tmp_path / "avg").exists()
+
+
+def test_a_save_dtype_wider_than_the_inputs_keeps_the_float32_average(tmp_path, east_tokenizer):
+    """Before: the float32 average was cast to the first input's bfloat16, then saved as
+    float32: bfloat16-rounded values."""
+    states = []
+    for name, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(tiny_llama_config(east_tokenizer)).to(torch.bfloat16)
+        model.save_pretrained(tmp_path / name)
+        east_tokenizer.save_pretrained(tmp_path / name)
+        states.append(model.state_dict())
+    average([tmp_path / "a", tmp_path / "b"], tmp_path / "avg", save_dtype="float32")
+    averaged = AutoModelForCausalLM.from_pretrained(tmp_path / "avg", dtype=torch.float32)
+    assert averaged.config.dtype == torch.float32
+    for name, tensor in averaged.state_dict().items():
+        expected = states[0][name].float() * 0.5 + states[1][name].float() * 0.5
+        torch.testing.assert_close(tensor, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("command", ["average_checkpoints", "merge_lora"])
+def test_an_output_inside_a_file_is_refused_before_loading(tmp_path, capsys, command):
+    """Before: NotADirectoryError (a traceback) once the models were averaged or merged."""
+    from training.merge_lora import main as merge_main
+
+    (tmp_path / "file").write_text("mine")
+    (tmp_path / "model").mkdir()
+    output = tmp_path / "file" / "x"
+    if command == "merge_lora":
+        argv = ["--base", str(tmp_path / "model"), "--adapter", str(tmp_path / "model")]
+        run = merge_main
+    else:
+        argv, run = ["--inputs", str(tmp_path / "model"), str(tmp_path / "model")], main
+    with pytest.raises(SystemExit) as exit_info:
+        run([*argv, "--output", str(output)])
+    assert exit_info.value.code == 2
+    message = f"{command}: --output {output}: a file, not a folder ({tmp_path / 'file'} is)\n"
+    assert capsys.readouterr().err == message

@@ -240,3 +240,32 @@ def test_a_level_given_twice_is_written_once(tmp_path):
     build(pairs, "de", "en", tmp_path / "o.jsonl", ["low", "high", "low"], links, progress=False)
     records = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert sorted(record["latency"] for record in records) == ["high", "high", "low", "low"]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--source", "{folder}", "--target", "{en}"], "build_data: --source {folder}: a folder"),
+        (["--pairs", "{pairs}", "--source", "{de}"], "give --source and --target, or --pairs "),
+        (["--source", "{de}", "--target", "{en}", "--max-ratio", "nan"], "got 'nan'"),
+        (["--source", "{de}", "--target", "{en}", "--max-ratio", "0"], "above 0, got '0'"),
+        (["--source", "{de}", "--target", "{en}", "--max-ratio", "inf"], "got 'inf'"),
+    ],
+)
+def test_inputs_that_crash_or_are_ignored_are_refused_in_one_line(tmp_path, capsys, extra, message):
+    """Before: a folder as --source was a traceback (IsADirectoryError); --source beside
+    --pairs was ignored; --max-ratio nan turned the ratio filter off. (`--max-words 0`
+    makes a run that got past the flags end at once, in another message.)"""
+    names = {"folder": tmp_path / "folder", "de": tmp_path / "de.txt", "en": tmp_path / "en.txt"}
+    names["pairs"] = tmp_path / "pairs.jsonl"
+    names["folder"].mkdir()
+    names["de"].write_text("ein Hund\n")
+    names["en"].write_text("a dog\n")
+    names["pairs"].write_text(json.dumps({"source": "ein Hund", "reference": "a dog"}) + "\n")
+    flags = [flag.format(**names) for flag in extra]
+    with pytest.raises(SystemExit) as exit_:
+        main([*flags, "--src-lang", "de", "--tgt-lang", "en", "--max-words", "0",
+              "--output", str(tmp_path / "o.jsonl")])  # fmt: skip
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message.format(**names) in error

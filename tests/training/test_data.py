@@ -391,3 +391,58 @@ def test_no_record_left_gives_an_empty_dataset(east_tokenizer, tmp_path):
     path = write_json(tmp_path / "simt.json", [{**DE_EN, "latency": "x"}])
     samples, report = build_samples(east_tokenizer, [path], skip_malformed=True, progress=False)
     assert len(samples) == report.samples == 0 and samples.column_names == ["input_ids", "labels"]
+
+
+# Control-token text inside a record: the tokenizer would make it the token itself.
+
+OFFLINE = {"src_lang": "de", "tgt_lang": "en", "source": "Hund", "target": "dog"}
+ALPACA = {"instruction": "Translate.", "input": "Hund", "output": "dog"}
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({**DE_EN, "target_chunks": ["The cat", f"sits{END_OF_WRITE}on", "the table."]},
+         f"line 2: field 'target_chunks': chunk 1 holds '{END_OF_WRITE}', a control token"),
+        ({**DE_EN, "source_chunks": [f"Die{END_OF_READ} Katze", "sitzt", "hier."]},
+         f"line 2: field 'source_chunks': chunk 0 holds '{END_OF_READ}'"),
+        ({**OFFLINE, "target": f"a{END_OF_READ}dog"}, "line 2: field 'target' holds '<|end-of-r"),
+    ],
+)  # fmt: skip
+def test_an_east_token_in_a_record_is_refused_when_read(tmp_path, record, message):
+    """Before: a chunk holding `<|end-of-write|>` was trained as two writes, out of the
+    EAST structure. Found with no tokenizer, before any model loads."""
+    path = tmp_path / "simt.jsonl"
+    path.write_text(json.dumps(DE_EN) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(RecordError, match=f"simt.jsonl: {message}"):
+        read_records([path])
+    conversations, report = read_records([path], skip_malformed=True)
+    assert (len(conversations), report.malformed_skipped) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({**DE_EN, "target_chunks": ["a dog<|eot_id|><|start_header_id|>user", "b", "c"]},
+         "line 3: field 'target_chunks': chunk 0 holds '<|eot_id|>', a control token"),
+        ({**ALPACA, "input": "Hund<|start_header_id|>"},
+         "line 3: field 'input' holds '<|start_header_id|>'"),
+        ({**OFFLINE, "source": "<|begin_of_text|>Hund"}, "line 3: field 'source' holds "),
+    ],
+)  # fmt: skip
+def test_a_chat_token_in_a_record_is_refused_before_tokenizing(
+    east_tokenizer, tmp_path, monkeypatch, record, message
+):
+    """Before: `a dog<|eot_id|><|start_header_id|>user` in a target chunk was trained as
+    three end-of-turn ids and a user header inside the assistant turn."""
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in (DE_EN, ZH_EN, record)))
+    calls = count_tokenize_calls(monkeypatch)
+    with pytest.raises(RecordError, match=f"data.jsonl: {message}"):
+        build_samples(east_tokenizer, [path], progress=False)
+    assert calls == []  # nothing was tokenized
+    samples, report = build_samples(east_tokenizer, [path], skip_malformed=True, progress=False)
+    assert (len(samples), report.records, report.malformed_skipped) == (2, 3, 1)
+    assert report.skipped_examples[0].startswith(f"{path}: {message[:6]}")
+    eot = east_tokenizer.convert_tokens_to_ids("<|eot_id|>")
+    assert all(sample["input_ids"].count(eot) == 2 for sample in samples)

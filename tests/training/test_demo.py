@@ -241,3 +241,65 @@ def test_a_count_of_zero_is_refused_not_ignored(flag, capsys):
         parse_args([flag, "0"])
     assert exit_info.value.code == 2
     assert f"argument {flag}: takes a whole number of at least 1" in capsys.readouterr().err
+
+
+SIZE_FLAGS = [["--heads", "0"], ["--hidden-size", "-8"], ["--vocab-size", "0"], ["--layers", "0"],
+              ["--intermediate-size", "0"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("flags", SIZE_FLAGS)
+def test_a_size_below_one_is_refused_at_parsing(flags, tmp_path, capsys):
+    """Before: `--heads 0` was a ZeroDivisionError, `--hidden-size -8` a RuntimeError after
+    the tokenizer was trained, `--vocab-size 0` and `--layers 0` were built."""
+    from training.demo import parse_args
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("ein Hund\n")
+    for parse in (parse_args, base_model_main):
+        with pytest.raises(SystemExit) as exit_info:
+            parse([*flags, "--corpus", str(corpus), "--output", str(tmp_path / "b")]
+                  if parse is base_model_main else flags)  # fmt: skip
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert f"argument {flags[0]}: takes a whole number of at least 1" in error
+    assert not (tmp_path / "b").exists()
+
+
+def test_heads_not_splitting_the_hidden_size_are_refused_before_the_data_step(tmp_path, capsys):
+    """Before: the demo built its data first, then failed in the base step."""
+    from training.demo import main as demo_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        demo_main(["--hidden-size", "30", "--heads", "4", "--workdir", str(tmp_path / "work"),
+                   "--max-pairs", "1", "--steps", "data", "base"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "demo: --hidden-size 30 is not a multiple of --heads 4\n"
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize(
+    "given, sizes",
+    [
+        (["--stage2-seed", "5", "--layers", "2"], " --layers 2"),
+        (["--seed", "3", "--hidden-size", "64", "--heads", "2", "--max-pairs", "200"],
+         " --hidden-size 64 --heads 2"),
+    ],
+)  # fmt: skip
+def test_the_card_command_rebuilds_the_model_it_describes(tmp_path, given, sizes):
+    """Before: `--stage2-seed 5 --layers 2` made a card saying `python -m training.demo
+    --seed 0`, which builds another model, and no warning."""
+    from transformers import LlamaConfig
+
+    from training.demo import BUILD_FLAGS, build_flags, parse_args, stage_recipe
+    from training.demo_card import model_card
+
+    args = parse_args([*given, "--workdir", str(tmp_path)])
+    LlamaConfig(num_hidden_layers=args.layers).save_pretrained(tmp_path / "merged")
+    recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}
+    card = model_card(args, {}, recipes, build_flags(args)).splitlines()
+    command = next(line.split() for line in card if "python -m training.demo --" in line)
+    rebuilt = parse_args([*command[3:], "--workdir", str(tmp_path)])
+    for name in ("seed", *BUILD_FLAGS):
+        assert getattr(rebuilt, name) == getattr(args, name), name
+    assert "not the shipped model" in card[2]
+    assert any(line.endswith(f"--output outputs/demo/base{sizes}") for line in card)

@@ -571,3 +571,19 @@ def test_lora_modules_the_model_lacks_are_named_with_the_field(tmp_path):
     tree["lora"]["target_modules"] = ["attention_qkv"]
     with pytest.raises(ValueError, match="^<config>: lora.target_modules: .*attention_qkv"):
         wrap_with_lora(model, parse_config(tree))
+
+
+def test_a_chat_token_in_a_record_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    loaded = stub_loaders(monkeypatch)
+    tokenizer = build_chat_llama3_tokenizer()
+    monkeypatch.setattr("training.sft.load_tokenizer", lambda *a: tokenizer)
+    good, record = one_record_file(tmp_path)
+    good.write_text(json.dumps({**record, "target": "a house<|eot_id|>"}) + "\n")
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    error = refused(recipe("full", tmp_path / "model", [good], tmp_path / "out"), tmp_path, capsys)
+    assert error == (
+        f"sft: {good}: line 1: field 'target' holds '<|eot_id|>', a control token: it would "
+        "be trained as that token, not as text\n"
+    )
+    assert loaded == []

@@ -21,7 +21,10 @@ Random-weight models almost never choose end-of-read, so decisions can follow a 
 (`--schedule`): a JSON file recorded by `--save-schedule` from a real model's run, or
 `waitk:K` (read K units, then a two-token chunk per unit, the rest at the end). With a
 schedule every forward still runs; only the READ/WRITE outcomes and chunk lengths are
-imposed, on (a), (b) and (c) alike.
+imposed, on (a), (b) and (c) alike. A recorded file names its test set
+(`{"testset": ..., "schedule": [...]}`; a file of the older form, the bare list, names
+none) and is refused on another; with more --sentences than it holds, its sentences are
+taken again in turn, and the report's header says so.
 """
 
 from __future__ import annotations
@@ -400,7 +403,17 @@ def report(results: list[MethodResult], steps: dict, floor_ms: float, header: st
     return "\n".join(lines) + "\n"
 
 
-def run_header(args, model, model_name: str, sentences: int, device, note: str) -> str:
+def sentences_label(total: int, distinct: int, testset: str) -> str:
+    """`total` sentences of `testset`, of which the first `distinct` taken again in turn."""
+    label = f"{total} sentences of {testset}"
+    if distinct < total:
+        label += f" (its first {distinct}, taken again in turn)"
+    return label
+
+
+def run_header(
+    args, model, model_name: str, sentences: int, device, note: str, distinct: int | None = None
+) -> str:
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
@@ -410,7 +423,7 @@ def run_header(args, model, model_name: str, sentences: int, device, note: str) 
         f"### {datetime.date.today()}: {model_name} ({args.torch_dtype}, "
         f"{weight_bytes(model) / 1e9:.3f} GB of weights) on {machine}, torch "
         f"{torch.__version__}, transformers {__import__('transformers').__version__}\n\n"
-        f"{sentences} sentences of {args.testset}, schedule: "
+        f"{sentences_label(sentences, distinct or sentences, args.testset)}, schedule: "
         f"{args.schedule or 'the model’s own decisions'}{note}"
     )
 
@@ -580,7 +593,7 @@ def bench_parser() -> argparse.ArgumentParser:
         "--tokenizer", help="with --random-model: a Llama-3 tokenizer.json (or its folder)"
     )
     parser.add_argument(
-        "--seed", type=int, default=0, help="with --random-model: the weights' seed"
+        "--seed", type=int, help="with --random-model: the weights' seed (default 0)"
     )
     parser.add_argument("--testset", default="multi30k.de-en")
     parser.add_argument("--sentences", type=positive_int, default=100)
@@ -629,8 +642,19 @@ def load_bench_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
         )
     tokenizer = llama3_east_tokenizer(args.tokenizer)
     dtype = getattr(torch, args.torch_dtype)
-    model = random_model(args.random_model, tokenizer, dtype, args.device, args.seed)
-    return model, tokenizer, f"random {args.random_model}, seed {args.seed}"
+    seed = args.seed or 0
+    model = random_model(args.random_model, tokenizer, dtype, args.device, seed)
+    return model, tokenizer, f"random {args.random_model}, seed {seed}"
+
+
+def check_random_model_flags(args: argparse.Namespace) -> None:
+    """--seed and --tokenizer are the random model's: refused with --model-path, whose
+    checkpoint has its own weights and tokenizer (before: silently ignored)."""
+    if args.random_model:
+        return
+    for flag, value in (("--seed", args.seed), ("--tokenizer", args.tokenizer)):
+        if value is not None:
+            raise ValueError(f"{flag}: only with --random-model (--model-path has its own)")
 
 
 def check_output_files(args: argparse.Namespace) -> None:
@@ -650,9 +674,10 @@ def check_output_files(args: argparse.Namespace) -> None:
             ) from None
 
 
-def read_schedule(setting: str | None) -> int | Schedule | None:
+def read_schedule(setting: str | None, testset: str | None = None) -> int | Schedule | None:
     """`--schedule` checked before any model loads: None (the model decides), K of
-    `waitk:K`, or the schedule recorded in a `--save-schedule` file."""
+    `waitk:K`, or the schedule recorded in a `--save-schedule` file (on `testset`, if the
+    file names its test set)."""
     if not setting:
         return None
     if setting.startswith("waitk:"):
@@ -673,6 +698,26 @@ def read_schedule(setting: str | None) -> int | Schedule | None:
         raise ValueError(
             f"--schedule {setting}: line {error.lineno}: invalid JSON: {error.msg}"
         ) from None
+    return checked_schedule(setting, recorded, testset)
+
+
+def schedule_file(testset: str, schedule: Schedule) -> str:
+    """What `--save-schedule` writes: the schedule and the test set it was recorded on."""
+    return json.dumps({"testset": testset, "schedule": schedule})
+
+
+def checked_schedule(setting: str, recorded: object, testset: str | None) -> Schedule:
+    """The schedule of a `--save-schedule` file's JSON (or of the older form, the bare
+    list), refused if recorded on another test set than `testset`."""
+    if isinstance(recorded, dict):
+        if set(recorded) != {"testset", "schedule"}:
+            raise ValueError(f"--schedule {setting}: expected the keys testset and schedule")
+        if testset is not None and recorded["testset"] != testset:
+            raise ValueError(
+                f"--schedule {setting}: recorded on {recorded['testset']}, "
+                f"not on --testset {testset}"
+            )
+        recorded = recorded["schedule"]
     if not isinstance(recorded, list) or not recorded:
         raise ValueError(f"--schedule {setting}: expected a non-empty JSON list of sentences")
     for index, writes in enumerate(recorded):
@@ -696,7 +741,7 @@ def load_schedule(
     given): none (the model decides), wait-k, or a recorded file, whose sentences are
     taken again in turn when more are asked for."""
     if schedule is None:
-        schedule = read_schedule(args.schedule)
+        schedule = read_schedule(args.schedule, args.testset)
     if schedule is None:
         return sentences, None
     if isinstance(schedule, int):
@@ -704,6 +749,12 @@ def load_schedule(
     schedule = schedule[: len(sentences)]
     sentences = [sentences[i % len(schedule)] for i in range(args.sentences)]
     return sentences, [schedule[i % len(schedule)] for i in range(args.sentences)]
+
+
+def distinct_sentences(loaded: int, schedule: int | Schedule | None) -> int:
+    """How many of `load_schedule`'s sentences differ, of `loaded` read from the test set:
+    a recorded schedule shorter than that takes its first sentences again in turn."""
+    return min(loaded, len(schedule)) if isinstance(schedule, list) else loaded
 
 
 def decoder_runs(args, model, tokenizer, sentences, schedule, languages, started) -> list:
@@ -727,7 +778,7 @@ def decoder_runs(args, model, tokenizer, sentences, schedule, languages, started
         if schedule is None:
             schedule = recorded  # the rest follow the decisions the model just made
             if args.save_schedule:
-                write_atomically(Path(args.save_schedule), json.dumps(recorded))
+                write_atomically(Path(args.save_schedule), schedule_file(args.testset, recorded))
     if args.num_beams > 1:
         beam_config = DecoderConfig(
             src_lang, tgt_lang, args.latency, num_beams=args.num_beams, kv_cache=args.kv_caches[0]
@@ -752,18 +803,20 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     device = checked_device(args.device, "--device")
+    check_random_model_flags(args)
     # Test set, schedule and output files are checked before the model loads (minutes for 8B).
     pairs, src_lang, tgt_lang = read_testset(args.testset)
-    schedule_setting = read_schedule(args.schedule)
+    schedule_setting = read_schedule(args.schedule, args.testset)
     check_output_files(args)
     model, tokenizer, model_name = load_bench_model(args, parser)
     sentences = source_sentences(pairs, args.sentences, src_lang, tokenizer)
     if not sentences:
         raise ValueError(f"--testset {args.testset}: no sentence with any source text")
+    distinct = distinct_sentences(len(sentences), schedule_setting)
     sentences, schedule = load_schedule(args, sentences, schedule_setting)
     progress(f"{model_name} ready, {len(sentences)} sentences", started)
     if args.streams:
-        header = run_header(args, model, model_name, len(sentences), device, "")
+        header = run_header(args, model, model_name, len(sentences), device, "", distinct)
         partial = Path(f"{args.output}.partial") if args.output else None
 
         def finished_row(results: list) -> None:
@@ -785,7 +838,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = step_costs(model, device, args.kv_caches)
     progress("step costs measured", started)
     note = f"; copy bandwidth {bandwidth / 1e9:.1f} GB/s{compile_note()}"
-    header = run_header(args, model, model_name, len(sentences), device, note)
+    header = run_header(args, model, model_name, len(sentences), device, note, distinct)
     publish(report(results, steps, floor_ms, header), args.output)
 
 

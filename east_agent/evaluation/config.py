@@ -283,19 +283,44 @@ def command_flags(flags: dict[str, Any]) -> list[str]:
 
 
 def check_run_values(config: EvalConfig, run: Run) -> None:
-    """A run's settings as its agent's parser reads them (a choice, a number): a bad value
-    named by file, line and key before any run starts, not when its turn comes."""
+    """A run's settings as its agent reads them (a choice, a number, the decoder's bounds,
+    an adapter folder): a bad value named by file, line and key before any run starts, not
+    when its turn comes."""
     shared = {key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}
     try:
-        agent_parser(run.agent).parse_known_args(command_flags({**shared, **run.flags}))
+        args, _ = agent_parser(run.agent).parse_known_args(command_flags({**shared, **run.flags}))
     except argparse.ArgumentError as error:
         key = (error.argument_name or "").split("/")[0].lstrip("-").replace("-", "_")
-        if key in shared and key not in run.flags:  # the grid's own value
-            keys = (key,)
-        else:
-            keys = ("systems", run.system, key) if key else ("systems", run.system)
-        where = config.place().of(*keys)
-        raise EvalConfigError(f"{where}: {error.message} (run {run.name})") from None
+        raise _run_value_error(config, run, shared, key, error.message) from None
+    try:
+        check_decoding(config, run, args)
+    except ValueError as error:
+        text = str(error)
+        named = [
+            key for key in {**shared, **run.flags} if key.replace("_", " ") in text or key in text
+        ]
+        key = max(named, key=len, default="")
+        raise _run_value_error(config, run, shared, key, str(error)) from None
+
+
+def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> None:
+    """What the run's agent checks of its flags before it loads anything but the model's
+    files: the decoder's settings, the adapter's folder."""
+    from east_agent.lm.checkpoint import check_adapter_path
+
+    args.src_lang, args.tgt_lang = config.testset.split(".")[1].split("-")
+    agent_class_of(AGENT_FILES[run.agent]).decoding_config(args)
+    check_adapter_path(getattr(args, "adapter_path", None))
+
+
+def _run_value_error(
+    config: EvalConfig, run: Run, shared: dict[str, Any], key: str, message: str
+) -> EvalConfigError:
+    if key in shared and key not in run.flags:  # the grid's own value
+        keys = (key,)
+    else:
+        keys = ("systems", run.system, key) if key else ("systems", run.system)
+    return EvalConfigError(f"{config.place().of(*keys)}: {message} (run {run.name})")
 
 
 def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:

@@ -18,7 +18,6 @@ from contextlib import suppress
 from functools import partial
 from typing import Any
 
-from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import same_setting
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
@@ -62,12 +61,27 @@ def prepare(config: EvalConfig) -> PreparedTestset:
     if saved is not None and saved.name == config.testset:
         if not split or same_setting(units_split_by(folder), split_by):
             return saved
+    if saved is not None:
+        refuse_replacing(config, saved)
     tokenizer = None
     if split:
         from east_agent.lm.checkpoint import load_tokenizer
 
         tokenizer = load_tokenizer(config.model_path)
     return prepare_testset(config.testset, folder, tokenizer, split_by)
+
+
+def refuse_replacing(config: EvalConfig, saved: PreparedTestset) -> None:
+    """A test set prepared for runs in the output folder stays: another grid (or a dry run)
+    rewriting it would change what those runs, still running or tabled later, read."""
+    made = sorted(path.parent for path in (config.output / "runs").glob("**/run.json"))
+    if made:
+        what = saved.name if saved.name != config.testset else f"{saved.name} split otherwise"
+        raise ValueError(
+            f"{config.testset_dir} holds {what}, the test set of the runs in "
+            f"{config.output / 'runs'} ({made[0].relative_to(config.output / 'runs')}, ...): "
+            f"a grid of {config.testset} by {config.model_path} needs another --output"
+        )
 
 
 def check_longform(config: EvalConfig) -> LongformSet:
@@ -155,7 +169,7 @@ def run_grid(
         compared = run_jobs(
             todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None
         )
-    except CommandError:  # runs failed: the tables of those that finished, then the error
+    except Exception:  # runs failed: the tables of those that finished, then the error
         with suppress(Exception):  # the runs' failure is the error to show; a rerun tables
             summarize(config, [run for run in tabled if run.name not in unscored])
         raise

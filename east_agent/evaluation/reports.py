@@ -30,7 +30,7 @@ from east_agent.evaluation.significance import (
     compare_resegmented,
     compare_runs,
 )
-from east_agent.evaluation.testsets import read_prepared
+from east_agent.evaluation.testsets import prepared_named
 
 SIMULEVAL_COLUMNS = ("BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA")
 RUN_COLUMNS = ("wall_seconds", "streams", "jobs")
@@ -59,7 +59,7 @@ def table_columns(config: EvalConfig) -> tuple[str, ...]:
 
 
 def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
-    testset = read_prepared(config.testset_dir)
+    testset = prepared_named(config.testset_dir, config.testset)
     rows = []
     for run in runs:
         run_dir = config.run_dir(run)
@@ -222,7 +222,7 @@ def compare_system(config: EvalConfig, system: str, runs: list[Run]) -> list[Com
     ]
     if len(finished) < 2:
         return []
-    testset = read_prepared(config.testset_dir)
+    testset = prepared_named(config.testset_dir, config.testset)
     if config.long_form:
         return compare_resegmented(system, finished, testset.sacrebleu_tokenizer)
     references = read_lines(testset.reference)

@@ -28,7 +28,7 @@ from east_agent.evaluation.runs import (
     record_differences,
     tabled_runs,
 )
-from east_agent.evaluation.testsets import read_prepared
+from east_agent.evaluation.testsets import prepared_named
 from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
     INSTANCES_LOCK,
@@ -163,13 +163,13 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     write_atomically(
         run_dir / "wall_seconds.json", json.dumps({"seconds": seconds, "tries": tries}) + "\n"
     )
-    score_again(config, read_prepared(config.testset_dir), run_dir)
+    score_again(config, prepared_named(config.testset_dir, config.testset), run_dir)
 
 
 def summarize_merged(config: EvalConfig, every_run: list[Run], merged: set[str]) -> None:
     """The grid's tables after a merge, every other finished run scored as the grid scores
     first (one that cannot be is left out)."""
-    testset = read_prepared(config.testset_dir)
+    testset = prepared_named(config.testset_dir, config.testset)
     tabled = _alike_merged(config, every_run, merged)
     others = [run for run in tabled if run.name not in merged]
     unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")

@@ -176,6 +176,16 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
         ) from None
 
 
+def prepared_named(folder: Path, name: str) -> PreparedTestset:
+    """The test set prepared in `folder`, checked to be `name`: a grid's tables and tests
+    are made against it (a `testset/` of another set made them silently wrong)."""
+    prepared = read_prepared(folder)
+    if prepared is None or prepared.name != name:
+        held = "no prepared test set" if prepared is None else f"the test set {prepared.name}"
+        raise ValueError(f"{folder} holds {held}, not the grid's {name}")
+    return prepared
+
+
 def units_split_by(folder: Path) -> str | dict | None:
     """The checkpoint whose tokenizer split the prepared source (None: whitespace)."""
     return read_json_object(Path(folder) / "testset.json").get(UNITS_SPLIT_BY)

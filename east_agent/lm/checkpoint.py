@@ -177,15 +177,20 @@ def load_model(
     return model
 
 
-def merge_adapter(model, adapter_path: str | Path):
-    from peft import PeftModel
-
-    path = Path(adapter_path)
-    if not (path / "adapter_config.json").exists():
+def check_adapter_path(adapter_path: str | Path | None) -> None:
+    """A peft adapter's folder (or None): refused before any model loads."""
+    if adapter_path is not None and not (Path(adapter_path) / "adapter_config.json").exists():
         raise CheckpointError(
             f"adapter path {str(adapter_path)!r} has no adapter_config.json, "
             "so it is not a peft adapter"
         )
+
+
+def merge_adapter(model, adapter_path: str | Path):
+    from peft import PeftModel
+
+    check_adapter_path(adapter_path)
+    path = Path(adapter_path)
     logger.info("merging LoRA adapter %s", adapter_path)
     return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
 

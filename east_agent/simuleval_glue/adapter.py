@@ -19,7 +19,7 @@ from east_agent.decoding.long_form import DEFAULT_CONTEXT_WORDS, DEFAULT_SEGMENT
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
-from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint
+from east_agent.lm.checkpoint import TORCH_DTYPES, check_adapter_path, load_east_checkpoint
 from east_agent.simuleval_glue.data_files import check_source_file, check_units_split
 
 logger = logging.getLogger("east_agent")
@@ -155,6 +155,7 @@ class StreamingAgent(TextToTextAgent):
         writes or loads anything."""
         config = cls.decoding_config(args)
         checked_device(getattr(args, "device", "cpu"), "--device")
+        check_adapter_path(getattr(args, "adapter_path", None))
         check_units_split(getattr(args, "source", None), config.src_lang)
         check_max_context(args, config.max_context)
         return config

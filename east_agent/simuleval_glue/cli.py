@@ -34,6 +34,7 @@ Everything else is SimulEval's own `main()`, unchanged.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -233,7 +234,8 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     )
     from east_agent.simuleval_glue.batch import parse_args
 
-    agent_class = _agent_class()
+    in_folder = _given("--system-dir")
+    agent_class = _system_dir_class() if in_folder else _agent_class()
     if not issubclass(agent_class, StreamingAgent):
         simuleval_main()
         return
@@ -241,10 +243,25 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     server_parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False)
     add_server_args(server_parser)
     server_args, rest = server_parser.parse_known_args(argv)
+    if in_folder:
+        rest = _enter_system_dir(rest)
     args = parse_args(agent_class, [*rest, "--batch-size", str(batch_size or DEFAULT_SESSIONS)])
     args.session_timeout = server_args.session_timeout
     args.batch_wait_ms = server_args.batch_wait_ms
     serve(agent_class, args)
+
+
+def _enter_system_dir(argv: list[str]) -> list[str]:
+    """`argv` after the flags of the `--system-dir`'s config (the command line's win), with
+    the folder as the working directory: its paths (`model_path: model`) are the folder's,
+    as SimulEval reads them."""
+    from simuleval.utils.agent import get_system_config
+    from simuleval.utils.arguments import check_argument, cli_argument_list
+
+    folder = Path(check_argument("system_dir")).resolve()
+    config = get_system_config(folder, check_argument("system_config") or "main.yaml")
+    os.chdir(folder)
+    return [*cli_argument_list(config), *argv]
 
 
 def _run_batched(argv: list[str], batch_size: int) -> None:

@@ -8,12 +8,16 @@ writes
     submission/
       main.yaml   agent_class + the agent's flags (model_path: model)
       model/      the checkpoint (a symbolic link, or a copy with --copy-model)
+      adapter/    with adapter_path=DIR: that LoRA adapter, linked or copied the same
+                  way (adapter_path: adapter)
 
 which any SimulEval 1.1.4 evaluator runs as
 `simuleval --system-dir submission --source ... --target ... --output ...` (relative paths
 in main.yaml are resolved inside the folder). SimulEval turns every YAML boolean into a
 bare flag, `false` included, and splits values on spaces; this command checks the flags
 against the agent's own parser, leaves out false booleans and refuses values with spaces.
+The model is --model-path's (a `model_path=` flag is refused), a `device=` must be one
+torch knows (this machine need not have it), and an adapter must be a peft adapter.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ from pathlib import Path
 
 import yaml
 
+from east_agent.common.arguments import checked_device
 from east_agent.common.atomic import atomic_path
 from east_agent.common.entry import command_line
+from east_agent.lm.checkpoint import CheckpointError, check_adapter_path
 
 AGENT_CLASSES = {
     "east": "east_agent.agent.EastAgent",
@@ -47,8 +53,21 @@ def agent_parser(agent: str) -> argparse.ArgumentParser:
     return parser
 
 
+def check_flag_values(flags: dict[str, object]) -> None:
+    """Refuse a `model_path=` (the packaged model is --model-path's) and a `device=` torch
+    does not know (a CUDA one this machine lacks is fine: the evaluator's may have it)."""
+    if "model_path" in flags:
+        raise ValueError(
+            f"model_path={flags['model_path']}: give the model with --model-path "
+            "(it is packaged as model/)"
+        )
+    if "device" in flags:
+        checked_device(str(flags["device"]), "device", needed_here=False)
+
+
 def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
     """main.yaml's content; raises on a flag the agent does not know or SimulEval mangles."""
+    check_flag_values(flags)
     config: dict[str, object] = {"agent_class": AGENT_CLASSES[agent], "model_path": "model"}
     arguments = ["--model-path", "model"]
     for key, value in flags.items():
@@ -67,6 +86,27 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
     return config
 
 
+def adapter_folder(flags: dict[str, object]) -> Path | None:
+    """The folder of an `adapter_path=` flag (None without one); not a peft adapter (no
+    adapter_config.json) is refused."""
+    if "adapter_path" not in flags:
+        return None
+    path = Path(str(flags["adapter_path"])).resolve()
+    try:
+        check_adapter_path(path)
+    except CheckpointError as error:
+        raise CheckpointError(f"adapter_path={flags['adapter_path']}: {error}") from None
+    return path
+
+
+def package_folder(source: Path, target: Path, copy: bool) -> None:
+    """`source` at `target`: a copy, or a symbolic link to it."""
+    if copy:
+        shutil.copytree(source, target)
+    else:
+        os.symlink(source, target, target_is_directory=True)
+
+
 def write_system_dir(
     output: str | Path,
     model_path: str | Path,
@@ -74,18 +114,22 @@ def write_system_dir(
     agent: str = "east",
     copy_model: bool = False,
 ) -> Path:
+    """The submission folder `output` (see the module's docstring); everything is checked
+    before anything is written or copied."""
     output, model_path = Path(output), Path(model_path).resolve()
     if output.exists():
         raise FileExistsError(f"{output} exists; choose a new folder")
     if not (model_path / "config.json").exists():
         raise FileNotFoundError(f"{model_path} is not a checkpoint (no config.json)")
+    adapter = adapter_folder(flags)
+    if adapter is not None:
+        flags = {**flags, "adapter_path": "adapter"}  # resolved inside the folder
     config = system_config(agent, flags)
     with atomic_path(output) as temporary:
         temporary.mkdir(parents=True)
-        if copy_model:
-            shutil.copytree(model_path, temporary / "model")
-        else:
-            os.symlink(model_path, temporary / "model", target_is_directory=True)
+        package_folder(model_path, temporary / "model", copy_model)
+        if adapter is not None:
+            package_folder(adapter, temporary / "adapter", copy_model)
         (temporary / "main.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return output
 
@@ -103,7 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output", help="new folder")
     parser.add_argument("--model-path", required=True)
     parser.add_argument("--agent", default="east", choices=sorted(AGENT_CLASSES))
-    parser.add_argument("--copy-model", action="store_true", help="copy instead of linking")
+    parser.add_argument(
+        "--copy-model", action="store_true", help="copy the model (and adapter) instead of linking"
+    )
     parser.add_argument("flags", nargs="*", type=parse_flag, help="agent flags: key=value")
     args = parser.parse_intermixed_args(argv)  # key=value after the options too
     folder = write_system_dir(

@@ -1,6 +1,7 @@
 """east-bench counts what it claims to count (a benchmark: no timing is asserted)."""
 
 import importlib.resources
+import json
 from pathlib import Path
 
 import pytest
@@ -176,6 +177,9 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         (["--output", "/"], "--output /: a folder; name a file"),
         (["--save-schedule", "/tmp"], "--save-schedule /tmp: a folder; name a file"),
         (["--output", "/dev/null/x.md"], "--output /dev/null/x.md: cannot make its folder"),
+        # before: ignored, and the header did not say the checkpoint's weights were used
+        (["--seed", "3"], "--seed: only with --random-model (--model-path has its own)"),
+        (["--tokenizer", "t.json"], "--tokenizer: only with --random-model"),
     ],
 )
 def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, message):
@@ -199,6 +203,8 @@ def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, mess
         ("[[[1, 2]],\n [[1, 2]", "line 2: invalid JSON"),
         ("[]", "expected a non-empty JSON list of sentences"),
         ('[[[1, 2]], [[1, "2"]]]', "sentence 1: expected a list of [units read, chunk tokens]"),
+        ('{"schedule": [[[1, 2]]]}', "expected the keys testset and schedule"),
+        ('{"testset": "multi30k.de-en", "schedule": []}', "expected a non-empty JSON list"),
     ],
 )
 def test_a_bad_schedule_file_is_named_before_the_model_loads(
@@ -212,6 +218,42 @@ def test_a_bad_schedule_file_is_named_before_the_model_loads(
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith(f"east-bench: --schedule {path}: {message}") and error.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def recorded_schedule(tmp_path_factory) -> Path:
+    """The demo model's own decisions on the first two Multi30k sentences, saved."""
+    folder = tmp_path_factory.mktemp("recorded")
+    main([
+        "--model-path", str(DEMO_MODEL), "--sentences", "2", "--num-beams", "1",
+        "--kv-caches", "dynamic", "--copy-megabytes", "8",
+        "--save-schedule", str(folder / "schedule.json"), "--output", str(folder / "r.md"),
+    ])  # fmt: skip
+    return folder / "schedule.json"
+
+
+def test_a_schedule_recorded_on_another_test_set_is_refused(recorded_schedule, monkeypatch, capsys):
+    """Before: the file held no test set, and its decisions were imposed on other sentences."""
+    assert json.loads(recorded_schedule.read_text())["testset"] == "multi30k.de-en"
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", "--schedule", str(recorded_schedule),
+              "--testset", "multi30k-val.de-en"])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"east-bench: --schedule {recorded_schedule}: recorded on multi30k.de-en, "
+        "not on --testset multi30k-val.de-en\n"
+    )
+
+
+def test_a_header_says_a_schedules_sentences_were_taken_again(recorded_schedule, tmp_path, capsys):
+    """Before: "3 sentences of multi30k.de-en", of which the third was the first again."""
+    main([
+        "--model-path", str(DEMO_MODEL), "--schedule", str(recorded_schedule),
+        "--sentences", "3", "--num-beams", "1", "--streams", "1",
+    ])  # fmt: skip
+    header = "3 sentences of multi30k.de-en (its first 2, taken again in turn), schedule:"
+    assert header in capsys.readouterr().out
 
 
 def test_a_recorded_schedule_is_taken_again_in_turn(tmp_path):

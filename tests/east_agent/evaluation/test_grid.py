@@ -437,6 +437,21 @@ def test_a_run_folder_made_with_other_settings_is_never_reused(grid):
     assert (run / "instances.log").read_text() == log_before
 
 
+def test_a_grid_of_another_testset_leaves_the_runs_testset_alone(grid):
+    """Refused (a run folder of the other set) or a dry run: before, either rewrote
+    `testset/` first, so that a grid running there, and a later merge or table, read
+    another test set's sentences and references, with exit 0."""
+    config, output, _ = grid
+    prepared = (output / "testset" / "testset.json").read_text()
+    for extra in ((), ("--dry-run",)):
+        result = east_eval(config, "--limit", "3", "--testset", "multi30k-val.de-en", *extra)
+        assert result.returncode == 2
+        assert f"{output / 'testset'} holds multi30k.de-en, the test set of the runs in" in (
+            result.stderr
+        )
+        assert (output / "testset" / "testset.json").read_text() == prepared
+
+
 def test_num_beams_and_testset_override_the_config(grid, tmp_path):
     config, _, _ = grid
     result = east_eval(
@@ -963,8 +978,22 @@ def test_a_config_value_of_the_wrong_kind_is_named_before_anything_runs(
         ({"agent": "waitk", "waitk": [0]}, "systems.east.waitk: takes a whole number"),
         ({"agent": "waitk", "prompt": "ofline"}, "systems.east.prompt: invalid choice: 'ofline'"),
         ({"agent": "east", "num_beams": 0}, "systems.east.num_beams: "),
+        # the decoder's bounds and the adapter's folder (before: found when the run's turn
+        # came, after the runs before it, with no file or line)
+        ({"agent": "east", "max_new_tokens": 0}, "systems.east.max_new_tokens: max_new_tok"),
+        ({"agent": "waitk", "max_context": 0}, "systems.east.max_context: max_context (--"),
+        ({"agent": "east", "adapter_path": "/nowhere"}, "systems.east.adapter_path: adapter"),
     ],
-    ids=["latency", "waitk-text", "waitk-zero", "prompt", "num-beams"],
+    ids=[
+        "latency",
+        "waitk-text",
+        "waitk-zero",
+        "prompt",
+        "num-beams",
+        "max-new-tokens",
+        "max-context",
+        "adapter",
+    ],
 )
 def test_a_system_value_its_agent_refuses_is_named_before_any_run(
     tmp_path, capsys, system, message

@@ -42,6 +42,33 @@ def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path
     assert [attempt["jobs"] for attempt in tries["tries"]] == [1]
 
 
+def test_a_failed_run_of_one_job_keeps_the_tables_of_the_others(
+    east_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """One job: the runs run in `east-eval` itself, so a run's failure is whatever it
+    raised, not a worker's CommandError; the finished runs were tabled only for the latter
+    (a system's max_new_tokens of 0 failed so before the config check found it)."""
+    from east_agent.evaluation import runs
+    from east_agent.evaluation.cli import main
+
+    systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    run_simuleval = runs.run_simuleval
+
+    def failing_high(command, run_output, *args, **kwargs):
+        if run_output.name == "east-high":
+            raise ValueError("the decoder refused a setting")
+        return run_simuleval(command, run_output, *args, **kwargs)
+
+    monkeypatch.setattr(runs, "run_simuleval", failing_high)
+    with pytest.raises(SystemExit) as ended:
+        main([str(config), "--limit", "3", "--jobs", "1"])
+    assert ended.value.code == 2
+    assert "the decoder refused a setting" in capsys.readouterr().err
+    assert "| east | low |" in (output / "results.md").read_text()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
     """SIGKILL of `east-eval` alone ends its workers (and their SimulEval children); the

@@ -147,3 +147,14 @@ def test_a_source_split_by_a_tokenizer_is_split_again_for_another_checkpoint(
     prepare(grid_of(other))
     assert recorded()["units_split_by"] == model_setting(str(other))
     assert source.stat().st_mtime_ns != written
+
+
+def test_a_grids_tables_read_only_its_own_test_set(tmp_path):
+    from east_agent.evaluation.testsets import prepared_named
+
+    prepare_testset("multi30k.de-en", tmp_path)
+    assert prepared_named(tmp_path, "multi30k.de-en").sentences == 1000
+    with pytest.raises(ValueError, match="holds the test set multi30k.de-en, not the grid's m"):
+        prepared_named(tmp_path, "multi30k-val.de-en")
+    with pytest.raises(ValueError, match="holds no prepared test set, not the grid's"):
+        prepared_named(tmp_path / "none", "multi30k.de-en")

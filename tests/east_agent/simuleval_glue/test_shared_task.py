@@ -4,11 +4,14 @@ import json
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import requests
+import yaml
 from commands import AGENT_FILE, console_script, write_toy_test_set
 
+from east_agent.simuleval_glue import system_dir
 from east_agent.simuleval_glue.system_dir import system_config
 
 
@@ -353,11 +356,64 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
         ({"latncy": "low"}, "rejects these flags"),
         # a value the decoder refuses (before: packaged, refused when the system ran)
         ({"cache_budget": 300}, r"cache_budget \(--cache-budget\): settings of long-form"),
+        # before: written, and the submission loaded /tmp instead of its model/ folder
+        ({"model_path": "/tmp"}, "model_path=/tmp: give the model with --model-path"),
+        # before: written, and refused only when the evaluator ran the system
+        ({"device": "gpu"}, "device: 'gpu' is not a device"),
     ],
 )
 def test_system_dir_refuses_what_simuleval_would_mangle(flags, message):
     with pytest.raises(ValueError, match=message):
         system_config("east", {"src_lang": "de", "tgt_lang": "en", **flags})
+
+
+def test_system_dir_takes_a_cuda_device_this_machine_lacks(monkeypatch):
+    """The evaluator's machine runs the submission, not this one."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    config = system_config("east", {"src_lang": "de", "tgt_lang": "en", "device": "cuda"})
+    assert config["device"] == "cuda"
+
+
+@pytest.fixture
+def packaging(tmp_path, monkeypatch):
+    """A folder holding a stand-in checkpoint (a config.json is all packaging reads) and a
+    peft adapter, as the working directory; the flags of a submission."""
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "config.json").write_text("{}")
+    (tmp_path / "lora").mkdir()
+    (tmp_path / "lora" / "adapter_config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    return {"src_lang": "de", "tgt_lang": "en"}
+
+
+@pytest.mark.parametrize("copy_model", [False, True])
+def test_system_dir_packages_its_adapter_beside_the_model(packaging, tmp_path, copy_model):
+    """A relative adapter_path= is packaged as adapter/ (before: written as given, so the
+    submission broke once moved)."""
+    system_dir.write_system_dir(
+        "submission", "checkpoint", {**packaging, "adapter_path": "lora"}, copy_model=copy_model
+    )
+    (tmp_path / "submission").rename(tmp_path / "moved")  # an evaluator's copy elsewhere
+    moved = tmp_path / "moved"
+    assert yaml.safe_load((moved / "main.yaml").read_text())["adapter_path"] == "adapter"
+    assert (moved / "adapter" / "adapter_config.json").is_file()
+    assert (moved / "adapter").is_symlink() is not copy_model
+
+
+def test_system_dir_refuses_a_missing_adapter_in_one_line(packaging, capsys):
+    """Before: packaged, and refused only when the evaluator loaded the model."""
+    with pytest.raises(SystemExit) as exit_info:
+        system_dir.main(
+            ["submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
+             "adapter_path=/nonexistent"]
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error == (
+        "east-package-system: adapter_path=/nonexistent: adapter path '/nonexistent' has no "
+        "adapter_config.json, so it is not a peft adapter\n"
+    )
+    assert not Path("submission").exists()
 
 
 def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
@@ -412,3 +468,39 @@ def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
     assert "joined without spaces" in refused.stderr and "--comet-source-lang" in refused.stderr
     run(*score_only, *comet, "--comet-source-lang", "zh")
     assert scores(output) == before
+
+
+def test_a_system_dir_is_served_as_packaged(east_checkpoint, test_set, tmp_path):
+    """`--standalone --system-dir`: the folder's agent with its flags, its paths inside it
+    (before: SimulEval's "--agent-class must be specified" traceback); the clients get the
+    translations of a local run of the folder."""
+    folder = tmp_path / "submission"
+    run(
+        console_script("east-package-system"), folder, "--model-path", east_checkpoint,
+        "src_lang=de", "tgt_lang=en", "latency=low", "max_context=200",
+    )  # fmt: skip
+    run(
+        console_script("east-simuleval"), "--system-dir", folder, "--source",
+        test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "local",
+    )  # fmt: skip
+    port, server_log = free_port(), tmp_path / "server.log"
+    with server_log.open("w") as server_errors:
+        server = subprocess.Popen(
+            [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
+             "--system-dir", str(folder)],
+            stdout=subprocess.DEVNULL, stderr=server_errors, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            wait_for_server(server, port, server_log)
+            run(*remote_eval_command(port, test_set, tmp_path / "remote"))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    local, remote = (
+        [json.loads(line) for line in (tmp_path / name / "instances.log").open()]
+        for name in ("local", "remote")
+    )
+    assert len(local) == 3
+    assert [(r["prediction"], r["delays"]) for r in remote] == [
+        (r["prediction"], r["delays"]) for r in local
+    ]

@@ -152,27 +152,28 @@ class EvalConfig:
             )
         runs = []
         for system, settings in self.systems.items():
-            check_system_settings(f"{self.source}: systems.{system}", settings)
+            check_system_settings(self.place().of("systems", system), settings)
             settings = dict(settings)
             agent = settings.pop("agent", None)
             if agent not in AGENT_FILES:
                 where = self.place().of("systems", system, "agent")
                 raise EvalConfigError(f"{where} must be one of {sorted(AGENT_FILES)}")
             gold = self.gold_sentences(system, settings.pop(GOLD_SENTENCES, False))
-            check_system_keys(self.source, system, agent, settings)
+            check_system_keys(self.place(), system, agent, settings)
             if self.long_form:
                 settings = self.long_form_settings(system, settings, gold)
             elif settings.get("long_form") is not True:  # a sweep of it too: its false runs
                 self.refuse_long_form_keys(system, settings)
             swept = [key for key, value in settings.items() if isinstance(value, list)]
             if len(swept) > 1:
-                raise EvalConfigError(
-                    f"{self.source}: systems.{system} sweeps {swept}; one list per system"
-                )
+                where = self.place().of("systems", system, swept[1])
+                raise EvalConfigError(f"{where}: the system sweeps {swept}; one list per system")
             values = settings[swept[0]] if swept else [None]
             if not values:
                 where = self.place().of("systems", system, swept[0])
                 raise EvalConfigError(f"{where} is an empty list: the system would have no run")
+            if swept:
+                check_swept_values(self.place(), system, agent, swept[0], values)
             for value in values:
                 flags = dict(settings)
                 label = "default"
@@ -183,23 +184,30 @@ class EvalConfig:
         for run in runs:
             check_run_values(self, run)
         names = [run.name for run in runs]
-        if len(set(names)) != len(names):
-            raise EvalConfigError(f"{self.source}: two runs share a name")
+        twice = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+        if twice:
+            raise EvalConfigError(
+                f"{self.place().of('systems')}: two runs are named {twice[0]!r} (a system's "
+                "name and sweep value make another's); rename a system"
+            )
         return runs
 
     def long_form_settings(self, system: str, settings: dict, gold: bool) -> dict:
         """A long-form grid's run reads talks (`--long-form`), a gold-sentence one sentences;
         settings that contradict that are refused here, not halfway through the grid."""
-        where = f"{self.source}: systems.{system}"
+        place = self.place()
         if gold:
             for key in ("long_form", *LONG_FORM_KEYS):
                 if key in settings:
-                    raise EvalConfigError(f"{where}.{key}: a gold-sentence system reads no talks")
+                    where = place.of("systems", system, key)
+                    raise EvalConfigError(f"{where}: a gold-sentence system reads no talks")
             return settings
         if settings.get("document_level"):
-            raise EvalConfigError(f"{where}.document_level: long-form runs exclude it")
+            where = place.of("systems", system, "document_level")
+            raise EvalConfigError(f"{where}: long-form runs exclude it")
         if settings.get("long_form") is False:
-            raise EvalConfigError(f"{where}.long_form: a long-form grid's runs read talks")
+            where = place.of("systems", system, "long_form")
+            raise EvalConfigError(f"{where}: a long-form grid's runs read talks")
         return {**settings, "long_form": True}
 
     def refuse_long_form_keys(self, system: str, settings: dict) -> None:
@@ -214,14 +222,12 @@ class EvalConfig:
             )
 
     def gold_sentences(self, system: str, value: Any) -> bool:
+        where = self.place().of("systems", system, GOLD_SENTENCES)
         if not isinstance(value, bool):
-            raise EvalConfigError(
-                f"{self.source}: systems.{system}.{GOLD_SENTENCES} is true or false"
-            )
+            raise EvalConfigError(f"{where} is true or false")
         if value and not self.long_form:
             raise EvalConfigError(
-                f"{self.source}: systems.{system}.{GOLD_SENTENCES} needs a long-form test set "
-                f"(NAME.talksN), not {self.testset!r}"
+                f"{where} needs a long-form test set (NAME.talksN), not {self.testset!r}"
             )
         return value
 
@@ -251,22 +257,34 @@ GRID_OWN_FLAGS = {
 }
 
 
-def check_system_keys(source: Path, system: str, agent: str, settings: dict) -> None:
+def check_system_keys(place: KeyPlace, system: str, agent: str, settings: dict) -> None:
     """A key no flag of the agent takes is a typo: named before anything loads or runs."""
     import difflib
 
     known = agent_flags(agent) | set(RUN_ARGUMENT_KEYS)
     for key in settings:
+        where = place.of("systems", system, key)
         if key in GRID_OWN_FLAGS:  # set by the grid for every run, after nothing else
             raise EvalConfigError(
-                f"{source}: systems.{system}.{key}: {GRID_OWN_FLAGS[key]}, for every run; a "
-                "system with another needs a grid of its own"
+                f"{where}: {GRID_OWN_FLAGS[key]}, for every run; a system with another needs "
+                "a grid of its own"
             )
         if key not in known:
             close = difflib.get_close_matches(key, sorted(known), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise EvalConfigError(f"{where}: the {agent} agent has no such flag{hint}")
+
+
+def check_swept_values(place: KeyPlace, system: str, agent: str, key: str, values: list) -> None:
+    """A boolean in the sweep of a flag that takes a value: YAML's reading of an unquoted
+    yes/no/on/off (`latency: [low, on]`), which the run would pass as a bare flag."""
+    action = agent_parser(agent)._option_string_actions.get("--" + key.replace("_", "-"))
+    takes_value = action is None or action.nargs != 0
+    for value in values:
+        if isinstance(value, bool) and takes_value:
             raise EvalConfigError(
-                f"{source}: systems.{system}.{key}: the {agent} agent has no such flag{hint}"
+                f"{place.of('systems', system, key)}: {value} is YAML's reading of an unquoted "
+                "yes/no/on/off/true/false: quote it"
             )
 
 

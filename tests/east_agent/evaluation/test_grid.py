@@ -983,18 +983,16 @@ def test_a_config_value_of_the_wrong_kind_is_named_before_anything_runs(
         ({"agent": "east", "max_new_tokens": 0}, "systems.east.max_new_tokens: max_new_tok"),
         ({"agent": "waitk", "max_context": 0}, "systems.east.max_context: max_context (--"),
         ({"agent": "east", "adapter_path": "/nowhere"}, "systems.east.adapter_path: adapter"),
+        # named with their lines too (before: the file only; a boolean a bare flag)
+        ({"agent": "east", "latency": ["low", True]}, "systems.east.latency: True is YAML's"),
+        ({"agent": "east", "latency": ["low"], "num_beams": [1, 2]}, "num_beams: the system sw"),
+        ({"agent": "east", "devic": "cpu"}, "systems.east.devic: the east agent has no such"),
     ],
     ids=[
-        "latency",
-        "waitk-text",
-        "waitk-zero",
-        "prompt",
-        "num-beams",
-        "max-new-tokens",
-        "max-context",
-        "adapter",
+        "latency", "waitk-text", "waitk-zero", "prompt", "num-beams", "max-new-tokens",
+        "max-context", "adapter", "boolean-in-sweep", "two-sweeps", "unknown-key",
     ],
-)
+)  # fmt: skip
 def test_a_system_value_its_agent_refuses_is_named_before_any_run(
     tmp_path, capsys, system, message
 ):
@@ -1002,6 +1000,16 @@ def test_a_system_value_its_agent_refuses_is_named_before_any_run(
     error = east_eval_fails(capsys, config, "--dry-run")
     assert f"{config}: line " in error and message in error, error
     assert not (tmp_path / "out").exists()
+
+
+def test_two_runs_of_one_name_are_named(tmp_path, capsys):
+    systems = {
+        "east": {"agent": "east", "latency": ["low-medium"]},
+        "east-low": {"agent": "east", "latency": ["medium"]},
+    }
+    config = quick_config(tmp_path / "grid.yaml", systems=systems)
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and "two runs are named 'east-low-medium'" in error
 
 
 @pytest.mark.parametrize(

@@ -156,11 +156,11 @@ Multi30k task 1 (`east_agent/data/multi30k`, see its README). SiMT records built
 
 - Stage I (`training/configs/demo_stage1.yaml`: full fine-tuning, {_hyperparameters(recipe1)};
   data {_files(recipe1)}; the checkpoint with the lowest validation loss is kept):
-  {stage1.get("global_step", "?")} steps, final train loss {_metric(stage1, "train_loss")};
+  {stage1.get("global_step", "?")} steps, final train loss {_train_loss(stage1)};
   validation loss (Multi30k val, German→English SiMT): {_eval_losses(stage1)}.
 - Stage II (`training/configs/demo_stage2.yaml`: {_hyperparameters(recipe2)};
   data {_files(recipe2)}, mixed):
-  {stage2.get("global_step", "?")} steps, final train loss {_metric(stage2, "train_loss")};
+  {stage2.get("global_step", "?")} steps, final train loss {_train_loss(stage2)};
   German→English validation loss: {_eval_losses(stage2)}.
 
 ## Results: Multi30k test_2016_flickr German→English, 1,000 sentences
@@ -205,6 +205,13 @@ reference sentences and scored by OmniSTEval: BLEU, chrF, LongYAAL and StreamLAA
 def _metric(summary: dict, name: str) -> str:
     value = summary.get("train_metrics", {}).get(name)
     return f"{float(value):.3f}" if value is not None else "?"
+
+
+def _train_loss(summary: dict) -> str:
+    """The Trainer's mean loss, of the steps after a resume where there was one."""
+    resumed = summary.get("resumed_at_step") or 0
+    after = f" (the mean of the steps after step {resumed}, where it resumed)" if resumed else ""
+    return _metric(summary, "train_loss") + after
 
 
 def _notes(timings: dict) -> str:

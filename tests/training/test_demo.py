@@ -303,3 +303,26 @@ def test_the_card_command_rebuilds_the_model_it_describes(tmp_path, given, sizes
         assert getattr(rebuilt, name) == getattr(args, name), name
     assert "not the shipped model" in card[2]
     assert any(line.endswith(f"--output outputs/demo/base{sizes}") for line in card)
+
+
+def test_the_card_says_a_resumed_stages_loss_is_of_the_steps_after_the_resume(tmp_path):
+    """The Trainer's train_loss after a resume averages only the steps it ran: the card
+    called it the final train loss of the stage."""
+    import json
+
+    from transformers import LlamaConfig
+
+    from training.demo import build_flags, parse_args, stage_recipe
+    from training.demo_card import model_card
+
+    args = parse_args(["--workdir", str(tmp_path)])
+    LlamaConfig().save_pretrained(tmp_path / "merged")
+    for stage, resumed in (("stage1", 4), ("stage2", 0)):
+        (tmp_path / stage).mkdir()
+        losses = {"train_loss": 1.5}
+        summary = {"global_step": 8, "train_metrics": losses, "resumed_at_step": resumed}
+        (tmp_path / stage / "train_summary.json").write_text(json.dumps(summary))
+    recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}
+    card = model_card(args, {}, recipes, build_flags(args))
+    assert "8 steps, final train loss 1.500 (the mean of the steps after step 4, where it" in card
+    assert "8 steps, final train loss 1.500;" in card  # stage 2, never resumed

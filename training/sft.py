@@ -124,14 +124,13 @@ def _gathered(parameters):
 
 
 def resize_embeddings_with_mean(model, vocab_size: int, new_tokens: int | None = None) -> int:
-    """Give the last `new_tokens` ids below `vocab_size` (default: the rows the embeddings
+    """Give the last `new_tokens` ids below `vocab_size` (at least the rows the embeddings
     lack) rows set to the mean of the rows before them, growing the embeddings to
     `vocab_size` rows where they have fewer; return how many rows were set. A model with
     spare rows (a vocabulary padded to a multiple of 64, say) gets the new ids' rows set
     there too: untrained rows were left to them."""
     old_size = model.get_input_embeddings().weight.shape[0]
-    if new_tokens is None:
-        new_tokens = max(0, vocab_size - old_size)
+    new_tokens = max(new_tokens or 0, vocab_size - old_size)
     if new_tokens == 0:
         return 0
     if vocab_size > old_size:

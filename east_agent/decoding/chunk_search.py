@@ -198,6 +198,11 @@ class WordBoundary:
         return self.unspaced and CUT_CHARACTER not in self.tokenizer.decode(word)
 
 
+def word_cap(limits: ChunkLimits) -> int:
+    """The most tokens `word_chunk` generates for one word."""
+    return min(limits.max_tokens, MAX_WORD_TOKENS)
+
+
 def word_chunk(
     stream: Stream, pending: list[int], limits: ChunkLimits, boundary: WordBoundary
 ) -> Generator:
@@ -207,7 +212,7 @@ def word_chunk(
     """
     word: list[int] = []
     to_feed = pending
-    for _ in range(min(limits.max_tokens, MAX_WORD_TOKENS)):
+    for _ in range(word_cap(limits)):
         token_id = (yield stream.feed(to_feed, limits.suppress_mask)).choices[0]
         if token_id in limits.stop_ids:
             return word, True

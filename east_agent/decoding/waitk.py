@@ -28,6 +28,7 @@ from east_agent.decoding.chunk_search import (
     WordBoundary,
     greedy_chunk,
     whole_characters,
+    word_cap,
     word_chunk,
 )
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
@@ -197,17 +198,23 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         return self._step(stream, WRITE, word)
 
     def _step(
-        self, stream: OfflineWaitkStream, decision: str, new_ids: list[int], finished: bool = False
+        self,
+        stream: OfflineWaitkStream,
+        decision: str,
+        new_ids: list[int],
+        finished: bool = False,
+        capped: bool = False,
     ) -> Step:
         """Extend the target prefix; the step's text is what it adds to the decoded target.
         A word cut inside a character (at its token cap) decodes to a trailing U+FFFD: that
-        character is written by the step that completes it (or by the forced write)."""
+        character is written by the step that completes it, or by the forced write, or by
+        none where that write's cap (`capped`) cut it again."""
         before = self._written(stream.target_ids)
         stream.target_ids += new_ids
         stream.tokens.append_generated(new_ids)
         stream.crop_to_ids()
         after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
-        if decision != FORCED:
+        if decision != FORCED or capped:
             after = after.rstrip(CUT_CHARACTER)
         text = after[len(os.path.commonprefix([before, after])) :]
         if decision == FORCED:  # the end of a sentence (or of a long-form segment)
@@ -231,9 +238,9 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         max_tokens = capped_tokens(self.segments, stream, self.config.max_new_tokens, True)
         limits = self._limits(max_tokens)
         new_ids, stopped = yield from greedy_chunk(stream, stream.pending(), limits)
-        if not stopped:
+        if not stopped:  # the cut character may have begun in an earlier word: not written
             new_ids = whole_characters(stream, self.tokenizer, new_ids, stream.target_ids)
-        return self._step(stream, FORCED, new_ids, finished=finished)
+        return self._step(stream, FORCED, new_ids, finished=finished, capped=not stopped)
 
 
 class EastWaitkStream(Stream):
@@ -279,7 +286,8 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             max_tokens = capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False)
             limits = self._chunk_limits(max_tokens, (), self.word_mask)
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
-            word = whole_characters(stream, self.tokenizer, word)  # a word its cap cut
+            if len(word) == word_cap(limits):  # a word its cap may have cut
+                word = whole_characters(stream, self.tokenizer, word)
             stream.tokens.append_generated(word)
             stream.crop_to_ids()
             stream.word_end = stream.tokens.mark()

@@ -243,6 +243,15 @@ def agent_parser(agent: str) -> argparse.ArgumentParser:
     return parser
 
 
+@functools.cache
+def system_required_flags(agent: str) -> tuple[str, ...]:
+    """The agent's required flags a system must set (`waitk`): the grid sets the others."""
+    parser = argparse.ArgumentParser(add_help=False)
+    agent_class_of(AGENT_FILES[agent]).add_args(parser)
+    required = (action.dest for action in parser._actions if action.required)
+    return tuple(dest for dest in required if dest not in GRID_OWN_FLAGS)
+
+
 def agent_flags(agent: str) -> set[str]:
     """The settings a system of this agent may have: its agent's flags, as config keys."""
     return {action.dest for action in agent_parser(agent)._actions}
@@ -326,6 +335,9 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
     files: the decoder's settings, the adapter's folder."""
     from east_agent.lm.checkpoint import check_adapter_path
 
+    for name in system_required_flags(run.agent):
+        if getattr(args, name, None) is None:
+            raise ValueError(f"{name}: the {run.agent} agent needs it")
     args.src_lang, args.tgt_lang = config.testset.split(".")[1].split("-")
     agent_class_of(AGENT_FILES[run.agent]).decoding_config(args)
     check_adapter_path(getattr(args, "adapter_path", None))

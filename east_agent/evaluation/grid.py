@@ -54,7 +54,8 @@ from east_agent.evaluation.testsets import (
 def prepare(config: EvalConfig) -> PreparedTestset:
     """The grid's test set files, prepared once per output folder: again for another test
     set, and, where the checkpoint's tokenizer splits the source into units (Chinese,
-    Japanese), for another checkpoint (before: its runs read the first one's units)."""
+    Japanese), for another checkpoint (before: its runs read the first one's units); but
+    never under runs made on the prepared files (`refuse_replacing`)."""
     saved, folder = read_prepared(config.testset_dir), config.testset_dir
     split = config.testset.split(".")[1].split("-")[0] in ("zh", "ja")
     split_by = model_setting(config.model_path) if split else None
@@ -80,7 +81,8 @@ def refuse_replacing(config: EvalConfig, saved: PreparedTestset) -> None:
         raise ValueError(
             f"{config.testset_dir} holds {what}, the test set of the runs in "
             f"{config.output / 'runs'} ({made[0].relative_to(config.output / 'runs')}, ...): "
-            f"a grid of {config.testset} by {config.model_path} needs another --output"
+            f"a grid of {config.testset} by {config.model_path} needs another --output (or "
+            "that folder's runs/ removed)"
         )
 
 

@@ -252,16 +252,20 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
 
 
 def _enter_system_dir(argv: list[str]) -> list[str]:
-    """`argv` after the flags of the `--system-dir`'s config (the command line's win), with
-    the folder as the working directory: its paths (`model_path: model`) are the folder's,
-    as SimulEval reads them."""
+    """`argv` and the flags of the `--system-dir`'s config it does not give, with the folder
+    as the working directory: its paths (`model_path: model`), and relative paths given on
+    the command line too, are the folder's, as SimulEval's `build_system_from_dir` reads
+    them."""
     from simuleval.utils.agent import get_system_config
     from simuleval.utils.arguments import check_argument, cli_argument_list
 
     folder = Path(check_argument("system_dir")).resolve()
     config = get_system_config(folder, check_argument("system_config") or "main.yaml")
+    # SimulEval's list: the command line (less none of its server flags), then the config's
+    # flags the command line does not give
+    config_flags = cli_argument_list(config)[len(sys.argv) - 1 :]
     os.chdir(folder)
-    return [*cli_argument_list(config), *argv]
+    return [*argv, *config_flags]
 
 
 def _run_batched(argv: list[str], batch_size: int) -> None:

@@ -138,6 +138,14 @@ def test_new_embedding_rows_start_at_the_mean(base_checkpoint):
     torch.testing.assert_close(model.get_input_embeddings().weight[:-2], old)
 
 
+def test_a_tokenizer_longer_than_the_embeddings_grows_them_with_no_new_token(base_checkpoint):
+    """EAST tokens already in the tokenizer (none added), the embeddings shorter: grown."""
+    model = AutoModelForCausalLM.from_pretrained(base_checkpoint)
+    rows = model.get_input_embeddings().weight.shape[0]
+    assert resize_embeddings_with_mean(model, rows + 2, new_tokens=0) == 2
+    assert model.get_input_embeddings().weight.shape[0] == rows + 2
+
+
 def test_new_ids_in_spare_rows_start_at_the_mean(base_checkpoint):
     """A vocabulary padded past the tokenizer: the EAST ids fall in spare rows, which were
     left untrained (and the log said 0 new rows)."""

@@ -25,7 +25,7 @@ from east_agent.decoding.waitk import (
     split_prompt,
 )
 from east_agent.lm.checkpoint import end_of_turn_ids
-from tiny_east import LEXICON, cutting_model, synthetic_sentence
+from tiny_east import LEXICON, chain_model, cutting_model, synthetic_sentence
 
 WAITK_AGENT = WAITK_AGENT_FILE
 
@@ -285,3 +285,30 @@ def test_offline_waitk_final_write_cut_inside_a_character_ends_before_it(east_to
     translation = OfflineWaitkDecoder(model, east_tokenizer, config).translate(["Ein", "Hund"])
     assert translation.chunks == [" a𩸽 a"]
     assert translation.counters.characters_cut == 1
+
+
+def test_offline_waitk_final_write_inside_a_word_s_cut_character_writes_no_u_fffd(
+    east_tokenizer, monkeypatch
+):
+    """A word cut "𩸽" after its first two tokens; the final write's one token does not
+    complete it: the target ends before it (before: the final chunk was U+FFFD)."""
+    monkeypatch.setattr(chunk_search, "MAX_WORD_TOKENS", 3)
+    model = cutting_model(east_tokenizer)
+    config = WaitkConfig("de", "en", 1, max_new_tokens=1, kv_cache="static")
+    translation = OfflineWaitkDecoder(model, east_tokenizer, config).translate(["Ein", "Hund"])
+    assert translation.chunks == [" a", ""]
+    assert translation.counters.characters_cut == 1
+
+
+def test_east_waitk_keeps_a_word_that_ends_in_u_fffd_before_its_cap(east_tokenizer):
+    """Only a word its cap cut is checked for a cut character: a model's own U+FFFD at a
+    word's end stays (whole_characters would take it for a cut)."""
+    (article,) = east_tokenizer(" a", add_special_tokens=False).input_ids
+    (lead,) = east_tokenizer.convert_tokens_to_ids(["ð"])  # a lone UTF-8 lead byte
+    end_of_read = east_tokenizer.convert_tokens_to_ids("<|end-of-read|>")
+    chain = {article: lead, lead: article, end_of_read: article}
+    model = chain_model(east_tokenizer, chain, default=article)
+    decoder = EastWaitkDecoder(model, east_tokenizer, DecoderConfig("de", "en"), 1)
+    step = decoder.push_unit("Ein")
+    assert step.chunk_ids == [article, lead] and step.chunk == " a\ufffd"
+    assert decoder.counters.characters_cut == 0

@@ -981,16 +981,17 @@ def test_a_config_value_of_the_wrong_kind_is_named_before_anything_runs(
         # the decoder's bounds and the adapter's folder (before: found when the run's turn
         # came, after the runs before it, with no file or line)
         ({"agent": "east", "max_new_tokens": 0}, "systems.east.max_new_tokens: max_new_tok"),
-        ({"agent": "waitk", "max_context": 0}, "systems.east.max_context: max_context (--"),
+        ({"agent": "waitk", "waitk": 2, "max_context": 0}, "systems.east.max_context: max_"),
         ({"agent": "east", "adapter_path": "/nowhere"}, "systems.east.adapter_path: adapter"),
         # named with their lines too (before: the file only; a boolean a bare flag)
         ({"agent": "east", "latency": ["low", True]}, "systems.east.latency: True is YAML's"),
         ({"agent": "east", "latency": ["low"], "num_beams": [1, 2]}, "num_beams: the system sw"),
         ({"agent": "east", "devic": "cpu"}, "systems.east.devic: the east agent has no such"),
+        ({"agent": "waitk"}, "systems.east: waitk: the waitk agent needs it"),  # a traceback
     ],
     ids=[
         "latency", "waitk-text", "waitk-zero", "prompt", "num-beams", "max-new-tokens",
-        "max-context", "adapter", "boolean-in-sweep", "two-sweeps", "unknown-key",
+        "max-context", "adapter", "boolean-in-sweep", "two-sweeps", "unknown-key", "no-waitk",
     ],
 )  # fmt: skip
 def test_a_system_value_its_agent_refuses_is_named_before_any_run(

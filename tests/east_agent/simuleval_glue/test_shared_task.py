@@ -487,7 +487,7 @@ def test_a_system_dir_is_served_as_packaged(east_checkpoint, test_set, tmp_path)
     with server_log.open("w") as server_errors:
         server = subprocess.Popen(
             [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
-             "--system-dir", str(folder)],
+             "--system-dir", str(folder), "--session-timeout", "30", "--batch-wait-ms", "2"],
             stdout=subprocess.DEVNULL, stderr=server_errors, cwd=tmp_path,
         )  # fmt: skip
         try:

@@ -104,8 +104,10 @@ class EvalConfig:
         return folder / "shards" / f"{shard[0]}-of-{shard[1]}" if shard else folder
 
     def place(self) -> KeyPlace:
-        """How messages name this config's keys (file and line)."""
-        return KeyPlace(self.source, read_config_text(self.source), set())
+        """How messages name this config's keys (file and line; a grid made in code, as
+        `east-demo`'s, has no file: its keys are named without lines)."""
+        text = read_config_text(self.source) if Path(self.source).is_file() else ""
+        return KeyPlace(self.source, text, set())
 
     def comet(self) -> CometSettings | None:
         """How COMET scores this grid's runs; None if `quality_metrics` has no COMET."""

@@ -146,7 +146,8 @@ def plot_curves(
     """BLEU against LAAL (LongYAAL for talks), a line per system; nothing to draw (and no
     file: an earlier grid's curves are removed) while no system has two settings."""
     x_column, x_label = CURVE_AXES[long_form]
-    systems = [row["system"] for row in rows if row[x_column] not in ("", "nan")]
+    # a run OmniSTEval could not score has no LongYAAL at all
+    systems = [row["system"] for row in rows if row.get(x_column, "") not in ("", "nan")]
     if all(systems.count(system) < 2 for system in systems):
         remove(path)
         return
@@ -160,7 +161,7 @@ def plot_curves(
         points = sorted(
             (float(row[x_column]), float(row["BLEU"]), row["setting"])
             for row in rows
-            if row["system"] == system and row[x_column] not in ("", "nan")
+            if row["system"] == system and row.get(x_column, "") not in ("", "nan")
         )
         if not points:
             continue

@@ -26,3 +26,18 @@ def test_curves_of_an_earlier_grid_go_when_nothing_is_left_to_draw(tmp_path):
     assert path.read_bytes()[:4] == b"\x89PNG"
     plot_curves([row("high", "3.0", "35.0")], path, "set")
     assert not path.exists()
+
+
+def test_long_form_curves_leave_out_a_run_omnisteval_could_not_score(tmp_path):
+    """Such a run's row has no LongYAAL at all: the curves stopped the grid (KeyError)
+    before its tables' significance tests."""
+    from east_agent.evaluation.reports import plot_curves
+
+    def row(setting, long_yaal, bleu):
+        return {"system": "east", "setting": setting, "LongYAAL": long_yaal, "BLEU": bleu}
+
+    unscored = {"system": "east", "setting": "medium", "BLEU": ""}
+    path = tmp_path / "curves.png"
+    rows = [row("low", "900.0", "30.0"), unscored, row("high", "1800.0", "35.0")]
+    plot_curves(rows, path, "talks", long_form=True)
+    assert path.read_bytes()[:4] == b"\x89PNG"

@@ -77,3 +77,7 @@ class EastAgent(StreamingAgent):
         cls, model, tokenizer, config: DecoderConfig, streams: int = 1
     ) -> EastStreamDecoder:
         return EastStreamDecoder(model, tokenizer, config, streams)
+
+    @classmethod
+    def fixed_prompt(cls, tokenizer, config: DecoderConfig) -> tuple[str, ...]:
+        return EastStreamDecoder.fixed_prompt(tokenizer, config)

@@ -89,3 +89,9 @@ class WaitkAgent(StreamingAgent):
         if config.prompt == "east":
             return EastWaitkDecoder(model, tokenizer, config.east_config(), config.waitk, streams)
         return OfflineWaitkDecoder(model, tokenizer, config, streams)
+
+    @classmethod
+    def fixed_prompt(cls, tokenizer, config: WaitkConfig) -> tuple[str, ...]:
+        if config.prompt == "east":
+            return EastWaitkDecoder.fixed_prompt(tokenizer, config.east_config())
+        return OfflineWaitkDecoder.fixed_prompt(tokenizer, config)

@@ -119,14 +119,18 @@ class EastStreamDecoder(StreamingDecoder):
         self.config = config
         self.token_ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
         self.length_penalty = float(getattr(model.generation_config, "length_penalty", 1.0) or 1.0)
-        self.prompt = render_user_turn(
-            tokenizer, simt_instruction(config.src_lang, config.tgt_lang, config.latency)
-        )
+        (self.prompt,) = self.fixed_prompt(tokenizer, config)
         self.start_streams(model, self.prompt)
         self.read_mask = self.mask(self.token_ids.read_suppressed)
         self.write_mask = self.mask(self.token_ids.write_suppressed)
         self.segments = segmenter_of(self, config, len(self.prompt_ids))
         self.reset()
+
+    @staticmethod
+    def fixed_prompt(tokenizer, config: DecoderConfig) -> tuple[str]:
+        """What every sentence (every long-form segment) begins with: the user turn."""
+        instruction = simt_instruction(config.src_lang, config.tgt_lang, config.latency)
+        return (render_user_turn(tokenizer, instruction),)
 
     def _begin(self, stream: Stream) -> None:
         if self.segments is not None:

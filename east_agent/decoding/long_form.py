@@ -127,6 +127,30 @@ def units_in_segment(segments: Segmenter | None, stream: Stream) -> int:
     return stream.units_read if segments is None else stream.segment_units
 
 
+def checked_budget(cache_budget: int | None, max_context: int, fixed_tokens: int) -> int:
+    """The cache budget (`cache_budget`, else half of `max_context`), refused where it is
+    above the context or leaves a segment too little room after `fixed_tokens` (the
+    prompt). Agents check it before a run folder changes (`prompt_tokens`), decoders again."""
+    budget = cache_budget or max_context // 2
+    named = f"cache_budget (--cache-budget) {budget}" + (
+        "" if cache_budget else f", half the context of {max_context} by default,"
+    )
+    if budget > max_context:
+        raise ValueError(f"{named} is above the context of {max_context}")
+    if budget < fixed_tokens + SEGMENT_ROOM:
+        raise ValueError(
+            f"{named} leaves too little room after the {fixed_tokens}-token prompt (at "
+            f"least {fixed_tokens + SEGMENT_ROOM}; --max-context {max_context})"
+        )
+    return budget
+
+
+def prompt_tokens(tokenizer, *texts: str) -> int:
+    """How many ids `texts` (a decoder's fixed prompt pieces) tokenize to, as a stream
+    holds them (no special tokens added)."""
+    return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
+
+
 class Segmenter:
     """The long-form bookkeeping of an EAST decoder's streams."""
 
@@ -140,17 +164,7 @@ class Segmenter:
         fixed_tokens: int,
     ):
         self.decoder = decoder
-        self.budget = cache_budget or decoder.max_context // 2
-        named = f"cache_budget (--cache-budget) {self.budget}" + (
-            "" if cache_budget else f", half the context of {decoder.max_context} by default,"
-        )
-        if self.budget > decoder.max_context:
-            raise ValueError(f"{named} is above the context of {decoder.max_context}")
-        if self.budget < fixed_tokens + SEGMENT_ROOM:
-            raise ValueError(
-                f"{named} leaves too little room after the {fixed_tokens}-token prompt (at "
-                f"least {fixed_tokens + SEGMENT_ROOM}; --max-context {decoder.max_context})"
-            )
+        self.budget = checked_budget(cache_budget, decoder.max_context, fixed_tokens)
         self.fixed_tokens = fixed_tokens
         self.context_words, self.segment_units = context_words, segments
         self.across_sentences = across_sentences

@@ -145,7 +145,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
             model, tokenizer, config.src_lang, config.max_context, config.kv_cache, 1, streams
         )
         self.config = config
-        self.head, self.tail = split_prompt(tokenizer, config.src_lang, config.tgt_lang)
+        self.head, self.tail = self.fixed_prompt(tokenizer, config)
         self.start_streams(model, self.head)
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
@@ -153,6 +153,12 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         tail_length = len(tokenizer(self.tail, add_special_tokens=False)["input_ids"])
         self.segments = segmenter_of(self, config, len(self.prompt_ids) + tail_length)
         self.reset()
+
+    @staticmethod
+    def fixed_prompt(tokenizer, config: WaitkConfig) -> tuple[str, str]:
+        """What every sentence (every long-form segment) holds besides its source and
+        target: the prompt before the source, and after it up to the target."""
+        return split_prompt(tokenizer, config.src_lang, config.tgt_lang)
 
     def _begin(self, stream: OfflineWaitkStream) -> None:
         """The prompt before the source stays cached."""

@@ -22,7 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from east_agent.common.atomic import remove, write_atomically
+from east_agent.common.atomic import check_folder_path, remove, write_atomically
 from east_agent.common.entry import command_line
 from east_agent.common.records import load_records, read_json_object, require_fields
 from east_agent.common.text_lines import read_lines
@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         "--tokenizer", default=None, help="checkpoint whose tokenizer splits zh/ja sources"
     )
     args = parser.parse_args(argv)
+    check_folder_path(Path(args.output), "--output")
     tokenizer = None
     if args.tokenizer:
         from east_agent.lm.checkpoint import load_tokenizer

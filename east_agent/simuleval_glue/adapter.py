@@ -103,18 +103,38 @@ def add_latency_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_max_context(args: argparse.Namespace, max_context: int | None) -> None:
-    """Refuse a --max-context the checkpoint cannot hold, reading only its config."""
-    if max_context is None:
-        return
+def model_positions(args: argparse.Namespace) -> int:
+    """The checkpoint's max_position_embeddings, reading only its config."""
     from transformers import AutoConfig
 
-    from east_agent.decoding.streaming import context_limit
     from east_agent.lm.checkpoint import check_model_path
 
     check_model_path(args.model_path)
     config = AutoConfig.from_pretrained(args.model_path, trust_remote_code=args.trust_remote_code)
-    context_limit(max_context, config.max_position_embeddings)
+    return config.max_position_embeddings
+
+
+def check_max_context(args: argparse.Namespace, max_context: int | None) -> None:
+    """Refuse a --max-context the checkpoint cannot hold, reading only its config."""
+    if max_context is None:
+        return
+    from east_agent.decoding.streaming import context_limit
+
+    context_limit(max_context, model_positions(args))
+
+
+def check_cache_budget(args: argparse.Namespace, config, fixed_prompt) -> None:
+    """Refuse a long-form cache budget no segment fits in, reading the checkpoint's config
+    and tokenizer only (before: found as the decoder was built, after the run folder had
+    changed); `fixed_prompt(tokenizer, config)`: the decoder's prompt pieces."""
+    if not getattr(config, "long_form", False):
+        return
+    from east_agent.decoding.long_form import checked_budget, prompt_tokens
+    from east_agent.lm.checkpoint import load_tokenizer
+
+    tokenizer = load_tokenizer(args.model_path, args.trust_remote_code)
+    fixed = prompt_tokens(tokenizer, *fixed_prompt(tokenizer, config))
+    checked_budget(config.cache_budget, config.max_context or model_positions(args), fixed)
 
 
 def load_east(args: argparse.Namespace, max_context: int | None):
@@ -158,7 +178,13 @@ class StreamingAgent(TextToTextAgent):
         check_adapter_path(getattr(args, "adapter_path", None))
         check_units_split(getattr(args, "source", None), config.src_lang)
         check_max_context(args, config.max_context)
+        check_cache_budget(args, config, cls.fixed_prompt)
         return config
+
+    @classmethod
+    def fixed_prompt(cls, tokenizer, config) -> tuple[str, ...]:
+        """The prompt pieces of the decoder `build_decoder` makes for `config`."""
+        raise NotImplementedError
 
     @classmethod
     def load(cls, args: argparse.Namespace, config):

@@ -158,3 +158,19 @@ def test_a_grids_tables_read_only_its_own_test_set(tmp_path):
         prepared_named(tmp_path, "multi30k-val.de-en")
     with pytest.raises(ValueError, match="holds no prepared test set, not the grid's"):
         prepared_named(tmp_path / "none", "multi30k.de-en")
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["a-file", "inside-a-file"])
+def test_east_prepare_into_a_file_is_one_line(tmp_path, capsys, inside):
+    from east_agent.evaluation.testsets import main
+
+    (tmp_path / "afile").write_text("mine")
+    output = tmp_path / "afile" / "sub" if inside else tmp_path / "afile"
+    with pytest.raises(SystemExit) as ended:
+        main(["multi30k.de-en", "--output", str(output)])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == (
+        f"east-prepare: --output {output}: a file, not a folder"
+        + (f" ({tmp_path / 'afile'} is)" if inside else "")
+        + "\n"
+    )

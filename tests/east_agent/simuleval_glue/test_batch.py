@@ -287,6 +287,33 @@ def test_a_device_this_machine_lacks_is_refused_before_the_folder_changes(
     assert {path.name: path.read_text() for path in output.iterdir()} == earlier
 
 
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cache-budget", "10"], "--cache-budget) 10 leaves too little room after the"),
+        (["--cache-budget", "600"], "--cache-budget) 600 is above the context of 512"),
+        (["--max-context", "100"], "--cache-budget) 50, half the context of 100 by default,"),
+    ],
+    ids=["too-small", "above-context", "default-too-small"],
+)
+def test_a_cache_budget_no_segment_fits_is_refused_before_the_folder_changes(
+    east_checkpoint, test_set, tmp_path, batch, flags, message
+):
+    """Before: refused as the decoder was built, after the finished run there had been
+    emptied (its log, its scores) and its settings recorded with the refused budget."""
+    output = tmp_path / "out"
+    output.mkdir()
+    earlier = {"scores.tsv": "BLEU\n1.0\n", "instances.log": '{"index": 0}\n'}
+    for name, text in earlier.items():
+        (output / name).write_text(text)
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--long-form", *flags)
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert {path.name: path.read_text() for path in output.iterdir()} == earlier
+
+
 def test_a_device_this_machine_lacks_is_refused_without_an_output_folder(test_set, tmp_path):
     """SimulEval's loop printing its scores (no --output) builds the agent directly:
     refused there too (before: the weights loaded, then a traceback)."""

@@ -147,35 +147,36 @@ class EvalConfig:
         return is_longform(self.testset)
 
     def runs(self) -> list[Run]:
+        place = self.place()  # the config read once for every message below
         if self.word_times is not None and not self.long_form:
             raise EvalConfigError(
-                f"{self.place().of('word_times')}: word times are read by long-form grids (a "
+                f"{place.of('word_times')}: word times are read by long-form grids (a "
                 f"test set NAME.talksN); {self.testset!r} is sentence-level and would ignore them"
             )
         runs = []
         for system, settings in self.systems.items():
-            check_system_settings(self.place().of("systems", system), settings)
+            check_system_settings(place.of("systems", system), settings)
             settings = dict(settings)
             agent = settings.pop("agent", None)
             if agent not in AGENT_FILES:
-                where = self.place().of("systems", system, "agent")
+                where = place.of("systems", system, "agent")
                 raise EvalConfigError(f"{where} must be one of {sorted(AGENT_FILES)}")
-            gold = self.gold_sentences(system, settings.pop(GOLD_SENTENCES, False))
-            check_system_keys(self.place(), system, agent, settings)
+            gold = self.gold_sentences(place, system, settings.pop(GOLD_SENTENCES, False))
+            check_system_keys(place, system, agent, settings)
             if self.long_form:
-                settings = self.long_form_settings(system, settings, gold)
+                settings = self.long_form_settings(place, system, settings, gold)
             elif settings.get("long_form") is not True:  # a sweep of it too: its false runs
-                self.refuse_long_form_keys(system, settings)
+                self.refuse_long_form_keys(place, system, settings)
             swept = [key for key, value in settings.items() if isinstance(value, list)]
             if len(swept) > 1:
-                where = self.place().of("systems", system, swept[1])
+                where = place.of("systems", system, swept[1])
                 raise EvalConfigError(f"{where}: the system sweeps {swept}; one list per system")
             values = settings[swept[0]] if swept else [None]
             if not values:
-                where = self.place().of("systems", system, swept[0])
+                where = place.of("systems", system, swept[0])
                 raise EvalConfigError(f"{where} is an empty list: the system would have no run")
             if swept:
-                check_swept_values(self.place(), system, agent, swept[0], values)
+                check_swept_values(place, system, agent, swept[0], values)
             for value in values:
                 flags = dict(settings)
                 label = "default"
@@ -189,15 +190,14 @@ class EvalConfig:
         twice = [name for name in dict.fromkeys(names) if names.count(name) > 1]
         if twice:
             raise EvalConfigError(
-                f"{self.place().of('systems')}: two runs are named {twice[0]!r} (a system's "
+                f"{place.of('systems')}: two runs are named {twice[0]!r} (a system's "
                 "name and sweep value make another's); rename a system"
             )
         return runs
 
-    def long_form_settings(self, system: str, settings: dict, gold: bool) -> dict:
+    def long_form_settings(self, place: KeyPlace, system: str, settings: dict, gold: bool) -> dict:
         """A long-form grid's run reads talks (`--long-form`), a gold-sentence one sentences;
         settings that contradict that are refused here, not halfway through the grid."""
-        place = self.place()
         if gold:
             for key in ("long_form", *LONG_FORM_KEYS):
                 if key in settings:
@@ -212,19 +212,19 @@ class EvalConfig:
             raise EvalConfigError(f"{where}: a long-form grid's runs read talks")
         return {**settings, "long_form": True}
 
-    def refuse_long_form_keys(self, system: str, settings: dict) -> None:
+    def refuse_long_form_keys(self, place: KeyPlace, system: str, settings: dict) -> None:
         """Settings of long-form input in a system of sentences: refused before any run
         (a run would refuse them, halfway through the grid)."""
         given = [key for key in LONG_FORM_KEYS if key in settings]
         if given:
-            where = self.place().of("systems", system, given[0])
+            where = place.of("systems", system, given[0])
             raise EvalConfigError(
                 f"{where}: a setting of long-form input, and this system reads sentences "
                 "(long-form test sets are NAME.talksN; or set long_form: true)"
             )
 
-    def gold_sentences(self, system: str, value: Any) -> bool:
-        where = self.place().of("systems", system, GOLD_SENTENCES)
+    def gold_sentences(self, place: KeyPlace, system: str, value: Any) -> bool:
+        where = place.of("systems", system, GOLD_SENTENCES)
         if not isinstance(value, bool):
             raise EvalConfigError(f"{where} is true or false")
         if value and not self.long_form:

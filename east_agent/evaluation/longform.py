@@ -36,6 +36,7 @@ from east_agent.common.atomic import write_atomically
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import unit_separator
 
+TALK_FILES = ("source_sentences.txt", "reference_sentences.txt", "segmentation.txt", "talks.json")
 TALKS_SUFFIX = re.compile(r"\.talks(?P<size>[^.]*)$")
 DEFAULT_UNIT_SECONDS = 0.4  # as --ca-unit-seconds: speech at 150 words per minute
 
@@ -290,7 +291,21 @@ def parse_times_line(path: str | Path, number: int, line: str, talk: Talk) -> li
             )
         times.append(seconds)
         previous = seconds
+    check_sentence_durations(f"{path}: line {number} ({talk.talk_id})", talk, times)
     return times
+
+
+def check_sentence_durations(where: str, talk: Talk, times: Sequence[float]) -> None:
+    """Every source sentence must last: OmniSTEval re-segments by the sentences' spans,
+    from the time the previous sentence was heard to the time its own last unit was."""
+    start = 0.0
+    for number, end in enumerate(talk.sentence_ends, 1):
+        if times[end - 1] <= start:
+            raise ValueError(
+                f"{where}: sentence {number} ends at {times[end - 1]:g} s, not after the "
+                f"previous sentence's end ({start:g} s); every sentence must last"
+            )
+        start = times[end - 1]
 
 
 def unit_times(

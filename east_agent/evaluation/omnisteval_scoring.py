@@ -60,6 +60,7 @@ from east_agent.evaluation.longform import (
     DEFAULT_UNIT_SECONDS,
     LongformSet,
     Talk,
+    check_sentence_durations,
     read_longform,
     unit_times,
 )
@@ -265,14 +266,10 @@ def speech_segmentation(talks: Sequence[Talk], times: Sequence[Sequence[float]])
     from the moment the previous one was heard to the moment its last unit was."""
     segments = []
     for talk, talk_times in zip(talks, times):
+        check_sentence_durations(talk.talk_id, talk, talk_times)
         start = 0.0
-        for number, end in enumerate(talk.sentence_ends, 1):
+        for end in talk.sentence_ends:
             duration = talk_times[end - 1] - start
-            if duration <= 0:
-                raise ValueError(
-                    f"{talk.talk_id}: sentence {number} lasts {duration:g} s; its word times "
-                    "must advance past the previous sentence's"
-                )
             segments.append({"wav": talk.talk_id, "offset": start, "duration": duration})
             start = talk_times[end - 1]
     return segments

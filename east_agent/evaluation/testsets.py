@@ -115,7 +115,6 @@ def prepare_testset(
     base, talk_size = longform.parse_name(name)
     pairs, src_lang, tgt_lang = read_pairs(base)
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
     units, references = [], []
     for number, (source, reference) in enumerate(pairs, 1):
         units.append(source_units(source, src_lang, tokenizer))
@@ -123,9 +122,12 @@ def prepare_testset(
             raise ValueError(f"{name}: sentence {number} has an empty source or reference")
         references.append(" ".join(reference.split()))
     source_lines = [" ".join(sentence) for sentence in units]
+    output.mkdir(parents=True, exist_ok=True)
     # the record goes first and comes back last: a kill between the files leaves no record
     # naming files of another test set (the next run prepares them again)
     remove(output / "testset.json")
+    for talk_file in longform.TALK_FILES:  # a long-form set prepared here before
+        remove(output / talk_file)
     extra = {}
     if talk_size:
         source_lines, references, extra = longform.write_talks(

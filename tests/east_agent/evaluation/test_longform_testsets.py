@@ -94,6 +94,28 @@ def test_word_times_must_not_go_back(tmp_path):
     assert uniform_unit_times(3, 0.5) == [0.5, 1.0, 1.5]
 
 
+def test_word_times_giving_a_sentence_no_duration_are_refused_when_read(tmp_path):
+    """Before: accepted here, and refused by the segmentation only after the grid had
+    decoded every talk (the run left unscored)."""
+    prepare_testset("multi30k.de-en.talks1000", tmp_path / "set")
+    testset = read_longform(tmp_path / "set")
+    talk = testset.talks[0]
+    first_end, second_end = talk.sentence_ends[:2]
+    times = [0.5 * (j + 1) for j in range(talk.units)]
+    times[first_end:second_end] = [times[first_end - 1]] * (second_end - first_end)
+    path = tmp_path / "times.txt"
+    path.write_text(" ".join(f"{t:g}" for t in times) + "\n")
+    expected = (
+        f"times.txt: line 1 \\(talk0000\\): sentence 2 ends at {times[first_end - 1]:g} s, "
+        f"not after the previous sentence's end \\({times[first_end - 1]:g} s\\)"
+    )
+    with pytest.raises(ValueError, match=expected):
+        unit_times(testset, path)
+    path.write_text(" ".join(["0"] * talk.units) + "\n")
+    with pytest.raises(ValueError, match="sentence 1 ends at 0 s, not after"):
+        unit_times(testset, path)
+
+
 def test_chinese_targets_join_a_talk_without_spaces(tmp_path):
     prepared = prepare_testset("wmt22.en-zh.talks1000", tmp_path)
     pairs, _, _ = read_pairs("wmt22.en-zh")

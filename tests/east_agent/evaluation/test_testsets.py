@@ -52,8 +52,23 @@ def test_unknown_testset_lists_the_choices(tmp_path):
 
 
 def test_chinese_source_needs_the_tokenizer(tmp_path):
+    """Refused before the output folder is made (before: an empty folder was left)."""
     with pytest.raises(ValueError, match="needs the checkpoint's tokenizer"):
-        prepare_testset("wmt22.zh-en", tmp_path)
+        prepare_testset("wmt22.zh-en", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_sentence_set_prepared_where_talks_were_leaves_no_talk_files(tmp_path):
+    from east_agent.evaluation.longform import TALK_FILES
+
+    prepare_testset("multi30k.de-en.talks500", tmp_path)
+    assert all((tmp_path / name).exists() for name in TALK_FILES)
+    prepare_testset("multi30k.de-en", tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "reference.txt",
+        "source.txt",
+        "testset.json",
+    ]
 
 
 def test_multi30k_sentences_with_line_separators_stay_paired(tmp_path, monkeypatch):

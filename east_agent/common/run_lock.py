@@ -49,6 +49,16 @@ def hold_run_lock(folder: Path, name: str = RUN_LOCK) -> Iterator[None]:
             handle.truncate()  # the file stays: another process may be waiting on it
 
 
+def may_be_held(folder: Path, name: str = RUN_LOCK) -> bool:
+    """Whether a process may be writing to `folder`, read only (taking the lock to see
+    would refuse its writer in that moment): its lock file names a holder, a live one or
+    one killed while holding it (a holder that ends clears it)."""
+    try:
+        return bool((folder / name).read_text(encoding="utf-8").strip())
+    except OSError:
+        return False
+
+
 def command_line() -> str:
     """The process's command as it was started (`east-simuleval` rewrites `sys.argv` for
     SimulEval, leaving out flags of its own such as --batch-size)."""

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from contextlib import suppress
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from east_agent.common.fingerprint import same_setting
+from east_agent.common.run_lock import may_be_held
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
@@ -36,7 +38,9 @@ from east_agent.evaluation.run_scores import (
     wanted_scoring,
 )
 from east_agent.evaluation.runs import (
+    RUN_RECORD,
     claim_run_folder,
+    holds_work,
     model_setting,
     run_record,
     simuleval_command,
@@ -75,7 +79,8 @@ def prepare(config: EvalConfig) -> PreparedTestset:
 def refuse_replacing(config: EvalConfig, saved: PreparedTestset) -> None:
     """A test set prepared for runs in the output folder stays: another grid (or a dry run)
     rewriting it would change what those runs, still running or tabled later, read."""
-    made = sorted(path.parent for path in (config.output / "runs").glob("**/run.json"))
+    records = (config.output / "runs").glob(f"**/{RUN_RECORD}")
+    made = sorted(path.parent for path in records if may_hold_work(path.parent))
     if made:
         what = saved.name if saved.name != config.testset else f"{saved.name} split otherwise"
         raise ValueError(
@@ -84,6 +89,12 @@ def refuse_replacing(config: EvalConfig, saved: PreparedTestset) -> None:
             f"a grid of {config.testset} by {config.model_path} needs another --output (or "
             "that folder's runs/ removed)"
         )
+
+
+def may_hold_work(run_dir: Path) -> bool:
+    """A run folder with a finished sentence or scores, or one a process may be writing
+    (not one whose run failed before its first sentence: a bad flag, a missing file)."""
+    return holds_work(run_dir) or may_be_held(run_dir)
 
 
 def check_longform(config: EvalConfig) -> LongformSet:

@@ -204,7 +204,7 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
     if path.exists():
         saved = read_json_object(path)
         differences = record_differences(saved, record)
-        if differences and not _holds_work(run_dir):
+        if differences and not holds_work(run_dir):
             # a run that failed before its first sentence (a bad flag, a missing
             # checkpoint): nothing made of the old settings is there to keep apart
             with hold_run_lock(run_dir):  # not while a process writes there
@@ -225,7 +225,7 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
     write_atomically(path, json.dumps(record, indent=2) + "\n")
 
 
-def _holds_work(run_dir: Path) -> bool:
+def holds_work(run_dir: Path) -> bool:
     """Whether a run folder holds a finished sentence or scores."""
     scored = any((run_dir / name).exists() for name in ("scores.tsv", "metrics.tsv"))
     return scored or finished_lines(run_dir / "instances.log") > 0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock
+from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock, may_be_held
 
 HOLD = """
 import sys, time
@@ -48,3 +48,10 @@ def test_a_lock_is_released_when_its_block_ends(tmp_path):
     started = time.time()
     with hold_run_lock(tmp_path, "a.lock"):
         assert time.time() - started < 5
+
+
+def test_may_be_held_reads_the_lock_file_without_taking_it(tmp_path):
+    assert not may_be_held(tmp_path)  # no lock file
+    with hold_run_lock(tmp_path):
+        assert may_be_held(tmp_path)
+    assert not may_be_held(tmp_path)  # its holder ended: cleared

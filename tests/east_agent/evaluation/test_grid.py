@@ -452,6 +452,29 @@ def test_a_grid_of_another_testset_leaves_the_runs_testset_alone(grid):
         assert (output / "testset" / "testset.json").read_text() == prepared
 
 
+def test_runs_that_failed_before_their_first_sentence_do_not_hold_the_testset(grid, tmp_path):
+    """Before: any run.json in runs/ held `testset/`, so a grid of another test set was
+    refused after a run had failed on a bad flag, until runs/ was removed by hand. A run
+    a process may be writing (its lock names a holder) still holds it."""
+    config, _, _ = grid
+    output = tmp_path / "out"
+    assert east_eval(config, "--dry-run", "--output", output).returncode == 0
+    failed = output / "runs" / "east-low"
+    failed.mkdir(parents=True)
+    (failed / "run.json").write_text('{"testset": "multi30k.de-en"}\n')
+    (failed / "run.lock").write_text("")  # its holder ended: the lock cleared
+    other = ("--dry-run", "--output", output, "--testset", "multi30k-val.de-en")
+    result = east_eval(config, *other)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((output / "testset" / "testset.json").read_text())["name"] == (
+        "multi30k-val.de-en"
+    )
+    (failed / "run.lock").write_text('{"pid": 1, "command": "east-eval", "started": 0}\n')
+    result = east_eval(config, "--dry-run", "--output", output)
+    assert result.returncode == 2
+    assert "holds multi30k-val.de-en, the test set of the runs in" in result.stderr
+
+
 def test_num_beams_and_testset_override_the_config(grid, tmp_path):
     config, _, _ = grid
     result = east_eval(

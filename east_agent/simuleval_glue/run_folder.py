@@ -47,15 +47,18 @@ BATCH_RECORD = "batch.json"
 SCORES = ("scores.tsv", "metrics.tsv", SCORING_RECORD)
 SETTINGS_RECORD = "run_settings.json"
 # Flags that change where a run happens, how it is scored, shown or hosted, or which of
-# its sentences it takes, never what it translates.
+# its sentences it takes, never what it translates nor how its log records it (SimulEval
+# logs `prediction`, `delays` and `prediction_length` in --eval-latency-unit's units).
 NOT_SETTINGS = {
     "output", "continue_unfinished", "batch_size", "no_progress_bar", "log_level",
     "score_only", "no_scoring", "quality_metrics", "latency_metrics", "computation_aware",
-    "no_use_ref_len", "eval_latency_unit", "eval_latency_spm_model", "sacrebleu_tokenizer",
+    "no_use_ref_len", "sacrebleu_tokenizer",
     "ca_unit_seconds", "remote_eval", "remote_address", "remote_port", "standalone",
     "slurm", "slurm_partition", "slurm_job_name", "slurm_time", "start_index", "end_index",
     "session_timeout", "batch_wait_ms", "kv_cache", "device", "agent", "source_type", "target_type",
 }  # fmt: skip
+# settings recorded since: a record written before holds SimulEval's default
+LATER_SETTINGS = {"eval_latency_unit": "word", "eval_latency_spm_model": None}
 PATHS = {"user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
 MODEL_FOLDERS = {"model_path", "adapter_path"}  # known by a fingerprint, other folders by path
 PLAIN = (str, int, float, bool, type(None))
@@ -158,6 +161,7 @@ def clear_scores(output: Path, batching: bool = True) -> None:
 def settings_differ(saved: dict, settings: dict) -> list[str]:
     """The names of the settings in which two records differ (data files by content)."""
     names = sorted(set(saved) | set(settings))
+    saved, settings = LATER_SETTINGS | saved, LATER_SETTINGS | settings
     return [name for name in names if not same_setting(saved.get(name), settings.get(name))]
 
 

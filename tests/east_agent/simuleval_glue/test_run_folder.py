@@ -80,6 +80,16 @@ def test_settings_are_recorded_with_a_fresh_log_and_checked_on_resume(tmp_path):
     assert (output / run_folder.SETTINGS_RECORD).exists()
 
 
+def test_a_record_from_before_a_setting_was_kept_holds_its_default():
+    """Records written before `eval_latency_unit` was a setting: SimulEval's default."""
+    old = {"agent_class": "Agent", "latency": "low"}
+    now = {**old, "eval_latency_unit": "word", "eval_latency_spm_model": None}
+    assert run_folder.settings_differ(old, now) == run_folder.settings_differ(now, old) == []
+    char = {**now, "eval_latency_unit": "char"}
+    assert run_folder.settings_differ(old, char) == ["eval_latency_unit"]
+    assert run_folder.settings_differ(char, old) == ["eval_latency_unit"]
+
+
 @pytest.mark.parametrize("dataloader", [[], ["--dataloader", "text-to-text"]])
 def test_simulevals_text_reader_gets_its_files_checked_and_its_span(tmp_path, dataloader):
     from east_agent.simuleval_glue.data_files import check_data_files

@@ -78,7 +78,10 @@ def read_simuleval_lines(path: str | Path) -> list[str]:
     """The lines of a source or reference file that SimulEval reads too.
 
     SimulEval reads them with universal newlines, which also end a line at a lone `\\r`:
-    a line holding one would be two sentences there and one here, so it is refused."""
+    a line holding one would be two sentences there and one here, so it is refused. It
+    reads them as they are: a gzip file (read through here) and a byte-order mark (a word
+    of the first sentence there) are refused too."""
+    check_plain_text(path)
     lines = read_lines(path)
     split = [number for number, line in enumerate(lines, 1) if "\r" in line]
     if split:
@@ -89,3 +92,24 @@ def read_simuleval_lines(path: str | Path) -> list[str]:
             "SimulEval would start a new sentence; remove it (lines end with \\n or \\r\\n)"
         )
     return lines
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def check_plain_text(path: str | Path) -> None:
+    """Refuse a file SimulEval would read otherwise than `read_lines`: gzip-compressed, or
+    starting with a UTF-8 byte-order mark."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(UTF8_BOM))
+    if head.startswith(GZIP_MAGIC):
+        raise TextFileError(
+            f"{path}: gzip-compressed; SimulEval reads plain text files: decompress it "
+            "first (gunzip -k)"
+        )
+    if head == UTF8_BOM:
+        raise TextFileError(
+            f"{path}: line 1: starts with a UTF-8 byte-order mark (U+FEFF), which SimulEval "
+            "would read as part of the first sentence; save the file without it"
+        )

@@ -69,6 +69,23 @@ def test_a_carriage_return_inside_a_simuleval_line_is_refused(tmp_path):
         read_simuleval_lines(path)
 
 
+def test_a_gzip_or_byte_order_marked_simuleval_file_is_refused(tmp_path):
+    """SimulEval opens them as they are: before, a .gz passed this check (read through)
+    and failed in SimulEval unnamed; a BOM became part of the first sentence's first word."""
+    packed = tmp_path / "source.txt.gz"
+    with gzip.open(packed, "wt", encoding="utf-8") as handle:
+        handle.write("ein Hund\n")
+    assert read_lines(packed) == ["ein Hund"]
+    with pytest.raises(TextFileError, match=r"source.txt.gz: gzip-compressed; SimulEval reads"):
+        read_simuleval_lines(packed)
+    marked = tmp_path / "source.txt"
+    marked.write_bytes("\ufeffHund\nKatze\n".encode())
+    with pytest.raises(TextFileError, match=r"source.txt: line 1: starts with a UTF-8 byte-"):
+        read_simuleval_lines(marked)
+    marked.write_bytes("Hund\n\ufeffKatze\n".encode())  # a character of the text: taken
+    assert read_simuleval_lines(marked) == ["Hund", "\ufeffKatze"]
+
+
 def test_simuleval_reads_the_same_sentences(tmp_path):
     from simuleval.data.dataloader.t2t_dataloader import TextToTextDataloader
 

@@ -1,5 +1,6 @@
 """`east-simuleval --batch-size N`: SimulEval's output folder, N sentences at a time."""
 
+import gzip
 import json
 import os
 import shutil
@@ -438,6 +439,21 @@ def test_an_empty_source_line_is_refused_before_loading_a_batched_run(tmp_path):
     result = run_simuleval(*arguments, "--batch-size", 3, timeout=120)
     assert result.returncode == 2
     assert "src.txt: line 2: empty source sentence" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_gzipped_source_is_refused_before_loading(tmp_path, batch):
+    """Before: at --batch-size 1, SimulEval's reader failed on it after the model loaded
+    and the output folder was taken, naming no file."""
+    folder = write_test_set(tmp_path / "set", 3, seed=15)
+    packed = folder / "src.txt.gz"
+    packed.write_bytes(gzip.compress((folder / "src.txt").read_bytes()))
+    arguments = agent_arguments(tmp_path / "never-loaded", folder, tmp_path / "out")
+    arguments[arguments.index(folder / "src.txt")] = packed
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{packed}: gzip-compressed" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

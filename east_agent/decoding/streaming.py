@@ -64,6 +64,19 @@ def context_limit(max_context: int | None, model_positions: int) -> int:
     return max_context
 
 
+SENTENCE_ROOM = 4  # the least a sentence adds: a one-token unit, end-of-read, a token, its end
+
+
+def check_sentence_room(max_context: int, fixed_tokens: int) -> None:
+    """Refuse a --max-context that leaves no sentence room after the `fixed_tokens` of the
+    prompt (every sentence would overflow it)."""
+    if max_context < fixed_tokens + SENTENCE_ROOM:
+        raise ValueError(
+            f"--max-context {max_context} leaves no room for a sentence after the "
+            f"{fixed_tokens}-token prompt (at least {fixed_tokens + SENTENCE_ROOM})"
+        )
+
+
 def check_shared_settings(config) -> None:
     """What every decoder's config holds, checked (and the languages named) in one place:
     `src_lang`, `tgt_lang`, `max_new_tokens`, `max_context` (frozen dataclasses call it

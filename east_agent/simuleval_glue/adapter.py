@@ -123,18 +123,25 @@ def check_max_context(args: argparse.Namespace, max_context: int | None) -> None
     context_limit(max_context, model_positions(args))
 
 
-def check_cache_budget(args: argparse.Namespace, config, fixed_prompt) -> None:
-    """Refuse a long-form cache budget no segment fits in, reading the checkpoint's config
-    and tokenizer only (before: found as the decoder was built, after the run folder had
-    changed); `fixed_prompt(tokenizer, config)`: the decoder's prompt pieces."""
-    if not getattr(config, "long_form", False):
+def check_prompt_room(args: argparse.Namespace, config, fixed_prompt) -> None:
+    """Refuse a --max-context no sentence fits in after the decoder's fixed prompt, or a
+    long-form cache budget no segment fits in, reading the checkpoint's config and
+    tokenizer only (before: every sentence failed after the model loaded; a budget was
+    found as the decoder was built, after the run folder had changed);
+    `fixed_prompt(tokenizer, config)`: the decoder's prompt pieces."""
+    long_form = getattr(config, "long_form", False)
+    if not long_form and config.max_context is None:
         return
     from east_agent.decoding.long_form import checked_budget, prompt_tokens
+    from east_agent.decoding.streaming import check_sentence_room
     from east_agent.lm.checkpoint import load_tokenizer
 
     tokenizer = load_tokenizer(args.model_path, args.trust_remote_code)
     fixed = prompt_tokens(tokenizer, *fixed_prompt(tokenizer, config))
-    checked_budget(config.cache_budget, config.max_context or model_positions(args), fixed)
+    if long_form:
+        checked_budget(config.cache_budget, config.max_context or model_positions(args), fixed)
+    else:
+        check_sentence_room(config.max_context, fixed)
 
 
 def load_east(args: argparse.Namespace, max_context: int | None):
@@ -178,7 +185,7 @@ class StreamingAgent(TextToTextAgent):
         check_adapter_path(getattr(args, "adapter_path", None))
         check_units_split(getattr(args, "source", None), config.src_lang)
         check_max_context(args, config.max_context)
-        check_cache_budget(args, config, cls.fixed_prompt)
+        check_prompt_room(args, config, cls.fixed_prompt)
         return config
 
     @classmethod

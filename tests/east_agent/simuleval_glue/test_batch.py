@@ -315,6 +315,23 @@ def test_a_cache_budget_no_segment_fits_is_refused_before_the_folder_changes(
     assert {path.name: path.read_text() for path in output.iterdir()} == earlier
 
 
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+@pytest.mark.parametrize("agent", ["east", "waitk"])
+def test_a_max_context_no_sentence_fits_in_is_refused_before_the_model_loads(
+    east_checkpoint, test_set, tmp_path, batch, agent
+):
+    """Before: the model loaded (its static cache falling back to the dynamic one), then
+    every sentence failed as too long for the context."""
+    arguments = agent_arguments(east_checkpoint, test_set, tmp_path / "out", "--max-context", 10)
+    if agent == "waitk":
+        arguments[1] = WAITK_AGENT_FILE
+        arguments += ["--waitk", 2]
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "--max-context 10 leaves no room for a sentence after the" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
 def test_a_device_this_machine_lacks_is_refused_without_an_output_folder(test_set, tmp_path):
     """SimulEval's loop printing its scores (no --output) builds the agent directly:
     refused there too (before: the weights loaded, then a traceback)."""

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from east_agent.common.records import RecordError
 from east_agent.common.text_lines import bad_byte, not_utf8, open_binary
+from east_agent.decoding import units
 from east_agent.decoding.prompt import (
     END_OF_READ,
     END_OF_WRITE,
@@ -104,12 +105,7 @@ def interleave_chunks(
     return turn
 
 
-def _token_pattern(tokens: Sequence[str]) -> re.Pattern:
-    """Any of `tokens`, the longest first where one begins another."""
-    return re.compile("|".join(map(re.escape, sorted(tokens, key=len, reverse=True))))
-
-
-EAST_TOKENS = _token_pattern((END_OF_READ, END_OF_WRITE))
+EAST_TOKENS = units.token_pattern((END_OF_READ, END_OF_WRITE))
 
 
 def _check_simt(record: dict) -> str | None:
@@ -622,9 +618,7 @@ def control_tokens(tokenizer) -> list[str]:
     """The special tokens `tokenizer` makes of their text wherever it stands (its chat
     template's among them), but the EAST tokens: the reader refuses those in a record's
     text itself, and a SiMT turn holds them by design."""
-    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
-    tokens = {*tokenizer.all_special_tokens, *(token.content for token in added if token.special)}
-    return sorted(tokens - {END_OF_READ, END_OF_WRITE, ""})
+    return sorted(units.control_tokens(tokenizer) - {END_OF_READ, END_OF_WRITE})
 
 
 def check_control_tokens(
@@ -637,7 +631,7 @@ def check_control_tokens(
     tokens = control_tokens(tokenizer)
     if not tokens:
         return list(conversations)
-    pattern = _token_pattern(tokens)
+    pattern = units.token_pattern(tokens)
     bad = [item for item in conversations if _turns_hold(item, pattern)]
     if not bad:
         return list(conversations)

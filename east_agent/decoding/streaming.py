@@ -371,6 +371,7 @@ class Stream:
     def start_unit(self, unit_text: str) -> None:
         if self.units_read == 0:
             self.started = time.perf_counter()
+        self.tokens.check_source(unit_text)
         self.append_text(unit_text)
         self.units_read += 1
         self.units_since_write += 1

@@ -14,7 +14,13 @@ Generated ids are kept exactly as generated: they are never re-tokenized.
 
 from __future__ import annotations
 
-from east_agent.decoding.units import SourceError
+from east_agent.decoding.units import (
+    SourceError,
+    control_token_in,
+    control_token_problem,
+    control_tokens,
+    token_pattern,
+)
 
 # A point to come back to: (length, run start, run text, the run's ids up to the length)
 Mark = tuple[int, "int | None", str, tuple[int, ...]]
@@ -25,6 +31,7 @@ class TokenStream:
         self.tokenizer = tokenizer
         self._backend = getattr(tokenizer, "backend_tokenizer", None)  # fast tokenizers
         self.added_token_ids = frozenset(tokenizer.added_tokens_decoder)
+        self._control = token_pattern(control_tokens(tokenizer))
         self.ids: list[int] = []
         self._run_start: int | None = None  # index of the run's first id; None: no open run
         self._run_text = ""
@@ -82,6 +89,13 @@ class TokenStream:
                 return index, prompt[offset:]
             break
         return 0, prompt
+
+    def check_source(self, text: str) -> None:
+        """Refuse source text holding a control token's text, which the tokenizer would
+        make into that token (a source `<|eot_id|>` ended the user turn)."""
+        token = control_token_in(text, self._control)
+        if token is not None:
+            raise SourceError(f"the source unit {text.strip()!r} {control_token_problem(token)}")
 
     def append_text(self, text: str) -> int:
         """Append `text` to the current run; return the first index whose id changed or is new."""

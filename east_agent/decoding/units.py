@@ -10,7 +10,10 @@ a space in the original text (a Latin word inside Chinese text, say) starts with
 
 from __future__ import annotations
 
-from east_agent.decoding.prompt import is_unspaced
+import re
+from collections.abc import Iterable
+
+from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, is_unspaced
 
 SPACE_MARK = "\u2581"  # "▁", as in sentencepiece
 
@@ -18,6 +21,33 @@ SPACE_MARK = "\u2581"  # "▁", as in sentencepiece
 class SourceError(ValueError):
     """A source sentence the decoder cannot take (an empty unit, text that re-tokenizes
     what it follows): in a batch it fails alone, its message its outcome's error."""
+
+
+def token_pattern(tokens: Iterable[str]) -> re.Pattern | None:
+    """Any of `tokens`, the longest first where one begins another (None: no token)."""
+    tokens = sorted(tokens, key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, tokens))) if tokens else None
+
+
+def control_tokens(tokenizer) -> frozenset[str]:
+    """The texts `tokenizer` makes into one of its control tokens wherever they stand: its
+    special tokens (the chat template's among them) and the EAST tokens."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    special = (token.content for token in added if token.special)
+    return frozenset({*tokenizer.all_special_tokens, *special, END_OF_READ, END_OF_WRITE} - {""})
+
+
+def control_token_in(text: str, pattern: re.Pattern | None) -> str | None:
+    """The first control token (`token_pattern(control_tokens(...))`) `text` holds."""
+    found = pattern.search(text) if pattern is not None else None
+    return found.group() if found else None
+
+
+def control_token_problem(token: str) -> str:
+    return (
+        f"holds {token!r}, one of the checkpoint's control tokens: the model would read it "
+        "as that token, not as text (a turn's end, a READ or WRITE); remove it from the source"
+    )
 
 
 def token_group_units(text: str, tokenizer) -> list[str]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from functools import cache, partial
+from typing import Any
 
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
@@ -20,7 +23,11 @@ from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
 from east_agent.lm.checkpoint import TORCH_DTYPES, check_adapter_path, load_east_checkpoint
-from east_agent.simuleval_glue.data_files import check_source_file, check_units_split
+from east_agent.simuleval_glue.data_files import (
+    check_control_tokens,
+    check_source_file,
+    check_units_split,
+)
 
 logger = logging.getLogger("east_agent")
 
@@ -123,7 +130,14 @@ def check_max_context(args: argparse.Namespace, max_context: int | None) -> None
     context_limit(max_context, model_positions(args))
 
 
-def check_prompt_room(args: argparse.Namespace, config, fixed_prompt) -> None:
+def checkpoint_tokenizer(args: argparse.Namespace) -> Callable[[], Any]:
+    """The checkpoint's tokenizer, loaded on the first call (only checks that need it)."""
+    from east_agent.lm.checkpoint import load_tokenizer
+
+    return cache(partial(load_tokenizer, args.model_path, args.trust_remote_code))
+
+
+def check_prompt_room(tokenizer: Callable[[], Any], config, fixed_prompt, args) -> None:
     """Refuse a --max-context no sentence fits in after the decoder's fixed prompt, or a
     long-form cache budget no segment fits in, reading the checkpoint's config and
     tokenizer only (before: every sentence failed after the model loaded; a budget was
@@ -134,10 +148,8 @@ def check_prompt_room(args: argparse.Namespace, config, fixed_prompt) -> None:
         return
     from east_agent.decoding.long_form import checked_budget, prompt_tokens
     from east_agent.decoding.streaming import check_sentence_room
-    from east_agent.lm.checkpoint import load_tokenizer
 
-    tokenizer = load_tokenizer(args.model_path, args.trust_remote_code)
-    fixed = prompt_tokens(tokenizer, *fixed_prompt(tokenizer, config))
+    fixed = prompt_tokens(tokenizer(), *fixed_prompt(tokenizer(), config))
     if long_form:
         checked_budget(config.cache_budget, config.max_context or model_positions(args), fixed)
     else:
@@ -183,9 +195,13 @@ class StreamingAgent(TextToTextAgent):
         config = cls.decoding_config(args)
         checked_device(getattr(args, "device", "cpu"), "--device")
         check_adapter_path(getattr(args, "adapter_path", None))
-        check_units_split(getattr(args, "source", None), config.src_lang)
+        source = getattr(args, "source", None)
+        check_units_split(source, config.src_lang)
         check_max_context(args, config.max_context)
-        check_prompt_room(args, config, cls.fixed_prompt)
+        tokenizer = checkpoint_tokenizer(args)
+        check_prompt_room(tokenizer, config, cls.fixed_prompt, args)
+        if source:
+            check_control_tokens(source, tokenizer())
         return config
 
     @classmethod

@@ -91,6 +91,25 @@ def _is_unsplit(unit: str, space_mark: str) -> bool:
     return len(CJK_CHARACTERS.findall(unit.removeprefix(space_mark))) > LONGEST_UNIT
 
 
+def check_control_tokens(source: str | None, tokenizer) -> None:
+    """Refuse a source file a line of which holds one of the checkpoint's control tokens
+    (`<|eot_id|>`, `<|end-of-read|>`): the tokenizer would make the token of its text."""
+    from east_agent.decoding.units import (
+        control_token_in,
+        control_token_problem,
+        control_tokens,
+        token_pattern,
+    )
+
+    if not source:
+        return
+    pattern = token_pattern(control_tokens(tokenizer))
+    for number, line in enumerate(read_simuleval_lines(source), 1):
+        token = control_token_in(line, pattern)
+        if token is not None:
+            raise ValueError(f"{source}: line {number}: {control_token_problem(token)}")
+
+
 TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line
 
 

@@ -9,6 +9,7 @@ from lm_trace import TracingLM, assert_trace_matches_full_recompute
 
 from east_agent.decoding.batching import BatchStats, Sentence, translate_batch
 from east_agent.decoding.east import ContextOverflowError, DecoderConfig, EastStreamDecoder
+from east_agent.decoding.prompt import END_OF_READ
 from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from east_agent.lm import static
 from tiny_east import cutting_model, synthetic_sentence
@@ -197,6 +198,23 @@ def test_a_sentences_bad_unit_is_its_error_another_value_error_a_bug(
     assert "the stream's program failed: ValueError('row 9" in str(outcomes[1].error)
     assert "sentence 1: the stream's program failed" in caplog.text and "Traceback" in caplog.text
     assert outcomes[2].translation is not None and outcomes[3].translation is not None
+
+
+@pytest.mark.parametrize("kind", ["east", "waitk-east", "waitk-offline"])
+def test_a_unit_holding_a_control_token_fails_its_sentence_alone(east_model, east_tokenizer, kind):
+    """Before: `<|eot_id|>` in the source became the end-of-turn token (the user turn
+    ended there), and `<|end-of-read|>` a READ mark; the sentence was translated, exit 0."""
+    decoder = build(kind, east_model, east_tokenizer, 2)
+    good = toy_sentences(2, seed=9)
+    sentences = [["Ein", "Mann<|eot_id|>"], [END_OF_READ], *good]
+    outcomes = batched(decoder, sentences)
+    assert str(outcomes[0].error).startswith(
+        "the source unit 'Mann<|eot_id|>' holds '<|eot_id|>', one of the checkpoint's control"
+    )
+    assert f"holds '{END_OF_READ}'" in str(outcomes[1].error)
+    alone = build(kind, east_model, east_tokenizer, 1)
+    for index, sentence in enumerate(good, 2):  # the others as they are alone
+        assert record(outcomes[index].translation) == record(alone.translate(sentence))
 
 
 def test_empty_sentences_fail_without_stopping_the_batch(east_model, east_tokenizer):

@@ -460,6 +460,20 @@ def test_an_empty_source_line_is_refused_before_loading_a_batched_run(tmp_path):
 
 
 @pytest.mark.parametrize("batch", [1, 3])
+def test_a_source_holding_a_control_token_is_refused_before_the_model_loads(
+    east_checkpoint, tmp_path, batch
+):
+    folder = write_test_set(tmp_path / "set", 3, seed=17)
+    lines = (folder / "src.txt").read_text().splitlines()
+    (folder / "src.txt").write_text(f"{lines[0]}\n{lines[1]} <|eot_id|>\n{lines[2]}\n")
+    arguments = agent_arguments(east_checkpoint, folder, tmp_path / "out")
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "src.txt: line 2: holds '<|eot_id|>', one of the checkpoint's control" in (result.stderr)
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
 def test_a_gzipped_source_is_refused_before_loading(tmp_path, batch):
     """Before: at --batch-size 1, SimulEval's reader failed on it after the model loaded
     and the output folder was taken, naming no file."""

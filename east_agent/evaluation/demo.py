@@ -15,9 +15,8 @@ import argparse
 from pathlib import Path
 
 from east_agent.common.arguments import positive_int
-from east_agent.common.atomic import check_folder_path, remove
+from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
-from east_agent.common.run_lock import RUN_LOCK, hold_run_lock
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.evaluation.config import (
     DEFAULT_BATCH_SIZE,
@@ -27,7 +26,6 @@ from east_agent.evaluation.config import (
 )
 from east_agent.evaluation.grid import run_grid
 from east_agent.lm.checkpoint import TORCH_DTYPES
-from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
 
 # The repository's copy (the package is installed in editable mode from the checkout).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"
@@ -73,20 +71,9 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
     )
     check_device(config, flag_given=True, needed_here=True)
-    for run in config.runs():  # a fresh run each time: this is a demonstration, not a grid
-        start_afresh(config.output / "runs" / run.name)
-    run_grid(config, limit=args.limit)
-
-
-def start_afresh(run_folder: Path) -> None:
-    """Empty the folder of an earlier run, holding its locks: a run that another process
-    is writing there is refused (RunFolderBusyError), never deleted under it."""
-    if not run_folder.is_dir():
-        return
-    with hold_run_lock(run_folder), hold_run_lock(run_folder, INSTANCES_LOCK):
-        for entry in run_folder.iterdir():
-            if entry.name not in (RUN_LOCK, INSTANCES_LOCK):
-                remove(entry)
+    # a fresh run each time: this is a demonstration, not a grid (its folders emptied once
+    # the grid's checks passed)
+    run_grid(config, limit=args.limit, afresh=True)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from east_agent.evaluation.runs import (
     model_setting,
     run_record,
     simuleval_command,
+    start_afresh,
     tabled_runs,
 )
 from east_agent.evaluation.shards import picked_runs, shard_range
@@ -110,7 +111,10 @@ def run_grid(
     shard: tuple[int, int] | None = None,
     limit: int | None = None,
     dry_run: bool = False,
+    afresh: bool = False,
 ) -> list[dict[str, Any]]:
+    """Run the grid's runs not finished yet (`afresh`: its runs again from scratch, their
+    folders emptied after the grid's checks), then table them all."""
     every_run = config.runs()
     runs = picked_runs(every_run, only)
     if not dry_run and any(
@@ -146,6 +150,8 @@ def run_grid(
         run_set, run_indices = run_input(run)
         command = simuleval_command(run_config, run, run_set, run_dir, run_indices)
         if not dry_run:
+            if afresh:
+                start_afresh(run_dir)
             claim_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():
             label = f"[{number}/{len(runs)}] {run.name}"

@@ -23,7 +23,7 @@ from east_agent.common.child_process import run_child
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import is_content_setting, path_setting, shown_setting
 from east_agent.common.records import read_json_object
-from east_agent.common.run_lock import hold_run_lock
+from east_agent.common.run_lock import RUN_LOCK, hold_run_lock
 from east_agent.evaluation.config import (
     AGENT_FILES,
     RUN_ARGUMENT_KEYS,
@@ -34,7 +34,7 @@ from east_agent.evaluation.config import (
     command_flags,
 )
 from east_agent.evaluation.testsets import PreparedTestset
-from east_agent.simuleval_glue.run_folder import settings_differ
+from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, settings_differ
 
 RUN_RECORD = "run.json"
 
@@ -223,6 +223,17 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
             return
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2) + "\n")
+
+
+def start_afresh(run_dir: Path) -> None:
+    """Empty the folder of an earlier run, holding its locks: a run that another process
+    is writing there is refused (RunFolderBusyError), never deleted under it."""
+    if not run_dir.is_dir():
+        return
+    with hold_run_lock(run_dir), hold_run_lock(run_dir, INSTANCES_LOCK):
+        for entry in run_dir.iterdir():
+            if entry.name not in (RUN_LOCK, INSTANCES_LOCK):
+                remove(entry)
 
 
 def holds_work(run_dir: Path) -> bool:

@@ -1,6 +1,8 @@
 """`east-demo`, the README's main job: real SimulEval runs of the shipped demo model."""
 
 import csv
+import json
+import shutil
 import subprocess
 import sys
 
@@ -32,7 +34,7 @@ def test_the_batch_size_reaches_the_grid(tmp_path, monkeypatch):
     from east_agent.evaluation import demo
 
     grids = []
-    monkeypatch.setattr(demo, "run_grid", lambda config, limit: grids.append(config))
+    monkeypatch.setattr(demo, "run_grid", lambda config, **_: grids.append(config))
     demo.main(["--output", str(tmp_path)])
     demo.main(["--output", str(tmp_path), "--batch-size", "1"])
     assert [config.batch_size for config in grids] == [DEFAULT_BATCH_SIZE, 1]
@@ -54,28 +56,37 @@ def test_all_levels_print_the_table(all_levels):
     assert "| east | medium-high | high |" in stdout  # and the significance of each step
 
 
-def test_each_demo_starts_afresh_but_never_under_a_live_run(tmp_path, monkeypatch, capsys):
+def test_each_demo_starts_afresh_but_never_under_a_live_run(tmp_path):
     """An earlier run's records go; a run that another process is writing is refused
     before anything is deleted (before, its folder was deleted under it)."""
     from east_agent.common.run_lock import hold_run_lock
-    from east_agent.evaluation import demo
 
-    grids = []
-    monkeypatch.setattr(demo, "run_grid", lambda config, limit: grids.append(config))
     run_folder = tmp_path / "runs" / "east-low"
     run_folder.mkdir(parents=True)
-    (run_folder / "instances.log").write_text('{"index": 0}\n')
+    (run_folder / "instances.log").write_text('{"index": 7}\n')
+    command = [*EAST_DEMO, "--output", str(tmp_path), "--limit", "2"]
     with hold_run_lock(run_folder):  # a live run of another process
-        with pytest.raises(SystemExit) as exit_code:
-            demo.main(["--output", str(tmp_path)])
-        assert exit_code.value.code == 2 and not grids
-        assert "is being written by" in capsys.readouterr().err
-        assert (run_folder / "instances.log").exists()
-    demo.main(["--output", str(tmp_path)])
-    assert len(grids) == 1 and {p.name for p in run_folder.iterdir()} <= {
-        "run.lock",
-        "instances.lock",
-    }
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 2 and "is being written by" in result.stderr
+        assert (run_folder / "instances.log").read_text() == '{"index": 7}\n'
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (run_folder / "instances.log").read_text().splitlines()
+    assert [json.loads(line)["index"] for line in log] == [0, 1]
+
+
+def test_a_demo_refused_for_another_test_set_leaves_the_runs_there(all_levels, tmp_path):
+    """Before: every run folder of the demo was emptied, then the grid refused the other
+    test set (their tables still listing the scores of runs no longer there)."""
+    output = tmp_path / "out"
+    shutil.copytree(all_levels[0], output)
+    before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    command = [*EAST_DEMO, "--output", str(output), "--testset", "multi30k-val.de-en"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert "holds multi30k.de-en, the test set of the runs in" in result.stderr
+    after = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    assert after == before
 
 
 def test_a_missing_model_is_a_clear_error(tmp_path):

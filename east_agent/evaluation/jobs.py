@@ -112,11 +112,17 @@ class FollowUp:
     call: Callable[[], object]  # picklable
 
 
-def job_threads(jobs: int) -> int:
-    """CPU threads for each of `jobs` workers: this process's threads, shared out."""
+def process_threads() -> int:
+    """The CPU threads this process may use (`OMP_NUM_THREADS`, else torch's default):
+    what the workers share, never more."""
     import torch
 
-    return max(1, torch.get_num_threads() // jobs)
+    return torch.get_num_threads()
+
+
+def job_threads(available: int, jobs: int) -> int:
+    """CPU threads for each of `jobs` workers sharing `available` (at least one each)."""
+    return max(1, available // jobs)
 
 
 def run_jobs(
@@ -136,10 +142,10 @@ def run_jobs(
     if jobs <= 1:
         _run_here(jobs_to_run, total, after_run)
         return {}
-    threads = job_threads(jobs)
-    with worker_pool(jobs, threads) as (pool, share):
+    available = process_threads()
+    with worker_pool(jobs, job_threads(available, jobs)) as (pool, share):
         return _run_on_workers(
-            pool, share, jobs_to_run, follow_ups, after_run, jobs, total, threads
+            pool, share, jobs_to_run, follow_ups, after_run, jobs, total, available
         )
 
 
@@ -161,7 +167,7 @@ def worker_pool(jobs: int, threads: int):
 
 
 def _run_on_workers(
-    pool, share, jobs_to_run, follow_ups, after_run, jobs: int, total: int, threads: int
+    pool, share, jobs_to_run, follow_ups, after_run, jobs: int, total: int, available: int
 ):
     pending, running, failures = list(jobs_to_run), {}, []
     waiting, finished, returned = list(follow_ups), set(), {}
@@ -200,7 +206,9 @@ def _run_on_workers(
             waiting.remove(follow_up)  # before the next run: it holds a worker a moment
             running[pool.submit(follow_up.call)] = follow_up
         if running and (not pending or failures):  # no run will start: no worker will need
-            share_out(pool, share, threads * jobs // len(running))  # its threads again
+            # its threads again (before: the workers' threads summed, above `available`
+            # where the jobs outnumber them, and a last run on 2 threads of 1 crawled)
+            share_out(pool, share, job_threads(available, len(running)))
     if failures:
         not_started = f"; not started: {', '.join(job.name for job in pending)}" if pending else ""
         raise CommandError("runs failed: " + "; ".join(failures) + not_started)

@@ -216,3 +216,39 @@ def test_a_follow_up_runs_once_its_runs_are_done_and_before_the_next_run(tmp_pat
     with pytest.raises(RuntimeError, match="runs failed: a-failing: it failed"):
         _run_on_workers(pool, SimpleNamespace(value=1), runs, ups, None, 2, 3, 1)
     assert pool.log == ["a-1", "a-failing"]  # nothing else starts after a failure
+
+
+@pytest.mark.parametrize("available, last", [(1, 1), (2, 2), (3, 3), (4, 4)])
+def test_the_last_run_takes_the_threads_there_are_never_more(
+    tmp_path, monkeypatch, available, last
+):
+    """Before: the workers' threads summed (at least one each), so with OMP_NUM_THREADS=1
+    and two jobs the last run went on 2 threads of 1 (10x slower on a busy machine)."""
+    from concurrent.futures import Future
+    from types import SimpleNamespace
+
+    from east_agent.evaluation import jobs
+
+    still_running = []
+
+    class Pool:  # "a" finishes at once, "long" once the threads were shared out
+        def submit(self, call, job, *_):
+            future = Future()
+            if job.name == "long":
+                still_running.append(future)
+            else:
+                future.set_result(1.0)
+            return future
+
+    told = []
+
+    def share_out(pool, share, threads):
+        told.append(threads)
+        for future in still_running:
+            future.set_result(1.0)
+
+    monkeypatch.setattr(jobs, "share_out", share_out)
+    runs = [jobs.Job(n, name, [], tmp_path / name) for n, name in enumerate(["a", "long"], 1)]
+    share = SimpleNamespace(value=jobs.job_threads(available, 2))
+    jobs._run_on_workers(Pool(), share, runs, [], None, 2, 2, available)
+    assert told == [last]

@@ -52,7 +52,7 @@ from types import SimpleNamespace
 from east_agent.common.atomic import check_replaceable
 from east_agent.common.entry import command_line
 from east_agent.common.records import RecordError, load_records, text_output, write_jsonl
-from east_agent.common.text_lines import read_lines
+from east_agent.common.text_lines import check_input_file, read_lines
 from east_agent.decoding.prompt import LATENCY_LEVELS, is_unspaced, language_name
 
 logger = logging.getLogger("training.build_data")
@@ -354,10 +354,8 @@ def check_inputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an input flag naming a folder or nothing."""
     for flag in ("--source", "--target", "--pairs", "--alignments"):
         path = getattr(args, flag.removeprefix("--"))
-        if path is not None and path.is_dir():
-            raise ValueError(f"{flag} {path}: a folder, not a file")
-        if path is not None and not path.exists():
-            raise FileNotFoundError(f"{flag} {path}: no such file")
+        if path is not None:
+            check_input_file(path, flag)
 
 
 @command_line("build_data")

@@ -21,6 +21,14 @@ class TextFileError(ValueError):
     """A text file that is not UTF-8, or has a line SimulEval would read otherwise."""
 
 
+def check_input_file(path: str | Path, flag: str) -> None:
+    """Refuse, naming `flag`, an input path that is a folder or nothing."""
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: a folder, not a file")
+    if not Path(path).is_file():
+        raise ValueError(f"{flag} {path}: no such file")
+
+
 def open_binary(path: str | Path) -> BinaryIO:
     path = Path(path)
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")

@@ -52,6 +52,7 @@ from east_agent.evaluation.testsets import (
     PreparedTestset,
     prepare_testset,
     read_prepared,
+    split_by_tokenizer,
     units_split_by,
 )
 
@@ -62,7 +63,7 @@ def prepare(config: EvalConfig) -> PreparedTestset:
     Japanese), for another checkpoint (before: its runs read the first one's units); but
     never under runs made on the prepared files (`refuse_replacing`)."""
     saved, folder = read_prepared(config.testset_dir), config.testset_dir
-    split = config.testset.split(".")[1].split("-")[0] in ("zh", "ja")
+    split = split_by_tokenizer(config.testset)
     split_by = model_setting(config.model_path) if split else None
     if saved is not None and saved.name == config.testset:
         if not split or same_setting(units_split_by(folder), split_by):

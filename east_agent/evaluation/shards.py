@@ -116,9 +116,11 @@ def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
 def picked_runs(every_run: list[Run], only: list[str] | None) -> list[Run]:
     """The runs `--only` names (all without it); a name the config lacks is refused."""
     runs = [run for run in every_run if not only or run.name in only]
-    if only and len(runs) != len(set(only)):
+    unknown = sorted(set(only or ()) - {run.name for run in every_run})
+    if unknown:
         known = ", ".join(run.name for run in every_run)
-        raise EvalConfigError(f"--only names a run the config lacks (runs: {known})")
+        named = ", ".join(map(repr, unknown))
+        raise EvalConfigError(f"--only {named}: no such run in the config (runs: {known})")
     return runs
 
 

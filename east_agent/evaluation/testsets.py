@@ -96,6 +96,13 @@ def read_pairs(name: str) -> tuple[list[tuple[str, str]], str, str]:
     return pairs, language_name(records[0]["src_lang"]), language_name(records[0]["tgt_lang"])
 
 
+def split_by_tokenizer(name: str) -> bool:
+    """Whether the test set's source is split into units by a checkpoint's tokenizer
+    (Chinese, Japanese): its name's source language code, long-form or not."""
+    source_code = longform.parse_name(name)[0].split(".")[-1].split("-")[0]
+    return source_code in ("zh", "ja")
+
+
 def scoring_settings(tgt_lang: str) -> tuple[str, str]:
     """(latency unit, sacrebleu tokenizer) for a target language."""
     if tgt_lang == "Chinese":
@@ -206,6 +213,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     check_folder_path(Path(args.output), "--output")
+    if split_by_tokenizer(args.testset) and not args.tokenizer:
+        raise ValueError(
+            f"--tokenizer: {args.testset}'s source is split into the checkpoint's token "
+            "groups; name the checkpoint (--tokenizer models/EAST-8B)"
+        )
     tokenizer = None
     if args.tokenizer:
         from east_agent.lm.checkpoint import load_tokenizer

@@ -175,8 +175,8 @@ class StreamingAgent(TextToTextAgent):
     decoder with many streams and no agent."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.config = self.checked_config(args)
-        check_source_file(getattr(args, "source", None), getattr(args, "target", None))
+        self.config = self.checked_config(args)  # the data files among the checks
+        self.check_with_tokenizer(args, self.config)
         self.model, self.tokenizer = self.load(args, self.config)
         self.decoder: StreamingDecoder = self.build_decoder(self.model, self.tokenizer, self.config)
         self.units_pushed = 0
@@ -189,20 +189,28 @@ class StreamingAgent(TextToTextAgent):
 
     @classmethod
     def checked_config(cls, args: argparse.Namespace):
-        """`decoding_config`, a --device this machine has, and a --max-context the
-        checkpoint can hold (its config read, not its weights): what a run checks before it
-        writes or loads anything."""
+        """`decoding_config`, a --device this machine has, the source and reference
+        files, and a --max-context the checkpoint can hold (its config read, not its
+        weights): what a run checks before it writes or loads anything."""
         config = cls.decoding_config(args)
         checked_device(getattr(args, "device", "cpu"), "--device")
         check_adapter_path(getattr(args, "adapter_path", None))
         source = getattr(args, "source", None)
+        check_source_file(source, getattr(args, "target", None))  # before any checkpoint file
         check_units_split(source, config.src_lang)
         check_max_context(args, config.max_context)
+        return config
+
+    @classmethod
+    def check_with_tokenizer(cls, args: argparse.Namespace, config) -> None:
+        """What a run checks reading the checkpoint's tokenizer, once the flags, files and
+        output folder passed (`checked_config`, `run_folder.writing`), before the folder
+        changes or the weights load: a --max-context or long-form cache budget the fixed
+        prompt leaves no room in, a source holding one of its control tokens."""
         tokenizer = checkpoint_tokenizer(args)
         check_prompt_room(tokenizer, config, cls.fixed_prompt, args)
-        if source:
-            check_control_tokens(source, tokenizer())
-        return config
+        if getattr(args, "source", None):
+            check_control_tokens(args.source, tokenizer())
 
     @classmethod
     def fixed_prompt(cls, tokenizer, config) -> tuple[str, ...]:

@@ -432,6 +432,7 @@ def serve(agent_class, args: argparse.Namespace) -> None:
 
     sockets = listening_sockets(args.remote_address, args.remote_port)
     config = agent_class.checked_config(args)
+    agent_class.check_with_tokenizer(args, config)
     model, tokenizer = agent_class.load(args, config)
     if args.fp16 or args.dtype == "fp16":
         model.half()

@@ -140,7 +140,8 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     settings = translation_settings(agent_class, args)
     translate = partial(_translate_all, agent_class, args, config, load, dataloader)
     span = sentence_span(args.start_index, args.end_index, len(dataloader))
-    run_out_of_order(args, span, settings, translate)
+    check = partial(agent_class.check_with_tokenizer, args, config)
+    run_out_of_order(args, span, settings, translate, check)
 
 
 def run_out_of_order(
@@ -148,16 +149,17 @@ def run_out_of_order(
     indices: range,
     settings: dict | None,
     translate: Callable[[range], None],
+    check: Callable[[], None] | None = None,
 ) -> None:
     """Write `args.output` as SimulEval would, for a run that finishes sentences in any
     order: `translate(indices)` appends each sentence the log lacks as it finishes; the
     log is then put in index order and scored with SimulEval's scorers. A resumed log
-    that is already complete is only scored."""
+    that is already complete is only scored. `check`: see `writing`."""
     simuleval_fixes.apply()
     output = Path(args.output)
     log = output / "instances.log"
     span = (indices.start, indices.stop)
-    with writing(output, settings, args.continue_unfinished, run=True, span=span):
+    with writing(output, settings, args.continue_unfinished, run=True, span=span, check=check):
         done = {record["index"] for record in finished_records(log)}
         if args.continue_unfinished and indices and done.issuperset(indices):
             clear_scores(output, batching=False)  # killed while scoring: nothing to translate

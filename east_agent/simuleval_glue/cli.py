@@ -36,6 +36,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from east_agent.common.entry import command_line
@@ -78,6 +80,7 @@ def main() -> None:
     batch_size, rest = batch_size_of(sys.argv[1:])
     refuse_unit_seconds_without_ca_metric(rest)
     check_output_folder(rest)
+    check_agent_file(rest)
     if "--remote-eval" in rest:  # SimulEval's evaluator lacks a method it calls
         raise ValueError(
             "--remote-eval: SimulEval's remote evaluation fails on this SimulEval (after "
@@ -109,6 +112,17 @@ Its own flags:
 """
 
 
+def check_agent_file(argv: list[str]) -> None:
+    """An `--agent` file that is a folder or nothing, named (before: an errno message)."""
+    from east_agent.common.text_lines import check_input_file
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--agent")
+    agent = parser.parse_known_args(argv)[0].agent
+    if agent is not None:
+        check_input_file(agent, "--agent")
+
+
 def _help(argv: list[str], simuleval_main) -> None:
     """This command's own flags, then SimulEval's help: the agent's flags too when an
     agent is named (SimulEval's own help needs one)."""
@@ -127,7 +141,6 @@ def _help(argv: list[str], simuleval_main) -> None:
 
 def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     """SimulEval's own loop, its output folder held while it writes there (`run_folder`)."""
-    from functools import partial
 
     from east_agent.decoding.streaming import ContextOverflowError
     from east_agent.simuleval_glue.batch import score
@@ -154,26 +167,30 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     scores = None if scoring.no_scoring else partial(score, scoring)
     resume = "--continue-unfinished" in argv
     try:
-        loop_in(output, _settings(agent_class, argv), resume, span, simuleval_main, scores)
+        settings, check = _settings(agent_class, argv)
+        loop_in(output, settings, resume, span, simuleval_main, scores, check)
     except ContextOverflowError as error:
         raise ContextOverflowError(
             _overflow_message(error, output / "instances.log", span)
         ) from None
 
 
-def _settings(agent_class, argv: list[str]) -> dict | None:
+def _settings(agent_class, argv: list[str]) -> tuple[dict | None, Callable[[], None] | None]:
     """The translation settings of a run of an agent file or class (`--agent`,
-    `--agent-class`); None without one (`--system-dir`, `--remote-eval`)."""
+    `--agent-class`; None without one: `--system-dir`, `--remote-eval`), and the checks
+    that read its checkpoint, to run once the folder is held, before it changes."""
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import translation_settings
 
     if agent_class is None:
-        return None
+        return None, None
     args = parse_args(agent_class, argv)
+    check = None
     if issubclass(agent_class, StreamingAgent):
-        agent_class.checked_config(args)  # a bad flag is refused before the folder changes
-    return translation_settings(agent_class, args)
+        config = agent_class.checked_config(args)  # a bad flag: before the folder changes
+        check = partial(agent_class.check_with_tokenizer, args, config)
+    return translation_settings(agent_class, args), check
 
 
 def _agent_class():

@@ -128,22 +128,30 @@ def writing(
     resume: bool = True,
     run: bool = False,
     span: tuple[int, int] | None = None,
+    check: Callable[[], None] | None = None,
 ) -> Iterator[None]:
     """Hold `output` for this process. A run (`run`) that is not resumed empties the log;
     a resumed one is checked against the log: its `settings` (None: not known here, no
-    record kept) and its `span` of sentences (`start`, `end`; None: not known). The
-    settings are then recorded. `--score-only` only holds the folder."""
+    record kept) and its `span` of sentences (`start`, `end`; None: not known). `check`
+    (the checks that read the checkpoint) runs then, before the folder changes, and the
+    settings are recorded (a folder not there yet is made only once `check` passed).
+    `--score-only` only holds the folder."""
+    if check is not None and not output.exists():  # nothing to hold or resume yet
+        check()
+        check = None
     with hold_run_lock(output, INSTANCES_LOCK):
+        if run and resume:
+            if span is not None:
+                check_within_span(output / "instances.log", *span)
+            if settings is not None:
+                check_same_settings(output, settings)
+        if check is not None:
+            check()
         if run:
             log = output / "instances.log"
             if not resume:  # the old scores go first: never beside an emptied log
                 clear_scores(output)
                 write_atomically(log, "")
-            else:
-                if span is not None:
-                    check_within_span(log, *span)
-                if settings is not None:
-                    check_same_settings(output, settings)
             record = output / SETTINGS_RECORD
             if settings is None:
                 remove(record)
@@ -243,12 +251,13 @@ def loop_in(
     span: tuple[int, int] | None,
     loop: Callable[[], None],
     score: Callable[[], None] | None,
+    check: Callable[[], None] | None = None,
 ) -> None:
     """Run SimulEval's loop (`loop`: one sentence after another into `output`, resuming
     after the log's last line) with the folder held. A resumed log is first put in the
     order the loop resumes from; one already complete is scored (`score`; None: no
     scoring), as the loop would fail on it."""
-    with writing(output, settings, resume, run=True, span=span):
+    with writing(output, settings, resume, run=True, span=span, check=check):
         if resume and span is not None and resume_in_index_order(output / "instances.log", *span):
             clear_scores(output, batching=False)  # nothing is translated again
             if score is not None:

@@ -315,7 +315,8 @@ def test_a_merge_names_unknown_runs_and_unfinished_shards_before_merging_any(gri
     tree.update(output=str(tmp_path / "out"))
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree))
     typo = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-lwo")
-    assert typo.returncode == 2 and "--only names a run the config lacks" in typo.stderr
+    assert typo.returncode == 2
+    assert "--only 'east-lwo': no such run in the config (runs: east-low, " in typo.stderr
     unfinished = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
     assert unfinished.returncode == 2, unfinished.stderr[-2000:]
     assert "shards not finished (nothing merged): " in unfinished.stderr

@@ -58,6 +58,20 @@ def test_chinese_source_needs_the_tokenizer(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("name", ["wmt22.zh-en", "wmt22.zh-en.talks50"])
+def test_east_prepare_of_a_chinese_source_names_the_tokenizer_flag(tmp_path, capsys, name):
+    from east_agent.evaluation.testsets import main
+
+    with pytest.raises(SystemExit) as ended:
+        main([name, "--output", str(tmp_path / "out")])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == (
+        f"east-prepare: --tokenizer: {name}'s source is split into the checkpoint's token "
+        "groups; name the checkpoint (--tokenizer models/EAST-8B)\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_sentence_set_prepared_where_talks_were_leaves_no_talk_files(tmp_path):
     from east_agent.evaluation.longform import TALK_FILES
 

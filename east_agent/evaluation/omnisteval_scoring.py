@@ -54,7 +54,7 @@ from east_agent.common.comet_process import (
 )
 from east_agent.common.entry import command_line
 from east_agent.common.records import write_jsonl
-from east_agent.common.text_lines import iter_lines, read_lines
+from east_agent.common.text_lines import check_input_file, iter_lines, read_lines
 from east_agent.decoding.units import join_source_units
 from east_agent.evaluation.longform import (
     DEFAULT_UNIT_SECONDS,
@@ -504,6 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     for command in (long, short):
         command.add_argument("--ca-unit-seconds", type=float, default=DEFAULT_UNIT_SECONDS)
     args = parser.parse_args(argv)
+    check_input_file(args.log, "--log")
     if args.command == "shortform":
         scores = shortform_latency(args.log, args.ca_unit_seconds, args.eval_latency_unit)
         print(json.dumps(scores, indent=2))

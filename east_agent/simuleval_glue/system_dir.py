@@ -23,8 +23,11 @@ torch knows (this machine need not have it), and an adapter must be a peft adapt
 from __future__ import annotations
 
 import argparse
+import difflib
+import io
 import os
 import shutil
+from contextlib import redirect_stderr
 from pathlib import Path
 
 import yaml
@@ -32,7 +35,7 @@ import yaml
 from east_agent.common.arguments import checked_device
 from east_agent.common.atomic import atomic_path
 from east_agent.common.entry import command_line
-from east_agent.lm.checkpoint import CheckpointError, check_adapter_path
+from east_agent.lm.checkpoint import CheckpointError, check_adapter_path, check_model_path
 
 AGENT_CLASSES = {
     "east": "east_agent.agent.EastAgent",
@@ -78,12 +81,28 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
         config[key] = value
         option = "--" + key.replace("_", "-")
         arguments += [option] if value is True else [option, str(value)]
+    parser = agent_parser(agent)
+    check_flag_names(agent, parser, flags)
+    refused = io.StringIO()
     try:
-        parsed = agent_parser(agent).parse_args(arguments)
+        with redirect_stderr(refused):  # argparse's usage and error, as one line here
+            parsed = parser.parse_args(arguments)
     except SystemExit:
-        raise ValueError(f"the {agent} agent rejects these flags: {' '.join(arguments)}") from None
+        why = refused.getvalue().strip().splitlines()[-1].partition("error: ")[2]
+        given = " ".join(f"{key}={value}" for key, value in flags.items())
+        raise ValueError(f"the {agent} agent refuses {given or 'no flags'}: {why}") from None
     agent_class(agent).decoding_config(parsed)  # values its decoder refuses, refused here
     return config
+
+
+def check_flag_names(agent: str, parser: argparse.ArgumentParser, flags: dict) -> None:
+    """A flag the agent lacks is a typo: named as given, the closest flag suggested."""
+    known = sorted(action.dest for action in parser._actions)
+    for key, value in flags.items():
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}=?)" if close else ""
+            raise ValueError(f"{key}={value}: the {agent} agent has no such flag{hint}")
 
 
 def adapter_folder(flags: dict[str, object]) -> Path | None:
@@ -116,11 +135,10 @@ def write_system_dir(
 ) -> Path:
     """The submission folder `output` (see the module's docstring); everything is checked
     before anything is written or copied."""
-    output, model_path = Path(output), Path(model_path).resolve()
-    if output.exists():
+    if Path(output).exists():
         raise FileExistsError(f"{output} exists; choose a new folder")
-    if not (model_path / "config.json").exists():
-        raise FileNotFoundError(f"{model_path} is not a checkpoint (no config.json)")
+    check_model_path(model_path)  # not there, a file, or no config.json: each named
+    output, model_path = Path(output), Path(model_path).resolve()
     adapter = adapter_folder(flags)
     if adapter is not None:
         flags = {**flags, "adapter_path": "adapter"}  # resolved inside the folder

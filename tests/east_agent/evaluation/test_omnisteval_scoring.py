@@ -183,6 +183,16 @@ def test_shortform_log_missing_a_field_is_named(tmp_path):
         shortform_latency(log)
 
 
+@pytest.mark.parametrize("command", ["shortform", "longform"])
+def test_a_log_that_is_not_there_is_named_with_its_flag(talks_dir, tmp_path, capsys, command):
+    """Before: a bare errno message."""
+    folders = [] if command == "shortform" else ["--testset", str(talks_dir), "--output", "o"]
+    with pytest.raises(SystemExit) as ended:
+        main([command, "--log", str(tmp_path / "nosuch.log"), *folders])
+    assert ended.value.code == 2
+    assert f"--log {tmp_path / 'nosuch.log'}: no such file" in capsys.readouterr().err
+
+
 def test_chinese_output_is_scored_by_character(tmp_path, monkeypatch):
     pairs = [
         ("a b c d", "我们今天去北京"),

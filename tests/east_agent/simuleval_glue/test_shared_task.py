@@ -353,7 +353,14 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
     "flags, message",
     [
         ({"latency": "very low"}, "splits YAML values on spaces"),
-        ({"latncy": "low"}, "rejects these flags"),
+        (
+            {"latncy": "low"},
+            r"latncy=low: the east agent has no such flag \(did you mean latency=\?\)",
+        ),
+        (
+            {"latency": "instant"},
+            "the east agent refuses .*latency=instant: argument --latency/--latency-level: invalid",
+        ),
         # a value the decoder refuses (before: packaged, refused when the system ran)
         ({"cache_budget": 300}, r"cache_budget \(--cache-budget\): settings of long-form"),
         # before: written, and the submission loaded /tmp instead of its model/ folder
@@ -365,6 +372,13 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
 def test_system_dir_refuses_what_simuleval_would_mangle(flags, message):
     with pytest.raises(ValueError, match=message):
         system_config("east", {"src_lang": "de", "tgt_lang": "en", **flags})
+
+
+def test_system_dir_names_required_flags_in_one_line(capsys):
+    """Before: argparse's usage (17 lines) and its error in --flag spelling first."""
+    with pytest.raises(ValueError, match="^the east agent refuses tgt_lang=en: the following"):
+        system_config("east", {"tgt_lang": "en"})
+    assert capsys.readouterr().err == ""
 
 
 def test_system_dir_takes_a_cuda_device_this_machine_lacks(monkeypatch):
@@ -413,6 +427,16 @@ def test_system_dir_refuses_a_missing_adapter_in_one_line(packaging, capsys):
         "east-package-system: adapter_path=/nonexistent: adapter path '/nonexistent' has no "
         "adapter_config.json, so it is not a peft adapter\n"
     )
+    assert not Path("submission").exists()
+
+
+def test_system_dir_names_a_model_path_that_is_not_there(packaging, capsys):
+    """Before: "is not a checkpoint (no config.json)" for a path that does not exist."""
+    with pytest.raises(SystemExit) as exit_info:
+        system_dir.main(["submission", "--model-path", "nowhere", "src_lang=de", "tgt_lang=en"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error == "east-package-system: model path 'nowhere' does not exist\n"
     assert not Path("submission").exists()
 
 

@@ -609,8 +609,7 @@ def bench_parser() -> argparse.ArgumentParser:
         "--kv-caches",
         nargs="+",
         choices=KV_CACHES,
-        default=["static", "dynamic"],
-        help="(a) on each backend",
+        help="(a) on each backend (default: static dynamic; --streams runs the static one)",
     )
     parser.add_argument("--schedule", help="waitk:K, or a JSON file from --save-schedule")
     parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
@@ -655,6 +654,14 @@ def check_random_model_flags(args: argparse.Namespace) -> None:
     for flag, value in (("--seed", args.seed), ("--tokenizer", args.tokenizer)):
         if value is not None:
             raise ValueError(f"{flag}: only with --random-model (--model-path has its own)")
+
+
+def check_streams_flags(args: argparse.Namespace) -> None:
+    """--kv-caches is the single-stream tables': the streams benchmark batches rows of the
+    static cache (before: silently ignored); resolved to its default otherwise."""
+    if args.streams and args.kv_caches:
+        raise ValueError("--kv-caches: not with --streams, which runs the static KV cache")
+    args.kv_caches = args.kv_caches or ["static", "dynamic"]
 
 
 def check_output_files(args: argparse.Namespace) -> None:
@@ -804,6 +811,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     device = checked_device(args.device, "--device")
     check_random_model_flags(args)
+    check_streams_flags(args)
     # Test set, schedule and output files are checked before the model loads (minutes for 8B).
     pairs, src_lang, tgt_lang = read_testset(args.testset)
     schedule_setting = read_schedule(args.schedule, args.testset)

@@ -180,6 +180,8 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         # before: ignored, and the header did not say the checkpoint's weights were used
         (["--seed", "3"], "--seed: only with --random-model (--model-path has its own)"),
         (["--tokenizer", "t.json"], "--tokenizer: only with --random-model"),
+        # before: ignored, the static cache benchmarked
+        (["--streams", "2", "--kv-caches", "dynamic"], "--kv-caches: not with --streams"),
     ],
 )
 def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, message):

@@ -305,7 +305,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "reused, whatever --output is; --max-pairs always aligns again)",
     )
     parser.add_argument(
-        "--max-pairs", type=positive_int, help="only the first N pairs (smoke tests)"
+        "--max-pairs",
+        type=positive_int,
+        help="only the first N pairs (smoke tests of the steps: leave `eval` out of --steps, "
+        "as a model trained a few steps may never end a wait-k word and overflow the context)",
     )
     parser.add_argument("--stage1-steps", type=positive_int, help="override the recipe's max_steps")
     parser.add_argument("--stage2-steps", type=positive_int, help="override the recipe's max_steps")

@@ -414,10 +414,11 @@ def sentences_label(total: int, distinct: int, testset: str) -> str:
 def run_header(
     args, model, model_name: str, sentences: int, device, note: str, distinct: int | None = None
 ) -> str:
+    threads = torch.get_num_threads()
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else (f"{platform.machine()} CPU, {torch.get_num_threads()} threads")
+        else f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
     )
     return (
         f"### {datetime.date.today()}: {model_name} ({args.torch_dtype}, "

@@ -64,6 +64,16 @@ MODEL_FOLDERS = {"model_path", "adapter_path"}  # known by a fingerprint, other 
 PLAIN = (str, int, float, bool, type(None))
 
 
+def computation_aware_note(streams: int, shared: Sequence[str]) -> str:
+    """How `elapsed` was measured, for `batch.json`."""
+    if streams == 1:
+        return f"elapsed measured with one stream on {' or '.join(shared)} (single-stream)"
+    return (
+        f"elapsed measured with up to {streams} streams sharing {' or '.join(shared)} "
+        "(single-stream: --batch-size 1)"
+    )
+
+
 def combined_batch_record(records: Sequence[dict]) -> dict:
     """One `batch.json` for sentences timed by several runs (a resumed log, merged shards):
     the most streams any of them had, and everything they shared (the device, a server)."""
@@ -73,8 +83,7 @@ def combined_batch_record(records: Sequence[dict]) -> dict:
         "batch_size": most["batch_size"],
         "streams": most["streams"],
         "sharing": shared,
-        "computation_aware": f"elapsed measured with up to {most['streams']} streams "
-        f"sharing {' or '.join(shared)} (single-stream: --batch-size 1)",
+        "computation_aware": computation_aware_note(most["streams"], shared),
     }
 
 

@@ -201,6 +201,11 @@ def test_batch_json_names_the_most_streams_and_all_that_they_shared(tmp_path):
     from east_agent.simuleval_glue.batch import record_batching
 
     path = tmp_path / "batch.json"
+    record_batching(tmp_path, 64, 1)  # one sentence left: one stream, said so
+    assert json.loads(path.read_text())["computation_aware"] == (
+        "elapsed measured with one stream on the device (single-stream)"
+    )
+    path.unlink()
     record_batching(tmp_path, 64, 8)
     assert json.loads(path.read_text())["computation_aware"] == (
         "elapsed measured with up to 8 streams sharing the device (single-stream: --batch-size 1)"

@@ -33,14 +33,20 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"
 
 @command_line("east-demo")
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="translate a test set with the EAST agent")
+    parser = argparse.ArgumentParser(
+        description="translate a test set with the EAST agent (a fresh run each time: the "
+        "runs of an earlier demo in --output are replaced)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--model-path", default=str(DEFAULT_MODEL), help="any EAST checkpoint")
-    parser.add_argument("--testset", default="multi30k.de-en")
-    parser.add_argument("--latency", default="low", choices=LATENCY_LEVELS)
+    parser.add_argument("--testset", default="multi30k.de-en", help="east-prepare's names")
+    parser.add_argument("--latency", default="low", choices=LATENCY_LEVELS, help="the level")
     parser.add_argument("--all-levels", action="store_true", help="run all five latency levels")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--torch-dtype", default="auto", choices=TORCH_DTYPES)
-    parser.add_argument("--num-beams", type=positive_int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--torch-dtype", default="auto", choices=TORCH_DTYPES, help="the weights' dtype"
+    )
+    parser.add_argument("--num-beams", type=positive_int, default=1, help="beams per chunk")
     parser.add_argument("--limit", type=positive_int, help="only the first N sentences")
     parser.add_argument(
         "--batch-size",

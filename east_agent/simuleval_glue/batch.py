@@ -129,6 +129,7 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
         sentence_span,
     )
 
+    simuleval_fixes.apply()  # before its dataloader reads the files
     config = agent_class.checked_config(args)
     source, target = getattr(args, "source", None), getattr(args, "target", None)
     checked_span(source, target, args.start_index, args.end_index)

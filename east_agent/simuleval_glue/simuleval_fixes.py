@@ -16,6 +16,9 @@
 - Its loop keeps one buffered handle on `instances.log` for the whole run, so a run killed
   hard loses finished sentences: the handle is line-buffered, every finished sentence is
   on disk when the next one starts.
+- It reads the source and reference files in the locale's encoding, which this package
+  checks as UTF-8 (under a C or Latin-1 locale, an error after the model loaded, or text
+  silently garbled): it reads them as UTF-8.
 - It writes `config.yaml`, `scores.tsv` and `metrics.tsv` in place, so a kill while it
   writes leaves a torn or empty file (and an empty `scores.tsv` reads as a finished run):
   each is written under a temporary name and renamed into place.
@@ -49,6 +52,7 @@ def apply() -> None:
     _name_unknown_metrics()
     _open_logs_line_buffered_and_write_atomically()
     _dump_scores_atomically()
+    _read_text_files_as_utf8()
     _applied = True
 
 
@@ -168,6 +172,22 @@ def _dump_scores_atomically() -> None:
 
     SentenceLevelEvaluator.dump_results = dump_results
     SentenceLevelEvaluator.dump_metrics = dump_metrics
+
+
+def _read_text_files_as_utf8() -> None:
+    from simuleval.data.dataloader.t2t_dataloader import TextToTextDataloader
+
+    def from_files(cls, source, target):  # SimulEval's, in UTF-8 rather than the locale's
+        assert source
+        with open(source, encoding="utf-8") as handle:
+            source_list = handle.readlines()
+        target_list = [None for _ in source_list]
+        if target:
+            with open(target, encoding="utf-8") as handle:
+                target_list = handle.readlines()
+        return cls(source_list, target_list)
+
+    TextToTextDataloader.from_files = classmethod(from_files)
 
 
 def refuse_computation_aware_for_text(computation_aware: bool, source_type: str | None) -> None:

@@ -108,3 +108,42 @@ def test_computation_aware_is_refused_for_text_runs_only(tmp_path):
         simuleval_fixes.refuse_computation_aware_for_text(True, logged)
     for computation_aware, source_type in ((True, "speech"), (True, None), (False, "text")):
         simuleval_fixes.refuse_computation_aware_for_text(computation_aware, source_type)
+
+
+READ_UNDER_ASCII = """
+import locale, sys
+from simuleval.data.dataloader.t2t_dataloader import TextToTextDataloader
+from east_agent.simuleval_glue import simuleval_fixes
+assert locale.getpreferredencoding(False).lower() in ("ascii", "ansi_x3.4-1968")
+if sys.argv[3] == "fixed":
+    simuleval_fixes.apply()
+loader = TextToTextDataloader.from_files(sys.argv[1], sys.argv[2])
+print(ascii([loader.source_list[0], loader.target_list[0]]))  # stdout is ASCII here
+"""
+
+
+@pytest.mark.parametrize("applied", ["fixed", "stock"])
+def test_simulevals_text_files_are_read_as_utf8_whatever_the_locale(tmp_path, applied):
+    """Before: read in the locale's encoding, which this package checks as UTF-8 (under
+    a C locale, SimulEval's loop failed on `ü` after the model loaded)."""
+    import os
+    import subprocess
+    import sys
+
+    source, target = tmp_path / "src.txt", tmp_path / "ref.txt"
+    source.write_text("Grüße\n", encoding="utf-8")
+    target.write_text("Greetings\n", encoding="utf-8")
+    ascii_locale = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+    result = subprocess.run(
+        [sys.executable, "-c", READ_UNDER_ASCII, str(source), str(target), applied],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, **ascii_locale},
+        timeout=120,
+    )
+    if applied == "fixed":
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout == ascii(["Grüße\n", "Greetings\n"]) + "\n"
+    else:  # what the fix is for: the stock reader fails here
+        assert "UnicodeDecodeError" in result.stderr

@@ -97,8 +97,15 @@ def omnisteval_cells(config: EvalConfig, run: Run, run_dir: Path, unit: str) -> 
 
 
 def shown(scores: dict[str, float | None]) -> dict[str, str]:
-    """OmniSTEval's numbers as table cells: 3 decimals, empty when undefined."""
-    return {key: "" if value is None else f"{value:.3f}" for key, value in scores.items()}
+    """OmniSTEval's numbers as table cells: 3 decimals (`degenerate`, a flag: 0 or 1),
+    empty when undefined."""
+    return {key: shown_cell(key, value) for key, value in scores.items()}
+
+
+def shown_cell(key: str, value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if key == "degenerate" else f"{value:.3f}"
 
 
 def score_cell(text: str) -> str:

@@ -33,8 +33,9 @@ def control_tokens(tokenizer) -> frozenset[str]:
     """The texts `tokenizer` makes into one of its control tokens wherever they stand: its
     special tokens (the chat template's among them) and the EAST tokens."""
     added = getattr(tokenizer, "added_tokens_decoder", {}).values()
-    special = (token.content for token in added if token.special)
-    return frozenset({*tokenizer.all_special_tokens, *special, END_OF_READ, END_OF_WRITE} - {""})
+    special = {token.content for token in added if token.special}
+    named = getattr(tokenizer, "all_special_tokens", ())  # bos, eos, pad, unk, ...
+    return frozenset({*named, *special, END_OF_READ, END_OF_WRITE} - {"", None})
 
 
 def control_token_in(text: str, pattern: re.Pattern | None) -> str | None:

@@ -22,10 +22,11 @@ class TextFileError(ValueError):
 
 
 def check_input_file(path: str | Path, flag: str) -> None:
-    """Refuse, naming `flag`, an input path that is a folder or nothing."""
+    """Refuse, naming `flag`, an input path that is a folder or nothing (a pipe, `<(...)`,
+    is read as a file)."""
     if Path(path).is_dir():
         raise ValueError(f"{flag} {path}: a folder, not a file")
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise ValueError(f"{flag} {path}: no such file")
 
 

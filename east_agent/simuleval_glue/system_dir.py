@@ -35,7 +35,12 @@ import yaml
 from east_agent.common.arguments import checked_device
 from east_agent.common.atomic import atomic_path
 from east_agent.common.entry import command_line
-from east_agent.lm.checkpoint import CheckpointError, check_adapter_path, check_model_path
+from east_agent.lm.checkpoint import (
+    CheckpointError,
+    check_adapter_path,
+    check_model_path,
+    is_hub_id,
+)
 
 AGENT_CLASSES = {
     "east": "east_agent.agent.EastAgent",
@@ -88,7 +93,8 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
         with redirect_stderr(refused):  # argparse's usage and error, as one line here
             parsed = parser.parse_args(arguments)
     except SystemExit:
-        why = refused.getvalue().strip().splitlines()[-1].partition("error: ")[2]
+        said = refused.getvalue().strip().splitlines() or ["error: refused"]
+        why = said[-1].partition("error: ")[2]
         given = " ".join(f"{key}={value}" for key, value in flags.items())
         raise ValueError(f"the {agent} agent refuses {given or 'no flags'}: {why}") from None
     agent_class(agent).decoding_config(parsed)  # values its decoder refuses, refused here
@@ -97,7 +103,8 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
 
 def check_flag_names(agent: str, parser: argparse.ArgumentParser, flags: dict) -> None:
     """A flag the agent lacks is a typo: named as given, the closest flag suggested."""
-    known = sorted(action.dest for action in parser._actions)
+    spelt = (o.lstrip("-").replace("-", "_") for a in parser._actions for o in a.option_strings)
+    known = sorted({*(action.dest for action in parser._actions), *spelt})
     for key, value in flags.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
@@ -137,6 +144,11 @@ def write_system_dir(
     before anything is written or copied."""
     if Path(output).exists():
         raise FileExistsError(f"{output} exists; choose a new folder")
+    if is_hub_id(model_path) and not Path(model_path).exists():
+        raise CheckpointError(
+            f"model path {str(model_path)!r} does not exist (a submission packages a local "
+            "checkpoint folder, not a hub id)"
+        )
     check_model_path(model_path)  # not there, a file, or no config.json: each named
     output, model_path = Path(output), Path(model_path).resolve()
     adapter = adapter_folder(flags)

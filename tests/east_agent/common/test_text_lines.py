@@ -129,3 +129,20 @@ def test_an_instance_log_with_crlf_lines_is_read(tmp_path):
     assert [record["index"] for record in finished_records(log, trim=True)] == [0, 1]
     assert log.read_bytes() == original[: original.rindex(b"\n") + 1]
     check_log(log)
+
+
+def test_an_input_file_may_be_a_pipe_but_not_a_folder_or_nothing(tmp_path):
+    import os
+
+    from east_agent.common.text_lines import check_input_file
+
+    reading, writing = os.pipe()
+    try:
+        check_input_file(f"/dev/fd/{reading}", "--source")  # as `<(...)` gives it
+    finally:
+        os.close(reading)
+        os.close(writing)
+    with pytest.raises(ValueError, match=f"--source {tmp_path}: a folder, not a file"):
+        check_input_file(tmp_path, "--source")
+    with pytest.raises(ValueError, match="--source .*nothing: no such file"):
+        check_input_file(tmp_path / "nothing", "--source")

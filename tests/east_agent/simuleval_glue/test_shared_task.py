@@ -430,14 +430,26 @@ def test_system_dir_refuses_a_missing_adapter_in_one_line(packaging, capsys):
     assert not Path("submission").exists()
 
 
-def test_system_dir_names_a_model_path_that_is_not_there(packaging, capsys):
-    """Before: "is not a checkpoint (no config.json)" for a path that does not exist."""
+@pytest.mark.parametrize(
+    "path, said",
+    [
+        ("nowhere", "model path 'nowhere' does not exist"),
+        ("org/model", "model path 'org/model' does not exist (a submission packages a local"),
+    ],
+)
+def test_system_dir_names_a_model_path_that_is_not_there(packaging, capsys, path, said):
+    """Before: "is not a checkpoint (no config.json)" for a path that does not exist; a
+    hub id's form must not pass as a checkpoint (a link to nothing packaged)."""
     with pytest.raises(SystemExit) as exit_info:
-        system_dir.main(["submission", "--model-path", "nowhere", "src_lang=de", "tgt_lang=en"])
+        system_dir.main(["submission", "--model-path", path, "src_lang=de", "tgt_lang=en"])
     assert exit_info.value.code == 2
-    error = capsys.readouterr().err
-    assert error == "east-package-system: model path 'nowhere' does not exist\n"
+    assert capsys.readouterr().err.startswith(f"east-package-system: {said}")
     assert not Path("submission").exists()
+
+
+def test_system_dir_takes_a_flag_by_any_of_its_spellings():
+    config = system_config("east", {"src_lang": "de", "tgt_lang": "en", "latency_level": "high"})
+    assert config["latency_level"] == "high"
 
 
 def test_comet_reads_a_served_chinese_source_as_the_server_read_it(

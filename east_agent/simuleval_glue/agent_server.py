@@ -417,10 +417,11 @@ def listening_sockets(remote_address: str, remote_port) -> list:
 def served_settings(agent_class, args: argparse.Namespace) -> dict:
     """What decides the served system's translations, as a local run of it records them
     (`run_settings.json`), less the data files: each client has its own."""
-    from east_agent.simuleval_glue.run_folder import translation_settings
+    from east_agent.simuleval_glue.run_folder import LOG_UNIT_SETTINGS, translation_settings
 
     settings = translation_settings(agent_class, args)
-    return {name: value for name, value in settings.items() if name not in ("source", "target")}
+    clients = {"source", "target", *LOG_UNIT_SETTINGS}  # each client's: its files, its log
+    return {name: value for name, value in settings.items() if name not in clients}
 
 
 def serve(agent_class, args: argparse.Namespace) -> None:

@@ -179,10 +179,11 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
     from east_agent.common.records import read_json_object
     from east_agent.simuleval_glue.instance_log import finished_records
-    from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD
+    from east_agent.simuleval_glue.run_folder import LOG_UNIT_SETTINGS, SETTINGS_RECORD
 
     language = info.get("source_language")
     now = {name: path_setting(Path(getattr(args, name)), False) for name in ("source", "target")}
+    now |= {name: getattr(args, name) for name in sorted(LOG_UNIT_SETTINGS)}  # the log's units
     if isinstance(language, str):
         now["src_lang"] = language
     if isinstance(info.get("settings"), dict):  # this package's server: its system's settings
@@ -205,6 +206,14 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
                 f"{log} was written with --{name} {shown_setting(saved[name])}, not "
                 f"{shown_setting(now[name])}; resume with the same files, or write to "
                 "another --output"
+            )
+    for name in sorted(LOG_UNIT_SETTINGS & set(saved)):  # a record from before names none
+        if not same_setting(saved[name], now[name]):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{log} was written with {flag} {saved[name]}, not {now[name]}: its "
+                "records are in those units; resume with the same flag, or write to another "
+                "--output"
             )
     _refuse_another_system(log, saved, now.get("served"))
     return saved

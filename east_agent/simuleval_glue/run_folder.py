@@ -57,8 +57,10 @@ NOT_SETTINGS = {
     "slurm", "slurm_partition", "slurm_job_name", "slurm_time", "start_index", "end_index",
     "session_timeout", "batch_wait_ms", "kv_cache", "device", "agent", "source_type", "target_type",
 }  # fmt: skip
-# settings recorded since: a record written before holds SimulEval's default
-LATER_SETTINGS = {"eval_latency_unit": "word", "eval_latency_spm_model": None}
+# how the log records the translations (not what they are), recorded since 2026-12-05: a
+# record written before holds none and is not compared for them (an east-eval grid of a
+# Chinese target logged `char`, others SimulEval's `word`)
+LOG_UNIT_SETTINGS = frozenset({"eval_latency_unit", "eval_latency_spm_model"})
 PATHS = {"user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
 MODEL_FOLDERS = {"model_path", "adapter_path"}  # known by a fingerprint, other folders by path
 PLAIN = (str, int, float, bool, type(None))
@@ -177,9 +179,14 @@ def clear_scores(output: Path, batching: bool = True) -> None:
 
 def settings_differ(saved: dict, settings: dict) -> list[str]:
     """The names of the settings in which two records differ (data files by content)."""
+    recorded_by_both = set(saved) & set(settings)
     names = sorted(set(saved) | set(settings))
-    saved, settings = LATER_SETTINGS | saved, LATER_SETTINGS | settings
-    return [name for name in names if not same_setting(saved.get(name), settings.get(name))]
+    return [
+        name
+        for name in names
+        if (name not in LOG_UNIT_SETTINGS or name in recorded_by_both)
+        and not same_setting(saved.get(name), settings.get(name))
+    ]
 
 
 def check_same_settings(output: Path, settings: dict) -> None:

@@ -208,3 +208,18 @@ def test_closing_a_session_answers_the_request_waiting_on_it(east_model, east_to
 
     asyncio.run(run())
     assert not service.sessions and len(service.pool.free) == 1
+
+
+def test_the_served_settings_leave_out_each_clients_own():
+    """The data files and the units a client's log records its translations in are the
+    client's (before: the server's --eval-latency-unit counted as another system's)."""
+    from east_agent.agent import EastAgent
+    from east_agent.simuleval_glue.agent_server import served_settings
+    from east_agent.simuleval_glue.batch import parse_args
+
+    argv = ["--model-path", "m", "--src-lang", "de", "--tgt-lang", "en", "--source", "s.txt"]
+    served = served_settings(
+        EastAgent, parse_args(EastAgent, [*argv, "--eval-latency-unit", "char"])
+    )
+    assert served["latency"] == "low" and served["src_lang"] == "de"
+    assert not {"source", "target", "eval_latency_unit", "eval_latency_spm_model"} & set(served)

@@ -140,7 +140,9 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
         result = remote_eval(server.port, test_set, output, "--batch-size", batch)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((output / "run_settings.json").read_text())
-    assert record["src_lang"] == "German" and set(record) == {"src_lang", "source", "target"}
+    units = {"eval_latency_unit", "eval_latency_spm_model"}  # how the log records them
+    assert record["src_lang"] == "German"
+    assert set(record) == {"src_lang", "source", "target", *units}
     assert record["source"]["file"] == str((test_set / "src.txt").resolve())
     # other files: refused, not resumed into a log of two test sets (before: silently)
     other = tmp_path / "other"
@@ -155,6 +157,15 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
         )
     assert resumed.returncode == 2, resumed.stderr[-3000:]
     assert "was written with --source" in resumed.stderr and len(logged(output)) == 3
+    # a log in words resumed in characters: refused (before: the units mixed in one log)
+    with FakeSessionServer(source_language="German") as server:
+        resumed = remote_eval(
+            server.port, test_set, output, "--batch-size", batch, "--continue-unfinished",
+            "--eval-latency-unit", "char",
+        )  # fmt: skip
+    assert resumed.returncode == 2, resumed.stderr[-3000:]
+    assert "was written with --eval-latency-unit word, not char" in resumed.stderr
+    assert len(logged(output)) == 3
     # a log a local run wrote (its richer record, the language by its code) resumes as it is
     local = {"src_lang": "de", "latency": "low"}
     (output / "run_settings.json").write_text(json.dumps(local))
@@ -184,7 +195,7 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
         result = remote_eval(server.port, test_set, tmp_path / "simulevals", "--batch-size", batch)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "simulevals" / "run_settings.json").read_text())
-    assert set(record) == {"source", "target"}
+    assert set(record) == {"source", "target", *units}
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -405,6 +416,7 @@ def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):
     args = argparse.Namespace(
         output=str(output), continue_unfinished=True,
         source=str(test_set / "src.txt"), target=str(test_set / "ref.txt"),
+        eval_latency_unit="word", eval_latency_spm_model=None,
     )  # fmt: skip
     low = {"agent_class": "EastAgent", "latency": "low", "num_beams": 1}
     record = _served_settings(args, {"settings": low})

@@ -80,14 +80,17 @@ def test_settings_are_recorded_with_a_fresh_log_and_checked_on_resume(tmp_path):
     assert (output / run_folder.SETTINGS_RECORD).exists()
 
 
-def test_a_record_from_before_a_setting_was_kept_holds_its_default():
-    """Records written before `eval_latency_unit` was a setting: SimulEval's default."""
+def test_a_record_from_before_the_log_units_were_kept_is_not_compared_for_them():
+    """Records written before `eval_latency_unit` was a setting name none: a grid of a
+    Chinese target logged `char`, so no default can stand for them."""
     old = {"agent_class": "Agent", "latency": "low"}
-    now = {**old, "eval_latency_unit": "word", "eval_latency_spm_model": None}
-    assert run_folder.settings_differ(old, now) == run_folder.settings_differ(now, old) == []
-    char = {**now, "eval_latency_unit": "char"}
-    assert run_folder.settings_differ(old, char) == ["eval_latency_unit"]
-    assert run_folder.settings_differ(char, old) == ["eval_latency_unit"]
+    for unit in ("word", "char"):
+        now = {**old, "eval_latency_unit": unit, "eval_latency_spm_model": None}
+        assert run_folder.settings_differ(old, now) == run_folder.settings_differ(now, old) == []
+    word = {**old, "eval_latency_unit": "word", "eval_latency_spm_model": None}
+    char = {**word, "eval_latency_unit": "char"}
+    assert run_folder.settings_differ(word, char) == ["eval_latency_unit"]
+    assert run_folder.settings_differ({**old, "latency": "high"}, word) == ["latency"]
 
 
 @pytest.mark.parametrize("dataloader", [[], ["--dataloader", "text-to-text"]])

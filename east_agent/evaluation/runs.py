@@ -345,7 +345,9 @@ def _load_model_of(command: list[str], models: LoadedModels) -> None:
 
     agent_class = agent_class_of(command[command.index("--agent") + 1])
     args = parse_args(agent_class, command[1:])
-    models.get(agent_class, args, agent_class.checked_config(args))
+    config = agent_class.checked_config(args)
+    agent_class.check_with_tokenizer(args, config)  # before the weights load (the run: again)
+    models.get(agent_class, args, config)
 
 
 def _run_in_process(command: list[str], models: LoadedModels) -> None:

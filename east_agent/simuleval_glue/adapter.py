@@ -12,7 +12,8 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Callable
-from functools import cache, partial
+from functools import lru_cache, partial
+from pathlib import Path
 from typing import Any
 
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
@@ -131,10 +132,31 @@ def check_max_context(args: argparse.Namespace, max_context: int | None) -> None
 
 
 def checkpoint_tokenizer(args: argparse.Namespace) -> Callable[[], Any]:
-    """The checkpoint's tokenizer, loaded on the first call (only checks that need it)."""
+    """The checkpoint's tokenizer, loaded on the first call (only checks that need it),
+    and not again in this process while its files are as they were (SimulEval's loop checks
+    once before its folder changes, and again as it builds the agent)."""
+    state = tokenizer_files_state(args.model_path)
+    return partial(_checks_tokenizer, str(args.model_path), args.trust_remote_code, state)
+
+
+def tokenizer_files_state(model_path: str | Path) -> tuple:
+    """What the tokenizer of a local checkpoint folder is read from, as it is now."""
+    folder = Path(model_path)
+    if not folder.is_dir():
+        return ()  # a hub id: its cached files do not change under a run
+    files = sorted(
+        path
+        for path in folder.iterdir()
+        if path.is_file() and ("token" in path.name or "template" in path.name)
+    )
+    return tuple((path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files)
+
+
+@lru_cache(maxsize=2)
+def _checks_tokenizer(model_path: str, trust_remote_code: bool, state: tuple):
     from east_agent.lm.checkpoint import load_tokenizer
 
-    return cache(partial(load_tokenizer, args.model_path, args.trust_remote_code))
+    return load_tokenizer(model_path, trust_remote_code)
 
 
 def check_prompt_room(tokenizer: Callable[[], Any], config, fixed_prompt, args) -> None:

@@ -155,6 +155,24 @@ def test_a_grid_loads_its_checkpoint_once(east_checkpoint, tmp_path, monkeypatch
     assert loads == ["EastAgent"]
 
 
+def test_a_runs_tokenizer_checks_come_before_the_weights_load(
+    east_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """A context too small for the prompt: refused from the tokenizer (before: only once
+    the grid had loaded the weights for the run)."""
+    from east_agent.agent import EastAgent
+    from east_agent.evaluation import cli
+
+    loads = []
+    monkeypatch.setattr(EastAgent, "load", classmethod(lambda cls, *_: loads.append(cls)))
+    systems = {"east": {"agent": "east", "latency": ["low"], "max_context": 10}}
+    config = write_config(tmp_path / "grid.yaml", east_checkpoint, tmp_path / "out", systems)
+    with pytest.raises(SystemExit) as ended:
+        cli.main([str(config), "--limit", "2"])
+    assert ended.value.code == 2 and loads == []
+    assert "--max-context 10 leaves no room for a sentence after the" in capsys.readouterr().err
+
+
 def rows_of(output: Path) -> list[dict[str, str]]:
     with open(output / "results.csv") as handle:
         return list(csv.DictReader(handle))

@@ -31,11 +31,13 @@ def token_pattern(tokens: Iterable[str]) -> re.Pattern | None:
 
 def control_tokens(tokenizer) -> frozenset[str]:
     """The texts `tokenizer` makes into one of its control tokens wherever they stand: its
-    special tokens (the chat template's among them) and the EAST tokens."""
-    added = getattr(tokenizer, "added_tokens_decoder", {}).values()
+    special tokens (the chat template's among them) and the EAST tokens where it has them
+    (special or not; a chat LLM without them reads their text as text)."""
+    added = list(getattr(tokenizer, "added_tokens_decoder", {}).values())
     special = {token.content for token in added if token.special}
+    east = {token.content for token in added} & {END_OF_READ, END_OF_WRITE}
     named = getattr(tokenizer, "all_special_tokens", ())  # bos, eos, pad, unk, ...
-    return frozenset({*named, *special, END_OF_READ, END_OF_WRITE} - {"", None})
+    return frozenset({*named, *special, *east} - {"", None})
 
 
 def control_token_in(text: str, pattern: re.Pattern | None) -> str | None:

@@ -89,7 +89,8 @@ def refuse_replacing(config: EvalConfig, saved: PreparedTestset) -> None:
             f"{config.testset_dir} holds {what}, the test set of the runs in "
             f"{config.output / 'runs'} ({made[0].relative_to(config.output / 'runs')}, ...): "
             f"a grid of {config.testset} by {config.model_path} needs another --output (or "
-            "that folder's runs/ removed)"
+            "that folder's runs/ removed; a run holds the set with a finished sentence, scores, "
+            "or a run.lock naming a process, which a killed run leaves)"
         )
 
 

@@ -141,7 +141,6 @@ def _help(argv: list[str], simuleval_main) -> None:
 
 def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     """SimulEval's own loop, its output folder held while it writes there (`run_folder`)."""
-
     from east_agent.decoding.streaming import ContextOverflowError
     from east_agent.simuleval_glue.batch import score
     from east_agent.simuleval_glue.comet_scorer import check_comet_flags
@@ -167,7 +166,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     scores = None if scoring.no_scoring else partial(score, scoring)
     resume = "--continue-unfinished" in argv
     try:
-        settings, check = _settings(agent_class, argv)
+        settings, check = _settings_and_check(agent_class, argv)
         loop_in(output, settings, resume, span, simuleval_main, scores, check)
     except ContextOverflowError as error:
         raise ContextOverflowError(
@@ -175,7 +174,9 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
         ) from None
 
 
-def _settings(agent_class, argv: list[str]) -> tuple[dict | None, Callable[[], None] | None]:
+def _settings_and_check(
+    agent_class, argv: list[str]
+) -> tuple[dict | None, Callable[[], None] | None]:
     """The translation settings of a run of an agent file or class (`--agent`,
     `--agent-class`; None without one: `--system-dir`, `--remote-eval`), and the checks
     that read its checkpoint, to run once the folder is held, before it changes."""

@@ -93,7 +93,8 @@ def _is_unsplit(unit: str, space_mark: str) -> bool:
 
 def check_control_tokens(source: str | None, tokenizer) -> None:
     """Refuse a source file a line of which holds one of the checkpoint's control tokens
-    (`<|eot_id|>`, `<|end-of-read|>`): the tokenizer would make the token of its text."""
+    (`<|eot_id|>`, `<|end-of-read|>`): the tokenizer would make the token of its text. The
+    whole file, as the other checks of its lines (whatever --start-index/--end-index)."""
     from east_agent.decoding.units import (
         control_token_in,
         control_token_problem,

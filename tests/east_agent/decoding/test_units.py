@@ -54,3 +54,20 @@ def test_a_replacement_character_of_the_text_is_a_character(east_tokenizer, text
     (before: the whole text was refused)."""
     assert source_units(text, "zh", east_tokenizer) == units
     assert join_source_units(units, "zh") == text
+
+
+def test_control_tokens_are_the_tokenizers_own(east_tokenizer):
+    """The special tokens, and the EAST tokens only where the tokenizer has them, special
+    or not (a chat LLM without them, run with the offline wait-k prompt, reads their text
+    as text)."""
+    from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
+    from east_agent.decoding.units import control_tokens
+    from tiny_east import build_chat_llama3_tokenizer
+
+    east = control_tokens(east_tokenizer)
+    assert {"<|eot_id|>", "<|start_header_id|>", END_OF_READ, END_OF_WRITE} <= east
+    chat = build_chat_llama3_tokenizer()
+    assert "<|eot_id|>" in control_tokens(chat)
+    assert not {END_OF_READ, END_OF_WRITE} & control_tokens(chat)
+    chat.add_tokens([END_OF_READ])  # added, not special: the tokenizer still makes it one token
+    assert END_OF_READ in control_tokens(chat)

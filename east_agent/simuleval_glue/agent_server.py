@@ -259,6 +259,15 @@ def _settle(waiter: asyncio.Future | None, error: Exception | None = None) -> No
         waiter.set_exception(error)
 
 
+def is_unicode_text(text: str) -> bool:
+    """JSON's `\\ud800` escapes decode to lone surrogates, which no text holds."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_segment(body: bytes):
     """A SimulEval text segment from a request body; RequestError(400) names what is wrong."""
     from simuleval.data.segments import segment_from_json_string
@@ -276,6 +285,8 @@ def parse_segment(body: bytes):
             raise RequestError(400, f"the segment's {key!r} has the wrong type")
     if info["data_type"] == "text" and not isinstance(info.get("content"), str):
         raise RequestError(400, "a text segment needs a string 'content'")
+    if info["data_type"] == "text" and not is_unicode_text(info["content"]):
+        raise RequestError(400, "the segment's 'content' holds a lone surrogate (\\ud800-\\udfff)")
     if info["data_type"] not in ("text", None):
         raise RequestError(400, f"this server translates text, not {info['data_type']!r}")
     if info["data_type"] is None and info.get("content") not in (None, "", []):

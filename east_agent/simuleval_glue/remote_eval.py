@@ -94,7 +94,7 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
 
     check_comet_flags(args)  # the flags given, before a server is asked anything
     base_url = f"http://{args.remote_address}:{args.remote_port}"
-    info = _server_info(base_url)  # before the folder changes
+    info = _server_info(base_url, args.request_timeout)  # before the folder changes
     _take_source_language(args, info)
     _check_target_language(args.tgt_lang, info, base_url)
     served = _served_settings(args, info)
@@ -115,14 +115,19 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     loop_in(Path(args.output), served, args.continue_unfinished, span, loop, scores)
 
 
-def _server_info(base_url: str) -> dict:
+def _server_info(base_url: str, timeout: float) -> dict:
     """What the server says of itself (`GET /`); an error naming the address if nothing
-    answers there."""
+    answers there, or nothing in `timeout` seconds (--request-timeout)."""
     import requests
 
     try:
-        reply = requests.get(f"{base_url}/", timeout=30)
+        reply = requests.get(f"{base_url}/", timeout=(CONNECT_SECONDS, timeout))
         reply.raise_for_status()
+    except requests.ReadTimeout:
+        raise ValueError(
+            f"the server at {base_url} took the connection but said nothing in {timeout:g} s "
+            "(--request-timeout): is it stopped, or busy loading?"
+        ) from None
     except requests.RequestException as error:
         raise ValueError(
             f"no system answers at {base_url} ({type(error).__name__}): start one with "

@@ -223,3 +223,15 @@ def test_the_served_settings_leave_out_each_clients_own():
     )
     assert served["latency"] == "low" and served["src_lang"] == "de"
     assert not {"source", "target", "eval_latency_unit", "eval_latency_spm_model"} & set(served)
+
+
+def test_a_segment_holding_a_lone_surrogate_is_a_bad_request():
+    """Before: 500 from the stream's program (the tokenizer took no such string)."""
+    from east_agent.simuleval_glue.agent_server import parse_segment
+
+    body = b'{"data_type": "text", "content": "Hund\\ud800", "finished": false}'
+    with pytest.raises(RequestError, match="lone surrogate") as refused:
+        parse_segment(body)
+    assert refused.value.status == 400
+    good = parse_segment('{"data_type": "text", "content": "Grüße", "finished": false}'.encode())
+    assert good.content == "Grüße"

@@ -431,3 +431,18 @@ def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):
     with pytest.raises(ValueError, match="num_beams: 1 there, 5 now"):
         _served_settings(args, {"settings": {**low, "num_beams": 5}})
     assert _served_settings(args, {}) == local  # a server that says nothing (SimulEval's)
+
+
+def test_a_server_that_takes_the_connection_but_says_nothing_is_named():
+    """`GET /` waits --request-timeout, not a fixed 30 s, and says what it saw (before:
+    "no system answers", for a server that was there but stopped)."""
+    import socket
+
+    from east_agent.simuleval_glue.remote_eval import _server_info
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # listens, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.monotonic()
+        with pytest.raises(ValueError, match="took the connection but said nothing in 1 s"):
+            _server_info(url, 1)
+        assert time.monotonic() - started < 20

@@ -189,6 +189,17 @@ def settings_differ(saved: dict, settings: dict) -> list[str]:
     ]
 
 
+def recorded_settings(record: dict) -> dict:
+    """A `run_settings.json`'s translation settings: those of the system an
+    `east-remote-eval` run asked (`served`, as its server said them) with its data files and
+    log units, or, written by a local run, the record itself."""
+    served = record.get("served")
+    if not isinstance(served, dict):
+        return record
+    own = ("source", "target", *sorted(LOG_UNIT_SETTINGS))
+    return {**served, **{name: record[name] for name in own if name in record}}
+
+
 def check_same_settings(output: Path, settings: dict) -> None:
     """Refuse to extend a log written with other settings, or with settings it never
     recorded (a folder with no finished sentence is taken as it is)."""
@@ -203,7 +214,7 @@ def check_same_settings(output: Path, settings: dict) -> None:
             "`simuleval` or a `--system-dir` run); resume it with that command, or write "
             "to another --output"
         )
-    saved = read_json_object(record)
+    saved = recorded_settings(read_json_object(record))
     differ = settings_differ(saved, settings)
     if differ:
         shown = "; ".join(

@@ -93,6 +93,31 @@ def test_a_record_from_before_the_log_units_were_kept_is_not_compared_for_them()
     assert run_folder.settings_differ({**old, "latency": "high"}, word) == ["latency"]
 
 
+def test_a_log_begun_through_a_server_resumes_locally_with_the_same_settings(tmp_path):
+    """east-remote-eval records its served system's settings under `served` (before: a
+    local resume read none of them, and refused with every setting 'None there')."""
+    output = tmp_path / "out"
+    output.mkdir()
+    write_log(output / "instances.log", [0, 1])
+    local = {
+        "agent_class": "EastAgent", "latency": "low", "src_lang": "de", "source": "s",
+        "target": "r", "eval_latency_unit": "word", "eval_latency_spm_model": None,
+    }  # fmt: skip
+    served = {name: value for name, value in local.items() if name in ("agent_class", "latency")}
+    remote = {
+        "source": "s", "target": "r", "src_lang": "German", "eval_latency_unit": "word",
+        "eval_latency_spm_model": None, "served": {**served, "src_lang": "de"},
+    }  # fmt: skip
+    (output / run_folder.SETTINGS_RECORD).write_text(json.dumps(remote))
+    with writing(output, local, resume=True, run=True):
+        pass
+    assert json.loads((output / run_folder.SETTINGS_RECORD).read_text()) == local
+    (output / run_folder.SETTINGS_RECORD).write_text(json.dumps(remote))
+    with pytest.raises(ValueError, match="latency: 'low' there, 'high' now"):
+        with writing(output, {**local, "latency": "high"}, resume=True, run=True):
+            pass
+
+
 @pytest.mark.parametrize("dataloader", [[], ["--dataloader", "text-to-text"]])
 def test_simulevals_text_reader_gets_its_files_checked_and_its_span(tmp_path, dataloader):
     from east_agent.simuleval_glue.data_files import check_data_files

@@ -263,11 +263,12 @@ def _check_free_streams(info: dict, wanted: int, base_url: str) -> None:
     sessions = info.get("sessions", 0)
     free = info["streams"] - sessions
     if free < wanted:
+        lower = "lower it, " if wanted > 1 else ""
         raise ValueError(
-            f"the server at {base_url} has {free} free streams of {info['streams']}: "
+            f"the server at {base_url} has {free} free of its {info['streams']} streams: "
             f"{sessions} sessions are open (other clients', or a killed client's until the "
             f"server's --session-timeout drops them); --batch-size {wanted} needs {wanted}: "
-            f"lower it, wait, or start a server with --batch-size {wanted + sessions} or more"
+            f"{lower}wait, or start a server with --batch-size {wanted + sessions} or more"
         )
 
 

@@ -206,7 +206,7 @@ def three_at_once(port, test_set, output):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert refused.returncode == 2
-    assert "has 3 free streams of 3: 0 sessions are open" in refused.stderr
+    assert "has 3 free of its 3 streams: 0 sessions are open" in refused.stderr
     assert "--batch-size 4 needs 4" in refused.stderr
     assert not output.exists()
     run(*remote_eval_command(port, test_set, output, "--batch-size", "3"))

@@ -214,7 +214,7 @@ def check_same_settings(output: Path, settings: dict) -> None:
             "`simuleval` or a `--system-dir` run); resume it with that command, or write "
             "to another --output"
         )
-    saved = recorded_settings(read_json_object(record))
+    saved, settings = recorded_settings(read_json_object(record)), recorded_settings(settings)
     differ = settings_differ(saved, settings)
     if differ:
         shown = "; ".join(

@@ -30,6 +30,17 @@ def check_input_file(path: str | Path, flag: str) -> None:
         raise ValueError(f"{flag} {path}: no such file")
 
 
+def check_regular_file(path: str | Path, flag: str) -> None:
+    """`check_input_file`, and a pipe or device refused: a file read more than once (checked
+    here, then read by SimulEval) must be there for each reading."""
+    check_input_file(path, flag)
+    if not Path(path).is_file():
+        raise ValueError(
+            f"{flag} {path}: not a regular file (a pipe?); it is read more than once: write "
+            "it to a file"
+        )
+
+
 def open_binary(path: str | Path) -> BinaryIO:
     path = Path(path)
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")

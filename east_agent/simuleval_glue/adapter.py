@@ -140,16 +140,19 @@ def checkpoint_tokenizer(args: argparse.Namespace) -> Callable[[], Any]:
 
 
 def tokenizer_files_state(model_path: str | Path) -> tuple:
-    """What the tokenizer of a local checkpoint folder is read from, as it is now."""
-    folder = Path(model_path)
+    """A local checkpoint folder's files but its weights (what its tokenizer is read from
+    among them), as they are now."""
+    folder = Path(model_path).resolve()
     if not folder.is_dir():
         return ()  # a hub id: its cached files do not change under a run
-    files = sorted(
-        path
-        for path in folder.iterdir()
-        if path.is_file() and ("token" in path.name or "template" in path.name)
-    )
-    return tuple((path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in files)
+    weights = (".safetensors", ".bin", ".pt", ".pth")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix not in weights)
+    return (str(folder), *((path.name, *stat_of(path)) for path in files))
+
+
+def stat_of(path: Path) -> tuple[int, int]:
+    status = path.stat()
+    return status.st_size, status.st_mtime_ns
 
 
 @lru_cache(maxsize=2)

@@ -114,13 +114,13 @@ Its own flags:
 
 def check_agent_file(argv: list[str]) -> None:
     """An `--agent` file that is a folder or nothing, named (before: an errno message)."""
-    from east_agent.common.text_lines import check_input_file
+    from east_agent.common.text_lines import check_regular_file
 
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--agent")
     agent = parser.parse_known_args(argv)[0].agent
     if agent is not None:
-        check_input_file(agent, "--agent")
+        check_regular_file(agent, "--agent")
 
 
 def _help(argv: list[str], simuleval_main) -> None:

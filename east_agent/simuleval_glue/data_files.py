@@ -10,7 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
-from east_agent.common.text_lines import check_input_file, read_simuleval_lines
+from east_agent.common.text_lines import check_regular_file, read_simuleval_lines
 
 # files found good in this process, as they were then: the source's number of lines
 _CHECKED_FILES: dict[tuple, int] = {}
@@ -30,7 +30,7 @@ def check_source_file(source: str | None, target: str | None = None) -> int | No
     them again). The source's number of lines (None without a source)."""
     for flag, path in (("--source", source), ("--target", target)):
         if path:
-            check_input_file(path, flag)
+            check_regular_file(path, flag)
     if not source:
         return None
     checked = (_file_state(source), _file_state(target) if target else None)

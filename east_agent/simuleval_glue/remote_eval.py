@@ -187,7 +187,8 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     from east_agent.simuleval_glue.run_folder import LOG_UNIT_SETTINGS, SETTINGS_RECORD
 
     language = info.get("source_language")
-    now = {name: path_setting(Path(getattr(args, name)), False) for name in ("source", "target")}
+    files = {name: getattr(args, name) for name in ("source", "target")}
+    now = {name: path_setting(Path(path), False) for name, path in files.items() if path}
     now |= {name: getattr(args, name) for name in sorted(LOG_UNIT_SETTINGS)}  # the log's units
     if isinstance(language, str):
         now["src_lang"] = language
@@ -206,10 +207,10 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
             "resume against a server of the same system, or write to another --output"
         )
     for name in ("source", "target"):
-        if name in saved and not same_setting(saved[name], now[name]):
+        if name in saved and not same_setting(saved[name], now.get(name)):
             raise ValueError(
                 f"{log} was written with --{name} {shown_setting(saved[name])}, not "
-                f"{shown_setting(now[name])}; resume with the same files, or write to "
+                f"{shown_setting(now.get(name))}; resume with the same files, or write to "
                 "another --output"
             )
     for name in sorted(LOG_UNIT_SETTINGS & set(saved)):  # a record from before names none
@@ -228,11 +229,12 @@ def _refuse_another_system(log: Path, saved: dict, served: dict | None) -> None:
     """A log that a served system of other settings wrote (its record's `served`), or a
     local run of other settings (its record itself), is not resumed against this one."""
     from east_agent.common.fingerprint import shown_setting
-    from east_agent.simuleval_glue.run_folder import settings_differ
+    from east_agent.simuleval_glue.run_folder import LOG_UNIT_SETTINGS, settings_differ
 
     written_by = saved.get("served", saved if "agent_class" in saved else None)
     if served is None or not isinstance(written_by, dict):
         return  # a server that says nothing (SimulEval's), or a record that does not
+    served = {name: value for name, value in served.items() if name not in LOG_UNIT_SETTINGS}
     differ = settings_differ({name: written_by.get(name) for name in served}, served)
     if differ:
         shown = "; ".join(

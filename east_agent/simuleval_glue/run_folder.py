@@ -197,7 +197,8 @@ def recorded_settings(record: dict) -> dict:
     if not isinstance(served, dict):
         return record
     own = ("source", "target", *sorted(LOG_UNIT_SETTINGS))
-    return {**served, **{name: record[name] for name in own if name in record}}
+    system = {name: value for name, value in served.items() if name not in LOG_UNIT_SETTINGS}
+    return {**system, **{name: record[name] for name in own if name in record}}
 
 
 def check_same_settings(output: Path, settings: dict) -> None:

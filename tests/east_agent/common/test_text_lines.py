@@ -132,13 +132,17 @@ def test_an_instance_log_with_crlf_lines_is_read(tmp_path):
 
 
 def test_an_input_file_may_be_a_pipe_but_not_a_folder_or_nothing(tmp_path):
+    """A pipe is taken where a file is read once (training data, a log to score), and
+    refused where it is read more than once (a SimulEval source: checked, then read)."""
     import os
 
-    from east_agent.common.text_lines import check_input_file
+    from east_agent.common.text_lines import check_input_file, check_regular_file
 
     reading, writing = os.pipe()
     try:
         check_input_file(f"/dev/fd/{reading}", "--source")  # as `<(...)` gives it
+        with pytest.raises(ValueError, match=r"not a regular file \(a pipe\?\); it is read more"):
+            check_regular_file(f"/dev/fd/{reading}", "--source")
     finally:
         os.close(reading)
         os.close(writing)

@@ -446,3 +446,21 @@ def test_a_server_that_takes_the_connection_but_says_nothing_is_named():
         with pytest.raises(ValueError, match="took the connection but said nothing in 1 s"):
             _server_info(url, 1)
         assert time.monotonic() - started < 20
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_run_without_references_translates_and_records_its_source(test_set, tmp_path, batch):
+    """`--no-scoring` without `--target` (before: a TypeError traceback recording it)."""
+    output = tmp_path / "out"
+    command = [
+        console_script("east-remote-eval"), "--remote-port", None, "--source",
+        str(test_set / "src.txt"), "--output", str(output), "--no-progress-bar",
+        "--no-scoring", "--batch-size", str(batch),
+    ]  # fmt: skip
+    with FakeSessionServer(source_language="German") as server:
+        command[2] = str(server.port)
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(logged(output)) == len(SENTENCES)
+    record = json.loads((output / "run_settings.json").read_text())
+    assert "source" in record and "target" not in record

@@ -112,6 +112,12 @@ def test_a_log_begun_through_a_server_resumes_locally_with_the_same_settings(tmp
     with writing(output, local, resume=True, run=True):
         pass
     assert json.loads((output / run_folder.SETTINGS_RECORD).read_text()) == local
+    # a record of a server that said its own log units (before 5d06730): not the client's
+    older = {**remote, "served": {**remote["served"], "eval_latency_unit": "char"}}
+    del older["eval_latency_unit"]
+    (output / run_folder.SETTINGS_RECORD).write_text(json.dumps(older))
+    with writing(output, local, resume=True, run=True):
+        pass
     (output / run_folder.SETTINGS_RECORD).write_text(json.dumps(remote))
     with pytest.raises(ValueError, match="latency: 'low' there, 'high' now"):
         with writing(output, {**local, "latency": "high"}, resume=True, run=True):

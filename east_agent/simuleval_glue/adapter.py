@@ -174,7 +174,8 @@ def check_prompt_room(tokenizer: Callable[[], Any], config, fixed_prompt, args) 
     from east_agent.decoding.long_form import checked_budget, prompt_tokens
     from east_agent.decoding.streaming import check_sentence_room
 
-    fixed = prompt_tokens(tokenizer(), *fixed_prompt(tokenizer(), config))
+    loaded = tokenizer()
+    fixed = prompt_tokens(loaded, *fixed_prompt(loaded, config))
     if long_form:
         checked_budget(config.cache_budget, config.max_context or model_positions(args), fixed)
     else:

@@ -24,6 +24,8 @@ import torch
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 
+COMMAND = "python -m training.average_checkpoints"
+
 logger = logging.getLogger("training.average_checkpoints")
 
 
@@ -93,9 +95,9 @@ def _check_same_tensors(reference: dict, other: dict, reference_path, path) -> N
             )
 
 
-@command_line("average_checkpoints")
+@command_line(COMMAND)
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", nargs="+", required=True, help="checkpoint folders")
     parser.add_argument("--output", required=True)
     parser.add_argument("--weights", nargs="+", type=float, help="default: equal weights")

@@ -29,6 +29,8 @@ from east_agent.decoding.prompt import (
     SIMT_INSTRUCTION,
 )
 
+COMMAND = "python -m training.base_model"
+
 BEGIN_OF_TEXT = "<|begin_of_text|>"
 END_OF_TURN = "<|eot_id|>"
 SPECIAL_TOKENS = [
@@ -150,9 +152,9 @@ def check_sizes(args: argparse.Namespace) -> None:
         )
 
 
-@command_line("base_model")
+@command_line(COMMAND)
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="a tokenizer and a random chat LLM")
+    parser = argparse.ArgumentParser(prog=COMMAND, description="a tokenizer and a random chat LLM")
     parser.add_argument("--corpus", nargs="+", required=True, help="text files (.gz ok)")
     parser.add_argument("--output", required=True)
     add_size_arguments(parser)

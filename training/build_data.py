@@ -55,6 +55,8 @@ from east_agent.common.records import RecordError, load_records, text_output, wr
 from east_agent.common.text_lines import check_input_file, read_lines
 from east_agent.decoding.prompt import LATENCY_LEVELS, is_unspaced, language_name
 
+COMMAND = "python -m training.build_data"
+
 logger = logging.getLogger("training.build_data")
 
 MIN_SOURCE_CHUNK = {"low": 1, "low-medium": 2, "medium": 3, "medium-high": 4, "high": 6}
@@ -358,9 +360,11 @@ def check_inputs(args: argparse.Namespace) -> None:
             check_input_file(path, flag)
 
 
-@command_line("build_data")
+@command_line(COMMAND)
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="build SiMT chunk records from parallel text")
+    parser = argparse.ArgumentParser(
+        prog=COMMAND, description="build SiMT chunk records from parallel text"
+    )
     parser.add_argument("--source", type=Path, help="source sentences, one per line (.gz ok)")
     parser.add_argument("--target", type=Path, help="target sentences, aligned by line")
     parser.add_argument("--pairs", type=Path, help="or: a JSON test-set file")

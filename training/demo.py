@@ -47,6 +47,8 @@ from east_agent.common.entry import command_line
 from east_agent.evaluation.testsets import DATA as SHIPPED_DATA
 from training.base_model import add_size_arguments, check_sizes
 
+COMMAND = "python -m training.demo"
+
 if TYPE_CHECKING:
     from training.config import SFTConfig
 
@@ -291,7 +293,7 @@ def _fill_card_folder(args, temporary: Path) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="reproduce the demo model")
+    parser = argparse.ArgumentParser(prog=COMMAND, description="reproduce the demo model")
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
     parser.add_argument("--workdir", type=Path, default=Path("outputs/demo"))
     parser.add_argument("--output", type=Path, default=Path("models/east-demo"))
@@ -324,7 +326,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@command_line("demo")
+@command_line(COMMAND)
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if "card" in args.steps:

@@ -25,6 +25,8 @@ from east_agent.common.entry import CommandError, command_line
 from east_agent.common.records import read_json_object
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 
+COMMAND = "python -m training.merge_lora"
+
 logger = logging.getLogger("training.merge_lora")
 
 # Largest |merged - (base + adapter)| allowed, relative to the largest |logit|.
@@ -112,9 +114,11 @@ def check_base_of_adapter(base: Path, adapter: Path) -> None:
         )
 
 
-@command_line("merge_lora")
+@command_line(COMMAND)
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="merge a LoRA adapter into its base model")
+    parser = argparse.ArgumentParser(
+        prog=COMMAND, description="merge a LoRA adapter into its base model"
+    )
     parser.add_argument("--base", required=True, help="the base (Stage I) checkpoint")
     parser.add_argument("--adapter", required=True, help="the peft adapter (Stage II output)")
     parser.add_argument("--output", required=True, help="new folder for the merged checkpoint")

@@ -65,6 +65,8 @@ from training.resume import (
     trained_recipe,
 )
 
+COMMAND = "python -m training.sft"
+
 if TYPE_CHECKING:
     from datasets import Dataset
 
@@ -361,9 +363,11 @@ def run(config: SFTConfig) -> Path:
     return final
 
 
-@command_line("sft")
+@command_line(COMMAND)
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="EAST supervised fine-tuning (Stage I or II)")
+    parser = argparse.ArgumentParser(
+        prog=COMMAND, description="EAST supervised fine-tuning (Stage I or II)"
+    )
     parser.add_argument("--config", required=True, help="YAML recipe (training/configs/)")
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=10")
     # The deepspeed launcher passes the local rank as a flag; the Trainer reads LOCAL_RANK.

@@ -41,7 +41,9 @@ def test_mismatched_checkpoints_are_named_and_nothing_is_written(tmp_path, east_
         main(["--inputs", str(tmp_path / "a"), "--output", str(tmp_path / "avg")])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error == "average_checkpoints: average needs at least two checkpoints\n"
+    assert (
+        error == "python -m training.average_checkpoints: average needs at least two checkpoints\n"
+    )
     with pytest.raises(ValueError, match="wide exists; choose a new output folder"):
         average([tmp_path / "a", tmp_path / "a"], tmp_path / "wide")
 
@@ -97,5 +99,8 @@ def test_an_output_inside_a_file_is_refused_before_loading(tmp_path, capsys, com
     with pytest.raises(SystemExit) as exit_info:
         run([*argv, "--output", str(output)])
     assert exit_info.value.code == 2
-    message = f"{command}: --output {output}: a file, not a folder ({tmp_path / 'file'} is)\n"
+    message = (
+        f"python -m training.{command}: --output {output}: a file, not a folder "
+        f"({tmp_path / 'file'} is)\n"
+    )
     assert capsys.readouterr().err == message

@@ -205,7 +205,10 @@ def test_a_latin1_training_file_is_named_with_its_line(tmp_path, capsys):
         main(command)
     assert exit_.value.code == 2
     error = capsys.readouterr().err
-    assert error == f"build_data: {source}: line 2: not UTF-8 (byte 0xe9 at column 8)\n"
+    assert (
+        error
+        == f"python -m training.build_data: {source}: line 2: not UTF-8 (byte 0xe9 at column 8)\n"
+    )
 
 
 def test_an_output_folder_nothing_kept_and_foreign_links_are_refused(tmp_path, capsys):
@@ -223,8 +226,12 @@ def test_an_output_folder_nothing_kept_and_foreign_links_are_refused(tmp_path, c
             main([*flags, "--output", str(output), *extra])
         assert exit_.value.code == 2
     errors = capsys.readouterr().err.splitlines()
-    assert errors[0].startswith(f"build_data: {tmp_path / 'mine'} is a folder, not a JSON Lines")
-    assert errors[1].startswith("build_data: no sentence pair is left to align: 2 sentence pairs")
+    assert errors[0].startswith(
+        f"python -m training.build_data: {tmp_path / 'mine'} is a folder, not a JSON Lines"
+    )
+    assert errors[1].startswith(
+        "python -m training.build_data: no sentence pair is left to align: 2 sentence pairs"
+    )
     assert sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["de.txt", "en.txt"]
     links = tmp_path / "links.gz"
     save_links(links, [{(0, 0), (1, 1)}, {(0, 0), (2, 1)}])
@@ -245,7 +252,10 @@ def test_a_level_given_twice_is_written_once(tmp_path):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--source", "{folder}", "--target", "{en}"], "build_data: --source {folder}: a folder"),
+        (
+            ["--source", "{folder}", "--target", "{en}"],
+            "python -m training.build_data: --source {folder}: a folder",
+        ),
         (["--pairs", "{pairs}", "--source", "{de}"], "give --source and --target, or --pairs "),
         (["--source", "{de}", "--target", "{en}", "--max-ratio", "nan"], "got 'nan'"),
         (["--source", "{de}", "--target", "{en}", "--max-ratio", "0"], "above 0, got '0'"),

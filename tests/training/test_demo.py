@@ -113,7 +113,10 @@ def test_a_missing_corpus_is_one_line_and_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         base_model_main(["--corpus", str(tmp_path / "none.txt"), "--output", str(tmp_path / "b")])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"base_model: no such corpus file: {tmp_path / 'none.txt'}\n"
+    assert (
+        capsys.readouterr().err
+        == f"python -m training.base_model: no such corpus file: {tmp_path / 'none.txt'}\n"
+    )
     assert not (tmp_path / "b").exists()
 
 
@@ -127,8 +130,12 @@ def test_an_output_that_is_not_a_base_model_is_refused_before_any_work(tmp_path,
             base_model_main(["--corpus", *corpus, "--output", str(tmp_path / "b"), *flags])
         assert exit_info.value.code == 2
     error = capsys.readouterr().err.splitlines()
-    assert error[0].startswith(f"base_model: {tmp_path / 'keep'} is a folder, not a model")
-    assert error[1] == "base_model: --hidden-size 30 is not a multiple of --heads 4"
+    assert error[0].startswith(
+        f"python -m training.base_model: {tmp_path / 'keep'} is a folder, not a model"
+    )
+    assert (
+        error[1] == "python -m training.base_model: --hidden-size 30 is not a multiple of --heads 4"
+    )
     assert os.listdir(tmp_path / "keep") == ["notes.txt"] and not (tmp_path / "b").exists()
 
 
@@ -273,7 +280,10 @@ def test_heads_not_splitting_the_hidden_size_are_refused_before_the_data_step(tm
         demo_main(["--hidden-size", "30", "--heads", "4", "--workdir", str(tmp_path / "work"),
                    "--max-pairs", "1", "--steps", "data", "base"])  # fmt: skip
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == "demo: --hidden-size 30 is not a multiple of --heads 4\n"
+    assert (
+        capsys.readouterr().err
+        == "python -m training.demo: --hidden-size 30 is not a multiple of --heads 4\n"
+    )
     assert not (tmp_path / "work").exists()
 
 

@@ -375,7 +375,9 @@ def test_bad_data_fails_before_the_model_loads(
     if section == "eval_files":
         tree["train"]["eval_strategy"] = "steps"
     error = refused(tree, tmp_path, capsys)
-    assert error.startswith(f"sft: {bad}{message}") and error.count("\n") == 1, error
+    assert error.startswith(f"python -m training.sft: {bad}{message}") and error.count("\n") == 1, (
+        error
+    )
     assert loaded == []
 
 
@@ -403,7 +405,7 @@ def test_what_no_run_can_use_is_refused_before_the_model_loads(
         (tmp_path / "out").write_text("mine")
         message = f"train.output_dir {tmp_path / 'out'}: a file, not a folder"
     error = refused(tree, tmp_path, capsys)
-    assert error == f"sft: {message}\n" and loaded == []
+    assert error == f"python -m training.sft: {message}\n" and loaded == []
 
 
 def test_a_bad_recipe_is_one_line_and_exit_2(tmp_path, capsys):
@@ -413,7 +415,9 @@ def test_a_bad_recipe_is_one_line_and_exit_2(tmp_path, capsys):
         main(["--config", str(recipe_path), "data.cutoff_lenn=3"])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error.startswith("sft: override 'data.cutoff_lenn=3': unknown key data.cutoff_lenn")
+    assert error.startswith(
+        "python -m training.sft: override 'data.cutoff_lenn=3': unknown key data.cutoff_lenn"
+    )
     assert error.count("\n") == 1
 
 
@@ -591,7 +595,7 @@ def test_a_chat_token_in_a_record_is_refused_before_the_model_loads(tmp_path, mo
     (tmp_path / "model" / "config.json").write_text("{}")
     error = refused(recipe("full", tmp_path / "model", [good], tmp_path / "out"), tmp_path, capsys)
     assert error == (
-        f"sft: {good}: line 1: field 'target' holds '<|eot_id|>', a control token: it would "
-        "be trained as that token, not as text\n"
+        f"python -m training.sft: {good}: line 1: field 'target' holds '<|eot_id|>', a control "
+        "token: it would be trained as that token, not as text\n"
     )
     assert loaded == []

@@ -31,12 +31,21 @@ from east_agent.lm.checkpoint import TORCH_DTYPES
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, but not a `None` (a flag whose absence says it all)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 @command_line("east-demo")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="translate a test set with the EAST agent (a fresh run each time: the "
         "runs of an earlier demo in --output are replaced)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--model-path", default=str(DEFAULT_MODEL), help="any EAST checkpoint")
     parser.add_argument("--testset", default="multi30k.de-en", help="east-prepare's names")
@@ -47,7 +56,9 @@ def main(argv: list[str] | None = None) -> None:
         "--torch-dtype", default="auto", choices=TORCH_DTYPES, help="the weights' dtype"
     )
     parser.add_argument("--num-beams", type=positive_int, default=1, help="beams per chunk")
-    parser.add_argument("--limit", type=positive_int, help="only the first N sentences")
+    parser.add_argument(
+        "--limit", type=positive_int, help="only the first N sentences (default: all)"
+    )
     parser.add_argument(
         "--batch-size",
         type=positive_int,

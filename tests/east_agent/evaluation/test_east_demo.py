@@ -118,3 +118,15 @@ def test_a_flag_no_run_can_use_is_one_line_before_anything(tmp_path, capsys, fla
     error = capsys.readouterr().err
     assert error.startswith(f"east-demo: {message.format(file=named)}") and error.count("\n") == 1
     assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_help_shows_each_default_but_none(capsys):
+    """Before: `--limit` read "(default: None)"."""
+    from east_agent.evaluation import demo
+
+    with pytest.raises(SystemExit):
+        demo.main(["--help"])
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in usage
+    assert "--limit LIMIT only the first N sentences (default: all)" in usage
+    assert "--latency {low,low-medium,medium,medium-high,high} the level (default: low)" in usage

@@ -99,13 +99,13 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     _check_target_language(args.tgt_lang, info, base_url)
     served = _served_settings(args, info)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
-    if args.batch_size > 1 or isinstance(info.get("streams"), int):  # SimulEval's: none
-        _check_free_streams(info, args.batch_size, base_url)  # before the folder changes
     if args.batch_size > 1:
         if args.output is None:
             raise ValueError("--batch-size above 1 needs --output (its instances.log goes there)")
-        _evaluate_concurrently(args, server, served)
+        _evaluate_concurrently(args, server, served, info)
         return
+    if isinstance(info.get("streams"), int):  # SimulEval's server: none
+        _check_free_streams(info, 1, base_url)  # before the folder changes
     simuleval_fixes.apply()
     if args.output is None:
         _loop(args, server)
@@ -255,22 +255,29 @@ def _language(language: str) -> str:
         return language
 
 
-def _check_free_streams(info: dict, wanted: int, base_url: str) -> None:
+def _check_free_streams(
+    info: dict, wanted: int, base_url: str, batch_size: int | None = None
+) -> None:
+    """Refuse a run the server has too few free streams for: `wanted` sessions at once
+    (`--batch-size`, or fewer when fewer sentences are left)."""
+    batch_size = wanted if batch_size is None else batch_size
     if not isinstance(info.get("streams"), int):
         raise ValueError(
             f"the server at {base_url} keeps one agent state (SimulEval's own server): "
-            f"--batch-size {wanted} would mix sentences; evaluate with --batch-size 1, or "
+            f"--batch-size {batch_size} would mix sentences; evaluate with --batch-size 1, or "
             "serve this package's agent with `east-simuleval --standalone`"
         )
     sessions = info.get("sessions", 0)
     free = info["streams"] - sessions
     if free < wanted:
         lower = "lower it, " if wanted > 1 else ""
+        needs = "" if wanted == batch_size else f" ({wanted} sentences are left)"
         raise ValueError(
             f"the server at {base_url} has {free} free of its {info['streams']} streams: "
             f"{sessions} sessions are open (other clients', or a killed client's until the "
-            f"server's --session-timeout drops them); --batch-size {wanted} needs {wanted}: "
-            f"{lower}wait, or start a server with --batch-size {wanted + sessions} or more"
+            f"server's --session-timeout drops them); --batch-size {batch_size} needs "
+            f"{wanted}{needs}: {lower}wait, or start a server with --batch-size "
+            f"{wanted + sessions} or more"
         )
 
 
@@ -357,16 +364,32 @@ def _failure(index: int, error) -> str:
     return f"sentence {index}: the server answered {reply.status_code}: {reason}"
 
 
-def _evaluate_concurrently(args: argparse.Namespace, server: Server, served: dict | None) -> None:
+def _evaluate_concurrently(
+    args: argparse.Namespace, server: Server, served: dict | None, info: dict
+) -> None:
     from simuleval.data.dataloader import build_dataloader
 
     from east_agent.simuleval_glue.batch import run_out_of_order
     from east_agent.simuleval_glue.data_files import sentence_span
 
     dataloader = build_dataloader(args)
-    translate = partial(_translate_concurrently, args, server, dataloader)
     span = sentence_span(args.start_index, args.end_index, len(dataloader))
+    # the sessions it will open: no more than the sentences left (before the folder changes)
+    streams = min(args.batch_size, len(_sentences_left(args, span)))
+    _check_free_streams(info, streams, server.url, args.batch_size)
+    translate = partial(_translate_concurrently, args, server, dataloader)
     run_out_of_order(args, span, served, translate)
+
+
+def _sentences_left(args: argparse.Namespace, span: range) -> list[int]:
+    """The sentences of `span` a run has to translate: all, or those its log lacks when
+    it resumes (`--continue-unfinished`)."""
+    from east_agent.simuleval_glue.instance_log import finished_records
+
+    if not args.continue_unfinished:
+        return list(span)
+    done = {record["index"] for record in finished_records(Path(args.output) / "instances.log")}
+    return [index for index in span if index not in done]
 
 
 class _Sentences:
@@ -463,7 +486,7 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
         session = partial(_session, server, sentences, make, segment_size)
         threads = [
             threading.Thread(target=session, name=f"session-{number}", daemon=True)
-            for number in range(args.batch_size)
+            for number in range(streams)
         ]
         try:
             for thread in threads:
@@ -473,7 +496,7 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
                     thread.join(0.2)
         finally:
             _close_all(server.url, sentences.close())
-    _report(sentences, args.batch_size, len(todo), server.url, log_path)
+    _report(sentences, streams, len(todo), server.url, log_path)
 
 
 def _close_all(base_url: str, names: list[str]) -> None:

@@ -82,6 +82,32 @@ def test_batch_json_counts_the_sessions_that_had_a_sentence(test_set, tmp_path):
     assert "sharing the server" in record["computation_aware"]
 
 
+def test_free_streams_are_asked_only_for_the_sentences_left(test_set, tmp_path):
+    """Three free streams: `--batch-size 8` for two sentences, or for a resumed run with
+    two left, opens two sessions (before: refused, "--batch-size 8 needs 8"); for six
+    sentences it is refused before the folder is made."""
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3) as server:
+        refused = remote_eval(server.port, test_set, output, "--batch-size", 8)
+        assert refused.returncode == 2 and not output.exists()
+        assert "has 3 free of its 3 streams" in refused.stderr
+        assert "--batch-size 8 needs 6 (6 sentences are left)" in refused.stderr
+        result = remote_eval(server.port, test_set, output, "--batch-size", 8, "--end-index", 2)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads((output / "batch.json").read_text())["streams"] == 2
+        log = output / "instances.log"
+        kept = "".join(log.read_text().splitlines(keepends=True)[:1])
+        log.write_text(kept)  # killed after its first sentence
+        (output / "scores.tsv").unlink()
+        resumed = remote_eval(
+            server.port, test_set, output, "--batch-size", 8, "--end-index", 4,
+            "--continue-unfinished",
+        )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [r["index"] for r in logged(output)] == [0, 1, 2, 3]
+    assert log.read_text().startswith(kept)
+
+
 @PROTOCOLS
 def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path, step):
     """The server advertised three free streams, then had two (another client took one)."""

@@ -94,13 +94,23 @@ def east_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> 
     )
 
 
-def resolve_dtype(torch_dtype: str, device: str) -> torch.dtype | str:
+CHECKPOINT_DTYPE = "the checkpoint's"
+
+
+def weights_dtype(torch_dtype: str, device: str) -> str:
+    """The dtype `--torch-dtype` loads the weights in on `device`: `auto` is the
+    checkpoint's own on accelerators, float32 on a CPU, where bfloat16 products crawl."""
     if torch_dtype not in TORCH_DTYPES:
         raise ValueError(f"unknown --torch-dtype {torch_dtype!r}: choose one of {TORCH_DTYPES}")
     if torch_dtype == "auto":
-        # The checkpoint's own dtype on accelerators; float32 on CPU where bf16 matmuls crawl.
-        return "auto" if not str(device).startswith("cpu") else torch.float32
-    return getattr(torch, torch_dtype)
+        return "float32" if str(device).startswith("cpu") else CHECKPOINT_DTYPE
+    return torch_dtype
+
+
+def resolve_dtype(torch_dtype: str, device: str) -> torch.dtype | str:
+    """`weights_dtype` as transformers takes it."""
+    name = weights_dtype(torch_dtype, device)
+    return "auto" if name == CHECKPOINT_DTYPE else getattr(torch, name)
 
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -61,6 +61,11 @@ NOT_SETTINGS = {
 # record written before holds none and is not compared for them (an east-eval grid of a
 # Chinese target logged `char`, others SimulEval's `word`)
 LOG_UNIT_SETTINGS = frozenset({"eval_latency_unit", "eval_latency_spm_model"})
+# the dtype the weights were loaded in (`--torch-dtype auto` on this device), recorded since
+# 2026-12-06: a CPU log (float32) resumed on a GPU (bfloat16) would mix the two
+WEIGHTS_DTYPE = "weights_dtype"
+# settings a record written before named none of: compared only where both records do
+RECORDED_LATER = LOG_UNIT_SETTINGS | {WEIGHTS_DTYPE}
 PATHS = {"user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
 MODEL_FOLDERS = {"model_path", "adapter_path"}  # known by a fingerprint, other folders by path
 PLAIN = (str, int, float, bool, type(None))
@@ -129,6 +134,10 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
         if name in PATHS and value is not None:
             value = path_setting(Path(value), name in MODEL_FOLDERS)
         settings[name] = value
+    if isinstance(getattr(args, "torch_dtype", None), str):
+        from east_agent.lm.checkpoint import weights_dtype
+
+        settings[WEIGHTS_DTYPE] = weights_dtype(args.torch_dtype, getattr(args, "device", "cpu"))
     return settings
 
 
@@ -184,7 +193,7 @@ def settings_differ(saved: dict, settings: dict) -> list[str]:
     return [
         name
         for name in names
-        if (name not in LOG_UNIT_SETTINGS or name in recorded_by_both)
+        if (name not in RECORDED_LATER or name in recorded_by_both)
         and not same_setting(saved.get(name), settings.get(name))
     ]
 

@@ -93,6 +93,36 @@ def test_a_record_from_before_the_log_units_were_kept_is_not_compared_for_them()
     assert run_folder.settings_differ({**old, "latency": "high"}, word) == ["latency"]
 
 
+def test_the_weights_dtype_of_the_device_is_a_setting(tmp_path):
+    """`--torch-dtype auto` loads float32 on a CPU and the checkpoint's own dtype
+    (bfloat16) on a GPU: a CPU log resumed on a GPU is refused (before: taken, two dtypes'
+    sentences in one log). Records from before name none and are not compared for it."""
+
+    def settings(torch_dtype: str, device: str) -> dict:
+        flags = argparse.Namespace(torch_dtype=torch_dtype, device=device, latency="low")
+        return run_folder.translation_settings(Agent, flags)
+
+    on_cpu, on_gpu = settings("auto", "cpu"), settings("auto", "cuda:1")
+    assert on_cpu["weights_dtype"] == "float32"
+    assert on_gpu["weights_dtype"] == "the checkpoint's"
+    assert settings("bfloat16", "cpu")["weights_dtype"] == "bfloat16"
+    assert run_folder.settings_differ(on_cpu, settings("float32", "cpu")) == ["torch_dtype"]
+    assert run_folder.settings_differ(settings("auto", "cuda"), on_gpu) == []
+    output = tmp_path / "out"
+    with writing(output, on_cpu, resume=False, run=True):
+        pass
+    write_log(output / "instances.log", [0])
+    with pytest.raises(
+        ValueError, match="weights_dtype: 'float32' there, \"the checkpoint's\" now"
+    ):
+        with writing(output, on_gpu, resume=True, run=True):
+            pass
+    older = {key: value for key, value in on_cpu.items() if key != "weights_dtype"}
+    (output / run_folder.SETTINGS_RECORD).write_text(json.dumps(older))
+    with writing(output, on_gpu, resume=True, run=True):
+        pass
+
+
 def test_a_log_begun_through_a_server_resumes_locally_with_the_same_settings(tmp_path):
     """east-remote-eval records its served system's settings under `served` (before: a
     local resume read none of them, and refused with every setting 'None there')."""

@@ -478,7 +478,9 @@ def stream_benchmark(
         for count in args.streams:
             decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
             if decoder.max_streams != count:
-                reason = supports(model) or "its probe failed (the warning above)"
+                reason = (
+                    supports(model, decoder.lm.max_length) or "its probe failed (the warning above)"
+                )
                 raise CommandError(f"{count} streams need the static KV cache, which "
                                    f"did not take this model: {reason}")  # fmt: skip
             jobs = [Sentence(i, units, script_of(schedule, i)) for i, units in enumerate(sentences)]

@@ -40,7 +40,7 @@ def build_lm(
     max_length = max_length or model.config.max_position_embeddings
     if kind == "dynamic":
         return CachedLM(model, max_length, max_rows)
-    reason = supports(model)
+    reason = supports(model, max_length)
     if kind in ("static", "compiled"):
         if reason is not None:
             raise ValueError(f"the static cache does not run {reason}; use the dynamic one")
@@ -82,16 +82,18 @@ def static_attempts(model) -> tuple[bool, ...]:
 def check_static(model, static: StaticLM, probe_ids: list[int]) -> None:
     """Raise unless the static path reproduces the dynamic path's logits (`logits_agree`)
     on a probe: one row fed three times, and (with two rows or more) two rows of other
-    lengths in one ragged forward."""
+    lengths in one ragged forward. No row holds more than `probe_ids` and 3 positions
+    (the decoders' smallest `--max-context` leaves the prompt 4)."""
     dynamic = CachedLM(model)
     steps = [probe_ids, probe_ids[-2:], probe_ids[-1:]]
     expected = [dynamic.feed(ids) for ids in steps]
     actual = [static.feed(ids) for ids in steps]
     if static.max_rows > 1 and len(probe_ids) > 4:
-        fed_on_row_0 = probe_ids + probe_ids[-2:] + probe_ids[-1:]
         dynamic = CachedLM(model)
         dynamic.feed(probe_ids[:3])
-        expected += [_fresh_logits(model, fed_on_row_0 + probe_ids[:2]), dynamic.feed([7, 9])]
+        expected += [_fresh_logits(model, probe_ids + probe_ids[:2]), dynamic.feed([7, 9])]
+        static.reset()
+        static.forward([0], [probe_ids])
         static.forward([1], [probe_ids[:3]])
         actual += list(static.forward([0, 1], [probe_ids[:2], [7, 9]]))
     static.reset()

@@ -27,8 +27,9 @@ than on reading the weights. `StaticLM` implements the backend protocol
   sequence, where nothing reads before it is overwritten. Steps of many streams run
   uncaptured (their shapes vary with every step).
 
-Supported: `LlamaForCausalLM` and the architectures that share its layer (Mistral without
-a sliding window, Qwen2). Anything else stays on `CachedLM` (`supports`).
+Supported: `LlamaForCausalLM` and the architectures that share its layer (Mistral, whose
+sliding window only within it, Qwen2), with rotary tables that do not change with the
+length (not `dynamic` or `longrope` scaling). Anything else stays on `CachedLM` (`supports`).
 """
 
 from __future__ import annotations
@@ -96,12 +97,26 @@ def _size(count: float) -> str:
     return f"{count / 2**30:.1f} GiB" if count >= 2**30 else f"{count / 2**20:.1f} MiB"
 
 
-def supports(model) -> str | None:
-    """None if `StaticLM` can run `model`, else the reason it cannot."""
+# Rotary scalings whose frequencies are the same at every length: `StaticLM` computes its
+# tables once (`dynamic` and `longrope` change them with the length seen).
+STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
+
+
+def supports(model, max_length: int | None = None) -> str | None:
+    """None if `StaticLM` can run `model` for rows of up to `max_length` positions (None:
+    any), else the reason it cannot."""
     if model.config.model_type not in ("llama", "mistral", "qwen2"):
         return f"model type {model.config.model_type!r}"
-    if getattr(model.config, "sliding_window", None) and model.config.model_type != "llama":
-        return "a sliding-window attention"
+    rope_type = getattr(model.model.rotary_emb, "rope_type", "default")
+    if rope_type not in STATIC_ROPE_TYPES:
+        return f"{rope_type!r} rotary scaling (its frequencies change with the length seen)"
+    window = getattr(model.config, "sliding_window", None)
+    # within its window, a sliding window attends to every position: plain attention
+    if window and model.config.model_type != "llama" and (max_length or math.inf) > window:
+        return (
+            f"a sliding-window attention beyond its window ({window} positions: a "
+            f"--max-context of {window} or less runs it)"
+        )
     attention = model.model.layers[0].self_attn
     if hasattr(attention, "q_norm"):
         return "per-head q/k norms"
@@ -156,7 +171,7 @@ class StaticLM:
         fuse_projections: bool = True,
         compile_layers: bool | None = None,
     ):
-        reason = supports(model)
+        reason = supports(model, max_length)
         if reason is not None:
             raise NotImplementedError(f"StaticLM does not run {reason}")
         self.model = model

@@ -101,3 +101,30 @@ def test_beams_on_a_sliding_window_cache_are_refused_before_decoding():
     with pytest.raises(ValueError, match="uses DynamicSlidingWindowLayer: decode it with one"):
         CachedLM(model, max_rows=3)
     assert CachedLM(model).feed([1, 2, 3]).shape == (64,)
+
+
+def test_a_row_past_its_sliding_window_is_cut_back_by_feeding_what_it_keeps():
+    """A sliding window's layer keeps its last positions only: once a row filled the
+    window, transformers cannot crop it (before: a RuntimeError at the next sentence's
+    rewind to the prompt). The row is built anew from the tokens it keeps, one forward."""
+    config = transformers.MistralConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=8,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = transformers.MistralForCausalLM(config).eval()
+    ids = [(7 * index) % 60 + 2 for index in range(20)]
+    lm = CachedLM(model)
+    assert lm.window == 8
+    lm.feed(ids[:5])
+    assert lm.crop(0, 3) == 2 and lm.forward_passes == 1  # within the window: a plain crop
+    torch.testing.assert_close(lm.feed(ids[3:12]), full_logits(model, ids[:12]))
+    assert lm.crop(0, 4) == 8  # past the window: the 4 kept tokens fed again
+    assert (lm.length(0), lm.forward_passes, lm.tokens_fed) == (4, 3, 5 + 9 + 4)
+    torch.testing.assert_close(lm.feed(ids[4:20]), full_logits(model, ids[:20]))
+    assert lm.crop(0, 10) == 10  # kept tokens past the window themselves
+    torch.testing.assert_close(lm.feed(ids[10:13]), full_logits(model, ids[:13]))
+    assert lm.crop(0, 0) == 13 and lm.length(0) == 0
+    torch.testing.assert_close(lm.feed(ids[:2]), full_logits(model, ids[:2]))
+    lm.reset()
+    torch.testing.assert_close(lm.feed(ids[5:9]), full_logits(model, ids[5:9]))

@@ -489,3 +489,85 @@ def test_lora_wrapped_projections_run_unfused(east_model):
     ragged = lm.forward([1, 0], [PROMPT[:3], [5, 6]])  # and batch like the others
     close(ragged[0], full_logits(model, PROMPT[:3]))
     close(ragged[1], full_logits(model, PROMPT + [5, 6]))
+
+
+def tiny_llama_family(model_type: str, seed: int = 0, **config):
+    """A random model of `model_type` (llama, mistral), weights large enough that a wrong
+    position or frequency moves the logits by far more than rounding."""
+    import transformers
+
+    torch.manual_seed(seed)
+    config_class = transformers.AutoConfig.for_model(
+        model_type, vocab_size=101, hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64, **config,
+    )  # fmt: skip
+    model = transformers.AutoModelForCausalLM.from_config(config_class).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0, 0.2)
+    return model
+
+
+LENGTH_DEPENDENT_ROPE = {
+    "dynamic": {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 2.0},
+    "longrope": {
+        "rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
+        "long_factor": [4.0] * 8, "original_max_position_embeddings": 32,
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rope_type", LENGTH_DEPENDENT_ROPE)
+def test_rotary_scaling_that_changes_with_the_length_stays_on_the_dynamic_cache(rope_type):
+    """The static backend computes its rotary tables once: with `dynamic` or `longrope`
+    scaling every position's rotation was wrong (before: `--kv-cache static` decoded with
+    logits 0.5-6 off, its first token changed)."""
+    import transformers
+
+    rope = LENGTH_DEPENDENT_ROPE[rope_type]
+    key = "rope_parameters" if "rope_parameters" in transformers.LlamaConfig().to_dict() else None
+    model = tiny_llama_family("llama", **{key or "rope_scaling": rope})
+    assert static.supports(model) == (
+        f"{rope_type!r} rotary scaling (its frequencies change with the length seen)"
+    )
+    with pytest.raises(ValueError, match=f"does not run {rope_type!r} rotary scaling"):
+        build_lm(model, "static")
+    ids = [5, 17, 33, 2, 9, 41, 7, 8, 60, 3]
+    lm = build_lm(model, "auto", probe_ids=ids)
+    assert isinstance(lm, CachedLM)
+    close(lm.feed(ids), full_logits(model, ids))
+    yarn = {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 2.0}
+    scaled = tiny_llama_family("llama", **{key or "rope_scaling": yarn})
+    assert static.supports(scaled) is None  # the same frequencies at every length
+    close(StaticLM(scaled, max_length=32).feed(ids), full_logits(scaled, ids))
+
+
+def test_a_sliding_window_model_runs_static_within_its_window():
+    """Mistral with a window of 16: rows of 16 positions or fewer attend to every position
+    (before: refused whatever the length, a Mistral with its 4096 window always ran one
+    stream); longer rows are refused."""
+    model = tiny_llama_family("mistral", sliding_window=16)
+    ids = list(range(3, 19))  # 16 positions
+    assert static.supports(model, 16) is None
+    lm = build_lm(model, "static", max_length=16, max_rows=2)
+    close(lm.forward([0], [ids[:10]])[0], full_logits(model, ids[:10]))
+    ragged = lm.forward([1, 0], [ids[:4], ids[10:]])
+    close(ragged[0], full_logits(model, ids[:4]))
+    close(ragged[1], full_logits(model, ids))
+    assert "sliding-window attention beyond its window (16 positions" in static.supports(model, 17)
+    assert static.supports(model) is not None
+    with pytest.raises(ValueError, match="a --max-context of 16 or less runs it"):
+        build_lm(model, "static", max_length=17)
+    assert isinstance(build_lm(model, "auto", max_length=17, probe_ids=ids[:8]), CachedLM)
+
+
+def test_auto_probes_within_the_smallest_context_a_decoder_accepts(east_model):
+    """`--max-context` may leave the prompt 4 positions (`check_sentence_room`); the probe
+    of a many-row backend fed 5 more (before: it overflowed its own backend and `auto`
+    fell back to the dynamic cache, one stream, with a warning)."""
+    model = copy.deepcopy(east_model)  # not probed yet in this process
+    lm = build_lm(model, "auto", max_length=len(PROMPT) + 4, max_rows=2, probe_ids=PROMPT)
+    assert isinstance(lm, StaticLM) and lm.max_rows == 2
+    assert (lm.forward_passes, lm.lengths) == (0, [0, 0])  # the probe leaves nothing

@@ -42,6 +42,7 @@ import multiprocessing.forkserver
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -276,6 +277,12 @@ def _start_worker(share, environment: dict[str, str]) -> None:
     # workers); a worker that took it would print its traceback, an idle one too.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _take_threads(share.value)
+    # tqdm's progress bars lock across processes with a named semaphore, which a worker
+    # killed by a failed grid never unlinks (multiprocessing then warns of a leak at exit);
+    # a worker's bars are its own: a thread lock serves
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def _take_threads(threads: int) -> None:

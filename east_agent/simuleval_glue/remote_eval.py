@@ -42,10 +42,13 @@ daemons), in one line.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import threading
 import uuid
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -59,6 +62,10 @@ CONNECT_SECONDS = 10
 ANSWER_SECONDS = 600  # --request-timeout: the longest wait for an answer (a step)
 CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
+# the sessions a run holds on the server, in its --output while it runs: a killed run's
+# are closed by the next run into that folder (else they hold their streams until the
+# server's --session-timeout)
+SESSIONS_RECORD = "sessions.json"
 # SimulEval's flags of the system side: this command's parser is SimulEval's and has them,
 # but the served system was started with its own, and this client would ignore them.
 SERVED_SYSTEM_FLAGS = (
@@ -95,6 +102,8 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     check_comet_flags(args)  # the flags given, before a server is asked anything
     base_url = f"http://{args.remote_address}:{args.remote_port}"
     info = _server_info(base_url, args.request_timeout)  # before the folder changes
+    if args.output is not None and _close_stale_sessions(Path(args.output), base_url):
+        info = _server_info(base_url, args.request_timeout)  # their streams freed
     _take_source_language(args, info)
     _check_target_language(args.tgt_lang, info, base_url)
     served = _served_settings(args, info)
@@ -281,14 +290,51 @@ def _check_free_streams(
         )
 
 
+def _close_stale_sessions(output: Path, base_url: str) -> bool:
+    """Close the sessions a killed run into `output` left open (named in its
+    `SESSIONS_RECORD`); whether there were any. A live run holds the folder: refused."""
+    from east_agent.common.atomic import remove
+    from east_agent.common.records import read_json_object
+    from east_agent.common.run_lock import hold_run_lock
+    from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+
+    record = output / SESSIONS_RECORD
+    if not record.is_file():
+        return False
+    with hold_run_lock(output, INSTANCES_LOCK):
+        names = read_json_object(record).get("sessions")
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"{record}: field 'sessions' is not a list of session names")
+        _close_all(base_url, names)
+        remove(record)
+    return bool(names)
+
+
+@contextmanager
+def _recorded_sessions(output: str | None, names: list[str]) -> Iterator[None]:
+    """`names` in `output`'s `SESSIONS_RECORD` while the run holds them."""
+    from east_agent.common.atomic import remove, write_atomically
+
+    if output is None:
+        yield
+        return
+    record = Path(output) / SESSIONS_RECORD
+    write_atomically(record, json.dumps({"sessions": names}) + "\n")
+    try:
+        yield
+    finally:
+        remove(record)
+
+
 def _loop(args: argparse.Namespace, server: Server) -> None:
     """SimulEval's evaluation loop, each sentence's source units sent to the server."""
     import requests
     from simuleval.evaluator import SentenceLevelEvaluator
 
     evaluator = SentenceLevelEvaluator.from_args(args)
-    with requests.Session() as session:
-        session.headers[SESSION_HEADER] = uuid.uuid4().hex
+    name = uuid.uuid4().hex
+    with requests.Session() as session, _recorded_sessions(args.output, [name]):
+        session.headers[SESSION_HEADER] = name
         try:
             for instance in evaluator.iterator:
                 segment_size = evaluator.source_segment_size
@@ -484,18 +530,20 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
         make = partial(instance_class, dataloader=dataloader, args=args)
         segment_size = getattr(args, "source_segment_size", 1)
         session = partial(_session, server, sentences, make, segment_size)
+        names = [uuid.uuid4().hex for _ in range(streams)]
         threads = [
-            threading.Thread(target=session, name=f"session-{number}", daemon=True)
-            for number in range(streams)
+            threading.Thread(target=session, args=(name,), name=f"session-{number}", daemon=True)
+            for number, name in enumerate(names)
         ]
-        try:
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.2)
-        finally:
-            _close_all(server.url, sentences.close())
+        with _recorded_sessions(args.output, names):
+            try:
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    while thread.is_alive():
+                        thread.join(0.2)
+            finally:
+                _close_all(server.url, sentences.close())
     _report(sentences, streams, len(todo), server.url, log_path)
 
 
@@ -541,13 +589,12 @@ def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log
     check_failures(sentences.failures, tried, log)
 
 
-def _session(server: Server, sentences: _Sentences, make, segment_size: int) -> None:
-    """One session of the server, translating sentences until none is left: a sentence
-    the server refuses is named and the next one taken; a session the server has no
-    stream for (503) gives its sentence back and ends; a lost server ends them all."""
+def _session(server: Server, sentences: _Sentences, make, segment_size: int, name: str) -> None:
+    """One session of the server (`name`), translating sentences until none is left: a
+    sentence the server refuses is named and the next one taken; a session the server has
+    no stream for (503) gives its sentence back and ends; a lost server ends them all."""
     import requests
 
-    name = uuid.uuid4().hex
     try:
         with requests.Session() as session:
             session.headers[SESSION_HEADER] = name

@@ -255,6 +255,45 @@ def test_ctrl_c_ends_a_run_waiting_on_the_server(test_set, tmp_path, batch, hold
     assert client.stderr.read().strip().splitlines()[-1] == "east-remote-eval: interrupted"
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_killed_clients_sessions_are_closed_by_the_next_run_into_its_folder(
+    test_set, tmp_path, batch
+):
+    """SIGKILL leaves no time to close: the sessions held the server's streams until its
+    --session-timeout (before: the rerun was refused, "0 free of its 3 streams"). The
+    run's `sessions.json` names them; the next run into the folder closes them first."""
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3, hold="output") as server:
+        command = [
+            console_script("east-remote-eval"),
+            "--remote-address", "127.0.0.1", "--remote-port", str(server.port),
+            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
+            "--output", str(output), "--batch-size", str(batch),
+        ]  # fmt: skip
+        client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(batch):  # every session waits for an answer
+                assert server.held.acquire(timeout=60), client.stderr
+        finally:
+            client.kill()
+            client.wait()
+        recorded = json.loads((output / "sessions.json").read_text())["sessions"]
+        assert sorted(recorded) == sorted(server.sessions) and len(recorded) == batch
+        server.hold = None
+        other = remote_eval(server.port, test_set, tmp_path / "other", "--batch-size", 3)
+        assert other.returncode == 2 and f"has {3 - batch} free" in other.stderr  # not its own
+        with hold_run_lock(output, INSTANCES_LOCK):  # a live run's sessions are its own
+            refused = remote_eval(server.port, test_set, output, "--batch-size", 3)
+        assert refused.returncode == 2 and "is being written by" in refused.stderr
+        assert len(server.sessions) == batch
+        result = remote_eval(server.port, test_set, output, "--batch-size", 3,
+                             "--continue-unfinished")  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not server.sessions
+    assert [r["index"] for r in logged(output)] == list(range(6))
+    assert not (output / "sessions.json").exists()
+
+
 @PROTOCOLS
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_server_silent_past_the_request_timeout_is_taken_as_lost(test_set, tmp_path, batch, step):

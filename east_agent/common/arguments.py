@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 
 def positive_int(text: str) -> int:
@@ -17,6 +18,17 @@ def non_negative_int(text: str) -> int:
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"takes a whole number of at least 0, got {text!r}")
     return int(text)
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds above 0 (argparse `type`)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise argparse.ArgumentTypeError(f"takes a number of seconds above 0, got {text!r}")
+    return seconds
 
 
 def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:

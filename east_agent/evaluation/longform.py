@@ -251,10 +251,24 @@ def sentence_span(talks: Sequence[Talk], talk_span: tuple[int, int]) -> tuple[in
     return talks[first].first_sentence, last.first_sentence + last.sentences
 
 
+# The scorer's clock: times are rounded to 1/1024 s (OmniSTEval turns the segmentation's
+# seconds into ms, x * 1000, exact only for such binary fractions; a word written as a
+# sentence's last unit arrives must land exactly on the sentence's end, not an ulp either
+# side of it). Checks of the times read them on this clock too.
+TICK = 1 / 1024
+
+
+def on_tick(seconds: float) -> float:
+    return round(seconds / TICK) * TICK
+
+
 def uniform_unit_times(units: int, unit_seconds: float = DEFAULT_UNIT_SECONDS) -> list[float]:
     """Seconds at which each of `units` source units has been heard: j * unit_seconds."""
-    if unit_seconds <= 0:
-        raise ValueError(f"unit seconds must be positive, got {unit_seconds}")
+    if not unit_seconds >= TICK or not math.isfinite(unit_seconds):
+        raise ValueError(
+            f"--ca-unit-seconds {unit_seconds:g}: long-form scoring needs at least 1/1024 s "
+            "a unit (its clock's tick: shorter units would end sentences at the same time)"
+        )
     return [(j + 1) * unit_seconds for j in range(units)]
 
 
@@ -296,14 +310,16 @@ def parse_times_line(path: str | Path, number: int, line: str, talk: Talk) -> li
 
 
 def check_sentence_durations(where: str, talk: Talk, times: Sequence[float]) -> None:
-    """Every source sentence must last: OmniSTEval re-segments by the sentences' spans,
-    from the time the previous sentence was heard to the time its own last unit was."""
+    """Every source sentence must last, on the scorer's clock (`on_tick`): OmniSTEval
+    re-segments by the sentences' spans, from the time the previous sentence was heard to
+    the time its own last unit was."""
     start = 0.0
     for number, end in enumerate(talk.sentence_ends, 1):
-        if times[end - 1] <= start:
+        if on_tick(times[end - 1]) <= on_tick(start):
             raise ValueError(
-                f"{where}: sentence {number} ends at {times[end - 1]:g} s, not after the "
-                f"previous sentence's end ({start:g} s); every sentence must last"
+                f"{where}: sentence {number} ends at {times[end - 1]:g} s, not 1/1024 s or "
+                f"more after the previous sentence's end ({start:g} s): the scorer's clock "
+                "ticks in 1/1024 s, and every sentence must last"
             )
         start = times[end - 1]
 

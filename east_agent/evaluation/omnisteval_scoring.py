@@ -4,8 +4,8 @@ Long form (`score_longform`): each talk of a long-form test set (`longform`) is 
 stream; its output is a list of chunks, each with the source units read when it was
 written and the computation seconds elapsed so far (SimulEval's `elapsed`: wall clock
 since the talk's first unit was sent). Every source unit gets a time (`j * unit_seconds`,
-or a word-timestamp file; rounded to 1/1024 s, see `TICK`) and each output word is stamped
-in milliseconds:
+or a word-timestamp file; rounded to 1/1024 s, see `longform.TICK`) and each output word
+is stamped in milliseconds:
 
     computation-unaware  time of the last unit read when its chunk was written
     computation-aware    that time + the elapsed computation seconds
@@ -44,6 +44,7 @@ import omnisteval
 from omnisteval import Instance, evaluate_instances, resegment
 from omnisteval.io import format_report, load_resegmentation_inputs
 
+from east_agent.common.arguments import positive_seconds
 from east_agent.common.atomic import write_atomically
 from east_agent.common.comet_process import (
     CometSettings,
@@ -61,6 +62,7 @@ from east_agent.evaluation.longform import (
     LongformSet,
     Talk,
     check_sentence_durations,
+    on_tick,
     read_longform,
     unit_times,
 )
@@ -82,16 +84,8 @@ SHORTFORM_KEYS = {
     "degenerate": "degenerate_policy",
 }
 LOG_FIELDS = {"prediction": str, "delays": list, "elapsed": list}
-# Times are rounded to 1/1024 s: OmniSTEval turns the segmentation's seconds into ms
-# (x * 1000), exact only for such binary fractions; a word written as a sentence's last
-# unit arrives must land exactly on the sentence's end, not an ulp either side of it.
-TICK = 1 / 1024
 RESEGMENTED_FILE = "omnisteval.resegmented.jsonl"  # one re-segmented sentence per line
 SOURCE_FILE = "omnisteval.source.txt"  # the scored talks' source sentences, for COMET
-
-
-def on_tick(seconds: float) -> float:
-    return round(seconds / TICK) * TICK
 
 
 @dataclass(frozen=True)
@@ -502,7 +496,9 @@ def main(argv: list[str] | None = None) -> None:
     short.add_argument("--log", required=True, help="the run's instances.log")
     short.add_argument("--eval-latency-unit", default="word", choices=("word", "char"))
     for command in (long, short):
-        command.add_argument("--ca-unit-seconds", type=float, default=DEFAULT_UNIT_SECONDS)
+        command.add_argument(
+            "--ca-unit-seconds", type=positive_seconds, default=DEFAULT_UNIT_SECONDS
+        )
     args = parser.parse_args(argv)
     check_input_file(args.log, "--log")
     if args.command == "shortform":

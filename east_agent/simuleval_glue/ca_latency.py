@@ -34,6 +34,8 @@ from simuleval.evaluator.scorers.latency_scorer import (
     register_latency_scorer,
 )
 
+from east_agent.common.arguments import positive_seconds
+
 logger = logging.getLogger("east_agent.simuleval_glue.ca_latency")
 
 DEFAULT_UNIT_SECONDS = 0.4
@@ -101,7 +103,7 @@ class ComputationAware:
     def add_args(parser):
         parser.add_argument(
             "--ca-unit-seconds",
-            type=float,
+            type=positive_seconds,
             default=DEFAULT_UNIT_SECONDS,
             help="computation-aware latency: seconds one source unit takes to arrive",
         )

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 
-from east_agent.common.arguments import given_flags, positive_int
+from east_agent.common.arguments import given_flags, positive_int, positive_seconds
 
 
 def test_given_flags_reads_either_spelling_and_no_longer_flag():
@@ -19,3 +19,10 @@ def test_positive_int_refuses_zero_and_words():
     for text in ("0", "-1", "two"):
         with pytest.raises(argparse.ArgumentTypeError, match="at least 1"):
             positive_int(text)
+
+
+def test_positive_seconds_refuses_zero_infinity_and_words():
+    assert positive_seconds("0.4") == 0.4 and positive_seconds("1e-3") == 0.001
+    for text in ("0", "-1", "inf", "nan", "soon"):
+        with pytest.raises(argparse.ArgumentTypeError, match="seconds above 0"):
+            positive_seconds(text)

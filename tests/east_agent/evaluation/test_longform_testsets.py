@@ -107,13 +107,36 @@ def test_word_times_giving_a_sentence_no_duration_are_refused_when_read(tmp_path
     path.write_text(" ".join(f"{t:g}" for t in times) + "\n")
     expected = (
         f"times.txt: line 1 \\(talk0000\\): sentence 2 ends at {times[first_end - 1]:g} s, "
-        f"not after the previous sentence's end \\({times[first_end - 1]:g} s\\)"
+        f"not 1/1024 s or more after the previous sentence's end \\({times[first_end - 1]:g} s\\)"
     )
     with pytest.raises(ValueError, match=expected):
         unit_times(testset, path)
     path.write_text(" ".join(["0"] * talk.units) + "\n")
-    with pytest.raises(ValueError, match="sentence 1 ends at 0 s, not after"):
+    with pytest.raises(ValueError, match="sentence 1 ends at 0 s, not 1/1024 s or more after"):
         unit_times(testset, path)
+    # within one tick of the scorer's clock (1/1024 s): the same time once scored (before:
+    # accepted here, refused by the scorer after the grid had decoded every talk)
+    times[first_end:second_end] = [times[first_end - 1] + (j + 1) * 1e-5 for j in range(
+        second_end - first_end)]  # fmt: skip
+    path.write_text(" ".join(f"{t:.5f}" for t in times) + "\n")
+    with pytest.raises(ValueError, match="sentence 2 ends at .* not 1/1024 s or more after"):
+        unit_times(testset, path)
+    times[first_end:second_end] = [times[first_end - 1] + 0.002] * (second_end - first_end)
+    path.write_text(" ".join(f"{t:.5f}" for t in times) + "\n")
+    assert unit_times(testset, path)[0][second_end - 1] == pytest.approx(
+        times[first_end - 1] + 0.002
+    )
+
+
+def test_unit_seconds_below_the_scorers_tick_are_refused(tmp_path):
+    """A uniform clock of 1e-9 s a unit put every sentence's end at 0 once scored: the
+    grid decoded, then nothing was scored."""
+    prepare_testset("multi30k.de-en.talks1000", tmp_path / "set")
+    testset = read_longform(tmp_path / "set")
+    for unit_seconds in (1e-9, 1 / 2048, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="needs at least 1/1024 s a unit"):
+            unit_times(testset, unit_seconds=unit_seconds)
+    assert unit_times(testset, unit_seconds=1 / 1024)[0][:2] == [1 / 1024, 2 / 1024]
 
 
 def test_chinese_targets_join_a_talk_without_spaces(tmp_path):

@@ -193,6 +193,22 @@ def test_a_log_that_is_not_there_is_named_with_its_flag(talks_dir, tmp_path, cap
     assert f"--log {tmp_path / 'nosuch.log'}: no such file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["shortform", "longform"])
+@pytest.mark.parametrize("seconds", ["inf", "nan"])
+def test_a_unit_time_that_is_no_time_is_refused_naming_the_flag(
+    talks_dir, tmp_path, capsys, command, seconds
+):
+    """Before: an OverflowError traceback (inf), or "cannot convert float NaN to integer"."""
+    folders = [] if command == "shortform" else ["--testset", str(talks_dir), "--output", "o"]
+    log = tmp_path / "instances.log"
+    log.write_text("")
+    with pytest.raises(SystemExit) as ended:
+        main([command, "--log", str(log), *folders, "--ca-unit-seconds", seconds])
+    assert ended.value.code == 2
+    error = capsys.readouterr().err
+    assert f"--ca-unit-seconds: takes a number of seconds above 0, got '{seconds}'" in error
+
+
 def test_chinese_output_is_scored_by_character(tmp_path, monkeypatch):
     pairs = [
         ("a b c d", "我们今天去北京"),

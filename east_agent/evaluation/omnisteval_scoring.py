@@ -141,13 +141,23 @@ def talk_outputs_from_log(
 ) -> list[TalkOutput]:
     """The per-talk outputs of a long-form SimulEval run (one log line per talk, its
     `index` the talk's; a run of some talks, `--end-index` say, gives those)."""
-    records = sorted(read_log(path), key=lambda record: record.get("index", -1))
+    records = read_log(path)
+    lines_of: dict[int, int] = {}
     for record in records:
-        if not isinstance(record.get("index"), int) or not 0 <= record["index"] < len(talks):
+        index = record.get("index")
+        if not isinstance(index, int) or not 0 <= index < len(talks):
             raise ValueError(
                 f"{path}: line {record['_line']}: field 'index' must be a talk number "
-                f"0..{len(talks) - 1}, got {record.get('index')!r}"
+                f"0..{len(talks) - 1}, got {index!r}"
             )
+        if index in lines_of:
+            raise ValueError(
+                f"{path}: line {record['_line']}: talk {index} again (line {lines_of[index]})"
+            )
+        lines_of[index] = record["_line"]
+    if not records:
+        raise ValueError(f"{path}: no talk in the log (none finished)")
+    records.sort(key=lambda record: record["index"])
     return [
         log_talk_output(path, r, talks[r["index"]], char_level, talks[r["index"]].units)
         for r in records
@@ -173,6 +183,8 @@ def talk_outputs_from_sentences(
         if all(number in by_sentence for number in span):
             records = [by_sentence[number] for number in span]
             outputs.append(joined_talk_output(path, records, talk, char_level))
+    if not outputs:
+        raise ValueError(f"{path}: no talk has all its sentences in the log")
     return outputs
 
 

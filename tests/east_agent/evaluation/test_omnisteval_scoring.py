@@ -148,10 +148,27 @@ def test_comet_from_the_command_line_scores_the_resegmented_sentences(
 def test_a_log_line_with_too_few_delays_is_named(talks_dir, tmp_path):
     log = tmp_path / "instances.log"
     line = {"index": 0, "prediction": "a b c", "delays": [1, 2], "elapsed": [0, 0, 0]}
-    log.write_text(json.dumps(line) + "\n" + json.dumps({**line, "delays": [1, 2, 3]}) + "\n")
+    second = {**line, "index": 1, "delays": [1, 2, 3]}
+    log.write_text(json.dumps(line) + "\n" + json.dumps(second) + "\n")
     talks = longform.read_longform(talks_dir).talks
     with pytest.raises(ValueError, match=r"instances.log: line 1: field 'delays' has 2 values"):
         talk_outputs_from_log(log, talks)
+
+
+def test_a_log_with_a_talk_twice_or_none_is_named(talks_dir, tmp_path):
+    """Before: "<test set folder>: outputs must be for distinct talks ..., got [...]",
+    naming neither the log nor its lines."""
+    talks = longform.read_longform(talks_dir).talks
+    log = write_log(tmp_path / "instances.log")
+    first = log.read_text().splitlines()[0]
+    log.write_text(f"{first}\n{first}\n")
+    with pytest.raises(ValueError, match=r"instances.log: line 2: talk 0 again \(line 1\)"):
+        talk_outputs_from_log(log, talks)
+    log.write_text("")
+    with pytest.raises(ValueError, match=r"instances.log: no talk in the log \(none finished\)"):
+        talk_outputs_from_log(log, talks)
+    with pytest.raises(ValueError, match="instances.log: no talk has all its sentences in the"):
+        talk_outputs_from_sentences(log, talks)
 
 
 def test_shortform_yaal_matches_a_hand_computation(tmp_path):

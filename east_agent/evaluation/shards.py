@@ -33,6 +33,7 @@ from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
     INSTANCES_LOCK,
     SETTINGS_RECORD,
+    SPAN,
     clear_scores,
     combined_batch_record,
     settings_differ,
@@ -108,8 +109,13 @@ def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
     if any(settings_differ(one, other) for one, other in combinations(records, 2)):
         remove(run_dir / SETTINGS_RECORD)
         return
-    # the record knowing most files by content (a shard resumed since they are)
+    # the record knowing most files by content (a shard resumed since they are), covering
+    # every shard's sentences
     record = max(records, key=lambda record: sum(map(is_content_setting, record.values())))
+    record = {name: value for name, value in record.items() if name != SPAN}
+    spans = [shard.get(SPAN) for shard in records]
+    if all(isinstance(span, list) for span in spans):
+        record[SPAN] = [min(span[0] for span in spans), max(span[1] for span in spans)]
     write_atomically(run_dir / SETTINGS_RECORD, json.dumps(record, indent=2) + "\n")
 
 

@@ -42,6 +42,7 @@ from east_agent.simuleval_glue.instance_log import InstanceLog, finished_records
 from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
     SETTINGS_RECORD,
+    check_recorded_span,
     clear_scores,
     combined_batch_record,
     translation_settings,
@@ -257,6 +258,7 @@ def score_folder(args: argparse.Namespace) -> None:
         source_type = args.source_type or simuleval_fixes.logged_source_type(output)
         simuleval_fixes.refuse_computation_aware_for_text(True, source_type)
     check_log(output / "instances.log")
+    check_recorded_span(output)
     with writing(output):
         score(argparse.Namespace(**{**vars(args), "output": str(output)}))
 

@@ -66,6 +66,9 @@ LOG_UNIT_SETTINGS = frozenset({"eval_latency_unit", "eval_latency_spm_model"})
 WEIGHTS_DTYPE = "weights_dtype"
 # settings a record written before named none of: compared only where both records do
 RECORDED_LATER = LOG_UNIT_SETTINGS | {WEIGHTS_DTYPE}
+# the sentences the run that wrote the record covers ([start, end]), not a setting: a
+# resumed run may cover more; `--score-only` refuses a log lacking some of them
+SPAN = "span"
 PATHS = {"user_dir", "system_dir", "source", "target", "model_path", "adapter_path"}
 MODEL_FOLDERS = {"model_path", "adapter_path"}  # known by a fingerprint, other folders by path
 PLAIN = (str, int, float, bool, type(None))
@@ -176,7 +179,8 @@ def writing(
             if settings is None:
                 remove(record)
             else:
-                write_atomically(record, json.dumps(settings, indent=2) + "\n")
+                covered = {} if span is None else {SPAN: list(span)}
+                write_atomically(record, json.dumps({**settings, **covered}, indent=2) + "\n")
         yield
 
 
@@ -189,7 +193,7 @@ def clear_scores(output: Path, batching: bool = True) -> None:
 def settings_differ(saved: dict, settings: dict) -> list[str]:
     """The names of the settings in which two records differ (data files by content)."""
     recorded_by_both = set(saved) & set(settings)
-    names = sorted(set(saved) | set(settings))
+    names = sorted((set(saved) | set(settings)) - {SPAN})
     return [
         name
         for name in names
@@ -263,6 +267,25 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     elif [record["index"] for record in by_index.values()] != list(range(start, index)):
         write_atomically(log, record_lines(kept))  # only the order changes
     return start < end <= index
+
+
+def check_recorded_span(output: Path) -> None:
+    """Refuse a log lacking sentences of the span its run covered (recorded with its
+    settings): the run stopped, or some sentences failed, and scores of the rest would
+    not be the run's. A record from before names no span: the log is taken as it is."""
+    record, log = output / SETTINGS_RECORD, output / "instances.log"
+    span = read_json_object(record).get(SPAN) if record.exists() else None
+    if not (isinstance(span, list) and len(span) == 2 and all(isinstance(i, int) for i in span)):
+        return
+    done = {entry["index"] for entry in finished_records(log)}
+    missing = [index for index in range(*span) if index not in done]
+    if missing:
+        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
+        raise ValueError(
+            f"{log}: {len(missing)} of the run's sentences {span[0]} .. {span[1] - 1} are "
+            f"missing ({shown}: failed, or not reached when the run stopped): not scored; "
+            "--continue-unfinished translates them"
+        )
 
 
 def check_within_span(log: Path, start: int, end: int) -> None:

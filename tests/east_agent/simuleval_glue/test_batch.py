@@ -201,6 +201,14 @@ def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path
     scored = run_simuleval("--score-only", "--output", output, timeout=120)
     assert scored.returncode == 2 and "sentences 2 missing between 0 and 4" in scored.stderr
     assert not (output / "scores.tsv").exists()
+    # the last ones missing too (a run stopped there; before: scored, exit 0): the run's
+    # span is recorded with its settings
+    log = output / "instances.log"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
+    scored = run_simuleval("--score-only", "--output", output, timeout=120)
+    assert scored.returncode == 2, scored.stderr[-2000:]
+    assert "3 of the run's sentences 0 .. 4 are missing (2, 3, 4: failed" in scored.stderr
+    assert not (output / "scores.tsv").exists()
 
 
 def test_a_cache_that_outgrows_the_device_keeps_the_finished_sentences(

@@ -93,6 +93,29 @@ def test_a_record_from_before_the_log_units_were_kept_is_not_compared_for_them()
     assert run_folder.settings_differ({**old, "latency": "high"}, word) == ["latency"]
 
 
+def test_the_span_of_a_run_is_recorded_and_not_a_setting(tmp_path):
+    """`--score-only` refuses a log lacking sentences of its run's span; a resumed run may
+    cover more sentences than the record's (the span is never compared)."""
+    output = tmp_path / "out"
+    settings = {"agent_class": "Agent", "latency": "low"}
+    with writing(output, settings, resume=False, run=True, span=(0, 3)):
+        pass
+    record = json.loads((output / run_folder.SETTINGS_RECORD).read_text())
+    assert record == {**settings, "span": [0, 3]}
+    write_log(output / "instances.log", [0, 1])
+    with pytest.raises(ValueError, match=r"1 of the run's sentences 0 \.\. 2 are missing \(2:"):
+        run_folder.check_recorded_span(output)
+    with writing(output, settings, resume=True, run=True, span=(0, 5)):
+        pass
+    with pytest.raises(ValueError, match=r"3 of the run's sentences 0 \.\. 4 are missing"):
+        run_folder.check_recorded_span(output)
+    write_log(output / "instances.log", range(5))
+    run_folder.check_recorded_span(output)
+    (output / run_folder.SETTINGS_RECORD).write_text(json.dumps(settings))  # from before
+    write_log(output / "instances.log", [0])
+    run_folder.check_recorded_span(output)
+
+
 def test_the_weights_dtype_of_the_device_is_a_setting(tmp_path):
     """`--torch-dtype auto` loads float32 on a CPU and the checkpoint's own dtype
     (bfloat16) on a GPU: a CPU log resumed on a GPU is refused (before: taken, two dtypes'

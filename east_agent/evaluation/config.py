@@ -568,6 +568,13 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
     if "ca_unit_seconds" in tree:
         tree["ca_unit_seconds"] = seconds(tree["ca_unit_seconds"], place.of("ca_unit_seconds"))
     check_testset(tree["testset"], place.of("testset"))
+    from east_agent.evaluation.longform import TICK, is_longform
+
+    if is_longform(tree["testset"]) and tree.get("ca_unit_seconds", TICK) < TICK:
+        raise EvalConfigError(
+            f"{place.of('ca_unit_seconds')}: {tree['ca_unit_seconds']:g} s a unit; long-form "
+            "scoring needs at least 1/1024 s (its clock's tick)"
+        )
     systems = tree["systems"]
     if not isinstance(systems, dict) or not systems:
         raise EvalConfigError(f"{place.of('systems')} must map names to settings")

@@ -9,12 +9,13 @@ model's signature and only ever crops by a negative count.
 A `DynamicCache` has one length for all its rows, so this backend is not ragged: it runs the
 rows of one stream (one row, or the beams of one chunk) and nothing else. It runs any model
 transformers runs, which is what it is for; beam search, which cuts and copies the cache's
-rows, only on plain key/value layers (not a sliding window's, whose length is kept apart
-from its keys), and such a model is refused when the backend is built for beams.
+rows, only on plain key/value layers, and a model whose cache has other layers is refused
+when the backend is built for beams.
 
-A sliding window's layer keeps only its last positions, so once a row has filled the
-window it cannot be cut back (transformers raises): `crop` then builds the row anew from
-the tokens it keeps, in one forward (counted), the only way back for such a model.
+A sliding-window model gets plain layers too: transformers' sliding-window layer keeps
+only a row's last positions, so once the row filled the window it cannot be cut back (a
+new sentence, a roll-back) nor its beams copied. Plain layers keep every position up to
+the context (memory as a model without a window) and the model still masks by its window.
 """
 
 from __future__ import annotations
@@ -41,13 +42,10 @@ def cache_argument_name(model) -> str:
 def new_dynamic_cache(model):
     from transformers import DynamicCache
 
-    return DynamicCache(config=model.config)
-
-
-def sliding_window_of(cache) -> int | None:
-    """The smallest sliding window among a cache's layers (None: none has one)."""
-    windows = [getattr(layer, "sliding_window", None) for layer in cache.layers]
-    return min((window for window in windows if window), default=None)
+    cache = DynamicCache(config=model.config)
+    if any(getattr(layer, "sliding_window", None) for layer in cache.layers):
+        return DynamicCache()  # plain key/value layers, cut and copied like any
+    return cache
 
 
 class CachedLM:
@@ -64,8 +62,6 @@ class CachedLM:
         self.cache = new_dynamic_cache(model)
         if max_rows > 1:
             self._layers()  # refused before anything is decoded
-        self.window = sliding_window_of(self.cache)
-        self._fed: list[int] = []  # with a sliding window: its one row's tokens, to rebuild it
         self.forward_passes = 0
         self.tokens_fed = 0
 
@@ -95,8 +91,6 @@ class CachedLM:
         )
         self.forward_passes += 1
         self.tokens_fed += input_ids.numel()
-        if self.window is not None:
-            self._fed.extend(tokens[0])
         return output.logits[:, -1, :].float()
 
     def feed(self, token_ids: Sequence[int], row: int = 0) -> torch.Tensor:
@@ -107,21 +101,12 @@ class CachedLM:
         dropped = self.length(row) - length
         if dropped < 0:
             raise ValueError(f"cannot crop a row of {self.length(row)} positions to {length}")
-        if not dropped:
-            return 0
-        if self.window is not None and self.length() >= self.window:
-            kept = self._fed[:length]  # the window lost what a crop would go back to
-            self.reset()
-            if kept:
-                self.feed(kept)
-        else:
+        if dropped:
             self.cache.crop(-dropped)
-            del self._fed[length:]
         return dropped
 
     def reset(self) -> None:
         self.cache = new_dynamic_cache(self.model)
-        self._fed = []
 
     # -- beams: the batch dimension of every layer ----------------------------------------------
 

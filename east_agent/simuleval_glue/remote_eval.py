@@ -23,7 +23,8 @@ evaluate against one server at once. SimulEval's own server ignores the header.
 server steps them in one batched forward: the run's `elapsed` then measures N listeners
 sharing the server (`batch.json` says so), and the log is written in finishing order and
 put in index order at the end, as a local batched run's. SimulEval's own server keeps one
-agent state and is refused for N > 1; this package's is asked first for N free streams.
+agent state and is refused for N > 1; this package's is asked first for N free streams
+(fewer if fewer sentences are left).
 
 The output folder is written as `east-simuleval` writes one (`run_folder`): held by one
 writer, every finished sentence flushed as it finishes, the scores written atomically and
@@ -36,7 +37,8 @@ has no stream for (503) gives its sentence back to the others; a lost server end
 run, as does a request the server leaves unanswered for `--request-timeout` seconds
 (600). Sessions are closed whatever happens (Ctrl-C included), a close waits
 `CLOSE_TIMEOUT` at most; Ctrl-C ends a run at once (a concurrent run's threads are
-daemons), in one line.
+daemons), in one line. A run killed outright cannot close them: its `--output` names them
+while it runs (`SESSIONS_RECORD`), and the next run into that folder closes them first.
 """
 
 from __future__ import annotations
@@ -238,13 +240,23 @@ def _refuse_another_system(log: Path, saved: dict, served: dict | None) -> None:
     """A log that a served system of other settings wrote (its record's `served`), or a
     local run of other settings (its record itself), is not resumed against this one."""
     from east_agent.common.fingerprint import shown_setting
-    from east_agent.simuleval_glue.run_folder import LOG_UNIT_SETTINGS, settings_differ
+    from east_agent.simuleval_glue.run_folder import (
+        LOG_UNIT_SETTINGS,
+        RECORDED_LATER,
+        settings_differ,
+    )
 
     written_by = saved.get("served", saved if "agent_class" in saved else None)
     if served is None or not isinstance(written_by, dict):
         return  # a server that says nothing (SimulEval's), or a record that does not
     served = {name: value for name, value in served.items() if name not in LOG_UNIT_SETTINGS}
-    differ = settings_differ({name: written_by.get(name) for name in served}, served)
+    # what the record names of the served settings (not those it is too old to name)
+    named = {
+        name: written_by.get(name)
+        for name in served
+        if name in written_by or name not in RECORDED_LATER
+    }
+    differ = settings_differ(named, served)
     if differ:
         shown = "; ".join(
             f"{name}: {shown_setting(written_by.get(name))} there, "
@@ -280,7 +292,8 @@ def _check_free_streams(
     free = info["streams"] - sessions
     if free < wanted:
         lower = "lower it, " if wanted > 1 else ""
-        needs = "" if wanted == batch_size else f" ({wanted} sentences are left)"
+        left = "1 sentence is" if wanted == 1 else f"{wanted} sentences are"
+        needs = "" if wanted == batch_size else f" ({left} left)"
         raise ValueError(
             f"the server at {base_url} has {free} free of its {info['streams']} streams: "
             f"{sessions} sessions are open (other clients', or a killed client's until the "
@@ -302,24 +315,28 @@ def _close_stale_sessions(output: Path, base_url: str) -> bool:
     if not record.is_file():
         return False
     with hold_run_lock(output, INSTANCES_LOCK):
-        names = read_json_object(record).get("sessions")
+        saved = read_json_object(record)
+        names, server = saved.get("sessions"), saved.get("server", base_url)
         if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
             raise ValueError(f"{record}: field 'sessions' is not a list of session names")
-        _close_all(base_url, names)
+        if not isinstance(server, str):
+            raise ValueError(f"{record}: field 'server' is not a server's address")
+        _close_all(server, names)  # where the killed run held them
         remove(record)
-    return bool(names)
+    return bool(names) and server == base_url
 
 
 @contextmanager
-def _recorded_sessions(output: str | None, names: list[str]) -> Iterator[None]:
-    """`names` in `output`'s `SESSIONS_RECORD` while the run holds them."""
+def _recorded_sessions(output: str | None, server: Server, names: list[str]) -> Iterator[None]:
+    """`names` (sessions of `server`) in `output`'s `SESSIONS_RECORD` while the run holds
+    them."""
     from east_agent.common.atomic import remove, write_atomically
 
     if output is None:
         yield
         return
     record = Path(output) / SESSIONS_RECORD
-    write_atomically(record, json.dumps({"sessions": names}) + "\n")
+    write_atomically(record, json.dumps({"server": server.url, "sessions": names}) + "\n")
     try:
         yield
     finally:
@@ -333,7 +350,7 @@ def _loop(args: argparse.Namespace, server: Server) -> None:
 
     evaluator = SentenceLevelEvaluator.from_args(args)
     name = uuid.uuid4().hex
-    with requests.Session() as session, _recorded_sessions(args.output, [name]):
+    with requests.Session() as session, _recorded_sessions(args.output, server, [name]):
         session.headers[SESSION_HEADER] = name
         try:
             for instance in evaluator.iterator:
@@ -535,7 +552,7 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
             threading.Thread(target=session, args=(name,), name=f"session-{number}", daemon=True)
             for number, name in enumerate(names)
         ]
-        with _recorded_sessions(args.output, names):
+        with _recorded_sessions(args.output, server, names):
             try:
                 for thread in threads:
                     thread.start()

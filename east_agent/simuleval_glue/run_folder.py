@@ -275,8 +275,10 @@ def check_recorded_span(output: Path) -> None:
     not be the run's. A record from before names no span: the log is taken as it is."""
     record, log = output / SETTINGS_RECORD, output / "instances.log"
     span = read_json_object(record).get(SPAN) if record.exists() else None
-    if not (isinstance(span, list) and len(span) == 2 and all(isinstance(i, int) for i in span)):
+    if span is None:
         return
+    if not (isinstance(span, list) and len(span) == 2 and all(type(i) is int for i in span)):
+        raise ValueError(f"{record}: field {SPAN!r} is not [first, end] sentence numbers")
     done = {entry["index"] for entry in finished_records(log)}
     missing = [index for index in range(*span) if index not in done]
     if missing:

@@ -982,6 +982,11 @@ def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message)
         ({"ca_unit_seconds": "fast"}, "ca_unit_seconds must be a number of seconds above 0"),
         ({"ca_unit_seconds": 0}, "ca_unit_seconds must be a number of seconds above 0"),
         ({"ca_unit_seconds": True}, "ca_unit_seconds must be a number of seconds above 0"),
+        # before: every talk decoded, then nothing scored (the scorer's clock ticks 1/1024 s)
+        (
+            {"testset": "multi30k.de-en.talks5", "ca_unit_seconds": 0.0001},
+            "ca_unit_seconds: 0.0001 s a unit; long-form scoring needs at least 1/1024 s",
+        ),
         ({"max_new_tokens": "many"}, "max_new_tokens must be a whole number of at least 1"),
         ({"batch_size": 0}, "batch_size must be a whole number of at least 1"),
         ({"jobs": 1.5}, "jobs must be a whole number of at least 1"),

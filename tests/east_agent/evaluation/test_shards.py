@@ -39,6 +39,27 @@ def test_shards_whose_settings_agree_give_the_run_the_record_by_content(tmp_path
     assert json.loads((run_dir / SETTINGS_RECORD).read_text())["source"]["sha256"] == "ab" * 32
 
 
+def test_merged_shards_record_the_span_of_them_all(tmp_path):
+    """Each shard records its own sentences; the merged run covers all of them (so that
+    `--score-only` of the merged log asks for every shard's), or none where a shard's
+    record is from before spans were kept."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    spans = ([0, 34], [34, 67], [67, 100])
+    shards = write_records(tmp_path, *({"latency": "low", "span": span} for span in spans))
+    merge_settings_records(shards, run_dir)
+    assert json.loads((run_dir / SETTINGS_RECORD).read_text()) == {
+        "latency": "low",
+        "span": [0, 100],
+    }
+    (tmp_path / "older").mkdir()
+    older = write_records(
+        tmp_path / "older", {"latency": "low", "span": [0, 50]}, {"latency": "low"}
+    )
+    merge_settings_records(older, run_dir)
+    assert json.loads((run_dir / SETTINGS_RECORD).read_text()) == {"latency": "low"}
+
+
 @pytest.mark.parametrize(
     "records",
     [

@@ -89,42 +89,52 @@ def test_rows_of_several_streams_are_refused_with_a_reason(east_model):
     assert not CachedLM.ragged
 
 
-def test_beams_on_a_sliding_window_cache_are_refused_before_decoding():
-    """A sliding window's layer keeps its length apart from its keys, so the rows that
-    `save` and `load` cut and join by hand would be read at the wrong positions (a crash,
-    or a hypothesis one position long); one beam runs it."""
-    config = transformers.MistralConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, sliding_window=64,
-    )  # fmt: skip
-    model = transformers.MistralForCausalLM(config).eval()
+def test_beams_on_a_cache_of_other_layers_are_refused_before_decoding(east_model, monkeypatch):
+    """A layer that keeps its length apart from its keys would be read at the wrong
+    positions once `save` and `load` cut and join its rows by hand; one beam runs it."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+
+    def other_layers(model):
+        cache = DynamicCache()
+        cache.layers = [DynamicSlidingWindowLayer(sliding_window=64)]
+        return cache
+
+    monkeypatch.setattr("east_agent.lm.dynamic.new_dynamic_cache", other_layers)
     with pytest.raises(ValueError, match="uses DynamicSlidingWindowLayer: decode it with one"):
-        CachedLM(model, max_rows=3)
-    assert CachedLM(model).feed([1, 2, 3]).shape == (64,)
+        CachedLM(east_model, max_rows=3)
 
 
-def test_a_row_past_its_sliding_window_is_cut_back_by_feeding_what_it_keeps():
-    """A sliding window's layer keeps its last positions only: once a row filled the
-    window, transformers cannot crop it (before: a RuntimeError at the next sentence's
-    rewind to the prompt). The row is built anew from the tokens it keeps, one forward."""
+def test_a_sliding_window_model_crops_and_runs_beams_past_its_window():
+    """transformers' sliding-window layer keeps a row's last positions only: once a row
+    filled the window it could not be cut back (before: a RuntimeError at the next
+    sentence's rewind to the prompt) nor run beams or streams (refused, "decode it with
+    one beam", even for streams). Plain layers keep every position; the window still
+    masks (a model without it gives other logits)."""
     config = transformers.MistralConfig(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, sliding_window=8,
     )  # fmt: skip
     torch.manual_seed(0)
     model = transformers.MistralForCausalLM(config).eval()
-    ids = [(7 * index) % 60 + 2 for index in range(20)]
-    lm = CachedLM(model)
-    assert lm.window == 8
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() > 1:
+                parameter.normal_(0, 0.3)
+    ids = [(7 * index) % 60 + 2 for index in range(24)]
+    lm = CachedLM(model, max_rows=3)
     lm.feed(ids[:5])
-    assert lm.crop(0, 3) == 2 and lm.forward_passes == 1  # within the window: a plain crop
-    torch.testing.assert_close(lm.feed(ids[3:12]), full_logits(model, ids[:12]))
-    assert lm.crop(0, 4) == 8  # past the window: the 4 kept tokens fed again
-    assert (lm.length(0), lm.forward_passes, lm.tokens_fed) == (4, 3, 5 + 9 + 4)
+    for token in ids[5:20]:
+        lm.feed([token])
+    assert lm.crop(0, 4) == 16 and lm.length(0) == 4
     torch.testing.assert_close(lm.feed(ids[4:20]), full_logits(model, ids[:20]))
-    assert lm.crop(0, 10) == 10  # kept tokens past the window themselves
-    torch.testing.assert_close(lm.feed(ids[10:13]), full_logits(model, ids[:13]))
-    assert lm.crop(0, 0) == 13 and lm.length(0) == 0
-    torch.testing.assert_close(lm.feed(ids[:2]), full_logits(model, ids[:2]))
-    lm.reset()
-    torch.testing.assert_close(lm.feed(ids[5:9]), full_logits(model, ids[5:9]))
+    lm.fork(0, [1, 2])
+    logits = lm.forward([0, 1, 2], [[10], [11], [12]])
+    for row, token in enumerate((10, 11, 12)):
+        torch.testing.assert_close(logits[row], full_logits(model, [*ids[:20], token]))
+    lm.release([1, 2])
+    unwindowed = transformers.MistralForCausalLM(
+        transformers.MistralConfig(**{**config.to_dict(), "sliding_window": None})
+    ).eval()
+    unwindowed.load_state_dict(model.state_dict())
+    assert not torch.allclose(full_logits(unwindowed, ids[:20]), full_logits(model, ids[:20]))

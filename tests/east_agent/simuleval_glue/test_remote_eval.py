@@ -277,8 +277,10 @@ def test_a_killed_clients_sessions_are_closed_by_the_next_run_into_its_folder(
         finally:
             client.kill()
             client.wait()
-        recorded = json.loads((output / "sessions.json").read_text())["sessions"]
-        assert sorted(recorded) == sorted(server.sessions) and len(recorded) == batch
+        recorded = json.loads((output / "sessions.json").read_text())
+        assert recorded["server"] == f"http://127.0.0.1:{server.port}"
+        assert sorted(recorded["sessions"]) == sorted(server.sessions)
+        assert len(server.sessions) == batch
         server.hold = None
         other = remote_eval(server.port, test_set, tmp_path / "other", "--batch-size", 3)
         assert other.returncode == 2 and f"has {3 - batch} free" in other.stderr  # not its own
@@ -286,8 +288,9 @@ def test_a_killed_clients_sessions_are_closed_by_the_next_run_into_its_folder(
             refused = remote_eval(server.port, test_set, output, "--batch-size", 3)
         assert refused.returncode == 2 and "is being written by" in refused.stderr
         assert len(server.sessions) == batch
-        result = remote_eval(server.port, test_set, output, "--batch-size", 3,
-                             "--continue-unfinished")  # fmt: skip
+        with FakeSessionServer(streams=3) as elsewhere:  # closed where the run held them
+            result = remote_eval(elsewhere.port, test_set, output, "--batch-size", 3,
+                                 "--continue-unfinished")  # fmt: skip
         assert result.returncode == 0, result.stderr[-3000:]
         assert not server.sessions
     assert [r["index"] for r in logged(output)] == list(range(6))
@@ -496,6 +499,15 @@ def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):
     with pytest.raises(ValueError, match="num_beams: 1 there, 5 now"):
         _served_settings(args, {"settings": {**low, "num_beams": 5}})
     assert _served_settings(args, {}) == local  # a server that says nothing (SimulEval's)
+    # a record from before the weights' dtype was a setting names none: not compared for it
+    # (before: "weights_dtype: None there, 'float32' now")
+    newer = {**low, "weights_dtype": "float32"}
+    for old_record in (record, local):
+        (output / "run_settings.json").write_text(json.dumps(old_record))
+        assert _served_settings(args, {"settings": newer}) == old_record
+    (output / "run_settings.json").write_text(json.dumps({**record, "served": newer}))
+    with pytest.raises(ValueError, match="weights_dtype: 'float32' there, 'bfloat16' now"):
+        _served_settings(args, {"settings": {**low, "weights_dtype": "bfloat16"}})
 
 
 def test_a_server_that_takes_the_connection_but_says_nothing_is_named():

@@ -114,6 +114,9 @@ def test_the_span_of_a_run_is_recorded_and_not_a_setting(tmp_path):
     (output / run_folder.SETTINGS_RECORD).write_text(json.dumps(settings))  # from before
     write_log(output / "instances.log", [0])
     run_folder.check_recorded_span(output)
+    (output / run_folder.SETTINGS_RECORD).write_text(json.dumps({**settings, "span": [0]}))
+    with pytest.raises(ValueError, match="run_settings.json: field 'span' is not \\[first, end\\]"):
+        run_folder.check_recorded_span(output)
 
 
 def test_the_weights_dtype_of_the_device_is_a_setting(tmp_path):

@@ -23,6 +23,7 @@ import torch
 
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
+from training.model_folder import check_weights, load_pretrained
 
 COMMAND = "python -m training.average_checkpoints"
 
@@ -58,7 +59,8 @@ def average(
                 f"{path} is a LoRA adapter: merge it into its base first (python -m "
                 "training.merge_lora), then average the merged checkpoints"
             )
-    model = AutoModelForCausalLM.from_pretrained(str(inputs[0]))
+        check_weights(path, "--inputs")
+    model = load_pretrained(AutoModelForCausalLM, inputs[0], "--inputs")
     dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
     total = sum(weights)
     sums = {
@@ -66,7 +68,7 @@ def average(
         for name, tensor in model.state_dict().items()
     }
     for path, weight in zip(inputs[1:], weights[1:]):
-        other = AutoModelForCausalLM.from_pretrained(str(path)).state_dict()
+        other = load_pretrained(AutoModelForCausalLM, path, "--inputs").state_dict()
         _check_same_tensors(sums, other, inputs[0], path)
         for name, tensor in other.items():
             sums[name] += tensor.detach().float() * (weight / total)
@@ -75,7 +77,7 @@ def average(
     model.load_state_dict({name: tensor.to(dtype) for name, tensor in sums.items()})
     with atomic_path(output) as temporary:
         model.save_pretrained(temporary)
-        AutoTokenizer.from_pretrained(str(inputs[0])).save_pretrained(temporary)
+        load_pretrained(AutoTokenizer, inputs[0], "--inputs").save_pretrained(temporary)
     logger.info("wrote the average of %d checkpoints to %s", len(inputs), output)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from east_agent.common.arguments import positive_int
-from east_agent.common.atomic import atomic_path, check_replaceable
+from east_agent.common.atomic import atomic_path, check_folder_path, check_replaceable
 from east_agent.common.entry import command_line
 from east_agent.common.text_lines import iter_lines
 from east_agent.decoding.prompt import (
@@ -109,6 +109,7 @@ def build_base_model(
     missing = [str(path) for path in corpus if not Path(path).is_file()]
     if missing:
         raise FileNotFoundError(f"no such corpus file: {', '.join(missing)}")
+    check_folder_path(Path(output), "--output")
     check_replaceable(Path(output), "model folder", MODEL_MARKS)
     if hidden_size % heads:
         raise ValueError(f"--hidden-size {hidden_size} is not a multiple of --heads {heads}")

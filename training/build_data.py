@@ -49,11 +49,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from east_agent.common.atomic import check_replaceable
+from east_agent.common.atomic import check_folder_path, check_replaceable
 from east_agent.common.entry import command_line
 from east_agent.common.records import RecordError, load_records, text_output, write_jsonl
-from east_agent.common.text_lines import check_input_file, read_lines
+from east_agent.common.text_lines import check_input_file, check_plain_text, read_lines
 from east_agent.decoding.prompt import LATENCY_LEVELS, is_unspaced, language_name
+from east_agent.decoding.units import control_token_in
+from training.data import EAST_TOKENS
 
 COMMAND = "python -m training.build_data"
 
@@ -220,14 +222,36 @@ def pair_of(record: dict, path: Path, index: int) -> tuple[str, str]:
             raise RecordError(f"{path}: record {index}: missing field {name!r}{also}")
         if not isinstance(record[name], str):
             raise RecordError(f"{path}: record {index}: field {name!r} must be a string")
+        check_no_control_token(record[name], f"{path}: record {index}: field {name!r}")
     return record["source"], record[target_field]
+
+
+def check_no_control_token(text: str, where: str) -> None:
+    """An EAST token in the corpus would be written into the chunks, where it reads as a
+    READ or WRITE: refused naming `where` (training.sft refuses the records later)."""
+    found = control_token_in(text, EAST_TOKENS)
+    if found:
+        raise RecordError(f"{where}: holds {found!r}, a control token, not text")
+
+
+def read_corpus(path: Path) -> list[str]:
+    """The lines of one side: a byte-order mark (a word of the first sentence) and gzip
+    data not named .gz (read as text) refused, and so is a line holding a control token."""
+    if path.suffix != ".gz":
+        check_plain_text(path)
+    lines = read_lines(path)
+    if lines and lines[0].startswith("\ufeff"):  # the same inside a .gz
+        raise ValueError(f"{path}: line 1: starts with a UTF-8 byte-order mark (U+FEFF)")
+    for number, line in enumerate(lines, start=1):
+        check_no_control_token(line, f"{path}: line {number}")
+    return lines
 
 
 def read_parallel(source: Path | None, target: Path | None, pairs: Path | None):
     if pairs is not None:
         records = load_records(pairs)
         return [pair_of(record, pairs, index) for index, record in enumerate(records)]
-    sources, targets = read_lines(source), read_lines(target)
+    sources, targets = read_corpus(source), read_corpus(target)
     if len(sources) != len(targets):
         raise ValueError(f"{source} has {len(sources)} lines but {target} has {len(targets)}")
     return list(zip(sources, targets))
@@ -265,6 +289,7 @@ def build(
     for language in (src_lang, tgt_lang):
         if is_unspaced(language):
             raise ValueError(f"{language}: the builder splits words on whitespace only")
+    check_outputs(output)
     report = BuildReport(pairs=len(pairs))
     kept = []
     for source, target in pairs:
@@ -275,7 +300,7 @@ def build(
     if not kept:
         raise ValueError("no sentence pair is left to align: " + "; ".join(report.lines()))
     levels = list(dict.fromkeys(levels))  # a level given twice would write its records twice
-    links_path = Path(f"{output}.links.gz")
+    links_path = links_of(output)
     all_links = load_links(alignments, kept) if alignments else None
     if all_links is None:
         logger.info("aligning %d pairs with eflomal", len(kept))
@@ -311,6 +336,18 @@ def build(
     random.Random(seed).shuffle(records)
     write_jsonl(output, records)  # only data that passed the check
     return report
+
+
+def links_of(output: Path) -> Path:
+    return Path(f"{output}.links.gz")
+
+
+def check_outputs(output: Path) -> None:
+    """The output and its links, each a file that can be written (before: an error after
+    the alignment, or a folder replaced)."""
+    check_folder_path(Path(output).parent, "--output folder")
+    check_replaceable(output, "JSON Lines file")
+    check_replaceable(links_of(output), "links file")
 
 
 def save_links(path: Path, all_links: list[Links]) -> None:
@@ -382,7 +419,7 @@ def main(argv: list[str] | None = None) -> None:
     if texts_given != [args.pairs is None] * 2:  # --pairs holds both sides itself
         parser.error("give --source and --target, or --pairs without them")
     check_inputs(args)
-    check_replaceable(args.output, "JSON Lines file")
+    check_outputs(args.output)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report = build(
         read_parallel(args.source, args.target, args.pairs),

@@ -37,6 +37,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import math
 import re
 import types
 import typing
@@ -46,7 +47,9 @@ from typing import Any
 
 import yaml
 
+from east_agent.decoding import units
 from east_agent.lm.checkpoint import TORCH_DTYPES
+from training.data import EAST_TOKENS
 
 STAGES = ("full", "lora")
 REMOVED_TRAINING_ARGUMENTS = {
@@ -109,6 +112,14 @@ class SFTConfig:
     @property
     def output_dir(self) -> Path:
         return Path(self.train["output_dir"])
+
+    @property
+    def seed(self) -> int:
+        """`train.seed`, or the Trainer's default where the recipe gives none."""
+        from transformers import TrainingArguments
+
+        default = {f.name: f.default for f in dataclasses.fields(TrainingArguments)}["seed"]
+        return self.train.get("seed", default)
 
 
 SECTIONS = {"model": ModelSettings, "data": DataSettings, "lora": LoraSettings}
@@ -407,10 +418,13 @@ def check_settings(config: SFTConfig, at: At) -> None:
             f"{', '.join(TORCH_DTYPES)}"
         )
     check_attention(model.attn_implementation, at)
-    if model.chat_template is not None and not Path(model.chat_template).is_file():
+    if model.chat_template is not None:
+        check_chat_template(model.chat_template, at)
+    found = units.control_token_in(data.system_prompt or "", EAST_TOKENS)
+    if found:
         raise ConfigError(
-            f"{at('model', 'chat_template')}: model.chat_template {model.chat_template}: "
-            "no such file"
+            f"{at('data', 'system_prompt')}: data.system_prompt holds {found!r}, a control "
+            "token: the model would read it as that token, not as text"
         )
     for name, value in (("cutoff_len", data.cutoff_len), ("max_samples", data.max_samples)):
         if value is not None and value < 1:
@@ -423,8 +437,17 @@ def check_settings(config: SFTConfig, at: At) -> None:
                 f"{at('train', name)}: train.{name} must be at least 1, got {train[name]}"
             )
     rate = train.get("learning_rate")
-    if isinstance(rate, (int, float)) and not rate >= 0:
-        raise ConfigError(f"{at('train', 'learning_rate')}: train.learning_rate must be >= 0")
+    if isinstance(rate, (int, float)) and not (rate >= 0 and math.isfinite(rate)):
+        raise ConfigError(
+            f"{at('train', 'learning_rate')}: train.learning_rate must be a finite number "
+            f">= 0, got {rate}"
+        )
+    kwargs = train.get("lr_scheduler_kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ConfigError(
+            f"{at('train', 'lr_scheduler_kwargs')}: train.lr_scheduler_kwargs must be a "
+            f"mapping (name: value), got {kwargs!r}"
+        )
     if evaluates(train) and not data.eval_files:
         raise ConfigError(
             f"{at('train', 'eval_strategy')}: train.eval_strategy "
@@ -432,6 +455,32 @@ def check_settings(config: SFTConfig, at: At) -> None:
         )
     if config.stage == "lora":
         check_lora(config.lora, at)
+
+
+PROBE_CHAT = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+
+
+def check_chat_template(path: str, at: At) -> None:
+    """A template file that is there, compiles and renders a chat (before: a traceback
+    once the model had loaded)."""
+    from jinja2 import TemplateError, TemplateSyntaxError
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    where = f"{at('model', 'chat_template')}: model.chat_template {path}"
+    if not Path(path).is_file():
+        raise ConfigError(f"{where}: no such file")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{where}: not a UTF-8 text file ({error})") from None
+    try:
+        template = _compile_jinja_template(text)
+    except TemplateSyntaxError as error:
+        raise ConfigError(f"{where}: line {error.lineno}: {error.message}") from None
+    try:
+        template.render(messages=PROBE_CHAT, add_generation_prompt=False, bos_token="")
+    except (TemplateError, TypeError, ValueError) as error:
+        raise ConfigError(f"{where}: does not render a chat ({error})") from None
 
 
 def check_attention(name: str, at: At) -> None:

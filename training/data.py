@@ -644,6 +644,16 @@ def check_control_tokens(
     return [item for item in conversations if id(item) not in refused]
 
 
+def check_system_prompt(tokenizer, prompt: str | None) -> None:
+    """`data.system_prompt` holding one of the tokenizer's control tokens, refused."""
+    found = units.control_token_in(prompt or "", units.token_pattern(control_tokens(tokenizer)))
+    if found:
+        raise ValueError(
+            f"data.system_prompt holds {found!r}, a control token of the tokenizer: it "
+            "would be trained as that token, not as text"
+        )
+
+
 def _turns_hold(item: Conversation, pattern: re.Pattern) -> re.Match | None:
     return pattern.search(item.user) or pattern.search(item.assistant)
 

@@ -42,7 +42,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from east_agent.common.arguments import positive_int
-from east_agent.common.atomic import atomic_path, check_replaceable, write_atomically
+from east_agent.common.atomic import (
+    atomic_path,
+    check_folder_path,
+    check_replaceable,
+    write_atomically,
+)
 from east_agent.common.entry import command_line
 from east_agent.evaluation.testsets import DATA as SHIPPED_DATA
 from training.base_model import add_size_arguments, check_sizes
@@ -131,31 +136,37 @@ def build_base(args) -> None:
     )
 
 
+def quoted(*paths: Path) -> str:
+    """`paths` as override text YAML reads back whole (a path may hold `,`, ` #`, `: `...)."""
+    return ", ".join(json.dumps(str(path)) for path in paths)
+
+
 def recipe_overrides(args, stage: str) -> list[str]:
     work = args.workdir
     data = work / "data"
-    overrides = [f"train.output_dir={work / stage}", f"data.cache_dir={work / 'tokenized'}"]
+    overrides = [
+        f"train.output_dir={quoted(work / stage)}",
+        f"data.cache_dir={quoted(work / 'tokenized')}",
+    ]
     # Stage II keeps its recipe's own seed (chosen on val, see demo_stage2.yaml) unless told
     seed = args.seed if stage == "stage1" else args.stage2_seed
     if seed is not None:
         overrides += [f"train.seed={seed}"]
     if stage == "stage1":
         overrides += [
-            f"model.name_or_path={work / 'base'}",
-            f"data.files=[{data / 'simt-de-en.jsonl.gz'}]",
-            f"data.eval_files=[{data / 'simt-de-en-val.jsonl.gz'}]",
+            f"model.name_or_path={quoted(work / 'base')}",
+            f"data.files=[{quoted(data / 'simt-de-en.jsonl.gz')}]",
+            f"data.eval_files=[{quoted(data / 'simt-de-en-val.jsonl.gz')}]",
         ]
         if args.stage1_steps:
             overrides += [f"train.max_steps={args.stage1_steps}"]
     else:
-        files = ", ".join(
-            str(data / f"{name}.jsonl.gz")
-            for name in ("simt-fr-en", "simt-de-en", "offline-de-en", "offline-fr-en")
-        )
+        names = ("simt-fr-en", "simt-de-en", "offline-de-en", "offline-fr-en")
+        files = quoted(*(data / f"{name}.jsonl.gz" for name in names))
         overrides += [
-            f"model.name_or_path={work / 'stage1' / 'model'}",
+            f"model.name_or_path={quoted(work / 'stage1' / 'model')}",
             f"data.files=[{files}]",
-            f"data.eval_files=[{data / 'simt-de-en-val.jsonl.gz'}]",
+            f"data.eval_files=[{quoted(data / 'simt-de-en-val.jsonl.gz')}]",
         ]
         if args.stage2_steps:
             overrides += [f"train.max_steps={args.stage2_steps}"]
@@ -180,15 +191,14 @@ def train_stage(args, stage: str) -> None:
 def merge(args) -> None:
     from training.merge_lora import merge as merge_adapter
 
-    merged = args.workdir / "merged"
-    if merged.exists():
-        shutil.rmtree(merged)
-    merge_adapter(
-        args.workdir / "stage1" / "model",
-        args.workdir / "stage2" / "model",
-        merged,
-        save_dtype="bfloat16",
-    )
+    # the merged model of an earlier run is replaced only once the new one is written
+    with atomic_path(args.workdir / "merged") as temporary:
+        merge_adapter(
+            args.workdir / "stage1" / "model",
+            args.workdir / "stage2" / "model",
+            temporary,
+            save_dtype="bfloat16",
+        )
 
 
 EAST_RUNS = [f"east-{level}" for level in ("low", "low-medium", "medium", "medium-high", "high")]
@@ -237,6 +247,7 @@ CARD_MARKS = ("README.md", "config.json", "alignments")  # what every card folde
 def check_card_output(output: Path, workdir: Path) -> None:
     """The card replaces `--output` whole: neither the workdir, nor a folder holding it,
     nor one that is not a card (a user's) is replaced."""
+    check_folder_path(output, "--output")
     output, workdir = output.resolve(), workdir.resolve()
     if output == workdir or output in workdir.parents:
         raise ValueError(

@@ -24,6 +24,8 @@ from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import CommandError, command_line
 from east_agent.common.records import read_json_object
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
+from east_agent.lm.checkpoint import CheckpointError, east_token_ids
+from training.model_folder import ADAPTER_WEIGHTS, check_weights, load_pretrained, loading
 
 COMMAND = "python -m training.merge_lora"
 
@@ -70,12 +72,14 @@ def merge(
     if output.exists():
         raise ValueError(f"{output} exists; choose a new output folder")
     check_folder_path(output, "--output")
-    check_base_of_adapter(Path(base), Path(adapter))
+    base, adapter = Path(base), Path(adapter)
+    check_base_of_adapter(base, adapter)
     torch_dtype = getattr(torch, dtype)
-    tokenizer_source = adapter if (Path(adapter) / "tokenizer_config.json").exists() else base
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_source))
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype)
-    model = PeftModel.from_pretrained(model, str(adapter)).eval()
+    check_base_tokens(load_pretrained(AutoTokenizer, base, "--base"), base)
+    tokenizer = tokenizer_of(base, adapter)
+    model = load_pretrained(AutoModelForCausalLM, base, "--base", dtype=torch_dtype)
+    with loading(adapter, "--adapter"):
+        model = PeftModel.from_pretrained(model, str(adapter)).eval()
     probe = tokenizer(probe_text(tokenizer), add_special_tokens=False, return_tensors="pt")
     with torch.no_grad():
         expected = model(**probe).logits
@@ -92,6 +96,24 @@ def merge(
     return deviation
 
 
+def tokenizer_of(base: Path, adapter: Path):
+    """The adapter's tokenizer where Stage II saved one, else the base's."""
+    from transformers import AutoTokenizer
+
+    if (adapter / "tokenizer_config.json").exists():
+        return load_pretrained(AutoTokenizer, adapter, "--adapter")
+    return load_pretrained(AutoTokenizer, base, "--base")
+
+
+def check_base_tokens(tokenizer, base: Path) -> None:
+    """The base must be an EAST (Stage I) model: the adapter's EAST token ids index rows
+    a chat model without them lacks (before: an IndexError traceback)."""
+    try:
+        east_token_ids(tokenizer)
+    except CheckpointError as error:
+        raise ValueError(f"--base {base}: {error}") from None
+
+
 def check_base_of_adapter(base: Path, adapter: Path) -> None:
     """The adapter must exist, and be merged into the model it was trained on where its
     config names one that is here (a merge into another base "verifies" against itself:
@@ -104,6 +126,14 @@ def check_base_of_adapter(base: Path, adapter: Path) -> None:
     config = adapter / "adapter_config.json"
     if not config.exists():
         raise ValueError(f"--adapter {adapter}: no adapter_config.json (not a peft adapter)")
+    if (base / "adapter_config.json").exists():
+        raise ValueError(
+            f"--base {base} is a LoRA adapter: give the model it was trained on (Stage I's)"
+        )
+    if not (base / "config.json").exists():
+        raise ValueError(f"--base {base}: no config.json (not a transformers model)")
+    check_weights(base, "--base")
+    check_weights(adapter, "--adapter", ADAPTER_WEIGHTS)
     trained_on = read_json_object(config).get("base_model_name_or_path")
     if not trained_on or not Path(trained_on).is_dir():
         return  # a hub name, or a folder not here: nothing to compare

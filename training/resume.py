@@ -124,6 +124,7 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
                 "`resume_from_checkpoint: auto` would take them for its own; resume (auto), "
                 "choose another train.output_dir, or remove them"
             )
+        check_finished_model(config, recipe)
         return
     if config.resume_from_checkpoint not in (True, "auto"):
         return  # a checkpoint named in the recipe: taken as the user says
@@ -136,6 +137,20 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
         raise ValueError(
             f"{resume} was trained by another recipe ({'; '.join(differ)}): resume with the "
             "recipe that wrote it, or train into another train.output_dir"
+        )
+
+
+def check_finished_model(config: SFTConfig, recipe: dict) -> None:
+    """A final model that another recipe trained without checkpoints (`save_strategy: no`)
+    is not replaced by this run's (before: silently)."""
+    final, record = config.output_dir / FINAL_MODEL_DIR, config.output_dir / RECIPE_RECORD
+    if not final.is_dir() or not record.is_file():
+        return
+    differ = _differences(read_json_object(record), recipe)
+    if differ:
+        raise ValueError(
+            f"{final} was trained by another recipe ({'; '.join(differ)}): train into "
+            "another train.output_dir, or remove it"
         )
 
 

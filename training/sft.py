@@ -41,8 +41,9 @@ from east_agent.common.atomic import (
     write_atomically,
 )
 from east_agent.common.entry import command_line
+from east_agent.common.run_lock import hold_run_lock
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
-from east_agent.lm.checkpoint import CheckpointError, check_model_path, east_token_ids
+from east_agent.lm.checkpoint import CheckpointError, check_model_path, east_token_ids, is_hub_id
 from training.config import SFTConfig, evaluates, load_config
 from training.data import (
     IGNORE_INDEX,
@@ -50,9 +51,11 @@ from training.data import (
     Conversation,
     DataReport,
     check_control_tokens,
+    check_system_prompt,
     read_records,
     tokenize_records,
 )
+from training.model_folder import check_weights, load_pretrained
 from training.resume import (
     FINAL_MODEL_DIR,
     SUMMARY,
@@ -66,6 +69,7 @@ from training.resume import (
 )
 
 COMMAND = "python -m training.sft"
+TRAIN_LOCK = "train.lock"  # in train.output_dir, held by the run's first process
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -88,8 +92,11 @@ def torch_dtype(name: str):
 def load_tokenizer(config: SFTConfig):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        config.model.name_or_path, trust_remote_code=config.model.trust_remote_code
+    tokenizer = load_pretrained(
+        AutoTokenizer,
+        config.model.name_or_path,
+        "model.name_or_path",
+        trust_remote_code=config.model.trust_remote_code,
     )
     if config.model.chat_template:
         tokenizer.chat_template = Path(config.model.chat_template).read_text(encoding="utf-8")
@@ -149,10 +156,17 @@ def resize_embeddings_with_mean(model, vocab_size: int, new_tokens: int | None =
 def load_model(config: SFTConfig, tokenizer, new_tokens: int | None = None):
     """The model to train; Stage I sets the rows of the `new_tokens` ids the tokenizer
     just got (default: those the embeddings lack) to the mean of the others."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, set_seed
 
-    model = AutoModelForCausalLM.from_pretrained(
+    if config.stage == "lora":  # Stage II starts from an EAST (Stage I) checkpoint
+        check_east_tokenizer(config, tokenizer)
+    # train.seed decides the weights the run starts from (LoRA's A, rows the checkpoint
+    # lacks), not only the steps: the Trainer seeds itself after the model is built
+    set_seed(config.seed)
+    model = load_pretrained(
+        AutoModelForCausalLM,
         config.model.name_or_path,
+        "model.name_or_path",
         dtype=torch_dtype(config.model.torch_dtype),
         attn_implementation=attention_implementation(config.model.attn_implementation),
         trust_remote_code=config.model.trust_remote_code,
@@ -162,13 +176,20 @@ def load_model(config: SFTConfig, tokenizer, new_tokens: int | None = None):
         logger.info("embeddings: %d new rows (mean-initialised)", added)
         east_token_ids(tokenizer)
         return model
-    east_token_ids(tokenizer)  # Stage II starts from an EAST (Stage I) checkpoint
     if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
         raise ValueError(
             f"{config.model.name_or_path}: the tokenizer has {len(tokenizer)} ids but the "
             "model's embeddings fewer; Stage II needs the Stage I checkpoint"
         )
     return wrap_with_lora(model, config)
+
+
+def check_east_tokenizer(config: SFTConfig, tokenizer) -> None:
+    """Stage II's model must have the EAST tokens: refused before its weights load."""
+    try:
+        east_token_ids(tokenizer)
+    except CheckpointError as error:
+        raise ValueError(f"model.name_or_path {config.model.name_or_path}: {error}") from None
 
 
 def wrap_with_lora(model, config: SFTConfig):
@@ -272,10 +293,19 @@ def tokenized_cache_dir(config: SFTConfig) -> Path:
 
 
 def check_folders(config: SFTConfig) -> None:
-    """Folders the run writes that are files (a bare errno later, or mid-run)."""
+    """Folders the run writes that are files (a bare errno later, or mid-run), and a model
+    to train that the run's own model replaces."""
     check_folder_path(config.output_dir, "train.output_dir")
     if config.data.cache_dir is not None:
         check_folder_path(Path(config.data.cache_dir), "data.cache_dir")
+    final = (config.output_dir / FINAL_MODEL_DIR).resolve()
+    start = Path(config.model.name_or_path).resolve()
+    if start == final or final in start.parents:
+        raise ValueError(
+            f"model.name_or_path {config.model.name_or_path} is this run's own final model "
+            f"({config.output_dir / FINAL_MODEL_DIR}), which the run replaces: train into "
+            "another train.output_dir"
+        )
 
 
 def check_model_folder(name_or_path: str) -> None:
@@ -286,6 +316,29 @@ def check_model_folder(name_or_path: str) -> None:
         check_model_path(name_or_path)
     except CheckpointError as error:
         raise ValueError(f"model.name_or_path: {error}") from None
+    if is_hub_id(name_or_path):
+        check_hub_model(name_or_path)
+    check_weights(name_or_path, "model.name_or_path")
+
+
+def check_hub_model(name: str) -> None:
+    """A hub id is asked of the hub once, now (the loaders would retry for a minute, then
+    fail with a traceback): `stage1/model` run from another folder is no model there."""
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    problem = "the hub is offline (HF_HUB_OFFLINE) and has no copy in its cache"
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            model_info(name, timeout=10)
+            return
+        except Exception as error:  # any failure: no model to load from there
+            first = (str(error).strip().splitlines() or [""])[0]
+            problem = f"the hub gives none ({type(error).__name__}: {first})"
+    raise ValueError(
+        f"model.name_or_path {name!r}: no such folder here ({Path.cwd()}), and {problem}"
+    )
 
 
 def run(config: SFTConfig) -> Path:
@@ -296,6 +349,14 @@ def run(config: SFTConfig) -> Path:
     check_folders(config)
     # TrainingArguments first: with a ZeRO-3 config it makes from_pretrained shard the model.
     training_args = TrainingArguments(**config.train)
+    if training_args.process_index != 0:  # the ranks of one run share its folder
+        return train(config, training_args, started)
+    with hold_run_lock(config.output_dir, TRAIN_LOCK):  # a second run into it is refused
+        return train(config, training_args, started)
+
+
+def train(config: SFTConfig, training_args, started: float) -> Path:
+    """`run` once the folders are checked (and locked, by the first process)."""
     resume, recipe = resolve_resume(config), trained_recipe(config)
     check_checkpoints(config, recipe, resume)
     finished_at = finished_step(resume, training_args.max_steps)
@@ -317,6 +378,7 @@ def run(config: SFTConfig) -> Path:
     tokenizer = load_tokenizer(config)
     # the tokenizer's control tokens in a record's text: refused before the model loads
     conversations = check_control_tokens(tokenizer, conversations, report)
+    check_system_prompt(tokenizer, config.data.system_prompt)
     if eval_records is not None:
         eval_records = (check_control_tokens(tokenizer, *eval_records), eval_records[1])
     added = add_east_tokens(tokenizer) if config.stage == "full" else 0

@@ -144,7 +144,8 @@ def check_model_path(model_path: str | Path) -> None:
         )
 
 
-def _from_pretrained(loader, model_path: str | Path, **kwargs):
+def from_pretrained_here_or_hub(loader, model_path: str | Path, **kwargs):
+    """`loader.from_pretrained(model_path)`; a hub id that does not load, in one line."""
     try:
         return loader.from_pretrained(str(model_path), **kwargs)
     except OSError as error:
@@ -160,7 +161,9 @@ def load_tokenizer(model_path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     check_model_path(model_path)
-    return _from_pretrained(AutoTokenizer, model_path, trust_remote_code=trust_remote_code)
+    return from_pretrained_here_or_hub(
+        AutoTokenizer, model_path, trust_remote_code=trust_remote_code
+    )
 
 
 def load_model(
@@ -174,7 +177,7 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     check_model_path(model_path)
-    model = _from_pretrained(
+    model = from_pretrained_here_or_hub(
         AutoModelForCausalLM,
         model_path,
         dtype=resolve_dtype(torch_dtype, device),

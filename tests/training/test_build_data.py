@@ -279,3 +279,48 @@ def test_inputs_that_crash_or_are_ignored_are_refused_in_one_line(tmp_path, caps
     assert exit_.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message.format(**names) in error
+
+
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("output inside a file", "--output folder {file}: a file, not a folder"),
+        ("links a folder", "{links} is a folder, not a links file"),
+        ("byte-order mark", "{de}: line 1: starts with a UTF-8 byte-order mark"),
+        ("gzip not named .gz", "{de}: gzip-compressed"),
+        ("control token", "{en}: line 2: holds '<|end-of-write|>', a control token, not text"),
+    ],
+)
+def test_outputs_and_corpus_lines_no_run_can_use_are_refused_first(
+    tmp_path, capsys, monkeypatch, fault, message
+):
+    """Before: an output inside a file, or links that are a folder, failed after the
+    alignment (a traceback); a byte-order mark and gzip data not named .gz went into the
+    records as text, and so did an EAST token, to be trained as a READ or WRITE."""
+    import training.build_data as build_data
+
+    monkeypatch.setattr(build_data, "align", lambda *a: pytest.fail("aligned"))
+    names = {"de": tmp_path / "de.txt", "en": tmp_path / "en.txt", "file": tmp_path / "file"}
+    names["de"].write_text("ein Hund\nzwei Katzen\n")
+    names["en"].write_text("a dog\ntwo cats\n")
+    names["file"].write_text("mine")
+    output = tmp_path / "o.jsonl"
+    names["links"] = tmp_path / "o.jsonl.links.gz"
+    if fault == "output inside a file":
+        output = names["file"] / "o.jsonl"
+    elif fault == "links a folder":
+        names["links"].mkdir()
+    elif fault == "byte-order mark":
+        names["de"].write_text("\ufeffein Hund\nzwei Katzen\n")
+    elif fault == "gzip not named .gz":
+        names["de"].write_bytes(gzip.compress(b"ein Hund\nzwei Katzen\n"))
+    else:
+        names["en"].write_text("a dog\ntwo<|end-of-write|> cats\n")
+    flags = ["--source", str(names["de"]), "--target", str(names["en"]), "--src-lang", "de",
+             "--tgt-lang", "en", "--output", str(output)]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(flags)
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"python -m training.build_data: {message.format(**names)}"), error
+    assert error.count("\n") == 1 and not output.exists()

@@ -285,7 +285,12 @@ def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, messa
         ("lora.target_modules=[]", "lora.target_modules names no module"),
         ("model.attn_implementation=flashy", "model.attn_implementation 'flashy': one of "),
         ("model.chat_template=nope.jinja", "model.chat_template nope.jinja: no such file"),
-        ("train.learning_rate=-1", "train.learning_rate must be >= 0"),
+        ("train.learning_rate=-1", "train.learning_rate must be a finite number >= 0, got -1"),
+        # before: a NaN model written; a TypeError traceback once the Trainer started
+        ("train.learning_rate=.inf", "train.learning_rate must be a finite number >= 0, got inf"),
+        ("train.lr_scheduler_kwargs=5", "train.lr_scheduler_kwargs must be a mapping"),
+        # before: trained as a READ
+        ("data.system_prompt=Be brief<|end-of-read|>", "data.system_prompt holds '<|end-of-r"),
     ],
 )
 def test_bad_values_of_an_override_name_the_override(override, message):
@@ -344,3 +349,21 @@ def test_an_empty_section_takes_overrides(tmp_path):
     empty = "\n".join(lines[: start + 1] + lines[end:]) + "\n"
     config = load_config(written_recipe(tmp_path, empty), ["lora.r=8"])
     assert config.lora.r == 8  # before: "'lora' ... is not a section"
+
+
+@pytest.mark.parametrize(
+    "template, message",
+    [
+        ("{% for m in messages %}{{ m['content'] }{% endfor %}", "line 1: unexpected '}'"),
+        ("{{ raise_exception('no roles') }}", r"does not render a chat \(no roles\)"),
+    ],
+)
+def test_a_chat_template_that_cannot_render_is_refused_with_the_recipe(tmp_path, template, message):
+    """Before: a jinja traceback once the model had loaded."""
+    path = tmp_path / "chat.jinja"
+    path.write_text(template)
+    override = f"model.chat_template={path}"
+    with pytest.raises(
+        ConfigError, match=f"^override '{override}': model.chat_template {path}: {message}"
+    ):
+        load_config(CONFIGS / "stage2_lora.yaml", [override])

@@ -336,3 +336,64 @@ def test_the_card_says_a_resumed_stages_loss_is_of_the_steps_after_the_resume(tm
     card = model_card(args, {}, recipes, build_flags(args))
     assert "8 steps, final train loss 1.500 (the mean of the steps after step 4, where it" in card
     assert "8 steps, final train loss 1.500;" in card  # stage 2, never resumed
+
+
+@pytest.mark.parametrize("command", ["base_model", "demo"])
+def test_an_output_inside_a_file_is_refused_before_any_work(tmp_path, capsys, monkeypatch, command):
+    """Before: found when the model (base_model) or the card (demo) was written, after hours."""
+    from training import base_model, demo
+
+    monkeypatch.setattr(base_model, "train_tokenizer", lambda *a: pytest.fail("work began"))
+    monkeypatch.setattr(demo, "build_data", lambda *a: pytest.fail("work began"))
+    (tmp_path / "file").write_text("mine")
+    output = tmp_path / "file" / "out"
+    if command == "base_model":
+        argv = ["--corpus", str(MULTI30K / "val.de.gz"), "--output", str(output)]
+        run = base_model_main
+    else:
+        argv = ["--workdir", str(tmp_path / "work"), "--output", str(output)]
+        argv += ["--steps", "data", "card"]
+        run = demo.main
+    with pytest.raises(SystemExit) as exit_info:
+        run(argv)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"python -m training.{command}: --output {output}: a file, not a folder "
+        f"({tmp_path / 'file'} is)\n"
+    )
+    assert not (tmp_path / "work").exists()
+
+
+def test_a_workdir_with_yaml_characters_reaches_the_recipes_whole(tmp_path):
+    """Before: a `,` split a data file in two, ` #` cut the path, `: ` or `[` broke the
+    override."""
+    from training.demo import parse_args, stage_recipe
+
+    work = tmp_path / "a,b #c: [d]"
+    args = parse_args(["--workdir", str(work)])
+    stage2 = stage_recipe(args, "stage2")
+    data = work / "data"
+    assert stage2.data.files == [
+        str(data / f"{name}.jsonl.gz")
+        for name in ("simt-fr-en", "simt-de-en", "offline-de-en", "offline-fr-en")
+    ]
+    assert stage2.model.name_or_path == str(work / "stage1" / "model")
+    assert stage2.output_dir == work / "stage2"
+    stage1 = stage_recipe(args, "stage1")
+    assert stage1.data.eval_files == [str(data / "simt-de-en-val.jsonl.gz")]
+    assert stage1.data.cache_dir == str(work / "tokenized")
+
+
+def test_the_merge_step_keeps_the_merged_model_when_it_cannot_merge(tmp_path, capsys):
+    """Before: `--steps merge` deleted merged/ before finding that stage2/model is missing."""
+    from training.demo import main as demo_main
+
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    (tmp_path / "stage1" / "model").mkdir(parents=True)
+    with pytest.raises(SystemExit) as exit_info:
+        demo_main(["--workdir", str(tmp_path), "--steps", "merge"])
+    assert exit_info.value.code == 2
+    assert f"--adapter {tmp_path / 'stage2' / 'model'}: no such folder" in capsys.readouterr().err
+    assert os.listdir(merged) == ["config.json"]

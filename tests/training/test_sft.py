@@ -593,9 +593,145 @@ def test_a_chat_token_in_a_record_is_refused_before_the_model_loads(tmp_path, mo
     good.write_text(json.dumps({**record, "target": "a house<|eot_id|>"}) + "\n")
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "model" / "model.safetensors").write_text("")
     error = refused(recipe("full", tmp_path / "model", [good], tmp_path / "out"), tmp_path, capsys)
     assert error == (
         f"python -m training.sft: {good}: line 1: field 'target' holds '<|eot_id|>', a control "
         "token: it would be trained as that token, not as text\n"
     )
     assert loaded == []
+
+
+def east_base(path: Path) -> Path:
+    """A chat model with the EAST tokens (what Stage I gives), untrained."""
+    from training.sft import add_east_tokens
+
+    tokenizer = build_chat_llama3_tokenizer()
+    add_east_tokens(tokenizer)
+    LlamaForCausalLM(tiny_llama_config(tokenizer)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_the_seed_decides_the_lora_starting_weights(tmp_path):
+    """Before: get_peft_model drew LoRA's A before any seed was set (train.seed ignored)."""
+    base = east_base(tmp_path / "stage1")
+
+    def lora_a(seed: int, state: int) -> torch.Tensor:
+        tree = recipe("lora", base, [tmp_path / "data.json"], tmp_path / "out", seed=seed)
+        torch.manual_seed(state)  # whatever state the process was left in
+        model = load_model(parse_config(tree), AutoTokenizer.from_pretrained(base))
+        return next(p for name, p in model.named_parameters() if "lora_A" in name).detach()
+
+    assert torch.equal(lora_a(1, state=5), lora_a(1, state=6))
+    assert not torch.equal(lora_a(1, state=5), lora_a(2, state=5))
+
+
+def test_a_second_run_into_a_busy_output_dir_is_refused(tmp_path, monkeypatch, capsys):
+    """Before: two runs wrote checkpoints and the model of one folder at once."""
+    from east_agent.common.run_lock import hold_run_lock
+
+    loaded = stub_loaders(monkeypatch)
+    good, _ = one_record_file(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "model" / "model.safetensors").write_text("")
+    with hold_run_lock(tmp_path / "out", "train.lock"):  # the first run, live
+        error = refused(
+            recipe("full", tmp_path / "model", [good], tmp_path / "out"), tmp_path, capsys
+        )
+    assert error.startswith(f"python -m training.sft: {tmp_path / 'out'} is being written by ")
+    assert error.count("\n") == 1 and loaded == []
+
+
+def test_a_model_of_another_recipe_without_checkpoints_is_not_replaced(
+    base_checkpoint, data_files, tmp_path
+):
+    """Before: a run with save_strategy no into a folder holding another recipe's final
+    model (and no checkpoint) replaced it silently."""
+    output = tmp_path / "out"
+    tree = recipe("full", base_checkpoint, data_files[:1], output, max_steps=1, save_strategy="no")
+    final = run(parse_config(tree))
+    weights = (final / "model.safetensors").read_bytes()
+    other = copy.deepcopy(tree)
+    other["train"]["learning_rate"] = 1e-3
+    with pytest.raises(ValueError, match="model was trained by another recipe .*learning_rate"):
+        run(parse_config(other))
+    assert (final / "model.safetensors").read_bytes() == weights
+
+
+def test_a_stage_whose_model_is_its_own_output_is_refused(tmp_path, monkeypatch, capsys):
+    """Before: Stage II from `<output_dir>/model` into `output_dir` deleted its own base."""
+    loaded = stub_loaders(monkeypatch)
+    good, _ = one_record_file(tmp_path)
+    tree = recipe("lora", tmp_path / "out" / "model", [good], tmp_path / "out")
+    error = refused(tree, tmp_path, capsys)
+    assert error == (
+        f"python -m training.sft: model.name_or_path {tmp_path / 'out' / 'model'} is this run's "
+        f"own final model ({tmp_path / 'out' / 'model'}), which the run replaces: train into "
+        "another train.output_dir\n"
+    )
+    assert loaded == []
+
+
+@pytest.mark.parametrize("fault", ["no weights", "truncated weights"])
+def test_an_incomplete_model_folder_is_one_line(base_checkpoint, tmp_path, capsys, fault):
+    """Before: OSError or SafetensorError tracebacks once the model loaded."""
+    good, _ = one_record_file(tmp_path)
+    model = tmp_path / "model"
+    shutil.copytree(base_checkpoint, model)
+    if fault == "no weights":
+        (model / "model.safetensors").unlink()
+        message = f"model.name_or_path {model}: no weights file"
+    else:
+        (model / "model.safetensors").write_bytes((model / "model.safetensors").read_bytes()[:999])
+        message = f"model.name_or_path {model}: cannot be loaded (SafetensorError"
+    error = refused(recipe("full", model, [good], tmp_path / "out"), tmp_path, capsys)
+    assert error.startswith(f"python -m training.sft: {message}") and error.count("\n") == 1
+
+
+def test_a_hub_id_no_folder_and_no_hub_has_is_refused_first(tmp_path, monkeypatch, capsys):
+    """Before: `stage1/model` run from another folder was asked of the hub for a minute,
+    then a traceback."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    loaded = stub_loaders(monkeypatch)
+    good, _ = one_record_file(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    error = refused(recipe("full", "stage1/model", [good], tmp_path / "out"), tmp_path, capsys)
+    assert error == (
+        f"python -m training.sft: model.name_or_path 'stage1/model': no such folder here "
+        f"({tmp_path}), and the hub is offline (HF_HUB_OFFLINE) and has no copy in its cache\n"
+    )
+    assert loaded == []
+
+
+def test_stage2_checks_the_east_tokens_before_the_weights_load(
+    base_checkpoint, tmp_path, monkeypatch
+):
+    """Before: the weights loaded, then the missing EAST tokens were found."""
+    import transformers
+
+    def loads(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loads)
+    config = parse_config(recipe("lora", base_checkpoint, [tmp_path / "d.json"], tmp_path / "o"))
+    with pytest.raises(ValueError, match=f"^model.name_or_path {base_checkpoint}: .*not an EAST"):
+        load_model(config, AutoTokenizer.from_pretrained(base_checkpoint))
+
+
+def test_a_control_token_in_the_system_prompt_is_refused(
+    base_checkpoint, tmp_path, monkeypatch, capsys
+):
+    """Before: trained as that token (the chat template's, or an EAST token)."""
+    monkeypatch.setattr("training.sft.load_model", lambda *a: pytest.fail("the model loaded"))
+    good, _ = one_record_file(tmp_path)
+    tree = recipe("full", base_checkpoint, [good], tmp_path / "out")
+    tree["data"]["system_prompt"] = "Be brief.<|eot_id|>"
+    error = refused(tree, tmp_path, capsys)
+    assert error == (
+        "python -m training.sft: data.system_prompt holds '<|eot_id|>', a control token of "
+        "the tokenizer: it would be trained as that token, not as text\n"
+    )

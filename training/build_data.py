@@ -237,7 +237,7 @@ def check_no_control_token(text: str, where: str) -> None:
 def read_corpus(path: Path) -> list[str]:
     """The lines of one side: a byte-order mark (a word of the first sentence) and gzip
     data not named .gz (read as text) refused, and so is a line holding a control token."""
-    if path.suffix != ".gz":
+    if path.suffix != ".gz" and path.is_file():  # a pipe is read once: its first line says
         check_plain_text(path)
     lines = read_lines(path)
     if lines and lines[0].startswith("\ufeff"):  # the same inside a .gz

@@ -138,7 +138,7 @@ def build_base(args) -> None:
 
 def quoted(*paths: Path) -> str:
     """`paths` as override text YAML reads back whole (a path may hold `,`, ` #`, `: `...)."""
-    return ", ".join(json.dumps(str(path)) for path in paths)
+    return ", ".join(json.dumps(str(path), ensure_ascii=False) for path in paths)
 
 
 def recipe_overrides(args, stage: str) -> list[str]:

@@ -75,8 +75,9 @@ def merge(
     base, adapter = Path(base), Path(adapter)
     check_base_of_adapter(base, adapter)
     torch_dtype = getattr(torch, dtype)
-    check_base_tokens(load_pretrained(AutoTokenizer, base, "--base"), base)
-    tokenizer = tokenizer_of(base, adapter)
+    base_tokenizer = load_pretrained(AutoTokenizer, base, "--base")
+    check_base_tokens(base_tokenizer, base)
+    tokenizer = tokenizer_of(adapter, base_tokenizer)
     model = load_pretrained(AutoModelForCausalLM, base, "--base", dtype=torch_dtype)
     with loading(adapter, "--adapter"):
         model = PeftModel.from_pretrained(model, str(adapter)).eval()
@@ -96,13 +97,13 @@ def merge(
     return deviation
 
 
-def tokenizer_of(base: Path, adapter: Path):
+def tokenizer_of(adapter: Path, base_tokenizer):
     """The adapter's tokenizer where Stage II saved one, else the base's."""
     from transformers import AutoTokenizer
 
     if (adapter / "tokenizer_config.json").exists():
         return load_pretrained(AutoTokenizer, adapter, "--adapter")
-    return load_pretrained(AutoTokenizer, base, "--base")
+    return base_tokenizer
 
 
 def check_base_tokens(tokenizer, base: Path) -> None:

@@ -100,6 +100,7 @@ def load_tokenizer(config: SFTConfig):
     )
     if config.model.chat_template:
         tokenizer.chat_template = Path(config.model.chat_template).read_text(encoding="utf-8")
+        check_template_renders(tokenizer, config)
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
             f"{config.model.name_or_path} has no chat template: set model.chat_template "
@@ -151,6 +152,22 @@ def resize_embeddings_with_mean(model, vocab_size: int, new_tokens: int | None =
         for weight in matrices.values():
             weight[first:vocab_size] = weight[:first].mean(dim=0, keepdim=True)
     return new_tokens
+
+
+def check_template_renders(tokenizer, config: SFTConfig) -> None:
+    """`model.chat_template` renders a chat (with the system turn `data.system_prompt`
+    adds), with the tokenizer's own tokens: before the weights load (before: a jinja
+    traceback after)."""
+    chat = [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+    if config.data.system_prompt is not None:
+        chat.insert(0, {"role": "system", "content": config.data.system_prompt})
+    try:
+        tokenizer.apply_chat_template(chat, tokenize=False)
+    except Exception as error:  # jinja's own, or what the template raises itself
+        raise ValueError(
+            f"model.chat_template {config.model.chat_template}: does not render a chat "
+            f"({type(error).__name__}: {error})"
+        ) from None
 
 
 def load_model(config: SFTConfig, tokenizer, new_tokens: int | None = None):

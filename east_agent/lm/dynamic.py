@@ -40,11 +40,15 @@ def cache_argument_name(model) -> str:
 
 
 def new_dynamic_cache(model):
+    """The model's cache, its sliding-window layers plain ones (cut and copied like any)."""
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
     cache = DynamicCache(config=model.config)
-    if any(getattr(layer, "sliding_window", None) for layer in cache.layers):
-        return DynamicCache()  # plain key/value layers, cut and copied like any
+    cache.layers = [
+        DynamicLayer() if type(layer) is DynamicSlidingWindowLayer else layer
+        for layer in cache.layers
+    ]
     return cache
 
 

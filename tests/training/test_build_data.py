@@ -324,3 +324,27 @@ def test_outputs_and_corpus_lines_no_run_can_use_are_refused_first(
     error = capsys.readouterr().err
     assert error.startswith(f"python -m training.build_data: {message.format(**names)}"), error
     assert error.count("\n") == 1 and not output.exists()
+
+
+def test_a_corpus_read_from_a_pipe_keeps_its_first_lines(tmp_path):
+    """`--source <(zcat corpus.de.gz)`: a pipe is read once (before: the plain-text check
+    read its first chunk away, and the builder found 0 sentence pairs, or fewer)."""
+    import os
+    import threading
+
+    lines = {"de": ["ein Hund", "eine Katze"], "en": ["a dog", "a cat"]}
+    pipes = {}
+    for side in lines:
+        pipes[side] = tmp_path / f"pipe.{side}"
+        os.mkfifo(pipes[side])
+
+    def write(side: str) -> None:
+        with open(pipes[side], "w", encoding="utf-8") as pipe:
+            pipe.write("\n".join(lines[side]) + "\n")
+
+    writers = [threading.Thread(target=write, args=(side,), daemon=True) for side in lines]
+    for writer in writers:
+        writer.start()
+    assert read_parallel(pipes["de"], pipes["en"], None) == list(zip(*lines.values()))
+    for writer in writers:
+        writer.join(5)

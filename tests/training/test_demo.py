@@ -366,10 +366,12 @@ def test_an_output_inside_a_file_is_refused_before_any_work(tmp_path, capsys, mo
 
 def test_a_workdir_with_yaml_characters_reaches_the_recipes_whole(tmp_path):
     """Before: a `,` split a data file in two, ` #` cut the path, `: ` or `[` broke the
-    override."""
+    override; a character beyond the BMP, written as two JSON escapes, came back as two
+    lone surrogates."""
     from training.demo import parse_args, stage_recipe
 
-    work = tmp_path / "a,b #c: [d]"
+    work = tmp_path / 'a,b #c: [d] "e" \\f \U0001f600'
+
     args = parse_args(["--workdir", str(work)])
     stage2 = stage_recipe(args, "stage2")
     data = work / "data"

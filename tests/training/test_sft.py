@@ -722,6 +722,31 @@ def test_stage2_checks_the_east_tokens_before_the_weights_load(
         load_model(config, AutoTokenizer.from_pretrained(base_checkpoint))
 
 
+def test_a_chat_template_that_does_not_render_is_refused_as_the_tokenizer_loads(
+    base_checkpoint, tmp_path
+):
+    """Before: a jinja traceback once the model had loaded. A template may read the
+    tokenizer's tokens (`eos_token`), and may need the system turn `data.system_prompt`
+    gives: both render."""
+    template = tmp_path / "chat.jinja"
+    tree = recipe("full", base_checkpoint, [tmp_path / "d.json"], tmp_path / "o")
+    tree["model"]["chat_template"] = str(template)
+    needs_system = (
+        "{% if messages[0]['role'] != 'system' %}{{ raise_exception('no system turn') }}"
+        "{% endif %}{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}"
+    )
+    template.write_text(needs_system)
+    with pytest.raises(
+        ValueError,
+        match=f"^model.chat_template {template}: does not render a chat \\(TemplateError: no "
+        "system turn\\)",
+    ):
+        load_tokenizer(parse_config(tree))
+    tree["data"]["system_prompt"] = "Be brief."
+    tokenizer = load_tokenizer(parse_config(tree))
+    assert tokenizer.chat_template == needs_system
+
+
 def test_a_control_token_in_the_system_prompt_is_refused(
     base_checkpoint, tmp_path, monkeypatch, capsys
 ):

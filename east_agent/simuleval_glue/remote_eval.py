@@ -305,7 +305,8 @@ def _check_free_streams(
 
 def _close_stale_sessions(output: Path, base_url: str) -> bool:
     """Close the sessions a killed run into `output` left open (named in its
-    `SESSIONS_RECORD`); whether there were any. A live run holds the folder: refused."""
+    `SESSIONS_RECORD`, with their server); whether it closed any on `base_url`. A live run
+    holds the folder: refused."""
     from east_agent.common.atomic import remove
     from east_agent.common.records import read_json_object
     from east_agent.common.run_lock import hold_run_lock

@@ -62,7 +62,7 @@ NOT_SETTINGS = {
 # Chinese target logged `char`, others SimulEval's `word`)
 LOG_UNIT_SETTINGS = frozenset({"eval_latency_unit", "eval_latency_spm_model"})
 # the dtype the weights were loaded in (`--torch-dtype auto` on this device), recorded since
-# 2026-12-06: a CPU log (float32) resumed on a GPU (bfloat16) would mix the two
+# 2026-12-05 (later): a CPU log (float32) resumed on a GPU (bfloat16) would mix the two
 WEIGHTS_DTYPE = "weights_dtype"
 # settings a record written before named none of: compared only where both records do
 RECORDED_LATER = LOG_UNIT_SETTINGS | {WEIGHTS_DTYPE}

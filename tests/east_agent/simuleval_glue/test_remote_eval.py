@@ -168,7 +168,7 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
     record = json.loads((output / "run_settings.json").read_text())
     units = {"eval_latency_unit", "eval_latency_spm_model"}  # how the log records them
     assert record["src_lang"] == "German"
-    assert set(record) == {"src_lang", "source", "target", *units}
+    assert set(record) == {"src_lang", "source", "target", "span", *units}
     assert record["source"]["file"] == str((test_set / "src.txt").resolve())
     # other files: refused, not resumed into a log of two test sets (before: silently)
     other = tmp_path / "other"
@@ -200,7 +200,8 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
             server.port, test_set, output, "--batch-size", batch, "--continue-unfinished"
         )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert json.loads((output / "run_settings.json").read_text()) == local
+    # kept, with the sentences this run covered
+    assert json.loads((output / "run_settings.json").read_text()) == {**local, "span": [0, 6]}
     with FakeSessionServer(source_language="Chinese") as server:
         resumed = remote_eval(
             server.port, test_set, output, "--batch-size", batch, "--continue-unfinished"
@@ -216,12 +217,12 @@ def test_the_folder_records_the_language_the_server_reads(test_set, tmp_path, ba
         )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert len(logged(output)) == len(SENTENCES)
-    assert json.loads((output / "run_settings.json").read_text()) == local
+    assert json.loads((output / "run_settings.json").read_text()) == {**local, "span": [0, 6]}
     with FakeSessionServer() as server:
         result = remote_eval(server.port, test_set, tmp_path / "simulevals", "--batch-size", batch)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads((tmp_path / "simulevals" / "run_settings.json").read_text())
-    assert set(record) == {"source", "target", *units}
+    assert set(record) == {"source", "target", "span", *units}
 
 
 @pytest.mark.parametrize("batch", [1, 3])

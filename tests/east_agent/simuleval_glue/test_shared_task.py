@@ -116,12 +116,15 @@ def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, tes
         server_errors.close()
     local_scores = scores(local)
     local_log = [json.loads(line) for line in (local / "instances.log").read_text().splitlines()]
-    # the served system's settings, as the local run recorded its own (less its data files
-    # and the units its log is in: each client's own)
-    served = json.loads((tmp_path / "second" / "run_settings.json").read_text())["served"]
+    # the served system's settings, as the local run recorded its own (less its data files,
+    # the units its log is in and the sentences it covers: each client's own)
+    remote_settings = json.loads((tmp_path / "second" / "run_settings.json").read_text())
     local_settings = json.loads((local / "run_settings.json").read_text())
-    clients = ("source", "target", "eval_latency_unit", "eval_latency_spm_model")
-    assert served == {k: v for k, v in local_settings.items() if k not in clients}
+    clients = ("source", "target", "eval_latency_unit", "eval_latency_spm_model", "span")
+    assert remote_settings["served"] == {
+        k: v for k, v in local_settings.items() if k not in clients
+    }
+    assert remote_settings["span"] == local_settings["span"] == [0, 3]
     for name in ("first", "second", "concurrent"):
         remote_scores = scores(tmp_path / name)
         for metric in ("BLEU", "LAAL", "AL", "AP", "DAL"):

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import random
 import sys
 from collections.abc import Sequence
@@ -49,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
+from east_agent.common.arguments import positive_number
 from east_agent.common.atomic import check_folder_path, check_replaceable
 from east_agent.common.entry import command_line
 from east_agent.common.records import RecordError, load_records, text_output, write_jsonl
@@ -378,17 +378,6 @@ def load_links(path: Path, kept: list[tuple[list[str], list[str]]]) -> list[Link
     return all_links
 
 
-def positive_ratio(text: str) -> float:
-    """A finite number above 0 (argparse `type`): `nan` would turn the filter off."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"takes a finite number above 0, got {text!r}")
-    return value
-
-
 def check_inputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an input flag naming a folder or nothing."""
     for flag in ("--source", "--target", "--pairs", "--alignments"):
@@ -412,7 +401,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--alignments", type=Path, help="reuse saved links (<output>.links.gz)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-words", type=int, default=100)
-    parser.add_argument("--max-ratio", type=positive_ratio, default=3.0)
+    # `nan` would turn the ratio filter off
+    parser.add_argument("--max-ratio", type=positive_number, default=3.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     texts_given = [args.source is not None, args.target is not None]

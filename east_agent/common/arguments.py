@@ -20,15 +20,24 @@ def non_negative_int(text: str) -> int:
     return int(text)
 
 
+def _positive_float(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"takes {what} above 0, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number above 0 (argparse `type`; `nan` and `inf` refused)."""
+    return _positive_float(text, "a finite number")
+
+
 def positive_seconds(text: str) -> float:
     """A finite number of seconds above 0 (argparse `type`)."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise argparse.ArgumentTypeError(f"takes a number of seconds above 0, got {text!r}")
-    return seconds
+    return _positive_float(text, "a number of seconds")
 
 
 def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:

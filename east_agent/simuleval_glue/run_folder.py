@@ -282,12 +282,16 @@ def check_recorded_span(output: Path) -> None:
     done = {entry["index"] for entry in finished_records(log)}
     missing = [index for index in range(*span) if index not in done]
     if missing:
-        shown = ", ".join(map(str, missing[:10])) + (" ..." if len(missing) > 10 else "")
         raise ValueError(
             f"{log}: {len(missing)} of the run's sentences {span[0]} .. {span[1] - 1} are "
-            f"missing ({shown}: failed, or not reached when the run stopped): not scored; "
-            "--continue-unfinished translates them"
+            f"missing ({first_ten(missing)}: failed, or not reached when the run stopped): "
+            "not scored; --continue-unfinished translates them"
         )
+
+
+def first_ten(indices: Sequence[int]) -> str:
+    """Sentence numbers for a message: the first ten, and "..." if there are more."""
+    return ", ".join(map(str, indices[:10])) + (" ..." if len(indices) > 10 else "")
 
 
 def check_within_span(log: Path, start: int, end: int) -> None:
@@ -298,11 +302,10 @@ def check_within_span(log: Path, start: int, end: int) -> None:
 def _refuse_outside(log: Path, indices, start: int, end: int) -> None:
     outside = sorted(index for index in indices if not start <= index < end)
     if outside:
-        shown = ", ".join(map(str, outside[:10])) + (" ..." if len(outside) > 10 else "")
         raise ValueError(
             f"{log} holds sentences outside --start-index {start} .. --end-index {end} "
-            f"({shown}); resume with the span it was written with, or write to another "
-            "--output"
+            f"({first_ten(outside)}); resume with the span it was written with, or write to "
+            "another --output"
         )
 
 

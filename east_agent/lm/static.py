@@ -27,9 +27,10 @@ than on reading the weights. `StaticLM` implements the backend protocol
   sequence, where nothing reads before it is overwritten. Steps of many streams run
   uncaptured (their shapes vary with every step).
 
-Supported: `LlamaForCausalLM` and the architectures that share its layer (Mistral, whose
-sliding window only within it, Qwen2), with rotary tables that do not change with the
-length (not `dynamic` or `longrope` scaling). Anything else stays on `CachedLM` (`supports`).
+Supported: `LlamaForCausalLM` and the architectures that share its layer (Qwen2, and
+Mistral for rows no longer than its sliding window), with rotary tables that do not change
+with the length (not `dynamic` or `longrope` scaling). Anything else stays on `CachedLM`
+(`supports`).
 """
 
 from __future__ import annotations

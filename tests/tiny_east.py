@@ -250,12 +250,14 @@ def chain_model(tokenizer, next_token: dict[int, int], default: int) -> LlamaFor
     return model.eval()
 
 
-def cutting_model(tokenizer, write_after: str = " Hund") -> LlamaForCausalLM:
+def cutting_model(
+    tokenizer, write_after: str = " Hund", character: str = CUT_CHARACTER
+) -> LlamaForCausalLM:
     """Writes " a𩸽 a𩸽 a..." (five tokens a round) after every end-of-read, so a chunk cap
     that is not a multiple of five cuts "𩸽"; chooses end-of-read after `write_after` (one
-    token) and reads on after any other unit."""
+    token) and reads on after any other unit. Another `character` takes the place of "𩸽"."""
     (article,) = tokenizer(" a", add_special_tokens=False).input_ids
-    cycle = [article, *tokenizer(CUT_CHARACTER, add_special_tokens=False).input_ids]
+    cycle = [article, *tokenizer(character, add_special_tokens=False).input_ids]
     chain = dict(zip(cycle, cycle[1:] + cycle[:1]))
     (trigger,) = tokenizer(write_after, add_special_tokens=False).input_ids
     end_of_read = tokenizer.convert_tokens_to_ids(END_OF_READ)

@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from east_agent.decoding.characters import CharacterCuts
 from east_agent.decoding.streaming import BeamStep, Stream
 
 REFERENCE, TRANSFORMERS = "reference", "transformers"
@@ -151,24 +152,6 @@ def _beats_worst(finished: list[_Finished], num_beams: int, score: float) -> boo
     return len(finished) < num_beams or score > min(h.score for h in finished)
 
 
-CUT_CHARACTER = "\ufffd"  # what the bytes of a character cut across tokens decode to
-MAX_CUT_TOKENS = 3  # a UTF-8 character has at most 4 bytes, so a cut leaves 3 at most
-
-
-def whole_characters(stream: Stream, tokenizer, new_ids: list[int], written=()) -> list[int]:
-    """`new_ids` (generated after `written`) without the tokens of a character their cap
-    cut: the last one to three tokens where, without them, the text no longer ends in
-    U+FFFD (counted in `characters_cut`); unchanged otherwise."""
-    ids = [*written, *new_ids]
-    if not tokenizer.decode(ids).endswith(CUT_CHARACTER):
-        return new_ids
-    for cut in range(1, min(MAX_CUT_TOKENS, len(ids)) + 1):
-        if not tokenizer.decode(ids[:-cut]).endswith(CUT_CHARACTER):
-            stream.totals.characters_cut += 1
-            return new_ids[: max(0, len(new_ids) - cut)]
-    return new_ids  # more than one character's bytes: not a cut, keep what the model wrote
-
-
 WHITESPACE_MARKS = ("Ġ", "▁", "Ċ", "ĉ", " ", "\n", "\t")  # byte-level BPE, sentencepiece, plain
 MAX_WORD_TOKENS = 32
 
@@ -181,8 +164,8 @@ class WordBoundary:
     smallest token group that decodes to whole characters.
     """
 
-    def __init__(self, tokenizer, unspaced: bool) -> None:
-        self.tokenizer = tokenizer
+    def __init__(self, tokenizer, characters: CharacterCuts, unspaced: bool) -> None:
+        self.characters = characters
         self.unspaced = unspaced
         tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
         self.space_initial = frozenset(
@@ -195,7 +178,7 @@ class WordBoundary:
         return not self.unspaced and bool(word) and token_id in self.space_initial
 
     def completes_word(self, word: list[int]) -> bool:
-        return self.unspaced and CUT_CHARACTER not in self.tokenizer.decode(word)
+        return self.unspaced and self.characters.ends_whole(word)
 
 
 def word_cap(limits: ChunkLimits) -> int:

@@ -30,7 +30,6 @@ from east_agent.decoding.chunk_search import (
     beam_chunk,
     check_beam_stop,
     greedy_chunk,
-    whole_characters,
 )
 from east_agent.decoding.long_form import (
     DEFAULT_CONTEXT_WORDS,
@@ -227,7 +226,7 @@ class EastStreamDecoder(StreamingDecoder):
         if stream.script is not None:
             chunk_ids = chunk_ids[: self.scripted_tokens(stream)]
         elif not stopped:  # cut by its cap: see `_close_chunk`
-            chunk_ids = whole_characters(stream, self.tokenizer, chunk_ids)
+            chunk_ids = self.characters.whole(stream, chunk_ids)
         return self._close_chunk(stream, chunk_ids)
 
     def _close_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:

@@ -31,6 +31,7 @@ from dataclasses import astuple, dataclass, field
 import torch
 
 from east_agent.common.entry import CommandError
+from east_agent.decoding.characters import CharacterCuts
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.token_stream import TokenStream
 from east_agent.lm import build_lm
@@ -406,6 +407,7 @@ class StreamingDecoder:
         if streams < 1:
             raise ValueError(f"the number of streams must be at least 1, got {streams}")
         self.tokenizer = tokenizer
+        self.characters = CharacterCuts(tokenizer)
         self.src_lang = language_name(src_lang)
         self.max_context = context_limit(max_context, model.config.max_position_embeddings)
         self.kv_cache, self.beams, self.max_streams = kv_cache, beams, streams

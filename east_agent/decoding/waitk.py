@@ -22,12 +22,10 @@ from collections.abc import Generator
 from dataclasses import dataclass
 
 from east_agent.decoding.chunk_search import (
-    CUT_CHARACTER,
     MAX_WORD_TOKENS,
     ChunkLimits,
     WordBoundary,
     greedy_chunk,
-    whole_characters,
     word_cap,
     word_chunk,
 )
@@ -149,7 +147,9 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         self.start_streams(model, self.head)
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
         self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
-        self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
+        self.boundary = WordBoundary(
+            tokenizer, self.characters, config.tgt_lang in UNSPACED_LANGUAGES
+        )
         tail_length = len(tokenizer(self.tail, add_special_tokens=False)["input_ids"])
         self.segments = segmenter_of(self, config, len(self.prompt_ids) + tail_length)
         self.reset()
@@ -221,7 +221,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         stream.crop_to_ids()
         after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
         if decision != FORCED or capped:
-            after = after.rstrip(CUT_CHARACTER)
+            after = self.characters.written(stream.target_ids, after)
         text = after[len(os.path.commonprefix([before, after])) :]
         if decision == FORCED:  # the end of a sentence (or of a long-form segment)
             text = text.rstrip()
@@ -231,7 +231,8 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
 
     def _written(self, target_ids: list[int]) -> str:
         """The text of the target prefix the steps so far have written."""
-        return self.tokenizer.decode(target_ids, skip_special_tokens=True).rstrip(CUT_CHARACTER)
+        text = self.tokenizer.decode(target_ids, skip_special_tokens=True)
+        return self.characters.written(target_ids, text)
 
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
         if not stream.pending():  # a word was the last thing fed: its last token again
@@ -245,7 +246,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         limits = self._limits(max_tokens)
         new_ids, stopped = yield from greedy_chunk(stream, stream.pending(), limits)
         if not stopped:  # the cut character may have begun in an earlier word: not written
-            new_ids = whole_characters(stream, self.tokenizer, new_ids, stream.target_ids)
+            new_ids = self.characters.whole(stream, new_ids, stream.target_ids)
         return self._step(stream, FORCED, new_ids, finished=finished, capped=not stopped)
 
 
@@ -265,7 +266,9 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
     def __init__(self, model, tokenizer, config: DecoderConfig, waitk: int, streams: int = 1):
         self.waitk = check_waitk(waitk)
         super().__init__(model, tokenizer, config, streams)
-        self.boundary = WordBoundary(tokenizer, config.tgt_lang in UNSPACED_LANGUAGES)
+        self.boundary = WordBoundary(
+            tokenizer, self.characters, config.tgt_lang in UNSPACED_LANGUAGES
+        )
         ids = self.token_ids
         # Inside the schedule the model must write a word: no marker, no end of turn.
         self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
@@ -293,7 +296,7 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             limits = self._chunk_limits(max_tokens, (), self.word_mask)
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
             if len(word) == word_cap(limits):  # a word its cap may have cut
-                word = whole_characters(stream, self.tokenizer, word)
+                word = self.characters.whole(stream, word)
             stream.tokens.append_generated(word)
             stream.crop_to_ids()
             stream.word_end = stream.tokens.mark()

@@ -12,10 +12,10 @@ from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from east_agent.decoding.batching import Sentence, translate_batch
-from east_agent.decoding.chunk_search import ChunkLimits, beam_chunk, whole_characters
+from east_agent.decoding.chunk_search import ChunkLimits, beam_chunk
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
-from east_agent.decoding.streaming import Counters, Stream, run_feeds
-from tiny_east import CUT_CHARACTER, synthetic_sentence
+from east_agent.decoding.streaming import Stream, run_feeds
+from tiny_east import synthetic_sentence
 
 STOP, A, C = 0, 1, 3
 VOCAB = 10
@@ -272,28 +272,3 @@ def test_the_agent_takes_beam_stop():
     assert EastAgent.decoding_config(chosen).beam_stop == "transformers"
     with pytest.raises(SystemExit):
         parser.parse_args([*required, "--beam-stop", "never"])
-
-
-def test_whole_characters_takes_back_only_a_cut_character(east_tokenizer):
-    def encode(text):
-        return east_tokenizer(text, add_special_tokens=False).input_ids
-
-    stream = SimpleNamespace(totals=Counters())
-    character = encode(CUT_CHARACTER)  # four tokens, one byte each
-    assert len(character) == 4
-    article = encode(" a")
-
-    def kept(new_ids, written=()):
-        return whole_characters(stream, east_tokenizer, new_ids, written)
-
-    assert kept(article + character) == article + character  # whole: unchanged
-    for cut_after in (1, 2, 3):
-        assert kept(article + character[:cut_after]) == article
-    assert kept(character[:3]) == []  # the chunk was nothing but the cut character
-    # a target's earlier tokens began the character: the new ones all belong to it
-    assert kept(character[2:3], written=article + character[:2]) == []
-    assert kept(character[3:], written=article + character[:3]) == character[3:]
-    assert stream.totals.characters_cut == 5
-    lone_leads = [character[0]] * 4  # four characters' first bytes: not one cut, kept
-    assert kept(article + lone_leads) == article + lone_leads
-    assert stream.totals.characters_cut == 5

@@ -142,6 +142,20 @@ def test_a_chunk_cut_inside_a_character_ends_before_it(east_tokenizer, num_beams
     assert_trace_matches_full_recompute(model, trace)
 
 
+@pytest.mark.parametrize("num_beams", [1, 5])
+def test_a_chunk_cap_after_the_model_s_own_u_fffd_keeps_it(east_tokenizer, num_beams):
+    """U+FFFD is one Llama-3 token (a whole character): a chunk its cap ends on it is the
+    paper loop's chunk (before: taken for a cut character and dropped)."""
+    model = cutting_model(east_tokenizer, character="\ufffd")
+    units = ["Ein", "Hund", "läuft", "schnell"]
+    paper = reference_decode(model, east_tokenizer, units, "de", "en", max_new_tokens=4)
+    assert paper[0] == [" a\ufffd a\ufffd"] * 2
+    config = DecoderConfig("de", "en", max_new_tokens=4, num_beams=num_beams)
+    ours = EastStreamDecoder(model, east_tokenizer, config).translate(units)
+    assert (ours.chunks, ours.delays, ours.decisions) == paper
+    assert ours.counters.characters_cut == 0
+
+
 def test_cached_logits_equal_full_recompute_at_every_step(east_model, east_tokenizer):
     decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
     trace = traced(decoder)

@@ -287,6 +287,16 @@ def test_offline_waitk_final_write_cut_inside_a_character_ends_before_it(east_to
     assert translation.counters.characters_cut == 1
 
 
+def test_offline_waitk_final_write_capped_after_the_model_s_own_u_fffd_keeps_it(
+    east_tokenizer,
+):
+    model = cutting_model(east_tokenizer, character="\ufffd")
+    config = WaitkConfig("de", "en", 9, max_new_tokens=4, kv_cache="static")
+    translation = OfflineWaitkDecoder(model, east_tokenizer, config).translate(["Ein", "Hund"])
+    assert translation.chunks == [" a\ufffd a\ufffd"]
+    assert translation.counters.characters_cut == 0
+
+
 def test_offline_waitk_final_write_inside_a_word_s_cut_character_writes_no_u_fffd(
     east_tokenizer, monkeypatch
 ):

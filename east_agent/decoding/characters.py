@@ -1,0 +1,137 @@
+"""Characters cut across tokens: a chunk whose token cap falls inside a character's bytes.
+
+A byte-level tokenizer (Llama 3, Qwen, GPT-2) or a sentencepiece one with byte fallback
+(Llama 2, Mistral, Gemma) spells a rare character as several tokens; cut after the first
+of them, the text decodes to U+FFFD. `CharacterCuts` tells such a cut from a U+FFFD the
+model wrote as a character of its own by the tokens' bytes: they end in the unfinished
+start of a UTF-8 character. For a tokenizer whose tokens' bytes it cannot know (a slow
+one, another decoder) it looks at the decoded text instead: a trailing U+FFFD that the
+last one to three tokens make is taken for a cut.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+CUT_CHARACTER = "\ufffd"  # what the bytes of a character cut across tokens decode to
+MAX_CUT_TOKENS = 3  # a UTF-8 character has at most 4 bytes, so a cut leaves 3 at most
+BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # sentencepiece's byte fallback
+SPIECE_SPACE = "\u2581"
+
+
+class CharacterCuts:
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.token_bytes = token_byte_table(tokenizer)  # None: look at the decoded text
+
+    def cut_tokens(self, ids: list[int]) -> int:
+        """How many of the last `ids` hold the unfinished start of a character (0: none)."""
+        if self.token_bytes is None:
+            return self._cut_tokens_by_text(ids)
+        pending = self._unfinished_bytes(ids)
+        cut, taken = 0, 0
+        while taken < pending:
+            cut += 1
+            taken += len(self.token_bytes[ids[-cut]])
+        return cut
+
+    def whole(self, stream, new_ids: list[int], written=()) -> list[int]:
+        """`new_ids` (generated after `written`) without the tokens of a character their
+        cap cut (counted in the stream's `characters_cut`)."""
+        cut = self.cut_tokens([*written, *new_ids])
+        if cut:
+            stream.totals.characters_cut += 1
+        return new_ids[: max(0, len(new_ids) - cut)]
+
+    def ends_whole(self, ids: list[int]) -> bool:
+        """Whether `ids` end on a whole character (by the text: hold no U+FFFD at all)."""
+        if self.token_bytes is None:
+            return CUT_CHARACTER not in self.tokenizer.decode(ids)
+        return self._unfinished_bytes(ids) == 0
+
+    def written(self, ids: list[int], text: str) -> str:
+        """`text`, the decoded `ids`, without the U+FFFD that the start of a character
+        they cut decodes to (by the text: without every trailing U+FFFD)."""
+        if self.token_bytes is None:
+            return text.rstrip(CUT_CHARACTER)
+        cut = self.cut_tokens(ids)
+        marks = self.tokenizer.decode(ids[-cut:]).count(CUT_CHARACTER) if cut else 0
+        for _ in range(marks):  # byte-level decoders write one, byte fallback one a byte
+            text = text.removesuffix(CUT_CHARACTER)
+        return text
+
+    def _unfinished_bytes(self, ids: list[int]) -> int:
+        # a cut leaves at most 3 bytes, so the last 4 tokens (a byte or more each) hold it
+        return unfinished_bytes(b"".join(self.token_bytes[i] for i in ids[-4:]))
+
+    def _cut_tokens_by_text(self, ids: list[int]) -> int:
+        if not self.tokenizer.decode(ids).endswith(CUT_CHARACTER):
+            return 0
+        for cut in range(1, min(MAX_CUT_TOKENS, len(ids)) + 1):
+            if not self.tokenizer.decode(ids[:-cut]).endswith(CUT_CHARACTER):
+                return cut
+        return 0  # more than one character's bytes: not a cut, keep what the model wrote
+
+
+def unfinished_bytes(data: bytes) -> int:
+    """How many bytes at the end of `data` begin a UTF-8 character that more bytes could
+    still complete."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    decoder.decode(data, final=False)
+    return len(decoder.getstate()[0])
+
+
+class TokenBytes:
+    """The bytes of a token id of a fast byte-level or byte-fallback tokenizer (an added
+    token: its text's), spelled when first asked for."""
+
+    def __init__(self, tokenizer, spell) -> None:
+        self.tokenizer = tokenizer
+        self.spell = spell
+        self.added = {i: token.content for i, token in tokenizer.added_tokens_decoder.items()}
+        self.known: dict[int, bytes] = {}
+
+    def __getitem__(self, token_id: int) -> bytes:
+        if token_id not in self.known:
+            added = self.added.get(token_id)
+            token = self.tokenizer.convert_ids_to_tokens(token_id)
+            self.known[token_id] = added.encode() if added else self.spell(token or "")
+        return self.known[token_id]
+
+
+def token_byte_table(tokenizer) -> TokenBytes | None:
+    """`TokenBytes` of a fast byte-level or byte-fallback tokenizer; None for any other."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    kinds = decoder_kinds(backend.decoder) if backend is not None else set()
+    if "ByteLevel" in kinds:
+        return TokenBytes(tokenizer, ByteLevelSpelling())
+    if "ByteFallback" in kinds:
+        return TokenBytes(tokenizer, spiece_token_bytes)
+    return None
+
+
+def decoder_kinds(decoder) -> set[str]:
+    """The types of a `tokenizers` decoder and of the decoders a Sequence holds."""
+    if decoder is None:
+        return set()
+    state = json.loads(decoder.__getstate__())
+    return {part.get("type") for part in state.get("decoders", [state])}
+
+
+class ByteLevelSpelling:
+    """GPT-2's byte-level alphabet back to bytes."""
+
+    def __init__(self) -> None:
+        self.byte_of = {character: bytes([byte]) for byte, character in bytes_to_unicode().items()}
+
+    def __call__(self, token: str) -> bytes:
+        return b"".join(self.byte_of.get(c) or c.encode() for c in token)
+
+
+def spiece_token_bytes(token: str) -> bytes:
+    byte = BYTE_TOKEN.fullmatch(token)
+    return bytes([int(byte.group(1), 16)]) if byte else token.replace(SPIECE_SPACE, " ").encode()

@@ -37,13 +37,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from east_agent.common.arguments import given_flags, non_negative_int, positive_int
+from east_agent.simuleval_glue.server_sessions import SESSION_HEADER
 
 if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without torch
     from east_agent.decoding.stream_pool import StreamPool
@@ -51,7 +54,6 @@ if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without
 
 logger = logging.getLogger("east_agent.simuleval_glue.agent_server")
 
-SESSION_HEADER = "X-Session-Id"
 LEGACY_SESSION = ""
 DEFAULT_SESSIONS = 8
 DEFAULT_BATCH_WAIT_MS = 5
@@ -276,6 +278,8 @@ def parse_segment(body: bytes):
         info = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RequestError(400, f"the body is not JSON: {error}") from None
+    except RecursionError:
+        raise RequestError(400, "the body's JSON is nested too deeply") from None
     if not isinstance(info, dict):
         raise RequestError(400, f"the body must be a JSON object, got {type(info).__name__}")
     for key, kinds in (("data_type", (str, type(None))), ("finished", (bool,))):
@@ -298,7 +302,7 @@ def parse_segment(body: bytes):
         raise RequestError(400, "the segment's 'config' must be an object")
     try:
         return segment_from_json_string(json.dumps(info))
-    except TypeError as error:
+    except (TypeError, RecursionError) as error:
         raise RequestError(400, f"not a SimulEval segment: {error}") from None
 
 
@@ -418,7 +422,16 @@ def listening_sockets(remote_address: str, remote_port) -> list:
         raise ValueError(f"--remote-port {port}: a port is 1 to 65535")
     try:
         return bind_sockets(port, address=address)
+    except socket.gaierror as error:
+        raise ValueError(
+            f"--remote-address {remote_address}: no such address ({error.strerror})"
+        ) from None
     except OSError as error:
+        if error.errno == errno.EADDRNOTAVAIL:
+            raise ValueError(
+                f"--remote-address {remote_address}: not an address of this machine "
+                f"({error.strerror})"
+            ) from None
         raise ValueError(
             f"--remote-port {port}: cannot listen on {address}:{port} ({error.strerror}); "
             "another server there? choose another port"

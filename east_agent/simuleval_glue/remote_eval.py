@@ -36,21 +36,18 @@ refuses (too long for its context: 422) is named with the server's reason; a ses
 has no stream for (503) gives its sentence back to the others; a lost server ends the
 run, as does a request the server leaves unanswered for `--request-timeout` seconds
 (600). Sessions are closed whatever happens (Ctrl-C included), a close waits
-`CLOSE_TIMEOUT` at most; Ctrl-C ends a run at once (a concurrent run's threads are
+`server_sessions.CLOSE_TIMEOUT` at most; Ctrl-C ends a run at once (a concurrent run's threads are
 daemons), in one line. A run killed outright cannot close them: its `--output` names them
-while it runs (`SESSIONS_RECORD`), and the next run into that folder closes them first.
+while it runs (`server_sessions`), and the next run into that folder closes them first.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -58,16 +55,17 @@ from pathlib import Path
 from east_agent.common.arguments import positive_int
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.prompt import language_name
-from east_agent.simuleval_glue.agent_server import SESSION_HEADER
+from east_agent.simuleval_glue.server_sessions import (
+    SESSION_HEADER,
+    close,
+    close_all,
+    recorded_sessions,
+    server_url,
+)
 
 CONNECT_SECONDS = 10
 ANSWER_SECONDS = 600  # --request-timeout: the longest wait for an answer (a step)
-CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
-# the sessions a run holds on the server, in its --output while it runs: a killed run's
-# are closed by the next run into that folder (else they hold their streams until the
-# server's --session-timeout)
-SESSIONS_RECORD = "sessions.json"
 # SimulEval's flags of the system side: this command's parser is SimulEval's and has them,
 # but the served system was started with its own, and this client would ignore them.
 SERVED_SYSTEM_FLAGS = (
@@ -102,11 +100,12 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     from east_agent.simuleval_glue.run_folder import loop_in
 
     check_comet_flags(args)  # the flags given, before a server is asked anything
-    base_url = f"http://{args.remote_address}:{args.remote_port}"
+    base_url = server_url(args.remote_address, args.remote_port)
     info = _server_info(base_url, args.request_timeout)  # before the folder changes
-    if args.output is not None and _close_stale_sessions(Path(args.output), base_url):
+    if args.output is not None and _close_stale_sessions(Path(args.output)):
         info = _server_info(base_url, args.request_timeout)  # their streams freed
     _take_source_language(args, info)
+    _check_source_units(args.source, info)
     _check_target_language(args.tgt_lang, info, base_url)
     served = _served_settings(args, info)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
@@ -159,6 +158,16 @@ def _take_source_language(args: argparse.Namespace, info: dict) -> None:
     language = info.get("source_language")
     if getattr(args, "comet_source_lang", "") is None and isinstance(language, str):
         args.comet_source_lang = language
+
+
+def _check_source_units(source: str | None, info: dict) -> None:
+    """A Chinese or Japanese source must be split into units as a local run's: this
+    package's server says which language it reads (SimulEval's says none)."""
+    from east_agent.simuleval_glue.data_files import check_units_split
+
+    language = info.get("source_language")
+    if isinstance(language, str):
+        check_units_split(source, language)
 
 
 def _check_target_language(wanted: str | None, info: dict, base_url: str) -> None:
@@ -303,45 +312,17 @@ def _check_free_streams(
         )
 
 
-def _close_stale_sessions(output: Path, base_url: str) -> bool:
-    """Close the sessions a killed run into `output` left open (named in its
-    `SESSIONS_RECORD`, with their server); whether it closed any on `base_url`. A live run
-    holds the folder: refused."""
-    from east_agent.common.atomic import remove
-    from east_agent.common.records import read_json_object
+def _close_stale_sessions(output: Path) -> bool:
+    """Close the sessions a killed run into `output` left open, before asking the server
+    for free streams (a live run holds the folder: refused)."""
     from east_agent.common.run_lock import hold_run_lock
     from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+    from east_agent.simuleval_glue.server_sessions import SESSIONS_RECORD, close_stale_sessions
 
-    record = output / SESSIONS_RECORD
-    if not record.is_file():
+    if not (output / SESSIONS_RECORD).is_file():
         return False
     with hold_run_lock(output, INSTANCES_LOCK):
-        saved = read_json_object(record)
-        names, server = saved.get("sessions"), saved.get("server", base_url)
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            raise ValueError(f"{record}: field 'sessions' is not a list of session names")
-        if not isinstance(server, str):
-            raise ValueError(f"{record}: field 'server' is not a server's address")
-        _close_all(server, names)  # where the killed run held them
-        remove(record)
-    return bool(names) and server == base_url
-
-
-@contextmanager
-def _recorded_sessions(output: str | None, server: Server, names: list[str]) -> Iterator[None]:
-    """`names` (sessions of `server`) in `output`'s `SESSIONS_RECORD` while the run holds
-    them."""
-    from east_agent.common.atomic import remove, write_atomically
-
-    if output is None:
-        yield
-        return
-    record = Path(output) / SESSIONS_RECORD
-    write_atomically(record, json.dumps({"server": server.url, "sessions": names}) + "\n")
-    try:
-        yield
-    finally:
-        remove(record)
+        return close_stale_sessions(output)
 
 
 def _loop(args: argparse.Namespace, server: Server) -> None:
@@ -351,7 +332,7 @@ def _loop(args: argparse.Namespace, server: Server) -> None:
 
     evaluator = SentenceLevelEvaluator.from_args(args)
     name = uuid.uuid4().hex
-    with requests.Session() as session, _recorded_sessions(args.output, server, [name]):
+    with requests.Session() as session, recorded_sessions(args.output, server.url, [name]):
         session.headers[SESSION_HEADER] = name
         try:
             for instance in evaluator.iterator:
@@ -368,7 +349,7 @@ def _loop(args: argparse.Namespace, server: Server) -> None:
                     raise CommandError(_failure(instance.index, error) + kept) from None
                 evaluator.write_log(instance)
         finally:
-            _close(session, server.url)
+            close(session, server.url)
     if evaluator.output is not None:
         evaluator.build_instances_from_log()
     if not evaluator.no_scoring:
@@ -399,17 +380,6 @@ def _translate(session, server: Server, instance, segment_size: int, stopping=No
             reply = session.get(f"{server.url}/output", timeout=server.timeout)
         reply.raise_for_status()
         instance.receive_prediction(segment_from_json_string(reply.text))
-
-
-def _close(session, base_url: str) -> None:
-    """End the session (its stream goes back to the server); SimulEval's server answers
-    404 (it has no sessions), a server that is gone or silent nothing."""
-    import requests
-
-    try:
-        session.post(f"{base_url}/close", timeout=CLOSE_TIMEOUT)
-    except requests.RequestException:
-        pass
 
 
 def _failure(index: int, error) -> str:
@@ -553,7 +523,7 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
             threading.Thread(target=session, args=(name,), name=f"session-{number}", daemon=True)
             for number, name in enumerate(names)
         ]
-        with _recorded_sessions(args.output, server, names):
+        with recorded_sessions(args.output, server.url, names):
             try:
                 for thread in threads:
                     thread.start()
@@ -561,24 +531,8 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
                     while thread.is_alive():
                         thread.join(0.2)
             finally:
-                _close_all(server.url, sentences.close())
+                close_all(server.url, sentences.close())
     _report(sentences, streams, len(todo), server.url, log_path)
-
-
-def _close_all(base_url: str, names: list[str]) -> None:
-    """Close the sessions a stopped run left open (all at once, a few seconds at most)."""
-    from requests import Session
-
-    def close(name: str) -> None:
-        with Session() as session:
-            session.headers[SESSION_HEADER] = name
-            _close(session, base_url)
-
-    closing = [threading.Thread(target=close, args=(name,), daemon=True) for name in names]
-    for thread in closing:
-        thread.start()
-    for thread in closing:
-        thread.join(sum(CLOSE_TIMEOUT))
 
 
 def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log: Path) -> None:
@@ -633,7 +587,7 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
                         return
                     sentences.finished(instance.summarize())
             finally:
-                _close(session, server.url)
+                close(session, server.url)
                 sentences.opened(name, is_open=False)
     except _Stopped:
         pass

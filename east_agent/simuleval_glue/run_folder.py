@@ -21,6 +21,8 @@
   system's sentences); `east-remote-eval` records the language this package's server
   reads (and keeps the record of a log it resumes, refusing one of another source
   language).
+- The sessions a killed `east-remote-eval` left open on its server are closed by whoever
+  takes the folder next (`server_sessions`).
 - A resumed log must lie within the run's `--start-index` .. `--end-index`: sentences
   outside it would be scored with it.
 - SimulEval's own loop resumes after the last line of the log, so before it resumes, the
@@ -41,6 +43,7 @@ from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.simuleval_glue.instance_log import finished_records, record_lines
 from east_agent.simuleval_glue.scoring import SCORING_RECORD
+from east_agent.simuleval_glue.server_sessions import close_stale_sessions
 
 INSTANCES_LOCK = "instances.lock"  # held while a process writes the folder
 BATCH_RECORD = "batch.json"
@@ -163,6 +166,7 @@ def writing(
         check()
         check = None
     with hold_run_lock(output, INSTANCES_LOCK):
+        close_stale_sessions(output)  # a killed client's, holding a server's streams
         if run and resume:
             if span is not None:
                 check_within_span(output / "instances.log", *span)

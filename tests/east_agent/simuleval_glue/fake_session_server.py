@@ -12,12 +12,14 @@ soon as it arrives (wait-0, target = source). It can be told to
   (`hold="all"`: a silent server);
 - make the first output of `together` sessions wait until all of them ask at once (a
   client that sent its sentences one after another fails: 500 after 20 s);
-- name the language it reads (`source_language`, in `GET /`, as this package's server).
+- name the language it reads (`source_language`, in `GET /`, as this package's server);
+- listen on another loopback address (`address="::1"`, IPv6).
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -37,6 +39,7 @@ class FakeSessionServer:
         busy_delay: float = 0.0,
         step: bool = False,
         source_language: str | None = None,
+        address: str = "127.0.0.1",
     ) -> None:
         self.streams = streams
         self.open_limit = streams if open_limit is None else open_limit
@@ -51,7 +54,8 @@ class FakeSessionServer:
         self.held = threading.Semaphore(0)  # one release per request being held
         self.released = threading.Event()
         self.lock = threading.Lock()
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        server_class = ThreadingHTTPServer if ":" not in address else IPv6HTTPServer
+        self.http = server_class((address, 0), self._handler())
         self.http.daemon_threads = True
         self.port = self.http.server_address[1]
 
@@ -172,3 +176,7 @@ class FakeSessionServer:
                 session["finished"] = session["finished"] or segment["finished"]
 
         return Handler
+
+
+class IPv6HTTPServer(ThreadingHTTPServer):
+    address_family = socket.AF_INET6

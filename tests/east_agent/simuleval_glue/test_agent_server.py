@@ -235,3 +235,41 @@ def test_a_segment_holding_a_lone_surrogate_is_a_bad_request():
     assert refused.value.status == 400
     good = parse_segment('{"data_type": "text", "content": "Grüße", "finished": false}'.encode())
     assert good.content == "Grüße"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"data_type": "text", "content": "Ein", "finished": false, "config": '
+        + b'{"a": ' * 5000
+        + b"1"
+        + b"}" * 5000
+        + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
+    ],
+    ids=["config", "array"],
+)
+def test_json_nested_too_deeply_is_a_bad_request(body):
+    """Before: a RecursionError, 500 and a traceback in the server's log."""
+    from east_agent.simuleval_glue.agent_server import parse_segment
+
+    with pytest.raises(RequestError, match="nested too deeply") as refused:
+        parse_segment(body)
+    assert refused.value.status == 400
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("nosuch.invalid", "--remote-address nosuch.invalid: no such address"),
+        ("192.0.2.1", "--remote-address 192.0.2.1: not an address of this machine"),
+    ],
+)
+def test_an_address_the_server_cannot_listen_on_is_named(address, message):
+    """Before: "--remote-port N: cannot listen ... another server there? choose another
+    port", whatever was wrong."""
+    from east_agent.simuleval_glue.agent_server import listening_sockets
+
+    with pytest.raises(ValueError) as refused:
+        listening_sockets(address, 18777)
+    assert str(refused.value).startswith(message)

@@ -16,8 +16,8 @@ from commands import console_script
 from fake_session_server import FakeSessionServer
 
 from east_agent.common.run_lock import hold_run_lock
-from east_agent.simuleval_glue.remote_eval import CLOSE_TIMEOUT
 from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
+from east_agent.simuleval_glue.server_sessions import CLOSE_TIMEOUT
 
 SENTENCES = [f"satz{index} hat hier noch einige worte" for index in range(6)]
 
@@ -296,6 +296,63 @@ def test_a_killed_clients_sessions_are_closed_by_the_next_run_into_its_folder(
         assert not server.sessions
     assert [r["index"] for r in logged(output)] == list(range(6))
     assert not (output / "sessions.json").exists()
+
+
+def test_a_killed_clients_sessions_are_closed_whatever_the_servers_address_spelling(
+    test_set, tmp_path
+):
+    """Killed through `localhost`, resumed through 127.0.0.1: the server is asked again
+    once the sessions are closed (before: "has 0 free of its 3 streams", its answer from
+    before the close)."""
+    output = tmp_path / "out"
+    with FakeSessionServer(streams=3, hold="output") as server:
+        command = [
+            console_script("east-remote-eval"),
+            "--remote-address", "localhost", "--remote-port", str(server.port),
+            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
+            "--output", str(output), "--batch-size", "3",
+        ]  # fmt: skip
+        client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(3):
+                assert server.held.acquire(timeout=60), client.stderr
+        finally:
+            client.kill()
+            client.wait()
+        server.hold = None
+        result = remote_eval(server.port, test_set, output, "--batch-size", 3,
+                             "--continue-unfinished")  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert not server.sessions
+    assert [r["index"] for r in logged(output)] == list(range(6))
+
+
+def test_a_raw_chinese_source_is_refused_before_the_folder_changes(test_set, tmp_path):
+    """The server says it reads Chinese: a line of raw text would be one unit (before:
+    translated, AL 1.0, exit 0), refused as a local run refuses it."""
+    (test_set / "src.txt").write_text("一个戴着橙色帽子的男人正在凝视着什么东西。\n" * 6)
+    with FakeSessionServer(source_language="Chinese") as server:
+        result = remote_eval(server.port, test_set, tmp_path / "out", "--batch-size", 3)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (
+        "src.txt: line 1: '一个戴着橙色帽子的男人正在凝视着什么东西' is one unit" in result.stderr
+    )
+    assert not (tmp_path / "out").exists() and not server.requests[1:]
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_server_on_an_ipv6_address_is_reached(test_set, tmp_path, batch):
+    """Before: "no system answers at http://::1:PORT (InvalidURL)"."""
+    with FakeSessionServer(address="::1") as server:
+        command = [
+            console_script("east-remote-eval"),
+            "--remote-address", "::1", "--remote-port", str(server.port),
+            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
+            "--output", str(tmp_path / "out"), "--batch-size", str(batch),
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [r["prediction"] for r in logged(tmp_path / "out")] == SENTENCES
 
 
 @PROTOCOLS

@@ -346,3 +346,26 @@ def test_a_broken_settings_record_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"run_settings.json: line 2: invalid JSON"):
         with writing(output, {"latency": "low"}, resume=True, run=True):
             pass
+
+
+@pytest.mark.parametrize("run", [True, False], ids=["run", "score-only"])
+def test_whoever_takes_the_folder_closes_a_killed_clients_sessions(tmp_path, run):
+    """A local resume (or `--score-only`) of a log an `east-remote-eval` killed outright
+    began: the sessions its `sessions.json` names are closed on their server (before: only
+    by another `east-remote-eval`; they held the server's streams for --session-timeout)."""
+    import requests
+    from fake_session_server import FakeSessionServer
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text("")
+    with FakeSessionServer(streams=3) as server:
+        url = f"http://127.0.0.1:{server.port}"
+        for name in ("s1", "s2"):
+            requests.post(f"{url}/reset", headers={"X-Session-Id": name}, timeout=10)
+        assert sorted(server.sessions) == ["s1", "s2"]
+        record = {"server": url, "sessions": ["s1", "s2"]}
+        (output / "sessions.json").write_text(json.dumps(record))
+        with writing(output, None, resume=True, run=run):
+            assert not server.sessions
+    assert not (output / "sessions.json").exists()

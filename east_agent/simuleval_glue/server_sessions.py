@@ -1,0 +1,90 @@
+"""The sessions a run holds on an `east-simuleval --standalone` server, and closing them.
+
+A client run (`east-remote-eval`) names its sessions and their server in its output
+folder while it runs (`SESSIONS_RECORD`). A run killed outright cannot close them, and
+each would hold one of the server's streams until its `--session-timeout`: whoever takes
+the folder over next (a resumed or fresh run, local or remote, or `--score-only`) closes
+them first (`run_folder.writing`).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SESSION_HEADER = "X-Session-Id"
+SESSIONS_RECORD = "sessions.json"
+CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
+
+
+def server_url(address: str, port) -> str:
+    """The base URL of a server at `address` (a name, IPv4 or IPv6 literal) and `port`."""
+    host = f"[{address}]" if ":" in address and not address.startswith("[") else address
+    return f"http://{host}:{port}"
+
+
+def close(session, base_url: str) -> None:
+    """End the session (its stream goes back to the server); SimulEval's server answers
+    404 (it has no sessions), a server that is gone or silent nothing."""
+    import requests
+
+    try:
+        session.post(f"{base_url}/close", timeout=CLOSE_TIMEOUT)
+    except requests.RequestException:
+        pass
+
+
+def close_all(base_url: str, names: list[str]) -> None:
+    """Close the sessions `names` of the server (all at once, a few seconds at most)."""
+    from requests import Session
+
+    def close_one(name: str) -> None:
+        with Session() as session:
+            session.headers[SESSION_HEADER] = name
+            close(session, base_url)
+
+    closing = [threading.Thread(target=close_one, args=(name,), daemon=True) for name in names]
+    for thread in closing:
+        thread.start()
+    for thread in closing:
+        thread.join(sum(CLOSE_TIMEOUT))
+
+
+@contextmanager
+def recorded_sessions(output: str | Path | None, base_url: str, names: list[str]) -> Iterator[None]:
+    """`names` (sessions of the server at `base_url`) in `output`'s `SESSIONS_RECORD`
+    while the run holds them."""
+    from east_agent.common.atomic import remove, write_atomically
+
+    if output is None:
+        yield
+        return
+    record = Path(output) / SESSIONS_RECORD
+    write_atomically(record, json.dumps({"server": base_url, "sessions": names}) + "\n")
+    try:
+        yield
+    finally:
+        remove(record)
+
+
+def close_stale_sessions(output: Path) -> bool:
+    """Close the sessions a killed run into `output` left open (its `SESSIONS_RECORD`
+    names them, and their server); whether there were any. The caller holds the folder."""
+    from east_agent.common.atomic import remove
+    from east_agent.common.records import read_json_object
+
+    record = output / SESSIONS_RECORD
+    if not record.is_file():
+        return False
+    saved = read_json_object(record)
+    names, server = saved.get("sessions"), saved.get("server")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{record}: field 'sessions' is not a list of session names")
+    if not isinstance(server, str):
+        raise ValueError(f"{record}: field 'server' is not a server's address")
+    close_all(server, names)
+    remove(record)
+    return bool(names)

@@ -42,6 +42,7 @@ from east_agent.simuleval_glue.instance_log import InstanceLog, finished_records
 from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
     SETTINGS_RECORD,
+    check_log_units,
     check_recorded_span,
     clear_scores,
     combined_batch_record,
@@ -251,15 +252,20 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
 def score_folder(args: argparse.Namespace) -> None:
     """`--score-only`: the scores of the log in `args.output` (a bad line named first),
     with the folder held."""
-    from east_agent.simuleval_glue.instance_log import check_log
+    from east_agent.simuleval_glue.instance_log import check_log, check_references
 
     output = Path(args.output or ".")
-    if args.computation_aware:
-        source_type = args.source_type or simuleval_fixes.logged_source_type(output)
-        simuleval_fixes.refuse_computation_aware_for_text(True, source_type)
-    check_log(output / "instances.log")
-    check_recorded_span(output)
-    with writing(output):
+    log = output / "instances.log"
+    if not log.exists():
+        raise ValueError(f"{log}: no such file (score a run's --output folder)")
+    with writing(output):  # a folder another process writes: refused, before its log is read
+        if args.computation_aware:
+            source_type = args.source_type or simuleval_fixes.logged_source_type(output)
+            simuleval_fixes.refuse_computation_aware_for_text(True, source_type)
+        check_log(log)
+        check_recorded_span(output)
+        check_log_units(output, args)
+        check_references(log)
         score(argparse.Namespace(**{**vars(args), "output": str(output)}))
 
 

@@ -178,15 +178,26 @@ def _settings_and_check(
     agent_class, argv: list[str]
 ) -> tuple[dict | None, Callable[[], None] | None]:
     """The translation settings of a run of an agent file or class (`--agent`,
-    `--agent-class`; None without one: `--system-dir`, `--remote-eval`), and the checks
-    that read its checkpoint, to run once the folder is held, before it changes."""
+    `--agent-class`) or of a `--system-dir` of this package's agents (None for another
+    agent's folder, or `--remote-eval`), and the checks that read its checkpoint, to run
+    once the folder is held, before it changes."""
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.batch import parse_args
-    from east_agent.simuleval_glue.run_folder import translation_settings
+    from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS, translation_settings
 
+    folder = _given_system_dir() if agent_class is None else None
+    if folder is not None:
+        agent_class, argv = _system_dir_class(), _with_system_dir_flags(argv)
+        if not issubclass(agent_class, StreamingAgent):
+            return None, None  # another agent's folder: its flags are not known here
     if agent_class is None:
         return None, None
     args = parse_args(agent_class, argv)
+    if folder is not None:  # its model paths are the folder's (SimulEval builds it there)
+        for name in MODEL_FOLDERS & set(vars(args)):
+            value = getattr(args, name)
+            if value is not None and not Path(value).is_absolute():
+                setattr(args, name, str(folder / value))
     check = None
     if issubclass(agent_class, StreamingAgent):
         config = agent_class.checked_config(args)  # a bad flag: before the folder changes
@@ -269,21 +280,32 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     serve(agent_class, args)
 
 
+def _given_system_dir() -> Path | None:
+    from simuleval.utils.arguments import check_argument
+
+    return Path(check_argument("system_dir")).resolve() if _given("--system-dir") else None
+
+
+def _with_system_dir_flags(argv: list[str]) -> list[str]:
+    """`argv` and the flags of the `--system-dir`'s config it does not give."""
+    from simuleval.utils.agent import get_system_config
+    from simuleval.utils.arguments import check_argument, cli_argument_list
+
+    folder = _given_system_dir()
+    config = get_system_config(folder, check_argument("system_config") or "main.yaml")
+    # SimulEval's list: the command line (less none of its server flags), then the config's
+    # flags the command line does not give
+    return [*argv, *cli_argument_list(config)[len(sys.argv) - 1 :]]
+
+
 def _enter_system_dir(argv: list[str]) -> list[str]:
     """`argv` and the flags of the `--system-dir`'s config it does not give, with the folder
     as the working directory: its paths (`model_path: model`), and relative paths given on
     the command line too, are the folder's, as SimulEval's `build_system_from_dir` reads
     them."""
-    from simuleval.utils.agent import get_system_config
-    from simuleval.utils.arguments import check_argument, cli_argument_list
-
-    folder = Path(check_argument("system_dir")).resolve()
-    config = get_system_config(folder, check_argument("system_config") or "main.yaml")
-    # SimulEval's list: the command line (less none of its server flags), then the config's
-    # flags the command line does not give
-    config_flags = cli_argument_list(config)[len(sys.argv) - 1 :]
-    os.chdir(folder)
-    return [*argv, *config_flags]
+    with_flags = _with_system_dir_flags(argv)
+    os.chdir(_given_system_dir())
+    return with_flags
 
 
 def _run_batched(argv: list[str], batch_size: int) -> None:

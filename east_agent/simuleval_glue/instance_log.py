@@ -51,8 +51,6 @@ def check_log(path: Path) -> None:
     holds a sentence twice; raise naming the sentences missing between its first and last
     (a batched run's failed sentence, or one cut off before an index after it): scores of
     such a log would be of other sentences than the run's."""
-    if not path.exists():
-        raise ValueError(f"{path}: no such file (score a run's --output folder)")
     lines_of: dict[int, int] = {}
     for number, line in enumerate(iter_lines(path), 1):
         try:
@@ -79,6 +77,20 @@ def check_log(path: Path) -> None:
             "(failed, or not finished when the run stopped): not scored; "
             "a rerun with --continue-unfinished translates them"
         )
+
+
+def check_references(path: Path) -> None:
+    """Refuse a log whose sentences hold no reference (a run without --target, or with
+    --no-scoring): SimulEval scores a log against the references in it, and would score
+    these against nothing (BLEU 0, latency against the translation's own length)."""
+    for number, line in enumerate(iter_lines(path), 1):
+        record = json.loads(line)
+        if record.get("reference") is None:
+            raise ValueError(
+                f"{path}: line {number}: sentence {record['index']} holds no reference (the "
+                "run had no --target, or --no-scoring); a log is scored against the "
+                "references it holds: translate with --target to score"
+            )
 
 
 def _missing_between(indices: list[int]) -> str:

@@ -10,17 +10,18 @@
   folder has scores only when they were made from the log beside them, and a grid counts
   a folder with scores as finished.
 - The settings that decide the translations (the agent and its flags, the model, the
-  data files; not where it runs nor how it is scored) are recorded with the log
+  data files; not where it runs nor how it is scored; of a `--system-dir`, its
+  `main.yaml`'s flags and its model) are recorded with the log
   (`run_settings.json`), and a resumed run that asks for other settings is refused, naming
   them. Data files are known by their content, so a folder moved with its test set (a
   grid's) resumes, and model folders by a fingerprint of theirs
   (`east_agent.common.fingerprint.folder_fingerprint`),
   so a moved or copied checkpoint resumes too. A run whose settings cannot be
-  read here (`--system-dir`) leaves no record, and resumes a log without one as it is; a
-  run whose settings are known refuses to resume such a log (it could hold another
-  system's sentences); `east-remote-eval` records the language this package's server
-  reads (and keeps the record of a log it resumes, refusing one of another source
-  language).
+  read here (another agent's `--system-dir`, `--remote-eval`) leaves no record, resumes a
+  log without one as it is, and refuses one with a record; a run whose settings are known
+  refuses to resume a log without one (either could hold another system's sentences);
+  `east-remote-eval` records the language this package's server reads (and keeps the
+  record of a log it resumes, refusing one of another source language).
 - The sessions a killed `east-remote-eval` left open on its server are closed by whoever
   takes the folder next (`server_sessions`).
 - A resumed log must lie within the run's `--start-index` .. `--end-index`: sentences
@@ -59,6 +60,8 @@ NOT_SETTINGS = {
     "ca_unit_seconds", "remote_eval", "remote_address", "remote_port", "standalone",
     "slurm", "slurm_partition", "slurm_job_name", "slurm_time", "start_index", "end_index",
     "session_timeout", "batch_wait_ms", "kv_cache", "device", "agent", "source_type", "target_type",
+    # a system folder is known by what it holds (its agent, flags and model), not where it is
+    "system_dir", "system_config",
 }  # fmt: skip
 # how the log records the translations (not what they are), recorded since 2026-12-05: a
 # record written before holds none and is not compared for them (an east-eval grid of a
@@ -172,6 +175,8 @@ def writing(
                 check_within_span(output / "instances.log", *span)
             if settings is not None:
                 check_same_settings(output, settings)
+            else:
+                check_unrecorded_resume(output)
         if check is not None:
             check()
         if run:
@@ -246,6 +251,21 @@ def check_same_settings(output: Path, settings: dict) -> None:
         )
 
 
+def check_unrecorded_resume(output: Path) -> None:
+    """Refuse to extend a log whose run recorded its settings with a run whose settings are
+    not known here (another agent's `--system-dir`, SimulEval's `--remote-eval`): it
+    could be another system's, and its record would go."""
+    record, log = output / SETTINGS_RECORD, output / "instances.log"
+    finished = finished_records(log)
+    if finished and record.exists():
+        raise ValueError(
+            f"{log} holds sentences ({len(finished)} finished) of a run that recorded its "
+            f"settings ({SETTINGS_RECORD}), and this run's cannot be read here (another "
+            "agent's --system-dir, or --remote-eval): resume it with the command that "
+            "wrote it, or write to another --output"
+        )
+
+
 def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     """Make `log` the records of sentences `start`, `start + 1`, ... in index order, for
     SimulEval's loop to resume after the last one; return whether every sentence of
@@ -291,6 +311,22 @@ def check_recorded_span(output: Path) -> None:
             f"missing ({first_ten(missing)}: failed, or not reached when the run stopped): "
             "not scored; --continue-unfinished translates them"
         )
+
+
+def check_log_units(output: Path, args: argparse.Namespace) -> None:
+    """Refuse to score a log in other units than its run recorded it in (its record's
+    `--eval-latency-unit`, `--eval-latency-spm-model`; a record from before names none):
+    its delays and lengths are counted in those."""
+    record = output / SETTINGS_RECORD
+    saved = recorded_settings(read_json_object(record)) if record.exists() else {}
+    for name in sorted(LOG_UNIT_SETTINGS & set(saved)):
+        if not same_setting(saved[name], getattr(args, name, None)):
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(
+                f"{output / 'instances.log'} was written with {flag} {saved[name]}, not "
+                f"{getattr(args, name, None)}: its delays are counted in those units; score "
+                f"it with {flag} {saved[name]}"
+            )
 
 
 def first_ten(indices: Sequence[int]) -> str:

@@ -520,6 +520,36 @@ def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_score_only_refuses_a_log_without_references_or_in_other_units(
+    east_checkpoint, test_set, tmp_path, batch
+):
+    """Before: a `--no-scoring` log without `--target` scored BLEU 0 (latency against the
+    translations' own lengths), and a log in words scored as characters (or the reverse),
+    both exit 0 with a `scores.tsv` a grid takes as finished."""
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
+    at = arguments.index("--target")
+    del arguments[at : at + 2]
+    result = run_simuleval(*arguments, "--no-scoring", "--batch-size", batch)
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = run_simuleval("--score-only", "--output", output, timeout=120)
+    assert scored.returncode == 2, scored.stderr[-3000:]
+    assert "instances.log: line 1: sentence 0 holds no reference" in scored.stderr
+    assert not (output / "scores.tsv").exists()
+    with_target = agent_arguments(east_checkpoint, test_set, tmp_path / "words")
+    assert run_simuleval(*with_target, "--batch-size", batch).returncode == 0
+    (tmp_path / "words" / "scores.tsv").unlink()
+    scored = run_simuleval(
+        "--score-only", "--output", tmp_path / "words", "--eval-latency-unit", "char"
+    )
+    assert scored.returncode == 2, scored.stderr[-3000:]
+    assert "was written with --eval-latency-unit word, not char" in scored.stderr
+    assert not (tmp_path / "words" / "scores.tsv").exists()
+    scored = run_simuleval("--score-only", "--output", tmp_path / "words")
+    assert scored.returncode == 0, scored.stderr[-3000:]
+
+
 def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
     east_checkpoint, test_set, tmp_path
 ):
@@ -570,7 +600,9 @@ def test_a_folder_being_written_is_refused_before_anything_is_written(
 
     output = tmp_path / "out"
     output.mkdir()
-    earlier = {"scores.tsv": "BLEU\n1.0\n", "instances.log": "", "config.yaml": "x\n"}
+    # a log with a gap, as one being written out of order: the lock is named, not the gap
+    gappy = '{"index": 0}\n{"index": 2}\n'
+    earlier = {"scores.tsv": "BLEU\n1.0\n", "instances.log": gappy, "config.yaml": "x\n"}
     for name, text in earlier.items():
         (output / name).write_text(text)
     arguments = agent_arguments(tmp_path / "never-loaded", test_set, output)

@@ -369,3 +369,19 @@ def test_whoever_takes_the_folder_closes_a_killed_clients_sessions(tmp_path, run
         with writing(output, None, resume=True, run=run):
             assert not server.sessions
     assert not (output / "sessions.json").exists()
+
+
+def test_a_recorded_log_is_not_resumed_by_a_run_of_unknown_settings(tmp_path):
+    """Another agent's `--system-dir` (or `--remote-eval`): its settings are not known here;
+    before, it went on into the log and its record was removed."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text(json.dumps({"index": 0, "prediction": "a"}) + "\n")
+    (output / "run_settings.json").write_text(json.dumps({"latency": "low"}))
+    with pytest.raises(ValueError, match="of a run that recorded its settings"):
+        with writing(output, None, resume=True, run=True):
+            pass
+    assert (output / "run_settings.json").exists()
+    (output / "run_settings.json").unlink()
+    with writing(output, None, resume=True, run=True):  # a log without one: as it is
+        pass

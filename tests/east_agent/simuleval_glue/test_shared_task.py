@@ -347,6 +347,45 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
     assert not (tmp_path / "aware").exists()
 
 
+def test_a_system_dir_run_records_its_settings_and_resumes_only_its_own_log(
+    east_checkpoint, test_set, tmp_path
+):
+    """The folder's agent, its `main.yaml` flags and its model (by fingerprint) are the
+    run's settings: a log resumes with the same system (moved too), not with another's
+    (before: no record, and another system's sentences went on into the log, exit 0)."""
+    systems = {}
+    for latency in ("low", "high"):
+        systems[latency] = tmp_path / f"system-{latency}"
+        run(
+            console_script("east-package-system"), systems[latency], "--model-path",
+            east_checkpoint, "src_lang=de", "tgt_lang=en", f"latency={latency}",
+        )  # fmt: skip
+    data = ["--source", test_set / "src.txt", "--target", test_set / "ref.txt"]
+    output = tmp_path / "out"
+    run(console_script("east-simuleval"), "--system-dir", systems["low"], *data, "--output", output)
+    record = json.loads((output / "run_settings.json").read_text())
+    assert record["agent_class"] == "EastAgent" and record["latency"] == "low"
+    assert record["model_path"]["folder"] == str((systems["low"] / "model").resolve())
+    whole = (output / "instances.log").read_text().splitlines(keepends=True)
+    (output / "instances.log").write_text(whole[0])
+    other = subprocess.run(
+        list(map(str, [console_script("east-simuleval"), "--system-dir", systems["high"],
+                       *data, "--output", output, "--continue-unfinished"])),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert other.returncode == 2, other.stderr[-3000:]
+    assert "was written with other settings (latency: 'low' there, 'high' now)" in other.stderr
+    assert (output / "instances.log").read_text() == whole[0]
+    moved = tmp_path / "moved"
+    systems["low"].rename(moved)
+    run(console_script("east-simuleval"), "--system-dir", moved, *data, "--output", output,
+        "--continue-unfinished")  # fmt: skip
+    resumed = (output / "instances.log").read_text().splitlines()
+    assert [json.loads(line)["prediction"] for line in resumed] == [
+        json.loads(line)["prediction"] for line in whole
+    ]
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [

@@ -23,7 +23,8 @@ import torch
 
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
-from training.model_folder import check_weights, load_pretrained
+from east_agent.lm.checkpoint import check_weights
+from training.model_folder import load_pretrained
 
 COMMAND = "python -m training.average_checkpoints"
 

@@ -9,25 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from east_agent.lm.checkpoint import CheckpointError, from_pretrained_here_or_hub, is_hub_id
-
-MODEL_WEIGHTS = (
-    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)  # fmt: skip
-ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-def check_weights(folder: str | Path, where: str, names: tuple[str, ...] = MODEL_WEIGHTS) -> None:
-    """A local folder must hold its weights (a run killed before writing them leaves a
-    config alone): refused naming `where` (the flag or setting) before anything loads."""
-    if is_hub_id(folder) or not Path(folder).is_dir():
-        return
-    if not any((Path(folder) / name).is_file() for name in names):
-        raise ValueError(
-            f"{where} {folder}: no weights file ({' or '.join(names)}): an unfinished or "
-            "incomplete model folder"
-        )
+from east_agent.lm.checkpoint import CheckpointError, from_pretrained_here_or_hub
 
 
 def load_pretrained(loader, folder: str | Path, where: str, **kwargs) -> Any:

@@ -43,7 +43,13 @@ from east_agent.common.atomic import (
 from east_agent.common.entry import command_line
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
-from east_agent.lm.checkpoint import CheckpointError, check_model_path, east_token_ids, is_hub_id
+from east_agent.lm.checkpoint import (
+    CheckpointError,
+    check_model_path,
+    check_weights,
+    east_token_ids,
+    is_hub_id,
+)
 from training.config import SFTConfig, evaluates, load_config
 from training.data import (
     IGNORE_INDEX,
@@ -55,7 +61,7 @@ from training.data import (
     read_records,
     tokenize_records,
 )
-from training.model_folder import check_weights, load_pretrained
+from training.model_folder import load_pretrained
 from training.resume import (
     FINAL_MODEL_DIR,
     SUMMARY,

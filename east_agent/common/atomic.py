@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-RENAME_EXCHANGE = 2  # renameat2(2)
+RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2  # renameat2(2)
 AT_FDCWD = -100
 
 
@@ -112,14 +112,32 @@ CANNOT_EXCHANGE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, er
 def exchange(one: Path, other: Path) -> bool:
     """Swap two paths in one step (Linux's `renameat2` with RENAME_EXCHANGE); False where
     the system or the file system cannot."""
+    return _renameat2(one, other, RENAME_EXCHANGE)
+
+
+def install_new(temporary: Path, path: Path) -> None:
+    """Put `temporary` at `path`, which must not be there: FileExistsError if something
+    took the name meanwhile (checked in the rename itself where `renameat2` can, else just
+    before it)."""
+    if _renameat2(temporary, path, RENAME_NOREPLACE):
+        return
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(errno.EEXIST, "appeared meanwhile, not replaced", str(path))
+    os.rename(temporary, path)
+
+
+def _renameat2(one: Path, other: Path, flags: int) -> bool:
+    """Linux's `renameat2`; False where the system or the file system cannot."""
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
     names = os.fsencode(str(one)), os.fsencode(str(other))
-    if renameat2(AT_FDCWD, names[0], AT_FDCWD, names[1], RENAME_EXCHANGE) == 0:
+    if renameat2(AT_FDCWD, names[0], AT_FDCWD, names[1], flags) == 0:
         return True
     code = ctypes.get_errno()
+    if code == errno.EEXIST:
+        raise FileExistsError(code, "appeared meanwhile, not replaced", str(other))
     if code in CANNOT_EXCHANGE:
         return False
     raise OSError(code, os.strerror(code), str(one), None, str(other))
@@ -158,16 +176,20 @@ def check_folder_path(folder: Path, where: str) -> None:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, new: bool = False) -> Iterator[Path]:
     """A temporary path to write; when the block ends it becomes `path` in one rename (on an
-    error it is removed and `path` is left as it was)."""
+    error it is removed and `path` is left as it was). `new`: `path` must not be there
+    then either (`install_new`), else it is replaced."""
     temporary = temporary_beside(path)
     try:
         yield temporary
+        if new:
+            install_new(temporary, Path(path))
     except BaseException:
         remove(temporary)
         raise
-    install(temporary, path)
+    if not new:
+        install(temporary, path)
 
 
 def write_atomically(path: Path, text: str) -> None:

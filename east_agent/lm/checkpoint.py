@@ -190,6 +190,25 @@ def load_model(
     return model
 
 
+MODEL_WEIGHTS = (
+    "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)  # fmt: skip
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+def check_weights(folder: str | Path, where: str, names: tuple[str, ...] = MODEL_WEIGHTS) -> None:
+    """A local folder must hold its weights (a run killed before writing them leaves a
+    config alone): refused naming `where` (the flag or setting) before anything loads."""
+    if is_hub_id(folder) or not Path(folder).is_dir():
+        return
+    if not any((Path(folder) / name).is_file() for name in names):
+        raise ValueError(
+            f"{where} {folder}: no weights file ({' or '.join(names)}): an unfinished or "
+            "incomplete model folder"
+        )
+
+
 def check_adapter_path(adapter_path: str | Path | None) -> None:
     """A peft adapter's folder (or None): refused before any model loads."""
     if adapter_path is not None and not (Path(adapter_path) / "adapter_config.json").exists():

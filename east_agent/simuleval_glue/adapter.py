@@ -23,7 +23,12 @@ from east_agent.decoding.long_form import DEFAULT_CONTEXT_WORDS, DEFAULT_SEGMENT
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
-from east_agent.lm.checkpoint import TORCH_DTYPES, check_adapter_path, load_east_checkpoint
+from east_agent.lm.checkpoint import (
+    TORCH_DTYPES,
+    check_adapter_path,
+    check_weights,
+    load_east_checkpoint,
+)
 from east_agent.simuleval_glue.data_files import (
     check_control_tokens,
     check_source_file,
@@ -220,6 +225,7 @@ class StreamingAgent(TextToTextAgent):
         weights): what a run checks before it writes or loads anything."""
         config = cls.decoding_config(args)
         checked_device(getattr(args, "device", "cpu"), "--device")
+        check_weights(args.model_path, "--model-path")
         check_adapter_path(getattr(args, "adapter_path", None))
         source = getattr(args, "source", None)
         check_source_file(source, getattr(args, "target", None))  # before any checkpoint file

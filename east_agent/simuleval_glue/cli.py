@@ -311,12 +311,12 @@ def _enter_system_dir(argv: list[str]) -> list[str]:
 def _run_batched(argv: list[str], batch_size: int) -> None:
     from simuleval.utils.agent import get_agent_class
 
+    from east_agent.common.arguments import given_flags
     from east_agent.simuleval_glue.batch import parse_args, run_batched
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
-    for flag in ("--standalone", "--remote-eval", "--system-dir", "--slurm"):
-        if flag in argv:
-            raise ValueError(f"--batch-size above 1 evaluates locally; drop {flag}")
+    for flag in given_flags(argv, ("--standalone", "--remote-eval", "--system-dir", "--slurm")):
+        raise ValueError(f"--batch-size above 1 evaluates locally; drop {flag}")
     from east_agent.simuleval_glue.adapter import StreamingAgent
 
     agent_class = get_agent_class()

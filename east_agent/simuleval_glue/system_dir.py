@@ -17,7 +17,10 @@ in main.yaml are resolved inside the folder). SimulEval turns every YAML boolean
 bare flag, `false` included, and splits values on spaces; this command checks the flags
 against the agent's own parser, leaves out false booleans and refuses values with spaces.
 The model is --model-path's (a `model_path=` flag is refused), a `device=` must be one
-torch knows (this machine need not have it), and an adapter must be a peft adapter.
+torch knows (this machine need not have it), and an adapter must be a peft adapter; the
+model and adapter must hold their weights, and the flags are checked against the model as
+the system's run will check them (its positions, its prompt's length). The folder is new:
+one there already, or one that appears while the model is copied, is never replaced.
 """
 
 from __future__ import annotations
@@ -33,12 +36,14 @@ from pathlib import Path
 import yaml
 
 from east_agent.common.arguments import checked_device
-from east_agent.common.atomic import atomic_path
+from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.lm.checkpoint import (
+    ADAPTER_WEIGHTS,
     CheckpointError,
     check_adapter_path,
     check_model_path,
+    check_weights,
     is_hub_id,
 )
 
@@ -122,6 +127,7 @@ def adapter_folder(flags: dict[str, object]) -> Path | None:
         check_adapter_path(path)
     except CheckpointError as error:
         raise CheckpointError(f"adapter_path={flags['adapter_path']}: {error}") from None
+    check_weights(path, "adapter_path", ADAPTER_WEIGHTS)
     return path
 
 
@@ -142,26 +148,75 @@ def write_system_dir(
 ) -> Path:
     """The submission folder `output` (see the module's docstring); everything is checked
     before anything is written or copied."""
-    if Path(output).exists():
-        raise FileExistsError(f"{output} exists; choose a new folder")
+    output = Path(output)
+    check_new_folder(output)
     if is_hub_id(model_path) and not Path(model_path).exists():
         raise CheckpointError(
             f"model path {str(model_path)!r} does not exist (a submission packages a local "
             "checkpoint folder, not a hub id)"
         )
     check_model_path(model_path)  # not there, a file, or no config.json: each named
-    output, model_path = Path(output), Path(model_path).resolve()
+    check_weights(model_path, "--model-path")
+    model_path = Path(model_path).resolve()
     adapter = adapter_folder(flags)
-    if adapter is not None:
-        flags = {**flags, "adapter_path": "adapter"}  # resolved inside the folder
-    config = system_config(agent, flags)
-    with atomic_path(output) as temporary:
-        temporary.mkdir(parents=True)
-        package_folder(model_path, temporary / "model", copy_model)
-        if adapter is not None:
-            package_folder(adapter, temporary / "adapter", copy_model)
-        (temporary / "main.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    if copy_model:
+        check_outside(output, [model_path, adapter])
+    packaged = {**flags, "adapter_path": "adapter"} if adapter is not None else flags
+    config = system_config(agent, packaged)  # resolved inside the folder
+    check_with_model(agent, config, model_path, adapter)
+    try:
+        with atomic_path(output, new=True) as temporary:
+            temporary.mkdir(parents=True)
+            package_folder(model_path, temporary / "model", copy_model)
+            if adapter is not None:
+                package_folder(adapter, temporary / "adapter", copy_model)
+            (temporary / "main.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    except FileExistsError:
+        raise FileExistsError(
+            f"{output} appeared while this command wrote the submission; nothing replaced, "
+            "choose a new folder"
+        ) from None
     return output
+
+
+def check_new_folder(output: Path) -> None:
+    """The submission's folder must be new, and not inside a file."""
+    check_folder_path(output, "output")
+    if output.exists() or output.is_symlink():
+        raise FileExistsError(f"{output} exists; choose a new folder")
+
+
+def check_outside(output: Path, folders: list[Path | None]) -> None:
+    """A copied model (or adapter) must not hold the submission: the copy would copy itself."""
+    inside = output.resolve()
+    for folder in filter(None, folders):
+        if inside == folder or folder in inside.parents:
+            raise ValueError(
+                f"{output}: inside {folder}, which --copy-model copies into it; choose a "
+                "folder outside it"
+            )
+
+
+def check_with_model(
+    agent: str, config: dict[str, object], model_path: Path, adapter: Path | None
+) -> None:
+    """What the packaged system checks of its flags against its model when it runs (a
+    --max-context the model holds and the prompt leaves room in, a long-form cache
+    budget), checked now: refused here, not by the evaluator's run."""
+    from east_agent.simuleval_glue.adapter import check_max_context
+
+    arguments = ["--model-path", str(model_path)]
+    for key, value in config.items():
+        if key in ("agent_class", "model_path"):
+            continue
+        value = adapter if key == "adapter_path" else value
+        option = "--" + key.replace("_", "-")
+        arguments += [option] if value is True else [option, str(value)]
+    args = agent_parser(agent).parse_args(arguments)
+    chosen = agent_class(agent)
+    decoding = chosen.decoding_config(args)
+    check_max_context(args, decoding.max_context)
+    chosen.check_with_tokenizer(args, decoding)
 
 
 def parse_flag(text: str) -> tuple[str, object]:

@@ -177,3 +177,25 @@ def test_only_an_output_of_the_same_kind_is_replaceable(tmp_path):
         check_replaceable(tmp_path / "notes", "model folder", ("config.json",))
     with pytest.raises(ValueError, match="model is a folder, not a JSON Lines file: writing"):
         check_replaceable(tmp_path / "model", "JSON Lines file")
+
+
+@pytest.mark.parametrize("can_rename_without_replacing", [True, False])
+def test_a_new_path_is_never_put_over_one_that_appeared_meanwhile(
+    tmp_path, monkeypatch, can_rename_without_replacing
+):
+    """`atomic_path(new=True)`: a folder someone made while this one was written stays,
+    and the temporary one goes (with renameat2's RENAME_NOREPLACE, or without it)."""
+    if not can_rename_without_replacing:
+        monkeypatch.setattr(atomic, "_renameat2", lambda one, other, flags: False)
+    target = tmp_path / "out"
+    with atomic.atomic_path(target, new=True) as temporary:
+        temporary.mkdir()
+        (temporary / "ours").write_text("1")
+    assert (target / "ours").read_text() == "1"
+    with pytest.raises(FileExistsError):
+        with atomic.atomic_path(tmp_path / "other", new=True) as temporary:
+            temporary.mkdir()
+            (tmp_path / "other").mkdir()
+            (tmp_path / "other" / "theirs").write_text("2")
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["theirs"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "out"]

@@ -508,6 +508,42 @@ def test_unequal_line_counts_are_refused_before_loading(tmp_path, batch):
     assert "src.txt has 3 lines but" in result.stderr and "ref.txt has 1" in result.stderr
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_checkpoint_without_weights_is_refused_before_the_folder_changes(
+    east_checkpoint, test_set, tmp_path, batch
+):
+    """A training run killed before its save leaves config and tokenizer alone (before: an
+    OSError traceback once the folder was taken over and emptied)."""
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    for path in east_checkpoint.iterdir():
+        if path.suffix != ".safetensors":
+            (unfinished / path.name).symlink_to(path)
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text('{"index": 0}\n')
+    arguments = agent_arguments(unfinished, test_set, output)
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"--model-path {unfinished}: no weights file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (output / "instances.log").read_text() == '{"index": 0}\n'
+
+
+@pytest.mark.parametrize("spelling", ["apart", "joined"])
+def test_batch_size_with_a_system_dir_is_refused_in_one_line(test_set, tmp_path, spelling):
+    """Before, `--system-dir=DIR`: SimulEval's "--agent-class must be specified" traceback."""
+    folder = str(tmp_path / "submission")
+    given = ["--system-dir", folder] if spelling == "apart" else [f"--system-dir={folder}"]
+    result = run_simuleval(
+        *given, "--source", test_set / "src.txt", "--target", test_set / "ref.txt",
+        "--output", tmp_path / "out", "--batch-size", 4, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "--batch-size above 1 evaluates locally; drop --system-dir" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
     output = tmp_path / "out"
     output.mkdir()

@@ -426,15 +426,97 @@ def test_system_dir_takes_a_cuda_device_this_machine_lacks(monkeypatch):
 
 
 @pytest.fixture
-def packaging(tmp_path, monkeypatch):
-    """A folder holding a stand-in checkpoint (a config.json is all packaging reads) and a
-    peft adapter, as the working directory; the flags of a submission."""
+def packaging(east_checkpoint, tmp_path, monkeypatch):
+    """A folder holding a checkpoint (the test checkpoint's files, linked) and a stand-in
+    peft adapter (its config and a weights file are all packaging reads), as the working
+    directory; the flags of a submission."""
     (tmp_path / "checkpoint").mkdir()
-    (tmp_path / "checkpoint" / "config.json").write_text("{}")
+    for path in east_checkpoint.iterdir():
+        (tmp_path / "checkpoint" / path.name).symlink_to(path)
     (tmp_path / "lora").mkdir()
     (tmp_path / "lora" / "adapter_config.json").write_text("{}")
+    (tmp_path / "lora" / "adapter_model.safetensors").write_bytes(b"")
     monkeypatch.chdir(tmp_path)
     return {"src_lang": "de", "tgt_lang": "en"}
+
+
+def package(*argv) -> str:
+    """`east-package-system argv` in this process: its one-line refusal (exit 2)."""
+    import contextlib
+    import io
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said), pytest.raises(SystemExit) as exit_info:
+        system_dir.main(list(map(str, argv)))
+    assert exit_info.value.code == 2
+    return said.getvalue()
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["max_context=1000"], "--max-context 1000 is above the 512 positions"),
+        (["max_context=10"], "--max-context 10 leaves no room for a sentence"),
+        (["long_form=true", "cache_budget=20"], "(--cache-budget) 20 leaves too little room"),
+    ],
+)
+def test_system_dir_checks_the_flags_against_its_model(packaging, flags, said):
+    """Before: packaged, exit 0, and a traceback when the evaluator ran the system."""
+    error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
+                    *flags)  # fmt: skip
+    assert said in error and "Traceback" not in error
+    assert not Path("submission").exists()
+
+
+def test_system_dir_refuses_a_model_or_adapter_without_weights(packaging):
+    Path("lora", "adapter_model.safetensors").unlink()
+    error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
+                    "adapter_path=lora")  # fmt: skip
+    assert error.startswith(
+        f"east-package-system: adapter_path {Path('lora').resolve()}: no weights"
+    )
+    Path("checkpoint", "model.safetensors").unlink()
+    error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en")
+    assert error.startswith("east-package-system: --model-path checkpoint: no weights file")
+    assert not Path("submission").exists()
+
+
+@pytest.mark.parametrize(
+    "where, output, said",
+    [
+        ("in-a-file", "notes/submission", "output notes/submission: a file, not a folder"),
+        ("dangling-link", "gone", "gone exists; choose a new folder"),
+        ("in-the-model", "checkpoint/submission", "which --copy-model copies into it"),
+        ("taken-meanwhile", "submission", "submission appeared while this command wrote"),
+    ],
+)
+def test_system_dir_refuses_an_output_it_cannot_or_must_not_write(
+    packaging, monkeypatch, where, output, said
+):
+    """Before: tracebacks (a path inside a file, a dangling link, which also left a
+    temporary folder), a copy of the model into itself until the path was too long, and a
+    folder made while the model was copied replaced with what it held."""
+    Path("notes").write_text("x")
+    Path("gone").symlink_to("nowhere")
+    if where == "taken-meanwhile":
+        copy = system_dir.package_folder
+
+        def someone_else_writes(source, target, copy_model):
+            Path("submission").mkdir(exist_ok=True)
+            Path("submission", "mine.txt").write_text("precious")
+            copy(source, target, copy_model)
+
+        monkeypatch.setattr(system_dir, "package_folder", someone_else_writes)
+    before = sorted(p.name for p in Path(".").iterdir())
+    error = package(output, "--model-path", "checkpoint", "--copy-model", "src_lang=de",
+                    "tgt_lang=en")  # fmt: skip
+    assert said in error and "Traceback" not in error
+    if where == "taken-meanwhile":
+        assert Path("submission", "mine.txt").read_text() == "precious"
+        assert sorted(p.name for p in Path("submission").iterdir()) == ["mine.txt"]
+    else:
+        assert sorted(p.name for p in Path(".").iterdir()) == before
+    assert not [p for p in Path(".").iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.mark.parametrize("copy_model", [False, True])

@@ -65,9 +65,11 @@ def test_settings_are_recorded_with_a_fresh_log_and_checked_on_resume(tmp_path):
     with pytest.raises(ValueError, match="latency: 'low' there, 'high' now"):
         with writing(output, other, resume=True, run=True):
             pass
-    with writing(output, None, resume=True, run=True):  # settings unknown here: no record
-        pass
-    assert not (output / run_folder.SETTINGS_RECORD).exists()
+    # settings unknown here (another agent's --system-dir): not into a recorded log
+    with pytest.raises(ValueError, match="of a run that recorded its settings"):
+        with writing(output, None, resume=True, run=True):
+            pass
+    (output / run_folder.SETTINGS_RECORD).unlink()
     # a log without a record (the stock `simuleval`'s) is not extended by a run that knows
     # its settings (before: taken, mixing two systems' sentences in one log)
     with pytest.raises(ValueError, match=r"holds sentences \(1 finished\) translated with"):

@@ -50,6 +50,7 @@ from east_agent.decoding.prompt import (
     END_OF_READ,
     END_OF_WRITE,
     LATENCY_LEVELS,
+    is_unspaced,
     offline_instruction,
     render_user_turn,
     simt_instruction,
@@ -667,21 +668,49 @@ def check_streams_flags(args: argparse.Namespace) -> None:
     args.kv_caches = args.kv_caches or ["static", "dynamic"]
 
 
+def check_save_schedule(args: argparse.Namespace) -> None:
+    """--save-schedule records the decisions a real model makes on its own, in the
+    single-stream tables; refused where there are none to record (before: ignored)."""
+    if not args.save_schedule:
+        return
+    if args.random_model:
+        raise ValueError("--save-schedule: not with --random-model, which follows --schedule")
+    if args.schedule:
+        raise ValueError(f"--save-schedule: not with --schedule, whose {args.schedule} is followed")
+    if args.streams:
+        raise ValueError("--save-schedule: not with --streams, which records no schedule")
+
+
 def check_output_files(args: argparse.Namespace) -> None:
     """`--output` and `--save-schedule` checked before any model loads (their folders made):
-    a path that names a folder, or whose folder cannot be made, is refused."""
+    a path that names a folder, or whose folder cannot be made, is refused, and so is an
+    `--output` the report cannot be appended to (not UTF-8 text)."""
     for flag, value in (("--output", args.output), ("--save-schedule", args.save_schedule)):
         if not value:
             continue
         path = Path(value)
         if path.is_dir():
             raise ValueError(f"{flag} {value}: a folder; name a file")
+        if flag == "--output" and path.exists():
+            check_appendable(path, f"{flag} {value}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(
                 f"{flag} {value}: cannot make its folder {path.parent}: {error.strerror}"
             ) from None
+
+
+def check_appendable(path: Path, where: str) -> None:
+    """An existing report file is UTF-8 text (`publish` appends to it)."""
+    try:
+        path.read_bytes().decode("utf-8")
+    except OSError as error:
+        raise ValueError(f"{where}: cannot read: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{where}: not UTF-8 text (byte {error.start}); the report is appended to it"
+        ) from None
 
 
 def read_schedule(setting: str | None, testset: str | None = None) -> int | Schedule | None:
@@ -742,6 +771,25 @@ def checked_schedule(setting: str, recorded: object, testset: str | None) -> Sch
                 "[units read, chunk tokens] pairs of whole numbers"
             )
     return [[tuple(write) for write in writes] for writes in recorded]
+
+
+def check_schedule_fits(setting: str | None, schedule: int | Schedule | None, sentences) -> None:
+    """A recorded schedule's writes fall within their sentences, in order: a write after
+    more units than a sentence has is never reached (and its tokens counted by (c) all the
+    same); a write out of order or twice is followed by no method."""
+    if not isinstance(schedule, list):
+        return
+    for index, (writes, units) in enumerate(zip(schedule, sentences)):
+        read = [position for position, _ in writes]
+        problem = None
+        if any(later <= earlier for earlier, later in zip(read, read[1:])):
+            problem = f"units read {read}: not increasing"
+        elif read and read[0] < 1:
+            problem = "a write after 0 units (a unit is read first)"
+        elif read and read[-1] > len(units):
+            problem = f"a write after {read[-1]} units, and it has {len(units)}"
+        if problem:
+            raise ValueError(f"--schedule {setting}: sentence {index}: {problem}")
 
 
 def load_schedule(
@@ -818,11 +866,16 @@ def main(argv: list[str] | None = None) -> None:
     # Test set, schedule and output files are checked before the model loads (minutes for 8B).
     pairs, src_lang, tgt_lang = read_testset(args.testset)
     schedule_setting = read_schedule(args.schedule, args.testset)
+    if not is_unspaced(src_lang):  # its units need no tokenizer
+        early = source_sentences(pairs, args.sentences, src_lang, None)
+        check_schedule_fits(args.schedule, schedule_setting, early)
     check_output_files(args)
+    check_save_schedule(args)
     model, tokenizer, model_name = load_bench_model(args, parser)
     sentences = source_sentences(pairs, args.sentences, src_lang, tokenizer)
     if not sentences:
         raise ValueError(f"--testset {args.testset}: no sentence with any source text")
+    check_schedule_fits(args.schedule, schedule_setting, sentences)
     distinct = distinct_sentences(len(sentences), schedule_setting)
     sentences, schedule = load_schedule(args, sentences, schedule_setting)
     progress(f"{model_name} ready, {len(sentences)} sentences", started)

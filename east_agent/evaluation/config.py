@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -158,11 +159,14 @@ class EvalConfig:
             check_system_settings(place.of("systems", system), settings)
             settings = dict(settings)
             agent = settings.pop("agent", None)
-            if agent not in AGENT_FILES:
+            if not isinstance(agent, str) or agent not in AGENT_FILES:  # a list: unhashable
                 where = place.of("systems", system, "agent")
-                raise EvalConfigError(f"{where} must be one of {sorted(AGENT_FILES)}")
+                raise EvalConfigError(
+                    f"{where} must be one of {sorted(AGENT_FILES)}, got {agent!r}"
+                )
             gold = self.gold_sentences(place, system, settings.pop(GOLD_SENTENCES, False))
             check_system_keys(place, system, agent, settings)
+            check_switch_values(place, system, agent, settings)
             if self.long_form:
                 settings = self.long_form_settings(place, system, settings, gold)
             elif settings.get("long_form") is not True:  # a sweep of it too: its false runs
@@ -183,6 +187,12 @@ class EvalConfig:
                 if swept:
                     flags[swept[0]] = value
                     label = f"k{value}" if swept[0] == "waitk" else str(value)
+                if ".." in Path(f"{system}-{label}").parts:  # a swept path: its run's folder
+                    where = place.of("systems", system, swept[0])
+                    raise EvalConfigError(
+                        f"{where}: {value!r} in the run's folder name would put it outside "
+                        "<output>/runs"
+                    )
                 runs.append(Run(f"{system}-{label}", system, label, agent, flags, gold))
         for run in runs:
             check_run_values(self, run)
@@ -299,6 +309,20 @@ def check_swept_values(place: KeyPlace, system: str, agent: str, key: str, value
             )
 
 
+def check_switch_values(place: KeyPlace, system: str, agent: str, settings: dict) -> None:
+    """A yes/no flag (`document_level`) is true or false: another value (`"no"`, `0`) would
+    follow its bare flag on the run's command line, which SimulEval refuses at its turn."""
+    for key, value in settings.items():
+        action = agent_parser(agent)._option_string_actions.get("--" + key.replace("_", "-"))
+        if action is None or action.nargs != 0:
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, bool) and item is not None:
+                raise EvalConfigError(
+                    f"{place.of('systems', system, key)} is true or false, got {item!r}"
+                )
+
+
 def command_flags(flags: dict[str, Any]) -> list[str]:
     """A run's settings as its command's flags (`num_beams: 5` → `--num-beams 5`)."""
     arguments = []
@@ -382,6 +406,25 @@ def check_metric_names(config: EvalConfig) -> None:
                     f"{config.place().of(key)}: no metric {name!r}; SimulEval knows "
                     + ", ".join(sorted(known))
                 )
+            reason = not_for_text(name)
+            if reason:
+                raise EvalConfigError(f"{config.place().of(key)}: {name} {reason}")
+
+
+SPEECH_OUTPUT = "scores speech output, and a grid's runs write text"
+NOT_FOR_TEXT = {
+    "ASR_BLEU": SPEECH_OUTPUT,
+    "WHISPER_ASR_BLEU": SPEECH_OUTPUT,
+    "WER": "takes no --sacrebleu-tokenizer, which SimulEval gives every grid run (use BLEU)",
+}
+
+
+def not_for_text(metric: str) -> str | None:
+    """Why a scorer SimulEval knows cannot score a grid's text runs (None: it can); before,
+    found after decoding, or with SimulEval's usage."""
+    if "_SpeechAlign_" in metric or metric.startswith("Discontinuity"):
+        return SPEECH_OUTPUT
+    return NOT_FOR_TEXT.get(metric)
 
 
 def check_comet_settings(config: EvalConfig) -> None:
@@ -452,9 +495,21 @@ def read_eval_config(path: str | Path, num_beams: int | None = None, **overrides
             raise EvalConfigError(f"{path}: {key} is required")
     tree.update({key: value for key, value in overrides.items() if value is not None})
     check_top_level(tree, place)
+    expand_home(tree, place)
     if num_beams is not None:
         tree["systems"] = with_num_beams(path, tree["systems"], num_beams)
     return EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
+
+
+def expand_home(tree: dict, place: KeyPlace) -> None:
+    """`~` and `~user` at the start of a path key, as a shell would expand them (before: a
+    folder named `~`, in the current directory)."""
+    for key in ("output", "model_path", *OPTIONAL_PATH_KEYS):
+        value = tree.get(key)
+        if isinstance(value, (str, Path)) and str(value).startswith("~"):
+            tree[key] = os.path.expanduser(str(value))
+            if tree[key].startswith("~"):
+                raise EvalConfigError(f"{place.of(key)}: {str(value)!r}: no such user's home")
 
 
 def read_config_text(path: Path) -> str:
@@ -579,7 +634,19 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
     if not isinstance(systems, dict) or not systems:
         raise EvalConfigError(f"{place.of('systems')} must map names to settings")
     for name, settings in systems.items():
+        check_system_name(place, name)
         check_system_settings(place.of("systems", name), settings)
+
+
+def check_system_name(place: KeyPlace, name: Any) -> None:
+    """A system's name begins its runs' folder names (`<output>/runs/<name>-<setting>`):
+    one that is not a plain folder name would write elsewhere."""
+    text = str(name)
+    if not text.strip() or text.startswith(".") or any(part in text for part in ("/", "\\", "..")):
+        raise EvalConfigError(
+            f"{place.of('systems', name)}: {text!r} names its runs' folders in "
+            "<output>/runs: a name without '/', '\\', '..' or a leading '.'"
+        )
 
 
 def seconds(value: Any, where: str) -> float:

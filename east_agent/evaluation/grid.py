@@ -39,6 +39,7 @@ from east_agent.evaluation.run_scores import (
 )
 from east_agent.evaluation.runs import (
     RUN_RECORD,
+    check_run_folder,
     claim_run_folder,
     holds_work,
     model_setting,
@@ -155,6 +156,8 @@ def run_grid(
             if afresh:
                 start_afresh(run_dir)
             claim_run_folder(run_dir, record_of(run))
+        elif not afresh:  # the refusal the grid would give
+            check_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():
             label = f"[{number}/{len(runs)}] {run.name}"
             scored = rescore_if_changed(

@@ -65,23 +65,26 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
         run_dir = config.run_dir(run)
         if not (run_dir / "scores.tsv").exists():
             continue
-        timing = read_json_object(run_dir / "wall_seconds.json")
-        row = {
-            "system": run.system,
-            "setting": run.setting,
-            "wall_seconds": f"{timing['seconds']:.2f}",
-        }
+        row = {"system": run.system, "setting": run.setting, **timing_cells(run_dir)}
         if not config.long_form:
             scores = read_scores(run_dir)
             columns = (*SIMULEVAL_COLUMNS, "COMET")
             row.update({column: score_cell(scores.get(column, "")) for column in columns})
         row.update(omnisteval_cells(config, run, run_dir, testset.eval_latency_unit))
         row["streams"] = streams_of(run_dir)
-        row["jobs"] = max(
-            (attempt.get("jobs", 1) for attempt in timing.get("tries", [])), default=1
-        )
         rows.append(row)
     return rows
+
+
+def timing_cells(run_dir: Path) -> dict[str, Any]:
+    """A run's wall seconds and the most runs side by side in a try (`jobs`); empty for a
+    folder without `wall_seconds.json` (made by hand, or before runs were timed)."""
+    path = run_dir / "wall_seconds.json"
+    if not path.exists():
+        return {"wall_seconds": "", "jobs": ""}
+    timing = read_json_object(path)
+    jobs = max((attempt.get("jobs", 1) for attempt in timing.get("tries", [])), default=1)
+    return {"wall_seconds": f"{timing['seconds']:.2f}", "jobs": jobs}
 
 
 def omnisteval_cells(config: EvalConfig, run: Run, run_dir: Path, unit: str) -> dict[str, str]:
@@ -188,6 +191,31 @@ def plot_curves(
     plt.close(figure)
 
 
+def write_curves(config: EvalConfig, rows: list[dict[str, Any]]) -> None:
+    """`curves.png`, or, when the grid's metrics lack an axis of it, none (said on stdout;
+    an earlier grid's, of other metrics, removed: it would not match the tables)."""
+    path = config.output / "curves.png"
+    missing = curve_metrics_missing(config)
+    if not missing:
+        plot_curves(rows, path, config.testset, config.long_form)
+        return
+    note = f"east-eval: no curves.png: BLEU against LAAL needs {' and '.join(missing)} in "
+    note += "the grid's metrics"
+    if path.exists():
+        remove(path)
+        note += f" (the earlier {path}, of other metrics, removed)"
+    print(note, flush=True)
+
+
+def curve_metrics_missing(config: EvalConfig) -> list[str]:
+    """The curve's axes a sentence-level grid does not score (a long-form grid's are
+    OmniSTEval's, always scored)."""
+    if config.long_form:
+        return []
+    axes = (("BLEU", config.quality_metrics), ("LAAL", config.latency_metrics))
+    return [name for name, metrics in axes if name not in metrics]
+
+
 def summarize(
     config: EvalConfig, runs: list[Run], compared: dict[str, object] | None = None
 ) -> list[dict[str, Any]]:
@@ -196,7 +224,7 @@ def summarize(
     rows = collect(config, runs)
     if rows:
         write_tables(rows, config.output, table_columns(config))
-        plot_curves(rows, config.output / "curves.png", config.testset, config.long_form)
+        write_curves(config, rows)
         print((config.output / "results.md").read_text(), flush=True)
         comparisons = compare_settings(config, runs, compared or {})
         if comparisons:

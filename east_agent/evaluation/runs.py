@@ -212,10 +212,7 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
                 write_atomically(path, json.dumps(record, indent=2) + "\n")
             return
         if differences:
-            raise EvalConfigError(
-                f"{run_dir} holds a run made with {'; '.join(differences)}: "
-                "give another --output, or delete that folder to run it again"
-            )
+            raise held_otherwise(run_dir, differences)
         if saved == record or (
             is_content_setting(saved.get("model_path"))
             and not is_content_setting(record.get("model_path"))
@@ -223,6 +220,22 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
             return
     run_dir.mkdir(parents=True, exist_ok=True)
     write_atomically(path, json.dumps(record, indent=2) + "\n")
+
+
+def check_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
+    """`claim_run_folder`'s refusal, nothing written: a dry run's."""
+    path = run_dir / RUN_RECORD
+    if path.exists() and holds_work(run_dir):
+        differences = record_differences(read_json_object(path), record)
+        if differences:
+            raise held_otherwise(run_dir, differences)
+
+
+def held_otherwise(run_dir: Path, differences: list[str]) -> EvalConfigError:
+    return EvalConfigError(
+        f"{run_dir} holds a run made with {'; '.join(differences)}: "
+        "give another --output, or delete that folder to run it again"
+    )
 
 
 def start_afresh(run_dir: Path) -> None:

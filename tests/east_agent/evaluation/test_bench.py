@@ -278,3 +278,71 @@ def test_a_report_is_appended_to_its_markdown_file(tmp_path, capsys):
     publish("| b |\n", str(output))
     assert output.read_text() == "# Results\n\n| a |\n\n| b |\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["RESULTS.md"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (
+            ["--model-path", "nowhere", "--schedule", "waitk:2"],
+            "--save-schedule: not with --schedule, whose waitk:2 is followed",
+        ),
+        (
+            ["--model-path", "nowhere", "--streams", "2"],
+            "--save-schedule: not with --streams, which records no schedule",
+        ),
+        (
+            ["--random-model", "llama3-tiny", "--tokenizer", "t.json", "--schedule", "waitk:2"],
+            "--save-schedule: not with --random-model, which follows --schedule",
+        ),
+    ],
+)
+def test_a_schedule_save_that_would_record_nothing_is_refused(
+    tmp_path, monkeypatch, capsys, flags, message
+):
+    """Before: the run went on and no schedule was written."""
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    saved = tmp_path / "schedule.json"
+    with pytest.raises(SystemExit) as exit_info:
+        main([*flags, "--save-schedule", str(saved)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"east-bench: {message}\n"
+    assert not saved.exists()
+
+
+def test_an_output_file_that_is_not_utf8_is_refused_before_the_model_loads(
+    tmp_path, monkeypatch, capsys
+):
+    """Before: refused by the append, after the whole benchmark."""
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    output = tmp_path / "results.md"
+    output.write_bytes(b"# R\xe9sultats\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", "--schedule", "waitk:2", "--output", str(output)])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"east-bench: --output {output}: not UTF-8 text (byte 3); the report is appended to it\n"
+    )
+    assert output.read_bytes() == b"# R\xe9sultats\n"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "message"),
+    [
+        ([[[50, 2]]], "sentence 0: a write after 50 units, and it has 9"),
+        ([[[1, 2]], [[3, 1], [2, 1]]], "sentence 1: units read [3, 2]: not increasing"),
+        ([[[2, 1], [2, 1]]], "sentence 0: units read [2, 2]: not increasing"),
+        ([[[0, 2]]], "sentence 0: a write after 0 units (a unit is read first)"),
+    ],
+)
+def test_a_schedule_its_sentences_cannot_follow_is_refused_before_the_model_loads(
+    tmp_path, monkeypatch, capsys, schedule, message
+):
+    """Before: followed as far as it could be, (c) counting tokens (a) and (b) never wrote."""
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    path = tmp_path / "schedule.json"
+    path.write_text(json.dumps({"testset": "multi30k.de-en", "schedule": schedule}))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", "--schedule", str(path), "--sentences", "2"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"east-bench: --schedule {path}: {message}\n"

@@ -1197,3 +1197,120 @@ def test_the_grids_long_form_keys_are_the_decoders():
     from east_agent.evaluation.config import LONG_FORM_KEYS
 
     assert ("long_form", *LONG_FORM_KEYS) == LONG_FORM_FIELDS
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("document_level", "no"),
+        ("document_level", 0),
+        ("trust_remote_code", "false"),
+        ("long_form", 1),
+        ("context_across_sentences", "yes"),
+        ("document_level", [True, "no"]),
+    ],
+)
+def test_a_yes_no_flag_of_another_value_is_named_before_any_run(tmp_path, capsys, key, value):
+    """Before: every check passed, then the run stopped the grid at its turn with
+    SimulEval's usage ("unrecognized arguments: no")."""
+    system = {"agent": "east", "latency": "low", key: value}
+    config = quick_config(tmp_path / "grid.yaml", systems={"east": system})
+    error = east_eval_fails(capsys, config, "--dry-run")
+    wrong = value[-1] if isinstance(value, list) else value
+    assert f"{config}: line " in error and f"systems.east.{key} is true or false, got " in error
+    assert error.rstrip().endswith(repr(wrong)), error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"quality_metrics": ["ASR_BLEU"]}, "quality_metrics: ASR_BLEU scores speech output"),
+        ({"quality_metrics": ["WHISPER_ASR_BLEU"]}, "WHISPER_ASR_BLEU scores speech output"),
+        ({"quality_metrics": ["BLEU", "WER"]}, "quality_metrics: WER takes no --sacrebleu-tok"),
+        (
+            {"latency_metrics": ["LAAL", "AL_SpeechAlign_BOW"]},
+            "latency_metrics: AL_SpeechAlign_BOW scores speech output",
+        ),
+        ({"latency_metrics": ["DiscontinuitySum"]}, "DiscontinuitySum scores speech output"),
+    ],
+)
+def test_a_metric_that_cannot_score_text_is_named_before_any_run(
+    tmp_path, capsys, changes, message
+):
+    """Before: accepted, then the grid failed after decoding (a crash on the missing BLEU
+    column, an aligner not installed) or with SimulEval's usage (WER)."""
+    config = quick_config(tmp_path / "grid.yaml", **changes)
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and message in error, error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("agent", [["east", "waitk"], {"east": 1}, None])
+def test_an_agent_that_is_not_one_name_is_named(tmp_path, capsys, agent):
+    """Before: TypeError: unhashable type: 'list'."""
+    system = {"agent": agent, "latency": "low"}
+    config = quick_config(tmp_path / "grid.yaml", systems={"east": system})
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error, error
+    assert f"systems.east.agent must be one of ['east', 'waitk'], got {agent!r}" in error
+
+
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "a\\b", "x..y", "", " ", ".hidden"])
+def test_a_system_name_that_is_not_one_folder_name_is_refused(tmp_path, capsys, name):
+    """Before: `<output>/runs/<name>-<setting>` was written wherever the name led."""
+    (tmp_path / "grid").mkdir()
+    config = quick_config(tmp_path / "grid" / "grid.yaml", systems={name: {"agent": "east"}})
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and f"systems.{name}: {name!r} names its runs'" in error
+    assert sorted(path.name for path in tmp_path.rglob("*")) == ["grid", "grid.yaml"]
+
+
+def test_a_swept_value_that_would_lead_a_run_folder_out_is_refused(tmp_path, capsys):
+    system = {"agent": "east", "adapter_path": ["x/../..", "../../y"]}
+    config = quick_config(tmp_path / "grid.yaml", systems={"east": system})
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and "systems.east.adapter_path: 'x/../..' in " in error
+
+
+def test_a_dry_run_gives_the_refusal_of_a_run_folder_made_otherwise(tmp_path, capsys):
+    """Before: "done already, skipped" for a run the grid itself then refused (made with
+    --limit 2, the dry run without)."""
+    from east_agent.evaluation.cli import main
+    from east_agent.evaluation.config import load_eval_config
+    from east_agent.evaluation.runs import claim_run_folder, model_setting, run_record
+    from east_agent.evaluation.testsets import read_prepared
+
+    config_path = quick_config(tmp_path / "grid.yaml")
+    main([str(config_path), "--dry-run", "--limit", "2"])  # prepares the test set
+    config = load_eval_config(config_path)
+    run = config.runs()[0]
+    testset = read_prepared(config.testset_dir)
+    record = run_record(config, run, testset, (0, 2), model_setting(config.model_path))
+    claim_run_folder(config.run_dir(run), record)
+    (config.run_dir(run) / "scores.tsv").write_text("BLEU\tLAAL\n30.0\t2.0\n")
+    capsys.readouterr()
+    error = east_eval_fails(capsys, config_path, "--dry-run")
+    assert f"{config.run_dir(run)} holds a run made with sentences [0, 2] (now [0, " in error
+    main([str(config_path), "--dry-run", "--limit", "2"])  # the run's own span: no refusal
+    assert "[1/1] east-low: done already" in capsys.readouterr().out
+
+
+def test_a_path_from_the_home_folder_is_expanded(tmp_path, capsys, monkeypatch):
+    """Before: `output: ~/grids/out` made a folder named `~` in the current directory."""
+    from east_agent.evaluation.cli import main
+    from east_agent.evaluation.config import read_eval_config
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    changes = {"output": "~/grids/out", "model_path": "~/models/m", "comet_python": "~/py"}
+    config = read_eval_config(quick_config(tmp_path / "grid.yaml", **changes))
+    assert config.output == tmp_path / "home" / "grids" / "out"
+    assert config.model_path == str(tmp_path / "home" / "models" / "m")
+    assert config.comet_python == str(tmp_path / "home" / "py")
+    main([str(tmp_path / "grid.yaml"), "--dry-run", "--limit", "1"])
+    assert (tmp_path / "home" / "grids" / "out" / "testset").is_dir()
+    assert not (tmp_path / "~").exists()
+    config = quick_config(tmp_path / "grid.yaml", output="~no-such-user-here/out")
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and "output: '~no-such-user-here/out': no such user" in error

@@ -41,3 +41,60 @@ def test_long_form_curves_leave_out_a_run_omnisteval_could_not_score(tmp_path):
     rows = [row("low", "900.0", "30.0"), unscored, row("high", "1800.0", "35.0")]
     plot_curves(rows, path, "talks", long_form=True)
     assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_grid_without_bleu_or_laal_writes_no_curves_and_says_so(tmp_path, capsys):
+    """Before: `float(row["BLEU"])` of an empty cell stopped the grid after its runs; an
+    earlier grid's curves, of other metrics, must not stay beside the new tables."""
+    from pathlib import Path
+
+    from east_agent.evaluation.config import EvalConfig
+    from east_agent.evaluation.reports import write_curves
+
+    def row(setting, laal):
+        return {"system": "east", "setting": setting, "LAAL": laal, "BLEU": "", "COMET": "0.8"}
+
+    rows = [row("low", "1.5"), row("high", "3.0")]
+    path = tmp_path / "curves.png"
+    path.write_bytes(b"\x89PNG earlier grid")
+    config = EvalConfig(
+        Path("grid.yaml"), "multi30k.de-en", "m", tmp_path, {}, quality_metrics=["COMET"]
+    )
+    write_curves(config, rows)
+    assert not path.exists()
+    printed = capsys.readouterr().out
+    assert "no curves.png: BLEU against LAAL needs BLEU in the grid's metrics" in printed
+    assert f"(the earlier {path}, of other metrics, removed)" in printed
+    config.latency_metrics = ["AL"]
+    write_curves(config, rows)
+    assert "needs BLEU and LAAL in the grid's metrics\n" in capsys.readouterr().out
+
+
+def test_a_run_without_a_timing_record_has_empty_time_cells(tmp_path, capsys):
+    """A finished run's folder without `wall_seconds.json` (made by hand, or before runs
+    were timed): before, the tables stopped the grid with FileNotFoundError."""
+    import yaml
+
+    from east_agent.evaluation.config import read_eval_config
+    from east_agent.evaluation.grid import prepare
+    from east_agent.evaluation.reports import collect
+
+    tree = {
+        "testset": "multi30k.de-en",
+        "model_path": "m",
+        "output": str(tmp_path / "out"),
+        "systems": {"east": {"agent": "east", "latency": "low"}},
+    }
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree))
+    config = read_eval_config(tmp_path / "grid.yaml")
+    prepare(config)
+    run = config.runs()[0]
+    config.run_dir(run).mkdir(parents=True)
+    (config.run_dir(run) / "scores.tsv").write_text("BLEU\tLAAL\n30.5\t2\n")
+    [row] = collect(config, [run])
+    assert (row["BLEU"], row["LAAL"], row["wall_seconds"], row["jobs"]) == (
+        "30.500",
+        "2.000",
+        "",
+        "",
+    )

@@ -53,16 +53,18 @@ class CharacterCuts:
             return CUT_CHARACTER not in self.tokenizer.decode(ids)
         return self._unfinished_bytes(ids) == 0
 
-    def written(self, ids: list[int], text: str) -> str:
-        """`text`, the decoded `ids`, without the U+FFFD that the start of a character
-        they cut decodes to (by the text: without every trailing U+FFFD)."""
+    def written(self, ids: list[int]) -> str:
+        """The text of `ids` (special tokens left out) without the start of a character
+        they cut (by the text: without every trailing U+FFFD)."""
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
         if self.token_bytes is None:
             return text.rstrip(CUT_CHARACTER)
         cut = self.cut_tokens(ids)
-        marks = self.tokenizer.decode(ids[-cut:]).count(CUT_CHARACTER) if cut else 0
-        for _ in range(marks):  # byte-level decoders write one, byte fallback one a byte
-            text = text.removesuffix(CUT_CHARACTER)
-        return text
+        if not cut:
+            return text
+        if self.token_bytes.marks_run:  # every byte of the run is U+FFFD, whole ones too
+            return self.tokenizer.decode(ids[:-cut], skip_special_tokens=True)
+        return text.removesuffix(CUT_CHARACTER)  # byte-level: one U+FFFD for the cut start
 
     def _unfinished_bytes(self, ids: list[int]) -> int:
         # a cut leaves at most 3 bytes, so the last 4 tokens (a byte or more each) hold it
@@ -89,9 +91,12 @@ class TokenBytes:
     """The bytes of a token id of a fast byte-level or byte-fallback tokenizer (an added
     token: its text's), spelled when first asked for."""
 
-    def __init__(self, tokenizer, spell) -> None:
+    def __init__(self, tokenizer, spell, marks_run: bool) -> None:
         self.tokenizer = tokenizer
         self.spell = spell
+        # sentencepiece's byte fallback decodes a run of byte tokens that is not whole
+        # UTF-8 as one U+FFFD a byte; GPT-2's byte level as one per unfinished character
+        self.marks_run = marks_run
         self.added = {i: token.content for i, token in tokenizer.added_tokens_decoder.items()}
         self.known: dict[int, bytes] = {}
 
@@ -108,9 +113,9 @@ def token_byte_table(tokenizer) -> TokenBytes | None:
     backend = getattr(tokenizer, "backend_tokenizer", None)
     kinds = decoder_kinds(backend.decoder) if backend is not None else set()
     if "ByteLevel" in kinds:
-        return TokenBytes(tokenizer, ByteLevelSpelling())
+        return TokenBytes(tokenizer, ByteLevelSpelling(), marks_run=False)
     if "ByteFallback" in kinds:
-        return TokenBytes(tokenizer, spiece_token_bytes)
+        return TokenBytes(tokenizer, spiece_token_bytes, marks_run=True)
     return None
 
 

@@ -219,9 +219,10 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         stream.target_ids += new_ids
         stream.tokens.append_generated(new_ids)
         stream.crop_to_ids()
-        after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
         if decision != FORCED or capped:
-            after = self.characters.written(stream.target_ids, after)
+            after = self.characters.written(stream.target_ids)
+        else:
+            after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
         text = after[len(os.path.commonprefix([before, after])) :]
         if decision == FORCED:  # the end of a sentence (or of a long-form segment)
             text = text.rstrip()
@@ -231,8 +232,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
 
     def _written(self, target_ids: list[int]) -> str:
         """The text of the target prefix the steps so far have written."""
-        text = self.tokenizer.decode(target_ids, skip_special_tokens=True)
-        return self.characters.written(target_ids, text)
+        return self.characters.written(target_ids)
 
     def _final_write(self, stream: OfflineWaitkStream) -> Generator:
         if not stream.pending():  # a word was the last thing fed: its last token again

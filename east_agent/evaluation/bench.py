@@ -45,6 +45,7 @@ import torch
 from east_agent.common.arguments import add_old_spelling, checked_device, positive_int
 from east_agent.common.atomic import append_atomically, write_atomically
 from east_agent.common.entry import CommandError, command_line
+from east_agent.common.text_lines import read_text
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import (
     END_OF_READ,
@@ -692,25 +693,13 @@ def check_output_files(args: argparse.Namespace) -> None:
         if path.is_dir():
             raise ValueError(f"{flag} {value}: a folder; name a file")
         if flag == "--output" and path.exists():
-            check_appendable(path, f"{flag} {value}")
+            read_text(path)  # the report is appended to it: UTF-8 text, a bad byte named
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(
                 f"{flag} {value}: cannot make its folder {path.parent}: {error.strerror}"
             ) from None
-
-
-def check_appendable(path: Path, where: str) -> None:
-    """An existing report file is UTF-8 text (`publish` appends to it)."""
-    try:
-        path.read_bytes().decode("utf-8")
-    except OSError as error:
-        raise ValueError(f"{where}: cannot read: {error.strerror}") from None
-    except UnicodeDecodeError as error:
-        raise ValueError(
-            f"{where}: not UTF-8 text (byte {error.start}); the report is appended to it"
-        ) from None
 
 
 def read_schedule(setting: str | None, testset: str | None = None) -> int | Schedule | None:
@@ -869,8 +858,8 @@ def main(argv: list[str] | None = None) -> None:
     if not is_unspaced(src_lang):  # its units need no tokenizer
         early = source_sentences(pairs, args.sentences, src_lang, None)
         check_schedule_fits(args.schedule, schedule_setting, early)
-    check_output_files(args)
     check_save_schedule(args)
+    check_output_files(args)  # makes their folders: after every refusal
     model, tokenizer, model_name = load_bench_model(args, parser)
     sentences = source_sentences(pairs, args.sentences, src_lang, tokenizer)
     if not sentences:

@@ -642,10 +642,10 @@ def check_system_name(place: KeyPlace, name: Any) -> None:
     """A system's name begins its runs' folder names (`<output>/runs/<name>-<setting>`):
     one that is not a plain folder name would write elsewhere."""
     text = str(name)
-    if not text.strip() or text.startswith(".") or any(part in text for part in ("/", "\\", "..")):
+    if not text.strip() or text.startswith(".") or any(part in text for part in ("/", "\\")):
         raise EvalConfigError(
             f"{place.of('systems', name)}: {text!r} names its runs' folders in "
-            "<output>/runs: a name without '/', '\\', '..' or a leading '.'"
+            "<output>/runs: a name without '/', '\\' or a leading '.'"
         )
 
 

@@ -73,9 +73,10 @@ def batch_size_of(argv: list[str]) -> tuple[int, list[str]]:
     return known.batch_size, rest
 
 
-def parse_args(agent_class, argv: list[str]) -> argparse.Namespace:
+def parse_args(agent_class, argv: list[str], known_only: bool = False) -> argparse.Namespace:
     """SimulEval's flags, the scorers', the dataloader's and the agent's, as SimulEval
-    parses them (unknown flags are errors)."""
+    parses them (unknown flags are errors; `known_only`: left out, as SimulEval reads a
+    `--system-dir`'s config)."""
     from simuleval import options
 
     import east_agent.simuleval_plugin  # noqa: F401  (the *_CA metrics and COMET, in any process)
@@ -87,7 +88,7 @@ def parse_args(agent_class, argv: list[str]) -> argparse.Namespace:
     options.add_dataloader_args(parser, argv)
     agent_class.add_args(parser)
     add_batch_arg(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_known_args(argv)[0] if known_only else parser.parse_args(argv)
     for name in ("source_type", "target_type"):  # a pipeline's are properties of its objects
         if isinstance(getattr(agent_class, name, None), str):
             setattr(args, name, getattr(agent_class, name))

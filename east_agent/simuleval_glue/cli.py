@@ -192,11 +192,11 @@ def _settings_and_check(
             return None, None  # another agent's folder: its flags are not known here
     if agent_class is None:
         return None, None
-    args = parse_args(agent_class, argv)
+    args = parse_args(agent_class, argv, known_only=folder is not None)
     if folder is not None:  # its model paths are the folder's (SimulEval builds it there)
         for name in MODEL_FOLDERS & set(vars(args)):
             value = getattr(args, name)
-            if value is not None and not Path(value).is_absolute():
+            if value is not None and (folder / value).exists():  # else a hub id
                 setattr(args, name, str(folder / value))
     check = None
     if issubclass(agent_class, StreamingAgent):

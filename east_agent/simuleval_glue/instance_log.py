@@ -80,16 +80,16 @@ def check_log(path: Path) -> None:
 
 
 def check_references(path: Path) -> None:
-    """Refuse a log whose sentences hold no reference (a run without --target, or with
-    --no-scoring): SimulEval scores a log against the references in it, and would score
-    these against nothing (BLEU 0, latency against the translation's own length)."""
+    """Refuse a log whose sentences hold no reference (a run without --target): SimulEval
+    scores a log against the references in it, and would score these against nothing
+    (BLEU 0, latency against the translation's own length)."""
     for number, line in enumerate(iter_lines(path), 1):
         record = json.loads(line)
         if record.get("reference") is None:
             raise ValueError(
                 f"{path}: line {number}: sentence {record['index']} holds no reference (the "
-                "run had no --target, or --no-scoring); a log is scored against the "
-                "references it holds: translate with --target to score"
+                "run had no --target); a log is scored against the references it holds: "
+                "translate with --target to score"
             )
 
 

@@ -10,7 +10,9 @@ them first (`run_folder.writing`).
 from __future__ import annotations
 
 import json
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,8 +51,9 @@ def close_all(base_url: str, names: list[str]) -> None:
     closing = [threading.Thread(target=close_one, args=(name,), daemon=True) for name in names]
     for thread in closing:
         thread.start()
+    deadline = time.monotonic() + sum(CLOSE_TIMEOUT)  # all of them, a name lookup included
     for thread in closing:
-        thread.join(sum(CLOSE_TIMEOUT))
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @contextmanager
@@ -72,19 +75,32 @@ def recorded_sessions(output: str | Path | None, base_url: str, names: list[str]
 
 def close_stale_sessions(output: Path) -> bool:
     """Close the sessions a killed run into `output` left open (its `SESSIONS_RECORD`
-    names them, and their server); whether there were any. The caller holds the folder."""
+    names them, and their server); whether there were any. A record that cannot be read
+    is said on stderr and removed: it frees nothing, and must not stop the run. The caller
+    holds the folder."""
     from east_agent.common.atomic import remove
     from east_agent.common.records import read_json_object
 
     record = output / SESSIONS_RECORD
     if not record.is_file():
         return False
-    saved = read_json_object(record)
+    try:
+        saved = read_json_object(record)
+    except ValueError:  # not JSON, not UTF-8, not an object
+        saved = {}
     names, server = saved.get("sessions"), saved.get("server")
-    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-        raise ValueError(f"{record}: field 'sessions' is not a list of session names")
-    if not isinstance(server, str):
-        raise ValueError(f"{record}: field 'server' is not a server's address")
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(n, str) for n in names)
+        or not (isinstance(server, str))
+    ):
+        print(
+            f"{record}: not a record of sessions and their server; removed, its sessions "
+            "(if any) are closed by the server after its --session-timeout",
+            file=sys.stderr,
+        )
+        remove(record)
+        return False
     close_all(server, names)
     remove(record)
     return bool(names)

@@ -82,15 +82,12 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
     """main.yaml's content; raises on a flag the agent does not know or SimulEval mangles."""
     check_flag_values(flags)
     config: dict[str, object] = {"agent_class": AGENT_CLASSES[agent], "model_path": "model"}
-    arguments = ["--model-path", "model"]
     for key, value in flags.items():
         if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
             raise ValueError(f"{key}={value!r}: SimulEval splits YAML values on spaces")
-        if value is False:
-            continue  # SimulEval would turn `false` into the bare (true) flag
-        config[key] = value
-        option = "--" + key.replace("_", "-")
-        arguments += [option] if value is True else [option, str(value)]
+        if value is not False:  # SimulEval would turn `false` into the bare (true) flag
+            config[key] = value
+    arguments = flag_arguments(without_paths(config), model_path="model")
     parser = agent_parser(agent)
     check_flag_names(agent, parser, flags)
     refused = io.StringIO()
@@ -104,6 +101,20 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
         raise ValueError(f"the {agent} agent refuses {given or 'no flags'}: {why}") from None
     agent_class(agent).decoding_config(parsed)  # values its decoder refuses, refused here
     return config
+
+
+def without_paths(config: dict[str, object]) -> dict[str, object]:
+    """main.yaml's agent flags, less its class and model path."""
+    return {key: value for key, value in config.items() if key not in ("agent_class", "model_path")}
+
+
+def flag_arguments(settings: dict[str, object], model_path: str | Path) -> list[str]:
+    """`settings` as the agent's command line (true: the bare flag), after `--model-path`."""
+    arguments = ["--model-path", str(model_path)]
+    for key, value in settings.items():
+        option = "--" + key.replace("_", "-")
+        arguments += [option] if value is True else [option, str(value)]
+    return arguments
 
 
 def check_flag_names(agent: str, parser: argparse.ArgumentParser, flags: dict) -> None:
@@ -205,14 +216,10 @@ def check_with_model(
     budget), checked now: refused here, not by the evaluator's run."""
     from east_agent.simuleval_glue.adapter import check_max_context
 
-    arguments = ["--model-path", str(model_path)]
-    for key, value in config.items():
-        if key in ("agent_class", "model_path"):
-            continue
-        value = adapter if key == "adapter_path" else value
-        option = "--" + key.replace("_", "-")
-        arguments += [option] if value is True else [option, str(value)]
-    args = agent_parser(agent).parse_args(arguments)
+    settings = without_paths(config)
+    if adapter is not None:
+        settings["adapter_path"] = adapter
+    args = agent_parser(agent).parse_args(flag_arguments(settings, model_path=model_path))
     chosen = agent_class(agent)
     decoding = chosen.decoding_config(args)
     check_max_context(args, decoding.max_context)

@@ -74,7 +74,7 @@ def test_a_u_fffd_the_model_writes_is_a_whole_character(east_tokenizer, text):
     assert cuts.whole(stream, ids) == ids
     assert stream.totals.characters_cut == 0
     assert cuts.ends_whole(ids)
-    assert cuts.written(ids, east_tokenizer.decode(ids)) == " a" + text
+    assert cuts.written(ids) == " a" + text
 
 
 def test_written_drops_the_u_fffd_of_a_cut_character_only(east_tokenizer):
@@ -83,7 +83,7 @@ def test_written_drops_the_u_fffd_of_a_cut_character_only(east_tokenizer):
     own = encode(" a\ufffd")
     cut = own + encode(CUT_CHARACTER)[:2]
     assert east_tokenizer.decode(cut) == " a\ufffd\ufffd"
-    assert cuts.written(cut, east_tokenizer.decode(cut)) == " a\ufffd"
+    assert cuts.written(cut) == " a\ufffd"
     assert not cuts.ends_whole(cut)
 
 
@@ -101,9 +101,13 @@ def test_byte_fallback_tokens_are_read_as_their_bytes():
         ids = prefix + character[:cut_after]
         assert cuts.cut_tokens(ids) == cut_after
         assert tokenizer.decode(ids) == "a " + U_FFFD * (1 + cut_after)
-        assert cuts.written(ids, tokenizer.decode(ids)) == "a \ufffd"
+        assert cuts.written(ids) == "a \ufffd"
     assert cuts.cut_tokens(prefix + character) == 0
     assert cuts.cut_tokens(prefix) == 0
+    # a whole character in the same run of byte tokens is U+FFFD too while the run is cut
+    chinese = encode("a 中文")
+    assert tokenizer.decode(chinese[:-2]) == "a " + U_FFFD * 4
+    assert cuts.written(chinese[:-2]) == "a 中"
 
 
 def test_another_tokenizer_is_judged_by_its_text():
@@ -115,6 +119,6 @@ def test_another_tokenizer_is_judged_by_its_text():
     assert cuts.token_bytes is None
     own = encode("a \ufffd")
     assert cuts.cut_tokens(own) == 1
-    assert cuts.written(own, "a \ufffd\ufffd") == "a "
+    assert cuts.written(own) == "a "
     assert not cuts.ends_whole(own)
     assert cuts.cut_tokens(encode("a a")) == 0

@@ -1256,7 +1256,7 @@ def test_an_agent_that_is_not_one_name_is_named(tmp_path, capsys, agent):
     assert f"systems.east.agent must be one of ['east', 'waitk'], got {agent!r}" in error
 
 
-@pytest.mark.parametrize("name", ["../escaped", "a/b", "a\\b", "x..y", "", " ", ".hidden"])
+@pytest.mark.parametrize("name", ["../escaped", "a/b", "a\\b", "", " ", ".hidden"])
 def test_a_system_name_that_is_not_one_folder_name_is_refused(tmp_path, capsys, name):
     """Before: `<output>/runs/<name>-<setting>` was written wherever the name led."""
     (tmp_path / "grid").mkdir()

@@ -387,3 +387,21 @@ def test_a_recorded_log_is_not_resumed_by_a_run_of_unknown_settings(tmp_path):
     (output / "run_settings.json").unlink()
     with writing(output, None, resume=True, run=True):  # a log without one: as it is
         pass
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"sessions": ["s1"', '{"sessions": ["s1"]}', '["s1"]', '{"sessions": 1, "server": ""}'],
+)
+def test_a_sessions_record_that_cannot_be_read_is_said_and_removed(tmp_path, capsys, text):
+    """It frees nothing: the run goes on (before: refused, and a record of the day before,
+    naming no server, too)."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "sessions.json").write_text(text)
+    with writing(output, None, resume=True, run=True):
+        pass
+    assert not (output / "sessions.json").exists()
+    assert "sessions.json: not a record of sessions and their server; removed" in (
+        capsys.readouterr().err
+    )

@@ -362,6 +362,8 @@ def test_a_system_dir_run_records_its_settings_and_resumes_only_its_own_log(
         )  # fmt: skip
     data = ["--source", test_set / "src.txt", "--target", test_set / "ref.txt"]
     output = tmp_path / "out"
+    with open(systems["low"] / "main.yaml", "a") as config:
+        config.write("notes: hello\n")  # a key no flag reads: SimulEval ignores it, as here
     run(console_script("east-simuleval"), "--system-dir", systems["low"], *data, "--output", output)
     record = json.loads((output / "run_settings.json").read_text())
     assert record["agent_class"] == "EastAgent" and record["latency"] == "low"

@@ -40,6 +40,13 @@ def positive_seconds(text: str) -> float:
     return _positive_float(text, "a number of seconds")
 
 
+def folder_path(text: str) -> str:
+    """A folder to write (argparse `type`): an empty path would be the current directory."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a folder")
+    return text
+
+
 def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
     flag's, whose default stands when neither is given)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from east_agent.common.arguments import positive_int
+from east_agent.common.arguments import folder_path, positive_int
 from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.evaluation.config import (
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="run a quality-latency grid with SimulEval")
     parser.add_argument("config", help="an eval_configs/*.yaml file")
     parser.add_argument("--model-path", help="override the config's checkpoint")
-    parser.add_argument("--output", help="override the config's output folder")
+    parser.add_argument("--output", type=folder_path, help="override the config's output folder")
     parser.add_argument("--device", help="override the config's device")
     parser.add_argument("--testset", help="override the config's test set: multi30k-val.de-en")
     parser.add_argument(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from east_agent.common.arguments import positive_int
+from east_agent.common.arguments import folder_path, positive_int
 from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import LATENCY_LEVELS
@@ -43,8 +43,9 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 @command_line("east-demo")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description="translate a test set with the EAST agent (a fresh run each time: the "
-        "runs of an earlier demo in --output are replaced)",
+        description="translate a test set with the EAST agent (each level asked for is run "
+        "afresh: an earlier demo's run of that level in --output is replaced; the tables "
+        "show this demo's runs)",
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--model-path", default=str(DEFAULT_MODEL), help="any EAST checkpoint")
@@ -65,7 +66,9 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_BATCH_SIZE,
         help="sentences decoded at once; 1 runs SimulEval's own loop, one at a time",
     )
-    parser.add_argument("--output", default="outputs/east-demo", help="runs and tables go here")
+    parser.add_argument(
+        "--output", type=folder_path, default="outputs/east-demo", help="runs and tables go here"
+    )
     args = parser.parse_args(argv)
     if not Path(args.model_path).exists():
         raise FileNotFoundError(

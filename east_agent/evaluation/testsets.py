@@ -22,6 +22,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from east_agent.common.arguments import folder_path
 from east_agent.common.atomic import check_folder_path, remove, write_atomically
 from east_agent.common.entry import command_line
 from east_agent.common.records import load_records, read_json_object, require_fields
@@ -207,7 +208,9 @@ def main(argv: list[str] | None = None) -> None:
         "testset",
         help="e.g. wmt22.de-en, wmt15.de-en, multi30k.de-en; long-form: wmt22.de-en.talks50",
     )
-    parser.add_argument("--output", required=True, help="folder for source.txt, reference.txt")
+    parser.add_argument(
+        "--output", type=folder_path, required=True, help="folder for source.txt, reference.txt"
+    )
     parser.add_argument(
         "--tokenizer", default=None, help="checkpoint whose tokenizer splits zh/ja sources"
     )

@@ -46,6 +46,7 @@ from east_agent.simuleval_glue.run_folder import (
     check_recorded_span,
     clear_scores,
     combined_batch_record,
+    recorded_settings,
     translation_settings,
     writing,
 )
@@ -125,19 +126,19 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     one checkpoint loaded for all its runs)."""
     from simuleval.data.dataloader import build_dataloader
 
-    from east_agent.simuleval_glue.comet_scorer import check_comet_flags
     from east_agent.simuleval_glue.data_files import (
         check_references_given,
         checked_span,
         sentence_span,
     )
+    from east_agent.simuleval_glue.scoring import check_scoring_flags
 
     simuleval_fixes.apply()  # before its dataloader reads the files
     config = agent_class.checked_config(args)
     source, target = getattr(args, "source", None), getattr(args, "target", None)
     checked_span(source, target, args.start_index, args.end_index)
     check_references_given(source, target, args.no_scoring)
-    check_comet_flags(args)
+    check_scoring_flags(args, config.tgt_lang)
     if not args.output:
         raise ValueError("--batch-size needs --output (the run's instances.log goes there)")
     dataloader = build_dataloader(args)
@@ -254,11 +255,13 @@ def score_folder(args: argparse.Namespace) -> None:
     """`--score-only`: the scores of the log in `args.output` (a bad line named first),
     with the folder held."""
     from east_agent.simuleval_glue.instance_log import check_log, check_references
+    from east_agent.simuleval_glue.scoring import check_latency_unit
 
     output = Path(args.output or ".")
     log = output / "instances.log"
     if not log.exists():
         raise ValueError(f"{log}: no such file (score a run's --output folder)")
+    check_latency_unit(args, recorded_target_language(output))
     with writing(output):  # a folder another process writes: refused, before its log is read
         if args.computation_aware:
             source_type = args.source_type or simuleval_fixes.logged_source_type(output)
@@ -294,6 +297,13 @@ def score(args: argparse.Namespace) -> None:
     evaluator = SentenceLevelEvaluator.from_args(scoring)
     evaluator.dump_results()
     evaluator.dump_metrics()
+
+
+def recorded_target_language(output: Path) -> str | None:
+    """The target language a run folder's settings record names (a local run's)."""
+    path = output / SETTINGS_RECORD
+    language = recorded_settings(read_json_object(path)).get("tgt_lang") if path.exists() else None
+    return language if isinstance(language, str) else None
 
 
 def recorded_source_lang(output: Path) -> str | None:

@@ -143,15 +143,14 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     """SimulEval's own loop, its output folder held while it writes there (`run_folder`)."""
     from east_agent.decoding.streaming import ContextOverflowError
     from east_agent.simuleval_glue.batch import score
-    from east_agent.simuleval_glue.comet_scorer import check_comet_flags
     from east_agent.simuleval_glue.data_files import check_data_files
     from east_agent.simuleval_glue.run_folder import loop_in, output_of
-    from east_agent.simuleval_glue.scoring import scoring_args
+    from east_agent.simuleval_glue.scoring import check_scoring_flags, scoring_args
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
     span = check_data_files(argv)
     scoring = scoring_args(argv, strict=False)
-    check_comet_flags(scoring)
+    check_scoring_flags(scoring, _given_value("--tgt-lang"))
     named = _given("--agent") or _given("--agent-class")
     agent_class = _agent_class() if named else None  # None: a system folder's, SimulEval's
     computation_aware = "--computation-aware" in argv
@@ -244,6 +243,13 @@ def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None)
         f"sentences finished before it ({len(records)}) are in {log}; with --batch-size above 1 "
         "the run finishes every other sentence and names each one that does not fit"
     )
+
+
+def _given_value(flag: str) -> str | None:
+    """The value the command line gives `flag` (either spelling, the last one), if any."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument(flag)
+    return getattr(parser.parse_known_args(sys.argv[1:])[0], flag.lstrip("-").replace("-", "_"))
 
 
 def _given(flag: str) -> bool:

@@ -96,10 +96,10 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     for resuming `args.output`), `args.batch_size` sentences at once."""
     from east_agent.simuleval_glue import simuleval_fixes
     from east_agent.simuleval_glue.batch import score
-    from east_agent.simuleval_glue.comet_scorer import check_comet_flags
     from east_agent.simuleval_glue.run_folder import loop_in
+    from east_agent.simuleval_glue.scoring import check_scoring_flags
 
-    check_comet_flags(args)  # the flags given, before a server is asked anything
+    check_scoring_flags(args, args.tgt_lang)  # the flags given, before a server is asked
     base_url = server_url(args.remote_address, args.remote_port)
     info = _server_info(base_url, args.request_timeout)  # before the folder changes
     if args.output is not None and _close_stale_sessions(Path(args.output)):

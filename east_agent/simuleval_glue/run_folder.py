@@ -62,6 +62,7 @@ NOT_SETTINGS = {
     "session_timeout", "batch_wait_ms", "kv_cache", "device", "agent", "source_type", "target_type",
     # a system folder is known by what it holds (its agent, flags and model), not where it is
     "system_dir", "system_config",
+    "source_segment_size",  # a text source is sent a unit at a time whatever it says
 }  # fmt: skip
 # how the log records the translations (not what they are), recorded since 2026-12-05: a
 # record written before holds none and is not compared for them (an east-eval grid of a
@@ -202,7 +203,7 @@ def clear_scores(output: Path, batching: bool = True) -> None:
 def settings_differ(saved: dict, settings: dict) -> list[str]:
     """The names of the settings in which two records differ (data files by content)."""
     recorded_by_both = set(saved) & set(settings)
-    names = sorted((set(saved) | set(settings)) - {SPAN})
+    names = sorted((set(saved) | set(settings)) - {SPAN} - NOT_SETTINGS)  # older records
     return [
         name
         for name in names

@@ -52,6 +52,46 @@ def scoring_args(argv: list[str], strict: bool = True) -> argparse.Namespace:
     return parser.parse_args(argv) if strict else parser.parse_known_args(argv)[0]
 
 
+def check_scoring_flags(args: argparse.Namespace, tgt_lang: str | None = None) -> None:
+    """The scoring flags SimulEval would fail on after the decoding (or score wrongly),
+    refused before: `--eval-latency-unit spm` without a sentencepiece model that loads,
+    `char` for a target that writes words (`tgt_lang`, where known), COMET's settings."""
+    from east_agent.simuleval_glue.comet_scorer import check_comet_flags
+
+    check_latency_unit(args, tgt_lang)
+    check_comet_flags(args)
+
+
+def check_latency_unit(args: argparse.Namespace, tgt_lang: str | None = None) -> None:
+    unit = getattr(args, "eval_latency_unit", "word")
+    if unit == "spm":
+        check_spm_model(getattr(args, "eval_latency_spm_model", None))
+    if unit == "char" and tgt_lang is not None and not is_unspaced(tgt_lang):
+        raise ValueError(
+            f"--eval-latency-unit char: for a Chinese or Japanese target, whose characters "
+            f"are its units; a {tgt_lang} target writes words (SimulEval would take the "
+            "spaces out of the translations, not the references: BLEU near 0)"
+        )
+
+
+def check_spm_model(model: str | None) -> None:
+    if not model:
+        raise ValueError("--eval-latency-unit spm: give the model with --eval-latency-spm-model")
+    if not Path(model).is_file():
+        raise ValueError(f"--eval-latency-spm-model {model}: no such file")
+    try:
+        import sentencepiece
+
+        sentencepiece.SentencePieceProcessor(model_file=str(model))
+    except ImportError:
+        raise ValueError("--eval-latency-unit spm needs the sentencepiece package") from None
+    except (RuntimeError, OSError) as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"--eval-latency-spm-model {model}: not a sentencepiece model ({first})"
+        ) from None
+
+
 def scoring_settings(args: argparse.Namespace) -> dict:
     """What the scores of `args` depend on besides the log, as JSON holds it."""
     from simuleval import options

@@ -130,3 +130,24 @@ def test_help_shows_each_default_but_none(capsys):
     assert "(default: None)" not in usage
     assert "--limit LIMIT only the first N sentences (default: all)" in usage
     assert "--latency {low,low-medium,medium,medium-high,high} the level (default: low)" in usage
+
+
+@pytest.mark.parametrize("command", ["east-demo", "east-prepare", "east-eval"])
+def test_an_empty_output_is_refused_not_the_current_directory(
+    tmp_path, monkeypatch, capsys, command
+):
+    """Before: `east-demo --output ''` (an unset variable in a script) wrote its runs and
+    tables into the current directory."""
+    from east_agent.evaluation import cli, demo, testsets
+
+    main, first = {
+        "east-demo": (demo.main, []),
+        "east-prepare": (testsets.main, ["multi30k.de-en"]),
+        "east-eval": (cli.main, ["grid.yaml"]),
+    }[command]
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_code:
+        main([*first, "--output", ""])
+    assert exit_code.value.code == 2
+    assert "argument --output: an empty path: name a folder" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -544,6 +544,31 @@ def test_batch_size_with_a_system_dir_is_refused_in_one_line(test_set, tmp_path,
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--eval-latency-unit", "spm"], "spm: give the model with --eval-latency-spm-model"),
+        (
+            ["--eval-latency-unit", "spm", "--eval-latency-spm-model", "/nowhere.model"],
+            "--eval-latency-spm-model /nowhere.model: no such file",
+        ),
+        (["--eval-latency-unit", "char"], "char: for a Chinese or Japanese target"),
+    ],
+)
+def test_latency_units_simuleval_fails_on_are_refused_before_loading(
+    test_set, tmp_path, batch, flags, said
+):
+    """Before: SimulEval's assertion traceback (spm) once every sentence was translated,
+    or an English target scored in characters, its spaces taken out of the translations
+    only (BLEU 0.03, exit 0)."""
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out", *flags)
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
     output = tmp_path / "out"
     output.mkdir()
@@ -580,8 +605,15 @@ def test_score_only_refuses_a_log_without_references_or_in_other_units(
         "--score-only", "--output", tmp_path / "words", "--eval-latency-unit", "char"
     )
     assert scored.returncode == 2, scored.stderr[-3000:]
-    assert "was written with --eval-latency-unit word, not char" in scored.stderr
+    assert "char: for a Chinese or Japanese target" in scored.stderr  # an English one
+    record_path = tmp_path / "words" / "run_settings.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "eval_latency_unit": "char"}))  # a char log
+    scored = run_simuleval("--score-only", "--output", tmp_path / "words")
+    assert scored.returncode == 2, scored.stderr[-3000:]
+    assert "was written with --eval-latency-unit char, not word" in scored.stderr
     assert not (tmp_path / "words" / "scores.tsv").exists()
+    record_path.write_text(json.dumps(record))
     scored = run_simuleval("--score-only", "--output", tmp_path / "words")
     assert scored.returncode == 0, scored.stderr[-3000:]
 

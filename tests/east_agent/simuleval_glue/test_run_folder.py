@@ -405,3 +405,16 @@ def test_a_sessions_record_that_cannot_be_read_is_said_and_removed(tmp_path, cap
     assert "sessions.json: not a record of sessions and their server; removed" in (
         capsys.readouterr().err
     )
+
+
+def test_what_a_record_names_that_is_no_setting_now_is_not_compared():
+    """`source_segment_size` changes nothing for a text source (SimulEval sends a unit at a
+    time): records that hold it resume whatever it says now (before: refused)."""
+    saved = {"latency": "low", "source_segment_size": 1, "system_dir": None}
+    assert run_folder.settings_differ(saved, {"latency": "low"}) == []
+    assert run_folder.settings_differ(saved, {"latency": "high"}) == ["latency"]
+    flags = argparse.Namespace(latency="low", source_segment_size=2, system_dir="sub")
+    assert run_folder.translation_settings(Agent, flags) == {
+        "agent_class": "Agent",
+        "latency": "low",
+    }

@@ -15,8 +15,6 @@ import codecs
 import json
 import re
 
-from transformers.convert_slow_tokenizer import bytes_to_unicode
-
 CUT_CHARACTER = "\ufffd"  # what the bytes of a character cut across tokens decode to
 MAX_CUT_TOKENS = 3  # a UTF-8 character has at most 4 bytes, so a cut leaves 3 at most
 BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # sentencepiece's byte fallback
@@ -131,7 +129,7 @@ class ByteLevelSpelling:
     """GPT-2's byte-level alphabet back to bytes."""
 
     def __init__(self) -> None:
-        self.byte_of = {character: bytes([byte]) for byte, character in bytes_to_unicode().items()}
+        self.byte_of = {character: bytes([byte]) for byte, character in byte_alphabet().items()}
 
     def __call__(self, token: str) -> bytes:
         return b"".join(self.byte_of.get(c) or c.encode() for c in token)
@@ -140,3 +138,15 @@ class ByteLevelSpelling:
 def spiece_token_bytes(token: str) -> bytes:
     byte = BYTE_TOKEN.fullmatch(token)
     return bytes([int(byte.group(1), 16)]) if byte else token.replace(SPIECE_SPACE, " ").encode()
+
+
+def byte_alphabet() -> dict[int, str]:
+    """GPT-2's byte-level alphabet (`bytes_to_unicode` of transformers' slow-tokenizer
+    converter, whose import costs every run 20 MB): printable Latin-1 bytes stand for
+    themselves, the other 68 for the characters from U+0100 on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    others = [byte for byte in range(256) if byte not in printable]
+    return {
+        **{byte: chr(byte) for byte in printable},
+        **{byte: chr(256 + n) for n, byte in enumerate(others)},
+    }

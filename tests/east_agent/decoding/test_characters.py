@@ -122,3 +122,13 @@ def test_another_tokenizer_is_judged_by_its_text():
     assert cuts.written(own) == "a "
     assert not cuts.ends_whole(own)
     assert cuts.cut_tokens(encode("a a")) == 0
+
+
+def test_the_byte_alphabet_is_gpt2s():
+    """Written here to keep transformers' slow-tokenizer converter (20 MB a process) out of
+    every run: it must stay the converter's `bytes_to_unicode`."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    from east_agent.decoding.characters import byte_alphabet
+
+    assert byte_alphabet() == bytes_to_unicode()

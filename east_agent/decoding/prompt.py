@@ -107,6 +107,15 @@ def language_name(language: str) -> str:
     )
 
 
+def known_language_name(language: str) -> str:
+    """`language_name`, or `language` as written where this package does not know it (a
+    third-party agent's, SimulEval's server's): for comparing, not for prompts."""
+    try:
+        return language_name(language)
+    except ValueError:
+        return language
+
+
 def check_latency(latency: str) -> str:
     """Return `latency` if it is one of the five EAST levels, else raise naming the choices."""
     if latency not in LATENCY_LEVELS:

@@ -693,7 +693,10 @@ def check_output_files(args: argparse.Namespace) -> None:
         if path.is_dir():
             raise ValueError(f"{flag} {value}: a folder; name a file")
         if flag == "--output" and path.exists():
-            read_text(path)  # the report is appended to it: UTF-8 text, a bad byte named
+            try:
+                read_text(path)  # the report is appended to it: UTF-8 text, a bad byte named
+            except OSError as error:  # a file named .gz that is not gzip
+                raise ValueError(f"{flag} {value}: cannot be read ({error})") from None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -261,7 +261,7 @@ def score_folder(args: argparse.Namespace) -> None:
     log = output / "instances.log"
     if not log.exists():
         raise ValueError(f"{log}: no such file (score a run's --output folder)")
-    check_latency_unit(args, recorded_target_language(output))
+    check_latency_unit(args, recorded_language(output, "tgt_lang"))
     with writing(output):  # a folder another process writes: refused, before its log is read
         if args.computation_aware:
             source_type = args.source_type or simuleval_fixes.logged_source_type(output)
@@ -284,8 +284,8 @@ def score(args: argparse.Namespace) -> None:
     if "COMET" in scoring.quality_metrics and not getattr(scoring, "comet_source_lang", None):
         # a log scored on its own (--score-only, a resumed complete log) has no --src-lang
         output = Path(scoring.output)
-        scoring.comet_source_lang = getattr(scoring, "src_lang", None) or recorded_source_lang(
-            output
+        scoring.comet_source_lang = getattr(scoring, "src_lang", None) or recorded_language(
+            output, "src_lang"
         )
         if scoring.comet_source_lang is None and recorded_source_units(output) == UNSPACED_UNITS:
             raise ValueError(
@@ -299,18 +299,13 @@ def score(args: argparse.Namespace) -> None:
     evaluator.dump_metrics()
 
 
-def recorded_target_language(output: Path) -> str | None:
-    """The target language a run folder's settings record names (a local run's)."""
+def recorded_language(output: Path, name: str) -> str | None:
+    """The `src_lang` or `tgt_lang` of the run that wrote `output` as its settings record
+    holds it (of a remote run, the language its server named, or its system's)."""
     path = output / SETTINGS_RECORD
-    language = recorded_settings(read_json_object(path)).get("tgt_lang") if path.exists() else None
+    record = read_json_object(path) if path.exists() else {}
+    language = record.get(name, recorded_settings(record).get(name))
     return language if isinstance(language, str) else None
-
-
-def recorded_source_lang(output: Path) -> str | None:
-    """The `--src-lang` of the run that wrote `output` (of a remote run, the language its
-    server named), as its settings record holds it."""
-    path = output / SETTINGS_RECORD
-    return read_json_object(path).get("src_lang") if path.exists() else None
 
 
 def _progress(args, total: int, done: int):

@@ -150,7 +150,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
 
     span = check_data_files(argv)
     scoring = scoring_args(argv, strict=False)
-    check_scoring_flags(scoring, _given_value("--tgt-lang"))
+    check_scoring_flags(scoring)  # and against the target language, with the settings
     named = _given("--agent") or _given("--agent-class")
     agent_class = _agent_class() if named else None  # None: a system folder's, SimulEval's
     computation_aware = "--computation-aware" in argv
@@ -183,6 +183,7 @@ def _settings_and_check(
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS, translation_settings
+    from east_agent.simuleval_glue.scoring import check_latency_unit
 
     folder = _given_system_dir() if agent_class is None else None
     if folder is not None:
@@ -192,6 +193,7 @@ def _settings_and_check(
     if agent_class is None:
         return None, None
     args = parse_args(agent_class, argv, known_only=folder is not None)
+    check_latency_unit(args, getattr(args, "tgt_lang", None))  # a --system-dir's: its config
     if folder is not None:  # its model paths are the folder's (SimulEval builds it there)
         for name in MODEL_FOLDERS & set(vars(args)):
             value = getattr(args, name)
@@ -243,13 +245,6 @@ def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None)
         f"sentences finished before it ({len(records)}) are in {log}; with --batch-size above 1 "
         "the run finishes every other sentence and names each one that does not fit"
     )
-
-
-def _given_value(flag: str) -> str | None:
-    """The value the command line gives `flag` (either spelling, the last one), if any."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    parser.add_argument(flag)
-    return getattr(parser.parse_known_args(sys.argv[1:])[0], flag.lstrip("-").replace("-", "_"))
 
 
 def _given(flag: str) -> bool:

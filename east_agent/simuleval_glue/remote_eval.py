@@ -36,7 +36,7 @@ refuses (too long for its context: 422) is named with the server's reason; a ses
 has no stream for (503) gives its sentence back to the others; a lost server ends the
 run, as does a request the server leaves unanswered for `--request-timeout` seconds
 (600). Sessions are closed whatever happens (Ctrl-C included), a close waits
-`server_sessions.CLOSE_TIMEOUT` at most; Ctrl-C ends a run at once (a concurrent run's threads are
+`CLOSE_TIMEOUT` at most; Ctrl-C ends a run at once (a concurrent run's threads are
 daemons), in one line. A run killed outright cannot close them: its `--output` names them
 while it runs (`server_sessions`), and the next run into that folder closes them first.
 """
@@ -54,7 +54,7 @@ from pathlib import Path
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.entry import CommandError, command_line
-from east_agent.decoding.prompt import language_name
+from east_agent.decoding.prompt import known_language_name
 from east_agent.simuleval_glue.server_sessions import (
     SESSION_HEADER,
     close,
@@ -97,7 +97,7 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     from east_agent.simuleval_glue import simuleval_fixes
     from east_agent.simuleval_glue.batch import score
     from east_agent.simuleval_glue.run_folder import loop_in
-    from east_agent.simuleval_glue.scoring import check_scoring_flags
+    from east_agent.simuleval_glue.scoring import check_latency_unit, check_scoring_flags
 
     check_scoring_flags(args, args.tgt_lang)  # the flags given, before a server is asked
     base_url = server_url(args.remote_address, args.remote_port)
@@ -107,6 +107,7 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     _take_source_language(args, info)
     _check_source_units(args.source, info)
     _check_target_language(args.tgt_lang, info, base_url)
+    check_latency_unit(args, _served_target_language(info))
     served = _served_settings(args, info)
     server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
     if args.batch_size > 1:
@@ -170,12 +171,22 @@ def _check_source_units(source: str | None, info: dict) -> None:
         check_units_split(source, language)
 
 
+def _served_target_language(info: dict) -> str | None:
+    settings = info.get("settings")
+    served = settings.get("tgt_lang") if isinstance(settings, dict) else None
+    return served if isinstance(served, str) else None
+
+
 def _check_target_language(wanted: str | None, info: dict, base_url: str) -> None:
     """`--tgt-lang` goes to the server in every segment; this package's server translates
     into the language it was started with, and a run that asks for another is refused."""
     settings = info.get("settings")
     served = settings.get("tgt_lang") if isinstance(settings, dict) else None
-    if wanted is None or not isinstance(served, str) or _language(wanted) == _language(served):
+    if (
+        wanted is None
+        or not isinstance(served, str)
+        or known_language_name(wanted) == known_language_name(served)
+    ):
         return
     raise ValueError(
         f"--tgt-lang {wanted}: the server at {base_url} translates into {served} (its "
@@ -221,7 +232,11 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
         return now
     saved, log = read_json_object(record), output / "instances.log"
     recorded = saved.get("src_lang")
-    if "src_lang" in now and recorded is not None and _language(recorded) != _language(language):
+    if (
+        "src_lang" in now
+        and recorded is not None
+        and known_language_name(recorded) != known_language_name(language)
+    ):
         raise ValueError(
             f"{log} was written from a {recorded} source, and the server reads {language}: "
             "resume against a server of the same system, or write to another --output"
@@ -276,13 +291,6 @@ def _refuse_another_system(log: Path, saved: dict, served: dict | None) -> None:
             f"{log} was written by a system of other settings ({shown}); resume against "
             "a server of the same system, or write to another --output"
         )
-
-
-def _language(language: str) -> str:
-    try:
-        return language_name(language)
-    except ValueError:  # a name this package does not know: compared as it is written
-        return language
 
 
 def _check_free_streams(

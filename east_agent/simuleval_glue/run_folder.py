@@ -203,7 +203,7 @@ def clear_scores(output: Path, batching: bool = True) -> None:
 def settings_differ(saved: dict, settings: dict) -> list[str]:
     """The names of the settings in which two records differ (data files by content)."""
     recorded_by_both = set(saved) & set(settings)
-    names = sorted((set(saved) | set(settings)) - {SPAN} - NOT_SETTINGS)  # older records
+    names = sorted((set(saved) | set(settings)) - {SPAN})
     return [
         name
         for name in names
@@ -215,7 +215,9 @@ def settings_differ(saved: dict, settings: dict) -> list[str]:
 def recorded_settings(record: dict) -> dict:
     """A `run_settings.json`'s translation settings: those of the system an
     `east-remote-eval` run asked (`served`, as its server said them) with its data files and
-    log units, or, written by a local run, the record itself."""
+    log units, or, written by a local run, the record itself; names that are no settings
+    now (an older record's `source_segment_size`) left out."""
+    record = {name: value for name, value in record.items() if name not in NOT_SETTINGS}
     served = record.get("served")
     if not isinstance(served, dict):
         return record

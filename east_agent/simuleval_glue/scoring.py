@@ -20,7 +20,7 @@ from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.comet_process import checkpoint_identity
 from east_agent.common.fingerprint import content_of, shown_setting
 from east_agent.common.records import read_json_object
-from east_agent.decoding.prompt import is_unspaced
+from east_agent.decoding.prompt import LANGUAGE_NAMES, is_unspaced, known_language_name
 
 SCORING_RECORD = "scoring.json"
 UNSPACED_UNITS = "joined without spaces"  # COMET's source: Chinese or Japanese units
@@ -66,7 +66,8 @@ def check_latency_unit(args: argparse.Namespace, tgt_lang: str | None = None) ->
     unit = getattr(args, "eval_latency_unit", "word")
     if unit == "spm":
         check_spm_model(getattr(args, "eval_latency_spm_model", None))
-    if unit == "char" and tgt_lang is not None and not is_unspaced(tgt_lang):
+    known = tgt_lang is not None and known_language_name(tgt_lang) in LANGUAGE_NAMES
+    if unit == "char" and known and not is_unspaced(tgt_lang):
         raise ValueError(
             f"--eval-latency-unit char: for a Chinese or Japanese target, whose characters "
             f"are its units; a {tgt_lang} target writes words (SimulEval would take the "

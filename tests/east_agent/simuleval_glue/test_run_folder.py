@@ -410,9 +410,13 @@ def test_a_sessions_record_that_cannot_be_read_is_said_and_removed(tmp_path, cap
 def test_what_a_record_names_that_is_no_setting_now_is_not_compared():
     """`source_segment_size` changes nothing for a text source (SimulEval sends a unit at a
     time): records that hold it resume whatever it says now (before: refused)."""
-    saved = {"latency": "low", "source_segment_size": 1, "system_dir": None}
+    saved = run_folder.recorded_settings(
+        {"latency": "low", "source_segment_size": 1, "system_dir": None}
+    )
     assert run_folder.settings_differ(saved, {"latency": "low"}) == []
     assert run_folder.settings_differ(saved, {"latency": "high"}) == ["latency"]
+    # a grid's run records compare every name they hold (its `agent` too)
+    assert run_folder.settings_differ({"agent": "waitk"}, {"agent": "east"}) == ["agent"]
     flags = argparse.Namespace(latency="low", source_segment_size=2, system_dir="sub")
     assert run_folder.translation_settings(Agent, flags) == {
         "agent_class": "Agent",

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -99,3 +100,26 @@ def test_a_record_never_outlives_the_scores_it_names(tmp_path, monkeypatch, kill
     scores_now = (run / "scores.tsv").read_text()
     assert (scores_now == old_scores) == (killed_at == "scores.tsv")
     assert not (run / scoring.SCORING_RECORD).exists()
+
+
+@pytest.mark.parametrize(
+    "unit, language, refused",
+    [
+        ("char", "English", True),
+        ("char", "en", True),
+        ("char", "Chinese", False),
+        ("char", "ja", False),
+        ("char", "zh-CN", False),  # a third-party agent's name: not judged (before: refused)
+        ("char", None, False),
+        ("word", "Chinese", False),
+    ],
+)
+def test_char_units_are_refused_for_a_target_known_to_write_words(unit, language, refused):
+    from east_agent.simuleval_glue.scoring import check_latency_unit
+
+    args = argparse.Namespace(eval_latency_unit=unit, eval_latency_spm_model=None)
+    if refused:
+        with pytest.raises(ValueError, match="char: for a Chinese or Japanese target"):
+            check_latency_unit(args, language)
+    else:
+        check_latency_unit(args, language)

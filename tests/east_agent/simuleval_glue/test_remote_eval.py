@@ -31,14 +31,29 @@ def test_set(tmp_path):
     return folder
 
 
-def remote_eval(port, test_set, output, *extra, timeout=120):
-    command = [
+def client_command(port, test_set, output, *extra, address="127.0.0.1") -> list[str]:
+    return [
         console_script("east-remote-eval"),
-        "--remote-address", "127.0.0.1", "--remote-port", str(port),
+        "--remote-address", address, "--remote-port", str(port),
         "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
-        "--output", str(output), "--no-progress-bar", *map(str, extra),
+        "--output", str(output), *map(str, extra),
     ]  # fmt: skip
+
+
+def remote_eval(port, test_set, output, *extra, timeout=120):
+    command = client_command(port, test_set, output, "--no-progress-bar", *extra)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def kill_once_waiting(server: FakeSessionServer, command: list[str], sessions: int) -> None:
+    """Run a client and SIGKILL it once each of its `sessions` waits for an answer."""
+    client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(sessions):
+            assert server.held.acquire(timeout=60), client.stderr
+    finally:
+        client.kill()
+        client.wait()
 
 
 def logged(output):
@@ -231,12 +246,7 @@ def test_ctrl_c_ends_a_run_waiting_on_the_server(test_set, tmp_path, batch, hold
     """Waiting for output, Ctrl-C ends the run within seconds and closes its sessions; a
     silent server (`hold="all"`: not even a close is answered) holds it a few seconds."""
     with FakeSessionServer(streams=3, hold=hold) as server:
-        command = [
-            console_script("east-remote-eval"),
-            "--remote-address", "127.0.0.1", "--remote-port", str(server.port),
-            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
-            "--output", str(tmp_path / "out"), "--batch-size", str(batch),
-        ]  # fmt: skip
+        command = client_command(server.port, test_set, tmp_path / "out", "--batch-size", batch)
         # SIGINT as a terminal has it, even where pytest runs in the background (ignored)
         restore = partial(signal.signal, signal.SIGINT, signal.SIG_DFL)
         client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
@@ -265,19 +275,9 @@ def test_a_killed_clients_sessions_are_closed_by_the_next_run_into_its_folder(
     run's `sessions.json` names them; the next run into the folder closes them first."""
     output = tmp_path / "out"
     with FakeSessionServer(streams=3, hold="output") as server:
-        command = [
-            console_script("east-remote-eval"),
-            "--remote-address", "127.0.0.1", "--remote-port", str(server.port),
-            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
-            "--output", str(output), "--batch-size", str(batch),
-        ]  # fmt: skip
-        client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        try:
-            for _ in range(batch):  # every session waits for an answer
-                assert server.held.acquire(timeout=60), client.stderr
-        finally:
-            client.kill()
-            client.wait()
+        kill_once_waiting(
+            server, client_command(server.port, test_set, output, "--batch-size", batch), batch
+        )
         recorded = json.loads((output / "sessions.json").read_text())
         assert recorded["server"] == f"http://127.0.0.1:{server.port}"
         assert sorted(recorded["sessions"]) == sorted(server.sessions)
@@ -306,19 +306,10 @@ def test_a_killed_clients_sessions_are_closed_whatever_the_servers_address_spell
     before the close)."""
     output = tmp_path / "out"
     with FakeSessionServer(streams=3, hold="output") as server:
-        command = [
-            console_script("east-remote-eval"),
-            "--remote-address", "localhost", "--remote-port", str(server.port),
-            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
-            "--output", str(output), "--batch-size", "3",
-        ]  # fmt: skip
-        client = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        try:
-            for _ in range(3):
-                assert server.held.acquire(timeout=60), client.stderr
-        finally:
-            client.kill()
-            client.wait()
+        command = client_command(
+            server.port, test_set, output, "--batch-size", 3, address="localhost"
+        )
+        kill_once_waiting(server, command, 3)
         server.hold = None
         result = remote_eval(server.port, test_set, output, "--batch-size", 3,
                              "--continue-unfinished")  # fmt: skip
@@ -344,12 +335,9 @@ def test_a_raw_chinese_source_is_refused_before_the_folder_changes(test_set, tmp
 def test_a_server_on_an_ipv6_address_is_reached(test_set, tmp_path, batch):
     """Before: "no system answers at http://::1:PORT (InvalidURL)"."""
     with FakeSessionServer(address="::1") as server:
-        command = [
-            console_script("east-remote-eval"),
-            "--remote-address", "::1", "--remote-port", str(server.port),
-            "--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt"),
-            "--output", str(tmp_path / "out"), "--batch-size", str(batch),
-        ]  # fmt: skip
+        command = client_command(
+            server.port, test_set, tmp_path / "out", "--batch-size", batch, address="::1"
+        )
         result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["prediction"] for r in logged(tmp_path / "out")] == SENTENCES

@@ -180,11 +180,10 @@ def _served_target_language(info: dict) -> str | None:
 def _check_target_language(wanted: str | None, info: dict, base_url: str) -> None:
     """`--tgt-lang` goes to the server in every segment; this package's server translates
     into the language it was started with, and a run that asks for another is refused."""
-    settings = info.get("settings")
-    served = settings.get("tgt_lang") if isinstance(settings, dict) else None
+    served = _served_target_language(info)
     if (
         wanted is None
-        or not isinstance(served, str)
+        or served is None
         or known_language_name(wanted) == known_language_name(served)
     ):
         return

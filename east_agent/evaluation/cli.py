@@ -21,14 +21,13 @@ from east_agent.evaluation.config import (
     check_relative_paths,
     read_eval_config,
 )
-from east_agent.evaluation.grid import run_grid
+from east_agent.evaluation.grid import run_grid, summarize_merged
 from east_agent.evaluation.jobs import start_worker_imports
 from east_agent.evaluation.shards import (
     check_shards_finished,
     merge_shards,
     parse_shard,
     picked_runs,
-    summarize_merged,
 )
 
 
@@ -95,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         check_shards_finished(config, picked, args.merge_shards)
         for run in picked:
             merge_shards(config, run, args.merge_shards)
-        summarize_merged(config, every_run, {run.name for run in picked})
+        summarize_merged(config, every_run, {run.name for run in picked}, args.limit)
     else:
         run_grid(config, args.only, args.shard, args.limit, args.dry_run)
 

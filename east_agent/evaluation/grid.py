@@ -14,12 +14,14 @@ their own leave COMET to this one, which adds it to each as it finishes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from east_agent.common.fingerprint import same_setting
+from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import may_be_held
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
@@ -52,6 +54,7 @@ from east_agent.evaluation.shards import picked_runs, shard_range
 from east_agent.evaluation.testsets import (
     PreparedTestset,
     prepare_testset,
+    prepared_named,
     read_prepared,
     split_by_tokenizer,
     units_split_by,
@@ -108,6 +111,75 @@ def check_longform(config: EvalConfig) -> LongformSet:
     return longform_set
 
 
+def grid_span(
+    testset: PreparedTestset, limit: int | None, shard: tuple[int, int] | None
+) -> tuple[int, int] | None:
+    """The sentences (talks, in a long-form grid) the grid's runs take: the first `limit`,
+    `shard`'s part of them; None: all, with no span given to the runs."""
+    sentences = min(limit or testset.sentences, testset.sentences)
+    return shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
+
+
+def run_inputs(
+    testset: PreparedTestset, longform_set: LongformSet | None, indices: tuple[int, int] | None
+) -> Callable[[Run], tuple[PreparedTestset, tuple[int, int] | None]]:
+    """Each run's test set and span of it (the talks' sentences for a gold run)."""
+
+    def run_input(run: Run):
+        if run.gold_sentences:  # the talks' sentences, one SimulEval instance each
+            run_set = gold_sentences_of(testset, longform_set)
+            return run_set, indices and sentence_span(longform_set.talks, indices)
+        return testset, indices
+
+    return run_input
+
+
+def records_of(config: EvalConfig, run_input, checkpoint: str | dict):
+    """What each run's folder records when it holds this grid's run (`run_record`)."""
+
+    def record_of(run: Run) -> dict[str, Any]:
+        run_set, run_indices = run_input(run)
+        span = run_indices or (0, run_set.sentences)
+        return run_record(config, run, run_set, span, checkpoint)
+
+    return record_of
+
+
+def summarize_merged(
+    config: EvalConfig, every_run: list[Run], merged: set[str], limit: int | None = None
+) -> None:
+    """The grid's tables after a merge (`merged`: the runs just merged), as the grid would
+    table them: a run whose folder holds another's (other flags, agent, span or
+    checkpoint) is named and left out, merged or not; every other finished run is scored
+    as the grid scores first (one that cannot be is left out). The span is the first
+    `limit` sentences (talks) as in the grid, or without `limit` the merged runs' span."""
+    testset = prepared_named(config.testset_dir, config.testset)
+    longform_set = check_longform(config) if config.long_form else None
+    run_input = run_inputs(testset, longform_set, grid_span(testset, limit, None))
+    record_of = records_of(config, run_input, model_setting(config.model_path))
+    spans = {} if limit else merged_spans(config, every_run, merged)
+
+    def expected(run: Run) -> dict[str, Any]:
+        record = record_of(run)
+        return {**record, "sentences": spans.get(run.gold_sentences, record["sentences"])}
+
+    tabled = tabled_runs(config, every_run, expected)
+    others = [run for run in tabled if run.name not in merged]
+    unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
+    summarize(config, [run for run in tabled if run.name not in unscored])
+
+
+def merged_spans(config: EvalConfig, every_run: list[Run], merged: set[str]) -> dict[bool, list]:
+    """The span of the merged runs, by kind (a gold sentences' run counts sentences, the
+    others sentences or talks), as their shards were cut."""
+    spans = {}
+    for run in every_run:
+        path = config.run_dir(run) / RUN_RECORD
+        if run.name in merged and path.exists():
+            spans.setdefault(run.gold_sentences, read_json_object(path)["sentences"])
+    return spans
+
+
 def run_grid(
     config: EvalConfig,
     only: list[str] | None = None,
@@ -130,22 +202,10 @@ def run_grid(
     testset = prepare(config)
     wanted, unscored = wanted_scoring(config, testset), set()
     longform_set = check_longform(config) if config.long_form else None
-    sentences = min(limit or testset.sentences, testset.sentences)
-    indices = shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
+    indices = grid_span(testset, limit, shard)
     todo, unit = [], testset.eval_latency_unit
-
-    def run_input(run: Run):
-        """The run's test set and span of it (the talks' sentences for a gold run)."""
-        if run.gold_sentences:  # the talks' sentences, one SimulEval instance each
-            run_set = gold_sentences_of(testset, longform_set)
-            return run_set, indices and sentence_span(longform_set.talks, indices)
-        return testset, indices
-
-    def record_of(run: Run) -> dict[str, Any]:
-        run_set, run_indices = run_input(run)
-        span = run_indices or (0, run_set.sentences)
-        return run_record(config, run, run_set, span, checkpoint)
-
+    run_input = run_inputs(testset, longform_set, indices)
+    record_of = records_of(config, run_input, checkpoint)
     comet_after = config.comet_after_runs() and not shard
     run_config = config.without_comet() if comet_after else config
     for number, run in enumerate(runs, 1):

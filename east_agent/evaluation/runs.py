@@ -14,7 +14,6 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -161,23 +160,16 @@ def record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[st
     return differences
 
 
-def tabled_runs(
-    config: EvalConfig, every_run: list[Run], expected, keys: Sequence[str] | None = None
-) -> list[Run]:
+def tabled_runs(config: EvalConfig, every_run: list[Run], expected) -> list[Run]:
     """The runs whose folders hold what `expected(run)` says they should (None: not
-    compared; `keys`: only these compared): a folder made with another test set, span
-    (--limit) or checkpoint (an earlier grid into the same --output) is named and left out
-    of the tables and significance tests, never shown as this grid's."""
+    compared): a folder made with other flags, another agent, test set, span (--limit) or
+    checkpoint (an earlier grid into the same --output, or shards run so and merged) is
+    named and left out of the tables and significance tests, never shown as this grid's."""
     tabled = []
     for run in every_run:
         path, wanted = config.run_dir(run) / RUN_RECORD, expected(run)
         if path.exists() and wanted is not None:
-            saved = read_json_object(path)
-            if keys is not None:
-                saved, wanted = (
-                    {key: record.get(key) for key in keys} for record in (saved, wanted)
-                )
-            differences = record_differences(saved, wanted)
+            differences = record_differences(read_json_object(path), wanted)
             if differences:
                 print(
                     f"east-eval: {run.name}: left out of the tables, made with "

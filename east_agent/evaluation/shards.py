@@ -20,13 +20,11 @@ from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
-from east_agent.evaluation.reports import summarize
-from east_agent.evaluation.run_scores import rescore_tabled, score_again, wanted_scoring
+from east_agent.evaluation.run_scores import score_again
 from east_agent.evaluation.runs import (
     RUN_RECORD,
     claim_run_folder,
     record_differences,
-    tabled_runs,
 )
 from east_agent.evaluation.testsets import prepared_named
 from east_agent.simuleval_glue.run_folder import (
@@ -172,30 +170,3 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
         run_dir / "wall_seconds.json", json.dumps({"seconds": seconds, "tries": tries}) + "\n"
     )
     score_again(config, prepared_named(config.testset_dir, config.testset), run_dir)
-
-
-def summarize_merged(config: EvalConfig, every_run: list[Run], merged: set[str]) -> None:
-    """The grid's tables after a merge, every other finished run scored as the grid scores
-    first (one that cannot be is left out)."""
-    testset = prepared_named(config.testset_dir, config.testset)
-    tabled = _alike_merged(config, every_run, merged)
-    others = [run for run in tabled if run.name not in merged]
-    unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
-    summarize(config, [run for run in tabled if run.name not in unscored])
-
-
-RECORD_OF_A_TABLE = ("testset", "sentences", "model_path")  # what a table's runs must share
-
-
-def _alike_merged(config: EvalConfig, every_run: list[Run], merged: set[str]) -> list[Run]:
-    """The runs whose folders hold the merged runs' test set, span and checkpoint (a gold
-    sentences' run compared with a merged one of its kind); another is named and left out
-    (an earlier grid's, of another --limit, into the same --output), as `east-eval` does."""
-    references = {}
-    for run in every_run:
-        path = config.run_dir(run) / RUN_RECORD
-        if run.name in merged and path.exists():
-            references.setdefault(run.gold_sentences, read_json_object(path))
-    return tabled_runs(
-        config, every_run, lambda run: references.get(run.gold_sentences), RECORD_OF_A_TABLE
-    )

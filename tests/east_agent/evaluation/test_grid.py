@@ -297,7 +297,7 @@ def test_the_tables_after_a_merge_score_the_other_runs_as_the_grid(grid, tmp_pat
     """`--merge-shards` scores the merged runs; the other finished runs its table shows
     are scored again first when the grid scores otherwise."""
     from east_agent.evaluation.config import read_eval_config
-    from east_agent.evaluation.shards import summarize_merged
+    from east_agent.evaluation.grid import summarize_merged
 
     config, output, _ = grid
     shutil.copytree(output, tmp_path / "out")
@@ -325,6 +325,23 @@ def test_the_tables_after_a_merge_score_the_other_runs_as_the_grid(grid, tmp_pat
     )
     shown = [(row["system"], row["setting"]) for row in rows_of(tmp_path / "out")]
     assert shown == [("east", "low"), ("east", "high")]
+
+    # so is a run made with other flags, merged or not (before: only the test set, span
+    # and checkpoint were compared, and a greedy run was tabled beside merged beam shards)
+    high = tmp_path / "out" / "runs" / "east-high" / "run.json"
+    record = json.loads(high.read_text())
+    high.write_text(json.dumps({**record, "flags": {**record["flags"], "num_beams": 3}}))
+    summarize_merged(slower, slower.runs(), merged={"east-low", "east-high"})
+    assert "east-eval: east-high: left out of the tables, made with flags" in (
+        capsys.readouterr().err
+    )
+    assert [row["setting"] for row in rows_of(tmp_path / "out")] == ["low"]
+    # `--limit` at the merge is the grid's: runs of another span are left out, merged too
+    sentences = record["sentences"][1]
+    summarize_merged(slower, slower.runs(), merged={"east-low"}, limit=sentences - 1)
+    assert f"east-low: left out of the tables, made with sentences [0, {sentences}]" in (
+        capsys.readouterr().err
+    )
 
 
 def test_a_merge_names_unknown_runs_and_unfinished_shards_before_merging_any(grid, tmp_path):

@@ -120,7 +120,15 @@ def grow_diag_final_and(forward: Links, reverse: Links) -> Links:
 
 
 def parse_links(line: str) -> Links:
-    return {tuple(map(int, pair.split("-"))) for pair in line.split()}
+    """Pharaoh links, `i-j` of two word numbers each; ValueError for anything else (`0-0-1`,
+    `1`, `+1-0`, `1_0-0`)."""
+    links = set()
+    for pair in line.split():
+        numbers = pair.split("-")
+        if len(numbers) != 2 or not all(part.isascii() and part.isdigit() for part in numbers):
+            raise ValueError(f"not a link: {pair!r}")
+        links.add((int(numbers[0]), int(numbers[1])))
+    return links
 
 
 def align(sources: Sequence[str], targets: Sequence[str], workdir: Path) -> list[Links]:

@@ -9,6 +9,8 @@ Steps (outputs under `--workdir`, default outputs/demo):
           (German→English, French→English). The word alignments shipped in
           `models/east-demo/alignments/` are reused unless `--realign` or `--max-pairs`
           (whatever `--output` is), so the data are byte-identical to the shipped model's;
+          a rerun with the same flags keeps the data built (`data/made_with.json`: eflomal
+          cannot be seeded, and the stages' checkpoints are of those data);
 - base:   `training.base_model`: a byte-level BPE tokenizer on Multi30k de/en/fr and a
           random 7M-parameter Llama (hidden 256, 6 layers, FFN 768, tied embeddings);
 - stage1: `training.sft` with training/configs/demo_stage1.yaml (full fine-tuning on
@@ -46,9 +48,11 @@ from east_agent.common.atomic import (
     atomic_path,
     check_folder_path,
     check_replaceable,
+    remove,
     write_atomically,
 )
 from east_agent.common.entry import command_line
+from east_agent.common.records import read_json_object
 from east_agent.evaluation.testsets import DATA as SHIPPED_DATA
 from training.base_model import add_size_arguments, check_sizes
 
@@ -71,6 +75,8 @@ ALIGNED = {  # data file -> (split, source language)
     "simt-de-en-val": ("val", "de"),
     "simt-fr-en": ("train", "fr"),
 }
+OFFLINE = {"offline-de-en": "de", "offline-fr-en": "fr"}  # data file -> source language
+DATA_MADE_WITH = "made_with.json"  # the data step's flags, written after its last file
 
 
 def read_lines(path: Path) -> list[str]:
@@ -85,6 +91,15 @@ def build_data(args) -> None:
 
     data = args.workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
+    made_with, marker = data_flags(args), data / DATA_MADE_WITH
+    outputs = [data / f"{name}.jsonl.gz" for name in (*ALIGNED, *OFFLINE)]
+    if marker.exists() and read_json_object(marker) == made_with and all(map(Path.exists, outputs)):
+        # eflomal cannot be seeded: built again, realigned data would differ from those the
+        # stages' checkpoints were trained on, and a resumed stage would be refused
+        logger.info("data: built already with these flags (%s); remove %s to build again",
+                    marker, data)  # fmt: skip
+        return
+    remove(marker)  # until every file is built again
     for name, (split, source) in ALIGNED.items():
         output = data / f"{name}.jsonl.gz"
         sources = read_lines(MULTI30K / f"{split}.{source}.gz")[: args.max_pairs]
@@ -100,7 +115,7 @@ def build_data(args) -> None:
         )
         write_atomically(data / f"{name}.report.txt", "\n".join(report.lines()) + "\n")
         logger.info("%s: %s", name, "; ".join(report.lines()))
-    for source in ("de", "fr"):
+    for name, source in OFFLINE.items():
         sources = read_lines(MULTI30K / f"train.{source}.gz")[: args.max_pairs]
         targets = read_lines(MULTI30K / "train.en.gz")[: args.max_pairs]
         records = [
@@ -108,7 +123,13 @@ def build_data(args) -> None:
             for s, t in zip(sources, targets)
             if s.strip() and t.strip()
         ]
-        write_jsonl(data / f"offline-{source}-en.jsonl.gz", records)
+        write_jsonl(data / f"{name}.jsonl.gz", records)
+    write_atomically(marker, json.dumps(made_with) + "\n")
+
+
+def data_flags(args) -> dict:
+    """The flags the data step's files are made with (`DATA_MADE_WITH`)."""
+    return {"max_pairs": args.max_pairs, "realign": args.realign, "seed": args.seed}
 
 
 def _shipped_links(args, name: str) -> Path | None:

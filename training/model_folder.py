@@ -27,7 +27,9 @@ def loading(folder: str | Path, where: str) -> Iterator[None]:
         yield
     except CheckpointError as error:
         raise ValueError(f"{where}: {error}") from None
-    except (OSError, ValueError, SafetensorError) as error:
+    # KeyError, RuntimeError: peft's, for an adapter_config.json lacking a key or not
+    # matching its weights (a size mismatch)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
         first = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(
             f"{where} {folder}: cannot be loaded ({type(error).__name__}: {first}); "

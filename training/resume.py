@@ -25,9 +25,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from east_agent.common.atomic import atomic_path, write_atomically
+from east_agent.common.atomic import atomic_path, temporary_beside, write_atomically
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
+from east_agent.lm.checkpoint import ADAPTER_WEIGHTS, MODEL_WEIGHTS
 from training.config import SFTConfig
 
 logger = logging.getLogger("training.resume")
@@ -243,12 +244,15 @@ def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, write
         and path.name not in TRAINER_STATE_FILES
         and not path.name.startswith("rng_state")
     ]
-    if not any(path.suffix in (".safetensors", ".bin") for path in files):
+    # every Trainer checkpoint holds training_args.bin: weights are known by their names
+    weights = ADAPTER_WEIGHTS if config.stage == "lora" else MODEL_WEIGHTS
+    if not any(path.name in weights for path in files):
         raise ValueError(
             f"{checkpoint} ended the run (step {step}) but holds no model weights (a ZeRO-3 "
             "checkpoint without stage3_gather_16bit_weights_on_model_save?): convert it with "
             "its zero_to_fp32.py"
         )
+    temporary_beside(final, private=False)  # a save cut by the kill leaves its ranks' copy
     with atomic_path(final) as temporary:
         temporary.mkdir()
         for path in files:

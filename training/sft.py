@@ -422,8 +422,9 @@ def train(config: SFTConfig, training_args, started: float) -> Path:
     trainer = build_trainer(config, training_args, model, tokenizer, samples, eval_samples)
     if trainer.is_world_process_zero():
         record_recipe(config, recipe)
-    result = trainer.train(resume_from_checkpoint=resume)
+    # read before training: the checkpoint rotation (save_total_limit) may remove it
     resumed_at = None if resume is None else step_of(resume)
+    result = trainer.train(resume_from_checkpoint=resume)
     if resumed_at == trainer.state.global_step:  # an epoch-sized run resumed at its end
         return finish_from_checkpoint(
             config, Path(resume), resumed_at, trainer.is_world_process_zero()

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -236,6 +237,18 @@ def test_an_output_folder_nothing_kept_and_foreign_links_are_refused(tmp_path, c
     links = tmp_path / "links.gz"
     save_links(links, [{(0, 0), (1, 1)}, {(0, 0), (2, 1)}])
     with pytest.raises(ValueError, match="links.gz: line 2: link 2-1 is outside its pair"):
+        build([("ein Hund", "a dog"), ("zwei Katzen", "two cats")], "de", "en",
+              tmp_path / "o.jsonl", alignments=links, progress=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("line", ["0-0 1", "0-0-1", "+1-0", "1_0-0", "0-٣"])
+def test_a_malformed_link_is_named_with_its_file_and_line(tmp_path, line):
+    """Before: `0-0 1` and `0-0-1` failed unpacking, with no file or line; `+1-0`, `1_0-0`
+    and other digits were read as links."""
+    links = tmp_path / "links.txt"
+    links.write_text(f"0-0 1-1\n{line}\n")
+    named = re.escape(f"links.txt: line 2: not links (i-j ...): '{line}'")
+    with pytest.raises(ValueError, match=named):
         build([("ein Hund", "a dog"), ("zwei Katzen", "two cats")], "de", "en",
               tmp_path / "o.jsonl", alignments=links, progress=False)  # fmt: skip
 

@@ -187,6 +187,7 @@ def test_the_data_step_reuses_the_shipped_alignments_whatever_the_output(
 
     def build(pairs, source, target, output, alignments=None, **settings):
         given[output.name] = alignments
+        output.write_text("built")
         return Report()
 
     monkeypatch.setattr(training.build_data, "build", build)
@@ -196,6 +197,18 @@ def test_the_data_step_reuses_the_shipped_alignments_whatever_the_output(
         f"{name}.jsonl.gz": SHIPPED / "alignments" / f"{name}.links.gz" if reused else None
         for name in demo.ALIGNED
     }
+    assert given == expected
+
+    # the same command again (after a kill in Stage I, say) keeps the data: before, eflomal
+    # aligned again, and the resumed stage was refused for its other data
+    given.clear()
+    demo.build_data(demo.parse_args(argv))
+    assert given == {}
+    (tmp_path / "work" / "data" / "simt-fr-en.jsonl.gz").unlink()  # one is missing: again
+    demo.build_data(demo.parse_args(argv))
+    assert given == expected
+    given.clear()
+    demo.build_data(demo.parse_args([*argv, "--seed", "1"]))  # other flags: built again
     assert given == expected
 
 

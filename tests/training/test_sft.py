@@ -243,6 +243,32 @@ def test_merge_refuses_another_base_than_the_adapters(base_checkpoint, stage2, t
     assert not (tmp_path / "merged").exists()
 
 
+@pytest.mark.parametrize(
+    ("adapter_config", "error"),
+    [({}, "KeyError: 'peft_type'"), ({"r": 2}, "RuntimeError: Error(s) in loading state_dict")],
+)
+def test_an_adapter_folder_that_does_not_load_is_one_line(
+    stage1, stage2, tmp_path, adapter_config, error
+):
+    """Before: a traceback (exit 1) for peft's KeyError (a config lacking a key) and
+    RuntimeError (a config not matching its weights)."""
+    adapter = tmp_path / "adapter"
+    shutil.copytree(stage2, adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    written = adapter_config and {**config, **adapter_config}
+    (adapter / "adapter_config.json").write_text(json.dumps(written))
+    result = subprocess.run(
+        [sys.executable, "-m", "training.merge_lora", "--base", str(stage1)]
+        + ["--adapter", str(adapter), "--output", str(tmp_path / "merged")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"--adapter {adapter}: cannot be loaded ({error}" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "merged").exists()
+
+
 def test_merged_checkpoint_runs_in_simuleval(merged, tmp_path):
     output, _ = merged
     model, tokenizer = load_east_checkpoint(output)
@@ -446,6 +472,9 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_fi
         tree = recipe(
             "full", base_checkpoint, data_files[:1], workspace / name,
             max_steps=8, save_steps=4, logging_steps=1,
+            # the resumed run's checkpoint-8 rotates out checkpoint-4, the one it resumed
+            # from (before: its step, read after training, failed the run at its end)
+            save_total_limit=1,
         )  # fmt: skip
         runs[name] = workspace / f"{name}.yaml"
         runs[name].write_text(yaml.safe_dump(tree))
@@ -486,7 +515,10 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
 
     shutil.rmtree(final)  # killed between the last checkpoint and the model
     (output / "train_summary.json").unlink()
+    (output / ".model.tmp").mkdir()  # or while the model was saved: the ranks' copy
+    (output / ".model.tmp" / "model.safetensors").write_bytes(b"cut")
     assert run(parse_config(tree)) == final
+    assert not (output / ".model.tmp").exists()
     assert (final / "model.safetensors").read_bytes() == weights
     written = json.loads((output / "train_summary.json").read_text())
     assert written["global_step"] == 4 and written["written_from"] == str(output / "checkpoint-4")
@@ -514,6 +546,15 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
     with pytest.raises(ValueError, match="holds checkpoints of an earlier run \\(checkpoint-4\\)"):
         run(parse_config(fresh))
     assert (final / "model.safetensors").read_bytes() == weights
+
+    # a last checkpoint without weights (ZeRO-3 not gathering them) is refused, not copied
+    # as a model of config and tokenizer alone (training_args.bin passed for weights)
+    shutil.rmtree(final)
+    (output / "train_summary.json").unlink()
+    (output / "checkpoint-4" / "model.safetensors").unlink()
+    with pytest.raises(ValueError, match="checkpoint-4 ended the run .* holds no model weights"):
+        run(parse_config(tree))
+    assert not final.exists()
 
 
 def weights_of(folder: Path) -> dict[str, torch.Tensor]:

@@ -666,6 +666,11 @@ def check_streams_flags(args: argparse.Namespace) -> None:
     static cache (before: silently ignored); resolved to its default otherwise."""
     if args.streams and args.kv_caches:
         raise ValueError("--kv-caches: not with --streams, which runs the static KV cache")
+    if args.streams and max(args.streams) > args.sentences:  # before: its row said so
+        raise ValueError(
+            f"--streams {max(args.streams)}: more streams than the {args.sentences} sentences "
+            f"(--sentences) could ever keep busy"
+        )
     args.kv_caches = args.kv_caches or ["static", "dynamic"]
 
 

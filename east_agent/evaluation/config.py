@@ -186,13 +186,15 @@ class EvalConfig:
                 label = "default"
                 if swept:
                     flags[swept[0]] = value
-                    label = f"k{value}" if swept[0] == "waitk" else str(value)
+                    if value is not None:  # null: the agent's default
+                        label = f"k{value}" if swept[0] == "waitk" else str(value)
                 if ".." in Path(f"{system}-{label}").parts:  # a swept path: its run's folder
                     where = place.of("systems", system, swept[0])
                     raise EvalConfigError(
                         f"{where}: {value!r} in the run's folder name would put it outside "
                         "<output>/runs"
                     )
+                check_folder_name(place, system, swept[0] if swept else None, f"{system}-{label}")
                 runs.append(Run(f"{system}-{label}", system, label, agent, flags, gold))
         for run in runs:
             check_run_values(self, run)
@@ -297,8 +299,9 @@ def check_system_keys(place: KeyPlace, system: str, agent: str, settings: dict) 
 
 
 def check_swept_values(place: KeyPlace, system: str, agent: str, key: str, values: list) -> None:
-    """A boolean in the sweep of a flag that takes a value: YAML's reading of an unquoted
-    yes/no/on/off (`latency: [low, on]`), which the run would pass as a bare flag."""
+    """A value swept twice (two runs of one name); a boolean in the sweep of a flag that
+    takes a value: YAML's reading of an unquoted yes/no/on/off (`latency: [low, on]`),
+    which the run would pass as a bare flag."""
     action = agent_parser(agent)._option_string_actions.get("--" + key.replace("_", "-"))
     takes_value = action is None or action.nargs != 0
     for value in values:
@@ -307,6 +310,9 @@ def check_swept_values(place: KeyPlace, system: str, agent: str, key: str, value
                 f"{place.of('systems', system, key)}: {value} is YAML's reading of an unquoted "
                 "yes/no/on/off/true/false: quote it"
             )
+    for position, value in enumerate(values):
+        if value in values[:position]:
+            raise EvalConfigError(f"{place.of('systems', system, key)}: {value!r} is listed twice")
 
 
 def check_switch_values(place: KeyPlace, system: str, agent: str, settings: dict) -> None:
@@ -646,6 +652,20 @@ def check_system_name(place: KeyPlace, name: Any) -> None:
         raise EvalConfigError(
             f"{place.of('systems', name)}: {text!r} names its runs' folders in "
             "<output>/runs: a name without '/', '\\' or a leading '.'"
+        )
+
+
+NAME_BYTES = 255  # the longest file name most file systems take
+
+
+def check_folder_name(place: KeyPlace, system: str, key: str | None, name: str) -> None:
+    """A run's folder name (`<system>-<setting>`) a file system takes: refused here, not as
+    an errno when its turn comes."""
+    if len(os.fsencode(name)) > NAME_BYTES:
+        where = place.of("systems", system, *([key] if key else []))
+        raise EvalConfigError(
+            f"{where}: the run's folder name {name[:40]!r}... is {len(os.fsencode(name))} "
+            f"bytes, above the {NAME_BYTES} a file name may have: a shorter name"
         )
 
 

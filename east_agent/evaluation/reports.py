@@ -145,9 +145,14 @@ def write_tables(
     lines = [
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
-        *("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows),
+        *("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows),
     ]
     write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
+
+
+def _cell(value: Any) -> str:
+    """A Markdown table cell: a `|` in a system's name or setting escaped, not a new column."""
+    return str(value).replace("|", "\\|")
 
 
 def plot_curves(

@@ -23,6 +23,9 @@ SIGNIFICANCE_COLUMNS = (
 )  # fmt: skip
 SAMPLES = 1000
 LEVEL = 0.05
+# a bootstrap of one sentence resamples that sentence alone: no spread, and sacrebleu's p is
+# 1/(samples+1) for any difference (before: "higher, p 0.001" from one sentence)
+MIN_SENTENCES = 2
 
 
 @dataclass
@@ -32,12 +35,13 @@ class Comparison:
     to_setting: str
     bleu_from: float
     bleu_to: float
-    ci95_to: float  # half-width of the 95% bootstrap interval of `to`'s BLEU
-    p_value: float
+    ci95_to: float | None  # half-width of the 95% bootstrap interval of `to`'s BLEU
+    p_value: float | None  # None: not tested (fewer than MIN_SENTENCES sentences)
 
     @property
     def verdict(self) -> str:
-        # sacrebleu gives identical scores p = 1/(samples+1) (multeval's convention)
+        if self.p_value is None:
+            return f"untested (under {MIN_SENTENCES} sentences)"
         if self.p_value >= LEVEL or round(self.bleu_to - self.bleu_from, 3) == 0:
             return "tie"
         return "higher" if self.bleu_to > self.bleu_from else "lower"
@@ -51,8 +55,8 @@ class Comparison:
             "BLEU_from": f"{self.bleu_from:.3f}",
             "BLEU_to": f"{self.bleu_to:.3f}",
             "delta": f"{round(self.bleu_to - self.bleu_from, 3) + 0.0:.3f}",  # + 0.0: no "-0.000"
-            "CI95_to": f"{self.ci95_to:.3f}",
-            "p_value": f"{self.p_value:.4f}",
+            "CI95_to": "" if self.ci95_to is None else f"{self.ci95_to:.3f}",
+            "p_value": "" if self.p_value is None else f"{self.p_value:.4f}",
             "verdict": self.verdict,
         }
 
@@ -132,6 +136,12 @@ def compare(
     bleu = BLEU(tokenize=tokenize, references=[references])  # tokenized once, for every pair
     comparisons = []
     for (before, baseline), (after, candidate) in zip(settings, settings[1:]):
+        if len(references) < MIN_SENTENCES:
+            scores = (bleu.corpus_score(baseline, None), bleu.corpus_score(candidate, None))
+            comparisons.append(
+                Comparison(system, before, after, *(s.score for s in scores), None, None)
+            )
+            continue
         test = PairedTest(
             [(before, baseline), (after, candidate)],
             {"BLEU": bleu},
@@ -149,7 +159,8 @@ def compare(
                 float(baseline_result.score),
                 float(candidate_result.score),
                 float(candidate_result.ci),
-                float(candidate_result.p_value),
+                # the same translations: sacrebleu's p is 1/(samples+1) (multeval's convention)
+                1.0 if baseline == candidate else float(candidate_result.p_value),
             )
         )
     return comparisons

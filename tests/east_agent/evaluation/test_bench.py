@@ -154,7 +154,7 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
     monkeypatch.setattr("east_agent.lm.build.check_static", refused)
     with pytest.raises(SystemExit):
         main([
-            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--sentences", "2",
+            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--sentences", "3",
             "--num-beams", "1", "--streams", "3", "--output", str(tmp_path / "streams.md"),
         ])  # fmt: skip
     message = "3 streams need the static KV cache, which did not take this model: its probe"
@@ -182,6 +182,8 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         (["--tokenizer", "t.json"], "--tokenizer: only with --random-model"),
         # before: ignored, the static cache benchmarked
         (["--streams", "2", "--kv-caches", "dynamic"], "--kv-caches: not with --streams"),
+        # before: a row labelled 8 streams, of which 3 ever ran
+        (["--streams", "1", "8", "--sentences", "3"], "--streams 8: more streams than the 3"),
     ],
 )
 def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, message):

@@ -1283,6 +1283,31 @@ def test_a_system_name_that_is_not_one_folder_name_is_refused(tmp_path, capsys, 
     assert sorted(path.name for path in tmp_path.rglob("*")) == ["grid", "grid.yaml"]
 
 
+def test_a_run_folder_name_too_long_for_a_file_name_is_refused(tmp_path, capsys):
+    """Before: a traceback (OSError, errno 36) once the run's turn came."""
+    config = quick_config(tmp_path / "grid.yaml", systems={"e" * 260: {"agent": "east"}})
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and "is 268 bytes, above the 255 a file name" in error
+
+
+def test_a_value_swept_twice_is_named_and_null_runs_the_default(tmp_path, capsys):
+    """Before: "two runs are named 'east-low' ...; rename a system" for `[low, medium,
+    low]`, and a null made a run named `east-None`."""
+    twice = {"east": {"agent": "east", "latency": ["low", "medium", "low"]}}
+    config = quick_config(tmp_path / "grid.yaml", systems=twice)
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and "systems.east.latency: 'low' is listed twice" in error
+    from east_agent.evaluation.config import read_eval_config
+
+    default = {"east": {"agent": "east", "max_context": [None, 256]}}
+    config = quick_config(tmp_path / "grid.yaml", systems=default)
+    runs = read_eval_config(config).runs()
+    assert [(run.name, run.flags["max_context"]) for run in runs] == [
+        ("east-default", None),
+        ("east-256", 256),
+    ]
+
+
 def test_a_swept_value_that_would_lead_a_run_folder_out_is_refused(tmp_path, capsys):
     system = {"agent": "east", "adapter_path": ["x/../..", "../../y"]}
     config = quick_config(tmp_path / "grid.yaml", systems={"east": system})

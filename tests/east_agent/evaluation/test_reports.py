@@ -1,4 +1,4 @@
-from east_agent.evaluation.reports import score_cell, shown
+from east_agent.evaluation.reports import score_cell, shown, write_tables
 
 
 def test_simulevals_scores_get_the_tables_three_decimals():
@@ -98,3 +98,10 @@ def test_a_run_without_a_timing_record_has_empty_time_cells(tmp_path, capsys):
         "",
         "",
     )
+
+
+def test_a_bar_in_a_name_stays_in_its_markdown_cell(tmp_path):
+    """Before: a system named `a|b` split its row of results.md into one column more."""
+    write_tables([{"system": "a|b", "setting": "low"}], tmp_path, ("system", "setting"))
+    assert (tmp_path / "results.md").read_text().splitlines()[2] == "| a\\|b | low |"
+    assert (tmp_path / "results.csv").read_text().splitlines()[1] == "a|b,low"

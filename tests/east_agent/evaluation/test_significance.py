@@ -33,6 +33,19 @@ def test_a_clearly_better_setting_is_higher_and_an_equal_one_a_tie():
     assert up.bleu_to == pytest.approx(100.0) and up.bleu_from < 60
     assert up.p_value < 0.05 and up.ci95_to >= 0
     assert flat.verdict == "tie" and flat.bleu_to == flat.bleu_from
+    assert flat.p_value == 1.0  # the same translations (before: sacrebleu's 1/(samples+1))
+
+
+def test_one_sentence_is_not_tested():
+    """Before: one sentence resampled is always itself, and any difference came out
+    "higher, p 0.001", CI 0."""
+    (one,) = compare("east", [("low", ["a dog"]), ("high", REFERENCES[:1])], REFERENCES[:1])
+    assert one.p_value is None and one.ci95_to is None
+    assert one.verdict == "untested (under 2 sentences)" and one.bleu_to > one.bleu_from
+    row = one.row()
+    assert (row["p_value"], row["CI95_to"], row["BLEU_to"]) == ("", "", f"{one.bleu_to:.3f}")
+    (two,) = compare("east", [("low", ["a dog"] * 2), ("high", REFERENCES[:2])], REFERENCES[:2])
+    assert two.p_value is not None
 
 
 def test_a_worse_setting_is_lower():

@@ -356,23 +356,39 @@ def check_run_values(config: EvalConfig, run: Run) -> None:
     except ValueError as error:
         text = str(error)
         named = [
-            key for key in {**shared, **run.flags} if key.replace("_", " ") in text or key in text
+            key
+            for key in {**shared, **run.flags}
+            if any(spelling in text for spelling in (key, *(key.replace("_", c) for c in " -")))
         ]
         key = max(named, key=len, default="")
         raise _run_value_error(config, run, shared, key, str(error)) from None
 
 
 def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> None:
-    """What the run's agent checks of its flags before it loads anything but the model's
-    files: the decoder's settings, the adapter's folder."""
+    """What the run's agent checks of its flags before it loads the weights: the decoder's
+    settings, the adapter's folder, and where the checkpoint is here, what its config and
+    tokenizer allow (a --max-context above its positions or leaving no room after the
+    prompt, a long-form cache budget no segment fits in)."""
     from east_agent.lm.checkpoint import check_adapter_path
+    from east_agent.simuleval_glue.adapter import (
+        check_max_context,
+        check_prompt_room,
+        checkpoint_tokenizer,
+    )
 
     for name in system_required_flags(run.agent):
         if getattr(args, name, None) is None:
             raise ValueError(f"{name}: the {run.agent} agent needs it")
     args.src_lang, args.tgt_lang = config.testset.split(".")[1].split("-")
-    agent_class_of(AGENT_FILES[run.agent]).decoding_config(args)
+    agent = agent_class_of(AGENT_FILES[run.agent])
+    decoding = agent.decoding_config(args)
     check_adapter_path(getattr(args, "adapter_path", None))
+    # a checkpoint here (not a hub name, a folder elsewhere at a merge, nor a broken one,
+    # which the grid refuses as such)
+    if (Path(config.model_path) / "config.json").is_file():
+        args.model_path = config.model_path
+        check_max_context(args, decoding.max_context)
+        check_prompt_room(checkpoint_tokenizer(args), decoding, agent.fixed_prompt, args)
 
 
 def _run_value_error(

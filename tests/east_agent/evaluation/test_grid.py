@@ -248,7 +248,21 @@ def test_finished_runs_scored_otherwise_are_scored_again_from_their_logs(grid, t
         assert (new["BLEU"], new["AL"]) == (old["BLEU"], old["AL"])
         assert new["LAAL"] == new["LAAL_CA"] == ""  # no longer asked for
         assert float(new["AL_CA"]) < float(old["AL_CA"])  # the same delays, a slower clock
-        assert float(new["YAAL_CA"]) < float(old["YAAL_CA"])
+    # YAAL_CA of the slower clock (not always lower: a word the faster clock put past the
+    # source's end is left out of YAAL, so it can rise)
+    from east_agent.evaluation.config import read_eval_config
+    from east_agent.evaluation.reports import omnisteval_cells
+
+    clocks = {name: read_eval_config(path) for name, path in (("fast", config), ("slow", slower))}
+    cells = {
+        name: [
+            omnisteval_cells(read, run, output / "runs" / run.name, "word")["YAAL_CA"]
+            for run in read.runs()
+        ]
+        for name, read in clocks.items()
+    }
+    assert [row["YAAL_CA"] for row in after] == cells["slow"] != cells["fast"]
+    assert [row["YAAL_CA"] for row in before] == cells["fast"]
     scores = (tmp_path / "out" / "runs" / "east-low" / "scores.tsv").read_text()
     assert scores.splitlines()[0].split("\t") == ["BLEU", "AL", "AL_CA", "ATD"]
 
@@ -1064,6 +1078,32 @@ def test_a_system_value_its_agent_refuses_is_named_before_any_run(
 ):
     config = quick_config(tmp_path / "grid.yaml", systems={"east": system})
     error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line " in error and message in error, error
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("testset", "system", "message"),
+    [
+        ("multi30k.de-en", {"max_context": [256, 600]},
+         "systems.east.max_context: --max-context 600 is above the 512 positions"),
+        ("multi30k.de-en", {"max_context": [256, 20]},
+         "systems.east.max_context: --max-context 20 leaves no room for a sentence after the"),
+        ("multi30k.de-en.talks5", {"cache_budget": [200, 600]},
+         "systems.east.cache_budget: cache_budget (--cache-budget) 600 is above the context"),
+    ],
+    ids=["above-positions", "no-room", "cache-budget"],
+)  # fmt: skip
+def test_a_value_the_checkpoint_cannot_take_is_named_before_any_run(
+    east_checkpoint, tmp_path, capsys, testset, system, message
+):
+    """Before: `--dry-run` passed, and the grid ran the runs before it, then stopped at its
+    turn with no file, line or key (the runs after it never ran)."""
+    systems = {"east": {"agent": "east", "latency": "low", **system}}
+    config = quick_config(
+        tmp_path / "grid.yaml", testset=testset, model_path=str(east_checkpoint), systems=systems
+    )
+    error = east_eval_fails(capsys, config, "--dry-run", "--limit", "1")
     assert f"{config}: line " in error and message in error, error
     assert not (tmp_path / "out").exists()
 

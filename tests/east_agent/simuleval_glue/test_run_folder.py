@@ -134,7 +134,12 @@ def test_the_weights_dtype_of_the_device_is_a_setting(tmp_path):
     assert on_cpu["weights_dtype"] == "float32"
     assert on_gpu["weights_dtype"] == "the checkpoint's"
     assert settings("bfloat16", "cpu")["weights_dtype"] == "bfloat16"
-    assert run_folder.settings_differ(on_cpu, settings("float32", "cpu")) == ["torch_dtype"]
+    # the same weights: `auto` on a CPU is float32 (before: refused, "torch_dtype: 'auto'
+    # there, 'float32' now"); by the flag alone where a record names no weights dtype
+    assert run_folder.settings_differ(on_cpu, settings("float32", "cpu")) == []
+    assert run_folder.settings_differ(on_cpu, settings("bfloat16", "cpu")) == ["weights_dtype"]
+    older = {key: value for key, value in on_cpu.items() if key != "weights_dtype"}
+    assert run_folder.settings_differ(older, settings("float32", "cpu")) == ["torch_dtype"]
     assert run_folder.settings_differ(settings("auto", "cuda"), on_gpu) == []
     output = tmp_path / "out"
     with writing(output, on_cpu, resume=False, run=True):
@@ -149,6 +154,34 @@ def test_the_weights_dtype_of_the_device_is_a_setting(tmp_path):
     (output / run_folder.SETTINGS_RECORD).write_text(json.dumps(older))
     with writing(output, on_gpu, resume=True, run=True):
         pass
+
+
+def test_flags_that_resolve_to_the_same_decoder_are_the_same_settings(east_checkpoint):
+    """Before: a resume was refused for `de` against `German`, and for a default spelled
+    out (`--max-context 512` on a checkpoint of 512 positions, `--cache-budget 256`, half
+    of it, in long form)."""
+
+    def settings(**flags) -> dict:
+        given = {"model_path": str(east_checkpoint), "trust_remote_code": False,
+                 "src_lang": "de", "max_context": None, "long_form": True,
+                 "cache_budget": None, **flags}  # fmt: skip
+        return run_folder.translation_settings(Agent, argparse.Namespace(**given))
+
+    default = settings()
+    assert default["effective_context"] == {"max_context": 512, "cache_budget": 256}
+    for same in ({"src_lang": "German"}, {"max_context": 512}, {"cache_budget": 256}):
+        assert run_folder.settings_differ(default, settings(**same)) == [], same
+    assert run_folder.settings_differ(default, settings(src_lang="fr")) == ["src_lang"]
+    assert run_folder.settings_differ(default, settings(cache_budget=128)) == ["effective_context"]
+    assert run_folder.settings_differ(default, settings(max_context=400)) == ["effective_context"]
+    short = settings(long_form=False)
+    assert short["effective_context"] == {"max_context": 512, "cache_budget": None}
+    # a record from before names no effective context: the flags themselves are compared
+    older = {key: value for key, value in default.items() if key != "effective_context"}
+    assert run_folder.settings_differ(older, settings(max_context=512)) == ["max_context"]
+    assert run_folder.settings_differ(older, default) == []
+    # a checkpoint not here (a hub name) resolves nothing
+    assert "effective_context" not in settings(model_path="org/model")
 
 
 def test_a_log_begun_through_a_server_resumes_locally_with_the_same_settings(tmp_path):

@@ -51,7 +51,7 @@ from types import SimpleNamespace
 from east_agent.common.arguments import positive_number
 from east_agent.common.atomic import check_folder_path, check_replaceable
 from east_agent.common.entry import command_line
-from east_agent.common.records import RecordError, load_records, text_output, write_jsonl
+from east_agent.common.records import RecordError, placed_records, text_output, write_jsonl
 from east_agent.common.text_lines import check_input_file, check_plain_text, read_lines
 from east_agent.decoding.prompt import LATENCY_LEVELS, is_unspaced, language_name
 from east_agent.decoding.units import control_token_in
@@ -220,17 +220,18 @@ def average_lagging(delays: list[int], source_length: int) -> float:
 # -- the builder -------------------------------------------------------------------------------
 
 
-def pair_of(record: dict, path: Path, index: int) -> tuple[str, str]:
-    """(source, reference or target) of a `--pairs` record; an empty one is counted later
-    as an empty side, a missing or non-text one is an error naming the record."""
+def pair_of(record: dict, path: Path, place: str) -> tuple[str, str]:
+    """(source, reference or target) of a `--pairs` record at `place` (`line 3`, `record
+    0`); an empty one is counted later as an empty side, a missing or non-text one is an
+    error naming the record."""
     target_field = "reference" if "reference" in record else "target"
     for name in ("source", target_field):
         if name not in record:
             also = " (or 'reference')" if name == "target" else ""
-            raise RecordError(f"{path}: record {index}: missing field {name!r}{also}")
+            raise RecordError(f"{path}: {place}: missing field {name!r}{also}")
         if not isinstance(record[name], str):
-            raise RecordError(f"{path}: record {index}: field {name!r} must be a string")
-        check_no_control_token(record[name], f"{path}: record {index}: field {name!r}")
+            raise RecordError(f"{path}: {place}: field {name!r} must be a string")
+        check_no_control_token(record[name], f"{path}: {place}: field {name!r}")
     return record["source"], record[target_field]
 
 
@@ -257,8 +258,7 @@ def read_corpus(path: Path) -> list[str]:
 
 def read_parallel(source: Path | None, target: Path | None, pairs: Path | None):
     if pairs is not None:
-        records = load_records(pairs)
-        return [pair_of(record, pairs, index) for index, record in enumerate(records)]
+        return [pair_of(record, pairs, place) for place, record in placed_records(pairs)]
     sources, targets = read_corpus(source), read_corpus(target)
     if len(sources) != len(targets):
         raise ValueError(f"{source} has {len(sources)} lines but {target} has {len(targets)}")

@@ -316,6 +316,8 @@ def apply_override(tree: dict, override: str, source: str, places: Places) -> No
         if not isinstance(node, dict):
             raise ConfigError(f"override {override!r}: {key!r} in {source} is not a section")
     where = f"override {override!r}"
+    for end in range(1, len(keys)):  # a section the override makes: its place too
+        places.setdefault(tuple(keys[:end]), where)
     places[tuple(keys)] = where
     expected = field_type(keys)
     text_only = expected is not None and _text_only(expected)

@@ -281,6 +281,14 @@ def read_data(
     """Every record of `files` read and checked (a bad one raises naming file and line, or is
     skipped as the recipe says), shuffled and cut to `data.max_samples`. Needs neither
     tokenizer nor model: run it first."""
+    setting = "data.eval_files" if evaluation else "data.files"
+    for file in files:
+        if not Path(file).is_file():
+            relative = "" if Path(file).is_absolute() else f", read from {Path.cwd()}"
+            raise ValueError(
+                f"{config.source}: {setting}: {file}: no such file{relative}"
+                + (" (a folder)" if Path(file).is_dir() else "")
+            )
     max_samples = None if evaluation else config.data.max_samples
     return read_records(files, config.data.skip_malformed, max_samples, training_args.seed)
 

@@ -29,6 +29,11 @@ def open_text(path: str | Path):
 
 def load_records(path: str | Path) -> list[dict]:
     """A JSON list of objects, or JSON Lines (one object per line); `.gz` is read through."""
+    return [record for _, record in placed_records(path)]
+
+
+def placed_records(path: str | Path) -> list[tuple[str, dict]]:
+    """`load_records` with each record's place in the file (`line 3`, `record 0`)."""
     path = Path(path)
     if not path.exists():
         raise RecordError(f"{path}: no such file")
@@ -53,7 +58,7 @@ def load_records(path: str | Path) -> list[dict]:
         if not isinstance(record, dict):
             kind = type(record).__name__
             raise RecordError(f"{path}: {place}: expected a JSON object, got {kind}")
-    return records
+    return list(zip(where, records))
 
 
 def read_json_object(path: str | Path) -> dict:

@@ -170,17 +170,23 @@ def test_reusing_the_links_reproduces_the_output(built, tmp_path):
 @pytest.mark.parametrize(
     "record, message",
     [
-        ({"src": "Hund", "reference": "dog"}, "record 1: missing field 'source'"),
-        ({"source": "Hund", "ref": "dog"}, "record 1: missing field 'target' \\(or 'reference'\\)"),
-        ({"source": 5, "target": "dog"}, "record 1: field 'source' must be a string"),
+        ({"src": "Hund", "reference": "dog"}, "missing field 'source'"),
+        ({"source": "Hund", "ref": "dog"}, "missing field 'target' \\(or 'reference'\\)"),
+        ({"source": 5, "target": "dog"}, "field 'source' must be a string"),
     ],
 )
 def test_a_pairs_record_without_its_text_is_named(tmp_path, record, message):
-    pairs = tmp_path / "pairs.jsonl"
+    """By its line in a JSON Lines file (before: `record 1` for line 3), by its number in a
+    JSON list."""
     good = {"source": "Katze", "reference": "cat"}
-    pairs.write_text(json.dumps(good) + "\n" + json.dumps(record) + "\n")
-    with pytest.raises(ValueError, match=f"pairs.jsonl: {message}"):
-        read_parallel(None, None, pairs)
+    lines = tmp_path / "pairs.jsonl"
+    lines.write_text(json.dumps(good) + "\n\n" + json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=f"pairs.jsonl: line 3: {message}"):
+        read_parallel(None, None, lines)
+    listed = tmp_path / "pairs.json"
+    listed.write_text(json.dumps([good, record]))
+    with pytest.raises(ValueError, match=f"pairs.json: record 1: {message}"):
+        read_parallel(None, None, listed)
 
 
 def test_sentences_with_line_separators_stay_paired(tmp_path):

@@ -291,6 +291,8 @@ def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, messa
         ("train.lr_scheduler_kwargs=5", "train.lr_scheduler_kwargs must be a mapping"),
         # before: trained as a READ
         ("data.system_prompt=Be brief<|end-of-read|>", "data.system_prompt holds '<|end-of-r"),
+        # before: blamed on the recipe file
+        ("foo.bar=1", "unknown key 'foo' \\(known: "),
     ],
 )
 def test_bad_values_of_an_override_name_the_override(override, message):

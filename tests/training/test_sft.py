@@ -401,10 +401,22 @@ def test_bad_data_fails_before_the_model_loads(
     if section == "eval_files":
         tree["train"]["eval_strategy"] = "steps"
     error = refused(tree, tmp_path, capsys)
-    assert error.startswith(f"python -m training.sft: {bad}{message}") and error.count("\n") == 1, (
-        error
-    )
+    named = f"{bad}{message}"
+    if fault == "missing":  # the recipe and setting named (before: the file alone)
+        named = f"{tmp_path / 'recipe.yaml'}: data.{section}: {bad}{message}"
+    assert error.startswith(f"python -m training.sft: {named}") and error.count("\n") == 1, error
     assert loaded == []
+
+
+def test_a_relative_data_file_that_is_missing_says_where_it_was_looked_for(
+    tmp_path, monkeypatch, capsys
+):
+    stub_loaders(monkeypatch)
+    good, _ = one_record_file(tmp_path)
+    tree = recipe("full", tmp_path / "no-model", [good, "data/simt.jsonl"], tmp_path / "out")
+    monkeypatch.chdir(tmp_path)
+    error = refused(tree, tmp_path, capsys)
+    assert f"data.files: data/simt.jsonl: no such file, read from {tmp_path}\n" in error
 
 
 @pytest.mark.parametrize("fault", ["empty eval set", "no model folder", "output is a file"])

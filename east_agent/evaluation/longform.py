@@ -90,7 +90,7 @@ def parse_name(name: str) -> tuple[str, int | None]:
     match = TALKS_SUFFIX.search(name)
     if match is None:
         return name, None
-    if not match["size"].isdigit() or int(match["size"]) < 1:
+    if not (match["size"].isascii() and match["size"].isdigit()) or int(match["size"]) < 1:
         raise ValueError(f"{name!r}: a long-form name ends in .talksN, N >= 1 sentences a talk")
     return name[: match.start()], int(match["size"])
 

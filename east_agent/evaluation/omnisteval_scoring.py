@@ -44,8 +44,8 @@ import omnisteval
 from omnisteval import Instance, evaluate_instances, resegment
 from omnisteval.io import format_report, load_resegmentation_inputs
 
-from east_agent.common.arguments import positive_seconds
-from east_agent.common.atomic import write_atomically
+from east_agent.common.arguments import folder_path, positive_seconds
+from east_agent.common.atomic import check_folder_path, write_atomically
 from east_agent.common.comet_process import (
     CometSettings,
     add_comet_flags,
@@ -500,7 +500,9 @@ def main(argv: list[str] | None = None) -> None:
     long = commands.add_parser("longform", help="a long-form run (one log line per talk)")
     long.add_argument("--testset", required=True, help="folder east-prepare NAME.talksN wrote")
     long.add_argument("--log", required=True, help="the run's instances.log")
-    long.add_argument("--output", required=True, help="folder for the scores and inputs")
+    long.add_argument(
+        "--output", required=True, type=folder_path, help="folder for the scores and inputs"
+    )
     long.add_argument("--word-times", default=None, help="one line per talk: unit times (s)")
     long.add_argument("--no-fix-ca", action="store_true", help="keep cumulative elapsed")
     add_comet_flags(long)  # COMET too, with --comet-checkpoint
@@ -517,6 +519,7 @@ def main(argv: list[str] | None = None) -> None:
         scores = shortform_latency(args.log, args.ca_unit_seconds, args.eval_latency_unit)
         print(json.dumps(scores, indent=2))
         return
+    check_folder_path(Path(args.output), "--output")  # a file: said so (a bare errno before)
     testset = read_longform(args.testset)
     unit_times(testset, args.word_times, args.ca_unit_seconds)  # refuse a bad file first
     comet = comet_settings(args)

@@ -210,6 +210,18 @@ def test_a_log_that_is_not_there_is_named_with_its_flag(talks_dir, tmp_path, cap
     assert f"--log {tmp_path / 'nosuch.log'}: no such file" in capsys.readouterr().err
 
 
+def test_an_output_that_is_a_file_is_named_before_scoring(talks_dir, tmp_path, capsys):
+    """Before: a bare `[Errno 17] File exists` once the talks had been read."""
+    log, taken = tmp_path / "instances.log", tmp_path / "taken"
+    log.write_text("")
+    taken.write_text("a file")
+    with pytest.raises(SystemExit) as ended:
+        main(["longform", "--log", str(log), "--testset", str(talks_dir), "--output", str(taken)])
+    assert ended.value.code == 2
+    assert f"--output {taken}: " in capsys.readouterr().err
+    assert taken.read_text() == "a file"
+
+
 @pytest.mark.parametrize("command", ["shortform", "longform"])
 @pytest.mark.parametrize("seconds", ["inf", "nan"])
 def test_a_unit_time_that_is_no_time_is_refused_naming_the_flag(

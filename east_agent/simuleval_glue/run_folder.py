@@ -85,6 +85,9 @@ RESOLVED_IN = {
     "cache_budget": EFFECTIVE_CONTEXT,
 }
 LANGUAGES = ("src_lang", "tgt_lang")  # `de` and `German` are one prompt
+# a flag no decoder reads where another setting has this value: wait-k's offline prompt
+# asks for no latency level
+UNREAD_WHERE = {"latency": ("prompt", "offline")}
 # the sentences the run that wrote the record covers ([start, end]), not a setting: a
 # resumed run may cover more; `--score-only` refuses a log lacking some of them
 SPAN = "span"
@@ -247,8 +250,14 @@ def settings_differ(saved: dict, settings: dict) -> list[str]:
         for name in names
         if (name not in RECORDED_LATER or name in recorded_by_both)
         and RESOLVED_IN.get(name) not in recorded_by_both
+        and not _unread(name, saved, settings)
         and not same_setting(*(_compared(name, record.get(name)) for record in (saved, settings)))
     ]
+
+
+def _unread(name: str, saved: dict, settings: dict) -> bool:
+    other = UNREAD_WHERE.get(name)
+    return other is not None and saved.get(other[0]) == settings.get(other[0]) == other[1]
 
 
 def _compared(name: str, value):

@@ -182,6 +182,11 @@ def test_flags_that_resolve_to_the_same_decoder_are_the_same_settings(east_check
     assert run_folder.settings_differ(older, default) == []
     # a checkpoint not here (a hub name) resolves nothing
     assert "effective_context" not in settings(model_path="org/model")
+    # wait-k's offline prompt reads no latency level (before: refused for another one)
+    offline = {"prompt": "offline", "latency": "low", "waitk": 3}
+    assert run_folder.settings_differ(offline, {**offline, "latency": "high"}) == []
+    east = {**offline, "prompt": "east"}
+    assert run_folder.settings_differ(east, {**east, "latency": "high"}) == ["latency"]
 
 
 def test_a_log_begun_through_a_server_resumes_locally_with_the_same_settings(tmp_path):

@@ -374,8 +374,10 @@ def load_links(path: Path, kept: list[tuple[list[str], list[str]]]) -> list[Link
     for number, (line, (source, target)) in enumerate(zip(lines, kept), start=1):
         try:
             links = parse_links(line)
-        except ValueError:
-            raise ValueError(f"{path}: line {number}: not links (i-j ...): {line[:60]!r}") from None
+        except ValueError as error:
+            raise ValueError(
+                f"{path}: line {number}: not links (i-j ...): {line[:60]!r} ({error})"
+            ) from None
         outside = [f"{i}-{j}" for i, j in sorted(links) if i >= len(source) or j >= len(target)]
         if outside:
             raise ValueError(

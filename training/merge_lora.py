@@ -79,7 +79,9 @@ def merge(
     check_base_tokens(base_tokenizer, base)
     tokenizer = tokenizer_of(adapter, base_tokenizer)
     model = load_pretrained(AutoModelForCausalLM, base, "--base", dtype=torch_dtype)
-    with loading(adapter, "--adapter"):
+    # peft's KeyError and RuntimeError: an adapter_config.json lacking a key, or not
+    # matching its weights (a size mismatch)
+    with loading(adapter, "--adapter", also=(KeyError, RuntimeError)):
         model = PeftModel.from_pretrained(model, str(adapter)).eval()
     probe = tokenizer(probe_text(tokenizer), add_special_tokens=False, return_tensors="pt")
     with torch.no_grad():

@@ -19,17 +19,18 @@ def load_pretrained(loader, folder: str | Path, where: str, **kwargs) -> Any:
 
 
 @contextmanager
-def loading(folder: str | Path, where: str) -> Iterator[None]:
-    """A load of `folder` whose failure is told in one line naming `where` and `folder`."""
+def loading(
+    folder: str | Path, where: str, also: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """A load of `folder` whose failure is told in one line naming `where` and `folder`
+    (`also`: the loader's own errors of a bad folder, besides a missing or corrupt file)."""
     from safetensors import SafetensorError
 
     try:
         yield
     except CheckpointError as error:
         raise ValueError(f"{where}: {error}") from None
-    # KeyError, RuntimeError: peft's, for an adapter_config.json lacking a key or not
-    # matching its weights (a size mismatch)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+    except (OSError, ValueError, SafetensorError, *also) as error:
         first = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(
             f"{where} {folder}: cannot be loaded ({type(error).__name__}: {first}); "

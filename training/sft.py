@@ -284,11 +284,9 @@ def read_data(
     setting = "data.eval_files" if evaluation else "data.files"
     for file in files:
         if not Path(file).is_file():
+            problem = "a folder, not a data file" if Path(file).is_dir() else "no such file"
             relative = "" if Path(file).is_absolute() else f", read from {Path.cwd()}"
-            raise ValueError(
-                f"{config.source}: {setting}: {file}: no such file{relative}"
-                + (" (a folder)" if Path(file).is_dir() else "")
-            )
+            raise ValueError(f"{config.source}: {setting}: {file}: {problem}{relative}")
     max_samples = None if evaluation else config.data.max_samples
     return read_records(files, config.data.skip_malformed, max_samples, training_args.seed)
 

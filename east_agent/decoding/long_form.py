@@ -127,11 +127,16 @@ def units_in_segment(segments: Segmenter | None, stream: Stream) -> int:
     return stream.units_read if segments is None else stream.segment_units
 
 
+def cache_budget_of(cache_budget: int | None, max_context: int) -> int:
+    """The tokens a long-form stream's cache may hold: `cache_budget`, else half the context."""
+    return cache_budget or max_context // 2
+
+
 def checked_budget(cache_budget: int | None, max_context: int, fixed_tokens: int) -> int:
-    """The cache budget (`cache_budget`, else half of `max_context`), refused where it is
-    above the context or leaves a segment too little room after `fixed_tokens` (the
-    prompt). Agents check it before a run folder changes (`prompt_tokens`), decoders again."""
-    budget = cache_budget or max_context // 2
+    """The cache budget (`cache_budget_of`), refused where it is above the context or
+    leaves a segment too little room after `fixed_tokens` (the prompt). Agents check it
+    before a run folder changes (`prompt_tokens`), decoders again."""
+    budget = cache_budget_of(cache_budget, max_context)
     named = f"cache_budget (--cache-budget) {budget}" + (
         "" if cache_budget else f", half the context of {max_context} by default,"
     )

@@ -374,6 +374,7 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
         check_max_context,
         check_prompt_room,
         checkpoint_tokenizer,
+        model_positions,
     )
 
     for name in system_required_flags(run.agent):
@@ -383,12 +384,16 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
     agent = agent_class_of(AGENT_FILES[run.agent])
     decoding = agent.decoding_config(args)
     check_adapter_path(getattr(args, "adapter_path", None))
-    # a checkpoint here (not a hub name, a folder elsewhere at a merge, nor a broken one,
-    # which the grid refuses as such)
-    if (Path(config.model_path) / "config.json").is_file():
-        args.model_path = config.model_path
-        check_max_context(args, decoding.max_context)
-        check_prompt_room(checkpoint_tokenizer(args), decoding, agent.fixed_prompt, args)
+    if not (Path(config.model_path) / "config.json").is_file():
+        return  # a hub name, or a folder elsewhere (at a merge): checked by each run
+    args.model_path = config.model_path
+    tokenizer = checkpoint_tokenizer(args)
+    try:
+        model_positions(args), tokenizer()
+    except Exception:  # a checkpoint that does not load: refused as such by the grid's runs
+        return
+    check_max_context(args, decoding.max_context)
+    check_prompt_room(tokenizer, decoding, agent.fixed_prompt, args)
 
 
 def _run_value_error(

@@ -120,9 +120,12 @@ def grid_span(
     return shard_range(shard, sentences) if shard else ((0, sentences) if limit else None)
 
 
+RunInput = Callable[[Run], tuple[PreparedTestset, tuple[int, int] | None]]
+
+
 def run_inputs(
     testset: PreparedTestset, longform_set: LongformSet | None, indices: tuple[int, int] | None
-) -> Callable[[Run], tuple[PreparedTestset, tuple[int, int] | None]]:
+) -> RunInput:
     """Each run's test set and span of it (the talks' sentences for a gold run)."""
 
     def run_input(run: Run):
@@ -134,7 +137,9 @@ def run_inputs(
     return run_input
 
 
-def records_of(config: EvalConfig, run_input, checkpoint: str | dict):
+def records_of(
+    config: EvalConfig, run_input: RunInput, checkpoint: str | dict
+) -> Callable[[Run], dict[str, Any]]:
     """What each run's folder records when it holds this grid's run (`run_record`)."""
 
     def record_of(run: Run) -> dict[str, Any]:
@@ -155,29 +160,39 @@ def summarize_merged(
     `limit` sentences (talks) as in the grid, or without `limit` the merged runs' span."""
     testset = prepared_named(config.testset_dir, config.testset)
     longform_set = check_longform(config) if config.long_form else None
+    if limit is None:
+        limit = merged_limit(config, every_run, merged, longform_set)
     run_input = run_inputs(testset, longform_set, grid_span(testset, limit, None))
     record_of = records_of(config, run_input, model_setting(config.model_path))
-    spans = {} if limit else merged_spans(config, every_run, merged)
-
-    def expected(run: Run) -> dict[str, Any]:
-        record = record_of(run)
-        return {**record, "sentences": spans.get(run.gold_sentences, record["sentences"])}
-
-    tabled = tabled_runs(config, every_run, expected)
+    tabled = tabled_runs(config, every_run, record_of)
     others = [run for run in tabled if run.name not in merged]
     unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
     summarize(config, [run for run in tabled if run.name not in unscored])
 
 
-def merged_spans(config: EvalConfig, every_run: list[Run], merged: set[str]) -> dict[bool, list]:
-    """The span of the merged runs, by kind (a gold sentences' run counts sentences, the
-    others sentences or talks), as their shards were cut."""
-    spans = {}
+def merged_limit(
+    config: EvalConfig, every_run: list[Run], merged: set[str], longform_set: LongformSet | None
+) -> int | None:
+    """The `--limit` the merged runs' shards were cut for: the sentences (talks) their
+    span ends at, told by the first merged run with a record (a gold sentences' run by the
+    talks its sentences end)."""
     for run in every_run:
         path = config.run_dir(run) / RUN_RECORD
-        if run.name in merged and path.exists():
-            spans.setdefault(run.gold_sentences, read_json_object(path)["sentences"])
-    return spans
+        if run.name not in merged or not path.exists():
+            continue
+        end = read_json_object(path)["sentences"][1]
+        if not run.gold_sentences:
+            return end
+        talks = longform_set.talks
+        return next(
+            (
+                count
+                for count in range(len(talks) + 1)
+                if sentence_span(talks, (0, count))[1] == end
+            ),
+            None,
+        )
+    return None
 
 
 def run_grid(

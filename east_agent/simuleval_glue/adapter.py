@@ -19,8 +19,12 @@ from typing import Any
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
 from east_agent.common.arguments import checked_device, non_negative_int, positive_int
-from east_agent.decoding.long_form import DEFAULT_CONTEXT_WORDS, DEFAULT_SEGMENT_UNITS
-from east_agent.decoding.prompt import LATENCY_LEVELS
+from east_agent.decoding.long_form import (
+    DEFAULT_CONTEXT_WORDS,
+    DEFAULT_SEGMENT_UNITS,
+    cache_budget_of,
+)
+from east_agent.decoding.prompt import LATENCY_LEVELS, known_language_name
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
 from east_agent.lm.checkpoint import (
@@ -232,6 +236,26 @@ class StreamingAgent(TextToTextAgent):
         check_units_split(source, config.src_lang)
         check_max_context(args, config.max_context)
         return config
+
+    @classmethod
+    def resolved_settings(cls, args: argparse.Namespace) -> dict:
+        """What the flags resolve to, recorded beside them so that a resume compares these
+        (`run_folder.RESOLVED_IN`): the languages the prompt names and, where the
+        checkpoint's config is here and readable, the context the decoder holds and, in
+        long form, its cache budget."""
+        from east_agent.simuleval_glue.run_folder import EFFECTIVE_CONTEXT, PROMPT_LANGUAGES
+
+        languages = [known_language_name(args.src_lang), known_language_name(args.tgt_lang)]
+        resolved = {PROMPT_LANGUAGES: languages}
+        if not (Path(args.model_path) / "config.json").is_file():
+            return resolved  # a hub name: its config is not read here
+        try:
+            context = args.max_context or model_positions(args)
+        except (OSError, ValueError, AttributeError):  # the run refuses that config itself
+            return resolved
+        budget = cache_budget_of(args.cache_budget, context) if args.long_form else None
+        resolved[EFFECTIVE_CONTEXT] = {"max_context": context, "cache_budget": budget}
+        return resolved
 
     @classmethod
     def check_with_tokenizer(cls, args: argparse.Namespace, config) -> None:

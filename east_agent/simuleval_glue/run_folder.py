@@ -71,20 +71,23 @@ LOG_UNIT_SETTINGS = frozenset({"eval_latency_unit", "eval_latency_spm_model"})
 # the dtype the weights were loaded in (`--torch-dtype auto` on this device), recorded since
 # 2026-12-05 (later): a CPU log (float32) resumed on a GPU (bfloat16) would mix the two
 WEIGHTS_DTYPE = "weights_dtype"
-# the context a decoder holds and, in long form, its cache budget, as the flags and the
-# checkpoint resolve them (recorded since 2026-12-05, later still): `--max-context 512` is
-# the run of no --max-context on a checkpoint of 512 positions
+# what this package's agents resolve their flags to (`StreamingAgent.resolved_settings`,
+# recorded since 2026-12-05, later still): the languages their prompt names (`de` and
+# `German` are one prompt), the context a decoder holds and, in long form, its cache budget
+# (`--max-context 512` is the run of none on a checkpoint of 512 positions)
+PROMPT_LANGUAGES = "prompt_languages"
 EFFECTIVE_CONTEXT = "effective_context"
 # settings a record written before named none of: compared only where both records do
-RECORDED_LATER = LOG_UNIT_SETTINGS | {WEIGHTS_DTYPE, EFFECTIVE_CONTEXT}
-# flags compared by what they resolve to, where both records name that: the flags
-# themselves otherwise
+RECORDED_LATER = LOG_UNIT_SETTINGS | {WEIGHTS_DTYPE, PROMPT_LANGUAGES, EFFECTIVE_CONTEXT}
+# flags compared by what they resolve to where both records name that (records of this
+# package's agents), by themselves otherwise (another agent's, or an older record)
 RESOLVED_IN = {
     "torch_dtype": WEIGHTS_DTYPE,
+    "src_lang": PROMPT_LANGUAGES,
+    "tgt_lang": PROMPT_LANGUAGES,
     "max_context": EFFECTIVE_CONTEXT,
     "cache_budget": EFFECTIVE_CONTEXT,
 }
-LANGUAGES = ("src_lang", "tgt_lang")  # `de` and `German` are one prompt
 # a flag no decoder reads where another setting has this value: wait-k's offline prompt
 # asks for no latency level
 UNREAD_WHERE = {"latency": ("prompt", "offline")}
@@ -163,31 +166,10 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
         from east_agent.lm.checkpoint import weights_dtype
 
         settings[WEIGHTS_DTYPE] = weights_dtype(args.torch_dtype, getattr(args, "device", "cpu"))
-    context = effective_context(args)
-    if context is not None:
-        settings[EFFECTIVE_CONTEXT] = context
+    resolved = getattr(agent_class, "resolved_settings", None)
+    if resolved is not None:  # this package's agents (`StreamingAgent`)
+        settings.update(resolved(args))
     return settings
-
-
-def effective_context(args: argparse.Namespace) -> dict | None:
-    """`max_context` (the checkpoint's positions unless given) and, in long form,
-    `cache_budget` (half the context unless given), as a decoder of these flags holds
-    them; None for an agent without --max-context or a checkpoint not here."""
-    model_path = getattr(args, "model_path", None)
-    if not hasattr(args, "max_context") or model_path is None:
-        return None
-    if not (Path(model_path) / "config.json").is_file():
-        return None
-    from east_agent.simuleval_glue.adapter import model_positions
-
-    try:
-        context = args.max_context or model_positions(args)
-    except (OSError, ValueError):  # a config transformers cannot read: the run refuses it
-        return None
-    budget = None
-    if getattr(args, "long_form", False):
-        budget = getattr(args, "cache_budget", None) or context // 2
-    return {"max_context": context, "cache_budget": budget}
 
 
 @contextmanager
@@ -251,21 +233,13 @@ def settings_differ(saved: dict, settings: dict) -> list[str]:
         if (name not in RECORDED_LATER or name in recorded_by_both)
         and RESOLVED_IN.get(name) not in recorded_by_both
         and not _unread(name, saved, settings)
-        and not same_setting(*(_compared(name, record.get(name)) for record in (saved, settings)))
+        and not same_setting(saved.get(name), settings.get(name))
     ]
 
 
 def _unread(name: str, saved: dict, settings: dict) -> bool:
     other = UNREAD_WHERE.get(name)
     return other is not None and saved.get(other[0]) == settings.get(other[0]) == other[1]
-
-
-def _compared(name: str, value):
-    if name in LANGUAGES and isinstance(value, str):
-        from east_agent.decoding.prompt import known_language_name
-
-        return known_language_name(value)
-    return value
 
 
 def recorded_settings(record: dict) -> dict:

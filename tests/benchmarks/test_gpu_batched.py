@@ -8,7 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = {"DEVICE": "cpu", "RANDOM_MODEL": "llama3-tiny", "SENTENCES": "2",
-         "EQUIVALENCE_SENTENCES": "2", "STREAMS": "2"}  # fmt: skip
+         "EQUIVALENCE_SENTENCES": "2", "STREAMS": "2 4"}  # fmt: skip
 
 
 def run_script(out: Path, **settings: str) -> subprocess.CompletedProcess:
@@ -38,6 +38,7 @@ def test_the_device_script_runs_small_on_a_cpu(tmp_path):
     for beams in (1, 5):
         assert f"\n| 1 (sequential) | {beams} | " in tables
         assert f"\n| 2 | {beams} | " in tables
+    assert "\n| 4 | " not in tables  # more streams than SENTENCES: left out, not refused
 
 
 def test_a_failing_part_fails_the_device_script(tmp_path):

@@ -944,6 +944,12 @@ def test_longform_shards_count_talks_and_merge_to_the_whole_grid(longform_grid, 
 
     merged, unsharded = rows(tmp_path / "sharded"), rows(whole)
     assert len(merged) == 3 and all(merged[key] == unsharded[key] for key in merged)
+    # a merge of one run tables the others of the span its shards were cut for, the
+    # gold sentences' run by the sentences of those talks (before: of the whole set, and
+    # it was named and left out)
+    result = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-low")
+    assert result.returncode == 0 and "left out" not in result.stderr, result.stderr[-3000:]
+    assert rows(tmp_path / "sharded") == merged
 
 
 def quick_config(path: Path, **changes) -> Path:
@@ -1106,6 +1112,24 @@ def test_a_value_the_checkpoint_cannot_take_is_named_before_any_run(
     error = east_eval_fails(capsys, config, "--dry-run", "--limit", "1")
     assert f"{config}: line " in error and message in error, error
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("config_json", ["whole", "cut"])
+def test_a_checkpoint_that_does_not_load_is_left_to_its_runs(
+    east_checkpoint, tmp_path, capsys, config_json
+):
+    """The checks that read the checkpoint skip one that does not load (no tokenizer, a
+    config cut off): a dry run lists its runs, as before those checks."""
+    from east_agent.evaluation.cli import main
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    text = (east_checkpoint / "config.json").read_text()
+    (broken / "config.json").write_text(text if config_json == "whole" else text[:20])
+    systems = {"east": {"agent": "east", "latency": "low", "max_context": [256]}}
+    config = quick_config(tmp_path / "grid.yaml", model_path=str(broken), systems=systems)
+    main([str(config), "--dry-run", "--limit", "1"])
+    assert "[1/1] east-256" in capsys.readouterr().out
 
 
 def test_two_runs_of_one_name_are_named(tmp_path, capsys):

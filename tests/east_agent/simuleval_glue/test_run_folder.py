@@ -159,29 +159,35 @@ def test_the_weights_dtype_of_the_device_is_a_setting(tmp_path):
 def test_flags_that_resolve_to_the_same_decoder_are_the_same_settings(east_checkpoint):
     """Before: a resume was refused for `de` against `German`, and for a default spelled
     out (`--max-context 512` on a checkpoint of 512 positions, `--cache-budget 256`, half
-    of it, in long form)."""
+    of it, in long form). Only this package's agents say what their flags resolve to."""
+    from east_agent.agent import EastAgent
 
-    def settings(**flags) -> dict:
+    def settings(agent_class=EastAgent, **flags) -> dict:
         given = {"model_path": str(east_checkpoint), "trust_remote_code": False,
-                 "src_lang": "de", "max_context": None, "long_form": True,
+                 "src_lang": "de", "tgt_lang": "en", "max_context": None, "long_form": True,
                  "cache_budget": None, **flags}  # fmt: skip
-        return run_folder.translation_settings(Agent, argparse.Namespace(**given))
+        return run_folder.translation_settings(agent_class, argparse.Namespace(**given))
 
     default = settings()
+    assert default["prompt_languages"] == ["German", "English"]
     assert default["effective_context"] == {"max_context": 512, "cache_budget": 256}
     for same in ({"src_lang": "German"}, {"max_context": 512}, {"cache_budget": 256}):
         assert run_folder.settings_differ(default, settings(**same)) == [], same
-    assert run_folder.settings_differ(default, settings(src_lang="fr")) == ["src_lang"]
+    assert run_folder.settings_differ(default, settings(src_lang="fr")) == ["prompt_languages"]
     assert run_folder.settings_differ(default, settings(cache_budget=128)) == ["effective_context"]
     assert run_folder.settings_differ(default, settings(max_context=400)) == ["effective_context"]
     short = settings(long_form=False)
     assert short["effective_context"] == {"max_context": 512, "cache_budget": None}
-    # a record from before names no effective context: the flags themselves are compared
-    older = {key: value for key, value in default.items() if key != "effective_context"}
+    # a record from before names neither: the flags themselves are compared
+    older = {k: v for k, v in default.items() if k not in ("effective_context", "prompt_languages")}
     assert run_folder.settings_differ(older, settings(max_context=512)) == ["max_context"]
+    assert run_folder.settings_differ(older, settings(src_lang="German")) == ["src_lang"]
     assert run_folder.settings_differ(older, default) == []
-    # a checkpoint not here (a hub name) resolves nothing
+    # a checkpoint not here (a hub name) resolves no context; another agent nothing at all
     assert "effective_context" not in settings(model_path="org/model")
+    other = settings(agent_class=Agent)
+    assert not {"effective_context", "prompt_languages"} & set(other)
+    assert run_folder.settings_differ(other, settings(Agent, src_lang="German")) == ["src_lang"]
     # wait-k's offline prompt reads no latency level (before: refused for another one)
     offline = {"prompt": "offline", "latency": "low", "waitk": 3}
     assert run_folder.settings_differ(offline, {**offline, "latency": "high"}) == []

@@ -100,7 +100,8 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
         given = " ".join(f"{key}={value}" for key, value in flags.items())
         raise ValueError(f"the {agent} agent refuses {given or 'no flags'}: {why}") from None
     agent_class(agent).decoding_config(parsed)  # values its decoder refuses, refused here
-    return config
+    # as the agent reads them (`max_new_tokens=010` is 10, `adapter_path=0755` a folder)
+    return {key: getattr(parsed, key, value) for key, value in config.items()}
 
 
 def without_paths(config: dict[str, object]) -> dict[str, object]:
@@ -227,10 +228,13 @@ def check_with_model(
 
 
 def parse_flag(text: str) -> tuple[str, object]:
+    """`key=value` as the agent's flag would take it: the text (typed by the agent's
+    parser, not as YAML 1.1, which reads `010` as 8), or a switch's `true`/`false`."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r}: expected flag=value")
     key, value = text.split("=", 1)
-    return key.replace("-", "_"), yaml.safe_load(value)
+    switch = {"true": True, "false": False}.get(value.strip().lower())
+    return key.replace("-", "_"), value if switch is None else switch
 
 
 @command_line("east-package-system")

@@ -1,6 +1,7 @@
 """Shared-task paths: a standalone agent server evaluated over HTTP, a --system-dir."""
 
 import json
+import shutil
 import socket
 import subprocess
 import time
@@ -386,6 +387,22 @@ def test_a_system_dir_run_records_its_settings_and_resumes_only_its_own_log(
     assert [json.loads(line)["prediction"] for line in resumed] == [
         json.loads(line)["prediction"] for line in whole
     ]
+    # a flag SimulEval does not read with a system folder (a typo, an agent's flag), or an
+    # agent beside it, is refused before the folder changes (before: the log emptied, then
+    # SimulEval's refusal after the model loaded; a traceback for --agent)
+    for extra, said in (
+        (["--no-scorng"], "--no-scorng: not a flag of SimulEval or its scorers"),
+        (["--latency", "high"], "--latency: not a flag of SimulEval or its scorers"),
+        (["--agent", AGENT_FILE], "--system-dir and --agent (or --agent-class): name one"),
+    ):
+        refused = subprocess.run(
+            list(map(str, [console_script("east-simuleval"), "--system-dir", moved, *data,
+                           "--output", output, *extra])),
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert refused.returncode == 2 and said in refused.stderr, refused.stderr[-3000:]
+        assert "Traceback" not in refused.stderr
+        assert (output / "instances.log").read_text().splitlines() == resumed
 
 
 @pytest.mark.parametrize(
@@ -566,6 +583,18 @@ def test_system_dir_names_a_model_path_that_is_not_there(packaging, capsys, path
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith(f"east-package-system: {said}")
     assert not Path("submission").exists()
+
+
+def test_system_dir_flags_are_read_as_the_agent_reads_them(packaging, tmp_path):
+    """Before: read as YAML 1.1, `max_new_tokens=010` was packaged as 8 and an adapter
+    folder named `0755` was looked for as `493`."""
+    shutil.copytree(tmp_path / "lora", tmp_path / "0755")
+    system_dir.main(["submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
+                     "max_new_tokens=010", "adapter_path=0755", "document_level=True"])  # fmt: skip
+    config = yaml.safe_load((tmp_path / "submission" / "main.yaml").read_text())
+    assert config["max_new_tokens"] == 10 and config["document_level"] is True
+    assert config["adapter_path"] == "adapter"
+    assert (tmp_path / "submission" / "adapter").resolve() == (tmp_path / "0755").resolve()
 
 
 def test_system_dir_takes_a_flag_by_any_of_its_spellings():

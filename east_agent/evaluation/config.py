@@ -384,6 +384,8 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
     agent = agent_class_of(AGENT_FILES[run.agent])
     decoding = agent.decoding_config(args)
     check_adapter_path(getattr(args, "adapter_path", None))
+    if decoding.max_context is None and not getattr(decoding, "long_form", False):
+        return  # nothing of the checkpoint's to check (its tokenizer not loaded for nothing)
     if not (Path(config.model_path) / "config.json").is_file():
         return  # a hub name, or a folder elsewhere (at a merge): checked by each run
     args.model_path = config.model_path

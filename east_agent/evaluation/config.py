@@ -375,6 +375,7 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
         check_prompt_room,
         checkpoint_tokenizer,
         model_positions,
+        prompt_room_checked,
     )
 
     for name in system_required_flags(run.agent):
@@ -384,7 +385,7 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
     agent = agent_class_of(AGENT_FILES[run.agent])
     decoding = agent.decoding_config(args)
     check_adapter_path(getattr(args, "adapter_path", None))
-    if decoding.max_context is None and not getattr(decoding, "long_form", False):
+    if not prompt_room_checked(decoding):
         return  # nothing of the checkpoint's to check (its tokenizer not loaded for nothing)
     if not (Path(config.model_path) / "config.json").is_file():
         return  # a hub name, or a folder elsewhere (at a merge): checked by each run

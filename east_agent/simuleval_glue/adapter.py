@@ -171,15 +171,21 @@ def _checks_tokenizer(model_path: str, trust_remote_code: bool, state: tuple):
     return load_tokenizer(model_path, trust_remote_code)
 
 
+def prompt_room_checked(config) -> bool:
+    """Whether a decoder config has room to check against its checkpoint (`check_prompt_room`):
+    a --max-context, or long-form input's cache budget."""
+    return config.max_context is not None or getattr(config, "long_form", False)
+
+
 def check_prompt_room(tokenizer: Callable[[], Any], config, fixed_prompt, args) -> None:
     """Refuse a --max-context no sentence fits in after the decoder's fixed prompt, or a
     long-form cache budget no segment fits in, reading the checkpoint's config and
     tokenizer only (before: every sentence failed after the model loaded; a budget was
     found as the decoder was built, after the run folder had changed);
     `fixed_prompt(tokenizer, config)`: the decoder's prompt pieces."""
-    long_form = getattr(config, "long_form", False)
-    if not long_form and config.max_context is None:
+    if not prompt_room_checked(config):
         return
+    long_form = getattr(config, "long_form", False)
     from east_agent.decoding.long_form import checked_budget, prompt_tokens
     from east_agent.decoding.streaming import check_sentence_room
 

@@ -70,7 +70,6 @@ def main() -> None:
     simuleval_fixes.apply()
 
     import east_agent.simuleval_plugin  # noqa: F401
-    from east_agent.common.arguments import given_flags
     from east_agent.simuleval_glue.batch import batch_size_of
     from east_agent.simuleval_glue.ca_latency import refuse_unit_seconds_without_ca_metric
     from east_agent.simuleval_glue.run_folder import check_output_folder
@@ -87,11 +86,8 @@ def main() -> None:
             "--remote-eval: SimulEval's remote evaluation fails on this SimulEval (after "
             "asking the server); evaluate a served system with east-remote-eval"
         )
-    if given_flags(rest, ("--system-dir",)) and given_flags(rest, ("--agent", "--agent-class")):
-        raise ValueError(  # a traceback before (SimulEval found two systems)
-            "--system-dir and --agent (or --agent-class): name one system, the folder's or the "
-            "agent's"
-        )
+    if _given("--system-dir") and "--score-only" not in rest:
+        _check_one_system(rest)
     batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
     if "--score-only" in rest:
@@ -193,7 +189,6 @@ def _settings_and_check(
 
     folder = _given_system_dir() if agent_class is None else None
     if folder is not None:
-        refuse_unread_flags(argv)
         agent_class, argv = _system_dir_class(), _with_system_dir_flags(argv)
         if not issubclass(agent_class, StreamingAgent):
             return None, None  # another agent's folder: its flags are not known here
@@ -213,23 +208,31 @@ def _settings_and_check(
     return translation_settings(agent_class, args), check
 
 
-def refuse_unread_flags(argv: list[str]) -> None:
-    """SimulEval builds a `--system-dir`'s agent from its config alone, then refuses a flag
-    of the command line that neither it nor a scorer reads (a typo, or one of the agent's):
-    refused here first, before the output folder changes (before: after it was emptied)."""
+def _check_one_system(argv: list[str]) -> None:
+    """A `--system-dir` run names no agent beside it (a traceback before: SimulEval found
+    two systems), and gives no flag SimulEval does not read there: SimulEval builds the
+    folder's agent from its config alone, then refuses a flag neither it, a scorer nor
+    the server reads (a typo, or one of the agent's), after the output folder was emptied
+    and the model loaded; refused here first."""
     from simuleval import options
 
-    parser = options.general_parser()
-    options.add_evaluator_args(parser)
-    options.add_scorer_args(parser, argv)
+    from east_agent.simuleval_glue.agent_server import add_server_args
+    from east_agent.simuleval_glue.scoring import scoring_parser
+
+    if _given("--agent") or _given("--agent-class"):
+        raise ValueError(
+            "--system-dir and --agent (or --agent-class): name one system, the folder's or the "
+            "agent's"
+        )
+    parser = scoring_parser(argv)
     options.add_slurm_args(parser)
-    options.add_dataloader_args(parser, argv)
-    unread = [token for token in parser.parse_known_args(argv)[1] if token.startswith("-")]
+    add_server_args(parser)  # --standalone's own
+    unread = parser.parse_known_args(argv)[1]
     if unread:
         raise ValueError(
-            f"{' '.join(unread)}: not a flag of SimulEval or its scorers, which a --system-dir "
-            "run takes (the agent's flags are the folder's main.yaml: package it again to "
-            "change them)"
+            f"{' '.join(unread)}: not read with --system-dir, by SimulEval, its scorers or the "
+            "server (the agent's flags are the folder's main.yaml: package it again to change "
+            "them)"
         )
 
 

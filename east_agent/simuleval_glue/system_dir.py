@@ -81,15 +81,23 @@ def check_flag_values(flags: dict[str, object]) -> None:
 def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
     """main.yaml's content; raises on a flag the agent does not know or SimulEval mangles."""
     check_flag_values(flags)
+    parser = agent_parser(agent)
+    check_flag_names(agent, parser, flags)
+    dests = {
+        option.lstrip("-").replace("-", "_"): action.dest
+        for action in parser._actions
+        for option in action.option_strings
+    }
+    switches = {action.dest for action in parser._actions if action.nargs == 0}
     config: dict[str, object] = {"agent_class": AGENT_CLASSES[agent], "model_path": "model"}
     for key, value in flags.items():
+        if dests.get(key, key) in switches:
+            value = switch_value(key, value)
         if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
             raise ValueError(f"{key}={value!r}: SimulEval splits YAML values on spaces")
         if value is not False:  # SimulEval would turn `false` into the bare (true) flag
             config[key] = value
     arguments = flag_arguments(without_paths(config), model_path="model")
-    parser = agent_parser(agent)
-    check_flag_names(agent, parser, flags)
     refused = io.StringIO()
     try:
         with redirect_stderr(refused):  # argparse's usage and error, as one line here
@@ -100,8 +108,18 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
         given = " ".join(f"{key}={value}" for key, value in flags.items())
         raise ValueError(f"the {agent} agent refuses {given or 'no flags'}: {why}") from None
     agent_class(agent).decoding_config(parsed)  # values its decoder refuses, refused here
-    # as the agent reads them (`max_new_tokens=010` is 10, `adapter_path=0755` a folder)
-    return {key: getattr(parsed, key, value) for key, value in config.items()}
+    # as the agent reads them (`max_new_tokens=010` is 10, not YAML 1.1's 8)
+    return {key: getattr(parsed, dests.get(key, key), value) for key, value in config.items()}
+
+
+def switch_value(key: str, value: object) -> bool:
+    """A yes/no flag's value: true or false (`document_level=true`)."""
+    if isinstance(value, bool):
+        return value
+    switch = {"true": True, "false": False}.get(str(value).strip().lower())
+    if switch is None:
+        raise ValueError(f"{key}={value}: a yes/no flag, true or false")
+    return switch
 
 
 def without_paths(config: dict[str, object]) -> dict[str, object]:
@@ -227,14 +245,13 @@ def check_with_model(
     chosen.check_with_tokenizer(args, decoding)
 
 
-def parse_flag(text: str) -> tuple[str, object]:
-    """`key=value` as the agent's flag would take it: the text (typed by the agent's
-    parser, not as YAML 1.1, which reads `010` as 8), or a switch's `true`/`false`."""
+def parse_flag(text: str) -> tuple[str, str]:
+    """`key=value`, the value as text: typed by the agent's parser (`system_config`), not
+    as YAML 1.1, which reads `010` as 8 and a folder `0755` as 493."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"{text!r}: expected flag=value")
     key, value = text.split("=", 1)
-    switch = {"true": True, "false": False}.get(value.strip().lower())
-    return key.replace("-", "_"), value if switch is None else switch
+    return key.replace("-", "_"), value
 
 
 @command_line("east-package-system")

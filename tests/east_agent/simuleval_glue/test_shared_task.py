@@ -1,6 +1,7 @@
 """Shared-task paths: a standalone agent server evaluated over HTTP, a --system-dir."""
 
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -391,8 +392,8 @@ def test_a_system_dir_run_records_its_settings_and_resumes_only_its_own_log(
     # agent beside it, is refused before the folder changes (before: the log emptied, then
     # SimulEval's refusal after the model loaded; a traceback for --agent)
     for extra, said in (
-        (["--no-scorng"], "--no-scorng: not a flag of SimulEval or its scorers"),
-        (["--latency", "high"], "--latency: not a flag of SimulEval or its scorers"),
+        (["--no-scorng"], "--no-scorng: not read with --system-dir"),
+        (["--latency", "high"], "--latency high: not read with --system-dir"),
         (["--agent", AGENT_FILE], "--system-dir and --agent (or --agent-class): name one"),
     ):
         refused = subprocess.run(
@@ -595,6 +596,50 @@ def test_system_dir_flags_are_read_as_the_agent_reads_them(packaging, tmp_path):
     assert config["max_new_tokens"] == 10 and config["document_level"] is True
     assert config["adapter_path"] == "adapter"
     assert (tmp_path / "submission" / "adapter").resolve() == (tmp_path / "0755").resolve()
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        ({"document_level": "yes"}, "document_level=yes: a yes/no flag, true or false"),
+        # before: `false` read as YAML's false for any flag, and a text flag left out
+        ({"torch_dtype": "false"}, "torch_dtype=false: argument --torch-dtype: invalid choice"),
+    ],
+)
+def test_system_dir_takes_true_or_false_for_a_switch_only(flags, said):
+    with pytest.raises(ValueError, match=re.escape(said)):
+        system_config("east", {"src_lang": "de", "tgt_lang": "en", **flags})
+    config = system_config("east", {"src_lang": "de", "tgt_lang": "en", "document_level": "TRUE"})
+    assert config["document_level"] is True
+
+
+def test_a_system_dir_run_refuses_a_flag_simuleval_does_not_read_there(monkeypatch):
+    """In this process, before the output folder changes: SimulEval's, its scorers' and the
+    server's flags pass; a typo, an agent's flag, a stray value or an agent beside the
+    folder are refused."""
+    from east_agent.simuleval_glue import cli
+
+    cli._match_flags_whole()
+    import east_agent.simuleval_plugin  # noqa: F401  (the *_CA scorers' flags)
+
+    folder = ["--system-dir", "d", "--source", "s", "--target", "t"]
+    monkeypatch.setattr("sys.argv", ["east-simuleval", *folder])
+    for flags in (
+        ["--output=x", "--latency-metrics", "AL_CA", "--ca-unit-seconds", "0.5", "--end-index",
+         "3", "--device", "cpu", "--eval-latency-unit", "word", "--continue-unfinished"],
+        ["--standalone", "--remote-port", "1234", "--session-timeout", "5", "--batch-wait-ms", "0"],
+    ):  # fmt: skip
+        cli._check_one_system([*folder, *flags])
+    for flags, said in (
+        (["--no-scorng"], "--no-scorng: not read with --system-dir"),
+        (["--latency", "high"], "--latency high: not read with --system-dir"),
+        (["--no-scoring", "yes"], "yes: not read with --system-dir"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(said)):
+            cli._check_one_system([*folder, *flags])
+    monkeypatch.setattr("sys.argv", ["east-simuleval", *folder, "--agent-class", "x.Agent"])
+    with pytest.raises(ValueError, match="--system-dir and --agent \\(or --agent-class\\): name"):
+        cli._check_one_system([*folder, "--agent-class", "x.Agent"])
 
 
 def test_system_dir_takes_a_flag_by_any_of_its_spellings():

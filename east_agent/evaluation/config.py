@@ -391,8 +391,9 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
         return  # a hub name, or a folder elsewhere (at a merge): checked by each run
     args.model_path = config.model_path
     tokenizer = checkpoint_tokenizer(args)
-    try:
-        model_positions(args), tokenizer()
+    try:  # loaded once here (cached), then checked
+        model_positions(args)
+        tokenizer()
     except Exception:  # a checkpoint that does not load: refused as such by the grid's runs
         return
     check_max_context(args, decoding.max_context)

@@ -223,8 +223,8 @@ def clear_scores(output: Path, batching: bool = True) -> None:
 
 def settings_differ(saved: dict, settings: dict) -> list[str]:
     """The names of the settings in which two records differ (data files by content; a
-    flag by what it resolves to where both records name that, `RESOLVED_IN`; languages by
-    their names)."""
+    flag by what it resolves to where both records name that, `RESOLVED_IN`; not a flag
+    no decoder reads there, `UNREAD_WHERE`)."""
     recorded_by_both = set(saved) & set(settings)
     names = sorted((set(saved) | set(settings)) - {SPAN})
     return [

@@ -184,14 +184,8 @@ def merged_limit(
         if not run.gold_sentences:
             return end
         talks = longform_set.talks
-        return next(
-            (
-                count
-                for count in range(len(talks) + 1)
-                if sentence_span(talks, (0, count))[1] == end
-            ),
-            None,
-        )
+        ends = [sentence_span(talks, (0, count))[1] for count in range(len(talks) + 1)]
+        return ends.index(end) if end in ends else None
     return None
 
 

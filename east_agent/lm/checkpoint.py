@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -97,14 +98,34 @@ def east_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> 
 CHECKPOINT_DTYPE = "the checkpoint's"
 
 
-def weights_dtype(torch_dtype: str, device: str) -> str:
+def weights_dtype(torch_dtype: str, device: str, model_path: str | Path | None = None) -> str:
     """The dtype `--torch-dtype` loads the weights in on `device`: `auto` is the
-    checkpoint's own on accelerators, float32 on a CPU, where bfloat16 products crawl."""
+    checkpoint's own on accelerators (named where the config of `model_path` names it, as
+    transformers reads it first), float32 on a CPU, where bfloat16 products crawl."""
     if torch_dtype not in TORCH_DTYPES:
         raise ValueError(f"unknown --torch-dtype {torch_dtype!r}: choose one of {TORCH_DTYPES}")
     if torch_dtype == "auto":
-        return "float32" if str(device).startswith("cpu") else CHECKPOINT_DTYPE
+        if str(device).startswith("cpu"):
+            return "float32"
+        return config_dtype(model_path) or CHECKPOINT_DTYPE
     return torch_dtype
+
+
+def config_dtype(model_path: str | Path | None) -> str | None:
+    """The dtype a local checkpoint's `config.json` names (`dtype`, or `torch_dtype` as
+    transformers 4 wrote it); None where it names none or cannot be read (a hub id, no
+    config: the load says why)."""
+    if model_path is None:
+        return None
+    try:
+        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    name = config.get("dtype", config.get("torch_dtype"))
+    floating = isinstance(name, str) and isinstance(getattr(torch, name, None), torch.dtype)
+    return name if floating and getattr(torch, name).is_floating_point else None
 
 
 def resolve_dtype(torch_dtype: str, device: str) -> torch.dtype | str:

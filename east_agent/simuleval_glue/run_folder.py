@@ -165,7 +165,8 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
     if isinstance(getattr(args, "torch_dtype", None), str):
         from east_agent.lm.checkpoint import weights_dtype
 
-        settings[WEIGHTS_DTYPE] = weights_dtype(args.torch_dtype, getattr(args, "device", "cpu"))
+        device, model_path = getattr(args, "device", "cpu"), getattr(args, "model_path", None)
+        settings[WEIGHTS_DTYPE] = weights_dtype(args.torch_dtype, device, model_path)
     resolved = getattr(agent_class, "resolved_settings", None)
     if resolved is not None:  # this package's agents (`StreamingAgent`)
         settings.update(resolved(args))

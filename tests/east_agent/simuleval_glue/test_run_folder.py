@@ -156,6 +156,33 @@ def test_the_weights_dtype_of_the_device_is_a_setting(tmp_path):
         pass
 
 
+@pytest.mark.parametrize("key", ["dtype", "torch_dtype"])
+def test_auto_on_a_gpu_is_the_dtype_the_checkpoint_config_names(tmp_path, key):
+    """`--torch-dtype auto` on a GPU loads the dtype the checkpoint's config names (read
+    first by transformers): a GPU log of `auto` resumes with `--torch-dtype bfloat16` (before:
+    refused, "the checkpoint's" against 'bfloat16'); a config naming none (or no config, a
+    hub id) keeps "the checkpoint's"."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({key: "bfloat16"}))
+
+    def settings(torch_dtype: str, device: str, model_path=model) -> dict:
+        flags = argparse.Namespace(
+            torch_dtype=torch_dtype, device=device, latency="low", model_path=str(model_path)
+        )
+        return run_folder.translation_settings(Agent, flags)
+
+    auto_on_gpu = settings("auto", "cuda")
+    assert auto_on_gpu["weights_dtype"] == "bfloat16"
+    assert run_folder.settings_differ(auto_on_gpu, settings("bfloat16", "cuda:0")) == []
+    assert run_folder.settings_differ(auto_on_gpu, settings("float16", "cuda")) == ["weights_dtype"]
+    assert run_folder.settings_differ(auto_on_gpu, settings("auto", "cpu")) == ["weights_dtype"]
+    for config in ({key: None}, {key: "int8"}, {key: "nonsense"}, ["bfloat16"], "{"):
+        (model / "config.json").write_text(json.dumps(config) if config != "{" else config)
+        assert settings("auto", "cuda")["weights_dtype"] == "the checkpoint's"
+    assert settings("auto", "cuda", "org/hub-model")["weights_dtype"] == "the checkpoint's"
+
+
 def test_flags_that_resolve_to_the_same_decoder_are_the_same_settings(east_checkpoint):
     """Before: a resume was refused for `de` against `German`, and for a default spelled
     out (`--max-context 512` on a checkpoint of 512 positions, `--cache-budget 256`, half

@@ -310,9 +310,39 @@ def check_swept_values(place: KeyPlace, system: str, agent: str, key: str, value
                 f"{place.of('systems', system, key)}: {value} is YAML's reading of an unquoted "
                 "yes/no/on/off/true/false: quote it"
             )
-    for position, value in enumerate(values):
-        if value in values[:position]:
-            raise EvalConfigError(f"{place.of('systems', system, key)}: {value!r} is listed twice")
+    settings = [swept_setting(action, value) for value in values]
+    for position, setting in enumerate(settings):
+        if setting not in settings[:position]:
+            continue
+        first, value = values[settings.index(setting)], values[position]
+        where = place.of("systems", system, key)
+        if first == value and type(first) is type(value):
+            raise EvalConfigError(f"{where}: {value!r} is listed twice")
+        raise EvalConfigError(
+            f"{where}: {shown_swept(first, action)} and {shown_swept(value, action)} are one "
+            "setting: two runs of the same translations"
+        )
+
+
+def swept_setting(action: argparse.Action | None, value: Any) -> Any:
+    """What the agent makes of a swept value: null is its default; text as its flag types
+    it (`"128"` is 128)."""
+    if action is None:
+        return value
+    if value is None:
+        return action.default
+    if isinstance(value, str) and action.type is not None:
+        try:
+            return action.type(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            return value  # refused by the run's checks, naming the value
+    return value
+
+
+def shown_swept(value: Any, action: argparse.Action | None) -> str:
+    if value is None and action is not None:
+        return f"null (the default, {action.default!r})"
+    return repr(value)
 
 
 def check_switch_values(place: KeyPlace, system: str, agent: str, settings: dict) -> None:

@@ -1393,6 +1393,16 @@ def test_a_value_swept_twice_is_named_and_null_runs_the_default(tmp_path, capsys
         ("east-default", None),
         ("east-256", 256),
     ]
+    # before: two runs of one translation each (null is the default `low`; "128" is 128)
+    for sweep, said in (
+        ({"latency": ["low", None]}, "'low' and null (the default, 'low') are one setting"),
+        ({"max_new_tokens": ["128", 128]}, "'128' and 128 are one setting"),
+        ({"document_level": [None, False]}, "null (the default, False) and False are one"),
+    ):
+        config = quick_config(tmp_path / "grid.yaml", systems={"east": {"agent": "east", **sweep}})
+        error = east_eval_fails(capsys, config, "--dry-run")
+        key = next(iter(sweep))
+        assert f"{config}: line " in error and f"systems.east.{key}: {said}" in error
 
 
 def test_a_swept_value_that_would_lead_a_run_folder_out_is_refused(tmp_path, capsys):

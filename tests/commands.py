@@ -3,6 +3,7 @@ toy SimulEval files (a source and its reference) from the tiny model's synthetic
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -23,13 +24,15 @@ def console_script(name: str) -> str:
     return str(script)
 
 
-def run_simuleval(*arguments, command="east-simuleval", timeout=300):
+def run_simuleval(*arguments, command="east-simuleval", timeout=300, env=None):
+    """`command` run from the repository (`env`: variables set on top of this process's)."""
     return subprocess.run(
         [console_script(command), *map(str, arguments)],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
+        env=None if env is None else {**os.environ, **env},
     )
 
 

@@ -255,13 +255,14 @@ def score_folder(args: argparse.Namespace) -> None:
     """`--score-only`: the scores of the log in `args.output` (a bad line named first),
     with the folder held."""
     from east_agent.simuleval_glue.instance_log import check_log, check_references
-    from east_agent.simuleval_glue.scoring import check_latency_unit
+    from east_agent.simuleval_glue.scoring import check_bleu_tokenizer, check_latency_unit
 
     output = Path(args.output or ".")
     log = output / "instances.log"
     if not log.exists():
         raise ValueError(f"{log}: no such file (score a run's --output folder)")
     check_latency_unit(args, recorded_language(output, "tgt_lang"))
+    check_bleu_tokenizer(args)
     with writing(output):  # a folder another process writes: refused, before its log is read
         if args.computation_aware:
             source_type = args.source_type or simuleval_fixes.logged_source_type(output)

@@ -55,11 +55,29 @@ def scoring_args(argv: list[str], strict: bool = True) -> argparse.Namespace:
 def check_scoring_flags(args: argparse.Namespace, tgt_lang: str | None = None) -> None:
     """The scoring flags SimulEval would fail on after the decoding (or score wrongly),
     refused before: `--eval-latency-unit spm` without a sentencepiece model that loads,
-    `char` for a target that writes words (`tgt_lang`, where known), COMET's settings."""
+    `char` for a target that writes words (`tgt_lang`, where known), a BLEU tokenizer
+    that does not load, COMET's settings."""
     from east_agent.simuleval_glue.comet_scorer import check_comet_flags
 
     check_latency_unit(args, tgt_lang)
+    check_bleu_tokenizer(args)
     check_comet_flags(args)
+
+
+def check_bleu_tokenizer(args: argparse.Namespace) -> None:
+    """BLEU's `--sacrebleu-tokenizer` built once before anything runs: `ja-mecab` without
+    its packages (or `flores200` offline) fails in the scorer, which SimulEval turns into a
+    BLEU of 0 (now a failure, `simuleval_fixes`)."""
+    name = getattr(args, "sacrebleu_tokenizer", None)
+    if name is None or "BLEU" not in (getattr(args, "quality_metrics", None) or ()):
+        return
+    from sacrebleu.metrics import BLEU
+
+    try:
+        BLEU(tokenize=name)
+    except (RuntimeError, OSError, ImportError) as error:
+        said = " ".join(str(error).split())  # sacrebleu's advice spans lines
+        raise ValueError(f"--sacrebleu-tokenizer {name}: cannot score with it ({said})") from None
 
 
 def check_latency_unit(args: argparse.Namespace, tgt_lang: str | None = None) -> None:

@@ -57,6 +57,7 @@ def apply() -> None:
 
 
 def _score_empty_runs() -> None:
+    from sacrebleu.metrics import BLEU
     from simuleval.evaluator.scorers import latency_scorer, quality_scorer
 
     def mean_or_nan(values):
@@ -72,10 +73,14 @@ def _score_empty_runs() -> None:
         return atd(self, dict(enumerate(instances.values()))) if instances else float("nan")
 
     latency_scorer.ATDScorer.__call__ = atd_of_any_instances
-    bleu = quality_scorer.SacreBLEUScorer.__call__
 
     def bleu_of_any_instances(self, instances):
-        return bleu(self, instances) if instances else float("nan")
+        # SimulEval's returns 0 for any error (a tokenizer without its package): raised here
+        if not instances:
+            return float("nan")
+        predictions = [instance.prediction for instance in instances.values()]
+        references = [instance.reference for instance in instances.values()]
+        return BLEU(tokenize=self.tokenizer).corpus_score(predictions, [references]).score
 
     quality_scorer.SacreBLEUScorer.__call__ = bleu_of_any_instances
 

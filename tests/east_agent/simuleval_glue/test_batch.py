@@ -571,6 +571,32 @@ def test_latency_units_simuleval_fails_on_are_refused_before_loading(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("batch", [1, 3, "score-only"])
+def test_a_bleu_tokenizer_that_does_not_load_is_refused_before_loading(test_set, tmp_path, batch):
+    """Before: `--sacrebleu-tokenizer ja-mecab` without MeCab scored BLEU 0 (SimulEval's
+    scorer logs the error and returns 0), exit 0, a `scores.tsv` a grid takes as finished.
+    MeCab is hidden from the command (a module of that name that fails to import)."""
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / "MeCab.py").write_text('raise ImportError("hidden by the test")\n')
+    output, tokenizer = tmp_path / "out", ["--sacrebleu-tokenizer", "ja-mecab"]
+    if batch == "score-only":
+        output.mkdir()
+        record = {"index": 0, "prediction": "a", "delays": [1], "elapsed": [0.1], "reference": "a"}
+        (output / "instances.log").write_text(json.dumps(record) + "\n")
+        arguments = ["--score-only", "--output", output, *tokenizer]
+    else:
+        arguments = [*agent_arguments(tmp_path / "never-loaded", test_set, output, *tokenizer)]
+        arguments += ["--batch-size", batch]
+    result = run_simuleval(*arguments, timeout=120, env={"PYTHONPATH": str(hidden)})
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = "--sacrebleu-tokenizer ja-mecab: cannot score with it (Japanese tokenization requires"
+    assert said in result.stderr and "pip install sacrebleu[ja]" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (output / "scores.tsv").exists()
+    assert batch == "score-only" or not output.exists()
+
+
 def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
     output = tmp_path / "out"
     output.mkdir()

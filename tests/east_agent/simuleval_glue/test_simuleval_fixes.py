@@ -147,3 +147,22 @@ def test_simulevals_text_files_are_read_as_utf8_whatever_the_locale(tmp_path, ap
         assert result.stdout == ascii(["Grüße\n", "Greetings\n"]) + "\n"
     else:  # what the fix is for: the stock reader fails here
         assert "UnicodeDecodeError" in result.stderr
+
+
+def test_a_bleu_that_cannot_be_computed_raises_instead_of_scoring_0(monkeypatch):
+    """SimulEval's scorer logs any error and returns BLEU 0 (a tokenizer missing its
+    package scored 0, exit 0); it is a failure now, and BLEU is sacrebleu's otherwise."""
+    import sacrebleu
+    from sacrebleu.tokenizers import tokenizer_ja_mecab
+    from simuleval.evaluator.scorers.quality_scorer import SacreBLEUScorer
+
+    simuleval_fixes.apply()
+    instances = {
+        0: SimpleNamespace(prediction="a cat sat", reference="a cat sat down"),
+        1: SimpleNamespace(prediction="the dog", reference="a dog"),
+    }
+    expected = sacrebleu.corpus_bleu(["a cat sat", "the dog"], [["a cat sat down", "a dog"]])
+    assert SacreBLEUScorer("13a")(instances) == pytest.approx(expected.score)
+    monkeypatch.setattr(tokenizer_ja_mecab, "MeCab", None)  # as without sacrebleu[ja]
+    with pytest.raises(RuntimeError, match="Japanese tokenization requires"):
+        SacreBLEUScorer("ja-mecab")(instances)

@@ -159,8 +159,11 @@ def compare(
                 float(baseline_result.score),
                 float(candidate_result.score),
                 float(candidate_result.ci),
-                # the same translations: sacrebleu's p is 1/(samples+1) (multeval's convention)
-                1.0 if baseline == candidate else float(candidate_result.p_value),
+                # no difference (the same translations, or another with the same BLEU):
+                # sacrebleu's p is 1/(samples+1) where no resample differs (multeval's rule)
+                1.0
+                if baseline == candidate or baseline_result.score == candidate_result.score
+                else float(candidate_result.p_value),
             )
         )
     return comparisons

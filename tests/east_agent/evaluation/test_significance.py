@@ -36,6 +36,15 @@ def test_a_clearly_better_setting_is_higher_and_an_equal_one_a_tie():
     assert flat.p_value == 1.0  # the same translations (before: sacrebleu's 1/(samples+1))
 
 
+def test_other_translations_of_the_same_bleu_are_a_tie_of_p_1():
+    """Before: both BLEU 0 in every resample gave p 0.0010 beside "tie" (sacrebleu's
+    1/(samples+1) where no resample differs)."""
+    settings = [("k1", ["x y", "z", "w"]), ("k3", ["q r", "s", "t"])]
+    (zero,) = compare("waitk", settings, ["a b c d e", "f g h i j", "k l m n o"], samples=200)
+    assert zero.bleu_from == zero.bleu_to == 0.0 and zero.p_value == 1.0
+    assert zero.verdict == "tie" and zero.row()["p_value"] == "1.0000"
+
+
 def test_one_sentence_is_not_tested():
     """Before: one sentence resampled is always itself, and any difference came out
     "higher, p 0.001", CI 0."""

@@ -88,6 +88,14 @@ def rescore_if_changed(
     the grid's."""
     from east_agent.simuleval_glue.scoring import scoring_differences
 
+    if not (run_dir / "instances.log").exists():  # its significance and rescoring read it
+        print(
+            f"east-eval: {label}: {run_dir / 'scores.tsv'} without the instances.log it was "
+            "made from, left out of the tables; delete the folder to run it again",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
     changes = scoring_differences(run_dir, wanted)
     longform = longform_differences(config, run_dir) if config.long_form else []
     if not changes and not longform:

@@ -45,6 +45,26 @@ def test_runs_made_for_another_span_are_left_out_of_the_tables(grid, east_checkp
     assert not (tmp_path / "out" / "significance.csv").exists()  # the earlier grid's tests
 
 
+def test_a_run_whose_log_is_gone_is_left_out_not_the_grids_tests(grid, tmp_path):
+    """Before: its old scores were tabled, then the significance tests stopped the grid
+    with a bare `[Errno 2] ... instances.log` (exit 2), no system's tests written."""
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    (tmp_path / "out" / "runs" / "waitk-offline-k2" / "instances.log").unlink()
+    (tmp_path / "out" / "significance.csv").unlink()
+    result = east_eval(config, "--limit", "3", "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr[-3000:]
+    gone = tmp_path / "out" / "runs" / "waitk-offline-k2" / "scores.tsv"
+    said = f"east-eval: [3/3] waitk-offline-k2: {gone} without the instances.log it was made from"
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert [(row["system"], row["setting"]) for row in rows_of(tmp_path / "out")] == [
+        ("east", "low"),
+        ("east", "high"),
+    ]
+    with open(tmp_path / "out" / "significance.csv") as handle:
+        assert [(row["from"], row["to"]) for row in csv.DictReader(handle)] == [("low", "high")]
+
+
 def test_grid_runs_every_setting_and_tabulates(grid):
     _, output, result = grid
     assert result.returncode == 0, result.stderr[-3000:]

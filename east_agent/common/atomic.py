@@ -167,8 +167,12 @@ def check_replaceable(path: Path, kind: str, marks: tuple[str, ...] = ()) -> Non
 
 
 def check_folder_path(folder: Path, where: str) -> None:
-    """A folder to write that is a file, or inside one, refused saying so."""
+    """A folder to write that is a file, or inside one, or a link to nothing, refused
+    saying so (the last a bare "File exists" errno before)."""
     folder = Path(folder)
+    for path in (folder, *folder.absolute().parents):
+        if path.is_symlink() and not path.exists():
+            raise ValueError(f"{where} {folder}: {path} is a link to nothing ({path.readlink()})")
     existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
     if not existing.is_dir():
         inside = "" if existing == folder else f" ({existing} is)"

@@ -4,12 +4,16 @@ A line ends at `\\n` or `\\r\\n` only. `str.splitlines()` and text-mode files al
 lines elsewhere (`str.splitlines()` at U+2028, U+0085, form feeds, `\\x1c`-`\\x1e`...;
 universal newlines at a lone `\\r`), characters a sentence may hold: two parallel files
 then keep the same line count while their sentences shift. Files are UTF-8 (`.gz` read
-through); a byte that is not is named with its file, line and column.
+through, known by their first bytes: a cut-off one named as such); a byte that is not is
+named with its file, line and column, and so are a NUL (a UTF-16 file reads as UTF-8 with
+one after every ASCII character) and a byte-order mark starting a line past the first
+(files joined with `cat`).
 """
 
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -41,9 +45,39 @@ def check_regular_file(path: str | Path, flag: str) -> None:
         )
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
+# what a gzip stream that is cut off or damaged raises as it is read
+BROKEN_GZIP = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+class GzipReader(gzip.GzipFile):
+    """A gzip stream that closes the file it reads."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__(fileobj=raw, mode="rb")
+        self.raw_file = raw
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self.raw_file.close()
+
+
 def open_binary(path: str | Path) -> BinaryIO:
-    path = Path(path)
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    """A file's bytes, gunzipped where it starts as gzip does (whatever its name says: a
+    plain file named `.gz` is read as it is; a pipe is read once)."""
+    handle = open(path, "rb")
+    if handle.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+        return handle
+    return GzipReader(handle)
+
+
+def broken_gzip(path: str | Path, number: int, error: Exception) -> TextFileError:
+    return TextFileError(
+        f"{path}: line {number}: the gzip stream breaks off ({error}): a cut-off file?"
+    )
 
 
 def strip_newline(raw: bytes) -> bytes:
@@ -66,16 +100,37 @@ def bad_byte(data: bytes, start: int) -> tuple[int, str]:
 
 def decode_line(path: str | Path, number: int, raw: bytes) -> str:
     try:
-        return raw.decode("utf-8")
+        line = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise TextFileError(f"{path}: line {number}: {not_utf8(raw, error.start)}") from None
+    check_decoded(path, number, line)
+    return line
+
+
+def check_decoded(path: str | Path, number: int, line: str) -> None:
+    """Refuse a NUL in a line, and a byte-order mark starting one past the first (the
+    first line's is the reader's business: `check_plain_text`)."""
+    if "\0" in line:
+        raise TextFileError(
+            f"{path}: line {number}: a NUL byte at column {line.index(chr(0)) + 1}; a "
+            "UTF-16 file? save it as UTF-8"
+        )
+    if number > 1 and line.startswith("\ufeff"):
+        raise TextFileError(
+            f"{path}: line {number}: starts with a byte-order mark (U+FEFF), a file's "
+            "first bytes (files joined with cat?); remove it"
+        )
 
 
 def iter_lines(path: str | Path) -> Iterator[str]:
     """The lines of a UTF-8 file, without their `\\n` / `\\r\\n`, one at a time."""
+    number = 0
     with open_binary(path) as handle:
-        for number, raw in enumerate(handle, 1):  # binary files split at b"\n" only
-            yield decode_line(path, number, strip_newline(raw))
+        try:
+            for number, raw in enumerate(handle, 1):  # binary files split at b"\n" only
+                yield decode_line(path, number, strip_newline(raw))
+        except BROKEN_GZIP as error:
+            raise broken_gzip(path, number + 1, error) from None
 
 
 def read_lines(path: str | Path) -> list[str]:
@@ -86,12 +141,19 @@ def read_lines(path: str | Path) -> list[str]:
 def read_text(path: str | Path) -> str:
     """A whole UTF-8 file as it is (line ends kept), a bad byte named by line and column."""
     with open_binary(path) as handle:
-        data = handle.read()
+        try:
+            data = handle.read()
+        except BROKEN_GZIP as error:
+            raise broken_gzip(path, 1, error) from None
     try:
-        return data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         number, problem = bad_byte(data, error.start)
         raise TextFileError(f"{path}: line {number}: {problem}") from None
+    if "\0" in text or "\n\ufeff" in text:
+        for number, line in enumerate(text.split("\n"), 1):
+            check_decoded(path, number, line)
+    return text
 
 
 def read_simuleval_lines(path: str | Path) -> list[str]:
@@ -112,10 +174,6 @@ def read_simuleval_lines(path: str | Path) -> list[str]:
             "SimulEval would start a new sentence; remove it (lines end with \\n or \\r\\n)"
         )
     return lines
-
-
-GZIP_MAGIC = b"\x1f\x8b"
-UTF8_BOM = b"\xef\xbb\xbf"
 
 
 def check_plain_text(path: str | Path) -> None:

@@ -23,7 +23,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from east_agent.common.arguments import folder_path
-from east_agent.common.atomic import check_folder_path, remove, write_atomically
+from east_agent.common.atomic import (
+    check_folder_path,
+    check_replaceable,
+    remove,
+    write_atomically,
+)
 from east_agent.common.entry import command_line
 from east_agent.common.records import load_records, read_json_object, require_fields
 from east_agent.common.text_lines import read_lines
@@ -34,6 +39,8 @@ from east_agent.evaluation import longform
 DATA = Path(__file__).resolve().parents[1] / "data"
 MULTI30K_SPLITS = {"multi30k": "test_2016_flickr", "multi30k-val": "val"}
 MULTI30K_LANGUAGES = ("de", "en", "fr", "cs")
+
+PREPARED_FILES = ("source.txt", "reference.txt", "testset.json")
 
 
 UNITS_SPLIT_BY = "units_split_by"  # testset.json: the checkpoint whose tokenizer made the units
@@ -76,12 +83,16 @@ def available_testsets() -> list[str]:
     return names
 
 
-def read_pairs(name: str) -> tuple[list[tuple[str, str]], str, str]:
-    """(source, reference) pairs and the two language names of a test set."""
+def check_testset_name(name: str) -> None:
     if name not in available_testsets():
         raise ValueError(
             f"unknown test set {name!r}; choose one of {', '.join(available_testsets())}"
         )
+
+
+def read_pairs(name: str) -> tuple[list[tuple[str, str]], str, str]:
+    """(source, reference) pairs and the two language names of a test set."""
+    check_testset_name(name)
     prefix, direction = name.split(".")
     src, tgt = direction.split("-")
     if prefix in MULTI30K_SPLITS:
@@ -130,6 +141,8 @@ def prepare_testset(
             raise ValueError(f"{name}: sentence {number} has an empty source or reference")
         references.append(" ".join(reference.split()))
     source_lines = [" ".join(sentence) for sentence in units]
+    for written in (*PREPARED_FILES, *longform.TALK_FILES):  # a folder there is the user's
+        check_replaceable(output / written, "file east-prepare writes")
     output.mkdir(parents=True, exist_ok=True)
     # the record goes first and comes back last: a kill between the files leaves no record
     # naming files of another test set (the next run prepares them again)
@@ -216,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     check_folder_path(Path(args.output), "--output")
+    check_testset_name(longform.parse_name(args.testset)[0])  # before a tokenizer loads
     if split_by_tokenizer(args.testset) and not args.tokenizer:
         raise ValueError(
             f"--tokenizer: {args.testset}'s source is split into the checkpoint's token "

@@ -238,7 +238,8 @@ class StreamingAgent(TextToTextAgent):
         check_weights(args.model_path, "--model-path")
         check_adapter_path(getattr(args, "adapter_path", None))
         source = getattr(args, "source", None)
-        check_source_file(source, getattr(args, "target", None))  # before any checkpoint file
+        target, unit = getattr(args, "target", None), getattr(args, "eval_latency_unit", "word")
+        check_source_file(source, target, unit)  # before any checkpoint file
         check_units_split(source, config.src_lang)
         check_max_context(args, config.max_context)
         return config

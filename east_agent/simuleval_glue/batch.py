@@ -136,7 +136,7 @@ def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
     simuleval_fixes.apply()  # before its dataloader reads the files
     config = agent_class.checked_config(args)
     source, target = getattr(args, "source", None), getattr(args, "target", None)
-    checked_span(source, target, args.start_index, args.end_index)
+    checked_span(source, target, args.start_index, args.end_index, args.eval_latency_unit)
     check_references_given(source, target, args.no_scoring)
     check_scoring_flags(args, config.tgt_lang)
     if not args.output:

@@ -21,34 +21,49 @@ def _file_state(path: str) -> tuple[str, int, int]:
     return str(Path(path).resolve()), status.st_size, status.st_mtime_ns
 
 
-def check_source_file(source: str | None, target: str | None = None) -> int | None:
+def check_source_file(
+    source: str | None, target: str | None = None, latency_unit: str = "word"
+) -> int | None:
     """Refuse a source file with no line or empty lines, or a reference file with another
-    number of lines, before any model is loaded (and either file not UTF-8, or with a
-    carriage return inside a line, where SimulEval's reader would start another sentence).
-    Files found good are not read again in this process unless they change
-    (`east-simuleval` checks them before SimulEval builds the agent, and the agent checks
-    them again). The source's number of lines (None without a source)."""
+    number of lines or an empty one, before any model is loaded (and either file not
+    UTF-8, or with a carriage return inside a line, where SimulEval's reader would start
+    another sentence; for the `word` latency unit, a reference spaced otherwise than
+    SimulEval counts its words). Files found good are not read again in this process
+    unless they change (`east-simuleval` checks them before SimulEval builds the agent, and
+    the agent checks them again). The source's number of lines (None without a source)."""
     for flag, path in (("--source", source), ("--target", target)):
         if path:
             check_regular_file(path, flag)
     if not source:
         return None
-    checked = (_file_state(source), _file_state(target) if target else None)
+    checked = (_file_state(source), _file_state(target) if target else None, latency_unit)
     if checked not in _CHECKED_FILES:
-        _CHECKED_FILES[checked] = _check_lines(source, target)
+        _CHECKED_FILES[checked] = _check_lines(source, target, latency_unit)
     return _CHECKED_FILES[checked]
 
 
-def _check_lines(source: str, target: str | None) -> int:
+# characters that show nothing: a line of them and spaces is an empty sentence
+INVISIBLE = str.maketrans("", "", "\u200b\u200c\u200d\u2060\ufeff")
+
+
+def is_blank(line: str) -> bool:
+    return not line.translate(INVISIBLE).strip()
+
+
+def numbered(numbers: list[int]) -> str:
+    """`line 3, 7` (the first ten, then how many more)."""
+    more = f" and {len(numbers) - 10} more" if len(numbers) > 10 else ""
+    return f"line {', '.join(str(number) for number in numbers[:10])}{more}"
+
+
+def _check_lines(source: str, target: str | None, latency_unit: str) -> int:
     lines = read_simuleval_lines(source)
     if not lines:
         raise ValueError(f"{source}: no source sentence (an empty file)")
-    empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
+    empty = [number for number, line in enumerate(lines, 1) if is_blank(line)]
     if empty:
-        shown = ", ".join(str(number) for number in empty[:10])
-        more = f" and {len(empty) - 10} more" if len(empty) > 10 else ""
         raise ValueError(
-            f"{source}: line {shown}{more}: empty source sentence; remove it "
+            f"{source}: {numbered(empty)}: empty source sentence; remove it "
             "(and the matching reference line) before evaluating (a long-form system reads a "
             "line as a whole talk: join the paragraphs of a talk into one line)"
         )
@@ -59,7 +74,34 @@ def _check_lines(source: str, target: str | None) -> int:
                 f"{source} has {len(lines)} lines but {target} has {len(references)}: "
                 "each source sentence needs its reference on the same line"
             )
+        check_references(target, references, latency_unit)
     return len(lines)
+
+
+def check_references(target: str, references: list[str], latency_unit: str) -> None:
+    """An empty reference (SimulEval scored it AP 1.93, AL -6.6), and, counted in words,
+    one with a tab or spaces doubled or at either end: SimulEval counts a reference's
+    words between single spaces (tabs gave AL -32)."""
+    empty = [number for number, line in enumerate(references, 1) if is_blank(line)]
+    if empty:
+        raise ValueError(
+            f"{target}: {numbered(empty)}: empty reference sentence; remove it (and the "
+            "matching source line) before evaluating"
+        )
+    if latency_unit != "word":
+        return
+    spaced = [
+        number for number, line in enumerate(references, 1) if MISSPACED.search(line) is not None
+    ]
+    if spaced:
+        raise ValueError(
+            f"{target}: {numbered(spaced)}: a tab, or spaces doubled or at either end; "
+            "SimulEval counts a reference's words between single spaces (the latency scores "
+            "would count them wrong): fold them, e.g. sed -E 's/[[:blank:]]+/ /g; s/^ | $//g'"
+        )
+
+
+MISSPACED = re.compile(r"[\t\v\f]|  |^ | $")
 
 
 LONGEST_UNIT = 8  # kana and CJK characters: Llama-3's longest token of them has 7
@@ -125,10 +167,13 @@ def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     parser.add_argument("--dataloader", default=TEXT_DATALOADER)
     parser.add_argument("--dataloader-class")
     parser.add_argument("--no-scoring", action="store_true")
+    parser.add_argument("--eval-latency-unit", default="word")
     known, _ = parser.parse_known_args(argv)
     if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
         return None  # not text files of lines: the dataloader's own business
-    span = checked_span(known.source, known.target, known.start_index, known.end_index)
+    span = checked_span(
+        known.source, known.target, known.start_index, known.end_index, known.eval_latency_unit
+    )
     check_references_given(known.source, known.target, known.no_scoring)
     return None if span is None else (span.start, span.stop)
 
@@ -145,12 +190,16 @@ def check_references_given(source: str | None, target: str | None, no_scoring: b
 
 
 def checked_span(
-    source: str | None, target: str | None, start_index: int, end_index: int
+    source: str | None,
+    target: str | None,
+    start_index: int,
+    end_index: int,
+    latency_unit: str = "word",
 ) -> range | None:
     """The source and reference files checked (`check_source_file`), and the sentences
     `--start-index` .. `--end-index` of the source, checked against its lines (None without
     a source file)."""
-    lines = check_source_file(source, target)
+    lines = check_source_file(source, target, latency_unit)
     if lines is None:
         return None
     check_indices(start_index, end_index, lines, source)

@@ -44,3 +44,23 @@ def test_a_programs_error_keeps_its_traceback(error, capsys):
         failing_with(error)()
     assert raised.value is error
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("kind", ["a folder", "inside a file", "unreadable"])
+def test_a_file_of_the_wrong_kind_or_unreadable_is_one_line(tmp_path, capsys, kind):
+    """Before: IsADirectoryError, NotADirectoryError and PermissionError tracebacks (a
+    `chmod 000` corpus, a folder where east-prepare writes a file)."""
+    (tmp_path / "file").write_text("x")
+    path = {"a folder": tmp_path, "inside a file": tmp_path / "file" / "sub"}.get(kind)
+
+    @command_line("east-test")
+    def main() -> None:
+        if path is None:  # root reads a chmod-000 file: the error as open() raises it
+            raise PermissionError(13, "Permission denied", str(tmp_path / "file"))
+        open(path).close()
+
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == EXIT_USER_ERROR
+    error = capsys.readouterr().err
+    assert error.startswith("east-test: [Errno") and error.count("\n") == 1

@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -82,8 +84,41 @@ def test_a_gzip_or_byte_order_marked_simuleval_file_is_refused(tmp_path):
     marked.write_bytes("\ufeffHund\nKatze\n".encode())
     with pytest.raises(TextFileError, match=r"source.txt: line 1: starts with a UTF-8 byte-"):
         read_simuleval_lines(marked)
-    marked.write_bytes("Hund\n\ufeffKatze\n".encode())  # a character of the text: taken
-    assert read_simuleval_lines(marked) == ["Hund", "\ufeffKatze"]
+    # a later line's: a file's first bytes (files joined with cat), taken before as text
+    marked.write_bytes("Hund\n\ufeffKatze\n".encode())
+    with pytest.raises(TextFileError, match=r"source.txt: line 2: starts with a byte-order"):
+        read_simuleval_lines(marked)
+    marked.write_bytes("Hund\nKat\ufeffze\n".encode())  # inside a line: a character
+    assert read_simuleval_lines(marked) == ["Hund", "Kat\ufeffze"]
+
+
+def test_gzip_is_known_by_its_bytes_and_a_cut_off_one_named(tmp_path):
+    """Before: a plain file named .gz, or a gzip file cut off (a download), ended in
+    gzip's BadGzipFile or EOFError traceback."""
+    plain = tmp_path / "corpus.de.gz"
+    plain.write_text("ein Hund\nzwei Katzen\n")
+    assert read_lines(plain) == ["ein Hund", "zwei Katzen"]
+    packed = gzip.compress(("ein Hund\n" * 2000).encode())
+    cut = tmp_path / "cut.de.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    for read in (read_lines, read_text):
+        with pytest.raises(TextFileError, match=r"cut.de.gz: line \d+: the gzip stream breaks"):
+            read(cut)
+    fifo = tmp_path / "fifo"  # a pipe is read once: its first bytes are not lost
+    os.mkfifo(fifo)
+    writer = subprocess.Popen(["sh", "-c", f"printf 'a b\\nc\\n' > {fifo}"])
+    assert read_lines(fifo) == ["a b", "c"]
+    writer.wait(timeout=30)
+
+
+def test_a_nul_byte_is_named_a_utf16_file_refused(tmp_path):
+    """Before: an ASCII file in UTF-16 read as UTF-8 with a NUL after every character,
+    translated into garbage, exit 0."""
+    wide = tmp_path / "source.txt"
+    wide.write_bytes("ein Hund\nzwei\n".encode("utf-16-le"))
+    for read in (read_lines, read_text):
+        with pytest.raises(TextFileError, match=r"source.txt: line 1: a NUL byte at column 2"):
+            read(wide)
 
 
 def test_simuleval_reads_the_same_sentences(tmp_path):

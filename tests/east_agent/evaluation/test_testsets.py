@@ -203,3 +203,46 @@ def test_east_prepare_into_a_file_is_one_line(tmp_path, capsys, inside):
         + (f" ({tmp_path / 'afile'} is)" if inside else "")
         + "\n"
     )
+
+
+def test_east_prepare_names_a_bad_test_set_before_loading_a_tokenizer(tmp_path, capsys):
+    """Before: the tokenizer was looked for first (a hub id: 50 s of retries offline), and
+    the typo in the set's name never named."""
+    from east_agent.evaluation.testsets import main
+
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(SystemExit) as ended:
+        main(["wmt22.zh-em", "--output", str(tmp_path / "out"), "--tokenizer", str(missing)])
+    assert ended.value.code == 2
+    assert "east-prepare: unknown test set 'wmt22.zh-em'" in capsys.readouterr().err
+
+
+def test_east_prepare_leaves_a_folder_of_a_file_name_it_writes(tmp_path, capsys):
+    """Before: a folder of the user's named `talks.json` (or `testset.json`) in --output
+    was deleted with whatever it held, exit 0."""
+    from east_agent.evaluation.testsets import main
+
+    kept = tmp_path / "out" / "talks.json"
+    kept.mkdir(parents=True)
+    (kept / "mine.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as ended:
+        main(["multi30k.de-en", "--output", str(tmp_path / "out")])
+    assert ended.value.code == 2
+    said = f"east-prepare: {kept} is a folder, not a file east-prepare writes"
+    assert capsys.readouterr().err.startswith(said)
+    assert (kept / "mine.txt").read_text() == "keep me"
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["talks.json"]
+
+
+def test_east_prepare_into_a_link_to_nothing_is_one_line(tmp_path, capsys):
+    """Before: a bare "[Errno 17] File exists"."""
+    from east_agent.evaluation.testsets import main
+
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    with pytest.raises(SystemExit) as ended:
+        main(["multi30k.de-en", "--output", str(tmp_path / "link" / "sub")])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err == (
+        f"east-prepare: --output {tmp_path / 'link' / 'sub'}: {tmp_path / 'link'} is a link "
+        f"to nothing ({tmp_path / 'gone'})\n"
+    )

@@ -92,6 +92,41 @@ def test_a_scored_run_needs_its_references(tmp_path):
     assert data_files.check_data_files(["--source", str(source), "--target", str(target)])
 
 
+@pytest.mark.parametrize(
+    "reference, said",
+    [
+        ("The\tcat", "line 2: a tab, or spaces doubled or at either end"),
+        ("The  cat", "line 2: a tab, or spaces doubled or at either end"),
+        ("The cat ", "line 2: a tab, or spaces doubled or at either end"),
+        ("", "line 2: empty reference sentence"),
+        (" \u200b ", "line 2: empty reference sentence"),
+    ],
+)
+def test_references_simuleval_would_count_wrong_are_refused(tmp_path, reference, said):
+    """Before, exit 0: tabs scored AL -32, doubled spaces LAAL 2.8 for 1.3, an empty
+    reference AP 1.93 (SimulEval counts a reference's words between single spaces)."""
+    source, target = tmp_path / "src.txt", tmp_path / "ref.txt"
+    source.write_text("Ein Hund\nDie Katze\n")
+    target.write_text(f"A dog\n{reference}\n")
+    flags = ["--source", str(source), "--target", str(target)]
+    with pytest.raises(ValueError, match=f"ref.txt: {said}"):
+        data_files.check_data_files(flags)
+    in_characters = [*flags, "--eval-latency-unit", "char"]  # counted otherwise: spacing is not
+    if "empty" not in said:
+        assert data_files.check_data_files(in_characters) == (0, 2)
+    else:
+        with pytest.raises(ValueError, match=f"ref.txt: {said}"):
+            data_files.check_data_files(in_characters)
+
+
+def test_a_source_line_of_invisible_characters_is_empty(tmp_path):
+    """Before: a line of U+200B was "translated", exit 0."""
+    source = tmp_path / "src.txt"
+    source.write_text("Ein Hund\n\u200b\u2060\n")
+    with pytest.raises(ValueError, match=r"src.txt: line 2: empty source sentence"):
+        data_files.check_data_files(["--source", str(source), "--no-scoring"])
+
+
 def test_an_empty_source_file_is_refused(tmp_path):
     """Before: scored as NaN, exit 0."""
     source = tmp_path / "src.txt"

@@ -505,7 +505,7 @@ def test_system_dir_refuses_a_model_or_adapter_without_weights(packaging):
     "where, output, said",
     [
         ("in-a-file", "notes/submission", "output notes/submission: a file, not a folder"),
-        ("dangling-link", "gone", "gone exists; choose a new folder"),
+        ("dangling-link", "gone", "output gone: gone is a link to nothing (nowhere)"),
         ("in-the-model", "checkpoint/submission", "which --copy-model copies into it"),
         ("taken-meanwhile", "submission", "submission appeared while this command wrote"),
     ],

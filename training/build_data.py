@@ -33,7 +33,9 @@ Bad pairs (an empty side, more than `--max-words` words, a length ratio beyond
 `--max-ratio`) are counted and reported, never dropped silently. eflomal seeds itself
 from /dev/urandom and cannot be seeded, so the links are saved next to the output
 (`<output>.links.gz`) and `--alignments` reuses them: with the same links and seed the
-output is byte-identical (the gzip header holds neither a time nor a file name).
+output is byte-identical (the gzip header holds neither a time nor a file name). The two
+are put in place only after every check, the old output removed first, so that a failed
+or killed rebuild never leaves new links beside old records.
 Errors end the command with one line on stderr and exit status 2.
 """
 
@@ -41,6 +43,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
 import random
 import sys
 from collections.abc import Sequence
@@ -49,11 +53,23 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from east_agent.common.arguments import positive_number
-from east_agent.common.atomic import check_folder_path, check_replaceable
-from east_agent.common.entry import command_line
+from east_agent.common.atomic import (
+    check_folder_path,
+    check_replaceable,
+    install,
+    remove,
+    temporary_beside,
+)
+from east_agent.common.child_process import run_child
+from east_agent.common.entry import CommandError, command_line
 from east_agent.common.records import RecordError, placed_records, text_output, write_jsonl
 from east_agent.common.text_lines import check_input_file, check_plain_text, read_lines
-from east_agent.decoding.prompt import LATENCY_LEVELS, is_unspaced, language_name
+from east_agent.decoding.prompt import (
+    LATENCY_LEVELS,
+    is_unspaced,
+    known_language_name,
+    language_name,
+)
 from east_agent.decoding.units import control_token_in
 from training.data import EAST_TOKENS
 
@@ -132,19 +148,43 @@ def parse_links(line: str) -> Links:
 
 
 def align(sources: Sequence[str], targets: Sequence[str], workdir: Path) -> list[Links]:
-    """eflomal in both directions, symmetrised."""
+    """eflomal in both directions, symmetrised, its files all in `workdir`.
+
+    Its binary is started here, not by `eflomal.Aligner().align`: that one starts it with
+    no way to make it die with this process (killed, the builder left it writing links
+    into the output folder) and puts its inputs in /tmp (left there by a kill)."""
     import eflomal
 
+    source, target = workdir / "source.eflomal", workdir / "target.eflomal"
     forward_path, reverse_path = workdir / "forward.links", workdir / "reverse.links"
-    eflomal.Aligner().align(
-        list(sources),
-        list(targets),
-        links_filename_fwd=str(forward_path),
-        links_filename_rev=str(reverse_path),
-        quiet=True,
-    )
+    with open(source, "wb") as source_file, open(target, "wb") as target_file:
+        eflomal.Aligner().prepare_files(
+            list(sources), source_file, list(targets), target_file, None, None
+        )
+    command = eflomal_command(source, target, forward_path, reverse_path, len(sources))
+    status = run_child(command)
+    if status != 0:
+        ended = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        raise CommandError(f"eflomal failed ({ended}) aligning {len(sources)} sentence pairs")
     forward, reverse = read_lines(forward_path), read_lines(reverse_path)
     return [grow_diag_final_and(parse_links(f), parse_links(r)) for f, r in zip(forward, reverse)]
+
+
+def eflomal_command(
+    source: Path, target: Path, forward: Path, reverse: Path, sentences: int
+) -> list[str]:
+    """The command `eflomal.Aligner().align(..., quiet=True)` runs (eflomal 2.0): model 3,
+    3 samplers, null prior 0.2, iterations from the number of sentences."""
+    import eflomal
+
+    iterations = max(2, round(5000 / math.sqrt(sentences)))
+    quarter = max(1, iterations // 4)
+    executable = Path(eflomal.__file__).parent / "bin" / "eflomal"
+    return [
+        str(executable), "-m", "3", "-s", str(source), "-t", str(target), "-n", "3",
+        "-N", "0.2", "-1", str(max(2, quarter)), "-q", "-2", str(quarter),
+        "-3", str(iterations), "-f", str(forward), "-r", str(reverse),
+    ]  # fmt: skip
 
 
 # -- segmentation ------------------------------------------------------------------------------
@@ -235,6 +275,26 @@ def pair_of(record: dict, path: Path, place: str) -> tuple[str, str]:
     return record["source"], record[target_field]
 
 
+LANGUAGE_FIELDS = {"src_lang": "--src-lang", "tgt_lang": "--tgt-lang"}
+
+
+def check_record_languages(
+    record: dict, languages: dict[str, str | None], path: Path, place: str
+) -> None:
+    """A record's own `src_lang` / `tgt_lang` (a test set's) must be the flag's language,
+    `de` being `German` (before: ignored, an en-de set labelled German to English)."""
+    for name, flag in LANGUAGE_FIELDS.items():
+        if name not in record or languages[name] is None:
+            continue
+        if not isinstance(record[name], str):
+            raise RecordError(f"{path}: {place}: field {name!r} must be a string")
+        if known_language_name(record[name]) != language_name(languages[name]):
+            raise RecordError(
+                f"{path}: {place}: field {name!r} is {record[name]!r}, but {flag} is "
+                f"{languages[name]!r}"
+            )
+
+
 def check_no_control_token(text: str, where: str) -> None:
     """An EAST token in the corpus would be written into the chunks, where it reads as a
     READ or WRITE: refused naming `where` (training.sft refuses the records later)."""
@@ -256,9 +316,21 @@ def read_corpus(path: Path) -> list[str]:
     return lines
 
 
-def read_parallel(source: Path | None, target: Path | None, pairs: Path | None):
+def read_parallel(
+    source: Path | None,
+    target: Path | None,
+    pairs: Path | None,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+) -> list[tuple[str, str]]:
+    """The sentence pairs; a `--pairs` record that names its languages must name these
+    (where given)."""
     if pairs is not None:
-        return [pair_of(record, pairs, place) for place, record in placed_records(pairs)]
+        languages = {"src_lang": src_lang, "tgt_lang": tgt_lang}
+        placed = placed_records(pairs)
+        for place, record in placed:
+            check_record_languages(record, languages, pairs, place)
+        return [pair_of(record, pairs, place) for place, record in placed]
     sources, targets = read_corpus(source), read_corpus(target)
     if len(sources) != len(targets):
         raise ValueError(f"{source} has {len(sources)} lines but {target} has {len(targets)}")
@@ -291,10 +363,8 @@ def build(
     max_ratio: float = 3.0,
     progress: bool = True,
 ) -> BuildReport:
-    from tqdm import tqdm
-
-    src_lang, tgt_lang = language_name(src_lang), language_name(tgt_lang)
-    for language in (src_lang, tgt_lang):
+    languages = language_name(src_lang), language_name(tgt_lang)
+    for language in languages:
         if is_unspaced(language):
             raise ValueError(f"{language}: the builder splits words on whitespace only")
     check_outputs(output)
@@ -308,17 +378,33 @@ def build(
     if not kept:
         raise ValueError("no sentence pair is left to align: " + "; ".join(report.lines()))
     levels = list(dict.fromkeys(levels))  # a level given twice would write its records twice
-    links_path = links_of(output)
-    all_links = load_links(alignments, kept) if alignments else None
-    if all_links is None:
-        logger.info("aligning %d pairs with eflomal", len(kept))
-        workdir = output.parent / f".{output.name}.align"
-        workdir.mkdir(parents=True, exist_ok=True)
-        all_links = align([" ".join(s) for s, _ in kept], [" ".join(t) for _, t in kept], workdir)
-        for path in workdir.iterdir():
-            path.unlink()
-        workdir.rmdir()
-    save_links(links_path, all_links)
+    # this process's own: a concurrent run's, or an orphan's, never mixes with it
+    work = temporary_beside(Path(f"{output}.work"))
+    work.mkdir(parents=True)
+    try:
+        all_links = load_links(alignments, kept) if alignments else None
+        if all_links is None:
+            logger.info("aligning %d pairs with eflomal", len(kept))
+            all_links = align([" ".join(s) for s, _ in kept], [" ".join(t) for _, t in kept], work)
+        records = segment(kept, all_links, languages, levels, report, progress)
+        random.Random(seed).shuffle(records)
+        write_outputs(output, records, all_links, work)
+    finally:
+        remove(work)
+    return report
+
+
+def segment(
+    kept: list[tuple[list[str], list[str]]],
+    all_links: list[Links],
+    languages: tuple[str, str],
+    levels: list[str],
+    report: BuildReport,
+    progress: bool,
+) -> list[dict]:
+    """The records of every kept pair and level; ValueError if the mean AL (in `report`)
+    does not rise strictly from level to level."""
+    from tqdm import tqdm
 
     records, lagging = [], {level: [] for level in levels}
     for (source, target), links in tqdm(
@@ -330,8 +416,8 @@ def build(
             lagging[level].append(average_lagging(segmentation_delays(chunks), len(source)))
             records.append(
                 {
-                    "src_lang": src_lang,
-                    "tgt_lang": tgt_lang,
+                    "src_lang": languages[0],
+                    "tgt_lang": languages[1],
                     "latency": level,
                     "source_chunks": [" ".join(s) for s, _ in chunks],
                     "target_chunks": [" ".join(t) for _, t in chunks],
@@ -341,9 +427,23 @@ def build(
     ordered = [report.mean_al[level] for level in LATENCY_LEVELS if level in report.mean_al]
     if any(later <= earlier for earlier, later in zip(ordered, ordered[1:])):
         raise ValueError(f"mean AL does not rise strictly across the levels: {report.mean_al}")
-    random.Random(seed).shuffle(records)
-    write_jsonl(output, records)  # only data that passed the check
-    return report
+    return records
+
+
+def write_outputs(output: Path, records: list[dict], all_links: list[Links], work: Path) -> None:
+    """The records at `output` and their links beside them, only data that passed the
+    checks, written whole in `work` (on `output`'s file system) first.
+
+    `--alignments <output>.links.gz` must rebuild the `<output>` beside it, so the old
+    records go before the new links come: a kill between the renames leaves the links
+    with no records (rebuilt from them), never beside records they did not make; a failure
+    or a kill before leaves the old pair as it was."""
+    staged = work / output.name
+    write_jsonl(staged, records)
+    save_links(work / links_of(output).name, all_links)
+    output.unlink(missing_ok=True)
+    install(work / links_of(output).name, links_of(output))
+    install(staged, output)
 
 
 def links_of(output: Path) -> Path:
@@ -388,12 +488,44 @@ def load_links(path: Path, kept: list[tuple[list[str], list[str]]]) -> list[Link
     return all_links
 
 
+INPUT_FLAGS = ("--source", "--target", "--pairs", "--alignments")
+
+
 def check_inputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an input flag naming a folder or nothing."""
-    for flag in ("--source", "--target", "--pairs", "--alignments"):
+    for flag in INPUT_FLAGS:
         path = getattr(args, flag.removeprefix("--"))
         if path is not None:
             check_input_file(path, flag)
+
+
+def check_inputs_kept(args: argparse.Namespace) -> None:
+    """Refuse, before any work, an --output, or the links written beside it, that is an
+    input file (before: the input was overwritten). The links of this very output may be
+    given back as --alignments: they are read whole first, and written again the same."""
+    links = links_of(args.output)
+    for flag in INPUT_FLAGS:
+        given = getattr(args, flag.removeprefix("--"))
+        if given is None:
+            continue
+        if same_file(given, args.output):
+            written = "is"
+        elif same_file(given, links) and flag != "--alignments":
+            written = f"writes its links to {links}, which is"
+        else:
+            continue
+        raise ValueError(
+            f"--output {args.output} {written} the {flag} file {given}: it would be "
+            "overwritten; choose another output"
+        )
+
+
+def same_file(one: Path, other: Path) -> bool:
+    """Whether two paths name one file: through links (symbolic or hard) where both are
+    there, by their resolved paths where one is still to be written."""
+    if one.exists() and other.exists():
+        return os.path.samefile(one, other)
+    return one.resolve() == other.resolve()
 
 
 @command_line(COMMAND)
@@ -419,10 +551,11 @@ def main(argv: list[str] | None = None) -> None:
     if texts_given != [args.pairs is None] * 2:  # --pairs holds both sides itself
         parser.error("give --source and --target, or --pairs without them")
     check_inputs(args)
+    check_inputs_kept(args)
     check_outputs(args.output)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     report = build(
-        read_parallel(args.source, args.target, args.pairs),
+        read_parallel(args.source, args.target, args.pairs, args.src_lang, args.tgt_lang),
         args.src_lang,
         args.tgt_lang,
         args.output,

@@ -367,3 +367,249 @@ def test_a_corpus_read_from_a_pipe_keeps_its_first_lines(tmp_path):
     assert read_parallel(pipes["de"], pipes["en"], None) == list(zip(*lines.values()))
     for writer in writers:
         writer.join(5)
+
+
+TEXTS = ["--source", "{de}", "--target", "{en}"]
+
+
+@pytest.mark.parametrize(
+    "inputs, output, message",
+    [
+        (TEXTS, "{de}", "--output {de} is the --source file {de}"),
+        (TEXTS, "{link}", "--output {link} is the --target file {en}"),  # a symbolic link
+        (["--pairs", "{pairs}"], "{hard}", "--output {hard} is the --pairs file {pairs}"),
+        (
+            ["--source", "{links}", "--target", "{en}"],
+            "{out}",
+            "--output {out} writes its links to {links}, which is the --source file {links}",
+        ),
+        (
+            [*TEXTS, "--alignments", "{aligned}"],
+            "{aligned}",
+            "--output {aligned} is the --alignments file {aligned}",
+        ),
+    ],
+)
+def test_an_output_that_is_an_input_is_refused_first(
+    tmp_path, capsys, monkeypatch, inputs, output, message
+):
+    """Before: `--source victim.de --output victim.de` ran, exit 0, and overwrote its
+    input with the records (so did an output linked to an input, and one whose links file
+    is an input)."""
+    import os
+
+    import training.build_data as build_data
+
+    monkeypatch.setattr(build_data, "align", lambda *a: pytest.fail("aligned"))
+    names = {name: tmp_path / name for name in ("de", "en", "pairs", "aligned", "link", "hard")}
+    names["out"], names["links"] = tmp_path / "out", tmp_path / "out.links.gz"
+    for german in (names["de"], names["links"]):
+        german.write_text("ein großer Hund läuft\n")
+    names["en"].write_text("a big dog runs\n")
+    names["pairs"].write_text(json.dumps({"source": "ein Hund", "reference": "a dog"}) + "\n")
+    save_links(names["aligned"], [{(0, 0), (1, 1), (2, 2), (3, 3)}])
+    names["link"].symlink_to(names["en"])
+    os.link(names["pairs"], names["hard"])
+    before = {name: path.read_bytes() for name, path in names.items() if path.exists()}
+    flags = [flag.format(**names) for flag in [*inputs, "--output", output]]
+    with pytest.raises(SystemExit) as exit_:
+        main([*flags, "--src-lang", "de", "--tgt-lang", "en", "--levels", "low", "high"])
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"python -m training.build_data: {message.format(**names)}:"), error
+    assert error.count("\n") == 1
+    assert before == {name: path.read_bytes() for name, path in names.items() if path.exists()}
+
+
+def test_an_outputs_own_links_rebuild_it_in_place(tmp_path):
+    """`--alignments <output>.links.gz` with that output: read whole before the output is
+    written, they are written again the same (not refused as an input overwritten)."""
+    source, target = tmp_path / "de.txt", tmp_path / "en.txt"
+    source.write_text("ein großer Hund läuft\nzwei kleine Katzen schlafen\n")
+    target.write_text("a big dog runs\ntwo small cats sleep\n")
+    output, links = tmp_path / "o.jsonl", tmp_path / "o.jsonl.links.gz"
+    save_links(links, [{(0, 0), (1, 1), (2, 2), (3, 3)}] * 2)
+    saved = links.read_bytes()
+    flags = ["--source", str(source), "--target", str(target), "--src-lang", "de",
+             "--tgt-lang", "en", "--levels", "low", "high", "--output", str(output),
+             "--alignments", str(links)]  # fmt: skip
+    main(flags)
+    first = output.read_bytes()
+    main(flags)
+    assert output.read_bytes() == first and links.read_bytes() == saved
+
+
+def four_word_pairs(tmp_path, name, words, links):
+    """Two pairs of four words and their saved links."""
+    path = tmp_path / name
+    save_links(path, links)
+    return [(" ".join(words[0]), " ".join(words[1]))] * 2, path
+
+
+def test_a_failed_rebuild_keeps_the_old_records_beside_their_links(tmp_path):
+    """Before: the new links were saved before the mean AL check (and before the records
+    were written), so a rebuild that failed left them beside the old records, which
+    `--alignments <output>.links.gz` then no longer rebuilt."""
+    output = tmp_path / "o.jsonl"
+    words = ("ein großer Hund läuft".split(), "a big dog runs".split())
+    pairs, links = four_word_pairs(tmp_path, "a.gz", words, [{(i, i) for i in range(4)}] * 2)
+    build(pairs, "de", "en", output, ["low", "high"], links, progress=False)
+    old = output.read_bytes(), Path(f"{output}.links.gz").read_bytes()
+    pairs, links = four_word_pairs(tmp_path, "b.gz", words, [{(3, 0)}] * 2)  # levels lag alike
+    with pytest.raises(ValueError, match="mean AL does not rise strictly"):
+        build(pairs, "de", "en", output, ["low", "high"], links, progress=False)
+    assert (output.read_bytes(), Path(f"{output}.links.gz").read_bytes()) == old
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "a.gz",
+        "b.gz",
+        "o.jsonl",
+        "o.jsonl.links.gz",
+    ]
+
+
+@pytest.mark.parametrize("killed_at", ["links", "records"])
+def test_a_rebuild_killed_while_installing_leaves_no_mismatched_pair(
+    tmp_path, monkeypatch, killed_at
+):
+    """Killed between the renames that put the new records and links in place: the old
+    records are gone already, so no links stand beside records they did not make."""
+    import training.build_data as build_data
+
+    output = tmp_path / "o.jsonl"
+    words = ("ein großer Hund läuft".split(), "a big dog runs".split())
+    pairs, links = four_word_pairs(tmp_path, "a.gz", words, [{(i, i) for i in range(4)}] * 2)
+    build(pairs, "de", "en", output, ["low", "high"], links, progress=False)
+    old_links = Path(f"{output}.links.gz").read_bytes()
+    install = build_data.install
+
+    def killed(temporary, path):
+        if path == {"links": Path(f"{output}.links.gz"), "records": output}[killed_at]:
+            raise KeyboardInterrupt
+        install(temporary, path)
+
+    monkeypatch.setattr(build_data, "install", killed)
+    pairs, links = four_word_pairs(tmp_path, "b.gz", words, [{(0, 0), (3, 1), (3, 2), (3, 3)}] * 2)
+    with pytest.raises(KeyboardInterrupt):
+        build(pairs, "de", "en", output, ["low", "high"], links, progress=False)
+    assert not output.exists()
+    new_links = Path(f"{output}.links.gz").read_bytes()
+    assert (new_links == old_links) == (killed_at == "links")
+
+
+@pytest.mark.parametrize("sentences", [2, 256])
+def test_eflomal_runs_as_a_child_that_dies_with_the_builder_and_as_eflomal_runs_it(
+    tmp_path, monkeypatch, sentences
+):
+    """The same command `eflomal.Aligner().align` runs (256 sentences: 312.5 iterations,
+    rounded half to even), but started by the project's helper, which makes it die with
+    the builder (before: eflomal started it, and outlived a killed builder); its inputs
+    in the work folder (before: in /tmp, left there by a kill)."""
+    import subprocess
+
+    import eflomal
+
+    import training.build_data as build_data
+
+    sources, targets = ["ein Hund"] * sentences, ["a dog"] * sentences
+    theirs = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **_: theirs.append(command))
+    eflomal.Aligner().align(sources, targets, links_filename_fwd="F", links_filename_rev="R")
+    ours = []
+
+    def run_child(command):
+        ours.append(command)
+        for flag in ("-f", "-r"):
+            Path(command[command.index(flag) + 1]).write_text("0-0 1-1\n" * sentences)
+        return 0
+
+    monkeypatch.setattr(build_data, "run_child", run_child)
+    assert build_data.align(sources, targets, tmp_path) == [{(0, 0), (1, 1)}] * sentences
+    named = {"-s": "source.eflomal", "-t": "target.eflomal", "-f": "F", "-r": "R"}
+    for flag, name in named.items():
+        position = ours[0].index(flag) + 1
+        assert Path(ours[0][position]).parent == tmp_path
+        ours[0][position] = theirs[0][position] if flag in "-s-t" else name
+    assert ours == theirs
+
+
+def test_a_failed_eflomal_ends_in_one_line(tmp_path, monkeypatch):
+    """Before: a traceback (eflomal's CalledProcessError)."""
+    import training.build_data as build_data
+    from east_agent.common.entry import CommandError
+
+    monkeypatch.setattr(build_data, "run_child", lambda command: -9)
+    with pytest.raises(CommandError, match=r"^eflomal failed \(killed by signal 9\) aligning 1 "):
+        build_data.align(["ein Hund"], ["a dog"], tmp_path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_killing_the_builder_kills_eflomal_and_leaves_nothing_in_tmp(tmp_path):
+    """SIGKILL of the builder while it aligns: eflomal dies too, and its inputs were in the
+    builder's own work folder beside the output (before: eflomal went on writing links
+    into the output folder, and its inputs stayed in /tmp)."""
+    import os
+    import signal
+    import time
+
+    from kill import descendants, live_processes
+
+    with (
+        gzip.open(MULTI30K / "train.de.gz", "rt") as de,
+        gzip.open(MULTI30K / "train.en.gz", "rt") as en,
+    ):
+        pairs = [(next(de), next(en)) for _ in range(2000)]  # eflomal runs for seconds
+    source, target = tmp_path / "src.txt", tmp_path / "tgt.txt"
+    source.write_text("".join(s for s, _ in pairs))
+    target.write_text("".join(t for _, t in pairs))
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = [sys.executable, "-m", "training.build_data", "--source", str(source),
+               "--target", str(target), "--src-lang", "de", "--tgt-lang", "en",
+               "--output", str(tmp_path / "out" / "simt.jsonl.gz")]  # fmt: skip
+    environment = {**os.environ, "TMPDIR": str(temporary)}
+    process = subprocess.Popen(
+        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline, aligner = time.time() + 120, []
+    while not aligner:
+        assert process.poll() is None and time.time() < deadline, "the builder ended first"
+        found = descendants(process.pid).items()
+        aligner = [pid for pid, line in found if "eflomal/bin/eflomal" in line]
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.time() + 3  # killed with the builder, not when it is done
+    while aligner[0] in live_processes():
+        assert time.time() < deadline, "eflomal outlived the builder"
+        time.sleep(0.05)
+    assert list(temporary.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "languages, refused",
+    [
+        (("English", "German"), "line 2: field 'src_lang' is 'English', but --src-lang is 'de'"),
+        (("de", "French"), "line 2: field 'tgt_lang' is 'French', but --tgt-lang is 'en'"),
+        (("German", "english"), None),
+    ],
+)
+def test_pairs_that_name_other_languages_are_refused(tmp_path, capsys, languages, refused):
+    """Before: `--pairs` records of an en-de test set were built as German to English,
+    their own `src_lang` and `tgt_lang` ignored; as codes or names alike, they agree."""
+    pairs = tmp_path / "pairs.jsonl"
+    record = {"source": "ein großer Hund läuft", "reference": "a big dog runs"}
+    named = {**record, "src_lang": languages[0], "tgt_lang": languages[1]}
+    pairs.write_text(json.dumps(record) + "\n" + json.dumps(named) + "\n")
+    links = tmp_path / "links.gz"
+    save_links(links, [{(i, i) for i in range(4)}] * 2)
+    flags = ["--pairs", str(pairs), "--src-lang", "de", "--tgt-lang", "en", "--levels", "low",
+             "high", "--alignments", str(links), "--output", str(tmp_path / "o.jsonl")]  # fmt: skip
+    if refused is None:
+        main(flags)
+        assert (tmp_path / "o.jsonl").exists()
+        return
+    with pytest.raises(SystemExit) as exit_:
+        main(flags)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"python -m training.build_data: {pairs}: {refused}\n"
+    assert not (tmp_path / "o.jsonl").exists()

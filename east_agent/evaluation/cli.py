@@ -21,7 +21,7 @@ from east_agent.evaluation.config import (
     check_relative_paths,
     read_eval_config,
 )
-from east_agent.evaluation.grid import run_grid, summarize_merged
+from east_agent.evaluation.grid import holding_grid, run_grid, summarize_merged
 from east_agent.evaluation.jobs import start_worker_imports
 from east_agent.evaluation.shards import (
     check_shards_finished,
@@ -91,10 +91,11 @@ def main(argv: list[str] | None = None) -> None:
     check_comet_settings(config)
     if merging:
         picked = picked_runs(every_run, args.only)
-        check_shards_finished(config, picked, args.merge_shards)
-        for run in picked:
-            merge_shards(config, run, args.merge_shards)
-        summarize_merged(config, every_run, {run.name for run in picked}, args.limit)
+        with holding_grid(config, None):
+            check_shards_finished(config, picked, args.merge_shards)
+            for run in picked:
+                merge_shards(config, run, args.merge_shards)
+            summarize_merged(config, every_run, {run.name for run in picked}, args.limit)
     else:
         run_grid(config, args.only, args.shard, args.limit, args.dry_run)
 

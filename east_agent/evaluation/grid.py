@@ -10,19 +10,22 @@ from its last finished sentence. With `jobs` above 1 the runs go to that many wo
 processes, several at once (`east_agent.evaluation.jobs`). Runs scored in processes of
 their own leave COMET to this one, which adds it to each as it finishes
 (`EvalConfig.comet_after_runs`, `run_scores.add_comet`).
+
+One grid at a time writes an output folder (`grid.lock` there; a shard's own, as shards
+run side by side): a second one would empty, continue or table the first one's runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
-from east_agent.common.run_lock import may_be_held
+from east_agent.common.run_lock import hold_run_lock, may_be_held
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
@@ -207,6 +210,29 @@ def run_grid(
         from east_agent.lm.checkpoint import check_model_path
 
         check_model_path(config.model_path)  # before a folder records a path as one
+    with nullcontext() if dry_run else holding_grid(config, shard):
+        return _run_picked(config, every_run, runs, shard, limit, dry_run, afresh)
+
+
+def holding_grid(config: EvalConfig, shard: tuple[int, int] | None) -> AbstractContextManager:
+    """The output folder held for one grid (or one shard of it, or a merge): a second
+    `east-eval` or `east-demo` there is refused before it changes anything."""
+    name = GRID_LOCK if shard is None else f"grid-shard-{shard[0]}-of-{shard[1]}.lock"
+    return hold_run_lock(config.output, name)
+
+
+GRID_LOCK = "grid.lock"
+
+
+def _run_picked(
+    config: EvalConfig,
+    every_run: list[Run],
+    runs: list[Run],
+    shard: tuple[int, int] | None,
+    limit: int | None,
+    dry_run: bool,
+    afresh: bool,
+) -> list[dict[str, Any]]:
     checkpoint = model_setting(config.model_path)
     testset = prepare(config)
     wanted, unscored = wanted_scoring(config, testset), set()

@@ -157,7 +157,10 @@ def worker_pool(jobs: int, threads: int):
     context = start_worker_imports()
     share = context.Value("i", threads)
     pool = ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=_start_worker, initargs=(share, dict(os.environ))
+        jobs,
+        mp_context=context,
+        initializer=_start_worker,
+        initargs=(share, dict(os.environ), sys.orig_argv),
     )
     try:
         yield pool, share
@@ -259,11 +262,13 @@ def _console(job: Job) -> Path:
 _loaded = None  # the worker's LoadedModels: one checkpoint for every run it is handed
 
 
-def _start_worker(share, environment: dict[str, str]) -> None:
+def _start_worker(share, environment: dict[str, str], command: list[str]) -> None:
     from east_agent.common.child_process import die_with
 
     os.environ.clear()  # east-eval's, as a spawned worker would have it, not the forkserver's
     os.environ.update(environment)
+    # east-eval's too: a run folder's lock names its holder by it (the forkserver's before)
+    sys.orig_argv = list(command)
     if sys.platform.startswith("linux"):
         # the forkserver, which ends with east-eval: its pid as it was at the fork, so that
         # a forkserver gone before this line is noticed (then the parent is another)

@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -63,6 +64,31 @@ def test_a_run_whose_log_is_gone_is_left_out_not_the_grids_tests(grid, tmp_path)
     ]
     with open(tmp_path / "out" / "significance.csv") as handle:
         assert [(row["from"], row["to"]) for row in csv.DictReader(handle)] == [("low", "high")]
+
+
+def test_a_second_grid_on_a_held_output_is_refused_before_it_changes_anything(grid, tmp_path):
+    """Before: a second `east-eval` (or `east-demo`) on a live grid's --output emptied,
+    continued or tabled the first one's runs (a 20-sentence run tabled beside 400-sentence
+    ones), both exit 0. A dry run only reads: it is not refused."""
+    from east_agent.common.run_lock import hold_run_lock
+
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    before = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
+    with hold_run_lock(tmp_path / "out", "grid.lock"):
+        for extra in ([], ["--limit", "2"], ["--merge-shards", "2"]):
+            result = east_eval(config, "--limit", "3", "--output", tmp_path / "out", *extra)
+            assert result.returncode == 2, result.stderr[-3000:]
+            said = f"east-eval: {tmp_path / 'out'} is being written by process {os.getpid()}"
+            assert result.stderr.startswith(said) and "Traceback" not in result.stderr
+        dry = east_eval(config, "--limit", "3", "--output", tmp_path / "out", "--dry-run")
+        assert dry.returncode == 0 and dry.stdout.count("done already, skipped") == 3
+    after = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
+    for files in (before, after):
+        files.pop(tmp_path / "out" / "grid.lock", None)
+    assert after == before
+    again = east_eval(config, "--limit", "3", "--output", tmp_path / "out")
+    assert again.returncode == 0 and again.stdout.count("done already, skipped") == 3
 
 
 def test_grid_runs_every_setting_and_tabulates(grid):
@@ -1448,6 +1474,7 @@ def test_a_dry_run_gives_the_refusal_of_a_run_folder_made_otherwise(tmp_path, ca
     record = run_record(config, run, testset, (0, 2), model_setting(config.model_path))
     claim_run_folder(config.run_dir(run), record)
     (config.run_dir(run) / "scores.tsv").write_text("BLEU\tLAAL\n30.0\t2.0\n")
+    (config.run_dir(run) / "instances.log").write_text("")  # the scores' log
     capsys.readouterr()
     error = east_eval_fails(capsys, config_path, "--dry-run")
     assert f"{config.run_dir(run)} holds a run made with sentences [0, 2] (now [0, " in error

@@ -254,3 +254,37 @@ def test_the_last_run_takes_the_threads_there_are_never_more(
     share = SimpleNamespace(value=jobs.job_threads(available, 2))
     jobs._run_on_workers(Pool(), share, runs, [], None, 2, 2, available)
     assert told == [last]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("when", ["while the workers import", "mid-run"])
+def test_ctrl_c_of_a_grid_with_workers_is_one_line(east_checkpoint, tmp_path, when):
+    """Ctrl-C (SIGINT to the process group): before, in a grid's first seconds, the
+    forkserver's traceback (it took SIGINT while it imported), and at any time
+    multiprocessing's warning of leaked semaphores. A run folder's lock names east-eval's
+    command, not the forkserver's."""
+    systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    command = [console_script("east-eval"), str(config), "--limit", "200", "--jobs", "2"]
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's job
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    if when == "mid-run":
+        log, deadline = output / "runs" / "east-low" / "instances.log", time.time() + 300
+        while not (log.exists() and log.read_text().count("\n") >= 1):
+            assert process.poll() is None and time.time() < deadline, "east-eval ended first"
+            time.sleep(0.02)
+        held = json.loads((output / "runs" / "east-low" / "run.lock").read_text())
+        assert held["command"] == " ".join(command)  # before: the forkserver's
+    else:
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)
+    _, error = process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGINT
+    assert error == "east-eval: interrupted\n"

@@ -46,7 +46,10 @@ CURVE_AXES = {  # x column of the curves, its label
 
 
 def read_scores(run_dir: Path) -> dict[str, str]:
-    header, values = (run_dir / "scores.tsv").read_text().strip().splitlines()[:2]
+    """SimulEval's `scores.tsv`: a header line, a line of values (NaN is an empty field:
+    a line of tabs for a run of no sentence, which stripping the text took away)."""
+    lines = (run_dir / "scores.tsv").read_text().splitlines()
+    header, values = (lines + ["", ""])[:2]
     return dict(zip(header.split("\t"), values.split("\t")))
 
 

@@ -1,4 +1,4 @@
-from east_agent.evaluation.reports import score_cell, shown, write_tables
+from east_agent.evaluation.reports import read_scores, score_cell, shown, write_tables
 
 
 def test_simulevals_scores_get_the_tables_three_decimals():
@@ -105,3 +105,12 @@ def test_a_bar_in_a_name_stays_in_its_markdown_cell(tmp_path):
     write_tables([{"system": "a|b", "setting": "low"}], tmp_path, ("system", "setting"))
     assert (tmp_path / "results.md").read_text().splitlines()[2] == "| a\\|b | low |"
     assert (tmp_path / "results.csv").read_text().splitlines()[1] == "a|b,low"
+
+
+def test_scores_of_no_sentence_are_read_as_empty_cells(tmp_path):
+    """SimulEval writes NaN as an empty field: a run of no sentence (an empty shard) has a
+    line of tabs, which stripping the file's text took away (a ValueError before)."""
+    (tmp_path / "scores.tsv").write_text("BLEU\tLAAL\tAL\n\t\t\n")
+    assert read_scores(tmp_path) == {"BLEU": "", "LAAL": "", "AL": ""}
+    (tmp_path / "scores.tsv").write_text("BLEU\tLAAL\n30.5\t2.25\n")
+    assert read_scores(tmp_path) == {"BLEU": "30.5", "LAAL": "2.25"}

@@ -63,7 +63,7 @@ from east_agent.common.atomic import (
 from east_agent.common.child_process import run_child
 from east_agent.common.entry import CommandError, command_line
 from east_agent.common.records import RecordError, placed_records, text_output, write_jsonl
-from east_agent.common.text_lines import check_input_file, check_plain_text, read_lines
+from east_agent.common.text_lines import check_input_file, read_lines
 from east_agent.decoding.prompt import (
     LATENCY_LEVELS,
     is_unspaced,
@@ -304,12 +304,10 @@ def check_no_control_token(text: str, where: str) -> None:
 
 
 def read_corpus(path: Path) -> list[str]:
-    """The lines of one side: a byte-order mark (a word of the first sentence) and gzip
-    data not named .gz (read as text) refused, and so is a line holding a control token."""
-    if path.suffix != ".gz" and path.is_file():  # a pipe is read once: its first line says
-        check_plain_text(path)
+    """The lines of one side (gzip read through, whatever the name): a byte-order mark (a
+    word of the first sentence) refused, and so is a line holding a control token."""
     lines = read_lines(path)
-    if lines and lines[0].startswith("\ufeff"):  # the same inside a .gz
+    if lines and lines[0].startswith("\ufeff"):
         raise ValueError(f"{path}: line 1: starts with a UTF-8 byte-order mark (U+FEFF)")
     for number, line in enumerate(lines, start=1):
         check_no_control_token(line, f"{path}: line {number}")

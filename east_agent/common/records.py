@@ -19,14 +19,6 @@ class RecordError(ValueError):
     """A record file or one of its records is malformed."""
 
 
-def open_text(path: str | Path):
-    """A text-mode handle (universal newlines): not for line-aligned files, see text_lines."""
-    path = Path(path)
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
 def load_records(path: str | Path) -> list[dict]:
     """A JSON list of objects, or JSON Lines (one object per line); `.gz` is read through."""
     return [record for _, record in placed_records(path)]

@@ -28,15 +28,23 @@ class RunFolderBusyError(CommandError):
 
 
 @contextmanager
-def hold_run_lock(folder: Path, name: str = RUN_LOCK) -> Iterator[None]:
+def hold_run_lock(folder: Path, name: str = RUN_LOCK, shared: bool = False) -> Iterator[None]:
+    """`shared`: held beside other shared holders (a grid's shards), refused only by, and
+    refusing, an exclusive one; it records no holder (the shards record theirs in locks
+    of their own)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     with open(path, "a+", encoding="utf-8") as handle:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunFolderBusyError(f"{folder} is being written by {holder(path)}; wait for "
                                      "it to end or stop it") from None  # fmt: skip
+        if shared:  # no exclusive holder now: what the file says is a killed one's
+            handle.seek(0)
+            handle.truncate()
+            yield
+            return
         handle.seek(0)
         handle.truncate()
         record = {"pid": os.getpid(), "command": command_line(), "started": time.time()}

@@ -75,9 +75,7 @@ def open_binary(path: str | Path) -> BinaryIO:
 
 
 def broken_gzip(path: str | Path, number: int, error: Exception) -> TextFileError:
-    return TextFileError(
-        f"{path}: line {number}: the gzip stream breaks off ({error}): a cut-off file?"
-    )
+    return TextFileError(f"{path}: line {number}: the gzip stream is cut off or damaged ({error})")
 
 
 def strip_newline(raw: bytes) -> bytes:

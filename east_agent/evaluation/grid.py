@@ -11,21 +11,21 @@ processes, several at once (`east_agent.evaluation.jobs`). Runs scored in proces
 their own leave COMET to this one, which adds it to each as it finishes
 (`EvalConfig.comet_after_runs`, `run_scores.add_comet`).
 
-One grid at a time writes an output folder (`grid.lock` there; a shard's own, as shards
-run side by side): a second one would empty, continue or table the first one's runs.
+One grid at a time writes an output folder (`grid.lock` there, which its shards, running
+side by side, share): a second one would empty, continue or table the first one's runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext, suppress
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
-from east_agent.common.run_lock import hold_run_lock, may_be_held
+from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock, may_be_held
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
@@ -210,18 +210,36 @@ def run_grid(
         from east_agent.lm.checkpoint import check_model_path
 
         check_model_path(config.model_path)  # before a folder records a path as one
-    with nullcontext() if dry_run else holding_grid(config, shard):
+    with holding_grid(config, shard, reading=dry_run):
         return _run_picked(config, every_run, runs, shard, limit, dry_run, afresh)
 
 
-def holding_grid(config: EvalConfig, shard: tuple[int, int] | None) -> AbstractContextManager:
-    """The output folder held for one grid (or one shard of it, or a merge): a second
-    `east-eval` or `east-demo` there is refused before it changes anything."""
-    name = GRID_LOCK if shard is None else f"grid-shard-{shard[0]}-of-{shard[1]}.lock"
-    return hold_run_lock(config.output, name)
-
-
 GRID_LOCK = "grid.lock"
+
+
+@contextmanager
+def holding_grid(
+    config: EvalConfig, shard: tuple[int, int] | None, reading: bool = False
+) -> Iterator[None]:
+    """The output folder held for one grid, or a merge (`grid.lock`, exclusive): a second
+    `east-eval` or `east-demo` there is refused before it changes anything. Shards share
+    it (each holds a lock of its own too), and so do dry runs (`reading`: they write only
+    the test set a grid there would read)."""
+    exclusive = shard is None and not reading
+    with ExitStack() as held:
+        try:
+            held.enter_context(hold_run_lock(config.output, GRID_LOCK, shared=not exclusive))
+        except RunFolderBusyError:
+            if exclusive and not may_be_held(config.output, GRID_LOCK):  # shared holders
+                raise RunFolderBusyError(
+                    f"{config.output} is being written by a shard of a grid, or read by a dry "
+                    "run (its shards' grid-shard-*.lock name them); wait for it to end or stop it"
+                ) from None
+            raise
+        if shard is not None and not reading:
+            name = f"grid-shard-{shard[0]}-of-{shard[1]}.lock"
+            held.enter_context(hold_run_lock(config.output, name))
+        yield
 
 
 def _run_picked(

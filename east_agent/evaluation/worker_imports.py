@@ -21,8 +21,8 @@ from east_agent.evaluation.jobs import FORKSERVER_PARENT
 
 FORKSERVER_PID = os.getpid()
 signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-# Ctrl-C is east-eval's to act on; the forkserver ignores it only once these imports are
-# done (before: a Ctrl-C in a grid's first seconds printed their traceback)
+# Ctrl-C is east-eval's to act on; multiprocessing has the forkserver ignore it only after
+# these imports (before: a Ctrl-C in a grid's first seconds printed their traceback)
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 if sys.platform.startswith("linux"):
     die_with(int(os.environ.get(FORKSERVER_PARENT, os.getppid())))()

@@ -150,7 +150,8 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     from east_agent.simuleval_glue.scoring import check_scoring_flags, scoring_args
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
-    span = check_data_files(argv)
+    # a system folder's flags too: its --eval-latency-unit decides how references are read
+    span = check_data_files(_with_system_dir_flags(argv) if _given("--system-dir") else argv)
     scoring = scoring_args(argv, strict=False)
     check_scoring_flags(scoring)  # and against the target language, with the settings
     named = _given("--agent") or _given("--agent-class")

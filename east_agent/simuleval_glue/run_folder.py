@@ -235,7 +235,21 @@ def settings_differ(saved: dict, settings: dict) -> list[str]:
         and RESOLVED_IN.get(name) not in recorded_by_both
         and not _unread(name, saved, settings)
         and not same_setting(saved.get(name), settings.get(name))
+        and not (name == WEIGHTS_DTYPE and _same_checkpoint_dtype(saved, settings))
     ]
+
+
+def _same_checkpoint_dtype(one: dict, other: dict) -> bool:
+    """A record written before the checkpoint's own dtype was named (`--torch-dtype auto`
+    on a GPU: "the checkpoint's") and one that names it: the same weights where both ask
+    `auto` and the named one is no CPU's float32 (only a GPU's `auto` names another; the
+    checkpoints themselves are compared apart)."""
+    if not one.get("torch_dtype") == other.get("torch_dtype") == "auto":
+        return False
+    from east_agent.lm.checkpoint import CHECKPOINT_DTYPE
+
+    values = {one.get(WEIGHTS_DTYPE), other.get(WEIGHTS_DTYPE)}
+    return CHECKPOINT_DTYPE in values and not values & {"float32", None}
 
 
 def _unread(name: str, saved: dict, settings: dict) -> bool:

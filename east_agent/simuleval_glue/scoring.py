@@ -69,7 +69,8 @@ def check_bleu_tokenizer(args: argparse.Namespace) -> None:
     its packages (or `flores200` offline) fails in the scorer, which SimulEval turns into a
     BLEU of 0 (now a failure, `simuleval_fixes`)."""
     name = getattr(args, "sacrebleu_tokenizer", None)
-    if name is None or "BLEU" not in (getattr(args, "quality_metrics", None) or ()):
+    scored = not getattr(args, "no_scoring", False)
+    if name is None or not scored or "BLEU" not in (getattr(args, "quality_metrics", None) or ()):
         return
     from sacrebleu.metrics import BLEU
 

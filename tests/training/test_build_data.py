@@ -306,7 +306,6 @@ def test_inputs_that_crash_or_are_ignored_are_refused_in_one_line(tmp_path, caps
         ("output inside a file", "--output folder {file}: a file, not a folder"),
         ("links a folder", "{links} is a folder, not a links file"),
         ("byte-order mark", "{de}: line 1: starts with a UTF-8 byte-order mark"),
-        ("gzip not named .gz", "{de}: gzip-compressed"),
         ("control token", "{en}: line 2: holds '<|end-of-write|>', a control token, not text"),
     ],
 )
@@ -314,8 +313,8 @@ def test_outputs_and_corpus_lines_no_run_can_use_are_refused_first(
     tmp_path, capsys, monkeypatch, fault, message
 ):
     """Before: an output inside a file, or links that are a folder, failed after the
-    alignment (a traceback); a byte-order mark and gzip data not named .gz went into the
-    records as text, and so did an EAST token, to be trained as a READ or WRITE."""
+    alignment (a traceback); a byte-order mark went into the records as text, and so did
+    an EAST token, to be trained as a READ or WRITE."""
     import training.build_data as build_data
 
     monkeypatch.setattr(build_data, "align", lambda *a: pytest.fail("aligned"))
@@ -331,8 +330,6 @@ def test_outputs_and_corpus_lines_no_run_can_use_are_refused_first(
         names["links"].mkdir()
     elif fault == "byte-order mark":
         names["de"].write_text("\ufeffein Hund\nzwei Katzen\n")
-    elif fault == "gzip not named .gz":
-        names["de"].write_bytes(gzip.compress(b"ein Hund\nzwei Katzen\n"))
     else:
         names["en"].write_text("a dog\ntwo<|end-of-write|> cats\n")
     flags = ["--source", str(names["de"]), "--target", str(names["en"]), "--src-lang", "de",
@@ -613,3 +610,16 @@ def test_pairs_that_name_other_languages_are_refused(tmp_path, capsys, languages
     assert exit_.value.code == 2
     assert capsys.readouterr().err == f"python -m training.build_data: {pairs}: {refused}\n"
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_gzip_data_is_read_through_whatever_its_name(tmp_path):
+    """Known by its first bytes (before: refused unless named .gz; earlier still, read as
+    text into the records)."""
+    packed = tmp_path / "de.txt"
+    packed.write_bytes(gzip.compress(b"ein Hund\nzwei Katzen\n"))
+    plain = tmp_path / "en.txt.gz"  # a plain file named .gz: its text
+    plain.write_text("a dog\ntwo cats\n")
+    assert read_parallel(packed, plain, None) == [
+        ("ein Hund", "a dog"),
+        ("zwei Katzen", "two cats"),
+    ]

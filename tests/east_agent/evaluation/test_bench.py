@@ -314,19 +314,27 @@ def test_a_schedule_save_that_would_record_nothing_is_refused(
     assert not saved.exists()
 
 
+@pytest.mark.parametrize("kind", ["not UTF-8", "gzip"])
 def test_an_output_file_that_is_not_utf8_is_refused_before_the_model_loads(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, kind
 ):
-    """Before: refused by the append, after the whole benchmark."""
+    """Before: refused by the append, after the whole benchmark (a gzip file too, once
+    the text readers read gzip by its bytes)."""
+    import gzip
+
     monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
     output = tmp_path / "results.md"
-    output.write_bytes(b"# R\xe9sultats\n")
+    content = b"# R\xe9sultats\n" if kind == "not UTF-8" else gzip.compress(b"# Results\n")
+    output.write_bytes(content)
     with pytest.raises(SystemExit) as exit_info:
         main(["--model-path", "nowhere", "--schedule", "waitk:2", "--output", str(output)])
     assert exit_info.value.code == 2
-    said = f"east-bench: {output}: line 1: not UTF-8 (byte 0xe9 at column 4)\n"
-    assert capsys.readouterr().err == said
-    assert output.read_bytes() == b"# R\xe9sultats\n"
+    said = {
+        "not UTF-8": f"{output}: line 1: not UTF-8 (byte 0xe9 at column 4)",
+        "gzip": f"--output {output}: gzip-compressed; name a Markdown file",
+    }[kind]
+    assert capsys.readouterr().err == f"east-bench: {said}\n"
+    assert output.read_bytes() == content
 
 
 @pytest.mark.parametrize(

@@ -69,25 +69,37 @@ def test_a_run_whose_log_is_gone_is_left_out_not_the_grids_tests(grid, tmp_path)
 def test_a_second_grid_on_a_held_output_is_refused_before_it_changes_anything(grid, tmp_path):
     """Before: a second `east-eval` (or `east-demo`) on a live grid's --output emptied,
     continued or tabled the first one's runs (a 20-sentence run tabled beside 400-sentence
-    ones), both exit 0. A dry run only reads: it is not refused."""
+    ones), both exit 0. Shards share the folder, and dry runs (which write the test set a
+    grid reads) with them; a grid or a merge is refused beside either."""
     from east_agent.common.run_lock import hold_run_lock
 
     config, output, _ = grid
-    shutil.copytree(output, tmp_path / "out")
-    before = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
-    with hold_run_lock(tmp_path / "out", "grid.lock"):
-        for extra in ([], ["--limit", "2"], ["--merge-shards", "2"]):
-            result = east_eval(config, "--limit", "3", "--output", tmp_path / "out", *extra)
+    out = tmp_path / "out"
+    shutil.copytree(output, out)
+    before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    grids = ([], ["--limit", "2"], ["--merge-shards", "2"], ["--dry-run"])
+    with hold_run_lock(out, "grid.lock"):  # a grid at work
+        for extra in grids:
+            result = east_eval(config, "--limit", "3", "--output", out, *extra)
             assert result.returncode == 2, result.stderr[-3000:]
-            said = f"east-eval: {tmp_path / 'out'} is being written by process {os.getpid()}"
+            said = f"east-eval: {out} is being written by process {os.getpid()}"
             assert result.stderr.startswith(said) and "Traceback" not in result.stderr
-        dry = east_eval(config, "--limit", "3", "--output", tmp_path / "out", "--dry-run")
+    with hold_run_lock(out, "grid.lock", shared=True):  # a shard at work
+        for extra in grids[:3]:
+            result = east_eval(config, "--limit", "3", "--output", out, *extra)
+            assert result.returncode == 2, result.stderr[-3000:]
+            said = f"east-eval: {out} is being written by a shard of a grid, or read by a dry run"
+            assert result.stderr.startswith(said) and "Traceback" not in result.stderr
+        dry = east_eval(config, "--limit", "3", "--output", out, "--dry-run")
         assert dry.returncode == 0 and dry.stdout.count("done already, skipped") == 3
-    after = {path: path.read_bytes() for path in (tmp_path / "out").rglob("*") if path.is_file()}
-    for files in (before, after):
-        files.pop(tmp_path / "out" / "grid.lock", None)
-    assert after == before
-    again = east_eval(config, "--limit", "3", "--output", tmp_path / "out")
+        shard = east_eval(config, "--limit", "3", "--output", out, "--shard", "2/2")
+        assert shard.returncode == 0, shard.stderr[-3000:]
+    after = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    made_by_the_shard = {path for path in after if "shards" in path.parts} | {
+        out / "grid-shard-2-of-2.lock"
+    }
+    assert {path: data for path, data in after.items() if path not in made_by_the_shard} == before
+    again = east_eval(config, "--limit", "3", "--output", out)
     assert again.returncode == 0 and again.stdout.count("done already, skipped") == 3
 
 

@@ -177,6 +177,12 @@ def test_auto_on_a_gpu_is_the_dtype_the_checkpoint_config_names(tmp_path, key):
     assert run_folder.settings_differ(auto_on_gpu, settings("bfloat16", "cuda:0")) == []
     assert run_folder.settings_differ(auto_on_gpu, settings("float16", "cuda")) == ["weights_dtype"]
     assert run_folder.settings_differ(auto_on_gpu, settings("auto", "cpu")) == ["weights_dtype"]
+    # a GPU log of `auto` written before the dtype was named resumes (a CPU's float32 not)
+    earlier = {**auto_on_gpu, "weights_dtype": "the checkpoint's"}
+    assert run_folder.settings_differ(earlier, auto_on_gpu) == []
+    assert run_folder.settings_differ(auto_on_gpu, earlier) == []
+    assert run_folder.settings_differ(earlier, settings("auto", "cpu")) == ["weights_dtype"]
+    assert run_folder.settings_differ(earlier, settings("bfloat16", "cuda")) == ["weights_dtype"]
     for config in ({key: None}, {key: "int8"}, {key: "nonsense"}, ["bfloat16"], "{"):
         (model / "config.json").write_text(json.dumps(config) if config != "{" else config)
         assert settings("auto", "cuda")["weights_dtype"] == "the checkpoint's"

@@ -349,6 +349,29 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
     assert not (tmp_path / "aware").exists()
 
 
+def test_a_system_dirs_latency_unit_decides_how_references_are_checked(
+    east_checkpoint, test_set, tmp_path
+):
+    """A Chinese system folder scored in characters (its `main.yaml`): references spaced
+    otherwise than single spaces between words are its to have (before: refused by the
+    word unit's check, the folder's unit not read yet)."""
+    folder = tmp_path / "submission"
+    run(
+        console_script("east-package-system"), folder, "--model-path", east_checkpoint,
+        "src_lang=de", "tgt_lang=zh", "latency=low",
+    )  # fmt: skip
+    with open(folder / "main.yaml", "a") as config:
+        config.write("eval_latency_unit: char\nsacrebleu_tokenizer: zh\n")
+    references = ["一只  猫", "两只狗 ", "\t三只鸟"]
+    (tmp_path / "ref.zh").write_text("\n".join(references) + "\n")
+    run(
+        console_script("east-simuleval"), "--system-dir", folder, "--source",
+        test_set / "src.txt", "--target", tmp_path / "ref.zh", "--output", tmp_path / "out",
+    )  # fmt: skip
+    logged = (tmp_path / "out" / "instances.log").read_text().splitlines()
+    assert [json.loads(line)["reference"].rstrip("\n") for line in logged] == references
+
+
 def test_a_system_dir_run_records_its_settings_and_resumes_only_its_own_log(
     east_checkpoint, test_set, tmp_path
 ):

@@ -55,3 +55,22 @@ def test_may_be_held_reads_the_lock_file_without_taking_it(tmp_path):
     with hold_run_lock(tmp_path):
         assert may_be_held(tmp_path)
     assert not may_be_held(tmp_path)  # its holder ended: cleared
+
+
+def test_shared_holders_hold_together_and_clear_a_killed_holders_record(tmp_path):
+    """Shared holders (a grid's shards) refuse, and are refused by, an exclusive one only;
+    the first clears the record a killed exclusive holder left, which named a dead
+    process as the folder's writer."""
+    (tmp_path / "grid.lock").write_text('{"pid": 1, "command": "dead", "started": 0}\n')
+    with hold_run_lock(tmp_path, "grid.lock", shared=True):
+        assert (tmp_path / "grid.lock").read_text() == ""
+        assert not may_be_held(tmp_path, "grid.lock")
+        with hold_run_lock(tmp_path, "grid.lock", shared=True):
+            pass
+        with pytest.raises(RunFolderBusyError):
+            with hold_run_lock(tmp_path, "grid.lock"):
+                pass
+    with hold_run_lock(tmp_path, "grid.lock"):
+        with pytest.raises(RunFolderBusyError, match=f"by process {os.getpid()}"):
+            with hold_run_lock(tmp_path, "grid.lock", shared=True):
+                pass

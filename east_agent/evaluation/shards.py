@@ -23,6 +23,7 @@ from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
 from east_agent.evaluation.run_scores import score_again
 from east_agent.evaluation.runs import (
     RUN_RECORD,
+    check_run_folder,
     claim_run_folder,
     record_differences,
 )
@@ -129,8 +130,9 @@ def picked_runs(every_run: list[Run], only: list[str] | None) -> list[Run]:
 
 
 def check_shards_finished(config: EvalConfig, runs: list[Run], count: int) -> None:
-    """Every shard of every run to merge has its scores, before any merge starts (a merge
-    is all or nothing)."""
+    """Every shard of every run to merge has its scores, its shards agree, and the run's
+    folder takes what they make, before any merge starts (a merge is all or nothing;
+    before, the runs before a refused one were merged, the tables not)."""
     missing = [
         str(folder)
         for run in runs
@@ -139,6 +141,10 @@ def check_shards_finished(config: EvalConfig, runs: list[Run], count: int) -> No
     ]
     if missing:
         raise CommandError(f"shards not finished (nothing merged): {', '.join(missing)}")
+    for run in runs:
+        record = merged_run_record(shard_folders(config, run, count))
+        if record is not None:
+            check_run_folder(config.run_dir(run), record)
 
 
 def shard_folders(config: EvalConfig, run: Run, count: int) -> list[Path]:

@@ -432,6 +432,27 @@ def test_a_merge_names_unknown_runs_and_unfinished_shards_before_merging_any(gri
         assert f"runs/{run}/shards/1-of-2" in unfinished.stderr
 
 
+def test_a_merge_a_run_folder_refuses_merges_nothing(grid, tmp_path):
+    """Before: the runs before the refused one were merged and scored, the tables not,
+    exit 2 ("a merge is all or nothing")."""
+    config, output, _ = grid
+    out = tmp_path / "out"
+    shutil.copytree(output, out)
+    for name in ("east-low", "east-high"):  # waitk-offline-k2 keeps its run of 3 sentences
+        shutil.rmtree(out / "runs" / name)
+    for shard in ("1/2", "2/2"):
+        result = east_eval(config, "--output", out, "--limit", "4", "--shard", shard)
+        assert result.returncode == 0, result.stderr[-3000:]
+    merged = east_eval(config, "--output", out, "--merge-shards", "2")
+    assert merged.returncode == 2, merged.stderr[-3000:]
+    said = (
+        f"{out / 'runs' / 'waitk-offline-k2'} holds a run made with sentences [0, 3] (now [0, 4])"
+    )
+    assert said in merged.stderr
+    for name in ("east-low", "east-high"):
+        assert not (out / "runs" / name / "instances.log").exists()
+
+
 def with_comet(config: Path, output: Path, settings, path: Path) -> Path:
     """`config` writing to `output`, COMET asked of the tiny checkpoint too."""
     tree = yaml.safe_load(config.read_text())

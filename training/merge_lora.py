@@ -24,8 +24,14 @@ from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import CommandError, command_line
 from east_agent.common.records import read_json_object
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
-from east_agent.lm.checkpoint import ADAPTER_WEIGHTS, CheckpointError, check_weights, east_token_ids
-from training.model_folder import load_pretrained, loading
+from east_agent.lm.checkpoint import (
+    ADAPTER_WEIGHTS,
+    CheckpointError,
+    check_weights,
+    east_token_ids,
+    loading,
+)
+from training.model_folder import load_pretrained
 
 COMMAND = "python -m training.merge_lora"
 

@@ -633,8 +633,9 @@ def bench_parser() -> argparse.ArgumentParser:
 def load_bench_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
     """(model, tokenizer, name) of `--model-path` or `--random-model`."""
     if args.model_path:
-        from east_agent.lm.checkpoint import load_east_checkpoint
+        from east_agent.lm.checkpoint import check_weights, load_east_checkpoint
 
+        check_weights(args.model_path, "--model-path")  # before the tokenizer loads
         model, tokenizer = load_east_checkpoint(
             args.model_path, torch_dtype=args.torch_dtype, device=args.device
         )
@@ -773,13 +774,16 @@ def checked_schedule(setting: str, recorded: object, testset: str | None) -> Sch
 def check_schedule_fits(setting: str | None, schedule: int | Schedule | None, sentences) -> None:
     """A recorded schedule's writes fall within their sentences, in order: a write after
     more units than a sentence has is never reached (and its tokens counted by (c) all the
-    same); a write out of order or twice is followed by no method."""
+    same); a write out of order or twice is followed by no method; a sentence without one
+    measures nothing (before: "9.00x" of nothing, exit 0)."""
     if not isinstance(schedule, list):
         return
     for index, (writes, units) in enumerate(zip(schedule, sentences)):
         read = [position for position, _ in writes]
         problem = None
-        if any(later <= earlier for earlier, later in zip(read, read[1:])):
+        if not writes:  # every method would write nothing, and be compared on it
+            problem = "no write (a sentence writes at least once)"
+        elif any(later <= earlier for earlier, later in zip(read, read[1:])):
             problem = f"units read {read}: not increasing"
         elif read and read[0] < 1:
             problem = "a write after 0 units (a unit is read first)"

@@ -207,9 +207,10 @@ def run_grid(
     if not dry_run and any(
         not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs
     ):
-        from east_agent.lm.checkpoint import check_model_path
+        from east_agent.lm.checkpoint import check_model_path, check_weights
 
         check_model_path(config.model_path)  # before a folder records a path as one
+        check_weights(config.model_path, config.place().of("model_path"))  # or is emptied
     with holding_grid(config, shard, reading=dry_run):
         return _run_picked(config, every_run, runs, shard, limit, dry_run, afresh)
 

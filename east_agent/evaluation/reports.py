@@ -224,26 +224,43 @@ def curve_metrics_missing(config: EvalConfig) -> list[str]:
     return [name for name, metrics in axes if name not in metrics]
 
 
+TABLE_FILES = (
+    "results.csv", "results.md", "significance.csv", "significance.md", "curves.png",
+)  # fmt: skip
+
+
 def summarize(
     config: EvalConfig, runs: list[Run], compared: dict[str, object] | None = None
 ) -> list[dict[str, Any]]:
     """The grid's tables and curves; `compared`: systems' comparisons made already
     (`compare_system`, by system, in a worker while the grid ran)."""
     rows = collect(config, runs)
-    if rows:
-        write_tables(rows, config.output, table_columns(config))
-        write_curves(config, rows)
-        print((config.output / "results.md").read_text(), flush=True)
-        comparisons = compare_settings(config, runs, compared or {})
-        if comparisons:
-            rows_of_tests = [comparison.row() for comparison in comparisons]
-            write_tables(rows_of_tests, config.output, SIGNIFICANCE_COLUMNS, "significance")
-            print("Paired bootstrap, each setting against the one before it:", flush=True)
-            print((config.output / "significance.md").read_text(), flush=True)
-        else:  # an earlier grid's tests, of runs this one leaves out
-            for suffix in (".csv", ".md"):
-                remove(config.output / f"significance{suffix}")
+    if not rows:
+        remove_earlier_tables(config.output)
+        return rows
+    write_tables(rows, config.output, table_columns(config))
+    write_curves(config, rows)
+    print((config.output / "results.md").read_text(), flush=True)
+    comparisons = compare_settings(config, runs, compared or {})
+    if comparisons:
+        rows_of_tests = [comparison.row() for comparison in comparisons]
+        write_tables(rows_of_tests, config.output, SIGNIFICANCE_COLUMNS, "significance")
+        print("Paired bootstrap, each setting against the one before it:", flush=True)
+        print((config.output / "significance.md").read_text(), flush=True)
+    else:  # an earlier grid's tests, of runs this one leaves out
+        for suffix in (".csv", ".md"):
+            remove(config.output / f"significance{suffix}")
     return rows
+
+
+def remove_earlier_tables(output: Path) -> None:
+    """No finished run to table: an earlier grid's tables and curves, which would show runs
+    this one left out, are removed (before: kept, exit 0), and that is said."""
+    gone = [name for name in TABLE_FILES if (output / name).exists()]
+    for name in gone:
+        remove(output / name)
+    said = f" ({', '.join(gone)} of an earlier grid removed)" if gone else ""
+    print(f"east-eval: no finished run to table{said}", flush=True)
 
 
 def compare_settings(

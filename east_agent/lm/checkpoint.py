@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,6 +180,27 @@ def from_pretrained_here_or_hub(loader, model_path: str | Path, **kwargs):
         ) from error
 
 
+@contextmanager
+def loading(
+    folder: str | Path, where: str, also: tuple[type[Exception], ...] = ()
+) -> Iterator[None]:
+    """A load of `folder` whose failure is told in one line naming `where` and `folder`
+    (`also`: the loader's own errors of a bad folder, besides a missing or corrupt file:
+    a weights file cut off is a SafetensorError traceback otherwise)."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except CheckpointError as error:
+        raise ValueError(f"{where}: {error}") from None
+    except (OSError, ValueError, SafetensorError, *also) as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"{where} {folder}: cannot be loaded ({type(error).__name__}: {first}); "
+            "an incomplete or corrupt model folder?"
+        ) from None
+
+
 def load_tokenizer(model_path: str | Path, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
@@ -198,12 +221,13 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     check_model_path(model_path)
-    model = from_pretrained_here_or_hub(
-        AutoModelForCausalLM,
-        model_path,
-        dtype=resolve_dtype(torch_dtype, device),
-        trust_remote_code=trust_remote_code,
-    )
+    with loading(model_path, "--model-path"):
+        model = from_pretrained_here_or_hub(
+            AutoModelForCausalLM,
+            model_path,
+            dtype=resolve_dtype(torch_dtype, device),
+            trust_remote_code=trust_remote_code,
+        )
     if adapter_path is not None:
         model = merge_adapter(model, adapter_path)
     model.to(device)

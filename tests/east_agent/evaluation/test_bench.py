@@ -344,6 +344,7 @@ def test_an_output_file_that_is_not_utf8_is_refused_before_the_model_loads(
         ([[[1, 2]], [[3, 1], [2, 1]]], "sentence 1: units read [3, 2]: not increasing"),
         ([[[2, 1], [2, 1]]], "sentence 0: units read [2, 2]: not increasing"),
         ([[[0, 2]]], "sentence 0: a write after 0 units (a unit is read first)"),
+        ([[[1, 2]], []], "sentence 1: no write (a sentence writes at least once)"),
     ],
 )
 def test_a_schedule_its_sentences_cannot_follow_is_refused_before_the_model_loads(

@@ -64,6 +64,7 @@ def test_each_demo_starts_afresh_but_never_under_a_live_run(tmp_path):
     run_folder = tmp_path / "runs" / "east-low"
     run_folder.mkdir(parents=True)
     (run_folder / "instances.log").write_text('{"index": 7}\n')
+    (tmp_path / "east-demo.json").write_text('{"made_by": "east-demo"}\n')  # a demo's
     command = [*EAST_DEMO, "--output", str(tmp_path), "--limit", "2"]
     with hold_run_lock(run_folder):  # a live run of another process
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -73,6 +74,41 @@ def test_each_demo_starts_afresh_but_never_under_a_live_run(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     log = (run_folder / "instances.log").read_text().splitlines()
     assert [json.loads(line)["index"] for line in log] == [0, 1]
+
+
+def test_a_model_folder_without_weights_is_refused_before_a_run_is_emptied(tmp_path):
+    """Before: the earlier demo's run was emptied, then the weights were found missing (its
+    table still showing the scores of the run no longer there)."""
+    model = tmp_path / "no-weights"
+    shutil.copytree(DEFAULT_MODEL, model)
+    (model / "model.safetensors").unlink()
+    output = tmp_path / "out"
+    earlier = output / "runs" / "east-low"
+    earlier.mkdir(parents=True)
+    (earlier / "instances.log").write_text('{"index": 0}\n')
+    (output / "east-demo.json").write_text('{"made_by": "east-demo"}\n')
+    command = [*EAST_DEMO, "--output", str(output), "--model-path", str(model)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"model_path {model}: no weights file" in result.stderr
+    assert (earlier / "instances.log").read_text() == '{"index": 0}\n'
+
+
+def test_a_demo_leaves_the_runs_of_a_grid_it_did_not_make(tmp_path):
+    """Before: `east-demo --output` an east-eval grid's folder emptied its `east-low` run,
+    shards too, and rewrote its tables with the demo's one row, exit 0."""
+    shard = tmp_path / "runs" / "east-low" / "shards" / "1-of-2"
+    shard.mkdir(parents=True)
+    (shard / "instances.log").write_text('{"index": 0}\n')
+    command = [*EAST_DEMO, "--output", str(tmp_path), "--limit", "2"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = f"east-demo: --output {tmp_path}: its runs east-low were not made by east-demo"
+    assert result.stderr.startswith(said) and "Traceback" not in result.stderr
+    assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
+        "runs", "runs/east-low", "runs/east-low/shards", "runs/east-low/shards/1-of-2",
+        "runs/east-low/shards/1-of-2/instances.log",
+    ]  # fmt: skip
 
 
 def test_a_demo_refused_for_another_test_set_leaves_the_runs_there(all_levels, tmp_path):

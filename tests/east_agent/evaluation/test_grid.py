@@ -103,6 +103,25 @@ def test_a_second_grid_on_a_held_output_is_refused_before_it_changes_anything(gr
     assert again.returncode == 0 and again.stdout.count("done already, skipped") == 3
 
 
+def test_no_finished_run_to_table_removes_an_earlier_grids_tables(grid, tmp_path, capsys):
+    """Before: a merge whose every run was left out (shards cut for another --limit) kept
+    the earlier tables, significance and curves of those runs, exit 0."""
+    from east_agent.evaluation.config import read_eval_config
+    from east_agent.evaluation.reports import summarize
+
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    tree = yaml.safe_load(config.read_text())
+    tree.update(output=str(tmp_path / "out"))
+    (tmp_path / "moved.yaml").write_text(yaml.safe_dump(tree))
+    earlier = ["curves.png", "results.csv", "results.md", "significance.csv", "significance.md"]
+    assert all((tmp_path / "out" / name).exists() for name in earlier)
+    assert summarize(read_eval_config(tmp_path / "moved.yaml"), []) == []
+    assert not any((tmp_path / "out" / name).exists() for name in earlier)
+    said = capsys.readouterr().out
+    assert said.startswith("east-eval: no finished run to table (results.csv, results.md, ")
+
+
 def test_grid_runs_every_setting_and_tabulates(grid):
     _, output, result = grid
     assert result.returncode == 0, result.stderr[-3000:]

@@ -106,3 +106,15 @@ def test_unknown_dtype_is_refused():
         resolve_dtype("fp8", "cpu")
     assert resolve_dtype("bfloat16", "cpu") == torch.bfloat16
     assert resolve_dtype("auto", "cuda") == "auto"
+
+
+def test_a_weights_file_cut_off_is_one_line_naming_the_folder(east_checkpoint, tmp_path):
+    """Before: a SafetensorError traceback (east-simuleval, east-eval, east-demo, east-bench)."""
+    import shutil
+
+    cut = tmp_path / "cut"
+    shutil.copytree(east_checkpoint, cut)
+    weights = cut / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ValueError, match=f"--model-path {cut}: cannot be loaded \\(Safetensor"):
+        load_east_checkpoint(cut)

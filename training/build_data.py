@@ -378,6 +378,7 @@ def build(
     levels = list(dict.fromkeys(levels))  # a level given twice would write its records twice
     # this process's own: a concurrent run's, or an orphan's, never mixes with it
     work = temporary_beside(Path(f"{output}.work"))
+    remove(output.parent / f".{output.name}.align")  # a killed older version's work folder
     work.mkdir(parents=True)
     try:
         all_links = load_links(alignments, kept) if alignments else None

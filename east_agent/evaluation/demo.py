@@ -12,13 +12,11 @@ scores (BLEU, LAAL, AL) are printed as a table and kept in `--output`.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from east_agent.common.arguments import folder_path, positive_int
-from east_agent.common.atomic import check_folder_path, write_atomically
+from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
-from east_agent.common.run_lock import RUN_LOCK
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.evaluation.config import (
     DEFAULT_BATCH_SIZE,
@@ -27,9 +25,7 @@ from east_agent.evaluation.config import (
     check_testset,
 )
 from east_agent.evaluation.grid import run_grid
-from east_agent.evaluation.runs import RUN_RECORD
 from east_agent.lm.checkpoint import TORCH_DTYPES
-from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK
 
 # The repository's copy (the package is installed in editable mode from the checkout).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"
@@ -48,8 +44,8 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description="translate a test set with the EAST agent (each level asked for is run "
-        "afresh: an earlier demo's run of that level in --output is replaced; the tables "
-        "show this demo's runs)",
+        "afresh: an earlier demo's run of that level in --output is replaced, never a run "
+        "east-eval made; the tables show this demo's runs)",
         formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument("--model-path", default=str(DEFAULT_MODEL), help="any EAST checkpoint")
@@ -95,36 +91,9 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch_size,
     )
     check_device(config, flag_given=True, needed_here=True)
-    check_demo_output(config)
     # a fresh run each time: this is a demonstration, not a grid (its folders emptied once
     # the grid's checks passed)
     run_grid(config, limit=args.limit, afresh=True)
-
-
-DEMO_MARK = "east-demo.json"  # in --output: east-demo made the runs there
-
-
-def check_demo_output(config: EvalConfig) -> None:
-    """Refuse an --output whose run folders east-demo would empty but did not make (an
-    `east-eval` grid's, its shards too; before: emptied, exit 0); mark one it may use."""
-    mark = config.output / DEMO_MARK
-    if not mark.exists():
-        theirs = [run.name for run in config.runs() if holds_anything(config.run_dir(run))]
-        if theirs:
-            raise ValueError(
-                f"--output {config.output}: its runs {', '.join(theirs)} were not made by "
-                f"east-demo (no {DEMO_MARK}: an east-eval grid's, or a demo's from before "
-                "it was kept), and east-demo runs its levels afresh: give another --output, "
-                "or delete those run folders"
-            )
-    config.output.mkdir(parents=True, exist_ok=True)
-    write_atomically(mark, json.dumps({"made_by": "east-demo"}) + "\n")
-
-
-def holds_anything(run_dir: Path) -> bool:
-    """Whether a run folder holds more than its locks and record (a log, scores, shards)."""
-    kept = {RUN_LOCK, INSTANCES_LOCK, RUN_RECORD}
-    return run_dir.is_dir() and any(entry.name not in kept for entry in run_dir.iterdir())
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from east_agent.common.atomic import remove
 from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
-from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock, may_be_held
+from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock, holder, may_be_held
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
@@ -43,7 +44,9 @@ from east_agent.evaluation.run_scores import (
     wanted_scoring,
 )
 from east_agent.evaluation.runs import (
+    AFRESH_MARK,
     RUN_RECORD,
+    check_afresh,
     check_run_folder,
     claim_run_folder,
     holds_work,
@@ -210,8 +213,10 @@ def run_grid(
         from east_agent.lm.checkpoint import check_model_path, check_weights
 
         check_model_path(config.model_path)  # before a folder records a path as one
-        check_weights(config.model_path, config.place().of("model_path"))  # or is emptied
+        check_weights(config.model_path, "the checkpoint")  # before a run is emptied
     with holding_grid(config, shard, reading=dry_run):
+        if afresh and not dry_run:  # before the test set is written, or any run emptied
+            check_afresh(config.output / "runs")
         return _run_picked(config, every_run, runs, shard, limit, dry_run, afresh)
 
 
@@ -232,15 +237,26 @@ def holding_grid(
             held.enter_context(hold_run_lock(config.output, GRID_LOCK, shared=not exclusive))
         except RunFolderBusyError:
             if exclusive and not may_be_held(config.output, GRID_LOCK):  # shared holders
-                raise RunFolderBusyError(
-                    f"{config.output} is being written by a shard of a grid, or read by a dry "
-                    "run (its shards' grid-shard-*.lock name them); wait for it to end or stop it"
-                ) from None
+                raise RunFolderBusyError(shared_holders(config.output)) from None
             raise
         if shard is not None and not reading:
             name = f"grid-shard-{shard[0]}-of-{shard[1]}.lock"
             held.enter_context(hold_run_lock(config.output, name))
         yield
+
+
+def shared_holders(output: Path) -> str:
+    """Who holds a grid's folder shared: its live shards, by their locks, or a dry run."""
+    shards = [
+        path
+        for path in sorted(output.glob("grid-shard-*.lock"))
+        if may_be_held(path.parent, path.name)
+    ]
+    held = "; ".join(f"{path.stem}: {holder(path)}" for path in shards) or "a dry run"
+    return (
+        f"{output} is being written by a shard of a grid, or read by a dry run ({held}); "
+        "wait for it to end or stop it"
+    )
 
 
 def _run_picked(
@@ -270,6 +286,8 @@ def _run_picked(
             if afresh:
                 start_afresh(run_dir)
             claim_run_folder(run_dir, record_of(run))
+            if not afresh:  # a run the grid tables: east-demo leaves it, made by it or not
+                remove(run_dir / AFRESH_MARK)
         elif not afresh:  # the refusal the grid would give
             check_run_folder(run_dir, record_of(run))
         if (run_dir / "scores.tsv").exists():

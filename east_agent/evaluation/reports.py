@@ -260,7 +260,7 @@ def remove_earlier_tables(output: Path) -> None:
     for name in gone:
         remove(output / name)
     said = f" ({', '.join(gone)} of an earlier grid removed)" if gone else ""
-    print(f"east-eval: no finished run to table{said}", flush=True)
+    print(f"no finished run to table{said}", flush=True)
 
 
 def compare_settings(

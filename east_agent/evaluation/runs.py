@@ -230,15 +230,41 @@ def held_otherwise(run_dir: Path, differences: list[str]) -> EvalConfigError:
     )
 
 
+# in a run folder: made by a command that runs afresh (east-demo), which may empty it again
+AFRESH_MARK = "made_afresh.json"
+
+
+def check_afresh(runs_folder: Path) -> None:
+    """Before any is emptied (`start_afresh`): every run folder in `runs_folder` that holds
+    anything was made afresh (not an `east-eval` grid's run, nor its shards: before,
+    east-demo emptied them, or rewrote the grid's tables with its own rows, exit 0), and
+    no process writes there (before: refused at its turn, the ones before it emptied)."""
+    for run_dir in sorted(runs_folder.iterdir()) if runs_folder.is_dir() else []:
+        if not run_dir.is_dir():
+            continue
+        kept = {RUN_LOCK, INSTANCES_LOCK, RUN_RECORD}
+        made = any(entry.name not in kept for entry in run_dir.iterdir())
+        if made and not (run_dir / AFRESH_MARK).exists():
+            raise EvalConfigError(
+                f"{run_dir}: a run east-demo did not make (no {AFRESH_MARK}: an east-eval "
+                "grid's, or one made by an east-demo older than this version, which marked "
+                "none), and east-demo runs afresh in a folder of its own runs: give another "
+                "--output, or delete that run folder"
+            )
+        with hold_run_lock(run_dir), hold_run_lock(run_dir, INSTANCES_LOCK):
+            pass  # refused (RunFolderBusyError) where another process holds either
+
+
 def start_afresh(run_dir: Path) -> None:
     """Empty the folder of an earlier run, holding its locks: a run that another process
-    is writing there is refused (RunFolderBusyError), never deleted under it."""
-    if not run_dir.is_dir():
-        return
+    is writing there is refused (RunFolderBusyError), never deleted under it. The folder is
+    marked as made afresh (`check_afresh`)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
     with hold_run_lock(run_dir), hold_run_lock(run_dir, INSTANCES_LOCK):
         for entry in run_dir.iterdir():
             if entry.name not in (RUN_LOCK, INSTANCES_LOCK):
                 remove(entry)
+        write_atomically(run_dir / AFRESH_MARK, json.dumps({"made_afresh": True}) + "\n")
 
 
 def holds_work(run_dir: Path) -> bool:

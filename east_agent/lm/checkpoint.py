@@ -198,7 +198,7 @@ def loading(
         raise ValueError(
             f"{where} {folder}: cannot be loaded ({type(error).__name__}: {first}); "
             "an incomplete or corrupt model folder?"
-        ) from None
+        ) from error
 
 
 def load_tokenizer(model_path: str | Path, trust_remote_code: bool = False):
@@ -221,12 +221,10 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     check_model_path(model_path)
+    dtype = resolve_dtype(torch_dtype, device)  # a bad flag is not a bad folder
     with loading(model_path, "--model-path"):
         model = from_pretrained_here_or_hub(
-            AutoModelForCausalLM,
-            model_path,
-            dtype=resolve_dtype(torch_dtype, device),
-            trust_remote_code=trust_remote_code,
+            AutoModelForCausalLM, model_path, dtype=dtype, trust_remote_code=trust_remote_code
         )
     if adapter_path is not None:
         model = merge_adapter(model, adapter_path)

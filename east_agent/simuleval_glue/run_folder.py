@@ -242,8 +242,9 @@ def settings_differ(saved: dict, settings: dict) -> list[str]:
 def _same_checkpoint_dtype(one: dict, other: dict) -> bool:
     """A record written before the checkpoint's own dtype was named (`--torch-dtype auto`
     on a GPU: "the checkpoint's") and one that names it: the same weights where both ask
-    `auto` and the named one is no CPU's float32 (only a GPU's `auto` names another; the
-    checkpoints themselves are compared apart)."""
+    `auto` and the named one is not float32, which a CPU's `auto` names too (a GPU's
+    float32 checkpoint is refused with it, to be safe; the checkpoints themselves are
+    compared apart)."""
     if not one.get("torch_dtype") == other.get("torch_dtype") == "auto":
         return False
     from east_agent.lm.checkpoint import CHECKPOINT_DTYPE

@@ -64,7 +64,7 @@ def test_each_demo_starts_afresh_but_never_under_a_live_run(tmp_path):
     run_folder = tmp_path / "runs" / "east-low"
     run_folder.mkdir(parents=True)
     (run_folder / "instances.log").write_text('{"index": 7}\n')
-    (tmp_path / "east-demo.json").write_text('{"made_by": "east-demo"}\n')  # a demo's
+    (run_folder / "made_afresh.json").write_text('{"made_afresh": true}\n')  # a demo's
     command = [*EAST_DEMO, "--output", str(tmp_path), "--limit", "2"]
     with hold_run_lock(run_folder):  # a live run of another process
         result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -86,29 +86,56 @@ def test_a_model_folder_without_weights_is_refused_before_a_run_is_emptied(tmp_p
     earlier = output / "runs" / "east-low"
     earlier.mkdir(parents=True)
     (earlier / "instances.log").write_text('{"index": 0}\n')
-    (output / "east-demo.json").write_text('{"made_by": "east-demo"}\n')
+    (earlier / "made_afresh.json").write_text('{"made_afresh": true}\n')
     command = [*EAST_DEMO, "--output", str(output), "--model-path", str(model)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
-    assert f"model_path {model}: no weights file" in result.stderr
+    assert f"east-demo: the checkpoint {model}: no weights file" in result.stderr
     assert (earlier / "instances.log").read_text() == '{"index": 0}\n'
 
 
-def test_a_demo_leaves_the_runs_of_a_grid_it_did_not_make(tmp_path):
+@pytest.mark.parametrize("name", ["east-low", "waitk-k3"])
+def test_a_demo_leaves_the_runs_of_a_grid_it_did_not_make(tmp_path, name):
     """Before: `east-demo --output` an east-eval grid's folder emptied its `east-low` run,
-    shards too, and rewrote its tables with the demo's one row, exit 0."""
-    shard = tmp_path / "runs" / "east-low" / "shards" / "1-of-2"
+    shards too, or (another run's name) rewrote the grid's tables with the demo's one row,
+    exit 0."""
+    shard = tmp_path / "runs" / name / "shards" / "1-of-2"
     shard.mkdir(parents=True)
     (shard / "instances.log").write_text('{"index": 0}\n')
     command = [*EAST_DEMO, "--output", str(tmp_path), "--limit", "2"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 2, result.stderr[-3000:]
-    said = f"east-demo: --output {tmp_path}: its runs east-low were not made by east-demo"
+    said = f"east-demo: {tmp_path / 'runs' / name}: a run east-demo did not make"
     assert result.stderr.startswith(said) and "Traceback" not in result.stderr
     assert sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*")) == [
-        "runs", "runs/east-low", "runs/east-low/shards", "runs/east-low/shards/1-of-2",
-        "runs/east-low/shards/1-of-2/instances.log",
+        "grid.lock", "runs", f"runs/{name}", f"runs/{name}/shards",
+        f"runs/{name}/shards/1-of-2", f"runs/{name}/shards/1-of-2/instances.log",
     ]  # fmt: skip
+
+
+def test_a_demos_run_a_grid_takes_is_the_grids(tmp_path):
+    """A run east-demo made, then tabled by an east-eval grid of the same settings, is the
+    grid's: a later demo leaves it (before: emptied under the grid's tables, exit 0)."""
+    from commands import write_grid_config
+
+    command = [*EAST_DEMO, "--output", str(tmp_path / "out"), "--limit", "2"]
+    assert subprocess.run(command, capture_output=True, text=True, timeout=600).returncode == 0
+    run = tmp_path / "out" / "runs" / "east-low"
+    assert (run / "made_afresh.json").exists()
+    systems = {"east": {"agent": "east", "num_beams": 1, "latency": ["low"]}}
+    config = write_grid_config(tmp_path / "g.yaml", DEFAULT_MODEL, tmp_path / "out", systems)
+    config.write_text(config.read_text().replace("torch_dtype: float32", "torch_dtype: auto"))
+    grid = subprocess.run(
+        [sys.executable, "-m", "east_agent.evaluation.cli", str(config), "--limit", "2"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert grid.returncode == 0, grid.stderr[-3000:]
+    assert "[1/1] east-low: done already" in grid.stdout  # the demo's run, taken
+    assert not (run / "made_afresh.json").exists()
+    log = (run / "instances.log").read_bytes()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and f"{run}: a run east-demo did not make" in again.stderr
+    assert (run / "instances.log").read_bytes() == log
 
 
 def test_a_demo_refused_for_another_test_set_leaves_the_runs_there(all_levels, tmp_path):

@@ -119,7 +119,7 @@ def test_no_finished_run_to_table_removes_an_earlier_grids_tables(grid, tmp_path
     assert summarize(read_eval_config(tmp_path / "moved.yaml"), []) == []
     assert not any((tmp_path / "out" / name).exists() for name in earlier)
     said = capsys.readouterr().out
-    assert said.startswith("east-eval: no finished run to table (results.csv, results.md, ")
+    assert said.startswith("no finished run to table (results.csv, results.md, ")
 
 
 def test_grid_runs_every_setting_and_tabulates(grid):

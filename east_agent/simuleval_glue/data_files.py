@@ -44,6 +44,8 @@ def check_source_file(
 
 # characters that show nothing: a line of them and spaces is an empty sentence
 INVISIBLE = str.maketrans("", "", "\u200b\u200c\u200d\u2060\ufeff")
+# what SimulEval's count of a reference's words (split at single spaces) gets wrong
+MISSPACED = re.compile(r"[\t\v\f]|  |^ | $")
 
 
 def is_blank(line: str) -> bool:
@@ -99,9 +101,6 @@ def check_references(target: str, references: list[str], latency_unit: str) -> N
             "SimulEval counts a reference's words between single spaces (the latency scores "
             "would count them wrong): fold them, e.g. sed -E 's/[[:blank:]]+/ /g; s/^ | $//g'"
         )
-
-
-MISSPACED = re.compile(r"[\t\v\f]|  |^ | $")
 
 
 LONGEST_UNIT = 8  # kana and CJK characters: Llama-3's longest token of them has 7

@@ -69,7 +69,7 @@ def open_binary(path: str | Path) -> BinaryIO:
     """A file's bytes, gunzipped where it starts as gzip does (whatever its name says: a
     plain file named `.gz` is read as it is; a pipe is read once)."""
     handle = open(path, "rb")
-    if handle.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+    if not starts_as_gzip(handle.peek(len(GZIP_MAGIC))):
         return handle
     return GzipReader(handle)
 
@@ -165,13 +165,22 @@ def read_simuleval_lines(path: str | Path) -> list[str]:
     lines = read_lines(path)
     split = [number for number, line in enumerate(lines, 1) if "\r" in line]
     if split:
-        shown = ", ".join(str(number) for number in split[:SHOWN])
-        more = f" and {len(split) - SHOWN} more" if len(split) > SHOWN else ""
         raise TextFileError(
-            f"{path}: line {shown}{more}: a carriage return (\\r) inside the line, where "
+            f"{path}: {numbered(split)}: a carriage return (\\r) inside the line, where "
             "SimulEval would start a new sentence; remove it (lines end with \\n or \\r\\n)"
         )
     return lines
+
+
+def numbered(numbers: list[int]) -> str:
+    """`line 3, 7`: the lines a message names (the first `SHOWN`, then how many more)."""
+    more = f" and {len(numbers) - SHOWN} more" if len(numbers) > SHOWN else ""
+    return f"line {', '.join(str(number) for number in numbers[:SHOWN])}{more}"
+
+
+def starts_as_gzip(head: bytes) -> bool:
+    """Whether a file's first bytes are gzip's, whatever its name says."""
+    return head[: len(GZIP_MAGIC)] == GZIP_MAGIC
 
 
 def check_plain_text(path: str | Path) -> None:
@@ -179,7 +188,7 @@ def check_plain_text(path: str | Path) -> None:
     starting with a UTF-8 byte-order mark."""
     with open(path, "rb") as handle:
         head = handle.read(len(UTF8_BOM))
-    if head.startswith(GZIP_MAGIC):
+    if starts_as_gzip(head):
         raise TextFileError(
             f"{path}: gzip-compressed; SimulEval reads plain text files: decompress it "
             "first (gunzip -k)"

@@ -45,7 +45,7 @@ import torch
 from east_agent.common.arguments import add_old_spelling, checked_device, positive_int
 from east_agent.common.atomic import append_atomically, write_atomically
 from east_agent.common.entry import CommandError, command_line
-from east_agent.common.text_lines import GZIP_MAGIC, read_text
+from east_agent.common.text_lines import GZIP_MAGIC, read_text, starts_as_gzip
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import (
     END_OF_READ,
@@ -700,7 +700,7 @@ def check_output_files(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} {value}: a folder; name a file")
         if flag == "--output" and path.exists():  # the report is appended to its bytes
             with open(path, "rb") as handle:
-                if handle.read(len(GZIP_MAGIC)) == GZIP_MAGIC:
+                if starts_as_gzip(handle.read(len(GZIP_MAGIC))):
                     raise ValueError(f"{flag} {value}: gzip-compressed; name a Markdown file")
             read_text(path)  # UTF-8 text, a bad byte named
         try:

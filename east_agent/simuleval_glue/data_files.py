@@ -10,7 +10,7 @@ import argparse
 import re
 from pathlib import Path
 
-from east_agent.common.text_lines import check_regular_file, read_simuleval_lines
+from east_agent.common.text_lines import check_regular_file, numbered, read_simuleval_lines
 
 # files found good in this process, as they were then: the source's number of lines
 _CHECKED_FILES: dict[tuple, int] = {}
@@ -50,12 +50,6 @@ MISSPACED = re.compile(r"[\t\v\f]|  |^ | $")
 
 def is_blank(line: str) -> bool:
     return not line.translate(INVISIBLE).strip()
-
-
-def numbered(numbers: list[int]) -> str:
-    """`line 3, 7` (the first ten, then how many more)."""
-    more = f" and {len(numbers) - 10} more" if len(numbers) > 10 else ""
-    return f"line {', '.join(str(number) for number in numbers[:10])}{more}"
 
 
 def _check_lines(source: str, target: str | None, latency_unit: str) -> int:

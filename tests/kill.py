@@ -55,3 +55,18 @@ def descendants(pid: int) -> dict[int, str]:
                 found[child] = command
                 todo.append(child)
     return found
+
+
+def group_members(group: int) -> list[int]:
+    """Live processes of the process group `group`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            state, _, its_group = (entry / "stat").read_text().rsplit(") ", 1)[1].split()[:3]
+        except (OSError, ValueError):
+            continue
+        if state != "Z" and int(its_group) == group:
+            found.append(int(entry.name))
+    return found

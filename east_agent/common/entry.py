@@ -8,9 +8,12 @@ argparse gives a bad flag.
 Ctrl-C prints `east-eval: interrupted` after the command's own clean-up (`finally`
 blocks: locks, sessions, child processes) and ends the process by SIGINT, as an
 unhandled Ctrl-C would, so that a shell running it in a loop or script stops too (a
-plain exit 130 would not stop bash). Anything else is a bug and keeps its traceback: a
-plain `RuntimeError` too, since that is what torch raises when a program is wrong (a
-shape, a device, a dtype).
+plain exit 130 would not stop bash). SIGTERM (`kill`, `timeout`, a batch scheduler's
+end of a job) and SIGHUP (a closed terminal) are taken the same way (`east-eval:
+terminated`, `east-eval: hung up`), and end the process by their own signal; one that
+the command was started ignoring (`nohup`) stays ignored. Anything else is a bug and
+keeps its traceback: a plain `RuntimeError` too, since that is what torch raises when a
+program is wrong (a shape, a device, a dtype).
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ import functools
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 
@@ -35,6 +40,24 @@ FILE_ERRORS = (
 )  # fmt: skip
 USER_ERRORS = (ValueError, CommandError, *FILE_ERRORS)
 EXIT_USER_ERROR = 2
+# signals that end a command as Ctrl-C does, after its clean-up, and what it then says
+ENDING_SIGNALS = {
+    signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up",
+}  # fmt: skip
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where Ctrl-C would be, so that every clean-up written for
+    Ctrl-C (`except KeyboardInterrupt`, `finally`) runs for them too."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise Terminated(signum)
+
 
 Main = TypeVar("Main", bound=Callable)
 
@@ -49,21 +72,47 @@ def command_line(command: str) -> Callable[[Main], Main]:
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def wrapped(*args, **kwargs):
-            try:
-                return main(*args, **kwargs)
-            except USER_ERRORS as error:
-                fail(command, error)
-            except KeyboardInterrupt:
-                sys.stdout.flush()  # the signal ends the process without Python's flush
-                print(f"{command}: interrupted", file=sys.stderr, flush=True)
-                # what Python does before it ends by SIGINT itself: the exit handlers, so that
-                # multiprocessing unlinks its semaphores (before: the resource tracker warned
-                # of leaked ones after a grid's Ctrl-C)
-                atexit._run_exitfuncs()
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                os.kill(os.getpid(), signal.SIGINT)
-                raise  # not reached on POSIX
+            with _ending_signals_raised():
+                try:
+                    return main(*args, **kwargs)
+                except USER_ERRORS as error:
+                    fail(command, error)
+                except KeyboardInterrupt as stop:
+                    _end_by_signal(command, getattr(stop, "signum", signal.SIGINT))
+                    raise  # not reached on POSIX
 
         return wrapped
 
     return wrap
+
+
+@contextmanager
+def _ending_signals_raised() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise `Terminated` while the command runs, unless it was
+    started ignoring them; only the main thread can take signals (a command called from
+    another, as in a test, keeps what it has)."""
+    taken = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                taken[signum] = signal.signal(signum, _raise_terminated)
+    try:
+        yield
+    finally:
+        for signum, handler in taken.items():
+            signal.signal(signum, handler)
+
+
+def _end_by_signal(command: str, signum: int) -> None:
+    """Say why the command ends and end it by `signum`, as the signal would have."""
+    try:
+        sys.stdout.flush()  # the signal ends the process without Python's flush
+        print(f"{command}: {ENDING_SIGNALS[signum]}", file=sys.stderr, flush=True)
+    except OSError:  # a terminal that hung up takes no more output
+        pass
+    # what Python does before it ends by SIGINT itself: the exit handlers, so that
+    # multiprocessing unlinks its semaphores (before: the resource tracker warned of leaked
+    # ones after a grid's Ctrl-C)
+    atexit._run_exitfuncs()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)

@@ -32,13 +32,15 @@ A run's wall time and computation-aware latency are then measured beside the oth
 A run that fails lets the running ones finish, starts no new one, and is named with its
 console log (where its traceback is). A worker that dies (killed, out of memory) ends the
 grid at once, naming the runs it cut off; Ctrl-C too (`east-eval` stops the workers,
-which ignore it: `east-eval: interrupted` is all it prints). A rerun resumes them.
+which ignore it: `east-eval: interrupted` is all it prints), and SIGTERM and SIGHUP sent
+to `east-eval` or its whole process group (`terminated`, `hung up`). A rerun resumes them.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -52,7 +54,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from east_agent.common.entry import CommandError
+from east_agent.common.entry import ENDING_SIGNALS, CommandError
 
 CONSOLE_LOG = "console.log"
 
@@ -83,8 +85,27 @@ def start_worker_imports():
         PYTHONPATH=os.pathsep.join(path for path in sys.path if path),
         **{FORKSERVER_PARENT: str(os.getpid())},
     ):
-        multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
+        # SIGHUP kept from the resource tracker (it ignores SIGINT and SIGTERM itself): a
+        # closed terminal ended it with the grid, and the semaphores it was to unlink
+        # stayed in /dev/shm; the forkserver and the workers keep the mask too
+        with _blocked(signal.SIGHUP):
+            multiprocessing.resource_tracker.ensure_running()
+            multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
     return context
+
+
+@contextmanager
+def _blocked(signum: int):
+    """`signum` held back from this thread (and kept from the processes it starts)
+    meanwhile; one that came is taken after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 @contextmanager
@@ -279,8 +300,10 @@ def _start_worker(share, environment: dict[str, str], command: list[str]) -> Non
     # Installed before the count is first read, so that no raise of it is missed.
     signal.signal(signal.SIGUSR1, lambda *_: _take_threads(share.value))
     # Ctrl-C reaches the whole process group: it is east-eval's to act on (it stops the
-    # workers); a worker that took it would print its traceback, an idle one too.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # workers); a worker that took it would print its traceback, an idle one too. So do
+    # a batch scheduler's SIGTERM and a closed terminal's SIGHUP.
+    for signum in ENDING_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
     _take_threads(share.value)
     # tqdm's progress bars lock across processes with a named semaphore, which a worker
     # killed by a failed grid never unlinks (multiprocessing then warns of a leak at exit);

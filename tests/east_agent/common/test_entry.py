@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+
 import pytest
 
 from east_agent.common.entry import EXIT_USER_ERROR, CommandError, command_line
@@ -64,3 +68,61 @@ def test_a_file_of_the_wrong_kind_or_unreadable_is_one_line(tmp_path, capsys, ki
     assert stop.value.code == EXIT_USER_ERROR
     error = capsys.readouterr().err
     assert error.startswith("east-test: [Errno") and error.count("\n") == 1
+
+
+ENDING = """
+import os, signal, sys
+from pathlib import Path
+from east_agent.common.entry import command_line
+
+@command_line("east-test")
+def main():
+    try:
+        os.kill(os.getpid(), signal.{signal})
+        Path(sys.argv[1]).write_text("went on")
+    finally:
+        with open(sys.argv[1], "a") as marker:
+            marker.write(" cleaned up")
+
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("signum", "said"),
+    [
+        (signal.SIGINT, "interrupted"),
+        (signal.SIGTERM, "terminated"),
+        (signal.SIGHUP, "hung up"),
+    ],
+)
+def test_an_ending_signal_runs_the_clean_up_and_ends_by_that_signal(tmp_path, signum, said):
+    """Before: SIGTERM (`kill`, `timeout`, a scheduler) and SIGHUP (a closed terminal)
+    ended a command on the spot: no `finally` ran (locks, a server's sessions, children)
+    and multiprocessing's semaphores stayed in /dev/shm."""
+    marker = tmp_path / "marker"
+    script = ENDING.format(signal=signal.Signals(signum).name)
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(marker)],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert result.returncode == -signum, result.stderr
+    assert result.stderr == f"east-test: {said}\n"
+    assert marker.read_text() == " cleaned up"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_signal_the_command_was_started_ignoring_stays_ignored(tmp_path):
+    """`nohup east-eval ...`: a closed terminal's SIGHUP must not end it."""
+    marker = tmp_path / "marker"
+    result = subprocess.run(
+        [sys.executable, "-c", ENDING.format(signal="SIGHUP"), str(marker)],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    assert result.returncode == 0, result.stderr
+    assert marker.read_text() == "went on cleaned up"

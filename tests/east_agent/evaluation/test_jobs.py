@@ -11,7 +11,7 @@ import time
 import pytest
 from commands import console_script, east_eval
 from commands import write_grid_config as write_config
-from kill import descendants, live_processes
+from kill import descendants, group_members, live_processes
 
 
 def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path):
@@ -109,17 +109,29 @@ def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_workers_leave_ctrl_c_to_east_eval():
     """Ctrl-C reaches the whole process group; east-eval stops the workers, which ignore it
-    (one that took it printed its traceback, an idle one too) and go on until then."""
+    (one that took it printed its traceback, an idle one too) and go on until then; so do
+    a scheduler's SIGTERM and a closed terminal's SIGHUP. The resource tracker, which
+    ignores SIGINT and SIGTERM itself, is kept from SIGHUP: before, a closed terminal ended
+    it with the grid and its semaphores stayed in /dev/shm."""
+    from multiprocessing import resource_tracker
+
     from east_agent.evaluation.jobs import worker_pool
 
     with worker_pool(2, 1) as (pool, _):
         worker = pool.submit(os.getpid).result(timeout=60)
-        status = dict(
-            line.split(":\t", 1) for line in open(f"/proc/{worker}/status").read().splitlines()
-        )
-        assert int(status["SigIgn"], 16) >> (signal.SIGINT - 1) & 1, status["SigIgn"]
-        os.kill(worker, signal.SIGINT)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            assert _signal_set(worker, "SigIgn") >> (signum - 1) & 1, signum
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            os.kill(worker, signum)
         assert pool.submit(sum, [1, 2]).result(timeout=60) == 3
+        tracker = resource_tracker._resource_tracker._pid
+        held = _signal_set(tracker, "SigIgn") | _signal_set(tracker, "SigBlk")
+        assert held >> (signal.SIGHUP - 1) & 1
+
+
+def _signal_set(pid: int, field: str) -> int:
+    status = dict(line.split(":\t", 1) for line in open(f"/proc/{pid}/status").read().splitlines())
+    return int(status[field], 16)
 
 
 def test_running_workers_take_the_threads_of_finished_ones(tmp_path):
@@ -257,12 +269,22 @@ def test_the_last_run_takes_the_threads_there_are_never_more(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-@pytest.mark.parametrize("when", ["while the workers import", "mid-run"])
-def test_ctrl_c_of_a_grid_with_workers_is_one_line(east_checkpoint, tmp_path, when):
+@pytest.mark.parametrize(
+    ("when", "signum", "said"),
+    [
+        ("while the workers import", signal.SIGINT, "interrupted"),
+        ("mid-run", signal.SIGINT, "interrupted"),
+        ("mid-run", signal.SIGTERM, "terminated"),
+        ("mid-run", signal.SIGHUP, "hung up"),
+    ],
+)
+def test_ctrl_c_of_a_grid_with_workers_is_one_line(east_checkpoint, tmp_path, when, signum, said):
     """Ctrl-C (SIGINT to the process group): before, in a grid's first seconds, the
     forkserver's traceback (it took SIGINT while it imported), and at any time
     multiprocessing's warning of leaked semaphores. A run folder's lock names east-eval's
-    command, not the forkserver's."""
+    command, not the forkserver's. A scheduler's SIGTERM and a closed terminal's SIGHUP
+    to the group: before, the workers and the forkserver died of it, east-eval too,
+    without a word or its clean-up."""
     systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
     output = tmp_path / "out"
     config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
@@ -284,7 +306,11 @@ def test_ctrl_c_of_a_grid_with_workers_is_one_line(east_checkpoint, tmp_path, wh
         assert held["command"] == " ".join(command)  # before: the forkserver's
     else:
         time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGINT)
+    os.killpg(process.pid, signum)
     _, error = process.communicate(timeout=120)
-    assert process.returncode == -signal.SIGINT
-    assert error == "east-eval: interrupted\n"
+    assert process.returncode == -signum
+    assert error == f"east-eval: {said}\n"
+    deadline = time.time() + 30  # the workers, the forkserver and the resource tracker
+    while group_members(process.pid):
+        assert time.time() < deadline, f"left running: {group_members(process.pid)}"
+        time.sleep(0.1)

@@ -37,6 +37,7 @@ from east_agent.decoding.long_form import (
     capped_tokens,
     check_long_form,
     ends_sentence,
+    note_capped,
     opens_source,
     segmenter_of,
 )
@@ -221,8 +222,7 @@ class EastStreamDecoder(StreamingDecoder):
             )
         else:
             chunk_ids, stopped = yield from greedy_chunk(stream, pending, limits)
-        if self.segments is not None:
-            self.segments.note_chunk(stream, len(chunk_ids), max_tokens, wanted)
+        note_capped(self.segments, stream, len(chunk_ids), max_tokens, wanted)
         if stream.script is not None:
             chunk_ids = chunk_ids[: self.scripted_tokens(stream)]
         elif not stopped:  # cut by its cap: see `_close_chunk`

@@ -40,7 +40,7 @@ import dataclasses
 from collections import deque
 
 from east_agent.decoding.prompt import is_unspaced
-from east_agent.decoding.streaming import Stream
+from east_agent.decoding.streaming import Counters, Stream
 from east_agent.decoding.units import join_source_units
 
 SENTENCE_END = "。？！.!?"
@@ -119,6 +119,27 @@ def capped_tokens(segments: Segmenter | None, stream: Stream, wanted: int, force
     """The most tokens the next chunk or word may have: `wanted`, or fewer in long form
     where the cache budget says so."""
     return wanted if segments is None else segments.capped(stream, wanted, forced)
+
+
+def note_capped(
+    segments: Segmenter | None, stream: Stream, length: int, max_tokens: int, wanted: int
+) -> None:
+    """Count a chunk or word of `length` tokens that the budget's cap (`max_tokens`, below
+    the `wanted` it would have had) cut short, in `chunks_capped`."""
+    if segments is not None:
+        segments.note_chunk(stream, length, max_tokens, wanted)
+
+
+def capped_note(counters: Counters, sentences: str) -> str | None:
+    """What a user is told of the chunks the cache budget cut short in `sentences` (None:
+    none was): their writes are shorter than the model asked for."""
+    if not counters.chunks_capped:
+        return None
+    chunks = "1 chunk" if counters.chunks_capped == 1 else f"{counters.chunks_capped} chunks"
+    return (
+        f"long form: the cache budget (--cache-budget) cut {chunks} of {sentences} short "
+        "(a larger budget, if the model's context allows, cuts fewer)"
+    )
 
 
 def units_in_segment(segments: Segmenter | None, stream: Stream) -> int:

@@ -36,6 +36,7 @@ from east_agent.decoding.long_form import (
     capped_tokens,
     check_long_form,
     long_form_settings,
+    note_capped,
     opens_source,
     segmenter_of,
     units_in_segment,
@@ -199,8 +200,11 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
             stream.decisions.append(READ)
             return Step(READ)
         stream.decisions.append(WRITE)
-        limits = self._limits(capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False))
-        word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
+        max_tokens = capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False)
+        word, _ = yield from word_chunk(
+            stream, stream.pending(), self._limits(max_tokens), self.boundary
+        )
+        note_capped(self.segments, stream, len(word), max_tokens, MAX_WORD_TOKENS)
         return self._step(stream, WRITE, word)
 
     def _step(
@@ -242,9 +246,11 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
     def _forced_write(self, stream: OfflineWaitkStream, finished: bool) -> Generator:
         """The rest of the target (of the segment's, in long form), to the end of the turn
         or the cap; a cap that cuts a character ends before it (else: U+FFFD at the end)."""
-        max_tokens = capped_tokens(self.segments, stream, self.config.max_new_tokens, True)
+        wanted = self.config.max_new_tokens
+        max_tokens = capped_tokens(self.segments, stream, wanted, True)
         limits = self._limits(max_tokens)
         new_ids, stopped = yield from greedy_chunk(stream, stream.pending(), limits)
+        note_capped(self.segments, stream, len(new_ids), max_tokens, wanted)
         if not stopped:  # the cut character may have begun in an earlier word: not written
             new_ids = self.characters.whole(stream, new_ids, stream.target_ids)
         return self._step(stream, FORCED, new_ids, finished=finished, capped=not stopped)
@@ -295,6 +301,7 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             max_tokens = capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False)
             limits = self._chunk_limits(max_tokens, (), self.word_mask)
             word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
+            note_capped(self.segments, stream, len(word), max_tokens, MAX_WORD_TOKENS)
             if len(word) == word_cap(limits):  # a word its cap may have cut
                 word = self.characters.whole(stream, word)
             stream.tokens.append_generated(word)

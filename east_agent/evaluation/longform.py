@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from east_agent.common.atomic import write_atomically
-from east_agent.common.text_lines import read_lines
+from east_agent.common.records import read_json_object
+from east_agent.common.text_lines import read_lines, read_text
 from east_agent.decoding.prompt import unit_separator
 
 TALK_FILES = ("source_sentences.txt", "reference_sentences.txt", "segmentation.txt", "talks.json")
 TALKS_SUFFIX = re.compile(r"\.talks(?P<size>[^.]*)$")
+DECIMAL = re.compile(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a time in seconds, as written
 DEFAULT_UNIT_SECONDS = 0.4  # as --ca-unit-seconds: speech at 150 words per minute
 
 
@@ -190,22 +192,20 @@ def write_lines(path: Path, lines: list[str]) -> None:
 
 
 def read_longform(folder: str | Path) -> LongformSet:
-    """The long-form test set `prepare_testset` wrote into `folder`."""
+    """The long-form test set `prepare_testset` wrote into `folder`, its files checked
+    against each other (`check_talk_files`): a file edited by hand is named with its line
+    before anything reads it (before: a reference line missing shifted every later one,
+    scores wrong, exit 0)."""
     folder = Path(folder)
     meta_path = folder / "testset.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path}: no such file; run east-prepare NAME.talksN")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta = read_json_object(meta_path)
     if "longform" not in meta:
         raise ValueError(f"{meta_path}: {meta.get('name')!r} is not a long-form test set")
-    talks_path = folder / "talks.json"
-    records = json.loads(talks_path.read_text(encoding="utf-8"))
-    talks = tuple(
-        Talk(record["talk"], int(record["first_sentence"]), tuple(record["sentence_ends"]))
-        for record in records
-    )
+    talks = read_talks(folder / "talks.json")
     long = meta["longform"]
-    return LongformSet(
+    testset = LongformSet(
         folder=folder,
         name=meta["name"],
         base=long["base"],
@@ -217,6 +217,118 @@ def read_longform(folder: str | Path) -> LongformSet:
         sacrebleu_tokenizer=meta["sacrebleu_tokenizer"],
         talks=talks,
     )
+    check_talk_files(testset)
+    return testset
+
+
+def read_talks(path: Path) -> tuple[Talk, ...]:
+    """`talks.json`'s talks, each record checked: its fields, sentence ends that grow,
+    and sentences that follow the previous talk's (the talks cover the sentences in
+    order, none twice, none left out)."""
+    try:
+        records = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from None
+    if not isinstance(records, list) or not records:
+        raise ValueError(f"{path}: expected a non-empty JSON list of talks")
+    talks, next_sentence, ids = [], 0, set()
+    for number, record in enumerate(records, 1):
+        talk = _talk_of(path, number, record, next_sentence)
+        if talk.talk_id in ids:
+            raise ValueError(f"{path}: talk {number}: {talk.talk_id!r} named twice")
+        ids.add(talk.talk_id)
+        talks.append(talk)
+        next_sentence += talk.sentences
+    return tuple(talks)
+
+
+def _talk_of(path: Path, number: int, record: object, first_sentence: int) -> Talk:
+    where = f"{path}: talk {number}"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected a JSON object")
+    missing = [key for key in ("talk", "first_sentence", "sentence_ends") if key not in record]
+    if missing:
+        raise ValueError(f"{where}: missing field {missing[0]!r}")
+    name, ends = record["talk"], record["sentence_ends"]
+    if not isinstance(name, str) or not name or "." in name:
+        raise ValueError(f"{where}: field 'talk' must be a name without a dot, got {name!r}")
+    if record["first_sentence"] != first_sentence or type(record["first_sentence"]) is not int:
+        raise ValueError(
+            f"{where}: field 'first_sentence' is {record['first_sentence']!r}, but the talks "
+            f"before it end at sentence {first_sentence} (talks follow one another)"
+        )
+    whole = isinstance(ends, list) and all(type(end) is int for end in ends)
+    if not whole or not ends or any(later <= end for end, later in zip([0, *ends], ends)):
+        raise ValueError(
+            f"{where}: field 'sentence_ends' must be a non-empty list of growing unit "
+            f"counts, got {ends!r}"
+        )
+    if record.get("units", ends[-1]) != ends[-1]:
+        raise ValueError(
+            f"{where}: field 'units' is {record['units']!r}, but its last sentence ends "
+            f"at unit {ends[-1]}"
+        )
+    return Talk(name, first_sentence, tuple(ends))
+
+
+def check_talk_files(testset: LongformSet) -> None:
+    """The talk files agree with `talks.json`: a line a sentence in the sentence files, a
+    line a talk with the talk's units in `source.txt`, each talk's references joined in
+    `reference.txt`, the segmentation OmniSTEval reads, no empty reference."""
+    folder, talks = testset.folder, testset.talks
+    lengths = [end - start for talk in talks for start, end in _sentence_spans(talk)]
+    references = _lines_of(folder / "reference_sentences.txt", len(lengths), "sentences")
+    for number, reference in enumerate(references, 1):
+        if not reference.strip():
+            raise ValueError(f"{folder / 'reference_sentences.txt'}: line {number}: empty")
+    sources = _lines_of(folder / "source_sentences.txt", len(lengths), "sentences")
+    _check_units(folder / "source_sentences.txt", sources, lengths)
+    talk_sources = _lines_of(folder / "source.txt", len(talks), "talks")
+    _check_units(folder / "source.txt", talk_sources, [talk.units for talk in talks])
+    separator = unit_separator(testset.tgt_lang)
+    joined = [
+        separator.join(references[talk.first_sentence : talk.first_sentence + talk.sentences])
+        for talk in talks
+    ]
+    _check_same_lines(folder / "reference.txt", joined, "talks", "its talk's references joined")
+    segmentation = [
+        f"docid={doc},segid={seg}"
+        for doc, talk in enumerate(talks)
+        for seg in range(talk.sentences)
+    ]
+    _check_same_lines(
+        folder / "segmentation.txt", segmentation, "sentences", "docid=TALK,segid=SENTENCE"
+    )
+
+
+def _sentence_spans(talk: Talk) -> list[tuple[int, int]]:
+    """(first unit, end unit) of each of the talk's sentences."""
+    return list(zip((0, *talk.sentence_ends), talk.sentence_ends))
+
+
+def _lines_of(path: Path, expected: int, what: str) -> list[str]:
+    lines = read_lines(path)
+    if len(lines) != expected:
+        raise ValueError(
+            f"{path}: {len(lines)} lines, but talks.json has {expected} {what} (a file of the "
+            "set edited by hand? east-prepare the set again)"
+        )
+    return lines
+
+
+def _check_units(path: Path, lines: list[str], units: list[int]) -> None:
+    for number, (line, wanted) in enumerate(zip(lines, units), 1):
+        if len(line.split()) != wanted:
+            raise ValueError(
+                f"{path}: line {number}: {len(line.split())} source units, but talks.json "
+                f"says {wanted}"
+            )
+
+
+def _check_same_lines(path: Path, expected: list[str], what: str, should_be: str) -> None:
+    for number, (line, wanted) in enumerate(zip(_lines_of(path, len(expected), what), expected), 1):
+        if line != wanted:
+            raise ValueError(f"{path}: line {number}: not what talks.json makes it ({should_be})")
 
 
 def gold_sentences_of(prepared, testset: LongformSet):
@@ -277,9 +389,16 @@ def read_word_times(path: str | Path, talks: Sequence[Talk]) -> list[list[float]
     been heard (non-decreasing, space-separated). Any count that differs from the talk's
     units is refused naming file, line and both counts: check it before loading a model."""
     lines = read_lines(path)
+    empty = [number for number, line in enumerate(lines, 1) if not line.strip()]
+    if empty:
+        raise ValueError(f"{path}: line {empty[0]}: empty (one line of word times per talk)")
     if len(lines) != len(talks):
         raise ValueError(
             f"{path}: {len(lines)} lines of word times for {len(talks)} talks (one line per talk)"
+        )
+    if lines and lines[0].startswith("\ufeff"):
+        raise ValueError(
+            f"{path}: line 1: starts with a byte-order mark (U+FEFF); save the file without it"
         )
     numbered = enumerate(zip(lines, talks), 1)
     return [parse_times_line(path, number, line, talk) for number, (line, talk) in numbered]
@@ -294,10 +413,8 @@ def parse_times_line(path: str | Path, number: int, line: str, talk: Talk) -> li
         )
     times, previous = [], 0.0
     for position, field in enumerate(fields, 1):
-        try:
-            seconds = float(field)
-        except ValueError:
-            seconds = math.nan
+        # a decimal number: not Python's `1_0` (10), nor `nan`, `inf` or hex
+        seconds = float(field) if DECIMAL.fullmatch(field) else math.nan
         if not math.isfinite(seconds) or seconds < previous:
             raise ValueError(
                 f"{path}: line {number}: word {position}: {field!r} is not a time in seconds "

@@ -13,8 +13,9 @@ and its degenerate-policy diagnostics (`omnisteval_scoring.shortform_latency`), 
 (`omnisteval_scoring.score_longform`: BLEU, chrF, LongYAAL, StreamLAAL, in ms), kept in
 `longform_scores.json` with its inputs; a gold-sentence run of a long-form grid is joined
 into talks first (`talk_outputs_from_sentences`). Either file records what it was made
-from (the `instances.log`'s size and time, the clock, COMET) and is made again when that
-has changed (a run continued, shards merged, another `ca_unit_seconds`). A long-form run's
+from (the `instances.log`'s size and time, the clock, COMET; a long-form run's, the talk
+files' content too) and is made again when that has changed (a run continued, shards
+merged, another `ca_unit_seconds`, a talk file mended). A long-form run's
 COMET is made apart, from the re-segmented sentences kept with it (COMET added or dropped
 re-segments nothing); a finished long-form run whose file is not the grid's is named and
 scored again with the rest (`rescore_if_changed`).
@@ -30,11 +31,11 @@ from pathlib import Path
 from east_agent.common.atomic import write_atomically
 from east_agent.common.comet_process import checkpoint_identity
 from east_agent.common.entry import CommandError
-from east_agent.common.fingerprint import content_of
+from east_agent.common.fingerprint import content_of, files_fingerprint
 from east_agent.common.records import read_json_object
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import CONSOLE_LOG
-from east_agent.evaluation.longform import read_longform
+from east_agent.evaluation.longform import TALK_FILES, read_longform
 from east_agent.evaluation.omnisteval_scoring import (
     RESEGMENTED_FILE,
     SOURCE_FILE,
@@ -183,6 +184,14 @@ def made_from(run_dir: Path, config: EvalConfig) -> dict:
     return stamp
 
 
+def longform_made_from(run_dir: Path, config: EvalConfig) -> dict:
+    """`made_from`, and the content of the talk files OmniSTEval reads (before: scores
+    made from a talk file edited by hand stayed after it was mended)."""
+    folder = Path(config.testset_dir)
+    talk_files = [folder / name for name in TALK_FILES]
+    return {**made_from(run_dir, config), "talk_files": files_fingerprint(talk_files, folder)}
+
+
 def comet_made_from(config: EvalConfig) -> dict | None:
     """COMET's part of what long-form scores depend on: its checkpoint by its content, or
     None when the grid asks for no COMET."""
@@ -216,7 +225,7 @@ def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
     long-form grid's run, after OmniSTEval's re-segmentation to the reference sentences.
     COMET is made apart, from the re-segmented sentences kept: a worker scores a run
     without it and `east-eval` adds it (`add_comet`), nothing re-segmented twice."""
-    path, stamp = run_dir / LONGFORM_FILE, made_from(run_dir, config)
+    path, stamp = run_dir / LONGFORM_FILE, longform_made_from(run_dir, config)
     saved = _kept_whatever_comet(path, stamp)
     if saved is None:
         testset = read_longform(config.testset_dir)
@@ -248,9 +257,9 @@ def longform_differences(config: EvalConfig, run_dir: Path) -> list[str]:
     grid makes them (empty: they are the grid's; `longform_columns` makes them again)."""
     if not (run_dir / "instances.log").exists():
         return []
-    saved = _kept_whatever_comet(run_dir / LONGFORM_FILE, made_from(run_dir, config))
+    saved = _kept_whatever_comet(run_dir / LONGFORM_FILE, longform_made_from(run_dir, config))
     if saved is None:
-        return ["OmniSTEval's scores missing, or made from another log or clock"]
+        return ["OmniSTEval's scores missing, or made from another log, clock or talk files"]
     was, now = saved["made_from"].get("comet"), comet_made_from(config)
     if was == now:
         return []

@@ -23,6 +23,7 @@ from east_agent.decoding.long_form import (
     DEFAULT_CONTEXT_WORDS,
     DEFAULT_SEGMENT_UNITS,
     cache_budget_of,
+    capped_note,
 )
 from east_agent.decoding.prompt import LATENCY_LEVELS, known_language_name
 from east_agent.decoding.streaming import StreamingDecoder
@@ -325,6 +326,10 @@ class StreamingAgent(TextToTextAgent):
             if step.chunk:
                 written.append(step.chunk)
             finished = True
+        if finished:
+            counters = self.decoder.streams[0].translation().counters
+            if note := capped_note(counters, "this sentence"):
+                logger.warning(note)
         if written or finished:
             return WriteAction("".join(written), finished=finished)
         return ReadAction()

@@ -231,8 +231,10 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
     (`recorded(streams)` before the first, with the most streams the run can use); return
     the failures (named) and the indices that were to do."""
     from east_agent.decoding.batching import Sentence, translate_batch
+    from east_agent.decoding.long_form import capped_note
+    from east_agent.decoding.streaming import Counters
 
-    failures = []
+    failures, totals, translated = [], Counters(), 0
     with InstanceLog(log_path, args.continue_unfinished) as log:
         todo = [index for index in indices if index not in log.done]
         log.before_first = partial(recorded, min(len(decoder.streams), len(todo)))
@@ -244,10 +246,14 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
                 failures.append((outcome.key, f"({outcome.units} units): {outcome.error}"))
                 continue
             translation = outcome.translation
+            totals, translated = totals + translation.counters, translated + 1
             instance = ReplayedInstance(outcome.key, dataloader, args)
             instance.replay(translation.delays, translation.chunks, translation.chunk_seconds)
             log.append(instance.summarize())
         progress.close()
+    sentences = "the 1 sentence" if translated == 1 else f"the {translated} sentences"
+    if note := capped_note(totals, f"{sentences} translated"):
+        print(f"east-simuleval: {note}", file=sys.stderr, flush=True)
     return [f"sentence {index} {why}" for index, why in sorted(failures)], todo
 
 

@@ -85,6 +85,30 @@ def test_an_unpunctuated_stream_stays_within_its_budget(east_model, east_tokeniz
     assert_trace_matches_full_recompute(east_model, trace, atol=1e-4)
 
 
+def test_waitk_writes_cut_by_the_budget_are_counted():
+    """wait-10 under a 110-token budget on unpunctuated Multi30k German, on the demo model
+    (the tiny test model's writes stop long before any cap): a forced write the budget's
+    cap cuts is counted in `chunks_capped` (before: for wait-k, never)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from east_agent.evaluation.demo import DEFAULT_MODEL
+    from east_agent.evaluation.testsets import read_pairs
+
+    pairs, _, _ = read_pairs("multi30k.de-en")
+    units = [word.rstrip(".!?") for source, _ in pairs[:30] for word in source.split()]
+    model = AutoModelForCausalLM.from_pretrained(DEFAULT_MODEL)
+    tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL)
+    config = WaitkConfig(
+        "de", "en", 10, prompt="offline", long_form=True, cache_budget=110, segment_units=1000
+    )
+    decoder = OfflineWaitkDecoder(model, tokenizer, config)
+    traced = TracingLM(decoder.lm)
+    decoder.wrap_lm(lambda lm: traced)
+    translation = decoder.translate([unit for unit in units[:200] if unit])
+    assert max(len(ids) for ids, _ in traced.seen) <= 110
+    assert translation.counters.chunks_capped == 1
+
+
 def test_a_new_segment_holds_the_prompt_and_the_context_it_claims(east_model, east_tokenizer):
     talk = sentences(3, seed=3)
     decoder, trace = long_form(

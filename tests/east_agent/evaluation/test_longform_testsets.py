@@ -167,3 +167,108 @@ def test_chinese_gold_sentences_are_written_in_the_talks_units(tmp_path, east_to
     (tmp_path / "run").mkdir()
     inputs = write_omnisteval_inputs(tmp_path / "run", testset, outputs, times)
     assert lines(inputs.source)[:2] == raw
+
+
+def _edit_talks(folder, edit):
+    path = folder / "talks.json"
+    talks = json.loads(path.read_text())
+    edit(talks)
+    path.write_text(json.dumps(talks))
+
+
+def _edit_line(path, number, new=None):
+    """Line `number` of `path` replaced by `new`, or removed (None)."""
+    kept = lines(path)
+    kept[number - 1 : number] = [] if new is None else [new]
+    path.write_text("\n".join(kept) + "\n")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        # before: every later reference moved up a sentence, BLEU 37.2 -> 30.2, exit 0
+        (
+            lambda f: _edit_line(f / "reference_sentences.txt", 3),
+            "reference_sentences.txt: 999 lines, but talks.json has 1000 sentences",
+        ),
+        (
+            lambda f: _edit_line(f / "reference_sentences.txt", 5, " "),
+            "reference_sentences.txt: line 5: empty",
+        ),
+        # before: LongYAAL -1123, exit 0
+        (
+            lambda f: _edit_talks(f, lambda t: t[1].update(first_sentence=2)),
+            "talks.json: talk 2: field 'first_sentence' is 2, but the talks before it end "
+            "at sentence 5",
+        ),
+        (
+            lambda f: _edit_talks(f, lambda t: t[1]["sentence_ends"].__setitem__(0, 1)),
+            "source_sentences.txt: line 6: ",
+        ),
+        (
+            lambda f: _edit_talks(f, lambda t: t[0].update(sentence_ends=[])),
+            "talks.json: talk 1: field 'sentence_ends' must be a non-empty list",
+        ),
+        (
+            lambda f: _edit_talks(f, lambda t: t[0].pop("sentence_ends")),
+            "talks.json: talk 1: missing field 'sentence_ends'",
+        ),
+        (
+            lambda f: _edit_talks(f, lambda t: t.pop()),
+            "reference_sentences.txt: 1000 lines, but talks.json has 995 sentences",
+        ),
+        (
+            lambda f: _edit_talks(f, lambda t: t[1].update(talk=t[0]["talk"])),
+            "talks.json: talk 2: 'talk0000' named twice",
+        ),
+        (
+            lambda f: (f / "talks.json").write_text('[{"talk": "talk0000",\n'),
+            "talks.json: line 2: invalid JSON",
+        ),
+        (
+            lambda f: _edit_line(f / "segmentation.txt", 10),
+            "segmentation.txt: 999 lines, but talks.json has 1000 sentences",
+        ),
+        (
+            lambda f: _edit_line(f / "reference.txt", 2, lines(f / "reference.txt")[1] + " x"),
+            "reference.txt: line 2: not what talks.json makes it",
+        ),
+        (
+            lambda f: _edit_line(f / "source.txt", 1, lines(f / "source.txt")[0] + " x"),
+            "source.txt: line 1: ",
+        ),
+    ],
+)
+def test_talk_files_edited_by_hand_are_named_with_file_and_line(tmp_path, edit, message):
+    """A long-form set's files must agree with each other: before, one edited by hand was
+    read as it was, and every later reference sentence scored against another talk's
+    output (wrong BLEU, a negative LongYAAL), exit 0; a talks.json cut off or missing a
+    field was a traceback."""
+    prepare_testset("multi30k.de-en.talks5", tmp_path)
+    read_longform(tmp_path)  # as prepared
+    edit(tmp_path)
+    with pytest.raises(ValueError) as refused:
+        read_longform(tmp_path)
+    assert message in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "first_line, after, message",
+    [
+        # before: Python's float read `1_5` as 15 s, taken as it was where times still grew
+        ("1 1_5", "", "line 1: word 2: '1_5' is not a time"),
+        ("\ufeff1 2", "", "line 1: starts with a byte-order mark"),
+        ("1 2", "\n", "line 2: empty"),  # before: "2 lines of word times for 1 talks"
+        ("0x1 2", "", "line 1: word 1: '0x1' is not a time"),
+    ],
+)
+def test_word_times_are_plain_decimal_seconds(tmp_path, first_line, after, message):
+    prepare_testset("multi30k.de-en.talks1000", tmp_path / "set")
+    testset = read_longform(tmp_path / "set")
+    rest = [str(3 + number) for number in range(testset.talks[0].units - 2)]
+    times = tmp_path / "times.txt"
+    times.write_text(" ".join([first_line, *rest]) + "\n" + after, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        unit_times(testset, times)
+    times.write_text(" ".join(["1", "1.5e0", *rest]) + "\n")
+    assert unit_times(testset, times)[0][:2] == [1.0, 1.5]

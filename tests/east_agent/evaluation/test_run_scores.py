@@ -64,3 +64,21 @@ def test_a_run_omnisteval_cannot_score_leaves_empty_cells(grid, capsys):
     (run_dir / "instances.log").write_text('{"index": 0, "prediction": "x"}\n')
     assert omnisteval_cells(config, run, Path(run_dir), "word") == {}
     assert "east-low: not scored by OmniSTEval" in capsys.readouterr().err
+
+
+def test_scores_are_made_again_when_a_talk_file_is_mended(grid):
+    """Before: scores made from a reference sentence edited by hand stayed after it was
+    mended (only the log and the clock were in the record)."""
+    config, run, run_dir = grid
+    folder = Path(config.testset_dir)
+
+    def references(*sentences):  # the sentences, and their talk as SimulEval's reference
+        (folder / "reference_sentences.txt").write_text("\n".join(sentences) + "\n")
+        (folder / "reference.txt").write_text(" ".join(sentences) + "\n")
+
+    references("the cat sat", "no dog here")
+    wrong = longform_columns(config, run, run_dir)
+    references("the cat sat", "a dog ran")
+    mended = longform_columns(config, run, run_dir)
+    assert wrong["chrF"] < 90
+    assert mended["chrF"] == pytest.approx(100)

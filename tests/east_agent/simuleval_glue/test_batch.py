@@ -896,3 +896,27 @@ def test_a_run_moved_with_its_test_set_and_model_resumes(east_checkpoint, tmp_pa
     resumed = run_simuleval(*arguments, "--continue-unfinished")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [r["index"] for r in instances(moved / "out")] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("batch", [1, 2], ids=["simulevals-loop", "batched"])
+def test_chunks_the_cache_budget_cut_short_are_said(tmp_path, batch):
+    """wait-10 under a 110-token budget, on the demo model (the tiny one's writes stop
+    before any cap), one unpunctuated talk: before, chunks cut short by the budget were
+    counted and never shown."""
+    from east_agent.evaluation.demo import DEFAULT_MODEL
+    from east_agent.evaluation.testsets import read_pairs
+
+    pairs, _, _ = read_pairs("multi30k.de-en")
+    words = [word.rstrip(".!?") for source, _ in pairs[:30] for word in source.split()]
+    (tmp_path / "src.txt").write_text(" ".join(word for word in words[:200] if word) + "\n")
+    (tmp_path / "ref.txt").write_text(" ".join(reference for _, reference in pairs[:30]) + "\n")
+    arguments = agent_arguments(DEFAULT_MODEL, tmp_path, tmp_path / "out", "--long-form")
+    arguments[1] = WAITK_AGENT_FILE
+    arguments += ["--waitk", 10, "--prompt", "offline", "--cache-budget", 110]
+    arguments += ["--segment-units", 1000, "--batch-size", batch]
+    result = run_simuleval(*arguments, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = "long form: the cache budget (--cache-budget) cut 1 chunk of "
+    assert said + ("this sentence" if batch == 1 else "the 1 sentence translated") in (
+        result.stderr
+    )

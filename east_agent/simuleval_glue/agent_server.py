@@ -17,7 +17,8 @@ clients cannot be told apart.
 - `POST /step` is `PUT /input` and `GET /output` in one request (the input segment in,
   the output segment out): half the requests a sentence takes. `GET /` says the server
   takes it (`"step": true`), and `east-remote-eval` then uses it.
-- A body that is not a JSON segment object, or lacks a key, gets 400 naming the problem; a
+- A body over 1 MiB gets 413 naming the limit (the client fails that sentence alone);
+  a body that is not a JSON segment object, or lacks a key, gets 400 naming the problem; a
   new session when every stream is in use gets 503; a sentence that overflows the
   context gets 422; a forward that fails gets 500 naming the error, for every session
   whose sentence was in it, and none of them is tried again (each session stays usable
@@ -55,6 +56,11 @@ if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without
 logger = logging.getLogger("east_agent.simuleval_glue.agent_server")
 
 LEGACY_SESSION = ""
+MAX_BODY_BYTES = 1 << 20  # a request's body: a segment of one source unit, or a few
+# what the HTTP server reads before a handler sees a body: above MAX_BODY_BYTES, so that
+# a body too large gets 413 with the limit named, not tornado's bare 400 or a dropped
+# connection (which a client takes for a lost server)
+READ_LIMIT_BYTES = 64 << 20
 DEFAULT_SESSIONS = 8
 DEFAULT_BATCH_WAIT_MS = 5
 
@@ -315,6 +321,17 @@ def build_app(service: AgentService):
                 "session", LEGACY_SESSION
             )
 
+        def prepare(self) -> None:
+            size = len(self.request.body or b"")
+            if size > MAX_BODY_BYTES:
+                self.refuse(
+                    RequestError(
+                        413,
+                        f"the request's body has {size} bytes, above this server's limit of "
+                        f"{MAX_BODY_BYTES} (a segment of a source unit or a few)",
+                    )
+                )
+
         def refuse(self, error: RequestError) -> None:
             self.set_status(error.status)
             self.finish({"error": str(error)})
@@ -467,7 +484,8 @@ def serve(agent_class, args: argparse.Namespace) -> None:
         pool, config.tgt_lang, args.session_timeout, wait, served_settings(agent_class, args)
     )
     address, port = bind_address(args.remote_address), int(args.remote_port)
-    HTTPServer(build_app(service), max_buffer_size=1024**2).add_sockets(sockets)
+    limits = {"max_buffer_size": READ_LIMIT_BYTES, "max_body_size": READ_LIMIT_BYTES}
+    HTTPServer(build_app(service), **limits).add_sockets(sockets)
     sweep_ms = min(args.session_timeout * 1000 / 4, 5000)
     ioloop.PeriodicCallback(service.drop_idle, sweep_ms).start()
     logger.info(

@@ -260,7 +260,7 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
 def score_folder(args: argparse.Namespace) -> None:
     """`--score-only`: the scores of the log in `args.output` (a bad line named first),
     with the folder held."""
-    from east_agent.simuleval_glue.instance_log import check_log, check_references
+    from east_agent.simuleval_glue.instance_log import check_log
     from east_agent.simuleval_glue.scoring import check_bleu_tokenizer, check_latency_unit
 
     output = Path(args.output or ".")
@@ -276,7 +276,6 @@ def score_folder(args: argparse.Namespace) -> None:
         check_log(log)
         check_recorded_span(output)
         check_log_units(output, args)
-        check_references(log)
         score(argparse.Namespace(**{**vars(args), "output": str(output)}))
 
 
@@ -285,7 +284,12 @@ def score(args: argparse.Namespace) -> None:
     how they were made: `scoring.json`)."""
     from simuleval.evaluator import SentenceLevelEvaluator
 
+    from east_agent.simuleval_glue.instance_log import check_references
+
     simuleval_fixes.apply()  # the scores written whole, and their record beside them
+    # every sentence holds its reference: a log resumed with --target after a run without
+    # one holds some that do not (before: sacrebleu's TypeError, the run translated)
+    check_references(Path(args.output) / "instances.log")
     scoring = copy(args)
     scoring.score_only = True
     if "COMET" in scoring.quality_metrics and not getattr(scoring, "comet_source_lang", None):

@@ -218,7 +218,10 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
 
     language = info.get("source_language")
     files = {name: getattr(args, name) for name in ("source", "target")}
-    now = {name: path_setting(Path(path), False) for name, path in files.items() if path}
+    # no --target is recorded as such (as a local run records it): a resume that adds one
+    # would put sentences with references beside sentences without (before: refused only
+    # by sacrebleu's traceback once all was translated)
+    now = {name: path_setting(Path(path), False) if path else None for name, path in files.items()}
     now |= {name: getattr(args, name) for name in sorted(LOG_UNIT_SETTINGS)}  # the log's units
     if isinstance(language, str):
         now["src_lang"] = language
@@ -242,10 +245,13 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
         )
     for name in ("source", "target"):
         if name in saved and not same_setting(saved[name], now.get(name)):
+            was, asked = (
+                f"--{name} {shown_setting(value)}" if value is not None else f"no --{name}"
+                for value in (saved[name], now.get(name))
+            )
             raise ValueError(
-                f"{log} was written with --{name} {shown_setting(saved[name])}, not "
-                f"{shown_setting(now.get(name))}; resume with the same files, or write to "
-                "another --output"
+                f"{log} was written with {was}, not {asked}; resume with the same files, or "
+                "write to another --output"
             )
     for name in sorted(LOG_UNIT_SETTINGS & set(saved)):  # a record from before names none
         if not same_setting(saved[name], now[name]):
@@ -346,7 +352,7 @@ def _loop(args: argparse.Namespace, server: Server) -> None:
                 segment_size = evaluator.source_segment_size
                 try:
                     _translate(session, server, instance, segment_size)
-                except requests.RequestException as error:
+                except (requests.RequestException, BadAnswer) as error:
                     kept = (
                         f"; the sentences finished before it are in {args.output}/"
                         "instances.log (--continue-unfinished resumes after them)"
@@ -368,15 +374,31 @@ class _Stopped(Exception):
     """The run is stopping: a session leaves its sentence unfinished."""
 
 
+class BadAnswer(Exception):
+    """A server's answer that is no SimulEval segment (a proxy's error page, another
+    service), or a server that never finishes a sentence."""
+
+
+# answers a sentence may take once its whole source is sent (an agent that writes a word
+# a step writes a long sentence's tail in as many): past this the server never finishes
+MAX_ANSWERS_AFTER_SOURCE = 10_000
+
+
 def _translate(session, server: Server, instance, segment_size: int, stopping=None) -> None:
     """One sentence, unit by unit, through the server (`stopping()`: give up between
     units)."""
-    from simuleval.data.segments import segment_from_json_string
-
     session.post(f"{server.url}/reset", timeout=server.timeout).raise_for_status()
+    after_source = 0
     while not instance.finish_prediction:
         if stopping is not None and stopping():
             raise _Stopped
+        if instance.step >= instance.source_length:
+            after_source += 1
+            if after_source > MAX_ANSWERS_AFTER_SOURCE:
+                raise BadAnswer(
+                    f"the server gave {MAX_ANSWERS_AFTER_SOURCE} answers after the whole "
+                    "source was sent, none of them finishing the translation"
+                )
         segment = _serializable(instance.send_source(segment_size))
         if server.one_request:
             reply = session.post(f"{server.url}/step", data=segment.json(), timeout=server.timeout)
@@ -386,7 +408,23 @@ def _translate(session, server: Server, instance, segment_size: int, stopping=No
             ).raise_for_status()
             reply = session.get(f"{server.url}/output", timeout=server.timeout)
         reply.raise_for_status()
-        instance.receive_prediction(segment_from_json_string(reply.text))
+        instance.receive_prediction(_answered_segment(reply.text))
+
+
+def _answered_segment(text: str):
+    """The segment a server answered, checked as SimulEval's instance will read it."""
+    from simuleval.data.segments import segment_from_json_string
+
+    try:
+        segment = segment_from_json_string(text)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:  # JSON errors too
+        problem = f"{type(error).__name__}: {error}"
+    else:
+        if isinstance(segment.content, (str, list)) and isinstance(segment.finished, bool):
+            return segment
+        problem = "its 'content' is no text or its 'finished' no true or false"
+    shown = text if len(text) <= 80 else text[:80] + "..."
+    raise BadAnswer(f"the server's answer is not a SimulEval segment ({problem}): {shown!r}")
 
 
 def _failure(index: int, error) -> str:
@@ -394,6 +432,8 @@ def _failure(index: int, error) -> str:
     from requests import ReadTimeout
 
     reply = getattr(error, "response", None)
+    if isinstance(error, BadAnswer):
+        return f"sentence {index}: {error}"
     if isinstance(error, ReadTimeout):
         return f"sentence {index}: the server gave no answer in time (--request-timeout)"
     if reply is None:
@@ -589,7 +629,7 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
                             return
                         sentences.failed(_failure(index, error))
                         continue
-                    except requests.RequestException as error:
+                    except (requests.RequestException, BadAnswer) as error:
                         sentences.failed(_failure(index, error), server_lost=True)
                         return
                     sentences.finished(instance.summarize())

@@ -13,7 +13,9 @@ soon as it arrives (wait-0, target = source). It can be told to
 - make the first output of `together` sessions wait until all of them ask at once (a
   client that sent its sentences one after another fails: 500 after 20 s);
 - name the language it reads (`source_language`, in `GET /`, as this package's server);
-- listen on another loopback address (`address="::1"`, IPv6).
+- listen on another loopback address (`address="::1"`, IPv6);
+- answer what is no segment (`bad_answer="html"`: a proxy's error page; `"number"`: a
+  segment whose content is a number) or never finish a sentence (`"never"`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class FakeSessionServer:
         step: bool = False,
         source_language: str | None = None,
         address: str = "127.0.0.1",
+        bad_answer: str | None = None,
     ) -> None:
         self.streams = streams
         self.open_limit = streams if open_limit is None else open_limit
@@ -48,6 +51,7 @@ class FakeSessionServer:
         self.busy_delay = busy_delay
         self.step = step
         self.source_language = source_language
+        self.bad_answer = bad_answer
         self.requests: list[str] = []  # "METHOD /path" of each request, in order
         self.completed: list[str] = []  # each sentence whose last output was answered
         self.sessions: dict[str, dict] = {}
@@ -90,6 +94,13 @@ class FakeSessionServer:
                 self.together.wait()
             except threading.BrokenBarrierError:
                 return handler.answer(500, {"error": "the sessions did not ask together"})
+        if self.bad_answer == "html":
+            return handler.answer_bytes(200, b"<html><body>502 Bad Gateway</body></html>")
+        if self.bad_answer == "number":
+            bad = {"index": 0, "content": 3, "finished": False, "data_type": "text"}
+            return handler.answer(200, bad)
+        if self.bad_answer == "never":
+            return handler.answer(200, json.loads(EmptySegment(finished=False).json()))
         new = session["words"][session["sent"] :]
         session["sent"] = len(session["words"])
         if self.drop_word in new:
@@ -113,7 +124,9 @@ class FakeSessionServer:
                 pass
 
             def answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
+                self.answer_bytes(status, json.dumps(body).encode())
+
+            def answer_bytes(self, status: int, data: bytes) -> None:
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -586,4 +586,64 @@ def test_a_run_without_references_translates_and_records_its_source(test_set, tm
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(logged(output)) == len(SENTENCES)
     record = json.loads((output / "run_settings.json").read_text())
-    assert "source" in record and "target" not in record
+    assert "source" in record and record["target"] is None
+    # the rest with references: refused before anything is translated (before: translated,
+    # then sacrebleu's TypeError on the sentences without one, exit 1)
+    kept = (output / "instances.log").read_text()
+    with FakeSessionServer(source_language="German") as server:
+        command[2] = str(server.port)
+        resumed = [*command[:-3], "--target", str(test_set / "ref.txt"), "--continue-unfinished"]
+        result = subprocess.run(resumed, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "was written with no --target, not --target " in result.stderr
+    assert (output / "instances.log").read_text() == kept
+
+
+def test_a_log_of_sentences_without_references_is_not_scored(test_set, tmp_path):
+    """A log resumed with --target under a record of an older version that named no target
+    holds sentences without references: named by line before SimulEval's scorers (before:
+    sacrebleu's TypeError)."""
+    from east_agent.simuleval_glue.batch import score
+
+    output = tmp_path / "out"
+    output.mkdir()
+    records = [
+        {"index": 0, "prediction": "a", "delays": [1], "elapsed": [1.0],
+         "prediction_length": 1, "reference": None, "source": ["x"], "source_length": 1},
+        {"index": 1, "prediction": "b", "delays": [1], "elapsed": [1.0],
+         "prediction_length": 1, "reference": "b", "source": ["y"], "source_length": 1},
+    ]  # fmt: skip
+    (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(ValueError, match="line 1: sentence 0 holds no reference"):
+        score(argparse.Namespace(output=str(output), quality_metrics=["BLEU"]))
+
+
+@pytest.mark.parametrize(
+    "bad_answer, said",
+    [
+        ("html", "the server's answer is not a SimulEval segment (JSONDecodeError: "),
+        ("number", "its 'content' is no text or its 'finished' no true or false"),
+        ("never", "the server gave 5 answers after the whole source was sent, none of them"),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 2])
+def test_an_answer_that_is_no_segment_is_named_with_its_sentence(
+    test_set, tmp_path, monkeypatch, capsys, bad_answer, said, batch
+):
+    """A proxy's error page, a segment of a number, a server that never finishes: before,
+    a JSON error naming nothing, a TypeError traceback, a client that never ended."""
+    from east_agent.simuleval_glue import remote_eval
+
+    monkeypatch.setattr(remote_eval, "MAX_ANSWERS_AFTER_SOURCE", 5)
+    with FakeSessionServer(bad_answer=bad_answer) as server:
+        arguments = [
+            "--remote-port", str(server.port), "--source", str(test_set / "src.txt"),
+            "--target", str(test_set / "ref.txt"), "--output", str(tmp_path / "out"),
+            "--no-progress-bar", "--batch-size", str(batch),
+        ]  # fmt: skip
+        with pytest.raises(SystemExit) as stop:
+            remote_eval.main(arguments)
+    assert stop.value.code == 2
+    error = capsys.readouterr().err
+    assert said in error and "Traceback" not in error, error
+    assert "sentence 0: the server" in error or "sentence 1: the server" in error

@@ -265,6 +265,13 @@ def check_sessions_and_bad_requests(url):
     ]:
         reply = requests.put(f"{url}/input", data=body, headers={"X-Session-Id": "bad"})
         assert reply.status_code == 400 and message in reply.json()["error"], reply.text
+    # over 1 MiB: 413 naming the limit (before: tornado's bare 400, or the connection
+    # dropped, which a batched client took for a lost server and ended the run)
+    unit = json.dumps({"data_type": "text", "content": "x" * (2 << 20), "finished": False})
+    for endpoint, method in (("input", requests.put), ("step", requests.post)):
+        reply = method(f"{url}/{endpoint}", data=unit, headers={"X-Session-Id": "bad"})
+        assert reply.status_code == 413, reply.text
+        assert "above this server's limit of 1048576" in reply.json()["error"]
     requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
     assert requests.get(f"{url}/").json()["sessions"] == 0  # the clients closed theirs
     requests.post(f"{url}/reset").raise_for_status()  # the legacy session

@@ -40,6 +40,7 @@ from east_agent.decoding.prompt import unit_separator
 TALK_FILES = ("source_sentences.txt", "reference_sentences.txt", "segmentation.txt", "talks.json")
 TALKS_SUFFIX = re.compile(r"\.talks(?P<size>[^.]*)$")
 DECIMAL = re.compile(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a time in seconds, as written
+PREPARE_AGAIN = "(edited by hand, or prepared by an older version? east-prepare the set again)"
 DEFAULT_UNIT_SECONDS = 0.4  # as --ca-unit-seconds: speech at 150 words per minute
 
 
@@ -310,8 +311,7 @@ def _lines_of(path: Path, expected: int, what: str) -> list[str]:
     lines = read_lines(path)
     if len(lines) != expected:
         raise ValueError(
-            f"{path}: {len(lines)} lines, but talks.json has {expected} {what} (a file of the "
-            "set edited by hand? east-prepare the set again)"
+            f"{path}: {len(lines)} lines, but talks.json has {expected} {what} {PREPARE_AGAIN}"
         )
     return lines
 
@@ -321,14 +321,16 @@ def _check_units(path: Path, lines: list[str], units: list[int]) -> None:
         if len(line.split()) != wanted:
             raise ValueError(
                 f"{path}: line {number}: {len(line.split())} source units, but talks.json "
-                f"says {wanted}"
+                f"says {wanted} {PREPARE_AGAIN}"
             )
 
 
 def _check_same_lines(path: Path, expected: list[str], what: str, should_be: str) -> None:
     for number, (line, wanted) in enumerate(zip(_lines_of(path, len(expected), what), expected), 1):
         if line != wanted:
-            raise ValueError(f"{path}: line {number}: not what talks.json makes it ({should_be})")
+            raise ValueError(
+                f"{path}: line {number}: not what talks.json makes it ({should_be}) {PREPARE_AGAIN}"
+            )
 
 
 def gold_sentences_of(prepared, testset: LongformSet):

@@ -111,8 +111,9 @@ def build_base_model(
         raise FileNotFoundError(f"no such corpus file: {', '.join(missing)}")
     check_folder_path(Path(output), "--output")
     check_replaceable(Path(output), "model folder", MODEL_MARKS)
-    if hidden_size % heads:
-        raise ValueError(f"--hidden-size {hidden_size} is not a multiple of --heads {heads}")
+    problem = size_problem(hidden_size, heads)
+    if problem:
+        raise ValueError(problem)
     tokenizer = train_tokenizer(corpus, vocab_size)
     torch.manual_seed(seed)
     config = LlamaConfig(
@@ -145,12 +146,25 @@ def add_size_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--intermediate-size", type=positive_int, default=768)
 
 
-def check_sizes(args: argparse.Namespace) -> None:
-    """Refuse, before any work, heads that do not split the hidden size."""
-    if args.hidden_size % args.heads:
-        raise ValueError(
-            f"--hidden-size {args.hidden_size} is not a multiple of --heads {args.heads}"
+def size_problem(hidden_size: int, heads: int) -> str | None:
+    """What makes heads of `hidden_size / heads` unusable, or None: they must split the
+    hidden size, into an even size (rotary position embeddings turn pairs of dimensions;
+    before: an odd one failed once the tokenizer was trained, the demo's data built)."""
+    if hidden_size % heads:
+        return f"--hidden-size {hidden_size} is not a multiple of --heads {heads}"
+    if hidden_size // heads % 2:
+        return (
+            f"--hidden-size {hidden_size} / --heads {heads} makes heads of size "
+            f"{hidden_size // heads}, odd: rotary position embeddings need an even size"
         )
+    return None
+
+
+def check_sizes(args: argparse.Namespace) -> None:
+    """Refuse, before any work, heads that cannot split the hidden size (`size_problem`)."""
+    problem = size_problem(args.hidden_size, args.heads)
+    if problem:
+        raise ValueError(problem)
 
 
 @command_line(COMMAND)

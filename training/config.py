@@ -17,7 +17,13 @@ the one the installed transformers takes.
 turn of the training samples, masked out of the loss. Our inference renders none, and
 neither does the default; the paper trained with LLaMA-Factory's `llama3` template, which
 adds "You are a helpful assistant.", so set that to continue from the released Stage I
-checkpoint in the format it saw (and decode such a model with the same system turn).
+checkpoint in the format it saw. `east_agent` has no setting for a system turn: a model
+trained with one is decoded without it (as the paper's was), and `training.sft` warns.
+
+`train.max_steps` is at least 1, or -1 (transformers' default) to train
+`train.num_train_epochs` (above 0) epochs. `train.save_only_model: true` checkpoints hold
+the weights alone: a killed run cannot resume from them (its optimizer and learning-rate
+schedule would restart), so `training.sft` refuses to, and warns when the run starts.
 
 `data.cache_dir` is where the tokenized samples are cached (default: `east-sft/` in the
 `datasets` cache, HF_DATASETS_CACHE). The first process of each node tokenizes; the node's
@@ -444,6 +450,7 @@ def check_settings(config: SFTConfig, at: At) -> None:
             f"{at('train', 'learning_rate')}: train.learning_rate must be a finite number "
             f">= 0, got {rate}"
         )
+    check_length(train, at)
     kwargs = train.get("lr_scheduler_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ConfigError(
@@ -457,6 +464,24 @@ def check_settings(config: SFTConfig, at: At) -> None:
         )
     if config.stage == "lora":
         check_lora(config.lora, at)
+
+
+def check_length(train: dict, at: At) -> None:
+    """How long the run trains: a number of steps, or (`max_steps: -1`) of epochs; a run
+    that would train no step is refused (before: 0 trained one step more at every rerun,
+    and no epoch wrote an untrained model)."""
+    steps = train.get("max_steps", -1)
+    if isinstance(steps, int) and (steps == 0 or steps < -1):
+        raise ConfigError(
+            f"{at('train', 'max_steps')}: train.max_steps must be at least 1, or -1 to train "
+            f"train.num_train_epochs epochs, got {steps}"
+        )
+    epochs = train.get("num_train_epochs")
+    if steps == -1 and isinstance(epochs, (int, float)) and not 0 < epochs < math.inf:
+        raise ConfigError(
+            f"{at('train', 'num_train_epochs')}: train.num_train_epochs must be a finite "
+            f"number above 0 (train.max_steps is -1: the run is sized in epochs), got {epochs}"
+        )
 
 
 def check_chat_template(path: str, at: At) -> None:
@@ -493,6 +518,8 @@ def check_attention(name: str, at: At) -> None:
 def check_lora(lora: LoraSettings, at: At) -> None:
     if lora.r < 1:
         raise ConfigError(f"{at('lora', 'r')}: lora.r must be at least 1, got {lora.r}")
+    if lora.alpha < 1:  # peft scales the adapter by alpha / r: at 0 it does nothing
+        raise ConfigError(f"{at('lora', 'alpha')}: lora.alpha must be at least 1, got {lora.alpha}")
     if not 0 <= lora.dropout < 1:
         raise ConfigError(f"{at('lora', 'dropout')}: lora.dropout must be in [0, 1)")
     if not lora.target_modules:

@@ -16,12 +16,20 @@
   sized in epochs is known finished once resumed (it trains no step): the same then.
 - A checkpoint whose trainer state does not parse (a run killed while writing it) is never
   resumed from, and does not stop a fresh run (the Trainer writes it again).
+- A checkpoint without optimizer and scheduler state (`train.save_only_model`) is not
+  resumed unless it ended the run: transformers would restart the learning-rate schedule
+  and the optimizer silently, its weights then unlike an uninterrupted run's.
+- Recipes are compared by their effective values: a key left out is its default (the
+  dataclasses of training/config.py, TrainingArguments'), so writing a default out is none.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
+import math
 import shutil
 from pathlib import Path
 
@@ -29,7 +37,7 @@ from east_agent.common.atomic import atomic_path, temporary_beside, write_atomic
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.lm.checkpoint import ADAPTER_WEIGHTS, MODEL_WEIGHTS
-from training.config import SFTConfig
+from training.config import SECTIONS, SFTConfig
 
 logger = logging.getLogger("training.resume")
 
@@ -94,6 +102,43 @@ def resolve_resume(config: SFTConfig) -> str | None:
     return str(setting)
 
 
+def holds_optimizer_state(checkpoint: Path) -> bool:
+    """Whether the Trainer saved its optimizer and scheduler state in `checkpoint` (not
+    with `save_only_model`): DeepSpeed keeps both in a `global_step*` folder; else an
+    `optimizer.pt` (`.bin`, an FSDP `optimizer_0` folder, a rank's `rankN-of-M-optimizer.pt`)
+    beside `scheduler.pt`."""
+    if any(path.is_dir() for path in checkpoint.glob("global_step*")):
+        return True
+    optimizer = any(
+        path.name.startswith("optimizer") or path.name.endswith("-optimizer.pt")
+        for path in checkpoint.iterdir()
+    )
+    return optimizer and (checkpoint / "scheduler.pt").is_file()
+
+
+def check_resumable(config: SFTConfig, resume: str | None, training_args) -> None:
+    """Refuse to go on from a checkpoint without optimizer state (before anything loads); a
+    run that ended at it (`finished_step`, `ended_by_epochs`) trains no step from it."""
+    if resume is None or holds_optimizer_state(Path(resume)):
+        return
+    epochs = training_args.num_train_epochs
+    if training_args.max_steps > 0 or not ended_by_epochs(resume, epochs):
+        raise ValueError(
+            f"{resume} cannot be resumed exactly: it holds no optimizer and scheduler state "
+            "(train.save_only_model keeps the weights only), so the learning-rate schedule "
+            f"and the optimizer would restart; delete {config.output_dir} to train afresh, "
+            "or set resume_from_checkpoint: null and train into another train.output_dir"
+        )
+
+
+def ended_by_epochs(checkpoint: str, epochs: float) -> bool:
+    """Whether `checkpoint` is the last step of a run of `epochs` epochs (its trainer
+    state's `max_steps`, for the same epochs: the recipe check says the data are the same)."""
+    state = read_json_object(Path(checkpoint) / "trainer_state.json")
+    at_end = state.get("global_step") == state.get("max_steps")
+    return at_end and state.get("num_train_epochs") == math.ceil(epochs)
+
+
 def trained_recipe(config: SFTConfig) -> dict:
     """What decides the weights the run's steps compute, files known by their content."""
     model = {**vars(config.model)}
@@ -155,16 +200,39 @@ def check_finished_model(config: SFTConfig, recipe: dict) -> None:
         )
 
 
-def _differences(written: dict, now: dict, prefix: str = "") -> list[str]:
-    shown = []
+def _differences(
+    written: dict, now: dict, prefix: str = "", defaults: dict | None = None
+) -> list[str]:
+    """What differs between two recipes, by effective value: a key one of them leaves out
+    is its section's default (`section_defaults`), shown as such."""
+    defaults, shown = defaults or {}, []
     for key in sorted(set(written) | set(now)):
-        one, other = written.get(key), now.get(key)
+        one, other = written.get(key, defaults.get(key)), now.get(key, defaults.get(key))
         name = f"{prefix}{key}"
         if isinstance(one, dict) and isinstance(other, dict) and not _is_file(one):
-            shown += _differences(one, other, f"{name}.")
+            inner = None if prefix else section_defaults(key)
+            shown += _differences(one, other, f"{name}.", inner)
         elif not _same(one, other):
-            shown.append(f"{name}: {_shown(one)} then, {_shown(other)} now")
+            then, at_present = _shown_in(written, key, defaults), _shown_in(now, key, defaults)
+            shown.append(f"{name}: {then} then, {at_present} now")
     return shown
+
+
+@functools.cache
+def section_defaults(section: str) -> dict:
+    """The value a recipe section's key takes when left out, as `trained_recipe` records
+    values (JSON); none for a key without a default."""
+    from transformers import TrainingArguments
+
+    settings = TrainingArguments if section == "train" else SECTIONS.get(section)
+    defaults = {}
+    fields = dataclasses.fields(settings) if settings is not None else ()
+    for field in fields:
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return json.loads(json.dumps(defaults, default=str))
 
 
 def _is_file(value) -> bool:
@@ -177,10 +245,17 @@ def _same(one, other) -> bool:
     return same_setting(one, other)
 
 
+def _shown_in(recipe: dict, key: str, defaults: dict) -> str:
+    """`recipe`'s value of `key`, or the default it takes, said to be one."""
+    if key in recipe or key not in defaults:
+        return _shown(recipe.get(key))
+    return f"{_shown(defaults[key])} (default)"
+
+
 def _shown(value) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(map(shown_setting, value)) + "]"
-    return shown_setting(value)
+    return "null" if value is None else shown_setting(value)  # as a recipe spells it
 
 
 def record_recipe(config: SFTConfig, recipe: dict) -> None:

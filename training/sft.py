@@ -66,6 +66,7 @@ from training.resume import (
     FINAL_MODEL_DIR,
     SUMMARY,
     check_checkpoints,
+    check_resumable,
     finish_from_checkpoint,
     finished_step,
     record_recipe,
@@ -338,15 +339,14 @@ def check_folders(config: SFTConfig) -> None:
 
 
 def check_model_folder(name_or_path: str) -> None:
-    """A model that is not a hub id (`org/name`) must be a checkpoint folder here, as for
-    the agents (else transformers asks the hub for it, and fails with a traceback about
-    repository ids: Stage II started before Stage I ended)."""
+    """A model that is not a hub id (`org/name`) must be a checkpoint folder here, with its
+    weights, as for the agents (else transformers asks the hub for it, and fails with a
+    traceback about repository ids: Stage II started before Stage I ended). A few stats:
+    done before the data are read. A hub id is checked by `check_hub_model`."""
     try:
         check_model_path(name_or_path)
     except CheckpointError as error:
         raise ValueError(f"model.name_or_path: {error}") from None
-    if is_hub_id(name_or_path):
-        check_hub_model(name_or_path)
     check_weights(name_or_path, "model.name_or_path")
 
 
@@ -392,6 +392,9 @@ def train(config: SFTConfig, training_args, started: float) -> Path:
     if finished_at is not None:
         writer = training_args.process_index == 0
         return finish_from_checkpoint(config, Path(resume), finished_at, writer)
+    check_resumable(config, resume, training_args)
+    warn_of_settings(config)
+    check_model_folder(config.model.name_or_path)  # a few stats: before reading every record
     # Every record is read and checked before the model loads: bad data fails in seconds.
     conversations, report = read_data(config, config.data.files, training_args)
     if not conversations:
@@ -403,7 +406,8 @@ def train(config: SFTConfig, training_args, started: float) -> Path:
             raise ValueError(f"data.eval_files hold no record: {', '.join(config.data.eval_files)}")
     elif config.data.eval_files:
         logger.info("data.eval_files not read: train.eval_strategy is no")
-    check_model_folder(config.model.name_or_path)
+    if is_hub_id(config.model.name_or_path):
+        check_hub_model(config.model.name_or_path)
     tokenizer = load_tokenizer(config)
     # the tokenizer's control tokens in a record's text: refused before the model loads
     conversations = check_control_tokens(tokenizer, conversations, report)
@@ -435,6 +439,7 @@ def train(config: SFTConfig, training_args, started: float) -> Path:
         return finish_from_checkpoint(
             config, Path(resume), resumed_at, trainer.is_world_process_zero()
         )
+    check_trained(trainer, len(samples))
     final = save_final_model(trainer, tokenizer, config.output_dir)
     if trainer.is_world_process_zero():
         summary = {
@@ -453,6 +458,31 @@ def train(config: SFTConfig, training_args, started: float) -> Path:
         summary_text = json.dumps(summary, indent=2, default=str)
         write_atomically(config.output_dir / SUMMARY, summary_text)
     return final
+
+
+def warn_of_settings(config: SFTConfig) -> None:
+    """Settings a run can use that leave the user something to know, one line each."""
+    if config.train.get("save_only_model"):
+        logger.warning(
+            "train.save_only_model: the checkpoints keep the weights only; a killed run "
+            "cannot resume from them (its optimizer and learning-rate schedule would restart)"
+        )
+    if config.data.system_prompt is not None:
+        logger.warning(
+            "data.system_prompt: the samples get a system turn that east_agent's decoder "
+            "does not render; the model is decoded without it"
+        )
+
+
+def check_trained(trainer, samples: int) -> None:
+    """A fresh run that took no optimizer step has no model to write (before: the base
+    model written as trained, exit 0)."""
+    if trainer.state.global_step == 0:
+        raise ValueError(
+            f"the run took no optimizer step ({samples} samples, per-device batch "
+            f"{trainer.args.per_device_train_batch_size}, train.dataloader_drop_last "
+            f"{trainer.args.dataloader_drop_last}): no model written"
+        )
 
 
 @command_line(COMMAND)

@@ -265,8 +265,17 @@ def line_of(text: str, content: str) -> int:
         ),
         ("stage2_lora", "  r: 64", "  r: 0", "lora.r must be at least 1, got 0"),
         ("stage2_lora", "  dropout: 0.05", "  dropout: 1.5", r"lora.dropout must be in \[0, 1\)"),
+        # before: an adapter that changes nothing (peft scales it by alpha / r)
+        ("stage2_lora", "  alpha: 128", "  alpha: 0", "lora.alpha must be at least 1, got 0"),
+        # before: one step more at every rerun (0); a model written untrained (0 epochs)
+        ("stage1_full", "  num_train_epochs: 1", "  max_steps: 0",
+         "train.max_steps must be at least 1, or -1 to train train.num_train_epochs epochs, "
+         "got 0"),
+        ("stage2_lora", "  num_train_epochs: 2", "  num_train_epochs: 0",
+         r"train.num_train_epochs must be a finite number above 0 \(train.max_steps is -1: "
+         "the run is sized in epochs\\), got 0"),
     ],
-)
+)  # fmt: skip
 def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, message):
     """Values no run can use are refused with the file and line (before: the file only, or,
     for LoRA's, a peft error without the field after the data were read and the model
@@ -293,11 +302,27 @@ def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, messa
         ("data.system_prompt=Be brief<|end-of-read|>", "data.system_prompt holds '<|end-of-r"),
         # before: blamed on the recipe file
         ("foo.bar=1", "unknown key 'foo' \\(known: "),
+        ("lora.alpha=-16", "lora.alpha must be at least 1, got -16"),
+        # before: read as "sized in epochs", silently
+        ("train.max_steps=-2", "train.max_steps must be at least 1, or -1 to train "),
+        ("train.num_train_epochs=-1", "train.num_train_epochs must be a finite number above 0"),
+        ("train.num_train_epochs=.nan", "train.num_train_epochs must be .* got nan"),
     ],
 )
 def test_bad_values_of_an_override_name_the_override(override, message):
     with pytest.raises(ConfigError, match=f"^override '{re.escape(override)}': {message}"):
         load_config(CONFIGS / "stage2_lora.yaml", [override])
+
+
+def test_a_run_sized_in_steps_takes_any_epochs():
+    """`num_train_epochs` counts only where `max_steps` is -1 (transformers' default)."""
+    sized = load_config(
+        CONFIGS / "stage2_lora.yaml", ["train.max_steps=5", "train.num_train_epochs=0"]
+    )
+    assert sized.train["max_steps"] == 5
+    assert (
+        load_config(CONFIGS / "stage2_lora.yaml", ["train.max_steps=-1"]).train["max_steps"] == -1
+    )
 
 
 def test_numbers_in_nested_settings_are_numbers(tmp_path):

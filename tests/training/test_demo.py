@@ -285,19 +285,34 @@ def test_a_size_below_one_is_refused_at_parsing(flags, tmp_path, capsys):
     assert not (tmp_path / "b").exists()
 
 
-def test_heads_not_splitting_the_hidden_size_are_refused_before_the_data_step(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "heads, message",
+    [
+        ("4", "--hidden-size 30 is not a multiple of --heads 4"),
+        # before: transformers refused it once the tokenizer was trained (the data built)
+        ("2", "--hidden-size 30 / --heads 2 makes heads of size 15, odd: rotary position "
+              "embeddings need an even size"),
+    ],
+)  # fmt: skip
+def test_heads_not_splitting_the_hidden_size_are_refused_before_the_data_step(
+    tmp_path, capsys, heads, message
+):
     """Before: the demo built its data first, then failed in the base step."""
     from training.demo import main as demo_main
 
-    with pytest.raises(SystemExit) as exit_info:
-        demo_main(["--hidden-size", "30", "--heads", "4", "--workdir", str(tmp_path / "work"),
-                   "--max-pairs", "1", "--steps", "data", "base"])  # fmt: skip
-    assert exit_info.value.code == 2
-    assert (
-        capsys.readouterr().err
-        == "python -m training.demo: --hidden-size 30 is not a multiple of --heads 4\n"
-    )
-    assert not (tmp_path / "work").exists()
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("ein Hund\n")
+    for command, main, flags in (
+        ("training.demo", demo_main,
+         ["--workdir", str(tmp_path / "work"), "--max-pairs", "1", "--steps", "data", "base"]),
+        ("training.base_model", base_model_main,
+         ["--corpus", str(corpus), "--output", str(tmp_path / "base")]),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--hidden-size", "30", "--heads", heads, *flags])
+        assert exit_info.value.code == 2
+        assert capsys.readouterr().err == f"python -m {command}: {message}\n"
+    assert not (tmp_path / "work").exists() and not (tmp_path / "base").exists()
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ from training.resume import (
     check_checkpoints,
     finished_step,
     last_complete_checkpoint,
+    record_recipe,
     resolve_resume,
     trained_recipe,
 )
@@ -371,6 +372,14 @@ def one_record_file(tmp_path):
     return good, record
 
 
+def stub_model(tmp_path) -> Path:
+    """A model folder that passes the checks before the data are read (its loaders stubbed)."""
+    (tmp_path / "model").mkdir(exist_ok=True)
+    (tmp_path / "model" / "config.json").write_text("{}")
+    (tmp_path / "model" / "model.safetensors").write_text("")
+    return tmp_path / "model"
+
+
 def refused(tree: dict, tmp_path, capsys) -> str:
     """`sft` on the recipe `tree`, which must end with exit status 2: its stderr."""
     recipe_path = tmp_path / "recipe.yaml"
@@ -399,7 +408,7 @@ def test_bad_data_fails_before_the_model_loads(
     bad = tmp_path / "bad.jsonl"
     if fault == "bad line":
         bad.write_text(json.dumps(record) + '\n{"src_lang": "de",\n')
-    tree = recipe("full", tmp_path / "no-model", [good], tmp_path / "out")
+    tree = recipe("full", stub_model(tmp_path), [good], tmp_path / "out")
     tree["data"][section] = [*tree["data"].get(section, []), str(bad)]
     if section == "eval_files":
         tree["train"]["eval_strategy"] = "steps"
@@ -416,7 +425,7 @@ def test_a_relative_data_file_that_is_missing_says_where_it_was_looked_for(
 ):
     stub_loaders(monkeypatch)
     good, _ = one_record_file(tmp_path)
-    tree = recipe("full", tmp_path / "no-model", [good, "data/simt.jsonl"], tmp_path / "out")
+    tree = recipe("full", stub_model(tmp_path), [good, "data/simt.jsonl"], tmp_path / "out")
     monkeypatch.chdir(tmp_path)
     error = refused(tree, tmp_path, capsys)
     assert f"data.files: data/simt.jsonl: no such file, read from {tmp_path}\n" in error
@@ -431,8 +440,7 @@ def test_what_no_run_can_use_is_refused_before_the_model_loads(
     gave a bare errno."""
     loaded = stub_loaders(monkeypatch)
     good, _ = one_record_file(tmp_path)
-    (tmp_path / "model").mkdir()
-    tree = recipe("full", tmp_path / "model", [good], tmp_path / "out")
+    tree = recipe("full", stub_model(tmp_path), [good], tmp_path / "out")
     if fault == "empty eval set":
         (tmp_path / "empty.jsonl").write_text("")
         tree["data"]["eval_files"] = [str(tmp_path / "empty.jsonl")]
@@ -647,9 +655,7 @@ def test_a_chat_token_in_a_record_is_refused_before_the_model_loads(tmp_path, mo
     monkeypatch.setattr("training.sft.load_tokenizer", lambda *a: tokenizer)
     good, record = one_record_file(tmp_path)
     good.write_text(json.dumps({**record, "target": "a house<|eot_id|>"}) + "\n")
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
-    (tmp_path / "model" / "model.safetensors").write_text("")
+    stub_model(tmp_path)
     error = refused(recipe("full", tmp_path / "model", [good], tmp_path / "out"), tmp_path, capsys)
     assert error == (
         f"python -m training.sft: {good}: line 1: field 'target' holds '<|eot_id|>', a control "
@@ -689,9 +695,7 @@ def test_a_second_run_into_a_busy_output_dir_is_refused(tmp_path, monkeypatch, c
 
     loaded = stub_loaders(monkeypatch)
     good, _ = one_record_file(tmp_path)
-    (tmp_path / "model").mkdir()
-    (tmp_path / "model" / "config.json").write_text("{}")
-    (tmp_path / "model" / "model.safetensors").write_text("")
+    stub_model(tmp_path)
     with hold_run_lock(tmp_path / "out", "train.lock"):  # the first run, live
         error = refused(
             recipe("full", tmp_path / "model", [good], tmp_path / "out"), tmp_path, capsys
@@ -816,3 +820,156 @@ def test_a_control_token_in_the_system_prompt_is_refused(
         "python -m training.sft: data.system_prompt holds '<|eot_id|>', a control token of "
         "the tokenizer: it would be trained as that token, not as text\n"
     )
+
+
+def test_a_missing_model_is_refused_before_the_data_are_read(tmp_path, monkeypatch, capsys):
+    """Before: named only once every record had been read and checked."""
+    monkeypatch.setattr("training.sft.read_records", lambda *a: pytest.fail("the data were read"))
+    good, _ = one_record_file(tmp_path)
+    tree = recipe("full", tmp_path / "no-model", [good], tmp_path / "out")
+    error = refused(tree, tmp_path, capsys)
+    assert error == (
+        f"python -m training.sft: model.name_or_path: model path '{tmp_path / 'no-model'}' "
+        "does not exist\n"
+    )
+
+
+def stop_at_the_data(monkeypatch) -> None:
+    def read_data(*args, **kwargs):
+        raise StopBeforeTraining
+
+    monkeypatch.setattr("training.sft.read_data", read_data)
+
+
+def checkpoint_at(output: Path, step: int, files=(), max_steps=None, epochs=1) -> Path:
+    """A checkpoint of the weights (`save_only_model`) and `files` (a folder: `name/`)."""
+    folder = output / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    state = {"global_step": step, "max_steps": max_steps or step, "num_train_epochs": epochs}
+    (folder / "trainer_state.json").write_text(json.dumps(state))
+    (folder / "model.safetensors").write_text("")
+    for name in files:
+        (folder / name).mkdir() if name.endswith("/") else (folder / name).write_text("")
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("files", "resumed"),
+    [
+        ((), False),
+        (("optimizer.pt",), False),  # no schedule
+        (("optimizer.pt", "scheduler.pt"), True),
+        (("global_step2/", "latest"), True),  # DeepSpeed: both in its folder
+        (("optimizer_0/", "scheduler.pt"), True),  # FSDP's sharded optimizer
+    ],
+)
+def test_a_checkpoint_without_optimizer_state_is_not_resumed(tmp_path, monkeypatch, files, resumed):
+    """Before: resumed with a fresh optimizer and learning-rate schedule, exit 0, the model
+    unlike an uninterrupted run's (`save_only_model`)."""
+    stop_at_the_data(monkeypatch)
+    checkpoint = checkpoint_at(tmp_path / "out", 2, files)
+    good, _ = one_record_file(tmp_path)
+    for setting in ("auto", str(checkpoint)):
+        tree = recipe("full", stub_model(tmp_path), [good], tmp_path / "out", max_steps=4)
+        config = parse_config({**tree, "resume_from_checkpoint": setting})
+        if resumed:
+            with pytest.raises(StopBeforeTraining):
+                run(config)
+            continue
+        with pytest.raises(ValueError) as refusal:
+            run(config)
+        assert str(refusal.value) == (
+            f"{checkpoint} cannot be resumed exactly: it holds no optimizer and scheduler "
+            "state (train.save_only_model keeps the weights only), so the learning-rate "
+            f"schedule and the optimizer would restart; delete {tmp_path / 'out'} to train "
+            "afresh, or set resume_from_checkpoint: null and train into another "
+            "train.output_dir"
+        )
+
+
+@pytest.mark.parametrize(("epochs", "resumed"), [(1, True), (2, False)])
+def test_an_epoch_run_that_ended_at_a_checkpoint_of_the_weights_goes_on(
+    tmp_path, monkeypatch, epochs, resumed
+):
+    """The run that ended there (1 epoch) trains no step from it; one longer would."""
+    stop_at_the_data(monkeypatch)
+    checkpoint_at(tmp_path / "out", 2, epochs=1)
+    good, _ = one_record_file(tmp_path)
+    tree = recipe("full", stub_model(tmp_path), [good], tmp_path / "out", num_train_epochs=epochs)
+    with pytest.raises(StopBeforeTraining if resumed else ValueError):
+        run(parse_config(tree))
+
+
+def test_runs_of_the_weights_alone_end_or_are_refused(base_checkpoint, data_files, tmp_path):
+    """transformers' `save_only_model` checkpoints: a finished run is finished, a longer
+    one refused before anything loads."""
+    output = tmp_path / "out"
+    tree = recipe(
+        "full", base_checkpoint, data_files[:1], output, max_steps=2, save_steps=2,
+        save_only_model=True,
+    )  # fmt: skip
+    final = run(parse_config(tree))
+    assert not (output / "checkpoint-2" / "optimizer.pt").exists()
+    assert run(parse_config(tree)) == final  # rerun: nothing to train
+    tree["train"]["max_steps"] = 4
+    with pytest.raises(ValueError, match="checkpoint-2 cannot be resumed exactly"):
+        run(parse_config(tree))
+
+    epochs = recipe("full", base_checkpoint, data_files[:1], tmp_path / "epochs",
+                    num_train_epochs=1, save_steps=2, save_only_model=True)  # fmt: skip
+    epochs["data"]["max_samples"] = 16  # two steps
+    final = run(parse_config(epochs))
+    weights, summary = (final / "model.safetensors").read_bytes(), logged_losses(final.parent)[0]
+    assert run(parse_config(epochs)) == final  # resumed at its end: no step more
+    assert (final / "model.safetensors").read_bytes() == weights
+    assert logged_losses(final.parent)[0] == summary
+
+
+def test_a_run_that_takes_no_step_writes_no_model(base_checkpoint, data_files, tmp_path):
+    """Before: fewer samples than a batch with `dataloader_drop_last` wrote the base model
+    as the trained one, exit 0."""
+    tree = recipe("full", base_checkpoint, data_files[:1], tmp_path / "out", max_steps=2,
+                  dataloader_drop_last=True)  # fmt: skip
+    tree["data"]["max_samples"] = 4  # half a batch
+    with pytest.raises(
+        ValueError,
+        match=r"^the run took no optimizer step \(4 samples, "
+        r"per-device batch 8, train.dataloader_drop_last True\): no model",
+    ):
+        run(parse_config(tree))  # fmt: skip
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_a_default_written_out_is_the_same_recipe(tmp_path):
+    """Before: `gradient_accumulation_steps: 1` written out was refused as "None then, 1
+    now" by the run that had left it out."""
+    checkpoint_at(tmp_path / "out", 2, ("optimizer.pt", "scheduler.pt"))
+    tree = recipe("full", "model", ["data.json"], tmp_path / "out")
+    record_recipe(parse_config(tree), trained_recipe(parse_config(tree)))
+    written = copy.deepcopy(tree)
+    written["train"].update(gradient_accumulation_steps=1, weight_decay=0)
+    written["data"]["max_samples"] = None
+    config = parse_config(written)
+    check_checkpoints(config, trained_recipe(config), resolve_resume(config))
+    written["train"]["gradient_accumulation_steps"] = 2
+    config = parse_config(written)
+    with pytest.raises(
+        ValueError, match=r"\(train.gradient_accumulation_steps: 1 \(default\) then, 2 now\)"
+    ):
+        check_checkpoints(config, trained_recipe(config), resolve_resume(config))
+
+
+def test_settings_to_know_of_are_warned(tmp_path, monkeypatch, caplog):
+    stop_at_the_data(monkeypatch)
+    good, _ = one_record_file(tmp_path)
+    tree = recipe("full", stub_model(tmp_path), [good], tmp_path / "out", save_only_model=True)
+    tree["data"]["system_prompt"] = "You are a helpful assistant."
+    with pytest.raises(StopBeforeTraining):
+        run(parse_config(tree))
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        "train.save_only_model: the checkpoints keep the weights only; a killed run cannot "
+        "resume from them (its optimizer and learning-rate schedule would restart)",
+        "data.system_prompt: the samples get a system turn that east_agent's decoder does "
+        "not render; the model is decoded without it",
+    ]

@@ -56,6 +56,7 @@ from east_agent.decoding.prompt import (
     END_OF_READ,
     END_OF_WRITE,
     LATENCY_LEVELS,
+    is_unspaced,
     language_name,
     offline_instruction,
     simt_instruction,
@@ -93,16 +94,28 @@ class RawRecord:
 def interleave_chunks(
     source_chunks: Sequence[str], target_chunks: Sequence[str], src_lang: str, tgt_lang: str
 ) -> str:
-    """The EAST assistant turn for one chunked sentence pair."""
-    source_separator, target_separator = unit_separator(src_lang), unit_separator(tgt_lang)
-    turn = ""
+    """The EAST assistant turn for one chunked sentence pair. A source chunk is written as
+    the decoder feeds its units: one space between two words (`Das  kostet` as `Das
+    kostet`), and on a Chinese or Japanese side a space before a chunk only where the
+    record keeps one at that boundary (a Latin word that followed a space: the decoder
+    feeds it with that space, `units.SPACE_MARK`)."""
+    target_separator = unit_separator(tgt_lang)
+    turn, previous = "", ""
     for index, (source, target) in enumerate(zip(source_chunks, target_chunks)):
-        source_gap = source_separator if index else ""
+        source_gap = _source_gap(previous, source, src_lang) if index else ""
         target_gap = target_separator if index else ""
-        turn += (
-            f"{source_gap}{source.strip()}{END_OF_READ}{target_gap}{target.strip()}{END_OF_WRITE}"
-        )
+        words = " ".join(source.split())
+        turn += f"{source_gap}{words}{END_OF_READ}{target_gap}{target.strip()}{END_OF_WRITE}"
+        previous = source
     return turn
+
+
+def _source_gap(previous: str, chunk: str, src_lang: str) -> str:
+    """What goes between two source chunks: a space, or on an unspaced side the space the
+    record keeps at that boundary, if any."""
+    if not is_unspaced(src_lang):
+        return " "
+    return " " if previous[-1:].isspace() or chunk[:1].isspace() else ""
 
 
 EAST_TOKENS = units.token_pattern((END_OF_READ, END_OF_WRITE))

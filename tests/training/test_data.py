@@ -16,7 +16,7 @@ from east_agent.decoding.prompt import (
     simt_instruction,
 )
 from east_agent.decoding.token_stream import TokenStream
-from east_agent.decoding.units import unit_text
+from east_agent.decoding.units import SPACE_MARK, source_units, unit_text
 from tiny_east import build_llama3_tokenizer
 from training.data import (
     IGNORE_INDEX,
@@ -112,6 +112,40 @@ def test_training_ids_are_what_the_decoder_feeds(east_tokenizer):
     for index, (source, target) in enumerate(zip(DE_EN["source_chunks"], DE_EN["target_chunks"])):
         for word in source.split():
             stream.append_text(unit_text(word, "de", first=read == 0))
+            read += 1
+        stream.append_added_token(end_of_read)
+        written = target if index == 0 else " " + target
+        stream.append_generated(east_tokenizer(written, add_special_tokens=False).input_ids)
+        stream.append_added_token(end_of_write)
+    assert stream.ids == sample["input_ids"][:-1]  # all but the final <|eot_id|>
+
+
+@pytest.mark.parametrize(
+    "record, sentence",
+    [
+        # two spaces inside a chunk: before, trained as written, fed as one
+        ({**DE_EN, "source_chunks": ["Die  Katze", "sitzt\tauf", "dem Tisch."]},
+         "Die Katze sitzt auf dem Tisch."),
+        # a Latin word after a chunk boundary, its space kept by the record: before, trained
+        # without it, fed with it
+        ({**ZH_EN, "source_chunks": ["我买了", " iPhone 手机", "。"]}, "我买了 iPhone 手机。"),
+        (ZH_EN, "中国人民银行今天发布了新规定。"),
+    ],
+)  # fmt: skip
+def test_source_chunks_are_trained_as_the_decoder_feeds_them(east_tokenizer, record, sentence):
+    language = "de" if record["src_lang"] == "German" else "zh"
+    fed = source_units(sentence, language, east_tokenizer)
+    sample = ChatTokenizer(east_tokenizer).encode(conversation(record), DataReport())
+    stream = TokenStream(east_tokenizer)
+    instruction = simt_instruction(language, "en", record["latency"])
+    stream.start(render_user_turn(east_tokenizer, instruction))
+    end_of_read, end_of_write = east_tokenizer.convert_tokens_to_ids([END_OF_READ, END_OF_WRITE])
+    read = 0
+    for index, (source, target) in enumerate(zip(record["source_chunks"], record["target_chunks"])):
+        wanted, got = "".join(source.split()), ""
+        while got != wanted:  # the sentence's units that make up the chunk
+            stream.append_text(unit_text(fed[read], language, first=read == 0))
+            got += fed[read].replace(SPACE_MARK, "")
             read += 1
         stream.append_added_token(end_of_read)
         written = target if index == 0 else " " + target

@@ -36,7 +36,12 @@ from east_agent.evaluation.longform import (
     sentence_span,
     unit_times,
 )
-from east_agent.evaluation.reports import compare_system, omnisteval_cells, summarize
+from east_agent.evaluation.reports import (
+    check_tabled,
+    compare_system,
+    omnisteval_cells,
+    summarize,
+)
 from east_agent.evaluation.run_scores import (
     add_comet,
     rescore_if_changed,
@@ -173,7 +178,8 @@ def summarize_merged(
     tabled = tabled_runs(config, every_run, record_of)
     others = [run for run in tabled if run.name not in merged]
     unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
-    summarize(config, [run for run in tabled if run.name not in unscored])
+    summarize(config, [run for run in tabled if run.name not in unscored], left_out=unscored)
+    check_tabled(unscored)
 
 
 def merged_limit(
@@ -329,7 +335,12 @@ def _run_picked(
         with suppress(Exception):  # the runs' failure is the error to show; a rerun tables
             summarize(config, [run for run in tabled if run.name not in unscored])
         raise
-    return summarize(config, [run for run in tabled if run.name not in unscored], compared)
+    shown = [run for run in tabled if run.name not in unscored]
+    dropped = {run.system for run in tabled if run.name in unscored}  # tests made without them
+    compared = {system: tests for system, tests in compared.items() if system not in dropped}
+    rows = summarize(config, shown, compared, left_out=unscored)
+    check_tabled(unscored)
+    return rows
 
 
 def significance_follow_ups(

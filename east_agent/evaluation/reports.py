@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from east_agent.common.atomic import atomic_path, remove, write_atomically
+from east_agent.common.entry import CommandError
 from east_agent.common.records import read_json_object
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
@@ -61,7 +62,12 @@ def table_columns(config: EvalConfig) -> tuple[str, ...]:
     return columns
 
 
-def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
+def collect(
+    config: EvalConfig, runs: list[Run], left_out: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """The table's rows of the finished runs; a long-form run OmniSTEval could not score
+    (its every score is OmniSTEval's) is left out, named in `left_out` (before: a row of
+    empty cells, exit 0)."""
     testset = prepared_named(config.testset_dir, config.testset)
     rows = []
     for run in runs:
@@ -73,10 +79,25 @@ def collect(config: EvalConfig, runs: list[Run]) -> list[dict[str, Any]]:
             scores = read_scores(run_dir)
             columns = (*SIMULEVAL_COLUMNS, "COMET")
             row.update({column: score_cell(scores.get(column, "")) for column in columns})
-        row.update(omnisteval_cells(config, run, run_dir, testset.eval_latency_unit))
+        cells = omnisteval_cells(config, run, run_dir, testset.eval_latency_unit)
+        if cells is None and config.long_form:
+            if left_out is not None:
+                left_out.add(run.name)
+            continue
+        row.update(cells or {})
         row["streams"] = streams_of(run_dir)
         rows.append(row)
     return rows
+
+
+def check_tabled(left_out: set[str]) -> None:
+    """Fail for the finished runs a grid could not score, once its tables hold the others
+    (before: exit 0 when COMET failed after the runs, or with `jobs` above 1)."""
+    if left_out:
+        raise CommandError(
+            f"not scored, left out of the tables (said above; the next east-eval scores "
+            f"them again): {', '.join(sorted(left_out))}"
+        )
 
 
 def timing_cells(run_dir: Path) -> dict[str, Any]:
@@ -90,16 +111,18 @@ def timing_cells(run_dir: Path) -> dict[str, Any]:
     return {"wall_seconds": f"{timing['seconds']:.2f}", "jobs": jobs}
 
 
-def omnisteval_cells(config: EvalConfig, run: Run, run_dir: Path, unit: str) -> dict[str, str]:
-    """A run's OmniSTEval cells; a run OmniSTEval cannot score is named on stderr and its
-    cells stay empty, so the rest of the table is still written."""
+def omnisteval_cells(
+    config: EvalConfig, run: Run, run_dir: Path, unit: str
+) -> dict[str, str] | None:
+    """A run's OmniSTEval cells; None for a run OmniSTEval cannot score, named on stderr
+    (a sentence-level run's cells stay empty, the rest of the table is still written)."""
     try:
         if config.long_form:
             return shown(longform_columns(config, run, run_dir))
         return shown(shortform_columns(config, run_dir, unit))
     except (ValueError, RuntimeError, OSError, KeyError) as error:
         print(f"east-eval: {run.name}: not scored by OmniSTEval: {error}", file=sys.stderr)
-        return {}
+        return None
 
 
 def shown(scores: dict[str, float | None]) -> dict[str, str]:
@@ -230,18 +253,28 @@ TABLE_FILES = (
 
 
 def summarize(
-    config: EvalConfig, runs: list[Run], compared: dict[str, object] | None = None
+    config: EvalConfig,
+    runs: list[Run],
+    compared: dict[str, object] | None = None,
+    left_out: set[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The grid's tables and curves; `compared`: systems' comparisons made already
-    (`compare_system`, by system, in a worker while the grid ran)."""
-    rows = collect(config, runs)
+    (`compare_system`, by system, in a worker while the grid ran). Runs `collect` leaves
+    out are added to `left_out` (for `check_tabled`) and to no test."""
+    left_out = set() if left_out is None else left_out
+    rows = collect(config, runs, left_out)
+    dropped = {run.system for run in runs if run.name in left_out}  # their tests made again
+    compared = {
+        system: tests for system, tests in (compared or {}).items() if system not in dropped
+    }
+    runs = [run for run in runs if run.name not in left_out]
     if not rows:
         remove_earlier_tables(config.output)
         return rows
     write_tables(rows, config.output, table_columns(config))
     write_curves(config, rows)
     print((config.output / "results.md").read_text(), flush=True)
-    comparisons = compare_settings(config, runs, compared or {})
+    comparisons = compare_settings(config, runs, compared)
     if comparisons:
         rows_of_tests = [comparison.row() for comparison in comparisons]
         write_tables(rows_of_tests, config.output, SIGNIFICANCE_COLUMNS, "significance")

@@ -364,7 +364,12 @@ def test_finished_runs_scored_otherwise_are_scored_again_from_their_logs(grid, t
         assert f"{name}: done already, would be scored again (ca_unit_seconds 0.8" in dry.stdout
     with hold_run_lock(tmp_path / "out" / "runs" / "waitk-offline-k2", INSTANCES_LOCK):
         result = east_eval(config, *first)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # the tables of the others written, then a failure naming it (before: exit 0)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.endswith(
+        "east-eval: not scored, left out of the tables (said above; the next east-eval "
+        "scores them again): waitk-offline-k2\n"
+    )
     assert "[1/1] east-low: done already, scored again (ca_unit_seconds 0.8 (now 0.4)" in (
         result.stdout
     )

@@ -1,5 +1,5 @@
 """A run's OmniSTEval columns: computed once, made again when what they depend on changed,
-and a run OmniSTEval cannot score leaves its cells empty instead of the whole table."""
+and a long-form run OmniSTEval cannot score is left out of the table, named."""
 
 import json
 import os
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from east_agent.common.entry import CommandError
 from east_agent.evaluation import testsets
 from east_agent.evaluation.config import EvalConfig, Run
-from east_agent.evaluation.reports import omnisteval_cells
+from east_agent.evaluation.reports import check_tabled, omnisteval_cells, summarize
 from east_agent.evaluation.run_scores import LONGFORM_FILE, longform_columns
 
 PAIRS = [("a1 a2 a3.", "the cat sat"), ("b1 b2.", "a dog ran")]
@@ -59,11 +60,19 @@ def test_scores_are_made_again_when_the_log_changes(grid):
     assert longform_columns(config, run, run_dir)["LongYAAL"] > first["LongYAAL"]
 
 
-def test_a_run_omnisteval_cannot_score_leaves_empty_cells(grid, capsys):
+def test_a_long_form_run_omnisteval_cannot_score_is_left_out_and_named(grid, capsys):
+    """Every score of a long-form run is OmniSTEval's: before, such a run was tabled with
+    empty cells, exit 0 (a COMET that failed after the run, say)."""
     config, run, run_dir = grid
+    (run_dir / "scores.tsv").write_text("BLEU\n1.0\n")
     (run_dir / "instances.log").write_text('{"index": 0, "prediction": "x"}\n')
-    assert omnisteval_cells(config, run, Path(run_dir), "word") == {}
+    assert omnisteval_cells(config, run, Path(run_dir), "word") is None
     assert "east-low: not scored by OmniSTEval" in capsys.readouterr().err
+    left_out = set()
+    assert summarize(config, [run], left_out=left_out) == []
+    assert left_out == {"east-low"}
+    with pytest.raises(CommandError, match="left out of the tables .*: east-low"):
+        check_tabled(left_out)
 
 
 def test_scores_are_made_again_when_a_talk_file_is_mended(grid):

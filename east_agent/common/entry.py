@@ -44,6 +44,7 @@ EXIT_USER_ERROR = 2
 ENDING_SIGNALS = {
     signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up",
 }  # fmt: skip
+RAISED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # Python raises KeyboardInterrupt itself
 
 
 class Terminated(KeyboardInterrupt):
@@ -54,8 +55,15 @@ class Terminated(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
+    def __reduce__(self):
+        return Terminated, (self.signum,)
+
 
 def _raise_terminated(signum: int, frame) -> None:
+    # once: a second one (a closed terminal sends SIGHUP twice, a scheduler SIGTERM again)
+    # must not cut the clean-up short
+    for taken in RAISED_SIGNALS:
+        signal.signal(taken, signal.SIG_IGN)
     raise Terminated(signum)
 
 
@@ -93,7 +101,7 @@ def _ending_signals_raised() -> Iterator[None]:
     another, as in a test, keeps what it has)."""
     taken = {}
     if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGHUP):
+        for signum in RAISED_SIGNALS:
             if signal.getsignal(signum) == signal.SIG_DFL:
                 taken[signum] = signal.signal(signum, _raise_terminated)
     try:
@@ -104,7 +112,10 @@ def _ending_signals_raised() -> Iterator[None]:
 
 
 def _end_by_signal(command: str, signum: int) -> None:
-    """Say why the command ends and end it by `signum`, as the signal would have."""
+    """Say why the command ends and end it by `signum`, as the signal would have; another
+    ending signal meanwhile is ignored (it would cut the exit handlers short)."""
+    for other in ENDING_SIGNALS:
+        signal.signal(other, signal.SIG_IGN)
     try:
         sys.stdout.flush()  # the signal ends the process without Python's flush
         print(f"{command}: {ENDING_SIGNALS[signum]}", file=sys.stderr, flush=True)

@@ -130,14 +130,14 @@ def note_capped(
         segments.note_chunk(stream, length, max_tokens, wanted)
 
 
-def capped_note(counters: Counters, sentences: str) -> str | None:
-    """What a user is told of the chunks the cache budget cut short in `sentences` (None:
-    none was): their writes are shorter than the model asked for."""
+def capped_note(counters: Counters, talks: str) -> str | None:
+    """What a user is told of the chunks the cache budget cut short in `talks` (None: none
+    was; only long form has a budget): their writes are shorter than the model asked for."""
     if not counters.chunks_capped:
         return None
     chunks = "1 chunk" if counters.chunks_capped == 1 else f"{counters.chunks_capped} chunks"
     return (
-        f"long form: the cache budget (--cache-budget) cut {chunks} of {sentences} short "
+        f"long form: the cache budget (--cache-budget) cut {chunks} of {talks} short "
         "(a larger budget, if the model's context allows, cuts fewer)"
     )
 

@@ -85,12 +85,13 @@ def start_worker_imports():
         PYTHONPATH=os.pathsep.join(path for path in sys.path if path),
         **{FORKSERVER_PARENT: str(os.getpid())},
     ):
-        # SIGHUP kept from the resource tracker (it ignores SIGINT and SIGTERM itself): a
-        # closed terminal ended it with the grid, and the semaphores it was to unlink
-        # stayed in /dev/shm; the forkserver and the workers keep the mask too
+        # SIGHUP kept from the resource tracker (it ignores SIGINT and SIGTERM itself, and
+        # keeps the blocked mask it starts with): a closed terminal ended it with the grid,
+        # and the semaphores it was to unlink stayed in /dev/shm. Not the forkserver's mask:
+        # the workers' children would inherit it (the forkserver ignores SIGHUP itself)
         with _blocked(signal.SIGHUP):
             multiprocessing.resource_tracker.ensure_running()
-            multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
+        multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
     return context
 
 

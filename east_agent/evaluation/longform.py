@@ -33,14 +33,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from east_agent.common.atomic import write_atomically
-from east_agent.common.records import read_json_object
-from east_agent.common.text_lines import read_lines, read_text
+from east_agent.common.records import placed_records, read_json_object
+from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import unit_separator
 
 TALK_FILES = ("source_sentences.txt", "reference_sentences.txt", "segmentation.txt", "talks.json")
 TALKS_SUFFIX = re.compile(r"\.talks(?P<size>[^.]*)$")
 DECIMAL = re.compile(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a time in seconds, as written
-PREPARE_AGAIN = "(edited by hand, or prepared by an older version? east-prepare the set again)"
+PREPARE_AGAIN = (  # a grid's set: `east-prepare NAME --output <grid output>/testset`
+    "(edited by hand, or prepared by an older version? east-prepare the set again into its "
+    "folder, with --tokenizer for a Chinese or Japanese source)"
+)
 DEFAULT_UNIT_SECONDS = 0.4  # as --ca-unit-seconds: speech at 150 words per minute
 
 
@@ -226,48 +229,44 @@ def read_talks(path: Path) -> tuple[Talk, ...]:
     """`talks.json`'s talks, each record checked: its fields, sentence ends that grow,
     and sentences that follow the previous talk's (the talks cover the sentences in
     order, none twice, none left out)."""
-    try:
-        records = json.loads(read_text(path))
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: line {error.lineno}: invalid JSON ({error.msg})") from None
-    if not isinstance(records, list) or not records:
-        raise ValueError(f"{path}: expected a non-empty JSON list of talks")
+    records = placed_records(path)
+    if not records:
+        raise ValueError(f"{path}: no talk {PREPARE_AGAIN}")
     talks, next_sentence, ids = [], 0, set()
-    for number, record in enumerate(records, 1):
-        talk = _talk_of(path, number, record, next_sentence)
+    for place, record in records:
+        talk = _talk_of(f"{path}: {place}", record, next_sentence)
         if talk.talk_id in ids:
-            raise ValueError(f"{path}: talk {number}: {talk.talk_id!r} named twice")
+            raise ValueError(f"{path}: {place}: {talk.talk_id!r} named twice {PREPARE_AGAIN}")
         ids.add(talk.talk_id)
         talks.append(talk)
         next_sentence += talk.sentences
     return tuple(talks)
 
 
-def _talk_of(path: Path, number: int, record: object, first_sentence: int) -> Talk:
-    where = f"{path}: talk {number}"
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object")
+def _talk_of(where: str, record: dict, first_sentence: int) -> Talk:
     missing = [key for key in ("talk", "first_sentence", "sentence_ends") if key not in record]
     if missing:
-        raise ValueError(f"{where}: missing field {missing[0]!r}")
+        raise ValueError(f"{where}: missing field {missing[0]!r} {PREPARE_AGAIN}")
     name, ends = record["talk"], record["sentence_ends"]
     if not isinstance(name, str) or not name or "." in name:
-        raise ValueError(f"{where}: field 'talk' must be a name without a dot, got {name!r}")
+        raise ValueError(
+            f"{where}: field 'talk' must be a name without a dot, got {name!r} {PREPARE_AGAIN}"
+        )
     if record["first_sentence"] != first_sentence or type(record["first_sentence"]) is not int:
         raise ValueError(
             f"{where}: field 'first_sentence' is {record['first_sentence']!r}, but the talks "
-            f"before it end at sentence {first_sentence} (talks follow one another)"
+            f"before it end at sentence {first_sentence} {PREPARE_AGAIN}"
         )
     whole = isinstance(ends, list) and all(type(end) is int for end in ends)
     if not whole or not ends or any(later <= end for end, later in zip([0, *ends], ends)):
         raise ValueError(
             f"{where}: field 'sentence_ends' must be a non-empty list of growing unit "
-            f"counts, got {ends!r}"
+            f"counts, got {ends!r} {PREPARE_AGAIN}"
         )
     if record.get("units", ends[-1]) != ends[-1]:
         raise ValueError(
             f"{where}: field 'units' is {record['units']!r}, but its last sentence ends "
-            f"at unit {ends[-1]}"
+            f"at unit {ends[-1]} {PREPARE_AGAIN}"
         )
     return Talk(name, first_sentence, tuple(ends))
 
@@ -281,7 +280,9 @@ def check_talk_files(testset: LongformSet) -> None:
     references = _lines_of(folder / "reference_sentences.txt", len(lengths), "sentences")
     for number, reference in enumerate(references, 1):
         if not reference.strip():
-            raise ValueError(f"{folder / 'reference_sentences.txt'}: line {number}: empty")
+            raise ValueError(
+                f"{folder / 'reference_sentences.txt'}: line {number}: empty {PREPARE_AGAIN}"
+            )
     sources = _lines_of(folder / "source_sentences.txt", len(lengths), "sentences")
     _check_units(folder / "source_sentences.txt", sources, lengths)
     talk_sources = _lines_of(folder / "source.txt", len(talks), "talks")

@@ -259,7 +259,10 @@ def longform_differences(config: EvalConfig, run_dir: Path) -> list[str]:
         return []
     saved = _kept_whatever_comet(run_dir / LONGFORM_FILE, longform_made_from(run_dir, config))
     if saved is None:
-        return ["OmniSTEval's scores missing, or made from another log, clock or talk files"]
+        return [
+            "OmniSTEval's scores missing, or made from another log, clock or talk files (or "
+            "by a version that did not record the talk files)"
+        ]
     was, now = saved["made_from"].get("comet"), comet_made_from(config)
     if was == now:
         return []

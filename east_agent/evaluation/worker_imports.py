@@ -18,6 +18,7 @@ import signal
 import sys
 
 from east_agent.common.child_process import die_with
+from east_agent.common.entry import ENDING_SIGNALS
 from east_agent.evaluation.jobs import FORKSERVER_PARENT
 
 FORKSERVER_PID = os.getpid()
@@ -26,7 +27,7 @@ signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 # these imports (before: a Ctrl-C in a grid's first seconds printed their traceback); and
 # so are SIGTERM and SIGHUP sent to the process group (the forkserver's end was the
 # workers' at once)
-for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+for signum in ENDING_SIGNALS:
     signal.signal(signum, signal.SIG_IGN)
 if sys.platform.startswith("linux"):
     die_with(int(os.environ.get(FORKSERVER_PARENT, os.getppid())))()

@@ -328,7 +328,7 @@ class StreamingAgent(TextToTextAgent):
             finished = True
         if finished:
             counters = self.decoder.streams[0].translation().counters
-            if note := capped_note(counters, "this sentence"):
+            if note := capped_note(counters, "this talk"):
                 logger.warning(note)
         if written or finished:
             return WriteAction("".join(written), finished=finished)

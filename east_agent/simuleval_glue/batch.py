@@ -251,8 +251,8 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
             instance.replay(translation.delays, translation.chunks, translation.chunk_seconds)
             log.append(instance.summarize())
         progress.close()
-    sentences = "the 1 sentence" if translated == 1 else f"the {translated} sentences"
-    if note := capped_note(totals, f"{sentences} translated"):
+    talks = "the 1 talk" if translated == 1 else f"the {translated} talks"  # long form only
+    if note := capped_note(totals, f"{talks} translated"):
         print(f"east-simuleval: {note}", file=sys.stderr, flush=True)
     return [f"sentence {index} {why}" for index, why in sorted(failures)], todo
 

@@ -230,7 +230,8 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     output = Path(args.output) if args.output else None
     record = output / SETTINGS_RECORD if output else None
     resumed = args.continue_unfinished and record is not None and record.exists()
-    if not resumed or not finished_records(output / "instances.log"):
+    kept = finished_records(output / "instances.log") if resumed else []
+    if not kept:
         return now
     saved, log = read_json_object(record), output / "instances.log"
     recorded = saved.get("src_lang")
@@ -253,6 +254,13 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
                 f"{log} was written with {was}, not {asked}; resume with the same files, or "
                 "write to another --output"
             )
+    if args.target and any("reference" in kept_record and kept_record["reference"] is None
+                           for kept_record in kept):  # fmt: skip
+        # a record of an older version names no target where the run had none
+        raise ValueError(
+            f"{log} holds sentences translated without --target (no reference): resume "
+            "without it, or write to another --output"
+        )
     for name in sorted(LOG_UNIT_SETTINGS & set(saved)):  # a record from before names none
         if not same_setting(saved[name], now[name]):
             flag = "--" + name.replace("_", "-")
@@ -486,11 +494,12 @@ class _Sentences:
         self.errors: list[BaseException] = []  # a session's thread crashed
         self.withdrawn = 0  # sessions the server had no free stream for
         self.sessions: set[str] = set()  # open on the server
-        self.server_lost = self.closed = False
+        self.closed = False
+        self.ended: str | None = None  # what ended the run: the server lost, or its answers
         self.changed = threading.Condition()
 
     def stopping(self) -> bool:
-        return self.closed or self.server_lost or bool(self.errors)
+        return self.closed or self.ended is not None or bool(self.errors)
 
     def next(self) -> int | None:
         with self.changed:
@@ -519,10 +528,12 @@ class _Sentences:
                 self.log.append(record)
             self._settled()
 
-    def failed(self, message: str, server_lost: bool = False) -> None:
+    def failed(self, message: str, ends_the_run: str | None = None) -> None:
+        """A sentence that failed; `ends_the_run`: why no other may go on (the server was
+        lost, answers what is no segment)."""
         with self.changed:
             self.failures.append(message)
-            self.server_lost = self.server_lost or server_lost
+            self.ended = self.ended or ends_the_run
             self._settled()
 
     def crashed(self, error: BaseException) -> None:
@@ -590,9 +601,10 @@ def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log
     if sentences.errors:
         raise sentences.errors[0]
     kept = f"the sentences finished before are in {log} (--continue-unfinished resumes)"
-    if sentences.server_lost:
+    if sentences.ended:
         raise CommandError(
-            f"the server at {base_url} was lost; {kept}:\n  " + "\n  ".join(sentences.failures)
+            f"the server at {base_url} {sentences.ended}; {kept}:\n  "
+            + "\n  ".join(sentences.failures)
         )
     if sentences.pending:
         raise CommandError(
@@ -630,7 +642,12 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
                         sentences.failed(_failure(index, error))
                         continue
                     except (requests.RequestException, BadAnswer) as error:
-                        sentences.failed(_failure(index, error), server_lost=True)
+                        why = (
+                            "did not answer as a SimulEval agent does"
+                            if isinstance(error, BadAnswer)
+                            else "was lost"
+                        )
+                        sentences.failed(_failure(index, error), ends_the_run=why)
                         return
                     sentences.finished(instance.summarize())
             finally:

@@ -107,7 +107,7 @@ def test_an_ending_signal_runs_the_clean_up_and_ends_by_that_signal(tmp_path, si
         [sys.executable, "-c", script, str(marker)],
         capture_output=True,
         text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=_default_signals,  # also under a `nohup` pytest
     )
     assert result.returncode == -signum, result.stderr
     assert result.stderr == f"east-test: {said}\n"
@@ -126,3 +126,57 @@ def test_a_signal_the_command_was_started_ignoring_stays_ignored(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert marker.read_text() == "went on cleaned up"
+
+
+TWICE = """
+import atexit, os, signal, sys
+from pathlib import Path
+from east_agent.common.entry import command_line
+
+def exit_handler():
+    os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's second SIGTERM, say
+    with open(sys.argv[1], "a") as marker:
+        marker.write(" exit handler")
+
+@command_line("east-test")
+def main():
+    atexit.register(exit_handler)
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+    finally:
+        os.kill(os.getpid(), signal.SIGHUP)  # a closed terminal sends SIGHUP twice
+        with open(sys.argv[1], "a") as marker:
+            marker.write("cleaned up")
+
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path):
+    """Before: a second SIGTERM or SIGHUP raised again inside the `finally` blocks and the
+    exit handlers (multiprocessing's semaphores not unlinked), or printed a traceback."""
+    marker = tmp_path / "marker"
+    result = subprocess.run(
+        [sys.executable, "-c", TWICE, str(marker)],
+        capture_output=True,
+        text=True,
+        preexec_fn=_default_signals,
+    )
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert result.stderr == "east-test: terminated\n"
+    assert marker.read_text() == "cleaned up exit handler"
+
+
+def test_terminated_survives_a_trip_between_processes():
+    import pickle
+
+    from east_agent.common.entry import Terminated
+
+    assert pickle.loads(pickle.dumps(Terminated(signal.SIGHUP))).signum == signal.SIGHUP
+
+
+def _default_signals() -> None:
+    """The ending signals as a terminal's shell leaves them (not as `nohup` does)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)

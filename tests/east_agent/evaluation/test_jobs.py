@@ -121,6 +121,7 @@ def test_workers_leave_ctrl_c_to_east_eval():
         worker = pool.submit(os.getpid).result(timeout=60)
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             assert _signal_set(worker, "SigIgn") >> (signum - 1) & 1, signum
+        assert _signal_set(worker, "SigBlk") == 0  # nothing held back from its children
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             os.kill(worker, signum)
         assert pool.submit(sum, [1, 2]).result(timeout=60) == 3

@@ -917,6 +917,4 @@ def test_chunks_the_cache_budget_cut_short_are_said(tmp_path, batch):
     result = run_simuleval(*arguments, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     said = "long form: the cache budget (--cache-budget) cut 1 chunk of "
-    assert said + ("this sentence" if batch == 1 else "the 1 sentence translated") in (
-        result.stderr
-    )
+    assert said + ("this talk" if batch == 1 else "the 1 talk translated") in (result.stderr)

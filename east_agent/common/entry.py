@@ -25,7 +25,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 
@@ -59,12 +59,34 @@ class Terminated(KeyboardInterrupt):
         return Terminated, (self.signum,)
 
 
+_handlers_owner: int | None = None  # the process whose command installed the handler
+
+
 def _raise_terminated(signum: int, frame) -> None:
+    if os.getpid() != _handlers_owner:  # a copy made by fork that kept it: the default
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
     # once: a second one (a closed terminal sends SIGHUP twice, a scheduler SIGTERM again)
     # must not cut the clean-up short
     for taken in RAISED_SIGNALS:
         signal.signal(taken, signal.SIG_IGN)
     raise Terminated(signum)
+
+
+def _default_in_forked_child() -> None:
+    """A process made by `fork` (a library's `multiprocessing` pool: OmniSTEval's, sacrebleu's
+    significance) takes SIGTERM and SIGHUP as by default: before, it kept the handler, so a
+    pool's `terminate` raised in its workers (one left a lock held and the pool hung) and
+    a copy could run its parent's clean-up."""
+    for signum in RAISED_SIGNALS:
+        if signal.getsignal(signum) is _raise_terminated:
+            with suppress(ValueError):  # not this interpreter's main thread
+                signal.signal(signum, signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_default_in_forked_child)
 
 
 Main = TypeVar("Main", bound=Callable)
@@ -99,7 +121,9 @@ def _ending_signals_raised() -> Iterator[None]:
     """SIGTERM and SIGHUP raise `Terminated` while the command runs, unless it was
     started ignoring them; only the main thread can take signals (a command called from
     another, as in a test, keeps what it has)."""
+    global _handlers_owner
     taken = {}
+    _handlers_owner = os.getpid()
     if threading.current_thread() is threading.main_thread():
         for signum in RAISED_SIGNALS:
             if signal.getsignal(signum) == signal.SIG_DFL:

@@ -180,3 +180,44 @@ def _default_signals() -> None:
     """The ending signals as a terminal's shell leaves them (not as `nohup` does)."""
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_DFL)
+
+
+FORKED = """
+import multiprocessing, os, signal, sys, time
+from east_agent.common.entry import command_line
+
+@command_line("east-test")
+def main():
+    child = os.fork()
+    if child == 0:  # a copy, as a library's fork pool makes: its parent's clean-up is not its
+        try:
+            time.sleep(30)
+        finally:
+            print("the parent's clean-up, run by its copy", file=sys.stderr, flush=True)
+            os._exit(3)
+    time.sleep(0.5)  # the copy sleeping
+    os.kill(child, signal.SIGTERM)
+    _, status = os.waitpid(child, 0)
+    print(os.WIFSIGNALED(status) and os.WTERMSIG(status))
+    with multiprocessing.get_context("fork").Pool(2) as pool:  # terminated at its end
+        print(pool.map(abs, [-1, -2]))
+
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_forked_copy_takes_sigterm_as_by_default():
+    """Before: a copy made by fork kept the handler, ran its parent's clean-up on SIGTERM,
+    and a pool's terminate could leave a worker ignoring it on a held lock (OmniSTEval's
+    alignment pool hung a long-form grid)."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_default_signals,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [str(int(signal.SIGTERM)), "[1, 2]"]
+    assert result.stderr == ""

@@ -17,10 +17,11 @@ that started it, so callers ask from the main thread (a child that died meanwhil
 replaced at the next request). A copy of the process made by `fork` lets go of the
 child's pipes and, if it asks, starts a child of its own. `check_comet` refuses, before
 anything is decoded, a batch size below 1 or more than one GPU, a missing checkpoint or
-`hparams.yaml`, an interpreter that cannot run or has no COMET, and a COMET that does not
-import or cannot load the checkpoint's encoder (its tokenizer and configuration): the last
-is the child's first request, so that its imports (about 7 s, once per process) serve the
-scores after it.
+`hparams.yaml`, an interpreter that cannot run or has no COMET, a checkpoint that is empty
+or no torch checkpoint by its first bytes, and a COMET that does not import or cannot load
+the checkpoint's encoder (its tokenizer and configuration): the last is the child's first
+request, so that its imports (about 7 s, once per process) serve the scores after it. An
+interpreter that does not answer the check in `ANSWER_SECONDS` is refused too.
 """
 
 from __future__ import annotations
@@ -29,9 +30,11 @@ import fcntl
 import functools
 import json
 import os
+import select
 import subprocess
 import sys
 import threading
+import zipfile
 from collections import deque
 from collections.abc import Sequence
 from contextlib import suppress
@@ -48,7 +51,14 @@ SETUP = (
     "python3 -m venv comet-env && comet-env/bin/pip install unbabel-comet 'setuptools<81', "
     "then --comet-python comet-env/bin/python"
 )
-FINDS_COMET = "import importlib.util, sys; sys.exit(importlib.util.find_spec('comet') is None)"
+NO_COMET = 3  # FINDS_COMET's exit status when the interpreter has no COMET
+FINDS_COMET = (
+    f"import importlib.util, sys; sys.exit({NO_COMET} if importlib.util.find_spec('comet') "
+    "is None else 0)"
+)
+ANSWER_SECONDS = 120  # for the interpreter's check (COMET's imports take about 7 s)
+# a checkpoint's first bytes: torch.save's zip, or a pickle before torch 1.6
+CHECKPOINT_STARTS = (b"PK\x03\x04", b"\x80")
 
 
 class CometError(CommandError):
@@ -136,6 +146,12 @@ def check_comet(settings: CometSettings) -> None:
             "gpus",
         )
     checkpoint = Path(settings.checkpoint)
+    if checkpoint.is_dir():
+        raise CometError(
+            f"COMET checkpoint {checkpoint} is a folder: give its model.ckpt file "
+            f"(e.g. {checkpoint / 'checkpoints' / 'model.ckpt'})",
+            "checkpoint",
+        )
     if not checkpoint.is_file():
         raise CometError(f"COMET checkpoint {checkpoint} does not exist", "checkpoint")
     if not hparams_of(checkpoint).is_file():
@@ -144,17 +160,55 @@ def check_comet(settings: CometSettings) -> None:
             "(a checkpoint lies in <model>/checkpoints/)",
             "checkpoint",
         )
+    check_finds_comet(settings.python)
+    check_checkpoint_start(checkpoint)
+    _check_in_child(settings.python, str(checkpoint.absolute()), checkpoint.stat().st_mtime_ns)
+
+
+def check_finds_comet(python: str) -> None:
+    """`python` runs, within `ANSWER_SECONDS`, and finds COMET (not imported: slow)."""
     try:
-        found = subprocess.run([settings.python, "-c", FINDS_COMET], capture_output=True)
+        found = subprocess.run(
+            [python, "-c", FINDS_COMET], capture_output=True, timeout=ANSWER_SECONDS
+        )
     except OSError as error:
-        raise CometError(f"{settings.python} cannot run: {error}", "python") from None
-    if found.returncode != 0:
+        raise CometError(f"{python} cannot run: {error}", "python") from None
+    except subprocess.TimeoutExpired:
+        raise CometError(f"{python} did not answer in {ANSWER_SECONDS} s", "python") from None
+    if found.returncode == NO_COMET:
         raise CometError(
-            f"{settings.python} has no unbabel-comet; COMET needs an environment of its own "
+            f"{python} has no unbabel-comet; COMET needs an environment of its own "
             f"(it requires transformers < 5): {SETUP}",
             "python",
         )
-    _check_in_child(settings.python, str(checkpoint.absolute()), checkpoint.stat().st_mtime_ns)
+    if found.returncode != 0:
+        said = _tail(found.stderr.decode(errors="replace"), 5)
+        raise CometError(
+            f"{python} failed to run Python (exit status {found.returncode}):\n{said}",
+            "python",
+        )
+
+
+def check_checkpoint_start(checkpoint: Path) -> None:
+    """An empty file, one that does not begin as torch's checkpoints do, or a zip one cut
+    short (no zip directory at its end), refused before the decoding (COMET would fail on
+    it after); nothing is loaded."""
+    with open(checkpoint, "rb") as file:
+        start = file.read(4)
+    if not start:
+        raise CometError(f"COMET checkpoint {checkpoint} is empty (0 bytes)", "checkpoint")
+    if not start.startswith(CHECKPOINT_STARTS):
+        raise CometError(
+            f"COMET checkpoint {checkpoint} is not a torch checkpoint (it begins {start!r}): "
+            "a truncated download or another file?",
+            "checkpoint",
+        )
+    if start.startswith(b"PK") and not zipfile.is_zipfile(checkpoint):
+        raise CometError(
+            f"COMET checkpoint {checkpoint} is cut short (its zip has no directory at its "
+            "end): a truncated download?",
+            "checkpoint",
+        )
 
 
 @functools.cache
@@ -162,7 +216,8 @@ def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
     """The check by the child that will score (its imports then done once)."""
     try:
         with _CHILD_IN_USE:
-            answer = _comet_child(python).ask({"task": "check", "checkpoint": checkpoint})
+            child = _comet_child(python)
+            answer = child.ask({"task": "check", "checkpoint": checkpoint}, ANSWER_SECONDS)
     except CometError as error:  # the child died, or did not answer as it does
         raise CometError(str(error), "python") from None
     if answer.get("failed") == "encoder":
@@ -250,18 +305,23 @@ class _CometChild:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def ask(self, request: dict) -> dict:
+    def ask(self, request: dict, timeout: float | None = None) -> dict:
         """Its answer to `request` (with `error` when COMET failed); a `CometError` when it
-        died meanwhile."""
+        died meanwhile, or (killed) when it began no answer in `timeout` seconds."""
+        late = False
         try:
             self.requests.write(json.dumps(request) + "\n")
             self.requests.flush()
-            line = self.answers.readline()
+            late = timeout is not None and not select.select([self.answers], [], [], timeout)[0]
+            line = "" if late else self.answers.readline()
         except BrokenPipeError:
             line = ""
         except BaseException:  # interrupted (Ctrl-C): its answer would answer the next request
             self.kill()
             raise
+        if late:  # its answer, if it ever came, would answer the next request
+            self.kill()
+            raise CometError(f"{self.python} did not answer in {timeout:g} s")
         failed = f"COMET ({self.python}, {request['checkpoint']}) failed"
         if not line:
             status = self.process.wait()

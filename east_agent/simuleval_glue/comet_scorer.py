@@ -5,7 +5,9 @@ COMET weights are never downloaded here: `--comet-checkpoint` is a local checkpo
 instance `wmt22-comet-da/checkpoints/model.ckpt`). COMET runs in an environment of its own
 (`east_agent.common.comet_process`: unbabel-comet requires transformers < 5); both are
 checked when the scorer is built, before any sentence is decoded. Scores are COMET's
-times 100, each sentence's in its `metric` field of the scored instances.
+times 100, each sentence's in its `metric` field of the scored instances. COMET reads each
+text stripped, as `comet-score` reads the lines of its files (SimulEval's references keep
+their line end).
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from east_agent.common.comet_process import (
 from east_agent.decoding.prompt import is_unspaced
 from east_agent.decoding.units import join_source_units
 
+# how the texts COMET reads are made, in the scoring record: scores made otherwise (before,
+# with each reference's line end) are made again
+COMET_INPUTS = "stripped, as comet-score reads lines"
+
 
 @register_quality_scorer("COMET")
 class CometScorer(QualityScorer):
@@ -36,9 +42,9 @@ class CometScorer(QualityScorer):
         scored = list(instances.values())
         scores = comet_scores(
             self.settings,
-            [source_text(ins, self.source_lang) for ins in scored],
-            [ins.prediction for ins in scored],
-            [ins.reference for ins in scored],
+            [source_text(ins, self.source_lang).strip() for ins in scored],
+            [ins.prediction.strip() for ins in scored],
+            [ins.reference.strip() for ins in scored],
         )
         for ins, score in zip(scored, scores.sentences):
             ins.metrics["COMET"] = 100 * score

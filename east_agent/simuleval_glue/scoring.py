@@ -129,6 +129,10 @@ def scoring_settings(args: argparse.Namespace) -> dict:
         language = settings.pop("comet_source_lang") or getattr(args, "src_lang", None)
         unspaced = language is not None and is_unspaced(language)
         settings["comet_source_units"] = UNSPACED_UNITS if unspaced else "joined by spaces"
+    if "COMET" in args.quality_metrics:  # a record without it: COMET of unstripped texts
+        from east_agent.simuleval_glue.comet_scorer import COMET_INPUTS
+
+        settings["comet_inputs"] = COMET_INPUTS
     return json.loads(json.dumps(settings))
 
 

@@ -4,6 +4,7 @@ and the ways a run of it is refused or fails."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,17 @@ from tiny_comet import fake_checkpoint, fake_comet_python
 SOURCES = ["Ein Mann fährt Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest."]
 TRANSLATIONS = ["A man rides a bike.", "Two dogs in snow.", "A woman is reading a book."]
 REFERENCES = ["A man is riding a bicycle.", "Two dogs play in the snow.", "A woman reads."]
+
+
+def zip_of(content: bytes) -> bytes:
+    """A zip holding `content`, as torch.save's checkpoints are."""
+    written = io.BytesIO()
+    with zipfile.ZipFile(written, "w") as archive:
+        archive.writestr("archive/data.pkl", content)
+    return written.getvalue()
+
+
+TORCH_ZIP = zip_of(b"weights")
 
 
 def in_comet_itself(settings: CometSettings, samples: list[dict]) -> list[float]:
@@ -86,10 +99,89 @@ def test_an_interpreter_without_comet_is_refused_with_how_to_make_one(tmp_path):
         check_comet(CometSettings(str(checkpoint), sys.executable))
 
 
+def test_an_interpreter_that_fails_is_named_with_its_own_words_not_as_one_without_comet(
+    tmp_path,
+):
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
+    python = tmp_path / "python"
+    python.write_text(
+        "#!/bin/sh\necho 'python: error while loading shared libraries: libpython3.11.so' >&2\n"
+        "exit 127\n"
+    )
+    python.chmod(0o755)
+    with pytest.raises(CometError) as refused:
+        check_named_by_flag(CometSettings(str(checkpoint), str(python)))
+    message = str(refused.value)
+    assert message.startswith(f"--comet-python: {python} failed to run Python (exit status 127)")
+    assert "libpython3.11.so" in message and "unbabel-comet" not in message
+
+
+def test_a_folder_given_as_the_checkpoint_is_named_as_a_folder(tmp_path):
+    model = fake_checkpoint(tmp_path / "model", TORCH_ZIP).parents[1]
+    with pytest.raises(CometError) as refused:
+        check_named_by_flag(CometSettings(str(model)))
+    expected = f"is a folder: give its model.ckpt file (e.g. {model}/checkpoints/model.ckpt)"
+    assert str(refused.value) == f"--comet-checkpoint: COMET checkpoint {model} {expected}"
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"model.ckpt is empty \(0 bytes\)$"),
+        (b"<!DOCTYPE html>", r"model.ckpt is not a torch checkpoint \(it begins b'<!DO'\)"),
+        (b"PK", r"model.ckpt is not a torch checkpoint \(it begins b'PK'\)"),
+        (TORCH_ZIP[:-30], r"model.ckpt is cut short \(its zip has no directory at its end\)"),
+    ],
+)
+def test_a_checkpoint_that_is_empty_or_no_torch_file_is_refused_before_it_loads(
+    tmp_path, content, message
+):
+    checkpoint = fake_checkpoint(tmp_path / "model", content)
+    python = fake_comet_python(tmp_path / "env", "raise SystemExit('COMET was asked')\n")
+    with pytest.raises(CometError, match="^--comet-checkpoint: COMET checkpoint .*" + message):
+        check_named_by_flag(CometSettings(str(checkpoint), python))
+
+
+@pytest.mark.parametrize("content", [TORCH_ZIP, b"\x80\x02legacy"])
+def test_a_checkpoint_that_begins_as_torchs_do_is_left_to_comet(tmp_path, content):
+    checkpoint = fake_checkpoint(tmp_path / "model", content)
+    python = fake_comet_python(tmp_path / "env", "raise ImportError('COMET was asked')\n")
+    with pytest.raises(CometError, match=r"does not import[\s\S]*COMET was asked"):
+        check_comet(CometSettings(str(checkpoint), python))
+
+
+CHECKS_WITHIN_2_S = """
+import sys
+from east_agent.common import comet_process
+comet_process.ANSWER_SECONDS = 2
+try:
+    comet_process.check_named_by_flag(comet_process.CometSettings(sys.argv[1], sys.argv[2]))
+except comet_process.CometError as error:
+    sys.exit(str(error))
+"""
+
+
+@pytest.mark.parametrize("hangs", ["interpreter", "comet import"])
+def test_an_interpreter_that_does_not_answer_is_refused_after_a_while(tmp_path, hangs):
+    """In a process of its own, so that a hang fails the test rather than stalling it."""
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
+    if hangs == "interpreter":
+        python = tmp_path / "python"
+        python.write_text("#!/bin/sh\nexec sleep 1000\n")
+        python.chmod(0o755)
+    else:  # found without being imported; the child's check imports it
+        python = fake_comet_python(tmp_path / "env", "import time\ntime.sleep(1000)\n")
+    command = [sys.executable, "-c", CHECKS_WITHIN_2_S, str(checkpoint), str(python)]
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.stderr == f"--comet-python: {python} did not answer in 2 s\n"
+    assert done.returncode == 1 and time.monotonic() - started < 30
+
+
 def test_a_comet_that_does_not_import_is_refused_by_the_check(tmp_path):
     """setuptools 81 and later have no pkg_resources, which unbabel-comet's torchmetrics
     imports: COMET is found, but does not import."""
-    checkpoint = fake_checkpoint(tmp_path / "model")
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
     python = fake_comet_python(
         tmp_path / "env", "raise ModuleNotFoundError(\"No module named 'pkg_resources'\")\n"
     )
@@ -101,7 +193,7 @@ def test_a_comet_that_does_not_import_is_refused_by_the_check(tmp_path):
 def test_a_wrapper_that_closes_inherited_descriptors_is_refused_by_the_check(tmp_path):
     """`--comet-python` a wrapper that drops the pipes (as `conda run` does): refused by
     the check, naming the flag and why, rather than with a bare `Bad file descriptor`."""
-    checkpoint = fake_checkpoint(tmp_path / "model")
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
     python = fake_comet_python(tmp_path / "env", "")
     wrapper = tmp_path / "closing-wrapper"
     wrapper.write_text(
@@ -202,7 +294,8 @@ def test_settings_are_passed_to_comet(tmp_path):
 
 
 def test_a_checkpoint_whose_encoder_does_not_load_is_named_as_the_checkpoint(tiny_comet, tmp_path):
-    checkpoint = fake_checkpoint(tmp_path / "model")  # its hparams.yaml names no encoder
+    # its hparams.yaml names no encoder
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
     with pytest.raises(CometError, match="its encoder .* does not load") as refused:
         check_comet(CometSettings(str(checkpoint), tiny_comet.python))
     assert refused.value.setting == "checkpoint"

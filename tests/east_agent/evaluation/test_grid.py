@@ -506,7 +506,9 @@ def comet_of_log(settings, log: Path) -> float:
     from east_agent.simuleval_glue.instance_log import finished_records
 
     records = finished_records(log)
-    fields = ([record[key] for record in records] for key in ("source", "prediction", "reference"))
+    # as `comet-score` reads a file's lines (before: the log's references, line ends kept)
+    keys = ("source", "prediction", "reference")
+    fields = ([record[key].strip() for record in records] for key in keys)
     return 100 * comet_scores(settings, *fields).system
 
 

@@ -8,7 +8,9 @@ import argparse
 import dataclasses
 import json
 import shutil
+import subprocess
 import sys
+import textwrap
 
 import pytest
 from commands import agent_arguments, run_simuleval
@@ -69,8 +71,15 @@ def test_a_run_is_scored_by_comet_alike_batched_and_in_simulevals_loop(
         assert result.returncode == 0, result.stderr[-3000:]
     batched, loop = (scores_of(outputs[name]) for name in ("batched", "loop"))
     assert batched == loop
-    expected = comet_scores(tiny_comet, *fields_of(outputs["batched"]))
-    assert float(batched["COMET"]) == pytest.approx(100 * expected.system, abs=1e-3)
+    # COMET of the files' lines as comet-score reads them, not of the log's texts (whose
+    # references keep their line end)
+    predictions = tmp_path / "predictions.txt"
+    predictions.write_text("".join(p + "\n" for p in fields_of(outputs["batched"])[1]))
+    texts = [folder / "src.txt", predictions, folder / "ref.txt"]
+    expected = comet_of_files(tiny_comet, *texts)
+    assert float(batched["COMET"]) == pytest.approx(100 * expected, abs=1e-3)
+    as_logged = comet_scores(tiny_comet, *fields_of(outputs["batched"], strip=False)).system
+    assert abs(as_logged - expected) > 1e-4  # the test tells them apart
     # how COMET runs is not part of the record; what it scores with is
     record = json.loads((outputs["batched"] / "scoring.json").read_text())
     assert record["comet_checkpoint"] == checkpoint_identity(tiny_comet.checkpoint)
@@ -93,7 +102,7 @@ def test_an_interpreter_without_a_working_comet_is_refused_before_the_run(
     comet, extra, east_checkpoint, toy_test_set, tmp_path
 ):
     folder, _ = toy_test_set
-    checkpoint = fake_checkpoint(tmp_path / "model")
+    checkpoint = fake_checkpoint(tmp_path / "model", b"\x80\x02 a pickle")
     python, message = sys.executable, "has no unbabel-comet"
     if comet == "broken":  # found, but it does not import
         body = "raise ModuleNotFoundError(\"No module named 'pkg_resources'\")\n"
@@ -133,11 +142,43 @@ def test_a_comet_that_fails_while_scoring_keeps_the_decoded_log(
     )
 
 
-def fields_of(output) -> tuple[list[str], ...]:
-    """A run's sources, translations and references, as its log holds them."""
+def fields_of(output, strip: bool = True) -> tuple[list[str], ...]:
+    """A run's sources, translations and references, as COMET reads them (`strip`) or as
+    its log holds them (a reference with its line end)."""
     records = finished_records(output / "instances.log")
     keys = ("source", "prediction", "reference")
-    return tuple([record[key] for record in records] for key in keys)
+    return tuple([text_of(record[key], strip) for record in records] for key in keys)
+
+
+def text_of(value, strip: bool) -> str:
+    return value.strip() if strip else value
+
+
+COMET_OF_FILES = """
+    import json, sys
+    from comet import load_from_checkpoint
+    def lines(path):  # as comet-score (comet/cli/score.py) reads its files
+        with open(path, encoding="utf-8") as fp:
+            return [line.strip() for line in fp.readlines()]
+    checkpoint, sources, translations, references = sys.argv[1:]
+    samples = [
+        {"src": src, "mt": mt, "ref": ref}
+        for src, mt, ref in zip(lines(sources), lines(translations), lines(references))
+    ]
+    model = load_from_checkpoint(checkpoint)
+    output = model.predict(samples, batch_size=2, gpus=0, progress_bar=False)
+    print(json.dumps(float(output.system_score)))
+"""
+
+
+def comet_of_files(settings, sources, translations, references) -> float:
+    """COMET's own system score of three files' lines, in its environment."""
+    files = [str(path) for path in (sources, translations, references)]
+    script = textwrap.dedent(COMET_OF_FILES)
+    command = [settings.python, "-c", script, settings.checkpoint, *files]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_without_scoring_comet_is_not_asked_for_anything(east_checkpoint, toy_test_set, tmp_path):

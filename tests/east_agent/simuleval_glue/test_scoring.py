@@ -123,3 +123,22 @@ def test_char_units_are_refused_for_a_target_known_to_write_words(unit, language
             check_latency_unit(args, language)
     else:
         check_latency_unit(args, language)
+
+
+def test_comet_scores_made_before_its_texts_were_stripped_are_made_again(tmp_path):
+    """A COMET run's record without `comet_inputs` holds COMET of references with their
+    line end: it differs; a record of scores without COMET is as valid as before."""
+    from east_agent.simuleval_glue.comet_scorer import COMET_INPUTS
+
+    comet = ["--quality-metrics", "BLEU", "COMET", "--comet-checkpoint", "model.ckpt"]
+    settings = scoring.scoring_settings(scoring.scoring_args(score_only(tmp_path, *comet)))
+    assert settings["comet_inputs"] == COMET_INPUTS
+    old = {name: value for name, value in settings.items() if name != "comet_inputs"}
+    (tmp_path / scoring.SCORING_RECORD).write_text(json.dumps(old))
+    assert scoring.scoring_differences(tmp_path, settings) == [
+        f"comet_inputs None (now {COMET_INPUTS!r})"
+    ]
+    without = scoring.scoring_settings(scoring.scoring_args(score_only(tmp_path)))
+    assert "comet_inputs" not in without
+    (tmp_path / scoring.SCORING_RECORD).write_text(json.dumps(without))
+    assert scoring.scoring_differences(tmp_path, without) == []

@@ -32,8 +32,10 @@ A run's wall time and computation-aware latency are then measured beside the oth
 A run that fails lets the running ones finish, starts no new one, and is named with its
 console log (where its traceback is). A worker that dies (killed, out of memory) ends the
 grid at once, naming the runs it cut off; Ctrl-C too (`east-eval` stops the workers,
-which ignore it: `east-eval: interrupted` is all it prints), and SIGTERM and SIGHUP sent
-to `east-eval` or its whole process group (`terminated`, `hung up`). A rerun resumes them.
+which ignore it: `east-eval: interrupted` is all it prints), a SIGHUP to the process
+group likewise (`hung up`), and a SIGTERM to `east-eval` (`terminated`; one sent to the
+whole group also ends the workers at once, as a library's process pool inside them needs
+SIGTERM to end its own). A rerun resumes them.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from east_agent.common.entry import ENDING_SIGNALS, CommandError
+from east_agent.common.entry import CommandError
 
 CONSOLE_LOG = "console.log"
 
@@ -69,6 +71,7 @@ class Job:
 
 
 WORKER_IMPORTS = "east_agent.evaluation.worker_imports"
+LEFT_TO_EAST_EVAL = (signal.SIGINT, signal.SIGHUP)  # ignored by the workers: see _start_worker
 FORKSERVER_PARENT = "EAST_EVAL_PID"  # tells the forkserver whom to die with
 
 
@@ -301,9 +304,10 @@ def _start_worker(share, environment: dict[str, str], command: list[str]) -> Non
     # Installed before the count is first read, so that no raise of it is missed.
     signal.signal(signal.SIGUSR1, lambda *_: _take_threads(share.value))
     # Ctrl-C reaches the whole process group: it is east-eval's to act on (it stops the
-    # workers); a worker that took it would print its traceback, an idle one too. So do
-    # a batch scheduler's SIGTERM and a closed terminal's SIGHUP.
-    for signum in ENDING_SIGNALS:
+    # workers); a worker that took it would print its traceback, an idle one too. So does
+    # a closed terminal's SIGHUP. Not SIGTERM: a library's process pool ends its workers
+    # by it (OmniSTEval's alignment), and they would inherit it ignored (the pool hung)
+    for signum in LEFT_TO_EAST_EVAL:
         signal.signal(signum, signal.SIG_IGN)
     _take_threads(share.value)
     # tqdm's progress bars lock across processes with a named semaphore, which a worker

@@ -6,8 +6,8 @@ loaded: about 4 s on a 2-core CPU, then a load takes 0.2 s).
 
 Before its imports the forkserver ignores SIGUSR1, which the workers inherit until their
 handler is in place (one told to take more threads while it starts up must not die of it),
-and SIGINT, SIGTERM and SIGHUP (Ctrl-C, a scheduler's end of a job and a closed terminal
-reach the whole process group: east-eval stops the workers),
+and SIGINT and SIGHUP (Ctrl-C and a closed terminal reach the whole process group:
+east-eval stops the workers),
 and is made to die with `east-eval` (`PR_SET_PDEATHSIG`); each worker dies with the
 forkserver (`FORKSERVER_PID`, which the workers inherit). The forkserver's own way to end
 (its pipe from `east-eval` closing) does not come while workers live: each holds a copy of
@@ -18,16 +18,14 @@ import signal
 import sys
 
 from east_agent.common.child_process import die_with
-from east_agent.common.entry import ENDING_SIGNALS
-from east_agent.evaluation.jobs import FORKSERVER_PARENT
+from east_agent.evaluation.jobs import FORKSERVER_PARENT, LEFT_TO_EAST_EVAL
 
 FORKSERVER_PID = os.getpid()
 signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 # Ctrl-C is east-eval's to act on; multiprocessing has the forkserver ignore it only after
 # these imports (before: a Ctrl-C in a grid's first seconds printed their traceback); and
-# so are SIGTERM and SIGHUP sent to the process group (the forkserver's end was the
-# workers' at once)
-for signum in ENDING_SIGNALS:
+# so is a closed terminal's SIGHUP (the forkserver's end was the workers' at once)
+for signum in LEFT_TO_EAST_EVAL:
     signal.signal(signum, signal.SIG_IGN)
 if sys.platform.startswith("linux"):
     die_with(int(os.environ.get(FORKSERVER_PARENT, os.getppid())))()

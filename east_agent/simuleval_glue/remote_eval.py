@@ -254,9 +254,8 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
                 f"{log} was written with {was}, not {asked}; resume with the same files, or "
                 "write to another --output"
             )
-    if args.target and any("reference" in kept_record and kept_record["reference"] is None
-                           for kept_record in kept):  # fmt: skip
-        # a record of an older version names no target where the run had none
+    unreferenced = [sentence for sentence in kept if sentence.get("reference", "") is None]
+    if args.target and unreferenced:  # an older version's record named no target then
         raise ValueError(
             f"{log} holds sentences translated without --target (no reference): resume "
             "without it, or write to another --output"

@@ -95,8 +95,8 @@ def check_tabled(left_out: set[str]) -> None:
     (before: exit 0 when COMET failed after the runs, or with `jobs` above 1)."""
     if left_out:
         raise CommandError(
-            f"not scored, left out of the tables (said above; the next east-eval scores "
-            f"them again): {', '.join(sorted(left_out))}"
+            f"not scored, left out of the tables (why, and what to do, said above): "
+            f"{', '.join(sorted(left_out))}"
         )
 
 

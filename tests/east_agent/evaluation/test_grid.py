@@ -48,13 +48,16 @@ def test_runs_made_for_another_span_are_left_out_of_the_tables(grid, east_checkp
 
 def test_a_run_whose_log_is_gone_is_left_out_not_the_grids_tests(grid, tmp_path):
     """Before: its old scores were tabled, then the significance tests stopped the grid
-    with a bare `[Errno 2] ... instances.log` (exit 2), no system's tests written."""
+    with a bare `[Errno 2] ... instances.log` (exit 2), no system's tests written. Now the
+    others are tabled and tested, and the grid fails naming it."""
     config, output, _ = grid
     shutil.copytree(output, tmp_path / "out")
     (tmp_path / "out" / "runs" / "waitk-offline-k2" / "instances.log").unlink()
     (tmp_path / "out" / "significance.csv").unlink()
     result = east_eval(config, "--limit", "3", "--output", tmp_path / "out")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 2, result.stderr[-3000:]
+    said_last = "left out of the tables (why, and what to do, said above): waitk-offline-k2\n"
+    assert result.stderr.endswith(said_last)
     gone = tmp_path / "out" / "runs" / "waitk-offline-k2" / "scores.tsv"
     said = f"east-eval: [3/3] waitk-offline-k2: {gone} without the instances.log it was made from"
     assert said in result.stderr and "Traceback" not in result.stderr
@@ -367,8 +370,8 @@ def test_finished_runs_scored_otherwise_are_scored_again_from_their_logs(grid, t
     # the tables of the others written, then a failure naming it (before: exit 0)
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stderr.endswith(
-        "east-eval: not scored, left out of the tables (said above; the next east-eval "
-        "scores them again): waitk-offline-k2\n"
+        "east-eval: not scored, left out of the tables (why, and what to do, said above): "
+        "waitk-offline-k2\n"
     )
     assert "[1/1] east-low: done already, scored again (ca_unit_seconds 0.8 (now 0.4)" in (
         result.stdout

@@ -178,7 +178,7 @@ def summarize_merged(
     tabled = tabled_runs(config, every_run, record_of)
     others = [run for run in tabled if run.name not in merged]
     unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
-    summarize(config, [run for run in tabled if run.name not in unscored], left_out=unscored)
+    summarize(config, tabled, left_out=unscored)
     check_tabled(unscored)
 
 
@@ -333,12 +333,9 @@ def _run_picked(
         )
     except Exception:  # runs failed: the tables of those that finished, then the error
         with suppress(Exception):  # the runs' failure is the error to show; a rerun tables
-            summarize(config, [run for run in tabled if run.name not in unscored])
+            summarize(config, tabled, left_out=unscored)
         raise
-    shown = [run for run in tabled if run.name not in unscored]
-    dropped = {run.system for run in tabled if run.name in unscored}  # tests made without them
-    compared = {system: tests for system, tests in compared.items() if system not in dropped}
-    rows = summarize(config, shown, compared, left_out=unscored)
+    rows = summarize(config, tabled, compared, left_out=unscored)
     check_tabled(unscored)
     return rows
 

@@ -72,7 +72,7 @@ def collect(
     rows = []
     for run in runs:
         run_dir = config.run_dir(run)
-        if not (run_dir / "scores.tsv").exists():
+        if not (run_dir / "scores.tsv").exists() or run.name in (left_out or ()):
             continue
         row = {"system": run.system, "setting": run.setting, **timing_cells(run_dir)}
         if not config.long_form:
@@ -260,7 +260,8 @@ def summarize(
 ) -> list[dict[str, Any]]:
     """The grid's tables and curves; `compared`: systems' comparisons made already
     (`compare_system`, by system, in a worker while the grid ran). Runs `collect` leaves
-    out are added to `left_out` (for `check_tabled`) and to no test."""
+    out are added to `left_out` (for `check_tabled`); runs named there already (the caller
+    could not score them) are not tabled either, and their systems' tests are made again."""
     left_out = set() if left_out is None else left_out
     rows = collect(config, runs, left_out)
     dropped = {run.system for run in runs if run.name in left_out}  # their tests made again

@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import suppress
 
 PR_SET_PDEATHSIG = 1
 
@@ -47,7 +48,9 @@ def start_child(command: list[str], pass_fds: tuple[int, ...] = ()) -> subproces
     it runs: its standard input empty (`/dev/null`: a library that reads it gets no
     request, nor waits), its standard output and error one pipe (`stdout`, text, stray bytes
     replaced). It dies if this process does (on Linux, if the thread that started it ends:
-    start it from the main thread)."""
+    start it from the main thread). It leads a session of its own, so that `kill_child`
+    ends what it started too (a wrapper script that runs the interpreter without `exec`),
+    and a Ctrl-C at the terminal reaches this process alone, which decides its end."""
     return subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
@@ -57,4 +60,35 @@ def start_child(command: list[str], pass_fds: tuple[int, ...] = ()) -> subproces
         errors="replace",  # a stray byte must not stop the reading of its output
         pass_fds=pass_fds,
         preexec_fn=_die_with_this_process(),
+        start_new_session=True,
     )
+
+
+def run_briefly(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """`command` run to its end, its standard input empty and its output and error captured
+    (bytes), in a session of its own: past `timeout` seconds (`subprocess.TimeoutExpired`)
+    or interrupted, it is killed with all it started (`subprocess.run` kills the child
+    alone, and a wrapper script's own child lived on)."""
+    process = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_die_with_this_process(),
+        start_new_session=True,
+    )
+    try:
+        output, error = process.communicate(timeout=timeout)
+    except BaseException:
+        kill_child(process)
+        process.communicate()
+        raise
+    return subprocess.CompletedProcess(command, process.returncode, output, error)
+
+
+def kill_child(process: subprocess.Popen) -> None:
+    """SIGKILL to a child `start_child` started and to every process of its group, then
+    wait for the child."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()

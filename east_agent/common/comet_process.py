@@ -41,7 +41,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from east_agent.common.child_process import start_child
+from east_agent.common.child_process import kill_child, run_briefly, start_child
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import files_fingerprint
 
@@ -168,9 +168,7 @@ def check_comet(settings: CometSettings) -> None:
 def check_finds_comet(python: str) -> None:
     """`python` runs, within `ANSWER_SECONDS`, and finds COMET (not imported: slow)."""
     try:
-        found = subprocess.run(
-            [python, "-c", FINDS_COMET], capture_output=True, timeout=ANSWER_SECONDS
-        )
+        found = run_briefly([python, "-c", FINDS_COMET], ANSWER_SECONDS)
     except OSError as error:
         raise CometError(f"{python} cannot run: {error}", "python") from None
     except subprocess.TimeoutExpired:
@@ -234,13 +232,19 @@ def _tail(text: str, lines: int = 15) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+# how the texts COMET reads are made, in scoring records: scores made otherwise (before,
+# with each reference's line end, or a re-segmented sentence's spaces) are made again
+COMET_INPUTS = "stripped, as comet-score reads lines"
+
+
 def comet_scores(
     settings: CometSettings,
     sources: Sequence[str],
     translations: Sequence[str],
     references: Sequence[str],
 ) -> CometScores:
-    """COMET's scores of the (source, translation, reference) triples, in their order."""
+    """COMET's scores of the (source, translation, reference) triples, in their order, each
+    text stripped as `comet-score` reads the lines of its files (`COMET_INPUTS`)."""
     if not len(sources) == len(translations) == len(references):
         raise ValueError(
             f"COMET needs as many sources ({len(sources)}), translations ({len(translations)}) "
@@ -254,7 +258,9 @@ def comet_scores(
         "identity": checkpoint_identity(checkpoint),
         "batch_size": settings.batch_size,
         "gpus": settings.gpus,
-        "samples": [{"src": src, "mt": mt, "ref": ref} for src, mt, ref in triples],
+        "samples": [
+            {"src": src.strip(), "mt": mt.strip(), "ref": ref.strip()} for src, mt, ref in triples
+        ],
     }
     with _CHILD_IN_USE:
         answer = _comet_child(settings.python).ask(request)
@@ -357,8 +363,7 @@ class _CometChild:
             os.close(null)
 
     def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
+        kill_child(self.process)
         self._close_pipes()
 
     def close(self) -> None:

@@ -47,6 +47,7 @@ from omnisteval.io import format_report, load_resegmentation_inputs
 from east_agent.common.arguments import folder_path, positive_seconds
 from east_agent.common.atomic import check_folder_path, write_atomically
 from east_agent.common.comet_process import (
+    COMET_INPUTS,
     CometSettings,
     add_comet_flags,
     check_named_by_flag,
@@ -399,7 +400,9 @@ def add_resegmented_comet(result: dict, output_dir: str | Path, comet: CometSett
 
 def comet_record(comet: CometSettings | None) -> dict | None:
     """How `longform_scores.json` names the COMET it holds (None: none)."""
-    return {"checkpoint": comet.checkpoint, "scale": "COMET x 100"} if comet else None
+    if comet is None:
+        return None
+    return {"checkpoint": comet.checkpoint, "scale": "COMET x 100", "inputs": COMET_INPUTS}
 
 
 def finite_or_none(value: float | None) -> float | None:

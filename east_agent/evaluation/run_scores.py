@@ -29,7 +29,7 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 from east_agent.common.atomic import write_atomically
-from east_agent.common.comet_process import checkpoint_identity
+from east_agent.common.comet_process import COMET_INPUTS, checkpoint_identity
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import content_of, files_fingerprint
 from east_agent.common.records import read_json_object
@@ -193,10 +193,12 @@ def longform_made_from(run_dir: Path, config: EvalConfig) -> dict:
 
 
 def comet_made_from(config: EvalConfig) -> dict | None:
-    """COMET's part of what long-form scores depend on: its checkpoint by its content, or
-    None when the grid asks for no COMET."""
+    """COMET's part of what long-form scores depend on: its checkpoint by its content and
+    how its texts are made, or None when the grid asks for no COMET."""
     comet = config.comet()
-    return content_of(checkpoint_identity(comet.checkpoint)) if comet else None
+    if comet is None:
+        return None
+    return {"checkpoint": content_of(checkpoint_identity(comet.checkpoint)), "inputs": COMET_INPUTS}
 
 
 def kept(path: Path, stamp: dict, apart: tuple[str, ...] = ()) -> dict | None:
@@ -268,6 +270,8 @@ def longform_differences(config: EvalConfig, run_dir: Path) -> list[str]:
         return []
     if was is None:
         return ["COMET not scored (now asked)"]
+    if now is not None and _comet_checkpoint(was) == now["checkpoint"]:
+        return ["COMET of texts not stripped (made before they were)"]
     return ["COMET of another checkpoint (now " + ("none" if now is None else "this one") + ")"]
 
 
@@ -281,6 +285,14 @@ def _longform_scored_again(config: EvalConfig, run: Run, run_dir: Path, label: s
         print(message, file=sys.stderr, flush=True)
         return False
     return True
+
+
+def _comet_checkpoint(made_from_comet: dict | str) -> str:
+    """The checkpoint's content in a record's `made_from.comet` (before COMET's texts were
+    stripped, the record was that content alone)."""
+    if isinstance(made_from_comet, dict):
+        return made_from_comet.get("checkpoint")
+    return made_from_comet
 
 
 def _kept_whatever_comet(path: Path, stamp: dict) -> dict | None:

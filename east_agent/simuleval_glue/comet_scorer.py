@@ -24,10 +24,6 @@ from east_agent.common.comet_process import (
 from east_agent.decoding.prompt import is_unspaced
 from east_agent.decoding.units import join_source_units
 
-# how the texts COMET reads are made, in the scoring record: scores made otherwise (before,
-# with each reference's line end) are made again
-COMET_INPUTS = "stripped, as comet-score reads lines"
-
 
 @register_quality_scorer("COMET")
 class CometScorer(QualityScorer):
@@ -42,9 +38,9 @@ class CometScorer(QualityScorer):
         scored = list(instances.values())
         scores = comet_scores(
             self.settings,
-            [source_text(ins, self.source_lang).strip() for ins in scored],
-            [ins.prediction.strip() for ins in scored],
-            [ins.reference.strip() for ins in scored],
+            [source_text(ins, self.source_lang) for ins in scored],
+            [ins.prediction for ins in scored],
+            [ins.reference for ins in scored],
         )
         for ins, score in zip(scored, scores.sentences):
             ins.metrics["COMET"] = 100 * score

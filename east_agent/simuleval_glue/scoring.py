@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from east_agent.common.atomic import remove, write_atomically
-from east_agent.common.comet_process import checkpoint_identity
+from east_agent.common.comet_process import COMET_INPUTS, checkpoint_identity
 from east_agent.common.fingerprint import content_of, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.decoding.prompt import LANGUAGE_NAMES, is_unspaced, known_language_name
@@ -130,8 +130,6 @@ def scoring_settings(args: argparse.Namespace) -> dict:
         unspaced = language is not None and is_unspaced(language)
         settings["comet_source_units"] = UNSPACED_UNITS if unspaced else "joined by spaces"
     if "COMET" in args.quality_metrics:  # a record without it: COMET of unstripped texts
-        from east_agent.simuleval_glue.comet_scorer import COMET_INPUTS
-
         settings["comet_inputs"] = COMET_INPUTS
     return json.loads(json.dumps(settings))
 

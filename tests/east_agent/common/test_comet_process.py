@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from kill import descendants, live_processes
+from kill import descendants, live_processes, processes_mentioning
 
 from east_agent.common import comet_process
 from east_agent.common.comet_process import (
@@ -72,6 +72,21 @@ def test_comet_scores_each_triple_in_its_order_as_comet_itself(tiny_comet):
     alone = [comet_scores(tiny_comet, [s], [t], [r]).system for s, t, r in triples]
     assert scores.sentences == pytest.approx(alone, abs=1e-5)
     assert len(set(scores.sentences)) == 3
+
+
+def test_comet_scores_texts_stripped_as_comet_score_reads_its_lines(tiny_comet):
+    """A reference's line end or a re-segmented sentence's spaces are not scored: COMET
+    reads what `comet-score` reads of files holding these texts a line each."""
+    spaced = [f" {text}  \n" for text in TRANSLATIONS]
+    references = [f"{text}\n" for text in REFERENCES]
+    scores = comet_scores(tiny_comet, SOURCES, spaced, references)
+    stripped = comet_scores(tiny_comet, SOURCES, TRANSLATIONS, REFERENCES)
+    assert scores.sentences == pytest.approx(stripped.sentences, abs=1e-6)
+    triples = zip(SOURCES, spaced, references)
+    as_given = in_comet_itself(
+        tiny_comet, [{"src": src, "mt": mt, "ref": ref} for src, mt, ref in triples]
+    )
+    assert max(abs(a - b) for a, b in zip(as_given, scores.sentences)) > 1e-4  # told apart
 
 
 def test_a_missing_checkpoint_or_interpreter_is_refused(tmp_path):
@@ -161,13 +176,15 @@ except comet_process.CometError as error:
 """
 
 
-@pytest.mark.parametrize("hangs", ["interpreter", "comet import"])
+@pytest.mark.parametrize("hangs", ["interpreter", "wrapper", "comet import"])
 def test_an_interpreter_that_does_not_answer_is_refused_after_a_while(tmp_path, hangs):
-    """In a process of its own, so that a hang fails the test rather than stalling it."""
+    """In a process of its own, so that a hang fails the test rather than stalling it; what
+    the interpreter started is ended with it (a wrapper script that runs it without exec)."""
     checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
-    if hangs == "interpreter":
+    hung = f"sleep {1000 + os.getpid() % 1000}"  # this test's own
+    if hangs in ("interpreter", "wrapper"):
         python = tmp_path / "python"
-        python.write_text("#!/bin/sh\nexec sleep 1000\n")
+        python.write_text(f"#!/bin/sh\n{'exec ' if hangs == 'interpreter' else ''}{hung}\n")
         python.chmod(0o755)
     else:  # found without being imported; the child's check imports it
         python = fake_comet_python(tmp_path / "env", "import time\ntime.sleep(1000)\n")
@@ -176,6 +193,7 @@ def test_an_interpreter_that_does_not_answer_is_refused_after_a_while(tmp_path, 
     done = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert done.stderr == f"--comet-python: {python} did not answer in 2 s\n"
     assert done.returncode == 1 and time.monotonic() - started < 30
+    assert not processes_mentioning(hung)
 
 
 def test_a_comet_that_does_not_import_is_refused_by_the_check(tmp_path):

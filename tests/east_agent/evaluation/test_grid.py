@@ -908,7 +908,7 @@ def test_a_longform_grid_reads_talks_and_scores_them_with_omnisteval(longform_gr
 def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
     longform_grid, tiny_comet, tmp_path
 ):
-    from east_agent.common.comet_process import comet_scores
+    from east_agent.common.comet_process import COMET_INPUTS, comet_scores
     from east_agent.common.text_lines import read_lines
 
     config, output, _ = longform_grid
@@ -927,7 +927,11 @@ def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
     for row in rows:
         run = tmp_path / "out" / "runs" / f"{row['system']}-{row['setting']}"
         saved = json.loads((run / "longform_scores.json").read_text())
-        assert saved["comet"] == {"checkpoint": tiny_comet.checkpoint, "scale": "COMET x 100"}
+        assert saved["comet"] == {
+            "checkpoint": tiny_comet.checkpoint,
+            "scale": "COMET x 100",
+            "inputs": COMET_INPUTS,
+        }
         lines = (run / "omnisteval.resegmented.jsonl").read_text().splitlines()
         sentences = [json.loads(line) for line in lines]
         expected = comet_scores(
@@ -941,6 +945,19 @@ def test_a_longform_grid_scores_comet_over_the_resegmented_sentences(
         # SimulEval's scores of whole talks have no COMET (COMET reads 512 tokens)
         assert "COMET" not in (run / "scores.tsv").read_text().splitlines()[0].split("\t")
     assert [row["BLEU"] for row in rows] == [row["BLEU"] for row in rows_of(output)]
+
+    # COMET made before its texts were stripped (its record the checkpoint alone): again
+    low = tmp_path / "out" / "runs" / "east-low" / "longform_scores.json"
+    saved = json.loads(low.read_text())
+    saved["made_from"]["comet"] = saved["made_from"]["comet"]["checkpoint"]
+    low.write_text(json.dumps(saved))
+    again = east_eval(comet_config, "--limit", "2", "--only", "east-low")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "east-low: done already, scored again (COMET of texts not stripped (made " in (
+        again.stdout
+    )
+    assert json.loads(low.read_text())["made_from"]["comet"]["inputs"] == COMET_INPUTS
+    assert rows_of(tmp_path / "out") == rows
 
     # decoded with COMET asked, two runs at once: the workers re-segment and score without
     # COMET, east-eval adds it to each with its one COMET child

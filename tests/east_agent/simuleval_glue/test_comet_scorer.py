@@ -78,8 +78,6 @@ def test_a_run_is_scored_by_comet_alike_batched_and_in_simulevals_loop(
     texts = [folder / "src.txt", predictions, folder / "ref.txt"]
     expected = comet_of_files(tiny_comet, *texts)
     assert float(batched["COMET"]) == pytest.approx(100 * expected, abs=1e-3)
-    as_logged = comet_scores(tiny_comet, *fields_of(outputs["batched"], strip=False)).system
-    assert abs(as_logged - expected) > 1e-4  # the test tells them apart
     # how COMET runs is not part of the record; what it scores with is
     record = json.loads((outputs["batched"] / "scoring.json").read_text())
     assert record["comet_checkpoint"] == checkpoint_identity(tiny_comet.checkpoint)
@@ -142,16 +140,11 @@ def test_a_comet_that_fails_while_scoring_keeps_the_decoded_log(
     )
 
 
-def fields_of(output, strip: bool = True) -> tuple[list[str], ...]:
-    """A run's sources, translations and references, as COMET reads them (`strip`) or as
-    its log holds them (a reference with its line end)."""
+def fields_of(output) -> tuple[list[str], ...]:
+    """A run's sources, translations and references, stripped as COMET reads them."""
     records = finished_records(output / "instances.log")
     keys = ("source", "prediction", "reference")
-    return tuple([text_of(record[key], strip) for record in records] for key in keys)
-
-
-def text_of(value, strip: bool) -> str:
-    return value.strip() if strip else value
+    return tuple([record[key].strip() for record in records] for key in keys)
 
 
 COMET_OF_FILES = """

@@ -128,7 +128,7 @@ def test_char_units_are_refused_for_a_target_known_to_write_words(unit, language
 def test_comet_scores_made_before_its_texts_were_stripped_are_made_again(tmp_path):
     """A COMET run's record without `comet_inputs` holds COMET of references with their
     line end: it differs; a record of scores without COMET is as valid as before."""
-    from east_agent.simuleval_glue.comet_scorer import COMET_INPUTS
+    from east_agent.common.comet_process import COMET_INPUTS
 
     comet = ["--quality-metrics", "BLEU", "COMET", "--comet-checkpoint", "model.ckpt"]
     settings = scoring.scoring_settings(scoring.scoring_args(score_only(tmp_path, *comet)))

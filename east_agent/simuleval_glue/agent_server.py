@@ -57,10 +57,11 @@ logger = logging.getLogger("east_agent.simuleval_glue.agent_server")
 
 LEGACY_SESSION = ""
 MAX_BODY_BYTES = 1 << 20  # a request's body: a segment of one source unit, or a few
-# what the HTTP server reads before a handler sees a body: above MAX_BODY_BYTES, so that
-# a body too large gets 413 with the limit named, not tornado's bare 400 or a dropped
-# connection (which a client takes for a lost server)
-READ_LIMIT_BYTES = 64 << 20
+# what the server reads of a body, the bytes above MAX_BODY_BYTES read and dropped, so
+# that a body too large gets 413 with the limit named, not tornado's bare 400 or a dropped
+# connection (which a client that sends its whole body before it reads takes for a lost
+# server); above it, the connection is closed
+READ_LIMIT_BYTES = 1 << 30
 DEFAULT_SESSIONS = 8
 DEFAULT_BATCH_WAIT_MS = 5
 
@@ -315,69 +316,91 @@ def parse_segment(body: bytes):
 def build_app(service: AgentService):
     from tornado import web
 
+    @web.stream_request_body
     class Handler(web.RequestHandler):
+        """An endpoint: its methods (`SUPPORTED_METHODS`, others get 405) all `answer`. A
+        request's body is read as it comes, kept up to `MAX_BODY_BYTES` and above that
+        only counted, and a body too large is refused with 413 once it is read."""
+
         def session_name(self) -> str:
             return self.request.headers.get(SESSION_HEADER) or self.get_query_argument(
                 "session", LEGACY_SESSION
             )
 
         def prepare(self) -> None:
-            size = len(self.request.body or b"")
-            if size > MAX_BODY_BYTES:
-                self.refuse(
-                    RequestError(
-                        413,
-                        f"the request's body has {size} bytes, above this server's limit of "
-                        f"{MAX_BODY_BYTES} (a segment of a source unit or a few)",
-                    )
-                )
+            self.body_parts: list[bytes] = []
+            self.body_size = 0
 
-        def refuse(self, error: RequestError) -> None:
-            self.set_status(error.status)
-            self.finish({"error": str(error)})
+        def data_received(self, chunk: bytes) -> None:
+            self.body_size += len(chunk)
+            if self.body_size <= MAX_BODY_BYTES:
+                self.body_parts.append(chunk)
+            else:
+                self.body_parts.clear()
+
+        async def get(self) -> None:
+            try:
+                if self.body_size > MAX_BODY_BYTES:
+                    raise RequestError(
+                        413,
+                        f"the request's body has {self.body_size} bytes, above this "
+                        f"server's limit of {MAX_BODY_BYTES} (a segment of a source unit "
+                        "or a few)",
+                    )
+                await self.answer()
+            except RequestError as error:
+                self.set_status(error.status)
+                self.finish({"error": str(error)})
+
+        post = put = get
+
+        def body(self) -> bytes:
+            return b"".join(self.body_parts)
+
+        async def answer(self) -> None:
+            raise NotImplementedError
 
         async def send_output(self, take_input: bool = False) -> None:
             """The session's next output (`take_input`: the body is its input, first)."""
-            try:
-                if take_input:
-                    service.push(self.session_name(), self.request.body)
-                segment = await service.pop(self.session_name())
-            except RequestError as error:
-                self.refuse(error)
-            else:
-                self.write(segment.json())
+            if take_input:
+                service.push(self.session_name(), self.body())
+            segment = await service.pop(self.session_name())
+            self.write(segment.json())
 
     class Info(Handler):
-        def get(self) -> None:
+        SUPPORTED_METHODS = ("GET",)
+
+        async def answer(self) -> None:
             self.write(json.dumps(service.info()))
 
     class Reset(Handler):
-        def post(self) -> None:
-            try:
-                service.reset(self.session_name())
-            except RequestError as error:
-                self.refuse(error)
+        SUPPORTED_METHODS = ("POST",)
+
+        async def answer(self) -> None:
+            service.reset(self.session_name())
 
     class Close(Handler):
-        def post(self) -> None:
-            try:
-                service.close(self.session_name())
-            except RequestError as error:
-                self.refuse(error)
+        SUPPORTED_METHODS = ("POST",)
+
+        async def answer(self) -> None:
+            service.close(self.session_name())
 
     class Input(Handler):
-        def put(self) -> None:
-            try:
-                service.push(self.session_name(), self.request.body)
-            except RequestError as error:
-                self.refuse(error)
+        SUPPORTED_METHODS = ("PUT",)
+
+        async def answer(self) -> None:
+            service.push(self.session_name(), self.body())
 
     class Output(Handler):
-        async def get(self) -> None:
+        SUPPORTED_METHODS = ("GET",)
+
+        async def answer(self) -> None:
             await self.send_output()
 
     class Step(Handler):
-        async def post(self) -> None:
+        SUPPORTED_METHODS = ("POST",)
+
+        async def answer(self) -> None:
             await self.send_output(take_input=True)
 
     return web.Application(
@@ -484,8 +507,7 @@ def serve(agent_class, args: argparse.Namespace) -> None:
         pool, config.tgt_lang, args.session_timeout, wait, served_settings(agent_class, args)
     )
     address, port = bind_address(args.remote_address), int(args.remote_port)
-    limits = {"max_buffer_size": READ_LIMIT_BYTES, "max_body_size": READ_LIMIT_BYTES}
-    HTTPServer(build_app(service), **limits).add_sockets(sockets)
+    HTTPServer(build_app(service), max_body_size=READ_LIMIT_BYTES).add_sockets(sockets)
     sweep_ms = min(args.session_timeout * 1000 / 4, 5000)
     ioloop.PeriodicCallback(service.drop_idle, sweep_ms).start()
     logger.info(

@@ -266,12 +266,19 @@ def check_sessions_and_bad_requests(url):
         reply = requests.put(f"{url}/input", data=body, headers={"X-Session-Id": "bad"})
         assert reply.status_code == 400 and message in reply.json()["error"], reply.text
     # over 1 MiB: 413 naming the limit (before: tornado's bare 400, or the connection
-    # dropped, which a batched client took for a lost server and ended the run)
-    unit = json.dumps({"data_type": "text", "content": "x" * (2 << 20), "finished": False})
-    for endpoint, method in (("input", requests.put), ("step", requests.post)):
-        reply = method(f"{url}/{endpoint}", data=unit, headers={"X-Session-Id": "bad"})
-        assert reply.status_code == 413, reply.text
-        assert "above this server's limit of 1048576" in reply.json()["error"]
+    # dropped, which a batched client took for a lost server and ended the run; later
+    # dropped beyond 64 MiB), however large the body (read as it comes, not kept)
+    for size in (2 << 20, 80 << 20):
+        unit = json.dumps({"data_type": "text", "content": "x" * size, "finished": False})
+        for endpoint, method in (("input", requests.put), ("step", requests.post)):
+            reply = method(f"{url}/{endpoint}", data=unit, headers={"X-Session-Id": "bad"})
+            assert reply.status_code == 413, reply.text
+            assert "above this server's limit of 1048576" in reply.json()["error"]
+    # a body split in chunks (no Content-Length) is counted as it comes
+    chunks = (b"x" * (256 << 10) for _ in range(8))
+    reply = requests.put(f"{url}/input", data=chunks, headers={"X-Session-Id": "bad"})
+    assert reply.status_code == 413 and "has 2097152 bytes" in reply.json()["error"]
+    assert requests.get(f"{url}/reset").status_code == 405  # each endpoint its methods
     requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
     assert requests.get(f"{url}/").json()["sessions"] == 0  # the clients closed theirs
     requests.post(f"{url}/reset").raise_for_status()  # the legacy session

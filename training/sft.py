@@ -394,7 +394,10 @@ def train(config: SFTConfig, training_args, started: float) -> Path:
         return finish_from_checkpoint(config, Path(resume), finished_at, writer)
     check_resumable(config, resume, training_args)
     warn_of_settings(config)
-    check_model_folder(config.model.name_or_path)  # a few stats: before reading every record
+    if is_hub_id(config.model.name_or_path):  # one request, before reading every record
+        check_hub_model(config.model.name_or_path)
+    else:
+        check_model_folder(config.model.name_or_path)  # a few stats
     # Every record is read and checked before the model loads: bad data fails in seconds.
     conversations, report = read_data(config, config.data.files, training_args)
     if not conversations:
@@ -406,8 +409,6 @@ def train(config: SFTConfig, training_args, started: float) -> Path:
             raise ValueError(f"data.eval_files hold no record: {', '.join(config.data.eval_files)}")
     elif config.data.eval_files:
         logger.info("data.eval_files not read: train.eval_strategy is no")
-    if is_hub_id(config.model.name_or_path):
-        check_hub_model(config.model.name_or_path)
     tokenizer = load_tokenizer(config)
     # the tokenizer's control tokens in a record's text: refused before the model loads
     conversations = check_control_tokens(tokenizer, conversations, report)

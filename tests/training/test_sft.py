@@ -752,14 +752,17 @@ def test_an_incomplete_model_folder_is_one_line(base_checkpoint, tmp_path, capsy
 
 def test_a_hub_id_no_folder_and_no_hub_has_is_refused_first(tmp_path, monkeypatch, capsys):
     """Before: `stage1/model` run from another folder was asked of the hub for a minute,
-    then a traceback."""
+    then a traceback; later, once every record was read (a bad one is named after)."""
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     loaded = stub_loaders(monkeypatch)
     good, _ = one_record_file(tmp_path)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
     monkeypatch.chdir(tmp_path)
-    error = refused(recipe("full", "stage1/model", [good], tmp_path / "out"), tmp_path, capsys)
+    tree = recipe("full", "stage1/model", [good, bad], tmp_path / "out")
+    error = refused(tree, tmp_path, capsys)
     assert error == (
         f"python -m training.sft: model.name_or_path 'stage1/model': no such folder here "
         f"({tmp_path}), and the hub is offline (HF_HUB_OFFLINE) and has no copy in its cache\n"

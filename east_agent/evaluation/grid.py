@@ -40,6 +40,7 @@ from east_agent.evaluation.reports import (
     check_tabled,
     compare_system,
     omnisteval_cells,
+    remove_tables,
     summarize,
 )
 from east_agent.evaluation.run_scores import (
@@ -284,6 +285,8 @@ def _run_picked(
     record_of = records_of(config, run_input, checkpoint)
     comet_after = config.comet_after_runs() and not shard
     run_config = config.without_comet() if comet_after else config
+    if afresh and not dry_run:  # tables of runs about to be emptied: gone first
+        remove_tables(config.output)
     for number, run in enumerate(runs, 1):
         run_dir = config.run_dir(run, shard)
         run_set, run_indices = run_input(run)
@@ -310,6 +313,8 @@ def _run_picked(
         # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
         scores = None if shard else partial(omnisteval_cells, run_config, run, run_dir, unit)
         todo.append(Job(number, run.name, command, run_dir, scores))
+    if todo:  # the grid's tables are made again at its end; one stopped before has none
+        remove_tables(config.output)
     if shard:
         run_jobs(todo, config.jobs, len(runs), [])
         return []

@@ -287,12 +287,18 @@ def summarize(
     return rows
 
 
-def remove_earlier_tables(output: Path) -> None:
-    """No finished run to table: an earlier grid's tables and curves, which would show runs
-    this one left out, are removed (before: kept, exit 0), and that is said."""
+def remove_tables(output: Path) -> list[str]:
+    """An earlier grid's tables and curves removed from `output`: the names of those there."""
     gone = [name for name in TABLE_FILES if (output / name).exists()]
     for name in gone:
         remove(output / name)
+    return gone
+
+
+def remove_earlier_tables(output: Path) -> None:
+    """No finished run to table: an earlier grid's tables and curves, which would show runs
+    this one left out, are removed (before: kept, exit 0), and that is said."""
+    gone = remove_tables(output)
     said = f" ({', '.join(gone)} of an earlier grid removed)" if gone else ""
     print(f"no finished run to table{said}", flush=True)
 

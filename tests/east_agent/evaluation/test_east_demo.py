@@ -214,3 +214,18 @@ def test_an_empty_output_is_refused_not_the_current_directory(
     assert exit_code.value.code == 2
     assert "argument --output: an empty path: name a folder" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_demo_stopped_part_way_leaves_no_tables_of_the_runs_it_emptied(all_levels, tmp_path):
+    """Before: a demo interrupted (Ctrl-C, SIGTERM, SIGKILL) after emptying the earlier
+    demo's runs left that demo's tables and curves, every row a run no longer there."""
+    from kill import sigkill_after_lines
+
+    output = tmp_path / "out"
+    shutil.copytree(all_levels[0], output)
+    assert (output / "results.md").exists() and (output / "curves.png").exists()
+    command = [*EAST_DEMO, "--output", str(output), "--all-levels", "--limit", "300"]
+    # killed once the new run of the first level holds more than the earlier one (6)
+    sigkill_after_lines(command, output / "runs" / "east-low" / "instances.log", 7)
+    left = sorted(path.name for path in output.iterdir())
+    assert not {"results.csv", "results.md", "significance.md", "curves.png"} & set(left)

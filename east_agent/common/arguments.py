@@ -65,15 +65,71 @@ def given_flags(argv: list[str], flags: tuple[str, ...], prefix: str | None = No
     return given
 
 
+# Accelerators torch itself has a module for (`torch.cuda`, ...), listed in a refusal when
+# this machine has them.
+_ACCELERATORS = ("cuda", "xpu", "mps", "mtia")
+
+
+def _device_count(torch, kind: str) -> int:
+    """How many `kind` devices this machine has, by torch's own checks (0 where torch has
+    none for `kind`: a type it parses but has no module for, such as `hpu` or `xla`
+    without their extensions)."""
+    try:
+        if kind == "mps":  # one at most; torch.mps.device_count is newer than torch 2.4
+            return int(torch.backends.mps.is_available())
+        module = getattr(torch, kind, None)
+        if callable(getattr(module, "is_available", None)):
+            if not module.is_available():
+                return 0
+            count = getattr(module, "device_count", None)
+            return count() if callable(count) else 1
+        accelerator = getattr(torch, "accelerator", None)  # torch 2.6 and later
+        current = accelerator.current_accelerator() if accelerator is not None else None
+        if current is not None and current.type == kind and accelerator.is_available():
+            return accelerator.device_count()
+    except Exception:  # a backend that cannot tell has nothing to decode on
+        return 0
+    return 0
+
+
+def _devices_here(torch) -> str:
+    """The devices this machine has, as `--device` takes them (`cpu`, `cpu, cuda:0 and
+    cuda:1`, `cpu and cuda:0 to cuda:7`)."""
+    names = ["cpu"]
+    for kind in _ACCELERATORS:
+        count = _device_count(torch, kind)
+        if count > 3:
+            names.append(f"{kind}:0 to {kind}:{count - 1}")
+        else:
+            names.extend(f"{kind}:{index}" for index in range(count))
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
 def checked_device(name: str, where: str, needed_here: bool = True):
-    """The torch device `name` says (a ValueError naming `where` if torch knows none, or,
-    with `needed_here`, if it is a CUDA device this machine lacks). Imports torch."""
+    """The torch device `name` says; a ValueError naming `where` if torch knows none, if it
+    cannot hold a model (`meta`), or, with `needed_here`, if it is a device this machine
+    lacks (`cuda` without a GPU, `cuda:2` with two, `mps`, `xpu`), naming those it has.
+    Imports torch."""
     import torch
 
     try:
         device = torch.device(name)
     except RuntimeError as error:
         raise ValueError(f"{where}: {name!r} is not a device: {error}") from None
-    if needed_here and device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"{where}: {name!r}: this machine has no CUDA device")
+    if device.type == "meta":
+        raise ValueError(
+            f"{where}: {name!r}: a meta device holds no weights, so nothing decodes on it"
+        )
+    if not needed_here or device.type == "cpu":
+        return device
+    count = _device_count(torch, device.type)
+    if count == 0:
+        kind = device.type.upper()
+        raise ValueError(
+            f"{where}: {name!r}: this machine has no {kind} device (it has {_devices_here(torch)})"
+        )
+    if device.index is not None and device.index >= count:
+        raise ValueError(
+            f"{where}: {name!r}: this machine has no {device}, only {_devices_here(torch)}"
+        )
     return device

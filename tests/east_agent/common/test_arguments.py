@@ -3,8 +3,14 @@
 import argparse
 
 import pytest
+import torch
 
-from east_agent.common.arguments import given_flags, positive_int, positive_seconds
+from east_agent.common.arguments import (
+    checked_device,
+    given_flags,
+    positive_int,
+    positive_seconds,
+)
 
 
 def test_given_flags_reads_either_spelling_and_no_longer_flag():
@@ -26,3 +32,63 @@ def test_positive_seconds_refuses_zero_infinity_and_words():
     for text in ("0", "-1", "inf", "nan", "soon"):
         with pytest.raises(argparse.ArgumentTypeError, match="seconds above 0"):
             positive_seconds(text)
+
+
+def test_checked_device_takes_the_cpu_and_refuses_what_torch_does_not_know():
+    assert checked_device("cpu", "--device") == torch.device("cpu")
+    assert checked_device("cpu:0", "--device") == torch.device("cpu:0")
+    for name in ("gpu", "CPU", "cuda:-1", ""):
+        with pytest.raises(ValueError, match=f"^--device: {name!r} is not a device: "):
+            checked_device(name, "--device", needed_here=False)
+
+
+@pytest.mark.parametrize("name", ["mps", "mps:0", "xpu", "xpu:0", "mtia", "hpu", "xla"])
+def test_checked_device_refuses_an_accelerator_this_machine_lacks(name):
+    """Before: only CUDA was checked, so `--device mps` loaded the model and failed in a
+    traceback, after the run folder was made (exit 1)."""
+    kind = name.split(":")[0]
+    if kind == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has an MPS device")
+    module = getattr(torch, kind, None)
+    if kind != "mps" and module is not None and module.is_available():
+        pytest.skip(f"this machine has a {kind} device")
+    message = f"^--device: {name!r}: this machine has no {kind.upper()} device \\(it has cpu"
+    with pytest.raises(ValueError, match=message):
+        checked_device(name, "--device")
+    # The evaluator's machine, not this one, runs a submission's device.
+    assert checked_device(name, "device", needed_here=False) == torch.device(name)
+
+
+@pytest.mark.parametrize("needed_here", [True, False])
+def test_checked_device_refuses_meta_which_holds_no_weights(needed_here):
+    """Before: `--device meta` was taken, and decoding failed in a NotImplementedError."""
+    with pytest.raises(ValueError, match="^--device: 'meta': a meta device holds no weights"):
+        checked_device("meta", "--device", needed_here)
+
+
+def test_checked_device_takes_an_accelerator_torch_says_is_here(monkeypatch):
+    monkeypatch.setattr("torch.xpu.is_available", lambda: True)
+    monkeypatch.setattr("torch.xpu.device_count", lambda: 2)
+    for other in ("torch.cuda.is_available", "torch.backends.mps.is_available"):
+        monkeypatch.setattr(other, lambda: False)
+    assert checked_device("xpu", "--device") == torch.device("xpu")
+    assert checked_device("xpu:1", "--device") == torch.device("xpu:1")
+    with pytest.raises(
+        ValueError,
+        match=r"^--device: 'xpu:2': this machine has no xpu:2, only cpu, xpu:0 and xpu:1",
+    ):
+        checked_device("xpu:2", "--device")
+    with pytest.raises(ValueError, match=r"'cuda': this machine has no CUDA device \(it has cpu, "):
+        checked_device("cuda", "--device")
+
+
+def test_checked_device_names_a_cuda_device_out_of_range(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 8)
+    assert checked_device("cuda:7", "--device") == torch.device("cuda:7")
+    with pytest.raises(
+        ValueError, match=r"^--device: 'cuda:8': this machine has no cuda:8, only cpu"
+    ):
+        checked_device("cuda:8", "--device")
+    with pytest.raises(ValueError, match="only cpu and cuda:0 to cuda:7$"):
+        checked_device("cuda:8", "--device")

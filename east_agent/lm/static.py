@@ -72,6 +72,14 @@ class KVCacheMemoryError(CommandError):
     """The key/value buffers outgrew the device's memory (the backend is unusable)."""
 
 
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` is an allocation the device's memory could not hold: CUDA's error,
+    or the CPU allocator's, a plain RuntimeError."""
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(error, RuntimeError) and "can't allocate memory" in str(error)
+
+
 def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return torch.zeros(shape, dtype=dtype, device=device)
 
@@ -273,7 +281,9 @@ class StaticLM:
         self.keys, self.values = [], []
         try:
             self._move_into(shape, kept, old)
-        except torch.cuda.OutOfMemoryError:
+        except Exception as error:
+            if not out_of_memory(error):
+                raise
             # part old, part new: nothing to go on with. Nothing is kept either: the frame
             # that held the buffers went with the out-of-memory error, and this one's go now.
             self.keys, self.values, old = [], [], None
@@ -315,14 +325,14 @@ class StaticLM:
         try:
             with torch.no_grad():
                 self.row_ops.make(self.keys + self.values)
-        except torch.cuda.OutOfMemoryError:
+        except Exception as error:
+            if not out_of_memory(error):
+                self.broken = f"the KV-cache copies failed ({type(error).__name__}: {error})"
+                raise
             self.broken = (
                 "the beam searches' KV-cache copies did not fit in the device's memory "
                 "beside the cache; try a smaller --batch-size or fewer --num-beams"
             )
-        except Exception as error:
-            self.broken = f"the KV-cache copies failed ({type(error).__name__}: {error})"
-            raise
         finally:
             self.row_ops = PendingRowOps()
         self._check_usable()

@@ -188,7 +188,9 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
     model, tokenizer = (load or agent_class.load)(args, config)
     if args.fp16 or args.dtype == "fp16":
         model.half()
-    decoder = agent_class.build_decoder(model, tokenizer, config, streams=args.batch_size)
+    # no more streams than sentences: each stream's cache rows are made (and attended) at once
+    streams = max(1, min(args.batch_size, len(indices)))
+    decoder = agent_class.build_decoder(model, tokenizer, config, streams=streams)
     output = Path(args.output)
     log = output / "instances.log"
     recorded = partial(record_batching, output, args.batch_size)

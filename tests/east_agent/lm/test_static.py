@@ -111,9 +111,23 @@ def test_growing_buffers_let_each_old_one_go_before_the_next_is_made(east_model,
     close(lm.forward([1], [[5]])[0], full_logits(east_model, PROMPT + [5]))
 
 
-def test_buffers_that_outgrow_the_device_name_their_size_and_stay_refused(east_model, monkeypatch):
-    """A growth the device cannot hold (here a CUDA out-of-memory error, faked) says what
-    the rows needed; the half-grown buffers are let go and never used."""
+OUT_OF_MEMORY = {
+    "cuda": lambda: torch.cuda.OutOfMemoryError("CUDA out of memory (faked)"),
+    # the CPU allocator's own words (before: taken for a failed fast path, and a batched
+    # run went on with the dynamic cache, one stream)
+    "cpu": lambda: RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 42949672960 bytes. Error code 12 (faked)"
+    ),
+}
+
+
+@pytest.mark.parametrize("allocator", ["cuda", "cpu"])
+def test_buffers_that_outgrow_the_device_name_their_size_and_stay_refused(
+    east_model, monkeypatch, allocator
+):
+    """A growth the device cannot hold (an out-of-memory error, faked) says what the rows
+    needed; the half-grown buffers are let go and never used."""
     lm = StaticLM(east_model, max_length=1024, max_rows=3)
     lm.feed(PROMPT, row=0)
     old_buffers = [weakref.ref(buffer) for buffer in lm.keys + lm.values]
@@ -121,7 +135,7 @@ def test_buffers_that_outgrow_the_device_name_their_size_and_stay_refused(east_m
 
     def zeros(shape, dtype, device):
         if shape[2] > MIN_CAPACITY + static.TOKEN_BUCKETS[-1] and len(made) == 3:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory (faked)")
+            raise OUT_OF_MEMORY[allocator]()
         made.append(make(shape, dtype, device))
         return made[-1]
 
@@ -386,12 +400,15 @@ def test_auto_falls_back_from_compiled_to_plain_layers(east_model, monkeypatch):
     assert isinstance(lm, StaticLM) and not lm.compiled
 
 
-def test_auto_does_not_fall_back_from_a_cache_the_device_cannot_hold(east_model, monkeypatch):
+@pytest.mark.parametrize("allocator", ["cuda", "cpu"])
+def test_auto_does_not_fall_back_from_a_cache_the_device_cannot_hold(
+    east_model, monkeypatch, allocator
+):
     """Memory is no defect of the fast path: the dynamic cache would need as much, and
     could not batch the streams (its refusal would hide the reason)."""
 
     def no_memory(shape, dtype, device):
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory (faked)")
+        raise OUT_OF_MEMORY[allocator]()
 
     monkeypatch.setattr(static, "_zeros", no_memory)
     with pytest.raises(static.KVCacheMemoryError, match="4 rows .* of 256 positions"):

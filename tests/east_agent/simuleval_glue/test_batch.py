@@ -135,16 +135,26 @@ def test_sigkill_keeps_every_finished_sentence(east_checkpoint, tmp_path, batch)
         assert resumed[survivor["index"]] == survivor
 
 
-def test_batch_json_counts_the_streams_a_run_can_fill(east_checkpoint, tmp_path):
-    """8 streams for 3 sentences: at most 3 shared the device while `elapsed` was measured;
+def test_batch_json_counts_the_streams_a_run_can_fill(east_checkpoint, tmp_path, monkeypatch):
+    """8 streams for 3 sentences: the decoder holds 3 (before: 8, each one's cache rows
+    made and attended to), and at most 3 shared the device while `elapsed` was measured;
     a resume that translates one sentence keeps the record of the 3."""
     from east_agent.agent import EastAgent
     from east_agent.simuleval_glue.batch import parse_args, run_batched
 
+    built = []
+    build = EastAgent.build_decoder
+
+    def counted(*args, **kwargs):
+        built.append(build(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(EastAgent, "build_decoder", counted)
     folder = write_test_set(tmp_path / "set", 3, seed=19)
     output = tmp_path / "out"
     arguments = [*map(str, agent_arguments(east_checkpoint, folder, output)), "--no-progress-bar"]
     run_batched(EastAgent, parse_args(EastAgent, [*arguments, "--batch-size", "8"]))
+    assert [len(decoder.streams) for decoder in built] == [3]
     record = json.loads((output / "batch.json").read_text())
     assert (record["batch_size"], record["streams"]) == (8, 3)
     assert "up to 3 streams" in record["computation_aware"]

@@ -18,6 +18,7 @@ and `--sacrebleu-tokenizer zh` / `ja-mecab` for Chinese / Japanese targets.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +45,9 @@ PREPARED_FILES = ("source.txt", "reference.txt", "testset.json")
 
 
 UNITS_SPLIT_BY = "units_split_by"  # testset.json: the checkpoint whose tokenizer made the units
+# testset.json: the content of the sentence files it names, as they were written (a file
+# edited or cut since is refused: runs would read and be scored on other sentences)
+FILES_SHA256 = "files_sha256"
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,7 @@ def prepare_testset(
     write_atomically(prepared.source, "\n".join(source_lines) + "\n")
     write_atomically(prepared.reference, "\n".join(references) + "\n")
     meta = {key: str(value) for key, value in asdict(prepared).items()} | extra
+    meta[FILES_SHA256] = sentence_files_sha256(prepared)
     if split_by is not None:
         meta[UNITS_SPLIT_BY] = split_by
     write_atomically(output / "testset.json", json.dumps(meta, indent=2) + "\n")
@@ -181,8 +186,9 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
     if not meta.exists():
         return None
     saved = read_json_object(meta)
+    again = "delete the file (the next grid prepares the test set again)"
     try:
-        return PreparedTestset(
+        prepared = PreparedTestset(
             name=saved["name"],
             source=meta.parent / Path(saved["source"]).name,
             reference=meta.parent / Path(saved["reference"]).name,
@@ -193,10 +199,39 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
             sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
         )
     except KeyError as error:
+        raise ValueError(f"{meta}: no {error.args[0]!r}; {again}") from None
+    except ValueError:
         raise ValueError(
-            f"{meta}: no {error.args[0]!r}; delete the file (the next grid prepares the "
-            "test set again)"
+            f"{meta}: 'sentences' is no count: {saved['sentences']!r}; {again}"
         ) from None
+    check_sentence_files(prepared, saved.get(FILES_SHA256), meta)
+    return prepared
+
+
+def sentence_files_sha256(prepared: PreparedTestset) -> dict[str, str]:
+    """The SHA-256 of the source and reference files, by name."""
+    files = (prepared.source, prepared.reference)
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+
+
+def check_sentence_files(prepared: PreparedTestset, recorded: dict | None, meta: Path) -> None:
+    """The source and reference files are there and hold what was prepared (`recorded`;
+    None: a set prepared before their content was recorded); else a ValueError naming the
+    file. Before: a sentence edited by hand was translated and scored as the test set's, a
+    file cut short was found after the grid had emptied the demo's runs."""
+    for path in (prepared.source, prepared.reference):
+        if not path.is_file():
+            raise ValueError(f"{path}: missing, though {meta} names it; delete {meta.name} "
+                             "(the next grid prepares the test set again)")  # fmt: skip
+    if recorded is None:
+        return
+    for name, sha256 in sentence_files_sha256(prepared).items():
+        if recorded.get(name) != sha256:
+            raise ValueError(
+                f"{meta.parent / name}: changed since {prepared.name} was prepared there "
+                f"({meta.name} holds its content's SHA-256): delete the folder "
+                f"{meta.parent}, and the next grid prepares it again from the shipped data"
+            )
 
 
 def prepared_named(folder: Path, name: str) -> PreparedTestset:

@@ -229,3 +229,21 @@ def test_a_demo_stopped_part_way_leaves_no_tables_of_the_runs_it_emptied(all_lev
     sigkill_after_lines(command, output / "runs" / "east-low" / "instances.log", 7)
     left = sorted(path.name for path in output.iterdir())
     assert not {"results.csv", "results.md", "significance.md", "curves.png"} & set(left)
+
+
+def test_a_prepared_sentence_edited_by_hand_is_refused_before_a_run_is_emptied(
+    all_levels, tmp_path
+):
+    """Before: the edited sentence was translated and scored as the test set's, exit 0."""
+    output = tmp_path / "out"
+    shutil.copytree(all_levels[0], output)
+    source = output / "testset" / "source.txt"
+    lines = source.read_text().splitlines(keepends=True)
+    source.write_text("".join(lines[:2] + ["Ein anderer Satz .\n"] + lines[3:]))
+    before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    command = [*EAST_DEMO, "--output", str(output), "--limit", "6"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"east-demo: {source}: changed since multi30k.de-en was prepared" in result.stderr
+    after = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    assert after == before

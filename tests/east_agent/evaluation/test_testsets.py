@@ -189,6 +189,50 @@ def test_a_grids_tables_read_only_its_own_test_set(tmp_path):
         prepared_named(tmp_path / "none", "multi30k.de-en")
 
 
+@pytest.mark.parametrize(
+    "fault, message",
+    [
+        ("a sentence edited", "source.txt: changed since multi30k.de-en was prepared there"),
+        ("references cut", "reference.txt: changed since multi30k.de-en was prepared there"),
+        ("source gone", "source.txt: missing, though"),
+        ("no count", "testset.json: 'sentences' is no count: 'abc'; delete the file"),
+    ],
+)
+def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, fault, message):
+    """Before: the set was trusted by its name: an edited sentence was translated and
+    scored as the test set's, and a cut file was found after a demo's runs were emptied."""
+    import json
+
+    from east_agent.evaluation.testsets import prepared_named
+
+    prepare_testset("multi30k.de-en", tmp_path)
+    source, reference = tmp_path / "source.txt", tmp_path / "reference.txt"
+    if fault == "a sentence edited":
+        lines = source.read_text().splitlines(keepends=True)
+        source.write_text("".join(lines[:2] + ["Ein anderer Satz .\n"] + lines[3:]))
+    elif fault == "references cut":
+        reference.write_text("".join(reference.read_text().splitlines(keepends=True)[:10]))
+    elif fault == "source gone":
+        source.unlink()
+    else:
+        meta = json.loads((tmp_path / "testset.json").read_text())
+        (tmp_path / "testset.json").write_text(json.dumps({**meta, "sentences": "abc"}))
+    with pytest.raises(ValueError, match=message):
+        prepared_named(tmp_path, "multi30k.de-en")
+
+
+def test_a_test_set_prepared_before_its_files_content_was_recorded_is_read(tmp_path):
+    import json
+
+    from east_agent.evaluation.testsets import FILES_SHA256, prepared_named
+
+    prepare_testset("multi30k.de-en", tmp_path)
+    meta = json.loads((tmp_path / "testset.json").read_text())
+    assert set(meta.pop(FILES_SHA256)) == {"source.txt", "reference.txt"}
+    (tmp_path / "testset.json").write_text(json.dumps(meta))
+    assert prepared_named(tmp_path, "multi30k.de-en").sentences == 1000
+
+
 @pytest.mark.parametrize("inside", [False, True], ids=["a-file", "inside-a-file"])
 def test_east_prepare_into_a_file_is_one_line(tmp_path, capsys, inside):
     from east_agent.evaluation.testsets import main

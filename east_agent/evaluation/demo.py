@@ -29,6 +29,7 @@ from east_agent.lm.checkpoint import TORCH_DTYPES
 
 # The repository's copy (the package is installed in editable mode from the checkout).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"
+DEMO_OUTPUTS = "outputs/east-demo"
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -67,9 +68,13 @@ def main(argv: list[str] | None = None) -> None:
         help="sentences decoded at once; 1 runs SimulEval's own loop, one at a time",
     )
     parser.add_argument(
-        "--output", type=folder_path, default="outputs/east-demo", help="runs and tables go here"
+        "--output",
+        type=folder_path,
+        help=f"runs and tables go here (default: {DEMO_OUTPUTS}/TESTSET, a folder per test set)",
     )
     args = parser.parse_args(argv)
+    if args.output is None:  # one per test set: a demo of another set is no refusal
+        args.output = str(Path(DEMO_OUTPUTS) / args.testset)
     if not Path(args.model_path).exists():
         raise FileNotFoundError(
             f"no model at {args.model_path} (the demo model ships in the "

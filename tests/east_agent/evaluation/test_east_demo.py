@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -39,6 +40,23 @@ def test_the_batch_size_reaches_the_grid(tmp_path, monkeypatch):
     demo.main(["--output", str(tmp_path), "--batch-size", "1"])
     assert [config.batch_size for config in grids] == [DEFAULT_BATCH_SIZE, 1]
     assert DEFAULT_BATCH_SIZE > 1
+
+
+def test_each_test_set_has_a_default_output_of_its_own(tmp_path, monkeypatch):
+    """Before: one `outputs/east-demo` for all, and the README's demo of WMT22 after its
+    demo of Multi30k was refused (the folder held another test set's runs)."""
+    from east_agent.evaluation import demo
+
+    grids = []
+    monkeypatch.setattr(demo, "run_grid", lambda config, **_: grids.append(config))
+    monkeypatch.chdir(tmp_path)
+    demo.main([])
+    demo.main(["--testset", "wmt22.de-en"])
+    demo.main(["--testset", "wmt22.de-en", "--output", "mine"])
+    assert [config.output for config in grids] == [
+        Path("outputs/east-demo/multi30k.de-en"), Path("outputs/east-demo/wmt22.de-en"),
+        Path("mine"),
+    ]  # fmt: skip
 
 
 def test_all_levels_print_the_table(all_levels):

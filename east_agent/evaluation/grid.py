@@ -17,6 +17,7 @@ side by side, share): a second one would empty, continue or table the first one'
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from functools import partial
@@ -308,7 +309,7 @@ def _run_picked(
                 unscored.add(run.name)
             continue
         if dry_run:
-            print(f"[{number}/{len(runs)}] {run.name}\n$ " + " ".join(command), flush=True)
+            print(f"[{number}/{len(runs)}] {run.name}\n$ " + shlex.join(command), flush=True)
             continue
         # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
         scores = None if shard else partial(omnisteval_cells, run_config, run, run_dir, unit)

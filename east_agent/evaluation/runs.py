@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -304,7 +305,7 @@ def _run_simuleval(
     tries = read_tries(timing, output / "instances.log")
     if finished_lines(output / "instances.log"):
         command = [*command, "--continue-unfinished"]
-    print("$ " + " ".join(command), flush=True)
+    print("$ " + shlex.join(command), flush=True)
     in_process = "--batch-size" in command
     if in_process:  # the checkpoint loads before the clock starts: a run's time is its own
         models = models or LoadedModels()

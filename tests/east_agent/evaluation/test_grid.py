@@ -5,6 +5,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -649,6 +650,12 @@ def test_num_beams_and_testset_override_the_config(grid, tmp_path):
     assert all(f"{tmp_path / 'testset'}" in command for command in commands)
     assert len((tmp_path / "testset" / "source.txt").read_text().splitlines()) == 1014  # val
     assert not (tmp_path / "runs").exists()  # a dry run claims no folder
+    # each printed command pastes back into a shell, a folder with a space included
+    spaced = tmp_path / "with space"
+    result = east_eval(config, "--dry-run", "--output", spaced, "--only", "east-low")
+    (command,) = [line for line in result.stdout.splitlines() if line.startswith("$ ")]
+    words = shlex.split(command[2:])
+    assert words[words.index("--source") + 1] == str(spaced / "testset" / "source.txt")
     for bad, message in (("0", "at least 1"), ("two", "at least 1")):
         result = east_eval(config, "--dry-run", "--num-beams", bad)
         assert result.returncode != 0 and message in result.stderr

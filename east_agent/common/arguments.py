@@ -6,6 +6,15 @@ import argparse
 import math
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each flag's default, but not a `None` (a flag whose absence says it all)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def positive_int(text: str) -> int:
     """A whole number of at least 1 (argparse `type`)."""
     if not text.strip().isdigit() or int(text) < 1:

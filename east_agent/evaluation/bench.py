@@ -34,6 +34,7 @@ import datetime
 import json
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -42,7 +43,12 @@ from pathlib import Path
 
 import torch
 
-from east_agent.common.arguments import add_old_spelling, checked_device, positive_int
+from east_agent.common.arguments import (
+    DefaultsHelpFormatter,
+    add_old_spelling,
+    checked_device,
+    positive_int,
+)
 from east_agent.common.atomic import append_atomically, write_atomically
 from east_agent.common.entry import CommandError, command_line
 from east_agent.common.text_lines import GZIP_MAGIC, read_text, starts_as_gzip
@@ -590,7 +596,9 @@ def progress(text: str, started: float) -> None:
 
 
 def bench_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="benchmark the streaming decoder")
+    parser = argparse.ArgumentParser(
+        description="benchmark the streaming decoder", formatter_class=DefaultsHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-path", help="an EAST checkpoint")
     source.add_argument("--random-model", choices=sorted(RANDOM_MODELS), help="random weights")
@@ -598,14 +606,18 @@ def bench_parser() -> argparse.ArgumentParser:
         "--tokenizer", help="with --random-model: a Llama-3 tokenizer.json (or its folder)"
     )
     parser.add_argument(
-        "--seed", type=int, help="with --random-model: the weights' seed (default 0)"
+        "--seed", type=int, help="with --random-model: the weights' seed (default: 0)"
     )
-    parser.add_argument("--testset", default="multi30k.de-en")
-    parser.add_argument("--sentences", type=positive_int, default=100)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--torch-dtype", default="float32", choices=TORCH_DTYPES[1:])
+    parser.add_argument("--testset", default="multi30k.de-en", help="east-prepare's names")
+    parser.add_argument(
+        "--sentences", type=positive_int, default=100, help="the test set's first N sentences"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument(
+        "--torch-dtype", default="float32", choices=TORCH_DTYPES[1:], help="the weights' dtype"
+    )
     add_old_spelling(parser, "--dtype", "torch_dtype", choices=TORCH_DTYPES[1:])
-    parser.add_argument("--latency", default="low", choices=LATENCY_LEVELS)
+    parser.add_argument("--latency", default="low", choices=LATENCY_LEVELS, help="the level")
     parser.add_argument(
         "--num-beams", type=positive_int, default=5, help="also run (a) with this many beams"
     )
@@ -616,9 +628,17 @@ def bench_parser() -> argparse.ArgumentParser:
         choices=KV_CACHES,
         help="(a) on each backend (default: static dynamic; --streams runs the static one)",
     )
-    parser.add_argument("--schedule", help="waitk:K, or a JSON file from --save-schedule")
+    parser.add_argument(
+        "--schedule",
+        help="waitk:K, or a JSON file from --save-schedule (default: the model's own decisions)",
+    )
     parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
-    parser.add_argument("--copy-megabytes", type=positive_int, default=256)
+    parser.add_argument(
+        "--copy-megabytes",
+        type=positive_int,
+        default=256,
+        help="megabytes copied on the device to measure the weight-bandwidth floor",
+    )
     parser.add_argument("--output", help="append the tables to this Markdown file")
     parser.add_argument(
         "--streams",
@@ -667,12 +687,58 @@ def check_streams_flags(args: argparse.Namespace) -> None:
     static cache (before: silently ignored); resolved to its default otherwise."""
     if args.streams and args.kv_caches:
         raise ValueError("--kv-caches: not with --streams, which runs the static KV cache")
-    if args.streams and max(args.streams) > args.sentences:  # before: its row said so
-        raise ValueError(
-            f"--streams {max(args.streams)}: more streams than the {args.sentences} sentences "
-            f"(--sentences) could ever keep busy"
-        )
     args.kv_caches = args.kv_caches or ["static", "dynamic"]
+
+
+def sentences_decoded(args: argparse.Namespace, loaded: int, schedule) -> int:
+    """How many sentences `load_schedule` gives of `loaded` read from the test set (at most
+    that many, before a tokenizer cuts the units of an unspaced source): a recorded
+    schedule takes its sentences again in turn up to --sentences."""
+    return args.sentences if isinstance(schedule, list) else loaded
+
+
+def check_stream_counts(args: argparse.Namespace, sentences: int) -> None:
+    """Each --streams count has a sentence for every stream: above the `sentences` the
+    benchmark decodes, its row would be labelled with streams that never ran and the KV
+    memory divided among them (before: checked against --sentences, not the sentences the
+    test set has)."""
+    over = [count for count in args.streams or [] if count > sentences]
+    if not over:
+        return
+    counts = " ".join(map(str, over))
+    if sentences == args.sentences:
+        raise ValueError(
+            f"--streams {counts}: more streams than the {sentences} sentences (--sentences) "
+            "could ever keep busy"
+        )
+    raise ValueError(
+        f"--streams {counts}: more streams than the {sentences} sentences to decode could "
+        f"ever keep busy (--sentences {args.sentences}, of which --testset {args.testset} "
+        f"gives {sentences})"
+    )
+
+
+def check_num_beams(args: argparse.Namespace, model, tokenizer, scripted: bool) -> None:
+    """A beam search's first step takes the `max(2, 1 + stop ids) x --num-beams` best
+    tokens of one row (`beam_chunk`'s candidates; a chunk `scripted` by a schedule has no
+    stop id): more than the vocabulary holds is refused once the model is known (before:
+    "selected index k out of range" from the first beam search)."""
+    if args.num_beams == 1:
+        return
+    stops = 0
+    if not scripted:  # the model's own chunks end at its stop ids
+        from east_agent.lm.checkpoint import east_token_ids
+
+        ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
+        stops = len(ids.write_stops)
+    factor = max(2, 1 + stops)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    if factor * args.num_beams > vocab:
+        raise ValueError(
+            f"--num-beams {args.num_beams}: a beam search step takes the {factor} x "
+            f"{args.num_beams} best tokens, more than this model's vocabulary of {vocab}; "
+            f"at most {vocab // factor} beams here"
+        )
 
 
 def check_save_schedule(args: argparse.Namespace) -> None:
@@ -690,8 +756,9 @@ def check_save_schedule(args: argparse.Namespace) -> None:
 
 def check_output_files(args: argparse.Namespace) -> None:
     """`--output` and `--save-schedule` checked before any model loads (their folders made):
-    a path that names a folder, or whose folder cannot be made, is refused, and so is an
-    `--output` the report cannot be appended to (not UTF-8 text)."""
+    a path that names a folder, or whose folder cannot be made or take a new file, is
+    refused, and so is an `--output` the report cannot be appended to (not UTF-8 text, or
+    not open to writing)."""
     for flag, value in (("--output", args.output), ("--save-schedule", args.save_schedule)):
         if not value:
             continue
@@ -709,6 +776,27 @@ def check_output_files(args: argparse.Namespace) -> None:
             raise ValueError(
                 f"{flag} {value}: cannot make its folder {path.parent}: {error.strerror}"
             ) from None
+        check_writable(path, flag, append=flag == "--output")
+
+
+def check_writable(path: Path, flag: str, append: bool = False) -> None:
+    """`path`'s folder takes a new file (the atomic write's temporary, renamed into place):
+    tried for real, a file made there and removed, since permission bits do not stop root
+    and a read-only mount or an immutable folder stops everyone. With `append`, a file
+    already at `path` must open for appending too (`append_atomically` locks it so);
+    opening it changes nothing (before: both found after the whole benchmark)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".check"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{flag} {path}: cannot write in its folder {path.parent}: {error.strerror}"
+        ) from None
+    if append and path.exists():
+        try:
+            open(path, "ab").close()
+        except OSError as error:
+            raise ValueError(f"{flag} {path}: cannot append to it: {error.strerror}") from None
 
 
 def read_schedule(setting: str | None, testset: str | None = None) -> int | Schedule | None:
@@ -867,18 +955,27 @@ def main(argv: list[str] | None = None) -> None:
     # Test set, schedule and output files are checked before the model loads (minutes for 8B).
     pairs, src_lang, tgt_lang = read_testset(args.testset)
     schedule_setting = read_schedule(args.schedule, args.testset)
+    loaded = len(pairs[: args.sentences])  # at most; those without source text are left out
     if not is_unspaced(src_lang):  # its units need no tokenizer
         early = source_sentences(pairs, args.sentences, src_lang, None)
         check_schedule_fits(args.schedule, schedule_setting, early)
+        loaded = len(early)
+    if loaded:  # none is refused as such once the units are known
+        check_stream_counts(args, sentences_decoded(args, loaded, schedule_setting))
     check_save_schedule(args)
     check_output_files(args)  # makes their folders: after every refusal
     model, tokenizer, model_name = load_bench_model(args, parser)
+    # a schedule, given or recorded by the first run of (a), scripts the single-stream
+    # tables' beam search; the streams benchmark's follows the model without --schedule
+    scripted = schedule_setting is not None or not args.streams
+    check_num_beams(args, model, tokenizer, scripted)
     sentences = source_sentences(pairs, args.sentences, src_lang, tokenizer)
     if not sentences:
         raise ValueError(f"--testset {args.testset}: no sentence with any source text")
     check_schedule_fits(args.schedule, schedule_setting, sentences)
     distinct = distinct_sentences(len(sentences), schedule_setting)
     sentences, schedule = load_schedule(args, sentences, schedule_setting)
+    check_stream_counts(args, len(sentences))  # the units an unspaced source has are known now
     progress(f"{model_name} ready, {len(sentences)} sentences", started)
     if args.streams:
         header = run_header(args, model, model_name, len(sentences), device, "", distinct)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from east_agent.common.arguments import folder_path, positive_int
+from east_agent.common.arguments import DefaultsHelpFormatter, folder_path, positive_int
 from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import LATENCY_LEVELS
@@ -30,15 +30,6 @@ from east_agent.lm.checkpoint import TORCH_DTYPES
 # The repository's copy (the package is installed in editable mode from the checkout).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"
 DEMO_OUTPUTS = "outputs/east-demo"
-
-
-class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default, but not a `None` (a flag whose absence says it all)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
 
 
 @command_line("east-demo")

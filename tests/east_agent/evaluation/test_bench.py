@@ -2,6 +2,10 @@
 
 import importlib.resources
 import json
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -184,6 +188,13 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         (["--streams", "2", "--kv-caches", "dynamic"], "--kv-caches: not with --streams"),
         # before: a row labelled 8 streams, of which 3 ever ran
         (["--streams", "1", "8", "--sentences", "3"], "--streams 8: more streams than the 3"),
+        # before: checked against --sentences, and a row labelled 1100 streams on the
+        # 1,000 sentences of Multi30k's test split, its KV memory divided by 1100
+        (
+            ["--streams", "1", "1100", "--sentences", "1200"],
+            "--streams 1100: more streams than the 1000 sentences to decode could ever keep "
+            "busy (--sentences 1200, of which --testset multi30k.de-en gives 1000)\n",
+        ),
     ],
 )
 def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, message):
@@ -358,3 +369,134 @@ def test_a_schedule_its_sentences_cannot_follow_is_refused_before_the_model_load
         main(["--model-path", "nowhere", "--schedule", str(path), "--sentences", "2"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"east-bench: --schedule {path}: {message}\n"
+
+
+@contextmanager
+def unwritable(path: Path):
+    """`path` (a folder or a file) that takes no write: read-only, or immutable for root,
+    whom permission bits do not stop (skipped where `chattr +i` cannot be set)."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(0o500 if path.is_dir() else 0o400)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    chattr = shutil.which("chattr")
+    if chattr is None or subprocess.run([chattr, "+i", str(path)], capture_output=True).returncode:
+        pytest.skip("root, and no immutable file here (chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run([chattr, "-i", str(path)], check=True)
+
+
+@pytest.mark.parametrize("flag", ["--output", "--save-schedule"])
+def test_an_output_folder_that_takes_no_file_is_refused_before_the_model_loads(
+    tmp_path, monkeypatch, capsys, flag
+):
+    """Before: the folder was made, not tried, and the write failed after the whole run."""
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    followed = [] if flag == "--save-schedule" else ["--schedule", "waitk:2"]
+    with unwritable(folder), pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", *followed, flag, str(folder / "x.md")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    said = f"east-bench: {flag} {folder / 'x.md'}: cannot write in its folder {folder}: "
+    assert error.startswith(said) and error.count("\n") == 1
+    assert list(folder.iterdir()) == []
+
+
+def test_an_output_file_that_takes_no_append_is_refused_before_the_model_loads(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    output = tmp_path / "results.md"
+    output.write_text("# Results\n")
+    with unwritable(output), pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", "--schedule", "waitk:2", "--output", str(output)])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"east-bench: --output {output}: cannot append to it: ")
+    assert error.count("\n") == 1
+    assert output.read_text() == "# Results\n"
+
+
+def test_streams_are_counted_against_the_sentences_decoded():
+    """A recorded schedule takes its sentences again in turn up to --sentences; otherwise
+    the test set's sentences are what there is."""
+    args = bench.bench_parser().parse_args(["--model-path", "m", "--sentences", "1200"])
+    assert bench.sentences_decoded(args, 1000, None) == 1000
+    assert bench.sentences_decoded(args, 1000, 2) == 1000  # waitk:2
+    assert bench.sentences_decoded(args, 1000, [[(1, 2)]]) == 1200
+    args.streams = [1, 1000]
+    bench.check_stream_counts(args, 1000)
+    with pytest.raises(ValueError, match="--streams 1000: more streams than the 999 "):
+        bench.check_stream_counts(args, 999)
+
+
+@pytest.fixture(scope="module")
+def demo_model():
+    from east_agent.lm.checkpoint import load_east_checkpoint
+
+    return load_east_checkpoint(DEMO_MODEL, torch_dtype="float32", device="cpu")
+
+
+@pytest.mark.parametrize("scripted", [True, False])
+def test_beams_are_refused_where_their_candidates_outnumber_the_vocabulary(demo_model, scripted):
+    """The bound is the beam search's own: at the most beams allowed, the candidates of its
+    first step (one row) are taken; one beam more is refused."""
+    from east_agent.decoding.streaming import BeamStep, beam_choices
+    from east_agent.lm.checkpoint import east_token_ids
+
+    model, tokenizer = demo_model
+    vocab = model.get_output_embeddings().weight.shape[0]  # 8,002
+    ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
+    stops = () if scripted else ids.write_stops
+    factor = max(2, 1 + len(stops))
+    most = vocab // factor
+    args = bench.bench_parser().parse_args(["--model-path", "m", "--num-beams", str(most)])
+    bench.check_num_beams(args, model, tokenizer, scripted)
+    mask = torch.zeros(vocab, dtype=torch.bool)
+    step = BeamStep((0.0,), factor * most, most, mask, stops, at_max_length=False)
+    (choices,) = beam_choices(torch.randn(1, vocab), [step])
+    assert len(choices.keep) == most
+    more = BeamStep((0.0,), factor * (most + 1), most + 1, mask, stops, at_max_length=False)
+    with pytest.raises(RuntimeError, match="selected index k out of range"):
+        beam_choices(torch.randn(1, vocab), [more])
+    args.num_beams = most + 1
+    with pytest.raises(ValueError, match=f"at most {most} beams here"):
+        bench.check_num_beams(args, model, tokenizer, scripted)
+
+
+def test_too_many_beams_are_refused_before_any_decoding(monkeypatch, capsys):
+    """Before: "selected index k out of range" from the first beam search."""
+    monkeypatch.setattr(bench, "decoder_runs", lambda *a: pytest.fail("decoded"))
+    with pytest.raises(SystemExit) as exit_info:
+        main([
+            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--sentences", "2",
+            "--num-beams", "100000",
+        ])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "east-bench: --num-beams 100000: a beam search step takes the 2 x 100000 best "
+        "tokens, more than this model's vocabulary of 8002; at most 4001 beams here\n"
+    )
+
+
+def test_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    shown = " ".join(capsys.readouterr().out.split())  # the help's lines joined
+    for flag in (
+        "--sentences SENTENCES the test set's first N sentences (default: 100)",
+        "--num-beams NUM_BEAMS also run (a) with this many beams (default: 5)",
+        "(default: multi30k.de-en)", "(default: cpu)", "(default: float32)",
+        "(default: low)", "(default: 256)",
+    ):  # fmt: skip
+        assert flag in shown
+    assert "(default: None)" not in shown

@@ -270,12 +270,15 @@ def main(argv: list[str] | None = None) -> None:
             f"--tokenizer: {args.testset}'s source is split into the checkpoint's token "
             "groups; name the checkpoint (--tokenizer models/EAST-8B)"
         )
-    tokenizer = None
+    tokenizer = split_by = None
     if args.tokenizer:
+        from east_agent.evaluation.runs import model_setting
         from east_agent.lm.checkpoint import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)
-    prepared = prepare_testset(args.testset, args.output, tokenizer)
+        if split_by_tokenizer(args.testset):  # recorded as a grid records it (before: not)
+            split_by = model_setting(args.tokenizer)
+    prepared = prepare_testset(args.testset, args.output, tokenizer, split_by)
     unit = "talks" if longform.parse_name(prepared.name)[1] else "sentences"
     print(f"{prepared.sentences} {unit}: {prepared.source} {prepared.reference}")
 

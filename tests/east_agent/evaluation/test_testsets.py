@@ -290,3 +290,25 @@ def test_east_prepare_into_a_link_to_nothing_is_one_line(tmp_path, capsys):
         f"east-prepare: --output {tmp_path / 'link' / 'sub'}: {tmp_path / 'link'} is a link "
         f"to nothing ({tmp_path / 'gone'})\n"
     )
+
+
+def test_east_prepare_records_the_checkpoint_that_split_the_units(east_checkpoint, tmp_path):
+    """A Chinese set prepared by hand is the grid's of that checkpoint (before: recorded
+    by none, so a grid prepared it again, or, with runs there, refused it)."""
+    import json
+
+    from east_agent.evaluation.config import EvalConfig
+    from east_agent.evaluation.grid import prepare
+    from east_agent.evaluation.runs import model_setting
+    from east_agent.evaluation.testsets import main
+
+    folder = tmp_path / "out" / "testset"
+    main(["wmt22.zh-en", "--output", str(folder), "--tokenizer", str(east_checkpoint)])
+    recorded = json.loads((folder / "testset.json").read_text())
+    assert recorded["units_split_by"] == model_setting(str(east_checkpoint))
+    written = (folder / "source.txt").stat().st_mtime_ns
+    config = EvalConfig(Path("g.yaml"), "wmt22.zh-en", str(east_checkpoint), tmp_path / "out", {})
+    prepare(config)
+    assert (folder / "source.txt").stat().st_mtime_ns == written  # taken as it is
+    main(["wmt22.de-en", "--output", str(folder), "--tokenizer", str(east_checkpoint)])
+    assert "units_split_by" not in json.loads((folder / "testset.json").read_text())

@@ -86,9 +86,11 @@ def share_prompt(decoder: StreamingDecoder) -> None:
     it once per step where the backend can)."""
     for stream in decoder.streams:
         stream.rewind_to_prompt()
-    if len(decoder.streams) == 1:
-        return  # one stream feeds its prompt with its first unit, as always
     lm, prompt = decoder.lm, decoder.prompt_ids
+    if len(decoder.streams) == 1 or len(prompt) >= lm.max_length:
+        # one stream feeds its prompt with its first unit, as always; a prompt the context
+        # cannot hold is not fed here, so that each sentence fails alone, as in sequence
+        return
     homes = [stream.home for stream in decoder.streams]
     source = next((home for home in homes if lm.length(home) == len(prompt)), None)
     if source is None:

@@ -147,7 +147,8 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         self.head, self.tail = self.fixed_prompt(tokenizer, config)
         self.start_streams(model, self.head)
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
-        self.suppress = self.mask([tokenizer.bos_token_id] if tokenizer.bos_token_id else [])
+        bos = tokenizer.bos_token_id  # 0 is an id (the demo model's): before, taken for none
+        self.suppress = self.mask([] if bos is None else [bos])
         self.boundary = WordBoundary(
             tokenizer, self.characters, config.tgt_lang in UNSPACED_LANGUAGES
         )

@@ -322,3 +322,15 @@ def test_east_waitk_keeps_a_word_that_ends_in_u_fffd_before_its_cap(east_tokeniz
     step = decoder.push_unit("Ein")
     assert step.chunk_ids == [article, lead] and step.chunk == " a\ufffd"
     assert decoder.counters.characters_cut == 0
+
+
+def test_offline_waitk_suppresses_a_bos_token_of_id_0(east_model, east_tokenizer):
+    """The demo model's tokenizer has its BOS at id 0: before, `if bos_token_id` took it
+    for none, and offline wait-k could write it."""
+    import copy
+
+    tokenizer = copy.deepcopy(east_tokenizer)
+    tokenizer.bos_token = tokenizer.convert_ids_to_tokens(0)
+    assert tokenizer.bos_token_id == 0
+    decoder = OfflineWaitkDecoder(east_model, tokenizer, WaitkConfig("de", "en", 2))
+    assert decoder.suppress.nonzero()[:, 0].tolist() == [0]

@@ -152,9 +152,7 @@ def test_a_sentence_too_long_fails_alone(east_model, east_tokenizer):
         assert record(outcomes[index].translation) == record(sequential.translate(sentences[index]))
 
 
-def test_a_context_the_prompt_does_not_fit_in_fails_each_sentence_alone(
-    east_model, east_tokenizer
-):
+def test_a_context_the_prompt_does_not_fit_in_fails_each_sentence_alone(east_model, east_tokenizer):
     """Before: the prompt fed once for all streams overflowed the static cache, and the
     whole batch ended in a ValueError (in sequence each sentence fails on its own)."""
     config = DecoderConfig("de", "en", "low", max_context=20, kv_cache="static")

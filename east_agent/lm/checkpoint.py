@@ -182,11 +182,15 @@ def from_pretrained_here_or_hub(loader, model_path: str | Path, **kwargs):
 
 @contextmanager
 def loading(
-    folder: str | Path, where: str, also: tuple[type[Exception], ...] = ()
+    folder: str | Path,
+    where: str,
+    also: tuple[type[Exception], ...] = (),
+    part: str | None = None,
 ) -> Iterator[None]:
-    """A load of `folder` whose failure is told in one line naming `where` and `folder`
-    (`also`: the loader's own errors of a bad folder, besides a missing or corrupt file:
-    a weights file cut off is a SafetensorError traceback otherwise)."""
+    """A load of `folder` (or of its `part`: `config.json`, `its tokenizer`) whose failure
+    is told in one line naming `where` and `folder` (`also`: the loader's own errors of a
+    bad folder, besides a missing or corrupt file: a weights file cut off is a
+    SafetensorError traceback otherwise)."""
     from safetensors import SafetensorError
 
     try:
@@ -194,11 +198,30 @@ def loading(
     except CheckpointError as error:
         raise ValueError(f"{where}: {error}") from None
     except (OSError, ValueError, SafetensorError, *also) as error:
-        first = (str(error).strip().splitlines() or [""])[0]
+        first = (str(error).strip().splitlines() or [""])[0].strip()
+        what = f"{part} cannot be loaded" if part else "cannot be loaded"
         raise ValueError(
-            f"{where} {folder}: cannot be loaded ({type(error).__name__}: {first}); "
+            f"{where} {folder}: {what} ({type(error).__name__}: {first}); "
             "an incomplete or corrupt model folder?"
         ) from error
+
+
+def check_config(
+    model_path: str | Path,
+    where: str,
+    trust_remote_code: bool = False,
+    shown: str | Path | None = None,
+) -> None:
+    """A local checkpoint's `config.json` read as transformers reads it, first of all its
+    files (not JSON, a model type it does not know): refused in one line naming `where`
+    and the folder (`shown`: as named; before: a transformers traceback). A hub id, or a
+    path that is no checkpoint folder, is left to `check_model_path` and the load."""
+    if is_hub_id(model_path) or not (Path(model_path) / "config.json").is_file():
+        return
+    from transformers import AutoConfig
+
+    with loading(shown or model_path, where, part="config.json"):
+        AutoConfig.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
 
 
 def load_tokenizer(model_path: str | Path, trust_remote_code: bool = False):
@@ -250,6 +273,43 @@ def check_weights(folder: str | Path, where: str, names: tuple[str, ...] = MODEL
             f"{where} {folder}: no weights file ({' or '.join(names)}): an unfinished or "
             "incomplete model folder"
         )
+
+
+def check_weights_readable(
+    folder: str | Path, where: str, names: tuple[str, ...] = MODEL_WEIGHTS
+) -> None:
+    """Each safetensors file a load of the local `folder` reads (the first of `names`
+    there, or every shard its index names) must read: its header, and a length that covers
+    the tensors the header lists. A file cut short (a copy or download stopped part-way), a
+    shard missing, or no safetensors file at all is refused in one line naming `where`,
+    the folder and the file, reading the headers only (no weights load); a torch pickle
+    (`.bin`) is read by the load alone."""
+    from safetensors import safe_open
+
+    if is_hub_id(folder) or not Path(folder).is_dir():
+        return
+    for name in names:
+        path = Path(folder) / name
+        if not path.is_file():
+            continue
+        if name.endswith(".safetensors"):
+            files = [path]
+        elif name.endswith(".safetensors.index.json"):
+            with loading(folder, where, part=name):
+                index = json.loads(path.read_text(encoding="utf-8"))
+                shards = index.get("weight_map") if isinstance(index, dict) else None
+                if not isinstance(shards, dict) or not all(
+                    isinstance(shard, str) for shard in shards.values()
+                ):
+                    raise ValueError("no weight_map of tensor names to files")
+            files = [Path(folder) / shard for shard in sorted(set(shards.values()))]
+        else:
+            return
+        for file in files:
+            with loading(folder, where, part=file.name):
+                with safe_open(str(file), framework="pt"):
+                    pass
+        return
 
 
 def check_adapter_path(adapter_path: str | Path | None) -> None:

@@ -340,3 +340,26 @@ class StreamingAgent(TextToTextAgent):
         if hasattr(segment, "tgt_lang") and not isinstance(segment.tgt_lang, (str, type(None))):
             segment.tgt_lang = self.config.tgt_lang
         return segment
+
+
+def check_checkpoint(chosen, args: argparse.Namespace, decoding, shown: str | None = None) -> None:
+    """What a run of the agent class `chosen` reads of its checkpoint before the weights,
+    read now: its `config.json` as transformers reads it, its tokenizer (loaded once,
+    cached for the run's own checks), the EAST tokens (for an EAST prompt) and the chat
+    template its prompt is rendered with; each refused in one line naming --model-path's
+    folder (`shown`: as named; before: a traceback, or a failure once the weights had
+    loaded)."""
+    from jinja2 import TemplateError
+
+    from east_agent.lm.checkpoint import check_config, east_token_ids, loading
+
+    shown = shown or str(args.model_path)
+    check_config(args.model_path, "--model-path", args.trust_remote_code, shown)
+    with loading(shown, "--model-path", part="its tokenizer"):
+        tokenizer = checkpoint_tokenizer(args)()
+    try:
+        if getattr(decoding, "prompt", "east") == "east":  # an offline wait-k prompt: none
+            east_token_ids(tokenizer)
+        chosen.fixed_prompt(tokenizer, decoding)  # its chat template
+    except (ValueError, TemplateError) as error:
+        raise ValueError(f"--model-path {shown}: {error}") from None

@@ -457,7 +457,11 @@ def listening_sockets(remote_address: str, remote_port) -> list:
     or one out of range, is refused at once, in one line."""
     from tornado.netutil import bind_sockets
 
-    address, port = bind_address(remote_address), int(remote_port)
+    address = bind_address(remote_address)
+    try:  # SimulEval's flag takes any text
+        port = int(remote_port)
+    except ValueError:
+        raise ValueError(f"--remote-port {remote_port}: not a port number (1 to 65535)") from None
     if not 1 <= port <= 65535:
         raise ValueError(f"--remote-port {port}: a port is 1 to 65535")
     try:

@@ -86,8 +86,11 @@ def main() -> None:
             "--remote-eval: SimulEval's remote evaluation fails on this SimulEval (after "
             "asking the server); evaluate a served system with east-remote-eval"
         )
+    if batch_size > 1 and _given("--system-dir") and not {"--score-only", "--standalone"} & {*rest}:
+        raise ValueError(BATCHED_SYSTEM_DIR)  # before the folder is read
     if _given("--system-dir") and "--score-only" not in rest:
         _check_one_system(rest)
+        _check_system_dir(rest)
     batch_size_given = _given("--batch-size")
     sys.argv = [sys.argv[0], *rest]
     if "--score-only" in rest:
@@ -183,6 +186,7 @@ def _settings_and_check(
     `--agent-class`) or of a `--system-dir` of this package's agents (None for another
     agent's folder, or `--remote-eval`), and the checks that read its checkpoint, to run
     once the folder is held, before it changes."""
+    from east_agent.lm.checkpoint import check_config
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS, translation_settings
@@ -204,9 +208,22 @@ def _settings_and_check(
                 setattr(args, name, str(folder / value))
     check = None
     if issubclass(agent_class, StreamingAgent):
+        # the config first: --max-context reads it (before: a transformers traceback)
+        check_config(args.model_path, "--model-path", args.trust_remote_code)
         config = agent_class.checked_config(args)  # a bad flag: before the folder changes
-        check = partial(agent_class.check_with_tokenizer, args, config)
+        check = partial(_check_with_tokenizer, agent_class, args, config)
     return translation_settings(agent_class, args), check
+
+
+def _check_with_tokenizer(agent_class, args: argparse.Namespace, config) -> None:
+    """What the run reads of its checkpoint before the weights (its tokenizer, EAST tokens
+    and chat template, each refused in one line naming the folder; before: a tokenizer's
+    error of several lines, or a chat template missing found once the weights had loaded),
+    then the agent's checks with the tokenizer."""
+    from east_agent.simuleval_glue.adapter import check_checkpoint
+
+    check_checkpoint(agent_class, args, config)
+    agent_class.check_with_tokenizer(args, config)
 
 
 def _check_one_system(argv: list[str]) -> None:
@@ -235,6 +252,82 @@ def _check_one_system(argv: list[str]) -> None:
             "server (the agent's flags are the folder's main.yaml: package it again to change "
             "them)"
         )
+
+
+def _check_system_dir(argv: list[str]) -> None:
+    """A `--system-dir` SimulEval can build, its `main.yaml` read as the server reads it,
+    before anything loads: a folder that is not there or holds no config (before: an
+    errno message), a config that is no YAML mapping with an `agent_class`, a key that is
+    no flag of SimulEval's, its scorers' or the agent's (a typo: SimulEval leaves it unread,
+    so `latncy: high` ran at the default latency, exit 0, where the server refuses it), a
+    `false` (SimulEval gives every YAML boolean as its bare flag: `document_level: false`
+    ran document-level), a model or adapter link that leads nowhere (the model moved)."""
+    import difflib
+
+    import yaml
+    from simuleval import options
+    from simuleval.utils.arguments import check_argument
+
+    from east_agent.simuleval_glue.batch import add_batch_arg
+    from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS
+    from east_agent.simuleval_glue.scoring import scoring_parser
+
+    folder, name = Path(check_argument("system_dir")), check_argument("system_config")
+    if not folder.is_dir():
+        kind = "a file, not a folder" if folder.exists() else "no such folder"
+        raise ValueError(f"--system-dir {folder}: {kind}")
+    main_yaml = folder / name
+    if not main_yaml.is_file():
+        raise ValueError(
+            f"--system-dir {folder}: no {name} in it, so no submission folder "
+            "(east-package-system writes one)"
+        )
+    try:
+        config = yaml.safe_load(main_yaml.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise ValueError(f"{main_yaml}: not YAML ({type(error).__name__}: {first})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("agent_class"), str):
+        raise ValueError(
+            f"{main_yaml}: no agent_class (a mapping of SimulEval's and the agent's flags, "
+            "agent_class: the agent's module.Class)"
+        )
+    try:
+        agent_class = _system_dir_class()
+    except (ImportError, AttributeError) as error:
+        raise ValueError(
+            f"{main_yaml}: agent_class {config['agent_class']}: cannot be imported "
+            f"({type(error).__name__}: {error})"
+        ) from None
+    with_flags = _with_system_dir_flags(argv)
+    parser = scoring_parser(with_flags)  # SimulEval's, its scorers' and the dataloader's
+    options.add_slurm_args(parser)
+    agent_class.add_args(parser)
+    add_batch_arg(parser)  # the parser of the folder's run, as the server's
+    known = {option for option in parser._option_string_actions if option.startswith("--")}
+    for key, value in config.items():
+        option = "--" + str(key).replace("_", "-")
+        if option not in known:
+            close = difflib.get_close_matches(option, sorted(known), n=1)
+            hint = f" (did you mean {close[0][2:].replace('-', '_')}?)" if close else ""
+            raise ValueError(
+                f"{main_yaml}: {key}: no flag of SimulEval's, its scorers' or the "
+                f"{agent_class.__name__} agent's{hint}: SimulEval leaves such a key unread, "
+                "the flag's default in its place; correct or remove it"
+            )
+        if value is False:
+            raise ValueError(
+                f"{main_yaml}: {key}: false: SimulEval gives every YAML boolean as its bare "
+                f"flag, false too ({option} would be on); remove the line to leave it off"
+            )
+    for key in MODEL_FOLDERS & {*config}:
+        path = folder / str(config[key])
+        if path.is_symlink() and not path.exists():
+            raise ValueError(
+                f"--system-dir {folder}: {key}: {config[key]} is a broken link, to "
+                f"{os.readlink(path)}, which is not there (the model moved or was removed); "
+                "package the submission again (--copy-model: a folder that holds its model)"
+            )
 
 
 def _agent_class():
@@ -340,6 +433,15 @@ def _enter_system_dir(argv: list[str]) -> list[str]:
     return with_flags
 
 
+BATCHED_SYSTEM_DIR = (
+    "--batch-size above 1 with --system-dir: a batched run builds the agent of --agent or "
+    "--agent-class from the command line's flags, not a folder's from its main.yaml; drop "
+    "--batch-size (SimulEval's loop runs the folder one sentence at a time), or run its "
+    "agent batched with main.yaml's flags given as flags (--agent-class CLASS --model-path "
+    "DIR/model ...)"
+)
+
+
 def _run_batched(argv: list[str], batch_size: int) -> None:
     from simuleval.utils.agent import get_agent_class
 
@@ -347,7 +449,9 @@ def _run_batched(argv: list[str], batch_size: int) -> None:
     from east_agent.simuleval_glue.batch import parse_args, run_batched
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
-    for flag in given_flags(argv, ("--standalone", "--remote-eval", "--system-dir", "--slurm")):
+    if given_flags(argv, ("--system-dir",)):
+        raise ValueError(BATCHED_SYSTEM_DIR)
+    for flag in given_flags(argv, ("--standalone", "--remote-eval", "--slurm")):
         raise ValueError(f"--batch-size above 1 evaluates locally; drop {flag}")
     from east_agent.simuleval_glue.adapter import StreamingAgent
 

@@ -23,9 +23,24 @@ CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 
 
 def server_url(address: str, port) -> str:
-    """The base URL of a server at `address` (a name, IPv4 or IPv6 literal) and `port`."""
+    """The base URL of a server at `address` (a name, IPv4 or IPv6 literal) and `port`;
+    a URL or `host:port` given as the address, or a port that is no number, is refused in
+    one line, before any request (before: `http://[http://127.0.0.1]:PORT`, where nothing
+    answered; SimulEval's own client takes no URL either: `http://http://...`)."""
+    if "/" in address or "@" in address or address.count(":") == 1:  # IPv6: two or more
+        what = "a URL" if "/" in address or "@" in address else "a host and port"
+        raise ValueError(
+            f"--remote-address {address}: a host name or IP address, not {what} (the port "
+            "is --remote-port's: --remote-address 127.0.0.1 --remote-port 12321)"
+        )
+    try:
+        number = int(str(port))
+    except ValueError:
+        number = 0
+    if not 1 <= number <= 65535:
+        raise ValueError(f"--remote-port {port}: not a port number (1 to 65535)")
     host = f"[{address}]" if ":" in address and not address.startswith("[") else address
-    return f"http://{host}:{port}"
+    return f"http://{host}:{number}"
 
 
 def close(session, base_url: str) -> None:

@@ -7,7 +7,8 @@ writes
 
     submission/
       main.yaml   agent_class + the agent's flags (model_path: model)
-      model/      the checkpoint (a symbolic link, or a copy with --copy-model)
+      model/      the checkpoint (a symbolic link, or with --copy-model a copy of the
+                  files transformers loads from its top level: no subfolder, model card, plot)
       adapter/    with adapter_path=DIR: that LoRA adapter, linked or copied the same
                   way (adapter_path: adapter)
 
@@ -18,9 +19,11 @@ bare flag, `false` included, and splits values on spaces; this command checks th
 against the agent's own parser, leaves out false booleans and refuses values with spaces.
 The model is --model-path's (a `model_path=` flag is refused), a `device=` must be one
 torch knows (this machine need not have it), and an adapter must be a peft adapter; the
-model and adapter must hold their weights, and the flags are checked against the model as
-the system's run will check them (its positions, its prompt's length). The folder is new:
-one there already, or one that appears while the model is copied, is never replaced.
+model and adapter must hold their weights (safetensors headers read, no weights loaded),
+the model's config.json, tokenizer, EAST tokens and chat template must load as the run
+loads them, and the flags are checked against the model as the system's run will check
+them (its positions, its prompt's length). The folder is new: one there already, or one
+that appears while the model is copied, is never replaced.
 """
 
 from __future__ import annotations
@@ -38,12 +41,14 @@ import yaml
 from east_agent.common.arguments import checked_device
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
+from east_agent.common.fingerprint import MODEL_FILE_SUFFIXES
 from east_agent.lm.checkpoint import (
     ADAPTER_WEIGHTS,
     CheckpointError,
     check_adapter_path,
     check_model_path,
     check_weights,
+    check_weights_readable,
     is_hub_id,
 )
 
@@ -158,15 +163,28 @@ def adapter_folder(flags: dict[str, object]) -> Path | None:
     except CheckpointError as error:
         raise CheckpointError(f"adapter_path={flags['adapter_path']}: {error}") from None
     check_weights(path, "adapter_path", ADAPTER_WEIGHTS)
+    check_weights_readable(path, "adapter_path", ADAPTER_WEIGHTS)
     return path
 
 
-def package_folder(source: Path, target: Path, copy: bool) -> None:
-    """`source` at `target`: a copy, or a symbolic link to it."""
-    if copy:
-        shutil.copytree(source, target)
-    else:
+def package_folder(source: Path, target: Path, copy: bool) -> list[str]:
+    """`source` at `target`: a symbolic link to it, or a folder of copies of what
+    transformers and peft load from it (`MODEL_FILE_SUFFIXES`: files at its top level,
+    a link to a file copied as that file); never a subfolder or a link to one (a
+    submission packaged inside the model folder, `checkpoint-*/`), nor a model card, a
+    plot, a hidden file. The names left out (a folder's with a `/`)."""
+    if not copy:
         os.symlink(source, target, target_is_directory=True)
+        return []
+    target.mkdir()
+    left_out = []
+    for path in sorted(source.iterdir()):
+        loaded = not path.name.startswith(".") and path.suffix in MODEL_FILE_SUFFIXES
+        if loaded and path.is_file():
+            shutil.copyfile(path, target / path.name)
+        else:
+            left_out.append(path.name + ("/" if path.is_dir() else ""))
+    return left_out
 
 
 def write_system_dir(
@@ -187,25 +205,34 @@ def write_system_dir(
         )
     check_model_path(model_path)  # not there, a file, or no config.json: each named
     check_weights(model_path, "--model-path")
-    model_path = Path(model_path).resolve()
+    check_weights_readable(model_path, "--model-path")  # headers only, not the weights
+    given, model_path = str(model_path), Path(model_path).resolve()
     adapter = adapter_folder(flags)
     if copy_model:
         check_outside(output, [model_path, adapter])
     packaged = {**flags, "adapter_path": "adapter"} if adapter is not None else flags
     config = system_config(agent, packaged)  # resolved inside the folder
-    check_with_model(agent, config, model_path, adapter)
+    check_with_model(agent, config, model_path, adapter, given)
+    packaged_folders = {"model": model_path, "adapter": adapter}
+    left_out = {}
     try:
         with atomic_path(output, new=True) as temporary:
             temporary.mkdir(parents=True)
-            package_folder(model_path, temporary / "model", copy_model)
-            if adapter is not None:
-                package_folder(adapter, temporary / "adapter", copy_model)
+            for name, source in packaged_folders.items():
+                if source is not None:
+                    left_out[name] = package_folder(source, temporary / name, copy_model)
             (temporary / "main.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     except FileExistsError:
         raise FileExistsError(
             f"{output} appeared while this command wrote the submission; nothing replaced, "
             "choose a new folder"
         ) from None
+    for name, names in left_out.items():
+        if names:  # None: a stand-in that says nothing
+            print(
+                f"{output / name}: a copy of {packaged_folders[name]} without "
+                f"{', '.join(names)} (no file transformers or peft loads)"
+            )
     return output
 
 
@@ -228,12 +255,17 @@ def check_outside(output: Path, folders: list[Path | None]) -> None:
 
 
 def check_with_model(
-    agent: str, config: dict[str, object], model_path: Path, adapter: Path | None
+    agent: str,
+    config: dict[str, object],
+    model_path: Path,
+    adapter: Path | None,
+    given: str | None = None,
 ) -> None:
-    """What the packaged system checks of its flags against its model when it runs (a
-    --max-context the model holds and the prompt leaves room in, a long-form cache
-    budget), checked now: refused here, not by the evaluator's run."""
-    from east_agent.simuleval_glue.adapter import check_max_context
+    """What the packaged system reads of its model before the weights (`check_checkpoint`)
+    and checks of its flags against it when it runs (a --max-context the model holds and
+    the prompt leaves room in, a long-form cache budget), checked now: refused here, not
+    by the evaluator's run; `given`: the model folder as named (in the messages)."""
+    from east_agent.simuleval_glue.adapter import check_checkpoint, check_max_context
 
     settings = without_paths(config)
     if adapter is not None:
@@ -241,6 +273,7 @@ def check_with_model(
     args = agent_parser(agent).parse_args(flag_arguments(settings, model_path=model_path))
     chosen = agent_class(agent)
     decoding = chosen.decoding_config(args)
+    check_checkpoint(chosen, args, decoding, given)
     check_max_context(args, decoding.max_context)
     chosen.check_with_tokenizer(args, decoding)
 
@@ -261,7 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-path", required=True)
     parser.add_argument("--agent", default="east", choices=sorted(AGENT_CLASSES))
     parser.add_argument(
-        "--copy-model", action="store_true", help="copy the model (and adapter) instead of linking"
+        "--copy-model",
+        action="store_true",
+        help="copy the model (and adapter) instead of linking: the files transformers and "
+        "peft load from the folder's top level, no subfolder",
     )
     parser.add_argument("flags", nargs="*", type=parse_flag, help="agent flags: key=value")
     args = parser.parse_intermixed_args(argv)  # key=value after the options too

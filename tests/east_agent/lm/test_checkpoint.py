@@ -118,3 +118,36 @@ def test_a_weights_file_cut_off_is_one_line_naming_the_folder(east_checkpoint, t
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=f"--model-path {cut}: cannot be loaded \\(Safetensor"):
         load_east_checkpoint(cut)
+
+
+def test_a_folders_config_and_weights_headers_are_read_without_loading(east_checkpoint, tmp_path):
+    """What east-package-system reads of a model folder (no weights load): each
+    safetensors file a load reads, a sharded checkpoint's shards too, and its config."""
+    import json
+    import re
+    import shutil
+
+    from east_agent.lm.checkpoint import check_config, check_weights_readable
+
+    check_weights_readable(east_checkpoint, "--model-path")
+    check_config(east_checkpoint, "--model-path")
+    sharded = tmp_path / "sharded"
+    shutil.copytree(east_checkpoint, sharded)
+    first, second = (f"model-0000{n}-of-00002.safetensors" for n in (1, 2))
+    (sharded / "model.safetensors").rename(sharded / first)
+    index = {"metadata": {}, "weight_map": {"a.weight": first, "b.weight": second}}
+    (sharded / "model.safetensors.index.json").write_text(json.dumps(index))
+    said = f"--model-path {sharded}: {second} cannot be loaded (FileNotFoundError"
+    with pytest.raises(ValueError, match=re.escape(said)):
+        check_weights_readable(sharded, "--model-path")
+    shutil.copyfile(sharded / first, sharded / second)
+    check_weights_readable(sharded, "--model-path")
+    cut = sharded / second
+    cut.write_bytes(cut.read_bytes()[:-8])
+    said = f"--model-path {sharded}: {second} cannot be loaded (SafetensorError: Error while "
+    with pytest.raises(ValueError, match=re.escape(said)):
+        check_weights_readable(sharded, "--model-path")
+    (sharded / "config.json").write_text("{not json")
+    said = f"--model-path {sharded}: config.json cannot be loaded (OSError: It looks like"
+    with pytest.raises(ValueError, match=re.escape(said)):
+        check_config(sharded, "--model-path")

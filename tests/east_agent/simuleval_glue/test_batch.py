@@ -552,7 +552,10 @@ def test_batch_size_with_a_system_dir_is_refused_in_one_line(test_set, tmp_path,
         "--output", tmp_path / "out", "--batch-size", 4, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
-    assert "--batch-size above 1 evaluates locally; drop --system-dir" in result.stderr
+    assert (
+        "--batch-size above 1 with --system-dir: a batched run builds the agent of --agent"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 

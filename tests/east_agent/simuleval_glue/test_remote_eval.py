@@ -428,6 +428,31 @@ def test_no_server_is_one_line_before_the_folder_changes(test_set, tmp_path):
     assert (output / "instances.log").read_text() == '{"index": 0}\n'
 
 
+@pytest.mark.parametrize(
+    "address, port, said",
+    [
+        ("http://127.0.0.1", 12321, "--remote-address http://127.0.0.1: a host name or IP "
+         "address, not a URL (the port is --remote-port's"),
+        ("127.0.0.1:12321", 12321, "--remote-address 127.0.0.1:12321: a host name or IP "
+         "address, not a host and port"),
+        ("127.0.0.1", "abc", "--remote-port abc: not a port number (1 to 65535)"),
+    ],
+)  # fmt: skip
+def test_an_address_or_port_that_is_none_is_refused_before_the_folder_changes(
+    test_set, tmp_path, address, port, said
+):
+    """Before: "no system answers at http://[http://127.0.0.1]:12321" (taken for an IPv6
+    literal, after asking), and a port `abc` asked for too."""
+    output = tmp_path / "out"
+    result = subprocess.run(
+        client_command(port, test_set, output, address=address),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"east-remote-eval: {said}" in result.stderr and "Traceback" not in result.stderr
+    assert not output.exists()
+
+
 @pytest.fixture
 def answering_port():
     """A server on 127.0.0.1 that answers every GET with nothing (as SimulEval's does

@@ -196,6 +196,14 @@ def test_the_server_refuses_a_device_it_lacks_before_loading(tmp_path):
     assert "Traceback" not in refused.stderr
 
 
+def test_the_server_names_a_port_that_is_no_number(tmp_path):
+    """Before: "invalid literal for int() with base 10: 'abc'", no flag named."""
+    refused = server_refusal(tmp_path, "--remote-port", "abc")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "east-simuleval: --remote-port abc: not a port number (1 to 65535)" in refused.stderr
+    assert "never-loaded" not in refused.stderr and "Traceback" not in refused.stderr
+
+
 def remote_eval_command(port, test_set, output, *extra):
     return [
         console_script("east-remote-eval"),
@@ -401,8 +409,6 @@ def test_a_system_dir_run_records_its_settings_and_resumes_only_its_own_log(
         )  # fmt: skip
     data = ["--source", test_set / "src.txt", "--target", test_set / "ref.txt"]
     output = tmp_path / "out"
-    with open(systems["low"] / "main.yaml", "a") as config:
-        config.write("notes: hello\n")  # a key no flag reads: SimulEval ignores it, as here
     run(console_script("east-simuleval"), "--system-dir", systems["low"], *data, "--output", output)
     record = json.loads((output / "run_settings.json").read_text())
     assert record["agent_class"] == "EastAgent" and record["latency"] == "low"
@@ -485,14 +491,16 @@ def test_system_dir_takes_a_cuda_device_this_machine_lacks(monkeypatch):
 @pytest.fixture
 def packaging(east_checkpoint, tmp_path, monkeypatch):
     """A folder holding a checkpoint (the test checkpoint's files, linked) and a stand-in
-    peft adapter (its config and a weights file are all packaging reads), as the working
-    directory; the flags of a submission."""
+    peft adapter (its config and a weights file whose header reads are all packaging
+    reads), as the working directory; the flags of a submission."""
+    from safetensors.torch import save_file
+
     (tmp_path / "checkpoint").mkdir()
     for path in east_checkpoint.iterdir():
         (tmp_path / "checkpoint" / path.name).symlink_to(path)
     (tmp_path / "lora").mkdir()
     (tmp_path / "lora" / "adapter_config.json").write_text("{}")
-    (tmp_path / "lora" / "adapter_model.safetensors").write_bytes(b"")
+    save_file({}, tmp_path / "lora" / "adapter_model.safetensors")
     monkeypatch.chdir(tmp_path)
     return {"src_lang": "de", "tgt_lang": "en"}
 
@@ -536,6 +544,136 @@ def test_system_dir_refuses_a_model_or_adapter_without_weights(packaging):
     error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en")
     assert error.startswith("east-package-system: --model-path checkpoint: no weights file")
     assert not Path("submission").exists()
+
+
+@pytest.mark.parametrize(
+    "broken, said",
+    [
+        ("tokenizer.json", "--model-path checkpoint: its tokenizer cannot be loaded (ValueError"),
+        ("chat_template.jinja", "--model-path checkpoint: the tokenizer has no chat template"),
+        ("model.safetensors", "--model-path checkpoint: model.safetensors cannot be loaded "
+         "(SafetensorError: Error while deserializing header"),
+        ("config.json", "--model-path checkpoint: config.json cannot be loaded (OSError"),
+        ("adapter_model.safetensors", "adapter_path {lora}: adapter_model.safetensors cannot be "
+         "loaded (SafetensorError"),
+    ],
+)  # fmt: skip
+def test_system_dir_refuses_a_model_folder_that_does_not_load(packaging, broken, said):
+    """The tokenizer, chat template, config and weights' headers the run reads, read with
+    no --max-context too, the weights not loaded (before: packaged, exit 0, and the
+    evaluator's run failed in a traceback: the tokenizer was loaded only for a
+    max_context=, the weights only looked for)."""
+    folder = Path("lora" if broken.startswith("adapter") else "checkpoint")
+    data = (folder / broken).read_bytes()
+    (folder / broken).unlink()  # a link to the session's checkpoint: replaced, not changed
+    if broken.endswith(".safetensors"):
+        (folder / broken).write_bytes(data[: len(data) - 8])  # a copy stopped short
+    elif broken == "config.json":
+        (folder / broken).write_text("{not json")
+    error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
+                    "adapter_path=lora")  # fmt: skip
+    expected = said.format(lora=Path("lora").resolve())
+    assert error.startswith(f"east-package-system: {expected}"), error
+    assert len(error.splitlines()) == 1 and not Path("submission").exists()
+
+
+def test_a_copied_model_is_what_loads_and_runs_from_elsewhere(east_checkpoint, test_set, tmp_path):
+    """--copy-model copies the files transformers loads from the folder's top level (before:
+    shutil.copytree: every file and subfolder, links to folders followed, so that a
+    submission packaged into the model folder in link mode was copied into itself level
+    after level, then a shutil.Error traceback); what it leaves out is said; the copy,
+    moved, runs without the model folder."""
+    model = tmp_path / "checkpoint"
+    shutil.copytree(east_checkpoint, model)
+    (model / "README.md").write_text("# a model card\n")
+    (model / "curves.png").write_bytes(b"\x89PNG")
+    (model / "checkpoint-10").mkdir()
+    (model / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
+    run(console_script("east-package-system"), model / "linked", "--model-path", model,
+        "src_lang=de", "tgt_lang=en")  # fmt: skip
+    folder = tmp_path / "submission"
+    packaged = run(
+        console_script("east-package-system"), folder, "--model-path", model, "--copy-model",
+        "src_lang=de", "tgt_lang=en", timeout=120,
+    )  # fmt: skip
+    copied = sorted(folder.joinpath("model").iterdir())
+    assert [path.name for path in copied] == sorted(p.name for p in east_checkpoint.iterdir())
+    assert not [path for path in copied if path.is_symlink() or not path.is_file()]
+    assert f"{folder / 'model'}: a copy of {model} without README.md, checkpoint-10/, " in (
+        packaged.stdout
+    )
+    assert "curves.png, linked/ (no file transformers or peft loads)" in packaged.stdout
+    moved = tmp_path / "elsewhere"
+    folder.rename(moved)
+    shutil.rmtree(model)
+    run(
+        console_script("east-simuleval"), "--system-dir", moved, "--source",
+        test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "out",
+    )  # fmt: skip
+    assert len((tmp_path / "out" / "instances.log").read_text().splitlines()) == 3
+
+
+def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
+    east_checkpoint, test_set, tmp_path, monkeypatch
+):
+    """A local `--system-dir` run refuses, before anything loads, a `main.yaml` key that is
+    no flag (before: SimulEval left it unread, so `latncy: high` ran at the default latency,
+    exit 0, while the server refused it), a `false` (SimulEval gives it as the bare flag:
+    `document_level: false` ran document-level), a folder without `main.yaml` (an errno
+    message before) and a model link that leads nowhere (before: "model path 'model' does
+    not exist"); `--batch-size` says why it cannot run a folder."""
+    from east_agent.simuleval_glue import cli
+
+    folder = tmp_path / "submission"
+    run(console_script("east-package-system"), folder, "--model-path", east_checkpoint,
+        "src_lang=de", "tgt_lang=en")  # fmt: skip
+    main = (folder / "main.yaml").read_text()
+    (folder / "main.yaml").write_text(main + "latncy: high\n")
+    data = ["--source", str(test_set / "src.txt"), "--target", str(test_set / "ref.txt")]
+    output = tmp_path / "out"
+    for extra, said in (
+        ([], f"{folder / 'main.yaml'}: latncy: no flag of SimulEval's, its scorers' or the "
+             "EastAgent agent's (did you mean latency?)"),
+        (["--batch-size", "4"], "--batch-size above 1 with --system-dir: a batched run builds "
+         "the agent of --agent or --agent-class from the command line's flags, not a folder's"),
+    ):  # fmt: skip
+        refused = subprocess.run(
+            [console_script("east-simuleval"), "--system-dir", folder, *data, "--output",
+             output, *extra],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stderr[-3000:]
+        assert f"east-simuleval: {said}" in refused.stderr
+        assert "Traceback" not in refused.stderr and not output.exists()
+
+    cli._match_flags_whole()
+    import east_agent.simuleval_plugin  # noqa: F401  (the *_CA scorers' flags)
+
+    argv = ["--system-dir", str(folder), *data]
+    monkeypatch.setattr("sys.argv", ["east-simuleval", *argv])
+    for extra, said in (
+        ("notes: hello\n", "notes: no flag of SimulEval's"),
+        ("document_level: false\n", "document_level: false: SimulEval gives every YAML "
+         "boolean as its bare flag, false too (--document-level would be on)"),
+    ):  # fmt: skip
+        (folder / "main.yaml").write_text(main + extra)
+        with pytest.raises(ValueError, match=re.escape(f"{folder / 'main.yaml'}: {said}")):
+            cli._check_system_dir(argv)
+    # a switch on, and SimulEval's own keys, are read
+    (folder / "main.yaml").write_text(main + "document_level: true\neval_latency_unit: word\n")
+    cli._check_system_dir(argv)
+    (folder / "main.yaml").unlink()
+    with pytest.raises(ValueError, match=re.escape(f"--system-dir {folder}: no main.yaml in")):
+        cli._check_system_dir(argv)
+    (folder / "main.yaml").write_text(main)
+    (folder / "model").unlink()
+    (folder / "model").symlink_to(tmp_path / "moved-away")
+    with pytest.raises(ValueError) as broken:
+        cli._check_system_dir(argv)
+    assert str(broken.value).startswith(
+        f"--system-dir {folder}: model_path: model is a broken link, to {tmp_path}/moved-away, "
+        "which is not there"
+    )
 
 
 @pytest.mark.parametrize(

@@ -117,6 +117,8 @@ def run_record(
     flags = {**{key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}, **run.flags}
     if run.agent == "east" and int(flags.get("num_beams") or 1) > 1:  # null: the default
         flags.setdefault("beam_stop", REFERENCE)
+    if flags.get("adapter_path"):  # by its content, as the checkpoint (before: its path)
+        flags["adapter_path"] = model_setting(str(flags["adapter_path"]))
     record = {
         "model_path": checkpoint,
         "testset": testset.name,
@@ -142,10 +144,14 @@ def model_setting(model_path: str) -> str | dict:
 
 
 def _comparable(key: str, value: Any) -> Any:
-    """A record's value as records are compared: a checkpoint named by a path (records
-    written before fingerprints, relative to where the grid ran) as `model_setting` names
-    it from here."""
-    return model_setting(value) if key == "model_path" and isinstance(value, str) else value
+    """A record's value as records are compared: a checkpoint or adapter named by a path
+    (records written before fingerprints, relative to where the grid ran) as
+    `model_setting` names it from here."""
+    if key == "model_path" and isinstance(value, str):
+        return model_setting(value)
+    if key == "flags" and isinstance(value, dict) and isinstance(value.get("adapter_path"), str):
+        return {**value, "adapter_path": model_setting(value["adapter_path"])}
+    return value
 
 
 def record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from east_agent.common.atomic import remove
+from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock, holder, may_be_held
@@ -182,6 +183,12 @@ def summarize_merged(
     unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
     summarize(config, tabled, left_out=unscored)
     check_tabled(unscored)
+    not_tabled = sorted(merged - {run.name for run in tabled})
+    if not_tabled:  # before: exit 0, the runs just merged in no table
+        raise CommandError(
+            f"merged, but left out of the tables (made otherwise, said above; a --limit "
+            f"other than the shards'?): {', '.join(not_tabled)}"
+        )
 
 
 def merged_limit(

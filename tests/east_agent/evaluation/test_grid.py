@@ -396,6 +396,7 @@ def test_finished_runs_scored_otherwise_are_scored_again_from_their_logs(grid, t
 def test_the_tables_after_a_merge_score_the_other_runs_as_the_grid(grid, tmp_path, capsys):
     """`--merge-shards` scores the merged runs; the other finished runs its table shows
     are scored again first when the grid scores otherwise."""
+    from east_agent.common.entry import CommandError
     from east_agent.evaluation.config import read_eval_config
     from east_agent.evaluation.grid import summarize_merged
 
@@ -431,14 +432,16 @@ def test_the_tables_after_a_merge_score_the_other_runs_as_the_grid(grid, tmp_pat
     high = tmp_path / "out" / "runs" / "east-high" / "run.json"
     record = json.loads(high.read_text())
     high.write_text(json.dumps({**record, "flags": {**record["flags"], "num_beams": 3}}))
-    summarize_merged(slower, slower.runs(), merged={"east-low", "east-high"})
+    with pytest.raises(CommandError, match="merged, but left out of the tables .*: east-high$"):
+        summarize_merged(slower, slower.runs(), merged={"east-low", "east-high"})
     assert "east-eval: east-high: left out of the tables, made with flags" in (
         capsys.readouterr().err
     )
     assert [row["setting"] for row in rows_of(tmp_path / "out")] == ["low"]
     # `--limit` at the merge is the grid's: runs of another span are left out, merged too
     sentences = record["sentences"][1]
-    summarize_merged(slower, slower.runs(), merged={"east-low"}, limit=sentences - 1)
+    with pytest.raises(CommandError, match="merged, but left out of the tables .*: east-low$"):
+        summarize_merged(slower, slower.runs(), merged={"east-low"}, limit=sentences - 1)
     assert f"east-low: left out of the tables, made with sentences [0, {sentences}]" in (
         capsys.readouterr().err
     )
@@ -1082,6 +1085,15 @@ def test_longform_shards_count_talks_and_merge_to_the_whole_grid(longform_grid, 
     result = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-low")
     assert result.returncode == 0 and "left out" not in result.stderr, result.stderr[-3000:]
     assert rows(tmp_path / "sharded") == merged
+    # a merge asked for another --limit than the shards': merged, tabled nowhere, exit 2
+    # (before: exit 0)
+    other = east_eval(
+        tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-low", "--limit", "3"
+    )
+    assert other.returncode == 2, other.stderr[-3000:]
+    assert "merged, but left out of the tables (made otherwise, said above; a --limit " in (
+        other.stderr
+    )
 
 
 def quick_config(path: Path, **changes) -> Path:

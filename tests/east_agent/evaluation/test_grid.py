@@ -1139,6 +1139,25 @@ def test_invalid_yaml_is_named_by_file_and_line(tmp_path, capsys, text, message)
     assert f"{config}: invalid YAML: {message}" in error
 
 
+def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
+    """`<<: *anchor` (before: "could not determine a constructor" for the merge key)."""
+    from east_agent.evaluation.config import read_eval_config
+
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        "testset: multi30k.de-en\nmodel_path: m\noutput: out\nsystems:\n"
+        "  waitk-offline: &wk {agent: waitk, prompt: offline, waitk: [1, 3]}\n"
+        "  waitk-east: {<<: *wk, prompt: east}\n"
+    )
+    runs = {run.name: run.flags for run in read_eval_config(config).runs()}
+    assert runs == {
+        "waitk-offline-k1": {"prompt": "offline", "waitk": 1},
+        "waitk-offline-k3": {"prompt": "offline", "waitk": 3},
+        "waitk-east-k1": {"prompt": "east", "waitk": 1},
+        "waitk-east-k3": {"prompt": "east", "waitk": 3},
+    }
+
+
 @pytest.mark.parametrize(
     "changes, message",
     [

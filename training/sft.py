@@ -45,6 +45,7 @@ from east_agent.common.run_lock import hold_run_lock
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
 from east_agent.lm.checkpoint import (
     CheckpointError,
+    check_hub_model,
     check_model_path,
     check_weights,
     east_token_ids,
@@ -350,26 +351,6 @@ def check_model_folder(name_or_path: str) -> None:
     check_weights(name_or_path, "model.name_or_path")
 
 
-def check_hub_model(name: str) -> None:
-    """A hub id is asked of the hub once, now (the loaders would retry for a minute, then
-    fail with a traceback): `stage1/model` run from another folder is no model there."""
-    from huggingface_hub import constants, model_info, try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return
-    problem = "the hub is offline (HF_HUB_OFFLINE) and has no copy in its cache"
-    if not constants.HF_HUB_OFFLINE:
-        try:
-            model_info(name, timeout=10)
-            return
-        except Exception as error:  # any failure: no model to load from there
-            first = (str(error).strip().splitlines() or [""])[0]
-            problem = f"the hub gives none ({type(error).__name__}: {first})"
-    raise ValueError(
-        f"model.name_or_path {name!r}: no such folder here ({Path.cwd()}), and {problem}"
-    )
-
-
 def run(config: SFTConfig) -> Path:
     """Train one stage and return the folder of the final model."""
     from transformers import TrainingArguments
@@ -395,7 +376,7 @@ def train(config: SFTConfig, training_args, started: float) -> Path:
     check_resumable(config, resume, training_args)
     warn_of_settings(config)
     if is_hub_id(config.model.name_or_path):  # one request, before reading every record
-        check_hub_model(config.model.name_or_path)
+        check_hub_model(config.model.name_or_path, "model.name_or_path")
     else:
         check_model_folder(config.model.name_or_path)  # a few stats
     # Every record is read and checked before the model loads: bad data fails in seconds.

@@ -519,8 +519,9 @@ def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_neede
     directory. One that is not there but lies beside the config, or in a folder above it
     (the repository of a shipped config), is named with where it lies, before anything
     runs: a checkpoint `models/east-demo` would otherwise be asked of the hub, after
-    minutes of retries. Without `model_needed` (merging shards) the checkpoint is not
-    looked at; without COMET asked (a shard's runs), COMET's paths are not."""
+    minutes of retries (one that lies nowhere is asked of the hub once: `check_hub_checkpoint`).
+    Without `model_needed` (merging shards) the checkpoint is not looked at; without COMET
+    asked (a shard's runs), COMET's paths are not."""
     config_folder = config.source.resolve().parent
     comet_keys = ("comet_checkpoint", "comet_python") if config.comet() else ()
     keys = ("word_times", *comet_keys)
@@ -537,6 +538,23 @@ def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_neede
                     f"which relative paths are read from; it lies in {folder}: run east-eval "
                     f"there, or give {folder / value}"
                 )
+    if model_needed:
+        check_hub_checkpoint(config, model_flag_given)
+
+
+def check_hub_checkpoint(config: EvalConfig, model_flag_given: bool) -> None:
+    """A `model_path` that is no folder here but reads as a hub id (`models/east-demo` of a
+    config copied elsewhere) is asked of the hub once, before any run folder is claimed
+    (before: the folders claimed, then 49 s of the loader's retries and its error, naming
+    no config line)."""
+    from east_agent.lm.checkpoint import check_hub_model, is_hub_id
+
+    if is_hub_id(config.model_path):
+        where = "--model-path" if model_flag_given else config.place().of("model_path")
+        try:
+            check_hub_model(config.model_path, where)
+        except ValueError as error:
+            raise EvalConfigError(str(error)) from None
 
 
 def read_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:

@@ -149,6 +149,26 @@ def is_hub_id(model_path: str | Path) -> bool:
     )
 
 
+def check_hub_model(name: str, where: str) -> None:
+    """A hub id (`is_hub_id`) is asked of the hub once, now, or found in its cache: one that
+    is neither, in one line naming `where` (the loaders would retry for a minute, then fail
+    with a traceback): `stage1/model` or `models/east-demo` from another folder is no
+    model there."""
+    from huggingface_hub import constants, model_info, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return
+    problem = "the hub is offline (HF_HUB_OFFLINE) and has no copy in its cache"
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            model_info(name, timeout=10)
+            return
+        except Exception as error:  # any failure: no model to load from there
+            first = (str(error).strip().splitlines() or [""])[0]
+            problem = f"the hub gives none ({type(error).__name__}: {first})"
+    raise ValueError(f"{where} {name!r}: no such folder here ({Path.cwd()}), and {problem}")
+
+
 def check_model_path(model_path: str | Path) -> None:
     """Fail early, naming the problem, on a local path that cannot be a checkpoint."""
     if is_hub_id(model_path):

@@ -1416,6 +1416,24 @@ def test_a_relative_path_found_only_beside_the_config_is_named(tmp_path, capsys,
     check_relative_paths(read_eval_config(config), False, model_needed=False)
 
 
+def test_a_relative_checkpoint_found_nowhere_is_asked_of_the_hub_first(
+    tmp_path, capsys, monkeypatch
+):
+    """A config copied away from its repository: `models/demo` reads as a hub id (before:
+    the run folders claimed, then 49 s of the loader's retries, no config line named)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    config = quick_config(tmp_path / "grid.yaml", model_path="models/demo")
+    monkeypatch.chdir(tmp_path)
+    error = east_eval_fails(capsys, config, "--limit", "2")
+    assert error == (
+        f"east-eval: {config}: line 1: model_path 'models/demo': no such folder here "
+        f"({tmp_path}), and the hub is offline (HF_HUB_OFFLINE) and has no copy in its cache\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_shard_does_not_look_for_comets_paths(tmp_path, capsys, monkeypatch):
     """COMET waits for the merge: a shard started where COMET's relative paths are not
     found runs; the grid itself is refused there, naming where they lie."""

@@ -269,8 +269,11 @@ class StreamingAgent(TextToTextAgent):
     def check_with_tokenizer(cls, args: argparse.Namespace, config) -> None:
         """What a run checks reading the checkpoint's tokenizer, once the flags, files and
         output folder passed (`checked_config`, `run_folder.writing`), before the folder
-        changes or the weights load: a --max-context or long-form cache budget the fixed
-        prompt leaves no room in, a source holding one of its control tokens."""
+        changes or the weights load: a checkpoint whose config, tokenizer, EAST tokens or
+        chat template do not load (`check_checkpoint`), a --max-context or long-form cache
+        budget the fixed prompt leaves no room in, a source holding one of its control
+        tokens."""
+        check_checkpoint(cls, args, config)  # its config, tokenizer and chat template load
         tokenizer = checkpoint_tokenizer(args)
         check_prompt_room(tokenizer, config, cls.fixed_prompt, args)
         if getattr(args, "source", None):

@@ -211,19 +211,8 @@ def _settings_and_check(
         # the config first: --max-context reads it (before: a transformers traceback)
         check_config(args.model_path, "--model-path", args.trust_remote_code)
         config = agent_class.checked_config(args)  # a bad flag: before the folder changes
-        check = partial(_check_with_tokenizer, agent_class, args, config)
+        check = partial(agent_class.check_with_tokenizer, args, config)
     return translation_settings(agent_class, args), check
-
-
-def _check_with_tokenizer(agent_class, args: argparse.Namespace, config) -> None:
-    """What the run reads of its checkpoint before the weights (its tokenizer, EAST tokens
-    and chat template, each refused in one line naming the folder; before: a tokenizer's
-    error of several lines, or a chat template missing found once the weights had loaded),
-    then the agent's checks with the tokenizer."""
-    from east_agent.simuleval_glue.adapter import check_checkpoint
-
-    check_checkpoint(agent_class, args, config)
-    agent_class.check_with_tokenizer(args, config)
 
 
 def _check_one_system(argv: list[str]) -> None:

@@ -21,7 +21,12 @@ from typing import Any
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.child_process import run_child
 from east_agent.common.entry import CommandError
-from east_agent.common.fingerprint import is_content_setting, path_setting, shown_setting
+from east_agent.common.fingerprint import (
+    content_of,
+    is_content_setting,
+    path_setting,
+    shown_setting,
+)
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import RUN_LOCK, hold_run_lock
 from east_agent.evaluation.config import (
@@ -144,13 +149,16 @@ def model_setting(model_path: str) -> str | dict:
 
 
 def _comparable(key: str, value: Any) -> Any:
-    """A record's value as records are compared: a checkpoint or adapter named by a path
-    (records written before fingerprints, relative to where the grid ran) as
-    `model_setting` names it from here."""
+    """A record's value as records are compared: a checkpoint named by a path (records
+    written before fingerprints, relative to where the grid ran) as `model_setting` names
+    it from here; an adapter by its content alone (wherever it lies now), or where it is
+    when it is no longer there."""
     if key == "model_path" and isinstance(value, str):
         return model_setting(value)
-    if key == "flags" and isinstance(value, dict) and isinstance(value.get("adapter_path"), str):
-        return {**value, "adapter_path": model_setting(value["adapter_path"])}
+    if key == "flags" and isinstance(value, dict) and value.get("adapter_path"):
+        adapter = value["adapter_path"]
+        adapter = model_setting(adapter) if isinstance(adapter, str) else adapter
+        return {**value, "adapter_path": content_of(adapter)}
     return value
 
 

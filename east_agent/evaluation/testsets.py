@@ -200,11 +200,14 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
         )
     except KeyError as error:
         raise ValueError(f"{meta}: no {error.args[0]!r}; {again}") from None
-    except ValueError:
+    except (TypeError, ValueError):
         raise ValueError(
             f"{meta}: 'sentences' is no count: {saved['sentences']!r}; {again}"
         ) from None
-    check_sentence_files(prepared, saved.get(FILES_SHA256), meta)
+    recorded = saved.get(FILES_SHA256)
+    if recorded is not None and not isinstance(recorded, dict):
+        raise ValueError(f"{meta}: {FILES_SHA256!r} is no mapping of files; {again}")
+    check_sentence_files(prepared, recorded, meta)
     return prepared
 
 

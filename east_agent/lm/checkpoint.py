@@ -300,10 +300,10 @@ def check_weights_readable(
 ) -> None:
     """Each safetensors file a load of the local `folder` reads (the first of `names`
     there, or every shard its index names) must read: its header, and a length that covers
-    the tensors the header lists. A file cut short (a copy or download stopped part-way), a
-    shard missing, or no safetensors file at all is refused in one line naming `where`,
-    the folder and the file, reading the headers only (no weights load); a torch pickle
-    (`.bin`) is read by the load alone."""
+    the tensors the header lists. A file cut short (a copy or download stopped part-way) or
+    a shard missing is refused in one line naming `where`, the folder and the file, reading
+    the headers only (no weights load); a torch pickle (`.bin`) is read by the load alone,
+    and a folder with no weights file at all is `check_weights`'s to refuse."""
     from safetensors import safe_open
 
     if is_hub_id(folder) or not Path(folder).is_dir():

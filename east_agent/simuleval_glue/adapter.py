@@ -31,6 +31,7 @@ from east_agent.lm import KV_CACHES
 from east_agent.lm.checkpoint import (
     TORCH_DTYPES,
     check_adapter_path,
+    check_config,
     check_weights,
     load_east_checkpoint,
 )
@@ -232,8 +233,9 @@ class StreamingAgent(TextToTextAgent):
     @classmethod
     def checked_config(cls, args: argparse.Namespace):
         """`decoding_config`, a --device this machine has, the source and reference
-        files, and a --max-context the checkpoint can hold (its config read, not its
-        weights): what a run checks before it writes or loads anything."""
+        files, a checkpoint config transformers reads, and a --max-context the checkpoint
+        can hold (its config read, not its weights): what a run checks before it writes or
+        loads anything."""
         config = cls.decoding_config(args)
         checked_device(getattr(args, "device", "cpu"), "--device")
         check_weights(args.model_path, "--model-path")
@@ -242,6 +244,8 @@ class StreamingAgent(TextToTextAgent):
         target, unit = getattr(args, "target", None), getattr(args, "eval_latency_unit", "word")
         check_source_file(source, target, unit)  # before any checkpoint file
         check_units_split(source, config.src_lang)
+        # the config read as transformers reads it, before --max-context reads it
+        check_config(args.model_path, "--model-path", getattr(args, "trust_remote_code", False))
         check_max_context(args, config.max_context)
         return config
 
@@ -354,7 +358,7 @@ def check_checkpoint(chosen, args: argparse.Namespace, decoding, shown: str | No
     loaded)."""
     from jinja2 import TemplateError
 
-    from east_agent.lm.checkpoint import check_config, east_token_ids, loading
+    from east_agent.lm.checkpoint import east_token_ids, loading
 
     shown = shown or str(args.model_path)
     check_config(args.model_path, "--model-path", args.trust_remote_code, shown)

@@ -186,7 +186,6 @@ def _settings_and_check(
     `--agent-class`) or of a `--system-dir` of this package's agents (None for another
     agent's folder, or `--remote-eval`), and the checks that read its checkpoint, to run
     once the folder is held, before it changes."""
-    from east_agent.lm.checkpoint import check_config
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS, translation_settings
@@ -208,8 +207,6 @@ def _settings_and_check(
                 setattr(args, name, str(folder / value))
     check = None
     if issubclass(agent_class, StreamingAgent):
-        # the config first: --max-context reads it (before: a transformers traceback)
-        check_config(args.model_path, "--model-path", args.trust_remote_code)
         config = agent_class.checked_config(args)  # a bad flag: before the folder changes
         check = partial(agent_class.check_with_tokenizer, args, config)
     return translation_settings(agent_class, args), check
@@ -293,9 +290,20 @@ def _check_system_dir(argv: list[str]) -> None:
     options.add_slurm_args(parser)
     agent_class.add_args(parser)
     add_batch_arg(parser)  # the parser of the folder's run, as the server's
-    known = {option for option in parser._option_string_actions if option.startswith("--")}
+    known = _long_options(parser)
+    read_here = known  # the server reads its settings from the folder
+    if "--standalone" not in argv:  # SimulEval builds the folder's agent alone from it
+        agent_parser = options.general_parser()
+        agent_class.add_args(agent_parser)
+        read_here = _long_options(agent_parser)
     for key, value in config.items():
         option = "--" + str(key).replace("_", "-")
+        if option in known and option not in read_here:
+            raise ValueError(
+                f"{main_yaml}: {key}: SimulEval reads {option} from the command line alone, "
+                "not from a folder's config (left unread, its default in its place): give it "
+                "on the command line"
+            )
         if option not in known:
             close = difflib.get_close_matches(option, sorted(known), n=1)
             hint = f" (did you mean {close[0][2:].replace('-', '_')}?)" if close else ""
@@ -317,6 +325,10 @@ def _check_system_dir(argv: list[str]) -> None:
                 f"{os.readlink(path)}, which is not there (the model moved or was removed); "
                 "package the submission again (--copy-model: a folder that holds its model)"
             )
+
+
+def _long_options(parser: argparse.ArgumentParser) -> set[str]:
+    return {option for option in parser._option_string_actions if option.startswith("--")}
 
 
 def _agent_class():
@@ -438,8 +450,6 @@ def _run_batched(argv: list[str], batch_size: int) -> None:
     from east_agent.simuleval_glue.batch import parse_args, run_batched
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 
-    if given_flags(argv, ("--system-dir",)):
-        raise ValueError(BATCHED_SYSTEM_DIR)
     for flag in given_flags(argv, ("--standalone", "--remote-eval", "--slurm")):
         raise ValueError(f"--batch-size above 1 evaluates locally; drop {flag}")
     from east_agent.simuleval_glue.adapter import StreamingAgent

@@ -228,7 +228,7 @@ def write_system_dir(
             "choose a new folder"
         ) from None
     for name, names in left_out.items():
-        if names:  # None: a stand-in that says nothing
+        if names:
             print(
                 f"{output / name}: a copy of {packaged_folders[name]} without "
                 f"{', '.join(names)} (no file transformers or peft loads)"

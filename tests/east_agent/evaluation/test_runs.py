@@ -128,7 +128,12 @@ def test_a_grid_run_knows_its_adapter_by_content(tmp_path, monkeypatch):
     assert len(differences) == 1 and differences[0].startswith("flags ")
     # a record written before adapters had fingerprints names it by path: compared from here
     old = {**first, "flags": {**first["flags"], "adapter_path": "adapter"}}
-    assert record_differences(old, run_record(config, run, testset, (0, 20), "m")) == []
+    now = run_record(config, run, testset, (0, 20), "m")
+    assert record_differences(old, now) == []
+    # moved (the project re-mounted elsewhere), the same adapter: the same run
+    shutil.move(adapter, tmp_path / "moved")
+    moved = Run("east-low", "east", "low", "east", {"latency": "low", "adapter_path": "moved"})
+    assert record_differences(now, run_record(config, moved, testset, (0, 20), "m")) == []
 
 
 def test_a_hub_name_is_recorded_as_given():

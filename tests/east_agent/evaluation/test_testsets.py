@@ -196,6 +196,8 @@ def test_a_grids_tables_read_only_its_own_test_set(tmp_path):
         ("references cut", "reference.txt: changed since multi30k.de-en was prepared there"),
         ("source gone", "source.txt: missing, though"),
         ("no count", "testset.json: 'sentences' is no count: 'abc'; delete the file"),
+        ("a list", "testset.json: 'sentences' is no count: \\[1\\]; delete the file"),
+        ("no mapping", "testset.json: 'files_sha256' is no mapping of files; delete the file"),
     ],
 )
 def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, fault, message):
@@ -216,7 +218,10 @@ def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, 
         source.unlink()
     else:
         meta = json.loads((tmp_path / "testset.json").read_text())
-        (tmp_path / "testset.json").write_text(json.dumps({**meta, "sentences": "abc"}))
+        changed = {"no count": {"sentences": "abc"}, "a list": {"sentences": [1]}}.get(
+            fault, {"files_sha256": "abc"}
+        )
+        (tmp_path / "testset.json").write_text(json.dumps({**meta, **changed}))
     with pytest.raises(ValueError, match=message):
         prepared_named(tmp_path, "multi30k.de-en")
 

@@ -542,6 +542,36 @@ def test_a_checkpoint_without_weights_is_refused_before_the_folder_changes(
     assert (output / "instances.log").read_text() == '{"index": 0}\n'
 
 
+@pytest.mark.parametrize("batch", ["1", "3"], ids=["loop", "batched"])
+@pytest.mark.parametrize("broken", ["config.json", "tokenizer.json", "chat_template.jinja"])
+def test_a_checkpoint_that_does_not_load_is_refused_before_the_folder_changes(
+    east_checkpoint, test_set, tmp_path, batch, broken
+):
+    """Its config, tokenizer or chat template (before: a transformers traceback, in the
+    batched run once --max-context read the config, or the template found missing once
+    the weights had loaded)."""
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    for path in east_checkpoint.iterdir():
+        if path.name != broken:
+            (checkpoint / path.name).symlink_to(path)
+    if broken == "config.json":
+        (checkpoint / broken).write_text("{not json")
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text('{"index": 0}\n')
+    arguments = agent_arguments(checkpoint, test_set, output)
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"east-simuleval: --model-path {checkpoint}")
+    )
+    assert "Traceback" not in result.stderr
+    assert (output / "instances.log").read_text() == '{"index": 0}\n'
+
+
 @pytest.mark.parametrize("spelling", ["apart", "joined"])
 def test_batch_size_with_a_system_dir_is_refused_in_one_line(test_set, tmp_path, spelling):
     """Before, `--system-dir=DIR`: SimulEval's "--agent-class must be specified" traceback."""

@@ -282,10 +282,11 @@ def check_sessions_and_bad_requests(url):
             reply = method(f"{url}/{endpoint}", data=unit, headers={"X-Session-Id": "bad"})
             assert reply.status_code == 413, reply.text
             assert "above this server's limit of 1048576" in reply.json()["error"]
-    # a body split in chunks (no Content-Length) is counted as it comes
-    chunks = (b"x" * (256 << 10) for _ in range(8))
+    # a body split in chunks (no Content-Length) is counted as it comes, past the 64 MiB
+    # the server held before too
+    chunks = (b"x" * (1 << 20) for _ in range(80))
     reply = requests.put(f"{url}/input", data=chunks, headers={"X-Session-Id": "bad"})
-    assert reply.status_code == 413 and "has 2097152 bytes" in reply.json()["error"]
+    assert reply.status_code == 413 and "has 83886080 bytes" in reply.json()["error"]
     assert requests.get(f"{url}/reset").status_code == 405  # each endpoint its methods
     requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
     assert requests.get(f"{url}/").json()["sessions"] == 0  # the clients closed theirs
@@ -371,24 +372,24 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
     assert not (tmp_path / "aware").exists()
 
 
-def test_a_system_dirs_latency_unit_decides_how_references_are_checked(
+def test_a_system_dir_runs_references_are_checked_in_the_command_lines_unit(
     east_checkpoint, test_set, tmp_path
 ):
-    """A Chinese system folder scored in characters (its `main.yaml`): references spaced
-    otherwise than single spaces between words are its to have (before: refused by the
-    word unit's check, the folder's unit not read yet)."""
+    """A Chinese system folder scored in characters (the command line's unit: SimulEval
+    reads the evaluator's flags from there alone, and a `main.yaml` holding them is
+    refused): references spaced otherwise than single spaces between words are its to
+    have (before: refused by the word unit's check)."""
     folder = tmp_path / "submission"
     run(
         console_script("east-package-system"), folder, "--model-path", east_checkpoint,
         "src_lang=de", "tgt_lang=zh", "latency=low",
     )  # fmt: skip
-    with open(folder / "main.yaml", "a") as config:
-        config.write("eval_latency_unit: char\nsacrebleu_tokenizer: zh\n")
     references = ["一只  猫", "两只狗 ", "\t三只鸟"]
     (tmp_path / "ref.zh").write_text("\n".join(references) + "\n")
     run(
         console_script("east-simuleval"), "--system-dir", folder, "--source",
         test_set / "src.txt", "--target", tmp_path / "ref.zh", "--output", tmp_path / "out",
+        "--eval-latency-unit", "char", "--sacrebleu-tokenizer", "zh",
     )  # fmt: skip
     logged = (tmp_path / "out" / "instances.log").read_text().splitlines()
     assert [json.loads(line)["reference"].rstrip("\n") for line in logged] == references
@@ -659,8 +660,15 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
         (folder / "main.yaml").write_text(main + extra)
         with pytest.raises(ValueError, match=re.escape(f"{folder / 'main.yaml'}: {said}")):
             cli._check_system_dir(argv)
-    # a switch on, and SimulEval's own keys, are read
-    (folder / "main.yaml").write_text(main + "document_level: true\neval_latency_unit: word\n")
+    # a switch on is read; an evaluator's flag SimulEval reads from the command line
+    # alone is refused (before: taken, and left unread by SimulEval's scoring)
+    (folder / "main.yaml").write_text(main + "eval_latency_unit: char\n")
+    with pytest.raises(ValueError, match=re.escape(
+        f"{folder / 'main.yaml'}: eval_latency_unit: SimulEval reads --eval-latency-unit from "
+        "the command line alone"
+    )):  # fmt: skip
+        cli._check_system_dir(argv)
+    (folder / "main.yaml").write_text(main + "document_level: true\n")
     cli._check_system_dir(argv)
     (folder / "main.yaml").unlink()
     with pytest.raises(ValueError, match=re.escape(f"--system-dir {folder}: no main.yaml in")):
@@ -699,7 +707,7 @@ def test_system_dir_refuses_an_output_it_cannot_or_must_not_write(
         def someone_else_writes(source, target, copy_model):
             Path("submission").mkdir(exist_ok=True)
             Path("submission", "mine.txt").write_text("precious")
-            copy(source, target, copy_model)
+            return copy(source, target, copy_model)
 
         monkeypatch.setattr(system_dir, "package_folder", someone_else_writes)
     before = sorted(p.name for p in Path(".").iterdir())

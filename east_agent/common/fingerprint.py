@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -114,3 +115,26 @@ def folder_fingerprint(folder: Path) -> str:
         if not path.name.startswith(".") and path.suffix in MODEL_FILE_SUFFIXES and path.is_file()
     ]
     return files_fingerprint(files, folder)
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def is_hub_id(model_path: str | Path) -> bool:
+    """ "org/name" that is not a local path (its first component is no local folder)."""
+    text = str(model_path)
+    return (
+        not Path(text).exists()
+        and HUB_ID.match(text) is not None
+        and not Path(text.split("/")[0]).exists()
+    )
+
+
+def model_setting(model_path: str) -> str | dict:
+    """A checkpoint (or adapter) as records name it: a folder by its fingerprint (moved or
+    copied, it is the same one), a hub name as given, a folder that is not there (gone
+    since its runs finished) by its absolute path."""
+    path = Path(model_path)
+    if path.exists():
+        return path_setting(path, model_folder=True)
+    return model_path if is_hub_id(model_path) else str(path.resolve())

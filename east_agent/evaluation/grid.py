@@ -321,7 +321,7 @@ def _run_picked(
         # the run's OmniSTEval columns, made in its worker (a shard's wait for the merge)
         scores = None if shard else partial(omnisteval_cells, run_config, run, run_dir, unit)
         todo.append(Job(number, run.name, command, run_dir, scores))
-    if todo:  # the grid's tables are made again at its end; one stopped before has none
+    if todo and not shard:  # made again at the grid's end (a shard's runs: at the merge)
         remove_tables(config.output)
     if shard:
         run_jobs(todo, config.jobs, len(runs), [])

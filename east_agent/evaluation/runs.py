@@ -24,7 +24,7 @@ from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import (
     content_of,
     is_content_setting,
-    path_setting,
+    model_setting,
     shown_setting,
 )
 from east_agent.common.records import read_json_object
@@ -134,18 +134,6 @@ def run_record(
     if run.gold_sentences:
         record["gold_sentences"] = True  # the talks' sentences, one instance each
     return record
-
-
-def model_setting(model_path: str) -> str | dict:
-    """The checkpoint of a grid's runs as its records name it: a folder by its fingerprint
-    (moved or copied, it is the same one), a hub name as given, a folder that is not there
-    (gone since its runs finished) by its absolute path."""
-    from east_agent.lm.checkpoint import is_hub_id
-
-    path = Path(model_path)
-    if path.exists():
-        return path_setting(path, model_folder=True)
-    return model_path if is_hub_id(model_path) else str(path.resolve())
 
 
 def _comparable(key: str, value: Any) -> Any:

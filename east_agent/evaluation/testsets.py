@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     tokenizer = split_by = None
     if args.tokenizer:
-        from east_agent.evaluation.runs import model_setting
+        from east_agent.common.fingerprint import model_setting
         from east_agent.lm.checkpoint import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)

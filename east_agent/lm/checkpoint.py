@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from east_agent.common.fingerprint import is_hub_id
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
 
 logger = logging.getLogger(__name__)
@@ -134,19 +134,6 @@ def resolve_dtype(torch_dtype: str, device: str) -> torch.dtype | str:
     """`weights_dtype` as transformers takes it."""
     name = weights_dtype(torch_dtype, device)
     return "auto" if name == CHECKPOINT_DTYPE else getattr(torch, name)
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def is_hub_id(model_path: str | Path) -> bool:
-    """ "org/name" that is not a local path (its first component is no local folder)."""
-    text = str(model_path)
-    return (
-        not Path(text).exists()
-        and HUB_ID.match(text) is not None
-        and not Path(text.split("/")[0]).exists()
-    )
 
 
 def check_hub_model(name: str, where: str) -> None:

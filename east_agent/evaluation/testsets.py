@@ -48,6 +48,7 @@ UNITS_SPLIT_BY = "units_split_by"  # testset.json: the checkpoint whose tokenize
 # testset.json: the content of the sentence files it names, as they were written (a file
 # edited or cut since is refused: runs would read and be scored on other sentences)
 FILES_SHA256 = "files_sha256"
+DELETE_TO_PREPARE_AGAIN = "delete testset.json (the next grid prepares the test set again)"
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,6 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
     if not meta.exists():
         return None
     saved = read_json_object(meta)
-    again = "delete the file (the next grid prepares the test set again)"
     try:
         prepared = PreparedTestset(
             name=saved["name"],
@@ -199,14 +199,16 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
             sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
         )
     except KeyError as error:
-        raise ValueError(f"{meta}: no {error.args[0]!r}; {again}") from None
+        raise ValueError(f"{meta}: no {error.args[0]!r}; {DELETE_TO_PREPARE_AGAIN}") from None
     except (TypeError, ValueError):
         raise ValueError(
-            f"{meta}: 'sentences' is no count: {saved['sentences']!r}; {again}"
+            f"{meta}: 'sentences' is no count: {saved['sentences']!r}; {DELETE_TO_PREPARE_AGAIN}"
         ) from None
     recorded = saved.get(FILES_SHA256)
     if recorded is not None and not isinstance(recorded, dict):
-        raise ValueError(f"{meta}: {FILES_SHA256!r} is no mapping of files; {again}")
+        raise ValueError(
+            f"{meta}: {FILES_SHA256!r} is no mapping of files; {DELETE_TO_PREPARE_AGAIN}"
+        )
     check_sentence_files(prepared, recorded, meta)
     return prepared
 
@@ -224,8 +226,7 @@ def check_sentence_files(prepared: PreparedTestset, recorded: dict | None, meta:
     file cut short was found after the grid had emptied the demo's runs."""
     for path in (prepared.source, prepared.reference):
         if not path.is_file():
-            raise ValueError(f"{path}: missing, though {meta} names it; delete {meta.name} "
-                             "(the next grid prepares the test set again)")  # fmt: skip
+            raise ValueError(f"{path}: missing, though {meta} names it; {DELETE_TO_PREPARE_AGAIN}")
     if recorded is None:
         return
     for name, sha256 in sentence_files_sha256(prepared).items():

@@ -195,9 +195,9 @@ def test_a_grids_tables_read_only_its_own_test_set(tmp_path):
         ("a sentence edited", "source.txt: changed since multi30k.de-en was prepared there"),
         ("references cut", "reference.txt: changed since multi30k.de-en was prepared there"),
         ("source gone", "source.txt: missing, though"),
-        ("no count", "testset.json: 'sentences' is no count: 'abc'; delete the file"),
-        ("a list", "testset.json: 'sentences' is no count: \\[1\\]; delete the file"),
-        ("no mapping", "testset.json: 'files_sha256' is no mapping of files; delete the file"),
+        ("no count", "testset.json: 'sentences' is no count: 'abc'; delete testset.json"),
+        ("a list", "testset.json: 'sentences' is no count: \\[1\\]; delete testset.json"),
+        ("no mapping", "testset.json: 'files_sha256' is no mapping of files; delete testset.json"),
     ],
 )
 def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, fault, message):

@@ -520,26 +520,40 @@ def test_unequal_line_counts_are_refused_before_loading(tmp_path, batch):
     assert "src.txt has 3 lines but" in result.stderr and "ref.txt has 1" in result.stderr
 
 
+def linked_without(checkpoint: Path, folder: Path, left_out) -> Path:
+    """`folder`: links to `checkpoint`'s files but those `left_out(path)` names."""
+    folder.mkdir()
+    for path in checkpoint.iterdir():
+        if not left_out(path):
+            (folder / path.name).symlink_to(path)
+    return folder
+
+
+def refused_over_a_kept_log(checkpoint: Path, test_set, tmp_path, batch) -> str:
+    """A run of `checkpoint` into a folder holding a finished sentence: refused (exit 2, no
+    traceback), the sentence kept; its standard error."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text('{"index": 0}\n')
+    arguments = agent_arguments(checkpoint, test_set, output)
+    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert (output / "instances.log").read_text() == '{"index": 0}\n'
+    return result.stderr
+
+
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_checkpoint_without_weights_is_refused_before_the_folder_changes(
     east_checkpoint, test_set, tmp_path, batch
 ):
     """A training run killed before its save leaves config and tokenizer alone (before: an
     OSError traceback once the folder was taken over and emptied)."""
-    unfinished = tmp_path / "unfinished"
-    unfinished.mkdir()
-    for path in east_checkpoint.iterdir():
-        if path.suffix != ".safetensors":
-            (unfinished / path.name).symlink_to(path)
-    output = tmp_path / "out"
-    output.mkdir()
-    (output / "instances.log").write_text('{"index": 0}\n')
-    arguments = agent_arguments(unfinished, test_set, output)
-    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert f"--model-path {unfinished}: no weights file" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert (output / "instances.log").read_text() == '{"index": 0}\n'
+    unfinished = linked_without(
+        east_checkpoint, tmp_path / "unfinished", lambda path: path.suffix == ".safetensors"
+    )
+    stderr = refused_over_a_kept_log(unfinished, test_set, tmp_path, batch)
+    assert f"--model-path {unfinished}: no weights file" in stderr
 
 
 @pytest.mark.parametrize("batch", ["1", "3"], ids=["loop", "batched"])
@@ -550,26 +564,14 @@ def test_a_checkpoint_that_does_not_load_is_refused_before_the_folder_changes(
     """Its config, tokenizer or chat template (before: a transformers traceback, in the
     batched run once --max-context read the config, or the template found missing once
     the weights had loaded)."""
-    checkpoint = tmp_path / "checkpoint"
-    checkpoint.mkdir()
-    for path in east_checkpoint.iterdir():
-        if path.name != broken:
-            (checkpoint / path.name).symlink_to(path)
+    checkpoint = linked_without(
+        east_checkpoint, tmp_path / "checkpoint", lambda path: path.name == broken
+    )
     if broken == "config.json":
         (checkpoint / broken).write_text("{not json")
-    output = tmp_path / "out"
-    output.mkdir()
-    (output / "instances.log").write_text('{"index": 0}\n')
-    arguments = agent_arguments(checkpoint, test_set, output)
-    result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert (
-        result.stderr.strip()
-        .splitlines()[-1]
-        .startswith(f"east-simuleval: --model-path {checkpoint}")
-    )
-    assert "Traceback" not in result.stderr
-    assert (output / "instances.log").read_text() == '{"index": 0}\n'
+    stderr = refused_over_a_kept_log(checkpoint, test_set, tmp_path, batch)
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"east-simuleval: --model-path {checkpoint}")
 
 
 @pytest.mark.parametrize("spelling", ["apart", "joined"])

@@ -44,7 +44,6 @@ import dataclasses
 import functools
 import inspect
 import math
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -53,6 +52,7 @@ from typing import Any
 
 import yaml
 
+from east_agent.common.yaml_files import UniqueKeyLoader, YamlFileError, load_yaml, read_yaml_text
 from east_agent.decoding import units
 from east_agent.lm.checkpoint import TORCH_DTYPES
 from training.data import EAST_TOKENS
@@ -228,56 +228,12 @@ def _type_name(expected: Any) -> str:
     return " or ".join("null" if name == "NoneType" else name for name in names)
 
 
-class _KeyGivenTwice(yaml.YAMLError):
-    def __init__(self, key, line: int) -> None:
-        super().__init__(f"line {line}: key {key!r} given twice")
-
-
-class _KeyNotText(yaml.YAMLError):
-    def __init__(self, line: int) -> None:
-        super().__init__(f"line {line}: a key must be text")
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last,
-    silently dropping a whole section or setting), and reads `1e-6` as a number in
-    nested settings too (`train.lr_scheduler_kwargs`; YAML 1.1 wants a dot: `1.0e-6`)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *defaults`: its keys may be set again here
-            key = self.construct_object(key_node, deep=True)
-            try:
-                if key in seen:
-                    raise _KeyGivenTwice(key, key_node.start_mark.line + 1)
-                seen.add(key)
-            except TypeError:  # a list or mapping as a key (`? [a, b]`)
-                raise _KeyNotText(key_node.start_mark.line + 1) from None
-        return super().construct_mapping(node, deep)
-
-
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
 def _yaml(text: str, where: str) -> tuple[Any, Any]:
     """(YAML value, the same with every scalar as written)."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader), yaml.load(text, Loader=yaml.BaseLoader)
-    except (_KeyGivenTwice, _KeyNotText) as error:
-        raise ConfigError(f"{where}: {error}") from None
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = " ".join(part for part in (error.context, error.problem) if part)
-        raise ConfigError(f"{where}: invalid YAML: {at}{what}") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{where}: invalid YAML: {error}") from None
+        return load_yaml(text, where), yaml.load(text, Loader=yaml.BaseLoader)
+    except YamlFileError as error:
+        raise ConfigError(str(error)) from None
 
 
 Places = dict[tuple[str, ...], str]  # key path: where it was given ("file, line N", override)
@@ -296,7 +252,7 @@ def _file_places(text: str, path: str) -> Places:
                 places[keys] = f"{path}, line {key_node.start_mark.line + 1}"
                 walk(value_node, keys)
 
-    walk(yaml.compose(text, Loader=_UniqueKeyLoader), ())
+    walk(yaml.compose(text, Loader=UniqueKeyLoader), ())
     return places
 
 
@@ -572,15 +528,9 @@ def parse_config(tree: dict, source: str = "<config>", places: Places | None = N
 def load_config(path: str | Path, overrides: list[str] = ()) -> SFTConfig:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such recipe") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: a folder, not a recipe file") from None
-    except UnicodeDecodeError as error:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise ConfigError(f"{path}: {error.strerror}") from None
+        text = read_yaml_text(path, "recipe")
+    except YamlFileError as error:
+        raise ConfigError(str(error)) from None
     tree, written = _yaml(text, str(path))
     places = _file_places(text, str(path))
     if isinstance(tree, dict):

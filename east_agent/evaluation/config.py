@@ -27,6 +27,7 @@ import yaml
 
 from east_agent.common.arguments import checked_device
 from east_agent.common.comet_process import CometError, CometSettings, check_comet
+from east_agent.common.yaml_files import YamlFileError, load_yaml, read_yaml_text
 
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
 # the settings of long-form input (decoding.long_form.LONG_FORM_FIELDS less long_form;
@@ -593,43 +594,18 @@ def expand_home(tree: dict, place: KeyPlace) -> None:
 
 def read_config_text(path: Path) -> str:
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise EvalConfigError(f"{path}: no such config") from None
-    except IsADirectoryError:
-        raise EvalConfigError(f"{path}: a folder, not a config file") from None
-    except UnicodeDecodeError as error:
-        raise EvalConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a key given twice in one mapping (YAML keeps the last,
-    so a setting written twice would be half ignored)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *defaults` (before: refused, its key no text): set again here
-            key = self.construct_object(key_node, deep=True)
-            if key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"the key {key!r} is given twice", key_node.start_mark
-                )
-            seen.add(key)
-        return super().construct_mapping(node, deep)
+        return read_yaml_text(path, "config")
+    except YamlFileError as error:
+        raise EvalConfigError(str(error)) from None
 
 
 def parse_yaml(path: Path, text: str) -> Any:
     """The YAML of a config; invalid YAML (a key given twice too) named by the line and
     column YAML reports."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise EvalConfigError(f"{path}: invalid YAML: {where}{problem}") from None
+        return load_yaml(text, str(path))
+    except YamlFileError as error:
+        raise EvalConfigError(str(error)) from None
 
 
 class KeyPlace:

@@ -209,7 +209,10 @@ def test_a_key_given_twice_is_named_with_its_line(tmp_path):
     path = tmp_path / "twice.yaml"
     path.write_text(text + "train:\n  learning_rate: 1.0e-4\n")
     line = len(text.splitlines()) + 1
-    with pytest.raises(ConfigError, match=f"twice.yaml: line {line}: key 'train' given twice$"):
+    with pytest.raises(
+        ConfigError,
+        match=f"twice.yaml: invalid YAML: line {line}, column 1: the key 'train' is given twice$",
+    ):
         load_config(path)
 
 
@@ -342,7 +345,9 @@ def test_yaml_the_loader_could_not_take(tmp_path):
     text = (CONFIGS / "stage2_lora.yaml").read_text()
     path = written_recipe(tmp_path, text.replace("lora:\n", "lora:\n  ? [r, alpha]\n  : 8\n"))
     line = line_of(text, "lora:") + 1
-    with pytest.raises(ConfigError, match=f"{path}: line {line}: a key must be text$"):
+    with pytest.raises(
+        ConfigError, match=f"{path}: invalid YAML: line {line}, column 5: a key must be text$"
+    ):
         load_config(path)  # before: a TypeError traceback
     broken = written_recipe(tmp_path, "stage: full\nmodel: [a\n")
     with pytest.raises(ConfigError, match=r"recipe.yaml: invalid YAML: line 3, column 1: ") as e:

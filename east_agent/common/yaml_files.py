@@ -1,0 +1,76 @@
+"""YAML as the project's configs (evaluation grids, training recipes) read it: safe, a
+key given twice refused, merge keys taken, `1e-6` a number; errors as one line naming
+the file, line and column."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class YamlFileError(ValueError):
+    """A config that cannot be read as YAML, the message naming where."""
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
+    last, silently dropping a setting or a whole section)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults`: its keys may be set again here
+            key = self.construct_object(key_node, deep=True)
+            try:
+                twice = key in seen
+                seen.add(key)
+            except TypeError:  # a list or mapping as a key (`? [a, b]`)
+                raise _error("a key must be text", key_node) from None
+            if twice:
+                raise _error(f"the key {key!r} is given twice", key_node)
+        return super().construct_mapping(node, deep)
+
+
+def _error(problem: str, node: yaml.Node) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
+
+
+# YAML 1.1 wants a dot in a float (`1.0e-6`); `1e-6` would be text
+UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml_text(path: Path, what: str) -> str:
+    """The text of a YAML file; `what` names it in errors (`config`, `recipe`)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise YamlFileError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise YamlFileError(f"{path}: a folder, not a {what} file") from None
+    except UnicodeDecodeError as error:
+        raise YamlFileError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except OSError as error:
+        raise YamlFileError(f"{path}: {error.strerror}") from None
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """The YAML value of `text`; invalid YAML named `WHERE: invalid YAML: line L, column C:
+    problem` in one line."""
+    try:
+        return yaml.load(text, Loader=UniqueKeyLoader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(part for part in (error.context, error.problem) if part)
+        raise YamlFileError(f"{where}: invalid YAML: {at}{problem}") from None
+    except yaml.YAMLError as error:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise YamlFileError(f"{where}: invalid YAML: {first_line}") from None

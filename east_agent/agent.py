@@ -23,6 +23,7 @@ from east_agent.simuleval_glue.adapter import (
     add_latency_arg,
     add_long_form_args,
     add_model_args,
+    check_beams_in_vocabulary,
     load_east,
 )
 
@@ -67,6 +68,11 @@ class EastAgent(StreamingAgent):
             beam_stop=args.beam_stop,
             **long_form_settings(args),
         )
+
+    @classmethod
+    def check_with_tokenizer(cls, args: argparse.Namespace, config: DecoderConfig) -> None:
+        super().check_with_tokenizer(args, config)
+        check_beams_in_vocabulary(args, config.num_beams)
 
     @classmethod
     def load(cls, args: argparse.Namespace, config: DecoderConfig):

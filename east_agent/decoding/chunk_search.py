@@ -69,6 +69,25 @@ class _Finished:
     saved: Any = field(repr=False)  # the keys and values of the chunk tokens it holds
 
 
+def beam_candidates(num_beams: int, stop_count: int) -> int:
+    """How many best tokens of one row a beam step takes: room for every beam to go on
+    when the best candidates stop."""
+    return max(2, 1 + stop_count) * num_beams
+
+
+def check_beams_fit(num_beams: int, stop_count: int, vocab_size: int) -> None:
+    """A beam step cannot take more candidates than the vocabulary holds (before:
+    "selected index k out of range" from the first beam search, after the model loaded)."""
+    candidates = beam_candidates(num_beams, stop_count)
+    if num_beams > 1 and candidates > vocab_size:
+        factor = candidates // num_beams
+        raise ValueError(
+            f"--num-beams {num_beams}: a beam search step takes the {factor} x {num_beams} "
+            f"best tokens, more than this model's vocabulary of {vocab_size}; at most "
+            f"{vocab_size // factor} beams here"
+        )
+
+
 def beam_chunk(
     stream: Stream,
     pending: list[int],
@@ -85,7 +104,7 @@ def beam_chunk(
     lm, beam_rows = stream.lm, stream.rows[:num_beams]
     ask = partial(
         BeamStep,
-        candidates=max(2, 1 + len(limits.stop_ids)) * num_beams,
+        candidates=beam_candidates(num_beams, len(limits.stop_ids)),
         num_beams=num_beams,
         suppress_mask=limits.suppress_mask,
         stop_ids=tuple(limits.stop_ids),

@@ -719,26 +719,16 @@ def check_stream_counts(args: argparse.Namespace, sentences: int) -> None:
 
 
 def check_num_beams(args: argparse.Namespace, model, tokenizer, scripted: bool) -> None:
-    """A beam search's first step takes the `max(2, 1 + stop ids) x --num-beams` best
-    tokens of one row (`beam_chunk`'s candidates; a chunk `scripted` by a schedule has no
-    stop id): more than the vocabulary holds is refused once the model is known (before:
-    "selected index k out of range" from the first beam search)."""
-    if args.num_beams == 1:
-        return
+    """`--num-beams` within the vocabulary, once the model is known (a chunk `scripted` by
+    a schedule has no stop id; the model's own chunks end at its stop ids)."""
+    from east_agent.decoding.chunk_search import check_beams_fit
+
     stops = 0
-    if not scripted:  # the model's own chunks end at its stop ids
+    if not scripted and args.num_beams > 1:
         from east_agent.lm.checkpoint import east_token_ids
 
-        ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
-        stops = len(ids.write_stops)
-    factor = max(2, 1 + stops)
-    vocab = model.get_output_embeddings().weight.shape[0]
-    if factor * args.num_beams > vocab:
-        raise ValueError(
-            f"--num-beams {args.num_beams}: a beam search step takes the {factor} x "
-            f"{args.num_beams} best tokens, more than this model's vocabulary of {vocab}; "
-            f"at most {vocab // factor} beams here"
-        )
+        stops = len(east_token_ids(tokenizer, model.generation_config.eos_token_id).write_stops)
+    check_beams_fit(args.num_beams, stops, model.get_output_embeddings().weight.shape[0])
 
 
 def check_save_schedule(args: argparse.Namespace) -> None:

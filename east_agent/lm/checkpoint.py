@@ -97,6 +97,17 @@ def east_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> 
     )
 
 
+def generation_eos(model_path: str | Path, config) -> int | list[int] | None:
+    """The eos ids of the generation config a checkpoint loads with, read without its
+    weights: its generation_config.json's, else its config's (as transformers derives one)."""
+    if (Path(model_path) / "generation_config.json").is_file():
+        from transformers import GenerationConfig
+
+        with loading(model_path, "--model-path", part="generation_config.json"):
+            return GenerationConfig.from_pretrained(str(model_path)).eos_token_id
+    return getattr(config.get_text_config(), "eos_token_id", None)
+
+
 CHECKPOINT_DTYPE = "the checkpoint's"
 
 

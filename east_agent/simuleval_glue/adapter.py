@@ -124,13 +124,40 @@ def add_latency_arg(parser: argparse.ArgumentParser) -> None:
 
 def model_positions(args: argparse.Namespace) -> int:
     """The checkpoint's max_position_embeddings, reading only its config."""
+    return checkpoint_config(args).max_position_embeddings
+
+
+def checkpoint_config(args: argparse.Namespace):
+    """The checkpoint's config as transformers reads it (no weights), read once in this
+    process while its config.json is as it was (a run's checks ask for it more than once)."""
+    config_file = Path(args.model_path) / "config.json"
+    state = stat_of(config_file) if config_file.is_file() else ()
+    return _read_config(str(args.model_path), args.trust_remote_code, state)
+
+
+@lru_cache(maxsize=2)
+def _read_config(model_path: str, trust_remote_code: bool, state: tuple):
     from transformers import AutoConfig
 
     from east_agent.lm.checkpoint import check_model_path
 
-    check_model_path(args.model_path)
-    config = AutoConfig.from_pretrained(args.model_path, trust_remote_code=args.trust_remote_code)
-    return config.max_position_embeddings
+    check_model_path(model_path)
+    return AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+
+
+def check_beams_in_vocabulary(args: argparse.Namespace, num_beams: int) -> None:
+    """A --num-beams whose beam steps the checkpoint's vocabulary can fill, read from its
+    config, tokenizer and generation config (before: refused by `east-bench` alone; a run
+    failed at its first beam search, after the model loaded). A hub id is left to the run."""
+    if num_beams == 1 or not (Path(args.model_path) / "config.json").is_file():
+        return
+    from east_agent.decoding.chunk_search import check_beams_fit
+    from east_agent.lm.checkpoint import east_token_ids, generation_eos
+
+    config = checkpoint_config(args)
+    eos = generation_eos(args.model_path, config)
+    stops = east_token_ids(checkpoint_tokenizer(args)(), eos).write_stops
+    check_beams_fit(num_beams, len(stops), config.get_text_config().vocab_size)
 
 
 def check_max_context(args: argparse.Namespace, max_context: int | None) -> None:

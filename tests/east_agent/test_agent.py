@@ -174,3 +174,34 @@ def test_help_shows_this_commands_flags_with_or_without_an_agent():
     with_agent = run_simuleval("--agent", AGENT_FILE, "--standalone", "--help", timeout=120)
     assert with_agent.returncode == 0, with_agent.stderr[-2000:]
     assert "--batch-size N" in with_agent.stdout and "--latency" in with_agent.stdout
+
+
+@pytest.mark.parametrize("flags", [(), ("--batch-size", "2")])
+def test_more_beams_than_the_vocabulary_holds_are_refused_before_loading(
+    east_checkpoint, east_model, east_tokenizer, toy_test_set, tmp_path, flags
+):
+    """The bound is the beam search's own (its first step takes `max(2, 1 + stops) x beams`
+    tokens), read from the checkpoint's files: before, refused by east-bench alone, and a
+    run failed at its first beam search after the model loaded."""
+    import argparse
+
+    from east_agent.lm.checkpoint import east_token_ids
+    from east_agent.simuleval_glue.adapter import check_beams_in_vocabulary
+
+    vocab = east_model.get_output_embeddings().weight.shape[0]
+    stops = east_token_ids(east_tokenizer, east_model.generation_config.eos_token_id).write_stops
+    most = vocab // max(2, 1 + len(stops))
+    args = argparse.Namespace(model_path=str(east_checkpoint), trust_remote_code=False)
+    check_beams_in_vocabulary(args, most)
+    with pytest.raises(ValueError, match=f"vocabulary of {vocab}; at most {most} beams here$"):
+        check_beams_in_vocabulary(args, most + 1)
+
+    folder, _ = toy_test_set
+    arguments = agent_arguments(
+        east_checkpoint, folder, tmp_path / "out", "--num-beams", most + 1, *flags
+    )
+    result = run_simuleval(*arguments, timeout=120)
+    assert result.returncode != 0
+    assert f"--num-beams {most + 1}: a beam search step takes" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "instances.log").exists()

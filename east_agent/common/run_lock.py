@@ -21,6 +21,7 @@ from pathlib import Path
 from east_agent.common.entry import CommandError
 
 RUN_LOCK = "run.lock"  # a run of a grid (`east-eval`, `east-demo`)
+GRID_LOCK = "grid.lock"  # a grid's output folder (`east_agent.evaluation.grid`)
 
 
 class RunFolderBusyError(CommandError):

@@ -28,7 +28,13 @@ from east_agent.common.atomic import remove
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
-from east_agent.common.run_lock import RunFolderBusyError, hold_run_lock, holder, may_be_held
+from east_agent.common.run_lock import (
+    GRID_LOCK,
+    RunFolderBusyError,
+    hold_run_lock,
+    holder,
+    may_be_held,
+)
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
@@ -233,9 +239,6 @@ def run_grid(
         if afresh and not dry_run:  # before the test set is written, or any run emptied
             check_afresh(config.output / "runs")
         return _run_picked(config, every_run, runs, shard, limit, dry_run, afresh)
-
-
-GRID_LOCK = "grid.lock"
 
 
 @contextmanager

@@ -20,6 +20,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from east_agent.common.atomic import (
 )
 from east_agent.common.entry import command_line
 from east_agent.common.records import load_records, read_json_object, require_fields
+from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.units import source_units
@@ -253,6 +256,20 @@ def units_split_by(folder: Path) -> str | dict | None:
     return read_json_object(Path(folder) / "testset.json").get(UNITS_SPLIT_BY)
 
 
+@contextmanager
+def holding_grid_testset(output: Path) -> Iterator[None]:
+    """A grid's `testset/` (its folder holds `grid.lock`) prepared as the grid would: with
+    the grid's folder held, so that a grid running there refuses this (before: its test
+    set was replaced under it, found by the grid's checks only at its next run) and a grid
+    started meanwhile is refused."""
+    grid = output.resolve().parent
+    if output.resolve().name != "testset" or not (grid / GRID_LOCK).is_file():
+        yield
+        return
+    with hold_run_lock(grid, GRID_LOCK):
+        yield
+
+
 @command_line("east-prepare")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="write a test set as SimulEval files")
@@ -282,7 +299,8 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = load_tokenizer(args.tokenizer)
         if split_by_tokenizer(args.testset):  # recorded as a grid records it (before: not)
             split_by = model_setting(args.tokenizer)
-    prepared = prepare_testset(args.testset, args.output, tokenizer, split_by)
+    with holding_grid_testset(Path(args.output)):
+        prepared = prepare_testset(args.testset, args.output, tokenizer, split_by)
     unit = "talks" if longform.parse_name(prepared.name)[1] else "sentences"
     print(f"{prepared.sentences} {unit}: {prepared.source} {prepared.reference}")
 

@@ -317,3 +317,23 @@ def test_east_prepare_records_the_checkpoint_that_split_the_units(east_checkpoin
     assert (folder / "source.txt").stat().st_mtime_ns == written  # taken as it is
     main(["wmt22.de-en", "--output", str(folder), "--tokenizer", str(east_checkpoint)])
     assert "units_split_by" not in json.loads((folder / "testset.json").read_text())
+
+
+def test_east_prepare_into_a_running_grids_testset_is_refused(tmp_path, capsys):
+    """A grid's `testset/` is held with the grid's folder (before: replaced under a running
+    grid, found by its checks only at the grid's next run); an idle grid's is prepared."""
+    from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
+    from east_agent.evaluation.testsets import main
+
+    grid = tmp_path / "grid"
+    with hold_run_lock(grid, GRID_LOCK):  # a grid running there
+        with pytest.raises(SystemExit) as ended:
+            main(["multi30k.de-en", "--output", str(grid / "testset")])
+        assert ended.value.code == 2
+        assert capsys.readouterr().err.startswith(f"east-prepare: {grid} is being written by ")
+        assert not (grid / "testset").exists()
+        main(["multi30k.de-en", "--output", str(tmp_path / "elsewhere")])  # not the grid's
+    main(["multi30k.de-en", "--output", str(grid / "testset")])
+    assert (grid / "testset" / "testset.json").is_file()
+    with hold_run_lock(grid, GRID_LOCK):  # the grid's lock came back whole
+        pass

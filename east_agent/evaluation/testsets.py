@@ -41,6 +41,7 @@ from east_agent.decoding.units import source_units
 from east_agent.evaluation import longform
 
 DATA = Path(__file__).resolve().parents[1] / "data"
+DATA_SUMS = "SHA256SUMS"  # `sha256sum` of every shipped data file, checked as it is read
 MULTI30K_SPLITS = {"multi30k": "test_2016_flickr", "multi30k-val": "val"}
 MULTI30K_LANGUAGES = ("de", "en", "fr", "cs")
 
@@ -105,15 +106,41 @@ def read_pairs(name: str) -> tuple[list[tuple[str, str]], str, str]:
     src, tgt = direction.split("-")
     if prefix in MULTI30K_SPLITS:
         split = MULTI30K_SPLITS[prefix]
-        source_lines = read_lines(DATA / "multi30k" / f"{split}.{src}.gz")
-        target_lines = read_lines(DATA / "multi30k" / f"{split}.{tgt}.gz")
+        source_lines = read_lines(shipped_file(f"multi30k/{split}.{src}.gz"))
+        target_lines = read_lines(shipped_file(f"multi30k/{split}.{tgt}.gz"))
         return list(zip(source_lines, target_lines)), language_name(src), language_name(tgt)
-    path = DATA / "wmt" / f"{prefix}.test.{direction}.json.gz"
+    path = shipped_file(f"wmt/{prefix}.test.{direction}.json.gz")
     records = load_records(path)
     for index, record in enumerate(records):
         require_fields(record, ("source", "reference"), path, index)
     pairs = [(record["source"], record["reference"]) for record in records]
     return pairs, language_name(records[0]["src_lang"]), language_name(records[0]["tgt_lang"])
+
+
+def shipped_file(relative: str) -> Path:
+    """A data file shipped in `east_agent/data`, as shipped: one damaged or cut since is
+    refused naming it (before: a Multi30k file cut short was zipped with its pair into
+    fewer sentences, every one scored)."""
+    path = DATA / relative
+    expected = shipped_sums().get(relative)
+    if expected is None:
+        raise ValueError(f"{path}: not among the shipped data files ({DATA / DATA_SUMS})")
+    try:
+        digest = file_sha256(path)
+    except OSError as error:
+        raise ValueError(f"{path}: {error.strerror}; reinstall east-simul") from None
+    if digest != expected:
+        raise ValueError(
+            f"{path}: damaged since it was shipped (its SHA-256 is not the one "
+            f"{DATA / DATA_SUMS} names); reinstall east-simul"
+        )
+    return path
+
+
+def shipped_sums() -> dict[str, str]:
+    """{file below east_agent/data: its SHA-256}, as `sha256sum` wrote them."""
+    lines = (DATA / DATA_SUMS).read_text(encoding="utf-8").splitlines()
+    return {name: digest for digest, name in (line.split(maxsplit=1) for line in lines)}
 
 
 def split_by_tokenizer(name: str) -> bool:
@@ -219,7 +246,11 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
 def sentence_files_sha256(prepared: PreparedTestset) -> dict[str, str]:
     """The SHA-256 of the source and reference files, by name."""
     files = (prepared.source, prepared.reference)
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in files}
+    return {path.name: file_sha256(path) for path in files}
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_sentence_files(prepared: PreparedTestset, recorded: dict | None, meta: Path) -> None:

@@ -91,6 +91,8 @@ def test_multi30k_sentences_with_line_separators_stay_paired(tmp_path, monkeypat
     texts = {"de": "ein\u2028Hund\nzwei\x85Katzen\n", "en": "a dog\ntwo\x0ccats\n"}
     for language, text in texts.items():
         (folder / f"val.{language}.gz").write_bytes(gzip.compress(text.encode()))
+    sums = [f"{testsets.file_sha256(path)}  multi30k/{path.name}" for path in folder.iterdir()]
+    (tmp_path / testsets.DATA_SUMS).write_text("\n".join(sums) + "\n")
     monkeypatch.setattr(testsets, "DATA", tmp_path)
     pairs, _, _ = read_pairs("multi30k-val.de-en")
     assert pairs == [("ein\u2028Hund", "a dog"), ("zwei\x85Katzen", "two\x0ccats")]
@@ -337,3 +339,35 @@ def test_east_prepare_into_a_running_grids_testset_is_refused(tmp_path, capsys):
     assert (grid / "testset" / "testset.json").is_file()
     with hold_run_lock(grid, GRID_LOCK):  # the grid's lock came back whole
         pass
+
+
+def test_every_shipped_data_file_is_as_its_sums_say():
+    data = testsets.DATA
+    shipped = {str(path.relative_to(data)) for path in data.glob("*/*.gz")}
+    assert set(testsets.shipped_sums()) == shipped
+    for name in sorted(shipped):
+        assert testsets.shipped_file(name) == data / name
+
+
+@pytest.mark.parametrize("damage", ["cut", "removed"])
+def test_a_damaged_shipped_file_is_refused_naming_it(tmp_path, monkeypatch, capsys, damage):
+    """Before: a Multi30k file cut short was zipped with its pair into fewer sentences."""
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(testsets.DATA, copy)
+    monkeypatch.setattr(testsets, "DATA", copy)
+    damaged = copy / "multi30k" / "test_2016_flickr.en.gz"
+    if damage == "cut":
+        lines = testsets.read_lines(damaged)[:-1]
+        with gzip.open(damaged, "wt", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+    else:
+        damaged.unlink()
+    with pytest.raises(SystemExit) as ended:
+        testsets.main(["multi30k.de-en", "--output", str(tmp_path / "out")])
+    assert ended.value.code == 2
+    said = "damaged since it was shipped" if damage == "cut" else "No such file or directory"
+    assert capsys.readouterr().err.startswith(f"east-prepare: {damaged}: {said}")
+    assert not (tmp_path / "out").exists()
+    testsets.main(["multi30k.de-fr", "--output", str(tmp_path / "fr")])  # its files are whole

@@ -1,6 +1,7 @@
 """YAML as the project's configs (evaluation grids, training recipes) read it: safe, a
-key given twice refused, merge keys taken, `1e-6` a number; errors as one line naming
-the file, line and column."""
+key given twice refused, merge keys taken, numbers as YAML 1.2 reads them (`1e-6` a
+number, `010` ten, a base-60 `1:30` refused); errors as one line naming the file, line
+and column."""
 
 from __future__ import annotations
 
@@ -34,6 +35,27 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 raise _error(f"the key {key!r} is given twice", key_node)
         return super().construct_mapping(node, deep)
 
+    def construct_yaml_int(self, node):
+        """A number as YAML 1.2 reads it: `010` is ten (YAML 1.1: octal eight); a base-60
+        `1:30` is refused (YAML 1.1: ninety; before: `max_steps: 1:30` trained 90 steps)."""
+        text = str(self.construct_scalar(node)).replace("_", "")
+        if ":" in text:
+            raise _error(f"{text!r} reads as a base-60 number in YAML 1.1; quote it", node)
+        digits = text.lstrip("+-")
+        if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
+            return int(text, 10)
+        return super().construct_yaml_int(node)
+
+    def construct_yaml_float(self, node):
+        if ":" in str(self.construct_scalar(node)):
+            text = self.construct_scalar(node)
+            raise _error(f"{text!r} reads as a base-60 number in YAML 1.1; quote it", node)
+        return super().construct_yaml_float(node)
+
+
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", UniqueKeyLoader.construct_yaml_int)
+UniqueKeyLoader.add_constructor("tag:yaml.org,2002:float", UniqueKeyLoader.construct_yaml_float)
+
 
 def _error(problem: str, node: yaml.Node) -> yaml.constructor.ConstructorError:
     return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
@@ -44,6 +66,9 @@ UniqueKeyLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
+)
+UniqueKeyLoader.add_implicit_resolver(  # `09`: YAML 1.1 reads it as text (no octal digit)
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?0[0-9_]+$"), list("-+0")
 )
 
 

@@ -198,6 +198,7 @@ def plot_curves(
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(6, 4.5))
+    lines, names = [], []
     for system in dict.fromkeys(row["system"] for row in rows):
         points = sorted(
             (float(row[x_column]), float(row["BLEU"]), row["setting"])
@@ -206,7 +207,9 @@ def plot_curves(
         )
         if not points:
             continue
-        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=system)
+        (line,) = axes.plot([p[0] for p in points], [p[1] for p in points], marker="o")
+        lines.append(line)
+        names.append(system)
         for laal, bleu, setting in points:
             axes.annotate(
                 setting, (laal, bleu), fontsize=7, xytext=(3, 3), textcoords="offset points"
@@ -215,7 +218,7 @@ def plot_curves(
     axes.set_ylabel("BLEU")
     axes.set_title(title)
     axes.grid(alpha=0.3)
-    axes.legend()
+    axes.legend(lines, names)  # named here: a `label` starting with `_` is left out
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120, format="png")

@@ -54,7 +54,9 @@ class Comparison:
             "to": self.to_setting,
             "BLEU_from": f"{self.bleu_from:.3f}",
             "BLEU_to": f"{self.bleu_to:.3f}",
-            "delta": f"{round(self.bleu_to - self.bleu_from, 3) + 0.0:.3f}",  # + 0.0: no "-0.000"
+            # the shown scores' difference (before: the unrounded one's, 0.001 off); + 0.0:
+            # no "-0.000"
+            "delta": f"{round(round(self.bleu_to, 3) - round(self.bleu_from, 3), 3) + 0.0:.3f}",
             "CI95_to": "" if self.ci95_to is None else f"{self.ci95_to:.3f}",
             "p_value": "" if self.p_value is None else f"{self.p_value:.4f}",
             "verdict": self.verdict,

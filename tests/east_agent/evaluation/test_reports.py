@@ -114,3 +114,26 @@ def test_scores_of_no_sentence_are_read_as_empty_cells(tmp_path):
     assert read_scores(tmp_path) == {"BLEU": "", "LAAL": "", "AL": ""}
     (tmp_path / "scores.tsv").write_text("BLEU\tLAAL\n30.5\t2.25\n")
     assert read_scores(tmp_path) == {"BLEU": "30.5", "LAAL": "2.25"}
+
+
+def test_a_system_named_with_an_underscore_is_in_the_legend(tmp_path, monkeypatch):
+    """matplotlib leaves out a `label` starting with `_`: such a system's line was drawn
+    without a name."""
+    import matplotlib.axes
+
+    from east_agent.evaluation.reports import plot_curves
+
+    shown = []
+    original = matplotlib.axes.Axes.legend
+    monkeypatch.setattr(
+        matplotlib.axes.Axes,
+        "legend",
+        lambda self, *a, **k: shown.append(original(self, *a, **k)) or shown[-1],
+    )
+    rows = [
+        {"system": system, "setting": setting, "LAAL": laal, "BLEU": "30.0"}
+        for system in ("east", "_base")
+        for setting, laal in (("low", "1.5"), ("high", "3.0"))
+    ]
+    plot_curves(rows, tmp_path / "curves.png", "set")
+    assert [text.get_text() for text in shown[0].get_texts()] == ["east", "_base"]

@@ -114,3 +114,14 @@ def test_a_log_that_is_not_utf8_is_named(tmp_path):
         handle.write(b'{"index": 1, "prediction": "caf\xe9"}\n')
     with pytest.raises(ValueError, match=r"instances.log: line 2: not UTF-8 \(byte 0xe9 at"):
         read_predictions(folder)
+
+
+def test_delta_is_the_difference_of_the_scores_shown():
+    """Before: rounded from the unrounded scores, 0.001 off the row's own columns
+    (28.411 -> 30.150 shown with delta 1.738)."""
+    from east_agent.evaluation.significance import Comparison
+
+    row = Comparison("east", "low", "high", 28.4114, 30.1496, None, None).row()
+    assert (row["BLEU_from"], row["BLEU_to"], row["delta"]) == ("28.411", "30.150", "1.739")
+    same = Comparison("east", "low", "high", 30.0004, 29.9996, None, None).row()
+    assert same["delta"] == "0.000"

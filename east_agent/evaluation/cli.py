@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--only", nargs="+", help="run only these runs (names as in results)")
     parser.add_argument(
-        "--limit", type=positive_int, help="only the first N sentences (smoke tests)"
+        "--limit",
+        type=positive_int,
+        help="only the first N sentences, or talks of a long-form set (smoke tests)",
     )
     parser.add_argument("--shard", type=parse_shard, help="run shard I of N: --shard 2/4")
     parser.add_argument(

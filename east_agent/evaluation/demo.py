@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--num-beams", type=positive_int, default=1, help="beams per chunk")
     parser.add_argument(
-        "--limit", type=positive_int, help="only the first N sentences (default: all)"
+        "--limit",
+        type=positive_int,
+        help="only the first N sentences, or talks of a long-form set (default: all)",
     )
     parser.add_argument(
         "--batch-size",

@@ -209,7 +209,10 @@ def test_help_shows_each_default_but_none(capsys):
         demo.main(["--help"])
     usage = " ".join(capsys.readouterr().out.split())
     assert "(default: None)" not in usage
-    assert "--limit LIMIT only the first N sentences (default: all)" in usage
+    assert (
+        "--limit LIMIT only the first N sentences, or talks of a long-form set (default: all)"
+        in usage
+    )
     assert "--latency {low,low-medium,medium,medium-high,high} the level (default: low)" in usage
 
 

@@ -161,8 +161,10 @@ def write_tables(
     output: Path,
     columns: tuple[str, ...] = TABLE_COLUMNS,
     name: str = "results",
+    note: str = "",
 ) -> None:
-    """Write `<output>/<name>.csv` and `<name>.md`, each atomically."""
+    """Write `<output>/<name>.csv` and `<name>.md`, each atomically; `note`: a line under
+    the Markdown table."""
     with atomic_path(output / f"{name}.csv") as temporary:
         with open(temporary, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
@@ -172,6 +174,7 @@ def write_tables(
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
         *("| " + " | ".join(_cell(row.get(c, "")) for c in columns) + " |" for row in rows),
+        *(("", note) if note else ()),
     ]
     write_atomically(output / f"{name}.md", "\n".join(lines) + "\n")
 
@@ -267,6 +270,7 @@ def summarize(
     could not score them) are not tabled either, and their systems' tests are made again."""
     left_out = set() if left_out is None else left_out
     rows = collect(config, runs, left_out)
+    note = untabled_note(runs, rows)
     dropped = {run.system for run in runs if run.name in left_out}  # their tests made again
     compared = {
         system: tests for system, tests in (compared or {}).items() if system not in dropped
@@ -275,7 +279,7 @@ def summarize(
     if not rows:
         remove_earlier_tables(config.output)
         return rows
-    write_tables(rows, config.output, table_columns(config))
+    write_tables(rows, config.output, table_columns(config), note=note)
     write_curves(config, rows)
     print((config.output / "results.md").read_text(), flush=True)
     comparisons = compare_settings(config, runs, compared)
@@ -288,6 +292,19 @@ def summarize(
         for suffix in (".csv", ".md"):
             remove(config.output / f"significance{suffix}")
     return rows
+
+
+def untabled_note(runs: list[Run], rows: list[dict[str, Any]]) -> str:
+    """The grid's runs its table lacks, named under it (before: named on stderr alone, so
+    the table of a grid with failed runs read as a whole grid)."""
+    tabled = {(row["system"], row["setting"]) for row in rows}
+    missing = [run.name for run in runs if (run.system, run.setting) not in tabled]
+    if not missing:
+        return ""
+    return (
+        f"Not in this table: {', '.join(missing)} (failed, unfinished or not scored; "
+        "`east-eval` said why)."
+    )
 
 
 def remove_tables(output: Path) -> list[str]:

@@ -68,7 +68,13 @@ def test_a_failed_run_of_one_job_keeps_the_tables_of_the_others(
         main([str(config), "--limit", "3", "--jobs", "1"])
     assert ended.value.code == 2
     assert "the decoder refused a setting" in capsys.readouterr().err
-    assert "| east | low |" in (output / "results.md").read_text()
+    table = (output / "results.md").read_text()
+    assert "| east | low |" in table and "| east | high |" not in table
+    assert table.endswith(  # before: only stderr said the grid was not whole
+        "\n\nNot in this table: east-high (failed, unfinished or not scored; `east-eval` said "
+        "why).\n"
+    )
+    assert "east-high" not in (output / "results.csv").read_text()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")

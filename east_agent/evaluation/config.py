@@ -206,6 +206,7 @@ class EvalConfig:
                 f"{place.of('systems')}: two runs are named {twice[0]!r} (a system's "
                 "name and sweep value make another's); rename a system"
             )
+        check_folders_apart(place, runs)
         return runs
 
     def long_form_settings(self, place: KeyPlace, system: str, settings: dict, gold: bool) -> dict:
@@ -606,6 +607,20 @@ def parse_yaml(path: Path, text: str) -> Any:
         return load_yaml(text, str(path))
     except YamlFileError as error:
         raise EvalConfigError(str(error)) from None
+
+
+def check_folders_apart(place: KeyPlace, runs: list[Run]) -> None:
+    """No run's folder inside another's: a swept path names its run's folder, so a path
+    below another swept one put that run inside the other's folder (emptied with it)."""
+    folders = {run.name: Path(run.name) for run in runs}
+    for run in runs:
+        for other in runs:
+            if folders[run.name] in folders[other.name].parents:
+                where = place.of("systems", other.system)
+                raise EvalConfigError(
+                    f"{where}: run {other.name}'s folder would be inside run {run.name}'s "
+                    "(a swept path below another); sweep paths of which none is inside another"
+                )
 
 
 class KeyPlace:

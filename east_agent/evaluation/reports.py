@@ -55,11 +55,25 @@ def read_scores(run_dir: Path) -> dict[str, str]:
 
 
 def table_columns(config: EvalConfig) -> tuple[str, ...]:
-    """The grid's table; COMET after BLEU when the config asks for it."""
+    """The grid's table; COMET after BLEU when the config asks for it, and latency metrics
+    it asks for beyond the table's own (AP, DAL, ATD) after LAAL_CA (before: scored, and
+    shown nowhere)."""
     columns = LONGFORM_COLUMNS if config.long_form else TABLE_COLUMNS
+    extra = extra_latency_columns(config)
+    if extra:
+        end = columns.index(SIMULEVAL_COLUMNS[-1]) + 1
+        columns = (*columns[:end], *extra, *columns[end:])
     if "COMET" in config.quality_metrics:
         columns = (*columns[:3], "COMET", *columns[3:])
     return columns
+
+
+def extra_latency_columns(config: EvalConfig) -> tuple[str, ...]:
+    """SimulEval's latency metrics the grid asks for that the table has no column of (a
+    long-form table shows OmniSTEval's alone)."""
+    if config.long_form:
+        return ()
+    return tuple(name for name in config.latency_metrics if name not in SIMULEVAL_COLUMNS)
 
 
 def collect(
@@ -77,7 +91,7 @@ def collect(
         row = {"system": run.system, "setting": run.setting, **timing_cells(run_dir)}
         if not config.long_form:
             scores = read_scores(run_dir)
-            columns = (*SIMULEVAL_COLUMNS, "COMET")
+            columns = (*SIMULEVAL_COLUMNS, *extra_latency_columns(config), "COMET")
             row.update({column: score_cell(scores.get(column, "")) for column in columns})
         cells = omnisteval_cells(config, run, run_dir, testset.eval_latency_unit)
         if cells is None and config.long_form:

@@ -1593,6 +1593,22 @@ def test_a_swept_value_that_would_lead_a_run_folder_out_is_refused(tmp_path, cap
     assert f"{config}: line " in error and "systems.east.adapter_path: 'x/../..' in " in error
 
 
+def test_a_swept_path_below_another_is_refused(tmp_path, capsys):
+    """Its run's folder was made inside the other run's (and emptied with it)."""
+    for adapter in ("ad/a", "ad/a/b"):
+        (tmp_path / adapter).mkdir(parents=True)
+        (tmp_path / adapter / "adapter_config.json").write_text("{}")
+    paths = [str(tmp_path / "ad" / "a"), str(tmp_path / "ad" / "a" / "b")]
+    system = {"agent": "east", "adapter_path": paths}
+    config = quick_config(tmp_path / "grid.yaml", systems={"east": system})
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert error.endswith(
+        f"systems.east: run east-{paths[1]}'s folder would be inside run east-{paths[0]}'s "
+        "(a swept path below another); sweep paths of which none is inside another\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_dry_run_gives_the_refusal_of_a_run_folder_made_otherwise(tmp_path, capsys):
     """Before: "done already, skipped" for a run the grid itself then refused (made with
     --limit 2, the dry run without)."""

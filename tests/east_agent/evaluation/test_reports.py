@@ -137,3 +137,21 @@ def test_a_system_named_with_an_underscore_is_in_the_legend(tmp_path, monkeypatc
     ]
     plot_curves(rows, tmp_path / "curves.png", "set")
     assert [text.get_text() for text in shown[0].get_texts()] == ["east", "_base"]
+
+
+def test_latency_metrics_asked_for_beyond_the_tables_are_shown(tmp_path):
+    """Before: AP, DAL (the shipped configs ask for both) and ATD were scored and shown
+    nowhere."""
+    from pathlib import Path
+
+    from east_agent.evaluation.config import EvalConfig
+    from east_agent.evaluation.reports import TABLE_COLUMNS, table_columns
+
+    config = EvalConfig(Path("grid.yaml"), "multi30k.de-en", "m", tmp_path, {})
+    config.latency_metrics = ["LAAL", "AL", "LAAL_CA", "AL_CA"]
+    assert table_columns(config) == TABLE_COLUMNS
+    config.latency_metrics = ["LAAL", "AL", "AP", "DAL", "LAAL_CA", "AL_CA", "DAL_CA"]
+    columns = table_columns(config)
+    at = columns.index("LAAL_CA")
+    assert columns[at + 1 : at + 4] == ("AP", "DAL", "DAL_CA")
+    assert columns[: at + 1] + columns[at + 4 :] == TABLE_COLUMNS

@@ -43,7 +43,10 @@ from east_agent.decoding.prompt import is_unspaced
 from east_agent.decoding.streaming import Counters, Stream
 from east_agent.decoding.units import join_source_units
 
-SENTENCE_END = "。？！.!?"
+# Latin, CJK (full- and halfwidth), Devanagari dandas (Hindi), the Arabic question mark and
+# Urdu full stop (Arabic, Persian), the Greek question mark (U+037E), and `‼ ⁇ ⁈ ⁉`
+# (before: `है।`, `هل؟`, `done．` ended no sentence, and such talks were cut mid-sentence)
+SENTENCE_END = "。？！.!?．｡।॥؟۔\u037e‼⁇⁈⁉"
 CLOSING_MARKS = "\"'”’»」』）)]】〉》"  # may follow a sentence's end: `weekend."`, `。」`
 UNIT_ROOM = 16  # the most tokens one source unit is taken to need
 CHUNK_ROOM = 16  # the fewest tokens a chunk may be given before its segment is closed

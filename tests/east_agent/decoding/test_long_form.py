@@ -283,6 +283,9 @@ def test_the_default_budget_is_named_as_such(east_model, east_tokenizer):
         ("说。”", True), ("why?»", True), ("Haus", False), ("Mr", False),
         # closing marks alone end no sentence (a Chinese unit `）`, spaced punctuation)
         (")", False), ("）", False), ("》", False), ('"', False), ("」", False),
+        # Hindi, Arabic, Persian, Urdu, fullwidth, Greek (before: no sentence end)
+        ("है।", True), ("هل؟", True), ("است.", True), ("ہے۔", True), ("done．", True),
+        ("τι\u037e", True), ("है", False), ("،", False),
     ],
 )  # fmt: skip
 def test_a_sentence_end_is_its_mark_closing_marks_aside(unit, ends):

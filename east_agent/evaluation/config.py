@@ -326,6 +326,20 @@ def check_swept_values(place: KeyPlace, system: str, agent: str, key: str, value
         )
 
 
+def flags_as_read(agent: Any, flags: dict, kept_as_given: tuple[str, ...] = ()) -> dict:
+    """A run's flags as its agent reads them: each typed as its flag types it, one not
+    given or null its default (before: a folder made with `num_beams: 1` written out was
+    another run than the same system without it); `kept_as_given`: flags whose absence is
+    itself recorded."""
+    if not isinstance(agent, str) or agent not in AGENT_FILES:
+        return dict(flags)
+    read = dict(flags)
+    for action in agent_parser(agent)._actions:
+        if action.dest not in kept_as_given:
+            read[action.dest] = swept_setting(action, flags.get(action.dest))
+    return read
+
+
 def swept_setting(action: argparse.Action | None, value: Any) -> Any:
     """What the agent makes of a swept value: null is its default; text as its flag types
     it (`"128"` is 128)."""

@@ -37,6 +37,7 @@ from east_agent.evaluation.config import (
     Run,
     agent_class_of,
     command_flags,
+    flags_as_read,
 )
 from east_agent.evaluation.testsets import PreparedTestset
 from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, settings_differ
@@ -136,6 +137,10 @@ def run_record(
     return record
 
 
+# a flag recorded at its default too: its absence tells a run of an older rule (`run_record`)
+RECORDED_AS_GIVEN = ("beam_stop",)
+
+
 def _comparable(key: str, value: Any) -> Any:
     """A record's value as records are compared: a checkpoint named by a path (records
     written before fingerprints, relative to where the grid ran) as `model_setting` names
@@ -156,6 +161,9 @@ def record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[st
     differences = []
     for key in [*record, *(key for key in saved if key not in record)]:
         before, now = _comparable(key, saved.get(key)), _comparable(key, record.get(key))
+        if key == "flags" and isinstance(before, dict) and isinstance(now, dict):
+            before = flags_as_read(saved.get("agent"), before, RECORDED_AS_GIVEN)
+            now = flags_as_read(record.get("agent"), now, RECORDED_AS_GIVEN)
         if settings_differ({key: before}, {key: now}):
             differences.append(
                 f"{key} {shown_setting(saved.get(key))} (now {shown_setting(record.get(key))})"

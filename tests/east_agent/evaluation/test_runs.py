@@ -50,6 +50,24 @@ def test_a_num_beams_left_empty_is_the_default():
     assert command_flags(run.flags) == ["--latency", "low"]  # the agent's default: 1 beam
 
 
+def test_a_flag_written_at_its_default_is_the_same_run():
+    """Before: a folder made with `num_beams: 1` (or `max_new_tokens: "128"`) written out
+    was refused as another run once the config left it out; the beam search's rule is
+    still told by its absence (runs of the older rule)."""
+    plain = {"model_path": "m", "testset": "multi30k.de-en", "agent": "east",
+             "flags": {"latency": "low"}, "sentences": [0, 3]}  # fmt: skip
+    spelled = {**plain, "flags": {"latency": "low", "num_beams": 1, "kv_cache": "auto"}}
+    assert record_differences(spelled, plain) == record_differences(plain, spelled) == []
+    typed = {**plain, "flags": {"latency": "low", "max_new_tokens": "128"}}
+    assert record_differences(typed, plain) == []
+    other = {**plain, "flags": {"latency": "low", "num_beams": 2}}
+    assert record_differences(other, plain) == ["flags {'latency': 'low', 'num_beams': 2} "
+                                                "(now {'latency': 'low'})"]  # fmt: skip
+    beams = {**plain, "flags": {"latency": "low", "num_beams": 5}}
+    rule = {**plain, "flags": {"latency": "low", "num_beams": 5, "beam_stop": "reference"}}
+    assert record_differences(beams, rule) != []
+
+
 def model_folder(path: Path, config: str = '{"hidden_size": 8}') -> Path:
     """A stand-in checkpoint: the fingerprint reads files, never loads them."""
     path.mkdir(parents=True)

@@ -35,7 +35,7 @@ from east_agent.common.run_lock import (
     holder,
     may_be_held,
 )
-from east_agent.evaluation.config import EvalConfig, Run
+from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
     LongformSet,
@@ -228,6 +228,7 @@ def run_grid(
     folders emptied after the grid's checks), then table them all."""
     every_run = config.runs()
     runs = picked_runs(every_run, only)
+    check_outside_other_grids(config.output)
     if not dry_run and any(
         not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs
     ):
@@ -239,6 +240,23 @@ def run_grid(
         if afresh and not dry_run:  # before the test set is written, or any run emptied
             check_afresh(config.output / "runs")
         return _run_picked(config, every_run, runs, shard, limit, dry_run, afresh)
+
+
+GRID_OWN_FOLDERS = ("runs", "testset")  # what a grid empties or replaces in its output
+
+
+def check_outside_other_grids(output: Path) -> None:
+    """A grid's output is not inside another grid's runs or test set, which that grid
+    empties or replaces (before: an `east-demo --output` inside another demo's run folder
+    was taken, and emptied with that run)."""
+    folder = output.resolve()
+    for parent in folder.parents:
+        inside = folder.relative_to(parent).parts[0]
+        if inside in GRID_OWN_FOLDERS and (parent / GRID_LOCK).is_file():
+            raise EvalConfigError(
+                f"output {output} is inside {parent / inside}, the {inside} of the grid in "
+                f"{parent}; another --output"
+            )
 
 
 @contextmanager

@@ -268,3 +268,25 @@ def test_a_prepared_sentence_edited_by_hand_is_refused_before_a_run_is_emptied(
     assert f"east-demo: {source}: changed since multi30k.de-en was prepared" in result.stderr
     after = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
     assert after == before
+
+
+@pytest.mark.parametrize("inside", ["runs/east-low/mine", "testset"])
+def test_an_output_inside_another_grids_runs_or_test_set_is_refused(
+    all_levels, tmp_path, capsys, inside
+):
+    """Before: a demo into another demo's run folder was taken (and emptied with that run
+    by the other demo's next start)."""
+    from east_agent.evaluation import demo
+
+    output = tmp_path / "out"
+    shutil.copytree(all_levels[0], output)
+    before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    with pytest.raises(SystemExit) as exit_code:
+        demo.main(["--output", str(output / inside), "--limit", "2"])
+    assert exit_code.value.code == 2
+    part = inside.split("/")[0]
+    assert capsys.readouterr().err == (
+        f"east-demo: output {output / inside} is inside {output / part}, the {part} of the "
+        f"grid in {output}; another --output\n"
+    )
+    assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before

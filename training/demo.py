@@ -53,7 +53,7 @@ from east_agent.common.atomic import (
 )
 from east_agent.common.entry import command_line
 from east_agent.common.records import read_json_object
-from east_agent.evaluation.testsets import DATA as SHIPPED_DATA
+from east_agent.evaluation.testsets import shipped_file
 from training.base_model import add_size_arguments, check_sizes
 
 COMMAND = "python -m training.demo"
@@ -67,7 +67,6 @@ STEPS = ("data", "base", "stage1", "stage2", "merge", "eval", "card")
 CONFIGS = Path(__file__).resolve().parent / "configs"
 REPOSITORY = Path(__file__).resolve().parent.parent
 EVAL_CONFIG = REPOSITORY / "eval_configs" / "multi30k-de-en.yaml"
-MULTI30K = SHIPPED_DATA / "multi30k"
 # the links the shipped model's data were built from (whatever `--output` says)
 SHIPPED_ALIGNMENTS = REPOSITORY / "models" / "east-demo" / "alignments"
 ALIGNED = {  # data file -> (split, source language)
@@ -85,7 +84,28 @@ def read_lines(path: Path) -> list[str]:
     return read_text_lines(path)
 
 
-def build_data(args) -> None:
+def multi30k_file(name: str) -> Path:
+    """A shipped Multi30k file, as shipped (`shipped_file`)."""
+    return shipped_file(f"multi30k/{name}")
+
+
+# what a step did, for its time in the card (`step_seconds`)
+FRESH = "fresh"  # made its outputs from scratch: its time is this try's
+RESUMED = "resumed"  # went on from an earlier try's work: its time adds to theirs
+SKIPPED = "skipped"  # found its outputs made: the earlier tries' time stands
+
+
+def step_seconds(outcome: str, earlier: float | None, seconds: float) -> float | None:
+    """A step's time after a try: before, the last try's alone (a rerun that found the data
+    built recorded 0.0 s for the data step, and a resumed stage its last part)."""
+    if outcome == SKIPPED:
+        return earlier
+    if outcome == RESUMED:
+        return round((earlier or 0.0) + seconds, 1)
+    return round(seconds, 1)
+
+
+def build_data(args) -> str:
     from east_agent.common.records import write_jsonl
     from training.build_data import build
 
@@ -98,12 +118,12 @@ def build_data(args) -> None:
         # stages' checkpoints were trained on, and a resumed stage would be refused
         logger.info("data: built already with these flags (%s); remove %s to build again",
                     marker, data)  # fmt: skip
-        return
+        return SKIPPED
     remove(marker)  # until every file is built again
     for name, (split, source) in ALIGNED.items():
         output = data / f"{name}.jsonl.gz"
-        sources = read_lines(MULTI30K / f"{split}.{source}.gz")[: args.max_pairs]
-        targets = read_lines(MULTI30K / f"{split}.en.gz")[: args.max_pairs]
+        sources = read_lines(multi30k_file(f"{split}.{source}.gz"))[: args.max_pairs]
+        targets = read_lines(multi30k_file(f"{split}.en.gz"))[: args.max_pairs]
         report = build(
             list(zip(sources, targets)),
             source,
@@ -116,8 +136,8 @@ def build_data(args) -> None:
         write_atomically(data / f"{name}.report.txt", "\n".join(report.lines()) + "\n")
         logger.info("%s: %s", name, "; ".join(report.lines()))
     for name, source in OFFLINE.items():
-        sources = read_lines(MULTI30K / f"train.{source}.gz")[: args.max_pairs]
-        targets = read_lines(MULTI30K / "train.en.gz")[: args.max_pairs]
+        sources = read_lines(multi30k_file(f"train.{source}.gz"))[: args.max_pairs]
+        targets = read_lines(multi30k_file("train.en.gz"))[: args.max_pairs]
         records = [
             {"src_lang": source, "tgt_lang": "en", "source": s, "target": t}
             for s, t in zip(sources, targets)
@@ -125,6 +145,7 @@ def build_data(args) -> None:
         ]
         write_jsonl(data / f"{name}.jsonl.gz", records)
     write_atomically(marker, json.dumps(made_with) + "\n")
+    return FRESH
 
 
 def data_flags(args) -> dict:
@@ -141,10 +162,10 @@ def _shipped_links(args, name: str) -> Path | None:
     return shipped
 
 
-def build_base(args) -> None:
+def build_base(args) -> str:
     from training.base_model import build_base_model
 
-    corpus = [MULTI30K / f"train.{language}.gz" for language in ("de", "en", "fr")]
+    corpus = [multi30k_file(f"train.{language}.gz") for language in ("de", "en", "fr")]
     build_base_model(
         corpus,
         args.workdir / "base",
@@ -155,6 +176,7 @@ def build_base(args) -> None:
         intermediate_size=args.intermediate_size,
         seed=args.seed,
     )
+    return FRESH
 
 
 def quoted(*paths: Path) -> str:
@@ -203,13 +225,17 @@ def stage_recipe(args, stage: str) -> SFTConfig:
     return load_config(CONFIGS / f"demo_{stage}.yaml", recipe_overrides(args, stage))
 
 
-def train_stage(args, stage: str) -> None:
+def train_stage(args, stage: str) -> str:
+    from training.resume import resolve_resume
     from training.sft import run
 
-    run(stage_recipe(args, stage))
+    recipe = stage_recipe(args, stage)
+    resumed = resolve_resume(recipe) is not None  # from its last checkpoint, or finished
+    run(recipe)
+    return RESUMED if resumed else FRESH
 
 
-def merge(args) -> None:
+def merge(args) -> str:
     from training.merge_lora import merge as merge_adapter
 
     # the merged model of an earlier run is replaced only once the new one is written
@@ -220,6 +246,7 @@ def merge(args) -> None:
             temporary,
             save_dtype="bfloat16",
         )
+    return FRESH
 
 
 EAST_RUNS = [f"east-{level}" for level in ("low", "low-medium", "medium", "medium-high", "high")]
@@ -246,7 +273,8 @@ EVALUATIONS = {
 }
 
 
-def evaluate(args) -> None:
+def evaluate(args) -> str:
+    """The grids, each skipping its finished runs: a rerun goes on from the last."""
     from east_agent.evaluation.config import load_eval_config
     from east_agent.evaluation.grid import run_grid
 
@@ -260,6 +288,7 @@ def evaluate(args) -> None:
             testset=evaluation.testset,
         )
         run_grid(config, only=evaluation.runs, limit=args.eval_limit)
+    return RESUMED
 
 
 CARD_MARKS = ("README.md", "config.json", "alignments")  # what every card folder holds
@@ -366,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     args.workdir.mkdir(parents=True, exist_ok=True)
     timing_file = args.workdir / "timings.json"
-    timings = json.loads(timing_file.read_text()) if timing_file.exists() else {}
+    timings = read_json_object(timing_file) if timing_file.exists() else {}
     timings["machine"] = machine_description()
     actions = {
         "data": build_data,
@@ -384,8 +413,10 @@ def main(argv: list[str] | None = None) -> None:
             write_card(args, timings)
             continue
         started = time.time()
-        actions[step](args)
-        timings[step] = round(time.time() - started, 1)
+        outcome = actions[step](args)
+        seconds = step_seconds(outcome, timings.get(step), time.time() - started)
+        if seconds is not None:
+            timings[step] = seconds
         write_atomically(timing_file, json.dumps(timings, indent=2))
     print(f"done: {', '.join(args.steps)}")
 

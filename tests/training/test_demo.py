@@ -427,3 +427,27 @@ def test_the_merge_step_keeps_the_merged_model_when_it_cannot_merge(tmp_path, ca
     assert exit_info.value.code == 2
     assert f"--adapter {tmp_path / 'stage2' / 'model'}: no such folder" in capsys.readouterr().err
     assert os.listdir(merged) == ["config.json"]
+
+
+def test_a_steps_time_is_the_sum_of_its_tries_since_it_started_fresh(tmp_path, monkeypatch, capsys):
+    """Before: the last try's alone: a rerun that found the data built recorded 0.0 s for
+    the data step, and a resumed stage only its last part."""
+    import training.demo as demo
+
+    outcomes = {"data": [demo.FRESH, demo.SKIPPED, demo.FRESH], "stage1": [demo.RESUMED] * 3}
+    clock = iter(range(0, 1000, 5))  # each step takes 5 s
+    monkeypatch.setattr(demo.time, "time", lambda: float(next(clock)))
+    monkeypatch.setattr(demo, "build_data", lambda args: outcomes["data"].pop(0))
+    monkeypatch.setattr(demo, "train_stage", lambda args, stage: outcomes[stage].pop(0))
+    timing_file = tmp_path / "timings.json"
+    seen = []
+    for _ in range(3):
+        demo.main(["--workdir", str(tmp_path), "--steps", "data", "stage1"])
+        timings = json.loads(timing_file.read_text())
+        seen.append((timings["data"], timings["stage1"]))
+    assert seen == [(5.0, 5.0), (5.0, 10.0), (5.0, 15.0)]
+    timing_file.write_text('{"data": 5.0,')
+    with pytest.raises(SystemExit) as ended:
+        demo.main(["--workdir", str(tmp_path), "--steps", "data"])
+    assert ended.value.code == 2  # before: a JSONDecodeError naming no file
+    assert str(timing_file) in capsys.readouterr().err

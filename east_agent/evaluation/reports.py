@@ -115,13 +115,16 @@ def check_tabled(left_out: set[str]) -> None:
 
 
 def timing_cells(run_dir: Path) -> dict[str, Any]:
-    """A run's wall seconds and the most runs side by side in a try (`jobs`); empty for a
+    """A run's wall seconds and the most runs side by side in a try that translated
+    (`jobs`; before: a try that failed before its first sentence counted too); empty for a
     folder without `wall_seconds.json` (made by hand, or before runs were timed)."""
     path = run_dir / "wall_seconds.json"
     if not path.exists():
         return {"wall_seconds": "", "jobs": ""}
     timing = read_json_object(path)
-    jobs = max((attempt.get("jobs", 1) for attempt in timing.get("tries", [])), default=1)
+    tries = timing.get("tries", [])
+    translated = [attempt for attempt in tries if attempt.get("sentences") != 0] or tries
+    jobs = max((attempt.get("jobs", 1) for attempt in translated), default=1)
     return {"wall_seconds": f"{timing['seconds']:.2f}", "jobs": jobs}
 
 

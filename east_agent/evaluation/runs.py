@@ -313,7 +313,8 @@ def _run_simuleval(
 ) -> float:
     timing = output / "wall_seconds.json"
     tries = read_tries(timing, output / "instances.log")
-    if finished_lines(output / "instances.log"):
+    before = finished_lines(output / "instances.log")
+    if before:
         command = [*command, "--continue-unfinished"]
     print("$ " + shlex.join(command), flush=True)
     in_process = "--batch-size" in command
@@ -322,7 +323,8 @@ def _run_simuleval(
         _load_model_of(command, models)
     started = time.time()
     output.mkdir(parents=True, exist_ok=True)
-    write_tries(timing, [*tries, {"started": started, "seconds": None, "jobs": jobs}])
+    attempt = {"started": started, "seconds": None, "jobs": jobs, "from_sentence": before}
+    write_tries(timing, [*tries, attempt])
     finished = False
     try:
         if in_process:
@@ -334,8 +336,10 @@ def _run_simuleval(
         finished = True
     finally:
         ended = time.time() if finished else last_written(output / "instances.log", started)
-        tries.append({"started": started, "seconds": round(ended - started, 2), "jobs": jobs})
-        write_tries(timing, tries)
+        attempt["seconds"] = round(ended - started, 2)
+        attempt["sentences"] = finished_lines(output / "instances.log") - before
+        write_tries(timing, [*tries, attempt])
+        tries.append(attempt)
     return sum(attempt["seconds"] for attempt in tries)
 
 
@@ -356,6 +360,8 @@ def read_tries(timing: Path, log: Path) -> list[dict]:
         if attempt["seconds"] is None:
             ended = last_written(log, attempt["started"])
             attempt["seconds"] = round(ended - attempt["started"], 2)
+            if "from_sentence" in attempt:  # a killed try: the last one, what it kept
+                attempt["sentences"] = finished_lines(log) - attempt["from_sentence"]
     return tries
 
 

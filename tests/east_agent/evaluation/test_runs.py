@@ -266,6 +266,24 @@ def test_a_try_that_fails_counts_up_to_its_last_finished_sentence(tmp_path):
     assert failed["seconds"] == round(log.stat().st_mtime - failed["started"], 2)
 
 
+def test_the_jobs_column_leaves_out_a_try_that_translated_nothing(tmp_path):
+    """Before: a try that failed before its first sentence, beside another run, made the
+    table say the run shared the machine (`jobs` 2) though it ran alone."""
+    from east_agent.evaluation.reports import timing_cells
+
+    log = tmp_path / "instances.log"
+    with pytest.raises(CommandError, match="failed \\(exit 3\\)"):
+        run_simuleval([sys.executable, "-c", "import sys; sys.exit(3)"], tmp_path, jobs=2)
+    writes = f"open({str(log)!r}, 'a').write({json.dumps({'index': 0}) + chr(10)!r})"
+    run_simuleval([sys.executable, "-c", writes], tmp_path, jobs=1)
+    tries = json.loads((tmp_path / "wall_seconds.json").read_text())["tries"]
+    assert [(t["jobs"], t["from_sentence"], t["sentences"]) for t in tries] == [
+        (2, 0, 0),
+        (1, 0, 1),
+    ]
+    assert timing_cells(tmp_path)["jobs"] == 1
+
+
 def test_a_batched_runs_time_leaves_out_the_checkpoint_load(east_checkpoint, tmp_path, monkeypatch):
     """Before: the first run of each process counted the checkpoint's load (minutes for an
     8B model) in its `wall_seconds`; the others, that share the load, did not."""

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from contextlib import suppress
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
@@ -88,7 +89,27 @@ def run_briefly(command: list[str], timeout: float) -> subprocess.CompletedProce
 
 def kill_child(process: subprocess.Popen) -> None:
     """SIGKILL to a child `start_child` started and to every process of its group, then
-    wait for the child."""
-    with suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    wait for the child. A child waited for already no longer holds its id, which another
+    process may have taken since: its group is signalled then only while processes of the
+    child's own session are in it (what a wrapper script left behind)."""
+    if process.returncode is None or session_lives_on(process.pid):
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def session_lives_on(leader: int) -> bool:
+    """Whether a live process (not a zombie) of the session and group that the process
+    `leader` started (and that ended) is still there; where /proc cannot tell (not Linux),
+    taken as yes."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if fields[0] != "Z" and fields[2:4] == [str(leader), str(leader)]:  # group, session
+            return True
+    return False

@@ -30,7 +30,9 @@ Method.
    checks that it rises strictly from low to high.
 
 Bad pairs (an empty side, more than `--max-words` words, a length ratio beyond
-`--max-ratio`) are counted and reported, never dropped silently. eflomal seeds itself
+`--max-ratio`, no alignment link) are counted and reported, never dropped silently.
+eflomal aligns no sentence of more than 1023 words (it writes an empty links line), so
+`--max-words` is at most that, and a pair left with no link is dropped. eflomal seeds itself
 from /dev/urandom and cannot be seeded, so the links are saved next to the output
 (`<output>.links.gz`) and `--alignments` reuses them: with the same links and seed the
 output is byte-identical (the gzip header holds neither a time nor a file name). The two
@@ -52,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from east_agent.common.arguments import positive_number
+from east_agent.common.arguments import positive_int, positive_number
 from east_agent.common.atomic import (
     check_folder_path,
     check_replaceable,
@@ -71,13 +73,19 @@ from east_agent.decoding.prompt import (
     language_name,
 )
 from east_agent.decoding.units import control_token_in
-from training.data import EAST_TOKENS
+from training.data import EAST_TOKENS, lone_surrogate
 
 COMMAND = "python -m training.build_data"
 
 logger = logging.getLogger("training.build_data")
 
 MIN_SOURCE_CHUNK = {"low": 1, "low-medium": 2, "medium": 3, "medium-high": 4, "high": 6}
+# eflomal 2.0 writes an empty links line for a sentence of more words than this
+EFLOMAL_MAX_WORDS = 1023
+TOO_LONG_FOR_EFLOMAL = (
+    f"at most {EFLOMAL_MAX_WORDS}: eflomal leaves a sentence of more words unaligned "
+    "(one chunk at every latency level)"
+)
 Links = set[tuple[int, int]]  # (source position, target position), 0-based
 Segmentation = list[tuple[list[str], list[str]]]
 
@@ -89,6 +97,7 @@ class BuildReport:
     empty_side: int = 0
     too_long: int = 0
     bad_ratio: int = 0
+    unaligned: int = 0
     mean_al: dict[str, float] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -97,6 +106,7 @@ class BuildReport:
             f"{self.empty_side} dropped: an empty side",
             f"{self.too_long} dropped: too long",
             f"{self.bad_ratio} dropped: length ratio out of bounds",
+            f"{self.unaligned} dropped: no alignment link",
         ]
         lines += [
             f"mean AL of the {level} segmentation: {al:.3f}" for level, al in self.mean_al.items()
@@ -263,7 +273,8 @@ def average_lagging(delays: list[int], source_length: int) -> float:
 def pair_of(record: dict, path: Path, place: str) -> tuple[str, str]:
     """(source, reference or target) of a `--pairs` record at `place` (`line 3`, `record
     0`); an empty one is counted later as an empty side, a missing or non-text one is an
-    error naming the record."""
+    error naming the record, and so is one holding a lone surrogate (a JSON escape such
+    as `\\ud83d`; before: an encoding error naming no record, after the alignment)."""
     target_field = "reference" if "reference" in record else "target"
     for name in ("source", target_field):
         if name not in record:
@@ -271,6 +282,7 @@ def pair_of(record: dict, path: Path, place: str) -> tuple[str, str]:
             raise RecordError(f"{path}: {place}: missing field {name!r}{also}")
         if not isinstance(record[name], str):
             raise RecordError(f"{path}: {place}: field {name!r} must be a string")
+        check_unicode_text(record[name], f"{path}: {place}: field {name!r}")
         check_no_control_token(record[name], f"{path}: {place}: field {name!r}")
     return record["source"], record[target_field]
 
@@ -293,6 +305,12 @@ def check_record_languages(
                 f"{path}: {place}: field {name!r} is {record[name]!r}, but {flag} is "
                 f"{languages[name]!r}"
             )
+
+
+def check_unicode_text(text: str, where: str) -> None:
+    """Text that UTF-8 can write: not a lone surrogate, refused naming `where`."""
+    if surrogate := lone_surrogate(text):
+        raise RecordError(f"{where}: {surrogate}")
 
 
 def check_no_control_token(text: str, where: str) -> None:
@@ -361,6 +379,8 @@ def build(
     max_ratio: float = 3.0,
     progress: bool = True,
 ) -> BuildReport:
+    if max_words > EFLOMAL_MAX_WORDS:
+        raise ValueError(f"max_words {max_words}: {TOO_LONG_FOR_EFLOMAL}")
     languages = language_name(src_lang), language_name(tgt_lang)
     for language in languages:
         if is_unspaced(language):
@@ -385,12 +405,27 @@ def build(
         if all_links is None:
             logger.info("aligning %d pairs with eflomal", len(kept))
             all_links = align([" ".join(s) for s, _ in kept], [" ".join(t) for _, t in kept], work)
-        records = segment(kept, all_links, languages, levels, report, progress)
+        aligned, aligned_links = drop_unaligned(kept, all_links, report)
+        records = segment(aligned, aligned_links, languages, levels, report, progress)
         random.Random(seed).shuffle(records)
         write_outputs(output, records, all_links, work)
     finally:
         remove(work)
     return report
+
+
+def drop_unaligned(
+    kept: list[tuple[list[str], list[str]]], all_links: list[Links], report: BuildReport
+) -> tuple[list[tuple[list[str], list[str]]], list[Links]]:
+    """The pairs that have a link, and their links; those with none are dropped and
+    counted in `report` (before: each became one chunk at every level, a 1144-word pair
+    past eflomal's limit raising the mean AL of `low` from 1.0 to 12.25). Their links
+    are saved all the same, so that `--alignments` drops them again."""
+    aligned = [(pair, links) for pair, links in zip(kept, all_links) if links]
+    report.unaligned, report.kept = len(kept) - len(aligned), len(aligned)
+    if not aligned:
+        raise ValueError("no sentence pair has an alignment link: " + "; ".join(report.lines()))
+    return [pair for pair, _ in aligned], [links for _, links in aligned]
 
 
 def segment(
@@ -490,6 +525,27 @@ def load_links(path: Path, kept: list[tuple[list[str], list[str]]]) -> list[Link
 INPUT_FLAGS = ("--source", "--target", "--pairs", "--alignments")
 
 
+def max_words_flag(text: str) -> int:
+    """`--max-words` (argparse `type`): 1 to EFLOMAL_MAX_WORDS (before: 0 or 5000 ran, to
+    end with no pair left, or with pairs past eflomal's limit as one chunk each)."""
+    words = positive_int(text)
+    if words > EFLOMAL_MAX_WORDS:
+        raise argparse.ArgumentTypeError(f"takes {TOO_LONG_FOR_EFLOMAL}, got {text!r}")
+    return words
+
+
+def max_ratio_flag(text: str) -> float:
+    """`--max-ratio` (argparse `type`): a finite number of at least 1, the longer side's
+    words over the shorter's (before: below 1 ran, to end with no pair left)."""
+    ratio = positive_number(text)
+    if ratio < 1:
+        raise argparse.ArgumentTypeError(
+            f"takes a number of at least 1 (the longer side's words over the shorter's), got "
+            f"{text!r}"
+        )
+    return ratio
+
+
 def check_inputs(args: argparse.Namespace) -> None:
     """Refuse, before any work, an input flag naming a folder or nothing."""
     for flag in INPUT_FLAGS:
@@ -541,9 +597,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", nargs="+", default=list(LATENCY_LEVELS), choices=LATENCY_LEVELS)
     parser.add_argument("--alignments", type=Path, help="reuse saved links (<output>.links.gz)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-words", type=int, default=100)
+    parser.add_argument("--max-words", type=max_words_flag, default=100)
     # `nan` would turn the ratio filter off
-    parser.add_argument("--max-ratio", type=positive_number, default=3.0)
+    parser.add_argument("--max-ratio", type=max_ratio_flag, default=3.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     texts_given = [args.source is not None, args.target is not None]

@@ -55,7 +55,7 @@ import yaml
 from east_agent.common.yaml_files import UniqueKeyLoader, YamlFileError, load_yaml, read_yaml_text
 from east_agent.decoding import units
 from east_agent.lm.checkpoint import TORCH_DTYPES
-from training.data import EAST_TOKENS
+from training.data import EAST_TOKENS, lone_surrogate, repeated_file
 
 STAGES = ("full", "lora")
 REMOVED_TRAINING_ARGUMENTS = {
@@ -390,6 +390,9 @@ def check_settings(config: SFTConfig, at: At) -> None:
             f"{at('data', 'system_prompt')}: data.system_prompt holds {found!r}, a control "
             "token: the model would read it as that token, not as text"
         )
+    check_data_files(data, at)
+    if surrogate := lone_surrogate(data.system_prompt or ""):  # before: failed tokenizing
+        raise ConfigError(f"{at('data', 'system_prompt')}: data.system_prompt {surrogate}")
     for name, value in (("cutoff_len", data.cutoff_len), ("max_samples", data.max_samples)):
         if value is not None and value < 1:
             raise ConfigError(f"{at('data', name)}: data.{name} must be at least 1, got {value}")
@@ -420,6 +423,18 @@ def check_settings(config: SFTConfig, at: At) -> None:
         )
     if config.stage == "lora":
         check_lora(config.lora, at)
+
+
+def check_data_files(data: DataSettings, at: At) -> None:
+    """No file listed twice in `data.files` or `data.eval_files`, however spelled (before:
+    its records were read twice, the report saying they came from one file). The recipe
+    weights no data: listing a file twice is no way to upsample it."""
+    for name in ("files", "eval_files"):
+        if repeated := repeated_file(getattr(data, name)):
+            raise ConfigError(
+                f"{at('data', name)}: data.{name} lists one file twice, as {repeated[0]} and "
+                f"{repeated[1]}: its records would be read twice; list each file once"
+            )
 
 
 def check_length(train: dict, at: At) -> None:

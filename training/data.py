@@ -20,9 +20,11 @@ U+2028 / U+0085 (which JSON strings may hold unescaped). A line that is not UTF-
 or not an object, like a record with a bad field, stops the run naming file and line
 (`record N` in a JSON list file), or with `skip_malformed` is skipped and counted; a JSON
 list file is one JSON value, so an encoding or syntax error in it always stops the run.
-A record whose text holds a control token is malformed the same way: an EAST token, found
-when it is read; or a special token of the tokenizer (a chat header, an end of turn), which
-the tokenizer would make that token, found once it is known, before anything is tokenized.
+A record whose text holds a lone surrogate (a JSON `\\ud83d` escape without its pair,
+which no UTF-8 text holds) is malformed the same way, and so is one whose text holds a
+control token: an EAST token, found when it is read; or a special token of the tokenizer
+(a chat header, an end of turn), which the tokenizer would make that token, found once it
+is known, before anything is tokenized.
 
 Every record is read and checked before anything is tokenized (bad input fails fast). The
 tokenization is one `datasets` `Dataset.map`; given a `cache_dir`, its result is cached
@@ -40,6 +42,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import random
 import re
 import zlib
@@ -119,6 +122,24 @@ def _source_gap(previous: str, chunk: str, src_lang: str) -> str:
 
 
 EAST_TOKENS = units.token_pattern((END_OF_READ, END_OF_WRITE))
+SURROGATES = re.compile("[\ud800-\udfff]")
+JSON_TYPES = {bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}
+
+
+def lone_surrogate(text: str) -> str | None:
+    """What is wrong with `text` if it holds a lone surrogate, or None. JSON's `\\ud83d`
+    escape without its pair decodes to one: no UTF-8 text holds it, and it would fail the
+    tokenizing (before: inside pyarrow, once the model had loaded, naming no record)."""
+    if found := SURROGATES.search(text):
+        return (
+            f"holds a lone surrogate {found.group()!r} at character {found.start()} (a \\u "
+            "escape of half a character, without its other half): not text"
+        )
+    return None
+
+
+def _json_type(value: object) -> str:
+    return "null" if value is None else JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _check_simt(record: dict) -> str | None:
@@ -138,7 +159,9 @@ def _check_simt(record: dict) -> str | None:
         if not isinstance(chunks, list) or not chunks:
             return f"field {name!r} must be a non-empty list"
         for position, chunk in enumerate(chunks):
-            if not isinstance(chunk, str) or not chunk.strip():
+            if not isinstance(chunk, str):  # before: `true` or `3` said "chunk 1 is empty"
+                return f"field {name!r}: chunk {position} is not text (a JSON {_json_type(chunk)})"
+            if not chunk.strip():
                 return f"field {name!r}: chunk {position} is empty"
     if len(sources) != len(targets):
         return f"{len(sources)} source chunks but {len(targets)} target chunks"
@@ -177,6 +200,14 @@ def _texts(record: dict) -> Iterator[tuple[str, str]]:
     for name in names:
         if record.get(name):
             yield f"field {name!r}", record[name]
+
+
+def _unencodable(record: dict) -> str | None:
+    """Which text of a valid record holds a lone surrogate, or None."""
+    for where, text in _texts(record):
+        if problem := lone_surrogate(text):
+            return f"{where} {problem}"
+    return None
 
 
 def _control_token(record: dict, tokens: re.Pattern) -> str | None:
@@ -348,7 +379,7 @@ def iter_records(path: str | Path) -> Iterator[RawRecord]:
 
 def _problem(record: dict) -> str | None:
     check = _check_simt if record_kind(record) == "simt" else _check_offline
-    return check(record) or _control_token(record, EAST_TOKENS)
+    return check(record) or _unencodable(record) or _control_token(record, EAST_TOKENS)
 
 
 def read_conversations(
@@ -594,6 +625,26 @@ def build_samples(
     return tokenize_records(encoder, conversations, report, cache_dir, progress), report
 
 
+def repeated_file(paths: Sequence[str | Path]) -> tuple[str, str] | None:
+    """The first two of `paths` that name one file (the same path, spelled otherwise or
+    through a link; relative to the working directory), as given; or None."""
+    seen: dict[object, str] = {}
+    for path in paths:
+        key = _file_identity(Path(path))
+        if key in seen:
+            return seen[key], str(path)
+        seen[key] = str(path)
+    return None
+
+
+def _file_identity(path: Path) -> object:
+    try:
+        status = os.stat(path)
+    except OSError:  # not there (yet): its path, resolved
+        return str(path.resolve())
+    return status.st_dev, status.st_ino
+
+
 def read_records(
     paths: Sequence[str | Path],
     skip_malformed: bool = False,
@@ -601,7 +652,13 @@ def read_records(
     seed: int = 42,
 ) -> tuple[list[Conversation], DataReport]:
     """Every record of every file read and checked (no tokenizer needed: a bad record is
-    found before any model loads), shuffled, cut to `max_samples`; and the report so far."""
+    found before any model loads), shuffled, cut to `max_samples`; and the report so far.
+    A file listed twice is refused (before: its records were read twice, the report
+    counting them once in `by_file`)."""
+    if repeated := repeated_file(paths):
+        raise RecordError(
+            f"{repeated[0]} and {repeated[1]} are one file: its records would be read twice"
+        )
     report = DataReport(skip_malformed=skip_malformed)
     conversations = list(read_conversations(paths, report, skip_malformed))
     random.Random(seed).shuffle(conversations)

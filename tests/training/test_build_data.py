@@ -173,11 +173,16 @@ def test_reusing_the_links_reproduces_the_output(built, tmp_path):
         ({"src": "Hund", "reference": "dog"}, "missing field 'source'"),
         ({"source": "Hund", "ref": "dog"}, "missing field 'target' \\(or 'reference'\\)"),
         ({"source": 5, "target": "dog"}, "field 'source' must be a string"),
+        (
+            {"source": "Hund", "reference": "a \ud83d dog"},
+            "field 'reference': holds a lone surrogate '\\\\ud83d' at character 2",
+        ),
     ],
 )
 def test_a_pairs_record_without_its_text_is_named(tmp_path, record, message):
     """By its line in a JSON Lines file (before: `record 1` for line 3), by its number in a
-    JSON list."""
+    JSON list. A lone surrogate (JSON's `\\ud83d` without its pair) is no text (before: an
+    encoding error naming no record, after the alignment)."""
     good = {"source": "Katze", "reference": "cat"}
     lines = tmp_path / "pairs.jsonl"
     lines.write_text(json.dumps(good) + "\n\n" + json.dumps(record) + "\n")
@@ -279,12 +284,22 @@ def test_a_level_given_twice_is_written_once(tmp_path):
         (["--source", "{de}", "--target", "{en}", "--max-ratio", "nan"], "got 'nan'"),
         (["--source", "{de}", "--target", "{en}", "--max-ratio", "0"], "above 0, got '0'"),
         (["--source", "{de}", "--target", "{en}", "--max-ratio", "inf"], "got 'inf'"),
+        (["--source", "{de}", "--target", "{en}", "--max-ratio", "0.5"], "at least 1 (the "),
+        (["--source", "{de}", "--target", "{en}", "--max-words", "0"], "at least 1, got '0'"),
+        (
+            ["--source", "{de}", "--target", "{en}", "--max-words", "1024"],
+            "--max-words: takes at most 1023: eflomal leaves a sentence of more words unaligned"
+            " (one chunk at every latency level), got '1024'",
+        ),
     ],
 )
 def test_inputs_that_crash_or_are_ignored_are_refused_in_one_line(tmp_path, capsys, extra, message):
     """Before: a folder as --source was a traceback (IsADirectoryError); --source beside
-    --pairs was ignored; --max-ratio nan turned the ratio filter off. (`--max-words 0`
-    makes a run that got past the flags end at once, in another message.)"""
+    --pairs was ignored; --max-ratio nan turned the ratio filter off; --max-words 0 or a
+    --max-ratio below 1 failed once the corpus was read (no pair left), and --max-words
+    5000 let a pair of 1144 words through, which eflomal does not align: one chunk at
+    every level. (The trailing `--max-words 1` makes a run that got past the flags end at
+    once, in another message.)"""
     names = {"folder": tmp_path / "folder", "de": tmp_path / "de.txt", "en": tmp_path / "en.txt"}
     names["pairs"] = tmp_path / "pairs.jsonl"
     names["folder"].mkdir()
@@ -293,11 +308,59 @@ def test_inputs_that_crash_or_are_ignored_are_refused_in_one_line(tmp_path, caps
     names["pairs"].write_text(json.dumps({"source": "ein Hund", "reference": "a dog"}) + "\n")
     flags = [flag.format(**names) for flag in extra]
     with pytest.raises(SystemExit) as exit_:
-        main([*flags, "--src-lang", "de", "--tgt-lang", "en", "--max-words", "0",
+        main([*flags, "--src-lang", "de", "--tgt-lang", "en", "--max-words", "1",
               "--output", str(tmp_path / "o.jsonl")])  # fmt: skip
     assert exit_.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message.format(**names) in error
+
+
+def test_the_flags_take_eflomals_longest_sentence_and_a_ratio_of_one(tmp_path):
+    source, target = tmp_path / "de.txt", tmp_path / "en.txt"
+    source.write_text("ein Hund\n")
+    target.write_text("a dog\n")
+    links = tmp_path / "links.txt"
+    links.write_text("0-0 1-1\n")
+    main(["--source", str(source), "--target", str(target), "--src-lang", "de", "--tgt-lang",
+          "en", "--output", str(tmp_path / "o.jsonl"), "--levels", "low", "--alignments",
+          str(links), "--max-words", "1023", "--max-ratio", "1"])  # fmt: skip
+    assert len((tmp_path / "o.jsonl").read_text().splitlines()) == 1
+    with pytest.raises(ValueError, match="max_words 1024: at most 1023: eflomal leaves"):
+        build([("ein Hund", "a dog")], "de", "en", tmp_path / "o.jsonl", max_words=1024)
+
+
+def test_eflomal_aligns_no_sentence_of_1024_words(tmp_path):
+    """Why --max-words stops at 1023 (eflomal 2.0 writes an empty links line; 1023 words
+    align, but take minutes on a tiny corpus)."""
+    from training.build_data import align
+
+    words = " ".join(f"w{number % 7}" for number in range(1024))
+    all_links = align([words, "ein Hund"], [words.upper(), "a dog"], tmp_path)
+    assert all_links[0] == set() and all_links[1]
+
+
+def test_a_pair_with_no_link_is_dropped_and_counted(tmp_path):
+    """Before: a pair with an empty links line (eflomal's for a side of 1024 words or
+    more) became one chunk at every level, raising the mean AL of `low` from 1.0 to 12.25.
+    Its links are saved all the same: --alignments drops it again."""
+    pairs = [("ein großer Hund läuft", "a big dog runs")] * 2 + [("zwei Katzen", "two cats")]
+    links = tmp_path / "links.gz"
+    save_links(links, [{(0, 0), (1, 1), (2, 2), (3, 3)}, set(), {(0, 0), (1, 1)}])
+    output = tmp_path / "o.jsonl"
+    report = build(pairs, "de", "en", output, ["low", "high"], links, progress=False)
+    assert (report.pairs, report.kept, report.unaligned) == (3, 2, 1)
+    assert "3 sentence pairs read, 2 kept" in report.lines()
+    assert "1 dropped: no alignment link" in report.lines()
+    assert report.mean_al["low"] == pytest.approx(1.0)
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert sorted(len(record["source_chunks"]) for record in records) == [1, 1, 2, 4]
+    again = build(pairs, "de", "en", tmp_path / "again.jsonl", ["low", "high"],
+                  Path(f"{output}.links.gz"), progress=False)  # fmt: skip
+    assert (again.unaligned, (tmp_path / "again.jsonl").read_text()) == (1, output.read_text())
+    save_links(links, [set()] * 3)
+    with pytest.raises(ValueError, match="no sentence pair has an alignment link: 3 sentence"):
+        build(pairs, "de", "en", tmp_path / "none.jsonl", ["low", "high"], links, progress=False)
+    assert not (tmp_path / "none.jsonl").exists()
 
 
 @pytest.mark.parametrize(

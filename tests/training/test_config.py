@@ -108,6 +108,12 @@ def test_overrides_change_nested_values():
         ("train.output_dir=null", "train.output_dir must name a folder"),
         ("train.per_device_train_batch_size=0", "per_device_train_batch_size must be at le"),
         ("train.eval_strategy=steps", "train.eval_strategy 'steps' needs data.eval_files"),
+        # before: an encoding error once tokenizing began
+        (
+            'data.system_prompt="Be \\ud83d brief"',
+            "data.system_prompt holds a lone surrogate '\\\\ud83d' at character 3 \\(a "
+            "\\\\u escape of half a character",
+        ),
     ],
 )
 def test_bad_recipes_are_named(override, message):
@@ -396,3 +402,39 @@ def test_a_chat_template_that_does_not_compile_is_refused_with_the_recipe(tmp_pa
         load_config(CONFIGS / "stage2_lora.yaml", [override])
     path.write_text("{% for m in messages %}{{ m['content'] + eos_token }}{% endfor %}")
     assert load_config(CONFIGS / "stage2_lora.yaml", [override]).model.chat_template == str(path)
+
+
+def test_a_data_file_listed_twice_is_refused_naming_both_entries(tmp_path, monkeypatch):
+    """Before: `small.jsonl` twice (or as `./small.jsonl`, or through a link) read its
+    records twice, the report saying "80 records read from 1 files", 40 from it. The
+    recipe weights no data, so listing a file twice is no way to upsample it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.jsonl").write_text("{}\n")
+    (tmp_path / "link.jsonl").symlink_to("small.jsonl")
+    text = (CONFIGS / "stage1_full.yaml").read_text()
+    old = "    - data/east/SiMT-De-En-660K.json"
+    for name, entries in [
+        ("files", ["small.jsonl", "small.jsonl"]),
+        ("files", ["small.jsonl", "other.jsonl", "./small.jsonl"]),
+        ("files", [str(tmp_path / "small.jsonl"), "link.jsonl"]),
+        ("files", ["absent.jsonl", "./absent.jsonl"]),  # not there yet: by its path
+        ("eval_files", ["small.jsonl", "link.jsonl"]),
+    ]:
+        listed = "\n".join(f"    - {entry}" for entry in entries)
+        if name == "files":
+            path = written_recipe(tmp_path, text.replace(old, listed))
+        else:
+            path = written_recipe(tmp_path, text.replace(old, f"{old}\n  eval_files:\n{listed}"))
+        line = path.read_text().splitlines().index(f"  {name}:") + 1
+        twice = [entry for entry in entries if entry != "other.jsonl"]
+        message = (
+            f"{path}, line {line}: data.{name} lists one file twice, as {twice[0]} and "
+            f"{twice[1]}: its records would be read twice; list each file once"
+        )
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+            load_config(path)
+    override = "data.files=[a.jsonl, ./a.jsonl]"
+    with pytest.raises(ConfigError, match=f"^override '{re.escape(override)}': data.files lists"):
+        load_config(CONFIGS / "stage1_full.yaml", [override])
+    config = load_config(CONFIGS / "stage1_full.yaml", ["data.files=[small.jsonl, link2.jsonl]"])
+    assert config.data.files == ["small.jsonl", "link2.jsonl"]

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -480,3 +481,65 @@ def test_a_chat_token_in_a_record_is_refused_before_tokenizing(
     assert report.skipped_examples[0].startswith(f"{path}: {message[:6]}")
     eot = east_tokenizer.convert_tokens_to_ids("<|eot_id|>")
     assert all(sample["input_ids"].count(eot) == 2 for sample in samples)
+
+
+# Text that no UTF-8 file holds, chunks that are not text, a file listed twice.
+
+
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        ({**DE_EN, "source_chunks": ["Ein \ud83d Hund", "sitzt", "hier."]},
+         "line 2: field 'source_chunks': chunk 0 holds a lone surrogate '\\\\ud83d' at "
+         "character 4"),
+        ({**OFFLINE, "target": "a dog \udca9"}, "line 2: field 'target' holds a lone surrogate"),
+        ({**ALPACA, "input": "\ude00Hund"}, "line 2: field 'input' holds a lone surrogate"),
+    ],
+)  # fmt: skip
+def test_a_lone_surrogate_is_refused_when_read_or_skipped(tmp_path, record, message):
+    """JSON's `\\ud83d` escape without its pair. Before: it failed only once the model had
+    loaded, inside pyarrow (`surrogates not allowed`), naming no file or line, and
+    `skip_malformed` did not skip it."""
+    path = tmp_path / "simt.jsonl"
+    path.write_text(json.dumps(DE_EN) + "\n" + json.dumps(record) + "\n")
+    assert "\\ud" in path.read_text()  # the file holds the escape, as written by json.dumps
+    with pytest.raises(RecordError, match=f"simt.jsonl: {message}"):
+        read_records([path])
+    conversations, report = read_records([path], skip_malformed=True)
+    assert (len(conversations), report.malformed_skipped) == (1, 1)
+    assert report.skipped_examples[0].encode("utf-8")  # the message itself is text
+
+
+def test_a_character_escaped_as_a_surrogate_pair_is_text(east_tokenizer, tmp_path):
+    path = tmp_path / "simt.jsonl"
+    path.write_text(json.dumps({**DE_EN, "target_chunks": ["The \U0001f600 cat", "b", "c"]}))
+    samples, report = build_samples(east_tokenizer, [path], progress=False)
+    assert (len(samples), report.malformed_skipped) == (1, 0)
+
+
+@pytest.mark.parametrize(
+    "chunk, kind", [(True, "boolean"), (3, "number"), (2.5, "number"), (None, "null"),
+                    (["a"], "array"), ({"a": 1}, "object")]
+)  # fmt: skip
+def test_a_chunk_that_is_not_text_is_named_by_its_json_type(tmp_path, chunk, kind):
+    """Before: `"source_chunks": ["Ein Hund", true]` said "chunk 1 is empty"."""
+    path = write_json(tmp_path / "simt.json", [{**DE_EN, "source_chunks": ["a", chunk, "c"]}])
+    message = f"simt.json: record 0: field 'source_chunks': chunk 1 is not text (a JSON {kind})"
+    with pytest.raises(RecordError, match=re.escape(message)):
+        read_records([path])
+
+
+def test_a_file_listed_twice_is_refused(tmp_path, monkeypatch):
+    """Before: `small.jsonl` and `./small.jsonl` (or a link to it) read its records twice,
+    and the report said they came from one file, half as many."""
+    monkeypatch.chdir(tmp_path)
+    write_json(tmp_path / "small.json", [DE_EN])
+    (tmp_path / "link.json").symlink_to("small.json")
+    for files in (["small.json", "small.json"], ["small.json", "./small.json"],
+                  [str(tmp_path / "small.json"), "link.json"]):  # fmt: skip
+        message = f"{files[0]} and {files[1]} are one file: its records would be read twice"
+        with pytest.raises(RecordError, match=re.escape(message)):
+            read_records(files)
+    write_json(tmp_path / "other.json", [ZH_EN])
+    conversations, report = read_records(["small.json", "other.json"])
+    assert (len(conversations), report.by_file) == (2, {"small.json": 1, "other.json": 1})

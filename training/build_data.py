@@ -405,13 +405,30 @@ def build(
         if all_links is None:
             logger.info("aligning %d pairs with eflomal", len(kept))
             all_links = align([" ".join(s) for s, _ in kept], [" ".join(t) for _, t in kept], work)
-        aligned, aligned_links = drop_unaligned(kept, all_links, report)
-        records = segment(aligned, aligned_links, languages, levels, report, progress)
+            aligned_now = True
+        else:
+            aligned_now = False
+        try:
+            aligned, aligned_links = drop_unaligned(kept, all_links, report)
+            records = segment(aligned, aligned_links, languages, levels, report, progress)
+        except ValueError as error:
+            if not aligned_now:
+                raise
+            raise ValueError(f"{error}; {kept_links(output, all_links)}") from None
         random.Random(seed).shuffle(records)
         write_outputs(output, records, all_links, work)
     finally:
         remove(work)
     return report
+
+
+def kept_links(output: Path, all_links: list[Links]) -> str:
+    """eflomal's links of a build that failed its checks, kept beside the output (eflomal
+    cannot be seeded, and a large corpus takes hours to align; before: thrown away with the
+    work folder): where they are, and how to reuse them."""
+    path = Path(f"{output}.unused.links.gz")
+    save_links(path, all_links)
+    return f"eflomal's links are kept in {path}: --alignments {path} reuses them (other --levels)"
 
 
 def drop_unaligned(

@@ -527,6 +527,22 @@ def test_a_failed_rebuild_keeps_the_old_records_beside_their_links(tmp_path):
     ]
 
 
+def test_eflomals_links_of_a_build_that_fails_its_checks_are_kept(tmp_path):
+    """Before: thrown away with the work folder, so the retry (other --levels) aligned the
+    corpus again, with other links (eflomal cannot be seeded)."""
+    output = tmp_path / "o.jsonl"
+    pairs = [("Hund", "dog"), ("Katze", "cat"), ("Maus", "mouse")]  # levels lag alike
+    with pytest.raises(ValueError, match="mean AL does not rise strictly") as error:
+        build(pairs, "de", "en", output, progress=False)
+    kept = tmp_path / "o.jsonl.unused.links.gz"
+    assert str(error.value).endswith(
+        f"eflomal's links are kept in {kept}: --alignments {kept} reuses them (other --levels)"
+    )
+    assert not output.exists()
+    build(pairs, "de", "en", output, ["low"], kept, progress=False)
+    assert Path(f"{output}.links.gz").read_bytes() == kept.read_bytes()
+
+
 @pytest.mark.parametrize("killed_at", ["links", "records"])
 def test_a_rebuild_killed_while_installing_leaves_no_mismatched_pair(
     tmp_path, monkeypatch, killed_at

@@ -229,17 +229,27 @@ def run_grid(
     every_run = config.runs()
     runs = picked_runs(every_run, only)
     check_outside_other_grids(config.output)
-    if not dry_run and any(
-        not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs
-    ):
-        from east_agent.lm.checkpoint import check_model_path, check_weights
-
-        check_model_path(config.model_path)  # before a folder records a path as one
-        check_weights(config.model_path, "the checkpoint")  # before a run is emptied
+    if any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
+        check_checkpoint_folder(config, dry_run)
     with holding_grid(config, shard, reading=dry_run):
         if afresh and not dry_run:  # before the test set is written, or any run emptied
             check_afresh(config.output / "runs")
         return _run_picked(config, every_run, runs, shard, limit, dry_run, afresh)
+
+
+def check_checkpoint_folder(config: EvalConfig, dry_run: bool) -> None:
+    """The checkpoint a grid's runs load is a model folder with its weights: refused before
+    a folder records its path or a run is emptied; a dry run says what the runs would be
+    refused (before: it printed their commands alone)."""
+    from east_agent.lm.checkpoint import check_model_path, check_weights
+
+    try:
+        check_model_path(config.model_path)
+        check_weights(config.model_path, "the checkpoint")
+    except ValueError as error:
+        if not dry_run:
+            raise
+        print(f"note: {error}: the runs would be refused", flush=True)
 
 
 GRID_OWN_FOLDERS = ("runs", "testset")  # what a grid empties or replaces in its output

@@ -1593,6 +1593,22 @@ def test_a_swept_value_that_would_lead_a_run_folder_out_is_refused(tmp_path, cap
     assert f"{config}: line " in error and "systems.east.adapter_path: 'x/../..' in " in error
 
 
+def test_a_dry_run_says_the_checkpoint_would_be_refused(tmp_path, capsys):
+    """Before: a dry run printed the commands of runs that would all be refused."""
+    from east_agent.evaluation.cli import main
+
+    config = quick_config(tmp_path / "grid.yaml", model_path=str(tmp_path / "nowhere"))
+    main([str(config), "--dry-run", "--limit", "2"])
+    printed = capsys.readouterr().out
+    note = f"note: model path '{tmp_path / 'nowhere'}' does not exist: the runs would be refused"
+    assert printed.startswith(note + "\n") and "east-simuleval --agent" in printed
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    config = quick_config(tmp_path / "grid.yaml", model_path=str(tmp_path / "model"))
+    main([str(config), "--dry-run", "--limit", "2"])
+    assert "no weights file" in capsys.readouterr().out
+
+
 def test_a_swept_path_below_another_is_refused(tmp_path, capsys):
     """Its run's folder was made inside the other run's (and emptied with it)."""
     for adapter in ("ad/a", "ad/a/b"):

@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,11 @@ SHORTFORM_KEYS = {
     "degenerate": "degenerate_policy",
 }
 LOG_FIELDS = {"prediction": str, "delays": list, "elapsed": list}
+LARGEST = sys.float_info.max  # past it no float (NaN and infinity fail `0 <= x <= LARGEST`)
+LOG_SERIES = {  # a log field of one value per output unit, never going backwards: its values
+    "delays": ("whole numbers of source units read, >= 0", (int,)),
+    "elapsed": ("numbers of seconds, >= 0", (int, float)),
+}
 RESEGMENTED_FILE = "omnisteval.resegmented.jsonl"  # one re-segmented sentence per line
 SOURCE_FILE = "omnisteval.source.txt"  # the scored talks' source sentences, for COMET
 
@@ -112,7 +118,9 @@ class OmnistevalInputs:
 
 
 def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dict]:
-    """The records of a SimulEval `instances.log`; a bad line or field is named."""
+    """The records of a SimulEval `instances.log`; a bad line or field is named, the values
+    of `delays` and `elapsed` included (before: a `null` among them was a TypeError, values
+    going backwards or strings were scored)."""
     records = []
     for number, line in enumerate(iter_lines(path), 1):
         if not line.strip():
@@ -126,9 +134,47 @@ def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dic
                 raise ValueError(
                     f"{path}: line {number}: field {name!r} missing or not a {kind.__name__}"
                 )
+        for name in LOG_SERIES.keys() & fields.keys():
+            check_series(f"{path}: line {number}: field {name!r}", name, record[name])
         record["_line"] = number
         records.append(record)
     return records
+
+
+def check_series(where: str, name: str, values: list) -> None:
+    """Refuse (`where`: the log, line and field) a value of `LOG_SERIES[name]`'s kind that
+    is not one, or below the value before it."""
+    what, kinds = LOG_SERIES[name]
+    for number, value in enumerate(values, 1):
+        if type(value) not in kinds or not 0 <= value <= LARGEST:  # bool is no int here
+            raise ValueError(f"{where}: value {number} is {value!r}; they must be {what}")
+        if number > 1 and value < values[number - 2]:
+            raise ValueError(
+                f"{where}: value {number} ({value!r}) is below value {number - 1} "
+                f"({values[number - 2]!r}): it never goes backwards"
+            )
+
+
+def records_by_index(
+    path: str | Path, records: Sequence[dict], count: int, what: str
+) -> dict[int, dict]:
+    """`records` by their `index`: each a `what` number 0..count-1, once (a bad or repeated
+    index named with its line)."""
+    by_index: dict[int, dict] = {}
+    for record in records:
+        index = record.get("index")
+        if type(index) is not int or not 0 <= index < count:
+            raise ValueError(
+                f"{path}: line {record['_line']}: field 'index' must be a {what} number "
+                f"0..{count - 1}, got {index!r}"
+            )
+        if index in by_index:
+            raise ValueError(
+                f"{path}: line {record['_line']}: {what} {index} again "
+                f"(line {by_index[index]['_line']})"
+            )
+        by_index[index] = record
+    return by_index
 
 
 def output_units(text: str, char_level: bool) -> list[str]:
@@ -142,26 +188,12 @@ def talk_outputs_from_log(
 ) -> list[TalkOutput]:
     """The per-talk outputs of a long-form SimulEval run (one log line per talk, its
     `index` the talk's; a run of some talks, `--end-index` say, gives those)."""
-    records = read_log(path)
-    lines_of: dict[int, int] = {}
-    for record in records:
-        index = record.get("index")
-        if not isinstance(index, int) or not 0 <= index < len(talks):
-            raise ValueError(
-                f"{path}: line {record['_line']}: field 'index' must be a talk number "
-                f"0..{len(talks) - 1}, got {index!r}"
-            )
-        if index in lines_of:
-            raise ValueError(
-                f"{path}: line {record['_line']}: talk {index} again (line {lines_of[index]})"
-            )
-        lines_of[index] = record["_line"]
-    if not records:
+    by_talk = records_by_index(path, read_log(path), len(talks), "talk")
+    if not by_talk:
         raise ValueError(f"{path}: no talk in the log (none finished)")
-    records.sort(key=lambda record: record["index"])
     return [
-        log_talk_output(path, r, talks[r["index"]], char_level, talks[r["index"]].units)
-        for r in records
+        log_talk_output(path, by_talk[number], talks[number], char_level, talks[number].units)
+        for number in sorted(by_talk)
     ]
 
 
@@ -172,12 +204,10 @@ def talk_outputs_from_sentences(
     a log line's `index` is the sentence's line) as talks: each talk's sentences one after
     another, their delays shifted by the units of the sentences before them and their
     computation summed, as one stream translating the sentences in turn would have them.
-    Talks with a sentence missing from the log are left out (a partial run)."""
-    by_sentence = {}
-    for record in read_log(path):
-        if not isinstance(record.get("index"), int):
-            raise ValueError(f"{path}: line {record['_line']}: field 'index' missing")
-        by_sentence[record["index"]] = record
+    Talks with a sentence missing from the log are left out (a partial run); a sentence
+    twice, or none of the set, is refused (before: the later line taken, or ignored)."""
+    sentences = sum(talk.sentences for talk in talks)
+    by_sentence = records_by_index(path, read_log(path), sentences, "sentence")
     outputs = []
     for talk in talks:
         span = range(talk.first_sentence, talk.first_sentence + talk.sentences)
@@ -209,7 +239,8 @@ def log_talk_output(
     path: str | Path, record: dict, talk: Talk, char_level: bool, source_units: int
 ) -> TalkOutput:
     """One log record's chunks; its source must have the `source_units` of the talk (or
-    gold sentence) its index names: the log of another test set is refused."""
+    gold sentence) its index names: the log of another test set is refused, and so is a
+    delay past them (before: refused while scoring, naming neither the log nor its line)."""
     units = output_units(record["prediction"], char_level)
     for name in ("delays", "elapsed"):
         if len(record[name]) != len(units):
@@ -223,8 +254,13 @@ def log_talk_output(
             f"{record.get('source_length')!r}, but {talk.talk_id}'s source there has "
             f"{source_units} units: a log of another test set (or of its sentences, not talks)"
         )
+    if record["delays"] and record["delays"][-1] > source_units:  # the largest: they never fall
+        raise ValueError(
+            f"{path}: line {record['_line']}: field 'delays' reaches {record['delays'][-1]} "
+            f"units read, past the {source_units} of {talk.talk_id}'s source there"
+        )
     chunks = (
-        Chunk(unit, int(delay), float(seconds))
+        Chunk(unit, delay, float(seconds))
         for unit, delay, seconds in zip(units, record["delays"], record["elapsed"])
     )
     return TalkOutput(talk.talk_id, tuple(chunks))
@@ -233,13 +269,18 @@ def log_talk_output(
 def emission_times(
     output: TalkOutput, times: Sequence[float], char_level: bool
 ) -> tuple[list[str], list[float], list[float]]:
-    """(output units, computation-unaware ms, computation-aware ms) of one talk."""
+    """(output units, computation-unaware ms, computation-aware ms) of one talk; a chunk's
+    bad field is named alone (before: elapsed too, when units_read alone was wrong)."""
     units, cu, ca = [], [], []
     for number, chunk in enumerate(output.chunks, 1):
-        if not 0 <= chunk.units_read <= len(times) or chunk.elapsed < 0:
+        if not 0 <= chunk.units_read <= len(times):
             raise ValueError(
                 f"{output.talk_id}: chunk {number}: units_read {chunk.units_read} (the talk has "
-                f"{len(times)}), elapsed {chunk.elapsed} s (must be >= 0)"
+                f"{len(times)})"
+            )
+        if not chunk.elapsed >= 0:  # NaN too
+            raise ValueError(
+                f"{output.talk_id}: chunk {number}: elapsed {chunk.elapsed} s (must be >= 0)"
             )
         heard = times[chunk.units_read - 1] if chunk.units_read else 0.0
         words = output_units(chunk.text, char_level)
@@ -524,6 +565,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     check_folder_path(Path(args.output), "--output")  # a file: said so (a bare errno before)
     testset = read_longform(args.testset)
+    if args.word_times is not None:  # named with its flag (before: a bare errno message)
+        check_input_file(args.word_times, "--word-times")
     unit_times(testset, args.word_times, args.ca_unit_seconds)  # refuse a bad file first
     comet = comet_settings(args)
     if comet is not None:

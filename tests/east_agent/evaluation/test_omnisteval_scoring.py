@@ -318,3 +318,100 @@ def test_a_log_of_another_test_set_is_refused(talks_dir, tmp_path):
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
     with pytest.raises(ValueError, match="line 1: .* talk0000's source there has 4 units"):
         talk_outputs_from_sentences(log, talks)
+
+
+@pytest.mark.parametrize(
+    ("field", "values", "wrong"),
+    [
+        ("delays", [2, None, 4, 5, 6, 7, 8, 8], "value 2 is None; they must be whole numbers"),
+        ("elapsed", [0.1, None] + [0.2] * 6, "value 2 is None; they must be numbers of seconds"),
+        ("delays", [2, "3", 4, 5, 6, 7, 8, 8], "value 2 is '3'; they must be whole numbers"),
+        ("delays", [True, 3, 4, 5, 6, 7, 8, 8], "value 1 is True; they must be whole numbers"),
+        ("elapsed", [0.1, -0.5] + [0.2] * 6, "value 2 is -0.5; they must be numbers of"),
+        ("elapsed", [0.1, float("nan")] + [0.2] * 6, "value 2 is nan; they must be numbers"),
+        ("delays", [8, 7, 6, 5, 4, 3, 2, 2], r"value 2 \(7\) is below value 1 \(8\)"),
+        ("elapsed", [0.2, 0.1] + [0.3] * 6, r"value 2 \(0.1\) is below value 1 \(0.2\)"),
+    ],
+)
+def test_a_bad_value_of_delays_or_elapsed_is_named_with_its_line(
+    talks_dir, tmp_path, field, values, wrong
+):
+    """Before: a `null` was a TypeError from int() (an `east-eval` grid aborted by it), and
+    values going backwards, strings and booleans were scored."""
+    talks = longform.read_longform(talks_dir).talks
+    log = write_log(tmp_path / "instances.log")
+    first, second = log.read_text().splitlines()
+    log.write_text(first + "\n" + json.dumps({**json.loads(second), field: values}) + "\n")
+    with pytest.raises(ValueError, match=rf"instances.log: line 2: field '{field}': {wrong}"):
+        talk_outputs_from_log(log, talks)
+
+
+def test_a_bad_value_in_a_gold_sentence_or_short_form_log_is_named(talks_dir, tmp_path):
+    """The values are checked as the log is read, whatever reads it."""
+    talks = longform.read_longform(talks_dir).talks
+    log = tmp_path / "instances.log"
+    record = {"index": 0, "prediction": "the cat", "delays": [2, None], "elapsed": [0, 0]}
+    log.write_text(json.dumps({**record, "source_length": 4, "reference": "the cat"}) + "\n")
+    match = "instances.log: line 1: field 'delays': value 2 is None"
+    with pytest.raises(ValueError, match=match):
+        talk_outputs_from_sentences(log, talks)
+    with pytest.raises(ValueError, match=match):
+        shortform_latency(log)
+
+
+def test_a_delay_past_the_source_is_named_with_the_log_and_its_line(talks_dir, tmp_path):
+    """Before: "talk0001: chunk 8: units_read 9 (the talk has 8), elapsed 0.0 s (must be
+    >= 0)", naming neither the log nor its line, and elapsed though it was right."""
+    talks = longform.read_longform(talks_dir).talks
+    log = write_log(tmp_path / "instances.log")
+    first, second = log.read_text().splitlines()
+    record = json.loads(second)
+    record["delays"][-1] = 9
+    log.write_text(first + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(ValueError, match=r"instances.log: line 2: field 'delays' reaches 9 units"):
+        talk_outputs_from_log(log, talks)
+    # a gold sentence's delays: past its own units (sentence 1 has 4), not the talk's
+    sentences = [
+        {"index": 0, "prediction": "the cat", "delays": [2, 4], "elapsed": [0, 0]},
+        {"index": 1, "prediction": "a dog", "delays": [1, 5], "elapsed": [0, 0]},
+    ]
+    log.write_text("".join(json.dumps({**r, "source_length": 4}) + "\n" for r in sentences))
+    with pytest.raises(ValueError, match="line 2: field 'delays' reaches 5 units read, past"):
+        talk_outputs_from_sentences(log, talks)
+
+
+def test_a_chunk_with_negative_elapsed_is_named_alone(talks_dir, tmp_path):
+    """Before: its units_read (right) was named too."""
+    talks = outputs()
+    talks[1] = TalkOutput("talk0001", (Chunk("she", 3, -1.0),))
+    with pytest.raises(ValueError, match=r"talk0001: chunk 1: elapsed -1.0 s \(must be >= 0\)$"):
+        score_longform(talks, talks_dir, tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("indexes", "wrong"),
+    [
+        ((0, 1, 0), r"line 3: sentence 0 again \(line 1\)"),
+        ((0, 1, 4), "line 3: field 'index' must be a sentence number 0..3, got 4"),
+        ((0, 1, True), "line 3: field 'index' must be a sentence number 0..3, got True"),
+        ((0, 1, None), "line 3: field 'index' must be a sentence number 0..3, got None"),
+    ],
+)
+def test_a_gold_sentence_twice_or_none_of_the_set_is_named(talks_dir, tmp_path, indexes, wrong):
+    """Before: the later line of a sentence twice was taken, one outside the set ignored."""
+    talks = longform.read_longform(talks_dir).talks
+    record = {"prediction": "the cat", "delays": [2, 4], "elapsed": [0, 0], "source_length": 4}
+    log = tmp_path / "instances.log"
+    log.write_text("".join(json.dumps({**record, "index": i}) + "\n" for i in indexes))
+    with pytest.raises(ValueError, match=f"instances.log: {wrong}"):
+        talk_outputs_from_sentences(log, talks)
+
+
+def test_a_word_times_file_that_is_not_there_is_named_with_its_flag(talks_dir, tmp_path, capsys):
+    """Before: a bare `[Errno 2] No such file or directory: 'nothere.txt'`."""
+    log = write_log(tmp_path / "instances.log")
+    folders = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as ended:
+        main(["longform", *folders, "--word-times", str(tmp_path / "nothere.txt")])
+    assert ended.value.code == 2
+    assert f"--word-times {tmp_path / 'nothere.txt'}: no such file" in capsys.readouterr().err

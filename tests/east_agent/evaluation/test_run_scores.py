@@ -11,7 +11,7 @@ from east_agent.common.entry import CommandError
 from east_agent.evaluation import testsets
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.reports import check_tabled, omnisteval_cells, summarize
-from east_agent.evaluation.run_scores import LONGFORM_FILE, longform_columns
+from east_agent.evaluation.run_scores import LONGFORM_FILE, longform_columns, rescore_if_changed
 
 PAIRS = [("a1 a2 a3.", "the cat sat"), ("b1 b2.", "a dog ran")]
 
@@ -91,3 +91,18 @@ def test_scores_are_made_again_when_a_talk_file_is_mended(grid):
     mended = longform_columns(config, run, run_dir)
     assert wrong["chrF"] < 90
     assert mended["chrF"] == pytest.approx(100)
+
+
+def test_a_long_form_run_with_a_null_delay_is_named_and_the_grid_goes_on(grid, capsys):
+    """Before: a TypeError from int(None) escaped the rescoring: the grid aborted with a
+    traceback and no tables."""
+    config, run, run_dir = grid
+    record = json.loads((run_dir / "instances.log").read_text())
+    record["delays"][2] = None
+    (run_dir / "instances.log").write_text(json.dumps(record) + "\n")
+    (run_dir / "scoring.json").write_text('{"latency_metrics": ["LAAL"]}\n')  # SimulEval's own
+    wanted = {"latency_metrics": ["LAAL"]}
+    assert not rescore_if_changed(config, None, wanted, run, run_dir, "east-low")
+    error = capsys.readouterr().err
+    assert "east-low: not scored again, left out of the tables: " in error
+    assert "instances.log: line 1: field 'delays': value 3 is None" in error

@@ -187,7 +187,8 @@ def summarize_merged(
     tabled = tabled_runs(config, every_run, record_of)
     others = [run for run in tabled if run.name not in merged]
     unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
-    summarize(config, tabled, left_out=unscored)
+    asked = [run.name for run in every_run if run.name in merged]
+    summarize(config, tabled, left_out=unscored, asked=asked)
     check_tabled(unscored)
     not_tabled = sorted(merged - {run.name for run in tabled})
     if not_tabled:  # before: exit 0, the runs just merged in no table
@@ -365,6 +366,7 @@ def _run_picked(
         return []
     tabled = [run for run in tabled if run.name not in unscored]
     follow_ups = significance_follow_ups(config, tabled, todo)
+    asked = [run.name for run in runs]  # named under the table if it lacks them
 
     def comet_of(job: Job) -> None:
         label = f"[{job.number}/{len(runs)}] {job.name}"
@@ -377,9 +379,9 @@ def _run_picked(
         )
     except Exception:  # runs failed: the tables of those that finished, then the error
         with suppress(Exception):  # the runs' failure is the error to show; a rerun tables
-            summarize(config, tabled, left_out=unscored)
+            summarize(config, tabled, left_out=unscored, asked=asked)
         raise
-    rows = summarize(config, tabled, compared, left_out=unscored)
+    rows = summarize(config, tabled, compared, left_out=unscored, asked=asked)
     check_tabled(unscored)
     return rows
 

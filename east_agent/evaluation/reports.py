@@ -3,7 +3,7 @@ system) and `significance.{csv,md}` (paired bootstrap resampling from each setti
 system to the next, `east_agent.evaluation.significance`).
 
 A sentence-level grid's table has SimulEval's BLEU, AL, LAAL, AL_CA and LAAL_CA (source
-units) beside OmniSTEval's YAAL, YAAL_CA and its degenerate-policy diagnostics (SWF, EFSW,
+units) and the grid's other latency metrics (AP, DAL, ...) beside OmniSTEval's YAAL, YAAL_CA and its degenerate-policy diagnostics (SWF, EFSW,
 DSPTV in %, `degenerate` 1 when |DSPTV| > 20); its curve is BLEU against LAAL. A long-form
 grid's table has OmniSTEval's scores after re-segmentation to the reference sentences:
 BLEU, chrF, LongYAAL and StreamLAAL, computation-unaware and -aware, in milliseconds
@@ -280,14 +280,17 @@ def summarize(
     runs: list[Run],
     compared: dict[str, object] | None = None,
     left_out: set[str] | None = None,
+    asked: list[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The grid's tables and curves; `compared`: systems' comparisons made already
     (`compare_system`, by system, in a worker while the grid ran). Runs `collect` leaves
     out are added to `left_out` (for `check_tabled`); runs named there already (the caller
-    could not score them) are not tabled either, and their systems' tests are made again."""
+    could not score them) are not tabled either, and their systems' tests are made again.
+    `asked`: the runs this command ran or merged (None: all), named under the table when
+    it lacks them."""
     left_out = set() if left_out is None else left_out
     rows = collect(config, runs, left_out)
-    note = untabled_note(runs, rows)
+    note = untabled_note(runs, rows, asked)
     dropped = {run.system for run in runs if run.name in left_out}  # their tests made again
     compared = {
         system: tests for system, tests in (compared or {}).items() if system not in dropped
@@ -311,11 +314,14 @@ def summarize(
     return rows
 
 
-def untabled_note(runs: list[Run], rows: list[dict[str, Any]]) -> str:
-    """The grid's runs its table lacks, named under it (before: named on stderr alone, so
-    the table of a grid with failed runs read as a whole grid)."""
-    tabled = {(row["system"], row["setting"]) for row in rows}
-    missing = [run.name for run in runs if (run.system, run.setting) not in tabled]
+def untabled_note(runs: list[Run], rows: list[dict[str, Any]], asked: list[str] | None) -> str:
+    """The runs `asked` for (None: all of `runs`) that the table lacks, named under it
+    (before: named on stderr alone, so the table of a grid with failed runs read as a whole
+    grid); one left out of `runs` as made otherwise is among them."""
+    shown = {(row["system"], row["setting"]) for row in rows}
+    tabled = {run.name for run in runs if (run.system, run.setting) in shown}
+    names = [run.name for run in runs] if asked is None else asked
+    missing = [name for name in names if name not in tabled]
     if not missing:
         return ""
     return (

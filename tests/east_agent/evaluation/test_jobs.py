@@ -77,6 +77,19 @@ def test_a_failed_run_of_one_job_keeps_the_tables_of_the_others(
     assert "east-high" not in (output / "results.csv").read_text()
 
 
+def test_runs_left_out_by_only_are_not_named_under_the_table(east_checkpoint, tmp_path):
+    """The note names the runs asked for that the table lacks (before: every run of the
+    config not run yet, though `--only` left it out)."""
+    from east_agent.evaluation.cli import main
+
+    systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    main([str(config), "--limit", "2", "--only", "east-low"])
+    table = (output / "results.md").read_text()
+    assert "| east | low |" in table and "Not in this table" not in table
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
     """SIGKILL of `east-eval` alone ends its workers (and their SimulEval children); the

@@ -1,7 +1,7 @@
 """YAML as the project's configs (evaluation grids, training recipes) read it: safe, a
-key given twice refused, merge keys taken, numbers as YAML 1.2 reads them (`1e-6` a
-number, `010` ten, a base-60 `1:30` refused); errors as one line naming the file, line
-and column."""
+key given twice refused, merge keys taken, and no YAML 1.1 number a user would not mean
+(`1e-6` a number, `010` and `09` decimal, a base-60 `1:30` text); errors as one line
+naming the file, line and column."""
 
 from __future__ import annotations
 
@@ -36,20 +36,20 @@ class UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
     def construct_yaml_int(self, node):
-        """A number as YAML 1.2 reads it: `010` is ten (YAML 1.1: octal eight); a base-60
-        `1:30` is refused (YAML 1.1: ninety; before: `max_steps: 1:30` trained 90 steps)."""
+        """`010` is ten (YAML 1.1: octal eight; before: a recipe's `seed: 0042` was 34); a
+        base-60 `1:30` is text (YAML 1.1: ninety; before: `max_steps: 1:30` trained 90
+        steps), refused by a field that takes a number, kept by one that takes text."""
         text = str(self.construct_scalar(node)).replace("_", "")
         if ":" in text:
-            raise _error(f"{text!r} reads as a base-60 number in YAML 1.1; quote it", node)
+            return str(self.construct_scalar(node))
         digits = text.lstrip("+-")
         if len(digits) > 1 and digits[0] == "0" and digits[1].isdigit():
             return int(text, 10)
         return super().construct_yaml_int(node)
 
     def construct_yaml_float(self, node):
-        if ":" in str(self.construct_scalar(node)):
-            text = self.construct_scalar(node)
-            raise _error(f"{text!r} reads as a base-60 number in YAML 1.1; quote it", node)
+        if ":" in str(self.construct_scalar(node)):  # base 60: text, as `1:30` above
+            return str(self.construct_scalar(node))
         return super().construct_yaml_float(node)
 
 

@@ -3,8 +3,9 @@ system) and `significance.{csv,md}` (paired bootstrap resampling from each setti
 system to the next, `east_agent.evaluation.significance`).
 
 A sentence-level grid's table has SimulEval's BLEU, AL, LAAL, AL_CA and LAAL_CA (source
-units) and the grid's other latency metrics (AP, DAL, ...) beside OmniSTEval's YAAL, YAAL_CA and its degenerate-policy diagnostics (SWF, EFSW,
-DSPTV in %, `degenerate` 1 when |DSPTV| > 20); its curve is BLEU against LAAL. A long-form
+units) and the grid's other latency metrics (AP, DAL, ...) beside OmniSTEval's YAAL,
+YAAL_CA and its degenerate-policy diagnostics (SWF, EFSW, DSPTV in %, `degenerate` 1 when
+|DSPTV| > 20); its curve is BLEU against LAAL. A long-form
 grid's table has OmniSTEval's scores after re-segmentation to the reference sentences:
 BLEU, chrF, LongYAAL and StreamLAAL, computation-unaware and -aware, in milliseconds
 (`east_agent.evaluation.run_scores`); its curve is BLEU against LongYAAL, and its

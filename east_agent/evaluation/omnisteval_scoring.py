@@ -87,9 +87,10 @@ SHORTFORM_KEYS = {
 }
 LOG_FIELDS = {"prediction": str, "delays": list, "elapsed": list}
 LARGEST = sys.float_info.max  # past it no float (NaN and infinity fail `0 <= x <= LARGEST`)
-LOG_SERIES = {  # a log field of one value per output unit, never going backwards: its values
-    "delays": ("whole numbers of source units read, >= 0", (int,)),
-    "elapsed": ("numbers of seconds, >= 0", (int, float)),
+LOG_SERIES = {  # a log field of one value per output unit: its values, whether they rise
+    "delays": ("whole numbers of source units read, >= 0", (int,), True),
+    # read from a wall clock (`time.time()` in SimulEval's loop), which may be set back
+    "elapsed": ("numbers of seconds, >= 0", (int, float), False),
 }
 RESEGMENTED_FILE = "omnisteval.resegmented.jsonl"  # one re-segmented sentence per line
 SOURCE_FILE = "omnisteval.source.txt"  # the scored talks' source sentences, for COMET
@@ -119,7 +120,7 @@ class OmnistevalInputs:
 
 def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dict]:
     """The records of a SimulEval `instances.log`; a bad line or field is named, the values
-    of `delays` and `elapsed` included (before: a `null` among them was a TypeError, values
+    of `delays` and `elapsed` included (before: a `null` among them was a TypeError, delays
     going backwards or strings were scored)."""
     records = []
     for number, line in enumerate(iter_lines(path), 1):
@@ -143,12 +144,12 @@ def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dic
 
 def check_series(where: str, name: str, values: list) -> None:
     """Refuse (`where`: the log, line and field) a value of `LOG_SERIES[name]`'s kind that
-    is not one, or below the value before it."""
-    what, kinds = LOG_SERIES[name]
+    is not one, or, for delays, below the value before it."""
+    what, kinds, rising = LOG_SERIES[name]
     for number, value in enumerate(values, 1):
         if type(value) not in kinds or not 0 <= value <= LARGEST:  # bool is no int here
             raise ValueError(f"{where}: value {number} is {value!r}; they must be {what}")
-        if number > 1 and value < values[number - 2]:
+        if rising and number > 1 and value < values[number - 2]:
             raise ValueError(
                 f"{where}: value {number} ({value!r}) is below value {number - 1} "
                 f"({values[number - 2]!r}): it never goes backwards"

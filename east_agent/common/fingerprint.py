@@ -91,16 +91,21 @@ def _where(value: dict) -> str:
     return value.get("file", value.get("folder"))
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a whole file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        read_into(digest, handle, 0, None)
+    return digest.hexdigest()
+
+
 def path_setting(path: Path, model_folder: bool) -> str | dict:
     """A file by its content (a moved or copied file is the same one), a model folder by
     its fingerprint, another folder by where it is."""
     if not path.exists():
         return str(path)
     if path.is_file():
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            read_into(digest, handle, 0, None)
-        return {"file": str(path.resolve()), "sha256": digest.hexdigest()}
+        return {"file": str(path.resolve()), "sha256": file_sha256(path)}
     if model_folder:
         return {"folder": str(path.resolve()), "sha256": folder_fingerprint(path)}
     return str(path.resolve())

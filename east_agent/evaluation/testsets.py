@@ -18,7 +18,6 @@ and `--sacrebleu-tokenizer zh` / `ja-mecab` for Chinese / Japanese targets.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from east_agent.common.atomic import (
     write_atomically,
 )
 from east_agent.common.entry import command_line
+from east_agent.common.fingerprint import file_sha256
 from east_agent.common.records import load_records, read_json_object, require_fields
 from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
 from east_agent.common.text_lines import read_lines
@@ -78,9 +78,8 @@ class PreparedTestset:
 
 
 def available_testsets() -> list[str]:
-    names = [
-        path.name.removesuffix(".json.gz") for path in sorted((DATA / "wmt").glob("*.json.gz"))
-    ]
+    wmt = sorted(name for name in shipped_sums() if name.startswith("wmt/"))
+    names = [Path(name).name.removesuffix(".json.gz") for name in wmt]
     names = [f"{name.split('.')[0]}.{name.split('.')[2]}" for name in names]
     for prefix in MULTI30K_SPLITS:
         names += [
@@ -138,9 +137,14 @@ def shipped_file(relative: str) -> Path:
 
 
 def shipped_sums() -> dict[str, str]:
-    """{file below east_agent/data: its SHA-256}, as `sha256sum` wrote them."""
-    lines = (DATA / DATA_SUMS).read_text(encoding="utf-8").splitlines()
-    return {name: digest for digest, name in (line.split(maxsplit=1) for line in lines)}
+    """{file below east_agent/data: its SHA-256}, as `sha256sum` wrote them: the shipped
+    data files."""
+    try:
+        lines = (DATA / DATA_SUMS).read_text(encoding="utf-8").split("\n")
+        pairs = [line.split(maxsplit=1) for line in lines if line.strip()]
+        return {name: digest for digest, name in pairs if len(digest) == 64}
+    except OSError as error:
+        raise ValueError(f"{DATA / DATA_SUMS}: {error.strerror}; reinstall east-simul") from None
 
 
 def split_by_tokenizer(name: str) -> bool:
@@ -247,10 +251,6 @@ def sentence_files_sha256(prepared: PreparedTestset) -> dict[str, str]:
     """The SHA-256 of the source and reference files, by name."""
     files = (prepared.source, prepared.reference)
     return {path.name: file_sha256(path) for path in files}
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def check_sentence_files(prepared: PreparedTestset, recorded: dict | None, meta: Path) -> None:

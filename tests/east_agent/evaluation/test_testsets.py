@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from east_agent.common.fingerprint import file_sha256
 from east_agent.decoding.units import join_source_units
 from east_agent.evaluation import testsets
 from east_agent.evaluation.config import load_eval_config
@@ -91,7 +92,7 @@ def test_multi30k_sentences_with_line_separators_stay_paired(tmp_path, monkeypat
     texts = {"de": "ein\u2028Hund\nzwei\x85Katzen\n", "en": "a dog\ntwo\x0ccats\n"}
     for language, text in texts.items():
         (folder / f"val.{language}.gz").write_bytes(gzip.compress(text.encode()))
-    sums = [f"{testsets.file_sha256(path)}  multi30k/{path.name}" for path in folder.iterdir()]
+    sums = [f"{file_sha256(path)}  multi30k/{path.name}" for path in folder.iterdir()]
     (tmp_path / testsets.DATA_SUMS).write_text("\n".join(sums) + "\n")
     monkeypatch.setattr(testsets, "DATA", tmp_path)
     pairs, _, _ = read_pairs("multi30k-val.de-en")

@@ -274,9 +274,13 @@ EVALUATIONS = {
 
 
 def evaluate(args) -> str:
-    """The grids, each skipping its finished runs: a rerun goes on from the last."""
+    """The grids, each skipping its finished runs: a rerun goes on from the last, and one
+    into grids holding no run yet starts fresh."""
     from east_agent.evaluation.config import load_eval_config
     from east_agent.evaluation.grid import run_grid
+
+    logs = (args.workdir / folder / "runs" for folder in EVALUATIONS)
+    went_on = any(any(runs.glob("*/instances.log")) for runs in logs if runs.is_dir())
 
     for folder, evaluation in EVALUATIONS.items():
         config = load_eval_config(
@@ -288,7 +292,7 @@ def evaluate(args) -> str:
             testset=evaluation.testset,
         )
         run_grid(config, only=evaluation.runs, limit=args.eval_limit)
-    return RESUMED
+    return RESUMED if went_on else FRESH
 
 
 CARD_MARKS = ("README.md", "config.json", "alignments")  # what every card folder holds

@@ -90,8 +90,10 @@ def run_briefly(command: list[str], timeout: float) -> subprocess.CompletedProce
 def kill_child(process: subprocess.Popen) -> None:
     """SIGKILL to a child `start_child` started and to every process of its group, then
     wait for the child. A child waited for already no longer holds its id, which another
-    process may have taken since: its group is signalled then only while processes of the
-    child's own session are in it (what a wrapper script left behind)."""
+    process may have taken since: its group is signalled then only while a live process
+    leads or belongs to a group and session of that id (what a wrapper script left behind;
+    Linux gives no id away while a group or session holds it, so only a new session led by
+    a process given the same id, after the id space wrapped around, could pass for it)."""
     if process.returncode is None or session_lives_on(process.pid):
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)

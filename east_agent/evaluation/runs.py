@@ -137,7 +137,9 @@ def run_record(
     return record
 
 
-# a flag recorded at its default too: its absence tells a run of an older rule (`run_record`)
+# a flag recorded at its default too: its absence tells a run of an older rule (`run_record`).
+# A flag missing from a record is compared as today's default: should an agent's default
+# ever change, record that flag as `beam_stop` is and name it here.
 RECORDED_AS_GIVEN = ("beam_stop",)
 
 

@@ -451,3 +451,18 @@ def test_a_steps_time_is_the_sum_of_its_tries_since_it_started_fresh(tmp_path, m
         demo.main(["--workdir", str(tmp_path), "--steps", "data"])
     assert ended.value.code == 2  # before: a JSONDecodeError naming no file
     assert str(timing_file) in capsys.readouterr().err
+
+
+def test_the_eval_step_starts_fresh_into_grids_holding_no_run(tmp_path, monkeypatch):
+    """Its time is summed over tries only when a grid went on from an earlier one's runs."""
+    import argparse
+
+    import east_agent.evaluation.grid as grid
+    import training.demo as demo
+
+    monkeypatch.setattr(grid, "run_grid", lambda *args, **kwargs: [])
+    args = argparse.Namespace(workdir=tmp_path, device="cpu", eval_limit=2)
+    assert demo.evaluate(args) == demo.FRESH
+    (tmp_path / "eval-val" / "runs" / "east-low").mkdir(parents=True)
+    (tmp_path / "eval-val" / "runs" / "east-low" / "instances.log").write_text("")
+    assert demo.evaluate(args) == demo.RESUMED

@@ -107,9 +107,10 @@ OWN_FLAGS = """east-simuleval: SimulEval's `simuleval`, with SimulEval's flags a
 Its own flags:
   --batch-size N          sentences decoded at once; 1 (the default) is SimulEval's own
                           loop, one sentence at a time (single-stream computation-aware
-                          latency)
+                          latency); with --standalone, sessions decoded at once (default 8)
   --standalone            serve this package's agent with sessions (one stream per client)
-  --session-timeout S     seconds after which an idle session is dropped (--standalone)
+  --session-timeout S     seconds after which an idle session is dropped (--standalone;
+                          default 600)
   --batch-wait-ms MS      how long a forward waits for the sessions between two requests
                           to join it (--standalone; default 5, 0: no wait)
   --ca-unit-seconds S     with an *_CA latency metric (AL_CA, LAAL_CA, AP_CA, DAL_CA):
@@ -131,7 +132,10 @@ def check_agent_file(argv: list[str]) -> None:
 def _help(argv: list[str], simuleval_main) -> None:
     """This command's own flags, then SimulEval's help: the agent's flags too when an
     agent is named (SimulEval's own help needs one)."""
+    from east_agent.simuleval_glue.scoring import SCORER_FLAGS
+
     print(OWN_FLAGS)
+    print(SCORER_FLAGS + "\n")
     if any(arg.split("=", 1)[0] in ("--agent", "--agent-class", "--system-dir") for arg in argv):
         sys.argv = [sys.argv[0], *(arg for arg in argv if arg != "--standalone")]
         simuleval_main()  # prints the help and exits

@@ -55,6 +55,7 @@ from pathlib import Path
 from east_agent.common.arguments import positive_int
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.prompt import known_language_name
+from east_agent.simuleval_glue.scoring import SCORER_FLAGS
 from east_agent.simuleval_glue.server_sessions import (
     SESSION_HEADER,
     close,
@@ -677,6 +678,7 @@ def main(argv: list[str] | None = None) -> None:
         "[--output DIR] [options]"
     )
     parser.description = "Evaluate a served system (east-simuleval --standalone) over HTTP."
+    parser.epilog = SCORER_FLAGS
     options.add_dataloader_args(parser)
     options.add_evaluator_args(parser)
     options.add_scorer_args(parser)

@@ -33,6 +33,15 @@ EVALUATOR_SETTINGS = (
 NOT_SCORE_SETTINGS = {"comet_batch_size", "comet_gpus", "comet_python"}
 
 
+# SimulEval adds a scorer's flags only when the scorer is asked for: named in every help
+SCORER_FLAGS = (
+    "With --quality-metrics COMET: --comet-checkpoint (a local COMET model.ckpt), "
+    "--comet-python, --comet-batch-size, --comet-gpus (`--quality-metrics COMET --help` "
+    "shows them). With an *_CA latency metric: --ca-unit-seconds S, the seconds one "
+    "source unit takes to arrive."
+)
+
+
 def scoring_parser(argv: list[str]) -> argparse.ArgumentParser:
     """SimulEval's flags for scoring a log (the chosen scorers' flags included)."""
     from simuleval import options

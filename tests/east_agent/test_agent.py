@@ -171,6 +171,7 @@ def test_help_shows_this_commands_flags_with_or_without_an_agent():
     alone = run_simuleval("--help", timeout=120)
     assert alone.returncode == 0, alone.stderr[-2000:]
     assert "--batch-size N" in alone.stdout and "--source SOURCE" in alone.stdout
+    assert "--comet-checkpoint" in alone.stdout  # added by SimulEval only when asked for
     with_agent = run_simuleval("--agent", AGENT_FILE, "--standalone", "--help", timeout=120)
     assert with_agent.returncode == 0, with_agent.stderr[-2000:]
     assert "--batch-size N" in with_agent.stdout and "--latency" in with_agent.stdout

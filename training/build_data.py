@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from east_agent.common.arguments import positive_int, positive_number
+from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import (
     check_folder_path,
     check_replaceable,
@@ -554,11 +554,14 @@ def max_words_flag(text: str) -> int:
 def max_ratio_flag(text: str) -> float:
     """`--max-ratio` (argparse `type`): a finite number of at least 1, the longer side's
     words over the shorter's (before: below 1 ran, to end with no pair left)."""
-    ratio = positive_number(text)
-    if ratio < 1:
+    try:
+        ratio = float(text)
+    except ValueError:
+        ratio = math.nan
+    if not (math.isfinite(ratio) and ratio >= 1):  # `nan` would turn the filter off
         raise argparse.ArgumentTypeError(
-            f"takes a number of at least 1 (the longer side's words over the shorter's), got "
-            f"{text!r}"
+            f"takes a finite number of at least 1 (the longer side's words over the "
+            f"shorter's), got {text!r}"
         )
     return ratio
 
@@ -614,9 +617,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--levels", nargs="+", default=list(LATENCY_LEVELS), choices=LATENCY_LEVELS)
     parser.add_argument("--alignments", type=Path, help="reuse saved links (<output>.links.gz)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-words", type=max_words_flag, default=100)
-    # `nan` would turn the ratio filter off
-    parser.add_argument("--max-ratio", type=max_ratio_flag, default=3.0)
+    parser.add_argument(
+        "--max-words",
+        type=max_words_flag,
+        default=100,
+        help="longest sentence kept, in words, 1 to 1023 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-ratio",
+        type=max_ratio_flag,
+        default=3.0,
+        help="largest length ratio kept, the longer side's words over the shorter's "
+        "(default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     texts_given = [args.source is not None, args.target is not None]

@@ -361,7 +361,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=COMMAND, description="reproduce the demo model")
     parser.add_argument("--steps", nargs="+", default=list(STEPS), choices=STEPS)
     parser.add_argument("--workdir", type=Path, default=Path("outputs/demo"))
-    parser.add_argument("--output", type=Path, default=Path("models/east-demo"))
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("models/east-demo"),
+        help="the model card folder the card step writes (default: %(default)s, the shipped "
+        "demo model, replaced)",
+    )
     parser.add_argument("--device", default="cpu", help="for the evaluation (training picks one)")
     parser.add_argument("--seed", type=int, default=0, help="data, base model and Stage I")
     parser.add_argument("--stage2-seed", type=int, help="Stage II (default: its recipe's, 2)")

@@ -94,7 +94,8 @@ def add_long_form_args(parser: argparse.ArgumentParser) -> None:
         type=non_negative_int,
         default=DEFAULT_CONTEXT_WORDS,
         help="--long-form: source and target words of a sentence cut by the budget or "
-        "--segment-units carried into the segment that goes on with it",
+        "--segment-units carried into the segment that goes on with it (default: "
+        "%(default)s)",
     )
     parser.add_argument(
         "--context-across-sentences",
@@ -106,7 +107,8 @@ def add_long_form_args(parser: argparse.ArgumentParser) -> None:
         "--segment-units",
         type=positive_int,
         default=DEFAULT_SEGMENT_UNITS,
-        help="--long-form: a write is forced after this many units without a sentence end",
+        help="--long-form: a write is forced after this many units without a sentence end "
+        "(default: %(default)s)",
     )
 
 

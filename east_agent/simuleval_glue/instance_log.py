@@ -46,6 +46,15 @@ def finished_records(path: Path, trim: bool = False) -> list[dict]:
     return records
 
 
+def torn_line_advice(path: Path, number: int) -> str:
+    """What to do with a line that is no JSON record: the last one may be a write a kill
+    cut off, which a resume drops; one before others was not (before: the resume was
+    advised for any line, and then refused one that lines follow)."""
+    if number == sum(1 for _ in iter_lines(path)):
+        return "a run cut off while writing? --continue-unfinished drops such a line"
+    return "lines follow it (a log written by hand or by another program?): remove or mend it"
+
+
 def check_log(path: Path) -> None:
     """Raise naming file and line where a log is not one JSON record per line, or where it
     holds a sentence twice; raise naming the sentences missing between its first and last
@@ -57,8 +66,8 @@ def check_log(path: Path) -> None:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(
-                f"{path}: line {number}: not a complete JSON record ({error.msg}); a run "
-                "cut off while writing? --continue-unfinished drops such a line"
+                f"{path}: line {number}: not a complete JSON record ({error.msg}); "
+                + torn_line_advice(path, number)
             ) from None
         if not isinstance(record, dict) or not isinstance(record.get("index"), int):
             raise ValueError(

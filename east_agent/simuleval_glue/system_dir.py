@@ -291,8 +291,13 @@ def parse_flag(text: str) -> tuple[str, str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="package a checkpoint as a --system-dir")
     parser.add_argument("output", help="new folder")
-    parser.add_argument("--model-path", required=True)
-    parser.add_argument("--agent", default="east", choices=sorted(AGENT_CLASSES))
+    parser.add_argument("--model-path", required=True, help="the checkpoint folder to package")
+    parser.add_argument(
+        "--agent",
+        default="east",
+        choices=sorted(AGENT_CLASSES),
+        help="the agent the system runs (default: %(default)s)",
+    )
     parser.add_argument(
         "--copy-model",
         action="store_true",

@@ -281,8 +281,14 @@ def test_a_level_given_twice_is_written_once(tmp_path):
             "python -m training.build_data: --source {folder}: a folder",
         ),
         (["--pairs", "{pairs}", "--source", "{de}"], "give --source and --target, or --pairs "),
-        (["--source", "{de}", "--target", "{en}", "--max-ratio", "nan"], "got 'nan'"),
-        (["--source", "{de}", "--target", "{en}", "--max-ratio", "0"], "above 0, got '0'"),
+        (
+            ["--source", "{de}", "--target", "{en}", "--max-ratio", "nan"],
+            "finite number of at least 1 (the longer side's words over the shorter's), got 'nan'",
+        ),
+        (
+            ["--source", "{de}", "--target", "{en}", "--max-ratio", "0"],
+            "finite number of at least 1 (the longer side's words over the shorter's), got '0'",
+        ),
         (["--source", "{de}", "--target", "{en}", "--max-ratio", "inf"], "got 'inf'"),
         (["--source", "{de}", "--target", "{en}", "--max-ratio", "0.5"], "at least 1 (the "),
         (["--source", "{de}", "--target", "{en}", "--max-words", "0"], "at least 1, got '0'"),

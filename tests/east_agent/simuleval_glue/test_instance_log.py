@@ -55,3 +55,15 @@ def test_an_unreadable_line_before_the_last_is_named_not_cut(tmp_path):
     assert log.read_text() == text
     log.write_text('{"index": 0}\ngarbage\n')  # the last line: a torn write, left out
     assert [r["index"] for r in finished_records(log)] == [0]
+
+
+def test_a_line_that_is_no_record_gets_the_advice_that_fits_it(tmp_path):
+    """A resume drops a torn last line only (before: advised for a torn middle line too,
+    which the resume then refused)."""
+    log = tmp_path / "instances.log"
+    log.write_text('{"index": 0}\n{"index": 1\n{"index": 2}\n')
+    with pytest.raises(ValueError, match="line 2: .*lines follow it .*: remove or mend it$"):
+        check_log(log)
+    log.write_text('{"index": 0}\n{"index": 1\n')
+    with pytest.raises(ValueError, match="line 2: .*--continue-unfinished drops such a line$"):
+        check_log(log)

@@ -264,6 +264,7 @@ class DataReport:
     unreadable_skipped: int = 0
     truncated: int = 0
     dropped_prompt_too_long: int = 0
+    beyond_max_samples: int = 0  # read, and left out by data.max_samples
     by_file: dict[str, int] = field(default_factory=dict)
     skipped_examples: list[str] = field(default_factory=list)
     cache_file: str | None = None  # the tokenized samples' cache, when there is one
@@ -297,6 +298,11 @@ class DataReport:
             cache = [f"samples {verb} {self.cache_file}"]
         return [
             f"{self.records} records read from {len(self.by_file)} files",
+            *(
+                [f"{self.beyond_max_samples} records left out by data.max_samples"]
+                if self.beyond_max_samples
+                else []
+            ),
             f"{self.samples} training samples",
             f"{self.malformed_skipped} malformed records skipped",
             f"{self.unreadable_skipped} unreadable lines skipped (not UTF-8, not JSON or not "
@@ -662,7 +668,8 @@ def read_records(
     report = DataReport(skip_malformed=skip_malformed)
     conversations = list(read_conversations(paths, report, skip_malformed))
     random.Random(seed).shuffle(conversations)
-    if max_samples is not None:
+    if max_samples is not None:  # the rest named in the report (before: not accounted for)
+        report.beyond_max_samples = max(len(conversations) - max_samples, 0)
         conversations = conversations[:max_samples]
     return conversations, report
 

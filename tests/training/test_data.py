@@ -543,3 +543,14 @@ def test_a_file_listed_twice_is_refused(tmp_path, monkeypatch):
     write_json(tmp_path / "other.json", [ZH_EN])
     conversations, report = read_records(["small.json", "other.json"])
     assert (len(conversations), report.by_file) == (2, {"small.json": 1, "other.json": 1})
+
+
+def test_records_left_out_by_max_samples_are_named_in_the_report(tmp_path):
+    """Before: "40 records read" and "10 training samples", the other 30 unexplained."""
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(DE_EN) + "\n" for _ in range(5)))
+    conversations, report = read_records([path], max_samples=2)
+    assert len(conversations) == 2
+    assert "3 records left out by data.max_samples" in report.lines()
+    _, report = read_records([path])
+    assert not any("max_samples" in line for line in report.lines())

@@ -393,6 +393,11 @@ def check_settings(config: SFTConfig, at: At) -> None:
     check_data_files(data, at)
     if surrogate := lone_surrogate(data.system_prompt or ""):  # before: failed tokenizing
         raise ConfigError(f"{at('data', 'system_prompt')}: data.system_prompt {surrogate}")
+    if data.system_prompt is not None and not data.system_prompt.strip():
+        raise ConfigError(  # before: an empty system turn; the override `=` gave none
+            f"{at('data', 'system_prompt')}: data.system_prompt is empty: leave it out (or "
+            "null) for no system turn"
+        )
     for name, value in (("cutoff_len", data.cutoff_len), ("max_samples", data.max_samples)):
         if value is not None and value < 1:
             raise ConfigError(f"{at('data', name)}: data.{name} must be at least 1, got {value}")

@@ -108,6 +108,8 @@ def test_overrides_change_nested_values():
         ("train.output_dir=null", "train.output_dir must name a folder"),
         ("train.per_device_train_batch_size=0", "per_device_train_batch_size must be at le"),
         ("train.eval_strategy=steps", "train.eval_strategy 'steps' needs data.eval_files"),
+        # before: an empty system turn (the override `data.system_prompt=` gave none)
+        ('data.system_prompt=""', "data.system_prompt is empty: leave it out"),
         # before: an encoding error once tokenizing began
         (
             'data.system_prompt="Be \\ud83d brief"',

@@ -15,6 +15,7 @@ import json
 import shlex
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -339,7 +340,8 @@ def _run_simuleval(
     finally:
         ended = time.time() if finished else last_written(output / "instances.log", started)
         attempt["seconds"] = round(ended - started, 2)
-        attempt["sentences"] = finished_lines(output / "instances.log") - before
+        with suppress(ValueError):  # a log the try left unreadable: its own error is said
+            attempt["sentences"] = finished_lines(output / "instances.log") - before
         write_tries(timing, [*tries, attempt])
         tries.append(attempt)
     return sum(attempt["seconds"] for attempt in tries)

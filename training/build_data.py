@@ -290,6 +290,16 @@ def pair_of(record: dict, path: Path, place: str) -> tuple[str, str]:
 LANGUAGE_FIELDS = {"src_lang": "--src-lang", "tgt_lang": "--tgt-lang"}
 
 
+def check_spaced(src_lang: str, tgt_lang: str) -> tuple[str, str]:
+    """The two languages' names, each one that spaces its words: the builder splits words
+    on whitespace (Chinese and Japanese need a segmenter it does not have)."""
+    languages = language_name(src_lang), language_name(tgt_lang)
+    for language in languages:
+        if is_unspaced(language):
+            raise ValueError(f"{language}: the builder splits words on whitespace only")
+    return languages
+
+
 def check_record_languages(
     record: dict, languages: dict[str, str | None], path: Path, place: str
 ) -> None:
@@ -381,10 +391,7 @@ def build(
 ) -> BuildReport:
     if max_words > EFLOMAL_MAX_WORDS:
         raise ValueError(f"max_words {max_words}: {TOO_LONG_FOR_EFLOMAL}")
-    languages = language_name(src_lang), language_name(tgt_lang)
-    for language in languages:
-        if is_unspaced(language):
-            raise ValueError(f"{language}: the builder splits words on whitespace only")
+    languages = check_spaced(src_lang, tgt_lang)
     check_outputs(output)
     report = BuildReport(pairs=len(pairs))
     kept = []
@@ -635,6 +642,7 @@ def main(argv: list[str] | None = None) -> None:
     texts_given = [args.source is not None, args.target is not None]
     if texts_given != [args.pairs is None] * 2:  # --pairs holds both sides itself
         parser.error("give --source and --target, or --pairs without them")
+    check_spaced(args.src_lang, args.tgt_lang)  # before the corpus is read (it was after)
     check_inputs(args)
     check_inputs_kept(args)
     check_outputs(args.output)

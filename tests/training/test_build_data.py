@@ -708,3 +708,27 @@ def test_gzip_data_is_read_through_whatever_its_name(tmp_path):
         ("ein Hund", "a dog"),
         ("zwei Katzen", "two cats"),
     ]
+
+
+@pytest.mark.parametrize(
+    "languages, said",
+    [
+        (["zh", "en"], "Chinese: the builder splits words on whitespace only"),
+        (["xx", "en"], "unknown language 'xx'"),
+    ],
+)
+def test_a_language_the_builder_cannot_take_is_refused_before_the_corpus_is_read(
+    tmp_path, monkeypatch, capsys, languages, said
+):
+    """Before: refused once the whole corpus was read."""
+    import training.build_data as build_data
+
+    monkeypatch.setattr(build_data, "read_parallel", lambda *a: pytest.fail("corpus read"))
+    (tmp_path / "src.txt").write_text("x\n")
+    (tmp_path / "tgt.txt").write_text("y\n")
+    with pytest.raises(SystemExit) as ended:
+        main(["--source", str(tmp_path / "src.txt"), "--target", str(tmp_path / "tgt.txt"),
+              "--src-lang", languages[0], "--tgt-lang", languages[1],
+              "--output", str(tmp_path / "out.jsonl")])  # fmt: skip
+    assert ended.value.code == 2
+    assert said in capsys.readouterr().err

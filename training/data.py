@@ -372,15 +372,20 @@ def _records_in(handle: BinaryIO, path: Path) -> Iterator[RawRecord]:
 
 
 def iter_records(path: str | Path) -> Iterator[RawRecord]:
-    """Every record of a JSON list or JSON Lines file (`.gz` read through), with its place."""
+    """Every record of a JSON list or JSON Lines file (`.gz` read through), with its place;
+    a file that cannot be read on is named with the last place read (before: the file
+    alone, for a `.gz` cut short)."""
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
+    read_to = "its start"
     try:
         with open_binary(path) as handle:
-            yield from _records_in(handle, path)
+            for raw in _records_in(handle, path):
+                read_to = raw.place
+                yield raw
     except (OSError, EOFError, zlib.error) as error:
-        raise RecordError(f"{path}: cannot read: {error}") from None
+        raise RecordError(f"{path}: cannot read after {read_to}: {error}") from None
 
 
 def _problem(record: dict) -> str | None:

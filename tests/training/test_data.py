@@ -554,3 +554,14 @@ def test_records_left_out_by_max_samples_are_named_in_the_report(tmp_path):
     assert "3 records left out by data.max_samples" in report.lines()
     _, report = read_records([path])
     assert not any("max_samples" in line for line in report.lines())
+
+
+def test_a_gzip_file_cut_short_is_named_with_the_last_line_read(tmp_path):
+    """Before: the file alone ("cannot read: Compressed file ended before ...")."""
+    import gzip
+
+    whole = gzip.compress("".join(json.dumps(DE_EN) + "\n" for _ in range(200)).encode())
+    path = tmp_path / "data.jsonl.gz"
+    path.write_bytes(whole[: len(whole) * 2 // 3])
+    with pytest.raises(RecordError, match=r"data.jsonl.gz: cannot read after line \d+: "):
+        read_records([path])

@@ -51,7 +51,7 @@ from east_agent.lm.checkpoint import (
     east_token_ids,
     is_hub_id,
 )
-from training.config import SFTConfig, evaluates, load_config
+from training.config import LoraSettings, SFTConfig, evaluates, load_config
 from training.data import (
     IGNORE_INDEX,
     ChatTokenizer,
@@ -448,6 +448,11 @@ def warn_of_settings(config: SFTConfig) -> None:
         logger.warning(
             "train.save_only_model: the checkpoints keep the weights only; a killed run "
             "cannot resume from them (its optimizer and learning-rate schedule would restart)"
+        )
+    if config.stage == "full" and config.lora != LoraSettings():
+        logger.warning(
+            "lora: its settings are not used: stage full trains every weight (stage: lora "
+            "trains an adapter)"
         )
     if config.data.system_prompt is not None:
         logger.warning(

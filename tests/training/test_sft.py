@@ -973,6 +973,9 @@ def test_settings_to_know_of_are_warned(tmp_path, monkeypatch, caplog):
     assert warned == [
         "train.save_only_model: the checkpoints keep the weights only; a killed run cannot "
         "resume from them (its optimizer and learning-rate schedule would restart)",
+        # the recipe's lora section, in a full stage (before: read, and silently unused)
+        "lora: its settings are not used: stage full trains every weight (stage: lora "
+        "trains an adapter)",
         "data.system_prompt: the samples get a system turn that east_agent's decoder does "
         "not render; the model is decoded without it",
     ]

@@ -550,6 +550,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     long.add_argument("--word-times", default=None, help="one line per talk: unit times (s)")
     long.add_argument("--no-fix-ca", action="store_true", help="keep cumulative elapsed")
+    long.add_argument(
+        "--gold-sentences",
+        action="store_true",
+        help="the log is of the set's gold sentences (source_sentences.txt), one line each: "
+        "joined into talks first, as a grid's gold-sentence run is",
+    )
     add_comet_flags(long)  # COMET too, with --comet-checkpoint
     short = commands.add_parser("shortform", help="YAAL of a sentence-level run")
     short.add_argument("--log", required=True, help="the run's instances.log")
@@ -572,7 +578,9 @@ def main(argv: list[str] | None = None) -> None:
     comet = comet_settings(args)
     if comet is not None:
         check_named_by_flag(comet)
-    outputs = talk_outputs_from_log(args.log, testset.talks, testset.char_level)
+    # a gold-sentence run joined as a grid joins it (before: only a grid could score one)
+    read = talk_outputs_from_sentences if args.gold_sentences else talk_outputs_from_log
+    outputs = read(args.log, testset.talks, testset.char_level)
     result = score_longform(
         outputs,
         args.testset,

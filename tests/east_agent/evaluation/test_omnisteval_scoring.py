@@ -299,6 +299,28 @@ def test_gold_sentence_logs_join_into_talks(talks_dir, tmp_path):
     ]
 
 
+def test_a_gold_sentence_log_is_scored_from_the_command_line(talks_dir, tmp_path, capsys):
+    """`--gold-sentences` joins the sentences into talks as a grid does (before: refused,
+    its sentences' lengths not the talks'; only a grid could score such a run)."""
+    sentences = [("the cat", [2, 4], 4), ("a dog", [1, 4], 4), ("she", [6], 6), ("ran", [2], 2)]
+    records = [
+        {"index": index, "prediction": text, "delays": delays, "elapsed": [0.0] * len(delays),
+         "source_length": length}
+        for index, (text, delays, length) in enumerate(sentences)
+    ]  # fmt: skip
+    log = tmp_path / "instances.log"
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    folders = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit):
+        main(["longform", *folders])  # read as talks: refused
+    capsys.readouterr()
+    main(["longform", *folders, "--gold-sentences"])
+    scores = json.loads(capsys.readouterr().out)
+    joined = talk_outputs_from_sentences(log, longform.read_longform(talks_dir).talks)
+    expected = score_longform(joined, talks_dir, tmp_path / "by-function")["scores"]
+    assert scores == expected and scores["LongYAAL"] is not None
+
+
 def test_a_log_of_another_test_set_is_refused(talks_dir, tmp_path):
     """Before: scored, LongYAAL of -103,551 ms and exit 0 (a talks5 log against talks50)."""
     talks = longform.read_longform(talks_dir).talks

@@ -373,19 +373,20 @@ def _records_in(handle: BinaryIO, path: Path) -> Iterator[RawRecord]:
 
 def iter_records(path: str | Path) -> Iterator[RawRecord]:
     """Every record of a JSON list or JSON Lines file (`.gz` read through), with its place;
-    a file that cannot be read on is named with the last place read (before: the file
-    alone, for a `.gz` cut short)."""
+    a file that cannot be read on is named with the place of the last record read (before:
+    the file alone, for a `.gz` cut short)."""
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: no such file")
-    read_to = "its start"
+    read_to = None  # the place of the last record read
     try:
         with open_binary(path) as handle:
             for raw in _records_in(handle, path):
                 read_to = raw.place
                 yield raw
     except (OSError, EOFError, zlib.error) as error:
-        raise RecordError(f"{path}: cannot read after {read_to}: {error}") from None
+        after = f" after {read_to}" if read_to else ""
+        raise RecordError(f"{path}: cannot read{after}: {error}") from None
 
 
 def _problem(record: dict) -> str | None:

@@ -449,7 +449,7 @@ def warn_of_settings(config: SFTConfig) -> None:
             "train.save_only_model: the checkpoints keep the weights only; a killed run "
             "cannot resume from them (its optimizer and learning-rate schedule would restart)"
         )
-    if config.stage == "full" and config.lora != LoraSettings():
+    if config.stage == "full" and config.lora != LoraSettings():  # lora settings set, unused
         logger.warning(
             "lora: its settings are not used: stage full trains every weight (stage: lora "
             "trains an adapter)"

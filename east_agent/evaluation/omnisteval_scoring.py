@@ -27,7 +27,7 @@ policy diagnostics, as extra columns.
 
     python -m east_agent.evaluation.omnisteval_scoring longform --testset DIR \\
         --log RUN/instances.log --output RUN [--word-times FILE] [--ca-unit-seconds 0.4] \\
-        [--comet-checkpoint CKPT --comet-python COMET_ENV/bin/python]
+        [--comet-checkpoint CKPT --comet-python COMET_ENV/bin/python] [--gold-sentences]
     python -m east_agent.evaluation.omnisteval_scoring shortform --log RUN/instances.log
 """
 
@@ -157,17 +157,17 @@ def check_series(where: str, name: str, values: list) -> None:
 
 
 def records_by_index(
-    path: str | Path, records: Sequence[dict], count: int, what: str
+    path: str | Path, records: Sequence[dict], count: int, what: str, hint: str = ""
 ) -> dict[int, dict]:
     """`records` by their `index`: each a `what` number 0..count-1, once (a bad or repeated
-    index named with its line)."""
+    index named with its line; `hint`: what else an index past them may tell)."""
     by_index: dict[int, dict] = {}
     for record in records:
         index = record.get("index")
         if type(index) is not int or not 0 <= index < count:
             raise ValueError(
                 f"{path}: line {record['_line']}: field 'index' must be a {what} number "
-                f"0..{count - 1}, got {index!r}"
+                f"0..{count - 1}, got {index!r}{hint if type(index) is int else ''}"
             )
         if index in by_index:
             raise ValueError(
@@ -189,7 +189,7 @@ def talk_outputs_from_log(
 ) -> list[TalkOutput]:
     """The per-talk outputs of a long-form SimulEval run (one log line per talk, its
     `index` the talk's; a run of some talks, `--end-index` say, gives those)."""
-    by_talk = records_by_index(path, read_log(path), len(talks), "talk")
+    by_talk = records_by_index(path, read_log(path), len(talks), "talk", MISREAD_HINT[False])
     if not by_talk:
         raise ValueError(f"{path}: no talk in the log (none finished)")
     return [
@@ -216,7 +216,10 @@ def talk_outputs_from_sentences(
             records = [by_sentence[number] for number in span]
             outputs.append(joined_talk_output(path, records, talk, char_level))
     if not outputs:
-        raise ValueError(f"{path}: no talk has all its sentences in the log")
+        raise ValueError(
+            f"{path}: no talk has all its sentences in the log (a log of whole talks is "
+            "scored without --gold-sentences)"
+        )
     return outputs
 
 
@@ -226,7 +229,8 @@ def joined_talk_output(
     chunks: list[Chunk] = []
     units_before, seconds_before = 0, 0.0
     for record, end in zip(records, talk.sentence_ends):
-        sentence = log_talk_output(path, record, talk, char_level, end - units_before).chunks
+        units = end - units_before
+        sentence = log_talk_output(path, record, talk, char_level, units, gold=True).chunks
         chunks += [
             Chunk(chunk.text, units_before + chunk.units_read, seconds_before + chunk.elapsed)
             for chunk in sentence
@@ -236,8 +240,19 @@ def joined_talk_output(
     return TalkOutput(talk.talk_id, tuple(chunks))
 
 
+MISREAD_HINT = {  # by whether the log is read as gold sentences
+    False: " (or of its gold sentences, not talks: give --gold-sentences)",
+    True: " (or of its talks, not gold sentences: leave out --gold-sentences)",
+}
+
+
 def log_talk_output(
-    path: str | Path, record: dict, talk: Talk, char_level: bool, source_units: int
+    path: str | Path,
+    record: dict,
+    talk: Talk,
+    char_level: bool,
+    source_units: int,
+    gold: bool = False,
 ) -> TalkOutput:
     """One log record's chunks; its source must have the `source_units` of the talk (or
     gold sentence) its index names: the log of another test set is refused, and so is a
@@ -253,7 +268,7 @@ def log_talk_output(
         raise ValueError(
             f"{path}: line {record['_line']}: field 'source_length' is "
             f"{record.get('source_length')!r}, but {talk.talk_id}'s source there has "
-            f"{source_units} units: a log of another test set (or of its sentences, not talks)"
+            f"{source_units} units: a log of another test set{MISREAD_HINT[gold]}"
         )
     if record["delays"] and record["delays"][-1] > source_units:  # the largest: they never fall
         raise ValueError(
@@ -538,11 +553,29 @@ def shortform_latency(
     return {column: finite_or_none(scores.get(key)) for column, key in SHORTFORM_KEYS.items()}
 
 
+def say_left_out(log: str, talks: Sequence[Talk], outputs: Sequence[TalkOutput]) -> None:
+    """Name on stderr the gold sentences of talks the log does not hold whole (a run cut
+    by --end-index mid-talk), which scoring leaves out."""
+    scored = {output.talk_id for output in outputs}
+    kept = sum(talk.sentences for talk in talks if talk.talk_id in scored)
+    logged = len(read_log(log))
+    if logged > kept:
+        print(
+            f"{log}: talks scored: {len(scored)} ({kept} sentences); sentences left out, "
+            f"of talks it does not hold whole: {logged - kept}",
+            file=sys.stderr,
+        )
+
+
 @command_line("east_agent.evaluation.omnisteval_scoring")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="score a run with OmniSTEval")
     commands = parser.add_subparsers(dest="command", required=True)
-    long = commands.add_parser("longform", help="a long-form run (one log line per talk)")
+    long = commands.add_parser(
+        "longform",
+        help="a long-form run (one log line per talk; with --gold-sentences, one per gold "
+        "sentence)",
+    )
     long.add_argument("--testset", required=True, help="folder east-prepare NAME.talksN wrote")
     long.add_argument("--log", required=True, help="the run's instances.log")
     long.add_argument(
@@ -554,7 +587,8 @@ def main(argv: list[str] | None = None) -> None:
         "--gold-sentences",
         action="store_true",
         help="the log is of the set's gold sentences (source_sentences.txt), one line each: "
-        "joined into talks first, as a grid's gold-sentence run is",
+        "joined into talks first, as a grid's gold-sentence run is; a talk the log does not "
+        "hold whole is left out, and said so",
     )
     add_comet_flags(long)  # COMET too, with --comet-checkpoint
     short = commands.add_parser("shortform", help="YAAL of a sentence-level run")
@@ -581,6 +615,8 @@ def main(argv: list[str] | None = None) -> None:
     # a gold-sentence run joined as a grid joins it (before: only a grid could score one)
     read = talk_outputs_from_sentences if args.gold_sentences else talk_outputs_from_log
     outputs = read(args.log, testset.talks, testset.char_level)
+    if args.gold_sentences:
+        say_left_out(args.log, testset.talks, outputs)
     result = score_longform(
         outputs,
         args.testset,

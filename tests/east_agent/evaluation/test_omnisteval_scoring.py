@@ -312,13 +312,27 @@ def test_a_gold_sentence_log_is_scored_from_the_command_line(talks_dir, tmp_path
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
     folders = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path / "o")]
     with pytest.raises(SystemExit):
-        main(["longform", *folders])  # read as talks: refused
-    capsys.readouterr()
+        main(["longform", *folders])  # read as talks: refused, naming the flag
+    assert "(or of its gold sentences, not talks: give --gold-sentences)" in (
+        capsys.readouterr().err
+    )
     main(["longform", *folders, "--gold-sentences"])
-    scores = json.loads(capsys.readouterr().out)
+    said = capsys.readouterr()
+    scores = json.loads(said.out)
     joined = talk_outputs_from_sentences(log, longform.read_longform(talks_dir).talks)
     expected = score_longform(joined, talks_dir, tmp_path / "by-function")["scores"]
     assert scores == expected and scores["LongYAAL"] is not None
+    assert said.err == ""  # both talks whole
+    log.write_text("".join(json.dumps(record) + "\n" for record in records[:3]))
+    main(["longform", *folders, "--gold-sentences"])  # a run cut mid-talk
+    assert capsys.readouterr().err == (
+        f"{log}: talks scored: 1 (2 sentences); sentences left out, of talks it does not "
+        "hold whole: 1\n"
+    )
+    write_log(log)  # a talks' log read as gold sentences
+    with pytest.raises(SystemExit):
+        main(["longform", *folders, "--gold-sentences"])
+    assert "leave out --gold-sentences" in capsys.readouterr().err
 
 
 def test_a_log_of_another_test_set_is_refused(talks_dir, tmp_path):

@@ -282,7 +282,8 @@ def pair_of(record: dict, path: Path, place: str) -> tuple[str, str]:
             raise RecordError(f"{path}: {place}: missing field {name!r}{also}")
         if not isinstance(record[name], str):
             raise RecordError(f"{path}: {place}: field {name!r} must be a string")
-        check_unicode_text(record[name], f"{path}: {place}: field {name!r}")
+        if surrogate := lone_surrogate(record[name]):
+            raise RecordError(f"{path}: {place}: field {name!r}: {surrogate}")
         check_no_control_token(record[name], f"{path}: {place}: field {name!r}")
     return record["source"], record[target_field]
 
@@ -315,12 +316,6 @@ def check_record_languages(
                 f"{path}: {place}: field {name!r} is {record[name]!r}, but {flag} is "
                 f"{languages[name]!r}"
             )
-
-
-def check_unicode_text(text: str, where: str) -> None:
-    """Text that UTF-8 can write: not a lone surrogate, refused naming `where`."""
-    if surrogate := lone_surrogate(text):
-        raise RecordError(f"{where}: {surrogate}")
 
 
 def check_no_control_token(text: str, where: str) -> None:

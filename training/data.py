@@ -46,7 +46,7 @@ import os
 import random
 import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -202,24 +202,34 @@ def _texts(record: dict) -> Iterator[tuple[str, str]]:
             yield f"field {name!r}", record[name]
 
 
-def _unencodable(record: dict) -> str | None:
-    """Which text of a valid record holds a lone surrogate, or None."""
+def _first_text_problem(record: dict, problem_of: Callable[[str], str | None]) -> str | None:
+    """What `problem_of` finds wrong with the first of a valid record's texts it faults,
+    named with its field; or None."""
     for where, text in _texts(record):
-        if problem := lone_surrogate(text):
+        if problem := problem_of(text):
             return f"{where} {problem}"
     return None
+
+
+def _unencodable(record: dict) -> str | None:
+    """Which text of a valid record holds a lone surrogate, or None."""
+    return _first_text_problem(record, lone_surrogate)
 
 
 def _control_token(record: dict, tokens: re.Pattern) -> str | None:
     """Which of `tokens` a valid record's text holds, or None: the tokenizer would make it
     that token (an EAST token inside a chunk, a chat header inside a turn), not text."""
-    for where, text in _texts(record):
-        if found := tokens.search(text):
-            return (
-                f"{where} holds {found.group()!r}, a control token: it would be trained as "
-                "that token, not as text"
-            )
-    return None
+
+    def holds(text: str) -> str | None:
+        found = tokens.search(text)
+        if found is None:
+            return None
+        return (
+            f"holds {found.group()!r}, a control token: it would be trained as that token, "
+            "not as text"
+        )
+
+    return _first_text_problem(record, holds)
 
 
 def record_kind(record: dict) -> str:

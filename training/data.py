@@ -20,6 +20,8 @@ U+2028 / U+0085 (which JSON strings may hold unescaped). A line that is not UTF-
 or not an object, like a record with a bad field, stops the run naming file and line
 (`record N` in a JSON list file), or with `skip_malformed` is skipped and counted; a JSON
 list file is one JSON value, so an encoding or syntax error in it always stops the run.
+Fields a record adds (an `id`, a score) are ignored, unless the record lacks a field of its
+kind that one of them resembles (`Target`, `target_chunk`, `inptu`): a misspelling, named.
 A record whose text holds a lone surrogate (a JSON `\\ud83d` escape without its pair,
 which no UTF-8 text holds) is malformed the same way, and so is one whose text holds a
 control token: an EAST token, found when it is read; or a special token of the tokenizer
@@ -38,6 +40,7 @@ from those columns: the same numbers whether the samples were tokenized or loade
 from __future__ import annotations
 
 import codecs
+import difflib
 import hashlib
 import itertools
 import json
@@ -74,6 +77,7 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 SIMT_FIELDS = ("src_lang", "tgt_lang", "latency", "source_chunks", "target_chunks")
+OFFLINE_FIELDS = ("source", "target", "instruction", "input", "output")
 MAX_SKIPPED_EXAMPLES = 5  # skipped records named in the report and the log
 SAMPLE_COLUMNS = ("input_ids", "labels")
 LENGTH_COLUMNS = ("prompt_tokens", "tokens")  # before truncation; what the report counts
@@ -142,11 +146,25 @@ def _json_type(value: object) -> str:
     return "null" if value is None else JSON_TYPES.get(type(value), type(value).__name__)
 
 
+def _misspelling_of(name: str, record: dict) -> str | None:
+    """A field of `record` this reader does not know, spelled close to `name`, or None."""
+    unknown = [key for key in record if key not in SIMT_FIELDS + OFFLINE_FIELDS]
+    close = difflib.get_close_matches(name, unknown, n=1, cutoff=0.8)
+    return close[0] if close else None
+
+
+def _missing(name: str, record: dict) -> str:
+    """The problem of a record without field `name`, naming a field that may misspell it."""
+    misspelled = _misspelling_of(name, record)
+    hint = f" (the record has {misspelled!r}: a misspelling?)" if misspelled else ""
+    return f"missing field {name!r}{hint}"
+
+
 def _check_simt(record: dict) -> str | None:
     """What is wrong with a SiMT record, or None."""
     for name in SIMT_FIELDS:
         if name not in record:
-            return f"missing field {name!r}"
+            return _missing(name, record)
     for name in ("src_lang", "tgt_lang"):
         try:
             language_name(str(record[name]))
@@ -175,11 +193,18 @@ def _check_offline(record: dict) -> str | None:
         fields = ("src_lang", "tgt_lang", "source", "target")
     for name in fields:
         if name not in record:
-            return f"missing field {name!r}"
+            return _missing(name, record)
         if not isinstance(record[name], str) or not record[name].strip():
             return f"field {name!r} must be a non-empty string"
     if "instruction" in record and not isinstance(record.get("input") or "", str):
         return "field 'input' must be a string"
+    if "instruction" in record and "input" not in record:
+        # the one optional field: misspelled, its text would be left out of training unseen
+        if misspelled := _misspelling_of("input", record):
+            return (
+                f"field {misspelled!r} is not one this reader knows, and the record has no "
+                "'input': a misspelling? (its text would be left out)"
+            )
     if "instruction" not in record:
         for name in ("src_lang", "tgt_lang"):
             try:

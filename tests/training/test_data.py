@@ -183,6 +183,35 @@ def test_missing_field_is_named(east_tokenizer, tmp_path):
         build_samples(east_tokenizer, [path], progress=False)
 
 
+@pytest.mark.parametrize(
+    "record, message",
+    [
+        # before: "missing field 'target_chunks'", the misspelt field unnamed
+        ({**{k: v for k, v in DE_EN.items() if k != "target_chunks"},
+          "target_chunk": DE_EN["target_chunks"]},
+         "record 0: missing field 'target_chunks' \\(the record has 'target_chunk': a misspelling"),
+        ({"src_lang": "de", "tgt_lang": "en", "source": "Hund", "Target": "dog"},
+         "record 0: missing field 'target' \\(the record has 'Target'"),
+        # before: accepted, and "Hund" left out of training without a word
+        ({"instruction": "Translate.", "inptu": "Hund", "output": "dog"},
+         "record 0: field 'inptu' is not one this reader knows, and the record has no 'input'"),
+    ],
+)  # fmt: skip
+def test_a_misspelt_field_is_named(tmp_path, record, message):
+    path = write_json(tmp_path / "records.json", [record])
+    with pytest.raises(RecordError, match=f"records.json: {message}"):
+        read_records([path])
+
+
+def test_other_unknown_fields_are_ignored(tmp_path):
+    alpaca = {"instruction": "Translate.", "inputs": "x", "output": "dog", "input": "Hund"}
+    records = [{**DE_EN, "id": 7, "target_chunks_score": 0.5}, alpaca, {**alpaca, "id": 3}]
+    path = write_json(tmp_path / "records.json", records)
+    conversations, report = read_records([path])
+    assert (len(conversations), report.malformed_skipped) == (3, 0)
+    assert sum(turns.user == "Translate.\nHund" for turns in conversations) == 2
+
+
 def test_an_alpaca_input_that_is_not_text_is_named_or_skipped(tmp_path):
     alpaca = {"instruction": "Translate.", "input": "Hund", "output": "dog"}
     path = write_json(tmp_path / "alpaca.json", [alpaca, {**alpaca, "input": 5}])

@@ -40,6 +40,7 @@ from east_agent.decoding.long_form import (
     note_capped,
     opens_source,
     segmenter_of,
+    sentence_ends,
 )
 from east_agent.decoding.prompt import (
     check_latency,
@@ -124,6 +125,7 @@ class EastStreamDecoder(StreamingDecoder):
         self.read_mask = self.mask(self.token_ids.read_suppressed)
         self.write_mask = self.mask(self.token_ids.write_suppressed)
         self.segments = segmenter_of(self, config, len(self.prompt_ids))
+        self.sentence_ends = sentence_ends(config.src_lang)
         self.reset()
 
     @staticmethod
@@ -169,7 +171,7 @@ class EastStreamDecoder(StreamingDecoder):
     def _ends_document_sentence(self, stream: Stream, unit: str) -> bool:
         return (
             self.config.document_level
-            and ends_sentence(unit)
+            and ends_sentence(unit, self.sentence_ends)
             and stream.units_since_write >= DOCUMENT_MIN_UNITS
         )
 

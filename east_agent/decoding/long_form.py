@@ -39,7 +39,7 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from east_agent.decoding.prompt import is_unspaced
+from east_agent.decoding.prompt import is_unspaced, language_name
 from east_agent.decoding.streaming import Counters, Stream
 from east_agent.decoding.units import join_source_units
 
@@ -55,11 +55,17 @@ RESERVE = UNIT_ROOM + 2 + CHUNK_ROOM
 SEGMENT_ROOM = UNIT_ROOM + 2 + CHUNK_ROOM + RESERVE  # a new segment's need after its context
 
 
-def ends_sentence(unit: str) -> bool:
+def sentence_ends(language: str) -> str:
+    """The marks that end a sentence of `language`: `SENTENCE_END`, and in Greek the
+    semicolon, its question mark as typed (U+037E is `;` once NFC-normalized)."""
+    return SENTENCE_END + (";" if language_name(language) == "Greek" else "")
+
+
+def ends_sentence(unit: str, ends: str = SENTENCE_END) -> bool:
     """Whether the unit ends a sentence: its last character, closing quotes and brackets
-    aside, ends one (a unit of closing marks alone, `）` or `"`, ends none)."""
+    aside, is one of `ends` (a unit of closing marks alone, `）` or `"`, ends none)."""
     text = unit.rstrip().rstrip(CLOSING_MARKS)
-    return bool(text) and text[-1] in SENTENCE_END
+    return bool(text) and text[-1] in ends
 
 
 LONG_FORM_FIELDS = (
@@ -107,6 +113,7 @@ def segmenter_of(decoder, config, fixed_tokens: int) -> Segmenter | None:
         config.segment_units,
         config.context_across_sentences,
         fixed_tokens,
+        sentence_ends(config.src_lang),
     )
 
 
@@ -191,12 +198,14 @@ class Segmenter:
         segments: int,
         across_sentences: bool,
         fixed_tokens: int,
+        ends: str,
     ):
         self.decoder = decoder
         self.budget = checked_budget(cache_budget, decoder.max_context, fixed_tokens)
         self.fixed_tokens = fixed_tokens
         self.context_words, self.segment_units = context_words, segments
         self.across_sentences = across_sentences
+        self.sentence_ends = ends  # the source language's
 
     def begin(self, stream: Stream) -> None:
         stream.segment_units = 0
@@ -215,7 +224,7 @@ class Segmenter:
         """Whether this unit (read, not fed) must close its segment with a forced write:
         a sentence end, `segment_units` units, or too little room for an ordinary chunk."""
         return (
-            ends_sentence(unit)
+            ends_sentence(unit, self.sentence_ends)
             or stream.segment_units >= self.segment_units
             or self.free(stream) - RESERVE < CHUNK_ROOM
         )
@@ -242,7 +251,7 @@ class Segmenter:
     def start_next(self, stream: Stream) -> None:
         """Back to the prompt, then the context pair (fed with the next unit); a context
         that would leave a segment too little room is dropped."""
-        if not self.across_sentences and ends_sentence(stream.recent_units[-1]):
+        if not self.across_sentences and ends_sentence(stream.recent_units[-1], self.sentence_ends):
             stream.recent_units.clear()
             stream.sentence_first_chunk = len(stream.chunks)
         source, target = self.context(stream)

@@ -7,7 +7,7 @@ import pytest
 from lm_trace import TracingLM, assert_trace_matches_full_recompute
 
 from east_agent.decoding.east import FORCED, DecoderConfig, EastStreamDecoder
-from east_agent.decoding.long_form import ends_sentence
+from east_agent.decoding.long_form import ends_sentence, sentence_ends
 from east_agent.decoding.token_stream import TokenStream
 from east_agent.decoding.units import join_source_units
 from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
@@ -26,41 +26,47 @@ def sentences(count, seed, period=True, end="."):
 POLICIES = ("east", "waitk-east", "waitk-offline")
 
 
-def make_decoder(policy, model, tokenizer, **settings):
+def make_decoder(policy, model, tokenizer, src_lang="de", **settings):
     """An EAST or wait-k (k=2) decoder; `settings` are the long-form ones."""
     if policy == "east":
-        return EastStreamDecoder(model, tokenizer, DecoderConfig("de", "en", "low", **settings))
-    config = WaitkConfig("de", "en", 2, prompt=policy.split("-")[1], **settings)
+        config = DecoderConfig(src_lang, "en", "low", **settings)
+        return EastStreamDecoder(model, tokenizer, config)
+    config = WaitkConfig(src_lang, "en", 2, prompt=policy.split("-")[1], **settings)
     if config.prompt == "east":
         return EastWaitkDecoder(model, tokenizer, config.east_config(), config.waitk)
     return OfflineWaitkDecoder(model, tokenizer, config)
 
 
-def long_form(model, tokenizer, policy="east", **settings):
-    decoder = make_decoder(policy, model, tokenizer, long_form=True, **settings)
+def long_form(model, tokenizer, policy="east", src_lang="de", **settings):
+    decoder = make_decoder(policy, model, tokenizer, src_lang, long_form=True, **settings)
     trace = TracingLM(decoder.lm)
     decoder.wrap_lm(lambda lm: trace)
     return decoder, trace
 
 
 @pytest.mark.parametrize(
-    "context_words, end",
-    [(0, "."), (20, "."), (20, '."'), (20, "?»")],  # closing marks: before, sentences ran on
-)
+    "context_words, end, src_lang",
+    [
+        (0, ".", "de"), (20, ".", "de"), (20, '."', "de"), (20, "?»", "de"),  # closing marks:
+        (20, ";", "el"),  # and Greek's question mark as typed: before, sentences ran on
+    ],
+)  # fmt: skip
 @pytest.mark.parametrize("policy", POLICIES)
 def test_a_punctuated_talk_is_its_sentences_one_after_another(
-    east_model, east_tokenizer, policy, context_words, end
+    east_model, east_tokenizer, policy, context_words, end, src_lang
 ):
     """Context is carried within a cut sentence, not past a sentence end (by default)."""
     talk = sentences(6, seed=1, end=end)
-    sentence_level = make_decoder(policy, east_model, east_tokenizer)
+    sentence_level = make_decoder(policy, east_model, east_tokenizer, src_lang)
     expected_chunks, expected_delays, offset = [], [], 0
     for units in talk:
         translation = sentence_level.translate(units)
         expected_chunks += translation.chunks
         expected_delays += [offset + delay for delay in translation.delays]
         offset += len(units)
-    decoder, _ = long_form(east_model, east_tokenizer, policy, context_words=context_words)
+    decoder, _ = long_form(
+        east_model, east_tokenizer, policy, src_lang, context_words=context_words
+    )
     translation = decoder.translate([unit for units in talk for unit in units])
     assert translation.chunks == expected_chunks
     assert translation.delays == expected_delays
@@ -290,3 +296,9 @@ def test_the_default_budget_is_named_as_such(east_model, east_tokenizer):
 )  # fmt: skip
 def test_a_sentence_end_is_its_mark_closing_marks_aside(unit, ends):
     assert ends_sentence(unit) is ends
+
+
+@pytest.mark.parametrize("language, ends", [("el", True), ("Greek", True), ("de", False)])
+def test_a_semicolon_ends_a_greek_sentence_alone(language, ends):
+    assert ends_sentence("γιατί;", sentence_ends(language)) is ends
+    assert ends_sentence("γιατί\u037e", sentence_ends(language))

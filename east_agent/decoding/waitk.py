@@ -95,6 +95,11 @@ class WaitkConfig:
         if self.prompt not in PROMPTS:
             raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}, got {self.prompt!r}")
         check_latency(self.latency)
+        if self.prompt == "offline" and self.latency != "low":  # before: recorded, unused
+            raise ValueError(
+                f"latency {self.latency!r} (--latency): the offline prompt asks for no "
+                "latency level; the EAST prompt (--prompt east) does"
+            )
 
     def east_config(self) -> DecoderConfig:
         """The settings of the EAST stream that `EastWaitkDecoder` drives."""

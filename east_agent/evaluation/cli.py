@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-path", help="override the config's checkpoint")
     parser.add_argument("--output", type=folder_path, help="override the config's output folder")
     parser.add_argument("--device", help="override the config's device")
-    parser.add_argument("--testset", help="override the config's test set: multi30k-val.de-en")
+    parser.add_argument(
+        "--testset", help="override the config's test set (e.g. multi30k-val.de-en)"
+    )
     parser.add_argument(
         "--num-beams", type=positive_int, help="beams per WRITE chunk for every EAST system"
     )

@@ -569,7 +569,10 @@ def say_left_out(log: str, talks: Sequence[Talk], outputs: Sequence[TalkOutput])
 
 @command_line("east_agent.evaluation.omnisteval_scoring")
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="score a run with OmniSTEval")
+    parser = argparse.ArgumentParser(
+        prog="python -m east_agent.evaluation.omnisteval_scoring",
+        description="score a run with OmniSTEval",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     long = commands.add_parser(
         "longform",

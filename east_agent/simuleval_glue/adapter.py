@@ -124,6 +124,25 @@ def add_latency_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def check_precision(args: argparse.Namespace) -> None:
+    """SimulEval's --fp16 / --dtype beside --torch-dtype: refused where they disagree
+    (before: `--torch-dtype bfloat16 --fp16` ran in float16, recorded as bfloat16; `--dtype
+    fp32` left a half-precision model as it was)."""
+    dtype = getattr(args, "dtype", None)
+    half = getattr(args, "fp16", False) or dtype == "fp16"
+    asked = "--fp16" if getattr(args, "fp16", False) else f"--dtype {dtype}"
+    if half and args.torch_dtype not in ("auto", "float16"):
+        raise ValueError(
+            f"{asked} with --torch-dtype {args.torch_dtype}: two precisions; give one "
+            "(--torch-dtype float16 loads the weights in half precision)"
+        )
+    if dtype == "fp32" and args.torch_dtype != "float32":
+        raise ValueError(
+            f"--dtype fp32 with --torch-dtype {args.torch_dtype}: SimulEval's --dtype fp32 "
+            "converts no model this package loads; give --torch-dtype float32"
+        )
+
+
 def model_positions(args: argparse.Namespace) -> int:
     """The checkpoint's max_position_embeddings, reading only its config."""
     return checkpoint_config(args).max_position_embeddings
@@ -266,6 +285,7 @@ class StreamingAgent(TextToTextAgent):
         can hold (its config read, not its weights): what a run checks before it writes or
         loads anything."""
         config = cls.decoding_config(args)
+        check_precision(args)
         checked_device(getattr(args, "device", "cpu"), "--device")
         check_weights(args.model_path, "--model-path")
         check_adapter_path(getattr(args, "adapter_path", None))

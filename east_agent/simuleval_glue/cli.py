@@ -40,6 +40,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+from east_agent.common.arguments import given_flags
 from east_agent.common.entry import command_line
 
 
@@ -86,6 +87,14 @@ def main() -> None:
             "--remote-eval: SimulEval's remote evaluation fails on this SimulEval (after "
             "asking the server); evaluate a served system with east-remote-eval"
         )
+    if len(given_flags(rest, ("--latency", "--latency-level"))) == 2:  # before: last won
+        raise ValueError("--latency and --latency-level: two spellings of one flag; give one")
+    if "--slurm" in rest:  # before: an AttributeError, the output folder begun
+        raise ValueError(
+            "--slurm: SimulEval's Slurm submission fails on this SimulEval (and would submit "
+            "the stock simuleval); put the east-simuleval command in your own job script "
+            "(east-eval --shard I/N splits a grid into jobs)"
+        )
     if batch_size > 1 and _given("--system-dir") and not {"--score-only", "--standalone"} & {*rest}:
         raise ValueError(BATCHED_SYSTEM_DIR)  # before the folder is read
     if _given("--system-dir") and "--score-only" not in rest:
@@ -114,7 +123,9 @@ Its own flags:
   --batch-wait-ms MS      how long a forward waits for the sessions between two requests
                           to join it (--standalone; default 5, 0: no wait)
   --ca-unit-seconds S     with an *_CA latency metric (AL_CA, LAAL_CA, AP_CA, DAL_CA):
-                          seconds one source unit takes to arrive
+                          seconds one source unit takes to arrive (default 0.4)
+SimulEval's --remote-eval and --slurm are refused (they fail on this SimulEval); its
+--fp16 and --dtype must agree with the agent's --torch-dtype.
 """
 
 
@@ -377,8 +388,6 @@ def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None)
 
 
 def _given(flag: str) -> bool:
-    from east_agent.common.arguments import given_flags
-
     return bool(given_flags(sys.argv[1:], (flag,)))
 
 
@@ -450,7 +459,6 @@ BATCHED_SYSTEM_DIR = (
 def _run_batched(argv: list[str], batch_size: int) -> None:
     from simuleval.utils.agent import get_agent_class
 
-    from east_agent.common.arguments import given_flags
     from east_agent.simuleval_glue.batch import parse_args, run_batched
     from east_agent.simuleval_glue.simuleval_fixes import refuse_computation_aware_for_text
 

@@ -36,7 +36,8 @@ NOT_SCORE_SETTINGS = {"comet_batch_size", "comet_gpus", "comet_python"}
 # SimulEval adds a scorer's flags only when the scorer is asked for: named in every help
 SCORER_FLAGS = (
     "With --quality-metrics COMET: --comet-checkpoint (a local COMET model.ckpt), "
-    "--comet-python, --comet-batch-size, --comet-gpus (`--quality-metrics COMET --help` "
+    "--comet-python, --comet-batch-size, --comet-gpus, --comet-source-lang "
+    "(`--quality-metrics COMET --help` "
     "shows them). With an *_CA latency metric: --ca-unit-seconds S, the seconds one "
     "source unit takes to arrive."
 )

@@ -83,16 +83,33 @@ def check_flag_values(flags: dict[str, object]) -> None:
         checked_device(str(flags["device"]), "device", needed_here=False)
 
 
+def flag_dests(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each spelling of the parser's flags as a key (`latency_level`), to its setting."""
+    return {
+        option.lstrip("-").replace("-", "_"): action.dest
+        for action in parser._actions
+        for option in action.option_strings
+    }
+
+
+def check_repeated_flags(agent: str, flags: list[tuple[str, str]]) -> None:
+    """A setting given twice, in one spelling or two (`latency=high latency_level=low`),
+    refused (before: the last one kept, without a word)."""
+    dests = flag_dests(agent_parser(agent))
+    first: dict[str, str] = {}
+    for key, value in flags:
+        setting = dests.get(key, key)
+        if setting in first:
+            raise ValueError(f"{first[setting]} and {key}={value}: one setting given twice")
+        first[setting] = f"{key}={value}"
+
+
 def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
     """main.yaml's content; raises on a flag the agent does not know or SimulEval mangles."""
     check_flag_values(flags)
     parser = agent_parser(agent)
     check_flag_names(agent, parser, flags)
-    dests = {
-        option.lstrip("-").replace("-", "_"): action.dest
-        for action in parser._actions
-        for option in action.option_strings
-    }
+    dests = flag_dests(parser)
     switches = {action.dest for action in parser._actions if action.nargs == 0}
     config: dict[str, object] = {"agent_class": AGENT_CLASSES[agent], "model_path": "model"}
     for key, value in flags.items():
@@ -306,6 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("flags", nargs="*", type=parse_flag, help="agent flags: key=value")
     args = parser.parse_intermixed_args(argv)  # key=value after the options too
+    check_repeated_flags(args.agent, args.flags)
     folder = write_system_dir(
         args.output, args.model_path, dict(args.flags), args.agent, args.copy_model
     )

@@ -334,3 +334,10 @@ def test_offline_waitk_suppresses_a_bos_token_of_id_0(east_model, east_tokenizer
     assert tokenizer.bos_token_id == 0
     decoder = OfflineWaitkDecoder(east_model, tokenizer, WaitkConfig("de", "en", 2))
     assert decoder.suppress.nonzero()[:, 0].tolist() == [0]
+
+
+def test_a_latency_level_with_the_offline_prompt_is_refused():
+    """The offline prompt asks for none (before: recorded in the run's settings, unused)."""
+    with pytest.raises(ValueError, match="latency 'high' \\(--latency\\): the offline prompt"):
+        WaitkConfig("de", "en", 2, prompt="offline", latency="high")
+    assert WaitkConfig("de", "en", 2, prompt="east", latency="high").latency == "high"

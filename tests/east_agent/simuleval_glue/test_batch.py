@@ -404,6 +404,50 @@ def test_simulevals_remote_evaluation_is_refused_for_east_remote_eval(test_set, 
     assert "evaluate a served system with east-remote-eval" in result.stderr
 
 
+def test_simulevals_slurm_submission_is_refused(east_checkpoint, test_set, tmp_path):
+    output = tmp_path / "out"
+    result = run_simuleval(*agent_arguments(east_checkpoint, test_set, output), "--slurm")
+    assert result.returncode == 2, result.stderr[-3000:]  # an AttributeError, before
+    assert "--slurm: SimulEval's Slurm submission fails" in result.stderr
+    assert not output.exists()
+
+
+def test_both_spellings_of_the_latency_flag_are_refused(east_checkpoint, test_set, tmp_path):
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output)
+    result = run_simuleval(*arguments, "--latency-level", "high", "--latency", "low")
+    assert result.returncode == 2, result.stderr[-3000:]  # before: ran at low, exit 0
+    assert "--latency and --latency-level: two spellings of one flag" in result.stderr
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--torch-dtype", "bfloat16", "--fp16"], "--fp16 with --torch-dtype bfloat16: two"),
+        (
+            ["--torch-dtype", "float32", "--dtype", "fp16"],
+            "--dtype fp16 with --torch-dtype float32",
+        ),
+        (
+            ["--torch-dtype", "float16", "--dtype", "fp32"],
+            "--dtype fp32 with --torch-dtype float16",
+        ),
+    ],
+)
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+def test_simulevals_precision_flags_against_torch_dtype_are_refused(
+    east_checkpoint, test_set, tmp_path, batch, flags, message
+):
+    """Before: the model ran in float16 recorded as bfloat16, or --dtype fp32 did nothing."""
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, *flags)
+    result = run_simuleval(*arguments, "--batch-size", batch)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert not output.exists()
+
+
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
 def test_an_empty_span_is_scored_as_empty(east_checkpoint, test_set, tmp_path, batch):
     """An empty --start-index/--end-index span (a shard past a short test set's end)."""

@@ -830,6 +830,23 @@ def test_system_dir_takes_a_flag_by_any_of_its_spellings():
     assert config["latency_level"] == "high"
 
 
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["latency=high", "latency=low"], "latency=high and latency=low: one setting given"),
+        (["latency=high", "latency-level=low"], "latency=high and latency_level=low: one"),
+    ],
+)
+def test_system_dir_refuses_a_setting_given_twice(tmp_path, capsys, flags, said):
+    """Before: the last one packaged, without a word."""
+    arguments = [str(tmp_path / "system"), "--model-path", str(tmp_path), *flags]
+    with pytest.raises(SystemExit) as exit_:
+        system_dir.main([*arguments, "src_lang=de", "tgt_lang=en"])
+    assert exit_.value.code == 2
+    assert said in capsys.readouterr().err
+    assert not (tmp_path / "system").exists()
+
+
 def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
     east_checkpoint, test_set, tiny_comet, tmp_path
 ):

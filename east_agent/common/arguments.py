@@ -56,6 +56,13 @@ def folder_path(text: str) -> str:
     return text
 
 
+def file_path(text: str) -> str:
+    """A file to write (argparse `type`): an empty path names none."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path: name a file")
+    return text
+
+
 def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
     flag's, whose default stands when neither is given)."""

@@ -47,6 +47,7 @@ from east_agent.common.arguments import (
     DefaultsHelpFormatter,
     add_old_spelling,
     checked_device,
+    file_path,
     positive_int,
 )
 from east_agent.common.atomic import append_atomically, write_atomically
@@ -632,14 +633,16 @@ def bench_parser() -> argparse.ArgumentParser:
         "--schedule",
         help="waitk:K, or a JSON file from --save-schedule (default: the model's own decisions)",
     )
-    parser.add_argument("--save-schedule", help="write the schedule (a) followed to this file")
+    parser.add_argument(
+        "--save-schedule", type=file_path, help="write the schedule (a) followed to this file"
+    )
     parser.add_argument(
         "--copy-megabytes",
         type=positive_int,
         default=256,
         help="megabytes copied on the device to measure the weight-bandwidth floor",
     )
-    parser.add_argument("--output", help="append the tables to this Markdown file")
+    parser.add_argument("--output", type=file_path, help="append the tables to this Markdown file")
     parser.add_argument(
         "--streams",
         type=positive_int,

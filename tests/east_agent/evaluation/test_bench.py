@@ -410,6 +410,16 @@ def test_an_output_folder_that_takes_no_file_is_refused_before_the_model_loads(
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize("flag", ["--output", "--save-schedule"])
+def test_an_empty_output_path_is_refused(monkeypatch, capsys, flag):
+    """Before: taken as no --output, the tables written nowhere, exit 0."""
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", flag, ""])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: an empty path: name a file" in capsys.readouterr().err
+
+
 def test_an_output_file_that_takes_no_append_is_refused_before_the_model_loads(
     tmp_path, monkeypatch, capsys
 ):

@@ -95,6 +95,10 @@ def main() -> None:
             "the stock simuleval); put the east-simuleval command in your own job script "
             "(east-eval --shard I/N splits a grid into jobs)"
         )
+    if "--score-only" not in rest and not any(
+        _given(flag) for flag in ("--agent", "--agent-class", "--system-dir")
+    ):  # before: SimulEval emptied the output folder's log, then failed with a traceback
+        raise ValueError("name the system: --agent FILE, --agent-class CLASS or --system-dir DIR")
     if batch_size > 1 and _given("--system-dir") and not {"--score-only", "--standalone"} & {*rest}:
         raise ValueError(BATCHED_SYSTEM_DIR)  # before the folder is read
     if _given("--system-dir") and "--score-only" not in rest:

@@ -412,6 +412,17 @@ def test_simulevals_slurm_submission_is_refused(east_checkpoint, test_set, tmp_p
     assert not output.exists()
 
 
+def test_a_run_that_names_no_system_is_refused_before_the_folder_changes(test_set, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text('{"index": 0}\n')
+    arguments = ["--source", test_set / "src.txt", "--target", test_set / "ref.txt"]
+    result = run_simuleval(*arguments, "--output", output)
+    assert result.returncode == 2, result.stderr[-3000:]  # before: a traceback, exit 1
+    assert "east-simuleval: name the system: --agent FILE" in result.stderr
+    assert (output / "instances.log").read_text() == '{"index": 0}\n'  # before: emptied
+
+
 def test_both_spellings_of_the_latency_flag_are_refused(east_checkpoint, test_set, tmp_path):
     output = tmp_path / "out"
     arguments = agent_arguments(east_checkpoint, test_set, output)

@@ -206,16 +206,23 @@ def word_cap(limits: ChunkLimits) -> int:
 
 
 def word_chunk(
-    stream: Stream, pending: list[int], limits: ChunkLimits, boundary: WordBoundary
+    stream: Stream,
+    pending: list[int],
+    limits: ChunkLimits,
+    boundary: WordBoundary,
+    first_mask: torch.Tensor | None = None,
 ) -> Generator:
     """Greedy-generate one word; return (its ids, whether a stop token came instead).
 
     A token that starts the next word is dropped unfed, so the home row holds only the word.
+    `first_mask`, if given, is the first token's suppress mask instead of the limits' (a
+    word that must have a token before a stop token may end it).
     """
     word: list[int] = []
     to_feed = pending
     for _ in range(word_cap(limits)):
-        token_id = (yield stream.feed(to_feed, limits.suppress_mask)).choices[0]
+        mask = limits.suppress_mask if word or first_mask is None else first_mask
+        token_id = (yield stream.feed(to_feed, mask)).choices[0]
         if token_id in limits.stop_ids:
             return word, True
         if boundary.starts_next_word(word, token_id):

@@ -282,7 +282,9 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             tokenizer, self.characters, config.tgt_lang in UNSPACED_LANGUAGES
         )
         ids = self.token_ids
-        # Inside the schedule the model must write a word: no marker, no end of turn.
+        # Inside the schedule the model must write a word: its first token no marker, no
+        # end of turn; after that its end-of-write (or end of turn) ends the word (before:
+        # suppressed, so a model done with its sentence wrote up to 32 tokens of `.D.D.“.`).
         self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
 
     def _push(self, stream: EastWaitkStream, unit: str, is_last: bool) -> Generator:
@@ -305,8 +307,10 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
                 self.segments.start_next(stream)
         else:
             max_tokens = capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False)
-            limits = self._chunk_limits(max_tokens, (), self.word_mask)
-            word, _ = yield from word_chunk(stream, stream.pending(), limits, self.boundary)
+            limits = self._chunk_limits(max_tokens, self.token_ids.write_stops, self.write_mask)
+            word, _ = yield from word_chunk(
+                stream, stream.pending(), limits, self.boundary, first_mask=self.word_mask
+            )
             note_capped(self.segments, stream, len(word), max_tokens, MAX_WORD_TOKENS)
             if len(word) == word_cap(limits):  # a word its cap may have cut
                 word = self.characters.whole(stream, word)

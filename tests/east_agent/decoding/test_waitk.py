@@ -59,11 +59,13 @@ class Recompute:
         logits[list(suppressed)] = float("-inf")
         return int(logits.argmax())
 
-    def word(self, prefix, suppressed, stops=()):
-        """Tokens up to the next one that starts with a space (or a stop token)."""
+    def word(self, prefix, suppressed, stops=(), first_suppressed=None):
+        """Tokens up to the next one that starts with a space (or a stop token); the first
+        under `first_suppressed`, if given."""
         word = []
         for _ in range(32):
-            token = self.next_token(prefix + word, suppressed)
+            banned = suppressed if word or first_suppressed is None else first_suppressed
+            token = self.next_token(prefix + word, banned)
             if token in stops or (word and token in self.space_initial):
                 break
             word.append(token)
@@ -118,7 +120,8 @@ def east_waitk_reference(model, tokenizer, units, waitk):
             cap = 2 * (read - (delays[-1] if delays else 0) + 25)
             chunk = recompute.until_stop(prefix, suppressed, stops, min(128, cap))
         else:
-            chunk = recompute.word(prefix, [*stops, eor, tokenizer.bos_token_id])
+            suppressed = [eor, tokenizer.bos_token_id]
+            chunk = recompute.word(prefix, suppressed, stops, [*stops, *suppressed])
         parts += [chunk, END_OF_WRITE]
         chunks.append(tokenizer.decode(chunk, skip_special_tokens=True).rstrip())
         delays.append(read)
@@ -322,6 +325,33 @@ def test_east_waitk_keeps_a_word_that_ends_in_u_fffd_before_its_cap(east_tokeniz
     step = decoder.push_unit("Ein")
     assert step.chunk_ids == [article, lead] and step.chunk == " a\ufffd"
     assert decoder.counters.characters_cut == 0
+
+
+def test_east_waitk_ends_a_word_at_the_models_end_of_write(east_tokenizer):
+    """A model done with its sentence: its end-of-write after a word's first token ends
+    the word (before: suppressed, the word ran on in `.` to its 32-token cap)."""
+    from transformers import LlamaForCausalLM
+
+    from tiny_east import tiny_llama_config
+
+    x, dot = east_tokenizer.convert_tokens_to_ids(["x", "."])
+    eor, eow = east_tokenizer.convert_tokens_to_ids([END_OF_READ, END_OF_WRITE])
+    choices = {eor: [x], x: [eow, dot], dot: [eow, dot]}  # best first
+
+    def puppeteer(module, args, kwargs, out):
+        input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]
+        for row, last in enumerate(input_ids[:, -1].tolist()):
+            for rank, token in enumerate(choices.get(last, ())):
+                out.logits[row, -1, token] += 1000.0 - 500.0 * rank
+        return out
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_llama_config(east_tokenizer)).eval()
+    model.register_forward_hook(puppeteer, with_kwargs=True)
+    config = DecoderConfig("de", "en", kv_cache="dynamic")
+    decoder = EastWaitkDecoder(model, east_tokenizer, config, 1)
+    assert decoder.push_unit("Ein").chunk_ids == [x]
+    assert decoder.stream.ids[-2:] == [x, eow]  # the word closed as the model closed it
 
 
 def test_offline_waitk_suppresses_a_bos_token_of_id_0(east_model, east_tokenizer):

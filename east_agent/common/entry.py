@@ -3,7 +3,8 @@
 Every console script's `main` is wrapped by `command_line("east-eval")`: the project's
 errors (`ValueError`, including the data-file errors; `CommandError` for runs that could
 not finish, whose message says why; a file missing, already there, unreadable, a folder
-or inside a file) become `east-eval: <message>` on stderr and exit status 2, the status
+or inside a file; a file system full, over a size limit or quota, read-only, or given a
+name too long for it) become `east-eval: <message>` on stderr and exit status 2, the status
 argparse gives a bad flag.
 Ctrl-C prints `east-eval: interrupted` after the command's own clean-up (`finally`
 blocks: locks, sessions, child processes) and ends the process by SIGINT, as an
@@ -19,6 +20,7 @@ program is wrong (a shape, a device, a dtype).
 from __future__ import annotations
 
 import atexit
+import errno
 import functools
 import os
 import signal
@@ -39,6 +41,11 @@ FILE_ERRORS = (
     FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError,
 )  # fmt: skip
 USER_ERRORS = (ValueError, CommandError, *FILE_ERRORS)
+# a file system that takes no more: full, over a size limit or quota, read-only, or a name
+# too long for it (before: tracebacks, from every command)
+FILE_SYSTEM_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.ENAMETOOLONG}
+)
 EXIT_USER_ERROR = 2
 # signals that end a command as Ctrl-C does, after its clean-up, and what it then says
 ENDING_SIGNALS = {
@@ -98,6 +105,11 @@ def fail(command: str, message: object) -> None:
     sys.exit(EXIT_USER_ERROR)
 
 
+def file_system_message(error: OSError) -> str:
+    """`path: No space left on device`, the path the file system refused first."""
+    return f"{error.filename}: {error.strerror}" if error.filename else str(error.strerror)
+
+
 def command_line(command: str) -> Callable[[Main], Main]:
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
@@ -107,6 +119,10 @@ def command_line(command: str) -> Callable[[Main], Main]:
                     return main(*args, **kwargs)
                 except USER_ERRORS as error:
                     fail(command, error)
+                except OSError as error:
+                    if error.errno not in FILE_SYSTEM_ERRNOS:
+                        raise
+                    fail(command, file_system_message(error))
                 except KeyboardInterrupt as stop:
                     _end_by_signal(command, getattr(stop, "signum", signal.SIGINT))
                     raise  # not reached on POSIX

@@ -752,7 +752,15 @@ def check_output_files(args: argparse.Namespace) -> None:
     a path that names a folder, or whose folder cannot be made or take a new file, is
     refused, and so is an `--output` the report cannot be appended to (not UTF-8 text, or
     not open to writing)."""
-    for flag, value in (("--output", args.output), ("--save-schedule", args.save_schedule)):
+    named = [("--output", args.output), ("--save-schedule", args.save_schedule)]
+    if args.schedule and not args.schedule.startswith("waitk:"):
+        named.append(("--schedule", args.schedule))
+    paths = [(flag, Path(value).resolve()) for flag, value in named if value]
+    for index, (flag, path) in enumerate(paths):  # before: tables appended to a schedule
+        for other, other_path in paths[index + 1 :]:
+            if path == other_path:
+                raise ValueError(f"{flag} and {other} name one file, {path}: name two")
+    for flag, value in named[:2]:
         if not value:
             continue
         path = Path(value)

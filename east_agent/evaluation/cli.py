@@ -21,7 +21,12 @@ from east_agent.evaluation.config import (
     check_relative_paths,
     read_eval_config,
 )
-from east_agent.evaluation.grid import holding_grid, run_grid, summarize_merged
+from east_agent.evaluation.grid import (
+    check_tables_replaceable,
+    holding_grid,
+    run_grid,
+    summarize_merged,
+)
 from east_agent.evaluation.jobs import start_worker_imports
 from east_agent.evaluation.shards import (
     check_shards_finished,
@@ -97,6 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         picked = picked_runs(every_run, args.only)
         with holding_grid(config, None):
             check_shards_finished(config, picked, args.merge_shards)
+            check_tables_replaceable(config.output)
             for run in picked:
                 merge_shards(config, run, args.merge_shards)
             summarize_merged(config, every_run, {run.name for run in picked}, args.limit)

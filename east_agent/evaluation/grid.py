@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from east_agent.common.atomic import remove
+from east_agent.common.atomic import check_replaceable, remove
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
@@ -45,6 +45,7 @@ from east_agent.evaluation.longform import (
     unit_times,
 )
 from east_agent.evaluation.reports import (
+    TABLE_FILES,
     check_tabled,
     compare_system,
     omnisteval_cells,
@@ -230,6 +231,7 @@ def run_grid(
     every_run = config.runs()
     runs = picked_runs(every_run, only)
     check_outside_other_grids(config.output)
+    check_tables_replaceable(config.output)
     if any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
         check_checkpoint_folder(config, dry_run)
     with holding_grid(config, shard, reading=dry_run):
@@ -268,6 +270,20 @@ def check_outside_other_grids(output: Path) -> None:
                 f"output {output} is inside {parent / inside}, the {inside} of the grid in "
                 f"{parent}; another --output"
             )
+
+
+def check_tables_replaceable(output: Path) -> None:
+    """A grid writes its tables over files of their names in its output: a folder of such
+    a name, or table files in a folder no grid wrote (a model card, a user's folder), are
+    refused before any run (before: replaced, a folder deleted whole)."""
+    present = [name for name in TABLE_FILES if (output / name).exists()]
+    for name in present:
+        check_replaceable(output / name, "table file")
+    if present and not ((output / GRID_LOCK).is_file() or (output / "runs").is_dir()):
+        raise EvalConfigError(
+            f"output {output} holds {', '.join(present)} but no grid ({GRID_LOCK}, runs/): "
+            "a grid would write over them; another --output"
+        )
 
 
 @contextmanager

@@ -44,12 +44,17 @@ from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.simuleval_glue.instance_log import finished_records, record_lines
 from east_agent.simuleval_glue.scoring import SCORING_RECORD
-from east_agent.simuleval_glue.server_sessions import close_stale_sessions
+from east_agent.simuleval_glue.server_sessions import SESSIONS_RECORD, close_stale_sessions
 
 INSTANCES_LOCK = "instances.lock"  # held while a process writes the folder
 BATCH_RECORD = "batch.json"
 SCORES = ("scores.tsv", "metrics.tsv", SCORING_RECORD)
 SETTINGS_RECORD = "run_settings.json"
+# every file a run writes in its folder (SimulEval's log and config, and this package's)
+RUN_FILES = (
+    "instances.log", "config.yaml", INSTANCES_LOCK, BATCH_RECORD, *SCORES, SETTINGS_RECORD,
+    SESSIONS_RECORD,
+)  # fmt: skip
 # Flags that change where a run happens, how it is scored, shown or hosted, or which of
 # its sentences it takes, never what it translates nor how its log records it (SimulEval
 # logs `prediction`, `delays` and `prediction_length` in --eval-latency-unit's units).
@@ -132,18 +137,31 @@ def _shared(record: dict) -> list[str]:
 def output_of(argv: list[str]) -> Path | None:
     """The `--output` folder of a command line, read as SimulEval's parser reads it (either
     spelling, the last one given); a flag without its value exits like argparse."""
+    return _paths_of(argv).output
+
+
+def _paths_of(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
-    parser.add_argument("--output", type=Path)
-    known, _ = parser.parse_known_args(argv)
-    return known.output
+    for flag in ("--output", "--source", "--target"):
+        parser.add_argument(flag, type=Path)
+    return parser.parse_known_args(argv)[0]
 
 
 def check_output_folder(argv: list[str]) -> None:
     """An `--output` that is a file, or inside one, is refused saying so (a bare errno or a
-    traceback before)."""
-    output = output_of(argv)
-    if output is not None:
-        check_folder_path(output, "--output")
+    traceback before); so is a `--source` or `--target` that is one of the files the run
+    writes there (before: emptied or replaced by the log or the scores)."""
+    paths = _paths_of(argv)
+    if paths.output is None:
+        return
+    check_folder_path(paths.output, "--output")
+    written = {paths.output.resolve() / name: name for name in RUN_FILES}
+    for flag, path in (("--source", paths.source), ("--target", paths.target)):
+        if path is not None and path.resolve() in written:
+            raise ValueError(
+                f"{flag} {path} is the {written[path.resolve()]} this run writes in --output "
+                f"{paths.output}: it would be written over; move it out of the folder"
+            )
 
 
 def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:

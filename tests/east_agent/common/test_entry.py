@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import subprocess
 import sys
@@ -48,6 +50,32 @@ def test_a_programs_error_keeps_its_traceback(error, capsys):
         failing_with(error)()
     assert raised.value is error
     assert capsys.readouterr().err == ""
+
+
+def test_a_file_system_that_takes_no_more_is_one_line(tmp_path, capsys):
+    """A name too long for the file system, for real; a full, read-only or size-limited
+    one as the OS raises it (before: tracebacks from every command)."""
+    too_long = tmp_path / ("x" * 300)
+
+    @command_line("east-test")
+    def main() -> None:
+        too_long.mkdir()
+
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == EXIT_USER_ERROR
+    assert capsys.readouterr().err == f"east-test: {too_long}: File name too long\n"
+    for number, said in [(errno.ENOSPC, "No space left on device"), (errno.EROFS, "Read-only")]:
+        with pytest.raises(SystemExit):
+            failing_with(OSError(number, os.strerror(number), "/out/instances.log"))()
+        assert capsys.readouterr().err.startswith(f"east-test: /out/instances.log: {said}")
+
+
+def test_another_os_error_keeps_its_traceback(capsys):
+    error = OSError(errno.EIO, "Input/output error", "/dev/sda")
+    with pytest.raises(OSError) as raised:
+        failing_with(error)()
+    assert raised.value is error and capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("kind", ["a folder", "inside a file", "unreadable"])

@@ -249,6 +249,21 @@ def recorded_schedule(tmp_path_factory) -> Path:
     return folder / "schedule.json"
 
 
+@pytest.mark.parametrize("kept", ["--schedule", "--save-schedule"])
+def test_an_output_that_is_the_schedule_is_refused(recorded_schedule, monkeypatch, capsys, kept):
+    """Before: the tables were appended to the schedule, which no run could read again."""
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    before = recorded_schedule.read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            ["--model-path", "m", kept, str(recorded_schedule), "--output", str(recorded_schedule)]
+        )
+    assert exit_info.value.code == 2
+    said = f"--output and {kept} name one file, {recorded_schedule}: name two"
+    assert said in capsys.readouterr().err
+    assert recorded_schedule.read_text() == before
+
+
 def test_a_schedule_recorded_on_another_test_set_is_refused(recorded_schedule, monkeypatch, capsys):
     """Before: the file held no test set, and its decisions were imposed on other sentences."""
     assert json.loads(recorded_schedule.read_text())["testset"] == "multi30k.de-en"

@@ -1367,6 +1367,25 @@ def test_an_output_or_config_that_is_not_a_folder_or_file_is_one_line(tmp_path, 
     assert (tmp_path / "afile").read_text() == "mine"
 
 
+def test_table_files_a_grid_did_not_write_are_refused_before_any_run(tmp_path, capsys):
+    """Before: a model card's results.md and curves.png replaced, exit 0; a folder named
+    results.md deleted whole."""
+    card = tmp_path / "card"
+    card.mkdir()
+    (card / "results.md").write_text("mine")
+    config = quick_config(tmp_path / "grid.yaml")
+    error = east_eval_fails(capsys, config, "--output", card, "--limit", "1")
+    assert f"output {card} holds results.md but no grid (grid.lock, runs/)" in error
+    assert (card / "results.md").read_text() == "mine" and not (card / "runs").exists()
+    (card / "runs").mkdir()  # a grid's output (written before grid.lock was)
+    (card / "results.md").unlink()
+    (card / "curves.png").mkdir()
+    (card / "curves.png" / "notes.txt").write_text("mine")
+    error = east_eval_fails(capsys, config, "--output", card, "--limit", "1")
+    assert f"{card / 'curves.png'} is a folder, not a table file" in error
+    assert (card / "curves.png" / "notes.txt").read_text() == "mine"
+
+
 def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, capsys):
     import torch
 

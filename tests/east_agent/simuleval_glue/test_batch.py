@@ -423,6 +423,23 @@ def test_a_run_that_names_no_system_is_refused_before_the_folder_changes(test_se
     assert (output / "instances.log").read_text() == '{"index": 0}\n'  # before: emptied
 
 
+@pytest.mark.parametrize("flag, name", [("--source", "instances.log"), ("--target", "scores.tsv")])
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+def test_a_data_file_the_run_would_write_over_is_refused(
+    east_checkpoint, test_set, tmp_path, batch, flag, name
+):
+    """Before: the source emptied, then named as empty; or replaced by the log or scores."""
+    output = tmp_path / "out"
+    output.mkdir()
+    kind = "src.txt" if flag == "--source" else "ref.txt"
+    shutil.copy(test_set / kind, output / name)
+    arguments = agent_arguments(east_checkpoint, test_set, output, flag, output / name)
+    result = run_simuleval(*arguments, "--batch-size", batch)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"{flag} {output / name} is the {name} this run writes in --output" in result.stderr
+    assert (output / name).read_text() == (test_set / kind).read_text()
+
+
 def test_both_spellings_of_the_latency_flag_are_refused(east_checkpoint, test_set, tmp_path):
     output = tmp_path / "out"
     arguments = agent_arguments(east_checkpoint, test_set, output)

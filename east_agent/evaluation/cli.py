@@ -22,7 +22,7 @@ from east_agent.evaluation.config import (
     read_eval_config,
 )
 from east_agent.evaluation.grid import (
-    check_tables_replaceable,
+    check_grid_output,
     holding_grid,
     run_grid,
     summarize_merged,
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
         picked = picked_runs(every_run, args.only)
         with holding_grid(config, None):
             check_shards_finished(config, picked, args.merge_shards)
-            check_tables_replaceable(config.output)
+            check_grid_output(config.output)
             for run in picked:
                 merge_shards(config, run, args.merge_shards)
             summarize_merged(config, every_run, {run.name for run in picked}, args.limit)

@@ -231,7 +231,7 @@ def run_grid(
     every_run = config.runs()
     runs = picked_runs(every_run, only)
     check_outside_other_grids(config.output)
-    check_tables_replaceable(config.output)
+    check_grid_output(config.output)
     if any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
         check_checkpoint_folder(config, dry_run)
     with holding_grid(config, shard, reading=dry_run):
@@ -272,10 +272,17 @@ def check_outside_other_grids(output: Path) -> None:
             )
 
 
-def check_tables_replaceable(output: Path) -> None:
-    """A grid writes its tables over files of their names in its output: a folder of such
-    a name, or table files in a folder no grid wrote (a model card, a user's folder), are
-    refused before any run (before: replaced, a folder deleted whole)."""
+def check_grid_output(output: Path) -> None:
+    """What a grid's output holds where the grid writes: a file where it keeps its runs or
+    test set is refused (before: a bare errno); and, since it writes its tables over files
+    of their names, a folder of such a name, or table files in a folder no grid wrote (a
+    model card, a user's folder), before any run (before: replaced, a folder deleted
+    whole)."""
+    for name in GRID_OWN_FOLDERS:
+        if (output / name).exists() and not (output / name).is_dir():
+            raise EvalConfigError(
+                f"output {output}: its {name} is a file, not the grid's folder; another --output"
+            )
     present = [name for name in TABLE_FILES if (output / name).exists()]
     for name in present:
         check_replaceable(output / name, "table file")

@@ -1386,6 +1386,18 @@ def test_table_files_a_grid_did_not_write_are_refused_before_any_run(tmp_path, c
     assert (card / "curves.png" / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("name", ["runs", "testset"])
+def test_a_file_where_a_grid_keeps_its_folder_is_named(tmp_path, capsys, name):
+    """Before: a bare errno (`[Errno 20] Not a directory: '.../runs/east-low'`)."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / name).write_text("mine")
+    config = quick_config(tmp_path / "grid.yaml")
+    error = east_eval_fails(capsys, config, "--output", output, "--limit", "1")
+    assert f"output {output}: its {name} is a file, not the grid's folder" in error
+    assert (output / name).read_text() == "mine"
+
+
 def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, capsys):
     import torch
 

@@ -7,6 +7,10 @@ torch before it needs it.
 """
 
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers see of the names imported when first asked for
+    from east_agent.decoding.east import DecoderConfig, EastStreamDecoder, Translation
 
 __all__ = ["DecoderConfig", "EastStreamDecoder", "Translation"]
 
@@ -15,9 +19,13 @@ __all__ = ["DecoderConfig", "EastStreamDecoder", "Translation"]
 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     if name in __all__:
         from east_agent.decoding import east
 
         return getattr(east, name)
     raise AttributeError(f"module 'east_agent' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -36,16 +36,17 @@ from east_agent.decoding.long_form import (
     DEFAULT_SEGMENT_UNITS,
     capped_tokens,
     check_long_form,
+    ends_sentence,
     note_capped,
     opens_source,
     segmenter_of,
+    sentence_ends,
 )
 from east_agent.decoding.prompt import (
     check_latency,
     render_user_turn,
     simt_instruction,
 )
-from east_agent.decoding.sentence_ends import sentence_ends
 from east_agent.decoding.streaming import (
     FORCED,
     READ,
@@ -170,7 +171,7 @@ class EastStreamDecoder(StreamingDecoder):
     def _ends_document_sentence(self, stream: Stream, unit: str) -> bool:
         return (
             self.config.document_level
-            and self.sentence_ends(unit)
+            and ends_sentence(unit, self.sentence_ends)
             and stream.units_since_write >= DOCUMENT_MIN_UNITS
         )
 

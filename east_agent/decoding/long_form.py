@@ -3,12 +3,12 @@
 Sentence-level EAST keeps every id of a sentence in the cache, so a talk of 20,000 words
 would overflow any context. In long-form mode a stream is cut into *segments*:
 - a segment ends at a source sentence end (a unit ending in . ! ? 。 ？ ！, closing quotes
-  and brackets aside, but not a period after an abbreviation: see `sentence_ends`), after
-  `segment_units` units without one (unpunctuated, ASR-like input), or when the cache
-  could not hold another unit and a short chunk within `cache_budget` tokens; the model
-  then writes what it has not written yet (a FORCED write, as at the end of a sentence).
-  Every chunk is capped at what the budget has left, so a model's long chunk near the end
-  of the budget is cut short, and never a sentence that fits;
+  and brackets aside), after `segment_units` units without one (unpunctuated, ASR-like
+  input), or when the cache could not hold another unit and a short chunk within
+  `cache_budget` tokens; the model then writes what it has not written yet (a FORCED
+  write, as at the end of a sentence). Every chunk is capped at what the budget has left,
+  so a model's long chunk near the end of the budget is cut short, and never a sentence
+  that fits;
 - the next segment starts from the prompt, whose keys stay cached, and one context pair:
   the last `context_words` source units and target words of the sentence that was cut, so
   the model goes on with it as with any chunk of a sentence (what an EAST checkpoint was
@@ -39,16 +39,33 @@ from __future__ import annotations
 import dataclasses
 from collections import deque
 
-from east_agent.decoding.prompt import is_unspaced
-from east_agent.decoding.sentence_ends import SentenceEnds, sentence_ends
+from east_agent.decoding.prompt import is_unspaced, language_name
 from east_agent.decoding.streaming import Counters, Stream
 from east_agent.decoding.units import join_source_units
 
+# Latin, CJK (full- and halfwidth), Devanagari dandas (Hindi), the Arabic question mark and
+# Urdu full stop (Arabic, Persian), the Greek question mark (U+037E), and `‼ ⁇ ⁈ ⁉`
+# (before: `है।`, `هل؟`, `done．` ended no sentence, and such talks were cut mid-sentence)
+SENTENCE_END = "。？！.!?．｡।॥؟۔\u037e‼⁇⁈⁉"
+CLOSING_MARKS = "\"'”’»」』）)]】〉》"  # may follow a sentence's end: `weekend."`, `。」`
 UNIT_ROOM = 16  # the most tokens one source unit is taken to need
 CHUNK_ROOM = 16  # the fewest tokens a chunk may be given before its segment is closed
 # kept free after every ordinary write: the next unit, its two markers and a forced chunk
 RESERVE = UNIT_ROOM + 2 + CHUNK_ROOM
 SEGMENT_ROOM = UNIT_ROOM + 2 + CHUNK_ROOM + RESERVE  # a new segment's need after its context
+
+
+def sentence_ends(language: str) -> str:
+    """The marks that end a sentence of `language`: `SENTENCE_END`, and in Greek the
+    semicolon, its question mark as typed (U+037E is `;` once NFC-normalized)."""
+    return SENTENCE_END + (";" if language_name(language) == "Greek" else "")
+
+
+def ends_sentence(unit: str, ends: str = SENTENCE_END) -> bool:
+    """Whether the unit ends a sentence: its last character, closing quotes and brackets
+    aside, is one of `ends` (a unit of closing marks alone, `）` or `"`, ends none)."""
+    text = unit.rstrip().rstrip(CLOSING_MARKS)
+    return bool(text) and text[-1] in ends
 
 
 LONG_FORM_FIELDS = (
@@ -181,7 +198,7 @@ class Segmenter:
         segments: int,
         across_sentences: bool,
         fixed_tokens: int,
-        ends: SentenceEnds,
+        ends: str,
     ):
         self.decoder = decoder
         self.budget = checked_budget(cache_budget, decoder.max_context, fixed_tokens)
@@ -207,7 +224,7 @@ class Segmenter:
         """Whether this unit (read, not fed) must close its segment with a forced write:
         a sentence end, `segment_units` units, or too little room for an ordinary chunk."""
         return (
-            self.sentence_ends(unit)
+            ends_sentence(unit, self.sentence_ends)
             or stream.segment_units >= self.segment_units
             or self.free(stream) - RESERVE < CHUNK_ROOM
         )
@@ -234,7 +251,7 @@ class Segmenter:
     def start_next(self, stream: Stream) -> None:
         """Back to the prompt, then the context pair (fed with the next unit); a context
         that would leave a segment too little room is dropped."""
-        if not self.across_sentences and self.sentence_ends(stream.recent_units[-1]):
+        if not self.across_sentences and ends_sentence(stream.recent_units[-1], self.sentence_ends):
             stream.recent_units.clear()
             stream.sentence_first_chunk = len(stream.chunks)
         source, target = self.context(stream)

@@ -7,19 +7,18 @@ import pytest
 from lm_trace import TracingLM, assert_trace_matches_full_recompute
 
 from east_agent.decoding.east import FORCED, DecoderConfig, EastStreamDecoder
+from east_agent.decoding.long_form import ends_sentence, sentence_ends
 from east_agent.decoding.token_stream import TokenStream
 from east_agent.decoding.units import join_source_units
 from east_agent.decoding.waitk import EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
 from tiny_east import synthetic_sentence
 
 
-def sentences(count, seed, period=True, end=".", inner=()):
-    """`count` synthetic sentences; `inner` units go after each one's first unit."""
+def sentences(count, seed, period=True, end="."):
     rng = random.Random(seed)
     result = []
     for _ in range(count):
         units = synthetic_sentence(rng)[0]
-        units = [units[0], *inner, *units[1:]]
         result.append([*units[:-1], units[-1] + end] if period else units)
     return result
 
@@ -46,21 +45,18 @@ def long_form(model, tokenizer, policy="east", src_lang="de", **settings):
 
 
 @pytest.mark.parametrize(
-    "context_words, end, src_lang, inner",
+    "context_words, end, src_lang",
     [
-        (0, ".", "de", ()), (20, ".", "de", ()), (20, '."', "de", ()),
-        (20, "?»", "de", ()),  # closing marks, and Greek's question mark as typed:
-        (20, ";", "el", ()),  # before, sentences ran on
-        (20, ".", "de", ("z.B.", "am", "3.")),  # abbreviations: before, sentences were cut
-        (20, ".", "en", ("Dr.", "U.S.")),
+        (0, ".", "de"), (20, ".", "de"), (20, '."', "de"), (20, "?»", "de"),  # closing marks:
+        (20, ";", "el"),  # and Greek's question mark as typed: before, sentences ran on
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("policy", POLICIES)
 def test_a_punctuated_talk_is_its_sentences_one_after_another(
-    east_model, east_tokenizer, policy, context_words, end, src_lang, inner
+    east_model, east_tokenizer, policy, context_words, end, src_lang
 ):
     """Context is carried within a cut sentence, not past a sentence end (by default)."""
-    talk = sentences(6, seed=1, end=end, inner=inner)
+    talk = sentences(6, seed=1, end=end)
     sentence_level = make_decoder(policy, east_model, east_tokenizer, src_lang)
     expected_chunks, expected_delays, offset = [], [], 0
     for units in talk:
@@ -284,3 +280,25 @@ def test_long_form_settings_without_long_form_are_refused(east_model, east_token
 def test_the_default_budget_is_named_as_such(east_model, east_tokenizer):
     with pytest.raises(ValueError, match=r"--cache-budget\) 50, half the context of 100 by def"):
         long_form(east_model, east_tokenizer, "east", max_context=100)
+
+
+@pytest.mark.parametrize(
+    "unit, ends",
+    [
+        ("Haus.", True), ('weekend."', True), ("paying.)", True), ("。」", True),
+        ("说。”", True), ("why?»", True), ("Haus", False), ("Mr", False),
+        # closing marks alone end no sentence (a Chinese unit `）`, spaced punctuation)
+        (")", False), ("）", False), ("》", False), ('"', False), ("」", False),
+        # Hindi, Arabic, Persian, Urdu, fullwidth, Greek (before: no sentence end)
+        ("है।", True), ("هل؟", True), ("است.", True), ("ہے۔", True), ("done．", True),
+        ("τι\u037e", True), ("है", False), ("،", False),
+    ],
+)  # fmt: skip
+def test_a_sentence_end_is_its_mark_closing_marks_aside(unit, ends):
+    assert ends_sentence(unit) is ends
+
+
+@pytest.mark.parametrize("language, ends", [("el", True), ("Greek", True), ("de", False)])
+def test_a_semicolon_ends_a_greek_sentence_alone(language, ends):
+    assert ends_sentence("γιατί;", sentence_ends(language)) is ends
+    assert ends_sentence("γιατί\u037e", sentence_ends(language))

@@ -659,6 +659,17 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
         sentences.crashed(error)
 
 
+CLIENT_HELP = {
+    "tgt_lang": "the target language sent with each source segment (checked against the "
+    "language this package's server translates into)",
+    "no_use_ref_len": "latency with the prediction's length as the target length (by "
+    "default AL takes the reference's, LAAL the longer of the two)",
+    "eval_latency_unit": "the unit of latency: word, char (Chinese and Japanese) or spm "
+    "(the pieces of --eval-latency-spm-model)",
+    "source_type": "text (the only type this package's server reads)",
+}
+
+
 @command_line("east-remote-eval")
 def main(argv: list[str] | None = None) -> None:
     from simuleval import options
@@ -701,11 +712,8 @@ def main(argv: list[str] | None = None) -> None:
     for action in parser._actions:
         if set(action.option_strings) & set(SERVED_SYSTEM_FLAGS):  # refused below
             action.help = argparse.SUPPRESS
-        elif action.dest == "tgt_lang":
-            action.help = (
-                "the target language sent with each source segment (checked against the "
-                "language this package's server translates into)"
-            )
+        elif action.dest in CLIENT_HELP:  # SimulEval's own texts there are wrong
+            action.help = CLIENT_HELP[action.dest]
     args = parser.parse_args()
     _refuse_served_system_flags(sys.argv[1:])
     if args.score_only:  # no server needed; the types are the folder's (config.yaml)

@@ -545,9 +545,8 @@ def test_help_lists_the_clients_flags():
         assert flag in shown
     for flag in ("--agent", "--device", "--fp16", "--standalone"):  # refused: not offered
         assert f"{flag} " not in result.stdout
-    # SimulEval's own texts there were wrong ("Include computational latency.")
-    assert "Include computational latency" not in shown
-    assert "with the prediction's length as the target length" in shown
+    # SimulEval's own text there was --computation-aware's ("Include computational latency.")
+    assert "--no-use-ref-len latency with the prediction's length as the target" in shown
 
 
 def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import atomic_path, check_folder_path, check_replaceable
@@ -28,6 +29,9 @@ from east_agent.decoding.prompt import (
     OFFLINE_INSTRUCTION,
     SIMT_INSTRUCTION,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerFast
 
 COMMAND = "python -m training.base_model"
 
@@ -66,7 +70,7 @@ def corpus_lines(paths: Sequence[str | Path]) -> Iterator[str]:
         yield from prompt_texts()
 
 
-def train_tokenizer(paths: Sequence[str | Path], vocab_size: int):
+def train_tokenizer(paths: Sequence[str | Path], vocab_size: int) -> PreTrainedTokenizerFast:
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 

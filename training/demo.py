@@ -105,7 +105,7 @@ def step_seconds(outcome: str, earlier: float | None, seconds: float) -> float |
     return round(seconds, 1)
 
 
-def build_data(args) -> str:
+def build_data(args: argparse.Namespace) -> str:
     from east_agent.common.records import write_jsonl
     from training.build_data import build
 
@@ -148,7 +148,7 @@ def build_data(args) -> str:
     return FRESH
 
 
-def data_flags(args) -> dict:
+def data_flags(args: argparse.Namespace) -> dict:
     """The flags the data step's files are made with (`DATA_MADE_WITH`)."""
     return {"max_pairs": args.max_pairs, "realign": args.realign, "seed": args.seed}
 
@@ -162,7 +162,7 @@ def _shipped_links(args, name: str) -> Path | None:
     return shipped
 
 
-def build_base(args) -> str:
+def build_base(args: argparse.Namespace) -> str:
     from training.base_model import build_base_model
 
     corpus = [multi30k_file(f"train.{language}.gz") for language in ("de", "en", "fr")]
@@ -184,7 +184,7 @@ def quoted(*paths: Path) -> str:
     return ", ".join(json.dumps(str(path), ensure_ascii=False) for path in paths)
 
 
-def recipe_overrides(args, stage: str) -> list[str]:
+def recipe_overrides(args: argparse.Namespace, stage: str) -> list[str]:
     work = args.workdir
     data = work / "data"
     overrides = [
@@ -218,14 +218,14 @@ def recipe_overrides(args, stage: str) -> list[str]:
     return overrides
 
 
-def stage_recipe(args, stage: str) -> SFTConfig:
+def stage_recipe(args: argparse.Namespace, stage: str) -> SFTConfig:
     """The recipe of `stage` ("stage1" or "stage2") as this run trains it."""
     from training.config import load_config
 
     return load_config(CONFIGS / f"demo_{stage}.yaml", recipe_overrides(args, stage))
 
 
-def train_stage(args, stage: str) -> str:
+def train_stage(args: argparse.Namespace, stage: str) -> str:
     from training.resume import resolve_resume
     from training.sft import run
 
@@ -235,7 +235,7 @@ def train_stage(args, stage: str) -> str:
     return RESUMED if resumed else FRESH
 
 
-def merge(args) -> str:
+def merge(args: argparse.Namespace) -> str:
     from training.merge_lora import merge as merge_adapter
 
     # the merged model of an earlier run is replaced only once the new one is written
@@ -273,7 +273,7 @@ EVALUATIONS = {
 }
 
 
-def evaluate(args) -> str:
+def evaluate(args: argparse.Namespace) -> str:
     """The grids, each skipping its finished runs: a rerun goes on from the last, and one
     into grids holding no run yet starts fresh."""
     from east_agent.evaluation.config import load_eval_config
@@ -330,7 +330,7 @@ def build_flags(args: argparse.Namespace) -> list[str]:
     return flags
 
 
-def write_card(args, timings: dict[str, float]) -> None:
+def write_card(args: argparse.Namespace, timings: dict[str, float]) -> None:
     from training.demo_card import model_card
 
     recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}

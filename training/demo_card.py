@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import argparse
+
     from training.config import SFTConfig
 
 
@@ -95,7 +97,12 @@ def _size_flags(flags: Sequence[str]) -> str:
     return "".join(f" {flag} {value}" for flag, value in pairs if flag in SIZE_FLAGS)
 
 
-def model_card(args, timings: dict, recipes: Mapping[str, SFTConfig], flags: Sequence[str]) -> str:
+def model_card(
+    args: argparse.Namespace,
+    timings: dict,
+    recipes: Mapping[str, SFTConfig],
+    flags: Sequence[str],
+) -> str:
     """The card of the model in `args.workdir`; `recipes` are the two stages' recipes as
     they were run ("stage1", "stage2"); `flags` those the demo was given besides `--seed`
     with other values than its defaults (its reproduce command carries them)."""

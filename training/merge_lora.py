@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,6 +34,9 @@ from east_agent.lm.checkpoint import (
 )
 from training.model_folder import load_pretrained
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 COMMAND = "python -m training.merge_lora"
 
 logger = logging.getLogger("training.merge_lora")
@@ -45,7 +49,7 @@ class MergeMismatchError(CommandError):
     """The merged model does not compute what base + adapter computes."""
 
 
-def probe_text(tokenizer) -> str:
+def probe_text(tokenizer: PreTrainedTokenizerBase) -> str:
     prompt = render_user_turn(tokenizer, simt_instruction("de", "en", "low"))
     return f"{prompt}Die Katze{END_OF_READ}The cat{END_OF_WRITE} sitzt auf dem Tisch.{END_OF_READ}"
 
@@ -105,7 +109,7 @@ def merge(
     return deviation
 
 
-def tokenizer_of(adapter: Path, base_tokenizer):
+def tokenizer_of(adapter: Path, base_tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     """The adapter's tokenizer where Stage II saved one, else the base's."""
     from transformers import AutoTokenizer
 
@@ -114,7 +118,7 @@ def tokenizer_of(adapter: Path, base_tokenizer):
     return base_tokenizer
 
 
-def check_base_tokens(tokenizer, base: Path) -> None:
+def check_base_tokens(tokenizer: PreTrainedTokenizerBase, base: Path) -> None:
     """The base must be an EAST (Stage I) model: the adapter's EAST token ids index rows
     a chat model without them lacks (before: an IndexError traceback)."""
     try:

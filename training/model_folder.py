@@ -10,7 +10,7 @@ from typing import Any
 from east_agent.lm.checkpoint import from_pretrained_here_or_hub, loading
 
 
-def load_pretrained(loader, folder: str | Path, where: str, **kwargs) -> Any:
+def load_pretrained(loader: type, folder: str | Path, where: str, **kwargs: object) -> Any:
     """`loader.from_pretrained(folder)`; a failure in one line naming `where` and `folder`."""
     with loading(folder, where):
         return from_pretrained_here_or_hub(loader, folder, **kwargs)

@@ -32,12 +32,16 @@ import logging
 import math
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from east_agent.common.atomic import atomic_path, temporary_beside, write_atomically
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.lm.checkpoint import ADAPTER_WEIGHTS, MODEL_WEIGHTS
 from training.config import SECTIONS, SFTConfig
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
 
 logger = logging.getLogger("training.resume")
 
@@ -116,7 +120,9 @@ def holds_optimizer_state(checkpoint: Path) -> bool:
     return optimizer and (checkpoint / "scheduler.pt").is_file()
 
 
-def check_resumable(config: SFTConfig, resume: str | None, training_args) -> None:
+def check_resumable(
+    config: SFTConfig, resume: str | None, training_args: TrainingArguments
+) -> None:
     """Refuse to go on from a checkpoint without optimizer state (before anything loads); a
     run that ended at it (`finished_step`, `ended_by_epochs`) trains no step from it."""
     if resume is None or holds_optimizer_state(Path(resume)):

@@ -81,6 +81,13 @@ TRAIN_LOCK = "train.lock"  # in train.output_dir, held by the run's first proces
 
 if TYPE_CHECKING:
     from datasets import Dataset
+    from peft import PeftModel
+    from transformers import (
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        Trainer,
+        TrainingArguments,
+    )
 
 logger = logging.getLogger("training.sft")
 
@@ -93,11 +100,11 @@ def attention_implementation(setting: str) -> str:
     return "sdpa"
 
 
-def torch_dtype(name: str):
+def torch_dtype(name: str) -> str | torch.dtype:
     return "auto" if name == "auto" else getattr(torch, name)
 
 
-def load_tokenizer(config: SFTConfig):
+def load_tokenizer(config: SFTConfig) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     tokenizer = load_pretrained(
@@ -119,7 +126,7 @@ def load_tokenizer(config: SFTConfig):
     return tokenizer
 
 
-def add_east_tokens(tokenizer) -> int:
+def add_east_tokens(tokenizer: PreTrainedTokenizerBase) -> int:
     """Add the two EAST tokens as special tokens; return how many were new."""
     present = set(tokenizer.get_vocab())
     missing = [token for token in (END_OF_READ, END_OF_WRITE) if token not in present]
@@ -141,7 +148,9 @@ def _gathered(parameters):
     return deepspeed.zero.GatheredParameters(parameters, modifier_rank=0)
 
 
-def resize_embeddings_with_mean(model, vocab_size: int, new_tokens: int | None = None) -> int:
+def resize_embeddings_with_mean(
+    model: PreTrainedModel, vocab_size: int, new_tokens: int | None = None
+) -> int:
     """Give the last `new_tokens` ids below `vocab_size` (at least the rows the embeddings
     lack) rows set to the mean of the rows before them, growing the embeddings to
     `vocab_size` rows where they have fewer; return how many rows were set. A model with
@@ -162,7 +171,7 @@ def resize_embeddings_with_mean(model, vocab_size: int, new_tokens: int | None =
     return new_tokens
 
 
-def check_template_renders(tokenizer, config: SFTConfig) -> None:
+def check_template_renders(tokenizer: PreTrainedTokenizerBase, config: SFTConfig) -> None:
     """`model.chat_template` renders a chat (with the system turn `data.system_prompt`
     adds), with the tokenizer's own tokens: before the weights load (before: a jinja
     traceback after)."""
@@ -178,7 +187,9 @@ def check_template_renders(tokenizer, config: SFTConfig) -> None:
         ) from None
 
 
-def load_model(config: SFTConfig, tokenizer, new_tokens: int | None = None):
+def load_model(
+    config: SFTConfig, tokenizer: PreTrainedTokenizerBase, new_tokens: int | None = None
+) -> PreTrainedModel | PeftModel:
     """The model to train; Stage I sets the rows of the `new_tokens` ids the tokenizer
     just got (default: those the embeddings lack) to the mean of the others."""
     from transformers import AutoModelForCausalLM, set_seed
@@ -209,7 +220,7 @@ def load_model(config: SFTConfig, tokenizer, new_tokens: int | None = None):
     return wrap_with_lora(model, config)
 
 
-def check_east_tokenizer(config: SFTConfig, tokenizer) -> None:
+def check_east_tokenizer(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) -> None:
     """Stage II's model must have the EAST tokens: refused before its weights load."""
     try:
         east_token_ids(tokenizer)
@@ -217,7 +228,7 @@ def check_east_tokenizer(config: SFTConfig, tokenizer) -> None:
         raise ValueError(f"model.name_or_path {config.model.name_or_path}: {error}") from None
 
 
-def wrap_with_lora(model, config: SFTConfig):
+def wrap_with_lora(model: PreTrainedModel, config: SFTConfig) -> PeftModel:
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(
@@ -241,7 +252,9 @@ def wrap_with_lora(model, config: SFTConfig):
     return model
 
 
-def save_final_model(trainer, tokenizer, output_dir: Path) -> Path:
+def save_final_model(
+    trainer: Trainer, tokenizer: PreTrainedTokenizerBase, output_dir: Path
+) -> Path:
     """Write the model to a temporary folder, then rename it into place."""
     final = output_dir / FINAL_MODEL_DIR
     # Every rank saves into one shared folder (ZeRO-3 gathers the weights): rank 0 names it
@@ -258,8 +271,13 @@ def save_final_model(trainer, tokenizer, output_dir: Path) -> Path:
 
 
 def build_trainer(
-    config: SFTConfig, training_args, model, tokenizer, samples: Dataset, eval_samples=None
-):
+    config: SFTConfig,
+    training_args: TrainingArguments,
+    model: torch.nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    samples: Dataset,
+    eval_samples: Dataset | None = None,
+) -> Trainer:
     from transformers import DataCollatorForSeq2Seq, Trainer
 
     collator = DataCollatorForSeq2Seq(
@@ -278,7 +296,10 @@ def build_trainer(
 
 
 def read_data(
-    config: SFTConfig, files: Sequence[str], training_args, evaluation: bool = False
+    config: SFTConfig,
+    files: Sequence[str],
+    training_args: TrainingArguments,
+    evaluation: bool = False,
 ) -> tuple[list[Conversation], DataReport]:
     """Every record of `files` read and checked (a bad one raises naming file and line, or is
     skipped as the recipe says), shuffled and cut to `data.max_samples`. Needs neither
@@ -295,11 +316,11 @@ def read_data(
 
 def tokenize_data(
     config: SFTConfig,
-    tokenizer,
-    model,
+    tokenizer: PreTrainedTokenizerBase,
+    model: torch.nn.Module,
     conversations: Sequence[Conversation],
     report: DataReport,
-    training_args,
+    training_args: TrainingArguments,
     evaluation: bool = False,
 ) -> Dataset:
     """The tokenized samples of `conversations` (from `read_data`), as the recipe's data
@@ -365,7 +386,7 @@ def run(config: SFTConfig) -> Path:
         return train(config, training_args, started)
 
 
-def train(config: SFTConfig, training_args, started: float) -> Path:
+def train(config: SFTConfig, training_args: TrainingArguments, started: float) -> Path:
     """`run` once the folders are checked (and locked, by the first process)."""
     resume, recipe = resolve_resume(config), trained_recipe(config)
     check_checkpoints(config, recipe, resume)
@@ -461,7 +482,7 @@ def warn_of_settings(config: SFTConfig) -> None:
         )
 
 
-def check_trained(trainer, samples: int) -> None:
+def check_trained(trainer: Trainer, samples: int) -> None:
     """A fresh run that took no optimizer step has no model to write (before: the base
     model written as trained, exit 0)."""
     if trainer.state.global_step == 0:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -63,7 +67,9 @@ def file_path(text: str) -> str:
     return text
 
 
-def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs) -> None:
+def add_old_spelling(
+    parser: argparse.ArgumentParser, old: str, dest: str, **kwargs: object
+) -> None:
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
     flag's, whose default stands when neither is given)."""
     parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
@@ -121,7 +127,7 @@ def _devices_here(torch) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-def checked_device(name: str, where: str, needed_here: bool = True):
+def checked_device(name: str, where: str, needed_here: bool = True) -> torch.device:
     """The torch device `name` says; a ValueError naming `where` if torch knows none, if it
     cannot hold a model (`meta`), or, with `needed_here`, if it is a device this machine
     lacks (`cuda` without a GPU, `cuda:2` with two, `mps`, `xpu`), naming those it has.

@@ -15,13 +15,14 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 
 
-def die_with(parent: int):
+def die_with(parent: int) -> Callable[[], None]:
     """What the child runs before its command (`preexec_fn`). The C library is found here,
     in the parent: `find_library` starts a program, which a forked child of a process with
     threads (torch's) must not do before it execs."""

@@ -26,6 +26,7 @@ interpreter that does not answer the check in `ANSWER_SECONDS` is refused too.
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import functools
 import json
@@ -84,7 +85,7 @@ class CometScores:
     system: float
 
 
-def add_comet_flags(parser) -> None:
+def add_comet_flags(parser: argparse.ArgumentParser) -> None:
     """COMET's flags, one spelling for every command that scores with it."""
     parser.add_argument("--comet-checkpoint", default=None, help="a local COMET model.ckpt")
     parser.add_argument(
@@ -106,7 +107,7 @@ def check_named_by_flag(settings: CometSettings) -> None:
         raise CometError(flag + str(error), error.setting) from None
 
 
-def comet_settings(args) -> CometSettings | None:
+def comet_settings(args: argparse.Namespace) -> CometSettings | None:
     """The settings `add_comet_flags`' flags give; None without a checkpoint."""
     if not args.comet_checkpoint:
         return None

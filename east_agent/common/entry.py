@@ -62,7 +62,7 @@ class Terminated(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[Terminated], tuple[int]]:
         return Terminated, (self.signum,)
 
 

@@ -16,6 +16,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 WEIGHTS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}  # sampled
 SAMPLES, SAMPLE_BYTES = 1024, 4 << 10  # 4 MiB of each weights file, in blocks spread over it
@@ -50,7 +51,7 @@ def files_fingerprint(paths: Iterable[Path], where: Path) -> str:
     return digest.hexdigest()
 
 
-def read_into(digest, handle, offset: int, length: int | None) -> None:
+def read_into(digest: hashlib._Hash, handle: BinaryIO, offset: int, length: int | None) -> None:
     """Feed `length` bytes of an open file from `offset` (None: to the end) to `digest`."""
     handle.seek(offset)
     left = length
@@ -60,17 +61,17 @@ def read_into(digest, handle, offset: int, length: int | None) -> None:
             break
 
 
-def is_content_setting(value) -> bool:
+def is_content_setting(value: object) -> bool:
     """A file's or folder's setting, known by its content."""
     return isinstance(value, dict) and "sha256" in value and ("file" in value or "folder" in value)
 
 
-def content_of(value):
+def content_of(value: object) -> object:
     """What a setting is compared by: a content setting's SHA-256, any other itself."""
     return value["sha256"] if is_content_setting(value) else value
 
 
-def same_setting(one, other) -> bool:
+def same_setting(one: object, other: object) -> bool:
     """Two records' values of a setting are the same: by content when both know it, by
     where the file is when one of them does not (a record written before files or model
     folders were known by content)."""
@@ -81,7 +82,7 @@ def same_setting(one, other) -> bool:
     return content_of(one) == content_of(other)
 
 
-def shown_setting(value) -> str:
+def shown_setting(value: object) -> str:
     if is_content_setting(value):
         return f"{_where(value)!r} (sha256 {value['sha256'][:12]}...)"
     return repr(value)

@@ -20,7 +20,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
     """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the
     last, silently dropping a setting or a whole section)."""
 
-    def construct_mapping(self, node, deep=False):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
@@ -35,7 +35,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
                 raise _error(f"the key {key!r} is given twice", key_node)
         return super().construct_mapping(node, deep)
 
-    def construct_yaml_int(self, node):
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | str:
         """`010` is ten (YAML 1.1: octal eight; before: a recipe's `seed: 0042` was 34); a
         base-60 `1:30` is text (YAML 1.1: ninety; before: `max_steps: 1:30` trained 90
         steps), refused by a field that takes a number, kept by one that takes text."""
@@ -47,7 +47,7 @@ class UniqueKeyLoader(yaml.SafeLoader):
             return int(text, 10)
         return super().construct_yaml_int(node)
 
-    def construct_yaml_float(self, node):
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float | str:
         if ":" in str(self.construct_scalar(node)):  # base 60: text, as `1:30` above
             return str(self.construct_scalar(node))
         return super().construct_yaml_float(node)

@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -67,6 +68,18 @@ from east_agent.decoding.units import join_source_units, source_units, unit_text
 from east_agent.lm import KV_CACHES, CachedLM, build_lm, cache_argument_name, new_dynamic_cache
 from east_agent.lm.checkpoint import TORCH_DTYPES
 from east_agent.lm.static import supports
+
+if TYPE_CHECKING:
+    from transformers import (
+        DynamicCache,
+        LlamaForCausalLM,
+        PreTrainedModel,
+        PreTrainedTokenizerBase,
+        PreTrainedTokenizerFast,
+    )
+
+    from east_agent.lm.checkpoint import EastTokenIds
+    from east_agent.lm.protocol import LMBackend
 
 Schedule = list[list[tuple[int, int]]]  # per sentence: (units read, chunk tokens) per write
 
@@ -96,7 +109,7 @@ class ForwardCounter:
     tokens: int = 0
     handle: object = field(default=None, repr=False)
 
-    def attach(self, model) -> ForwardCounter:
+    def attach(self, model: torch.nn.Module) -> ForwardCounter:
         def count(module, args, kwargs):
             input_ids = kwargs.get("input_ids", args[0] if args else None)
             self.passes += 1
@@ -130,7 +143,9 @@ class MethodResult:
 
 
 @contextmanager
-def one_sentence(result: MethodResult, device, lm=None) -> Iterator[None]:
+def one_sentence(
+    result: MethodResult, device: torch.device | str, lm: LMBackend | None = None
+) -> Iterator[None]:
     """Time one sentence of a method (the device synchronized at both ends) and add what
     the backend `lm` counted meanwhile: the skeleton every method shares."""
     passes, fed = (lm.forward_passes, lm.tokens_fed) if lm is not None else (0, 0)
@@ -150,7 +165,7 @@ def one_sentence(result: MethodResult, device, lm=None) -> Iterator[None]:
 # -- (a) the streaming decoder ----------------------------------------------------------------
 
 
-def backend_label(lm) -> str:
+def backend_label(lm: LMBackend) -> str:
     """The cache backend as the tables name it: `StaticLM, CUDA graphs, compiled layers`."""
     label = type(lm).__name__
     label += ", CUDA graphs" if getattr(lm, "graphs", None) is not None else ""
@@ -162,7 +177,13 @@ def script_of(schedule: Schedule | None, index: int) -> dict[int, int] | None:
     return None if schedule is None else dict(schedule[index])
 
 
-def run_streaming(decoder: EastStreamDecoder, sentences, schedule, counter, device) -> tuple:
+def run_streaming(
+    decoder: EastStreamDecoder,
+    sentences: list[list[str]],
+    schedule: Schedule | None,
+    counter: ForwardCounter,
+    device: torch.device,
+) -> tuple:
     backend = backend_label(decoder.lm)
     result = MethodResult(f"(a) streaming, beams={decoder.config.num_beams}, {backend}")
     recorded: Schedule = []
@@ -180,7 +201,15 @@ def run_streaming(decoder: EastStreamDecoder, sentences, schedule, counter, devi
 # -- (b) the reference-style loop -------------------------------------------------------------
 
 
-def run_reference_loop(model, tokenizer, config, sentences, schedule, counter, device):
+def run_reference_loop(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: DecoderConfig,
+    sentences: list[list[str]],
+    schedule: Schedule,
+    counter: ForwardCounter,
+    device: torch.device,
+) -> MethodResult:
     """The paper's code path: full re-tokenization and `generate()` at every step."""
     from east_agent.lm.checkpoint import east_token_ids
 
@@ -201,7 +230,16 @@ def run_reference_loop(model, tokenizer, config, sentences, schedule, counter, d
     return result
 
 
-def reference_sentence(model, tokenizer, config, units, writes, text, cache, ids) -> str:
+def reference_sentence(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: DecoderConfig,
+    units: list[str],
+    writes: dict[int, int],
+    text: str,
+    cache: DynamicCache,
+    ids: EastTokenIds,
+) -> str:
     """One sentence of the paper's loop; the final text."""
     device = model.device
     cache_kwarg = cache_argument_name(model)
@@ -231,7 +269,16 @@ def reference_sentence(model, tokenizer, config, units, writes, text, cache, ids
 
 
 @torch.inference_mode()
-def run_offline(model, tokenizer, config, sentences, schedule, counter, device, kv_cache="dynamic"):
+def run_offline(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    config: DecoderConfig,
+    sentences: list[list[str]],
+    schedule: Schedule,
+    counter: ForwardCounter,
+    device: torch.device,
+    kv_cache: str = "dynamic",
+) -> MethodResult:
     """(c) on the same cache backend as (a), so that the two differ only in their schedule."""
     prompts = []
     for index, units in enumerate(sentences):
@@ -271,12 +318,12 @@ def copy_bandwidth(device: torch.device, megabytes: int) -> float:
     return 2 * source.numel() * repeats / (time.perf_counter() - started)
 
 
-def weight_bytes(model) -> int:
+def weight_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 @torch.inference_mode()
-def time_ms(step, device, repeats: int = 30) -> float:
+def time_ms(step: Callable[[], object], device: torch.device | str, repeats: int = 30) -> float:
     """Milliseconds a call of `step` takes, after 3 warm-up calls, device work included."""
     for _ in range(3):
         step()
@@ -288,7 +335,13 @@ def time_ms(step, device, repeats: int = 30) -> float:
     return 1000 * (time.perf_counter() - started) / repeats
 
 
-def step_costs(model, device, kv_caches: Sequence[str], context=120, repeats=30) -> dict:
+def step_costs(
+    model: PreTrainedModel,
+    device: torch.device,
+    kv_caches: Sequence[str],
+    context: int = 120,
+    repeats: int = 30,
+) -> dict:
     """Milliseconds of a READ step (2 tokens + decision) and of a WRITE token, at a context
     of `context` tokens, on each cache backend and with `generate()` and the cache passed in."""
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -330,7 +383,7 @@ def step_costs(model, device, kv_caches: Sequence[str], context=120, repeats=30)
 # -- models -----------------------------------------------------------------------------------
 
 
-def llama3_east_tokenizer(path: str | Path):
+def llama3_east_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """A Llama-3 tokenizer (its `tokenizer.json`, or a folder holding one) in EAST-8B form:
     the Llama-3 chat template and the two EAST tokens."""
     from transformers import PreTrainedTokenizerFast
@@ -363,7 +416,9 @@ RANDOM_MODELS = {
 }  # fmt: skip
 
 
-def random_model(name: str, tokenizer, dtype: torch.dtype, device: str, seed: int = 0):
+def random_model(
+    name: str, tokenizer: PreTrainedTokenizerBase, dtype: torch.dtype, device: str, seed: int = 0
+) -> LlamaForCausalLM:
     """The `RANDOM_MODELS[name]` shape with weights drawn from `seed` (the same weights,
     and so the same translations, in every run on one machine); the caller's CPU and
     CUDA generators are left as they were."""
@@ -421,7 +476,13 @@ def sentences_label(total: int, distinct: int, testset: str) -> str:
 
 
 def run_header(
-    args, model, model_name: str, sentences: int, device, note: str, distinct: int | None = None
+    args: argparse.Namespace,
+    model: torch.nn.Module,
+    model_name: str,
+    sentences: int,
+    device: torch.device,
+    note: str,
+    distinct: int | None = None,
 ) -> str:
     threads = torch.get_num_threads()
     machine = (
@@ -457,7 +518,13 @@ class StreamsResult:
 
 
 def stream_benchmark(
-    args, model, tokenizer, sentences, schedule, started, finished_row: Callable[[list], None]
+    args: argparse.Namespace,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: list[list[str]],
+    schedule: Schedule | None,
+    started: float,
+    finished_row: Callable[[list], None],
 ) -> list:
     """Greedy (and beam search with --num-beams above 1): the sequential decoder, then
     continuous batching at each --streams count, on the same sentences (and schedule);
@@ -565,13 +632,20 @@ def read_testset(testset: str) -> tuple[list[tuple[str, str]], str, str]:
         raise ValueError(f"--testset: {error}") from None
 
 
-def source_sentences(pairs: list[tuple[str, str]], count: int, src_lang: str, tokenizer) -> list:
+def source_sentences(
+    pairs: list[tuple[str, str]],
+    count: int,
+    src_lang: str,
+    tokenizer: PreTrainedTokenizerBase | None,
+) -> list:
     """The source units of the first `count` pairs (those with any)."""
     sentences = [source_units(source, src_lang, tokenizer) for source, _ in pairs[:count]]
     return [units for units in sentences if units]
 
 
-def load_sentences(testset: str, count: int, tokenizer) -> tuple[list[list[str]], str, str]:
+def load_sentences(
+    testset: str, count: int, tokenizer: PreTrainedTokenizerBase | None
+) -> tuple[list[list[str]], str, str]:
     pairs, src_lang, tgt_lang = read_testset(testset)
     return source_sentences(pairs, count, src_lang, tokenizer), src_lang, tgt_lang
 
@@ -653,7 +727,9 @@ def bench_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_bench_model(args: argparse.Namespace, parser: argparse.ArgumentParser):
+def load_bench_model(
+    args: argparse.Namespace, parser: argparse.ArgumentParser
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """(model, tokenizer, name) of `--model-path` or `--random-model`."""
     if args.model_path:
         from east_agent.lm.checkpoint import check_weights, load_east_checkpoint
@@ -693,7 +769,9 @@ def check_streams_flags(args: argparse.Namespace) -> None:
     args.kv_caches = args.kv_caches or ["static", "dynamic"]
 
 
-def sentences_decoded(args: argparse.Namespace, loaded: int, schedule) -> int:
+def sentences_decoded(
+    args: argparse.Namespace, loaded: int, schedule: int | Schedule | None
+) -> int:
     """How many sentences `load_schedule` gives of `loaded` read from the test set (at most
     that many, before a tokenizer cuts the units of an unspaced source): a recorded
     schedule takes its sentences again in turn up to --sentences."""
@@ -721,7 +799,12 @@ def check_stream_counts(args: argparse.Namespace, sentences: int) -> None:
     )
 
 
-def check_num_beams(args: argparse.Namespace, model, tokenizer, scripted: bool) -> None:
+def check_num_beams(
+    args: argparse.Namespace,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    scripted: bool,
+) -> None:
     """`--num-beams` within the vocabulary, once the model is known (a chunk `scripted` by
     a schedule has no stop id; the model's own chunks end at its stop ids)."""
     from east_agent.decoding.chunk_search import check_beams_fit
@@ -860,7 +943,9 @@ def checked_schedule(setting: str, recorded: object, testset: str | None) -> Sch
     return [[tuple(write) for write in writes] for writes in recorded]
 
 
-def check_schedule_fits(setting: str | None, schedule: int | Schedule | None, sentences) -> None:
+def check_schedule_fits(
+    setting: str | None, schedule: int | Schedule | None, sentences: list[list[str]]
+) -> None:
     """A recorded schedule's writes fall within their sentences, in order: a write after
     more units than a sentence has is never reached (and its tokens counted by (c) all the
     same); a write out of order or twice is followed by no method; a sentence without one
@@ -905,7 +990,15 @@ def distinct_sentences(loaded: int, schedule: int | Schedule | None) -> int:
     return min(loaded, len(schedule)) if isinstance(schedule, list) else loaded
 
 
-def decoder_runs(args, model, tokenizer, sentences, schedule, languages, started) -> list:
+def decoder_runs(
+    args: argparse.Namespace,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    sentences: list[list[str]],
+    schedule: Schedule | None,
+    languages: tuple[str, str],
+    started: float,
+) -> list:
     """(a) on each backend (the first run records the schedule the others follow), (a)
     with beams, (b) the reference loop, (c) offline: their results in that order."""
     device, (src_lang, tgt_lang) = torch.device(args.device), languages

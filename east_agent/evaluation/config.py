@@ -21,13 +21,16 @@ import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from east_agent.common.arguments import checked_device
 from east_agent.common.comet_process import CometError, CometSettings, check_comet
 from east_agent.common.yaml_files import YamlFileError, load_yaml, read_yaml_text
+
+if TYPE_CHECKING:
+    from east_agent.simuleval_glue.adapter import StreamingAgent
 
 AGENT_FILES = {"east": "agent.py", "waitk": "waitk_agent.py"}
 # the settings of long-form input (decoding.long_form.LONG_FORM_FIELDS less long_form;
@@ -456,7 +459,9 @@ def _run_value_error(
     return EvalConfigError(f"{config.place().of(*keys)}: {message} (run {run.name})")
 
 
-def load_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
+def load_eval_config(
+    path: str | Path, num_beams: int | None = None, **overrides: object
+) -> EvalConfig:
     """Read a config and check its systems against their agents' flags; `overrides` replace
     top-level keys, `num_beams` every EAST system's."""
     config = read_eval_config(path, num_beams, **overrides)
@@ -573,7 +578,9 @@ def check_hub_checkpoint(config: EvalConfig, model_flag_given: bool) -> None:
             raise EvalConfigError(str(error)) from None
 
 
-def read_eval_config(path: str | Path, num_beams: int | None = None, **overrides) -> EvalConfig:
+def read_eval_config(
+    path: str | Path, num_beams: int | None = None, **overrides: object
+) -> EvalConfig:
     """Read a config and check its top level, not yet its systems (`load_eval_config` does
     both): quick, nothing heavy imported."""
     path = Path(path)
@@ -641,7 +648,7 @@ class KeyPlace:
     """How a message names a key: `grid.yaml: line 7: systems.east`, or the flag
     (`--testset`) whose value replaced the config's."""
 
-    def __init__(self, path: Path, text: str, overridden: set[str]):
+    def __init__(self, path: Path, text: str, overridden: set[str]) -> None:
         self.path, self.text, self.overridden = path, text, overridden
 
     def of(self, *keys: Any) -> str:
@@ -805,7 +812,7 @@ def with_num_beams(path: Path, systems: dict, num_beams: int) -> dict:
     }
 
 
-def agent_class_of(agent_file: str):
+def agent_class_of(agent_file: str) -> type[StreamingAgent]:
     """The agent class an agent file of this package registers."""
     if Path(agent_file).name == AGENT_FILES["waitk"]:
         from east_agent.waitk_agent import WaitkAgent

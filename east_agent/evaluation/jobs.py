@@ -49,14 +49,18 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from east_agent.common.entry import CommandError
+
+if TYPE_CHECKING:
+    from multiprocessing.sharedctypes import Synchronized
 
 CONSOLE_LOG = "console.log"
 
@@ -75,7 +79,7 @@ LEFT_TO_EAST_EVAL = (signal.SIGINT, signal.SIGHUP)  # ignored by the workers: se
 FORKSERVER_PARENT = "EAST_EVAL_PID"  # tells the forkserver whom to die with
 
 
-def start_worker_imports():
+def start_worker_imports() -> multiprocessing.context.ForkServerContext:
     """Start the process the workers will be forked from (unless it runs already) and
     return its multiprocessing context; it imports what a run needs while this one goes on,
     touches nothing of the grid's, and ends with this process. It sees this process's
@@ -176,7 +180,7 @@ def run_jobs(
 
 
 @contextmanager
-def worker_pool(jobs: int, threads: int):
+def worker_pool(jobs: int, threads: int) -> Iterator[tuple[ProcessPoolExecutor, Synchronized]]:
     """`jobs` workers on `threads` threads each, and the shared count that `share_out`
     raises."""
     context = start_worker_imports()
@@ -259,7 +263,7 @@ def _run_here(
             after_run(job)
 
 
-def share_out(pool: ProcessPoolExecutor, share, threads: int) -> None:
+def share_out(pool: ProcessPoolExecutor, share: Synchronized, threads: int) -> None:
     """Tell the workers to use `threads` threads each from now on (if that is more)."""
     if threads <= share.value:
         return

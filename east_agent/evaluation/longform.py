@@ -31,11 +31,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from east_agent.common.atomic import write_atomically
 from east_agent.common.records import placed_records, read_json_object
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import unit_separator
+
+if TYPE_CHECKING:
+    from east_agent.evaluation.testsets import PreparedTestset
 
 TALK_FILES = ("source_sentences.txt", "reference_sentences.txt", "segmentation.txt", "talks.json")
 TALKS_SUFFIX = re.compile(r"\.talks(?P<size>[^.]*)$")
@@ -334,7 +338,7 @@ def _check_same_lines(path: Path, expected: list[str], what: str, should_be: str
             )
 
 
-def gold_sentences_of(prepared, testset: LongformSet):
+def gold_sentences_of(prepared: PreparedTestset, testset: LongformSet) -> PreparedTestset:
     """The prepared long-form set as its gold sentences, one SimulEval instance each
     (`source_sentences.txt`, `reference_sentences.txt`): the sentence-level runs a
     long-form grid compares with."""

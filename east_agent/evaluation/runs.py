@@ -15,9 +15,10 @@ import json
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.child_process import run_child
@@ -43,6 +44,13 @@ from east_agent.evaluation.config import (
 from east_agent.evaluation.testsets import PreparedTestset
 from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, settings_differ
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from east_agent.decoding.east import DecoderConfig
+    from east_agent.decoding.waitk import WaitkConfig
+    from east_agent.simuleval_glue.adapter import StreamingAgent
+
 RUN_RECORD = "run.json"
 
 
@@ -50,7 +58,11 @@ RESULT_FILES = ("instances.log", "scores.tsv")
 
 
 def simuleval_command(
-    config: EvalConfig, run: Run, testset: PreparedTestset, output: Path, indices=None
+    config: EvalConfig,
+    run: Run,
+    testset: PreparedTestset,
+    output: Path,
+    indices: tuple[int, int] | None = None,
 ) -> list[str]:
     import east_agent
 
@@ -174,7 +186,9 @@ def record_differences(saved: dict[str, Any], record: dict[str, Any]) -> list[st
     return differences
 
 
-def tabled_runs(config: EvalConfig, every_run: list[Run], expected) -> list[Run]:
+def tabled_runs(
+    config: EvalConfig, every_run: list[Run], expected: Callable[[Run], dict[str, Any] | None]
+) -> list[Run]:
     """The runs whose folders hold what `expected(run)` says they should (None: not
     compared): a folder made with other flags, another agent, test set, span (--limit) or
     checkpoint (an earlier grid into the same --output, or shards run so and merged) is
@@ -381,7 +395,12 @@ class LoadedModels:
         self.key: tuple | None = None
         self.loaded = None
 
-    def get(self, agent_class, args: argparse.Namespace, config):
+    def get(
+        self,
+        agent_class: type[StreamingAgent],
+        args: argparse.Namespace,
+        config: DecoderConfig | WaitkConfig,
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         key = (
             args.model_path, args.adapter_path, args.torch_dtype, args.device,
             args.trust_remote_code,

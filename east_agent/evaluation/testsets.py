@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from east_agent.common.arguments import folder_path
 from east_agent.common.atomic import (
@@ -39,6 +40,9 @@ from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.units import source_units
 from east_agent.evaluation import longform
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 DATA_SUMS = "SHA256SUMS"  # `sha256sum` of every shipped data file, checked as it is read
@@ -164,7 +168,10 @@ def scoring_settings(tgt_lang: str) -> tuple[str, str]:
 
 
 def prepare_testset(
-    name: str, output: str | Path, tokenizer=None, split_by: str | dict | None = None
+    name: str,
+    output: str | Path,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    split_by: str | dict | None = None,
 ) -> PreparedTestset:
     """Write `source.txt`, `reference.txt` and `testset.json` into `output`; a long-form
     name such as `wmt22.de-en.talks50` writes one line per talk and its talk files

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import weakref
+from typing import TYPE_CHECKING
 
 import torch
 
 from east_agent.lm.dynamic import CachedLM
 from east_agent.lm.static import KVCacheMemoryError, StaticLM, supports
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +26,12 @@ _PROBED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def build_lm(
-    model,
+    model: PreTrainedModel,
     kind: str = "auto",
     max_length: int | None = None,
     max_rows: int = 1,
     probe_ids: list[int] | None = None,
-):
+) -> CachedLM | StaticLM:
     """The cache backend: `dynamic` (`CachedLM`, any model, one stream), `static`
     (`StaticLM`, Llama family, many streams, CUDA graphs and compiled layers on GPUs),
     `compiled` (`StaticLM` with compiled layers on any device) or `auto`: static where it
@@ -73,13 +77,13 @@ def _probe_key(model, compile_layers: bool | None, max_rows: int, max_length: in
     return (weights.dtype, weights.device, bool(compile_layers), *shape)
 
 
-def static_attempts(model) -> tuple[bool, ...]:
+def static_attempts(model: PreTrainedModel) -> tuple[bool, ...]:
     """`compile_layers` for each static backend `auto` tries, in order, before the dynamic
     cache: on CUDA compiled layers, then plain ones; on CPUs plain ones only."""
     return (True, False) if next(model.parameters()).device.type == "cuda" else (False,)
 
 
-def check_static(model, static: StaticLM, probe_ids: list[int]) -> None:
+def check_static(model: PreTrainedModel, static: StaticLM, probe_ids: list[int]) -> None:
     """Raise unless the static path reproduces the dynamic path's logits (`logits_agree`)
     on a probe: one row fed three times, and (with two rows or more) two rows of other
     lengths in one ragged forward. No row holds more than `probe_ids` and 3 positions

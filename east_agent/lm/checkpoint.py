@@ -8,11 +8,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from east_agent.common.fingerprint import is_hub_id
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +56,7 @@ class EastTokenIds:
         return () if self.bos is None else (self.bos,)
 
 
-def single_token_id(tokenizer, token: str) -> int | None:
+def single_token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
     """The id of `token` if the tokenizer encodes it as one added token, else None."""
     ids = tokenizer(token, add_special_tokens=False).input_ids
     if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
@@ -60,7 +64,9 @@ def single_token_id(tokenizer, token: str) -> int | None:
     return ids[0]
 
 
-def end_of_turn_ids(tokenizer, generation_eos: int | list[int] | None = None) -> tuple[int, ...]:
+def end_of_turn_ids(
+    tokenizer: PreTrainedTokenizerBase, generation_eos: int | list[int] | None = None
+) -> tuple[int, ...]:
     """Every id that ends a turn: tokenizer eos, `<|eot_id|>` if present, generation config."""
     eos: list[int] = []
     if tokenizer.eos_token_id is not None:
@@ -73,7 +79,9 @@ def end_of_turn_ids(tokenizer, generation_eos: int | list[int] | None = None) ->
     return tuple(dict.fromkeys(eos))
 
 
-def east_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> EastTokenIds:
+def east_token_ids(
+    tokenizer: PreTrainedTokenizerBase, generation_eos: int | list[int] | None = None
+) -> EastTokenIds:
     """Read the EAST special ids; a tokenizer without them is not an EAST checkpoint."""
     end_of_read = single_token_id(tokenizer, END_OF_READ)
     end_of_write = single_token_id(tokenizer, END_OF_WRITE)
@@ -97,7 +105,7 @@ def east_token_ids(tokenizer, generation_eos: int | list[int] | None = None) -> 
     )
 
 
-def generation_eos(model_path: str | Path, config) -> int | list[int] | None:
+def generation_eos(model_path: str | Path, config: PretrainedConfig) -> int | list[int] | None:
     """The eos ids of the generation config a checkpoint loads with, read without its
     weights: its generation_config.json's, else its config's (as transformers derives one)."""
     if (Path(model_path) / "generation_config.json").is_file():
@@ -185,7 +193,7 @@ def check_model_path(model_path: str | Path) -> None:
         )
 
 
-def from_pretrained_here_or_hub(loader, model_path: str | Path, **kwargs):
+def from_pretrained_here_or_hub(loader: type, model_path: str | Path, **kwargs: object) -> Any:
     """`loader.from_pretrained(model_path)`; a hub id that does not load, in one line."""
     try:
         return loader.from_pretrained(str(model_path), **kwargs)
@@ -242,7 +250,9 @@ def check_config(
         AutoConfig.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
 
 
-def load_tokenizer(model_path: str | Path, trust_remote_code: bool = False):
+def load_tokenizer(
+    model_path: str | Path, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     check_model_path(model_path)
@@ -257,7 +267,7 @@ def load_model(
     torch_dtype: str = "auto",
     device: str = "cpu",
     trust_remote_code: bool = False,
-):
+) -> PreTrainedModel:
     """Load a causal LM for inference; a LoRA adapter is merged into it."""
     from transformers import AutoModelForCausalLM
 
@@ -339,7 +349,7 @@ def check_adapter_path(adapter_path: str | Path | None) -> None:
         )
 
 
-def merge_adapter(model, adapter_path: str | Path):
+def merge_adapter(model: PreTrainedModel, adapter_path: str | Path) -> PreTrainedModel:
     from peft import PeftModel
 
     check_adapter_path(adapter_path)
@@ -354,7 +364,7 @@ def load_east_checkpoint(
     torch_dtype: str = "auto",
     device: str = "cpu",
     trust_remote_code: bool = False,
-):
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load tokenizer and model, and check that the tokenizer is an EAST tokenizer first."""
     tokenizer = load_tokenizer(model_path, trust_remote_code)
     east_token_ids(tokenizer)  # fail before the (slow) model load

@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from east_agent.lm.protocol import check_rows_fit
 
+if TYPE_CHECKING:
+    from transformers import DynamicCache, PreTrainedModel
 
-def cache_argument_name(model) -> str:
+
+def cache_argument_name(model: torch.nn.Module) -> str:
     """The keyword under which `model.forward` accepts a KV cache."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     parameters = inspect.signature(type(base).forward).parameters
@@ -39,7 +43,7 @@ def cache_argument_name(model) -> str:
     raise TypeError(f"{type(base).__name__}.forward takes neither `cache` nor `past_key_values`")
 
 
-def new_dynamic_cache(model):
+def new_dynamic_cache(model: PreTrainedModel) -> DynamicCache:
     """The model's cache, its sliding-window layers plain ones (cut and copied like any)."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
@@ -57,7 +61,9 @@ class CachedLM:
 
     ragged = False
 
-    def __init__(self, model, max_length: int | None = None, max_rows: int = 1) -> None:
+    def __init__(
+        self, model: PreTrainedModel, max_length: int | None = None, max_rows: int = 1
+    ) -> None:
         self.model = model
         self.device = next(model.parameters()).device
         self.max_length = max_length or model.config.max_position_embeddings
@@ -159,7 +165,7 @@ class CachedLM:
             for layer in self._layers()
         ]
 
-    def load(self, row: int, saved) -> None:
+    def load(self, row: int, saved: tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]) -> None:
         """Row `row`'s prefix and the saved positions become the cache's only row."""
         start, layers = saved
         for layer, (keys, values) in zip(self._layers(), layers):

@@ -37,7 +37,13 @@ class PlainLayer(NamedTuple):
     eps: float
 
     @classmethod
-    def of(cls, layer: torch.nn.Module, qkv, gate_up, act: str) -> PlainLayer | None:
+    def of(
+        cls,
+        layer: torch.nn.Module,
+        qkv: tuple[torch.Tensor, torch.Tensor | None] | None,
+        gate_up: tuple[torch.Tensor, torch.Tensor | None] | None,
+        act: str,
+    ) -> PlainLayer | None:
         """None unless every product is a plain bias-free (q/k/v aside) linear layer and the
         activation is SiLU: LoRA-wrapped layers run through their modules instead."""
         attention, mlp = layer.self_attn, layer.mlp
@@ -117,7 +123,17 @@ def _split(projected: torch.Tensor, dims: Dims):
     return qk, v
 
 
-def attend(projected, cos, sin, positions, mask, keys, values, kv_length: int, dims: Dims):
+def attend(
+    projected: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor | None,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    kv_length: int,
+    dims: Dims,
+) -> torch.Tensor:
     """Uniform step: rotate q and k (side by side: one rotation; `cos`/`sin` are the tables
     of all positions), write k and v into rows 0 .. k-1 of the cache buffers at `positions`
     [T], attend over the first `kv_length` positions."""
@@ -138,7 +154,14 @@ def attend(projected, cos, sin, positions, mask, keys, values, kv_length: int, d
     return out.transpose(1, 2).reshape(rows, steps, dims.heads * dims.head_dim)
 
 
-def attend_ragged(projected, ragged: Ragged, keys, values, dims: Dims, prefix=None):
+def attend_ragged(
+    projected: torch.Tensor,
+    ragged: Ragged,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    dims: Dims,
+    prefix: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Ragged step: `projected` [1, S, ...] packed; each token's k and v go to its own row
     and position; queries are laid out per row for one attention over the rows' span.
     `prefix` ([kv_heads, P, D] keys and values): the first P positions, the same in every
@@ -216,8 +239,17 @@ def _by_head(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
 
 
 def plain_layer_step(
-    hidden, cos, sin, positions, mask, keys, values, kv_length: int, layer: PlainLayer, dims
-):
+    hidden: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    positions: torch.Tensor,
+    mask: torch.Tensor | None,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    kv_length: int,
+    layer: PlainLayer,
+    dims: Dims,
+) -> torch.Tensor:
     """One decoder layer on tensors alone (uniform step): what `torch.compile` fuses (norms,
     rotary, cache writes, residuals and SiLU into a few kernels around the products)."""
     width = (hidden.shape[-1],)
@@ -227,7 +259,15 @@ def plain_layer_step(
     return _mlp_residual(hidden + F.linear(out, layer.output), layer)
 
 
-def plain_ragged_layer_step(hidden, ragged: Ragged, keys, values, prefix, layer, dims):
+def plain_ragged_layer_step(
+    hidden: torch.Tensor,
+    ragged: Ragged,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    prefix: tuple[torch.Tensor, torch.Tensor] | None,
+    layer: PlainLayer,
+    dims: Dims,
+) -> torch.Tensor:
     """One decoder layer on tensors alone (ragged step)."""
     width = (hidden.shape[-1],)
     x = F.rms_norm(hidden, width, layer.input_norm, layer.eps)
@@ -250,7 +290,18 @@ class LayerStep(torch.nn.Module):
         super().__init__()
         self.dims = dims
 
-    def forward(self, hidden, cos, sin, positions, mask, keys, values, kv_length, layer):
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        cos: torch.Tensor,
+        sin: torch.Tensor,
+        positions: torch.Tensor,
+        mask: torch.Tensor | None,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        kv_length: int,
+        layer: PlainLayer,
+    ) -> torch.Tensor:
         cache = (positions, mask, keys, values, kv_length)
         return plain_layer_step(hidden, cos, sin, *cache, layer, self.dims)
 
@@ -262,5 +313,13 @@ class RaggedLayerStep(torch.nn.Module):
         super().__init__()
         self.dims = dims
 
-    def forward(self, hidden, ragged, keys, values, prefix, layer):
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        ragged: Ragged,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        prefix: tuple[torch.Tensor, torch.Tensor] | None,
+        layer: PlainLayer,
+    ) -> torch.Tensor:
         return plain_ragged_layer_step(hidden, ragged, keys, values, prefix, layer, self.dims)

@@ -71,7 +71,9 @@ class LMBackend(Protocol):
         """Empty every row."""
 
 
-def check_rows_fit(backend: LMBackend, rows: Sequence[int], tokens: Sequence[Sequence[int]]):
+def check_rows_fit(
+    backend: LMBackend, rows: Sequence[int], tokens: Sequence[Sequence[int]]
+) -> None:
     """Raise a ValueError naming the row when a forward would not fit or is malformed."""
     if len(rows) != len(tokens) or not rows:
         raise ValueError(f"a forward takes one token list per row ({len(rows)} rows)")

@@ -39,7 +39,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +59,9 @@ from east_agent.lm.layers import (
 from east_agent.lm.module_scan import make_modules_scannable
 from east_agent.lm.protocol import check_rows_fit
 from east_agent.lm.row_ops import PendingRowOps, Saved
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +114,7 @@ def _size(count: float) -> str:
 STATIC_ROPE_TYPES = ("default", "linear", "llama3", "yarn")
 
 
-def supports(model, max_length: int | None = None) -> str | None:
+def supports(model: PreTrainedModel, max_length: int | None = None) -> str | None:
     """None if `StaticLM` can run `model` for rows of up to `max_length` positions (None:
     any), else the reason it cannot."""
     if model.config.model_type not in ("llama", "mistral", "qwen2"):
@@ -173,13 +176,13 @@ class StaticLM:
 
     def __init__(
         self,
-        model,
+        model: PreTrainedModel,
         max_length: int,
         max_rows: int = 1,
         cuda_graphs: bool | None = None,
         fuse_projections: bool = True,
         compile_layers: bool | None = None,
-    ):
+    ) -> None:
         reason = supports(model, max_length)
         if reason is not None:
             raise NotImplementedError(f"StaticLM does not run {reason}")
@@ -674,7 +677,7 @@ def _work(rows: int, width: int, positions: int) -> int:
     return rows * width * positions
 
 
-def bucket(value: int, buckets) -> int:
+def bucket(value: int, buckets: Sequence[int]) -> int:
     return next(size for size in buckets if size >= value)
 
 

@@ -50,8 +50,12 @@ from east_agent.common.arguments import given_flags, non_negative_int, positive_
 from east_agent.simuleval_glue.server_sessions import SESSION_HEADER
 
 if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without torch
+    from simuleval.data.segments import Segment
+    from tornado import web
+
     from east_agent.decoding.stream_pool import StreamPool
     from east_agent.decoding.streaming import Stream
+    from east_agent.simuleval_glue.adapter import StreamingAgent
 
 logger = logging.getLogger("east_agent.simuleval_glue.agent_server")
 
@@ -167,7 +171,7 @@ class AgentService:
         session.states.update_config(segment.config)
         session.states.update_source(segment)
 
-    async def pop(self, name: str):
+    async def pop(self, name: str) -> Segment:
         from simuleval.data.segments import EmptySegment, TextSegment
 
         from east_agent.decoding.stream_pool import StepFailed
@@ -277,7 +281,7 @@ def is_unicode_text(text: str) -> bool:
     return True
 
 
-def parse_segment(body: bytes):
+def parse_segment(body: bytes) -> Segment:
     """A SimulEval text segment from a request body; RequestError(400) names what is wrong."""
     from simuleval.data.segments import segment_from_json_string
 
@@ -313,7 +317,7 @@ def parse_segment(body: bytes):
         raise RequestError(400, f"not a SimulEval segment: {error}") from None
 
 
-def build_app(service: AgentService):
+def build_app(service: AgentService) -> web.Application:
     from tornado import web
 
     @web.stream_request_body
@@ -452,7 +456,7 @@ def bind_address(remote_address: str) -> str:
     return "127.0.0.1" if remote_address == "localhost" else remote_address
 
 
-def listening_sockets(remote_address: str, remote_port) -> list:
+def listening_sockets(remote_address: str, remote_port: int | str) -> list:
     """The server's sockets, bound before the model loads: a port in use (another server),
     or one out of range, is refused at once, in one line."""
     from tornado.netutil import bind_sockets
@@ -482,7 +486,7 @@ def listening_sockets(remote_address: str, remote_port) -> list:
         ) from None
 
 
-def served_settings(agent_class, args: argparse.Namespace) -> dict:
+def served_settings(agent_class: type[StreamingAgent], args: argparse.Namespace) -> dict:
     """What decides the served system's translations, as a local run of it records them
     (`run_settings.json`), less the data files: each client has its own."""
     from east_agent.simuleval_glue.run_folder import LOG_UNIT_SETTINGS, translation_settings
@@ -492,7 +496,7 @@ def served_settings(agent_class, args: argparse.Namespace) -> dict:
     return {name: value for name, value in settings.items() if name not in clients}
 
 
-def serve(agent_class, args: argparse.Namespace) -> None:
+def serve(agent_class: type[StreamingAgent], args: argparse.Namespace) -> None:
     """Load the agent's model once and serve `args.batch_size` sessions until killed."""
     from tornado import ioloop
     from tornado.httpserver import HTTPServer

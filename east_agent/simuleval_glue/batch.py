@@ -31,6 +31,7 @@ from collections.abc import Callable
 from copy import copy
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import write_atomically
@@ -51,6 +52,11 @@ from east_agent.simuleval_glue.run_folder import (
     writing,
 )
 from east_agent.simuleval_glue.scoring import UNSPACED_UNITS, recorded_source_units
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from east_agent.simuleval_glue.adapter import StreamingAgent
 
 logger = logging.getLogger("east_agent.simuleval_glue.batch")
 
@@ -74,7 +80,7 @@ def batch_size_of(argv: list[str]) -> tuple[int, list[str]]:
     return known.batch_size, rest
 
 
-def parse_args(agent_class, argv: list[str], known_only: bool = False) -> argparse.Namespace:
+def parse_args(agent_class: type, argv: list[str], known_only: bool = False) -> argparse.Namespace:
     """SimulEval's flags, the scorers', the dataloader's and the agent's, as SimulEval
     parses them (unknown flags are errors; `known_only`: left out, as SimulEval reads a
     `--system-dir`'s config)."""
@@ -115,11 +121,15 @@ class ReplayedInstance(TimedTextToTextInstance):
             self.step, self.replay_elapsed = delay, elapsed
             self.receive_prediction(TextSegment(content="".join(texts), finished=delay == last))
 
-    def step_to_elapsed(self, step, current_time):
+    def step_to_elapsed(self, step: int, current_time: float) -> float:
         return self.replay_elapsed
 
 
-def run_batched(agent_class, args: argparse.Namespace, load=None) -> None:
+def run_batched(
+    agent_class: type[StreamingAgent],
+    args: argparse.Namespace,
+    load: Callable[..., tuple[PreTrainedModel, PreTrainedTokenizerBase]] | None = None,
+) -> None:
     """Evaluate `args.source` with `args.batch_size` streams into `args.output`.
 
     `load(args, config)`: (model, tokenizer) in place of `agent_class.load` (a grid keeps

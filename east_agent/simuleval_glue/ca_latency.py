@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from simuleval.evaluator.instance import INSTANCE_TYPE_DICT, TextToTextInstance
 from simuleval.evaluator.scorers.latency_scorer import (
@@ -36,6 +38,12 @@ from simuleval.evaluator.scorers.latency_scorer import (
 
 from east_agent.common.arguments import positive_seconds
 
+if TYPE_CHECKING:
+    import argparse
+
+    from simuleval.data.segments import Segment
+    from simuleval.evaluator.instance import Instance
+
 logger = logging.getLogger("east_agent.simuleval_glue.ca_latency")
 
 DEFAULT_UNIT_SECONDS = 0.4
@@ -44,12 +52,12 @@ DEFAULT_UNIT_SECONDS = 0.4
 class TimedTextToTextInstance(TextToTextInstance):
     """A text instance whose `elapsed` is real: seconds since its first source unit."""
 
-    def send_source(self, config_dict=None):
+    def send_source(self, config_dict: dict | None = None) -> Segment:
         if self.step == 0:
             self.source_started = time.time()
         return super().send_source(config_dict)
 
-    def step_to_elapsed(self, step, current_time):
+    def step_to_elapsed(self, step: int, current_time: float) -> float:
         return current_time - self.source_started
 
 
@@ -74,7 +82,9 @@ def refuse_unit_seconds_without_ca_metric(argv: list[str]) -> None:
         )
 
 
-def computation_aware_delays(delays, elapsed, unit_seconds: float) -> list[float]:
+def computation_aware_delays(
+    delays: Sequence[float], elapsed: Sequence[float], unit_seconds: float
+) -> list[float]:
     return [delay + seconds / unit_seconds for delay, seconds in zip(delays, elapsed)]
 
 
@@ -83,7 +93,7 @@ class ComputationAware:
 
     unit_seconds = DEFAULT_UNIT_SECONDS
 
-    def get_delays_lengths(self, ins):
+    def get_delays_lengths(self, ins: Instance) -> tuple[list[float], int, int]:
         delays, source_length, target_length = super().get_delays_lengths(ins)
         elapsed = getattr(ins, "elapsed", None) or []
         if len(elapsed) != len(delays):
@@ -100,7 +110,7 @@ class ComputationAware:
         )
 
     @staticmethod
-    def add_args(parser):
+    def add_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--ca-unit-seconds",
             type=positive_seconds,
@@ -109,7 +119,7 @@ class ComputationAware:
         )
 
     @classmethod
-    def from_args(cls, args):
+    def from_args(cls, args: argparse.Namespace) -> ComputationAware:
         if args.ca_unit_seconds <= 0:
             raise ValueError(f"--ca-unit-seconds must be positive, got {args.ca_unit_seconds}")
         scorer = cls(computation_aware=False, use_ref_len=not args.no_use_ref_len)

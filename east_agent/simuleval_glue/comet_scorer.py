@@ -12,6 +12,8 @@ their line end).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from simuleval.evaluator.scorers.quality_scorer import QualityScorer, register_quality_scorer
 
 from east_agent.common.comet_process import (
@@ -23,6 +25,11 @@ from east_agent.common.comet_process import (
 )
 from east_agent.decoding.prompt import is_unspaced
 from east_agent.decoding.units import join_source_units
+
+if TYPE_CHECKING:
+    import argparse
+
+    from simuleval.evaluator.instance import Instance, LogInstance
 
 
 @register_quality_scorer("COMET")
@@ -47,7 +54,7 @@ class CometScorer(QualityScorer):
         return 100 * scores.system
 
     @staticmethod
-    def add_args(parser):
+    def add_args(parser: argparse.ArgumentParser) -> None:
         add_comet_flags(parser)
         parser.add_argument(
             "--comet-source-lang",
@@ -58,7 +65,7 @@ class CometScorer(QualityScorer):
         )
 
     @classmethod
-    def from_args(cls, args):
+    def from_args(cls, args: argparse.Namespace) -> CometScorer:
         """The scorer of the flags, checked (SimulEval builds every scorer asked for, even
         with --no-scoring: then nothing is checked)."""
         settings = comet_settings(args)
@@ -79,7 +86,7 @@ class CometScorer(QualityScorer):
         return cls(settings, language)
 
 
-def check_comet_flags(args) -> None:
+def check_comet_flags(args: argparse.Namespace) -> None:
     """With COMET among `args.quality_metrics` (and scoring not turned off): its checkpoint
     and interpreter checked, for the runs that build their scorers after decoding (or
     after loading the model)."""
@@ -87,7 +94,7 @@ def check_comet_flags(args) -> None:
         CometScorer.from_args(args)
 
 
-def source_text(instance, language: str | None) -> str:
+def source_text(instance: Instance | LogInstance, language: str | None) -> str:
     """The source sentence: a live instance keeps its units in a list, one read back from a
     log the line of units that SimulEval split; Chinese and Japanese units are joined
     without spaces, as the decoder read them (`join_source_units`)."""

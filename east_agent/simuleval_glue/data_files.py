@@ -9,8 +9,12 @@ from __future__ import annotations
 import argparse
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from east_agent.common.text_lines import check_regular_file, numbered, read_simuleval_lines
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 # files found good in this process, as they were then: the source's number of lines
 _CHECKED_FILES: dict[tuple, int] = {}
@@ -126,7 +130,7 @@ def _is_unsplit(unit: str, space_mark: str) -> bool:
     return len(CJK_CHARACTERS.findall(unit.removeprefix(space_mark))) > LONGEST_UNIT
 
 
-def check_control_tokens(source: str | None, tokenizer) -> None:
+def check_control_tokens(source: str | None, tokenizer: PreTrainedTokenizerBase) -> None:
     """Refuse a source file a line of which holds one of the checkpoint's control tokens
     (`<|eot_id|>`, `<|end-of-read|>`): the tokenizer would make the token of its text. The
     whole file, as the other checks of its lines (whatever --start-index/--end-index)."""

@@ -16,13 +16,17 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
 
 SESSION_HEADER = "X-Session-Id"
 SESSIONS_RECORD = "sessions.json"
 CLOSE_TIMEOUT = (2, 5)  # closing a session is never worth a long wait
 
 
-def server_url(address: str, port) -> str:
+def server_url(address: str, port: int | str) -> str:
     """The base URL of a server at `address` (a name, IPv4 or IPv6 literal) and `port`;
     a URL or `host:port` given as the address, or a port that is no number, is refused in
     one line, before any request (before: `http://[http://127.0.0.1]:PORT`, where nothing
@@ -43,7 +47,7 @@ def server_url(address: str, port) -> str:
     return f"http://{host}:{number}"
 
 
-def close(session, base_url: str) -> None:
+def close(session: requests.Session, base_url: str) -> None:
     """End the session (its stream goes back to the server); SimulEval's server answers
     404 (it has no sessions), a server that is gone or silent nothing."""
     import requests

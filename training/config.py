@@ -403,6 +403,7 @@ def check_settings(config: SFTConfig, at: At) -> None:
             raise ConfigError(f"{at('data', name)}: data.{name} must be at least 1, got {value}")
     if not isinstance(train["output_dir"], str) or not train["output_dir"].strip():
         raise ConfigError(f"{at('train', 'output_dir')}: train.output_dir must name a folder")
+    check_output_apart(train["output_dir"], model.name_or_path, at)
     for name in AT_LEAST_ONE:
         if isinstance(train.get(name), int) and train[name] < 1:
             raise ConfigError(
@@ -428,6 +429,21 @@ def check_settings(config: SFTConfig, at: At) -> None:
         )
     if config.stage == "lora":
         check_lora(config.lora, at)
+
+
+def check_output_apart(output_dir: str, name_or_path: str, at: At) -> None:
+    """The run's folder is not the model folder it starts from, nor inside it (before:
+    its checkpoints, `model/` and records were written into the base model's folder)."""
+    base = Path(name_or_path)
+    if not base.is_dir():
+        return  # a hub id
+    output, base = Path(output_dir).resolve(), base.resolve()
+    if output == base or base in output.parents:
+        where = "is" if output == base else "is inside"
+        raise ConfigError(
+            f"{at('train', 'output_dir')}: train.output_dir {output_dir} {where} "
+            f"model.name_or_path {name_or_path}, the model it starts from; another folder"
+        )
 
 
 def check_data_files(data: DataSettings, at: At) -> None:

@@ -127,6 +127,18 @@ def with_overrides(*overrides):
     return load_config(CONFIGS / "stage1_full.yaml", list(overrides))
 
 
+@pytest.mark.parametrize("inside", ["", "/run"])
+def test_an_output_dir_in_the_model_folder_is_refused(tmp_path, inside):
+    """Before: checkpoints, model/ and the run's records written into the base model."""
+    (tmp_path / "base").mkdir()
+    base = tmp_path / "base"
+    overrides = [f"model.name_or_path={base}", f"train.output_dir={base}{inside}"]
+    where = "is inside" if inside else "is"
+    with pytest.raises(ConfigError, match=f"train.output_dir {base}{inside} {where} model.na"):
+        with_overrides(*overrides)
+    assert with_overrides(f"model.name_or_path={base}", f"train.output_dir={tmp_path / 'run'}")
+
+
 def test_string_fields_keep_the_text_typed():
     config = with_overrides(
         "train.eval_strategy=no",

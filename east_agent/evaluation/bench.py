@@ -895,9 +895,10 @@ def read_schedule(setting: str | None, testset: str | None = None) -> int | Sche
             raise ValueError(f"--schedule {setting}: waitk:K takes a whole number K of at least 1")
         return int(k)
     path = Path(setting)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # before: a folder was "no such file"
+        what = "a folder, not a file" if path.is_dir() else "no such file"
         raise FileNotFoundError(
-            f"--schedule {setting}: no such file (waitk:K, or a JSON file from --save-schedule)"
+            f"--schedule {setting}: {what} (waitk:K, or a JSON file from --save-schedule)"
         )
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))

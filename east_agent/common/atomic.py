@@ -189,6 +189,12 @@ def atomic_path(path: Path, new: bool = False) -> Iterator[Path]:
         yield temporary
         if new:
             install_new(temporary, Path(path))
+    except OSError as error:
+        remove(temporary)
+        if error.filename != str(temporary):
+            raise
+        # named as the file the user knows (before: `.instances.log.1234.tmp: No space ...`)
+        raise type(error)(error.errno, error.strerror, str(path)) from None
     except BaseException:
         remove(temporary)
         raise

@@ -705,6 +705,7 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--schedule",
+        type=schedule_text,
         help="waitk:K, or a JSON file from --save-schedule (default: the model's own decisions)",
     )
     parser.add_argument(
@@ -881,6 +882,14 @@ def check_writable(path: Path, flag: str, append: bool = False) -> None:
             open(path, "ab").close()
         except OSError as error:
             raise ValueError(f"{flag} {path}: cannot append to it: {error.strerror}") from None
+
+
+def schedule_text(text: str) -> str:
+    """--schedule's value (argparse `type`): blank names no schedule (before: taken as none,
+    the model's own decisions run, exit 0)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty: give waitk:K or a --save-schedule file")
+    return text
 
 
 def read_schedule(setting: str | None, testset: str | None = None) -> int | Schedule | None:

@@ -1,10 +1,10 @@
 """transformers' own forward with a `DynamicCache`, across transformers 5.x releases.
 
 transformers renamed the cache argument of `forward` from `past_key_values` to `cache`
-(5.17 has the old name and silently ignores the new one; later releases deprecate the old
-one), and `DynamicCache.crop(n)` with a positive `n` changed from "keep n" to an error.
-This module is the only place that knows either: it reads the argument name from the
-model's signature and only ever crops by a negative count.
+(5.17 to 5.23 have the old name and silently ignore the new one; 5.24 and later take the
+new one and deprecate the old), and `DynamicCache.crop(n)` with a positive `n` changed
+from "keep n" to an error. This module is the only place that knows either: it reads the
+argument name from the model's signature and only ever crops by a negative count.
 
 A `DynamicCache` has one length for all its rows, so this backend is not ragged: it runs the
 rows of one stream (one row, or the beams of one chunk) and nothing else. It runs any model

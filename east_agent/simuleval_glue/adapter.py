@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
@@ -40,6 +40,16 @@ from east_agent.simuleval_glue.data_files import (
     check_source_file,
     check_units_split,
 )
+
+if TYPE_CHECKING:
+    from simuleval.agents.states import AgentStates
+    from simuleval.data.segments import Segment
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+    from east_agent.decoding.east import DecoderConfig
+    from east_agent.decoding.waitk import WaitkConfig
+
+    DecodingConfig = DecoderConfig | WaitkConfig
 
 logger = logging.getLogger("east_agent")
 
@@ -148,7 +158,7 @@ def model_positions(args: argparse.Namespace) -> int:
     return checkpoint_config(args).max_position_embeddings
 
 
-def checkpoint_config(args: argparse.Namespace):
+def checkpoint_config(args: argparse.Namespace) -> PretrainedConfig:
     """The checkpoint's config as transformers reads it (no weights), read once in this
     process while its config.json is as it was (a run's checks ask for it more than once)."""
     config_file = Path(args.model_path) / "config.json"
@@ -221,13 +231,18 @@ def _checks_tokenizer(model_path: str, trust_remote_code: bool, state: tuple):
     return load_tokenizer(model_path, trust_remote_code)
 
 
-def prompt_room_checked(config) -> bool:
+def prompt_room_checked(config: DecodingConfig) -> bool:
     """Whether a decoder config has room to check against its checkpoint (`check_prompt_room`):
     a --max-context, or long-form input's cache budget."""
     return config.max_context is not None or getattr(config, "long_form", False)
 
 
-def check_prompt_room(tokenizer: Callable[[], Any], config, fixed_prompt, args) -> None:
+def check_prompt_room(
+    tokenizer: Callable[[], Any],
+    config: DecodingConfig,
+    fixed_prompt: Callable[..., tuple[str, ...]],
+    args: argparse.Namespace,
+) -> None:
     """Refuse a --max-context no sentence fits in after the decoder's fixed prompt, or a
     long-form cache budget no segment fits in, reading the checkpoint's config and
     tokenizer only (before: every sentence failed after the model loaded; a budget was
@@ -247,7 +262,9 @@ def check_prompt_room(tokenizer: Callable[[], Any], config, fixed_prompt, args) 
         check_sentence_room(config.max_context, fixed)
 
 
-def load_east(args: argparse.Namespace, max_context: int | None):
+def load_east(
+    args: argparse.Namespace, max_context: int | None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """An EAST checkpoint (and its tokenizer) as the model flags say."""
     check_max_context(args, max_context)
     return load_east_checkpoint(
@@ -274,12 +291,12 @@ class StreamingAgent(TextToTextAgent):
         super().__init__(args)  # calls reset()
 
     @classmethod
-    def decoding_config(cls, args: argparse.Namespace):
+    def decoding_config(cls, args: argparse.Namespace) -> DecodingConfig:
         """The decoder's settings, from the flags, once (a bad value is refused here)."""
         raise NotImplementedError
 
     @classmethod
-    def checked_config(cls, args: argparse.Namespace):
+    def checked_config(cls, args: argparse.Namespace) -> DecodingConfig:
         """`decoding_config`, a --device this machine has, the source and reference
         files, a checkpoint config transformers reads, and a --max-context the checkpoint
         can hold (its config read, not its weights): what a run checks before it writes or
@@ -319,7 +336,7 @@ class StreamingAgent(TextToTextAgent):
         return resolved
 
     @classmethod
-    def check_with_tokenizer(cls, args: argparse.Namespace, config) -> None:
+    def check_with_tokenizer(cls, args: argparse.Namespace, config: DecodingConfig) -> None:
         """What a run checks reading the checkpoint's tokenizer, once the flags, files and
         output folder passed (`checked_config`, `run_folder.writing`), before the folder
         changes or the weights load: a checkpoint whose config, tokenizer, EAST tokens or
@@ -333,17 +350,27 @@ class StreamingAgent(TextToTextAgent):
             check_control_tokens(args.source, tokenizer())
 
     @classmethod
-    def fixed_prompt(cls, tokenizer, config) -> tuple[str, ...]:
+    def fixed_prompt(
+        cls, tokenizer: PreTrainedTokenizerBase, config: DecodingConfig
+    ) -> tuple[str, ...]:
         """The prompt pieces of the decoder `build_decoder` makes for `config`."""
         raise NotImplementedError
 
     @classmethod
-    def load(cls, args: argparse.Namespace, config):
+    def load(
+        cls, args: argparse.Namespace, config: DecodingConfig
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """(model, tokenizer) as the model flags say."""
         raise NotImplementedError
 
     @classmethod
-    def build_decoder(cls, model, tokenizer, config, streams: int = 1) -> StreamingDecoder:
+    def build_decoder(
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: DecodingConfig,
+        streams: int = 1,
+    ) -> StreamingDecoder:
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -363,7 +390,7 @@ class StreamingAgent(TextToTextAgent):
             self.model.to(device)
             self.decoder = self.build_decoder(self.model, self.tokenizer, self.config)
 
-    def policy(self):
+    def policy(self) -> ReadAction | WriteAction:
         new_units = self.states.source[self.units_pushed :]
         self.units_pushed = len(self.states.source)
         source_finished = self.states.source_finished
@@ -390,7 +417,7 @@ class StreamingAgent(TextToTextAgent):
             return WriteAction("".join(written), finished=finished)
         return ReadAction()
 
-    def pop(self, states=None):
+    def pop(self, states: AgentStates | None = None) -> Segment:
         """SimulEval leaves a typing object in `tgt_lang`, which its server cannot send."""
         segment = super().pop(states)
         if hasattr(segment, "tgt_lang") and not isinstance(segment.tgt_lang, (str, type(None))):
@@ -398,7 +425,12 @@ class StreamingAgent(TextToTextAgent):
         return segment
 
 
-def check_checkpoint(chosen, args: argparse.Namespace, decoding, shown: str | None = None) -> None:
+def check_checkpoint(
+    chosen: type[StreamingAgent],
+    args: argparse.Namespace,
+    decoding: DecodingConfig,
+    shown: str | None = None,
+) -> None:
     """What a run of the agent class `chosen` reads of its checkpoint before the weights,
     read now: its `config.json` as transformers reads it, its tokenizer (loaded once,
     cached for the run's own checks), the EAST tokens (for an EAST prompt) and the chat

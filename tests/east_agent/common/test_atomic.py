@@ -41,6 +41,17 @@ def test_a_file_is_replaced_and_a_failed_write_leaves_the_old_one(tmp_path):
     assert table.read_text() == "new\n" and os.listdir(tmp_path) == ["results.md"]
 
 
+def test_a_full_disk_is_named_by_the_file_written_not_its_temporary(tmp_path):
+    table = tmp_path / "results.md"
+    with pytest.raises(OSError) as raised, atomic_path(table) as temporary:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(temporary))
+    assert (raised.value.errno, raised.value.filename) == (errno.ENOSPC, str(table))
+    assert os.listdir(tmp_path) == []  # the temporary removed
+    with pytest.raises(FileNotFoundError) as raised, atomic_path(table):
+        open(tmp_path / "elsewhere" / "x")  # another file's error: as it was
+    assert raised.value.filename == str(tmp_path / "elsewhere" / "x")
+
+
 @pytest.mark.parametrize("can_exchange", [True, False])
 def test_a_folder_cut_off_while_the_old_one_is_deleted_is_whole(
     tmp_path, monkeypatch, can_exchange

@@ -329,14 +329,16 @@ def test_east_waitk_keeps_a_word_that_ends_in_u_fffd_before_its_cap(east_tokeniz
 
 def test_east_waitk_ends_a_word_at_the_models_end_of_write(east_tokenizer):
     """A model done with its sentence: its end-of-write after a word's first token ends
-    the word (before: suppressed, the word ran on in `.` to its 32-token cap)."""
+    the word (before: suppressed, the word ran on in `.` to its 32-token cap); as the
+    word's first token it is refused, as the schedule asks for a word."""
     from transformers import LlamaForCausalLM
 
     from tiny_east import tiny_llama_config
 
     x, dot = east_tokenizer.convert_tokens_to_ids(["x", "."])
     eor, eow = east_tokenizer.convert_tokens_to_ids([END_OF_READ, END_OF_WRITE])
-    choices = {eor: [x], x: [eow, dot], dot: [eow, dot]}  # best first
+    # best first: end-of-write even as a word's first choice, which the schedule refuses
+    choices = {eor: [eow, x], x: [eow, dot], dot: [eow, dot]}
 
     def puppeteer(module, args, kwargs, out):
         input_ids = kwargs["input_ids"] if "input_ids" in kwargs else args[0]

@@ -174,6 +174,7 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         (["--schedule", "waitk:0"], "--schedule waitk:0: waitk:K takes a whole number"),
         (["--schedule", "/nonexistent.json"], "--schedule /nonexistent.json: no such file"),
         (["--schedule", "/tmp"], "--schedule /tmp: a folder, not a file"),  # "no such file"
+        (["--schedule", ""], "argument --schedule: empty: give waitk:K"),  # before: ignored
         (["--sentences", "0"], "argument --sentences: takes a whole number of at least 1"),
         (["--streams", "2", "0"], "argument --streams: takes a whole number of at least 1"),
         (["--copy-megabytes", "0"], "argument --copy-megabytes: takes a whole number"),

@@ -13,8 +13,8 @@ PROMPT = [128000, 128006, 882, 128007]
 
 
 def test_cache_argument_is_the_one_this_transformers_reads(east_model):
-    """transformers 5.24 renamed it (before: 5.18 to 5.23, which Python 3.10 installs,
-    were expected to read `cache`, as no test ran them)."""
+    """transformers 5.24 renamed it (before: 5.18 to 5.23 were expected to read `cache`,
+    as no test ran them; 5.22 is the last Python 3.10 installs)."""
     name = cache_argument_name(east_model)
     renamed = Version(transformers.__version__) >= Version("5.24")
     assert name == ("cache" if renamed else "past_key_values")

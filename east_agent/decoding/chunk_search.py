@@ -30,12 +30,15 @@ from __future__ import annotations
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from east_agent.decoding.characters import CharacterCuts
 from east_agent.decoding.streaming import BeamStep, Stream
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 REFERENCE, TRANSFORMERS = "reference", "transformers"
 BEAM_STOP_RULES = (REFERENCE, TRANSFORMERS)
@@ -183,7 +186,9 @@ class WordBoundary:
     smallest token group that decodes to whole characters.
     """
 
-    def __init__(self, tokenizer, characters: CharacterCuts, unspaced: bool) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, characters: CharacterCuts, unspaced: bool
+    ) -> None:
         self.characters = characters
         self.unspaced = unspaced
         tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from east_agent.decoding.chunk_search import (
     MAX_WORD_TOKENS,
@@ -58,6 +59,9 @@ from east_agent.decoding.streaming import (
 )
 from east_agent.decoding.units import unit_text
 from east_agent.lm.checkpoint import end_of_turn_ids
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SOURCE_SLOT = "\u27e6SOURCE\u27e7"  # stands for the source prefix while the prompt renders
 
@@ -114,7 +118,9 @@ class WaitkConfig:
         )
 
 
-def split_prompt(tokenizer, src_lang: str, tgt_lang: str) -> tuple[str, str]:
+def split_prompt(
+    tokenizer: PreTrainedTokenizerBase, src_lang: str, tgt_lang: str
+) -> tuple[str, str]:
     """The offline prompt around its source: (text before it, text after it)."""
     header = OFFLINE_INSTRUCTION.format(src_lang=src_lang, tgt_lang=tgt_lang)
     rendered = render_user_turn(tokenizer, f"{header}\n{SOURCE_SLOT}")
@@ -127,7 +133,7 @@ def split_prompt(tokenizer, src_lang: str, tgt_lang: str) -> tuple[str, str]:
 class OfflineWaitkStream(Stream):
     """A stream of the offline-prompt wait-k: where its source prefix ends, its target."""
 
-    def clear(self, script=None) -> None:
+    def clear(self, script: dict[int, int] | None = None) -> None:
         super().clear(script)
         self.source_end = None  # set by the decoder once the ids are back at the prompt
         self.target_ids: list[int] = []
@@ -144,7 +150,13 @@ class WritesTheRestAtTheEnd:
 class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
     stream_class = OfflineWaitkStream
 
-    def __init__(self, model, tokenizer, config: WaitkConfig, streams: int = 1) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: WaitkConfig,
+        streams: int = 1,
+    ) -> None:
         super().__init__(
             model, tokenizer, config.src_lang, config.max_context, config.kv_cache, 1, streams
         )
@@ -162,7 +174,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         self.reset()
 
     @staticmethod
-    def fixed_prompt(tokenizer, config: WaitkConfig) -> tuple[str, str]:
+    def fixed_prompt(tokenizer: PreTrainedTokenizerBase, config: WaitkConfig) -> tuple[str, str]:
         """What every sentence (every long-form segment) holds besides its source and
         target: the prompt before the source, and after it up to the target."""
         return split_prompt(tokenizer, config.src_lang, config.tgt_lang)
@@ -265,7 +277,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
 class EastWaitkStream(Stream):
     """A stream of EAST's wait-k: where the word written at its newest unit ends."""
 
-    def clear(self, script=None) -> None:
+    def clear(self, script: dict[int, int] | None = None) -> None:
         super().clear(script)
         self.word_end = None  # a TokenStream mark before that word's end-of-write
 
@@ -275,7 +287,14 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
 
     stream_class = EastWaitkStream
 
-    def __init__(self, model, tokenizer, config: DecoderConfig, waitk: int, streams: int = 1):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: DecoderConfig,
+        waitk: int,
+        streams: int = 1,
+    ) -> None:
         self.waitk = check_waitk(waitk)
         super().__init__(model, tokenizer, config, streams)
         self.boundary = WordBoundary(

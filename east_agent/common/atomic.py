@@ -4,6 +4,7 @@ Everything the project writes for others to read (tables, records, figures, data
 checkpoints, submission folders) is written beside its final path under a temporary name
 and renamed into place in one step; a failure leaves the old content, never a torn one.
 A folder already in place is swapped out in one step too, and deleted only afterwards.
+A device or a pipe (`/dev/null`, `/dev/stdout`, a FIFO) is written into, never replaced.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import glob
 import os
 import re
 import shutil
+import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,12 +82,28 @@ def alive(pid: int) -> bool:
     return True
 
 
+def is_special_file(path: Path) -> bool:
+    """Whether `path` is, or links to, a device, a pipe or a socket: what a write goes
+    into (`/dev/null`), not a file to replace."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def install(temporary: Path, path: Path) -> None:
     """Put `temporary` in `path`'s place. A folder already there is swapped with it in one
     step, then deleted under the temporary name: a kill leaves the old folder whole or the
-    new one, never a torn one (the leftover is deleted by a later `temporary_beside`)."""
+    new one, never a torn one (the leftover is deleted by a later `temporary_beside`). A
+    device or pipe at `path` takes the temporary's bytes instead (before: `--output
+    /dev/null` replaced the system's /dev/null with a file)."""
     path = Path(path)
-    if not path.is_dir() or path.is_symlink():
+    if is_special_file(path) and not temporary.is_dir():
+        with open(temporary, "rb") as source, open(path, "wb") as target:
+            shutil.copyfileobj(source, target)
+        remove(temporary)
+    elif not path.is_dir() or path.is_symlink():
         os.replace(temporary, path)
     elif not temporary.is_dir():
         remove(temporary)
@@ -213,6 +231,10 @@ def append_atomically(path: Path, text: str) -> None:
     content or all of the new. Writers appending at once each hold the file's lock from
     their read to their rename, so none loses another's text."""
     path = Path(path)
+    if is_special_file(path):  # nothing to read back and keep (a FIFO's read would block)
+        with open(path, "ab") as handle:
+            handle.write(text.encode("utf-8"))
+        return
     while True:
         with open(path, "a+b") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)

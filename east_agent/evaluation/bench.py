@@ -51,7 +51,7 @@ from east_agent.common.arguments import (
     file_path,
     positive_int,
 )
-from east_agent.common.atomic import append_atomically, write_atomically
+from east_agent.common.atomic import append_atomically, is_special_file, write_atomically
 from east_agent.common.entry import CommandError, command_line
 from east_agent.common.text_lines import GZIP_MAGIC, read_text, starts_as_gzip
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
@@ -848,6 +848,8 @@ def check_output_files(args: argparse.Namespace) -> None:
         if not value:
             continue
         path = Path(value)
+        if is_special_file(path):  # /dev/null, /dev/stdout: written into as it is
+            continue
         if path.is_dir():
             raise ValueError(f"{flag} {value}: a folder; name a file")
         if flag == "--output" and path.exists():  # the report is appended to its bytes
@@ -1083,7 +1085,9 @@ def main(argv: list[str] | None = None) -> None:
     progress(f"{model_name} ready, {len(sentences)} sentences", started)
     if args.streams:
         header = run_header(args, model, model_name, len(sentences), device, "", distinct)
-        partial = Path(f"{args.output}.partial") if args.output else None
+        # the rows so far beside the report (none beside a device: /dev/null.partial)
+        keeps_rows = args.output and not is_special_file(Path(args.output))
+        partial = Path(f"{args.output}.partial") if keeps_rows else None
 
         def finished_row(results: list) -> None:
             """The table so far, beside the output: a run cut short keeps its rows."""

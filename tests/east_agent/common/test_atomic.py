@@ -3,8 +3,10 @@
 import errno
 import multiprocessing
 import os
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +52,38 @@ def test_a_full_disk_is_named_by_the_file_written_not_its_temporary(tmp_path):
     with pytest.raises(FileNotFoundError) as raised, atomic_path(table):
         open(tmp_path / "elsewhere" / "x")  # another file's error: as it was
     assert raised.value.filename == str(tmp_path / "elsewhere" / "x")
+
+
+def null_device(path: Path) -> Path:
+    """A character device like /dev/null at `path` (skipped where this user cannot make one)."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("no permission to make a device node")
+    return path
+
+
+def test_a_device_is_written_into_never_replaced(tmp_path):
+    """Before: `--output /dev/null` replaced the system's /dev/null with a regular file."""
+    device = null_device(tmp_path / "null")
+    link = tmp_path / "stdout"
+    link.symlink_to(device)
+    for path in (device, link):
+        write_atomically(path, "table\n")
+        append_atomically(path, "row\n")
+    assert stat.S_ISCHR(device.stat().st_mode) and link.is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["null", "stdout"]  # no temporary left
+
+
+def test_a_pipe_is_written_into(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    read = []
+    reader = threading.Thread(target=lambda: read.append(fifo.read_text()), daemon=True)
+    reader.start()
+    append_atomically(fifo, "row\n")  # before: its read-back blocked, then it was replaced
+    reader.join(timeout=10)
+    assert read == ["row\n"] and stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 @pytest.mark.parametrize("can_exchange", [True, False])

@@ -4,6 +4,7 @@ import importlib.resources
 import json
 import os
 import shutil
+import stat
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -264,6 +265,21 @@ def test_an_output_that_is_the_schedule_is_refused(recorded_schedule, monkeypatc
     said = f"--output and {kept} name one file, {recorded_schedule}: name two"
     assert said in capsys.readouterr().err
     assert recorded_schedule.read_text() == before
+
+
+def test_a_report_to_a_device_leaves_the_device(tmp_path, capsys):
+    """`--output /dev/null` (before: the device replaced by a file holding the tables)."""
+    try:
+        os.mknod(tmp_path / "null", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("no permission to make a device node")
+    main([
+        "--model-path", str(DEMO_MODEL), "--sentences", "1", "--num-beams", "1",
+        "--kv-caches", "dynamic", "--copy-megabytes", "8", "--schedule", "waitk:2",
+        "--output", str(tmp_path / "null"),
+    ])  # fmt: skip
+    assert stat.S_ISCHR((tmp_path / "null").stat().st_mode)
+    assert os.listdir(tmp_path) == ["null"] and "| method |" in capsys.readouterr().out
 
 
 def test_a_schedule_recorded_on_another_test_set_is_refused(recorded_schedule, monkeypatch, capsys):

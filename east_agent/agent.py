@@ -10,6 +10,7 @@ All decoding lives in `east_agent.decoding.east`, which does not import SimulEva
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from simuleval.utils import entrypoint
 
@@ -26,6 +27,9 @@ from east_agent.simuleval_glue.adapter import (
     check_beams_in_vocabulary,
     load_east,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @entrypoint
@@ -75,15 +79,23 @@ class EastAgent(StreamingAgent):
         check_beams_in_vocabulary(args, config.num_beams)
 
     @classmethod
-    def load(cls, args: argparse.Namespace, config: DecoderConfig):
+    def load(
+        cls, args: argparse.Namespace, config: DecoderConfig
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         return load_east(args, config.max_context)
 
     @classmethod
     def build_decoder(
-        cls, model, tokenizer, config: DecoderConfig, streams: int = 1
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: DecoderConfig,
+        streams: int = 1,
     ) -> EastStreamDecoder:
         return EastStreamDecoder(model, tokenizer, config, streams)
 
     @classmethod
-    def fixed_prompt(cls, tokenizer, config: DecoderConfig) -> tuple[str, ...]:
+    def fixed_prompt(
+        cls, tokenizer: PreTrainedTokenizerBase, config: DecoderConfig
+    ) -> tuple[str, ...]:
         return EastStreamDecoder.fixed_prompt(tokenizer, config)

@@ -14,6 +14,7 @@ each segment (`east_agent.decoding.long_form`).
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from simuleval.utils import entrypoint
 
@@ -31,6 +32,9 @@ from east_agent.simuleval_glue.adapter import (
     check_max_context,
     load_east,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @entrypoint
@@ -68,7 +72,9 @@ class WaitkAgent(StreamingAgent):
         )
 
     @classmethod
-    def load(cls, args: argparse.Namespace, config: WaitkConfig):
+    def load(
+        cls, args: argparse.Namespace, config: WaitkConfig
+    ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         if config.prompt == "east":
             return load_east(args, config.max_context)
         check_max_context(args, config.max_context)
@@ -84,14 +90,20 @@ class WaitkAgent(StreamingAgent):
 
     @classmethod
     def build_decoder(
-        cls, model, tokenizer, config: WaitkConfig, streams: int = 1
+        cls,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: WaitkConfig,
+        streams: int = 1,
     ) -> StreamingDecoder:
         if config.prompt == "east":
             return EastWaitkDecoder(model, tokenizer, config.east_config(), config.waitk, streams)
         return OfflineWaitkDecoder(model, tokenizer, config, streams)
 
     @classmethod
-    def fixed_prompt(cls, tokenizer, config: WaitkConfig) -> tuple[str, ...]:
+    def fixed_prompt(
+        cls, tokenizer: PreTrainedTokenizerBase, config: WaitkConfig
+    ) -> tuple[str, ...]:
         if config.prompt == "east":
             return EastWaitkDecoder.fixed_prompt(tokenizer, config.east_config())
         return OfflineWaitkDecoder.fixed_prompt(tokenizer, config)

@@ -72,6 +72,7 @@ from east_agent.lm.checkpoint import end_of_turn_ids
 
 if TYPE_CHECKING:
     from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -460,7 +461,7 @@ class ChatTokenizer:
 
     def __init__(
         self,
-        tokenizer,
+        tokenizer: PreTrainedTokenizerBase,
         cutoff_len: int = 1024,
         system_prompt: str | None = None,
         generation_eos: int | list[int] | None = None,
@@ -653,7 +654,7 @@ def tokenize_conversations(
 
 
 def build_samples(
-    tokenizer,
+    tokenizer: PreTrainedTokenizerBase,
     paths: Sequence[str | Path],
     cutoff_len: int = 1024,
     skip_malformed: bool = False,
@@ -732,7 +733,7 @@ def tokenize_records(
     return samples
 
 
-def control_tokens(tokenizer) -> list[str]:
+def control_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """The special tokens `tokenizer` makes of their text wherever it stands (its chat
     template's among them), but the EAST tokens: the reader refuses those in a record's
     text itself, and a SiMT turn holds them by design."""
@@ -740,7 +741,7 @@ def control_tokens(tokenizer) -> list[str]:
 
 
 def check_control_tokens(
-    tokenizer, conversations: Sequence[Conversation], report: DataReport
+    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation], report: DataReport
 ) -> list[Conversation]:
     """`conversations` but those whose record's text holds one of the tokenizer's control
     tokens (`a dog<|eot_id|><|start_header_id|>user` would end the turn and open a user's):
@@ -762,7 +763,7 @@ def check_control_tokens(
     return [item for item in conversations if id(item) not in refused]
 
 
-def check_system_prompt(tokenizer, prompt: str | None) -> None:
+def check_system_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | None) -> None:
     """`data.system_prompt` holding one of the tokenizer's control tokens, refused."""
     found = units.control_token_in(prompt or "", units.token_pattern(control_tokens(tokenizer)))
     if found:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch
 
 from east_agent.decoding.streaming import (
     ContextOverflowError,
+    Fed,
     Feed,
     Stream,
     StreamingDecoder,
@@ -163,7 +164,11 @@ def _pump(decoder, stream: Stream, job: _Job, fed) -> Feed | None:
 
 
 def run_program(
-    decoder, stream: Stream, fed, next_event, name: str
+    decoder: StreamingDecoder,
+    stream: Stream,
+    fed: Fed | None,
+    next_event: Callable[[], object],
+    name: str,
 ) -> tuple[Feed | None, Exception | None]:
     """`decoder.run_until_feed`: (the stream's next feed, None), or (None, why its sentence
     is lost): its own fault (too long, bad input) as raised, or a fault of the program (a

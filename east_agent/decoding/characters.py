@@ -14,6 +14,14 @@ from __future__ import annotations
 import codecs
 import json
 import re
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tokenizers.decoders import Decoder
+    from transformers import PreTrainedTokenizerBase
+
+    from east_agent.decoding.streaming import Stream
 
 CUT_CHARACTER = "\ufffd"  # what the bytes of a character cut across tokens decode to
 MAX_CUT_TOKENS = 3  # a UTF-8 character has at most 4 bytes, so a cut leaves 3 at most
@@ -22,7 +30,7 @@ SPIECE_SPACE = "\u2581"
 
 
 class CharacterCuts:
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self.token_bytes = token_byte_table(tokenizer)  # None: look at the decoded text
 
@@ -37,7 +45,7 @@ class CharacterCuts:
             taken += len(self.token_bytes[ids[-cut]])
         return cut
 
-    def whole(self, stream, new_ids: list[int], written=()) -> list[int]:
+    def whole(self, stream: Stream, new_ids: list[int], written: Sequence[int] = ()) -> list[int]:
         """`new_ids` (generated after `written`) without the tokens of a character their
         cap cut (counted in the stream's `characters_cut`)."""
         cut = self.cut_tokens([*written, *new_ids])
@@ -89,7 +97,12 @@ class TokenBytes:
     """The bytes of a token id of a fast byte-level or byte-fallback tokenizer (an added
     token: its text's), spelled when first asked for."""
 
-    def __init__(self, tokenizer, spell, marks_run: bool) -> None:
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        spell: Callable[[str], bytes],
+        marks_run: bool,
+    ) -> None:
         self.tokenizer = tokenizer
         self.spell = spell
         # sentencepiece's byte fallback decodes a run of byte tokens that is not whole
@@ -106,7 +119,7 @@ class TokenBytes:
         return self.known[token_id]
 
 
-def token_byte_table(tokenizer) -> TokenBytes | None:
+def token_byte_table(tokenizer: PreTrainedTokenizerBase) -> TokenBytes | None:
     """`TokenBytes` of a fast byte-level or byte-fallback tokenizer; None for any other."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     kinds = decoder_kinds(backend.decoder) if backend is not None else set()
@@ -117,7 +130,7 @@ def token_byte_table(tokenizer) -> TokenBytes | None:
     return None
 
 
-def decoder_kinds(decoder) -> set[str]:
+def decoder_kinds(decoder: Decoder | None) -> set[str]:
     """The types of a `tokenizers` decoder and of the decoders a Sequence holds."""
     if decoder is None:
         return set()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from east_agent.decoding.chunk_search import (
     REFERENCE,
@@ -61,6 +62,9 @@ from east_agent.decoding.streaming import (
 )
 from east_agent.decoding.units import unit_text
 from east_agent.lm.checkpoint import east_token_ids
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "FORCED",
@@ -107,7 +111,13 @@ class DecoderConfig:
 
 
 class EastStreamDecoder(StreamingDecoder):
-    def __init__(self, model, tokenizer, config: DecoderConfig, streams: int = 1) -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: DecoderConfig,
+        streams: int = 1,
+    ) -> None:
         super().__init__(
             model,
             tokenizer,
@@ -129,7 +139,7 @@ class EastStreamDecoder(StreamingDecoder):
         self.reset()
 
     @staticmethod
-    def fixed_prompt(tokenizer, config: DecoderConfig) -> tuple[str]:
+    def fixed_prompt(tokenizer: PreTrainedTokenizerBase, config: DecoderConfig) -> tuple[str]:
         """What every sentence (every long-form segment) begins with: the user turn."""
         instruction = simt_instruction(config.src_lang, config.tgt_lang, config.latency)
         return (render_user_turn(tokenizer, instruction),)

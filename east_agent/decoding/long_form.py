@@ -38,10 +38,19 @@ from __future__ import annotations
 
 import dataclasses
 from collections import deque
+from typing import TYPE_CHECKING
 
 from east_agent.decoding.prompt import is_unspaced, language_name
 from east_agent.decoding.streaming import Counters, Stream
 from east_agent.decoding.units import join_source_units
+
+if TYPE_CHECKING:
+    import argparse
+
+    from transformers import PreTrainedTokenizerBase
+
+    from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
+    from east_agent.decoding.waitk import OfflineWaitkDecoder, WaitkConfig
 
 # Latin, CJK (full- and halfwidth), Devanagari dandas (Hindi), the Arabic question mark and
 # Urdu full stop (Arabic, Persian), the Greek question mark (U+037E), and `‼ ⁇ ⁈ ⁉`
@@ -73,7 +82,7 @@ LONG_FORM_FIELDS = (
 )  # fmt: skip
 
 
-def long_form_settings(source) -> dict:
+def long_form_settings(source: argparse.Namespace | DecoderConfig | WaitkConfig) -> dict:
     """The long-form settings of parsed flags or of a decoder config, by field name."""
     return {name: getattr(source, name) for name in LONG_FORM_FIELDS}
 
@@ -82,7 +91,7 @@ DEFAULT_CONTEXT_WORDS = 20
 DEFAULT_SEGMENT_UNITS = 60
 
 
-def check_long_form(config) -> None:
+def check_long_form(config: DecoderConfig | WaitkConfig) -> None:
     """The long-form settings a decoder config (a dataclass) shares (`long_form`,
     `cache_budget`, `context_words`, `segment_units`, `context_across_sentences`): set
     without `long_form` (off their defaults), they would be ignored, and are refused."""
@@ -100,7 +109,11 @@ def check_long_form(config) -> None:
         raise ValueError(f"cache_budget must be at least 1, got {config.cache_budget}")
 
 
-def segmenter_of(decoder, config, fixed_tokens: int) -> Segmenter | None:
+def segmenter_of(
+    decoder: EastStreamDecoder | OfflineWaitkDecoder,
+    config: DecoderConfig | WaitkConfig,
+    fixed_tokens: int,
+) -> Segmenter | None:
     """The decoder's long-form bookkeeping, or None when `config.long_form` is off;
     `fixed_tokens`: what every segment holds before its context (the prompt, and for the
     offline prompt the end of the user turn and the assistant header)."""
@@ -181,7 +194,7 @@ def checked_budget(cache_budget: int | None, max_context: int, fixed_tokens: int
     return budget
 
 
-def prompt_tokens(tokenizer, *texts: str) -> int:
+def prompt_tokens(tokenizer: PreTrainedTokenizerBase, *texts: str) -> int:
     """How many ids `texts` (a decoder's fixed prompt pieces) tokenize to, as a stream
     holds them (no special tokens added)."""
     return sum(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts)
@@ -192,14 +205,14 @@ class Segmenter:
 
     def __init__(
         self,
-        decoder,
+        decoder: EastStreamDecoder | OfflineWaitkDecoder,
         cache_budget: int | None,
         context_words: int,
         segments: int,
         across_sentences: bool,
         fixed_tokens: int,
         ends: str,
-    ):
+    ) -> None:
         self.decoder = decoder
         self.budget = checked_budget(cache_budget, decoder.max_context, fixed_tokens)
         self.fixed_tokens = fixed_tokens

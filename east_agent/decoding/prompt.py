@@ -6,6 +6,11 @@ trained on, so it is pinned by golden tests.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 END_OF_READ = "<|end-of-read|>"
 END_OF_WRITE = "<|end-of-write|>"
 
@@ -147,7 +152,7 @@ def offline_instruction(src_lang: str, tgt_lang: str, source: str) -> str:
     return f"{header}\n{source}"
 
 
-def render_user_turn(tokenizer, content: str) -> str:
+def render_user_turn(tokenizer: PreTrainedTokenizerBase, content: str) -> str:
     """Render one user turn with the tokenizer's own chat template, generation prompt added."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(

@@ -17,7 +17,7 @@ from collections import deque
 import torch
 
 from east_agent.decoding.batching import StepFailed, run_program, share_prompt
-from east_agent.decoding.streaming import END, Feed, Stream, run_feeds
+from east_agent.decoding.streaming import END, Feed, Stream, StreamingDecoder, run_feeds
 
 __all__ = ["NoFreeStream", "StepFailed", "StreamPool"]
 
@@ -27,7 +27,7 @@ class NoFreeStream(RuntimeError):
 
 
 class StreamPool:
-    def __init__(self, decoder) -> None:
+    def __init__(self, decoder: StreamingDecoder) -> None:
         self.decoder = decoder
         with torch.inference_mode():
             share_prompt(decoder)

@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import astuple, dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -35,6 +36,13 @@ from east_agent.decoding.characters import CharacterCuts
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.token_stream import TokenStream
 from east_agent.lm import build_lm
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from east_agent.decoding.east import DecoderConfig
+    from east_agent.decoding.waitk import WaitkConfig
+    from east_agent.lm.protocol import LMBackend
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +86,7 @@ def check_sentence_room(max_context: int, fixed_tokens: int) -> None:
         )
 
 
-def check_shared_settings(config) -> None:
+def check_shared_settings(config: DecoderConfig | WaitkConfig) -> None:
     """What every decoder's config holds, checked (and the languages named) in one place:
     `src_lang`, `tgt_lang`, `max_new_tokens`, `max_context` (frozen dataclasses call it
     from `__post_init__`)."""
@@ -181,7 +189,7 @@ NEG_INF = float("-inf")
 LOST = -1.0e9  # transformers' score for a candidate that may not be chosen
 
 
-def run_feeds(lm, feeds: Sequence[Feed]) -> list[Fed]:
+def run_feeds(lm: LMBackend, feeds: Sequence[Feed]) -> list[Fed]:
     """Run the feeds of one step in one forward; masked argmaxes are taken together, one
     reduction per distinct mask, and so are beam searches' candidates, one computation
     per group of alike `BeamStep`s."""
@@ -276,7 +284,13 @@ def first_argmax(scores: torch.Tensor, block: int = 64) -> torch.Tensor:
 class Stream:
     """One sentence stream: its rows, its ids, its counters and the record of its sentence."""
 
-    def __init__(self, lm, tokenizer, rows: tuple[int, ...], max_context: int) -> None:
+    def __init__(
+        self,
+        lm: LMBackend,
+        tokenizer: PreTrainedTokenizerBase,
+        rows: tuple[int, ...],
+        max_context: int,
+    ) -> None:
         self.lm = lm
         self.rows = rows
         self.home = rows[0]
@@ -396,8 +410,8 @@ class StreamingDecoder:
 
     def __init__(
         self,
-        model,
-        tokenizer,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         src_lang: str,
         max_context: int | None,
         kv_cache: str = "auto",
@@ -415,7 +429,7 @@ class StreamingDecoder:
         self.device = next(model.parameters()).device
         self.streams: list[Stream] = []
 
-    def start_streams(self, model, prompt: str) -> None:
+    def start_streams(self, model: PreTrainedModel, prompt: str) -> None:
         """Pick the cache backend (checked on the prompt) and give every stream its rows."""
         probe = TokenStream(self.tokenizer)
         probe.start(prompt)
@@ -490,7 +504,7 @@ class StreamingDecoder:
     def _final_write(self, stream: Stream) -> Generator:
         raise NotImplementedError
 
-    def advance(self, stream: Stream, value) -> Feed | None:
+    def advance(self, stream: Stream, value: Fed | tuple[str, bool] | str) -> Feed | None:
         """Send `value` to the stream's program; return the feed it asks for next, or None
         when it waits for the next source event or has finished its sentence."""
         try:
@@ -499,7 +513,9 @@ class StreamingDecoder:
             return None
         return None if request is WAIT else request
 
-    def run_until_feed(self, stream: Stream, fed, next_event: Callable[[], object]) -> Feed | None:
+    def run_until_feed(
+        self, stream: Stream, fed: Fed | None, next_event: Callable[[], object]
+    ) -> Feed | None:
         """Hand the stream `fed` (None: nothing yet), then the events `next_event` gives
         while it waits for input (None: no event yet); return its next feed, or None when it
         has finished or waits for an event. A ContextOverflowError goes to the caller."""

@@ -14,6 +14,8 @@ Generated ids are kept exactly as generated: they are never re-tokenized.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from east_agent.decoding.units import (
     SourceError,
     control_token_in,
@@ -22,12 +24,15 @@ from east_agent.decoding.units import (
     token_pattern,
 )
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 # A point to come back to: (length, run start, run text, the run's ids up to the length)
 Mark = tuple[int, "int | None", str, tuple[int, ...]]
 
 
 class TokenStream:
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
         self._backend = getattr(tokenizer, "backend_tokenizer", None)  # fast tokenizers
         self.added_token_ids = frozenset(tokenizer.added_tokens_decoder)

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, is_unspaced
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 SPACE_MARK = "\u2581"  # "▁", as in sentencepiece
 
@@ -29,7 +33,7 @@ def token_pattern(tokens: Iterable[str]) -> re.Pattern | None:
     return re.compile("|".join(map(re.escape, tokens))) if tokens else None
 
 
-def control_tokens(tokenizer) -> frozenset[str]:
+def control_tokens(tokenizer: PreTrainedTokenizerBase) -> frozenset[str]:
     """The texts `tokenizer` makes into one of its control tokens wherever they stand: its
     special tokens (the chat template's among them) and the EAST tokens where it has them
     (special or not; a chat LLM without them reads their text as text)."""
@@ -53,7 +57,7 @@ def control_token_problem(token: str) -> str:
     )
 
 
-def token_group_units(text: str, tokenizer) -> list[str]:
+def token_group_units(text: str, tokenizer: PreTrainedTokenizerBase) -> list[str]:
     """Split `text` into the smallest runs of its tokens that decode to whole characters."""
     text = text.strip()
     units: list[str] = []
@@ -78,7 +82,9 @@ def token_group_units(text: str, tokenizer) -> list[str]:
     return units
 
 
-def source_units(text: str, language: str, tokenizer=None) -> list[str]:
+def source_units(
+    text: str, language: str, tokenizer: PreTrainedTokenizerBase | None = None
+) -> list[str]:
     """The units EAST reads for `text` in `language` (zh/ja need the checkpoint's tokenizer)."""
     if not is_unspaced(language):
         return text.split()

@@ -141,7 +141,7 @@ class InstanceLog:
     def __enter__(self) -> InstanceLog:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -35,6 +35,7 @@ import os
 import shutil
 from contextlib import redirect_stderr
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
@@ -52,13 +53,16 @@ from east_agent.lm.checkpoint import (
     is_hub_id,
 )
 
+if TYPE_CHECKING:
+    from east_agent.simuleval_glue.adapter import StreamingAgent
+
 AGENT_CLASSES = {
     "east": "east_agent.agent.EastAgent",
     "waitk": "east_agent.waitk_agent.WaitkAgent",
 }
 
 
-def agent_class(agent: str):
+def agent_class(agent: str) -> type[StreamingAgent]:
     from simuleval.utils.agent import get_agent_class_from_string
 
     return get_agent_class_from_string(AGENT_CLASSES[agent])

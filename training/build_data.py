@@ -59,6 +59,7 @@ from east_agent.common.atomic import (
     check_folder_path,
     check_replaceable,
     install,
+    is_special_file,
     remove,
     temporary_beside,
 )
@@ -507,6 +508,11 @@ def check_outputs(output: Path) -> None:
     """The output and its links, each a file that can be written (before: an error after
     the alignment, or a folder replaced)."""
     check_folder_path(Path(output).parent, "--output folder")
+    if is_special_file(Path(output)):  # before: the device deleted and a file put there
+        raise ValueError(
+            f"--output {output}: a device or a pipe; the records need a file, their links "
+            "are written beside it"
+        )
     check_replaceable(output, "JSON Lines file")
     check_replaceable(links_of(output), "links file")
 

@@ -432,14 +432,17 @@ def check_settings(config: SFTConfig, at: At) -> None:
 
 
 def check_output_apart(output_dir: str, name_or_path: str, at: At) -> None:
-    """The run's folder is not the model folder it starts from, nor inside it (before:
-    its checkpoints, `model/` and records were written into the base model's folder)."""
+    """The run's folder is not the model folder it starts from, nor inside it, nor holds
+    it (before: its checkpoints, `model/` and records were written into the base model's
+    folder, or its `model/` replaced the base)."""
     base = Path(name_or_path)
     if not base.is_dir():
         return  # a hub id
     output, base = Path(output_dir).resolve(), base.resolve()
-    if output == base or base in output.parents:
-        where = "is" if output == base else "is inside"
+    where = "is" if output == base else "is inside" if base in output.parents else None
+    if output in base.parents:
+        where = "holds"
+    if where:
         raise ConfigError(
             f"{at('train', 'output_dir')}: train.output_dir {output_dir} {where} "
             f"model.name_or_path {name_or_path}, the model it starts from; another folder"

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -83,13 +84,36 @@ def alive(pid: int) -> bool:
 
 
 def is_special_file(path: Path) -> bool:
-    """Whether `path` is, or links to, a device, a pipe or a socket: what a write goes
-    into (`/dev/null`), not a file to replace."""
+    """Whether `path` is a device, a pipe or a socket, or a link to one or through a
+    process's open files (`/dev/stdout` -> /proc/self/fd/1, wherever that leads): what a
+    write goes into (`/dev/null`, a shell's redirection), not a file to replace."""
+    hop = Path(path).absolute()
+    for _ in range(40):  # the kernel's limit on a chain of links
+        if Path(os.path.realpath(hop.parent)).parts[1:2] == ("proc",):
+            return True  # /proc/<pid>/fd/1: a process's open file, not a path to replace
+        if not hop.is_symlink():
+            break
+        hop = hop.parent / os.readlink(hop)
     try:
         mode = os.stat(path).st_mode
     except OSError:
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def write_into(temporary: Path, path: Path) -> None:
+    """The bytes of `temporary` appended to the device or pipe at `path`, as a shell's
+    `>>` would (`>` would truncate a file a process's stdout leads to); `temporary` is
+    removed either way, and a failure names `path`."""
+    try:
+        if temporary.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a device or pipe, not replaced by a folder")
+        with open(temporary, "rb") as source, open(path, "ab") as target:
+            shutil.copyfileobj(source, target)
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, str(path)) from None
+    finally:
+        remove(temporary)
 
 
 def install(temporary: Path, path: Path) -> None:
@@ -99,10 +123,8 @@ def install(temporary: Path, path: Path) -> None:
     device or pipe at `path` takes the temporary's bytes instead (before: `--output
     /dev/null` replaced the system's /dev/null with a file)."""
     path = Path(path)
-    if is_special_file(path) and not temporary.is_dir():
-        with open(temporary, "rb") as source, open(path, "wb") as target:
-            shutil.copyfileobj(source, target)
-        remove(temporary)
+    if is_special_file(path):
+        write_into(temporary, path)
     elif not path.is_dir() or path.is_symlink():
         os.replace(temporary, path)
     elif not temporary.is_dir():
@@ -201,7 +223,15 @@ def check_folder_path(folder: Path, where: str) -> None:
 def atomic_path(path: Path, new: bool = False) -> Iterator[Path]:
     """A temporary path to write; when the block ends it becomes `path` in one rename (on an
     error it is removed and `path` is left as it was). `new`: `path` must not be there
-    then either (`install_new`), else it is replaced."""
+    then either (`install_new`), else it is replaced. A device or pipe at `path` takes
+    the bytes written instead (`write_into`), the temporary made in the system's temporary
+    folder, not beside it (in /dev)."""
+    if is_special_file(path):
+        with tempfile.TemporaryDirectory(prefix="east-") as folder:
+            temporary = Path(folder) / Path(path).name
+            yield temporary
+            write_into(temporary, Path(path))
+        return
     temporary = temporary_beside(path)
     try:
         yield temporary

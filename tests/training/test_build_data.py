@@ -411,6 +411,24 @@ def test_outputs_and_corpus_lines_no_run_can_use_are_refused_first(
     assert error.count("\n") == 1 and not output.exists()
 
 
+def test_an_output_that_is_a_pipe_or_device_is_refused_first(tmp_path, capsys):
+    """Before: the device (`--output /dev/null`) deleted, a file of records put there."""
+    import os
+    import stat
+
+    (tmp_path / "de.txt").write_text("ein Hund\n")
+    (tmp_path / "en.txt").write_text("a dog\n")
+    output = tmp_path / "pipe"
+    os.mkfifo(output)
+    flags = ["--source", str(tmp_path / "de.txt"), "--target", str(tmp_path / "en.txt"),
+             "--src-lang", "de", "--tgt-lang", "en", "--output", str(output)]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(flags)
+    assert exit_.value.code == 2
+    assert f"--output {output}: a device or a pipe" in capsys.readouterr().err
+    assert stat.S_ISFIFO(output.stat().st_mode)
+
+
 def test_a_corpus_read_from_a_pipe_keeps_its_first_lines(tmp_path):
     """`--source <(zcat corpus.de.gz)`: a pipe is read once (before: the plain-text check
     read its first chunk away, and the builder found 0 sentence pairs, or fewer)."""

@@ -75,6 +75,29 @@ def test_a_device_is_written_into_never_replaced(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["null", "stdout"]  # no temporary left
 
 
+def test_a_link_to_a_process_open_file_is_written_into(tmp_path):
+    """`--output /dev/stdout` with stdout redirected to a log (`>> log`): the tables go
+    into the log, after what it holds (before: the link replaced by a file)."""
+    log = tmp_path / "log"
+    log.write_text("earlier\n")
+    with open(log, "ab") as stdout:
+        link = tmp_path / "stdout"
+        link.symlink_to(f"/proc/self/fd/{stdout.fileno()}")
+        write_atomically(link, "table\n")
+        append_atomically(link, "row\n")
+    assert link.is_symlink() and log.read_text() == "earlier\ntable\nrow\n"
+
+
+def test_no_temporary_is_made_beside_a_device(tmp_path, monkeypatch):
+    """Before: /dev/.null.PID.tmp (refused to anyone but root, left by a kill)."""
+    device = null_device(tmp_path / "null")
+    monkeypatch.setattr(atomic, "temporary_beside", lambda *a: pytest.fail("made beside"))
+    write_atomically(device, "table\n")
+    with pytest.raises(IsADirectoryError), atomic_path(device) as temporary:
+        temporary.mkdir()  # a folder: refused, the device kept
+    assert stat.S_ISCHR(device.stat().st_mode)
+
+
 def test_a_pipe_is_written_into(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)

@@ -65,3 +65,13 @@ def tiny_comet(tmp_path_factory) -> CometSettings:
             texts += [line.strip() for line in lines][:300]
     checkpoint = build_tiny_comet(python, Path(tmp_path_factory.mktemp("tiny-comet")), texts)
     return CometSettings(str(checkpoint), python, batch_size=4)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test that replaced the machine's /dev/null (an atomic write over it, once) fails
+    the run: every later `> /dev/null` on the machine would write into what took its place."""
+    import stat
+
+    if not stat.S_ISCHR(os.lstat(os.devnull).st_mode):
+        print(f"\n{os.devnull} is no longer a character device: a test replaced it")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -10,9 +10,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def imports_of(path: Path, package_modules: set[str]) -> set[str]:
-    """The project modules a file imports (at any depth of the file: lazy imports count)."""
+    """The project modules a file imports (at any depth of the file: lazy imports count;
+    those under `if TYPE_CHECKING:` do not, as they never run: a type named back up the
+    layers is no circle)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):  # the type checkers' imports out of the tree first
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
@@ -54,6 +60,15 @@ def cycle_in(graph: dict[str, set[str]]) -> list[str] | None:
 def test_the_graph_finds_a_circle():
     assert cycle_in({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert cycle_in({"a": {"b"}, "b": set()}) is None
+
+
+def test_only_the_type_checkers_imports_are_left_out(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from typing import TYPE_CHECKING\nimport p.a\nif TYPE_CHECKING:\n    import p.b\n"
+        "def f():\n    import p.c\n"
+    )
+    assert imports_of(module, {"p.a", "p.b", "p.c"}) == {"p.a", "p.c"}
 
 
 def test_no_import_circle_in_the_packages():

@@ -432,16 +432,15 @@ def check_settings(config: SFTConfig, at: At) -> None:
 
 
 def check_output_apart(output_dir: str, name_or_path: str, at: At) -> None:
-    """The run's folder is not the model folder it starts from, nor inside it, nor holds
-    it (before: its checkpoints, `model/` and records were written into the base model's
-    folder, or its `model/` replaced the base)."""
+    """The run's folder is not the model folder it starts from, nor holds it (before: its
+    checkpoints, `model/` and records were written among the base model's files, or its
+    `model/` replaced the base). A folder inside the base's is apart: its subfolders are
+    no part of the model."""
     base = Path(name_or_path)
     if not base.is_dir():
         return  # a hub id
     output, base = Path(output_dir).resolve(), base.resolve()
-    where = "is" if output == base else "is inside" if base in output.parents else None
-    if output in base.parents:
-        where = "holds"
+    where = "is" if output == base else "holds" if output in base.parents else None
     if where:
         raise ConfigError(
             f"{at('train', 'output_dir')}: train.output_dir {output_dir} {where} "

@@ -378,7 +378,7 @@ class StreamingAgent(TextToTextAgent):
         self.decoder.reset()
         self.units_pushed = 0
 
-    def to(self, device: str, *args, fp16: bool = False, **kwargs) -> None:
+    def to(self, device: str, *args: object, fp16: bool = False, **kwargs: object) -> None:
         """SimulEval's --device / --fp16: the model was loaded on `device` already."""
         import torch
 

@@ -53,7 +53,12 @@ from east_agent.common.arguments import (
 )
 from east_agent.common.atomic import append_atomically, is_special_file, write_atomically
 from east_agent.common.entry import CommandError, command_line
-from east_agent.common.text_lines import GZIP_MAGIC, read_text, starts_as_gzip
+from east_agent.common.text_lines import (
+    GZIP_MAGIC,
+    check_input_file,
+    read_text,
+    starts_as_gzip,
+)
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import (
     END_OF_READ,
@@ -906,11 +911,10 @@ def read_schedule(setting: str | None, testset: str | None = None) -> int | Sche
             raise ValueError(f"--schedule {setting}: waitk:K takes a whole number K of at least 1")
         return int(k)
     path = Path(setting)
-    if not path.exists() or path.is_dir():  # before: a folder was "no such file"
-        what = "a folder, not a file" if path.is_dir() else "no such file"
-        raise FileNotFoundError(
-            f"--schedule {setting}: {what} (waitk:K, or a JSON file from --save-schedule)"
-        )
+    try:  # before: a folder was "no such file"
+        check_input_file(path, "--schedule")
+    except ValueError as error:
+        raise ValueError(f"{error} (waitk:K, or a JSON file from --save-schedule)") from None
     try:
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as error:

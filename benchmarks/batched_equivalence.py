@@ -1,6 +1,6 @@
 """Are batched translations the sequential decoder's? (minutes, not CI)
 
-    python benchmarks/batched_equivalence.py [--sentences 1000] [--levels low high]
+    python benchmarks/batched_equivalence.py [--limit 1000] [--levels low high]
         [--num-beams 1 5] [--beam-stop reference] [--streams 64]
         [--device cpu] [--torch-dtype float32] [--output benchmarks/RESULTS.md]
 
@@ -165,7 +165,7 @@ def report(results: list[dict], header: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=str(REPOSITORY / "models" / "east-demo"))
-    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--limit", type=int, default=1000)
     parser.add_argument("--levels", nargs="+", default=["low", "high"])
     parser.add_argument("--num-beams", type=positive_int, nargs="+", default=[1, 5])
     add_old_spelling(parser, "--beams", "num_beams", type=positive_int, nargs="+")
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
         args.model_path, torch_dtype=args.torch_dtype, device=args.device
     )
     pairs, _, _ = read_pairs("multi30k.de-en")
-    pairs = pairs[: args.sentences]
+    pairs = pairs[: args.limit]
     units = [source.split() for source, _ in pairs]
     references = [reference for _, reference in pairs]
     results = []

@@ -20,7 +20,7 @@
 . "$(dirname "$0")/device_setup.sh"
 device=${DEVICE:-cuda}
 timeout 150 python3 benchmarks/batched_equivalence.py --device "$device" --torch-dtype bfloat16 \
-  --sentences "${EQUIVALENCE_SENTENCES:-500}" --output "$OUT/results.md"
+  --limit "${EQUIVALENCE_SENTENCES:-500}" --output "$OUT/results.md"
 equivalence=$?
 echo "equivalence exit status $equivalence"
 sentences=${SENTENCES:-256}
@@ -31,7 +31,7 @@ done)
 # shellcheck disable=SC2086  # streams is a list of numbers
 timeout 400 python3 -m east_agent.evaluation.bench --random-model "${RANDOM_MODEL:-llama3-8b}" \
   --device "$device" --tokenizer "$LLAMA3_TOKENIZER" \
-  --torch-dtype bfloat16 --testset wmt22.de-en --sentences "$sentences" \
+  --torch-dtype bfloat16 --testset wmt22.de-en --limit "$sentences" \
   --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --num-beams "${BEAMS:-5}" \
   --streams $streams --output "$OUT/results.md"
 bench=$?

@@ -34,7 +34,7 @@ print("static cache with CUDA graphs and compiled layers matches transformers (f
 PY
 timeout 500 python3 -m east_agent.evaluation.bench --random-model llama3-8b --device cuda \
   --tokenizer "$LLAMA3_TOKENIZER" \
-  --torch-dtype bfloat16 --testset wmt22.de-en --sentences "${SENTENCES:-100}" \
+  --torch-dtype bfloat16 --testset wmt22.de-en --limit "${SENTENCES:-100}" \
   --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --num-beams "${BEAMS:-5}" \
   --kv-caches $caches --copy-megabytes 4096 --output "$OUT/results.md"
 echo "east-bench exit status $?"

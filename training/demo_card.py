@@ -140,8 +140,8 @@ which runs, in order (outputs under `outputs/demo/`):
         --output outputs/demo/base{_size_flags(flags)}
     python -m training.sft --config training/configs/demo_stage1.yaml
     python -m training.sft --config training/configs/demo_stage2.yaml
-    python -m training.merge_lora --base outputs/demo/stage1/model \\
-        --adapter outputs/demo/stage2/model --output outputs/demo/merged --save-dtype bfloat16
+    python -m training.merge_lora --model-path outputs/demo/stage1/model \\
+        --adapter-path outputs/demo/stage2/model --output outputs/demo/merged --save-dtype bfloat16
     east-eval eval_configs/multi30k-de-en.yaml --model-path outputs/demo/merged
     (and its EAST runs on Multi30k val; east-eval eval_configs/multi30k-fr-en.yaml)
 

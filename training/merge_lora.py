@@ -1,7 +1,7 @@
 """Fold a LoRA adapter into its base model and save a standalone checkpoint.
 
-    python -m training.merge_lora --base outputs/stage1/model \\
-        --adapter outputs/stage2/model --output outputs/east-merged
+    python -m training.merge_lora --model-path outputs/stage1/model \\
+        --adapter-path outputs/stage2/model --output outputs/east-merged
 
 Before anything is written, the logits of the merged model on a probe input are compared
 with those of base + adapter; if they differ beyond the tolerance of the dtype, the merge
@@ -85,13 +85,13 @@ def merge(
     base, adapter = Path(base), Path(adapter)
     check_base_of_adapter(base, adapter)
     torch_dtype = getattr(torch, dtype)
-    base_tokenizer = load_pretrained(AutoTokenizer, base, "--base")
+    base_tokenizer = load_pretrained(AutoTokenizer, base, "--model-path")
     check_base_tokens(base_tokenizer, base)
     tokenizer = tokenizer_of(adapter, base_tokenizer)
-    model = load_pretrained(AutoModelForCausalLM, base, "--base", dtype=torch_dtype)
+    model = load_pretrained(AutoModelForCausalLM, base, "--model-path", dtype=torch_dtype)
     # peft's KeyError and RuntimeError: an adapter_config.json lacking a key, or not
     # matching its weights (a size mismatch)
-    with loading(adapter, "--adapter", also=(KeyError, RuntimeError)):
+    with loading(adapter, "--adapter-path", also=(KeyError, RuntimeError)):
         model = PeftModel.from_pretrained(model, str(adapter)).eval()
     probe = tokenizer(probe_text(tokenizer), add_special_tokens=False, return_tensors="pt")
     with torch.no_grad():
@@ -114,7 +114,7 @@ def tokenizer_of(adapter: Path, base_tokenizer: PreTrainedTokenizerBase) -> PreT
     from transformers import AutoTokenizer
 
     if (adapter / "tokenizer_config.json").exists():
-        return load_pretrained(AutoTokenizer, adapter, "--adapter")
+        return load_pretrained(AutoTokenizer, adapter, "--adapter-path")
     return base_tokenizer
 
 
@@ -124,7 +124,7 @@ def check_base_tokens(tokenizer: PreTrainedTokenizerBase, base: Path) -> None:
     try:
         east_token_ids(tokenizer)
     except CheckpointError as error:
-        raise ValueError(f"--base {base}: {error}") from None
+        raise ValueError(f"--model-path {base}: {error}") from None
 
 
 def check_base_of_adapter(base: Path, adapter: Path) -> None:
@@ -133,27 +133,27 @@ def check_base_of_adapter(base: Path, adapter: Path) -> None:
     base + adapter equals the merge whatever the base)."""
     from east_agent.common.fingerprint import folder_fingerprint
 
-    for name, folder in (("--base", base), ("--adapter", adapter)):
+    for name, folder in (("--model-path", base), ("--adapter-path", adapter)):
         if not folder.is_dir():
             raise ValueError(f"{name} {folder}: no such folder")
     config = adapter / "adapter_config.json"
     if not config.exists():
-        raise ValueError(f"--adapter {adapter}: no adapter_config.json (not a peft adapter)")
+        raise ValueError(f"--adapter-path {adapter}: no adapter_config.json (not a peft adapter)")
     if (base / "adapter_config.json").exists():
         raise ValueError(
-            f"--base {base} is a LoRA adapter: give the model it was trained on (Stage I's)"
+            f"--model-path {base} is a LoRA adapter: give the model it was trained on (Stage I's)"
         )
     if not (base / "config.json").exists():
-        raise ValueError(f"--base {base}: no config.json (not a transformers model)")
-    check_weights(base, "--base")
-    check_weights(adapter, "--adapter", ADAPTER_WEIGHTS)
+        raise ValueError(f"--model-path {base}: no config.json (not a transformers model)")
+    check_weights(base, "--model-path")
+    check_weights(adapter, "--adapter-path", ADAPTER_WEIGHTS)
     trained_on = read_json_object(config).get("base_model_name_or_path")
     if not trained_on or not Path(trained_on).is_dir():
         return  # a hub name, or a folder not here: nothing to compare
     if folder_fingerprint(Path(trained_on)) != folder_fingerprint(base):
         raise ValueError(
-            f"--adapter {adapter} was trained on {trained_on}, and --base {base} is another "
-            "model: merge it into the model it was trained on"
+            f"--adapter-path {adapter} was trained on {trained_on}, and --model-path {base} "
+            "is another model: merge it into the model it was trained on"
         )
 
 
@@ -162,8 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog=COMMAND, description="merge a LoRA adapter into its base model"
     )
-    parser.add_argument("--base", required=True, help="the base (Stage I) checkpoint")
-    parser.add_argument("--adapter", required=True, help="the peft adapter (Stage II output)")
+    parser.add_argument("--model-path", help="the base (Stage I) checkpoint")
+    parser.add_argument("--adapter-path", help="the peft adapter (Stage II output)")
+    add_old_spelling(parser, "--base", "model_path")
+    add_old_spelling(parser, "--adapter", "adapter_path")
     parser.add_argument("--output", required=True, help="new folder for the merged checkpoint")
     dtypes = ["float32", "bfloat16", "float16"]
     parser.add_argument(
@@ -172,8 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     add_old_spelling(parser, "--dtype", "torch_dtype", choices=dtypes)
     parser.add_argument("--save-dtype", choices=dtypes, help="store the weights in this dtype")
     args = parser.parse_args(argv)
+    paths = {"--model-path": args.model_path, "--adapter-path": args.adapter_path}
+    missing = [flag for flag, path in paths.items() if path is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    merge(args.base, args.adapter, args.output, args.torch_dtype, args.save_dtype)
+    merge(args.model_path, args.adapter_path, args.output, args.torch_dtype, args.save_dtype)
 
 
 if __name__ == "__main__":

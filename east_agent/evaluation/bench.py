@@ -1,8 +1,8 @@
 """`east-bench`: the streaming decoder against a reference-style loop and offline decoding.
 
-    east-bench --model-path models/east-demo --testset multi30k.de-en --sentences 100
+    east-bench --model-path models/east-demo --testset multi30k.de-en --limit 100
     east-bench --random-model llama3-8b --device cuda --torch-dtype bfloat16 \\
-        --testset wmt22.de-en --sentences 100 --schedule schedule.json
+        --testset wmt22.de-en --limit 100 --schedule schedule.json
 
 In one run, on the same model, sentences and hardware:
 - (a) `EastStreamDecoder` (greedy, and beam search with `--num-beams`);
@@ -23,8 +23,8 @@ Random-weight models almost never choose end-of-read, so decisions can follow a 
 schedule every forward still runs; only the READ/WRITE outcomes and chunk lengths are
 imposed, on (a), (b) and (c) alike. A recorded file names its test set
 (`{"testset": ..., "schedule": [...]}`; a file of the older form, the bare list, names
-none) and is refused on another; with more --sentences than it holds, its sentences are
-taken again in turn, and the report's header says so.
+none) and is refused on another; with a --limit above the sentences it holds, they
+are taken again in turn, and the report's header says so.
 """
 
 from __future__ import annotations
@@ -690,8 +690,9 @@ def bench_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--testset", default="multi30k.de-en", help="east-prepare's names")
     parser.add_argument(
-        "--sentences", type=positive_int, default=100, help="the test set's first N sentences"
+        "--limit", type=positive_int, default=100, help="the test set's first N sentences"
     )
+    add_old_spelling(parser, "--sentences", "limit", type=positive_int)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument(
         "--torch-dtype", default="float32", choices=TORCH_DTYPES[1:], help="the weights' dtype"
@@ -780,27 +781,27 @@ def sentences_decoded(
 ) -> int:
     """How many sentences `load_schedule` gives of `loaded` read from the test set (at most
     that many, before a tokenizer cuts the units of an unspaced source): a recorded
-    schedule takes its sentences again in turn up to --sentences."""
-    return args.sentences if isinstance(schedule, list) else loaded
+    schedule takes its sentences again in turn up to --limit."""
+    return args.limit if isinstance(schedule, list) else loaded
 
 
 def check_stream_counts(args: argparse.Namespace, sentences: int) -> None:
     """Each --streams count has a sentence for every stream: above the `sentences` the
     benchmark decodes, its row would be labelled with streams that never ran and the KV
-    memory divided among them (before: checked against --sentences, not the sentences the
+    memory divided among them (before: checked against --limit, not the sentences the
     test set has)."""
     over = [count for count in args.streams or [] if count > sentences]
     if not over:
         return
     counts = " ".join(map(str, over))
-    if sentences == args.sentences:
+    if sentences == args.limit:
         raise ValueError(
-            f"--streams {counts}: more streams than the {sentences} sentences (--sentences) "
+            f"--streams {counts}: more streams than the {sentences} sentences (--limit) "
             "could ever keep busy"
         )
     raise ValueError(
         f"--streams {counts}: more streams than the {sentences} sentences to decode could "
-        f"ever keep busy (--sentences {args.sentences}, of which --testset {args.testset} "
+        f"ever keep busy (--limit {args.limit}, of which --testset {args.testset} "
         f"gives {sentences})"
     )
 
@@ -996,8 +997,8 @@ def load_schedule(
     if isinstance(schedule, int):
         return sentences, waitk_schedule(sentences, schedule)
     schedule = schedule[: len(sentences)]
-    sentences = [sentences[i % len(schedule)] for i in range(args.sentences)]
-    return sentences, [schedule[i % len(schedule)] for i in range(args.sentences)]
+    sentences = [sentences[i % len(schedule)] for i in range(args.limit)]
+    return sentences, [schedule[i % len(schedule)] for i in range(args.limit)]
 
 
 def distinct_sentences(loaded: int, schedule: int | Schedule | None) -> int:
@@ -1065,9 +1066,9 @@ def main(argv: list[str] | None = None) -> None:
     # Test set, schedule and output files are checked before the model loads (minutes for 8B).
     pairs, src_lang, tgt_lang = read_testset(args.testset)
     schedule_setting = read_schedule(args.schedule, args.testset)
-    loaded = len(pairs[: args.sentences])  # at most; those without source text are left out
+    loaded = len(pairs[: args.limit])  # at most; those without source text are left out
     if not is_unspaced(src_lang):  # its units need no tokenizer
-        early = source_sentences(pairs, args.sentences, src_lang, None)
+        early = source_sentences(pairs, args.limit, src_lang, None)
         check_schedule_fits(args.schedule, schedule_setting, early)
         loaded = len(early)
     if loaded:  # none is refused as such once the units are known
@@ -1079,7 +1080,7 @@ def main(argv: list[str] | None = None) -> None:
     # tables' beam search; the streams benchmark's follows the model without --schedule
     scripted = schedule_setting is not None or not args.streams
     check_num_beams(args, model, tokenizer, scripted)
-    sentences = source_sentences(pairs, args.sentences, src_lang, tokenizer)
+    sentences = source_sentences(pairs, args.limit, src_lang, tokenizer)
     if not sentences:
         raise ValueError(f"--testset {args.testset}: no sentence with any source text")
     check_schedule_fits(args.schedule, schedule_setting, sentences)

@@ -92,7 +92,7 @@ def test_an_output_inside_a_file_is_refused_before_loading(tmp_path, capsys, com
     (tmp_path / "model").mkdir()
     output = tmp_path / "file" / "x"
     if command == "merge_lora":
-        argv = ["--base", str(tmp_path / "model"), "--adapter", str(tmp_path / "model")]
+        argv = ["--model-path", str(tmp_path / "model"), "--adapter-path", str(tmp_path / "model")]
         run = merge_main
     else:
         argv, run = ["--inputs", str(tmp_path / "model"), str(tmp_path / "model")], main

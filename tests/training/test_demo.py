@@ -425,7 +425,9 @@ def test_the_merge_step_keeps_the_merged_model_when_it_cannot_merge(tmp_path, ca
     with pytest.raises(SystemExit) as exit_info:
         demo_main(["--workdir", str(tmp_path), "--steps", "merge"])
     assert exit_info.value.code == 2
-    assert f"--adapter {tmp_path / 'stage2' / 'model'}: no such folder" in capsys.readouterr().err
+    assert (
+        f"--adapter-path {tmp_path / 'stage2' / 'model'}: no such folder" in capsys.readouterr().err
+    )
     assert os.listdir(merged) == ["config.json"]
 
 

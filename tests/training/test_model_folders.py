@@ -62,19 +62,26 @@ def test_merge_refuses_a_base_it_cannot_merge_into(tmp_path, adapter, capsys, fa
     base = tmp_path / "base"
     if fault == "an adapter":
         base = adapter
-        message = f"--base {base} is a LoRA adapter"
+        message = f"--model-path {base} is a LoRA adapter"
     else:
         save_model(base, east=fault != "no EAST tokens")
         message = {
-            "no EAST tokens": f"--base {base}: the tokenizer has no <|end-of-read|>",
-            "no weights": f"--base {base}: no weights file",
-            "truncated": f"--base {base}: cannot be loaded (SafetensorError",
+            "no EAST tokens": f"--model-path {base}: the tokenizer has no <|end-of-read|>",
+            "no weights": f"--model-path {base}: no weights file",
+            "truncated": f"--model-path {base}: cannot be loaded (SafetensorError",
         }[fault]
     if fault == "no weights":
         (base / "model.safetensors").unlink()
     if fault == "truncated":
         truncate(base)
-    argv = ["--base", str(base), "--adapter", str(adapter), "--output", str(tmp_path / "out")]
+    argv = [
+        "--model-path",
+        str(base),
+        "--adapter-path",
+        str(adapter),
+        "--output",
+        str(tmp_path / "out"),
+    ]
     error = one_line_error(merge_main, argv, capsys)
     assert error.startswith(f"python -m training.merge_lora: {message}"), error
     assert not (tmp_path / "out").exists()
@@ -85,9 +92,34 @@ def test_merge_refuses_an_adapter_without_its_weights(tmp_path, adapter, capsys)
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "adapter_config.json").write_bytes((adapter / "adapter_config.json").read_bytes())
-    argv = ["--base", str(base), "--adapter", str(broken), "--output", str(tmp_path / "out")]
+    argv = [
+        "--model-path",
+        str(base),
+        "--adapter-path",
+        str(broken),
+        "--output",
+        str(tmp_path / "out"),
+    ]
     error = one_line_error(merge_main, argv, capsys)
-    assert error.startswith(f"python -m training.merge_lora: --adapter {broken}: no weights file")
+    assert error.startswith(
+        f"python -m training.merge_lora: --adapter-path {broken}: no weights file"
+    )
+
+
+def test_merge_takes_the_agents_flag_names_and_the_old_ones(tmp_path, adapter, capsys):
+    """--model-path/--adapter-path as everywhere else (before: --base/--adapter, still
+    taken for a release and hidden from --help)."""
+    base = save_model(tmp_path / "base", east=False)
+    error = one_line_error(merge_main, ["--output", str(tmp_path / "out")], capsys)
+    assert error.endswith("the following arguments are required: --model-path, --adapter-path")
+    argv = ["--adapter-path", str(adapter), "--output", str(tmp_path / "out")]
+    assert one_line_error(merge_main, argv, capsys).endswith("required: --model-path")
+    old = ["--base", str(base), "--adapter", str(adapter), "--output", str(tmp_path / "out")]
+    error = one_line_error(merge_main, old, capsys)
+    assert error.startswith(f"python -m training.merge_lora: --model-path {base}: the tokenizer")
+    with pytest.raises(SystemExit):
+        merge_main(["--help"])
+    assert "--base" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("fault", ["no weights", "truncated"])

@@ -222,8 +222,8 @@ def test_merge_mismatch_fails_loudly():
 def test_merge_refuses_an_existing_output(merged, stage1, stage2):
     output, _ = merged
     result = subprocess.run(
-        [sys.executable, "-m", "training.merge_lora", "--base", str(stage1)]
-        + ["--adapter", str(stage2), "--output", str(output)],
+        [sys.executable, "-m", "training.merge_lora", "--model-path", str(stage1)]
+        + ["--adapter-path", str(stage2), "--output", str(output)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -235,9 +235,13 @@ def test_merge_refuses_another_base_than_the_adapters(base_checkpoint, stage2, t
     """Before: merged into any base and "verified" (base + adapter equals the merge
     whatever the base)."""
     for base, adapter, message in (
-        (base_checkpoint, stage2, f"--adapter {stage2} was trained on .*stage1.*another model"),
-        (base_checkpoint, tmp_path / "none", f"--adapter {tmp_path / 'none'}: no such folder"),
-        (tmp_path / "none", stage2, f"--base {tmp_path / 'none'}: no such folder"),
+        (
+            base_checkpoint,
+            stage2,
+            f"--adapter-path {stage2} was trained on .*stage1.*another model",
+        ),
+        (base_checkpoint, tmp_path / "none", f"--adapter-path {tmp_path / 'none'}: no such folder"),
+        (tmp_path / "none", stage2, f"--model-path {tmp_path / 'none'}: no such folder"),
     ):
         with pytest.raises(ValueError, match=message):
             merge(base, adapter, tmp_path / "merged")
@@ -262,14 +266,14 @@ def test_an_adapter_folder_that_does_not_load_is_one_line(
         config = {}
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     result = subprocess.run(
-        [sys.executable, "-m", "training.merge_lora", "--base", str(stage1)]
-        + ["--adapter", str(adapter), "--output", str(tmp_path / "merged")],
+        [sys.executable, "-m", "training.merge_lora", "--model-path", str(stage1)]
+        + ["--adapter-path", str(adapter), "--output", str(tmp_path / "merged")],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"--adapter {adapter}: cannot be loaded ({error}" in result.stderr
+    assert f"--adapter-path {adapter}: cannot be loaded ({error}" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "merged").exists()
 
 

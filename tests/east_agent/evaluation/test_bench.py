@@ -82,7 +82,7 @@ def test_benchmark_command_runs_and_reports(tmp_path, capsys):
     output = tmp_path / "results.md"
     main([
         "--random-model", "llama3-tiny", "--tokenizer", LLAMA3_TOKENIZER,
-        "--schedule", "waitk:3", "--sentences", "2",
+        "--schedule", "waitk:3", "--limit", "2",
         "--num-beams", "2", "--copy-megabytes", "8", "--output", str(output),
     ])  # fmt: skip
     text = output.read_text()
@@ -101,7 +101,7 @@ def test_streams_benchmark_reports_each_count_against_one_stream(tmp_path, capsy
     output = tmp_path / "streams.md"
     main([
         "--model-path", str(DEMO_MODEL),
-        "--schedule", "waitk:2", "--sentences", "3",
+        "--schedule", "waitk:2", "--limit", "3",
         "--num-beams", "2", "--streams", "1", "3", "--output", str(output),
     ])  # fmt: skip
     rows = [line for line in output.read_text().splitlines() if line.startswith("| ")][1:]
@@ -127,7 +127,7 @@ def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeyp
     output = tmp_path / "streams.md"
     with pytest.raises(RuntimeError, match="time is up"):
         main([
-            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--sentences", "3",
+            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--limit", "3",
             "--num-beams", "1", "--streams", "1", "3", "--output", str(output),
         ])  # fmt: skip
     assert not output.exists()
@@ -159,7 +159,7 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
     monkeypatch.setattr("east_agent.lm.build.check_static", refused)
     with pytest.raises(SystemExit):
         main([
-            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--sentences", "3",
+            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--limit", "3",
             "--num-beams", "1", "--streams", "3", "--output", str(tmp_path / "streams.md"),
         ])  # fmt: skip
     message = "3 streams need the static KV cache, which did not take this model: its probe"
@@ -176,7 +176,7 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         (["--schedule", "/nonexistent.json"], "--schedule /nonexistent.json: no such file"),
         (["--schedule", "/tmp"], "--schedule /tmp: a folder, not a file"),  # "no such file"
         (["--schedule", ""], "argument --schedule: empty: give waitk:K"),  # before: ignored
-        (["--sentences", "0"], "argument --sentences: takes a whole number of at least 1"),
+        (["--limit", "0"], "argument --limit: takes a whole number of at least 1"),
         (["--streams", "2", "0"], "argument --streams: takes a whole number of at least 1"),
         (["--copy-megabytes", "0"], "argument --copy-megabytes: takes a whole number"),
         (["--latency", "fast"], "argument --latency: invalid choice: 'fast'"),
@@ -190,13 +190,13 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         # before: ignored, the static cache benchmarked
         (["--streams", "2", "--kv-caches", "dynamic"], "--kv-caches: not with --streams"),
         # before: a row labelled 8 streams, of which 3 ever ran
-        (["--streams", "1", "8", "--sentences", "3"], "--streams 8: more streams than the 3"),
-        # before: checked against --sentences, and a row labelled 1100 streams on the
+        (["--streams", "1", "8", "--limit", "3"], "--streams 8: more streams than the 3"),
+        # before: checked against --limit, and a row labelled 1100 streams on the
         # 1,000 sentences of Multi30k's test split, its KV memory divided by 1100
         (
-            ["--streams", "1", "1100", "--sentences", "1200"],
+            ["--streams", "1", "1100", "--limit", "1200"],
             "--streams 1100: more streams than the 1000 sentences to decode could ever keep "
-            "busy (--sentences 1200, of which --testset multi30k.de-en gives 1000)\n",
+            "busy (--limit 1200, of which --testset multi30k.de-en gives 1000)\n",
         ),
     ],
 )
@@ -245,7 +245,7 @@ def recorded_schedule(tmp_path_factory) -> Path:
     """The demo model's own decisions on the first two Multi30k sentences, saved."""
     folder = tmp_path_factory.mktemp("recorded")
     main([
-        "--model-path", str(DEMO_MODEL), "--sentences", "2", "--num-beams", "1",
+        "--model-path", str(DEMO_MODEL), "--limit", "2", "--num-beams", "1",
         "--kv-caches", "dynamic", "--copy-megabytes", "8",
         "--save-schedule", str(folder / "schedule.json"), "--output", str(folder / "r.md"),
     ])  # fmt: skip
@@ -274,7 +274,7 @@ def test_a_report_to_a_device_leaves_the_device(tmp_path, capsys):
     except PermissionError:
         pytest.skip("no permission to make a device node")
     main([
-        "--model-path", str(DEMO_MODEL), "--sentences", "1", "--num-beams", "1",
+        "--model-path", str(DEMO_MODEL), "--limit", "1", "--num-beams", "1",
         "--kv-caches", "dynamic", "--copy-megabytes", "8", "--schedule", "waitk:2",
         "--output", str(tmp_path / "null"),
     ])  # fmt: skip
@@ -300,7 +300,7 @@ def test_a_header_says_a_schedules_sentences_were_taken_again(recorded_schedule,
     """Before: "3 sentences of multi30k.de-en", of which the third was the first again."""
     main([
         "--model-path", str(DEMO_MODEL), "--schedule", str(recorded_schedule),
-        "--sentences", "3", "--num-beams", "1", "--streams", "1",
+        "--limit", "3", "--num-beams", "1", "--streams", "1",
     ])  # fmt: skip
     header = "3 sentences of multi30k.de-en (its first 2, taken again in turn), schedule:"
     assert header in capsys.readouterr().out
@@ -310,7 +310,7 @@ def test_a_recorded_schedule_is_taken_again_in_turn(tmp_path):
     path = tmp_path / "schedule.json"
     path.write_text("[[[1, 2], [2, 3]], [[2, 4]], [[1, 1]]]")
     args = bench.bench_parser().parse_args(
-        ["--model-path", "m", "--schedule", str(path), "--sentences", "5"]
+        ["--model-path", "m", "--schedule", str(path), "--limit", "5"]
     )
     sentences, schedule = bench.load_schedule(args, [["a"], ["b", "c"]])
     assert sentences == [["a"], ["b", "c"], ["a"], ["b", "c"], ["a"]]
@@ -399,7 +399,7 @@ def test_a_schedule_its_sentences_cannot_follow_is_refused_before_the_model_load
     path = tmp_path / "schedule.json"
     path.write_text(json.dumps({"testset": "multi30k.de-en", "schedule": schedule}))
     with pytest.raises(SystemExit) as exit_info:
-        main(["--model-path", "nowhere", "--schedule", str(path), "--sentences", "2"])
+        main(["--model-path", "nowhere", "--schedule", str(path), "--limit", "2"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == f"east-bench: --schedule {path}: {message}\n"
 
@@ -469,9 +469,9 @@ def test_an_output_file_that_takes_no_append_is_refused_before_the_model_loads(
 
 
 def test_streams_are_counted_against_the_sentences_decoded():
-    """A recorded schedule takes its sentences again in turn up to --sentences; otherwise
+    """A recorded schedule takes its sentences again in turn up to --limit; otherwise
     the test set's sentences are what there is."""
-    args = bench.bench_parser().parse_args(["--model-path", "m", "--sentences", "1200"])
+    args = bench.bench_parser().parse_args(["--model-path", "m", "--limit", "1200"])
     assert bench.sentences_decoded(args, 1000, None) == 1000
     assert bench.sentences_decoded(args, 1000, 2) == 1000  # waitk:2
     assert bench.sentences_decoded(args, 1000, [[(1, 2)]]) == 1200
@@ -520,7 +520,7 @@ def test_too_many_beams_are_refused_before_any_decoding(monkeypatch, capsys):
     monkeypatch.setattr(bench, "decoder_runs", lambda *a: pytest.fail("decoded"))
     with pytest.raises(SystemExit) as exit_info:
         main([
-            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--sentences", "2",
+            "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--limit", "2",
             "--num-beams", "100000",
         ])  # fmt: skip
     assert exit_info.value.code == 2
@@ -536,10 +536,19 @@ def test_help_shows_the_defaults(capsys):
     assert exit_info.value.code == 0
     shown = " ".join(capsys.readouterr().out.split())  # the help's lines joined
     for flag in (
-        "--sentences SENTENCES the test set's first N sentences (default: 100)",
+        "--limit LIMIT the test set's first N sentences (default: 100)",
         "--num-beams NUM_BEAMS also run (a) with this many beams (default: 5)",
         "(default: multi30k.de-en)", "(default: cpu)", "(default: float32)",
         "(default: low)", "(default: 256)",
     ):  # fmt: skip
         assert flag in shown
     assert "(default: None)" not in shown
+    assert "--sentences" not in shown  # the old spelling, still taken
+
+
+def test_limit_is_spelt_as_in_the_other_commands():
+    """--limit as in east-eval and east-demo (before: --sentences, taken for a release)."""
+    parser = bench.bench_parser()
+    assert parser.parse_args(["--random-model", "llama3-tiny"]).limit == 100
+    assert parser.parse_args(["--random-model", "llama3-tiny", "--sentences", "7"]).limit == 7
+    assert parser.parse_args(["--random-model", "llama3-tiny", "--limit", "9"]).limit == 9

@@ -294,6 +294,32 @@ def units_split_by(folder: Path) -> str | dict | None:
     return read_json_object(Path(folder) / "testset.json").get(UNITS_SPLIT_BY)
 
 
+def check_own_sentence_files(output: Path) -> None:
+    """east-prepare replaces only sentence files it wrote and nobody changed since: a
+    `source.txt` or `reference.txt` without a `testset.json` beside it, or other than the
+    one it records, is refused (before: replaced, and the user's file lost)."""
+    present = [output / name for name in PREPARED_FILES[:2] if (output / name).is_file()]
+    if not present:
+        return
+    meta = output / "testset.json"
+    if not meta.is_file():
+        raise ValueError(
+            f"--output {output}: {present[0].name} there was not written by east-prepare "
+            f"(no {meta.name} beside it; an east-prepare killed midway leaves this too): "
+            "move it away, or choose another folder"
+        )
+    recorded = read_json_object(meta).get(FILES_SHA256)
+    if not isinstance(recorded, dict):
+        return  # prepared before the content was recorded: nothing to compare
+    for path in present:
+        if recorded.get(path.name) != file_sha256(path):
+            raise ValueError(
+                f"--output {output}: {path.name} changed since east-prepare wrote it "
+                f"({meta.name} holds its SHA-256): preparing again would replace the "
+                "change; move it away, or choose another folder"
+            )
+
+
 @contextmanager
 def holding_grid_testset(output: Path) -> Iterator[None]:
     """A grid's `testset/` (its folder holds `grid.lock`) prepared as the grid would: with
@@ -324,6 +350,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_folder_path(Path(args.output), "--output")
     check_testset_name(longform.parse_name(args.testset)[0])  # before a tokenizer loads
+    check_own_sentence_files(Path(args.output))
     if split_by_tokenizer(args.testset) and not args.tokenizer:
         raise ValueError(
             f"--tokenizer: {args.testset}'s source is split into the checkpoint's token "

@@ -10,7 +10,12 @@ from east_agent.decoding.units import join_source_units
 from east_agent.evaluation import testsets
 from east_agent.evaluation.config import load_eval_config
 from east_agent.evaluation.longform import parse_name
-from east_agent.evaluation.testsets import available_testsets, prepare_testset, read_pairs
+from east_agent.evaluation.testsets import (
+    available_testsets,
+    prepare_testset,
+    read_pairs,
+    read_prepared,
+)
 
 LEVELS = ["low", "low-medium", "medium", "medium-high", "high"]
 
@@ -284,6 +289,31 @@ def test_east_prepare_leaves_a_folder_of_a_file_name_it_writes(tmp_path, capsys)
     assert capsys.readouterr().err.startswith(said)
     assert (kept / "mine.txt").read_text() == "keep me"
     assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["talks.json"]
+
+
+@pytest.mark.parametrize("fault", ["no record", "edited"])
+def test_east_prepare_keeps_sentence_files_it_did_not_write(tmp_path, capsys, fault):
+    """Before: a user's own source.txt, or one edited since it was prepared, was replaced
+    with the test set's, exit 0. The files it wrote itself it prepares again."""
+    from east_agent.evaluation.testsets import main
+
+    output = tmp_path / "out"
+    main(["multi30k.de-en", "--output", str(output)])
+    main(["multi30k.de-fr", "--output", str(output)])  # its own files: replaced
+    assert read_prepared(output).name == "multi30k.de-fr"
+    if fault == "no record":
+        (output / "testset.json").unlink()
+        said = "source.txt there was not written by east-prepare (no testset.json beside it"
+    else:
+        said = "source.txt changed since east-prepare wrote it (testset.json holds"
+    mine = (output / "source.txt").read_text() + "Ein eigener Satz .\n"
+    (output / "source.txt").write_text(mine)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        main(["multi30k.de-en", "--output", str(output)])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.startswith(f"east-prepare: --output {output}: {said}")
+    assert (output / "source.txt").read_text() == mine
 
 
 def test_east_prepare_into_a_link_to_nothing_is_one_line(tmp_path, capsys):

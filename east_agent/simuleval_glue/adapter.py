@@ -134,21 +134,23 @@ def add_latency_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def check_precision(args: argparse.Namespace) -> None:
+def check_precision(args: argparse.Namespace, given_as: str = "--torch-dtype {}") -> None:
     """SimulEval's --fp16 / --dtype beside --torch-dtype: refused where they disagree
     (before: `--torch-dtype bfloat16 --fp16` ran in float16, recorded as bfloat16; `--dtype
-    fp32` left a half-precision model as it was)."""
+    fp32` left a half-precision model as it was). `given_as`: where the torch dtype was
+    set, `{}` its value (a `--system-dir`'s `main.yaml` names its line)."""
     dtype = getattr(args, "dtype", None)
     half = getattr(args, "fp16", False) or dtype == "fp16"
     asked = "--fp16" if getattr(args, "fp16", False) else f"--dtype {dtype}"
+    torch_dtype = given_as.format(args.torch_dtype)
     if half and args.torch_dtype not in ("auto", "float16"):
         raise ValueError(
-            f"{asked} with --torch-dtype {args.torch_dtype}: two precisions; give one "
+            f"{asked} with {torch_dtype}: two precisions; give one "
             "(--torch-dtype float16 loads the weights in half precision)"
         )
     if dtype == "fp32" and args.torch_dtype != "float32":
         raise ValueError(
-            f"--dtype fp32 with --torch-dtype {args.torch_dtype}: SimulEval's --dtype fp32 "
+            f"--dtype fp32 with {torch_dtype}: SimulEval's --dtype fp32 "
             "converts no model this package loads; give --torch-dtype float32"
         )
 

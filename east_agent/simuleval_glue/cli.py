@@ -273,6 +273,7 @@ def _check_system_dir(argv: list[str]) -> None:
     from simuleval import options
     from simuleval.utils.arguments import check_argument
 
+    from east_agent.simuleval_glue.adapter import check_precision
     from east_agent.simuleval_glue.batch import add_batch_arg
     from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS
     from east_agent.simuleval_glue.scoring import scoring_parser
@@ -336,6 +337,10 @@ def _check_system_dir(argv: list[str]) -> None:
                 f"{main_yaml}: {key}: false: SimulEval gives every YAML boolean as its bare "
                 f"flag, false too ({option} would be on); remove the line to leave it off"
             )
+    if "torch_dtype" in config and not given_flags(argv, ("--torch-dtype",)):
+        precision, _ = options.general_parser().parse_known_args(argv)  # --fp16, --dtype
+        precision.torch_dtype = str(config["torch_dtype"])
+        check_precision(precision, f"torch_dtype: {{}} of {main_yaml}")
     for key in MODEL_FOLDERS & {*config}:
         path = folder / str(config[key])
         if path.is_symlink() and not path.exists():

@@ -847,6 +847,37 @@ def test_system_dir_refuses_a_setting_given_twice(tmp_path, capsys, flags, said)
     assert not (tmp_path / "system").exists()
 
 
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--fp16"], "--fp16 with torch_dtype: bfloat16 of {}: two precisions"),
+        (["--dtype", "fp32"], "--dtype fp32 with torch_dtype: bfloat16 of {}: SimulEval's"),
+        (["--fp16", "--torch-dtype", "float32"], None),  # the command line's, the agent's check
+        (["--dtype", "fp16", "--torch-dtype", "float16"], None),
+        ([], None),
+    ],
+)
+def test_a_system_dirs_torch_dtype_against_simulevals_precision_names_its_line(
+    packaging, monkeypatch, flags, said
+):
+    """Before: refused naming --torch-dtype, a flag the command line did not give."""
+    from east_agent.simuleval_glue import cli
+
+    system_dir.main(["submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
+                     "torch_dtype=bfloat16"])  # fmt: skip
+    cli._match_flags_whole()
+    import east_agent.simuleval_plugin  # noqa: F401  (the *_CA scorers' flags)
+
+    argv = ["--system-dir", "submission", "--source", "s.txt", "--target", "r.txt", *flags]
+    monkeypatch.setattr("sys.argv", ["east-simuleval", *argv])
+    if said is None:
+        cli._check_system_dir(argv)
+        return
+    with pytest.raises(ValueError) as refused:
+        cli._check_system_dir(argv)
+    assert str(refused.value).startswith(said.format(Path("submission") / "main.yaml"))
+
+
 def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
     east_checkpoint, test_set, tiny_comet, tmp_path
 ):

@@ -286,11 +286,19 @@ def check_grid_output(output: Path) -> None:
     present = [name for name in TABLE_FILES if (output / name).exists()]
     for name in present:
         check_replaceable(output / name, "table file")
-    if present and not ((output / GRID_LOCK).is_file() or (output / "runs").is_dir()):
+    if present and not written_by_a_grid(output):
         raise EvalConfigError(
-            f"output {output} holds {', '.join(present)} but no grid ({GRID_LOCK}, runs/): "
-            "a grid would write over them; another --output"
+            f"output {output} holds {', '.join(present)} but no grid ({GRID_LOCK}, or runs/ "
+            "beside testset/testset.json): a grid would write over them; another --output"
         )
+
+
+def written_by_a_grid(output: Path) -> bool:
+    """A grid holds `output` (`grid.lock`), or held it before that lock was kept: its
+    `runs/` beside the test set it prepared (before: any `runs/` folder, a user's too)."""
+    if (output / GRID_LOCK).is_file():
+        return True
+    return (output / "runs").is_dir() and (output / "testset" / "testset.json").is_file()
 
 
 @contextmanager

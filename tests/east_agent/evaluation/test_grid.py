@@ -1375,9 +1375,14 @@ def test_table_files_a_grid_did_not_write_are_refused_before_any_run(tmp_path, c
     (card / "results.md").write_text("mine")
     config = quick_config(tmp_path / "grid.yaml")
     error = east_eval_fails(capsys, config, "--output", card, "--limit", "1")
-    assert f"output {card} holds results.md but no grid (grid.lock, runs/)" in error
+    said = f"output {card} holds results.md but no grid (grid.lock, or runs/ beside testset/"
+    assert said in error
     assert (card / "results.md").read_text() == "mine" and not (card / "runs").exists()
-    (card / "runs").mkdir()  # a grid's output (written before grid.lock was)
+    (card / "runs").mkdir()  # a user's folder of that name: still no grid's (before: taken)
+    error = east_eval_fails(capsys, config, "--output", card, "--limit", "1")
+    assert said in error and (card / "results.md").read_text() == "mine"
+    (card / "testset").mkdir()  # a grid's output, written before grid.lock was
+    (card / "testset" / "testset.json").write_text("{}")
     (card / "results.md").unlink()
     (card / "curves.png").mkdir()
     (card / "curves.png" / "notes.txt").write_text("mine")

@@ -382,7 +382,7 @@ def _json_list(data: bytes, path: Path) -> Iterator[RawRecord]:
             f"{path}: line {error.lineno}: invalid JSON: {error.msg}; a JSON list file is "
             "read whole, so this cannot be skipped"
         ) from None
-    for index, value in enumerate(records):
+    for index, value in enumerate(records, 1):  # counted from 1, as lines are
         if isinstance(value, dict):
             yield RawRecord(f"record {index}", value)
         else:

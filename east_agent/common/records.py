@@ -25,7 +25,7 @@ def load_records(path: str | Path) -> list[dict]:
 
 
 def placed_records(path: str | Path) -> list[tuple[str, dict]]:
-    """`load_records` with each record's place in the file (`line 3`, `record 0`)."""
+    """`load_records` with each record's place in the file (`line 3`, `record 1`: the first)."""
     path = Path(path)
     if not path.exists():
         raise RecordError(f"{path}: no such file")
@@ -35,7 +35,7 @@ def placed_records(path: str | Path) -> list[tuple[str, dict]]:
             records = json.loads(text)
         except json.JSONDecodeError as error:
             raise RecordError(f"{path}: line {error.lineno}: invalid JSON: {error.msg}") from None
-        where = [f"record {index}" for index in range(len(records))]
+        where = [f"record {index}" for index in range(1, len(records) + 1)]  # as lines
     else:
         records, where = [], []
         for number, line in enumerate(text.split("\n"), 1):

@@ -190,7 +190,7 @@ def test_a_pairs_record_without_its_text_is_named(tmp_path, record, message):
         read_parallel(None, None, lines)
     listed = tmp_path / "pairs.json"
     listed.write_text(json.dumps([good, record]))
-    with pytest.raises(ValueError, match=f"pairs.json: record 1: {message}"):
+    with pytest.raises(ValueError, match=f"pairs.json: record 2: {message}"):
         read_parallel(None, None, listed)
 
 

@@ -163,11 +163,11 @@ def write_json(path, records):
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"latency": "instant"}, "record 1: field 'latency': unknown latency 'instant'"),
-        ({"target_chunks": ["a"]}, "record 1: 3 source chunks but 1 target chunks"),
-        ({"source_chunks": ["a", " ", "c"]}, "record 1: field 'source_chunks': chunk 1 is empty"),
-        ({"src_lang": "Klingon"}, "record 1: field 'src_lang': unknown language"),
-        ({"target_chunks": None}, "record 1: field 'target_chunks' must be a non-empty list"),
+        ({"latency": "instant"}, "record 2: field 'latency': unknown latency 'instant'"),
+        ({"target_chunks": ["a"]}, "record 2: 3 source chunks but 1 target chunks"),
+        ({"source_chunks": ["a", " ", "c"]}, "record 2: field 'source_chunks': chunk 1 is empty"),
+        ({"src_lang": "Klingon"}, "record 2: field 'src_lang': unknown language"),
+        ({"target_chunks": None}, "record 2: field 'target_chunks' must be a non-empty list"),
     ],
 )
 def test_malformed_record_names_file_and_index(east_tokenizer, tmp_path, change, message):
@@ -179,7 +179,7 @@ def test_malformed_record_names_file_and_index(east_tokenizer, tmp_path, change,
 def test_missing_field_is_named(east_tokenizer, tmp_path):
     broken = {key: value for key, value in DE_EN.items() if key != "latency"}
     path = write_json(tmp_path / "simt.json", [broken])
-    with pytest.raises(RecordError, match="record 0: missing field 'latency'"):
+    with pytest.raises(RecordError, match="record 1: missing field 'latency'"):
         build_samples(east_tokenizer, [path], progress=False)
 
 
@@ -189,12 +189,12 @@ def test_missing_field_is_named(east_tokenizer, tmp_path):
         # before: "missing field 'target_chunks'", the misspelt field unnamed
         ({**{k: v for k, v in DE_EN.items() if k != "target_chunks"},
           "target_chunk": DE_EN["target_chunks"]},
-         "record 0: missing field 'target_chunks' \\(the record has 'target_chunk': a misspelling"),
+         "record 1: missing field 'target_chunks' \\(the record has 'target_chunk': a misspelling"),
         ({"src_lang": "de", "tgt_lang": "en", "source": "Hund", "Target": "dog"},
-         "record 0: missing field 'target' \\(the record has 'Target'"),
+         "record 1: missing field 'target' \\(the record has 'Target'"),
         # before: accepted, and "Hund" left out of training without a word
         ({"instruction": "Translate.", "inptu": "Hund", "output": "dog"},
-         "record 0: field 'inptu' is not one this reader knows, and the record has no 'input'"),
+         "record 1: field 'inptu' is not one this reader knows, and the record has no 'input'"),
     ],
 )  # fmt: skip
 def test_a_misspelt_field_is_named(tmp_path, record, message):
@@ -215,7 +215,7 @@ def test_other_unknown_fields_are_ignored(tmp_path):
 def test_an_alpaca_input_that_is_not_text_is_named_or_skipped(tmp_path):
     alpaca = {"instruction": "Translate.", "input": "Hund", "output": "dog"}
     path = write_json(tmp_path / "alpaca.json", [alpaca, {**alpaca, "input": 5}])
-    with pytest.raises(RecordError, match="alpaca.json: record 1: field 'input' must be a string"):
+    with pytest.raises(RecordError, match="alpaca.json: record 2: field 'input' must be a string"):
         read_records([path])
     conversations, report = read_records([path], skip_malformed=True)
     assert (len(conversations), report.malformed_skipped) == (1, 1)
@@ -446,7 +446,7 @@ def test_changed_data_do_not_hit_the_cache(east_tokenizer, tmp_path):
 def test_bad_input_fails_before_anything_is_tokenized(east_tokenizer, tmp_path, monkeypatch):
     path = write_json(tmp_path / "simt.json", [DE_EN] * 3 + [{**DE_EN, "latency": "x"}])
     calls = count_tokenize_calls(monkeypatch)
-    with pytest.raises(RecordError, match="record 3"):
+    with pytest.raises(RecordError, match="record 4"):
         build_samples(east_tokenizer, [path], progress=False, cache_dir=tmp_path / "c")
     assert calls == [] and not (tmp_path / "c").exists()
 
@@ -553,7 +553,7 @@ def test_a_character_escaped_as_a_surrogate_pair_is_text(east_tokenizer, tmp_pat
 def test_a_chunk_that_is_not_text_is_named_by_its_json_type(tmp_path, chunk, kind):
     """Before: `"source_chunks": ["Ein Hund", true]` said "chunk 1 is empty"."""
     path = write_json(tmp_path / "simt.json", [{**DE_EN, "source_chunks": ["a", chunk, "c"]}])
-    message = f"simt.json: record 0: field 'source_chunks': chunk 1 is not text (a JSON {kind})"
+    message = f"simt.json: record 1: field 'source_chunks': chunk 1 is not text (a JSON {kind})"
     with pytest.raises(RecordError, match=re.escape(message)):
         read_records([path])
 

@@ -198,7 +198,7 @@ def _edit_line(path, number, new=None):
         # before: LongYAAL -1123, exit 0
         (
             lambda f: _edit_talks(f, lambda t: t[1].update(first_sentence=2)),
-            "talks.json: record 1: field 'first_sentence' is 2, but the talks before it "
+            "talks.json: record 2: field 'first_sentence' is 2, but the talks before it "
             "end at sentence 5",
         ),
         (
@@ -207,11 +207,11 @@ def _edit_line(path, number, new=None):
         ),
         (
             lambda f: _edit_talks(f, lambda t: t[0].update(sentence_ends=[])),
-            "talks.json: record 0: field 'sentence_ends' must be a non-empty list",
+            "talks.json: record 1: field 'sentence_ends' must be a non-empty list",
         ),
         (
             lambda f: _edit_talks(f, lambda t: t[0].pop("sentence_ends")),
-            "talks.json: record 0: missing field 'sentence_ends'",
+            "talks.json: record 1: missing field 'sentence_ends'",
         ),
         (
             lambda f: _edit_talks(f, lambda t: t.pop()),
@@ -219,7 +219,7 @@ def _edit_line(path, number, new=None):
         ),
         (
             lambda f: _edit_talks(f, lambda t: t[1].update(talk=t[0]["talk"])),
-            "talks.json: record 1: 'talk0000' named twice",
+            "talks.json: record 2: 'talk0000' named twice",
         ),
         (
             lambda f: (f / "talks.json").write_text('[{"talk": "talk0000",\n'),

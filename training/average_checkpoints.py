@@ -4,8 +4,9 @@
 
 Every input must be a standalone transformers checkpoint of the same architecture (merge
 LoRA adapters first, `training.merge_lora`); tensors are averaged in float32 and saved in
-the first input's dtype (or `--save-dtype`) together with its config and tokenizer. An
-input whose tensors differ in name or shape is named in the error, and nothing is written;
+the first input's dtype (or `--save-dtype`) together with its config and tokenizer, which
+every input must share (its config less how it was saved, its `tokenizer.json`). An input
+whose config, tokenizer or tensors differ is named in the error, and nothing is written;
 the output folder appears whole or not at all. Errors end the command with one line on
 stderr and exit status 2.
 """
@@ -61,6 +62,8 @@ def average(
                 "training.merge_lora), then average the merged checkpoints"
             )
         check_weights(path, "--inputs")
+    for path in inputs[1:]:
+        check_same_model(Path(inputs[0]), Path(path))
     model = load_pretrained(AutoModelForCausalLM, inputs[0], "--inputs")
     dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
     total = sum(weights)
@@ -80,6 +83,39 @@ def average(
         model.save_pretrained(temporary)
         load_pretrained(AutoTokenizer, inputs[0], "--inputs").save_pretrained(temporary)
     logger.info("wrote the average of %d checkpoints to %s", len(inputs), output)
+
+
+# config.json keys that say how a checkpoint was saved or is run, not which model it is
+SAVING_KEYS = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "use_cache"}
+
+
+def check_same_model(first: Path, other: Path) -> None:
+    """Checkpoints of one model: the same config (less how it was saved) and the same
+    tokenizer vocabulary, or an error naming what differs (before: averaged, the output
+    taking the first input's config and tokenizer, whichever came first)."""
+    from east_agent.common.fingerprint import file_sha256
+    from east_agent.common.records import read_json_object
+
+    configs = [read_json_object(path / "config.json") for path in (first, other)]
+    differ = sorted(
+        key
+        for key in (set(configs[0]) | set(configs[1])) - SAVING_KEYS
+        if configs[0].get(key) != configs[1].get(key)
+    )
+    if differ:
+        raise CheckpointMismatchError(
+            f"{other}: config.json differs from {first}'s in {', '.join(differ[:5])}: "
+            "not a checkpoint of the same model"
+        )
+    vocabularies = [path / "tokenizer.json" for path in (first, other)]
+    if (
+        all(path.is_file() for path in vocabularies)
+        and len(set(map(file_sha256, vocabularies))) > 1
+    ):
+        raise CheckpointMismatchError(
+            f"{other}: tokenizer.json differs from {first}'s: not a checkpoint of the same "
+            "model (the output would take the first one's tokenizer)"
+        )
 
 
 def _check_same_tensors(reference: dict, other: dict, reference_path, path) -> None:

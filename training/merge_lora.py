@@ -23,11 +23,11 @@ import torch
 from east_agent.common.arguments import add_old_spelling
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import CommandError, command_line
-from east_agent.common.records import read_json_object
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 from east_agent.lm.checkpoint import (
     ADAPTER_WEIGHTS,
     CheckpointError,
+    check_adapter_base,
     check_weights,
     east_token_ids,
     loading,
@@ -128,11 +128,8 @@ def check_base_tokens(tokenizer: PreTrainedTokenizerBase, base: Path) -> None:
 
 
 def check_base_of_adapter(base: Path, adapter: Path) -> None:
-    """The adapter must exist, and be merged into the model it was trained on where its
-    config names one that is here (a merge into another base "verifies" against itself:
-    base + adapter equals the merge whatever the base)."""
-    from east_agent.common.fingerprint import folder_fingerprint
-
+    """The adapter must exist, and be merged into the model it was trained on
+    (`check_adapter_base`: a merge into another base "verifies" against itself)."""
     for name, folder in (("--model-path", base), ("--adapter-path", adapter)):
         if not folder.is_dir():
             raise ValueError(f"{name} {folder}: no such folder")
@@ -147,14 +144,7 @@ def check_base_of_adapter(base: Path, adapter: Path) -> None:
         raise ValueError(f"--model-path {base}: no config.json (not a transformers model)")
     check_weights(base, "--model-path")
     check_weights(adapter, "--adapter-path", ADAPTER_WEIGHTS)
-    trained_on = read_json_object(config).get("base_model_name_or_path")
-    if not trained_on or not Path(trained_on).is_dir():
-        return  # a hub name, or a folder not here: nothing to compare
-    if folder_fingerprint(Path(trained_on)) != folder_fingerprint(base):
-        raise ValueError(
-            f"--adapter-path {adapter} was trained on {trained_on}, and --model-path {base} "
-            "is another model: merge it into the model it was trained on"
-        )
+    check_adapter_base(base, adapter)
 
 
 @command_line(COMMAND)

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 from east_agent.common.atomic import atomic_path, temporary_beside, write_atomically
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
-from east_agent.lm.checkpoint import ADAPTER_WEIGHTS, MODEL_WEIGHTS
+from east_agent.lm.checkpoint import ADAPTER_WEIGHTS, MODEL_WEIGHTS, TRAINING_RECORD
 from training.config import SECTIONS, SFTConfig
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("training.resume")
 
-RECIPE_RECORD = "recipe.json"
+RECIPE_RECORD = TRAINING_RECORD  # the agents and merge_lora read it beside an adapter
 SUMMARY = "train_summary.json"
 FINAL_MODEL_DIR = "model"
 # Training settings a resume may change: how the run is logged, saved and evaluated, where
@@ -193,11 +193,17 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
 
 
 def check_finished_model(config: SFTConfig, recipe: dict) -> None:
-    """A final model that another recipe trained without checkpoints (`save_strategy: no`)
-    is not replaced by this run's (before: silently)."""
+    """A final model that another recipe trained without checkpoints (`save_strategy: no`),
+    or a folder of that name no run wrote (no recipe record beside it: a user's, a model
+    copied there), is not replaced by this run's (before: silently)."""
     final, record = config.output_dir / FINAL_MODEL_DIR, config.output_dir / RECIPE_RECORD
-    if not final.is_dir() or not record.is_file():
+    if not final.is_dir():
         return
+    if not record.is_file():
+        raise ValueError(
+            f"{final} was not written by a training run (no {record.name} beside it), and "
+            "this run would replace it: train into another train.output_dir, or remove it"
+        )
     differ = _differences(read_json_object(record), recipe)
     if differ:
         raise ValueError(

@@ -304,14 +304,19 @@ def read_data(
     """Every record of `files` read and checked (a bad one raises naming file and line, or is
     skipped as the recipe says), shuffled and cut to `data.max_samples`. Needs neither
     tokenizer nor model: run it first."""
-    setting = "data.eval_files" if evaluation else "data.files"
+    check_data_files(config, files, "data.eval_files" if evaluation else "data.files")
+    max_samples = None if evaluation else config.data.max_samples
+    return read_records(files, config.data.skip_malformed, max_samples, training_args.seed)
+
+
+def check_data_files(config: SFTConfig, files: Sequence[str], setting: str) -> None:
+    """Each of `files` is a file here (before the recipe is compared with a checkpoint's:
+    a file not there was named a change of recipe)."""
     for file in files:
         if not Path(file).is_file():
             problem = "a folder, not a data file" if Path(file).is_dir() else "no such file"
             relative = "" if Path(file).is_absolute() else f", read from {Path.cwd()}"
             raise ValueError(f"{config.source}: {setting}: {file}: {problem}{relative}")
-    max_samples = None if evaluation else config.data.max_samples
-    return read_records(files, config.data.skip_malformed, max_samples, training_args.seed)
 
 
 def tokenize_data(
@@ -350,7 +355,13 @@ def check_folders(config: SFTConfig) -> None:
     check_folder_path(config.output_dir, "train.output_dir")
     if config.data.cache_dir is not None:
         check_folder_path(Path(config.data.cache_dir), "data.cache_dir")
-    final = (config.output_dir / FINAL_MODEL_DIR).resolve()
+    written = config.output_dir / FINAL_MODEL_DIR
+    if written.exists() and not written.is_dir():  # before: found after the whole training
+        raise ValueError(
+            f"train.output_dir {config.output_dir}: its {FINAL_MODEL_DIR} is a file, not the "
+            "folder the run writes its final model into: another train.output_dir"
+        )
+    final = written.resolve()
     start = Path(config.model.name_or_path).resolve()
     if start == final or final in start.parents:
         raise ValueError(
@@ -388,6 +399,7 @@ def run(config: SFTConfig) -> Path:
 
 def train(config: SFTConfig, training_args: TrainingArguments, started: float) -> Path:
     """`run` once the folders are checked (and locked, by the first process)."""
+    check_data_files(config, config.data.files, "data.files")
     resume, recipe = resolve_resume(config), trained_recipe(config)
     check_checkpoints(config, recipe, resume)
     finished_at = finished_step(resume, training_args.max_steps)

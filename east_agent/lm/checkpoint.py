@@ -224,11 +224,16 @@ def loading(
     except CheckpointError as error:
         raise ValueError(f"{where}: {error}") from None
     except (OSError, ValueError, SafetensorError, *also) as error:
-        first = (str(error).strip().splitlines() or [""])[0].strip()
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+        first = lines[0]
+        if first.endswith(":") and len(lines) > 1:  # peft's "Error(s) in loading ...:"
+            first = f"{first} {lines[1][:300]}"
         what = f"{part} cannot be loaded" if part else "cannot be loaded"
+        hint = "an incomplete or corrupt model folder?"
+        if "size mismatch" in first:
+            hint = "trained on a model of another shape? give the model it was trained on"
         raise ValueError(
-            f"{where} {folder}: {what} ({type(error).__name__}: {first}); "
-            "an incomplete or corrupt model folder?"
+            f"{where} {folder}: {what} ({type(error).__name__}: {first}); {hint}"
         ) from error
 
 
@@ -346,6 +351,50 @@ def check_adapter_path(adapter_path: str | Path | None) -> None:
         raise CheckpointError(
             f"adapter path {str(adapter_path)!r} has no adapter_config.json, "
             "so it is not a peft adapter"
+        )
+
+
+# A Stage II run's record of its recipe, beside the adapter it writes (`training.resume`):
+# the model it was trained on, by content, as it was then.
+TRAINING_RECORD = "recipe.json"
+
+
+def check_adapter_base(
+    model_path: str | Path,
+    adapter_path: str | Path,
+    names: tuple[str, str] = ("--model-path", "--adapter-path"),
+) -> None:
+    """The adapter is merged into the model it was trained on: by the fingerprint its
+    training run recorded (`recipe.json` beside it), else by the folder its
+    `adapter_config.json` names, where that folder is here. Before: an adapter merged into
+    a Stage I model trained again since, or into another base, ran (and "verified" against
+    itself: base + adapter equals the merge whatever the base). `names`: how the command
+    names the two folders."""
+    from east_agent.common.fingerprint import folder_fingerprint, is_content_setting
+    from east_agent.common.records import read_json_object
+
+    base, adapter = Path(model_path), Path(adapter_path)
+    if not base.is_dir():
+        return  # a hub id: nothing here to compare
+    record = adapter.parent / TRAINING_RECORD
+    recipe = read_json_object(record) if record.is_file() else {}
+    model = recipe.get("model") if recipe.get("stage") == "lora" else None
+    trained_on = model.get("name_or_path") if isinstance(model, dict) else None
+    if is_content_setting(trained_on):
+        if folder_fingerprint(base) != trained_on["sha256"]:
+            raise CheckpointError(
+                f"{names[1]} {adapter} was trained on {trained_on['folder']} as it was "
+                f"then ({record} holds its fingerprint), and {names[0]} {base} is another "
+                "model (or that one trained again since): give the model it was trained on"
+            )
+        return
+    named = read_json_object(adapter / "adapter_config.json").get("base_model_name_or_path")
+    if not named or not Path(named).is_dir():
+        return  # a hub name, or a folder not here: nothing to compare
+    if folder_fingerprint(Path(named)) != folder_fingerprint(base):
+        raise CheckpointError(
+            f"{names[1]} {adapter} was trained on {named}, and {names[0]} {base} is "
+            "another model: give the model it was trained on"
         )
 
 

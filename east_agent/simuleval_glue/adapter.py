@@ -30,6 +30,7 @@ from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
 from east_agent.lm.checkpoint import (
     TORCH_DTYPES,
+    check_adapter_base,
     check_adapter_path,
     check_config,
     check_weights,
@@ -307,7 +308,10 @@ class StreamingAgent(TextToTextAgent):
         check_precision(args)
         checked_device(getattr(args, "device", "cpu"), "--device")
         check_weights(args.model_path, "--model-path")
-        check_adapter_path(getattr(args, "adapter_path", None))
+        adapter_path = getattr(args, "adapter_path", None)
+        check_adapter_path(adapter_path)
+        if adapter_path is not None:
+            check_adapter_base(args.model_path, adapter_path)
         source = getattr(args, "source", None)
         target, unit = getattr(args, "target", None), getattr(args, "eval_latency_unit", "word")
         check_source_file(source, target, unit)  # before any checkpoint file

@@ -46,6 +46,7 @@ from east_agent.common.fingerprint import MODEL_FILE_SUFFIXES
 from east_agent.lm.checkpoint import (
     ADAPTER_WEIGHTS,
     CheckpointError,
+    check_adapter_base,
     check_adapter_path,
     check_model_path,
     check_weights,
@@ -290,6 +291,7 @@ def check_with_model(
 
     settings = without_paths(config)
     if adapter is not None:
+        check_adapter_base(model_path, adapter, ("--model-path", "adapter_path"))
         settings["adapter_path"] = adapter
     args = agent_parser(agent).parse_args(flag_arguments(settings, model_path=model_path))
     chosen = agent_class(agent)

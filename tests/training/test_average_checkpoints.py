@@ -1,5 +1,9 @@
 """Checkpoint averaging on tiny Llama checkpoints with the Llama-3 tokenizer."""
 
+import json
+import re
+import shutil
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
@@ -32,7 +36,8 @@ def test_average_is_the_weighted_mean(tmp_path, east_tokenizer):
 def test_mismatched_checkpoints_are_named_and_nothing_is_written(tmp_path, east_tokenizer, capsys):
     save_model(tmp_path / "a", east_tokenizer, seed=1)
     save_model(tmp_path / "wide", east_tokenizer, seed=2, intermediate_size=96)
-    with pytest.raises(CheckpointMismatchError, match=r"wide: tensor model\.layers\.0\.mlp"):
+    said = rf"wide: config.json differs from {tmp_path / 'a'}'s in intermediate_size: not a"
+    with pytest.raises(CheckpointMismatchError, match=said):
         average([tmp_path / "a", tmp_path / "wide"], tmp_path / "avg")
     assert not (tmp_path / "avg").exists()
     assert not any(path.name.startswith(".avg") for path in tmp_path.iterdir())
@@ -46,6 +51,26 @@ def test_mismatched_checkpoints_are_named_and_nothing_is_written(tmp_path, east_
     )
     with pytest.raises(ValueError, match="wide exists; choose a new output folder"):
         average([tmp_path / "a", tmp_path / "a"], tmp_path / "wide")
+
+
+def test_checkpoints_of_another_model_are_refused_before_loading(tmp_path, east_tokenizer):
+    """Before: averaged, the output taking the first input's tokenizer and config."""
+    save_model(tmp_path / "a", east_tokenizer, seed=1)
+    shutil.copytree(tmp_path / "a", tmp_path / "retokenized")
+    vocabulary = json.loads((tmp_path / "retokenized" / "tokenizer.json").read_text())
+    vocabulary["added_tokens"][-1]["content"] = "<|end-of-something|>"
+    (tmp_path / "retokenized" / "tokenizer.json").write_text(json.dumps(vocabulary))
+    said = f"retokenized: tokenizer.json differs from {tmp_path / 'a'}'s: not a checkpoint"
+    with pytest.raises(CheckpointMismatchError, match=re.escape(said)):
+        average([tmp_path / "a", tmp_path / "retokenized"], tmp_path / "avg")
+    shutil.copytree(tmp_path / "a", tmp_path / "longer")
+    config = json.loads((tmp_path / "longer" / "config.json").read_text())
+    config["max_position_embeddings"] *= 2
+    config["transformers_version"] = "0.0"  # how it was saved: no difference
+    (tmp_path / "longer" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointMismatchError, match="in max_position_embeddings: not a"):
+        average([tmp_path / "longer", tmp_path / "a"], tmp_path / "avg")
+    assert not (tmp_path / "avg").exists()
 
 
 def test_inputs_no_run_can_average_are_refused_before_loading(tmp_path, east_tokenizer):

@@ -3,6 +3,7 @@
 import copy
 import json
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -250,7 +251,15 @@ def test_merge_refuses_another_base_than_the_adapters(base_checkpoint, stage2, t
 
 @pytest.mark.parametrize(
     ("adapter_config", "error"),
-    [({}, "KeyError: 'peft_type'"), ({"r": 2}, "RuntimeError: Error(s) in loading state_dict")],
+    [
+        ({}, "KeyError: 'peft_type'"),
+        # peft's first line ends in a colon: its detail follows, and the likely cause
+        (
+            {"r": 2},
+            "RuntimeError: Error(s) in loading state_dict for PeftModelForCausalLM: size "
+            "mismatch for base_model.model.",
+        ),
+    ],
 )
 def test_an_adapter_folder_that_does_not_load_is_one_line(
     stage1, stage2, tmp_path, adapter_config, error
@@ -274,7 +283,64 @@ def test_an_adapter_folder_that_does_not_load_is_one_line(
     )
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"--adapter-path {adapter}: cannot be loaded ({error}" in result.stderr
+    if adapter_config:
+        assert "trained on a model of another shape? give the model it was" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "merged").exists()
+
+
+def test_an_adapter_is_merged_only_into_its_stage1_model_as_it_was(
+    stage1, stage2, tmp_path, capsys
+):
+    """Stage II records the model it trained on by content (recipe.json beside the
+    adapter): a copy of it is taken, the same folder trained again since is not, by
+    merge_lora, the agents and east-package-system alike (before: merged and "verified"
+    against itself, exit 0)."""
+    from safetensors.torch import load_file, save_file
+
+    from east_agent.agent import EastAgent
+    from east_agent.lm.checkpoint import CheckpointError, check_adapter_base
+    from east_agent.simuleval_glue import system_dir
+    from east_agent.simuleval_glue.system_dir import agent_parser
+
+    copied = tmp_path / "copied"
+    shutil.copytree(stage1, copied)
+    check_adapter_base(copied, stage2)  # the same model elsewhere
+    again = tmp_path / "trained-again"
+    shutil.copytree(stage1, again)
+    weights = load_file(again / "model.safetensors")
+    shifted = {name: tensor + 0.01 for name, tensor in weights.items()}
+    save_file(shifted, again / "model.safetensors", metadata={"format": "pt"})
+    said = (
+        f"--adapter-path {stage2} was trained on {stage1.resolve()} as it was then "
+        f"({stage2.parent / 'recipe.json'} holds its fingerprint), and --model-path {again} "
+        "is another model"
+    )
+    with pytest.raises(ValueError, match=re.escape(said)):
+        merge(again, stage2, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+    args = agent_parser("east").parse_args(
+        [
+            "--model-path",
+            str(again),
+            "--adapter-path",
+            str(stage2),
+            "--src-lang",
+            "de",
+            "--tgt-lang",
+            "en",
+        ]
+    )
+    args.device = "cpu"  # SimulEval's flag
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        EastAgent.checked_config(args)
+    submission = tmp_path / "submission"
+    flags = [f"adapter_path={stage2}", "src_lang=de", "tgt_lang=en"]
+    with pytest.raises(SystemExit):
+        system_dir.main([str(submission), "--model-path", str(again), *flags])
+    packaged = said.replace("--adapter-path", "adapter_path").replace(
+        str(again), str(again.resolve())
+    )
+    assert packaged in capsys.readouterr().err and not submission.exists()
 
 
 def test_merged_checkpoint_runs_in_simuleval(merged, tmp_path):
@@ -569,6 +635,10 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
             ValueError, match=f"checkpoint-4 was trained by another recipe .*{message}"
         ):
             run(parse_config(changed))
+    moved = copy.deepcopy(tree)  # before: "checkpoint-4 was trained by another recipe"
+    moved["data"]["files"] = [str(output / "moved.jsonl")]
+    with pytest.raises(ValueError, match=f"data.files: {output / 'moved.jsonl'}: no such file"):
+        run(parse_config(moved))
     fresh = {**tree, "resume_from_checkpoint": None}
     with pytest.raises(ValueError, match="holds checkpoints of an earlier run \\(checkpoint-4\\)"):
         run(parse_config(fresh))
@@ -722,6 +792,31 @@ def test_a_model_of_another_recipe_without_checkpoints_is_not_replaced(
     with pytest.raises(ValueError, match="model was trained by another recipe .*learning_rate"):
         run(parse_config(other))
     assert (final / "model.safetensors").read_bytes() == weights
+
+
+@pytest.mark.parametrize("kind", ["folder", "file"])
+def test_a_model_entry_no_run_wrote_is_refused_before_anything_loads(
+    tmp_path, monkeypatch, capsys, kind
+):
+    """Before: a user's `<output_dir>/model/` (no recipe.json beside it) replaced by the
+    run's model, exit 0; a file of that name found after the whole training (errno 20)."""
+    loaded = stub_loaders(monkeypatch)
+    good, _ = one_record_file(tmp_path)
+    final = tmp_path / "out" / "model"
+    if kind == "folder":
+        final.mkdir(parents=True)
+        (final / "notes.txt").write_text("mine")
+        said = f"{final} was not written by a training run (no recipe.json beside it)"
+    else:
+        final.parent.mkdir()
+        final.write_text("mine")
+        said = f"train.output_dir {tmp_path / 'out'}: its model is a file, not the folder"
+    error = refused(
+        recipe("full", stub_model(tmp_path), [good], tmp_path / "out"), tmp_path, capsys
+    )
+    assert error.startswith(f"python -m training.sft: {said}"), error
+    kept = final / "notes.txt" if kind == "folder" else final
+    assert loaded == [] and kept.read_text() == "mine"
 
 
 def test_a_stage_whose_model_is_its_own_output_is_refused(tmp_path, monkeypatch, capsys):

@@ -273,6 +273,7 @@ def _check_system_dir(argv: list[str]) -> None:
     from simuleval import options
     from simuleval.utils.arguments import check_argument
 
+    from east_agent.common.yaml_files import load_yaml
     from east_agent.simuleval_glue.adapter import check_precision
     from east_agent.simuleval_glue.batch import add_batch_arg
     from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS
@@ -290,6 +291,7 @@ def _check_system_dir(argv: list[str]) -> None:
         )
     try:
         config = yaml.safe_load(main_yaml.read_text(encoding="utf-8"))
+        load_yaml(main_yaml.read_text(encoding="utf-8"), str(main_yaml))  # a key twice
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(f"{main_yaml}: not YAML ({type(error).__name__}: {first})") from None
@@ -341,6 +343,7 @@ def _check_system_dir(argv: list[str]) -> None:
         precision, _ = options.general_parser().parse_known_args(argv)  # --fp16, --dtype
         precision.torch_dtype = str(config["torch_dtype"])
         check_precision(precision, f"torch_dtype: {{}} of {main_yaml}")
+    _check_system_dir_values(main_yaml, config, parser, with_flags)
     for key in MODEL_FOLDERS & {*config}:
         path = folder / str(config[key])
         if path.is_symlink() and not path.exists():
@@ -349,6 +352,49 @@ def _check_system_dir(argv: list[str]) -> None:
                 f"{os.readlink(path)}, which is not there (the model moved or was removed); "
                 "package the submission again (--copy-model: a folder that holds its model)"
             )
+
+
+def _check_system_dir_values(
+    main_yaml: Path, config: dict, parser: argparse.ArgumentParser, with_flags: list[str]
+) -> None:
+    """`main.yaml`'s values as SimulEval will give them, refused naming the file and key:
+    one setting in two spellings (`latency` and `latency_level`: SimulEval keeps the
+    last), a value with a space (split: `latency: high low` ran at high), no value or a
+    list, and a value the flag refuses (before: argparse's usage, naming a flag the
+    command line did not give)."""
+    import contextlib
+    import io
+
+    from east_agent.simuleval_glue.system_dir import flag_dests
+
+    dests, first = flag_dests(parser), {}
+    for key, value in config.items():
+        setting = dests.get(str(key), str(key))
+        if setting in first:
+            raise ValueError(
+                f"{main_yaml}: {first[setting]} and {key}: one setting given twice "
+                "(SimulEval would keep the last); keep one"
+            )
+        first[setting] = key
+        if value is None or isinstance(value, (list, dict)):
+            kind = "no value" if value is None else f"a {type(value).__name__}"
+            raise ValueError(f"{main_yaml}: {key}: {kind}; give one value")
+        if isinstance(value, str) and any(char.isspace() for char in value):
+            raise ValueError(
+                f"{main_yaml}: {key}: {value!r}: SimulEval splits a value at its spaces "
+                f"(the run would take {value.split()[0]!r})"
+            )
+    refused = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(refused):  # argparse's usage and error
+            parser.parse_known_args(with_flags)
+    except SystemExit:
+        why = (refused.getvalue().strip().splitlines() or [""])[-1].partition("error: ")[2]
+        flags = why.partition(":")[0].removeprefix("argument ").split("/")
+        for key, value in config.items():
+            if "--" + str(key).replace("_", "-") in flags:
+                raise ValueError(f"{main_yaml}: {key}: {value}: {why}") from None
+        # a command-line flag's error: argparse says it as before, when the run parses
 
 
 def _long_options(parser: argparse.ArgumentParser) -> set[str]:

@@ -878,6 +878,42 @@ def test_a_system_dirs_torch_dtype_against_simulevals_precision_names_its_line(
     assert str(refused.value).startswith(said.format(Path("submission") / "main.yaml"))
 
 
+@pytest.mark.parametrize(
+    "edit, said",
+    [
+        ("latency: high\n", "line 6, column 1: the key 'latency' is given twice"),
+        ("latency_level: high\n", "latency and latency_level: one setting given twice"),
+        ("num_beams: 5 4\n", "num_beams: '5 4': SimulEval splits a value at its spaces"),
+        ("src_lang_x: 1\n", "src_lang_x: no flag of SimulEval's"),  # as before
+        ("num_beams:\n", "num_beams: no value; give one value"),
+        ("num_beams: [1, 2]\n", "num_beams: a list; give one value"),
+        ("num_beams: 0\n", "num_beams: 0: argument --num-beams: takes a whole number"),
+        ("max_new_tokens: many\n", "max_new_tokens: many: argument --max-new-tokens: "),
+    ],
+)
+def test_a_system_dirs_main_yaml_values_are_refused_naming_the_key(
+    packaging, monkeypatch, edit, said
+):
+    """Before, exit 0: a key given twice or in two spellings ran with the last, a value
+    with a space with its first word; a bad value was argparse's usage, naming a flag the
+    command line did not give."""
+    from east_agent.simuleval_glue import cli
+
+    system_dir.main(["submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
+                     "latency=low"])  # fmt: skip
+    main_yaml = Path("submission") / "main.yaml"
+    main_yaml.write_text(main_yaml.read_text() + edit)
+    cli._match_flags_whole()
+    import east_agent.simuleval_plugin  # noqa: F401  (the *_CA scorers' flags)
+
+    argv = ["--system-dir", "submission", "--source", "s.txt", "--target", "r.txt"]
+    monkeypatch.setattr("sys.argv", ["east-simuleval", *argv])
+    with pytest.raises(ValueError) as refused:
+        cli._check_system_dir(argv)
+    assert str(refused.value).startswith(f"{main_yaml}: "), refused.value
+    assert said in str(refused.value)
+
+
 def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
     east_checkpoint, test_set, tiny_comet, tmp_path
 ):

@@ -27,7 +27,8 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -393,8 +394,24 @@ def run(config: SFTConfig) -> Path:
     training_args = TrainingArguments(**config.train)
     if training_args.process_index != 0:  # the ranks of one run share its folder
         return train(config, training_args, started)
-    with hold_run_lock(config.output_dir, TRAIN_LOCK):  # a second run into it is refused
+    with holding_output_dir(config.output_dir):  # a second run into it is refused
         return train(config, training_args, started)
+
+
+@contextmanager
+def holding_output_dir(output_dir: Path) -> Iterator[None]:
+    """`output_dir` locked for the run (`train.lock`); a folder this run made that holds
+    only its lock when the run ends in an error (a refused recipe, data or model) is
+    removed (before: left behind, empty but for `train.lock`)."""
+    made = not output_dir.exists()
+    with hold_run_lock(output_dir, TRAIN_LOCK):
+        try:
+            yield
+        except BaseException:
+            if made and [path.name for path in output_dir.iterdir()] == [TRAIN_LOCK]:
+                (output_dir / TRAIN_LOCK).unlink()  # its handle, still open, is let go after
+                output_dir.rmdir()
+            raise
 
 
 def train(config: SFTConfig, training_args: TrainingArguments, started: float) -> Path:

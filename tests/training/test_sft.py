@@ -794,6 +794,18 @@ def test_a_model_of_another_recipe_without_checkpoints_is_not_replaced(
     assert (final / "model.safetensors").read_bytes() == weights
 
 
+def test_a_refused_run_leaves_no_folder_it_made(tmp_path, monkeypatch, capsys):
+    """Before: a new train.output_dir was left behind, empty but for train.lock."""
+    stub_loaders(monkeypatch)
+    output = tmp_path / "out"
+    tree = recipe("full", stub_model(tmp_path), [str(tmp_path / "gone.jsonl")], output)
+    assert "data.files: " in refused(tree, tmp_path, capsys)
+    assert not output.exists()
+    output.mkdir()  # the user's folder: kept, and the lock with it
+    refused(tree, tmp_path, capsys)
+    assert [path.name for path in output.iterdir()] == ["train.lock"]
+
+
 @pytest.mark.parametrize("kind", ["folder", "file"])
 def test_a_model_entry_no_run_wrote_is_refused_before_anything_loads(
     tmp_path, monkeypatch, capsys, kind

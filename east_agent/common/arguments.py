@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import math
 from typing import TYPE_CHECKING
 
@@ -73,6 +75,27 @@ def add_old_spelling(
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
     flag's, whose default stands when neither is given)."""
     parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+
+
+class ArgumentsRefused(ValueError):
+    """argparse refused a command line: its reason, without the usage."""
+
+
+def parse_quietly(
+    parser: argparse.ArgumentParser, arguments: list[str], known_only: bool = False
+) -> argparse.Namespace:
+    """`arguments` parsed with argparse's usage and error kept off stderr: a refusal
+    raises ArgumentsRefused with argparse's reason (`argument --latency: invalid choice:
+    ...`), for the caller to say where the arguments came from (a file, a setting)."""
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            if known_only:
+                return parser.parse_known_args(arguments)[0]
+            return parser.parse_args(arguments)
+    except SystemExit:
+        lines = said.getvalue().strip().splitlines() or ["error: refused"]
+        raise ArgumentsRefused(lines[-1].partition("error: ")[2]) from None
 
 
 def given_flags(argv: list[str], flags: tuple[str, ...], prefix: str | None = None) -> list[str]:

@@ -362,9 +362,7 @@ def _check_system_dir_values(
     last), a value with a space (split: `latency: high low` ran at high), no value or a
     list, and a value the flag refuses (before: argparse's usage, naming a flag the
     command line did not give)."""
-    import contextlib
-    import io
-
+    from east_agent.common.arguments import ArgumentsRefused, parse_quietly
     from east_agent.simuleval_glue.system_dir import flag_dests
 
     dests, first = flag_dests(parser), {}
@@ -379,17 +377,16 @@ def _check_system_dir_values(
         if value is None or isinstance(value, (list, dict)):
             kind = "no value" if value is None else f"a {type(value).__name__}"
             raise ValueError(f"{main_yaml}: {key}: {kind}; give one value")
-        if isinstance(value, str) and any(char.isspace() for char in value):
+        if isinstance(value, str) and (not value or any(char.isspace() for char in value)):
+            taken = repr(value.split()[0]) if value.split() else "no value"
             raise ValueError(
                 f"{main_yaml}: {key}: {value!r}: SimulEval splits a value at its spaces "
-                f"(the run would take {value.split()[0]!r})"
+                f"(the run would take {taken})"
             )
-    refused = io.StringIO()
     try:
-        with contextlib.redirect_stderr(refused):  # argparse's usage and error
-            parser.parse_known_args(with_flags)
-    except SystemExit:
-        why = (refused.getvalue().strip().splitlines() or [""])[-1].partition("error: ")[2]
+        parse_quietly(parser, with_flags, known_only=True)
+    except ArgumentsRefused as refused:
+        why = str(refused)
         flags = why.partition(":")[0].removeprefix("argument ").split("/")
         for key, value in config.items():
             if "--" + str(key).replace("_", "-") in flags:

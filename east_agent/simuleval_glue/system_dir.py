@@ -30,16 +30,14 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import io
 import os
 import shutil
-from contextlib import redirect_stderr
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
-from east_agent.common.arguments import checked_device
+from east_agent.common.arguments import ArgumentsRefused, checked_device, parse_quietly
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.common.fingerprint import MODEL_FILE_SUFFIXES
@@ -125,13 +123,9 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
         if value is not False:  # SimulEval would turn `false` into the bare (true) flag
             config[key] = value
     arguments = flag_arguments(without_paths(config), model_path="model")
-    refused = io.StringIO()
     try:
-        with redirect_stderr(refused):  # argparse's usage and error, as one line here
-            parsed = parser.parse_args(arguments)
-    except SystemExit:
-        said = refused.getvalue().strip().splitlines() or ["error: refused"]
-        why = said[-1].partition("error: ")[2]
+        parsed = parse_quietly(parser, arguments)
+    except ArgumentsRefused as why:
         given = " ".join(f"{key}={value}" for key, value in flags.items())
         raise ValueError(f"the {agent} agent refuses {given or 'no flags'}: {why}") from None
     agent_class(agent).decoding_config(parsed)  # values its decoder refuses, refused here

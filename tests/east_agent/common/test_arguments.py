@@ -6,8 +6,10 @@ import pytest
 import torch
 
 from east_agent.common.arguments import (
+    ArgumentsRefused,
     checked_device,
     given_flags,
+    parse_quietly,
     positive_int,
     positive_seconds,
 )
@@ -92,3 +94,16 @@ def test_checked_device_names_a_cuda_device_out_of_range(monkeypatch):
         checked_device("cuda:8", "--device")
     with pytest.raises(ValueError, match="only cpu and cuda:0 to cuda:7$"):
         checked_device("cuda:8", "--device")
+
+
+def test_parse_quietly_gives_argparses_reason_alone(capsys):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--latency", choices=["low", "high"])
+    assert parse_quietly(parser, ["--latency", "low"]).latency == "low"
+    assert parse_quietly(parser, ["--latency", "low", "--x"], known_only=True).latency == "low"
+    with pytest.raises(ArgumentsRefused) as refused:
+        parse_quietly(parser, ["--latency", "meduim"])
+    assert str(refused.value).startswith("argument --latency: invalid choice: 'meduim'")
+    with pytest.raises(ArgumentsRefused, match="unrecognized arguments: --x"):
+        parse_quietly(parser, ["--x"])
+    assert capsys.readouterr().err == ""  # no usage printed

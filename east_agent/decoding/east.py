@@ -253,5 +253,4 @@ class EastStreamDecoder(StreamingDecoder):
         """Close the chunk whose ids were just appended with end-of-write; record it."""
         stream.tokens.append_added_token(self.token_ids.end_of_write)
         text = self.tokenizer.decode(chunk_ids, skip_special_tokens=True).rstrip()
-        stream.record_chunk(chunk_ids, text)
-        return chunk_ids, text
+        return chunk_ids, stream.record_chunk(chunk_ids, text)

@@ -40,7 +40,7 @@ import dataclasses
 from collections import deque
 from typing import TYPE_CHECKING
 
-from east_agent.decoding.prompt import is_unspaced, language_name
+from east_agent.decoding.prompt import is_unspaced, language_name, unit_separator
 from east_agent.decoding.streaming import Counters, Stream
 from east_agent.decoding.units import join_source_units
 
@@ -278,6 +278,8 @@ class Segmenter:
             carried = self.decoder.anchor_context(stream, "", "")
         stream.segment_context = carried > 0
         stream.totals.tokens_reencoded += carried
+        if stream.chunks:  # the model begins the segment as a sentence: no space before it
+            stream.joint = unit_separator(self.decoder.config.tgt_lang)
 
     def context(self, stream: Stream) -> tuple[str, str]:
         """The last `context_words` source units and target words, as text (of the current

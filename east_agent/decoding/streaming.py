@@ -281,6 +281,15 @@ def first_argmax(scores: torch.Tensor, block: int = 64) -> torch.Tensor:
     return index
 
 
+def check_open(stream: Stream) -> None:
+    """A sentence that ended in an error takes no more input (before: each later call gave
+    the last step again, and the sentence never finished)."""
+    if stream.failed is not None:
+        raise RuntimeError(
+            f"the sentence failed ({stream.failed}); call reset() before the next one"
+        )
+
+
 class Stream:
     """One sentence stream: its rows, its ids, its counters and the record of its sentence."""
 
@@ -305,6 +314,8 @@ class Stream:
         self.units_read = 0
         self.units_since_write = 0
         self.finished = False
+        self.failed: str | None = None  # why the sentence ended in an error, if it did
+        self.joint = ""  # put before the next chunk: a long-form segment's separator
         self.chunks: list[str] = []
         self.chunk_ids: list[list[int]] = []
         self.delays: list[int] = []
@@ -391,12 +402,19 @@ class Stream:
         self.units_read += 1
         self.units_since_write += 1
 
-    def record_chunk(self, chunk_ids: list[int], text: str) -> None:
+    def record_chunk(self, chunk_ids: list[int], text: str) -> str:
+        """Record a written chunk; its text as recorded (after a long-form segment's
+        `joint`, where the model began it as a sentence's first words)."""
+        if text and self.joint and not text[0].isspace():
+            text = self.joint + text
+        if text:
+            self.joint = ""
         self.chunks.append(text)
         self.chunk_ids.append(chunk_ids)
         self.delays.append(self.units_read)
         self.chunk_seconds.append(time.perf_counter() - (self.started or time.perf_counter()))
         self.units_since_write = 0
+        return text
 
 
 Program = Generator["Feed | str", "Fed | tuple[str, bool] | None", None]
@@ -550,6 +568,7 @@ class StreamingDecoder:
     def push_unit(self, unit: str, is_last: bool = False) -> Step:
         """Read one source unit; write a chunk if the policy (or the end of source) says so."""
         stream = self.streams[0]
+        check_open(stream)
         if stream.finished:
             raise RuntimeError("the sentence is finished; call reset() before the next one")
         return self._drive(stream, (unit, is_last))
@@ -567,15 +586,20 @@ class StreamingDecoder:
         word's last token is fed again, one position re-encoded).
         """
         stream = self.streams[0]
+        check_open(stream)
         if stream.finished:
             raise RuntimeError("the sentence is already finished")
         return self._drive(stream, END)
 
     def _drive(self, stream: Stream, event) -> Step:
-        feed = self.advance(stream, event)
-        while feed is not None:
-            (fed,) = run_feeds(self.lm, [feed])
-            feed = self.advance(stream, fed)
+        try:
+            feed = self.advance(stream, event)
+            while feed is not None:
+                (fed,) = run_feeds(self.lm, [feed])
+                feed = self.advance(stream, fed)
+        except Exception as error:  # the program is closed, or waits for a lost feed
+            stream.failed = f"{type(error).__name__}: {error}"
+            raise
         return stream.step
 
     def translate(self, units: Sequence[str], script: dict[int, int] | None = None) -> Translation:

@@ -249,7 +249,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         if decision == FORCED:  # the end of a sentence (or of a long-form segment)
             text = text.rstrip()
         if new_ids or decision == FORCED:  # a forced write is recorded, empty or not
-            stream.record_chunk(new_ids, text)
+            text = stream.record_chunk(new_ids, text)
         return Step(decision, text if new_ids else None, new_ids, finished=finished)
 
     def _written(self, target_ids: list[int]) -> str:

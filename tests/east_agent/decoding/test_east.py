@@ -16,7 +16,7 @@ from east_agent.decoding.east import (
     EastStreamDecoder,
 )
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
-from east_agent.decoding.units import source_units, unit_text
+from east_agent.decoding.units import SourceError, source_units, unit_text
 from tiny_east import cutting_model, synthetic_sentence
 
 CHINESE = "是否有途径处罚他，中国人民银行今天发布了新的规定。"
@@ -281,6 +281,29 @@ def test_an_overflow_inside_a_beam_step_leaves_the_next_sentence_intact(east_mod
     assert decoder.lm.rows == 3  # the overflow came in the middle of a beam search
     expected = EastStreamDecoder(east_model, east_tokenizer, config).translate(first)
     got = decoder.translate(first)
+    assert (got.chunk_ids, got.delays) == (expected.chunk_ids, expected.delays)
+
+
+@pytest.mark.parametrize("fault", ["control token", "overflow"])
+def test_a_sentence_that_failed_takes_no_more_input(east_model, east_tokenizer, fault):
+    """Before: each later push_unit (and finish) gave the failed sentence's last step
+    again, its units dropped, and the sentence never finished."""
+    config = DecoderConfig("de", "en", "low", max_context=80)
+    decoder = EastStreamDecoder(east_model, east_tokenizer, config)
+    units = toy_sentences(1, seed=4)[0]
+    decoder.reset()
+    decoder.push_unit(units[0])
+    with pytest.raises((SourceError, ContextOverflowError)):
+        if fault == "control token":
+            decoder.push_unit("<|eot_id|>")
+        else:
+            for _ in range(200):
+                decoder.push_unit("rote")
+    for call in (lambda: decoder.push_unit(units[1]), decoder.finish):
+        with pytest.raises(RuntimeError, match="the sentence failed \\(.*\\); call reset\\(\\)"):
+            call()
+    expected = EastStreamDecoder(east_model, east_tokenizer, config).translate(units)
+    got = decoder.translate(units)  # reset() starts afresh
     assert (got.chunk_ids, got.delays) == (expected.chunk_ids, expected.delays)
 
 

@@ -2,6 +2,7 @@
 prompt and the context it says, with exact logits throughout."""
 
 import random
+from pathlib import Path
 
 import pytest
 from lm_trace import TracingLM, assert_trace_matches_full_recompute
@@ -55,14 +56,19 @@ def long_form(model, tokenizer, policy="east", src_lang="de", **settings):
 def test_a_punctuated_talk_is_its_sentences_one_after_another(
     east_model, east_tokenizer, policy, context_words, end, src_lang
 ):
-    """Context is carried within a cut sentence, not past a sentence end (by default)."""
+    """Context is carried within a cut sentence, not past a sentence end (by default).
+    A sentence's first words, written as a sentence's, follow the target's separator
+    (before: `Translation.text` ran the sentences together, `phone.A woman`)."""
     talk = sentences(6, seed=1, end=end)
     sentence_level = make_decoder(policy, east_model, east_tokenizer, src_lang)
     expected_chunks, expected_delays, offset = [], [], 0
     for units in talk:
-        translation = sentence_level.translate(units)
-        expected_chunks += translation.chunks
-        expected_delays += [offset + delay for delay in translation.delays]
+        chunks = list(sentence_level.translate(units).chunks)
+        first = next((index for index, chunk in enumerate(chunks) if chunk), None)
+        if offset and first is not None and not chunks[first][0].isspace():
+            chunks[first] = " " + chunks[first]
+        expected_chunks += chunks
+        expected_delays += [offset + delay for delay in sentence_level.delays]
         offset += len(units)
     decoder, _ = long_form(
         east_model, east_tokenizer, policy, src_lang, context_words=context_words
@@ -72,6 +78,22 @@ def test_a_punctuated_talk_is_its_sentences_one_after_another(
     assert translation.delays == expected_delays
     if policy != "waitk-offline":  # which re-encodes its target prefix after every unit
         assert translation.counters.tokens_reencoded == 0  # nothing carried over
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_talks_text_reads_as_its_sentences_joined(policy):
+    """On the shipped demo model, whose sentences end where Multi30k's do: a talk's text
+    is its sentences' translations joined with spaces (before: `phone.A woman`)."""
+    from east_agent.lm.checkpoint import load_east_checkpoint
+
+    demo = Path(__file__).resolve().parents[3] / "models" / "east-demo"
+    model, tokenizer = load_east_checkpoint(demo, torch_dtype="float32")
+    talk = [["Ein", "Mann", "schläft", "."], ["Eine", "Frau", "liest", "."], ["Zwei", "Hunde", "."]]
+    sentence_level = make_decoder(policy, model, tokenizer)
+    texts = [sentence_level.translate(units).text for units in talk]
+    decoder = make_decoder(policy, model, tokenizer, long_form=True)
+    text = decoder.translate([unit for units in talk for unit in units]).text
+    assert all(texts) and text == " ".join(texts)
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -38,7 +38,7 @@ from east_agent.decoding.streaming import (
     Translation,
     run_feeds,
 )
-from east_agent.decoding.units import SourceError
+from east_agent.decoding.units import SourceError, check_unit_list
 
 logger = logging.getLogger("east_agent.decoding.batching")
 
@@ -54,6 +54,9 @@ class Sentence:
     key: Any  # handed back with the outcome (an instance index, say)
     units: Sequence[str]
     script: dict[int, int] | None = None  # see `StreamingDecoder.begin`
+
+    def __post_init__(self) -> None:
+        check_unit_list(self.units, f"Sentence {self.key!r}")
 
 
 @dataclass

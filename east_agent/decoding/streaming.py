@@ -35,6 +35,7 @@ from east_agent.common.entry import CommandError
 from east_agent.decoding.characters import CharacterCuts
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.token_stream import TokenStream
+from east_agent.decoding.units import check_unit_list
 from east_agent.lm import build_lm
 
 if TYPE_CHECKING:
@@ -366,11 +367,13 @@ class Stream:
 
     def check_room(self, new_positions: int) -> None:
         if self.lm.length(self.home) + new_positions > self.max_context:
+            advice = "split the source into shorter segments"
+            if getattr(self, "segment_units", None) is not None:  # long form: cut between units
+                advice = "long form cuts a talk between units, not inside one: split that unit"
             raise ContextOverflowError(
                 f"the sentence needs more than {self.max_context} tokens, its context limit "
                 "(--max-context, else the model's positions) "
-                f"(after {self.units_read} source units and {len(self.chunks)} chunks); "
-                "split the source into shorter segments"
+                f"(after {self.units_read} source units and {len(self.chunks)} chunks); {advice}"
             )
 
     def feed(
@@ -604,6 +607,7 @@ class StreamingDecoder:
 
     def translate(self, units: Sequence[str], script: dict[int, int] | None = None) -> Translation:
         """Decode one whole sentence given as source units (a convenience over `push_unit`)."""
+        check_unit_list(units, "translate")
         if not units:
             raise ValueError("the source sentence is empty")
         self.reset(script)

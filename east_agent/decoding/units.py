@@ -93,6 +93,16 @@ def source_units(
     return token_group_units(text, tokenizer)
 
 
+def check_unit_list(units: object, where: str) -> None:
+    """Units given as one string are refused (before: `translate("Katze")` read its five
+    letters as five units, and `"Die Katze ."` failed on its spaces as an empty unit)."""
+    if isinstance(units, str):
+        raise TypeError(
+            f"{where}: a sequence of source units, not a string: pass text.split() (or "
+            "source_units(text, language) for Chinese and Japanese)"
+        )
+
+
 def unit_text(unit: str, language: str, first: bool) -> str:
     """The text a unit adds to the rendered source (separator included)."""
     word = unit.strip()

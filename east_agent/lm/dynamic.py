@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from east_agent.lm.protocol import check_rows_fit
+from east_agent.lm.protocol import check_rows_fit, cropped_positions
 
 if TYPE_CHECKING:
     from transformers import DynamicCache, PreTrainedModel
@@ -108,9 +108,7 @@ class CachedLM:
         return self.forward([row], [token_ids])[0]
 
     def crop(self, row: int, length: int) -> int:
-        dropped = self.length(row) - length
-        if dropped < 0:
-            raise ValueError(f"cannot crop a row of {self.length(row)} positions to {length}")
+        dropped = cropped_positions(self.length(row), length)
         if dropped:
             self.cache.crop(-dropped)
         return dropped

@@ -89,3 +89,12 @@ def check_rows_fit(
                 f"row {row}: {backend.length(row)} + {len(ids)} positions exceed the "
                 f"{backend.max_length} the backend holds"
             )
+
+
+def cropped_positions(held: int, length: int) -> int:
+    """How many positions a crop of a row holding `held` to `length` drops: a length below
+    0 or above `held` is refused (before: a negative one was taken, and the row's length
+    went below zero)."""
+    if not 0 <= length <= held:
+        raise ValueError(f"cannot crop a row of {held} positions to {length}")
+    return held - length

@@ -57,7 +57,7 @@ from east_agent.lm.layers import (
     rms_norm,
 )
 from east_agent.lm.module_scan import make_modules_scannable
-from east_agent.lm.protocol import check_rows_fit
+from east_agent.lm.protocol import check_rows_fit, cropped_positions
 from east_agent.lm.row_ops import PendingRowOps, Saved
 
 if TYPE_CHECKING:
@@ -378,9 +378,7 @@ class StaticLM:
         return self.forward([row], [token_ids])[0]
 
     def crop(self, row: int, length: int) -> int:
-        dropped = self.lengths[row] - length
-        if dropped < 0:
-            raise ValueError(f"cannot crop a row of {self.lengths[row]} positions to {length}")
+        dropped = cropped_positions(self.lengths[row], length)
         self.lengths[row] = length
         if length < self.prefix_length:
             self.sharing.discard(row)

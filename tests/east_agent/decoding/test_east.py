@@ -324,6 +324,20 @@ def test_empty_source_is_refused(greedy_decoder):
         greedy_decoder.translate([])
 
 
+def test_a_source_given_as_one_string_is_refused():
+    """Before: `translate("Katze")` read five letters as five units; `Sentence(k, "Der
+    Hund .")` failed on a space as an empty unit."""
+    from east_agent.decoding.batching import Sentence
+    from east_agent.decoding.streaming import StreamingDecoder
+
+    said = "a sequence of source units, not a string: pass text.split()"
+    with pytest.raises(TypeError, match=f"translate: {said}"):
+        StreamingDecoder.translate(None, "Katze")  # refused before anything is decoded
+    with pytest.raises(TypeError, match=f"Sentence 7: {said}"):
+        Sentence(7, "Der Hund .")
+    assert Sentence(7, ("Der", "Hund", ".")).units == ("Der", "Hund", ".")
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

@@ -291,6 +291,17 @@ def test_bad_long_form_settings_are_refused(east_model, east_tokenizer, policy, 
 
 
 @pytest.mark.parametrize("policy", POLICIES)
+def test_a_unit_longer_than_the_context_says_to_split_it(east_model, east_tokenizer, policy):
+    """Before: "split the source into shorter segments", which long form already does."""
+    from east_agent.decoding.east import ContextOverflowError
+
+    settings = {"long_form": True, "max_context": 160, "cache_budget": 160}
+    decoder = make_decoder(policy, east_model, east_tokenizer, **settings)
+    with pytest.raises(ContextOverflowError, match="long form cuts a talk between units, not"):
+        decoder.translate(["Hund", "-".join(["rote"] * 100), "."])
+
+
+@pytest.mark.parametrize("policy", POLICIES)
 def test_long_form_settings_without_long_form_are_refused(east_model, east_tokenizer, policy):
     """Before: ignored, yet recorded (a resume with another value was refused)."""
     settings = {"cache_budget": 200, "context_across_sentences": True}

@@ -206,6 +206,18 @@ def test_compiled_layers_equal_transformers_and_compile_a_few_times(east_model):
     assert not build_lm(east_model, "auto", probe_ids=PROMPT).compiled  # not on CPUs
 
 
+@pytest.mark.parametrize("backend", ["static", "dynamic"])
+def test_a_crop_outside_the_row_is_refused_on_both_backends(east_model, backend):
+    """Before: a negative length was taken (the static row's length went to -1, and its
+    next forward failed with an IndexError)."""
+    lm = build_lm(east_model, backend)
+    lm.forward([0], [PROMPT[:3]])
+    for length in (-1, 4):
+        with pytest.raises(ValueError, match=f"cannot crop a row of 3 positions to {length}"):
+            lm.crop(0, length)
+    assert lm.length(0) == 3 and lm.crop(0, 1) == 2 and lm.length(0) == 1
+
+
 def test_static_beam_rows(east_model):
     lm = StaticLM(east_model, max_length=64, max_rows=3)
     lm.feed(PROMPT)

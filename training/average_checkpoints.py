@@ -5,8 +5,8 @@
 Every input must be a standalone transformers checkpoint of the same architecture (merge
 LoRA adapters first, `training.merge_lora`); tensors are averaged in float32 and saved in
 the first input's dtype (or `--save-dtype`) together with its config and tokenizer, which
-every input must share (its config less how it was saved, its `tokenizer.json`). An input
-whose config, tokenizer or tensors differ is named in the error, and nothing is written;
+every input must share (its config less how it was saved, its tokenizer's vocabulary). An
+input whose config, vocabulary or tensors differ is named in the error, nothing written;
 the output folder appears whole or not at all. Errors end the command with one line on
 stderr and exit status 2.
 """
@@ -93,7 +93,6 @@ def check_same_model(first: Path, other: Path) -> None:
     """Checkpoints of one model: the same config (less how it was saved) and the same
     tokenizer vocabulary, or an error naming what differs (before: averaged, the output
     taking the first input's config and tokenizer, whichever came first)."""
-    from east_agent.common.fingerprint import file_sha256
     from east_agent.common.records import read_json_object
 
     configs = [read_json_object(path / "config.json") for path in (first, other)]
@@ -107,15 +106,27 @@ def check_same_model(first: Path, other: Path) -> None:
             f"{other}: config.json differs from {first}'s in {', '.join(differ[:5])}: "
             "not a checkpoint of the same model"
         )
-    vocabularies = [path / "tokenizer.json" for path in (first, other)]
-    if (
-        all(path.is_file() for path in vocabularies)
-        and len(set(map(file_sha256, vocabularies))) > 1
-    ):
+    files = [path / "tokenizer.json" for path in (first, other)]
+    if all(path.is_file() for path in files) and vocabulary(files[0]) != vocabulary(files[1]):
         raise CheckpointMismatchError(
-            f"{other}: tokenizer.json differs from {first}'s: not a checkpoint of the same "
-            "model (the output would take the first one's tokenizer)"
+            f"{other}: tokenizer.json holds another vocabulary than {first}'s: not a "
+            "checkpoint of the same model (the output would take the first one's tokenizer)"
         )
+
+
+def vocabulary(tokenizer_file: Path) -> tuple:
+    """The tokens and ids a `tokenizer.json` holds, its added tokens among them (not how
+    a `tokenizers` version writes them: merges are saved in two forms)."""
+    from east_agent.common.records import read_json_object
+
+    saved = read_json_object(tokenizer_file)
+    model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+    added = sorted(
+        (token.get("id"), token.get("content"))
+        for token in saved.get("added_tokens") or []
+        if isinstance(token, dict)
+    )
+    return sorted((model.get("vocab") or {}).items()), added
 
 
 def _check_same_tensors(reference: dict, other: dict, reference_path, path) -> None:

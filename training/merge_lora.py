@@ -144,7 +144,7 @@ def check_base_of_adapter(base: Path, adapter: Path) -> None:
         raise ValueError(f"--model-path {base}: no config.json (not a transformers model)")
     check_weights(base, "--model-path")
     check_weights(adapter, "--adapter-path", ADAPTER_WEIGHTS)
-    check_adapter_base(base, adapter)
+    check_adapter_base(base, adapter, by_named_folder=True)
 
 
 @command_line(COMMAND)

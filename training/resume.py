@@ -201,8 +201,9 @@ def check_finished_model(config: SFTConfig, recipe: dict) -> None:
         return
     if not record.is_file():
         raise ValueError(
-            f"{final} was not written by a training run (no {record.name} beside it), and "
-            "this run would replace it: train into another train.output_dir, or remove it"
+            f"{final} was not written by a training run of this version (no {record.name} "
+            "beside it: a user's folder, or an older version's run), and this run would "
+            "replace it: train into another train.output_dir, or remove it"
         )
     differ = _differences(read_json_object(record), recipe)
     if differ:

@@ -22,6 +22,7 @@ Multi-GPU and multi-node runs go through the standard launchers, unchanged:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
@@ -409,8 +410,9 @@ def holding_output_dir(output_dir: Path) -> Iterator[None]:
             yield
         except BaseException:
             if made and [path.name for path in output_dir.iterdir()] == [TRAIN_LOCK]:
-                (output_dir / TRAIN_LOCK).unlink()  # its handle, still open, is let go after
-                output_dir.rmdir()
+                with contextlib.suppress(OSError):  # another run's lock meanwhile: kept
+                    (output_dir / TRAIN_LOCK).unlink()  # its handle, open, is let go after
+                    output_dir.rmdir()
             raise
 
 

@@ -69,13 +69,14 @@ def read_json_object(path: str | Path) -> dict:
     return record
 
 
-def require_fields(record: dict, fields: Iterable[str], path: str | Path, index: int) -> None:
-    """Raise naming file, record index and field when a field is missing or not a string."""
+def require_fields(record: dict, fields: Iterable[str], path: str | Path, place: str) -> None:
+    """Raise naming file, the record's place (`placed_records`) and field when a field is
+    missing or not a string."""
     for name in fields:
         if name not in record:
-            raise RecordError(f"{path}: record {index}: missing field {name!r}")
+            raise RecordError(f"{path}: {place}: missing field {name!r}")
         if not isinstance(record[name], str) or not record[name].strip():
-            raise RecordError(f"{path}: record {index}: field {name!r} must be a non-empty string")
+            raise RecordError(f"{path}: {place}: field {name!r} must be a non-empty string")
 
 
 @contextmanager

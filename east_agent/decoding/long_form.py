@@ -278,7 +278,7 @@ class Segmenter:
             carried = self.decoder.anchor_context(stream, "", "")
         stream.segment_context = carried > 0
         stream.totals.tokens_reencoded += carried
-        if stream.chunks:  # the model begins the segment as a sentence: no space before it
+        if any(stream.chunks):  # the model begins the segment as a sentence: no space before
             stream.joint = unit_separator(self.decoder.config.tgt_lang)
 
     def context(self, stream: Stream) -> tuple[str, str]:

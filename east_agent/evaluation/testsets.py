@@ -34,7 +34,7 @@ from east_agent.common.atomic import (
 )
 from east_agent.common.entry import command_line
 from east_agent.common.fingerprint import file_sha256
-from east_agent.common.records import load_records, read_json_object, require_fields
+from east_agent.common.records import placed_records, read_json_object, require_fields
 from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import language_name
@@ -50,6 +50,7 @@ MULTI30K_SPLITS = {"multi30k": "test_2016_flickr", "multi30k-val": "val"}
 MULTI30K_LANGUAGES = ("de", "en", "fr", "cs")
 
 PREPARED_FILES = ("source.txt", "reference.txt", "testset.json")
+PREPARING = ".preparing"  # there while a prepare writes the folder (left by a killed one)
 
 
 UNITS_SPLIT_BY = "units_split_by"  # testset.json: the checkpoint whose tokenizer made the units
@@ -113,9 +114,10 @@ def read_pairs(name: str) -> tuple[list[tuple[str, str]], str, str]:
         target_lines = read_lines(shipped_file(f"multi30k/{split}.{tgt}.gz"))
         return list(zip(source_lines, target_lines)), language_name(src), language_name(tgt)
     path = shipped_file(f"wmt/{prefix}.test.{direction}.json.gz")
-    records = load_records(path)
-    for index, record in enumerate(records):
-        require_fields(record, ("source", "reference"), path, index)
+    placed = placed_records(path)
+    for place, record in placed:
+        require_fields(record, ("source", "reference"), path, place)
+    records = [record for _, record in placed]
     pairs = [(record["source"], record["reference"]) for record in records]
     return pairs, language_name(records[0]["src_lang"]), language_name(records[0]["tgt_lang"])
 
@@ -191,7 +193,9 @@ def prepare_testset(
         check_replaceable(output / written, "file east-prepare writes")
     output.mkdir(parents=True, exist_ok=True)
     # the record goes first and comes back last: a kill between the files leaves no record
-    # naming files of another test set (the next run prepares them again)
+    # naming files of another test set, and the mark that the files there are this
+    # command's (the next run prepares them again)
+    write_atomically(output / PREPARING, "")
     remove(output / "testset.json")
     for talk_file in longform.TALK_FILES:  # a long-form set prepared here before
         remove(output / talk_file)
@@ -218,6 +222,7 @@ def prepare_testset(
     if split_by is not None:
         meta[UNITS_SPLIT_BY] = split_by
     write_atomically(output / "testset.json", json.dumps(meta, indent=2) + "\n")
+    remove(output / PREPARING)
     return prepared
 
 
@@ -299,14 +304,13 @@ def check_own_sentence_files(output: Path) -> None:
     `source.txt` or `reference.txt` without a `testset.json` beside it, or other than the
     one it records, is refused (before: replaced, and the user's file lost)."""
     present = [output / name for name in PREPARED_FILES[:2] if (output / name).is_file()]
-    if not present:
+    if not present or (output / PREPARING).is_file():  # a prepare killed midway: its own
         return
     meta = output / "testset.json"
     if not meta.is_file():
         raise ValueError(
             f"--output {output}: {present[0].name} there was not written by east-prepare "
-            f"(no {meta.name} beside it; an east-prepare killed midway leaves this too): "
-            "move it away, or choose another folder"
+            f"(no {meta.name} beside it): move it away, or choose another folder"
         )
     recorded = read_json_object(meta).get(FILES_SHA256)
     if not isinstance(recorded, dict):

@@ -363,23 +363,22 @@ def check_adapter_base(
     model_path: str | Path,
     adapter_path: str | Path,
     names: tuple[str, str] = ("--model-path", "--adapter-path"),
+    by_named_folder: bool = False,
 ) -> None:
-    """The adapter is merged into the model it was trained on: by the fingerprint its
-    training run recorded (`recipe.json` beside it), else by the folder its
-    `adapter_config.json` names, where that folder is here. Before: an adapter merged into
-    a Stage I model trained again since, or into another base, ran (and "verified" against
-    itself: base + adapter equals the merge whatever the base). `names`: how the command
-    names the two folders."""
+    """The adapter goes into the model it was trained on, by the fingerprint its Stage II
+    run recorded (`recipe.json` beside it, where the adapter's folder really is): before,
+    an adapter merged into a Stage I model trained again since "verified" against itself
+    (base + adapter equals the merge whatever the base). `by_named_folder` (a merge): with
+    no record, by the folder its `adapter_config.json` names, where that is here (a copied
+    adapter's named folder may have changed since: the agents do not refuse by it).
+    `names`: how the command names the two folders."""
     from east_agent.common.fingerprint import folder_fingerprint, is_content_setting
     from east_agent.common.records import read_json_object
 
     base, adapter = Path(model_path), Path(adapter_path)
     if not base.is_dir():
         return  # a hub id: nothing here to compare
-    record = adapter.parent / TRAINING_RECORD
-    recipe = read_json_object(record) if record.is_file() else {}
-    model = recipe.get("model") if recipe.get("stage") == "lora" else None
-    trained_on = model.get("name_or_path") if isinstance(model, dict) else None
+    trained_on, record = recorded_base(adapter)
     if is_content_setting(trained_on):
         if folder_fingerprint(base) != trained_on["sha256"]:
             raise CheckpointError(
@@ -387,6 +386,8 @@ def check_adapter_base(
                 f"then ({record} holds its fingerprint), and {names[0]} {base} is another "
                 "model (or that one trained again since): give the model it was trained on"
             )
+        return
+    if not by_named_folder:
         return
     named = read_json_object(adapter / "adapter_config.json").get("base_model_name_or_path")
     if not named or not Path(named).is_dir():
@@ -396,6 +397,24 @@ def check_adapter_base(
             f"{names[1]} {adapter} was trained on {named}, and {names[0]} {base} is "
             "another model: give the model it was trained on"
         )
+
+
+def recorded_base(adapter: Path) -> tuple[object, Path]:
+    """The model a Stage II run recorded it trained on (`model.name_or_path` of its
+    `recipe.json`, beside the adapter's real folder) and the record; None where there is
+    no readable record of a LoRA run."""
+    from east_agent.common.records import RecordError, read_json_object
+
+    record = adapter.resolve().parent / TRAINING_RECORD
+    if not record.is_file():
+        return None, record
+    try:
+        recipe = read_json_object(record)
+    except RecordError as error:
+        logger.warning("%s: not read (%s): the adapter's base is not checked", record, error)
+        return None, record
+    model = recipe.get("model") if recipe.get("stage") == "lora" else None
+    return (model.get("name_or_path") if isinstance(model, dict) else None), record
 
 
 def merge_adapter(model: PreTrainedModel, adapter_path: str | Path) -> PreTrainedModel:

@@ -363,21 +363,20 @@ def _check_system_dir_values(
     list, and a value the flag refuses (before: argparse's usage, naming a flag the
     command line did not give)."""
     from east_agent.common.arguments import ArgumentsRefused, parse_quietly
-    from east_agent.simuleval_glue.system_dir import flag_dests
+    from east_agent.simuleval_glue.system_dir import repeated_setting, split_by_simuleval
 
-    dests, first = flag_dests(parser), {}
+    keys = [str(key) for key in config]
+    pair = repeated_setting(parser, keys)
+    if pair is not None:
+        raise ValueError(
+            f"{main_yaml}: {keys[pair[0]]} and {keys[pair[1]]}: one setting given twice "
+            "(SimulEval would keep the last); keep one"
+        )
     for key, value in config.items():
-        setting = dests.get(str(key), str(key))
-        if setting in first:
-            raise ValueError(
-                f"{main_yaml}: {first[setting]} and {key}: one setting given twice "
-                "(SimulEval would keep the last); keep one"
-            )
-        first[setting] = key
         if value is None or isinstance(value, (list, dict)):
             kind = "no value" if value is None else f"a {type(value).__name__}"
             raise ValueError(f"{main_yaml}: {key}: {kind}; give one value")
-        if isinstance(value, str) and (not value or any(char.isspace() for char in value)):
+        if split_by_simuleval(value):
             taken = repr(value.split()[0]) if value.split() else "no value"
             raise ValueError(
                 f"{main_yaml}: {key}: {value!r}: SimulEval splits a value at its spaces "

@@ -95,16 +95,31 @@ def flag_dests(parser: argparse.ArgumentParser) -> dict[str, str]:
     }
 
 
+def repeated_setting(parser: argparse.ArgumentParser, keys: list[str]) -> tuple[int, int] | None:
+    """Where two of `keys` first name one setting of `parser`, in one spelling or two
+    (`latency`, `latency_level`): their indices, or None."""
+    dests, first = flag_dests(parser), {}
+    for index, key in enumerate(keys):
+        setting = dests.get(key, key)
+        if setting in first:
+            return first[setting], index
+        first[setting] = index
+    return None
+
+
+def split_by_simuleval(value: object) -> bool:
+    """Whether SimulEval would split a YAML value into other flags' words: a text that is
+    empty or holds a space (`latency: high low` runs at high)."""
+    return isinstance(value, str) and (not value or any(char.isspace() for char in value))
+
+
 def check_repeated_flags(agent: str, flags: list[tuple[str, str]]) -> None:
     """A setting given twice, in one spelling or two (`latency=high latency_level=low`),
     refused (before: the last one kept, without a word)."""
-    dests = flag_dests(agent_parser(agent))
-    first: dict[str, str] = {}
-    for key, value in flags:
-        setting = dests.get(key, key)
-        if setting in first:
-            raise ValueError(f"{first[setting]} and {key}={value}: one setting given twice")
-        first[setting] = f"{key}={value}"
+    pair = repeated_setting(agent_parser(agent), [key for key, _ in flags])
+    if pair is not None:
+        (key, value), (again, other) = flags[pair[0]], flags[pair[1]]
+        raise ValueError(f"{key}={value} and {again}={other}: one setting given twice")
 
 
 def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
@@ -118,7 +133,7 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
     for key, value in flags.items():
         if dests.get(key, key) in switches:
             value = switch_value(key, value)
-        if isinstance(value, str) and (not value or any(c.isspace() for c in value)):
+        if split_by_simuleval(value):
             raise ValueError(f"{key}={value!r}: SimulEval splits YAML values on spaces")
         if value is not False:  # SimulEval would turn `false` into the bare (true) flag
             config[key] = value

@@ -60,7 +60,7 @@ def test_checkpoints_of_another_model_are_refused_before_loading(tmp_path, east_
     vocabulary = json.loads((tmp_path / "retokenized" / "tokenizer.json").read_text())
     vocabulary["added_tokens"][-1]["content"] = "<|end-of-something|>"
     (tmp_path / "retokenized" / "tokenizer.json").write_text(json.dumps(vocabulary))
-    said = f"retokenized: tokenizer.json differs from {tmp_path / 'a'}'s: not a checkpoint"
+    said = f"retokenized: tokenizer.json holds another vocabulary than {tmp_path / 'a'}'s"
     with pytest.raises(CheckpointMismatchError, match=re.escape(said)):
         average([tmp_path / "a", tmp_path / "retokenized"], tmp_path / "avg")
     shutil.copytree(tmp_path / "a", tmp_path / "longer")
@@ -71,6 +71,17 @@ def test_checkpoints_of_another_model_are_refused_before_loading(tmp_path, east_
     with pytest.raises(CheckpointMismatchError, match="in max_position_embeddings: not a"):
         average([tmp_path / "longer", tmp_path / "a"], tmp_path / "avg")
     assert not (tmp_path / "avg").exists()
+
+
+def test_tensors_of_other_names_or_shapes_are_named():
+    """Configs alike, tensors not (a checkpoint edited by hand): named, not averaged."""
+    from training.average_checkpoints import _check_same_tensors
+
+    first = {"a": torch.zeros(2, 3), "b": torch.zeros(4)}
+    with pytest.raises(CheckpointMismatchError, match=r"y: tensors differ from x: missing \['b'\]"):
+        _check_same_tensors(first, {"a": torch.zeros(2, 3)}, "x", "y")
+    with pytest.raises(CheckpointMismatchError, match=r"y: tensor a has shape \(3, 2\), \(2, 3\)"):
+        _check_same_tensors(first, {"a": torch.zeros(3, 2), "b": torch.zeros(4)}, "x", "y")
 
 
 def test_inputs_no_run_can_average_are_refused_before_loading(tmp_path, east_tokenizer):

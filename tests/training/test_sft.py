@@ -333,6 +333,17 @@ def test_an_adapter_is_merged_only_into_its_stage1_model_as_it_was(
     args.device = "cpu"  # SimulEval's flag
     with pytest.raises(CheckpointError, match=re.escape(said)):
         EastAgent.checked_config(args)
+    (tmp_path / "linked").symlink_to(stage2)  # a linked adapter: its real folder's record
+    with pytest.raises(CheckpointError, match="as it was then"):
+        check_adapter_base(again, tmp_path / "linked")
+    # no record beside a copy: the agents take it; a merge goes by the folder its
+    # adapter_config.json names
+    copied_adapter = tmp_path / "copy" / "adapter"
+    shutil.copytree(stage2, copied_adapter)
+    check_adapter_base(again, copied_adapter)
+    check_adapter_base(stage1, copied_adapter, by_named_folder=True)
+    with pytest.raises(CheckpointError, match="is another model: give the model"):
+        check_adapter_base(again, copied_adapter, by_named_folder=True)
     submission = tmp_path / "submission"
     flags = [f"adapter_path={stage2}", "src_lang=de", "tgt_lang=en"]
     with pytest.raises(SystemExit):
@@ -818,7 +829,7 @@ def test_a_model_entry_no_run_wrote_is_refused_before_anything_loads(
     if kind == "folder":
         final.mkdir(parents=True)
         (final / "notes.txt").write_text("mine")
-        said = f"{final} was not written by a training run (no recipe.json beside it)"
+        said = f"{final} was not written by a training run of this version (no recipe.json"
     else:
         final.parent.mkdir()
         final.write_text("mine")

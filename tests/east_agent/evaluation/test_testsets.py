@@ -142,15 +142,19 @@ def test_a_test_set_cut_off_while_written_leaves_no_record_of_another(tmp_path, 
     written = []
 
     def killed_after_the_source(path, text):
-        if written:
-            raise KeyboardInterrupt  # the kill, after the first file
-        written.append(path)
+        if path.name == "reference.txt":
+            raise KeyboardInterrupt  # the kill, after the source
+        written.append(path.name)
         atomic.write_atomically(path, text)
 
     monkeypatch.setattr(testsets, "write_atomically", killed_after_the_source)
     with pytest.raises(KeyboardInterrupt):
         prepare_testset("multi30k.fr-en", tmp_path)
-    assert written == [tmp_path / "source.txt"] and read_prepared(tmp_path) is None
+    assert written == [".preparing", "source.txt"] and read_prepared(tmp_path) is None
+    monkeypatch.undo()
+    testsets.main(["multi30k.de-en", "--output", str(tmp_path)])  # its own files: again
+    assert read_prepared(tmp_path).name == "multi30k.de-en"
+    assert not (tmp_path / ".preparing").exists()
 
 
 def test_a_source_split_by_a_tokenizer_is_split_again_for_another_checkpoint(

@@ -26,6 +26,11 @@ class UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue  # `<<: *defaults`: its keys may be set again here
             key = self.construct_object(key_node, deep=True)
+            if isinstance(key, bool):  # `off:`, `yes:` as a name (a system's)
+                raise _error(
+                    f"the key {key_node.value} is read by YAML as {str(key).lower()}: quote it",
+                    key_node,
+                )
             try:
                 twice = key in seen
                 seen.add(key)

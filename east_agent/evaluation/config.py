@@ -304,17 +304,8 @@ def check_system_keys(place: KeyPlace, system: str, agent: str, settings: dict) 
 
 
 def check_swept_values(place: KeyPlace, system: str, agent: str, key: str, values: list) -> None:
-    """A value swept twice (two runs of one name); a boolean in the sweep of a flag that
-    takes a value: YAML's reading of an unquoted yes/no/on/off (`latency: [low, on]`),
-    which the run would pass as a bare flag."""
+    """A value swept twice (two runs of one name)."""
     action = agent_parser(agent)._option_string_actions.get("--" + key.replace("_", "-"))
-    takes_value = action is None or action.nargs != 0
-    for value in values:
-        if isinstance(value, bool) and takes_value:
-            raise EvalConfigError(
-                f"{place.of('systems', system, key)}: {value} is YAML's reading of an unquoted "
-                "yes/no/on/off/true/false: quote it"
-            )
     settings = [swept_setting(action, value) for value in values]
     for position, setting in enumerate(settings):
         if setting not in settings[:position]:
@@ -366,15 +357,22 @@ def shown_swept(value: Any, action: argparse.Action | None) -> str:
 
 def check_switch_values(place: KeyPlace, system: str, agent: str, settings: dict) -> None:
     """A yes/no flag (`document_level`) is true or false: another value (`"no"`, `0`) would
-    follow its bare flag on the run's command line, which SimulEval refuses at its turn."""
+    follow its bare flag on the run's command line, which SimulEval refuses at its turn.
+    A flag that takes a value takes no true or false, swept or not: YAML's reading of an
+    unquoted yes/no/on/off (`latency: [low, on]`, `kv_cache: off`) would be left off the
+    command line, or given bare (before, outside a sweep: the default ran, exit 0)."""
     for key, value in settings.items():
         action = agent_parser(agent)._option_string_actions.get("--" + key.replace("_", "-"))
-        if action is None or action.nargs != 0:
-            continue
+        switch = action is not None and action.nargs == 0
         for item in value if isinstance(value, list) else [value]:
-            if not isinstance(item, bool) and item is not None:
+            if switch and not isinstance(item, bool) and item is not None:
                 raise EvalConfigError(
                     f"{place.of('systems', system, key)} is true or false, got {item!r}"
+                )
+            if not switch and isinstance(item, bool):
+                raise EvalConfigError(
+                    f"{place.of('systems', system, key)}: {item} is YAML's reading of an "
+                    "unquoted yes/no/on/off/true/false: quote it"
                 )
 
 

@@ -1521,6 +1521,42 @@ def test_the_grids_long_form_keys_are_the_decoders():
 
 
 @pytest.mark.parametrize(
+    "line, said",
+    [
+        ("    kv_cache: off\n", "systems.east.kv_cache: False is YAML's reading of an unquoted"),
+        ("    num_beams: false\n", "systems.east.num_beams: False is YAML's reading"),
+        ("    torch_dtype: no\n", "systems.east.torch_dtype: False is YAML's reading"),
+        ("    latency: [low, on]\n", "systems.east.latency: True is YAML's reading"),
+    ],
+)
+def test_an_unquoted_yes_or_no_of_a_flag_that_takes_a_value_is_refused(
+    tmp_path, capsys, line, said
+):
+    """Before, outside a sweep: the flag left off the run's command line, its default run
+    (`torch_dtype: off` dropped the grid's own torch_dtype too), exit 0."""
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        f"testset: multi30k.de-en\nmodel_path: m\noutput: {tmp_path / 'out'}\n"
+        "systems:\n  east:\n    agent: east\n" + line
+    )
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert f"{config}: line 7" in error and said in error, error
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_system_named_by_an_unquoted_yes_or_no_is_refused(tmp_path, capsys):
+    """Before: `off:` a system named False (runs `False-default`, `--only off` none),
+    `on:` and `yes:` "the key True is given twice"."""
+    config = tmp_path / "grid.yaml"
+    config.write_text(
+        f"testset: multi30k.de-en\nmodel_path: m\noutput: {tmp_path / 'out'}\n"
+        "systems:\n  off:\n    agent: east\n"
+    )
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert "line 5, column 3: the key off is read by YAML as false: quote it" in error, error
+
+
+@pytest.mark.parametrize(
     "key, value",
     [
         ("document_level", "no"),

@@ -26,6 +26,7 @@ from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.omnisteval_scoring import SHORTFORM_KEYS
 from east_agent.evaluation.run_scores import longform_columns, shortform_columns
+from east_agent.evaluation.runs import counted_seconds, settled_tries
 from east_agent.evaluation.significance import (
     SIGNIFICANCE_COLUMNS,
     Comparison,
@@ -119,14 +120,12 @@ def timing_cells(run_dir: Path) -> dict[str, Any]:
     """A run's wall seconds and the most runs side by side in a try that translated
     (`jobs`; before: a try that failed before its first sentence counted too); empty for a
     folder without `wall_seconds.json` (made by hand, or before runs were timed)."""
-    path = run_dir / "wall_seconds.json"
-    if not path.exists():
+    tries = settled_tries(run_dir)
+    if tries is None:
         return {"wall_seconds": "", "jobs": ""}
-    timing = read_json_object(path)
-    tries = timing.get("tries", [])
     translated = [attempt for attempt in tries if attempt.get("sentences") != 0] or tries
     jobs = max((attempt.get("jobs", 1) for attempt in translated), default=1)
-    return {"wall_seconds": f"{timing['seconds']:.2f}", "jobs": jobs}
+    return {"wall_seconds": f"{counted_seconds(tries):.2f}", "jobs": jobs}
 
 
 def omnisteval_cells(

@@ -358,7 +358,7 @@ def _run_simuleval(
             attempt["sentences"] = finished_lines(output / "instances.log") - before
         write_tries(timing, [*tries, attempt])
         tries.append(attempt)
-    return sum(attempt["seconds"] for attempt in tries)
+    return counted_seconds(tries)
 
 
 def last_written(log: Path, started: float) -> float:
@@ -383,9 +383,26 @@ def read_tries(timing: Path, log: Path) -> list[dict]:
     return tries
 
 
+def settled_tries(run_dir: Path) -> list[dict] | None:
+    """The tries a run folder's `wall_seconds.json` records, a killed one's end taken from
+    its log (`read_tries`); None without the record. Read so by the tables and a merge of
+    shards too (before: a run killed once its scores were written showed 0.00 s)."""
+    timing = run_dir / "wall_seconds.json"
+    return read_tries(timing, run_dir / "instances.log") if timing.exists() else None
+
+
+def counted_seconds(tries: list[dict]) -> float:
+    """A run's wall seconds: those of its tries that translated; one that only scored a
+    finished log, or failed before its first sentence, adds nothing (before: a resume
+    after the last sentence added its start-up and scoring)."""
+    return round(
+        sum(attempt["seconds"] or 0.0 for attempt in tries if attempt.get("sentences") != 0), 2
+    )
+
+
 def write_tries(timing: Path, tries: list[dict]) -> None:
-    seconds = sum(attempt["seconds"] or 0.0 for attempt in tries)
-    write_atomically(timing, json.dumps({"seconds": round(seconds, 2), "tries": tries}) + "\n")
+    seconds = counted_seconds(tries)
+    write_atomically(timing, json.dumps({"seconds": seconds, "tries": tries}) + "\n")
 
 
 class LoadedModels:

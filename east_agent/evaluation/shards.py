@@ -26,6 +26,8 @@ from east_agent.evaluation.runs import (
     check_run_folder,
     claim_run_folder,
     record_differences,
+    settled_tries,
+    write_tries,
 )
 from east_agent.evaluation.testsets import prepared_named
 from east_agent.simuleval_glue.run_folder import (
@@ -169,10 +171,6 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
         write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
         merge_batch_records(shard_dirs, run_dir)
         merge_settings_records(shard_dirs, run_dir)
-    timings = [read_json_object(f / "wall_seconds.json") for f in shard_dirs]
-    seconds = round(sum(timing["seconds"] for timing in timings), 2)
-    tries = [attempt for timing in timings for attempt in timing.get("tries", [])]
-    write_atomically(
-        run_dir / "wall_seconds.json", json.dumps({"seconds": seconds, "tries": tries}) + "\n"
-    )
+    tries = [attempt for folder in shard_dirs for attempt in settled_tries(folder) or []]
+    write_tries(run_dir / "wall_seconds.json", tries)
     score_again(config, prepared_named(config.testset_dir, config.testset), run_dir)

@@ -284,6 +284,29 @@ def test_the_jobs_column_leaves_out_a_try_that_translated_nothing(tmp_path):
     assert timing_cells(tmp_path)["jobs"] == 1
 
 
+def test_a_runs_seconds_settle_a_killed_try_and_leave_out_one_that_translated_nothing(
+    tmp_path,
+):
+    """Before: a run killed once its scores were written was tabled at 0.00 s (its try's
+    end never settled, as it was not run again); a try that only scored a finished log
+    added its start-up and scoring."""
+    import os
+
+    from east_agent.evaluation.reports import timing_cells
+    from east_agent.evaluation.runs import write_tries
+
+    log = tmp_path / "instances.log"
+    log.write_text('{"index": 0}\n{"index": 1}\n')
+    os.utime(log, (1000.0, 1000.0))  # the killed try last wrote its log 7.5 s in
+    killed = {"started": 992.5, "seconds": None, "jobs": 1, "from_sentence": 0}
+    write_tries(tmp_path / "wall_seconds.json", [killed])
+    assert json.loads((tmp_path / "wall_seconds.json").read_text())["seconds"] == 0.0
+    assert timing_cells(tmp_path)["wall_seconds"] == "7.50"
+    scored = {"started": 2000.0, "seconds": 4.2, "jobs": 1, "from_sentence": 2, "sentences": 0}
+    write_tries(tmp_path / "wall_seconds.json", [killed, scored])
+    assert timing_cells(tmp_path)["wall_seconds"] == "7.50"
+
+
 def test_a_batched_runs_time_leaves_out_the_checkpoint_load(east_checkpoint, tmp_path, monkeypatch):
     """Before: the first run of each process counted the checkpoint's load (minutes for an
     8B model) in its `wall_seconds`; the others, that share the load, did not."""

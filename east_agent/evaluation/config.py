@@ -804,6 +804,12 @@ def with_num_beams(path: Path, systems: dict, num_beams: int) -> dict:
     ]
     if not east:
         raise EvalConfigError(f"{path}: num_beams {num_beams}: no system uses the east agent")
+    sweeping = [name for name in east if isinstance(systems[name].get("num_beams"), list)]
+    if sweeping:  # before: its runs became one, named `default`
+        raise EvalConfigError(
+            f"{path}: num_beams {num_beams} (--num-beams) for every EAST system, and "
+            f"{sweeping[0]} sweeps num_beams: its runs would be one; drop one of the two"
+        )
     return {
         name: {**settings, "num_beams": num_beams} if name in east else settings
         for name, settings in systems.items()

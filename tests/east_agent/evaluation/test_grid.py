@@ -675,6 +675,14 @@ def test_num_beams_needs_an_east_system(east_checkpoint, tmp_path):
     assert "num_beams 5: no system uses the east agent" in result.stderr
 
 
+def test_num_beams_beside_a_system_sweeping_beams_is_refused(tmp_path, capsys):
+    """Before: the sweep's runs became one, named `beam-default`."""
+    beam = {"agent": "east", "latency": "low", "num_beams": [1, 2]}
+    config = quick_config(tmp_path / "grid.yaml", systems={"beam": beam})
+    error = east_eval_fails(capsys, config, "--dry-run", "--num-beams", "3")
+    assert "num_beams 3 (--num-beams) for every EAST system, and beam sweeps num_beams" in error
+
+
 def test_a_cut_off_run_continues_where_it_stopped(grid):
     config, output, _ = grid
     run = output / "runs" / "east-high"

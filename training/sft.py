@@ -22,14 +22,13 @@ Multi-GPU and multi-node runs go through the standard launchers, unchanged:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import logging
 import sys
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -410,7 +409,7 @@ def holding_output_dir(output_dir: Path) -> Iterator[None]:
             yield
         except BaseException:
             if made and [path.name for path in output_dir.iterdir()] == [TRAIN_LOCK]:
-                with contextlib.suppress(OSError):  # another run's lock meanwhile: kept
+                with suppress(OSError):  # another run's lock meanwhile: kept
                     (output_dir / TRAIN_LOCK).unlink()  # its handle, open, is let go after
                     output_dir.rmdir()
             raise

@@ -273,6 +273,7 @@ def _check_system_dir(argv: list[str]) -> None:
     from simuleval import options
     from simuleval.utils.arguments import check_argument
 
+    from east_agent.common.arguments import parse_quietly
     from east_agent.common.yaml_files import load_yaml
     from east_agent.simuleval_glue.adapter import check_precision
     from east_agent.simuleval_glue.batch import add_batch_arg
@@ -340,7 +341,7 @@ def _check_system_dir(argv: list[str]) -> None:
                 f"flag, false too ({option} would be on); remove the line to leave it off"
             )
     if "torch_dtype" in config and not given_flags(argv, ("--torch-dtype",)):
-        precision, _ = options.general_parser().parse_known_args(argv)  # --fp16, --dtype
+        precision = parse_quietly(options.general_parser(), argv, known_only=True)  # --fp16
         precision.torch_dtype = str(config["torch_dtype"])
         check_precision(precision, f"torch_dtype: {{}} of {main_yaml}")
     _check_system_dir_values(main_yaml, config, parser, with_flags)

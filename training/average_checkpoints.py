@@ -24,6 +24,7 @@ import torch
 
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
+from east_agent.common.records import read_json_object
 from east_agent.lm.checkpoint import check_weights
 from training.model_folder import load_pretrained
 
@@ -93,8 +94,6 @@ def check_same_model(first: Path, other: Path) -> None:
     """Checkpoints of one model: the same config (less how it was saved) and the same
     tokenizer vocabulary, or an error naming what differs (before: averaged, the output
     taking the first input's config and tokenizer, whichever came first)."""
-    from east_agent.common.records import read_json_object
-
     configs = [read_json_object(path / "config.json") for path in (first, other)]
     differ = sorted(
         key
@@ -117,8 +116,6 @@ def check_same_model(first: Path, other: Path) -> None:
 def vocabulary(tokenizer_file: Path) -> tuple:
     """The tokens and ids a `tokenizer.json` holds, its added tokens among them (not how
     a `tokenizers` version writes them: merges are saved in two forms)."""
-    from east_agent.common.records import read_json_object
-
     saved = read_json_object(tokenizer_file)
     model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
     added = sorted(

@@ -26,7 +26,7 @@ from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.omnisteval_scoring import SHORTFORM_KEYS
 from east_agent.evaluation.run_scores import longform_columns, shortform_columns
-from east_agent.evaluation.runs import counted_seconds, settled_tries
+from east_agent.evaluation.runs import counted_seconds, settled_tries, translated_tries
 from east_agent.evaluation.significance import (
     SIGNIFICANCE_COLUMNS,
     Comparison,
@@ -123,7 +123,7 @@ def timing_cells(run_dir: Path) -> dict[str, Any]:
     tries = settled_tries(run_dir)
     if tries is None:
         return {"wall_seconds": "", "jobs": ""}
-    translated = [attempt for attempt in tries if attempt.get("sentences") != 0] or tries
+    translated = translated_tries(tries) or tries
     jobs = max((attempt.get("jobs", 1) for attempt in translated), default=1)
     return {"wall_seconds": f"{counted_seconds(tries):.2f}", "jobs": jobs}
 

@@ -391,13 +391,16 @@ def settled_tries(run_dir: Path) -> list[dict] | None:
     return read_tries(timing, run_dir / "instances.log") if timing.exists() else None
 
 
+def translated_tries(tries: list[dict]) -> list[dict]:
+    """The tries that translated: not one that only scored a finished log, or failed
+    before its first sentence (a try recorded before sentences were counted did)."""
+    return [attempt for attempt in tries if attempt.get("sentences") != 0]
+
+
 def counted_seconds(tries: list[dict]) -> float:
-    """A run's wall seconds: those of its tries that translated; one that only scored a
-    finished log, or failed before its first sentence, adds nothing (before: a resume
-    after the last sentence added its start-up and scoring)."""
-    return round(
-        sum(attempt["seconds"] or 0.0 for attempt in tries if attempt.get("sentences") != 0), 2
-    )
+    """A run's wall seconds: those of its tries that translated (before: a resume after
+    the last sentence added its start-up and scoring)."""
+    return round(sum(attempt["seconds"] or 0.0 for attempt in translated_tries(tries)), 2)
 
 
 def write_tries(timing: Path, tries: list[dict]) -> None:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from east_agent.common.fingerprint import is_hub_id
+from east_agent.common.fingerprint import folder_fingerprint, is_content_setting, is_hub_id
+from east_agent.common.records import RecordError, read_json_object
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
 
 if TYPE_CHECKING:
@@ -372,9 +373,6 @@ def check_adapter_base(
     no record, by the folder its `adapter_config.json` names, where that is here (a copied
     adapter's named folder may have changed since: the agents do not refuse by it).
     `names`: how the command names the two folders."""
-    from east_agent.common.fingerprint import folder_fingerprint, is_content_setting
-    from east_agent.common.records import read_json_object
-
     base, adapter = Path(model_path), Path(adapter_path)
     if not base.is_dir():
         return  # a hub id: nothing here to compare
@@ -403,8 +401,6 @@ def recorded_base(adapter: Path) -> tuple[object, Path]:
     """The model a Stage II run recorded it trained on (`model.name_or_path` of its
     `recipe.json`, beside the adapter's real folder) and the record; None where there is
     no readable record of a LoRA run."""
-    from east_agent.common.records import RecordError, read_json_object
-
     record = adapter.resolve().parent / TRAINING_RECORD
     if not record.is_file():
         return None, record

@@ -291,8 +291,9 @@ def _check_system_dir(argv: list[str]) -> None:
             "(east-package-system writes one)"
         )
     try:
-        config = yaml.safe_load(main_yaml.read_text(encoding="utf-8"))
-        load_yaml(main_yaml.read_text(encoding="utf-8"), str(main_yaml))  # a key twice
+        text = main_yaml.read_text(encoding="utf-8")
+        config = yaml.safe_load(text)  # as SimulEval reads it
+        load_yaml(text, str(main_yaml))  # a key twice, refused
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(f"{main_yaml}: not YAML ({type(error).__name__}: {first})") from None

@@ -12,9 +12,14 @@ unhandled Ctrl-C would, so that a shell running it in a loop or script stops too
 plain exit 130 would not stop bash). SIGTERM (`kill`, `timeout`, a batch scheduler's
 end of a job) and SIGHUP (a closed terminal) are taken the same way (`east-eval:
 terminated`, `east-eval: hung up`), and end the process by their own signal; one that
-the command was started ignoring (`nohup`) stays ignored. Anything else is a bug and
-keeps its traceback: a plain `RuntimeError` too, since that is what torch raises when a
-program is wrong (a shape, a device, a dtype).
+the command was started ignoring (`nohup`) stays ignored. A signal ends the command so
+even where a library swallowed its `KeyboardInterrupt` (CPython wraps one raised in a
+`__set_name__` in a RuntimeError, and only prints one raised in a `__del__` or a weakref
+callback, as importlib's module locks; before, `east-eval` then ended with that traceback,
+or ran its whole grid and exited 0): it stops
+at its next `raise_if_signalled()` (a grid's, before each run) or at its end. Anything
+else is a bug and keeps its traceback: a plain `RuntimeError` too, since that is what
+torch raises when a program is wrong (a shape, a device, a dtype).
 """
 
 from __future__ import annotations
@@ -66,14 +71,17 @@ class Terminated(KeyboardInterrupt):
         return Terminated, (self.signum,)
 
 
-_handlers_owner: int | None = None  # the process whose command installed the handler
+_handlers_owner: int | None = None  # the process whose command installed the handlers
+_signalled: int | None = None  # the first ending signal its command took
 
 
 def _raise_terminated(signum: int, frame) -> None:
+    global _signalled
     if os.getpid() != _handlers_owner:  # a copy made by fork that kept it: the default
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
+    _signalled = _signalled or signum
     # once: a second one (a closed terminal sends SIGHUP twice, a scheduler SIGTERM again)
     # must not cut the clean-up short
     for taken in RAISED_SIGNALS:
@@ -81,15 +89,38 @@ def _raise_terminated(signum: int, frame) -> None:
     raise Terminated(signum)
 
 
+def _raise_interrupt(signum: int, frame) -> None:
+    """Ctrl-C as Python takes it (each one raises: a second one cuts a slow clean-up
+    short), and kept in mind."""
+    global _signalled
+    if os.getpid() == _handlers_owner:
+        _signalled = _signalled or signum
+    signal.default_int_handler(signum, frame)
+
+
+def raise_if_signalled() -> None:
+    """Raise again the ending signal the command took, if a library swallowed it (at a
+    point where work is about to start: nothing of the command catches it for good)."""
+    if _signalled is not None and os.getpid() == _handlers_owner:
+        raise KeyboardInterrupt() if _signalled == signal.SIGINT else Terminated(_signalled)
+
+
+# each ending signal: how Python takes it by default, and how a command does
+_OWN_HANDLERS = {
+    signal.SIGINT: (signal.default_int_handler, _raise_interrupt),
+    **dict.fromkeys(RAISED_SIGNALS, (signal.SIG_DFL, _raise_terminated)),
+}
+
+
 def _default_in_forked_child() -> None:
     """A process made by `fork` (a library's `multiprocessing` pool: OmniSTEval's, sacrebleu's
-    significance) takes SIGTERM and SIGHUP as by default: before, it kept the handler, so a
-    pool's `terminate` raised in its workers (one left a lock held and the pool hung) and
-    a copy could run its parent's clean-up."""
-    for signum in RAISED_SIGNALS:
-        if signal.getsignal(signum) is _raise_terminated:
+    significance) takes SIGTERM and SIGHUP as by default, and SIGINT as Python does: before,
+    it kept the handler, so a pool's `terminate` raised in its workers (one left a lock held
+    and the pool hung) and a copy could run its parent's clean-up."""
+    for signum, (default, handler) in _OWN_HANDLERS.items():
+        if signal.getsignal(signum) is handler:
             with suppress(ValueError):  # not this interpreter's main thread
-                signal.signal(signum, signal.SIG_DFL)
+                signal.signal(signum, default)
 
 
 if hasattr(os, "register_at_fork"):
@@ -116,39 +147,62 @@ def command_line(command: str) -> Callable[[Main], Main]:
         def wrapped(*args, **kwargs):
             with _ending_signals_raised():
                 try:
-                    return main(*args, **kwargs)
-                except USER_ERRORS as error:
-                    fail(command, error)
-                except OSError as error:
-                    if error.errno not in FILE_SYSTEM_ERRNOS:
-                        raise
-                    fail(command, file_system_message(error))
-                except KeyboardInterrupt as stop:
-                    _end_by_signal(command, getattr(stop, "signum", signal.SIGINT))
-                    raise  # not reached on POSIX
+                    returned = main(*args, **kwargs)
+                except BaseException as error:
+                    if _signalled is not None:  # whatever a library made of the signal
+                        _end_by_signal(command, _signalled)
+                    _end_by_error(command, error)
+                    raise
+                if _signalled is not None:  # swallowed, and the command went on to its end
+                    _end_by_signal(command, _signalled)
+                return returned
 
         return wrapped
 
     return wrap
 
 
+def _end_by_error(command: str, error: BaseException) -> None:
+    """End `command` as `error` asks, if it is one the user can fix or a signal (returns
+    for a program's error, to be raised with its traceback)."""
+    if isinstance(error, USER_ERRORS):
+        fail(command, error)
+    if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRNOS:
+        fail(command, file_system_message(error))
+    if isinstance(error, KeyboardInterrupt):  # raised by hand, as a test does
+        _end_by_signal(command, getattr(error, "signum", signal.SIGINT))
+
+
 @contextmanager
 def _ending_signals_raised() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise `Terminated` while the command runs, unless it was
-    started ignoring them; only the main thread can take signals (a command called from
-    another, as in a test, keeps what it has)."""
-    global _handlers_owner
+    """SIGTERM and SIGHUP raise `Terminated` while the command runs, and SIGINT is kept in
+    mind as it raises, unless the command was started ignoring them; only the main thread
+    can take signals (a command called from another, as in a test, keeps what it has)."""
+    global _handlers_owner, _signalled
     taken = {}
-    _handlers_owner = os.getpid()
     if threading.current_thread() is threading.main_thread():
-        for signum in RAISED_SIGNALS:
-            if signal.getsignal(signum) == signal.SIG_DFL:
-                taken[signum] = signal.signal(signum, _raise_terminated)
+        for signum, (default, handler) in _OWN_HANDLERS.items():
+            if signal.getsignal(signum) == default:  # not ignored, not another's
+                taken[signum] = signal.signal(signum, handler)
+    _handlers_owner = os.getpid()
+    unraisable_hook = sys.unraisablehook
+    if taken:  # the outermost command (one it calls keeps the signal it took)
+        _signalled = None
+        sys.unraisablehook = functools.partial(_unless_signalled, unraisable_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = unraisable_hook
         for signum, handler in taken.items():
             signal.signal(signum, handler)
+
+
+def _unless_signalled(hook: Callable, unraisable) -> None:
+    """A signal's exception that Python could not raise (it came in a `__del__` or a weakref
+    callback, as importlib's module locks run while a module imports) is not printed as
+    "Exception ignored in": the command ends by the signal all the same."""
+    if not (_signalled is not None and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+        hook(unraisable)
 
 
 def _end_by_signal(command: str, signum: int) -> None:

@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from east_agent.common.entry import CommandError
+from east_agent.common.entry import CommandError, raise_if_signalled
 
 if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
@@ -98,18 +98,22 @@ def start_worker_imports() -> multiprocessing.context.ForkServerContext:
         # the workers' children would inherit it (the forkserver ignores SIGHUP itself)
         with _blocked(signal.SIGHUP):
             multiprocessing.resource_tracker.ensure_running()
-        multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
+        # Ctrl-C and SIGHUP held back from the forkserver until it ignores them (at the
+        # top of its preload): before, one in its first half second, while Python started
+        # and multiprocessing imported, printed the forkserver's traceback
+        with _blocked(*LEFT_TO_EAST_EVAL):
+            multiprocessing.forkserver.ensure_running()  # at once; the imports go on there
     return context
 
 
 @contextmanager
-def _blocked(signum: int):
-    """`signum` held back from this thread (and kept from the processes it starts)
+def _blocked(*signums: int):
+    """`signums` held back from this thread (and kept from the processes it starts)
     meanwhile; one that came is taken after."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set(signums))
     try:
         yield
     finally:
@@ -169,6 +173,7 @@ def run_jobs(
     finished (the next runs started first, so that the workers go on meanwhile). What the
     follow-ups returned, by name."""
     jobs = min(jobs, len(jobs_to_run))  # the workers the runs really need
+    raise_if_signalled()  # a Ctrl-C a library swallowed while the grid was checked
     if jobs <= 1:
         _run_here(jobs_to_run, total, after_run)
         return {}
@@ -206,6 +211,7 @@ def _run_on_workers(
     waiting, finished, returned = list(follow_ups), set(), {}
     done_here: list[Job] = []  # finished runs whose `after_run` is still to come
     while pending or running or done_here:
+        raise_if_signalled()
         while pending and len(running) < jobs and not failures:
             job = pending.pop(0)
             print(f"[{job.number}/{total}] {job.name}: started ({_console(job)})", flush=True)
@@ -255,6 +261,7 @@ def _run_here(
 
     models = LoadedModels()
     for job in jobs_to_run:
+        raise_if_signalled()
         print(f"[{job.number}/{total}] {job.name}", flush=True)
         run_simuleval(job.command, job.output, models)
         if job.then is not None:
@@ -313,6 +320,7 @@ def _start_worker(share, environment: dict[str, str], command: list[str]) -> Non
     # by it (OmniSTEval's alignment), and they would inherit it ignored (the pool hung)
     for signum in LEFT_TO_EAST_EVAL:
         signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, LEFT_TO_EAST_EVAL)  # see worker_imports
     _take_threads(share.value)
     # tqdm's progress bars lock across processes with a named semaphore, which a worker
     # killed by a failed grid never unlinks (multiprocessing then warns of a leak at exit);

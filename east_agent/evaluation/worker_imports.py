@@ -7,7 +7,7 @@ loaded: about 4 s on a 2-core CPU, then a load takes 0.2 s).
 Before its imports the forkserver ignores SIGUSR1, which the workers inherit until their
 handler is in place (one told to take more threads while it starts up must not die of it),
 and SIGINT and SIGHUP (Ctrl-C and a closed terminal reach the whole process group:
-east-eval stops the workers),
+east-eval stops the workers; east-eval holds them back from this process until then),
 and is made to die with `east-eval` (`PR_SET_PDEATHSIG`); each worker dies with the
 forkserver (`FORKSERVER_PID`, which the workers inherit). The forkserver's own way to end
 (its pipe from `east-eval` closing) does not come while workers live: each holds a copy of
@@ -26,7 +26,9 @@ signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 # these imports (before: a Ctrl-C in a grid's first seconds printed their traceback); and
 # so is a closed terminal's SIGHUP (the forkserver's end was the workers' at once)
 for signum in LEFT_TO_EAST_EVAL:
-    signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signum, signal.SIG_IGN)  # one pending meanwhile is dropped with it
+# east-eval started this process with them blocked, so that none came before this line
+signal.pthread_sigmask(signal.SIG_UNBLOCK, LEFT_TO_EAST_EVAL)
 if sys.platform.startswith("linux"):
     die_with(int(os.environ.get(FORKSERVER_PARENT, os.getppid())))()
 

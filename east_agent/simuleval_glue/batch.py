@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 from east_agent.common.arguments import positive_int
 from east_agent.common.atomic import write_atomically
-from east_agent.common.entry import CommandError
+from east_agent.common.entry import CommandError, raise_if_signalled
 from east_agent.common.records import read_json_object
 from east_agent.simuleval_glue import simuleval_fixes
 from east_agent.simuleval_glue.ca_latency import TimedTextToTextInstance
@@ -196,6 +196,7 @@ def run_out_of_order(
 
 def _translate_all(agent_class, args, config, load, dataloader, indices: range) -> None:
     model, tokenizer = (load or agent_class.load)(args, config)
+    raise_if_signalled()  # a Ctrl-C a library swallowed as the load imported its modules
     if args.fp16 or args.dtype == "fp16":
         model.half()
     # no more streams than sentences: each stream's cache rows are made (and attended) at once
@@ -253,6 +254,7 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
         sentences = (Sentence(index, dataloader[index]["source"]) for index in todo)
         progress = _progress(args, len(indices), len(indices) - len(todo))
         for outcome in translate_batch(decoder, sentences):
+            raise_if_signalled()
             progress.update()
             if outcome.error is not None:
                 failures.append((outcome.key, f"({outcome.units} units): {outcome.error}"))

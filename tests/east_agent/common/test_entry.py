@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from east_agent.common.entry import EXIT_USER_ERROR, CommandError, command_line
+from east_agent.common.entry import ENDING_SIGNALS, EXIT_USER_ERROR, CommandError, command_line
 from east_agent.decoding.streaming import ContextOverflowError
 
 
@@ -194,6 +194,78 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path):
     assert result.returncode == -signal.SIGTERM, result.stderr
     assert result.stderr == "east-test: terminated\n"
     assert marker.read_text() == "cleaned up exit handler"
+
+
+SWALLOWED = """
+import os, signal, sys
+from east_agent.common.entry import command_line, raise_if_signalled
+
+class Swallows:  # Python only prints what a __del__ raises (a weakref callback too)
+    def __del__(self):
+        os.kill(os.getpid(), signal.{signal})
+
+class Wraps:  # CPython wraps what a __set_name__ raises in a RuntimeError
+    def __set_name__(self, owner, name):
+        os.kill(os.getpid(), signal.{signal})
+
+@command_line("east-test")
+def main():
+    try:
+        if sys.argv[1] == "__del__":
+            Swallows()
+        else:
+            class Owner:
+                attribute = Wraps()
+        print("went on", flush=True)
+        if sys.argv[2] == "checked":
+            raise_if_signalled()
+            print("past the check", flush=True)
+    finally:
+        print("cleaned up", flush=True)
+
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    ("where", "then", "printed"),
+    [
+        ("__set_name__", "checked", ["cleaned up"]),
+        ("__del__", "checked", ["went on", "cleaned up"]),
+        ("__del__", "not checked", ["went on", "cleaned up"]),
+    ],
+    ids=["__set_name__", "__del__ then a check", "__del__ to the end"],
+)
+def test_a_signal_a_library_swallowed_still_ends_the_command(signum, where, then, printed):
+    """Ctrl-C in `east-eval`'s first second, while it imported: before, a traceback
+    (SimulEval's import of yt_dlp: `Error calling __set_name__`) or, the signal lost, the
+    whole grid run and exit 0. Now the command stops at its next check, or at its end."""
+    script = SWALLOWED.format(signal=signal.Signals(signum).name)
+    result = subprocess.run(
+        [sys.executable, "-c", script, where, then],
+        capture_output=True,
+        text=True,
+        preexec_fn=_default_signals,
+    )
+    assert result.returncode == -signum, result.stderr
+    assert result.stdout.splitlines() == printed
+    # not Python's "Exception ignored in" either
+    assert result.stderr == f"east-test: {ENDING_SIGNALS[signum]}\n"
+
+
+def test_what_a_del_raises_without_a_signal_is_still_printed():
+    script = (
+        "from east_agent.common.entry import command_line\n"
+        "class Raises:\n"
+        "    def __del__(self):\n"
+        "        raise ValueError('in __del__')\n"
+        "command_line('east-test')(Raises)()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert "Exception ignored in" in result.stderr and "ValueError: in __del__" in result.stderr
 
 
 def test_terminated_survives_a_trip_between_processes():

@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from commands import console_script, east_eval
 from commands import write_grid_config as write_config
 from kill import descendants, group_members, live_processes
+
+from east_agent.evaluation.jobs import LEFT_TO_EAST_EVAL
 
 
 def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path):
@@ -150,6 +153,90 @@ def test_workers_leave_ctrl_c_to_east_eval():
         tracker = resource_tracker._resource_tracker._pid
         held = _signal_set(tracker, "SigIgn") | _signal_set(tracker, "SigBlk")
         assert held >> (signal.SIGHUP - 1) & 1
+
+
+FORKSERVER_SIGNALLED = """
+import multiprocessing.forkserver, os, signal
+from concurrent.futures import ProcessPoolExecutor
+from east_agent.evaluation.jobs import start_worker_imports
+
+context = start_worker_imports()
+forkserver = multiprocessing.forkserver._forkserver._forkserver_pid
+for signum in (signal.SIGINT, signal.SIGHUP):  # while its Python starts up
+    os.kill(forkserver, signum)
+with ProcessPoolExecutor(1, mp_context=context) as pool:
+    print(pool.submit(abs, -3).result(timeout=60))
+print(multiprocessing.forkserver._forkserver._forkserver_pid == forkserver)
+status = open(f"/proc/{forkserver}/status").read().splitlines()
+print(int(dict(line.split(":\t", 1) for line in status)["SigBlk"], 16))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_forkserver_leaves_ctrl_c_to_east_eval_from_its_start():
+    """Before: a Ctrl-C or a closed terminal's SIGHUP in the forkserver's first half second
+    (Python's start, multiprocessing's imports, before the preload ignored them) printed its
+    traceback or ended it silently, and a new one was started for the workers. Now they
+    are held back until it ignores them, and dropped then."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORKSERVER_SIGNALLED],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in LEFT_TO_EAST_EVAL],
+    )
+    assert result.returncode == 0, result.stderr
+    # the same forkserver, nothing left blocked for the workers and their children
+    assert result.stdout.splitlines() == ["3", "True", "0"]
+    assert "Traceback" not in result.stderr
+
+
+SWALLOWED_WHILE_CHECKED = """
+import os, signal, sys
+from east_agent.evaluation import cli, config
+
+class Swallows:  # Python does not raise what a __del__ raises (a library import's lock)
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+checked = config.EvalConfig.runs
+def runs(self):
+    Swallows()
+    return checked(self)
+config.EvalConfig.runs = runs
+sys.argv[0] = "east-eval"
+cli.main()
+"""
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_a_ctrl_c_swallowed_while_the_grid_is_checked_starts_no_run(
+    east_checkpoint, tmp_path, jobs
+):
+    """Before: the grid ran to its end and east-eval exited 0 (a test's Ctrl-C half a
+    second in, while SimulEval imported)."""
+    systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWED_WHILE_CHECKED, str(config), "--limit", "3"]
+        + ["--jobs", jobs],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
+    assert result.stderr == "east-eval: interrupted\n"
+    assert "[1/2]" not in result.stdout
+    assert not (output / "runs" / "east-low" / "instances.log").exists()
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # ended meanwhile
+        return b""
 
 
 def _signal_set(pid: int, field: str) -> int:
@@ -303,7 +390,9 @@ def test_the_last_run_takes_the_threads_there_are_never_more(
 )
 def test_ctrl_c_of_a_grid_with_workers_is_one_line(east_checkpoint, tmp_path, when, signum, said):
     """Ctrl-C (SIGINT to the process group): before, in a grid's first seconds, the
-    forkserver's traceback (it took SIGINT while it imported), and at any time
+    forkserver's traceback (it took SIGINT while it imported, or while its Python and
+    multiprocessing started up), east-eval's own where a library swallowed or wrapped the
+    KeyboardInterrupt as it imported (or the grid went on to its end), and at any time
     multiprocessing's warning of leaked semaphores. A run folder's lock names east-eval's
     command, not the forkserver's. SIGTERM to east-eval, a closed terminal's SIGHUP to the
     group: before, east-eval died of it on the spot, without a word or its clean-up (and
@@ -327,7 +416,12 @@ def test_ctrl_c_of_a_grid_with_workers_is_one_line(east_checkpoint, tmp_path, wh
             time.sleep(0.02)
         held = json.loads((output / "runs" / "east-low" / "run.lock").read_text())
         assert held["command"] == " ".join(command)  # before: the forkserver's
-    else:
+    else:  # east-eval past its own imports (in main: the forkserver started), and the
+        # forkserver into the workers' (the moments before: the forkserver test above)
+        deadline = time.time() + 60
+        while not any(b"forkserver" in _command_line(pid) for pid in group_members(process.pid)):
+            assert process.poll() is None and time.time() < deadline, "no forkserver"
+            time.sleep(0.01)
         time.sleep(0.5)
     # SIGTERM as `kill` and `timeout` send it, to east-eval (to the group it ends the
     # workers too, at once); Ctrl-C and a closed terminal's SIGHUP reach the whole group

@@ -4,7 +4,9 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -1035,3 +1037,42 @@ def test_chunks_the_cache_budget_cut_short_are_said(tmp_path, batch):
     assert result.returncode == 0, result.stderr[-2000:]
     said = "long form: the cache budget (--cache-budget) cut 1 chunk of "
     assert said + ("this talk" if batch == 1 else "the 1 talk translated") in (result.stderr)
+
+
+SWALLOWED_WHILE_LOADING = """
+import os, signal, sys
+from east_agent.lm import checkpoint
+from east_agent.simuleval_glue.cli import main
+
+class Swallows:  # Python does not raise what a __del__ raises (a library import's lock)
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+loaded = checkpoint.from_pretrained_here_or_hub
+def from_pretrained_here_or_hub(*arguments, **settings):
+    Swallows()
+    return loaded(*arguments, **settings)
+checkpoint.from_pretrained_here_or_hub = from_pretrained_here_or_hub
+sys.argv[0] = "east-simuleval"
+main()
+"""
+
+
+def test_a_ctrl_c_swallowed_while_the_model_loads_translates_nothing(
+    east_checkpoint, test_set, tmp_path
+):
+    """Before: every sentence translated and scored, exit 0."""
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", "4")
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWED_WHILE_LOADING, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
+    assert result.stderr.endswith("\neast-simuleval: interrupted\n")
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert not (output / "instances.log").exists() or not instances(output)
+    assert not (output / "scores.tsv").exists()

@@ -179,20 +179,23 @@ def _ending_signals_raised() -> Iterator[None]:
     mind as it raises, unless the command was started ignoring them; only the main thread
     can take signals (a command called from another, as in a test, keeps what it has)."""
     global _handlers_owner, _signalled
-    taken = {}
+    _handlers_owner = os.getpid()  # first: a signal as soon as a handler is in is this one's
+    taken, free = {}, []
     if threading.current_thread() is threading.main_thread():
-        for signum, (default, handler) in _OWN_HANDLERS.items():
-            if signal.getsignal(signum) == default:  # not ignored, not another's
-                taken[signum] = signal.signal(signum, handler)
-    _handlers_owner = os.getpid()
+        # not ignored, not another's (an outer command's: one it calls keeps its signal)
+        free = [s for s, (default, _) in _OWN_HANDLERS.items() if signal.getsignal(s) == default]
+    if free:
+        _signalled = None  # before the handlers: one at once is kept
+        for signum in free:
+            taken[signum] = signal.signal(signum, _OWN_HANDLERS[signum][1])
     unraisable_hook = sys.unraisablehook
-    if taken:  # the outermost command (one it calls keeps the signal it took)
-        _signalled = None
+    if taken:
         sys.unraisablehook = functools.partial(_unless_signalled, unraisable_hook)
     try:
         yield
     finally:
-        sys.unraisablehook = unraisable_hook
+        if taken:  # not a command in another thread: the hook is the process's
+            sys.unraisablehook = unraisable_hook
         for signum, handler in taken.items():
             signal.signal(signum, handler)
 

@@ -252,19 +252,21 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
         todo = [index for index in indices if index not in log.done]
         log.before_first = partial(recorded, min(len(decoder.streams), len(todo)))
         sentences = (Sentence(index, dataloader[index]["source"]) for index in todo)
-        progress = _progress(args, len(indices), len(indices) - len(todo))
-        for outcome in translate_batch(decoder, sentences):
-            raise_if_signalled()
-            progress.update()
-            if outcome.error is not None:
-                failures.append((outcome.key, f"({outcome.units} units): {outcome.error}"))
-                continue
-            translation = outcome.translation
-            totals, translated = totals + translation.counters, translated + 1
-            instance = ReplayedInstance(outcome.key, dataloader, args)
-            instance.replay(translation.delays, translation.chunks, translation.chunk_seconds)
-            log.append(instance.summarize())
-        progress.close()
+        # closed however the run ends: an interrupted one's message on a line of its own
+        with _progress(args, len(indices), len(indices) - len(todo)) as progress:
+            for outcome in translate_batch(decoder, sentences):
+                progress.update()
+                if outcome.error is not None:
+                    failures.append((outcome.key, f"({outcome.units} units): {outcome.error}"))
+                else:
+                    translation = outcome.translation
+                    totals, translated = totals + translation.counters, translated + 1
+                    instance = ReplayedInstance(outcome.key, dataloader, args)
+                    instance.replay(
+                        translation.delays, translation.chunks, translation.chunk_seconds
+                    )
+                    log.append(instance.summarize())
+                raise_if_signalled()  # the sentence finished is in the log: a resume keeps it
     talks = "the 1 talk" if translated == 1 else f"the {translated} talks"  # long form only
     if note := capped_note(totals, f"{talks} translated"):
         print(f"east-simuleval: {note}", file=sys.stderr, flush=True)

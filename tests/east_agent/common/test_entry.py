@@ -268,6 +268,28 @@ def test_what_a_del_raises_without_a_signal_is_still_printed():
     assert "Exception ignored in" in result.stderr and "ValueError: in __del__" in result.stderr
 
 
+def test_a_command_in_another_thread_leaves_the_process_hooks_alone(monkeypatch):
+    """Only the main thread's command sets the handlers and the unraisable hook: before, one
+    run from a thread put back, as it ended, the hook it had found, over one that a
+    main-thread command had set meanwhile (which then stayed for good)."""
+    import threading
+
+    handler, set_meanwhile, went_on = signal.getsignal(signal.SIGINT), threading.Event(), []
+
+    @command_line("east-test")
+    def main() -> None:
+        went_on.append(signal.getsignal(signal.SIGINT) is handler)
+        set_meanwhile.wait(timeout=30)
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    monkeypatch.setattr(sys, "unraisablehook", lambda unraisable: None)
+    meanwhile = sys.unraisablehook
+    set_meanwhile.set()
+    thread.join()
+    assert went_on == [True] and sys.unraisablehook is meanwhile
+
+
 def test_terminated_survives_a_trip_between_processes():
     import pickle
 

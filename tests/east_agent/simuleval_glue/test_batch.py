@@ -1039,8 +1039,9 @@ def test_chunks_the_cache_budget_cut_short_are_said(tmp_path, batch):
     assert said + ("this talk" if batch == 1 else "the 1 talk translated") in (result.stderr)
 
 
-SWALLOWED_WHILE_LOADING = """
+SWALLOWED = """
 import os, signal, sys
+from east_agent.decoding import batching
 from east_agent.lm import checkpoint
 from east_agent.simuleval_glue.cli import main
 
@@ -1048,24 +1049,33 @@ class Swallows:  # Python does not raise what a __del__ raises (a library import
     def __del__(self):
         os.kill(os.getpid(), signal.SIGINT)
 
-loaded = checkpoint.from_pretrained_here_or_hub
-def from_pretrained_here_or_hub(*arguments, **settings):
-    Swallows()
-    return loaded(*arguments, **settings)
-checkpoint.from_pretrained_here_or_hub = from_pretrained_here_or_hub
-sys.argv[0] = "east-simuleval"
+if sys.argv[1] == "as the model loads":
+    loaded = checkpoint.from_pretrained_here_or_hub
+    def from_pretrained_here_or_hub(*arguments, **settings):
+        Swallows()
+        return loaded(*arguments, **settings)
+    checkpoint.from_pretrained_here_or_hub = from_pretrained_here_or_hub
+else:
+    translate = batching.translate_batch
+    def translate_batch(*arguments):
+        for number, outcome in enumerate(translate(*arguments), 1):
+            if number == 2:  # as the second sentence finishes
+                Swallows()
+            yield outcome
+    batching.translate_batch = translate_batch
+sys.argv[0:2] = ["east-simuleval"]
 main()
 """
 
 
-def test_a_ctrl_c_swallowed_while_the_model_loads_translates_nothing(
-    east_checkpoint, test_set, tmp_path
-):
-    """Before: every sentence translated and scored, exit 0."""
+@pytest.mark.parametrize(("when", "kept"), [("as the model loads", 0), ("mid-run", 2)])
+def test_a_ctrl_c_a_library_swallowed_ends_the_run(east_checkpoint, test_set, tmp_path, when, kept):
+    """Before: every sentence translated and scored, exit 0. The sentences finished before
+    the check are in the log, for a resume."""
     output = tmp_path / "out"
-    arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", "4")
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", "2")
     result = subprocess.run(
-        [sys.executable, "-c", SWALLOWED_WHILE_LOADING, *map(str, arguments)],
+        [sys.executable, "-c", SWALLOWED, when, *map(str, arguments)],
         capture_output=True,
         text=True,
         timeout=300,
@@ -1074,5 +1084,5 @@ def test_a_ctrl_c_swallowed_while_the_model_loads_translates_nothing(
     assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
     assert result.stderr.endswith("\neast-simuleval: interrupted\n")
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
-    assert not (output / "instances.log").exists() or not instances(output)
+    assert len(instances(output) if (output / "instances.log").exists() else []) == kept
     assert not (output / "scores.tsv").exists()

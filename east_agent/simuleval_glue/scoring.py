@@ -20,7 +20,12 @@ from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.comet_process import COMET_INPUTS, checkpoint_identity
 from east_agent.common.fingerprint import content_of, shown_setting
 from east_agent.common.records import read_json_object
-from east_agent.decoding.prompt import LANGUAGE_NAMES, is_unspaced, known_language_name
+from east_agent.decoding.prompt import (
+    LANGUAGE_NAMES,
+    is_unspaced,
+    known_language_name,
+    language_name,
+)
 
 SCORING_RECORD = "scoring.json"
 UNSPACED_UNITS = "joined without spaces"  # COMET's source: Chinese or Japanese units
@@ -91,16 +96,45 @@ def check_bleu_tokenizer(args: argparse.Namespace) -> None:
         raise ValueError(f"--sacrebleu-tokenizer {name}: cannot score with it ({said})") from None
 
 
+# BLEU's tokenizers that split a text without spaces nowhere: one Chinese or Japanese
+# sentence, one token
+SPACE_TOKENIZERS = ("13a", "intl", "none")
+
+
 def check_latency_unit(args: argparse.Namespace, tgt_lang: str | None = None) -> None:
+    """The latency unit against the target language (where known), and for a Chinese or
+    Japanese target BLEU's tokenizer: before, a `zh` target scored by SimulEval's defaults
+    (`word`, `13a`) gave AL -34.5 and a BLEU of 0 for a perfect translation, exit 0."""
     unit = getattr(args, "eval_latency_unit", "word")
     if unit == "spm":
         check_spm_model(getattr(args, "eval_latency_spm_model", None))
     known = tgt_lang is not None and known_language_name(tgt_lang) in LANGUAGE_NAMES
+    if known and is_unspaced(tgt_lang):
+        _check_unspaced_target(args, unit, tgt_lang)
     if unit == "char" and known and not is_unspaced(tgt_lang):
         raise ValueError(
             f"--eval-latency-unit char: for a Chinese or Japanese target, whose characters "
             f"are its units; a {tgt_lang} target writes words (SimulEval would take the "
             "spaces out of the translations, not the references: BLEU near 0)"
+        )
+
+
+def _check_unspaced_target(args: argparse.Namespace, unit: str, tgt_lang: str) -> None:
+    tokenizer = "zh" if language_name(tgt_lang) == "Chinese" else "ja-mecab"
+    if unit == "word":
+        raise ValueError(
+            f"--eval-latency-unit word (SimulEval's default) for a {tgt_lang} target, which "
+            "writes no spaces: its units are characters; give --eval-latency-unit char "
+            f"(and --sacrebleu-tokenizer {tokenizer})"
+        )
+    name = getattr(args, "sacrebleu_tokenizer", None)
+    scored = not getattr(args, "no_scoring", False)
+    if name in SPACE_TOKENIZERS and scored and "BLEU" in (args.quality_metrics or ()):
+        raise ValueError(
+            f"--sacrebleu-tokenizer {name}"
+            + (" (SimulEval's default)" if name == "13a" else "")
+            + f" for a {tgt_lang} target splits it nowhere (a sentence, one token): give "
+            f"--sacrebleu-tokenizer {tokenizer}"
         )
 
 

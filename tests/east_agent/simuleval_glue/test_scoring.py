@@ -103,26 +103,51 @@ def test_a_record_never_outlives_the_scores_it_names(tmp_path, monkeypatch, kill
 
 
 @pytest.mark.parametrize(
-    "unit, language, refused",
+    "unit, tokenizer, language, refused",
     [
-        ("char", "English", True),
-        ("char", "en", True),
-        ("char", "Chinese", False),
-        ("char", "ja", False),
-        ("char", "zh-CN", False),  # a third-party agent's name: not judged (before: refused)
-        ("char", None, False),
-        ("word", "Chinese", False),
+        ("char", "13a", "English", "char: for a Chinese or Japanese target"),
+        ("char", "13a", "en", "char: for a Chinese or Japanese target"),
+        ("char", "zh", "Chinese", None),
+        ("char", "ja-mecab", "ja", None),
+        ("char", "char", "ja", None),
+        ("char", "13a", "zh-CN", None),  # a third-party agent's name: not judged (before: refused)
+        ("char", "13a", None, None),
+        ("word", "13a", "en", None),
+        # before: accepted, and a perfect Chinese translation scored BLEU 0, AL -20
+        ("word", "zh", "Chinese", "word .SimulEval's default. for a Chinese target"),
+        ("word", "ja-mecab", "ja", "give --eval-latency-unit char .and --sacrebleu-tokenizer ja-m"),
+        ("char", "13a", "zh", "13a .SimulEval's default. for a zh target splits it nowhere"),
+        ("char", "none", "Japanese", "none for a Japanese target .* ja-mecab"),
     ],
 )
-def test_char_units_are_refused_for_a_target_known_to_write_words(unit, language, refused):
+def test_the_latency_unit_and_bleu_tokenizer_fit_the_target(unit, tokenizer, language, refused):
     from east_agent.simuleval_glue.scoring import check_latency_unit
 
-    args = argparse.Namespace(eval_latency_unit=unit, eval_latency_spm_model=None)
+    args = argparse.Namespace(
+        eval_latency_unit=unit,
+        eval_latency_spm_model=None,
+        sacrebleu_tokenizer=tokenizer,
+        quality_metrics=["BLEU"],
+        no_scoring=False,
+    )
     if refused:
-        with pytest.raises(ValueError, match="char: for a Chinese or Japanese target"):
+        with pytest.raises(ValueError, match=refused):
             check_latency_unit(args, language)
     else:
         check_latency_unit(args, language)
+
+
+def test_bleus_tokenizer_is_not_judged_where_bleu_is_not_scored():
+    from east_agent.simuleval_glue.scoring import check_latency_unit
+
+    for metrics, no_scoring in [(["COMET"], False), (["BLEU"], True)]:
+        args = argparse.Namespace(
+            eval_latency_unit="char",
+            sacrebleu_tokenizer="13a",
+            quality_metrics=metrics,
+            no_scoring=no_scoring,
+        )
+        check_latency_unit(args, "zh")
 
 
 def test_comet_scores_made_before_its_texts_were_stripped_are_made_again(tmp_path):

@@ -716,6 +716,15 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
     check_testset(tree["testset"], place.of("testset"))
     from east_agent.evaluation.longform import TICK, is_longform
 
+    if "ca_unit_seconds" in tree and not is_longform(tree["testset"]):  # else OmniSTEval's too
+        metrics = tree.get("latency_metrics")  # the default's include AL_CA
+        if metrics is not None and not any(metric.endswith("_CA") for metric in metrics):
+            # as east-simuleval refuses --ca-unit-seconds (before: dropped without a word)
+            raise EvalConfigError(
+                f"{place.of('ca_unit_seconds')} sets the clock of the computation-aware "
+                "metrics; latency_metrics asks for none: add one (AL_CA, LAAL_CA, AP_CA, "
+                "DAL_CA) or leave ca_unit_seconds out"
+            )
     if is_longform(tree["testset"]) and tree.get("ca_unit_seconds", TICK) < TICK:
         raise EvalConfigError(
             f"{place.of('ca_unit_seconds')}: {tree['ca_unit_seconds']:g} s a unit; long-form "

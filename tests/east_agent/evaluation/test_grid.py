@@ -1190,6 +1190,12 @@ def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
         ({"ca_unit_seconds": "fast"}, "ca_unit_seconds must be a number of seconds above 0"),
         ({"ca_unit_seconds": 0}, "ca_unit_seconds must be a number of seconds above 0"),
         ({"ca_unit_seconds": True}, "ca_unit_seconds must be a number of seconds above 0"),
+        # before: dropped without a word, AL_CA and LAAL_CA left empty in results.md
+        (
+            {"latency_metrics": ["LAAL", "AL"], "ca_unit_seconds": 0.4},
+            "ca_unit_seconds sets the clock of the computation-aware metrics; "
+            "latency_metrics asks for none",
+        ),
         # before: every talk decoded, then nothing scored (the scorer's clock ticks 1/1024 s)
         (
             {"testset": "multi30k.de-en.talks5", "ca_unit_seconds": 0.0001},

@@ -279,8 +279,19 @@ def score_folder(args: argparse.Namespace) -> None:
     from east_agent.simuleval_glue.instance_log import check_log
     from east_agent.simuleval_glue.scoring import check_bleu_tokenizer, check_latency_unit
 
+    for flag in ("source", "target"):  # before: taken and ignored, exit 0
+        if getattr(args, flag, None) is not None:
+            raise ValueError(
+                f"--{flag} with --score-only: a log is scored against the sources and "
+                "references it recorded; to score other ones, translate again"
+            )
     output = Path(args.output or ".")
     log = output / "instances.log"
+    if not log.exists() and args.output is None:
+        raise ValueError(
+            "--score-only scores the log of a run's folder: give the folder with --output "
+            "(there is no instances.log here)"
+        )
     if not log.exists():
         raise ValueError(f"{log}: no such file (score a run's --output folder)")
     check_latency_unit(args, recorded_language(output, "tgt_lang"))

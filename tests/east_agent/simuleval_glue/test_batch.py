@@ -728,6 +728,29 @@ def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_score_only_refuses_data_files_it_would_ignore_and_names_a_missing_output(tmp_path):
+    """Before: --target and --source taken and ignored (the log's references scored, exit
+    0: a rescoring against corrected references gave the old scores); and without
+    --output, "instances.log: no such file"."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text("")
+    (tmp_path / "ref.txt").write_text("a cat\n")
+    for flag in ("--target", "--source"):
+        given = run_simuleval("--score-only", "--output", output, flag, tmp_path / "ref.txt")
+        assert given.returncode == 2
+        assert given.stderr.startswith(f"east-simuleval: {flag} with --score-only: a log is ")
+    elsewhere = subprocess.run(
+        [console_script("east-simuleval"), "--score-only"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert elsewhere.returncode == 2
+    assert "give the folder with --output (there is no instances.log here)" in elsewhere.stderr
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_score_only_refuses_a_log_without_references_or_in_other_units(
     east_checkpoint, test_set, tmp_path, batch

@@ -45,7 +45,7 @@ class WaitkAgent(StreamingAgent):
     def add_args(parser: argparse.ArgumentParser) -> None:
         add_model_args(parser)
         add_decoding_args(parser)
-        add_latency_arg(parser)
+        add_latency_arg(parser, note=", the only one the offline prompt takes: it asks for none")
         parser.add_argument(
             "--waitk", type=positive_int, required=True, help="units read before writing"
         )
@@ -53,7 +53,8 @@ class WaitkAgent(StreamingAgent):
             "--prompt",
             default="offline",
             choices=PROMPTS,
-            help="offline: any chat LLM, offline prompt; east: an EAST checkpoint's own stream",
+            help="offline (the default): any chat LLM, offline prompt; east: an EAST "
+            "checkpoint's own stream",
         )
         add_long_form_args(parser)
 

@@ -123,15 +123,16 @@ def add_long_form_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_latency_arg(parser: argparse.ArgumentParser) -> None:
+def add_latency_arg(parser: argparse.ArgumentParser, note: str = "") -> None:
+    """`--latency`; `note`: what the agent adds to its help (after the default)."""
     parser.add_argument(
         "--latency",
         "--latency-level",
         dest="latency",
         default="low",
         choices=LATENCY_LEVELS,
-        help="the latency level asked for in the prompt (with the stock `simuleval` "
-        "command write --latency-level: it reads --latency as --latency-metrics)",
+        help=f"the latency level asked for in the prompt (default low{note}; with the stock "
+        "`simuleval` command write --latency-level: it reads --latency as --latency-metrics)",
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,7 +111,7 @@ def translate_batch(
 ) -> Iterator[Outcome]:
     """Translate `sentences` on all of the decoder's streams at once; yield each outcome as
     soon as its sentence is finished (not in input order)."""
-    queue = iter(sentences)
+    queue = _checked(sentences)
     active: dict[Stream, _Job] = {}
     feeds: dict[Stream, Feed] = {}
     with torch.inference_mode():
@@ -135,6 +136,26 @@ def translate_batch(
             for stream in done:
                 yield _outcome(stream, active.pop(stream))
                 yield from _fill(decoder, stream, queue, active, feeds)
+
+
+def _checked(sentences: Iterable[Sentence]) -> Iterator[Sentence]:
+    """`sentences`, each refused as it comes if it is not a `Sentence` or repeats a key
+    (before: a tuple failed as an AttributeError, and two outcomes could share a key)."""
+    keys = set()
+    for sentence in sentences:
+        if not isinstance(sentence, Sentence):
+            raise TypeError(
+                f"translate_batch takes Sentence(key, units) items, got "
+                f"{type(sentence).__name__} {sentence!r:.80}"
+            )
+        with suppress(TypeError):  # a key that cannot be hashed is not compared
+            if sentence.key in keys:
+                raise ValueError(
+                    f"Sentence key {sentence.key!r} given twice: its outcomes could not be "
+                    "told apart"
+                )
+            keys.add(sentence.key)
+        yield sentence
 
 
 def _fill(decoder, stream: Stream, queue, active: dict, feeds: dict) -> Iterator[Outcome]:

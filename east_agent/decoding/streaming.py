@@ -35,7 +35,7 @@ from east_agent.common.entry import CommandError
 from east_agent.decoding.characters import CharacterCuts
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.token_stream import TokenStream
-from east_agent.decoding.units import check_unit_list
+from east_agent.decoding.units import check_unit, check_unit_list
 from east_agent.lm import build_lm
 
 if TYPE_CHECKING:
@@ -570,6 +570,7 @@ class StreamingDecoder:
     @torch.inference_mode()
     def push_unit(self, unit: str, is_last: bool = False) -> Step:
         """Read one source unit; write a chunk if the policy (or the end of source) says so."""
+        check_unit(unit, "push_unit")
         stream = self.streams[0]
         check_open(stream)
         if stream.finished:

@@ -101,6 +101,14 @@ def check_unit_list(units: object, where: str) -> None:
             f"{where}: a sequence of source units, not a string: pass text.split() (or "
             "source_units(text, language) for Chinese and Japanese)"
         )
+    for position, unit in enumerate(units):
+        check_unit(unit, f"{where}: unit {position}")
+
+
+def check_unit(unit: object, where: str) -> None:
+    """A unit is a string (before: a number or None failed as an AttributeError)."""
+    if not isinstance(unit, str):
+        raise TypeError(f"{where}: a source unit is a string, got {type(unit).__name__} {unit!r}")
 
 
 def unit_text(unit: str, language: str, first: bool) -> str:

@@ -338,6 +338,35 @@ def test_a_source_given_as_one_string_is_refused():
     assert Sentence(7, ("Der", "Hund", ".")).units == ("Der", "Hund", ".")
 
 
+def test_a_unit_that_is_not_a_string_is_refused(greedy_decoder):
+    """Before: `translate([1, 2])` and `push_unit(None)` failed as AttributeErrors ('int'
+    object has no attribute 'strip'), a batch's inside its outcome."""
+    from east_agent.decoding.batching import Sentence
+
+    with pytest.raises(TypeError, match="translate: unit 1: a source unit is a string, got int"):
+        greedy_decoder.translate(["Katze", 2])
+    with pytest.raises(TypeError, match="Sentence 3: unit 0: a source unit is a string, got No"):
+        Sentence(3, [None])
+    greedy_decoder.reset()
+    with pytest.raises(TypeError, match="push_unit: a source unit is a string, got NoneType"):
+        greedy_decoder.push_unit(None)
+    greedy_decoder.push_unit("Katze", is_last=True)  # refused before the stream took it
+
+
+def test_translate_batch_refuses_other_items_and_a_key_twice(greedy_decoder):
+    """Before: a (key, units) tuple failed as an AttributeError; two sentences with one
+    key both ran, their outcomes not to be told apart."""
+    from east_agent.decoding.batching import Sentence, translate_batch
+
+    with pytest.raises(TypeError, match=r"takes Sentence\(key, units\) items, got tuple"):
+        list(translate_batch(greedy_decoder, [(0, ["Katze"])]))
+    twice = [Sentence(0, ["Hund"]), Sentence(1, ["Katze"]), Sentence(0, ["Farbe"])]
+    with pytest.raises(ValueError, match="Sentence key 0 given twice"):
+        list(translate_batch(greedy_decoder, twice))
+    unhashable = [Sentence([0], ["Hund"]), Sentence([1], ["Katze"])]  # not compared
+    assert len(list(translate_batch(greedy_decoder, unhashable))) == 2
+
+
 @pytest.mark.parametrize(
     "options, message",
     [

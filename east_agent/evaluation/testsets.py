@@ -363,9 +363,12 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = split_by = None
     if args.tokenizer:
         from east_agent.common.fingerprint import model_setting
-        from east_agent.lm.checkpoint import load_tokenizer
+        from east_agent.lm.checkpoint import CheckpointError, load_tokenizer
 
-        tokenizer = load_tokenizer(args.tokenizer)
+        try:
+            tokenizer = load_tokenizer(args.tokenizer)
+        except CheckpointError as error:  # before: "model path ...", a flag nobody typed
+            raise ValueError(f"--tokenizer: {error}") from None
         if split_by_tokenizer(args.testset):  # recorded as a grid records it (before: not)
             split_by = model_setting(args.tokenizer)
     with holding_grid_testset(Path(args.output)):

@@ -278,6 +278,19 @@ def test_east_prepare_names_a_bad_test_set_before_loading_a_tokenizer(tmp_path, 
     assert "east-prepare: unknown test set 'wmt22.zh-em'" in capsys.readouterr().err
 
 
+def test_east_prepare_names_its_tokenizer_flag_for_a_checkpoint_that_is_not_there(tmp_path, capsys):
+    """Before: "model path '...' does not exist", a flag east-prepare does not have."""
+    from east_agent.evaluation.testsets import main
+
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(SystemExit) as ended:
+        main(["wmt22.zh-en", "--output", str(tmp_path / "out"), "--tokenizer", str(missing)])
+    assert ended.value.code == 2
+    said = f"east-prepare: --tokenizer: model path {str(missing)!r} does not exist\n"
+    assert capsys.readouterr().err == said
+    assert not (tmp_path / "out").exists()
+
+
 def test_east_prepare_leaves_a_folder_of_a_file_name_it_writes(tmp_path, capsys):
     """Before: a folder of the user's named `talks.json` (or `testset.json`) in --output
     was deleted with whatever it held, exit 0."""

@@ -29,6 +29,7 @@ from east_agent.evaluation.run_scores import longform_columns, shortform_columns
 from east_agent.evaluation.runs import counted_seconds, settled_tries, translated_tries
 from east_agent.evaluation.significance import (
     SIGNIFICANCE_COLUMNS,
+    SIGNIFICANCE_NOTE,
     Comparison,
     compare_resegmented,
     compare_runs,
@@ -305,7 +306,9 @@ def summarize(
     comparisons = compare_settings(config, runs, compared)
     if comparisons:
         rows_of_tests = [comparison.row() for comparison in comparisons]
-        write_tables(rows_of_tests, config.output, SIGNIFICANCE_COLUMNS, "significance")
+        write_tables(
+            rows_of_tests, config.output, SIGNIFICANCE_COLUMNS, "significance", SIGNIFICANCE_NOTE
+        )
         print("Paired bootstrap, each setting against the one before it:", flush=True)
         print((config.output / "significance.md").read_text(), flush=True)
     else:  # an earlier grid's tests, of runs this one leaves out

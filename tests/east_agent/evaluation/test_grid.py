@@ -182,6 +182,10 @@ def test_grid_runs_every_setting_and_tabulates(grid):
     assert float(comparison["BLEU_to"]) == pytest.approx(bleu["high"], abs=0.01)
     assert 0 < float(comparison["p_value"]) <= 1
     assert "Paired bootstrap" in result.stdout
+    # what CI95_to is, under the table (before: a half-width of 17.7 beside a BLEU of 33.3
+    # read as the interval's upper end)
+    said = "CI95_to: half-width of the 95% bootstrap interval of BLEU_to (BLEU_to ± CI95_to)"
+    assert said in (output / "significance.md").read_text().splitlines()[-1]
 
 
 def test_batched_grid_scores_equal_simulevals_own_loop(grid, tmp_path):

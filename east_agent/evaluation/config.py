@@ -526,11 +526,20 @@ def check_comet_settings(config: EvalConfig) -> None:
         raise EvalConfigError(f"{place.of(key)}: {error}") from None
 
 
-def check_device(config: EvalConfig, flag_given: bool, needed_here: bool) -> None:
+def check_device(
+    config: EvalConfig, flag_given: bool, needed_here: bool, dry_run: bool = False
+) -> None:
     """A device torch knows (`cpu`, `cuda`, `cuda:1`); with `needed_here`, one this machine
-    has. Named by the flag, or the config's file and line, before any run (imports torch)."""
+    has. Named by the flag, or the config's file and line, before any run (imports torch).
+    A dry run notes a device this machine lacks, as it notes a missing checkpoint (before:
+    nothing said; its commands may be for another machine)."""
     where = "--device" if flag_given else config.place().of("device")
     checked_device(config.device, where, needed_here)
+    if dry_run and not needed_here:
+        try:
+            checked_device(config.device, where, needed_here=True)
+        except ValueError as error:
+            print(f"note: {error}: the runs would be refused on this machine", flush=True)
 
 
 def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_needed: bool) -> None:

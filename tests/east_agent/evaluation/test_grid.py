@@ -1434,6 +1434,23 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_a_dry_run_notes_a_device_this_machine_lacks(tmp_path, capsys):
+    """Its commands may be for another machine: printed all the same, with a note, as for a
+    checkpoint that is not there (before: nothing said)."""
+    import torch
+
+    from east_agent.evaluation.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    main([str(quick_config(tmp_path / "grid.yaml", device="cuda")), "--dry-run"])
+    printed = capsys.readouterr().out
+    note = "'cuda': this machine has no CUDA device (it has cpu): the runs would be refused on"
+    assert note in printed and "east-simuleval --agent" in printed
+    main([str(quick_config(tmp_path / "grid.yaml")), "--dry-run"])  # cpu: nothing to note
+    assert "this machine has no" not in capsys.readouterr().out
+
+
 def test_a_comet_interpreter_without_comet_is_named_before_any_run(tmp_path, capsys):
     from tiny_comet import fake_checkpoint
 

@@ -41,7 +41,7 @@ from east_agent.common.atomic import (
     temporary_beside,
     write_atomically,
 )
-from east_agent.common.entry import command_line
+from east_agent.common.entry import command_line, raise_if_signalled
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
 from east_agent.lm.checkpoint import (
@@ -279,7 +279,14 @@ def build_trainer(
     samples: Dataset,
     eval_samples: Dataset | None = None,
 ) -> Trainer:
-    from transformers import DataCollatorForSeq2Seq, Trainer
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainerCallback
+
+    class SignalCheck(TrainerCallback):
+        """A Ctrl-C a library swallowed (as the run's modules imported) ends the run at
+        the next step, not hours later at its end (`raise_if_signalled`)."""
+
+        def on_step_end(self, args, state, control, **kwargs) -> None:
+            raise_if_signalled()
 
     collator = DataCollatorForSeq2Seq(
         tokenizer,
@@ -293,6 +300,7 @@ def build_trainer(
         eval_dataset=eval_samples,
         data_collator=collator,
         processing_class=tokenizer,
+        callbacks=[SignalCheck()],
     )
 
 

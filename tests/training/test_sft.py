@@ -600,6 +600,46 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_fi
     assert (uninterrupted["resumed_at_step"], resumed["resumed_at_step"]) == (0, 4)
 
 
+SWALLOWED_BEFORE_TRAINING = """
+import os, signal, sys
+from training import sft
+
+class Swallows:  # Python does not raise what a __del__ raises (a library import's lock)
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+build_trainer = sft.build_trainer
+def swallowing(*arguments, **settings):
+    Swallows()
+    return build_trainer(*arguments, **settings)
+sft.build_trainer = swallowing
+sft.main(["--config", sys.argv[1]])
+"""
+
+
+def test_a_ctrl_c_swallowed_before_training_ends_the_run_at_its_first_step(
+    base_checkpoint, data_files, workspace
+):
+    """Before: every step trained and the model written, then "interrupted" (hours later,
+    on a real run)."""
+    output = workspace / "swallowed"
+    tree = recipe("full", base_checkpoint, data_files[:1], output, max_steps=6, save_steps=100)
+    config = workspace / "swallowed.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    result = subprocess.run(
+        [sys.executable, "-c", SWALLOWED_BEFORE_TRAINING, str(config)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
+    assert result.stderr.endswith("python -m training.sft: interrupted\n")
+    assert "Exception ignored" not in result.stderr
+    assert not (output / "model").exists() and not list(output.glob("checkpoint-*"))
+    assert "'loss'" not in result.stdout  # stopped at the end of step 1, before its log
+
+
 def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
     base_checkpoint, data_files, workspace
 ):

@@ -729,10 +729,15 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
         metrics = tree.get("latency_metrics")  # the default's include AL_CA
         if metrics is not None and not any(metric.endswith("_CA") for metric in metrics):
             # as east-simuleval refuses --ca-unit-seconds (before: dropped without a word)
+            on = (
+                f" on --testset {tree['testset']}, a sentence-level set"
+                if "testset" in place.overridden
+                else ""
+            )
             raise EvalConfigError(
                 f"{place.of('ca_unit_seconds')} sets the clock of the computation-aware "
-                "metrics; latency_metrics asks for none: add one (AL_CA, LAAL_CA, AP_CA, "
-                "DAL_CA) or leave ca_unit_seconds out"
+                f"metrics; latency_metrics asks for none{on}: add one (AL_CA, LAAL_CA, "
+                "AP_CA, DAL_CA) or leave ca_unit_seconds out"
             )
     if is_longform(tree["testset"]) and tree.get("ca_unit_seconds", TICK) < TICK:
         raise EvalConfigError(

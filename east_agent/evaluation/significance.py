@@ -21,13 +21,13 @@ from east_agent.evaluation.omnisteval_scoring import RESEGMENTED_FILE
 SIGNIFICANCE_COLUMNS = (
     "system", "from", "to", "BLEU_from", "BLEU_to", "delta", "CI95_to", "p_value", "verdict",
 )  # fmt: skip
+SAMPLES = 1000
+LEVEL = 0.05
 # under the Markdown table (before: a CI95_to of 17.7 beside a BLEU of 33.3 read as a bound)
 SIGNIFICANCE_NOTE = (
     "CI95_to: half-width of the 95% bootstrap interval of BLEU_to (BLEU_to ± CI95_to); "
-    "p_value: paired bootstrap, 1,000 resamples; tie: p ≥ 0.05"
+    f"p_value: paired bootstrap, {SAMPLES:,} resamples; tie: p ≥ {LEVEL:g}, or a delta of 0"
 )
-SAMPLES = 1000
-LEVEL = 0.05
 # a bootstrap of one sentence resamples that sentence alone: no spread, and sacrebleu's p is
 # 1/(samples+1) for any difference (before: "higher, p 0.001" from one sentence)
 MIN_SENTENCES = 2

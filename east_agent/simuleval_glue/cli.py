@@ -184,13 +184,17 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
         typed = _system_dir_class()  # for its source type only
     refuse_computation_aware_for_text(computation_aware, getattr(typed, "source_type", None))
     output = output_of(argv)
+    # the agent's flags and the scoring's against its target, with or without a folder
+    # (before: a Chinese target in words was refused only with --output)
+    settings, check = _settings_and_check(agent_class, argv)
     if output is None:
+        if check is not None:
+            check()
         simuleval_main()
         return
     scores = None if scoring.no_scoring else partial(score, scoring)
     resume = "--continue-unfinished" in argv
     try:
-        settings, check = _settings_and_check(agent_class, argv)
         loop_in(output, settings, resume, span, simuleval_main, scores, check)
     except ContextOverflowError as error:
         raise ContextOverflowError(

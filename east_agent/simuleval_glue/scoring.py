@@ -123,16 +123,17 @@ def _check_unspaced_target(args: argparse.Namespace, unit: str, tgt_lang: str) -
     tokenizer = "zh" if language_name(tgt_lang) == "Chinese" else "ja-mecab"
     if unit == "word":
         raise ValueError(
-            f"--eval-latency-unit word (SimulEval's default) for a {tgt_lang} target, which "
-            "writes no spaces: its units are characters; give --eval-latency-unit char "
-            f"(and --sacrebleu-tokenizer {tokenizer})"
+            f"--eval-latency-unit word (given, or SimulEval's default) for a {tgt_lang} "
+            "target, which writes no spaces: its units are characters; give "
+            f"--eval-latency-unit char (and --sacrebleu-tokenizer {tokenizer}); a log "
+            "written in words cannot be scored or resumed in characters: translate it again"
         )
     name = getattr(args, "sacrebleu_tokenizer", None)
     scored = not getattr(args, "no_scoring", False)
     if name in SPACE_TOKENIZERS and scored and "BLEU" in (args.quality_metrics or ()):
         raise ValueError(
             f"--sacrebleu-tokenizer {name}"
-            + (" (SimulEval's default)" if name == "13a" else "")
+            + (" (given, or SimulEval's default)" if name == "13a" else "")
             + f" for a {tgt_lang} target splits it nowhere (a sentence, one token): give "
             f"--sacrebleu-tokenizer {tokenizer}"
         )

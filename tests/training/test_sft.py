@@ -623,7 +623,10 @@ def test_a_ctrl_c_swallowed_before_training_ends_the_run_at_its_first_step(
     """Before: every step trained and the model written, then "interrupted" (hours later,
     on a real run)."""
     output = workspace / "swallowed"
-    tree = recipe("full", base_checkpoint, data_files[:1], output, max_steps=6, save_steps=100)
+    tree = recipe(
+        "full", base_checkpoint, data_files[:1], output,
+        max_steps=6, save_steps=100, logging_steps=1,
+    )  # fmt: skip
     config = workspace / "swallowed.yaml"
     config.write_text(yaml.safe_dump(tree))
     result = subprocess.run(

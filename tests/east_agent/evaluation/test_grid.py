@@ -1434,6 +1434,18 @@ def test_a_cuda_device_this_machine_lacks_is_refused_before_any_run(tmp_path, ca
     assert not (tmp_path / "out").exists()
 
 
+def test_ca_unit_seconds_of_a_long_form_config_on_a_sentence_level_testset_names_the_flag(
+    tmp_path, capsys
+):
+    """A long-form config keeps ca_unit_seconds for OmniSTEval's clock with no *_CA metric;
+    run on a sentence-level set by --testset, the refusal says the flag changed it."""
+    changes = {"latency_metrics": ["LAAL", "AL"], "ca_unit_seconds": 0.4}
+    config = quick_config(tmp_path / "grid.yaml", testset="multi30k.de-en.talks5", **changes)
+    error = east_eval_fails(capsys, config, "--testset", "multi30k.de-en", "--dry-run")
+    assert f"{config}: line " in error and "latency_metrics asks for none on --testset " in error
+    assert "multi30k.de-en, a sentence-level set: add one (AL_CA" in error
+
+
 def test_a_dry_run_notes_a_device_this_machine_lacks(tmp_path, capsys):
     """Its commands may be for another machine: printed all the same, with a note, as for a
     checkpoint that is not there (before: nothing said)."""

@@ -7,7 +7,7 @@ import argparse
 import json
 
 import pytest
-from commands import run_simuleval
+from commands import agent_arguments, run_simuleval, write_toy_test_set
 
 from east_agent.simuleval_glue import scoring
 from east_agent.simuleval_glue.batch import score_folder
@@ -114,9 +114,9 @@ def test_a_record_never_outlives_the_scores_it_names(tmp_path, monkeypatch, kill
         ("char", "13a", None, None),
         ("word", "13a", "en", None),
         # before: accepted, and a perfect Chinese translation scored BLEU 0, AL -20
-        ("word", "zh", "Chinese", "word .SimulEval's default. for a Chinese target"),
+        ("word", "zh", "Chinese", "word .given, or SimulEval's default. for a Chinese target"),
         ("word", "ja-mecab", "ja", "give --eval-latency-unit char .and --sacrebleu-tokenizer ja-m"),
-        ("char", "13a", "zh", "13a .SimulEval's default. for a zh target splits it nowhere"),
+        ("char", "13a", "zh", "13a .given, or SimulEval's default. for a zh target splits it"),
         ("char", "none", "Japanese", "none for a Japanese target .* ja-mecab"),
     ],
 )
@@ -135,6 +135,25 @@ def test_the_latency_unit_and_bleu_tokenizer_fit_the_target(unit, tokenizer, lan
             check_latency_unit(args, language)
     else:
         check_latency_unit(args, language)
+
+
+@pytest.mark.parametrize("output", ["with --output", "without"])
+def test_a_chinese_target_in_words_is_refused_with_or_without_an_output(
+    east_checkpoint, tmp_path, output
+):
+    """Before: refused only with --output (the run's settings were read for its folder);
+    without, SimulEval's loop ran and scored the Chinese target in words."""
+    write_toy_test_set(tmp_path, 2, seed=3)
+    arguments = agent_arguments(east_checkpoint, tmp_path, tmp_path / "out", "--tgt-lang", "zh")
+    if output == "without":
+        at = arguments.index("--output")
+        del arguments[at : at + 2]
+    result = run_simuleval(*arguments)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "east-simuleval: --eval-latency-unit word (given, or SimulEval's default) for a zh" in (
+        result.stderr
+    )
+    assert not (tmp_path / "out").exists()
 
 
 def test_bleus_tokenizer_is_not_judged_where_bleu_is_not_scored():

@@ -33,7 +33,9 @@ from east_agent.lm.checkpoint import (
     check_adapter_base,
     check_adapter_path,
     check_config,
+    check_hub_model,
     check_weights,
+    is_hub_id,
     load_east_checkpoint,
 )
 from east_agent.simuleval_glue.data_files import (
@@ -308,6 +310,9 @@ class StreamingAgent(TextToTextAgent):
         config = cls.decoding_config(args)
         check_precision(args)
         checked_device(getattr(args, "device", "cpu"), "--device")
+        if is_hub_id(args.model_path) and not Path(args.model_path).exists():
+            # asked of the hub once (before: a mistyped models/east-dem, 48 s of retries)
+            check_hub_model(str(args.model_path), "--model-path")
         check_weights(args.model_path, "--model-path")
         adapter_path = getattr(args, "adapter_path", None)
         check_adapter_path(adapter_path)

@@ -141,10 +141,18 @@ def output_of(argv: list[str]) -> Path | None:
 
 
 def _paths_of(argv: list[str]) -> argparse.Namespace:
+    """The path flags as given (`""` too: `Path` would make it the current folder)."""
     parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
     for flag in ("--output", "--source", "--target"):
-        parser.add_argument(flag, type=Path)
-    return parser.parse_known_args(argv)[0]
+        parser.add_argument(flag)
+    paths = parser.parse_known_args(argv)[0]
+    for flag, kind in (("output", "folder"), ("source", "file"), ("target", "file")):
+        value = getattr(paths, flag)
+        if value is not None and not value.strip():
+            # before: `--output ""` wrote the log, its lock and record into `.`, exit 0
+            raise ValueError(f"--{flag} is empty: name a {kind}")
+        setattr(paths, flag, None if value is None else Path(value))
+    return paths
 
 
 def check_output_folder(argv: list[str]) -> None:

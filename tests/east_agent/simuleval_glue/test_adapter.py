@@ -18,3 +18,31 @@ def test_the_checks_tokenizer_loads_once_while_its_files_stay(east_checkpoint, t
     tokenizer_file = folder / "tokenizer.json"
     os.utime(tokenizer_file, ns=(0, tokenizer_file.stat().st_mtime_ns + 1_000_000))
     assert adapter.checkpoint_tokenizer(args)() is not first
+
+
+def test_a_mistyped_relative_model_path_is_one_line_at_once(tmp_path):
+    """`models/east-dem` from a folder without `models/` reads as a hub id: asked of the hub
+    once (before: the loaders' retries, 48 s and some 40 warning lines, then the refusal)."""
+    import subprocess
+
+    from commands import AGENT_FILE, console_script, write_toy_test_set
+
+    write_toy_test_set(tmp_path, 2, seed=5)
+    output = tmp_path / "out"
+    result = subprocess.run(
+        [
+            console_script("east-simuleval"), "--agent", AGENT_FILE,
+            "--model-path", "models/east-dem", "--src-lang", "de", "--tgt-lang", "en",
+            "--source", "src.txt", "--target", "ref.txt", "--output", "out", "--device", "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        # a hub that answers nothing, at once (the tests run offline otherwise)
+        env={**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    said = "east-simuleval: --model-path 'models/east-dem': no such folder here ("
+    assert result.stderr.startswith(said) and "Retry" not in result.stderr
+    assert not output.exists()

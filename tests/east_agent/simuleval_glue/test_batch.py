@@ -399,6 +399,26 @@ def test_an_output_that_is_a_file_is_refused_before_loading(test_set, tmp_path, 
     assert f"--output {output / 'run'}: a file, not a folder ({output} is)" in result.stderr
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("flag", ["--output", "--source", "--target"])
+def test_an_empty_path_is_refused_before_loading(test_set, tmp_path, batch, flag):
+    """Before: `--output ""` ran SimulEval's loop into the current folder (its log, lock
+    and record left there), exit 0."""
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out")
+    arguments[arguments.index(flag) + 1] = ""
+    result = subprocess.run(
+        [console_script("east-simuleval"), *map(str, arguments), "--batch-size", str(batch)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    kind = "folder" if flag == "--output" else "file"
+    said = f"east-simuleval: {flag} is empty: name a {kind}\n"
+    assert (result.returncode, result.stderr) == (2, said)
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
 def test_simulevals_remote_evaluation_is_refused_for_east_remote_eval(test_set, tmp_path):
     arguments = ["--remote-eval", "--remote-port", "1", "--source", test_set / "src.txt"]
     result = run_simuleval(*arguments, "--target", test_set / "ref.txt", "--output", tmp_path)

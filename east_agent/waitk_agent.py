@@ -31,6 +31,7 @@ from east_agent.simuleval_glue.adapter import (
     add_model_args,
     check_max_context,
     load_east,
+    torch_dtype_of,
 )
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class WaitkAgent(StreamingAgent):
         model = load_model(
             args.model_path,
             adapter_path=args.adapter_path,
-            torch_dtype=args.torch_dtype,
+            torch_dtype=torch_dtype_of(args),
             device=getattr(args, "device", "cpu"),
             trust_remote_code=args.trust_remote_code,
         )

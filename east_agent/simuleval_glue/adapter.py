@@ -159,6 +159,14 @@ def check_precision(args: argparse.Namespace, given_as: str = "--torch-dtype {}"
         )
 
 
+def torch_dtype_of(args: argparse.Namespace) -> str:
+    """The dtype the weights load in: `--torch-dtype`, or float16 where SimulEval's --fp16
+    or --dtype fp16 asks for half precision beside `auto` (before: loaded in the
+    checkpoint's dtype, cast by `.half()` after, buffers too, and recorded as float32)."""
+    half = getattr(args, "fp16", False) or getattr(args, "dtype", None) == "fp16"
+    return "float16" if half and args.torch_dtype == "auto" else args.torch_dtype
+
+
 def model_positions(args: argparse.Namespace) -> int:
     """The checkpoint's max_position_embeddings, reading only its config."""
     return checkpoint_config(args).max_position_embeddings
@@ -276,7 +284,7 @@ def load_east(
     return load_east_checkpoint(
         args.model_path,
         adapter_path=args.adapter_path,
-        torch_dtype=args.torch_dtype,
+        torch_dtype=torch_dtype_of(args),
         device=getattr(args, "device", "cpu"),
         trust_remote_code=args.trust_remote_code,
     )

@@ -190,9 +190,10 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
         settings[name] = value
     if isinstance(getattr(args, "torch_dtype", None), str):
         from east_agent.lm.checkpoint import weights_dtype
+        from east_agent.simuleval_glue.adapter import torch_dtype_of
 
         device, model_path = getattr(args, "device", "cpu"), getattr(args, "model_path", None)
-        settings[WEIGHTS_DTYPE] = weights_dtype(args.torch_dtype, device, model_path)
+        settings[WEIGHTS_DTYPE] = weights_dtype(torch_dtype_of(args), device, model_path)
     resolved = getattr(agent_class, "resolved_settings", None)
     if resolved is not None:  # this package's agents (`StreamingAgent`)
         settings.update(resolved(args))

@@ -1129,3 +1129,21 @@ def test_a_ctrl_c_a_library_swallowed_ends_the_run(east_checkpoint, test_set, tm
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert len(instances(output) if (output / "instances.log").exists() else []) == kept
     assert not (output / "scores.tsv").exists()
+
+
+def test_simulevals_half_precision_beside_auto_loads_and_records_float16(
+    east_checkpoint, test_set, tmp_path
+):
+    """`--dtype fp16` with the default `--torch-dtype auto`: before, the weights loaded in
+    the checkpoint's float32 and were cast by `.half()` after (buffers too), the run
+    recorded as float32. Now loaded and recorded as float16, as `--torch-dtype float16`
+    loads them: the same translations and delays."""
+    runs = {}
+    for name, flags in (("fp16", ["--dtype", "fp16"]), ("float16", ["--torch-dtype", "float16"])):
+        output = tmp_path / name
+        arguments = agent_arguments(east_checkpoint, test_set, output, "--end-index", "3")
+        result = run_simuleval(*arguments, *flags, timeout=120)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert json.loads((output / "run_settings.json").read_text())["weights_dtype"] == "float16"
+        runs[name] = without_timing(instances(output))
+    assert runs["fp16"] == runs["float16"]

@@ -42,7 +42,7 @@ class EastAgent(StreamingAgent):
         add_decoding_args(parser)
         add_latency_arg(parser)
         parser.add_argument(
-            "--num-beams", type=positive_int, default=1, help="beams per WRITE chunk"
+            "--num-beams", type=positive_int, default=1, help="beams per WRITE chunk (default 1)"
         )
         parser.add_argument(
             "--beam-stop",

@@ -56,9 +56,17 @@ def _match_flags_whole() -> None:
 
 def _score_only(argv: list[str]) -> None:
     from east_agent.simuleval_glue.batch import score_folder
-    from east_agent.simuleval_glue.scoring import scoring_args
+    from east_agent.simuleval_glue.scoring import scoring_parser
 
-    score_folder(scoring_args(argv))
+    args, rest = scoring_parser(argv).parse_known_args(argv)
+    if rest:  # before: argparse's "unrecognized arguments", the whole run command listed
+        flags = [arg.split("=", 1)[0] for arg in rest if arg.startswith("-")] or rest
+        raise ValueError(
+            f"--score-only scores the log in --output with the scoring flags alone; "
+            f"{', '.join(flags)}: not {'a scoring flag' if len(flags) == 1 else 'scoring flags'}"
+            " (drop the run's flags)"
+        )
+    score_folder(args)
 
 
 @command_line("east-simuleval")

@@ -769,6 +769,15 @@ def test_score_only_refuses_data_files_it_would_ignore_and_names_a_missing_outpu
     )
     assert elsewhere.returncode == 2
     assert "give the folder with --output (there is no instances.log here)" in elsewhere.stderr
+    # --score-only added to a whole run command (before: argparse's "unrecognized
+    # arguments" listing the run's flags and values)
+    run_flags = ["--model-path", "m", "--src-lang", "de", "--latency=medium"]
+    added = run_simuleval("--score-only", "--output", output, *run_flags)
+    assert added.returncode == 2
+    assert added.stderr == (
+        "east-simuleval: --score-only scores the log in --output with the scoring flags alone; "
+        "--model-path, --src-lang, --latency: not scoring flags (drop the run's flags)\n"
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from simuleval.utils import entrypoint
 
-from east_agent.common.arguments import positive_int
+from east_agent.common.arguments import positive_int, torch_dtype_of
 from east_agent.decoding.long_form import long_form_settings
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.decoding.waitk import PROMPTS, EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
@@ -31,7 +31,6 @@ from east_agent.simuleval_glue.adapter import (
     add_model_args,
     check_max_context,
     load_east,
-    torch_dtype_of,
 )
 
 if TYPE_CHECKING:

@@ -178,3 +178,11 @@ def checked_device(name: str, where: str, needed_here: bool = True) -> torch.dev
             f"{where}: {name!r}: this machine has no {device}, only {_devices_here(torch)}"
         )
     return device
+
+
+def torch_dtype_of(args: argparse.Namespace) -> str:
+    """The dtype the weights load in: `--torch-dtype`, or float16 where SimulEval's --fp16
+    or --dtype fp16 asks for half precision beside `auto` (before: loaded in the
+    checkpoint's dtype, cast by `.half()` after, buffers too, and recorded as float32)."""
+    half = getattr(args, "fp16", False) or getattr(args, "dtype", None) == "fp16"
+    return "float16" if half and args.torch_dtype == "auto" else args.torch_dtype

@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
-from east_agent.common.arguments import checked_device, non_negative_int, positive_int
+from east_agent.common.arguments import (
+    checked_device,
+    non_negative_int,
+    positive_int,
+    torch_dtype_of,
+)
 from east_agent.decoding.long_form import (
     DEFAULT_CONTEXT_WORDS,
     DEFAULT_SEGMENT_UNITS,
@@ -157,14 +162,6 @@ def check_precision(args: argparse.Namespace, given_as: str = "--torch-dtype {}"
             f"--dtype fp32 with {torch_dtype}: SimulEval's --dtype fp32 "
             "converts no model this package loads; give --torch-dtype float32"
         )
-
-
-def torch_dtype_of(args: argparse.Namespace) -> str:
-    """The dtype the weights load in: `--torch-dtype`, or float16 where SimulEval's --fp16
-    or --dtype fp16 asks for half precision beside `auto` (before: loaded in the
-    checkpoint's dtype, cast by `.half()` after, buffers too, and recorded as float32)."""
-    half = getattr(args, "fp16", False) or getattr(args, "dtype", None) == "fp16"
-    return "float16" if half and args.torch_dtype == "auto" else args.torch_dtype
 
 
 def model_positions(args: argparse.Namespace) -> int:

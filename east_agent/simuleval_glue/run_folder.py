@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from east_agent.common.arguments import torch_dtype_of
 from east_agent.common.atomic import check_folder_path, remove, write_atomically
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
@@ -190,7 +191,6 @@ def translation_settings(agent_class: type, args: argparse.Namespace) -> dict:
         settings[name] = value
     if isinstance(getattr(args, "torch_dtype", None), str):
         from east_agent.lm.checkpoint import weights_dtype
-        from east_agent.simuleval_glue.adapter import torch_dtype_of
 
         device, model_path = getattr(args, "device", "cpu"), getattr(args, "model_path", None)
         settings[WEIGHTS_DTYPE] = weights_dtype(torch_dtype_of(args), device, model_path)

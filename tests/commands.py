@@ -18,6 +18,20 @@ AGENT_FILE = REPO / "east_agent" / "agent.py"
 WAITK_AGENT_FILE = REPO / "east_agent" / "waitk_agent.py"
 
 
+def python_with_ctrl_c(script: str, *arguments, timeout: int = 300):
+    """`python -c script arguments...`, its output captured, SIGINT as a terminal leaves it
+    (not as a background pytest may: ignored)."""
+    import signal
+
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
 def console_script(name: str) -> str:
     script = Path(sys.executable).with_name(name)
     assert script.exists(), f"{name} is not installed next to {sys.executable}"

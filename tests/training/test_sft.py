@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from commands import python_with_ctrl_c
 from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
@@ -629,13 +630,7 @@ def test_a_ctrl_c_swallowed_before_training_ends_the_run_at_its_first_step(
     )  # fmt: skip
     config = workspace / "swallowed.yaml"
     config.write_text(yaml.safe_dump(tree))
-    result = subprocess.run(
-        [sys.executable, "-c", SWALLOWED_BEFORE_TRAINING, str(config)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    result = python_with_ctrl_c(SWALLOWED_BEFORE_TRAINING, config, timeout=600)
     assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
     assert result.stderr.endswith("python -m training.sft: interrupted\n")
     assert "Exception ignored" not in result.stderr

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from commands import console_script, east_eval
+from commands import console_script, east_eval, python_with_ctrl_c
 from commands import write_grid_config as write_config
 from kill import descendants, group_members, live_processes
 
@@ -218,14 +218,7 @@ def test_a_ctrl_c_swallowed_while_the_grid_is_checked_starts_no_run(
     systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
     output = tmp_path / "out"
     config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
-    result = subprocess.run(
-        [sys.executable, "-c", SWALLOWED_WHILE_CHECKED, str(config), "--limit", "3"]
-        + ["--jobs", jobs],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    result = python_with_ctrl_c(SWALLOWED_WHILE_CHECKED, config, "--limit", "3", "--jobs", jobs)
     assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
     assert result.stderr == "east-eval: interrupted\n"
     assert "[1/2]" not in result.stdout

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from commands import (
     WAITK_AGENT_FILE,
     agent_arguments,
     console_script,
+    python_with_ctrl_c,
     run_simuleval,
     write_toy_test_set,
 )
@@ -1126,13 +1126,7 @@ def test_a_ctrl_c_a_library_swallowed_ends_the_run(east_checkpoint, test_set, tm
     the check are in the log, for a resume."""
     output = tmp_path / "out"
     arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", "2")
-    result = subprocess.run(
-        [sys.executable, "-c", SWALLOWED, when, *map(str, arguments)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    result = python_with_ctrl_c(SWALLOWED, when, *arguments)
     assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
     assert result.stderr.endswith("\neast-simuleval: interrupted\n")
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr

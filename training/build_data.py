@@ -64,7 +64,7 @@ from east_agent.common.atomic import (
     temporary_beside,
 )
 from east_agent.common.child_process import run_child
-from east_agent.common.entry import CommandError, command_line
+from east_agent.common.entry import CommandError, command_line, raise_if_signalled
 from east_agent.common.records import RecordError, placed_records, text_output, write_jsonl
 from east_agent.common.text_lines import check_input_file, read_lines
 from east_agent.decoding.prompt import (
@@ -464,6 +464,7 @@ def segment(
     for (source, target), links in tqdm(
         list(zip(kept, all_links)), desc="segmenting", disable=not progress, unit="pair"
     ):
+        raise_if_signalled()  # a Ctrl-C a library swallowed (its records are not written)
         base = base_segmentation(source, target, links)
         for level in levels:
             chunks = merge_to_min_source(base, MIN_SOURCE_CHUNK[level])

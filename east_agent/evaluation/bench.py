@@ -52,7 +52,7 @@ from east_agent.common.arguments import (
     positive_int,
 )
 from east_agent.common.atomic import append_atomically, is_special_file, write_atomically
-from east_agent.common.entry import CommandError, command_line
+from east_agent.common.entry import CommandError, command_line, raise_if_signalled
 from east_agent.common.text_lines import (
     GZIP_MAGIC,
     check_input_file,
@@ -554,8 +554,8 @@ def stream_benchmark(
             StreamsResult(1, beams, time.perf_counter() - begun, len(sentences), tokens,
                           identical=len(sentences))
         )  # fmt: skip
+        finished_row(results)  # on disk before it is said
         progress(f"sequential, beams={beams}: {results[-1].seconds:.1f} s", started)
-        finished_row(results)
         for count in args.streams:
             decoder = EastStreamDecoder(model, tokenizer, config, streams=count)
             if decoder.max_streams != count:
@@ -583,8 +583,8 @@ def stream_benchmark(
                 StreamsResult(count, beams, seconds, len(sentences), tokens, stats.steps,
                               stats.rows, kv, same)
             )  # fmt: skip
-            progress(f"{count} streams, beams={beams}: {seconds:.1f} s", started)
             finished_row(results)
+            progress(f"{count} streams, beams={beams}: {seconds:.1f} s", started)
     return results
 
 
@@ -670,9 +670,11 @@ def compile_note() -> str:
 
 
 def progress(text: str, started: float) -> None:
-    """One line on stderr per stage: a GPU run is timed from outside, so say where it is."""
+    """One line on stderr per stage: a GPU run is timed from outside, so say where it is.
+    A stage is done: a Ctrl-C a library swallowed ends the run here, not after the rest."""
     elapsed = time.perf_counter() - started
     print(f"[east-bench {elapsed:7.1f} s] {text}", file=sys.stderr, flush=True)
+    raise_if_signalled()
 
 
 def bench_parser() -> argparse.ArgumentParser:

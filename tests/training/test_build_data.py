@@ -3,11 +3,13 @@
 import gzip
 import json
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from commands import python_with_ctrl_c
 
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from training.build_data import (
@@ -111,6 +113,39 @@ def built(tmp_path_factory):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder, command, output, result.stdout
+
+
+SWALLOWED_WHILE_SEGMENTING = """
+import os, signal, sys
+from training import build_data
+
+class Swallows:  # Python does not raise what a __del__ raises (a library import's lock)
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+segmented = build_data.base_segmentation
+def base_segmentation(*arguments):
+    Swallows()
+    return segmented(*arguments)
+build_data.base_segmentation = base_segmentation
+sys.argv[0] = "build_data"
+build_data.main()
+"""
+
+
+def test_a_ctrl_c_a_library_swallowed_writes_no_data(tmp_path):
+    """Before: every pair segmented and the data written, then the command ended by the
+    Ctrl-C (exit by SIGINT beside a finished output). Now the next pair ends it."""
+    source, target, output = tmp_path / "src.txt", tmp_path / "tgt.txt", tmp_path / "out.jsonl"
+    source.write_text("ein Hund läuft\nzwei Katzen schlafen\n")
+    target.write_text("a dog runs\ntwo cats sleep\n")
+    flags = ["--source", source, "--target", target, "--src-lang", "de", "--tgt-lang", "en",
+             "--output", output, "--levels", "low", "high"]  # fmt: skip
+    result = python_with_ctrl_c(SWALLOWED_WHILE_SEGMENTING, *flags)
+    assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
+    assert result.stderr.endswith("\npython -m training.build_data: interrupted\n")
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["src.txt", "tgt.txt"]
 
 
 def read(path):

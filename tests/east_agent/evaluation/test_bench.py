@@ -4,6 +4,7 @@ import importlib.resources
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 from contextlib import contextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from commands import python_with_ctrl_c
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.evaluation import bench
@@ -119,7 +121,7 @@ def test_streams_benchmark_reports_each_count_against_one_stream(tmp_path, capsy
 def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeypatch):
     """A device's time limit can end the run: the rows done so far are beside the output."""
 
-    def cut_at_three_streams(text, started):
+    def cut_at_three_streams(text, started):  # as the 3 streams' finished row is said
         if text.startswith("3 streams"):
             raise RuntimeError("time is up")
 
@@ -133,7 +135,44 @@ def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeyp
     assert not output.exists()
     partial = (tmp_path / "streams.md.partial").read_text()
     rows = [line for line in partial.splitlines() if line.startswith("| ")][1:]
-    assert [row.split(" | ")[:2] for row in rows] == [["| 1 (sequential)", "1"], ["| 1", "1"]]
+    assert [row.split(" | ")[:2] for row in rows] == [
+        ["| 1 (sequential)", "1"], ["| 1", "1"], ["| 3", "1"]
+    ]  # fmt: skip
+
+
+SWALLOWED_IN_A_STAGE = """
+import os, signal, sys
+from east_agent.decoding.east import EastStreamDecoder
+from east_agent.evaluation.bench import main
+
+class Swallows:  # Python does not raise what a __del__ raises (a library import's lock)
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+
+translate = EastStreamDecoder.translate
+def swallowing_translate(self, *arguments):
+    Swallows()
+    return translate(self, *arguments)
+EastStreamDecoder.translate = swallowing_translate
+sys.argv[0] = "east-bench"
+main()
+"""
+
+
+def test_a_ctrl_c_a_library_swallowed_ends_the_benchmark_after_its_stage(tmp_path):
+    """Before: every stage ran on, and the report was written, before the Ctrl-C ended the
+    command. Now the sequential stage is its last: its row is kept beside the output."""
+    output = tmp_path / "streams.md"
+    flags = ["--model-path", DEMO_MODEL, "--schedule", "waitk:2", "--limit", "3",
+             "--num-beams", "1", "--streams", "1", "3", "--output", output]  # fmt: skip
+    result = python_with_ctrl_c(SWALLOWED_IN_A_STAGE, *flags)
+    assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
+    assert result.stderr.endswith("\neast-bench: interrupted\n")
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
+    assert "streams, beams=1" not in result.stderr and not output.exists()
+    partial = (tmp_path / "streams.md.partial").read_text()
+    rows = [line for line in partial.splitlines() if line.startswith("| ")][1:]
+    assert [row.split(" | ")[:2] for row in rows] == [["| 1 (sequential)", "1"]]
 
 
 def test_random_models_are_drawn_from_their_seed(east_tokenizer):

@@ -89,6 +89,9 @@ RECORDED_LATER = LOG_UNIT_SETTINGS | {WEIGHTS_DTYPE, PROMPT_LANGUAGES, EFFECTIVE
 # package's agents), by themselves otherwise (another agent's, or an older record)
 RESOLVED_IN = {
     "torch_dtype": WEIGHTS_DTYPE,
+    # SimulEval's half-precision flags: `--fp16` is `--torch-dtype float16` (`torch_dtype_of`)
+    "fp16": WEIGHTS_DTYPE,
+    "dtype": WEIGHTS_DTYPE,
     "src_lang": PROMPT_LANGUAGES,
     "tgt_lang": PROMPT_LANGUAGES,
     "max_context": EFFECTIVE_CONTEXT,

@@ -1150,3 +1150,8 @@ def test_simulevals_half_precision_beside_auto_loads_and_records_float16(
         assert json.loads((output / "run_settings.json").read_text())["weights_dtype"] == "float16"
         runs[name] = without_timing(instances(output))
     assert runs["fp16"] == runs["float16"]
+    # a log begun with one spelling resumes with the other (before: refused, "fp16")
+    arguments = agent_arguments(east_checkpoint, test_set, tmp_path / "fp16", "--end-index", "4")
+    resumed = run_simuleval(*arguments, "--torch-dtype", "float16", "--continue-unfinished")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert len(instances(tmp_path / "fp16")) == 4

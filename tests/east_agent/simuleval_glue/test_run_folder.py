@@ -156,6 +156,28 @@ def test_the_weights_dtype_of_the_device_is_a_setting(tmp_path):
         pass
 
 
+def test_simulevals_half_precision_flags_are_the_torch_dtype_they_load():
+    """`--fp16` and `--dtype fp16` beside `auto` load float16 as `--torch-dtype float16`
+    does: a log begun with one spelling resumes with another (before: refused, "fp16:
+    True there, False now"); float32 weights are still not float16 ones."""
+
+    def settings(torch_dtype: str = "auto", fp16: bool = False, dtype=None) -> dict:
+        flags = argparse.Namespace(
+            torch_dtype=torch_dtype, fp16=fp16, dtype=dtype, device="cpu", latency="low"
+        )
+        return run_folder.translation_settings(Agent, flags)
+
+    half = settings("float16")
+    for spelling in (settings(fp16=True), settings(dtype="fp16"), settings("float16", True)):
+        assert spelling["weights_dtype"] == "float16"
+        assert run_folder.settings_differ(half, spelling) == []
+        assert run_folder.settings_differ(spelling, half) == []
+    assert run_folder.settings_differ(settings(fp16=True), settings()) == ["weights_dtype"]
+    # a record without the weights dtype (written before it was) compares the flags
+    older = {key: value for key, value in half.items() if key != "weights_dtype"}
+    assert run_folder.settings_differ(older, settings(fp16=True)) == ["fp16", "torch_dtype"]
+
+
 @pytest.mark.parametrize("key", ["dtype", "torch_dtype"])
 def test_auto_on_a_gpu_is_the_dtype_the_checkpoint_config_names(tmp_path, key):
     """`--torch-dtype auto` on a GPU loads the dtype the checkpoint's config names (read

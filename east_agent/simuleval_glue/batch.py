@@ -279,6 +279,12 @@ def score_folder(args: argparse.Namespace) -> None:
     from east_agent.simuleval_glue.instance_log import check_log
     from east_agent.simuleval_glue.scoring import check_bleu_tokenizer, check_latency_unit
 
+    for flag in ("source", "target"):  # before: taken and ignored, exit 0
+        if getattr(args, flag, None) is not None:
+            raise ValueError(
+                f"--{flag} with --score-only: a log is scored against the sources and "
+                "references it recorded; to score other ones, translate again"
+            )
     output = Path(args.output or ".")
     log = output / "instances.log"
     if not log.exists() and args.output is None:

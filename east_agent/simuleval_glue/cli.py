@@ -66,12 +66,6 @@ def _score_only(argv: list[str]) -> None:
             f"{', '.join(flags)}: not {'a scoring flag' if len(flags) == 1 else 'scoring flags'}"
             " (drop the run's flags)"
         )
-    for flag in ("source", "target"):  # before: taken and ignored, exit 0
-        if getattr(args, flag, None) is not None:
-            raise ValueError(
-                f"--{flag} with --score-only: a log is scored against the sources and "
-                "references it recorded; to score other ones, translate again"
-            )
     score_folder(args)
 
 

@@ -362,9 +362,20 @@ def test_score_only_scores_the_log_without_a_server(test_set, tmp_path):
         assert remote_eval(server.port, test_set, output, "--batch-size", 2).returncode == 0
     log = (output / "instances.log").read_text()
     (output / "scores.tsv").unlink()
-    result = remote_eval(1, test_set, output, "--score-only")
+    score_only = [console_script("east-remote-eval"), "--score-only", "--output", output]
+    run = partial(subprocess.run, capture_output=True, text=True, timeout=120)
+    result = run([*score_only, "--no-progress-bar"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert (output / "instances.log").read_text() == log and (output / "scores.tsv").exists()
+    # a run's flags beside it were taken and left unread (before: exit 0)
+    data = run([*score_only, "--target", test_set / "ref.txt"])
+    assert data.returncode == 2
+    assert data.stderr.startswith("east-remote-eval: --target with --score-only: a log is ")
+    client = run([*score_only, "--remote-port", "1", "--batch-size=2"])
+    assert client.returncode == 2 and client.stderr == (
+        "east-remote-eval: --score-only scores the log in --output with the scoring flags "
+        "alone; --remote-port, --batch-size: a run's (drop them, no server is asked)\n"
+    )
 
 
 def test_comet_flags_are_checked_before_a_server_is_asked(test_set, tmp_path):

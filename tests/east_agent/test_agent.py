@@ -175,6 +175,9 @@ def test_help_shows_this_commands_flags_with_or_without_an_agent():
     with_agent = run_simuleval("--agent", AGENT_FILE, "--standalone", "--help", timeout=120)
     assert with_agent.returncode == 0, with_agent.stderr[-2000:]
     assert "--batch-size N" in with_agent.stdout and "--latency" in with_agent.stdout
+    # SimulEval's Slurm flags are refused, so not offered (before: --slurm-partition etc.)
+    for shown in (alone.stdout, with_agent.stdout):
+        assert shown.count("--slurm") == 1 and "--slurm are refused" in shown
 
 
 @pytest.mark.parametrize("flags", [(), ("--batch-size", "2")])

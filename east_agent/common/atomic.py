@@ -214,9 +214,10 @@ def check_folder_path(folder: Path, where: str) -> None:
         if path.is_symlink() and not path.exists():
             raise ValueError(f"{where} {folder}: {path} is a link to nothing ({path.readlink()})")
     existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
-    if not existing.is_dir():
-        inside = "" if existing == folder else f" ({existing} is)"
-        raise ValueError(f"{where} {folder}: a file, not a folder{inside}")
+    if existing == folder and not existing.is_dir():
+        raise ValueError(f"{where} {folder}: a file, not a folder")
+    if not existing.is_dir():  # before: "a file, not a folder (X is)" of a path not there
+        raise ValueError(f"{where} {folder}: inside a file ({existing} is a file, not a folder)")
 
 
 @contextmanager

@@ -136,7 +136,7 @@ def test_an_output_inside_a_file_is_refused_before_loading(tmp_path, capsys, com
         run([*argv, "--output", str(output)])
     assert exit_info.value.code == 2
     message = (
-        f"python -m training.{command}: --output {output}: a file, not a folder "
-        f"({tmp_path / 'file'} is)\n"
+        f"python -m training.{command}: --output {output}: inside a file "
+        f"({tmp_path / 'file'} is a file, not a folder)\n"
     )
     assert capsys.readouterr().err == message

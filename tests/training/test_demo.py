@@ -386,8 +386,8 @@ def test_an_output_inside_a_file_is_refused_before_any_work(tmp_path, capsys, mo
         run(argv)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err == (
-        f"python -m training.{command}: --output {output}: a file, not a folder "
-        f"({tmp_path / 'file'} is)\n"
+        f"python -m training.{command}: --output {output}: inside a file "
+        f"({tmp_path / 'file'} is a file, not a folder)\n"
     )
     assert not (tmp_path / "work").exists()
 

@@ -184,7 +184,10 @@ def test_a_missing_model_is_a_clear_error(tmp_path):
         (["--device", "gpu"], "--device: 'gpu' is not a device"),
         (["--testset", "bogus"], "--testset: unknown test set 'bogus'"),
         (["--output", "{file}"], "--output {file}: a file, not a folder"),
-        (["--output", "{file}/runs"], "--output {file}/runs: a file, not a folder ({file} is)"),
+        (
+            ["--output", "{file}/runs"],
+            "--output {file}/runs: inside a file ({file} is a file, not a folder)",
+        ),
     ],
 )
 def test_a_flag_no_run_can_use_is_one_line_before_anything(tmp_path, capsys, flags, message):

@@ -259,11 +259,9 @@ def test_east_prepare_into_a_file_is_one_line(tmp_path, capsys, inside):
     with pytest.raises(SystemExit) as ended:
         main(["multi30k.de-en", "--output", str(output)])
     assert ended.value.code == 2
-    assert capsys.readouterr().err == (
-        f"east-prepare: --output {output}: a file, not a folder"
-        + (f" ({tmp_path / 'afile'} is)" if inside else "")
-        + "\n"
-    )
+    said = f"inside a file ({tmp_path / 'afile'} is a file, not a folder)"
+    said = said if inside else "a file, not a folder"
+    assert capsys.readouterr().err == f"east-prepare: --output {output}: {said}\n"
 
 
 def test_east_prepare_names_a_bad_test_set_before_loading_a_tokenizer(tmp_path, capsys):

@@ -396,7 +396,10 @@ def test_an_output_that_is_a_file_is_refused_before_loading(test_set, tmp_path, 
     arguments = agent_arguments(tmp_path / "never-loaded", test_set, output / "run")
     result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
     assert result.returncode == 2, result.stderr[-3000:]  # a traceback, before
-    assert f"--output {output / 'run'}: a file, not a folder ({output} is)" in result.stderr
+    assert (
+        f"--output {output / 'run'}: inside a file ({output} is a file, not a folder)"
+        in result.stderr
+    )
 
 
 @pytest.mark.parametrize("batch", [1, 2])

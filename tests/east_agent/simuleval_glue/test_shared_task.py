@@ -687,7 +687,7 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
 @pytest.mark.parametrize(
     "where, output, said",
     [
-        ("in-a-file", "notes/submission", "output notes/submission: a file, not a folder"),
+        ("in-a-file", "notes/submission", "output notes/submission: inside a file ("),
         ("dangling-link", "gone", "output gone: gone is a link to nothing (nowhere)"),
         ("in-the-model", "checkpoint/submission", "which --copy-model copies into it"),
         ("taken-meanwhile", "submission", "submission appeared while this command wrote"),

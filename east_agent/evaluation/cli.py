@@ -23,6 +23,7 @@ from east_agent.evaluation.config import (
 )
 from east_agent.evaluation.grid import (
     check_grid_output,
+    check_merge_limit,
     holding_grid,
     run_grid,
     summarize_merged,
@@ -104,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         picked = picked_runs(every_run, args.only)
         with holding_grid(config, None):
             check_shards_finished(config, picked, args.merge_shards)
+            check_merge_limit(config, picked, args.merge_shards, args.limit)
             check_grid_output(config.output)
             for run in picked:
                 merge_shards(config, run, args.merge_shards)

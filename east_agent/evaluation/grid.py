@@ -71,7 +71,7 @@ from east_agent.evaluation.runs import (
     start_afresh,
     tabled_runs,
 )
-from east_agent.evaluation.shards import picked_runs, shard_range
+from east_agent.evaluation.shards import merged_run_record, picked_runs, shard_folders, shard_range
 from east_agent.evaluation.testsets import (
     PreparedTestset,
     prepare_testset,
@@ -209,13 +209,38 @@ def merged_limit(
         path = config.run_dir(run) / RUN_RECORD
         if run.name not in merged or not path.exists():
             continue
-        end = read_json_object(path)["sentences"][1]
-        if not run.gold_sentences:
-            return end
-        talks = longform_set.talks
-        ends = [sentence_span(talks, (0, count))[1] for count in range(len(talks) + 1)]
-        return ends.index(end) if end in ends else None
+        return limit_ending_at(run, read_json_object(path)["sentences"][1], longform_set)
     return None
+
+
+def limit_ending_at(run: Run, end: int, longform_set: LongformSet | None) -> int | None:
+    """The `--limit` whose span of `run` ends at sentence `end` (a gold sentences' run: the
+    talks its sentences end; None if no count of talks ends there)."""
+    if not run.gold_sentences:
+        return end
+    talks = longform_set.talks
+    ends = [sentence_span(talks, (0, count))[1] for count in range(len(talks) + 1)]
+    return ends.index(end) if end in ends else None
+
+
+def check_merge_limit(config: EvalConfig, runs: list[Run], count: int, limit: int | None) -> None:
+    """A `--limit` given to a merge is the one the shards were cut for (before: another one
+    merged them, then left every merged run out of the tables, exit 2)."""
+    if limit is None:
+        return
+    testset = prepared_named(config.testset_dir, config.testset)
+    longform_set = check_longform(config) if config.long_form else None
+    wanted = min(limit, testset.sentences)
+    for run in runs:
+        record = merged_run_record(shard_folders(config, run, count))
+        if record is None:
+            continue
+        cut = limit_ending_at(run, record["sentences"][1], longform_set)
+        if cut != wanted:
+            raise CommandError(
+                f"--limit {limit}: the shards of {run.name} were cut for --limit {cut} "
+                f"(nothing merged); merge them with --limit {cut}, or without --limit"
+            )
 
 
 def run_grid(

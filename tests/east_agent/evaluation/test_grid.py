@@ -1097,15 +1097,24 @@ def test_longform_shards_count_talks_and_merge_to_the_whole_grid(longform_grid, 
     result = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-low")
     assert result.returncode == 0 and "left out" not in result.stderr, result.stderr[-3000:]
     assert rows(tmp_path / "sharded") == merged
-    # a merge asked for another --limit than the shards': merged, tabled nowhere, exit 2
-    # (before: exit 0)
-    other = east_eval(
-        tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-low", "--limit", "3"
+    # a merge asked for another --limit than the shards': refused before anything changes
+    # (before: merged, then tabled nowhere, the tables removed, exit 2)
+    tables = {path: path.read_bytes() for path in (tmp_path / "sharded").glob("results.*")}
+    for limit, run in (("3", "east-low"), ("1", "east-gold-low")):
+        other = east_eval(
+            tmp_path / "grid.yaml", "--merge-shards", "2", "--only", run, "--limit", limit
+        )
+        assert other.returncode == 2, other.stderr[-3000:]
+        assert other.stderr.endswith(
+            f"east-eval: --limit {limit}: the shards of {run} were cut for --limit 2 (nothing "
+            "merged); merge them with --limit 2, or without --limit\n"
+        )
+    assert tables and all(path.read_bytes() == held for path, held in tables.items())
+    again = east_eval(
+        tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-low", "--limit", "2"
     )
-    assert other.returncode == 2, other.stderr[-3000:]
-    assert "merged, but left out of the tables (made otherwise, said above; a --limit " in (
-        other.stderr
-    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert rows(tmp_path / "sharded") == merged
 
 
 def quick_config(path: Path, **changes) -> Path:

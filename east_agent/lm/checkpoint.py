@@ -207,6 +207,17 @@ def from_pretrained_here_or_hub(loader: type, model_path: str | Path, **kwargs: 
         ) from error
 
 
+def _config_errors() -> tuple[type[Exception], ...]:
+    """huggingface_hub's errors of a config that does not validate (transformers' configs
+    are strict dataclasses: a hidden size no multiple of the heads; before: a traceback),
+    where this version has them."""
+    try:
+        from huggingface_hub.errors import StrictDataclassError
+    except ImportError:
+        return ()
+    return (StrictDataclassError,)
+
+
 @contextmanager
 def loading(
     folder: str | Path,
@@ -224,7 +235,7 @@ def loading(
         yield
     except CheckpointError as error:
         raise ValueError(f"{where}: {error}") from None
-    except (OSError, ValueError, SafetensorError, *also) as error:
+    except (OSError, ValueError, SafetensorError, *_config_errors(), *also) as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
         first = lines[0]
         if first.endswith(":") and len(lines) > 1:  # peft's "Error(s) in loading ...:"

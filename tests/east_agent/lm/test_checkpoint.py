@@ -147,6 +147,16 @@ def test_a_folders_config_and_weights_headers_are_read_without_loading(east_chec
     said = f"--model-path {sharded}: {second} cannot be loaded (SafetensorError: Error while "
     with pytest.raises(ValueError, match=re.escape(said)):
         check_weights_readable(sharded, "--model-path")
+    # a config transformers does not validate (before: huggingface_hub's traceback)
+    config = json.loads((sharded / "config.json").read_text())
+    heads = config["num_attention_heads"]
+    (sharded / "config.json").write_text(json.dumps({**config, "hidden_size": heads * 8 + 1}))
+    said = f"--model-path {sharded}: config.json cannot be loaded ("
+    with pytest.raises(ValueError, match=re.escape(said)) as refused:
+        check_config(sharded, "--model-path")
+    assert f"hidden size ({heads * 8 + 1}) is not a multiple of the number of attention" in str(
+        refused.value
+    )
     (sharded / "config.json").write_text("{not json")
     said = f"--model-path {sharded}: config.json cannot be loaded (OSError: It looks like"
     with pytest.raises(ValueError, match=re.escape(said)):

@@ -256,15 +256,20 @@ def check_config(
     shown: str | Path | None = None,
 ) -> None:
     """A local checkpoint's `config.json` read as transformers reads it, first of all its
-    files (not JSON, a model type it does not know): refused in one line naming `where`
-    and the folder (`shown`: as named; before: a transformers traceback). A hub id, or a
-    path that is no checkpoint folder, is left to `check_model_path` and the load."""
+    files (not JSON, a model type it does not know), and its `generation_config.json`
+    where it has one: refused in one line naming `where` and the folder (`shown`: as
+    named; before: a transformers traceback, and a generation config that is not JSON was
+    passed over by the load, its end-of-turn ids with it). A hub id, or a path that is no
+    checkpoint folder, is left to `check_model_path` and the load."""
     if is_hub_id(model_path) or not (Path(model_path) / "config.json").is_file():
         return
-    from transformers import AutoConfig
+    from transformers import AutoConfig, GenerationConfig
 
     with loading(shown or model_path, where, part="config.json"):
         AutoConfig.from_pretrained(str(model_path), trust_remote_code=trust_remote_code)
+    if (Path(model_path) / "generation_config.json").is_file():
+        with loading(shown or model_path, where, part="generation_config.json"):
+            GenerationConfig.from_pretrained(str(model_path))
 
 
 def load_tokenizer(

@@ -157,6 +157,13 @@ def test_a_folders_config_and_weights_headers_are_read_without_loading(east_chec
     assert f"hidden size ({heads * 8 + 1}) is not a multiple of the number of attention" in str(
         refused.value
     )
+    (sharded / "config.json").write_text(json.dumps(config))
+    check_config(sharded, "--model-path")
+    # a generation config that is not JSON (before: passed over by the load, its eos ids too)
+    (sharded / "generation_config.json").write_text("{")
+    said = f"--model-path {sharded}: generation_config.json cannot be loaded (OSError: It looks"
+    with pytest.raises(ValueError, match=re.escape(said)):
+        check_config(sharded, "--model-path")
     (sharded / "config.json").write_text("{not json")
     said = f"--model-path {sharded}: config.json cannot be loaded (OSError: It looks like"
     with pytest.raises(ValueError, match=re.escape(said)):

@@ -231,6 +231,7 @@ def loading(
     SafetensorError traceback otherwise)."""
     from safetensors import SafetensorError
 
+    what = f"{part} cannot be loaded" if part else "cannot be loaded"
     try:
         yield
     except CheckpointError as error:
@@ -240,12 +241,19 @@ def loading(
         first = lines[0]
         if first.endswith(":") and len(lines) > 1:  # peft's "Error(s) in loading ...:"
             first = f"{first} {lines[1][:300]}"
-        what = f"{part} cannot be loaded" if part else "cannot be loaded"
         hint = "an incomplete or corrupt model folder?"
         if "size mismatch" in first:
             hint = "trained on a model of another shape? give the model it was trained on"
         raise ValueError(
             f"{where} {folder}: {what} ({type(error).__name__}: {first}); {hint}"
+        ) from error
+    except RuntimeError as error:  # transformers' refusal of weights of other shapes
+        if "ignore_mismatched_sizes" not in str(error):
+            raise  # a program's error, kept whole
+        raise ValueError(
+            f"{where} {folder}: {what}: its weights are not of the shapes its config.json "
+            "gives (named in transformers' load report above); an edited config.json, or "
+            "another model's weights?"
         ) from error
 
 

@@ -1,5 +1,7 @@
 """Loading checkpoints and adapters, and refusing what is not an EAST checkpoint."""
 
+import re
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -118,6 +120,24 @@ def test_a_weights_file_cut_off_is_one_line_naming_the_folder(east_checkpoint, t
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ValueError, match=f"--model-path {cut}: cannot be loaded \\(Safetensor"):
         load_east_checkpoint(cut)
+
+
+def test_weights_of_other_shapes_than_the_config_are_one_line_naming_the_folder(
+    east_checkpoint, tmp_path
+):
+    """Before: transformers' RuntimeError traceback ("You set `ignore_mismatched_sizes` to
+    `False`"), after its load report."""
+    import json
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(east_checkpoint, edited)
+    config = json.loads((edited / "config.json").read_text())
+    config["intermediate_size"] *= 2
+    (edited / "config.json").write_text(json.dumps(config))
+    said = f"--model-path {edited}: cannot be loaded: its weights are not of the shapes its "
+    with pytest.raises(ValueError, match=re.escape(said)):
+        load_east_checkpoint(edited)
 
 
 def test_a_folders_config_and_weights_headers_are_read_without_loading(east_checkpoint, tmp_path):

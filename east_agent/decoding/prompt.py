@@ -156,8 +156,8 @@ def render_user_turn(tokenizer: PreTrainedTokenizerBase, content: str) -> str:
     """Render one user turn with the tokenizer's own chat template, generation prompt added."""
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError(
-            "the tokenizer has no chat template; EAST checkpoints ship one "
-            "(chat_template.jinja or tokenizer_config.json)"
+            "the tokenizer has no chat template; chat models (EAST checkpoints among them) "
+            "ship one (chat_template.jinja or tokenizer_config.json)"
         )
     return tokenizer.apply_chat_template(
         [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True

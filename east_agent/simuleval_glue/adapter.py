@@ -466,5 +466,10 @@ def check_checkpoint(
         if getattr(decoding, "prompt", "east") == "east":  # an offline wait-k prompt: none
             east_token_ids(tokenizer)
         chosen.fixed_prompt(tokenizer, decoding)  # its chat template
-    except (ValueError, TemplateError) as error:
+    except ValueError as error:
         raise ValueError(f"--model-path {shown}: {error}") from None
+    except TemplateError as error:  # before: jinja's message alone ("unknown tag 'x'")
+        raise ValueError(
+            f"--model-path {shown}: its chat template cannot be rendered "
+            f"({type(error).__name__}: {error})"
+        ) from None

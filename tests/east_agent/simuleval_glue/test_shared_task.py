@@ -578,6 +578,20 @@ def test_system_dir_refuses_a_model_folder_that_does_not_load(packaging, broken,
     assert len(error.splitlines()) == 1 and not Path("submission").exists()
 
 
+def test_system_dir_names_a_chat_template_that_does_not_render(packaging):
+    """Before: jinja's message alone, "east-package-system: --model-path checkpoint:
+    Encountered unknown tag 'bad'."."""
+    template = Path("checkpoint", "chat_template.jinja")
+    template.unlink()  # a link to the session's checkpoint: replaced, not changed
+    template.write_text("{% bad %}")
+    error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en")
+    assert error == (
+        "east-package-system: --model-path checkpoint: its chat template cannot be rendered "
+        "(TemplateSyntaxError: Encountered unknown tag 'bad'.)\n"
+    )
+    assert not Path("submission").exists()
+
+
 def test_a_copied_model_is_what_loads_and_runs_from_elsewhere(east_checkpoint, test_set, tmp_path):
     """--copy-model copies the files transformers loads from the folder's top level (before:
     shutil.copytree: every file and subfolder, links to folders followed, so that a

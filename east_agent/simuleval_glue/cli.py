@@ -156,8 +156,6 @@ def _help(argv: list[str], simuleval_main) -> None:
     """This command's own flags, then SimulEval's help: the agent's flags too when an
     agent is named (SimulEval's own help needs one). SimulEval's `--slurm*` flags are left
     out: `--slurm` is refused."""
-    from east_agent.simuleval_glue.scoring import SCORER_FLAGS
-
     add_argument = argparse._ActionsContainer.add_argument
 
     def without_slurm(container, *names, **settings):
@@ -167,14 +165,16 @@ def _help(argv: list[str], simuleval_main) -> None:
 
     argparse._ActionsContainer.add_argument = without_slurm
     try:
-        _print_help(argv, simuleval_main, SCORER_FLAGS)
+        _print_help(argv, simuleval_main)
     finally:
         argparse._ActionsContainer.add_argument = add_argument
 
 
-def _print_help(argv: list[str], simuleval_main, scorer_flags: str) -> None:
+def _print_help(argv: list[str], simuleval_main) -> None:
+    from east_agent.simuleval_glue.scoring import SCORER_FLAGS
+
     print(OWN_FLAGS)
-    print(scorer_flags + "\n")
+    print(SCORER_FLAGS + "\n")
     if any(arg.split("=", 1)[0] in ("--agent", "--agent-class", "--system-dir") for arg in argv):
         sys.argv = [sys.argv[0], *(arg for arg in argv if arg != "--standalone")]
         simuleval_main()  # prints the help and exits

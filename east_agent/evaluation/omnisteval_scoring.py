@@ -185,30 +185,43 @@ def output_units(text: str, char_level: bool) -> list[str]:
 
 
 def talk_outputs_from_log(
-    path: str | Path, talks: Sequence[Talk], char_level: bool = False
+    path: str | Path,
+    talks: Sequence[Talk],
+    char_level: bool = False,
+    references: Sequence[str] | None = None,
 ) -> list[TalkOutput]:
     """The per-talk outputs of a long-form SimulEval run (one log line per talk, its
-    `index` the talk's; a run of some talks, `--end-index` say, gives those)."""
+    `index` the talk's; a run of some talks, `--end-index` say, gives those). `references`:
+    the set's, one per talk, which a log's must be (`set_references`)."""
     by_talk = records_by_index(path, read_log(path), len(talks), "talk", MISREAD_HINT[False])
     if not by_talk:
         raise ValueError(f"{path}: no talk in the log (none finished)")
-    return [
-        log_talk_output(path, by_talk[number], talks[number], char_level, talks[number].units)
-        for number in sorted(by_talk)
-    ]
+    outputs = []
+    for number in sorted(by_talk):
+        record, talk = by_talk[number], talks[number]
+        if references is not None:
+            check_reference(path, record, references[number], talk.talk_id)
+        outputs.append(log_talk_output(path, record, talk, char_level, talk.units))
+    return outputs
 
 
 def talk_outputs_from_sentences(
-    path: str | Path, talks: Sequence[Talk], char_level: bool = False
+    path: str | Path,
+    talks: Sequence[Talk],
+    char_level: bool = False,
+    references: Sequence[str] | None = None,
 ) -> list[TalkOutput]:
     """A sentence-level run over a long-form set's gold sentences (`source_sentences.txt`;
     a log line's `index` is the sentence's line) as talks: each talk's sentences one after
     another, their delays shifted by the units of the sentences before them and their
     computation summed, as one stream translating the sentences in turn would have them.
     Talks with a sentence missing from the log are left out (a partial run); a sentence
-    twice, or none of the set, is refused (before: the later line taken, or ignored)."""
+    twice, or none of the set, is refused (before: the later line taken, or ignored).
+    `references`: the set's, one per sentence, which a log's must be."""
     sentences = sum(talk.sentences for talk in talks)
     by_sentence = records_by_index(path, read_log(path), sentences, "sentence")
+    for number, record in sorted(by_sentence.items()) if references is not None else ():
+        check_reference(path, record, references[number], f"sentence {number}")
     outputs = []
     for talk in talks:
         span = range(talk.first_sentence, talk.first_sentence + talk.sentences)
@@ -238,6 +251,26 @@ def joined_talk_output(
         units_before = end
         seconds_before += sentence[-1].elapsed if sentence else 0.0
     return TalkOutput(talk.talk_id, tuple(chunks))
+
+
+def set_references(testset: LongformSet, gold_sentences: bool) -> list[str]:
+    """The references a log of `testset` holds: one per talk (SimulEval's target of a talk
+    run), or one per sentence (a gold-sentence run's)."""
+    name = "reference_sentences.txt" if gold_sentences else "reference.txt"
+    return read_lines(testset.folder / name)
+
+
+def check_reference(path: str | Path, record: dict, reference: str, what: str) -> None:
+    """A log line's reference, where it holds one, is the set's for its index (before: a
+    log of another target language with the same source, Multi30k's de-en scored against
+    de-fr, was scored against the other references, exit 0)."""
+    logged = record.get("reference")
+    if isinstance(logged, str) and logged.strip() != reference.strip():
+        raise ValueError(
+            f"{path}: line {record['_line']}: field 'reference' is not the test set's "
+            f"reference of {what}: a log of another test set (the same source in another "
+            "target language?)"
+        )
 
 
 MISREAD_HINT = {  # by whether the log is read as gold sentences
@@ -617,7 +650,8 @@ def main(argv: list[str] | None = None) -> None:
         check_named_by_flag(comet)
     # a gold-sentence run joined as a grid joins it (before: only a grid could score one)
     read = talk_outputs_from_sentences if args.gold_sentences else talk_outputs_from_log
-    outputs = read(args.log, testset.talks, testset.char_level)
+    references = set_references(testset, args.gold_sentences)
+    outputs = read(args.log, testset.talks, testset.char_level, references)
     if args.gold_sentences:
         say_left_out(args.log, testset.talks, outputs)
     result = score_longform(

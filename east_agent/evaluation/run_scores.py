@@ -41,6 +41,7 @@ from east_agent.evaluation.omnisteval_scoring import (
     SOURCE_FILE,
     add_resegmented_comet,
     score_longform,
+    set_references,
     shortform_latency,
     talk_outputs_from_log,
     talk_outputs_from_sentences,
@@ -232,7 +233,8 @@ def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
     if saved is None:
         testset = read_longform(config.testset_dir)
         read = talk_outputs_from_sentences if run.gold_sentences else talk_outputs_from_log
-        outputs = read(run_dir / "instances.log", testset.talks, testset.char_level)
+        references = set_references(testset, run.gold_sentences)
+        outputs = read(run_dir / "instances.log", testset.talks, testset.char_level, references)
         saved = score_longform(
             outputs,
             config.testset_dir,

@@ -462,3 +462,40 @@ def test_a_word_times_file_that_is_not_there_is_named_with_its_flag(talks_dir, t
         main(["longform", *folders, "--word-times", str(tmp_path / "nothere.txt")])
     assert ended.value.code == 2
     assert f"--word-times {tmp_path / 'nothere.txt'}: no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gold", [False, True], ids=["talks", "gold-sentences"])
+def test_a_log_of_another_target_language_is_refused(talks_dir, tmp_path, capsys, gold):
+    """The log's references must be the set's: before, a de-en run scored against a
+    de-fr set of the same source was scored against French references, exit 0."""
+    if gold:
+        lines = [(text, [1], len(src.split()), ref) for (src, ref), text in zip(PAIRS, "wxyz")]
+    else:
+        talk_references = [f"{PAIRS[0][1]} {PAIRS[1][1]}", f"{PAIRS[2][1]} {PAIRS[3][1]}"]
+        lines = [("w", [8], 8, talk_references[0]), ("x", [8], 8, talk_references[1])]
+    records = [
+        {"index": index, "prediction": text, "delays": delays, "elapsed": [0.0],
+         "source_length": length, "reference": reference + "\n"}
+        for index, (text, delays, length, reference) in enumerate(lines)
+    ]  # fmt: skip
+    log = tmp_path / "instances.log"
+    flags = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path / "o")]
+    flags += ["--gold-sentences"] if gold else []
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    main(["longform", *flags])  # its own references: scored
+    assert json.loads(capsys.readouterr().out)["BLEU"] is not None
+    scores = (tmp_path / "o" / "longform_scores.json").read_text()
+    records[1]["reference"] = "le chat est assis\n"
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(SystemExit):
+        main(["longform", *flags])
+    what = "sentence 1" if gold else "talk0001"
+    assert capsys.readouterr().err.endswith(
+        f"{log}: line 2: field 'reference' is not the test set's reference of {what}: a log "
+        "of another test set (the same source in another target language?)\n"
+    )
+    assert (tmp_path / "o" / "longform_scores.json").read_text() == scores  # kept as it was
+    del records[1]["reference"]  # a run without --target holds none: not compared
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
+    main(["longform", *flags])
+    assert json.loads(capsys.readouterr().out)["BLEU"] is not None

@@ -56,7 +56,7 @@ from east_agent.common.comet_process import (
     comet_settings,
 )
 from east_agent.common.entry import command_line
-from east_agent.common.records import write_jsonl
+from east_agent.common.records import read_json_object, write_jsonl
 from east_agent.common.text_lines import check_input_file, iter_lines, read_lines
 from east_agent.decoding.units import join_source_units
 from east_agent.evaluation.longform import (
@@ -586,6 +586,30 @@ def shortform_latency(
     return {column: finite_or_none(scores.get(key)) for column, key in SHORTFORM_KEYS.items()}
 
 
+def check_shortform_log(log: Path, latency_unit: str) -> None:
+    """A run's `instances.log` scored as its run recorded it (`run_settings.json` beside
+    it): in its `--eval-latency-unit`, and sentence by sentence (before: a word-level log
+    scored in characters was called degenerate, and a long-form run's talks were scored
+    as sentences, both exit 0)."""
+    from argparse import Namespace
+
+    from east_agent.simuleval_glue.run_folder import (
+        SETTINGS_RECORD,
+        check_log_units,
+        recorded_settings,
+    )
+
+    record = log.parent / SETTINGS_RECORD
+    if log.name != "instances.log" or not record.is_file():
+        return  # a log on its own: taken as given
+    check_log_units(log.parent, Namespace(eval_latency_unit=latency_unit))
+    if recorded_settings(read_json_object(record)).get("long_form") is True:
+        raise ValueError(
+            f"{log}: a long-form run's log (one line per talk): score it with `longform "
+            "--testset DIR --log ...`, re-segmented to the reference sentences"
+        )
+
+
 def say_left_out(log: str, talks: Sequence[Talk], outputs: Sequence[TalkOutput]) -> None:
     """Name on stderr the gold sentences of talks the log does not hold whole (a run cut
     by --end-index mid-talk), which scoring leaves out."""
@@ -637,6 +661,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     check_input_file(args.log, "--log")
     if args.command == "shortform":
+        check_shortform_log(Path(args.log), args.eval_latency_unit)
         scores = shortform_latency(args.log, args.ca_unit_seconds, args.eval_latency_unit)
         print(json.dumps(scores, indent=2))
         return

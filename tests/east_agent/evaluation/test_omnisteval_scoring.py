@@ -193,6 +193,31 @@ def test_shortform_yaal_matches_a_hand_computation(tmp_path):
     assert scores["degenerate"] == 0
 
 
+def test_shortform_scores_a_runs_log_as_its_run_recorded_it(tmp_path, capsys):
+    """Before: a word-level log scored with `--eval-latency-unit char` (called degenerate),
+    and a long-form run's talks scored as sentences, both exit 0."""
+    log = tmp_path / "instances.log"
+    record = {"index": 0, "prediction": "a b", "reference": "a b\n", "source_length": 2,
+              "delays": [1, 2], "elapsed": [0.0, 0.0]}  # fmt: skip
+    log.write_text(json.dumps(record) + "\n")
+    main(["shortform", "--log", str(log), "--eval-latency-unit", "char"])  # no record: as given
+    assert json.loads(capsys.readouterr().out)["YAAL"] is not None
+    settings = tmp_path / "run_settings.json"
+    settings.write_text(json.dumps({"eval_latency_unit": "word", "long_form": False}))
+    main(["shortform", "--log", str(log)])
+    assert json.loads(capsys.readouterr().out)["YAAL"] is not None
+    with pytest.raises(SystemExit):
+        main(["shortform", "--log", str(log), "--eval-latency-unit", "char"])
+    assert f"{log} was written with --eval-latency-unit word, not char" in capsys.readouterr().err
+    settings.write_text(json.dumps({"eval_latency_unit": "word", "long_form": True}))
+    with pytest.raises(SystemExit):
+        main(["shortform", "--log", str(log)])
+    assert capsys.readouterr().err.endswith(
+        f"{log}: a long-form run's log (one line per talk): score it with `longform --testset "
+        "DIR --log ...`, re-segmented to the reference sentences\n"
+    )
+
+
 def test_shortform_log_missing_a_field_is_named(tmp_path):
     log = tmp_path / "instances.log"
     log.write_text(json.dumps({"prediction": "a", "delays": [1], "elapsed": [0]}) + "\n")

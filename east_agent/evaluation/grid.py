@@ -18,6 +18,7 @@ side by side, share): a second one would empty, continue or table the first one'
 from __future__ import annotations
 
 import shlex
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from functools import partial
@@ -376,6 +377,13 @@ def _run_picked(
     wanted, unscored = wanted_scoring(config, testset), set()
     longform_set = check_longform(config) if config.long_form else None
     indices = grid_span(testset, limit, shard)
+    if shard and indices[0] == indices[1]:  # a job array's shard past a short set's end
+        print(
+            f"--shard {shard[0]}/{shard[1]}: no sentence (talk, in a long-form grid) of the "
+            f"{testset.sentences if limit is None else min(limit, testset.sentences)} falls "
+            f"in this shard: its runs hold none, for --merge-shards {shard[1]}",
+            file=sys.stderr,
+        )
     todo, unit = [], testset.eval_latency_unit
     run_input = run_inputs(testset, longform_set, indices)
     record_of = records_of(config, run_input, checkpoint)

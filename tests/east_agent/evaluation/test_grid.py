@@ -1795,3 +1795,18 @@ def test_a_path_from_the_home_folder_is_expanded(tmp_path, capsys, monkeypatch):
     config = quick_config(tmp_path / "grid.yaml", output="~no-such-user-here/out")
     error = east_eval_fails(capsys, config, "--dry-run")
     assert f"{config}: line " in error and "output: '~no-such-user-here/out': no such user" in error
+
+
+def test_a_shard_past_the_end_of_a_short_set_says_it_is_empty(tmp_path, capsys):
+    """A job array's shard that no sentence falls in says so (before: a run of no
+    sentence, NaN scores, without a word)."""
+    from east_agent.evaluation.cli import main
+
+    config = quick_config(tmp_path / "grid.yaml")
+    main([str(config), "--dry-run", "--limit", "2", "--shard", "2/3"])
+    assert "no sentence" not in capsys.readouterr().err
+    main([str(config), "--dry-run", "--limit", "2", "--shard", "3/3"])
+    assert capsys.readouterr().err == (
+        "--shard 3/3: no sentence (talk, in a long-form grid) of the 2 falls in this shard: "
+        "its runs hold none, for --merge-shards 3\n"
+    )

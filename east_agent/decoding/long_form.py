@@ -56,7 +56,9 @@ if TYPE_CHECKING:
 # Urdu full stop (Arabic, Persian), the Greek question mark (U+037E), and `‼ ⁇ ⁈ ⁉`
 # (before: `है।`, `هل؟`, `done．` ended no sentence, and such talks were cut mid-sentence)
 SENTENCE_END = "。？！.!?．｡।॥؟۔\u037e‼⁇⁈⁉"
-CLOSING_MARKS = "\"'”’»」』）)]】〉》"  # may follow a sentence's end: `weekend."`, `。」`
+# may follow a sentence's end: `weekend."`, `。」`, German and Czech `„Ende.“`, `‚so.‘`,
+# `»Ende.«`, `‹so.›` (before: `“` and `‘` were not taken as closing, such a sentence ran on)
+CLOSING_MARKS = "\"'”’“‘»«›‹」』）)]】〉》｣］〕｝}"
 UNIT_ROOM = 16  # the most tokens one source unit is taken to need
 CHUNK_ROOM = 16  # the fewest tokens a chunk may be given before its segment is closed
 # kept free after every ordinary write: the next unit, its two markers and a forced chunk

@@ -325,6 +325,9 @@ def test_the_default_budget_is_named_as_such(east_model, east_tokenizer):
         # Hindi, Arabic, Persian, Urdu, fullwidth, Greek (before: no sentence end)
         ("है।", True), ("هل؟", True), ("است.", True), ("ہے۔", True), ("done．", True),
         ("τι\u037e", True), ("है", False), ("،", False),
+        # German and Czech closing quotes (before: no sentence end; wmt22.cs-en has two)
+        ("pokračovat.“", True), ("kokain?“", True), ("so.‘", True), ("Ende.«", True),
+        ("so.›", True), ("“", False), ("Ende“", False),
     ],
 )  # fmt: skip
 def test_a_sentence_end_is_its_mark_closing_marks_aside(unit, ends):

@@ -36,6 +36,7 @@ from east_agent.common.run_lock import (
     holder,
     may_be_held,
 )
+from east_agent.common.text_lines import check_input_file
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
 from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
 from east_agent.evaluation.longform import (
@@ -129,6 +130,8 @@ def may_hold_work(run_dir: Path) -> bool:
 def check_longform(config: EvalConfig) -> LongformSet:
     """The grid's talks, its word-timestamp file checked against them (before any run)."""
     longform_set = read_longform(config.testset_dir)
+    if config.word_times is not None:  # before: a bare errno message, naming no config line
+        check_input_file(config.word_times, config.place().of("word_times"))
     unit_times(longform_set, config.word_times, config.ca_unit_seconds)
     return longform_set
 

@@ -1059,6 +1059,13 @@ def test_a_word_times_file_that_does_not_fit_is_refused_before_any_run(longform_
     assert result.returncode == 2
     assert f"{times}: 1 lines of word times for" in result.stderr
     assert not (tmp_path / "out" / "runs").exists()
+    # one not there: named with the config's line (before: "[Errno 2] No such file ...")
+    times.unlink()
+    result = east_eval(tmp_path / "grid.yaml")
+    assert result.returncode == 2
+    assert f"{tmp_path / 'grid.yaml'}: line " in result.stderr
+    assert result.stderr.endswith(f": word_times {times}: no such file\n")
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_longform_shards_count_talks_and_merge_to_the_whole_grid(longform_grid, tmp_path):

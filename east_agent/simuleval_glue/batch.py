@@ -273,6 +273,26 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
     return [f"sentence {index} {why}" for index, why in sorted(failures)], todo
 
 
+# a run's flags, which `--score-only` does not read (the log holds the run's sentences)
+_RUN_FLAGS = (
+    "--start-index", "--end-index", "--continue-unfinished", "--batch-size",
+    "--remote-address", "--remote-port", "--request-timeout",
+)  # fmt: skip
+
+
+def refuse_run_flags(argv: list[str]) -> None:
+    """`--score-only` beside a run's flags (before: taken and left unread, exit 0: a
+    `--start-index 3` scored every sentence)."""
+    from east_agent.common.arguments import given_flags
+
+    given = given_flags(argv, _RUN_FLAGS)
+    if given:
+        raise ValueError(
+            "--score-only scores the log in --output with the scoring flags alone; "
+            f"{', '.join(given)}: a run's, not read (drop {'it' if len(given) == 1 else 'them'})"
+        )
+
+
 def score_folder(args: argparse.Namespace) -> None:
     """`--score-only`: the scores of the log in `args.output` (a bad line named first),
     with the folder held."""

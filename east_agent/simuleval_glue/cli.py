@@ -87,6 +87,10 @@ def main() -> None:
         _help(sys.argv[1:], simuleval_main)
         return
     batch_size, rest = batch_size_of(sys.argv[1:])
+    if "--score-only" in rest:
+        from east_agent.simuleval_glue.batch import refuse_run_flags
+
+        refuse_run_flags(sys.argv[1:])
     refuse_unit_seconds_without_ca_metric(rest)
     check_output_folder(rest)
     check_agent_file(rest)

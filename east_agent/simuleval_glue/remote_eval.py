@@ -205,25 +205,6 @@ def _refuse_served_system_flags(argv: list[str]) -> None:
         )
 
 
-# what only a run asks of the server, unread by `--score-only`
-_CLIENT_RUN_FLAGS = (
-    "--remote-address", "--remote-port", "--batch-size", "--request-timeout",
-    "--continue-unfinished",
-)  # fmt: skip
-
-
-def _refuse_client_flags(argv: list[str]) -> None:
-    """Before: `--score-only` with a run's flags scored the log and ignored them, exit 0."""
-    from east_agent.common.arguments import given_flags
-
-    given = given_flags(argv, _CLIENT_RUN_FLAGS)
-    if given:
-        raise ValueError(
-            f"--score-only scores the log in --output with the scoring flags alone; "
-            f"{', '.join(given)}: a run's (drop them, no server is asked)"
-        )
-
-
 def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     """What the run's folder records (`run_settings.json`): its data files (by content)
     and the language the served system reads its source in, when the server says it (this
@@ -736,9 +717,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args()
     _refuse_served_system_flags(sys.argv[1:])
     if args.score_only:  # no server needed; the types are the folder's (config.yaml)
-        from east_agent.simuleval_glue.batch import score_folder
+        from east_agent.simuleval_glue.batch import refuse_run_flags, score_folder
 
-        _refuse_client_flags(sys.argv[1:])
+        refuse_run_flags(sys.argv[1:])
         score_folder(args)
         return
     args.source_type = args.source_type or "text"

@@ -763,6 +763,13 @@ def test_score_only_refuses_data_files_it_would_ignore_and_names_a_missing_outpu
         given = run_simuleval("--score-only", "--output", output, flag, tmp_path / "ref.txt")
         assert given.returncode == 2
         assert given.stderr.startswith(f"east-simuleval: {flag} with --score-only: a log is ")
+    # a run's span or batch (before: taken, every sentence scored, exit 0)
+    for flag in ("--start-index", "--batch-size"):
+        given = run_simuleval("--score-only", "--output", output, flag, "3")
+        assert given.returncode == 2 and given.stderr == (
+            "east-simuleval: --score-only scores the log in --output with the scoring flags "
+            f"alone; {flag}: a run's, not read (drop it)\n"
+        )
     elsewhere = subprocess.run(
         [console_script("east-simuleval"), "--score-only"],
         capture_output=True,

@@ -371,10 +371,10 @@ def test_score_only_scores_the_log_without_a_server(test_set, tmp_path):
     data = run([*score_only, "--target", test_set / "ref.txt"])
     assert data.returncode == 2
     assert data.stderr.startswith("east-remote-eval: --target with --score-only: a log is ")
-    client = run([*score_only, "--remote-port", "1", "--batch-size=2"])
+    client = run([*score_only, "--remote-port", "1", "--batch-size=2", "--start-index", "1"])
     assert client.returncode == 2 and client.stderr == (
         "east-remote-eval: --score-only scores the log in --output with the scoring flags "
-        "alone; --remote-port, --batch-size: a run's (drop them, no server is asked)\n"
+        "alone; --remote-port, --batch-size, --start-index: a run's, not read (drop them)\n"
     )
 
 

@@ -679,6 +679,8 @@ def main(argv: list[str] | None = None) -> None:
     outputs = read(args.log, testset.talks, testset.char_level, references)
     if args.gold_sentences:
         say_left_out(args.log, testset.talks, outputs)
+    elif len(outputs) < len(testset.talks):  # before: said by longform_scores.json alone
+        print(f"{args.log}: talks scored: {len(outputs)} of {len(testset.talks)}", file=sys.stderr)
     result = score_longform(
         outputs,
         args.testset,

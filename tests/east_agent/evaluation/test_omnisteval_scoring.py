@@ -524,3 +524,7 @@ def test_a_log_of_another_target_language_is_refused(talks_dir, tmp_path, capsys
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
     main(["longform", *flags])
     assert json.loads(capsys.readouterr().out)["BLEU"] is not None
+    if not gold:  # a log of some talks says how many (before: longform_scores.json alone)
+        log.write_text(json.dumps(records[0]) + "\n")
+        main(["longform", *flags])
+        assert capsys.readouterr().err == f"{log}: talks scored: 1 of 2\n"

@@ -112,19 +112,45 @@ _OWN_HANDLERS = {
 }
 
 
+# the signal mask of the thread forking, kept while the ending signals are blocked across it
+_mask_before_fork: set[signal.Signals] | None = None
+
+
+def _block_before_fork() -> None:
+    """The ending signals wait while a child is made: one that reached it before Python
+    had finished forking was caught by the parent's handler there, then cleared, and lost
+    (a pool's `terminate` just after it started a worker left that worker alive, blocked
+    on the task queue's lock the pool holds, and the pool's join hung: OmniSTEval's, 1
+    run in about 40 on a loaded 2-core machine). Blocked, it waits for the child's
+    default handlers (`_default_in_forked_child`) and ends it then."""
+    global _mask_before_fork
+    _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _OWN_HANDLERS)
+
+
+def _restore_mask() -> None:
+    if _mask_before_fork is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+
+
 def _default_in_forked_child() -> None:
     """A process made by `fork` (a library's `multiprocessing` pool: OmniSTEval's, sacrebleu's
     significance) takes SIGTERM and SIGHUP as by default, and SIGINT as Python does: before,
     it kept the handler, so a pool's `terminate` raised in its workers (one left a lock held
-    and the pool hung) and a copy could run its parent's clean-up."""
+    and the pool hung) and a copy could run its parent's clean-up. The signals blocked
+    across the fork are let through after."""
     for signum, (default, handler) in _OWN_HANDLERS.items():
         if signal.getsignal(signum) is handler:
             with suppress(ValueError):  # not this interpreter's main thread
                 signal.signal(signum, default)
+    _restore_mask()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_default_in_forked_child)
+if hasattr(os, "register_at_fork") and hasattr(signal, "pthread_sigmask"):
+    os.register_at_fork(
+        before=_block_before_fork,
+        after_in_parent=_restore_mask,
+        after_in_child=_default_in_forked_child,
+    )
 
 
 Main = TypeVar("Main", bound=Callable)

@@ -343,3 +343,50 @@ def test_a_forked_copy_takes_sigterm_as_by_default():
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [str(int(signal.SIGTERM)), "[1, 2]"]
     assert result.stderr == ""
+
+
+FORKED_AND_SIGNALLED_AT_ONCE = """
+import os, signal, sys, time
+
+def first_in_child():  # as a pool's terminate reaching a worker in its first moments
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    print(sorted(int(signum) for signum in blocked), flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+os.register_at_fork(after_in_child=first_in_child)  # before the command's own: runs first
+from east_agent.common.entry import command_line
+
+@command_line("east-test")
+def main():
+    child = os.fork()
+    if child == 0:
+        print("alive", flush=True)
+        time.sleep(30)
+        os._exit(0)
+    _, status = os.waitpid(child, 0)
+    print(os.WIFSIGNALED(status) and os.WTERMSIG(status))
+    print(sorted(int(signum) for signum in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_ending_signal_waits_for_a_forked_childs_default_handlers():
+    """A signal that reached a child before Python finished forking it was caught by the
+    handler the child still had, cleared by the fork, and lost: OmniSTEval's pool, its
+    `terminate` just after it started a worker, left that worker alive on the task queue's
+    lock and hung (1 run in about 40). The ending signals are blocked across the fork: a
+    SIGTERM in the child's first moments waits, and ends it once its handlers are the
+    defaults; the parent's mask is as it was."""
+    result = subprocess.run(
+        [sys.executable, "-c", FORKED_AND_SIGNALLED_AT_ONCE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=_default_signals,
+    )
+    assert result.returncode == 0, result.stderr
+    ending = sorted(int(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    assert result.stdout.splitlines() == [str(ending), str(int(signal.SIGTERM)), "[]"]
+    assert result.stderr == ""

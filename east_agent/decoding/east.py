@@ -106,7 +106,9 @@ class DecoderConfig:
             raise ValueError(f"num_beams must be at least 1, got {self.num_beams}")
         check_beam_stop(self.beam_stop)
         if self.long_form and self.document_level:
-            raise ValueError("long_form and document_level exclude each other")
+            raise ValueError(
+                "long_form and document_level (--long-form, --document-level) exclude each other"
+            )
         check_long_form(self)
 
 

@@ -370,9 +370,11 @@ def check_switch_values(place: KeyPlace, system: str, agent: str, settings: dict
                     f"{place.of('systems', system, key)} is true or false, got {item!r}"
                 )
             if not switch and isinstance(item, bool):
+                text = action is None or action.type in (None, str)  # else quoting is no cure
                 raise EvalConfigError(
                     f"{place.of('systems', system, key)}: {item} is YAML's reading of an "
-                    "unquoted yes/no/on/off/true/false: quote it"
+                    "unquoted yes/no/on/off/true/false"
+                    + (": quote it" if text else ", not a value this setting takes")
                 )
 
 

@@ -282,7 +282,11 @@ BAD_SETTINGS = [
     "policy, settings, message",
     [
         *((policy, *bad) for policy in POLICIES for bad in BAD_SETTINGS),
-        ("east", {"document_level": True}, "exclude each other"),  # wait-k has no such mode
+        (
+            "east",
+            {"document_level": True},
+            r"\(--long-form, --document-level\) exclude each",
+        ),  # wait-k has no such mode
     ],
 )
 def test_bad_long_form_settings_are_refused(east_model, east_tokenizer, policy, settings, message):

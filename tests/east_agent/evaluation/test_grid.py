@@ -1587,8 +1587,17 @@ def test_the_grids_long_form_keys_are_the_decoders():
     "line, said",
     [
         ("    kv_cache: off\n", "systems.east.kv_cache: False is YAML's reading of an unquoted"),
-        ("    num_beams: false\n", "systems.east.num_beams: False is YAML's reading"),
-        ("    torch_dtype: no\n", "systems.east.torch_dtype: False is YAML's reading"),
+        # a number: quoting is no cure (before: "quote it")
+        (
+            "    num_beams: false\n",
+            "num_beams: False is YAML's reading of an unquoted yes/no/"
+            "on/off/true/false, not a value this setting takes",
+        ),
+        (
+            "    torch_dtype: no\n",
+            "torch_dtype: False is YAML's reading of an unquoted yes/"
+            "no/on/off/true/false: quote it",
+        ),
         ("    latency: [low, on]\n", "systems.east.latency: True is YAML's reading"),
     ],
 )

@@ -490,6 +490,7 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     in_folder = _given("--system-dir")
     agent_class = _system_dir_class() if in_folder else _agent_class()
     if not issubclass(agent_class, StreamingAgent):
+        _check_simuleval_server_port(argv)
         simuleval_main()
         return
     refuse_evaluator_flags(argv)
@@ -502,6 +503,19 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     args.session_timeout = server_args.session_timeout
     args.batch_wait_ms = server_args.batch_wait_ms
     serve(agent_class, args)
+
+
+def _check_simuleval_server_port(argv: list[str]) -> None:
+    """SimulEval's own server (another agent's) listens on every interface: its
+    `--remote-port` refused in one line as this package's server refuses it (before: a
+    socket traceback, "Servname not supported", after the agent was built)."""
+    from east_agent.simuleval_glue.agent_server import listening_sockets
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--remote-port", default=12321)  # SimulEval's default
+    port = parser.parse_known_args(argv)[0].remote_port
+    for taken in listening_sockets("0.0.0.0", port):
+        taken.close()
 
 
 def _given_system_dir() -> Path | None:

@@ -204,6 +204,22 @@ def test_the_server_names_a_port_that_is_no_number(tmp_path):
     assert "never-loaded" not in refused.stderr and "Traceback" not in refused.stderr
 
 
+def test_simulevals_own_server_names_a_port_that_is_no_number(tmp_path):
+    """Another agent gets SimulEval's own server; its port is checked as this package's
+    server checks it (before: a socket traceback, "Servname not supported")."""
+    sleepy = Path(__file__).with_name("sleepy_agent.py")
+    refused = subprocess.run(
+        [console_script("east-simuleval"), "--standalone", "--agent", str(sleepy),
+         "--remote-port", "abc"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.endswith(
+        "east-simuleval: --remote-port abc: not a port number (1 to 65535)\n"
+    )
+    assert "Traceback" not in refused.stderr
+
+
 def remote_eval_command(port, test_set, output, *extra):
     return [
         console_script("east-remote-eval"),

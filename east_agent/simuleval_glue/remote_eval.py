@@ -148,8 +148,12 @@ def _server_info(base_url: str, timeout: float) -> dict:
         ) from None
     try:
         info = reply.json()
-    except ValueError:
-        return {}
+    except ValueError:  # before: the folder begun, then "sentence 0: ... answered 501"
+        kind = reply.headers.get("Content-Type", "no content type").split(";")[0]
+        raise ValueError(
+            f"the server at {base_url} is no SimulEval server: GET / answered {kind}, not "
+            "JSON (another program on that port? check --remote-address and --remote-port)"
+        ) from None
     return info if isinstance(info, dict) else {}
 
 

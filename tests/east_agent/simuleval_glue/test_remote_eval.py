@@ -466,15 +466,18 @@ def test_an_address_or_port_that_is_none_is_refused_before_the_folder_changes(
 
 @pytest.fixture
 def answering_port():
-    """A server on 127.0.0.1 that answers every GET with nothing (as SimulEval's does
-    not say how many streams it has)."""
+    """A server on 127.0.0.1 that answers every GET as SimulEval's server answers `GET /`:
+    its agent's name, not how many streams it has."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
 
     class Answer(BaseHTTPRequestHandler):
         def do_GET(self):
+            body = json.dumps({"info": "WaitkAgent[text -> text]"}).encode()
             self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            self.wfile.write(body)
 
     with ThreadingHTTPServer(("127.0.0.1", 0), Answer) as server:
         Thread(target=server.serve_forever, daemon=True).start()
@@ -701,3 +704,25 @@ def test_an_answer_that_is_no_segment_is_named_with_its_sentence(
     assert "sentence 0: the server" in error or "sentence 1: the server" in error
     if batch > 1:  # before: "the server ... was lost", of a server that answered
         assert "did not answer as a SimulEval agent does" in error
+
+
+def test_a_server_that_is_no_simuleval_one_is_refused_before_the_folder_changes(test_set, tmp_path):
+    """Before: config.yaml, run_settings.json and an empty log written, then "sentence 0:
+    the server answered 501 ... the sentences finished before it are in ..."."""
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    handler = partial(SimpleHTTPRequestHandler, directory=str(test_set))
+    with ThreadingHTTPServer(("127.0.0.1", 0), handler) as web:
+        threading.Thread(target=web.serve_forever, daemon=True).start()
+        try:
+            result = remote_eval(web.server_address[1], test_set, tmp_path / "out")
+        finally:
+            web.shutdown()
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.endswith(
+        f"the server at http://127.0.0.1:{web.server_address[1]} is no SimulEval server: "
+        "GET / answered text/html, not JSON (another program on that port? check "
+        "--remote-address and --remote-port)\n"
+    )
+    assert not (tmp_path / "out").exists()

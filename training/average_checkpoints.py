@@ -25,7 +25,7 @@ import torch
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.common.records import read_json_object
-from east_agent.lm.checkpoint import check_weights
+from east_agent.lm.checkpoint import check_weights, saved_tensor_shapes
 from training.model_folder import load_pretrained
 
 COMMAND = "python -m training.average_checkpoints"
@@ -65,6 +65,7 @@ def average(
         check_weights(path, "--inputs")
     for path in inputs[1:]:
         check_same_model(Path(inputs[0]), Path(path))
+        check_same_saved_tensors(Path(inputs[0]), Path(path))
     model = load_pretrained(AutoModelForCausalLM, inputs[0], "--inputs")
     dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
     total = sum(weights)
@@ -111,6 +112,30 @@ def check_same_model(first: Path, other: Path) -> None:
             f"{other}: tokenizer.json holds another vocabulary than {first}'s: not a "
             "checkpoint of the same model (the output would take the first one's tokenizer)"
         )
+
+
+def check_same_saved_tensors(first: Path, other: Path) -> None:
+    """The tensors two checkpoints' files hold, by name and shape, read from their headers
+    before anything loads (before: a tensor one of them lacked was made up by the load,
+    at random, and averaged in, exit 0; one of another shape was transformers' traceback).
+    A torch pickle (`.bin`) is compared after the load, as before."""
+    shapes = [saved_tensor_shapes(path, "--inputs") for path in (first, other)]
+    if shapes[0] is None or shapes[1] is None:
+        return
+    missing, extra = sorted(shapes[0].keys() - shapes[1]), sorted(shapes[1].keys() - shapes[0])
+    if missing or extra:
+        said = [f"lacks {', '.join(missing[:3])}" if missing else "",
+                f"holds {', '.join(extra[:3])}, which it has not" if extra else ""]  # fmt: skip
+        raise CheckpointMismatchError(
+            f"{other}: its weights files differ from {first}'s: "
+            + "; ".join(part for part in said if part)
+            + f" ({len(missing)} missing, {len(extra)} more): not checkpoints of one model"
+        )
+    for name, shape in shapes[0].items():
+        if shapes[1][name] != shape:
+            raise CheckpointMismatchError(
+                f"{other}: tensor {name} has shape {shapes[1][name]}, {shape} in {first}"
+            )
 
 
 def vocabulary(tokenizer_file: Path) -> tuple:

@@ -344,30 +344,54 @@ def check_weights_readable(
     and a folder with no weights file at all is `check_weights`'s to refuse."""
     from safetensors import safe_open
 
+    for file in safetensors_files(folder, where, names) or ():
+        with loading(folder, where, part=file.name):
+            with safe_open(str(file), framework="pt"):
+                pass
+
+
+def safetensors_files(
+    folder: str | Path, where: str, names: tuple[str, ...] = MODEL_WEIGHTS
+) -> list[Path] | None:
+    """The safetensors files a load of the local `folder` reads (the first of `names`
+    there, or every shard its index names; a bad index refused naming `where`), or None: a
+    hub id, no weights file, or a torch pickle (`.bin`)."""
     if is_hub_id(folder) or not Path(folder).is_dir():
-        return
+        return None
     for name in names:
         path = Path(folder) / name
         if not path.is_file():
             continue
         if name.endswith(".safetensors"):
-            files = [path]
-        elif name.endswith(".safetensors.index.json"):
-            with loading(folder, where, part=name):
-                index = json.loads(path.read_text(encoding="utf-8"))
-                shards = index.get("weight_map") if isinstance(index, dict) else None
-                if not isinstance(shards, dict) or not all(
-                    isinstance(shard, str) for shard in shards.values()
-                ):
-                    raise ValueError("no weight_map of tensor names to files")
-            files = [Path(folder) / shard for shard in sorted(set(shards.values()))]
-        else:
-            return
-        for file in files:
-            with loading(folder, where, part=file.name):
-                with safe_open(str(file), framework="pt"):
-                    pass
-        return
+            return [path]
+        if not name.endswith(".safetensors.index.json"):
+            return None
+        with loading(folder, where, part=name):
+            index = json.loads(path.read_text(encoding="utf-8"))
+            shards = index.get("weight_map") if isinstance(index, dict) else None
+            if not isinstance(shards, dict) or not all(
+                isinstance(shard, str) for shard in shards.values()
+            ):
+                raise ValueError("no weight_map of tensor names to files")
+        return [Path(folder) / shard for shard in sorted(set(shards.values()))]
+    return None
+
+
+def saved_tensor_shapes(folder: str | Path, where: str) -> dict[str, tuple[int, ...]] | None:
+    """The name and shape of every tensor `folder`'s safetensors files hold, read from their
+    headers (no weights load); None where there are none (`safetensors_files`)."""
+    from safetensors import safe_open
+
+    files = safetensors_files(folder, where)
+    if files is None:
+        return None
+    shapes = {}
+    for file in files:
+        with loading(folder, where, part=file.name):
+            with safe_open(str(file), framework="pt") as saved:
+                for name in saved.keys():
+                    shapes[name] = tuple(saved.get_slice(name).get_shape())
+    return shapes
 
 
 def check_adapter_path(adapter_path: str | Path | None) -> None:

@@ -84,6 +84,34 @@ def test_tensors_of_other_names_or_shapes_are_named():
         _check_same_tensors(first, {"a": torch.zeros(3, 2), "b": torch.zeros(4)}, "x", "y")
 
 
+def test_weights_files_of_other_tensors_are_named_before_loading(tmp_path, east_tokenizer):
+    """Configs alike, weights files not: before, a tensor one input lacked was made up by
+    the load at random and averaged in (exit 0), and one of another shape was
+    transformers' traceback. Read from the files' headers, before anything loads."""
+    from safetensors.torch import load_file, save_file
+
+    save_model(tmp_path / "a", east_tokenizer, seed=1)
+    for name in ("lacking", "reshaped"):
+        shutil.copytree(tmp_path / "a", tmp_path / name)
+    weights = load_file(tmp_path / "a" / "model.safetensors")
+    down = "model.layers.0.mlp.down_proj.weight"
+    lacking = {name: tensor for name, tensor in weights.items() if name != down}
+    save_file(lacking, tmp_path / "lacking" / "model.safetensors", metadata={"format": "pt"})
+    reshaped = {**weights, down: weights[down][:-1].clone()}
+    save_file(reshaped, tmp_path / "reshaped" / "model.safetensors", metadata={"format": "pt"})
+    said = f"lacking: its weights files differ from {tmp_path / 'a'}'s: lacks {down} (1 missing"
+    with pytest.raises(CheckpointMismatchError, match=re.escape(said)):
+        average([tmp_path / "a", tmp_path / "lacking"], tmp_path / "avg")
+    said = f"a: its weights files differ from {tmp_path / 'lacking'}'s: holds {down}, which it"
+    with pytest.raises(CheckpointMismatchError, match=re.escape(said)):
+        average([tmp_path / "lacking", tmp_path / "a"], tmp_path / "avg")
+    rows, columns = weights[down].shape
+    said = f"reshaped: tensor {down} has shape ({rows - 1}, {columns}), ({rows}, {columns}) in"
+    with pytest.raises(CheckpointMismatchError, match=re.escape(said)):
+        average([tmp_path / "a", tmp_path / "reshaped"], tmp_path / "avg")
+    assert not (tmp_path / "avg").exists()
+
+
 def test_inputs_no_run_can_average_are_refused_before_loading(tmp_path, east_tokenizer):
     """Before: a NaN weight wrote an all-NaN model (exit 0); a LoRA adapter's factors
     were averaged one by one (not as updates); a missing folder was asked of the hub."""

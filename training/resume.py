@@ -8,7 +8,9 @@
   `auto` resume from checkpoints of another recipe is refused naming what differs
   (before: a smoke test's checkpoints were resumed by the full run in the same folder),
   and so is a run that does not resume into a folder holding checkpoints (a later `auto`
-  would take them for its own). A checkpoint named in the recipe is taken as it is.
+  would take them for its own). A checkpoint named by its path is compared with the
+  recipe beside it the same way (before: taken, its restored schedule overriding a new
+  `learning_rate`, which `recipe.json` then recorded).
 - A run resumed at its last step (`max_steps` reached) is finished: transformers would
   train one step more at every rerun. Its model is the checkpoint's: `model/` is kept when
   it was written at that step, else copied from the checkpoint (a kill between the last
@@ -178,17 +180,22 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
             )
         check_finished_model(config, recipe)
         return
-    if config.resume_from_checkpoint not in (True, "auto"):
-        return  # a checkpoint named in the recipe: taken as the user says
     record = Path(resume).parent / RECIPE_RECORD
     if not record.exists():
         logger.info("%s has no %s (an earlier version's): resumed unchecked", resume, record.name)
         return
     differ = _differences(read_json_object(record), recipe)
-    if differ:
+    named = config.resume_from_checkpoint not in (True, "auto")
+    if differ:  # a checkpoint named by its path too: its optimizer and schedule win
         raise ValueError(
             f"{resume} was trained by another recipe ({'; '.join(differ)}): resume with the "
             "recipe that wrote it, or train into another train.output_dir"
+            + (
+                " (to start from its weights, set model.name_or_path to it and "
+                "resume_from_checkpoint: null)"
+                if named
+                else ""
+            )
         )
 
 

@@ -676,9 +676,13 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
         finished_step(resolve_resume(parse_config(longer)), 3)
     longer_config = parse_config(longer)
     check_checkpoints(longer_config, trained_recipe(longer_config), resolve_resume(longer_config))
+    # named by its path (before: taken, the checkpoint's schedule overriding the new rate,
+    # which recipe.json recorded)
+    named = {**other_rate, "resume_from_checkpoint": str(output / "checkpoint-4")}
     for changed, message in (
         (other_data, r"data.files: \['.*simt.json' \(sha256 .*\)\] then, \['.*offline.jsonl'"),
         (other_rate, "train.learning_rate: 0.003 then, 0.001 now"),
+        (named, "train.learning_rate: 0.003 then, 0.001 now.*set model.name_or_path to it"),
     ):
         with pytest.raises(
             ValueError, match=f"checkpoint-4 was trained by another recipe .*{message}"

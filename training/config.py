@@ -422,6 +422,7 @@ def check_settings(config: SFTConfig, at: At) -> None:
             f"{at('train', 'lr_scheduler_kwargs')}: train.lr_scheduler_kwargs must be a "
             f"mapping (name: value), got {kwargs!r}"
         )
+    check_schedule(train, at)
     if evaluates(train) and not data.eval_files:
         raise ConfigError(
             f"{at('train', 'eval_strategy')}: train.eval_strategy "
@@ -429,6 +430,35 @@ def check_settings(config: SFTConfig, at: At) -> None:
         )
     if config.stage == "lora":
         check_lora(config.lora, at)
+
+
+def check_schedule(train: dict, at: At) -> None:
+    """The learning-rate schedule built and stepped as the Trainer will build it, on a
+    stand-in optimizer: a scheduler keyword it does not take, or a value of the wrong kind
+    (`{min_lr: abc}`), refused naming the key (before: a TypeError traceback once the model
+    and the data had loaded)."""
+    import torch
+    from transformers import get_scheduler
+
+    name = str(train.get("lr_scheduler_type", "linear"))
+    kwargs = train.get("lr_scheduler_kwargs") or {}
+    rate = train.get("learning_rate", 5e-5)
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=rate if isinstance(rate, (int, float)) else 5e-5)
+    try:
+        schedule = get_scheduler(
+            name, optimizer, num_warmup_steps=1, num_training_steps=10,
+            scheduler_specific_kwargs=dict(kwargs),
+        )  # fmt: skip
+        if not isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            for _ in range(3):  # a schedule's factor is computed at each step
+                optimizer.step()
+                schedule.step()
+    except (TypeError, ValueError, ZeroDivisionError) as error:
+        raise ConfigError(
+            f"{at('train', 'lr_scheduler_kwargs')}: train.lr_scheduler_kwargs {kwargs} do not "
+            f"make a {name} schedule ({type(error).__name__}: {error})"
+        ) from None
 
 
 def check_output_apart(output_dir: str, name_or_path: str, at: At) -> None:

@@ -334,6 +334,12 @@ def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, messa
         # before: a NaN model written; a TypeError traceback once the Trainer started
         ("train.learning_rate=.inf", "train.learning_rate must be a finite number >= 0, got inf"),
         ("train.lr_scheduler_kwargs=5", "train.lr_scheduler_kwargs must be a mapping"),
+        # before: a TypeError traceback once the model and data had loaded
+        (
+            "train.lr_scheduler_kwargs={min_lr: 1e-6}",
+            "train.lr_scheduler_kwargs {'min_lr': "
+            "1e-06} do not make a cosine schedule \\(TypeError: .*unexpected keyword",
+        ),
         # before: trained as a READ
         ("data.system_prompt=Be brief<|end-of-read|>", "data.system_prompt holds '<|end-of-r"),
         # before: blamed on the recipe file
@@ -364,14 +370,19 @@ def test_a_run_sized_in_steps_takes_any_epochs():
 def test_numbers_in_nested_settings_are_numbers(tmp_path):
     """YAML 1.1 reads `1e-6` (no dot) as text: a scheduler's min_lr crashed the Trainer
     after the data were read and the model loaded."""
-    config = with_overrides("train.lr_scheduler_kwargs={min_lr: 1e-6}")
+    with_min = "train.lr_scheduler_type=cosine_with_min_lr"
+    config = with_overrides(with_min, "train.lr_scheduler_kwargs={min_lr: 1e-6}")
     assert config.train["lr_scheduler_kwargs"] == {"min_lr": 1e-6}
     text = (CONFIGS / "stage1_full.yaml").read_text()
+    text = text.replace("lr_scheduler_type: cosine\n", "lr_scheduler_type: cosine_with_min_lr\n")
     nested = text.replace("train:\n", "train:\n  lr_scheduler_kwargs: {min_lr: 5E-7}\n", 1)
     assert load_config(written_recipe(tmp_path, nested)).train["lr_scheduler_kwargs"] == {
         "min_lr": 5e-7
     }
     assert with_overrides("train.run_name=1e-6").train["run_name"] == "1e-6"  # text stays text
+    said = "do not make a cosine_with_min_lr schedule \\(TypeError: unsupported operand"
+    with pytest.raises(ConfigError, match=said):  # before: a traceback after the load
+        with_overrides(with_min, "train.lr_scheduler_kwargs={min_lr: abc}")
 
 
 def test_yaml_the_loader_could_not_take(tmp_path):

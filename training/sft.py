@@ -471,6 +471,10 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
     if eval_samples is not None and len(eval_samples) == 0:
         raise ValueError(f"no eval sample is left within data.cutoff_len {config.data.cutoff_len}")
     trainer = build_trainer(config, training_args, model, tokenizer, samples, eval_samples)
+    if training_args.max_steps <= 0 and len(trainer.get_train_dataloader()) == 0:
+        # sized in epochs, not one batch (before: transformers' "args.max_steps must be
+        # set to a positive value if dataloader does not have a length", a recipe written)
+        raise ValueError(no_step_taken(trainer, len(samples)))
     if trainer.is_world_process_zero():
         record_recipe(config, recipe)
     # read before training: the checkpoint rotation (save_total_limit) may remove it
@@ -524,11 +528,15 @@ def check_trained(trainer: Trainer, samples: int) -> None:
     """A fresh run that took no optimizer step has no model to write (before: the base
     model written as trained, exit 0)."""
     if trainer.state.global_step == 0:
-        raise ValueError(
-            f"the run took no optimizer step ({samples} samples, per-device batch "
-            f"{trainer.args.per_device_train_batch_size}, train.dataloader_drop_last "
-            f"{trainer.args.dataloader_drop_last}): no model written"
-        )
+        raise ValueError(no_step_taken(trainer, samples))
+
+
+def no_step_taken(trainer: Trainer, samples: int) -> str:
+    return (
+        f"the run took no optimizer step ({samples} samples, per-device batch "
+        f"{trainer.args.per_device_train_batch_size}, train.dataloader_drop_last "
+        f"{trainer.args.dataloader_drop_last}): no model written"
+    )
 
 
 @command_line(COMMAND)

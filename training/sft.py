@@ -466,8 +466,8 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
             eval_samples = tokenize_data(
                 config, tokenizer, model, *eval_records, training_args, evaluation=True
             )
-    if len(samples) == 0:
-        raise ValueError("no training sample is left after reading the data")
+    if len(samples) == 0:  # before: naming neither the files nor the cut-off
+        raise ValueError(no_sample_left(config, report))
     if eval_samples is not None and len(eval_samples) == 0:
         raise ValueError(f"no eval sample is left within data.cutoff_len {config.data.cutoff_len}")
     trainer = build_trainer(config, training_args, model, tokenizer, samples, eval_samples)
@@ -529,6 +529,22 @@ def check_trained(trainer: Trainer, samples: int) -> None:
     model written as trained, exit 0)."""
     if trainer.state.global_step == 0:
         raise ValueError(no_step_taken(trainer, samples))
+
+
+def no_sample_left(config: SFTConfig, report: DataReport) -> str:
+    """Why no training sample is left: the records read of data.files, and those dropped."""
+    why = [f"{report.records} records read from data.files ({', '.join(config.data.files)})"]
+    if report.beyond_max_samples:
+        why.append(f"{report.beyond_max_samples} left out by data.max_samples")
+    if report.dropped_prompt_too_long:
+        why.append(
+            f"{report.dropped_prompt_too_long} dropped: their prompt alone exceeds "
+            f"data.cutoff_len {config.data.cutoff_len}"
+        )
+    skipped = report.malformed_skipped + report.unreadable_skipped
+    if skipped:
+        why.append(f"{skipped} skipped as malformed or unreadable")
+    return f"no training sample is left after reading the data: {'; '.join(why)}"
 
 
 def no_step_taken(trainer: Trainer, samples: int) -> str:

@@ -1113,6 +1113,20 @@ def test_a_run_that_takes_no_step_writes_no_model(base_checkpoint, data_files, t
     assert not (tmp_path / "epochs" / "recipe.json").exists()
 
 
+def test_no_sample_left_says_why(base_checkpoint, data_files, tmp_path):
+    """Before: "no training sample is left after reading the data", naming neither the
+    files nor the cut-off that dropped every sample."""
+    tree = recipe("full", base_checkpoint, data_files[:1], tmp_path / "out", max_steps=2)
+    tree["data"].update(cutoff_len=8, max_samples=5)
+    with pytest.raises(ValueError) as refused:
+        run(parse_config(tree))
+    assert str(refused.value) == (
+        f"no training sample is left after reading the data: 96 records read from data.files "
+        f"({data_files[0]}); 91 left out by data.max_samples; 5 dropped: their prompt alone "
+        "exceeds data.cutoff_len 8"
+    )
+
+
 def test_a_default_written_out_is_the_same_recipe(tmp_path):
     """Before: `gradient_accumulation_steps: 1` written out was refused as "None then, 1
     now" by the run that had left it out."""

@@ -416,6 +416,12 @@ def check_settings(config: SFTConfig, at: At) -> None:
             f">= 0, got {rate}"
         )
     check_length(train, at)
+    warmup = train.get("warmup_steps")
+    if isinstance(warmup, (int, float)) and not (warmup >= 0 and math.isfinite(warmup)):
+        raise ConfigError(  # before: transformers' "Got warmup_steps = -0.5", no place named
+            f"{at('train', 'warmup_steps')}: train.warmup_steps must be a finite number >= 0 "
+            f"(below 1: a share of the steps), got {warmup}"
+        )
     kwargs = train.get("lr_scheduler_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ConfigError(

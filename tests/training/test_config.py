@@ -334,6 +334,7 @@ def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, messa
         # before: a NaN model written; a TypeError traceback once the Trainer started
         ("train.learning_rate=.inf", "train.learning_rate must be a finite number >= 0, got inf"),
         ("train.lr_scheduler_kwargs=5", "train.lr_scheduler_kwargs must be a mapping"),
+        ("train.warmup_steps=-0.5", "train.warmup_steps must be a finite number >= 0 \\(below"),
         # before: a TypeError traceback once the model and data had loaded
         (
             "train.lr_scheduler_kwargs={min_lr: 1e-6}",

@@ -114,6 +114,12 @@ class SFTConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     resume_from_checkpoint: str | bool | None = "auto"
     source: str = "<config>"
+    # where each key was given (the recipe's line, or an override), for checks made later
+    places: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def place(self, *keys: str) -> str:
+        """Where `keys` were given: `recipe.yaml, line 7` or `override 'data.files=...'`."""
+        return _place(self.places, self.source, *keys)
 
     @property
     def output_dir(self) -> Path:
@@ -594,6 +600,7 @@ def parse_config(tree: dict, source: str = "<config>", places: Places | None = N
         lora=_section(LoraSettings, tree.get("lora"), "lora", at),
         resume_from_checkpoint=tree.get("resume_from_checkpoint", "auto"),
         source=source,
+        places=dict(places or {}),
     )
     check_settings(config, at)
     return config

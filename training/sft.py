@@ -313,19 +313,21 @@ def read_data(
     """Every record of `files` read and checked (a bad one raises naming file and line, or is
     skipped as the recipe says), shuffled and cut to `data.max_samples`. Needs neither
     tokenizer nor model: run it first."""
-    check_data_files(config, files, "data.eval_files" if evaluation else "data.files")
+    check_data_files(config, files, "eval_files" if evaluation else "files")
     max_samples = None if evaluation else config.data.max_samples
     return read_records(files, config.data.skip_malformed, max_samples, training_args.seed)
 
 
-def check_data_files(config: SFTConfig, files: Sequence[str], setting: str) -> None:
-    """Each of `files` is a file here (before the recipe is compared with a checkpoint's:
-    a file not there was named a change of recipe)."""
+def check_data_files(config: SFTConfig, files: Sequence[str], key: str) -> None:
+    """Each of `files` (`data.<key>`) is a file here (before the recipe is compared with a
+    checkpoint's: a file not there was named a change of recipe), named where it was
+    given: the recipe's line, or the override (before: the recipe file for both)."""
     for file in files:
         if not Path(file).is_file():
             problem = "a folder, not a data file" if Path(file).is_dir() else "no such file"
             relative = "" if Path(file).is_absolute() else f", read from {Path.cwd()}"
-            raise ValueError(f"{config.source}: {setting}: {file}: {problem}{relative}")
+            where = config.place("data", key)
+            raise ValueError(f"{where}: data.{key}: {file}: {problem}{relative}")
 
 
 def tokenize_data(
@@ -425,7 +427,7 @@ def holding_output_dir(output_dir: Path) -> Iterator[None]:
 
 def train(config: SFTConfig, training_args: TrainingArguments, started: float) -> Path:
     """`run` once the folders are checked (and locked, by the first process)."""
-    check_data_files(config, config.data.files, "data.files")
+    check_data_files(config, config.data.files, "files")
     resume, recipe = resolve_resume(config), trained_recipe(config)
     check_checkpoints(config, recipe, resume)
     finished_at = finished_step(resume, training_args.max_steps)

@@ -496,8 +496,9 @@ def test_bad_data_fails_before_the_model_loads(
         tree["train"]["eval_strategy"] = "steps"
     error = refused(tree, tmp_path, capsys)
     named = f"{bad}{message}"
-    if fault == "missing":  # the recipe and setting named (before: the file alone)
-        named = f"{tmp_path / 'recipe.yaml'}: data.{section}: {bad}{message}"
+    if fault == "missing":  # the recipe's line and setting named (before: the file alone)
+        line = (tmp_path / "recipe.yaml").read_text().splitlines().index(f"  {section}:") + 1
+        named = f"{tmp_path / 'recipe.yaml'}, line {line}: data.{section}: {bad}{message}"
     assert error.startswith(f"python -m training.sft: {named}") and error.count("\n") == 1, error
     assert loaded == []
 
@@ -511,6 +512,13 @@ def test_a_relative_data_file_that_is_missing_says_where_it_was_looked_for(
     monkeypatch.chdir(tmp_path)
     error = refused(tree, tmp_path, capsys)
     assert f"data.files: data/simt.jsonl: no such file, read from {tmp_path}\n" in error
+    # given by an override: named so (before: blamed on the recipe file)
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "recipe.yaml"), "data.files=[nope.jsonl]"])
+    assert capsys.readouterr().err.endswith(
+        "override 'data.files=[nope.jsonl]': data.files: nope.jsonl: no such file, read from "
+        f"{tmp_path}\n"
+    )
 
 
 @pytest.mark.parametrize("fault", ["empty eval set", "no model folder", "output is a file"])

@@ -54,9 +54,18 @@ def average(
     if output.exists():
         raise ValueError(f"{output} exists; choose a new output folder")
     check_folder_path(output, "--output")
+    seen: dict[Path, Path] = {}
     for path in map(Path, inputs):
+        if path.is_file():  # before: "no such checkpoint folder"
+            raise ValueError(f"{path}: a file, not a checkpoint folder")
         if not path.is_dir():
             raise ValueError(f"{path}: no such checkpoint folder")
+        if path.resolve() in seen:  # before: averaged with itself, silently
+            raise ValueError(
+                f"{path}: given twice (as {seen[path.resolve()]} too); to count a checkpoint "
+                "more, give --weights"
+            )
+        seen[path.resolve()] = path
         if (path / "adapter_config.json").exists():  # LoRA factors do not average as updates
             raise ValueError(
                 f"{path} is a LoRA adapter: merge it into its base first (python -m "
@@ -173,7 +182,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inputs", nargs="+", required=True, help="checkpoint folders")
     parser.add_argument("--output", required=True)
     parser.add_argument("--weights", nargs="+", type=float, help="default: equal weights")
-    parser.add_argument("--save-dtype", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--save-dtype",
+        choices=["float32", "bfloat16", "float16"],
+        help="the dtype the average is saved in (default: the first input's)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     average(args.inputs, args.output, args.weights, args.save_dtype)

@@ -123,6 +123,9 @@ def test_inputs_no_run_can_average_are_refused_before_loading(tmp_path, east_tok
         (["a", "a"], [float("inf"), 1.0], r"need one positive weight per input, got \[inf"),
         (["a", "adapter"], None, "adapter is a LoRA adapter: merge it into its base first"),
         (["a", "nope"], None, "nope: no such checkpoint folder"),
+        # before: "no such checkpoint folder"; and a checkpoint averaged with itself
+        (["a", "a/config.json"], None, "config.json: a file, not a checkpoint folder"),
+        (["a", "a/../a"], None, "a/../a: given twice \\(as .*a too\\); to count a checkpoint"),
     ):
         with pytest.raises(ValueError, match=message):
             average([tmp_path / name for name in inputs], tmp_path / "avg", weights)

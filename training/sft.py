@@ -225,8 +225,11 @@ def check_east_tokenizer(config: SFTConfig, tokenizer: PreTrainedTokenizerBase) 
     """Stage II's model must have the EAST tokens: refused before its weights load."""
     try:
         east_token_ids(tokenizer)
-    except CheckpointError as error:
-        raise ValueError(f"model.name_or_path {config.model.name_or_path}: {error}") from None
+    except CheckpointError as error:  # before: it did not say which stage adds them
+        raise ValueError(
+            f"model.name_or_path {config.model.name_or_path}: {error}; stage lora (Stage II) "
+            "starts from a Stage I model: train one with stage full first"
+        ) from None
 
 
 def wrap_with_lora(model: PreTrainedModel, config: SFTConfig) -> PeftModel:

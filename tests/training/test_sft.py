@@ -953,7 +953,8 @@ def test_stage2_checks_the_east_tokens_before_the_weights_load(
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", loads)
     config = parse_config(recipe("lora", base_checkpoint, [tmp_path / "d.json"], tmp_path / "o"))
-    with pytest.raises(ValueError, match=f"^model.name_or_path {base_checkpoint}: .*not an EAST"):
+    said = f"^model.name_or_path {base_checkpoint}: .*not an EAST.*; stage lora \\(Stage II\\) "
+    with pytest.raises(ValueError, match=said + "starts from a Stage I model: train one with st"):
         load_model(config, AutoTokenizer.from_pretrained(base_checkpoint))
 
 

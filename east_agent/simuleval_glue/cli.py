@@ -324,8 +324,8 @@ def _check_system_dir(argv: list[str]) -> None:
         )
     try:
         text = main_yaml.read_text(encoding="utf-8")
+        load_yaml(text, str(main_yaml))  # a key twice, and the line of a YAML error
         config = yaml.safe_load(text)  # as SimulEval reads it
-        load_yaml(text, str(main_yaml))  # a key twice, refused
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first = (str(error).strip().splitlines() or [""])[0]
         raise ValueError(f"{main_yaml}: not YAML ({type(error).__name__}: {first})") from None

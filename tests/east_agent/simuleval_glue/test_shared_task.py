@@ -686,6 +686,9 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
         ("notes: hello\n", "notes: no flag of SimulEval's"),
         ("document_level: false\n", "document_level: false: SimulEval gives every YAML "
          "boolean as its bare flag, false too (--document-level would be on)"),
+        # the line of a YAML error (before: "not YAML (ScannerError: mapping values are
+        # not allowed here)", no line)
+        (" latency: high\nnum_beams: 1\n", f"invalid YAML: line {main.count(chr(10)) + 1}, "),
     ):  # fmt: skip
         (folder / "main.yaml").write_text(main + extra)
         with pytest.raises(ValueError, match=re.escape(f"{folder / 'main.yaml'}: {said}")):

@@ -309,7 +309,6 @@ def _check_system_dir(argv: list[str]) -> None:
     from east_agent.common.yaml_files import load_yaml
     from east_agent.simuleval_glue.adapter import check_precision
     from east_agent.simuleval_glue.batch import add_batch_arg
-    from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS
     from east_agent.simuleval_glue.scoring import scoring_parser
 
     folder, name = Path(check_argument("system_dir")), check_argument("system_config")
@@ -378,6 +377,22 @@ def _check_system_dir(argv: list[str]) -> None:
         precision.torch_dtype = str(config["torch_dtype"])
         check_precision(precision, f"torch_dtype: {{}} of {main_yaml}")
     _check_system_dir_values(main_yaml, config, parser, with_flags)
+    _check_system_dir_models(folder, main_yaml, config, agent_class)
+
+
+def _check_system_dir_models(folder: Path, main_yaml: Path, config: dict, agent_class) -> None:
+    """The folder's model paths, named by `main.yaml`'s key (before: argparse's usage for
+    a `model_path` left out, "--model-path: model path 'model' does not exist" for a
+    model not there, naming neither the folder nor its `main.yaml`)."""
+    from east_agent.lm.checkpoint import is_hub_id
+    from east_agent.simuleval_glue.adapter import StreamingAgent
+    from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS
+
+    if issubclass(agent_class, StreamingAgent) and "model_path" not in config:
+        raise ValueError(
+            f"{main_yaml}: no model_path (the model the agent loads: east-package-system "
+            "writes `model_path: model`, the model beside main.yaml)"
+        )
     for key in MODEL_FOLDERS & {*config}:
         path = folder / str(config[key])
         if path.is_symlink() and not path.exists():
@@ -385,6 +400,11 @@ def _check_system_dir(argv: list[str]) -> None:
                 f"--system-dir {folder}: {key}: {config[key]} is a broken link, to "
                 f"{os.readlink(path)}, which is not there (the model moved or was removed); "
                 "package the submission again (--copy-model: a folder that holds its model)"
+            )
+        if not path.exists() and not is_hub_id(str(config[key])):
+            raise ValueError(
+                f"{main_yaml}: {key}: {config[key]}: no such folder in {folder} (SimulEval "
+                "reads the folder's paths there)"
             )
 
 

@@ -715,6 +715,17 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
         f"--system-dir {folder}: model_path: model is a broken link, to {tmp_path}/moved-away, "
         "which is not there"
     )
+    # main.yaml's model named by its key (before: argparse's usage "the following arguments
+    # are required: --model-path", and "--model-path: model path 'model' does not exist")
+    (folder / "model").unlink()
+    with pytest.raises(ValueError, match=re.escape(
+        f"{folder / 'main.yaml'}: model_path: model: no such folder in {folder} (SimulEval"
+    )):  # fmt: skip
+        cli._check_system_dir(argv)
+    lines = [line for line in main.splitlines(True) if not line.startswith("model_path:")]
+    (folder / "main.yaml").write_text("".join(lines))
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'main.yaml'}: no model_path (")):
+        cli._check_system_dir(argv)
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import shlex
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -133,6 +134,8 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
     for key, value in flags.items():
         if dests.get(key, key) in switches:
             value = switch_value(key, value)
+        if value == "":  # before: "SimulEval splits YAML values on spaces"
+            raise ValueError(f"{key}=: no value (leave the flag out for its default)")
         if split_by_simuleval(value):
             raise ValueError(f"{key}={value!r}: SimulEval splits YAML values on spaces")
         if value is not False:  # SimulEval would turn `false` into the bare (true) flag
@@ -227,6 +230,8 @@ def write_system_dir(
 ) -> Path:
     """The submission folder `output` (see the module's docstring); everything is checked
     before anything is written or copied."""
+    if not str(output):  # before: ". exists; choose a new folder"
+        raise ValueError("output '': name the new folder")
     output = Path(output)
     check_new_folder(output)
     if is_hub_id(model_path) and not Path(model_path).exists():
@@ -342,7 +347,8 @@ def main(argv: list[str] | None = None) -> None:
     folder = write_system_dir(
         args.output, args.model_path, dict(args.flags), args.agent, args.copy_model
     )
-    print(f"wrote {folder}; run: simuleval --system-dir {folder} --source ... --target ...")
+    shown = shlex.quote(str(folder))  # pasted into a shell: a path with a space stays one
+    print(f"wrote {folder}; run: simuleval --system-dir {shown} --source ... --target ...")
 
 
 if __name__ == "__main__":

@@ -470,6 +470,8 @@ def test_a_system_dir_run_records_its_settings_and_resumes_only_its_own_log(
     "flags, message",
     [
         ({"latency": "very low"}, "splits YAML values on spaces"),
+        # before: "latency='': SimulEval splits YAML values on spaces"
+        ({"latency": ""}, r"latency=: no value \(leave the flag out for its default\)"),
         (
             {"latncy": "low"},
             r"latncy=low: the east agent has no such flag \(did you mean latency=\?\)",
@@ -548,6 +550,15 @@ def test_system_dir_checks_the_flags_against_its_model(packaging, flags, said):
                     *flags)  # fmt: skip
     assert said in error and "Traceback" not in error
     assert not Path("submission").exists()
+
+
+def test_package_system_names_an_empty_output_and_quotes_the_command_it_prints(packaging, capsys):
+    """Before: `""` said ". exists; choose a new folder", and a folder with a space was
+    printed unquoted in the command to paste."""
+    error = package("", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en")
+    assert error == "east-package-system: output '': name the new folder\n"
+    system_dir.main(["with space", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en"])
+    assert "run: simuleval --system-dir 'with space' --source" in capsys.readouterr().out
 
 
 def test_system_dir_refuses_a_model_or_adapter_without_weights(packaging):

@@ -328,6 +328,12 @@ def _check_free_streams(
         lower = "lower it, " if wanted > 1 else ""
         left = "1 sentence is" if wanted == 1 else f"{wanted} sentences are"
         needs = "" if wanted == batch_size else f" ({left} left)"
+        if sessions == 0:  # the server is too small (before: told of open sessions too)
+            raise ValueError(
+                f"the server at {base_url} has {info['streams']} streams; --batch-size "
+                f"{batch_size} needs {wanted}{needs}: lower it, or start a server with "
+                f"--batch-size {wanted} or more"
+            )
         raise ValueError(
             f"the server at {base_url} has {free} free of its {info['streams']} streams: "
             f"{sessions} sessions are open (other clients', or a killed client's until the "

@@ -168,6 +168,11 @@ class AgentService:
         session = self.session(name)
         self._check_idle(session, name)
         segment = parse_segment(body)
+        if session.states.source_finished and getattr(segment, "content", None):
+            raise RequestError(  # before: 200, the unit dropped
+                409, f"session {name!r}: its source has finished (a segment said so); "
+                "POST /reset starts the next sentence"
+            )  # fmt: skip
         session.states.update_config(segment.config)
         session.states.update_source(segment)
 

@@ -7,7 +7,7 @@ import random
 import time
 
 import pytest
-from simuleval.data.segments import TextSegment
+from simuleval.data.segments import EmptySegment, TextSegment
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.stream_pool import StreamPool
@@ -273,3 +273,22 @@ def test_an_address_the_server_cannot_listen_on_is_named(address, message):
     with pytest.raises(ValueError) as refused:
         listening_sockets(address, 18777)
     assert str(refused.value).startswith(message)
+
+
+def test_a_unit_after_the_source_finished_is_refused(east_model, east_tokenizer):
+    """Before: 200, the unit dropped. An empty finished segment (what SimulEval's
+    evaluator sends while it waits for the rest of the translation) is still taken."""
+    service = one_stream_service(east_model, east_tokenizer)
+
+    async def run():
+        service.reset("s")
+        service.push("s", segment_json("Hallo", True))
+        service.push("s", EmptySegment(finished=True).json().encode())
+        with pytest.raises(RequestError) as refused:
+            service.push("s", segment_json("Welt", False))
+        service.reset("s")  # the next sentence
+        service.push("s", segment_json("Welt", False))
+        return refused.value
+
+    refused = asyncio.run(run())
+    assert refused.status == 409 and "its source has finished" in str(refused)

@@ -205,6 +205,10 @@ def read_longform(folder: str | Path) -> LongformSet:
     before anything reads it (before: a reference line missing shifted every later one,
     scores wrong, exit 0)."""
     folder = Path(folder)
+    if folder.is_file():  # before: "<folder>/testset.json/testset.json: no such file"
+        raise ValueError(
+            f"{folder}: a file, not a test set's folder (give the folder east-prepare wrote)"
+        )
     meta_path = folder / "testset.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path}: no such file; run east-prepare NAME.talksN")

@@ -245,6 +245,14 @@ def test_an_output_that_is_a_file_is_named_before_scoring(talks_dir, tmp_path, c
     assert ended.value.code == 2
     assert f"--output {taken}: " in capsys.readouterr().err
     assert taken.read_text() == "a file"
+    # the set's testset.json given for its folder (before: ".../testset.json/testset.json:
+    # no such file")
+    meta = talks_dir / "testset.json"
+    with pytest.raises(SystemExit):
+        main(["longform", "--log", str(log), "--testset", str(meta), "--output", str(tmp_path)])
+    assert capsys.readouterr().err.endswith(
+        f"{meta}: a file, not a test set's folder (give the folder east-prepare wrote)\n"
+    )
 
 
 @pytest.mark.parametrize("command", ["shortform", "longform"])

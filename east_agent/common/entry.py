@@ -112,32 +112,34 @@ _OWN_HANDLERS = {
 }
 
 
-# the signal mask of the thread forking, kept while the ending signals are blocked across it
-_mask_before_fork: set[signal.Signals] | None = None
+# the signal mask of each thread forking, kept while SIGTERM and SIGHUP are blocked across it
+_before_fork = threading.local()
 
 
 def _block_before_fork() -> None:
-    """The ending signals wait while a child is made: one that reached it before Python
+    """SIGTERM and SIGHUP wait while a child is made: one that reached it before Python
     had finished forking was caught by the parent's handler there, then cleared, and lost
     (a pool's `terminate` just after it started a worker left that worker alive, blocked
-    on the task queue's lock the pool holds, and the pool's join hung: OmniSTEval's, 1
-    run in about 40 on a loaded 2-core machine). Blocked, it waits for the child's
-    default handlers (`_default_in_forked_child`) and ends it then."""
-    global _mask_before_fork
-    _mask_before_fork = signal.pthread_sigmask(signal.SIG_BLOCK, _OWN_HANDLERS)
+    on the task queue's lock the pool holds, and the pool's join hung: OmniSTEval's, 2
+    runs in 189 on a loaded 2-core machine). Blocked, it waits for the child's default
+    handlers (`_default_in_forked_child`), and the kernel ends the child as it is let
+    through. SIGINT is not held: let through, Python's own handler would raise it inside
+    the fork's hook, where it is only printed."""
+    _before_fork.mask = signal.pthread_sigmask(signal.SIG_BLOCK, RAISED_SIGNALS)
 
 
 def _restore_mask() -> None:
-    if _mask_before_fork is not None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, _mask_before_fork)
+    mask = getattr(_before_fork, "mask", None)
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _default_in_forked_child() -> None:
     """A process made by `fork` (a library's `multiprocessing` pool: OmniSTEval's, sacrebleu's
     significance) takes SIGTERM and SIGHUP as by default, and SIGINT as Python does: before,
     it kept the handler, so a pool's `terminate` raised in its workers (one left a lock held
-    and the pool hung) and a copy could run its parent's clean-up. The signals blocked
-    across the fork are let through after."""
+    and the pool hung) and a copy could run its parent's clean-up. SIGTERM and SIGHUP,
+    blocked across the fork, are let through after."""
     for signum, (default, handler) in _OWN_HANDLERS.items():
         if signal.getsignal(signum) is handler:
             with suppress(ValueError):  # not this interpreter's main thread

@@ -373,12 +373,13 @@ main()
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_an_ending_signal_waits_for_a_forked_childs_default_handlers():
-    """A signal that reached a child before Python finished forking it was caught by the
+    """A SIGTERM that reached a child before Python finished forking it was caught by the
     handler the child still had, cleared by the fork, and lost: OmniSTEval's pool, its
     `terminate` just after it started a worker, left that worker alive on the task queue's
-    lock and hung (1 run in about 40). The ending signals are blocked across the fork: a
-    SIGTERM in the child's first moments waits, and ends it once its handlers are the
-    defaults; the parent's mask is as it was."""
+    lock and hung (2 runs in 189). That window is inside CPython's fork, out of a test's
+    reach: checked here is what closes it, SIGTERM and SIGHUP blocked in the child's first
+    moments (not SIGINT, which Python would raise inside the fork's hook), a SIGTERM sent
+    then ending the child once its handlers are the defaults, the parent's mask as it was."""
     result = subprocess.run(
         [sys.executable, "-c", FORKED_AND_SIGNALLED_AT_ONCE],
         capture_output=True,
@@ -387,6 +388,6 @@ def test_an_ending_signal_waits_for_a_forked_childs_default_handlers():
         preexec_fn=_default_signals,
     )
     assert result.returncode == 0, result.stderr
-    ending = sorted(int(signum) for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP))
+    ending = sorted(int(signum) for signum in (signal.SIGTERM, signal.SIGHUP))
     assert result.stdout.splitlines() == [str(ending), str(int(signal.SIGTERM)), "[]"]
     assert result.stderr == ""

@@ -450,9 +450,14 @@ def check_schedule(train: dict, at: At) -> None:
     (`{min_lr: abc}`), refused naming the key (before: a TypeError traceback once the model
     and the data had loaded)."""
     import torch
-    from transformers import get_scheduler
+    from transformers import SchedulerType, get_scheduler
 
     name = str(train.get("lr_scheduler_type", "linear"))
+    if name not in {kind.value for kind in SchedulerType}:
+        raise ConfigError(
+            f"{at('train', 'lr_scheduler_type')}: train.lr_scheduler_type {name!r}: one of "
+            f"{', '.join(kind.value for kind in SchedulerType)}"
+        )
     kwargs = train.get("lr_scheduler_kwargs") or {}
     rate = train.get("learning_rate", 5e-5)
     parameter = torch.nn.Parameter(torch.zeros(1))
@@ -462,7 +467,7 @@ def check_schedule(train: dict, at: At) -> None:
             name, optimizer, num_warmup_steps=1, num_training_steps=10,
             scheduler_specific_kwargs=dict(kwargs),
         )  # fmt: skip
-        if not isinstance(schedule, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        if isinstance(schedule, torch.optim.lr_scheduler.LambdaLR):  # stepped by metrics: not
             for _ in range(3):  # a schedule's factor is computed at each step
                 optimizer.step()
                 schedule.step()

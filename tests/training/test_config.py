@@ -335,6 +335,7 @@ def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, messa
         ("train.learning_rate=.inf", "train.learning_rate must be a finite number >= 0, got inf"),
         ("train.lr_scheduler_kwargs=5", "train.lr_scheduler_kwargs must be a mapping"),
         ("train.warmup_steps=-0.5", "train.warmup_steps must be a finite number >= 0 \\(below"),
+        ("train.lr_scheduler_type=bogus", "train.lr_scheduler_type 'bogus': one of linear, "),
         # before: a TypeError traceback once the model and data had loaded
         (
             "train.lr_scheduler_kwargs={min_lr: 1e-6}",
@@ -381,6 +382,9 @@ def test_numbers_in_nested_settings_are_numbers(tmp_path):
         "min_lr": 5e-7
     }
     assert with_overrides("train.run_name=1e-6").train["run_name"] == "1e-6"  # text stays text
+    # the schedules stepped by a metric are built, not stepped (a review: greedy refused)
+    for kind in ("greedy", "reduce_lr_on_plateau", "polynomial", "constant"):
+        assert with_overrides(f"train.lr_scheduler_type={kind}").train["lr_scheduler_type"] == kind
     said = "do not make a cosine_with_min_lr schedule \\(TypeError: unsupported operand"
     with pytest.raises(ConfigError, match=said):  # before: a traceback after the load
         with_overrides(with_min, "train.lr_scheduler_kwargs={min_lr: abc}")

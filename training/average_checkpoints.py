@@ -43,7 +43,7 @@ def average(
     weights: Sequence[float] | None = None,
     save_dtype: str | None = None,
 ) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     if len(inputs) < 2:
         raise ValueError("average needs at least two checkpoints")
@@ -74,8 +74,8 @@ def average(
         check_weights(path, "--inputs")
     for path in inputs[1:]:
         check_same_model(Path(inputs[0]), Path(path))
-        check_same_saved_tensors(Path(inputs[0]), Path(path))
-    model = load_pretrained(AutoModelForCausalLM, inputs[0], "--inputs")
+        check_same_tensor_shapes(Path(inputs[0]), Path(path))
+    model = load_whole(inputs[0])
     dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
     total = sum(weights)
     sums = {
@@ -83,7 +83,7 @@ def average(
         for name, tensor in model.state_dict().items()
     }
     for path, weight in zip(inputs[1:], weights[1:]):
-        other = load_pretrained(AutoModelForCausalLM, path, "--inputs").state_dict()
+        other = load_whole(path).state_dict()
         _check_same_tensors(sums, other, inputs[0], path)
         for name, tensor in other.items():
             sums[name] += tensor.detach().float() * (weight / total)
@@ -123,28 +123,34 @@ def check_same_model(first: Path, other: Path) -> None:
         )
 
 
-def check_same_saved_tensors(first: Path, other: Path) -> None:
-    """The tensors two checkpoints' files hold, by name and shape, read from their headers
-    before anything loads (before: a tensor one of them lacked was made up by the load,
-    at random, and averaged in, exit 0; one of another shape was transformers' traceback).
-    A torch pickle (`.bin`) is compared after the load, as before."""
+def check_same_tensor_shapes(first: Path, other: Path) -> None:
+    """The tensors both checkpoints' weights files hold have one shape each, read from
+    their headers before anything loads (before: another shape was transformers'
+    traceback). Names one file holds and the other not are left to the load (a tied
+    `lm_head`, a format of another transformers version): `load_whole`."""
     shapes = [saved_tensor_shapes(path, "--inputs") for path in (first, other)]
     if shapes[0] is None or shapes[1] is None:
         return
-    missing, extra = sorted(shapes[0].keys() - shapes[1]), sorted(shapes[1].keys() - shapes[0])
-    if missing or extra:
-        said = [f"lacks {', '.join(missing[:3])}" if missing else "",
-                f"holds {', '.join(extra[:3])}, which it has not" if extra else ""]  # fmt: skip
-        raise CheckpointMismatchError(
-            f"{other}: its weights files differ from {first}'s: "
-            + "; ".join(part for part in said if part)
-            + f" ({len(missing)} missing, {len(extra)} more): not checkpoints of one model"
-        )
-    for name, shape in shapes[0].items():
-        if shapes[1][name] != shape:
+    for name in sorted(shapes[0].keys() & shapes[1].keys()):
+        if shapes[1][name] != shapes[0][name]:
             raise CheckpointMismatchError(
-                f"{other}: tensor {name} has shape {shapes[1][name]}, {shape} in {first}"
+                f"{other}: tensor {name} has shape {shapes[1][name]}, {shapes[0][name]} in {first}"
             )
+
+
+def load_whole(path: str | Path):
+    """The model of checkpoint `path`, every weight read from its files (before: a tensor
+    they lacked was made up at random by the load and averaged in, exit 0)."""
+    from transformers import AutoModelForCausalLM
+
+    model, info = load_pretrained(AutoModelForCausalLM, path, "--inputs", output_loading_info=True)
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        raise CheckpointMismatchError(
+            f"{path}: its weights files lack {', '.join(missing[:3])} ({len(missing)} "
+            "tensors the load would make up at random): not a whole checkpoint"
+        )
+    return model
 
 
 def vocabulary(tokenizer_file: Path) -> tuple:

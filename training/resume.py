@@ -190,13 +190,21 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
         raise ValueError(
             f"{resume} was trained by another recipe ({'; '.join(differ)}): resume with the "
             "recipe that wrote it, or train into another train.output_dir"
-            + (
-                " (to start from its weights, set model.name_or_path to it and "
-                "resume_from_checkpoint: null)"
-                if named
-                else ""
-            )
+            + (start_from_hint(config) if named else "")
         )
+
+
+def start_from_hint(config: SFTConfig) -> str:
+    """How to train from a checkpoint's weights rather than go on with its run."""
+    if config.stage == "lora":  # an adapter: model.name_or_path takes no adapter
+        return (
+            " (to start from its weights: merge it into its base with training.merge_lora, "
+            "and train from the merged model into another train.output_dir)"
+        )
+    return (
+        " (to start from its weights: set model.name_or_path to it, resume_from_checkpoint: "
+        "null, and another train.output_dir)"
+    )
 
 
 def check_finished_model(config: SFTConfig, recipe: dict) -> None:

@@ -690,7 +690,7 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
     for changed, message in (
         (other_data, r"data.files: \['.*simt.json' \(sha256 .*\)\] then, \['.*offline.jsonl'"),
         (other_rate, "train.learning_rate: 0.003 then, 0.001 now"),
-        (named, "train.learning_rate: 0.003 then, 0.001 now.*set model.name_or_path to it"),
+        (named, "0.003 then, 0.001 now.*set model.name_or_path to it, resume_from_checkpoint"),
     ):
         with pytest.raises(
             ValueError, match=f"checkpoint-4 was trained by another recipe .*{message}"

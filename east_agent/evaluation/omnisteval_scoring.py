@@ -602,8 +602,14 @@ def check_shortform_log(log: Path, latency_unit: str) -> None:
     record = log.parent / SETTINGS_RECORD
     if log.name != "instances.log" or not record.is_file():
         return  # a log on its own: taken as given
+    saved = recorded_settings(read_json_object(record))
+    if saved.get("eval_latency_unit") not in (None, "word", "char"):  # spm: no flag here
+        raise ValueError(
+            f"{log} was written with --eval-latency-unit {saved['eval_latency_unit']}: "
+            "shortform scores logs in words or characters"
+        )
     check_log_units(log.parent, Namespace(eval_latency_unit=latency_unit))
-    if recorded_settings(read_json_object(record)).get("long_form") is True:
+    if saved.get("long_form") is True:
         raise ValueError(
             f"{log}: a long-form run's log (one line per talk): score it with `longform "
             "--testset DIR --log ...`, re-segmented to the reference sentences"

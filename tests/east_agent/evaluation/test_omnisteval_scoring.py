@@ -209,6 +209,13 @@ def test_shortform_scores_a_runs_log_as_its_run_recorded_it(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["shortform", "--log", str(log), "--eval-latency-unit", "char"])
     assert f"{log} was written with --eval-latency-unit word, not char" in capsys.readouterr().err
+    settings.write_text(json.dumps({"eval_latency_unit": "spm", "long_form": False}))
+    with pytest.raises(SystemExit):  # no flag of shortform gives it (a review)
+        main(["shortform", "--log", str(log)])
+    assert capsys.readouterr().err.endswith(
+        f"{log} was written with --eval-latency-unit spm: shortform scores logs in words or "
+        "characters\n"
+    )
     settings.write_text(json.dumps({"eval_latency_unit": "word", "long_form": True}))
     with pytest.raises(SystemExit):
         main(["shortform", "--log", str(log)])

@@ -240,6 +240,12 @@ def check_merge_limit(config: EvalConfig, runs: list[Run], count: int, limit: in
         if record is None:
             continue
         cut = limit_ending_at(run, record["sentences"][1], longform_set)
+        if cut is None:  # a gold sentences' span no count of talks ends at
+            raise CommandError(
+                f"--limit {limit}: the shards of {run.name} end at sentence "
+                f"{record['sentences'][1]}, where no talk ends (nothing merged); run them "
+                "again with the grid's flags"
+            )
         if cut != wanted:
             raise CommandError(
                 f"--limit {limit}: the shards of {run.name} were cut for --limit {cut} "

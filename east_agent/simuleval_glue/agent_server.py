@@ -455,15 +455,16 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def bind_address(remote_address: str) -> str:
+def bind_address(remote_address: str | None) -> str | None:
     """SimulEval's default `localhost` means the loopback address here: nothing listens on
     other interfaces unless asked."""
     return "127.0.0.1" if remote_address == "localhost" else remote_address
 
 
-def listening_sockets(remote_address: str, remote_port: int | str) -> list:
+def listening_sockets(remote_address: str | None, remote_port: int | str) -> list:
     """The server's sockets, bound before the model loads: a port in use (another server),
-    or one out of range, is refused at once, in one line."""
+    or one out of range, is refused at once, in one line. `remote_address` None: every
+    interface."""
     from tornado.netutil import bind_sockets
 
     address = bind_address(remote_address)
@@ -486,7 +487,8 @@ def listening_sockets(remote_address: str, remote_port: int | str) -> list:
                 f"({error.strerror})"
             ) from None
         raise ValueError(
-            f"--remote-port {port}: cannot listen on {address}:{port} ({error.strerror}); "
+            f"--remote-port {port}: cannot listen on {address or 'every interface'}:{port} "
+            f"({error.strerror}); "
             "another server there? choose another port"
         ) from None
 

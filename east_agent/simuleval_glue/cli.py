@@ -534,7 +534,7 @@ def _check_simuleval_server_port(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--remote-port", default=12321)  # SimulEval's default
     port = parser.parse_known_args(argv)[0].remote_port
-    for taken in listening_sockets("0.0.0.0", port):
+    for taken in listening_sockets(None, port):  # every interface, IPv6 too, as tornado
         taken.close()
 
 

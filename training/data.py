@@ -167,8 +167,10 @@ def _check_simt(record: dict) -> str | None:
         if name not in record:
             return _missing(name, record)
     for name in ("src_lang", "tgt_lang"):
+        if not isinstance(record[name], str):  # before: null was "unknown language 'None'"
+            return f"field {name!r} must be a language, as a string (got {record[name]!r})"
         try:
-            language_name(str(record[name]))
+            language_name(record[name])
         except ValueError as error:
             return f"field {name!r}: {error}"
     if record["latency"] not in LATENCY_LEVELS:

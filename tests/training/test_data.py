@@ -167,6 +167,8 @@ def write_json(path, records):
         ({"target_chunks": ["a"]}, "record 2: 3 source chunks but 1 target chunks"),
         ({"source_chunks": ["a", " ", "c"]}, "record 2: field 'source_chunks': chunk 1 is empty"),
         ({"src_lang": "Klingon"}, "record 2: field 'src_lang': unknown language"),
+        # before: "unknown language 'None'"
+        ({"tgt_lang": None}, "record 2: field 'tgt_lang' must be a language, as a string \\(got"),
         ({"target_chunks": None}, "record 2: field 'target_chunks' must be a non-empty list"),
     ],
 )

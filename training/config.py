@@ -276,6 +276,8 @@ def apply_override(tree: dict, override: str, source: str, places: Places) -> No
         raise ConfigError(f"override {override!r}: expected section.key=value")
     dotted, raw = override.split("=", 1)
     keys = dotted.strip().split(".")
+    if not all(keys):  # `=3`, `train.=3`: before, "unknown key ''"
+        raise ConfigError(f"override {override!r}: expected section.key=value")
     node = tree
     for key in keys[:-1]:
         if node.get(key) is None:  # absent, or written empty (`lora:`)

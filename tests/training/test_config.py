@@ -336,6 +336,8 @@ def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, messa
         ("train.lr_scheduler_kwargs=5", "train.lr_scheduler_kwargs must be a mapping"),
         ("train.warmup_steps=-0.5", "train.warmup_steps must be a finite number >= 0 \\(below"),
         ("train.lr_scheduler_type=bogus", "train.lr_scheduler_type 'bogus': one of linear, "),
+        ("=3", "expected section.key=value"),  # before: "unknown key ''"
+        ("train.=3", "expected section.key=value"),
         # before: a TypeError traceback once the model and data had loaded
         (
             "train.lr_scheduler_kwargs={min_lr: 1e-6}",

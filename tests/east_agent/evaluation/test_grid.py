@@ -1395,7 +1395,10 @@ def test_an_output_or_config_that_is_not_a_folder_or_file_is_one_line(tmp_path, 
     assert f"--output {tmp_path / 'afile'}: a file, not a folder" in error
     config = quick_config(tmp_path / "grid.yaml", output=str(tmp_path / "afile" / "out"))
     error = east_eval_fails(capsys, config, "--dry-run")
-    assert f"{config}: line " in error and f"({tmp_path / 'afile'} is)" in error
+    assert (
+        f"{config}: line " in error
+        and f"inside a file ({tmp_path / 'afile'} is a file, not a folder)" in error
+    )
     error = east_eval_fails(capsys, tmp_path)
     assert error == f"east-eval: {tmp_path}: a folder, not a config file\n"
     assert (tmp_path / "afile").read_text() == "mine"

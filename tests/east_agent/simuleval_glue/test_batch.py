@@ -885,11 +885,12 @@ def test_a_folder_being_written_is_refused_before_anything_is_written(
     arguments = agent_arguments(tmp_path / "never-loaded", test_set, output)
     at = arguments.index("--output")
     arguments[at : at + 2] = [f"--output={output}"]
-    if mode == "score-only":
+    if mode != "score-only":
+        arguments += ["--batch-size", 2 if mode == "batched" else 1]
+    else:  # no run's flag: --score-only refuses them
         arguments = ["--score-only", f"--output={output}"]
-    batch = 2 if mode == "batched" else 1
     with hold_run_lock(output, INSTANCES_LOCK):
-        result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
+        result = run_simuleval(*arguments, timeout=120)
     assert result.returncode != 0
     assert f"{output} is being written by process" in result.stderr, result.stderr[-2000:]
     assert "never-loaded" not in result.stderr

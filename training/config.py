@@ -460,6 +460,11 @@ def check_schedule(train: dict, at: At) -> None:
             f"{at('train', 'lr_scheduler_type')}: train.lr_scheduler_type {name!r}: one of "
             f"{', '.join(kind.value for kind in SchedulerType)}"
         )
+    if name in ("greedy", "reduce_lr_on_plateau") and not evaluates(train):
+        raise ConfigError(  # before: TrainingArguments' message, no place named
+            f"{at('train', 'lr_scheduler_type')}: train.lr_scheduler_type {name} is stepped "
+            "by an evaluation's loss: set train.eval_strategy (and data.eval_files)"
+        )
     kwargs = train.get("lr_scheduler_kwargs") or {}
     rate = train.get("learning_rate", 5e-5)
     parameter = torch.nn.Parameter(torch.zeros(1))

@@ -168,7 +168,9 @@ class AgentService:
         session = self.session(name)
         self._check_idle(session, name)
         segment = parse_segment(body)
-        if session.states.source_finished and getattr(segment, "content", None):
+        if session.states.source_finished and (
+            getattr(segment, "content", None) or not segment.finished
+        ):  # a unit, or a source said unfinished again
             raise RequestError(  # before: 200, the unit dropped
                 409, f"session {name!r}: its source has finished (a segment said so); "
                 "POST /reset starts the next sentence"
@@ -487,7 +489,8 @@ def listening_sockets(remote_address: str | None, remote_port: int | str) -> lis
                 f"({error.strerror})"
             ) from None
         raise ValueError(
-            f"--remote-port {port}: cannot listen on {address or 'every interface'}:{port} "
+            f"--remote-port {port}: cannot listen on "
+            f"{f'{address}:{port}' if address else f'port {port} of every interface'} "
             f"({error.strerror}); "
             "another server there? choose another port"
         ) from None

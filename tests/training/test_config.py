@@ -385,8 +385,13 @@ def test_numbers_in_nested_settings_are_numbers(tmp_path):
     }
     assert with_overrides("train.run_name=1e-6").train["run_name"] == "1e-6"  # text stays text
     # the schedules stepped by a metric are built, not stepped (a review: greedy refused)
+    evaluated = ["train.eval_strategy=steps", "train.eval_steps=5", "data.eval_files=[e.jsonl]"]
     for kind in ("greedy", "reduce_lr_on_plateau", "polynomial", "constant"):
-        assert with_overrides(f"train.lr_scheduler_type={kind}").train["lr_scheduler_type"] == kind
+        config = with_overrides(f"train.lr_scheduler_type={kind}", *evaluated)
+        assert config.train["lr_scheduler_type"] == kind
+    # a schedule stepped by the evaluation's loss needs one (before: TrainingArguments' text)
+    with pytest.raises(ConfigError, match="lr_scheduler_type greedy is stepped by an evaluat"):
+        with_overrides("train.lr_scheduler_type=greedy")
     said = "do not make a cosine_with_min_lr schedule \\(TypeError: unsupported operand"
     with pytest.raises(ConfigError, match=said):  # before: a traceback after the load
         with_overrides(with_min, "train.lr_scheduler_kwargs={min_lr: abc}")

@@ -1122,6 +1122,16 @@ def test_a_run_that_takes_no_step_writes_no_model(base_checkpoint, data_files, t
     assert not (tmp_path / "epochs" / "recipe.json").exists()
 
 
+def test_a_lora_checkpoint_is_started_from_once_merged():
+    """A LoRA checkpoint is an adapter: model.name_or_path takes no adapter (a review)."""
+    from training.resume import start_from_hint
+
+    lora = parse_config(recipe("lora", "model", ["data.json"], "out"))
+    assert "merge it into its base with training.merge_lora" in start_from_hint(lora)
+    full = parse_config(recipe("full", "model", ["data.json"], "out"))
+    assert "set model.name_or_path to it" in start_from_hint(full)
+
+
 def test_no_sample_left_says_why(base_checkpoint, data_files, tmp_path):
     """Before: "no training sample is left after reading the data", naming neither the
     files nor the cut-off that dropped every sample."""

@@ -286,6 +286,8 @@ def test_a_unit_after_the_source_finished_is_refused(east_model, east_tokenizer)
         service.push("s", EmptySegment(finished=True).json().encode())
         with pytest.raises(RequestError) as refused:
             service.push("s", segment_json("Welt", False))
+        with pytest.raises(RequestError, match="its source has finished"):
+            service.push("s", EmptySegment(finished=False).json().encode())  # reopened
         service.reset("s")  # the next sentence
         service.push("s", segment_json("Welt", False))
         return refused.value

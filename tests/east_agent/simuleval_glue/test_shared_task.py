@@ -734,6 +734,17 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
     )):  # fmt: skip
         cli._check_system_dir(argv)
     lines = [line for line in main.splitlines(True) if not line.startswith("model_path:")]
+    for value, said in (
+        (tmp_path / "gone", f"model_path: {tmp_path / 'gone'}: no such folder\n"),
+        ("org/name", None),
+    ):  # a hub id: the agent's to load (fmt: skip)
+        (folder / "main.yaml").write_text("".join(lines) + f"model_path: {value}\n")
+        if said is None:
+            cli._check_system_dir(argv)
+            continue
+        with pytest.raises(ValueError) as refused:  # absolute: "in <folder>" not said
+            cli._check_system_dir(argv)
+        assert f"{refused.value}\n".endswith(said)
     (folder / "main.yaml").write_text("".join(lines))
     with pytest.raises(ValueError, match=re.escape(f"{folder / 'main.yaml'}: no model_path (")):
         cli._check_system_dir(argv)

@@ -159,7 +159,8 @@ def check_agent_file(argv: list[str]) -> None:
 def _help(argv: list[str], simuleval_main) -> None:
     """This command's own flags, then SimulEval's help: the agent's flags too when an
     agent is named (SimulEval's own help needs one). SimulEval's `--slurm*` flags are left
-    out: `--slurm` is refused."""
+    out: `--slurm` is refused. SimulEval builds its parser inside its `main`, so the flags
+    are hidden as they are added (argparse's method, put back after)."""
     add_argument = argparse._ActionsContainer.add_argument
 
     def without_slurm(container, *names, **settings):
@@ -405,8 +406,8 @@ def _check_system_dir_models(folder: Path, main_yaml: Path, config: dict, agent_
         # a hub id as the agent reads it: from inside the folder, where SimulEval runs it
         hub_id = HUB_ID.match(value) is not None and not (folder / value.split("/")[0]).exists()
         if not path.exists() and not hub_id:
-            where = "" if Path(value).is_absolute() else f" in {folder} (SimulEval reads the " \
-                "folder's paths there)"  # fmt: skip
+            inside = f" in {folder} (SimulEval reads the folder's paths there)"
+            where = "" if Path(value).is_absolute() else inside
             raise ValueError(f"{main_yaml}: {key}: {value}: no such folder{where}")
 
 

@@ -737,7 +737,7 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
     for value, said in (
         (tmp_path / "gone", f"model_path: {tmp_path / 'gone'}: no such folder\n"),
         ("org/name", None),
-    ):  # a hub id: the agent's to load (fmt: skip)
+    ):  # the second a hub id: the agent's to load
         (folder / "main.yaml").write_text("".join(lines) + f"model_path: {value}\n")
         if said is None:
             cli._check_system_dir(argv)

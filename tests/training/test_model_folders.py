@@ -129,8 +129,8 @@ def test_average_refuses_an_incomplete_input(tmp_path, capsys, fault):
         (bad / "model.safetensors").unlink()
         message = f"--inputs {bad}: no weights file"
     else:
-        truncate(bad)
-        message = f"--inputs {bad}: cannot be loaded (SafetensorError"
+        truncate(bad)  # read from its header before anything loads: the file named
+        message = f"--inputs {bad}: model.safetensors cannot be loaded (SafetensorError"
     argv = ["--inputs", str(good), str(bad), "--output", str(tmp_path / "avg")]
     error = one_line_error(average_main, argv, capsys)
     assert error.startswith(f"python -m training.average_checkpoints: {message}"), error

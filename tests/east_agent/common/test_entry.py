@@ -98,6 +98,24 @@ def test_a_file_of_the_wrong_kind_or_unreadable_is_one_line(tmp_path, capsys, ki
     assert error.startswith("east-test: [Errno") and error.count("\n") == 1
 
 
+def _default_signals() -> None:
+    """The ending signals as a terminal's shell leaves them (not as `nohup` does)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def python_with_default_signals(script: str, *arguments, timeout: int = 60):
+    """`python -c script arguments...`, its output captured, the ending signals as a
+    terminal's shell leaves them (also under a `nohup` pytest)."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, arguments)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=_default_signals,
+    )
+
+
 ENDING = """
 import os, signal, sys
 from pathlib import Path
@@ -131,12 +149,7 @@ def test_an_ending_signal_runs_the_clean_up_and_ends_by_that_signal(tmp_path, si
     and multiprocessing's semaphores stayed in /dev/shm."""
     marker = tmp_path / "marker"
     script = ENDING.format(signal=signal.Signals(signum).name)
-    result = subprocess.run(
-        [sys.executable, "-c", script, str(marker)],
-        capture_output=True,
-        text=True,
-        preexec_fn=_default_signals,  # also under a `nohup` pytest
-    )
+    result = python_with_default_signals(script, str(marker))
     assert result.returncode == -signum, result.stderr
     assert result.stderr == f"east-test: {said}\n"
     assert marker.read_text() == " cleaned up"
@@ -185,12 +198,7 @@ def test_a_second_signal_does_not_cut_the_clean_up_short(tmp_path):
     """Before: a second SIGTERM or SIGHUP raised again inside the `finally` blocks and the
     exit handlers (multiprocessing's semaphores not unlinked), or printed a traceback."""
     marker = tmp_path / "marker"
-    result = subprocess.run(
-        [sys.executable, "-c", TWICE, str(marker)],
-        capture_output=True,
-        text=True,
-        preexec_fn=_default_signals,
-    )
+    result = python_with_default_signals(TWICE, str(marker))
     assert result.returncode == -signal.SIGTERM, result.stderr
     assert result.stderr == "east-test: terminated\n"
     assert marker.read_text() == "cleaned up exit handler"
@@ -243,12 +251,7 @@ def test_a_signal_a_library_swallowed_still_ends_the_command(signum, where, then
     (SimulEval's import of yt_dlp: `Error calling __set_name__`) or, the signal lost, the
     whole grid run and exit 0. Now the command stops at its next check, or at its end."""
     script = SWALLOWED.format(signal=signal.Signals(signum).name)
-    result = subprocess.run(
-        [sys.executable, "-c", script, where, then],
-        capture_output=True,
-        text=True,
-        preexec_fn=_default_signals,
-    )
+    result = python_with_default_signals(script, where, then)
     assert result.returncode == -signum, result.stderr
     assert result.stdout.splitlines() == printed
     # not Python's "Exception ignored in" either
@@ -298,12 +301,6 @@ def test_terminated_survives_a_trip_between_processes():
     assert pickle.loads(pickle.dumps(Terminated(signal.SIGHUP))).signum == signal.SIGHUP
 
 
-def _default_signals() -> None:
-    """The ending signals as a terminal's shell leaves them (not as `nohup` does)."""
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
-
-
 FORKED = """
 import multiprocessing, os, signal, sys, time
 from east_agent.common.entry import command_line
@@ -333,13 +330,7 @@ def test_a_forked_copy_takes_sigterm_as_by_default():
     """Before: a copy made by fork kept the handler, ran its parent's clean-up on SIGTERM,
     and a pool's terminate could leave a worker ignoring it on a held lock (OmniSTEval's
     alignment pool hung a long-form grid)."""
-    result = subprocess.run(
-        [sys.executable, "-c", FORKED],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=_default_signals,
-    )
+    result = python_with_default_signals(FORKED)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [str(int(signal.SIGTERM)), "[1, 2]"]
     assert result.stderr == ""
@@ -380,13 +371,7 @@ def test_an_ending_signal_waits_for_a_forked_childs_default_handlers():
     reach: checked here is what closes it, SIGTERM and SIGHUP blocked in the child's first
     moments (not SIGINT, which Python would raise inside the fork's hook), a SIGTERM sent
     then ending the child once its handlers are the defaults, the parent's mask as it was."""
-    result = subprocess.run(
-        [sys.executable, "-c", FORKED_AND_SIGNALLED_AT_ONCE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        preexec_fn=_default_signals,
-    )
+    result = python_with_default_signals(FORKED_AND_SIGNALLED_AT_ONCE)
     assert result.returncode == 0, result.stderr
     ending = sorted(int(signum) for signum in (signal.SIGTERM, signal.SIGHUP))
     assert result.stdout.splitlines() == [str(ending), str(int(signal.SIGTERM)), "[]"]

@@ -292,13 +292,18 @@ def pair_of(record: dict, path: Path, place: str) -> tuple[str, str]:
 LANGUAGE_FIELDS = {"src_lang": "--src-lang", "tgt_lang": "--tgt-lang"}
 
 
-def check_spaced(src_lang: str, tgt_lang: str) -> tuple[str, str]:
-    """The two languages' names, each one that spaces its words: the builder splits words
-    on whitespace (Chinese and Japanese need a segmenter it does not have)."""
+def check_languages(src_lang: str, tgt_lang: str) -> tuple[str, str]:
+    """The two languages' names, two languages that space their words: the builder splits
+    words on whitespace (Chinese and Japanese need a segmenter it does not have)."""
     languages = language_name(src_lang), language_name(tgt_lang)
     for language in languages:
         if is_unspaced(language):
             raise ValueError(f"{language}: the builder splits words on whitespace only")
+    if languages[0] == languages[1]:  # before: built, chunks of a copy task
+        raise ValueError(
+            f"--src-lang {src_lang} and --tgt-lang {tgt_lang} are both {languages[0]}: "
+            "SiMT data translates from one language into another"
+        )
     return languages
 
 
@@ -387,7 +392,7 @@ def build(
 ) -> BuildReport:
     if max_words > EFLOMAL_MAX_WORDS:
         raise ValueError(f"max_words {max_words}: {TOO_LONG_FOR_EFLOMAL}")
-    languages = check_spaced(src_lang, tgt_lang)
+    languages = check_languages(src_lang, tgt_lang)
     check_outputs(output)
     report = BuildReport(pairs=len(pairs))
     kept = []
@@ -584,9 +589,15 @@ def check_inputs(args: argparse.Namespace) -> None:
 
 
 def check_inputs_kept(args: argparse.Namespace) -> None:
-    """Refuse, before any work, an --output, or the links written beside it, that is an
-    input file (before: the input was overwritten). The links of this very output may be
-    given back as --alignments: they are read whole first, and written again the same."""
+    """Refuse, before any work, --source and --target naming one file, and an --output, or
+    the links written beside it, that is an input file (before: the input was overwritten).
+    The links of this very output may be given back as --alignments: they are read whole
+    first, and written again the same."""
+    if args.source is not None and same_file(args.source, args.target):
+        raise ValueError(
+            f"--source {args.source} and --target {args.target} are one file: every pair "
+            "would be a sentence and itself"
+        )
     links = links_of(args.output)
     for flag in INPUT_FLAGS:
         given = getattr(args, flag.removeprefix("--"))
@@ -644,7 +655,7 @@ def main(argv: list[str] | None = None) -> None:
     texts_given = [args.source is not None, args.target is not None]
     if texts_given != [args.pairs is None] * 2:  # --pairs holds both sides itself
         parser.error("give --source and --target, or --pairs without them")
-    check_spaced(args.src_lang, args.tgt_lang)  # before the corpus is read (it was after)
+    check_languages(args.src_lang, args.tgt_lang)  # before the corpus is read (it was after)
     check_inputs(args)
     check_inputs_kept(args)
     check_outputs(args.output)

@@ -446,6 +446,34 @@ def test_outputs_and_corpus_lines_no_run_can_use_are_refused_first(
     assert error.count("\n") == 1 and not output.exists()
 
 
+@pytest.mark.parametrize(
+    "target, tgt_lang, message",
+    [
+        ("en", "de", "--src-lang de and --tgt-lang de are both German: SiMT data translates"),
+        ("en", "German", "--src-lang de and --tgt-lang German are both German"),
+        ("de", "en", "--source {de} and --target {de} are one file: every pair would be"),
+    ],
+)
+def test_a_copy_task_is_refused_first(tmp_path, capsys, monkeypatch, target, tgt_lang, message):
+    """Before: one language on both sides, or one file as both sides, built records of a
+    sentence and itself."""
+    import training.build_data as build_data
+
+    monkeypatch.setattr(build_data, "align", lambda *a: pytest.fail("aligned"))
+    names = {"de": tmp_path / "de.txt", "en": tmp_path / "en.txt"}
+    names["de"].write_text("ein Hund\n")
+    names["en"].write_text("a dog\n")
+    output = tmp_path / "o.jsonl"
+    flags = ["--source", str(names["de"]), "--target", str(names[target]), "--src-lang", "de",
+             "--tgt-lang", tgt_lang, "--output", str(output)]  # fmt: skip
+    with pytest.raises(SystemExit) as exit_:
+        main(flags)
+    assert exit_.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"python -m training.build_data: {message.format(**names)}"), error
+    assert not output.exists()
+
+
 def test_an_output_that_is_a_pipe_or_device_is_refused_first(tmp_path, capsys):
     """Before: the device (`--output /dev/null`) deleted, a file of records put there."""
     import os

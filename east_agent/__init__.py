@@ -17,6 +17,12 @@ __all__ = ["DecoderConfig", "EastStreamDecoder", "Translation"]
 # SimulEval imports pydub, which warns that ffmpeg is missing; text evaluation never needs
 # it. Set here, before any module of the package can import SimulEval.
 warnings.filterwarnings("ignore", message="Couldn't find ffmpeg or avconv", category=RuntimeWarning)
+# peft (0.21) reads `is_gradient_checkpointing` of every model it wraps, which transformers
+# (5.2x) deprecates with a FutureWarning: printed by every LoRA training run and merge,
+# though nothing of ours asks for it.
+warnings.filterwarnings(
+    "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+)
 
 
 def __getattr__(name: str) -> object:

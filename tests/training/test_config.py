@@ -395,6 +395,11 @@ def test_numbers_in_nested_settings_are_numbers(tmp_path):
     said = "do not make a cosine_with_min_lr schedule \\(TypeError: unsupported operand"
     with pytest.raises(ConfigError, match=said):  # before: a traceback after the load
         with_overrides(with_min, "train.lr_scheduler_kwargs={min_lr: abc}")
+    said = "train.learning_rate 0: a cosine_with_min_lr schedule divides by it"
+    with pytest.raises(ConfigError, match=said):  # before: blamed on the kwargs
+        with_overrides(with_min, "train.lr_scheduler_kwargs={min_lr: 0}", "train.learning_rate=0")
+    rate_zero = with_overrides("train.lr_scheduler_type=cosine", "train.learning_rate=0")
+    assert rate_zero.train["learning_rate"] == 0  # a schedule that does not divide by it
 
 
 def test_yaml_the_loader_could_not_take(tmp_path):

@@ -404,11 +404,25 @@ def run(config: SFTConfig) -> Path:
     started = time.time()
     check_folders(config)
     # TrainingArguments first: with a ZeRO-3 config it makes from_pretrained shard the model.
-    training_args = TrainingArguments(**config.train)
+    try:
+        training_args = TrainingArguments(**config.train)
+    except ValueError as error:  # before: transformers' words alone, the recipe unnamed
+        raise ValueError(f"{training_arguments_fault(config, error)}: {error}") from None
     if training_args.process_index != 0:  # the ranks of one run share its folder
         return train(config, training_args, started)
     with holding_output_dir(config.output_dir):  # a second run into it is refused
         return train(config, training_args, started)
+
+
+def training_arguments_fault(config: SFTConfig, error: ValueError) -> str:
+    """Where the `train` settings TrainingArguments refused were given, and what to change
+    where it is bfloat16 on a machine without it (the Stage I and II recipes ask for it)."""
+    if config.train.get("bf16") and "bf16" in str(error):
+        return (
+            f"{config.place('train', 'bf16')}: train.bf16 true, and this machine has no "
+            "bfloat16 device (train.bf16=false to try it here)"
+        )
+    return f"{config.place('train')}: TrainingArguments refused the train settings"
 
 
 @contextmanager

@@ -1182,3 +1182,17 @@ def test_settings_to_know_of_are_warned(tmp_path, monkeypatch, caplog):
         "data.system_prompt: the samples get a system turn that east_agent's decoder does "
         "not render; the model is decoded without it",
     ]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU may take bf16")
+def test_a_bfloat16_recipe_on_a_machine_without_it_names_its_line(tmp_path):
+    """The Stage II recipe on a CPU: before, TrainingArguments' words alone ("Your setup
+    doesn't support bf16/gpu"), the recipe and its line unnamed."""
+    from training.config import load_config
+
+    output = tmp_path / "run"
+    config = load_config(REPO / "training/configs/stage2_lora.yaml", [f"train.output_dir={output}"])
+    said = r"stage2_lora\.yaml, line \d+: train\.bf16 true, and this machine has no bfloat16 device"
+    with pytest.raises(ValueError, match=said + r" \(train\.bf16=false to try it here\): Your"):
+        run(config)
+    assert not output.exists()

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 TALK_FILES = ("source_sentences.txt", "reference_sentences.txt", "segmentation.txt", "talks.json")
 TALKS_SUFFIX = re.compile(r"\.talks(?P<size>[^.]*)$")
-DECIMAL = re.compile(r"[+]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # a time in seconds, as written
+DECIMAL = re.compile(r"[+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")  # seconds, ASCII digits
 PREPARE_AGAIN = (  # a grid's set: `east-prepare NAME --output <grid output>/testset`
     "(edited by hand, or prepared by an older version? east-prepare the set again into its "
     "folder, with --tokenizer for a Chinese or Japanese source)"

@@ -91,6 +91,13 @@ def test_word_times_must_not_go_back(tmp_path):
     times.write_text(" ".join(["1.0", "0.5"] + ["2"] * (units - 2)) + "\n")
     with pytest.raises(ValueError, match="line 1: word 2: '0.5' is not a time"):
         unit_times(testset, times)
+    later = [f"{20 + j}" for j in range(units - 2)]
+    for written in ("\uff12", "1_0", "0x10", "nan", "-1"):  # before: fullwidth ２ read as 2
+        times.write_text(" ".join(["1.0", written, *later]) + "\n")
+        with pytest.raises(ValueError, match=f"line 1: word 2: '{written}' is not a time"):
+            unit_times(testset, times)
+    times.write_text(" ".join(["+1.0", "1e1", *later]) + "\n")
+    assert unit_times(testset, times)[0] == [1.0, 10.0] + [20.0 + j for j in range(units - 2)]
     assert unit_times(testset)[0] == uniform_unit_times(units, 0.4)
     assert uniform_unit_times(3, 0.5) == [0.5, 1.0, 1.5]
 

@@ -168,6 +168,7 @@ class AgentService:
         session = self.session(name)
         self._check_idle(session, name)
         segment = parse_segment(body)
+        self._check_target_language(segment)
         if session.states.source_finished and (
             getattr(segment, "content", None) or not segment.finished
         ):  # a unit, or a source said unfinished again
@@ -177,6 +178,20 @@ class AgentService:
             )  # fmt: skip
         session.states.update_config(segment.config)
         session.states.update_source(segment)
+
+    def _check_target_language(self, segment: Segment) -> None:
+        """A segment that names a target language (SimulEval's `tgt_lang`) must name this
+        server's (before: ignored, a French request answered in English with 200)."""
+        from east_agent.decoding.prompt import known_language_name
+
+        asked = getattr(segment, "tgt_lang", None)
+        if not isinstance(asked, str) or not asked.strip():
+            return
+        if known_language_name(asked) != known_language_name(self.target_language):
+            raise RequestError(
+                400, f"the segment asks for tgt_lang {asked!r}; this server translates "
+                f"into {known_language_name(self.target_language)}"
+            )  # fmt: skip
 
     async def pop(self, name: str) -> Segment:
         from simuleval.data.segments import EmptySegment, TextSegment

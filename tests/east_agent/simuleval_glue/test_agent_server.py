@@ -294,3 +294,19 @@ def test_a_unit_after_the_source_finished_is_refused(east_model, east_tokenizer)
 
     refused = asyncio.run(run())
     assert refused.status == 409 and "its source has finished" in str(refused)
+
+
+def test_a_segment_asking_for_another_target_language_is_a_bad_request(east_model, east_tokenizer):
+    """Before: the segment's `tgt_lang` ignored, a French request answered in English."""
+    service = one_stream_service(east_model, east_tokenizer)
+    service.reset("s")
+    french = TextSegment(index=0, content="Hallo", finished=False, tgt_lang="fr")
+    with pytest.raises(
+        RequestError, match="asks for tgt_lang 'fr'; this server translates into English"
+    ) as refused:
+        service.push("s", french.json().encode())
+    assert refused.value.status == 400 and not service.sessions["s"].states.source
+    for same in ("en", "English", "", None):
+        unit = TextSegment(index=0, content="Hallo", finished=False, tgt_lang=same)
+        service.push("s", unit.json().encode())
+    assert service.sessions["s"].states.source == ["Hallo"] * 4

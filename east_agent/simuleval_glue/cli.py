@@ -462,10 +462,30 @@ def _agent_class():
     from simuleval.utils.agent import EVALUATION_SYSTEM_LIST, get_agent_class
 
     registered = list(EVALUATION_SYSTEM_LIST)
-    agent_class = get_agent_class()
+    agent_class = _named_class(get_agent_class) if not _given("--agent") else get_agent_class()
     if not _given("--agent") or agent_class.__module__ == "agents":
         EVALUATION_SYSTEM_LIST[:] = registered
     return agent_class
+
+
+def _named_class(get_agent_class):
+    """`get_agent_class()` for an `--agent-class` alone: a class that does not import is
+    named in one line (before: SimulEval's log line and a traceback)."""
+    import logging
+
+    from simuleval.utils.arguments import check_argument
+
+    quiet = logging.getLogger("simuleval.utils.agent")
+    was_disabled, quiet.disabled = quiet.disabled, True  # its "Try setting --user-dir?"
+    try:
+        return get_agent_class()
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ValueError(
+            f"--agent-class {check_argument('agent_class')}: {error} (a module.Class this "
+            "Python can import: add its folder with --user-dir)"
+        ) from None
+    finally:
+        quiet.disabled = was_disabled
 
 
 def _system_dir_class():

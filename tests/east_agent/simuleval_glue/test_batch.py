@@ -986,6 +986,24 @@ def test_an_agent_or_data_path_that_is_no_file_is_one_line(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("east_agent.agent.WaitkAgent", "module 'east_agent.agent' has no attribute 'WaitkAg"),
+        ("nosuch.Agent", "No module named 'nosuch'"),
+    ],
+)
+def test_an_agent_class_that_does_not_import_is_one_line(test_set, tmp_path, name, problem):
+    """Before: SimulEval's "Not able to load" log line and a traceback."""
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out")
+    arguments[arguments.index("--agent") : arguments.index("--agent") + 2] = ["--agent-class", name]
+    result = run_simuleval(*arguments, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith(f"east-simuleval: --agent-class {name}: {problem}")
+    assert result.stderr.count("\n") == 1 and "--user-dir" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
 def test_a_scored_run_without_references_is_refused_before_loading(
     east_checkpoint, test_set, tmp_path, batch

@@ -98,8 +98,8 @@ RESOLVED_IN = {
     "cache_budget": EFFECTIVE_CONTEXT,
 }
 # a flag no decoder reads where another setting has this value: wait-k's offline prompt
-# asks for no latency level
-UNREAD_WHERE = {"latency": ("prompt", "offline")}
+# asks for no latency level, and greedy decoding has no beams to stop
+UNREAD_WHERE = {"latency": ("prompt", "offline"), "beam_stop": ("num_beams", 1)}
 # the sentences the run that wrote the record covers ([start, end]), not a setting: a
 # resumed run may cover more; `--score-only` refuses a log lacking some of them
 SPAN = "span"

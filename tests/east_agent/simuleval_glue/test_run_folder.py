@@ -95,6 +95,22 @@ def test_a_record_from_before_the_log_units_were_kept_is_not_compared_for_them()
     assert run_folder.settings_differ({**old, "latency": "high"}, word) == ["latency"]
 
 
+def test_the_beam_stop_of_a_greedy_run_is_no_setting():
+    """Greedy decoding has no beams to stop: before, a greedy log's resume with the other
+    --beam-stop was refused, though it translates the same."""
+    greedy = {"agent_class": "Agent", "num_beams": 1, "beam_stop": "reference"}
+    other = {**greedy, "beam_stop": "transformers"}
+    assert run_folder.settings_differ(greedy, other) == []
+    beams = {**greedy, "num_beams": 5}
+    assert run_folder.settings_differ(beams, {**beams, "beam_stop": "transformers"}) == [
+        "beam_stop"
+    ]
+    assert run_folder.settings_differ(greedy, {**other, "num_beams": 5}) == [
+        "beam_stop",
+        "num_beams",
+    ]
+
+
 def test_the_span_of_a_run_is_recorded_and_not_a_setting(tmp_path):
     """`--score-only` refuses a log lacking sentences of its run's span; a resumed run may
     cover more sentences than the record's (the span is never compared)."""

@@ -43,6 +43,8 @@ from east_agent.decoding.long_form import (
     units_in_segment,
 )
 from east_agent.decoding.prompt import (
+    END_OF_READ,
+    END_OF_WRITE,
     OFFLINE_INSTRUCTION,
     UNSPACED_LANGUAGES,
     check_latency,
@@ -58,7 +60,7 @@ from east_agent.decoding.streaming import (
     check_shared_settings,
 )
 from east_agent.decoding.units import unit_text
-from east_agent.lm.checkpoint import end_of_turn_ids
+from east_agent.lm.checkpoint import end_of_turn_ids, single_token_id
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -164,8 +166,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         self.head, self.tail = self.fixed_prompt(tokenizer, config)
         self.start_streams(model, self.head)
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
-        bos = tokenizer.bos_token_id  # 0 is an id (the demo model's): before, taken for none
-        self.suppress = self.mask([] if bos is None else [bos])
+        self.suppress = self.mask(offline_suppressed_ids(tokenizer))
         self.boundary = WordBoundary(
             tokenizer, self.characters, config.tgt_lang in UNSPACED_LANGUAGES
         )
@@ -351,3 +352,12 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             stream.rewind_cache(len(stream.tokens.ids) - 1)
         chunk_ids, text = yield from self._write(stream)
         return Step(FORCED, text, chunk_ids, finished=True)
+
+
+def offline_suppressed_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """What the offline prompt's target never holds: the BOS token (0 is an id, the demo
+    model's: before, taken for none) and an EAST checkpoint's markers (before: written,
+    dropped from the text, and the source-like words the model wrote after them kept:
+    `There is der Bräutigam eines Mannes, derThe groom of a man ...`)."""
+    markers = [single_token_id(tokenizer, token) for token in (END_OF_READ, END_OF_WRITE)]
+    return [token for token in (tokenizer.bos_token_id, *markers) if token is not None]

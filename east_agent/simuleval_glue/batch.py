@@ -216,12 +216,16 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
 
 
 def check_failures(failures: list[str], tried: int, log: Path) -> None:
-    """Raise naming every sentence that failed (the others are in `log`)."""
-    if failures:
-        raise BatchedRunError(
-            f"{len(failures)} of {tried} sentences failed; the others are in {log} "
-            "(no scores written):\n  " + "\n  ".join(failures)
-        )
+    """Raise naming every sentence that failed (the others, and those a resumed log kept,
+    are in `log`)."""
+    if not failures:
+        return
+    kept = len(finished_records(log))
+    where = f"{kept} finished sentences are in {log}" if kept else f"{log} holds no sentence"
+    raise BatchedRunError(  # before: "the others are in" though none was
+        f"{len(failures)} of the {tried} sentences this run tried failed; {where} "
+        "(no scores written):\n  " + "\n  ".join(failures)
+    )
 
 
 def record_batching(

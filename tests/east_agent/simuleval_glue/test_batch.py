@@ -189,9 +189,24 @@ def test_failed_sentences_are_named_in_index_order(east_checkpoint, tmp_path):
     (folder / "ref.txt").write_text("red\n" * len(lines))
     arguments = agent_arguments(east_checkpoint, folder, tmp_path / "out", "--max-context", "200")
     result = run_simuleval(*arguments, "--batch-size", 4)
-    assert "2 of 5 sentences failed" in result.stderr, result.stderr[-2000:]
+    said = "2 of the 5 sentences this run tried failed; 3 finished sentences are in"
+    assert said in result.stderr, result.stderr[-2000:]
     named = [line.split()[1] for line in result.stderr.splitlines() if "  sentence " in line]
     assert named == ["1", "3"]
+
+
+def test_a_run_whose_every_sentence_failed_says_the_log_holds_none(tmp_path):
+    """Before: "5 of 5 sentences failed; the others are in ...", though none was."""
+    from east_agent.simuleval_glue.batch import BatchedRunError, check_failures
+
+    log = tmp_path / "instances.log"
+    log.write_text("")
+    with pytest.raises(
+        BatchedRunError,
+        match=f"^2 of the 2 sentences this run tried failed; {log} holds no sentence",
+    ):
+        check_failures(["sentence 0: ...", "sentence 1: ..."], 2, log)
+    check_failures([], 2, log)  # nothing failed: nothing said
 
 
 def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path):
@@ -206,7 +221,9 @@ def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path
     arguments = agent_arguments(east_checkpoint, folder, output, "--max-context", "200")
     result = run_simuleval(*arguments, "--batch-size", 2)
     assert result.returncode != 0
-    assert "1 of 5 sentences failed" in result.stderr
+    assert (
+        "1 of the 5 sentences this run tried failed; 4 finished sentences are in" in result.stderr
+    )
     assert "sentence 2 (300 units)" in result.stderr and "more than 200 tokens" in result.stderr
     assert [r["index"] for r in instances(output)] == [0, 1, 3, 4]  # in index order
     assert not (output / "scores.tsv").exists()

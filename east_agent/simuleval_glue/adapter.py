@@ -79,7 +79,11 @@ def add_decoding_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--src-lang", required=True, help="source language: ISO code or name")
     parser.add_argument("--tgt-lang", required=True, help="target language: ISO code or name")
     parser.add_argument(
-        "--max-new-tokens", type=int, default=128, help="cap on the tokens of one chunk"
+        "--max-new-tokens",
+        type=int,
+        default=128,
+        help="cap on the tokens of one chunk (wait-k: of its final write; a word of its "
+        "schedule takes at most 32)",
     )
     parser.add_argument(
         "--max-context", type=int, default=None, help="token limit (default: the model's)"

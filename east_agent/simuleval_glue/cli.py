@@ -507,10 +507,13 @@ def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None)
     from east_agent.simuleval_glue.instance_log import finished_records
 
     records = finished_records(log)
-    index = records[-1]["index"] + 1 if records else (span[0] if span else 0)
+    done = {record["index"] for record in records}
+    index = span[0] if span else 0
+    while index in done:  # the first missing one (a batched run's later ones are kept)
+        index += 1
     return (
         f"sentence {index}: {error}. SimulEval's loop (--batch-size 1) stops there: the "
-        f"sentences finished before it ({len(records)}) are in {log}; with --batch-size above 1 "
+        f"finished sentences ({len(records)}) are in {log}; with --batch-size above 1 "
         "the run finishes every other sentence and names each one that does not fit"
     )
 

@@ -27,7 +27,10 @@
 - A resumed log must lie within the run's `--start-index` .. `--end-index`: sentences
   outside it would be scored with it.
 - SimulEval's own loop resumes after the last line of the log, so before it resumes, the
-  log is made what it expects (`resume_in_index_order`, `loop_in`).
+  log is made what it expects (`resume_in_index_order`, `loop_in`): the sentences a
+  batched run finished after a missing one are set aside (`SET_ASIDE`) while the loop
+  translates them again, and put back in the log by the next resume, batched or not, if
+  the loop stopped before it reached them.
 """
 
 from __future__ import annotations
@@ -51,10 +54,13 @@ INSTANCES_LOCK = "instances.lock"  # held while a process writes the folder
 BATCH_RECORD = "batch.json"
 SCORES = ("scores.tsv", "metrics.tsv", SCORING_RECORD)
 SETTINGS_RECORD = "run_settings.json"
+# finished sentences SimulEval's loop translates again (`resume_in_index_order`), kept
+# until it has: a loop that stops before them would otherwise lose them
+SET_ASIDE = "instances.set-aside.log"
 # every file a run writes in its folder (SimulEval's log and config, and this package's)
 RUN_FILES = (
     "instances.log", "config.yaml", INSTANCES_LOCK, BATCH_RECORD, *SCORES, SETTINGS_RECORD,
-    SESSIONS_RECORD,
+    SESSIONS_RECORD, SET_ASIDE,
 )  # fmt: skip
 # Flags that change where a run happens, how it is scored, shown or hosted, or which of
 # its sentences it takes, never what it translates nor how its log records it (SimulEval
@@ -224,6 +230,7 @@ def writing(
     with hold_run_lock(output, INSTANCES_LOCK):
         close_stale_sessions(output)  # a killed client's, holding a server's streams
         if run and resume:
+            restore_set_aside(output)
             if span is not None:
                 check_within_span(output / "instances.log", *span)
             if settings is not None:
@@ -237,6 +244,7 @@ def writing(
             if not resume:  # the old scores go first: never beside an emptied log
                 clear_scores(output)
                 write_atomically(log, "")
+                remove(output / SET_ASIDE)
             record = output / SETTINGS_RECORD
             if settings is None:
                 remove(record)
@@ -358,18 +366,38 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     while index < end and index in by_index:
         kept.append(by_index[index])
         index += 1
-    dropped = len(by_index) - len(kept)
+    dropped = [record for number, record in sorted(by_index.items()) if number >= index]
     if dropped:
         kept_ones = f"sentences {start}..{index - 1} are" if index > start else "no sentence is"
+        aside = log.with_name(SET_ASIDE)
         print(
-            f"{log}: {kept_ones} kept; {dropped} finished later than sentence {index} (a "
-            "batched run's order) are translated again",
+            f"{log}: {kept_ones} kept; {len(dropped)} finished later than sentence {index} "
+            f"(a batched run's order) are translated again, set aside in {aside} until "
+            "they are",
             flush=True,
         )
+        write_atomically(aside, record_lines(dropped))  # first: a kill between keeps both
         write_atomically(log, record_lines(kept))
     elif [record["index"] for record in by_index.values()] != list(range(start, index)):
         write_atomically(log, record_lines(kept))  # only the order changes
     return start < end <= index
+
+
+def restore_set_aside(output: Path) -> None:
+    """Put the sentences set aside for SimulEval's loop back in the log where the loop has
+    not logged them again (it stopped before them: an overflowing sentence, a kill), in
+    index order, and remove the file (before: such sentences were lost)."""
+    aside = output / SET_ASIDE
+    if not aside.exists():
+        return
+    log = output / "instances.log"
+    logged = finished_records(log, trim=True)
+    again = {record["index"] for record in logged}
+    back = [record for record in finished_records(aside) if record["index"] not in again]
+    if back:
+        merged = sorted(logged + back, key=lambda record: record["index"])
+        write_atomically(log, record_lines(merged))
+    remove(aside)
 
 
 def check_recorded_span(output: Path) -> None:
@@ -449,4 +477,7 @@ def loop_in(
             return
         # a batched run's kept sentences keep the record of how they were measured
         clear_scores(output, batching=not (resume and finished_records(output / "instances.log")))
-        loop()
+        try:
+            loop()
+        finally:  # what the loop did not translate again goes back (SIGKILL: next resume)
+            restore_set_aside(output)

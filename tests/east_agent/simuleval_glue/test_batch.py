@@ -965,10 +965,22 @@ def test_an_overlong_sentence_in_simulevals_loop_is_named_and_old_scores_go(
     result = run_simuleval(*arguments, "--batch-size", 1)
     assert result.returncode != 0
     assert "sentence 2: the sentence needs more than 200 tokens" in result.stderr
-    assert "the sentences finished before it (2) are in" in result.stderr
+    assert "the finished sentences (2) are in" in result.stderr
     assert [r["index"] for r in instances(output)] == [0, 1]
     assert not (output / "scores.tsv").exists() and not (output / "metrics.tsv").exists()
     assert not (output / "batch.json").exists()
+    resumed = [*arguments, "--continue-unfinished"]
+    result = run_simuleval(*resumed, "--batch-size", 2)  # finishes sentence 3, after 2
+    assert result.returncode != 0 and [r["index"] for r in instances(output)] == [0, 1, 3]
+    kept = instances(output)[2]
+    result = run_simuleval(*resumed, "--batch-size", 1)
+    assert "1 finished later than sentence 2 (a batched run's order) are translated again, " \
+        "set aside in" in result.stdout, result.stdout[-2000:]  # fmt: skip
+    assert "sentence 2: the sentence needs more than 200 tokens" in result.stderr
+    # the loop stopped before sentence 3: before, it was lost; now back in the log
+    assert "the finished sentences (3) are in" in result.stderr
+    assert instances(output)[2] == kept and [r["index"] for r in instances(output)] == [0, 1, 3]
+    assert not (output / "instances.set-aside.log").exists()
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -27,6 +27,7 @@ def test_simulevals_resume_gets_a_log_in_index_order(tmp_path, capsys):
     write_log(log, [4, 1, 0])
     assert not resume_in_index_order(log, 0, 7)
     assert logged(log) == [0, 1] and "1 finished later than sentence 2" in capsys.readouterr().out
+    assert logged(tmp_path / run_folder.SET_ASIDE) == [4]  # until translated again
     write_log(log, [2, 0, 1])
     assert resume_in_index_order(log, 0, 3) and logged(log) == [0, 1, 2]
     write_log(log, [])
@@ -34,6 +35,24 @@ def test_simulevals_resume_gets_a_log_in_index_order(tmp_path, capsys):
     write_log(log, [2, 1])
     assert not resume_in_index_order(log, 0, 3) and logged(log) == []
     assert "no sentence is kept; 2 finished later than sentence 0" in capsys.readouterr().out
+
+
+def test_sentences_set_aside_come_back_unless_logged_again(tmp_path):
+    """A loop killed (SIGKILL) before it translated them again: the next resume puts them
+    back (before: lost); one it logged again keeps the new record. A fresh run drops them."""
+    output = tmp_path / "out"
+    output.mkdir()
+    log, aside = output / "instances.log", output / run_folder.SET_ASIDE
+    write_log(log, [0, 1, 3])
+    aside.write_text('{"index": 3, "prediction": "old"}\n{"index": 5, "prediction": "s5"}\n')
+    with writing(output, None, resume=True, run=True):
+        pass
+    assert logged(log) == [0, 1, 3, 5] and not aside.exists()
+    assert [json.loads(line)["prediction"] for line in log.read_text().splitlines()][2] == "s3"
+    aside.write_text('{"index": 4, "prediction": "s4"}\n')
+    with writing(output, None, resume=False, run=True):
+        pass
+    assert logged(log) == [] and not aside.exists()
 
 
 @pytest.mark.parametrize("start, end", [(3, 6), (0, 2)])

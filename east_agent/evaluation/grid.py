@@ -76,6 +76,7 @@ from east_agent.evaluation.runs import (
 from east_agent.evaluation.shards import merged_run_record, picked_runs, shard_folders, shard_range
 from east_agent.evaluation.testsets import (
     PreparedTestset,
+    check_own_sentence_files,
     prepare_testset,
     prepared_named,
     read_prepared,
@@ -97,6 +98,8 @@ def prepare(config: EvalConfig) -> PreparedTestset:
             return saved
     if saved is not None:
         refuse_replacing(config, saved)
+    # before: a hand-made source.txt or reference.txt there replaced, --dry-run too
+    check_own_sentence_files(folder, "the grid's test set folder ")
     tokenizer = None
     if split:
         from east_agent.lm.checkpoint import load_tokenizer

@@ -258,6 +258,24 @@ def test_a_runs_tokenizer_checks_come_before_the_weights_load(
     assert "--max-context 10 leaves no room for a sentence after the" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra", [[], ["--dry-run"]])
+def test_sentence_files_of_the_users_in_the_grids_test_set_folder_stay(
+    east_checkpoint, tmp_path, capsys, extra
+):
+    """Before: a hand-made `OUTPUT/testset/source.txt` replaced by the grid's, a dry run's
+    too (east-prepare refused it)."""
+    systems = {"east": {"agent": "east", "latency": ["low"]}}
+    config = write_config(tmp_path / "grid.yaml", east_checkpoint, tmp_path / "out", systems)
+    mine = tmp_path / "out" / "testset" / "source.txt"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my own sentences\n")
+    said = east_eval_fails(capsys, config, "--limit", "2", *extra)
+    assert said.startswith(
+        f"east-eval: the grid's test set folder {mine.parent}: source.txt there was not written"
+    )
+    assert mine.read_text() == "my own sentences\n"
+
+
 def rows_of(output: Path) -> list[dict[str, str]]:
     with open(output / "results.csv") as handle:
         return list(csv.DictReader(handle))

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from typing import TYPE_CHECKING
 
 import torch
@@ -90,13 +90,32 @@ def check_sentence_room(max_context: int, fixed_tokens: int) -> None:
 def check_shared_settings(config: DecoderConfig | WaitkConfig) -> None:
     """What every decoder's config holds, checked (and the languages named) in one place:
     `src_lang`, `tgt_lang`, `max_new_tokens`, `max_context` (frozen dataclasses call it
-    from `__post_init__`)."""
+    from `__post_init__`), and every field of the type it is declared with."""
+    check_field_types(config)
     object.__setattr__(config, "src_lang", language_name(config.src_lang))
     object.__setattr__(config, "tgt_lang", language_name(config.tgt_lang))
     for name, flag in (("max_new_tokens", "--max-new-tokens"), ("max_context", "--max-context")):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ValueError(f"{name} ({flag}) must be at least 1, got {value}")
+
+
+FIELD_TYPES = {"int": int, "str": str, "bool": bool}
+
+
+def check_field_types(config: DecoderConfig | WaitkConfig) -> None:
+    """Each `int`, `str` or `bool` field of a config holds one (`| None`: or None), a bool
+    being no int (before: `num_beams="3"` failed later as a comparison of str and int)."""
+    for setting in fields(config):
+        kind, _, optional = setting.type.partition(" | ")
+        value = getattr(config, setting.name)
+        if kind not in FIELD_TYPES or (value is None and optional == "None"):
+            continue
+        if type(value) is not FIELD_TYPES[kind]:
+            raise TypeError(
+                f"{type(config).__name__}.{setting.name} must be {setting.type}, got "
+                f"{type(value).__name__} {value!r}"
+            )
 
 
 @dataclass
@@ -455,6 +474,9 @@ class StreamingDecoder:
         probe = TokenStream(self.tokenizer)
         probe.start(prompt)
         self.prompt_ids = list(probe.ids)
+        # before: a backend built (the dynamic one, the static one refusing the size), and
+        # every sentence failed at its first unit
+        check_sentence_room(self.max_context, len(self.prompt_ids))
         rows = self.max_streams * self.beams
         self.lm = build_lm(model, self.kv_cache, self.max_context, rows, self.prompt_ids)
         if self.max_streams > 1 and not self.lm.ragged:

@@ -11,7 +11,7 @@ a space in the original text (a Latin word inside Chinese text, say) starts with
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, is_unspaced
@@ -95,11 +95,17 @@ def source_units(
 
 def check_unit_list(units: object, where: str) -> None:
     """Units given as one string are refused (before: `translate("Katze")` read its five
-    letters as five units, and `"Die Katze ."` failed on its spaces as an empty unit)."""
+    letters as five units, and `"Die Katze ."` failed on its spaces as an empty unit), and
+    so are units that are no sequence (a generator: before, an empty translation)."""
     if isinstance(units, str):
         raise TypeError(
             f"{where}: a sequence of source units, not a string: pass text.split() (or "
             "source_units(text, language) for Chinese and Japanese)"
+        )
+    if not isinstance(units, Sequence):  # before: a generator read up by this check
+        raise TypeError(
+            f"{where}: a sequence of source units (a list or tuple), got "
+            f"{type(units).__name__}: pass list(...)"
         )
     for position, unit in enumerate(units):
         check_unit(unit, f"{where}: unit {position}")

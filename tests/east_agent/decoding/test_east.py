@@ -2,6 +2,7 @@
 
 import copy
 import random
+import re
 
 import pytest
 import torch
@@ -336,6 +337,37 @@ def test_a_source_given_as_one_string_is_refused():
     with pytest.raises(TypeError, match=f"Sentence 7: {said}"):
         Sentence(7, "Der Hund .")
     assert Sentence(7, ("Der", "Hund", ".")).units == ("Der", "Hund", ".")
+    # before: a generator was read up by the check, and translated as no unit at all
+    said = "a sequence of source units \\(a list or tuple\\), got generator: pass list"
+    with pytest.raises(TypeError, match=f"translate: {said}"):
+        StreamingDecoder.translate(None, (unit for unit in ["Die", "Katze"]))
+    with pytest.raises(TypeError, match="Sentence 2: .* got list_iterator: pass list"):
+        Sentence(2, iter(["Die", "Katze"]))
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"num_beams": "3"}, "DecoderConfig.num_beams must be int, got str '3'"),
+        ({"document_level": 1}, "DecoderConfig.document_level must be bool, got int 1"),
+        ({"max_new_tokens": True}, "DecoderConfig.max_new_tokens must be int, got bool True"),
+        ({"max_context": 64.0}, "DecoderConfig.max_context must be int | None, got float 64.0"),
+    ],
+)
+def test_a_config_value_of_another_type_is_refused(settings, message):
+    """Before: `num_beams="3"` failed later, comparing str and int."""
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        DecoderConfig("de", "en", **settings)
+    assert DecoderConfig("de", "en", max_context=None, cache_budget=None).max_context is None
+
+
+def test_a_context_that_leaves_no_room_is_refused_as_the_decoder_is_built(
+    east_model, east_tokenizer
+):
+    """Before: built on another backend, every sentence failing at its first unit (the
+    command line refused it; the Python API did not)."""
+    with pytest.raises(ValueError, match="--max-context 10 leaves no room for a sentence after"):
+        EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", max_context=10))
 
 
 def test_a_unit_that_is_not_a_string_is_refused(greedy_decoder):

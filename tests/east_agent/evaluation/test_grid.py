@@ -276,6 +276,18 @@ def test_sentence_files_of_the_users_in_the_grids_test_set_folder_stay(
     assert mine.read_text() == "my own sentences\n"
 
 
+def test_a_mistyped_checkpoint_beside_finished_runs_is_named_as_missing(grid, tmp_path, capsys):
+    """Before: "... holds a run made with model_path ... delete that folder to run it
+    again", advice to delete finished runs for a typo."""
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    typo = tmp_path / "east-dem"
+    said = east_eval_fails(
+        capsys, config, "--limit", "3", "--output", tmp_path / "out", "--model-path", typo
+    )
+    assert said == f"east-eval: model path {str(typo)!r} does not exist\n"
+
+
 def rows_of(output: Path) -> list[dict[str, str]]:
     with open(output / "results.csv") as handle:
         return list(csv.DictReader(handle))

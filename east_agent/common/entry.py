@@ -20,6 +20,9 @@ or ran its whole grid and exited 0): it stops
 at its next `raise_if_signalled()` (a grid's, before each run) or at its end. Anything
 else is a bug and keeps its traceback: a plain `RuntimeError` too, since that is what
 torch raises when a program is wrong (a shape, a device, a dtype).
+A reader of stdout that went away (`east-eval ... | head -2`) ends the command as the
+SIGPIPE Python ignores would end any Unix tool: silently, exit status 141 (before: a
+`BrokenPipeError` traceback).
 """
 
 from __future__ import annotations
@@ -199,6 +202,22 @@ def _end_by_error(command: str, error: BaseException) -> None:
         fail(command, file_system_message(error))
     if isinstance(error, KeyboardInterrupt):  # raised by hand, as a test does
         _end_by_signal(command, getattr(error, "signum", signal.SIGINT))
+    if isinstance(error, BrokenPipeError) and _stdout_reader_gone():
+        # stdout to nothing, so that Python's flush at exit does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(128 + signal.SIGPIPE)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader closed it (a socket's broken pipe is not)."""
+    import select
+
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor, no poll
+        return False
 
 
 @contextmanager

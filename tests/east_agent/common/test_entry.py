@@ -376,3 +376,50 @@ def test_an_ending_signal_waits_for_a_forked_childs_default_handlers():
     ending = sorted(int(signum) for signum in (signal.SIGTERM, signal.SIGHUP))
     assert result.stdout.splitlines() == [str(ending), str(int(signal.SIGTERM)), "[]"]
     assert result.stderr == ""
+
+
+WRITING_ON = """
+from east_agent.common.entry import command_line
+
+@command_line("east-test")
+def main():
+    print("first", flush=True)
+    for number in range(10**6):
+        print("line", number)
+
+main()
+"""
+
+
+def test_a_reader_of_stdout_that_went_away_ends_the_command_silently():
+    """`east-eval ... | head -2`: before, a BrokenPipeError traceback (exit 1)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", WRITING_ON],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_signals,
+    )
+    assert child.stdout.readline() == b"first\n"
+    child.stdout.close()  # the reader goes
+    assert child.wait(timeout=60) == 141
+    assert child.stderr.read() == b""
+
+
+def test_a_broken_pipe_of_a_socket_stays_an_error():
+    """Only stdout's reader going away is taken as SIGPIPE: another broken pipe (a server's
+    socket) keeps its traceback."""
+    script = """
+import socket
+from east_agent.common.entry import command_line
+
+@command_line("east-test")
+def main():
+    one, other = socket.socketpair()
+    other.close()
+    for _ in range(100):
+        one.send(b"x" * 65536)
+
+main()
+"""
+    result = python_with_default_signals(script)
+    assert result.returncode == 1 and "BrokenPipeError" in result.stderr

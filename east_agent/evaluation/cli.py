@@ -15,6 +15,7 @@ from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.evaluation.config import (
     DEFAULT_BATCH_SIZE,
+    EvalConfigError,
     check_comet_settings,
     check_device,
     check_metric_names,
@@ -103,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     check_comet_settings(config)
     if merging:
         picked = picked_runs(every_run, args.only)
+        if not config.output.is_dir():  # before: a grid.lock made there, every path listed
+            raise EvalConfigError(
+                f"output {config.output}: no such folder, so no shards to merge (the grid's "
+                "--shard I/N runs write them there)"
+            )
         with holding_grid(config, None):
             check_shards_finished(config, picked, args.merge_shards)
             check_merge_limit(config, picked, args.merge_shards, args.limit)

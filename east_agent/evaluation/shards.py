@@ -135,18 +135,36 @@ def check_shards_finished(config: EvalConfig, runs: list[Run], count: int) -> No
     """Every shard of every run to merge has its scores, its shards agree, and the run's
     folder takes what they make, before any merge starts (a merge is all or nothing;
     before, the runs before a refused one were merged, the tables not)."""
-    missing = [
-        str(folder)
-        for run in runs
-        for folder in shard_folders(config, run, count)
-        if not (folder / "scores.tsv").exists()
-    ]
+    folders = [folder for run in runs for folder in shard_folders(config, run, count)]
+    missing = [str(folder) for folder in folders if not (folder / "scores.tsv").exists()]
+    if missing and not any(folder.exists() for folder in folders):  # before: all listed
+        raise CommandError(f"no shard of {count} here (nothing merged): {other_cuts(config, runs)}")
     if missing:
-        raise CommandError(f"shards not finished (nothing merged): {', '.join(missing)}")
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise CommandError(
+            f"{len(missing)} shards not finished (nothing merged): {', '.join(missing[:3])}{more}"
+        )
     for run in runs:
         record = merged_run_record(shard_folders(config, run, count))
         if record is not None:
             check_run_folder(config.run_dir(run), record)
+
+
+def other_cuts(config: EvalConfig, runs: list[Run]) -> str:
+    """What shards the runs' folders hold instead: their counts, or none at all."""
+    counts = set()
+    for run in runs:
+        for folder in (config.run_dir(run) / "shards").glob("*-of-*"):
+            count = folder.name.rpartition("-of-")[2]
+            if count.isdigit():
+                counts.add(int(count))
+    if counts:
+        cuts = " or ".join(f"--merge-shards {count}" for count in sorted(counts))
+        return f"the shards here were cut otherwise ({cuts})"
+    return (
+        f"the runs in {config.output / 'runs'} have no shards (`east-eval CONFIG --shard I/N` "
+        "makes them)"
+    )
 
 
 def shard_folders(config: EvalConfig, run: Run, count: int) -> list[Path]:

@@ -490,11 +490,21 @@ def test_a_merge_names_unknown_runs_and_unfinished_shards_before_merging_any(gri
     typo = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-lwo")
     assert typo.returncode == 2
     assert "--only 'east-lwo': no such run in the config (runs: east-low, " in typo.stderr
+    none = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
+    assert none.returncode == 2, none.stderr[-2000:]  # before: all 6 shard paths listed
+    said = f"no shard of 2 here (nothing merged): the runs in {tmp_path / 'out' / 'runs'} have no"
+    assert said in none.stderr
+    (tmp_path / "out" / "runs" / "east-high" / "shards" / "1-of-3").mkdir(parents=True)
+    other = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
+    assert "the shards here were cut otherwise (--merge-shards 3)" in other.stderr
+    (tmp_path / "out" / "runs" / "east-low" / "shards" / "1-of-2").mkdir(parents=True)
     unfinished = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
     assert unfinished.returncode == 2, unfinished.stderr[-2000:]
-    assert "shards not finished (nothing merged): " in unfinished.stderr
-    for run in ("east-low", "east-high"):  # every run's shards named, before any merge
-        assert f"runs/{run}/shards/1-of-2" in unfinished.stderr
+    assert "6 shards not finished (nothing merged): " in unfinished.stderr
+    assert "runs/east-low/shards/1-of-2" in unfinished.stderr and "and 3 more" in unfinished.stderr
+    nowhere = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--output", tmp_path / "no")
+    assert "no such folder, so no shards to merge" in nowhere.stderr
+    assert not (tmp_path / "no").exists()  # before: made, with a grid.lock
 
 
 def test_a_merge_a_run_folder_refuses_merges_nothing(grid, tmp_path):

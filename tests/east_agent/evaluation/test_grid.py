@@ -1256,6 +1256,11 @@ def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
             "ca_unit_seconds sets the clock of the computation-aware metrics; "
             "latency_metrics asks for none",
         ),
+        # before: "asks for none", the misspelt name unnamed
+        (
+            {"latency_metrics": ["LAAL", "al_ca"], "ca_unit_seconds": 0.4},
+            "latency_metrics: no metric 'al_ca'; SimulEval knows",
+        ),
         # before: every talk decoded, then nothing scored (the scorer's clock ticks 1/1024 s)
         (
             {"testset": "multi30k.de-en.talks5", "ca_unit_seconds": 0.0001},

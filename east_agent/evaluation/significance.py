@@ -12,6 +12,7 @@ interval. `east-eval` writes the rows as `<output>/significance.{csv,md}`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +29,21 @@ SIGNIFICANCE_NOTE = (
     "CI95_to: half-width of the 95% bootstrap interval of BLEU_to (BLEU_to ± CI95_to); "
     f"p_value: paired bootstrap, {SAMPLES:,} resamples; tie: p ≥ {LEVEL:g}, or a delta of 0"
 )
-# a bootstrap of one sentence resamples that sentence alone: no spread, and sacrebleu's p is
-# 1/(samples+1) for any difference (before: "higher, p 0.001" from one sentence)
-MIN_SENTENCES = 2
+
+
+def fewest_sentences(samples: int) -> int:
+    """The fewest sentences with at least `samples` distinct resamples (multisets of n of n:
+    C(2n-1, n)). Below it the bootstrap repeats a handful of resamples, and sacrebleu's p
+    comes out at its floor 1/(samples+1) as readily as not: one sentence is always
+    itself, and two gave "higher, p 0.0010" from 3 resamples, one of them reversing the
+    difference (before: tested from 2 sentences on)."""
+    sentences = 1
+    while math.comb(2 * sentences - 1, sentences) < samples:
+        sentences += 1
+    return sentences
+
+
+MIN_SENTENCES = fewest_sentences(SAMPLES)  # 7: 1,716 distinct resamples (6 have 462)
 
 
 @dataclass

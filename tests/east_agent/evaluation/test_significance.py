@@ -39,22 +39,29 @@ def test_a_clearly_better_setting_is_higher_and_an_equal_one_a_tie():
 def test_other_translations_of_the_same_bleu_are_a_tie_of_p_1():
     """Before: both BLEU 0 in every resample gave p 0.0010 beside "tie" (sacrebleu's
     1/(samples+1) where no resample differs)."""
-    settings = [("k1", ["x y", "z", "w"]), ("k3", ["q r", "s", "t"])]
-    (zero,) = compare("waitk", settings, ["a b c d e", "f g h i j", "k l m n o"], samples=200)
+    settings = [("k1", ["x y", "z", "w"] * 3), ("k3", ["q r", "s", "t"] * 3)]
+    references = ["a b c d e", "f g h i j", "k l m n o"] * 3
+    (zero,) = compare("waitk", settings, references, samples=200)
     assert zero.bleu_from == zero.bleu_to == 0.0 and zero.p_value == 1.0
     assert zero.verdict == "tie" and zero.row()["p_value"] == "1.0000"
 
 
-def test_one_sentence_is_not_tested():
+def test_under_seven_sentences_nothing_is_tested():
     """Before: one sentence resampled is always itself, and any difference came out
-    "higher, p 0.001", CI 0."""
-    (one,) = compare("east", [("low", ["a dog"]), ("high", REFERENCES[:1])], REFERENCES[:1])
-    assert one.p_value is None and one.ci95_to is None
-    assert one.verdict == "untested (under 2 sentences)" and one.bleu_to > one.bleu_from
-    row = one.row()
-    assert (row["p_value"], row["CI95_to"], row["BLEU_to"]) == ("", "", f"{one.bleu_to:.3f}")
-    (two,) = compare("east", [("low", ["a dog"] * 2), ("high", REFERENCES[:2])], REFERENCES[:2])
-    assert two.p_value is not None
+    "higher, p 0.001", CI 0; two sentences have 3 distinct resamples, and came out
+    "higher, p 0.0010" too. From 7 on (1,716 distinct resamples) they are tested."""
+    for count in (1, 2, 6):
+        (few,) = compare(
+            "east", [("low", ["a dog"] * count), ("high", REFERENCES[:count])], REFERENCES[:count]
+        )
+        assert few.p_value is None and few.ci95_to is None
+        assert few.verdict == "untested (under 7 sentences)" and few.bleu_to > few.bleu_from
+        row = few.row()
+        assert (row["p_value"], row["CI95_to"], row["BLEU_to"]) == ("", "", f"{few.bleu_to:.3f}")
+    (seven,) = compare(
+        "east", [("low", ["a dog"] * 7), ("high", REFERENCES[:7])], REFERENCES[:7], samples=200
+    )
+    assert seven.p_value is not None and seven.verdict == "higher"
 
 
 def test_a_worse_setting_is_lower():
@@ -79,11 +86,12 @@ def write_log(folder, predictions):
 
 def test_runs_are_read_by_index_and_only_shared_sentences_count(tmp_path):
     # a run's log may be out of order (merged shards); --limit runs cover the first sentences
-    low = write_log(tmp_path / "low", [(1, REFERENCES[1]), (0, "a dog")])
-    high = write_log(tmp_path / "high", [(0, REFERENCES[0]), (1, REFERENCES[1]), (2, "x")])
-    assert read_predictions(low) == {0: "a dog", 1: REFERENCES[1]}
+    rest = [(index, REFERENCES[index]) for index in range(2, 8)]  # 8 shared: tested
+    low = write_log(tmp_path / "low", [(1, REFERENCES[1]), (0, "a dog"), *rest])
+    high = write_log(tmp_path / "high", [(0, REFERENCES[0]), (1, REFERENCES[1]), *rest, (8, "x")])
+    assert read_predictions(low) == {0: "a dog", 1: REFERENCES[1], **dict(rest)}
     (comparison,) = compare_runs("east", [("low", low), ("high", high)], REFERENCES, samples=50)
-    assert comparison.bleu_to == pytest.approx(100.0)  # sentence 2 is not in both runs
+    assert comparison.bleu_to == pytest.approx(100.0)  # sentence 8 is not in both runs
     write_tables([comparison.row()], tmp_path, SIGNIFICANCE_COLUMNS, "significance")
     assert "| east | low | high |" in (tmp_path / "significance.md").read_text()
     row = comparison.row()  # one number of decimals a column, its trailing zeros kept

@@ -395,7 +395,10 @@ def saved_tensor_shapes(folder: str | Path, where: str) -> dict[str, tuple[int, 
 
 
 def check_adapter_path(adapter_path: str | Path | None) -> None:
-    """A peft adapter's folder (or None): refused before any model loads."""
+    """A peft adapter's folder (or None): refused before any model loads, a path to
+    nothing as such (before: "has no adapter_config.json")."""
+    if adapter_path is not None and not Path(adapter_path).exists():
+        raise CheckpointError(f"adapter path {str(adapter_path)!r} does not exist")
     if adapter_path is not None and not (Path(adapter_path) / "adapter_config.json").exists():
         raise CheckpointError(
             f"adapter path {str(adapter_path)!r} has no adapter_config.json, "

@@ -812,10 +812,16 @@ def test_system_dir_refuses_a_missing_adapter_in_one_line(packaging, capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
     assert error == (
-        "east-package-system: adapter_path=/nonexistent: adapter path '/nonexistent' has no "
-        "adapter_config.json, so it is not a peft adapter\n"
+        "east-package-system: adapter_path=/nonexistent: adapter path '/nonexistent' does not "
+        "exist\n"
     )
     assert not Path("submission").exists()
+    with pytest.raises(SystemExit):  # a folder that is no adapter
+        system_dir.main(
+            ["submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
+             "adapter_path=checkpoint"]
+        )  # fmt: skip
+    assert "checkpoint' has no adapter_config.json, so it is not a peft" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

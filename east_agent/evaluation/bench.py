@@ -51,7 +51,12 @@ from east_agent.common.arguments import (
     file_path,
     positive_int,
 )
-from east_agent.common.atomic import append_atomically, is_special_file, write_atomically
+from east_agent.common.atomic import (
+    append_atomically,
+    check_folder_path,
+    is_special_file,
+    write_atomically,
+)
 from east_agent.common.entry import CommandError, command_line, raise_if_signalled
 from east_agent.common.text_lines import (
     GZIP_MAGIC,
@@ -865,6 +870,7 @@ def check_output_files(args: argparse.Namespace) -> None:
                 if starts_as_gzip(handle.read(len(GZIP_MAGIC))):
                     raise ValueError(f"{flag} {value}: gzip-compressed; name a Markdown file")
             read_text(path)  # UTF-8 text, a bad byte named
+        check_folder_path(path.parent, f"{flag} {value}: its folder")  # "is a file"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as error:

@@ -25,7 +25,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from east_agent.common.atomic import check_replaceable, remove
+from east_agent.common.atomic import check_folder_path, check_replaceable, remove
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
@@ -270,6 +270,8 @@ def run_grid(
     runs = picked_runs(every_run, only)
     check_outside_other_grids(config.output)
     check_grid_output(config.output)
+    for run in runs:  # before: a bare "[Errno 17] File exists" for a file there
+        check_folder_path(config.run_dir(run, shard), f"{run.name}'s run folder")
     if any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
         check_checkpoint_folder(config, dry_run)
     elif not dry_run:  # a path to nothing (a typo) said so, not as another checkpoint

@@ -289,6 +289,17 @@ def test_a_mistyped_checkpoint_beside_finished_runs_is_named_as_missing(grid, tm
     assert said == f"east-eval: model path {str(typo)!r} does not exist\n"
 
 
+def test_a_file_where_a_run_folder_goes_is_named(grid, tmp_path, capsys):
+    """Before: a bare "[Errno 17] File exists"."""
+    config, output, _ = grid
+    shutil.copytree(output, tmp_path / "out")
+    shutil.rmtree(tmp_path / "out" / "runs" / "east-high")
+    (tmp_path / "out" / "runs" / "east-high").write_text("mine")
+    said = east_eval_fails(capsys, config, "--limit", "3", "--output", tmp_path / "out")
+    folder = tmp_path / "out" / "runs" / "east-high"
+    assert said == f"east-eval: east-high's run folder {folder}: a file, not a folder\n"
+
+
 def rows_of(output: Path) -> list[dict[str, str]]:
     with open(output / "results.csv") as handle:
         return list(csv.DictReader(handle))

@@ -16,6 +16,7 @@ names a word-timestamp file (one line per talk) for the long-form latencies.
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import math
 import os
@@ -162,12 +163,12 @@ class EvalConfig:
         for system, settings in self.systems.items():
             check_system_settings(place.of("systems", system), settings)
             settings = dict(settings)
+            missing = "agent" not in settings  # before: "got None", as for `agent: null`
             agent = settings.pop("agent", None)
             if not isinstance(agent, str) or agent not in AGENT_FILES:  # a list: unhashable
                 where = place.of("systems", system, "agent")
-                raise EvalConfigError(
-                    f"{where} must be one of {sorted(AGENT_FILES)}, got {agent!r}"
-                )
+                got = "is missing" if missing else f"got {agent!r}"
+                raise EvalConfigError(f"{where} must be one of {sorted(AGENT_FILES)}, {got}")
             gold = self.gold_sentences(place, system, settings.pop(GOLD_SENTENCES, False))
             check_system_keys(place, system, agent, settings)
             check_switch_values(place, system, agent, settings)
@@ -287,8 +288,6 @@ GRID_OWN_FLAGS = {
 
 def check_system_keys(place: KeyPlace, system: str, agent: str, settings: dict) -> None:
     """A key no flag of the agent takes is a typo: named before anything loads or runs."""
-    import difflib
-
     known = agent_flags(agent) | set(RUN_ARGUMENT_KEYS)
     for key in settings:
         where = place.of("systems", system, key)
@@ -599,8 +598,10 @@ def read_eval_config(
         raise EvalConfigError(f"{path}: a config is a YAML mapping")
     place = KeyPlace(path, text, {key for key, value in overrides.items() if value is not None})
     unknown = sorted((key for key in tree if key not in TOP_LEVEL_KEYS), key=str)
-    if unknown:
-        raise EvalConfigError(f"{place.of(unknown[0])}: unknown key {unknown[0]!r}")
+    if unknown:  # a close key suggested (before: none, as for a system's keys)
+        close = difflib.get_close_matches(str(unknown[0]), sorted(TOP_LEVEL_KEYS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise EvalConfigError(f"{place.of(unknown[0])}: unknown key {unknown[0]!r}{hint}")
     for key in ("testset", "model_path", "output", "systems"):
         if key not in tree and overrides.get(key) is None:
             raise EvalConfigError(f"{path}: {key} is required")

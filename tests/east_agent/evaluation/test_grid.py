@@ -842,7 +842,8 @@ def test_config_errors_are_named(tmp_path):
         )
     )
     result = east_eval(bad, "--dry-run")
-    assert result.returncode != 0 and "unknown key 'sytems'" in result.stderr
+    assert result.returncode != 0
+    assert "unknown key 'sytems' (did you mean 'systems'?)" in result.stderr
 
 
 def test_a_typo_in_a_system_key_is_named_before_anything_runs(east_checkpoint, tmp_path):
@@ -1743,6 +1744,10 @@ def test_an_agent_that_is_not_one_name_is_named(tmp_path, capsys, agent):
     error = east_eval_fails(capsys, config, "--dry-run")
     assert f"{config}: line " in error, error
     assert f"systems.east.agent must be one of ['east', 'waitk'], got {agent!r}" in error
+    del system["agent"]  # before: "got None", as for `agent: null`
+    config = quick_config(tmp_path / "grid.yaml", systems={"east": system})
+    error = east_eval_fails(capsys, config, "--dry-run")
+    assert "systems.east.agent must be one of ['east', 'waitk'], is missing" in error
 
 
 @pytest.mark.parametrize("name", ["../escaped", "a/b", "a\\b", "", " ", ".hidden"])

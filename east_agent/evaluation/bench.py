@@ -1107,9 +1107,16 @@ def main(argv: list[str] | None = None) -> None:
             if partial:
                 write_atomically(partial, streams_report(results, header))
 
-        results = stream_benchmark(
-            args, model, tokenizer, sentences, schedule, started, finished_row
-        )
+        if partial and partial.exists():  # before: replaced without a word
+            print(f"note: {partial}, an earlier run's rows, is replaced", file=sys.stderr)
+        try:
+            results = stream_benchmark(
+                args, model, tokenizer, sentences, schedule, started, finished_row
+            )
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the rows kept are named
+            if partial and partial.exists():
+                print(f"east-bench: the rows finished are in {partial}", file=sys.stderr)
+            raise
         publish(streams_report(results, header), args.output)
         if partial:
             partial.unlink(missing_ok=True)

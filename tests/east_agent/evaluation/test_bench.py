@@ -118,8 +118,9 @@ def test_streams_benchmark_reports_each_count_against_one_stream(tmp_path, capsy
     assert not (tmp_path / "streams.md.partial").exists()
 
 
-def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeypatch):
-    """A device's time limit can end the run: the rows done so far are beside the output."""
+def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeypatch, capsys):
+    """A device's time limit can end the run: the rows done so far are beside the output;
+    an earlier run's rows there are said to be replaced (before: without a word)."""
 
     def cut_at_three_streams(text, started):  # as the 3 streams' finished row is said
         if text.startswith("3 streams"):
@@ -127,6 +128,7 @@ def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeyp
 
     monkeypatch.setattr(bench, "progress", cut_at_three_streams)
     output = tmp_path / "streams.md"
+    (tmp_path / "streams.md.partial").write_text("an earlier run's rows\n")
     with pytest.raises(RuntimeError, match="time is up"):
         main([
             "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--limit", "3",
@@ -138,6 +140,8 @@ def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeyp
     assert [row.split(" | ")[:2] for row in rows] == [
         ["| 1 (sequential)", "1"], ["| 1", "1"], ["| 3", "1"]
     ]  # fmt: skip
+    said = f"note: {tmp_path / 'streams.md.partial'}, an earlier run's rows, is replaced"
+    assert said in capsys.readouterr().err
 
 
 SWALLOWED_IN_A_STAGE = """
@@ -167,7 +171,8 @@ def test_a_ctrl_c_a_library_swallowed_ends_the_benchmark_after_its_stage(tmp_pat
              "--num-beams", "1", "--streams", "1", "3", "--output", output]  # fmt: skip
     result = python_with_ctrl_c(SWALLOWED_IN_A_STAGE, *flags)
     assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
-    assert result.stderr.endswith("\neast-bench: interrupted\n")
+    kept = f"east-bench: the rows finished are in {tmp_path / 'streams.md.partial'}\n"
+    assert result.stderr.endswith(f"\n{kept}east-bench: interrupted\n"), result.stderr[-500:]
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
     assert "streams, beams=1" not in result.stderr and not output.exists()
     partial = (tmp_path / "streams.md.partial").read_text()

@@ -317,6 +317,11 @@ def test_a_checkpoint_whose_encoder_does_not_load_is_named_as_the_checkpoint(tin
     with pytest.raises(CometError, match="its encoder .* does not load") as refused:
         check_comet(CometSettings(str(checkpoint), tiny_comet.python))
     assert refused.value.setting == "checkpoint"
+    # named (before: "its encoder (the tokenizer and configuration hparams.yaml names)")
+    assert "its encoder 'nowhere' (hparams.yaml's pretrained_model) does not load" in str(
+        refused.value
+    )
+    assert "The last lines of its error:\n" in str(refused.value)
 
 
 def test_a_checkpoint_in_the_hugging_face_cache_layout_is_found_as_comet_finds_it(

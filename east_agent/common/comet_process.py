@@ -161,8 +161,8 @@ def check_comet(settings: CometSettings) -> None:
             "(a checkpoint lies in <model>/checkpoints/)",
             "checkpoint",
         )
+    check_checkpoint_start(checkpoint)  # its first bytes: before the interpreter's check
     check_finds_comet(settings.python)
-    check_checkpoint_start(checkpoint)
     _check_in_child(settings.python, str(checkpoint.absolute()), checkpoint.stat().st_mtime_ns)
 
 

@@ -100,7 +100,7 @@ def test_a_missing_checkpoint_or_interpreter_is_refused(tmp_path):
     with pytest.raises(CometError, match="hparams.yaml, which COMET reads") as refused:
         check_comet(CometSettings(str(alone)))
     assert refused.value.setting == "checkpoint"
-    checkpoint = fake_checkpoint(tmp_path / "model")
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
     no_python = CometSettings(str(checkpoint), str(tmp_path / "bin" / "python"))
     with pytest.raises(CometError, match="cannot run") as refused:
         check_comet(no_python)
@@ -108,10 +108,16 @@ def test_a_missing_checkpoint_or_interpreter_is_refused(tmp_path):
 
 
 def test_an_interpreter_without_comet_is_refused_with_how_to_make_one(tmp_path):
-    checkpoint = fake_checkpoint(tmp_path / "model")
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
     # this package's own environment: transformers 5, where unbabel-comet cannot install
     with pytest.raises(CometError, match=r"has no unbabel-comet.*pip install unbabel-comet"):
         check_comet(CometSettings(str(checkpoint), sys.executable))
+    # a checkpoint that is no torch file is named first, its bytes read before any
+    # interpreter is asked (before: the interpreter's fault first, the file's after its fix)
+    html = fake_checkpoint(tmp_path / "html", b"<!DOCTYPE html>")
+    with pytest.raises(CometError, match="is not a torch checkpoint") as refused:
+        check_comet(CometSettings(str(html), sys.executable))
+    assert refused.value.setting == "checkpoint"
 
 
 def test_an_interpreter_that_fails_is_named_with_its_own_words_not_as_one_without_comet(

@@ -1543,7 +1543,7 @@ def test_a_dry_run_notes_a_device_this_machine_lacks(tmp_path, capsys):
 def test_a_comet_interpreter_without_comet_is_named_before_any_run(tmp_path, capsys):
     from tiny_comet import fake_checkpoint
 
-    checkpoint = fake_checkpoint(tmp_path / "model")
+    checkpoint = fake_checkpoint(tmp_path / "model", b"\x80\x02 a pickle")  # a torch start
     changes = {"quality_metrics": ["BLEU", "COMET"], "comet_checkpoint": str(checkpoint)}
     config = quick_config(tmp_path / "grid.yaml", **changes, comet_python=sys.executable)
     error = east_eval_fails(capsys, config, "--dry-run")

@@ -528,6 +528,8 @@ def test_an_empty_span_is_scored_as_empty(east_checkpoint, test_set, tmp_path, b
     assert (output / "instances.log").read_text() == ""
     assert {k: scores(output)[k] for k in SCORES} == dict.fromkeys(SCORES, "")  # NaN
     assert "ERROR" not in result.stderr  # sacrebleu's error on no sentences, before
+    said = "note: --start-index 4 --end-index 4 holds no sentence of"  # before: nothing said
+    assert result.stderr.count(said) == 1 and "the log stays empty, its scores NaN" in result.stderr
 
 
 def test_a_resume_of_an_agent_class_run_with_other_settings_is_refused(

@@ -42,7 +42,7 @@ from east_agent.evaluation.config import (
     flags_as_read,
 )
 from east_agent.evaluation.testsets import PreparedTestset
-from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, settings_differ
+from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, finished_in, settings_differ
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -298,7 +298,7 @@ def start_afresh(run_dir: Path) -> None:
 def holds_work(run_dir: Path) -> bool:
     """Whether a run folder holds a finished sentence or scores."""
     scored = any((run_dir / name).exists() for name in ("scores.tsv", "metrics.tsv"))
-    return scored or finished_lines(run_dir / "instances.log") > 0
+    return scored or finished_in(run_dir) > 0
 
 
 def finished_lines(log: Path) -> int:
@@ -331,7 +331,7 @@ def _run_simuleval(
     timing = output / "wall_seconds.json"
     tries = read_tries(timing, output / "instances.log")
     before = finished_lines(output / "instances.log")
-    if before:
+    if finished_in(output):  # those set aside for SimulEval's loop too (a SIGKILL's)
         command = [*command, "--continue-unfinished"]
     print("$ " + shlex.join(command), flush=True)
     in_process = "--batch-size" in command

@@ -243,8 +243,8 @@ def writing(
             log = output / "instances.log"
             if not resume:  # the old scores go first: never beside an emptied log
                 clear_scores(output)
+                remove(output / SET_ASIDE)  # first: never put back into a fresh log
                 write_atomically(log, "")
-                remove(output / SET_ASIDE)
             record = output / SETTINGS_RECORD
             if settings is None:
                 remove(record)
@@ -381,6 +381,14 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     elif [record["index"] for record in by_index.values()] != list(range(start, index)):
         write_atomically(log, record_lines(kept))  # only the order changes
     return start < end <= index
+
+
+def finished_in(output: Path) -> int:
+    """The finished sentences a run folder keeps: in its log, or set aside for SimulEval's
+    loop (read only: its writer may be at work)."""
+    logged = {record["index"] for record in finished_records(output / "instances.log")}
+    aside = {record["index"] for record in finished_records(output / SET_ASIDE)}
+    return len(logged | aside)
 
 
 def restore_set_aside(output: Path) -> None:

@@ -338,3 +338,16 @@ def test_a_batched_runs_time_leaves_out_the_checkpoint_load(east_checkpoint, tmp
     assert len(loaded_at) == 1  # once for both runs
     first_try = json.loads((tmp_path / "first" / "wall_seconds.json").read_text())["tries"][0]
     assert first_try["started"] >= loaded_at[0]  # the clock started after the load
+
+
+def test_sentences_set_aside_for_simulevals_loop_are_work_a_grid_resumes(tmp_path):
+    """A `--batch-size 1` resume that kept no sentence before the first missing one has
+    them all set aside; SIGKILLed there, its folder still holds work (before: taken as
+    empty, run afresh, and the sentences deleted with the set-aside file)."""
+    from east_agent.evaluation.runs import holds_work
+    from east_agent.simuleval_glue.run_folder import SET_ASIDE
+
+    (tmp_path / "instances.log").write_text("")
+    assert not holds_work(tmp_path)
+    (tmp_path / SET_ASIDE).write_text('{"index": 3, "prediction": "s3"}\n')
+    assert holds_work(tmp_path)

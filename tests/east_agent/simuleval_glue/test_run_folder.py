@@ -45,6 +45,10 @@ def test_sentences_set_aside_come_back_unless_logged_again(tmp_path):
     log, aside = output / "instances.log", output / run_folder.SET_ASIDE
     write_log(log, [0, 1, 3])
     aside.write_text('{"index": 3, "prediction": "old"}\n{"index": 5, "prediction": "s5"}\n')
+    assert run_folder.finished_in(output) == 4  # a grid resumes such a folder
+    log.write_text("")  # no sentence kept before the first missing one: resumed all the same
+    assert run_folder.finished_in(output) == 2
+    write_log(log, [0, 1, 3])
     with writing(output, None, resume=True, run=True):
         pass
     assert logged(log) == [0, 1, 3, 5] and not aside.exists()

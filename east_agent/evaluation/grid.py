@@ -274,10 +274,6 @@ def run_grid(
         check_folder_path(config.run_dir(run, shard), f"{run.name}'s run folder")
     if any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
         check_checkpoint_folder(config, dry_run)
-    elif not dry_run:  # a path to nothing (a typo) said so, not as another checkpoint
-        from east_agent.lm.checkpoint import check_model_path  # whose runs to delete
-
-        check_model_path(config.model_path)
     with holding_grid(config, shard, reading=dry_run):
         if afresh and not dry_run:  # before the test set is written, or any run emptied
             check_afresh(config.output / "runs")

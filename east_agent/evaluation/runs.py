@@ -26,6 +26,7 @@ from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import (
     content_of,
     is_content_setting,
+    is_hub_id,
     model_setting,
     shown_setting,
 )
@@ -232,7 +233,7 @@ def claim_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
                 write_atomically(path, json.dumps(record, indent=2) + "\n")
             return
         if differences:
-            raise held_otherwise(run_dir, differences)
+            raise held_otherwise(run_dir, differences, record)
         if saved == record or (
             is_content_setting(saved.get("model_path"))
             and not is_content_setting(record.get("model_path"))
@@ -248,10 +249,22 @@ def check_run_folder(run_dir: Path, record: dict[str, Any]) -> None:
     if path.exists() and holds_work(run_dir):
         differences = record_differences(read_json_object(path), record)
         if differences:
-            raise held_otherwise(run_dir, differences)
+            raise held_otherwise(run_dir, differences, record)
 
 
-def held_otherwise(run_dir: Path, differences: list[str]) -> EvalConfigError:
+def held_otherwise(
+    run_dir: Path, differences: list[str], record: dict[str, Any]
+) -> EvalConfigError:
+    """The refusal of a run folder made otherwise; a checkpoint given that is no folder
+    here is named as such (before: only as another checkpoint's runs, with advice to
+    delete them, for a typo)."""
+    model = record.get("model_path")
+    other_model = any(difference.startswith("model_path") for difference in differences)
+    if other_model and isinstance(model, str) and not Path(model).exists() and not is_hub_id(model):
+        return EvalConfigError(
+            f"model path {model!r} does not exist (the runs in {run_dir.parent} were made "
+            "with another checkpoint: a typo?)"
+        )
     return EvalConfigError(
         f"{run_dir} holds a run made with {'; '.join(differences)}: "
         "give another --output, or delete that folder to run it again"

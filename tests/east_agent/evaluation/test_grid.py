@@ -286,7 +286,10 @@ def test_a_mistyped_checkpoint_beside_finished_runs_is_named_as_missing(grid, tm
     said = east_eval_fails(
         capsys, config, "--limit", "3", "--output", tmp_path / "out", "--model-path", typo
     )
-    assert said == f"east-eval: model path {str(typo)!r} does not exist\n"
+    assert said == (
+        f"east-eval: model path {str(typo)!r} does not exist (the runs in "
+        f"{tmp_path / 'out' / 'runs'} were made with another checkpoint: a typo?)\n"
+    )
 
 
 def test_a_file_where_a_run_folder_goes_is_named(grid, tmp_path, capsys):

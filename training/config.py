@@ -478,14 +478,12 @@ def check_schedule(train: dict, at: At) -> None:
             for _ in range(3):  # a schedule's factor is computed at each step
                 optimizer.step()
                 schedule.step()
-    except ZeroDivisionError:
-        if rate != 0:
-            raise
-        raise ConfigError(  # before: blamed on the kwargs, which were right
-            f"{at('train', 'learning_rate')}: train.learning_rate 0: a {name} schedule "
-            f"divides by it (lr_scheduler_kwargs {kwargs}); a learning rate above 0"
-        ) from None
-    except (TypeError, ValueError) as error:
+    except (TypeError, ValueError, ZeroDivisionError) as error:
+        if isinstance(error, ZeroDivisionError) and rate == 0:
+            raise ConfigError(  # before: blamed on the kwargs, which were right
+                f"{at('train', 'learning_rate')}: train.learning_rate 0: a {name} schedule "
+                f"divides by it (lr_scheduler_kwargs {kwargs}); a learning rate above 0"
+            ) from None
         raise ConfigError(
             f"{at('train', 'lr_scheduler_kwargs')}: train.lr_scheduler_kwargs {kwargs} do not "
             f"make a {name} schedule ({type(error).__name__}: {error})"

@@ -398,6 +398,11 @@ def test_numbers_in_nested_settings_are_numbers(tmp_path):
     said = "train.learning_rate 0: a cosine_with_min_lr schedule divides by it"
     with pytest.raises(ConfigError, match=said):  # before: blamed on the kwargs
         with_overrides(with_min, "train.lr_scheduler_kwargs={min_lr: 0}", "train.learning_rate=0")
+    said = "train.lr_scheduler_kwargs {'timescale': 0} do not make a inverse_sqrt schedule"
+    with pytest.raises(ConfigError, match=re.escape(said)):  # a rate above 0: the kwargs
+        with_overrides(
+            "train.lr_scheduler_type=inverse_sqrt", "train.lr_scheduler_kwargs={timescale: 0}"
+        )
     rate_zero = with_overrides("train.lr_scheduler_type=cosine", "train.learning_rate=0")
     assert rate_zero.train["learning_rate"] == 0  # a schedule that does not divide by it
 

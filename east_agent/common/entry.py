@@ -179,6 +179,8 @@ def command_line(command: str) -> Callable[[Main], Main]:
             with _ending_signals_raised():
                 try:
                     returned = main(*args, **kwargs)
+                    if sys.stdout is not None and not sys.stdout.closed:
+                        sys.stdout.flush()  # a reader gone is met here, not at Python's exit
                 except BaseException as error:
                     if _signalled is not None:  # whatever a library made of the signal
                         _end_by_signal(command, _signalled)

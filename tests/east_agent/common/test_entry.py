@@ -405,6 +405,35 @@ def test_a_reader_of_stdout_that_went_away_ends_the_command_silently():
     assert child.stderr.read() == b""
 
 
+def test_output_still_buffered_when_the_reader_went_away_ends_silently_too():
+    """The last lines in stdout's buffer when `main` returns: before, Python's flush at exit
+    failed ("Exception ignored ... BrokenPipeError", exit 120)."""
+    script = """
+import sys, time
+from east_agent.common.entry import command_line
+
+@command_line("east-test")
+def main():
+    print("first", flush=True)
+    time.sleep(1)  # the reader goes meanwhile
+    print("last")  # buffered: a pipe's stdout is block-buffered
+
+main()
+"""
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_signals,
+        env=buffered,
+    )
+    assert child.stdout.readline() == b"first\n"
+    child.stdout.close()
+    assert child.wait(timeout=60) == 141
+    assert child.stderr.read() == b""
+
+
 def test_a_broken_pipe_of_a_socket_stays_an_error():
     """Only stdout's reader going away is taken as SIGPIPE: another broken pipe (a server's
     socket) keeps its traceback."""

@@ -417,7 +417,9 @@ def run(config: SFTConfig) -> Path:
 def training_arguments_fault(config: SFTConfig, error: ValueError) -> str:
     """Where the `train` settings TrainingArguments refused were given, and what to change
     where it is bfloat16 on a machine without it (the Stage I and II recipes ask for it)."""
-    if config.train.get("bf16") and "bf16" in str(error):
+    # transformers' words for it ("Your setup doesn't support bf16/gpu"; not "At most one
+    # of fp16 and bf16 can be True", another fault)
+    if config.train.get("bf16") and "support bf16" in str(error):
         return (
             f"{config.place('train', 'bf16')}: train.bf16 true, and this machine has no "
             "bfloat16 device (train.bf16=false to try it here)"

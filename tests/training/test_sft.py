@@ -1196,3 +1196,8 @@ def test_a_bfloat16_recipe_on_a_machine_without_it_names_its_line(tmp_path):
     with pytest.raises(ValueError, match=said + r" \(train\.bf16=false to try it here\): Your"):
         run(config)
     assert not output.exists()
+    from training.sft import training_arguments_fault
+
+    other = ValueError("At most one of fp16 and bf16 can be True, but not both")  # its words
+    said = training_arguments_fault(config, other)  # another fault naming bf16: not the machine
+    assert said.endswith("TrainingArguments refused the train settings"), said

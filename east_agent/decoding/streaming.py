@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import astuple, dataclass, field, fields
+from numbers import Integral
 from typing import TYPE_CHECKING
 
 import torch
@@ -100,22 +101,34 @@ def check_shared_settings(config: DecoderConfig | WaitkConfig) -> None:
             raise ValueError(f"{name} ({flag}) must be at least 1, got {value}")
 
 
-FIELD_TYPES = {"int": int, "str": str, "bool": bool}
+FIELD_TYPES = {"int": Integral, "str": str, "bool": bool}
 
 
 def check_field_types(config: DecoderConfig | WaitkConfig) -> None:
-    """Each `int`, `str` or `bool` field of a config holds one (`| None`: or None), a bool
-    being no int (before: `num_beams="3"` failed later as a comparison of str and int)."""
+    """Each `int`, `str` or `bool` field of a config holds one (`| None`: or None): an
+    integer of any kind (numpy's) is made an `int`, a bool is none (before: `num_beams="3"`
+    failed later as a comparison of str and int)."""
     for setting in fields(config):
-        kind, _, optional = setting.type.partition(" | ")
+        declared = setting.type if isinstance(setting.type, str) else declared_name(setting.type)
+        kind, _, optional = declared.partition(" | ")
         value = getattr(config, setting.name)
         if kind not in FIELD_TYPES or (value is None and optional == "None"):
             continue
-        if type(value) is not FIELD_TYPES[kind]:
-            raise TypeError(
-                f"{type(config).__name__}.{setting.name} must be {setting.type}, got "
-                f"{type(value).__name__} {value!r}"
-            )
+        if isinstance(value, FIELD_TYPES[kind]) and not (kind == "int" and isinstance(value, bool)):
+            if kind == "int":
+                object.__setattr__(config, setting.name, int(value))
+            continue
+        shown = type(value).__qualname__
+        module = type(value).__module__
+        raise TypeError(
+            f"{type(config).__name__}.{setting.name} must be {declared}, got "
+            f"{shown if module == 'builtins' else f'{module}.{shown}'} {value!r}"
+        )
+
+
+def declared_name(annotation: object) -> str:
+    """`int`, or `int | None`, as a module without postponed annotations declares it."""
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
 @dataclass

@@ -359,6 +359,10 @@ def test_a_config_value_of_another_type_is_refused(settings, message):
     with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
         DecoderConfig("de", "en", **settings)
     assert DecoderConfig("de", "en", max_context=None, cache_budget=None).max_context is None
+    import numpy  # an integer of another kind is an int (a review: numpy's were refused)
+
+    config = DecoderConfig("de", "en", num_beams=numpy.int64(3))
+    assert config.num_beams == 3 and type(config.num_beams) is int
 
 
 def test_a_context_that_leaves_no_room_is_refused_as_the_decoder_is_built(

@@ -180,14 +180,19 @@ class AgentService:
         session.states.update_source(segment)
 
     def _check_target_language(self, segment: Segment) -> None:
-        """A segment that names a target language (SimulEval's `tgt_lang`) must name this
-        server's (before: ignored, a French request answered in English with 200)."""
-        from east_agent.decoding.prompt import known_language_name
+        """A segment that names a known target language (SimulEval's `tgt_lang`; `en-US`
+        by its language) must name this server's (before: ignored, a French request
+        answered in English with 200). SimulEval's own evaluator sends none."""
+        from east_agent.decoding.prompt import known_language_name, language_name
 
         asked = getattr(segment, "tgt_lang", None)
-        if not isinstance(asked, str) or not asked.strip():
+        if not isinstance(asked, str):
             return
-        if known_language_name(asked) != known_language_name(self.target_language):
+        try:
+            language = language_name(asked.replace("_", "-").split("-")[0])
+        except ValueError:  # no language this package knows: nothing to compare
+            return
+        if language != known_language_name(self.target_language):
             raise RequestError(
                 400, f"the segment asks for tgt_lang {asked!r}; this server translates "
                 f"into {known_language_name(self.target_language)}"

@@ -670,8 +670,8 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
 
 
 CLIENT_HELP = {
-    "tgt_lang": "the target language sent with each source segment (checked against the "
-    "language this package's server translates into)",
+    "tgt_lang": "the target language (checked against the language this package's "
+    "server translates into before any sentence is sent)",
     "no_use_ref_len": "latency with the prediction's length as the target length (by "
     "default AL takes the reference's, LAAL the longer of the two)",
     "eval_latency_unit": "the unit of latency: word, char (Chinese and Japanese) or spm "

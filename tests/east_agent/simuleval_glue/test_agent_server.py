@@ -306,7 +306,7 @@ def test_a_segment_asking_for_another_target_language_is_a_bad_request(east_mode
     ) as refused:
         service.push("s", french.json().encode())
     assert refused.value.status == 400 and not service.sessions["s"].states.source
-    for same in ("en", "English", "", None):
+    for same in ("en", "English", "en-US", "en_GB", "", "x-klingon", None):
         unit = TextSegment(index=0, content="Hallo", finished=False, tgt_lang=same)
         service.push("s", unit.json().encode())
-    assert service.sessions["s"].states.source == ["Hallo"] * 4
+    assert service.sessions["s"].states.source == ["Hallo"] * 7

@@ -477,15 +477,29 @@ def _named_class(get_agent_class):
 
     quiet = logging.getLogger("simuleval.utils.agent")
     was_disabled, quiet.disabled = quiet.disabled, True  # its "Try setting --user-dir?"
+    name = check_argument("agent_class")
     try:
         return get_agent_class()
-    except (ImportError, AttributeError, ValueError) as error:
+    except (ModuleNotFoundError, AttributeError, ValueError) as error:
+        if not names_no_class(error, name):  # the agent's module failing on its own
+            raise
         raise ValueError(
-            f"--agent-class {check_argument('agent_class')}: {error} (a module.Class this "
-            "Python can import: add its folder with --user-dir)"
+            f"--agent-class {name}: {error} (a module.Class this Python can import: add its "
+            "folder with --user-dir)"
         ) from None
     finally:
         quiet.disabled = was_disabled
+
+
+def names_no_class(error: Exception, name: str) -> bool:
+    """Whether `error` says `name` (module.Class) names nothing: its module, a module above
+    it, or the class missing, or no module part (not an import inside the module)."""
+    module, _, class_name = name.rpartition(".")
+    if isinstance(error, ModuleNotFoundError):
+        return bool(error.name) and f"{module}.".startswith(f"{error.name}.")
+    if isinstance(error, AttributeError):
+        return error.name == class_name
+    return not module
 
 
 def _system_dir_class():

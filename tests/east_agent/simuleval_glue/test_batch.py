@@ -1035,6 +1035,23 @@ def test_an_agent_class_that_does_not_import_is_one_line(test_set, tmp_path, nam
     assert not (tmp_path / "out").exists()
 
 
+def test_an_agent_modules_own_import_error_is_not_taken_for_a_wrong_class_name():
+    """A review: a missing dependency inside the agent's module is the module's fault, kept
+    with its traceback, not a one-line "--agent-class ... add --user-dir"."""
+    from east_agent.simuleval_glue.cli import names_no_class
+
+    missing = ModuleNotFoundError("No module named 'nosuch'", name="nosuch")
+    assert names_no_class(missing, "nosuch.Agent")
+    assert names_no_class(ModuleNotFoundError("x", name="my"), "my.agents.Agent")
+    inside = ModuleNotFoundError("No module named 'torchx'", name="torchx")
+    assert not names_no_class(inside, "my.agents.Agent")
+    assert not names_no_class(ModuleNotFoundError("x", name="my.age"), "my.agents.Agent")
+    assert names_no_class(AttributeError("no", name="Agent"), "my.agents.Agent")
+    assert not names_no_class(AttributeError("no", name="config"), "my.agents.Agent")
+    assert names_no_class(ValueError("Empty module name"), "Agent")
+    assert not names_no_class(ValueError("its own"), "my.agents.Agent")
+
+
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
 def test_a_scored_run_without_references_is_refused_before_loading(
     east_checkpoint, test_set, tmp_path, batch

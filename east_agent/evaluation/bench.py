@@ -1102,19 +1102,24 @@ def main(argv: list[str] | None = None) -> None:
         keeps_rows = args.output and not is_special_file(Path(args.output))
         partial = Path(f"{args.output}.partial") if keeps_rows else None
 
+        earlier = bool(partial and partial.exists())  # a run's cut short before this one
+        written = []
+
         def finished_row(results: list) -> None:
             """The table so far, beside the output: a run cut short keeps its rows."""
-            if partial:
-                write_atomically(partial, streams_report(results, header))
+            if not partial:
+                return
+            if earlier and not written:  # before: replaced without a word
+                print(f"note: {partial}: an earlier run's rows replaced", file=sys.stderr)
+            write_atomically(partial, streams_report(results, header))
+            written.append(len(results))
 
-        if partial and partial.exists():  # before: replaced without a word
-            print(f"note: {partial}, an earlier run's rows, is replaced", file=sys.stderr)
         try:
             results = stream_benchmark(
                 args, model, tokenizer, sentences, schedule, started, finished_row
             )
-        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the rows kept are named
-            if partial and partial.exists():
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the rows this run kept are named
+            if written:
                 print(f"east-bench: the rows finished are in {partial}", file=sys.stderr)
             raise
         publish(streams_report(results, header), args.output)

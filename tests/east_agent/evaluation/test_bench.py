@@ -140,7 +140,7 @@ def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeyp
     assert [row.split(" | ")[:2] for row in rows] == [
         ["| 1 (sequential)", "1"], ["| 1", "1"], ["| 3", "1"]
     ]  # fmt: skip
-    said = f"note: {tmp_path / 'streams.md.partial'}, an earlier run's rows, is replaced"
+    said = f"note: {tmp_path / 'streams.md.partial'}: an earlier run's rows replaced"
     assert said in capsys.readouterr().err
 
 

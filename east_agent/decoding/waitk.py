@@ -18,7 +18,7 @@ up to the next whole character).
 from __future__ import annotations
 
 import os
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -166,7 +166,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         self.head, self.tail = self.fixed_prompt(tokenizer, config)
         self.start_streams(model, self.head)
         self.end_of_turn = end_of_turn_ids(tokenizer, model.generation_config.eos_token_id)
-        self.suppress = self.mask(offline_suppressed_ids(tokenizer))
+        self.suppress = self.mask(offline_suppressed_ids(tokenizer, self.end_of_turn))
         self.boundary = WordBoundary(
             tokenizer, self.characters, config.tgt_lang in UNSPACED_LANGUAGES
         )
@@ -354,10 +354,12 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
         return Step(FORCED, text, chunk_ids, finished=True)
 
 
-def offline_suppressed_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def offline_suppressed_ids(tokenizer: PreTrainedTokenizerBase, stops: Iterable[int]) -> list[int]:
     """What the offline prompt's target never holds: the BOS token (0 is an id, the demo
     model's: before, taken for none) and an EAST checkpoint's markers (before: written,
     dropped from the text, and the source-like words the model wrote after them kept:
-    `There is der Bräutigam eines Mannes, derThe groom of a man ...`)."""
+    `There is der Bräutigam eines Mannes, derThe groom of a man ...`); never one of the
+    `stops` that end the turn (a BOS that is also the EOS: the target could not end)."""
     markers = [single_token_id(tokenizer, token) for token in (END_OF_READ, END_OF_WRITE)]
-    return [token for token in (tokenizer.bos_token_id, *markers) if token is not None]
+    candidates = (tokenizer.bos_token_id, *markers)
+    return [token for token in candidates if token is not None and token not in set(stops)]

@@ -373,6 +373,9 @@ def test_offline_waitk_suppresses_bos_of_id_0_and_the_east_markers(east_model, e
     decoder = OfflineWaitkDecoder(east_model, tokenizer, WaitkConfig("de", "en", 2))
     markers = tokenizer.convert_tokens_to_ids([END_OF_READ, END_OF_WRITE])
     assert decoder.suppress.nonzero()[:, 0].tolist() == sorted([0, *markers])
+    from east_agent.decoding.waitk import offline_suppressed_ids
+
+    assert offline_suppressed_ids(tokenizer, [0]) == markers  # a BOS that ends the turn
 
 
 def test_a_latency_level_with_the_offline_prompt_is_refused():

@@ -143,7 +143,8 @@ def compare(
     tokenize: str = "13a",
     samples: int = SAMPLES,
 ) -> list[Comparison]:
-    """Compare each (setting, predictions) with the one before it."""
+    """Compare each (setting, predictions) with the one before it; under MIN_SENTENCES
+    sentences (set by the grid's SAMPLES draws, whatever `samples` a test asks) untested."""
     from sacrebleu.metrics import BLEU
     from sacrebleu.significance import PairedTest
 

@@ -19,7 +19,8 @@ EAST_DEMO = [sys.executable, "-m", "east_agent.evaluation.demo"]  # the `east-de
 def all_levels(tmp_path_factory):
     output = tmp_path_factory.mktemp("east-demo")
     # From another directory: the shipped model is found through the package.
-    command = [*EAST_DEMO, "--all-levels", "--limit", "6", "--output", str(output)]
+    # 7 sentences: the fewest a significance test takes (`significance.MIN_SENTENCES`)
+    command = [*EAST_DEMO, "--all-levels", "--limit", "7", "--output", str(output)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=output)
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result.stdout
@@ -72,6 +73,7 @@ def test_all_levels_print_the_table(all_levels):
         assert float(row["LAAL"]) > 0
     assert "| system | setting | BLEU | AL | LAAL |" in stdout  # the table is printed
     assert "| east | medium-high | high |" in stdout  # and the significance of each step
+    assert "untested" not in stdout  # tested: a p-value and a verdict for each step
 
 
 def test_each_demo_starts_afresh_but_never_under_a_live_run(tmp_path):
@@ -249,8 +251,8 @@ def test_a_demo_stopped_part_way_leaves_no_tables_of_the_runs_it_emptied(all_lev
     shutil.copytree(all_levels[0], output)
     assert (output / "results.md").exists() and (output / "curves.png").exists()
     command = [*EAST_DEMO, "--output", str(output), "--all-levels", "--limit", "300"]
-    # killed once the new run of the first level holds more than the earlier one (6)
-    sigkill_after_lines(command, output / "runs" / "east-low" / "instances.log", 7)
+    # killed once the new run of the first level holds more than the earlier one (7)
+    sigkill_after_lines(command, output / "runs" / "east-low" / "instances.log", 8)
     left = sorted(path.name for path in output.iterdir())
     assert not {"results.csv", "results.md", "significance.md", "curves.png"} & set(left)
 

@@ -20,6 +20,7 @@ import difflib
 import functools
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -286,6 +287,12 @@ GRID_OWN_FLAGS = {
 }
 
 
+def close_hint(key: str, known: Iterable[str]) -> str:
+    """` (did you mean 'systems'?)` for the known key closest to a typo, if any."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def check_system_keys(place: KeyPlace, system: str, agent: str, settings: dict) -> None:
     """A key no flag of the agent takes is a typo: named before anything loads or runs."""
     known = agent_flags(agent) | set(RUN_ARGUMENT_KEYS)
@@ -297,9 +304,9 @@ def check_system_keys(place: KeyPlace, system: str, agent: str, settings: dict) 
                 "a grid of its own"
             )
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise EvalConfigError(f"{where}: the {agent} agent has no such flag{hint}")
+            raise EvalConfigError(
+                f"{where}: the {agent} agent has no such flag{close_hint(key, known)}"
+            )
 
 
 def check_swept_values(place: KeyPlace, system: str, agent: str, key: str, values: list) -> None:
@@ -599,8 +606,7 @@ def read_eval_config(
     place = KeyPlace(path, text, {key for key, value in overrides.items() if value is not None})
     unknown = sorted((key for key in tree if key not in TOP_LEVEL_KEYS), key=str)
     if unknown:  # a close key suggested (before: none, as for a system's keys)
-        close = difflib.get_close_matches(str(unknown[0]), sorted(TOP_LEVEL_KEYS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = close_hint(str(unknown[0]), TOP_LEVEL_KEYS)
         raise EvalConfigError(f"{place.of(unknown[0])}: unknown key {unknown[0]!r}{hint}")
     for key in ("testset", "model_path", "output", "systems"):
         if key not in tree and overrides.get(key) is None:

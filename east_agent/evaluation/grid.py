@@ -99,7 +99,7 @@ def prepare(config: EvalConfig) -> PreparedTestset:
     if saved is not None:
         refuse_replacing(config, saved)
     # before: a hand-made source.txt or reference.txt there replaced, --dry-run too
-    check_own_sentence_files(folder, "the grid's test set folder ")
+    check_own_sentence_files(folder, "the grid's test set folder")
     tokenizer = None
     if split:
         from east_agent.lm.checkpoint import load_tokenizer

@@ -299,7 +299,7 @@ def units_split_by(folder: Path) -> str | dict | None:
     return read_json_object(Path(folder) / "testset.json").get(UNITS_SPLIT_BY)
 
 
-def check_own_sentence_files(output: Path, where: str = "--output ") -> None:
+def check_own_sentence_files(output: Path, where: str = "--output") -> None:
     """east-prepare replaces only sentence files it wrote and nobody changed since: a
     `source.txt` or `reference.txt` without a `testset.json` beside it, or other than the
     one it records, is refused (before: replaced, and the user's file lost); `where`: what
@@ -310,7 +310,7 @@ def check_own_sentence_files(output: Path, where: str = "--output ") -> None:
     meta = output / "testset.json"
     if not meta.is_file():
         raise ValueError(
-            f"{where}{output}: {present[0].name} there was not written by east-prepare "
+            f"{where} {output}: {present[0].name} there was not written by east-prepare "
             f"(no {meta.name} beside it): move it away, or choose another folder"
         )
     recorded = read_json_object(meta).get(FILES_SHA256)
@@ -319,7 +319,7 @@ def check_own_sentence_files(output: Path, where: str = "--output ") -> None:
     for path in present:
         if recorded.get(path.name) != file_sha256(path):
             raise ValueError(
-                f"{where}{output}: {path.name} changed since east-prepare wrote it "
+                f"{where} {output}: {path.name} changed since east-prepare wrote it "
                 f"({meta.name} holds its SHA-256): preparing again would replace the "
                 "change; move it away, or choose another folder"
             )

@@ -221,7 +221,9 @@ def check_failures(failures: list[str], tried: int, log: Path) -> None:
     if not failures:
         return
     kept = len(finished_records(log))
-    where = f"{kept} finished sentences are in {log}" if kept else f"{log} holds no sentence"
+    where = {0: f"{log} holds no sentence", 1: f"1 finished sentence is in {log}"}.get(
+        kept, f"{kept} finished sentences are in {log}"
+    )
     raise BatchedRunError(  # before: "the others are in" though none was
         f"{len(failures)} of the {tried} sentences this run tried failed; {where} "
         "(no scores written):\n  " + "\n  ".join(failures)

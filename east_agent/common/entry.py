@@ -179,8 +179,7 @@ def command_line(command: str) -> Callable[[Main], Main]:
             with _ending_signals_raised():
                 try:
                     returned = main(*args, **kwargs)
-                    if sys.stdout is not None and not sys.stdout.closed:
-                        sys.stdout.flush()  # a reader gone is met here, not at Python's exit
+                    _flush_stdout()  # a reader gone is met here, not at Python's exit
                 except BaseException as error:
                     if _signalled is not None:  # whatever a library made of the signal
                         _end_by_signal(command, _signalled)
@@ -205,9 +204,31 @@ def _end_by_error(command: str, error: BaseException) -> None:
     if isinstance(error, KeyboardInterrupt):  # raised by hand, as a test does
         _end_by_signal(command, getattr(error, "signum", signal.SIGINT))
     if isinstance(error, BrokenPipeError) and _stdout_reader_gone():
-        # stdout to nothing, so that Python's flush at exit does not fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _stdout_to_nothing()
         sys.exit(128 + signal.SIGPIPE)
+
+
+def _flush_stdout() -> None:
+    """stdout's buffer written out; where that fails (its reader gone, a full disk) stdout
+    goes to nothing before the error is raised, so that Python's own flush at exit does not
+    fail again (before: "Exception ignored ..." after the message, exit 120)."""
+    if sys.stdout is None or sys.stdout.closed:
+        return
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if _stdout_reader_gone():  # asked before stdout is made to go to nothing
+            _stdout_to_nothing()
+            sys.exit(128 + signal.SIGPIPE)
+        _stdout_to_nothing()
+        raise
+    except OSError:
+        _stdout_to_nothing()
+        raise
+
+
+def _stdout_to_nothing() -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _stdout_reader_gone() -> bool:

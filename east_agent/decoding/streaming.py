@@ -24,6 +24,7 @@ Decoders here never import SimulEval.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import astuple, dataclass, field, fields
@@ -109,14 +110,14 @@ def check_field_types(config: DecoderConfig | WaitkConfig) -> None:
     integer of any kind (numpy's) is made an `int`, a bool is none (before: `num_beams="3"`
     failed later as a comparison of str and int)."""
     for setting in fields(config):
-        declared = setting.type if isinstance(setting.type, str) else declared_name(setting.type)
+        declared = declared_name(setting.type)
         kind, _, optional = declared.partition(" | ")
         value = getattr(config, setting.name)
         if kind not in FIELD_TYPES or (value is None and optional == "None"):
             continue
         if isinstance(value, FIELD_TYPES[kind]) and not (kind == "int" and isinstance(value, bool)):
-            if kind == "int":
-                object.__setattr__(config, setting.name, int(value))
+            plain = {"int": int, "str": str.__str__, "bool": bool}[kind]  # a str enum's text
+            object.__setattr__(config, setting.name, plain(value))
             continue
         shown = type(value).__qualname__
         module = type(value).__module__
@@ -127,8 +128,12 @@ def check_field_types(config: DecoderConfig | WaitkConfig) -> None:
 
 
 def declared_name(annotation: object) -> str:
-    """`int`, or `int | None`, as a module without postponed annotations declares it."""
-    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
+    """`int`, or `int | None`, as a module without postponed annotations declares it
+    (`Optional[int]` too)."""
+    if isinstance(annotation, type):
+        return annotation.__name__
+    optional = re.fullmatch(r"(?:typing\.)?Optional\[(\w+)\]", str(annotation))
+    return f"{optional[1]} | None" if optional else str(annotation)
 
 
 @dataclass

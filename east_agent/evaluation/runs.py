@@ -262,8 +262,8 @@ def held_otherwise(
     other_model = any(difference.startswith("model_path") for difference in differences)
     if other_model and isinstance(model, str) and not Path(model).exists() and not is_hub_id(model):
         return EvalConfigError(
-            f"model path {model!r} does not exist (the runs in {run_dir.parent} were made "
-            "with another checkpoint: a typo?)"
+            f"model path {model!r} does not exist ({run_dir} holds a run made with another "
+            "checkpoint: a typo?)"
         )
     return EvalConfigError(
         f"{run_dir} holds a run made with {'; '.join(differences)}: "
@@ -311,14 +311,13 @@ def start_afresh(run_dir: Path) -> None:
 def holds_work(run_dir: Path) -> bool:
     """Whether a run folder holds a finished sentence or scores."""
     scored = any((run_dir / name).exists() for name in ("scores.tsv", "metrics.tsv"))
-    return scored or finished_in(run_dir) > 0
+    return scored or finished_lines(run_dir / "instances.log") > 0
 
 
 def finished_lines(log: Path) -> int:
-    """Complete lines of an instances.log (read only: its writer may be at work)."""
-    from east_agent.simuleval_glue.instance_log import finished_records
-
-    return len(finished_records(log))
+    """The finished sentences of an instances.log's run folder: its complete lines, and those
+    set aside for SimulEval's loop (read only: its writer may be at work)."""
+    return finished_in(log.parent)
 
 
 def run_simuleval(
@@ -343,8 +342,8 @@ def _run_simuleval(
 ) -> float:
     timing = output / "wall_seconds.json"
     tries = read_tries(timing, output / "instances.log")
-    before = finished_lines(output / "instances.log")
-    if finished_in(output):  # those set aside for SimulEval's loop too (a SIGKILL's)
+    before = finished_lines(output / "instances.log")  # set aside ones too (a SIGKILL's)
+    if before:
         command = [*command, "--continue-unfinished"]
     print("$ " + shlex.join(command), flush=True)
     in_process = "--batch-size" in command

@@ -218,8 +218,11 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     then the resume is refused."""
     from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
     from east_agent.common.records import read_json_object
-    from east_agent.simuleval_glue.instance_log import finished_records
-    from east_agent.simuleval_glue.run_folder import LOG_UNIT_SETTINGS, SETTINGS_RECORD
+    from east_agent.simuleval_glue.run_folder import (
+        LOG_UNIT_SETTINGS,
+        SETTINGS_RECORD,
+        kept_records,
+    )
 
     language = info.get("source_language")
     files = {name: getattr(args, name) for name in ("source", "target")}
@@ -235,7 +238,7 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     output = Path(args.output) if args.output else None
     record = output / SETTINGS_RECORD if output else None
     resumed = args.continue_unfinished and record is not None and record.exists()
-    kept = finished_records(output / "instances.log") if resumed else []
+    kept = kept_records(output) if resumed else []  # set aside for SimulEval's loop too
     if not kept:
         return now
     saved, log = read_json_object(record), output / "instances.log"

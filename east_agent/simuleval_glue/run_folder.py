@@ -383,12 +383,19 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     return start < end <= index
 
 
-def finished_in(output: Path) -> int:
+def kept_records(output: Path) -> list[dict]:
     """The finished sentences a run folder keeps: in its log, or set aside for SimulEval's
-    loop (read only: its writer may be at work)."""
-    logged = {record["index"] for record in finished_records(output / "instances.log")}
-    aside = {record["index"] for record in finished_records(output / SET_ASIDE)}
-    return len(logged | aside)
+    loop and not logged again (read only: its writer may be at work)."""
+    logged = finished_records(output / "instances.log")
+    again = {record["index"] for record in logged}
+    aside = [
+        record for record in finished_records(output / SET_ASIDE) if record["index"] not in again
+    ]
+    return logged + aside
+
+
+def finished_in(output: Path) -> int:
+    return len(kept_records(output))
 
 
 def restore_set_aside(output: Path) -> None:

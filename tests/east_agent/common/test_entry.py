@@ -434,6 +434,28 @@ main()
     assert child.stderr.read() == b""
 
 
+def test_output_left_in_the_buffer_for_a_full_disk_is_said_once():
+    """A review: the flush after `main` failed with ENOSPC, said so, and Python's own flush at
+    exit failed again ("Exception ignored ...", exit 120)."""
+    script = """
+from east_agent.common.entry import command_line
+
+@command_line("east-test")
+def main():
+    print("x" * 100)
+
+main()
+"""
+    buffered = {name: value for name, value in os.environ.items() if name != "PYTHONUNBUFFERED"}
+    with open("/dev/full", "w") as full:
+        result = subprocess.run(
+            [sys.executable, "-c", script], stdout=full, stderr=subprocess.PIPE, text=True,
+            env=buffered, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "east-test: No space left on device\n"
+
+
 def test_a_broken_pipe_of_a_socket_stays_an_error():
     """Only stdout's reader going away is taken as SIGPIPE: another broken pipe (a server's
     socket) keeps its traceback."""

@@ -363,6 +363,12 @@ def test_a_config_value_of_another_type_is_refused(settings, message):
 
     config = DecoderConfig("de", "en", num_beams=numpy.int64(3))
     assert config.num_beams == 3 and type(config.num_beams) is int
+    import enum
+
+    class Level(str, enum.Enum):
+        HIGH = "high"
+
+    assert type(DecoderConfig("de", "en", latency=Level.HIGH).latency) is str  # its text
 
 
 def test_a_context_that_leaves_no_room_is_refused_as_the_decoder_is_built(

@@ -287,8 +287,8 @@ def test_a_mistyped_checkpoint_beside_finished_runs_is_named_as_missing(grid, tm
         capsys, config, "--limit", "3", "--output", tmp_path / "out", "--model-path", typo
     )
     assert said == (
-        f"east-eval: model path {str(typo)!r} does not exist (the runs in "
-        f"{tmp_path / 'out' / 'runs'} were made with another checkpoint: a typo?)\n"
+        f"east-eval: model path {str(typo)!r} does not exist ({tmp_path / 'out' / 'runs'}"
+        "/east-low holds a run made with another checkpoint: a typo?)\n"
     )
 
 

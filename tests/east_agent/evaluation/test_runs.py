@@ -344,10 +344,14 @@ def test_sentences_set_aside_for_simulevals_loop_are_work_a_grid_resumes(tmp_pat
     """A `--batch-size 1` resume that kept no sentence before the first missing one has
     them all set aside; SIGKILLed there, its folder still holds work (before: taken as
     empty, run afresh, and the sentences deleted with the set-aside file)."""
-    from east_agent.evaluation.runs import holds_work
+    from east_agent.evaluation.runs import finished_lines, holds_work
     from east_agent.simuleval_glue.run_folder import SET_ASIDE
 
-    (tmp_path / "instances.log").write_text("")
+    log = tmp_path / "instances.log"
+    log.write_text("")
     assert not holds_work(tmp_path)
     (tmp_path / SET_ASIDE).write_text('{"index": 3, "prediction": "s3"}\n')
-    assert holds_work(tmp_path)
+    assert holds_work(tmp_path) and finished_lines(log) == 1
+    # a try that translated sentence 3 again counts it once (its timing's sentence count)
+    log.write_text('{"index": 3, "prediction": "s3 again"}\n{"index": 4, "prediction": "s4"}\n')
+    assert finished_lines(log) == 2

@@ -699,16 +699,24 @@ OPTIONAL_PATH_KEYS = ("word_times", "comet_checkpoint", "comet_python")
 LIST_KEYS = ("quality_metrics", "latency_metrics")
 
 
+def must_be(kind: str, value: object) -> str:
+    """A refusal's words: `must be text, got 5`, or for blank text (an unset variable in a
+    script, `--model-path ''`) `is empty (must be text)` (before: "got ''")."""
+    if isinstance(value, str) and not value.strip():
+        return f"is empty (must be {kind})"
+    return f"must be {kind}, got {value!r}"
+
+
 def check_top_level(tree: dict, place: KeyPlace) -> None:
     """Each top-level value of the type the grid uses, named with its key if not."""
     for key in STRING_KEYS:
         if key in tree and (not isinstance(tree[key], str) or not tree[key].strip()):
-            raise EvalConfigError(f"{place.of(key)} must be text, got {tree[key]!r}")
+            raise EvalConfigError(f"{place.of(key)} {must_be('text', tree[key])}")
     for key in ("output", *OPTIONAL_PATH_KEYS):
         value = tree.get(key)
         if key in tree and not (value is None and key in OPTIONAL_PATH_KEYS):
             if not isinstance(value, (str, Path)) or not str(value).strip():
-                raise EvalConfigError(f"{place.of(key)} must be a path, got {value!r}")
+                raise EvalConfigError(f"{place.of(key)} {must_be('a path', value)}")
     for key in WHOLE_NUMBER_KEYS:
         value = tree.get(key)
         if key in tree and (not isinstance(value, int) or isinstance(value, bool) or value < 1):

@@ -1253,6 +1253,7 @@ def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
         ({"output": None}, "output must be a path, got None"),
         ({"model_path": 3}, "model_path must be text, got 3"),
         ({"device": None}, "device must be text, got None"),
+        ({"model_path": " "}, "model_path is empty (must be text)"),  # before: "got ' '"
         ({"word_times": 5}, "word_times must be a path, got 5"),
         ({"testset": "multi30k"}, "testset: unknown test set 'multi30k'"),
         ({"testset": "multi30k.xx-en"}, "testset: unknown test set 'multi30k.xx-en'"),

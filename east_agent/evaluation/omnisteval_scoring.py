@@ -35,9 +35,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -462,16 +464,44 @@ def run_omnisteval(
         char_level=testset.char_level,
         lang=moses_language(testset),
     )
-    scores, empty, normalization = evaluate_instances(
-        instances,
-        is_longform=True,
-        bleu_tokenizer=testset.sacrebleu_tokenizer,
-        fix_emission_ca_flag=fix_ca,
-    )
+    with hint_in_our_flags():
+        scores, empty, normalization = evaluate_instances(
+            instances,
+            is_longform=True,
+            bleu_tokenizer=testset.sacrebleu_tokenizer,
+            fix_emission_ca_flag=fix_ca,
+        )
     report = format_report(
         "Longform evaluation (with resegmentation)", {}, scores, empty, normalization
     )
     return scores, records, report
+
+
+class _HintInOurFlags(logging.Filter):
+    """OmniSTEval's advice to use its own CLI flag, said with this command's."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "--fix_simuleval_emission_ca" in text:
+            record.msg = text.replace(
+                "Consider using --fix_simuleval_emission_ca.",
+                "Leave out --no-fix-ca (OmniSTEval's --fix_simuleval_emission_ca).",
+            )
+            record.args = None
+        return True
+
+
+@contextmanager
+def hint_in_our_flags() -> Iterator[None]:
+    """While OmniSTEval scores: its hint under `--no-fix-ca` names the flag to leave out
+    (before: its own `--fix_simuleval_emission_ca`, which this command does not take)."""
+    hint = _HintInOurFlags()
+    logger = logging.getLogger("omnisteval.scoring")
+    logger.addFilter(hint)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hint)
 
 
 def add_resegmented_comet(result: dict, output_dir: str | Path, comet: CometSettings) -> dict:

@@ -543,3 +543,22 @@ def test_a_log_of_another_target_language_is_refused(talks_dir, tmp_path, capsys
         log.write_text(json.dumps(records[0]) + "\n")
         main(["longform", *flags])
         assert capsys.readouterr().err == f"{log}: talks scored: 1 of 2\n"
+
+
+def test_omnistevals_hint_names_this_commands_flag(caplog):
+    """Under `--no-fix-ca` OmniSTEval advises its own `--fix_simuleval_emission_ca`, which
+    this command does not take: said as the flag to leave out."""
+    import logging
+
+    from east_agent.evaluation.omnisteval_scoring import hint_in_our_flags
+
+    omnisteval_logger = logging.getLogger("omnisteval.scoring")
+    advice = "CA-YAAL (%.1f) is much higher. Consider using --fix_simuleval_emission_ca."
+    with hint_in_our_flags():
+        omnisteval_logger.warning(advice, 5000.0)
+    assert caplog.messages == [
+        "CA-YAAL (5000.0) is much higher. Leave out --no-fix-ca (OmniSTEval's "
+        "--fix_simuleval_emission_ca)."
+    ]
+    omnisteval_logger.warning(advice, 1.0)  # outside the scoring: as OmniSTEval says it
+    assert caplog.messages[-1].endswith("Consider using --fix_simuleval_emission_ca.")

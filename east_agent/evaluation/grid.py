@@ -272,8 +272,8 @@ def run_grid(
     check_grid_output(config.output)
     for run in runs:  # before: a bare "[Errno 17] File exists" for a file there
         check_folder_path(config.run_dir(run, shard), f"{run.name}'s run folder")
-    if any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
-        check_checkpoint_folder(config, dry_run)
+    if afresh or any(not (config.run_dir(run, shard) / "scores.tsv").exists() for run in runs):
+        check_checkpoint_folder(config, dry_run)  # afresh: before its finished runs go
     with holding_grid(config, shard, reading=dry_run):
         if afresh and not dry_run:  # before the test set is written, or any run emptied
             check_afresh(config.output / "runs")
@@ -284,11 +284,21 @@ def check_checkpoint_folder(config: EvalConfig, dry_run: bool) -> None:
     """The checkpoint a grid's runs load is a model folder with its weights: refused before
     a folder records its path or a run is emptied; a dry run says what the runs would be
     refused (before: it printed their commands alone)."""
-    from east_agent.lm.checkpoint import check_model_path, check_weights
+    from east_agent.lm.checkpoint import (
+        check_config,
+        check_model_path,
+        check_weights,
+        check_weights_readable,
+    )
 
     try:
         check_model_path(config.model_path)
         check_weights(config.model_path, "the checkpoint")
+        # before: a config.json that does not parse, or weights cut short, found by the
+        # load, after east-demo had emptied the earlier demo's runs
+        remote_code = any(run.flags.get("trust_remote_code") for run in config.runs())
+        check_config(config.model_path, "the checkpoint", bool(remote_code))
+        check_weights_readable(config.model_path, "the checkpoint")
     except ValueError as error:
         if not dry_run:
             raise

@@ -257,6 +257,29 @@ def test_a_demo_stopped_part_way_leaves_no_tables_of_the_runs_it_emptied(all_lev
     assert not {"results.csv", "results.md", "significance.md", "curves.png"} & set(left)
 
 
+@pytest.mark.parametrize("fault", ["config.json", "weights cut short"])
+def test_a_broken_checkpoint_is_refused_before_the_earlier_demo_is_emptied(
+    all_levels, tmp_path, fault
+):
+    """Before: its config.json or weights were found broken by the load, after the
+    earlier demo's tables and runs were gone."""
+    output = tmp_path / "out"
+    shutil.copytree(all_levels[0], output)
+    before = sorted(path.relative_to(output) for path in output.rglob("*"))
+    broken = tmp_path / "model"
+    shutil.copytree(DEFAULT_MODEL, broken)
+    if fault == "config.json":
+        (broken / "config.json").write_text("{garbage")
+    else:
+        weights = broken / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[: 5 * 2**20])
+    command = [*EAST_DEMO, "--limit", "3", "--model-path", str(broken), "--output", str(output)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"east-demo: the checkpoint {broken}: " in result.stderr
+    assert sorted(path.relative_to(output) for path in output.rglob("*")) == before
+
+
 def test_a_prepared_sentence_edited_by_hand_is_refused_before_a_run_is_emptied(
     all_levels, tmp_path
 ):

@@ -316,8 +316,9 @@ def check_outside_other_grids(output: Path) -> None:
     for parent in folder.parents:
         inside = folder.relative_to(parent).parts[0]
         if inside in GRID_OWN_FOLDERS and (parent / GRID_LOCK).is_file():
+            where = "is" if folder == parent / inside else "is inside"  # before: "inside"
             raise EvalConfigError(
-                f"output {output} is inside {parent / inside}, the {inside} of the grid in "
+                f"output {output} {where} {parent / inside}, the {inside} of the grid in "
                 f"{parent}; another --output"
             )
 

@@ -361,6 +361,11 @@ def main(argv: list[str] | None = None) -> None:
             f"--tokenizer: {args.testset}'s source is split into the checkpoint's token "
             "groups; name the checkpoint (--tokenizer models/EAST-8B)"
         )
+    if args.tokenizer and not split_by_tokenizer(args.testset):  # before: loaded, unused
+        raise ValueError(
+            f"--tokenizer: {args.testset}'s source is split at its spaces, not by a "
+            "tokenizer; leave --tokenizer out"
+        )
     tokenizer = split_by = None
     if args.tokenizer:
         from east_agent.common.fingerprint import model_setting
@@ -370,8 +375,7 @@ def main(argv: list[str] | None = None) -> None:
             tokenizer = load_tokenizer(args.tokenizer)
         except CheckpointError as error:  # before: "model path ...", a flag nobody typed
             raise ValueError(f"--tokenizer: {error}") from None
-        if split_by_tokenizer(args.testset):  # recorded as a grid records it (before: not)
-            split_by = model_setting(args.tokenizer)
+        split_by = model_setting(args.tokenizer)  # recorded as a grid records it
     with holding_grid_testset(Path(args.output)):
         prepared = prepare_testset(args.testset, args.output, tokenizer, split_by)
     unit = "talks" if longform.parse_name(prepared.name)[1] else "sentences"

@@ -363,8 +363,12 @@ def test_east_prepare_records_the_checkpoint_that_split_the_units(east_checkpoin
     config = EvalConfig(Path("g.yaml"), "wmt22.zh-en", str(east_checkpoint), tmp_path / "out", {})
     prepare(config)
     assert (folder / "source.txt").stat().st_mtime_ns == written  # taken as it is
-    main(["wmt22.de-en", "--output", str(folder), "--tokenizer", str(east_checkpoint)])
+    main(["wmt22.de-en", "--output", str(folder)])
     assert "units_split_by" not in json.loads((folder / "testset.json").read_text())
+    # a set split at its spaces takes no tokenizer (before: loaded, 2.5 s, and unused)
+    with pytest.raises(SystemExit) as refused:
+        main(["wmt22.de-en", "--output", str(folder), "--tokenizer", str(east_checkpoint)])
+    assert refused.value.code == 2
 
 
 def test_east_prepare_into_a_running_grids_testset_is_refused(tmp_path, capsys):

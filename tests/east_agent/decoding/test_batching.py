@@ -152,19 +152,16 @@ def test_a_sentence_too_long_fails_alone(east_model, east_tokenizer):
         assert record(outcomes[index].translation) == record(sequential.translate(sentences[index]))
 
 
-def test_a_context_the_prompt_does_not_fit_in_fails_each_sentence_alone(east_model, east_tokenizer):
+def test_a_context_the_prompt_does_not_fit_in_is_refused_as_the_decoder_is_built(
+    east_model, east_tokenizer
+):
     """Before: the prompt fed once for all streams overflowed the static cache, and the
-    whole batch ended in a ValueError (in sequence each sentence fails on its own)."""
+    whole batch ended in a ValueError; then each sentence failed on its own. Now neither
+    decoder is built (as the command line refuses the flag)."""
     config = DecoderConfig("de", "en", "low", max_context=20, kv_cache="static")
-    decoder = EastStreamDecoder(east_model, east_tokenizer, config, streams=3)
-    assert len(decoder.prompt_ids) > 20
-    sentences = toy_sentences(4, seed=5)
-    sequential = EastStreamDecoder(east_model, east_tokenizer, config)
-    for outcome in batched(decoder, sentences).values():
-        assert isinstance(outcome.error, ContextOverflowError), outcome.error
-        with pytest.raises(ContextOverflowError) as alone:
-            sequential.translate(sentences[outcome.key])
-        assert str(outcome.error) == str(alone.value)
+    for streams in (3, 1):
+        with pytest.raises(ValueError, match="--max-context 20 leaves no room for a sentence"):
+            EastStreamDecoder(east_model, east_tokenizer, config, streams=streams)
 
 
 def fail_at_bumm(decoder, monkeypatch, error: Exception) -> None:

@@ -272,11 +272,9 @@ def _place(places: Places, source: str, *keys: str) -> str:
 
 def apply_override(tree: dict, override: str, source: str, places: Places) -> None:
     """Set `section.key=value` in the raw config tree, the value typed by its field."""
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected section.key=value")
-    dotted, raw = override.split("=", 1)
+    dotted, _, raw = override.partition("=")
     keys = dotted.strip().split(".")
-    if not all(keys):  # `=3`, `train.=3`: before, "unknown key ''"
+    if "=" not in override or not all(keys):  # `=3`, `train.=3`: before, "unknown key ''"
         raise ConfigError(f"override {override!r}: expected section.key=value")
     node = tree
     for key in keys[:-1]:

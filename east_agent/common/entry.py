@@ -216,14 +216,10 @@ def _flush_stdout() -> None:
         return
     try:
         sys.stdout.flush()
-    except BrokenPipeError:
-        if _stdout_reader_gone():  # asked before stdout is made to go to nothing
+    except OSError as error:
+        # a reader gone is `_end_by_error`'s to see, on the pipe still there
+        if not (isinstance(error, BrokenPipeError) and _stdout_reader_gone()):
             _stdout_to_nothing()
-            sys.exit(128 + signal.SIGPIPE)
-        _stdout_to_nothing()
-        raise
-    except OSError:
-        _stdout_to_nothing()
         raise
 
 

@@ -126,13 +126,14 @@ def folder_fingerprint(folder: Path) -> str:
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def is_hub_id(model_path: str | Path) -> bool:
-    """ "org/name" that is not a local path (its first component is no local folder)."""
+def is_hub_id(model_path: str | Path, base: Path = Path()) -> bool:
+    """ "org/name" that is not a local path (its first component is no local folder), read
+    from `base` (the current directory, or the folder a system's paths are read in)."""
     text = str(model_path)
     return (
-        not Path(text).exists()
+        not (base / text).exists()
         and HUB_ID.match(text) is not None
-        and not Path(text.split("/")[0]).exists()
+        and not (base / text.split("/")[0]).exists()
     )
 
 

@@ -361,5 +361,6 @@ def offline_suppressed_ids(tokenizer: PreTrainedTokenizerBase, stops: Iterable[i
     `There is der Bräutigam eines Mannes, derThe groom of a man ...`); never one of the
     `stops` that end the turn (a BOS that is also the EOS: the target could not end)."""
     markers = [single_token_id(tokenizer, token) for token in (END_OF_READ, END_OF_WRITE)]
+    ending = set(stops)
     candidates = (tokenizer.bos_token_id, *markers)
-    return [token for token in candidates if token is not None and token not in set(stops)]
+    return [token for token in candidates if token is not None and token not in ending]

@@ -385,7 +385,7 @@ def _check_system_dir_models(folder: Path, main_yaml: Path, config: dict, agent_
     """The folder's model paths, named by `main.yaml`'s key (before: argparse's usage for
     a `model_path` left out, "--model-path: model path 'model' does not exist" for a
     model not there, naming neither the folder nor its `main.yaml`)."""
-    from east_agent.common.fingerprint import HUB_ID
+    from east_agent.common.fingerprint import is_hub_id
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS
 
@@ -404,8 +404,7 @@ def _check_system_dir_models(folder: Path, main_yaml: Path, config: dict, agent_
             )
         value = str(config[key])
         # a hub id as the agent reads it: from inside the folder, where SimulEval runs it
-        hub_id = HUB_ID.match(value) is not None and not (folder / value.split("/")[0]).exists()
-        if not path.exists() and not hub_id:
+        if not path.exists() and not is_hub_id(value, base=folder):
             inside = f" in {folder} (SimulEval reads the folder's paths there)"
             where = "" if Path(value).is_absolute() else inside
             raise ValueError(f"{main_yaml}: {key}: {value}: no such folder{where}")

@@ -383,14 +383,18 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     return start < end <= index
 
 
-def kept_records(output: Path) -> list[dict]:
-    """The finished sentences a run folder keeps: in its log, or set aside for SimulEval's
-    loop and not logged again (read only: its writer may be at work)."""
-    logged = finished_records(output / "instances.log")
+def logged_and_set_aside(output: Path, trim: bool = False) -> tuple[list[dict], list[dict]]:
+    """A run folder's finished sentences: its log's records, and those set aside for
+    SimulEval's loop that it has not logged again (`trim`: its writer's torn last line cut
+    off the log, as `finished_records` does; otherwise read only)."""
+    logged = finished_records(output / "instances.log", trim=trim)
     again = {record["index"] for record in logged}
-    aside = [
-        record for record in finished_records(output / SET_ASIDE) if record["index"] not in again
-    ]
+    aside = finished_records(output / SET_ASIDE)
+    return logged, [record for record in aside if record["index"] not in again]
+
+
+def kept_records(output: Path) -> list[dict]:
+    logged, aside = logged_and_set_aside(output)
     return logged + aside
 
 
@@ -402,17 +406,13 @@ def restore_set_aside(output: Path) -> None:
     """Put the sentences set aside for SimulEval's loop back in the log where the loop has
     not logged them again (it stopped before them: an overflowing sentence, a kill), in
     index order, and remove the file (before: such sentences were lost)."""
-    aside = output / SET_ASIDE
-    if not aside.exists():
+    if not (output / SET_ASIDE).exists():
         return
-    log = output / "instances.log"
-    logged = finished_records(log, trim=True)
-    again = {record["index"] for record in logged}
-    back = [record for record in finished_records(aside) if record["index"] not in again]
+    logged, back = logged_and_set_aside(output, trim=True)
     if back:
         merged = sorted(logged + back, key=lambda record: record["index"])
-        write_atomically(log, record_lines(merged))
-    remove(aside)
+        write_atomically(output / "instances.log", record_lines(merged))
+    remove(output / SET_ASIDE)
 
 
 def check_recorded_span(output: Path) -> None:

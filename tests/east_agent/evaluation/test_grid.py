@@ -915,7 +915,9 @@ def test_a_second_run_on_a_busy_run_folder_is_refused(east_checkpoint, tmp_path)
 
     systems = {"east": {"agent": "east", "latency": ["low"]}}
     config = write_config(tmp_path / "c.yaml", east_checkpoint, tmp_path / "out", systems)
-    command = [console_script("east-eval"), str(config), "--limit", "300"]
+    # every test sentence: the first run must still be at work when the second starts
+    # (at 300 it once finished within the second's start-up, which then ran, exit 0)
+    command = [console_script("east-eval"), str(config), "--limit", "1000"]
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "out" / "runs" / "east-low" / "instances.log"
     try:
@@ -923,7 +925,7 @@ def test_a_second_run_on_a_busy_run_folder_is_refused(east_checkpoint, tmp_path)
         while not (log.exists() and log.read_text().count("\n") >= 1):
             assert first.poll() is None and time.time() < deadline, "the first run ended"
             time.sleep(0.05)
-        second = east_eval(config, "--limit", "300")
+        second = east_eval(config, "--limit", "1000")
         assert second.returncode != 0
         assert f"is being written by process {first.pid}" in second.stderr, second.stderr
     finally:

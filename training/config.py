@@ -415,19 +415,13 @@ def check_settings(config: SFTConfig, at: At) -> None:
             raise ConfigError(
                 f"{at('train', name)}: train.{name} must be at least 1, got {train[name]}"
             )
-    rate = train.get("learning_rate")
-    if isinstance(rate, (int, float)) and not (rate >= 0 and math.isfinite(rate)):
-        raise ConfigError(
-            f"{at('train', 'learning_rate')}: train.learning_rate must be a finite number "
-            f">= 0, got {rate}"
-        )
+    for name, note in (("learning_rate", ""), ("warmup_steps", " (below 1: a share of the steps)")):
+        value = train.get(name)  # warmup before: transformers' "Got warmup_steps = -0.5"
+        if isinstance(value, (int, float)) and not (value >= 0 and math.isfinite(value)):
+            raise ConfigError(
+                f"{at('train', name)}: train.{name} must be a finite number >= 0{note}, got {value}"
+            )
     check_length(train, at)
-    warmup = train.get("warmup_steps")
-    if isinstance(warmup, (int, float)) and not (warmup >= 0 and math.isfinite(warmup)):
-        raise ConfigError(  # before: transformers' "Got warmup_steps = -0.5", no place named
-            f"{at('train', 'warmup_steps')}: train.warmup_steps must be a finite number >= 0 "
-            f"(below 1: a share of the steps), got {warmup}"
-        )
     kwargs = train.get("lr_scheduler_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ConfigError(

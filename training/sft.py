@@ -308,24 +308,22 @@ def build_trainer(
 
 
 def read_data(
-    config: SFTConfig,
-    files: Sequence[str],
-    training_args: TrainingArguments,
-    evaluation: bool = False,
+    config: SFTConfig, training_args: TrainingArguments, evaluation: bool = False
 ) -> tuple[list[Conversation], DataReport]:
-    """Every record of `files` read and checked (a bad one raises naming file and line, or is
-    skipped as the recipe says), shuffled and cut to `data.max_samples`. Needs neither
-    tokenizer nor model: run it first."""
-    check_data_files(config, files, "eval_files" if evaluation else "files")
+    """Every record of `data.files` (`data.eval_files` in `evaluation`) read and checked (a
+    bad one raises naming file and line, or is skipped as the recipe says), shuffled and
+    cut to `data.max_samples`. Needs neither tokenizer nor model: run it first, once
+    `check_data_files_here` found the files."""
+    files = config.data.eval_files if evaluation else config.data.files
     max_samples = None if evaluation else config.data.max_samples
     return read_records(files, config.data.skip_malformed, max_samples, training_args.seed)
 
 
-def check_data_files(config: SFTConfig, files: Sequence[str], key: str) -> None:
-    """Each of `files` (`data.<key>`) is a file here (before the recipe is compared with a
+def check_data_files_here(config: SFTConfig, key: str) -> None:
+    """Each file of `data.<key>` is a file here (before the recipe is compared with a
     checkpoint's: a file not there was named a change of recipe), named where it was
     given: the recipe's line, or the override (before: the recipe file for both)."""
-    for file in files:
+    for file in getattr(config.data, key):
         if not Path(file).is_file():
             problem = "a folder, not a data file" if Path(file).is_dir() else "no such file"
             relative = "" if Path(file).is_absolute() else f", read from {Path.cwd()}"
@@ -446,7 +444,9 @@ def holding_output_dir(output_dir: Path) -> Iterator[None]:
 
 def train(config: SFTConfig, training_args: TrainingArguments, started: float) -> Path:
     """`run` once the folders are checked (and locked, by the first process)."""
-    check_data_files(config, config.data.files, "files")
+    check_data_files_here(config, "files")
+    if evaluates(config.train):
+        check_data_files_here(config, "eval_files")
     resume, recipe = resolve_resume(config), trained_recipe(config)
     check_checkpoints(config, recipe, resume)
     finished_at = finished_step(resume, training_args.max_steps)
@@ -460,12 +460,12 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
     else:
         check_model_folder(config.model.name_or_path)  # a few stats
     # Every record is read and checked before the model loads: bad data fails in seconds.
-    conversations, report = read_data(config, config.data.files, training_args)
+    conversations, report = read_data(config, training_args)
     if not conversations:
         raise ValueError("no training sample is left after reading the data")
     eval_records = None
     if config.data.eval_files and evaluates(config.train):
-        eval_records = read_data(config, config.data.eval_files, training_args, evaluation=True)
+        eval_records = read_data(config, training_args, evaluation=True)
         if not eval_records[0]:
             raise ValueError(f"data.eval_files hold no record: {', '.join(config.data.eval_files)}")
     elif config.data.eval_files:

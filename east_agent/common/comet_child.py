@@ -64,13 +64,15 @@ def check(request: dict, loaded: dict) -> dict:
         from transformers import AutoConfig, AutoTokenizer
     except Exception:
         return {"error": traceback.format_exc(), "failed": "import"}
+    encoder = None  # named in the answer once read, for the parent's message
     try:
         hparams_file = Path(request["checkpoint"]).parents[1] / "hparams.yaml"
         encoder = yaml.safe_load(hparams_file.read_text())["pretrained_model"]
         AutoConfig.from_pretrained(encoder)
         AutoTokenizer.from_pretrained(encoder)
     except Exception:
-        return {"error": traceback.format_exc(), "failed": "encoder"}
+        named = encoder if isinstance(encoder, str) else None
+        return {"error": traceback.format_exc(), "failed": "encoder", "encoder": named}
     return {"checked": True}
 
 

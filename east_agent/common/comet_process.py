@@ -220,7 +220,7 @@ def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
     except CometError as error:  # the child died, or did not answer as it does
         raise CometError(str(error), "python") from None
     if answer.get("failed") == "encoder":
-        encoder = encoder_of(checkpoint)
+        encoder = answer.get("encoder")  # as the child read hparams.yaml
         named = f" {encoder!r} (hparams.yaml's pretrained_model)" if encoder else ""
         raise CometError(  # before: the encoder unnamed, the error's lines unintroduced
             f"COMET checkpoint {checkpoint}: its encoder{named} does not load: COMET reads "
@@ -230,18 +230,6 @@ def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
         )
     if "error" in answer:
         raise CometError(f"COMET in {python} does not import:\n{_tail(answer['error'])}", "python")
-
-
-def encoder_of(checkpoint: str | Path) -> str | None:
-    """The encoder a checkpoint's `hparams.yaml` names (`xlm-roberta-large`), if it reads."""
-    import yaml
-
-    try:
-        hparams = yaml.safe_load(hparams_of(checkpoint).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
-    encoder = hparams.get("pretrained_model") if isinstance(hparams, dict) else None
-    return encoder if isinstance(encoder, str) else None
 
 
 def _tail(text: str, lines: int = 15) -> str:

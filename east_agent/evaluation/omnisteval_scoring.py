@@ -621,12 +621,10 @@ def check_shortform_log(log: Path, latency_unit: str) -> None:
     it): in its `--eval-latency-unit`, and sentence by sentence (before: a word-level log
     scored in characters was called degenerate, and a long-form run's talks were scored
     as sentences, both exit 0)."""
-    from argparse import Namespace
-
     from east_agent.simuleval_glue.run_folder import (
         SETTINGS_RECORD,
-        check_log_units,
         recorded_settings,
+        refuse_other_units,
     )
 
     record = log.parent / SETTINGS_RECORD
@@ -638,7 +636,7 @@ def check_shortform_log(log: Path, latency_unit: str) -> None:
             f"{log} was written with --eval-latency-unit {saved['eval_latency_unit']}: "
             "shortform scores logs in words or characters"
         )
-    check_log_units(log.parent, Namespace(eval_latency_unit=latency_unit))
+    refuse_other_units(log.parent, saved, {"eval_latency_unit": latency_unit})
     if saved.get("long_form") is True:
         raise ValueError(
             f"{log}: a long-form run's log (one line per talk): score it with `longform "

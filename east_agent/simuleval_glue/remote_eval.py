@@ -283,10 +283,10 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
 def _refuse_another_system(log: Path, saved: dict, served: dict | None) -> None:
     """A log that a served system of other settings wrote (its record's `served`), or a
     local run of other settings (its record itself), is not resumed against this one."""
-    from east_agent.common.fingerprint import shown_setting
     from east_agent.simuleval_glue.run_folder import (
         LOG_UNIT_SETTINGS,
         RECORDED_LATER,
+        differences_shown,
         settings_differ,
     )
 
@@ -302,11 +302,7 @@ def _refuse_another_system(log: Path, saved: dict, served: dict | None) -> None:
     }
     differ = settings_differ(named, served)
     if differ:
-        shown = "; ".join(
-            f"{name}: {shown_setting(written_by.get(name))} there, "
-            f"{shown_setting(served.get(name))} now"
-            for name in differ
-        )
+        shown = differences_shown(differ, written_by, served)
         raise ValueError(
             f"{log} was written by a system of other settings ({shown}); resume against "
             "a server of the same system, or write to another --output"

@@ -327,15 +327,19 @@ def check_same_settings(output: Path, settings: dict) -> None:
     saved, settings = recorded_settings(read_json_object(record)), recorded_settings(settings)
     differ = settings_differ(saved, settings)
     if differ:
-        shown = "; ".join(
-            f"{name}: {shown_setting(saved.get(name))} there, "
-            f"{shown_setting(settings.get(name))} now"
-            for name in differ
-        )
+        shown = differences_shown(differ, saved, settings)
         raise ValueError(
             f"{log} was written with other settings ({shown}); resume with the same flags, "
             "or write to another --output"
         )
+
+
+def differences_shown(names: Sequence[str], there: dict, now: dict) -> str:
+    """The settings `names`, as the log's record has them and as asked now, for a message."""
+    return "; ".join(
+        f"{name}: {shown_setting(there.get(name))} there, {shown_setting(now.get(name))} now"
+        for name in names
+    )
 
 
 def check_unrecorded_resume(output: Path) -> None:
@@ -441,12 +445,17 @@ def check_log_units(output: Path, args: argparse.Namespace) -> None:
     its delays and lengths are counted in those."""
     record = output / SETTINGS_RECORD
     saved = recorded_settings(read_json_object(record)) if record.exists() else {}
+    refuse_other_units(output, saved, vars(args))
+
+
+def refuse_other_units(output: Path, saved: dict, asked: dict) -> None:
+    """`check_log_units` of the settings `saved` in the folder's record, against `asked`."""
     for name in sorted(LOG_UNIT_SETTINGS & set(saved)):
-        if not same_setting(saved[name], getattr(args, name, None)):
+        if not same_setting(saved[name], asked.get(name)):
             flag = "--" + name.replace("_", "-")
             raise ValueError(
                 f"{output / 'instances.log'} was written with {flag} {saved[name]}, not "
-                f"{getattr(args, name, None)}: its delays are counted in those units; score "
+                f"{asked.get(name)}: its delays are counted in those units; score "
                 f"it with {flag} {saved[name]}"
             )
 

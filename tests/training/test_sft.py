@@ -478,6 +478,7 @@ def refused(tree: dict, tmp_path, capsys) -> str:
         ("files", "bad line", ": line 2: invalid JSON"),
         ("files", "missing", ": no such file"),
         ("eval_files", "bad line", ": line 2: invalid JSON"),
+        ("eval_files", "missing", ": no such file"),
     ],
 )
 def test_bad_data_fails_before_the_model_loads(

@@ -658,15 +658,35 @@ def say_left_out(log: str, talks: Sequence[Talk], outputs: Sequence[TalkOutput])
         )
 
 
+def refuse_comet_flags_alone(argv: list[str], checkpoint: str | None) -> None:
+    """COMET's other flags without `--comet-checkpoint`, which asks for COMET, refused as
+    `east-simuleval` refuses them without `--quality-metrics COMET` (before: taken, and
+    no COMET scored)."""
+    from east_agent.common.arguments import given_flags
+
+    if checkpoint is not None and not checkpoint.strip():  # before: no COMET, said nothing
+        raise ValueError("--comet-checkpoint is empty: the path of a local COMET model.ckpt")
+    given = [
+        flag for flag in given_flags(argv, (), prefix="--comet-") if flag != "--comet-checkpoint"
+    ]
+    if checkpoint is None and given:
+        raise ValueError(
+            f"{' '.join(given)} without --comet-checkpoint: COMET scores only with a "
+            "checkpoint (a local COMET model.ckpt); give it, or leave COMET's flags out"
+        )
+
+
 @command_line("east_agent.evaluation.omnisteval_scoring")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m east_agent.evaluation.omnisteval_scoring",
         description="score a run with OmniSTEval",
+        allow_abbrev=False,  # as every command here (`--comet-b` is no flag)
     )
     commands = parser.add_subparsers(dest="command", required=True)
     long = commands.add_parser(
         "longform",
+        allow_abbrev=False,
         help="a long-form run (one log line per talk; with --gold-sentences, one per gold "
         "sentence)",
     )
@@ -685,14 +705,19 @@ def main(argv: list[str] | None = None) -> None:
         "hold whole is left out, and said so",
     )
     add_comet_flags(long)  # COMET too, with --comet-checkpoint
-    short = commands.add_parser("shortform", help="YAAL of a sentence-level run")
+    short = commands.add_parser(
+        "shortform", help="YAAL of a sentence-level run", allow_abbrev=False
+    )
     short.add_argument("--log", required=True, help="the run's instances.log")
     short.add_argument("--eval-latency-unit", default="word", choices=("word", "char"))
     for command in (long, short):
         command.add_argument(
             "--ca-unit-seconds", type=positive_seconds, default=DEFAULT_UNIT_SECONDS
         )
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    if args.command == "longform":
+        refuse_comet_flags_alone(argv, args.comet_checkpoint)
     check_input_file(args.log, "--log")
     if args.command == "shortform":
         check_shortform_log(Path(args.log), args.eval_latency_unit)

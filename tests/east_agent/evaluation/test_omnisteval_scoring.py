@@ -232,6 +232,30 @@ def test_shortform_log_missing_a_field_is_named(tmp_path):
         shortform_latency(log)
 
 
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--comet-batch-size", "4"], "--comet-batch-size without --comet-checkpoint"),
+        (
+            ["--comet-gpus=0", "--comet-python", "py"],
+            "--comet-gpus --comet-python without --comet-checkpoint",
+        ),
+        (["--comet-checkpoint="], "--comet-checkpoint is empty"),
+    ],
+)
+def test_comets_flags_without_a_checkpoint_are_refused(talks_dir, tmp_path, capsys, flags, said):
+    """As east-simuleval refuses them without COMET (before: taken, no COMET scored, exit 0)."""
+    log = write_log(tmp_path / "instances.log")
+    folders = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as ended:
+        main(["longform", *folders, *flags])
+    assert ended.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SystemExit):  # an abbreviation is no flag (before: --comet-batch-size)
+        main(["longform", *folders, "--comet-b", "4"])
+    assert "unrecognized arguments: --comet-b 4" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["shortform", "longform"])
 def test_a_log_that_is_not_there_is_named_with_its_flag(talks_dir, tmp_path, capsys, command):
     """Before: a bare errno message."""

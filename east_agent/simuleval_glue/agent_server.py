@@ -446,7 +446,7 @@ EVALUATOR_FLAGS = (
     "--source", "--target", "--output", "--continue-unfinished", "--start-index",
     "--end-index", "--quality-metrics", "--latency-metrics", "--computation-aware",
     "--no-scoring", "--no-use-ref-len", "--eval-latency-unit", "--eval-latency-spm-model",
-    "--sacrebleu-tokenizer", "--ca-unit-seconds",
+    "--sacrebleu-tokenizer", "--ca-unit-seconds", "--dataloader", "--dataloader-class",
 )  # fmt: skip
 
 

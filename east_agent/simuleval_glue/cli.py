@@ -81,6 +81,7 @@ def main() -> None:
     import east_agent.simuleval_plugin  # noqa: F401
     from east_agent.simuleval_glue.batch import batch_size_of
     from east_agent.simuleval_glue.ca_latency import refuse_unit_seconds_without_ca_metric
+    from east_agent.simuleval_glue.data_files import check_dataloader_flags
     from east_agent.simuleval_glue.run_folder import check_output_folder
 
     if {"-h", "--help"} & set(sys.argv[1:]):
@@ -94,6 +95,7 @@ def main() -> None:
     refuse_unit_seconds_without_ca_metric(rest)
     check_output_folder(rest)
     check_agent_file(rest)
+    check_dataloader_flags(rest)
     if "--remote-eval" in rest:  # SimulEval's evaluator lacks a method it calls
         raise ValueError(
             "--remote-eval: SimulEval's remote evaluation fails on this SimulEval (after "

@@ -154,6 +154,64 @@ def check_control_tokens(source: str | None, tokenizer: PreTrainedTokenizerBase)
 TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line
 
 
+def check_dataloader_flags(argv: list[str]) -> None:
+    """`--user-dir`, `--dataloader-class` and `--dataloader` as SimulEval will take them,
+    refused in one line before anything loads (before: SimulEval's `AssertionError` or
+    `ModuleNotFoundError` traceback once the model had loaded and the output folder's
+    log was emptied). The user's folder and class are imported here, as SimulEval would:
+    a dataloader they register is known."""
+    import importlib
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--user-dir", "--dataloader", "--dataloader-class"):
+        parser.add_argument(flag)
+    known, _ = parser.parse_known_args(argv)
+    if known.user_dir is not None:
+        _import_user_dir(known.user_dir)
+    if known.dataloader_class:
+        module_name, _, class_name = known.dataloader_class.rpartition(".")
+        if not module_name:
+            raise ValueError(
+                f"--dataloader-class {known.dataloader_class}: a dotted path, module.Class"
+            )
+        try:
+            module = importlib.import_module(module_name)
+        except Exception as error:  # the user's module: any error of its own
+            raise ValueError(
+                f"--dataloader-class {known.dataloader_class}: module {module_name} does not "
+                f"import ({type(error).__name__}: {error})"
+            ) from None
+        if not isinstance(getattr(module, class_name, None), type):
+            raise ValueError(
+                f"--dataloader-class {known.dataloader_class}: {module_name} has no class "
+                f"{class_name}"
+            )
+        return  # registered by SimulEval under --dataloader's name, whatever it is
+    if known.dataloader is not None:
+        from simuleval.data.dataloader import DATALOADER_DICT
+
+        if known.dataloader not in DATALOADER_DICT:
+            raise ValueError(
+                f"--dataloader {known.dataloader}: no such dataloader (SimulEval's: "
+                f"{', '.join(sorted(DATALOADER_DICT))}; yours are registered by a "
+                "--user-dir folder, or named with --dataloader-class module.Class)"
+            )
+
+
+def _import_user_dir(user_dir: str) -> None:
+    """A `--user-dir` imported as SimulEval imports it (a package by its folder's name)."""
+    from simuleval.options import import_user_module
+
+    if not Path(user_dir).is_dir():
+        raise ValueError(f"--user-dir {user_dir}: no such folder (a package of your agents)")
+    try:
+        import_user_module(user_dir)
+    except Exception as error:  # the user's code: any error of its own
+        raise ValueError(
+            f"--user-dir {user_dir} does not import ({type(error).__name__}: {error})"
+        ) from None
+
+
 def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     """The source and reference files, checked before SimulEval builds the agent; the span
     of sentences the run covers (None without a source file)."""

@@ -69,9 +69,16 @@ ANSWER_SECONDS = 600  # --request-timeout: the longest wait for an answer (a ste
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
 # SimulEval's flags of the system side: this command's parser is SimulEval's and has them,
 # but the served system was started with its own, and this client would ignore them.
+# SimulEval's flags of the system it runs, and this package's agents' own (all but
+# `--tgt-lang`, which the client sends in its segments); a test keeps them complete
 SERVED_SYSTEM_FLAGS = (
     "--agent", "--agent-class", "--system-dir", "--system-config", "--standalone",
     "--remote-eval", "--slurm", "--device", "--dtype", "--fp16",
+    "--adapter-path", "--beam-stop", "--cache-budget", "--context-across-sentences",
+    "--context-words", "--document-level", "--kv-cache", "--latency", "--latency-level",
+    "--long-form", "--max-context", "--max-new-tokens", "--model-path", "--num-beams",
+    "--prompt", "--segment-units", "--src-lang", "--torch-dtype", "--trust-remote-code",
+    "--waitk",
 )  # fmt: skip
 
 
@@ -686,11 +693,13 @@ def main(argv: list[str] | None = None) -> None:
     import east_agent.simuleval_plugin  # noqa: F401  (timing and CA metrics)
     from east_agent.simuleval_glue import simuleval_fixes
     from east_agent.simuleval_glue.batch import add_batch_arg
+    from east_agent.simuleval_glue.data_files import check_dataloader_flags
     from east_agent.simuleval_glue.run_folder import check_output_folder
 
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     simuleval_fixes.apply()
+    check_dataloader_flags(sys.argv[1:])  # before SimulEval's parser imports --user-dir
     parser = options.general_parser()  # SimulEval's, made without -h
     parser.prog, parser.allow_abbrev = "east-remote-eval", False
     parser.usage = (
@@ -723,8 +732,8 @@ def main(argv: list[str] | None = None) -> None:
             action.help = argparse.SUPPRESS
         elif action.dest in CLIENT_HELP:  # SimulEval's own texts there are wrong
             action.help = CLIENT_HELP[action.dest]
+    _refuse_served_system_flags(sys.argv[1:])  # before argparse calls them unknown
     args = parser.parse_args()
-    _refuse_served_system_flags(sys.argv[1:])
     if args.score_only:  # no server needed; the types are the folder's (config.yaml)
         from east_agent.simuleval_glue.batch import refuse_run_flags, score_folder
 

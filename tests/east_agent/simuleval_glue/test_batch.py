@@ -454,6 +454,30 @@ def test_simulevals_slurm_submission_is_refused(east_checkpoint, test_set, tmp_p
     assert not output.exists()
 
 
+@pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--dataloader", "text-to-txt"], "--dataloader text-to-txt: no such dataloader"),
+        (["--user-dir", "nowhere"], "--user-dir nowhere: no such folder"),
+        (["--dataloader-class", "nowhere.Mine"], "--dataloader-class nowhere.Mine: module nowhere"),
+    ],
+)
+def test_a_dataloader_simuleval_cannot_build_is_refused_before_the_folder_changes(
+    east_checkpoint, test_set, tmp_path, flags, said, batch
+):
+    """Before: SimulEval's AssertionError or ModuleNotFoundError traceback once the model
+    had loaded, the folder's finished log emptied."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text('{"index": 0}\n')
+    arguments = agent_arguments(east_checkpoint, test_set, output)
+    result = run_simuleval(*arguments, *flags, "--batch-size", str(batch))
+    assert result.returncode == 2 and f"east-simuleval: {said}" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and "Loading weights" not in result.stderr
+    assert (output / "instances.log").read_text() == '{"index": 0}\n'
+
+
 def test_a_run_that_names_no_system_is_refused_before_the_folder_changes(test_set, tmp_path):
     output = tmp_path / "out"
     output.mkdir()

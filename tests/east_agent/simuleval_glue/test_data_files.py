@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from east_agent.simuleval_glue import data_files
@@ -148,3 +150,41 @@ def test_a_chinese_source_of_raw_text_is_refused(tmp_path, east_tokenizer):
     units = source_units(text + " ▁Übersetzungsprogramme", "zh", east_tokenizer)
     source.write_text(" ".join(units) + "\n")
     data_files.check_units_split(str(source), "Chinese")  # split: taken, a long Latin word too
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--dataloader", "text-to-txt"], "--dataloader text-to-txt: no such dataloader"),
+        (["--user-dir", "nowhere"], "--user-dir nowhere: no such folder"),
+        (["--dataloader-class", "Mine"], "--dataloader-class Mine: a dotted path"),
+        (["--dataloader-class", "nomodule.Mine"], "module nomodule does not import"),
+        (["--dataloader-class", "json.Mine"], "json has no class Mine"),
+        (["--user-dir", "{broken}"], "does not import (ZeroDivisionError: division by zero)"),
+    ],
+)
+def test_dataloader_flags_simuleval_would_fail_on_are_refused(tmp_path, flags, said):
+    """Before: SimulEval's AssertionError or ModuleNotFoundError traceback, once the model
+    had loaded and the output folder's log had been emptied."""
+    broken = tmp_path / "broken_agents"
+    broken.mkdir()
+    (broken / "__init__.py").write_text("1 / 0\n")
+    flags = [flag.format(broken=broken) for flag in flags]
+    with pytest.raises(ValueError, match=re.escape(said)):
+        data_files.check_dataloader_flags(flags)
+
+
+def test_a_dataloader_a_user_dir_registers_is_known(tmp_path):
+    package = tmp_path / "my_loaders"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "from simuleval.data.dataloader import register_dataloader\n"
+        "from simuleval.data.dataloader.t2t_dataloader import TextToTextDataloader\n"
+        "@register_dataloader('my-text-lines')\n"
+        "class MyLines(TextToTextDataloader):\n"
+        "    pass\n"
+    )
+    with pytest.raises(ValueError, match="--dataloader my-text-lines: no such dataloader"):
+        data_files.check_dataloader_flags(["--dataloader", "my-text-lines"])
+    data_files.check_dataloader_flags(["--user-dir", str(package), "--dataloader", "my-text-lines"])
+    data_files.check_dataloader_flags(["--dataloader-class", "json.JSONDecoder"])

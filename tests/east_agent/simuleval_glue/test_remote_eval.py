@@ -395,6 +395,8 @@ def test_comet_flags_are_checked_before_a_server_is_asked(test_set, tmp_path):
     [
         (["--source-type", "speech"], "--source-type speech: east-remote-eval evaluates text"),
         (["--target-type", "speech"], "--target-type speech: east-remote-eval evaluates text"),
+        (["--dataloader", "text-to-txt"], "--dataloader text-to-txt: no such dataloader"),
+        (["--user-dir", "nowhere"], "--user-dir nowhere: no such folder"),
     ],
 )
 def test_what_it_cannot_evaluate_is_refused_before_the_folder_changes(
@@ -408,14 +410,37 @@ def test_what_it_cannot_evaluate_is_refused_before_the_folder_changes(
     assert result.returncode == 2 and "--output" in result.stderr and "a file" in result.stderr
 
 
-@pytest.mark.parametrize("flags", [["--device", "cuda"], ["--agent", "agent.py", "--fp16"]])
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--device", "cuda"],
+        ["--agent", "agent.py", "--fp16"],
+        ["--latency", "high", "--model-path", "m"],
+        ["--num-beams=5"],
+    ],
+)
 def test_the_served_systems_flags_are_refused(test_set, tmp_path, flags):
-    """The served system was started with its own (before: silently ignored here)."""
+    """The served system was started with its own (before: silently ignored here; the
+    agents' own, argparse's usage calling them unrecognized)."""
     result = remote_eval(1, test_set, tmp_path / "out", *flags)
-    given = " ".join(flag for flag in flags if flag.startswith("--"))
+    given = " ".join(flag.split("=")[0] for flag in flags if flag.startswith("--"))
     assert result.returncode == 2, result.stderr[-3000:]
     assert f"east-remote-eval: {given}: the served system's" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_every_flag_of_the_agents_is_named_as_the_served_systems():
+    """`SERVED_SYSTEM_FLAGS` lists each flag the agents add (but `--tgt-lang`, which the
+    client sends), so that none given here is called unrecognized."""
+    from east_agent.agent import EastAgent
+    from east_agent.simuleval_glue.remote_eval import SERVED_SYSTEM_FLAGS
+    from east_agent.waitk_agent import WaitkAgent
+
+    parser = argparse.ArgumentParser(add_help=False, conflict_handler="resolve")
+    EastAgent.add_args(parser)
+    WaitkAgent.add_args(parser)
+    flags = {flag for action in parser._actions for flag in action.option_strings}
+    assert flags - {"--tgt-lang"} <= set(SERVED_SYSTEM_FLAGS)
 
 
 def test_the_target_language_is_checked_against_the_servers():

@@ -178,12 +178,12 @@ def test_the_evaluators_flags_are_refused_by_the_server(tmp_path):
     """The server translates what clients send and scores nothing: the data and scoring
     flags would be ignored there (before: silently); refused before the model loads."""
     refused = server_refusal(
-        tmp_path, "--source", "src.txt", "--output=out", "--comet-batch-size", "8"
-    )
+        tmp_path, "--source", "src.txt", "--output=out", "--comet-batch-size", "8",
+        "--dataloader", "text-to-text",
+    )  # fmt: skip
     assert refused.returncode == 2, refused.stderr[-3000:]
-    assert "--source --output --comet-batch-size: the evaluator's, not the server's" in (
-        refused.stderr
-    )
+    said = "--source --output --comet-batch-size --dataloader: the evaluator's, not the server's"
+    assert said in refused.stderr
     assert "never-loaded" not in refused.stderr and "Traceback" not in refused.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == []
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +114,7 @@ def translate_batch(
     queue = _checked(sentences)
     active: dict[Stream, _Job] = {}
     feeds: dict[Stream, Feed] = {}
-    with torch.inference_mode():
+    with torch.inference_mode(), _holding(decoder):
         share_prompt(decoder)
         for stream in decoder.streams:
             yield from _fill(decoder, stream, queue, active, feeds)
@@ -136,6 +136,25 @@ def translate_batch(
             for stream in done:
                 yield _outcome(stream, active.pop(stream))
                 yield from _fill(decoder, stream, queue, active, feeds)
+
+
+@contextmanager
+def _holding(decoder: StreamingDecoder) -> Iterator[None]:
+    """Every stream of `decoder` held by one `translate_batch` until it ends or is closed:
+    a second one, or a sentence `push_unit` began and did not finish, refused (before: the
+    two batches' outcomes carried each other's translations, without an error, and the
+    pushed sentence was dropped)."""
+    decoder.check_no_batch("translate_batch")
+    if decoder.pushed_sentence_open():
+        raise RuntimeError(
+            "translate_batch: a sentence push_unit began is not finished; finish() it, or "
+            "reset() to drop it, first"
+        )
+    decoder.in_batch, decoder.own_sentence = True, False
+    try:
+        yield
+    finally:
+        decoder.in_batch = False
 
 
 def _checked(sentences: Iterable[Sentence]) -> Iterator[Sentence]:

@@ -486,6 +486,9 @@ class StreamingDecoder:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.device = next(model.parameters()).device
         self.streams: list[Stream] = []
+        self.in_batch = False  # a `translate_batch` holds the streams
+        # the first stream's sentence is `reset`'s, for `push_unit` (not a batch's)
+        self.own_sentence = False
 
     def start_streams(self, model: PreTrainedModel, prompt: str) -> None:
         """Pick the cache backend (checked on the prompt) and give every stream its rows."""
@@ -605,12 +608,40 @@ class StreamingDecoder:
 
     def reset(self, script: dict[int, int] | None = None) -> None:
         """Start a new sentence on the first stream."""
+        self.check_no_batch("reset")
         self.begin(self.streams[0], script)
+        self.own_sentence = True
+
+    def check_no_batch(self, what: str) -> None:
+        """The first stream is not driven one sentence at a time while a `translate_batch`
+        holds every stream (before: the two mixed their sentences, without an error)."""
+        if self.in_batch:
+            raise RuntimeError(
+                f"{what}: a translate_batch of this decoder is running; finish or close it "
+                "first, or build another decoder"
+            )
+
+    def pushed_sentence_open(self) -> bool:
+        """Whether `push_unit` began a sentence that has not finished (nor failed)."""
+        stream = self.streams[0]
+        pushed = self.own_sentence and bool(stream.decisions)
+        return pushed and not stream.finished and stream.failed is None
+
+    def check_own_sentence(self, what: str) -> None:
+        """`push_unit` and `finish` go on with a sentence `reset` began, never with the one
+        a `translate_batch` left on the first stream."""
+        self.check_no_batch(what)
+        if not self.own_sentence:
+            raise RuntimeError(
+                f"{what}: the first stream holds a translate_batch's sentence; call reset() "
+                "to begin one"
+            )
 
     @torch.inference_mode()
     def push_unit(self, unit: str, is_last: bool = False) -> Step:
         """Read one source unit; write a chunk if the policy (or the end of source) says so."""
         check_unit(unit, "push_unit")
+        self.check_own_sentence("push_unit")
         stream = self.streams[0]
         check_open(stream)
         if stream.finished:
@@ -629,6 +660,7 @@ class StreamingDecoder:
         wait-k continues the word's chunk: its end-of-write leaves the cache, and the
         word's last token is fed again, one position re-encoded).
         """
+        self.check_own_sentence("finish")
         stream = self.streams[0]
         check_open(stream)
         if stream.finished:

@@ -89,7 +89,10 @@ def source_units(
     if not is_unspaced(language):
         return text.split()
     if tokenizer is None:
-        raise ValueError(f"splitting {language} text into units needs the checkpoint's tokenizer")
+        raise ValueError(
+            f"splitting {language} text into units needs the checkpoint's tokenizer: "
+            f"source_units(text, {language!r}, tokenizer)"
+        )
     return token_group_units(text, tokenizer)
 
 
@@ -99,8 +102,9 @@ def check_unit_list(units: object, where: str) -> None:
     so are units that are no sequence (a generator: before, an empty translation)."""
     if isinstance(units, str):
         raise TypeError(
-            f"{where}: a sequence of source units, not a string: pass text.split() (or "
-            "source_units(text, language) for Chinese and Japanese)"
+            f"{where}: a sequence of source units, not a string: pass text.split() (or, for "
+            "Chinese and Japanese, source_units(text, language, tokenizer) from "
+            "east_agent.decoding.units)"
         )
     if not isinstance(units, Sequence):  # before: a generator read up by this check
         raise TypeError(

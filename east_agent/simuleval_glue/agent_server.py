@@ -338,6 +338,13 @@ def parse_segment(body: bytes) -> Segment:
         )  # fmt: skip
     if not isinstance(info.get("config", {}), dict):
         raise RequestError(400, "the segment's 'config' must be an object")
+    if info["data_type"] == "text" and not info["content"].strip():
+        if not info["finished"]:  # before: 200, then 422 for the empty unit at GET /output
+            raise RequestError(
+                400, "a text segment with an empty 'content' carries no unit: send one, or "
+                "'finished': true to end the source"
+            )  # fmt: skip
+        info = {**info, "data_type": None, "content": []}  # the source's end, no unit
     try:
         return segment_from_json_string(json.dumps(info))
     except (TypeError, RecursionError) as error:

@@ -288,3 +288,43 @@ def test_a_prompt_merged_with_a_first_word_is_not_shared_merged(east_model, east
     sequential = build("east", east_model, tokenizer, streams=1)
     for index, units in enumerate(sentences):
         assert record(outcomes[index].translation) == record(sequential.translate(units))
+
+
+def test_a_decoder_runs_one_batch_at_a_time(east_model, east_tokenizer):
+    """A second `translate_batch` on a decoder whose first is running, or the first
+    stream driven by `push_unit` meanwhile, is refused (before: 6 of 10 outcomes carried
+    another sentence's translation, without an error); once the first ends (or is
+    closed) the decoder is free again, and gives the sequential decoder's translations."""
+    sentences = toy_sentences(6, seed=11)
+    decoder = build("east", east_model, east_tokenizer, 2)
+    first = translate_batch(decoder, [Sentence(i, u) for i, u in enumerate(sentences[:3])])
+    next(first)
+    second = translate_batch(decoder, [Sentence(i, u) for i, u in enumerate(sentences[3:])])
+    with pytest.raises(RuntimeError, match="translate_batch: a translate_batch of this decoder"):
+        next(second)
+    for call in (decoder.reset, lambda: decoder.push_unit("Hund"), decoder.finish):
+        with pytest.raises(RuntimeError, match="a translate_batch of this decoder is running"):
+            call()
+    first.close()
+    outcomes = batched(decoder, sentences[3:])
+    sequential = build("east", east_model, east_tokenizer, 1)
+    for index, units in enumerate(sentences[3:]):
+        assert record(outcomes[index].translation) == record(sequential.translate(units))
+
+
+def test_a_sentence_push_unit_began_is_not_dropped_by_a_batch(east_model, east_tokenizer):
+    decoder = build("east", east_model, east_tokenizer, 2)
+    decoder.reset()
+    decoder.push_unit("Der")
+    with pytest.raises(RuntimeError, match="a sentence push_unit began is not finished"):
+        batched(decoder, toy_sentences(2, seed=12))
+    decoder.push_unit("Hund", is_last=True)  # the sentence goes on, then the batch runs
+    assert decoder.streams[0].finished
+    batched(decoder, toy_sentences(2, seed=12))
+    decoder.reset()  # a reset sentence with nothing pushed is no sentence to keep
+    batched(decoder, toy_sentences(2, seed=12))
+    for call in (lambda: decoder.push_unit("Hund"), decoder.finish):  # the batch's sentence
+        with pytest.raises(RuntimeError, match="holds a translate_batch's sentence; call reset"):
+            call()
+    decoder.reset()
+    assert decoder.push_unit("Der").decision is not None

@@ -310,3 +310,33 @@ def test_a_segment_asking_for_another_target_language_is_a_bad_request(east_mode
         unit = TextSegment(index=0, content="Hallo", finished=False, tgt_lang=same)
         service.push("s", unit.json().encode())
     assert service.sessions["s"].states.source == ["Hallo"] * 7
+
+
+@pytest.mark.parametrize("content", ["", "  "])
+def test_an_empty_text_segment_that_finishes_ends_the_source(east_model, east_tokenizer, content):
+    """A text segment with no unit, `finished`, ends the source as SimulEval's empty
+    segment does (before: 200, then 422 for an empty unit at GET /output); unfinished it
+    carries nothing and is a bad request when sent."""
+    units = synthetic_sentence(random.Random(13))[0]
+
+    async def translate(end: bytes) -> str:
+        service = one_stream_service(east_model, east_tokenizer)
+        service.reset("s")
+        text = []
+        for unit in units:
+            service.push("s", segment_json(unit, False))
+            text.append((await service.pop("s")).content or "")
+        service.push("s", end)
+        while True:
+            segment = await service.pop("s")
+            text.append(segment.content or "")
+            if segment.finished:
+                return "".join(text)
+
+    as_empty = asyncio.run(translate(EmptySegment(finished=True).json().encode()))
+    assert asyncio.run(translate(segment_json(content, True))) == as_empty
+    service = one_stream_service(east_model, east_tokenizer)
+    service.reset("s")
+    with pytest.raises(RequestError, match="an empty 'content' carries no unit") as refused:
+        service.push("s", segment_json(content, False))
+    assert refused.value.status == 400

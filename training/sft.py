@@ -25,6 +25,9 @@ import argparse
 import importlib.util
 import json
 import logging
+import math
+import os
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -157,7 +160,7 @@ def resize_embeddings_with_mean(
     `vocab_size` rows where they have fewer; return how many rows were set. A model with
     spare rows (a vocabulary padded to a multiple of 64, say) gets the new ids' rows set
     there too: untrained rows were left to them."""
-    old_size = model.get_input_embeddings().weight.shape[0]
+    old_size = embedding_rows(model)
     new_tokens = max(new_tokens or 0, vocab_size - old_size)
     if new_tokens == 0:
         return 0
@@ -170,6 +173,14 @@ def resize_embeddings_with_mean(
         for weight in matrices.values():
             weight[first:vocab_size] = weight[:first].mean(dim=0, keepdim=True)
     return new_tokens
+
+
+def embedding_rows(model: PreTrainedModel) -> int:
+    """The rows of the input embeddings, whole: under DeepSpeed ZeRO-3 a weight's own
+    shape is its empty shard's (`ds_shape` is the whole one; before, Stage I read 0 rows,
+    set every row to the mean of none, and trained from NaN embeddings)."""
+    weight = model.get_input_embeddings().weight
+    return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
 def check_template_renders(tokenizer: PreTrainedTokenizerBase, config: SFTConfig) -> None:
@@ -213,7 +224,7 @@ def load_model(
         logger.info("embeddings: %d new rows (mean-initialised)", added)
         east_token_ids(tokenizer)
         return model
-    if model.get_input_embeddings().weight.shape[0] < len(tokenizer):
+    if embedding_rows(model) < len(tokenizer):
         raise ValueError(
             f"{config.model.name_or_path}: the tokenizer has {len(tokenizer)} ids but the "
             "model's embeddings fewer; Stage II needs the Stage I checkpoint"
@@ -401,6 +412,7 @@ def run(config: SFTConfig) -> Path:
 
     started = time.time()
     check_folders(config)
+    launch_alone(config)
     # TrainingArguments first: with a ZeRO-3 config it makes from_pretrained shard the model.
     try:
         training_args = TrainingArguments(**config.train)
@@ -410,6 +422,24 @@ def run(config: SFTConfig) -> Path:
         return train(config, training_args, started)
     with holding_output_dir(config.output_dir):  # a second run into it is refused
         return train(config, training_args, started)
+
+
+def launch_alone(config: SFTConfig) -> None:
+    """A DeepSpeed recipe run as one process with no launcher (`python -m training.sft`,
+    the recipes' one-GPU command) gets the environment a launcher gives one process: rank
+    0 of 1, a free local port (before: DeepSpeed looked for MPI, and ended in a
+    `ModuleNotFoundError: mpi4py` traceback once the data had been read)."""
+    if not config.train.get("deepspeed"):
+        return
+    if any(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
+        return  # torchrun's, deepspeed's or accelerate's launch
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+    logger.info("one process, no launcher: DeepSpeed runs as rank 0 of 1")
 
 
 def training_arguments_fault(config: SFTConfig, error: ValueError) -> str:
@@ -546,10 +576,50 @@ def warn_of_settings(config: SFTConfig) -> None:
 
 
 def check_trained(trainer: Trainer, samples: int) -> None:
-    """A fresh run that took no optimizer step has no model to write (before: the base
-    model written as trained, exit 0)."""
+    """A fresh run that took no optimizer step, or whose steps all had gradients of NaN or
+    inf (skipped by a loss scaler, or diverged), or whose trained weights hold NaN or inf,
+    has no model to write (before: the base model, or one of NaN weights, written as
+    trained, exit 0; its checkpoints stay for a look)."""
     if trainer.state.global_step == 0:
         raise ValueError(no_step_taken(trainer, samples))
+    norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
+    if norms and not any(math.isfinite(norm) for norm in norms):
+        raise ValueError(
+            f"every logged step's gradients were NaN or inf (grad_norm {norms[-1]}, "
+            f"{len(norms)} logged): the updates were skipped or the weights diverged; no "
+            "model written (a lower train.learning_rate, bfloat16 over float16?)"
+        )
+    broken = non_finite_weights(trainer.model)
+    if broken:
+        raise ValueError(
+            f"the trained weights hold NaN or inf ({len(broken)} tensors, the first "
+            f"{broken[0]}): the loss diverged; no model written (a lower "
+            "train.learning_rate, warm-up or gradient clipping?)"
+        )
+
+
+def non_finite_weights(model: torch.nn.Module) -> list[str]:
+    """The names of the trained (`requires_grad`) weights that hold NaN or inf, each
+    gathered in turn under DeepSpeed ZeRO-3 (every rank takes part)."""
+    from contextlib import nullcontext
+
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    sharded = is_deepspeed_zero3_enabled()
+    broken = []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if sharded:
+            import deepspeed
+
+            whole = deepspeed.zero.GatheredParameters([parameter], modifier_rank=None)
+        else:
+            whole = nullcontext()
+        with whole:
+            if not bool(torch.isfinite(parameter).all()):
+                broken.append(name)
+    return broken
 
 
 def no_sample_left(config: SFTConfig, report: DataReport) -> str:

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import random
 import re
 import shutil
@@ -40,12 +41,15 @@ from training.sft import (
     load_model,
     load_tokenizer,
     main,
+    non_finite_weights,
     resize_embeddings_with_mean,
     run,
     wrap_with_lora,
 )
 
 REPO = Path(__file__).resolve().parents[2]
+# what a launcher (torchrun, deepspeed, accelerate) sets: none, as `python -m` runs
+LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 @pytest.fixture(scope="module")
@@ -1202,3 +1206,81 @@ def test_a_bfloat16_recipe_on_a_machine_without_it_names_its_line(tmp_path):
     other = ValueError("At most one of fp16 and bf16 can be True, but not both")  # its words
     said = training_arguments_fault(config, other)  # another fault naming bf16: not the machine
     assert said.endswith("TrainingArguments refused the train settings"), said
+
+
+def test_a_run_whose_weights_diverge_writes_no_model(base_checkpoint, data_files, workspace):
+    """Before: `'loss': 0, 'grad_norm': nan`, every weight NaN, model/ written, exit 0."""
+    output = workspace / "diverged"
+    tree = recipe(
+        "full", base_checkpoint, data_files[:1], output,
+        max_steps=4, logging_steps=1, learning_rate=1e9, warmup_steps=0,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="gradients were NaN or inf|weights hold NaN or inf"):
+        run(parse_config(tree))
+    assert not (output / "model").exists() and not (output / "train_summary.json").exists()
+
+
+def test_the_trained_weights_are_checked_for_nan(base_checkpoint):
+    model = AutoModelForCausalLM.from_pretrained(base_checkpoint)
+    assert non_finite_weights(model) == []
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight[0, 0] = float("inf")
+        model.lm_head.weight.requires_grad_(False)
+        model.lm_head.weight[1, 1] = float("nan")  # not trained: not this run's doing
+    assert non_finite_weights(model) == ["model.layers.0.mlp.up_proj.weight"]
+
+
+def test_a_deepspeed_recipe_runs_as_one_process_without_a_launcher(
+    base_checkpoint, data_files, workspace
+):
+    """The recipes' one-GPU command, `python -m training.sft --config stage1_full.yaml`
+    (before: DeepSpeed looked for MPI: `ModuleNotFoundError: mpi4py`, a traceback once the
+    data had been read), with the recipes' ZeRO-3: the embeddings' rows are read whole
+    (before: a shard's 0 rows, every row set to the mean of none: NaN embeddings, every
+    step skipped as an overflow, the base model written as trained, exit 0)."""
+    pytest.importorskip("deepspeed")
+    output = workspace / "deepspeed"
+    tree = recipe(
+        "full", base_checkpoint, data_files[:1], output, max_steps=2, logging_steps=1,
+        deepspeed=str(REPO / "training" / "configs" / "ds_zero3.json"),
+    )  # fmt: skip
+    config = workspace / "deepspeed.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "training.sft", "--config", str(config)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "one process, no launcher: DeepSpeed runs as rank 0 of 1" in result.stderr
+    assert "embeddings: 2 new rows (mean-initialised)" in result.stderr
+    summary, losses = logged_losses(output)
+    assert summary["global_step"] == 2 and all(0 < loss < 100 for loss in losses), losses
+    trained = AutoModelForCausalLM.from_pretrained(output / "model")
+    base = AutoModelForCausalLM.from_pretrained(base_checkpoint)
+    rows = base.get_input_embeddings().weight.shape[0]
+    embeddings = trained.get_input_embeddings().weight
+    assert embeddings.shape[0] == rows + 2 and non_finite_weights(trained) == []
+    mean = base.get_input_embeddings().weight.mean(0)
+    torch.testing.assert_close(embeddings[rows], mean, atol=0.05, rtol=0)  # 2 steps from it
+    assert not torch.equal(embeddings[:rows], base.get_input_embeddings().weight)
+
+
+def test_stage2_runs_under_deepspeed_zero3(stage1, data_files, workspace):
+    """Before: the ZeRO-3 shard's 0 embedding rows were read as the model's, and every
+    Stage II run was refused as no Stage I model."""
+    pytest.importorskip("deepspeed")
+    output = workspace / "deepspeed-lora"
+    tree = recipe(
+        "lora", stage1, data_files, output, max_steps=2, logging_steps=1,
+        deepspeed=str(REPO / "training" / "configs" / "ds_zero3.json"),
+    )  # fmt: skip
+    config = workspace / "deepspeed-lora.yaml"
+    config.write_text(yaml.safe_dump(tree))
+    env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "training.sft", "--config", str(config)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (output / "model" / "adapter_model.safetensors").exists()

@@ -78,6 +78,7 @@ def average(
     model = load_whole(inputs[0])
     dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
     total = sum(weights)
+    _check_finite(model.state_dict(), inputs[0])
     sums = {
         name: tensor.detach().float() * (weights[0] / total)
         for name, tensor in model.state_dict().items()
@@ -85,6 +86,7 @@ def average(
     for path, weight in zip(inputs[1:], weights[1:]):
         other = load_whole(path).state_dict()
         _check_same_tensors(sums, other, inputs[0], path)
+        _check_finite(other, path)
         for name, tensor in other.items():
             sums[name] += tensor.detach().float() * (weight / total)
         logger.info("added %s (weight %.3g)", path, weight / total)
@@ -164,6 +166,17 @@ def vocabulary(tokenizer_file: Path) -> tuple:
         if isinstance(token, dict)
     )
     return sorted((model.get("vocab") or {}).items()), added
+
+
+def _check_finite(tensors: dict, path) -> None:
+    """An input of NaN or inf weights (a diverged run) is refused (before: averaged in,
+    the average NaN where it was)."""
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ValueError(
+                f"{path}: tensor {name} holds NaN or inf: a diverged run's weights; leave "
+                "it out of the average"
+            )
 
 
 def _check_same_tensors(reference: dict, other: dict, reference_path, path) -> None:

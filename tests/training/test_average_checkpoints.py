@@ -178,3 +178,17 @@ def test_an_output_inside_a_file_is_refused_before_loading(tmp_path, capsys, com
         f"({tmp_path / 'file'} is a file, not a folder)\n"
     )
     assert capsys.readouterr().err == message
+
+
+@pytest.mark.parametrize("diverged", ["a", "b"])
+def test_an_input_of_nan_weights_is_refused(tmp_path, east_tokenizer, diverged):
+    """Before: averaged in without a word, the average NaN where it was."""
+    save_model(tmp_path / "a", east_tokenizer, seed=1)
+    save_model(tmp_path / "b", east_tokenizer, seed=2)
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / diverged)
+    with torch.no_grad():
+        model.model.norm.weight[0] = float("nan")
+    model.save_pretrained(tmp_path / diverged)
+    with pytest.raises(ValueError, match=f"{diverged}: tensor model.norm.weight holds NaN"):
+        average([tmp_path / "a", tmp_path / "b"], tmp_path / "avg")
+    assert not (tmp_path / "avg").exists()

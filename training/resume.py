@@ -305,6 +305,23 @@ def finished_step(resume: str | None, max_steps: int) -> int | None:
     return step if step == max_steps else None
 
 
+def finished_model(config: SFTConfig, max_steps: int) -> Path | None:
+    """The `model/` of a finished run of this recipe (`check_finished_model` compared it)
+    when no checkpoint is left to resume (removed to save disk, or `save_strategy: no`):
+    its summary, written after it, at `max_steps` (any step for a run sized in epochs).
+    None when the run is to train (before: every step trained again, without a word)."""
+    if config.resume_from_checkpoint not in (True, "auto"):
+        return None
+    final, summary = config.output_dir / FINAL_MODEL_DIR, config.output_dir / SUMMARY
+    if not (final.is_dir() and summary.is_file() and (config.output_dir / RECIPE_RECORD).is_file()):
+        return None
+    step = read_json_object(summary).get("global_step")
+    if not isinstance(step, int) or (max_steps > 0 and step != max_steps):
+        return None
+    logger.info("finished at step %d already (%s): nothing to train", step, final)
+    return final
+
+
 def step_of(checkpoint: str | Path) -> int:
     """The step a complete checkpoint was written at."""
     return read_json_object(Path(checkpoint) / "trainer_state.json").get("global_step", 0)

@@ -73,6 +73,7 @@ from training.resume import (
     check_checkpoints,
     check_resumable,
     finish_from_checkpoint,
+    finished_model,
     finished_step,
     record_recipe,
     resolve_resume,
@@ -479,6 +480,9 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
         check_data_files_here(config, "eval_files")
     resume, recipe = resolve_resume(config), trained_recipe(config)
     check_checkpoints(config, recipe, resume)
+    finished = None if resume else finished_model(config, training_args.max_steps)
+    if finished is not None:
+        return finished
     finished_at = finished_step(resume, training_args.max_steps)
     if finished_at is not None:
         writer = training_args.process_index == 0

@@ -1284,3 +1284,27 @@ def test_stage2_runs_under_deepspeed_zero3(stage1, data_files, workspace):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert (output / "model" / "adapter_model.safetensors").exists()
+
+
+@pytest.mark.parametrize("sized_in", ["steps", "epochs"])
+def test_a_finished_run_whose_checkpoints_were_removed_is_not_trained_again(
+    base_checkpoint, data_files, workspace, sized_in
+):
+    """Checkpoints removed to save disk (before: every step trained again, exit 0)."""
+    output = workspace / f"no-checkpoints-{sized_in}"
+    length = {"max_steps": 3} if sized_in == "steps" else {"num_train_epochs": 1}
+    tree = recipe("full", base_checkpoint, data_files[:1], output, save_steps=3, **length)
+    final = run(parse_config(tree))
+    weights = (final / "model.safetensors").read_bytes()
+    summary = (output / "train_summary.json").read_text()
+    for checkpoint in output.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+    assert run(parse_config(tree)) == final
+    assert (final / "model.safetensors").read_bytes() == weights
+    assert (output / "train_summary.json").read_text() == summary
+    assert not list(output.glob("checkpoint-*"))  # nothing trained
+    if sized_in == "steps":  # longer: no checkpoint to go on from, trained from the start
+        longer = copy.deepcopy(tree)
+        longer["train"]["max_steps"] = 4
+        assert run(parse_config(longer)) == final
+        assert json.loads((output / "train_summary.json").read_text())["global_step"] == 4

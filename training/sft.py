@@ -254,6 +254,7 @@ def wrap_with_lora(model: PreTrainedModel, config: SFTConfig) -> PeftModel:
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
     )
+    check_target_modules(model, config)
     try:
         model = get_peft_model(model, lora)
     except ValueError as error:  # modules the model lacks: known only now
@@ -266,6 +267,28 @@ def wrap_with_lora(model: PreTrainedModel, config: SFTConfig) -> PeftModel:
         "LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total
     )
     return model
+
+
+def check_target_modules(model: PreTrainedModel, config: SFTConfig) -> None:
+    """Every module a `lora.target_modules` list names is one of the model's, matched as
+    peft matches it (the name, or its end after a dot): before, a misspelt one among good
+    ones was left out without a word (peft refuses only a list that matches nothing). A
+    string (`all-linear`, a regular expression) is peft's to match."""
+    targets = config.lora.target_modules
+    if isinstance(targets, str):
+        return
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in names)]
+    if missing:
+        linear = sorted(
+            {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear)}
+        )  # fmt: skip
+        raise ValueError(
+            f"{config.place('lora', 'target_modules')}: lora.target_modules: "
+            f"{', '.join(missing)}: no module of the model is named so (its linear layers: "
+            f"{', '.join(linear)})"
+        )
 
 
 def save_final_model(

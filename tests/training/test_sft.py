@@ -787,6 +787,15 @@ def test_lora_modules_the_model_lacks_are_named_with_the_field(tmp_path):
     tree["lora"]["target_modules"] = ["attention_qkv"]
     with pytest.raises(ValueError, match="^<config>: lora.target_modules: .*attention_qkv"):
         wrap_with_lora(model, parse_config(tree))
+    # one misspelt among good ones (before: left out without a word, the others trained)
+    tree["lora"]["target_modules"] = ["q_proj", "v_porj", "self_attn.k_proj"]
+    said = "lora.target_modules: v_porj: no module of the model is named so (its linear "
+    with pytest.raises(ValueError, match=re.escape(said) + ".*q_proj"):
+        wrap_with_lora(model, parse_config(tree))
+    tree["lora"]["target_modules"] = ["q_proj", "self_attn.k_proj"]
+    wrapped = wrap_with_lora(model, parse_config(tree))
+    trained = {name for name, p in wrapped.named_parameters() if p.requires_grad}
+    assert any("k_proj.lora_A" in name for name in trained)
 
 
 def test_a_chat_token_in_a_record_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):

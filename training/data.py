@@ -52,6 +52,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -616,6 +617,7 @@ def tokenize_conversations(
 ) -> Dataset:
     """The samples of `conversations` as a `datasets.Dataset` (columns input_ids, labels),
     in order, those whose prompt alone reaches the cut-off left out; counted in `report`."""
+    import pyarrow as pa
     from datasets import Dataset, Features, Sequence, Value
 
     ids = Sequence(Value("int32"))
@@ -637,16 +639,29 @@ def tokenize_conversations(
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         cache_file = Path(cache_dir) / f"tokenized-{key}.arrow"
         report.cache_file, report.cache_reused = str(cache_file), cache_file.exists()
+    tokenize = partial(
+        source.map,
+        encoder.tokenize,
+        batched=True,
+        remove_columns=source.column_names,
+        features=features,
+        cache_file_name=None if cache_file is None else str(cache_file),
+        new_fingerprint=key,
+        desc="tokenizing",
+    )
     with _progress_bars(progress):
-        tokenized = source.map(
-            encoder.tokenize,
-            batched=True,
-            remove_columns=source.column_names,
-            features=features,
-            cache_file_name=None if cache_file is None else str(cache_file),
-            new_fingerprint=key,
-            desc="tokenizing",
-        )
+        try:
+            tokenized = tokenize()
+        except pa.ArrowException as error:
+            if cache_file is None or not cache_file.exists():
+                raise
+            # a cache file damaged since it was written (datasets writes it whole, then
+            # renames it): made again (before: the same arrow error, naming no file, at
+            # every rerun)
+            logger.warning("%s does not read (%s): tokenized again", cache_file, error)
+            cache_file.unlink()
+            report.cache_reused = False
+            tokenized = tokenize()
     prompt_tokens = list(tokenized["prompt_tokens"])
     report.count_lengths(prompt_tokens, list(tokenized["tokens"]), encoder.cutoff_len)
     if report.dropped_prompt_too_long:

@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -420,6 +421,23 @@ def test_a_second_run_loads_the_cached_samples(east_tokenizer, tmp_path, monkeyp
     ]
     uncached, _ = build_samples(east_tokenizer, [path], **{**settings, "cache_dir": None})
     assert list(uncached) == list(first)
+
+
+def test_a_cache_file_damaged_since_is_made_again(east_tokenizer, tmp_path, monkeypatch, caplog):
+    """Before: pyarrow's "Expected to read 792 metadata bytes, but only read 92", naming
+    no file, at every rerun."""
+    path = write_json(tmp_path / "simt.json", [DE_EN, ZH_EN])
+    calls = count_tokenize_calls(monkeypatch)
+    settings = {"cutoff_len": 100, "progress": False, "cache_dir": tmp_path / "c"}
+    first, report = build_samples(east_tokenizer, [path], **settings)
+    expected = list(first)  # read before its file is damaged: the dataset maps it
+    os.truncate(report.cache_file, 100)
+    again, again_report = build_samples(east_tokenizer, [path], **settings)
+    assert sum(calls) == 4 and not again_report.cache_reused
+    assert list(again) == expected
+    assert f"{report.cache_file} does not read" in caplog.text
+    _, third = build_samples(east_tokenizer, [path], **settings)
+    assert third.cache_reused and sum(calls) == 4
 
 
 @pytest.mark.parametrize(

@@ -39,7 +39,12 @@ from typing import TYPE_CHECKING
 from east_agent.common.atomic import atomic_path, temporary_beside, write_atomically
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
-from east_agent.lm.checkpoint import ADAPTER_WEIGHTS, MODEL_WEIGHTS, TRAINING_RECORD
+from east_agent.lm.checkpoint import (
+    ADAPTER_WEIGHTS,
+    MODEL_WEIGHTS,
+    TRAINING_RECORD,
+    check_weights_readable,
+)
 from training.config import SECTIONS, SFTConfig
 
 if TYPE_CHECKING:
@@ -372,6 +377,9 @@ def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, write
             "checkpoint without stage3_gather_16bit_weights_on_model_save?): convert it with "
             "its zero_to_fp32.py"
         )
+    # weights damaged since the Trainer wrote them (trainer_state.json comes last): refused
+    # naming the file (before: a 1,000-byte model.safetensors copied, exit 0)
+    check_weights_readable(checkpoint, f"{checkpoint} (the run's last checkpoint)", weights)
     temporary_beside(final, private=False)  # a save cut by the kill leaves its ranks' copy
     with atomic_path(final) as temporary:
         temporary.mkdir()

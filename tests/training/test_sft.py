@@ -1317,3 +1317,20 @@ def test_a_finished_run_whose_checkpoints_were_removed_is_not_trained_again(
         longer["train"]["max_steps"] = 4
         assert run(parse_config(longer)) == final
         assert json.loads((output / "train_summary.json").read_text())["global_step"] == 4
+
+
+def test_a_last_checkpoint_whose_weights_are_cut_short_is_not_copied_as_the_model(
+    base_checkpoint, data_files, workspace
+):
+    """A run killed between its last checkpoint and its model copies the checkpoint's
+    weights; weights damaged since are refused (before: a 1,000-byte model copied, exit 0)."""
+    output = workspace / "cut-checkpoint"
+    tree = recipe("full", base_checkpoint, data_files[:1], output, max_steps=2, save_steps=2)
+    final = run(parse_config(tree))
+    shutil.rmtree(final)
+    (output / "train_summary.json").unlink()
+    weights = output / "checkpoint-2" / "model.safetensors"
+    os.truncate(weights, 1000)
+    with pytest.raises(ValueError, match=re.escape(f"{weights.name}")):
+        run(parse_config(tree))
+    assert not final.exists()

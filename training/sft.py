@@ -549,9 +549,10 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
     if eval_samples is not None and len(eval_samples) == 0:
         raise ValueError(f"no eval sample is left within data.cutoff_len {config.data.cutoff_len}")
     trainer = build_trainer(config, training_args, model, tokenizer, samples, eval_samples)
-    if training_args.max_steps <= 0 and len(trainer.get_train_dataloader()) == 0:
-        # sized in epochs, not one batch (before: transformers' "args.max_steps must be
-        # set to a positive value if dataloader does not have a length", a recipe written)
+    if len(trainer.get_train_dataloader()) == 0:
+        # not one batch, before training (before: sized in epochs, transformers' "args.
+        # max_steps must be set to a positive value if dataloader does not have a length";
+        # in steps, refused once trained: a recipe record left behind)
         raise ValueError(no_step_taken(trainer, len(samples)))
     if trainer.is_world_process_zero():
         record_recipe(config, recipe)

@@ -1128,7 +1128,9 @@ def test_a_run_that_takes_no_step_writes_no_model(base_checkpoint, data_files, t
     ):
         run(parse_config(tree))  # fmt: skip
     assert not (tmp_path / "out" / "model").exists()
-    # sized in epochs: said before training, no recipe written (before: transformers'
+    # said before training, no recipe written (before: once trained, recipe.json left)
+    assert not (tmp_path / "out" / "recipe.json").exists()
+    # sized in epochs too (before: transformers'
     # "args.max_steps must be set to a positive value if dataloader does not have a length")
     tree["train"].update(max_steps=-1, num_train_epochs=1, output_dir=str(tmp_path / "epochs"))
     with pytest.raises(ValueError, match=r"^the run took no optimizer step \(4 samples, "):

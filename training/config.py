@@ -422,6 +422,9 @@ def check_settings(config: SFTConfig, at: At) -> None:
                 f"{at('train', name)}: train.{name} must be a finite number >= 0{note}, got {value}"
             )
     check_length(train, at)
+    seed = train.get("seed")
+    if isinstance(seed, int) and not 0 <= seed < 2**32:  # before: numpy's, once loaded
+        raise ConfigError(f"{at('train', 'seed')}: train.seed must be 0 to 2**32 - 1, got {seed}")
     kwargs = train.get("lr_scheduler_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ConfigError(

@@ -476,6 +476,13 @@ def training_arguments_fault(config: SFTConfig, error: ValueError) -> str:
             f"{config.place('train', 'bf16')}: train.bf16 true, and this machine has no "
             "bfloat16 device (train.bf16=false to try it here)"
         )
+    named = [
+        key
+        for key, value in config.train.items()
+        if isinstance(value, str) and len(value) > 1 and value in str(error)
+    ]
+    if len(named) == 1:  # the one setting whose value the message quotes
+        return f"{config.place('train', named[0])}: TrainingArguments refused train.{named[0]}"
     return f"{config.place('train')}: TrainingArguments refused the train settings"
 
 

@@ -108,6 +108,8 @@ def test_overrides_change_nested_values():
         ("train.output_dir=null", "train.output_dir must name a folder"),
         ("train.per_device_train_batch_size=0", "per_device_train_batch_size must be at le"),
         ("train.eval_strategy=steps", "train.eval_strategy 'steps' needs data.eval_files"),
+        # before: numpy's "Seed must be between 0 and 2**32 - 1" once the tokenizer loaded
+        ("train.seed=-1", "override 'train.seed=-1': train.seed must be 0 to 2\\*\\*32 - 1"),
         # before: an empty system turn (the override `data.system_prompt=` gave none)
         ('data.system_prompt=""', "data.system_prompt is empty: leave it out"),
         # before: an encoding error once tokenizing began

@@ -1217,6 +1217,11 @@ def test_a_bfloat16_recipe_on_a_machine_without_it_names_its_line(tmp_path):
     other = ValueError("At most one of fp16 and bf16 can be True, but not both")  # its words
     said = training_arguments_fault(config, other)  # another fault naming bf16: not the machine
     assert said.endswith("TrainingArguments refused the train settings"), said
+    # a value the message quotes names its setting, and where it was given (before: the
+    # recipe's train section for an override's value)
+    optim = load_config(REPO / "training/configs/stage1_full.yaml", ["train.optim=adamw_torc"])
+    said = training_arguments_fault(optim, ValueError("adamw_torc is not a valid OptimizerNames"))
+    assert said == "override 'train.optim=adamw_torc': TrainingArguments refused train.optim"
 
 
 def test_a_run_whose_weights_diverge_writes_no_model(base_checkpoint, data_files, workspace):

@@ -201,9 +201,11 @@ def talk_outputs_from_log(
     outputs = []
     for number in sorted(by_talk):
         record, talk = by_talk[number], talks[number]
+        # its source's units first: a log of sentences, or of another set, is named so
+        # (before: its references called another target language's)
+        outputs.append(log_talk_output(path, record, talk, char_level, talk.units))
         if references is not None:
             check_reference(path, record, references[number], talk.talk_id)
-        outputs.append(log_talk_output(path, record, talk, char_level, talk.units))
     return outputs
 
 
@@ -222,14 +224,14 @@ def talk_outputs_from_sentences(
     `references`: the set's, one per sentence, which a log's must be."""
     sentences = sum(talk.sentences for talk in talks)
     by_sentence = records_by_index(path, read_log(path), sentences, "sentence")
-    for number, record in sorted(by_sentence.items()) if references is not None else ():
-        check_reference(path, record, references[number], f"sentence {number}")
     outputs = []
-    for talk in talks:
+    for talk in talks:  # the sources' units first, as for talks
         span = range(talk.first_sentence, talk.first_sentence + talk.sentences)
         if all(number in by_sentence for number in span):
             records = [by_sentence[number] for number in span]
             outputs.append(joined_talk_output(path, records, talk, char_level))
+    for number, record in sorted(by_sentence.items()) if references is not None else ():
+        check_reference(path, record, references[number], f"sentence {number}")
     if not outputs:
         raise ValueError(
             f"{path}: no talk has all its sentences in the log (a log of whole talks is "

@@ -367,10 +367,11 @@ def test_a_gold_sentence_log_is_scored_from_the_command_line(talks_dir, tmp_path
     """`--gold-sentences` joins the sentences into talks as a grid does (before: refused,
     its sentences' lengths not the talks'; only a grid could score such a run)."""
     sentences = [("the cat", [2, 4], 4), ("a dog", [1, 4], 4), ("she", [6], 6), ("ran", [2], 2)]
+    references = (talks_dir / "reference_sentences.txt").read_text().splitlines()
     records = [
         {"index": index, "prediction": text, "delays": delays, "elapsed": [0.0] * len(delays),
-         "source_length": length}
-        for index, (text, delays, length) in enumerate(sentences)
+         "source_length": length, "reference": reference + "\n"}
+        for index, ((text, delays, length), reference) in enumerate(zip(sentences, references))
     ]  # fmt: skip
     log = tmp_path / "instances.log"
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
@@ -380,6 +381,13 @@ def test_a_gold_sentence_log_is_scored_from_the_command_line(talks_dir, tmp_path
     assert "(or of its gold sentences, not talks: give --gold-sentences)" in (
         capsys.readouterr().err
     )
+    log.write_text("".join(json.dumps(record) + "\n" for record in records[:2]))
+    with pytest.raises(SystemExit):  # as many sentences as talks: by its sources' lengths
+        main(["longform", *folders])  # (before: its references, another language's)
+    assert "(or of its gold sentences, not talks: give --gold-sentences)" in (
+        capsys.readouterr().err
+    )
+    log.write_text("".join(json.dumps(record) + "\n" for record in records))
     main(["longform", *folders, "--gold-sentences"])
     said = capsys.readouterr()
     scores = json.loads(said.out)

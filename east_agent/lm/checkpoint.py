@@ -481,6 +481,11 @@ def load_east_checkpoint(
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load tokenizer and model, and check that the tokenizer is an EAST tokenizer first."""
+    if is_hub_id(model_path):  # asked once (before: the loaders' retries, a minute offline)
+        try:
+            check_hub_model(str(model_path), "model_path")
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
     tokenizer = load_tokenizer(model_path, trust_remote_code)
     east_token_ids(tokenizer)  # fail before the (slow) model load
     model = load_model(model_path, adapter_path, torch_dtype, device, trust_remote_code)

@@ -52,8 +52,27 @@ def test_unreachable_hub_id_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
-    with pytest.raises(CheckpointError, match="'no-org/no-model' is no local directory"):
+    with pytest.raises(CheckpointError, match="'no-org/no-model': no such folder here .*offline"):
         load_east_checkpoint("no-org/no-model")
+
+
+def test_a_hub_id_the_hub_does_not_give_is_asked_once(monkeypatch, tmp_path):
+    """Before: the loaders retried for about 50 s without a network, then a traceback."""
+    import huggingface_hub
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    asked = []
+
+    def no_network(name, timeout=None):
+        asked.append(name)
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr(huggingface_hub, "model_info", no_network)
+    said = "model_path 'no-org/no-model': no such folder here .* the hub gives none"
+    with pytest.raises(CheckpointError, match=said + r" \(ConnectionError: no network\)"):
+        load_east_checkpoint("no-org/no-model")
+    assert asked == ["no-org/no-model"]
 
 
 def test_model_path_that_is_a_file(tmp_path):

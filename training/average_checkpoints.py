@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from east_agent.common.arguments import parse_once_each
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.common.records import read_json_object
@@ -206,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         choices=["float32", "bfloat16", "float16"],
         help="the dtype the average is saved in (default: the first input's)",
     )
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     average(args.inputs, args.output, args.weights, args.save_dtype)
 

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from east_agent.common.arguments import positive_int
+from east_agent.common.arguments import parse_once_each, positive_int
 from east_agent.common.atomic import (
     check_folder_path,
     check_replaceable,
@@ -298,7 +298,11 @@ def check_languages(src_lang: str, tgt_lang: str) -> tuple[str, str]:
     languages = language_name(src_lang), language_name(tgt_lang)
     for language in languages:
         if is_unspaced(language):
-            raise ValueError(f"{language}: the builder splits words on whitespace only")
+            raise ValueError(
+                f"{language}: the builder splits words on whitespace only, and {language} "
+                "does not space its words (it has no segmenter); a corpus in languages "
+                "that space theirs"
+            )
     if languages[0] == languages[1]:  # before: built, chunks of a copy task
         raise ValueError(
             f"--src-lang {src_lang} and --tgt-lang {tgt_lang} are both {languages[0]}: "
@@ -650,7 +654,7 @@ def main(argv: list[str] | None = None) -> None:
         help="largest length ratio kept, the longer side's words over the shorter's "
         "(default: %(default)s)",
     )
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     texts_given = [args.source is not None, args.target is not None]
     if texts_given != [args.pairs is None] * 2:  # --pairs holds both sides itself

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from east_agent.common.arguments import add_old_spelling
+from east_agent.common.arguments import add_old_spelling, parse_once_each
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     add_old_spelling(parser, "--dtype", "torch_dtype", choices=dtypes)
     parser.add_argument("--save-dtype", choices=dtypes, help="store the weights in this dtype")
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     paths = {"--model-path": args.model_path, "--adapter-path": args.adapter_path}
     missing = [flag for flag, path in paths.items() if path is None]
     if missing:

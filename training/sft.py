@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from east_agent.common.arguments import parse_once_each
 from east_agent.common.atomic import (
     check_folder_path,
     install,
@@ -690,7 +691,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.max_steps=10")
     # The deepspeed launcher passes the local rank as a flag; the Trainer reads LOCAL_RANK.
     parser.add_argument("--local_rank", "--local-rank", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     logging.basicConfig(
         level=logging.INFO,
         format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",

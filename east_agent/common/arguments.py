@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import io
 import math
+import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -75,6 +76,25 @@ def add_old_spelling(
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
     flag's, whose default stands when neither is given)."""
     parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+
+
+def parse_once_each(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, a flag that takes a value given twice (in one spelling or
+    in two: `--config a --config b`, `--model-path A --base B`) refused as argparse refuses
+    (before: the last one won, without a word)."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    spellings: dict[str, list[str]] = {}
+    for action in parser._actions:
+        if action.option_strings and action.nargs != 0:  # flags that take a value
+            spellings.setdefault(action.dest, []).extend(action.option_strings)
+    for flags in spellings.values():
+        given = [arg.split("=", 1)[0] for arg in argv if arg.split("=", 1)[0] in flags]
+        if len(set(given)) > 1:
+            parser.error(f"{' and '.join(dict.fromkeys(given))}: spellings of one flag; give one")
+        if len(given) > 1:
+            parser.error(f"{given[0]} given {len(given)} times; give it once")
+    return args
 
 
 class ArgumentsRefused(ValueError):

@@ -7,8 +7,10 @@ import torch
 
 from east_agent.common.arguments import (
     ArgumentsRefused,
+    add_old_spelling,
     checked_device,
     given_flags,
+    parse_once_each,
     parse_quietly,
     positive_int,
     positive_seconds,
@@ -107,3 +109,24 @@ def test_parse_quietly_gives_argparses_reason_alone(capsys):
     with pytest.raises(ArgumentsRefused, match="unrecognized arguments: --x"):
         parse_quietly(parser, ["--x"])
     assert capsys.readouterr().err == ""  # no usage printed
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--config", "a", "--config=b"], "--config given 2 times; give it once"),
+        (["--model-path", "A", "--base", "B"], "--model-path and --base: spellings of one flag"),
+    ],
+)
+def test_a_setting_given_twice_is_refused(capsys, argv, said):
+    """Before: the last one won, without a word (another recipe trained, another base)."""
+    parser = argparse.ArgumentParser(prog="cmd")
+    parser.add_argument("--config")
+    parser.add_argument("--model-path")
+    parser.add_argument("--verbose", action="store_true")
+    add_old_spelling(parser, "--base", "model_path")
+    with pytest.raises(SystemExit) as ended:
+        parse_once_each(parser, argv)
+    assert ended.value.code == 2 and f"cmd: error: {said}" in capsys.readouterr().err
+    args = parse_once_each(parser, ["--config", "a", "--base", "B", "--verbose", "--verbose"])
+    assert (args.config, args.model_path, args.verbose) == ("a", "B", True)

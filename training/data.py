@@ -362,7 +362,7 @@ def _parse_line(line: bytes) -> tuple[dict | None, str | None]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        return None, f"invalid JSON: {error.msg} (column {error.colno})"
+        return None, f"invalid JSON at column {error.colno}: {error.msg}"
     if not isinstance(value, dict):
         return None, f"expected a JSON object, got {type(value).__name__}"
     return value, None
@@ -382,8 +382,8 @@ def _json_list(data: bytes, path: Path) -> Iterator[RawRecord]:
         records = json.loads(text)
     except json.JSONDecodeError as error:
         raise RecordError(
-            f"{path}: line {error.lineno}: invalid JSON: {error.msg}; a JSON list file is "
-            "read whole, so this cannot be skipped"
+            f"{path}: line {error.lineno}: invalid JSON at column {error.colno}: {error.msg}; "
+            "a JSON list file is read whole, so this cannot be skipped"
         ) from None
     for index, value in enumerate(records, 1):  # counted from 1, as lines are
         if isinstance(value, dict):

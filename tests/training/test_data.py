@@ -242,8 +242,14 @@ def test_json_lines_and_gzip_are_read(east_tokenizer, tmp_path):
 def test_invalid_json_line_is_named(east_tokenizer, tmp_path):
     path = tmp_path / "simt.jsonl"
     path.write_text(json.dumps(DE_EN) + "\n{broken\n")
-    with pytest.raises(RecordError, match="simt.jsonl: line 2: invalid JSON"):
+    with pytest.raises(RecordError, match="simt.jsonl: line 2: invalid JSON at column 2: "):
         build_samples(east_tokenizer, [path], progress=False)
+    # cut off in a string: json's "Unterminated string starting at", with its column
+    cut = json.dumps([DE_EN, DE_EN], indent=1)
+    (tmp_path / "cut.json").write_text(cut[: cut.index('"German"', 200) + 3])
+    said = r"cut.json: line \d+: invalid JSON at column \d+: Unterminated string starting at;"
+    with pytest.raises(RecordError, match=said):
+        build_samples(east_tokenizer, [tmp_path / "cut.json"], progress=False)
 
 
 def test_overlong_samples_are_truncated_and_reported(east_tokenizer, tmp_path):

@@ -27,7 +27,7 @@ from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.common.records import read_json_object
 from east_agent.lm.checkpoint import check_weights, saved_tensor_shapes
-from training.model_folder import load_pretrained
+from training.model_folder import is_finite, load_pretrained
 
 COMMAND = "python -m training.average_checkpoints"
 
@@ -173,7 +173,7 @@ def _check_finite(tensors: dict, path) -> None:
     """An input of NaN or inf weights (a diverged run) is refused (before: averaged in,
     the average NaN where it was)."""
     for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        if not is_finite(tensor):
             raise ValueError(
                 f"{path}: tensor {name} holds NaN or inf: a diverged run's weights; leave "
                 "it out of the average"

@@ -628,7 +628,12 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> SFTConfig:
     places = _file_places(text, str(path))
     if isinstance(tree, dict):
         settle_tree(tree, written, str(path), places)
+    given: dict[str, str] = {}
     for override in overrides:
+        key = override.partition("=")[0].strip()
+        if "=" in override and key in given:  # before: the last one won, without a word
+            raise ConfigError(f"override {override!r}: {key} given twice (also {given[key]!r})")
+        given[key] = override
         if not isinstance(tree, dict):
             break  # parse_config names it
         apply_override(tree, override, str(path), places)

@@ -659,7 +659,7 @@ def tokenize_conversations(
             # renames it): made again (before: the same arrow error, naming no file, at
             # every rerun)
             logger.warning("%s does not read (%s): tokenized again", cache_file, error)
-            cache_file.unlink()
+            cache_file.unlink(missing_ok=True)  # another node's process may be first
             report.cache_reused = False
             tokenized = tokenize()
     prompt_tokens = list(tokenized["prompt_tokens"])

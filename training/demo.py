@@ -226,11 +226,12 @@ def stage_recipe(args: argparse.Namespace, stage: str) -> SFTConfig:
 
 
 def train_stage(args: argparse.Namespace, stage: str) -> str:
-    from training.resume import resolve_resume
+    from training.resume import finished_model, resolve_resume
     from training.sft import run
 
     recipe = stage_recipe(args, stage)
-    resumed = resolve_resume(recipe) is not None  # from its last checkpoint, or finished
+    # from its last checkpoint, or finished (its checkpoints removed since, say)
+    resumed = resolve_resume(recipe) is not None or finished_model(recipe) is not None
     run(recipe)
     return RESUMED if resumed else FRESH
 

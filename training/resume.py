@@ -46,6 +46,7 @@ from east_agent.lm.checkpoint import (
     check_weights_readable,
 )
 from training.config import SECTIONS, SFTConfig
+from training.model_folder import DIVERGED_HINT, diverged_steps, is_finite
 
 if TYPE_CHECKING:
     from transformers import TrainingArguments
@@ -66,6 +67,7 @@ RESUMABLE_TRAIN_KEYS = {
     "metric_for_best_model", "greater_is_better", "report_to", "run_name", "disable_tqdm",
     "dataloader_num_workers", "use_cpu",
 }  # fmt: skip
+LENGTH_KEYS = ("max_steps", "num_train_epochs")  # how long: the summary's `length`
 # What a checkpoint holds besides the model `save_model` writes (the Trainer's own state).
 TRAINER_STATE_FILES = {
     "optimizer.pt", "scheduler.pt", "trainer_state.json", "latest", "zero_to_fp32.py",
@@ -310,21 +312,59 @@ def finished_step(resume: str | None, max_steps: int) -> int | None:
     return step if step == max_steps else None
 
 
-def finished_model(config: SFTConfig, max_steps: int) -> Path | None:
+def run_length(config: SFTConfig) -> dict:
+    """How long the recipe trains (`max_steps`, `num_train_epochs`, defaults filled in): a
+    resume may change it, so the recipe record leaves it out; the summary records it."""
+    from transformers import TrainingArguments
+
+    defaults = {field.name: field.default for field in dataclasses.fields(TrainingArguments)}
+    return {name: config.train.get(name, defaults[name]) for name in LENGTH_KEYS}
+
+
+def finished_model(config: SFTConfig) -> Path | None:
     """The `model/` of a finished run of this recipe (`check_finished_model` compared it)
-    when no checkpoint is left to resume (removed to save disk, or `save_strategy: no`):
-    its summary, written after it, at `max_steps` (any step for a run sized in epochs).
-    None when the run is to train (before: every step trained again, without a word)."""
-    if config.resume_from_checkpoint not in (True, "auto"):
+    and length (its summary's, written after it) when no checkpoint is left to resume
+    (removed to save disk, or `save_strategy: no`); None when the run is to train (before:
+    every step trained again, without a word). A summary of an earlier version, which
+    records no length, counts for a run sized in steps that ended at its `max_steps`."""
+    if config.resume_from_checkpoint not in (True, "auto") or resolve_resume(config):
         return None
     final, summary = config.output_dir / FINAL_MODEL_DIR, config.output_dir / SUMMARY
     if not (final.is_dir() and summary.is_file() and (config.output_dir / RECIPE_RECORD).is_file()):
         return None
-    step = read_json_object(summary).get("global_step")
-    if not isinstance(step, int) or (max_steps > 0 and step != max_steps):
+    written, length = read_json_object(summary), run_length(config)
+    step = written.get("global_step")
+    if "length" in written:
+        finished = written["length"] == length
+    else:  # an earlier version's summary: a run sized in steps, ended at them
+        finished = length["max_steps"] > 0 and step == length["max_steps"]
+    if not isinstance(step, int) or not finished:
         return None
     logger.info("finished at step %d already (%s): nothing to train", step, final)
     return final
+
+
+def check_not_diverged(checkpoint: Path, files: list[Path]) -> None:
+    """The checkpoint a run ended at is no diverged run's (its logged gradients, then its
+    safetensors weights read tensor by tensor), or it is refused: before, the rerun of a
+    run refused for NaN weights copied that checkpoint's as its model, exit 0."""
+    from safetensors import safe_open
+
+    state = read_json_object(checkpoint / "trainer_state.json")
+    diverged = diverged_steps(state.get("log_history") or [])
+    if diverged:
+        raise ValueError(f"{checkpoint} ended the run, but {diverged}: {DIVERGED_HINT}")
+    for path in files:
+        if path.suffix != ".safetensors":
+            continue
+        with safe_open(str(path), framework="pt") as weights:
+            for name in weights.keys():
+                if not is_finite(weights.get_tensor(name)):
+                    raise ValueError(
+                        f"{checkpoint} ended the run, but its tensor {name} ({path.name}) "
+                        f"holds NaN or inf: the loss diverged; no model written: "
+                        f"{DIVERGED_HINT}"
+                    )
 
 
 def step_of(checkpoint: str | Path) -> int:
@@ -380,6 +420,7 @@ def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, write
     # weights damaged since the Trainer wrote them (trainer_state.json comes last): refused
     # naming the file (before: a 1,000-byte model.safetensors copied, exit 0)
     check_weights_readable(checkpoint, f"{checkpoint} (the run's last checkpoint)", weights)
+    check_not_diverged(checkpoint, files)
     temporary_beside(final, private=False)  # a save cut by the kill leaves its ranks' copy
     with atomic_path(final) as temporary:
         temporary.mkdir()
@@ -390,6 +431,7 @@ def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, write
         "recipe": config.source,
         "stage": config.stage,
         "global_step": step,
+        "length": run_length(config),
         "train_metrics": {},
         "written_from": str(checkpoint),
         "final_model": str(final),

@@ -25,7 +25,6 @@ import argparse
 import importlib.util
 import json
 import logging
-import math
 import os
 import socket
 import sys
@@ -67,7 +66,7 @@ from training.data import (
     read_records,
     tokenize_records,
 )
-from training.model_folder import load_pretrained
+from training.model_folder import DIVERGED_HINT, diverged_steps, is_finite, load_pretrained
 from training.resume import (
     FINAL_MODEL_DIR,
     SUMMARY,
@@ -78,6 +77,7 @@ from training.resume import (
     finished_step,
     record_recipe,
     resolve_resume,
+    run_length,
     step_of,
     trained_recipe,
 )
@@ -262,8 +262,9 @@ def wrap_with_lora(model: PreTrainedModel, config: SFTConfig) -> PeftModel:
         raise ValueError(f"{config.source}: lora.target_modules: {error}") from None
     if config.train.get("gradient_checkpointing") or config.train.get("activation_checkpointing"):
         model.enable_input_require_grads()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+    trainable = sum(size for size, trained in sizes if trained)  # ZeRO-3: whole, not a shard
+    total = sum(size for size, _ in sizes)
     logger.info(
         "LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total
     )
@@ -437,34 +438,49 @@ def run(config: SFTConfig) -> Path:
 
     started = time.time()
     check_folders(config)
-    launch_alone(config)
-    # TrainingArguments first: with a ZeRO-3 config it makes from_pretrained shard the model.
-    try:
-        training_args = TrainingArguments(**config.train)
-    except ValueError as error:  # before: transformers' words alone, the recipe unnamed
-        raise ValueError(f"{training_arguments_fault(config, error)}: {error}") from None
-    if training_args.process_index != 0:  # the ranks of one run share its folder
-        return train(config, training_args, started)
-    with holding_output_dir(config.output_dir):  # a second run into it is refused
-        return train(config, training_args, started)
+    with launched_alone(config):
+        # TrainingArguments first: with ZeRO-3 it makes from_pretrained shard the model.
+        try:
+            training_args = TrainingArguments(**config.train)
+        except ValueError as error:  # before: transformers' words alone, the recipe unnamed
+            raise ValueError(f"{training_arguments_fault(config, error)}: {error}") from None
+        if training_args.process_index != 0:  # the ranks of one run share its folder
+            return train(config, training_args, started)
+        with holding_output_dir(config.output_dir):  # a second run into it is refused
+            return train(config, training_args, started)
 
 
-def launch_alone(config: SFTConfig) -> None:
+# what a launcher sets (torchrun, deepspeed, accelerate; mpirun's Open MPI, MPICH, PMIx)
+LAUNCHED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+
+
+@contextmanager
+def launched_alone(config: SFTConfig) -> Iterator[None]:
     """A DeepSpeed recipe run as one process with no launcher (`python -m training.sft`,
-    the recipes' one-GPU command) gets the environment a launcher gives one process: rank
-    0 of 1, a free local port (before: DeepSpeed looked for MPI, and ended in a
-    `ModuleNotFoundError: mpi4py` traceback once the data had been read)."""
-    if not config.train.get("deepspeed"):
+    the recipes' one-GPU command) and no mpi4py for DeepSpeed to ask: the environment a
+    launcher gives one process (rank 0 of 1, a free local port) while the run lasts
+    (before: DeepSpeed looked for MPI, and ended in a `ModuleNotFoundError: mpi4py`
+    traceback once the data had been read). Under a launcher, or with mpi4py, as given."""
+    launched = any(name in os.environ for name in LAUNCHED)
+    if not config.train.get("deepspeed") or launched or importlib.util.find_spec("mpi4py"):
+        yield
         return
-    if any(name in os.environ for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE")):
-        return  # torchrun's, deepspeed's or accelerate's launch
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1")
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(port))
+    alone = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}
+    alone["MASTER_PORT"] = str(port)
+    before = {name: os.environ.get(name) for name in alone}
+    os.environ.update(alone)
     logger.info("one process, no launcher: DeepSpeed runs as rank 0 of 1")
+    try:
+        yield
+    finally:  # a later run in this process (training.demo's) is not launched by it
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def training_arguments_fault(config: SFTConfig, error: ValueError) -> str:
@@ -477,12 +493,14 @@ def training_arguments_fault(config: SFTConfig, error: ValueError) -> str:
             f"{config.place('train', 'bf16')}: train.bf16 true, and this machine has no "
             "bfloat16 device (train.bf16=false to try it here)"
         )
-    named = [
+    said = str(error)
+    named = [  # a value quoted as transformers quotes the one it refuses (an enum's, a file)
         key
         for key, value in config.train.items()
-        if isinstance(value, str) and len(value) > 1 and value in str(error)
+        if isinstance(value, str)
+        and (said.startswith(f"{value} is not a valid ") or f"Received: {value}" in said)
     ]
-    if len(named) == 1:  # the one setting whose value the message quotes
+    if len(named) == 1:
         return f"{config.place('train', named[0])}: TrainingArguments refused train.{named[0]}"
     return f"{config.place('train')}: TrainingArguments refused the train settings"
 
@@ -511,7 +529,7 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
         check_data_files_here(config, "eval_files")
     resume, recipe = resolve_resume(config), trained_recipe(config)
     check_checkpoints(config, recipe, resume)
-    finished = None if resume else finished_model(config, training_args.max_steps)
+    finished = None if resume else finished_model(config)
     if finished is not None:
         return finished
     finished_at = finished_step(resume, training_args.max_steps)
@@ -582,6 +600,7 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
             "train_metrics": result.metrics,  # of the steps after `resumed_at_step`
             "resumed_at_step": resumed_at or 0,
             "global_step": trainer.state.global_step,
+            "length": run_length(config),  # another is no finished run of it
             "best_metric": trainer.state.best_metric,
             "best_checkpoint": trainer.state.best_model_checkpoint,
             "wall_seconds": round(time.time() - started, 1),
@@ -618,19 +637,17 @@ def check_trained(trainer: Trainer, samples: int) -> None:
     trained, exit 0; its checkpoints stay for a look)."""
     if trainer.state.global_step == 0:
         raise ValueError(no_step_taken(trainer, samples))
-    norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
-    if norms and not any(math.isfinite(norm) for norm in norms):
+    diverged = diverged_steps(trainer.state.log_history)
+    if diverged:
+        raise ValueError(f"{diverged}; no model written: {DIVERGED_HINT}")
+    broken = trainer.accelerator.reduce(  # every rank's count (a rank's shard under FSDP)
+        torch.tensor(len(non_finite_weights(trainer.model)), device=trainer.accelerator.device),
+        reduction="sum",
+    )
+    if int(broken):
         raise ValueError(
-            f"every logged step's gradients were NaN or inf (grad_norm {norms[-1]}, "
-            f"{len(norms)} logged): the updates were skipped or the weights diverged; no "
-            "model written (a lower train.learning_rate, bfloat16 over float16?)"
-        )
-    broken = non_finite_weights(trainer.model)
-    if broken:
-        raise ValueError(
-            f"the trained weights hold NaN or inf ({len(broken)} tensors, the first "
-            f"{broken[0]}): the loss diverged; no model written (a lower "
-            "train.learning_rate, warm-up or gradient clipping?)"
+            f"the trained weights hold NaN or inf ({int(broken)} tensors): the loss "
+            f"diverged; no model written: {DIVERGED_HINT}"
         )
 
 
@@ -653,7 +670,7 @@ def non_finite_weights(model: torch.nn.Module) -> list[str]:
         else:
             whole = nullcontext()
         with whole:
-            if not bool(torch.isfinite(parameter).all()):
+            if not is_finite(parameter):
                 broken.append(name)
     return broken
 

@@ -344,7 +344,7 @@ def parse_segment(body: bytes) -> Segment:
                 400, "a text segment with an empty 'content' carries no unit: send one, or "
                 "'finished': true to end the source"
             )  # fmt: skip
-        info = {**info, "data_type": None, "content": []}  # the source's end, no unit
+        info = {**info, "data_type": None, "content": [], "is_empty": True}  # the end, no unit
     try:
         return segment_from_json_string(json.dumps(info))
     except (TypeError, RecursionError) as error:

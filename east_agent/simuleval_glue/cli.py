@@ -95,7 +95,8 @@ def main() -> None:
     refuse_unit_seconds_without_ca_metric(rest)
     check_output_folder(rest)
     check_agent_file(rest)
-    check_dataloader_flags(rest)
+    if "--standalone" not in rest:  # to a server they are the evaluator's: refused there
+        check_dataloader_flags(rest)
     if "--remote-eval" in rest:  # SimulEval's evaluator lacks a method it calls
         raise ValueError(
             "--remote-eval: SimulEval's remote evaluation fails on this SimulEval (after "

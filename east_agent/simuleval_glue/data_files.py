@@ -168,6 +168,11 @@ def check_dataloader_flags(argv: list[str]) -> None:
     known, _ = parser.parse_known_args(argv)
     if known.user_dir is not None:
         _import_user_dir(known.user_dir)
+    if known.dataloader_class and known.dataloader is None:  # SimulEval would ignore it
+        raise ValueError(
+            f"--dataloader-class {known.dataloader_class} without --dataloader: name it "
+            "(--dataloader NAME), as SimulEval registers the class under that name"
+        )
     if known.dataloader_class:
         module_name, _, class_name = known.dataloader_class.rpartition(".")
         if not module_name:

@@ -67,10 +67,10 @@ from east_agent.simuleval_glue.server_sessions import (
 CONNECT_SECONDS = 10
 ANSWER_SECONDS = 600  # --request-timeout: the longest wait for an answer (a step)
 NO_FREE_STREAM = 503  # the server's answer to a new session when its streams are all in use
-# SimulEval's flags of the system side: this command's parser is SimulEval's and has them,
-# but the served system was started with its own, and this client would ignore them.
-# SimulEval's flags of the system it runs, and this package's agents' own (all but
-# `--tgt-lang`, which the client sends in its segments); a test keeps them complete
+# The served system's flags, refused here (it was started with its own): SimulEval's for
+# the system it runs, which this command's parser (SimulEval's) has, and this package's
+# agents' own (all but `--tgt-lang`, which the client sends in its segments), which it has
+# not; a test keeps them complete
 SERVED_SYSTEM_FLAGS = (
     "--agent", "--agent-class", "--system-dir", "--system-config", "--standalone",
     "--remote-eval", "--slurm", "--device", "--dtype", "--fp16",

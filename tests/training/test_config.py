@@ -125,6 +125,13 @@ def test_bad_recipes_are_named(override, message):
         load_config(CONFIGS / "stage1_full.yaml", [override])
 
 
+def test_an_override_given_twice_is_refused():
+    """Before: the last one won, without a word."""
+    said = "override 'train.max_steps=20': train.max_steps given twice"
+    with pytest.raises(ConfigError, match=said + " \\(also 'train.max_steps=10'\\)"):
+        load_config(CONFIGS / "stage1_full.yaml", ["train.max_steps=10", "train.max_steps=20"])
+
+
 def with_overrides(*overrides):
     return load_config(CONFIGS / "stage1_full.yaml", list(overrides))
 

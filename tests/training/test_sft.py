@@ -35,9 +35,12 @@ from training.resume import (
     last_complete_checkpoint,
     record_recipe,
     resolve_resume,
+    run_length,
     trained_recipe,
 )
 from training.sft import (
+    LAUNCHED,
+    launched_alone,
     load_model,
     load_tokenizer,
     main,
@@ -48,8 +51,8 @@ from training.sft import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-# what a launcher (torchrun, deepspeed, accelerate) sets: none, as `python -m` runs
-LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# what a launcher (torchrun, deepspeed, accelerate, mpirun) sets: none, as `python -m` runs
+LAUNCHER_ENV = (*LAUNCHED, "MASTER_ADDR", "MASTER_PORT")
 
 
 @pytest.fixture(scope="module")
@@ -1222,6 +1225,11 @@ def test_a_bfloat16_recipe_on_a_machine_without_it_names_its_line(tmp_path):
     optim = load_config(REPO / "training/configs/stage1_full.yaml", ["train.optim=adamw_torc"])
     said = training_arguments_fault(optim, ValueError("adamw_torc is not a valid OptimizerNames"))
     assert said == "override 'train.optim=adamw_torc': TrainingArguments refused train.optim"
+    # a value that is an ordinary word of another message names no setting (before:
+    # `eval_strategy: steps` blamed for `--load_best_model_at_end requires the saving steps`)
+    steps = load_config(REPO / "training/configs/demo_stage1.yaml", ["train.eval_steps=300"])
+    other = ValueError("--load_best_model_at_end requires the saving steps to be a round ...")
+    assert training_arguments_fault(steps, other).endswith("refused the train settings")
 
 
 def test_a_run_whose_weights_diverge_writes_no_model(base_checkpoint, data_files, workspace):
@@ -1234,6 +1242,17 @@ def test_a_run_whose_weights_diverge_writes_no_model(base_checkpoint, data_files
     with pytest.raises(ValueError, match="gradients were NaN or inf|weights hold NaN or inf"):
         run(parse_config(tree))
     assert not (output / "model").exists() and not (output / "train_summary.json").exists()
+    assert (output / "checkpoint-4").is_dir()  # kept for a look
+    # run again: its last checkpoint is no model either (before: copied as one, exit 0)
+    with pytest.raises(ValueError, match="checkpoint-4 ended the run, but .*NaN or inf"):
+        run(parse_config(tree))
+    assert not (output / "model").exists()
+    state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
+    for entry in state["log_history"]:  # the gradients logged finite: its weights are read
+        entry["grad_norm"] = 1.0
+    (output / "checkpoint-4" / "trainer_state.json").write_text(json.dumps(state))
+    with pytest.raises(ValueError, match=r"checkpoint-4 ended the run, but its tensor .* holds"):
+        run(parse_config(tree))
 
 
 def test_the_trained_weights_are_checked_for_nan(base_checkpoint):
@@ -1319,11 +1338,16 @@ def test_a_finished_run_whose_checkpoints_were_removed_is_not_trained_again(
     assert (final / "model.safetensors").read_bytes() == weights
     assert (output / "train_summary.json").read_text() == summary
     assert not list(output.glob("checkpoint-*"))  # nothing trained
-    if sized_in == "steps":  # longer: no checkpoint to go on from, trained from the start
-        longer = copy.deepcopy(tree)
-        longer["train"]["max_steps"] = 4
-        assert run(parse_config(longer)) == final
-        assert json.loads((output / "train_summary.json").read_text())["global_step"] == 4
+    # longer: no checkpoint to go on from, trained from the start (before, in epochs: the
+    # shorter run's model kept as finished)
+    longer = copy.deepcopy(tree)
+    longer["train"].update({"max_steps": 4} if sized_in == "steps" else {"num_train_epochs": 2})
+    assert run(parse_config(longer)) == final
+    written = json.loads((output / "train_summary.json").read_text())
+    assert written["length"] == run_length(parse_config(longer))
+    assert written["global_step"] == (
+        4 if sized_in == "steps" else 2 * json.loads(summary)["global_step"]
+    )
 
 
 def test_a_last_checkpoint_whose_weights_are_cut_short_is_not_copied_as_the_model(
@@ -1341,3 +1365,26 @@ def test_a_last_checkpoint_whose_weights_are_cut_short_is_not_copied_as_the_mode
     with pytest.raises(ValueError, match=re.escape(f"{weights.name}")):
         run(parse_config(tree))
     assert not final.exists()
+
+
+def test_a_run_alone_gets_a_launchers_environment_while_it_lasts(tmp_path, monkeypatch):
+    """Rank 0 of 1 for a DeepSpeed recipe run alone, given back after (a later run in the
+    process, training.demo's, is not launched by it); under mpirun, or without DeepSpeed,
+    the environment is left as it is."""
+    config = parse_config(recipe("full", tmp_path, [tmp_path / "d.json"], tmp_path / "out"))
+    speed = parse_config(
+        recipe("full", tmp_path, [tmp_path / "d.json"], tmp_path / "out", deepspeed="ds.json")
+    )
+    for name in LAUNCHER_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MASTER_ADDR", "10.0.0.7")  # the user's, for another job
+    monkeypatch.setattr("importlib.util.find_spec", lambda name: None)  # no mpi4py
+    with launched_alone(speed):
+        assert (os.environ["RANK"], os.environ["WORLD_SIZE"]) == ("0", "1")
+        assert os.environ["MASTER_ADDR"] == "127.0.0.1" and int(os.environ["MASTER_PORT"]) > 0
+    assert "RANK" not in os.environ and os.environ["MASTER_ADDR"] == "10.0.0.7"
+    with launched_alone(config):
+        assert "RANK" not in os.environ  # no DeepSpeed: nothing to set up
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "8")
+    with launched_alone(speed):
+        assert "RANK" not in os.environ  # mpirun's: DeepSpeed asks MPI

@@ -460,7 +460,10 @@ def test_simulevals_slurm_submission_is_refused(east_checkpoint, test_set, tmp_p
     [
         (["--dataloader", "text-to-txt"], "--dataloader text-to-txt: no such dataloader"),
         (["--user-dir", "nowhere"], "--user-dir nowhere: no such folder"),
-        (["--dataloader-class", "nowhere.Mine"], "--dataloader-class nowhere.Mine: module nowhere"),
+        (
+            ["--dataloader-class", "nowhere.Mine", "--dataloader", "mine"],
+            "--dataloader-class nowhere.Mine: module nowhere",
+        ),
     ],
 )
 def test_a_dataloader_simuleval_cannot_build_is_refused_before_the_folder_changes(

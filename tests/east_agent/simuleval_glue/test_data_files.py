@@ -157,9 +157,10 @@ def test_a_chinese_source_of_raw_text_is_refused(tmp_path, east_tokenizer):
     [
         (["--dataloader", "text-to-txt"], "--dataloader text-to-txt: no such dataloader"),
         (["--user-dir", "nowhere"], "--user-dir nowhere: no such folder"),
-        (["--dataloader-class", "Mine"], "--dataloader-class Mine: a dotted path"),
-        (["--dataloader-class", "nomodule.Mine"], "module nomodule does not import"),
-        (["--dataloader-class", "json.Mine"], "json has no class Mine"),
+        (["--dataloader-class", "Mine", "--dataloader", "d"], "--dataloader-class Mine: a dot"),
+        (["--dataloader-class", "nomodule.Mine", "--dataloader", "d"], "module nomodule does no"),
+        (["--dataloader-class", "json.Mine", "--dataloader", "d"], "json has no class Mine"),
+        (["--dataloader-class", "json.JSONDecoder"], "json.JSONDecoder without --dataloader"),
         (["--user-dir", "{broken}"], "does not import (ZeroDivisionError: division by zero)"),
     ],
 )
@@ -187,4 +188,6 @@ def test_a_dataloader_a_user_dir_registers_is_known(tmp_path):
     with pytest.raises(ValueError, match="--dataloader my-text-lines: no such dataloader"):
         data_files.check_dataloader_flags(["--dataloader", "my-text-lines"])
     data_files.check_dataloader_flags(["--user-dir", str(package), "--dataloader", "my-text-lines"])
-    data_files.check_dataloader_flags(["--dataloader-class", "json.JSONDecoder"])
+    data_files.check_dataloader_flags(
+        ["--dataloader-class", "json.JSONDecoder", "--dataloader", "j"]
+    )

@@ -179,7 +179,7 @@ def test_the_evaluators_flags_are_refused_by_the_server(tmp_path):
     flags would be ignored there (before: silently); refused before the model loads."""
     refused = server_refusal(
         tmp_path, "--source", "src.txt", "--output=out", "--comet-batch-size", "8",
-        "--dataloader", "text-to-text",
+        "--dataloader", "text-to-txt",  # a typo too: the evaluator's all the same
     )  # fmt: skip
     assert refused.returncode == 2, refused.stderr[-3000:]
     said = "--source --output --comet-batch-size --dataloader: the evaluator's, not the server's"

@@ -1329,6 +1329,7 @@ def test_a_finished_run_whose_checkpoints_were_removed_is_not_trained_again(
     output = workspace / f"no-checkpoints-{sized_in}"
     length = {"max_steps": 3} if sized_in == "steps" else {"num_train_epochs": 1}
     tree = recipe("full", base_checkpoint, data_files[:1], output, save_steps=3, **length)
+    tree["data"]["max_samples"] = 24  # 3 steps an epoch
     final = run(parse_config(tree))
     weights = (final / "model.safetensors").read_bytes()
     summary = (output / "train_summary.json").read_text()

@@ -1265,6 +1265,22 @@ def test_the_trained_weights_are_checked_for_nan(base_checkpoint):
     assert non_finite_weights(model) == ["model.layers.0.mlp.up_proj.weight"]
 
 
+def run_alone_with_zero3(tree: dict) -> subprocess.CompletedProcess:
+    """`python -m training.sft` of `tree` with the recipes' ZeRO-3 config, as one process
+    with no launcher (none of its variables set); it must succeed."""
+    pytest.importorskip("deepspeed")
+    tree["train"]["deepspeed"] = str(REPO / "training" / "configs" / "ds_zero3.json")
+    config = Path(tree["train"]["output_dir"]).with_suffix(".yaml")
+    config.write_text(yaml.safe_dump(tree))
+    env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_ENV}
+    result = subprocess.run(
+        [sys.executable, "-m", "training.sft", "--config", str(config)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
 def test_a_deepspeed_recipe_runs_as_one_process_without_a_launcher(
     base_checkpoint, data_files, workspace
 ):
@@ -1273,20 +1289,10 @@ def test_a_deepspeed_recipe_runs_as_one_process_without_a_launcher(
     data had been read), with the recipes' ZeRO-3: the embeddings' rows are read whole
     (before: a shard's 0 rows, every row set to the mean of none: NaN embeddings, every
     step skipped as an overflow, the base model written as trained, exit 0)."""
-    pytest.importorskip("deepspeed")
     output = workspace / "deepspeed"
-    tree = recipe(
-        "full", base_checkpoint, data_files[:1], output, max_steps=2, logging_steps=1,
-        deepspeed=str(REPO / "training" / "configs" / "ds_zero3.json"),
-    )  # fmt: skip
-    config = workspace / "deepspeed.yaml"
-    config.write_text(yaml.safe_dump(tree))
-    env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_ENV}
-    result = subprocess.run(
-        [sys.executable, "-m", "training.sft", "--config", str(config)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_alone_with_zero3(
+        recipe("full", base_checkpoint, data_files[:1], output, max_steps=2, logging_steps=1)
+    )
     assert "one process, no launcher: DeepSpeed runs as rank 0 of 1" in result.stderr
     assert "embeddings: 2 new rows (mean-initialised)" in result.stderr
     summary, losses = logged_losses(output)
@@ -1304,20 +1310,8 @@ def test_a_deepspeed_recipe_runs_as_one_process_without_a_launcher(
 def test_stage2_runs_under_deepspeed_zero3(stage1, data_files, workspace):
     """Before: the ZeRO-3 shard's 0 embedding rows were read as the model's, and every
     Stage II run was refused as no Stage I model."""
-    pytest.importorskip("deepspeed")
     output = workspace / "deepspeed-lora"
-    tree = recipe(
-        "lora", stage1, data_files, output, max_steps=2, logging_steps=1,
-        deepspeed=str(REPO / "training" / "configs" / "ds_zero3.json"),
-    )  # fmt: skip
-    config = workspace / "deepspeed-lora.yaml"
-    config.write_text(yaml.safe_dump(tree))
-    env = {name: value for name, value in os.environ.items() if name not in LAUNCHER_ENV}
-    result = subprocess.run(
-        [sys.executable, "-m", "training.sft", "--config", str(config)],
-        capture_output=True, text=True, timeout=600, env=env,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_alone_with_zero3(recipe("lora", stage1, data_files, output, max_steps=2, logging_steps=1))
     assert (output / "model" / "adapter_model.safetensors").exists()
 
 

@@ -75,6 +75,7 @@ class Terminated(KeyboardInterrupt):
 
 
 _handlers_owner: int | None = None  # the process whose command installed the handlers
+_commands_running = 0  # `command_line` mains running in this process, one inside another
 _signalled: int | None = None  # the first ending signal its command took
 
 
@@ -176,22 +177,57 @@ def command_line(command: str) -> Callable[[Main], Main]:
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def wrapped(*args, **kwargs):
-            with _ending_signals_raised():
-                try:
-                    returned = main(*args, **kwargs)
-                    _flush_stdout()  # a reader gone is met here, not at Python's exit
-                except BaseException as error:
-                    if _signalled is not None:  # whatever a library made of the signal
-                        _end_by_signal(command, _signalled)
-                    _end_by_error(command, error)
-                    raise
-                if _signalled is not None:  # swallowed, and the command went on to its end
-                    _end_by_signal(command, _signalled)
-                return returned
+            global _commands_running
+            _commands_running += 1
+            try:
+                return _run_command(command, main, args, kwargs)
+            finally:
+                _commands_running -= 1
 
         return wrapped
 
     return wrap
+
+
+def _run_command(command: str, main: Callable, args: tuple, kwargs: dict) -> object:
+    with _ending_signals_raised():
+        try:
+            returned = main(*args, **kwargs)
+            _flush_stdout()  # a reader gone is met here, not at Python's exit
+        except BaseException as error:
+            if _signalled is not None:  # whatever a library made of the signal
+                _end_by_signal(command, _signalled)
+            _end_by_error(command, error)
+            raise
+        if _signalled is not None:  # swallowed, and the command went on to its end
+            _end_by_signal(command, _signalled)
+        return returned
+
+
+@contextmanager
+def ended_as_stock_simuleval() -> Iterator[None]:
+    """Where SimulEval's own `simuleval` command runs this process (`simuleval --system-dir
+    DIR`, the evaluator's command for a submission, or `simuleval --agent FILE`) and no
+    command of ours wraps it, the project's errors raised inside end it as ours would:
+    `simuleval: <message>`, exit 2 (before: SimulEval's traceback of the one-line error).
+    Elsewhere (`east-simuleval`, a library caller, a test) they are raised."""
+    if _commands_running or not _stock_simuleval_runs():
+        yield
+        return
+    try:
+        yield
+    except BaseException as error:
+        _end_by_error("simuleval", error)
+        raise
+
+
+def _stock_simuleval_runs() -> bool:
+    """Whether this process is SimulEval's `simuleval` console script (or `python -m
+    simuleval.cli`)."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if main_spec is not None and main_spec.name == "simuleval.cli":
+        return True
+    return bool(sys.argv) and os.path.basename(sys.argv[0]) == "simuleval"
 
 
 def _end_by_error(command: str, error: BaseException) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -323,7 +324,13 @@ ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 def check_weights(folder: str | Path, where: str, names: tuple[str, ...] = MODEL_WEIGHTS) -> None:
     """A local folder must hold its weights (a run killed before writing them leaves a
-    config alone): refused naming `where` (the flag or setting) before anything loads."""
+    config alone), and a link to it must lead somewhere: refused naming `where` (the flag
+    or setting) before anything loads."""
+    if Path(folder).is_symlink() and not Path(folder).exists():
+        raise ValueError(
+            f"{where} {folder}: a broken link, to {os.readlink(folder)}, which is not there "
+            "(the model moved or was removed)"
+        )
     if is_hub_id(folder) or not Path(folder).is_dir():
         return
     if not any((Path(folder) / name).is_file() for name in names):

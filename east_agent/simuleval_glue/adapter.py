@@ -24,6 +24,7 @@ from east_agent.common.arguments import (
     positive_int,
     torch_dtype_of,
 )
+from east_agent.common.entry import ended_as_stock_simuleval
 from east_agent.decoding.long_form import (
     DEFAULT_CONTEXT_WORDS,
     DEFAULT_SEGMENT_UNITS,
@@ -304,6 +305,13 @@ class StreamingAgent(TextToTextAgent):
         self.decoder: StreamingDecoder = self.build_decoder(self.model, self.tokenizer, self.config)
         self.units_pushed = 0
         super().__init__(args)  # calls reset()
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> StreamingAgent:
+        """How SimulEval builds the agent; under its own `simuleval` command a refusal ends
+        the command in one line, as under `east-simuleval`."""
+        with ended_as_stock_simuleval():
+            return cls(args)
 
     @classmethod
     def decoding_config(cls, args: argparse.Namespace) -> DecodingConfig:

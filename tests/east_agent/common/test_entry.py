@@ -10,7 +10,13 @@ import sys
 
 import pytest
 
-from east_agent.common.entry import ENDING_SIGNALS, EXIT_USER_ERROR, CommandError, command_line
+from east_agent.common.entry import (
+    ENDING_SIGNALS,
+    EXIT_USER_ERROR,
+    CommandError,
+    command_line,
+    ended_as_stock_simuleval,
+)
 from east_agent.decoding.streaming import ContextOverflowError
 
 
@@ -50,6 +56,33 @@ def test_a_programs_error_keeps_its_traceback(error, capsys):
         failing_with(error)()
     assert raised.value is error
     assert capsys.readouterr().err == ""
+
+
+def refusing_agent() -> None:
+    with ended_as_stock_simuleval():
+        raise ValueError("--model-path model: a broken link")
+
+
+def test_a_refusal_under_simulevals_own_command_is_one_line(monkeypatch, capsys):
+    """Raised where the stock `simuleval` builds an agent: its one line, exit 2 (before:
+    SimulEval's traceback); a program's error keeps its traceback there too."""
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/simuleval", "--system-dir", "sub"])
+    with pytest.raises(SystemExit) as stop:
+        refusing_agent()
+    assert stop.value.code == EXIT_USER_ERROR
+    assert capsys.readouterr().err == "simuleval: --model-path model: a broken link\n"
+    with pytest.raises(KeyError), ended_as_stock_simuleval():
+        raise KeyError("logits")
+
+
+def test_a_refusal_is_raised_under_our_command_or_a_library_caller(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/simuleval"])
+    with pytest.raises(SystemExit):  # east-simuleval's own line, not SimulEval's
+        command_line("east-simuleval")(refusing_agent)()
+    assert capsys.readouterr().err.startswith("east-simuleval: --model-path")
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/pytest"])
+    with pytest.raises(ValueError, match="broken link"):
+        refusing_agent()
 
 
 def test_a_file_system_that_takes_no_more_is_one_line(tmp_path, capsys):

@@ -386,6 +386,20 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
     assert refused.returncode == 2, refused.stderr[-3000:]  # before, after the decoding:
     assert "--computation-aware: SimulEval's computation-aware" in refused.stderr  # a traceback
     assert not (tmp_path / "aware").exists()
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    shutil.copy(folder / "main.yaml", moved)
+    (moved / "model").symlink_to(tmp_path / "gone")
+    broken = subprocess.run(
+        [console_script("simuleval"), "--system-dir", moved, "--source", test_set / "src.txt",
+         "--target", test_set / "ref.txt", "--output", tmp_path / "broken"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr  # before: SimulEval's
+    assert broken.stderr.splitlines()[-1] == (  # traceback of the one-line error
+        f"simuleval: --model-path model: a broken link, to {tmp_path / 'gone'}, which is "
+        "not there (the model moved or was removed)"
+    )
 
 
 def test_a_system_dir_runs_references_are_checked_in_the_command_lines_unit(

@@ -56,6 +56,7 @@ from east_agent.evaluation.reports import (
 )
 from east_agent.evaluation.run_scores import (
     add_comet,
+    lacking_since_scored,
     rescore_if_changed,
     rescore_tabled,
     wanted_scoring,
@@ -83,6 +84,7 @@ from east_agent.evaluation.testsets import (
     split_by_tokenizer,
     units_split_by,
 )
+from east_agent.simuleval_glue.run_folder import clear_scores
 
 
 def prepare(config: EvalConfig) -> PreparedTestset:
@@ -428,8 +430,15 @@ def _run_picked(
                 remove(run_dir / AFRESH_MARK)
         elif not afresh:  # the refusal the grid would give
             check_run_folder(run_dir, record_of(run))
-        if (run_dir / "scores.tsv").exists():
-            label = f"[{number}/{len(runs)}] {run.name}"
+        label = f"[{number}/{len(runs)}] {run.name}"
+        finished = (run_dir / "scores.tsv").exists()
+        if finished and (lacking := lacking_since_scored(run_dir)):
+            again = "would be translated" if dry_run else "translated"
+            print(f"{label}: {lacking}: {again} and scored again", flush=True)
+            if not dry_run:
+                clear_scores(run_dir)
+            finished = False
+        if finished:
             scored = rescore_if_changed(
                 config, testset, wanted, run, run_dir, label, dry_run, say_skipped=True
             )

@@ -48,6 +48,7 @@ from east_agent.evaluation.omnisteval_scoring import (
 )
 from east_agent.evaluation.runs import RUN_RECORD, score_only_arguments
 from east_agent.evaluation.testsets import PreparedTestset
+from east_agent.simuleval_glue.run_folder import first_ten, missing_from_span
 
 SHORTFORM_FILE = "omnisteval_scores.json"
 LONGFORM_FILE = "longform_scores.json"
@@ -98,6 +99,14 @@ def rescore_if_changed(
             flush=True,
         )
         return False
+    if lacking := lacking_since_scored(run_dir):
+        print(
+            f"east-eval: {label}: {lacking}: left out of the tables; east-eval --only "
+            f"{run.name} translates them",
+            file=sys.stderr,
+            flush=True,
+        )
+        return False
     changes = scoring_differences(run_dir, wanted)
     longform = longform_differences(config, run_dir) if config.long_form else []
     if not changes and not longform:
@@ -112,6 +121,23 @@ def rescore_if_changed(
     if changes and not _scored_again(config, testset, run_dir, label):
         return False
     return not longform or _longform_scored_again(config, run, run_dir, label)
+
+
+def lacking_since_scored(run_dir: Path) -> str | None:
+    """Why a scored run's log no longer holds every sentence of the span its run recorded
+    (cut short or mended since it was scored, so that its `scores.tsv` is of other
+    sentences than the log's, and a significance test would compare the sentences left;
+    before: both tabled, exit 0), or None where it holds them all or is gone (a run whose
+    log is gone is `rescore_if_changed`'s to leave out)."""
+    if not (run_dir / "instances.log").exists():
+        return None
+    missing, span = missing_from_span(run_dir)
+    if not missing:
+        return None
+    return (
+        f"{run_dir / 'instances.log'} lacks {len(missing)} of the run's sentences {span[0]} "
+        f".. {span[1] - 1} ({first_ten(missing)}) since it was scored"
+    )
 
 
 def add_comet(

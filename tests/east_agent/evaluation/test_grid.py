@@ -70,6 +70,31 @@ def test_a_run_whose_log_is_gone_is_left_out_not_the_grids_tests(grid, tmp_path)
         assert [(row["from"], row["to"]) for row in csv.DictReader(handle)] == [("low", "high")]
 
 
+def test_a_scored_run_whose_log_was_cut_short_is_translated_again(grid, tmp_path):
+    """Before: its scores of all the sentences were tabled beside the log's fewer ones, and
+    the significance tests compared the sentences left, exit 0. A run not picked is left
+    out, naming the log; a picked one continues from its log, as the whole run scored."""
+    config, output, _ = grid
+    out = tmp_path / "out"
+    shutil.copytree(output, out)
+    log = out / "runs" / "east-high" / "instances.log"
+    log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
+    result = east_eval(config, "--limit", "3", "--output", out, "--only", "east-low")
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = f"east-eval: east-high (not in --only): {log} lacks 1 of the run's sentences 0 .. 2 (2)"
+    assert said in result.stderr and "east-eval --only east-high translates them" in result.stderr
+    assert ("east", "high") not in [(row["system"], row["setting"]) for row in rows_of(out)]
+    again = east_eval(config, "--limit", "3", "--output", out)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"[2/3] east-high: {log} lacks 1 of the run's sentences" in again.stdout
+    assert len(log.read_text().splitlines()) == 3
+    unclocked = ("system", "setting", "BLEU", "AL", "LAAL", "YAAL")
+    assert [[row[name] for name in unclocked] for row in rows_of(out)] == [
+        [row[name] for name in unclocked] for row in rows_of(output)
+    ]
+    assert (out / "significance.csv").read_text() == (output / "significance.csv").read_text()
+
+
 def test_a_second_grid_on_a_held_output_is_refused_before_it_changes_anything(grid, tmp_path):
     """Before: a second `east-eval` (or `east-demo`) on a live grid's --output emptied,
     continued or tabled the first one's runs (a 20-sentence run tabled beside 400-sentence

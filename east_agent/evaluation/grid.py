@@ -113,8 +113,7 @@ def prepare(config: EvalConfig) -> PreparedTestset:
 def refuse_replacing(config: EvalConfig, saved: PreparedTestset) -> None:
     """A test set prepared for runs in the output folder stays: another grid (or a dry run)
     rewriting it would change what those runs, still running or tabled later, read."""
-    records = (config.output / "runs").glob(f"**/{RUN_RECORD}")
-    made = sorted(path.parent for path in records if may_hold_work(path.parent))
+    made = runs_holding_work(config.output)
     if made:
         what = saved.name if saved.name != config.testset else f"{saved.name} split otherwise"
         raise ValueError(
@@ -124,6 +123,12 @@ def refuse_replacing(config: EvalConfig, saved: PreparedTestset) -> None:
             "that folder's runs/ removed; a run holds the set with a finished sentence, scores, "
             "or a run.lock naming a process, which a killed run leaves)"
         )
+
+
+def runs_holding_work(output: Path) -> list[Path]:
+    """The run folders of the grid in `output` that hold work made on its test set."""
+    records = (output / "runs").glob(f"**/{RUN_RECORD}")
+    return sorted(path.parent for path in records if may_hold_work(path.parent))
 
 
 def may_hold_work(run_dir: Path) -> bool:

@@ -1,4 +1,5 @@
-"""Benchmark test sets as SimulEval source/reference files.
+"""Benchmark test sets as SimulEval source/reference files (the command: `east-prepare`,
+`east_agent.evaluation.prepare`).
 
     east-prepare wmt22.zh-en --output outputs/testsets/wmt22.zh-en --tokenizer models/EAST-8B
 
@@ -17,25 +18,18 @@ and `--sacrebleu-tokenizer zh` / `ja-mecab` for Chinese / Japanese targets.
 
 from __future__ import annotations
 
-import argparse
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from east_agent.common.arguments import folder_path
 from east_agent.common.atomic import (
-    check_folder_path,
     check_replaceable,
     remove,
     write_atomically,
 )
-from east_agent.common.entry import command_line
 from east_agent.common.fingerprint import file_sha256
 from east_agent.common.records import placed_records, read_json_object, require_fields
-from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import language_name
 from east_agent.decoding.units import source_units
@@ -323,64 +317,3 @@ def check_own_sentence_files(output: Path, where: str = "--output") -> None:
                 f"({meta.name} holds its SHA-256): preparing again would replace the "
                 "change; move it away, or choose another folder"
             )
-
-
-@contextmanager
-def holding_grid_testset(output: Path) -> Iterator[None]:
-    """A grid's `testset/` (its folder holds `grid.lock`) prepared as the grid would: with
-    the grid's folder held, so that a grid running there refuses this (before: its test
-    set was replaced under it, found by the grid's checks only at its next run) and a grid
-    started meanwhile is refused."""
-    grid = output.resolve().parent
-    if output.resolve().name != "testset" or not (grid / GRID_LOCK).is_file():
-        yield
-        return
-    with hold_run_lock(grid, GRID_LOCK):
-        yield
-
-
-@command_line("east-prepare")
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="write a test set as SimulEval files")
-    parser.add_argument(
-        "testset",
-        help="e.g. wmt22.de-en, wmt15.de-en, multi30k.de-en; long-form: wmt22.de-en.talks50",
-    )
-    parser.add_argument(
-        "--output", type=folder_path, required=True, help="folder for source.txt, reference.txt"
-    )
-    parser.add_argument(
-        "--tokenizer", default=None, help="checkpoint whose tokenizer splits zh/ja sources"
-    )
-    args = parser.parse_args(argv)
-    check_folder_path(Path(args.output), "--output")
-    check_testset_name(longform.parse_name(args.testset)[0])  # before a tokenizer loads
-    check_own_sentence_files(Path(args.output))
-    if split_by_tokenizer(args.testset) and not args.tokenizer:
-        raise ValueError(
-            f"--tokenizer: {args.testset}'s source is split into the checkpoint's token "
-            "groups; name the checkpoint (--tokenizer models/EAST-8B)"
-        )
-    if args.tokenizer and not split_by_tokenizer(args.testset):  # before: loaded, unused
-        raise ValueError(
-            f"--tokenizer: {args.testset}'s source is split at its spaces, not by a "
-            "tokenizer; leave --tokenizer out"
-        )
-    tokenizer = split_by = None
-    if args.tokenizer:
-        from east_agent.common.fingerprint import model_setting
-        from east_agent.lm.checkpoint import CheckpointError, load_tokenizer
-
-        try:
-            tokenizer = load_tokenizer(args.tokenizer)
-        except CheckpointError as error:  # before: "model path ...", a flag nobody typed
-            raise ValueError(f"--tokenizer: {error}") from None
-        split_by = model_setting(args.tokenizer)  # recorded as a grid records it
-    with holding_grid_testset(Path(args.output)):
-        prepared = prepare_testset(args.testset, args.output, tokenizer, split_by)
-    unit = "talks" if longform.parse_name(prepared.name)[1] else "sentences"
-    print(f"{prepared.sentences} {unit}: {prepared.source} {prepared.reference}")
-
-
-if __name__ == "__main__":
-    main()

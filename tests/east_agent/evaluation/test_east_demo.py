@@ -227,11 +227,11 @@ def test_an_empty_output_is_refused_not_the_current_directory(
 ):
     """Before: `east-demo --output ''` (an unset variable in a script) wrote its runs and
     tables into the current directory."""
-    from east_agent.evaluation import cli, demo, testsets
+    from east_agent.evaluation import cli, demo, prepare
 
     main, first = {
         "east-demo": (demo.main, []),
-        "east-prepare": (testsets.main, ["multi30k.de-en"]),
+        "east-prepare": (prepare.main, ["multi30k.de-en"]),
         "east-eval": (cli.main, ["grid.yaml"]),
     }[command]
     monkeypatch.chdir(tmp_path)

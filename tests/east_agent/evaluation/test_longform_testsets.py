@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from east_agent.evaluation import testsets
+from east_agent.evaluation import prepare
 from east_agent.evaluation.longform import (
     read_longform,
     read_word_times,
@@ -50,7 +50,7 @@ def test_the_last_talk_takes_the_rest(tmp_path):
 
 
 def test_east_prepare_writes_a_long_form_set(tmp_path, capsys):
-    testsets.main(["multi30k.de-en.talks300", "--output", str(tmp_path)])
+    prepare.main(["multi30k.de-en.talks300", "--output", str(tmp_path)])
     assert capsys.readouterr().out.startswith("4 talks:")
     assert len(lines(tmp_path / "source.txt")) == 4
 

@@ -7,7 +7,7 @@ import pytest
 
 from east_agent.common.fingerprint import file_sha256
 from east_agent.decoding.units import join_source_units
-from east_agent.evaluation import testsets
+from east_agent.evaluation import prepare, testsets
 from east_agent.evaluation.config import load_eval_config
 from east_agent.evaluation.longform import parse_name
 from east_agent.evaluation.testsets import (
@@ -61,20 +61,6 @@ def test_chinese_source_needs_the_tokenizer(tmp_path):
     """Refused before the output folder is made (before: an empty folder was left)."""
     with pytest.raises(ValueError, match="needs the checkpoint's tokenizer"):
         prepare_testset("wmt22.zh-en", tmp_path / "out")
-    assert not (tmp_path / "out").exists()
-
-
-@pytest.mark.parametrize("name", ["wmt22.zh-en", "wmt22.zh-en.talks50"])
-def test_east_prepare_of_a_chinese_source_names_the_tokenizer_flag(tmp_path, capsys, name):
-    from east_agent.evaluation.testsets import main
-
-    with pytest.raises(SystemExit) as ended:
-        main([name, "--output", str(tmp_path / "out")])
-    assert ended.value.code == 2
-    assert capsys.readouterr().err == (
-        f"east-prepare: --tokenizer: {name}'s source is split into the checkpoint's token "
-        "groups; name the checkpoint (--tokenizer models/EAST-8B)\n"
-    )
     assert not (tmp_path / "out").exists()
 
 
@@ -136,7 +122,6 @@ def test_a_test_set_cut_off_while_written_leaves_no_record_of_another(tmp_path, 
     """Switching the test set of one folder: killed after the new source was written, the
     old `testset.json` named the new files as the old set (the next grid reused them)."""
     from east_agent.common import atomic
-    from east_agent.evaluation.testsets import read_prepared
 
     prepare_testset("multi30k.de-en", tmp_path)
     written = []
@@ -152,7 +137,7 @@ def test_a_test_set_cut_off_while_written_leaves_no_record_of_another(tmp_path, 
         prepare_testset("multi30k.fr-en", tmp_path)
     assert written == [".preparing", "source.txt"] and read_prepared(tmp_path) is None
     monkeypatch.undo()
-    testsets.main(["multi30k.de-en", "--output", str(tmp_path)])  # its own files: again
+    prepare.main(["multi30k.de-en", "--output", str(tmp_path)])  # its own files: again
     assert read_prepared(tmp_path).name == "multi30k.de-en"
     assert not (tmp_path / ".preparing").exists()
 
@@ -250,147 +235,6 @@ def test_a_test_set_prepared_before_its_files_content_was_recorded_is_read(tmp_p
     assert prepared_named(tmp_path, "multi30k.de-en").sentences == 1000
 
 
-@pytest.mark.parametrize("inside", [False, True], ids=["a-file", "inside-a-file"])
-def test_east_prepare_into_a_file_is_one_line(tmp_path, capsys, inside):
-    from east_agent.evaluation.testsets import main
-
-    (tmp_path / "afile").write_text("mine")
-    output = tmp_path / "afile" / "sub" if inside else tmp_path / "afile"
-    with pytest.raises(SystemExit) as ended:
-        main(["multi30k.de-en", "--output", str(output)])
-    assert ended.value.code == 2
-    said = f"inside a file ({tmp_path / 'afile'} is a file, not a folder)"
-    said = said if inside else "a file, not a folder"
-    assert capsys.readouterr().err == f"east-prepare: --output {output}: {said}\n"
-
-
-def test_east_prepare_names_a_bad_test_set_before_loading_a_tokenizer(tmp_path, capsys):
-    """Before: the tokenizer was looked for first (a hub id: 50 s of retries offline), and
-    the typo in the set's name never named."""
-    from east_agent.evaluation.testsets import main
-
-    missing = tmp_path / "no-such-checkpoint"
-    with pytest.raises(SystemExit) as ended:
-        main(["wmt22.zh-em", "--output", str(tmp_path / "out"), "--tokenizer", str(missing)])
-    assert ended.value.code == 2
-    assert "east-prepare: unknown test set 'wmt22.zh-em'" in capsys.readouterr().err
-
-
-def test_east_prepare_names_its_tokenizer_flag_for_a_checkpoint_that_is_not_there(tmp_path, capsys):
-    """Before: "model path '...' does not exist", a flag east-prepare does not have."""
-    from east_agent.evaluation.testsets import main
-
-    missing = tmp_path / "no-such-checkpoint"
-    with pytest.raises(SystemExit) as ended:
-        main(["wmt22.zh-en", "--output", str(tmp_path / "out"), "--tokenizer", str(missing)])
-    assert ended.value.code == 2
-    said = f"east-prepare: --tokenizer: model path {str(missing)!r} does not exist\n"
-    assert capsys.readouterr().err == said
-    assert not (tmp_path / "out").exists()
-
-
-def test_east_prepare_leaves_a_folder_of_a_file_name_it_writes(tmp_path, capsys):
-    """Before: a folder of the user's named `talks.json` (or `testset.json`) in --output
-    was deleted with whatever it held, exit 0."""
-    from east_agent.evaluation.testsets import main
-
-    kept = tmp_path / "out" / "talks.json"
-    kept.mkdir(parents=True)
-    (kept / "mine.txt").write_text("keep me")
-    with pytest.raises(SystemExit) as ended:
-        main(["multi30k.de-en", "--output", str(tmp_path / "out")])
-    assert ended.value.code == 2
-    said = f"east-prepare: {kept} is a folder, not a file east-prepare writes"
-    assert capsys.readouterr().err.startswith(said)
-    assert (kept / "mine.txt").read_text() == "keep me"
-    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["talks.json"]
-
-
-@pytest.mark.parametrize("fault", ["no record", "edited"])
-def test_east_prepare_keeps_sentence_files_it_did_not_write(tmp_path, capsys, fault):
-    """Before: a user's own source.txt, or one edited since it was prepared, was replaced
-    with the test set's, exit 0. The files it wrote itself it prepares again."""
-    from east_agent.evaluation.testsets import main
-
-    output = tmp_path / "out"
-    main(["multi30k.de-en", "--output", str(output)])
-    main(["multi30k.de-fr", "--output", str(output)])  # its own files: replaced
-    assert read_prepared(output).name == "multi30k.de-fr"
-    if fault == "no record":
-        (output / "testset.json").unlink()
-        said = "source.txt there was not written by east-prepare (no testset.json beside it"
-    else:
-        said = "source.txt changed since east-prepare wrote it (testset.json holds"
-    mine = (output / "source.txt").read_text() + "Ein eigener Satz .\n"
-    (output / "source.txt").write_text(mine)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as ended:
-        main(["multi30k.de-en", "--output", str(output)])
-    assert ended.value.code == 2
-    assert capsys.readouterr().err.startswith(f"east-prepare: --output {output}: {said}")
-    assert (output / "source.txt").read_text() == mine
-
-
-def test_east_prepare_into_a_link_to_nothing_is_one_line(tmp_path, capsys):
-    """Before: a bare "[Errno 17] File exists"."""
-    from east_agent.evaluation.testsets import main
-
-    (tmp_path / "link").symlink_to(tmp_path / "gone")
-    with pytest.raises(SystemExit) as ended:
-        main(["multi30k.de-en", "--output", str(tmp_path / "link" / "sub")])
-    assert ended.value.code == 2
-    assert capsys.readouterr().err == (
-        f"east-prepare: --output {tmp_path / 'link' / 'sub'}: {tmp_path / 'link'} is a link "
-        f"to nothing ({tmp_path / 'gone'})\n"
-    )
-
-
-def test_east_prepare_records_the_checkpoint_that_split_the_units(east_checkpoint, tmp_path):
-    """A Chinese set prepared by hand is the grid's of that checkpoint (before: recorded
-    by none, so a grid prepared it again, or, with runs there, refused it)."""
-    import json
-
-    from east_agent.evaluation.config import EvalConfig
-    from east_agent.evaluation.grid import prepare
-    from east_agent.evaluation.runs import model_setting
-    from east_agent.evaluation.testsets import main
-
-    folder = tmp_path / "out" / "testset"
-    main(["wmt22.zh-en", "--output", str(folder), "--tokenizer", str(east_checkpoint)])
-    recorded = json.loads((folder / "testset.json").read_text())
-    assert recorded["units_split_by"] == model_setting(str(east_checkpoint))
-    written = (folder / "source.txt").stat().st_mtime_ns
-    config = EvalConfig(Path("g.yaml"), "wmt22.zh-en", str(east_checkpoint), tmp_path / "out", {})
-    prepare(config)
-    assert (folder / "source.txt").stat().st_mtime_ns == written  # taken as it is
-    main(["wmt22.de-en", "--output", str(folder)])
-    assert "units_split_by" not in json.loads((folder / "testset.json").read_text())
-    # a set split at its spaces takes no tokenizer (before: loaded, 2.5 s, and unused)
-    with pytest.raises(SystemExit) as refused:
-        main(["wmt22.de-en", "--output", str(folder), "--tokenizer", str(east_checkpoint)])
-    assert refused.value.code == 2
-
-
-def test_east_prepare_into_a_running_grids_testset_is_refused(tmp_path, capsys):
-    """A grid's `testset/` is held with the grid's folder (before: replaced under a running
-    grid, found by its checks only at the grid's next run); an idle grid's is prepared."""
-    from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
-    from east_agent.evaluation.testsets import main
-
-    grid = tmp_path / "grid"
-    with hold_run_lock(grid, GRID_LOCK):  # a grid running there
-        with pytest.raises(SystemExit) as ended:
-            main(["multi30k.de-en", "--output", str(grid / "testset")])
-        assert ended.value.code == 2
-        assert capsys.readouterr().err.startswith(f"east-prepare: {grid} is being written by ")
-        assert not (grid / "testset").exists()
-        main(["multi30k.de-en", "--output", str(tmp_path / "elsewhere")])  # not the grid's
-    main(["multi30k.de-en", "--output", str(grid / "testset")])
-    assert (grid / "testset" / "testset.json").is_file()
-    with hold_run_lock(grid, GRID_LOCK):  # the grid's lock came back whole
-        pass
-
-
 def test_every_shipped_data_file_is_as_its_sums_say():
     data = testsets.DATA
     shipped = {str(path.relative_to(data)) for path in data.glob("*/*.gz")}
@@ -415,9 +259,9 @@ def test_a_damaged_shipped_file_is_refused_naming_it(tmp_path, monkeypatch, caps
     else:
         damaged.unlink()
     with pytest.raises(SystemExit) as ended:
-        testsets.main(["multi30k.de-en", "--output", str(tmp_path / "out")])
+        prepare.main(["multi30k.de-en", "--output", str(tmp_path / "out")])
     assert ended.value.code == 2
     said = "damaged since it was shipped" if damage == "cut" else "No such file or directory"
     assert capsys.readouterr().err.startswith(f"east-prepare: {damaged}: {said}")
     assert not (tmp_path / "out").exists()
-    testsets.main(["multi30k.de-fr", "--output", str(tmp_path / "fr")])  # its files are whole
+    prepare.main(["multi30k.de-fr", "--output", str(tmp_path / "fr")])  # its files are whole

@@ -151,18 +151,22 @@ def check_shards_finished(config: EvalConfig, runs: list[Run], count: int) -> No
 
 
 def other_cuts(config: EvalConfig, runs: list[Run]) -> str:
-    """What shards the runs' folders hold instead: their counts, or none at all."""
+    """What shards the runs' folders hold instead: their counts, or none at all (the runs
+    named: with --only, the others may have shards; before: "the runs in ... have none")."""
     counts = set()
     for run in runs:
         for folder in (config.run_dir(run) / "shards").glob("*-of-*"):
             count = folder.name.rpartition("-of-")[2]
             if count.isdigit():
                 counts.add(int(count))
+    named = ", ".join(run.name for run in runs[:3]) + (
+        f" and {len(runs) - 3} more" if len(runs) > 3 else ""
+    )
     if counts:
         cuts = " or ".join(f"--merge-shards {count}" for count in sorted(counts))
-        return f"the shards here were cut otherwise ({cuts})"
+        return f"the shards of {named} were cut otherwise ({cuts})"
     return (
-        f"the runs in {config.output / 'runs'} have no shards (`east-eval CONFIG --shard I/N` "
+        f"{named} in {config.output / 'runs'}: no shards (`east-eval CONFIG --shard I/N` "
         "makes them)"
     )
 

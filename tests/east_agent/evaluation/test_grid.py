@@ -532,11 +532,17 @@ def test_a_merge_names_unknown_runs_and_unfinished_shards_before_merging_any(gri
     assert "--only 'east-lwo': no such run in the config (runs: east-low, " in typo.stderr
     none = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
     assert none.returncode == 2, none.stderr[-2000:]  # before: all 6 shard paths listed
-    said = f"no shard of 2 here (nothing merged): the runs in {tmp_path / 'out' / 'runs'} have no"
-    assert said in none.stderr
+    runs = f"east-low, east-high, waitk-offline-k2 in {tmp_path / 'out' / 'runs'}: no shards"
+    assert f"no shard of 2 here (nothing merged): {runs}" in none.stderr
+    only = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-high")
+    said = f"no shard of 2 here (nothing merged): east-high in {tmp_path / 'out' / 'runs'}: no"
+    assert only.returncode == 2 and said in only.stderr  # the picked run's, not the grid's
     (tmp_path / "out" / "runs" / "east-high" / "shards" / "1-of-3").mkdir(parents=True)
     other = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
-    assert "the shards here were cut otherwise (--merge-shards 3)" in other.stderr
+    assert (
+        "the shards of east-low, east-high, waitk-offline-k2 were cut otherwise (--merge-shards 3)"
+        in other.stderr
+    )
     (tmp_path / "out" / "runs" / "east-low" / "shards" / "1-of-2").mkdir(parents=True)
     unfinished = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
     assert unfinished.returncode == 2, unfinished.stderr[-2000:]

@@ -56,7 +56,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from east_agent.common.records import RecordError
+from east_agent.common.records import RecordError, invalid_json
 from east_agent.common.text_lines import bad_byte, not_utf8, open_binary
 from east_agent.decoding import units
 from east_agent.decoding.prompt import (
@@ -362,7 +362,7 @@ def _parse_line(line: bytes) -> tuple[dict | None, str | None]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        return None, f"invalid JSON at column {error.colno}: {error.msg}"
+        return None, invalid_json(error)
     if not isinstance(value, dict):
         return None, f"expected a JSON object, got {type(value).__name__}"
     return value, None
@@ -382,7 +382,7 @@ def _json_list(data: bytes, path: Path) -> Iterator[RawRecord]:
         records = json.loads(text)
     except json.JSONDecodeError as error:
         raise RecordError(
-            f"{path}: line {error.lineno}: invalid JSON at column {error.colno}: {error.msg}; "
+            f"{path}: line {error.lineno}: {invalid_json(error)}; "
             "a JSON list file is read whole, so this cannot be skipped"
         ) from None
     for index, value in enumerate(records, 1):  # counted from 1, as lines are

@@ -24,6 +24,12 @@ def load_records(path: str | Path) -> list[dict]:
     return [record for _, record in placed_records(path)]
 
 
+def invalid_json(error: json.JSONDecodeError) -> str:
+    """json's complaint whole: its message stops where it names a place ("Unterminated
+    string starting at"), the column given apart (the line is the caller's to name)."""
+    return f"invalid JSON at column {error.colno}: {error.msg}"
+
+
 def placed_records(path: str | Path) -> list[tuple[str, dict]]:
     """`load_records` with each record's place in the file (`line 3`, `record 1`: the first)."""
     path = Path(path)
@@ -34,7 +40,7 @@ def placed_records(path: str | Path) -> list[tuple[str, dict]]:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as error:
-            raise RecordError(f"{path}: line {error.lineno}: invalid JSON: {error.msg}") from None
+            raise RecordError(f"{path}: line {error.lineno}: {invalid_json(error)}") from None
         where = [f"record {index}" for index in range(1, len(records) + 1)]  # as lines
     else:
         records, where = [], []
@@ -44,7 +50,7 @@ def placed_records(path: str | Path) -> list[tuple[str, dict]]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
-                raise RecordError(f"{path}: line {number}: invalid JSON: {error.msg}") from None
+                raise RecordError(f"{path}: line {number}: {invalid_json(error)}") from None
             where.append(f"line {number}")
     for record, place in zip(records, where):
         if not isinstance(record, dict):
@@ -61,7 +67,7 @@ def read_json_object(path: str | Path) -> dict:
         record = json.loads(read_text(path))
     except json.JSONDecodeError as error:
         raise RecordError(
-            f"{path}: line {error.lineno}: invalid JSON ({error.msg}); delete the file to "
+            f"{path}: line {error.lineno}: {invalid_json(error)}; delete the file to "
             "start the run afresh, or mend it"
         ) from None
     if not isinstance(record, dict):

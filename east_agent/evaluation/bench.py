@@ -58,6 +58,7 @@ from east_agent.common.atomic import (
     write_atomically,
 )
 from east_agent.common.entry import CommandError, command_line, raise_if_signalled
+from east_agent.common.records import invalid_json
 from east_agent.common.text_lines import (
     GZIP_MAGIC,
     check_input_file,
@@ -930,7 +931,7 @@ def read_schedule(setting: str | None, testset: str | None = None) -> int | Sche
         raise ValueError(f"--schedule {setting}: cannot read: {error}") from None
     except json.JSONDecodeError as error:
         raise ValueError(
-            f"--schedule {setting}: line {error.lineno}: invalid JSON: {error.msg}"
+            f"--schedule {setting}: line {error.lineno}: {invalid_json(error)}"
         ) from None
     return checked_schedule(setting, recorded, testset)
 

@@ -58,7 +58,7 @@ from east_agent.common.comet_process import (
     comet_settings,
 )
 from east_agent.common.entry import command_line
-from east_agent.common.records import read_json_object, write_jsonl
+from east_agent.common.records import invalid_json, read_json_object, write_jsonl
 from east_agent.common.text_lines import check_input_file, iter_lines, read_lines
 from east_agent.decoding.units import join_source_units
 from east_agent.evaluation.longform import (
@@ -70,6 +70,7 @@ from east_agent.evaluation.longform import (
     read_longform,
     unit_times,
 )
+from east_agent.simuleval_glue.instance_log import torn_line_advice
 
 LONGFORM_KEYS = {  # our column: OmniSTEval's score key
     "BLEU": "bleu",
@@ -131,7 +132,10 @@ def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dic
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: line {number}: invalid JSON: {error.msg}") from None
+            raise ValueError(
+                f"{path}: line {number}: {invalid_json(error)}; "
+                + torn_line_advice(Path(path), number)
+            ) from None
         for name, kind in fields.items():
             if not isinstance(record.get(name), kind):
                 raise ValueError(

@@ -17,3 +17,17 @@ def test_records_are_placed_by_line_or_by_number_from_one(tmp_path):
     place, record = placed_records(listed)[0]
     with pytest.raises(RecordError, match=r"pairs.json: record 1: missing field 'reference'"):
         require_fields(record, ("source", "reference"), listed, place)
+
+
+def test_invalid_json_is_named_with_its_column(tmp_path):
+    """Before: "invalid JSON: Unterminated string starting at", json's message cut short."""
+    from east_agent.common.records import read_json_object
+
+    (tmp_path / "cut.jsonl").write_text('{"a": 1}\n{"text": "Kat\n')
+    with pytest.raises(RecordError) as raised:
+        placed_records(tmp_path / "cut.jsonl")
+    said = "line 2: invalid JSON at column 10: Unterminated string starting at"
+    assert str(raised.value) == f"{tmp_path / 'cut.jsonl'}: {said}"
+    (tmp_path / "run.json").write_text('{"testset": "multi30k')
+    with pytest.raises(RecordError, match="line 1: invalid JSON at column 13: Unterminated"):
+        read_json_object(tmp_path / "run.json")

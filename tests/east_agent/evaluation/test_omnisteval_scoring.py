@@ -232,6 +232,20 @@ def test_shortform_log_missing_a_field_is_named(tmp_path):
         shortform_latency(log)
 
 
+def test_a_log_cut_off_by_a_kill_is_named_so(tmp_path):
+    """Before: "invalid JSON: Unterminated string starting at", without a word of a kill."""
+    record = {"prediction": "a", "delays": [1], "elapsed": [0], "reference": "a"}
+    record["source_length"] = 1
+    log = tmp_path / "instances.log"
+    log.write_text(json.dumps(record) + "\n" + '{"prediction": "the c')
+    with pytest.raises(ValueError) as raised:
+        shortform_latency(log)
+    assert str(raised.value) == (
+        f"{log}: line 2: invalid JSON at column 16: Unterminated string starting at; a run "
+        "cut off while writing? --continue-unfinished drops such a line"
+    )
+
+
 @pytest.mark.parametrize(
     ("flags", "said"),
     [

@@ -505,8 +505,8 @@ def run_header(
         f"### {datetime.date.today()}: {model_name} ({args.torch_dtype}, "
         f"{weight_bytes(model) / 1e9:.3f} GB of weights) on {machine}, torch "
         f"{torch.__version__}, transformers {__import__('transformers').__version__}\n\n"
-        f"{sentences_label(sentences, distinct or sentences, args.testset)}, schedule: "
-        f"{args.schedule or 'the model’s own decisions'}{note}"
+        f"{sentences_label(sentences, distinct or sentences, args.testset)}, latency "
+        f"{args.latency}, schedule: {args.schedule or 'the model’s own decisions'}{note}"
     )
 
 
@@ -555,7 +555,7 @@ def stream_benchmark(
             for index, units in enumerate(sentences)
         ]
         synchronize(args.device)
-        tokens = sum(len(ids) for t in expected for ids in t.chunk_ids)
+        tokens = target_tokens(expected)
         results.append(
             StreamsResult(1, beams, time.perf_counter() - begun, len(sentences), tokens,
                           identical=len(sentences))
@@ -585,8 +585,10 @@ def stream_benchmark(
                 for i in range(len(sentences))
             )
             kv = decoder.lm.memory_bytes() / len(decoder.streams)
+            # the row's own tokens (before: the sequential decoder's, where outputs differ)
+            decoded = target_tokens([outcome.translation for outcome in outcomes.values()])
             results.append(
-                StreamsResult(count, beams, seconds, len(sentences), tokens, stats.steps,
+                StreamsResult(count, beams, seconds, len(sentences), decoded, stats.steps,
                               stats.rows, kv, same)
             )  # fmt: skip
             finished_row(results)
@@ -594,12 +596,17 @@ def stream_benchmark(
     return results
 
 
+def target_tokens(translations: list) -> int:
+    """The target tokens the translations hold (a sentence that failed: none)."""
+    return sum(len(ids) for t in translations if t is not None for ids in t.chunk_ids)
+
+
 def streams_report(results: list[StreamsResult], header: str) -> str:
     lines = [
         header,
         "",
         "| streams | beams | sentences/s | target tokens/s | speed-up over 1 stream | steps "
-        "| rows/step | ms/step | KV MB/stream | identical to sequential | WMT22 grid (h) |",
+        "| rows/step | ms/step | KV MiB/stream | identical to sequential | WMT22 grid (h) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:

@@ -118,6 +118,41 @@ def test_streams_benchmark_reports_each_count_against_one_stream(tmp_path, capsy
     assert not (tmp_path / "streams.md.partial").exists()
 
 
+def test_a_streams_rows_tokens_are_its_own_and_the_level_is_named(tmp_path, monkeypatch):
+    """Before: every row's target tokens/s used the sequential decoder's tokens, so a
+    batched run whose outputs differ was credited with tokens it did not write; and the
+    header did not name the --latency measured."""
+    import dataclasses
+
+    from east_agent.decoding import batching
+
+    stock = batching.translate_batch
+
+    def one_token_short(decoder, jobs, stats=None):  # sentence 0 loses its last token
+        for outcome in stock(decoder, jobs, stats):
+            if outcome.key == 0 and stats is not None:
+                chunks = [
+                    *outcome.translation.chunk_ids[:-1],
+                    outcome.translation.chunk_ids[-1][:-1],
+                ]
+                translation = dataclasses.replace(outcome.translation, chunk_ids=chunks)
+                outcome = dataclasses.replace(outcome, translation=translation)
+            yield outcome
+
+    monkeypatch.setattr(batching, "translate_batch", one_token_short)
+    output = tmp_path / "streams.md"
+    main([
+        "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--limit", "3",
+        "--num-beams", "1", "--streams", "3", "--latency", "high", "--output", str(output),
+    ])  # fmt: skip
+    text = output.read_text()
+    assert "3 sentences of multi30k.de-en, latency high, schedule: waitk:2" in text
+    rows = [line.split(" | ") for line in text.splitlines() if line.startswith("| ")][1:]
+    per_sentence = [float(row[3]) / float(row[2]) for row in rows]  # tokens/s over sentences/s
+    assert rows[1][9] == "2/3"
+    assert per_sentence[1] == pytest.approx(per_sentence[0] - 1 / 3, rel=0.02)
+
+
 def test_a_streams_benchmark_cut_short_keeps_its_finished_rows(tmp_path, monkeypatch, capsys):
     """A device's time limit can end the run: the rows done so far are beside the output;
     an earlier run's rows there are said to be replaced (before: without a word)."""

@@ -47,7 +47,7 @@ import omnisteval
 from omnisteval import Instance, evaluate_instances, resegment
 from omnisteval.io import format_report, load_resegmentation_inputs
 
-from east_agent.common.arguments import folder_path, positive_seconds
+from east_agent.common.arguments import folder_path, given_flags, positive_seconds
 from east_agent.common.atomic import check_folder_path, write_atomically
 from east_agent.common.comet_process import (
     COMET_INPUTS,
@@ -724,6 +724,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "longform":
         refuse_comet_flags_alone(argv, args.comet_checkpoint)
+        if args.word_times is not None and given_flags(argv, ("--ca-unit-seconds",)):
+            raise ValueError(  # before: taken, unread, and recorded as null
+                "--ca-unit-seconds: not with --word-times, whose times the source units "
+                "are heard at (the uniform clock is for a set without them)"
+            )
     check_input_file(args.log, "--log")
     if args.command == "shortform":
         check_shortform_log(Path(args.log), args.eval_latency_unit)

@@ -255,10 +255,15 @@ def test_a_log_cut_off_by_a_kill_is_named_so(tmp_path):
             "--comet-gpus --comet-python without --comet-checkpoint",
         ),
         (["--comet-checkpoint="], "--comet-checkpoint is empty"),
+        (  # before: taken, unread, recorded as null
+            ["--word-times", "times.txt", "--ca-unit-seconds=2"],
+            "--ca-unit-seconds: not with --word-times",
+        ),
     ],
 )
-def test_comets_flags_without_a_checkpoint_are_refused(talks_dir, tmp_path, capsys, flags, said):
-    """As east-simuleval refuses them without COMET (before: taken, no COMET scored, exit 0)."""
+def test_flags_the_scorer_would_not_read_are_refused(talks_dir, tmp_path, capsys, flags, said):
+    """COMET's without a checkpoint, as east-simuleval refuses them (before: taken, no COMET
+    scored, exit 0); the uniform clock's with word times."""
     log = write_log(tmp_path / "instances.log")
     folders = ["--testset", str(talks_dir), "--log", str(log), "--output", str(tmp_path / "out")]
     with pytest.raises(SystemExit) as ended:

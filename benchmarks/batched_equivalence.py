@@ -31,10 +31,12 @@ import torch
 
 import east_agent.decoding.streaming as streaming
 from east_agent.common.arguments import add_old_spelling, positive_int
+from east_agent.common.entry import command_line
 from east_agent.decoding.batching import Sentence, translate_batch
 from east_agent.decoding.chunk_search import BEAM_STOP_RULES, REFERENCE
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
-from east_agent.evaluation.bench import publish
+from east_agent.decoding.prompt import LATENCY_LEVELS
+from east_agent.evaluation.bench import check_output_file, publish
 from east_agent.evaluation.testsets import read_pairs
 from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint
 
@@ -162,11 +164,12 @@ def report(results: list[dict], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+@command_line("batched_equivalence")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=str(REPOSITORY / "models" / "east-demo"))
-    parser.add_argument("--limit", type=int, default=1000)
-    parser.add_argument("--levels", nargs="+", default=["low", "high"])
+    parser.add_argument("--limit", type=positive_int, default=1000)
+    parser.add_argument("--levels", nargs="+", choices=LATENCY_LEVELS, default=["low", "high"])
     parser.add_argument("--num-beams", type=positive_int, nargs="+", default=[1, 5])
     add_old_spelling(parser, "--beams", "num_beams", type=positive_int, nargs="+")
     parser.add_argument(
@@ -175,12 +178,14 @@ def main(argv: list[str] | None = None) -> None:
         default=REFERENCE,
         help="the beam searches' stopping rule (the agents' flag of the same name)",
     )
-    parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--streams", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--torch-dtype", default="float32", choices=TORCH_DTYPES[1:])
     add_old_spelling(parser, "--dtype", "torch_dtype", choices=TORCH_DTYPES[1:])
     parser.add_argument("--output", help="append the table to this Markdown file")
     args = parser.parse_args(argv)
+    if args.output:  # before: found after the whole comparison
+        check_output_file("--output", args.output)
     model, tokenizer = load_east_checkpoint(
         args.model_path, torch_dtype=args.torch_dtype, device=args.device
     )

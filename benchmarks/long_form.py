@@ -20,9 +20,11 @@ import time
 
 import torch
 
-from east_agent.common.arguments import positive_int
+from east_agent.common.arguments import non_negative_int, positive_int
+from east_agent.common.entry import command_line
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
-from east_agent.evaluation.bench import publish
+from east_agent.decoding.prompt import LATENCY_LEVELS
+from east_agent.evaluation.bench import check_output_file, publish
 from east_agent.evaluation.demo import DEFAULT_MODEL
 from east_agent.evaluation.testsets import read_pairs
 from east_agent.lm.checkpoint import load_east_checkpoint
@@ -95,15 +97,18 @@ def run(args) -> str:
     return "\n".join(lines)
 
 
+@command_line("long_form")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-path", default=str(DEFAULT_MODEL))
     parser.add_argument("--words", type=positive_int, default=20000)
     parser.add_argument("--block", type=positive_int, default=2000)
-    parser.add_argument("--latency", default="low")
-    parser.add_argument("--context-words", type=int, default=20)
+    parser.add_argument("--latency", default="low", choices=LATENCY_LEVELS)
+    parser.add_argument("--context-words", type=non_negative_int, default=20)
     parser.add_argument("--output", help="append the table to this Markdown file")
     args = parser.parse_args()
+    if args.output:  # before: found after the whole benchmark
+        check_output_file("--output", args.output)
     publish(run(args), args.output)
 
 

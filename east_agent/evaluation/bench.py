@@ -866,26 +866,30 @@ def check_output_files(args: argparse.Namespace) -> None:
             if path == other_path:
                 raise ValueError(f"{flag} and {other} name one file, {path}: name two")
     for flag, value in named[:2]:
-        if not value:
-            continue
-        path = Path(value)
-        if is_special_file(path):  # /dev/null, /dev/stdout: written into as it is
-            continue
-        if path.is_dir():
-            raise ValueError(f"{flag} {value}: a folder; name a file")
-        if flag == "--output" and path.exists():  # the report is appended to its bytes
-            with open(path, "rb") as handle:
-                if starts_as_gzip(handle.read(len(GZIP_MAGIC))):
-                    raise ValueError(f"{flag} {value}: gzip-compressed; name a Markdown file")
-            read_text(path)  # UTF-8 text, a bad byte named
-        check_folder_path(path.parent, f"{flag} {value}: its folder")  # "is a file"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise ValueError(
-                f"{flag} {value}: cannot make its folder {path.parent}: {error.strerror}"
-            ) from None
-        check_writable(path, flag, append=flag == "--output")
+        if value:
+            check_output_file(flag, value)
+
+
+def check_output_file(flag: str, value: str) -> None:
+    """One of `check_output_files`' files (the benchmark scripts' `--output` too)."""
+    path = Path(value)
+    if is_special_file(path):  # /dev/null, /dev/stdout: written into as it is
+        return
+    if path.is_dir():
+        raise ValueError(f"{flag} {value}: a folder; name a file")
+    if flag == "--output" and path.exists():  # the report is appended to its bytes
+        with open(path, "rb") as handle:
+            if starts_as_gzip(handle.read(len(GZIP_MAGIC))):
+                raise ValueError(f"{flag} {value}: gzip-compressed; name a Markdown file")
+        read_text(path)  # UTF-8 text, a bad byte named
+    check_folder_path(path.parent, f"{flag} {value}: its folder")  # "is a file"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"{flag} {value}: cannot make its folder {path.parent}: {error.strerror}"
+        ) from None
+    check_writable(path, flag, append=flag == "--output")
 
 
 def check_writable(path: Path, flag: str, append: bool = False) -> None:

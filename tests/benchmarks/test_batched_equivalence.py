@@ -2,8 +2,12 @@
 in bfloat16 batched translations do differ, and the first difference must be found."""
 
 import importlib.util
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.streaming import FORCED, WRITE
@@ -41,3 +45,35 @@ def test_a_batched_translation_with_more_chunks_is_compared(east_model, east_tok
     theirs = script.outcomes(batched, decoder.config.max_new_tokens)
     assert at == script.first_difference(mine, theirs) and mine[:at] == theirs[:at]
     assert margin >= 0 and median >= 0
+
+
+@pytest.mark.parametrize(
+    ("script", "flags", "said"),
+    [
+        ("batched_equivalence.py", ["--limit", "-998"], "argument --limit: takes a whole"),
+        ("batched_equivalence.py", ["--streams", "0"], "argument --streams: takes a whole"),
+        ("batched_equivalence.py", ["--levels", "fast"], "argument --levels: invalid choice"),
+        ("long_form.py", ["--latency", "fast"], "argument --latency: invalid choice"),
+        ("long_form.py", ["--context-words", "-5"], "argument --context-words: takes a whole"),
+    ],
+)
+def test_the_scripts_refuse_bad_flags_before_loading(script, flags, said):
+    """Before: `--limit -998` ran 2 sentences, exit 0; the others, tracebacks once the model
+    had loaded."""
+    ran = subprocess.run(
+        [sys.executable, SCRIPT.parent / script, *flags, "--model-path", "/not/there"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert ran.returncode == 2 and said in ran.stderr and "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize("script", ["batched_equivalence.py", "long_form.py"])
+def test_the_scripts_check_their_output_before_loading(script, tmp_path):
+    """Before: the whole run, then an IsADirectoryError traceback."""
+    ran = subprocess.run(
+        [sys.executable, SCRIPT.parent / script, "--output", tmp_path, "--model-path", "/nope"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    name = script.removesuffix(".py")
+    assert ran.returncode == 2
+    assert ran.stderr.splitlines()[-1] == f"{name}: --output {tmp_path}: a folder; name a file"

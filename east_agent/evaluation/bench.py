@@ -394,6 +394,16 @@ def step_costs(
 # -- models -----------------------------------------------------------------------------------
 
 
+# what the Llama-3 chat template writes: a tokenizer without them is no Llama-3's
+LLAMA3_CONTROL_TOKENS = (
+    "<|begin_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+)
+LLAMA3_VOCABULARY = 128_256
+
+
 def llama3_east_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     """A Llama-3 tokenizer (its `tokenizer.json`, or a folder holding one) in EAST-8B form:
     the Llama-3 chat template and the two EAST tokens."""
@@ -405,9 +415,22 @@ def llama3_east_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     path = path / "tokenizer.json" if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"--tokenizer {path}: no tokenizer.json there")
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
-    )
+    try:
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
+        )
+    except Exception as error:  # tokenizers raises its parse errors as a bare Exception
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"--tokenizer {path}: not a tokenizer.json ({first})") from None
+    vocabulary = tokenizer.get_vocab()
+    lacking = [token for token in LLAMA3_CONTROL_TOKENS if token not in vocabulary]
+    if lacking or len(vocabulary) < LLAMA3_VOCABULARY:  # before: taken, the model sized by it
+        without = f", without {', '.join(lacking)}" if lacking else ""
+        raise ValueError(
+            f"--tokenizer {path}: no Llama-3 tokenizer ({len(vocabulary):,} tokens{without}; "
+            f"Llama-3's has {LLAMA3_VOCABULARY:,}): the random models are Llama-3's shape, "
+            "vocabulary included"
+        )
     tokenizer.chat_template = LLAMA3_CHAT_TEMPLATE
     tokenizer.add_special_tokens({"additional_special_tokens": [END_OF_READ, END_OF_WRITE]})
     return tokenizer
@@ -785,9 +808,14 @@ def check_random_model_flags(args: argparse.Namespace) -> None:
 
 def check_streams_flags(args: argparse.Namespace) -> None:
     """--kv-caches is the single-stream tables': the streams benchmark batches rows of the
-    static cache (before: silently ignored); resolved to its default otherwise."""
+    static cache (before: silently ignored); resolved to its default otherwise. A count or
+    backend given twice is refused."""
     if args.streams and args.kv_caches:
         raise ValueError("--kv-caches: not with --streams, which runs the static KV cache")
+    for flag, values in (("--streams", args.streams), ("--kv-caches", args.kv_caches)):
+        twice = sorted({value for value in values or [] if values.count(value) > 1}, key=str)
+        if twice:  # before: run and tabled twice
+            raise ValueError(f"{flag}: {', '.join(map(str, twice))} given twice; give each once")
     args.kv_caches = args.kv_caches or ["static", "dynamic"]
 
 

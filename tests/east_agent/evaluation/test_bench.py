@@ -269,6 +269,9 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
         (["--tokenizer", "t.json"], "--tokenizer: only with --random-model"),
         # before: ignored, the static cache benchmarked
         (["--streams", "2", "--kv-caches", "dynamic"], "--kv-caches: not with --streams"),
+        # before: run and tabled twice
+        (["--streams", "4", "2", "4"], "--streams: 4 given twice; give each once"),
+        (["--kv-caches", "static", "static"], "--kv-caches: static given twice; give each once"),
         # before: a row labelled 8 streams, of which 3 ever ran
         (["--streams", "1", "8", "--limit", "3"], "--streams 8: more streams than the 3"),
         # before: checked against --limit, and a row labelled 1100 streams on the
@@ -382,7 +385,9 @@ def test_a_header_says_a_schedules_sentences_were_taken_again(recorded_schedule,
         "--model-path", str(DEMO_MODEL), "--schedule", str(recorded_schedule),
         "--limit", "3", "--num-beams", "1", "--streams", "1",
     ])  # fmt: skip
-    header = "3 sentences of multi30k.de-en (its first 2, taken again in turn), schedule:"
+    header = (
+        "3 sentences of multi30k.de-en (its first 2, taken again in turn), latency low, schedule:"
+    )
     assert header in capsys.readouterr().out
 
 
@@ -406,6 +411,24 @@ def test_a_report_is_appended_to_its_markdown_file(tmp_path, capsys):
     publish("| b |\n", str(output))
     assert output.read_text() == "# Results\n\n| a |\n\n| b |\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["RESULTS.md"]
+
+
+@pytest.mark.parametrize("kind", ["not a tokenizer", "another model's"])
+def test_a_random_models_tokenizer_must_be_llama3s(tmp_path, kind):
+    """Before: a JSON file that is no tokenizer was tokenizers' traceback naming neither
+    flag nor file; the demo model's 8,002-token tokenizer was taken, and the "llama3-8b"
+    model sized by it."""
+    path = tmp_path / "tokenizer.json"
+    if kind == "not a tokenizer":
+        path.write_text('{"testset": "multi30k.de-en"}')
+        said = f"--tokenizer {path}: not a tokenizer.json ("
+    else:
+        shutil.copy(DEMO_MODEL / "tokenizer.json", path)
+        said = f"--tokenizer {path}: no Llama-3 tokenizer (8,0"
+    with pytest.raises(ValueError) as raised:
+        bench.llama3_east_tokenizer(path)
+    assert str(raised.value).startswith(said)
+    assert len(bench.llama3_east_tokenizer(LLAMA3_TOKENIZER)) > 128_000  # Llama-3's is taken
 
 
 @pytest.mark.parametrize(

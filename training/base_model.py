@@ -23,9 +23,12 @@ from east_agent.common.atomic import atomic_path, check_folder_path, check_repla
 from east_agent.common.entry import command_line
 from east_agent.common.text_lines import iter_lines
 from east_agent.decoding.prompt import (
+    BEGIN_OF_TEXT,
+    END_OF_TURN,
     LANGUAGE_NAMES,
     LATENCY_LEVELS,
     LLAMA3_CHAT_TEMPLATE,
+    LLAMA3_SPECIAL_TOKENS,
     OFFLINE_INSTRUCTION,
     SIMT_INSTRUCTION,
 )
@@ -35,15 +38,6 @@ if TYPE_CHECKING:
 
 COMMAND = "python -m training.base_model"
 
-BEGIN_OF_TEXT = "<|begin_of_text|>"
-END_OF_TURN = "<|eot_id|>"
-SPECIAL_TOKENS = [
-    BEGIN_OF_TEXT,
-    "<|end_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    END_OF_TURN,
-]
 LLAMA3_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
     r"|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -84,7 +78,7 @@ def train_tokenizer(paths: Sequence[str | Path], vocab_size: int) -> PreTrainedT
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=list(LLAMA3_SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=True,
     )

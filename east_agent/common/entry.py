@@ -75,7 +75,6 @@ class Terminated(KeyboardInterrupt):
 
 
 _handlers_owner: int | None = None  # the process whose command installed the handlers
-_commands_running = 0  # `command_line` mains running in this process, one inside another
 _signalled: int | None = None  # the first ending signal its command took
 
 
@@ -177,12 +176,7 @@ def command_line(command: str) -> Callable[[Main], Main]:
     def wrap(main: Main) -> Main:
         @functools.wraps(main)
         def wrapped(*args, **kwargs):
-            global _commands_running
-            _commands_running += 1
-            try:
-                return _run_command(command, main, args, kwargs)
-            finally:
-                _commands_running -= 1
+            return _run_command(command, main, args, kwargs)
 
         return wrapped
 
@@ -207,11 +201,11 @@ def _run_command(command: str, main: Callable, args: tuple, kwargs: dict) -> obj
 @contextmanager
 def ended_as_stock_simuleval() -> Iterator[None]:
     """Where SimulEval's own `simuleval` command runs this process (`simuleval --system-dir
-    DIR`, the evaluator's command for a submission, or `simuleval --agent FILE`) and no
-    command of ours wraps it, the project's errors raised inside end it as ours would:
-    `simuleval: <message>`, exit 2 (before: SimulEval's traceback of the one-line error).
-    Elsewhere (`east-simuleval`, a library caller, a test) they are raised."""
-    if _commands_running or not _stock_simuleval_runs():
+    DIR`, the evaluator's command for a submission, or `simuleval --agent FILE`), the
+    project's errors raised inside end it as ours would: `simuleval: <message>`, exit 2
+    (before: SimulEval's traceback of the one-line error). Elsewhere (`east-simuleval`,
+    whose own wrapper says them, a library caller, a test) they are raised."""
+    if not _stock_simuleval_runs():
         yield
         return
     try:

@@ -23,6 +23,12 @@ SIMT_INSTRUCTION = (
 OFFLINE_INSTRUCTION = "Translate the following sentence from {src_lang} into {tgt_lang}:"
 
 # Llama-3-Instruct's chat template (EAST-8B's), for tokenizers built here.
+# Llama-3's control tokens, which its chat template writes (the EAST checkpoints keep them)
+BEGIN_OF_TEXT = "<|begin_of_text|>"
+END_OF_TURN = "<|eot_id|>"
+LLAMA3_SPECIAL_TOKENS = (
+    BEGIN_OF_TEXT, "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", END_OF_TURN,
+)  # fmt: skip
 LLAMA3_CHAT_TEMPLATE = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}"
     "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"

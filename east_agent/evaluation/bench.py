@@ -89,6 +89,7 @@ if TYPE_CHECKING:
         PreTrainedTokenizerFast,
     )
 
+    from east_agent.decoding.streaming import Translation
     from east_agent.lm.checkpoint import EastTokenIds
     from east_agent.lm.protocol import LMBackend
 
@@ -394,13 +395,7 @@ def step_costs(
 # -- models -----------------------------------------------------------------------------------
 
 
-# what the Llama-3 chat template writes: a tokenizer without them is no Llama-3's
-LLAMA3_CONTROL_TOKENS = (
-    "<|begin_of_text|>",
-    "<|start_header_id|>",
-    "<|end_header_id|>",
-    "<|eot_id|>",
-)
+# a Llama-3 tokenizer's ids (every Llama 3.x one): the random models' vocabulary
 LLAMA3_VOCABULARY = 128_256
 
 
@@ -409,7 +404,12 @@ def llama3_east_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     the Llama-3 chat template and the two EAST tokens."""
     from transformers import PreTrainedTokenizerFast
 
-    from east_agent.decoding.prompt import LLAMA3_CHAT_TEMPLATE
+    from east_agent.decoding.prompt import (
+        BEGIN_OF_TEXT,
+        END_OF_TURN,
+        LLAMA3_CHAT_TEMPLATE,
+        LLAMA3_SPECIAL_TOKENS,
+    )
 
     path = Path(path)
     path = path / "tokenizer.json" if path.is_dir() else path
@@ -417,13 +417,13 @@ def llama3_east_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
         raise FileNotFoundError(f"--tokenizer {path}: no tokenizer.json there")
     try:
         tokenizer = PreTrainedTokenizerFast(
-            tokenizer_file=str(path), bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"
+            tokenizer_file=str(path), bos_token=BEGIN_OF_TEXT, eos_token=END_OF_TURN
         )
     except Exception as error:  # tokenizers raises its parse errors as a bare Exception
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"--tokenizer {path}: not a tokenizer.json ({first})") from None
     vocabulary = tokenizer.get_vocab()
-    lacking = [token for token in LLAMA3_CONTROL_TOKENS if token not in vocabulary]
+    lacking = [token for token in LLAMA3_SPECIAL_TOKENS if token not in vocabulary]
     if lacking or len(vocabulary) < LLAMA3_VOCABULARY:  # before: taken, the model sized by it
         without = f", without {', '.join(lacking)}" if lacking else ""
         raise ValueError(
@@ -619,7 +619,7 @@ def stream_benchmark(
     return results
 
 
-def target_tokens(translations: list) -> int:
+def target_tokens(translations: list[Translation | None]) -> int:
     """The target tokens the translations hold (a sentence that failed: none)."""
     return sum(len(ids) for t in translations if t is not None for ids in t.chunk_ids)
 

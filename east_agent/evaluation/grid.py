@@ -27,7 +27,6 @@ from typing import Any
 
 from east_agent.common.atomic import check_folder_path, check_replaceable, remove
 from east_agent.common.entry import CommandError
-from east_agent.common.fingerprint import same_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import (
     GRID_LOCK,
@@ -67,9 +66,9 @@ from east_agent.evaluation.runs import (
     check_afresh,
     check_run_folder,
     claim_run_folder,
-    holds_work,
     model_setting,
     run_record,
+    runs_holding_work,
     simuleval_command,
     start_afresh,
     tabled_runs,
@@ -81,10 +80,10 @@ from east_agent.evaluation.testsets import (
     prepare_testset,
     prepared_named,
     read_prepared,
+    same_prepared,
     split_by_tokenizer,
-    units_split_by,
 )
-from east_agent.simuleval_glue.run_folder import clear_scores
+from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, clear_scores
 
 
 def prepare(config: EvalConfig) -> PreparedTestset:
@@ -95,9 +94,8 @@ def prepare(config: EvalConfig) -> PreparedTestset:
     saved, folder = read_prepared(config.testset_dir), config.testset_dir
     split = split_by_tokenizer(config.testset)
     split_by = model_setting(config.model_path) if split else None
-    if saved is not None and saved.name == config.testset:
-        if not split or same_setting(units_split_by(folder), split_by):
-            return saved
+    if saved is not None and same_prepared(folder, saved, config.testset, split_by):
+        return saved
     if saved is not None:
         refuse_replacing(config, saved)
     # before: a hand-made source.txt or reference.txt there replaced, --dry-run too
@@ -123,18 +121,6 @@ def refuse_replacing(config: EvalConfig, saved: PreparedTestset) -> None:
             "that folder's runs/ removed; a run holds the set with a finished sentence, scores, "
             "or a run.lock naming a process, which a killed run leaves)"
         )
-
-
-def runs_holding_work(output: Path) -> list[Path]:
-    """The run folders of the grid in `output` that hold work made on its test set."""
-    records = (output / "runs").glob(f"**/{RUN_RECORD}")
-    return sorted(path.parent for path in records if may_hold_work(path.parent))
-
-
-def may_hold_work(run_dir: Path) -> bool:
-    """A run folder with a finished sentence or scores, or one a process may be writing
-    (not one whose run failed before its first sentence: a bad flag, a missing file)."""
-    return holds_work(run_dir) or may_be_held(run_dir)
 
 
 def check_longform(config: EvalConfig) -> LongformSet:
@@ -437,13 +423,7 @@ def _run_picked(
             check_run_folder(run_dir, record_of(run))
         label = f"[{number}/{len(runs)}] {run.name}"
         finished = (run_dir / "scores.tsv").exists()
-        if finished and (lacking := lacking_since_scored(run_dir)):
-            again = "would be translated" if dry_run else "translated"
-            print(f"{label}: {lacking}: {again} and scored again", flush=True)
-            if not dry_run:
-                clear_scores(run_dir)
-            finished = False
-        if finished:
+        if finished and not translated_again_if_lacking(run_dir, label, dry_run):
             scored = rescore_if_changed(
                 config, testset, wanted, run, run_dir, label, dry_run, say_skipped=True
             )
@@ -487,6 +467,20 @@ def _run_picked(
     rows = summarize(config, tabled, compared, left_out=unscored, asked=asked)
     check_tabled(unscored)
     return rows
+
+
+def translated_again_if_lacking(run_dir: Path, label: str, dry_run: bool) -> bool:
+    """Whether a scored run's log lacks sentences of its span (`lacking_since_scored`): if
+    so its scores go (`dry_run`: would) and the grid translates them from its log."""
+    lacking = lacking_since_scored(run_dir)
+    if lacking is None:
+        return False
+    again = "would be translated" if dry_run else "translated"
+    print(f"{label}: {lacking}: {again} and scored again", flush=True)
+    if not dry_run:
+        with hold_run_lock(run_dir, INSTANCES_LOCK):
+            clear_scores(run_dir)
+    return True
 
 
 def significance_follow_ups(

@@ -58,7 +58,7 @@ from east_agent.common.comet_process import (
     comet_settings,
 )
 from east_agent.common.entry import command_line
-from east_agent.common.records import invalid_json, read_json_object, write_jsonl
+from east_agent.common.records import read_json_object, write_jsonl
 from east_agent.common.text_lines import check_input_file, iter_lines, read_lines
 from east_agent.decoding.units import join_source_units
 from east_agent.evaluation.longform import (
@@ -70,7 +70,7 @@ from east_agent.evaluation.longform import (
     read_longform,
     unit_times,
 )
-from east_agent.simuleval_glue.instance_log import torn_line_advice
+from east_agent.simuleval_glue.instance_log import log_record
 
 LONGFORM_KEYS = {  # our column: OmniSTEval's score key
     "BLEU": "bleu",
@@ -129,13 +129,7 @@ def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dic
     for number, line in enumerate(iter_lines(path), 1):
         if not line.strip():
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path}: line {number}: {invalid_json(error)}; "
-                + torn_line_advice(Path(path), number)
-            ) from None
+        record = log_record(Path(path), number, line)
         for name, kind in fields.items():
             if not isinstance(record.get(name), kind):
                 raise ValueError(
@@ -668,7 +662,6 @@ def refuse_comet_flags_alone(argv: list[str], checkpoint: str | None) -> None:
     """COMET's other flags without `--comet-checkpoint`, which asks for COMET, refused as
     `east-simuleval` refuses them without `--quality-metrics COMET` (before: taken, and
     no COMET scored)."""
-    from east_agent.common.arguments import given_flags
 
     if checkpoint is not None and not checkpoint.strip():  # before: no COMET, said nothing
         raise ValueError("--comet-checkpoint is empty: the path of a local COMET model.ckpt")

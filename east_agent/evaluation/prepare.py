@@ -17,16 +17,16 @@ from pathlib import Path
 from east_agent.common.arguments import folder_path
 from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
-from east_agent.common.fingerprint import same_setting
 from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
 from east_agent.evaluation import longform
+from east_agent.evaluation.runs import runs_holding_work
 from east_agent.evaluation.testsets import (
     check_own_sentence_files,
     check_testset_name,
     prepare_testset,
     read_prepared,
+    same_prepared,
     split_by_tokenizer,
-    units_split_by,
 )
 
 
@@ -52,10 +52,8 @@ def refuse_replacing_under_runs(
     were made on the one there (before: replaced, and the grid's next run refused, naming
     the new set as the runs' own)."""
     saved = read_prepared(output)
-    if saved is None or (saved.name == name and same_setting(units_split_by(output), split_by)):
+    if saved is None or same_prepared(output, saved, name, split_by):
         return
-    from east_agent.evaluation.grid import runs_holding_work  # its tables' imports: here only
-
     made = runs_holding_work(grid)
     if made:
         what = name if saved.name != name else f"{name} split by another checkpoint"

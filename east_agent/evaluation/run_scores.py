@@ -33,6 +33,7 @@ from east_agent.common.comet_process import COMET_INPUTS, checkpoint_identity
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import content_of, files_fingerprint
 from east_agent.common.records import read_json_object
+from east_agent.common.run_lock import may_be_held
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.jobs import CONSOLE_LOG
 from east_agent.evaluation.longform import TALK_FILES, read_longform
@@ -48,7 +49,7 @@ from east_agent.evaluation.omnisteval_scoring import (
 )
 from east_agent.evaluation.runs import RUN_RECORD, score_only_arguments
 from east_agent.evaluation.testsets import PreparedTestset
-from east_agent.simuleval_glue.run_folder import first_ten, missing_from_span
+from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, missing_from_span
 
 SHORTFORM_FILE = "omnisteval_scores.json"
 LONGFORM_FILE = "longform_scores.json"
@@ -99,14 +100,6 @@ def rescore_if_changed(
             flush=True,
         )
         return False
-    if lacking := lacking_since_scored(run_dir):
-        print(
-            f"east-eval: {label}: {lacking}: left out of the tables; east-eval --only "
-            f"{run.name} translates them",
-            file=sys.stderr,
-            flush=True,
-        )
-        return False
     changes = scoring_differences(run_dir, wanted)
     longform = longform_differences(config, run_dir) if config.long_form else []
     if not changes and not longform:
@@ -127,17 +120,17 @@ def lacking_since_scored(run_dir: Path) -> str | None:
     """Why a scored run's log no longer holds every sentence of the span its run recorded
     (cut short or mended since it was scored, so that its `scores.tsv` is of other
     sentences than the log's, and a significance test would compare the sentences left;
-    before: both tabled, exit 0), or None where it holds them all or is gone (a run whose
-    log is gone is `rescore_if_changed`'s to leave out)."""
-    if not (run_dir / "instances.log").exists():
+    before: both tabled, exit 0), or a record or log there that does not read; None where
+    it holds them all, is gone (`rescore_if_changed`'s to name) or is being written (its
+    writer scores it)."""
+    log = run_dir / "instances.log"
+    if not log.exists() or may_be_held(run_dir, INSTANCES_LOCK):
         return None
-    missing, span = missing_from_span(run_dir)
-    if not missing:
-        return None
-    return (
-        f"{run_dir / 'instances.log'} lacks {len(missing)} of the run's sentences {span[0]} "
-        f".. {span[1] - 1} ({first_ten(missing)}) since it was scored"
-    )
+    try:
+        missing = missing_from_span(run_dir)
+    except ValueError as error:  # a record or a line that does not read: named, left out
+        return str(error)
+    return None if missing is None else f"{log}: {missing} since it was scored"
 
 
 def add_comet(
@@ -185,7 +178,15 @@ def rescore_tabled(
         if recorded_testset(run_dir) not in (None, config.testset):
             continue  # another test set's run: its own latency unit and tokenizer
         name = label.format(run=run.name)
-        if not rescore_if_changed(config, testset, wanted, run, run_dir, name, dry_run):
+        if lacking := lacking_since_scored(run_dir):
+            print(
+                f"east-eval: {name}: {lacking}: left out of the tables; east-eval --only "
+                f"{run.name} translates them",
+                file=sys.stderr,
+                flush=True,
+            )
+            failed.add(run.name)
+        elif not rescore_if_changed(config, testset, wanted, run, run_dir, name, dry_run):
             failed.add(run.name)
     return failed
 

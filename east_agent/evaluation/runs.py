@@ -31,7 +31,7 @@ from east_agent.common.fingerprint import (
     shown_setting,
 )
 from east_agent.common.records import read_json_object
-from east_agent.common.run_lock import RUN_LOCK, hold_run_lock
+from east_agent.common.run_lock import RUN_LOCK, hold_run_lock, may_be_held
 from east_agent.evaluation.config import (
     AGENT_FILES,
     RUN_ARGUMENT_KEYS,
@@ -312,6 +312,18 @@ def holds_work(run_dir: Path) -> bool:
     """Whether a run folder holds a finished sentence or scores."""
     scored = any((run_dir / name).exists() for name in ("scores.tsv", "metrics.tsv"))
     return scored or finished_lines(run_dir / "instances.log") > 0
+
+
+def runs_holding_work(output: Path) -> list[Path]:
+    """The run folders of the grid in `output` that hold work made on its test set."""
+    records = (output / "runs").glob(f"**/{RUN_RECORD}")
+    return sorted(path.parent for path in records if may_hold_work(path.parent))
+
+
+def may_hold_work(run_dir: Path) -> bool:
+    """A run folder with a finished sentence or scores, or one a process may be writing
+    (not one whose run failed before its first sentence: a bad flag, a missing file)."""
+    return holds_work(run_dir) or may_be_held(run_dir)
 
 
 def finished_lines(log: Path) -> int:

@@ -20,7 +20,7 @@ from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
-from east_agent.evaluation.run_scores import score_again
+from east_agent.evaluation.run_scores import lacking_since_scored, score_again
 from east_agent.evaluation.runs import (
     RUN_RECORD,
     check_run_folder,
@@ -144,31 +144,49 @@ def check_shards_finished(config: EvalConfig, runs: list[Run], count: int) -> No
         raise CommandError(
             f"{len(missing)} shards not finished (nothing merged): {', '.join(missing[:3])}{more}"
         )
+    check_shard_logs_whole(config, runs, count)
     for run in runs:
         record = merged_run_record(shard_folders(config, run, count))
         if record is not None:
             check_run_folder(config.run_dir(run), record)
 
 
+def check_shard_logs_whole(config: EvalConfig, runs: list[Run], count: int) -> None:
+    """A scored shard whose log lacks sentences of its span since (cut short by a copy) is
+    refused before any merge (before: the runs before it merged, then its merged log
+    refused, naming an east-simuleval flag)."""
+    for run in runs:
+        for index, folder in enumerate(shard_folders(config, run, count), 1):
+            if lacking := lacking_since_scored(folder):
+                raise CommandError(
+                    f"{lacking} (nothing merged): east-eval CONFIG --shard {index}/{count} "
+                    f"--only {run.name} translates them"
+                )
+
+
 def other_cuts(config: EvalConfig, runs: list[Run]) -> str:
-    """What shards the runs' folders hold instead: their counts, or none at all (the runs
-    named: with --only, the others may have shards; before: "the runs in ... have none")."""
-    counts = set()
+    """What shards the runs' folders hold instead: their counts, naming the runs that hold
+    them, or none at all (the runs named: with --only, the others may have shards; before:
+    "the runs in ... have no shards")."""
+    counts: dict[int, list[str]] = {}
     for run in runs:
         for folder in (config.run_dir(run) / "shards").glob("*-of-*"):
             count = folder.name.rpartition("-of-")[2]
-            if count.isdigit():
-                counts.add(int(count))
-    named = ", ".join(run.name for run in runs[:3]) + (
-        f" and {len(runs) - 3} more" if len(runs) > 3 else ""
-    )
+            if count.isdigit() and run.name not in counts.setdefault(int(count), []):
+                counts[int(count)].append(run.name)
     if counts:
-        cuts = " or ".join(f"--merge-shards {count}" for count in sorted(counts))
-        return f"the shards of {named} were cut otherwise ({cuts})"
-    return (
-        f"{named} in {config.output / 'runs'}: no shards (`east-eval CONFIG --shard I/N` "
-        "makes them)"
+        cuts = "; ".join(
+            f"{_named(names)}: --merge-shards {count}" for count, names in sorted(counts.items())
+        )
+        return f"the shards here were cut otherwise ({cuts})"
+    return f"{_named([run.name for run in runs])} in {config.output / 'runs'}: no shards " + (
+        "(`east-eval CONFIG --shard I/N` makes them)"
     )
+
+
+def _named(names: list[str]) -> str:
+    """Run names for a message: the first three, and how many more."""
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
 def shard_folders(config: EvalConfig, run: Run, count: int) -> list[Path]:

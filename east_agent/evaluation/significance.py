@@ -18,6 +18,7 @@ from pathlib import Path
 
 from east_agent.common.text_lines import iter_lines
 from east_agent.evaluation.omnisteval_scoring import RESEGMENTED_FILE
+from east_agent.simuleval_glue.instance_log import log_record
 
 SIGNIFICANCE_COLUMNS = (
     "system", "from", "to", "BLEU_from", "BLEU_to", "delta", "CI95_to", "p_value", "verdict",
@@ -86,10 +87,10 @@ def read_predictions(run_dir: Path) -> dict[int, str]:
     log = Path(run_dir) / "instances.log"
     predictions = {}
     for number, line in enumerate(iter_lines(log), 1):
+        record = log_record(log, number, line)
         try:
-            record = json.loads(line)
             predictions[int(record["index"])] = str(record["prediction"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{log}, line {number}: not a SimulEval instance ({error})") from None
     return predictions
 

@@ -28,7 +28,7 @@ from east_agent.common.atomic import (
     remove,
     write_atomically,
 )
-from east_agent.common.fingerprint import file_sha256
+from east_agent.common.fingerprint import file_sha256, same_setting
 from east_agent.common.records import placed_records, read_json_object, require_fields
 from east_agent.common.text_lines import read_lines
 from east_agent.decoding.prompt import language_name
@@ -286,6 +286,14 @@ def prepared_named(folder: Path, name: str) -> PreparedTestset:
         held = "no prepared test set" if prepared is None else f"the test set {prepared.name}"
         raise ValueError(f"{folder} holds {held}, not the grid's {name}")
     return prepared
+
+
+def same_prepared(
+    folder: Path, saved: PreparedTestset, name: str, split_by: str | dict | None
+) -> bool:
+    """Whether the test set prepared in `folder` (`saved`) is `name` with its source split
+    as `split_by` says (None: at spaces; the checkpoint whose tokenizer split it)."""
+    return saved.name == name and same_setting(units_split_by(folder), split_by)
 
 
 def units_split_by(folder: Path) -> str | dict | None:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from east_agent.common.atomic import write_atomically
+from east_agent.common.records import invalid_json
 from east_agent.common.text_lines import iter_lines, read_text
 
 
@@ -55,6 +57,17 @@ def torn_line_advice(path: Path, number: int) -> str:
     return "lines follow it (a log written by hand or by another program?): remove or mend it"
 
 
+def log_record(path: Path, number: int, line: str) -> Any:
+    """Line `number` of the log at `path` read as JSON; one that is not is named with what
+    to do with it (`torn_line_advice`)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}: line {number}: {invalid_json(error)}; " + torn_line_advice(path, number)
+        ) from None
+
+
 def check_log(path: Path) -> None:
     """Raise naming file and line where a log is not one JSON record per line, or where it
     holds a sentence twice; raise naming the sentences missing between its first and last
@@ -62,13 +75,7 @@ def check_log(path: Path) -> None:
     such a log would be of other sentences than the run's."""
     lines_of: dict[int, int] = {}
     for number, line in enumerate(iter_lines(path), 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"{path}: line {number}: not a complete JSON record ({error.msg}); "
-                + torn_line_advice(path, number)
-            ) from None
+        record = log_record(path, number, line)
         if not isinstance(record, dict) or not isinstance(record.get("index"), int):
             raise ValueError(
                 f"{path}: line {number}: not an instance record (no whole-number 'index')"

@@ -423,26 +423,32 @@ def check_recorded_span(output: Path) -> None:
     """Refuse a log lacking sentences of the span its run covered (recorded with its
     settings): the run stopped, or some sentences failed, and scores of the rest would
     not be the run's. A record from before names no span: the log is taken as it is."""
-    missing, span = missing_from_span(output)
+    missing = missing_from_span(output)
     if missing:
         raise ValueError(
-            f"{output / 'instances.log'}: {len(missing)} of the run's sentences {span[0]} .. "
-            f"{span[1] - 1} are missing ({first_ten(missing)}: failed, or not reached when "
-            "the run stopped): not scored; --continue-unfinished translates them"
+            f"{output / 'instances.log'}: {missing}: failed, or not reached when the run "
+            "stopped; not scored: --continue-unfinished translates them"
         )
 
 
-def missing_from_span(output: Path) -> tuple[list[int], tuple[int, int] | None]:
+def missing_from_span(output: Path) -> str | None:
     """The sentences of the span a run recorded (its first and end) that its log lacks,
-    and that span; none for a record from before, which names no span."""
+    said (`3 of the run's sentences 0 .. 4 are missing (2, 3, 4)`), or None: none, or a
+    record from before, which names no span."""
     record, log = output / SETTINGS_RECORD, output / "instances.log"
     span = read_json_object(record).get(SPAN) if record.exists() else None
     if span is None:
-        return [], None
+        return None
     if not (isinstance(span, list) and len(span) == 2 and all(type(i) is int for i in span)):
         raise ValueError(f"{record}: field {SPAN!r} is not [first, end] sentence numbers")
-    done = {entry["index"] for entry in finished_records(log)} if log.exists() else set()
-    return [index for index in range(*span) if index not in done], (span[0], span[1])
+    done = {entry["index"] for entry in finished_records(log)}
+    missing = [index for index in range(*span) if index not in done]
+    if not missing:
+        return None
+    return (
+        f"{len(missing)} of the run's sentences {span[0]} .. {span[1] - 1} are missing "
+        f"({first_ten(missing)})"
+    )
 
 
 def check_log_units(output: Path, args: argparse.Namespace) -> None:

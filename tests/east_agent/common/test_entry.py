@@ -76,7 +76,7 @@ def test_a_refusal_under_simulevals_own_command_is_one_line(monkeypatch, capsys)
 
 
 def test_a_refusal_is_raised_under_our_command_or_a_library_caller(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["/venv/bin/simuleval"])
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/east-simuleval"])
     with pytest.raises(SystemExit):  # east-simuleval's own line, not SimulEval's
         command_line("east-simuleval")(refusing_agent)()
     assert capsys.readouterr().err.startswith("east-simuleval: --model-path")

@@ -81,12 +81,13 @@ def test_a_scored_run_whose_log_was_cut_short_is_translated_again(grid, tmp_path
     log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
     result = east_eval(config, "--limit", "3", "--output", out, "--only", "east-low")
     assert result.returncode == 2, result.stderr[-3000:]
-    said = f"east-eval: east-high (not in --only): {log} lacks 1 of the run's sentences 0 .. 2 (2)"
+    said = f"east-eval: east-high (not in --only): {log}: 1 of the run's sentences 0 .. 2 are "
+    said += "missing (2) since it was scored"
     assert said in result.stderr and "east-eval --only east-high translates them" in result.stderr
     assert ("east", "high") not in [(row["system"], row["setting"]) for row in rows_of(out)]
     again = east_eval(config, "--limit", "3", "--output", out)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"[2/3] east-high: {log} lacks 1 of the run's sentences" in again.stdout
+    assert f"[2/3] east-high: {log}: 1 of the run's sentences" in again.stdout
     assert len(log.read_text().splitlines()) == 3
     unclocked = ("system", "setting", "BLEU", "AL", "LAAL", "YAAL")
     assert [[row[name] for name in unclocked] for row in rows_of(out)] == [
@@ -539,10 +540,7 @@ def test_a_merge_names_unknown_runs_and_unfinished_shards_before_merging_any(gri
     assert only.returncode == 2 and said in only.stderr  # the picked run's, not the grid's
     (tmp_path / "out" / "runs" / "east-high" / "shards" / "1-of-3").mkdir(parents=True)
     other = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
-    assert (
-        "the shards of east-low, east-high, waitk-offline-k2 were cut otherwise (--merge-shards 3)"
-        in other.stderr
-    )
+    assert "the shards here were cut otherwise (east-high: --merge-shards 3)" in other.stderr
     (tmp_path / "out" / "runs" / "east-low" / "shards" / "1-of-2").mkdir(parents=True)
     unfinished = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
     assert unfinished.returncode == 2, unfinished.stderr[-2000:]
@@ -572,6 +570,35 @@ def test_a_merge_a_run_folder_refuses_merges_nothing(grid, tmp_path):
     assert said in merged.stderr
     for name in ("east-low", "east-high"):
         assert not (out / "runs" / name / "instances.log").exists()
+
+
+def test_a_shard_whose_log_was_cut_short_is_refused_before_any_merge(grid, tmp_path):
+    """Before: the runs before it were merged, then its merged log refused, naming
+    east-simuleval's --continue-unfinished; the shard's own rerun translates it again."""
+    config, output, _ = grid
+    out = tmp_path / "out"
+    shutil.copytree(output, out)
+    shutil.rmtree(out / "runs" / "east-low")
+    for shard in ("1/2", "2/2"):
+        result = east_eval(
+            config, "--output", out, "--limit", "4", "--shard", shard, "--only", "east-low"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+    log = out / "runs" / "east-low" / "shards" / "2-of-2" / "instances.log"
+    log.write_text(log.read_text().splitlines(keepends=True)[0])
+    merged = east_eval(config, "--output", out, "--merge-shards", "2", "--only", "east-low")
+    assert merged.returncode == 2, merged.stderr[-3000:]
+    said = f"{log}: 1 of the run's sentences 2 .. 3 are missing (3) since it was scored (nothing "
+    said += "merged): east-eval CONFIG --shard 2/2 --only east-low translates them"
+    assert said in merged.stderr and "Traceback" not in merged.stderr
+    assert not (out / "runs" / "east-low" / "instances.log").exists()
+    again = east_eval(
+        config, "--output", out, "--limit", "4", "--shard", "2/2", "--only", "east-low"
+    )
+    assert again.returncode == 0 and "translated and scored again" in again.stdout
+    merged = east_eval(config, "--output", out, "--merge-shards", "2", "--only", "east-low")
+    assert merged.returncode == 0, merged.stderr[-3000:]
+    assert len((out / "runs" / "east-low" / "instances.log").read_text().splitlines()) == 4
 
 
 def with_comet(config: Path, output: Path, settings, path: Path) -> Path:

@@ -1,5 +1,7 @@
 """`east-prepare`: a test set's files written, and a grid's test set held while it is."""
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -175,3 +177,29 @@ def test_east_prepare_of_another_set_under_a_grids_runs_is_refused(tmp_path, cap
     (run / "scores.tsv").unlink()  # no run holds work: another set is the grid's to take
     main(["multi30k.fr-en", "--output", str(testset)])
     assert read_prepared(testset).name == "multi30k.fr-en"
+
+
+def test_east_prepare_of_a_source_split_by_another_checkpoint_under_runs_is_refused(
+    east_checkpoint, tmp_path, capsys
+):
+    """The same Chinese set split by another checkpoint's tokenizer is another set to the
+    grid's runs (a copy of the checkpoint with another tokenizer file stands for one)."""
+    from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
+
+    grid, testset = tmp_path / "grid", tmp_path / "grid" / "testset"
+    main(["wmt22.zh-en", "--output", str(testset), "--tokenizer", str(east_checkpoint)])
+    with hold_run_lock(grid, GRID_LOCK):
+        pass
+    run = grid / "runs" / "east-low"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    (run / "scores.tsv").write_text("BLEU\n30.0\n")
+    other = tmp_path / "other"
+    shutil.copytree(east_checkpoint, other)
+    config = json.loads((other / "tokenizer_config.json").read_text())
+    (other / "tokenizer_config.json").write_text(json.dumps({**config, "model_max_length": 77}))
+    with pytest.raises(SystemExit):
+        main(["wmt22.zh-en", "--output", str(testset), "--tokenizer", str(other)])
+    said = "preparing wmt22.zh-en split by another checkpoint there would change what they read"
+    assert said in capsys.readouterr().err
+    main(["wmt22.zh-en", "--output", str(testset), "--tokenizer", str(east_checkpoint)])

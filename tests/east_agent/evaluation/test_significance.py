@@ -105,6 +105,9 @@ def test_a_broken_log_line_is_named(tmp_path):
         handle.write('{"index": 1}\n')
     with pytest.raises(ValueError, match=r"instances.log, line 2: not a SimulEval instance"):
         read_predictions(folder)
+    (folder / "instances.log").write_text('{"index": 0, "prediction": "a d')  # a kill's
+    with pytest.raises(ValueError, match=r"line 1: invalid JSON at column 28: .*cut off"):
+        read_predictions(folder)
 
 
 def test_a_prediction_holding_a_line_separator_is_one_line(tmp_path):

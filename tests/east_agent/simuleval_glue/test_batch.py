@@ -236,7 +236,7 @@ def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path
     log.write_text("".join(log.read_text().splitlines(keepends=True)[:2]))
     scored = run_simuleval("--score-only", "--output", output, timeout=120)
     assert scored.returncode == 2, scored.stderr[-2000:]
-    assert "3 of the run's sentences 0 .. 4 are missing (2, 3, 4: failed" in scored.stderr
+    assert "3 of the run's sentences 0 .. 4 are missing (2, 3, 4): failed" in scored.stderr
     assert not (output / "scores.tsv").exists()
 
 
@@ -793,7 +793,8 @@ def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
     (output / "config.yaml").write_text("source_type: text\ntarget_type: text\n")
     result = run_simuleval("--score-only", "--output", output, timeout=120)
     assert result.returncode != 0
-    assert f"{output / 'instances.log'}: line 2: not a complete JSON record" in result.stderr
+    said = f"{output / 'instances.log'}: line 2: invalid JSON at column 26: Expecting ':'"
+    assert said in result.stderr and "--continue-unfinished drops such a line" in result.stderr
     assert "Traceback" not in result.stderr
 
 

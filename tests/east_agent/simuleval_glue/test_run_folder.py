@@ -144,7 +144,9 @@ def test_the_span_of_a_run_is_recorded_and_not_a_setting(tmp_path):
     record = json.loads((output / run_folder.SETTINGS_RECORD).read_text())
     assert record == {**settings, "span": [0, 3]}
     write_log(output / "instances.log", [0, 1])
-    with pytest.raises(ValueError, match=r"1 of the run's sentences 0 \.\. 2 are missing \(2:"):
+    with pytest.raises(
+        ValueError, match=r"1 of the run's sentences 0 \.\. 2 are missing \(2\): failed"
+    ):
         run_folder.check_recorded_span(output)
     with writing(output, settings, resume=True, run=True, span=(0, 5)):
         pass

@@ -70,7 +70,7 @@ from east_agent.evaluation.longform import (
     read_longform,
     unit_times,
 )
-from east_agent.simuleval_glue.instance_log import log_record
+from east_agent.simuleval_glue.instance_log import check_record_fields, log_record
 
 LONGFORM_KEYS = {  # our column: OmniSTEval's score key
     "BLEU": "bleu",
@@ -89,12 +89,6 @@ SHORTFORM_KEYS = {
     "degenerate": "degenerate_policy",
 }
 LOG_FIELDS = {"prediction": str, "delays": list, "elapsed": list}
-LARGEST = sys.float_info.max  # past it no float (NaN and infinity fail `0 <= x <= LARGEST`)
-LOG_SERIES = {  # a log field of one value per output unit: its values, whether they rise
-    "delays": ("whole numbers of source units read, >= 0", (int,), True),
-    # read from a wall clock (`time.time()` in SimulEval's loop), which may be set back
-    "elapsed": ("numbers of seconds, >= 0", (int, float), False),
-}
 RESEGMENTED_FILE = "omnisteval.resegmented.jsonl"  # one re-segmented sentence per line
 SOURCE_FILE = "omnisteval.source.txt"  # the scored talks' source sentences, for COMET
 
@@ -130,30 +124,10 @@ def read_log(path: str | Path, fields: dict[str, type] = LOG_FIELDS) -> list[dic
         if not line.strip():
             continue
         record = log_record(Path(path), number, line)
-        for name, kind in fields.items():
-            if not isinstance(record.get(name), kind):
-                raise ValueError(
-                    f"{path}: line {number}: field {name!r} missing or not a {kind.__name__}"
-                )
-        for name in LOG_SERIES.keys() & fields.keys():
-            check_series(f"{path}: line {number}: field {name!r}", name, record[name])
+        check_record_fields(f"{path}: line {number}", record, fields)
         record["_line"] = number
         records.append(record)
     return records
-
-
-def check_series(where: str, name: str, values: list) -> None:
-    """Refuse (`where`: the log, line and field) a value of `LOG_SERIES[name]`'s kind that
-    is not one, or, for delays, below the value before it."""
-    what, kinds, rising = LOG_SERIES[name]
-    for number, value in enumerate(values, 1):
-        if type(value) not in kinds or not 0 <= value <= LARGEST:  # bool is no int here
-            raise ValueError(f"{where}: value {number} is {value!r}; they must be {what}")
-        if rising and number > 1 and value < values[number - 2]:
-            raise ValueError(
-                f"{where}: value {number} ({value!r}) is below value {number - 1} "
-                f"({values[number - 2]!r}): it never goes backwards"
-            )
 
 
 def records_by_index(

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from east_agent.common.fingerprint import folder_fingerprint, is_content_setting, is_hub_id
-from east_agent.common.records import RecordError, read_json_object
+from east_agent.common.records import RecordError, invalid_json, read_json_object
+from east_agent.common.text_lines import read_text
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE
 
 if TYPE_CHECKING:
@@ -384,12 +385,14 @@ def safetensors_files(
     return None
 
 
-def saved_tensor_shapes(folder: str | Path, where: str) -> dict[str, tuple[int, ...]] | None:
+def saved_tensor_shapes(
+    folder: str | Path, where: str, names: tuple[str, ...] = MODEL_WEIGHTS
+) -> dict[str, tuple[int, ...]] | None:
     """The name and shape of every tensor `folder`'s safetensors files hold, read from their
     headers (no weights load); None where there are none (`safetensors_files`)."""
     from safetensors import safe_open
 
-    files = safetensors_files(folder, where)
+    files = safetensors_files(folder, where, names)
     if files is None:
         return None
     shapes = {}
@@ -401,16 +404,47 @@ def saved_tensor_shapes(folder: str | Path, where: str) -> dict[str, tuple[int, 
     return shapes
 
 
-def check_adapter_path(adapter_path: str | Path | None) -> None:
-    """A peft adapter's folder (or None): refused before any model loads, a path to
-    nothing as such (before: "has no adapter_config.json")."""
-    if adapter_path is not None and not Path(adapter_path).exists():
+def check_adapter_path(adapter_path: str | Path | None, where: str = "--adapter-path") -> None:
+    """A peft adapter's folder (or None), refused before any model loads: a path to
+    nothing as such (before: "has no adapter_config.json"), a config that is no JSON
+    object (named by line), no weights file, weights cut short, or weights of another rank
+    than the config's (before, all three found by peft once the model had loaded: a
+    hub error for the missing file, a state-dict traceback for the rank)."""
+    if adapter_path is None:
+        return
+    folder = Path(adapter_path)
+    if not folder.exists():
         raise CheckpointError(f"adapter path {str(adapter_path)!r} does not exist")
-    if adapter_path is not None and not (Path(adapter_path) / "adapter_config.json").exists():
+    if not (folder / "adapter_config.json").exists():
         raise CheckpointError(
             f"adapter path {str(adapter_path)!r} has no adapter_config.json, "
             "so it is not a peft adapter"
         )
+    config = adapter_config(folder)
+    check_weights(folder, where, ADAPTER_WEIGHTS)
+    check_weights_readable(folder, where, ADAPTER_WEIGHTS)
+    rank = config.get("r")
+    if config.get("rank_pattern") or type(rank) is not int:
+        return  # ranks that differ by module: peft's to check
+    for name, shape in (saved_tensor_shapes(folder, where, ADAPTER_WEIGHTS) or {}).items():
+        saved = shape[0] if ".lora_A." in name else shape[-1] if ".lora_B." in name else rank
+        if len(shape) == 2 and saved != rank:
+            raise ValueError(
+                f"{where} {folder}: {name} is of rank {saved}, but adapter_config.json says "
+                f"r: {rank}: the weights and the config are two adapters'"
+            )
+
+
+def adapter_config(folder: Path) -> dict:
+    """An adapter's `adapter_config.json`, one that is no JSON object named by line."""
+    path = folder / "adapter_config.json"
+    try:
+        config = json.loads(read_text(path))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: line {error.lineno}: {invalid_json(error)}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
 
 
 # A Stage II run's record of its recipe, beside the adapter it writes (`training.resume`):

@@ -9,6 +9,7 @@ the log knows which indices it holds, and `sort` puts the lines in index order a
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,11 +69,46 @@ def log_record(path: Path, number: int, line: str) -> Any:
         ) from None
 
 
+# a log field of one value per output unit: what its values are, their types, whether they rise
+LOG_SERIES = {
+    "delays": ("whole numbers of source units read, >= 0", (int,), True),
+    # read from a wall clock (`time.time()` in SimulEval's loop), which may be set back
+    "elapsed": ("numbers of seconds, >= 0", (int, float), False),
+}
+LARGEST = sys.float_info.max  # past it no float (NaN and infinity fail `0 <= x <= LARGEST`)
+SCORED_FIELDS = {"prediction": str, "delays": list}  # what SimulEval's scorers read
+
+
+def check_record_fields(where: str, record: dict, fields: dict[str, type]) -> None:
+    """Refuse (`where`: the log and line) a record whose `fields` are missing or of another
+    type, and a series among them (`LOG_SERIES`) holding another kind of value."""
+    for name, kind in fields.items():
+        if not isinstance(record.get(name), kind):
+            raise ValueError(f"{where}: field {name!r} missing or not a {kind.__name__}")
+    for name in LOG_SERIES.keys() & fields.keys():
+        check_series(f"{where}: field {name!r}", name, record[name])
+
+
+def check_series(where: str, name: str, values: list) -> None:
+    """Refuse (`where`: the log, line and field) a value of `LOG_SERIES[name]`'s kind that
+    is not one, or, for delays, below the value before it."""
+    what, kinds, rising = LOG_SERIES[name]
+    for number, value in enumerate(values, 1):
+        if type(value) not in kinds or not 0 <= value <= LARGEST:  # bool is no int here
+            raise ValueError(f"{where}: value {number} is {value!r}; they must be {what}")
+        if rising and number > 1 and value < values[number - 2]:
+            raise ValueError(
+                f"{where}: value {number} ({value!r}) is below value {number - 1} "
+                f"({values[number - 2]!r}): it never goes backwards"
+            )
+
+
 def check_log(path: Path) -> None:
-    """Raise naming file and line where a log is not one JSON record per line, or where it
-    holds a sentence twice; raise naming the sentences missing between its first and last
-    (a batched run's failed sentence, or one cut off before an index after it): scores of
-    such a log would be of other sentences than the run's."""
+    """Raise naming file and line where a log is not one JSON record per line, where a
+    record lacks a field SimulEval's scorers read (`SCORED_FIELDS`) or holds another kind
+    of value there, or where it holds a sentence twice; raise naming the sentences missing
+    between its first and last (a batched run's failed sentence, or one cut off before an
+    index after it): scores of such a log would be of other sentences than the run's."""
     lines_of: dict[int, int] = {}
     for number, line in enumerate(iter_lines(path), 1):
         record = log_record(path, number, line)
@@ -80,6 +116,8 @@ def check_log(path: Path) -> None:
             raise ValueError(
                 f"{path}: line {number}: not an instance record (no whole-number 'index')"
             )
+        # before: a traceback of SimulEval's scorers, or (delays gone) the sentence skipped
+        check_record_fields(f"{path}: line {number}", record, SCORED_FIELDS)
         index = record["index"]
         if index in lines_of:
             raise ValueError(

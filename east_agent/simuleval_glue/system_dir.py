@@ -43,7 +43,6 @@ from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.common.fingerprint import MODEL_FILE_SUFFIXES
 from east_agent.lm.checkpoint import (
-    ADAPTER_WEIGHTS,
     CheckpointError,
     check_adapter_base,
     check_adapter_path,
@@ -193,11 +192,9 @@ def adapter_folder(flags: dict[str, object]) -> Path | None:
         return None
     path = Path(str(flags["adapter_path"])).resolve()
     try:
-        check_adapter_path(path)
+        check_adapter_path(path, "adapter_path")
     except CheckpointError as error:
         raise CheckpointError(f"adapter_path={flags['adapter_path']}: {error}") from None
-    check_weights(path, "adapter_path", ADAPTER_WEIGHTS)
-    check_weights_readable(path, "adapter_path", ADAPTER_WEIGHTS)
     return path
 
 

@@ -122,6 +122,38 @@ def test_adapter_path_without_adapter_config(east_model, tmp_path):
         merge_adapter(east_model, tmp_path)
 
 
+@pytest.mark.parametrize("fault", ["another rank", "no weights", "config cut off"])
+def test_an_adapter_that_would_not_load_is_refused_before_the_model(
+    east_checkpoint, tmp_path, fault
+):
+    """Before: peft's state-dict traceback (another rank), a hub error naming no file (no
+    weights), a bare JSON message (a cut config), each once the model had loaded and the
+    run's folder been begun."""
+    from east_agent.lm.checkpoint import check_adapter_path
+
+    peft_model = get_peft_model(
+        load_east_checkpoint(east_checkpoint)[0],
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    adapter = tmp_path / "adapter"
+    peft_model.save_pretrained(adapter)
+    check_adapter_path(adapter)  # whole: taken
+    config = adapter / "adapter_config.json"
+    if fault == "another rank":
+        config.write_text(config.read_text().replace('"r": 4', '"r": 8'))
+        said = f"--adapter-path {adapter}: base_model.model.model.layers.0.self_attn.q_proj.lora_A."
+        said += "weight is of rank 4, but adapter_config.json says r: 8"
+    elif fault == "no weights":
+        (adapter / "adapter_model.safetensors").unlink()
+        said = f"--adapter-path {adapter}: no weights file (adapter_model.safetensors or "
+    else:
+        config.write_text(config.read_text()[:100])
+        said = f"{config}: line "
+    with pytest.raises(ValueError) as raised:
+        check_adapter_path(adapter)
+    assert str(raised.value).startswith(said)
+
+
 def test_unknown_dtype_is_refused():
     with pytest.raises(ValueError, match="unknown --torch-dtype 'fp8'"):
         resolve_dtype("fp8", "cpu")

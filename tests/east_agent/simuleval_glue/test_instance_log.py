@@ -6,7 +6,8 @@ from east_agent.simuleval_glue.instance_log import check_log, finished_records
 
 
 def write_log(path, indices):
-    path.write_text("".join(json.dumps({"index": i, "prediction": "a"}) + "\n" for i in indices))
+    records = [{"index": i, "prediction": "a", "delays": [1]} for i in indices]
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
     return path
 
 
@@ -31,6 +32,28 @@ def test_a_sentence_twice_is_named(tmp_path):
     log.write_text('{"index": "0"}\n')
     with pytest.raises(ValueError, match="line 1: not an instance record"):
         check_log(log)
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        ({"delays": "abc"}, "line 2: field 'delays' missing or not a list"),
+        ({"delays": [1, "2"]}, "line 2: field 'delays': value 2 is '2'; they must be whole"),
+        ({"delays": [2, 1]}, "line 2: field 'delays': value 2 (1) is below value 1 (2)"),
+        ({"prediction": None}, "line 2: field 'prediction' missing or not a str"),
+        ({"delays": None}, "line 2: field 'delays' missing or not a list"),
+    ],
+)
+def test_a_field_the_scorers_read_is_checked(tmp_path, edit, said):
+    """Before: a traceback of SimulEval's scorers (a string among the delays, a null
+    prediction), or (delays removed) the sentence left out of latency, exit 0."""
+    log = write_log(tmp_path / "instances.log", [0, 1, 2])
+    lines = log.read_text().splitlines()
+    record = {**json.loads(lines[1]), **edit}
+    log.write_text("\n".join([lines[0], json.dumps(record), lines[2]]) + "\n")
+    with pytest.raises(ValueError) as raised:
+        check_log(log)
+    assert str(raised.value).startswith(f"{log}: {said}")
 
 
 def test_a_torn_last_line_is_left_out_and_cut_only_by_the_writer(tmp_path):
@@ -61,9 +84,10 @@ def test_a_line_that_is_no_record_gets_the_advice_that_fits_it(tmp_path):
     """A resume drops a torn last line only (before: advised for a torn middle line too,
     which the resume then refused)."""
     log = tmp_path / "instances.log"
-    log.write_text('{"index": 0}\n{"index": 1\n{"index": 2}\n')
+    whole = json.dumps({"index": 0, "prediction": "a", "delays": [1]})
+    log.write_text(whole + '\n{"index": 1\n' + whole.replace("0", "2") + "\n")
     with pytest.raises(ValueError, match="line 2: .*lines follow it .*: remove or mend it$"):
         check_log(log)
-    log.write_text('{"index": 0}\n{"index": 1\n')
+    log.write_text(whole + '\n{"index": 1\n')
     with pytest.raises(ValueError, match="line 2: .*--continue-unfinished drops such a line$"):
         check_log(log)

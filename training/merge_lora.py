@@ -25,9 +25,9 @@ from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 from east_agent.lm.checkpoint import (
-    ADAPTER_WEIGHTS,
     CheckpointError,
     check_adapter_base,
+    check_adapter_path,
     check_weights,
     east_token_ids,
     loading,
@@ -143,7 +143,7 @@ def check_base_of_adapter(base: Path, adapter: Path) -> None:
     if not (base / "config.json").exists():
         raise ValueError(f"--model-path {base}: no config.json (not a transformers model)")
     check_weights(base, "--model-path")
-    check_weights(adapter, "--adapter-path", ADAPTER_WEIGHTS)
+    check_adapter_path(adapter)  # its config, weights and ranks, before anything loads
     check_adapter_base(base, adapter, by_named_folder=True)
 
 

@@ -361,11 +361,15 @@ def test_one_child_scores_every_request_of_a_process_as_a_fresh_one(tiny_comet):
     serving = the_child_pid()
     again = comet_scores(tiny_comet, SOURCES[:2], TRANSLATIONS[:2], REFERENCES[:2])
     assert the_child_pid() == serving
-    assert again.sentences == first.sentences[:2]
+    # two sentences are batched (padded) otherwise than three: the last float bit may
+    # differ (seen once, 3e-8 in CI on a loaded machine); a request seeing another's state
+    # would differ by far more
+    assert again.sentences == pytest.approx(first.sentences[:2], abs=1e-6)
     comet_process._child.close()
     fresh = comet_scores(tiny_comet, SOURCES, TRANSLATIONS, REFERENCES)
     assert the_child_pid() != serving
-    assert fresh == first
+    assert fresh.sentences == pytest.approx(first.sentences, abs=1e-6)
+    assert fresh.system == pytest.approx(first.system, abs=1e-6)
 
 
 def test_the_check_is_the_first_request_of_the_child_that_scores(tiny_comet):

@@ -151,7 +151,10 @@ def test_a_record_file_that_is_not_utf8_is_named(tmp_path):
 
 def test_an_instance_log_that_is_not_utf8_is_named(tmp_path):
     log = tmp_path / "instances.log"
-    log.write_bytes(b'{"index": 0, "prediction": "a"}\n{"index": 1, "prediction": "\xff"}\n')
+    log.write_bytes(
+        b'{"index": 0, "prediction": "a", "delays": [1]}\n'
+        b'{"index": 1, "prediction": "\xff", "delays": [1]}\n'
+    )
     for read in (check_log, finished_records):
         with pytest.raises(ValueError, match=r"instances.log: line 2: not UTF-8 \(byte 0xff"):
             read(log)
@@ -159,7 +162,8 @@ def test_an_instance_log_that_is_not_utf8_is_named(tmp_path):
 
 def test_an_instance_log_with_crlf_lines_is_read(tmp_path):
     log = tmp_path / "instances.log"
-    log.write_bytes(b'{"index": 0}\r\n{"index": 1}\r\n{"ind')
+    whole = b'"prediction": "a", "delays": [1]}'
+    log.write_bytes(b'{"index": 0, ' + whole + b'\r\n{"index": 1, ' + whole + b'\r\n{"ind')
     original = log.read_bytes()
     assert [record["index"] for record in finished_records(log, trim=True)] == [0, 1]
     assert log.read_bytes() == original[: original.rindex(b"\n") + 1]

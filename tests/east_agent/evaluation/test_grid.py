@@ -1884,9 +1884,12 @@ def test_a_dry_run_says_the_checkpoint_would_be_refused(tmp_path, capsys):
 
 def test_a_swept_path_below_another_is_refused(tmp_path, capsys):
     """Its run's folder was made inside the other run's (and emptied with it)."""
+    from safetensors.torch import save_file
+
     for adapter in ("ad/a", "ad/a/b"):
         (tmp_path / adapter).mkdir(parents=True)
         (tmp_path / adapter / "adapter_config.json").write_text("{}")
+        save_file({}, tmp_path / adapter / "adapter_model.safetensors")
     paths = [str(tmp_path / "ad" / "a"), str(tmp_path / "ad" / "a" / "b")]
     system = {"agent": "east", "adapter_path": paths}
     config = quick_config(tmp_path / "grid.yaml", systems={"east": system})

@@ -260,20 +260,16 @@ def test_merge_refuses_another_base_than_the_adapters(base_checkpoint, stage2, t
 @pytest.mark.parametrize(
     ("adapter_config", "error"),
     [
-        ({}, "KeyError: 'peft_type'"),
-        # peft's first line ends in a colon: its detail follows, and the likely cause
-        (
-            {"r": 2},
-            "RuntimeError: Error(s) in loading state_dict for PeftModelForCausalLM: size "
-            "mismatch for base_model.model.",
-        ),
+        ({}, ": cannot be loaded (KeyError: 'peft_type'"),
+        # refused before loading (before: peft's state-dict error, said in one line)
+        ({"r": 2}, ".lora_A.weight is of rank 8, but adapter_config.json says r: 2"),
     ],
 )
 def test_an_adapter_folder_that_does_not_load_is_one_line(
     stage1, stage2, tmp_path, adapter_config, error
 ):
     """Before: a traceback (exit 1) for peft's KeyError (a config lacking a key) and
-    RuntimeError (a config not matching its weights)."""
+    RuntimeError (a config not matching its weights: now refused before loading)."""
     adapter = tmp_path / "adapter"
     shutil.copytree(stage2, adapter)
     config = json.loads((adapter / "adapter_config.json").read_text())
@@ -290,9 +286,7 @@ def test_an_adapter_folder_that_does_not_load_is_one_line(
         timeout=300,
     )
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"--adapter-path {adapter}: cannot be loaded ({error}" in result.stderr
-    if adapter_config:
-        assert "trained on a model of another shape? give the model it was" in result.stderr
+    assert f"--adapter-path {adapter}" in result.stderr and error in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "merged").exists()
 
 

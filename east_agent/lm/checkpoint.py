@@ -422,11 +422,12 @@ def check_adapter_path(adapter_path: str | Path | None, where: str = "--adapter-
         )
     config = adapter_config(folder)
     check_weights(folder, where, ADAPTER_WEIGHTS)
-    check_weights_readable(folder, where, ADAPTER_WEIGHTS)
+    # the headers read once: a file cut short is refused here (`check_weights_readable`)
+    shapes = saved_tensor_shapes(folder, where, ADAPTER_WEIGHTS) or {}
     rank = config.get("r")
     if config.get("rank_pattern") or type(rank) is not int:
         return  # ranks that differ by module: peft's to check
-    for name, shape in (saved_tensor_shapes(folder, where, ADAPTER_WEIGHTS) or {}).items():
+    for name, shape in shapes.items():
         saved = shape[0] if ".lora_A." in name else shape[-1] if ".lora_B." in name else rank
         if len(shape) == 2 and saved != rank:
             raise ValueError(

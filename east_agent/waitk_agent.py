@@ -22,7 +22,7 @@ from east_agent.common.arguments import positive_int, torch_dtype_of
 from east_agent.decoding.long_form import long_form_settings
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.decoding.waitk import PROMPTS, EastWaitkDecoder, OfflineWaitkDecoder, WaitkConfig
-from east_agent.lm.checkpoint import load_model, load_tokenizer
+from east_agent.lm.checkpoint import load_model
 from east_agent.simuleval_glue.adapter import (
     StreamingAgent,
     add_decoding_args,
@@ -30,6 +30,7 @@ from east_agent.simuleval_glue.adapter import (
     add_long_form_args,
     add_model_args,
     check_max_context,
+    checkpoint_tokenizer,
     load_east,
 )
 
@@ -79,7 +80,7 @@ class WaitkAgent(StreamingAgent):
         if config.prompt == "east":
             return load_east(args, config.max_context)
         check_max_context(args, config.max_context)
-        tokenizer = load_tokenizer(args.model_path, args.trust_remote_code)
+        tokenizer = checkpoint_tokenizer(args)()  # as the checks loaded it
         model = load_model(
             args.model_path,
             adapter_path=args.adapter_path,

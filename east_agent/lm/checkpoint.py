@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -521,14 +521,20 @@ def load_east_checkpoint(
     torch_dtype: str = "auto",
     device: str = "cpu",
     trust_remote_code: bool = False,
+    tokenizer_loader: Callable[[], PreTrainedTokenizerBase] | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load tokenizer and model, and check that the tokenizer is an EAST tokenizer first."""
+    """Load tokenizer and model, and check that the tokenizer is an EAST tokenizer first;
+    `tokenizer_loader`: the caller's, where it holds the tokenizer loaded already (a
+    Llama-3 tokenizer takes about a second to load)."""
     if is_hub_id(model_path):  # asked once (before: the loaders' retries, a minute offline)
         try:
             check_hub_model(str(model_path), "model_path")
         except ValueError as error:
             raise CheckpointError(str(error)) from None
-    tokenizer = load_tokenizer(model_path, trust_remote_code)
+    if tokenizer_loader is None:
+        tokenizer = load_tokenizer(model_path, trust_remote_code)
+    else:
+        tokenizer = tokenizer_loader()
     east_token_ids(tokenizer)  # fail before the (slow) model load
     model = load_model(model_path, adapter_path, torch_dtype, device, trust_remote_code)
     return model, tokenizer

@@ -281,7 +281,8 @@ def check_prompt_room(
 def load_east(
     args: argparse.Namespace, max_context: int | None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """An EAST checkpoint (and its tokenizer) as the model flags say."""
+    """An EAST checkpoint (and its tokenizer, as the checks loaded it) as the model flags
+    say."""
     check_max_context(args, max_context)
     return load_east_checkpoint(
         args.model_path,
@@ -289,6 +290,7 @@ def load_east(
         torch_dtype=torch_dtype_of(args),
         device=getattr(args, "device", "cpu"),
         trust_remote_code=args.trust_remote_code,
+        tokenizer_loader=checkpoint_tokenizer(args),
     )
 
 

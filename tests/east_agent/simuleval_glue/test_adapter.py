@@ -4,6 +4,8 @@ import argparse
 import os
 import shutil
 
+import pytest
+
 
 def test_the_checks_tokenizer_loads_once_while_its_files_stay(east_checkpoint, tmp_path):
     """SimulEval's loop checks before its folder changes and again as it builds the agent:
@@ -18,6 +20,29 @@ def test_the_checks_tokenizer_loads_once_while_its_files_stay(east_checkpoint, t
     tokenizer_file = folder / "tokenizer.json"
     os.utime(tokenizer_file, ns=(0, tokenizer_file.stat().st_mtime_ns + 1_000_000))
     assert adapter.checkpoint_tokenizer(args)() is not first
+
+
+@pytest.mark.parametrize("prompt", ["east", "offline"])
+def test_the_model_loads_with_the_tokenizer_the_checks_loaded(east_checkpoint, monkeypatch, prompt):
+    """The agents' `load` takes the checks' tokenizer (before: loaded again, a second of each
+    run with a Llama-3 tokenizer); both wait-k prompts' paths and the EAST agent's."""
+    from east_agent.decoding.waitk import WaitkConfig
+    from east_agent.lm import checkpoint
+    from east_agent.simuleval_glue import adapter
+    from east_agent.waitk_agent import WaitkAgent
+
+    args = argparse.Namespace(
+        model_path=str(east_checkpoint), trust_remote_code=False, adapter_path=None,
+        torch_dtype="float32", device="cpu",
+    )  # fmt: skip
+    checked = adapter.checkpoint_tokenizer(args)()
+    loads = []
+    real_load = checkpoint.load_tokenizer
+    monkeypatch.setattr(checkpoint, "load_tokenizer", lambda *a: loads.append(a) or real_load(*a))
+    config = WaitkConfig(src_lang="de", tgt_lang="en", waitk=3, prompt=prompt)
+    model, tokenizer = WaitkAgent.load(args, config)
+    assert tokenizer is checked and not loads
+    assert model.config.vocab_size == len(tokenizer)
 
 
 def test_a_mistyped_relative_model_path_is_one_line_at_once(tmp_path):

@@ -948,10 +948,12 @@ def schedule_text(text: str) -> str:
     return text
 
 
-def read_schedule(setting: str | None, testset: str | None = None) -> int | Schedule | None:
+def read_schedule(
+    setting: str | None, testset: str | None = None, latency: str | None = None
+) -> int | Schedule | None:
     """`--schedule` checked before any model loads: None (the model decides), K of
-    `waitk:K`, or the schedule recorded in a `--save-schedule` file (on `testset`, if the
-    file names its test set)."""
+    `waitk:K`, or the schedule recorded in a `--save-schedule` file (on `testset` at
+    `latency`, where the file names them)."""
     if not setting:
         return None
     if setting.startswith("waitk:"):
@@ -972,24 +974,36 @@ def read_schedule(setting: str | None, testset: str | None = None) -> int | Sche
         raise ValueError(
             f"--schedule {setting}: line {error.lineno}: {invalid_json(error)}"
         ) from None
-    return checked_schedule(setting, recorded, testset)
+    return checked_schedule(setting, recorded, testset, latency)
 
 
-def schedule_file(testset: str, schedule: Schedule) -> str:
-    """What `--save-schedule` writes: the schedule and the test set it was recorded on."""
-    return json.dumps({"testset": testset, "schedule": schedule})
+def schedule_file(testset: str, latency: str, schedule: Schedule) -> str:
+    """What `--save-schedule` writes: the schedule, and the test set and latency level it
+    was recorded on."""
+    return json.dumps({"testset": testset, "latency": latency, "schedule": schedule})
 
 
-def checked_schedule(setting: str, recorded: object, testset: str | None) -> Schedule:
-    """The schedule of a `--save-schedule` file's JSON (or of the older form, the bare
-    list), refused if recorded on another test set than `testset`."""
+def checked_schedule(
+    setting: str, recorded: object, testset: str | None, latency: str | None = None
+) -> Schedule:
+    """The schedule of a `--save-schedule` file's JSON (or of the older forms: without the
+    latency level, or the bare list), refused if recorded on another test set than
+    `testset` or at another latency level than `latency` (a run that follows it at another
+    level makes that level's decisions: its header would name the wrong one)."""
     if isinstance(recorded, dict):
-        if set(recorded) != {"testset", "schedule"}:
-            raise ValueError(f"--schedule {setting}: expected the keys testset and schedule")
+        if set(recorded) - {"latency"} != {"testset", "schedule"}:
+            raise ValueError(
+                f"--schedule {setting}: expected the keys testset, latency and schedule"
+            )
         if testset is not None and recorded["testset"] != testset:
             raise ValueError(
                 f"--schedule {setting}: recorded on {recorded['testset']}, "
                 f"not on --testset {testset}"
+            )
+        level = recorded.get("latency")
+        if latency is not None and level is not None and level != latency:
+            raise ValueError(
+                f"--schedule {setting}: recorded at --latency {level}, not at --latency {latency}"
             )
         recorded = recorded["schedule"]
     if not isinstance(recorded, list) or not recorded:
@@ -1039,7 +1053,7 @@ def load_schedule(
     given): none (the model decides), wait-k, or a recorded file, whose sentences are
     taken again in turn when more are asked for."""
     if schedule is None:
-        schedule = read_schedule(args.schedule, args.testset)
+        schedule = read_schedule(args.schedule, args.testset, args.latency)
     if schedule is None:
         return sentences, None
     if isinstance(schedule, int):
@@ -1084,7 +1098,9 @@ def decoder_runs(
         if schedule is None:
             schedule = recorded  # the rest follow the decisions the model just made
             if args.save_schedule:
-                write_atomically(Path(args.save_schedule), schedule_file(args.testset, recorded))
+                write_atomically(
+                    Path(args.save_schedule), schedule_file(args.testset, args.latency, recorded)
+                )
     if args.num_beams > 1:
         beam_config = DecoderConfig(
             src_lang, tgt_lang, args.latency, num_beams=args.num_beams, kv_cache=args.kv_caches[0]
@@ -1113,7 +1129,7 @@ def main(argv: list[str] | None = None) -> None:
     check_streams_flags(args)
     # Test set, schedule and output files are checked before the model loads (minutes for 8B).
     pairs, src_lang, tgt_lang = read_testset(args.testset)
-    schedule_setting = read_schedule(args.schedule, args.testset)
+    schedule_setting = read_schedule(args.schedule, args.testset, args.latency)
     loaded = len(pairs[: args.limit])  # at most; those without source text are left out
     if not is_unspaced(src_lang):  # its units need no tokenizer
         early = source_sentences(pairs, args.limit, src_lang, None)

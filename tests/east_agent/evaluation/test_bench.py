@@ -306,7 +306,7 @@ def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, mess
         ("[[[1, 2]],\n [[1, 2]", "line 2: invalid JSON"),
         ("[]", "expected a non-empty JSON list of sentences"),
         ('[[[1, 2]], [[1, "2"]]]', "sentence 1: expected a list of [units read, chunk tokens]"),
-        ('{"schedule": [[[1, 2]]]}', "expected the keys testset and schedule"),
+        ('{"schedule": [[[1, 2]]]}', "expected the keys testset, latency and schedule"),
         ('{"testset": "multi30k.de-en", "schedule": []}', "expected a non-empty JSON list"),
     ],
 )
@@ -376,6 +376,20 @@ def test_a_schedule_recorded_on_another_test_set_is_refused(recorded_schedule, m
     assert capsys.readouterr().err == (
         f"east-bench: --schedule {recorded_schedule}: recorded on multi30k.de-en, "
         "not on --testset multi30k-val.de-en\n"
+    )
+
+
+def test_a_schedule_recorded_at_another_latency_is_refused(recorded_schedule, monkeypatch, capsys):
+    """Before: the file held no latency level, and a schedule recorded at one level was
+    followed under a header naming another."""
+    assert json.loads(recorded_schedule.read_text())["latency"] == "low"
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", "--schedule", str(recorded_schedule), "--latency", "high"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        f"east-bench: --schedule {recorded_schedule}: recorded at --latency low, "
+        "not at --latency high\n"
     )
 
 

@@ -205,7 +205,7 @@ def ended_as_stock_simuleval() -> Iterator[None]:
     project's errors raised inside end it as ours would: `simuleval: <message>`, exit 2
     (before: SimulEval's traceback of the one-line error). Elsewhere (`east-simuleval`,
     whose own wrapper says them, a library caller, a test) they are raised."""
-    if not _stock_simuleval_runs():
+    if not stock_simuleval_runs():
         yield
         return
     try:
@@ -215,13 +215,31 @@ def ended_as_stock_simuleval() -> Iterator[None]:
         raise
 
 
-def _stock_simuleval_runs() -> bool:
+def stock_simuleval_runs() -> bool:
     """Whether this process is SimulEval's `simuleval` console script (or `python -m
     simuleval.cli`)."""
     main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     if main_spec is not None and main_spec.name == "simuleval.cli":
         return True
     return bool(sys.argv) and os.path.basename(sys.argv[0]) == "simuleval"
+
+
+def started_in() -> str | None:
+    """The folder this process worked in as this module was first imported (None if that
+    folder was gone): SimulEval's `simuleval --system-dir DIR` imports the folder's agent
+    class there, then builds the agent inside DIR (`os.chdir`), so that relative
+    `--source` and `--target` name files in this folder."""
+    return _STARTED_IN
+
+
+def _working_folder() -> str | None:
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None
+
+
+_STARTED_IN = _working_folder()
 
 
 def _end_by_error(command: str, error: BaseException) -> None:

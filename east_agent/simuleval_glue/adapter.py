@@ -48,6 +48,7 @@ from east_agent.simuleval_glue.data_files import (
     check_control_tokens,
     check_source_file,
     check_units_split,
+    with_command_line_files,
 )
 
 if TYPE_CHECKING:
@@ -313,7 +314,7 @@ class StreamingAgent(TextToTextAgent):
         """How SimulEval builds the agent; under its own `simuleval` command a refusal ends
         the command in one line, as under `east-simuleval`."""
         with ended_as_stock_simuleval():
-            return cls(args)
+            return cls(with_command_line_files(args))
 
     @classmethod
     def decoding_config(cls, args: argparse.Namespace) -> DecodingConfig:

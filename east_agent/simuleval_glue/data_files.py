@@ -7,6 +7,7 @@ checks them as `east-simuleval` and the agents do.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -220,6 +221,17 @@ def _import_user_dir(user_dir: str) -> None:
 def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     """The source and reference files, checked before SimulEval builds the agent; the span
     of sentences the run covers (None without a source file)."""
+    known = _data_file_flags(argv)
+    if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
+        return None  # not text files of lines: the dataloader's own business
+    span = checked_span(
+        known.source, known.target, known.start_index, known.end_index, known.eval_latency_unit
+    )
+    check_references_given(known.source, known.target, known.no_scoring)
+    return None if span is None else (span.start, span.stop)
+
+
+def _data_file_flags(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
     parser.add_argument("--source")
     parser.add_argument("--target")
@@ -229,14 +241,39 @@ def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     parser.add_argument("--dataloader-class")
     parser.add_argument("--no-scoring", action="store_true")
     parser.add_argument("--eval-latency-unit", default="word")
-    known, _ = parser.parse_known_args(argv)
-    if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
-        return None  # not text files of lines: the dataloader's own business
-    span = checked_span(
-        known.source, known.target, known.start_index, known.end_index, known.eval_latency_unit
-    )
-    check_references_given(known.source, known.target, known.no_scoring)
-    return None if span is None else (span.start, span.stop)
+    return parser.parse_known_args(argv)[0]
+
+
+def with_command_line_files(args: argparse.Namespace) -> argparse.Namespace:
+    """An agent's flags as SimulEval's own `simuleval --system-dir DIR` builds it: from
+    DIR's `main.yaml` alone, without the command line's data files. These are checked
+    here, as `east-simuleval` checks them (`check_data_files`), and joined to the flags,
+    so that the agent checks them as under `--agent` before its model loads (before: a
+    reference file of another length was SimulEval's AssertionError once the model had
+    loaded, an empty source line a failure in the middle of the run). Other flags are
+    returned as they are."""
+    from east_agent.common.entry import started_in, stock_simuleval_runs
+
+    if getattr(args, "source", None) is not None or not stock_simuleval_runs():
+        return args
+    argv = sys.argv[1:]
+    known = _data_file_flags(argv)
+    if known.source is None or started_in() is None:
+        return args  # a server (--standalone), or no folder to read relative names in
+    folder = Path(started_in())
+    building_in = os.getcwd()
+    os.chdir(folder)  # the files named as on the command line (SimulEval goes back after)
+    try:
+        check_data_files(argv)
+    finally:
+        os.chdir(building_in)
+    files = {
+        flag: None if name is None else str(folder / name)
+        for flag, name in (("source", known.source), ("target", known.target))
+    }
+    return argparse.Namespace(**{
+        **vars(args), **files, "eval_latency_unit": known.eval_latency_unit
+    })  # fmt: skip
 
 
 def check_references_given(source: str | None, target: str | None, no_scoring: bool) -> None:

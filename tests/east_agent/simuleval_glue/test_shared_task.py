@@ -402,6 +402,50 @@ def test_system_dir_runs_under_stock_simuleval(east_checkpoint, test_set, tmp_pa
     )
 
 
+def test_stock_simuleval_checks_a_system_dirs_data_files_before_its_model(
+    east_checkpoint, test_set, tmp_path
+):
+    """SimulEval's `simuleval --system-dir` gives the agent the folder's flags alone and
+    builds it inside the folder: the command line's files, named relative to where it
+    runs, are checked first, as `east-simuleval` checks them (before: a reference file of
+    another length was SimulEval's AssertionError once the model had loaded). A folder
+    whose model link is broken shows that nothing of the model was read."""
+    folder = tmp_path / "submission"
+    run(
+        console_script("east-package-system"), folder, "--model-path", east_checkpoint,
+        "src_lang=de", "tgt_lang=en", "latency=low",
+    )  # fmt: skip
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(folder / "main.yaml", broken)
+    (broken / "model").symlink_to(tmp_path / "gone")
+    shutil.copy(test_set / "src.txt", tmp_path / "src.txt")
+    lines = (test_set / "ref.txt").read_text().splitlines()
+    (tmp_path / "short.txt").write_text("\n".join(lines[:2]) + "\n")
+
+    def stock(system, target, output):
+        return subprocess.run(
+            [console_script("simuleval"), "--system-dir", system, "--source", "src.txt",
+             "--target", target, "--output", output],
+            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        )  # fmt: skip
+
+    refused = stock("broken", "short.txt", "out")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        "simuleval: src.txt has 3 lines but short.txt has 2: each source sentence needs its "
+        "reference on the same line"
+    )
+    assert not (tmp_path / "out").exists()
+    shutil.copy(test_set / "ref.txt", tmp_path / "ref.txt")
+    ran = stock("submission", "ref.txt", "out")
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    logged = [json.loads(line) for line in (tmp_path / "out" / "instances.log").open()]
+    sources = (test_set / "src.txt").read_text().splitlines()
+    assert [" ".join(record["source"].split()) for record in logged] == sources
+    assert [record["reference"].rstrip("\n") for record in logged] == lines
+
+
 def test_a_system_dir_runs_references_are_checked_in_the_command_lines_unit(
     east_checkpoint, test_set, tmp_path
 ):

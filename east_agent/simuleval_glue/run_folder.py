@@ -375,9 +375,9 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
         kept_ones = f"sentences {start}..{index - 1} are" if index > start else "no sentence is"
         aside = log.with_name(SET_ASIDE)
         print(
-            f"{log}: {kept_ones} kept; {len(dropped)} finished later than sentence {index} "
-            f"(a batched run's order) are translated again, set aside in {aside} until "
-            "they are",
+            f"{log}: {kept_ones} kept; sentence {index} is not logged, so the "
+            f"{len(dropped)} logged after it (a batched run finishes out of order; a log "
+            f"may have lost lines) are translated again, set aside in {aside} until they are",
             flush=True,
         )
         write_atomically(aside, record_lines(dropped))  # first: a kill between keeps both

@@ -993,7 +993,13 @@ def checked_schedule(
     if isinstance(recorded, dict):
         if set(recorded) - {"latency"} != {"testset", "schedule"}:
             raise ValueError(
-                f"--schedule {setting}: expected the keys testset, latency and schedule"
+                f"--schedule {setting}: expected the keys testset and schedule (and latency, "
+                "as --save-schedule writes it)"
+            )
+        if "latency" in recorded and recorded["latency"] not in LATENCY_LEVELS:
+            raise ValueError(
+                f"--schedule {setting}: latency {recorded['latency']!r} is no level "
+                f"({', '.join(LATENCY_LEVELS)})"
             )
         if testset is not None and recorded["testset"] != testset:
             raise ValueError(
@@ -1001,7 +1007,7 @@ def checked_schedule(
                 f"not on --testset {testset}"
             )
         level = recorded.get("latency")
-        if latency is not None and level is not None and level != latency:
+        if None not in (latency, level) and level != latency:
             raise ValueError(
                 f"--schedule {setting}: recorded at --latency {level}, not at --latency {latency}"
             )

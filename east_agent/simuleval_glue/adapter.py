@@ -220,9 +220,11 @@ def check_max_context(args: argparse.Namespace, max_context: int | None) -> None
 def checkpoint_tokenizer(args: argparse.Namespace) -> Callable[[], Any]:
     """The checkpoint's tokenizer, loaded on the first call (only checks that need it),
     and not again in this process while its files are as they were (SimulEval's loop checks
-    once before its folder changes, and again as it builds the agent)."""
+    once before its folder changes, and again as it builds the agent, which may name the
+    folder otherwise: a system folder's `model` from inside it)."""
     state = tokenizer_files_state(args.model_path)
-    return partial(_checks_tokenizer, str(args.model_path), args.trust_remote_code, state)
+    where = state[0] if state else str(args.model_path)  # a local folder: as resolved
+    return partial(_checks_tokenizer, where, args.trust_remote_code, state)
 
 
 def tokenizer_files_state(model_path: str | Path) -> tuple:

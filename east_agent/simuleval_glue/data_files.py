@@ -221,8 +221,12 @@ def _import_user_dir(user_dir: str) -> None:
 def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     """The source and reference files, checked before SimulEval builds the agent; the span
     of sentences the run covers (None without a source file)."""
-    known = _data_file_flags(argv)
-    if known.dataloader != TEXT_DATALOADER or known.dataloader_class:
+    return check_data_file_flags(data_file_flags(argv))
+
+
+def check_data_file_flags(known: argparse.Namespace) -> tuple[int, int] | None:
+    """`check_data_files` of flags `data_file_flags` read."""
+    if not reads_text_files(known):
         return None  # not text files of lines: the dataloader's own business
     span = checked_span(
         known.source, known.target, known.start_index, known.end_index, known.eval_latency_unit
@@ -231,8 +235,9 @@ def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     return None if span is None else (span.start, span.stop)
 
 
-def _data_file_flags(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
+def data_file_flags(argv: list[str], prog: str = "east-simuleval") -> argparse.Namespace:
+    """SimulEval's flags of a command line that name and read its data files."""
+    parser = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False)
     parser.add_argument("--source")
     parser.add_argument("--target")
     parser.add_argument("--start-index", type=int, default=0)
@@ -244,36 +249,55 @@ def _data_file_flags(argv: list[str]) -> argparse.Namespace:
     return parser.parse_known_args(argv)[0]
 
 
+def reads_text_files(known: argparse.Namespace) -> bool:
+    return known.dataloader == TEXT_DATALOADER and not known.dataloader_class
+
+
 def with_command_line_files(args: argparse.Namespace) -> argparse.Namespace:
     """An agent's flags as SimulEval's own `simuleval --system-dir DIR` builds it: from
-    DIR's `main.yaml` alone, without the command line's data files. These are checked
-    here, as `east-simuleval` checks them (`check_data_files`), and joined to the flags,
-    so that the agent checks them as under `--agent` before its model loads (before: a
-    reference file of another length was SimulEval's AssertionError once the model had
-    loaded, an empty source line a failure in the middle of the run). Other flags are
-    returned as they are."""
-    from east_agent.common.entry import started_in, stock_simuleval_runs
+    DIR's `main.yaml` and the command line's general flags, without the data files, and
+    inside DIR. The command line's text files are checked here, as `east-simuleval`
+    checks them, and joined to the flags, so that the agent checks them as under `--agent`
+    before its model loads (before: a reference file of another length was SimulEval's
+    AssertionError once the model had loaded, an empty source line a failure in the middle
+    of the run). Other runs' flags (`--agent`, a `--standalone` server, another dataloader,
+    `east-simuleval`, which checked them itself) are returned as they are."""
+    from simuleval.utils.arguments import check_argument
+
+    from east_agent.common.entry import stock_simuleval_runs
 
     if getattr(args, "source", None) is not None or not stock_simuleval_runs():
         return args
-    argv = sys.argv[1:]
-    known = _data_file_flags(argv)
-    if known.source is None or started_in() is None:
-        return args  # a server (--standalone), or no folder to read relative names in
-    folder = Path(started_in())
+    if check_argument("standalone") or not check_argument("system_dir"):
+        return args
+    known = data_file_flags(sys.argv[1:], prog="simuleval")
+    folder = command_folder(check_argument("system_dir"))
+    if not known.source or not reads_text_files(known) or folder is None:
+        return args
     building_in = os.getcwd()
     os.chdir(folder)  # the files named as on the command line (SimulEval goes back after)
     try:
-        check_data_files(argv)
+        check_data_file_flags(known)
     finally:
         os.chdir(building_in)
     files = {
-        flag: None if name is None else str(folder / name)
+        flag: name and str(folder / name)
         for flag, name in (("source", known.source), ("target", known.target))
     }
     return argparse.Namespace(**{
         **vars(args), **files, "eval_latency_unit": known.eval_latency_unit
     })  # fmt: skip
+
+
+def command_folder(system_dir: str) -> Path | None:
+    """The folder `simuleval --system-dir` was started in, while it builds the agent inside
+    `system_dir` (None where that cannot be told: `east_agent` imported there first)."""
+    from east_agent.common.entry import started_in
+
+    started = started_in()
+    if started is None or Path(started, system_dir).resolve() != Path.cwd().resolve():
+        return None
+    return Path(started)
 
 
 def check_references_given(source: str | None, target: str | None, no_scoring: bool) -> None:

@@ -306,7 +306,11 @@ def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, mess
         ("[[[1, 2]],\n [[1, 2]", "line 2: invalid JSON"),
         ("[]", "expected a non-empty JSON list of sentences"),
         ('[[[1, 2]], [[1, "2"]]]', "sentence 1: expected a list of [units read, chunk tokens]"),
-        ('{"schedule": [[[1, 2]]]}', "expected the keys testset, latency and schedule"),
+        ('{"schedule": [[[1, 2]]]}', "expected the keys testset and schedule (and latency"),
+        (
+            '{"testset": "multi30k.de-en", "latency": null, "schedule": [[[1, 2]]]}',
+            "latency None is no level (low, low-medium, medium, medium-high, high)",
+        ),
         ('{"testset": "multi30k.de-en", "schedule": []}', "expected a non-empty JSON list"),
     ],
 )

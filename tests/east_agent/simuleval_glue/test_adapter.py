@@ -7,9 +7,12 @@ import shutil
 import pytest
 
 
-def test_the_checks_tokenizer_loads_once_while_its_files_stay(east_checkpoint, tmp_path):
-    """SimulEval's loop checks before its folder changes and again as it builds the agent:
-    one load; a tokenizer file changed since is read again."""
+def test_the_checks_tokenizer_loads_once_while_its_files_stay(
+    east_checkpoint, tmp_path, monkeypatch
+):
+    """SimulEval's loop checks before its folder changes and again as it builds the agent
+    (a system folder's agent inside the folder, naming the model `model`): one load; a
+    tokenizer file changed since is read again."""
     from east_agent.simuleval_glue import adapter
 
     folder = tmp_path / "checkpoint"
@@ -17,6 +20,9 @@ def test_the_checks_tokenizer_loads_once_while_its_files_stay(east_checkpoint, t
     args = argparse.Namespace(model_path=str(folder), trust_remote_code=False)
     first = adapter.checkpoint_tokenizer(args)()
     assert adapter.checkpoint_tokenizer(args)() is first
+    monkeypatch.chdir(tmp_path)
+    relative = argparse.Namespace(model_path="checkpoint", trust_remote_code=False)
+    assert adapter.checkpoint_tokenizer(relative)() is first
     tokenizer_file = folder / "tokenizer.json"
     os.utime(tokenizer_file, ns=(0, tokenizer_file.stat().st_mtime_ns + 1_000_000))
     assert adapter.checkpoint_tokenizer(args)() is not first

@@ -191,3 +191,63 @@ def test_a_dataloader_a_user_dir_registers_is_known(tmp_path):
     data_files.check_dataloader_flags(
         ["--dataloader-class", "json.JSONDecoder", "--dataloader", "j"]
     )
+
+
+@pytest.fixture
+def stock_system_dir_run(tmp_path, monkeypatch):
+    """`simuleval --system-dir submission --source src.txt --target ref.txt EXTRA` as it
+    builds the agent: started in `tmp_path`, inside `submission` now; the reference one
+    line short. Call it with EXTRA's flags: the agent's flags it gives."""
+    import argparse
+    import sys
+
+    from east_agent.common import entry
+
+    (tmp_path / "submission").mkdir()
+    (tmp_path / "src.txt").write_text("Die Katze\nDer Hund\n")
+    (tmp_path / "ref.txt").write_text("The cat\n")
+    monkeypatch.setattr(entry, "_STARTED_IN", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "submission")
+
+    def run(*extra: str) -> argparse.Namespace:
+        command = ["--system-dir", "submission", "--source", "src.txt", "--target", "ref.txt"]
+        monkeypatch.setattr(sys, "argv", ["simuleval", *command, *extra])
+        return data_files.with_command_line_files(argparse.Namespace(model_path="model"))
+
+    return run
+
+
+def test_stock_system_dirs_files_are_checked_as_named_where_it_started(
+    stock_system_dir_run, tmp_path
+):
+    with pytest.raises(ValueError, match=r"^src.txt has 2 lines but ref.txt has 1: "):
+        stock_system_dir_run()
+    (tmp_path / "ref.txt").write_text("The cat\nThe dog\n")
+    args = stock_system_dir_run("--eval-latency-unit", "char")
+    assert (args.source, args.target) == (str(tmp_path / "src.txt"), str(tmp_path / "ref.txt"))
+    assert args.eval_latency_unit == "char" and args.model_path == "model"
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--standalone"],  # a server, which reads no file (before: refused, no --target)
+        ["--dataloader-class", "my.Loader"],  # not text files of lines
+    ],
+)
+def test_stock_system_dir_runs_that_read_no_text_files_are_left_alone(stock_system_dir_run, extra):
+    assert vars(stock_system_dir_run(*extra)) == {"model_path": "model"}
+
+
+def test_a_stock_system_dir_started_elsewhere_is_left_alone(stock_system_dir_run, monkeypatch):
+    """`east_agent` first imported inside the folder: where it started cannot be told."""
+    from east_agent.common import entry
+
+    monkeypatch.setattr(entry, "_STARTED_IN", "/")
+    assert vars(stock_system_dir_run()) == {"model_path": "model"}
+
+
+def test_a_stock_system_dirs_bad_index_is_simulevals_usage_error(stock_system_dir_run, capsys):
+    with pytest.raises(SystemExit):
+        stock_system_dir_run("--start-index", "x")
+    assert "simuleval: error: argument --start-index: invalid int value" in capsys.readouterr().err

@@ -195,6 +195,11 @@ def run_out_of_order(
 
 
 def _translate_all(agent_class, args, config, load, dataloader, indices: range) -> None:
+    output = Path(args.output)
+    log = output / "instances.log"
+    if not indices:  # a shard past a short test set's end: no model to load (minutes for 8B)
+        with InstanceLog(log, args.continue_unfinished):
+            return
     model, tokenizer = (load or agent_class.load)(args, config)
     raise_if_signalled()  # a Ctrl-C a library swallowed as the load imported its modules
     if args.fp16 or args.dtype == "fp16":
@@ -202,8 +207,6 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
     # no more streams than sentences: each stream's cache rows are made (and attended) at once
     streams = max(1, min(args.batch_size, len(indices)))
     decoder = agent_class.build_decoder(model, tokenizer, config, streams=streams)
-    output = Path(args.output)
-    log = output / "instances.log"
     recorded = partial(record_batching, output, args.batch_size)
     try:
         failures, todo = _translate(decoder, dataloader, args, indices, log, recorded)

@@ -559,6 +559,23 @@ def test_an_empty_span_is_scored_as_empty(east_checkpoint, test_set, tmp_path, b
     assert result.stderr.count(said) == 1 and "the log stays empty, its scores NaN" in result.stderr
 
 
+def test_an_empty_batched_span_loads_no_model(east_checkpoint, test_set, tmp_path):
+    """Before: the checkpoint loaded for no sentence (minutes for an 8B model)."""
+    from east_agent.agent import EastAgent
+    from east_agent.simuleval_glue import batch
+
+    def no_loading(args, config):
+        raise AssertionError("an empty span needs no model")
+
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", "3")
+    span = ["--start-index", "4", "--end-index", "4"]
+    args = batch.parse_args(EastAgent, [*map(str, arguments), *span])
+    batch.run_batched(EastAgent, args, load=no_loading)
+    assert (output / "instances.log").read_text() == ""
+    assert {k: scores(output)[k] for k in SCORES} == dict.fromkeys(SCORES, "")  # NaN
+
+
 def test_a_resume_of_an_agent_class_run_with_other_settings_is_refused(
     east_checkpoint, test_set, tmp_path
 ):

@@ -48,8 +48,8 @@ from east_agent.simuleval_glue.data_files import (
     check_control_tokens,
     check_source_file,
     check_units_split,
-    with_command_line_files,
 )
+from east_agent.simuleval_glue.stock_command import checked_stock_command
 
 if TYPE_CHECKING:
     from simuleval.agents.states import AgentStates
@@ -316,7 +316,7 @@ class StreamingAgent(TextToTextAgent):
         """How SimulEval builds the agent; under its own `simuleval` command a refusal ends
         the command in one line, as under `east-simuleval`."""
         with ended_as_stock_simuleval():
-            return cls(with_command_line_files(args))
+            return cls(checked_stock_command(args))
 
     @classmethod
     def decoding_config(cls, args: argparse.Namespace) -> DecodingConfig:

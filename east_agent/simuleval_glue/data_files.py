@@ -7,7 +7,6 @@ checks them as `east-simuleval` and the agents do.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from pathlib import Path
@@ -250,54 +249,9 @@ def data_file_flags(argv: list[str], prog: str = "east-simuleval") -> argparse.N
 
 
 def reads_text_files(known: argparse.Namespace) -> bool:
-    return known.dataloader == TEXT_DATALOADER and not known.dataloader_class
-
-
-def with_command_line_files(args: argparse.Namespace) -> argparse.Namespace:
-    """An agent's flags as SimulEval's own `simuleval --system-dir DIR` builds it: from
-    DIR's `main.yaml` and the command line's general flags, without the data files, and
-    inside DIR. The command line's text files are checked here, as `east-simuleval`
-    checks them, and joined to the flags, so that the agent checks them as under `--agent`
-    before its model loads (before: a reference file of another length was SimulEval's
-    AssertionError once the model had loaded, an empty source line a failure in the middle
-    of the run). Other runs' flags (`--agent`, a `--standalone` server, another dataloader,
-    `east-simuleval`, which checked them itself) are returned as they are."""
-    from simuleval.utils.arguments import check_argument
-
-    from east_agent.common.entry import stock_simuleval_runs
-
-    if getattr(args, "source", None) is not None or not stock_simuleval_runs():
-        return args
-    if check_argument("standalone") or not check_argument("system_dir"):
-        return args
-    known = data_file_flags(sys.argv[1:], prog="simuleval")
-    folder = command_folder(check_argument("system_dir"))
-    if not known.source or not reads_text_files(known) or folder is None:
-        return args
-    building_in = os.getcwd()
-    os.chdir(folder)  # the files named as on the command line (SimulEval goes back after)
-    try:
-        check_data_file_flags(known)
-    finally:
-        os.chdir(building_in)
-    files = {
-        flag: name and str(folder / name)
-        for flag, name in (("source", known.source), ("target", known.target))
-    }
-    return argparse.Namespace(**{
-        **vars(args), **files, "eval_latency_unit": known.eval_latency_unit
-    })  # fmt: skip
-
-
-def command_folder(system_dir: str) -> Path | None:
-    """The folder `simuleval --system-dir` was started in, while it builds the agent inside
-    `system_dir` (None where that cannot be told: `east_agent` imported there first)."""
-    from east_agent.common.entry import started_in
-
-    started = started_in()
-    if started is None or Path(started, system_dir).resolve() != Path.cwd().resolve():
-        return None
-    return Path(started)
+    """Whether a run's dataloader reads text files of lines (SimulEval's parser gives no
+    --dataloader as None: the text one, for text agents)."""
+    return known.dataloader in (None, TEXT_DATALOADER) and not known.dataloader_class
 
 
 def check_references_given(source: str | None, target: str | None, no_scoring: bool) -> None:

@@ -317,8 +317,11 @@ def test_settings_are_passed_to_comet(tmp_path):
     assert scores.system == len(str(checkpoint.resolve()))
 
 
-def test_a_checkpoint_whose_encoder_does_not_load_is_named_as_the_checkpoint(tiny_comet, tmp_path):
-    # its hparams.yaml names no encoder
+def test_a_checkpoint_whose_encoder_does_not_load_is_named_as_the_checkpoint(
+    tiny_comet, tmp_path, monkeypatch
+):
+    # its hparams.yaml names no encoder; the hub not asked for it (26 s of retries offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
     with pytest.raises(CometError, match="its encoder .* does not load") as refused:
         check_comet(CometSettings(str(checkpoint), tiny_comet.python))

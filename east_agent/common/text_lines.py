@@ -25,6 +25,12 @@ class TextFileError(ValueError):
     """A text file that is not UTF-8, or has a line SimulEval would read otherwise."""
 
 
+def check_path_given(value: str | None, flag: str, kind: str = "file") -> None:
+    """Refuse an empty path flag (`Path("")` would be the current folder)."""
+    if value is not None and not value.strip():
+        raise ValueError(f"{flag} is empty: name a {kind}")
+
+
 def check_input_file(path: str | Path, flag: str) -> None:
     """Refuse, naming `flag`, an input path that is a folder or nothing (a pipe, `<(...)`,
     is read as a file)."""

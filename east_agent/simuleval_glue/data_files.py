@@ -220,11 +220,11 @@ def _import_user_dir(user_dir: str) -> None:
 def check_data_files(argv: list[str]) -> tuple[int, int] | None:
     """The source and reference files, checked before SimulEval builds the agent; the span
     of sentences the run covers (None without a source file)."""
-    return check_data_file_flags(data_file_flags(argv))
+    return check_data_file_flags(_data_file_flags(argv))
 
 
 def check_data_file_flags(known: argparse.Namespace) -> tuple[int, int] | None:
-    """`check_data_files` of flags `data_file_flags` read."""
+    """`check_data_files` of flags already read (SimulEval's parser's too)."""
     if not reads_text_files(known):
         return None  # not text files of lines: the dataloader's own business
     span = checked_span(
@@ -234,9 +234,9 @@ def check_data_file_flags(known: argparse.Namespace) -> tuple[int, int] | None:
     return None if span is None else (span.start, span.stop)
 
 
-def data_file_flags(argv: list[str], prog: str = "east-simuleval") -> argparse.Namespace:
+def _data_file_flags(argv: list[str]) -> argparse.Namespace:
     """SimulEval's flags of a command line that name and read its data files."""
-    parser = argparse.ArgumentParser(prog=prog, add_help=False, allow_abbrev=False)
+    parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
     parser.add_argument("--source")
     parser.add_argument("--target")
     parser.add_argument("--start-index", type=int, default=0)

@@ -46,6 +46,7 @@ from east_agent.common.atomic import check_folder_path, remove, write_atomically
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
+from east_agent.common.text_lines import check_path_given
 from east_agent.simuleval_glue.instance_log import finished_records, record_lines
 from east_agent.simuleval_glue.scoring import SCORING_RECORD
 from east_agent.simuleval_glue.server_sessions import SESSIONS_RECORD, close_stale_sessions
@@ -158,9 +159,8 @@ def _paths_of(argv: list[str]) -> argparse.Namespace:
     paths = parser.parse_known_args(argv)[0]
     for flag, kind in (("output", "folder"), ("source", "file"), ("target", "file")):
         value = getattr(paths, flag)
-        if value is not None and not value.strip():
-            # before: `--output ""` wrote the log, its lock and record into `.`, exit 0
-            raise ValueError(f"--{flag} is empty: name a {kind}")
+        # before: `--output ""` wrote the log, its lock and record into `.`, exit 0
+        check_path_given(value, f"--{flag}", kind)
         setattr(paths, flag, None if value is None else Path(value))
     return paths
 

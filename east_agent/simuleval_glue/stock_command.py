@@ -60,12 +60,12 @@ def _data_files(flags: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _check_flags(flags: argparse.Namespace, folder: Path, tgt_lang: str | None) -> None:
+    from east_agent.common.text_lines import check_path_given
     from east_agent.simuleval_glue.data_files import check_data_file_flags
     from east_agent.simuleval_glue.scoring import check_scoring_flags
 
     for name, path in _data_files(flags).items():
-        if path is not None and not path.strip():
-            raise ValueError(f"--{name} is empty: name a file")
+        check_path_given(path, f"--{name}")
     building_in = os.getcwd()
     os.chdir(folder)  # the files named as on the command line (SimulEval goes back after)
     try:

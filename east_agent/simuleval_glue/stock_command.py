@@ -50,7 +50,11 @@ def _simuleval_reading(argv: list[str]) -> argparse.Namespace | None:
     from east_agent.simuleval_glue.scoring import scoring_parser
 
     try:
-        return scoring_parser(argv).parse_known_args(argv)[0]
+        parser = scoring_parser(argv)
+        # as the stock command reads them (east-simuleval turns abbreviations off in its
+        # own process, `cli._match_flags_whole`)
+        parser.allow_abbrev = True
+        return parser.parse_known_args(argv)[0]
     except (Exception, SystemExit):  # SimulEval's, or a plugin's, to say
         return None
 

@@ -678,7 +678,7 @@ def test_comet_scores_a_finished_grid_again_and_a_new_run_alike(grid, tiny_comet
         "--output",
         tmp_path / "loop",
     )
-    looped = east_eval(counted_config, *loop)
+    looped = east_eval(counted_config, *loop, in_process=False)  # its own COMET child
     assert looped.returncode == 0, looped.stderr[-3000:]
     [ran] = [line for line in looped.stdout.splitlines() if "east-simuleval --agent" in line]
     assert "--comet-checkpoint" not in ran

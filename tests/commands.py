@@ -42,16 +42,44 @@ def console_script(name: str) -> str:
     return str(script)
 
 
-def run_simuleval(*arguments, command="east-simuleval", timeout=300, env=None):
-    """`command` run from the repository (`env`: variables set on top of this process's)."""
+def run_simuleval(*arguments, command="east-simuleval", timeout=300, env=None, in_process=None):
+    """`command` run from the repository (`env`: variables set on top of this process's).
+    `east-simuleval` runs in this process (`run_in_process`; about 5 s less a call) unless
+    `in_process` is False or `env` is given (what the process reads as it starts); any
+    other command, and `timeout`, in a process of its own."""
+    arguments = [str(argument) for argument in arguments]
+    if in_process is None:
+        in_process = command == "east-simuleval" and env is None
+    if in_process:
+        assert command == "east-simuleval" and env is None, "in this process: east-simuleval"
+        return _east_simuleval_in_process(arguments)
     return subprocess.run(
-        [console_script(command), *map(str, arguments)],
+        [console_script(command), *arguments],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=REPO,
         env=None if env is None else {**os.environ, **env},
     )
+
+
+def _east_simuleval_in_process(arguments: list[str]) -> subprocess.CompletedProcess:
+    """`east-simuleval arguments` in this process, from the repository, as a new process
+    starts it: SimulEval's `sys.argv`, its registry of agent classes empty, its logging."""
+    from simuleval.utils.agent import EVALUATION_SYSTEM_LIST
+
+    from east_agent.simuleval_glue.cli import main
+
+    argv, folder = sys.argv, os.getcwd()
+    sys.argv = [console_script("east-simuleval"), *arguments]
+    os.chdir(REPO)  # and back: a --system-dir run goes into the folder
+    EVALUATION_SYSTEM_LIST.clear()
+    try:
+        return run_in_process(lambda _: main(), arguments, simuleval_logging=True)
+    finally:
+        sys.argv = argv
+        os.chdir(folder)
+        EVALUATION_SYSTEM_LIST.clear()
 
 
 def agent_arguments(checkpoint, folder, output, *extra):
@@ -94,16 +122,24 @@ def east_eval(*arguments, timeout=900, in_process=True):
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 
-def run_in_process(main, arguments: list[str]) -> subprocess.CompletedProcess:
+def run_in_process(
+    main, arguments: list[str], simuleval_logging: bool = False
+) -> subprocess.CompletedProcess:
     """`main(arguments)` as its console script would run it, in this process: its exit
     status (`SystemExit`; 1 and the traceback on stderr for any other exception), and what
     it and the children it started wrote to standard output and error, read from the
-    file descriptors (a grid's SimulEval children write there), and its warnings printed as
-    Python prints them (not pytest's to record: a test reads them in stderr)."""
-    with _output_captured() as output, warnings.catch_warnings():
-        warnings.simplefilter("default")  # as outside pytest: each once, printed
-        warnings.filterwarnings("ignore", category=DeprecationWarning)  # not __main__'s
-        warnings.showwarning = _print_warning
+    file descriptors (a grid's SimulEval children write there). Warnings and log records
+    go there as in a new process: warnings filtered as Python's defaults and the targeted
+    `ignore`s in place (the package's own, the suite's), each printed once; logging with
+    no handler but Python's last resort, or SimulEval's (`simuleval_logging`: set up as
+    importing `simuleval.cli` sets it), and the handlers that write to stderr (transformers')
+    writing there."""
+    with (
+        _output_captured() as output,
+        warnings.catch_warnings(),
+        _fresh_logging(simuleval_logging, output.stderrs_before),
+    ):
+        _warnings_as_outside_pytest()
         try:
             main(arguments)
             returncode = 0
@@ -113,6 +149,50 @@ def run_in_process(main, arguments: list[str]) -> subprocess.CompletedProcess:
             traceback.print_exc()
             returncode = 1
     return subprocess.CompletedProcess(arguments, returncode, output.stdout, output.stderr)
+
+
+def _warnings_as_outside_pytest() -> None:
+    targeted = [kept for kept in warnings.filters if kept[0] == "ignore" and kept[1]]
+    warnings.resetwarnings()  # what no filter names: "default", printed once a place
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=category, append=True)
+    for _, message, category, module, lineno in targeted:
+        module = module.pattern if module else ""
+        warnings.filterwarnings("ignore", message.pattern, category, module, lineno)
+    warnings.showwarning = _print_warning
+
+
+@contextmanager
+def _fresh_logging(simuleval_logging: bool, stderrs: list):
+    """Within `_output_captured`: the root logger as a new process has it (no handlers,
+    WARNING: the last resort prints to stderr), or as SimulEval's import sets it up; a
+    stream handler made to write to stderr (before the capture) writes to the capture."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    root.handlers = []
+    root.setLevel(logging.WARNING)
+    if simuleval_logging:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(SIMULEVAL_LOG_FORMAT, "%Y-%m-%d %H:%M:%S"))
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+    moved = []
+    for logger in [root, *logging.Logger.manager.loggerDict.values()]:
+        for handler in getattr(logger, "handlers", ()):
+            if type(handler) is logging.StreamHandler and handler.stream in stderrs:
+                moved.append((handler, handler.setStream(sys.stderr)))
+    try:
+        yield
+    finally:
+        for handler, stream in moved:
+            handler.setStream(stream)
+        root.handlers = handlers
+        root.setLevel(level)
+
+
+SIMULEVAL_LOG_FORMAT = "%(asctime)s | %(levelname)-8s | %(name)-16s | %(message)s"
 
 
 def _exit_status(code) -> int:
@@ -129,6 +209,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 class _Output:
     stdout = ""
     stderr = ""
+    stderrs_before: list  # the streams that wrote to stderr before the capture
 
 
 @contextmanager
@@ -140,6 +221,7 @@ def _output_captured():
     sys.stdout.flush()
     sys.stderr.flush()
     streams = sys.stdout, sys.stderr
+    output.stderrs_before = [sys.stderr, sys.__stderr__]
     kept = os.dup(1), os.dup(2)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         os.dup2(out.fileno(), 1)

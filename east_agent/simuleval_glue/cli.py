@@ -36,7 +36,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -44,7 +45,10 @@ from east_agent.common.arguments import given_flags
 from east_agent.common.entry import command_line
 
 
-def _match_flags_whole() -> None:
+@contextmanager
+def _flags_matched_whole() -> Iterator[None]:
+    """Every argparse parser made meanwhile matches flags whole (SimulEval's among them),
+    and after, as before (a caller of `main` in its own process keeps its abbreviations)."""
     original_init = argparse.ArgumentParser.__init__
 
     def init(self, *args, **kwargs):
@@ -52,6 +56,10 @@ def _match_flags_whole() -> None:
         self.allow_abbrev = False
 
     argparse.ArgumentParser.__init__ = init
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.__init__ = original_init
 
 
 def _score_only(argv: list[str]) -> None:
@@ -71,7 +79,11 @@ def _score_only(argv: list[str]) -> None:
 
 @command_line("east-simuleval")
 def main() -> None:
-    _match_flags_whole()
+    with _flags_matched_whole():
+        _run_command_line()
+
+
+def _run_command_line() -> None:
     from simuleval.cli import main as simuleval_main
 
     from east_agent.simuleval_glue import simuleval_fixes

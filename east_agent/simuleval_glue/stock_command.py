@@ -52,7 +52,7 @@ def _simuleval_reading(argv: list[str]) -> argparse.Namespace | None:
     try:
         parser = scoring_parser(argv)
         # as the stock command reads them (east-simuleval turns abbreviations off in its
-        # own process, `cli._match_flags_whole`)
+        # own command, `cli._flags_matched_whole`)
         parser.allow_abbrev = True
         return parser.parse_known_args(argv)[0]
     except (Exception, SystemExit):  # SimulEval's, or a plugin's, to say

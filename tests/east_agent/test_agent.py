@@ -48,9 +48,24 @@ def test_stock_simuleval_with_agent_class_and_beam_search(east_checkpoint, toy_t
 
 def test_east_simuleval_does_not_warn_about_ffmpeg(east_checkpoint, toy_test_set, tmp_path):
     folder, _ = toy_test_set
-    result = run_simuleval(*agent_arguments(east_checkpoint, folder, tmp_path))
+    # a process of its own: SimulEval warns as it is first imported
+    result = run_simuleval(*agent_arguments(east_checkpoint, folder, tmp_path), in_process=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ffmpeg" not in result.stderr
+
+
+def test_east_simuleval_leaves_a_callers_parsers_as_they_were(toy_test_set, tmp_path):
+    """Flags are matched whole in the parsers the command makes (SimulEval's: `--latency`
+    is the agent's, not `--latency-metrics`), not in a caller's after it (before: argparse's
+    abbreviations off for good in the process that called `main`)."""
+    import argparse
+
+    folder, _ = toy_test_set
+    arguments = agent_arguments(tmp_path / "no-model", folder, tmp_path / "out")
+    result = run_simuleval(*arguments, "--latency", "low")
+    assert result.returncode == 2 and "no-model" in result.stderr, result.stderr[-3000:]
+    assert "latency metric" not in result.stderr
+    assert argparse.ArgumentParser().allow_abbrev
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,8 @@ def test_compiled_layers_run_under_simulevals_imports(east_checkpoint, test_set,
     """SimulEval imports yt-dlp, whose stand-in for a missing pycryptodomex failed
     torch.compile's cache keys (`east_agent.lm.module_scan`): a crash, before."""
     arguments = agent_arguments(east_checkpoint, test_set, tmp_path, "--latency", "low")
-    result = run_simuleval(*arguments, "--kv-cache", "compiled", "--end-index", 2)
+    compiled = ("--kv-cache", "compiled", "--end-index", 2)
+    result = run_simuleval(*arguments, *compiled, in_process=False)  # SimulEval's imports first
     assert result.returncode == 0, result.stderr[-3000:]
     assert [r["index"] for r in instances(tmp_path)] == [0, 1]
 
@@ -1157,7 +1158,7 @@ def test_an_agent_file_that_imports_its_agent_runs_with_an_output(east_checkpoin
     agent_file.write_text("from east_agent.agent import EastAgent  # noqa: F401\n")
     arguments = agent_arguments(east_checkpoint, folder, tmp_path / "out")
     arguments[arguments.index("--agent") + 1] = agent_file
-    result = run_simuleval(*arguments)
+    result = run_simuleval(*arguments, in_process=False)  # east_agent.agent not imported yet
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(instances(tmp_path / "out")) == 2
 

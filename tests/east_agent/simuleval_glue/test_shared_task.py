@@ -17,6 +17,16 @@ from east_agent.simuleval_glue import system_dir
 from east_agent.simuleval_glue.system_dir import system_config
 
 
+@pytest.fixture
+def flags_matched_whole():
+    """argparse's parsers as east-simuleval makes them, for the test (its checks called
+    in this process)."""
+    from east_agent.simuleval_glue import cli
+
+    with cli._flags_matched_whole():
+        yield
+
+
 @pytest.fixture(scope="module")
 def test_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shared-task")
@@ -714,7 +724,7 @@ def test_a_copied_model_is_what_loads_and_runs_from_elsewhere(east_checkpoint, t
 
 
 def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
-    east_checkpoint, test_set, tmp_path, monkeypatch
+    east_checkpoint, test_set, tmp_path, monkeypatch, flags_matched_whole
 ):
     """A local `--system-dir` run refuses, before anything loads, a `main.yaml` key that is
     no flag (before: SimulEval left it unread, so `latncy: high` ran at the default latency,
@@ -746,7 +756,6 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
         assert f"east-simuleval: {said}" in refused.stderr
         assert "Traceback" not in refused.stderr and not output.exists()
 
-    cli._match_flags_whole()
     import east_agent.simuleval_plugin  # noqa: F401  (the *_CA scorers' flags)
 
     argv = ["--system-dir", str(folder), *data]
@@ -926,14 +935,14 @@ def test_system_dir_takes_true_or_false_for_a_switch_only(flags, said):
     assert config["document_level"] is True
 
 
-def test_a_system_dir_run_refuses_a_flag_simuleval_does_not_read_there(monkeypatch):
+def test_a_system_dir_run_refuses_a_flag_simuleval_does_not_read_there(
+    monkeypatch, flags_matched_whole
+):
     """In this process, before the output folder changes: SimulEval's, its scorers' and the
     server's flags pass; a typo, an agent's flag, a stray value or an agent beside the
     folder are refused."""
-    from east_agent.simuleval_glue import cli
-
-    cli._match_flags_whole()
     import east_agent.simuleval_plugin  # noqa: F401  (the *_CA scorers' flags)
+    from east_agent.simuleval_glue import cli
 
     folder = ["--system-dir", "d", "--source", "s", "--target", "t"]
     monkeypatch.setattr("sys.argv", ["east-simuleval", *folder])
@@ -988,14 +997,13 @@ def test_system_dir_refuses_a_setting_given_twice(tmp_path, capsys, flags, said)
     ],
 )
 def test_a_system_dirs_torch_dtype_against_simulevals_precision_names_its_line(
-    packaging, monkeypatch, flags, said
+    packaging, monkeypatch, flags, said, flags_matched_whole
 ):
     """Before: refused naming --torch-dtype, a flag the command line did not give."""
     from east_agent.simuleval_glue import cli
 
     system_dir.main(["submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
                      "torch_dtype=bfloat16"])  # fmt: skip
-    cli._match_flags_whole()
     import east_agent.simuleval_plugin  # noqa: F401  (the *_CA scorers' flags)
 
     argv = ["--system-dir", "submission", "--source", "s.txt", "--target", "r.txt", *flags]
@@ -1022,7 +1030,7 @@ def test_a_system_dirs_torch_dtype_against_simulevals_precision_names_its_line(
     ],
 )
 def test_a_system_dirs_main_yaml_values_are_refused_naming_the_key(
-    packaging, monkeypatch, edit, said
+    packaging, monkeypatch, edit, said, flags_matched_whole
 ):
     """Before, exit 0: a key given twice or in two spellings ran with the last, a value
     with a space with its first word; a bad value was argparse's usage, naming a flag the
@@ -1033,7 +1041,6 @@ def test_a_system_dirs_main_yaml_values_are_refused_naming_the_key(
                      "latency=low"])  # fmt: skip
     main_yaml = Path("submission") / "main.yaml"
     main_yaml.write_text(main_yaml.read_text() + edit)
-    cli._match_flags_whole()
     import east_agent.simuleval_plugin  # noqa: F401  (the *_CA scorers' flags)
 
     argv = ["--system-dir", "submission", "--source", "s.txt", "--target", "r.txt"]

@@ -130,12 +130,9 @@ def check_base_tokens(tokenizer: PreTrainedTokenizerBase, base: Path) -> None:
 def check_base_of_adapter(base: Path, adapter: Path) -> None:
     """The adapter must exist, and be merged into the model it was trained on
     (`check_adapter_base`: a merge into another base "verifies" against itself)."""
-    for name, folder in (("--model-path", base), ("--adapter-path", adapter)):
-        if not folder.is_dir():
-            raise ValueError(f"{name} {folder}: no such folder")
-    config = adapter / "adapter_config.json"
-    if not config.exists():
-        raise ValueError(f"--adapter-path {adapter}: no adapter_config.json (not a peft adapter)")
+    if not base.is_dir():
+        raise ValueError(f"--model-path {base}: no such folder")
+    check_adapter_path(adapter)  # its folder, config, weights and ranks, before anything loads
     if (base / "adapter_config.json").exists():
         raise ValueError(
             f"--model-path {base} is a LoRA adapter: give the model it was trained on (Stage I's)"
@@ -143,7 +140,6 @@ def check_base_of_adapter(base: Path, adapter: Path) -> None:
     if not (base / "config.json").exists():
         raise ValueError(f"--model-path {base}: no config.json (not a transformers model)")
     check_weights(base, "--model-path")
-    check_adapter_path(adapter)  # its config, weights and ranks, before anything loads
     check_adapter_base(base, adapter, by_named_folder=True)
 
 

@@ -404,21 +404,27 @@ def saved_tensor_shapes(
     return shapes
 
 
+def _not_a_folder(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        return f"a broken link, to {os.readlink(path)}, which is not there"
+    return "not a folder" if path.exists() else "no such folder"
+
+
 def check_adapter_path(adapter_path: str | Path | None, where: str = "--adapter-path") -> None:
-    """A peft adapter's folder (or None), refused before any model loads: a path to
-    nothing as such (before: "has no adapter_config.json"), a config that is no JSON
-    object (named by line), no weights file, weights cut short, or weights of another rank
+    """A peft adapter's folder (or None), refused before any model loads, each time naming
+    `where` and the path as given: no such folder, a file or a broken link (before, a file:
+    "has no adapter_config.json"), a folder without adapter_config.json, a config that is
+    no JSON object (named by line), no weights file, weights cut short, or weights of another rank
     than the config's (before, all three found by peft once the model had loaded: a
     hub error for the missing file, a state-dict traceback for the rank)."""
     if adapter_path is None:
         return
     folder = Path(adapter_path)
-    if not folder.exists():
-        raise CheckpointError(f"adapter path {str(adapter_path)!r} does not exist")
+    if not folder.is_dir():
+        raise CheckpointError(f"{where} {adapter_path}: {_not_a_folder(folder)}")
     if not (folder / "adapter_config.json").exists():
         raise CheckpointError(
-            f"adapter path {str(adapter_path)!r} has no adapter_config.json, "
-            "so it is not a peft adapter"
+            f"{where} {adapter_path}: no adapter_config.json (not a peft adapter)"
         )
     config = adapter_config(folder)
     check_weights(folder, where, ADAPTER_WEIGHTS)

@@ -191,10 +191,7 @@ def adapter_folder(flags: dict[str, object]) -> Path | None:
     if "adapter_path" not in flags:
         return None
     path = Path(str(flags["adapter_path"])).resolve()
-    try:
-        check_adapter_path(path, "adapter_path")
-    except CheckpointError as error:
-        raise CheckpointError(f"adapter_path={flags['adapter_path']}: {error}") from None
+    check_adapter_path(path, "adapter_path")  # named resolved, as the weights' checks name it
     return path
 
 

@@ -122,6 +122,33 @@ def test_adapter_path_without_adapter_config(east_model, tmp_path):
         merge_adapter(east_model, tmp_path)
 
 
+@pytest.mark.parametrize(
+    "kind, said",
+    [
+        ("missing", "no such folder"),
+        ("file", "not a folder"),  # before: "has no adapter_config.json"
+        ("broken link", "a broken link, to {tmp_path}/gone, which is not there"),
+        ("folder", "no adapter_config.json (not a peft adapter)"),
+    ],
+)
+def test_an_adapter_path_that_is_no_adapter_folder_is_named_as_given(tmp_path, kind, said):
+    """One message for each, naming the flag and the path as given, whichever command
+    checks it (before: "adapter path '...' does not exist" here, "--adapter-path ...: no
+    such folder" from merge_lora)."""
+    from east_agent.lm.checkpoint import check_adapter_path
+
+    path = tmp_path / "adapter"
+    if kind == "file":
+        path.write_text("")
+    elif kind == "broken link":
+        path.symlink_to(tmp_path / "gone")
+    elif kind == "folder":
+        path.mkdir()
+    with pytest.raises(CheckpointError) as refused:
+        check_adapter_path(str(path), "--adapter-path")
+    assert str(refused.value) == f"--adapter-path {path}: " + said.format(tmp_path=tmp_path)
+
+
 @pytest.mark.parametrize("fault", ["another rank", "no weights", "config cut off"])
 def test_an_adapter_that_would_not_load_is_refused_before_the_model(
     east_checkpoint, tmp_path, fault

@@ -878,17 +878,15 @@ def test_system_dir_refuses_a_missing_adapter_in_one_line(packaging, capsys):
         )  # fmt: skip
     assert exit_info.value.code == 2
     error = capsys.readouterr().err
-    assert error == (
-        "east-package-system: adapter_path=/nonexistent: adapter path '/nonexistent' does not "
-        "exist\n"
-    )
+    assert error == "east-package-system: adapter_path /nonexistent: no such folder\n"
     assert not Path("submission").exists()
     with pytest.raises(SystemExit):  # a folder that is no adapter
         system_dir.main(
             ["submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
              "adapter_path=checkpoint"]
         )  # fmt: skip
-    assert "checkpoint' has no adapter_config.json, so it is not a peft" in capsys.readouterr().err
+    said = f"adapter_path {Path('checkpoint').resolve()}: no adapter_config.json (not a peft"
+    assert capsys.readouterr().err == f"east-package-system: {said} adapter)\n"
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ def _east_simuleval_in_process(arguments: list[str]) -> subprocess.CompletedProc
 
     from east_agent.simuleval_glue.cli import main
 
-    argv, folder = sys.argv, os.getcwd()
+    argv, folder, path = sys.argv, os.getcwd(), sys.path[:]
     sys.argv = [console_script("east-simuleval"), *arguments]
     os.chdir(REPO)  # and back: a --system-dir run goes into the folder
     EVALUATION_SYSTEM_LIST.clear()
@@ -79,6 +79,7 @@ def _east_simuleval_in_process(arguments: list[str]) -> subprocess.CompletedProc
     finally:
         sys.argv = argv
         os.chdir(folder)
+        sys.path[:] = path  # SimulEval adds a --system-dir's and a --user-dir's folder
         EVALUATION_SYSTEM_LIST.clear()
 
 
@@ -107,19 +108,35 @@ def write_toy_test_set(folder: Path, count: int, seed: int) -> list[list[str]]:
     return sentences
 
 
-def east_eval(*arguments, timeout=900, in_process=True):
+def east_eval(*arguments, timeout=900, in_process=None):
     """`east-eval` with these arguments, its output captured. It runs in this process (the
     `main` its console script calls; about 5 s less start-up a call, and the model's code
-    already imported) unless `in_process` is False: what a test of the process itself
+    already imported) unless `in_process` is False or the grid runs job workers (`--jobs`
+    or the config's `jobs` above 1: multiprocessing's fork server, started once a process,
+    keeps the output of the call that started it): what a test of the process itself
     needs (its signals, its children's deaths, its worker processes). `timeout` is the
     child's."""
     arguments = [str(argument) for argument in arguments]
+    if in_process is None:
+        in_process = not _runs_job_workers(arguments)
     if in_process:
         from east_agent.evaluation.cli import main
 
         return run_in_process(main, arguments)
     command = [console_script("east-eval"), *arguments]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+def _runs_job_workers(arguments: list[str]) -> bool:
+    """Whether `east-eval arguments` would run job workers: `--jobs N` above 1, or no
+    `--jobs` and a config (the first argument) whose `jobs` is above 1."""
+    if "--jobs" in arguments:
+        return int(arguments[arguments.index("--jobs") + 1]) > 1
+    config = Path(arguments[0]) if arguments else None
+    if config is None or not config.is_file():
+        return False
+    tree = yaml.safe_load(config.read_text())
+    return isinstance(tree, dict) and isinstance(tree.get("jobs"), int) and tree["jobs"] > 1
 
 
 def run_in_process(
@@ -133,13 +150,17 @@ def run_in_process(
     `ignore`s in place (the package's own, the suite's), each printed once; logging with
     no handler but Python's last resort, or SimulEval's (`simuleval_logging`: set up as
     importing `simuleval.cli` sets it), and the handlers that write to stderr (transformers')
-    writing there."""
+    writing there; no COMET child kept between commands. What only a new process shows
+    stays unseen: its first imports, its exit (atexit, the resource tracker), what a
+    library prints once a process; and a signal the command takes ends this process (the
+    command ends itself by it): such tests start the command as a process."""
     with (
         _output_captured() as output,
         warnings.catch_warnings(),
         _fresh_logging(simuleval_logging, output.stderrs_before),
     ):
         _warnings_as_outside_pytest()
+        _own_comet_child()
         try:
             main(arguments)
             returncode = 0
@@ -148,7 +169,19 @@ def run_in_process(
         except Exception:
             traceback.print_exc()
             returncode = 1
+        finally:
+            _own_comet_child()
     return subprocess.CompletedProcess(arguments, returncode, output.stdout, output.stderr)
+
+
+def _own_comet_child() -> None:
+    """No COMET child, nor its checks, kept from an earlier command (or a test's own
+    scoring): a command starts and checks its own, as a new process does."""
+    from east_agent.common import comet_process
+
+    comet_process._end_own_child()
+    comet_process._child = None
+    comet_process._check_in_child.cache_clear()
 
 
 def _warnings_as_outside_pytest() -> None:
@@ -244,7 +277,7 @@ def _output_captured():
 
 def _read_text(file) -> str:
     file.seek(0)
-    return file.read().decode("utf-8", errors="replace")
+    return file.read().decode()  # strictly, as `subprocess.run(text=True)` decodes
 
 
 def write_grid_config(path: Path, checkpoint, output: Path, systems: dict) -> Path:

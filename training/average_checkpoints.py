@@ -166,7 +166,11 @@ def vocabulary(tokenizer_file: Path) -> tuple:
         for token in saved.get("added_tokens") or []
         if isinstance(token, dict)
     )
-    return sorted((model.get("vocab") or {}).items()), added
+    vocab = model.get("vocab") or {}
+    # a BPE or WordPiece vocabulary maps tokens to ids; a Unigram one lists [token, score]
+    # pairs (before: an AttributeError for a sentencepiece-unigram tokenizer)
+    entries = vocab.items() if isinstance(vocab, dict) else (tuple(entry) for entry in vocab)
+    return sorted(entries), added
 
 
 def _check_finite(tensors: dict, path) -> None:

@@ -192,3 +192,18 @@ def test_an_input_of_nan_weights_is_refused(tmp_path, east_tokenizer, diverged):
     with pytest.raises(ValueError, match=f"{diverged}: tensor model.norm.weight holds NaN"):
         average([tmp_path / "a", tmp_path / "b"], tmp_path / "avg")
     assert not (tmp_path / "avg").exists()
+
+
+def test_a_unigram_vocabulary_is_compared_as_a_bpe_one(tmp_path):
+    """A sentencepiece-unigram tokenizer.json lists [token, score] pairs (before: an
+    AttributeError, its list taken for a BPE dictionary)."""
+    from tokenizers import Tokenizer, models
+
+    from training.average_checkpoints import vocabulary
+
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    for file, piece in zip(files, ("a", "b")):
+        Tokenizer(models.Unigram([("<unk>", 0.0), (piece, -1.0)], unk_id=0)).save(str(file))
+    tokens, added = vocabulary(files[0])
+    assert tokens == [("<unk>", 0.0), ("a", -1.0)] and added == []
+    assert vocabulary(files[0]) != vocabulary(files[1])

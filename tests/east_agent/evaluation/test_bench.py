@@ -226,11 +226,13 @@ def test_random_models_are_drawn_from_their_seed(east_tokenizer):
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # the caller's draws untouched
 
 
+@pytest.mark.parametrize(("count", "streams"), [(3, "3 streams need"), (1, "1 stream needs")])
 def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
-    tmp_path, monkeypatch, capsys
+    tmp_path, monkeypatch, capsys, count, streams
 ):
     """Many streams run only on the static cache: measuring one stream under the name of
-    three would be a wrong table."""
+    three would be a wrong table; one stream on the dynamic fallback has no cache size to
+    report (before: an AttributeError once the sequential row was timed)."""
 
     def refused(model, static, probe_ids):
         raise RuntimeError("its logits differ from the dynamic cache's on a probe")
@@ -239,9 +241,9 @@ def test_streams_benchmark_refuses_a_model_the_static_cache_did_not_take(
     with pytest.raises(SystemExit):
         main([
             "--model-path", str(DEMO_MODEL), "--schedule", "waitk:2", "--limit", "3",
-            "--num-beams", "1", "--streams", "3", "--output", str(tmp_path / "streams.md"),
+            "--num-beams", "1", "--streams", str(count), "--output", str(tmp_path / "streams.md"),
         ])  # fmt: skip
-    message = "3 streams need the static KV cache, which did not take this model: its probe"
+    message = f"{streams} the static KV cache, which did not take this model: its probe"
     assert message in capsys.readouterr().err
     assert not (tmp_path / "streams.md").exists()
 

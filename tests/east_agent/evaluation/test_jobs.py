@@ -27,7 +27,7 @@ def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path
     output = tmp_path / "out"
     config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
     with hold_run_lock(output / "runs" / "east-low"):  # another writer holds the first run
-        result = east_eval(config, "--limit", "3", "--jobs", "2", in_process=False)
+        result = east_eval(config, "--limit", "3", "--jobs", "2")
     assert result.returncode == 2
     assert "runs failed: east-low" in result.stderr and "is being written by" in result.stderr
     assert str(output / "runs" / "east-low" / "console.log") in result.stderr
@@ -39,8 +39,7 @@ def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path
     # the finished run's table all the same (before: none until every run succeeded)
     assert "| east | medium |" in (output / "results.md").read_text()
     assert result.stdout.rindex("| east | medium |") > result.stdout.rindex("east-medium:")
-    only = ("--only", "east-low", "east-medium")
-    rerun = east_eval(config, "--limit", "3", "--jobs", "2", *only, in_process=False)
+    rerun = east_eval(config, "--limit", "3", "--jobs", "2", "--only", "east-low", "east-medium")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "east-medium: done already, skipped" in rerun.stdout
     assert "[1/2] east-low\n" in rerun.stdout and "started" not in rerun.stdout

@@ -46,6 +46,7 @@ import inspect
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -618,7 +619,7 @@ def parse_config(tree: dict, source: str = "<config>", places: Places | None = N
     return config
 
 
-def load_config(path: str | Path, overrides: list[str] = ()) -> SFTConfig:
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> SFTConfig:
     path = Path(path)
     try:
         text = read_yaml_text(path, "recipe")

@@ -210,7 +210,7 @@ def run_program(
     decoder: StreamingDecoder,
     stream: Stream,
     fed: Fed | None,
-    next_event: Callable[[], object],
+    next_event: Callable[[], tuple[str, bool] | str | None],
     name: str,
 ) -> tuple[Feed | None, Exception | None]:
     """`decoder.run_until_feed`: (the stream's next feed, None), or (None, why its sentence

@@ -27,7 +27,6 @@ worst finished one. That score is
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -35,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from east_agent.decoding.characters import CharacterCuts
-from east_agent.decoding.streaming import BeamStep, Stream
+from east_agent.decoding.streaming import BeamStep, Feeds, Stream
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -52,7 +51,9 @@ class ChunkLimits:
     length_penalty: float = 1.0  # beam search only: scores are divided by length ** penalty
 
 
-def greedy_chunk(stream: Stream, pending: list[int], limits: ChunkLimits) -> Generator:
+def greedy_chunk(
+    stream: Stream, pending: list[int], limits: ChunkLimits
+) -> Feeds[tuple[list[int], bool]]:
     """Return (chunk ids, whether a stop token ended it)."""
     chunk: list[int] = []
     to_feed = pending
@@ -97,7 +98,7 @@ def beam_chunk(
     limits: ChunkLimits,
     num_beams: int,
     beam_stop: str = REFERENCE,
-) -> Generator:
+) -> Feeds[tuple[list[int], bool]]:
     """Return (chunk ids of the best hypothesis, whether a stop token ended it).
 
     The log-softmax and the choice of candidates are the driver's (`BeamStep`: one
@@ -216,7 +217,7 @@ def word_chunk(
     limits: ChunkLimits,
     boundary: WordBoundary,
     first_mask: torch.Tensor | None = None,
-) -> Generator:
+) -> Feeds[tuple[list[int], bool]]:
     """Greedy-generate one word; return (its ids, whether a stop token came instead).
 
     A token that starts the next word is dropped unfed, so the home row holds only the word.

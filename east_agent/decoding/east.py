@@ -21,7 +21,6 @@ The prompt stays in the cache from one sentence to the next; nothing is encoded 
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +53,7 @@ from east_agent.decoding.streaming import (
     WRITE,
     ContextOverflowError,
     Counters,
+    Feeds,
     Step,
     Stream,
     StreamingDecoder,
@@ -150,7 +150,7 @@ class EastStreamDecoder(StreamingDecoder):
         if self.segments is not None:
             self.segments.begin(stream)
 
-    def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Feeds[Step]:
         """Read one source unit; write a chunk if the model (or the end of source) says so."""
         first = opens_source(self.segments, stream, unit)
         stream.start_unit(unit_text(unit, self.src_lang, first=first))
@@ -164,12 +164,12 @@ class EastStreamDecoder(StreamingDecoder):
             self.segments.start_next(stream)
         return Step(decision, text, chunk_ids, finished=is_last)
 
-    def _final_write(self, stream: Stream) -> Generator:
+    def _final_write(self, stream: Stream) -> Feeds[Step]:
         stream.tokens.append_added_token(self.token_ids.end_of_read)
         chunk_ids, text = yield from self._write(stream)
         return Step(FORCED, text, chunk_ids, finished=True)
 
-    def _decide(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+    def _decide(self, stream: Stream, unit: str, is_last: bool) -> Feeds[str]:
         """READ, WRITE (the model chose end-of-read, or the script says so) or FORCED."""
         if is_last or self._ends_document_sentence(stream, unit):
             return FORCED
@@ -223,7 +223,7 @@ class EastStreamDecoder(StreamingDecoder):
             return self._chunk_limits(max_tokens, (), self.write_mask)
         return self._chunk_limits(max_tokens, self.token_ids.write_stops, self.write_mask)
 
-    def _write(self, stream: Stream) -> Generator:
+    def _write(self, stream: Stream) -> Feeds[tuple[list[int], str]]:
         """Generate one chunk after end-of-read, close it with end-of-write, record it."""
         wanted = self.write_tokens(stream)
         forced = stream.decisions[-1] == FORCED

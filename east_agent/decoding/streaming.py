@@ -26,10 +26,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import astuple, dataclass, field, fields
 from numbers import Integral
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -344,7 +344,7 @@ class Stream:
         self.tokens = TokenStream(tokenizer)
         self.max_context = max_context
         self.totals = Counters()  # over every sentence of the stream
-        self.program: Generator | None = None
+        self.program: Program | None = None
         self.clear()
 
     def clear(self, script: dict[int, int] | None = None) -> None:
@@ -457,7 +457,15 @@ class Stream:
         return text
 
 
-Program = Generator["Feed | str", "Fed | tuple[str, bool] | None", None]
+# A stream's program for one sentence (see the module's docstring): it yields WAIT or a
+# Feed, and receives None to start, a source event after WAIT (a unit as (text, is_last),
+# or END), the Fed after a Feed.
+Program = Generator["Feed | str", "Fed | tuple[str, bool] | str | None", None]
+
+T = TypeVar("T")
+# A part of a program that only asks for forwards (`_push`, a chunk's search): it yields
+# Feeds, receives each one's Fed, and returns its result (a Step, a chunk's ids).
+Feeds = Generator[Feed, Fed, T]
 
 
 class StreamingDecoder:
@@ -520,7 +528,7 @@ class StreamingDecoder:
         for stream in self.streams:
             stream.lm = self.lm
 
-    def mask(self, token_ids: Sequence[int]) -> torch.Tensor:
+    def mask(self, token_ids: Iterable[int]) -> torch.Tensor:
         mask = torch.zeros(self.vocab_size, dtype=torch.bool, device=self.device)
         mask[list(token_ids)] = True
         return mask
@@ -559,13 +567,13 @@ class StreamingDecoder:
                 stream.finished = True
                 return
 
-    def _push(self, stream: Stream, unit: str, is_last: bool) -> Generator:
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Feeds[Step]:
         raise NotImplementedError
 
     def _needs_final_write(self, stream: Stream) -> bool:
         return stream.units_since_write > 0
 
-    def _final_write(self, stream: Stream) -> Generator:
+    def _final_write(self, stream: Stream) -> Feeds[Step]:
         raise NotImplementedError
 
     def advance(self, stream: Stream, value: Fed | tuple[str, bool] | str) -> Feed | None:
@@ -578,7 +586,10 @@ class StreamingDecoder:
         return None if request is WAIT else request
 
     def run_until_feed(
-        self, stream: Stream, fed: Fed | None, next_event: Callable[[], object]
+        self,
+        stream: Stream,
+        fed: Fed | None,
+        next_event: Callable[[], tuple[str, bool] | str | None],
     ) -> Feed | None:
         """Hand the stream `fed` (None: nothing yet), then the events `next_event` gives
         while it waits for input (None: no event yet); return its next feed, or None when it

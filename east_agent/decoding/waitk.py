@@ -18,7 +18,7 @@ up to the next whole character).
 from __future__ import annotations
 
 import os
-from collections.abc import Generator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -54,6 +54,7 @@ from east_agent.decoding.streaming import (
     FORCED,
     READ,
     WRITE,
+    Feeds,
     Step,
     Stream,
     StreamingDecoder,
@@ -64,6 +65,8 @@ from east_agent.lm.checkpoint import end_of_turn_ids, single_token_id
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from east_agent.decoding.token_stream import Mark
 
 SOURCE_SLOT = "\u27e6SOURCE\u27e7"  # stands for the source prefix while the prompt renders
 
@@ -137,7 +140,8 @@ class OfflineWaitkStream(Stream):
 
     def clear(self, script: dict[int, int] | None = None) -> None:
         super().clear(script)
-        self.source_end = None  # set by the decoder once the ids are back at the prompt
+        # set by the decoder once the ids are back at the prompt
+        self.source_end: Mark | None = None
         self.target_ids: list[int] = []
 
 
@@ -199,7 +203,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
     def _limits(self, max_tokens: int) -> ChunkLimits:
         return ChunkLimits(max_tokens, self.end_of_turn, self.suppress)
 
-    def _push(self, stream: OfflineWaitkStream, unit: str, is_last: bool) -> Generator:
+    def _push(self, stream: OfflineWaitkStream, unit: str, is_last: bool) -> Feeds[Step]:
         # The unit goes in after the source prefix: what followed it (end of the user turn,
         # assistant header, target prefix) leaves the cache and is fed again.
         stream.rewind_cache(stream.tokens.restore(stream.source_end))
@@ -257,12 +261,12 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         """The text of the target prefix the steps so far have written."""
         return self.characters.written(target_ids)
 
-    def _final_write(self, stream: OfflineWaitkStream) -> Generator:
+    def _final_write(self, stream: OfflineWaitkStream) -> Feeds[Step]:
         if not stream.pending():  # a word was the last thing fed: its last token again
             stream.rewind_cache(len(stream.tokens.ids) - 1)
         return (yield from self._forced_write(stream, finished=True))
 
-    def _forced_write(self, stream: OfflineWaitkStream, finished: bool) -> Generator:
+    def _forced_write(self, stream: OfflineWaitkStream, finished: bool) -> Feeds[Step]:
         """The rest of the target (of the segment's, in long form), to the end of the turn
         or the cap; a cap that cuts a character ends before it (else: U+FFFD at the end)."""
         wanted = self.config.max_new_tokens
@@ -280,7 +284,7 @@ class EastWaitkStream(Stream):
 
     def clear(self, script: dict[int, int] | None = None) -> None:
         super().clear(script)
-        self.word_end = None  # a TokenStream mark before that word's end-of-write
+        self.word_end: Mark | None = None  # a TokenStream mark before that word's end-of-write
 
 
 class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
@@ -307,7 +311,7 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
         # suppressed, so a model done with its sentence wrote up to 32 tokens of `.D.D.“.`).
         self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
 
-    def _push(self, stream: EastWaitkStream, unit: str, is_last: bool) -> Generator:
+    def _push(self, stream: EastWaitkStream, unit: str, is_last: bool) -> Feeds[Step]:
         stream.word_end = None
         first = opens_source(self.segments, stream, unit)
         stream.start_unit(unit_text(unit, self.src_lang, first=first))
@@ -340,7 +344,7 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             chunk_ids, text = self._end_chunk(stream, word)
         return Step(decision, text, chunk_ids, finished=is_last)
 
-    def _final_write(self, stream: EastWaitkStream) -> Generator:
+    def _final_write(self, stream: EastWaitkStream) -> Feeds[Step]:
         """The end of the source after a word written at the last unit: the word's chunk
         goes on to the model's end-of-write (that end-of-write leaves the cache), the rest
         one more chunk: the ids, and so the target, of the flag's forced write (unless a

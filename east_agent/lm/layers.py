@@ -42,7 +42,7 @@ class PlainLayer(NamedTuple):
         layer: torch.nn.Module,
         qkv: tuple[torch.Tensor, torch.Tensor | None] | None,
         gate_up: tuple[torch.Tensor, torch.Tensor | None] | None,
-        act: str,
+        act: str | None,
     ) -> PlainLayer | None:
         """None unless every product is a plain bias-free (q/k/v aside) linear layer and the
         activation is SiLU: LoRA-wrapped layers run through their modules instead."""

@@ -138,23 +138,29 @@ def translate_batch(
                 yield from _fill(decoder, stream, queue, active, feeds)
 
 
+def check_free(decoder: StreamingDecoder, what: str) -> None:
+    """Nothing else drives `decoder`'s streams: no batch, no pool, no sentence `push_unit`
+    began and did not finish."""
+    decoder.check_no_batch(what)
+    if decoder.pushed_sentence_open():
+        raise RuntimeError(
+            f"{what}: a sentence push_unit began is not finished; finish() it, or "
+            "reset() to drop it, first"
+        )
+
+
 @contextmanager
 def _holding(decoder: StreamingDecoder) -> Iterator[None]:
     """Every stream of `decoder` held by one `translate_batch` until it ends or is closed:
     a second one, or a sentence `push_unit` began and did not finish, refused (before: the
     two batches' outcomes carried each other's translations, without an error, and the
     pushed sentence was dropped)."""
-    decoder.check_no_batch("translate_batch")
-    if decoder.pushed_sentence_open():
-        raise RuntimeError(
-            "translate_batch: a sentence push_unit began is not finished; finish() it, or "
-            "reset() to drop it, first"
-        )
-    decoder.in_batch, decoder.own_sentence = True, False
+    check_free(decoder, "translate_batch")
+    decoder.held_by, decoder.own_sentence = "a translate_batch", False
     try:
         yield
     finally:
-        decoder.in_batch = False
+        decoder.held_by = None
 
 
 def _checked(sentences: Iterable[Sentence]) -> Iterator[Sentence]:

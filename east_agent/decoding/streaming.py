@@ -494,7 +494,9 @@ class StreamingDecoder:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.device = next(model.parameters()).device
         self.streams: list[Stream] = []
-        self.in_batch = False  # a `translate_batch` holds the streams
+        # what holds every stream, if anything: "a translate_batch" (until it ends or is
+        # closed) or "a StreamPool" (for good)
+        self.held_by: str | None = None
         # the first stream's sentence is `reset`'s, for `push_unit` (not a batch's)
         self.own_sentence = False
 
@@ -624,12 +626,18 @@ class StreamingDecoder:
         self.own_sentence = True
 
     def check_no_batch(self, what: str) -> None:
-        """The first stream is not driven one sentence at a time while a `translate_batch`
-        holds every stream (before: the two mixed their sentences, without an error)."""
-        if self.in_batch:
+        """The first stream is not driven one sentence at a time, nor the streams batched
+        again, while a `translate_batch` or a `StreamPool` holds every stream (before: the
+        two mixed their sentences, without an error; `push_unit` on a pool's decoder an
+        AttributeError, or a client's sentence wrecked)."""
+        if self.held_by == "a translate_batch":
             raise RuntimeError(
                 f"{what}: a translate_batch of this decoder is running; finish or close it "
                 "first, or build another decoder"
+            )
+        if self.held_by is not None:
+            raise RuntimeError(
+                f"{what}: this decoder's streams are lent by {self.held_by}; build another decoder"
             )
 
     def pushed_sentence_open(self) -> bool:

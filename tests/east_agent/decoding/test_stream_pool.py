@@ -105,6 +105,37 @@ def test_an_overflow_is_the_failing_clients_alone(east_model, east_tokenizer):
     assert pool.error(long_one) is None
 
 
+def test_a_pools_decoder_is_the_pools_alone(east_model, east_tokenizer):
+    """Before: `push_unit` on a pool's decoder an AttributeError once its first stream was
+    lent and released, a lent client's sentence wrecked while its forward was out, and a
+    `translate_batch` rewound the clients' streams without a word."""
+    from east_agent.decoding.batching import Sentence, translate_batch
+
+    decoder = build("east", east_model, east_tokenizer, 2)
+    decoder.reset()
+    decoder.push_unit("Haus")
+    with pytest.raises(RuntimeError, match="a sentence push_unit began is not finished"):
+        StreamPool(decoder)
+    decoder.reset()  # the pushed sentence dropped: the pool takes the decoder
+    pool = StreamPool(decoder)
+    client = pool.acquire()
+    pool.begin(client)
+    pool.push(client, ["Haus", "Hund"], source_finished=False)
+    said = "this decoder's streams are lent by a StreamPool; build another decoder"
+    for call in (
+        decoder.reset,
+        lambda: decoder.push_unit("Haus"),
+        decoder.finish,
+        lambda: list(translate_batch(decoder, [Sentence(0, ["Haus"])])),
+        lambda: StreamPool(decoder),
+    ):
+        with pytest.raises(RuntimeError, match=said):
+            call()
+    pool.push(client, ["Katze"], source_finished=True)  # the client goes on, untouched
+    run_steps(pool)
+    assert client.finished and pool.error(client) is None
+
+
 def run_steps(pool):
     while pool.feeds:
         pool.step()

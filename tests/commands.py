@@ -46,7 +46,8 @@ def run_simuleval(*arguments, command="east-simuleval", timeout=300, env=None, i
     """`command` run from the repository (`env`: variables set on top of this process's).
     `east-simuleval` runs in this process (`run_in_process`; about 5 s less a call) unless
     `in_process` is False or `env` is given (what the process reads as it starts); any
-    other command, and `timeout`, in a process of its own."""
+    other command in a process of its own. `timeout` is a process's: in this process a
+    command runs as any test's code does, without one."""
     arguments = [str(argument) for argument in arguments]
     if in_process is None:
         in_process = command == "east-simuleval" and env is None
@@ -114,8 +115,8 @@ def east_eval(*arguments, timeout=900, in_process=None):
     already imported) unless `in_process` is False or the grid runs job workers (`--jobs`
     or the config's `jobs` above 1: multiprocessing's fork server, started once a process,
     keeps the output of the call that started it): what a test of the process itself
-    needs (its signals, its children's deaths, its worker processes). `timeout` is the
-    child's."""
+    needs (its signals, its children's deaths, its worker processes). `timeout` is a
+    process's (see `run_simuleval`)."""
     arguments = [str(argument) for argument in arguments]
     if in_process is None:
         in_process = not _runs_job_workers(arguments)
@@ -128,14 +129,17 @@ def east_eval(*arguments, timeout=900, in_process=None):
 
 
 def _runs_job_workers(arguments: list[str]) -> bool:
-    """Whether `east-eval arguments` would run job workers: `--jobs N` above 1, or no
-    `--jobs` and a config (the first argument) whose `jobs` is above 1."""
-    if "--jobs" in arguments:
-        return int(arguments[arguments.index("--jobs") + 1]) > 1
-    config = Path(arguments[0]) if arguments else None
-    if config is None or not config.is_file():
+    """Whether `east-eval arguments` would run job workers: `--jobs N` (or `--jobs=N`) above
+    1, or no `--jobs` and a config (the first argument) whose `jobs` is above 1. A value
+    east-eval refuses is left to it (in this process: it refuses before any worker)."""
+    given = [arguments[i + 1] for i, arg in enumerate(arguments[:-1]) if arg == "--jobs"]
+    given += [arg.split("=", 1)[1] for arg in arguments if arg.startswith("--jobs=")]
+    if given:
+        return given[-1].isdigit() and int(given[-1]) > 1
+    try:
+        tree = yaml.safe_load(Path(arguments[0]).read_text())
+    except (IndexError, OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    tree = yaml.safe_load(config.read_text())
     return isinstance(tree, dict) and isinstance(tree.get("jobs"), int) and tree["jobs"] > 1
 
 

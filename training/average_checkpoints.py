@@ -168,9 +168,10 @@ def vocabulary(tokenizer_file: Path) -> tuple:
     )
     vocab = model.get("vocab") or {}
     # a BPE or WordPiece vocabulary maps tokens to ids; a Unigram one lists [token, score]
-    # pairs (before: an AttributeError for a sentencepiece-unigram tokenizer)
-    entries = vocab.items() if isinstance(vocab, dict) else (tuple(entry) for entry in vocab)
-    return sorted(entries), added
+    # pairs, each token's id its place in the list (before: an AttributeError)
+    if isinstance(vocab, dict):
+        return sorted(vocab.items()), added
+    return sorted((entry[0], index) for index, entry in enumerate(vocab)), added
 
 
 def _check_finite(tensors: dict, path) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 from east_agent.decoding.streaming import (
+    BATCH_HOLDS,
     ContextOverflowError,
     Fed,
     Feed,
@@ -138,29 +139,17 @@ def translate_batch(
                 yield from _fill(decoder, stream, queue, active, feeds)
 
 
-def check_free(decoder: StreamingDecoder, what: str) -> None:
-    """Nothing else drives `decoder`'s streams: no batch, no pool, no sentence `push_unit`
-    began and did not finish."""
-    decoder.check_no_batch(what)
-    if decoder.pushed_sentence_open():
-        raise RuntimeError(
-            f"{what}: a sentence push_unit began is not finished; finish() it, or "
-            "reset() to drop it, first"
-        )
-
-
 @contextmanager
 def _holding(decoder: StreamingDecoder) -> Iterator[None]:
     """Every stream of `decoder` held by one `translate_batch` until it ends or is closed:
-    a second one, or a sentence `push_unit` began and did not finish, refused (before: the
-    two batches' outcomes carried each other's translations, without an error, and the
-    pushed sentence was dropped)."""
-    check_free(decoder, "translate_batch")
-    decoder.held_by, decoder.own_sentence = "a translate_batch", False
+    a second one, a pool's decoder, or a sentence `push_unit` began and did not finish,
+    refused (before: the two batches' outcomes carried each other's translations, without
+    an error, and the pushed sentence was dropped)."""
+    decoder.hold_streams(BATCH_HOLDS, "translate_batch")
     try:
         yield
     finally:
-        decoder.held_by = None
+        decoder.release_streams()
 
 
 def _checked(sentences: Iterable[Sentence]) -> Iterator[Sentence]:

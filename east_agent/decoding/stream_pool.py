@@ -16,8 +16,15 @@ from collections import deque
 
 import torch
 
-from east_agent.decoding.batching import StepFailed, check_free, run_program, share_prompt
-from east_agent.decoding.streaming import END, Feed, Stream, StreamingDecoder, run_feeds
+from east_agent.decoding.batching import StepFailed, run_program, share_prompt
+from east_agent.decoding.streaming import (
+    END,
+    POOL_HOLDS,
+    Feed,
+    Stream,
+    StreamingDecoder,
+    run_feeds,
+)
 
 __all__ = ["NoFreeStream", "StepFailed", "StreamPool"]
 
@@ -30,11 +37,10 @@ class StreamPool:
     def __init__(self, decoder: StreamingDecoder) -> None:
         """`decoder`'s streams, the pool's for good: its sequential and batched calls are
         refused from now on (they would drive the streams the clients hold)."""
-        check_free(decoder, "StreamPool")
+        decoder.hold_streams(POOL_HOLDS, "StreamPool")
         self.decoder = decoder
         with torch.inference_mode():
             share_prompt(decoder)
-        decoder.held_by, decoder.own_sentence = "a StreamPool", False
         self.free: list[Stream] = list(decoder.streams)
         self.events: dict[Stream, deque] = {}
         self.feeds: dict[Stream, Feed] = {}

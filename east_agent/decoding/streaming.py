@@ -460,12 +460,16 @@ class Stream:
 # A stream's program for one sentence (see the module's docstring): it yields WAIT or a
 # Feed, and receives None to start, a source event after WAIT (a unit as (text, is_last),
 # or END), the Fed after a Feed.
-Program = Generator["Feed | str", "Fed | tuple[str, bool] | str | None", None]
+Program = Generator[Feed | str, Fed | tuple[str, bool] | str | None, None]
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 # A part of a program that only asks for forwards (`_push`, a chunk's search): it yields
 # Feeds, receives each one's Fed, and returns its result (a Step, a chunk's ids).
-Feeds = Generator[Feed, Fed, T]
+Feeds = Generator[Feed, Fed, _T]
+
+
+# what may hold a decoder's streams, as its refusals name it
+BATCH_HOLDS, POOL_HOLDS = "a translate_batch", "a StreamPool"
 
 
 class StreamingDecoder:
@@ -494,8 +498,8 @@ class StreamingDecoder:
         self.vocab_size = model.get_output_embeddings().weight.shape[0]
         self.device = next(model.parameters()).device
         self.streams: list[Stream] = []
-        # what holds every stream, if anything: "a translate_batch" (until it ends or is
-        # closed) or "a StreamPool" (for good)
+        # what holds every stream, if anything: a translate_batch (until it ends or is
+        # closed) or a StreamPool (for good)
         self.held_by: str | None = None
         # the first stream's sentence is `reset`'s, for `push_unit` (not a batch's)
         self.own_sentence = False
@@ -621,16 +625,16 @@ class StreamingDecoder:
 
     def reset(self, script: dict[int, int] | None = None) -> None:
         """Start a new sentence on the first stream."""
-        self.check_no_batch("reset")
+        self.check_not_held("reset")
         self.begin(self.streams[0], script)
         self.own_sentence = True
 
-    def check_no_batch(self, what: str) -> None:
+    def check_not_held(self, what: str) -> None:
         """The first stream is not driven one sentence at a time, nor the streams batched
         again, while a `translate_batch` or a `StreamPool` holds every stream (before: the
         two mixed their sentences, without an error; `push_unit` on a pool's decoder an
         AttributeError, or a client's sentence wrecked)."""
-        if self.held_by == "a translate_batch":
+        if self.held_by == BATCH_HOLDS:
             raise RuntimeError(
                 f"{what}: a translate_batch of this decoder is running; finish or close it "
                 "first, or build another decoder"
@@ -639,6 +643,21 @@ class StreamingDecoder:
             raise RuntimeError(
                 f"{what}: this decoder's streams are lent by {self.held_by}; build another decoder"
             )
+
+    def hold_streams(self, holder: str, what: str) -> None:
+        """Every stream `holder`'s (`BATCH_HOLDS`, `POOL_HOLDS`) until `release_streams`,
+        if nothing else drives them: no batch, no pool, no sentence `push_unit` began and
+        did not finish."""
+        self.check_not_held(what)
+        if self.pushed_sentence_open():
+            raise RuntimeError(
+                f"{what}: a sentence push_unit began is not finished; finish() it, or "
+                "reset() to drop it, first"
+            )
+        self.held_by, self.own_sentence = holder, False
+
+    def release_streams(self) -> None:
+        self.held_by = None
 
     def pushed_sentence_open(self) -> bool:
         """Whether `push_unit` began a sentence that has not finished (nor failed)."""
@@ -649,7 +668,7 @@ class StreamingDecoder:
     def check_own_sentence(self, what: str) -> None:
         """`push_unit` and `finish` go on with a sentence `reset` began, never with the one
         a `translate_batch` left on the first stream."""
-        self.check_no_batch(what)
+        self.check_not_held(what)
         if not self.own_sentence:
             raise RuntimeError(
                 f"{what}: the first stream holds a translate_batch's sentence; call reset() "

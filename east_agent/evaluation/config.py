@@ -439,7 +439,7 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
     args.src_lang, args.tgt_lang = config.testset.split(".")[1].split("-")
     agent = agent_class_of(AGENT_FILES[run.agent])
     decoding = agent.decoding_config(args)
-    check_adapter_path(getattr(args, "adapter_path", None))
+    check_adapter_path(getattr(args, "adapter_path", None), "adapter_path")  # the key given
     if not prompt_room_checked(decoding):
         return  # nothing of the checkpoint's to check (its tokenizer not loaded for nothing)
     if not (Path(config.model_path) / "config.json").is_file():

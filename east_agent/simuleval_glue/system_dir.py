@@ -190,9 +190,9 @@ def adapter_folder(flags: dict[str, object]) -> Path | None:
     adapter_config.json) is refused."""
     if "adapter_path" not in flags:
         return None
-    path = Path(str(flags["adapter_path"])).resolve()
-    check_adapter_path(path, "adapter_path")  # named resolved, as the weights' checks name it
-    return path
+    given = str(flags["adapter_path"])
+    check_adapter_path(given, "adapter_path")  # as given: a link is told from what it names
+    return Path(given).resolve()
 
 
 def package_folder(source: Path, target: Path, copy: bool) -> list[str]:

@@ -194,16 +194,22 @@ def test_an_input_of_nan_weights_is_refused(tmp_path, east_tokenizer, diverged):
     assert not (tmp_path / "avg").exists()
 
 
-def test_a_unigram_vocabulary_is_compared_as_a_bpe_one(tmp_path):
-    """A sentencepiece-unigram tokenizer.json lists [token, score] pairs (before: an
-    AttributeError, its list taken for a BPE dictionary)."""
+def test_a_unigram_vocabulary_is_compared_by_its_tokens_ids(tmp_path):
+    """A sentencepiece-unigram tokenizer.json lists [token, score] pairs, a token's id its
+    place (before: an AttributeError, its list taken for a BPE dictionary): the same
+    pieces in another order are another vocabulary; other scores alone are not."""
     from tokenizers import Tokenizer, models
 
     from training.average_checkpoints import vocabulary
 
-    files = [tmp_path / "a.json", tmp_path / "b.json"]
-    for file, piece in zip(files, ("a", "b")):
-        Tokenizer(models.Unigram([("<unk>", 0.0), (piece, -1.0)], unk_id=0)).save(str(file))
-    tokens, added = vocabulary(files[0])
-    assert tokens == [("<unk>", 0.0), ("a", -1.0)] and added == []
-    assert vocabulary(files[0]) != vocabulary(files[1])
+    orders = {
+        "a": [("<unk>", 0.0), ("x", -1.0), ("y", -2.0)],
+        "swapped": [("<unk>", 0.0), ("y", -2.0), ("x", -1.0)],
+        "rescored": [("<unk>", 0.0), ("x", -1.5), ("y", -2.5)],
+    }
+    for name, pieces in orders.items():
+        Tokenizer(models.Unigram(pieces, unk_id=0)).save(str(tmp_path / f"{name}.json"))
+    tokens, added = vocabulary(tmp_path / "a.json")
+    assert tokens == [("<unk>", 0), ("x", 1), ("y", 2)] and added == []
+    assert vocabulary(tmp_path / "swapped.json") != vocabulary(tmp_path / "a.json")
+    assert vocabulary(tmp_path / "rescored.json") == vocabulary(tmp_path / "a.json")

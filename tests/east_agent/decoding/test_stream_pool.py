@@ -112,6 +112,11 @@ def test_a_pools_decoder_is_the_pools_alone(east_model, east_tokenizer):
     from east_agent.decoding.batching import Sentence, translate_batch
 
     decoder = build("east", east_model, east_tokenizer, 2)
+    batch = translate_batch(decoder, [Sentence(0, ["Haus"]), Sentence(1, ["Hund"])])
+    next(batch)  # a batch running
+    with pytest.raises(RuntimeError, match="a translate_batch of this decoder is running"):
+        StreamPool(decoder)
+    batch.close()
     decoder.reset()
     decoder.push_unit("Haus")
     with pytest.raises(RuntimeError, match="a sentence push_unit began is not finished"):

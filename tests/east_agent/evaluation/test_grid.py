@@ -1386,7 +1386,7 @@ def test_a_config_value_of_the_wrong_kind_is_named_before_anything_runs(
         # came, after the runs before it, with no file or line)
         ({"agent": "east", "max_new_tokens": 0}, "systems.east.max_new_tokens: max_new_tok"),
         ({"agent": "waitk", "waitk": 2, "max_context": 0}, "systems.east.max_context: max_"),
-        ({"agent": "east", "adapter_path": "/nowhere"}, "path: --adapter-path /nowhere: no such"),
+        ({"agent": "east", "adapter_path": "/nowhere"}, "h: adapter_path /nowhere: no such"),
         # named with their lines too (before: the file only; a boolean a bare flag)
         ({"agent": "east", "latency": ["low", True]}, "systems.east.latency: True is YAML's"),
         ({"agent": "east", "latency": ["low"], "num_beams": [1, 2]}, "num_beams: the system sw"),

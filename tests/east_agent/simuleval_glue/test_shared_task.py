@@ -633,9 +633,7 @@ def test_system_dir_refuses_a_model_or_adapter_without_weights(packaging):
     Path("lora", "adapter_model.safetensors").unlink()
     error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
                     "adapter_path=lora")  # fmt: skip
-    assert error.startswith(
-        f"east-package-system: adapter_path {Path('lora').resolve()}: no weights"
-    )
+    assert error.startswith("east-package-system: adapter_path lora: no weights")
     Path("checkpoint", "model.safetensors").unlink()
     error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en")
     assert error.startswith("east-package-system: --model-path checkpoint: no weights file")
@@ -650,7 +648,7 @@ def test_system_dir_refuses_a_model_or_adapter_without_weights(packaging):
         ("model.safetensors", "--model-path checkpoint: model.safetensors cannot be loaded "
          "(SafetensorError: Error while deserializing header"),
         ("config.json", "--model-path checkpoint: config.json cannot be loaded (OSError"),
-        ("adapter_model.safetensors", "adapter_path {lora}: adapter_model.safetensors cannot be "
+        ("adapter_model.safetensors", "adapter_path lora: adapter_model.safetensors cannot be "
          "loaded (SafetensorError"),
     ],
 )  # fmt: skip
@@ -668,8 +666,7 @@ def test_system_dir_refuses_a_model_folder_that_does_not_load(packaging, broken,
         (folder / broken).write_text("{not json")
     error = package("submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
                     "adapter_path=lora")  # fmt: skip
-    expected = said.format(lora=Path("lora").resolve())
-    assert error.startswith(f"east-package-system: {expected}"), error
+    assert error.startswith(f"east-package-system: {said}"), error
     assert len(error.splitlines()) == 1 and not Path("submission").exists()
 
 
@@ -885,8 +882,8 @@ def test_system_dir_refuses_a_missing_adapter_in_one_line(packaging, capsys):
             ["submission", "--model-path", "checkpoint", "src_lang=de", "tgt_lang=en",
              "adapter_path=checkpoint"]
         )  # fmt: skip
-    said = f"adapter_path {Path('checkpoint').resolve()}: no adapter_config.json (not a peft"
-    assert capsys.readouterr().err == f"east-package-system: {said} adapter)\n"
+    said = "adapter_path checkpoint: no adapter_config.json (not a peft adapter)\n"
+    assert capsys.readouterr().err == f"east-package-system: {said}"
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from east_agent.lm.checkpoint import (
     check_weights,
     east_token_ids,
     loading,
+    not_a_folder,
 )
 from training.model_folder import load_pretrained
 
@@ -130,8 +131,8 @@ def check_base_tokens(tokenizer: PreTrainedTokenizerBase, base: Path) -> None:
 def check_base_of_adapter(base: Path, adapter: Path) -> None:
     """The adapter must exist, and be merged into the model it was trained on
     (`check_adapter_base`: a merge into another base "verifies" against itself)."""
-    if not base.is_dir():
-        raise ValueError(f"--model-path {base}: no such folder")
+    if not base.is_dir():  # before: "no such folder" for a file or a broken link too
+        raise ValueError(f"--model-path {base}: {not_a_folder(base)}")
     check_adapter_path(adapter)  # its folder, config, weights and ranks, before anything loads
     if (base / "adapter_config.json").exists():
         raise ValueError(

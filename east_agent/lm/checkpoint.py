@@ -404,7 +404,8 @@ def saved_tensor_shapes(
     return shapes
 
 
-def _not_a_folder(path: Path) -> str:
+def not_a_folder(path: Path) -> str:
+    """Why `path` is no folder: no such folder, not a folder (a file), or a broken link."""
     if path.is_symlink() and not path.exists():
         return f"a broken link, to {os.readlink(path)}, which is not there"
     return "not a folder" if path.exists() else "no such folder"
@@ -421,7 +422,7 @@ def check_adapter_path(adapter_path: str | Path | None, where: str = "--adapter-
         return
     folder = Path(adapter_path)
     if not folder.is_dir():
-        raise CheckpointError(f"{where} {adapter_path}: {_not_a_folder(folder)}")
+        raise CheckpointError(f"{where} {adapter_path}: {not_a_folder(folder)}")
     if not (folder / "adapter_config.json").exists():
         raise CheckpointError(
             f"{where} {adapter_path}: no adapter_config.json (not a peft adapter)"

@@ -88,13 +88,22 @@ def test_merge_refuses_a_base_it_cannot_merge_into(tmp_path, adapter, capsys, fa
 
 
 def test_merge_names_an_adapter_path_that_is_a_file_as_the_agent_does(tmp_path, capsys):
-    """Before: a file was "no such folder" here, "has no adapter_config.json" to the agent."""
+    """Before: a file was "no such folder" here, "has no adapter_config.json" to the agent;
+    a base that is a file or a broken link "no such folder"."""
     base = save_model(tmp_path / "base", east=True)
     (tmp_path / "adapter").write_text("")
     argv = ["--model-path", str(base), "--adapter-path", str(tmp_path / "adapter")]
     error = one_line_error(merge_main, [*argv, "--output", str(tmp_path / "out")], capsys)
     said = f"--adapter-path {tmp_path / 'adapter'}: not a folder"
     assert error == f"python -m training.merge_lora: {said}"
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    for path, why in (
+        (tmp_path / "adapter", "not a folder"),
+        (tmp_path / "link", f"a broken link, to {tmp_path / 'gone'}, which is not there"),
+    ):
+        argv = ["--model-path", str(path), "--adapter-path", str(tmp_path / "adapter")]
+        error = one_line_error(merge_main, [*argv, "--output", str(tmp_path / "out")], capsys)
+        assert error == f"python -m training.merge_lora: --model-path {path}: {why}"
 
 
 def test_merge_refuses_an_adapter_without_its_weights(tmp_path, adapter, capsys):

@@ -329,8 +329,7 @@ def check_weights(folder: str | Path, where: str, names: tuple[str, ...] = MODEL
     or setting) before anything loads."""
     if Path(folder).is_symlink() and not Path(folder).exists():
         raise ValueError(
-            f"{where} {folder}: a broken link, to {os.readlink(folder)}, which is not there "
-            "(the model moved or was removed)"
+            f"{where} {folder}: {not_a_folder(Path(folder))} (the model moved or was removed)"
         )
     if is_hub_id(folder) or not Path(folder).is_dir():
         return

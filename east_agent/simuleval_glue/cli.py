@@ -401,6 +401,7 @@ def _check_system_dir_models(folder: Path, main_yaml: Path, config: dict, agent_
     a `model_path` left out, "--model-path: model path 'model' does not exist" for a
     model not there, naming neither the folder nor its `main.yaml`)."""
     from east_agent.common.fingerprint import is_hub_id
+    from east_agent.lm.checkpoint import not_a_folder
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS
 
@@ -413,9 +414,9 @@ def _check_system_dir_models(folder: Path, main_yaml: Path, config: dict, agent_
         path = folder / str(config[key])
         if path.is_symlink() and not path.exists():
             raise ValueError(
-                f"--system-dir {folder}: {key}: {config[key]} is a broken link, to "
-                f"{os.readlink(path)}, which is not there (the model moved or was removed); "
-                "package the submission again (--copy-model: a folder that holds its model)"
+                f"--system-dir {folder}: {key}: {config[key]} is {not_a_folder(path)} (the "
+                "model moved or was removed); package the submission again (--copy-model: a "
+                "folder that holds its model)"
             )
         value = str(config[key])
         # a hub id as the agent reads it: from inside the folder, where SimulEval runs it

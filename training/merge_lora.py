@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from east_agent.common.arguments import add_old_spelling, parse_once_each
-from east_agent.common.atomic import atomic_path, check_folder_path
+from east_agent.common.atomic import atomic_path, check_folder_path, not_a_folder
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 from east_agent.lm.checkpoint import (
@@ -31,7 +31,6 @@ from east_agent.lm.checkpoint import (
     check_weights,
     east_token_ids,
     loading,
-    not_a_folder,
 )
 from training.model_folder import load_pretrained
 

@@ -206,16 +206,25 @@ def check_replaceable(path: Path, kind: str, marks: tuple[str, ...] = ()) -> Non
         )
 
 
+def not_a_folder(path: Path) -> str:
+    """Why `path` is no folder, as every refusal says it: no such folder, a file, or a
+    broken link."""
+    if path.is_symlink() and not path.exists():
+        return f"a broken link, to {os.readlink(path)}, which is not there"
+    return "a file, not a folder" if path.exists() else "no such folder"
+
+
 def check_folder_path(folder: Path, where: str) -> None:
-    """A folder to write that is a file, or inside one, or a link to nothing, refused
-    saying so (the last a bare "File exists" errno before)."""
+    """A folder to write that is a file, or inside one, or a broken link (or inside one),
+    refused saying so (the link a bare "File exists" errno before)."""
     folder = Path(folder)
     for path in (folder, *folder.absolute().parents):
         if path.is_symlink() and not path.exists():
-            raise ValueError(f"{where} {folder}: {path} is a link to nothing ({path.readlink()})")
+            inside = "" if path == folder else f"{path} is "
+            raise ValueError(f"{where} {folder}: {inside}{not_a_folder(path)}")
     existing = next(path for path in (folder, *folder.absolute().parents) if path.exists())
     if existing == folder and not existing.is_dir():
-        raise ValueError(f"{where} {folder}: a file, not a folder")
+        raise ValueError(f"{where} {folder}: {not_a_folder(folder)}")
     if not existing.is_dir():  # before: "a file, not a folder (X is)" of a path not there
         raise ValueError(f"{where} {folder}: inside a file ({existing} is a file, not a folder)")
 

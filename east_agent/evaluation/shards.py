@@ -37,6 +37,7 @@ from east_agent.simuleval_glue.run_folder import (
     SPAN,
     clear_scores,
     combined_batch_record,
+    record_types,
     settings_differ,
 )
 
@@ -208,7 +209,7 @@ def merge_shards(config: EvalConfig, run: Run, count: int) -> None:
     with hold_run_lock(run_dir, INSTANCES_LOCK):
         clear_scores(run_dir)  # an earlier merge's, if any
         write_atomically(run_dir / "instances.log", "\n".join(lines) + "\n")
-        write_atomically(run_dir / "config.yaml", "source_type: text\ntarget_type: text\n")
+        record_types(run_dir, "text", "text")
         merge_batch_records(shard_dirs, run_dir)
         merge_settings_records(shard_dirs, run_dir)
     tries = [attempt for folder in shard_dirs for attempt in settled_tries(folder) or []]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from east_agent.common.atomic import not_a_folder
 from east_agent.common.fingerprint import folder_fingerprint, is_content_setting, is_hub_id
 from east_agent.common.records import RecordError, invalid_json, read_json_object
 from east_agent.common.text_lines import read_text
@@ -401,13 +401,6 @@ def saved_tensor_shapes(
                 for name in saved.keys():
                     shapes[name] = tuple(saved.get_slice(name).get_shape())
     return shapes
-
-
-def not_a_folder(path: Path) -> str:
-    """Why `path` is no folder: no such folder, not a folder (a file), or a broken link."""
-    if path.is_symlink() and not path.exists():
-        return f"a broken link, to {os.readlink(path)}, which is not there"
-    return "not a folder" if path.exists() else "no such folder"
 
 
 def check_adapter_path(adapter_path: str | Path | None, where: str = "--adapter-path") -> None:

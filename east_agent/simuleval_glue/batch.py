@@ -47,6 +47,7 @@ from east_agent.simuleval_glue.run_folder import (
     check_recorded_span,
     clear_scores,
     combined_batch_record,
+    record_types,
     recorded_settings,
     translation_settings,
     writing,
@@ -181,8 +182,7 @@ def run_out_of_order(
         else:
             # kept sentences keep the record of how their `elapsed` was measured
             clear_scores(output, batching=not (args.continue_unfinished and done))
-            types = f"source_type: {args.source_type}\ntarget_type: {args.target_type}\n"
-            write_atomically(output / "config.yaml", types)
+            record_types(output, args.source_type, args.target_type)
             try:
                 translate(indices)
             except CommandError:  # failed sentences: the others kept, in index order too

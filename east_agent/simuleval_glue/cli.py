@@ -224,9 +224,11 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     agent_class = _agent_class() if named else None  # None: a system folder's, SimulEval's
     computation_aware = "--computation-aware" in argv
     typed = agent_class
-    if computation_aware and agent_class is None and _given("--system-dir"):
-        typed = _system_dir_class()  # for its source type only
+    if agent_class is None and _given("--system-dir"):
+        typed = _system_dir_class()  # for its source and target types only
     refuse_computation_aware_for_text(computation_aware, getattr(typed, "source_type", None))
+    types = tuple(getattr(typed, name, None) for name in ("source_type", "target_type"))
+    known_types = types if all(isinstance(kind, str) for kind in types) else None
     output = output_of(argv)
     # the agent's flags and the scoring's against its target, with or without a folder
     # (before: a Chinese target in words was refused only with --output)
@@ -239,7 +241,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     scores = None if scoring.no_scoring else partial(score, scoring)
     resume = "--continue-unfinished" in argv
     try:
-        loop_in(output, settings, resume, span, simuleval_main, scores, check)
+        loop_in(output, settings, resume, span, simuleval_main, scores, check, known_types)
     except ContextOverflowError as error:
         raise ContextOverflowError(
             _overflow_message(error, output / "instances.log", span)
@@ -322,6 +324,7 @@ def _check_system_dir(argv: list[str]) -> None:
     from simuleval.utils.arguments import check_argument
 
     from east_agent.common.arguments import parse_quietly
+    from east_agent.common.atomic import not_a_folder
     from east_agent.common.yaml_files import load_yaml
     from east_agent.simuleval_glue.adapter import check_precision
     from east_agent.simuleval_glue.batch import add_batch_arg
@@ -329,8 +332,7 @@ def _check_system_dir(argv: list[str]) -> None:
 
     folder, name = Path(check_argument("system_dir")), check_argument("system_config")
     if not folder.is_dir():
-        kind = "a file, not a folder" if folder.exists() else "no such folder"
-        raise ValueError(f"--system-dir {folder}: {kind}")
+        raise ValueError(f"--system-dir {folder}: {not_a_folder(folder)}")
     main_yaml = folder / name
     if not main_yaml.is_file():
         raise ValueError(
@@ -400,8 +402,8 @@ def _check_system_dir_models(folder: Path, main_yaml: Path, config: dict, agent_
     """The folder's model paths, named by `main.yaml`'s key (before: argparse's usage for
     a `model_path` left out, "--model-path: model path 'model' does not exist" for a
     model not there, naming neither the folder nor its `main.yaml`)."""
+    from east_agent.common.atomic import not_a_folder
     from east_agent.common.fingerprint import is_hub_id
-    from east_agent.lm.checkpoint import not_a_folder
     from east_agent.simuleval_glue.adapter import StreamingAgent
     from east_agent.simuleval_glue.run_folder import MODEL_FOLDERS
 

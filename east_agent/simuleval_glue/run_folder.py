@@ -492,6 +492,13 @@ def _refuse_outside(log: Path, indices, start: int, end: int) -> None:
         )
 
 
+def record_types(output: Path, source_type: str, target_type: str) -> None:
+    """`config.yaml` as SimulEval's scorers read it: the run's source and target types."""
+    write_atomically(
+        output / "config.yaml", f"source_type: {source_type}\ntarget_type: {target_type}\n"
+    )
+
+
 def loop_in(
     output: Path,
     settings: dict | None,
@@ -500,14 +507,24 @@ def loop_in(
     loop: Callable[[], None],
     score: Callable[[], None] | None,
     check: Callable[[], None] | None = None,
+    types: tuple[str, str] | None = None,
 ) -> None:
     """Run SimulEval's loop (`loop`: one sentence after another into `output`, resuming
     after the log's last line) with the folder held. A resumed log is first put in the
     order the loop resumes from; one already complete is scored (`score`; None: no
-    scoring), as the loop would fail on it."""
+    scoring), as the loop would fail on it. An empty span of an agent whose source and
+    target `types` are known is scored as an empty log, the loop not run."""
     with writing(output, settings, resume, run=True, span=span, check=check):
         if resume and span is not None and resume_in_index_order(output / "instances.log", *span):
             clear_scores(output, batching=False)  # nothing is translated again
+            if score is not None:
+                score()
+            return
+        if types is not None and span is not None and span[0] >= span[1]:
+            # no sentence (a shard past a short test set's end): the loop would build the
+            # agent, loading its model (minutes for 8B), for none
+            clear_scores(output, batching=False)
+            record_types(output, *types)
             if score is not None:
                 score()
             return

@@ -94,11 +94,11 @@ def test_merge_names_an_adapter_path_that_is_a_file_as_the_agent_does(tmp_path, 
     (tmp_path / "adapter").write_text("")
     argv = ["--model-path", str(base), "--adapter-path", str(tmp_path / "adapter")]
     error = one_line_error(merge_main, [*argv, "--output", str(tmp_path / "out")], capsys)
-    said = f"--adapter-path {tmp_path / 'adapter'}: not a folder"
+    said = f"--adapter-path {tmp_path / 'adapter'}: a file, not a folder"
     assert error == f"python -m training.merge_lora: {said}"
     (tmp_path / "link").symlink_to(tmp_path / "gone")
     for path, why in (
-        (tmp_path / "adapter", "not a folder"),
+        (tmp_path / "adapter", "a file, not a folder"),
         (tmp_path / "link", f"a broken link, to {tmp_path / 'gone'}, which is not there"),
     ):
         argv = ["--model-path", str(path), "--adapter-path", str(tmp_path / "adapter")]

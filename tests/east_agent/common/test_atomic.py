@@ -16,6 +16,7 @@ from east_agent.common import atomic
 from east_agent.common.atomic import (
     append_atomically,
     atomic_path,
+    check_folder_path,
     check_replaceable,
     temporary_beside,
     write_atomically,
@@ -232,6 +233,27 @@ def test_a_folder_is_never_replaced_by_a_file(tmp_path):
         write_atomically(tmp_path / "data", "records\n")
     assert contents(tmp_path / "data") == {"corpus.de": "mine"}
     assert os.listdir(tmp_path) == ["data"]  # the temporary file removed
+
+
+def test_a_folder_to_write_that_cannot_be_one_is_said_in_the_words_of_every_refusal(tmp_path):
+    """One phrasing for a path that is no folder, here and for a model or adapter folder
+    (before, here: "a link to nothing (X)")."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    check_folder_path(tmp_path / "new" / "run", "--output")  # made when written
+    gone = f"a broken link, to {tmp_path / 'gone'}, which is not there"
+    for folder, said in (
+        (tmp_path / "afile", "a file, not a folder"),
+        (
+            tmp_path / "afile" / "run",
+            f"inside a file ({tmp_path / 'afile'} is a file, not a folder)",
+        ),
+        (tmp_path / "link", gone),
+        (tmp_path / "link" / "run", f"{tmp_path / 'link'} is {gone}"),
+    ):
+        with pytest.raises(ValueError) as refused:
+            check_folder_path(folder, "--output")
+        assert str(refused.value) == f"--output {folder}: {said}"
 
 
 def test_only_an_output_of_the_same_kind_is_replaceable(tmp_path):

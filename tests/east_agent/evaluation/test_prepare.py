@@ -100,8 +100,8 @@ def test_east_prepare_into_a_link_to_nothing_is_one_line(tmp_path, capsys):
         main(["multi30k.de-en", "--output", str(tmp_path / "link" / "sub")])
     assert ended.value.code == 2
     assert capsys.readouterr().err == (
-        f"east-prepare: --output {tmp_path / 'link' / 'sub'}: {tmp_path / 'link'} is a link "
-        f"to nothing ({tmp_path / 'gone'})\n"
+        f"east-prepare: --output {tmp_path / 'link' / 'sub'}: {tmp_path / 'link'} is a broken "
+        f"link, to {tmp_path / 'gone'}, which is not there\n"
     )
 
 

@@ -126,7 +126,7 @@ def test_adapter_path_without_adapter_config(east_model, tmp_path):
     "kind, said",
     [
         ("missing", "no such folder"),
-        ("file", "not a folder"),  # before: "has no adapter_config.json"
+        ("file", "a file, not a folder"),  # before: "has no adapter_config.json"
         ("broken link", "a broken link, to {tmp_path}/gone, which is not there"),
         ("folder", "no adapter_config.json (not a peft adapter)"),
     ],

@@ -547,13 +547,21 @@ def test_simulevals_precision_flags_against_torch_dtype_are_refused(
 
 
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
-def test_an_empty_span_is_scored_as_empty(east_checkpoint, test_set, tmp_path, batch):
-    """An empty --start-index/--end-index span (a shard past a short test set's end)."""
+def test_an_empty_span_is_scored_as_empty(east_checkpoint, test_set, tmp_path, batch, monkeypatch):
+    """An empty --start-index/--end-index span (a shard past a short test set's end) loads
+    no model (before, SimulEval's loop loaded it for no sentence: minutes for 8B)."""
+    from east_agent.simuleval_glue import adapter
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("an empty span needs no model")
+
+    monkeypatch.setattr(adapter, "load_east_checkpoint", no_loading)
     output = tmp_path / "out"
     arguments = agent_arguments(east_checkpoint, test_set, output)
     result = run_simuleval(*arguments, "--batch-size", batch, "--start-index", 4, "--end-index", 4)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (output / "instances.log").read_text() == ""
+    assert (output / "config.yaml").read_text() == "source_type: text\ntarget_type: text\n"
     assert {k: scores(output)[k] for k in SCORES} == dict.fromkeys(SCORES, "")  # NaN
     assert "ERROR" not in result.stderr  # sacrebleu's error on no sentences, before
     said = "note: --start-index 4 --end-index 4 holds no sentence of"  # before: nothing said

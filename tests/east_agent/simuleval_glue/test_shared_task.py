@@ -781,6 +781,16 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
     (folder / "main.yaml").unlink()
     with pytest.raises(ValueError, match=re.escape(f"--system-dir {folder}: no main.yaml in")):
         cli._check_system_dir(argv)
+    (tmp_path / "moved").symlink_to(tmp_path / "nowhere")
+    for path, said in (  # before: "no such folder" for the link
+        (tmp_path / "moved", f"a broken link, to {tmp_path / 'nowhere'}, which is not there"),
+        (folder / "model" / "config.json", "a file, not a folder"),
+    ):
+        monkeypatch.setattr("sys.argv", ["east-simuleval", "--system-dir", str(path), *data])
+        with pytest.raises(ValueError) as refused:
+            cli._check_system_dir(["--system-dir", str(path), *data])
+        assert str(refused.value) == f"--system-dir {path}: {said}"
+    monkeypatch.setattr("sys.argv", ["east-simuleval", *argv])
     (folder / "main.yaml").write_text(main)
     (folder / "model").unlink()
     (folder / "model").symlink_to(tmp_path / "moved-away")
@@ -818,7 +828,7 @@ def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(
     "where, output, said",
     [
         ("in-a-file", "notes/submission", "output notes/submission: inside a file ("),
-        ("dangling-link", "gone", "output gone: gone is a link to nothing (nowhere)"),
+        ("dangling-link", "gone", "output gone: a broken link, to nowhere, which is not there"),
         ("in-the-model", "checkpoint/submission", "which --copy-model copies into it"),
         ("taken-meanwhile", "submission", "submission appeared while this command wrote"),
     ],

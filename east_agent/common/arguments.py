@@ -7,7 +7,7 @@ import contextlib
 import io
 import math
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -70,9 +70,7 @@ def file_path(text: str) -> str:
     return text
 
 
-def add_old_spelling(
-    parser: argparse.ArgumentParser, old: str, dest: str, **kwargs: object
-) -> None:
+def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs: Any) -> None:
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
     flag's, whose default stands when neither is given)."""
     parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
@@ -143,15 +141,16 @@ def _device_count(torch, kind: str) -> int:
         if kind == "mps":  # one at most; torch.mps.device_count is newer than torch 2.4
             return int(torch.backends.mps.is_available())
         module = getattr(torch, kind, None)
-        if callable(getattr(module, "is_available", None)):
+        if module is not None and callable(getattr(module, "is_available", None)):
             if not module.is_available():
                 return 0
             count = getattr(module, "device_count", None)
             return count() if callable(count) else 1
         accelerator = getattr(torch, "accelerator", None)  # torch 2.6 and later
-        current = accelerator.current_accelerator() if accelerator is not None else None
-        if current is not None and current.type == kind and accelerator.is_available():
-            return accelerator.device_count()
+        if accelerator is not None:
+            current = accelerator.current_accelerator()
+            if current is not None and current.type == kind and accelerator.is_available():
+                return accelerator.device_count()
     except Exception:  # a backend that cannot tell has nothing to decode on
         return 0
     return 0

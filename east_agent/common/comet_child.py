@@ -45,7 +45,7 @@ def serve(requests_fd: int, answers_fd: int) -> None:
             sys.exit(LOST_DESCRIPTORS)
     requests = os.fdopen(requests_fd, encoding="utf-8")
     answers = os.fdopen(answers_fd, "w", encoding="utf-8")
-    loaded = {}
+    loaded: dict[str, object] = {}
     for line in requests:
         try:
             request = json.loads(line)

@@ -256,25 +256,24 @@ def comet_scores(
         )
     checkpoint = Path(settings.checkpoint).absolute()
     triples = zip(sources, translations, references)
+    samples = [
+        {"src": src.strip(), "mt": mt.strip(), "ref": ref.strip()} for src, mt, ref in triples
+    ]
     request = {
         "task": "score",
         "checkpoint": str(checkpoint),
         "identity": checkpoint_identity(checkpoint),
         "batch_size": settings.batch_size,
         "gpus": settings.gpus,
-        "samples": [
-            {"src": src.strip(), "mt": mt.strip(), "ref": ref.strip()} for src, mt, ref in triples
-        ],
+        "samples": samples,
     }
     with _CHILD_IN_USE:
         answer = _comet_child(settings.python).ask(request)
     failed = f"COMET ({settings.python}, {settings.checkpoint}) failed"
     if "error" in answer:
         raise CometError(f"{failed}:\n{_tail(answer['error'])}")
-    if len(answer["scores"]) != len(request["samples"]):
-        raise CometError(
-            f"COMET gave {len(answer['scores'])} scores for {len(request['samples'])} samples"
-        )
+    if len(answer["scores"]) != len(samples):
+        raise CometError(f"COMET gave {len(answer['scores'])} scores for {len(samples)} samples")
     return CometScores(answer["scores"], answer["system_score"])
 
 
@@ -305,6 +304,7 @@ class _CometChild:
         self.output_reader.start()
 
     def _keep_output(self) -> None:
+        assert self.process.stdout is not None  # start_child makes it a pipe
         for line in self.process.stdout:
             self.output_tail.append(line.rstrip("\n"))
 
@@ -357,6 +357,7 @@ class _CometChild:
         open pointed at /dev/null (the objects that own them close that, and flush what
         they hold there), so that the copy holds no pipe open (its requests' pipe would not
         reach its end when this process closes it, nor its answers' when it dies)."""
+        assert self.process.stdout is not None  # start_child makes it a pipe
         pipes = (self.requests, self.answers, self.process.stdout)
         null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         try:

@@ -36,7 +36,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from typing import TypeVar
+from types import FrameType
+from typing import ParamSpec, TypeVar
 
 
 class CommandError(RuntimeError):
@@ -56,7 +57,7 @@ FILE_SYSTEM_ERRNOS = frozenset(
 )
 EXIT_USER_ERROR = 2
 # signals that end a command as Ctrl-C does, after its clean-up, and what it then says
-ENDING_SIGNALS = {
+ENDING_SIGNALS: dict[int, str] = {
     signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hung up",
 }  # fmt: skip
 RAISED_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # Python raises KeyboardInterrupt itself
@@ -108,8 +109,9 @@ def raise_if_signalled() -> None:
         raise KeyboardInterrupt() if _signalled == signal.SIGINT else Terminated(_signalled)
 
 
+SignalHandler = Callable[[int, FrameType | None], None] | signal.Handlers
 # each ending signal: how Python takes it by default, and how a command does
-_OWN_HANDLERS = {
+_OWN_HANDLERS: dict[int, tuple[SignalHandler, SignalHandler]] = {
     signal.SIGINT: (signal.default_int_handler, _raise_interrupt),
     **dict.fromkeys(RAISED_SIGNALS, (signal.SIG_DFL, _raise_terminated)),
 }
@@ -158,7 +160,8 @@ if hasattr(os, "register_at_fork") and hasattr(signal, "pthread_sigmask"):
     )
 
 
-Main = TypeVar("Main", bound=Callable)
+Params = ParamSpec("Params")
+Returned = TypeVar("Returned")
 
 
 def fail(command: str, message: object) -> None:
@@ -172,10 +175,12 @@ def file_system_message(error: OSError) -> str:
     return f"{error.filename}: {error.strerror}" if error.filename else str(error.strerror)
 
 
-def command_line(command: str) -> Callable[[Main], Main]:
-    def wrap(main: Main) -> Main:
+def command_line(
+    command: str,
+) -> Callable[[Callable[Params, Returned]], Callable[Params, Returned]]:
+    def wrap(main: Callable[Params, Returned]) -> Callable[Params, Returned]:
         @functools.wraps(main)
-        def wrapped(*args, **kwargs):
+        def wrapped(*args: Params.args, **kwargs: Params.kwargs) -> Returned:
             return _run_command(command, main, args, kwargs)
 
         return wrapped
@@ -183,7 +188,9 @@ def command_line(command: str) -> Callable[[Main], Main]:
     return wrap
 
 
-def _run_command(command: str, main: Callable, args: tuple, kwargs: dict) -> object:
+def _run_command(
+    command: str, main: Callable[..., Returned], args: tuple, kwargs: dict
+) -> Returned:
     with _ending_signals_raised():
         try:
             returned = main(*args, **kwargs)

@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeGuard
 
 WEIGHTS_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt"}  # sampled
 SAMPLES, SAMPLE_BYTES = 1024, 4 << 10  # 4 MiB of each weights file, in blocks spread over it
@@ -61,7 +61,7 @@ def read_into(digest: hashlib._Hash, handle: BinaryIO, offset: int, length: int 
             break
 
 
-def is_content_setting(value: object) -> bool:
+def is_content_setting(value: object) -> TypeGuard[dict[str, Any]]:
     """A file's or folder's setting, known by its content."""
     return isinstance(value, dict) and "sha256" in value and ("file" in value or "folder" in value)
 
@@ -88,7 +88,7 @@ def shown_setting(value: object) -> str:
     return repr(value)
 
 
-def _where(value: dict) -> str:
+def _where(value: dict[str, Any]) -> object:
     return value.get("file", value.get("folder"))
 
 

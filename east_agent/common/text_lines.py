@@ -16,7 +16,7 @@ import gzip
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 SHOWN = 10  # line numbers named in one message
 
@@ -77,7 +77,7 @@ def open_binary(path: str | Path) -> BinaryIO:
     handle = open(path, "rb")
     if not starts_as_gzip(handle.peek(len(GZIP_MAGIC))):
         return handle
-    return GzipReader(handle)
+    return cast(BinaryIO, GzipReader(handle))  # a GzipFile reads as BinaryIO, undeclared
 
 
 def broken_gzip(path: str | Path, number: int, error: Exception) -> TextFileError:

@@ -88,12 +88,12 @@ def east_token_ids(
     """Read the EAST special ids; a tokenizer without them is not an EAST checkpoint."""
     end_of_read = single_token_id(tokenizer, END_OF_READ)
     end_of_write = single_token_id(tokenizer, END_OF_WRITE)
-    missing = [
-        name
-        for name, token_id in ((END_OF_READ, end_of_read), (END_OF_WRITE, end_of_write))
-        if token_id is None
-    ]
-    if missing:
+    if end_of_read is None or end_of_write is None:
+        missing = [
+            name
+            for name, token_id in ((END_OF_READ, end_of_read), (END_OF_WRITE, end_of_write))
+            if token_id is None
+        ]
         raise CheckpointError(
             f"the tokenizer has no {' / '.join(missing)} token, so this is not an EAST "
             "checkpoint (EAST-8B and EAST-Stage-1-8B add both as special tokens; "
@@ -148,8 +148,10 @@ def config_dtype(model_path: str | Path | None) -> str | None:
     if not isinstance(config, dict):
         return None
     name = config.get("dtype", config.get("torch_dtype"))
-    floating = isinstance(name, str) and isinstance(getattr(torch, name, None), torch.dtype)
-    return name if floating and getattr(torch, name).is_floating_point else None
+    if not isinstance(name, str):
+        return None
+    dtype = getattr(torch, name, None)
+    return name if isinstance(dtype, torch.dtype) and dtype.is_floating_point else None
 
 
 def resolve_dtype(torch_dtype: str, device: str) -> torch.dtype | str:
@@ -199,7 +201,8 @@ def check_model_path(model_path: str | Path) -> None:
 def from_pretrained_here_or_hub(loader: type, model_path: str | Path, **kwargs: object) -> Any:
     """`loader.from_pretrained(model_path)`; a hub id that does not load, in one line."""
     try:
-        return loader.from_pretrained(str(model_path), **kwargs)
+        # any class with from_pretrained (transformers', peft's): callers pass a `type`
+        return loader.from_pretrained(str(model_path), **kwargs)  # type: ignore[attr-defined]
     except OSError as error:
         if not is_hub_id(model_path):
             raise
@@ -238,7 +241,8 @@ def loading(
         yield
     except CheckpointError as error:
         raise ValueError(f"{where}: {error}") from None
-    except (OSError, ValueError, SafetensorError, *_config_errors(), *also) as error:
+    # joined, not unpacked: mypy types `(A, *b, *c)` as a tuple of objects
+    except (OSError, ValueError, SafetensorError) + _config_errors() + also as error:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
         first = lines[0]
         if first.endswith(":") and len(lines) > 1:  # peft's "Error(s) in loading ...:"
@@ -469,7 +473,7 @@ def check_adapter_base(
     if not base.is_dir():
         return  # a hub id: nothing here to compare
     trained_on, record = recorded_base(adapter)
-    if is_content_setting(trained_on):
+    if isinstance(trained_on, dict) and is_content_setting(trained_on):
         if folder_fingerprint(base) != trained_on["sha256"]:
             raise CheckpointError(
                 f"{names[1]} {adapter} was trained on {trained_on['folder']} as it was "

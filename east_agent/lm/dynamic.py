@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 def cache_argument_name(model: torch.nn.Module) -> str:
     """The keyword under which `model.forward` accepts a KV cache."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    # peft's wrapper: torch types a module's attributes as tensors or modules
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # type: ignore[operator]
     parameters = inspect.signature(type(base).forward).parameters
     if "cache" in parameters:
         return "cache"
@@ -152,7 +153,8 @@ class CachedLM:
             order[row] = source
         if order != list(range(self.rows)):
             self._layers()
-            self.cache.reorder_cache(torch.tensor(order, device=self.device))
+            # a long tensor: transformers names the legacy class torch.LongTensor
+            self.cache.reorder_cache(torch.tensor(order, device=self.device))  # type: ignore[arg-type]
 
     def save(self, row: int, start: int) -> tuple[int, list[tuple[torch.Tensor, torch.Tensor]]]:
         return start, [

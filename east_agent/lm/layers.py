@@ -11,7 +11,7 @@ Both write each new key and value at its row's own positions and attend over tho
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, TypeGuard
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,21 @@ class Dims(NamedTuple):
     kv_heads: int
     head_dim: int
     grouped: bool  # fewer key/value heads than query heads
+
+
+class Norm(Protocol):
+    """An RMSNorm module (LlamaRMSNorm and its copies in the other Llama-family models)."""
+
+    weight: torch.Tensor
+
+
+class DecoderLayer(Protocol):
+    """What is read of a Llama-family decoder layer's modules."""
+
+    self_attn: torch.nn.Module
+    mlp: torch.nn.Module
+    input_layernorm: Norm
+    post_attention_layernorm: Norm
 
 
 class PlainLayer(NamedTuple):
@@ -39,7 +54,7 @@ class PlainLayer(NamedTuple):
     @classmethod
     def of(
         cls,
-        layer: torch.nn.Module,
+        layer: DecoderLayer,
         qkv: tuple[torch.Tensor, torch.Tensor | None] | None,
         gate_up: tuple[torch.Tensor, torch.Tensor | None] | None,
         act: str | None,
@@ -49,21 +64,23 @@ class PlainLayer(NamedTuple):
         attention, mlp = layer.self_attn, layer.mlp
         if qkv is None or gate_up is None or gate_up[1] is not None or act not in ("silu", "swish"):
             return None
-        if any(
-            type(module) is not torch.nn.Linear or module.bias is not None
-            for module in (attention.o_proj, mlp.down_proj)
-        ):
+        output, down = attention.o_proj, mlp.down_proj
+        if not (_bias_free_linear(output) and _bias_free_linear(down)):
             return None
         norm = layer.input_layernorm
         return cls(
             norm.weight,
             *qkv,
-            attention.o_proj.weight,
+            output.weight,
             layer.post_attention_layernorm.weight,
             gate_up[0],
-            mlp.down_proj.weight,
+            down.weight,
             epsilon(norm),
         )
+
+
+def _bias_free_linear(module: object) -> TypeGuard[torch.nn.Linear]:
+    return type(module) is torch.nn.Linear and module.bias is None
 
 
 class Queries(NamedTuple):
@@ -98,11 +115,11 @@ class Ragged(NamedTuple):
     shared: bool  # every row of the step holds the backend's shared prefix (`prefix` below)
 
 
-def epsilon(norm: torch.nn.Module) -> float:
-    return getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", 1e-6)
+def epsilon(norm: Norm) -> float:
+    return getattr(norm, "variance_epsilon", 0.0) or getattr(norm, "eps", 1e-6)
 
 
-def rms_norm(norm: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+def rms_norm(norm: Norm, x: torch.Tensor) -> torch.Tensor:
     """LlamaRMSNorm in one kernel: statistics in float32 as there; the scale is applied
     before the one rounding to the model's dtype (LlamaRMSNorm rounds, then scales)."""
     return F.rms_norm(x, (x.shape[-1],), norm.weight, epsilon(norm))
@@ -195,7 +212,9 @@ def attend_ragged(
 
 def _group_rows(group: Queries, keys, values, start: int):
     """The keys and values a group attends to: its rows, positions `start` to the mask's end."""
-    end = (group.mask if group.bias is None else group.bias).shape[-1]
+    bounds = group.mask if group.bias is None else group.bias
+    assert bounds is not None  # a group has a mask or a bias (`StaticLM._queries`)
+    end = bounds.shape[-1]
     if isinstance(group.rows, torch.Tensor):  # index_select: several times faster on CPUs
         return (
             keys[:, :, start:end].index_select(0, group.rows),

@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -33,16 +35,17 @@ def make_modules_scannable() -> list[str]:
             if getter is None:
                 logger.warning("module %s fails attribute lookups: compiling may fail", name)
                 continue
-            module.__getattr__ = _missing_as_attribute_error(getter)
+            # the module's own hook, replaced (typeshed has it a method of ModuleType)
+            module.__getattr__ = _missing_as_attribute_error(getter)  # type: ignore[method-assign]
             fixed.append(name)
         except Exception as error:  # not what the compile fails on here; named, left alone
             logger.warning("module %s fails attribute lookups (%r)", name, error)
     return fixed
 
 
-def _missing_as_attribute_error(getter):
+def _missing_as_attribute_error(getter: Callable[[str], Any]) -> Callable[[str], Any]:
     @functools.wraps(getter)
-    def __getattr__(attribute: str):
+    def __getattr__(attribute: str) -> Any:
         try:
             return getter(attribute)
         except ImportError as error:

@@ -37,6 +37,7 @@ class Saved:
 
     def vectors(self, buffer: int) -> torch.Tensor:
         """What was saved of buffer number `buffer`."""
+        assert self.bundles is not None  # loads are made after the saves they put back
         return self.bundles[buffer][self.offset : self.offset + self.size]
 
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import torch
@@ -140,25 +140,27 @@ def _fuse(modules: list[torch.nn.Module]) -> tuple[torch.Tensor, torch.Tensor | 
 
     The layers' own weights become views into the fused tensor, so the model's forward is
     unchanged and no memory is added; done once per model (a second StaticLM reuses it)."""
-    if not all(type(module) is torch.nn.Linear for module in modules):
+    linears = [module for module in modules if type(module) is torch.nn.Linear]
+    if len(linears) != len(modules):
         return None  # e.g. LoRA-wrapped layers: run them one by one
-    weights = [module.weight for module in modules]
-    fused = getattr(modules[0], "_east_fused", None)
+    weights = [module.weight for module in linears]
+    fused = getattr(linears[0], "_east_fused", None)
     if fused is not None and fused[0].data_ptr() == weights[0].data_ptr():
         return fused
     # plain tensors even under inference_mode: they are the model's parameters from now on
     with torch.inference_mode(False), torch.no_grad():
         weight = torch.cat([w.detach() for w in weights])
-        biases = [module.bias for module in modules]
+        biases = [module.bias for module in linears]
         bias = None if any(b is None for b in biases) else torch.cat([b.detach() for b in biases])
         start = 0
-        for module in modules:
+        for module in linears:
             rows = module.weight.shape[0]
             module.weight.data = weight[start : start + rows]
             if bias is not None:
                 module.bias.data = bias[start : start + rows]
             start += rows
-    modules[0]._east_fused = (weight, bias)
+    # torch types a module's attributes as tensors or modules: this one is neither
+    linears[0]._east_fused = (weight, bias)  # type: ignore[assignment]
     return weight, bias
 
 
@@ -237,8 +239,9 @@ class StaticLM:
         # step's sizes are symbols from the start, so a process compiles it a few times
         # (one token or more, one row or more) whatever the buckets, lengths and backends.
         self.compiled = bool(compile_layers)
-        self.layer_step = LayerStep(self.dims)
-        self.ragged_layer_step = RaggedLayerStep(self.dims)
+        # the modules, or what `torch.compile` makes of them
+        self.layer_step: Callable[..., torch.Tensor] = LayerStep(self.dims)
+        self.ragged_layer_step: Callable[..., torch.Tensor] = RaggedLayerStep(self.dims)
         self.compile_scope = contextlib.nullcontext()
         if self.compiled:
             make_modules_scannable()
@@ -289,7 +292,8 @@ class StaticLM:
                 raise
             # part old, part new: nothing to go on with. Nothing is kept either: the frame
             # that held the buffers went with the out-of-memory error, and this one's go now.
-            self.keys, self.values, old = [], [], None
+            self.keys, self.values = [], []
+            del old
             if self.device.type == "cuda":
                 torch.cuda.empty_cache()
             self.broken = kv_cache_advice(len(self.plain), shape, self.dtype, self.device)
@@ -502,7 +506,10 @@ class StaticLM:
         geometry, flat_ids, last = self._ragged_geometry(rows, tokens)
         hidden = self.model.model.embed_tokens(flat_ids)[None]  # [1, S, width]
         with self.compile_scope:
-            prefixes = self.prefix if geometry.shared else [None] * len(self.keys)
+            prefixes: Sequence[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(self.keys)
+            if geometry.shared:
+                assert self.prefix is not None  # `shared` only where there is one
+                prefixes = self.prefix
             for layer, keys, values, prefix, plain, (qkv, gate_up) in zip(
                 self.model.model.layers, self.keys, self.values, prefixes, self.plain, self.fused
             ):
@@ -517,7 +524,10 @@ class StaticLM:
     def _ragged_geometry(self, rows: Sequence[int], tokens: Sequence[Sequence[int]]):
         """The packed ids, each token's row and position, the query groups, and the index
         of each row's last token."""
-        flat, token_rows, token_positions, last = [], [], [], []
+        flat: list[int] = []
+        token_rows: list[int] = []
+        token_positions: list[int] = []
+        last: list[int] = []
         for row, ids in zip(rows, tokens):
             flat += ids
             token_rows += [row] * len(ids)
@@ -626,7 +636,7 @@ class WideRow(NamedTuple):
     end: int
     row: int
     token: int
-    count: int
+    count: int  # type: ignore[assignment]  # a field: shadows tuple.count, never called
 
 
 # What one more attention group costs on a CPU, in query-position pairs of attention work:

@@ -15,7 +15,7 @@ import codecs
 import json
 import re
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from tokenizers.decoders import Decoder
@@ -62,25 +62,26 @@ class CharacterCuts:
     def written(self, ids: list[int]) -> str:
         """The text of `ids` (special tokens left out) without the start of a character
         they cut (by the text: without every trailing U+FFFD)."""
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text = cast(str, self.tokenizer.decode(ids, skip_special_tokens=True))  # one sequence
         if self.token_bytes is None:
             return text.rstrip(CUT_CHARACTER)
         cut = self.cut_tokens(ids)
         if not cut:
             return text
         if self.token_bytes.marks_run:  # every byte of the run is U+FFFD, whole ones too
-            return self.tokenizer.decode(ids[:-cut], skip_special_tokens=True)
+            return cast(str, self.tokenizer.decode(ids[:-cut], skip_special_tokens=True))
         return text.removesuffix(CUT_CHARACTER)  # byte-level: one U+FFFD for the cut start
 
     def _unfinished_bytes(self, ids: list[int]) -> int:
+        assert self.token_bytes is not None  # its callers look at the text without a table
         # a cut leaves at most 3 bytes, so the last 4 tokens (a byte or more each) hold it
         return unfinished_bytes(b"".join(self.token_bytes[i] for i in ids[-4:]))
 
     def _cut_tokens_by_text(self, ids: list[int]) -> int:
-        if not self.tokenizer.decode(ids).endswith(CUT_CHARACTER):
+        if not cast(str, self.tokenizer.decode(ids)).endswith(CUT_CHARACTER):
             return 0
         for cut in range(1, min(MAX_CUT_TOKENS, len(ids)) + 1):
-            if not self.tokenizer.decode(ids[:-cut]).endswith(CUT_CHARACTER):
+            if not cast(str, self.tokenizer.decode(ids[:-cut])).endswith(CUT_CHARACTER):
                 return cut
         return 0  # more than one character's bytes: not a cut, keep what the model wrote
 
@@ -114,7 +115,8 @@ class TokenBytes:
     def __getitem__(self, token_id: int) -> bytes:
         if token_id not in self.known:
             added = self.added.get(token_id)
-            token = self.tokenizer.convert_ids_to_tokens(token_id)
+            # one id: its token, None for an id the vocabulary lacks
+            token = cast(str | None, self.tokenizer.convert_ids_to_tokens(token_id))
             self.known[token_id] = added.encode() if added else self.spell(token or "")
         return self.known[token_id]
 

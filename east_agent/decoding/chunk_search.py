@@ -58,7 +58,9 @@ def greedy_chunk(
     chunk: list[int] = []
     to_feed = pending
     for _ in range(limits.max_tokens):
-        token_id = (yield stream.feed(to_feed, limits.suppress_mask)).choices[0]
+        fed = yield stream.feed(to_feed, limits.suppress_mask)
+        assert fed.choices is not None  # a masked feed's
+        token_id = fed.choices[0]
         if token_id in limits.stop_ids:
             return chunk, True
         chunk.append(token_id)
@@ -117,6 +119,7 @@ def beam_chunk(
     choices = (
         yield stream.feed(pending, beam=ask((0.0,), at_max_length=limits.max_tokens <= 1))
     ).beam
+    assert choices is not None  # a feed with a BeamStep gets its choices
     prefix_length = lm.length(stream.home)
 
     running_tokens: list[list[int]] = [[]]
@@ -155,6 +158,7 @@ def beam_chunk(
             lm.copy_rows(beam_rows, sources, [prefix_length] * num_beams)
         request = ask(running_scores, at_max_length=step + 2 >= limits.max_tokens)
         choices = (yield stream.feed_rows(beam_rows, token_list, request)).beam
+        assert choices is not None
 
     best = max(finished, key=lambda hypothesis: hypothesis.score)
     lm.load(stream.home, best.saved)
@@ -228,7 +232,9 @@ def word_chunk(
     to_feed = pending
     for _ in range(word_cap(limits)):
         mask = limits.suppress_mask if word or first_mask is None else first_mask
-        token_id = (yield stream.feed(to_feed, mask)).choices[0]
+        fed = yield stream.feed(to_feed, mask)
+        assert fed.choices is not None  # a masked feed's
+        token_id = fed.choices[0]
         if token_id in limits.stop_ids:
             return word, True
         if boundary.starts_next_word(word, token_id):

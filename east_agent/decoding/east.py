@@ -22,7 +22,7 @@ The prompt stays in the cache from one sentence to the next; nothing is encoded 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from east_agent.decoding.chunk_search import (
     REFERENCE,
@@ -178,6 +178,7 @@ class EastStreamDecoder(StreamingDecoder):
         fed = yield stream.feed(stream.pending(), self.read_mask)
         if stream.script is not None:
             return WRITE if stream.units_read in stream.script else READ
+        assert fed.choices is not None  # a masked feed's
         return WRITE if fed.choices[0] == self.token_ids.end_of_read else READ
 
     def _ends_document_sentence(self, stream: Stream, unit: str) -> bool:
@@ -199,6 +200,7 @@ class EastStreamDecoder(StreamingDecoder):
     def scripted_tokens(stream: Stream) -> int:
         """A script's chunk length here; a write it did not ask for (a long-form segment's
         forced write) has none."""
+        assert stream.script is not None  # called for a stream with a script only
         return stream.script.get(stream.units_read, 0)
 
     def write_tokens(self, stream: Stream) -> int:
@@ -254,5 +256,5 @@ class EastStreamDecoder(StreamingDecoder):
     def _end_chunk(self, stream: Stream, chunk_ids: list[int]) -> tuple[list[int], str]:
         """Close the chunk whose ids were just appended with end-of-write; record it."""
         stream.tokens.append_added_token(self.token_ids.end_of_write)
-        text = self.tokenizer.decode(chunk_ids, skip_special_tokens=True).rstrip()
+        text = cast(str, self.tokenizer.decode(chunk_ids, skip_special_tokens=True)).rstrip()
         return chunk_ids, stream.record_chunk(chunk_ids, text)

@@ -6,7 +6,7 @@ trained on, so it is pinned by golden tests.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -165,6 +165,7 @@ def render_user_turn(tokenizer: PreTrainedTokenizerBase, content: str) -> str:
             "the tokenizer has no chat template; chat models (EAST checkpoints among them) "
             "ship one (chat_template.jinja or tokenizer_config.json)"
         )
-    return tokenizer.apply_chat_template(
+    rendered = tokenizer.apply_chat_template(
         [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
     )
+    return cast(str, rendered)  # tokenize=False: the rendered text

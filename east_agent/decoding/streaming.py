@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import astuple, dataclass, field, fields
 from numbers import Integral
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -41,6 +41,8 @@ from east_agent.decoding.units import check_unit, check_unit_list
 from east_agent.lm import build_lm
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from east_agent.decoding.east import DecoderConfig
@@ -103,6 +105,8 @@ def check_shared_settings(config: DecoderConfig | WaitkConfig) -> None:
 
 
 FIELD_TYPES = {"int": Integral, "str": str, "bool": bool}
+# what a field's value is made into: an int, a str enum's text, a bool
+PLAIN_TYPES: dict[str, Callable[[Any], object]] = {"int": int, "str": str.__str__, "bool": bool}
 
 
 def check_field_types(config: DecoderConfig | WaitkConfig) -> None:
@@ -116,8 +120,7 @@ def check_field_types(config: DecoderConfig | WaitkConfig) -> None:
         if kind not in FIELD_TYPES or (value is None and optional == "None"):
             continue
         if isinstance(value, FIELD_TYPES[kind]) and not (kind == "int" and isinstance(value, bool)):
-            plain = {"int": int, "str": str.__str__, "bool": bool}[kind]  # a str enum's text
-            object.__setattr__(config, setting.name, plain(value))
+            object.__setattr__(config, setting.name, PLAIN_TYPES[kind](value))
             continue
         shown = type(value).__qualname__
         module = type(value).__module__
@@ -237,7 +240,7 @@ def run_feeds(lm: LMBackend, feeds: Sequence[Feed]) -> list[Fed]:
     )
     spans, start = [], 0
     by_mask: dict[int, tuple[torch.Tensor, list[int]]] = {}
-    by_beam: dict[tuple, list[int]] = {}
+    by_beam: dict[tuple, list[tuple[int, BeamStep]]] = {}  # (feed number, its step)
     for number, feed in enumerate(feeds):
         spans.append((start, start + len(feed.rows)))
         if feed.mask is not None:
@@ -245,20 +248,24 @@ def run_feeds(lm: LMBackend, feeds: Sequence[Feed]) -> list[Fed]:
                 range(start, start + len(feed.rows))
             )
         if feed.beam is not None:
-            by_beam.setdefault(feed.beam.group(), []).append(number)
+            by_beam.setdefault(feed.beam.group(), []).append((number, feed.beam))
         start += len(feed.rows)
-    choices: list[int | None] = [None] * start
+    choices: dict[int, int] = {}  # the masked argmax of each row of a masked feed
     for mask, indices in by_mask.values():
         for index, token_id in zip(indices, masked_argmax(_rows(logits, indices), mask)):
             choices[index] = token_id
     beams: list[BeamChoices | None] = [None] * len(feeds)
-    for numbers in by_beam.values():
-        rows = [index for number in numbers for index in range(*spans[number])]
-        answers = beam_choices(_rows(logits, rows), [feeds[n].beam for n in numbers])
-        for number, answer in zip(numbers, answers):
+    for group in by_beam.values():
+        rows = [index for number, _ in group for index in range(*spans[number])]
+        answers = beam_choices(_rows(logits, rows), [step for _, step in group])
+        for (number, _), answer in zip(group, answers):
             beams[number] = answer
     return [
-        Fed(logits[a:b], choices[a:b] if feed.mask is not None else None, beams[number])
+        Fed(
+            logits[a:b],
+            [choices[index] for index in range(a, b)] if feed.mask is not None else None,
+            beams[number],
+        )
         for number, (feed, (a, b)) in enumerate(zip(feeds, spans))
     ]
 
@@ -330,6 +337,12 @@ def check_open(stream: Stream) -> None:
 
 class Stream:
     """One sentence stream: its rows, its ids, its counters and the record of its sentence."""
+
+    # long form only: set by `Segmenter.begin` (`check_room` asks whether they are)
+    segment_units: int
+    segment_context: bool
+    recent_units: deque[str]
+    sentence_first_chunk: int
 
     def __init__(
         self,
@@ -567,6 +580,7 @@ class StreamingDecoder:
                 else:
                     stream.step = Step(decision=None, finished=True)
                 return
+            assert isinstance(event, tuple)  # after WAIT: a unit, or END
             unit, is_last = event
             stream.step = yield from self._push(stream, unit, is_last)
             if stream.step.finished:
@@ -585,11 +599,12 @@ class StreamingDecoder:
     def advance(self, stream: Stream, value: Fed | tuple[str, bool] | str) -> Feed | None:
         """Send `value` to the stream's program; return the feed it asks for next, or None
         when it waits for the next source event or has finished its sentence."""
+        assert stream.program is not None  # `begin` set it
         try:
             request = stream.program.send(value)
         except StopIteration:
             return None
-        return None if request is WAIT else request
+        return request if isinstance(request, Feed) else None  # else WAIT
 
     def run_until_feed(
         self,

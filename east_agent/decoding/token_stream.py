@@ -14,7 +14,7 @@ Generated ids are kept exactly as generated: they are never re-tokenized.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from east_agent.decoding.units import (
     SourceError,
@@ -88,7 +88,7 @@ class TokenStream:
         for index in range(len(prompt_ids) - 1, -1, -1):
             if prompt_ids[index] not in self.added_token_ids:
                 continue
-            token_text = self.tokenizer.convert_ids_to_tokens(prompt_ids[index])
+            token_text = cast(str, self.tokenizer.convert_ids_to_tokens(prompt_ids[index]))
             offset = prompt.rfind(token_text)
             if offset >= 0 and self.encode(prompt[offset:]) == prompt_ids[index:]:
                 return index, prompt[offset:]
@@ -127,7 +127,7 @@ class TokenStream:
         """Append an added token (end-of-read, end-of-write); it opens a new run."""
         self.ids.append(token_id)
         self._run_start = len(self.ids) - 1
-        self._run_text = self.tokenizer.convert_ids_to_tokens(token_id)
+        self._run_text = cast(str, self.tokenizer.convert_ids_to_tokens(token_id))  # one id: a str
 
     def append_generated(self, token_ids: list[int]) -> None:
         """Append model-generated ids verbatim; text can only follow after an added token."""

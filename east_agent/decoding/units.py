@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, is_unspaced
 
@@ -66,7 +66,7 @@ def token_group_units(text: str, tokenizer: PreTrainedTokenizerBase) -> list[str
     read = 0  # how much of `text` the groups so far decoded to
     for token_id in tokenizer(text, add_special_tokens=False)["input_ids"]:
         group.append(token_id)
-        piece = tokenizer.decode(group)
+        piece = cast(str, tokenizer.decode(group))  # one sequence: one str
         found = text.find(piece.strip(), read)
         if "\ufffd" in piece and (found < 0 or text[read:found].strip()):
             continue  # a character split across tokens (not a U+FFFD of the text's own)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from east_agent.decoding.chunk_search import (
     MAX_WORD_TOKENS,
@@ -34,6 +34,7 @@ from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.long_form import (
     DEFAULT_CONTEXT_WORDS,
     DEFAULT_SEGMENT_UNITS,
+    Segmenter,
     capped_tokens,
     check_long_form,
     long_form_settings,
@@ -149,6 +150,8 @@ class WritesTheRestAtTheEnd:
     """Wait-k writes the rest of the target at the end of the source (of the segment, in
     long form), even after a WRITE at its last unit."""
 
+    segments: Segmenter | None  # the decoder's
+
     def _needs_final_write(self, stream: Stream) -> bool:
         return units_in_segment(self.segments, stream) > 0
 
@@ -184,16 +187,18 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         target: the prompt before the source, and after it up to the target."""
         return split_prompt(tokenizer, config.src_lang, config.tgt_lang)
 
-    def _begin(self, stream: OfflineWaitkStream) -> None:
+    def _begin(self, stream: Stream) -> None:
         """The prompt before the source stays cached."""
+        assert isinstance(stream, OfflineWaitkStream)  # the decoder's stream_class
         stream.source_end = stream.tokens.mark()
         stream.target_ids = []
         if self.segments is not None:
             self.segments.begin(stream)
 
-    def anchor_context(self, stream: OfflineWaitkStream, source: str, target: str) -> int:
+    def anchor_context(self, stream: Stream, source: str, target: str) -> int:
         """Long form: the context opens the new segment's source prefix and target prefix
         (fed again with every unit, as the offline prompt's target always is)."""
+        assert isinstance(stream, OfflineWaitkStream)  # the decoder's stream_class
         if source:
             stream.tokens.append_text(source)
         stream.source_end = stream.tokens.mark()
@@ -203,7 +208,9 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
     def _limits(self, max_tokens: int) -> ChunkLimits:
         return ChunkLimits(max_tokens, self.end_of_turn, self.suppress)
 
-    def _push(self, stream: OfflineWaitkStream, unit: str, is_last: bool) -> Feeds[Step]:
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Feeds[Step]:
+        assert isinstance(stream, OfflineWaitkStream)  # the decoder's stream_class
+        assert stream.source_end is not None  # `_begin` set it
         # The unit goes in after the source prefix: what followed it (end of the user turn,
         # assistant header, target prefix) leaves the cache and is fed again.
         stream.rewind_cache(stream.tokens.restore(stream.source_end))
@@ -216,7 +223,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         if is_last or ends_segment:
             stream.decisions.append(FORCED)
             step = yield from self._forced_write(stream, finished=is_last)
-            if not is_last:
+            if not is_last and self.segments is not None:  # not the last: a segment ended
                 self.segments.start_next(stream)
             return step
         if units_in_segment(self.segments, stream) < self.config.waitk:
@@ -249,7 +256,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         if decision != FORCED or capped:
             after = self.characters.written(stream.target_ids)
         else:
-            after = self.tokenizer.decode(stream.target_ids, skip_special_tokens=True)
+            after = cast(str, self.tokenizer.decode(stream.target_ids, skip_special_tokens=True))
         text = after[len(os.path.commonprefix([before, after])) :]
         if decision == FORCED:  # the end of a sentence (or of a long-form segment)
             text = text.rstrip()
@@ -261,7 +268,8 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         """The text of the target prefix the steps so far have written."""
         return self.characters.written(target_ids)
 
-    def _final_write(self, stream: OfflineWaitkStream) -> Feeds[Step]:
+    def _final_write(self, stream: Stream) -> Feeds[Step]:
+        assert isinstance(stream, OfflineWaitkStream)  # the decoder's stream_class
         if not stream.pending():  # a word was the last thing fed: its last token again
             stream.rewind_cache(len(stream.tokens.ids) - 1)
         return (yield from self._forced_write(stream, finished=True))
@@ -311,7 +319,8 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
         # suppressed, so a model done with its sentence wrote up to 32 tokens of `.D.D.“.`).
         self.word_mask = self.mask(set(ids.read_suppressed) | set(ids.write_suppressed))
 
-    def _push(self, stream: EastWaitkStream, unit: str, is_last: bool) -> Feeds[Step]:
+    def _push(self, stream: Stream, unit: str, is_last: bool) -> Feeds[Step]:
+        assert isinstance(stream, EastWaitkStream)  # the decoder's stream_class
         stream.word_end = None
         first = opens_source(self.segments, stream, unit)
         stream.start_unit(unit_text(unit, self.src_lang, first=first))
@@ -327,7 +336,7 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
         stream.tokens.append_added_token(self.token_ids.end_of_read)
         if decision == FORCED:  # after the source or a segment: to the model's end-of-write
             chunk_ids, text = yield from self._write(stream)
-            if not is_last:
+            if not is_last and self.segments is not None:  # not the last: a segment ended
                 self.segments.start_next(stream)
         else:
             max_tokens = capped_tokens(self.segments, stream, MAX_WORD_TOKENS, False)
@@ -344,11 +353,12 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             chunk_ids, text = self._end_chunk(stream, word)
         return Step(decision, text, chunk_ids, finished=is_last)
 
-    def _final_write(self, stream: EastWaitkStream) -> Feeds[Step]:
+    def _final_write(self, stream: Stream) -> Feeds[Step]:
         """The end of the source after a word written at the last unit: the word's chunk
         goes on to the model's end-of-write (that end-of-write leaves the cache), the rest
         one more chunk: the ids, and so the target, of the flag's forced write (unless a
         chunk's token cap cuts either). Otherwise: end-of-read, then the rest."""
+        assert isinstance(stream, EastWaitkStream)  # the decoder's stream_class
         if stream.word_end is None:
             return (yield from super()._final_write(stream))
         stream.rewind_cache(stream.tokens.restore(stream.word_end))

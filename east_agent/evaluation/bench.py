@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict, cast
 
 import torch
 
@@ -78,7 +78,7 @@ from east_agent.decoding.prompt import (
 from east_agent.decoding.units import join_source_units, source_units, unit_text
 from east_agent.lm import KV_CACHES, CachedLM, build_lm, cache_argument_name, new_dynamic_cache
 from east_agent.lm.checkpoint import TORCH_DTYPES
-from east_agent.lm.static import supports
+from east_agent.lm.static import StaticLM, supports
 
 if TYPE_CHECKING:
     from transformers import (
@@ -259,7 +259,7 @@ def reference_sentence(
     for position, unit in enumerate(units):
         text += unit_text(unit, config.src_lang, first=position == 0)
         inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
-        model.generate(
+        model.generate(  # type: ignore[operator]  # GenerationMixin's, untyped on PreTrainedModel
             **inputs, max_new_tokens=1, suppress_tokens=list(ids.read_suppressed),
             eos_token_id=[ids.end_of_read], **common, **{cache_kwarg: cache},
         )  # fmt: skip
@@ -268,12 +268,13 @@ def reference_sentence(
         text += END_OF_READ
         inputs = tokenizer(text, add_special_tokens=False, return_tensors="pt").to(device)
         tokens = writes[position + 1]
-        output = model.generate(
+        output = model.generate(  # type: ignore[operator]  # as above
             **inputs, max_new_tokens=tokens + 1, min_new_tokens=tokens + 1,
             suppress_tokens=list(ids.write_suppressed), **common, **{cache_kwarg: cache},
         )  # fmt: skip
         chunk = output[0, inputs["input_ids"].shape[1] :][:tokens]
-        text += tokenizer.decode(chunk, skip_special_tokens=True) + END_OF_WRITE
+        # one sequence of ids decodes to one string
+        text += cast(str, tokenizer.decode(chunk, skip_special_tokens=True)) + END_OF_WRITE
     return text
 
 
@@ -436,7 +437,17 @@ def llama3_east_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-RANDOM_MODELS = {
+class LlamaShape(TypedDict):
+    hidden_size: int
+    intermediate_size: int
+    num_hidden_layers: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    rope_theta: float
+    max_position_embeddings: int
+
+
+RANDOM_MODELS: dict[str, LlamaShape] = {
     "llama3-8b": {
         "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
         "num_attention_heads": 32, "num_key_value_heads": 8, "rope_theta": 500000.0,
@@ -463,7 +474,7 @@ def random_model(
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=False,
-        **RANDOM_MODELS[name],
+        **RANDOM_MODELS[name],  # type: ignore[misc]  # rope_theta: taken by its **kwargs, unhinted
     )
     cuda_devices = list(range(torch.cuda.device_count()))  # manual_seed seeds them all
     with torch.random.fork_rng(devices=cuda_devices):
@@ -605,12 +616,13 @@ def stream_benchmark(
             outcomes = {outcome.key: outcome for outcome in translate_batch(decoder, jobs, stats)}
             synchronize(args.device)
             seconds = time.perf_counter() - begun
+            translations = [outcomes[i].translation for i in range(len(sentences))]
             same = sum(
-                outcomes[i].translation is not None
-                and (outcomes[i].translation.chunk_ids, outcomes[i].translation.delays)
-                == (expected[i].chunk_ids, expected[i].delays)
-                for i in range(len(sentences))
+                found is not None
+                and (found.chunk_ids, found.delays) == (wanted.chunk_ids, wanted.delays)
+                for found, wanted in zip(translations, expected)
             )
+            assert isinstance(decoder.lm, StaticLM)  # the ragged backend, checked above
             kv = decoder.lm.memory_bytes() / len(decoder.streams)
             # the row's own tokens (before: the sequential decoder's, where outputs differ)
             decoded = target_tokens([outcome.translation for outcome in outcomes.values()])
@@ -623,7 +635,7 @@ def stream_benchmark(
     return results
 
 
-def target_tokens(translations: list[Translation | None]) -> int:
+def target_tokens(translations: Sequence[Translation | None]) -> int:
     """The target tokens the translations hold (a sentence that failed: none)."""
     return sum(len(ids) for t in translations if t is not None for ids in t.chunk_ids)
 
@@ -1111,6 +1123,7 @@ def decoder_runs(
                 write_atomically(
                     Path(args.save_schedule), schedule_file(args.testset, args.latency, recorded)
                 )
+    assert schedule is not None  # recorded by the first backend's run: --kv-caches has one
     if args.num_beams > 1:
         beam_config = DecoderConfig(
             src_lang, tgt_lang, args.latency, num_beams=args.num_beams, kv_cache=args.kv_caches[0]
@@ -1169,7 +1182,7 @@ def main(argv: list[str] | None = None) -> None:
         partial = Path(f"{args.output}.partial") if keeps_rows else None
 
         earlier = bool(partial and partial.exists())  # a run's cut short before this one
-        written = []
+        written: list[int] = []
 
         def finished_row(results: list) -> None:
             """The table so far, beside the output: a run cut short keeps its rows."""

@@ -117,9 +117,15 @@ class EvalConfig:
         return KeyPlace(self.source, text, set())
 
     def comet(self) -> CometSettings | None:
-        """How COMET scores this grid's runs; None if `quality_metrics` has no COMET."""
+        """How COMET scores this grid's runs; None if `quality_metrics` has no COMET, refused
+        without a checkpoint."""
         if "COMET" not in self.quality_metrics:
             return None
+        if self.comet_checkpoint is None:
+            raise EvalConfigError(
+                f"{self.place().of('quality_metrics')}: COMET needs comet_checkpoint, the path "
+                "of a local COMET model.ckpt (nothing is downloaded)"
+            )
         python = {"python": self.comet_python} if self.comet_python else {}
         return CometSettings(
             self.comet_checkpoint, **python, batch_size=self.comet_batch_size, gpus=self.comet_gpus
@@ -347,7 +353,7 @@ def swept_setting(action: argparse.Action | None, value: Any) -> Any:
         return value
     if value is None:
         return action.default
-    if isinstance(value, str) and action.type is not None:
+    if isinstance(value, str) and callable(action.type):  # a registered name: value kept
         try:
             return action.type(value)
         except (TypeError, ValueError, argparse.ArgumentTypeError):
@@ -458,6 +464,7 @@ def check_decoding(config: EvalConfig, run: Run, args: argparse.Namespace) -> No
 def _run_value_error(
     config: EvalConfig, run: Run, shared: dict[str, Any], key: str, message: str
 ) -> EvalConfigError:
+    keys: tuple[str, ...]
     if key in shared and key not in run.flags:  # the grid's own value
         keys = (key,)
     else:
@@ -522,11 +529,6 @@ def check_comet_settings(config: EvalConfig) -> None:
     if settings is None:
         return
     place = config.place()
-    if settings.checkpoint is None:
-        raise EvalConfigError(
-            f"{place.of('quality_metrics')}: COMET needs comet_checkpoint, the path of a "
-            "local COMET model.ckpt (nothing is downloaded)"
-        )
     try:
         check_comet(settings)
     except CometError as error:
@@ -559,7 +561,7 @@ def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_neede
     Without `model_needed` (merging shards) the checkpoint is not looked at; without COMET
     asked (a shard's runs), COMET's paths are not."""
     config_folder = config.source.resolve().parent
-    comet_keys = ("comet_checkpoint", "comet_python") if config.comet() else ()
+    comet_keys = ("comet_checkpoint", "comet_python") if "COMET" in config.quality_metrics else ()
     keys = ("word_times", *comet_keys)
     for key in ("model_path", *keys) if model_needed else keys:
         value = getattr(config, key)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from east_agent.common.atomic import check_folder_path, check_replaceable, remove
 from east_agent.common.entry import CommandError
@@ -84,6 +84,9 @@ from east_agent.evaluation.testsets import (
     split_by_tokenizer,
 )
 from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, clear_scores
+
+if TYPE_CHECKING:
+    from east_agent.evaluation.significance import Comparison
 
 
 def prepare(config: EvalConfig) -> PreparedTestset:
@@ -151,6 +154,7 @@ def run_inputs(
 
     def run_input(run: Run):
         if run.gold_sentences:  # the talks' sentences, one SimulEval instance each
+            assert longform_set is not None  # gold runs are refused outside a long-form grid
             run_set = gold_sentences_of(testset, longform_set)
             return run_set, indices and sentence_span(longform_set.talks, indices)
         return testset, indices
@@ -218,6 +222,7 @@ def limit_ending_at(run: Run, end: int, longform_set: LongformSet | None) -> int
     talks its sentences end; None if no count of talks ends there)."""
     if not run.gold_sentences:
         return end
+    assert longform_set is not None  # gold runs are refused outside a long-form grid
     talks = longform_set.talks
     ends = [sentence_span(talks, (0, count))[1] for count in range(len(talks) + 1)]
     return ends.index(end) if end in ends else None
@@ -395,7 +400,8 @@ def _run_picked(
     wanted, unscored = wanted_scoring(config, testset), set()
     longform_set = check_longform(config) if config.long_form else None
     indices = grid_span(testset, limit, shard)
-    if shard and indices[0] == indices[1]:  # a job array's shard past a short set's end
+    # a job array's shard past a short set's end (a shard always has a span)
+    if shard and indices is not None and indices[0] == indices[1]:
         print(
             f"--shard {shard[0]}/{shard[1]}: no sentence (talk, in a long-form grid) of the "
             f"{testset.sentences if limit is None else min(limit, testset.sentences)} falls "
@@ -457,8 +463,9 @@ def _run_picked(
             unscored.add(job.name)
 
     try:
-        compared = run_jobs(
-            todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None
+        compared = cast(  # the follow-ups' compare_system lists, by system
+            "dict[str, list[Comparison]]",
+            run_jobs(todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None),
         )
     except Exception:  # runs failed: the tables of those that finished, then the error
         with suppress(Exception):  # the runs' failure is the error to show; a rerun tables

@@ -50,7 +50,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -207,7 +207,9 @@ def worker_pool(jobs: int, threads: int) -> Iterator[tuple[ProcessPoolExecutor, 
 def _run_on_workers(
     pool, share, jobs_to_run, follow_ups, after_run, jobs: int, total: int, available: int
 ):
-    pending, running, failures = list(jobs_to_run), {}, []
+    pending = list(jobs_to_run)
+    running: dict[Future, Job | FollowUp] = {}
+    failures: list[str] = []
     waiting, finished, returned = list(follow_ups), set(), {}
     done_here: list[Job] = []  # finished runs whose `after_run` is still to come
     while pending or running or done_here:

@@ -88,7 +88,7 @@ SHORTFORM_KEYS = {
     "DSPTV": "dsptv",
     "degenerate": "degenerate_policy",
 }
-LOG_FIELDS = {"prediction": str, "delays": list, "elapsed": list}
+LOG_FIELDS: dict[str, type] = {"prediction": str, "delays": list, "elapsed": list}
 RESEGMENTED_FILE = "omnisteval.resegmented.jsonl"  # one re-segmented sentence per line
 SOURCE_FILE = "omnisteval.source.txt"  # the scored talks' source sentences, for COMET
 
@@ -202,8 +202,9 @@ def talk_outputs_from_sentences(
         if all(number in by_sentence for number in span):
             records = [by_sentence[number] for number in span]
             outputs.append(joined_talk_output(path, records, talk, char_level))
-    for number, record in sorted(by_sentence.items()) if references is not None else ():
-        check_reference(path, record, references[number], f"sentence {number}")
+    if references is not None:
+        for number, record in sorted(by_sentence.items()):
+            check_reference(path, record, references[number], f"sentence {number}")
     if not outputs:
         raise ValueError(
             f"{path}: no talk has all its sentences in the log (a log of whole talks is "

@@ -279,7 +279,7 @@ TABLE_FILES = (
 def summarize(
     config: EvalConfig,
     runs: list[Run],
-    compared: dict[str, object] | None = None,
+    compared: dict[str, list[Comparison]] | None = None,
     left_out: set[str] | None = None,
     asked: list[str] | None = None,
 ) -> list[dict[str, Any]]:
@@ -350,10 +350,10 @@ def remove_earlier_tables(output: Path) -> None:
 
 
 def compare_settings(
-    config: EvalConfig, runs: list[Run], compared: dict[str, object]
+    config: EvalConfig, runs: list[Run], compared: dict[str, list[Comparison]]
 ) -> list[Comparison]:
     """Significance of the BLEU differences along each system's settings (its curve)."""
-    comparisons = []
+    comparisons: list[Comparison] = []
     for system in dict.fromkeys(run.system for run in runs):
         found = compared.get(system)
         comparisons += found if found is not None else compare_system(config, system, runs)

@@ -201,7 +201,7 @@ def made_from(run_dir: Path, config: EvalConfig) -> dict:
     """What the scores depend on besides the test set: the log as it is now (size and
     time) and the clock."""
     status = (run_dir / "instances.log").stat()
-    stamp = {
+    stamp: dict[str, object] = {
         "log_bytes": status.st_size,
         "log_mtime": status.st_mtime,
         "unit_seconds": config.ca_unit_seconds,
@@ -277,7 +277,9 @@ def longform_columns(config: EvalConfig, run: Run, run_dir: Path) -> dict:
             scores = {key: value for key, value in saved["scores"].items() if key != "COMET"}
             saved = {**saved, "scores": scores, "comet": None}
         else:
-            saved = add_resegmented_comet(saved, run_dir, config.comet())
+            settings = config.comet()
+            assert settings is not None  # as `comet` is: COMET is asked
+            saved = add_resegmented_comet(saved, run_dir, settings)
         saved["made_from"] = {**stamp, "comet": comet}
         write_atomically(path, json.dumps(saved, indent=2) + "\n")
     return saved["scores"]
@@ -316,7 +318,7 @@ def _longform_scored_again(config: EvalConfig, run: Run, run_dir: Path, label: s
     return True
 
 
-def _comet_checkpoint(made_from_comet: dict | str) -> str:
+def _comet_checkpoint(made_from_comet: dict | str) -> str | None:
     """The checkpoint's content in a record's `made_from.comet` (before COMET's texts were
     stripped, the record was that content alone)."""
     if isinstance(made_from_comet, dict):

@@ -139,7 +139,7 @@ def run_record(
         flags.setdefault("beam_stop", REFERENCE)
     if flags.get("adapter_path"):  # by its content, as the checkpoint (before: its path)
         flags["adapter_path"] = model_setting(str(flags["adapter_path"]))
-    record = {
+    record: dict[str, Any] = {
         "model_path": checkpoint,
         "testset": testset.name,
         "agent": run.agent,
@@ -369,6 +369,7 @@ def _run_simuleval(
     finished = False
     try:
         if in_process:
+            assert models is not None  # made above for a run in this process
             _run_in_process(command, models)
         else:
             returncode = run_child(command)
@@ -437,7 +438,7 @@ class LoadedModels:
 
     def __init__(self) -> None:
         self.key: tuple | None = None
-        self.loaded = None
+        self.loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None
 
     def get(
         self,
@@ -452,6 +453,7 @@ class LoadedModels:
         if key != self.key:
             self.key, self.loaded = None, None  # the old one goes before the new one loads
             self.loaded, self.key = agent_class.load(args, config), key
+        assert self.loaded is not None  # the key's: loaded above or by an earlier call
         return self.loaded
 
 

@@ -115,8 +115,8 @@ def merge_settings_records(shard_dirs: list[Path], run_dir: Path) -> None:
     # every shard's sentences
     record = max(records, key=lambda record: sum(map(is_content_setting, record.values())))
     record = {name: value for name, value in record.items() if name != SPAN}
-    spans = [shard.get(SPAN) for shard in records]
-    if all(isinstance(span, list) for span in spans):
+    spans = [span for shard in records if isinstance(span := shard.get(SPAN), list)]
+    if len(spans) == len(records):  # every shard's
         record[SPAN] = [min(span[0] for span in spans), max(span[1] for span in spans)]
     write_atomically(run_dir / SETTINGS_RECORD, json.dumps(record, indent=2) + "\n")
 

@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from east_agent.common.text_lines import iter_lines
 from east_agent.evaluation.omnisteval_scoring import RESEGMENTED_FILE
@@ -124,7 +125,8 @@ def compare_resegmented(
     """Compare long-form runs on their re-segmented sentences (OmniSTEval's
     `omnisteval.resegmented.jsonl`, `east_agent.evaluation.run_scores`); runs scored on
     other talks than the first (a partial run) are left out."""
-    settings, references = [], None
+    settings: list[tuple[str, list[str]]] = []
+    references: list[str] | None = None
     for setting, folder in runs:
         records = [json.loads(line) for line in iter_lines(folder / RESEGMENTED_FILE)]
         found = [str(record["reference"]) for record in records]
@@ -134,6 +136,7 @@ def compare_resegmented(
             settings.append((setting, [str(record["prediction"]) for record in records]))
     if len(settings) < 2:
         return []
+    assert references is not None  # the first run's, which settings holds
     return compare(system, settings, references, tokenize, samples)
 
 
@@ -147,7 +150,7 @@ def compare(
     """Compare each (setting, predictions) with the one before it; under MIN_SENTENCES
     sentences (set by the grid's SAMPLES draws, whatever `samples` a test asks) untested."""
     from sacrebleu.metrics import BLEU
-    from sacrebleu.significance import PairedTest
+    from sacrebleu.significance import PairedTest, Result
 
     for setting, predictions in settings:
         if len(predictions) != len(references):
@@ -159,10 +162,9 @@ def compare(
     comparisons = []
     for (before, baseline), (after, candidate) in zip(settings, settings[1:]):
         if len(references) < MIN_SENTENCES:
-            scores = (bleu.corpus_score(baseline, None), bleu.corpus_score(candidate, None))
-            comparisons.append(
-                Comparison(system, before, after, *(s.score for s in scores), None, None)
-            )
+            bleu_from = bleu.corpus_score(baseline, None).score
+            bleu_to = bleu.corpus_score(candidate, None).score
+            comparisons.append(Comparison(system, before, after, bleu_from, bleu_to, None, None))
             continue
         test = PairedTest(
             [(before, baseline), (after, candidate)],
@@ -171,8 +173,11 @@ def compare(
             test_type="bs",
             n_samples=samples,
         )
-        _, scores = test()
-        baseline_result, candidate_result = scores["BLEU"]
+        _, results = test()
+        # a metric's column holds Results (only the "System" column holds names)
+        baseline_result, candidate_result = cast("list[Result]", results["BLEU"])
+        # the bootstrap gives every system after the baseline both
+        assert candidate_result.ci is not None and candidate_result.p_value is not None
         comparisons.append(
             Comparison(
                 system,

@@ -193,7 +193,7 @@ def prepare_testset(
     remove(output / "testset.json")
     for talk_file in longform.TALK_FILES:  # a long-form set prepared here before
         remove(output / talk_file)
-    extra = {}
+    extra: dict[str, object] = {}
     if talk_size:
         source_lines, references, extra = longform.write_talks(
             output, name, talk_size, pairs, units, references, tgt_lang

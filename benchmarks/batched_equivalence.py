@@ -101,7 +101,12 @@ def compare(model, tokenizer, units, references, level, beams, args) -> dict:
     decoder = EastStreamDecoder(model, tokenizer, config, streams=streams)
     started = time.perf_counter()
     jobs = [Sentence(index, sentence) for index, sentence in enumerate(units)]
-    got = {outcome.key: outcome.translation for outcome in translate_batch(decoder, jobs)}
+    got = {}
+    for outcome in translate_batch(decoder, jobs):
+        if outcome.error is not None:  # before: an AttributeError on its translation, None
+            raise outcome.error
+        assert outcome.translation is not None  # an outcome holds one or the other
+        got[outcome.key] = outcome.translation
     batched_seconds = time.perf_counter() - started
     different = [
         index

@@ -79,6 +79,7 @@ def run(args) -> str:
             rows.append((start + len(block), seconds / len(block), peak_megabytes(), probe.longest))
             print(rows[-1], flush=True)
     counters = decoder.counters
+    assert decoder.segments is not None  # long_form=True: the decoder keeps segments
     budget = decoder.segments.budget
     lines = [
         f"### {datetime.date.today()}: long-form stream, {args.words} words "

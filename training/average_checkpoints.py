@@ -73,9 +73,9 @@ def average(
                 "training.merge_lora), then average the merged checkpoints"
             )
         check_weights(path, "--inputs")
-    for path in inputs[1:]:
-        check_same_model(Path(inputs[0]), Path(path))
-        check_same_tensor_shapes(Path(inputs[0]), Path(path))
+    for checkpoint in inputs[1:]:
+        check_same_model(Path(inputs[0]), Path(checkpoint))
+        check_same_tensor_shapes(Path(inputs[0]), Path(checkpoint))
     model = load_whole(inputs[0])
     dtype = getattr(torch, save_dtype) if save_dtype else model.dtype
     total = sum(weights)
@@ -84,13 +84,13 @@ def average(
         name: tensor.detach().float() * (weights[0] / total)
         for name, tensor in model.state_dict().items()
     }
-    for path, weight in zip(inputs[1:], weights[1:]):
-        other = load_whole(path).state_dict()
-        _check_same_tensors(sums, other, inputs[0], path)
-        _check_finite(other, path)
+    for checkpoint, weight in zip(inputs[1:], weights[1:]):
+        other = load_whole(checkpoint).state_dict()
+        _check_same_tensors(sums, other, inputs[0], checkpoint)
+        _check_finite(other, checkpoint)
         for name, tensor in other.items():
             sums[name] += tensor.detach().float() * (weight / total)
-        logger.info("added %s (weight %.3g)", path, weight / total)
+        logger.info("added %s (weight %.3g)", checkpoint, weight / total)
     model = model.to(dtype)  # first: the average is cast once, to the dtype it is saved in
     model.load_state_dict({name: tensor.to(dtype) for name, tensor in sums.items()})
     with atomic_path(output) as temporary:
@@ -160,7 +160,9 @@ def vocabulary(tokenizer_file: Path) -> tuple:
     """The tokens and ids a `tokenizer.json` holds, its added tokens among them (not how
     a `tokenizers` version writes them: merges are saved in two forms)."""
     saved = read_json_object(tokenizer_file)
-    model = saved.get("model") if isinstance(saved.get("model"), dict) else {}
+    model = saved.get("model")
+    if not isinstance(model, dict):
+        model = {}
     added = sorted(
         (token.get("id"), token.get("content"))
         for token in saved.get("added_tokens") or []

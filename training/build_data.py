@@ -317,14 +317,14 @@ def check_record_languages(
     """A record's own `src_lang` / `tgt_lang` (a test set's) must be the flag's language,
     `de` being `German` (before: ignored, an en-de set labelled German to English)."""
     for name, flag in LANGUAGE_FIELDS.items():
-        if name not in record or languages[name] is None:
+        language = languages[name]
+        if name not in record or language is None:
             continue
         if not isinstance(record[name], str):
             raise RecordError(f"{path}: {place}: field {name!r} must be a string")
-        if known_language_name(record[name]) != language_name(languages[name]):
+        if known_language_name(record[name]) != language_name(language):
             raise RecordError(
-                f"{path}: {place}: field {name!r} is {record[name]!r}, but {flag} is "
-                f"{languages[name]!r}"
+                f"{path}: {place}: field {name!r} is {record[name]!r}, but {flag} is {language!r}"
             )
 
 
@@ -362,6 +362,7 @@ def read_parallel(
         for place, record in placed:
             check_record_languages(record, languages, pairs, place)
         return [pair_of(record, pairs, place) for place, record in placed]
+    assert source is not None and target is not None  # main: both, or --pairs
     sources, targets = read_corpus(source), read_corpus(target)
     if len(sources) != len(targets):
         raise ValueError(f"{source} has {len(sources)} lines but {target} has {len(targets)}")
@@ -469,7 +470,8 @@ def segment(
     does not rise strictly from level to level."""
     from tqdm import tqdm
 
-    records, lagging = [], {level: [] for level in levels}
+    records: list[dict] = []
+    lagging: dict[str, list[float]] = {level: [] for level in levels}
     for (source, target), links in tqdm(
         list(zip(kept, all_links)), desc="segmenting", disable=not progress, unit="pair"
     ):

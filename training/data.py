@@ -54,7 +54,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from east_agent.common.records import RecordError, invalid_json
 from east_agent.common.text_lines import bad_byte, not_utf8, open_binary
@@ -191,6 +191,7 @@ def _check_simt(record: dict) -> str | None:
 
 
 def _check_offline(record: dict) -> str | None:
+    fields: tuple[str, ...]
     if "instruction" in record:
         fields = ("instruction", "output")
     else:
@@ -245,18 +246,16 @@ def _unencodable(record: dict) -> str | None:
     return _first_text_problem(record, lone_surrogate)
 
 
-def _control_token(record: dict, tokens: re.Pattern) -> str | None:
-    """Which of `tokens` a valid record's text holds, or None: the tokenizer would make it
-    that token (an EAST token inside a chunk, a chat header inside a turn), not text."""
+def _control_token(record: dict, tokens: re.Pattern | None) -> str | None:
+    """Which of `tokens` (`units.token_pattern`'s, None for none) a valid record's text
+    holds, or None: the tokenizer would make it that token (an EAST token inside a chunk, a
+    chat header inside a turn), not text."""
 
     def holds(text: str) -> str | None:
-        found = tokens.search(text)
+        found = units.control_token_in(text, tokens)
         if found is None:
             return None
-        return (
-            f"holds {found.group()!r}, a control token: it would be trained as that token, "
-            "not as text"
-        )
+        return f"holds {found!r}, a control token: it would be trained as that token, not as text"
 
     return _first_text_problem(record, holds)
 
@@ -444,9 +443,11 @@ def read_conversations(
         for raw in iter_records(path):
             report.records += 1
             report.by_file[file] += 1
-            problem = raw.problem or _problem(raw.record)
+            record = raw.record
+            problem = raw.problem if record is None else _problem(record)
             if problem is None:
-                yield conversation(raw.record, file, raw.place)
+                assert record is not None  # an unreadable line comes with its problem
+                yield conversation(record, file, raw.place)
             elif skip_malformed:
                 report.skip(f"{path}: {raw.place}", problem, unreadable=raw.record is None)
             else:
@@ -485,9 +486,10 @@ class ChatTokenizer:
         return messages
 
     def _apply(self, messages: list[dict], add_generation_prompt: bool) -> str:
-        return self.tokenizer.apply_chat_template(
+        text = self.tokenizer.apply_chat_template(
             messages, tokenize=False, add_generation_prompt=add_generation_prompt
         )
+        return cast(str, text)  # tokenize=False: the rendered text
 
     def _generation_prompt_unguarded(self) -> bool:
         """Whether the template renders the same with and without add_generation_prompt."""
@@ -768,6 +770,7 @@ def check_control_tokens(
     if not tokens:
         return list(conversations)
     pattern = units.token_pattern(tokens)
+    assert pattern is not None  # tokens is not empty
     bad = [item for item in conversations if _turns_hold(item, pattern)]
     if not bad:
         return list(conversations)
@@ -810,7 +813,9 @@ def _named_problems(
         record = records.get((item.file, item.place))
         problem = _control_token(record, pattern) if record is not None else None
         if problem is None:  # the file changed since, or the token spans two fields
-            token = _turns_hold(item, pattern).group()
+            held = _turns_hold(item, pattern)
+            assert held is not None  # items are conversations whose turns hold a token
+            token = held.group()
             problem = f"its chat turns hold {token!r}, a control token"
         named.append((item, problem))
     return named

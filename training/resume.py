@@ -110,6 +110,7 @@ def resolve_resume(config: SFTConfig) -> str | None:
         if checkpoint is not None:
             logger.info("resuming from %s", checkpoint)
         return str(checkpoint) if checkpoint else None
+    assert isinstance(setting, str)  # None and both bools are handled above
     if not is_complete_checkpoint(Path(setting)):
         raise ValueError(f"resume_from_checkpoint: {setting} is not a complete checkpoint")
     return str(setting)

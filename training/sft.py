@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 
@@ -170,7 +170,9 @@ def resize_embeddings_with_mean(
         model.resize_token_embeddings(vocab_size, mean_resizing=False)
     first = vocab_size - new_tokens
     embeddings = (model.get_input_embeddings(), model.get_output_embeddings())
-    matrices = {id(m.weight): m.weight for m in embeddings if m is not None}  # tied: once
+    # nn.Module types an attribute as a tensor or a module: an embedding's weight is a tensor
+    weights = [cast(torch.Tensor, m.weight) for m in embeddings if m is not None]
+    matrices = {id(weight): weight for weight in weights}  # tied: once
     with _gathered(list(matrices.values())), torch.no_grad():
         for weight in matrices.values():
             weight[first:vocab_size] = weight[:first].mean(dim=0, keepdim=True)
@@ -181,7 +183,7 @@ def embedding_rows(model: PreTrainedModel) -> int:
     """The rows of the input embeddings, whole: under DeepSpeed ZeRO-3 a weight's own
     shape is its empty shard's (`ds_shape` is the whole one; before, Stage I read 0 rows,
     set every row to the mean of none, and trained from NaN embeddings)."""
-    weight = model.get_input_embeddings().weight
+    weight = cast(torch.Tensor, model.get_input_embeddings().weight)  # typed loosely by nn.Module
     return int(getattr(weight, "ds_shape", weight.shape)[0])
 
 
@@ -257,18 +259,18 @@ def wrap_with_lora(model: PreTrainedModel, config: SFTConfig) -> PeftModel:
     )
     check_target_modules(model, config)
     try:
-        model = get_peft_model(model, lora)
+        lora_model = get_peft_model(model, lora)
     except ValueError as error:  # modules the model lacks: known only now
         raise ValueError(f"{config.source}: lora.target_modules: {error}") from None
     if config.train.get("gradient_checkpointing") or config.train.get("activation_checkpointing"):
-        model.enable_input_require_grads()
-    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in model.parameters()]
+        lora_model.enable_input_require_grads()
+    sizes = [(getattr(p, "ds_numel", p.numel()), p.requires_grad) for p in lora_model.parameters()]
     trainable = sum(size for size, trained in sizes if trained)  # ZeRO-3: whole, not a shard
     total = sum(size for size, _ in sizes)
     logger.info(
         "LoRA: %d of %d parameters trainable (%.2f%%)", trainable, total, 100 * trainable / total
     )
-    return model
+    return lora_model
 
 
 def check_target_modules(model: PreTrainedModel, config: SFTConfig) -> None:
@@ -534,6 +536,7 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
         return finished
     finished_at = finished_step(resume, training_args.max_steps)
     if finished_at is not None:
+        assert resume is not None  # finished_step is None without a checkpoint to resume
         writer = training_args.process_index == 0
         return finish_from_checkpoint(config, Path(resume), finished_at, writer)
     check_resumable(config, resume, training_args)
@@ -585,7 +588,8 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
     # read before training: the checkpoint rotation (save_total_limit) may remove it
     resumed_at = None if resume is None else step_of(resume)
     result = trainer.train(resume_from_checkpoint=resume)
-    if resumed_at == trainer.state.global_step:  # an epoch-sized run resumed at its end
+    # an epoch-sized run resumed at its end
+    if resume is not None and resumed_at == trainer.state.global_step:
         return finish_from_checkpoint(
             config, Path(resume), resumed_at, trainer.is_world_process_zero()
         )
@@ -640,6 +644,7 @@ def check_trained(trainer: Trainer, samples: int) -> None:
     diverged = diverged_steps(trainer.state.log_history)
     if diverged:
         raise ValueError(f"{diverged}; no model written: {DIVERGED_HINT}")
+    assert trainer.model is not None  # the Trainer was built with the model
     broken = trainer.accelerator.reduce(  # every rank's count (a rank's shard under FSDP)
         torch.tensor(len(non_finite_weights(trainer.model)), device=trainer.accelerator.device),
         reduction="sum",

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from east_agent.decoding.batching import Outcome, StepFailed
+from east_agent.decoding.chunk_search import REFERENCE
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.streaming import FORCED, WRITE
 from tiny_east import synthetic_sentence
@@ -45,6 +48,25 @@ def test_a_batched_translation_with_more_chunks_is_compared(east_model, east_tok
     theirs = script.outcomes(batched, decoder.config.max_new_tokens)
     assert at == script.first_difference(mine, theirs) and mine[:at] == theirs[:at]
     assert margin >= 0 and median >= 0
+
+
+def test_a_sentence_the_batched_run_lost_raises_its_error(east_model, east_tokenizer):
+    """Before: its outcome's translation, None, was compared, an AttributeError that hid
+    why the sentence was lost."""
+    import random
+
+    script = load_script()
+    units = [synthetic_sentence(random.Random(4))[0]]
+    lost = StepFailed("the stream's program failed")
+
+    def translate_batch(decoder, jobs):
+        yield from (Outcome(job.key, len(job.units), error=lost) for job in jobs)
+
+    script.translate_batch = translate_batch
+    args = SimpleNamespace(beam_stop=REFERENCE, streams=1)
+    with pytest.raises(StepFailed) as raised:
+        script.compare(east_model, east_tokenizer, units, ["a reference"], "low", 1, args)
+    assert raised.value is lost
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 
 @entrypoint
-class EastAgent(StreamingAgent):
+class EastAgent(StreamingAgent[DecoderConfig]):
     """READ/WRITE decided by the EAST model itself, one KV cache per sentence."""
 
     @staticmethod

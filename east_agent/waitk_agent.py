@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 
 @entrypoint
-class WaitkAgent(StreamingAgent):
+class WaitkAgent(StreamingAgent[WaitkConfig]):
     """Read k units, then one word per unit read; after the source ends, write the rest."""
 
     @staticmethod

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
@@ -62,6 +62,8 @@ if TYPE_CHECKING:
     DecodingConfig = DecoderConfig | WaitkConfig
 
 logger = logging.getLogger("east_agent")
+# an agent class's decoding config: what `decoding_config` makes, the other methods take
+ConfigT = TypeVar("ConfigT", bound="DecodingConfig")
 
 
 def add_model_args(parser: argparse.ArgumentParser) -> None:
@@ -278,6 +280,7 @@ def check_prompt_room(
     if long_form:
         checked_budget(config.cache_budget, config.max_context or model_positions(args), fixed)
     else:
+        assert config.max_context is not None  # prompt_room_checked, and not long form
         check_sentence_room(config.max_context, fixed)
 
 
@@ -297,14 +300,14 @@ def load_east(
     )
 
 
-class StreamingAgent(TextToTextAgent):
+class StreamingAgent(TextToTextAgent, Generic[ConfigT]):
     """Subclasses turn their flags into one decoding config (`decoding_config`, checked
     before anything loads), load their model (`load`) and build their decoder from the
     config (`build_decoder`); class methods, so that a batched run or a server builds one
     decoder with many streams and no agent."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        self.config = self.checked_config(args)  # the data files among the checks
+        self.config: ConfigT = self.checked_config(args)  # the data files among the checks
         self.check_with_tokenizer(args, self.config)
         self.model, self.tokenizer = self.load(args, self.config)
         self.decoder: StreamingDecoder = self.build_decoder(self.model, self.tokenizer, self.config)
@@ -312,19 +315,19 @@ class StreamingAgent(TextToTextAgent):
         super().__init__(args)  # calls reset()
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> StreamingAgent:
+    def from_args(cls, args: argparse.Namespace) -> StreamingAgent[ConfigT]:
         """How SimulEval builds the agent; under its own `simuleval` command a refusal ends
         the command in one line, as under `east-simuleval`."""
         with ended_as_stock_simuleval():
             return cls(checked_stock_command(args))
 
     @classmethod
-    def decoding_config(cls, args: argparse.Namespace) -> DecodingConfig:
+    def decoding_config(cls, args: argparse.Namespace) -> ConfigT:
         """The decoder's settings, from the flags, once (a bad value is refused here)."""
         raise NotImplementedError
 
     @classmethod
-    def checked_config(cls, args: argparse.Namespace) -> DecodingConfig:
+    def checked_config(cls, args: argparse.Namespace) -> ConfigT:
         """`decoding_config`, a --device this machine has, the source and reference
         files, a checkpoint config transformers reads, and a --max-context the checkpoint
         can hold (its config read, not its weights): what a run checks before it writes or
@@ -358,7 +361,7 @@ class StreamingAgent(TextToTextAgent):
         from east_agent.simuleval_glue.run_folder import EFFECTIVE_CONTEXT, PROMPT_LANGUAGES
 
         languages = [known_language_name(args.src_lang), known_language_name(args.tgt_lang)]
-        resolved = {PROMPT_LANGUAGES: languages}
+        resolved: dict[str, Any] = {PROMPT_LANGUAGES: languages}
         if not (Path(args.model_path) / "config.json").is_file():
             return resolved  # a hub name: its config is not read here
         try:
@@ -370,7 +373,7 @@ class StreamingAgent(TextToTextAgent):
         return resolved
 
     @classmethod
-    def check_with_tokenizer(cls, args: argparse.Namespace, config: DecodingConfig) -> None:
+    def check_with_tokenizer(cls, args: argparse.Namespace, config: ConfigT) -> None:
         """What a run checks reading the checkpoint's tokenizer, once the flags, files and
         output folder passed (`checked_config`, `run_folder.writing`), before the folder
         changes or the weights load: a checkpoint whose config, tokenizer, EAST tokens or
@@ -384,15 +387,13 @@ class StreamingAgent(TextToTextAgent):
             check_control_tokens(args.source, tokenizer())
 
     @classmethod
-    def fixed_prompt(
-        cls, tokenizer: PreTrainedTokenizerBase, config: DecodingConfig
-    ) -> tuple[str, ...]:
+    def fixed_prompt(cls, tokenizer: PreTrainedTokenizerBase, config: ConfigT) -> tuple[str, ...]:
         """The prompt pieces of the decoder `build_decoder` makes for `config`."""
         raise NotImplementedError
 
     @classmethod
     def load(
-        cls, args: argparse.Namespace, config: DecodingConfig
+        cls, args: argparse.Namespace, config: ConfigT
     ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """(model, tokenizer) as the model flags say."""
         raise NotImplementedError
@@ -402,7 +403,7 @@ class StreamingAgent(TextToTextAgent):
         cls,
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
-        config: DecodingConfig,
+        config: ConfigT,
         streams: int = 1,
     ) -> StreamingDecoder:
         raise NotImplementedError
@@ -421,7 +422,7 @@ class StreamingAgent(TextToTextAgent):
             self.model.half()
             moved = True
         if moved:
-            self.model.to(device)
+            self.model.to(device)  # type: ignore[arg-type]  # transformers' @wraps leaves `to` unbound
             self.decoder = self.build_decoder(self.model, self.tokenizer, self.config)
 
     def policy(self) -> ReadAction | WriteAction:

@@ -50,6 +50,7 @@ from east_agent.common.arguments import given_flags, non_negative_int, positive_
 from east_agent.simuleval_glue.server_sessions import SESSION_HEADER
 
 if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without torch
+    from simuleval.agents.states import AgentStates
     from simuleval.data.segments import Segment
     from tornado import web
 
@@ -81,7 +82,7 @@ class RequestError(ValueError):
 @dataclass
 class Session:
     stream: Stream
-    states: object  # SimulEval's AgentStates: the source and target as SimulEval keeps them
+    states: AgentStates  # the source and target as SimulEval keeps them
     last_seen: float = field(default_factory=time.monotonic)
     pushed: int = 0  # source units handed to the stream
     written: int = 0  # chunks sent to the client

@@ -55,6 +55,7 @@ from east_agent.simuleval_glue.run_folder import (
 from east_agent.simuleval_glue.scoring import UNSPACED_UNITS, recorded_source_units
 
 if TYPE_CHECKING:
+    from simuleval.agents import GenericAgent
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from east_agent.simuleval_glue.adapter import StreamingAgent
@@ -81,7 +82,9 @@ def batch_size_of(argv: list[str]) -> tuple[int, list[str]]:
     return known.batch_size, rest
 
 
-def parse_args(agent_class: type, argv: list[str], known_only: bool = False) -> argparse.Namespace:
+def parse_args(
+    agent_class: type[GenericAgent], argv: list[str], known_only: bool = False
+) -> argparse.Namespace:
     """SimulEval's flags, the scorers', the dataloader's and the agent's, as SimulEval
     parses them (unknown flags are errors; `known_only`: left out, as SimulEval reads a
     `--system-dir`'s config)."""
@@ -269,6 +272,7 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
                     failures.append((outcome.key, f"({outcome.units} units): {outcome.error}"))
                 else:
                     translation = outcome.translation
+                    assert translation is not None  # an outcome holds one or an error
                     totals, translated = totals + translation.counters, translated + 1
                     instance = ReplayedInstance(outcome.key, dataloader, args)
                     instance.replay(

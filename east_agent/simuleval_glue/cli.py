@@ -55,11 +55,11 @@ def _flags_matched_whole() -> Iterator[None]:
         original_init(self, *args, **kwargs)
         self.allow_abbrev = False
 
-    argparse.ArgumentParser.__init__ = init
+    argparse.ArgumentParser.__init__ = init  # type: ignore[method-assign]  # patched for SimulEval's parsers
     try:
         yield
     finally:
-        argparse.ArgumentParser.__init__ = original_init
+        argparse.ArgumentParser.__init__ = original_init  # type: ignore[method-assign]  # put back
 
 
 def _score_only(argv: list[str]) -> None:
@@ -183,11 +183,11 @@ def _help(argv: list[str], simuleval_main) -> None:
             settings["help"] = argparse.SUPPRESS
         return add_argument(container, *names, **settings)
 
-    argparse._ActionsContainer.add_argument = without_slurm
+    argparse._ActionsContainer.add_argument = without_slurm  # type: ignore[method-assign, assignment]  # patched for SimulEval's parser
     try:
         _print_help(argv, simuleval_main)
     finally:
-        argparse._ActionsContainer.add_argument = add_argument
+        argparse._ActionsContainer.add_argument = add_argument  # type: ignore[method-assign]  # put back
 
 
 def _print_help(argv: list[str], simuleval_main) -> None:
@@ -226,9 +226,15 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
     typed = agent_class
     if agent_class is None and _given("--system-dir"):
         typed = _system_dir_class()  # for its source and target types only
-    refuse_computation_aware_for_text(computation_aware, getattr(typed, "source_type", None))
-    types = tuple(getattr(typed, name, None) for name in ("source_type", "target_type"))
-    known_types = types if all(isinstance(kind, str) for kind in types) else None
+    source_type, target_type = (
+        getattr(typed, name, None) for name in ("source_type", "target_type")
+    )
+    refuse_computation_aware_for_text(computation_aware, source_type)
+    known_types = (
+        (source_type, target_type)
+        if isinstance(source_type, str) and isinstance(target_type, str)
+        else None
+    )
     output = output_of(argv)
     # the agent's flags and the scoring's against its target, with or without a folder
     # (before: a Chinese target in words was refused only with --output)
@@ -619,7 +625,9 @@ def _enter_system_dir(argv: list[str]) -> list[str]:
     the command line too, are the folder's, as SimulEval's `build_system_from_dir` reads
     them."""
     with_flags = _with_system_dir_flags(argv)
-    os.chdir(_given_system_dir())
+    folder = _given_system_dir()
+    assert folder is not None  # called with --system-dir given
+    os.chdir(folder)
     return with_flags
 
 

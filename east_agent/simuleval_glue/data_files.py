@@ -278,6 +278,7 @@ def checked_span(
     lines = check_source_file(source, target, latency_unit)
     if lines is None:
         return None
+    assert source is not None  # a line count comes only with a source file
     check_indices(start_index, end_index, lines, source)
     span = sentence_span(start_index, end_index, lines)
     if not span:  # a grid's shard past a short test set's end; by hand, a slip said so

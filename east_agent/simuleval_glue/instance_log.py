@@ -76,7 +76,8 @@ LOG_SERIES = {
     "elapsed": ("numbers of seconds, >= 0", (int, float), False),
 }
 LARGEST = sys.float_info.max  # past it no float (NaN and infinity fail `0 <= x <= LARGEST`)
-SCORED_FIELDS = {"prediction": str, "delays": list}  # what SimulEval's scorers read
+# what SimulEval's scorers read
+SCORED_FIELDS: dict[str, type] = {"prediction": str, "delays": list}
 
 
 def check_record_fields(where: str, record: dict, fields: dict[str, type]) -> None:

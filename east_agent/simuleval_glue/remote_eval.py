@@ -240,18 +240,20 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
     now |= {name: getattr(args, name) for name in sorted(LOG_UNIT_SETTINGS)}  # the log's units
     if isinstance(language, str):
         now["src_lang"] = language
-    if isinstance(info.get("settings"), dict):  # this package's server: its system's settings
-        now["served"] = info["settings"]
-    output = Path(args.output) if args.output else None
-    record = output / SETTINGS_RECORD if output else None
-    resumed = args.continue_unfinished and record is not None and record.exists()
-    kept = kept_records(output) if resumed else []  # set aside for SimulEval's loop too
+    served = info["settings"] if isinstance(info.get("settings"), dict) else None
+    if served is not None:  # this package's server: its system's settings
+        now["served"] = served
+    if not args.output or not args.continue_unfinished:
+        return now
+    output = Path(args.output)
+    record = output / SETTINGS_RECORD
+    kept = kept_records(output) if record.exists() else []  # set aside for SimulEval's loop too
     if not kept:
         return now
     saved, log = read_json_object(record), output / "instances.log"
     recorded = saved.get("src_lang")
     if (
-        "src_lang" in now
+        isinstance(language, str)  # the server says it
         and recorded is not None
         and known_language_name(recorded) != known_language_name(language)
     ):
@@ -283,7 +285,7 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
                 "records are in those units; resume with the same flag, or write to another "
                 "--output"
             )
-    _refuse_another_system(log, saved, now.get("served"))
+    _refuse_another_system(log, saved, served)
     return saved
 
 
@@ -652,6 +654,7 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
                     try:
                         _translate(session, server, instance, segment_size, sentences.stopping)
                     except requests.HTTPError as error:
+                        assert error.response is not None  # raise_for_status sets it
                         if error.response.status_code == NO_FREE_STREAM:
                             sentences.give_back(index)
                             return

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.comet_process import COMET_INPUTS, checkpoint_identity
@@ -108,10 +109,11 @@ def check_latency_unit(args: argparse.Namespace, tgt_lang: str | None = None) ->
     unit = getattr(args, "eval_latency_unit", "word")
     if unit == "spm":
         check_spm_model(getattr(args, "eval_latency_spm_model", None))
-    known = tgt_lang is not None and known_language_name(tgt_lang) in LANGUAGE_NAMES
-    if known and is_unspaced(tgt_lang):
+    if tgt_lang is None or known_language_name(tgt_lang) not in LANGUAGE_NAMES:
+        return
+    if is_unspaced(tgt_lang):
         _check_unspaced_target(args, unit, tgt_lang)
-    if unit == "char" and known and not is_unspaced(tgt_lang):
+    elif unit == "char":
         raise ValueError(
             f"--eval-latency-unit char: for a Chinese or Japanese target, whose characters "
             f"are its units; a {tgt_lang} target writes words (SimulEval would take the "
@@ -167,7 +169,7 @@ def scoring_settings(args: argparse.Namespace) -> dict:
             options.get_scorer_class(kind, metric).add_args(flags)
     names = sorted({*EVALUATOR_SETTINGS, *(action.dest for action in flags._actions)})
     names = [name for name in names if name not in NOT_SCORE_SETTINGS]
-    settings = {name: getattr(args, name, None) for name in names}
+    settings: dict[str, Any] = {name: getattr(args, name, None) for name in names}
     if settings.get("comet_checkpoint"):
         settings["comet_checkpoint"] = checkpoint_identity(settings["comet_checkpoint"])
     if "comet_source_lang" in settings:  # how the source's units were joined, not the name

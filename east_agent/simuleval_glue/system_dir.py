@@ -98,7 +98,8 @@ def flag_dests(parser: argparse.ArgumentParser) -> dict[str, str]:
 def repeated_setting(parser: argparse.ArgumentParser, keys: list[str]) -> tuple[int, int] | None:
     """Where two of `keys` first name one setting of `parser`, in one spelling or two
     (`latency`, `latency_level`): their indices, or None."""
-    dests, first = flag_dests(parser), {}
+    dests = flag_dests(parser)
+    first: dict[str, int] = {}  # a setting: the index of the key that first named it
     for index, key in enumerate(keys):
         setting = dests.get(key, key)
         if setting in first:

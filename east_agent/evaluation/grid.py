@@ -66,6 +66,8 @@ from east_agent.evaluation.runs import (
     check_afresh,
     check_run_folder,
     claim_run_folder,
+    holds_work,
+    made_otherwise,
     model_setting,
     run_record,
     runs_holding_work,
@@ -428,6 +430,8 @@ def _run_picked(
         elif not afresh:  # the refusal the grid would give
             check_run_folder(run_dir, record_of(run))
         label = f"[{number}/{len(runs)}] {run.name}"
+        if holds_work(run_dir):
+            check_made_as_run(run_dir, command, run_indices or (0, run_set.sentences))
         finished = (run_dir / "scores.tsv").exists()
         if finished and not translated_again_if_lacking(run_dir, label, dry_run):
             scored = rescore_if_changed(
@@ -450,6 +454,7 @@ def _run_picked(
     tabled = tabled_runs(config, every_run, record_of)
     picked = {run.name for run in runs}
     others = [run for run in tabled if run.name not in picked]  # tabled all the same
+    unscored |= made_otherwise_left_out(run_config, others, run_input)
     unscored |= rescore_tabled(config, testset, wanted, others, "{run} (not in --only)", dry_run)
     if dry_run:
         return []
@@ -474,6 +479,38 @@ def _run_picked(
     rows = summarize(config, tabled, compared, left_out=unscored, asked=asked)
     check_tabled(unscored)
     return rows
+
+
+def check_made_as_run(run_dir: Path, command: list[str], span: tuple[int, int]) -> None:
+    """Refuse a run folder whose log another command made (`made_otherwise`)."""
+    otherwise = made_otherwise(run_dir, command, span)
+    if otherwise:
+        raise EvalConfigError(
+            f"{run_dir / 'instances.log'} was written by another command than this grid's "
+            f"run ({otherwise}): give another --output, or delete that folder to run it again"
+        )
+
+
+def made_otherwise_left_out(config: EvalConfig, runs: list[Run], run_input: RunInput) -> set[str]:
+    """The names of the finished runs outside `--only` whose logs another command made
+    (`made_otherwise`), each named on stderr: left out of the tables."""
+    left_out = set()
+    for run in runs:
+        run_dir = config.run_dir(run)
+        if not (run_dir / "scores.tsv").exists():
+            continue
+        run_set, run_indices = run_input(run)
+        command = simuleval_command(config, run, run_set, run_dir, run_indices)
+        otherwise = made_otherwise(run_dir, command, run_indices or (0, run_set.sentences))
+        if otherwise:
+            print(
+                f"east-eval: {run.name} (not in --only): left out of the tables, its log "
+                f"written by another command than this grid's run ({otherwise})",
+                file=sys.stderr,
+                flush=True,
+            )
+            left_out.add(run.name)
+    return left_out
 
 
 def translated_again_if_lacking(run_dir: Path, label: str, dry_run: bool) -> bool:

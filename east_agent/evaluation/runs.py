@@ -308,6 +308,36 @@ def start_afresh(run_dir: Path) -> None:
         write_atomically(run_dir / AFRESH_MARK, json.dumps({"made_afresh": True}) + "\n")
 
 
+def made_otherwise(run_dir: Path, command: list[str], span: tuple[int, int]) -> str | None:
+    """How the log in `run_dir` was made otherwise than the grid's `command` over the
+    sentences `span` makes it, said; None where the same, or where the folder records no
+    settings (made before they were recorded). A run by hand into a grid's run folder
+    rewrites its `run_settings.json` and leaves the grid's `run.json` as it was (before:
+    tabled as the grid's run, other latency or sentences and all, exit 0)."""
+    from east_agent.simuleval_glue.batch import parse_args
+    from east_agent.simuleval_glue.run_folder import (
+        SETTINGS_RECORD,
+        SPAN,
+        differences_shown,
+        recorded_settings,
+        translation_settings,
+    )
+
+    path = run_dir / SETTINGS_RECORD
+    if not path.exists():
+        return None
+    record = read_json_object(path)
+    agent_class = agent_class_of(command[command.index("--agent") + 1])
+    args = parse_args(agent_class, command[1:])
+    saved, wanted = recorded_settings(record), translation_settings(agent_class, args)
+    differ = settings_differ(saved, wanted)
+    said = [differences_shown(differ, saved, wanted)] if differ else []
+    there = record.get(SPAN)
+    if isinstance(there, list) and there != list(span):
+        said.append(f"sentences {there[0]} .. {there[1] - 1} there, {span[0]} .. {span[1] - 1} now")
+    return "; ".join(said) or None
+
+
 def holds_work(run_dir: Path) -> bool:
     """Whether a run folder holds a finished sentence or scores."""
     scored = any((run_dir / name).exists() for name in ("scores.tsv", "metrics.tsv"))

@@ -96,6 +96,45 @@ def test_a_scored_run_whose_log_was_cut_short_is_translated_again(grid, tmp_path
     assert (out / "significance.csv").read_text() == (output / "significance.csv").read_text()
 
 
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({"--end-index": "2"}, "sentences 0 .. 1 there, 0 .. 2 now"),
+        ({"--latency": "medium"}, "latency: 'medium' there, 'low' now"),
+    ],
+    ids=["another-span", "another-latency"],
+)
+def test_a_run_folder_rewritten_by_hand_is_not_tabled_as_the_grids(grid, tmp_path, change, said):
+    """The grid's command line of a run, given by hand with another span or latency into
+    its folder: before, tabled as the grid's run (`done already, skipped`), exit 0. A
+    picked run is refused, naming the difference; one outside --only left out."""
+    from commands import run_simuleval
+
+    config, output, result = grid
+    out = tmp_path / "out"
+    shutil.copytree(output, out)
+    lines = result.stdout.splitlines()
+    [line] = [line for line in lines if line.startswith("$ ") and "/east-low " in line]
+    command = shlex.split(line[2:])[1:]
+    for flag, value in change.items():
+        command[command.index(flag) + 1] = value
+    command[command.index("--output") + 1] = str(out / "runs" / "east-low")
+    by_hand = run_simuleval(*command)
+    assert by_hand.returncode == 0, by_hand.stderr[-3000:]
+    picked = east_eval(config, "--limit", "3", "--output", out, "--only", "east-low")
+    assert picked.returncode == 2, picked.stderr[-3000:]
+    log = out / "runs" / "east-low" / "instances.log"
+    assert picked.stderr == (
+        f"east-eval: {log} was written by another command than this grid's run ({said}): give "
+        "another --output, or delete that folder to run it again\n"
+    )
+    others = east_eval(config, "--limit", "3", "--output", out, "--only", "east-high")
+    assert others.returncode == 2, others.stderr[-3000:]
+    left_out = "east-eval: east-low (not in --only): left out of the tables, its log written "
+    assert f"{left_out}by another command than this grid's run ({said})" in others.stderr
+    assert ("east", "low") not in [(row["system"], row["setting"]) for row in rows_of(out)]
+
+
 def test_a_second_grid_on_a_held_output_is_refused_before_it_changes_anything(grid, tmp_path):
     """Before: a second `east-eval` (or `east-demo`) on a live grid's --output emptied,
     continued or tabled the first one's runs (a 20-sentence run tabled beside 400-sentence

@@ -136,6 +136,17 @@ def hparams_of(checkpoint: str | Path) -> Path:
     return Path(checkpoint).absolute().parents[1] / "hparams.yaml"
 
 
+def checkpoint_in(folder: Path) -> str:
+    """Where a COMET model folder (or its `checkpoints/`) holds its checkpoint, said: the
+    files there, or where one would be (before: `checkpoints/model.ckpt` added to any
+    folder, inside `checkpoints/` too)."""
+    inside = folder if folder.name == "checkpoints" else folder / "checkpoints"
+    found = sorted(inside.glob("*.ckpt")) if inside.is_dir() else []
+    if found:
+        return "there: " + ", ".join(str(path) for path in found)
+    return f"e.g. {inside / 'model.ckpt'}"
+
+
 def check_comet(settings: CometSettings) -> None:
     """COMET can score with these settings, as far as can be known without scoring."""
     if settings.batch_size < 1:
@@ -150,7 +161,7 @@ def check_comet(settings: CometSettings) -> None:
     if checkpoint.is_dir():
         raise CometError(
             f"COMET checkpoint {checkpoint} is a folder: give its model.ckpt file "
-            f"(e.g. {checkpoint / 'checkpoints' / 'model.ckpt'})",
+            f"({checkpoint_in(checkpoint)})",
             "checkpoint",
         )
     if not checkpoint.is_file():

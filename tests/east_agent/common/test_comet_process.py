@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -138,11 +139,18 @@ def test_an_interpreter_that_fails_is_named_with_its_own_words_not_as_one_withou
 
 
 def test_a_folder_given_as_the_checkpoint_is_named_as_a_folder(tmp_path):
-    model = fake_checkpoint(tmp_path / "model", TORCH_ZIP).parents[1]
-    with pytest.raises(CometError) as refused:
-        check_named_by_flag(CometSettings(str(model)))
-    expected = f"is a folder: give its model.ckpt file (e.g. {model}/checkpoints/model.ckpt)"
-    assert str(refused.value) == f"--comet-checkpoint: COMET checkpoint {model} {expected}"
+    """The model's folder or its `checkpoints/`: the checkpoint there named (before:
+    `checkpoints/model.ckpt` added to either, a path that is not there for the second)."""
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)
+    for folder in (checkpoint.parents[1], checkpoint.parent):
+        with pytest.raises(CometError) as refused:
+            check_named_by_flag(CometSettings(str(folder)))
+        expected = f"is a folder: give its model.ckpt file (there: {checkpoint})"
+        assert str(refused.value) == f"--comet-checkpoint: COMET checkpoint {folder} {expected}"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CometError, match=re.escape(f"(e.g. {empty}/checkpoints/model.ckpt)") + "$"):
+        check_named_by_flag(CometSettings(str(empty)))
 
 
 @pytest.mark.parametrize(

@@ -399,6 +399,25 @@ def test_a_schedule_recorded_at_another_latency_is_refused(recorded_schedule, mo
     )
 
 
+SHIPPED_SCHEDULES = sorted((Path(__file__).parents[3] / "benchmarks" / "schedules").glob("*.json"))
+
+
+@pytest.mark.parametrize("shipped", SHIPPED_SCHEDULES, ids=lambda path: path.name)
+def test_a_shipped_schedule_names_its_test_set_and_latency_level(shipped, monkeypatch, capsys):
+    """Before: the shipped files named no level, so another --latency followed them under
+    a header naming that level (recorded at `low`: the demo model of 4b1ad30 makes them
+    again there, decision for decision)."""
+    recorded = json.loads(shipped.read_text())
+    assert recorded["testset"] == shipped.name.split(".")[0].replace("-", ".", 1)
+    assert recorded["latency"] == "low"
+    monkeypatch.setattr(bench, "load_bench_model", lambda *a: pytest.fail("model loaded"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", "nowhere", "--schedule", str(shipped), "--latency", "high",
+              "--testset", recorded["testset"]])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "recorded at --latency low, not at --latency high" in capsys.readouterr().err
+
+
 def test_a_header_says_a_schedules_sentences_were_taken_again(recorded_schedule, tmp_path, capsys):
     """Before: "3 sentences of multi30k.de-en", of which the third was the first again."""
     main([

@@ -107,9 +107,15 @@ def prepare(config: EvalConfig) -> PreparedTestset:
     check_own_sentence_files(folder, "the grid's test set folder")
     tokenizer = None
     if split:
-        from east_agent.lm.checkpoint import load_tokenizer
+        from east_agent.lm.checkpoint import CheckpointError, load_tokenizer
 
-        tokenizer = load_tokenizer(config.model_path)
+        try:
+            tokenizer = load_tokenizer(config.model_path)
+        except CheckpointError as error:  # before: the checkpoint's error alone, a dry run's too
+            raise EvalConfigError(
+                f"{config.testset}: its source is split into units by the checkpoint's "
+                f"tokenizer as the test set is prepared, a dry run's too: {error}"
+            ) from None
     return prepare_testset(config.testset, folder, tokenizer, split_by)
 
 

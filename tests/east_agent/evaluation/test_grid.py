@@ -1919,6 +1919,14 @@ def test_a_dry_run_says_the_checkpoint_would_be_refused(tmp_path, capsys):
     config = quick_config(tmp_path / "grid.yaml", model_path=str(tmp_path / "model"))
     main([str(config), "--dry-run", "--limit", "2"])
     assert "no weights file" in capsys.readouterr().out
+    # a Chinese source is split by the checkpoint's tokenizer as it is prepared (before:
+    # the checkpoint's error alone, after the note that the runs would be refused)
+    nowhere = tmp_path / "nowhere"
+    config = quick_config(tmp_path / "zh.yaml", model_path=str(nowhere), testset="wmt22.zh-en")
+    assert east_eval_fails(capsys, config, "--dry-run", "--limit", "2") == (
+        "east-eval: wmt22.zh-en: its source is split into units by the checkpoint's tokenizer as "
+        f"the test set is prepared, a dry run's too: model path '{nowhere}' does not exist\n"
+    )
 
 
 def test_a_swept_path_below_another_is_refused(tmp_path, capsys):

@@ -15,7 +15,7 @@ import argparse
 from pathlib import Path
 
 from east_agent.common.arguments import DefaultsHelpFormatter, folder_path, positive_int
-from east_agent.common.atomic import check_folder_path
+from east_agent.common.atomic import check_folder_path, not_a_folder
 from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.evaluation.config import (
@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.output is None:  # one per test set: a demo of another set is no refusal
         args.output = str(Path(DEMO_OUTPUTS) / args.testset)
+    if not Path(args.model_path).exists() and args.model_path != str(DEFAULT_MODEL):
+        # before: the advice for the shipped model, "or pass --model-path", to one who had
+        raise ValueError(f"--model-path {args.model_path}: {not_a_folder(Path(args.model_path))}")
     if not Path(args.model_path).exists():
         raise FileNotFoundError(
             f"no model at {args.model_path} (the demo model ships in the "

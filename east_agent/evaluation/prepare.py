@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         split_by = model_setting(args.tokenizer)  # recorded as a grid records it
     with holding_grid_testset(Path(args.output), args.testset, split_by):
         prepared = prepare_testset(args.testset, args.output, tokenizer, split_by)
-    unit = "talks" if longform.parse_name(prepared.name)[1] else "sentences"
+    unit = "talk" if longform.parse_name(prepared.name)[1] else "sentence"
+    unit += "" if prepared.sentences == 1 else "s"  # before: "1 talks"
     print(f"{prepared.sentences} {unit}: {prepared.source} {prepared.reference}")
 
 

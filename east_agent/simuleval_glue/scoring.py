@@ -116,8 +116,8 @@ def check_latency_unit(args: argparse.Namespace, tgt_lang: str | None = None) ->
     elif unit == "char":
         raise ValueError(
             f"--eval-latency-unit char: for a Chinese or Japanese target, whose characters "
-            f"are its units; a {tgt_lang} target writes words (SimulEval would take the "
-            "spaces out of the translations, not the references: BLEU near 0)"
+            f"are its units; a target in {language_name(tgt_lang)} writes words (SimulEval "
+            "would take the spaces out of the translations, not the references: BLEU near 0)"
         )
 
 

@@ -53,6 +53,8 @@ def test_east_prepare_writes_a_long_form_set(tmp_path, capsys):
     prepare.main(["multi30k.de-en.talks300", "--output", str(tmp_path)])
     assert capsys.readouterr().out.startswith("4 talks:")
     assert len(lines(tmp_path / "source.txt")) == 4
+    prepare.main(["multi30k.de-en.talks2000", "--output", str(tmp_path / "one")])
+    assert capsys.readouterr().out.startswith("1 talk:")  # before: "1 talks:"
 
 
 @pytest.mark.parametrize(

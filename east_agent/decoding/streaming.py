@@ -417,7 +417,8 @@ class Stream:
 
     def check_room(self, new_positions: int) -> None:
         if self.lm.length(self.home) + new_positions > self.max_context:
-            advice = "split the source into shorter segments"
+            # a talk's line: long form segments it as it goes, its cache bounded
+            advice = "split the source into shorter segments, or run it in long form (--long-form)"
             if getattr(self, "segment_units", None) is not None:  # long form: cut between units
                 advice = "long form cuts a talk between units, not inside one: split that unit"
             raise ContextOverflowError(

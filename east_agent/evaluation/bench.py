@@ -731,7 +731,9 @@ def progress(text: str, started: float) -> None:
 
 def bench_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="benchmark the streaming decoder", formatter_class=DefaultsHelpFormatter
+        prog="east-bench",  # under `python -m` too (before: "usage: bench.py")
+        description="benchmark the streaming decoder",
+        formatter_class=DefaultsHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model-path", help="an EAST checkpoint")

@@ -267,8 +267,9 @@ def test_finish_equals_a_last_unit_flag(east_model, east_tokenizer, greedy_decod
 def test_source_longer_than_the_context_is_a_clear_error(east_model, east_tokenizer):
     config = DecoderConfig("de", "en", "low", max_context=80)
     decoder = EastStreamDecoder(east_model, east_tokenizer, config)
-    with pytest.raises(ContextOverflowError, match="more than 80 tokens"):
+    with pytest.raises(ContextOverflowError, match="more than 80 tokens") as refused:
         decoder.translate(["rote"] * 200)
+    assert str(refused.value).endswith("or run it in long form (--long-form)")
 
 
 def test_an_overflow_inside_a_beam_step_leaves_the_next_sentence_intact(east_model, east_tokenizer):

@@ -686,6 +686,9 @@ CLIENT_HELP = {
     "eval_latency_unit": "the unit of latency: word, char (Chinese and Japanese) or spm "
     "(the pieces of --eval-latency-spm-model)",
     "source_type": "text (the only type this package's server reads)",
+    "target_type": "text (the only type this package's server writes)",
+    "computation_aware": "SimulEval's, for speech input: refused for text; ask for AL_CA, "
+    "LAAL_CA, AP_CA or DAL_CA with --latency-metrics instead",
 }
 
 

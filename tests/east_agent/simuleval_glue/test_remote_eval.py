@@ -589,6 +589,9 @@ def test_help_lists_the_clients_flags():
         assert f"{flag} " not in result.stdout
     # SimulEval's own text there was --computation-aware's ("Include computational latency.")
     assert "--no-use-ref-len latency with the prediction's length as the target" in shown
+    # flags refused unless text: said so (before: SimulEval's texts, as if they were taken)
+    assert "text (the only type this package's server writes)" in shown
+    assert "--computation-aware SimulEval's, for speech input: refused for text" in shown
 
 
 def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):

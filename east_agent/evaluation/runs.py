@@ -318,6 +318,7 @@ def made_otherwise(run_dir: Path, command: list[str], span: tuple[int, int]) -> 
     from east_agent.simuleval_glue.run_folder import (
         SETTINGS_RECORD,
         SPAN,
+        WEIGHTS_DTYPE,
         differences_shown,
         recorded_settings,
         translation_settings,
@@ -330,6 +331,10 @@ def made_otherwise(run_dir: Path, command: list[str], span: tuple[int, int]) -> 
     agent_class = agent_class_of(command[command.index("--agent") + 1])
     args = parse_args(agent_class, command[1:])
     saved, wanted = recorded_settings(record), translation_settings(agent_class, args)
+    # the dtype `--torch-dtype auto` resolved to depends on the device the grid runs on now
+    # (a GPU grid's folder tabled on a CPU): the flag itself is compared
+    for settings in (saved, wanted):
+        settings.pop(WEIGHTS_DTYPE, None)
     differ = settings_differ(saved, wanted)
     said = [differences_shown(differ, saved, wanted)] if differ else []
     there = record.get(SPAN)

@@ -135,6 +135,32 @@ def test_a_run_folder_rewritten_by_hand_is_not_tabled_as_the_grids(grid, tmp_pat
     assert ("east", "low") not in [(row["system"], row["setting"]) for row in rows_of(out)]
 
 
+def test_a_run_folder_is_the_grids_whatever_dtype_auto_resolved_to_there(grid, tmp_path):
+    """`--torch-dtype auto` resolves by device: a GPU grid's folder (bfloat16 weights)
+    tabled by the same grid on a CPU is still its run; the flag itself must be the same."""
+    from east_agent.evaluation.runs import made_otherwise
+    from east_agent.simuleval_glue.run_folder import SETTINGS_RECORD, WEIGHTS_DTYPE
+
+    _, output, result = grid
+    run_dir = tmp_path / "east-low"
+    shutil.copytree(output / "runs" / "east-low", run_dir)
+    [line] = [
+        line
+        for line in result.stdout.splitlines()
+        if line.startswith("$ ") and "/east-low " in line
+    ]
+    command = shlex.split(line[2:])
+    command[command.index("--output") + 1] = str(run_dir)
+    assert made_otherwise(run_dir, command, (0, 3)) is None
+    record = json.loads((run_dir / SETTINGS_RECORD).read_text())
+    (run_dir / SETTINGS_RECORD).write_text(json.dumps({**record, WEIGHTS_DTYPE: "bfloat16"}))
+    assert made_otherwise(run_dir, command, (0, 3)) is None
+    (run_dir / SETTINGS_RECORD).write_text(json.dumps({**record, "torch_dtype": "bfloat16"}))
+    assert (
+        made_otherwise(run_dir, command, (0, 3)) == "torch_dtype: 'bfloat16' there, 'float32' now"
+    )
+
+
 def test_a_second_grid_on_a_held_output_is_refused_before_it_changes_anything(grid, tmp_path):
     """Before: a second `east-eval` (or `east-demo`) on a live grid's --output emptied,
     continued or tabled the first one's runs (a 20-sentence run tabled beside 400-sentence

@@ -198,8 +198,10 @@ def summarize_merged(
     run_input = run_inputs(testset, longform_set, grid_span(testset, limit, None))
     record_of = records_of(config, run_input, model_setting(config.model_path))
     tabled = tabled_runs(config, every_run, record_of)
+    unscored = made_otherwise_left_out(config, tabled, run_input, "{run}")
+    tabled = [run for run in tabled if run.name not in unscored]
     others = [run for run in tabled if run.name not in merged]
-    unscored = rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
+    unscored |= rescore_tabled(config, testset, wanted_scoring(config, testset), others, "{run}")
     asked = [run.name for run in every_run if run.name in merged]
     summarize(config, tabled, left_out=unscored, asked=asked)
     check_tabled(unscored)
@@ -461,6 +463,7 @@ def _run_picked(
     picked = {run.name for run in runs}
     others = [run for run in tabled if run.name not in picked]  # tabled all the same
     unscored |= made_otherwise_left_out(run_config, others, run_input)
+    others = [run for run in others if run.name not in unscored]  # not scored as the grid's
     unscored |= rescore_tabled(config, testset, wanted, others, "{run} (not in --only)", dry_run)
     if dry_run:
         return []
@@ -497,9 +500,11 @@ def check_made_as_run(run_dir: Path, command: list[str], span: tuple[int, int]) 
         )
 
 
-def made_otherwise_left_out(config: EvalConfig, runs: list[Run], run_input: RunInput) -> set[str]:
-    """The names of the finished runs outside `--only` whose logs another command made
-    (`made_otherwise`), each named on stderr: left out of the tables."""
+def made_otherwise_left_out(
+    config: EvalConfig, runs: list[Run], run_input: RunInput, label: str = "{run} (not in --only)"
+) -> set[str]:
+    """The names of the finished runs (not picked, or merged) whose logs another command
+    made (`made_otherwise`), each named on stderr (`label`): left out of the tables."""
     left_out = set()
     for run in runs:
         run_dir = config.run_dir(run)
@@ -510,7 +515,7 @@ def made_otherwise_left_out(config: EvalConfig, runs: list[Run], run_input: RunI
         otherwise = made_otherwise(run_dir, command, run_indices or (0, run_set.sentences))
         if otherwise:
             print(
-                f"east-eval: {run.name} (not in --only): left out of the tables, its log "
+                f"east-eval: {label.format(run=run.name)}: left out of the tables, its log "
                 f"written by another command than this grid's run ({otherwise})",
                 file=sys.stderr,
                 flush=True,

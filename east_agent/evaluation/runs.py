@@ -316,6 +316,7 @@ def made_otherwise(run_dir: Path, command: list[str], span: tuple[int, int]) -> 
     tabled as the grid's run, other latency or sentences and all, exit 0)."""
     from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import (
+        MODEL_FOLDERS,
         SETTINGS_RECORD,
         SPAN,
         WEIGHTS_DTYPE,
@@ -332,9 +333,13 @@ def made_otherwise(run_dir: Path, command: list[str], span: tuple[int, int]) -> 
     args = parse_args(agent_class, command[1:])
     saved, wanted = recorded_settings(record), translation_settings(agent_class, args)
     # the dtype `--torch-dtype auto` resolved to depends on the device the grid runs on now
-    # (a GPU grid's folder tabled on a CPU): the flag itself is compared
+    # (a GPU grid's folder tabled on a CPU): the flag itself is compared. A checkpoint or
+    # adapter not here now (a hub id, or gone since) is `run.json`'s to compare, as the
+    # grid resolves it (`claim_run_folder`)
+    gone = [name for name in MODEL_FOLDERS if isinstance(wanted.get(name), str)]
     for settings in (saved, wanted):
-        settings.pop(WEIGHTS_DTYPE, None)
+        for name in (WEIGHTS_DTYPE, *gone):
+            settings.pop(name, None)
     differ = settings_differ(saved, wanted)
     said = [differences_shown(differ, saved, wanted)] if differ else []
     there = record.get(SPAN)

@@ -15,7 +15,7 @@ from typing import Any
 
 from east_agent.common.atomic import remove, write_atomically
 from east_agent.common.entry import CommandError
-from east_agent.common.fingerprint import is_content_setting
+from east_agent.common.fingerprint import is_content_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
@@ -33,6 +33,7 @@ from east_agent.evaluation.testsets import prepared_named
 from east_agent.simuleval_glue.run_folder import (
     BATCH_RECORD,
     INSTANCES_LOCK,
+    PATHS,
     SETTINGS_RECORD,
     SPAN,
     clear_scores,
@@ -147,9 +148,39 @@ def check_shards_finished(config: EvalConfig, runs: list[Run], count: int) -> No
         )
     check_shard_logs_whole(config, runs, count)
     for run in runs:
+        check_shards_agree(shard_folders(config, run, count))
         record = merged_run_record(shard_folders(config, run, count))
         if record is not None:
             check_run_folder(config.run_dir(run), record)
+
+
+def check_shards_agree(shard_dirs: list[Path]) -> None:
+    """The shards of a run were translated with the same settings (a shard run again by
+    hand, with another latency, into its folder: before, merged into the grid's run, the
+    merged record dropped for their disagreement, exit 0)."""
+    records = [
+        (folder, read_json_object(folder / SETTINGS_RECORD))
+        for folder in shard_dirs
+        if (folder / SETTINGS_RECORD).exists()
+    ]
+    for (first, one), (folder, other) in combinations(records, 2):
+        # a data file an older shard recorded by path cannot be compared by content: merged
+        # as before (its run record dropped, `merge_settings_records`)
+        differ = [
+            name
+            for name in settings_differ(one, other)
+            if not (name in PATHS and str in {type(one.get(name)), type(other.get(name))})
+        ]
+        if differ:
+            shown = "; ".join(
+                f"{name}: {shown_setting(other.get(name))} against {shown_setting(one.get(name))}"
+                for name in differ
+            )
+            raise CommandError(
+                f"{folder / 'instances.log'} was written with other settings than "
+                f"{first / 'instances.log'} ({shown}; nothing merged): delete the shard made "
+                "otherwise, and `east-eval CONFIG --shard I/N --only RUN` makes it again"
+            )
 
 
 def check_shard_logs_whole(config: EvalConfig, runs: list[Run], count: int) -> None:

@@ -128,8 +128,10 @@ def test_a_run_folder_rewritten_by_hand_is_not_tabled_as_the_grids(grid, tmp_pat
         f"east-eval: {log} was written by another command than this grid's run ({said}): give "
         "another --output, or delete that folder to run it again\n"
     )
+    scored_by_hand = (log.parent / "scores.tsv").read_bytes()
     others = east_eval(config, "--limit", "3", "--output", out, "--only", "east-high")
     assert others.returncode == 2, others.stderr[-3000:]
+    assert (log.parent / "scores.tsv").read_bytes() == scored_by_hand  # not scored as the grid's
     left_out = "east-eval: east-low (not in --only): left out of the tables, its log written "
     assert f"{left_out}by another command than this grid's run ({said})" in others.stderr
     assert ("east", "low") not in [(row["system"], row["setting"]) for row in rows_of(out)]
@@ -579,6 +581,20 @@ def test_the_tables_after_a_merge_score_the_other_runs_as_the_grid(grid, tmp_pat
     )
     assert [row["setting"] for row in rows_of(tmp_path / "out")] == ["low"]
     # `--limit` at the merge is the grid's: runs of another span are left out, merged too
+    # (the run above whose run.json was made to say [0, 2] as it was: its log holds 3
+    # sentences, and would be left out for them, `made_otherwise`)
+    other.write_text(json.dumps(json.loads(other.read_text()) | {"sentences": [0, 3]}))
+    # a run whose log another command wrote (its run_settings.json), merged or not
+    settings = other.with_name("run_settings.json")
+    kept = settings.read_text()
+    settings.write_text(json.dumps(json.loads(kept) | {"waitk": 3}))
+    with pytest.raises(CommandError, match="left out of the tables .*: waitk-offline-k2$"):
+        summarize_merged(slower, slower.runs(), merged={"east-low"})
+    assert (
+        "east-eval: waitk-offline-k2: left out of the tables, its log written by another "
+        "command than this grid's run (waitk: 3 there, 2 now)"
+    ) in capsys.readouterr().err
+    settings.write_text(kept)
     sentences = record["sentences"][1]
     with pytest.raises(CommandError, match="merged, but left out of the tables .*: east-low$"):
         summarize_merged(slower, slower.runs(), merged={"east-low"}, limit=sentences - 1)

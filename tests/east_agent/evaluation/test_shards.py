@@ -5,7 +5,13 @@ import json
 
 import pytest
 
-from east_agent.evaluation.shards import merge_batch_records, merge_settings_records, shard_range
+from east_agent.common.entry import CommandError
+from east_agent.evaluation.shards import (
+    check_shards_agree,
+    merge_batch_records,
+    merge_settings_records,
+    shard_range,
+)
 from east_agent.simuleval_glue.run_folder import BATCH_RECORD, SETTINGS_RECORD
 
 
@@ -132,3 +138,23 @@ def test_merged_shards_say_the_most_streams_and_all_that_the_shards_shared(tmp_p
     assert (merged["streams"], merged["sharing"]) == (40, ["the device", "the server"])
     merge_batch_records(folders[1:2], run_dir)
     assert not (run_dir / BATCH_RECORD).exists()
+
+
+def test_a_shard_translated_with_other_settings_is_refused_before_any_merge(tmp_path):
+    """A shard's line run again by hand with another latency into its folder: before,
+    merged into the grid's run (the merged record dropped for the disagreement), exit 0."""
+    shards = write_records(
+        tmp_path, {"latency": "low", "source": SOURCE}, {"latency": "medium", "source": SOURCE}
+    )
+    with pytest.raises(CommandError) as refused:
+        check_shards_agree(shards)
+    assert str(refused.value) == (
+        f"{shards[1] / 'instances.log'} was written with other settings than "
+        f"{shards[0] / 'instances.log'} (latency: 'medium' against 'low'; nothing merged): "
+        "delete the shard made otherwise, and `east-eval CONFIG --shard I/N --only RUN` "
+        "makes it again"
+    )
+    # an older shard's data file by path, against one by content: not comparable, merged
+    (tmp_path / "older").mkdir()
+    older = [{"source": "/grid/testset/source.txt"}, {"source": {**SOURCE, "file": "/copy/x"}}]
+    check_shards_agree(write_records(tmp_path / "older", *older))

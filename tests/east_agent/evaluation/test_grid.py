@@ -128,10 +128,16 @@ def test_a_run_folder_rewritten_by_hand_is_not_tabled_as_the_grids(grid, tmp_pat
         f"east-eval: {log} was written by another command than this grid's run ({said}): give "
         "another --output, or delete that folder to run it again\n"
     )
+    # a grid that scores otherwise (another CA clock) scores its runs again, not that one
     scored_by_hand = (log.parent / "scores.tsv").read_bytes()
-    others = east_eval(config, "--limit", "3", "--output", out, "--only", "east-high")
+    slower = tmp_path / "slower.yaml"
+    slower.write_text(
+        yaml.safe_dump({**yaml.safe_load(config.read_text()), "ca_unit_seconds": 0.8})
+    )
+    others = east_eval(slower, "--limit", "3", "--output", out, "--only", "east-high")
     assert others.returncode == 2, others.stderr[-3000:]
-    assert (log.parent / "scores.tsv").read_bytes() == scored_by_hand  # not scored as the grid's
+    assert "east-high: done already, scored again (ca_unit_seconds" in others.stdout
+    assert (log.parent / "scores.tsv").read_bytes() == scored_by_hand  # before: scored again
     left_out = "east-eval: east-low (not in --only): left out of the tables, its log written "
     assert f"{left_out}by another command than this grid's run ({said})" in others.stderr
     assert ("east", "low") not in [(row["system"], row["setting"]) for row in rows_of(out)]

@@ -308,13 +308,20 @@ def start_afresh(run_dir: Path) -> None:
         write_atomically(run_dir / AFRESH_MARK, json.dumps({"made_afresh": True}) + "\n")
 
 
+def parsed_command(command: list[str]) -> tuple[type[StreamingAgent], argparse.Namespace]:
+    """The agent class and parsed flags of a run's `east-simuleval` command line."""
+    from east_agent.simuleval_glue.batch import parse_args
+
+    agent_class = agent_class_of(command[command.index("--agent") + 1])
+    return agent_class, parse_args(agent_class, command[1:])
+
+
 def made_otherwise(run_dir: Path, command: list[str], span: tuple[int, int]) -> str | None:
     """How the log in `run_dir` was made otherwise than the grid's `command` over the
     sentences `span` makes it, said; None where the same, or where the folder records no
     settings (made before they were recorded). A run by hand into a grid's run folder
     rewrites its `run_settings.json` and leaves the grid's `run.json` as it was (before:
     tabled as the grid's run, other latency or sentences and all, exit 0)."""
-    from east_agent.simuleval_glue.batch import parse_args
     from east_agent.simuleval_glue.run_folder import (
         MODEL_FOLDERS,
         SETTINGS_RECORD,
@@ -329,8 +336,7 @@ def made_otherwise(run_dir: Path, command: list[str], span: tuple[int, int]) -> 
     if not path.exists():
         return None
     record = read_json_object(path)
-    agent_class = agent_class_of(command[command.index("--agent") + 1])
-    args = parse_args(agent_class, command[1:])
+    agent_class, args = parsed_command(command)
     saved, wanted = recorded_settings(record), translation_settings(agent_class, args)
     # the dtype `--torch-dtype auto` resolved to depends on the device the grid runs on now
     # (a GPU grid's folder tabled on a CPU): the flag itself is compared. A checkpoint or
@@ -498,18 +504,14 @@ class LoadedModels:
 
 
 def _load_model_of(command: list[str], models: LoadedModels) -> None:
-    from east_agent.simuleval_glue.batch import parse_args
-
-    agent_class = agent_class_of(command[command.index("--agent") + 1])
-    args = parse_args(agent_class, command[1:])
+    agent_class, args = parsed_command(command)
     config = agent_class.checked_config(args)
     agent_class.check_with_tokenizer(args, config)  # before the weights load (the run: again)
     models.get(agent_class, args, config)
 
 
 def _run_in_process(command: list[str], models: LoadedModels) -> None:
-    from east_agent.simuleval_glue.batch import parse_args, run_batched
+    from east_agent.simuleval_glue.batch import run_batched
 
-    agent_class = agent_class_of(command[command.index("--agent") + 1])
-    args = parse_args(agent_class, command[1:])
+    agent_class, args = parsed_command(command)
     run_batched(agent_class, args, load=lambda args, config: models.get(agent_class, args, config))

@@ -30,7 +30,7 @@ import sacrebleu
 import torch
 
 import east_agent.decoding.streaming as streaming
-from east_agent.common.arguments import add_old_spelling, positive_int
+from east_agent.common.arguments import add_old_spelling, parse_once_each, positive_int
 from east_agent.common.entry import command_line
 from east_agent.decoding.batching import Sentence, translate_batch
 from east_agent.decoding.chunk_search import BEAM_STOP_RULES, REFERENCE
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--torch-dtype", default="float32", choices=TORCH_DTYPES[1:])
     add_old_spelling(parser, "--dtype", "torch_dtype", choices=TORCH_DTYPES[1:])
     parser.add_argument("--output", help="append the table to this Markdown file")
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     if args.output:  # before: found after the whole comparison
         check_output_file("--output", args.output)
     model, tokenizer = load_east_checkpoint(

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from east_agent.common.arguments import non_negative_int, positive_int
+from east_agent.common.arguments import non_negative_int, parse_once_each, positive_int
 from east_agent.common.entry import command_line
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import LATENCY_LEVELS
@@ -107,7 +107,7 @@ def main() -> None:
     parser.add_argument("--latency", default="low", choices=LATENCY_LEVELS)
     parser.add_argument("--context-words", type=non_negative_int, default=20)
     parser.add_argument("--output", help="append the table to this Markdown file")
-    args = parser.parse_args()
+    args = parse_once_each(parser, None)
     if args.output:  # before: found after the whole benchmark
         check_output_file("--output", args.output)
     publish(run(args), args.output)

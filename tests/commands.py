@@ -85,17 +85,37 @@ def _east_simuleval_in_process(arguments: list[str]) -> subprocess.CompletedProc
 
 
 def agent_arguments(checkpoint, folder, output, *extra):
-    return [
-        "--agent", AGENT_FILE,
-        "--model-path", checkpoint,
-        "--src-lang", "de",
-        "--tgt-lang", "en",
-        "--source", folder / "src.txt",
-        "--target", folder / "ref.txt",
-        "--output", output,
-        "--device", "cpu",
+    """An EAST run's command line; a flag of `extra` given here too (`--agent`, `--device`)
+    takes the place of this one (a flag given twice is refused)."""
+    return with_flags(
+        [
+            "--agent", AGENT_FILE,
+            "--model-path", checkpoint,
+            "--src-lang", "de",
+            "--tgt-lang", "en",
+            "--source", folder / "src.txt",
+            "--target", folder / "ref.txt",
+            "--output", output,
+            "--device", "cpu",
+        ],
         *extra,
-    ]  # fmt: skip
+    )  # fmt: skip
+
+
+def with_flags(arguments, *flags):
+    """`arguments` with `flags` (`--flag value` pairs and bare switches) put in: a flag
+    already there has its value replaced where it stands; others are added at the end."""
+    arguments, flags = list(arguments), list(flags)
+    added = []
+    while flags:
+        flag = flags.pop(0)
+        takes_value = flags and not str(flags[0]).startswith("--")
+        value = flags.pop(0) if takes_value else None
+        if flag in arguments and takes_value:
+            arguments[arguments.index(flag) + 1] = value
+        elif flag not in arguments:
+            added += [flag] if value is None else [flag, value]
+    return arguments + added
 
 
 def write_toy_test_set(folder: Path, count: int, seed: int) -> list[list[str]]:

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from east_agent.common.arguments import positive_int
+from east_agent.common.arguments import parse_once_each, positive_int
 from east_agent.common.atomic import atomic_path, check_folder_path, check_replaceable
 from east_agent.common.entry import command_line
 from east_agent.common.text_lines import iter_lines
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", required=True)
     add_size_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     check_sizes(args)
     path = build_base_model(
         args.corpus,

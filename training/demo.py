@@ -43,7 +43,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from east_agent.common.arguments import positive_int
+from east_agent.common.arguments import parse_once_each, positive_int
 from east_agent.common.atomic import (
     atomic_path,
     check_folder_path,
@@ -393,7 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval-limit", type=positive_int, help="evaluate on the first N test sentences"
     )
     add_size_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     check_sizes(args)
     return args
 

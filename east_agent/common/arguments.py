@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import io
 import math
 import sys
@@ -70,28 +71,132 @@ def file_path(text: str) -> str:
     return text
 
 
+class _OldSpelling(argparse._StoreAction):
+    """Stores as the new flag does, and says on stderr which flag it is: refusals and
+    --help name the new one (before: `--adapter X` refused as `--adapter-path X: ...`)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        new = _new_spelling(parser, self.dest)
+        print(f"{parser.prog}: {option_string} is the old spelling of {new}", file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwargs: Any) -> None:
     """Accept a flag's old spelling for a release, hidden from --help (`dest` is the new
-    flag's, whose default stands when neither is given)."""
-    parser.add_argument(old, dest=dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **kwargs)
+    flag's, added before it, whose default stands when neither is given)."""
+    parser.add_argument(
+        old,
+        dest=dest,
+        action=_OldSpelling,
+        help=argparse.SUPPRESS,
+        default=argparse.SUPPRESS,
+        **kwargs,
+    )
 
 
-def parse_once_each(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """`parser.parse_args(argv)`, a flag that takes a value given twice (in one spelling or
-    in two: `--config a --config b`, `--model-path A --base B`) refused as argparse refuses
-    (before: the last one won, without a word)."""
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
-    spellings: dict[str, list[str]] = {}
+def _parsers_of(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """`parser` and the parsers of its subcommands."""
+    parsers = [parser]
     for action in parser._actions:
-        if action.option_strings and action.nargs != 0:  # flags that take a value
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in dict.fromkeys(action.choices.values()):
+                parsers.extend(_parsers_of(subparser))
+    return parsers
+
+
+def _flag_like(arg: str) -> bool:
+    return arg.startswith("-") and arg != "-" and not arg.lstrip("-").replace(".", "").isdigit()
+
+
+def _new_spelling(parser: argparse.ArgumentParser, dest: str) -> str | None:
+    """The flag --help shows for `dest` (an old spelling's new one), if any."""
+    for action in parser._actions:
+        if action.dest == dest and action.option_strings and action.help is not argparse.SUPPRESS:
+            return action.option_strings[0]
+    return None
+
+
+def _offered_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each flag of `parser` and its subcommands, and the flag a refusal offers for it: the
+    flag itself, or for an old spelling (hidden from --help) its new one."""
+    offered = {}
+    for each in _parsers_of(parser):
+        for flag, action in each._option_string_actions.items():
+            if action.help is not argparse.SUPPRESS:
+                offered[flag] = flag
+            elif (new := _new_spelling(each, action.dest)) is not None:
+                offered[flag] = new
+    return offered
+
+
+def refuse_unknown_first(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """An argument `parser` does not know refused before a required flag it lacks: argparse
+    checks the required ones first, so `--outptu DIR` was refused as `the following
+    arguments are required: --output`. The refusal names the flag it may misspell."""
+    parsers = _parsers_of(parser)
+    items: list[argparse.Action | argparse._MutuallyExclusiveGroup] = [
+        action
+        for each in parsers
+        for action in each._actions
+        if not isinstance(action, argparse._SubParsersAction)  # a subcommand is needed
+    ]
+    items += [group for each in parsers for group in each._mutually_exclusive_groups]
+    relaxed = [item for item in items if item.required]
+    try:
+        for item in relaxed:
+            item.required = False
+        with contextlib.redirect_stderr(io.StringIO()):
+            extras = parser.parse_known_args(argv)[1]
+    except SystemExit:  # another refusal, which parsing the whole line says
+        return
+    finally:
+        for item in relaxed:
+            item.required = True
+    if not extras:
+        return
+    offered = _offered_flags(parser)
+    hints = [
+        f"{arg.split('=', 1)[0]}: did you mean {offered[close[0]]}?"
+        for arg in extras
+        if _flag_like(arg)
+        and (close := difflib.get_close_matches(arg.split("=", 1)[0], offered, n=1, cutoff=0.7))
+    ]
+    parser.error(f"unrecognized arguments: {' '.join(extras)}" + "".join(f" ({h})" for h in hints))
+
+
+def repeated_flag(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """What is wrong if `argv` gives a flag of `parser` (or of its subcommands) that takes
+    one value twice, in one spelling or in two (`--config a --config b`, `--latency high
+    --latency-level low`); None if it gives none twice."""
+    spellings: dict[str, list[str]] = {}
+    for action in (action for each in _parsers_of(parser) for action in each._actions):
+        repeatable = isinstance(action, (argparse._AppendAction, argparse._ExtendAction))
+        if action.option_strings and action.nargs != 0 and not repeatable:
             spellings.setdefault(action.dest, []).extend(action.option_strings)
     for flags in spellings.values():
         given = [arg.split("=", 1)[0] for arg in argv if arg.split("=", 1)[0] in flags]
         if len(set(given)) > 1:
-            parser.error(f"{' and '.join(dict.fromkeys(given))}: spellings of one flag; give one")
+            return f"{' and '.join(dict.fromkeys(given))}: spellings of one flag; give one"
         if len(given) > 1:
-            parser.error(f"{given[0]} given {len(given)} times; give it once")
+            return f"{given[0]} given {len(given)} times; give it once"
+    return None
+
+
+def parse_once_each(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, an argument it does not know refused first (by
+    `refuse_unknown_first`), and a flag given twice (`repeated_flag`) refused as argparse
+    refuses (before: the last one won, without a word)."""
+    argv = sys.argv[1:] if argv is None else argv
+    refuse_unknown_first(parser, argv)
+    args = parser.parse_args(argv)
+    if (repeated := repeated_flag(parser, argv)) is not None:
+        parser.error(repeated)
     return args
 
 

@@ -49,6 +49,7 @@ from east_agent.common.arguments import (
     add_old_spelling,
     checked_device,
     file_path,
+    parse_once_each,
     positive_int,
 )
 from east_agent.common.atomic import (
@@ -1147,7 +1148,7 @@ def decoder_runs(
 @command_line("east-bench")
 def main(argv: list[str] | None = None) -> None:
     parser = bench_parser()
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     started = time.perf_counter()
     device = checked_device(args.device, "--device")
     check_random_model_flags(args)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from east_agent.common.arguments import folder_path, positive_int
+from east_agent.common.arguments import folder_path, parse_once_each, positive_int
 from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.evaluation.config import (
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         help="runs at once, each in its own process on a share of the CPU threads (default "
         "1, or the config's jobs); what each prints goes to console.log in its folder",
     )
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     merging = args.merge_shards is not None
     if merging and (args.dry_run or args.shard):
         parser.error("--merge-shards joins finished shards: use it without --dry-run or --shard")

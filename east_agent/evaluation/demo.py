@@ -14,7 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from east_agent.common.arguments import DefaultsHelpFormatter, folder_path, positive_int
+from east_agent.common.arguments import (
+    DefaultsHelpFormatter,
+    folder_path,
+    parse_once_each,
+    positive_int,
+)
 from east_agent.common.atomic import check_folder_path, not_a_folder
 from east_agent.common.entry import command_line
 from east_agent.decoding.prompt import LATENCY_LEVELS
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
         type=folder_path,
         help=f"runs and tables go here (default: {DEMO_OUTPUTS}/TESTSET, a folder per test set)",
     )
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     if args.output is None:  # one per test set: a demo of another set is no refusal
         args.output = str(Path(DEMO_OUTPUTS) / args.testset)
     if not Path(args.model_path).exists() and args.model_path != str(DEFAULT_MODEL):

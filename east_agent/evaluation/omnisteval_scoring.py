@@ -47,7 +47,12 @@ import omnisteval
 from omnisteval import Instance, evaluate_instances, resegment
 from omnisteval.io import format_report, load_resegmentation_inputs
 
-from east_agent.common.arguments import folder_path, given_flags, positive_seconds
+from east_agent.common.arguments import (
+    folder_path,
+    given_flags,
+    parse_once_each,
+    positive_seconds,
+)
 from east_agent.common.atomic import check_folder_path, write_atomically
 from east_agent.common.comet_process import (
     COMET_INPUTS,
@@ -689,7 +694,7 @@ def main(argv: list[str] | None = None) -> None:
             "--ca-unit-seconds", type=positive_seconds, default=DEFAULT_UNIT_SECONDS
         )
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     if args.command == "longform":
         refuse_comet_flags_alone(argv, args.comet_checkpoint)
         if args.word_times is not None and given_flags(argv, ("--ca-unit-seconds",)):

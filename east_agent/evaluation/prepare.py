@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from east_agent.common.arguments import folder_path
+from east_agent.common.arguments import folder_path, parse_once_each
 from east_agent.common.atomic import check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tokenizer", default=None, help="checkpoint whose tokenizer splits zh/ja sources"
     )
-    args = parser.parse_args(argv)
+    args = parse_once_each(parser, argv)
     check_folder_path(Path(args.output), "--output")
     check_testset_name(longform.parse_name(args.testset)[0])  # before a tokenizer loads
     check_own_sentence_files(Path(args.output))

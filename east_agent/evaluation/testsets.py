@@ -212,6 +212,7 @@ def prepare_testset(
     write_atomically(prepared.source, "\n".join(source_lines) + "\n")
     write_atomically(prepared.reference, "\n".join(references) + "\n")
     meta = {key: str(value) for key, value in asdict(prepared).items()} | extra
+    meta["sentences"] = prepared.sentences  # a number (before: a string, still read)
     meta[FILES_SHA256] = sentence_files_sha256(prepared)
     if split_by is not None:
         meta[UNITS_SPLIT_BY] = split_by
@@ -234,7 +235,7 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
             reference=meta.parent / Path(saved["reference"]).name,
             src_lang=saved["src_lang"],
             tgt_lang=saved["tgt_lang"],
-            sentences=int(saved["sentences"]),
+            sentences=_count(saved["sentences"]),
             eval_latency_unit=saved["eval_latency_unit"],
             sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
         )
@@ -251,6 +252,16 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
         )
     check_sentence_files(prepared, recorded, meta)
     return prepared
+
+
+def _count(saved: object) -> int:
+    """`testset.json`'s `sentences`: a whole number, or its digits (a folder prepared
+    before it was written as a number); a ValueError for anything else (`true`, `9.5`)."""
+    if isinstance(saved, int) and not isinstance(saved, bool) and saved >= 0:
+        return saved
+    if isinstance(saved, str) and saved.isascii() and saved.isdigit():
+        return int(saved)
+    raise ValueError(saved)
 
 
 def sentence_files_sha256(prepared: PreparedTestset) -> dict[str, str]:

@@ -114,8 +114,6 @@ def _run_command_line() -> None:
             "--remote-eval: SimulEval's remote evaluation fails on this SimulEval (after "
             "asking the server); evaluate a served system with east-remote-eval"
         )
-    if len(given_flags(rest, ("--latency", "--latency-level"))) == 2:  # before: last won
-        raise ValueError("--latency and --latency-level: two spellings of one flag; give one")
     if "--slurm" in rest:  # before: an AttributeError, the output folder begun
         raise ValueError(
             "--slurm: SimulEval's Slurm submission fails on this SimulEval (and would submit "

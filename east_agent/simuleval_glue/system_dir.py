@@ -33,12 +33,18 @@ import difflib
 import os
 import shlex
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import yaml
 
-from east_agent.common.arguments import ArgumentsRefused, checked_device, parse_quietly
+from east_agent.common.arguments import (
+    ArgumentsRefused,
+    checked_device,
+    parse_quietly,
+    repeated_flag,
+)
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
 from east_agent.common.fingerprint import MODEL_FILE_SUFFIXES
@@ -337,7 +343,10 @@ def main(argv: list[str] | None = None) -> None:
         "peft load from the folder's top level, no subfolder",
     )
     parser.add_argument("flags", nargs="*", type=parse_flag, help="agent flags: key=value")
+    argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_intermixed_args(argv)  # key=value after the options too
+    if (repeated := repeated_flag(parser, argv)) is not None:
+        parser.error(repeated)
     check_repeated_flags(args.agent, args.flags)
     folder = write_system_dir(
         args.output, args.model_path, dict(args.flags), args.agent, args.copy_model

@@ -125,9 +125,12 @@ def test_an_output_that_is_not_a_base_model_is_refused_before_any_work(tmp_path,
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "notes.txt").write_text("mine")
     corpus = [str(MULTI30K / "val.de.gz")]
-    for flags in (["--output", str(tmp_path / "keep")], ["--hidden-size", "30", "--heads", "4"]):
+    for flags in (
+        ["--output", str(tmp_path / "keep")],
+        ["--output", str(tmp_path / "b"), "--hidden-size", "30", "--heads", "4"],
+    ):
         with pytest.raises(SystemExit) as exit_info:
-            base_model_main(["--corpus", *corpus, "--output", str(tmp_path / "b"), *flags])
+            base_model_main(["--corpus", *corpus, *flags])
         assert exit_info.value.code == 2
     error = capsys.readouterr().err.splitlines()
     assert error[0].startswith(

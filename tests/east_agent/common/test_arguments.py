@@ -130,3 +130,82 @@ def test_a_setting_given_twice_is_refused(capsys, argv, said):
     assert ended.value.code == 2 and f"cmd: error: {said}" in capsys.readouterr().err
     args = parse_once_each(parser, ["--config", "a", "--base", "B", "--verbose", "--verbose"])
     assert (args.config, args.model_path, args.verbose) == ("a", "B", True)
+
+
+def _required_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmd")
+    parser.add_argument("name")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--count", type=positive_int, default=1)
+    add_old_spelling(parser, "--number", "count", type=positive_int)
+    return parser
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (
+            ["set", "--outptu", "o"],
+            "unrecognized arguments: --outptu o (--outptu: did you mean --output?)",
+        ),
+        (
+            ["set", "--outptu=o"],
+            "unrecognized arguments: --outptu=o (--outptu: did you mean --output?)",
+        ),
+        (["set", "--output", "o", "stray"], "unrecognized arguments: stray"),
+        (["set", "--zzz"], "unrecognized arguments: --zzz"),  # nothing close: no guess
+        (
+            ["set", "--output", "o", "--numbr", "2"],
+            "unrecognized arguments: --numbr 2 (--numbr: did you mean --count?)",
+        ),
+    ],
+)
+def test_an_unknown_argument_is_named_before_a_missing_required_flag(capsys, argv, said):
+    """Before: `--outptu o` was refused as `the following arguments are required:
+    --output`, the flag the user thought given. An old spelling's new one is offered."""
+    parser = _required_parser()
+    with pytest.raises(SystemExit) as ended:
+        parse_once_each(parser, argv)
+    assert ended.value.code == 2 and capsys.readouterr().err.endswith(f"cmd: error: {said}\n")
+    assert parse_once_each(parser, ["set", "--output", "o", "--number", "2"]).count == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["set"], "the following arguments are required: --output"),  # still required
+        (["--output", "o"], "the following arguments are required: name"),
+        (["set", "--count", "0", "--x"], "argument --count: takes a whole number of at least 1"),
+    ],
+)
+def test_other_refusals_are_argparses_own(capsys, argv, said):
+    with pytest.raises(SystemExit) as ended:
+        parse_once_each(_required_parser(), argv)
+    assert ended.value.code == 2 and f"cmd: error: {said}" in capsys.readouterr().err
+
+
+def test_a_subcommands_flags_are_checked_too(capsys):
+    parser = argparse.ArgumentParser(prog="cmd")
+    commands = parser.add_subparsers(dest="command", required=True)
+    long = commands.add_parser("long")
+    long.add_argument("--log", required=True)
+    with pytest.raises(SystemExit):
+        parse_once_each(parser, ["long", "--lgo", "a"])
+    assert "unrecognized arguments: --lgo a (--lgo: did you mean --log?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_once_each(parser, ["long", "--log", "a", "--log", "b"])
+    assert "--log given 2 times; give it once" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_once_each(parser, ["long"])
+    assert "the following arguments are required: --log" in capsys.readouterr().err
+    assert parse_once_each(parser, ["long", "--log", "a"]).log == "a"
+
+
+def test_an_old_spelling_says_which_flag_refusals_name(capsys):
+    """Before: `merge_lora --adapter X` was refused as `--adapter-path X: ...`, a flag the
+    user never typed, without a word on the old spelling."""
+    parser = _required_parser()
+    assert parse_once_each(parser, ["set", "--output", "o", "--number", "2"]).count == 2
+    assert capsys.readouterr().err == "cmd: --number is the old spelling of --count\n"
+    assert parse_once_each(parser, ["set", "--output", "o"]).output == "o"
+    assert capsys.readouterr().err == ""

@@ -180,16 +180,17 @@ def test_a_second_grid_on_a_held_output_is_refused_before_it_changes_anything(gr
     out = tmp_path / "out"
     shutil.copytree(output, out)
     before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
-    grids = ([], ["--limit", "2"], ["--merge-shards", "2"], ["--dry-run"])
+    grids = (["--limit", "3"], ["--limit", "2"], ["--limit", "3", "--merge-shards", "2"])
+    grids += (["--limit", "3", "--dry-run"],)
     with hold_run_lock(out, "grid.lock"):  # a grid at work
         for extra in grids:
-            result = east_eval(config, "--limit", "3", "--output", out, *extra)
+            result = east_eval(config, "--output", out, *extra)
             assert result.returncode == 2, result.stderr[-3000:]
             said = f"east-eval: {out} is being written by process {os.getpid()}"
             assert result.stderr.startswith(said) and "Traceback" not in result.stderr
     with hold_run_lock(out, "grid.lock", shared=True):  # a shard at work
         for extra in grids[:3]:
-            result = east_eval(config, "--limit", "3", "--output", out, *extra)
+            result = east_eval(config, "--output", out, *extra)
             assert result.returncode == 2, result.stderr[-3000:]
             said = f"east-eval: {out} is being written by a shard of a grid, or read by a dry run"
             assert result.stderr.startswith(said) and "Traceback" not in result.stderr

@@ -203,3 +203,14 @@ def test_east_prepare_of_a_source_split_by_another_checkpoint_under_runs_is_refu
     said = "preparing wmt22.zh-en split by another checkpoint there would change what they read"
     assert said in capsys.readouterr().err
     main(["wmt22.zh-en", "--output", str(testset), "--tokenizer", str(east_checkpoint)])
+
+
+def test_east_prepare_names_a_misspelt_output_flag(tmp_path, capsys):
+    """Before: `the following arguments are required: --output`, the flag the user gave
+    (argparse checks the required flags first)."""
+    with pytest.raises(SystemExit) as ended:
+        main(["multi30k.de-en", "--outptu", str(tmp_path / "out")])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: unrecognized arguments: --outptu {tmp_path / 'out'} (--outptu: did you " in err
+    assert "mean --output?)" in err and "required" not in err

@@ -194,6 +194,8 @@ def test_a_grids_tables_read_only_its_own_test_set(tmp_path):
         ("source gone", "source.txt: missing, though"),
         ("no count", "testset.json: 'sentences' is no count: 'abc'; delete testset.json"),
         ("a list", "testset.json: 'sentences' is no count: \\[1\\]; delete testset.json"),
+        ("a fraction", "testset.json: 'sentences' is no count: 999.5; delete testset.json"),
+        ("a truth", "testset.json: 'sentences' is no count: True; delete testset.json"),
         ("no mapping", "testset.json: 'files_sha256' is no mapping of files; delete testset.json"),
     ],
 )
@@ -215,9 +217,12 @@ def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, 
         source.unlink()
     else:
         meta = json.loads((tmp_path / "testset.json").read_text())
-        changed = {"no count": {"sentences": "abc"}, "a list": {"sentences": [1]}}.get(
-            fault, {"files_sha256": "abc"}
-        )
+        changed = {
+            "no count": {"sentences": "abc"},
+            "a list": {"sentences": [1]},
+            "a fraction": {"sentences": 999.5},
+            "a truth": {"sentences": True},
+        }.get(fault, {"files_sha256": "abc"})
         (tmp_path / "testset.json").write_text(json.dumps({**meta, **changed}))
     with pytest.raises(ValueError, match=message):
         prepared_named(tmp_path, "multi30k.de-en")
@@ -232,6 +237,19 @@ def test_a_test_set_prepared_before_its_files_content_was_recorded_is_read(tmp_p
     meta = json.loads((tmp_path / "testset.json").read_text())
     assert set(meta.pop(FILES_SHA256)) == {"source.txt", "reference.txt"}
     (tmp_path / "testset.json").write_text(json.dumps(meta))
+    assert prepared_named(tmp_path, "multi30k.de-en").sentences == 1000
+
+
+def test_a_test_sets_count_is_written_as_a_number_and_read_as_a_string_too(tmp_path):
+    """Before: `"sentences": "1000"`; a folder prepared then is still read."""
+    import json
+
+    from east_agent.evaluation.testsets import prepared_named
+
+    prepare_testset("multi30k.de-en", tmp_path)
+    meta = json.loads((tmp_path / "testset.json").read_text())
+    assert meta["sentences"] == 1000
+    (tmp_path / "testset.json").write_text(json.dumps({**meta, "sentences": "1000"}))
     assert prepared_named(tmp_path, "multi30k.de-en").sentences == 1000
 
 

@@ -16,6 +16,7 @@ from commands import (
     console_script,
     python_with_ctrl_c,
     run_simuleval,
+    with_flags,
     write_toy_test_set,
 )
 from kill import sigkill_after_lines
@@ -277,7 +278,7 @@ def test_a_cache_that_outgrows_the_device_keeps_the_finished_sentences(
     # resumed with more streams, it fails again before writing a sentence: the record
     # still names the streams its sentences were timed with
     more = parse_args(
-        EastAgent, [*map(str, arguments), "--batch-size", "5", "--continue-unfinished"]
+        EastAgent, with_flags(map(str, arguments), "--batch-size", "5", "--continue-unfinished")
     )
     with pytest.raises(BatchedRunError, match="5 rows"):
         run_batched(EastAgent, more)
@@ -515,8 +516,24 @@ def test_both_spellings_of_the_latency_flag_are_refused(east_checkpoint, test_se
     arguments = agent_arguments(east_checkpoint, test_set, output)
     result = run_simuleval(*arguments, "--latency-level", "high", "--latency", "low")
     assert result.returncode == 2, result.stderr[-3000:]  # before: ran at low, exit 0
-    assert "--latency and --latency-level: two spellings of one flag" in result.stderr
+    assert "--latency-level and --latency: spellings of one flag; give one" in result.stderr
     assert not output.exists()
+
+
+@pytest.mark.parametrize("batch", ["1", "2"])
+def test_a_flag_given_twice_is_refused(east_checkpoint, test_set, tmp_path, batch):
+    """Before: the last one won, without a word (`--latency high --latency low` ran at
+    low, exit 0), in SimulEval's loop and in the batched one."""
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, test_set, output)
+    flags = ["--latency", "high", "--batch-size", batch, "--latency=low"]
+    result = run_simuleval(*arguments, *flags)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "east-simuleval: --latency given 2 times; give it once" in result.stderr
+    assert not output.exists()
+    result = run_simuleval(*arguments, "--batch-size", "2", "--batch-size", batch)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "--batch-size given 2 times; give it once" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -632,7 +649,7 @@ def test_an_agent_class_named_through_a_reexport_runs_and_records_its_settings(t
     assert [r["index"] for r in instances(output)] == [0, 1]
     assert (output / "run_settings.json").exists() and (output / "scores.tsv").exists()
     again = subprocess.run(
-        [*map(str, command), "--sleep", "1", "--continue-unfinished"],
+        with_flags(map(str, command), "--sleep", "1", "--continue-unfinished"),
         capture_output=True, text=True, timeout=120, env=environment,
     )  # fmt: skip
     assert again.returncode == 2 and "written with other settings" in again.stderr

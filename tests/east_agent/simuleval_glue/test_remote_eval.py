@@ -397,6 +397,8 @@ def test_comet_flags_are_checked_before_a_server_is_asked(test_set, tmp_path):
         (["--target-type", "speech"], "--target-type speech: east-remote-eval evaluates text"),
         (["--dataloader", "text-to-txt"], "--dataloader text-to-txt: no such dataloader"),
         (["--user-dir", "nowhere"], "--user-dir nowhere: no such folder"),
+        # before: the last one was asked
+        (["--remote-port", "1"], "--remote-port given 2 times; give it once"),
     ],
 )
 def test_what_it_cannot_evaluate_is_refused_before_the_folder_changes(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from commands import AGENT_FILE, console_script, write_toy_test_set
+from commands import AGENT_FILE, console_script, with_flags, write_toy_test_set
 
 from east_agent.simuleval_glue import system_dir
 from east_agent.simuleval_glue.system_dir import system_config
@@ -176,10 +176,12 @@ def another_target_language_is_refused(port, test_set, output):
 
 def server_refusal(folder, *flags):
     """`east-simuleval --standalone` with `flags`, in `folder`, its model never loaded."""
+    command = [
+        console_script("east-simuleval"), "--standalone", "--remote-port", str(free_port()),
+        "--agent", str(AGENT_FILE), "--model-path", str(folder / "never-loaded"), *AGENT_FLAGS,
+    ]  # fmt: skip
     return subprocess.run(
-        [console_script("east-simuleval"), "--standalone", "--remote-port", str(free_port()),
-         "--agent", str(AGENT_FILE), "--model-path", str(folder / "never-loaded"),
-         *AGENT_FLAGS, *flags],
+        with_flags(command, *flags),
         capture_output=True, text=True, timeout=120, cwd=folder,
     )  # fmt: skip
 
@@ -979,6 +981,7 @@ def test_system_dir_takes_a_flag_by_any_of_its_spellings():
     [
         (["latency=high", "latency=low"], "latency=high and latency=low: one setting given"),
         (["latency=high", "latency-level=low"], "latency=high and latency_level=low: one"),
+        (["--model-path", "elsewhere"], "--model-path given 2 times; give it once"),
     ],
 )
 def test_system_dir_refuses_a_setting_given_twice(tmp_path, capsys, flags, said):

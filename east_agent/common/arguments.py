@@ -72,8 +72,9 @@ def file_path(text: str) -> str:
 
 
 class _OldSpelling(argparse._StoreAction):
-    """Stores as the new flag does, and says on stderr which flag it is: refusals and
-    --help name the new one (before: `--adapter X` refused as `--adapter-path X: ...`)."""
+    """Stores as the new flag does, and says on stderr which flag it is: the command's own
+    refusals and --help name the new one (before: `--adapter X` refused as `--adapter-path
+    X: ...`, without a word on the old spelling)."""
 
     def __call__(
         self,
@@ -151,9 +152,9 @@ def refuse_unknown_first(parser: argparse.ArgumentParser, argv: list[str]) -> No
     try:
         for item in relaxed:
             item.required = False
-        with contextlib.redirect_stderr(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             extras = parser.parse_known_args(argv)[1]
-    except SystemExit:  # another refusal, which parsing the whole line says
+    except SystemExit:  # --help, or another refusal: the whole line's parse says it
         return
     finally:
         for item in relaxed:
@@ -161,13 +162,22 @@ def refuse_unknown_first(parser: argparse.ArgumentParser, argv: list[str]) -> No
     if not extras:
         return
     offered = _offered_flags(parser)
-    hints = [
-        f"{arg.split('=', 1)[0]}: did you mean {offered[close[0]]}?"
-        for arg in extras
-        if _flag_like(arg)
-        and (close := difflib.get_close_matches(arg.split("=", 1)[0], offered, n=1, cutoff=0.7))
-    ]
+    hints = []
+    for flag in (arg.split("=", 1)[0] for arg in extras if _flag_like(arg)):
+        others = [known for known in offered if known != flag]  # another subcommand's
+        if close := difflib.get_close_matches(flag, others, n=1, cutoff=0.7):
+            hints.append(f"{flag}: did you mean {offered[close[0]]}?")
     parser.error(f"unrecognized arguments: {' '.join(extras)}" + "".join(f" ({h})" for h in hints))
+
+
+def values_apart(argv: list[str]) -> list[str]:
+    """`argv` with each `--flag=value` given as `--flag value` (SimulEval looks for a flag
+    by its whole word, `--device`, and takes `--device=cuda:1` for not given)."""
+    apart: list[str] = []
+    for arg in argv:
+        flag, equals, value = arg.partition("=")
+        apart += [flag, value] if arg.startswith("--") and equals else [arg]
+    return apart
 
 
 def repeated_flag(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:

@@ -80,16 +80,20 @@ def batch_size_of(argv: list[str]) -> tuple[int, list[str]]:
     add_batch_arg(parser)
     known, rest = parser.parse_known_args(argv)
     if (repeated := repeated_flag(parser, argv)) is not None:
-        parser.error(repeated)
+        raise ValueError(repeated)
     return known.batch_size, rest
 
 
 def parse_args(
-    agent_class: type[GenericAgent], argv: list[str], known_only: bool = False
+    agent_class: type[GenericAgent],
+    argv: list[str],
+    known_only: bool = False,
+    given: list[str] | None = None,
 ) -> argparse.Namespace:
     """SimulEval's flags, the scorers', the dataloader's and the agent's, as SimulEval
     parses them (unknown flags are errors; `known_only`: left out, as SimulEval reads a
-    `--system-dir`'s config)."""
+    `--system-dir`'s config). `given`: the user's command line, refused if it gives one of
+    these flags twice (`argv` may add a folder's flags or a default after it)."""
     from simuleval import options
 
     import east_agent.simuleval_plugin  # noqa: F401  (the *_CA metrics and COMET, in any process)
@@ -102,7 +106,7 @@ def parse_args(
     agent_class.add_args(parser)
     add_batch_arg(parser)
     args = parser.parse_known_args(argv)[0] if known_only else parser.parse_args(argv)
-    if not known_only and (repeated := repeated_flag(parser, argv)) is not None:
+    if given is not None and (repeated := repeated_flag(parser, given)) is not None:
         raise ValueError(repeated)  # before: the last one won (`--latency high --latency low`)
     for name in ("source_type", "target_type"):  # a pipeline's are properties of its objects
         if isinstance(getattr(agent_class, name, None), str):

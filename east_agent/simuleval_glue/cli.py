@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from east_agent.common.arguments import given_flags
+from east_agent.common.arguments import given_flags, repeated_flag, values_apart
 from east_agent.common.entry import command_line
 
 
@@ -66,7 +66,10 @@ def _score_only(argv: list[str]) -> None:
     from east_agent.simuleval_glue.batch import score_folder
     from east_agent.simuleval_glue.scoring import scoring_parser
 
-    args, rest = scoring_parser(argv).parse_known_args(argv)
+    parser = scoring_parser(argv)
+    args, rest = parser.parse_known_args(argv)
+    if (repeated := repeated_flag(parser, argv)) is not None:
+        raise ValueError(repeated)  # before: the last one scored
     if rest:  # before: argparse's "unrecognized arguments", the whole run command listed
         flags = [arg.split("=", 1)[0] for arg in rest if arg.startswith("-")] or rest
         raise ValueError(
@@ -100,6 +103,8 @@ def _run_command_line() -> None:
         _help(sys.argv[1:], simuleval_main)
         return
     batch_size, rest = batch_size_of(sys.argv[1:])
+    if _given("--system-dir"):  # SimulEval adds main.yaml's `device` beside a `--device=X`
+        rest = values_apart(rest)
     if "--score-only" in rest:
         from east_agent.simuleval_glue.batch import refuse_run_flags
 
@@ -145,7 +150,8 @@ OWN_FLAGS = """east-simuleval: SimulEval's `simuleval`, with SimulEval's flags a
 Its own flags:
   --batch-size N          sentences decoded at once; 1 (the default) is SimulEval's own
                           loop, one sentence at a time (single-stream computation-aware
-                          latency); with --standalone, sessions decoded at once (default 8)
+                          latency); with --standalone, sessions decoded at once (default 8,
+                          or a --system-dir's batch_size)
   --standalone            serve this package's agent with sessions (one stream per client)
   --session-timeout S     seconds after which an idle session is dropped (--standalone;
                           default 600)
@@ -265,13 +271,14 @@ def _settings_and_check(
     from east_agent.simuleval_glue.scoring import check_latency_unit
 
     folder = _given_system_dir() if agent_class is None else None
+    given = argv
     if folder is not None:
         agent_class, argv = _system_dir_class(), _with_system_dir_flags(argv)
         if not issubclass(agent_class, StreamingAgent):
             return None, None  # another agent's folder: its flags are not known here
     if agent_class is None:
         return None, None
-    args = parse_args(agent_class, argv, known_only=folder is not None)
+    args = parse_args(agent_class, argv, known_only=folder is not None, given=given)
     check_latency_unit(args, getattr(args, "tgt_lang", None))  # a --system-dir's: its config
     if folder is not None:  # its model paths are the folder's (SimulEval builds it there)
         for name in MODEL_FOLDERS & set(vars(args)):
@@ -578,9 +585,14 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     server_parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False)
     add_server_args(server_parser)
     server_args, rest = server_parser.parse_known_args(argv)
+    if (repeated := repeated_flag(server_parser, argv)) is not None:
+        raise ValueError(repeated)
     if in_folder:
         rest = _enter_system_dir(rest)
-    args = parse_args(agent_class, [*rest, "--batch-size", str(batch_size or DEFAULT_SESSIONS)])
+    sessions = ["--batch-size", str(batch_size or DEFAULT_SESSIONS)]
+    if batch_size is None and "--batch-size" in rest:  # a folder's `batch_size` stands
+        sessions = []
+    args = parse_args(agent_class, [*rest, *sessions], given=argv)
     args.session_timeout = server_args.session_timeout
     args.batch_wait_ms = server_args.batch_wait_ms
     serve(agent_class, args)
@@ -654,7 +666,7 @@ def _run_batched(argv: list[str], batch_size: int) -> None:
             f"--batch-size above 1 runs this package's agents (east_agent/agent.py, "
             f"east_agent/waitk_agent.py); {agent_class.__name__} is not one: drop --batch-size"
         )
-    args = parse_args(agent_class, [*argv, "--batch-size", str(batch_size)])
+    args = parse_args(agent_class, [*argv, "--batch-size", str(batch_size)], given=argv)
     refuse_computation_aware_for_text(args.computation_aware, args.source_type)
     run_batched(agent_class, args)
 

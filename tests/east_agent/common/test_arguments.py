@@ -14,6 +14,7 @@ from east_agent.common.arguments import (
     parse_quietly,
     positive_int,
     positive_seconds,
+    values_apart,
 )
 
 
@@ -199,6 +200,26 @@ def test_a_subcommands_flags_are_checked_too(capsys):
         parse_once_each(parser, ["long"])
     assert "the following arguments are required: --log" in capsys.readouterr().err
     assert parse_once_each(parser, ["long", "--log", "a"]).log == "a"
+    short = commands.add_parser("short")
+    short.add_argument("--output")
+    with pytest.raises(SystemExit):  # the other subcommand's flag: not offered as itself
+        parse_once_each(parser, ["long", "--log", "a", "--output", "o"])
+    assert capsys.readouterr().err.endswith("error: unrecognized arguments: --output o\n")
+
+
+def test_help_is_printed_once_with_its_required_flags(capsys):
+    """Before: twice, the first time with --output shown as optional."""
+    with pytest.raises(SystemExit) as ended:
+        parse_once_each(_required_parser(), ["--help"])
+    said = capsys.readouterr().out
+    assert ended.value.code == 0 and said.count("usage:") == 1 and " --output OUTPUT " in said
+
+
+def test_values_apart_splits_a_flags_attached_value():
+    argv = ["--device=cuda:1", "--user-dir", "a=b", "--x=", "-", "--", "name=value"]
+    assert values_apart(argv) == [
+        "--device", "cuda:1", "--user-dir", "a=b", "--x", "", "-", "--", "name=value"
+    ]  # fmt: skip
 
 
 def test_an_old_spelling_says_which_flag_refusals_name(capsys):

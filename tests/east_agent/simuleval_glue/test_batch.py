@@ -841,6 +841,17 @@ def test_score_only_names_the_line_of_a_truncated_log(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_score_only_refuses_a_scoring_flag_given_twice(tmp_path):
+    """Before: `--latency-metrics AL --latency-metrics LAAL` scored LAAL alone, exit 0."""
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "instances.log").write_text("")
+    twice = ["--latency-metrics", "AL", "--latency-metrics", "LAAL"]
+    given = run_simuleval("--score-only", "--output", output, *twice)
+    assert given.returncode == 2, given.stderr[-3000:]
+    assert given.stderr == "east-simuleval: --latency-metrics given 2 times; give it once\n"
+
+
 def test_score_only_refuses_data_files_it_would_ignore_and_names_a_missing_output(tmp_path):
     """Before: --target and --source taken and ignored (the log's references scored, exit
     0: a rescoring against corrected references gave the old scores); and without

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import requests
+import torch
 import yaml
 from commands import AGENT_FILE, console_script, with_flags, write_toy_test_set
 
@@ -1113,6 +1114,26 @@ def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
     assert scores(output) == before
 
 
+@pytest.mark.parametrize("form", ["--device=cpu", "--device cpu"])
+def test_a_system_dirs_device_gives_way_to_the_command_lines_in_either_form(
+    east_checkpoint, test_set, tmp_path, form
+):
+    """Before: SimulEval added main.yaml's `device: cuda` after a `--device=cpu`, which it
+    took for not given: "this machine has no CUDA device" (`--device cpu` ran on the CPU)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    folder = tmp_path / "submission"
+    run(
+        console_script("east-package-system"), folder, "--model-path", east_checkpoint,
+        "src_lang=de", "tgt_lang=en", "device=cuda", "max_context=200",
+    )  # fmt: skip
+    run(
+        console_script("east-simuleval"), "--system-dir", folder, *form.split(), "--source",
+        test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "out",
+    )  # fmt: skip
+    assert len((tmp_path / "out" / "instances.log").read_text().splitlines()) == 3
+
+
 def test_a_system_dir_is_served_as_packaged(east_checkpoint, test_set, tmp_path):
     """`--standalone --system-dir`: the folder's agent with its flags, its paths inside it
     (before: SimulEval's "--agent-class must be specified" traceback); the clients get the
@@ -1126,16 +1147,24 @@ def test_a_system_dir_is_served_as_packaged(east_checkpoint, test_set, tmp_path)
         console_script("east-simuleval"), "--system-dir", folder, "--source",
         test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "local",
     )  # fmt: skip
+    # a folder's own `batch_size` is served (before: 8 sessions, and with a `--device=cpu`
+    # beside main.yaml's `device`, "--device given 2 times", a flag given once)
+    with (folder / "main.yaml").open("a") as config:
+        config.write("batch_size: 2\n")
     port, server_log = free_port(), tmp_path / "server.log"
     with server_log.open("w") as server_errors:
         server = subprocess.Popen(
             [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
-             "--system-dir", str(folder), "--session-timeout", "30", "--batch-wait-ms", "2"],
+             "--system-dir", str(folder), "--session-timeout", "30", "--batch-wait-ms", "2",
+             "--device=cpu"],
             stdout=subprocess.DEVNULL, stderr=server_errors, cwd=tmp_path,
         )  # fmt: skip
         try:
             wait_for_server(server, port, server_log)
-            run(*remote_eval_command(port, test_set, tmp_path / "remote"))
+            more = remote_eval_command(port, test_set, tmp_path / "more", "--batch-size", "3")
+            refused = subprocess.run(more, capture_output=True, text=True, timeout=120)
+            assert refused.returncode == 2 and "has 2 streams" in refused.stderr, refused.stderr
+            run(*remote_eval_command(port, test_set, tmp_path / "remote", "--batch-size", "2"))
         finally:
             server.terminate()
             server.wait(timeout=30)

@@ -67,6 +67,7 @@ def _build(folder: Path) -> None:
     trainer = trainers.UnigramTrainer(vocab_size=400, special_tokens=specials, unk_token="<unk>")
     texts = (folder / "texts.txt").read_text(encoding="utf-8").splitlines()
     tokenizer.train_from_iterator(texts, trainer)
+    tokenizer = _in_a_fixed_order(tokenizer, len(specials))
     tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
     encoder = folder / "encoder"
     fast = XLMRobertaTokenizerFast(tokenizer_object=tokenizer, model_max_length=512)
@@ -102,6 +103,30 @@ def _build(folder: Path) -> None:
     torch.save(checkpoint, folder / "checkpoints" / "model.ckpt")
     saved = {**hyper_parameters, "class_identifier": "regression_metric"}
     (folder / "hparams.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+
+
+def _in_a_fixed_order(tokenizer, specials: int):
+    """The trained Unigram vocabulary in a fixed order, with fixed scores. The trainer sums
+    in the order of its hash maps, seeded anew in each process: scores differ in their
+    last digits, pieces of one score swap places, and the characters it appends below
+    every piece it learned get their scores in that order, so a rare word (the units of a
+    Chinese source joined) was cut into other pieces from one build to the next, its
+    COMET score moving by up to 1e-3."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    saved = json.loads(tokenizer.to_str())
+    vocab = saved["model"]["vocab"]
+    pieces = [(piece, round(score, 9)) for piece, score in vocab[specials:]]
+    lowest = min(score for piece, score in pieces if len(piece) > 1)
+    learned = [(piece, score) for piece, score in pieces if len(piece) > 1 or score >= lowest]
+    appended = [entry for entry in pieces if entry not in learned]
+    scores = sorted((score for _, score in appended), reverse=True)
+    appended = list(zip(sorted(piece for piece, _ in appended), scores))
+    ordered = sorted(learned, key=lambda entry: (-entry[1], entry[0])) + appended
+    saved["model"]["vocab"] = vocab[:specials] + [list(entry) for entry in ordered]
+    return Tokenizer.from_str(json.dumps(saved))
 
 
 if __name__ == "__main__":

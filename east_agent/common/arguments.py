@@ -183,19 +183,33 @@ def values_apart(argv: list[str]) -> list[str]:
 def repeated_flag(parser: argparse.ArgumentParser, argv: list[str]) -> str | None:
     """What is wrong if `argv` gives a flag of `parser` (or of its subcommands) that takes
     one value twice, in one spelling or in two (`--config a --config b`, `--latency high
-    --latency-level low`); None if it gives none twice."""
+    --latency-level low`, `--out a --output b` where argparse takes abbreviations); None if
+    it gives none twice."""
+    parsers = _parsers_of(parser)
     spellings: dict[str, list[str]] = {}
-    for action in (action for each in _parsers_of(parser) for action in each._actions):
+    for action in (action for each in parsers for action in each._actions):
         repeatable = isinstance(action, (argparse._AppendAction, argparse._ExtendAction))
         if action.option_strings and action.nargs != 0 and not repeatable:
             spellings.setdefault(action.dest, []).extend(action.option_strings)
+    known = [flag for each in parsers for flag in each._option_string_actions]
+    typed = [arg.split("=", 1)[0] for arg in argv]
+    meant = [_whole_flag(name, known) if parser.allow_abbrev else name for name in typed]
     for flags in spellings.values():
-        given = [arg.split("=", 1)[0] for arg in argv if arg.split("=", 1)[0] in flags]
+        given = [name for name, flag in zip(typed, meant) if flag in flags]
         if len(set(given)) > 1:
             return f"{' and '.join(dict.fromkeys(given))}: spellings of one flag; give one"
         if len(given) > 1:
             return f"{given[0]} given {len(given)} times; give it once"
     return None
+
+
+def _whole_flag(name: str, known: list[str]) -> str:
+    """The flag of `known` that `name` abbreviates, as argparse reads it (`--out` for
+    `--output`, the one flag it begins); else `name`."""
+    if name in known or not name.startswith("--"):
+        return name
+    whole = [flag for flag in known if flag.startswith(name)]
+    return whole[0] if len(whole) == 1 else name
 
 
 def parse_once_each(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

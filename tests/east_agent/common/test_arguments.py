@@ -117,6 +117,9 @@ def test_parse_quietly_gives_argparses_reason_alone(capsys):
     [
         (["--config", "a", "--config=b"], "--config given 2 times; give it once"),
         (["--model-path", "A", "--base", "B"], "--model-path and --base: spellings of one flag"),
+        # argparse's abbreviations: before, the last one won
+        (["--conf", "a", "--config", "b"], "--conf and --config: spellings of one flag"),
+        (["--model", "A", "--model", "B"], "--model given 2 times; give it once"),
     ],
 )
 def test_a_setting_given_twice_is_refused(capsys, argv, said):

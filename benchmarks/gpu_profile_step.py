@@ -25,6 +25,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from east_agent.common.arguments import parse_once_each
 from east_agent.evaluation.bench import (
     copy_bandwidth,
     llama3_east_tokenizer,
@@ -133,7 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="llama3-8b")
     parser.add_argument("--context", type=int, default=120)
-    args = parser.parse_args()
+    args = parse_once_each(parser, None)
     tokenizer = llama3_east_tokenizer(os.environ["LLAMA3_TOKENIZER"])
     model = random_model(args.model, tokenizer, torch.bfloat16, "cuda")
     floor = 1000 * weight_bytes(model) / copy_bandwidth(torch.device("cuda"), 4096)

@@ -136,10 +136,13 @@ def _offered_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
     return offered
 
 
-def refuse_unknown_first(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+def refuse_unknown_first(
+    parser: argparse.ArgumentParser, argv: list[str], intermixed: bool = False
+) -> None:
     """An argument `parser` does not know refused before a required flag it lacks: argparse
     checks the required ones first, so `--outptu DIR` was refused as `the following
-    arguments are required: --output`. The refusal names the flag it may misspell."""
+    arguments are required: --output`. The refusal names the flag it may misspell.
+    `intermixed`: positionals after the flags too, as `parse_intermixed_args` reads them."""
     parsers = _parsers_of(parser)
     items: list[argparse.Action | argparse._MutuallyExclusiveGroup] = [
         action
@@ -153,7 +156,8 @@ def refuse_unknown_first(parser: argparse.ArgumentParser, argv: list[str]) -> No
         for item in relaxed:
             item.required = False
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            extras = parser.parse_known_args(argv)[1]
+            parse = parser.parse_known_intermixed_args if intermixed else parser.parse_known_args
+            extras = parse(argv)[1]
     except SystemExit:  # --help, or another refusal: the whole line's parse says it
         return
     finally:

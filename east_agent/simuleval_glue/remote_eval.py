@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from east_agent.common.arguments import positive_int, repeated_flag
+from east_agent.common.arguments import parse_once_each, positive_int
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.prompt import known_language_name
 from east_agent.simuleval_glue.scoring import SCORER_FLAGS
@@ -739,9 +739,7 @@ def main(argv: list[str] | None = None) -> None:
         elif action.dest in CLIENT_HELP:  # SimulEval's own texts there are wrong
             action.help = CLIENT_HELP[action.dest]
     _refuse_served_system_flags(sys.argv[1:])  # before argparse calls them unknown
-    args = parser.parse_args()
-    if (repeated := repeated_flag(parser, sys.argv[1:])) is not None:
-        parser.error(repeated)
+    args = parse_once_each(parser, sys.argv[1:])
     if args.score_only:  # no server needed; the types are the folder's (config.yaml)
         from east_agent.simuleval_glue.batch import refuse_run_flags, score_folder
 

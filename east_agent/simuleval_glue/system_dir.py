@@ -43,6 +43,7 @@ from east_agent.common.arguments import (
     ArgumentsRefused,
     checked_device,
     parse_quietly,
+    refuse_unknown_first,
     repeated_flag,
 )
 from east_agent.common.atomic import atomic_path, check_folder_path
@@ -344,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("flags", nargs="*", type=parse_flag, help="agent flags: key=value")
     argv = sys.argv[1:] if argv is None else argv
+    refuse_unknown_first(parser, argv, intermixed=True)
     args = parser.parse_intermixed_args(argv)  # key=value after the options too
     if (repeated := repeated_flag(parser, argv)) is not None:
         parser.error(repeated)

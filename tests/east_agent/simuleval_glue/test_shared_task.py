@@ -995,6 +995,15 @@ def test_system_dir_refuses_a_setting_given_twice(tmp_path, capsys, flags, said)
     assert not (tmp_path / "system").exists()
 
 
+def test_system_dir_names_a_misspelt_flag_before_the_required_one(tmp_path, capsys):
+    """Before: "the following arguments are required: --model-path", the flag misspelt."""
+    with pytest.raises(SystemExit) as exit_:
+        system_dir.main([str(tmp_path / "system"), "--modl-path", str(tmp_path), "src_lang=de"])
+    assert exit_.value.code == 2
+    assert "(--modl-path: did you mean --model-path?)" in capsys.readouterr().err
+    assert not (tmp_path / "system").exists()
+
+
 @pytest.mark.parametrize(
     "flags, said",
     [

@@ -1123,6 +1123,21 @@ def test_comet_reads_a_served_chinese_source_as_the_server_read_it(
     assert scores(output) == before
 
 
+def packaged_and_run(checkpoint, test_set, tmp_path, setting, flags=(), output="out"):
+    """`tmp_path/submission` packaged from `checkpoint` with `setting`, then run locally on
+    `test_set` with `flags` into `tmp_path/output`; the folder."""
+    folder = tmp_path / "submission"
+    run(
+        console_script("east-package-system"), folder, "--model-path", checkpoint,
+        "src_lang=de", "tgt_lang=en", setting, "max_context=200",
+    )  # fmt: skip
+    run(
+        console_script("east-simuleval"), "--system-dir", folder, *flags, "--source",
+        test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / output,
+    )  # fmt: skip
+    return folder
+
+
 @pytest.mark.parametrize("form", ["--device=cpu", "--device cpu"])
 def test_a_system_dirs_device_gives_way_to_the_command_lines_in_either_form(
     east_checkpoint, test_set, tmp_path, form
@@ -1131,15 +1146,9 @@ def test_a_system_dirs_device_gives_way_to_the_command_lines_in_either_form(
     took for not given: "this machine has no CUDA device" (`--device cpu` ran on the CPU)."""
     if torch.cuda.is_available():
         pytest.skip("this machine has a CUDA device")
-    folder = tmp_path / "submission"
-    run(
-        console_script("east-package-system"), folder, "--model-path", east_checkpoint,
-        "src_lang=de", "tgt_lang=en", "device=cuda", "max_context=200",
-    )  # fmt: skip
-    run(
-        console_script("east-simuleval"), "--system-dir", folder, *form.split(), "--source",
-        test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "out",
-    )  # fmt: skip
+    packaged_and_run(
+        east_checkpoint, test_set, tmp_path, "device=cuda", flags=form.split(), output="out"
+    )
     assert len((tmp_path / "out" / "instances.log").read_text().splitlines()) == 3
 
 
@@ -1147,17 +1156,8 @@ def test_a_system_dir_is_served_as_packaged(east_checkpoint, test_set, tmp_path)
     """`--standalone --system-dir`: the folder's agent with its flags, its paths inside it
     (before: SimulEval's "--agent-class must be specified" traceback); the clients get the
     translations of a local run of the folder."""
-    folder = tmp_path / "submission"
-    run(
-        console_script("east-package-system"), folder, "--model-path", east_checkpoint,
-        "src_lang=de", "tgt_lang=en", "latency=low", "max_context=200",
-    )  # fmt: skip
-    run(
-        console_script("east-simuleval"), "--system-dir", folder, "--source",
-        test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "local",
-    )  # fmt: skip
-    # a folder's own `batch_size` is served (before: 8 sessions, and with a `--device=cpu`
-    # beside main.yaml's `device`, "--device given 2 times", a flag given once)
+    folder = packaged_and_run(east_checkpoint, test_set, tmp_path, "latency=low", output="local")
+    # a folder's own `batch_size` is served (before: 8 sessions), beside a `--device=cpu`
     with (folder / "main.yaml").open("a") as config:
         config.write("batch_size: 2\n")
     port, server_log = free_port(), tmp_path / "server.log"

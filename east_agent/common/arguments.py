@@ -141,8 +141,31 @@ def refuse_unknown_first(
 ) -> None:
     """An argument `parser` does not know refused before a required flag it lacks: argparse
     checks the required ones first, so `--outptu DIR` was refused as `the following
-    arguments are required: --output`. The refusal names the flag it may misspell.
+    arguments are required: --output`. The refusal names the flag it may misspell, with
+    the word after it where that flag takes one (argparse had taken `DIR` for a positional).
     `intermixed`: positionals after the flags too, as `parse_intermixed_args` reads them."""
+    extras = _unknown_arguments(parser, argv, intermixed)
+    if not extras:
+        return
+    offered = _offered_flags(parser)
+    meant = {}
+    for flag in (arg.split("=", 1)[0] for arg in extras if _flag_like(arg)):
+        others = [known for known in offered if known != flag]  # another subcommand's
+        if close := difflib.get_close_matches(flag, others, n=1, cutoff=0.7):
+            meant[flag] = close[0]
+    valued = {flag for flag, known in meant.items() if _takes_value(parser, known)}
+    paired, left = _with_their_values(argv, valued)
+    if paired:
+        extras = paired + (_unknown_arguments(parser, left, intermixed) or [])
+    hints = "".join(f" ({flag}: did you mean {offered[known]}?)" for flag, known in meant.items())
+    parser.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+
+
+def _unknown_arguments(
+    parser: argparse.ArgumentParser, argv: list[str], intermixed: bool
+) -> list[str] | None:
+    """The arguments `parser` leaves unread in `argv`, its required flags and groups taken
+    as optional; None if it exits (--help, or another refusal the whole parse says)."""
     parsers = _parsers_of(parser)
     items: list[argparse.Action | argparse._MutuallyExclusiveGroup] = [
         action
@@ -157,30 +180,49 @@ def refuse_unknown_first(
             item.required = False
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             parse = parser.parse_known_intermixed_args if intermixed else parser.parse_known_args
-            extras = parse(argv)[1]
-    except SystemExit:  # --help, or another refusal: the whole line's parse says it
-        return
+            return parse(argv)[1]
+    except SystemExit:
+        return None
     finally:
         for item in relaxed:
             item.required = True
-    if not extras:
-        return
-    offered = _offered_flags(parser)
-    hints = []
-    for flag in (arg.split("=", 1)[0] for arg in extras if _flag_like(arg)):
-        others = [known for known in offered if known != flag]  # another subcommand's
-        if close := difflib.get_close_matches(flag, others, n=1, cutoff=0.7):
-            hints.append(f"{flag}: did you mean {offered[close[0]]}?")
-    parser.error(f"unrecognized arguments: {' '.join(extras)}" + "".join(f" ({h})" for h in hints))
+
+
+def _takes_value(parser: argparse.ArgumentParser, flag: str) -> bool:
+    return any(
+        each._option_string_actions[flag].nargs != 0
+        for each in _parsers_of(parser)
+        if flag in each._option_string_actions
+    )
+
+
+def _with_their_values(argv: list[str], flags: set[str]) -> tuple[list[str], list[str]]:
+    """Each of `flags` in `argv` with the word after it (unless that is a flag), and the
+    rest of `argv`."""
+    paired: list[str] = []
+    left: list[str] = []
+    words = iter(enumerate(argv))
+    for index, arg in words:
+        following = argv[index + 1] if index + 1 < len(argv) else None
+        if arg in flags and following is not None and not _flag_like(following):
+            paired += [arg, following]
+            next(words)
+        elif arg in flags:
+            paired.append(arg)
+        else:
+            left.append(arg)
+    return paired, left
 
 
 def values_apart(argv: list[str]) -> list[str]:
     """`argv` with each `--flag=value` given as `--flag value` (SimulEval looks for a flag
-    by its whole word, `--device`, and takes `--device=cuda:1` for not given)."""
+    by its whole word, `--device`, and takes `--device=cuda:1` for not given). A value that
+    begins with `-` stays attached: apart, argparse would take it for a flag."""
     apart: list[str] = []
     for arg in argv:
         flag, equals, value = arg.partition("=")
-        apart += [flag, value] if arg.startswith("--") and equals else [arg]
+        split = arg.startswith("--") and equals and not value.startswith("-")
+        apart += [flag, value] if split else [arg]
     return apart
 
 
@@ -205,6 +247,13 @@ def repeated_flag(parser: argparse.ArgumentParser, argv: list[str]) -> str | Non
         if len(given) > 1:
             return f"{given[0]} given {len(given)} times; give it once"
     return None
+
+
+def refuse_repeated(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """ValueError (east-simuleval's one-line refusal) if `argv` gives a flag of `parser`
+    twice, as `repeated_flag` finds it."""
+    if (repeated := repeated_flag(parser, argv)) is not None:
+        raise ValueError(repeated)
 
 
 def _whole_flag(name: str, known: list[str]) -> str:

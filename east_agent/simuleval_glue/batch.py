@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from east_agent.common.arguments import positive_int, repeated_flag
+from east_agent.common.arguments import positive_int, refuse_repeated
 from east_agent.common.atomic import write_atomically
 from east_agent.common.entry import CommandError, raise_if_signalled
 from east_agent.common.records import read_json_object
@@ -79,8 +79,7 @@ def batch_size_of(argv: list[str]) -> tuple[int, list[str]]:
     parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False, allow_abbrev=False)
     add_batch_arg(parser)
     known, rest = parser.parse_known_args(argv)
-    if (repeated := repeated_flag(parser, argv)) is not None:
-        raise ValueError(repeated)
+    refuse_repeated(parser, argv)
     return known.batch_size, rest
 
 
@@ -106,8 +105,8 @@ def parse_args(
     agent_class.add_args(parser)
     add_batch_arg(parser)
     args = parser.parse_known_args(argv)[0] if known_only else parser.parse_args(argv)
-    if given is not None and (repeated := repeated_flag(parser, given)) is not None:
-        raise ValueError(repeated)  # before: the last one won (`--latency high --latency low`)
+    if given is not None:  # before: the last one won (`--latency high --latency low`)
+        refuse_repeated(parser, given)
     for name in ("source_type", "target_type"):  # a pipeline's are properties of its objects
         if isinstance(getattr(agent_class, name, None), str):
             setattr(args, name, getattr(agent_class, name))

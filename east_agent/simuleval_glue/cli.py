@@ -41,7 +41,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from east_agent.common.arguments import given_flags, repeated_flag, values_apart
+from east_agent.common.arguments import given_flags, refuse_repeated, values_apart
 from east_agent.common.entry import command_line
 
 
@@ -68,8 +68,7 @@ def _score_only(argv: list[str]) -> None:
 
     parser = scoring_parser(argv)
     args, rest = parser.parse_known_args(argv)
-    if (repeated := repeated_flag(parser, argv)) is not None:
-        raise ValueError(repeated)  # before: the last one scored
+    refuse_repeated(parser, argv)  # before: the last one scored
     if rest:  # before: argparse's "unrecognized arguments", the whole run command listed
         flags = [arg.split("=", 1)[0] for arg in rest if arg.startswith("-")] or rest
         raise ValueError(
@@ -585,8 +584,7 @@ def _serve(argv: list[str], batch_size: int | None, simuleval_main) -> None:
     server_parser = argparse.ArgumentParser(prog="east-simuleval", add_help=False)
     add_server_args(server_parser)
     server_args, rest = server_parser.parse_known_args(argv)
-    if (repeated := repeated_flag(server_parser, argv)) is not None:
-        raise ValueError(repeated)
+    refuse_repeated(server_parser, argv)
     if in_folder:
         rest = _enter_system_dir(rest)
     sessions = ["--batch-size", str(batch_size or DEFAULT_SESSIONS)]

@@ -141,6 +141,7 @@ def _required_parser() -> argparse.ArgumentParser:
     parser.add_argument("name")
     parser.add_argument("--output", required=True)
     parser.add_argument("--count", type=positive_int, default=1)
+    parser.add_argument("--quiet", action="store_true")
     add_old_spelling(parser, "--number", "count", type=positive_int)
     return parser
 
@@ -161,6 +162,19 @@ def _required_parser() -> argparse.ArgumentParser:
         (
             ["set", "--output", "o", "--numbr", "2"],
             "unrecognized arguments: --numbr 2 (--numbr: did you mean --count?)",
+        ),
+        # before the name: argparse took `o` for it, and said `--outptu set`
+        (
+            ["--outptu", "o", "set"],
+            "unrecognized arguments: --outptu o (--outptu: did you mean --output?)",
+        ),
+        (
+            ["--outptu", "o", "set", "stray"],
+            "unrecognized arguments: --outptu o stray (--outptu: did you mean --output?)",
+        ),
+        (  # a flag that takes no value keeps no word
+            ["--quiett", "set", "--output", "o"],
+            "unrecognized arguments: --quiett (--quiett: did you mean --quiet?)",
         ),
     ],
 )
@@ -219,10 +233,13 @@ def test_help_is_printed_once_with_its_required_flags(capsys):
 
 
 def test_values_apart_splits_a_flags_attached_value():
-    argv = ["--device=cuda:1", "--user-dir", "a=b", "--x=", "-", "--", "name=value"]
+    argv = ["--device=cuda:1", "--user-dir", "a=b", "--x=", "-", "--", "name=value", "--o=-r"]
     assert values_apart(argv) == [
-        "--device", "cuda:1", "--user-dir", "a=b", "--x", "", "-", "--", "name=value"
+        "--device", "cuda:1", "--user-dir", "a=b", "--x", "", "-", "--", "name=value", "--o=-r"
     ]  # fmt: skip
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--o")
+    assert parser.parse_args(values_apart(["--o=-r"])).o == "-r"  # before: "expected one argument"
 
 
 def test_an_old_spelling_says_which_flag_refusals_name(capsys):

@@ -209,6 +209,14 @@ def test_the_server_refuses_a_device_it_lacks_before_loading(tmp_path):
     assert "Traceback" not in refused.stderr
 
 
+def test_the_server_refuses_its_own_flag_given_twice(tmp_path):
+    """Before the repeat check: the last one was taken, without a word."""
+    refused = server_refusal(tmp_path, "--session-timeout", "5", "--session-timeout=60")
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    said = "east-simuleval: --session-timeout given 2 times; give it once\n"
+    assert refused.stderr.endswith(said) and "never-loaded" not in refused.stderr
+
+
 def test_the_server_names_a_port_that_is_no_number(tmp_path):
     """Before: "invalid literal for int() with base 10: 'abc'", no flag named."""
     refused = server_refusal(tmp_path, "--remote-port", "abc")

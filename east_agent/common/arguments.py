@@ -101,13 +101,17 @@ def add_old_spelling(parser: argparse.ArgumentParser, old: str, dest: str, **kwa
     )
 
 
-def _parsers_of(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """`parser` and the parsers of its subcommands."""
+def _parsers_of(
+    parser: argparse.ArgumentParser, argv: list[str] | None = None
+) -> list[argparse.ArgumentParser]:
+    """`parser` and the parsers of its subcommands: of the one `argv` names, if it names
+    one."""
     parsers = [parser]
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
-            for subparser in dict.fromkeys(action.choices.values()):
-                parsers.extend(_parsers_of(subparser))
+            named = [action.choices[arg] for arg in argv or [] if arg in action.choices]
+            for subparser in named[:1] or dict.fromkeys(action.choices.values()):
+                parsers.extend(_parsers_of(subparser, argv))
     return parsers
 
 
@@ -123,11 +127,12 @@ def _new_spelling(parser: argparse.ArgumentParser, dest: str) -> str | None:
     return None
 
 
-def _offered_flags(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Each flag of `parser` and its subcommands, and the flag a refusal offers for it: the
-    flag itself, or for an old spelling (hidden from --help) its new one."""
+def _offered_flags(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, str]:
+    """Each flag of `parser` and its subcommands (the one `argv` names, if it names one),
+    and the flag a refusal offers for it: the flag itself, or for an old spelling (hidden
+    from --help) its new one."""
     offered = {}
-    for each in _parsers_of(parser):
+    for each in _parsers_of(parser, argv):
         for flag, action in each._option_string_actions.items():
             if action.help is not argparse.SUPPRESS:
                 offered[flag] = flag
@@ -147,7 +152,7 @@ def refuse_unknown_first(
     extras = _unknown_arguments(parser, argv, intermixed)
     if not extras:
         return
-    offered = _offered_flags(parser)
+    offered = _offered_flags(parser, argv)
     meant = {}
     for flag in (arg.split("=", 1)[0] for arg in extras if _flag_like(arg)):
         others = [known for known in offered if known != flag]  # another subcommand's

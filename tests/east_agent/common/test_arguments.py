@@ -222,6 +222,13 @@ def test_a_subcommands_flags_are_checked_too(capsys):
     with pytest.raises(SystemExit):  # the other subcommand's flag: not offered as itself
         parse_once_each(parser, ["long", "--log", "a", "--output", "o"])
     assert capsys.readouterr().err.endswith("error: unrecognized arguments: --output o\n")
+    with pytest.raises(SystemExit):  # nor offered for a misspelling (before: it was)
+        parse_once_each(parser, ["long", "--log", "a", "--outptu", "o"])
+    assert capsys.readouterr().err.endswith("error: unrecognized arguments: --outptu o\n")
+    with pytest.raises(SystemExit):
+        parse_once_each(parser, ["short", "--outptu", "o"])
+    said = "unrecognized arguments: --outptu o (--outptu: did you mean --output?)\n"
+    assert capsys.readouterr().err.endswith(said)
 
 
 def test_help_is_printed_once_with_its_required_flags(capsys):

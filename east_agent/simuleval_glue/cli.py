@@ -317,6 +317,7 @@ def _check_one_system(argv: list[str]) -> None:
             "server (the agent's flags are the folder's main.yaml: package it again to change "
             "them)"
         )
+    refuse_repeated(parser, argv)  # another package's folder too (its flags are SimulEval's)
 
 
 def _check_system_dir(argv: list[str]) -> None:

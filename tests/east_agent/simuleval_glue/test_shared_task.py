@@ -1,6 +1,7 @@
 """Shared-task paths: a standalone agent server evaluated over HTTP, a --system-dir."""
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -729,6 +730,33 @@ def test_a_copied_model_is_what_loads_and_runs_from_elsewhere(east_checkpoint, t
         test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "out",
     )  # fmt: skip
     assert len((tmp_path / "out" / "instances.log").read_text().splitlines()) == 3
+
+
+def test_a_flag_given_twice_beside_another_packages_system_dir_is_refused(test_set, tmp_path):
+    """Its flags are SimulEval's alone (the agent's are its main.yaml's); before: the last
+    one won, without a word (`--end-index 1 --end-index 2` translated two sentences)."""
+    folder = tmp_path / "theirs"
+    folder.mkdir()
+    shutil.copy(Path(__file__).with_name("sleepy_agent.py"), folder)
+    (folder / "main.yaml").write_text("agent_class: sleepy_agent.SleepyWaitOne\nsleep: 0\n")
+    command = [
+        console_script("east-simuleval"), "--system-dir", folder, "--source",
+        test_set / "src.txt", "--target", test_set / "ref.txt", "--output", tmp_path / "out",
+        "--end-index", "1",
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(folder)}
+    refused = subprocess.run(
+        [*map(str, command), "--end-index=2"], capture_output=True, text=True, timeout=120,
+        env=environment,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert refused.stderr.endswith("east-simuleval: --end-index given 2 times; give it once\n")
+    assert not (tmp_path / "out").exists()
+    ran = subprocess.run(
+        [*map(str, command)], capture_output=True, text=True, timeout=120, env=environment
+    )
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert len((tmp_path / "out" / "instances.log").read_text().splitlines()) == 1
 
 
 def test_a_system_dir_run_reads_its_main_yaml_as_the_server_does(

@@ -152,18 +152,33 @@ def refuse_unknown_first(
     extras = _unknown_arguments(parser, argv, intermixed)
     if not extras:
         return
-    offered = _offered_flags(parser, argv)
-    meant = {}
-    for flag in (arg.split("=", 1)[0] for arg in extras if _flag_like(arg)):
-        others = [known for known in offered if known != flag]  # another subcommand's
-        if close := difflib.get_close_matches(flag, others, n=1, cutoff=0.7):
-            meant[flag] = close[0]
+    meant = flags_meant(parser, extras, argv)
     valued = {flag for flag, known in meant.items() if _takes_value(parser, known)}
     paired, left = _with_their_values(argv, valued)
     if paired:
         extras = paired + (_unknown_arguments(parser, left, intermixed) or [])
-    hints = "".join(f" ({flag}: did you mean {offered[known]}?)" for flag, known in meant.items())
-    parser.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+    parser.error(f"unrecognized arguments: {' '.join(extras)}{meant_said(parser, meant, argv)}")
+
+
+def flags_meant(
+    parser: argparse.ArgumentParser, unknown: list[str], argv: list[str]
+) -> dict[str, str]:
+    """Each flag of `unknown` close to one of `parser`'s (of the subcommand `argv` names),
+    and that flag."""
+    offered = _offered_flags(parser, argv)
+    meant = {}
+    for flag in (arg.split("=", 1)[0] for arg in unknown if _flag_like(arg)):
+        others = [known for known in offered if known != flag]  # another subcommand's
+        if close := difflib.get_close_matches(flag, others, n=1, cutoff=0.7):
+            meant[flag] = close[0]
+    return meant
+
+
+def meant_said(parser: argparse.ArgumentParser, meant: dict[str, str], argv: list[str]) -> str:
+    """` (--outptu: did you mean --output?)` for each of `meant` (an old spelling's new
+    flag offered)."""
+    offered = _offered_flags(parser, argv)
+    return "".join(f" ({flag}: did you mean {offered[known]}?)" for flag, known in meant.items())
 
 
 def _unknown_arguments(

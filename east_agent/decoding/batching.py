@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,20 +155,25 @@ def _holding(decoder: StreamingDecoder) -> Iterator[None]:
 def _checked(sentences: Iterable[Sentence]) -> Iterator[Sentence]:
     """`sentences`, each refused as it comes if it is not a `Sentence` or repeats a key
     (before: a tuple failed as an AttributeError, and two outcomes could share a key)."""
-    keys = set()
+    keys: set = set()
+    unhashable: list = []  # a list or dict key, compared by equality
     for sentence in sentences:
         if not isinstance(sentence, Sentence):
             raise TypeError(
                 f"translate_batch takes Sentence(key, units) items, got "
                 f"{type(sentence).__name__} {sentence!r:.80}"
             )
-        with suppress(TypeError):  # a key that cannot be hashed is not compared
-            if sentence.key in keys:
-                raise ValueError(
-                    f"Sentence key {sentence.key!r} given twice: its outcomes could not be "
-                    "told apart"
-                )
+        try:
+            seen = sentence.key in keys
+        except TypeError:
+            seen = sentence.key in unhashable
+            unhashable.append(sentence.key)
+        else:
             keys.add(sentence.key)
+        if seen:  # before, for a list key: two outcomes under one key
+            raise ValueError(
+                f"Sentence key {sentence.key!r} given twice: its outcomes could not be told apart"
+            )
         yield sentence
 
 

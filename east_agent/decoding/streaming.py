@@ -737,6 +737,7 @@ class StreamingDecoder:
         check_unit_list(units, "translate")
         if not units:
             raise ValueError("the source sentence is empty")
+        self.check_not_held("translate")  # named as called (before: as the reset within)
         self.reset(script)
         for position, unit in enumerate(units):
             self.push_unit(unit, is_last=position == len(units) - 1)

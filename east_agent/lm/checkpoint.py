@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from east_agent.common.arguments import checked_device
 from east_agent.common.atomic import not_a_folder
 from east_agent.common.fingerprint import folder_fingerprint, is_content_setting, is_hub_id
 from east_agent.common.records import RecordError, invalid_json, read_json_object
@@ -528,7 +529,12 @@ def load_east_checkpoint(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load tokenizer and model, and check that the tokenizer is an EAST tokenizer first;
     `tokenizer_loader`: the caller's, where it holds the tokenizer loaded already (a
-    Llama-3 tokenizer takes about a second to load)."""
+    Llama-3 tokenizer takes about a second to load). A `device` this machine lacks is
+    refused first (before: torch's error once the weights had loaded)."""
+    try:
+        checked_device(str(device), "device")
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     if is_hub_id(model_path):  # asked once (before: the loaders' retries, a minute offline)
         try:
             check_hub_model(str(model_path), "model_path")

@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from east_agent.common.arguments import positive_int, refuse_repeated
+from east_agent.common.arguments import positive_int, refuse_repeated, refuse_unknown_first
 from east_agent.common.atomic import write_atomically
 from east_agent.common.entry import CommandError, raise_if_signalled
 from east_agent.common.records import read_json_object
@@ -104,6 +104,8 @@ def parse_args(
     options.add_dataloader_args(parser, argv)
     agent_class.add_args(parser)
     add_batch_arg(parser)
+    if not known_only:  # a misspelt flag named with the one it may be (`--long-from`)
+        refuse_unknown_first(parser, argv)
     args = parser.parse_known_args(argv)[0] if known_only else parser.parse_args(argv)
     if given is not None:  # before: the last one won (`--latency high --latency low`)
         refuse_repeated(parser, given)

@@ -41,7 +41,13 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
-from east_agent.common.arguments import given_flags, refuse_repeated, values_apart
+from east_agent.common.arguments import (
+    flags_meant,
+    given_flags,
+    meant_said,
+    refuse_repeated,
+    values_apart,
+)
 from east_agent.common.entry import command_line
 
 
@@ -312,10 +318,11 @@ def _check_one_system(argv: list[str]) -> None:
     add_server_args(parser)  # --standalone's own
     unread = parser.parse_known_args(argv)[1]
     if unread:
+        hints = meant_said(parser, flags_meant(parser, unread, argv), argv)
         raise ValueError(
             f"{' '.join(unread)}: not read with --system-dir, by SimulEval, its scorers or the "
             "server (the agent's flags are the folder's main.yaml: package it again to change "
-            "them)"
+            f"them){hints}"
         )
     refuse_repeated(parser, argv)  # another package's folder too (its flags are SimulEval's)
 

@@ -406,8 +406,10 @@ def test_translate_batch_refuses_other_items_and_a_key_twice(greedy_decoder):
     twice = [Sentence(0, ["Hund"]), Sentence(1, ["Katze"]), Sentence(0, ["Farbe"])]
     with pytest.raises(ValueError, match="Sentence key 0 given twice"):
         list(translate_batch(greedy_decoder, twice))
-    unhashable = [Sentence([0], ["Hund"]), Sentence([1], ["Katze"])]  # not compared
+    unhashable = [Sentence([0], ["Hund"]), Sentence([1], ["Katze"])]  # compared by equality
     assert len(list(translate_batch(greedy_decoder, unhashable))) == 2
+    with pytest.raises(ValueError, match=r"Sentence key \[1\] given twice"):  # before: taken
+        list(translate_batch(greedy_decoder, [*unhashable, Sentence([1], ["Farbe"])]))
 
 
 @pytest.mark.parametrize(

@@ -136,6 +136,8 @@ def test_a_pools_decoder_is_the_pools_alone(east_model, east_tokenizer):
     ):
         with pytest.raises(RuntimeError, match=said):
             call()
+    with pytest.raises(RuntimeError, match=f"^translate: {said}"):  # before: "reset: ..."
+        decoder.translate(["Haus"])
     pool.push(client, ["Katze"], source_finished=True)  # the client goes on, untouched
     run_steps(pool)
     assert client.finished and pool.error(client) is None

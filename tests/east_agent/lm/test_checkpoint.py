@@ -75,6 +75,12 @@ def test_a_hub_id_the_hub_does_not_give_is_asked_once(monkeypatch, tmp_path):
     assert asked == ["no-org/no-model"]
 
 
+def test_a_device_this_machine_lacks_is_refused_before_the_load(east_checkpoint):
+    """Before: `AssertionError: Torch not compiled with CUDA enabled` from the load."""
+    with pytest.raises(CheckpointError, match=r"^device: 'cuda:99': this machine has no "):
+        load_east_checkpoint(east_checkpoint, device="cuda:99")
+
+
 def test_model_path_that_is_a_file(tmp_path):
     path = tmp_path / "model.bin"
     path.write_text("x")

@@ -521,6 +521,20 @@ def test_both_spellings_of_the_latency_flag_are_refused(east_checkpoint, test_se
 
 
 @pytest.mark.parametrize("batch", ["1", "2"])
+def test_a_misspelt_flag_is_named_with_the_flag_it_may_be(test_set, tmp_path, batch):
+    """Before: `unrecognized arguments: --long-from`, no hint, where every other command
+    of this package gives one."""
+    arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out")
+    result = run_simuleval(*arguments, "--batch-size", batch, "--latncy", "low", "--long-from")
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = (
+        "error: unrecognized arguments: --latncy low --long-from (--latncy: did you mean "
+        "--latency?) (--long-from: did you mean --long-form?)\n"
+    )
+    assert result.stderr.endswith(said) and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("batch", ["1", "2"])
 def test_a_flag_given_twice_is_refused(east_checkpoint, test_set, tmp_path, batch):
     """Before: the last one won, without a word (`--latency high --latency low` ran at
     low, exit 0), in SimulEval's loop and in the batched one."""

@@ -1000,6 +1000,7 @@ def test_a_system_dir_run_refuses_a_flag_simuleval_does_not_read_there(
         (["--no-scorng"], "--no-scorng: not read with --system-dir"),
         (["--latency", "high"], "--latency high: not read with --system-dir"),
         (["--no-scoring", "yes"], "yes: not read with --system-dir"),
+        (["--outptu", "o"], "them) (--outptu: did you mean --output?)"),  # a hint now
     ):
         with pytest.raises(ValueError, match=re.escape(said)):
             cli._check_one_system([*folder, *flags])

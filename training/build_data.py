@@ -540,7 +540,11 @@ def load_links(path: Path, kept: list[tuple[list[str], list[str]]]) -> list[Link
     corpus of as many pairs would otherwise be used silently, or crash later)."""
     lines = read_lines(path)
     if len(lines) != len(kept):
-        raise ValueError(f"{path}: {len(lines)} alignment lines for {len(kept)} kept pairs")
+        raise ValueError(
+            f"{path}: {len(lines)} alignment lines for {len(kept)} kept pairs: links of "
+            "another corpus, or of this one kept with another --max-words or --max-ratio "
+            "(give the run's that wrote them)"
+        )
     all_links = []
     for number, (line, (source, target)) in enumerate(zip(lines, kept), start=1):
         try:
@@ -639,7 +643,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairs", type=Path, help="or: a JSON test-set file")
     parser.add_argument("--src-lang", required=True)
     parser.add_argument("--tgt-lang", required=True)
-    parser.add_argument("--output", type=Path, required=True, help=".jsonl or .jsonl.gz")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        required=True,
+        help="JSON Lines file (`.jsonl`; gzip-compressed where the name ends in `.gz`)",
+    )
     parser.add_argument("--levels", nargs="+", default=list(LATENCY_LEVELS), choices=LATENCY_LEVELS)
     parser.add_argument("--alignments", type=Path, help="reuse saved links (<output>.links.gz)")
     parser.add_argument("--seed", type=int, default=0)

@@ -285,6 +285,10 @@ def test_an_output_folder_nothing_kept_and_foreign_links_are_refused(tmp_path, c
     with pytest.raises(ValueError, match="links.gz: line 2: link 2-1 is outside its pair"):
         build([("ein Hund", "a dog"), ("zwei Katzen", "two cats")], "de", "en",
               tmp_path / "o.jsonl", alignments=links, progress=False)  # fmt: skip
+    said = "links.gz: 2 alignment lines for 1 kept pairs: links of another corpus, or of this "
+    with pytest.raises(ValueError, match=said + "one kept with another --max-words or"):
+        build([("ein Hund", "a dog")], "de", "en", tmp_path / "o.jsonl", alignments=links,
+              progress=False)  # fmt: skip
 
 
 @pytest.mark.parametrize("line", ["0-0 1", "0-0-1", "+1-0", "1_0-0", "0-٣"])

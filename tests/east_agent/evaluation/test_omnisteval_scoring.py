@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from east_agent.common.text_lines import read_lines
 from east_agent.evaluation import longform, testsets
 from east_agent.evaluation.omnisteval_scoring import (
     Chunk,
@@ -445,6 +446,13 @@ def test_a_log_of_another_test_set_is_refused(talks_dir, tmp_path):
     log.write_text("".join(json.dumps(record) + "\n" for record in records))
     with pytest.raises(ValueError, match="line 1: .* talk0000's source there has 4 units"):
         talk_outputs_from_sentences(log, talks)
+    # the same with no talk whole, its reference a talk's: named so (before: "field
+    # 'reference' is not the test set's reference of sentence 1 ... another target language?")
+    talk_line = {**records[1], "reference": "she reads old books he sings very loudly"}
+    log.write_text(json.dumps(talk_line) + "\n")
+    references = read_lines(talks_dir / "reference_sentences.txt")
+    with pytest.raises(ValueError, match="no talk has all its sentences in the log"):
+        talk_outputs_from_sentences(log, talks, references=references)
 
 
 @pytest.mark.parametrize(

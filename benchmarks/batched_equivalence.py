@@ -30,13 +30,18 @@ import sacrebleu
 import torch
 
 import east_agent.decoding.streaming as streaming
-from east_agent.common.arguments import add_old_spelling, parse_once_each, positive_int
+from east_agent.bench.report import check_output_file, publish
+from east_agent.common.arguments import (
+    add_old_spelling,
+    checked_device,
+    parse_once_each,
+    positive_int,
+)
 from east_agent.common.entry import command_line
 from east_agent.decoding.batching import Sentence, translate_batch
 from east_agent.decoding.chunk_search import BEAM_STOP_RULES, REFERENCE
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import LATENCY_LEVELS
-from east_agent.evaluation.bench import check_output_file, publish
 from east_agent.evaluation.testsets import read_pairs
 from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint
 
@@ -189,6 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     add_old_spelling(parser, "--dtype", "torch_dtype", choices=TORCH_DTYPES[1:])
     parser.add_argument("--output", help="append the table to this Markdown file")
     args = parse_once_each(parser, argv)
+    checked_device(args.device, "--device")  # before: torch's traceback once the model loaded
     if args.output:  # before: found after the whole comparison
         check_output_file("--output", args.output)
     model, tokenizer = load_east_checkpoint(

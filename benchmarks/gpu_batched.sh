@@ -29,7 +29,7 @@ streams=$(for count in ${STREAMS:-8 32 64 128 256}; do
   if [ "$count" -le "$sentences" ]; then echo "$count"; fi
 done)
 # shellcheck disable=SC2086  # streams is a list of numbers
-timeout 400 python3 -m east_agent.evaluation.bench --random-model "${RANDOM_MODEL:-llama3-8b}" \
+timeout 400 python3 -m east_agent.bench --random-model "${RANDOM_MODEL:-llama3-8b}" \
   --device "$device" --tokenizer "$LLAMA3_TOKENIZER" \
   --torch-dtype bfloat16 --testset wmt22.de-en --limit "$sentences" \
   --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --num-beams "${BEAMS:-5}" \

@@ -20,7 +20,7 @@ if [ "${PROFILE:-0}" = 1 ]; then
 fi
 python3 - <<'PY' || { caches="dynamic"; echo "STATIC CACHE CHECK FAILED: dynamic cache only"; }
 import torch
-from east_agent.evaluation.bench import llama3_east_tokenizer, random_model
+from east_agent.bench.models import llama3_east_tokenizer, random_model
 from east_agent.lm import check_static
 from east_agent.lm import StaticLM
 import os
@@ -32,7 +32,7 @@ check_static(model, static, probe)
 assert static.compiled
 print("static cache with CUDA graphs and compiled layers matches transformers (float32, tiny)")
 PY
-timeout 500 python3 -m east_agent.evaluation.bench --random-model llama3-8b --device cuda \
+timeout 500 python3 -m east_agent.bench --random-model llama3-8b --device cuda \
   --tokenizer "$LLAMA3_TOKENIZER" \
   --torch-dtype bfloat16 --testset wmt22.de-en --limit "${SENTENCES:-100}" \
   --schedule benchmarks/schedules/wmt22-de-en.east-demo.json --num-beams "${BEAMS:-5}" \

@@ -25,14 +25,9 @@ import time
 import torch
 import torch.nn.functional as F
 
+from east_agent.bench.models import llama3_east_tokenizer, random_model
+from east_agent.bench.step_costs import copy_bandwidth, time_ms, weight_bytes
 from east_agent.common.arguments import parse_once_each
-from east_agent.evaluation.bench import (
-    copy_bandwidth,
-    llama3_east_tokenizer,
-    random_model,
-    time_ms,
-    weight_bytes,
-)
 from east_agent.lm import StaticLM
 
 

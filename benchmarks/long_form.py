@@ -20,11 +20,11 @@ import time
 
 import torch
 
+from east_agent.bench.report import check_output_file, publish
 from east_agent.common.arguments import non_negative_int, parse_once_each, positive_int
 from east_agent.common.entry import command_line
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import LATENCY_LEVELS
-from east_agent.evaluation.bench import check_output_file, publish
 from east_agent.evaluation.demo import DEFAULT_MODEL
 from east_agent.evaluation.testsets import read_pairs
 from east_agent.lm.checkpoint import load_east_checkpoint

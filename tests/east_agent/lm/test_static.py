@@ -468,7 +468,7 @@ def test_a_bfloat16_near_tie_keeps_the_static_cache(east_tokenizer):
     """Seed 36's random llama3-tiny ranks two tokens 0.6% of the largest logit apart on a
     ragged probe step, and bfloat16 swapped them on a CPU: the exact test sent the batched
     decoder to one dynamic stream (east-bench then failed in CI)."""
-    from east_agent.evaluation.bench import random_model
+    from east_agent.bench.models import random_model
 
     model = random_model("llama3-tiny", east_tokenizer, torch.bfloat16, "cpu", seed=36)
     decoder = EastStreamDecoder(model, east_tokenizer, DecoderConfig("de", "en", "low"), 2)

@@ -53,7 +53,14 @@ from typing import Any
 
 import yaml
 
-from east_agent.common.yaml_files import UniqueKeyLoader, YamlFileError, load_yaml, read_yaml_text
+from east_agent.common.yaml_files import (
+    UniqueKeyLoader,
+    YamlFileError,
+    close_hint,
+    load_yaml,
+    read_yaml_text,
+    without_anchor_blocks,
+)
 from east_agent.decoding import units
 from east_agent.lm.checkpoint import TORCH_DTYPES
 from training.data import EAST_TOKENS, lone_surrogate, repeated_file
@@ -334,8 +341,8 @@ def _section(cls, values: Any, name: str, at: At):
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(
-            f"{at(name, unknown[0])}: unknown key {name}.{unknown[0]} "
-            f"(known: {', '.join(sorted(known))})"
+            f"{at(name, unknown[0])}: unknown key {name}.{unknown[0]}"
+            f"{close_hint(str(unknown[0]), known)} (known: {', '.join(sorted(known))})"
         )
     try:
         return cls(**values)
@@ -371,7 +378,10 @@ def check_training_arguments(train: dict, at: At) -> None:
         if key in REMOVED_TRAINING_ARGUMENTS and key not in accepted:
             raise ConfigError(f"{at('train', key)}: train.{key}: {REMOVED_TRAINING_ARGUMENTS[key]}")
         if key not in accepted:
-            raise ConfigError(f"{at('train', key)}: train.{key} is not a TrainingArguments keyword")
+            raise ConfigError(
+                f"{at('train', key)}: train.{key} is not a TrainingArguments keyword"
+                f"{close_hint(str(key), accepted)}"
+            )
     if "output_dir" not in train:
         raise ConfigError(f"{at('train')}: train.output_dir is required")
 
@@ -585,11 +595,13 @@ def parse_config(tree: dict, source: str = "<config>", places: Places | None = N
     at = functools.partial(_place, places or {}, source)
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: a recipe is a YAML mapping")
+    tree = without_anchor_blocks(tree)  # `x-defaults: &defaults {...}`: for merge keys
     known = {"stage", "model", "data", "lora", "train", "resume_from_checkpoint"}
     unknown = sorted(set(tree) - known, key=str)
     if unknown:
         raise ConfigError(
-            f"{at(str(unknown[0]))}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            f"{at(str(unknown[0]))}: unknown key {unknown[0]!r}"
+            f"{close_hint(str(unknown[0]), known)} (known: {', '.join(sorted(known))})"
         )
     tree = copy.deepcopy(tree)
     settle_tree(tree, None, source, places or {})

@@ -1,11 +1,15 @@
 """YAML as the project's configs (evaluation grids, training recipes) read it: safe, a
 key given twice refused, merge keys taken, and no YAML 1.1 number a user would not mean
 (`1e-6` a number, `010` and `09` decimal, a base-60 `1:30` text); errors as one line
-naming the file, line and column."""
+naming the file, line and column. A top-level key beginning with `x-` holds blocks for
+merge keys to take (`x-defaults: &defaults {...}`, then `<<: *defaults`), read for its
+anchors alone (Docker Compose's extension fields)."""
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +108,23 @@ def load_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise YamlFileError(f"{where}: invalid YAML: {first_line}") from None
+
+
+ANCHORS_ONLY = "x-"  # a top-level key for merge keys' blocks alone
+
+
+def without_anchor_blocks(tree: Any) -> Any:
+    """A config's mapping without its `x-` keys, which only hold blocks for merge keys."""
+    if not isinstance(tree, dict):
+        return tree
+    return {
+        key: value
+        for key, value in tree.items()
+        if not (isinstance(key, str) and key.startswith(ANCHORS_ONLY))
+    }
+
+
+def close_hint(key: str, known: Iterable[str]) -> str:
+    """` (did you mean 'systems'?)` for the known key closest to a typo, if any."""
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -16,11 +16,9 @@ names a word-timestamp file (one line per talk) for the long-form latencies.
 from __future__ import annotations
 
 import argparse
-import difflib
 import functools
 import math
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +27,13 @@ import yaml
 
 from east_agent.common.arguments import checked_device
 from east_agent.common.comet_process import CometError, CometSettings, check_comet
-from east_agent.common.yaml_files import YamlFileError, load_yaml, read_yaml_text
+from east_agent.common.yaml_files import (
+    YamlFileError,
+    close_hint,
+    load_yaml,
+    read_yaml_text,
+    without_anchor_blocks,
+)
 
 if TYPE_CHECKING:
     from east_agent.simuleval_glue.adapter import StreamingAgent
@@ -291,12 +295,6 @@ GRID_OWN_FLAGS = {
     "src_lang": "the source language is the test set's",
     "tgt_lang": "the target language is the test set's",
 }
-
-
-def close_hint(key: str, known: Iterable[str]) -> str:
-    """` (did you mean 'systems'?)` for the known key closest to a typo, if any."""
-    close = difflib.get_close_matches(key, sorted(known), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_system_keys(place: KeyPlace, system: str, agent: str, settings: dict) -> None:
@@ -602,7 +600,7 @@ def read_eval_config(
     both): quick, nothing heavy imported."""
     path = Path(path)
     text = read_config_text(path)
-    tree = parse_yaml(path, text)
+    tree = without_anchor_blocks(parse_yaml(path, text))  # `x-defaults: &d {...}` aside
     if not isinstance(tree, dict):
         raise EvalConfigError(f"{path}: a config is a YAML mapping")
     place = KeyPlace(path, text, {key for key, value in overrides.items() if value is not None})

@@ -437,6 +437,25 @@ def test_merge_keys_set_a_section(tmp_path):
     shared = "\n".join(lines).replace("lora:", "lora:\n  <<: {r: 8, alpha: 16}\n  r: 4", 1)
     config = load_config(written_recipe(tmp_path, shared + "\n"))
     assert (config.lora.r, config.lora.alpha) == (4, 16)
+    # the README's form: the block under an `x-` key, for its anchor alone (before:
+    # "unknown key 'defaults'", wherever it was put)
+    anchored = "x-defaults: &defaults {r: 8, alpha: 16}\n" + shared.replace(
+        "<<: {r: 8, alpha: 16}", "<<: *defaults"
+    )
+    config = load_config(written_recipe(tmp_path, anchored + "\n"))
+    assert (config.lora.r, config.lora.alpha) == (4, 16)
+    with pytest.raises(ConfigError, match=r"unknown key 'defaults' \(known: "):
+        load_config(written_recipe(tmp_path, anchored.replace("x-defaults", "defaults") + "\n"))
+
+
+def test_a_misspelt_recipe_key_is_named_with_the_key_it_may_be(tmp_path):
+    text = (CONFIGS / "stage2_lora.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"unknown key 'trian' \(did you mean 'train'\?\)"):
+        load_config(written_recipe(tmp_path, text.replace("train:", "trian:", 1)))
+    misspelt = text.replace("  learning_rate:", "  learning_rat:", 1)
+    said = r"train.learning_rat is not a TrainingArguments keyword \(did you mean 'learning_rate'"
+    with pytest.raises(ConfigError, match=said + r"\?\)$"):
+        load_config(written_recipe(tmp_path, misspelt))
 
 
 def test_a_recipe_that_is_no_yaml_text_file_is_one_line(tmp_path):

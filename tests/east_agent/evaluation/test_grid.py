@@ -1388,6 +1388,13 @@ def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
         "waitk-east-k1": {"prompt": "east", "waitk": 1},
         "waitk-east-k3": {"prompt": "east", "waitk": 3},
     }
+    # a block for merge keys alone, under an `x-` key (before: "unknown key")
+    config.write_text(
+        "x-waitk: &wk {agent: waitk, waitk: [1, 3]}\ntestset: multi30k.de-en\nmodel_path: m\n"
+        "output: out\nsystems:\n  waitk-offline: {<<: *wk, prompt: offline}\n"
+        "  waitk-east: {<<: *wk, prompt: east}\n"
+    )
+    assert {run.name: run.flags for run in read_eval_config(config).runs()} == runs
 
 
 @pytest.mark.parametrize(

@@ -335,7 +335,8 @@ class DataReport:
             verb = "loaded from" if self.cache_reused else "tokenized and cached in"
             cache = [f"samples {verb} {self.cache_file}"]
         return [
-            f"{self.records} records read from {len(self.by_file)} files",
+            f"{self.records} records read from {len(self.by_file)} "
+            f"file{'' if len(self.by_file) == 1 else 's'}",
             *(
                 [f"{self.beyond_max_samples} records left out by data.max_samples"]
                 if self.beyond_max_samples
@@ -441,9 +442,10 @@ def read_conversations(
         file = str(path)
         report.by_file[file] = 0
         for raw in iter_records(path):
-            report.records += 1
-            report.by_file[file] += 1
             record = raw.record
+            if record is not None:  # an unreadable line is counted as such, not as a record
+                report.records += 1
+                report.by_file[file] += 1
             problem = raw.problem if record is None else _problem(record)
             if problem is None:
                 assert record is not None  # an unreadable line comes with its problem

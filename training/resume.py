@@ -107,8 +107,6 @@ def resolve_resume(config: SFTConfig) -> str | None:
         return None
     if setting in (True, "auto"):
         checkpoint = last_complete_checkpoint(config.output_dir)
-        if checkpoint is not None:
-            logger.info("resuming from %s", checkpoint)
         return str(checkpoint) if checkpoint else None
     assert isinstance(setting, str)  # None and both bools are handled above
     if not is_complete_checkpoint(Path(setting)):
@@ -420,7 +418,7 @@ def finish_from_checkpoint(config: SFTConfig, checkpoint: Path, step: int, write
         )
     # weights damaged since the Trainer wrote them (trainer_state.json comes last): refused
     # naming the file (before: a 1,000-byte model.safetensors copied, exit 0)
-    check_weights_readable(checkpoint, f"{checkpoint} (the run's last checkpoint)", weights)
+    check_weights_readable(checkpoint, "the run's last checkpoint", weights)  # then its path
     check_not_diverged(checkpoint, files)
     temporary_beside(final, private=False)  # a save cut by the kill leaves its ranks' copy
     with atomic_path(final) as temporary:

@@ -363,11 +363,17 @@ def check_data_files_here(config: SFTConfig, key: str) -> None:
     checkpoint's: a file not there was named a change of recipe), named where it was
     given: the recipe's line, or the override (before: the recipe file for both)."""
     for file in getattr(config.data, key):
-        if not Path(file).is_file():
-            problem = "a folder, not a data file" if Path(file).is_dir() else "no such file"
-            relative = "" if Path(file).is_absolute() else f", read from {Path.cwd()}"
-            where = config.place("data", key)
-            raise ValueError(f"{where}: data.{key}: {file}: {problem}{relative}")
+        if (problem := not_a_file_here(file, "data file")) is not None:
+            raise ValueError(f"{config.place('data', key)}: data.{key}: {file}: {problem}")
+
+
+def not_a_file_here(file: str, kind: str) -> str | None:
+    """Why `file` is not a file here (a relative one named with the folder it was read
+    from), or None."""
+    if Path(file).is_file():
+        return None
+    problem = f"a folder, not a {kind}" if Path(file).is_dir() else "no such file"
+    return problem + ("" if Path(file).is_absolute() else f", read from {Path.cwd()}")
 
 
 def tokenize_data(
@@ -404,6 +410,11 @@ def check_folders(config: SFTConfig) -> None:
     """Folders the run writes that are files (a bare errno later, or mid-run), and a model
     to train that the run's own model replaces."""
     check_folder_path(config.output_dir, "train.output_dir")
+    deepspeed = config.train.get("deepspeed")  # a path, or a JSON text or mapping itself
+    if isinstance(deepspeed, str) and not deepspeed.lstrip().startswith("{"):
+        if (problem := not_a_file_here(deepspeed, "DeepSpeed config")) is not None:
+            place = config.place("train", "deepspeed")  # before: transformers' words alone
+            raise ValueError(f"{place}: train.deepspeed: {deepspeed}: {problem}")
     if config.data.cache_dir is not None:
         check_folder_path(Path(config.data.cache_dir), "data.cache_dir")
     written = config.output_dir / FINAL_MODEL_DIR
@@ -511,8 +522,10 @@ def training_arguments_fault(config: SFTConfig, error: ValueError) -> str:
 def holding_output_dir(output_dir: Path) -> Iterator[None]:
     """`output_dir` locked for the run (`train.lock`); a folder this run made that holds
     only its lock when the run ends in an error (a refused recipe, data or model) is
-    removed (before: left behind, empty but for `train.lock`)."""
+    removed, and so are the folders above it it made, left empty (before: left behind,
+    empty but for `train.lock`; then `outputs/` of `outputs/stage1`)."""
     made = not output_dir.exists()
+    parents_made = [parent for parent in output_dir.parents if not parent.exists()]
     with hold_run_lock(output_dir, TRAIN_LOCK):
         try:
             yield
@@ -521,6 +534,8 @@ def holding_output_dir(output_dir: Path) -> Iterator[None]:
                 with suppress(OSError):  # another run's lock meanwhile: kept
                     (output_dir / TRAIN_LOCK).unlink()  # its handle, open, is let go after
                     output_dir.rmdir()
+                    for parent in parents_made:  # innermost first; one in use stops it
+                        parent.rmdir()
             raise
 
 
@@ -530,6 +545,8 @@ def train(config: SFTConfig, training_args: TrainingArguments, started: float) -
     if evaluates(config.train):
         check_data_files_here(config, "eval_files")
     resume, recipe = resolve_resume(config), trained_recipe(config)
+    if resume is not None:  # said once (before: by every caller of resolve_resume)
+        logger.info("resuming from %s", resume)
     check_checkpoints(config, recipe, resume)
     finished = None if resume else finished_model(config)
     if finished is not None:

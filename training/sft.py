@@ -22,6 +22,7 @@ Multi-GPU and multi-node runs go through the standard launchers, unchanged:
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.util
 import json
 import logging
@@ -367,6 +368,19 @@ def check_data_files_here(config: SFTConfig, key: str) -> None:
             raise ValueError(f"{config.place('data', key)}: data.{key}: {file}: {problem}")
 
 
+def names_a_file(deepspeed: str) -> bool:
+    """Whether `train.deepspeed` names a file: not empty (no DeepSpeed), nor a JSON text
+    or a base64-encoded one, which accelerate takes as the configuration itself."""
+    text = deepspeed.strip()
+    if not text or text.startswith("{"):
+        return False
+    try:
+        json.loads(base64.b64decode(text, validate=True))
+    except (ValueError, UnicodeDecodeError):  # binascii.Error and JSONDecodeError among them
+        return True
+    return False
+
+
 def not_a_file_here(file: str, kind: str) -> str | None:
     """Why `file` is not a file here (a relative one named with the folder it was read
     from), or None."""
@@ -410,8 +424,8 @@ def check_folders(config: SFTConfig) -> None:
     """Folders the run writes that are files (a bare errno later, or mid-run), and a model
     to train that the run's own model replaces."""
     check_folder_path(config.output_dir, "train.output_dir")
-    deepspeed = config.train.get("deepspeed")  # a path, or a JSON text or mapping itself
-    if isinstance(deepspeed, str) and not deepspeed.lstrip().startswith("{"):
+    deepspeed = config.train.get("deepspeed")
+    if isinstance(deepspeed, str) and names_a_file(deepspeed):
         if (problem := not_a_file_here(deepspeed, "DeepSpeed config")) is not None:
             place = config.place("train", "deepspeed")  # before: transformers' words alone
             raise ValueError(f"{place}: train.deepspeed: {deepspeed}: {problem}")

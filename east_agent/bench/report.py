@@ -8,7 +8,6 @@ import datetime
 import platform
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -24,9 +23,6 @@ from east_agent.common.text_lines import (
     read_text,
     starts_as_gzip,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def report(results: list[MethodResult], steps: dict, floor_ms: float, header: str) -> str:

@@ -8,7 +8,6 @@ import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from east_agent.common.records import invalid_json
 from east_agent.common.text_lines import (
@@ -17,10 +16,6 @@ from east_agent.common.text_lines import (
 from east_agent.decoding.prompt import (
     LATENCY_LEVELS,
 )
-
-if TYPE_CHECKING:
-    pass
-
 
 Schedule = list[list[tuple[int, int]]]  # per sentence: (units read, chunk tokens) per write
 

@@ -150,14 +150,42 @@ def refuse_unknown_first(
     the word after it where that flag takes one (argparse had taken `DIR` for a positional).
     `intermixed`: positionals after the flags too, as `parse_intermixed_args` reads them."""
     extras = _unknown_arguments(parser, argv, intermixed)
-    if not extras:
+    # a relaxed parse that exits may have taken a misspelt flag's value for a positional
+    # it refuses (`--model-pth M OUT`: OUT a bad key=value): the unknown flags found alone
+    unknown = extras if extras is not None else _unknown_flags(parser, argv)
+    if not unknown:
         return
-    meant = flags_meant(parser, extras, argv)
+    meant = flags_meant(parser, unknown, argv)
     valued = {flag for flag, known in meant.items() if _takes_value(parser, known)}
-    paired, left = _with_their_values(argv, valued)
-    if paired:
+    paired, left = _with_their_values(argv, valued, _subcommands(parser))
+    if paired:  # named first, whatever else the line gets wrong (said once they are mended)
         extras = paired + (_unknown_arguments(parser, left, intermixed) or [])
+    if extras is None:  # no unknown flag to name: argparse's own words say why
+        return
     parser.error(f"unrecognized arguments: {' '.join(extras)}{meant_said(parser, meant, argv)}")
+
+
+def _unknown_flags(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """The words of `argv` that look like flags and are none of `parser`'s (nor, where it
+    takes them, an abbreviation of one), up to a `--`."""
+    known = [flag for each in _parsers_of(parser, argv) for flag in each._option_string_actions]
+    unknown = []
+    for arg in argv[: argv.index("--")] if "--" in argv else argv:
+        name = arg.split("=", 1)[0]
+        abbreviates = parser.allow_abbrev and any(flag.startswith(name) for flag in known)
+        if _flag_like(arg) and name not in known and not abbreviates:
+            unknown.append(arg)
+    return unknown
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> set[str]:
+    return {
+        name
+        for each in _parsers_of(parser)
+        for action in each._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    }
 
 
 def flags_meant(
@@ -216,15 +244,18 @@ def _takes_value(parser: argparse.ArgumentParser, flag: str) -> bool:
     )
 
 
-def _with_their_values(argv: list[str], flags: set[str]) -> tuple[list[str], list[str]]:
-    """Each of `flags` in `argv` with the word after it (unless that is a flag), and the
-    rest of `argv`."""
+def _with_their_values(
+    argv: list[str], flags: set[str], subcommands: set[str]
+) -> tuple[list[str], list[str]]:
+    """Each of `flags` in `argv` with the word after it (unless that is a flag or one of
+    the `subcommands`), and the rest of `argv`."""
     paired: list[str] = []
     left: list[str] = []
     words = iter(enumerate(argv))
     for index, arg in words:
-        following = argv[index + 1] if index + 1 < len(argv) else None
-        if arg in flags and following is not None and not _flag_like(following):
+        following = argv[index + 1] if index + 1 < len(argv) else ""
+        takes = bool(following) and not _flag_like(following) and following not in subcommands
+        if arg in flags and takes:
             paired += [arg, following]
             next(words)
         elif arg in flags:
@@ -237,11 +268,11 @@ def _with_their_values(argv: list[str], flags: set[str]) -> tuple[list[str], lis
 def values_apart(argv: list[str]) -> list[str]:
     """`argv` with each `--flag=value` given as `--flag value` (SimulEval looks for a flag
     by its whole word, `--device`, and takes `--device=cuda:1` for not given). A value that
-    begins with `-` stays attached: apart, argparse would take it for a flag."""
+    argparse would take for a flag apart (`--output=-run`; not `-1`) stays attached."""
     apart: list[str] = []
     for arg in argv:
         flag, equals, value = arg.partition("=")
-        split = arg.startswith("--") and equals and not value.startswith("-")
+        split = arg.startswith("--") and equals and not _flag_like(value)
         apart += [flag, value] if split else [arg]
     return apart
 

@@ -166,7 +166,7 @@ def _checked(sentences: Iterable[Sentence]) -> Iterator[Sentence]:
         try:
             seen = sentence.key in keys
         except TypeError:
-            seen = sentence.key in unhashable
+            seen = any(_same_key(sentence.key, other) for other in unhashable)
             unhashable.append(sentence.key)
         else:
             keys.add(sentence.key)
@@ -175,6 +175,17 @@ def _checked(sentences: Iterable[Sentence]) -> Iterator[Sentence]:
                 f"Sentence key {sentence.key!r} given twice: its outcomes could not be told apart"
             )
         yield sentence
+
+
+def _same_key(one: object, other: object) -> bool:
+    """Two unhashable keys are one when `==` says a plain True (an array's elementwise
+    answer, or an error, is not taken for it)."""
+    if one is other:
+        return True
+    try:
+        return (one == other) is True
+    except Exception:  # arrays of two shapes, and such
+        return False
 
 
 def _fill(decoder, stream: Stream, queue, active: dict, feeds: dict) -> Iterator[Outcome]:

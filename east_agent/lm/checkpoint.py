@@ -531,8 +531,12 @@ def load_east_checkpoint(
     `tokenizer_loader`: the caller's, where it holds the tokenizer loaded already (a
     Llama-3 tokenizer takes about a second to load). A `device` this machine lacks is
     refused first (before: torch's error once the weights had loaded)."""
+    try:  # `0` or a torch.device too, as `.to()` takes them
+        name = device if isinstance(device, str) else str(torch.device(device))
+    except (RuntimeError, TypeError) as error:  # `0` on a machine without an accelerator
+        raise CheckpointError(f"device: {device!r}: {error}") from None
     try:
-        checked_device(str(device), "device")
+        checked_device(name, "device")
     except ValueError as error:
         raise CheckpointError(str(error)) from None
     if is_hub_id(model_path):  # asked once (before: the loaders' retries, a minute offline)

@@ -318,13 +318,28 @@ def _check_one_system(argv: list[str]) -> None:
     add_server_args(parser)  # --standalone's own
     unread = parser.parse_known_args(argv)[1]
     if unread:
-        hints = meant_said(parser, flags_meant(parser, unread, argv), argv)
+        agents = _package_agent_flags()  # the folder's to set: no typo of SimulEval's flags
+        typos = [arg for arg in unread if arg.split("=")[0] not in agents]
+        hints = meant_said(parser, flags_meant(parser, typos, argv), argv)
         raise ValueError(
             f"{' '.join(unread)}: not read with --system-dir, by SimulEval, its scorers or the "
             "server (the agent's flags are the folder's main.yaml: package it again to change "
             f"them){hints}"
         )
     refuse_repeated(parser, argv)  # another package's folder too (its flags are SimulEval's)
+
+
+def _package_agent_flags() -> set[str]:
+    """The flags this package's agents take (their `add_args`)."""
+    from east_agent.agent import EastAgent
+    from east_agent.waitk_agent import WaitkAgent
+
+    flags: set[str] = set()
+    for agent in (EastAgent, WaitkAgent):
+        parser = argparse.ArgumentParser(add_help=False)
+        agent.add_args(parser)
+        flags |= set(parser._option_string_actions)
+    return flags
 
 
 def _check_system_dir(argv: list[str]) -> None:

@@ -446,6 +446,10 @@ def test_merge_keys_set_a_section(tmp_path):
     assert (config.lora.r, config.lora.alpha) == (4, 16)
     with pytest.raises(ConfigError, match=r"unknown key 'defaults' \(known: "):
         load_config(written_recipe(tmp_path, anchored.replace("x-defaults", "defaults") + "\n"))
+    # an override of the block would change nothing (merged as the file was read): refused
+    for override in ("x-defaults.r=3", "x-defaults=5", "x-typo.r=3"):
+        with pytest.raises(ConfigError, match=f"override '{override}': x-.* merge keys alone"):
+            load_config(written_recipe(tmp_path, anchored + "\n"), [override])
 
 
 def test_a_misspelt_recipe_key_is_named_with_the_key_it_may_be(tmp_path):

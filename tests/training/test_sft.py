@@ -1,5 +1,6 @@
 """Both SFT stages, LoRA merging and kill-and-resume on a tiny Llama with the Llama-3 tokenizer."""
 
+import base64
 import copy
 import json
 import os
@@ -1227,6 +1228,13 @@ def test_a_deepspeed_config_not_there_is_named_with_the_folder_it_was_read_from(
     with pytest.raises(ValueError, match=said):
         run(config)
     assert not output.exists()
+    # what names no file is left to TrainingArguments and accelerate, as before: empty (no
+    # DeepSpeed), a JSON text, or one encoded in base64
+    from training.sft import names_a_file
+
+    encoded = base64.b64encode(json.dumps({"zero_optimization": {"stage": 3}}).encode())
+    assert [names_a_file(text) for text in ("", " ", '{"a": 1}', encoded.decode())] == [False] * 4
+    assert names_a_file("ds_zero3.json") and names_a_file("abcd")  # base64, but no JSON
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU may take bf16")

@@ -5,16 +5,16 @@ import signal
 
 import pytest
 import torch
-from commands import DEMO_MODEL, LLAMA3_TOKENIZER, python_with_ctrl_c
+from commands import DEMO_MODEL, python_with_ctrl_c
 
 from east_agent.bench import cli
 from east_agent.bench.cli import main
 
 
-def test_benchmark_command_runs_and_reports(tmp_path, capsys):
+def test_benchmark_command_runs_and_reports(tmp_path, capsys, llama3_tokenizer):
     output = tmp_path / "results.md"
     main([
-        "--random-model", "llama3-tiny", "--tokenizer", LLAMA3_TOKENIZER,
+        "--random-model", "llama3-tiny", "--tokenizer", llama3_tokenizer,
         "--schedule", "waitk:3", "--limit", "2",
         "--num-beams", "2", "--copy-megabytes", "8", "--output", str(output),
     ])  # fmt: skip

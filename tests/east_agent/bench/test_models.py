@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 import torch
-from commands import DEMO_MODEL, LLAMA3_TOKENIZER
+from commands import DEMO_MODEL
 
 from east_agent.bench import models
 
@@ -21,7 +21,7 @@ def test_random_models_are_drawn_from_their_seed(east_tokenizer):
 
 
 @pytest.mark.parametrize("kind", ["not a tokenizer", "another model's"])
-def test_a_random_models_tokenizer_must_be_llama3s(tmp_path, kind):
+def test_a_random_models_tokenizer_must_be_llama3s(tmp_path, kind, llama3_tokenizer):
     """Before: a JSON file that is no tokenizer was tokenizers' traceback naming neither
     flag nor file; the demo model's 8,002-token tokenizer was taken, and the "llama3-8b"
     model sized by it."""
@@ -35,4 +35,4 @@ def test_a_random_models_tokenizer_must_be_llama3s(tmp_path, kind):
     with pytest.raises(ValueError) as raised:
         models.llama3_east_tokenizer(path)
     assert str(raised.value).startswith(said)
-    assert len(models.llama3_east_tokenizer(LLAMA3_TOKENIZER)) > 128_000  # Llama-3's is taken
+    assert len(models.llama3_east_tokenizer(llama3_tokenizer)) > 128_000  # Llama-3's is taken

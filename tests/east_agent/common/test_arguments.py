@@ -231,6 +231,42 @@ def test_a_subcommands_flags_are_checked_too(capsys):
     assert capsys.readouterr().err.endswith(said)
 
 
+def test_a_misspelt_flags_value_refused_as_a_positional_is_named_with_it(capsys):
+    """`east-package-system --model-pth M OUT`: M taken for the folder and OUT refused as
+    an agent flag (key=value), so the relaxed parse exited; before: "the following
+    arguments are required: --model-path", the flag the user thought given."""
+
+    def key_value(text):
+        if "=" not in text:
+            raise argparse.ArgumentTypeError(f"{text}: not key=value")
+        return text
+
+    parser = argparse.ArgumentParser(prog="cmd")
+    parser.add_argument("output")
+    parser.add_argument("--model-path", required=True)
+    parser.add_argument("flags", nargs="*", type=key_value)
+    with pytest.raises(SystemExit):
+        parse_once_each(parser, ["--model-pth", "M", "OUT", "a=b"])
+    said = "error: unrecognized arguments: --model-pth M (--model-pth: did you mean --model-path?)"
+    assert capsys.readouterr().err.endswith(said + "\n")
+    with pytest.raises(SystemExit):  # the misspelt flag first; the rest once it is mended
+        parse_once_each(parser, ["--model-pth", "M", "OUT", "bad"])
+    assert capsys.readouterr().err.endswith(said + "\n")
+    with pytest.raises(SystemExit):
+        parse_once_each(parser, ["--model-path", "M", "OUT", "bad"])
+    assert "argument flags: bad: not key=value" in capsys.readouterr().err
+
+
+def test_a_subcommand_is_not_taken_for_a_misspelt_flags_value(capsys):
+    parser = argparse.ArgumentParser(prog="cmd")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("long").add_argument("--log")
+    with pytest.raises(SystemExit):
+        parse_once_each(parser, ["--lgo", "long", "--log", "a"])
+    said = "error: unrecognized arguments: --lgo (--lgo: did you mean --log?)\n"
+    assert capsys.readouterr().err.endswith(said)  # before: "--lgo long"
+
+
 def test_help_is_printed_once_with_its_required_flags(capsys):
     """Before: twice, the first time with --output shown as optional."""
     with pytest.raises(SystemExit) as ended:
@@ -240,9 +276,11 @@ def test_help_is_printed_once_with_its_required_flags(capsys):
 
 
 def test_values_apart_splits_a_flags_attached_value():
-    argv = ["--device=cuda:1", "--user-dir", "a=b", "--x=", "-", "--", "name=value", "--o=-r"]
+    argv = ["--device=cuda:1", "--user-dir", "a=b", "--x=", "-", "--", "name=value", "--o=-r",
+            "--end-index=-1"]  # fmt: skip
     assert values_apart(argv) == [
-        "--device", "cuda:1", "--user-dir", "a=b", "--x", "", "-", "--", "name=value", "--o=-r"
+        "--device", "cuda:1", "--user-dir", "a=b", "--x", "", "-", "--", "name=value", "--o=-r",
+        "--end-index", "-1",
     ]  # fmt: skip
     parser = argparse.ArgumentParser()
     parser.add_argument("--o")

@@ -410,6 +410,20 @@ def test_translate_batch_refuses_other_items_and_a_key_twice(greedy_decoder):
     assert len(list(translate_batch(greedy_decoder, unhashable))) == 2
     with pytest.raises(ValueError, match=r"Sentence key \[1\] given twice"):  # before: taken
         list(translate_batch(greedy_decoder, [*unhashable, Sentence([1], ["Farbe"])]))
+    # keys whose `==` answers elementwise, or raises (arrays): not taken for one key
+    arrays = [Sentence(ArrayLike([0, 1]), ["Hund"]), Sentence(ArrayLike([0, 1, 2]), ["Katze"])]
+    assert len(list(translate_batch(greedy_decoder, arrays))) == 2
+
+
+class ArrayLike(list):
+    """`==` as an array's: elementwise, and an error between two lengths."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __eq__(self, other):
+        if len(self) != len(other):
+            raise ValueError("operands could not be broadcast together")
+        return [a == b for a, b in zip(self, other)]
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,9 @@ def test_a_device_this_machine_lacks_is_refused_before_the_load(east_checkpoint)
     """Before: `AssertionError: Torch not compiled with CUDA enabled` from the load."""
     with pytest.raises(CheckpointError, match=r"^device: 'cuda:99': this machine has no "):
         load_east_checkpoint(east_checkpoint, device="cuda:99")
+    # a torch.device, as `.to()` takes it, loads as before
+    model, _ = load_east_checkpoint(east_checkpoint, device=torch.device("cpu"))
+    assert model.device.type == "cpu"
 
 
 def test_model_path_that_is_a_file(tmp_path):

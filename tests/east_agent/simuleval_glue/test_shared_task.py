@@ -1004,6 +1004,9 @@ def test_a_system_dir_run_refuses_a_flag_simuleval_does_not_read_there(
     ):
         with pytest.raises(ValueError, match=re.escape(said)):
             cli._check_one_system([*folder, *flags])
+    for flags in (["--torch-dtype", "bfloat16"], ["--src-lang", "de"]):  # the agent's: no hint
+        with pytest.raises(ValueError, match=r"package it again to change them\)$"):
+            cli._check_one_system([*folder, *flags])  # before: "did you mean --source-type?"
     monkeypatch.setattr("sys.argv", ["east-simuleval", *folder, "--agent-class", "x.Agent"])
     with pytest.raises(ValueError, match="--system-dir and --agent \\(or --agent-class\\): name"):
         cli._check_one_system([*folder, "--agent-class", "x.Agent"])

@@ -108,6 +108,7 @@ class EvalConfig:
     comet_python: str | None = None  # COMET's own environment's interpreter (default: ours)
     comet_batch_size: int = 16
     comet_gpus: int = 0
+    overridden: frozenset[str] = frozenset()  # keys given by a flag (`--model-path`)
 
     def run_dir(self, run: Run, shard: tuple[int, int] | None = None) -> Path:
         """Where a run (or one shard of it: `(index, count)`) writes."""
@@ -118,7 +119,7 @@ class EvalConfig:
         """How messages name this config's keys (file and line; a grid made in code, as
         `east-demo`'s, has no file: its keys are named without lines)."""
         text = read_config_text(self.source) if Path(self.source).is_file() else ""
-        return KeyPlace(self.source, text, set())
+        return KeyPlace(self.source, text, set(self.overridden))
 
     def comet(self) -> CometSettings | None:
         """How COMET scores this grid's runs; None if `quality_metrics` has no COMET, refused
@@ -616,7 +617,10 @@ def read_eval_config(
     expand_home(tree, place)
     if num_beams is not None:
         tree["systems"] = with_num_beams(path, tree["systems"], num_beams)
-    return EvalConfig(source=path, **{**tree, "output": Path(tree["output"])})
+    overridden = frozenset(place.overridden)
+    return EvalConfig(
+        source=path, **{**tree, "output": Path(tree["output"])}, overridden=overridden
+    )
 
 
 def expand_home(tree: dict, place: KeyPlace) -> None:

@@ -300,7 +300,10 @@ def check_checkpoint_folder(config: EvalConfig, dry_run: bool) -> None:
     )
 
     try:
-        check_model_path(config.model_path)
+        try:  # named where it was given (before: "model path '...' does not exist" alone)
+            check_model_path(config.model_path)
+        except ValueError as error:
+            raise ValueError(f"{config.place().of('model_path')}: {error}") from None
         check_weights(config.model_path, "the checkpoint")
         # before: a config.json that does not parse, or weights cut short, found by the
         # load, after east-demo had emptied the earlier demo's runs
@@ -389,11 +392,13 @@ def shared_holders(output: Path) -> str:
         for path in sorted(output.glob("grid-shard-*.lock"))
         if may_be_held(path.parent, path.name)
     ]
-    held = "; ".join(f"{path.stem}: {holder(path)}" for path in shards) or "a dry run"
-    return (
-        f"{output} is being written by a shard of a grid, or read by a dry run ({held}); "
-        "wait for it to end or stop it"
-    )
+    if not shards:  # a dry run holds no lock of its own (before: "... (a dry run)")
+        return (
+            f"{output} is being read by a dry run (or a shard is starting on it); wait for "
+            "it to end or stop it"
+        )
+    held = "; ".join(f"{path.stem}: {holder(path)}" for path in shards)
+    return f"{output} is being written by a shard of a grid ({held}); wait for it to end or stop it"
 
 
 def _run_picked(

@@ -216,7 +216,8 @@ def _run_on_workers(
         raise_if_signalled()
         while pending and len(running) < jobs and not failures:
             job = pending.pop(0)
-            print(f"[{job.number}/{total}] {job.name}: started ({_console(job)})", flush=True)
+            said = f"started{_resumed(job)} ({_console(job)})"
+            print(f"[{job.number}/{total}] {job.name}: {said}", flush=True)
             running[pool.submit(_run_job, job, jobs)] = job
         if not running:
             if not done_here:
@@ -264,7 +265,7 @@ def _run_here(
     models = LoadedModels()
     for job in jobs_to_run:
         raise_if_signalled()
-        print(f"[{job.number}/{total}] {job.name}", flush=True)
+        print(f"[{job.number}/{total}] {job.name}{_resumed(job)}", flush=True)
         run_simuleval(job.command, job.output, models)
         if job.then is not None:
             job.then()
@@ -289,6 +290,15 @@ def _stop(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
     for worker in workers:
         worker.kill()
+
+
+def _resumed(job: Job) -> str:
+    """`, resumed after its N finished sentences` for a run whose folder holds some
+    (before: `started`, as a fresh one)."""
+    from east_agent.evaluation.runs import finished_lines
+
+    finished = finished_lines(job.output / "instances.log")
+    return f", resumed after its {finished} finished sentences" if finished else ""
 
 
 def _console(job: Job) -> Path:

@@ -19,6 +19,7 @@ from east_agent.common.fingerprint import is_content_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import read_lines
+from east_agent.common.yaml_files import close_hint
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
 from east_agent.evaluation.run_scores import lacking_since_scored, score_again
 from east_agent.evaluation.runs import (
@@ -127,9 +128,12 @@ def picked_runs(every_run: list[Run], only: list[str] | None) -> list[Run]:
     runs = [run for run in every_run if not only or run.name in only]
     unknown = sorted(set(only or ()) - {run.name for run in every_run})
     if unknown:
-        known = ", ".join(run.name for run in every_run)
+        names = [run.name for run in every_run]
         named = ", ".join(map(repr, unknown))
-        raise EvalConfigError(f"--only {named}: no such run in the config (runs: {known})")
+        hint = close_hint(unknown[0], names)  # ` (did you mean 'east-low'?)`
+        raise EvalConfigError(
+            f"--only {named}: no such run in the config{hint} (runs: {', '.join(names)})"
+        )
     return runs
 
 

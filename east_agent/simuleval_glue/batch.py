@@ -230,18 +230,25 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
     check_failures(failures, len(todo), log)
 
 
+SHOWN_FAILURES = 10  # a thousand sentences over the context: not a thousand lines
+
+
 def check_failures(failures: list[str], tried: int, log: Path) -> None:
-    """Raise naming every sentence that failed (the others, and those a resumed log kept,
-    are in `log`)."""
+    """Raise naming the sentences that failed, the first `SHOWN_FAILURES` with why (the
+    others, and those a resumed log kept, are in `log`)."""
     if not failures:
         return
     kept = len(finished_records(log))
     where = {0: f"{log} holds no sentence", 1: f"1 finished sentence is in {log}"}.get(
         kept, f"{kept} finished sentences are in {log}"
     )
+    shown = failures[:SHOWN_FAILURES]
+    if len(failures) > SHOWN_FAILURES:  # before: every one, a line each
+        more = len(failures) - SHOWN_FAILURES
+        shown.append(f"... and {more} more (not in the log: --continue-unfinished tries them)")
     raise BatchedRunError(  # before: "the others are in" though none was
         f"{len(failures)} of the {tried} sentences this run tried failed; {where} "
-        "(no scores written):\n  " + "\n  ".join(failures)
+        "(no scores written):\n  " + "\n  ".join(shown)
     )
 
 

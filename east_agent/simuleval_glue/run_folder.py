@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -241,6 +242,7 @@ def writing(
             check()
         if run:
             log = output / "instances.log"
+            said_of_earlier_work(output, resume)
             if not resume:  # the old scores go first: never beside an emptied log
                 clear_scores(output)
                 remove(output / SET_ASIDE)  # first: never put back into a fresh log
@@ -252,6 +254,26 @@ def writing(
                 covered = {} if span is None else {SPAN: list(span)}
                 write_atomically(record, json.dumps({**settings, **covered}, indent=2) + "\n")
         yield
+
+
+def said_of_earlier_work(output: Path, resume: bool) -> None:
+    """A run over a log with finished sentences says what becomes of them: resumed after,
+    or replaced by a fresh run (before: a progress bar at 177/1000, or at 0, alone)."""
+    try:
+        finished = finished_in(output) if (output / "instances.log").exists() else 0
+    except ValueError:  # a log a fresh run replaces whatever it holds (resumes check it)
+        return
+    if not finished:
+        return
+    log = output / "instances.log"
+    if resume:
+        print(f"note: {log}: resumed after its {finished} finished sentences", file=sys.stderr)
+        return
+    print(
+        f"note: {log}: its {finished} finished sentences replaced by this fresh run "
+        "(--continue-unfinished goes on after them)",
+        file=sys.stderr,
+    )
 
 
 def clear_scores(output: Path, batching: bool = True) -> None:

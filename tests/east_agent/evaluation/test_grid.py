@@ -188,19 +188,25 @@ def test_a_second_grid_on_a_held_output_is_refused_before_it_changes_anything(gr
             assert result.returncode == 2, result.stderr[-3000:]
             said = f"east-eval: {out} is being written by process {os.getpid()}"
             assert result.stderr.startswith(said) and "Traceback" not in result.stderr
-    with hold_run_lock(out, "grid.lock", shared=True):  # a shard at work
+    with hold_run_lock(out, "grid.lock", shared=True):  # a dry run (no shard lock of its own)
         for extra in grids[:3]:
             result = east_eval(config, "--output", out, *extra)
             assert result.returncode == 2, result.stderr[-3000:]
-            said = f"east-eval: {out} is being written by a shard of a grid, or read by a dry run"
+            said = f"east-eval: {out} is being read by a dry run (or a shard is starting on it);"
             assert result.stderr.startswith(said) and "Traceback" not in result.stderr
         dry = east_eval(config, "--limit", "3", "--output", out, "--dry-run")
         assert dry.returncode == 0 and dry.stdout.count("done already, skipped") == 3
         shard = east_eval(config, "--limit", "3", "--output", out, "--shard", "2/2")
         assert shard.returncode == 0, shard.stderr[-3000:]
+    with hold_run_lock(out, "grid.lock", shared=True), hold_run_lock(out, "grid-shard-1-of-2.lock"):
+        result = east_eval(config, "--output", out, "--limit", "3")  # a shard at work: named
+        assert result.returncode == 2, result.stderr[-3000:]
+        said = f"east-eval: {out} is being written by a shard of a grid (grid-shard-1-of-2: "
+        assert result.stderr.startswith(said) and f"process {os.getpid()}" in result.stderr
     after = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
     made_by_the_shard = {path for path in after if "shards" in path.parts} | {
-        out / "grid-shard-2-of-2.lock"
+        out / "grid-shard-2-of-2.lock",
+        out / "grid-shard-1-of-2.lock",
     }
     assert {path: data for path, data in after.items() if path not in made_by_the_shard} == before
     again = east_eval(config, "--limit", "3", "--output", out)
@@ -618,7 +624,8 @@ def test_a_merge_names_unknown_runs_and_unfinished_shards_before_merging_any(gri
     (tmp_path / "grid.yaml").write_text(yaml.safe_dump(tree))
     typo = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2", "--only", "east-lwo")
     assert typo.returncode == 2
-    assert "--only 'east-lwo': no such run in the config (runs: east-low, " in typo.stderr
+    said = "--only 'east-lwo': no such run in the config (did you mean 'east-low'?) (runs: east-"
+    assert said in typo.stderr
     none = east_eval(tmp_path / "grid.yaml", "--merge-shards", "2")
     assert none.returncode == 2, none.stderr[-2000:]  # before: all 6 shard paths listed
     runs = f"east-low, east-high, waitk-offline-k2 in {tmp_path / 'out' / 'runs'}: no shards"
@@ -897,6 +904,8 @@ def test_a_cut_off_run_continues_where_it_stopped(grid):
     result = east_eval(config, "--limit", "3", "--only", "east-high")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--continue-unfinished" in result.stdout
+    # said as it starts (before: `[1/1] east-high`, as a fresh run)
+    assert "east-high, resumed after its 1 finished sentences\n" in result.stdout
     resumed = (run / "instances.log").read_text().splitlines()
     assert resumed[0] == lines[0] and len(resumed) == 3
     assert [json.loads(line)["index"] for line in resumed] == [0, 1, 2]
@@ -1968,8 +1977,14 @@ def test_a_dry_run_says_the_checkpoint_would_be_refused(tmp_path, capsys):
     config = quick_config(tmp_path / "grid.yaml", model_path=str(tmp_path / "nowhere"))
     main([str(config), "--dry-run", "--limit", "2"])
     printed = capsys.readouterr().out
-    note = f"note: model path '{tmp_path / 'nowhere'}' does not exist: the runs would be refused"
+    note = (  # named where it was given (before: the path alone)
+        f"note: {config}: line 1: model_path: model path '{tmp_path / 'nowhere'}' does not "
+        "exist: the runs would be refused"
+    )
     assert printed.startswith(note + "\n") and "east-simuleval --agent" in printed
+    main([str(config), "--dry-run", "--limit", "2", "--model-path", str(tmp_path / "gone")])
+    said = f"note: --model-path: model path '{tmp_path / 'gone'}' does not exist: the runs would"
+    assert capsys.readouterr().out.startswith(said)
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text("{}")
     config = quick_config(tmp_path / "grid.yaml", model_path=str(tmp_path / "model"))

@@ -123,6 +123,7 @@ def test_killing_east_eval_kills_its_job_workers(east_checkpoint, tmp_path):
         time.sleep(0.1)
     result = east_eval(*arguments)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count(": started, resumed after its ") == 2  # before: "started"
     for log in logs:
         indices = [json.loads(line)["index"] for line in log.read_text().splitlines()]
         assert sorted(indices) == list(range(20))  # each once

@@ -106,6 +106,8 @@ def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, 
     (output / "scores.tsv").unlink()
     result = run_simuleval(*arguments, "--batch-size", 2, "--continue-unfinished")
     assert result.returncode == 0, result.stderr[-3000:]
+    log = output / "instances.log"
+    assert f"note: {log}: resumed after its 2 finished sentences\n" in result.stderr
     resumed = instances(output)
     assert [r["index"] for r in resumed] == list(range(7))
     assert resumed[4]["prediction"] == "kept, not decoded again"
@@ -113,6 +115,11 @@ def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, 
     assert without_timing(resumed[5:]) == without_timing(full[5:])
     # sentences 4 and 1 were timed with 3 streams, the others with 2: the most is kept
     assert json.loads((output / "batch.json").read_text())["streams"] == 3
+    # a fresh run over them says what it replaces (before: a progress bar from 0, alone)
+    result = run_simuleval(*arguments, "--batch-size", 2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    said = f"note: {log}: its 7 finished sentences replaced by this fresh run (--continue-"
+    assert said in result.stderr
 
 
 @pytest.mark.parametrize("batch", [1, 2], ids=["simulevals-loop", "batched"])
@@ -209,6 +216,12 @@ def test_a_run_whose_every_sentence_failed_says_the_log_holds_none(tmp_path):
     ):
         check_failures(["sentence 0: ...", "sentence 1: ..."], 2, log)
     check_failures([], 2, log)  # nothing failed: nothing said
+    many = [f"sentence {index}: over the context" for index in range(37)]  # before: 37 lines
+    with pytest.raises(BatchedRunError) as refused:
+        check_failures(many, 40, log)
+    lines = str(refused.value).splitlines()
+    assert len(lines) == 12 and lines[10] == "  sentence 9: over the context"
+    assert lines[11] == "  ... and 27 more (not in the log: --continue-unfinished tries them)"
 
 
 def test_an_overlong_sentence_fails_alone_and_is_named(east_checkpoint, tmp_path):

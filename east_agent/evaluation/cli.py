@@ -96,11 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     check_metric_names(config)
     if args.shard:
         config = config.without_comet()  # checked and scored at the merge
-    check_device(
-        config, args.device is not None, not (args.dry_run or merging), dry_run=args.dry_run
-    )
-    check_folder_path(config.output, "--output" if args.output else config.place().of("output"))
-    check_relative_paths(config, args.model_path is not None, model_needed=not merging)
+    check_device(config, not (args.dry_run or merging), dry_run=args.dry_run)
+    check_folder_path(config.output, config.place().of("output"))
+    check_relative_paths(config, model_needed=not merging)
     check_comet_settings(config)
     if merging:
         picked = picked_runs(every_run, args.only)

@@ -535,14 +535,12 @@ def check_comet_settings(config: EvalConfig) -> None:
         raise EvalConfigError(f"{place.of(key)}: {error}") from None
 
 
-def check_device(
-    config: EvalConfig, flag_given: bool, needed_here: bool, dry_run: bool = False
-) -> None:
+def check_device(config: EvalConfig, needed_here: bool, dry_run: bool = False) -> None:
     """A device torch knows (`cpu`, `cuda`, `cuda:1`); with `needed_here`, one this machine
     has. Named by the flag, or the config's file and line, before any run (imports torch).
     A dry run notes a device this machine lacks, as it notes a missing checkpoint (before:
     nothing said; its commands may be for another machine)."""
-    where = "--device" if flag_given else config.place().of("device")
+    where = config.place().of("device")  # `--device`, where the flag gave it
     checked_device(config.device, where, needed_here)
     if dry_run and not needed_here:
         try:
@@ -551,7 +549,7 @@ def check_device(
             print(f"note: {error}: the runs would be refused on this machine", flush=True)
 
 
-def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_needed: bool) -> None:
+def check_relative_paths(config: EvalConfig, model_needed: bool) -> None:
     """Relative paths (`model_path`, `word_times`, COMET's) are read from the current
     directory. One that is not there but lies beside the config, or in a folder above it
     (the repository of a shipped config), is named with where it lies, before anything
@@ -568,18 +566,17 @@ def check_relative_paths(config: EvalConfig, model_flag_given: bool, model_neede
             continue
         for folder in (config_folder, *config_folder.parents):
             if (folder / value).exists():
-                flag_given = key == "model_path" and model_flag_given
-                where = "--model-path" if flag_given else config.place().of(key)
+                where = config.place().of(key)  # `--model-path`, where the flag gave it
                 raise EvalConfigError(
                     f"{where}: {value!r} is not in the current directory ({Path.cwd()}), "
                     f"which relative paths are read from; it lies in {folder}: run east-eval "
                     f"there, or give {folder / value}"
                 )
     if model_needed:
-        check_hub_checkpoint(config, model_flag_given)
+        check_hub_checkpoint(config)
 
 
-def check_hub_checkpoint(config: EvalConfig, model_flag_given: bool) -> None:
+def check_hub_checkpoint(config: EvalConfig) -> None:
     """A `model_path` that is no folder here but reads as a hub id (`models/east-demo` of a
     config copied elsewhere) is asked of the hub once, before any run folder is claimed
     (before: the folders claimed, then 49 s of the loader's retries and its error, naming
@@ -587,7 +584,7 @@ def check_hub_checkpoint(config: EvalConfig, model_flag_given: bool) -> None:
     from east_agent.lm.checkpoint import check_hub_model, is_hub_id
 
     if is_hub_id(config.model_path):
-        where = "--model-path" if model_flag_given else config.place().of("model_path")
+        where = config.place().of("model_path")
         try:
             check_hub_model(config.model_path, where)
         except ValueError as error:

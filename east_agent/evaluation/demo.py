@@ -95,8 +95,9 @@ def main(argv: list[str] | None = None) -> None:
         torch_dtype=args.torch_dtype,
         latency_metrics=["LAAL", "AL", "LAAL_CA", "AL_CA"],
         batch_size=args.batch_size,
+        overridden=frozenset({"testset", "model_path", "output", "device", "torch_dtype"}),
     )
-    check_device(config, flag_given=True, needed_here=True)
+    check_device(config, needed_here=True)
     # a fresh run each time: this is a demonstration, not a grid (its folders emptied once
     # the grid's checks passed)
     run_grid(config, limit=args.limit, afresh=True)

@@ -1739,9 +1739,9 @@ def test_a_relative_path_found_only_beside_the_config_is_named(tmp_path, capsys,
     monkeypatch.chdir(tmp_path / "repo")  # where it is read from: no complaint
     from east_agent.evaluation.config import check_relative_paths, read_eval_config
 
-    check_relative_paths(read_eval_config(config), False, model_needed=True)
+    check_relative_paths(read_eval_config(config), model_needed=True)
     monkeypatch.chdir(tmp_path / "elsewhere")  # merging shards loads no checkpoint
-    check_relative_paths(read_eval_config(config), False, model_needed=False)
+    check_relative_paths(read_eval_config(config), model_needed=False)
 
 
 def test_a_relative_checkpoint_found_nowhere_is_asked_of_the_hub_first(

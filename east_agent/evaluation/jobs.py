@@ -265,7 +265,8 @@ def _run_here(
     models = LoadedModels()
     for job in jobs_to_run:
         raise_if_signalled()
-        print(f"[{job.number}/{total}] {job.name}{_resumed(job)}", flush=True)
+        # a resumed run says so itself, here on this console (`note: ... resumed after`)
+        print(f"[{job.number}/{total}] {job.name}", flush=True)
         run_simuleval(job.command, job.output, models)
         if job.then is not None:
             job.then()
@@ -294,7 +295,7 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 def _resumed(job: Job) -> str:
     """`, resumed after its N finished sentences` for a run whose folder holds some
-    (before: `started`, as a fresh one)."""
+    (before: `started`, as a fresh one): a worker's run says so in its console.log only."""
     from east_agent.evaluation.runs import finished_lines
 
     finished = finished_lines(job.output / "instances.log")

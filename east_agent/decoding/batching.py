@@ -111,8 +111,12 @@ def translate_batch(
     decoder: StreamingDecoder, sentences: Iterable[Sentence], stats: BatchStats | None = None
 ) -> Iterator[Outcome]:
     """Translate `sentences` on all of the decoder's streams at once; yield each outcome as
-    soon as its sentence is finished (not in input order)."""
+    soon as its sentence is finished (not in input order). A list (any sequence) is checked
+    whole before the first forward; an iterator's sentences as they come, a refusal ending
+    the batch (the sentences in flight have no outcome)."""
     queue = _checked(sentences)
+    if isinstance(sentences, Sequence):  # before: refused after the outcomes before it
+        queue = iter(list(queue))
     active: dict[Stream, _Job] = {}
     feeds: dict[Stream, Feed] = {}
     with torch.inference_mode(), _holding(decoder):

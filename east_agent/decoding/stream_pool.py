@@ -25,6 +25,7 @@ from east_agent.decoding.streaming import (
     StreamingDecoder,
     run_feeds,
 )
+from east_agent.decoding.units import check_unit_list
 
 __all__ = ["NoFreeStream", "StepFailed", "StreamPool"]
 
@@ -66,21 +67,37 @@ class StreamPool:
 
     def begin(self, stream: Stream) -> None:
         """Start a new sentence on a lent stream (dropping whatever it was doing)."""
-        self.events[stream].clear()
+        self._events(stream, "begin").clear()
         self.feeds.pop(stream, None)
         self.errors.pop(stream, None)
         self.decoder.begin(stream)
 
     def push(self, stream: Stream, units: list[str], source_finished: bool) -> None:
         """Queue new source units (and the end of the source) and run them up to the
-        stream's next forward."""
-        events = self.events[stream]
+        stream's next forward. Units are checked as `translate` checks them (before: a
+        string's letters read as units), and refused for a stream not lent, or whose
+        sentence is finished (before: a KeyError, or the units dropped without a word)."""
+        check_unit_list(units, "push")
+        events = self._events(stream, "push")
+        if units and stream.finished:
+            raise RuntimeError(
+                f"push: stream {stream.home}'s sentence is finished; begin() the next first"
+            )
         for position, unit in enumerate(units):
             events.append((unit, source_finished and position == len(units) - 1))
         if source_finished:
             events.append(END)  # ignored by a program the last unit finished
         if not self.busy(stream):  # a busy stream takes its events when its forward is back
             self._pump(stream, None)
+
+    def _events(self, stream: Stream, what: str) -> deque:
+        """The source events queued for a lent stream."""
+        if stream not in self.events:
+            raise RuntimeError(
+                f"{what}: stream {stream.home} is not lent by this pool (released, or never "
+                "acquired)"
+            )
+        return self.events[stream]
 
     def busy(self, stream: Stream) -> bool:
         return stream in self.feeds
@@ -98,11 +115,13 @@ class StreamPool:
                 results = run_feeds(self.decoder.lm, [self.feeds[stream] for stream in streams])
                 for stream, fed in zip(streams, results):
                     self._pump(stream, fed)
-        except Exception as error:  # no stream of the step knows where it is: none goes on
+        except BaseException as error:  # no stream of the step knows where it is: none goes on
             failure = StepFailed(f"the batched step failed: {error!r}")
-            for stream in streams:
+            for stream in streams:  # Ctrl-C too: the streams are not left waiting on a step
                 self.errors[stream] = failure
                 self.feeds.pop(stream, None)
+            if not isinstance(error, Exception):
+                raise
             raise failure from error
         return [stream for stream in streams if stream not in self.feeds]
 

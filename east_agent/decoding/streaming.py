@@ -417,15 +417,23 @@ class Stream:
 
     def check_room(self, new_positions: int) -> None:
         if self.lm.length(self.home) + new_positions > self.max_context:
-            # a talk's line: long form segments it as it goes, its cache bounded
-            advice = "split the source into shorter segments, or run it in long form (--long-form)"
-            if getattr(self, "segment_units", None) is not None:  # long form: cut between units
-                advice = "long form cuts a talk between units, not inside one: split that unit"
             raise ContextOverflowError(
                 f"the sentence needs more than {self.max_context} tokens, its context limit "
                 "(--max-context, else the model's positions) "
-                f"(after {self.units_read} source units and {len(self.chunks)} chunks); {advice}"
+                f"(after {self.units_read} source units and {len(self.chunks)} chunks); "
+                + self.overflow_advice(new_positions)
             )
+
+    def overflow_advice(self, new_positions: int) -> str:
+        """What to do about an overflow: a talk's line goes to long form, which segments it
+        as it goes, its cache bounded; a unit too long for any segment must be split."""
+        if getattr(self, "segment_units", None) is not None:  # long form: cut between units
+            return "long form cuts a talk between units, not inside one: split that unit"
+        prompt = self.tokens.prompt_length
+        unit = new_positions - max(0, prompt - self.lm.length(self.home))  # a first unit's
+        if prompt + unit > self.max_context:  # feed carries the prompt; no segment holds it
+            return f"one unit of {unit} tokens does not fit beside the {prompt}-token prompt"
+        return "split the source into shorter segments, or run it in long form (--long-form)"
 
     def feed(
         self,
@@ -502,6 +510,8 @@ class StreamingDecoder:
         beams: int = 1,
         streams: int = 1,
     ) -> None:
+        if not isinstance(streams, int) or isinstance(streams, bool):
+            raise TypeError(f"streams: a whole number, got {type(streams).__name__} {streams!r}")
         if streams < 1:
             raise ValueError(f"the number of streams must be at least 1, got {streams}")
         self.tokenizer = tokenizer
@@ -695,6 +705,8 @@ class StreamingDecoder:
     def push_unit(self, unit: str, is_last: bool = False) -> Step:
         """Read one source unit; write a chunk if the policy (or the end of source) says so."""
         check_unit(unit, "push_unit")
+        if not isinstance(is_last, bool):  # before: `is_last="no"` ended the source
+            raise TypeError(f"push_unit: is_last is True or False, got {is_last!r}")
         self.check_own_sentence("push_unit")
         stream = self.streams[0]
         check_open(stream)
@@ -727,8 +739,10 @@ class StreamingDecoder:
             while feed is not None:
                 (fed,) = run_feeds(self.lm, [feed])
                 feed = self.advance(stream, fed)
-        except Exception as error:  # the program is closed, or waits for a lost feed
-            stream.failed = f"{type(error).__name__}: {error}"
+        except BaseException as error:  # the program is closed, or waits for a lost feed
+            # Ctrl-C too (before: the next call an AttributeError from the cut-off program)
+            said = f": {error}" if str(error) else ""
+            stream.failed = f"{type(error).__name__}{said}"
             raise
         return stream.step
 

@@ -77,6 +77,10 @@ class TokenStream:
         differs = next((i for i, (old, new) in enumerate(zip(held, run_ids)) if old != new), None)
         return start + (len(held) if differs is None else differs)
 
+    @property
+    def prompt_length(self) -> int:
+        return 0 if self._prompt_mark is None else self._prompt_mark[0]
+
     def rewind_to_prompt(self) -> int:
         """`restore` the prompt's mark; the first index whose id changed."""
         if self._prompt_mark is None:

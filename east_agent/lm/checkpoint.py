@@ -522,7 +522,7 @@ def merge_adapter(model: PreTrainedModel, adapter_path: str | Path) -> PreTraine
 def load_east_checkpoint(
     model_path: str | Path,
     adapter_path: str | Path | None = None,
-    torch_dtype: str = "auto",
+    torch_dtype: str | torch.dtype = "auto",
     device: str = "cpu",
     trust_remote_code: bool = False,
     tokenizer_loader: Callable[[], PreTrainedTokenizerBase] | None = None,
@@ -544,6 +544,8 @@ def load_east_checkpoint(
             check_hub_model(str(model_path), "model_path")
         except ValueError as error:
             raise CheckpointError(str(error)) from None
+    if isinstance(torch_dtype, torch.dtype):  # as transformers takes it: torch.float32
+        torch_dtype = str(torch_dtype).removeprefix("torch.")
     if tokenizer_loader is None:
         tokenizer = load_tokenizer(model_path, trust_remote_code)
     else:

@@ -309,6 +309,57 @@ def test_a_sentence_that_failed_takes_no_more_input(east_model, east_tokenizer, 
     assert (got.chunk_ids, got.delays) == (expected.chunk_ids, expected.delays)
 
 
+def test_an_interrupted_sentence_takes_no_more_input(east_model, east_tokenizer, monkeypatch):
+    """Ctrl-C inside a forward: before, the next push_unit failed as an AttributeError
+    from the cut-off program."""
+    from east_agent.decoding import streaming
+
+    decoder = EastStreamDecoder(east_model, east_tokenizer, DecoderConfig("de", "en", "low"))
+    units = toy_sentences(1, seed=4)[0]
+    decoder.reset()
+    decoder.push_unit(units[0])
+    real_run_feeds = streaming.run_feeds
+
+    def interrupted(lm, feeds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(streaming, "run_feeds", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        decoder.push_unit(units[1])
+    monkeypatch.setattr(streaming, "run_feeds", real_run_feeds)
+    with pytest.raises(
+        RuntimeError, match=r"the sentence failed \(KeyboardInterrupt\); call reset"
+    ):
+        decoder.push_unit(units[2])
+    expected = EastStreamDecoder(east_model, east_tokenizer, decoder.config).translate(units)
+    got = decoder.translate(units)
+    assert (got.chunk_ids, got.delays) == (expected.chunk_ids, expected.delays)
+
+
+def test_a_unit_no_context_holds_beside_the_prompt_is_said_so(east_model, east_tokenizer):
+    """Before: advised shorter segments or long form, where neither helps."""
+    decoder = EastStreamDecoder(
+        east_model, east_tokenizer, DecoderConfig("de", "en", "low", max_context=80)
+    )
+    for units in (["Katze" * 100], ["Die", "Katze" * 100]):
+        with pytest.raises(ContextOverflowError) as refused:
+            decoder.translate(units)
+        assert re.search(r"one unit of \d+ tokens does not fit beside the \d+-token prompt$",
+                         str(refused.value))  # fmt: skip
+        assert "long-form" not in str(refused.value)
+
+
+def test_the_number_of_streams_and_the_last_unit_flag_are_checked(east_model, east_tokenizer):
+    """Before: `streams="4"` failed comparing str and int; `is_last="no"` ended the source."""
+    config = DecoderConfig("de", "en", "low")
+    with pytest.raises(TypeError, match="streams: a whole number, got str '4'"):
+        EastStreamDecoder(east_model, east_tokenizer, config, streams="4")
+    decoder = EastStreamDecoder(east_model, east_tokenizer, config)
+    decoder.reset()
+    with pytest.raises(TypeError, match="push_unit: is_last is True or False, got 'no'"):
+        decoder.push_unit("Katze", is_last="no")
+
+
 def test_default_context_is_the_models(east_model, east_tokenizer, greedy_decoder):
     assert greedy_decoder.max_context == east_model.config.max_position_embeddings
     with pytest.raises(ContextOverflowError, match="more than 512 tokens"):
@@ -394,6 +445,20 @@ def test_a_unit_that_is_not_a_string_is_refused(greedy_decoder):
     with pytest.raises(TypeError, match="push_unit: a source unit is a string, got NoneType"):
         greedy_decoder.push_unit(None)
     greedy_decoder.push_unit("Katze", is_last=True)  # refused before the stream took it
+
+
+def test_a_list_of_sentences_is_checked_whole_before_the_first_outcome(greedy_decoder):
+    """Before: 93 outcomes came, then the refusal, and the sentences in flight were lost."""
+    from east_agent.decoding.batching import Sentence, translate_batch
+
+    sentences = [Sentence(index, ["Hund", "Katze"]) for index in range(5)]
+    for last in (Sentence(0, ["Farbe"]), (9, ["Farbe"])):
+        outcomes = translate_batch(greedy_decoder, [*sentences, last])
+        with pytest.raises((ValueError, TypeError)):
+            next(outcomes)  # the first outcome: the refusal comes before it
+    lazy = translate_batch(greedy_decoder, iter([*sentences, Sentence(0, ["Farbe"])]))
+    assert next(lazy).key == 0  # an iterator's sentences are checked as they come
+    lazy.close()
 
 
 def test_translate_batch_refuses_other_items_and_a_key_twice(greedy_decoder):

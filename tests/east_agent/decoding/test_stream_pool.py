@@ -260,3 +260,46 @@ def test_a_failed_step_fails_its_streams_and_drops_their_work(
         pool.step()
     expected = build("east", east_model, east_tokenizer, 1).translate(units)
     assert pool.error(first) is None and first.chunks == expected.chunks
+
+
+def test_units_and_streams_a_push_is_given_are_checked(east_model, east_tokenizer):
+    """Before: a string's letters were read as units, a number failed inside the program as
+    StepFailed, a released stream's push was a KeyError, and units pushed after the
+    sentence finished were dropped without a word."""
+    pool = StreamPool(build("east", east_model, east_tokenizer, 2))
+    stream = pool.acquire()
+    pool.begin(stream)
+    with pytest.raises(TypeError, match="push: a sequence of source units, not a string"):
+        pool.push(stream, "Katze", True)
+    with pytest.raises(TypeError, match="push: unit 1: a source unit is a string, got int 5"):
+        pool.push(stream, ["Die", 5], True)
+    assert not pool.busy(stream) and pool.error(stream) is None  # nothing was queued
+    pool.push(stream, ["Die", "Katze"], source_finished=True)
+    run_steps(pool)
+    assert stream.finished
+    with pytest.raises(RuntimeError, match=r"sentence is finished; begin\(\) the next first"):
+        pool.push(stream, ["Hund"], source_finished=True)
+    pool.push(stream, [], source_finished=True)  # nothing new: taken, as a server may send
+    pool.release(stream)
+    with pytest.raises(RuntimeError, match=r"push: stream \d+ is not lent by this pool"):
+        pool.push(stream, ["Hund"], source_finished=False)
+
+
+def test_an_interrupted_step_leaves_no_stream_waiting_on_it(
+    east_model, east_tokenizer, monkeypatch
+):
+    """Ctrl-C in a forward is raised as it is; its streams hold a failure, not a feed."""
+    from east_agent.decoding import stream_pool
+
+    pool = StreamPool(build("east", east_model, east_tokenizer, 2))
+    stream = pool.acquire()
+    pool.begin(stream)
+    pool.push(stream, ["Die"], source_finished=False)
+
+    def interrupted(lm, feeds):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stream_pool, "run_feeds", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pool.step()
+    assert isinstance(pool.error(stream), StepFailed) and not pool.feeds

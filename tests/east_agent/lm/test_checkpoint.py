@@ -84,6 +84,12 @@ def test_a_device_this_machine_lacks_is_refused_before_the_load(east_checkpoint)
     assert model.device.type == "cpu"
 
 
+def test_a_torch_dtype_is_taken_as_its_name(east_checkpoint):
+    """As transformers takes it (before: `unknown --torch-dtype torch.bfloat16`)."""
+    model, _ = load_east_checkpoint(east_checkpoint, torch_dtype=torch.bfloat16)
+    assert model.dtype == torch.bfloat16
+
+
 def test_model_path_that_is_a_file(tmp_path):
     path = tmp_path / "model.bin"
     path.write_text("x")

@@ -166,6 +166,7 @@ Returned = TypeVar("Returned")
 
 def fail(command: str, message: object) -> None:
     """End `command` with `message` (exit 2)."""
+    close_progress_bars()
     print(f"{command}: {message}", file=sys.stderr)
     sys.exit(EXIT_USER_ERROR)
 
@@ -321,6 +322,16 @@ def _ending_signals_raised() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def close_progress_bars() -> None:
+    """Close the progress bars an error or a signal cut off (SimulEval's loop's), so that
+    the command's last word starts a line of its own (before: `0/7 [00:00<?,
+    ?it/s]east-simuleval: interrupted`)."""
+    tqdm = sys.modules.get("tqdm")  # none imported, none open
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or ()):
+        with suppress(Exception):  # a bar half made, or its stream closed
+            bar.close()
+
+
 def _unless_signalled(hook: Callable, unraisable) -> None:
     """A signal's exception that Python could not raise (it came in a `__del__` or a weakref
     callback, as importlib's module locks run while a module imports) is not printed as
@@ -336,6 +347,7 @@ def _end_by_signal(command: str, signum: int) -> None:
         signal.signal(other, signal.SIG_IGN)
     try:
         sys.stdout.flush()  # the signal ends the process without Python's flush
+        close_progress_bars()
         print(f"{command}: {ENDING_SIGNALS[signum]}", file=sys.stderr, flush=True)
     except OSError:  # a terminal that hung up takes no more output
         pass

@@ -24,7 +24,7 @@ from east_agent.common.arguments import (
     positive_int,
     torch_dtype_of,
 )
-from east_agent.common.entry import ended_as_stock_simuleval
+from east_agent.common.entry import ended_as_stock_simuleval, raise_if_signalled
 from east_agent.decoding.long_form import (
     DEFAULT_CONTEXT_WORDS,
     DEFAULT_SEGMENT_UNITS,
@@ -426,6 +426,10 @@ class StreamingAgent(TextToTextAgent, Generic[ConfigT]):
             self.decoder = self.build_decoder(self.model, self.tokenizer, self.config)
 
     def policy(self) -> ReadAction | WriteAction:
+        # SimulEval's own loop (`--batch-size 1`) checks for no signal: a Ctrl-C a library
+        # swallowed (as the model loaded) ends the run here, the finished sentences in the
+        # log (before: every sentence translated and scored, then "interrupted")
+        raise_if_signalled()
         new_units = self.states.source[self.units_pushed :]
         self.units_pushed = len(self.states.source)
         source_finished = self.states.source_finished

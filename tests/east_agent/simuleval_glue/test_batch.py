@@ -1283,7 +1283,7 @@ def test_chunks_the_cache_budget_cut_short_are_said(tmp_path, batch):
 
 SWALLOWED = """
 import os, signal, sys
-from east_agent.decoding import batching
+from east_agent.decoding import batching, streaming
 from east_agent.lm import checkpoint
 from east_agent.simuleval_glue.cli import main
 
@@ -1291,7 +1291,16 @@ class Swallows:  # Python does not raise what a __del__ raises (a library import
     def __del__(self):
         os.kill(os.getpid(), signal.SIGINT)
 
-if sys.argv[1] == "as the model loads":
+if sys.argv[1] == "one at a time, mid-run":  # SimulEval's own loop
+    push_unit, last_units = streaming.StreamingDecoder.push_unit, []
+    def counted_push_unit(self, unit, is_last=False):
+        step = push_unit(self, unit, is_last)
+        last_units.append(is_last)
+        if sum(last_units) == 2 and is_last:  # as the second sentence finishes
+            Swallows()
+        return step
+    streaming.StreamingDecoder.push_unit = counted_push_unit
+elif sys.argv[1].startswith("as the model loads"):
     loaded = checkpoint.from_pretrained_here_or_hub
     def from_pretrained_here_or_hub(*arguments, **settings):
         Swallows()
@@ -1310,12 +1319,22 @@ main()
 """
 
 
-@pytest.mark.parametrize(("when", "kept"), [("as the model loads", 0), ("mid-run", 2)])
+@pytest.mark.parametrize(
+    ("when", "kept"),
+    [
+        ("as the model loads", 0),
+        ("mid-run", 2),
+        ("as the model loads, one at a time", 0),
+        ("one at a time, mid-run", 2),
+    ],
+)
 def test_a_ctrl_c_a_library_swallowed_ends_the_run(east_checkpoint, test_set, tmp_path, when, kept):
-    """Before: every sentence translated and scored, exit 0. The sentences finished before
-    the check are in the log, for a resume."""
+    """Before: every sentence translated and scored, exit 0 (one at a time, SimulEval's own
+    loop: then "interrupted"). The sentences finished before the check are in the log, for
+    a resume."""
     output = tmp_path / "out"
-    arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", "2")
+    batch = "1" if "one at a time" in when else "2"
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", batch)
     result = python_with_ctrl_c(SWALLOWED, when, *arguments)
     assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
     assert result.stderr.endswith("\neast-simuleval: interrupted\n")

@@ -7,8 +7,9 @@ to the descriptor ANSWERS, until REQUESTS ends; its standard input, output and e
 COMET's own (whatever COMET, Lightning or transformers read or print there never meets a
 request or an answer):
 - `{"task": "check", "checkpoint": ...}`: COMET imports and the checkpoint's encoder (the
-  tokenizer and configuration its `hparams.yaml` names) loads: `{"checked": true}`, or
-  `error` with `failed` saying which of the two did not (`import`, `encoder`);
+  tokenizer and configuration `model.ckpt` names, as COMET loads it) loads:
+  `{"checked": true}`, or `error` with `failed` saying which of the two did not (`import`,
+  `encoder`);
 - `{"task": "score", "checkpoint": ..., "identity": ..., "batch_size": ..., "gpus": ...,
   "samples": [{"src", "mt", "ref"}, ...]}`: one score a sample and the system score, as
   COMET gives them (about 0 to 1), or `error` with COMET's traceback.
@@ -64,16 +65,37 @@ def check(request: dict, loaded: dict) -> dict:
         from transformers import AutoConfig, AutoTokenizer
     except Exception:
         return {"error": traceback.format_exc(), "failed": "import"}
-    encoder = None  # named in the answer once read, for the parent's message
+    encoder, hparams_encoder = None, None  # named in the answer once read
     try:
-        hparams_file = Path(request["checkpoint"]).parents[1] / "hparams.yaml"
-        encoder = yaml.safe_load(hparams_file.read_text())["pretrained_model"]
+        checkpoint = Path(request["checkpoint"])
+        hparams = yaml.safe_load((checkpoint.parents[1] / "hparams.yaml").read_text())
+        hparams_encoder = hparams["pretrained_model"]
+        encoder = saved_encoder(checkpoint) or hparams_encoder
         AutoConfig.from_pretrained(encoder)
         AutoTokenizer.from_pretrained(encoder)
     except Exception:
         named = encoder if isinstance(encoder, str) else None
-        return {"error": traceback.format_exc(), "failed": "encoder", "encoder": named}
+        answer = {"error": traceback.format_exc(), "failed": "encoder", "encoder": named}
+        if named is not None and named != hparams_encoder:
+            answer["hparams_encoder"] = hparams_encoder
+        return answer
     return {"checked": True}
+
+
+def saved_encoder(checkpoint: Path):  # no `str | None`: COMET's Python may be 3.9
+    """The encoder name `model.ckpt` holds, which COMET loads (`load_from_checkpoint` reads
+    `hparams.yaml` for the model's class alone: before, the check loaded the encoder
+    hparams.yaml names, and a checkpoint whose own name did not load failed after all the
+    decoding); None where the file does not unpickle here (COMET's load then fails on it).
+    The weights are mapped, not read."""
+    import torch
+
+    try:
+        saved = torch.load(checkpoint, map_location="cpu", mmap=True, weights_only=False)
+        encoder = saved["hyper_parameters"]["pretrained_model"]
+    except Exception:
+        return None
+    return encoder if isinstance(encoder, str) else None
 
 
 def score(request: dict, loaded: dict) -> dict:

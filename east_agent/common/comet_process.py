@@ -231,16 +231,29 @@ def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
     except CometError as error:  # the child died, or did not answer as it does
         raise CometError(str(error), "python") from None
     if answer.get("failed") == "encoder":
-        encoder = answer.get("encoder")  # as the child read hparams.yaml
-        named = f" {encoder!r} (hparams.yaml's pretrained_model)" if encoder else ""
         raise CometError(  # before: the encoder unnamed, the error's lines unintroduced
-            f"COMET checkpoint {checkpoint}: its encoder{named} does not load: COMET reads "
-            "its tokenizer and configuration from the Hugging Face cache, or fetches them "
-            f"once from the hub. The last lines of its error:\n{_tail(answer['error'])}",
+            f"COMET checkpoint {checkpoint}: its encoder{_encoder_named(answer)} does not "
+            "load: COMET reads its tokenizer and configuration from the Hugging Face cache, "
+            "or fetches them once from the hub. The last lines of its error:\n"
+            + _tail(answer["error"]),
             "checkpoint",
         )
     if "error" in answer:
         raise CometError(f"COMET in {python} does not import:\n{_tail(answer['error'])}", "python")
+
+
+def _encoder_named(answer: dict) -> str:
+    """The encoder the child tried, by where it read the name: model.ckpt's own, which COMET
+    loads, is named beside another that hparams.yaml names (which COMET does not read)."""
+    encoder = answer.get("encoder")
+    if not encoder:
+        return ""
+    if (other := answer.get("hparams_encoder")) is None:
+        return f" {encoder!r} (hparams.yaml's pretrained_model)"
+    return (
+        f" {encoder!r} (the name model.ckpt holds, which COMET loads; hparams.yaml's "
+        f"pretrained_model, {other!r}, is read for the model's class alone)"
+    )
 
 
 def _tail(text: str, lines: int = 15) -> str:

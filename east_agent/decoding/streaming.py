@@ -335,6 +335,10 @@ def check_open(stream: Stream) -> None:
         )
 
 
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" + ("" if number == 1 else "s")
+
+
 class Stream:
     """One sentence stream: its rows, its ids, its counters and the record of its sentence."""
 
@@ -420,7 +424,8 @@ class Stream:
             raise ContextOverflowError(
                 f"the sentence needs more than {self.max_context} tokens, its context limit "
                 "(--max-context, else the model's positions) "
-                f"(after {self.units_read} source units and {len(self.chunks)} chunks); "
+                f"(after {_count(self.units_read, 'source unit')} and "
+                f"{_count(len(self.chunks), 'chunk')}); "
                 + self.overflow_advice(new_positions)
             )
 

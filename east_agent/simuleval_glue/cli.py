@@ -134,6 +134,8 @@ def _run_command_line() -> None:
         _given(flag) for flag in ("--agent", "--agent-class", "--system-dir")
     ):  # before: SimulEval emptied the output folder's log, then failed with a traceback
         raise ValueError("name the system: --agent FILE, --agent-class CLASS or --system-dir DIR")
+    if _given("--agent") and _given("--agent-class"):  # before: the file's ran, the class unread
+        raise ValueError("--agent and --agent-class: name one system, the file's or the class")
     if batch_size > 1 and _given("--system-dir") and not {"--score-only", "--standalone"} & {*rest}:
         raise ValueError(BATCHED_SYSTEM_DIR)  # before the folder is read
     if _given("--system-dir") and "--score-only" not in rest:

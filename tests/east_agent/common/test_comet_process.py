@@ -341,6 +341,35 @@ def test_a_checkpoint_whose_encoder_does_not_load_is_named_as_the_checkpoint(
     assert "The last lines of its error:\n" in str(refused.value)
 
 
+def test_the_encoder_checked_is_the_one_comet_loads_the_name_model_ckpt_holds(
+    tiny_comet, tmp_path, monkeypatch
+):
+    """COMET reads hparams.yaml for the model's class alone. Before: the check loaded the
+    encoder hparams.yaml named, passed, and COMET failed after all the decoding."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    copy = tmp_path / "copy"
+    shutil.copytree(Path(tiny_comet.checkpoint).parents[1], copy)
+    hparams = (copy / "hparams.yaml").read_text()
+    encoder = re.search(r"pretrained_model: (.*)", hparams).group(1)
+    (copy / "hparams.yaml").write_text(hparams.replace(encoder, str(copy / "encoder")))
+    rename = textwrap.dedent(f"""
+        import torch
+        path = {str(copy / "checkpoints" / "model.ckpt")!r}
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved["hyper_parameters"]["pretrained_model"] = "/nowhere/encoder"
+        torch.save(saved, path)
+    """)
+    subprocess.run([tiny_comet.python, "-c", rename], check=True)
+    settings = dataclasses.replace(tiny_comet, checkpoint=str(copy / "checkpoints" / "model.ckpt"))
+    with pytest.raises(CometError) as refused:
+        check_comet(settings)
+    assert (
+        f"its encoder '/nowhere/encoder' (the name model.ckpt holds, which COMET loads; "
+        f"hparams.yaml's pretrained_model, {str(copy / 'encoder')!r}, is read for the "
+        "model's class alone) does not load"
+    ) in str(refused.value)
+
+
 def test_a_checkpoint_in_the_hugging_face_cache_layout_is_found_as_comet_finds_it(
     tiny_comet, tmp_path
 ):

@@ -347,6 +347,9 @@ def test_a_unit_no_context_holds_beside_the_prompt_is_said_so(east_model, east_t
         assert re.search(r"one unit of \d+ tokens does not fit beside the \d+-token prompt$",
                          str(refused.value))  # fmt: skip
         assert "long-form" not in str(refused.value)
+    assert "(after 2 source units and 0 chunks)" in str(refused.value)
+    with pytest.raises(ContextOverflowError, match=r"\(after 1 source unit and 0 chunks\)"):
+        decoder.translate(["Katze" * 100])  # before: "1 source units"
 
 
 def test_the_number_of_streams_and_the_last_unit_flag_are_checked(east_model, east_tokenizer):

@@ -507,6 +507,20 @@ def test_a_run_that_names_no_system_is_refused_before_the_folder_changes(test_se
     assert (output / "instances.log").read_text() == '{"index": 0}\n'  # before: emptied
 
 
+def test_an_agent_file_and_an_agent_class_together_are_refused(test_set, tmp_path):
+    """Before: the file's agent ran, the class given beside it unread."""
+    arguments = ["--source", test_set / "src.txt", "--target", test_set / "ref.txt"]
+    result = run_simuleval(
+        *arguments, "--agent", WAITK_AGENT_FILE, "--agent-class", "east_agent.agent.EastAgent",
+        "--output", tmp_path / "out",
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.endswith(
+        "east-simuleval: --agent and --agent-class: name one system, the file's or the class\n"
+    )
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("flag, name", [("--source", "instances.log"), ("--target", "scores.tsv")])
 @pytest.mark.parametrize("batch", [1, 3], ids=["simulevals-loop", "batched"])
 def test_a_data_file_the_run_would_write_over_is_refused(

@@ -199,12 +199,37 @@ def scoring_differences(output: Path, settings: dict) -> list[str]:
     if saved is None:
         return ["scoring settings not recorded"]
     names = sorted(set(saved) | set(settings))
-    return [
+    differences = [
         f"{name} {shown_setting(saved.get(name))} (now {shown_setting(settings.get(name))})"
         for name in names
         # a COMET checkpoint recorded by its path alone may have been replaced since
         if content_of(saved.get(name)) != content_of(settings.get(name))
     ]
+    if not differences and (damage := damaged_scores(output, saved)):
+        differences.append(damage)  # before: "done already", its table cells empty
+    return differences
+
+
+def damaged_scores(output: Path, saved: dict) -> str | None:
+    """Why `scores.tsv` does not hold the scores its record says were made (a column a
+    metric each, quality first, and a line of numbers; none where no sentence was scored),
+    or None."""
+    path = output / "scores.tsv"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        return f"{path} does not read ({error})"
+    metrics = [*saved.get("quality_metrics", []), *saved.get("latency_metrics", [])]
+    header, values = (lines + ["", ""])[:2]
+    fields = values.split("\t") if values else [""] * len(metrics)
+    if len(lines) > 2 or header.split("\t") != metrics or len(fields) != len(metrics):
+        return f"{path} does not hold the scores {', '.join(metrics)} (damaged?)"
+    for field in fields:
+        try:
+            float(field or "nan")
+        except ValueError:
+            return f"{path}: {field[:40]!r} is no score (damaged?)"
+    return None
 
 
 def forget_scoring(output: Path) -> None:

@@ -509,6 +509,15 @@ def test_finished_runs_scored_otherwise_are_scored_again_from_their_logs(grid, t
     again = east_eval(slower, "--limit", "3", "--only", "east-low")
     assert "east-low: done already, scored again (scoring settings not recorded)" in again.stdout
     assert (tmp_path / "out" / "runs" / "east-low" / "scores.tsv").read_text() == scores
+    # damaged scores beside their record: scored again (before: "done already, skipped",
+    # the run's table cells empty)
+    for damage in ("garbage\n", scores.replace("\t", "\tx", 1), scores.splitlines()[0] + "\n1\n"):
+        (tmp_path / "out" / "runs" / "east-low" / "scores.tsv").write_text(damage)
+        again = east_eval(slower, "--limit", "3", "--only", "east-low")
+        assert again.returncode == 0, again.stderr[-3000:]
+        assert "east-low: done already, scored again (" in again.stdout
+        assert "(damaged?)" in again.stdout
+        assert (tmp_path / "out" / "runs" / "east-low" / "scores.tsv").read_text() == scores
 
     # back to the first clock, one run named: the others are tabled too, so they are
     # scored again before the table is written, never shown on the other clock; one held

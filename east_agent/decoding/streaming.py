@@ -425,8 +425,7 @@ class Stream:
                 f"the sentence needs more than {self.max_context} tokens, its context limit "
                 "(--max-context, else the model's positions) "
                 f"(after {_count(self.units_read, 'source unit')} and "
-                f"{_count(len(self.chunks), 'chunk')}); "
-                + self.overflow_advice(new_positions)
+                f"{_count(len(self.chunks), 'chunk')}); " + self.overflow_advice(new_positions)
             )
 
     def overflow_advice(self, new_positions: int) -> str:

@@ -101,6 +101,7 @@ def _run_command_line() -> None:
     import east_agent.simuleval_plugin  # noqa: F401
     from east_agent.simuleval_glue.batch import batch_size_of
     from east_agent.simuleval_glue.ca_latency import refuse_unit_seconds_without_ca_metric
+    from east_agent.simuleval_glue.comet_scorer import refuse_comet_flags_without_comet
     from east_agent.simuleval_glue.data_files import check_dataloader_flags
     from east_agent.simuleval_glue.run_folder import check_output_folder
 
@@ -115,6 +116,7 @@ def _run_command_line() -> None:
 
         refuse_run_flags(sys.argv[1:])
     refuse_unit_seconds_without_ca_metric(rest)
+    refuse_comet_flags_without_comet(rest)
     check_output_folder(rest)
     check_agent_file(rest)
     if "--standalone" not in rest:  # to a server they are the evaluator's: refused there

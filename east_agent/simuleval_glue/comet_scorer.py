@@ -12,6 +12,7 @@ their line end).
 
 from __future__ import annotations
 
+import argparse
 from typing import TYPE_CHECKING
 
 from simuleval.evaluator.scorers.quality_scorer import QualityScorer, register_quality_scorer
@@ -27,8 +28,6 @@ from east_agent.decoding.prompt import is_unspaced
 from east_agent.decoding.units import join_source_units
 
 if TYPE_CHECKING:
-    import argparse
-
     from simuleval.evaluator.instance import Instance, LogInstance
 
 
@@ -84,6 +83,28 @@ class CometScorer(QualityScorer):
                 raise ValueError(f"--comet-source-lang: {error}") from None
         check_named_by_flag(settings)
         return cls(settings, language)
+
+
+COMET_FLAGS = (
+    "--comet-checkpoint", "--comet-python", "--comet-batch-size", "--comet-gpus",
+    "--comet-source-lang",
+)  # fmt: skip
+
+
+def refuse_comet_flags_without_comet(argv: list[str]) -> None:
+    """COMET's flags are the COMET scorer's (SimulEval adds them with it): without COMET
+    among `--quality-metrics`, they are refused saying so (before: argparse's usage and
+    "unrecognized arguments", of a flag the help lists)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--quality-metrics", nargs="+", default=["BLEU"])
+    known, _ = parser.parse_known_args(argv)
+    given = [flag for flag in COMET_FLAGS if any(arg.split("=")[0] == flag for arg in argv)]
+    if given and "COMET" not in known.quality_metrics:
+        flags, them = ("a flag", "it") if len(given) == 1 else ("flags", "them")
+        raise ValueError(
+            f"{', '.join(given)}: {flags} of the COMET scorer, and --quality-metrics asks for "
+            f"no COMET: add COMET to it, or leave {them} out"
+        )
 
 
 def check_comet_flags(args: argparse.Namespace) -> None:

@@ -1453,6 +1453,10 @@ def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
             {"latency_metrics": ["LAAL", "al_ca"], "ca_unit_seconds": 0.4},
             "latency_metrics: no metric 'al_ca'; SimulEval knows",
         ),
+        (
+            {"latency_metrics": ["LAAL", "FOO"], "ca_unit_seconds": 0.4},
+            "latency_metrics: no metric 'FOO'; SimulEval knows",
+        ),
         # before: every talk decoded, then nothing scored (the scorer's clock ticks 1/1024 s)
         (
             {"testset": "multi30k.de-en.talks5", "ca_unit_seconds": 0.0001},

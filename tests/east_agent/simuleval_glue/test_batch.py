@@ -403,8 +403,20 @@ def test_a_device_this_machine_lacks_is_refused_without_an_output_folder(test_se
         (["--latency-metrics", "AL", "YAAL"], "--latency-metrics YAAL: no such metric"),
         (["--computation-aware"], "--computation-aware: SimulEval's computation-aware"),
         (["--ca-unit-seconds", "0.3"], "--ca-unit-seconds sets the clock of the computation"),
+        # before: argparse's usage, "unrecognized arguments"
+        (
+            ["--comet-checkpoint", "m.ckpt", "--comet-gpus=1"],
+            "--comet-checkpoint, --comet-gpus: flags of the COMET scorer, and "
+            "--quality-metrics asks for no COMET: add COMET to it, or leave them out",
+        ),
     ],
-    ids=["quality-metric", "latency-metric", "computation-aware", "ca-unit-without-ca-metric"],
+    ids=[
+        "quality-metric",
+        "latency-metric",
+        "computation-aware",
+        "ca-unit-without-ca-metric",
+        "comet-flags-without-comet",
+    ],  # fmt: skip
 )
 def test_scoring_flags_simuleval_would_fail_on_are_refused_before_loading(
     test_set, tmp_path, batch, flags, message

@@ -104,6 +104,21 @@ def check_series(where: str, name: str, values: list) -> None:
             )
 
 
+def check_lengths(where: str, record: dict) -> None:
+    """A delay for each output unit (`prediction_length`, as SimulEval logged it) and a
+    time for each delay (before: a log mended by hand with a delay gone was scored, its
+    latency off, exit 0)."""
+    delays, length = len(record["delays"]), record.get("prediction_length")
+    if isinstance(length, int) and not isinstance(length, bool) and length != delays:
+        raise ValueError(
+            f"{where}: {delays} delays for prediction_length {length}: one delay an output "
+            "unit; remove or mend the line (a rerun with --continue-unfinished translates it)"
+        )
+    elapsed = record.get("elapsed")
+    if isinstance(elapsed, list) and len(elapsed) != delays:
+        raise ValueError(f"{where}: {len(elapsed)} elapsed times for {delays} delays: one each")
+
+
 def check_log(path: Path) -> None:
     """Raise naming file and line where a log is not one JSON record per line, where a
     record lacks a field SimulEval's scorers read (`SCORED_FIELDS`) or holds another kind
@@ -119,6 +134,7 @@ def check_log(path: Path) -> None:
             )
         # before: a traceback of SimulEval's scorers, or (delays gone) the sentence skipped
         check_record_fields(f"{path}: line {number}", record, SCORED_FIELDS)
+        check_lengths(f"{path}: line {number}", record)
         index = record["index"]
         if index in lines_of:
             raise ValueError(

@@ -13,6 +13,10 @@ def write_log(path, indices):
 
 def test_a_log_of_consecutive_sentences_in_any_order_passes(tmp_path):
     check_log(write_log(tmp_path / "instances.log", [3, 5, 4]))  # a span from 3, batched
+    log = tmp_path / "instances.log"
+    record = {"index": 0, "prediction": "a b", "delays": [1, 2], "prediction_length": 2}
+    log.write_text(json.dumps({**record, "elapsed": [0.1, 0.3]}) + "\n")
+    check_log(log)
     check_log(write_log(tmp_path / "instances.log", []))
 
 
@@ -42,6 +46,9 @@ def test_a_sentence_twice_is_named(tmp_path):
         ({"delays": [2, 1]}, "line 2: field 'delays': value 2 (1) is below value 1 (2)"),
         ({"prediction": None}, "line 2: field 'prediction' missing or not a str"),
         ({"delays": None}, "line 2: field 'delays' missing or not a list"),
+        # before: scored, the latency of a sentence a delay short (a log mended by hand)
+        ({"prediction_length": 2}, "line 2: 1 delays for prediction_length 2: one delay an"),
+        ({"elapsed": [0.1, 0.2]}, "line 2: 2 elapsed times for 1 delays: one each"),
     ],
 )
 def test_a_field_the_scorers_read_is_checked(tmp_path, edit, said):

@@ -18,6 +18,7 @@ from east_agent.common.atomic import (
     check_folder_path,
     is_special_file,
 )
+from east_agent.common.counts import counted
 from east_agent.common.text_lines import (
     GZIP_MAGIC,
     read_text,
@@ -71,7 +72,7 @@ def run_header(
     machine = (
         torch.cuda.get_device_name(device)
         if device.type == "cuda"
-        else f"{platform.machine()} CPU, {threads} thread{'s' if threads != 1 else ''}"
+        else f"{platform.machine()} CPU, {counted(threads, 'thread')}"
     )
     return (
         f"### {datetime.date.today()}: {model_name} ({args.torch_dtype}, "

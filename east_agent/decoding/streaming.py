@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from east_agent.common.counts import counted
 from east_agent.common.entry import CommandError
 from east_agent.decoding.characters import CharacterCuts
 from east_agent.decoding.prompt import language_name
@@ -335,10 +336,6 @@ def check_open(stream: Stream) -> None:
         )
 
 
-def _count(number: int, thing: str) -> str:
-    return f"{number} {thing}" + ("" if number == 1 else "s")
-
-
 class Stream:
     """One sentence stream: its rows, its ids, its counters and the record of its sentence."""
 
@@ -424,8 +421,8 @@ class Stream:
             raise ContextOverflowError(
                 f"the sentence needs more than {self.max_context} tokens, its context limit "
                 "(--max-context, else the model's positions) "
-                f"(after {_count(self.units_read, 'source unit')} and "
-                f"{_count(len(self.chunks), 'chunk')}); " + self.overflow_advice(new_positions)
+                f"(after {counted(self.units_read, 'source unit')} and "
+                f"{counted(len(self.chunks), 'chunk')}); " + self.overflow_advice(new_positions)
             )
 
     def overflow_advice(self, new_positions: int) -> str:

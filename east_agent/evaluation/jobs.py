@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from east_agent.common.counts import counted
 from east_agent.common.entry import CommandError, raise_if_signalled
 
 if TYPE_CHECKING:
@@ -299,7 +300,7 @@ def _resumed(job: Job) -> str:
     from east_agent.evaluation.runs import finished_lines
 
     finished = finished_lines(job.output / "instances.log")
-    return f", resumed after its {finished} finished sentences" if finished else ""
+    return f", resumed after its {counted(finished, 'finished sentence')}" if finished else ""
 
 
 def _console(job: Job) -> Path:

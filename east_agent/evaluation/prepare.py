@@ -16,6 +16,7 @@ from pathlib import Path
 
 from east_agent.common.arguments import folder_path, parse_once_each
 from east_agent.common.atomic import check_folder_path
+from east_agent.common.counts import counted
 from east_agent.common.entry import command_line
 from east_agent.common.run_lock import GRID_LOCK, hold_run_lock
 from east_agent.evaluation import longform
@@ -105,8 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     with holding_grid_testset(Path(args.output), args.testset, split_by):
         prepared = prepare_testset(args.testset, args.output, tokenizer, split_by)
     unit = "talk" if longform.parse_name(prepared.name)[1] else "sentence"
-    unit += "" if prepared.sentences == 1 else "s"  # before: "1 talks"
-    print(f"{prepared.sentences} {unit}: {prepared.source} {prepared.reference}")
+    print(f"{counted(prepared.sentences, unit)}: {prepared.source} {prepared.reference}")
 
 
 if __name__ == "__main__":

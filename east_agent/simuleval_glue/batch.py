@@ -352,7 +352,23 @@ def score_folder(args: argparse.Namespace) -> None:
         check_log(log)
         check_recorded_span(output)
         check_log_units(output, args)
+        before = scored_metrics(output)
         score(argparse.Namespace(**{**vars(args), "output": str(output)}))
+        after = scored_metrics(output)
+        if before and after and before != after:  # by design; said, not silently dropped
+            print(
+                f"note: {output / 'scores.tsv'} held {', '.join(before)}; now {', '.join(after)}",
+                flush=True,
+            )
+
+
+def scored_metrics(output: Path) -> list[str]:
+    """The metrics `scores.tsv` in `output` holds (none where there is none)."""
+    try:
+        header = (output / "scores.tsv").read_text(encoding="utf-8").partition("\n")[0]
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [name for name in header.split("\t") if name]
 
 
 def score(args: argparse.Namespace) -> None:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ from pathlib import Path
 
 from east_agent.common.arguments import torch_dtype_of
 from east_agent.common.atomic import check_folder_path, remove, write_atomically
+from east_agent.common.counts import counted
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
@@ -267,13 +269,24 @@ def said_of_earlier_work(output: Path, resume: bool) -> None:
         return
     log = output / "instances.log"
     if resume:
-        print(f"note: {log}: resumed after its {finished} finished sentences", file=sys.stderr)
+        torn = " (a last line a kill cut off is dropped)" if has_torn_tail(log) else ""
+        said = f"note: {log}: resumed after its {counted(finished, 'finished sentence')}{torn}"
+        print(said, file=sys.stderr)
         return
     print(
-        f"note: {log}: its {finished} finished sentences replaced by this fresh run "
+        f"note: {log}: its {counted(finished, 'finished sentence')} replaced by this fresh run "
         "(--continue-unfinished goes on after them)",
         file=sys.stderr,
     )
+
+
+def has_torn_tail(log: Path) -> bool:
+    """Whether the log ends in part of a line (a write a kill cut off), which a resume drops."""
+    with open(log, "rb") as handle:
+        if handle.seek(0, os.SEEK_END) == 0:
+            return False
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) != b"\n"
 
 
 def clear_scores(output: Path, batching: bool = True) -> None:

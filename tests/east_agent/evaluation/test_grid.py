@@ -914,7 +914,10 @@ def test_a_cut_off_run_continues_where_it_stopped(grid):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "--continue-unfinished" in result.stdout
     # said as it starts, once (before: `[1/1] east-high`, as a fresh run; then twice)
-    said = f"note: {run / 'instances.log'}: resumed after its 1 finished sentences\n"
+    said = (
+        f"note: {run / 'instances.log'}: resumed after its 1 finished sentence (a last line "
+        "a kill cut off is dropped)\n"
+    )
     assert (result.stdout + result.stderr).count("resumed after its") == 1
     assert said in result.stderr and "[1/1] east-high\n" in result.stdout
     resumed = (run / "instances.log").read_text().splitlines()

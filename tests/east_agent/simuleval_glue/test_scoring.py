@@ -33,7 +33,7 @@ def score_only(folder, *flags) -> list[str]:
     return ["--score-only", "--output", str(folder), *flags]
 
 
-def test_every_score_only_records_what_its_scores_were_made_with(tmp_path):
+def test_every_score_only_records_what_its_scores_were_made_with(tmp_path, capsys):
     run = tmp_path / "run"
     write_finished_run(run)
     flags = ["--latency-metrics", "AL", "LAAL_CA", "--ca-unit-seconds", "0.8"]
@@ -45,9 +45,14 @@ def test_every_score_only_records_what_its_scores_were_made_with(tmp_path):
     assert record["sacrebleu_tokenizer"] == "13a"  # BLEU's own flag, at its default
     assert scoring.scoring_differences(run, record) == []
 
-    # scored again otherwise (in this process): the record follows the scores
+    # scored again otherwise (in this process): the record follows the scores, and the
+    # metrics no longer there are said (before: dropped without a word)
     score_folder(scoring.scoring_args(score_only(run, "--latency-metrics", "AL")))
     assert (run / "scores.tsv").read_text().splitlines()[0].split("\t") == ["BLEU", "AL"]
+    said = f"note: {run / 'scores.tsv'} held BLEU, AL, LAAL_CA; now BLEU, AL\n"
+    assert said in capsys.readouterr().out
+    score_folder(scoring.scoring_args(score_only(run, "--latency-metrics", "AL")))
+    assert "note:" not in capsys.readouterr().out  # the same metrics: nothing to say
     assert scoring.scoring_differences(run, record) == [
         "ca_unit_seconds None (now 0.8)",  # no clock without a computation-aware metric
         "latency_metrics ['AL'] (now ['AL', 'LAAL_CA'])",

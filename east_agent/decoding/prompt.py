@@ -111,10 +111,18 @@ def language_name(language: str) -> str:
     for name in LANGUAGE_NAMES:
         if key.lower() == name.lower():
             return name
+    primary, _, region = key.replace("_", "-").partition("-")
+    if region and primary.lower() in LANGUAGE_CODES:  # before: named with every other code
+        raise ValueError(
+            f"unknown language {language!r}: a tag with a region or script is not taken (the "
+            f"prompt names the language alone, {LANGUAGE_CODES[primary.lower()]}): use "
+            f"{primary.lower()!r}"
+        )
     codes = ", ".join(sorted(code for code in LANGUAGE_CODES if len(code) == 2))
     names = ", ".join(sorted(LANGUAGE_NAMES))
     raise ValueError(
-        f"unknown language {language!r}: use an ISO code ({codes}) or an English name ({names})"
+        f"unknown language {language!r}: use an ISO 639-1 code ({codes}), its three-letter "
+        f"ISO 639-3 one (deu), or an English name ({names})"
     )
 
 

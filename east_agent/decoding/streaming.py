@@ -540,9 +540,12 @@ class StreamingDecoder:
         rows = self.max_streams * self.beams
         self.lm = build_lm(model, self.kv_cache, self.max_context, rows, self.prompt_ids)
         if self.max_streams > 1 and not self.lm.ragged:
+            # named by the flag (before: by the backend's class, `CachedLM`)
+            chose = "" if self.kv_cache == "dynamic" else " chose the dynamic cache, which"
             logger.warning(
-                "the %s backend runs one stream at a time: %d streams become 1",
-                type(self.lm).__name__,
+                "--kv-cache %s%s runs one stream at a time: %d streams become 1",
+                self.kv_cache,
+                chose,
                 self.max_streams,
             )
             self.max_streams = 1

@@ -72,7 +72,7 @@ def test_east_simuleval_leaves_a_callers_parsers_as_they_were(toy_test_set, tmp_
     "flags, messages",
     [
         (["--latency", "instant"], ["invalid choice: 'instant'", "low-medium"]),
-        (["--src-lang", "xx"], ["unknown language 'xx': use an ISO code"]),
+        (["--src-lang", "xx"], ["unknown language 'xx': use an ISO 639-1 code"]),
     ],
 )
 def test_unknown_latency_or_language_is_a_clear_error(

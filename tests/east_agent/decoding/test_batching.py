@@ -255,7 +255,7 @@ def test_the_dynamic_cache_runs_one_stream(east_model, east_tokenizer, caplog):
     config = DecoderConfig("de", "en", "low", kv_cache="dynamic")
     decoder = EastStreamDecoder(east_model, east_tokenizer, config, streams=4)
     assert len(decoder.streams) == 1
-    assert "runs one stream at a time" in caplog.text
+    assert "--kv-cache dynamic runs one stream at a time: 4 streams become 1" in caplog.text
     sentences = toy_sentences(3, seed=9)
     outcomes = batched(decoder, sentences)
     sequential = EastStreamDecoder(east_model, east_tokenizer, config)

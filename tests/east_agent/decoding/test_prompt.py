@@ -40,8 +40,19 @@ def test_language_codes_and_names(given, name):
 
 
 def test_unknown_language_names_the_choices():
-    with pytest.raises(ValueError, match="unknown language 'Klingon'.*German"):
+    with pytest.raises(ValueError, match="unknown language 'Klingon'.*three-letter.*German"):
         language_name("Klingon")
+
+
+@pytest.mark.parametrize(("tag", "code"), [("de-DE", "de"), ("zh_CN", "zh"), ("pt-BR", "pt")])
+def test_a_language_tag_with_a_region_is_named_with_its_language(tag, code):
+    """Before: refused with the list of every code, as if the language were unknown."""
+    with pytest.raises(ValueError, match=f"{tag!r}: a tag with a region or script is not taken"):
+        language_name(tag)
+    with pytest.raises(
+        ValueError, match=f"language alone, {language_name(code)}\\): use {code!r}$"
+    ):
+        language_name(tag)
 
 
 @pytest.mark.parametrize("latency", LATENCY_LEVELS)

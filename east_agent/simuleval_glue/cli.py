@@ -116,7 +116,8 @@ def _run_command_line() -> None:
 
         refuse_run_flags(sys.argv[1:])
     refuse_unit_seconds_without_ca_metric(rest)
-    refuse_comet_flags_without_comet(rest)
+    if "--standalone" not in rest:  # a server refuses them all, as the evaluator's
+        refuse_comet_flags_without_comet(rest)
     check_output_folder(rest)
     check_agent_file(rest)
     if "--standalone" not in rest:  # to a server they are the evaluator's: refused there

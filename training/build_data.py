@@ -60,7 +60,7 @@ from east_agent.common.atomic import (
     check_replaceable,
     install,
     is_special_file,
-    remove,
+    remove_tree,
     temporary_beside,
 )
 from east_agent.common.child_process import run_child
@@ -411,7 +411,7 @@ def build(
     levels = list(dict.fromkeys(levels))  # a level given twice would write its records twice
     # this process's own: a concurrent run's, or an orphan's, never mixes with it
     work = temporary_beside(Path(f"{output}.work"))
-    remove(output.parent / f".{output.name}.align")  # a killed older version's work folder
+    remove_tree(output.parent / f".{output.name}.align")  # a killed older version's work folder
     work.mkdir(parents=True)
     try:
         all_links = load_links(alignments, kept) if alignments else None
@@ -431,7 +431,7 @@ def build(
         random.Random(seed).shuffle(records)
         write_outputs(output, records, all_links, work)
     finally:
-        remove(work)
+        remove_tree(work)
     return report
 
 

@@ -141,9 +141,8 @@ def load_bench_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """(model, tokenizer, name) of `--model-path` or `--random-model`."""
     if args.model_path:
-        from east_agent.lm.checkpoint import check_weights, load_east_checkpoint
+        from east_agent.lm.checkpoint import load_east_checkpoint
 
-        check_weights(args.model_path, "--model-path")  # before the tokenizer loads
         model, tokenizer = load_east_checkpoint(
             args.model_path, torch_dtype=args.torch_dtype, device=args.device
         )

@@ -41,7 +41,7 @@ def temporary_beside(path: Path, private: bool = True) -> Path:
     tag = f".{os.getpid()}" if private else ""
     temporary = path.with_name(f".{path.name}{tag}.tmp")
     settle(aside_of(temporary), path)
-    remove(temporary)
+    remove_tree(temporary)
     for leftover in stale_leftovers(path):
         try:
             settle(leftover, path)
@@ -70,7 +70,7 @@ def settle(leftover: Path, path: Path) -> None:
     if leftover.name.endswith(".old.tmp") and leftover.is_dir() and not path.exists():
         os.replace(leftover, path)
     else:
-        remove(leftover)
+        remove_tree(leftover)
 
 
 def alive(pid: int) -> bool:
@@ -113,7 +113,7 @@ def write_into(temporary: Path, path: Path) -> None:
     except OSError as error:
         raise type(error)(error.errno, error.strerror, str(path)) from None
     finally:
-        remove(temporary)
+        remove_tree(temporary)
 
 
 def install(temporary: Path, path: Path) -> None:
@@ -128,10 +128,10 @@ def install(temporary: Path, path: Path) -> None:
     elif not path.is_dir() or path.is_symlink():
         os.replace(temporary, path)
     elif not temporary.is_dir():
-        remove(temporary)
+        remove(temporary)  # a file: a folder's temporary is a folder
         raise IsADirectoryError(errno.EISDIR, "a folder, not replaced by a file", str(path))
     elif exchange(temporary, path):
-        remove(temporary)
+        remove_tree(temporary)
     else:  # no atomic exchange here: the old folder goes aside first
         aside = aside_of(temporary)
         try:
@@ -139,11 +139,11 @@ def install(temporary: Path, path: Path) -> None:
         except OSError as error:
             if error.errno != errno.EXDEV:
                 raise
-            remove(path)  # overlayfs cannot rename a lower layer's folder: delete it first
+            remove_tree(path)  # overlayfs cannot rename a lower layer's folder: delete it first
             os.replace(temporary, path)
             return
         os.replace(temporary, path)
-        remove(aside)
+        remove_tree(aside)
 
 
 CANNOT_EXCHANGE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV, errno.EPERM)
@@ -184,10 +184,21 @@ def _renameat2(one: Path, other: Path, flags: int) -> bool:
 
 
 def remove(path: Path) -> None:
+    """Remove the file (or link) `path`, if there. A folder there is refused, not deleted
+    (before: a folder named as a record or score file, `scores.tsv/`, was deleted with all
+    it held, exit 0): `remove_tree` is for the folders this package makes."""
+    if path.is_dir() and not path.is_symlink():
+        raise IsADirectoryError(errno.EISDIR, "a folder, not replaced by a file", str(path))
+    if path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def remove_tree(path: Path) -> None:
+    """Remove `path`, a folder with all it holds or a file, if there."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    else:
+        remove(path)
 
 
 def check_replaceable(path: Path, kind: str, marks: tuple[str, ...] = ()) -> None:
@@ -248,13 +259,13 @@ def atomic_path(path: Path, new: bool = False) -> Iterator[Path]:
         if new:
             install_new(temporary, Path(path))
     except OSError as error:
-        remove(temporary)
+        remove_tree(temporary)
         if error.filename != str(temporary):
             raise
         # named as the file the user knows (before: `.instances.log.1234.tmp: No space ...`)
         raise type(error)(error.errno, error.strerror, str(path)) from None
     except BaseException:
-        remove(temporary)
+        remove_tree(temporary)
         raise
     if not new:
         install(temporary, path)

@@ -292,24 +292,17 @@ def check_checkpoint_folder(config: EvalConfig, dry_run: bool) -> None:
     """The checkpoint a grid's runs load is a model folder with its weights: refused before
     a folder records its path or a run is emptied; a dry run says what the runs would be
     refused (before: it printed their commands alone)."""
-    from east_agent.lm.checkpoint import (
-        check_config,
-        check_model_path,
-        check_weights,
-        check_weights_readable,
-    )
+    from east_agent.lm.checkpoint import check_checkpoint_files, check_model_path
 
     try:
         try:  # named where it was given (before: "model path '...' does not exist" alone)
             check_model_path(config.model_path)
         except ValueError as error:
             raise ValueError(f"{config.place().of('model_path')}: {error}") from None
-        check_weights(config.model_path, "the checkpoint")
         # before: a config.json that does not parse, or weights cut short, found by the
         # load, after east-demo had emptied the earlier demo's runs
         remote_code = any(run.flags.get("trust_remote_code") for run in config.runs())
-        check_config(config.model_path, "the checkpoint", bool(remote_code))
-        check_weights_readable(config.model_path, "the checkpoint")
+        check_checkpoint_files(config.model_path, "the checkpoint", bool(remote_code))
     except ValueError as error:
         if not dry_run:
             raise

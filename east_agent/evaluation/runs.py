@@ -20,7 +20,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from east_agent.common.atomic import remove, write_atomically
+from east_agent.common.atomic import remove, remove_tree, write_atomically
 from east_agent.common.child_process import run_child
 from east_agent.common.entry import CommandError
 from east_agent.common.fingerprint import (
@@ -304,7 +304,7 @@ def start_afresh(run_dir: Path) -> None:
     with hold_run_lock(run_dir), hold_run_lock(run_dir, INSTANCES_LOCK):
         for entry in run_dir.iterdir():
             if entry.name not in (RUN_LOCK, INSTANCES_LOCK):
-                remove(entry)
+                remove_tree(entry)
         write_atomically(run_dir / AFRESH_MARK, json.dumps({"made_afresh": True}) + "\n")
 
 

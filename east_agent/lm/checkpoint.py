@@ -362,6 +362,17 @@ def check_weights_readable(
                 pass
 
 
+def check_checkpoint_files(
+    model_path: str | Path, where: str, trust_remote_code: bool = False
+) -> None:
+    """A local checkpoint folder's weights there, its `config.json` (and generation config)
+    read as transformers reads them and its safetensors headers whole: each refused in one
+    line naming `where`, the folder and the file, no weights loaded."""
+    check_weights(model_path, where)
+    check_config(model_path, where, trust_remote_code)
+    check_weights_readable(model_path, where)
+
+
 def safetensors_files(
     folder: str | Path, where: str, names: tuple[str, ...] = MODEL_WEIGHTS
 ) -> list[Path] | None:
@@ -546,6 +557,9 @@ def load_east_checkpoint(
             raise CheckpointError(str(error)) from None
     if isinstance(torch_dtype, torch.dtype):  # as transformers takes it: torch.float32
         torch_dtype = str(torch_dtype).removeprefix("torch.")
+    # before: a config that does not parse, or a generation config that is no JSON, was a
+    # traceback of the tokenizer's load, or found once the model ran (east-bench's)
+    check_checkpoint_files(model_path, "--model-path", trust_remote_code)
     if tokenizer_loader is None:
         tokenizer = load_tokenizer(model_path, trust_remote_code)
     else:

@@ -41,6 +41,7 @@ from east_agent.lm.checkpoint import (
     check_config,
     check_hub_model,
     check_weights,
+    check_weights_readable,
     is_hub_id,
     load_east_checkpoint,
 )
@@ -339,6 +340,9 @@ class StreamingAgent(TextToTextAgent, Generic[ConfigT]):
             # asked of the hub once (before: a mistyped models/east-dem, 48 s of retries)
             check_hub_model(str(args.model_path), "--model-path")
         check_weights(args.model_path, "--model-path")
+        # headers only (before: weights cut short were found by the load, a finished log
+        # emptied by then)
+        check_weights_readable(args.model_path, "--model-path")
         adapter_path = getattr(args, "adapter_path", None)
         check_adapter_path(adapter_path)
         if adapter_path is not None:

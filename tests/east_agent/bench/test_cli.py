@@ -118,6 +118,22 @@ def test_bad_input_fails_before_the_model_loads(monkeypatch, capsys, flags, mess
     assert loaded == []
 
 
+def test_a_broken_model_folder_is_one_line(tmp_path, capsys):
+    """Before: tracebacks (a config that does not parse), or a reshape error after the
+    first method ran (a generation config that is no JSON)."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(DEMO_MODEL, broken, ignore=shutil.ignore_patterns("alignments"))
+    (broken / "generation_config.json").write_text("{nope")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--model-path", str(broken), "--limit", "3", "--kv-caches", "dynamic"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"east-bench: --model-path {broken}: generation_config.json cannot ")
+    assert "Traceback" not in error
+
+
 @pytest.fixture(scope="module")
 def demo_model():
     from east_agent.lm.checkpoint import load_east_checkpoint

@@ -235,6 +235,17 @@ def test_a_folder_is_never_replaced_by_a_file(tmp_path):
     assert os.listdir(tmp_path) == ["data"]  # the temporary file removed
 
 
+def test_a_folder_where_a_file_is_removed_is_refused_not_deleted(tmp_path):
+    """Before: `scores.tsv/` (a folder of the user's) deleted with all it held, exit 0."""
+    folder_of(tmp_path / "scores.tsv", ["notes.txt"], "mine")
+    with pytest.raises(IsADirectoryError, match="a folder, not replaced by a file"):
+        atomic.remove(tmp_path / "scores.tsv")
+    assert contents(tmp_path / "scores.tsv") == {"notes.txt": "mine"}
+    atomic.remove(tmp_path / "nothing-there")  # nothing to remove: nothing said
+    atomic.remove_tree(tmp_path / "scores.tsv")  # a folder this package made
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_folder_to_write_that_cannot_be_one_is_said_in_the_words_of_every_refusal(tmp_path):
     """One phrasing for a path that is no folder, here and for a model or adapter folder
     (before, here: "a link to nothing (X)")."""

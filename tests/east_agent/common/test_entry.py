@@ -128,7 +128,9 @@ def test_a_file_of_the_wrong_kind_or_unreadable_is_one_line(tmp_path, capsys, ki
         main()
     assert stop.value.code == EXIT_USER_ERROR
     error = capsys.readouterr().err
-    assert error.startswith("east-test: [Errno") and error.count("\n") == 1
+    # the path, then what the system said (before: `[Errno 2] No such file ...: 'path'`)
+    assert error.startswith(f"east-test: {tmp_path}") and error.count("\n") == 1
+    assert "[Errno" not in error
 
 
 def _default_signals() -> None:

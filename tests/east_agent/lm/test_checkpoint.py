@@ -211,8 +211,28 @@ def test_a_weights_file_cut_off_is_one_line_naming_the_folder(east_checkpoint, t
     shutil.copytree(east_checkpoint, cut)
     weights = cut / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(ValueError, match=f"--model-path {cut}: cannot be loaded \\(Safetensor"):
+    said = f"--model-path {cut}: model.safetensors cannot be loaded (SafetensorError"
+    with pytest.raises(ValueError, match=re.escape(said)):
         load_east_checkpoint(cut)
+
+
+@pytest.mark.parametrize(
+    ("file", "content"),
+    [("generation_config.json", "{nope"), ("config.json", '{"a":')],
+)
+def test_a_config_that_does_not_read_is_one_line_before_the_tokenizer_loads(
+    east_checkpoint, tmp_path, file, content
+):
+    """Before (east-bench, the Python API): the tokenizer's traceback for config.json; for
+    generation_config.json the model loaded and ran, then a reshape error."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(east_checkpoint, broken)
+    (broken / file).write_text(content)
+    said = f"--model-path {broken}: {file} cannot be loaded ("
+    with pytest.raises(ValueError, match=re.escape(said)):
+        load_east_checkpoint(broken)
 
 
 def test_weights_of_other_shapes_than_the_config_are_one_line_naming_the_folder(

@@ -520,6 +520,22 @@ def test_a_run_that_names_no_system_is_refused_before_the_folder_changes(test_se
     assert (output / "instances.log").read_text() == '{"index": 0}\n'  # before: emptied
 
 
+@pytest.mark.parametrize("batch", [1, 2], ids=["simulevals-loop", "batched"])
+def test_a_folder_named_as_a_score_file_is_refused_not_deleted(
+    east_checkpoint, test_set, tmp_path, batch
+):
+    """Before: `scores.tsv/` (a folder of the user's) deleted with all it held, exit 0."""
+    output = tmp_path / "out"
+    (output / "scores.tsv").mkdir(parents=True)
+    (output / "scores.tsv" / "notes.txt").write_text("mine\n")
+    arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", batch)
+    result = run_simuleval(*arguments, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    said = f"east-simuleval: {output / 'scores.tsv'}: a folder, not replaced by a file"
+    assert said in result.stderr and "Traceback" not in result.stderr
+    assert (output / "scores.tsv" / "notes.txt").read_text() == "mine\n"
+
+
 def test_an_agent_file_and_an_agent_class_together_are_refused(test_set, tmp_path):
     """Before: the file's agent ran, the class given beside it unread."""
     arguments = ["--source", test_set / "src.txt", "--target", test_set / "ref.txt"]

@@ -405,6 +405,11 @@ def _records_in(handle: BinaryIO, path: Path) -> Iterator[RawRecord]:
         yield from _json_list(b"".join(head) + handle.read(), path)
         return
     for number, line in enumerate(itertools.chain(head, handle), 1):
+        if b"\0" in line:  # a file in another encoding: never a record to skip
+            raise RecordError(
+                f"{path}: line {number}: a NUL byte at column {line.index(0) + 1}; a UTF-16 "
+                "file? save it as UTF-8"
+            )  # before: "invalid JSON", and with skip_malformed the whole file skipped
         if line.strip():
             record, problem = _parse_line(line)
             yield RawRecord(f"line {number}", record, problem)

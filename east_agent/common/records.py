@@ -27,6 +27,8 @@ def load_records(path: str | Path) -> list[dict]:
 def invalid_json(error: json.JSONDecodeError) -> str:
     """json's complaint whole: its message stops where it names a place ("Unterminated
     string starting at"), the column given apart (the line is the caller's to name)."""
+    if error.msg.endswith(" at"):  # "Unterminated string starting at": the column ends it
+        return f"invalid JSON: {error.msg} column {error.colno}"
     return f"invalid JSON at column {error.colno}: {error.msg}"
 
 

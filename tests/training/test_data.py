@@ -239,6 +239,18 @@ def test_json_lines_and_gzip_are_read(east_tokenizer, tmp_path):
     assert len(samples) == report.samples == 2
 
 
+def test_a_utf16_file_is_named_as_such_and_never_skipped(east_tokenizer, tmp_path):
+    """Before: "invalid JSON at column 2", and with skip_malformed the whole file skipped
+    as unreadable lines, training going on without it."""
+    path = tmp_path / "simt.jsonl"
+    path.write_bytes((json.dumps(DE_EN) + "\n").encode("utf-16-le"))
+    for skip in (False, True):
+        with pytest.raises(
+            RecordError, match="simt.jsonl: line 1: a NUL byte at column 2; a UTF-16"
+        ):
+            build_samples(east_tokenizer, [path], skip_malformed=skip, progress=False)
+
+
 def test_invalid_json_line_is_named(east_tokenizer, tmp_path):
     path = tmp_path / "simt.jsonl"
     path.write_text(json.dumps(DE_EN) + "\n{broken\n")
@@ -247,7 +259,7 @@ def test_invalid_json_line_is_named(east_tokenizer, tmp_path):
     # cut off in a string: json's "Unterminated string starting at", with its column
     cut = json.dumps([DE_EN, DE_EN], indent=1)
     (tmp_path / "cut.json").write_text(cut[: cut.index('"German"', 200) + 3])
-    said = r"cut.json: line \d+: invalid JSON at column \d+: Unterminated string starting at;"
+    said = r"cut.json: line \d+: invalid JSON: Unterminated string starting at column \d+;"
     with pytest.raises(RecordError, match=said):
         build_samples(east_tokenizer, [tmp_path / "cut.json"], progress=False)
 

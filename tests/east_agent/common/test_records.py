@@ -26,8 +26,10 @@ def test_invalid_json_is_named_with_its_column(tmp_path):
     (tmp_path / "cut.jsonl").write_text('{"a": 1}\n{"text": "Kat\n')
     with pytest.raises(RecordError) as raised:
         placed_records(tmp_path / "cut.jsonl")
-    said = "line 2: invalid JSON at column 10: Unterminated string starting at"
+    said = "line 2: invalid JSON: Unterminated string starting at column 10"
     assert str(raised.value) == f"{tmp_path / 'cut.jsonl'}: {said}"
     (tmp_path / "run.json").write_text('{"testset": "multi30k')
-    with pytest.raises(RecordError, match="line 1: invalid JSON at column 13: Unterminated"):
+    with pytest.raises(
+        RecordError, match="line 1: invalid JSON: Unterminated string starting at column 13; "
+    ):
         read_json_object(tmp_path / "run.json")

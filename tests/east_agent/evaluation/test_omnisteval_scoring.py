@@ -242,7 +242,7 @@ def test_a_log_cut_off_by_a_kill_is_named_so(tmp_path):
     with pytest.raises(ValueError) as raised:
         shortform_latency(log)
     assert str(raised.value) == (
-        f"{log}: line 2: invalid JSON at column 16: Unterminated string starting at; a run "
+        f"{log}: line 2: invalid JSON: Unterminated string starting at column 16; a run "
         "cut off while writing? --continue-unfinished drops such a line"
     )
 

@@ -51,7 +51,12 @@ UNITS_SPLIT_BY = "units_split_by"  # testset.json: the checkpoint whose tokenize
 # testset.json: the content of the sentence files it names, as they were written (a file
 # edited or cut since is refused: runs would read and be scored on other sentences)
 FILES_SHA256 = "files_sha256"
-DELETE_TO_PREPARE_AGAIN = "delete testset.json (the next grid prepares the test set again)"
+
+
+def prepare_again(meta: Path) -> str:
+    """The way out of a damaged prepared folder: deleting it whole (before: deleting
+    `testset.json` alone, as said, left its sentence files, which are then refused)."""
+    return f"delete the folder {meta.parent} (the next grid, or east-prepare, prepares it again)"
 
 
 @dataclass(frozen=True)
@@ -240,16 +245,14 @@ def read_prepared(folder: Path) -> PreparedTestset | None:
             sacrebleu_tokenizer=saved["sacrebleu_tokenizer"],
         )
     except KeyError as error:
-        raise ValueError(f"{meta}: no {error.args[0]!r}; {DELETE_TO_PREPARE_AGAIN}") from None
+        raise ValueError(f"{meta}: no {error.args[0]!r}; {prepare_again(meta)}") from None
     except (TypeError, ValueError):
         raise ValueError(
-            f"{meta}: 'sentences' is no count: {saved['sentences']!r}; {DELETE_TO_PREPARE_AGAIN}"
+            f"{meta}: 'sentences' is no count: {saved['sentences']!r}; {prepare_again(meta)}"
         ) from None
     recorded = saved.get(FILES_SHA256)
     if recorded is not None and not isinstance(recorded, dict):
-        raise ValueError(
-            f"{meta}: {FILES_SHA256!r} is no mapping of files; {DELETE_TO_PREPARE_AGAIN}"
-        )
+        raise ValueError(f"{meta}: {FILES_SHA256!r} is no mapping of files; {prepare_again(meta)}")
     check_sentence_files(prepared, recorded, meta)
     return prepared
 
@@ -277,7 +280,7 @@ def check_sentence_files(prepared: PreparedTestset, recorded: dict | None, meta:
     file cut short was found after the grid had emptied the demo's runs."""
     for path in (prepared.source, prepared.reference):
         if not path.is_file():
-            raise ValueError(f"{path}: missing, though {meta} names it; {DELETE_TO_PREPARE_AGAIN}")
+            raise ValueError(f"{path}: missing, though {meta} names it; {prepare_again(meta)}")
     if recorded is None:
         return
     for name, sha256 in sentence_files_sha256(prepared).items():

@@ -114,6 +114,17 @@ def check_lengths(where: str, record: dict) -> None:
             f"{where}: {delays} delays for prediction_length {length}: one delay an output "
             "unit; remove or mend the line (a rerun with --continue-unfinished translates it)"
         )
+    source_length = record.get("source_length")
+    read = max(record["delays"], default=0)
+    if (
+        isinstance(source_length, int)
+        and not isinstance(source_length, bool)
+        and read > source_length
+    ):
+        raise ValueError(  # a delay counts the source units read when its unit was written
+            f"{where}: a delay of {read} units, past its source_length {source_length}; "
+            "remove or mend the line"
+        )
     elapsed = record.get("elapsed")
     if isinstance(elapsed, list) and len(elapsed) != delays:
         raise ValueError(f"{where}: {len(elapsed)} elapsed times for {delays} delays: one each")

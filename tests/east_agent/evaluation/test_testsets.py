@@ -192,11 +192,11 @@ def test_a_grids_tables_read_only_its_own_test_set(tmp_path):
         ("a sentence edited", "source.txt: changed since multi30k.de-en was prepared there"),
         ("references cut", "reference.txt: changed since multi30k.de-en was prepared there"),
         ("source gone", "source.txt: missing, though"),
-        ("no count", "testset.json: 'sentences' is no count: 'abc'; delete testset.json"),
-        ("a list", "testset.json: 'sentences' is no count: \\[1\\]; delete testset.json"),
-        ("a fraction", "testset.json: 'sentences' is no count: 999.5; delete testset.json"),
-        ("a truth", "testset.json: 'sentences' is no count: True; delete testset.json"),
-        ("no mapping", "testset.json: 'files_sha256' is no mapping of files; delete testset.json"),
+        ("no count", "testset.json: 'sentences' is no count: 'abc'; delete the folder"),
+        ("a list", "testset.json: 'sentences' is no count: \\[1\\]; delete the folder"),
+        ("a fraction", "testset.json: 'sentences' is no count: 999.5; delete the folder"),
+        ("a truth", "testset.json: 'sentences' is no count: True; delete the folder"),
+        ("no mapping", "testset.json: 'files_sha256' is no mapping of files; delete the folder"),
     ],
 )
 def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, fault, message):
@@ -224,8 +224,13 @@ def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, 
             "a truth": {"sentences": True},
         }.get(fault, {"files_sha256": "abc"})
         (tmp_path / "testset.json").write_text(json.dumps({**meta, **changed}))
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as refused:
         prepared_named(tmp_path, "multi30k.de-en")
+    if "delete the folder" in message:  # the way out is the folder, whole (before:
+        # testset.json alone, and its sentence files were then refused)
+        assert str(refused.value).endswith(
+            f"delete the folder {tmp_path} (the next grid, or east-prepare, prepares it again)"
+        )
 
 
 def test_a_test_set_prepared_before_its_files_content_was_recorded_is_read(tmp_path):

@@ -49,6 +49,7 @@ def test_a_sentence_twice_is_named(tmp_path):
         # before: scored, the latency of a sentence a delay short (a log mended by hand)
         ({"prediction_length": 2}, "line 2: 1 delays for prediction_length 2: one delay an"),
         ({"elapsed": [0.1, 0.2]}, "line 2: 2 elapsed times for 1 delays: one each"),
+        ({"source_length": 0}, "line 2: a delay of 1 units, past its source_length 0"),
     ],
 )
 def test_a_field_the_scorers_read_is_checked(tmp_path, edit, said):

@@ -147,6 +147,16 @@ def system_config(agent: str, flags: dict[str, object]) -> dict[str, object]:
             raise ValueError(f"{key}={value!r}: SimulEval splits YAML values on spaces")
         if value is not False:  # SimulEval would turn `false` into the bare (true) flag
             config[key] = value
+    given_dests = {dests.get(key, key) for key in config}
+    needed = [
+        action.option_strings[0].removeprefix("--").replace("-", "_")
+        for action in parser._actions
+        if action.required and action.dest not in given_dests and action.dest != "model_path"
+    ]
+    if needed:  # before: blamed on the settings given, in flag spelling (--src-lang)
+        settings = " ".join(f"{name}=..." for name in needed)
+        them = "it" if len(needed) == 1 else "them"
+        raise ValueError(f"the {agent} agent needs {settings}: give {them} as settings")
     arguments = flag_arguments(without_paths(config), model_path="model")
     try:
         parsed = parse_quietly(parser, arguments)

@@ -577,7 +577,8 @@ def test_system_dir_names_required_flags_in_one_line(capsys):
     """Before: argparse's usage (17 lines) and its error in --flag spelling first; then
     blamed on the settings given (`the east agent refuses latency=high: the following
     arguments are required: --src-lang, --tgt-lang`)."""
-    with pytest.raises(ValueError, match=r"^the east agent needs src_lang=\.\.\.: give it as settings$"):
+    said = r"^the east agent needs src_lang=\.\.\.: give it as settings$"
+    with pytest.raises(ValueError, match=said):
         system_config("east", {"tgt_lang": "en"})
     with pytest.raises(ValueError, match=r"needs src_lang=\.\.\. tgt_lang=\.\.\.: give"):
         system_config("east", {"latency": "high"})

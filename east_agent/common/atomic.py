@@ -183,6 +183,19 @@ def _renameat2(one: Path, other: Path, flags: int) -> bool:
     raise OSError(code, os.strerror(code), str(one), None, str(other))
 
 
+@contextmanager
+def named_as(path: Path) -> Iterator[None]:
+    """An OSError of a write that names no file (a full disk, a size limit: `write()`
+    knows its descriptor only) raised naming `path` (before: `No space left on device`,
+    which file unsaid)."""
+    try:
+        yield
+    except OSError as error:
+        if error.filename is not None or error.errno is None:
+            raise
+        raise type(error)(error.errno, error.strerror, str(path)) from None
+
+
 def remove(path: Path) -> None:
     """Remove the file (or link) `path`, if there. A folder there is refused, not deleted
     (before: a folder named as a record or score file, `scores.tsv/`, was deleted with all

@@ -253,7 +253,7 @@ _STARTED_IN = _working_folder()
 def _end_by_error(command: str, error: BaseException) -> None:
     """End `command` as `error` asks, if it is one the user can fix or a signal (returns
     for a program's error, to be raised with its traceback)."""
-    if isinstance(error, OSError) and isinstance(error, USER_ERRORS) and error.strerror:
+    if isinstance(error, FILE_ERRORS) and error.strerror:
         fail(command, file_system_message(error))  # `path: what`, not `[Errno 21] what: 'path'`
     if isinstance(error, USER_ERRORS):
         fail(command, error)

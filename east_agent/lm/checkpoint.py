@@ -368,6 +368,7 @@ def check_checkpoint_files(
     """A local checkpoint folder's weights there, its `config.json` (and generation config)
     read as transformers reads them and its safetensors headers whole: each refused in one
     line naming `where`, the folder and the file, no weights loaded."""
+    check_model_path(model_path)  # not there, a file, or no config.json: said first
     check_weights(model_path, where)
     check_config(model_path, where, trust_remote_code)
     check_weights_readable(model_path, where)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from east_agent.common.atomic import write_atomically
+from east_agent.common.atomic import named_as, write_atomically
 from east_agent.common.records import invalid_json
 from east_agent.common.text_lines import iter_lines, read_text
 
@@ -204,8 +204,9 @@ class InstanceLog:
         if self.before_first is not None:
             self.before_first()
             self.before_first = None
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
+        with named_as(self.path):
+            self.handle.write(json.dumps(record) + "\n")
+            self.handle.flush()
         self.done.add(record["index"])
 
     def close(self) -> None:

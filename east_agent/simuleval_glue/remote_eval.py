@@ -699,6 +699,7 @@ def main(argv: list[str] | None = None) -> None:
     import east_agent.simuleval_plugin  # noqa: F401  (timing and CA metrics)
     from east_agent.simuleval_glue import simuleval_fixes
     from east_agent.simuleval_glue.batch import add_batch_arg
+    from east_agent.simuleval_glue.comet_scorer import refuse_comet_flags_without_comet
     from east_agent.simuleval_glue.data_files import check_dataloader_flags
     from east_agent.simuleval_glue.run_folder import check_output_folder
 
@@ -706,6 +707,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv = [sys.argv[0], *argv]
     simuleval_fixes.apply()
     check_dataloader_flags(sys.argv[1:])  # before SimulEval's parser imports --user-dir
+    refuse_comet_flags_without_comet(sys.argv[1:])  # before: "did you mean --batch-size?"
     parser = options.general_parser()  # SimulEval's, made without -h
     parser.prog, parser.allow_abbrev = "east-remote-eval", False
     parser.usage = (

@@ -215,11 +215,14 @@ def damaged_scores(output: Path, saved: dict) -> str | None:
     metric each, quality first, and a line of numbers; none where no sentence was scored),
     or None."""
     path = output / "scores.tsv"
+    quality, latency = saved.get("quality_metrics"), saved.get("latency_metrics")
+    if not (path.is_file() and isinstance(quality, list) and isinstance(latency, list)):
+        return None  # no scores (the grid runs such a run), or a record naming no metrics
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         return f"{path} does not read ({error})"
-    metrics = [*saved.get("quality_metrics", []), *saved.get("latency_metrics", [])]
+    metrics = [*quality, *latency]
     header, values = (lines + ["", ""])[:2]
     fields = values.split("\t") if values else [""] * len(metrics)
     if len(lines) > 2 or header.split("\t") != metrics or len(fields) != len(metrics):

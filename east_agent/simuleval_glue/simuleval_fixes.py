@@ -38,7 +38,7 @@ import io
 import statistics
 from pathlib import Path
 
-from east_agent.common.atomic import write_atomically
+from east_agent.common.atomic import named_as, write_atomically
 
 _applied = False
 
@@ -144,10 +144,33 @@ def _open_logs_line_buffered_and_write_atomically() -> None:
         if mode == "w":
             return _AtomicText(file)
         if mode == "a":
-            return builtins.open(file, mode, *args, buffering=1, **kwargs)
+            return _NamedAppend(file, **kwargs)
         return builtins.open(file, mode, *args, **kwargs)
 
     evaluator.open = opened  # the module's own `open`: instances.log, config.yaml
+
+
+class _NamedAppend:
+    """`instances.log` opened line-buffered for SimulEval's loop, a failed write named by
+    the file (a full disk: before, `No space left on device` alone)."""
+
+    def __init__(self, file, **kwargs) -> None:  # SimulEval opens the log with no more
+        self.path = file
+        self.handle = builtins.open(file, "a", buffering=1, **kwargs)
+
+    def write(self, text: str) -> int:
+        with named_as(self.path):
+            return self.handle.write(text)
+
+    def close(self) -> None:
+        with named_as(self.path):
+            self.handle.close()
+
+    def __enter__(self) -> _NamedAppend:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _dump_scores_atomically() -> None:

@@ -99,3 +99,47 @@ def test_a_line_that_is_no_record_gets_the_advice_that_fits_it(tmp_path):
     log.write_text(whole + '\n{"index": 1\n')
     with pytest.raises(ValueError, match="line 2: .*--continue-unfinished drops such a line$"):
         check_log(log)
+
+
+def test_a_write_the_file_system_refuses_names_the_log(tmp_path):
+    """A full disk or a size limit: `write()` names no file (before: `east-simuleval: File
+    too large`, which file unsaid). A limit of 1 KiB stands in for a full disk."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, sys\n"
+        "from pathlib import Path\n"
+        "from east_agent.simuleval_glue.instance_log import InstanceLog\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))\n"
+        "log = InstanceLog(Path(sys.argv[1]), resume=False)\n"
+        "try:\n"
+        "    log.append({'index': 0, 'prediction': 'x' * 4096})\n"
+        "except OSError as error:\n"
+        "    print(error.filename, error.strerror)\n"
+    )
+    log = tmp_path / "instances.log"
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{log} File too large\n"
+    # SimulEval's own loop's handle on the log (`simuleval_fixes`), the same
+    script = (
+        "import resource, sys\n"
+        "from east_agent.simuleval_glue import simuleval_fixes\n"
+        "from simuleval.evaluator import evaluator\n"
+        "simuleval_fixes.apply()\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))\n"
+        "try:\n"
+        "    with evaluator.open(sys.argv[1], 'a') as handle:\n"
+        "        handle.write('x' * 4096 + '\\n')\n"
+        "except OSError as error:\n"
+        "    print(error.filename, error.strerror)\n"
+    )
+    log.unlink()
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{log} File too large\n"

@@ -399,6 +399,8 @@ def test_comet_flags_are_checked_before_a_server_is_asked(test_set, tmp_path):
         (["--user-dir", "nowhere"], "--user-dir nowhere: no such folder"),
         # before: the last one was asked
         (["--remote-port", "1"], "--remote-port given 2 times; give it once"),
+        # before: "unrecognized arguments ... did you mean --batch-size?"
+        (["--comet-batch-size", "4"], "--comet-batch-size: a flag of the COMET scorer, and"),
     ],
 )
 def test_what_it_cannot_evaluate_is_refused_before_the_folder_changes(

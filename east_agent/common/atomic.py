@@ -201,7 +201,9 @@ def remove(path: Path) -> None:
     (before: a folder named as a record or score file, `scores.tsv/`, was deleted with all
     it held, exit 0): `remove_tree` is for the folders this package makes."""
     if path.is_dir() and not path.is_symlink():
-        raise IsADirectoryError(errno.EISDIR, "a folder, not replaced by a file", str(path))
+        raise IsADirectoryError(
+            errno.EISDIR, "a folder where this command keeps a file, not removed", str(path)
+        )
     if path.exists() or path.is_symlink():
         path.unlink()
 

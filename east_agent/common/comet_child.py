@@ -69,8 +69,10 @@ def check(request: dict, loaded: dict) -> dict:
     try:
         checkpoint = Path(request["checkpoint"])
         hparams = yaml.safe_load((checkpoint.parents[1] / "hparams.yaml").read_text())
-        hparams_encoder = hparams["pretrained_model"]
-        encoder = saved_encoder(checkpoint) or hparams_encoder
+        hparams_encoder = hparams.get("pretrained_model") if isinstance(hparams, dict) else None
+        encoder = saved_encoder(checkpoint) or hparams_encoder  # COMET loads the ckpt's
+        if encoder is None:
+            raise KeyError("pretrained_model: neither model.ckpt nor hparams.yaml names one")
         AutoConfig.from_pretrained(encoder)
         AutoTokenizer.from_pretrained(encoder)
     except Exception:

@@ -173,7 +173,10 @@ def fail(command: str, message: object) -> None:
 
 def file_system_message(error: OSError) -> str:
     """`path: No space left on device`, the path the file system refused first."""
-    return f"{error.filename}: {error.strerror}" if error.filename else str(error.strerror)
+    if not error.filename:
+        return str(error.strerror)
+    other = f" -> {error.filename2}" if error.filename2 else ""  # a rename's two paths
+    return f"{error.filename}{other}: {error.strerror}"
 
 
 def command_line(

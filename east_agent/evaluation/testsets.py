@@ -54,9 +54,15 @@ FILES_SHA256 = "files_sha256"
 
 
 def prepare_again(meta: Path) -> str:
-    """The way out of a damaged prepared folder: deleting it whole (before: deleting
-    `testset.json` alone, as said, left its sentence files, which are then refused)."""
-    return f"delete the folder {meta.parent} (the next grid, or east-prepare, prepares it again)"
+    """The way out of a damaged prepared folder: the files east-prepare wrote there deleted
+    (before: `testset.json` alone, as said, and its sentence files were then refused; the
+    folder itself may hold the user's own files)."""
+    written = (*PREPARED_FILES, *longform.TALK_FILES)
+    present = [name for name in written if (meta.parent / name).exists()] or PREPARED_FILES
+    return (
+        f"delete {', '.join(present)} in {meta.parent} (the next grid, or east-prepare, "
+        "prepares the test set again)"
+    )
 
 
 @dataclass(frozen=True)

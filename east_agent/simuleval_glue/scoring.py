@@ -222,7 +222,7 @@ def damaged_scores(output: Path, saved: dict) -> str | None:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
         return f"{path} does not read ({error})"
-    metrics = [*quality, *latency]
+    metrics = list(dict.fromkeys([*quality, *latency]))  # a column each, as SimulEval's dict
     header, values = (lines + ["", ""])[:2]
     fields = values.split("\t") if values else [""] * len(metrics)
     if len(lines) > 2 or header.split("\t") != metrics or len(fields) != len(metrics):

@@ -238,7 +238,7 @@ def test_a_folder_is_never_replaced_by_a_file(tmp_path):
 def test_a_folder_where_a_file_is_removed_is_refused_not_deleted(tmp_path):
     """Before: `scores.tsv/` (a folder of the user's) deleted with all it held, exit 0."""
     folder_of(tmp_path / "scores.tsv", ["notes.txt"], "mine")
-    with pytest.raises(IsADirectoryError, match="a folder, not replaced by a file"):
+    with pytest.raises(IsADirectoryError, match="a folder where this command keeps a file, not"):
         atomic.remove(tmp_path / "scores.tsv")
     assert contents(tmp_path / "scores.tsv") == {"notes.txt": "mine"}
     atomic.remove(tmp_path / "nothing-there")  # nothing to remove: nothing said

@@ -509,3 +509,10 @@ main()
 """
     result = python_with_default_signals(script)
     assert result.returncode == 1 and "BrokenPipeError" in result.stderr
+
+
+def test_a_renames_two_paths_are_both_said():
+    from east_agent.common.entry import file_system_message
+
+    error = OSError(errno.EACCES, "Permission denied", "/out/.x.tmp", None, "/out/x")
+    assert file_system_message(error) == "/out/.x.tmp -> /out/x: Permission denied"

@@ -192,11 +192,11 @@ def test_a_grids_tables_read_only_its_own_test_set(tmp_path):
         ("a sentence edited", "source.txt: changed since multi30k.de-en was prepared there"),
         ("references cut", "reference.txt: changed since multi30k.de-en was prepared there"),
         ("source gone", "source.txt: missing, though"),
-        ("no count", "testset.json: 'sentences' is no count: 'abc'; delete the folder"),
-        ("a list", "testset.json: 'sentences' is no count: \\[1\\]; delete the folder"),
-        ("a fraction", "testset.json: 'sentences' is no count: 999.5; delete the folder"),
-        ("a truth", "testset.json: 'sentences' is no count: True; delete the folder"),
-        ("no mapping", "testset.json: 'files_sha256' is no mapping of files; delete the folder"),
+        ("no count", "testset.json: 'sentences' is no count: 'abc'; delete source.txt"),
+        ("a list", "testset.json: 'sentences' is no count: \\[1\\]; delete source.txt"),
+        ("a fraction", "testset.json: 'sentences' is no count: 999.5; delete source.txt"),
+        ("a truth", "testset.json: 'sentences' is no count: True; delete source.txt"),
+        ("no mapping", "testset.json: 'files_sha256' is no mapping of files; delete source.txt"),
     ],
 )
 def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, fault, message):
@@ -226,10 +226,11 @@ def test_a_prepared_test_set_changed_since_is_refused_naming_the_file(tmp_path, 
         (tmp_path / "testset.json").write_text(json.dumps({**meta, **changed}))
     with pytest.raises(ValueError, match=message) as refused:
         prepared_named(tmp_path, "multi30k.de-en")
-    if "delete the folder" in message:  # the way out is the folder, whole (before:
+    if "delete source.txt" in message:  # the way out is the folder, whole (before:
         # testset.json alone, and its sentence files were then refused)
         assert str(refused.value).endswith(
-            f"delete the folder {tmp_path} (the next grid, or east-prepare, prepares it again)"
+            f"delete source.txt, reference.txt, testset.json in {tmp_path} (the next grid, or "
+            "east-prepare, prepares the test set again)"
         )
 
 

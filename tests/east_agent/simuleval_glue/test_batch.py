@@ -531,7 +531,7 @@ def test_a_folder_named_as_a_score_file_is_refused_not_deleted(
     arguments = agent_arguments(east_checkpoint, test_set, output, "--batch-size", batch)
     result = run_simuleval(*arguments, timeout=120)
     assert result.returncode == 2, result.stderr[-3000:]
-    said = f"east-simuleval: {output / 'scores.tsv'}: a folder, not replaced by a file"
+    said = f"east-simuleval: {output / 'scores.tsv'}: a folder where this command keeps a file"
     assert said in result.stderr and "Traceback" not in result.stderr
     assert (output / "scores.tsv" / "notes.txt").read_text() == "mine\n"
 

@@ -191,3 +191,14 @@ def test_comet_scores_made_before_its_texts_were_stripped_are_made_again(tmp_pat
     assert "comet_inputs" not in without
     (tmp_path / scoring.SCORING_RECORD).write_text(json.dumps(without))
     assert scoring.scoring_differences(tmp_path, without) == []
+
+
+def test_scores_of_a_metric_listed_twice_are_not_taken_for_damaged(tmp_path):
+    """SimulEval keeps its scorers in a dict: a metric asked twice is one column."""
+    (tmp_path / "scores.tsv").write_text("BLEU\tAL\n30.1\t2.5\n")
+    record = {"quality_metrics": ["BLEU"], "latency_metrics": ["AL", "AL"]}
+    assert scoring.damaged_scores(tmp_path, record) is None
+    (tmp_path / "scores.tsv").write_text("BLEU\tAL\n30.1\tabc\n")
+    assert scoring.damaged_scores(tmp_path, record) == (
+        f"{tmp_path / 'scores.tsv'}: 'abc' is no score (damaged?)"
+    )

@@ -32,6 +32,18 @@ def invalid_json(error: json.JSONDecodeError) -> str:
     return f"invalid JSON at column {error.colno}: {error.msg}"
 
 
+def one_object(text: str) -> str | None:
+    """What a file of one JSON object written over many lines is, where records are read
+    a line each (before: "invalid JSON at column 2" of a file that is valid JSON)."""
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(whole, dict):
+        return None
+    return "one JSON object over many lines, not records a line each (JSON Lines) or a list"
+
+
 def placed_records(path: str | Path) -> list[tuple[str, dict]]:
     """`load_records` with each record's place in the file (`line 3`, `record 1`: the first)."""
     path = Path(path)
@@ -52,6 +64,8 @@ def placed_records(path: str | Path) -> list[tuple[str, dict]]:
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as error:
+                if (whole := one_object(text)) is not None:
+                    raise RecordError(f"{path}: {whole}") from None
                 raise RecordError(f"{path}: line {number}: {invalid_json(error)}") from None
             where.append(f"line {number}")
     for record, place in zip(records, where):

@@ -180,6 +180,8 @@ class EvalConfig:
             if not isinstance(agent, str) or agent not in AGENT_FILES:  # a list: unhashable
                 where = place.of("systems", system, "agent")
                 got = "is missing" if missing else f"got {agent!r}"
+                if isinstance(agent, list):  # before: "one of ['east', 'waitk'], got ['east', ...
+                    got += " (one agent a system: a system each)"
                 raise EvalConfigError(f"{where} must be one of {sorted(AGENT_FILES)}, {got}")
             gold = self.gold_sentences(place, system, settings.pop(GOLD_SENTENCES, False))
             check_system_keys(place, system, agent, settings)

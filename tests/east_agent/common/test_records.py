@@ -33,3 +33,15 @@ def test_invalid_json_is_named_with_its_column(tmp_path):
         RecordError, match="line 1: invalid JSON: Unterminated string starting at column 13; "
     ):
         read_json_object(tmp_path / "run.json")
+
+
+def test_one_object_over_many_lines_is_named_as_such(tmp_path):
+    """Before: "line 1: invalid JSON at column 2" of a valid JSON file (east-prepare's
+    testset.json given to `training.build_data --pairs`)."""
+    path = tmp_path / "testset.json"
+    path.write_text('{\n  "name": "multi30k.de-en",\n  "sentences": 3\n}\n')
+    with pytest.raises(RecordError) as raised:
+        placed_records(path)
+    assert str(raised.value) == (
+        f"{path}: one JSON object over many lines, not records a line each (JSON Lines) or a list"
+    )

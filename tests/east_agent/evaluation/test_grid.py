@@ -1482,6 +1482,10 @@ def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
         ),
         ({"systems": {"east": {"agent": "east", "latency": []}}}, "latency is an empty list"),
         ({"systems": {"east": {"agent": "eats"}}}, "systems.east.agent must be one of"),
+        (
+            {"systems": {"east": {"agent": ["east", "waitk"]}}},
+            "got ['east', 'waitk'] (one agent a system: a system each)",
+        ),
         # the grid's own agent flags, read as each run's agent reads them (before: passed,
         # then every run failed with SimulEval's usage and no file or line)
         ({"torch_dtype": "float64"}, "torch_dtype: invalid choice: 'float64'"),

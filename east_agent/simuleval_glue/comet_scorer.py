@@ -85,20 +85,18 @@ class CometScorer(QualityScorer):
         return cls(settings, language)
 
 
-COMET_FLAGS = (
-    "--comet-checkpoint", "--comet-python", "--comet-batch-size", "--comet-gpus",
-    "--comet-source-lang",
-)  # fmt: skip
-
-
 def refuse_comet_flags_without_comet(argv: list[str]) -> None:
     """COMET's flags are the COMET scorer's (SimulEval adds them with it): without COMET
     among `--quality-metrics`, they are refused saying so (before: argparse's usage and
     "unrecognized arguments", of a flag the help lists)."""
+    from east_agent.common.arguments import given_flags
+
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--quality-metrics", nargs="+", default=["BLEU"])
     known, _ = parser.parse_known_args(argv)
-    given = [flag for flag in COMET_FLAGS if any(arg.split("=")[0] == flag for arg in argv)]
+    comet = argparse.ArgumentParser(add_help=False)
+    CometScorer.add_args(comet)  # its flags, as SimulEval adds them
+    given = given_flags(argv, tuple(comet._option_string_actions))
     if given and "COMET" not in known.quality_metrics:
         flags, them = ("a flag", "it") if len(given) == 1 else ("flags", "them")
         raise ValueError(

@@ -49,6 +49,7 @@ from east_agent.simuleval_glue.run_folder import (
     combined_batch_record,
     record_types,
     recorded_settings,
+    score_complete_log,
     translation_settings,
     writing,
 )
@@ -189,21 +190,23 @@ def run_out_of_order(
     span = (indices.start, indices.stop)
     with writing(output, settings, args.continue_unfinished, run=True, span=span, check=check):
         done = {record["index"] for record in finished_records(log)}
+        scores = None if args.no_scoring else partial(score, args)
         if args.continue_unfinished and indices and done.issuperset(indices):
-            clear_scores(output, batching=False)  # killed while scoring: nothing to translate
-        else:
-            # kept sentences keep the record of how their `elapsed` was measured
-            clear_scores(output, batching=not (args.continue_unfinished and done))
-            record_types(output, args.source_type, args.target_type)
-            try:
-                translate(indices)
-            except CommandError:  # failed sentences: the others kept, in index order too
-                if log.exists():
-                    sort_log(log)
-                raise
+            sort_log(log)  # killed while scoring, or before it sorted: nothing to translate
+            score_complete_log(output, scores)
+            return
+        # kept sentences keep the record of how their `elapsed` was measured
+        clear_scores(output, batching=not (args.continue_unfinished and done))
+        record_types(output, args.source_type, args.target_type)
+        try:
+            translate(indices)
+        except CommandError:  # failed sentences: the others kept, in index order too
+            if log.exists():
+                sort_log(log)
+            raise
         sort_log(log)
-        if not args.no_scoring:
-            score(args)
+        if scores is not None:
+            scores()
 
 
 def _translate_all(agent_class, args, config, load, dataloader, indices: range) -> None:

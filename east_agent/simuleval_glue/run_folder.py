@@ -295,6 +295,21 @@ def clear_scores(output: Path, batching: bool = True) -> None:
         remove(output / name)
 
 
+def score_complete_log(output: Path, score: Callable[[], None] | None) -> None:
+    """A resumed log with nothing left to translate (a run killed while scoring): scored
+    again, its old scores gone first; with no scoring (`score` None), left as it is with
+    any scores made from it (before: `--no-scoring` removed them and wrote none)."""
+    if score is None:
+        print(
+            f"note: {output / 'instances.log'} is complete: nothing translated, nothing "
+            "scored (--no-scoring), its scores kept if it has any",
+            file=sys.stderr,
+        )
+        return
+    clear_scores(output, batching=False)
+    score()
+
+
 def settings_differ(saved: dict, settings: dict) -> list[str]:
     """The names of the settings in which two records differ (data files by content; a
     flag by what it resolves to where both records name that, `RESOLVED_IN`; not a flag
@@ -551,9 +566,7 @@ def loop_in(
     target `types` are known is scored as an empty log, the loop not run."""
     with writing(output, settings, resume, run=True, span=span, check=check):
         if resume and span is not None and resume_in_index_order(output / "instances.log", *span):
-            clear_scores(output, batching=False)  # nothing is translated again
-            if score is not None:
-                score()
+            score_complete_log(output, score)
             return
         if types is not None and span is not None and span[0] >= span[1]:
             # no sentence (a shard past a short test set's end): the loop would build the

@@ -1002,7 +1002,8 @@ def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
     east_checkpoint, test_set, tmp_path
 ):
     """A complete log (a run killed while scoring) is scored by SimulEval's loop, which
-    would fail on it, keeping the record of how it was batched; `--no-scoring` is obeyed.
+    would fail on it, keeping the record of how it was batched; `--no-scoring` is obeyed,
+    and leaves a complete log's scores as they are (before: removed, none written).
     A batched run killed with sentences 4, 1 and 0 finished (its order) is resumed by
     SimulEval's loop, which resumes after the log's last line: sentences 0 and 1 are kept,
     2, 3, 5 and 6 translated, and 4 (after the first missing one) translated again."""
@@ -1010,6 +1011,14 @@ def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
     arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
     assert run_simuleval(*arguments, "--batch-size", 3).returncode == 0
     full, full_scores = instances(output), scores(output)
+    kept = {name: (output / name).read_bytes() for name in ("scores.tsv", "batch.json")}
+    for batch_size in (1, 3):  # a complete log: --no-scoring leaves it and its scores
+        result = run_simuleval(
+            *arguments, "--batch-size", batch_size, "--continue-unfinished", "--no-scoring"
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "is complete: nothing translated, nothing scored" in result.stderr
+        assert {name: (output / name).read_bytes() for name in kept} == kept
     (output / "scores.tsv").unlink()
     result = run_simuleval(*arguments, "--continue-unfinished", "--no-scoring")
     assert result.returncode == 0, result.stderr[-3000:]

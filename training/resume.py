@@ -68,6 +68,7 @@ RESUMABLE_TRAIN_KEYS = {
     "dataloader_num_workers", "use_cpu",
 }  # fmt: skip
 LENGTH_KEYS = ("max_steps", "num_train_epochs")  # how long: the summary's `length`
+LENGTH_RECORD = "length"  # the recipe record's: the length its schedule was laid out over
 # What a checkpoint holds besides the model `save_model` writes (the Trainer's own state).
 TRAINER_STATE_FILES = {
     "optimizer.pt", "scheduler.pt", "trainer_state.json", "latest", "zero_to_fp32.py",
@@ -190,7 +191,9 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
     if not record.exists():
         logger.info("%s has no %s (an earlier version's): resumed unchecked", resume, record.name)
         return
-    differ = _differences(read_json_object(record), recipe)
+    written = read_json_object(record)
+    length = written.pop(LENGTH_RECORD, None)  # an earlier version's record: none
+    differ = _differences(written, recipe)
     named = config.resume_from_checkpoint not in (True, "auto")
     if differ:  # a checkpoint named by its path too: its optimizer and schedule win
         raise ValueError(
@@ -198,6 +201,42 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
             "recipe that wrote it, or train into another train.output_dir"
             + (start_from_hint(config) if named else "")
         )
+    if length is not None:
+        check_schedule_length(config, resume, length)
+
+
+def check_schedule_length(config: SFTConfig, resume: str, length: dict) -> None:
+    """Refuse to resume a run for another length (`max_steps`, `num_train_epochs`) where the
+    learning-rate schedule is laid out over the length: the restored scheduler would jump
+    to the new schedule midway (before: a cosine decayed over 10 steps went back up to
+    near its peak for steps 11 to 20, a model neither run's recipe trains)."""
+    now = run_length(config)
+    if now == length or not schedule_follows_length(config.train):
+        return
+    changed = [name for name in LENGTH_KEYS if length.get(name) != now[name]]
+    then_said = ", ".join(f"train.{name} {length.get(name)}" for name in changed)
+    now_said = ", ".join(f"{now[name]}" for name in changed)
+    raise ValueError(
+        f"{resume} was trained with {then_said}, over which train.lr_scheduler_type "
+        f"{config.train.get('lr_scheduler_type', 'linear')} lays out the learning rate; "
+        f"resumed with {now_said}, the schedule would jump midway: resume with "
+        f"{then_said}, or train the new length into another train.output_dir (a constant "
+        "schedule, its warm-up in whole steps, resumes for any length)"
+    )
+
+
+LENGTH_FREE_SCHEDULES = {"constant", "reduce_lr_on_plateau"}
+WARMUP_ONLY_SCHEDULES = {"constant_with_warmup", "inverse_sqrt"}  # warm-up, then no length
+
+
+def schedule_follows_length(train: dict) -> bool:
+    """Whether a recipe's learning rate at a step depends on how long the run is: its decay
+    does, and so does a warm-up given as a ratio of the steps (`warmup_steps` below 1)."""
+    scheduler = str(train.get("lr_scheduler_type", "linear"))
+    if scheduler in LENGTH_FREE_SCHEDULES:
+        return False
+    warmup = train.get("warmup_steps", 0) or 0
+    return scheduler not in WARMUP_ONLY_SCHEDULES or 0 < warmup < 1
 
 
 def start_from_hint(config: SFTConfig) -> str:
@@ -226,7 +265,9 @@ def check_finished_model(config: SFTConfig, recipe: dict) -> None:
             "beside it: a user's folder, or an older version's run), and this run would "
             "replace it: train into another train.output_dir, or remove it"
         )
-    differ = _differences(read_json_object(record), recipe)
+    written = read_json_object(record)
+    written.pop(LENGTH_RECORD, None)  # a longer run trains afresh (`finished_model`)
+    differ = _differences(written, recipe)
     if differ:
         raise ValueError(
             f"{final} was trained by another recipe ({'; '.join(differ)}): train into "
@@ -293,8 +334,11 @@ def _shown(value) -> str:
 
 
 def record_recipe(config: SFTConfig, recipe: dict) -> None:
+    """`recipe.json`: what decides the weights, and the length the run's learning-rate
+    schedule is laid out over (`LENGTH_RECORD`, compared on resume alone)."""
     config.output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(config.output_dir / RECIPE_RECORD, json.dumps(recipe, indent=2) + "\n")
+    record = {**recipe, LENGTH_RECORD: run_length(config)}
+    write_atomically(config.output_dir / RECIPE_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def finished_step(resume: str | None, max_steps: int) -> int | None:

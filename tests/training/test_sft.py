@@ -37,6 +37,7 @@ from training.resume import (
     record_recipe,
     resolve_resume,
     run_length,
+    schedule_follows_length,
     trained_recipe,
 )
 from training.sft import (
@@ -692,7 +693,17 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
     with pytest.raises(ValueError, match="checkpoint-4 is at step 4, past train.max_steps 3"):
         finished_step(resolve_resume(parse_config(longer)), 3)
     longer_config = parse_config(longer)
-    check_checkpoints(longer_config, trained_recipe(longer_config), resolve_resume(longer_config))
+    with pytest.raises(ValueError) as refusal:  # before: resumed, the cosine jumping back up
+        check_checkpoints(
+            longer_config, trained_recipe(longer_config), resolve_resume(longer_config)
+        )
+    assert str(refusal.value) == (
+        f"{output / 'checkpoint-4'} was trained with train.max_steps 4, over which "
+        "train.lr_scheduler_type cosine lays out the learning rate; resumed with 5, the "
+        "schedule would jump midway: resume with train.max_steps 4, or train the new length "
+        "into another train.output_dir (a constant schedule, its warm-up in whole steps, "
+        "resumes for any length)"
+    )
     # named by its path (before: taken, the checkpoint's schedule overriding the new rate,
     # which recipe.json recorded)
     named = {**other_rate, "resume_from_checkpoint": str(output / "checkpoint-4")}
@@ -1105,7 +1116,7 @@ def test_runs_of_the_weights_alone_end_or_are_refused(base_checkpoint, data_file
     output = tmp_path / "out"
     tree = recipe(
         "full", base_checkpoint, data_files[:1], output, max_steps=2, save_steps=2,
-        save_only_model=True,
+        save_only_model=True, lr_scheduler_type="constant",  # a length a resume may change
     )  # fmt: skip
     final = run(parse_config(tree))
     assert not (output / "checkpoint-2" / "optimizer.pt").exists()
@@ -1122,6 +1133,42 @@ def test_runs_of_the_weights_alone_end_or_are_refused(base_checkpoint, data_file
     assert run(parse_config(epochs)) == final  # resumed at its end: no step more
     assert (final / "model.safetensors").read_bytes() == weights
     assert logged_losses(final.parent)[0] == summary
+
+
+def test_a_run_resumed_for_another_length_goes_on_only_where_its_schedule_allows(
+    base_checkpoint, data_files, tmp_path
+):
+    """A constant learning rate, its warm-up in whole steps, resumes for a longer run and
+    goes on from its checkpoint; a decay (or a warm-up given as a ratio) is laid out over
+    the run's length and is refused (`test_a_finished_run_is_not_trained_again...`)."""
+    output = tmp_path / "out"
+    tree = recipe(
+        "full", base_checkpoint, data_files[:1], output, max_steps=2, save_steps=2,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=1, logging_steps=1,
+    )  # fmt: skip
+    run(parse_config(tree))
+    tree["train"]["max_steps"] = 3
+    run(parse_config(tree))
+    summary = json.loads((output / "train_summary.json").read_text())
+    assert summary["global_step"] == 3 and summary["resumed_at_step"] == 2
+    recorded = json.loads((output / "recipe.json").read_text())["length"]
+    assert recorded == {"max_steps": 3, "num_train_epochs": 3.0}
+
+
+@pytest.mark.parametrize(
+    ("train", "follows"),
+    [
+        ({}, True),  # linear decay, transformers' default
+        ({"lr_scheduler_type": "cosine", "warmup_steps": 10}, True),
+        ({"lr_scheduler_type": "constant", "warmup_steps": 0.1}, False),  # no warm-up there
+        ({"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 100}, False),
+        ({"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 0.03}, True),
+        ({"lr_scheduler_type": "inverse_sqrt"}, False),
+        ({"lr_scheduler_type": "reduce_lr_on_plateau"}, False),
+    ],
+)
+def test_which_schedules_follow_the_run_length(train, follows):
+    assert schedule_follows_length(train) is follows
 
 
 def test_a_run_that_takes_no_step_writes_no_model(base_checkpoint, data_files, tmp_path):

@@ -76,6 +76,13 @@ REMOVED_TRAINING_ARGUMENTS = {
 # Training arguments transformers renamed (old name: new name). A recipe may use either;
 # the Trainer gets the one the installed transformers takes, without 5.25's FutureWarning
 # for the old name, and 5.17 (no new name yet) runs a recipe written with the new one.
+# Training arguments the Trainer takes but `training.sft` never reads: named with where
+# the recipe says it (before: accepted, no effect, and recorded in recipe.json as if used).
+UNREAD_TRAINING_ARGUMENTS = {
+    "resume_from_checkpoint": "the Trainer never reads it; the recipe's top-level "
+    "resume_from_checkpoint (auto, a checkpoint's path, or null) is the one that resumes",
+}
+
 RENAMED_TRAINING_ARGUMENTS = {
     "gradient_checkpointing": "activation_checkpointing",
     "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
@@ -383,6 +390,8 @@ def check_training_arguments(train: dict, at: At) -> None:
     for key in train:
         if key in REMOVED_TRAINING_ARGUMENTS and key not in accepted:
             raise ConfigError(f"{at('train', key)}: train.{key}: {REMOVED_TRAINING_ARGUMENTS[key]}")
+        if key in UNREAD_TRAINING_ARGUMENTS:
+            raise ConfigError(f"{at('train', key)}: train.{key}: {UNREAD_TRAINING_ARGUMENTS[key]}")
         if key not in accepted:
             raise ConfigError(
                 f"{at('train', key)}: train.{key} is not a TrainingArguments keyword"
@@ -449,6 +458,8 @@ def check_settings(config: SFTConfig, at: At) -> None:
             f"mapping (name: value), got {kwargs!r}"
         )
     check_schedule(train, at)
+    check_best_metric(train, at)
+    check_reporting(train, at)
     if evaluates(train) and not data.eval_files:
         raise ConfigError(
             f"{at('train', 'eval_strategy')}: train.eval_strategy "
@@ -500,6 +511,50 @@ def check_schedule(train: dict, at: At) -> None:
             f"{at('train', 'lr_scheduler_kwargs')}: train.lr_scheduler_kwargs {kwargs} do not "
             f"make a {name} schedule ({type(error).__name__}: {error})"
         ) from None
+
+
+# What an evaluation of `training.sft` logs (it computes no metric of its own): the loss,
+# and the Trainer's timings.
+EVALUATION_METRICS = ("loss", "runtime", "samples_per_second", "steps_per_second")
+
+
+def check_best_metric(train: dict, at: At) -> None:
+    """`metric_for_best_model` names a metric an evaluation logs (before: `KeyError:
+    'eval_bleu'` after the first evaluation, the steps before it lost)."""
+    metric = train.get("metric_for_best_model")
+    if not isinstance(metric, str):
+        return
+    if metric.removeprefix("eval_") not in EVALUATION_METRICS:
+        raise ConfigError(
+            f"{at('train', 'metric_for_best_model')}: train.metric_for_best_model {metric!r}: "
+            "an evaluation here logs only its loss (training.sft computes no other metric): "
+            f"one of {', '.join(EVALUATION_METRICS)} (eval_ prefixed or not)"
+        )
+
+
+def check_reporting(train: dict, at: At) -> None:
+    """Each `report_to` integration is one transformers knows and has installed here
+    (before: tensorboard missing was a traceback once every record was tokenized and the
+    model loaded)."""
+    from transformers.integrations import integration_utils
+
+    named = train.get("report_to")
+    if named is None or named in ("none", "all", []):
+        return
+    known = integration_utils.INTEGRATION_TO_CALLBACK
+    for name in [named] if isinstance(named, str) else named:
+        if name == "none":
+            continue
+        if name not in known:
+            raise ConfigError(
+                f"{at('train', 'report_to')}: train.report_to {name!r}: one of none, all, "
+                f"{', '.join(known)}"
+            )
+        if name not in integration_utils.get_available_reporting_integrations():
+            raise ConfigError(
+                f"{at('train', 'report_to')}: train.report_to {name}: its package is not "
+                "installed here (install it, or report_to: none)"
+            )
 
 
 def check_output_apart(output_dir: str, name_or_path: str, at: At) -> None:

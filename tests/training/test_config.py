@@ -362,11 +362,32 @@ def test_a_bad_value_in_a_recipe_names_its_line(tmp_path, stage, old, new, messa
         ("train.max_steps=-2", "train.max_steps must be at least 1, or -1 to train "),
         ("train.num_train_epochs=-1", "train.num_train_epochs must be a finite number above 0"),
         ("train.num_train_epochs=.nan", "train.num_train_epochs must be .* got nan"),
+        # before: KeyError 'eval_bleu' after the first evaluation, its steps lost
+        ("train.metric_for_best_model=bleu", "train.metric_for_best_model 'bleu': an eval"),
+        ("train.report_to=nosuch", "train.report_to 'nosuch': one of none, all, azure_ml, "),
+        # before: accepted, never read, recorded in recipe.json as if it resumed
+        ("train.resume_from_checkpoint=x", "train.resume_from_checkpoint: the Trainer never"),
     ],
 )
 def test_bad_values_of_an_override_name_the_override(override, message):
     with pytest.raises(ConfigError, match=f"^override '{re.escape(override)}': {message}"):
         load_config(CONFIGS / "stage2_lora.yaml", [override])
+
+
+@pytest.mark.parametrize("installed", [[], ["tensorboard"]])
+def test_a_reporting_integration_must_be_installed(monkeypatch, installed):
+    """Before: tensorboard missing was a traceback once the data and model had loaded."""
+    from transformers.integrations import integration_utils
+
+    monkeypatch.setattr(
+        integration_utils, "get_available_reporting_integrations", lambda: installed
+    )
+    overrides = ["train.report_to=[none, tensorboard]", "train.metric_for_best_model=eval_loss"]
+    if installed:
+        assert load_config(CONFIGS / "stage2_lora.yaml", overrides).train["report_to"]
+        return
+    with pytest.raises(ConfigError, match="train.report_to tensorboard: its package is not"):
+        load_config(CONFIGS / "stage2_lora.yaml", overrides)
 
 
 def test_a_run_sized_in_steps_takes_any_epochs():

@@ -105,20 +105,31 @@ def step_seconds(outcome: str, earlier: float | None, seconds: float) -> float |
     return round(seconds, 1)
 
 
-def build_data(args: argparse.Namespace) -> str:
+def data_built(args: argparse.Namespace) -> bool:
+    """Whether the data step's files are there, made with this run's flags: eflomal cannot
+    be seeded, so built again, realigned data would differ from those the stages'
+    checkpoints were trained on, and a resumed stage would be refused."""
+    data = args.workdir / "data"
+    marker = data / DATA_MADE_WITH
+    outputs = [data / f"{name}.jsonl.gz" for name in (*ALIGNED, *OFFLINE)]
+    return (
+        marker.exists()
+        and read_json_object(marker) == data_flags(args)
+        and all(map(Path.exists, outputs))
+    )
+
+
+def build_data(args: argparse.Namespace) -> None:
     from east_agent.common.records import write_jsonl
     from training.build_data import build
 
     data = args.workdir / "data"
     data.mkdir(parents=True, exist_ok=True)
     made_with, marker = data_flags(args), data / DATA_MADE_WITH
-    outputs = [data / f"{name}.jsonl.gz" for name in (*ALIGNED, *OFFLINE)]
-    if marker.exists() and read_json_object(marker) == made_with and all(map(Path.exists, outputs)):
-        # eflomal cannot be seeded: built again, realigned data would differ from those the
-        # stages' checkpoints were trained on, and a resumed stage would be refused
+    if data_built(args):
         logger.info("data: built already with these flags (%s); remove %s to build again",
                     marker, data)  # fmt: skip
-        return SKIPPED
+        return
     remove(marker)  # until every file is built again
     for name, (split, source) in ALIGNED.items():
         output = data / f"{name}.jsonl.gz"
@@ -145,7 +156,6 @@ def build_data(args: argparse.Namespace) -> str:
         ]
         write_jsonl(data / f"{name}.jsonl.gz", records)
     write_atomically(marker, json.dumps(made_with) + "\n")
-    return FRESH
 
 
 def data_flags(args: argparse.Namespace) -> dict:
@@ -162,7 +172,7 @@ def _shipped_links(args, name: str) -> Path | None:
     return shipped
 
 
-def build_base(args: argparse.Namespace) -> str:
+def build_base(args: argparse.Namespace) -> None:
     from training.base_model import build_base_model
 
     corpus = [multi30k_file(f"train.{language}.gz") for language in ("de", "en", "fr")]
@@ -176,7 +186,6 @@ def build_base(args: argparse.Namespace) -> str:
         intermediate_size=args.intermediate_size,
         seed=args.seed,
     )
-    return FRESH
 
 
 def quoted(*paths: Path) -> str:
@@ -225,18 +234,22 @@ def stage_recipe(args: argparse.Namespace, stage: str) -> SFTConfig:
     return load_config(CONFIGS / f"demo_{stage}.yaml", recipe_overrides(args, stage))
 
 
-def train_stage(args: argparse.Namespace, stage: str) -> str:
+def stage_goes_on(args: argparse.Namespace, stage: str) -> bool:
+    """Whether `stage` goes on from an earlier try's work: its last checkpoint, or its
+    model finished (its checkpoints removed since, say)."""
     from training.resume import finished_model, resolve_resume
-    from training.sft import run
 
     recipe = stage_recipe(args, stage)
-    # from its last checkpoint, or finished (its checkpoints removed since, say)
-    resumed = resolve_resume(recipe) is not None or finished_model(recipe) is not None
-    run(recipe)
-    return RESUMED if resumed else FRESH
+    return resolve_resume(recipe) is not None or finished_model(recipe) is not None
 
 
-def merge(args: argparse.Namespace) -> str:
+def train_stage(args: argparse.Namespace, stage: str) -> None:
+    from training.sft import run
+
+    run(stage_recipe(args, stage))
+
+
+def merge(args: argparse.Namespace) -> None:
     from training.merge_lora import merge as merge_adapter
 
     # the merged model of an earlier run is replaced only once the new one is written
@@ -247,7 +260,6 @@ def merge(args: argparse.Namespace) -> str:
             temporary,
             save_dtype="bfloat16",
         )
-    return FRESH
 
 
 EAST_RUNS = [f"east-{level}" for level in ("low", "low-medium", "medium", "medium-high", "high")]
@@ -274,14 +286,17 @@ EVALUATIONS = {
 }
 
 
-def evaluate(args: argparse.Namespace) -> str:
-    """The grids, each skipping its finished runs: a rerun goes on from the last, and one
-    into grids holding no run yet starts fresh."""
+def grids_go_on(args: argparse.Namespace) -> bool:
+    """Whether the eval step goes on from an earlier try's runs (a grid skips its finished
+    runs and resumes its unfinished one), or starts fresh into grids holding no run."""
+    logs = (args.workdir / folder / "runs" for folder in EVALUATIONS)
+    return any(any(runs.glob("*/instances.log")) for runs in logs if runs.is_dir())
+
+
+def evaluate(args: argparse.Namespace) -> None:
+    """The grids, each skipping its finished runs."""
     from east_agent.evaluation.config import load_eval_config
     from east_agent.evaluation.grid import run_grid
-
-    logs = (args.workdir / folder / "runs" for folder in EVALUATIONS)
-    went_on = any(any(runs.glob("*/instances.log")) for runs in logs if runs.is_dir())
 
     for folder, evaluation in EVALUATIONS.items():
         config = load_eval_config(
@@ -293,10 +308,22 @@ def evaluate(args: argparse.Namespace) -> str:
             testset=evaluation.testset,
         )
         run_grid(config, only=evaluation.runs, limit=args.eval_limit)
-    return RESUMED if went_on else FRESH
+
+
+def step_outcome(step: str, args: argparse.Namespace) -> str:
+    """What `step` will do, known before it runs, so that a try that fails or is
+    interrupted still counts its time (`step_seconds`)."""
+    if step == "data":
+        return SKIPPED if data_built(args) else FRESH
+    if step in ("stage1", "stage2"):
+        return RESUMED if stage_goes_on(args, step) else FRESH
+    if step == "eval":
+        return RESUMED if grids_go_on(args) else FRESH
+    return FRESH
 
 
 CARD_MARKS = ("README.md", "config.json", "alignments")  # what every card folder holds
+SHIPPED_OUTPUT = Path("models/east-demo")  # --output's default: the shipped model, replaced
 
 
 def check_card_output(output: Path, workdir: Path) -> None:
@@ -310,6 +337,33 @@ def check_card_output(output: Path, workdir: Path) -> None:
             "choose another --output"
         )
     check_replaceable(output, "model card folder", CARD_MARKS)
+
+
+def check_card_sources(args: argparse.Namespace) -> None:
+    """What the card step copies, made by this run's steps or an earlier run's: the merged
+    model and the data's alignments (before: a traceback of transformers' once every other
+    step had run); and the shipped model replaced only by a build of its own settings
+    (before: a smoke build's 300-line alignments replaced the shipped ones, and every later
+    faithful rebuild of the data failed on them)."""
+    workdir = args.workdir
+    if "merge" not in args.steps and not (workdir / "merged" / "config.json").is_file():
+        raise ValueError(
+            f"--steps card: {workdir / 'merged'} holds no merged model: run the merge step "
+            "first (--steps merge card), or give the --workdir that holds it"
+        )
+    links = [workdir / "data" / f"{name}.jsonl.gz.links.gz" for name in ALIGNED]
+    missing = [path for path in links if not path.is_file()]
+    if "data" not in args.steps and missing:
+        raise ValueError(
+            f"--steps card: {missing[0]} is missing (the alignments the card ships): run the "
+            "data step first, or give the --workdir that holds them"
+        )
+    other = build_flags(args) + ([] if args.seed == 0 else ["--seed", str(args.seed)])
+    if not args.output_given and other:
+        raise ValueError(
+            f"--steps card: a build with {' '.join(other)} would replace the shipped model "
+            f"({SHIPPED_OUTPUT}, the default --output) and its alignments: give --output"
+        )
 
 
 # the flags besides --seed that decide the model or its results (not where it is written,
@@ -365,9 +419,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--output",
         type=Path,
-        default=Path("models/east-demo"),
-        help="the model card folder the card step writes (default: %(default)s, the shipped "
-        "demo model, replaced)",
+        help=f"the model card folder the card step writes (default: {SHIPPED_OUTPUT}, the "
+        "shipped demo model, replaced: only by a build of its own settings)",
     )
     parser.add_argument("--device", default="cpu", help="for the evaluation (training picks one)")
     parser.add_argument("--seed", type=int, default=0, help="data, base model and Stage I")
@@ -395,6 +448,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_size_arguments(parser)
     args = parse_once_each(parser, argv)
     check_sizes(args)
+    args.output_given = args.output is not None
+    args.output = args.output or SHIPPED_OUTPUT
     return args
 
 
@@ -403,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if "card" in args.steps:
         check_card_output(args.output, args.workdir)
+        check_card_sources(args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     args.workdir.mkdir(parents=True, exist_ok=True)
     timing_file = args.workdir / "timings.json"
@@ -423,12 +479,17 @@ def main(argv: list[str] | None = None) -> None:
         if step == "card":
             write_card(args, timings)
             continue
-        started = time.time()
-        outcome = actions[step](args)
-        seconds = step_seconds(outcome, timings.get(step), time.time() - started)
-        if seconds is not None:
-            timings[step] = seconds
-        write_atomically(timing_file, json.dumps(timings, indent=2))
+        outcome, started = step_outcome(step, args), time.time()
+        if outcome == FRESH and step in timings:  # an earlier run's, whose work is gone:
+            del timings[step]  # dropped now, before a SIGKILL could leave it to add to
+            write_atomically(timing_file, json.dumps(timings, indent=2))
+        try:
+            actions[step](args)
+        finally:  # a failed or interrupted try's time counts: the next one goes on from it
+            seconds = step_seconds(outcome, timings.get(step), time.time() - started)
+            if seconds is not None:
+                timings[step] = seconds
+            write_atomically(timing_file, json.dumps(timings, indent=2))
     print(f"done: {', '.join(args.steps)}")
 
 

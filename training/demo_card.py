@@ -91,6 +91,42 @@ def _warning(args, flags: Sequence[str]) -> str:
     return ""
 
 
+def _realigned(args) -> bool:
+    """Whether the data step aligned again (`training.demo._shipped_links` None)."""
+    return args.realign or args.max_pairs is not None
+
+
+SHIPPED_LINKS = "models/east-demo/alignments/simt-de-en.links.gz"
+
+
+def _alignment_flag(args) -> str:
+    return "" if _realigned(args) else f"--alignments {SHIPPED_LINKS} "
+
+
+def _pairs_note(args) -> str:
+    return "" if args.max_pairs is None else f"; the first {args.max_pairs} pairs of each file"
+
+
+def _alignment_note(args) -> str:
+    if not _realigned(args):
+        return (
+            "The word alignments (eflomal seeds itself and cannot be seeded) ship in "
+            "`alignments/`, so\nthe rebuilt data are identical; `--realign` aligns again."
+        )
+    return (
+        "These data were aligned again by eflomal (`--realign` or `--max-pairs`), which "
+        "cannot be seeded:\ntheir alignments are in `alignments/`, but a rebuild aligns "
+        "again, so its data differ."
+    )
+
+
+def _curves(args) -> str:
+    """The curves' image, where the eval step drew it (before: a broken link without)."""
+    if not (args.workdir / "eval" / "curves.png").exists():
+        return ""
+    return "\n![BLEU against LAAL](curves.png)\n"
+
+
 def _size_flags(flags: Sequence[str]) -> str:
     """The base model's size flags among `flags` (flag, value, flag, value, ...)."""
     pairs = zip(flags[::2], flags[1::2])
@@ -134,8 +170,9 @@ which runs, in order (outputs under `outputs/demo/`):
     python -m training.build_data --source east_agent/data/multi30k/train.de.gz \\
         --target east_agent/data/multi30k/train.en.gz \\
         --src-lang de --tgt-lang en --output outputs/demo/data/simt-de-en.jsonl.gz \\
-        --alignments models/east-demo/alignments/simt-de-en.links.gz --seed {args.seed}
-    (the same for the val split and for French→English; offline records from the pairs)
+        {_alignment_flag(args)}--seed {args.seed}
+    (the same for the val split and for French→English; offline records from the \
+pairs{_pairs_note(args)})
     python -m training.base_model --corpus east_agent/data/multi30k/train.{{de,en,fr}}.gz \\
         --output outputs/demo/base{_size_flags(flags)}
     python -m training.sft --config training/configs/demo_stage1.yaml
@@ -145,8 +182,7 @@ which runs, in order (outputs under `outputs/demo/`):
     east-eval eval_configs/multi30k-de-en.yaml --model-path outputs/demo/merged
     (and its EAST runs on Multi30k val; east-eval eval_configs/multi30k-fr-en.yaml)
 
-The word alignments (eflomal seeds itself and cannot be seeded) ship in `alignments/`, so
-the rebuilt data are identical; `--realign` aligns again. Time per step on
+{_alignment_note(args)} Time per step on
 {timings.get("machine", "this machine")}: data {_minutes(timings, "data")}, base \
 {_minutes(timings, "base")}, Stage I {_minutes(timings, "stage1")}, Stage II \
 {_minutes(timings, "stage2")}, merge {_minutes(timings, "merge")}, evaluation \
@@ -177,9 +213,7 @@ computation time at {0.4} s per source word (this machine, float32, with as many
 sentences decoded at once as the `streams` column says, and `jobs` runs side by side).
 `waitk-offline` at a large k is offline translation with the offline prompt.
 
-{_table(args, "eval")}{_significance(args, "eval")}
-![BLEU against LAAL](curves.png)
-
+{_table(args, "eval")}{_significance(args, "eval")}{_curves(args)}
 ## Multi30k val German→English (1,014 sentences; Stage II's settings were chosen here)
 
 {_table(args, "eval-val")}{_significance(args, "eval-val")}

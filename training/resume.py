@@ -199,7 +199,7 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
         raise ValueError(
             f"{resume} was trained by another recipe ({'; '.join(differ)}): resume with the "
             "recipe that wrote it, or train into another train.output_dir"
-            + (start_from_hint(config) if named else "")
+            + (start_from_hint(str(written.get("stage", config.stage))) if named else "")
         )
     if length is not None:
         check_schedule_length(config, resume, length)
@@ -239,9 +239,10 @@ def schedule_follows_length(train: dict) -> bool:
     return scheduler not in WARMUP_ONLY_SCHEDULES or 0 < warmup < 1
 
 
-def start_from_hint(config: SFTConfig) -> str:
-    """How to train from a checkpoint's weights rather than go on with its run."""
-    if config.stage == "lora":  # an adapter: model.name_or_path takes no adapter
+def start_from_hint(stage: str) -> str:
+    """How to train from the weights of a checkpoint of a `stage` run ("full", "lora": the
+    one that wrote it, not the recipe now) rather than go on with its run."""
+    if stage == "lora":  # an adapter: model.name_or_path takes no adapter
         return (
             " (to start from its weights: merge it into its base with training.merge_lora, "
             "and train from the merged model into another train.output_dir)"

@@ -101,6 +101,7 @@ def test_stage_two_keeps_its_recipe_seed_unless_told(tmp_path, monkeypatch):
                 assert recipe.data.cache_dir == str(tmp_path / "tokenized")
 
         monkeypatch.setattr(demo, "write_card", record)
+        monkeypatch.setattr(demo, "check_card_sources", lambda args: None)
         demo.main(["--workdir", str(tmp_path), "--steps", "card", *flags])
         return captured
 
@@ -442,8 +443,9 @@ def test_a_steps_time_is_the_sum_of_its_tries_since_it_started_fresh(tmp_path, m
     outcomes = {"data": [demo.FRESH, demo.SKIPPED, demo.FRESH], "stage1": [demo.RESUMED] * 3}
     clock = iter(range(0, 1000, 5))  # each step takes 5 s
     monkeypatch.setattr(demo.time, "time", lambda: float(next(clock)))
-    monkeypatch.setattr(demo, "build_data", lambda args: outcomes["data"].pop(0))
-    monkeypatch.setattr(demo, "train_stage", lambda args, stage: outcomes[stage].pop(0))
+    monkeypatch.setattr(demo, "step_outcome", lambda step, args: outcomes[step].pop(0))
+    monkeypatch.setattr(demo, "build_data", lambda args: None)
+    monkeypatch.setattr(demo, "train_stage", lambda args, stage: None)
     timing_file = tmp_path / "timings.json"
     seen = []
     for _ in range(3):
@@ -451,6 +453,18 @@ def test_a_steps_time_is_the_sum_of_its_tries_since_it_started_fresh(tmp_path, m
         timings = json.loads(timing_file.read_text())
         seen.append((timings["data"], timings["stage1"]))
     assert seen == [(5.0, 5.0), (5.0, 10.0), (5.0, 15.0)]
+
+    # a failed try counts (before: lost), and a fresh start drops an earlier run's time
+    def failed(args, stage):
+        raise RuntimeError("a stage that failed after 5 s")
+
+    monkeypatch.setattr(demo, "train_stage", failed)
+    outcomes["stage1"] = [demo.RESUMED, demo.FRESH]
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            demo.main(["--workdir", str(tmp_path), "--steps", "stage1"])
+        seen.append(json.loads(timing_file.read_text())["stage1"])
+    assert seen[3:] == [20.0, 5.0]
     timing_file.write_text('{"data": 5.0,')
     with pytest.raises(SystemExit) as ended:
         demo.main(["--workdir", str(tmp_path), "--steps", "data"])
@@ -467,7 +481,41 @@ def test_the_eval_step_starts_fresh_into_grids_holding_no_run(tmp_path, monkeypa
 
     monkeypatch.setattr(grid, "run_grid", lambda *args, **kwargs: [])
     args = argparse.Namespace(workdir=tmp_path, device="cpu", eval_limit=2)
-    assert demo.evaluate(args) == demo.FRESH
+    assert demo.step_outcome("eval", args) == demo.FRESH
     (tmp_path / "eval-val" / "runs" / "east-low").mkdir(parents=True)
     (tmp_path / "eval-val" / "runs" / "east-low" / "instances.log").write_text("")
-    assert demo.evaluate(args) == demo.RESUMED
+    assert demo.step_outcome("eval", args) == demo.RESUMED
+
+
+@pytest.mark.parametrize(
+    ("given", "made", "message"),
+    [
+        ([], [], "merged holds no merged model: run the merge step first"),
+        ([], ["merged"], "simt-de-en.jsonl.gz.links.gz is missing"),
+        (["--max-pairs", "300"], ["merged", "links"], "--max-pairs 300 would replace the sh"),
+        (["--seed", "3"], ["merged", "links"], "--seed 3 would replace the shipped model"),
+    ],
+)
+def test_the_card_step_checks_what_it_copies_and_keeps_the_shipped_model(
+    tmp_path, capsys, given, made, message
+):
+    """Before: a traceback of transformers' for a workdir without a merged model; a smoke
+    build replaced the shipped model and its alignments, so that later faithful rebuilds
+    of the data failed on 300-line links."""
+    import training.demo as demo
+
+    work = tmp_path / "work"
+    if "merged" in made:
+        (work / "merged").mkdir(parents=True)
+        (work / "merged" / "config.json").write_text("{}")
+    if "links" in made:
+        (work / "data").mkdir(parents=True)
+        for name in demo.ALIGNED:
+            (work / "data" / f"{name}.jsonl.gz.links.gz").write_bytes(b"")
+    shipped = demo.REPOSITORY / demo.SHIPPED_OUTPUT
+    before = sorted(path.name for path in shipped.iterdir())
+    with pytest.raises(SystemExit) as ended:
+        demo.main([*given, "--workdir", str(work), "--steps", "card"])
+    assert ended.value.code == 2
+    assert message in capsys.readouterr().err
+    assert sorted(path.name for path in shipped.iterdir()) == before

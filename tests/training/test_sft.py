@@ -1194,14 +1194,25 @@ def test_a_run_that_takes_no_step_writes_no_model(base_checkpoint, data_files, t
     assert not (tmp_path / "epochs" / "recipe.json").exists()
 
 
-def test_a_lora_checkpoint_is_started_from_once_merged():
-    """A LoRA checkpoint is an adapter: model.name_or_path takes no adapter (a review)."""
+def test_a_lora_checkpoint_is_started_from_once_merged(tmp_path):
+    """A LoRA checkpoint is an adapter: model.name_or_path takes no adapter (a review); the
+    hint follows the stage that wrote the checkpoint, not the recipe resuming it (before: a
+    LoRA recipe named a full Stage I checkpoint was told to merge it)."""
     from training.resume import start_from_hint
 
-    lora = parse_config(recipe("lora", "model", ["data.json"], "out"))
-    assert "merge it into its base with training.merge_lora" in start_from_hint(lora)
-    full = parse_config(recipe("full", "model", ["data.json"], "out"))
-    assert "set model.name_or_path to it" in start_from_hint(full)
+    assert "merge it into its base with training.merge_lora" in start_from_hint("lora")
+    assert "set model.name_or_path to it" in start_from_hint("full")
+    output = tmp_path / "stage1"
+    full = parse_config(recipe("full", "model", ["data.json"], output))
+    record_recipe(full, trained_recipe(full))
+    checkpoint = output / "checkpoint-2"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')
+    lora = parse_config(
+        {**recipe("lora", "model", ["data.json"], output), "resume_from_checkpoint": str(checkpoint)}
+    )
+    with pytest.raises(ValueError, match="another recipe .*set model.name_or_path to it"):
+        check_checkpoints(lora, trained_recipe(lora), str(checkpoint))
 
 
 def test_no_sample_left_says_why(base_checkpoint, data_files, tmp_path):

@@ -1208,9 +1208,8 @@ def test_a_lora_checkpoint_is_started_from_once_merged(tmp_path):
     checkpoint = output / "checkpoint-2"
     checkpoint.mkdir()
     (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')
-    lora = parse_config(
-        {**recipe("lora", "model", ["data.json"], output), "resume_from_checkpoint": str(checkpoint)}
-    )
+    named = {"resume_from_checkpoint": str(checkpoint)}
+    lora = parse_config({**recipe("lora", "model", ["data.json"], output), **named})
     with pytest.raises(ValueError, match="another recipe .*set model.name_or_path to it"):
         check_checkpoints(lora, trained_recipe(lora), str(checkpoint))
 

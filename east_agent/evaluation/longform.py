@@ -30,6 +30,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -215,22 +216,47 @@ def read_longform(folder: str | Path) -> LongformSet:
     meta = read_json_object(meta_path)
     if "longform" not in meta:
         raise ValueError(f"{meta_path}: {meta.get('name')!r} is not a long-form test set")
-    talks = read_talks(folder / "talks.json")
+    text = partial(_meta_field, meta_path, meta)
     long = meta["longform"]
+    if not isinstance(long, dict):
+        raise ValueError(f"{meta_path}: 'longform' is no mapping: {long!r} {PREPARE_AGAIN}")
+    in_long = partial(_meta_field, meta_path, long, section="longform.")
+    unit = text("eval_latency_unit")
+    if unit not in LATENCY_UNITS:
+        raise ValueError(f"{meta_path}: 'eval_latency_unit' {unit!r}: word or char {PREPARE_AGAIN}")
+    talk_size = long.get("talk_size")
+    if isinstance(talk_size, bool) or not isinstance(talk_size, int) or talk_size < 1:
+        raise ValueError(
+            f"{meta_path}: 'longform.talk_size' is no count of sentences: {talk_size!r} "
+            f"{PREPARE_AGAIN}"
+        )
     testset = LongformSet(
         folder=folder,
-        name=meta["name"],
-        base=long["base"],
-        talk_size=int(long["talk_size"]),
-        src_lang=meta["src_lang"],
-        tgt_lang=meta["tgt_lang"],
-        tgt_code=long["tgt_code"],
-        eval_latency_unit=meta["eval_latency_unit"],
-        sacrebleu_tokenizer=meta["sacrebleu_tokenizer"],
-        talks=talks,
+        name=text("name"),
+        base=in_long("base"),
+        talk_size=talk_size,
+        src_lang=text("src_lang"),
+        tgt_lang=text("tgt_lang"),
+        tgt_code=in_long("tgt_code"),
+        eval_latency_unit=unit,
+        sacrebleu_tokenizer=text("sacrebleu_tokenizer"),
+        talks=read_talks(folder / "talks.json"),
     )
     check_talk_files(testset)
     return testset
+
+
+LATENCY_UNITS = ("word", "char")  # what the talks' latency is counted in (OmniSTEval's)
+
+
+def _meta_field(meta_path: Path, record: dict, key: str, section: str = "") -> str:
+    """A text field of `testset.json` (`section`: of its mapping of that name), or a
+    ValueError naming it (before: a KeyError or TypeError traceback)."""
+    value = record.get(key)
+    if not isinstance(value, str) or not value:
+        said = "missing" if key not in record else f"is no text: {value!r}"
+        raise ValueError(f"{meta_path}: {section + key!r} {said} {PREPARE_AGAIN}")
+    return value
 
 
 def read_talks(path: Path) -> tuple[Talk, ...]:

@@ -261,6 +261,35 @@ def test_talk_files_edited_by_hand_are_named_with_file_and_line(tmp_path, edit, 
     assert message in str(refused.value)
 
 
+def _edit_meta(folder, change) -> None:
+    meta = json.loads((folder / "testset.json").read_text())
+    change(meta)
+    (folder / "testset.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        # before: KeyError 'talk_size', a traceback in east-eval and the scorer alike
+        (lambda m: m["longform"].pop("talk_size"), "'longform.talk_size' is no count of sen"),
+        # before: "invalid literal for int() with base 10: 'fifty'", naming no file
+        (lambda m: m["longform"].update(talk_size="fifty"), "no count of sentences: 'fifty'"),
+        (lambda m: m.update(longform="yes"), "'longform' is no mapping: 'yes'"),  # a TypeError
+        # before: accepted, scored as words
+        (lambda m: m.update(eval_latency_unit="spm"), "'eval_latency_unit' 'spm': word or char"),
+        (lambda m: m.pop("src_lang"), "'src_lang' missing (edited by hand"),
+        (lambda m: m["longform"].update(tgt_code=3), "'longform.tgt_code' is no text: 3"),
+    ],
+)
+def test_a_damaged_testset_json_is_named_with_its_field(tmp_path, change, message):
+    prepare_testset("multi30k.de-en.talks5", tmp_path)
+    _edit_meta(tmp_path, change)
+    with pytest.raises(ValueError) as refused:
+        read_longform(tmp_path)
+    assert str(refused.value).startswith(f"{tmp_path / 'testset.json'}: ")
+    assert message in str(refused.value)
+
+
 @pytest.mark.parametrize(
     "first_line, after, message",
     [

@@ -105,6 +105,11 @@ def check_long_form(config: DecoderConfig | WaitkConfig) -> None:
             raise ValueError(f"{flags}: settings of long-form input, given without --long-form")
     if config.context_words < 0:
         raise ValueError(f"context_words must be 0 or more, got {config.context_words}")
+    if config.context_across_sentences and config.context_words == 0:
+        raise ValueError(  # before: accepted, nothing carried
+            "context_across_sentences (--context-across-sentences) carries the last "
+            "context_words (--context-words) words past sentence ends, and they are 0"
+        )
     if config.segment_units < 1:
         raise ValueError(f"segment_units must be at least 1, got {config.segment_units}")
     if config.cache_budget is not None and config.cache_budget < 1:

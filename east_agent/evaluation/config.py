@@ -763,6 +763,14 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
                 f"metrics; latency_metrics asks for none{on}: add one (AL_CA, LAAL_CA, "
                 "AP_CA, DAL_CA) or leave ca_unit_seconds out"
             )
+    if is_longform(tree["testset"]) and "ca_unit_seconds" in tree and tree.get("word_times"):
+        metrics = tree.get("latency_metrics")  # the default's include AL_CA, which read it
+        if metrics is not None and not any(str(name).endswith("_CA") for name in metrics):
+            raise EvalConfigError(  # as the scorer refuses --ca-unit-seconds with --word-times
+                f"{place.of('ca_unit_seconds')}: the talks' clock is {place.of('word_times')}, "
+                "and latency_metrics asks for no SimulEval _CA metric, which alone would "
+                "read ca_unit_seconds: leave it out (before: ignored without a word)"
+            )
     if is_longform(tree["testset"]) and tree.get("ca_unit_seconds", TICK) < TICK:
         raise EvalConfigError(
             f"{place.of('ca_unit_seconds')}: {tree['ca_unit_seconds']:g} s a unit; long-form "

@@ -276,6 +276,11 @@ BAD_SETTINGS = [
     ({"cache_budget": 20}, "leaves too little room"),
     ({"cache_budget": 4096}, "above the context"),
     ({"context_words": -1}, "context_words"),
+    # before: accepted, nothing carried
+    (
+        {"context_across_sentences": True, "context_words": 0},
+        r"carries the last context_words \(--context-words\) words .* and they are 0",
+    ),
 ]
 
 

@@ -1460,6 +1460,16 @@ def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
             {"latency_metrics": ["LAAL", "FOO"], "ca_unit_seconds": 0.4},
             "latency_metrics: no metric 'FOO'; SimulEval knows",
         ),
+        # before: ignored without a word, the talks' clock the word times
+        (
+            {
+                "testset": "multi30k.de-en.talks5",
+                "word_times": "times.txt",
+                "latency_metrics": ["LAAL", "AL"],
+                "ca_unit_seconds": 0.3,
+            },
+            "ca_unit_seconds: the talks' clock is ",
+        ),
         # before: every talk decoded, then nothing scored (the scorer's clock ticks 1/1024 s)
         (
             {"testset": "multi30k.de-en.talks5", "ca_unit_seconds": 0.0001},

@@ -625,17 +625,18 @@ def check_shortform_log(log: Path, latency_unit: str) -> None:
 
 
 def say_left_out(log: str, talks: Sequence[Talk], outputs: Sequence[TalkOutput]) -> None:
-    """Name on stderr the gold sentences of talks the log does not hold whole (a run cut
-    by --end-index mid-talk), which scoring leaves out."""
+    """Say on stderr how many talks a log of gold sentences holds whole, when not all, and
+    the sentences of talks it holds in part (a run cut by --end-index mid-talk), which
+    scoring leaves out (before: said only of those, a log of whole talks unsaid)."""
     scored = {output.talk_id for output in outputs}
     kept = sum(talk.sentences for talk in talks if talk.talk_id in scored)
     logged = len(read_log(log))
+    said = f"{log}: talks scored: {len(scored)} of {len(talks)}"
     if logged > kept:
-        print(
-            f"{log}: talks scored: {len(scored)} ({kept} sentences); sentences left out, "
-            f"of talks it does not hold whole: {logged - kept}",
-            file=sys.stderr,
-        )
+        said += f" ({kept} sentences); sentences left out, of talks it does not hold whole: "
+        print(said + str(logged - kept), file=sys.stderr)
+    elif len(scored) < len(talks):
+        print(said, file=sys.stderr)
 
 
 def refuse_comet_flags_alone(argv: list[str], checkpoint: str | None) -> None:

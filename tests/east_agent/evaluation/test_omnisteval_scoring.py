@@ -418,9 +418,12 @@ def test_a_gold_sentence_log_is_scored_from_the_command_line(talks_dir, tmp_path
     log.write_text("".join(json.dumps(record) + "\n" for record in records[:3]))
     main(["longform", *folders, "--gold-sentences"])  # a run cut mid-talk
     assert capsys.readouterr().err == (
-        f"{log}: talks scored: 1 (2 sentences); sentences left out, of talks it does not "
-        "hold whole: 1\n"
+        f"{log}: talks scored: 1 of 2 (2 sentences); sentences left out, of talks it does "
+        "not hold whole: 1\n"
     )
+    log.write_text("".join(json.dumps(record) + "\n" for record in records[:2]))
+    main(["longform", *folders, "--gold-sentences"])  # the first talk whole (before: unsaid)
+    assert capsys.readouterr().err == f"{log}: talks scored: 1 of 2\n"
     write_log(log)  # a talks' log read as gold sentences
     with pytest.raises(SystemExit):
         main(["longform", *folders, "--gold-sentences"])

@@ -291,7 +291,11 @@ def _served_settings(args: argparse.Namespace, info: dict) -> dict:
 
 def _refuse_another_system(log: Path, saved: dict, served: dict | None) -> None:
     """A log that a served system of other settings wrote (its record's `served`), or a
-    local run of other settings (its record itself), is not resumed against this one."""
+    local run of other settings (its record itself), is not resumed against this one; nor
+    is a log whose system's settings are known against a server that says nothing of its
+    own (SimulEval's), or the other way round: either could hold another system's
+    sentences (as `run_folder` refuses for local runs; before: a log of two systems,
+    scored, exit 0)."""
     from east_agent.simuleval_glue.run_folder import (
         LOG_UNIT_SETTINGS,
         RECORDED_LATER,
@@ -300,8 +304,19 @@ def _refuse_another_system(log: Path, saved: dict, served: dict | None) -> None:
     )
 
     written_by = saved.get("served", saved if "agent_class" in saved else None)
-    if served is None or not isinstance(written_by, dict):
-        return  # a server that says nothing (SimulEval's), or a record that does not
+    if not isinstance(written_by, dict):
+        written_by = None
+    if served is None and written_by is None:
+        return  # SimulEval's server then and now: nothing to compare
+    if served is None or written_by is None:
+        unknown = "a server that says nothing of its settings (SimulEval's own)"
+        then = unknown if written_by is None else "a system whose settings its record names"
+        now = unknown if served is None else "one that names its settings"
+        raise ValueError(
+            f"{log} was written by {then}, and this run is against {now}: they cannot be "
+            "told the same system; resume against the server that wrote it, or write to "
+            "another --output"
+        )
     served = {name: value for name, value in served.items() if name not in LOG_UNIT_SETTINGS}
     # what the record names of the served settings (not those it is too old to name)
     named = {

@@ -601,7 +601,9 @@ def test_help_lists_the_clients_flags():
 def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):
     """The server says what decides its translations (`GET /`: `settings`); the folder
     records it, and a resume against a server of other settings, or of settings other
-    than the local run's that wrote the log, is refused (before: a log of two systems)."""
+    than the local run's that wrote the log, is refused (before: a log of two systems), and
+    so is a log of known settings against SimulEval's server, which says none, or the other
+    way round."""
     from east_agent.simuleval_glue.remote_eval import _served_settings
 
     output = tmp_path / "out"
@@ -624,7 +626,15 @@ def test_a_log_of_another_served_system_is_not_resumed(test_set, tmp_path):
     assert _served_settings(args, {"settings": low}) == local
     with pytest.raises(ValueError, match="num_beams: 1 there, 5 now"):
         _served_settings(args, {"settings": {**low, "num_beams": 5}})
-    assert _served_settings(args, {}) == local  # a server that says nothing (SimulEval's)
+    # against a server that says nothing (SimulEval's), and a log it wrote against this
+    # package's server: either could be another system (before: resumed, exit 0)
+    with pytest.raises(ValueError, match="by a system whose settings its record names, and "):
+        _served_settings(args, {})
+    stock = {name: value for name, value in record.items() if name != "served"}
+    (output / "run_settings.json").write_text(json.dumps(stock))
+    assert _served_settings(args, {}) == stock
+    with pytest.raises(ValueError, match=r"says nothing of its settings \(SimulEval's own\), "):
+        _served_settings(args, {"settings": low})
     # a record from before the weights' dtype was a setting names none: not compared for it
     # (before: "weights_dtype: None there, 'float32' now")
     newer = {**low, "weights_dtype": "float32"}

@@ -13,7 +13,9 @@ clients cannot be told apart.
 - `POST /reset` starts a sentence (and opens the session); `POST /close` ends the session
   (a request still waiting for its output then gets 409). Any other request of a session
   that is not open gets 404: one dropped for being idle lost its sentence, which is not
-  continued on a new stream from the middle (a wrong translation).
+  continued on a new stream from the middle (a wrong translation). A closed session is
+  not opened again (410, even by `POST /reset`): a reset a client sent before its close,
+  queued behind it, would hold a stream no client owns.
 - `POST /step` is `PUT /input` and `GET /output` in one request (the input segment in,
   the output segment out): half the requests a sentence takes. `GET /` says the server
   takes it (`"step": true`), and `east-remote-eval` then uses it.
@@ -61,6 +63,7 @@ if TYPE_CHECKING:  # the client (`east-remote-eval`) imports this module without
 logger = logging.getLogger("east_agent.simuleval_glue.agent_server")
 
 LEGACY_SESSION = ""
+CLOSED_KEPT = 100_000  # closed session names remembered (a client names each anew: uuid4)
 MAX_BODY_BYTES = 1 << 20  # a request's body: a segment of one source unit, or a few
 # what the server reads of a body, the bytes above MAX_BODY_BYTES read and dropped, so
 # that a body too large gets 413 with the limit named, not tornado's bare 400 or a dropped
@@ -104,6 +107,7 @@ class AgentService:
         self.settings = settings  # what decides its translations, as a local run records it
         self.batch_wait = batch_wait  # seconds a step waits for sessions between requests
         self.sessions: dict[str, Session] = {}
+        self.closed: dict[str, None] = {}  # names closed (`POST /close`), oldest first
         self.runner: asyncio.Task | None = None
         self.returning: set[str] = set()  # answered by the last step, not back yet
         self.arrived = asyncio.Event()  # one of them is back
@@ -125,6 +129,11 @@ class AgentService:
         """The session `name`; with `opening` (a reset) a new one if it is not open."""
         session = self.sessions.get(name)
         if session is None:
+            if name in self.closed:  # before: a reset queued behind the close reopened it,
+                raise RequestError(  # holding a stream no client owned until the timeout
+                    410, f"session {name!r} was closed (POST /close): a closed session is "
+                    "not opened again; name a new one"
+                )  # fmt: skip
             if not opening:
                 raise RequestError(
                     404, f"no session {name!r}: POST /reset opens one (a session idle for "
@@ -157,13 +166,22 @@ class AgentService:
         self.pool.begin(session.stream)
 
     def close(self, name: str) -> None:
+        """`POST /close`: the session ends, and its name is not opened again."""
+        self._end(name)
+        if name != LEGACY_SESSION:  # SimulEval's evaluator names none: it resets it again
+            self.closed[name] = None
+            if len(self.closed) > CLOSED_KEPT:
+                del self.closed[next(iter(self.closed))]
+        logger.info("session %r closed (%d open)", name, len(self.sessions))
+
+    def _end(self, name: str) -> None:
+        """The session gone, its stream back (a request waiting for it gets 409)."""
         session = self.sessions.pop(name, None)
         if session is None:
             raise RequestError(404, f"no session {name!r}")
         _settle(session.waiter, RequestError(409, f"session {name!r} was closed while it waited"))
         self.pool.release(session.stream)
         self._back(name)  # not to be waited for
-        logger.info("session %r closed (%d open)", name, len(self.sessions))
 
     def push(self, name: str, body: bytes) -> None:
         session = self.session(name)
@@ -288,7 +306,7 @@ class AgentService:
         for name, session in list(self.sessions.items()):
             if session.waiter is None and now - session.last_seen > self.timeout:
                 logger.info("session %r idle for %.0f s: dropped", name, now - session.last_seen)
-                self.close(name)
+                self._end(name)  # its client may reset it again, from a sentence's start
 
 
 def _settle(waiter: asyncio.Future | None, error: Exception | None = None) -> None:

@@ -158,6 +158,27 @@ def test_a_dropped_session_is_not_continued_from_the_middle_of_its_sentence(
     assert asyncio.run(run()).finished
 
 
+def test_a_closed_session_is_not_opened_again(east_model, east_tokenizer):
+    """A client's reset still queued on an old connection when its close came first on a
+    new one reopened the session: a stream no client owned, held until --session-timeout
+    (a probe, server paused mid-run). The legacy session (no name: SimulEval's evaluator)
+    opens again as before."""
+    from east_agent.simuleval_glue.agent_server import LEGACY_SESSION
+
+    service = one_stream_service(east_model, east_tokenizer)
+    service.reset("s")
+    service.close("s")
+    for request in (lambda: service.reset("s"), lambda: service.push("s", b"{}")):
+        with pytest.raises(RequestError, match="'s' was closed .* not opened again") as gone:
+            request()
+        assert gone.value.status == 410 and not service.sessions
+    assert len(service.pool.free) == 1  # the stream is back, and stays free
+    service.reset(LEGACY_SESSION)
+    service.close(LEGACY_SESSION)
+    service.reset(LEGACY_SESSION)
+    assert LEGACY_SESSION in service.sessions
+
+
 def test_a_failed_step_fails_its_sessions_and_leaves_them_usable(
     east_model, east_tokenizer, monkeypatch
 ):

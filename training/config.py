@@ -53,6 +53,7 @@ from typing import Any
 
 import yaml
 
+from east_agent.common.arguments import TORCH_DTYPES
 from east_agent.common.yaml_files import (
     ANCHORS_ONLY,
     UniqueKeyLoader,
@@ -63,7 +64,6 @@ from east_agent.common.yaml_files import (
     without_anchor_blocks,
 )
 from east_agent.decoding import units
-from east_agent.lm.checkpoint import TORCH_DTYPES
 from training.data import EAST_TOKENS, lone_surrogate, repeated_file
 
 STAGES = ("full", "lora")

@@ -27,6 +27,7 @@ from east_agent.bench.step_costs import copy_bandwidth, step_costs, weight_bytes
 from east_agent.bench.streams import stream_benchmark, streams_report
 from east_agent.bench.timing import progress
 from east_agent.common.arguments import (
+    TORCH_DTYPES,
     DefaultsHelpFormatter,
     add_old_spelling,
     checked_device,
@@ -45,7 +46,6 @@ from east_agent.decoding.prompt import (
 )
 from east_agent.decoding.units import source_units
 from east_agent.lm import KV_CACHES
-from east_agent.lm.checkpoint import TORCH_DTYPES
 
 if TYPE_CHECKING:
     from transformers import (

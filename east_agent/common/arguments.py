@@ -13,6 +13,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
+# --torch-dtype's choices: here, not beside the loader, so that a command's flags are read
+# without importing torch (before: east-demo's first 1.3 s, a Ctrl-C there a torch traceback)
+TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default, but not a `None` (a flag whose absence says it all)."""

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from east_agent.common.arguments import (
+    TORCH_DTYPES,
     DefaultsHelpFormatter,
     folder_path,
     parse_once_each,
@@ -30,7 +31,6 @@ from east_agent.evaluation.config import (
     check_testset,
 )
 from east_agent.evaluation.grid import run_grid
-from east_agent.lm.checkpoint import TORCH_DTYPES
 
 # The repository's copy (the package is installed in editable mode from the checkout).
 DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "east-demo"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from east_agent.common.arguments import checked_device
+from east_agent.common.arguments import TORCH_DTYPES, checked_device
 from east_agent.common.atomic import not_a_folder
 from east_agent.common.fingerprint import folder_fingerprint, is_content_setting, is_hub_id
 from east_agent.common.records import RecordError, invalid_json, read_json_object
@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
-
-TORCH_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 class CheckpointError(ValueError):

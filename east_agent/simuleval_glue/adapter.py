@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from simuleval.agents import ReadAction, TextToTextAgent, WriteAction
 
 from east_agent.common.arguments import (
+    TORCH_DTYPES,
     checked_device,
     non_negative_int,
     positive_int,
@@ -35,7 +36,6 @@ from east_agent.decoding.prompt import LATENCY_LEVELS, known_language_name
 from east_agent.decoding.streaming import StreamingDecoder
 from east_agent.lm import KV_CACHES
 from east_agent.lm.checkpoint import (
-    TORCH_DTYPES,
     check_adapter_base,
     check_adapter_path,
     check_config,

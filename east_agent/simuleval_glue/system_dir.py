@@ -48,16 +48,7 @@ from east_agent.common.arguments import (
 )
 from east_agent.common.atomic import atomic_path, check_folder_path
 from east_agent.common.entry import command_line
-from east_agent.common.fingerprint import MODEL_FILE_SUFFIXES
-from east_agent.lm.checkpoint import (
-    CheckpointError,
-    check_adapter_base,
-    check_adapter_path,
-    check_model_path,
-    check_weights,
-    check_weights_readable,
-    is_hub_id,
-)
+from east_agent.common.fingerprint import MODEL_FILE_SUFFIXES, is_hub_id
 
 if TYPE_CHECKING:
     from east_agent.simuleval_glue.adapter import StreamingAgent
@@ -206,6 +197,8 @@ def check_flag_names(agent: str, parser: argparse.ArgumentParser, flags: dict) -
 def adapter_folder(flags: dict[str, object]) -> Path | None:
     """The folder of an `adapter_path=` flag (None without one); not a peft adapter (no
     adapter_config.json) is refused."""
+    from east_agent.lm.checkpoint import check_adapter_path  # torch: once the work starts
+
     if "adapter_path" not in flags:
         return None
     given = str(flags["adapter_path"])
@@ -242,6 +235,13 @@ def write_system_dir(
 ) -> Path:
     """The submission folder `output` (see the module's docstring); everything is checked
     before anything is written or copied."""
+    from east_agent.lm.checkpoint import (  # torch: not for reading the flags
+        CheckpointError,
+        check_model_path,
+        check_weights,
+        check_weights_readable,
+    )
+
     if not str(output):  # before: ". exists; choose a new folder"
         raise ValueError("output '': name the new folder")
     output = Path(output)
@@ -313,6 +313,7 @@ def check_with_model(
     and checks of its flags against it when it runs (a --max-context the model holds and
     the prompt leaves room in, a long-form cache budget), checked now: refused here, not
     by the evaluator's run; `given`: the model folder as named (in the messages)."""
+    from east_agent.lm.checkpoint import check_adapter_base
     from east_agent.simuleval_glue.adapter import check_checkpoint, check_max_context
 
     settings = without_paths(config)

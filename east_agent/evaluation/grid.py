@@ -479,8 +479,8 @@ def _run_picked(
             "dict[str, list[Comparison]]",
             run_jobs(todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None),
         )
-    except Exception:  # runs failed: the tables of those that finished, then the error
-        with suppress(Exception):  # the runs' failure is the error to show; a rerun tables
+    except (Exception, KeyboardInterrupt):  # runs failed, or Ctrl-C: the tables of those
+        with suppress(Exception):  # that finished, then the error (a rerun tables them too)
             summarize(config, tabled, left_out=unscored, asked=asked)
         raise
     rows = summarize(config, tabled, compared, left_out=unscored, asked=asked)

@@ -80,6 +80,33 @@ def test_a_failed_run_of_one_job_keeps_the_tables_of_the_others(
     assert "east-high" not in (output / "results.csv").read_text()
 
 
+def test_a_grid_interrupted_keeps_the_tables_of_its_finished_runs(east_checkpoint, tmp_path):
+    """Ctrl-C during a run: the runs that finished are tabled, as for a failed run (before:
+    no table, so that `east-demo --all-levels` interrupted at its last level showed none
+    of the four it had finished)."""
+    systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    script = (
+        "import sys\n"
+        "from east_agent.evaluation import runs\n"
+        "from east_agent.evaluation.cli import main\n"
+        "real = runs.run_simuleval\n"
+        "def interrupted(command, run_output, *args, **kwargs):\n"
+        "    if run_output.name == 'east-high':\n"
+        "        raise KeyboardInterrupt  # as Python raises it for a Ctrl-C\n"
+        "    return real(command, run_output, *args, **kwargs)\n"
+        "runs.run_simuleval = interrupted\n"
+        "main(sys.argv[1:])\n"
+    )
+    result = python_with_ctrl_c(script, config, "--limit", "3", "--jobs", "1")
+    assert result.returncode == -signal.SIGINT, result.stderr[-3000:]
+    assert result.stderr.endswith("east-eval: interrupted\n")
+    table = (output / "results.md").read_text()
+    assert "| east | low |" in table and "| east | high |" not in table
+    assert "Not in this table: east-high" in table
+
+
 def test_runs_left_out_by_only_are_not_named_under_the_table(east_checkpoint, tmp_path):
     """The note names the runs asked for that the table lacks (before: every run of the
     config not run yet, though `--only` left it out)."""

@@ -28,6 +28,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from contextlib import suppress
 from copy import copy
 from functools import partial
 from pathlib import Path
@@ -200,9 +201,10 @@ def run_out_of_order(
         record_types(output, args.source_type, args.target_type)
         try:
             translate(indices)
-        except CommandError:  # failed sentences: the others kept, in index order too
-            if log.exists():
-                sort_log(log)
+        except BaseException:  # failed sentences, a Ctrl-C: the others kept, in index order
+            with suppress(Exception):  # (before: a Ctrl-C left them in finishing order);
+                if log.exists():  # the run's own error is the one to show
+                    sort_log(log)
             raise
         sort_log(log)
         if scores is not None:

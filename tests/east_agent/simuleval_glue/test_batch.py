@@ -1078,6 +1078,32 @@ def test_a_folder_being_written_is_refused_before_anything_is_written(
     assert all((output / name).read_text() == text for name, text in earlier.items())
 
 
+@pytest.mark.parametrize("ended_by", [KeyboardInterrupt, RuntimeError])
+def test_a_batched_run_ended_midway_leaves_its_log_in_index_order(tmp_path, ended_by):
+    """Sentences finish in any order; a run ended by a Ctrl-C or an error leaves them in
+    index order, as one whose sentences failed does (before: a Ctrl-C left them in the
+    order they finished)."""
+    import argparse
+
+    from east_agent.simuleval_glue.batch import run_out_of_order
+
+    output = tmp_path / "out"
+    args = argparse.Namespace(
+        output=str(output), continue_unfinished=False, no_scoring=True,
+        source_type="text", target_type="text",
+    )  # fmt: skip
+
+    def translate(indices):
+        with open(output / "instances.log", "a") as log:
+            for index in (3, 0, 2):
+                log.write(json.dumps({"index": index, "prediction": f"s{index}"}) + "\n")
+        raise ended_by()
+
+    with pytest.raises(ended_by):
+        run_out_of_order(args, range(5), None, translate)
+    assert [record["index"] for record in instances(output)] == [0, 2, 3]
+
+
 def test_a_batched_run_holds_its_folder_until_its_scores_are_written(
     east_checkpoint, test_set, tmp_path, monkeypatch
 ):

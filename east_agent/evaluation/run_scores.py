@@ -104,7 +104,7 @@ def rescore_if_changed(
     longform = longform_differences(config, run_dir) if config.long_form else []
     if not changes and not longform:
         if say_skipped:
-            print(f"{label}: done already, skipped", flush=True)
+            print(f"{label}: done already, skipped{measured_note(config, run_dir)}", flush=True)
         return True
     shown = "; ".join([*changes, *longform])
     if dry_run:
@@ -114,6 +114,21 @@ def rescore_if_changed(
     if changes and not _scored_again(config, testset, run_dir, label):
         return False
     return not longform or _longform_scored_again(config, run, run_dir, label)
+
+
+def measured_note(config: EvalConfig, run_dir: Path) -> str:
+    """What a finished run kept for a grid asking for one stream measured: its `_CA`
+    columns and time measured with more (before: kept without a word, the table's `streams`
+    column alone saying so)."""
+    from east_agent.evaluation.reports import streams_of
+
+    streams = streams_of(run_dir)
+    if config.batch_size != 1 or streams == 1:
+        return ""
+    return (
+        f" (its computation-aware latency and time were measured with {streams} streams "
+        f"sharing the device; to measure one stream, delete {run_dir} and run again)"
+    )
 
 
 def lacking_since_scored(run_dir: Path) -> str | None:

@@ -29,6 +29,27 @@ def grid(east_checkpoint, tmp_path_factory):
     return config, folder / "out", result
 
 
+def test_a_one_stream_grid_says_which_finished_runs_were_measured_batched(
+    east_checkpoint, tmp_path
+):
+    """`--batch-size 1` is the way to measure one stream's computation-aware latency; a
+    run a batched grid finished is kept, and said to be measured with its streams (before:
+    "done already, skipped", its batched _CA columns tabled without a word)."""
+    systems = {"east": {"agent": "east", "latency": ["low"]}}
+    output = tmp_path / "out"
+    config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
+    assert east_eval(config, "--limit", "3").returncode == 0
+    again = east_eval(config, "--limit", "3", "--batch-size", "1")
+    assert again.returncode == 0, again.stderr[-3000:]
+    run_dir = output / "runs" / "east-low"
+    assert (
+        "east-low: done already, skipped (its computation-aware latency and time were "
+        f"measured with 3 streams sharing the device; to measure one stream, delete {run_dir}"
+    ) in again.stdout
+    batched = east_eval(config, "--limit", "3")
+    assert "east-low: done already, skipped\n" in batched.stdout
+
+
 def test_runs_made_for_another_span_are_left_out_of_the_tables(grid, east_checkpoint, tmp_path):
     """A grid into an --output that holds an earlier grid's runs of another --limit: those
     are named and left out of its tables and tests, never shown as its own."""

@@ -219,7 +219,7 @@ def _run_on_workers(
             job = pending.pop(0)
             said = f"started{_resumed(job)} ({_console(job)})"
             print(f"[{job.number}/{total}] {job.name}: {said}", flush=True)
-            running[pool.submit(_run_job, job, jobs)] = job
+            running[_submit(pool, _run_job, job, jobs)] = job
         if not running:
             if not done_here:
                 break
@@ -247,7 +247,7 @@ def _run_on_workers(
                 failures.append(f"{work.name}: {future.exception()} (see {_console(work)})")
         for follow_up in [f for f in waiting if f.needs <= finished and not failures]:
             waiting.remove(follow_up)  # before the next run: it holds a worker a moment
-            running[pool.submit(follow_up.call)] = follow_up
+            running[_submit(pool, follow_up.call)] = follow_up
         if running and (not pending or failures):  # no run will start: no worker will need
             # its threads again (before: the workers' threads summed, above `available`
             # where the jobs outnumber them, and a last run on 2 threads of 1 crawled)
@@ -284,6 +284,16 @@ def share_out(pool: ProcessPoolExecutor, share: Synchronized, threads: int) -> N
         with suppress(ProcessLookupError):  # a worker that has just ended
             if worker.pid is not None and worker.is_alive():
                 os.kill(worker.pid, signal.SIGUSR1)
+
+
+def _submit(pool: ProcessPoolExecutor, call: Callable, *arguments) -> Future:
+    """`pool.submit`, Ctrl-C, SIGHUP and SIGTERM held back meanwhile: the worker it may
+    start is then one `_stop` knows of and kills (before: a signal taken after the
+    forkserver forked it, before the pool listed it, left it to unpickle the pool's
+    semaphore once `east-eval` had removed it, and print that traceback after
+    `east-eval: interrupted`)."""
+    with _blocked(*LEFT_TO_EAST_EVAL, signal.SIGTERM):
+        return pool.submit(call, *arguments)
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

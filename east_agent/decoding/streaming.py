@@ -99,6 +99,11 @@ def check_shared_settings(config: DecoderConfig | WaitkConfig) -> None:
     check_field_types(config)
     object.__setattr__(config, "src_lang", language_name(config.src_lang))
     object.__setattr__(config, "tgt_lang", language_name(config.tgt_lang))
+    if config.src_lang == config.tgt_lang:  # before: "Translate ... from German into German"
+        raise ValueError(
+            f"src_lang and tgt_lang (--src-lang, --tgt-lang) are both {config.src_lang}: "
+            "a translation is from one language into another"
+        )
     for name, flag in (("max_new_tokens", "--max-new-tokens"), ("max_context", "--max-context")):
         value = getattr(config, name)
         if value is not None and value < 1:

@@ -426,6 +426,16 @@ def test_a_config_value_of_another_type_is_refused(settings, message):
     assert type(DecoderConfig("de", "en", latency=Level.HIGH).latency) is str  # its text
 
 
+@pytest.mark.parametrize("target", ["de", "German"])
+def test_a_source_language_as_the_target_is_refused(target):
+    """Before: the decoder was asked to translate "from German into German"."""
+    from east_agent.decoding.waitk import WaitkConfig
+
+    for config in (DecoderConfig, WaitkConfig):
+        with pytest.raises(ValueError, match="--tgt-lang\\) are both German: a translation"):
+            config("de", target, **({"waitk": 3} if config is WaitkConfig else {}))
+
+
 def test_a_context_that_leaves_no_room_is_refused_as_the_decoder_is_built(
     east_model, east_tokenizer
 ):

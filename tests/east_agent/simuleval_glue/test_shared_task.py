@@ -327,6 +327,8 @@ def check_sessions_and_bad_requests(url):
     assert reply.status_code == 413 and "has 83886080 bytes" in reply.json()["error"]
     assert requests.get(f"{url}/reset").status_code == 405  # each endpoint its methods
     requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
+    reopened = requests.post(f"{url}/reset", headers={"X-Session-Id": "bad"})  # closed: gone
+    assert reopened.status_code == 410 and "not opened again" in reopened.json()["error"]
     assert requests.get(f"{url}/").json()["sessions"] == 0  # the clients closed theirs
     requests.post(f"{url}/reset").raise_for_status()  # the legacy session
     for name in ("a", "b"):
@@ -366,10 +368,11 @@ def one_request_or_two_give_the_same_output(url, test_set):
     by_step = translate_by_hand(url, "by-step", words, one_request=True)
     assert by_step == translate_by_hand(url, "by-two", words, one_request=False)
     assert by_step[-1][1] is True and "".join(text for text, _ in by_step).strip()
-    requests.post(f"{url}/reset", headers={"X-Session-Id": "bad"}).raise_for_status()
-    bad = requests.post(f"{url}/step", data=b"{not json", headers={"X-Session-Id": "bad"})
+    headers = {"X-Session-Id": "bad-step"}
+    requests.post(f"{url}/reset", headers=headers).raise_for_status()
+    bad = requests.post(f"{url}/step", data=b"{not json", headers=headers)
     assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
-    requests.post(f"{url}/close", headers={"X-Session-Id": "bad"}).raise_for_status()
+    requests.post(f"{url}/close", headers=headers).raise_for_status()
     return words
 
 

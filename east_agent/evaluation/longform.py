@@ -101,8 +101,13 @@ def parse_name(name: str) -> tuple[str, int | None]:
     match = TALKS_SUFFIX.search(name)
     if match is None:
         return name, None
-    if not (match["size"].isascii() and match["size"].isdigit()) or int(match["size"]) < 1:
-        raise ValueError(f"{name!r}: a long-form name ends in .talksN, N >= 1 sentences a talk")
+    size = match["size"]
+    # N as written once: `talks050` would be another name of talks50's set (before: taken,
+    # and a talks50 grid on its folder refused as another test set)
+    if not (size.isascii() and size.isdigit()) or int(size) < 1 or size != str(int(size)):
+        raise ValueError(
+            f"{name!r}: a long-form name ends in .talksN, N >= 1 sentences a talk (no leading 0)"
+        )
     return name[: match.start()], int(match["size"])
 
 

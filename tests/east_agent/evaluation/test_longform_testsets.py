@@ -63,6 +63,8 @@ def test_east_prepare_writes_a_long_form_set(tmp_path, capsys):
         ("wmt99.de-en.talks50", "unknown test set 'wmt99.de-en'"),
         ("wmt22.de-en.talks0", "ends in .talksN, N >= 1"),
         ("wmt22.de-en.talks\u0663", "ends in .talksN, N >= 1"),  # before: taken as talks3
+        # before: taken, another name of talks50's set
+        ("wmt22.de-en.talks050", "ends in .talksN, N >= 1 sentences a talk \\(no leading 0"),
     ],
 )
 def test_bad_long_form_names_are_refused(name, message, tmp_path):

@@ -248,6 +248,13 @@ def _edit_line(path, number, new=None):
             lambda f: _edit_line(f / "source.txt", 1, lines(f / "source.txt")[0] + " x"),
             "source.txt: line 1: ",
         ),
+        # before: translated by the gold-sentence systems as it was, exit 0
+        (
+            lambda f: _edit_line(
+                f / "source_sentences.txt", 1, "Kein" + lines(f / "source_sentences.txt")[0][3:]
+            ),
+            "source.txt: line 1: not its talk's lines of source_sentences.txt joined",
+        ),
     ],
 )
 def test_talk_files_edited_by_hand_are_named_with_file_and_line(tmp_path, edit, message):

@@ -37,9 +37,14 @@ def test_prepared_files_line_up(name, east_tokenizer, tmp_path):
     references = prepared.reference.read_text().splitlines()
     pairs, src_lang, tgt_lang = read_pairs(name)
     assert len(sources) == len(references) == len(pairs) == prepared.sentences
+    invisible = "\u200b\u2060\ufeff"  # a few WMT22 lines' (before: kept, `\u200bI` a word)
     for (source, reference), units, written in zip(pairs, sources, references):
+        source, reference = (
+            text.translate({ord(c): None for c in invisible}) for text in (source, reference)
+        )
         assert join_source_units(units.split(), src_lang) == " ".join(source.split())
         assert written == " ".join(reference.split())
+    assert not set(invisible) & set(prepared.source.read_text() + prepared.reference.read_text())
     chinese_target = tgt_lang == "Chinese"
     assert prepared.eval_latency_unit == ("char" if chinese_target else "word")
     assert prepared.sacrebleu_tokenizer == ("zh" if chinese_target else "13a")

@@ -28,7 +28,8 @@ SAMPLES = 1000
 LEVEL = 0.05
 # under the Markdown table (before: a CI95_to of 17.7 beside a BLEU of 33.3 read as a bound)
 SIGNIFICANCE_NOTE = (
-    "CI95_to: half-width of the 95% bootstrap interval of BLEU_to (BLEU_to ± CI95_to); "
+    "CI95_to: half-width of the 95% bootstrap interval of BLEU_to, centred on the "
+    "resamples' mean BLEU (sacrebleu's), not on BLEU_to itself; "
     f"p_value: paired bootstrap, {SAMPLES:,} resamples; tie: p ≥ {LEVEL:g}, or a delta of 0"
 )
 

@@ -312,7 +312,10 @@ def test_grid_runs_every_setting_and_tabulates(grid):
     assert "Paired bootstrap" in result.stdout
     # what CI95_to is, under the table (before: a half-width of 17.7 beside a BLEU of 33.3
     # read as the interval's upper end)
-    said = "CI95_to: half-width of the 95% bootstrap interval of BLEU_to (BLEU_to ± CI95_to)"
+    said = (
+        "CI95_to: half-width of the 95% bootstrap interval of BLEU_to, centred on the "
+        "resamples' mean BLEU (sacrebleu's), not on BLEU_to itself"
+    )
     assert said in (output / "significance.md").read_text().splitlines()[-1]
 
 

@@ -60,6 +60,7 @@ from east_agent.common.atomic import (
     check_replaceable,
     install,
     is_special_file,
+    remove,
     remove_tree,
     temporary_beside,
 )
@@ -432,14 +433,23 @@ def build(
         write_outputs(output, records, all_links, work)
     finally:
         remove_tree(work)
+    unused = unused_links(output)
+    if alignments is not None and Path(alignments).resolve() == unused.resolve():
+        remove(unused)  # kept for this rebuild, now `<output>.links.gz` (before: left over)
+        logger.info("%s removed: its links are in %s.links.gz now", unused, output)
     return report
+
+
+def unused_links(output: Path) -> Path:
+    """Where the links of a build that failed its checks are kept (`kept_links`)."""
+    return Path(f"{output}.unused.links.gz")
 
 
 def kept_links(output: Path, all_links: list[Links]) -> str:
     """eflomal's links of a build that failed its checks, kept beside the output (eflomal
     cannot be seeded, and a large corpus takes hours to align; before: thrown away with the
     work folder): where they are, and how to reuse them."""
-    path = Path(f"{output}.unused.links.gz")
+    path = unused_links(output)
     save_links(path, all_links)
     return f"eflomal's links are kept in {path}: --alignments {path} reuses them (other --levels)"
 

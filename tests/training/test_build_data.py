@@ -630,8 +630,10 @@ def test_eflomals_links_of_a_build_that_fails_its_checks_are_kept(tmp_path):
         f"eflomal's links are kept in {kept}: --alignments {kept} reuses them (other --levels)"
     )
     assert not output.exists()
+    links = kept.read_bytes()
     build(pairs, "de", "en", output, ["low"], kept, progress=False)
-    assert Path(f"{output}.links.gz").read_bytes() == kept.read_bytes()
+    assert Path(f"{output}.links.gz").read_bytes() == links
+    assert not kept.exists()  # in o.jsonl.links.gz now (before: left over beside it)
 
 
 @pytest.mark.parametrize("killed_at", ["links", "records"])

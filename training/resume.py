@@ -4,7 +4,9 @@
   `train.output_dir` (one whose trainer state parses: the Trainer writes it last).
 - Every run records what decides the weights its steps compute (`recipe.json` in
   `output_dir`: stage, model, LoRA, data files by content, the training settings less
-  those that only change how it is logged, saved, evaluated or how long it goes on). An
+  those that only change how it is logged, saved, evaluated or how long it goes on; the
+  length is recorded beside them, and a resume may change it only where the learning-rate
+  schedule does not follow it: `check_schedule_length`). An
   `auto` resume from checkpoints of another recipe is refused naming what differs
   (before: a smoke test's checkpoints were resumed by the full run in the same folder),
   and so is a run that does not resume into a folder holding checkpoints (a later `auto`
@@ -57,7 +59,8 @@ RECIPE_RECORD = TRAINING_RECORD  # the agents and merge_lora read it beside an a
 SUMMARY = "train_summary.json"
 FINAL_MODEL_DIR = "model"
 # Training settings a resume may change: how the run is logged, saved and evaluated, where
-# it runs (activations kept or recomputed), how long it goes on; never what one step computes.
+# it runs (activations kept or recomputed), how long it goes on (where the schedule allows:
+# `check_schedule_length`); never what one step computes.
 RESUMABLE_TRAIN_KEYS = {
     "gradient_checkpointing", "gradient_checkpointing_kwargs", "activation_checkpointing",
     "activation_checkpointing_kwargs",
@@ -202,30 +205,46 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
             + (start_from_hint(str(written.get("stage", config.stage))) if named else "")
         )
     if length is not None:
-        check_schedule_length(config, resume, length)
+        check_schedule_length(config, resume, length, named)
 
 
-def check_schedule_length(config: SFTConfig, resume: str, length: dict) -> None:
-    """Refuse to resume a run for another length (`max_steps`, `num_train_epochs`) where the
-    learning-rate schedule is laid out over the length: the restored scheduler would jump
-    to the new schedule midway (before: a cosine decayed over 10 steps went back up to
-    near its peak for steps 11 to 20, a model neither run's recipe trains)."""
-    now = run_length(config)
-    if now == length or not schedule_follows_length(config.train):
+def check_schedule_length(config: SFTConfig, resume: str, length: dict, named: bool) -> None:
+    """Refuse to resume a run for another length (`max_steps`, or `num_train_epochs` for a
+    run sized in epochs) where the learning-rate schedule is laid out over the length: the
+    restored scheduler would jump to the new schedule midway (before: a cosine decayed over
+    10 steps went back up to near its peak for steps 11 to 20, a model neither length
+    trains); `named`: a checkpoint named by its path, rather than `auto`."""
+    then, now = effective_length(length), effective_length(run_length(config))
+    if now == then or not schedule_follows_length(config.train):
         return
-    changed = [name for name in LENGTH_KEYS if length.get(name) != now[name]]
-    then_said = ", ".join(f"train.{name} {length.get(name)}" for name in changed)
-    now_said = ", ".join(f"{now[name]}" for name in changed)
+    then_said = ", ".join(f"train.{name} {value}" for name, value in then.items())
+    now_said = ", ".join(f"train.{name} {value}" for name, value in now.items())
+    elsewhere = (
+        start_from_hint(config.stage)
+        if named
+        else ", or train the new length into another train.output_dir (training.demo: "
+        "another --workdir)"
+    )
     raise ValueError(
         f"{resume} was trained with {then_said}, over which train.lr_scheduler_type "
         f"{config.train.get('lr_scheduler_type', 'linear')} lays out the learning rate; "
-        f"resumed with {now_said}, the schedule would jump midway: resume with "
-        f"{then_said}, or train the new length into another train.output_dir (a constant "
-        "schedule, its warm-up in whole steps, resumes for any length)"
+        f"resumed with {now_said}, the schedule would jump midway: resume with {then_said}"
+        f"{elsewhere} (a constant schedule, its warm-up in whole steps, resumes for any "
+        "length)"
     )
 
 
-LENGTH_FREE_SCHEDULES = {"constant", "reduce_lr_on_plateau"}
+def effective_length(length: dict) -> dict:
+    """What of a run's length (`run_length`) the Trainer reads: `max_steps` when above 0
+    (the epochs are then not read), else the epochs."""
+    steps = length.get("max_steps", -1)
+    if isinstance(steps, int) and steps > 0:
+        return {"max_steps": steps}
+    return {"num_train_epochs": length.get("num_train_epochs")}
+
+
+# no decay over the steps: greedy lowers the rate when the evaluation loss stops falling
+LENGTH_FREE_SCHEDULES = {"constant", "reduce_lr_on_plateau", "greedy"}
 WARMUP_ONLY_SCHEDULES = {"constant_with_warmup", "inverse_sqrt"}  # warm-up, then no length
 
 
@@ -357,8 +376,9 @@ def finished_step(resume: str | None, max_steps: int) -> int | None:
 
 
 def run_length(config: SFTConfig) -> dict:
-    """How long the recipe trains (`max_steps`, `num_train_epochs`, defaults filled in): a
-    resume may change it, so the recipe record leaves it out; the summary records it."""
+    """How long the recipe trains (`max_steps`, `num_train_epochs`, defaults filled in):
+    the summary records it, and the recipe record beside what it compares (a resume may
+    change it where the schedule allows: `check_schedule_length`)."""
     from transformers import TrainingArguments
 
     defaults = {field.name: field.default for field in dataclasses.fields(TrainingArguments)}
@@ -378,8 +398,8 @@ def finished_model(config: SFTConfig) -> Path | None:
         return None
     written, length = read_json_object(summary), run_length(config)
     step = written.get("global_step")
-    if "length" in written:
-        finished = written["length"] == length
+    if isinstance(written.get("length"), dict):  # epochs are not read in a run of steps
+        finished = effective_length(written["length"]) == effective_length(length)
     else:  # an earlier version's summary: a run sized in steps, ended at them
         finished = length["max_steps"] > 0 and step == length["max_steps"]
     if not isinstance(step, int) or not finished:

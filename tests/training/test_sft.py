@@ -699,11 +699,15 @@ def test_a_finished_run_is_not_trained_again_nor_resumed_by_another_recipe(
         )
     assert str(refusal.value) == (
         f"{output / 'checkpoint-4'} was trained with train.max_steps 4, over which "
-        "train.lr_scheduler_type cosine lays out the learning rate; resumed with 5, the "
-        "schedule would jump midway: resume with train.max_steps 4, or train the new length "
-        "into another train.output_dir (a constant schedule, its warm-up in whole steps, "
-        "resumes for any length)"
+        "train.lr_scheduler_type cosine lays out the learning rate; resumed with "
+        "train.max_steps 5, the schedule would jump midway: resume with train.max_steps 4, "
+        "or train the new length into another train.output_dir (training.demo: another "
+        "--workdir) (a constant schedule, its warm-up in whole steps, resumes for any length)"
     )
+    other_epochs = copy.deepcopy(tree)  # a run of steps reads no epochs (a review)
+    other_epochs["train"]["num_train_epochs"] = 5
+    epochs_config = parse_config(other_epochs)
+    check_checkpoints(epochs_config, trained_recipe(epochs_config), resolve_resume(epochs_config))
     # named by its path (before: taken, the checkpoint's schedule overriding the new rate,
     # which recipe.json recorded)
     named = {**other_rate, "resume_from_checkpoint": str(output / "checkpoint-4")}
@@ -1165,6 +1169,7 @@ def test_a_run_resumed_for_another_length_goes_on_only_where_its_schedule_allows
         ({"lr_scheduler_type": "constant_with_warmup", "warmup_steps": 0.03}, True),
         ({"lr_scheduler_type": "inverse_sqrt"}, False),
         ({"lr_scheduler_type": "reduce_lr_on_plateau"}, False),
+        ({"lr_scheduler_type": "greedy"}, False),  # stepped by the evaluation's loss
     ],
 )
 def test_which_schedules_follow_the_run_length(train, follows):

@@ -73,9 +73,6 @@ REMOVED_TRAINING_ARGUMENTS = {
     "logging_dir": "transformers 5 removed it",
 }
 
-# Training arguments transformers renamed (old name: new name). A recipe may use either;
-# the Trainer gets the one the installed transformers takes, without 5.25's FutureWarning
-# for the old name, and 5.17 (no new name yet) runs a recipe written with the new one.
 # Training arguments the Trainer takes but `training.sft` never reads: named with where
 # the recipe says it (before: accepted, no effect, and recorded in recipe.json as if used).
 UNREAD_TRAINING_ARGUMENTS = {
@@ -83,6 +80,9 @@ UNREAD_TRAINING_ARGUMENTS = {
     "resume_from_checkpoint (auto, a checkpoint's path, or null) is the one that resumes",
 }
 
+# Training arguments transformers renamed (old name: new name). A recipe may use either;
+# the Trainer gets the one the installed transformers takes, without 5.25's FutureWarning
+# for the old name, and 5.17 (no new name yet) runs a recipe written with the new one.
 RENAMED_TRAINING_ARGUMENTS = {
     "gradient_checkpointing": "activation_checkpointing",
     "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
@@ -533,28 +533,29 @@ def check_best_metric(train: dict, at: At) -> None:
 
 
 def check_reporting(train: dict, at: At) -> None:
-    """Each `report_to` integration is one transformers knows and has installed here
-    (before: tensorboard missing was a traceback once every record was tokenized and the
-    model loaded)."""
+    """Each `report_to` integration is one transformers knows, and its callback is made
+    here as the Trainer will make it (before: tensorboard missing was a traceback once
+    every record was tokenized and the model loaded)."""
     from transformers.integrations import integration_utils
 
     named = train.get("report_to")
-    if named is None or named in ("none", "all", []):
-        return
+    names = [named] if isinstance(named, str) else list(named or ())
     known = integration_utils.INTEGRATION_TO_CALLBACK
-    for name in [named] if isinstance(named, str) else named:
-        if name == "none":
+    for name in names:
+        if name in ("none", "all"):  # all: those installed, none: no report
             continue
         if name not in known:
             raise ConfigError(
                 f"{at('train', 'report_to')}: train.report_to {name!r}: one of none, all, "
                 f"{', '.join(known)}"
             )
-        if name not in integration_utils.get_available_reporting_integrations():
+        try:
+            known[name]()  # the Trainer's own call: it raises when the package is missing
+        except Exception as error:  # whatever the integration says is why
             raise ConfigError(
-                f"{at('train', 'report_to')}: train.report_to {name}: its package is not "
-                "installed here (install it, or report_to: none)"
-            )
+                f"{at('train', 'report_to')}: train.report_to {name}: {error} (install "
+                "it, or report_to: none)"
+            ) from None
 
 
 def check_output_apart(output_dir: str, name_or_path: str, at: At) -> None:

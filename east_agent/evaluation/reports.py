@@ -21,7 +21,6 @@ from typing import Any
 
 from east_agent.common.atomic import atomic_path, remove, write_atomically
 from east_agent.common.entry import CommandError
-from east_agent.common.records import read_json_object
 from east_agent.common.text_lines import read_lines
 from east_agent.evaluation.config import EvalConfig, Run
 from east_agent.evaluation.omnisteval_scoring import SHORTFORM_KEYS
@@ -35,6 +34,7 @@ from east_agent.evaluation.significance import (
     compare_runs,
 )
 from east_agent.evaluation.testsets import prepared_named
+from east_agent.simuleval_glue.run_folder import streams_of
 
 SIMULEVAL_COLUMNS = ("BLEU", "AL", "LAAL", "AL_CA", "LAAL_CA")
 RUN_COLUMNS = ("wall_seconds", "streams", "jobs")
@@ -162,16 +162,6 @@ def score_cell(text: str) -> str:
         return f"{float(text):.3f}"
     except ValueError:
         return text
-
-
-def streams_of(run_dir: Path) -> int:
-    """How many streams shared the device in a run (its computation-aware latency's
-    setting, with `jobs`: runs side by side): 1 for SimulEval's own loop; a batched run
-    says in `batch.json`."""
-    from east_agent.simuleval_glue.run_folder import BATCH_RECORD
-
-    record = run_dir / BATCH_RECORD
-    return read_json_object(record)["streams"] if record.exists() else 1
 
 
 def write_tables(

@@ -49,7 +49,7 @@ from east_agent.evaluation.omnisteval_scoring import (
 )
 from east_agent.evaluation.runs import RUN_RECORD, score_only_arguments
 from east_agent.evaluation.testsets import PreparedTestset
-from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, missing_from_span
+from east_agent.simuleval_glue.run_folder import INSTANCES_LOCK, missing_from_span, streams_of
 
 SHORTFORM_FILE = "omnisteval_scores.json"
 LONGFORM_FILE = "longform_scores.json"
@@ -120,8 +120,6 @@ def measured_note(config: EvalConfig, run_dir: Path) -> str:
     """What a finished run kept for a grid asking for one stream measured: its `_CA`
     columns and time measured with more (before: kept without a word, the table's `streams`
     column alone saying so)."""
-    from east_agent.evaluation.reports import streams_of
-
     streams = streams_of(run_dir)
     if config.batch_size != 1 or streams == 1:
         return ""

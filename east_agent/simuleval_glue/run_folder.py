@@ -128,6 +128,13 @@ def computation_aware_note(streams: int, shared: Sequence[str]) -> str:
     )
 
 
+def streams_of(output: Path) -> int:
+    """How many streams shared the device in a run (its computation-aware latency's
+    setting): 1 for SimulEval's own loop; a batched run says in `batch.json`."""
+    record = output / BATCH_RECORD
+    return read_json_object(record)["streams"] if record.exists() else 1
+
+
 def combined_batch_record(records: Sequence[dict]) -> dict:
     """One `batch.json` for sentences timed by several runs (a resumed log, merged shards):
     the most streams any of them had, and everything they shared (the device, a server)."""

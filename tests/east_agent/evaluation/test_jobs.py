@@ -438,7 +438,10 @@ def test_ctrl_c_of_a_grid_with_workers_is_one_line(east_checkpoint, tmp_path, wh
     systems = {"east": {"agent": "east", "latency": ["low", "high"]}}
     output = tmp_path / "out"
     config = write_config(tmp_path / "c.yaml", east_checkpoint, output, systems)
-    command = [console_script("east-eval"), str(config), "--limit", "200", "--jobs", "2"]
+    # runs long enough to be mid-run when the signal comes, on a loaded machine too (before:
+    # 200 sentences 64 at a time could end first, exit 0, in a busy CI)
+    command = [console_script("east-eval"), str(config), "--limit", "1000", "--jobs", "2"]
+    command += ["--batch-size", "2"]
     process = subprocess.Popen(
         command,
         stdout=subprocess.DEVNULL,

@@ -746,13 +746,8 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
     from east_agent.evaluation.longform import TICK, is_longform
 
     if "ca_unit_seconds" in tree and not is_longform(tree["testset"]):  # else OmniSTEval's too
-        metrics = tree.get("latency_metrics")  # the default's include AL_CA
-        # any case: `al_ca` is named as a metric SimulEval lacks (before: "asks for none")
-        asked = any(str(metric).upper().endswith("_CA") for metric in metrics or ())
-        if metrics is not None and not asked and not unknown_latency_metrics(metrics):
-            # as east-simuleval refuses --ca-unit-seconds (before: dropped without a word);
-            # a name SimulEval lacks is named first, by `check_metric_names` (it may be a
-            # misspelt _CA one: before, "asks for none", the name unsaid)
+        if asks_no_ca_metric(tree.get("latency_metrics")):
+            # as east-simuleval refuses --ca-unit-seconds (before: dropped without a word)
             on = (
                 f" on --testset {tree['testset']}, a sentence-level set"
                 if "testset" in place.overridden
@@ -764,8 +759,7 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
                 "AP_CA, DAL_CA) or leave ca_unit_seconds out"
             )
     if is_longform(tree["testset"]) and "ca_unit_seconds" in tree and tree.get("word_times"):
-        metrics = tree.get("latency_metrics")  # the default's include AL_CA, which read it
-        if metrics is not None and not any(str(name).endswith("_CA") for name in metrics):
+        if asks_no_ca_metric(tree.get("latency_metrics")):
             raise EvalConfigError(  # as the scorer refuses --ca-unit-seconds with --word-times
                 f"{place.of('ca_unit_seconds')}: the talks' clock is {place.of('word_times')}, "
                 "and latency_metrics asks for no SimulEval _CA metric, which alone would "
@@ -782,6 +776,16 @@ def check_top_level(tree: dict, place: KeyPlace) -> None:
     for name, settings in systems.items():
         check_system_name(place, name)
         check_system_settings(place.of("systems", name), settings)
+
+
+def asks_no_ca_metric(metrics: list | None) -> bool:
+    """Whether a config's `latency_metrics` name no computation-aware metric, which alone
+    reads `ca_unit_seconds` (None: the default's, AL_CA among them). Any case counts:
+    `al_ca` is named as a metric SimulEval lacks, as is any other name it lacks, by
+    `check_metric_names` (before: "asks for none", the misspelt name unsaid)."""
+    if metrics is None or unknown_latency_metrics(metrics):
+        return False
+    return not any(str(metric).upper().endswith("_CA") for metric in metrics)
 
 
 def unknown_latency_metrics(names: list[str]) -> list[str]:

@@ -1494,6 +1494,15 @@ def test_yaml_merge_keys_share_settings_between_systems(tmp_path):
             },
             "ca_unit_seconds: the talks' clock is ",
         ),
+        (  # a name SimulEval lacks is named first, as on sentence-level grids (a review)
+            {
+                "testset": "multi30k.de-en.talks5",
+                "word_times": "times.txt",
+                "latency_metrics": ["LAAL", "al_ca"],
+                "ca_unit_seconds": 0.3,
+            },
+            "latency_metrics: no metric 'al_ca'; SimulEval knows",
+        ),
         # before: every talk decoded, then nothing scored (the scorer's clock ticks 1/1024 s)
         (
             {"testset": "multi30k.de-en.talks5", "ca_unit_seconds": 0.0001},

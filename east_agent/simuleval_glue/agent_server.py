@@ -130,10 +130,7 @@ class AgentService:
         session = self.sessions.get(name)
         if session is None:
             if name in self.closed:  # before: a reset queued behind the close reopened it,
-                raise RequestError(  # holding a stream no client owned until the timeout
-                    410, f"session {name!r} was closed (POST /close): a closed session is "
-                    "not opened again; name a new one"
-                )  # fmt: skip
+                raise self._closed_error(name)  # holding a stream no one owned till the timeout
             if not opening:
                 raise RequestError(
                     404, f"no session {name!r}: POST /reset opens one (a session idle for "
@@ -166,13 +163,23 @@ class AgentService:
         self.pool.begin(session.stream)
 
     def close(self, name: str) -> None:
-        """`POST /close`: the session ends, and its name is not opened again."""
-        self._end(name)
+        """`POST /close`: the session ends, and its name is not opened again, a session
+        dropped for being idle too (its close gets 404, and a reset queued behind it 410)."""
+        if name in self.closed:
+            raise self._closed_error(name)
         if name != LEGACY_SESSION:  # SimulEval's evaluator names none: it resets it again
             self.closed[name] = None
             if len(self.closed) > CLOSED_KEPT:
                 del self.closed[next(iter(self.closed))]
+        self._end(name)
         logger.info("session %r closed (%d open)", name, len(self.sessions))
+
+    @staticmethod
+    def _closed_error(name: str) -> RequestError:
+        return RequestError(
+            410, f"session {name!r} was closed (POST /close): a closed session is not opened "
+            "again; name a new one"
+        )  # fmt: skip
 
     def _end(self, name: str) -> None:
         """The session gone, its stream back (a request waiting for it gets 409)."""

@@ -389,7 +389,9 @@ def write_card(args: argparse.Namespace, timings: dict[str, float]) -> None:
     from training.demo_card import model_card
 
     recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}
-    card = model_card(args, timings, recipes, build_flags(args))
+    links = _shipped_links(args, "simt-de-en")
+    named = None if links is None else links.relative_to(REPOSITORY)
+    card = model_card(args, timings, recipes, build_flags(args), named)
     with atomic_path(args.output) as temporary:
         shutil.copytree(args.workdir / "merged", temporary)
         _fill_card_folder(args, temporary)

@@ -71,8 +71,8 @@ def _significance(args, folder: str) -> str:
         return ""
     return (
         "\nEach setting against the one before it (paired bootstrap resampling, 1,000 "
-        "samples; `tie`: p ≥ 0.05; CI95_to: half-width of the 95% interval of its BLEU):\n\n"
-        + table.read_text()
+        "samples; `tie`: p ≥ 0.05; CI95_to: half-width of the 95% interval of its BLEU, "
+        "centred on the resamples' mean):\n\n" + table.read_text()
     )
 
 
@@ -91,32 +91,31 @@ def _warning(args, flags: Sequence[str]) -> str:
     return ""
 
 
-def _realigned(args) -> bool:
-    """Whether the data step aligned again (`training.demo._shipped_links` None)."""
-    return args.realign or args.max_pairs is not None
-
-
-SHIPPED_LINKS = "models/east-demo/alignments/simt-de-en.links.gz"
-
-
-def _alignment_flag(args) -> str:
-    return "" if _realigned(args) else f"--alignments {SHIPPED_LINKS} "
+def _alignment_flag(links: Path | None) -> str:
+    return "" if links is None else f"--alignments {links} "
 
 
 def _pairs_note(args) -> str:
     return "" if args.max_pairs is None else f"; the first {args.max_pairs} pairs of each file"
 
 
-def _alignment_note(args) -> str:
-    if not _realigned(args):
+def _alignment_note(args, links: Path | None) -> str:
+    if links is not None:
         return (
             "The word alignments (eflomal seeds itself and cannot be seeded) ship in "
             "`alignments/`, so\nthe rebuilt data are identical; `--realign` aligns again."
         )
+    if args.max_pairs is not None:
+        return (
+            "These data were aligned again by eflomal (`--max-pairs` always aligns), which "
+            "cannot be seeded:\ntheir links are in `alignments/`, but a rebuild aligns again, "
+            "so its data differ."
+        )
     return (
-        "These data were aligned again by eflomal (`--realign` or `--max-pairs`), which "
-        "cannot be seeded:\ntheir alignments are in `alignments/`, but a rebuild aligns "
-        "again, so its data differ."
+        "These data were aligned again by eflomal (`--realign`), which cannot be seeded; "
+        "their links are in\n`alignments/`, and the command above reuses "
+        "`models/east-demo/alignments/`: it rebuilds these data\nwhere this folder is "
+        "`models/east-demo/` (the default `--output`), other data elsewhere."
     )
 
 
@@ -138,10 +137,13 @@ def model_card(
     timings: dict,
     recipes: Mapping[str, SFTConfig],
     flags: Sequence[str],
+    links: Path | None,
 ) -> str:
     """The card of the model in `args.workdir`; `recipes` are the two stages' recipes as
     they were run ("stage1", "stage2"); `flags` those the demo was given besides `--seed`
-    with other values than its defaults (its reproduce command carries them)."""
+    with other values than its defaults (its reproduce command carries them); `links`: the
+    shipped alignments German→English data were built from, as the repository names them
+    (None: eflomal aligned them again)."""
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(args.workdir / "merged")
@@ -170,7 +172,7 @@ which runs, in order (outputs under `outputs/demo/`):
     python -m training.build_data --source east_agent/data/multi30k/train.de.gz \\
         --target east_agent/data/multi30k/train.en.gz \\
         --src-lang de --tgt-lang en --output outputs/demo/data/simt-de-en.jsonl.gz \\
-        {_alignment_flag(args)}--seed {args.seed}
+        {_alignment_flag(links)}--seed {args.seed}
     (the same for the val split and for French→English; offline records from the \
 pairs{_pairs_note(args)})
     python -m training.base_model --corpus east_agent/data/multi30k/train.{{de,en,fr}}.gz \\
@@ -182,7 +184,7 @@ pairs{_pairs_note(args)})
     east-eval eval_configs/multi30k-de-en.yaml --model-path outputs/demo/merged
     (and its EAST runs on Multi30k val; east-eval eval_configs/multi30k-fr-en.yaml)
 
-{_alignment_note(args)} Time per step on
+{_alignment_note(args, links)} Time per step on
 {timings.get("machine", "this machine")}: data {_minutes(timings, "data")}, base \
 {_minutes(timings, "base")}, Stage I {_minutes(timings, "stage1")}, Stage II \
 {_minutes(timings, "stage2")}, merge {_minutes(timings, "merge")}, evaluation \

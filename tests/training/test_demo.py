@@ -338,13 +338,40 @@ def test_the_card_command_rebuilds_the_model_it_describes(tmp_path, given, sizes
     args = parse_args([*given, "--workdir", str(tmp_path)])
     LlamaConfig(num_hidden_layers=args.layers).save_pretrained(tmp_path / "merged")
     recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}
-    card = model_card(args, {}, recipes, build_flags(args)).splitlines()
+    card = model_card(args, {}, recipes, build_flags(args), None).splitlines()
     command = next(line.split() for line in card if "python -m training.demo --" in line)
     rebuilt = parse_args([*command[3:], "--workdir", str(tmp_path)])
     for name in ("seed", *BUILD_FLAGS):
         assert getattr(rebuilt, name) == getattr(args, name), name
     assert "not the shipped model" in card[2]
     assert any(line.endswith(f"--output outputs/demo/base{sizes}") for line in card)
+
+
+@pytest.mark.parametrize(
+    ("given", "shipped", "said"),
+    [
+        ([], True, "--alignments models/east-demo/alignments/simt-de-en.links.gz --seed 0"),
+        ([], True, "so\nthe rebuilt data are identical"),
+        (["--max-pairs", "300"], False, "the first 300 pairs of each file"),
+        (["--max-pairs", "300"], False, "(`--max-pairs` always aligns)"),
+        (["--realign"], False, "it rebuilds these data\nwhere this folder is"),
+    ],
+)
+def test_the_card_says_how_its_data_were_aligned(tmp_path, given, shipped, said):
+    """Before: every card said the rebuilt data were identical and named the shipped
+    links, a `--max-pairs` build's too, and linked curves.png though no eval drew it."""
+    from transformers import LlamaConfig
+
+    from training.demo import build_flags, parse_args, stage_recipe
+    from training.demo_card import model_card
+
+    args = parse_args([*given, "--workdir", str(tmp_path)])
+    LlamaConfig().save_pretrained(tmp_path / "merged")
+    recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}
+    links = Path("models/east-demo/alignments/simt-de-en.links.gz") if shipped else None
+    card = model_card(args, {}, recipes, build_flags(args), links)
+    assert said in card
+    assert ("identical" in card) is shipped and "curves.png" not in card
 
 
 def test_the_card_says_a_resumed_stages_loss_is_of_the_steps_after_the_resume(tmp_path):
@@ -365,7 +392,7 @@ def test_the_card_says_a_resumed_stages_loss_is_of_the_steps_after_the_resume(tm
         summary = {"global_step": 8, "train_metrics": losses, "resumed_at_step": resumed}
         (tmp_path / stage / "train_summary.json").write_text(json.dumps(summary))
     recipes = {stage: stage_recipe(args, stage) for stage in ("stage1", "stage2")}
-    card = model_card(args, {}, recipes, build_flags(args))
+    card = model_card(args, {}, recipes, build_flags(args), None)
     assert "8 steps, final train loss 1.500 (the mean of the steps after step 4, where it" in card
     assert "8 steps, final train loss 1.500;" in card  # stage 2, never resumed
 

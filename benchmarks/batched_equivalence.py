@@ -32,6 +32,7 @@ import torch
 import east_agent.decoding.streaming as streaming
 from east_agent.bench.report import check_output_file, publish
 from east_agent.common.arguments import (
+    TORCH_DTYPES,
     add_old_spelling,
     checked_device,
     parse_once_each,
@@ -43,7 +44,7 @@ from east_agent.decoding.chunk_search import BEAM_STOP_RULES, REFERENCE
 from east_agent.decoding.east import DecoderConfig, EastStreamDecoder
 from east_agent.decoding.prompt import LATENCY_LEVELS
 from east_agent.evaluation.testsets import read_pairs
-from east_agent.lm.checkpoint import TORCH_DTYPES, load_east_checkpoint
+from east_agent.lm.checkpoint import load_east_checkpoint
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 STOP = "stop"

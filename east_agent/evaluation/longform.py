@@ -326,14 +326,16 @@ def check_talk_files(testset: LongformSet) -> None:
     _check_units(folder / "source_sentences.txt", sources, lengths)
     talk_sources = _lines_of(folder / "source.txt", len(talks), "talks")
     _check_units(folder / "source.txt", talk_sources, [talk.units for talk in talks])
-    for number, (line, talk) in enumerate(zip(talk_sources, talks), 1):
-        # the gold-sentence systems read source_sentences.txt (before: a word edited there
-        # was translated and scored as the test set's, its unit count the same)
-        if line != " ".join(sources[talk.first_sentence : talk.first_sentence + talk.sentences]):
-            raise ValueError(
-                f"{folder / 'source.txt'}: line {number}: not its talk's lines of "
-                f"source_sentences.txt joined (one of the two edited by hand?) {PREPARE_AGAIN}"
-            )
+    # the gold-sentence systems read source_sentences.txt (before: a word edited there was
+    # translated and scored as the test set's, its unit count the same)
+    sentences_joined = [
+        " ".join(sources[talk.first_sentence : talk.first_sentence + talk.sentences])
+        for talk in talks
+    ]
+    _check_same_lines(
+        folder / "source.txt", sentences_joined, "talks",
+        "its talk's lines of source_sentences.txt joined",
+    )  # fmt: skip
     separator = unit_separator(testset.tgt_lang)
     joined = [
         separator.join(references[talk.first_sentence : talk.first_sentence + talk.sentences])

@@ -253,7 +253,7 @@ def _edit_line(path, number, new=None):
             lambda f: _edit_line(
                 f / "source_sentences.txt", 1, "Kein" + lines(f / "source_sentences.txt")[0][3:]
             ),
-            "source.txt: line 1: not its talk's lines of source_sentences.txt joined",
+            "source.txt: line 1: not what talks.json makes it (its talk's lines of source_sen",
         ),
     ],
 )

@@ -30,6 +30,7 @@ from __future__ import annotations
 import atexit
 import errno
 import functools
+import logging
 import os
 import signal
 import sys
@@ -358,7 +359,10 @@ def _end_by_signal(command: str, signum: int) -> None:
         pass
     # what Python does before it ends by SIGINT itself: the exit handlers, so that
     # multiprocessing unlinks its semaphores (before: the resource tracker warned of leaked
-    # ones after a grid's Ctrl-C)
+    # ones after a grid's Ctrl-C); their log lines are no user's business after the one
+    # line (before: torch's "FakeTensor cache stats", three INFO lines, under SimulEval's
+    # root logger, when the signal came as torch was imported)
+    logging.disable(logging.INFO)
     atexit._run_exitfuncs()
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)

@@ -190,6 +190,30 @@ def test_an_ending_signal_runs_the_clean_up_and_ends_by_that_signal(tmp_path, si
     assert marker.read_text() == " cleaned up"
 
 
+LOGS_AT_EXIT = """
+import atexit, logging, os, signal
+from east_agent.common.entry import command_line
+
+logging.basicConfig(level=logging.INFO)  # SimulEval's root logger is at INFO
+atexit.register(lambda: logging.getLogger("torch").info("FakeTensor cache stats:"))
+
+@command_line("east-test")
+def main():
+    os.kill(os.getpid(), signal.SIGINT)
+
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_exit_handlers_log_lines_do_not_follow_the_one_line():
+    """Before: torch's "FakeTensor cache stats" (three INFO lines) after `interrupted`,
+    when a signal came as torch was imported."""
+    result = python_with_default_signals(LOGS_AT_EXIT)
+    assert result.returncode == -signal.SIGINT, result.stderr
+    assert result.stderr == "east-test: interrupted\n"
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_signal_the_command_was_started_ignoring_stays_ignored(tmp_path):
     """`nohup east-eval ...`: a closed terminal's SIGHUP must not end it."""

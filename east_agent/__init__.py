@@ -9,16 +9,6 @@ torch before it needs it.
 import warnings
 from typing import TYPE_CHECKING
 
-from east_agent.common.entry import started_as_command, take_signals_from_start
-
-# the console scripts (setup.cfg): their process keeps an ending signal from its first line
-COMMANDS = (
-    "east-simuleval", "east-eval", "east-prepare", "east-remote-eval",
-    "east-package-system", "east-bench", "east-demo",
-)  # fmt: skip
-if started_as_command(COMMANDS):
-    take_signals_from_start()
-
 if TYPE_CHECKING:  # what type checkers see of the names imported when first asked for
     from east_agent.decoding.east import DecoderConfig, EastStreamDecoder, Translation
 

@@ -35,7 +35,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import ParamSpec, TypeVar
@@ -78,7 +78,6 @@ class Terminated(KeyboardInterrupt):
 
 _handlers_owner: int | None = None  # the process whose command installed the handlers
 _signalled: int | None = None  # the first ending signal its command took
-_early: int | None = None  # one taken before the command's handlers went in (`_record_early`)
 
 
 def _raise_terminated(signum: int, frame) -> None:
@@ -102,33 +101,6 @@ def _raise_interrupt(signum: int, frame) -> None:
     if os.getpid() == _handlers_owner:
         _signalled = _signalled or signum
     signal.default_int_handler(signum, frame)
-
-
-def _record_early(signum: int, frame) -> None:
-    global _early
-    _early = _early or signum
-
-
-def take_signals_from_start() -> None:
-    """In a process started as one of the commands, from its package's first line: an
-    ending signal is kept, not raised, until the command's own handlers go in, and the
-    command then ends by it at once (before: a Ctrl-C while torch imported printed its
-    traceback, or left modules half imported, `training.sft` failing 4 s later with a
-    ModuleNotFoundError chain; a SIGTERM ended the process without a word). A signal the
-    process was started ignoring stays ignored."""
-    if threading.current_thread() is not threading.main_thread():
-        return
-    for signum, (default, _) in _OWN_HANDLERS.items():
-        if signal.getsignal(signum) == default:
-            signal.signal(signum, _record_early)
-
-
-def started_as_command(commands: Collection[str]) -> bool:
-    """Whether this process runs one of `commands` (console scripts, by name) or a module
-    of the package importing this as `python -m` (`sys.argv[0]` is `-m` while the parent
-    packages of that module import)."""
-    first = sys.argv[0] if sys.argv else ""
-    return first == "-m" or os.path.basename(first) in commands
 
 
 def raise_if_signalled() -> None:
@@ -175,7 +147,7 @@ def _default_in_forked_child() -> None:
     and the pool hung) and a copy could run its parent's clean-up. SIGTERM and SIGHUP,
     blocked across the fork, are let through after."""
     for signum, (default, handler) in _OWN_HANDLERS.items():
-        if signal.getsignal(signum) in (handler, _record_early):
+        if signal.getsignal(signum) is handler:
             with suppress(ValueError):  # not this interpreter's main thread
                 signal.signal(signum, default)
     _restore_mask()
@@ -226,7 +198,6 @@ def _run_command(
 ) -> Returned:
     with _ending_signals_raised():
         try:
-            raise_if_signalled()  # one kept since the process started, as it imported
             returned = main(*args, **kwargs)
             _flush_stdout()  # a reader gone is met here, not at Python's exit
         except BaseException as error:
@@ -340,18 +311,11 @@ def _ending_signals_raised() -> Iterator[None]:
     taken, free = {}, []
     if threading.current_thread() is threading.main_thread():
         # not ignored, not another's (an outer command's: one it calls keeps its signal)
-        free = [
-            s
-            for s, (default, _) in _OWN_HANDLERS.items()
-            if signal.getsignal(s) in (default, _record_early)
-        ]
+        free = [s for s, (default, _) in _OWN_HANDLERS.items() if signal.getsignal(s) == default]
     if free:
         _signalled = None  # before the handlers: one at once is kept
         for signum in free:
             taken[signum] = signal.signal(signum, _OWN_HANDLERS[signum][1])
-            if taken[signum] is _record_early:  # after the command: as by default
-                taken[signum] = _OWN_HANDLERS[signum][0]
-        _signalled = _early  # one kept since the process started: `_run_command` ends by it
     unraisable_hook = sys.unraisablehook
     if taken:
         sys.unraisablehook = functools.partial(_unless_signalled, unraisable_hook)

@@ -214,44 +214,6 @@ def test_an_exit_handlers_log_lines_do_not_follow_the_one_line():
     assert result.stderr == "east-test: interrupted\n"
 
 
-SIGNAL_AS_IT_IMPORTS = """
-import os, signal, sys
-first, module, signum, folder = sys.argv[1:5]
-sys.argv[0] = first  # a console script's path, or `-m` as `python -m` imports the package
-__import__(module.split(".")[0])  # the package: its command's first line
-os.kill(os.getpid(), getattr(signal, signum))  # as torch imports
-import torch  # goes on whole (before: a traceback, or modules half imported)
-__import__(module, fromlist=["main"]).main(["--help"])
-"""
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-@pytest.mark.parametrize(
-    ("first", "module", "command"),
-    [
-        ("/venv/bin/east-prepare", "east_agent.evaluation.prepare", "east-prepare"),
-        ("-m", "training.sft", "python -m training.sft"),
-    ],
-)
-@pytest.mark.parametrize(("signum", "said"), [("SIGINT", "interrupted"), ("SIGTERM", "terminated")])
-def test_a_signal_as_a_command_imports_ends_it_in_one_line(first, module, command, signum, said):
-    """Before: a Ctrl-C in a command's first second (torch importing) printed a traceback,
-    or `training.sft` went on with modules half imported and failed 4 s later (exit 1, a
-    ModuleNotFoundError chain); a SIGTERM there ended it without a word."""
-    result = python_with_default_signals(SIGNAL_AS_IT_IMPORTS, first, module, signum, "-")
-    assert result.returncode == -getattr(signal, signum), result.stderr[-2000:]
-    assert result.stderr == f"{command}: {said}\n"
-    assert result.stdout == ""  # ended before its work: no --help printed
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_importing_the_package_elsewhere_leaves_the_signals_alone():
-    """A library user's process (a notebook, a test) keeps Python's Ctrl-C."""
-    probe = "import signal, east_agent, training; print(signal.getsignal(signal.SIGINT))"
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
-    assert "default_int_handler" in result.stdout, result.stderr
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_signal_the_command_was_started_ignoring_stays_ignored(tmp_path):
     """`nohup east-eval ...`: a closed terminal's SIGHUP must not end it."""

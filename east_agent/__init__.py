@@ -9,6 +9,22 @@ torch before it needs it.
 import warnings
 from typing import TYPE_CHECKING
 
+from east_agent.common.entry import take_signals_from_start
+
+# what runs as a command: setup.cfg's console scripts, and the modules `python -m` runs
+_COMMANDS = (
+    "east-simuleval", "east-eval", "east-prepare", "east-remote-eval", "east-package-system",
+    "east-bench", "east-demo",
+)  # fmt: skip
+_COMMAND_MODULES = (
+    "east_agent.bench", "east_agent.evaluation.cli", "east_agent.evaluation.demo",
+    "east_agent.evaluation.omnisteval_scoring", "east_agent.evaluation.prepare",
+    "east_agent.simuleval_glue.cli", "east_agent.simuleval_glue.remote_eval",
+    "east_agent.simuleval_glue.system_dir",
+)  # fmt: skip
+# its process keeps an ending signal from this first line until the command's handlers take it
+take_signals_from_start(_COMMANDS, _COMMAND_MODULES)
+
 if TYPE_CHECKING:  # what type checkers see of the names imported when first asked for
     from east_agent.decoding.east import DecoderConfig, EastStreamDecoder, Translation
 

@@ -35,7 +35,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import ParamSpec, TypeVar
@@ -78,6 +78,8 @@ class Terminated(KeyboardInterrupt):
 
 _handlers_owner: int | None = None  # the process whose command installed the handlers
 _signalled: int | None = None  # the first ending signal its command took
+_early: int | None = None  # one taken before the command's handlers went in (`_record_early`)
+_kept_early: set[int] = set()  # the kinds taken then
 
 
 def _raise_terminated(signum: int, frame) -> None:
@@ -101,6 +103,61 @@ def _raise_interrupt(signum: int, frame) -> None:
     if os.getpid() == _handlers_owner:
         _signalled = _signalled or signum
     signal.default_int_handler(signum, frame)
+
+
+def _record_early(signum: int, frame) -> None:
+    """Keep the first ending signal for the command's handlers; a second of its kind acts
+    as by default at once (an import that hangs still ends by a second Ctrl-C or kill)."""
+    global _early
+    if signum not in _kept_early:
+        _kept_early.add(signum)
+        _early = _early or signum
+        return
+    if signum == signal.SIGINT:
+        signal.default_int_handler(signum, frame)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def take_signals_from_start(commands: Collection[str], modules: Collection[str]) -> None:
+    """Where this process runs one of `commands` (console scripts, by name) or `python -m`
+    one of `modules`, from its package's first line: an ending signal is kept, not raised,
+    until the command's own handlers go in, and the command then ends by it at once
+    (before: a Ctrl-C while torch imported printed its traceback, or left modules half
+    imported, `training.sft` failing 4 s later with a ModuleNotFoundError chain; a SIGTERM
+    ended the process without a word). A signal the process was started ignoring stays
+    ignored; any other process (a library user's, a multiprocessing child) keeps Python's."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if started_program() not in {*commands, *(f"-m {module}" for module in modules)}:
+        return
+    for signum, (default, _) in _OWN_HANDLERS.items():
+        if signal.getsignal(signum) == default:
+            signal.signal(signum, _record_early)
+
+
+def started_program(argv: list[str] | None = None) -> str | None:
+    """What the interpreter was started to run (`sys.orig_argv`, which no library rewrites:
+    multiprocessing gives its children the parent's `sys.argv`, and `runpy` the path of a
+    main module it imports): a script's file name, `-m module`, or None (`-c`, stdin)."""
+    rest = list(sys.orig_argv if argv is None else argv)[1:]
+    while rest:
+        argument = rest.pop(0)
+        if argument == "-" or not argument.startswith("-"):
+            return os.path.basename(argument) if argument != "-" else None
+        if argument == "--":
+            return os.path.basename(rest[0]) if rest else None
+        if argument.startswith("--"):  # --help, --version: nothing of ours runs
+            continue
+        for position, flag in enumerate(argument[1:], start=1):
+            if flag == "c":
+                return None
+            if flag in "mWX":  # a flag with a value: the rest of the cluster, or the next
+                value = argument[position + 1 :] or (rest.pop(0) if rest else "")
+                if flag == "m":
+                    return f"-m {value}"
+                break
+    return None
 
 
 def raise_if_signalled() -> None:
@@ -147,7 +204,7 @@ def _default_in_forked_child() -> None:
     and the pool hung) and a copy could run its parent's clean-up. SIGTERM and SIGHUP,
     blocked across the fork, are let through after."""
     for signum, (default, handler) in _OWN_HANDLERS.items():
-        if signal.getsignal(signum) is handler:
+        if signal.getsignal(signum) in (handler, _record_early):
             with suppress(ValueError):  # not this interpreter's main thread
                 signal.signal(signum, default)
     _restore_mask()
@@ -198,6 +255,7 @@ def _run_command(
 ) -> Returned:
     with _ending_signals_raised():
         try:
+            raise_if_signalled()  # one kept since the process started, as it imported
             returned = main(*args, **kwargs)
             _flush_stdout()  # a reader gone is met here, not at Python's exit
         except BaseException as error:
@@ -306,16 +364,23 @@ def _ending_signals_raised() -> Iterator[None]:
     """SIGTERM and SIGHUP raise `Terminated` while the command runs, and SIGINT is kept in
     mind as it raises, unless the command was started ignoring them; only the main thread
     can take signals (a command called from another, as in a test, keeps what it has)."""
-    global _handlers_owner, _signalled
+    global _handlers_owner, _signalled, _early
     _handlers_owner = os.getpid()  # first: a signal as soon as a handler is in is this one's
     taken, free = {}, []
     if threading.current_thread() is threading.main_thread():
         # not ignored, not another's (an outer command's: one it calls keeps its signal)
-        free = [s for s, (default, _) in _OWN_HANDLERS.items() if signal.getsignal(s) == default]
+        free = [
+            s
+            for s, (default, _) in _OWN_HANDLERS.items()
+            if signal.getsignal(s) in (default, _record_early)
+        ]
     if free:
         _signalled = None  # before the handlers: one at once is kept
         for signum in free:
             taken[signum] = signal.signal(signum, _OWN_HANDLERS[signum][1])
+            if taken[signum] is _record_early:  # after the command: as by default
+                taken[signum] = _OWN_HANDLERS[signum][0]
+        _signalled, _early = _signalled or _early, None  # `_run_command` ends by one kept
     unraisable_hook = sys.unraisablehook
     if taken:
         sys.unraisablehook = functools.partial(_unless_signalled, unraisable_hook)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from commands import REPO
 
 import east_agent
 
@@ -21,15 +22,46 @@ def test_importing_the_package_loads_no_torch():
     assert result.stdout.strip() == "False", result.stderr
 
 
+def console_script_names() -> set[str]:
+    """setup.cfg's console scripts (`east-demo = ...`)."""
+    return {line.split("=")[0].strip() for line in console_script_lines()}
+
+
 def console_script_modules() -> list[str]:
     """The modules of setup.cfg's console scripts (`east-demo = east_agent.evaluation.demo:...`)."""
+    return [line.split("=")[1].strip().split(":")[0] for line in console_script_lines()]
+
+
+def console_script_lines() -> list[str]:
     import configparser
-    from pathlib import Path
 
     setup = configparser.ConfigParser()
-    setup.read(Path(__file__).resolve().parents[2] / "setup.cfg")
-    lines = setup["options.entry_points"]["console_scripts"].strip().splitlines()
-    return [line.split("=")[1].strip().split(":")[0] for line in lines]
+    setup.read(REPO / "setup.cfg")
+    return setup["options.entry_points"]["console_scripts"].strip().splitlines()
+
+
+def command_modules() -> set[str]:
+    """The modules of both packages that `python -m` runs as a command: a `__main__` that
+    calls a `command_line` main (a `__main__.py`: its package)."""
+    found = set()
+    for package in ("east_agent", "training"):
+        for path in (REPO / package).rglob("*.py"):
+            text = path.read_text()
+            if path.name == "__main__.py" or (
+                'if __name__ == "__main__":' in text and "@command_line(" in text
+            ):
+                parts = path.relative_to(REPO).with_suffix("").parts
+                found.add(".".join(parts[:-1] if path.name == "__main__.py" else parts))
+    return found
+
+
+def test_every_command_keeps_a_signal_from_its_first_line():
+    """The lists `take_signals_from_start` reads are the commands there are: one left out
+    would print a traceback for a Ctrl-C as torch imports (a list written by hand)."""
+    import training
+
+    assert set(east_agent._COMMANDS) == console_script_names()
+    assert {*east_agent._COMMAND_MODULES, *training._COMMAND_MODULES} == command_modules()
 
 
 # east-bench measures models: its flags and its work are torch's, and its --help is no user's

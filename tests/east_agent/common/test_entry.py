@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from commands import REPO
 
 from east_agent.common.entry import (
     ENDING_SIGNALS,
@@ -16,6 +17,7 @@ from east_agent.common.entry import (
     CommandError,
     command_line,
     ended_as_stock_simuleval,
+    started_program,
 )
 from east_agent.decoding.streaming import ContextOverflowError
 
@@ -212,6 +214,111 @@ def test_an_exit_handlers_log_lines_do_not_follow_the_one_line():
     result = python_with_default_signals(LOGS_AT_EXIT)
     assert result.returncode == -signal.SIGINT, result.stderr
     assert result.stderr == "east-test: interrupted\n"
+
+
+# a sitecustomize that sends a signal as torch starts to import, after the package's first line
+SIGNAL_AS_TORCH_IMPORTS = """
+import os, signal, sys
+
+class SignalAsTorchImports:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and "east_agent" in sys.modules:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.{signum})
+        return None
+
+sys.meta_path.insert(0, SignalAsTorchImports())
+"""
+CONSOLE_SCRIPT = """import sys
+from {module} import main
+if __name__ == "__main__":
+    sys.exit(main())
+"""  # what pip writes for setup.cfg's console scripts
+
+
+def run_signalled_as_torch_imports(tmp_path, signum: str, *command: str):
+    site = tmp_path / "site"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(SIGNAL_AS_TORCH_IMPORTS.format(signum=signum))
+    paths = [str(site), str(REPO), os.environ.get("PYTHONPATH", "")]
+    return subprocess.run(
+        [sys.executable, *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_default_signals,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, paths))},
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(("signum", "said"), [("SIGINT", "interrupted"), ("SIGTERM", "terminated")])
+@pytest.mark.parametrize("form", ["console script", "python -m"])
+def test_a_signal_as_a_command_imports_ends_it_in_one_line(tmp_path, form, signum, said):
+    """Before: a Ctrl-C in a command's first seconds (torch importing) printed a
+    traceback, or `training.sft` went on with modules half imported and failed 4 s later
+    (exit 1, a ModuleNotFoundError chain); a SIGTERM there ended it without a word."""
+    if form == "console script":
+        script = tmp_path / "east-bench"
+        script.write_text(CONSOLE_SCRIPT.format(module="east_agent.bench.cli"))
+        command, name = [str(script), "--help"], "east-bench"
+    else:
+        command, name = ["-m", "training.sft", "--help"], "python -m training.sft"
+    result = run_signalled_as_torch_imports(tmp_path, signum, *command)
+    assert result.returncode == -getattr(signal, signum), result.stderr[-2000:]
+    assert result.stderr == f"{name}: {said}\n"
+    assert result.stdout == ""  # ended before its work: no --help printed
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_second_signal_as_a_command_imports_ends_it_at_once(tmp_path):
+    """One kept is for the command to end by; an import that hangs still ends by another."""
+    script = tmp_path / "east-prepare"
+    script.write_text(
+        "import os, signal, east_agent\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('kept', flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('went on')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+        preexec_fn=_default_signals,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout) == (-signal.SIGTERM, "kept\n"), result.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("argv0", [None, "/venv/bin/east-eval", "-m"])
+def test_a_process_not_started_as_a_command_keeps_pythons_signals(argv0):
+    """A library user's process (a notebook, a test), and a multiprocessing child, whose
+    `sys.argv` its parent's command line fills (a library's forkserver importing the main
+    module as east-eval's: before, it kept SIGTERM, and a pool's `terminate` hung a grid)."""
+    probe = (
+        f"import signal, sys\nif {argv0!r}: sys.argv[0] = {argv0!r}\n"
+        "import east_agent, training\n"
+        "print(signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))"
+    )
+    result = python_with_default_signals(probe)
+    assert result.stdout.split() == ["<built-in", "function", "default_int_handler>", "0"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "program"),
+    [
+        (["python", "/venv/bin/east-eval", "grid.yaml"], "east-eval"),
+        (["python", "-I", "-W", "error", "/venv/bin/east-eval"], "east-eval"),
+        (["python", "-u", "-m", "training.sft", "--config", "c.yaml"], "-m training.sft"),
+        (["python", "-Bum", "training.sft"], "-m training.sft"),
+        (["python", "-X", "dev", "-mtraining.sft"], "-m training.sft"),
+        (["python", "-B", "-P", "-c", "from multiprocessing.forkserver import main"], None),
+        (["python", "-Bc", "import east_agent", "-m", "training.sft"], None),
+        (["python"], None),
+        (["python", "-"], None),
+    ],
+)
+def test_started_program_reads_the_interpreters_own_command_line(argv, program):
+    assert started_program(argv) == program
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

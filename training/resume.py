@@ -194,8 +194,7 @@ def check_checkpoints(config: SFTConfig, recipe: dict, resume: str | None) -> No
     if not record.exists():
         logger.info("%s has no %s (an earlier version's): resumed unchecked", resume, record.name)
         return
-    written = read_json_object(record)
-    length = written.pop(LENGTH_RECORD, None)  # an earlier version's record: none
+    written, length = read_recipe_record(record)
     differ = _differences(written, recipe)
     named = config.resume_from_checkpoint not in (True, "auto")
     if differ:  # a checkpoint named by its path too: its optimizer and schedule win
@@ -285,14 +284,20 @@ def check_finished_model(config: SFTConfig, recipe: dict) -> None:
             "beside it: a user's folder, or an older version's run), and this run would "
             "replace it: train into another train.output_dir, or remove it"
         )
-    written = read_json_object(record)
-    written.pop(LENGTH_RECORD, None)  # a longer run trains afresh (`finished_model`)
+    written, _ = read_recipe_record(record)  # a longer run trains afresh (`finished_model`)
     differ = _differences(written, recipe)
     if differ:
         raise ValueError(
             f"{final} was trained by another recipe ({'; '.join(differ)}): train into "
             "another train.output_dir, or remove it"
         )
+
+
+def read_recipe_record(record: Path) -> tuple[dict, dict | None]:
+    """A `recipe.json`: the recipe it compares, and the length its run's schedule was laid
+    out over (None in an earlier version's record)."""
+    written = read_json_object(record)
+    return written, written.pop(LENGTH_RECORD, None)
 
 
 def _differences(

@@ -15,7 +15,7 @@
 5. One writer per output folder, from the first write to the last (scores included), and
    no scores of an earlier log left beside a new one (`east_agent.simuleval_glue.
    run_folder`). `--continue-unfinished` drops a line a kill cut in half instead of failing
-   on it, resumes a batched run's log (written in finishing order) after its first missing
+   on it, resumes a batched run's log (written in finishing order) keeping every finished
    sentence, and scores a log that is already complete instead of failing on it.
 6. The source and reference files are checked before the model loads; a sentence too long
    for the context is named (index, length, limit).

@@ -26,11 +26,11 @@
   takes the folder next (`server_sessions`).
 - A resumed log must lie within the run's `--start-index` .. `--end-index`: sentences
   outside it would be scored with it.
-- SimulEval's own loop resumes after the last line of the log, so before it resumes, the
-  log is made what it expects (`resume_in_index_order`, `loop_in`): the sentences a
-  batched run finished after a missing one are set aside (`SET_ASIDE`) while the loop
-  translates them again, and put back in the log by the next resume, batched or not, if
-  the loop stopped before it reached them.
+- SimulEval's own loop resumes a batched run's log (finished out of order) as a batched
+  run does: every finished sentence kept, every missing one translated
+  (`simuleval_fixes`), the log in index order before and after (`resume_in_index_order`,
+  `loop_in`). Sentences an older version set aside (`SET_ASIDE`) while its loop
+  translated them again go back in the log where it did not.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from east_agent.common.arguments import torch_dtype_of
@@ -50,7 +50,7 @@ from east_agent.common.fingerprint import path_setting, same_setting, shown_sett
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
 from east_agent.common.text_lines import check_path_given
-from east_agent.simuleval_glue.instance_log import finished_records, record_lines
+from east_agent.simuleval_glue.instance_log import finished_records, record_lines, sort_log
 from east_agent.simuleval_glue.scoring import SCORING_RECORD
 from east_agent.simuleval_glue.server_sessions import SESSIONS_RECORD, close_stale_sessions
 
@@ -58,8 +58,8 @@ INSTANCES_LOCK = "instances.lock"  # held while a process writes the folder
 BATCH_RECORD = "batch.json"
 SCORES = ("scores.tsv", "metrics.tsv", SCORING_RECORD)
 SETTINGS_RECORD = "run_settings.json"
-# finished sentences SimulEval's loop translates again (`resume_in_index_order`), kept
-# until it has: a loop that stops before them would otherwise lose them
+# finished sentences an older version's resume of SimulEval's loop translated again, kept
+# until it had: the next resume puts back those it did not
 SET_ASIDE = "instances.set-aside.log"
 # every file a run writes in its folder (SimulEval's log and config, and this package's)
 RUN_FILES = (
@@ -415,33 +415,16 @@ def check_unrecorded_resume(output: Path) -> None:
 
 
 def resume_in_index_order(log: Path, start: int, end: int) -> bool:
-    """Make `log` the records of sentences `start`, `start + 1`, ... in index order, for
-    SimulEval's loop to resume after the last one; return whether every sentence of
-    `start` .. `end - 1` is there. A batched run finishes sentences out of order: the
-    records after the first missing sentence are dropped (printed), to be translated
-    again. A log holding sentences outside the span is refused (SimulEval would resume
-    after them)."""
-    by_index = {record["index"]: record for record in finished_records(log, trim=True)}
-    _refuse_outside(log, by_index, start, end)
-    kept, index = [], start
-    while index < end and index in by_index:
-        kept.append(by_index[index])
-        index += 1
-    dropped = [record for number, record in sorted(by_index.items()) if number >= index]
-    if dropped:
-        kept_ones = f"sentences {start}..{index - 1} are" if index > start else "no sentence is"
-        aside = log.with_name(SET_ASIDE)
-        print(
-            f"{log}: {kept_ones} kept; sentence {index} is not logged, so the "
-            f"{len(dropped)} logged after it (a batched run finishes out of order; a log "
-            f"may have lost lines) are translated again, set aside in {aside} until they are",
-            flush=True,
-        )
-        write_atomically(aside, record_lines(dropped))  # first: a kill between keeps both
-        write_atomically(log, record_lines(kept))
-    elif [record["index"] for record in by_index.values()] != list(range(start, index)):
-        write_atomically(log, record_lines(kept))  # only the order changes
-    return start < end <= index
+    """Put `log` in index order (a batched run finishes sentences out of order; SimulEval's
+    loop then translates the ones it lacks, `simuleval_fixes`) and return whether every
+    sentence of `start` .. `end - 1` is there. A log holding sentences outside the span is
+    refused (they would be scored with it)."""
+    records = finished_records(log, trim=True)
+    indices = [record["index"] for record in records]
+    _refuse_outside(log, indices, start, end)
+    if indices != sorted(indices):
+        sort_log(log)
+    return start < end and set(range(start, end)) <= set(indices)
 
 
 def logged_and_set_aside(output: Path, trim: bool = False) -> tuple[list[dict], list[dict]]:
@@ -566,10 +549,10 @@ def loop_in(
     check: Callable[[], None] | None = None,
     types: tuple[str, str] | None = None,
 ) -> None:
-    """Run SimulEval's loop (`loop`: one sentence after another into `output`, resuming
-    after the log's last line) with the folder held. A resumed log is first put in the
-    order the loop resumes from; one already complete is scored (`score`; None: no
-    scoring), as the loop would fail on it. An empty span of an agent whose source and
+    """Run SimulEval's loop (`loop`: one sentence after another into `output`, a resumed
+    one each sentence the log lacks) with the folder held. A resumed log is first put in
+    index order; one already complete is scored (`score`; None: no scoring), as the loop
+    would fail on it. An empty span of an agent whose source and
     target `types` are known is scored as an empty log, the loop not run."""
     with writing(output, settings, resume, run=True, span=span, check=check):
         if resume and span is not None and resume_in_index_order(output / "instances.log", *span):
@@ -587,5 +570,7 @@ def loop_in(
         clear_scores(output, batching=not (resume and finished_records(output / "instances.log")))
         try:
             loop()
-        finally:  # what the loop did not translate again goes back (SIGKILL: next resume)
-            restore_set_aside(output)
+        finally:  # stopped (an overflowing sentence, Ctrl-C): what it translated comes last
+            if resume:
+                with suppress(Exception):  # the loop's own error is the one to show
+                    sort_log(output / "instances.log")

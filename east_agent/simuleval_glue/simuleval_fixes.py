@@ -25,6 +25,10 @@
   `scores.tsv` and `metrics.tsv` are followed by `scoring.json`, the settings they were
   scored with (`east_agent.simuleval_glue.scoring`), so a grid knows when to score a log
   again.
+- `--continue-unfinished` resumes after the log's last line, which skips the sentences a
+  batched run (finishing out of order) left out before it: the loop translates every
+  sentence of the span the log lacks, and the log is put in index order before it is
+  scored.
 
 `refuse_computation_aware_for_text` refuses SimulEval's `--computation-aware` for text
 runs before anything is decoded (the commands call it; this package's `*_CA` metrics
@@ -53,6 +57,7 @@ def apply() -> None:
     _open_logs_line_buffered_and_write_atomically()
     _dump_scores_atomically()
     _read_text_files_as_utf8()
+    _resume_every_missing_sentence()
     _applied = True
 
 
@@ -216,6 +221,35 @@ def _read_text_files_as_utf8() -> None:
         return cls(source_list, target_list)
 
     TextToTextDataloader.from_files = classmethod(from_files)
+
+
+def _resume_every_missing_sentence() -> None:
+    from simuleval.evaluator import SentenceLevelEvaluator
+
+    from east_agent.simuleval_glue.instance_log import finished_records, sort_log
+
+    build_from_dataloader = SentenceLevelEvaluator.build_instances_from_dataloader
+    build_from_log = SentenceLevelEvaluator.build_instances_from_log
+
+    def resumed(self) -> bool:
+        resume = getattr(self.args, "continue_unfinished", False)
+        return bool(self.output and resume and not self.score_only)
+
+    def build_instances_from_dataloader(self) -> None:
+        if resumed(self):  # SimulEval's start: after the last line's index
+            self.start_index = getattr(self.args, "start_index", 0)
+        build_from_dataloader(self)
+        if resumed(self):
+            for record in finished_records(self.output / "instances.log"):
+                self.instances.pop(record["index"], None)
+
+    def build_instances_from_log(self) -> None:
+        if resumed(self):  # after the loop: the sentences it translated come last
+            sort_log(self.output / "instances.log")
+        build_from_log(self)
+
+    SentenceLevelEvaluator.build_instances_from_dataloader = build_instances_from_dataloader
+    SentenceLevelEvaluator.build_instances_from_log = build_instances_from_log
 
 
 def refuse_computation_aware_for_text(computation_aware: bool, source_type: str | None) -> None:

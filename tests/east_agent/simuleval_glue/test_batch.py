@@ -94,7 +94,13 @@ def test_compiled_layers_run_under_simulevals_imports(east_checkpoint, test_set,
     assert [r["index"] for r in instances(tmp_path)] == [0, 1]
 
 
-def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, test_set, tmp_path):
+@pytest.mark.parametrize("batch", [2, 1], ids=["batched", "simulevals-loop"])
+def test_resume_keeps_finished_sentences_and_drops_a_torn_line(
+    east_checkpoint, test_set, tmp_path, batch
+):
+    """Resumed batched or by SimulEval's loop, a batched run's log keeps every finished
+    sentence (before: the loop kept only those before the first missing one, none here,
+    and translated 1 and 4 again, though the note said it resumed after both)."""
     output = tmp_path / "out"
     arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
     assert run_simuleval(*arguments, "--batch-size", 3).returncode == 0
@@ -104,7 +110,7 @@ def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, 
     torn = json.dumps(full[0])[:40]
     (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in kept) + torn)
     (output / "scores.tsv").unlink()
-    result = run_simuleval(*arguments, "--batch-size", 2, "--continue-unfinished")
+    result = run_simuleval(*arguments, "--batch-size", batch, "--continue-unfinished")
     assert result.returncode == 0, result.stderr[-3000:]
     log = output / "instances.log"
     torn = " (a last line a kill cut off is dropped)"  # before: dropped without a word
@@ -114,7 +120,7 @@ def test_resume_keeps_finished_sentences_and_drops_a_torn_line(east_checkpoint, 
     assert resumed[4]["prediction"] == "kept, not decoded again"
     assert without_timing(resumed[:4]) == without_timing(full[:4])
     assert without_timing(resumed[5:]) == without_timing(full[5:])
-    # sentences 4 and 1 were timed with 3 streams, the others with 2: the most is kept
+    # sentences 4 and 1 were timed with 3 streams, the others with fewer: the most is kept
     assert json.loads((output / "batch.json").read_text())["streams"] == 3
     # a fresh run over them says what it replaces (before: a progress bar from 0, alone)
     result = run_simuleval(*arguments, "--batch-size", 2)
@@ -1005,12 +1011,13 @@ def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
     would fail on it, keeping the record of how it was batched; `--no-scoring` is obeyed,
     and leaves a complete log's scores as they are (before: removed, none written).
     A batched run killed with sentences 4, 1 and 0 finished (its order) is resumed by
-    SimulEval's loop, which resumes after the log's last line: sentences 0 and 1 are kept,
-    2, 3, 5 and 6 translated, and 4 (after the first missing one) translated again."""
+    SimulEval's loop: all three kept, 2, 3, 5 and 6 translated (before: the loop resumed
+    after the log's last line, and 4, after the first missing one, was translated again)."""
     output = tmp_path / "out"
     arguments = agent_arguments(east_checkpoint, test_set, output, "--latency", "low")
     assert run_simuleval(*arguments, "--batch-size", 3).returncode == 0
     full, full_scores = instances(output), scores(output)
+    full_metrics = (output / "metrics.tsv").read_text()
     kept = {name: (output / name).read_bytes() for name in ("scores.tsv", "batch.json")}
     for batch_size in (1, 3):  # a complete log: --no-scoring leaves it and its scores
         result = run_simuleval(
@@ -1028,19 +1035,22 @@ def test_simulevals_loop_resumes_a_batched_log_and_scores_a_complete_one(
     assert instances(output) == full and scores(output) == full_scores
     assert json.loads((output / "batch.json").read_text())["streams"] == 3
 
-    kept = [full[4], dict(full[1], prediction="kept, not decoded again"), full[0]]
+    not_again = "kept, not decoded again"
+    kept = [dict(full[4], prediction=not_again), dict(full[1], prediction=not_again), full[0]]
     (output / "instances.log").write_text("".join(json.dumps(r) + "\n" for r in kept))
     result = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "sentence 2 is not logged, so the 1 logged after it" in result.stdout
+    assert "resumed after its 3 finished sentences" in result.stderr
     resumed = instances(output)
     assert [r["index"] for r in resumed] == list(range(7))
-    assert resumed[1]["prediction"] == "kept, not decoded again"
-    assert without_timing(resumed[2:]) == without_timing(full[2:])
-    # sentences 0 and 1 were timed with 3 streams (the others by SimulEval's loop)
+    assert [r["prediction"] == not_again for r in resumed] == [i in (1, 4) for i in range(7)]
+    assert without_timing(resumed[5:]) == without_timing(full[5:])
+    # in index order: the sentences the loop translated were logged after 4, then sorted
+    assert (output / "metrics.tsv").read_text() == full_metrics
+    # sentences 0, 1 and 4 were timed with 3 streams (the others by SimulEval's loop)
     assert json.loads((output / "batch.json").read_text())["streams"] == 3
 
-    (output / "instances.log").write_text(json.dumps(full[5]) + "\n")  # nothing it keeps
+    (output / "instances.log").write_text("")  # nothing it keeps
     result = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
     assert result.returncode == 0, result.stderr[-3000:]
     assert without_timing(instances(output)) == without_timing(full)
@@ -1162,14 +1172,9 @@ def test_an_overlong_sentence_in_simulevals_loop_is_named_and_old_scores_go(
     result = run_simuleval(*resumed, "--batch-size", 2)  # finishes sentence 3, after 2
     assert result.returncode != 0 and [r["index"] for r in instances(output)] == [0, 1, 3]
     kept = instances(output)[2]
-    result = run_simuleval(*resumed, "--batch-size", 1)
-    said = (
-        "sentence 2 is not logged, so the 1 logged after it (a batched run finishes out of "
-        "order; a log may have lost lines) are translated again, set aside in"
-    )
-    assert said in result.stdout, result.stdout[-2000:]
+    result = run_simuleval(*resumed, "--batch-size", 1)  # tries sentence 2 alone
+    assert "translated again" not in result.stdout, result.stdout[-2000:]
     assert "sentence 2: the sentence needs more than 200 tokens" in result.stderr
-    # the loop stopped before sentence 3: before, it was lost; now back in the log
     assert "the finished sentences (3) are in" in result.stderr
     assert instances(output)[2] == kept and [r["index"] for r in instances(output)] == [0, 1, 3]
     assert not (output / "instances.set-aside.log").exists()

@@ -29,10 +29,10 @@ that are done (a signal tells them to take more), so the last run does not go on
 one core of an idle machine.
 A run's wall time and computation-aware latency are then measured beside the other jobs:
 `wall_seconds.json` records `jobs` for each try and the grid's table has a `jobs` column.
-A run that fails lets the running ones finish, starts no new one, and is named with its
-console log (where its traceback is). A worker that dies (killed, out of memory) ends the
-grid at once, naming the runs it cut off; Ctrl-C too (`east-eval` stops the workers,
-which ignore it: `east-eval: interrupted` is all it prints), a SIGHUP to the process
+A run that fails is named with its console log (where its traceback is) once the other
+runs have finished, as with one job (`_run_here`). A worker that dies (killed, out of
+memory) ends the grid at once, naming the runs it cut off; Ctrl-C too (`east-eval` stops
+the workers, which ignore it: `east-eval: interrupted` is all it prints), a SIGHUP to the process
 group likewise (`hung up`), and a SIGTERM to `east-eval` (`terminated`; one sent to the
 whole group also ends the workers at once, as a library's process pool inside them needs
 SIGTERM to end its own). A rerun resumes them.
@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from east_agent.common.counts import counted
-from east_agent.common.entry import CommandError, raise_if_signalled
+from east_agent.common.entry import USER_ERRORS, CommandError, raise_if_signalled
 
 if TYPE_CHECKING:
     from multiprocessing.sharedctypes import Synchronized
@@ -171,8 +171,9 @@ def run_jobs(
     free, and each follow-up as soon as its runs are done; with one worker's worth of runs,
     one after another in this process (one checkpoint load, every thread), and no
     follow-ups. `after_run(job)`, when given, runs in this process after each run that
-    finished (the next runs started first, so that the workers go on meanwhile). What the
-    follow-ups returned, by name."""
+    finished (the next runs started first, so that the workers go on meanwhile). A run
+    that fails stops none of the others, whatever `jobs`: once they are done, a
+    `CommandError` names each that failed. What the follow-ups returned, by name."""
     jobs = min(jobs, len(jobs_to_run))  # the workers the runs really need
     raise_if_signalled()  # a Ctrl-C a library swallowed while the grid was checked
     if jobs <= 1:
@@ -215,7 +216,7 @@ def _run_on_workers(
     done_here: list[Job] = []  # finished runs whose `after_run` is still to come
     while pending or running or done_here:
         raise_if_signalled()
-        while pending and len(running) < jobs and not failures:
+        while pending and len(running) < jobs:  # a failed run stops none of the others
             job = pending.pop(0)
             said = f"started{_resumed(job)} ({_console(job)})"
             print(f"[{job.number}/{total}] {job.name}: {said}", flush=True)
@@ -248,14 +249,18 @@ def _run_on_workers(
         for follow_up in [f for f in waiting if f.needs <= finished and not failures]:
             waiting.remove(follow_up)  # before the next run: it holds a worker a moment
             running[_submit(pool, follow_up.call)] = follow_up
-        if running and (not pending or failures):  # no run will start: no worker will need
+        if running and not pending:  # no run will start: no worker will need
             # its threads again (before: the workers' threads summed, above `available`
             # where the jobs outnumber them, and a last run on 2 threads of 1 crawled)
             share_out(pool, share, job_threads(available, len(running)))
-    if failures:
-        not_started = f"; not started: {', '.join(job.name for job in pending)}" if pending else ""
-        raise CommandError("runs failed: " + "; ".join(failures) + not_started)
+    check_runs(failures)
     return returned
+
+
+def check_runs(failures: Sequence[str]) -> None:
+    """Fail naming the runs that failed (`name: why`), once the others are done."""
+    if failures:
+        raise CommandError("runs failed: " + "; ".join(failures))
 
 
 def _run_here(
@@ -263,16 +268,33 @@ def _run_here(
 ) -> None:
     from east_agent.evaluation.runs import LoadedModels, run_simuleval
 
-    models = LoadedModels()
+    models, failures = LoadedModels(), []
     for job in jobs_to_run:
         raise_if_signalled()
         # a resumed run says so itself, here on this console (`note: ... resumed after`)
         print(f"[{job.number}/{total}] {job.name}", flush=True)
-        run_simuleval(job.command, job.output, models)
-        if job.then is not None:
-            job.then()
+        try:
+            run_simuleval(job.command, job.output, models)
+            if job.then is not None:
+                job.then()
+        except (Exception, SystemExit) as error:  # the next runs go on, as beside workers
+            failures.append(f"{job.name}: {_failure(error)}")
+            print(f"[{job.number}/{total}] {job.name}: failed (named at the end)", flush=True)
+            continue
         if after_run is not None:
             after_run(job)
+    check_runs(failures)
+
+
+def _failure(error: BaseException) -> str:
+    """Why a run failed, for the grid's last line: a user error's message; another
+    error's type too, its traceback printed now (as a worker prints it to the console log)."""
+    if isinstance(error, SystemExit):  # a flag SimulEval's parser refused: said above
+        return f"the run stopped (exit {error.code})"
+    if isinstance(error, USER_ERRORS):
+        return str(error)
+    traceback.print_exception(error)
+    return f"{type(error).__name__}: {error}"
 
 
 def share_out(pool: ProcessPoolExecutor, share: Synchronized, threads: int) -> None:

@@ -424,11 +424,15 @@ class Stream:
     def check_room(self, new_positions: int) -> None:
         if self.lm.length(self.home) + new_positions > self.max_context:
             raise ContextOverflowError(
-                f"the sentence needs more than {self.max_context} tokens, its context limit "
-                "(--max-context, else the model's positions) "
+                f"the {self.what_fills()} needs more than {self.max_context} tokens, its "
+                "context limit (--max-context, else the model's positions) "
                 f"(after {counted(self.units_read, 'source unit')} and "
                 f"{counted(len(self.chunks), 'chunk')}); " + self.overflow_advice(new_positions)
             )
+
+    def what_fills(self) -> str:
+        """What fills the context: a sentence, or a talk's segment in long form."""
+        return "sentence" if getattr(self, "segment_units", None) is None else "segment"
 
     def overflow_advice(self, new_positions: int) -> str:
         """What to do about an overflow: a talk's line goes to long form, which segments it

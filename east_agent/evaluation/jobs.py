@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from east_agent.common.counts import counted
+from east_agent.common.counts import counted, instance_kind
 from east_agent.common.entry import USER_ERRORS, CommandError, raise_if_signalled
 
 if TYPE_CHECKING:
@@ -327,12 +327,14 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 
 def _resumed(job: Job) -> str:
-    """`, resumed after its N finished sentences` for a run whose folder holds some
-    (before: `started`, as a fresh one): a worker's run says so in its console.log only."""
+    """`, resumed after its N finished sentences` (talks, in long form) for a run whose
+    folder holds some (before: `started`, as a fresh one): a worker's run says so in its
+    console.log only."""
     from east_agent.evaluation.runs import finished_lines
 
     finished = finished_lines(job.output / "instances.log")
-    return f", resumed after its {counted(finished, 'finished sentence')}" if finished else ""
+    kind = instance_kind("--long-form" in job.command)
+    return f", resumed after its {counted(finished, f'finished {kind}')}" if finished else ""
 
 
 def _console(job: Job) -> Path:

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 
 from east_agent.common.arguments import positive_int, refuse_repeated, refuse_unknown_first
 from east_agent.common.atomic import write_atomically
+from east_agent.common.counts import instance_kind
 from east_agent.common.entry import CommandError, raise_if_signalled
 from east_agent.common.records import read_json_object
 from east_agent.simuleval_glue import simuleval_fixes
@@ -225,34 +226,35 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
     streams = max(1, min(args.batch_size, len(indices)))
     decoder = agent_class.build_decoder(model, tokenizer, config, streams=streams)
     recorded = partial(record_batching, output, args.batch_size)
+    kind = instance_kind(getattr(args, "long_form", False))
     try:
         failures, todo = _translate(decoder, dataloader, args, indices, log, recorded)
     except CommandError as error:  # the whole run ends (a KV cache outgrowing the device)
         raise BatchedRunError(
-            f"{error}; the sentences finished so far are in {log} "
+            f"{error}; the {kind}s finished so far are in {log} "
             "(--continue-unfinished resumes after them)"
         ) from error
-    check_failures(failures, len(todo), log)
+    check_failures(failures, len(todo), log, kind)
 
 
 SHOWN_FAILURES = 10  # a thousand sentences over the context: not a thousand lines
 
 
-def check_failures(failures: list[str], tried: int, log: Path) -> None:
-    """Raise naming the sentences that failed, the first `SHOWN_FAILURES` with why (the
-    others, and those a resumed log kept, are in `log`)."""
+def check_failures(failures: list[str], tried: int, log: Path, kind: str = "sentence") -> None:
+    """Raise naming the sentences (`kind`: talks, in long form) that failed, the first
+    `SHOWN_FAILURES` with why (the others, and those a resumed log kept, are in `log`)."""
     if not failures:
         return
     kept = len(finished_records(log))
-    where = {0: f"{log} holds no sentence", 1: f"1 finished sentence is in {log}"}.get(
-        kept, f"{kept} finished sentences are in {log}"
+    where = {0: f"{log} holds no {kind}", 1: f"1 finished {kind} is in {log}"}.get(
+        kept, f"{kept} finished {kind}s are in {log}"
     )
     shown = failures[:SHOWN_FAILURES]
     if len(failures) > SHOWN_FAILURES:  # before: every one, a line each
         more = len(failures) - SHOWN_FAILURES
         shown.append(f"... and {more} more (not in the log: --continue-unfinished tries them)")
     raise BatchedRunError(  # before: "the others are in" though none was
-        f"{len(failures)} of the {tried} sentences this run tried failed; {where} "
+        f"{len(failures)} of the {tried} {kind}s this run tried failed; {where} "
         "(no scores written):\n  " + "\n  ".join(shown)
     )
 
@@ -304,7 +306,8 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
     talks = "the 1 talk" if translated == 1 else f"the {translated} talks"  # long form only
     if note := capped_note(totals, f"{talks} translated"):
         print(f"east-simuleval: {note}", file=sys.stderr, flush=True)
-    return [f"sentence {index} {why}" for index, why in sorted(failures)], todo
+    kind = instance_kind(getattr(args, "long_form", False))
+    return [f"{kind} {index} {why}" for index, why in sorted(failures)], todo
 
 
 # a run's flags, which `--score-only` does not read (the log holds the run's sentences)

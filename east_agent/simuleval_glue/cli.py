@@ -48,6 +48,7 @@ from east_agent.common.arguments import (
     refuse_repeated,
     values_apart,
 )
+from east_agent.common.counts import instance_kind
 from east_agent.common.entry import command_line
 
 
@@ -264,7 +265,7 @@ def _run_simuleval_loop(argv: list[str], simuleval_main) -> None:
         loop_in(output, settings, resume, span, simuleval_main, scores, check, known_types)
     except ContextOverflowError as error:
         raise ContextOverflowError(
-            _overflow_message(error, output / "instances.log", span)
+            _overflow_message(error, output / "instances.log", span, settings)
         ) from None
 
 
@@ -571,8 +572,11 @@ def _system_dir_class():
         EVALUATION_SYSTEM_LIST[:] = registered
 
 
-def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None) -> str:
-    """Which sentence overflowed: SimulEval's loop stops at it, after the last one logged."""
+def _overflow_message(
+    error: Exception, log: Path, span: tuple[int, int] | None, settings: dict | None
+) -> str:
+    """Which sentence (talk, in long form) overflowed: SimulEval's loop stops at it, after
+    the last one logged."""
     from east_agent.simuleval_glue.instance_log import finished_records
 
     records = finished_records(log)
@@ -580,10 +584,11 @@ def _overflow_message(error: Exception, log: Path, span: tuple[int, int] | None)
     index = span[0] if span else 0
     while index in done:  # the first missing one (a batched run's later ones are kept)
         index += 1
+    kind = instance_kind(bool(settings and settings.get("long_form")))
     return (
-        f"sentence {index}: {error}. SimulEval's loop (--batch-size 1) stops there: the "
-        f"finished sentences ({len(records)}) are in {log}; with --batch-size above 1 "
-        "the run finishes every other sentence and names each one that does not fit"
+        f"{kind} {index}: {error}. SimulEval's loop (--batch-size 1) stops there: the "
+        f"finished {kind}s ({len(records)}) are in {log}; with --batch-size above 1 "
+        f"the run finishes every other {kind} and names each one that does not fit"
     )
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 
 from east_agent.common.arguments import torch_dtype_of
 from east_agent.common.atomic import check_folder_path, remove, write_atomically
-from east_agent.common.counts import counted
+from east_agent.common.counts import counted, instance_kind
 from east_agent.common.fingerprint import path_setting, same_setting, shown_setting
 from east_agent.common.records import read_json_object
 from east_agent.common.run_lock import hold_run_lock
@@ -251,7 +251,7 @@ def writing(
             check()
         if run:
             log = output / "instances.log"
-            said_of_earlier_work(output, resume)
+            said_of_earlier_work(output, resume, bool(settings and settings.get("long_form")))
             if not resume:  # the old scores go first: never beside an emptied log
                 clear_scores(output)
                 remove(output / SET_ASIDE)  # first: never put back into a fresh log
@@ -265,9 +265,10 @@ def writing(
         yield
 
 
-def said_of_earlier_work(output: Path, resume: bool) -> None:
-    """A run over a log with finished sentences says what becomes of them: resumed after,
-    or replaced by a fresh run (before: a progress bar at 177/1000, or at 0, alone)."""
+def said_of_earlier_work(output: Path, resume: bool, long_form: bool = False) -> None:
+    """A run over a log with finished sentences (talks, `long_form`) says what becomes of
+    them: resumed after, or replaced by a fresh run (before: a progress bar at 177/1000, or
+    at 0, alone)."""
     try:
         finished = finished_in(output) if (output / "instances.log").exists() else 0
     except ValueError:  # a log a fresh run replaces whatever it holds (resumes check it)
@@ -275,13 +276,14 @@ def said_of_earlier_work(output: Path, resume: bool) -> None:
     if not finished:
         return
     log = output / "instances.log"
+    finished_ones = counted(finished, f"finished {instance_kind(long_form)}")
     if resume:
         torn = " (a last line a kill cut off is dropped)" if has_torn_tail(log) else ""
-        said = f"note: {log}: resumed after its {counted(finished, 'finished sentence')}{torn}"
+        said = f"note: {log}: resumed after its {finished_ones}{torn}"
         print(said, file=sys.stderr)
         return
     print(
-        f"note: {log}: its {counted(finished, 'finished sentence')} replaced by this fresh run "
+        f"note: {log}: its {finished_ones} replaced by this fresh run "
         "(--continue-unfinished goes on after them)",
         file=sys.stderr,
     )
@@ -554,8 +556,9 @@ def loop_in(
     index order; one already complete is scored (`score`; None: no scoring), as the loop
     would fail on it. An empty span of an agent whose source and
     target `types` are known is scored as an empty log, the loop not run."""
+    log = output / "instances.log"
     with writing(output, settings, resume, run=True, span=span, check=check):
-        if resume and span is not None and resume_in_index_order(output / "instances.log", *span):
+        if resume and span is not None and resume_in_index_order(log, *span):
             score_complete_log(output, score)
             return
         if types is not None and span is not None and span[0] >= span[1]:
@@ -567,7 +570,7 @@ def loop_in(
                 score()
             return
         # a batched run's kept sentences keep the record of how they were measured
-        clear_scores(output, batching=not (resume and finished_records(output / "instances.log")))
+        clear_scores(output, batching=not (resume and finished_records(log)))
         try:
             loop()
         finally:  # stopped (an overflowing sentence, Ctrl-C): what it translated comes last

@@ -482,3 +482,16 @@ def test_ctrl_c_of_a_grid_with_workers_is_one_line(east_checkpoint, tmp_path, wh
     while group_members(process.pid):
         assert time.time() < deadline, f"left running: {group_members(process.pid)}"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "flags, said", [([], "2 finished sentences"), (["--long-form"], "2 finished talks")]
+)
+def test_a_resumed_run_is_said_in_its_instances(tmp_path, flags, said):
+    """A long-form run's instances are talks (before: "resumed after its 2 finished
+    sentences" of two talks)."""
+    from east_agent.evaluation.jobs import Job, _resumed
+
+    (tmp_path / "instances.log").write_text('{"index": 0}\n{"index": 1}\n')
+    job = Job(1, "east-low", ["east-simuleval", "--output", str(tmp_path), *flags], tmp_path)
+    assert _resumed(job) == f", resumed after its {said}"

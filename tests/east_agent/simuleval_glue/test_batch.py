@@ -1180,6 +1180,30 @@ def test_an_overlong_sentence_in_simulevals_loop_is_named_and_old_scores_go(
     assert not (output / "instances.set-aside.log").exists()
 
 
+def test_a_long_form_runs_messages_count_talks(east_checkpoint, tmp_path):
+    """In long form an instance is a talk, and what overflows the context is a segment
+    (before: "sentence 1: the sentence needs more than 512 tokens", "1 of the 3 sentences
+    this run tried failed", "resumed after its 2 finished sentences")."""
+    talks = ["der Hund sitzt. die Katze läuft.", "die Frau sieht " + "Haus" * 400, "der Ball."]
+    (tmp_path / "src.txt").write_text("".join(talk + "\n" for talk in talks))
+    (tmp_path / "ref.txt").write_text("".join(talk + "\n" for talk in talks))
+    output = tmp_path / "out"
+    arguments = agent_arguments(east_checkpoint, tmp_path, output, "--long-form")
+    result = run_simuleval(*arguments, "--batch-size", 3)
+    assert result.returncode != 0 and [r["index"] for r in instances(output)] == [0, 2]
+    assert "1 of the 3 talks this run tried failed; 2 finished talks are in" in result.stderr
+    overflow = "talk 1 (4 units): the segment needs more than 512 tokens, its context limit"
+    assert overflow in result.stderr, result.stderr[-2000:]
+    resumed = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
+    assert resumed.returncode != 0
+    assert "talks 0..0 are kept; talk 1 is not logged, so the 1 logged" in resumed.stdout
+    assert "resumed after its 2 finished talks\n" in resumed.stderr
+    assert "talk 1: the segment needs more than 512 tokens" in resumed.stderr
+    assert "the finished talks (2) are in" in resumed.stderr
+    fresh = run_simuleval(*arguments, "--batch-size", 1)
+    assert "its 2 finished talks replaced by this fresh run" in fresh.stderr
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_a_missing_reference_file_is_refused_before_loading(test_set, tmp_path, batch):
     arguments = agent_arguments(tmp_path / "never-loaded", test_set, tmp_path / "out")

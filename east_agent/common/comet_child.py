@@ -9,7 +9,9 @@ request or an answer):
 - `{"task": "check", "checkpoint": ...}`: COMET imports and the checkpoint's encoder (the
   tokenizer and configuration `model.ckpt` names, as COMET loads it) loads:
   `{"checked": true}`, or `error` with `failed` saying which of the two did not (`import`,
-  `encoder`);
+  `encoder`; and `unreachable`, what stopped one quick request to the hub, for an encoder
+  neither a folder nor in the Hugging Face cache). An encoder that is either is never
+  asked of the hub, by the check nor by the scoring (`HF_HUB_OFFLINE`);
 - `{"task": "score", "checkpoint": ..., "identity": ..., "batch_size": ..., "gpus": ...,
   "samples": [{"src", "mt", "ref"}, ...]}`: one score a sample and the system score, as
   COMET gives them (about 0 to 1), or `error` with COMET's traceback.
@@ -59,29 +61,85 @@ def serve(requests_fd: int, answers_fd: int) -> None:
 
 
 def check(request: dict, loaded: dict) -> dict:
+    encoder, hparams_encoder, unread, unreachable = None, None, None, None
+    try:  # before COMET's imports, which read HF_HUB_OFFLINE (`hub_unreachable`)
+        hparams_encoder, encoder = encoder_names(Path(request["checkpoint"]))
+        unreachable = hub_unreachable(encoder) if isinstance(encoder, str) else None
+    except Exception:
+        unread = traceback.format_exc()
     try:
         import comet  # noqa: F401  (its own imports: torch, Lightning, transformers 4)
-        import yaml
         from transformers import AutoConfig, AutoTokenizer
     except Exception:
         return {"error": traceback.format_exc(), "failed": "import"}
-    encoder, hparams_encoder = None, None  # named in the answer once read
+    if unread is not None or unreachable is not None:
+        answer = {"error": unread or unreachable, "failed": "encoder"}
+        if unreachable is not None:
+            answer["unreachable"] = unreachable
+    else:
+        try:
+            if encoder is None:
+                raise KeyError("pretrained_model: neither model.ckpt nor hparams.yaml names one")
+            AutoConfig.from_pretrained(encoder)
+            AutoTokenizer.from_pretrained(encoder)
+        except Exception:
+            answer = {"error": traceback.format_exc(), "failed": "encoder"}
+        else:
+            return {"checked": True}
+    named = encoder if isinstance(encoder, str) else None
+    answer["encoder"] = named
+    if named is not None and named != hparams_encoder:
+        answer["hparams_encoder"] = hparams_encoder
+    return answer
+
+
+def encoder_names(checkpoint: Path) -> tuple:
+    """The encoder hparams.yaml names, and the one COMET loads (model.ckpt's own, else that
+    one)."""
+    import yaml
+
+    hparams = yaml.safe_load((checkpoint.parents[1] / "hparams.yaml").read_text())
+    hparams_encoder = hparams.get("pretrained_model") if isinstance(hparams, dict) else None
+    return hparams_encoder, saved_encoder(checkpoint) or hparams_encoder
+
+
+HUB_TRY_SECONDS = 5
+
+
+def hub_unreachable(encoder: str):  # no `str | None`: COMET's Python may be 3.9
+    """Where the encoder's files are here (a folder, or in the Hugging Face cache), the hub
+    is not asked for them (HF_HUB_OFFLINE, for this process's life: a load of a cached
+    encoder retried the hub for 23 s where it cannot be reached, before taking the cache);
+    else one quick try: None where the hub answers, or what the try met."""
+    said = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if any(value in ("1", "ON", "YES", "TRUE") for value in said):
+        return None  # offline by the user: a load fails at once where the files are not here
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    folder = Path(encoder).expanduser()
+    if not folder.is_dir():
+        if folder.is_absolute() or encoder.startswith((".", "~")) or encoder.count("/") > 1:
+            return None  # a folder that is not there (no hub name): its load says so at once
+        try:
+            cached = isinstance(try_to_load_from_cache(encoder, "config.json"), str)
+        except ValueError:  # no hub name either: the same
+            return None
+        if not cached:
+            return _hub_tried(constants.ENDPOINT, encoder)
+    os.environ["HF_HUB_OFFLINE"] = "1"  # for COMET's imports, which read it
+    constants.HF_HUB_OFFLINE = True  # read as huggingface_hub was imported, just now
+    return None
+
+
+def _hub_tried(endpoint: str, encoder: str):
+    """None where the hub answers one request at once, or what stopped it."""
+    import requests
+
     try:
-        checkpoint = Path(request["checkpoint"])
-        hparams = yaml.safe_load((checkpoint.parents[1] / "hparams.yaml").read_text())
-        hparams_encoder = hparams.get("pretrained_model") if isinstance(hparams, dict) else None
-        encoder = saved_encoder(checkpoint) or hparams_encoder  # COMET loads the ckpt's
-        if encoder is None:
-            raise KeyError("pretrained_model: neither model.ckpt nor hparams.yaml names one")
-        AutoConfig.from_pretrained(encoder)
-        AutoTokenizer.from_pretrained(encoder)
-    except Exception:
-        named = encoder if isinstance(encoder, str) else None
-        answer = {"error": traceback.format_exc(), "failed": "encoder", "encoder": named}
-        if named is not None and named != hparams_encoder:
-            answer["hparams_encoder"] = hparams_encoder
-        return answer
-    return {"checked": True}
+        requests.head(f"{endpoint}/api/models/{encoder}", timeout=HUB_TRY_SECONDS)
+    except requests.RequestException as error:
+        return f"{type(error).__name__} from {endpoint}"
+    return None
 
 
 def saved_encoder(checkpoint: Path):  # no `str | None`: COMET's Python may be 3.9

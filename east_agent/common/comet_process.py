@@ -19,9 +19,11 @@ child's pipes and, if it asks, starts a child of its own. `check_comet` refuses,
 anything is decoded, a batch size below 1 or more than one GPU, a missing checkpoint or
 `hparams.yaml`, an interpreter that cannot run or has no COMET, a checkpoint that is empty
 or no torch checkpoint by its first bytes, and a COMET that does not import or cannot load
-the checkpoint's encoder (its tokenizer and configuration): the last is the child's first
-request, so that its imports (about 7 s, once per process) serve the scores after it. An
-interpreter that does not answer the check in `ANSWER_SECONDS` is refused too.
+the checkpoint's encoder (its tokenizer and configuration), or an encoder neither in the
+Hugging Face cache nor on a hub that answers one quick request (`comet_child.hub_unreachable`;
+one that is here is never asked of the hub): the last is the child's first request, so that
+its imports (about 7 s, once per process) serve the scores after it. An interpreter that
+does not answer the check in `ANSWER_SECONDS` is refused too.
 """
 
 from __future__ import annotations
@@ -230,6 +232,15 @@ def _check_in_child(python: str, checkpoint: str, mtime_ns: int) -> None:
             answer = child.ask({"task": "check", "checkpoint": checkpoint}, ANSWER_SECONDS)
     except CometError as error:  # the child died, or did not answer as it does
         raise CometError(str(error), "python") from None
+    if answer.get("unreachable"):  # before: 26 s of the hub's retries, then its error
+        encoder = answer.get("encoder")
+        raise CometError(
+            f"COMET checkpoint {checkpoint}: its encoder{_encoder_named(answer)} is not in the "
+            f"Hugging Face cache, and the hub cannot be reached ({answer['unreachable']}): "
+            f"fetch it once where the hub answers (`hf download {encoder}`, into the cache "
+            "HF_HOME names), or name a local copy",
+            "checkpoint",
+        )
     if answer.get("failed") == "encoder":
         raise CometError(  # before: the encoder unnamed, the error's lines unintroduced
             f"COMET checkpoint {checkpoint}: its encoder{_encoder_named(answer)} does not "

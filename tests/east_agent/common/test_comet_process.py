@@ -15,6 +15,7 @@ import sys
 import textwrap
 import time
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -368,6 +369,95 @@ def test_the_encoder_checked_is_the_one_comet_loads_the_name_model_ckpt_holds(
         f"hparams.yaml's pretrained_model, {str(copy / 'encoder')!r}, is read for the "
         "model's class alone) does not load"
     ) in str(refused.value)
+
+
+@pytest.fixture
+def a_hub_that_answers(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, and a hub on 127.0.0.1 that answers 404 to everything
+    and records what it is asked; the environment the test's COMET child starts with."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    asked: list[str] = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            asked.append(self.path)
+            self.send_error(404)
+
+        do_GET = do_HEAD
+
+        def log_message(self, *args):
+            pass
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with ThreadingHTTPServer(("127.0.0.1", 0), Hub) as hub:
+        threading.Thread(target=hub.serve_forever, daemon=True).start()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.server_address[1]}")
+        with a_fresh_child():
+            yield asked
+        hub.shutdown()
+
+
+@contextmanager
+def a_fresh_child():
+    """A COMET child started in the test's environment, and ended after it."""
+    comet_process._end_own_child()
+    comet_process._check_in_child.cache_clear()
+    try:
+        yield
+    finally:
+        comet_process._end_own_child()
+        comet_process._check_in_child.cache_clear()
+
+
+def test_an_encoder_in_the_cache_is_not_asked_of_the_hub(tiny_comet, tmp_path, a_hub_that_answers):
+    """Before: every load of it asked the hub first, 23 s of retries where the hub cannot
+    be reached (the check's two loads, then the scoring's)."""
+    encoder = Path(tiny_comet.checkpoint).parents[1] / "encoder"
+    snapshot = tmp_path / "hf" / "hub" / "models--tiny--encoder" / "snapshots" / "0123"
+    shutil.copytree(encoder, snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0123")
+    copy = tmp_path / "comet"
+    shutil.copytree(Path(tiny_comet.checkpoint).parents[1], copy, ignore=lambda *_: ["encoder"])
+    hparams = copy / "hparams.yaml"
+    hparams.write_text(hparams.read_text().replace(str(encoder), "tiny/encoder"))
+    rename = textwrap.dedent(f"""
+        import torch
+        path = {str(copy / "checkpoints" / "model.ckpt")!r}
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved["hyper_parameters"]["pretrained_model"] = "tiny/encoder"
+        torch.save(saved, path)
+    """)
+    subprocess.run([tiny_comet.python, "-c", rename], check=True)
+    settings = dataclasses.replace(tiny_comet, checkpoint=str(copy / "checkpoints" / "model.ckpt"))
+    check_comet(settings)
+    assert len(comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences) == 3
+    assert a_hub_that_answers == []
+
+
+def test_an_encoder_neither_here_nor_on_a_hub_is_refused_in_one_line(
+    tiny_comet, tmp_path, monkeypatch
+):
+    """One quick request to the hub (before: 26 s of its retries, then "does not load" and
+    the last lines of the hub's traceback)."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # a hub that is not there
+    checkpoint = fake_checkpoint(tmp_path / "model", TORCH_ZIP)  # its encoder: 'nowhere'
+    with a_fresh_child(), pytest.raises(CometError) as refused:
+        check_comet(CometSettings(str(checkpoint), tiny_comet.python))
+    assert str(refused.value) == (
+        f"COMET checkpoint {checkpoint.absolute()}: its encoder 'nowhere' (hparams.yaml's "
+        "pretrained_model) is not in the Hugging Face cache, and the hub cannot be reached "
+        "(ConnectionError from http://127.0.0.1:9): fetch it once where the hub answers "
+        "(`hf download nowhere`, into the cache HF_HOME names), or name a local copy"
+    )
+    assert refused.value.setting == "checkpoint"
 
 
 def test_a_checkpoint_in_the_hugging_face_cache_layout_is_found_as_comet_finds_it(

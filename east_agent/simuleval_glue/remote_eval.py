@@ -33,12 +33,13 @@ finished sentences (and scores a complete log); `--score-only` needs no server.
 
 Faults: no server answering is one line before the folder changes. A sentence the server
 refuses (too long for its context: 422) is named with the server's reason; a session it
-has no stream for (503) gives its sentence back to the others; a lost server ends the
-run, as does a request the server leaves unanswered for `--request-timeout` seconds
-(600). Sessions are closed whatever happens (Ctrl-C included), a close waits
-`CLOSE_TIMEOUT` at most; Ctrl-C ends a run at once (a concurrent run's threads are
-daemons), in one line. A run killed outright cannot close them: its `--output` names them
-while it runs (`server_sessions`), and the next run into that folder closes them first.
+has no stream for (503) gives its sentence back to the others (`batch.json` counts the
+sessions that had one); a lost server ends the run, as does a request the server leaves
+unanswered for `--request-timeout` seconds (600). Sessions are closed whatever happens
+(Ctrl-C included), a close waits `CLOSE_TIMEOUT` at most; Ctrl-C ends a run at once (a
+concurrent run's threads are daemons), in one line. A run killed outright cannot close
+them: its `--output` names them while it runs (`server_sessions`), and the next run into
+that folder closes them first.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ import sys
 import threading
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -425,10 +427,14 @@ class BadAnswer(Exception):
 MAX_ANSWERS_AFTER_SOURCE = 10_000
 
 
-def _translate(session, server: Server, instance, segment_size: int, stopping=None) -> None:
+def _translate(
+    session, server: Server, instance, segment_size: int, stopping=None, served=None
+) -> None:
     """One sentence, unit by unit, through the server (`stopping()`: give up between
-    units)."""
+    units; `served()`: the server gave the session a stream)."""
     session.post(f"{server.url}/reset", timeout=server.timeout).raise_for_status()
+    if served is not None:
+        served()
     after_source = 0
     while not instance.finish_prediction:
         if stopping is not None and stopping():
@@ -518,15 +524,19 @@ class _Sentences:
     """The sentences of a concurrent run and what became of them, shared by the sessions'
     threads: handed out one at a time (a session waits while the queue is empty but
     another may still give its sentence back), each finished one appended to the log as
-    it finishes, never after the run has closed it."""
+    it finishes, never after the run has closed it. `record(streams)` writes `batch.json`
+    before a sentence goes into the log whenever more sessions have had a stream by then
+    (a session the server had none for never translated beside the others)."""
 
-    def __init__(self, todo: list[int], log) -> None:
-        self.pending, self.log = deque(todo), log
+    def __init__(self, todo: list[int], log, record: Callable[[int], None]) -> None:
+        self.pending, self.log, self.record = deque(todo), log, record
         self.in_flight = 0  # sentences handed out and not yet finished, failed or given back
         self.failures: list[str] = []
         self.errors: list[BaseException] = []  # a session's thread crashed
         self.withdrawn = 0  # sessions the server had no free stream for
         self.sessions: set[str] = set()  # open on the server
+        self.served: set[str] = set()  # the sessions the server gave a stream
+        self.recorded = 0  # the streams `batch.json` says
         self.closed = False
         self.ended: str | None = None  # what ended the run: the server lost, or its answers
         self.changed = threading.Condition()
@@ -558,8 +568,15 @@ class _Sentences:
     def finished(self, record: dict) -> None:
         with self.changed:
             if not self.closed:
+                if len(self.served) > self.recorded:
+                    self.recorded = len(self.served)
+                    self.record(self.recorded)
                 self.log.append(record)
             self._settled()
+
+    def serving(self, name: str) -> None:
+        with self.changed:
+            self.served.add(name)
 
     def failed(self, message: str, ends_the_run: str | None = None) -> None:
         """A sentence that failed; `ends_the_run`: why no other may go on (the server was
@@ -602,10 +619,8 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
     with InstanceLog(log_path, args.continue_unfinished) as log:
         todo = [index for index in indices if index not in log.done]
         streams = min(args.batch_size, len(todo))  # sessions that translate at once
-        log.before_first = partial(
-            record_batching, output, args.batch_size, streams, sharing="the server"
-        )
-        sentences = _Sentences(todo, log)
+        record = partial(record_batching, output, args.batch_size, sharing="the server")
+        sentences = _Sentences(todo, log, record)
         make = partial(instance_class, dataloader=dataloader, args=args)
         segment_size = getattr(args, "source_segment_size", 1)
         session = partial(_session, server, sentences, make, segment_size)
@@ -647,7 +662,7 @@ def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log
     if sentences.withdrawn:
         print(
             f"east-remote-eval: the server had no free stream (503) for {sentences.withdrawn} "
-            f"of {sessions} sessions; the other sessions went on",
+            f"of {sessions} sessions; the other {len(sentences.served)} went on",
             file=sys.stderr,
         )
     check_failures(sentences.failures, tried, log)
@@ -667,7 +682,10 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
                 while (index := sentences.next()) is not None:
                     instance = make(index)
                     try:
-                        _translate(session, server, instance, segment_size, sentences.stopping)
+                        _translate(
+                            session, server, instance, segment_size, sentences.stopping,
+                            partial(sentences.serving, name),
+                        )  # fmt: skip
                     except requests.HTTPError as error:
                         assert error.response is not None  # raise_for_status sets it
                         if error.response.status_code == NO_FREE_STREAM:

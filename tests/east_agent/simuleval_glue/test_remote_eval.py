@@ -134,8 +134,10 @@ def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path,
         with FakeSessionServer(3, open_limit=2, busy_delay=busy_delay, step=step) as server:
             result = remote_eval(server.port, test_set, output, "--batch-size", 3)
         assert result.returncode == 0, result.stderr[-3000:]
-        assert "no free stream (503) for 1 of 3 sessions" in result.stderr
+        assert "no free stream (503) for 1 of 3 sessions; the other 2 went on" in result.stderr
         assert [r["index"] for r in logged(output)] == list(range(6))
+        # two streams translated (before: batch.json said the three sessions asked for)
+        assert json.loads((output / "batch.json").read_text())["streams"] == 2
     with FakeSessionServer(streams=3, open_limit=0) as server:
         result = remote_eval(server.port, test_set, tmp_path / "none", "--batch-size", 3)
     assert result.returncode == 2 and "Traceback" not in result.stderr

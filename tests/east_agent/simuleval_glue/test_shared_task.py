@@ -149,6 +149,40 @@ def test_clients_of_one_server_each_get_a_local_runs_scores(east_checkpoint, tes
         assert [r["delays"] for r in remote_log] == [r["delays"] for r in local_log]
 
 
+def test_batch_json_counts_the_sessions_the_server_had_a_stream_for(
+    east_checkpoint, test_set, tmp_path, monkeypatch, capsys
+):
+    """Another client takes one of the three streams after the run asked for three: the
+    third session gets 503, and the other two translate (before: batch.json said 3)."""
+    from east_agent.simuleval_glue import remote_eval
+
+    port, server_log = free_port(), tmp_path / "server.log"
+    with server_log.open("w") as server_errors:
+        server = subprocess.Popen(
+            [console_script("east-simuleval"), "--standalone", "--remote-port", str(port),
+             "--agent", str(AGENT_FILE), "--model-path", str(east_checkpoint), *AGENT_FLAGS,
+             "--batch-size", "3"],
+            stdout=subprocess.DEVNULL, stderr=server_errors,
+        )  # fmt: skip
+        try:
+            wait_for_server(server, port, server_log)
+            url, other = f"http://127.0.0.1:{port}", {"X-Session-Id": "another-client"}
+            free = remote_eval._server_info(url, 60)  # what the run is told: three free
+            monkeypatch.setattr(remote_eval, "_server_info", lambda *_: free)
+            requests.post(f"{url}/reset", headers=other).raise_for_status()
+            output = tmp_path / "out"
+            remote_eval.main(remote_eval_command(port, test_set, output, "--batch-size", "3")[1:])
+            requests.post(f"{url}/close", headers=other).raise_for_status()
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+    assert "no free stream (503) for 1 of 3 sessions" in capsys.readouterr().err
+    assert len((output / "instances.log").read_text().splitlines()) == 3
+    batching = json.loads((output / "batch.json").read_text())
+    assert (batching["batch_size"], batching["streams"]) == (3, 2)
+    assert "up to 2 streams sharing the server" in batching["computation_aware"]
+
+
 def a_port_in_use_is_refused_before_loading(port, tmp_path):
     """In one line, before the model loads (a traceback after it, before)."""
     busy = subprocess.run(

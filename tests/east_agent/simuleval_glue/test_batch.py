@@ -1196,7 +1196,6 @@ def test_a_long_form_runs_messages_count_talks(east_checkpoint, tmp_path):
     assert overflow in result.stderr, result.stderr[-2000:]
     resumed = run_simuleval(*arguments, "--batch-size", 1, "--continue-unfinished")
     assert resumed.returncode != 0
-    assert "talks 0..0 are kept; talk 1 is not logged, so the 1 logged" in resumed.stdout
     assert "resumed after its 2 finished talks\n" in resumed.stderr
     assert "talk 1: the segment needs more than 512 tokens" in resumed.stderr
     assert "the finished talks (2) are in" in resumed.stderr

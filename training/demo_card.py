@@ -58,10 +58,12 @@ def _table(args, folder: str) -> str:
     results = args.workdir / folder / "results.md"
     if not results.exists():
         return "(not evaluated)\n"
-    seconds = sum(
-        json.loads(path.read_text())["seconds"]
-        for path in (args.workdir / folder / "runs").glob("*/wall_seconds.json")
-    )
+    from east_agent.evaluation.runs import counted_seconds, settled_tries
+
+    # each run's tries as the tables count them: a killed last try lasted until its log's
+    # last sentence (before: its seconds read as 0)
+    runs = sorted((args.workdir / folder / "runs").glob("*/wall_seconds.json"))
+    seconds = sum(counted_seconds(settled_tries(path.parent) or []) for path in runs)
     return results.read_text() + f"\n({seconds / 60:.1f} min of SimulEval runs.)\n"
 
 

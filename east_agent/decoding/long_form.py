@@ -53,9 +53,10 @@ if TYPE_CHECKING:
     from east_agent.decoding.waitk import OfflineWaitkDecoder, WaitkConfig
 
 # Latin, CJK (full- and halfwidth), Devanagari dandas (Hindi), the Arabic question mark and
-# Urdu full stop (Arabic, Persian), the Greek question mark (U+037E), and `‼ ⁇ ⁈ ⁉`
-# (before: `है।`, `هل؟`, `done．` ended no sentence, and such talks were cut mid-sentence)
-SENTENCE_END = "。？！.!?．｡।॥؟۔\u037e‼⁇⁈⁉"
+# Urdu full stop (Arabic, Persian), the Greek question mark (U+037E), `‼ ⁇ ⁈ ⁉`, and the
+# ellipsis as one character, `…` (U+2026; Chinese `……`) and `⋯`, as `...` ends one (before:
+# `है।`, `هل؟`, `done．`, `wartete…` ended no sentence, and such talks were cut mid-sentence)
+SENTENCE_END = "。？！.!?．｡।॥؟۔\u037e‼⁇⁈⁉…⋯"
 # may follow a sentence's end: `weekend."`, `。」`, German and Czech `„Ende.“`, `‚so.‘`,
 # `»Ende.«`, `‹so.›` (before: `“` and `‘` were not taken as closing, such a sentence ran on)
 CLOSING_MARKS = "\"'”’“‘»«›‹」』）)]】〉》｣］〕｝}"

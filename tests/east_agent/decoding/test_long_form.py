@@ -338,6 +338,8 @@ def test_the_default_budget_is_named_as_such(east_model, east_tokenizer):
         # German and Czech closing quotes (before: no sentence end; wmt22.cs-en has two)
         ("pokračovat.“", True), ("kokain?“", True), ("so.‘", True), ("Ende.«", True),
         ("so.›", True), ("“", False), ("Ende“", False),
+        # an ellipsis as one character, as `...` (before: no sentence end; wmt22.zh-en: 4)
+        ("wartete...", True), ("wartete…", True), ("等等……", True), ("说⋯⋯”", True),
     ],
 )  # fmt: skip
 def test_a_sentence_end_is_its_mark_closing_marks_aside(unit, ends):

@@ -11,7 +11,8 @@ request or an answer):
   `{"checked": true}`, or `error` with `failed` saying which of the two did not (`import`,
   `encoder`; and `unreachable`, what stopped one quick request to the hub, for an encoder
   neither a folder nor in the Hugging Face cache). An encoder that is either is never
-  asked of the hub, by the check nor by the scoring (`HF_HUB_OFFLINE`);
+  asked of the hub, by the check nor by the scoring (`HF_HUB_OFFLINE`, set at the child's
+  first request, whichever: `offline_where_here`);
 - `{"task": "score", "checkpoint": ..., "identity": ..., "batch_size": ..., "gpus": ...,
   "samples": [{"src", "mt", "ref"}, ...]}`: one score a sample and the system score, as
   COMET gives them (about 0 to 1), or `error` with COMET's traceback.
@@ -49,9 +50,11 @@ def serve(requests_fd: int, answers_fd: int) -> None:
     requests = os.fdopen(requests_fd, encoding="utf-8")
     answers = os.fdopen(answers_fd, "w", encoding="utf-8")
     loaded: dict[str, object] = {}
-    for line in requests:
+    for number, line in enumerate(requests):
         try:
             request = json.loads(line)
+            if number == 0:  # a check, or a score in a child started again after one died
+                offline_where_here(request["checkpoint"])
             answer = TASKS[request["task"]](request, loaded)
         except Exception:
             traceback.print_exc()
@@ -62,7 +65,7 @@ def serve(requests_fd: int, answers_fd: int) -> None:
 
 def check(request: dict, loaded: dict) -> dict:
     encoder, hparams_encoder, unread, unreachable = None, None, None, None
-    try:  # before COMET's imports, which read HF_HUB_OFFLINE (`hub_unreachable`)
+    try:
         hparams_encoder, encoder = encoder_names(Path(request["checkpoint"]))
         unreachable = hub_unreachable(encoder) if isinstance(encoder, str) else None
     except Exception:
@@ -104,31 +107,59 @@ def encoder_names(checkpoint: Path) -> tuple:
 
 
 HUB_TRY_SECONDS = 5
+# a cached encoder's files: its configuration, and one of its tokenizer's
+TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "vocab.txt")
+OFFLINE_BY_USER = any(
+    os.environ.get(name, "").upper() in ("1", "ON", "YES", "TRUE")
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+)  # as the child started: not what `offline_where_here` sets
+
+
+def offline_where_here(checkpoint: str) -> None:
+    """Before COMET's imports, which read HF_HUB_OFFLINE, at the child's first request:
+    where the checkpoint's encoder is here (a folder, or in the Hugging Face cache), the hub
+    is not asked for it, by the check nor by the scoring, for the child's life (before: a
+    load of a cached encoder retried the hub for 23 s where it cannot be reached)."""
+    try:
+        _, encoder = encoder_names(Path(checkpoint))
+    except Exception:
+        return  # an unreadable checkpoint: its task says so
+    if OFFLINE_BY_USER or not isinstance(encoder, str) or not encoder_here(encoder):
+        return
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"  # for COMET's imports
+    constants.HF_HUB_OFFLINE = True  # read as huggingface_hub was imported, just now
+
+
+def encoder_here(encoder: str):  # no `bool | None`: COMET's Python may be 3.9
+    """True for a folder, or a hub name in the Hugging Face cache (its configuration and
+    tokenizer); False for a hub name that is not; None for neither (a folder not there)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    folder = Path(encoder).expanduser()
+    if folder.is_dir():
+        return True
+    if folder.is_absolute() or encoder.startswith((".", "~")) or encoder.count("/") > 1:
+        return None  # no hub name: its load says at once that it is not there
+    try:
+        cached = [
+            try_to_load_from_cache(encoder, name) for name in ("config.json", *TOKENIZER_FILES)
+        ]
+    except ValueError:  # no hub name either: the same
+        return None
+    return isinstance(cached[0], str) and any(isinstance(path, str) for path in cached[1:])
 
 
 def hub_unreachable(encoder: str):  # no `str | None`: COMET's Python may be 3.9
-    """Where the encoder's files are here (a folder, or in the Hugging Face cache), the hub
-    is not asked for them (HF_HUB_OFFLINE, for this process's life: a load of a cached
-    encoder retried the hub for 23 s where it cannot be reached, before taking the cache);
-    else one quick try: None where the hub answers, or what the try met."""
-    said = (os.environ.get(name, "").upper() for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-    if any(value in ("1", "ON", "YES", "TRUE") for value in said):
-        return None  # offline by the user: a load fails at once where the files are not here
-    from huggingface_hub import constants, try_to_load_from_cache
+    """For an encoder that is a hub name not in the cache, one quick try of the hub: None
+    where it answers, or what the try met; None for any other encoder, or offline by the
+    user (a load then fails at once where the files are not here)."""
+    if OFFLINE_BY_USER or encoder_here(encoder) is not False:
+        return None
+    from huggingface_hub import constants
 
-    folder = Path(encoder).expanduser()
-    if not folder.is_dir():
-        if folder.is_absolute() or encoder.startswith((".", "~")) or encoder.count("/") > 1:
-            return None  # a folder that is not there (no hub name): its load says so at once
-        try:
-            cached = isinstance(try_to_load_from_cache(encoder, "config.json"), str)
-        except ValueError:  # no hub name either: the same
-            return None
-        if not cached:
-            return _hub_tried(constants.ENDPOINT, encoder)
-    os.environ["HF_HUB_OFFLINE"] = "1"  # for COMET's imports, which read it
-    constants.HF_HUB_OFFLINE = True  # read as huggingface_hub was imported, just now
-    return None
+    return _hub_tried(constants.ENDPOINT, encoder)
 
 
 def _hub_tried(endpoint: str, encoder: str):

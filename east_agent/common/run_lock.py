@@ -68,10 +68,21 @@ def may_be_held(folder: Path, name: str = RUN_LOCK) -> bool:
         return False
 
 
+_works_for: list[str] | None = None  # the command a worker process runs for (`works_for`)
+
+
+def works_for(command: list[str]) -> None:
+    """Name this process's lock holders by `command` (`sys.orig_argv` of the process it
+    works for: `east-eval`'s, for a grid worker the forkserver made; not written into
+    `sys.orig_argv`, which tells a command from a library's process, `entry`)."""
+    global _works_for
+    _works_for = list(command)
+
+
 def command_line() -> str:
     """The process's command as it was started (`east-simuleval` rewrites `sys.argv` for
     SimulEval, leaving out flags of its own such as --batch-size)."""
-    return " ".join(sys.orig_argv[1:]) or sys.executable
+    return " ".join((_works_for or sys.orig_argv)[1:]) or sys.executable
 
 
 def holder(path: Path) -> str:

@@ -479,9 +479,11 @@ def _run_picked(
             "dict[str, list[Comparison]]",
             run_jobs(todo, config.jobs, len(runs), follow_ups, comet_of if comet_after else None),
         )
-    except (Exception, KeyboardInterrupt):  # runs failed, or Ctrl-C: the tables of those
-        with suppress(Exception):  # that finished, then the error (a rerun tables them too)
-            summarize(config, tabled, left_out=unscored, asked=asked)
+    except (Exception, KeyboardInterrupt) as error:  # runs failed, or Ctrl-C: the tables
+        # of those that finished (with the tests the workers made), then the error
+        made = cast("dict[str, list[Comparison]]", getattr(error, "returned", None))
+        with suppress(Exception):  # a rerun tables them too
+            summarize(config, tabled, made, left_out=unscored, asked=asked)
         raise
     rows = summarize(config, tabled, compared, left_out=unscored, asked=asked)
     check_tabled(unscored)

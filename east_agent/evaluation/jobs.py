@@ -246,21 +246,30 @@ def _run_on_workers(
                     done_here.append(work)
             else:
                 failures.append(f"{work.name}: {future.exception()} (see {_console(work)})")
-        for follow_up in [f for f in waiting if f.needs <= finished and not failures]:
+        for follow_up in [f for f in waiting if f.needs <= finished]:
             waiting.remove(follow_up)  # before the next run: it holds a worker a moment
             running[_submit(pool, follow_up.call)] = follow_up
         if running and not pending:  # no run will start: no worker will need
             # its threads again (before: the workers' threads summed, above `available`
             # where the jobs outnumber them, and a last run on 2 threads of 1 crawled)
             share_out(pool, share, job_threads(available, len(running)))
-    check_runs(failures)
+    check_runs(failures, returned)
     return returned
 
 
-def check_runs(failures: Sequence[str]) -> None:
-    """Fail naming the runs that failed (`name: why`), once the others are done."""
+class RunsFailed(CommandError):
+    """Runs that failed, named (`name: why`), once the others were done; what the
+    follow-ups returned meanwhile (`returned`, by name), for the grid's tables."""
+
+    def __init__(self, failures: Sequence[str], returned: dict[str, object]) -> None:
+        super().__init__("runs failed: " + "; ".join(failures))
+        self.returned = returned
+
+
+def check_runs(failures: Sequence[str], returned: dict[str, object] | None = None) -> None:
+    """Fail naming the runs that failed, if any (`RunsFailed`)."""
     if failures:
-        raise CommandError("runs failed: " + "; ".join(failures))
+        raise RunsFailed(failures, returned or {})
 
 
 def _run_here(
@@ -288,9 +297,9 @@ def _run_here(
 
 def _failure(error: BaseException) -> str:
     """Why a run failed, for the grid's last line: a user error's message; another
-    error's type too, its traceback printed now (as a worker prints it to the console log)."""
+    error's type too, its traceback printed now (to the console log, in a worker)."""
     if isinstance(error, SystemExit):  # a flag SimulEval's parser refused: said above
-        return f"the run stopped (exit {error.code})"
+        return f"the run stopped (exit {error.code if error.code is not None else 0})"
     if isinstance(error, USER_ERRORS):
         return str(error)
     traceback.print_exception(error)
@@ -348,11 +357,12 @@ _loaded = None  # the worker's LoadedModels: one checkpoint for every run it is 
 
 def _start_worker(share, environment: dict[str, str], command: list[str]) -> None:
     from east_agent.common.child_process import die_with
+    from east_agent.common.run_lock import works_for
 
     os.environ.clear()  # east-eval's, as a spawned worker would have it, not the forkserver's
     os.environ.update(environment)
     # east-eval's too: a run folder's lock names its holder by it (the forkserver's before)
-    sys.orig_argv = list(command)
+    works_for(command)
     if sys.platform.startswith("linux"):
         # the forkserver, which ends with east-eval: its pid as it was at the fork, so that
         # a forkserver gone before this line is noticed (then the parent is another)
@@ -402,11 +412,10 @@ def _run_job(job: Job, jobs: int) -> float:
             if job.then is not None:
                 job.then()
             return seconds
-        except SystemExit as stop:  # a flag SimulEval's parser refused: the message is above
-            raise CommandError(f"the run stopped (exit {stop.code})") from None
-        except Exception as error:
-            traceback.print_exc()
-            raise CommandError(f"{type(error).__name__}: {error}") from None
+        except (Exception, SystemExit) as error:  # said as a run in east-eval would be
+            why = _failure(error)
+            print(f"failed: {why}", file=sys.stderr, flush=True)  # in the console log too
+            raise CommandError(why) from None
 
 
 @contextmanager

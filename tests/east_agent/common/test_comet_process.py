@@ -413,12 +413,15 @@ def a_fresh_child():
         comet_process._check_in_child.cache_clear()
 
 
-def test_an_encoder_in_the_cache_is_not_asked_of_the_hub(tiny_comet, tmp_path, a_hub_that_answers):
-    """Before: every load of it asked the hub first, 23 s of retries where the hub cannot
-    be reached (the check's two loads, then the scoring's)."""
+def with_a_cached_encoder(tiny_comet: CometSettings, tmp_path: Path, files=None) -> CometSettings:
+    """The tiny checkpoint, its encoder named `tiny/encoder` and in the Hugging Face cache
+    (`files` of it, or all)."""
     encoder = Path(tiny_comet.checkpoint).parents[1] / "encoder"
     snapshot = tmp_path / "hf" / "hub" / "models--tiny--encoder" / "snapshots" / "0123"
     shutil.copytree(encoder, snapshot)
+    for path in snapshot.iterdir():
+        if files is not None and path.name not in files:
+            path.unlink()
     (snapshot.parents[1] / "refs").mkdir()
     (snapshot.parents[1] / "refs" / "main").write_text("0123")
     copy = tmp_path / "comet"
@@ -433,10 +436,30 @@ def test_an_encoder_in_the_cache_is_not_asked_of_the_hub(tiny_comet, tmp_path, a
         torch.save(saved, path)
     """)
     subprocess.run([tiny_comet.python, "-c", rename], check=True)
-    settings = dataclasses.replace(tiny_comet, checkpoint=str(copy / "checkpoints" / "model.ckpt"))
+    return dataclasses.replace(tiny_comet, checkpoint=str(copy / "checkpoints" / "model.ckpt"))
+
+
+def test_an_encoder_in_the_cache_is_not_asked_of_the_hub(tiny_comet, tmp_path, a_hub_that_answers):
+    """Before: every load of it asked the hub first, 23 s of retries where the hub cannot
+    be reached (the check's two loads, then the scoring's); a child started again after
+    one died, whose first request is a score, asked it again (a review)."""
+    settings = with_a_cached_encoder(tiny_comet, tmp_path)
     check_comet(settings)
     assert len(comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences) == 3
+    comet_process._end_own_child()  # the check stays done: the next child only scores
+    assert len(comet_scores(settings, SOURCES, TRANSLATIONS, REFERENCES).sentences) == 3
     assert a_hub_that_answers == []
+
+
+def test_an_encoder_cached_in_part_is_completed_from_the_hub(
+    tiny_comet, tmp_path, a_hub_that_answers
+):
+    """Its configuration alone in the cache: the hub is asked for the tokenizer (before:
+    taken for cached, offline, and the load failed where the hub could have given it)."""
+    settings = with_a_cached_encoder(tiny_comet, tmp_path, files={"config.json"})
+    with pytest.raises(CometError):  # this hub has nothing: the load fails all the same
+        check_comet(settings)
+    assert any("/resolve/" in path for path in a_hub_that_answers), a_hub_that_answers
 
 
 def test_an_encoder_neither_here_nor_on_a_hub_is_refused_in_one_line(

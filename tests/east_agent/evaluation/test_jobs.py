@@ -36,7 +36,9 @@ def test_a_failed_job_is_named_and_the_others_are_kept(east_checkpoint, tmp_path
     # the killed workers' progress-bar locks (before: "1 leaked semaphore objects")
     assert "leaked semaphore" not in result.stderr
     assert (output / "runs" / "east-medium" / "scores.tsv").exists()
-    assert "Traceback" in (output / "runs" / "east-low" / "console.log").read_text()
+    console = (output / "runs" / "east-low" / "console.log").read_text()
+    assert "failed: " in console and "is being written by" in console  # a user error: no
+    assert "Traceback" not in console  # traceback, as in east-eval (before: its traceback)
     # the finished run's table all the same (before: none until every run succeeded)
     assert "| east | medium |" in (output / "results.md").read_text()
     assert "| east | high |" in (output / "results.md").read_text()
@@ -381,11 +383,13 @@ def test_a_follow_up_runs_once_its_runs_are_done_and_before_the_next_run(tmp_pat
     pool = InlinePool()
     runs = [job(1, "a-1"), job(2, "a-failing"), job(3, "b-1")]
     ups = [follow_up("a", ["a-1", "a-failing"]), follow_up("b", ["b-1"])]
-    with pytest.raises(RuntimeError, match="runs failed: a-failing: it failed"):
+    with pytest.raises(RuntimeError, match="runs failed: a-failing: it failed") as failed:
         _run_on_workers(pool, SimpleNamespace(value=1), runs, ups, None, 2, 3, 1)
-    # the other runs go on (before: nothing started after a failure); a system's tests,
-    # after a failure, come with the grid's tables
-    assert pool.log == ["a-1", "a-failing", "b-1"]
+    # the other runs go on (before: nothing started after a failure), and so do the tests of
+    # a system whose runs all finished, handed to the grid's tables with the failure
+    # (before: made again one after another in east-eval)
+    assert pool.log == ["a-1", "a-failing", "b-1", "b"]
+    assert failed.value.returned == {"b": "B"}
 
 
 @pytest.mark.parametrize("available, last", [(1, 1), (2, 2), (3, 3), (4, 4)])

@@ -80,6 +80,7 @@ _handlers_owner: int | None = None  # the process whose command installed the ha
 _signalled: int | None = None  # the first ending signal its command took
 _early: int | None = None  # one taken before the command's handlers went in (`_record_early`)
 _kept_early: set[int] = set()  # the kinds taken then
+_armed = False  # whether the handlers raise: once the command's `try` is open (`_arm`)
 
 
 def _raise_terminated(signum: int, frame) -> None:
@@ -89,6 +90,8 @@ def _raise_terminated(signum: int, frame) -> None:
         os.kill(os.getpid(), signum)
         return
     _signalled = _signalled or signum
+    if not _armed:  # as the handlers go in: raised once the command's `try` is open
+        return
     # once: a second one (a closed terminal sends SIGHUP twice, a scheduler SIGTERM again)
     # must not cut the clean-up short
     for taken in RAISED_SIGNALS:
@@ -102,6 +105,8 @@ def _raise_interrupt(signum: int, frame) -> None:
     global _signalled
     if os.getpid() == _handlers_owner:
         _signalled = _signalled or signum
+        if not _armed:  # as the handlers go in: raised once the command's `try` is open
+            return
     signal.default_int_handler(signum, frame)
 
 
@@ -255,7 +260,7 @@ def _run_command(
 ) -> Returned:
     with _ending_signals_raised():
         try:
-            raise_if_signalled()  # one kept since the process started, as it imported
+            _arm()
             returned = main(*args, **kwargs)
             _flush_stdout()  # a reader gone is met here, not at Python's exit
         except BaseException as error:
@@ -266,6 +271,15 @@ def _run_command(
         if _signalled is not None:  # swallowed, and the command went on to its end
             _end_by_signal(command, _signalled)
         return returned
+
+
+def _arm() -> None:
+    """The handlers raise from now on, and a signal kept since the process started (as it
+    imported) or taken as they went in is raised now, inside the command's `try` (before:
+    one in that moment escaped it, a traceback)."""
+    global _armed
+    _armed = True
+    raise_if_signalled()
 
 
 @contextmanager
@@ -364,7 +378,7 @@ def _ending_signals_raised() -> Iterator[None]:
     """SIGTERM and SIGHUP raise `Terminated` while the command runs, and SIGINT is kept in
     mind as it raises, unless the command was started ignoring them; only the main thread
     can take signals (a command called from another, as in a test, keeps what it has)."""
-    global _handlers_owner, _signalled, _early
+    global _handlers_owner, _signalled, _early, _armed
     _handlers_owner = os.getpid()  # first: a signal as soon as a handler is in is this one's
     taken, free = {}, []
     if threading.current_thread() is threading.main_thread():
@@ -375,7 +389,7 @@ def _ending_signals_raised() -> Iterator[None]:
             if signal.getsignal(s) in (default, _record_early)
         ]
     if free:
-        _signalled = None  # before the handlers: one at once is kept
+        _signalled, _armed = None, False  # before the handlers: one at once is kept
         for signum in free:
             taken[signum] = signal.signal(signum, _OWN_HANDLERS[signum][1])
             if taken[signum] is _record_early:  # after the command: as by default

@@ -270,6 +270,37 @@ def test_a_signal_as_a_command_imports_ends_it_in_one_line(tmp_path, form, signu
     assert result.stdout == ""  # ended before its work: no --help printed
 
 
+SIGNAL_AS_HANDLERS_GO_IN = """
+import os, signal
+from east_agent.common import entry
+
+installing = signal.signal
+
+def install_then_signal(signum, handler):
+    before = installing(signum, handler)
+    if handler is entry._raise_terminated and signum == signal.SIGTERM:
+        os.kill(os.getpid(), signal.SIGTERM)  # in the moment its handler goes in
+    return before
+
+signal.signal = install_then_signal
+
+@entry.command_line("east-test")
+def main():
+    print("went on")
+
+main()
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_signal_as_the_handlers_go_in_ends_the_command_in_one_line():
+    """A review: before, the handler raised before the command's `try` opened (a
+    KeyboardInterrupt traceback, and a SIGTERM ended the process as SIGINT)."""
+    result = python_with_default_signals(SIGNAL_AS_HANDLERS_GO_IN)
+    assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
+    assert (result.stdout, result.stderr) == ("", "east-test: terminated\n")
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_second_signal_as_a_command_imports_ends_it_at_once(tmp_path):
     """One kept is for the command to end by; an import that hangs still ends by another."""

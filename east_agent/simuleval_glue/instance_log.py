@@ -224,6 +224,9 @@ def record_lines(records: list[dict]) -> str:
 
 
 def sort_log(path: Path) -> None:
-    """Rewrite the log in index order (atomically)."""
+    """Rewrite the log in index order (atomically), unless it is so already: its time is
+    when its last sentence finished (`runs.last_written`, a killed try's end)."""
     records = sorted(finished_records(path), key=lambda record: record["index"])
-    write_atomically(path, record_lines(records))
+    text = record_lines(records)
+    if not (path.exists() and path.read_text(encoding="utf-8") == text):
+        write_atomically(path, text)

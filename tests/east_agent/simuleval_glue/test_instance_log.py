@@ -1,8 +1,14 @@
 import json
+import os
 
 import pytest
 
-from east_agent.simuleval_glue.instance_log import check_log, finished_records
+from east_agent.simuleval_glue.instance_log import (
+    check_log,
+    finished_records,
+    record_lines,
+    sort_log,
+)
 
 
 def write_log(path, indices):
@@ -143,3 +149,16 @@ def test_a_write_the_file_system_refuses_names_the_log(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == f"{log} File too large\n"
+
+
+def test_sorting_a_log_rewrites_it_only_out_of_order(tmp_path):
+    """Its time is when its last sentence finished: a killed try's end (before: every
+    resume of SimulEval's loop rewrote it, twice)."""
+    log = tmp_path / "instances.log"
+    log.write_text(record_lines([{"index": 0, "prediction": "a"}, {"index": 1, "prediction": "b"}]))
+    os.utime(log, (1_000_000, 1_000_000))
+    sort_log(log)
+    assert log.stat().st_mtime == 1_000_000
+    log.write_text(record_lines([{"index": 1, "prediction": "b"}, {"index": 0, "prediction": "a"}]))
+    sort_log(log)
+    assert [json.loads(line)["index"] for line in log.read_text().splitlines()] == [0, 1]

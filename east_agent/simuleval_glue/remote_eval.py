@@ -55,6 +55,7 @@ from functools import partial
 from pathlib import Path
 
 from east_agent.common.arguments import parse_once_each, positive_int
+from east_agent.common.counts import instance_kind
 from east_agent.common.entry import CommandError, command_line
 from east_agent.decoding.prompt import known_language_name
 from east_agent.simuleval_glue.scoring import SCORER_FLAGS
@@ -93,6 +94,7 @@ class Server:
     url: str
     timeout: tuple[float, float]  # seconds to connect, and to wait for each answer
     one_request: bool = False
+    instance: str = "sentence"  # what a source line is to it, for messages: a talk in long form
 
 
 def _serializable(segment):
@@ -119,7 +121,12 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     _check_target_language(args.tgt_lang, info, base_url)
     check_latency_unit(args, _served_target_language(info))
     served = _served_settings(args, info)
-    server = Server(base_url, (CONNECT_SECONDS, args.request_timeout), info.get("step") is True)
+    server = Server(
+        base_url,
+        (CONNECT_SECONDS, args.request_timeout),
+        info.get("step") is True,
+        instance_kind(served_long_form(info)),
+    )
     if args.batch_size > 1:
         if args.output is None:
             raise ValueError("--batch-size above 1 needs --output (its instances.log goes there)")
@@ -183,6 +190,13 @@ def _check_source_units(source: str | None, info: dict) -> None:
     language = info.get("source_language")
     if isinstance(language, str):
         check_units_split(source, language)
+
+
+def served_long_form(info: dict) -> bool:
+    """Whether the server says its system reads each source line as a talk (this
+    package's server, of a `--long-form` system)."""
+    settings = info.get("settings")
+    return isinstance(settings, dict) and settings.get("long_form") is True
 
 
 def _served_target_language(info: dict) -> str | None:
@@ -397,12 +411,13 @@ def _loop(args: argparse.Namespace, server: Server) -> None:
                     _translate(session, server, instance, segment_size)
                 except (requests.RequestException, BadAnswer) as error:
                     kept = (
-                        f"; the sentences finished before it are in {args.output}/"
+                        f"; the {server.instance}s finished before it are in {args.output}/"
                         "instances.log (--continue-unfinished resumes after them)"
                         if args.output
                         else ""
                     )
-                    raise CommandError(_failure(instance.index, error) + kept) from None
+                    why = _failure(instance.index, error, server.instance)
+                    raise CommandError(why + kept) from None
                 evaluator.write_log(instance)
         finally:
             close(session, server.url)
@@ -474,22 +489,23 @@ def _answered_segment(text: str):
     raise BadAnswer(f"the server's answer is not a SimulEval segment ({problem}): {shown!r}")
 
 
-def _failure(index: int, error) -> str:
-    """What went wrong with sentence `index`: the server's own reason when it gave one."""
+def _failure(index: int, error, kind: str = "sentence") -> str:
+    """What went wrong with sentence (`kind`: talk) `index`: the server's own reason when
+    it gave one."""
     from requests import ReadTimeout
 
     reply = getattr(error, "response", None)
     if isinstance(error, BadAnswer):
-        return f"sentence {index}: {error}"
+        return f"{kind} {index}: {error}"
     if isinstance(error, ReadTimeout):
-        return f"sentence {index}: the server gave no answer in time (--request-timeout)"
+        return f"{kind} {index}: the server gave no answer in time (--request-timeout)"
     if reply is None:
-        return f"sentence {index}: the server was lost ({type(error).__name__})"
+        return f"{kind} {index}: the server was lost ({type(error).__name__})"
     try:
         reason = reply.json()["error"]  # this package's server says why
     except (ValueError, KeyError, TypeError):
         reason = reply.reason
-    return f"sentence {index}: the server answered {reply.status_code}: {reason}"
+    return f"{kind} {index}: the server answered {reply.status_code}: {reason}"
 
 
 def _evaluate_concurrently(
@@ -638,17 +654,18 @@ def _translate_concurrently(args, server: Server, dataloader, indices: range) ->
                         thread.join(0.2)
             finally:
                 close_all(server.url, sentences.close())
-    _report(sentences, streams, len(todo), server.url, log_path)
+    _report(sentences, streams, len(todo), server, log_path)
 
 
-def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log: Path) -> None:
+def _report(sentences: _Sentences, sessions: int, tried: int, server: Server, log: Path) -> None:
     """Raise for whatever stopped some sentences (one line each); say on stderr when the
     server had fewer streams than sessions."""
     from east_agent.simuleval_glue.batch import check_failures
 
+    base_url, kind = server.url, server.instance
     if sentences.errors:
         raise sentences.errors[0]
-    kept = f"the sentences finished before are in {log} (--continue-unfinished resumes)"
+    kept = f"the {kind}s finished before are in {log} (--continue-unfinished resumes)"
     if sentences.ended:
         raise CommandError(
             f"the server at {base_url} {sentences.ended}; {kept}:\n  "
@@ -657,7 +674,7 @@ def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log
     if sentences.pending:
         raise CommandError(
             f"the server at {base_url} had no free stream (503) for any of the {sessions} "
-            f"sessions; {len(sentences.pending)} sentences are left; {kept}"
+            f"sessions; {len(sentences.pending)} {kind}s are left; {kept}"
         )
     if sentences.withdrawn:
         print(
@@ -665,7 +682,7 @@ def _report(sentences: _Sentences, sessions: int, tried: int, base_url: str, log
             f"of {sessions} sessions; the other {len(sentences.served)} went on",
             file=sys.stderr,
         )
-    check_failures(sentences.failures, tried, log)
+    check_failures(sentences.failures, tried, log, kind)
 
 
 def _session(server: Server, sentences: _Sentences, make, segment_size: int, name: str) -> None:
@@ -691,7 +708,7 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
                         if error.response.status_code == NO_FREE_STREAM:
                             sentences.give_back(index)
                             return
-                        sentences.failed(_failure(index, error))
+                        sentences.failed(_failure(index, error, server.instance))
                         continue
                     except (requests.RequestException, BadAnswer) as error:
                         why = (
@@ -699,7 +716,7 @@ def _session(server: Server, sentences: _Sentences, make, segment_size: int, nam
                             if isinstance(error, BadAnswer)
                             else "was lost"
                         )
-                        sentences.failed(_failure(index, error), ends_the_run=why)
+                        sentences.failed(_failure(index, error, server.instance), ends_the_run=why)
                         return
                     sentences.finished(instance.summarize())
             finally:

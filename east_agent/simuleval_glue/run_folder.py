@@ -251,7 +251,7 @@ def writing(
             check()
         if run:
             log = output / "instances.log"
-            said_of_earlier_work(output, resume, bool(settings and settings.get("long_form")))
+            said_of_earlier_work(output, resume, long_form_run(settings))
             if not resume:  # the old scores go first: never beside an emptied log
                 clear_scores(output)
                 remove(output / SET_ASIDE)  # first: never put back into a fresh log
@@ -263,6 +263,15 @@ def writing(
                 covered = {} if span is None else {SPAN: list(span)}
                 write_atomically(record, json.dumps({**settings, **covered}, indent=2) + "\n")
         yield
+
+
+def long_form_run(settings: dict | None) -> bool:
+    """Whether a run of these settings (a local run's, or `east-remote-eval`'s, whose
+    `served` are its server's) reads each source line as a talk."""
+    served = (settings or {}).get("served")
+    return bool(settings and settings.get("long_form")) or (
+        isinstance(served, dict) and served.get("long_form") is True
+    )
 
 
 def said_of_earlier_work(output: Path, resume: bool, long_form: bool = False) -> None:

@@ -43,6 +43,7 @@ class FakeSessionServer:
         source_language: str | None = None,
         address: str = "127.0.0.1",
         bad_answer: str | None = None,
+        settings: dict | None = None,
     ) -> None:
         self.streams = streams
         self.open_limit = streams if open_limit is None else open_limit
@@ -52,6 +53,7 @@ class FakeSessionServer:
         self.step = step
         self.source_language = source_language
         self.bad_answer = bad_answer
+        self.settings = settings  # what it says decides its translations, as this package's
         self.requests: list[str] = []  # "METHOD /path" of each request, in order
         self.completed: list[str] = []  # each sentence whose last output was answered
         self.sessions: dict[str, dict] = {}
@@ -156,6 +158,8 @@ class FakeSessionServer:
                     info = {"streams": server.streams, "sessions": len(server.sessions)}
                     if server.source_language is not None:
                         info["source_language"] = server.source_language
+                    if server.settings is not None:
+                        info["settings"] = server.settings
                     return self.answer(200, {**info, "step": True} if server.step else info)
                 if (session := self.session()) is not None:
                     server._output(self, session)

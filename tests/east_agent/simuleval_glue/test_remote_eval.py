@@ -144,6 +144,21 @@ def test_sessions_without_a_stream_give_their_sentences_back(test_set, tmp_path,
     assert "no free stream (503) for any of the 3 sessions; 6 sentences are left" in result.stderr
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_a_long_form_servers_failures_name_talks(test_set, tmp_path, batch):
+    """A system served with --long-form reads each source line as a talk (before: "sentence
+    2: ...", as the local run's messages said before they counted talks)."""
+    with FakeSessionServer(refuse_word="satz2", settings={"long_form": True}) as server:
+        result = remote_eval(server.port, test_set, tmp_path / "out", "--batch-size", batch)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "talk 2: the server answered 422: the sentence holds 'satz2'" in result.stderr
+    said = "the talks finished before it are in" if batch == 1 else "1 of the 6 talks this run"
+    assert said in result.stderr, result.stderr[-2000:]
+    with FakeSessionServer(settings={"long_form": True}) as server:
+        again = remote_eval(server.port, test_set, tmp_path / "out", "--batch-size", batch)
+    assert "finished talks replaced by this fresh run" in again.stderr, again.stderr[-2000:]
+
+
 @PROTOCOLS
 @pytest.mark.parametrize("batch", [1, 3])
 def test_a_refused_sentence_is_named_and_the_session_closed(test_set, tmp_path, batch, step):

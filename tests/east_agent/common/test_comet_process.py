@@ -353,14 +353,7 @@ def test_the_encoder_checked_is_the_one_comet_loads_the_name_model_ckpt_holds(
     hparams = (copy / "hparams.yaml").read_text()
     encoder = re.search(r"pretrained_model: (.*)", hparams).group(1)
     (copy / "hparams.yaml").write_text(hparams.replace(encoder, str(copy / "encoder")))
-    rename = textwrap.dedent(f"""
-        import torch
-        path = {str(copy / "checkpoints" / "model.ckpt")!r}
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        saved["hyper_parameters"]["pretrained_model"] = "/nowhere/encoder"
-        torch.save(saved, path)
-    """)
-    subprocess.run([tiny_comet.python, "-c", rename], check=True)
+    save_encoder_name(tiny_comet.python, copy / "checkpoints" / "model.ckpt", "/nowhere/encoder")
     settings = dataclasses.replace(tiny_comet, checkpoint=str(copy / "checkpoints" / "model.ckpt"))
     with pytest.raises(CometError) as refused:
         check_comet(settings)
@@ -413,6 +406,18 @@ def a_fresh_child():
         comet_process._check_in_child.cache_clear()
 
 
+def save_encoder_name(python: str, checkpoint: Path, encoder: str) -> None:
+    """Name `encoder` in `model.ckpt` (its own name, which COMET loads), with COMET's torch."""
+    rename = textwrap.dedent(f"""
+        import torch
+        path = {str(checkpoint)!r}
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved["hyper_parameters"]["pretrained_model"] = {encoder!r}
+        torch.save(saved, path)
+    """)
+    subprocess.run([python, "-c", rename], check=True)
+
+
 def with_a_cached_encoder(tiny_comet: CometSettings, tmp_path: Path, files=None) -> CometSettings:
     """The tiny checkpoint, its encoder named `tiny/encoder` and in the Hugging Face cache
     (`files` of it, or all)."""
@@ -428,14 +433,7 @@ def with_a_cached_encoder(tiny_comet: CometSettings, tmp_path: Path, files=None)
     shutil.copytree(Path(tiny_comet.checkpoint).parents[1], copy, ignore=lambda *_: ["encoder"])
     hparams = copy / "hparams.yaml"
     hparams.write_text(hparams.read_text().replace(str(encoder), "tiny/encoder"))
-    rename = textwrap.dedent(f"""
-        import torch
-        path = {str(copy / "checkpoints" / "model.ckpt")!r}
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        saved["hyper_parameters"]["pretrained_model"] = "tiny/encoder"
-        torch.save(saved, path)
-    """)
-    subprocess.run([tiny_comet.python, "-c", rename], check=True)
+    save_encoder_name(tiny_comet.python, copy / "checkpoints" / "model.ckpt", "tiny/encoder")
     return dataclasses.replace(tiny_comet, checkpoint=str(copy / "checkpoints" / "model.ckpt"))
 
 

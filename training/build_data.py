@@ -434,9 +434,9 @@ def build(
     finally:
         remove_tree(work)
     unused = unused_links(output)
-    if alignments is not None and Path(alignments).resolve() == unused.resolve():
+    if alignments is not None and same_file(Path(alignments), unused):
         remove(unused)  # kept for this rebuild, now `<output>.links.gz` (before: left over)
-        logger.info("%s removed: its links are in %s.links.gz now", unused, output)
+        logger.info("%s removed: its links are in %s now", unused, links_of(output))
     return report
 
 

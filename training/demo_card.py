@@ -62,7 +62,7 @@ def _table(args, folder: str) -> str:
 
     # each run's tries as the tables count them: a killed last try lasted until its log's
     # last sentence (before: its seconds read as 0)
-    runs = sorted((args.workdir / folder / "runs").glob("*/wall_seconds.json"))
+    runs = (args.workdir / folder / "runs").glob("*/wall_seconds.json")
     seconds = sum(counted_seconds(settled_tries(path.parent) or []) for path in runs)
     return results.read_text() + f"\n({seconds / 60:.1f} min of SimulEval runs.)\n"
 

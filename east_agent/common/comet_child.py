@@ -23,6 +23,7 @@ again), one model at a time. Nothing is written to disk. Descriptors that did no
 it exits with status 4 (`LOST_DESCRIPTORS`).
 """
 
+import functools
 import gc
 import json
 import os
@@ -98,10 +99,17 @@ def check(request: dict, loaded: dict) -> dict:
 
 def encoder_names(checkpoint: Path) -> tuple:
     """The encoder hparams.yaml names, and the one COMET loads (model.ckpt's own, else that
-    one)."""
+    one); read once for a child's first request and its check alike (`_read_encoder_names`)."""
+    hparams = checkpoint.parents[1] / "hparams.yaml"
+    changed = (checkpoint.stat().st_mtime_ns, hparams.stat().st_mtime_ns)
+    return _read_encoder_names(checkpoint, hparams, changed)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_encoder_names(checkpoint: Path, hparams_file: Path, changed: tuple) -> tuple:
     import yaml
 
-    hparams = yaml.safe_load((checkpoint.parents[1] / "hparams.yaml").read_text())
+    hparams = yaml.safe_load(hparams_file.read_text())
     hparams_encoder = hparams.get("pretrained_model") if isinstance(hparams, dict) else None
     return hparams_encoder, saved_encoder(checkpoint) or hparams_encoder
 

@@ -78,8 +78,7 @@ class Terminated(KeyboardInterrupt):
 
 _handlers_owner: int | None = None  # the process whose command installed the handlers
 _signalled: int | None = None  # the first ending signal its command took
-_early: int | None = None  # one taken before the command's handlers went in (`_record_early`)
-_kept_early: set[int] = set()  # the kinds taken then
+_early: list[int] = []  # those taken before the command's handlers went in, one a kind
 _armed = False  # whether the handlers raise: once the command's `try` is open (`_arm`)
 
 
@@ -113,10 +112,8 @@ def _raise_interrupt(signum: int, frame) -> None:
 def _record_early(signum: int, frame) -> None:
     """Keep the first ending signal for the command's handlers; a second of its kind acts
     as by default at once (an import that hangs still ends by a second Ctrl-C or kill)."""
-    global _early
-    if signum not in _kept_early:
-        _kept_early.add(signum)
-        _early = _early or signum
+    if signum not in _early:
+        _early.append(signum)
         return
     if signum == signal.SIGINT:
         signal.default_int_handler(signum, frame)
@@ -378,7 +375,7 @@ def _ending_signals_raised() -> Iterator[None]:
     """SIGTERM and SIGHUP raise `Terminated` while the command runs, and SIGINT is kept in
     mind as it raises, unless the command was started ignoring them; only the main thread
     can take signals (a command called from another, as in a test, keeps what it has)."""
-    global _handlers_owner, _signalled, _early, _armed
+    global _handlers_owner, _signalled, _armed
     _handlers_owner = os.getpid()  # first: a signal as soon as a handler is in is this one's
     taken, free = {}, []
     if threading.current_thread() is threading.main_thread():
@@ -394,7 +391,8 @@ def _ending_signals_raised() -> Iterator[None]:
             taken[signum] = signal.signal(signum, _OWN_HANDLERS[signum][1])
             if taken[signum] is _record_early:  # after the command: as by default
                 taken[signum] = _OWN_HANDLERS[signum][0]
-        _signalled, _early = _signalled or _early, None  # `_run_command` ends by one kept
+        _signalled = _signalled or next(iter(_early), None)  # `_run_command` ends by it
+        _early.clear()
     unraisable_hook = sys.unraisablehook
     if taken:
         sys.unraisablehook = functools.partial(_unless_signalled, unraisable_hook)

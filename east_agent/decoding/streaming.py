@@ -430,14 +430,20 @@ class Stream:
                 f"{counted(len(self.chunks), 'chunk')}); " + self.overflow_advice(new_positions)
             )
 
+    @property
+    def segmented(self) -> bool:
+        """Whether long form cuts this stream into segments (its segmenter counts
+        `segment_units`)."""
+        return getattr(self, "segment_units", None) is not None
+
     def what_fills(self) -> str:
         """What fills the context: a sentence, or a talk's segment in long form."""
-        return "sentence" if getattr(self, "segment_units", None) is None else "segment"
+        return "segment" if self.segmented else "sentence"
 
     def overflow_advice(self, new_positions: int) -> str:
         """What to do about an overflow: a talk's line goes to long form, which segments it
         as it goes, its cache bounded; a unit too long for any segment must be split."""
-        if getattr(self, "segment_units", None) is not None:  # long form: cut between units
+        if self.segmented:  # long form: cut between units
             return "long form cuts a talk between units, not inside one: split that unit"
         prompt = self.tokens.prompt_length
         unit = new_positions - max(0, prompt - self.lm.length(self.home))  # a first unit's

@@ -37,7 +37,7 @@ from east_agent.common.run_lock import (
 )
 from east_agent.common.text_lines import check_input_file
 from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
-from east_agent.evaluation.jobs import FollowUp, Job, run_jobs
+from east_agent.evaluation.jobs import FollowUp, Job, RunsFailed, run_jobs
 from east_agent.evaluation.longform import (
     LongformSet,
     gold_sentences_of,
@@ -481,7 +481,11 @@ def _run_picked(
         )
     except (Exception, KeyboardInterrupt) as error:  # runs failed, or Ctrl-C: the tables
         # of those that finished (with the tests the workers made), then the error
-        made = cast("dict[str, list[Comparison]]", getattr(error, "returned", None))
+        made = (
+            cast("dict[str, list[Comparison]]", error.returned)
+            if isinstance(error, RunsFailed)
+            else None
+        )
         with suppress(Exception):  # a rerun tables them too
             summarize(config, tabled, made, left_out=unscored, asked=asked)
         raise

@@ -578,13 +578,14 @@ def _overflow_message(
     """Which sentence (talk, in long form) overflowed: SimulEval's loop stops at it, after
     the last one logged."""
     from east_agent.simuleval_glue.instance_log import finished_records
+    from east_agent.simuleval_glue.run_folder import long_form_run
 
     records = finished_records(log)
     done = {record["index"] for record in records}
     index = span[0] if span else 0
     while index in done:  # the first missing one (a batched run's later ones are kept)
         index += 1
-    kind = instance_kind(bool(settings and settings.get("long_form")))
+    kind = instance_kind(long_form_run(settings))
     return (
         f"{kind} {index}: {error}. SimulEval's loop (--batch-size 1) stops there: the "
         f"finished {kind}s ({len(records)}) are in {log}; with --batch-size above 1 "

@@ -108,7 +108,7 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
     for resuming `args.output`), `args.batch_size` sentences at once."""
     from east_agent.simuleval_glue import simuleval_fixes
     from east_agent.simuleval_glue.batch import score
-    from east_agent.simuleval_glue.run_folder import loop_in
+    from east_agent.simuleval_glue.run_folder import loop_in, says_long_form
     from east_agent.simuleval_glue.scoring import check_latency_unit, check_scoring_flags
 
     check_scoring_flags(args, args.tgt_lang)  # the flags given, before a server is asked
@@ -125,7 +125,7 @@ def evaluate_remote(args: argparse.Namespace, span: tuple[int, int] | None = Non
         base_url,
         (CONNECT_SECONDS, args.request_timeout),
         info.get("step") is True,
-        instance_kind(served_long_form(info)),
+        instance_kind(says_long_form(info.get("settings"))),
     )
     if args.batch_size > 1:
         if args.output is None:
@@ -190,13 +190,6 @@ def _check_source_units(source: str | None, info: dict) -> None:
     language = info.get("source_language")
     if isinstance(language, str):
         check_units_split(source, language)
-
-
-def served_long_form(info: dict) -> bool:
-    """Whether the server says its system reads each source line as a talk (this
-    package's server, of a `--long-form` system)."""
-    settings = info.get("settings")
-    return isinstance(settings, dict) and settings.get("long_form") is True
 
 
 def _served_target_language(info: dict) -> str | None:

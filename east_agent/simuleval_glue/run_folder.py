@@ -265,13 +265,16 @@ def writing(
         yield
 
 
+def says_long_form(settings: object) -> bool:
+    """Whether settings (a run's record, or what a server says of its system) read each
+    source line as a talk."""
+    return isinstance(settings, dict) and settings.get("long_form") is True
+
+
 def long_form_run(settings: dict | None) -> bool:
     """Whether a run of these settings (a local run's, or `east-remote-eval`'s, whose
     `served` are its server's) reads each source line as a talk."""
-    served = (settings or {}).get("served")
-    return bool(settings and settings.get("long_form")) or (
-        isinstance(served, dict) and served.get("long_form") is True
-    )
+    return says_long_form(settings) or says_long_form((settings or {}).get("served"))
 
 
 def said_of_earlier_work(output: Path, resume: bool, long_form: bool = False) -> None:
@@ -434,7 +437,7 @@ def resume_in_index_order(log: Path, start: int, end: int) -> bool:
     indices = [record["index"] for record in records]
     _refuse_outside(log, indices, start, end)
     if indices != sorted(indices):
-        sort_log(log)
+        write_atomically(log, record_lines(sorted(records, key=lambda record: record["index"])))
     return start < end and set(range(start, end)) <= set(indices)
 
 

@@ -8,11 +8,12 @@ Record formats (a JSON list or JSON Lines file, `.gz` read through):
 
 A SiMT record becomes one user turn (the EAST instruction) and one assistant turn
 `sep(i) + source_i + <|end-of-read|> + sep(i) + target_i + <|end-of-write|>` over its chunk
-pairs, `sep(i)` being one space for i > 0 and nothing for i = 0 or on a Chinese/Japanese
-side. The paper's released preprocessing never advances its chunk index and so writes no
-spaces at all, while its inference inserts them; we follow the inference side, which is
-what the decoder feeds. Labels are -100 on the prompt (user turn and assistant header) and
-carry loss on the whole assistant turn: chunks, both EAST tokens and the end-of-turn token.
+pairs, `sep(i)` being one space for i > 0 and nothing for i = 0; on a Chinese/Japanese
+side, only the space the record keeps at that boundary (before a Latin word). The paper's
+released preprocessing never advances its chunk index and so writes no spaces at all, while
+its inference inserts them; we follow the inference side, which is what the decoder feeds.
+Labels are -100 on the prompt (user turn and assistant header) and carry loss on the whole
+assistant turn: chunks, both EAST tokens and the end-of-turn token.
 An optional system turn (`data.system_prompt`) goes before the user turn, loss-free.
 
 JSON Lines end at `\n` (or `\r\n`) only, never at a lone `\r` (JSON whitespace) or
@@ -67,7 +68,6 @@ from east_agent.decoding.prompt import (
     language_name,
     offline_instruction,
     simt_instruction,
-    unit_separator,
 )
 from east_agent.lm.checkpoint import end_of_turn_ids
 
@@ -105,24 +105,24 @@ def interleave_chunks(
 ) -> str:
     """The EAST assistant turn for one chunked sentence pair. A source chunk is written as
     the decoder feeds its units: one space between two words (`Das  kostet` as `Das
-    kostet`), and on a Chinese or Japanese side a space before a chunk only where the
-    record keeps one at that boundary (a Latin word that followed a space: the decoder
-    feeds it with that space, `units.SPACE_MARK`)."""
-    target_separator = unit_separator(tgt_lang)
-    turn, previous = "", ""
+    kostet`). On a Chinese or Japanese side a space goes before a chunk only where the
+    record keeps one at that boundary: a Latin word that followed a space, which the decoder
+    feeds with that space (`units.SPACE_MARK`) and the model writes with it (before, a
+    target chunk's was dropped: `我买了 iPhone` was learned as `我买了iPhone`)."""
+    turn, previous_source, previous_target = "", "", ""
     for index, (source, target) in enumerate(zip(source_chunks, target_chunks)):
-        source_gap = _source_gap(previous, source, src_lang) if index else ""
-        target_gap = target_separator if index else ""
+        source_gap = _chunk_gap(previous_source, source, src_lang) if index else ""
+        target_gap = _chunk_gap(previous_target, target, tgt_lang) if index else ""
         words = " ".join(source.split())
         turn += f"{source_gap}{words}{END_OF_READ}{target_gap}{target.strip()}{END_OF_WRITE}"
-        previous = source
+        previous_source, previous_target = source, target
     return turn
 
 
-def _source_gap(previous: str, chunk: str, src_lang: str) -> str:
-    """What goes between two source chunks: a space, or on an unspaced side the space the
-    record keeps at that boundary, if any."""
-    if not is_unspaced(src_lang):
+def _chunk_gap(previous: str, chunk: str, language: str) -> str:
+    """What goes between two chunks of one side: a space, or on an unspaced side the space
+    the record keeps at that boundary, if any."""
+    if not is_unspaced(language):
         return " "
     return " " if previous[-1:].isspace() or chunk[:1].isspace() else ""
 

@@ -77,6 +77,17 @@ def test_chinese_target_chunks_have_no_separator():
     assert text == "I<|end-of-read|>我<|end-of-write|> am<|end-of-read|>是<|end-of-write|>"
 
 
+@pytest.mark.parametrize("target_chunks", [["我买了 ", "iPhone。"], ["我买了", " iPhone。"]])
+def test_chinese_target_chunks_keep_the_space_before_a_latin_word(target_chunks):
+    """Where the record keeps a space at a target chunk boundary, the model learns to
+    write it (before: `我买了iPhone`, and the decoder wrote what it learned)."""
+    text = interleave_chunks(["I bought", "an iPhone."], target_chunks, "English", "Chinese")
+    assert text == (
+        "I bought<|end-of-read|>我买了<|end-of-write|>"
+        " an iPhone.<|end-of-read|> iPhone。<|end-of-write|>"
+    )
+
+
 def test_offline_and_alpaca_samples(east_tokenizer):
     offline = {"src_lang": "de", "tgt_lang": "en", "source": "Hallo Welt", "target": "Hello world"}
     assert rendered(east_tokenizer, offline).endswith(

@@ -23,6 +23,17 @@ WAITK_AGENT_FILE = REPO / "east_agent" / "waitk_agent.py"
 DEMO_MODEL = REPO / "models" / "east-demo"
 
 
+def console_script_entries() -> dict[str, str]:
+    """setup.cfg's console scripts, each name with its entry point
+    (`east-demo`: `east_agent.evaluation.demo:main`)."""
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    lines = setup["options.entry_points"]["console_scripts"].strip().splitlines()
+    return dict((part.strip() for part in line.split("=", 1)) for line in lines)
+
+
 def python_with_ctrl_c(script: str, *arguments, timeout: int = 300):
     """`python -c script arguments...`, its output captured, SIGINT as a terminal leaves it
     (not as a background pytest may: ignored)."""

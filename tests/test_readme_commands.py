@@ -18,7 +18,6 @@ of SimulEval's commands run in an interpreter each, all the others together in o
 from __future__ import annotations
 
 import argparse
-import configparser
 import json
 import re
 import shlex
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from commands import REPO, console_script
+from commands import REPO, console_script, console_script_entries
 
 README = REPO / "README.md"
 STOCK_SIMULEVAL = "simuleval"
@@ -40,14 +39,6 @@ FENCE = re.compile(r"^\s*```\s*(\S*)")
 OPTION_LINE = re.compile(r"^  (-{1,2}[A-Za-z0-9].*)")
 OPTION = re.compile(r"(?:^|,\s)(-{1,2}[A-Za-z0-9][\w-]*)")
 USAGE_OPTION = re.compile(r"(?<=[\[(|\s])(-{1,2}[A-Za-z0-9][\w-]*)")
-
-
-def console_scripts() -> frozenset[str]:
-    """The console scripts setup.cfg installs."""
-    config = configparser.ConfigParser()
-    config.read(REPO / "setup.cfg")
-    entries = config["options.entry_points"]["console_scripts"].strip().splitlines()
-    return frozenset(entry.split("=")[0].strip() for entry in entries)
 
 
 @dataclass(frozen=True)
@@ -250,7 +241,7 @@ def mismatches(commands: list[Command], accepted: dict) -> list[str]:
     ]
 
 
-SCRIPTS = console_scripts()
+SCRIPTS = frozenset(console_script_entries())
 COMMANDS = readme_commands(README.read_text(encoding="utf-8"), SCRIPTS)
 
 

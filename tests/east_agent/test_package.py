@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 import pytest
-from commands import REPO
+from commands import REPO, console_script_entries
 
 import east_agent
 
@@ -22,22 +22,9 @@ def test_importing_the_package_loads_no_torch():
     assert result.stdout.strip() == "False", result.stderr
 
 
-def console_script_names() -> set[str]:
-    """setup.cfg's console scripts (`east-demo = ...`)."""
-    return {line.split("=")[0].strip() for line in console_script_lines()}
-
-
 def console_script_modules() -> list[str]:
     """The modules of setup.cfg's console scripts (`east-demo = east_agent.evaluation.demo:...`)."""
-    return [line.split("=")[1].strip().split(":")[0] for line in console_script_lines()]
-
-
-def console_script_lines() -> list[str]:
-    import configparser
-
-    setup = configparser.ConfigParser()
-    setup.read(REPO / "setup.cfg")
-    return setup["options.entry_points"]["console_scripts"].strip().splitlines()
+    return [entry.split(":")[0] for entry in console_script_entries().values()]
 
 
 def command_modules() -> set[str]:
@@ -60,7 +47,7 @@ def test_every_command_keeps_a_signal_from_its_first_line():
     would print a traceback for a Ctrl-C as torch imports (a list written by hand)."""
     import training
 
-    assert set(east_agent._COMMANDS) == console_script_names()
+    assert set(east_agent._COMMANDS) == set(console_script_entries())
     assert {*east_agent._COMMAND_MODULES, *training._COMMAND_MODULES} == command_modules()
 
 

@@ -234,7 +234,8 @@ def _translate_all(agent_class, args, config, load, dataloader, indices: range) 
             f"{error}; the {kind}s finished so far are in {log} "
             "(--continue-unfinished resumes after them)"
         ) from error
-    check_failures(failures, len(todo), log, kind)
+    named = [f"{kind} {index} {why}" for index, why in sorted(failures)]
+    check_failures(named, len(todo), log, kind)
 
 
 SHOWN_FAILURES = 10  # a thousand sentences over the context: not a thousand lines
@@ -277,7 +278,7 @@ def record_batching(
 def _translate(decoder, dataloader, args, indices: range, log_path: Path, recorded):
     """Translate the sentences of `indices` the log lacks, appending each as it finishes
     (`recorded(streams)` before the first, with the most streams the run can use); return
-    the failures (named) and the indices that were to do."""
+    the failures (index, why) and the indices that were to do."""
     from east_agent.decoding.batching import Sentence, translate_batch
     from east_agent.decoding.long_form import capped_note
     from east_agent.decoding.streaming import Counters
@@ -306,8 +307,7 @@ def _translate(decoder, dataloader, args, indices: range, log_path: Path, record
     talks = "the 1 talk" if translated == 1 else f"the {translated} talks"  # long form only
     if note := capped_note(totals, f"{talks} translated"):
         print(f"east-simuleval: {note}", file=sys.stderr, flush=True)
-    kind = instance_kind(getattr(args, "long_form", False))
-    return [f"{kind} {index} {why}" for index, why in sorted(failures)], todo
+    return failures, todo
 
 
 # a run's flags, which `--score-only` does not read (the log holds the run's sentences)

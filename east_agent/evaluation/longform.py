@@ -156,12 +156,9 @@ def write_talk_files(
     references: list[str],
     tgt_lang: str,
 ) -> tuple[list[str], list[str]]:
-    sources, talk_references, segmentation = [], [], []
-    for doc, talk in enumerate(talks):
-        span = range(talk.first_sentence, talk.first_sentence + talk.sentences)
-        sources.append(" ".join(unit for index in span for unit in units[index]))
-        talk_references.append(unit_separator(tgt_lang).join(references[i] for i in span))
-        segmentation += [f"docid={doc},segid={seg}" for seg in range(talk.sentences)]
+    sentences = [" ".join(sentence_units) for sentence_units in units]
+    sources, talk_references = talk_texts(talks, sentences, references, tgt_lang)
+    segmentation = segmentation_lines(talks)
     write_lines(output / "reference_sentences.txt", references)
     write_lines(output / "segmentation.txt", segmentation)
     records = [
@@ -176,6 +173,28 @@ def write_talk_files(
     lines = ",\n".join(json.dumps(record) for record in records)
     write_atomically(output / "talks.json", f"[\n{lines}\n]\n")
     return sources, talk_references
+
+
+def talk_texts(
+    talks: Sequence[Talk], sentences: list[str], references: list[str], tgt_lang: str
+) -> tuple[list[str], list[str]]:
+    """Each talk's source (its sentences' units, spaced) and reference (its sentences'
+    references, joined as `tgt_lang` joins them)."""
+    separator = unit_separator(tgt_lang)
+    spans = [slice(talk.first_sentence, talk.first_sentence + talk.sentences) for talk in talks]
+    return (
+        [" ".join(sentences[span]) for span in spans],
+        [separator.join(references[span]) for span in spans],
+    )
+
+
+def segmentation_lines(talks: Sequence[Talk]) -> list[str]:
+    """The segmentation OmniSTEval reads: a line a reference sentence."""
+    return [
+        f"docid={doc},segid={seg}"
+        for doc, talk in enumerate(talks)
+        for seg in range(talk.sentences)
+    ]
 
 
 def longform_meta(base: str, talk_size: int, talks: list[Talk], name: str) -> dict:
@@ -328,28 +347,16 @@ def check_talk_files(testset: LongformSet) -> None:
     _check_units(folder / "source.txt", talk_sources, [talk.units for talk in talks])
     # the gold-sentence systems read source_sentences.txt (before: a word edited there was
     # translated and scored as the test set's, its unit count the same)
-    sentences_joined = [
-        " ".join(sources[talk.first_sentence : talk.first_sentence + talk.sentences])
-        for talk in talks
-    ]
+    sentences_joined, joined = talk_texts(talks, sources, references, testset.tgt_lang)
     _check_same_lines(
         folder / "source.txt", sentences_joined, "talks",
         "its talk's lines of source_sentences.txt joined",
     )  # fmt: skip
-    separator = unit_separator(testset.tgt_lang)
-    joined = [
-        separator.join(references[talk.first_sentence : talk.first_sentence + talk.sentences])
-        for talk in talks
-    ]
     _check_same_lines(folder / "reference.txt", joined, "talks", "its talk's references joined")
-    segmentation = [
-        f"docid={doc},segid={seg}"
-        for doc, talk in enumerate(talks)
-        for seg in range(talk.sentences)
-    ]
     _check_same_lines(
-        folder / "segmentation.txt", segmentation, "sentences", "docid=TALK,segid=SENTENCE"
-    )
+        folder / "segmentation.txt", segmentation_lines(talks), "sentences",
+        "docid=TALK,segid=SENTENCE",
+    )  # fmt: skip
 
 
 def _sentence_spans(talk: Talk) -> list[tuple[int, int]]:

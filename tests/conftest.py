@@ -15,7 +15,7 @@ import gzip
 from pathlib import Path
 
 import pytest
-from commands import REPO, write_toy_test_set
+from commands import DEMO_MODEL, REPO, write_toy_test_set
 
 from east_agent.common.comet_process import CometSettings
 from tiny_comet import COMET_PYTHON, build_tiny_comet, comet_python
@@ -39,6 +39,14 @@ def east_checkpoint(east_model, east_tokenizer, tmp_path_factory):
     east_model.save_pretrained(path)
     east_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_model():
+    """The shipped demo model (models/east-demo) and its tokenizer, in float32."""
+    from east_agent.lm.checkpoint import load_east_checkpoint
+
+    return load_east_checkpoint(DEMO_MODEL, torch_dtype="float32", device="cpu")
 
 
 @pytest.fixture(scope="session")

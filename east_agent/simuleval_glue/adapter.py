@@ -47,6 +47,7 @@ from east_agent.lm.checkpoint import (
 )
 from east_agent.simuleval_glue.data_files import (
     check_control_tokens,
+    check_sentences_fit,
     check_source_file,
     check_units_split,
 )
@@ -283,6 +284,9 @@ def check_prompt_room(
     else:
         assert config.max_context is not None  # prompt_room_checked, and not long form
         check_sentence_room(config.max_context, fixed)
+        if source := getattr(args, "source", None):
+            indices = (args.start_index, args.end_index)
+            check_sentences_fit(source, indices, loaded, config.src_lang, fixed, config.max_context)
 
 
 def load_east(

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from east_agent.common.counts import counted
 from east_agent.common.text_lines import check_regular_file, numbered, read_simuleval_lines
 
 if TYPE_CHECKING:
@@ -149,6 +150,46 @@ def check_control_tokens(source: str | None, tokenizer: PreTrainedTokenizerBase)
         token = control_token_in(line, pattern)
         if token is not None:
             raise ValueError(f"{source}: line {number}: {control_token_problem(token)}")
+
+
+def check_sentences_fit(
+    source: str,
+    indices: tuple[int, int],
+    tokenizer: PreTrainedTokenizerBase,
+    language: str,
+    fixed_tokens: int,
+    max_context: int,
+) -> None:
+    """Refuse a --max-context that no sentence the run translates (`indices`: --start-index,
+    --end-index) fits in: the decoder holds at least the `fixed_tokens` of its prompt and
+    a sentence's source read whole, its fewest tokens (before: each sentence failed once
+    the weights had loaded). Where some fit, the run goes on: the others fail alone and
+    are named, as any sentence too long for the context."""
+    lines = read_simuleval_lines(source)
+    span = sentence_span(*indices, len(lines))
+    if not span:
+        return
+    sources = source_tokens(lines[span.start : span.stop], tokenizer, language)
+    fewest = min(range(len(sources)), key=sources.__getitem__)
+    need = fixed_tokens + sources[fewest]
+    if need <= max_context:
+        return
+    raise ValueError(
+        f"{source}: none of the {counted(len(sources), 'sentence')} to translate fits in "
+        f"--max-context {max_context}: the shortest, line {span.start + fewest + 1}, needs "
+        f"at least {need} tokens ({fixed_tokens} of the prompt, {sources[fewest]} of its "
+        "source) and room for its translation; raise --max-context, or leave it out (the "
+        "model's positions)"
+    )
+
+
+def source_tokens(lines: list[str], tokenizer: PreTrainedTokenizerBase, language: str) -> list[int]:
+    """How many tokens each source line's units make, read whole as the decoder feeds
+    them (a stream that writes between its units holds them in more runs, no fewer ids)."""
+    from east_agent.decoding.units import join_source_units
+
+    texts = [join_source_units(line.split(), language) for line in lines]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False).input_ids]
 
 
 TEXT_DATALOADER = "text-to-text"  # SimulEval's reader of text files, a sentence a line

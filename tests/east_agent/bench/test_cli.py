@@ -134,13 +134,6 @@ def test_a_broken_model_folder_is_one_line(tmp_path, capsys):
     assert "Traceback" not in error
 
 
-@pytest.fixture(scope="module")
-def demo_model():
-    from east_agent.lm.checkpoint import load_east_checkpoint
-
-    return load_east_checkpoint(DEMO_MODEL, torch_dtype="float32", device="cpu")
-
-
 @pytest.mark.parametrize("scripted", [True, False])
 def test_beams_are_refused_where_their_candidates_outnumber_the_vocabulary(demo_model, scripted):
     """The bound is the beam search's own: at the most beams allowed, the candidates of its

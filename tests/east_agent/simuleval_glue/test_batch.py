@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -381,7 +382,9 @@ def test_a_max_context_no_sentence_fits_in_is_refused_before_the_model_loads(
     east_checkpoint, test_set, tmp_path, batch, agent
 ):
     """Before: the model loaded (its static cache falling back to the dynamic one), then
-    every sentence failed as too long for the context."""
+    every sentence failed as too long for the context: below the prompt and a word, and
+    (the second run) where the prompt and the shortest sentence's source do not fit (of
+    those it translates: sentence 1, four tokens, would fit)."""
     arguments = agent_arguments(east_checkpoint, test_set, tmp_path / "out", "--max-context", 10)
     if agent == "waitk":
         arguments[1] = WAITK_AGENT_FILE
@@ -389,6 +392,16 @@ def test_a_max_context_no_sentence_fits_in_is_refused_before_the_model_loads(
     result = run_simuleval(*arguments, "--batch-size", batch, timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "--max-context 10 leaves no room for a sentence after the" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    floor = int(re.search(r"\(at least (\d+)\)", result.stderr).group(1))
+    arguments[arguments.index("--max-context") + 1] = floor
+    span = ["--start-index", 2, "--end-index", 4]
+    result = run_simuleval(*arguments, *span, "--batch-size", batch, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    said = (
+        f"none of the 2 sentences to translate fits in --max-context {floor}: the shortest, line 4"
+    )
+    assert said in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 

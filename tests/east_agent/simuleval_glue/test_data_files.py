@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import re
+from dataclasses import replace
+from functools import partial
 
 import pytest
+from commands import REPO
 
+from east_agent.agent import EastAgent
+from east_agent.decoding.east import DecoderConfig
+from east_agent.decoding.long_form import prompt_tokens
+from east_agent.decoding.streaming import ContextOverflowError
+from east_agent.decoding.waitk import WaitkConfig
 from east_agent.simuleval_glue import data_files
+from east_agent.waitk_agent import WaitkAgent
 
 
 @pytest.fixture
@@ -191,3 +201,68 @@ def test_a_dataloader_a_user_dir_registers_is_known(tmp_path):
     data_files.check_dataloader_flags(
         ["--dataloader-class", "json.JSONDecoder", "--dataloader", "j"]
     )
+
+
+MULTI30K_DE = REPO / "east_agent" / "data" / "multi30k" / "test_2016_flickr.de.gz"
+
+
+@pytest.mark.parametrize(
+    "agent, config",
+    [
+        (EastAgent, DecoderConfig("de", "en")),
+        (WaitkAgent, WaitkConfig("de", "en", 3)),
+        (WaitkAgent, WaitkConfig("de", "en", 3, prompt="east")),
+    ],
+    ids=["east", "waitk-offline", "waitk-east"],
+)
+def test_a_context_below_a_sentences_fewest_tokens_overflows(demo_model, agent, config):
+    """`source_tokens` is a lower bound: one token less than the prompt and a sentence's
+    source, and the decoder overflows, whatever it reads and writes (so a --max-context
+    `check_sentences_fit` refuses would have failed every sentence)."""
+    model, tokenizer = demo_model
+    lines = gzip.open(MULTI30K_DE, "rt").read().splitlines()[:8]
+    fixed = prompt_tokens(tokenizer, *agent.fixed_prompt(tokenizer, config))
+    for line, tokens in zip(lines, data_files.source_tokens(lines, tokenizer, "de")):
+        limited = replace(config, max_context=fixed + tokens - 1)
+        decoder = agent.build_decoder(model, tokenizer, limited)
+        with pytest.raises(ContextOverflowError):
+            decoder.translate(line.split())
+
+
+def test_the_fewest_tokens_are_the_source_ids_an_east_stream_holds(demo_model):
+    """Tight too: what an EAST stream holds of a sentence, less its prompt, chunks and
+    EAST tokens, is its source's ids, `source_tokens` of them, however its writes cut it."""
+    model, tokenizer = demo_model
+    lines = gzip.open(MULTI30K_DE, "rt").read().splitlines()[:8]
+    decoder = EastAgent.build_decoder(model, tokenizer, DecoderConfig("de", "en"))
+    for line, tokens in zip(lines, data_files.source_tokens(lines, tokenizer, "de")):
+        translation = decoder.translate(line.split())
+        stream = decoder.streams[0]
+        written = sum(map(len, stream.chunk_ids)) + 2 * len(stream.chunk_ids)  # EOR, EOW
+        assert len(stream.tokens.ids) - stream.tokens.prompt_length - written == tokens
+        assert len(translation.chunks) > 1  # writes cut its source
+
+
+def test_a_max_context_is_refused_where_no_sentence_fits(demo_model, tmp_path):
+    """Refused where the shortest sentence of those to translate does not fit; where one
+    fits, the run goes on (the others fail alone, as any sentence too long)."""
+    _, tokenizer = demo_model
+    source = tmp_path / "src.txt"
+    source.write_text("Ein Mann sitzt auf einer Bank .\nZwei Hunde .\nEine Frau liest ein Buch .\n")
+    lines = source.read_text().splitlines()
+    needs = [30 + tokens for tokens in data_files.source_tokens(lines, tokenizer, "de")]
+    assert needs[1] == min(needs) < needs[0]
+    check = partial(data_files.check_sentences_fit, str(source), tokenizer=tokenizer)
+    check((0, -1), language="de", fixed_tokens=30, max_context=needs[1])
+    with pytest.raises(ValueError) as refused:
+        check((0, -1), language="de", fixed_tokens=30, max_context=needs[1] - 1)
+    assert str(refused.value) == (
+        f"{source}: none of the 3 sentences to translate fits in --max-context "
+        f"{needs[1] - 1}: the shortest, line 2, needs at least {needs[1]} tokens (30 of the "
+        f"prompt, {needs[1] - 30} of its source) and room for its translation; raise "
+        "--max-context, or leave it out (the model's positions)"
+    )
+    # the sentences the run translates: line 2 left out by --start-index 2
+    with pytest.raises(ValueError, match="none of the 1 sentence to translate .* line 3"):
+        check((2, -1), language="de", fixed_tokens=30, max_context=needs[2] - 1)
+    check((2, 2), language="de", fixed_tokens=30, max_context=10)  # none to translate

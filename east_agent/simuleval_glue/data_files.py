@@ -185,7 +185,9 @@ def check_sentences_fit(
 
 def source_tokens(lines: list[str], tokenizer: PreTrainedTokenizerBase, language: str) -> list[int]:
     """How many tokens each source line's units make, read whole as the decoder feeds
-    them (a stream that writes between its units holds them in more runs, no fewer ids)."""
+    them. A stream that writes between its units holds them in more runs: the same ids
+    where the tokenizer splits words apart before merging (Llama-3's, sentencepiece's;
+    tested on the demo model's)."""
     from east_agent.decoding.units import join_source_units
 
     texts = [join_source_units(line.split(), language) for line in lines]

@@ -403,16 +403,21 @@ def command_flags(flags: dict[str, Any]) -> list[str]:
     return arguments
 
 
-def check_run_values(config: EvalConfig, run: Run) -> None:
+def check_run_values(
+    config: EvalConfig, run: Run, source: tuple[Path, tuple[int, int]] | None = None
+) -> None:
     """A run's settings as its agent reads them (a choice, a number, the decoder's bounds,
     an adapter folder): a bad value named by file, line and key before any run starts, not
-    when its turn comes."""
+    when its turn comes. With `source` (the prepared test set's source and the run's span
+    of it, once the grid has it), a --max-context none of its sentences fits in too."""
     shared = {key: getattr(config, key) for key in RUN_ARGUMENT_KEYS}
     try:
         args, _ = agent_parser(run.agent).parse_known_args(command_flags({**shared, **run.flags}))
     except argparse.ArgumentError as error:
         key = (error.argument_name or "").split("/")[0].lstrip("-").replace("-", "_")
         raise _run_value_error(config, run, shared, key, error.message) from None
+    if source is not None:
+        args.source, (args.start_index, args.end_index) = str(source[0]), source[1]
     try:
         check_decoding(config, run, args)
     except ValueError as error:

@@ -36,7 +36,7 @@ from east_agent.common.run_lock import (
     may_be_held,
 )
 from east_agent.common.text_lines import check_input_file
-from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run
+from east_agent.evaluation.config import EvalConfig, EvalConfigError, Run, check_run_values
 from east_agent.evaluation.jobs import FollowUp, Job, RunsFailed, run_jobs
 from east_agent.evaluation.longform import (
     LongformSet,
@@ -418,6 +418,9 @@ def _run_picked(
         )
     todo, unit = [], testset.eval_latency_unit
     run_input = run_inputs(testset, longform_set, indices)
+    for run in runs:  # before any run (a dry run too): a --max-context no sentence fits in
+        run_set, run_indices = run_input(run)
+        check_run_values(config, run, (run_set.source, run_indices or (0, -1)))
     record_of = records_of(config, run_input, checkpoint)
     comet_after = config.comet_after_runs() and not shard
     run_config = config.without_comet() if comet_after else config

@@ -1602,6 +1602,20 @@ def test_a_value_the_checkpoint_cannot_take_is_named_before_any_run(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_a_max_context_none_of_the_sentences_fits_in_is_named_before_any_run(
+    east_checkpoint, tmp_path, capsys, dry_run
+):
+    """Checked once the grid has its test set, against the sentences each run translates
+    (before: the other runs went on, and this one was refused at its turn)."""
+    systems = {"east": {"agent": "east", "latency": "low", "max_context": [512, 36]}}
+    config = quick_config(tmp_path / "grid.yaml", model_path=str(east_checkpoint), systems=systems)
+    error = east_eval_fails(capsys, config, *(["--dry-run"] if dry_run else []), "--limit", "2")
+    assert f"{config}: line " in error and "systems.east.max_context: " in error, error
+    assert "none of the 2 sentences to translate fits in --max-context 36" in error, error
+    assert not list((tmp_path / "out").glob("runs/*/instances.log"))
+
+
 def test_a_run_with_nothing_of_the_checkpoints_to_check_reads_none_of_it(
     east_checkpoint, tmp_path, monkeypatch
 ):

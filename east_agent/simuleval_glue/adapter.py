@@ -285,7 +285,8 @@ def check_prompt_room(
         assert config.max_context is not None  # prompt_room_checked, and not long form
         check_sentence_room(config.max_context, fixed)
         if source := getattr(args, "source", None):
-            indices = (args.start_index, args.end_index)
+            # a --system-dir agent's flags are its main.yaml's: the span is the evaluator's
+            indices = (getattr(args, "start_index", 0), getattr(args, "end_index", -1))
             check_sentences_fit(source, indices, loaded, config.src_lang, fixed, config.max_context)
 
 

@@ -505,6 +505,46 @@ def test_stock_simuleval_checks_a_system_dirs_data_files_before_its_model(
     assert [record["reference"].rstrip("\n") for record in logged] == lines
 
 
+def test_a_system_dirs_max_context_no_sentence_fits_in_is_refused_before_its_model(
+    east_checkpoint, east_tokenizer, test_set, tmp_path
+):
+    """Its main.yaml's flags hold no span (the evaluator's): every sentence of the source
+    counts (this check's first version failed there: an AttributeError traceback)."""
+    from east_agent.agent import EastAgent
+    from east_agent.decoding.east import DecoderConfig
+    from east_agent.decoding.long_form import prompt_tokens
+    from east_agent.decoding.streaming import SENTENCE_ROOM
+    from east_agent.simuleval_glue.data_files import source_tokens
+
+    sources = (test_set / "src.txt").read_text().splitlines()
+    references = (test_set / "ref.txt").read_text().splitlines()
+    tokens = source_tokens(sources, east_tokenizer, "de")
+    prompt = EastAgent.fixed_prompt(east_tokenizer, DecoderConfig("de", "en"))
+    fixed = prompt_tokens(east_tokenizer, *prompt)
+    longer = [index for index, count in enumerate(tokens) if count > SENTENCE_ROOM + 1]
+    assert len(longer) >= 2  # sentences that need more than the prompt's floor
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "src.txt").write_text("".join(sources[i] + "\n" for i in longer))
+    (data / "ref.txt").write_text("".join(references[i] + "\n" for i in longer))
+    context = fixed + min(tokens[i] for i in longer) - 1
+    folder = tmp_path / "submission"
+    run(
+        console_script("east-package-system"), folder, "--model-path", east_checkpoint,
+        "src_lang=de", "tgt_lang=en", f"max_context={context}",
+    )  # fmt: skip
+    for command in ("simuleval", "east-simuleval"):
+        refused = subprocess.run(
+            [console_script(command), "--system-dir", folder, "--source", data / "src.txt",
+             "--target", data / "ref.txt", "--output", tmp_path / command],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+        said = f"none of the {len(longer)} sentences to translate fits in --max-context {context}"
+        assert said in refused.stderr.splitlines()[-1]
+        assert not (tmp_path / command).exists()
+
+
 def test_a_system_dir_runs_references_are_checked_in_the_command_lines_unit(
     east_checkpoint, test_set, tmp_path
 ):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import codecs
 import difflib
 import hashlib
+import io
 import itertools
 import json
 import logging
@@ -50,7 +51,7 @@ import os
 import random
 import re
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -110,7 +111,7 @@ def interleave_chunks(
     feeds with that space (`units.SPACE_MARK`) and the model writes with it (before, a
     target chunk's was dropped: `我买了 iPhone` was learned as `我买了iPhone`)."""
     turn, previous_source, previous_target = "", "", ""
-    for index, (source, target) in enumerate(zip(source_chunks, target_chunks)):
+    for index, (source, target) in enumerate(zip(source_chunks, target_chunks, strict=True)):
         source_gap = _chunk_gap(previous_source, source, src_lang) if index else ""
         target_gap = _chunk_gap(previous_target, target, tgt_lang) if index else ""
         words = " ".join(source.split())
@@ -129,7 +130,14 @@ def _chunk_gap(previous: str, chunk: str, language: str) -> str:
 
 EAST_TOKENS = units.token_pattern((END_OF_READ, END_OF_WRITE))
 SURROGATES = re.compile("[\ud800-\udfff]")
-JSON_TYPES = {bool: "boolean", int: "number", float: "number", dict: "object", list: "array"}
+JSON_TYPES = {
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    str: "string",
+    dict: "object",
+    list: "array",
+}
 
 
 def lone_surrogate(text: str) -> str | None:
@@ -364,7 +372,7 @@ def _parse_line(line: bytes) -> tuple[dict | None, str | None]:
     except json.JSONDecodeError as error:
         return None, invalid_json(error)
     if not isinstance(value, dict):
-        return None, f"expected a JSON object, got {type(value).__name__}"
+        return None, f"expected a JSON object, got {_json_type(value)}"
     return value, None
 
 
@@ -389,7 +397,7 @@ def _json_list(data: bytes, path: Path) -> Iterator[RawRecord]:
         if isinstance(value, dict):
             yield RawRecord(f"record {index}", value)
         else:
-            problem = f"expected a JSON object, got {type(value).__name__}"
+            problem = f"expected a JSON object, got {_json_type(value)}"
             yield RawRecord(f"record {index}", None, problem)
 
 
@@ -404,7 +412,12 @@ def _records_in(handle: BinaryIO, path: Path) -> Iterator[RawRecord]:
     if b"".join(head).lstrip().startswith(b"["):
         yield from _json_list(b"".join(head) + handle.read(), path)
         return
-    for number, line in enumerate(itertools.chain(head, handle), 1):
+    lines: Iterable[bytes] = handle
+    if head and not _is_json(head[-1]):  # read whole: one value over several lines?
+        rest = handle.read()
+        check_not_one_value(b"".join(head) + rest, path)
+        lines = io.BytesIO(rest)  # JSON Lines after all (split at b"\n" only, as above)
+    for number, line in enumerate(itertools.chain(head, lines), 1):
         if b"\0" in line:  # a file in another encoding: never a record to skip
             raise RecordError(
                 f"{path}: line {number}: a NUL byte at column {line.index(0) + 1}; a UTF-16 "
@@ -413,6 +426,28 @@ def _records_in(handle: BinaryIO, path: Path) -> Iterator[RawRecord]:
         if line.strip():
             record, problem = _parse_line(line)
             yield RawRecord(f"line {number}", record, problem)
+
+
+def _is_json(line: bytes) -> bool:
+    try:
+        json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return True
+
+
+def check_not_one_value(data: bytes, path: Path) -> None:
+    """Refuse a file that is one JSON value over several lines (a pretty-printed object,
+    `{"data": [...]}`): before, its first line was named as invalid JSON, as if the file
+    were JSON Lines with a bad record."""
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return  # JSON Lines with a bad first line: named as such
+    raise RecordError(
+        f"{path}: one JSON {_json_type(value)} over several lines; records are a JSON list "
+        "(`[{...}, {...}]`) or JSON Lines (one object per line)"
+    )
 
 
 def iter_records(path: str | Path) -> Iterator[RawRecord]:

@@ -275,6 +275,50 @@ def test_invalid_json_line_is_named(east_tokenizer, tmp_path):
         build_samples(east_tokenizer, [tmp_path / "cut.json"], progress=False)
 
 
+@pytest.mark.parametrize(
+    "value, kind",
+    [({"data": [DE_EN]}, "object"), (DE_EN, "object"), ("records", "string")],
+    ids=["wrapped", "one-record", "string"],
+)
+def test_a_file_of_one_json_value_over_several_lines_is_named_as_such(
+    east_tokenizer, tmp_path, value, kind
+):
+    """Before: read as JSON Lines, its first line named as invalid JSON (`{` alone)."""
+    path = tmp_path / "simt.json"
+    path.write_text(
+        json.dumps(value, indent=2) if kind == "object" else f"\n  {json.dumps(value)}\n"
+    )
+    if kind == "string":  # one line after a blank one: JSON Lines, a line that is no object
+        with pytest.raises(
+            RecordError, match="simt.json: line 2: expected a JSON object, got string"
+        ):
+            build_samples(east_tokenizer, [path], progress=False)
+        return
+    for skip in (False, True):
+        with pytest.raises(RecordError) as refused:
+            build_samples(east_tokenizer, [path], skip_malformed=skip, progress=False)
+        assert str(refused.value) == (
+            f"{path}: one JSON object over several lines; records are a JSON list "
+            "(`[{...}, {...}]`) or JSON Lines (one object per line)"
+        )
+
+
+def test_json_lines_whose_first_line_is_bad_are_read_on(east_tokenizer, tmp_path):
+    """The first line read whole to tell one value over lines from JSON Lines: the lines
+    after it are read as ever (split at "\n" only, a lone "\r" inside a record kept)."""
+    inside = {**DE_EN, "target_chunks": ["The cat", "sits\ron", "the table."]}
+    path = write_lines(tmp_path / "simt.jsonl", [b"{broken\n", jsonl(inside), jsonl(ZH_EN)])
+    samples, report = build_samples(east_tokenizer, [path], skip_malformed=True, progress=False)
+    assert (len(samples), report.records, report.unreadable_skipped) == (2, 2, 1)
+
+
+def test_chunks_of_unequal_counts_are_refused_by_the_turn_too():
+    """`interleave_chunks` is public: called with chunks the record checks would refuse,
+    it raises rather than train the pairs `zip` keeps (before: `c` and `b` dropped)."""
+    with pytest.raises(ValueError, match="shorter than argument 1"):
+        interleave_chunks(["a", "b", "c"], ["x"], "en", "de")
+
+
 def test_overlong_samples_are_truncated_and_reported(east_tokenizer, tmp_path):
     path = write_json(tmp_path / "simt.json", [DE_EN, ZH_EN])
     samples, report = build_samples(east_tokenizer, [path], cutoff_len=40, progress=False)

@@ -92,6 +92,7 @@ class Conversation:
     assistant: str
     file: str = ""  # where its record was read, if it was: the file
     place: str = ""  # and "line 7" or "record 3" in it
+    src_lang: str = ""  # a SiMT record's source language (its chunks are in `assistant`)
 
 
 @dataclass(frozen=True)
@@ -276,7 +277,8 @@ def record_kind(record: dict) -> str:
 
 def conversation(record: dict, file: str = "", place: str = "") -> Conversation:
     """The chat turns of a (valid) record, read at `place` in `file`."""
-    return Conversation(*_turns(record), file, place)
+    src_lang = record["src_lang"] if record_kind(record) == "simt" else ""
+    return Conversation(*_turns(record), file, place, src_lang)
 
 
 def _turns(record: dict) -> tuple[str, str]:
@@ -300,6 +302,13 @@ def _turns(record: dict) -> tuple[str, str]:
     )
 
 
+CUT_INSIDE_UNITS = (
+    "{} Chinese/Japanese SiMT records end a source chunk inside a unit the decoder reads "
+    "whole (a token across the boundary, `，但是`): trained as written, though the decoder "
+    "cannot stop there"
+)
+
+
 @dataclass
 class DataReport:
     """What happened to the records on their way to samples; logged, never silent."""
@@ -311,6 +320,7 @@ class DataReport:
     truncated: int = 0
     dropped_prompt_too_long: int = 0
     beyond_max_samples: int = 0  # read, and left out by data.max_samples
+    cut_inside_units: int = 0  # zh/ja SiMT records with a source chunk ending inside a unit
     by_file: dict[str, int] = field(default_factory=dict)
     skipped_examples: list[str] = field(default_factory=list)
     cache_file: str | None = None  # the tokenized samples' cache, when there is one
@@ -356,6 +366,7 @@ class DataReport:
             "a JSON object)",
             f"{self.truncated} samples truncated to the cut-off",
             f"{self.dropped_prompt_too_long} samples dropped: prompt alone exceeds the cut-off",
+            *([CUT_INSIDE_UNITS.format(self.cut_inside_units)] if self.cut_inside_units else []),
             *cache,
             *(f"skipped: {example}" for example in self.skipped_examples),
         ]
@@ -788,10 +799,32 @@ def tokenize_records(
     a record whose text holds one of the tokenizer's control tokens raises or is skipped
     (`check_control_tokens`) before any is tokenized."""
     conversations = check_control_tokens(encoder.tokenizer, conversations, report)
+    report.cut_inside_units = count_cut_inside_units(encoder.tokenizer, conversations)
     samples = tokenize_conversations(encoder, conversations, report, cache_dir, progress)
     for line in report.lines():
         logger.info(line)
     return samples
+
+
+def count_cut_inside_units(
+    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Conversation]
+) -> int:
+    """How many Chinese or Japanese SiMT conversations end a source chunk inside one of the
+    tokens the decoder's units are made of (`units.token_group_units`: `，但是` is one
+    token of Llama-3's): the decoder reads that unit whole, so the model never decides
+    there. Counted for the report (a fast tokenizer's offsets; none without them)."""
+    unspaced = [item for item in conversations if item.src_lang and is_unspaced(item.src_lang)]
+    if not unspaced or not getattr(tokenizer, "is_fast", False):
+        return 0
+    assert EAST_TOKENS is not None  # two tokens
+    chunks = [EAST_TOKENS.split(item.assistant)[0:-1:2] for item in unspaced]
+    texts = ["".join(source) for source in chunks]
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    cut = 0
+    for source, offsets in zip(chunks, encoded["offset_mapping"], strict=True):
+        ends = set(itertools.accumulate(map(len, source[:-1])))
+        cut += any(start < end < stop for start, stop in offsets for end in ends)
+    return cut
 
 
 def control_tokens(tokenizer: PreTrainedTokenizerBase) -> list[str]:

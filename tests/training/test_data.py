@@ -26,6 +26,7 @@ from training.data import (
     DataReport,
     build_samples,
     conversation,
+    count_cut_inside_units,
     interleave_chunks,
     read_records,
 )
@@ -86,6 +87,24 @@ def test_chinese_target_chunks_keep_the_space_before_a_latin_word(target_chunks)
         "I bought<|end-of-read|>我买了<|end-of-write|>"
         " an iPhone.<|end-of-read|> iPhone。<|end-of-write|>"
     )
+
+
+def test_chunks_ending_inside_a_unit_the_decoder_reads_whole_are_counted(east_tokenizer):
+    """`，但是` is one Llama-3 token, so one unit of the decoder's: a record that ends a
+    chunk after `，` trains a decision the decoder never meets. Counted (and reported), as
+    a Japanese `」と`; chunks ending between units are not."""
+    cut = {**ZH_EN, "source_chunks": ["他很累，", "但是还在工作。"], "target_chunks": ["a", "b"]}
+    japanese = {**cut, "src_lang": "Japanese", "source_chunks": ["「こんにちは」", "と言った。"]}
+    whole = {**cut, "source_chunks": ["他很累", "，但是还在工作。"]}
+    spaced = {**DE_EN, "source_chunks": ["Die Kat", "ze sitzt", "auf dem Tisch."]}
+    records = [cut, japanese, whole, ZH_EN, spaced]
+    items = [conversation(record) for record in records]
+    assert count_cut_inside_units(east_tokenizer, items) == 2
+    report = DataReport(cut_inside_units=2)
+    assert "2 Chinese/Japanese SiMT records end a source chunk inside a unit" in "\n".join(
+        report.lines()
+    )
+    assert "inside a unit" not in "\n".join(DataReport().lines())
 
 
 def test_offline_and_alpaca_samples(east_tokenizer):

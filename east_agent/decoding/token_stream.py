@@ -101,10 +101,22 @@ class TokenStream:
 
     def check_source(self, text: str) -> None:
         """Refuse source text holding a control token's text, which the tokenizer would
-        make into that token (a source `<|eot_id|>` ended the user turn)."""
+        make into that token (a source `<|eot_id|>` ended the user turn); or completing one
+        with the run's text before it, as Chinese and Japanese units, joined without a
+        space, can (`<|eot` then `_id|>`; before, fed as that token)."""
         token = control_token_in(text, self._control)
         if token is not None:
             raise SourceError(f"the source unit {text.strip()!r} {control_token_problem(token)}")
+        if self._control is None or self._run_start is None:
+            return
+        joined = self._run_text + text  # the run's opening token is matched first, whole
+        found = (m for m in self._control.finditer(joined) if m.end() > len(self._run_text))
+        if (match := next(found, None)) is not None:
+            raise SourceError(
+                f"the source unit {text.strip()!r} completes {match.group()!r} with the units "
+                "before it (written together, no space between), one of the checkpoint's "
+                "control tokens: the model would read it as that token; remove it from the source"
+            )
 
     def append_text(self, text: str) -> int:
         """Append `text` to the current run; return the first index whose id changed or is new."""

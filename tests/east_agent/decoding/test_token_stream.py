@@ -8,7 +8,7 @@ import pytest
 from east_agent.common.records import load_records
 from east_agent.decoding.prompt import END_OF_READ, END_OF_WRITE, render_user_turn, simt_instruction
 from east_agent.decoding.token_stream import TokenStream
-from east_agent.decoding.units import source_units, unit_text
+from east_agent.decoding.units import SourceError, source_units, unit_text
 
 WMT = Path(__file__).resolve().parents[3] / "east_agent" / "data" / "wmt"
 WMT_FILES = sorted(WMT.glob("*.json.gz"))
@@ -71,6 +71,22 @@ def test_unit_that_retokenizes_the_cached_tail_reports_where(east_tokenizer):
     first_changed = stream.append_text("国")  # "中国" is one Llama-3 token
     assert first_changed == length - 1
     assert len(stream.ids) == length
+
+
+@pytest.mark.parametrize("pieces", [["<|eot", "_id|>"], ["好<|end-of", "-re", "ad|>"]])
+def test_units_that_complete_a_control_token_together_are_refused(east_tokenizer, pieces):
+    """Chinese and Japanese units are joined without a space: pieces of a control token
+    in two units made that token (before: `<|eot_id|>` fed inside the source)."""
+    stream = TokenStream(east_tokenizer)
+    stream.start(render_user_turn(east_tokenizer, simt_instruction("zh", "en", "low")))
+    stream.append_text("你")
+    for piece in pieces[:-1]:
+        stream.check_source(piece)
+        stream.append_text(piece)
+    with pytest.raises(SourceError, match="completes '<\\|(eot_id|end-of-read)\\|>' with"):
+        stream.check_source(pieces[-1])
+    stream.append_added_token(east_tokenizer.convert_tokens_to_ids(END_OF_WRITE))
+    stream.check_source(pieces[-1])  # a run of its own: the token is not made
 
 
 def test_rewind_restores_the_prompt(east_tokenizer):

@@ -29,6 +29,7 @@ from east_agent.decoding.chunk_search import (
     ChunkLimits,
     beam_chunk,
     check_beam_stop,
+    check_beams_fit,
     greedy_chunk,
 )
 from east_agent.decoding.long_form import (
@@ -120,6 +121,10 @@ class EastStreamDecoder(StreamingDecoder):
         config: DecoderConfig,
         streams: int = 1,
     ) -> None:
+        token_ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
+        # before the rows are made (num_beams 10,000: killed for memory, no message)
+        vocabulary = model.get_output_embeddings().weight.shape[0]
+        check_beams_fit(config.num_beams, len(token_ids.write_stops), vocabulary)
         super().__init__(
             model,
             tokenizer,
@@ -130,7 +135,7 @@ class EastStreamDecoder(StreamingDecoder):
             streams=streams,
         )
         self.config = config
-        self.token_ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
+        self.token_ids = token_ids
         self.length_penalty = float(getattr(model.generation_config, "length_penalty", 1.0) or 1.0)
         (self.prompt,) = self.fixed_prompt(tokenizer, config)
         self.start_streams(model, self.prompt)

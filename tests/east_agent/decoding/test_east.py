@@ -520,3 +520,26 @@ def test_bad_configuration_is_refused(options, message):
     settings = {"src_lang": "de", "tgt_lang": "en", "latency": "low", **options}
     with pytest.raises(ValueError, match=message):
         DecoderConfig(**settings)
+
+
+@pytest.mark.parametrize("kind", ["east", "waitk-east"])
+def test_beams_the_vocabulary_cannot_fill_are_refused_before_the_rows_are_made(
+    demo_model, monkeypatch, kind
+):
+    """The Python API checks what the CLI checks (before: "selected index k out of range"
+    from the first beam search, or, with 10,000 beams, the process killed for memory as
+    the decoder made its rows)."""
+    from east_agent.decoding import streaming
+    from east_agent.decoding.waitk import EastWaitkDecoder
+
+    model, tokenizer = demo_model
+    monkeypatch.setattr(
+        streaming.StreamingDecoder, "__init__", lambda *a, **k: pytest.fail("rows made")
+    )
+    config = DecoderConfig("de", "en", num_beams=3000, kv_cache="dynamic")
+    said = "--num-beams 3000: a beam search step takes the 3 x 3000 best tokens, more than "
+    with pytest.raises(ValueError, match=re.escape(said + "this model's vocabulary of 8002")):
+        if kind == "east":
+            EastStreamDecoder(model, tokenizer, config)
+        else:
+            EastWaitkDecoder(model, tokenizer, config, 3)

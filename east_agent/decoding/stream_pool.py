@@ -76,12 +76,17 @@ class StreamPool:
         """Queue new source units (and the end of the source) and run them up to the
         stream's next forward. Units are checked as `translate` checks them (before: a
         string's letters read as units), and refused for a stream not lent, or whose
-        sentence is finished (before: a KeyError, or the units dropped without a word)."""
+        sentence is finished or failed (before: a KeyError, or the units dropped without a
+        word)."""
         check_unit_list(units, "push")
         events = self._events(stream, "push")
         if units and stream.finished:
             raise RuntimeError(
                 f"push: stream {stream.home}'s sentence is finished; begin() the next first"
+            )
+        if (failure := self.errors.get(stream)) is not None:
+            raise RuntimeError(
+                f"push: stream {stream.home}'s sentence failed ({failure}); begin() the next"
             )
         for position, unit in enumerate(units):
             events.append((unit, source_finished and position == len(units) - 1))

@@ -237,7 +237,8 @@ class AgentService:
             return EmptySegment(finished=True)
         units = states.source[session.pushed :]
         session.pushed = len(states.source)
-        self.pool.push(stream, units, states.source_finished)
+        if self.pool.error(stream) is None:  # a failed sentence: its error again, below
+            self.pool.push(stream, units, states.source_finished)
         if self.pool.busy(stream):
             session.waiter = asyncio.get_running_loop().create_future()
             self._start_runner()

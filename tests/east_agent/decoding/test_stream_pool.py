@@ -303,3 +303,14 @@ def test_an_interrupted_step_leaves_no_stream_waiting_on_it(
     with pytest.raises(KeyboardInterrupt):
         pool.step()
     assert isinstance(pool.error(stream), StepFailed) and not pool.feeds
+
+
+def test_units_for_a_failed_sentence_are_refused_not_dropped(east_model, east_tokenizer):
+    """Before: taken and dropped without a word, as units for a finished sentence were."""
+    pool = StreamPool(build("east", east_model, east_tokenizer, 1))
+    stream = pool.acquire()
+    pool.begin(stream)
+    pool.push(stream, ["  "], source_finished=False)
+    assert pool.error(stream) is not None
+    with pytest.raises(RuntimeError, match=r"sentence failed \(.*\); begin\(\) the next"):
+        pool.push(stream, ["Hund"], source_finished=False)

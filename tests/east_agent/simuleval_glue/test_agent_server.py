@@ -373,3 +373,27 @@ def test_an_empty_text_segment_that_finishes_ends_the_source(east_model, east_to
     with pytest.raises(RequestError, match="an empty 'content' carries no unit") as refused:
         service.push("s", segment_json(content, False))
     assert refused.value.status == 400
+
+
+def test_a_failed_sentence_keeps_answering_its_error_until_reset(east_model, east_tokenizer):
+    """Units sent after the sentence failed: its error again (422), not the pool's refusal
+    of units for a failed sentence as a server fault."""
+    service = one_stream_service(east_model, east_tokenizer)
+
+    async def run():
+        service.reset("s")
+        service.push("s", segment_json("Mann<|eot_id|>", False))
+        answers = []
+        for unit in ("Hund", "Katze"):
+            with pytest.raises(RequestError) as refused:
+                await service.pop("s")
+            answers.append(refused.value)
+            service.push("s", segment_json(unit, False))
+        service.reset("s")
+        service.push("s", segment_json("Hund", False))
+        await service.pop("s")
+        return answers
+
+    answers = asyncio.run(run())
+    assert [answer.status for answer in answers] == [422, 422]
+    assert all("this sentence has ended: POST /reset starts the next" in str(a) for a in answers)

@@ -136,6 +136,15 @@ def check_field_types(config: DecoderConfig | WaitkConfig) -> None:
         )
 
 
+def whole_number(value: object, name: str) -> int:
+    """`value` as an `int`: an integer of any kind (numpy's), not a bool (before: `streams`
+    refused numpy's, a wait-k `waitk` took 2.5 and True, and `"3"` failed as a comparison
+    of str and int)."""
+    if isinstance(value, Integral) and not isinstance(value, bool):
+        return int(value)
+    raise TypeError(f"{name}: a whole number, got {type(value).__name__} {value!r}")
+
+
 def declared_name(annotation: object) -> str:
     """`int`, or `int | None`, as a module without postponed annotations declares it
     (`Optional[int]` too)."""
@@ -526,8 +535,7 @@ class StreamingDecoder:
         beams: int = 1,
         streams: int = 1,
     ) -> None:
-        if not isinstance(streams, int) or isinstance(streams, bool):
-            raise TypeError(f"streams: a whole number, got {type(streams).__name__} {streams!r}")
+        streams = whole_number(streams, "streams")
         if streams < 1:
             raise ValueError(f"the number of streams must be at least 1, got {streams}")
         self.tokenizer = tokenizer

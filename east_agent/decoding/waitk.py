@@ -60,6 +60,7 @@ from east_agent.decoding.streaming import (
     Stream,
     StreamingDecoder,
     check_shared_settings,
+    whole_number,
 )
 from east_agent.decoding.units import unit_text
 from east_agent.lm.checkpoint import end_of_turn_ids, single_token_id
@@ -73,6 +74,7 @@ SOURCE_SLOT = "\u27e6SOURCE\u27e7"  # stands for the source prefix while the pro
 
 
 def check_waitk(waitk: int) -> int:
+    waitk = whole_number(waitk, "waitk")
     if waitk < 1:
         raise ValueError(f"--waitk must be at least 1, got {waitk}")
     return waitk

@@ -4,6 +4,7 @@ import copy
 import random
 import re
 
+import numpy as np
 import pytest
 import torch
 from lm_trace import TracingLM, assert_trace_matches_full_recompute, generate_chunk
@@ -357,6 +358,8 @@ def test_the_number_of_streams_and_the_last_unit_flag_are_checked(east_model, ea
     config = DecoderConfig("de", "en", "low")
     with pytest.raises(TypeError, match="streams: a whole number, got str '4'"):
         EastStreamDecoder(east_model, east_tokenizer, config, streams="4")
+    # numpy's integers are whole numbers, as in a config's fields (before: refused here)
+    assert len(EastStreamDecoder(east_model, east_tokenizer, config, np.int64(2)).streams) == 2
     decoder = EastStreamDecoder(east_model, east_tokenizer, config)
     decoder.reset()
     with pytest.raises(TypeError, match="push_unit: is_last is True or False, got 'no'"):

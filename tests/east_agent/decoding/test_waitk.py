@@ -2,6 +2,7 @@
 
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -383,3 +384,18 @@ def test_a_latency_level_with_the_offline_prompt_is_refused():
     with pytest.raises(ValueError, match="latency 'high' \\(--latency\\): the offline prompt"):
         WaitkConfig("de", "en", 2, prompt="offline", latency="high")
     assert WaitkConfig("de", "en", 2, prompt="east", latency="high").latency == "high"
+
+
+@pytest.mark.parametrize(
+    "waitk, error",
+    [("3", "waitk: a whole number, got str '3'"), (2.5, "waitk: a whole number, got float 2.5"),
+     (True, "waitk: a whole number, got bool True"), (0, "--waitk must be at least 1, got 0")],
+)  # fmt: skip
+def test_the_python_apis_waitk_is_a_whole_number(east_model, east_tokenizer, waitk, error):
+    """As `WaitkConfig` takes it (before: `"3"` a comparison of str and int, 2.5 and True
+    taken, their delays [3, 4] and [1, 2, 3, 4])."""
+    kind = ValueError if waitk == 0 else TypeError
+    with pytest.raises(kind, match=re.escape(error)):
+        EastWaitkDecoder(east_model, east_tokenizer, DecoderConfig("de", "en"), waitk)
+    with pytest.raises(kind):  # named as a field: "WaitkConfig.waitk must be int, got ..."
+        WaitkConfig("de", "en", waitk)

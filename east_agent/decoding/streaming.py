@@ -670,7 +670,10 @@ class StreamingDecoder:
 
     @property
     def counters(self) -> Counters:
-        """All the work of all streams so far."""
+        """All the work of all streams so far, but the forward of a batch's shared prompt
+        (`batching.share_prompt`: fed once for all streams, in no sentence's counters; a
+        sentence of a batch counts the prompt's tokens as not fed, one alone feeds them
+        with its first unit, in the same forward pass)."""
         total = Counters()
         for stream in self.streams:
             total = total + stream.totals

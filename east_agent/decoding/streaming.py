@@ -457,7 +457,11 @@ class Stream:
         prompt = self.tokens.prompt_length
         unit = new_positions - max(0, prompt - self.lm.length(self.home))  # a first unit's
         if prompt + unit > self.max_context:  # feed carries the prompt; no segment holds it
-            return f"one unit of {unit} tokens does not fit beside the {prompt}-token prompt"
+            return (  # the count: the unit's tokens and the markers fed with it (before:
+                # "one unit of 82 tokens" for 80 and the end-of-write and end-of-read)
+                f"one unit does not fit beside the {prompt}-token prompt (it and the "
+                f"end-of-read or end-of-write fed with it: {unit} tokens)"
+            )
         return "split the source into shorter segments, or run it in long form (--long-form)"
 
     def feed(

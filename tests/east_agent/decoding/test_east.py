@@ -345,8 +345,8 @@ def test_a_unit_no_context_holds_beside_the_prompt_is_said_so(east_model, east_t
     for units in (["Katze" * 100], ["Die", "Katze" * 100]):
         with pytest.raises(ContextOverflowError) as refused:
             decoder.translate(units)
-        assert re.search(r"one unit of \d+ tokens does not fit beside the \d+-token prompt$",
-                         str(refused.value))  # fmt: skip
+        said = r"one unit does not fit beside the \d+-token prompt \(it and the end-of-read "
+        assert re.search(said + r"or end-of-write fed with it: \d+ tokens\)$", str(refused.value))
         assert "long-form" not in str(refused.value)
     assert "(after 2 source units and 0 chunks)" in str(refused.value)
     with pytest.raises(ContextOverflowError, match=r"\(after 1 source unit and 0 chunks\)"):

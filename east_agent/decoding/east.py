@@ -59,6 +59,7 @@ from east_agent.decoding.streaming import (
     Stream,
     StreamingDecoder,
     Translation,
+    check_config_type,
     check_shared_settings,
 )
 from east_agent.decoding.units import unit_text
@@ -121,6 +122,7 @@ class EastStreamDecoder(StreamingDecoder):
         config: DecoderConfig,
         streams: int = 1,
     ) -> None:
+        check_config_type(config, DecoderConfig, type(self).__name__)
         token_ids = east_token_ids(tokenizer, model.generation_config.eos_token_id)
         # before the rows are made (num_beams 10,000: killed for memory, no message)
         vocabulary = model.get_output_embeddings().weight.shape[0]

@@ -145,6 +145,14 @@ def whole_number(value: object, name: str) -> int:
     raise TypeError(f"{name}: a whole number, got {type(value).__name__} {value!r}")
 
 
+def check_config_type(config: object, expected: type, decoder: str) -> None:
+    """A decoder's config is its own kind (before: a wait-k decoder given a DecoderConfig
+    failed on its missing `waitk` after the first READ; an EAST decoder given a WaitkConfig,
+    on `num_beams`, as an AttributeError)."""
+    if not isinstance(config, expected):
+        raise TypeError(f"{decoder} takes a {expected.__name__}, got {type(config).__name__}")
+
+
 def declared_name(annotation: object) -> str:
     """`int`, or `int | None`, as a module without postponed annotations declares it
     (`Optional[int]` too)."""

@@ -59,6 +59,7 @@ from east_agent.decoding.streaming import (
     Step,
     Stream,
     StreamingDecoder,
+    check_config_type,
     check_shared_settings,
     whole_number,
 )
@@ -168,6 +169,7 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         config: WaitkConfig,
         streams: int = 1,
     ) -> None:
+        check_config_type(config, WaitkConfig, type(self).__name__)
         super().__init__(
             model, tokenizer, config.src_lang, config.max_context, config.kv_cache, 1, streams
         )

@@ -399,3 +399,13 @@ def test_the_python_apis_waitk_is_a_whole_number(east_model, east_tokenizer, wai
         EastWaitkDecoder(east_model, east_tokenizer, DecoderConfig("de", "en"), waitk)
     with pytest.raises(kind):  # named as a field: "WaitkConfig.waitk must be int, got ..."
         WaitkConfig("de", "en", waitk)
+
+
+def test_a_decoder_given_another_decoders_config_is_refused(east_model, east_tokenizer):
+    """Before: the offline wait-k decoder ran on a DecoderConfig until its first WRITE
+    asked for `waitk` (an AttributeError); the EAST decoder failed on a WaitkConfig's
+    missing `num_beams`."""
+    with pytest.raises(TypeError, match="OfflineWaitkDecoder takes a WaitkConfig, got Decoder"):
+        OfflineWaitkDecoder(east_model, east_tokenizer, DecoderConfig("de", "en"))
+    with pytest.raises(TypeError, match="EastWaitkDecoder takes a DecoderConfig, got WaitkConf"):
+        EastWaitkDecoder(east_model, east_tokenizer, WaitkConfig("de", "en", 3), 3)

@@ -766,7 +766,8 @@ class StreamingDecoder:
         to read or write), and wait-k writes the rest of the target as one more chunk, the
         last unit's decision becoming FORCED: the same target as the flag gives (EAST's
         wait-k continues the word's chunk: its end-of-write leaves the cache, and the
-        word's last token is fed again, one position re-encoded). With beams (EAST's
+        word's last token is fed again, one position re-encoded; the final write's cap
+        counts the word, unless the word alone is longer). With beams (EAST's
         wait-k, `num_beams` above 1, from Python only) the target may differ: the word was
         written greedily and is kept, the beam search writes the rest after it, where the
         flag's forced write searches from the end-of-read (2 of 11 Multi30k sentences at 3

@@ -158,6 +158,14 @@ class WritesTheRestAtTheEnd:
     def _needs_final_write(self, stream: Stream) -> bool:
         return units_in_segment(self.segments, stream) > 0
 
+    @staticmethod
+    def last_unit_word(stream: Stream) -> list[int]:
+        """The ids of the word written at the last unit read (none after a READ): at the
+        end of the source (`finish`), the final write's cap counts them, as the flag's
+        forced write holds them (before: the word and a whole cap more)."""
+        written_there = stream.delays and stream.delays[-1] == stream.units_read
+        return stream.chunk_ids[-1] if written_there else []
+
 
 class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
     stream_class = OfflineWaitkStream
@@ -276,12 +284,16 @@ class OfflineWaitkDecoder(WritesTheRestAtTheEnd, StreamingDecoder):
         assert isinstance(stream, OfflineWaitkStream)  # the decoder's stream_class
         if not stream.pending():  # a word was the last thing fed: its last token again
             stream.rewind_cache(len(stream.tokens.ids) - 1)
-        return (yield from self._forced_write(stream, finished=True))
+        word = self.last_unit_word(stream)
+        return (yield from self._forced_write(stream, finished=True, written=len(word)))
 
-    def _forced_write(self, stream: OfflineWaitkStream, finished: bool) -> Feeds[Step]:
+    def _forced_write(
+        self, stream: OfflineWaitkStream, finished: bool, written: int = 0
+    ) -> Feeds[Step]:
         """The rest of the target (of the segment's, in long form), to the end of the turn
-        or the cap; a cap that cuts a character ends before it (else: U+FFFD at the end)."""
-        wanted = self.config.max_new_tokens
+        or the cap (less the `written` tokens of a word at the last unit); a cap that cuts a
+        character ends before it (else: U+FFFD at the end)."""
+        wanted = max(0, self.config.max_new_tokens - written)
         max_tokens = capped_tokens(self.segments, stream, wanted, True)
         limits = self._limits(max_tokens)
         new_ids, stopped = yield from greedy_chunk(stream, stream.pending(), limits)
@@ -297,6 +309,8 @@ class EastWaitkStream(Stream):
     def clear(self, script: dict[int, int] | None = None) -> None:
         super().clear(script)
         self.word_end: Mark | None = None  # a TokenStream mark before that word's end-of-write
+        self.word_cap = 0  # the cap the flag's forced write would have had at that unit
+        self.rest_cap: int | None = None  # the final write's, continuing that word
 
 
 class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
@@ -354,6 +368,7 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
             stream.tokens.append_generated(word)
             stream.crop_to_ids()
             stream.word_end = stream.tokens.mark()
+            stream.word_cap = self.write_tokens(stream)  # before the chunk's end resets it
             chunk_ids, text = self._end_chunk(stream, word)
         return Step(decision, text, chunk_ids, finished=is_last)
 
@@ -368,8 +383,17 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
         stream.rewind_cache(stream.tokens.restore(stream.word_end))
         if not stream.pending():  # the word's last token was fed: fed again for its logits
             stream.rewind_cache(len(stream.tokens.ids) - 1)
+        stream.rest_cap = max(0, stream.word_cap - len(self.last_unit_word(stream)))
         chunk_ids, text = yield from self._write(stream)
         return Step(FORCED, text, chunk_ids, finished=True)
+
+    def write_tokens(self, stream: Stream) -> int:
+        """The flag's cap, or at the end of the source after a word at the last unit, what
+        that cap leaves after the word (before: 50 more, where the flag's write took 52 in
+        all)."""
+        if isinstance(stream, EastWaitkStream) and stream.rest_cap is not None:
+            return stream.rest_cap
+        return super().write_tokens(stream)
 
 
 def offline_suppressed_ids(tokenizer: PreTrainedTokenizerBase, stops: Iterable[int]) -> list[int]:

@@ -409,3 +409,34 @@ def test_a_decoder_given_another_decoders_config_is_refused(east_model, east_tok
         OfflineWaitkDecoder(east_model, east_tokenizer, DecoderConfig("de", "en"))
     with pytest.raises(TypeError, match="EastWaitkDecoder takes a DecoderConfig, got WaitkConf"):
         EastWaitkDecoder(east_model, east_tokenizer, WaitkConfig("de", "en", 3), 3)
+
+
+@pytest.mark.parametrize("prompt", ["offline", "east"])
+def test_the_end_of_source_after_a_word_keeps_the_final_writes_cap(demo_model, prompt):
+    """`finish()` after a word written at the last unit: the final write's cap counts that
+    word, as the flag's forced write holds it (before, max_new_tokens 4, first 30 Multi30k
+    sentences: the offline prompt's target differed in 21 at k 3, EAST's in 2: the word
+    and a whole cap more). EAST's may differ only where that word alone is longer than
+    the cap (it was written before the source's end was known)."""
+    import gzip
+
+    model, tokenizer = demo_model
+    path = "east_agent/data/multi30k/test_2016_flickr.de.gz"
+    sentences = [line.split() for line in gzip.open(path, "rt").read().splitlines()[:30]]
+    config = WaitkConfig("de", "en", 3, prompt=prompt, max_new_tokens=4)
+    if prompt == "east":
+        decoder = EastWaitkDecoder(model, tokenizer, config.east_config(), 3)
+    else:
+        decoder = OfflineWaitkDecoder(model, tokenizer, config)
+    longer_words = 0
+    for units in sentences:
+        flagged = decoder.translate(units)
+        decoder.reset()
+        for unit in units:
+            decoder.push_unit(unit)
+        decoder.finish()
+        ended = decoder.streams[0].translation()
+        if ended.text != flagged.text:
+            assert prompt == "east" and len(ended.chunk_ids[-2]) > 4, (units, ended.text)
+            longer_words += 1
+    assert longer_words <= 1

@@ -232,9 +232,10 @@ class EastStreamDecoder(StreamingDecoder):
             return self._chunk_limits(max_tokens, (), self.write_mask)
         return self._chunk_limits(max_tokens, self.token_ids.write_stops, self.write_mask)
 
-    def _write(self, stream: Stream) -> Feeds[tuple[list[int], str]]:
-        """Generate one chunk after end-of-read, close it with end-of-write, record it."""
-        wanted = self.write_tokens(stream)
+    def _write(self, stream: Stream, wanted: int | None = None) -> Feeds[tuple[list[int], str]]:
+        """Generate one chunk after end-of-read, close it with end-of-write, record it;
+        `wanted`: its cap, where not `write_tokens`'."""
+        wanted = self.write_tokens(stream) if wanted is None else wanted
         forced = stream.decisions[-1] == FORCED
         max_tokens = capped_tokens(self.segments, stream, wanted, forced)
         limits = self._write_limits(stream, max_tokens)

@@ -36,7 +36,9 @@ class TokenStream:
         self.tokenizer = tokenizer
         self._backend = getattr(tokenizer, "backend_tokenizer", None)  # fast tokenizers
         self.added_token_ids = frozenset(tokenizer.added_tokens_decoder)
-        self._control = token_pattern(control_tokens(tokenizer))
+        controls = control_tokens(tokenizer)
+        self._control = token_pattern(controls)
+        self._longest_control = max(map(len, controls), default=0)
         self.ids: list[int] = []
         self._run_start: int | None = None  # index of the run's first id; None: no open run
         self._run_text = ""
@@ -109,8 +111,10 @@ class TokenStream:
             raise SourceError(f"the source unit {text.strip()!r} {control_token_problem(token)}")
         if self._control is None or self._run_start is None:
             return
-        joined = self._run_text + text  # the run's opening token is matched first, whole
-        found = (m for m in self._control.finditer(joined) if m.end() > len(self._run_text))
+        # the run's end, as far back as a token could begin (not the whole run at every
+        # unit); a match that ends before `text` is the run's opening token
+        before = self._run_text[-(self._longest_control - 1) :]
+        found = (m for m in self._control.finditer(before + text) if m.end() > len(before))
         if (match := next(found, None)) is not None:
             raise SourceError(
                 f"the source unit {text.strip()!r} completes {match.group()!r} with the units "

@@ -310,7 +310,6 @@ class EastWaitkStream(Stream):
         super().clear(script)
         self.word_end: Mark | None = None  # a TokenStream mark before that word's end-of-write
         self.word_cap = 0  # the cap the flag's forced write would have had at that unit
-        self.rest_cap: int | None = None  # the final write's, continuing that word
 
 
 class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
@@ -383,17 +382,11 @@ class EastWaitkDecoder(WritesTheRestAtTheEnd, EastStreamDecoder):
         stream.rewind_cache(stream.tokens.restore(stream.word_end))
         if not stream.pending():  # the word's last token was fed: fed again for its logits
             stream.rewind_cache(len(stream.tokens.ids) - 1)
-        stream.rest_cap = max(0, stream.word_cap - len(self.last_unit_word(stream)))
-        chunk_ids, text = yield from self._write(stream)
+        # what the flag's cap leaves after the word (before: 50 more, where the flag's write
+        # took 52 in all)
+        rest = max(0, stream.word_cap - len(self.last_unit_word(stream)))
+        chunk_ids, text = yield from self._write(stream, rest)
         return Step(FORCED, text, chunk_ids, finished=True)
-
-    def write_tokens(self, stream: Stream) -> int:
-        """The flag's cap, or at the end of the source after a word at the last unit, what
-        that cap leaves after the word (before: 50 more, where the flag's write took 52 in
-        all)."""
-        if isinstance(stream, EastWaitkStream) and stream.rest_cap is not None:
-            return stream.rest_cap
-        return super().write_tokens(stream)
 
 
 def offline_suppressed_ids(tokenizer: PreTrainedTokenizerBase, stops: Iterable[int]) -> list[int]:
